@@ -1,0 +1,168 @@
+//! The disk seam: every byte the broker keeps goes through [`Disk`] and [`DiskFile`].
+//!
+//! madsim simulates time, tasks and the network but not power loss, torn writes or I/O errors,
+//! so the broker never touches `std::fs` directly. Production uses [`FileDisk`]; simulations and
+//! crash tests use the faulty implementation in the `chaos` crate. One contract test suite runs
+//! against both, so the contracts below are checked, not just hoped for.
+//!
+//! # Durability contract (what survives a crash)
+//! - Bytes appended to a file are durable only once a later [`DiskFile::sync`] on that file has
+//!   returned `Ok`. A crash loses every byte appended since the last successful sync, except that
+//!   a prefix of the unsynced bytes may survive (the kernel wrote some pages back); that prefix
+//!   can end mid-write (a torn write, cut at a 512-byte sector boundary).
+//! - A failed sync means the data since the last good sync is gone, now or at the next crash,
+//!   even if later reads still return it and a later sync succeeds (Linux "fsyncgate"). The only
+//!   safe reaction is to stop trusting the file: callers take the log offline.
+//! - Creating, removing and renaming a file changes the directory; that change is durable only
+//!   after [`Disk::sync_dir`] on the parent directory has returned `Ok`. A file whose data was
+//!   synced but whose directory entry was not can vanish in a crash. A rename is atomic: after a
+//!   crash the target name holds either the old or the new file, never a mix.
+//! - [`Disk::create_dir_all`] is durable when it returns.
+//!
+//! # Concurrency contract
+//! Appends and truncations of one file are serialized by the caller (the log holds a lock).
+//! Reads and syncs may run concurrently with an append; a read never observes a partially
+//! applied append beyond what [`DiskFile::len`] reported before the read started.
+//!
+//! # Errors
+//! Errors are `std::io::Error` with the kinds and raw OS errors a real file system gives:
+//! `NotFound`, `AlreadyExists`, `EIO` (raw os error 5), `ENOSPC` (raw os error 28, kind
+//! `StorageFull`). The faulty disk produces exactly these, so callers cannot tell them apart.
+
+mod file;
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use file::FileDisk;
+
+/// How [`Disk::open`] treats a missing or existing file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Open an existing file; `NotFound` if it is missing.
+    Existing,
+    /// Open the file, creating it empty if it is missing.
+    Create,
+    /// Create a new empty file; `AlreadyExists` if the name is taken.
+    CreateNew,
+}
+
+/// One open file. Handles are cheap to clone through `Arc` and stay valid after the name is
+/// removed or renamed (like a file descriptor), which lets a reader finish while retention
+/// deletes the segment it reads.
+#[async_trait]
+pub trait DiskFile: Send + Sync + fmt::Debug {
+    /// Appends `buf` at the end of the file and returns the position it starts at.
+    /// Not durable until [`DiskFile::sync`] returns `Ok`. On error, an unspecified prefix of
+    /// `buf` may have been written: the caller must treat the file's tail as unknown.
+    async fn append(&self, buf: &[u8]) -> io::Result<u64>;
+
+    /// Reads into `buf` from `pos`; returns the number of bytes read, which is short only at
+    /// the end of the file. Returns what was appended, including unsynced bytes, and including
+    /// any corruption at rest (the disk does not checksum; callers do).
+    async fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Makes every append and truncation of this file so far durable (fdatasync). On error the
+    /// bytes since the last successful sync are lost; see the module doc.
+    async fn sync(&self) -> io::Result<()>;
+
+    /// Cuts the file to `len` bytes (`len` must not exceed the current length). Durable after
+    /// the next successful sync.
+    async fn truncate(&self, len: u64) -> io::Result<()>;
+
+    /// The current length, including unsynced appends.
+    fn len(&self) -> u64;
+
+    /// True when the file holds no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A directory tree of files. See the module doc for the durability contract.
+#[async_trait]
+pub trait Disk: Send + Sync + fmt::Debug {
+    /// Creates `dir` and its missing parents; durable on return.
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+
+    /// Opens or creates the file at `path` as `mode` says. A created file's name is durable
+    /// only after [`Disk::sync_dir`] of its parent.
+    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>>;
+
+    /// The names of the entries directly in `dir`, files and directories, sorted bytewise.
+    async fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+
+    /// Removes the file at `path`; durable after [`Disk::sync_dir`] of its parent. Open handles
+    /// keep working.
+    async fn remove(&self, path: &Path) -> io::Result<()>;
+
+    /// Removes `dir` and everything under it; durable after [`Disk::sync_dir`] of its parent.
+    async fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
+
+    /// Atomically renames `from` to `to`, replacing `to` if it exists; durable after
+    /// [`Disk::sync_dir`] of the parent (both names must share one parent directory).
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Makes the creations, removals and renames of entries in `dir` durable.
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// Reads a whole file. For small metadata files (checkpoints, indexes).
+pub async fn read_file(disk: &dyn Disk, path: &Path) -> io::Result<Vec<u8>> {
+    let file = disk.open(path, OpenMode::Existing).await?;
+    let len = usize::try_from(file.len()).map_err(|_| io::Error::other("file too large"))?;
+    let mut buf = vec![0u8; len];
+    let mut read = 0;
+    while read < len {
+        let n = file.read_at(read as u64, &mut buf[read..]).await?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    buf.truncate(read);
+    Ok(buf)
+}
+
+/// Replaces the file at `path` with `contents` so that after a crash it holds either the old or
+/// the new contents, never a mix: write a temporary file, sync it, rename it over `path`, sync
+/// the directory. The classic recipe; each step matters under the contract above.
+pub async fn write_file_atomic(disk: &dyn Disk, path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = Path::new(&tmp_name);
+    // A leftover temporary file from a crash is garbage: start it afresh.
+    match disk.remove(tmp).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let file = disk.open(tmp, OpenMode::CreateNew).await?;
+    file.append(contents).await?;
+    file.sync().await?;
+    disk.rename(tmp, path).await?;
+    disk.sync_dir(dir).await
+}
+
+/// Removes a file if it exists; a missing file is not an error.
+pub async fn remove_if_exists(disk: &dyn Disk, path: &Path) -> io::Result<bool> {
+    match disk.remove(path).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// True if a file or directory named `name` exists directly in `dir`.
+pub async fn exists(disk: &dyn Disk, dir: &Path, name: &str) -> io::Result<bool> {
+    match disk.list(dir).await {
+        Ok(names) => Ok(names.binary_search_by(|n| n.as_str().cmp(name)).is_ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
