@@ -27,4 +27,4 @@
 
 pub mod clock;
 pub mod disk;
-// pub mod log;
+pub mod log;

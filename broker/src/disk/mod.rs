@@ -20,7 +20,9 @@
 //! - [`Disk::create_dir_all`] is durable when it returns.
 //!
 //! # Concurrency contract
-//! Appends and truncations of one file are serialized by the caller (the log holds a lock).
+//! Appends and truncations of one file are serialized by the caller (the log holds a lock), and
+//! only one handle at a time appends to a file: a handle learns the file's length when it is
+//! opened (the real implementation appends at that handle's idea of the end).
 //! Reads and syncs may run concurrently with an append; a read never observes a partially
 //! applied append beyond what [`DiskFile::len`] reported before the read started.
 //!

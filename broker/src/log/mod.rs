@@ -1,1 +1,1004 @@
-//! placeholder
+//! A partition's log: the durable, ordered sequence of record batches that everything else in
+//! the broker is built on.
+//!
+//! # On disk
+//! A log is a directory:
+//! - `{base_offset:020}.log`: segments of whole record batches, stored exactly as producers sent
+//!   them except for the base offset and partition leader epoch the log assigns;
+//! - `{base_offset:020}.index` / `.timeindex`: sparse indexes, written when a segment is sealed
+//!   and at clean shutdown, with a checksum (see [`index`]);
+//! - `log.checkpoint`: recovery point, log start offset and offset reservation ([`checkpoint`]);
+//! - `leader-epoch-checkpoint`: the [`leader_epoch::LeaderEpochCache`];
+//! - `.clean-shutdown`: present only between a clean close and the next open.
+//!
+//! # Guarantees
+//! - Offsets are assigned once, densely within a run, and never reused, even across crashes that
+//!   lose unsynced batches (the offset reservation makes the log skip past any offset it might
+//!   have handed out). A gap in offsets after a crash is legal Kafka (consumers skip it).
+//! - Under [`FlushPolicy::Durable`] an append returns only once its bytes are synced; many
+//!   concurrent appends share one sync (group commit). After any crash the log holds a prefix
+//!   of what was appended that includes every append that returned `Ok`.
+//! - Every batch served by [`Log::read`] has been CRC-checked on the way out: damage at rest is
+//!   reported loudly and never served.
+//! - Any write-path I/O error (failed write or sync, full disk) takes the log offline: the bytes
+//!   since the last good sync cannot be trusted, so nothing more is appended or served until the
+//!   log is reopened, which recovers from what is really on disk (Kafka does the same with a
+//!   failed log directory).
+//!
+//! # Recovery on open
+//! Without the clean-shutdown marker, the segments from the recovery point on are scanned
+//! batch by batch: CRCs checked, indexes rebuilt, a torn tail cut. Sealed segments below the
+//! recovery point keep their checksummed indexes (rebuilt if missing or damaged). With the
+//! marker, only the few bytes after each segment's last index entry are read.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod index;
+pub mod leader_epoch;
+pub mod segment;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use batch::{BatchError, BatchHeader, HEADER_LEN};
+use checkpoint::Checkpoint;
+use index::{OffsetIndex, TimeIndex};
+use leader_epoch::LeaderEpochCache;
+use segment::{ScanEnd, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+
+pub use config::{FlushPolicy, LogConfig};
+
+use crate::clock::Clock;
+use crate::disk::{self, Disk, DiskFile, OpenMode};
+
+const CHECKPOINT_FILE: &str = "log.checkpoint";
+const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
+const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+
+/// Opening a log failed; nothing was served from it.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("invalid log configuration: {0}")]
+    Config(String),
+    #[error("cannot open log {dir}: {source}")]
+    Io { dir: PathBuf, source: io::Error },
+}
+
+/// An append failed; the batch was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Kafka: CORRUPT_MESSAGE (bad CRC) or INVALID_RECORD.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    /// Kafka: MESSAGE_TOO_LARGE.
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    MessageTooLarge { size: usize, max: u64 },
+    /// Kafka: KAFKA_STORAGE_ERROR. The batch may or may not survive; it was not acknowledged.
+    #[error("log is offline: {0}")]
+    Offline(String),
+}
+
+/// A read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Kafka: OFFSET_OUT_OF_RANGE.
+    #[error("offset {offset} is outside the log [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange { offset: u64, log_start_offset: u64, log_end_offset: u64 },
+    /// Kafka: KAFKA_STORAGE_ERROR. Damage at rest; the batch is never served.
+    #[error("corrupt batch in {segment} at byte {position}: {error}")]
+    Corrupt { segment: PathBuf, position: u64, error: BatchError },
+    /// Kafka: KAFKA_STORAGE_ERROR.
+    #[error("log is offline: {0}")]
+    Offline(String),
+    #[error("I/O error reading the log: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The log is offline (a write-path I/O error, or closed); reopen it to recover.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("log is offline: {0}")]
+pub struct LogOffline(pub String);
+
+/// DeleteRecords failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteRecordsError {
+    /// Kafka: OFFSET_OUT_OF_RANGE.
+    #[error("offset {offset} is beyond the log end {log_end_offset}")]
+    OffsetOutOfRange { offset: u64, log_end_offset: u64 },
+    #[error(transparent)]
+    Offline(#[from] LogOffline),
+}
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// The LogAppendTime stamped on the batches, if the log uses it.
+    pub log_append_time_ms: Option<i64>,
+    pub log_start_offset: u64,
+}
+
+/// What a read returned: whole stored batches, concatenated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadInfo {
+    pub records: Vec<u8>,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+    pub durable_end_offset: u64,
+}
+
+/// The log's offsets at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOffsets {
+    pub log_start_offset: u64,
+    /// The next offset to be assigned.
+    pub log_end_offset: u64,
+    /// Every offset below this is synced.
+    pub durable_end_offset: u64,
+}
+
+struct LogState {
+    segments: BTreeMap<u64, Segment>,
+    log_start_offset: u64,
+    next_offset: u64,
+    durable_offset: u64,
+    reserved_offset: u64,
+    recovery_point: u64,
+    epochs: LeaderEpochCache,
+    last_flush_ms: i64,
+    offline: Option<String>,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    fn check_online(&self) -> Result<(), LogOffline> {
+        match &self.offline {
+            Some(reason) => Err(LogOffline(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            recovery_point: self.recovery_point,
+            log_start_offset: self.log_start_offset,
+            offset_reservation: self.reserved_offset,
+        }
+    }
+}
+
+/// A partition's log. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Log {
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    dir: PathBuf,
+    config: std::sync::Mutex<LogConfig>,
+    state: tokio::sync::Mutex<LogState>,
+    /// Held by the one task running a group-commit sync.
+    sync_lock: tokio::sync::Mutex<()>,
+    log_start_offset: AtomicU64,
+    log_end_offset: AtomicU64,
+    durable_end_offset: AtomicU64,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("dir", &self.dir).field("offsets", &self.offsets()).finish()
+    }
+}
+
+fn io_context(what: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it if missing, and recovers it. See the module doc.
+    pub async fn open(
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> Result<Log, OpenError> {
+        config.validate().map_err(OpenError::Config)?;
+        let state = recover(disk.as_ref(), clock.as_ref(), &dir, &config)
+            .await
+            .map_err(|source| OpenError::Io { dir: dir.clone(), source })?;
+        let log = Log {
+            disk,
+            clock,
+            dir,
+            config: std::sync::Mutex::new(config),
+            state: tokio::sync::Mutex::new(state),
+            sync_lock: tokio::sync::Mutex::new(()),
+            log_start_offset: AtomicU64::new(0),
+            log_end_offset: AtomicU64::new(0),
+            durable_end_offset: AtomicU64::new(0),
+        };
+        log.publish(&*log.state.lock().await);
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes topic-level settings (IncrementalAlterConfigs); they apply from the next append.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), String> {
+        config.validate()?;
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        LogOffsets {
+            log_start_offset: self.log_start_offset.load(Ordering::Acquire),
+            log_end_offset: self.log_end_offset.load(Ordering::Acquire),
+            durable_end_offset: self.durable_end_offset.load(Ordering::Acquire),
+        }
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.offsets().log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> u64 {
+        self.offsets().log_end_offset
+    }
+
+    pub fn durable_end_offset(&self) -> u64 {
+        self.offsets().durable_end_offset
+    }
+
+    fn publish(&self, st: &LogState) {
+        assert!(st.log_start_offset <= st.next_offset, "log start passed the log end");
+        assert!(st.durable_offset <= st.next_offset, "durable end passed the log end");
+        assert!(st.next_offset <= st.reserved_offset, "offset assigned beyond the reservation");
+        self.log_start_offset.store(st.log_start_offset, Ordering::Release);
+        self.log_end_offset.store(st.next_offset, Ordering::Release);
+        self.durable_end_offset.store(st.durable_offset, Ordering::Release);
+    }
+
+    fn go_offline(&self, st: &mut LogState, what: &str, e: &io::Error) -> LogOffline {
+        let reason = format!("{what}: {e}");
+        if st.offline.is_none() {
+            tracing::error!(dir = %self.dir.display(), %reason, "log goes offline after an I/O error");
+            st.offline = Some(reason.clone());
+        }
+        LogOffline(st.offline.clone().unwrap_or(reason))
+    }
+
+    /// Number of segments, for tests and metrics.
+    pub async fn segment_count(&self) -> usize {
+        self.state.lock().await.segments.len()
+    }
+
+    /// Total bytes of all segments.
+    pub async fn size_bytes(&self) -> u64 {
+        self.state.lock().await.segments.values().map(|s| s.size).sum()
+    }
+
+    /// A copy of the leader-epoch cache.
+    pub async fn leader_epochs(&self) -> LeaderEpochCache {
+        self.state.lock().await.epochs.clone()
+    }
+
+    /// Appends a record set of one or more whole v2 batches. Validates every batch, assigns
+    /// offsets from the log end and stamps `leader_epoch` (if ≥ 0) in place, so on return
+    /// `records` holds exactly the stored bytes. Under the durable policy, returns once synced.
+    pub async fn append(&self, records: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
+        let headers = batch::validate_all(records)?;
+        let config = self.config();
+        for header in &headers {
+            if header.size() as u64 > config.max_message_bytes {
+                return Err(AppendError::MessageTooLarge {
+                    size: header.size(),
+                    max: config.max_message_bytes,
+                });
+            }
+        }
+        let record_count: u64 = headers.iter().map(|h| h.last_offset_delta as u64 + 1).sum();
+        let now = self.clock.now_ms();
+        let info = {
+            let mut st = self.state.lock().await;
+            st.check_online().map_err(|e| AppendError::Offline(e.0))?;
+            let base_offset = st.next_offset;
+            let last_offset = base_offset + record_count - 1;
+
+            let active = st.active();
+            let needs_roll = active.size > 0
+                && (active.size + records.len() as u64 > config.segment_bytes
+                    || now.saturating_sub(active.rolling_base_ms.unwrap_or(now)) >= config.segment_ms
+                    || !active.fits_offset(last_offset));
+            if needs_roll {
+                self.roll_locked(&mut st).await.map_err(|e| AppendError::Offline(e.0))?;
+            }
+            if last_offset >= st.reserved_offset {
+                st.reserved_offset = last_offset + 1 + config.offset_reservation;
+                let checkpoint = st.checkpoint();
+                if let Err(e) = self.write_checkpoint(checkpoint).await {
+                    return Err(AppendError::Offline(self.go_offline(&mut st, "writing checkpoint", &e).0));
+                }
+            }
+            if leader_epoch >= 0 && st.epochs.assign(leader_epoch, base_offset) {
+                let encoded = st.epochs.encode();
+                let path = self.dir.join(LEADER_EPOCH_FILE);
+                if let Err(e) = disk::write_file_atomic(self.disk.as_ref(), &path, &encoded).await {
+                    return Err(AppendError::Offline(self.go_offline(&mut st, "writing leader epochs", &e).0));
+                }
+            }
+
+            let mut pos = 0;
+            let mut next = base_offset;
+            for header in &headers {
+                let bytes = &mut records[pos..pos + header.size()];
+                batch::set_base_offset(bytes, next as i64);
+                if leader_epoch >= 0 {
+                    batch::set_partition_leader_epoch(bytes, leader_epoch);
+                }
+                if config.log_append_time {
+                    batch::set_log_append_time(bytes, now);
+                }
+                next += header.last_offset_delta as u64 + 1;
+                pos += header.size();
+            }
+            debug_assert!(batch::validate_all(records).is_ok(), "patched batches stay valid");
+
+            let file = Arc::clone(&st.active().file);
+            let position = match file.append(records).await {
+                Ok(position) => position,
+                Err(e) => return Err(AppendError::Offline(self.go_offline(&mut st, "appending", &e).0)),
+            };
+            let active = st.active_mut();
+            assert_eq!(position, active.size, "segment file and log disagree on the end");
+            if active.rolling_base_ms.is_none() {
+                active.rolling_base_ms = Some(now);
+            }
+            let mut at = 0;
+            while at < records.len() {
+                let header = BatchHeader::parse(&records[at..]).expect("validated above");
+                active.record_batch(&header, position + at as u64, config.index_interval_bytes);
+                at += header.size();
+            }
+            assert_eq!(active.next_offset, last_offset + 1);
+            st.next_offset = last_offset + 1;
+            self.publish(&st);
+            AppendInfo {
+                base_offset,
+                last_offset,
+                log_append_time_ms: config.log_append_time.then_some(now),
+                log_start_offset: st.log_start_offset,
+            }
+        };
+        let synced = match config.flush {
+            FlushPolicy::Durable => self.wait_durable(info.last_offset + 1).await,
+            FlushPolicy::Lazy { .. } => self.flush_if_due().await,
+        };
+        synced.map_err(|e| AppendError::Offline(e.0))?;
+        Ok(info)
+    }
+
+    /// Returns once every offset below `target` is synced, running a sync if no other task is.
+    /// This is the group commit: whoever holds `sync_lock` syncs everything appended so far, and
+    /// the tasks queued behind it usually find their offsets already durable.
+    async fn wait_durable(&self, target: u64) -> Result<(), LogOffline> {
+        loop {
+            {
+                let st = self.state.lock().await;
+                if st.durable_offset >= target {
+                    return Ok(());
+                }
+                st.check_online()?;
+            }
+            let _sync = self.sync_lock.lock().await;
+            let (files, end) = {
+                let st = self.state.lock().await;
+                if st.durable_offset >= target {
+                    return Ok(());
+                }
+                st.check_online()?;
+                let files: Vec<(u64, Arc<dyn DiskFile>, u64)> = st
+                    .segments
+                    .values()
+                    .filter(|s| s.synced_size < s.size)
+                    .map(|s| (s.base_offset, Arc::clone(&s.file), s.size))
+                    .collect();
+                (files, st.next_offset)
+            };
+            let mut result = Ok(());
+            for (_, file, _) in &files {
+                result = file.sync().await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            let mut st = self.state.lock().await;
+            match result {
+                Ok(()) => {
+                    for (base, _, size) in files {
+                        if let Some(segment) = st.segments.get_mut(&base) {
+                            segment.synced_size = segment.synced_size.max(size);
+                        }
+                    }
+                    st.durable_offset = st.durable_offset.max(end);
+                    st.last_flush_ms = self.clock.now_ms();
+                    self.publish(&st);
+                }
+                Err(e) => return Err(self.go_offline(&mut st, "syncing", &e)),
+            }
+        }
+    }
+
+    /// Syncs everything appended so far.
+    pub async fn flush(&self) -> Result<(), LogOffline> {
+        let end = self.state.lock().await.next_offset;
+        self.wait_durable(end).await
+    }
+
+    /// Under the lazy policy, flushes if `flush.messages` or `flush.ms` says it is time. The
+    /// broker calls this periodically; appends call it too.
+    pub async fn flush_if_due(&self) -> Result<(), LogOffline> {
+        let FlushPolicy::Lazy { flush_messages, flush_ms } = self.config().flush else {
+            return Ok(());
+        };
+        let due = {
+            let st = self.state.lock().await;
+            st.check_online()?;
+            let unflushed = st.next_offset - st.durable_offset;
+            unflushed > 0
+                && (flush_messages.is_some_and(|n| unflushed >= n)
+                    || flush_ms.is_some_and(|ms| self.clock.now_ms() - st.last_flush_ms >= ms))
+        };
+        if due {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the log end (if the active one holds
+    /// anything).
+    pub async fn roll(&self) -> Result<(), LogOffline> {
+        let mut st = self.state.lock().await;
+        st.check_online()?;
+        self.roll_locked(&mut st).await
+    }
+
+    async fn roll_locked(&self, st: &mut LogState) -> Result<(), LogOffline> {
+        if st.active().size == 0 {
+            return Ok(());
+        }
+        let new_base = st.next_offset;
+        let result = async {
+            let active = st.active_mut();
+            active.file.sync().await?;
+            active.synced_size = active.size;
+            active.seal_time_index();
+            self.write_indexes(st.active()).await?;
+            let path = segment::path(&self.dir, new_base, LOG_SUFFIX);
+            let file = self.disk.open(&path, OpenMode::CreateNew).await?;
+            self.disk.sync_dir(&self.dir).await?;
+            Ok::<_, io::Error>(file)
+        }
+        .await;
+        let file = match result {
+            Ok(file) => file,
+            Err(e) => return Err(self.go_offline(st, "rolling a segment", &e)),
+        };
+        st.segments.insert(new_base, Segment::new(new_base, file));
+        st.durable_offset = st.durable_offset.max(new_base);
+        st.recovery_point = new_base;
+        if let Err(e) = self.write_checkpoint(st.checkpoint()).await {
+            return Err(self.go_offline(st, "writing checkpoint", &e));
+        }
+        tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
+        self.publish(st);
+        Ok(())
+    }
+
+    async fn write_indexes(&self, segment: &Segment) -> io::Result<()> {
+        let index_path = segment::path(&self.dir, segment.base_offset, INDEX_SUFFIX);
+        disk::write_file_atomic(self.disk.as_ref(), &index_path, &segment.index.encode()).await?;
+        let time_path = segment::path(&self.dir, segment.base_offset, TIME_INDEX_SUFFIX);
+        disk::write_file_atomic(self.disk.as_ref(), &time_path, &segment.time_index.encode()).await
+    }
+
+    async fn write_checkpoint(&self, checkpoint: Checkpoint) -> io::Result<()> {
+        let path = self.dir.join(CHECKPOINT_FILE);
+        disk::write_file_atomic(self.disk.as_ref(), &path, &checkpoint.encode()).await
+    }
+
+    /// Reads whole batches from the one holding `offset`, up to `max_bytes` (the first batch is
+    /// returned whole even if larger), from one segment, stopping before any batch that reaches
+    /// `max_offset` (exclusive; the high watermark). An empty result means nothing is there yet.
+    pub async fn read(&self, offset: u64, max_bytes: usize, max_offset: Option<u64>) -> Result<ReadInfo, ReadError> {
+        let mut target = offset;
+        loop {
+            let (segment_path, file, base, mut pos, size, bound, next_segment, offsets) = {
+                let st = self.state.lock().await;
+                st.check_online().map_err(|e| ReadError::Offline(e.0))?;
+                if offset < st.log_start_offset || offset > st.next_offset {
+                    return Err(ReadError::OffsetOutOfRange {
+                        offset,
+                        log_start_offset: st.log_start_offset,
+                        log_end_offset: st.next_offset,
+                    });
+                }
+                let offsets = LogOffsets {
+                    log_start_offset: st.log_start_offset,
+                    log_end_offset: st.next_offset,
+                    durable_end_offset: st.durable_offset,
+                };
+                let bound = max_offset.map_or(st.next_offset, |m| m.min(st.next_offset));
+                let found = st.segments.range(..=target).next_back().map(|(_, s)| s);
+                let next_segment = st.segments.range(target + 1..).next().map(|(&b, _)| b);
+                let Some(segment) = found.filter(|_| target < bound) else {
+                    return Ok(empty_read(offsets));
+                };
+                if target >= segment.next_offset {
+                    // In a gap (offsets skipped after a crash) or past this segment's end.
+                    match next_segment {
+                        Some(next) => {
+                            target = next;
+                            continue;
+                        }
+                        None => return Ok(empty_read(offsets)),
+                    }
+                }
+                let entry = segment.index.lookup(segment.relative(target));
+                (
+                    segment::path(&self.dir, segment.base_offset, LOG_SUFFIX),
+                    Arc::clone(&segment.file),
+                    segment.base_offset,
+                    entry.position as u64,
+                    segment.size,
+                    bound,
+                    next_segment,
+                    offsets,
+                )
+            };
+            let corrupt = |position: u64, error: BatchError| {
+                tracing::error!(segment = %segment_path.display(), position, %error,
+                    "corrupt batch at rest: refusing to serve it");
+                ReadError::Corrupt { segment: segment_path.clone(), position, error }
+            };
+            // Walk headers from the index entry to the batch holding `target`.
+            let mut header_buf = [0u8; HEADER_LEN];
+            let mut previous_end = base;
+            let first = loop {
+                if pos >= size {
+                    break None;
+                }
+                let n = file.read_at(pos, &mut header_buf).await?;
+                let header = BatchHeader::parse(&header_buf[..n]).map_err(|e| corrupt(pos, e))?;
+                if (header.base_offset as u64) < previous_end || pos + header.size() as u64 > size {
+                    return Err(corrupt(pos, BatchError::OffsetOutOfOrder(header.base_offset)));
+                }
+                if header.last_offset() as u64 >= target {
+                    break Some(header);
+                }
+                previous_end = header.last_offset() as u64 + 1;
+                pos += header.size() as u64;
+            };
+            let Some(first) = first else {
+                match next_segment {
+                    Some(next) => {
+                        target = next;
+                        continue;
+                    }
+                    None => return Ok(empty_read(offsets)),
+                }
+            };
+            if first.last_offset() as u64 >= bound {
+                return Ok(empty_read(offsets));
+            }
+            let want = (max_bytes.max(first.size()) as u64).min(size - pos) as usize;
+            let mut buf = vec![0u8; want];
+            let n = file.read_at(pos, &mut buf).await?;
+            buf.truncate(n);
+            let mut end = 0;
+            while end < buf.len() {
+                let header = match batch::validate(&buf[end..]) {
+                    Ok(header) => header,
+                    Err(BatchError::Truncated { .. }) if end > 0 => break,
+                    Err(e) if end == 0 => return Err(corrupt(pos, e)),
+                    Err(e) => {
+                        // Serve the good batches before the damage; the next read reports it.
+                        let _ = corrupt(pos + end as u64, e);
+                        break;
+                    }
+                };
+                if end > 0 && (header.base_offset as u64) < previous_end {
+                    let _ = corrupt(pos + end as u64, BatchError::OffsetOutOfOrder(header.base_offset));
+                    break;
+                }
+                if header.last_offset() as u64 >= bound || (end > 0 && end + header.size() > max_bytes) {
+                    break;
+                }
+                previous_end = header.last_offset() as u64 + 1;
+                end += header.size();
+            }
+            buf.truncate(end);
+            return Ok(ReadInfo {
+                records: buf,
+                log_start_offset: offsets.log_start_offset,
+                log_end_offset: offsets.log_end_offset,
+                durable_end_offset: offsets.durable_end_offset,
+            });
+        }
+    }
+
+    /// ListOffsets by timestamp: the first offset (at or after the log start) whose record
+    /// timestamp is at least `timestamp_ms`, with that record's timestamp. Exact for
+    /// uncompressed batches; for a compressed batch the broker does not decompress, so the
+    /// answer is the batch's first offset and max timestamp (a consumer starts a little early).
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, ReadError> {
+        struct Candidate {
+            path: PathBuf,
+            file: Arc<dyn DiskFile>,
+            position: u64,
+            size: u64,
+        }
+        let (candidates, log_start) = {
+            let st = self.state.lock().await;
+            st.check_online().map_err(|e| ReadError::Offline(e.0))?;
+            let candidates: Vec<Candidate> = st
+                .segments
+                .values()
+                .filter(|s| s.next_offset > st.log_start_offset)
+                .filter(|s| s.max_timestamp.is_some_and(|(ts, _)| ts >= timestamp_ms))
+                .map(|s| {
+                    let rel = s.time_index.lookup(timestamp_ms);
+                    Candidate {
+                        path: segment::path(&self.dir, s.base_offset, LOG_SUFFIX),
+                        file: Arc::clone(&s.file),
+                        position: s.index.lookup(rel).position as u64,
+                        size: s.size,
+                    }
+                })
+                .collect();
+            (candidates, st.log_start_offset)
+        };
+        for Candidate { path, file, position, size } in candidates {
+            let mut pos = position;
+            while pos < size {
+                let mut header_buf = [0u8; HEADER_LEN];
+                let n = file.read_at(pos, &mut header_buf).await?;
+                let header = BatchHeader::parse(&header_buf[..n]).map_err(|error| ReadError::Corrupt {
+                    segment: path.clone(),
+                    position: pos,
+                    error,
+                })?;
+                if header.max_timestamp >= timestamp_ms && header.last_offset() as u64 >= log_start {
+                    let mut bytes = vec![0u8; header.size()];
+                    file.read_at(pos, &mut bytes).await?;
+                    batch::validate(&bytes).map_err(|error| ReadError::Corrupt { segment: path.clone(), position: pos, error })?;
+                    let found = match batch::record_timestamps(&bytes) {
+                        Some(records) => records
+                            .into_iter()
+                            .find(|&(off, ts)| ts >= timestamp_ms && off as u64 >= log_start)
+                            .map(|(off, ts)| (off as u64, ts)),
+                        None => Some(((header.base_offset as u64).max(log_start), header.max_timestamp)),
+                    };
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                }
+                pos += header.size() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP (KIP-734): the record with the largest timestamp (the first such
+    /// if several), as `(offset, timestamp)`.
+    pub async fn max_timestamp(&self) -> Result<Option<(u64, i64)>, ReadError> {
+        let best = {
+            let st = self.state.lock().await;
+            st.check_online().map_err(|e| ReadError::Offline(e.0))?;
+            let mut best: Option<(i64, u64)> = None;
+            for s in st.segments.values().filter(|s| s.next_offset > st.log_start_offset) {
+                if let Some((ts, at)) = s.max_timestamp {
+                    if best.is_none_or(|(b, _)| ts > b) {
+                        best = Some((ts, at.max(st.log_start_offset)));
+                    }
+                }
+            }
+            best
+        };
+        let Some((ts, batch_offset)) = best else { return Ok(None) };
+        let read = self.read(batch_offset, 1, None).await?;
+        let exact = batch::record_timestamps(&read.records)
+            .and_then(|records| records.into_iter().find(|&(off, t)| t == ts && off as u64 >= batch_offset))
+            .map(|(off, _)| off as u64);
+        Ok(Some((exact.unwrap_or(batch_offset), ts)))
+    }
+
+    /// Deletes whole segments past `retention.ms` or beyond `retention.bytes`, and those wholly
+    /// below the log start offset, advancing the log start offset. Returns how many went.
+    pub async fn apply_retention(&self) -> Result<usize, LogOffline> {
+        let config = self.config();
+        let now = self.clock.now_ms();
+        let mut st = self.state.lock().await;
+        st.check_online()?;
+        let expired = |s: &Segment| {
+            config.retention_ms.is_some_and(|ms| s.max_timestamp.is_some_and(|(ts, _)| now - ts > ms))
+        };
+        // If even the active segment expired, roll so it can go too (as Kafka does).
+        if st.active().size > 0 && st.segments.values().all(expired) {
+            self.roll_locked(&mut st).await?;
+        }
+        let active_base = st.active().base_offset;
+        let mut total: u64 = st.segments.values().map(|s| s.size).sum();
+        let mut doomed = Vec::new();
+        for s in st.segments.values().filter(|s| s.base_offset != active_base) {
+            let below_start = s.next_offset <= st.log_start_offset;
+            let too_big = config.retention_bytes.is_some_and(|limit| total - s.size >= limit);
+            if below_start || expired(s) || too_big {
+                total -= s.size;
+                doomed.push(s.base_offset);
+            } else {
+                break;
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let first_kept = st.segments.range(doomed[doomed.len() - 1] + 1..).next().map(|(&b, _)| b);
+        let new_start = st.log_start_offset.max(first_kept.expect("the active segment is kept"));
+        self.advance_log_start(&mut st, new_start).await?;
+        for base in &doomed {
+            st.segments.remove(base);
+        }
+        let removal = async {
+            for base in &doomed {
+                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    disk::remove_if_exists(self.disk.as_ref(), &segment::path(&self.dir, *base, suffix)).await?;
+                }
+            }
+            self.disk.sync_dir(&self.dir).await
+        }
+        .await;
+        if let Err(e) = removal {
+            return Err(self.go_offline(&mut st, "deleting segments", &e));
+        }
+        tracing::info!(dir = %self.dir.display(), segments = doomed.len(), log_start_offset = new_start,
+            "retention deleted segments");
+        self.publish(&st);
+        Ok(doomed.len())
+    }
+
+    async fn advance_log_start(&self, st: &mut LogState, new_start: u64) -> Result<(), LogOffline> {
+        if new_start <= st.log_start_offset {
+            return Ok(());
+        }
+        st.log_start_offset = new_start;
+        if let Err(e) = self.write_checkpoint(st.checkpoint()).await {
+            return Err(self.go_offline(st, "writing checkpoint", &e));
+        }
+        if st.epochs.truncate_from_start(new_start) {
+            let path = self.dir.join(LEADER_EPOCH_FILE);
+            if let Err(e) = disk::write_file_atomic(self.disk.as_ref(), &path, &st.epochs.encode()).await {
+                return Err(self.go_offline(st, "writing leader epochs", &e));
+            }
+        }
+        self.publish(st);
+        Ok(())
+    }
+
+    /// DeleteRecords: makes `offset` the log start (if it is higher) and deletes the segments
+    /// wholly below it. Returns the new log start offset.
+    pub async fn delete_records_before(&self, offset: u64) -> Result<u64, DeleteRecordsError> {
+        {
+            let mut st = self.state.lock().await;
+            st.check_online()?;
+            if offset > st.next_offset {
+                return Err(DeleteRecordsError::OffsetOutOfRange { offset, log_end_offset: st.next_offset });
+            }
+            self.advance_log_start(&mut st, offset).await?;
+        }
+        self.apply_retention().await?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Clean shutdown: sync everything, write the active segment's indexes and the checkpoint,
+    /// then the clean-shutdown marker, so the next open skips the recovery scan. The log is
+    /// offline afterwards.
+    pub async fn close(&self) -> Result<(), LogOffline> {
+        self.flush().await?;
+        let mut st = self.state.lock().await;
+        st.check_online()?;
+        st.recovery_point = st.next_offset;
+        st.reserved_offset = st.next_offset;
+        let result = async {
+            self.write_indexes(st.active()).await?;
+            self.write_checkpoint(st.checkpoint()).await?;
+            let marker = self.disk.open(&self.dir.join(CLEAN_SHUTDOWN_FILE), OpenMode::Create).await?;
+            marker.sync().await?;
+            self.disk.sync_dir(&self.dir).await
+        }
+        .await;
+        if let Err(e) = result {
+            return Err(self.go_offline(&mut st, "closing", &e));
+        }
+        st.offline = Some("closed".into());
+        tracing::debug!(dir = %self.dir.display(), log_end_offset = st.next_offset, "log closed cleanly");
+        Ok(())
+    }
+}
+
+fn empty_read(offsets: LogOffsets) -> ReadInfo {
+    ReadInfo {
+        records: Vec::new(),
+        log_start_offset: offsets.log_start_offset,
+        log_end_offset: offsets.log_end_offset,
+        durable_end_offset: offsets.durable_end_offset,
+    }
+}
+
+/// Loads persisted indexes for a segment if both files exist and check out.
+async fn load_indexes(disk: &dyn Disk, dir: &Path, segment: &Segment) -> Option<(OffsetIndex, TimeIndex)> {
+    let index_bytes = disk::read_file(disk, &segment::path(dir, segment.base_offset, INDEX_SUFFIX)).await.ok()?;
+    let time_bytes = disk::read_file(disk, &segment::path(dir, segment.base_offset, TIME_INDEX_SUFFIX)).await.ok()?;
+    let loaded = OffsetIndex::decode(&index_bytes, segment.file.len())
+        .map_err(|e| e.to_string())
+        .and_then(|index| TimeIndex::decode(&time_bytes).map(|t| (index, t)).map_err(|e| e.to_string()));
+    match loaded {
+        Ok(indexes) => Some(indexes),
+        Err(reason) => {
+            tracing::warn!(dir = %dir.display(), base_offset = segment.base_offset, %reason,
+                "damaged index: rebuilding it from the segment");
+            None
+        }
+    }
+}
+
+/// Rebuilds the log's state from `dir`. See the module doc.
+async fn recover(disk: &dyn Disk, clock: &dyn Clock, dir: &Path, config: &LogConfig) -> io::Result<LogState> {
+    disk.create_dir_all(dir).await.map_err(|e| io_context("creating", dir, e))?;
+    let names = disk.list(dir).await.map_err(|e| io_context("listing", dir, e))?;
+    let mut clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
+
+    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+        disk.remove(&dir.join(name)).await?;
+    }
+    let checkpoint = match disk::read_file(disk, &dir.join(CHECKPOINT_FILE)).await {
+        Ok(bytes) => match Checkpoint::decode(&bytes) {
+            Ok(c) => c,
+            Err(reason) => {
+                tracing::error!(dir = %dir.display(), %reason, "damaged log checkpoint: scanning the whole log");
+                clean = false;
+                Checkpoint::default()
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            clean = false;
+            Checkpoint::default()
+        }
+        Err(e) => return Err(e),
+    };
+    let mut epochs = match disk::read_file(disk, &dir.join(LEADER_EPOCH_FILE)).await {
+        Ok(bytes) => LeaderEpochCache::decode(&bytes).unwrap_or_else(|reason| {
+            tracing::error!(dir = %dir.display(), %reason, "damaged leader-epoch checkpoint: rebuilding it");
+            LeaderEpochCache::default()
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => LeaderEpochCache::default(),
+        Err(e) => return Err(e),
+    };
+
+    let bases: Vec<u64> = names.iter().filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX)).collect();
+    for name in &names {
+        let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+            .iter()
+            .filter_map(|suffix| segment::parse_file_name(name, suffix))
+            .any(|base| !bases.contains(&base));
+        if orphan {
+            disk.remove(&dir.join(name)).await?;
+        }
+    }
+
+    let mut segments = BTreeMap::new();
+    let recovery_segment = bases.iter().copied().filter(|&b| b <= checkpoint.recovery_point).max().unwrap_or(0);
+    let mut scanned = Vec::new();
+    for (i, &base) in bases.iter().enumerate() {
+        let is_tail = i + 1 == bases.len();
+        let path = segment::path(dir, base, LOG_SUFFIX);
+        let file = disk.open(&path, OpenMode::Existing).await?;
+        let mut seg = Segment::new(base, file);
+        let trusted = clean || base < recovery_segment;
+        let indexes = if trusted { load_indexes(disk, dir, &seg).await } else { None };
+        let start = match indexes {
+            Some((index, time_index)) => seg.adopt_indexes(index, time_index),
+            None => {
+                scanned.push(base);
+                0
+            }
+        };
+        match seg.scan(start, config.index_interval_bytes, is_tail).await? {
+            ScanEnd::Clean => {}
+            ScanEnd::TornTail { position, error } => {
+                tracing::warn!(segment = %path.display(), position, cut_bytes = seg.file.len() - position, %error,
+                    "cutting a torn tail");
+                seg.truncate_file_to_size().await?;
+                scanned.push(base);
+            }
+            ScanEnd::Corrupt { positions, error, unreadable_from } => {
+                tracing::error!(segment = %path.display(), ?positions, ?unreadable_from, %error,
+                    "CORRUPT SEGMENT: damaged batches at rest will never be served");
+                if unreadable_from.is_some() {
+                    // Offsets past the damage are unknown: the segment ends where the next begins.
+                    if let Some(&next) = bases.get(i + 1) {
+                        seg.next_offset = seg.next_offset.max(next);
+                    }
+                }
+            }
+        }
+        segments.insert(base, seg);
+    }
+    // Bytes read back after a process crash may still be only in the page cache: sync what was
+    // scanned so that everything recovered is durable before it is served as such.
+    for base in &scanned {
+        let seg = segments.get_mut(base).expect("scanned segment");
+        seg.file.sync().await?;
+        seg.synced_size = seg.size;
+    }
+    for seg in segments.values_mut() {
+        seg.synced_size = seg.size;
+    }
+
+    let data_end = segments.values().next_back().map(|s| s.next_offset);
+    let mut next_offset = data_end.unwrap_or(checkpoint.log_start_offset).max(checkpoint.log_start_offset);
+    if !clean && checkpoint.offset_reservation > next_offset {
+        tracing::info!(dir = %dir.display(), from = next_offset, to = checkpoint.offset_reservation,
+            "unclean restart: skipping offsets that may have been handed out before the crash");
+        next_offset = checkpoint.offset_reservation;
+    }
+    if segments.is_empty() {
+        let path = segment::path(dir, next_offset, LOG_SUFFIX);
+        let file = disk.open(&path, OpenMode::Create).await?;
+        file.sync().await?;
+        segments.insert(next_offset, Segment::new(next_offset, file));
+    }
+    let first_base = *segments.keys().next().expect("at least one segment");
+    let log_start_offset = checkpoint.log_start_offset.max(first_base).min(next_offset);
+    let data_end = data_end.unwrap_or(next_offset);
+    if epochs.truncate_from_end(data_end) {
+        disk::write_file_atomic(disk, &dir.join(LEADER_EPOCH_FILE), &epochs.encode()).await?;
+    }
+    if let Some(active) = segments.values_mut().next_back() {
+        if active.rolling_base_ms.is_none() && active.size > 0 {
+            active.rolling_base_ms = Some(clock.now_ms());
+        }
+    }
+    disk::remove_if_exists(disk, &dir.join(CLEAN_SHUTDOWN_FILE)).await?;
+    disk.sync_dir(dir).await?;
+    let state = LogState {
+        segments,
+        log_start_offset,
+        next_offset,
+        durable_offset: next_offset,
+        reserved_offset: next_offset + config.offset_reservation,
+        recovery_point: next_offset,
+        epochs,
+        last_flush_ms: clock.now_ms(),
+        offline: None,
+    };
+    disk::write_file_atomic(disk, &dir.join(CHECKPOINT_FILE), &state.checkpoint().encode()).await?;
+    tracing::info!(dir = %dir.display(), clean, segments = state.segments.len(), log_start_offset,
+        log_end_offset = next_offset, scanned = scanned.len(), "log recovered");
+    Ok(state)
+}
