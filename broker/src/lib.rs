@@ -19,8 +19,8 @@
 //!
 //! let log = Log::open(Arc::new(FileDisk::new()), Arc::new(SystemClock), "data/t-0".into(),
 //!                     LogConfig::default()).await?;
-//! # let batch_bytes: Vec<u8> = Vec::new();
-//! let appended = log.append(batch_bytes.into(), 0).await?; // durable when this returns
+//! let mut batch = broker::log::batch::builder::simple(10, 100, b'x', 1_700_000_000_000);
+//! let appended = log.append(&mut batch, 0).await?; // durable when this returns
 //! let read = log.read(appended.base_offset, 1 << 20, None).await?;
 //! # Ok(()) }
 //! ```

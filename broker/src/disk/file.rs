@@ -80,7 +80,10 @@ impl DiskFile for RealFile {
 
     async fn truncate(&self, len: u64) -> io::Result<()> {
         let _serial = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
-        assert!(len <= self.len.load(Ordering::Acquire), "truncate beyond the end of the file");
+        assert!(
+            len <= self.len.load(Ordering::Acquire),
+            "truncate beyond the end of the file"
+        );
         self.file.set_len(len)?;
         self.len.store(len, Ordering::Release);
         Ok(())

@@ -134,7 +134,9 @@ pub async fn read_file(disk: &dyn Disk, path: &Path) -> io::Result<Vec<u8>> {
 /// the new contents, never a mix: write a temporary file, sync it, rename it over `path`, sync
 /// the directory. The classic recipe; each step matters under the contract above.
 pub async fn write_file_atomic(disk: &dyn Disk, path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = Path::new(&tmp_name);

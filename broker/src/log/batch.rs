@@ -45,7 +45,10 @@ pub enum BatchError {
     #[error("CRC32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },
     #[error("records count {records_count} does not match last offset delta {last_offset_delta}")]
-    InconsistentCount { records_count: i32, last_offset_delta: i32 },
+    InconsistentCount {
+        records_count: i32,
+        last_offset_delta: i32,
+    },
     #[error("empty record set")]
     Empty,
     #[error("batch base offset {0} does not follow the batch before it")]
@@ -104,7 +107,10 @@ impl BatchHeader {
     /// needed to walk a sequence of batches safely: the length is sane and the magic is v2.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         if buf.len() < HEADER_LEN {
-            return Err(BatchError::Truncated { needed: HEADER_LEN, available: buf.len() });
+            return Err(BatchError::Truncated {
+                needed: HEADER_LEN,
+                available: buf.len(),
+            });
         }
         let batch_length = be_i32(buf, 8);
         if (batch_length as i64) < (HEADER_LEN - LOG_OVERHEAD) as i64 {
@@ -175,11 +181,17 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let size = header.size();
     if buf.len() < size {
-        return Err(BatchError::Truncated { needed: size, available: buf.len() });
+        return Err(BatchError::Truncated {
+            needed: size,
+            available: buf.len(),
+        });
     }
     let computed = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..size]);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
     }
     if header.records_count <= 0
         || header.last_offset_delta < 0
@@ -260,7 +272,11 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     }
     if header.timestamp_type() == TimestampType::LogAppendTime {
         let count = header.records_count.max(0) as i64;
-        return Some((0..count).map(|d| (header.base_offset + d, header.max_timestamp)).collect());
+        return Some(
+            (0..count)
+                .map(|d| (header.base_offset + d, header.max_timestamp))
+                .collect(),
+        );
     }
     let records = &batch[HEADER_LEN..header.size()];
     let mut out = Vec::with_capacity(header.records_count.max(0) as usize);
@@ -271,7 +287,10 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
         pos += 1; // attributes
         let timestamp_delta = read_varlong(records, &mut pos)?;
         let offset_delta = read_varlong(records, &mut pos)?;
-        out.push((header.base_offset + offset_delta, header.base_timestamp + timestamp_delta));
+        out.push((
+            header.base_offset + offset_delta,
+            header.base_timestamp + timestamp_delta,
+        ));
         pos = start.checked_add(usize::try_from(length).ok()?)?;
         if pos > records.len() {
             return None;
@@ -319,7 +338,11 @@ pub mod builder {
     pub fn batch(records: &[Record]) -> Vec<u8> {
         assert!(!records.is_empty(), "a batch holds at least one record");
         let base_timestamp = records[0].timestamp_ms;
-        let max_timestamp = records.iter().map(|r| r.timestamp_ms).max().expect("non-empty");
+        let max_timestamp = records
+            .iter()
+            .map(|r| r.timestamp_ms)
+            .max()
+            .expect("non-empty");
         let mut body = Vec::new();
         for (delta, record) in records.iter().enumerate() {
             let mut rec = vec![0u8]; // attributes
@@ -361,7 +384,11 @@ pub mod builder {
     /// A batch of `count` records of `value_len` bytes each, values filled with `fill`.
     pub fn simple(count: usize, value_len: usize, fill: u8, timestamp_ms: i64) -> Vec<u8> {
         let records: Vec<Record> = (0..count)
-            .map(|_| Record { key: None, value: Some(vec![fill; value_len]), timestamp_ms })
+            .map(|_| Record {
+                key: None,
+                value: Some(vec![fill; value_len]),
+                timestamp_ms,
+            })
             .collect();
         batch(&records)
     }
@@ -374,8 +401,16 @@ mod tests {
 
     fn two_records() -> Vec<u8> {
         batch(&[
-            Record { key: Some(b"k".to_vec()), value: Some(b"v1".to_vec()), timestamp_ms: 1000 },
-            Record { key: None, value: Some(b"v2".to_vec()), timestamp_ms: 1005 },
+            Record {
+                key: Some(b"k".to_vec()),
+                value: Some(b"v1".to_vec()),
+                timestamp_ms: 1000,
+            },
+            Record {
+                key: None,
+                value: Some(b"v2".to_vec()),
+                timestamp_ms: 1005,
+            },
         ])
     }
 
@@ -395,7 +430,10 @@ mod tests {
         let mut bytes = two_records();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x10;
-        assert!(matches!(validate(&bytes), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            validate(&bytes),
+            Err(BatchError::CrcMismatch { .. })
+        ));
     }
 
     #[test]
@@ -414,19 +452,31 @@ mod tests {
         set_log_append_time(&mut bytes, 9_999);
         let header = validate(&bytes).unwrap();
         assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
-        assert_eq!(record_timestamps(&bytes).unwrap(), vec![(0, 9_999), (1, 9_999)]);
+        assert_eq!(
+            record_timestamps(&bytes).unwrap(),
+            vec![(0, 9_999), (1, 9_999)]
+        );
     }
 
     #[test]
     fn record_timestamps_are_read_from_uncompressed_records() {
-        assert_eq!(record_timestamps(&two_records()).unwrap(), vec![(0, 1000), (1, 1005)]);
+        assert_eq!(
+            record_timestamps(&two_records()).unwrap(),
+            vec![(0, 1000), (1, 1005)]
+        );
     }
 
     #[test]
     fn a_truncated_batch_and_garbage_are_refused_without_panicking() {
         let bytes = two_records();
-        assert!(matches!(validate(&bytes[..bytes.len() - 1]), Err(BatchError::Truncated { .. })));
-        assert!(matches!(validate(&bytes[..10]), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            validate(&bytes[..bytes.len() - 1]),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(matches!(
+            validate(&bytes[..10]),
+            Err(BatchError::Truncated { .. })
+        ));
         assert!(validate(&[0u8; 100]).is_err());
         assert!(validate(&[0xffu8; 100]).is_err());
         assert_eq!(validate_all(&[]), Err(BatchError::Empty));

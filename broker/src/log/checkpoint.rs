@@ -60,7 +60,11 @@ mod tests {
 
     #[test]
     fn a_checkpoint_round_trips_and_a_damaged_one_is_refused() {
-        let c = Checkpoint { recovery_point: 10, log_start_offset: 3, offset_reservation: 99 };
+        let c = Checkpoint {
+            recovery_point: 10,
+            log_start_offset: 3,
+            offset_reservation: 99,
+        };
         let mut bytes = c.encode();
         assert_eq!(Checkpoint::decode(&bytes).unwrap(), c);
         bytes[40] ^= 0x01;

@@ -9,7 +9,10 @@ pub enum FlushPolicy {
     /// Kafka's default: appends land in the page cache and are reported at once; a sync runs
     /// after `flush_messages` records or `flush_ms` since the last one (Kafka's `flush.messages`
     /// and `flush.ms`), on roll, and at clean shutdown. A power loss can lose the unsynced window.
-    Lazy { flush_messages: Option<u64>, flush_ms: Option<i64> },
+    Lazy {
+        flush_messages: Option<u64>,
+        flush_ms: Option<i64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +58,10 @@ impl LogConfig {
     /// Checks the settings that the log's on-disk format depends on.
     pub fn validate(&self) -> Result<(), String> {
         if self.segment_bytes < 14 || self.segment_bytes > i32::MAX as u64 {
-            return Err(format!("segment.bytes {} is out of range [14, 2^31-1]", self.segment_bytes));
+            return Err(format!(
+                "segment.bytes {} is out of range [14, 2^31-1]",
+                self.segment_bytes
+            ));
         }
         if self.segment_ms < 1 {
             return Err(format!("segment.ms {} must be positive", self.segment_ms));

@@ -77,17 +77,31 @@ impl OffsetIndex {
 
     pub fn append(&mut self, relative_offset: u32, position: u32) {
         if let Some(last) = self.entries.last() {
-            assert!(relative_offset > last.relative_offset, "offset index must increase");
-            assert!(position > last.position, "offset index positions must increase");
+            assert!(
+                relative_offset > last.relative_offset,
+                "offset index must increase"
+            );
+            assert!(
+                position > last.position,
+                "offset index positions must increase"
+            );
         }
-        self.entries.push(OffsetEntry { relative_offset, position });
+        self.entries.push(OffsetEntry {
+            relative_offset,
+            position,
+        });
     }
 
     /// The last entry at or below `relative_offset`: where to start scanning for it.
     pub fn lookup(&self, relative_offset: u32) -> OffsetEntry {
-        let idx = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
+        let idx = self
+            .entries
+            .partition_point(|e| e.relative_offset <= relative_offset);
         if idx == 0 {
-            OffsetEntry { relative_offset: 0, position: 0 }
+            OffsetEntry {
+                relative_offset: 0,
+                position: 0,
+            }
         } else {
             self.entries[idx - 1]
         }
@@ -123,7 +137,10 @@ impl OffsetIndex {
                     return Err(IndexError::NotIncreasing(i));
                 }
             }
-            index.entries.push(OffsetEntry { relative_offset, position });
+            index.entries.push(OffsetEntry {
+                relative_offset,
+                position,
+            });
         }
         Ok(index)
     }
@@ -141,8 +158,12 @@ impl TimeIndex {
     /// Adds an entry if `timestamp` is a new maximum; time index entries only ever grow.
     pub fn maybe_append(&mut self, timestamp: i64, relative_offset: u32) {
         match self.entries.last() {
-            Some(last) if timestamp <= last.timestamp || relative_offset <= last.relative_offset => {}
-            _ => self.entries.push(TimeEntry { timestamp, relative_offset }),
+            Some(last)
+                if timestamp <= last.timestamp || relative_offset <= last.relative_offset => {}
+            _ => self.entries.push(TimeEntry {
+                timestamp,
+                relative_offset,
+            }),
         }
     }
 
@@ -160,7 +181,9 @@ impl TimeIndex {
 
     /// Drops entries at or beyond `relative_offset` (after a truncation).
     pub fn truncate_to_offset(&mut self, relative_offset: u32) {
-        let keep = self.entries.partition_point(|e| e.relative_offset < relative_offset);
+        let keep = self
+            .entries
+            .partition_point(|e| e.relative_offset < relative_offset);
         self.entries.truncate(keep);
     }
 
@@ -184,7 +207,10 @@ impl TimeIndex {
                     return Err(IndexError::NotIncreasing(i));
                 }
             }
-            index.entries.push(TimeEntry { timestamp, relative_offset });
+            index.entries.push(TimeEntry {
+                timestamp,
+                relative_offset,
+            });
         }
         Ok(index)
     }
@@ -212,7 +238,10 @@ mod tests {
         index.append(9, 300);
         let mut bytes = index.encode();
         assert_eq!(OffsetIndex::decode(&bytes, 400).unwrap(), index);
-        assert_eq!(OffsetIndex::decode(&bytes, 300), Err(IndexError::PastEnd(1)));
+        assert_eq!(
+            OffsetIndex::decode(&bytes, 300),
+            Err(IndexError::PastEnd(1))
+        );
         bytes[5] ^= 1;
         assert_eq!(OffsetIndex::decode(&bytes, 400), Err(IndexError::Checksum));
         assert!(OffsetIndex::decode(&bytes[..7], 400).is_err());

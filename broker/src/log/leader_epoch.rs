@@ -36,9 +36,15 @@ impl LeaderEpochCache {
             if epoch <= last.epoch {
                 return false;
             }
-            assert!(start_offset >= last.start_offset, "epoch start offsets must not decrease");
+            assert!(
+                start_offset >= last.start_offset,
+                "epoch start offsets must not decrease"
+            );
         }
-        self.entries.push(EpochEntry { epoch, start_offset });
+        self.entries.push(EpochEntry {
+            epoch,
+            start_offset,
+        });
         true
     }
 
@@ -51,7 +57,10 @@ impl LeaderEpochCache {
             return None;
         }
         let found = self.entries[idx - 1];
-        let end = self.entries.get(idx).map_or(log_end_offset, |next| next.start_offset);
+        let end = self
+            .entries
+            .get(idx)
+            .map_or(log_end_offset, |next| next.start_offset);
         Some((found.epoch, end))
     }
 
@@ -72,9 +81,18 @@ impl LeaderEpochCache {
         }
         let in_force = self.entries[below - 1];
         self.entries.drain(..below);
-        let starts_exactly = self.entries.first().is_some_and(|e| e.start_offset == offset);
+        let starts_exactly = self
+            .entries
+            .first()
+            .is_some_and(|e| e.start_offset == offset);
         if !starts_exactly {
-            self.entries.insert(0, EpochEntry { epoch: in_force.epoch, start_offset: offset });
+            self.entries.insert(
+                0,
+                EpochEntry {
+                    epoch: in_force.epoch,
+                    start_offset: offset,
+                },
+            );
         }
         true
     }
@@ -155,7 +173,13 @@ mod tests {
         assert!(c.truncate_from_end(25));
         assert_eq!(c.latest_epoch(), Some(3));
         assert!(c.truncate_from_start(12));
-        assert_eq!(c.entries(), &[EpochEntry { epoch: 3, start_offset: 12 }]);
+        assert_eq!(
+            c.entries(),
+            &[EpochEntry {
+                epoch: 3,
+                start_offset: 12
+            }]
+        );
         assert!(!c.truncate_from_start(5));
     }
 

@@ -61,7 +61,11 @@ pub enum ScanEnd {
     TornTail { position: u64, error: BatchError },
     /// Invalid batches with valid data after them (or in a sealed segment): corruption at rest.
     /// `unreadable_from` is set when the scan could not find its way past the damage.
-    Corrupt { positions: Vec<u64>, error: BatchError, unreadable_from: Option<u64> },
+    Corrupt {
+        positions: Vec<u64>,
+        error: BatchError,
+        unreadable_from: Option<u64>,
+    },
 }
 
 /// Reads a segment file in large chunks for scanning.
@@ -76,7 +80,12 @@ const CHUNK: usize = 1 << 20;
 
 impl<'a> ChunkReader<'a> {
     fn new(file: &'a dyn DiskFile, len: u64) -> ChunkReader<'a> {
-        ChunkReader { file, len, buf: Vec::new(), buf_start: 0 }
+        ChunkReader {
+            file,
+            len,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
     }
 
     /// The bytes at `[pos, pos + want)`, or fewer at the end of the file.
@@ -127,12 +136,18 @@ impl Segment {
     /// Shared by appends and by recovery scans so both build identical indexes.
     pub fn record_batch(&mut self, header: &BatchHeader, position: u64, index_interval: u64) {
         let base = header.base_offset as u64;
-        assert!(base >= self.next_offset, "batch offsets must increase within a segment");
+        assert!(
+            base >= self.next_offset,
+            "batch offsets must increase within a segment"
+        );
         assert_eq!(position, self.size, "batches are stored back to back");
         if self.rolling_base_ms.is_none() {
             self.rolling_base_ms = Some(header.max_timestamp);
         }
-        if self.max_timestamp.is_none_or(|(ts, _)| header.max_timestamp > ts) {
+        if self
+            .max_timestamp
+            .is_none_or(|(ts, _)| header.max_timestamp > ts)
+        {
             self.max_timestamp = Some((header.max_timestamp, base));
         }
         if self.bytes_since_index >= index_interval {
@@ -157,7 +172,12 @@ impl Segment {
     /// Rebuilds offsets, timestamps and indexes by reading the batches from `start` (0, or the
     /// position of the last trusted index entry). Validates every batch's CRC. `is_tail` says
     /// whether this segment ends the log, where a bad tail is a torn write rather than damage.
-    pub async fn scan(&mut self, start: u64, index_interval: u64, is_tail: bool) -> io::Result<ScanEnd> {
+    pub async fn scan(
+        &mut self,
+        start: u64,
+        index_interval: u64,
+        is_tail: bool,
+    ) -> io::Result<ScanEnd> {
         let len = self.file.len();
         let file = Arc::clone(&self.file);
         let mut reader = ChunkReader::new(file.as_ref(), len);
@@ -167,8 +187,9 @@ impl Segment {
         while pos < len {
             let outcome = Self::validate_at(&mut reader, pos).await?;
             match outcome {
-                Ok(header) if (header.base_offset as u64) >= self.next_offset
-                    && self.fits_offset(header.last_offset() as u64) =>
+                Ok(header)
+                    if (header.base_offset as u64) >= self.next_offset
+                        && self.fits_offset(header.last_offset() as u64) =>
                 {
                     self.record_batch(&header, pos, index_interval);
                     pos += header.size() as u64;
@@ -184,12 +205,17 @@ impl Segment {
                         _ => None,
                     };
                     let next_is_valid = match skip_to {
-                        Some(next) if next < len => Self::validate_at(&mut reader, next).await?.is_ok(),
+                        Some(next) if next < len => {
+                            Self::validate_at(&mut reader, next).await?.is_ok()
+                        }
                         _ => false,
                     };
                     if is_tail && corrupt.is_empty() && !next_is_valid {
                         self.forget_from(pos);
-                        return Ok(ScanEnd::TornTail { position: pos, error });
+                        return Ok(ScanEnd::TornTail {
+                            position: pos,
+                            error,
+                        });
                     }
                     first_error.get_or_insert(error.clone());
                     corrupt.push(pos);
@@ -214,7 +240,11 @@ impl Segment {
         }
         Ok(match first_error {
             None => ScanEnd::Clean,
-            Some(error) => ScanEnd::Corrupt { positions: corrupt, error, unreadable_from: None },
+            Some(error) => ScanEnd::Corrupt {
+                positions: corrupt,
+                error,
+                unreadable_from: None,
+            },
         })
     }
 
@@ -245,7 +275,9 @@ impl Segment {
             }
         };
         self.index = index;
-        self.max_timestamp = time_index.last().map(|e| (e.timestamp, self.base_offset + e.relative_offset as u64));
+        self.max_timestamp = time_index
+            .last()
+            .map(|e| (e.timestamp, self.base_offset + e.relative_offset as u64));
         self.time_index = time_index;
         if let Some(last) = resume {
             self.size = start;
@@ -279,8 +311,14 @@ mod tests {
     #[test]
     fn segment_file_names_are_twenty_digits_of_base_offset() {
         assert_eq!(file_name(42, LOG_SUFFIX), "00000000000000000042.log");
-        assert_eq!(parse_file_name("00000000000000000042.log", LOG_SUFFIX), Some(42));
+        assert_eq!(
+            parse_file_name("00000000000000000042.log", LOG_SUFFIX),
+            Some(42)
+        );
         assert_eq!(parse_file_name("42.log", LOG_SUFFIX), None);
-        assert_eq!(parse_file_name("00000000000000000042.index", LOG_SUFFIX), None);
+        assert_eq!(
+            parse_file_name("00000000000000000042.index", LOG_SUFFIX),
+            None
+        );
     }
 }

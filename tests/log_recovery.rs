@@ -1,0 +1,375 @@
+//! The partition log under crashes and disk faults, each test telling the bug it guards
+//! against. All run on `chaos::FaultyDisk`, whose power-loss model is what makes a crash real.
+
+mod common;
+
+use broker::log::{AppendError, FlushPolicy, LogConfig, ReadError};
+use chaos::FaultyDiskConfig;
+use common::*;
+
+fn torn() -> FaultyDiskConfig {
+    FaultyDiskConfig {
+        torn_writes: true,
+        ..FaultyDiskConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_every_acknowledged_batch_survives() {
+    // The bug: recovery trusting a half-written batch at the end of the log, or cutting too much.
+    for seed in 0..32 {
+        let lazy = LogConfig {
+            flush: FlushPolicy::Lazy {
+                flush_messages: None,
+                flush_ms: None,
+            },
+            ..small_segments()
+        };
+        let f = Fixture::new(seed, torn(), lazy);
+        let log = f.open().await;
+        for id in 0..3 {
+            log.append(&mut batch_with_id(id, 4, 100, T0), 0)
+                .await
+                .unwrap();
+        }
+        log.flush().await.unwrap();
+        // Unsynced: the crash keeps a seeded prefix of these bytes, cut at a sector boundary.
+        for id in 3..6 {
+            log.append(&mut batch_with_id(id, 4, 300, T0), 0)
+                .await
+                .unwrap();
+        }
+        drop(log);
+        f.disk.crash();
+        let log = f.open().await;
+        let ids: Vec<u64> = Fixture::read_all(&log)
+            .await
+            .iter()
+            .map(|(_, b)| id_of(b))
+            .collect();
+        assert!(ids.len() >= 3, "seed {seed}: lost synced batches: {ids:?}");
+        assert_eq!(
+            ids,
+            (0..ids.len() as u64).collect::<Vec<_>>(),
+            "seed {seed}: not a prefix"
+        );
+        let report = log.recovery();
+        assert!(!report.clean);
+        let mut on_disk = 0;
+        for name in broker::disk::Disk::list(&f.disk, &f.dir).await.unwrap() {
+            if name.ends_with(".log") {
+                on_disk += f.disk.durable_len(&f.dir.join(name)).unwrap();
+            }
+        }
+        assert_eq!(
+            log.size_bytes().await,
+            on_disk,
+            "seed {seed}: torn bytes left in the files"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bit_flip_in_a_sealed_segment_is_reported_and_never_served() {
+    // The bug: serving a batch whose bytes rotted on disk, or refusing the whole log for it.
+    let f = Fixture::new(1, FaultyDiskConfig::default(), small_segments());
+    let log = f.open().await;
+    let mut infos = Vec::new();
+    for id in 0..12 {
+        infos.push(
+            log.append(&mut batch_with_id(id, 2, 400, T0), 0)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(log.segment_count().await > 2);
+    log.close().await.unwrap();
+    // Flip a bit in the records of the second batch of the first (sealed) segment.
+    let first_len = batch_with_id(0, 2, 400, T0).len() as u64;
+    f.disk
+        .flip_bit(&f.segment_path(0), first_len + 100, 3)
+        .unwrap();
+    for crash in [false, true] {
+        if crash {
+            f.disk.crash();
+        }
+        let log = f.open().await;
+        let err = log
+            .read(infos[1].base_offset, 1 << 20, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReadError::Corrupt { .. }), "got {err:?}");
+        // The batch before it is served alone, never with the damaged one after it.
+        let before = log.read(infos[0].base_offset, 1 << 20, None).await.unwrap();
+        let served: Vec<u64> = batches(&before.records)
+            .iter()
+            .map(|(_, b)| id_of(b))
+            .collect();
+        assert_eq!(served, vec![0]);
+        // Everything after the damage is still served.
+        let after = log.read(infos[5].base_offset, 1 << 20, None).await.unwrap();
+        assert_eq!(id_of(&batches(&after.records)[0].1), 5);
+        log.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_bit_flip_found_by_recovery_is_kept_and_reported_not_cut_with_the_data_after_it() {
+    // The bug: treating damage in the middle of the active segment as a torn tail and
+    // truncating acknowledged batches behind it.
+    let f = Fixture::new(2, FaultyDiskConfig::default(), LogConfig::default());
+    let log = f.open().await;
+    for id in 0..5 {
+        log.append(&mut batch_with_id(id, 2, 200, T0), 0)
+            .await
+            .unwrap();
+    }
+    drop(log);
+    let first_len = batch_with_id(0, 2, 200, T0).len() as u64;
+    f.disk
+        .flip_bit(&f.segment_path(0), first_len * 2 + 80, 0)
+        .unwrap();
+    f.disk.crash();
+    let log = f.open().await;
+    assert_eq!(log.recovery().corrupt_batches, 1);
+    assert_eq!(log.recovery().torn_bytes_cut, 0);
+    assert!(
+        log.recovery().offsets_skipped > 0,
+        "an unclean restart skips the reserved offsets"
+    );
+    assert!(matches!(
+        log.read(4, 1 << 20, None).await,
+        Err(ReadError::Corrupt { .. })
+    ));
+    let tail = log.read(6, 1 << 20, None).await.unwrap();
+    assert_eq!(
+        batches(&tail.records)
+            .iter()
+            .map(|(_, b)| id_of(b))
+            .collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+}
+
+#[tokio::test]
+async fn an_eio_on_sync_fails_the_append_and_it_never_becomes_readable() {
+    // The bug (fsyncgate): retrying a failed fsync, getting Ok, and acknowledging data the
+    // kernel already dropped.
+    let f = Fixture::new(3, FaultyDiskConfig::default(), LogConfig::default());
+    let log = f.open().await;
+    log.append(&mut batch_with_id(0, 2, 100, T0), 0)
+        .await
+        .unwrap();
+    f.disk.fail_next_sync();
+    let err = log
+        .append(&mut batch_with_id(1, 2, 100, T0), 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::Offline(_)), "got {err:?}");
+    // Offline: nothing more is accepted or served until the log is reopened.
+    assert!(matches!(
+        log.append(&mut batch_with_id(2, 2, 100, T0), 0).await,
+        Err(AppendError::Offline(_))
+    ));
+    assert!(matches!(
+        log.read(0, 1 << 20, None).await,
+        Err(ReadError::Offline(_))
+    ));
+    drop(log);
+    let log = f.open().await;
+    let ids: Vec<u64> = Fixture::read_all(&log)
+        .await
+        .iter()
+        .map(|(_, b)| id_of(b))
+        .collect();
+    assert_eq!(ids, vec![0]);
+    // The failed append's offsets are never handed to other data.
+    let next = log
+        .append(&mut batch_with_id(3, 1, 10, T0), 0)
+        .await
+        .unwrap();
+    assert!(next.base_offset >= 4, "offset {} reused", next.base_offset);
+    drop(log);
+    f.disk.crash();
+    let log = f.open().await;
+    let ids: Vec<u64> = Fixture::read_all(&log)
+        .await
+        .iter()
+        .map(|(_, b)| id_of(b))
+        .collect();
+    assert_eq!(ids, vec![0, 3]);
+}
+
+#[tokio::test]
+async fn an_eio_on_write_fails_the_append_and_recovery_cuts_the_partial_write() {
+    let f = Fixture::new(4, FaultyDiskConfig::default(), LogConfig::default());
+    let log = f.open().await;
+    log.append(&mut batch_with_id(0, 2, 100, T0), 0)
+        .await
+        .unwrap();
+    f.disk.fail_next_write();
+    assert!(matches!(
+        log.append(&mut batch_with_id(1, 8, 500, T0), 0).await,
+        Err(AppendError::Offline(_))
+    ));
+    drop(log);
+    let log = f.open().await;
+    let ids: Vec<u64> = Fixture::read_all(&log)
+        .await
+        .iter()
+        .map(|(_, b)| id_of(b))
+        .collect();
+    assert_eq!(ids, vec![0]);
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_append_and_the_log_recovers_once_space_is_freed() {
+    // The bug: a partial write at ENOSPC left in the log as if it were a batch.
+    let f = Fixture::new(5, FaultyDiskConfig::default(), LogConfig::default());
+    let log = f.open().await;
+    log.append(&mut batch_with_id(0, 2, 100, T0), 0)
+        .await
+        .unwrap();
+    f.disk.set_capacity(Some(
+        f.disk.durable_len(&f.segment_path(0)).unwrap() + 2_000,
+    ));
+    let err = log
+        .append(&mut batch_with_id(1, 10, 1_000, T0), 0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendError::Offline(ref reason) if reason.contains("28") || reason.to_lowercase().contains("space")),
+        "got {err:?}"
+    );
+    drop(log);
+    f.disk.set_capacity(None);
+    let log = f.open().await;
+    log.append(&mut batch_with_id(2, 2, 100, T0), 0)
+        .await
+        .unwrap();
+    let ids: Vec<u64> = Fixture::read_all(&log)
+        .await
+        .iter()
+        .map(|(_, b)| id_of(b))
+        .collect();
+    assert_eq!(ids, vec![0, 2]);
+}
+
+#[tokio::test]
+async fn an_unclean_restart_never_reuses_an_offset_it_handed_out() {
+    // The bug: a lazily flushed batch acknowledged at offset N, lost in a power cut, and offset N
+    // later given to a different record: two values at one offset.
+    let lazy = LogConfig {
+        flush: FlushPolicy::Lazy {
+            flush_messages: None,
+            flush_ms: None,
+        },
+        ..small_segments()
+    };
+    let f = Fixture::new(6, FaultyDiskConfig::default(), lazy);
+    let log = f.open().await;
+    log.append(&mut batch_with_id(0, 5, 10, T0), 0)
+        .await
+        .unwrap();
+    log.flush().await.unwrap();
+    let lost = log
+        .append(&mut batch_with_id(1, 5, 10, T0), 0)
+        .await
+        .unwrap();
+    drop(log);
+    f.disk.crash();
+    let log = f.open().await;
+    assert_eq!(Fixture::read_all(&log).await.len(), 1);
+    let next = log
+        .append(&mut batch_with_id(2, 1, 10, T0), 0)
+        .await
+        .unwrap();
+    assert!(next.base_offset > lost.last_offset);
+    // A consumer at the old end skips the gap to the next batch.
+    let read = log.read(lost.base_offset, 1 << 20, None).await.unwrap();
+    assert_eq!(id_of(&batches(&read.records)[0].1), 2);
+}
+
+#[tokio::test]
+async fn a_clean_shutdown_lets_the_next_open_skip_the_scan() {
+    let f = Fixture::new(7, FaultyDiskConfig::default(), small_segments());
+    let log = f.open().await;
+    for id in 0..20 {
+        log.append(&mut batch_with_id(id, 2, 200, T0 + id as i64), 0)
+            .await
+            .unwrap();
+    }
+    let end = log.log_end_offset();
+    log.close().await.unwrap();
+    let log = f.open().await;
+    let report = log.recovery().clone();
+    assert!(report.clean);
+    assert_eq!(report.segments_scanned, 0);
+    assert!(
+        report.bytes_scanned < 4096,
+        "scanned {} bytes",
+        report.bytes_scanned
+    );
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(Fixture::read_all(&log).await.len(), 20);
+    // The marker is gone once the log is open: a crash now must scan again.
+    drop(log);
+    f.disk.crash();
+    let log = f.open().await;
+    assert!(!log.recovery().clean);
+    assert!(log.recovery().segments_scanned >= 1);
+    assert_eq!(Fixture::read_all(&log).await.len(), 20);
+}
+
+#[tokio::test]
+async fn a_damaged_index_is_rebuilt_from_its_segment() {
+    let f = Fixture::new(8, FaultyDiskConfig::default(), small_segments());
+    let log = f.open().await;
+    let mut infos = Vec::new();
+    for id in 0..20 {
+        infos.push(
+            log.append(&mut batch_with_id(id, 2, 200, T0), 0)
+                .await
+                .unwrap(),
+        );
+    }
+    log.close().await.unwrap();
+    f.disk
+        .flip_bit(&f.dir.join(format!("{:020}.index", 0)), 2, 5)
+        .unwrap();
+    let log = f.open().await;
+    assert_eq!(log.recovery().segments_scanned, 1);
+    for info in &infos {
+        let read = log.read(info.base_offset + 1, 1, None).await.unwrap();
+        assert_eq!(
+            batches(&read.records)[0].0.base_offset as u64,
+            info.base_offset
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_crash_during_a_roll_loses_no_synced_batch() {
+    // Rolls create files and rewrite the checkpoint; a power cut between any two steps must
+    // leave a log that opens with every durable batch.
+    for seed in 0..16 {
+        let f = Fixture::new(seed, torn(), small_segments());
+        let log = f.open().await;
+        let mut durable = 0;
+        for id in 0..(5 + seed) {
+            log.append(&mut batch_with_id(id, 3, 300, T0), 0)
+                .await
+                .unwrap();
+            durable += 1;
+        }
+        drop(log);
+        f.disk.crash();
+        let log = f.open().await;
+        let ids: Vec<u64> = Fixture::read_all(&log)
+            .await
+            .iter()
+            .map(|(_, b)| id_of(b))
+            .collect();
+        assert_eq!(ids, (0..durable).collect::<Vec<_>>(), "seed {seed}");
+    }
+}
