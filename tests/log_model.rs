@@ -96,18 +96,39 @@ async fn check_after_restart(log: &Log, model: &mut Model) -> Result<(), TestCas
     let got = Fixture::read_all(log).await;
     // The log holds a prefix of the model (from the log start) that includes every durable batch.
     let start = log.log_start_offset();
-    let expected: Vec<&Appended> = model.batches.iter().filter(|b| b.base_offset >= start).collect();
-    prop_assert!(got.len() <= expected.len(), "log holds batches never appended");
+    let expected: Vec<&Appended> = model
+        .batches
+        .iter()
+        .filter(|b| b.base_offset >= start)
+        .collect();
+    prop_assert!(
+        got.len() <= expected.len(),
+        "log holds batches never appended"
+    );
     for ((header, bytes), want) in got.iter().zip(&expected) {
         prop_assert_eq!(id_of(bytes), want.id, "not a prefix of what was appended");
-        prop_assert_eq!(header.base_offset as u64, want.base_offset, "batch moved offsets");
-        prop_assert!(bytes == &want.bytes, "an offset came back with different bytes");
+        prop_assert_eq!(
+            header.base_offset as u64,
+            want.base_offset,
+            "batch moved offsets"
+        );
+        prop_assert!(
+            bytes == &want.bytes,
+            "an offset came back with different bytes"
+        );
     }
     for lost in &expected[got.len()..] {
-        prop_assert!(!lost.durable, "lost a batch reported durable: id {} at {}", lost.id, lost.base_offset);
+        prop_assert!(
+            !lost.durable,
+            "lost a batch reported durable: id {} at {}",
+            lost.id,
+            lost.base_offset
+        );
     }
     let kept: std::collections::BTreeSet<u64> = got.iter().map(|(_, b)| id_of(b)).collect();
-    model.batches.retain(|b| b.base_offset < start || kept.contains(&b.id));
+    model
+        .batches
+        .retain(|b| b.base_offset < start || kept.contains(&b.id));
     for b in &mut model.batches {
         b.maybe = false; // what survived is now simply in the log
     }
@@ -115,9 +136,19 @@ async fn check_after_restart(log: &Log, model: &mut Model) -> Result<(), TestCas
 }
 
 fn run(ops: Vec<Op>, lazy: bool, seed: u64) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
-        let flush = if lazy { FlushPolicy::Lazy { flush_messages: None, flush_ms: None } } else { FlushPolicy::Durable };
+        let flush = if lazy {
+            FlushPolicy::Lazy {
+                flush_messages: None,
+                flush_ms: None,
+            }
+        } else {
+            FlushPolicy::Durable
+        };
         let config = LogConfig {
             segment_bytes: 3_000,
             index_interval_bytes: 700,
@@ -126,26 +157,55 @@ fn run(ops: Vec<Op>, lazy: bool, seed: u64) -> Result<(), TestCaseError> {
             flush,
             ..LogConfig::default()
         };
-        let f = Fixture::new(seed, FaultyDiskConfig { torn_writes: true, ..FaultyDiskConfig::default() }, config);
+        let f = Fixture::new(
+            seed,
+            FaultyDiskConfig {
+                torn_writes: true,
+                ..FaultyDiskConfig::default()
+            },
+            config,
+        );
         let mut log = f.open().await;
-        let mut model = Model { batches: Vec::new(), assigned: BTreeMap::new(), next_id: 0 };
+        let mut model = Model {
+            batches: Vec::new(),
+            assigned: BTreeMap::new(),
+            next_id: 0,
+        };
         for op in ops {
             match op {
                 Op::Append { records, value_len } => {
                     let id = model.next_id;
                     model.next_id += 1;
-                    let mut bytes = batch_with_id(id, records, value_len, f.clock.now_ms_for_test());
+                    let mut bytes =
+                        batch_with_id(id, records, value_len, f.clock.now_ms_for_test());
                     match log.append(&mut bytes, 0).await {
                         Ok(info) => {
                             for offset in info.base_offset..=info.last_offset {
-                                prop_assert!(model.assigned.insert(offset, id).is_none(), "offset {offset} handed out twice");
+                                prop_assert!(
+                                    model.assigned.insert(offset, id).is_none(),
+                                    "offset {offset} handed out twice"
+                                );
                             }
-                            model.batches.push(Appended { id, base_offset: info.base_offset, bytes, durable: !lazy, maybe: false });
+                            model.batches.push(Appended {
+                                id,
+                                base_offset: info.base_offset,
+                                bytes,
+                                durable: !lazy,
+                                maybe: false,
+                            });
                         }
                         Err(_) => {
                             // Offline after an injected fault: the batch is indefinite.
-                            let base_offset = broker::log::batch::BatchHeader::parse(&bytes).unwrap().base_offset as u64;
-                            model.batches.push(Appended { id, base_offset, bytes, durable: false, maybe: true });
+                            let base_offset = broker::log::batch::BatchHeader::parse(&bytes)
+                                .unwrap()
+                                .base_offset as u64;
+                            model.batches.push(Appended {
+                                id,
+                                base_offset,
+                                bytes,
+                                durable: false,
+                                maybe: true,
+                            });
                         }
                     }
                 }
@@ -155,9 +215,19 @@ fn run(ops: Vec<Op>, lazy: bool, seed: u64) -> Result<(), TestCaseError> {
                     if let Ok(read) = log.read(offset, max_bytes, None).await {
                         for (header, bytes) in batches(&read.records) {
                             let base = header.base_offset as u64;
-                            let want = model.batches.iter().find(|b| b.base_offset == base && !b.maybe);
-                            let want = want.ok_or_else(|| TestCaseError::fail(format!("read a batch at {base} never acknowledged")))?;
-                            prop_assert!(bytes == want.bytes, "offset {base} came back with different bytes");
+                            let want = model
+                                .batches
+                                .iter()
+                                .find(|b| b.base_offset == base && !b.maybe);
+                            let want = want.ok_or_else(|| {
+                                TestCaseError::fail(format!(
+                                    "read a batch at {base} never acknowledged"
+                                ))
+                            })?;
+                            prop_assert!(
+                                bytes == want.bytes,
+                                "offset {base} came back with different bytes"
+                            );
                         }
                     }
                 }
@@ -185,13 +255,24 @@ fn run(ops: Vec<Op>, lazy: bool, seed: u64) -> Result<(), TestCaseError> {
                     check_after_restart(&log, &mut model).await?;
                     // New offsets start past everything ever handed out.
                     if let Some((&max, _)) = model.assigned.iter().next_back() {
-                        prop_assert!(log.log_end_offset() > max, "log end {} would reuse offset {max}", log.log_end_offset());
+                        prop_assert!(
+                            log.log_end_offset() > max,
+                            "log end {} would reuse offset {max}",
+                            log.log_end_offset()
+                        );
                     }
                 }
             }
-            let offline = log.read(log.log_start_offset(), 1, None).await.is_err_and(|e| matches!(e, broker::log::ReadError::Offline(_)));
+            let offline = log
+                .read(log.log_start_offset(), 1, None)
+                .await
+                .is_err_and(|e| matches!(e, broker::log::ReadError::Offline(_)));
             if !lazy && !offline {
-                prop_assert_eq!(log.durable_end_offset(), log.log_end_offset(), "durable policy left unsynced offsets");
+                prop_assert_eq!(
+                    log.durable_end_offset(),
+                    log.log_end_offset(),
+                    "durable policy left unsynced offsets"
+                );
             }
         }
         drop(log);
