@@ -41,7 +41,7 @@ pub mod segment;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use batch::{BatchError, BatchHeader, HEADER_LEN};
@@ -221,6 +221,10 @@ pub struct Log {
     recovery: RecoveryReport,
     /// Held by the one task running a group-commit sync.
     sync_lock: tokio::sync::Mutex<()>,
+    /// Wakes appenders waiting on a group commit. (Not `tokio::sync::watch`: it picks among
+    /// its internal notifiers with a thread-local RNG, which breaks simulator determinism.)
+    durable_notify: tokio::sync::Notify,
+    offline: AtomicBool,
     log_start_offset: AtomicU64,
     log_end_offset: AtomicU64,
     durable_end_offset: AtomicU64,
@@ -262,6 +266,8 @@ impl Log {
             state: tokio::sync::Mutex::new(state),
             recovery,
             sync_lock: tokio::sync::Mutex::new(()),
+            durable_notify: tokio::sync::Notify::new(),
+            offline: AtomicBool::new(false),
             log_start_offset: AtomicU64::new(0),
             log_end_offset: AtomicU64::new(0),
             durable_end_offset: AtomicU64::new(0),
@@ -338,6 +344,9 @@ impl Log {
         if st.offline.is_none() {
             tracing::error!(dir = %self.dir.display(), %reason, "log goes offline after an I/O error");
             st.offline = Some(reason.clone());
+            self.offline.store(true, Ordering::Release);
+            // Wake group-commit waiters so they see the failure.
+            self.durable_notify.notify_waiters();
         }
         LogOffline(st.offline.clone().unwrap_or(reason))
     }
@@ -384,22 +393,35 @@ impl Log {
         let record_count: u64 = headers.iter().map(|h| h.last_offset_delta as u64 + 1).sum();
         let now = self.clock.now_ms();
         let info = {
-            let mut st = self.state.lock().await;
-            st.check_online().map_err(|e| AppendError::Offline(e.0))?;
+            let mut flushed_for_roll = false;
+            let mut st = loop {
+                let mut st = self.state.lock().await;
+                st.check_online().map_err(|e| AppendError::Offline(e.0))?;
+                let last_offset = st.next_offset + record_count - 1;
+                let active = st.active();
+                let needs_roll = active.size > 0
+                    && (active.size + records.len() as u64 > config.segment_bytes
+                        || now.saturating_sub(active.rolling_base_ms.unwrap_or(now))
+                            >= config.segment_ms
+                        || !active.fits_offset(last_offset));
+                if needs_roll && !flushed_for_roll && active.synced_size < active.size {
+                    // Sync the segment about to be sealed without holding the lock (under the
+                    // lazy policy it can hold a whole segment of unsynced bytes); the roll then
+                    // syncs only what arrived meanwhile.
+                    drop(st);
+                    self.flush().await.map_err(|e| AppendError::Offline(e.0))?;
+                    flushed_for_roll = true;
+                    continue;
+                }
+                if needs_roll {
+                    self.roll_locked(&mut st)
+                        .await
+                        .map_err(|e| AppendError::Offline(e.0))?;
+                }
+                break st;
+            };
             let base_offset = st.next_offset;
             let last_offset = base_offset + record_count - 1;
-
-            let active = st.active();
-            let needs_roll = active.size > 0
-                && (active.size + records.len() as u64 > config.segment_bytes
-                    || now.saturating_sub(active.rolling_base_ms.unwrap_or(now))
-                        >= config.segment_ms
-                    || !active.fits_offset(last_offset));
-            if needs_roll {
-                self.roll_locked(&mut st)
-                    .await
-                    .map_err(|e| AppendError::Offline(e.0))?;
-            }
             if last_offset >= st.reserved_offset {
                 st.reserved_offset = last_offset + 1 + config.offset_reservation;
                 let checkpoint = st.checkpoint();
@@ -491,49 +513,68 @@ impl Log {
     /// the tasks queued behind it usually find their offsets already durable.
     async fn wait_durable(&self, target: u64) -> Result<(), LogOffline> {
         loop {
-            {
-                let st = self.state.lock().await;
-                if st.durable_offset >= target {
-                    return Ok(());
-                }
-                st.check_online()?;
+            // Register for the wake-up before checking, so a sync finishing in between is seen.
+            let notified = self.durable_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.durable_end_offset.load(Ordering::Acquire) >= target {
+                return Ok(());
             }
-            let _sync = self.sync_lock.lock().await;
-            let (files, end) = {
-                let st = self.state.lock().await;
-                if st.durable_offset >= target {
-                    return Ok(());
-                }
-                st.check_online()?;
-                let files: Vec<(u64, Arc<dyn DiskFile>, u64)> = st
-                    .segments
-                    .values()
-                    .filter(|s| s.synced_size < s.size)
-                    .map(|s| (s.base_offset, Arc::clone(&s.file), s.size))
-                    .collect();
-                (files, st.next_offset)
-            };
-            let mut result = Ok(());
-            for (_, file, _) in &files {
-                result = file.sync().await;
-                if result.is_err() {
-                    break;
-                }
+            if self.offline.load(Ordering::Acquire) {
+                self.state.lock().await.check_online()?;
             }
-            let mut st = self.state.lock().await;
-            match result {
-                Ok(()) => {
-                    for (base, _, size) in files {
-                        if let Some(segment) = st.segments.get_mut(&base) {
-                            segment.synced_size = segment.synced_size.max(size);
-                        }
+            match self.sync_lock.try_lock() {
+                Ok(guard) => {
+                    let synced = self.sync_appended().await;
+                    drop(guard);
+                    // Wake the waiters only once the lock is free, so one of them can take it.
+                    self.durable_notify.notify_waiters();
+                    synced?;
+                }
+                // The syncing task wakes us when it is done, whatever the outcome.
+                Err(_) => notified.await,
+            }
+        }
+    }
+
+    /// Syncs every segment with unsynced bytes and advances the durable offset to the log end
+    /// as it was when the sync began. Called with `sync_lock` held.
+    async fn sync_appended(&self) -> Result<(), LogOffline> {
+        let (files, end) = {
+            let st = self.state.lock().await;
+            st.check_online()?;
+            if st.durable_offset >= st.next_offset {
+                return Ok(());
+            }
+            let files: Vec<(u64, Arc<dyn DiskFile>, u64)> = st
+                .segments
+                .values()
+                .filter(|s| s.synced_size < s.size)
+                .map(|s| (s.base_offset, Arc::clone(&s.file), s.size))
+                .collect();
+            (files, st.next_offset)
+        };
+        let mut result = Ok(());
+        for (_, file, _) in &files {
+            result = file.sync().await;
+            if result.is_err() {
+                break;
+            }
+        }
+        let mut st = self.state.lock().await;
+        match result {
+            Ok(()) => {
+                for (base, _, size) in files {
+                    if let Some(segment) = st.segments.get_mut(&base) {
+                        segment.synced_size = segment.synced_size.max(size);
                     }
-                    st.durable_offset = st.durable_offset.max(end);
-                    st.last_flush_ms = self.clock.now_ms();
-                    self.publish(&st);
                 }
-                Err(e) => return Err(self.go_offline(&mut st, "syncing", &e)),
+                st.durable_offset = st.durable_offset.max(end);
+                st.last_flush_ms = self.clock.now_ms();
+                self.publish(&st);
+                Ok(())
             }
+            Err(e) => Err(self.go_offline(&mut st, "syncing", &e)),
         }
     }
 
@@ -1004,6 +1045,7 @@ impl Log {
             return Err(self.go_offline(&mut st, "closing", &e));
         }
         st.offline = Some("closed".into());
+        self.offline.store(true, Ordering::Release);
         tracing::debug!(dir = %self.dir.display(), log_end_offset = st.next_offset, "log closed cleanly");
         Ok(())
     }
