@@ -221,9 +221,6 @@ pub struct Log {
     recovery: RecoveryReport,
     /// Held by the one task running a group-commit sync.
     sync_lock: tokio::sync::Mutex<()>,
-    /// Wakes appenders waiting on a group commit. (Not `tokio::sync::watch`: it picks among
-    /// its internal notifiers with a thread-local RNG, which breaks simulator determinism.)
-    durable_notify: tokio::sync::Notify,
     offline: AtomicBool,
     log_start_offset: AtomicU64,
     log_end_offset: AtomicU64,
@@ -266,7 +263,6 @@ impl Log {
             state: tokio::sync::Mutex::new(state),
             recovery,
             sync_lock: tokio::sync::Mutex::new(()),
-            durable_notify: tokio::sync::Notify::new(),
             offline: AtomicBool::new(false),
             log_start_offset: AtomicU64::new(0),
             log_end_offset: AtomicU64::new(0),
@@ -345,8 +341,6 @@ impl Log {
             tracing::error!(dir = %self.dir.display(), %reason, "log goes offline after an I/O error");
             st.offline = Some(reason.clone());
             self.offline.store(true, Ordering::Release);
-            // Wake group-commit waiters so they see the failure.
-            self.durable_notify.notify_waiters();
         }
         LogOffline(st.offline.clone().unwrap_or(reason))
     }
@@ -513,28 +507,26 @@ impl Log {
     /// the tasks queued behind it usually find their offsets already durable.
     async fn wait_durable(&self, target: u64) -> Result<(), LogOffline> {
         loop {
-            // Register for the wake-up before checking, so a sync finishing in between is seen.
-            let notified = self.durable_notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             if self.durable_end_offset.load(Ordering::Acquire) >= target {
                 return Ok(());
             }
-            if self.offline.load(Ordering::Acquire) {
-                self.state.lock().await.check_online()?;
+            self.check_online_fast().await?;
+            // Waiters queue here in FIFO order. By the time one gets the lock, the appends made
+            // during the previous sync are waiting too, and one sync covers them all; the
+            // tasks behind it find their offsets durable and return without syncing.
+            let _sync = self.sync_lock.lock().await;
+            if self.durable_end_offset.load(Ordering::Acquire) >= target {
+                return Ok(());
             }
-            match self.sync_lock.try_lock() {
-                Ok(guard) => {
-                    let synced = self.sync_appended().await;
-                    drop(guard);
-                    // Wake the waiters only once the lock is free, so one of them can take it.
-                    self.durable_notify.notify_waiters();
-                    synced?;
-                }
-                // The syncing task wakes us when it is done, whatever the outcome.
-                Err(_) => notified.await,
-            }
+            self.sync_appended().await?;
         }
+    }
+
+    async fn check_online_fast(&self) -> Result<(), LogOffline> {
+        if self.offline.load(Ordering::Acquire) {
+            self.state.lock().await.check_online()?;
+        }
+        Ok(())
     }
 
     /// Syncs every segment with unsynced bytes and advances the durable offset to the log end
