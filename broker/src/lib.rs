@@ -25,6 +25,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod broker;
+pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod disk;
 pub mod log;
+pub mod partition;
+pub mod protocol;
+pub mod random;
+pub mod server;

@@ -374,6 +374,23 @@ impl Log {
         records: &mut [u8],
         leader_epoch: i32,
     ) -> Result<AppendInfo, AppendError> {
+        let info = self.append_unsynced(records, leader_epoch).await?;
+        if self.config().flush == FlushPolicy::Durable {
+            self.wait_durable(info.last_offset + 1)
+                .await
+                .map_err(|e| AppendError::Offline(e.0))?;
+        }
+        Ok(info)
+    }
+
+    /// [`Log::append`] without waiting for the sync under the durable policy: the batch is in
+    /// the log (readable up to the caller's bound) but not yet durable. Kafka's acks=1 answers
+    /// here; [`Log::wait_durable`] completes the durable path (acks=all).
+    pub async fn append_unsynced(
+        &self,
+        records: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
         let headers = batch::validate_all(records)?;
         let config = self.config();
         for header in &headers {
@@ -494,18 +511,18 @@ impl Log {
                 log_start_offset: st.log_start_offset,
             }
         };
-        let synced = match config.flush {
-            FlushPolicy::Durable => self.wait_durable(info.last_offset + 1).await,
-            FlushPolicy::Lazy { .. } => self.flush_if_due().await,
-        };
-        synced.map_err(|e| AppendError::Offline(e.0))?;
+        if let FlushPolicy::Lazy { .. } = config.flush {
+            self.flush_if_due()
+                .await
+                .map_err(|e| AppendError::Offline(e.0))?;
+        }
         Ok(info)
     }
 
     /// Returns once every offset below `target` is synced, running a sync if no other task is.
     /// This is the group commit: whoever holds `sync_lock` syncs everything appended so far, and
     /// the tasks queued behind it usually find their offsets already durable.
-    async fn wait_durable(&self, target: u64) -> Result<(), LogOffline> {
+    pub async fn wait_durable(&self, target: u64) -> Result<(), LogOffline> {
         loop {
             if self.durable_end_offset.load(Ordering::Acquire) >= target {
                 return Ok(());

@@ -1,0 +1,277 @@
+//! Broker and topic configuration.
+//!
+//! [`BrokerConfig`] is what `faultline broker` runs with: embedded defaults, overridden by a TOML
+//! file (`--config`), overridden by flags. Its keys are the flags' names (`listen`,
+//! `data-dir`, ...); `--print-config` prints the effective configuration as TOML.
+//!
+//! [`TopicConfigs`] are Kafka's topic-level settings (`retention.ms`, `segment.bytes`, ...), with
+//! Kafka's names and validation, as CreateTopics, DescribeConfigs and IncrementalAlterConfigs
+//! see them. Each topic stores only its overrides; the broker's defaults fill in the rest.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::log::{FlushPolicy, LogConfig};
+
+/// How the broker makes appended records durable (see `log::FlushPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// acks=all is answered once the batch is synced (group commit). Faultline's default.
+    Durable,
+    /// Kafka's default: the page cache, flushed by `flush.messages` / `flush.ms`.
+    Lazy,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Address clients are told to connect to (Metadata); defaults to `listen`.
+    pub advertised_listener: Option<String>,
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    /// Create a topic when a client first asks for it (`auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// `num.partitions`: partitions of an auto-created topic.
+    pub num_partitions: i32,
+    /// `socket.request.max.bytes`: larger frames close the connection.
+    pub socket_request_max_bytes: usize,
+    /// `log.flush.policy`-like switch: durable or lazy.
+    pub flush_mode: FlushMode,
+    /// Defaults for every topic's `flush.messages` / `flush.ms` under the lazy mode.
+    pub log_flush_interval_messages: Option<u64>,
+    pub log_flush_interval_ms: Option<i64>,
+    /// `log.segment.bytes`, `log.roll.ms`, `log.retention.ms` (-1: keep forever),
+    /// `log.retention.bytes` (-1: no limit), `message.max.bytes`.
+    pub log_segment_bytes: u64,
+    pub log_roll_ms: i64,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub message_max_bytes: u64,
+    /// `log.retention.check.interval.ms`: how often retention runs.
+    pub log_retention_check_interval_ms: u64,
+    /// tracing filter, e.g. `info` or `broker=debug`; `RUST_LOG` wins when set.
+    pub log_level: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> BrokerConfig {
+        BrokerConfig {
+            listen: "127.0.0.1:9092".into(),
+            advertised_listener: None,
+            data_dir: PathBuf::from("./faultline-data"),
+            node_id: 1,
+            auto_create_topics: true,
+            num_partitions: 1,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            flush_mode: FlushMode::Durable,
+            log_flush_interval_messages: None,
+            log_flush_interval_ms: None,
+            log_segment_bytes: 1 << 30,
+            log_roll_ms: 7 * 24 * 60 * 60 * 1000,
+            log_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            log_retention_bytes: -1,
+            message_max_bytes: 1_048_588,
+            log_retention_check_interval_ms: 300_000,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Parses a TOML configuration file's text; unknown keys are errors.
+    pub fn from_toml(text: &str) -> Result<BrokerConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serializes")
+    }
+
+    /// The address clients are told to use.
+    pub fn advertised(&self) -> &str {
+        self.advertised_listener.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// The broker-wide defaults as topic configs, by Kafka name.
+    pub fn topic_defaults(&self) -> BTreeMap<&'static str, String> {
+        let opt = |v: Option<i64>| v.map_or("9223372036854775807".to_string(), |v| v.to_string());
+        BTreeMap::from([
+            ("cleanup.policy", "delete".to_string()),
+            ("flush.messages", opt(self.log_flush_interval_messages.map(|v| v as i64))),
+            ("flush.ms", opt(self.log_flush_interval_ms)),
+            ("max.message.bytes", self.message_max_bytes.to_string()),
+            ("message.timestamp.type", "CreateTime".to_string()),
+            ("min.insync.replicas", "1".to_string()),
+            ("retention.bytes", self.log_retention_bytes.to_string()),
+            ("retention.ms", self.log_retention_ms.to_string()),
+            ("segment.bytes", self.log_segment_bytes.to_string()),
+            ("segment.ms", self.log_roll_ms.to_string()),
+        ])
+    }
+}
+
+/// Why a topic config was refused. Kafka: INVALID_CONFIG.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value {value:?} for topic config {name}: {reason}")]
+pub struct InvalidConfig {
+    pub name: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// A topic's configuration overrides, by Kafka name. Only the supported names are accepted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfigs {
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// The topic configs Faultline supports, as Kafka names them.
+pub const TOPIC_CONFIG_NAMES: &[&str] = &[
+    "cleanup.policy",
+    "flush.messages",
+    "flush.ms",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "min.insync.replicas",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+fn invalid(name: &str, value: &str, reason: impl Into<String>) -> InvalidConfig {
+    InvalidConfig { name: name.into(), value: value.into(), reason: reason.into() }
+}
+
+fn parse_i64(name: &str, value: &str, min: i64) -> Result<i64, InvalidConfig> {
+    let v: i64 = value.trim().parse().map_err(|_| invalid(name, value, "not an integer"))?;
+    if v < min {
+        return Err(invalid(name, value, format!("must be at least {min}")));
+    }
+    Ok(v)
+}
+
+impl TopicConfigs {
+    /// Checks one setting.
+    pub fn validate(name: &str, value: &str) -> Result<(), InvalidConfig> {
+        match name {
+            "cleanup.policy" => match value {
+                "delete" => Ok(()),
+                "compact" | "compact,delete" | "delete,compact" => {
+                    Err(invalid(name, value, "compaction is not supported yet; use delete"))
+                }
+                _ => Err(invalid(name, value, "expected delete")),
+            },
+            "message.timestamp.type" => match value {
+                "CreateTime" | "LogAppendTime" => Ok(()),
+                _ => Err(invalid(name, value, "expected CreateTime or LogAppendTime")),
+            },
+            "retention.ms" | "retention.bytes" => parse_i64(name, value, -1).map(drop),
+            "segment.bytes" => {
+                let v = parse_i64(name, value, 14)?;
+                if v > i32::MAX as i64 {
+                    return Err(invalid(name, value, "must fit in 2^31-1"));
+                }
+                Ok(())
+            }
+            "segment.ms" | "flush.ms" | "flush.messages" | "min.insync.replicas" => {
+                parse_i64(name, value, 1).map(drop)
+            }
+            "max.message.bytes" => parse_i64(name, value, 0).map(drop),
+            _ => Err(invalid(name, value, "unknown or unsupported topic config")),
+        }
+    }
+
+    /// Sets (after validating) one override.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), InvalidConfig> {
+        Self::validate(name, value)?;
+        self.overrides.insert(name.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// The effective value: the override, else the broker default.
+    pub fn effective(&self, broker: &BrokerConfig, name: &str) -> Option<String> {
+        self.overrides.get(name).cloned().or_else(|| broker.topic_defaults().get(name).cloned())
+    }
+
+    /// Every supported config: (name, value, is_default).
+    pub fn describe(&self, broker: &BrokerConfig) -> Vec<(String, String, bool)> {
+        let defaults = broker.topic_defaults();
+        TOPIC_CONFIG_NAMES
+            .iter()
+            .map(|&name| match self.overrides.get(name) {
+                Some(v) => (name.to_string(), v.clone(), false),
+                None => (name.to_string(), defaults.get(name).cloned().unwrap_or_default(), true),
+            })
+            .collect()
+    }
+
+    /// The log configuration these settings give.
+    pub fn log_config(&self, broker: &BrokerConfig) -> LogConfig {
+        let get = |name: &str| -> i64 {
+            self.effective(broker, name).and_then(|v| v.parse().ok()).unwrap_or(-1)
+        };
+        let positive = |v: i64| (v >= 0).then_some(v);
+        let flush = match broker.flush_mode {
+            FlushMode::Durable => FlushPolicy::Durable,
+            FlushMode::Lazy => FlushPolicy::Lazy {
+                flush_messages: positive(get("flush.messages"))
+                    .filter(|&v| v < i64::MAX)
+                    .map(|v| v as u64),
+                flush_ms: positive(get("flush.ms")).filter(|&v| v < i64::MAX),
+            },
+        };
+        LogConfig {
+            segment_bytes: get("segment.bytes").max(14) as u64,
+            segment_ms: get("segment.ms").max(1),
+            retention_ms: positive(get("retention.ms")),
+            retention_bytes: positive(get("retention.bytes")).map(|v| v as u64),
+            max_message_bytes: get("max.message.bytes").max(0) as u64,
+            log_append_time: self.effective(broker, "message.timestamp.type").as_deref()
+                == Some("LogAppendTime"),
+            flush,
+            ..LogConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_overrides_defaults_and_unknown_keys_are_refused() {
+        let config = BrokerConfig::from_toml("listen = \"127.0.0.1:9999\"\nnum-partitions = 3\n").unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9999");
+        assert_eq!(config.num_partitions, 3);
+        assert_eq!(config.data_dir, PathBuf::from("./faultline-data"));
+        assert!(BrokerConfig::from_toml("lisen = \"x\"").unwrap_err().contains("lisen"));
+        let round_trip = BrokerConfig::from_toml(&config.to_toml()).unwrap();
+        assert_eq!(round_trip, config);
+    }
+
+    #[test]
+    fn topic_configs_are_validated_with_kafka_names_and_feed_the_log_config() {
+        let broker = BrokerConfig::default();
+        let mut topic = TopicConfigs::default();
+        topic.set("retention.ms", "1000").unwrap();
+        topic.set("message.timestamp.type", "LogAppendTime").unwrap();
+        assert!(topic.set("retention.ms", "soon").is_err());
+        assert!(topic.set("segment.bytes", "10").is_err());
+        assert!(topic.set("cleanup.policy", "compact").is_err());
+        assert!(topic.set("no.such.config", "1").is_err());
+        let log = topic.log_config(&broker);
+        assert_eq!(log.retention_ms, Some(1000));
+        assert!(log.log_append_time);
+        assert_eq!(log.retention_bytes, None);
+        assert_eq!(log.segment_bytes, 1 << 30);
+        let described = topic.describe(&broker);
+        assert!(described.contains(&("retention.ms".into(), "1000".into(), false)));
+        assert!(described.contains(&("segment.bytes".into(), (1u64 << 30).to_string(), true)));
+    }
+}

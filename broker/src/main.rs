@@ -1,0 +1,17 @@
+//! The `faultline` binary. See `broker::cli`.
+
+#[cfg(not(madsim))]
+fn main() {
+    use clap::Parser;
+    let cli = broker::cli::Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let code = runtime.block_on(broker::cli::main(cli));
+    drop(runtime);
+    std::process::exit(code);
+}
+
+#[cfg(madsim)]
+fn main() {
+    eprintln!("this is a simulation build; build faultline normally to run it");
+    std::process::exit(2);
+}

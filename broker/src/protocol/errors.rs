@@ -1,0 +1,51 @@
+//! The one place where the broker's per-operation errors become Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+
+use crate::broker::{CreateTopicError, TopicChangeError};
+use crate::log::batch::BatchError;
+use crate::log::{AppendError, DeleteRecordsError, ReadError};
+
+pub fn append(e: &AppendError) -> ResponseError {
+    match e {
+        AppendError::InvalidBatch(BatchError::BadMagic(_)) => ResponseError::UnsupportedForMessageFormat,
+        AppendError::InvalidBatch(BatchError::InconsistentCount { .. }) => ResponseError::InvalidRecord,
+        AppendError::InvalidBatch(_) => ResponseError::CorruptMessage,
+        AppendError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        AppendError::Offline(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn read(e: &ReadError) -> ResponseError {
+    match e {
+        ReadError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        ReadError::Corrupt { .. } | ReadError::Offline(_) | ReadError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn delete_records(e: &DeleteRecordsError) -> ResponseError {
+    match e {
+        DeleteRecordsError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        DeleteRecordsError::Offline(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn create_topic(e: &CreateTopicError) -> ResponseError {
+    match e {
+        CreateTopicError::InvalidName(..) => ResponseError::InvalidTopicException,
+        CreateTopicError::Exists(_) => ResponseError::TopicAlreadyExists,
+        CreateTopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        CreateTopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        CreateTopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        CreateTopicError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn topic_change(e: &TopicChangeError) -> ResponseError {
+    match e {
+        TopicChangeError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        TopicChangeError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicChangeError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicChangeError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}
