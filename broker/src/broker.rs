@@ -104,7 +104,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
     if name.len() > MAX_TOPIC_NAME_LEN {
         return Err("longer than 249 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return Err("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
@@ -124,7 +127,9 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("node_id", &self.config.node_id).finish()
+        f.debug_struct("Broker")
+            .field("node_id", &self.config.node_id)
+            .finish()
     }
 }
 
@@ -134,14 +139,19 @@ fn storage(e: impl std::fmt::Display) -> String {
 
 impl Broker {
     /// Opens the data directory: loads the metadata, recovers every partition's log.
-    pub async fn open(config: BrokerConfig, disk: Arc<dyn Disk>, clock: Arc<dyn Clock>) -> io::Result<Arc<Broker>> {
+    pub async fn open(
+        config: BrokerConfig,
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<Arc<Broker>> {
         let data_dir = config.data_dir.clone();
         disk.create_dir_all(&data_dir).await?;
         let meta_path = data_dir.join(META_FILE);
         let (meta, fresh) = match disk::read_file(disk.as_ref(), &meta_path).await {
             Ok(bytes) => {
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| io::Error::other(format!("{} is not UTF-8", meta_path.display())))?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    io::Error::other(format!("{} is not UTF-8", meta_path.display()))
+                })?;
                 let meta: StoredMeta = toml::from_str(&text)
                     .map_err(|e| io::Error::other(format!("{}: {e}", meta_path.display())))?;
                 (meta, false)
@@ -149,7 +159,9 @@ impl Broker {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (
                 StoredMeta {
                     format_version: 1,
-                    cluster_id: Uuid::from_u128(crate::random::random_u128()).simple().to_string(),
+                    cluster_id: Uuid::from_u128(crate::random::random_u128())
+                        .simple()
+                        .to_string(),
                     topics: BTreeMap::new(),
                 },
                 true,
@@ -177,12 +189,22 @@ impl Broker {
         for (name, stored) in &meta.topics {
             let id = Uuid::parse_str(&stored.id)
                 .map_err(|e| io::Error::other(format!("topic {name}: bad id: {e}")))?;
-            let configs = TopicConfigs { overrides: stored.configs.clone() };
+            let configs = TopicConfigs {
+                overrides: stored.configs.clone(),
+            };
             let mut partitions = Vec::new();
             for index in 0..stored.partitions {
                 partitions.push(broker.open_partition(name, index, &configs).await?);
             }
-            topics.insert(name.clone(), Arc::new(Topic { name: name.clone(), id, configs, partitions }));
+            topics.insert(
+                name.clone(),
+                Arc::new(Topic {
+                    name: name.clone(),
+                    id,
+                    configs,
+                    partitions,
+                }),
+            );
         }
         *broker.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
         if fresh {
@@ -210,7 +232,12 @@ impl Broker {
         self.config.data_dir.join(format!("{topic}-{index}"))
     }
 
-    async fn open_partition(&self, topic: &str, index: i32, configs: &TopicConfigs) -> io::Result<Arc<Partition>> {
+    async fn open_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        configs: &TopicConfigs,
+    ) -> io::Result<Arc<Partition>> {
         let log = Log::open(
             Arc::clone(&self.disk),
             Arc::clone(&self.clock),
@@ -219,25 +246,46 @@ impl Broker {
         )
         .await
         .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Arc::new(Partition::new(topic.to_string(), index, log, Arc::clone(&self.data_arrived))))
+        Ok(Arc::new(Partition::new(
+            topic.to_string(),
+            index,
+            log,
+            Arc::clone(&self.data_arrived),
+        )))
     }
 
     /// All topics, by name.
     pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().find(|t| t.id == id).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         let topic = self.topic(topic)?;
-        usize::try_from(index).ok().and_then(|i| topic.partitions.get(i).cloned())
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i).cloned())
     }
 
     async fn persist_meta(&self) -> io::Result<()> {
@@ -260,7 +308,12 @@ impl Broker {
                 .collect(),
         };
         let text = toml::to_string(&meta).map_err(io::Error::other)?;
-        disk::write_file_atomic(self.disk.as_ref(), &self.config.data_dir.join(META_FILE), text.as_bytes()).await
+        disk::write_file_atomic(
+            self.disk.as_ref(),
+            &self.config.data_dir.join(META_FILE),
+            text.as_bytes(),
+        )
+        .await
     }
 
     /// Creates a topic. `partitions` and `replication_factor` of -1 mean the broker default.
@@ -273,17 +326,20 @@ impl Broker {
         configs: &[(String, String)],
         validate_only: bool,
     ) -> Result<Arc<Topic>, CreateTopicError> {
-        validate_topic_name(name).map_err(|why| CreateTopicError::InvalidName(name.to_string(), why))?;
-        let partitions = if partitions == -1 { self.config.num_partitions } else { partitions };
+        validate_topic_name(name)
+            .map_err(|why| CreateTopicError::InvalidName(name.to_string(), why))?;
+        let partitions = if partitions == -1 {
+            self.config.num_partitions
+        } else {
+            partitions
+        };
         if partitions < 1 {
             return Err(CreateTopicError::InvalidPartitions(partitions));
         }
         if replication_factor != -1 && replication_factor != 1 {
-            return Err(if replication_factor < 1 {
-                CreateTopicError::InvalidReplicationFactor(replication_factor)
-            } else {
-                CreateTopicError::InvalidReplicationFactor(replication_factor)
-            });
+            return Err(CreateTopicError::InvalidReplicationFactor(
+                replication_factor,
+            ));
         }
         let mut topic_configs = TopicConfigs::default();
         for (key, value) in configs {
@@ -295,17 +351,36 @@ impl Broker {
         }
         let id = Uuid::from_u128(crate::random::random_u128());
         if validate_only {
-            return Ok(Arc::new(Topic { name: name.to_string(), id, configs: topic_configs, partitions: Vec::new() }));
+            return Ok(Arc::new(Topic {
+                name: name.to_string(),
+                id,
+                configs: topic_configs,
+                partitions: Vec::new(),
+            }));
         }
         let mut opened = Vec::new();
         for index in 0..partitions {
-            let partition = self.open_partition(name, index, &topic_configs).await.map_err(|e| CreateTopicError::Storage(storage(e)))?;
+            let partition = self
+                .open_partition(name, index, &topic_configs)
+                .await
+                .map_err(|e| CreateTopicError::Storage(storage(e)))?;
             opened.push(partition);
         }
-        let topic = Arc::new(Topic { name: name.to_string(), id, configs: topic_configs, partitions: opened });
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), Arc::clone(&topic));
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            id,
+            configs: topic_configs,
+            partitions: opened,
+        });
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), Arc::clone(&topic));
         if let Err(e) = self.persist_meta().await {
-            self.topics.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+            self.topics
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
             return Err(CreateTopicError::Storage(storage(e)));
         }
         tracing::info!(topic = name, partitions, id = %id, "topic created");
@@ -322,14 +397,21 @@ impl Broker {
             .remove(name)
             .ok_or_else(|| TopicChangeError::UnknownTopic(name.to_string()))?;
         if let Err(e) = self.persist_meta().await {
-            self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), Arc::clone(&topic));
+            self.topics
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string(), Arc::clone(&topic));
             return Err(TopicChangeError::Storage(storage(e)));
         }
         for partition in &topic.partitions {
             // Reads or appends still in flight fail as offline; nothing else refers to it.
             let _ = partition.log.close().await;
             let dir = self.partition_dir(name, partition.index);
-            let doomed = PathBuf::from(format!("{}.{}{DELETE_SUFFIX}", dir.display(), topic.id.simple()));
+            let doomed = PathBuf::from(format!(
+                "{}.{}{DELETE_SUFFIX}",
+                dir.display(),
+                topic.id.simple()
+            ));
             let removal = async {
                 self.disk.rename(&dir, &doomed).await?;
                 self.disk.sync_dir(&self.config.data_dir).await?;
@@ -345,9 +427,16 @@ impl Broker {
     }
 
     /// CreatePartitions: grows a topic to `total` partitions.
-    pub async fn create_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<(), TopicChangeError> {
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicChangeError> {
         let _admin = self.admin.lock().await;
-        let topic = self.topic(name).ok_or_else(|| TopicChangeError::UnknownTopic(name.to_string()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| TopicChangeError::UnknownTopic(name.to_string()))?;
         let current = topic.partitions.len() as i32;
         if total <= current {
             return Err(TopicChangeError::InvalidPartitions(format!(
@@ -359,36 +448,75 @@ impl Broker {
         }
         let mut partitions = topic.partitions.clone();
         for index in current..total {
-            let partition = self.open_partition(name, index, &topic.configs).await.map_err(|e| TopicChangeError::Storage(storage(e)))?;
+            let partition = self
+                .open_partition(name, index, &topic.configs)
+                .await
+                .map_err(|e| TopicChangeError::Storage(storage(e)))?;
             partitions.push(partition);
         }
-        let grown = Arc::new(Topic { name: topic.name.clone(), id: topic.id, configs: topic.configs.clone(), partitions });
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), grown);
+        let grown = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            configs: topic.configs.clone(),
+            partitions,
+        });
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), grown);
         if let Err(e) = self.persist_meta().await {
-            self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), topic);
+            self.topics
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string(), topic);
             return Err(TopicChangeError::Storage(storage(e)));
         }
-        tracing::info!(topic = name, from = current, to = total, "partitions created");
+        tracing::info!(
+            topic = name,
+            from = current,
+            to = total,
+            "partitions created"
+        );
         Ok(())
     }
 
     /// Replaces a topic's config overrides (IncrementalAlterConfigs computes the new set).
-    pub async fn set_topic_configs(&self, name: &str, configs: TopicConfigs, validate_only: bool) -> Result<(), TopicChangeError> {
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: TopicConfigs,
+        validate_only: bool,
+    ) -> Result<(), TopicChangeError> {
         for (key, value) in &configs.overrides {
             TopicConfigs::validate(key, value)?;
         }
         let _admin = self.admin.lock().await;
-        let topic = self.topic(name).ok_or_else(|| TopicChangeError::UnknownTopic(name.to_string()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| TopicChangeError::UnknownTopic(name.to_string()))?;
         if validate_only {
             return Ok(());
         }
         let log_config = configs.log_config(&self.config);
         for partition in &topic.partitions {
-            partition.log.set_config(log_config.clone()).map_err(TopicChangeError::Storage)?;
+            partition
+                .log
+                .set_config(log_config.clone())
+                .map_err(TopicChangeError::Storage)?;
         }
-        let changed = Arc::new(Topic { name: topic.name.clone(), id: topic.id, configs, partitions: topic.partitions.clone() });
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), changed);
-        self.persist_meta().await.map_err(|e| TopicChangeError::Storage(storage(e)))?;
+        let changed = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            configs,
+            partitions: topic.partitions.clone(),
+        });
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), changed);
+        self.persist_meta()
+            .await
+            .map_err(|e| TopicChangeError::Storage(storage(e)))?;
         tracing::info!(topic = name, "topic configs changed");
         Ok(())
     }

@@ -102,7 +102,10 @@ impl BrokerConfig {
         let opt = |v: Option<i64>| v.map_or("9223372036854775807".to_string(), |v| v.to_string());
         BTreeMap::from([
             ("cleanup.policy", "delete".to_string()),
-            ("flush.messages", opt(self.log_flush_interval_messages.map(|v| v as i64))),
+            (
+                "flush.messages",
+                opt(self.log_flush_interval_messages.map(|v| v as i64)),
+            ),
             ("flush.ms", opt(self.log_flush_interval_ms)),
             ("max.message.bytes", self.message_max_bytes.to_string()),
             ("message.timestamp.type", "CreateTime".to_string()),
@@ -122,6 +125,24 @@ pub struct InvalidConfig {
     pub name: String,
     pub value: String,
     pub reason: String,
+}
+
+/// One described config: its name, effective value, and whether that is the default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: String,
+    pub is_default: bool,
+}
+
+impl ConfigEntry {
+    pub fn new(name: impl Into<String>, value: impl Into<String>, is_default: bool) -> ConfigEntry {
+        ConfigEntry {
+            name: name.into(),
+            value: value.into(),
+            is_default,
+        }
+    }
 }
 
 /// A topic's configuration overrides, by Kafka name. Only the supported names are accepted.
@@ -145,11 +166,18 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
 ];
 
 fn invalid(name: &str, value: &str, reason: impl Into<String>) -> InvalidConfig {
-    InvalidConfig { name: name.into(), value: value.into(), reason: reason.into() }
+    InvalidConfig {
+        name: name.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
 }
 
 fn parse_i64(name: &str, value: &str, min: i64) -> Result<i64, InvalidConfig> {
-    let v: i64 = value.trim().parse().map_err(|_| invalid(name, value, "not an integer"))?;
+    let v: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(name, value, "not an integer"))?;
     if v < min {
         return Err(invalid(name, value, format!("must be at least {min}")));
     }
@@ -162,9 +190,11 @@ impl TopicConfigs {
         match name {
             "cleanup.policy" => match value {
                 "delete" => Ok(()),
-                "compact" | "compact,delete" | "delete,compact" => {
-                    Err(invalid(name, value, "compaction is not supported yet; use delete"))
-                }
+                "compact" | "compact,delete" | "delete,compact" => Err(invalid(
+                    name,
+                    value,
+                    "compaction is not supported yet; use delete",
+                )),
                 _ => Err(invalid(name, value, "expected delete")),
             },
             "message.timestamp.type" => match value {
@@ -196,17 +226,22 @@ impl TopicConfigs {
 
     /// The effective value: the override, else the broker default.
     pub fn effective(&self, broker: &BrokerConfig, name: &str) -> Option<String> {
-        self.overrides.get(name).cloned().or_else(|| broker.topic_defaults().get(name).cloned())
+        self.overrides
+            .get(name)
+            .cloned()
+            .or_else(|| broker.topic_defaults().get(name).cloned())
     }
 
-    /// Every supported config: (name, value, is_default).
-    pub fn describe(&self, broker: &BrokerConfig) -> Vec<(String, String, bool)> {
+    /// Every supported config with its effective value.
+    pub fn describe(&self, broker: &BrokerConfig) -> Vec<ConfigEntry> {
         let defaults = broker.topic_defaults();
         TOPIC_CONFIG_NAMES
             .iter()
             .map(|&name| match self.overrides.get(name) {
-                Some(v) => (name.to_string(), v.clone(), false),
-                None => (name.to_string(), defaults.get(name).cloned().unwrap_or_default(), true),
+                Some(v) => ConfigEntry::new(name, v.clone(), false),
+                None => {
+                    ConfigEntry::new(name, defaults.get(name).cloned().unwrap_or_default(), true)
+                }
             })
             .collect()
     }
@@ -214,7 +249,9 @@ impl TopicConfigs {
     /// The log configuration these settings give.
     pub fn log_config(&self, broker: &BrokerConfig) -> LogConfig {
         let get = |name: &str| -> i64 {
-            self.effective(broker, name).and_then(|v| v.parse().ok()).unwrap_or(-1)
+            self.effective(broker, name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1)
         };
         let positive = |v: i64| (v >= 0).then_some(v);
         let flush = match broker.flush_mode {
@@ -246,11 +283,14 @@ mod tests {
 
     #[test]
     fn a_config_file_overrides_defaults_and_unknown_keys_are_refused() {
-        let config = BrokerConfig::from_toml("listen = \"127.0.0.1:9999\"\nnum-partitions = 3\n").unwrap();
+        let config =
+            BrokerConfig::from_toml("listen = \"127.0.0.1:9999\"\nnum-partitions = 3\n").unwrap();
         assert_eq!(config.listen, "127.0.0.1:9999");
         assert_eq!(config.num_partitions, 3);
         assert_eq!(config.data_dir, PathBuf::from("./faultline-data"));
-        assert!(BrokerConfig::from_toml("lisen = \"x\"").unwrap_err().contains("lisen"));
+        assert!(BrokerConfig::from_toml("lisen = \"x\"")
+            .unwrap_err()
+            .contains("lisen"));
         let round_trip = BrokerConfig::from_toml(&config.to_toml()).unwrap();
         assert_eq!(round_trip, config);
     }
@@ -260,7 +300,9 @@ mod tests {
         let broker = BrokerConfig::default();
         let mut topic = TopicConfigs::default();
         topic.set("retention.ms", "1000").unwrap();
-        topic.set("message.timestamp.type", "LogAppendTime").unwrap();
+        topic
+            .set("message.timestamp.type", "LogAppendTime")
+            .unwrap();
         assert!(topic.set("retention.ms", "soon").is_err());
         assert!(topic.set("segment.bytes", "10").is_err());
         assert!(topic.set("cleanup.policy", "compact").is_err());
@@ -271,7 +313,11 @@ mod tests {
         assert_eq!(log.retention_bytes, None);
         assert_eq!(log.segment_bytes, 1 << 30);
         let described = topic.describe(&broker);
-        assert!(described.contains(&("retention.ms".into(), "1000".into(), false)));
-        assert!(described.contains(&("segment.bytes".into(), (1u64 << 30).to_string(), true)));
+        assert!(described.contains(&ConfigEntry::new("retention.ms", "1000", false)));
+        assert!(described.contains(&ConfigEntry::new(
+            "segment.bytes",
+            (1u64 << 30).to_string(),
+            true
+        )));
     }
 }

@@ -3,17 +3,23 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{errors, metadata, RequestContext};
-use crate::config::TopicConfigs;
+use crate::config::{ConfigEntry, TopicConfigs};
 
 /// DescribeConfigs / IncrementalAlterConfigs resource types.
 const RESOURCE_TOPIC: i8 = 2;
@@ -31,7 +37,10 @@ fn message(s: impl ToString) -> Option<StrBytes> {
     Some(StrBytes::from_string(s.to_string()))
 }
 
-pub async fn create_topics(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn create_topics(
+    ctx: &RequestContext,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut results = Vec::new();
     for topic in request.topics {
         let name = topic.name.to_string();
@@ -39,19 +48,41 @@ pub async fn create_topics(ctx: &RequestContext, request: CreateTopicsRequest) -
         let configs: Vec<(String, String)> = topic
             .configs
             .iter()
-            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
             .collect();
         let outcome = if !topic.assignments.is_empty() {
             // Manual assignment: only this broker can hold replicas.
             let node = ctx.broker.config.node_id;
-            if topic.assignments.iter().all(|a| a.broker_ids.iter().all(|b| b.0 == node) && a.broker_ids.len() == 1) {
-                ctx.broker.create_topic(&name, topic.assignments.len() as i32, 1, &configs, request.validate_only).await
+            if topic
+                .assignments
+                .iter()
+                .all(|a| a.broker_ids.iter().all(|b| b.0 == node) && a.broker_ids.len() == 1)
+            {
+                ctx.broker
+                    .create_topic(
+                        &name,
+                        topic.assignments.len() as i32,
+                        1,
+                        &configs,
+                        request.validate_only,
+                    )
+                    .await
             } else {
                 Err(crate::broker::CreateTopicError::InvalidReplicationFactor(2))
             }
         } else {
             ctx.broker
-                .create_topic(&name, topic.num_partitions, topic.replication_factor, &configs, request.validate_only)
+                .create_topic(
+                    &name,
+                    topic.num_partitions,
+                    topic.replication_factor,
+                    &configs,
+                    request.validate_only,
+                )
                 .await
         };
         match outcome {
@@ -60,7 +91,11 @@ pub async fn create_topics(ctx: &RequestContext, request: CreateTopicsRequest) -
                     let described = created.configs.describe(&ctx.broker.config);
                     result = result
                         .with_num_partitions(if request.validate_only {
-                            if topic.num_partitions == -1 { ctx.broker.config.num_partitions } else { topic.num_partitions }
+                            if topic.num_partitions == -1 {
+                                ctx.broker.config.num_partitions
+                            } else {
+                                topic.num_partitions
+                            }
                         } else {
                             created.partitions.len() as i32
                         })
@@ -68,11 +103,15 @@ pub async fn create_topics(ctx: &RequestContext, request: CreateTopicsRequest) -
                         .with_configs(Some(
                             described
                                 .into_iter()
-                                .map(|(name, value, default)| {
+                                .map(|entry| {
                                     CreatableTopicConfigs::default()
-                                        .with_name(StrBytes::from_string(name))
-                                        .with_value(Some(StrBytes::from_string(value)))
-                                        .with_config_source(if default { SOURCE_DEFAULT } else { SOURCE_DYNAMIC_TOPIC })
+                                        .with_name(StrBytes::from_string(entry.name))
+                                        .with_value(Some(StrBytes::from_string(entry.value)))
+                                        .with_config_source(if entry.is_default {
+                                            SOURCE_DEFAULT
+                                        } else {
+                                            SOURCE_DYNAMIC_TOPIC
+                                        })
                                 })
                                 .collect(),
                         ));
@@ -82,7 +121,9 @@ pub async fn create_topics(ctx: &RequestContext, request: CreateTopicsRequest) -
                 }
             }
             Err(e) => {
-                result = result.with_error_code(errors::create_topic(&e).code()).with_error_message(message(&e));
+                result = result
+                    .with_error_code(errors::create_topic(&e).code())
+                    .with_error_message(message(&e));
                 if ctx.version >= 5 {
                     result = result.with_num_partitions(-1).with_replication_factor(-1);
                 }
@@ -93,15 +134,27 @@ pub async fn create_topics(ctx: &RequestContext, request: CreateTopicsRequest) -
     CreateTopicsResponse::default().with_topics(results)
 }
 
-pub async fn delete_topics(ctx: &RequestContext, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn delete_topics(
+    ctx: &RequestContext,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6+ in `topics` (by name or id).
-    let mut wanted: Vec<(Option<String>, uuid::Uuid)> =
-        request.topic_names.iter().map(|n| (Some(n.to_string()), uuid::Uuid::nil())).collect();
-    wanted.extend(request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id)));
+    let mut wanted: Vec<(Option<String>, uuid::Uuid)> = request
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.to_string()), uuid::Uuid::nil()))
+        .collect();
+    wanted.extend(
+        request
+            .topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id)),
+    );
     let mut responses = Vec::new();
     for (name, id) in wanted {
         let name = name.or_else(|| ctx.broker.topic_by_id(id).map(|t| t.name.clone()));
-        let mut result = DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
+        let mut result = DeletableTopicResult::default()
+            .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
         match name {
             None => result = result.with_error_code(ResponseError::UnknownTopicId.code()),
             Some(name) => match ctx.broker.delete_topic(&name).await {
@@ -123,17 +176,23 @@ pub async fn delete_topics(ctx: &RequestContext, request: DeleteTopicsRequest) -
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub async fn create_partitions(ctx: &RequestContext, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn create_partitions(
+    ctx: &RequestContext,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     for topic in request.topics {
         let mut result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         let node = ctx.broker.config.node_id;
-        let bad_assignment = topic
-            .assignments
-            .as_ref()
-            .is_some_and(|a| a.iter().any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node));
+        let bad_assignment = topic.assignments.as_ref().is_some_and(|a| {
+            a.iter()
+                .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
+        });
         let outcome = if bad_assignment {
-            Err((ResponseError::InvalidReplicaAssignment, format!("only broker {node} exists")))
+            Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("only broker {node} exists"),
+            ))
         } else {
             ctx.broker
                 .create_partitions(&topic.name, topic.count, request.validate_only)
@@ -141,68 +200,116 @@ pub async fn create_partitions(ctx: &RequestContext, request: CreatePartitionsRe
                 .map_err(|e| (errors::topic_change(&e), e.to_string()))
         };
         if let Err((error, text)) = outcome {
-            result = result.with_error_code(error.code()).with_error_message(message(text));
+            result = result
+                .with_error_code(error.code())
+                .with_error_message(message(text));
         }
         results.push(result);
     }
     CreatePartitionsResponse::default().with_results(results)
 }
 
-pub async fn describe_configs(ctx: &RequestContext, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub async fn describe_configs(
+    ctx: &RequestContext,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let mut results = Vec::new();
     for resource in request.resources {
         let mut result = DescribeConfigsResult::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
         let wanted = |name: &str| {
-            resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+            resource
+                .configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
         };
-        let entries: Result<Vec<(String, String, bool)>, (ResponseError, String)> = match resource.resource_type {
+        let entries: Result<Vec<ConfigEntry>, (ResponseError, String)> = match resource
+            .resource_type
+        {
             RESOURCE_TOPIC => match ctx.broker.topic(resource.resource_name.as_str()) {
                 Some(topic) => Ok(topic.configs.describe(&ctx.broker.config)),
-                None => Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {}", resource.resource_name.as_str()))),
+                None => Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("unknown topic {}", resource.resource_name.as_str()),
+                )),
             },
             RESOURCE_BROKER => {
                 let config = &ctx.broker.config;
                 Ok(vec![
-                    ("broker.id".into(), config.node_id.to_string(), false),
-                    ("num.partitions".into(), config.num_partitions.to_string(), false),
-                    ("auto.create.topics.enable".into(), config.auto_create_topics.to_string(), false),
-                    ("socket.request.max.bytes".into(), config.socket_request_max_bytes.to_string(), false),
-                    ("message.max.bytes".into(), config.message_max_bytes.to_string(), false),
-                    ("log.segment.bytes".into(), config.log_segment_bytes.to_string(), false),
-                    ("log.retention.ms".into(), config.log_retention_ms.to_string(), false),
-                    ("log.retention.bytes".into(), config.log_retention_bytes.to_string(), false),
+                    ConfigEntry::new("broker.id", config.node_id.to_string(), false),
+                    ConfigEntry::new("num.partitions", config.num_partitions.to_string(), false),
+                    ConfigEntry::new(
+                        "auto.create.topics.enable",
+                        config.auto_create_topics.to_string(),
+                        false,
+                    ),
+                    ConfigEntry::new(
+                        "socket.request.max.bytes",
+                        config.socket_request_max_bytes.to_string(),
+                        false,
+                    ),
+                    ConfigEntry::new(
+                        "message.max.bytes",
+                        config.message_max_bytes.to_string(),
+                        false,
+                    ),
+                    ConfigEntry::new(
+                        "log.segment.bytes",
+                        config.log_segment_bytes.to_string(),
+                        false,
+                    ),
+                    ConfigEntry::new(
+                        "log.retention.ms",
+                        config.log_retention_ms.to_string(),
+                        false,
+                    ),
+                    ConfigEntry::new(
+                        "log.retention.bytes",
+                        config.log_retention_bytes.to_string(),
+                        false,
+                    ),
                 ])
             }
-            other => Err((ResponseError::InvalidRequest, format!("unsupported resource type {other}"))),
+            other => Err((
+                ResponseError::InvalidRequest,
+                format!("unsupported resource type {other}"),
+            )),
         };
         match entries {
             Ok(entries) => {
                 result = result.with_configs(
                     entries
                         .into_iter()
-                        .filter(|(name, _, _)| wanted(name))
-                        .map(|(name, value, default)| {
-                            let source = match (resource.resource_type, default) {
-                                (RESOURCE_TOPIC, false) => SOURCE_DYNAMIC_TOPIC,
-                                (RESOURCE_TOPIC, true) => SOURCE_DEFAULT,
-                                _ => 4, // STATIC_BROKER_CONFIG
-                            };
-                            let mut entry = DescribeConfigsResourceResult::default()
-                                .with_name(StrBytes::from_string(name))
-                                .with_value(Some(StrBytes::from_string(value)))
-                                .with_read_only(resource.resource_type == RESOURCE_BROKER);
-                            if ctx.version >= 1 {
-                                entry = entry.with_config_source(source);
-                            }
-                            entry
-                        })
+                        .filter(|entry| wanted(&entry.name))
+                        .map(
+                            |ConfigEntry {
+                                 name,
+                                 value,
+                                 is_default,
+                             }| {
+                                let source = match (resource.resource_type, is_default) {
+                                    (RESOURCE_TOPIC, false) => SOURCE_DYNAMIC_TOPIC,
+                                    (RESOURCE_TOPIC, true) => SOURCE_DEFAULT,
+                                    _ => 4, // STATIC_BROKER_CONFIG
+                                };
+                                let mut entry = DescribeConfigsResourceResult::default()
+                                    .with_name(StrBytes::from_string(name))
+                                    .with_value(Some(StrBytes::from_string(value)))
+                                    .with_read_only(resource.resource_type == RESOURCE_BROKER);
+                                if ctx.version >= 1 {
+                                    entry = entry.with_config_source(source);
+                                }
+                                entry
+                            },
+                        )
                         .collect(),
                 );
             }
             Err((error, text)) => {
-                result = result.with_error_code(error.code()).with_error_message(message(text));
+                result = result
+                    .with_error_code(error.code())
+                    .with_error_message(message(text));
             }
         }
         results.push(result);
@@ -210,7 +317,10 @@ pub async fn describe_configs(ctx: &RequestContext, request: DescribeConfigsRequ
     DescribeConfigsResponse::default().with_results(results)
 }
 
-pub async fn incremental_alter_configs(ctx: &RequestContext, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn incremental_alter_configs(
+    ctx: &RequestContext,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
     for resource in request.resources {
         let mut response = AlterConfigsResourceResponse::default()
@@ -218,28 +328,54 @@ pub async fn incremental_alter_configs(ctx: &RequestContext, request: Incrementa
             .with_resource_name(resource.resource_name.clone());
         let outcome: Result<(), (ResponseError, String)> = async {
             if resource.resource_type != RESOURCE_TOPIC {
-                return Err((ResponseError::InvalidRequest, "only topic configs can be altered".to_string()));
+                return Err((
+                    ResponseError::InvalidRequest,
+                    "only topic configs can be altered".to_string(),
+                ));
             }
             let name = resource.resource_name.to_string();
-            let topic = ctx.broker.topic(&name).ok_or((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}")))?;
+            let topic = ctx.broker.topic(&name).ok_or((
+                ResponseError::UnknownTopicOrPartition,
+                format!("unknown topic {name}"),
+            ))?;
             let mut configs: TopicConfigs = topic.configs.clone();
             for change in &resource.configs {
                 let key = change.name.to_string();
                 match change.config_operation {
                     OP_SET => {
-                        let value = change.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
-                        configs.set(&key, &value).map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+                        let value = change
+                            .value
+                            .as_ref()
+                            .map(|v| v.to_string())
+                            .unwrap_or_default();
+                        configs
+                            .set(&key, &value)
+                            .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
                     }
                     OP_DELETE => {
-                        TopicConfigs::validate(&key, "delete").or_else(|e| {
-                            if e.reason.contains("unknown") { Err(e) } else { Ok(()) }
-                        }).map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+                        TopicConfigs::validate(&key, "delete")
+                            .or_else(|e| {
+                                if e.reason.contains("unknown") {
+                                    Err(e)
+                                } else {
+                                    Ok(())
+                                }
+                            })
+                            .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
                         configs.overrides.remove(&key);
                     }
                     OP_APPEND | OP_SUBTRACT => {
-                        return Err((ResponseError::InvalidConfig, format!("{key} is not a list config")));
+                        return Err((
+                            ResponseError::InvalidConfig,
+                            format!("{key} is not a list config"),
+                        ));
                     }
-                    other => return Err((ResponseError::InvalidRequest, format!("unknown config operation {other}"))),
+                    other => {
+                        return Err((
+                            ResponseError::InvalidRequest,
+                            format!("unknown config operation {other}"),
+                        ))
+                    }
                 }
             }
             ctx.broker
@@ -249,43 +385,67 @@ pub async fn incremental_alter_configs(ctx: &RequestContext, request: Incrementa
         }
         .await;
         if let Err((error, text)) = outcome {
-            response = response.with_error_code(error.code()).with_error_message(message(text));
+            response = response
+                .with_error_code(error.code())
+                .with_error_message(message(text));
         }
         responses.push(response);
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-pub async fn delete_records(ctx: &RequestContext, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn delete_records(
+    ctx: &RequestContext,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut topics = Vec::new();
     for topic in request.topics {
         let mut partitions = Vec::new();
         for p in topic.partitions {
-            let mut result = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+            let mut result = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
             match ctx.broker.partition(&topic.name, p.partition_index) {
-                None => result = result.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                None => {
+                    result = result.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                }
                 Some(partition) => {
                     let high_watermark = partition.high_watermark();
                     // -1 means "up to the high watermark".
-                    let offset = if p.offset == -1 { high_watermark as i64 } else { p.offset };
+                    let offset = if p.offset == -1 {
+                        high_watermark as i64
+                    } else {
+                        p.offset
+                    };
                     if offset < 0 || offset as u64 > high_watermark {
                         result = result.with_error_code(ResponseError::OffsetOutOfRange.code());
                     } else {
                         match partition.log.delete_records_before(offset as u64).await {
-                            Ok(low_watermark) => result = result.with_low_watermark(low_watermark as i64),
-                            Err(e) => result = result.with_error_code(errors::delete_records(&e).code()),
+                            Ok(low_watermark) => {
+                                result = result.with_low_watermark(low_watermark as i64)
+                            }
+                            Err(e) => {
+                                result = result.with_error_code(errors::delete_records(&e).code())
+                            }
                         }
                     }
                 }
             }
             partitions.push(result);
         }
-        topics.push(DeleteRecordsTopicResult::default().with_name(topic.name).with_partitions(partitions));
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
     }
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
-pub fn describe_cluster(ctx: &RequestContext, _request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    ctx: &RequestContext,
+    _request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let (host, port) = metadata::advertised_host_port(ctx);
     let node = BrokerId(ctx.broker.config.node_id);
     DescribeClusterResponse::default()

@@ -23,8 +23,11 @@ struct Wanted {
     max_bytes: i32,
 }
 
+/// A requested topic: its name (v < 13) or id (v13+), and what it resolved to.
+type RequestedTopic = (TopicName, uuid::Uuid, Option<Arc<crate::broker::Topic>>);
+
 struct Plan {
-    topics: Vec<(TopicName, uuid::Uuid, Option<Arc<crate::broker::Topic>>)>,
+    topics: Vec<RequestedTopic>,
     partitions: Vec<Wanted>,
     max_bytes: usize,
     version: i16,
@@ -37,8 +40,14 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
     let mut by_topic: Vec<Vec<PartitionData>> = vec![Vec::new(); plan.topics.len()];
     for wanted in &plan.partitions {
         let (_, _, topic) = &plan.topics[wanted.topic_index];
-        let mut data = PartitionData::default().with_partition_index(wanted.partition).with_high_watermark(-1);
-        let partition = topic.as_ref().and_then(|t| usize::try_from(wanted.partition).ok().and_then(|i| t.partitions.get(i)));
+        let mut data = PartitionData::default()
+            .with_partition_index(wanted.partition)
+            .with_high_watermark(-1);
+        let partition = topic.as_ref().and_then(|t| {
+            usize::try_from(wanted.partition)
+                .ok()
+                .and_then(|i| t.partitions.get(i))
+        });
         let Some(partition) = partition else {
             let error = if topic.is_none() && plan.version >= 13 {
                 ResponseError::UnknownTopicId
@@ -52,17 +61,26 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
         data = data
             .with_high_watermark(high_watermark as i64)
             .with_last_stable_offset(high_watermark as i64)
-            .with_log_start_offset(if plan.version >= 5 { partition.log.log_start_offset() as i64 } else { -1 });
+            .with_log_start_offset(if plan.version >= 5 {
+                partition.log.log_start_offset() as i64
+            } else {
+                -1
+            });
         // The first batch of the response is always returned whole (KIP-74); after that the
         // limits hold.
-        let limit = (wanted.max_bytes.max(0) as usize).min(if total == 0 { usize::MAX } else { remaining });
+        let limit =
+            (wanted.max_bytes.max(0) as usize).min(if total == 0 { usize::MAX } else { remaining });
         let records = if wanted.fetch_offset < 0 {
             Err(ResponseError::OffsetOutOfRange)
         } else if limit == 0 {
             Ok(Bytes::new())
         } else {
             let max = if total == 0 { limit.max(1) } else { limit };
-            match partition.log.read(wanted.fetch_offset as u64, max, Some(high_watermark)).await {
+            match partition
+                .log
+                .read(wanted.fetch_offset as u64, max, Some(high_watermark))
+                .await
+            {
                 Ok(read) if total > 0 && read.records.len() > remaining => Ok(Bytes::new()),
                 Ok(read) => Ok(Bytes::from(read.records)),
                 Err(e) => Err(errors::read(&e)),
@@ -96,22 +114,35 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
 }
 
 fn has_errors(response: &FetchResponse) -> bool {
-    response.responses.iter().any(|t| t.partitions.iter().any(|p| p.error_code != 0))
+    response
+        .responses
+        .iter()
+        .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
 }
 
 pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
     if ctx.version >= 7 && request.session_id != 0 {
-        return ctx.now(&FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()));
+        return ctx.now(
+            &FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
+        );
     }
     let broker = Arc::clone(&ctx.broker);
     let mut plan = Plan {
         topics: Vec::new(),
         partitions: Vec::new(),
-        max_bytes: if ctx.version >= 3 { request.max_bytes.max(0) as usize } else { usize::MAX },
+        max_bytes: if ctx.version >= 3 {
+            request.max_bytes.max(0) as usize
+        } else {
+            usize::MAX
+        },
         version: ctx.version,
     };
     for (topic_index, topic) in request.topics.into_iter().enumerate() {
-        let resolved = if ctx.version >= 13 { broker.topic_by_id(topic.topic_id) } else { broker.topic(&topic.topic) };
+        let resolved = if ctx.version >= 13 {
+            broker.topic_by_id(topic.topic_id)
+        } else {
+            broker.topic(&topic.topic)
+        };
         for p in topic.partitions {
             plan.partitions.push(Wanted {
                 topic_index,
@@ -135,7 +166,10 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (response, total) = read_all(&plan).await;
-            if total >= min_bytes.max(1) || has_errors(&response) || tokio::time::Instant::now() >= deadline {
+            if total >= min_bytes.max(1)
+                || has_errors(&response)
+                || tokio::time::Instant::now() >= deadline
+            {
                 return response;
             }
             tokio::select! {
