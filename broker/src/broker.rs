@@ -22,11 +22,15 @@ use crate::config::{BrokerConfig, InvalidConfig, TopicConfigs};
 use crate::disk::{self, Disk};
 use crate::log::Log;
 use crate::partition::Partition;
+use crate::txn::producer_id::ProducerIdManager;
 
 const META_FILE: &str = "meta.toml";
 const DELETE_SUFFIX: &str = "-delete";
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
+/// Partitions one topic may have. Each is a directory of files, so a request for two billion
+/// (found by the protocol fuzzer) must be refused, not attempted.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
 
 /// A topic: immutable once built; changes replace the whole `Arc<Topic>` in the catalog.
 #[derive(Debug)]
@@ -123,6 +127,7 @@ pub struct Broker {
     /// Serializes topic creation, deletion and changes, and the metadata writes they make.
     admin: tokio::sync::Mutex<()>,
     data_arrived: Arc<Notify>,
+    producer_ids: ProducerIdManager,
 }
 
 impl std::fmt::Debug for Broker {
@@ -176,6 +181,7 @@ impl Broker {
             }
         }
         let data_arrived = Arc::new(Notify::new());
+        let producer_ids = ProducerIdManager::open(Arc::clone(&disk), &data_dir).await?;
         let broker = Broker {
             config,
             disk,
@@ -184,6 +190,7 @@ impl Broker {
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
             data_arrived,
+            producer_ids,
         };
         let mut topics = BTreeMap::new();
         for (name, stored) in &meta.topics {
@@ -223,6 +230,11 @@ impl Broker {
         &self.clock
     }
 
+    /// Hands out producer ids (InitProducerId).
+    pub fn producer_ids(&self) -> &ProducerIdManager {
+        &self.producer_ids
+    }
+
     /// Woken when a high watermark may have moved.
     pub fn data_arrived(&self) -> &Notify {
         &self.data_arrived
@@ -246,12 +258,15 @@ impl Broker {
         )
         .await
         .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Arc::new(Partition::new(
+        let partition = Partition::open(
             topic.to_string(),
             index,
             log,
             Arc::clone(&self.data_arrived),
-        )))
+        )
+        .await
+        .map_err(|e| io::Error::other(format!("partition {topic}-{index}: {e}")))?;
+        Ok(Arc::new(partition))
     }
 
     /// All topics, by name.
@@ -333,7 +348,7 @@ impl Broker {
         } else {
             partitions
         };
-        if partitions < 1 {
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
             return Err(CreateTopicError::InvalidPartitions(partitions));
         }
         if replication_factor != -1 && replication_factor != 1 {
@@ -441,6 +456,11 @@ impl Broker {
         if total <= current {
             return Err(TopicChangeError::InvalidPartitions(format!(
                 "topic {name} has {current} partitions; the new count {total} must be larger"
+            )));
+        }
+        if total > MAX_PARTITIONS_PER_TOPIC {
+            return Err(TopicChangeError::InvalidPartitions(format!(
+                "{total} partitions exceed the limit of {MAX_PARTITIONS_PER_TOPIC} per topic"
             )));
         }
         if validate_only {

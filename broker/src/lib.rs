@@ -11,6 +11,8 @@
 //! - [`clock`]: wall-clock time, behind a trait so tests and the simulator control it.
 //! - [`log`]: a partition's log: segments of raw record batches (magic v2), sparse offset and
 //!   time indexes, roll and retention, crash recovery, group commit, the leader-epoch cache.
+//! - [`txn`]: producer ids (InitProducerId) and the idempotent producers' per-partition state
+//!   that turns a producer's retries into no-ops and fences zombies.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +29,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod disk;
@@ -35,3 +38,4 @@ pub mod partition;
 pub mod protocol;
 pub mod random;
 pub mod server;
+pub mod txn;

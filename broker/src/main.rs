@@ -4,7 +4,10 @@
 fn main() {
     use clap::Parser;
     let cli = broker::cli::Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let code = runtime.block_on(broker::cli::main(cli));
     drop(runtime);
     std::process::exit(code);

@@ -22,7 +22,11 @@ const MAX_IN_FLIGHT: usize = 64;
 
 /// Serves `listener` until `shutdown` resolves; then stops accepting, lets every connection
 /// finish the requests it has read, and returns.
-pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let (stop_tx, stop_rx) = tokio::sync::broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stop_tx.subscribe()));
@@ -59,7 +63,8 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: impl st
 /// Periodic retention and lazy-flush work.
 async fn maintain(broker: Arc<Broker>, mut stop: tokio::sync::broadcast::Receiver<()>) {
     let tick = Duration::from_millis(250);
-    let retention_every = Duration::from_millis(broker.config.log_retention_check_interval_ms.max(1));
+    let retention_every =
+        Duration::from_millis(broker.config.log_retention_check_interval_ms.max(1));
     let mut since_retention = Duration::ZERO;
     loop {
         tokio::select! {
@@ -75,14 +80,21 @@ async fn maintain(broker: Arc<Broker>, mut stop: tokio::sync::broadcast::Receive
     }
 }
 
-async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut stop: tokio::sync::broadcast::Receiver<()>) {
+async fn connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: tokio::sync::broadcast::Receiver<()>,
+) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (queue_tx, mut queue_rx) = mpsc::channel::<oneshot::Receiver<Option<Bytes>>>(MAX_IN_FLIGHT);
     let (closed_tx, mut closed_rx) = watch_closed();
     let write_task = tokio::spawn(async move {
         while let Some(pending) = queue_rx.recv().await {
-            let Ok(response) = pending.await else { continue };
+            let Ok(response) = pending.await else {
+                continue;
+            };
             if let Some(frame) = response {
                 if let Err(e) = frame::write_frame(&mut writer, &frame).await {
                     tracing::debug!(%peer, %e, "client went away");

@@ -249,6 +249,7 @@ async fn node_main(
                             let mut h = history.lock().unwrap();
                             while pos < read.records.len() {
                                 match batch::validate(&read.records[pos..]) {
+                                    Ok(header) if header.records_count == 0 => pos += header.size(),
                                     Ok(header) => {
                                         let id = id_of(&read.records[pos..]);
                                         h.claim_offset(header.base_offset as u64, id, "read");
@@ -356,7 +357,9 @@ async fn supervise(seed: u64, workload: LogWorkload) -> Result<Outcome, String> 
         while pos < read.records.len() {
             let header = batch::validate(&read.records[pos..])
                 .map_err(|e| format!("final read: bad batch: {e}"))?;
-            final_batches.push((header.base_offset as u64, id_of(&read.records[pos..])));
+            if header.records_count > 0 {
+                final_batches.push((header.base_offset as u64, id_of(&read.records[pos..])));
+            }
             offset = header.last_offset() as u64 + 1;
             pos += header.size();
         }

@@ -42,8 +42,10 @@ pub async fn effective_config(args: &BrokerArgs) -> Result<BrokerConfig, String>
             let bytes = disk::read_file(&FileDisk::new(), path)
                 .await
                 .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-            let text = String::from_utf8(bytes).map_err(|_| format!("config file {} is not UTF-8", path.display()))?;
-            BrokerConfig::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("config file {} is not UTF-8", path.display()))?;
+            BrokerConfig::from_toml(&text)
+                .map_err(|e| format!("config file {}: {e}", path.display()))?
         }
         None => BrokerConfig::default(),
     };
@@ -69,20 +71,24 @@ fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     #[cfg(all(unix, not(madsim)))]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -114,14 +120,26 @@ pub async fn run(args: BrokerArgs) -> i32 {
             return 1;
         }
     };
-    let broker = match Broker::open(config.clone(), Arc::new(FileDisk::new()), Arc::new(SystemClock)).await {
+    let broker = match Broker::open(
+        config.clone(),
+        Arc::new(FileDisk::new()),
+        Arc::new(SystemClock),
+    )
+    .await
+    {
         Ok(broker) => broker,
         Err(e) => {
-            eprintln!("error: cannot open data directory {}: {e}", config.data_dir.display());
+            eprintln!(
+                "error: cannot open data directory {}: {e}",
+                config.data_dir.display()
+            );
             return 1;
         }
     };
-    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| config.listen.clone());
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| config.listen.clone());
     tracing::info!(listen = %local, advertised = config.advertised(), node_id = config.node_id, "faultline broker started");
     crate::server::serve(Arc::clone(&broker), listener, shutdown_signal()).await;
     tracing::info!("shutting down: connections drained, closing logs");

@@ -27,6 +27,9 @@ const CRC_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
 const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
+const PRODUCER_ID_OFFSET: usize = 43;
+const PRODUCER_EPOCH_OFFSET: usize = 51;
+const BASE_SEQUENCE_OFFSET: usize = 53;
 const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
 const TRANSACTIONAL_BIT: i16 = 1 << 4;
 const CONTROL_BIT: i16 = 1 << 5;
@@ -130,9 +133,9 @@ impl BatchHeader {
             last_offset_delta: be_i32(buf, 23),
             base_timestamp: be_i64(buf, 27),
             max_timestamp: be_i64(buf, MAX_TIMESTAMP_OFFSET),
-            producer_id: be_i64(buf, 43),
-            producer_epoch: be_i16(buf, 51),
-            base_sequence: be_i32(buf, 53),
+            producer_id: be_i64(buf, PRODUCER_ID_OFFSET),
+            producer_epoch: be_i16(buf, PRODUCER_EPOCH_OFFSET),
+            base_sequence: be_i32(buf, BASE_SEQUENCE_OFFSET),
             records_count: be_i32(buf, 57),
         })
     }
@@ -174,9 +177,11 @@ impl BatchHeader {
     }
 }
 
-/// Parses and fully validates the batch at the start of `buf`: header, length within `buf`,
-/// CRC32C, and a record count consistent with the offset delta (as Kafka requires of v2
-/// batches from producers).
+/// Parses and validates a stored batch at the start of `buf`: header, length within `buf`,
+/// CRC32C, and offsets that cover its records (`last_offset_delta >= records_count - 1`). A
+/// stored batch may hold no records at all: the log writes such a batch to cover offsets it
+/// skipped after a crash, and consumers step over it as they do over batches emptied by Kafka's
+/// compaction.
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let size = header.size();
@@ -193,9 +198,9 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             computed,
         });
     }
-    if header.records_count <= 0
+    if header.records_count < 0
         || header.last_offset_delta < 0
-        || header.records_count.checked_sub(1) != Some(header.last_offset_delta)
+        || (header.last_offset_delta as i64) < header.records_count as i64 - 1
     {
         return Err(BatchError::InconsistentCount {
             records_count: header.records_count,
@@ -205,7 +210,48 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
-/// Validates every batch of a record set (the concatenated batches of one produce partition).
+/// [`validate`], plus what Kafka requires of a batch from a producer: at least one record, and
+/// exactly one offset per record.
+pub fn validate_produced(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate(buf)?;
+    if header.records_count <= 0 || header.records_count - 1 != header.last_offset_delta {
+        return Err(BatchError::InconsistentCount {
+            records_count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// A batch with no records covering `count` offsets from `base_offset`: how the log marks
+/// offsets it skipped after an unclean restart, so consumers move past them (see
+/// `log::checkpoint`, offset reservation).
+pub fn offset_gap(base_offset: u64, count: u64) -> Vec<u8> {
+    assert!(
+        count >= 1 && count <= i32::MAX as u64,
+        "gap of {count} offsets"
+    );
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    out.extend_from_slice(&(base_offset as i64).to_be_bytes());
+    out.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD) as i32).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&[0; 4]); // crc, below
+    out.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    out.extend_from_slice(&((count - 1) as i32).to_be_bytes()); // last offset delta
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // base timestamp: none
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // max timestamp: none
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    out.extend_from_slice(&0i32.to_be_bytes()); // records count
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// Validates every batch of a produced record set (the concatenated batches of one produce
+/// partition) with [`validate_produced`].
 /// The set must consist of whole batches only.
 pub fn validate_all(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
     if buf.is_empty() {
@@ -214,7 +260,7 @@ pub fn validate_all(buf: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
     let mut headers = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
-        let header = validate(&buf[pos..])?;
+        let header = validate_produced(&buf[pos..])?;
         pos += header.size();
         headers.push(header);
     }
@@ -381,6 +427,26 @@ pub mod builder {
         out
     }
 
+    /// Makes a built batch an idempotent producer's: stamps its producer id, epoch and first
+    /// sequence (all inside the CRC's range) and recomputes the CRC.
+    pub fn with_producer(
+        mut batch: Vec<u8>,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) -> Vec<u8> {
+        let size = BatchHeader::parse(&batch).expect("a built batch").size();
+        batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8]
+            .copy_from_slice(&producer_id.to_be_bytes());
+        batch[PRODUCER_EPOCH_OFFSET..PRODUCER_EPOCH_OFFSET + 2]
+            .copy_from_slice(&producer_epoch.to_be_bytes());
+        batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
+            .copy_from_slice(&base_sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..size]);
+        batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
     /// A batch of `count` records of `value_len` bytes each, values filled with `fill`.
     pub fn simple(count: usize, value_len: usize, fill: u8, timestamp_ms: i64) -> Vec<u8> {
         let records: Vec<Record> = (0..count)
@@ -455,6 +521,20 @@ mod tests {
         assert_eq!(
             record_timestamps(&bytes).unwrap(),
             vec![(0, 9_999), (1, 9_999)]
+        );
+    }
+
+    #[test]
+    fn a_batch_stamped_with_a_producer_still_passes_its_crc() {
+        let bytes = builder::with_producer(two_records(), 77, 3, 41);
+        let header = validate(&bytes).unwrap();
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (77, 3, 41)
         );
     }
 

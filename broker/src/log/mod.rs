@@ -350,6 +350,11 @@ impl Log {
         self.state.lock().await.segments.len()
     }
 
+    /// The base offsets of the segments, in order (to step past a damaged segment).
+    pub async fn segment_bases(&self) -> Vec<u64> {
+        self.state.lock().await.segments.keys().copied().collect()
+    }
+
     /// Total bytes of all segments.
     pub async fn size_bytes(&self) -> u64 {
         self.state
@@ -1244,6 +1249,36 @@ async fn recover(
         let file = disk.open(&path, OpenMode::Create).await?;
         file.sync().await?;
         segments.insert(next_offset, Segment::new(next_offset, file));
+    }
+    // Cover the skipped offsets with a batch that holds no records, so the log stays dense:
+    // consumers at the old end step over it instead of waiting at a gap, and the high watermark
+    // never sits past the last batch.
+    let data_end_now = segments
+        .values()
+        .next_back()
+        .map_or(next_offset, |s| s.next_offset);
+    if next_offset > data_end_now {
+        let needs_segment = !segments
+            .values()
+            .next_back()
+            .is_some_and(|s| s.fits_offset(next_offset - 1));
+        if needs_segment {
+            let path = segment::path(dir, data_end_now, LOG_SUFFIX);
+            let file = disk.open(&path, OpenMode::CreateNew).await?;
+            disk.sync_dir(dir).await?;
+            segments.insert(data_end_now, Segment::new(data_end_now, file));
+        }
+        let active = segments
+            .values_mut()
+            .next_back()
+            .expect("at least one segment");
+        let gap = batch::offset_gap(data_end_now, next_offset - data_end_now);
+        let position = active.file.append(&gap).await?;
+        let header = BatchHeader::parse(&gap).expect("gap batch");
+        active.record_batch(&header, position, config.index_interval_bytes);
+        active.file.sync().await?;
+        active.synced_size = active.size;
+        assert_eq!(active.next_offset, next_offset);
     }
     let first_base = *segments.keys().next().expect("at least one segment");
     let log_start_offset = checkpoint.log_start_offset.max(first_base).min(next_offset);

@@ -141,12 +141,15 @@ impl Segment {
             "batch offsets must increase within a segment"
         );
         assert_eq!(position, self.size, "batches are stored back to back");
-        if self.rolling_base_ms.is_none() {
+        // A batch without records (an offset gap) has no timestamp to go by.
+        let has_records = header.records_count > 0;
+        if self.rolling_base_ms.is_none() && has_records {
             self.rolling_base_ms = Some(header.max_timestamp);
         }
-        if self
-            .max_timestamp
-            .is_none_or(|(ts, _)| header.max_timestamp > ts)
+        if has_records
+            && self
+                .max_timestamp
+                .is_none_or(|(ts, _)| header.max_timestamp > ts)
         {
             self.max_timestamp = Some((header.max_timestamp, base));
         }

@@ -25,17 +25,25 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// Is `version` of `api` within what we advertise?
 pub fn supports(api: ApiKey, version: i16) -> bool {
-    SUPPORTED.iter().any(|&(key, min, max)| key == api && (min..=max).contains(&version))
+    SUPPORTED
+        .iter()
+        .any(|&(key, min, max)| key == api && (min..=max).contains(&version))
 }
 
 fn api_keys() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
-        .map(|&(key, min, max)| ApiVersion::default().with_api_key(key as i16).with_min_version(min).with_max_version(max))
+        .map(|&(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
         .collect()
 }
 

@@ -5,11 +5,18 @@ use kafka_protocol::error::ResponseError;
 use crate::broker::{CreateTopicError, TopicChangeError};
 use crate::log::batch::BatchError;
 use crate::log::{AppendError, DeleteRecordsError, ReadError};
+use crate::partition::ProduceError;
+use crate::txn::producer_id::AllocateError;
+use crate::txn::producer_state::SequenceError;
 
 pub fn append(e: &AppendError) -> ResponseError {
     match e {
-        AppendError::InvalidBatch(BatchError::BadMagic(_)) => ResponseError::UnsupportedForMessageFormat,
-        AppendError::InvalidBatch(BatchError::InconsistentCount { .. }) => ResponseError::InvalidRecord,
+        AppendError::InvalidBatch(BatchError::BadMagic(_)) => {
+            ResponseError::UnsupportedForMessageFormat
+        }
+        AppendError::InvalidBatch(BatchError::InconsistentCount { .. }) => {
+            ResponseError::InvalidRecord
+        }
         AppendError::InvalidBatch(_) => ResponseError::CorruptMessage,
         AppendError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         AppendError::Offline(_) => ResponseError::KafkaStorageError,
@@ -19,7 +26,9 @@ pub fn append(e: &AppendError) -> ResponseError {
 pub fn read(e: &ReadError) -> ResponseError {
     match e {
         ReadError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        ReadError::Corrupt { .. } | ReadError::Offline(_) | ReadError::Io(_) => ResponseError::KafkaStorageError,
+        ReadError::Corrupt { .. } | ReadError::Offline(_) | ReadError::Io(_) => {
+            ResponseError::KafkaStorageError
+        }
     }
 }
 
@@ -47,5 +56,32 @@ pub fn topic_change(e: &TopicChangeError) -> ResponseError {
         TopicChangeError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         TopicChangeError::InvalidConfig(_) => ResponseError::InvalidConfig,
         TopicChangeError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn produce(e: &ProduceError) -> ResponseError {
+    match e {
+        ProduceError::Append(e) => append(e),
+        ProduceError::Sequence(e) => sequence(e),
+    }
+}
+
+/// Kafka's codes for the idempotent producer's checks (`ProducerAppendInfo`, `LogValidator`).
+pub fn sequence(e: &SequenceError) -> ResponseError {
+    match e {
+        SequenceError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        SequenceError::NewEpochNotAtZero { .. } | SequenceError::OutOfOrder { .. } => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        SequenceError::MissingSequence { .. } => ResponseError::InvalidRecord,
+    }
+}
+
+/// InitProducerId without an id to give. Kafka answers COORDINATOR_LOAD_IN_PROGRESS while its
+/// producer-id manager waits for a new block; every client retries it.
+pub fn allocate_producer_id(e: &AllocateError) -> ResponseError {
+    match e {
+        AllocateError::Storage(_) => ResponseError::CoordinatorLoadInProgress,
+        AllocateError::Exhausted => ResponseError::UnknownServerError,
     }
 }

@@ -23,7 +23,10 @@ pub enum FrameError {
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Option<Bytes>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<Bytes>, FrameError> {
     let mut len_buf = [0u8; 4];
     match reader.read_exact(&mut len_buf).await {
         Ok(_) => {}
@@ -36,7 +39,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Res
     }
     let size = size as usize;
     if size > max {
-        return Err(FrameError::TooLarge { size: size as i64, max });
+        return Err(FrameError::TooLarge {
+            size: size as i64,
+            max,
+        });
     }
     let mut buf = BytesMut::with_capacity(size.min(READ_CHUNK));
     while buf.len() < size {
@@ -44,7 +50,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Res
         buf.reserve(want);
         let n = (&mut *reader).take(want as u64).read_buf(&mut buf).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-frame").into());
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed mid-frame",
+            )
+            .into());
         }
     }
     Ok(Some(buf.freeze()))
@@ -63,13 +73,22 @@ mod tests {
     #[tokio::test]
     async fn frames_are_read_whole_and_oversized_ones_refused_before_reading() {
         let mut input: &[u8] = &[0, 0, 0, 3, b'a', b'b', b'c', 0, 0, 0, 0];
-        assert_eq!(read_frame(&mut input, 10).await.unwrap().unwrap().as_ref(), b"abc");
+        assert_eq!(
+            read_frame(&mut input, 10).await.unwrap().unwrap().as_ref(),
+            b"abc"
+        );
         assert_eq!(read_frame(&mut input, 10).await.unwrap().unwrap().len(), 0);
         assert!(read_frame(&mut input, 10).await.unwrap().is_none());
         let mut huge: &[u8] = &[0x7f, 0xff, 0xff, 0xff];
-        assert!(matches!(read_frame(&mut huge, 100).await, Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            read_frame(&mut huge, 100).await,
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut negative: &[u8] = &[0xff, 0xff, 0xff, 0xff];
-        assert!(matches!(read_frame(&mut negative, 100).await, Err(FrameError::Negative(-1))));
+        assert!(matches!(
+            read_frame(&mut negative, 100).await,
+            Err(FrameError::Negative(-1))
+        ));
         let mut short: &[u8] = &[0, 0, 0, 9, 1, 2];
         assert!(read_frame(&mut short, 100).await.is_err());
     }

@@ -2,7 +2,9 @@
 //! and the first offset at or after a timestamp.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{errors, RequestContext};
@@ -16,31 +18,49 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
     for topic in request.topics {
         let mut partitions = Vec::new();
         for p in topic.partitions {
-            let mut response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let mut response =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             let Some(partition) = ctx.broker.partition(&topic.name, p.partition_index) else {
-                partitions.push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                partitions
+                    .push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
             let high_watermark = partition.high_watermark();
             let found: Result<Option<(u64, i64)>, ResponseError> = match p.timestamp {
                 LATEST => Ok(Some((high_watermark, -1))),
                 EARLIEST => Ok(Some((partition.log.log_start_offset(), -1))),
-                MAX_TIMESTAMP => partition.log.max_timestamp().await.map_err(|e| errors::read(&e)),
-                ts if ts >= 0 => partition.log.offset_for_timestamp(ts).await.map_err(|e| errors::read(&e)),
+                MAX_TIMESTAMP => partition
+                    .log
+                    .max_timestamp()
+                    .await
+                    .map_err(|e| errors::read(&e)),
+                ts if ts >= 0 => partition
+                    .log
+                    .offset_for_timestamp(ts)
+                    .await
+                    .map_err(|e| errors::read(&e)),
                 _ => Err(ResponseError::InvalidRequest),
             };
             response = match found {
                 // Only what consumers may read is visible.
                 Ok(Some((offset, ts))) if offset <= high_watermark => {
                     let r = response.with_offset(offset as i64).with_timestamp(ts);
-                    if ctx.version >= 4 { r.with_leader_epoch(partition.leader_epoch) } else { r }
+                    if ctx.version >= 4 {
+                        r.with_leader_epoch(partition.leader_epoch)
+                    } else {
+                        r
+                    }
                 }
                 Ok(_) => response,
                 Err(error) => response.with_error_code(error.code()),
             };
             partitions.push(response);
         }
-        topics.push(ListOffsetsTopicResponse::default().with_name(topic.name).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
     }
     ListOffsetsResponse::default().with_topics(topics)
 }

@@ -2,7 +2,9 @@
 //! when the broker and the request allow it.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -13,7 +15,10 @@ use crate::broker::{validate_topic_name, Topic};
 pub fn advertised_host_port(ctx: &RequestContext) -> (String, i32) {
     let advertised = ctx.broker.config.advertised();
     match advertised.rsplit_once(':') {
-        Some((host, port)) => (host.trim_matches(['[', ']']).to_string(), port.parse().unwrap_or(9092)),
+        Some((host, port)) => (
+            host.trim_matches(['[', ']']).to_string(),
+            port.parse().unwrap_or(9092),
+        ),
         None => (advertised.to_string(), 9092),
     }
 }
@@ -41,7 +46,11 @@ fn topic_entry(ctx: &RequestContext, topic: &Topic) -> MetadataResponseTopic {
     entry
 }
 
-fn error_entry(name: Option<String>, topic_id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
+fn error_entry(
+    name: Option<String>,
+    topic_id: uuid::Uuid,
+    error: ResponseError,
+) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
         .with_topic_id(topic_id)
@@ -51,15 +60,17 @@ fn error_entry(name: Option<String>, topic_id: uuid::Uuid, error: ResponseError)
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let broker = &ctx.broker;
     let (host, port) = advertised_host_port(ctx);
-    let mut response = MetadataResponse::default().with_brokers(vec![MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker.config.node_id))
-        .with_host(StrBytes::from_string(host))
-        .with_port(port)]);
+    let mut response =
+        MetadataResponse::default().with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.config.node_id))
+            .with_host(StrBytes::from_string(host))
+            .with_port(port)]);
     if ctx.version >= 1 {
         response = response.with_controller_id(BrokerId(broker.config.node_id));
     }
     if ctx.version >= 2 {
-        response = response.with_cluster_id(Some(StrBytes::from_string(broker.cluster_id().to_string())));
+        response =
+            response.with_cluster_id(Some(StrBytes::from_string(broker.cluster_id().to_string())));
     }
     // v0 has no null topic list: an empty list means all topics there.
     let all = match &request.topics {
@@ -68,10 +79,15 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     };
     let mut topics = Vec::new();
     if all {
-        topics = broker.topics().iter().map(|t| topic_entry(ctx, t)).collect();
+        topics = broker
+            .topics()
+            .iter()
+            .map(|t| topic_entry(ctx, t))
+            .collect();
     } else {
         // v0-3 always auto-create; v4+ ask.
-        let allow_create = broker.config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
+        let allow_create = broker.config.auto_create_topics
+            && (ctx.version < 4 || request.allow_auto_topic_creation);
         for wanted in request.topics.unwrap_or_default() {
             let name = wanted.name.as_ref().map(|n| n.to_string());
             let found = match &name {
@@ -80,21 +96,35 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
             };
             let entry = match (found, name) {
                 (Some(topic), _) => topic_entry(ctx, &topic),
-                (None, Some(name)) if validate_topic_name(&name).is_err() => {
-                    error_entry(Some(name), uuid::Uuid::nil(), ResponseError::InvalidTopicException)
-                }
+                (None, Some(name)) if validate_topic_name(&name).is_err() => error_entry(
+                    Some(name),
+                    uuid::Uuid::nil(),
+                    ResponseError::InvalidTopicException,
+                ),
                 (None, Some(name)) if allow_create => {
                     match broker.create_topic(&name, -1, -1, &[], false).await {
                         Ok(topic) => topic_entry(ctx, &topic),
                         // Lost a race with another creator: report what is there now.
-                        Err(crate::broker::CreateTopicError::Exists(_)) => match broker.topic(&name) {
-                            Some(topic) => topic_entry(ctx, &topic),
-                            None => error_entry(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition),
-                        },
-                        Err(e) => error_entry(Some(name), uuid::Uuid::nil(), errors::create_topic(&e)),
+                        Err(crate::broker::CreateTopicError::Exists(_)) => {
+                            match broker.topic(&name) {
+                                Some(topic) => topic_entry(ctx, &topic),
+                                None => error_entry(
+                                    Some(name),
+                                    uuid::Uuid::nil(),
+                                    ResponseError::UnknownTopicOrPartition,
+                                ),
+                            }
+                        }
+                        Err(e) => {
+                            error_entry(Some(name), uuid::Uuid::nil(), errors::create_topic(&e))
+                        }
                     }
                 }
-                (None, Some(name)) => error_entry(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition),
+                (None, Some(name)) => error_entry(
+                    Some(name),
+                    uuid::Uuid::nil(),
+                    ResponseError::UnknownTopicOrPartition,
+                ),
                 (None, None) => error_entry(None, wanted.topic_id, ResponseError::UnknownTopicId),
             };
             topics.push(entry);

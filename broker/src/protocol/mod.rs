@@ -13,6 +13,7 @@ pub mod api_versions;
 pub mod errors;
 pub mod fetch;
 pub mod frame;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -51,7 +52,11 @@ pub enum RequestError {
     #[error("unsupported version {version} of {api:?}")]
     UnsupportedVersion { api: ApiKey, version: i16 },
     #[error("cannot decode {api:?} v{version}: {reason}")]
-    Decode { api: ApiKey, version: i16, reason: String },
+    Decode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
 }
 
 /// Everything a handler knows about the request beyond its body.
@@ -89,12 +94,19 @@ impl RequestContext {
 
 /// Encodes a response frame. The response header version follows the request's API and
 /// version (ApiVersions always uses header v0, as clients expect).
-pub fn encode_frame<R: Encodable>(api_key: ApiKey, version: i16, correlation_id: i32, response: &R) -> Bytes {
+pub fn encode_frame<R: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &R,
+) -> Bytes {
     let header_version = api_key.response_header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i32(0); // size, patched below
-    header.encode(&mut buf, header_version).expect("response header encodes");
+    header
+        .encode(&mut buf, header_version)
+        .expect("response header encodes");
     if let Err(e) = response.encode(&mut buf, version) {
         // A handler set a field the negotiated version lacks: a bug, caught by the per-version
         // encoding tests. Never send a malformed frame.
@@ -107,30 +119,48 @@ pub fn encode_frame<R: Encodable>(api_key: ApiKey, version: i16, correlation_id:
 
 fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T, RequestError> {
     // Trailing bytes are ignored, as Kafka does (librdkafka 2.16 sends some in Metadata).
-    T::decode(body, version).map_err(|e| RequestError::Decode { api, version, reason: e.to_string() })
+    T::decode(body, version).map_err(|e| RequestError::Decode {
+        api,
+        version,
+        reason: e.to_string(),
+    })
 }
 
 /// Handles one request frame (without its size prefix).
-pub async fn handle_request(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> Result<Reply, RequestError> {
+pub async fn handle_request(
+    broker: &Arc<Broker>,
+    peer: SocketAddr,
+    frame: Bytes,
+) -> Result<Reply, RequestError> {
     if frame.len() < 8 {
         return Err(RequestError::Truncated);
     }
     let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let api_key = ApiKey::try_from(api_key_raw).map_err(|_| RequestError::UnknownApi(api_key_raw))?;
+    let api_key =
+        ApiKey::try_from(api_key_raw).map_err(|_| RequestError::UnknownApi(api_key_raw))?;
 
     if api_key == ApiKey::ApiVersions && !api_versions::supports(api_key, version) {
         // KIP-511: answer a version we do not know in the v0 format, without decoding the body.
-        return Ok(Reply::Now(api_versions::unsupported_version_reply(correlation_id)));
+        return Ok(Reply::Now(api_versions::unsupported_version_reply(
+            correlation_id,
+        )));
     }
     if !api_versions::supports(api_key, version) || version < api_key.valid_versions().min {
-        return Err(RequestError::UnsupportedVersion { api: api_key, version });
+        return Err(RequestError::UnsupportedVersion {
+            api: api_key,
+            version,
+        });
     }
     let mut body = frame;
     let header_version = api_key.request_header_version(version);
-    let header = RequestHeader::decode(&mut body, header_version)
-        .map_err(|e| RequestError::Decode { api: api_key, version, reason: format!("header: {e}") })?;
+    let header =
+        RequestHeader::decode(&mut body, header_version).map_err(|e| RequestError::Decode {
+            api: api_key,
+            version,
+            reason: format!("header: {e}"),
+        })?;
     let ctx = RequestContext {
         broker: Arc::clone(broker),
         peer,
@@ -141,22 +171,40 @@ pub async fn handle_request(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes
     };
     let body = &mut body;
     Ok(match api_key {
-        ApiKey::ApiVersions => ctx.now(&api_versions::handle(&ctx, decode(api_key, version, body)?)),
+        ApiKey::ApiVersions => {
+            ctx.now(&api_versions::handle(&ctx, decode(api_key, version, body)?))
+        }
         ApiKey::Metadata => ctx.now(&metadata::handle(&ctx, decode(api_key, version, body)?).await),
         ApiKey::Produce => produce::handle(&ctx, decode(api_key, version, body)?).await,
         ApiKey::Fetch => fetch::handle(&ctx, decode(api_key, version, body)?).await,
-        ApiKey::ListOffsets => ctx.now(&list_offsets::handle(&ctx, decode(api_key, version, body)?).await),
-        ApiKey::CreateTopics => ctx.now(&admin::create_topics(&ctx, decode(api_key, version, body)?).await),
-        ApiKey::DeleteTopics => ctx.now(&admin::delete_topics(&ctx, decode(api_key, version, body)?).await),
+        ApiKey::InitProducerId => {
+            ctx.now(&init_producer_id::handle(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::ListOffsets => {
+            ctx.now(&list_offsets::handle(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::CreateTopics => {
+            ctx.now(&admin::create_topics(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::DeleteTopics => {
+            ctx.now(&admin::delete_topics(&ctx, decode(api_key, version, body)?).await)
+        }
         ApiKey::CreatePartitions => {
             ctx.now(&admin::create_partitions(&ctx, decode(api_key, version, body)?).await)
         }
-        ApiKey::DescribeConfigs => ctx.now(&admin::describe_configs(&ctx, decode(api_key, version, body)?).await),
+        ApiKey::DescribeConfigs => {
+            ctx.now(&admin::describe_configs(&ctx, decode(api_key, version, body)?).await)
+        }
         ApiKey::IncrementalAlterConfigs => {
             ctx.now(&admin::incremental_alter_configs(&ctx, decode(api_key, version, body)?).await)
         }
-        ApiKey::DeleteRecords => ctx.now(&admin::delete_records(&ctx, decode(api_key, version, body)?).await),
-        ApiKey::DescribeCluster => ctx.now(&admin::describe_cluster(&ctx, decode(api_key, version, body)?)),
+        ApiKey::DeleteRecords => {
+            ctx.now(&admin::delete_records(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::DescribeCluster => ctx.now(&admin::describe_cluster(
+            &ctx,
+            decode(api_key, version, body)?,
+        )),
         other => unreachable!("{other:?} passed the version check but has no handler"),
     })
 }

@@ -5,6 +5,10 @@
 //!   as Kafka documents for acks=1.
 //! - acks=all: answered once the batches are durable (group commit under the durable policy).
 //!
+//! Batches from idempotent producers are checked by the partition (`txn::producer_state`): a
+//! retry of a batch already in the log is answered with the original's base offset and error
+//! NONE, as Kafka does, and waits for the original's durability under acks=all.
+//!
 //! The appends themselves (phase one) run inline in the connection's request order, so two
 //! produce requests on one connection land in the order they were sent.
 
@@ -18,6 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{errors, Reply, RequestContext};
 use crate::log::{AppendError, AppendInfo};
 use crate::partition::Partition;
+use crate::partition::ProduceError;
 
 struct Outcome {
     index: i32,
@@ -53,7 +58,12 @@ fn response(version: i16, topics: &[(TopicName, Vec<Outcome>)]) -> ProduceRespon
             .map(|(name, outcomes)| {
                 TopicProduceResponse::default()
                     .with_name(name.clone())
-                    .with_partition_responses(outcomes.iter().map(|o| partition_response(version, o)).collect())
+                    .with_partition_responses(
+                        outcomes
+                            .iter()
+                            .map(|o| partition_response(version, o))
+                            .collect(),
+                    )
             })
             .collect(),
     )
@@ -68,13 +78,23 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
         let mut outcomes = Vec::new();
         for data in topic.partition_data {
             let index = data.index;
-            let fail = |error: ResponseError, message: Option<String>| Outcome { index, result: Err((error, message)), partition: None };
+            let fail = |error: ResponseError, message: Option<String>| Outcome {
+                index,
+                result: Err((error, message)),
+                partition: None,
+            };
             if !valid_acks {
-                outcomes.push(fail(ResponseError::InvalidRequiredAcks, Some(format!("acks must be -1, 0 or 1, not {acks}"))));
+                outcomes.push(fail(
+                    ResponseError::InvalidRequiredAcks,
+                    Some(format!("acks must be -1, 0 or 1, not {acks}")),
+                ));
                 continue;
             }
             if request.transactional_id.is_some() {
-                outcomes.push(fail(ResponseError::TransactionalIdAuthorizationFailed, Some("transactions are not supported yet".into())));
+                outcomes.push(fail(
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    Some("transactions are not supported yet".into()),
+                ));
                 continue;
             }
             let Some(partition) = ctx.broker.partition(&name, index) else {
@@ -82,7 +102,10 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 continue;
             };
             let Some(records) = data.records else {
-                outcomes.push(fail(ResponseError::CorruptMessage, Some("null record set".into())));
+                outcomes.push(fail(
+                    ResponseError::CorruptMessage,
+                    Some("null record set".into()),
+                ));
                 continue;
             };
             // One copy: the log patches offsets into the bytes it stores.
@@ -91,10 +114,10 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
             outcomes.push(match result {
                 Ok(info) => Outcome { index, result: Ok(info), partition: Some(partition) },
                 Err(e) => {
-                    if let AppendError::InvalidBatch(_) = e {
+                    if let ProduceError::Append(AppendError::InvalidBatch(_)) | ProduceError::Sequence(_) = e {
                         tracing::debug!(peer = %ctx.peer, topic = %name, partition = index, %e, "refused a produce");
                     }
-                    fail(errors::append(&e), Some(e.to_string()))
+                    fail(errors::produce(&e), Some(e.to_string()))
                 }
             });
         }

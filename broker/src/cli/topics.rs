@@ -1,0 +1,239 @@
+//! `faultline topics create|list|describe|delete|alter`.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{connect, request_error, ClientArgs};
+use crate::client::{Admin, ConfigChange, CreateTopicError, NewTopic, TopicError, TopicMetadata};
+
+#[derive(Debug, Args)]
+pub struct TopicsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: TopicsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create a topic.
+    Create {
+        #[arg(long)]
+        topic: String,
+        /// Number of partitions (default: the broker's num.partitions)
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Replication factor (default: the broker's)
+        #[arg(long)]
+        replication_factor: Option<i16>,
+        /// A topic config override, e.g. retention.ms=60000 (repeatable)
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
+    /// List topics.
+    List,
+    /// Show a topic's partitions and configs.
+    Describe {
+        #[arg(long)]
+        topic: String,
+    },
+    /// Delete a topic.
+    Delete {
+        #[arg(long)]
+        topic: String,
+    },
+    /// Change a topic's configs or grow its partitions.
+    Alter {
+        #[arg(long)]
+        topic: String,
+        /// New total number of partitions
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Set a config, e.g. retention.ms=60000 (repeatable)
+        #[arg(long = "add-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        add_configs: Vec<(String, String)>,
+        /// Remove a config override (repeatable)
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn topic_error(e: &TopicError) -> String {
+    match e {
+        TopicError::Request(r) => request_error(r),
+        other => other.to_string(),
+    }
+}
+
+fn topic_json(t: &TopicMetadata) -> serde_json::Value {
+    json!({
+        "name": t.name,
+        "id": t.id.to_string(),
+        "partitions": t.partitions.iter().map(|p| json!({
+            "partition": p.index,
+            "leader": p.leader,
+            "leader_epoch": p.leader_epoch,
+            "replicas": p.replicas,
+            "isr": p.isr,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Runs a `topics` subcommand; returns the exit code.
+pub async fn run(args: TopicsArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match run_inner(args, out).await {
+        Ok(()) => 0,
+        Err(message) => {
+            let _ = writeln!(err, "error: {message}");
+            1
+        }
+    }
+}
+
+async fn run_inner(args: TopicsArgs, out: &mut dyn Write) -> Result<(), String> {
+    let client = connect(&args.client).await?;
+    let admin = Admin::new(client);
+    let json = args.client.json;
+    let io = |e: std::io::Error| format!("cannot write output: {e}");
+    match args.command {
+        TopicsCommand::Create {
+            topic,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let new = NewTopic {
+                name: topic.clone(),
+                partitions: partitions.unwrap_or(-1),
+                replication_factor: replication_factor.unwrap_or(-1),
+                configs,
+            };
+            admin.create_topic(new).await.map_err(|e| match e {
+                CreateTopicError::Request(r) => request_error(&r),
+                other => other.to_string(),
+            })?;
+            if json {
+                writeln!(out, "{}", json!({"created": topic})).map_err(io)?;
+            } else {
+                writeln!(out, "Created topic {topic}.").map_err(io)?;
+            }
+        }
+        TopicsCommand::List => {
+            let topics = admin.list_topics().await.map_err(|e| request_error(&e))?;
+            for t in &topics {
+                if json {
+                    writeln!(out, "{}", topic_json(t)).map_err(io)?;
+                } else {
+                    writeln!(out, "{}", t.name).map_err(io)?;
+                }
+            }
+        }
+        TopicsCommand::Describe { topic } => {
+            let meta = admin
+                .describe_topic(&topic)
+                .await
+                .map_err(|e| topic_error(&e))?;
+            let configs = admin
+                .describe_topic_config(&topic)
+                .await
+                .map_err(|e| topic_error(&e))?;
+            if json {
+                let mut value = topic_json(&meta);
+                value["configs"] = configs
+                    .iter()
+                    .map(|c| json!({"name": c.name, "value": c.value, "default": c.is_default, "read_only": c.read_only}))
+                    .collect::<Vec<_>>()
+                    .into();
+                writeln!(out, "{value}").map_err(io)?;
+            } else {
+                let overrides: Vec<String> = configs
+                    .iter()
+                    .filter(|c| !c.is_default)
+                    .map(|c| format!("{}={}", c.name, c.value.as_deref().unwrap_or("")))
+                    .collect();
+                writeln!(
+                    out,
+                    "Topic: {}\tTopicId: {}\tPartitionCount: {}\tConfigs: {}",
+                    meta.name,
+                    meta.id,
+                    meta.partitions.len(),
+                    overrides.join(",")
+                )
+                .map_err(io)?;
+                let list = |v: &[i32]| {
+                    v.iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                for p in &meta.partitions {
+                    writeln!(
+                        out,
+                        "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
+                        meta.name,
+                        p.index,
+                        p.leader,
+                        list(&p.replicas),
+                        list(&p.isr)
+                    )
+                    .map_err(io)?;
+                }
+            }
+        }
+        TopicsCommand::Delete { topic } => {
+            admin
+                .delete_topic(&topic)
+                .await
+                .map_err(|e| topic_error(&e))?;
+            if json {
+                writeln!(out, "{}", json!({"deleted": topic})).map_err(io)?;
+            } else {
+                writeln!(out, "Deleted topic {topic}.").map_err(io)?;
+            }
+        }
+        TopicsCommand::Alter {
+            topic,
+            partitions,
+            add_configs,
+            delete_configs,
+        } => {
+            if partitions.is_none() && add_configs.is_empty() && delete_configs.is_empty() {
+                return Err(
+                    "nothing to alter: give --partitions, --add-config or --delete-config".into(),
+                );
+            }
+            if let Some(total) = partitions {
+                admin
+                    .create_partitions(&topic, total)
+                    .await
+                    .map_err(|e| topic_error(&e))?;
+            }
+            let changes: Vec<ConfigChange> = add_configs
+                .into_iter()
+                .map(|(k, v)| ConfigChange::Set(k, v))
+                .chain(delete_configs.into_iter().map(ConfigChange::Delete))
+                .collect();
+            if !changes.is_empty() {
+                admin
+                    .alter_topic_config(&topic, &changes)
+                    .await
+                    .map_err(|e| topic_error(&e))?;
+            }
+            if json {
+                writeln!(out, "{}", json!({"altered": topic})).map_err(io)?;
+            } else {
+                writeln!(out, "Altered topic {topic}.").map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,514 @@
+//! The consumer: assign partitions, seek, poll. No group membership (yet): positions live in
+//! the consumer and are lost with it.
+//!
+//! A poll sends one Fetch per leader (long-polling up to `max_wait` for `min_bytes`), decodes
+//! the returned batches, skips control batches and records before the position, and advances
+//! the position past the last whole batch. Compressed batches are refused with
+//! [`PollError::Decode`] (this client decodes only uncompressed batches).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::cluster::{Client, MetadataError};
+use super::connection::RequestError;
+use super::records::{decode_batches, DecodeError, Header};
+use crate::log::batch::TimestampType;
+
+/// Where a partition without a valid position starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+    /// Report [`PollError::NoPosition`] / [`PollError::OffsetOutOfRange`] instead.
+    None,
+}
+
+/// Consumer settings, with Kafka's names in the docs.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// `fetch.max.wait.ms` (default 500 ms).
+    pub max_wait: Duration,
+    /// `fetch.min.bytes` (default 1).
+    pub min_bytes: i32,
+    /// `fetch.max.bytes` (default 50 MiB).
+    pub max_bytes: i32,
+    /// `max.partition.fetch.bytes` (default 1 MiB).
+    pub partition_max_bytes: i32,
+    /// `auto.offset.reset` (default latest).
+    pub auto_offset_reset: OffsetReset,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            max_wait: Duration::from_millis(500),
+            min_bytes: 1,
+            max_bytes: 50 * 1024 * 1024,
+            partition_max_bytes: 1024 * 1024,
+            auto_offset_reset: OffsetReset::Latest,
+        }
+    }
+}
+
+/// Where to move a partition's position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeekTo {
+    Offset(i64),
+    Earliest,
+    Latest,
+}
+
+/// A record read from a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub timestamp_type: TimestampType,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+/// Why a seek failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeekError {
+    #[error("topic \"{0}\" does not exist")]
+    UnknownTopic(String),
+    #[error("partition {topic}-{partition} is not assigned to this consumer")]
+    NotAssigned { topic: String, partition: i32 },
+    #[error("partition {topic}-{partition}: {error}")]
+    Broker {
+        topic: String,
+        partition: i32,
+        error: ResponseError,
+    },
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+/// Why a poll failed. Transient leader and connection trouble is retried by the next poll and
+/// reported only when no partition returned anything.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("no partitions assigned")]
+    NoAssignment,
+    #[error("topic \"{0}\" does not exist")]
+    UnknownTopic(String),
+    #[error("partition {topic}-{partition} has no position and auto.offset.reset is none")]
+    NoPosition { topic: String, partition: i32 },
+    #[error("offset {offset} is out of range for partition {topic}-{partition}")]
+    OffsetOutOfRange {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    #[error("partition {topic}-{partition}: {error}")]
+    Decode {
+        topic: String,
+        partition: i32,
+        error: DecodeError,
+    },
+    #[error("partition {topic}-{partition}: {error}")]
+    Broker {
+        topic: String,
+        partition: i32,
+        error: ResponseError,
+    },
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+#[derive(Clone, Debug, Default)]
+struct PartitionState {
+    position: Option<i64>,
+    high_watermark: Option<i64>,
+}
+
+/// A consumer of explicitly assigned partitions.
+#[derive(Debug)]
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    assigned: BTreeMap<(String, i32), PartitionState>,
+}
+
+fn code(error_code: i16) -> ResponseError {
+    ResponseError::try_from_code(error_code).unwrap_or(ResponseError::Unknown(error_code))
+}
+
+impl Consumer {
+    pub fn new(client: Client, config: ConsumerConfig) -> Consumer {
+        Consumer {
+            client,
+            config,
+            assigned: BTreeMap::new(),
+        }
+    }
+
+    /// Replaces the assignment. Partitions that stay keep their positions.
+    pub fn assign(&mut self, partitions: impl IntoIterator<Item = (String, i32)>) {
+        let mut next = BTreeMap::new();
+        for key in partitions {
+            let state = self.assigned.remove(&key).unwrap_or_default();
+            next.insert(key, state);
+        }
+        self.assigned = next;
+    }
+
+    /// Assigns every partition of `topic`.
+    pub async fn assign_topic(&mut self, topic: &str) -> Result<Vec<i32>, SeekError> {
+        let meta = self
+            .client
+            .refresh_topic(topic, false)
+            .await
+            .map_err(|e| seek_error(topic, -1, e))?;
+        let partitions: Vec<i32> = meta.partitions.iter().map(|p| p.index).collect();
+        let mut all: Vec<(String, i32)> = self
+            .assigned
+            .keys()
+            .filter(|(t, _)| t != topic)
+            .cloned()
+            .collect();
+        all.extend(partitions.iter().map(|&p| (topic.to_string(), p)));
+        self.assign(all);
+        Ok(partitions)
+    }
+
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        self.assigned.keys().cloned().collect()
+    }
+
+    /// The next offset to read, once known.
+    pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.assigned
+            .get(&(topic.to_string(), partition))
+            .and_then(|s| s.position)
+    }
+
+    /// The high watermark seen by the last fetch of this partition.
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.assigned
+            .get(&(topic.to_string(), partition))
+            .and_then(|s| s.high_watermark)
+    }
+
+    /// Moves the position; returns the offset it now points at.
+    pub async fn seek(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        to: SeekTo,
+    ) -> Result<i64, SeekError> {
+        let key = (topic.to_string(), partition);
+        if !self.assigned.contains_key(&key) {
+            return Err(SeekError::NotAssigned {
+                topic: topic.to_string(),
+                partition,
+            });
+        }
+        let offset = match to {
+            SeekTo::Offset(offset) => offset,
+            SeekTo::Earliest => self.list_offset(topic, partition, -2).await?,
+            SeekTo::Latest => self.list_offset(topic, partition, -1).await?,
+        };
+        if let Some(state) = self.assigned.get_mut(&key) {
+            state.position = Some(offset);
+        }
+        Ok(offset)
+    }
+
+    /// ListOffsets for one partition: -2 earliest, -1 latest (high watermark), else the first
+    /// offset at or after a timestamp.
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<i64, SeekError> {
+        let connection = self
+            .client
+            .leader(topic, partition)
+            .await
+            .map_err(|e| seek_error(topic, partition, e))?;
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(timestamp)])]);
+        let response = connection.send(&request).await?;
+        let result = response
+            .topics
+            .iter()
+            .filter(|t| t.name.as_str() == topic)
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == partition);
+        match result {
+            Some(p) if p.error_code == 0 => Ok(p.offset),
+            Some(p) => {
+                let error = code(p.error_code);
+                if matches!(
+                    error,
+                    ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition
+                ) {
+                    self.client.invalidate(topic);
+                }
+                Err(SeekError::Broker {
+                    topic: topic.to_string(),
+                    partition,
+                    error,
+                })
+            }
+            None => Err(SeekError::Broker {
+                topic: topic.to_string(),
+                partition,
+                error: ResponseError::UnknownServerError,
+            }),
+        }
+    }
+
+    async fn reset(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        bad_offset: Option<i64>,
+    ) -> Result<(), PollError> {
+        let to = match self.config.auto_offset_reset {
+            OffsetReset::Earliest => SeekTo::Earliest,
+            OffsetReset::Latest => SeekTo::Latest,
+            OffsetReset::None => {
+                return Err(match bad_offset {
+                    Some(offset) => PollError::OffsetOutOfRange {
+                        topic: topic.to_string(),
+                        partition,
+                        offset,
+                    },
+                    None => PollError::NoPosition {
+                        topic: topic.to_string(),
+                        partition,
+                    },
+                })
+            }
+        };
+        match self.seek(topic, partition, to).await {
+            Ok(_) => Ok(()),
+            Err(SeekError::UnknownTopic(t)) => Err(PollError::UnknownTopic(t)),
+            Err(SeekError::Request(e)) => Err(PollError::Request(e)),
+            Err(SeekError::Broker {
+                topic,
+                partition,
+                error,
+            }) => Err(PollError::Broker {
+                topic,
+                partition,
+                error,
+            }),
+            Err(SeekError::NotAssigned { .. }) => Ok(()),
+        }
+    }
+
+    /// Fetches from every assigned partition; returns the records in partition order, each
+    /// partition's in offset order (possibly none, after `max_wait`).
+    pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, PollError> {
+        if self.assigned.is_empty() {
+            return Err(PollError::NoAssignment);
+        }
+        let unpositioned: Vec<(String, i32)> = self
+            .assigned
+            .iter()
+            .filter(|(_, s)| s.position.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (topic, partition) in unpositioned {
+            self.reset(&topic, partition, None).await?;
+        }
+        // Group by leader.
+        let mut by_leader: BTreeMap<i32, Vec<(String, i32, i64)>> = BTreeMap::new();
+        for ((topic, partition), state) in &self.assigned {
+            let meta = match self.client.topic_metadata(topic, false).await {
+                Ok(meta) => meta,
+                Err(MetadataError::UnknownTopic(t)) => return Err(PollError::UnknownTopic(t)),
+                Err(MetadataError::Broker { error, .. }) => {
+                    return Err(PollError::Broker {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        error,
+                    })
+                }
+                Err(MetadataError::Request(e)) => return Err(PollError::Request(e)),
+            };
+            let leader = meta
+                .partitions
+                .iter()
+                .find(|p| p.index == *partition)
+                .map_or(-1, |p| p.leader);
+            if let Some(position) = state.position {
+                by_leader
+                    .entry(leader)
+                    .or_default()
+                    .push((topic.clone(), *partition, position));
+            }
+        }
+        let mut records = Vec::new();
+        let mut last_error = None;
+        for (leader, partitions) in by_leader {
+            let max_wait = if records.is_empty() {
+                self.config.max_wait
+            } else {
+                Duration::ZERO
+            };
+            match self
+                .fetch_from(leader, &partitions, max_wait, &mut records)
+                .await
+            {
+                Ok(()) => {}
+                Err(PollError::Request(e)) => {
+                    for (topic, _, _) in &partitions {
+                        self.client.invalidate(topic);
+                    }
+                    last_error = Some(PollError::Request(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match last_error {
+            Some(e) if records.is_empty() => Err(e),
+            _ => Ok(records),
+        }
+    }
+
+    async fn fetch_from(
+        &mut self,
+        leader: i32,
+        partitions: &[(String, i32, i64)],
+        max_wait: Duration,
+        out: &mut Vec<ConsumerRecord>,
+    ) -> Result<(), PollError> {
+        let connection = if leader < 0 {
+            for (topic, _, _) in partitions {
+                self.client.invalidate(topic);
+            }
+            return Ok(());
+        } else {
+            self.client
+                .connection(leader)
+                .await
+                .map_err(RequestError::from)?
+        };
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for (topic, partition, position) in partitions {
+            let fetch_partition = FetchPartition::default()
+                .with_partition(*partition)
+                .with_fetch_offset(*position)
+                .with_partition_max_bytes(self.config.partition_max_bytes);
+            match topics.iter_mut().find(|t| t.topic.as_str() == topic) {
+                Some(t) => t.partitions.push(fetch_partition),
+                None => topics.push(
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partitions(vec![fetch_partition]),
+                ),
+            }
+        }
+        let max_wait_ms = i32::try_from(max_wait.as_millis()).unwrap_or(i32::MAX);
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(self.config.min_bytes)
+            .with_max_bytes(self.config.max_bytes)
+            .with_topics(topics);
+        let timeout = connection.request_timeout() + max_wait;
+        let response = connection.send_with_timeout(&request, timeout).await?;
+        if response.error_code != 0 {
+            return Err(PollError::Broker {
+                topic: String::new(),
+                partition: -1,
+                error: code(response.error_code),
+            });
+        }
+        for topic_response in &response.responses {
+            let topic = topic_response.topic.to_string();
+            for data in &topic_response.partitions {
+                let partition = data.partition_index;
+                let key = (topic.clone(), partition);
+                let Some(position) = self.assigned.get(&key).and_then(|s| s.position) else {
+                    continue;
+                };
+                if data.error_code != 0 {
+                    let error = code(data.error_code);
+                    match error {
+                        ResponseError::OffsetOutOfRange => {
+                            self.reset(&topic, partition, Some(position)).await?
+                        }
+                        e if e.is_retriable() || e == ResponseError::KafkaStorageError => {
+                            self.client.invalidate(&topic)
+                        }
+                        e => {
+                            return Err(PollError::Broker {
+                                topic,
+                                partition,
+                                error: e,
+                            })
+                        }
+                    }
+                    continue;
+                }
+                let state = self.assigned.get_mut(&key).expect("checked above");
+                if data.high_watermark >= 0 {
+                    state.high_watermark = Some(data.high_watermark);
+                }
+                let Some(bytes) = &data.records else { continue };
+                let batches = decode_batches(bytes).map_err(|error| PollError::Decode {
+                    topic: topic.clone(),
+                    partition,
+                    error,
+                })?;
+                let mut next = position;
+                for batch in batches {
+                    if batch.header.last_offset() < next {
+                        continue;
+                    }
+                    if !batch.is_control() {
+                        for r in batch.records.into_iter().filter(|r| r.offset >= next) {
+                            out.push(ConsumerRecord {
+                                topic: topic.clone(),
+                                partition,
+                                offset: r.offset,
+                                timestamp_ms: r.timestamp_ms,
+                                timestamp_type: r.timestamp_type,
+                                key: r.key,
+                                value: r.value,
+                                headers: r.headers,
+                            });
+                        }
+                    }
+                    next = batch.header.last_offset() + 1;
+                }
+                state.position = Some(next);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn seek_error(topic: &str, partition: i32, e: MetadataError) -> SeekError {
+    match e {
+        MetadataError::UnknownTopic(t) => SeekError::UnknownTopic(t),
+        MetadataError::Broker { error, .. } => SeekError::Broker {
+            topic: topic.to_string(),
+            partition,
+            error,
+        },
+        MetadataError::Request(e) => SeekError::Request(e),
+    }
+}

@@ -1,0 +1,832 @@
+//! The producer: per-partition batching by linger and size, acks 0/1/all, retries with
+//! exponential backoff, optional idempotence, Kafka's default partitioner, and an exact account
+//! of what happened to every record.
+//!
+//! # Outcomes
+//!
+//! Every [`Producer::send`] resolves to exactly one [`SendOutcome`]. The simulator's checkers
+//! rely on the three kinds meaning precisely this:
+//!
+//! - [`SendOutcome::Acknowledged`]`{partition, offset}`: the leader answered the produce request
+//!   with no error for this partition (acks=1: in the leader's log; acks=all: as durable as the
+//!   configuration promises). `offset` is the record's offset. Without idempotence, a retry
+//!   after an ambiguous attempt can also have written an earlier copy (a duplicate).
+//! - [`SendOutcome::Failed`]`{error}`: the record was **definitely not written**. Reported only
+//!   when no attempt can have reached a broker, or every attempt that reached one was refused
+//!   with an error that means "not appended": a non-retriable error code (MESSAGE_TOO_LARGE,
+//!   INVALID_RECORD, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_REQUIRED_ACKS, authorization, ...), a
+//!   retriable "not appended" code (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION,
+//!   LEADER_NOT_AVAILABLE, NOT_ENOUGH_REPLICAS, CORRUPT_MESSAGE, ...) until retries or the
+//!   delivery timeout ran out, a topic that does not exist, a partition out of range, no broker
+//!   reachable at all (connect refused / timed out before any byte was sent), or a closed
+//!   producer.
+//! - [`SendOutcome::Unknown`]`{reason}`: it **may or may not** have been written. Reported when
+//!   the last attempt, or any earlier one, was sent and then: timed out (no response within the
+//!   request timeout), lost its connection (EOF, reset, or a write error mid-request), got an
+//!   undecodable response, or got an ambiguous error code — one Kafka may return after the
+//!   append (REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND, KAFKA_STORAGE_ERROR,
+//!   NETWORK_EXCEPTION, UNKNOWN_SERVER_ERROR, DUPLICATE_SEQUENCE_NUMBER) — and retries did not
+//!   end in an acknowledgement. With acks=0 every record that was written to the socket is
+//!   `Unknown{NotAcknowledged}`: nobody confirms it.
+//!
+//! When a later attempt is refused outright after an earlier ambiguous one, the outcome stays
+//! `Unknown` ([`UnknownReason::RetriedAfterAmbiguous`]): the earlier attempt may have landed.
+//!
+//! # Idempotence
+//!
+//! With `enable_idempotence`, the producer gets a producer id and epoch from InitProducerId
+//! (v0–4, non-transactional) and stamps each batch with them and a per-partition base sequence.
+//! One batch per partition is in flight at a time, so retries keep order. A batch that ends
+//! `Failed` gives its sequence numbers back; after an `Unknown` one the sequence space of that
+//! partition may have a gap (see "known gaps" in the module docs of `client`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
+
+use super::cluster::{Client, MetadataError};
+use super::connection::RequestError;
+use super::partitioner::{partition_for_key, StickyPartitioner};
+use super::records::{encode_batch, estimated_size, Header, ProducerIdentity, Record};
+use crate::clock::{Clock, SystemClock};
+
+/// How many replicas must have a record before the leader answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    /// acks=0: no answer at all.
+    None,
+    /// acks=1: the leader's log.
+    Leader,
+    /// acks=all (-1): every in-sync replica, durable per the broker's flush policy.
+    All,
+}
+
+impl Acks {
+    pub fn code(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
+
+impl std::str::FromStr for Acks {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Acks, String> {
+        match s {
+            "0" => Ok(Acks::None),
+            "1" => Ok(Acks::Leader),
+            "all" | "-1" => Ok(Acks::All),
+            other => Err(format!("acks must be 0, 1, all or -1, not {other:?}")),
+        }
+    }
+}
+
+/// Producer settings, with Kafka's names in the docs.
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    /// `acks` (default all).
+    pub acks: Acks,
+    /// `linger.ms`: how long a partition's batch waits for more records (default 5 ms).
+    pub linger: Duration,
+    /// `batch.size`: a batch is sent once it holds this many bytes (default 16 KiB).
+    pub batch_size: usize,
+    /// `retries` for retriable errors and ambiguous failures (default 10).
+    pub retries: u32,
+    /// `retry.backoff.ms`, doubling up to `retry.backoff.max.ms`.
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    /// `delivery.timeout.ms`: no new attempt starts after this long (default 60 s).
+    pub delivery_timeout: Duration,
+    /// `enable.idempotence` (default false until the broker implements InitProducerId).
+    pub enable_idempotence: bool,
+    /// Ask the broker to auto-create unknown topics (Metadata v4+).
+    pub allow_auto_create_topics: bool,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::from_millis(5),
+            batch_size: 16 * 1024,
+            retries: 10,
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            delivery_timeout: Duration::from_secs(60),
+            enable_idempotence: false,
+            allow_auto_create_topics: true,
+        }
+    }
+}
+
+/// A record to send.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    pub topic: String,
+    /// `None`: chosen by the partitioner.
+    pub partition: Option<i32>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    /// `None`: the producer's clock at `send`.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl ProducerRecord {
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+        ProducerRecord {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header::new(key, value));
+        self
+    }
+    pub fn with_timestamp(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+}
+
+/// What happened to one record. See the module docs for the exact contract.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    Acknowledged { partition: i32, offset: i64 },
+    Failed { error: SendError },
+    Unknown { reason: UnknownReason },
+}
+
+impl SendOutcome {
+    pub fn is_acknowledged(&self) -> bool {
+        matches!(self, SendOutcome::Acknowledged { .. })
+    }
+}
+
+/// Why a record was definitely not written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("topic \"{0}\" does not exist")]
+    UnknownTopic(String),
+    #[error("topic \"{topic}\" has {partitions} partitions; there is no partition {partition}")]
+    InvalidPartition {
+        topic: String,
+        partition: i32,
+        partitions: i32,
+    },
+    #[error("refused by the broker: {}", message.as_deref().map(str::to_string).unwrap_or_else(|| error.to_string()))]
+    Rejected {
+        error: ResponseError,
+        message: Option<String>,
+    },
+    #[error("cannot reach the cluster: {0}")]
+    NotConnected(String),
+    #[error("the producer is closed")]
+    Closed,
+}
+
+/// Why a record may or may not have been written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownReason {
+    #[error("acks=0: sent, never acknowledged")]
+    NotAcknowledged,
+    #[error("no response within the request timeout: {0}")]
+    Timeout(String),
+    #[error("connection lost with the request in flight: {0}")]
+    ConnectionLost(String),
+    #[error("ambiguous broker error {0}")]
+    AmbiguousError(ResponseError),
+    #[error("{last} after an earlier attempt that may have been written ({earlier})")]
+    RetriedAfterAmbiguous {
+        earlier: Box<UnknownReason>,
+        last: SendError,
+    },
+}
+
+/// Why the producer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerInitError {
+    #[error("idempotence needs InitProducerId, which the broker does not offer")]
+    IdempotenceUnsupported,
+    #[error("InitProducerId failed: {0}")]
+    InitProducerId(ResponseError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+/// The eventual [`SendOutcome`] of one record.
+pub struct Delivery(DeliveryInner);
+
+enum DeliveryInner {
+    Ready(Option<SendOutcome>),
+    Waiting(oneshot::Receiver<SendOutcome>),
+}
+
+impl Future for Delivery {
+    type Output = SendOutcome;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SendOutcome> {
+        match &mut self.get_mut().0 {
+            DeliveryInner::Ready(outcome) => {
+                Poll::Ready(outcome.take().unwrap_or(SendOutcome::Failed {
+                    error: SendError::Closed,
+                }))
+            }
+            DeliveryInner::Waiting(rx) => Pin::new(rx).poll(cx).map(|r| {
+                // The sender task always answers; a dropped answer means the runtime is going
+                // away with the request possibly sent.
+                r.unwrap_or(SendOutcome::Unknown {
+                    reason: UnknownReason::ConnectionLost("producer task stopped".into()),
+                })
+            }),
+        }
+    }
+}
+
+struct Pending {
+    record: Record,
+    reply: oneshot::Sender<SendOutcome>,
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    records: Vec<Pending>,
+    bytes: usize,
+    oldest: Option<Instant>,
+    in_flight: bool,
+    next_sequence: i32,
+    num_partitions: i32,
+}
+
+#[derive(Default)]
+struct Accumulator {
+    queues: BTreeMap<(String, i32), PartitionQueue>,
+    sticky: StickyPartitioner,
+    flushing: usize,
+    closed: bool,
+    in_flight: usize,
+}
+
+impl Accumulator {
+    fn idle(&self) -> bool {
+        self.in_flight == 0 && self.queues.values().all(|q| q.records.is_empty())
+    }
+}
+
+struct Inner {
+    client: Client,
+    config: ProducerConfig,
+    identity: Option<(i64, i16)>,
+    state: Mutex<Accumulator>,
+    wake: Notify,
+    progress: Notify,
+    clock: SystemClock,
+}
+
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, Accumulator> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A sealed batch on its way to the leader.
+struct Batch {
+    topic: String,
+    partition: i32,
+    records: Vec<Pending>,
+    identity: ProducerIdentity,
+}
+
+/// Sends records; cheap to clone, all clones share batches and the background sender.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.inner.config)
+            .field("identity", &self.inner.identity)
+            .finish()
+    }
+}
+
+impl Producer {
+    /// Starts a producer (and, with idempotence, obtains its producer id).
+    pub async fn new(
+        client: Client,
+        config: ProducerConfig,
+    ) -> Result<Producer, ProducerInitError> {
+        let identity = if config.enable_idempotence {
+            Some(init_producer_id(&client).await?)
+        } else {
+            None
+        };
+        let inner = Arc::new(Inner {
+            client,
+            config,
+            identity,
+            state: Mutex::new(Accumulator::default()),
+            wake: Notify::new(),
+            progress: Notify::new(),
+            clock: SystemClock,
+        });
+        tokio::spawn(sender_loop(Arc::clone(&inner)));
+        Ok(Producer { inner })
+    }
+
+    /// The producer id and epoch when idempotent.
+    pub fn producer_identity(&self) -> Option<(i64, i16)> {
+        self.inner.identity
+    }
+
+    /// Queues `record` and returns its [`Delivery`]. Waits only for the topic's metadata (at
+    /// most the request timeout); the record is sent when its batch is full or lingered.
+    pub async fn send(&self, record: ProducerRecord) -> Delivery {
+        let ready = |outcome| Delivery(DeliveryInner::Ready(Some(outcome)));
+        if self.inner.state().closed {
+            return ready(SendOutcome::Failed {
+                error: SendError::Closed,
+            });
+        }
+        let meta = match self.topic_metadata(&record.topic).await {
+            Ok(meta) => meta,
+            Err(error) => return ready(SendOutcome::Failed { error }),
+        };
+        let num_partitions = meta.partitions.len() as i32;
+        if num_partitions == 0 {
+            return ready(SendOutcome::Failed {
+                error: SendError::UnknownTopic(record.topic),
+            });
+        }
+        let timestamp_ms = record
+            .timestamp_ms
+            .unwrap_or_else(|| self.inner.clock.now_ms());
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut state = self.inner.state();
+            let partition = match (record.partition, &record.key) {
+                (Some(p), _) if !(0..num_partitions).contains(&p) => {
+                    return ready(SendOutcome::Failed {
+                        error: SendError::InvalidPartition {
+                            topic: record.topic,
+                            partition: p,
+                            partitions: num_partitions,
+                        },
+                    })
+                }
+                (Some(p), _) => p,
+                (None, Some(key)) => partition_for_key(key, num_partitions),
+                (None, None) => state.sticky.partition(&record.topic, num_partitions),
+            };
+            let record = Record {
+                key: record.key,
+                value: record.value,
+                headers: record.headers,
+                timestamp_ms,
+            };
+            let queue = state
+                .queues
+                .entry((meta.name.clone(), partition))
+                .or_default();
+            queue.bytes += estimated_size(&record);
+            queue.oldest.get_or_insert_with(super::now);
+            queue.num_partitions = num_partitions;
+            queue.records.push(Pending { record, reply: tx });
+        }
+        self.inner.wake.notify_one();
+        Delivery(DeliveryInner::Waiting(rx))
+    }
+
+    /// The topic's metadata, retrying connection trouble with backoff (`retries` times, within
+    /// the delivery timeout). Nothing has been sent yet, so every error here means `Failed`.
+    async fn topic_metadata(
+        &self,
+        topic: &str,
+    ) -> Result<super::cluster::TopicMetadata, SendError> {
+        let config = &self.inner.config;
+        let deadline = super::now() + config.delivery_timeout;
+        let mut backoff = config.retry_backoff;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let error = match self
+                .inner
+                .client
+                .topic_metadata(topic, config.allow_auto_create_topics)
+                .await
+            {
+                Ok(meta) => return Ok(meta),
+                Err(MetadataError::UnknownTopic(t)) => return Err(SendError::UnknownTopic(t)),
+                Err(MetadataError::Broker { error, .. }) if !error.is_retriable() => {
+                    return Err(SendError::Rejected {
+                        error,
+                        message: None,
+                    })
+                }
+                Err(MetadataError::Broker { error, .. }) => SendError::Rejected {
+                    error,
+                    message: None,
+                },
+                Err(MetadataError::Request(e)) => SendError::NotConnected(e.to_string()),
+            };
+            if attempts > config.retries || super::now() + backoff >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(config.retry_backoff_max);
+        }
+    }
+
+    /// Sends `record` and waits for its outcome.
+    pub async fn send_and_wait(&self, record: ProducerRecord) -> SendOutcome {
+        self.send(record).await.await
+    }
+
+    /// Sends every queued record now and waits until each has an outcome.
+    pub async fn flush(&self) {
+        self.inner.state().flushing += 1;
+        self.inner.wake.notify_one();
+        self.wait_idle().await;
+        self.inner.state().flushing -= 1;
+    }
+
+    /// Flushes, then refuses further sends (`Failed{Closed}`) and stops the sender task.
+    pub async fn close(&self) {
+        self.inner.state().closed = true;
+        self.inner.wake.notify_one();
+        self.wait_idle().await;
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.inner.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.state().idle() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Nothing can be queued any more; answer whatever is left.
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for queue in state.queues.values_mut() {
+            for p in queue.records.drain(..) {
+                let _ = p.reply.send(SendOutcome::Failed {
+                    error: SendError::Closed,
+                });
+            }
+        }
+    }
+}
+
+async fn init_producer_id(client: &Client) -> Result<(i64, i16), ProducerInitError> {
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 0.. {
+        let connection = client.any_connection().await.map_err(RequestError::from)?;
+        if !connection.supports(kafka_protocol::messages::ApiKey::InitProducerId) {
+            return Err(ProducerInitError::IdempotenceUnsupported);
+        }
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000);
+        let response = connection.send(&request).await?;
+        match ResponseError::try_from_code(response.error_code) {
+            None => return Ok((response.producer_id.0, response.producer_epoch)),
+            Some(e) if e.is_retriable() && attempt < 10 => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Some(e) => return Err(ProducerInitError::InitProducerId(e)),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Seals ready batches and starts their sends; runs until the producer is dropped or closed
+/// and drained.
+async fn sender_loop(inner: Arc<Inner>) {
+    loop {
+        let mut ready = Vec::new();
+        let mut next_deadline: Option<Instant> = None;
+        let done = {
+            let mut guard = inner.state();
+            let state = &mut *guard;
+            let now = super::now();
+            let force = state.flushing > 0 || state.closed;
+            let mut sealed = Vec::new();
+            for ((topic, partition), queue) in state.queues.iter_mut() {
+                if queue.in_flight || queue.records.is_empty() {
+                    continue;
+                }
+                let deadline = queue.oldest.unwrap_or(now) + inner.config.linger;
+                if !(force || queue.bytes >= inner.config.batch_size || deadline <= now) {
+                    next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                    continue;
+                }
+                // Take records up to batch.size (always at least one).
+                let mut take = 0;
+                let mut bytes = 0;
+                for p in &queue.records {
+                    let size = estimated_size(&p.record);
+                    if take > 0 && bytes + size > inner.config.batch_size {
+                        break;
+                    }
+                    take += 1;
+                    bytes += size;
+                }
+                let records: Vec<Pending> = queue.records.drain(..take).collect();
+                queue.bytes = queue.bytes.saturating_sub(bytes);
+                queue.oldest = if queue.records.is_empty() {
+                    None
+                } else {
+                    Some(now)
+                };
+                queue.in_flight = true;
+                let identity = match inner.identity {
+                    Some((producer_id, producer_epoch)) => {
+                        let base_sequence = queue.next_sequence;
+                        queue.next_sequence = add_sequence(base_sequence, records.len());
+                        ProducerIdentity {
+                            producer_id,
+                            producer_epoch,
+                            base_sequence,
+                        }
+                    }
+                    None => ProducerIdentity::NONE,
+                };
+                sealed.push((topic.clone(), *partition, queue.num_partitions));
+                ready.push(Batch {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    records,
+                    identity,
+                });
+            }
+            for (topic, partition, n) in sealed {
+                state.sticky.on_batch_sealed(&topic, partition, n);
+            }
+            state.in_flight += ready.len();
+            state.closed && state.idle() && ready.is_empty()
+        };
+        for batch in ready {
+            tokio::spawn(send_batch(Arc::clone(&inner), batch));
+        }
+        if done {
+            inner.progress.notify_waiters();
+            return;
+        }
+        // Stop when the last `Producer` handle is gone (the spawned sends hold their own Arc).
+        if Arc::strong_count(&inner) == 1 {
+            let mut state = inner.state();
+            if state.idle() {
+                return;
+            }
+            state.closed = true;
+            continue;
+        }
+        let sleep_until =
+            next_deadline.unwrap_or_else(|| super::now() + Duration::from_millis(100));
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep_until(sleep_until) => {}
+        }
+    }
+}
+
+fn add_sequence(base: i32, count: usize) -> i32 {
+    // Sequences wrap from i32::MAX to 0, as Kafka's do.
+    ((i64::from(base) + count as i64) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// What one attempt established.
+enum Attempt {
+    Written(i64),
+    NotAcknowledged,
+    /// Definitely not appended; `retriable` says whether another attempt may succeed.
+    Refused {
+        error: SendError,
+        retriable: bool,
+    },
+    /// May have been appended.
+    Ambiguous {
+        reason: UnknownReason,
+        retriable: bool,
+    },
+}
+
+/// Error codes Kafka may return after the batch was appended.
+fn is_ambiguous(error: ResponseError) -> bool {
+    matches!(
+        error,
+        ResponseError::RequestTimedOut
+            | ResponseError::NotEnoughReplicasAfterAppend
+            | ResponseError::KafkaStorageError
+            | ResponseError::NetworkException
+            | ResponseError::UnknownServerError
+            | ResponseError::DuplicateSequenceNumber
+    )
+}
+
+async fn attempt(inner: &Inner, batch: &Batch, bytes: &Bytes) -> Attempt {
+    let client = &inner.client;
+    let connection = match client.leader(&batch.topic, batch.partition).await {
+        Ok(c) => c,
+        Err(MetadataError::UnknownTopic(t)) => {
+            return Attempt::Refused {
+                error: SendError::UnknownTopic(t),
+                retriable: true,
+            }
+        }
+        Err(MetadataError::Broker { error, .. }) => {
+            return Attempt::Refused {
+                error: SendError::Rejected {
+                    error,
+                    message: None,
+                },
+                retriable: true,
+            }
+        }
+        Err(MetadataError::Request(e)) => {
+            return Attempt::Refused {
+                error: SendError::NotConnected(e.to_string()),
+                retriable: true,
+            }
+        }
+    };
+    let timeout_ms = i32::try_from(connection.request_timeout().as_millis()).unwrap_or(i32::MAX);
+    let request = ProduceRequest::default()
+        .with_transactional_id(None)
+        .with_acks(inner.config.acks.code())
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(batch.topic.clone())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(batch.partition)
+                .with_records(Some(bytes.clone()))])]);
+    let failed = |e: RequestError| {
+        client.invalidate(&batch.topic);
+        if !e.maybe_sent() {
+            return Attempt::Refused {
+                error: SendError::NotConnected(e.to_string()),
+                retriable: true,
+            };
+        }
+        let reason = match e {
+            RequestError::Timeout { .. } => UnknownReason::Timeout(e.to_string()),
+            _ => UnknownReason::ConnectionLost(e.to_string()),
+        };
+        Attempt::Ambiguous {
+            reason,
+            retriable: true,
+        }
+    };
+    if inner.config.acks == Acks::None {
+        return match connection.send_without_response(&request).await {
+            Ok(()) => Attempt::NotAcknowledged,
+            Err(e) => failed(e),
+        };
+    }
+    let response = match connection.send(&request).await {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    let result = response
+        .responses
+        .iter()
+        .filter(|t| t.name.as_str() == batch.topic)
+        .flat_map(|t| t.partition_responses.iter())
+        .find(|p| p.index == batch.partition);
+    let Some(result) = result else {
+        return Attempt::Ambiguous {
+            reason: UnknownReason::AmbiguousError(ResponseError::UnknownServerError),
+            retriable: false,
+        };
+    };
+    let Some(error) = ResponseError::try_from_code(result.error_code) else {
+        return Attempt::Written(result.base_offset);
+    };
+    if matches!(
+        error,
+        ResponseError::NotLeaderOrFollower
+            | ResponseError::UnknownTopicOrPartition
+            | ResponseError::LeaderNotAvailable
+    ) {
+        client.invalidate(&batch.topic);
+    }
+    let retriable = error.is_retriable() || error == ResponseError::KafkaStorageError;
+    if is_ambiguous(error) {
+        Attempt::Ambiguous {
+            reason: UnknownReason::AmbiguousError(error),
+            retriable: retriable && error != ResponseError::DuplicateSequenceNumber,
+        }
+    } else {
+        let message = result.error_message.as_ref().map(|m| m.to_string());
+        Attempt::Refused {
+            error: SendError::Rejected { error, message },
+            retriable,
+        }
+    }
+}
+
+async fn send_batch(inner: Arc<Inner>, batch: Batch) {
+    let records: Vec<Record> = batch.records.iter().map(|p| p.record.clone()).collect();
+    let bytes = Bytes::from(encode_batch(&records, batch.identity));
+    let deadline = super::now() + inner.config.delivery_timeout;
+    let mut backoff = inner.config.retry_backoff;
+    let mut ambiguous: Option<UnknownReason> = None;
+    let mut attempts = 0u32;
+    let outcome: Result<i64, SendOutcome> = loop {
+        attempts += 1;
+        let (retriable, give_up) = match attempt(&inner, &batch, &bytes).await {
+            Attempt::Written(offset) => break Ok(offset),
+            Attempt::NotAcknowledged => {
+                break Err(SendOutcome::Unknown {
+                    reason: UnknownReason::NotAcknowledged,
+                })
+            }
+            Attempt::Refused { error, retriable } => {
+                let give_up = match &ambiguous {
+                    Some(earlier) => SendOutcome::Unknown {
+                        reason: UnknownReason::RetriedAfterAmbiguous {
+                            earlier: Box::new(earlier.clone()),
+                            last: error,
+                        },
+                    },
+                    None => SendOutcome::Failed { error },
+                };
+                (retriable, give_up)
+            }
+            Attempt::Ambiguous { reason, retriable } => {
+                ambiguous.get_or_insert_with(|| reason.clone());
+                (retriable, SendOutcome::Unknown { reason })
+            }
+        };
+        if !retriable || attempts > inner.config.retries || super::now() + backoff >= deadline {
+            break Err(give_up);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(inner.config.retry_backoff_max);
+    };
+    let count = batch.records.len();
+    {
+        let mut state = inner.state();
+        state.in_flight -= 1;
+        if let Some(queue) = state
+            .queues
+            .get_mut(&(batch.topic.clone(), batch.partition))
+        {
+            queue.in_flight = false;
+            // A batch that was definitely not written gives its sequence numbers back (no
+            // later batch of this partition was sealed while it was in flight).
+            if matches!(outcome, Err(SendOutcome::Failed { .. })) && inner.identity.is_some() {
+                queue.next_sequence = batch.identity.base_sequence;
+            }
+        }
+    }
+    match outcome {
+        Ok(base_offset) => {
+            for (i, p) in batch.records.into_iter().enumerate() {
+                let _ = p.reply.send(SendOutcome::Acknowledged {
+                    partition: batch.partition,
+                    offset: base_offset + i as i64,
+                });
+            }
+        }
+        Err(outcome) => {
+            tracing::debug!(topic = %batch.topic, partition = batch.partition, count, ?outcome, "batch not acknowledged");
+            for p in batch.records {
+                let _ = p.reply.send(outcome.clone());
+            }
+        }
+    }
+    inner.wake.notify_one();
+    inner.progress.notify_waiters();
+}

@@ -1,0 +1,432 @@
+//! Record batches (magic v2) as the client writes and reads them: keys, values, headers (a
+//! header key may repeat, and every occurrence is kept in order), timestamps, and the
+//! idempotent producer's id, epoch and base sequence.
+//!
+//! Only uncompressed batches are decoded; a compressed batch is reported as
+//! [`DecodeError::Compressed`] rather than misread. The batch header layout and CRC check are
+//! shared with the broker (`log::batch`).
+
+use bytes::Bytes;
+
+use crate::log::batch::{
+    self, BatchHeader, Compression, TimestampType, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2,
+};
+
+/// One record header. Kafka allows the same key more than once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Option<Bytes>,
+}
+
+impl Header {
+    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Header {
+        Header {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+}
+
+/// A record to encode.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Record {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    pub timestamp_ms: i64,
+}
+
+/// Who wrote a batch: the idempotent producer's identity, or none (-1, -1, -1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl ProducerIdentity {
+    pub const NONE: ProducerIdentity = ProducerIdentity {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+}
+
+/// A record read back from a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedRecord {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub timestamp_type: TimestampType,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+/// One decoded batch.
+#[derive(Clone, Debug)]
+pub struct DecodedBatch {
+    pub header: BatchHeader,
+    pub records: Vec<DecodedRecord>,
+}
+
+impl DecodedBatch {
+    /// Control batches (transaction markers) carry no user records.
+    pub fn is_control(&self) -> bool {
+        self.header.is_control()
+    }
+}
+
+/// Why fetched bytes could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("batch at offset {base_offset} is compressed with {compression:?}; this client decodes only uncompressed batches")]
+    Compressed {
+        base_offset: i64,
+        compression: Compression,
+    },
+    #[error("corrupt batch at byte {position}: {reason}")]
+    Corrupt { position: usize, reason: String },
+}
+
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => {
+            put_varint(out, b.len() as i64);
+            out.extend_from_slice(b);
+        }
+        None => put_varint(out, -1),
+    }
+}
+
+/// The encoded size of `record` inside a batch, roughly (for batch size accounting).
+pub fn estimated_size(record: &Record) -> usize {
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 10)
+        .sum();
+    record.key.as_ref().map_or(0, |k| k.len())
+        + record.value.as_ref().map_or(0, |v| v.len())
+        + headers
+        + 21
+}
+
+/// Encodes `records` (at least one) as one uncompressed v2 batch with base offset 0.
+pub fn encode_batch(records: &[Record], producer: ProducerIdentity) -> Vec<u8> {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let base_timestamp = records[0].timestamp_ms;
+    let max_timestamp = records
+        .iter()
+        .map(|r| r.timestamp_ms)
+        .max()
+        .unwrap_or(base_timestamp);
+    let mut body = Vec::new();
+    let mut rec = Vec::new();
+    for (delta, record) in records.iter().enumerate() {
+        rec.clear();
+        rec.push(0); // attributes
+        put_varint(&mut rec, record.timestamp_ms.wrapping_sub(base_timestamp));
+        put_varint(&mut rec, delta as i64);
+        put_bytes(&mut rec, record.key.as_deref());
+        put_bytes(&mut rec, record.value.as_deref());
+        put_varint(&mut rec, record.headers.len() as i64);
+        for header in &record.headers {
+            put_bytes(&mut rec, Some(header.key.as_bytes()));
+            put_bytes(&mut rec, header.value.as_deref());
+        }
+        put_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&0i64.to_be_bytes()); // base offset: the broker assigns it
+    out.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&[0; 4]); // crc, below
+    out.extend_from_slice(&0i16.to_be_bytes()); // attributes: uncompressed, create time
+    out.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
+    out.extend_from_slice(&base_timestamp.to_be_bytes());
+    out.extend_from_slice(&max_timestamp.to_be_bytes());
+    out.extend_from_slice(&producer.producer_id.to_be_bytes());
+    out.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&producer.base_sequence.to_be_bytes());
+    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    debug_assert!(batch::validate(&out).is_ok(), "an encoded batch validates");
+    out
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn varint(&mut self) -> Option<i64> {
+        let mut value: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let byte = *self.buf.get(self.pos)?;
+            self.pos += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return None;
+            }
+        }
+        Some(((value >> 1) as i64) ^ -((value & 1) as i64))
+    }
+
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let end = self.pos.checked_add(n)?;
+        let slice = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(slice)
+    }
+
+    fn bytes(&mut self) -> Option<Option<Bytes>> {
+        let len = self.varint()?;
+        if len < 0 {
+            return if len == -1 { Some(None) } else { None };
+        }
+        let len = usize::try_from(len).ok()?;
+        Some(Some(Bytes::copy_from_slice(self.take(len)?)))
+    }
+}
+
+fn decode_records(bytes: &[u8], header: &BatchHeader) -> Option<Vec<DecodedRecord>> {
+    let mut reader = Reader { buf: bytes, pos: 0 };
+    let count = usize::try_from(header.records_count).ok()?;
+    // Never trust the count for an allocation: each record takes at least 7 bytes.
+    let mut out = Vec::with_capacity(count.min(bytes.len() / 7 + 1));
+    for _ in 0..count {
+        let length = usize::try_from(reader.varint()?).ok()?;
+        let end = reader.pos.checked_add(length)?;
+        if end > bytes.len() {
+            return None;
+        }
+        reader.take(1)?; // attributes
+        let timestamp_delta = reader.varint()?;
+        let offset_delta = reader.varint()?;
+        let key = reader.bytes()?;
+        let value = reader.bytes()?;
+        let header_count = usize::try_from(reader.varint()?).ok()?;
+        let mut headers = Vec::with_capacity(header_count.min(length));
+        for _ in 0..header_count {
+            let key = reader.bytes()??;
+            let key = String::from_utf8(key.to_vec()).ok()?;
+            let value = reader.bytes()?;
+            headers.push(Header { key, value });
+        }
+        if reader.pos != end {
+            return None;
+        }
+        let (timestamp_ms, timestamp_type) = match header.timestamp_type() {
+            TimestampType::LogAppendTime => (header.max_timestamp, TimestampType::LogAppendTime),
+            TimestampType::CreateTime => (
+                header.base_timestamp.wrapping_add(timestamp_delta),
+                TimestampType::CreateTime,
+            ),
+        };
+        out.push(DecodedRecord {
+            offset: header.base_offset.wrapping_add(offset_delta),
+            timestamp_ms,
+            timestamp_type,
+            key,
+            value,
+            headers,
+        });
+    }
+    if reader.pos != bytes.len() {
+        return None;
+    }
+    Some(out)
+}
+
+/// Decodes a fetched record set: whole batches, in order. A partial batch at the end (the
+/// broker cut the response at a size limit) is dropped, as Kafka clients do.
+pub fn decode_batches(bytes: &[u8]) -> Result<Vec<DecodedBatch>, DecodeError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        let header = match BatchHeader::parse(rest) {
+            Ok(header) => header,
+            Err(batch::BatchError::Truncated { .. }) => break,
+            Err(e) => {
+                return Err(DecodeError::Corrupt {
+                    position: pos,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        if rest.len() < header.size() {
+            break;
+        }
+        let header = batch::validate(rest).map_err(|e| DecodeError::Corrupt {
+            position: pos,
+            reason: e.to_string(),
+        })?;
+        if header.compression() != Compression::None {
+            return Err(DecodeError::Compressed {
+                base_offset: header.base_offset,
+                compression: header.compression(),
+            });
+        }
+        let records =
+            decode_records(&rest[HEADER_LEN..header.size()], &header).ok_or_else(|| {
+                DecodeError::Corrupt {
+                    position: pos,
+                    reason: format!(
+                        "malformed records in batch at offset {}",
+                        header.base_offset
+                    ),
+                }
+            })?;
+        out.push(DecodedBatch { header, records });
+        pos += header.size();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Record> {
+        vec![
+            Record {
+                key: Some(Bytes::from_static(b"k1")),
+                value: Some(Bytes::from_static(b"v1")),
+                headers: vec![
+                    Header::new("h", "a"),
+                    Header::new("h", "b"),
+                    Header {
+                        key: "n".into(),
+                        value: None,
+                    },
+                ],
+                timestamp_ms: 1_700_000_000_000,
+            },
+            Record {
+                key: None,
+                value: None,
+                headers: vec![],
+                timestamp_ms: 1_699_999_999_990,
+            },
+            Record {
+                key: Some(Bytes::new()),
+                value: Some(Bytes::from(vec![7u8; 300])),
+                headers: vec![Header::new("", "")],
+                timestamp_ms: 1_700_000_000_500,
+            },
+        ]
+    }
+
+    #[test]
+    fn records_round_trip_with_duplicate_header_keys_null_fields_and_earlier_timestamps() {
+        let records = sample();
+        let producer = ProducerIdentity {
+            producer_id: 42,
+            producer_epoch: 3,
+            base_sequence: 17,
+        };
+        let mut bytes = encode_batch(&records, producer);
+        batch::set_base_offset(&mut bytes, 100);
+        let batches = decode_batches(&bytes).unwrap();
+        assert_eq!(batches.len(), 1);
+        let b = &batches[0];
+        assert_eq!(
+            (
+                b.header.producer_id,
+                b.header.producer_epoch,
+                b.header.base_sequence
+            ),
+            (42, 3, 17)
+        );
+        assert_eq!(b.header.max_timestamp, 1_700_000_000_500);
+        assert_eq!(b.records.len(), 3);
+        for (i, (decoded, original)) in b.records.iter().zip(&records).enumerate() {
+            assert_eq!(decoded.offset, 100 + i as i64);
+            assert_eq!(decoded.key, original.key);
+            assert_eq!(decoded.value, original.value);
+            assert_eq!(decoded.headers, original.headers);
+            assert_eq!(decoded.timestamp_ms, original.timestamp_ms);
+            assert_eq!(decoded.timestamp_type, TimestampType::CreateTime);
+        }
+        assert_eq!(
+            b.records[0].headers.iter().filter(|h| h.key == "h").count(),
+            2
+        );
+    }
+
+    #[test]
+    fn the_broker_accepts_what_the_client_encodes() {
+        let bytes = encode_batch(&sample(), ProducerIdentity::NONE);
+        let header = batch::validate(&bytes).unwrap();
+        assert_eq!(header.records_count, 3);
+        assert_eq!(batch::record_timestamps(&bytes).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn several_batches_decode_in_order_and_a_cut_off_tail_is_dropped() {
+        let mut first = encode_batch(&sample()[..1], ProducerIdentity::NONE);
+        let mut second = encode_batch(&sample()[1..], ProducerIdentity::NONE);
+        batch::set_base_offset(&mut first, 0);
+        batch::set_base_offset(&mut second, 1);
+        let mut all = first.clone();
+        all.extend_from_slice(&second);
+        let offsets: Vec<i64> = decode_batches(&all)
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.records.iter().map(|r| r.offset))
+            .collect();
+        assert_eq!(offsets, vec![0, 1, 2]);
+        let cut = &all[..all.len() - 5];
+        assert_eq!(decode_batches(cut).unwrap().len(), 1);
+        assert_eq!(decode_batches(&all[..first.len() + 10]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_compressed_batch_is_an_error_not_garbage() {
+        let mut bytes = encode_batch(&sample(), ProducerIdentity::NONE);
+        bytes[22] |= 4; // zstd
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            decode_batches(&bytes),
+            Err(DecodeError::Compressed {
+                compression: Compression::Zstd,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn corrupt_bytes_are_an_error_without_panicking() {
+        let mut bytes = encode_batch(&sample(), ProducerIdentity::NONE);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(matches!(
+            decode_batches(&bytes),
+            Err(DecodeError::Corrupt { .. })
+        ));
+        assert!(decode_batches(&[0xff; 80]).is_err());
+    }
+}

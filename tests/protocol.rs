@@ -1,0 +1,532 @@
+//! The protocol layer without sockets. Every API the broker advertises, at every advertised version, answered by the real
+//! dispatcher and decoded back with the codec: the bug this guards against is a response field
+//! set that the negotiated version does not have, which would make the broker send a frame the
+//! client cannot parse (or panic).
+#![cfg(not(madsim))]
+
+use std::sync::Arc;
+
+use broker::broker::Broker;
+use broker::clock::SystemClock;
+use broker::config::BrokerConfig;
+use broker::disk::FileDisk;
+use broker::log::batch::builder;
+use broker::protocol::{self, api_versions, Reply};
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+pub async fn open_broker(dir: &std::path::Path) -> Arc<Broker> {
+    let config = BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        ..BrokerConfig::default()
+    };
+    Broker::open(config, Arc::new(FileDisk::new()), Arc::new(SystemClock))
+        .await
+        .unwrap()
+}
+
+pub fn request_frame<R: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    request: &R,
+) -> Option<Bytes> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("protocol-test")));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .ok()?;
+    request.encode(&mut buf, version).ok()?;
+    Some(buf.freeze())
+}
+
+pub async fn call(broker: &Arc<Broker>, frame: Bytes) -> Option<Bytes> {
+    match protocol::handle_request(broker, "127.0.0.1:1".parse().unwrap(), frame)
+        .await
+        .expect("valid request")
+    {
+        Reply::None => None,
+        Reply::Now(frame) => Some(frame),
+        Reply::Later(future) => Some(future.await),
+    }
+}
+
+pub fn decode_response<R: Decodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    frame: Bytes,
+) -> R {
+    let mut buf = frame;
+    let size = buf.get_i32() as usize;
+    assert_eq!(size, buf.remaining(), "frame size prefix");
+    let header = ResponseHeader::decode(&mut buf, api.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, correlation_id);
+    let response =
+        R::decode(&mut buf, version).unwrap_or_else(|e| panic!("{api:?} v{version} response: {e}"));
+    assert_eq!(
+        buf.remaining(),
+        0,
+        "{api:?} v{version}: trailing bytes in response"
+    );
+    response
+}
+
+fn topic(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// A representative request for `api` at `version`, naming topic `t` (which exists).
+fn request(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> Option<Bytes> {
+    request_for(api, version, "t", topic_id)
+}
+
+/// A representative request for `api` at `version`, naming topic `t`.
+fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Option<Bytes> {
+    let records = Bytes::from(builder::simple(3, 20, b'x', 1_700_000_000_000));
+    let c = 7;
+    match api {
+        ApiKey::ApiVersions => {
+            let mut r = ApiVersionsRequest::default();
+            if version >= 3 {
+                r = r
+                    .with_client_software_name(StrBytes::from_static_str("t"))
+                    .with_client_software_version(StrBytes::from_static_str("1"));
+            }
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::Metadata => {
+            let mut wanted =
+                metadata_request::MetadataRequestTopic::default().with_name(Some(topic(t)));
+            if version >= 10 {
+                wanted = wanted.with_topic_id(uuid::Uuid::nil());
+            }
+            let mut r = MetadataRequest::default().with_topics(Some(vec![wanted]));
+            if version < 4 {
+                r.allow_auto_topic_creation = true;
+            }
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::Produce => {
+            let r = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![produce_request::TopicProduceData::default()
+                    .with_name(topic(t))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(records)),
+                    ])]);
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::Fetch => {
+            let mut ft = fetch_request::FetchTopic::default().with_partitions(vec![
+                fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20),
+            ]);
+            ft = if version >= 13 {
+                ft.with_topic_id(topic_id)
+            } else {
+                ft.with_topic(topic(t))
+            };
+            let r = FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_min_bytes(1)
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![ft]);
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::ListOffsets => {
+            let partitions = [-1i64, -2, 0]
+                .iter()
+                .map(|&ts| {
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(ts)
+                })
+                .collect();
+            let r = ListOffsetsRequest::default().with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(topic(t))
+                    .with_partitions(partitions),
+            ]);
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::CreateTopics => {
+            let r = CreateTopicsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(vec![create_topics_request::CreatableTopic::default()
+                    .with_name(topic(&format!("created-v{version}")))
+                    .with_num_partitions(2)
+                    .with_replication_factor(1)
+                    .with_configs(vec![
+                        create_topics_request::CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.ms"))
+                            .with_value(Some(StrBytes::from_static_str("60000"))),
+                    ])]);
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::DeleteTopics => {
+            let name = format!("created-v{}", version.min(5) + 2);
+            let r = if version >= 6 {
+                DeleteTopicsRequest::default()
+                    .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                        .with_name(Some(topic(&name)))])
+            } else {
+                DeleteTopicsRequest::default()
+                    .with_topic_names(vec![topic(&name), topic("no-such-topic")])
+            };
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::DeleteRecords => {
+            let r = DeleteRecordsRequest::default().with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(topic(t))
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(0),
+                    ]),
+            ]);
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::DescribeConfigs => {
+            let r = DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t")),
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(StrBytes::from_static_str("1")),
+            ]);
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::CreatePartitions => {
+            let r = CreatePartitionsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(topic("grow"))
+                        .with_count(version as i32 + 2),
+                ]);
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let r = IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.bytes"))
+                            .with_config_operation(0)
+                            .with_value(Some(StrBytes::from_static_str("1000000"))),
+                    ]),
+            ]);
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::DescribeCluster => {
+            request_frame(api, version, c, &DescribeClusterRequest::default())
+        }
+        ApiKey::InitProducerId => request_frame(
+            api,
+            version,
+            c,
+            &InitProducerIdRequest::default().with_transaction_timeout_ms(1000),
+        ),
+        other => panic!("no representative request for {other:?}: add one to this test"),
+    }
+}
+
+macro_rules! check_response {
+    ($api:expr, $version:expr, $frame:expr, $($key:ident => $ty:ty),* $(,)?) => {
+        match $api {
+            $(ApiKey::$key => { let _: $ty = decode_response($api, $version, 7, $frame); })*
+            other => panic!("no response type for {other:?}: add it to this test"),
+        }
+    };
+}
+
+#[tokio::test]
+async fn every_advertised_api_version_answers_with_a_response_the_codec_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    let t = broker.create_topic("t", 2, 1, &[], false).await.unwrap();
+    broker.create_topic("grow", 1, 1, &[], false).await.unwrap();
+    let mut checked = 0;
+    for &(api, min, max) in api_versions::SUPPORTED {
+        for version in min.max(api.valid_versions().min)..=max {
+            let frame = request(api, version, t.id)
+                .unwrap_or_else(|| panic!("{api:?} v{version}: test request does not encode"));
+            let Some(response) = call(&broker, frame).await else {
+                continue;
+            };
+            check_response!(api, version, response,
+                ApiVersions => ApiVersionsResponse,
+                Metadata => MetadataResponse,
+                Produce => ProduceResponse,
+                Fetch => FetchResponse,
+                ListOffsets => ListOffsetsResponse,
+                CreateTopics => CreateTopicsResponse,
+                DeleteTopics => DeleteTopicsResponse,
+                DeleteRecords => DeleteRecordsResponse,
+                DescribeConfigs => DescribeConfigsResponse,
+                CreatePartitions => CreatePartitionsResponse,
+                IncrementalAlterConfigs => IncrementalAlterConfigsResponse,
+                DescribeCluster => DescribeClusterResponse,
+                InitProducerId => InitProducerIdResponse,
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "checked only {checked} api versions");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_api_versions_request_of_an_unknown_version_gets_the_kip_511_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    // Version 99, with a body the broker must not try to decode.
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&18i16.to_be_bytes());
+    frame.extend_from_slice(&99i16.to_be_bytes());
+    frame.extend_from_slice(&5i32.to_be_bytes());
+    frame.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    let response = call(&broker, frame.freeze()).await.unwrap();
+    // Header v0, body v0.
+    let r: ApiVersionsResponse = decode_response(ApiKey::ApiVersions, 0, 5, response);
+    assert_eq!(r.error_code, 35);
+    assert!(r
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::ApiVersions as i16 && k.max_version == 4));
+}
+
+#[tokio::test]
+async fn produce_is_advertised_from_v0_but_old_versions_close_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    let r: ApiVersionsResponse = decode_response(
+        ApiKey::ApiVersions,
+        3,
+        7,
+        call(
+            &broker,
+            request(ApiKey::ApiVersions, 3, uuid::Uuid::nil()).unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
+    let produce = r.api_keys.iter().find(|k| k.api_key == 0).unwrap();
+    assert_eq!(produce.min_version, 0);
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&0i16.to_be_bytes());
+    frame.extend_from_slice(&2i16.to_be_bytes());
+    frame.extend_from_slice(&1i32.to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    assert!(
+        protocol::handle_request(&broker, "127.0.0.1:1".parse().unwrap(), frame.freeze())
+            .await
+            .is_err()
+    );
+}
+
+/// Fuzzing the decoder and handlers with random and mutated frames (a proptest, so it runs in
+/// the normal suite). The bugs it guards against: a panic on malformed input, an allocation
+/// sized by a length the peer chose, a hang, or a bad request that damages the broker for
+/// everyone else.
+mod fuzz {
+    use super::*;
+    use broker::protocol::RequestError;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    /// A broker on the in-memory faulty disk without faults: the fuzzer's acks=all produces
+    /// should not wait on real fsyncs.
+    async fn memory_broker() -> Arc<Broker> {
+        let disk = chaos::FaultyDisk::new(1, chaos::FaultyDiskConfig::default());
+        let config = BrokerConfig {
+            data_dir: "/fuzz".into(),
+            listen: "127.0.0.1:0".into(),
+            ..BrokerConfig::default()
+        };
+        Broker::open(config, Arc::new(disk), Arc::new(SystemClock))
+            .await
+            .unwrap()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Runs one frame through the dispatcher. A long poll the fuzzer asked for is cut short:
+    /// dropping it mid-wait is what a closing connection does too.
+    async fn feed(broker: &Arc<Broker>, frame: Bytes) -> Result<(), RequestError> {
+        match protocol::handle_request(broker, "127.0.0.1:2".parse().unwrap(), frame).await? {
+            Reply::Later(future) => {
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(2), future).await;
+            }
+            Reply::Now(_) | Reply::None => {}
+        }
+        Ok(())
+    }
+
+    /// A topic made after the fuzzing (which may legitimately have deleted or trimmed the old
+    /// ones) takes a produce and serves it back.
+    async fn broker_still_serves(broker: &Arc<Broker>) {
+        let topic_id = broker
+            .create_topic("after", 1, 1, &[], false)
+            .await
+            .unwrap()
+            .id;
+        let produced: ProduceResponse = decode_response(
+            ApiKey::Produce,
+            9,
+            7,
+            call(
+                broker,
+                request_for(ApiKey::Produce, 9, "after", topic_id).unwrap(),
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+        let fetched: FetchResponse = decode_response(
+            ApiKey::Fetch,
+            12,
+            7,
+            call(
+                broker,
+                request_for(ApiKey::Fetch, 12, "after", topic_id).unwrap(),
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(fetched.responses[0].partitions[0].error_code, 0);
+        assert!(fetched.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .is_some_and(|r| !r.is_empty()));
+    }
+
+    fn valid_frames(topic_id: uuid::Uuid) -> Vec<Bytes> {
+        let mut frames = Vec::new();
+        for &(api, min, max) in api_versions::SUPPORTED {
+            for version in min.max(api.valid_versions().min)..=max {
+                frames.extend(request(api, version, topic_id));
+            }
+        }
+        frames
+    }
+
+    #[test]
+    fn random_frames_never_panic_the_broker_or_harm_later_requests() {
+        let rt = runtime();
+        let broker = rt.block_on(async {
+            let broker = memory_broker().await;
+            broker.create_topic("t", 2, 1, &[], false).await.unwrap();
+            broker
+        });
+        let mut runner = TestRunner::new(Config {
+            cases: 1500,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        // A valid API key and version in front of random bytes reaches the body decoders.
+        let strategy = (
+            0usize..api_versions::SUPPORTED.len(),
+            any::<i16>(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            any::<bool>(),
+        );
+        runner
+            .run(
+                &strategy,
+                |(api_index, version_noise, body, keep_version)| {
+                    let (api, min, max) = api_versions::SUPPORTED[api_index];
+                    let version = if keep_version {
+                        min + (version_noise.rem_euclid(max - min + 1))
+                    } else {
+                        version_noise
+                    };
+                    let mut frame = BytesMut::new();
+                    frame.extend_from_slice(&(api as i16).to_be_bytes());
+                    frame.extend_from_slice(&version.to_be_bytes());
+                    frame.extend_from_slice(&1i32.to_be_bytes());
+                    frame.extend_from_slice(&body);
+                    let _ = rt.block_on(feed(&broker, frame.freeze()));
+                    Ok(())
+                },
+            )
+            .unwrap();
+        rt.block_on(broker_still_serves(&broker));
+    }
+
+    #[test]
+    fn mutated_valid_frames_never_panic_the_broker_or_harm_later_requests() {
+        let rt = runtime();
+        let (broker, topic_id) = rt.block_on(async {
+            let broker = memory_broker().await;
+            let t = broker.create_topic("t", 2, 1, &[], false).await.unwrap();
+            broker.create_topic("grow", 1, 1, &[], false).await.unwrap();
+            (broker, t.id)
+        });
+        let frames = valid_frames(topic_id);
+        let mut runner = TestRunner::new(Config {
+            cases: 1500,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let strategy = (
+            0..frames.len(),
+            proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+            proptest::option::of(any::<usize>()),
+            // Length-like fields set to huge or negative values: the allocation bound's test.
+            proptest::option::of((
+                any::<usize>(),
+                prop_oneof![
+                    Just(0x7fff_ffffu32),
+                    Just(0xffff_ffffu32),
+                    Just(0x0100_0000u32)
+                ],
+            )),
+        );
+        runner
+            .run(&strategy, |(which, flips, cut, big)| {
+                let mut frame = frames[which].to_vec();
+                for (at, value) in flips {
+                    // Keep the header's API key and version so the body decoder is reached.
+                    if frame.len() > 4 {
+                        let at = 4 + at % (frame.len() - 4);
+                        frame[at] = value;
+                    }
+                }
+                if let Some((at, value)) = big {
+                    if frame.len() > 12 {
+                        let at = 8 + at % (frame.len() - 12);
+                        frame[at..at + 4].copy_from_slice(&value.to_be_bytes());
+                    }
+                }
+                if let Some(cut) = cut {
+                    frame.truncate(cut % (frame.len() + 1));
+                }
+                let _ = rt.block_on(feed(&broker, Bytes::from(frame)));
+                Ok(())
+            })
+            .unwrap();
+        rt.block_on(broker_still_serves(&broker));
+    }
+}
