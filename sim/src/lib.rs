@@ -12,5 +12,6 @@
 //! Everything here needs the simulation build: `cargo simtest -p sim`, or the sweep
 //! `cargo sim log-workload --seeds 0..1000`.
 
+pub mod history;
 #[cfg(madsim)]
 pub mod log_workload;

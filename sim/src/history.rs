@@ -1,0 +1,99 @@
+//! The history of a simulated run: every client operation, invoked and then completed as ok,
+//! failed or unknown, with simulated times. Checkers read it after the run (STYLE.md item 10,
+//! after Jepsen's Kafka workload).
+//!
+//! Values are unique per run (`value` is a counter the workload hands out), so a value read
+//! back identifies exactly one send. Times are simulated milliseconds since the run started.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// A client process (one producer or consumer of the workload).
+pub type Process = u32;
+
+/// What an operation did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum OpKind {
+    /// A produce of one record. `partition` is where the client sent it.
+    Send { producer: Process, topic: String, partition: i32, key: Option<u64>, value: u64 },
+    /// One poll (fetch) of one partition from `from_offset`; `records` is filled at completion:
+    /// (offset, value) in the order the poll returned them.
+    Poll { consumer: Process, topic: String, partition: i32, from_offset: i64, records: Vec<(i64, u64)> },
+}
+
+/// How an operation ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    /// Still running when the history was taken (treated like `Unknown`).
+    Pending,
+    /// Acknowledged. For a send, the offset the broker assigned.
+    Ok { offset: Option<i64> },
+    /// Definitely did not happen.
+    Fail { error: String },
+    /// May or may not have happened: timeouts, lost connections, ambiguous errors.
+    Unknown { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Op {
+    /// Position in the history, in invocation order.
+    pub id: usize,
+    pub kind: OpKind,
+    pub invoke_ms: u64,
+    pub complete_ms: Option<u64>,
+    pub outcome: Outcome,
+}
+
+/// The whole history, in invocation order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct History {
+    pub ops: Vec<Op>,
+}
+
+impl History {
+    pub fn sends(&self) -> impl Iterator<Item = &Op> {
+        self.ops.iter().filter(|op| matches!(op.kind, OpKind::Send { .. }))
+    }
+
+    pub fn polls(&self) -> impl Iterator<Item = &Op> {
+        self.ops.iter().filter(|op| matches!(op.kind, OpKind::Poll { .. }))
+    }
+}
+
+/// Records operations as they happen; cheap to clone into every client task.
+#[derive(Clone, Debug, Default)]
+pub struct Recorder {
+    inner: Arc<Mutex<History>>,
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder::default()
+    }
+
+    /// Records an invocation; returns its id for [`Recorder::complete`].
+    pub fn invoke(&self, kind: OpKind, now_ms: u64) -> usize {
+        let mut history = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let id = history.ops.len();
+        history.ops.push(Op { id, kind, invoke_ms: now_ms, complete_ms: None, outcome: Outcome::Pending });
+        id
+    }
+
+    /// Records how operation `id` ended. For a poll, `records` replaces the (empty) record list.
+    pub fn complete(&self, id: usize, outcome: Outcome, records: Option<Vec<(i64, u64)>>, now_ms: u64) {
+        let mut history = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let op = &mut history.ops[id];
+        assert_eq!(op.outcome, Outcome::Pending, "operation {id} completed twice");
+        op.outcome = outcome;
+        op.complete_ms = Some(now_ms);
+        if let (OpKind::Poll { records: slot, .. }, Some(records)) = (&mut op.kind, records) {
+            *slot = records;
+        }
+    }
+
+    /// A copy of the history so far.
+    pub fn snapshot(&self) -> History {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
