@@ -20,5 +20,8 @@ cargo simclippy --workspace --all-targets -- -D warnings
 step "normal test suite"
 cargo test --workspace
 
+step "librdkafka's own test suite against the broker (tests/librdkafka/allowlist.txt)"
+tests/librdkafka/run.sh
+
 step "simulation test suite (seeded, with madsim's determinism check)"
 MADSIM_TEST_SEED="${MADSIM_TEST_SEED:-1}" MADSIM_TEST_CHECK_DETERMINISM=1 cargo simtest --workspace
