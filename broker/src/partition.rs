@@ -9,6 +9,7 @@
 //! stored. On open the state is rebuilt from the batches the recovered log holds, so batches a
 //! crash took away leave nothing behind.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -31,6 +32,8 @@ pub struct Partition {
     data_arrived: Arc<Notify>,
     /// The idempotent producers' state. Held from the sequence check to the end of the append.
     producers: tokio::sync::Mutex<ProducerStateManager>,
+    /// A background sync task is running (durable policy).
+    sync_scheduled: AtomicBool,
 }
 
 /// A produce to this partition failed; nothing was appended.
@@ -68,6 +71,7 @@ impl Partition {
             leader_epoch: 0,
             data_arrived,
             producers: tokio::sync::Mutex::new(producers),
+            sync_scheduled: AtomicBool::new(false),
         })
     }
 
@@ -133,19 +137,40 @@ impl Partition {
         Ok(info)
     }
 
+    /// Under the durable policy, makes sure one background task is syncing this partition, so
+    /// acks=1 appends become durable and visible without anyone waiting on them. One task per
+    /// partition at a time, not one per append: it loops while appends keep arriving.
+    fn schedule_background_sync(self: &Arc<Self>) {
+        if self.sync_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let partition = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let end = partition.log.log_end_offset();
+                let synced = partition.log.wait_durable(end).await;
+                partition.data_arrived.notify_waiters();
+                partition.sync_scheduled.store(false, Ordering::Release);
+                // Appends that came after `end` found the task still scheduled and left it to
+                // us: take them too, unless another task has started meanwhile.
+                let behind = partition.log.durable_end_offset() < partition.log.log_end_offset();
+                if synced.is_err()
+                    || !behind
+                    || partition.sync_scheduled.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
+            }
+        });
+    }
+
     async fn append_to_log(
         self: &Arc<Self>,
         records: &mut [u8],
     ) -> Result<AppendInfo, AppendError> {
         let info = self.log.append_unsynced(records, self.leader_epoch).await?;
         if self.durable_policy() {
-            let partition = Arc::clone(self);
-            let end = info.last_offset + 1;
-            tokio::spawn(async move {
-                if partition.log.wait_durable(end).await.is_ok() {
-                    partition.data_arrived.notify_waiters();
-                }
-            });
+            self.schedule_background_sync();
         } else {
             self.data_arrived.notify_waiters();
         }

@@ -1,5 +1,6 @@
 //! The `faultline` command line: the broker, and Kafka's tools as subcommands.
 
+pub mod bench;
 pub mod consume;
 pub mod produce;
 pub mod run_broker;
@@ -32,6 +33,8 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),
+    /// Load benchmark: produce or consume as fast as the broker goes, against a yardstick.
+    Bench(bench::BenchArgs),
 }
 
 /// Options every client subcommand takes.
@@ -89,6 +92,9 @@ pub async fn main(cli: Cli) -> i32 {
         }
         Command::Consume(args) => {
             consume::run(args, &mut std::io::stdout(), &mut std::io::stderr()).await
+        }
+        Command::Bench(args) => {
+            bench::run(args, &mut std::io::stdout(), &mut std::io::stderr()).await
         }
     }
 }

@@ -160,6 +160,17 @@ impl Disk for FileDisk {
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        fsync_dir(dir)
+        // An fsync can take milliseconds: off the runtime's threads, like `DiskFile::sync`.
+        #[cfg(not(madsim))]
+        {
+            let dir = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || fsync_dir(&dir))
+                .await
+                .map_err(|e| io::Error::other(format!("sync task failed: {e}")))?
+        }
+        #[cfg(madsim)]
+        {
+            fsync_dir(dir)
+        }
     }
 }
