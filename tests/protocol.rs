@@ -234,6 +234,17 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
             ]);
             request_frame(api, version, c, &r)
         }
+        ApiKey::AlterConfigs => {
+            let r = AlterConfigsRequest::default().with_resources(vec![
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_value(Some(StrBytes::from_static_str("3600000")))]),
+            ]);
+            request_frame(api, version, c, &r)
+        }
         ApiKey::DescribeCluster => {
             request_frame(api, version, c, &DescribeClusterRequest::default())
         }
@@ -282,6 +293,7 @@ async fn every_advertised_api_version_answers_with_a_response_the_codec_decodes(
                 DescribeConfigs => DescribeConfigsResponse,
                 CreatePartitions => CreatePartitionsResponse,
                 IncrementalAlterConfigs => IncrementalAlterConfigsResponse,
+                AlterConfigs => AlterConfigsResponse,
                 DescribeCluster => DescribeClusterResponse,
                 InitProducerId => InitProducerIdResponse,
             );

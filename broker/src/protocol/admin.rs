@@ -1,5 +1,5 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
-//! IncrementalAlterConfigs, DeleteRecords, DescribeCluster.
+//! IncrementalAlterConfigs, AlterConfigs, DeleteRecords, DescribeCluster.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -455,4 +455,50 @@ pub fn describe_cluster(
             .with_broker_id(node)
             .with_host(StrBytes::from_string(host))
             .with_port(port)])
+}
+
+/// AlterConfigs (the older, non-incremental API, which rust-rdkafka's admin client uses): the
+/// given configs REPLACE the topic's whole set of overrides, as in Kafka.
+pub async fn alter_configs(
+    ctx: &RequestContext,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let mut responses = Vec::new();
+    for resource in request.resources {
+        let mut response = alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let outcome: Result<(), (ResponseError, String)> = async {
+            if resource.resource_type != RESOURCE_TOPIC {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    "only topic configs can be altered".to_string(),
+                ));
+            }
+            let name = resource.resource_name.to_string();
+            let mut configs = TopicConfigs::default();
+            for entry in &resource.configs {
+                let value = entry
+                    .value
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                configs
+                    .set(entry.name.as_str(), &value)
+                    .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+            }
+            ctx.broker
+                .set_topic_configs(&name, configs, request.validate_only)
+                .await
+                .map_err(|e| (errors::topic_change(&e), e.to_string()))
+        }
+        .await;
+        if let Err((error, text)) = outcome {
+            response = response
+                .with_error_code(error.code())
+                .with_error_message(message(text));
+        }
+        responses.push(response);
+    }
+    AlterConfigsResponse::default().with_responses(responses)
 }

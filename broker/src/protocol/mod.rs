@@ -195,6 +195,9 @@ pub async fn handle_request(
         ApiKey::DescribeConfigs => {
             ctx.now(&admin::describe_configs(&ctx, decode(api_key, version, body)?).await)
         }
+        ApiKey::AlterConfigs => {
+            ctx.now(&admin::alter_configs(&ctx, decode(api_key, version, body)?).await)
+        }
         ApiKey::IncrementalAlterConfigs => {
             ctx.now(&admin::incremental_alter_configs(&ctx, decode(api_key, version, body)?).await)
         }
