@@ -19,7 +19,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{errors, metadata, RequestContext};
-use crate::config::{ConfigEntry, TopicConfigs};
+use crate::config::{ConfigEntry, TopicConfigs, TOPIC_CONFIG_NAMES};
 
 /// DescribeConfigs / IncrementalAlterConfigs resource types.
 const RESOURCE_TOPIC: i8 = 2;
@@ -317,73 +317,92 @@ pub async fn describe_configs(
     DescribeConfigsResponse::default().with_results(results)
 }
 
+/// An admin failure for one resource: the code and a message for the client.
+type ResourceError = (ResponseError, String);
+
+/// Alters one topic resource: `change` computes the new overrides from the current ones, and
+/// the broker validates and applies them. Shared by AlterConfigs and IncrementalAlterConfigs.
+async fn alter_topic_resource(
+    ctx: &RequestContext,
+    resource_type: i8,
+    resource_name: &StrBytes,
+    validate_only: bool,
+    change: impl FnOnce(&TopicConfigs) -> Result<TopicConfigs, ResourceError>,
+) -> Result<(), ResourceError> {
+    if resource_type != RESOURCE_TOPIC {
+        return Err((
+            ResponseError::InvalidRequest,
+            "only topic configs can be altered".to_string(),
+        ));
+    }
+    let name = resource_name.to_string();
+    let topic = ctx.broker.topic(&name).ok_or((
+        ResponseError::UnknownTopicOrPartition,
+        format!("unknown topic {name}"),
+    ))?;
+    let configs = change(&topic.configs)?;
+    ctx.broker
+        .set_topic_configs(&name, configs, validate_only)
+        .await
+        .map_err(|e| (errors::topic_change(&e), e.to_string()))
+}
+
 pub async fn incremental_alter_configs(
     ctx: &RequestContext,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
     for resource in request.resources {
-        let mut response = AlterConfigsResourceResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name.clone());
-        let outcome: Result<(), (ResponseError, String)> = async {
-            if resource.resource_type != RESOURCE_TOPIC {
-                return Err((
-                    ResponseError::InvalidRequest,
-                    "only topic configs can be altered".to_string(),
-                ));
-            }
-            let name = resource.resource_name.to_string();
-            let topic = ctx.broker.topic(&name).ok_or((
-                ResponseError::UnknownTopicOrPartition,
-                format!("unknown topic {name}"),
-            ))?;
-            let mut configs: TopicConfigs = topic.configs.clone();
-            for change in &resource.configs {
-                let key = change.name.to_string();
-                match change.config_operation {
-                    OP_SET => {
-                        let value = change
-                            .value
-                            .as_ref()
-                            .map(|v| v.to_string())
-                            .unwrap_or_default();
-                        configs
-                            .set(&key, &value)
-                            .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
-                    }
-                    OP_DELETE => {
-                        TopicConfigs::validate(&key, "delete")
-                            .or_else(|e| {
-                                if e.reason.contains("unknown") {
-                                    Err(e)
-                                } else {
-                                    Ok(())
-                                }
-                            })
-                            .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
-                        configs.overrides.remove(&key);
-                    }
-                    OP_APPEND | OP_SUBTRACT => {
-                        return Err((
-                            ResponseError::InvalidConfig,
-                            format!("{key} is not a list config"),
-                        ));
-                    }
-                    other => {
-                        return Err((
-                            ResponseError::InvalidRequest,
-                            format!("unknown config operation {other}"),
-                        ))
+        let outcome = alter_topic_resource(
+            ctx,
+            resource.resource_type,
+            &resource.resource_name,
+            request.validate_only,
+            |current| {
+                let mut configs = current.clone();
+                for change in &resource.configs {
+                    let key = change.name.to_string();
+                    match change.config_operation {
+                        OP_SET => {
+                            let value = change
+                                .value
+                                .as_ref()
+                                .map(|v| v.to_string())
+                                .unwrap_or_default();
+                            configs
+                                .set(&key, &value)
+                                .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+                        }
+                        OP_DELETE if TOPIC_CONFIG_NAMES.contains(&key.as_str()) => {
+                            configs.overrides.remove(&key);
+                        }
+                        OP_DELETE => {
+                            return Err((
+                                ResponseError::InvalidConfig,
+                                format!("unknown topic config {key}"),
+                            ));
+                        }
+                        OP_APPEND | OP_SUBTRACT => {
+                            return Err((
+                                ResponseError::InvalidConfig,
+                                format!("{key} is not a list config"),
+                            ));
+                        }
+                        other => {
+                            return Err((
+                                ResponseError::InvalidRequest,
+                                format!("unknown config operation {other}"),
+                            ));
+                        }
                     }
                 }
-            }
-            ctx.broker
-                .set_topic_configs(&name, configs, request.validate_only)
-                .await
-                .map_err(|e| (errors::topic_change(&e), e.to_string()))
-        }
+                Ok(configs)
+            },
+        )
         .await;
+        let mut response = AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name);
         if let Err((error, text)) = outcome {
             response = response
                 .with_error_code(error.code())
@@ -465,34 +484,30 @@ pub async fn alter_configs(
 ) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for resource in request.resources {
+        let outcome = alter_topic_resource(
+            ctx,
+            resource.resource_type,
+            &resource.resource_name,
+            request.validate_only,
+            |_current| {
+                let mut configs = TopicConfigs::default();
+                for entry in &resource.configs {
+                    let value = entry
+                        .value
+                        .as_ref()
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
+                    configs
+                        .set(entry.name.as_str(), &value)
+                        .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+                }
+                Ok(configs)
+            },
+        )
+        .await;
         let mut response = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name.clone());
-        let outcome: Result<(), (ResponseError, String)> = async {
-            if resource.resource_type != RESOURCE_TOPIC {
-                return Err((
-                    ResponseError::InvalidRequest,
-                    "only topic configs can be altered".to_string(),
-                ));
-            }
-            let name = resource.resource_name.to_string();
-            let mut configs = TopicConfigs::default();
-            for entry in &resource.configs {
-                let value = entry
-                    .value
-                    .as_ref()
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                configs
-                    .set(entry.name.as_str(), &value)
-                    .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
-            }
-            ctx.broker
-                .set_topic_configs(&name, configs, request.validate_only)
-                .await
-                .map_err(|e| (errors::topic_change(&e), e.to_string()))
-        }
-        .await;
+            .with_resource_name(resource.resource_name);
         if let Err((error, text)) = outcome {
             response = response
                 .with_error_code(error.code())
