@@ -15,11 +15,25 @@ pub type Process = u32;
 /// What an operation did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum OpKind {
-    /// A produce of one record. `partition` is where the client sent it.
-    Send { producer: Process, topic: String, partition: i32, key: Option<u64>, value: u64 },
+    /// A produce of one record. `partition` is where the client sent it; `acks` is the
+    /// producer's acks setting (0, 1 or -1 for all), which decides what loss the checker allows.
+    Send {
+        producer: Process,
+        topic: String,
+        partition: i32,
+        key: Option<u64>,
+        value: u64,
+        acks: i16,
+    },
     /// One poll (fetch) of one partition from `from_offset`; `records` is filled at completion:
     /// (offset, value) in the order the poll returned them.
-    Poll { consumer: Process, topic: String, partition: i32, from_offset: i64, records: Vec<(i64, u64)> },
+    Poll {
+        consumer: Process,
+        topic: String,
+        partition: i32,
+        from_offset: i64,
+        records: Vec<(i64, u64)>,
+    },
 }
 
 /// How an operation ended.
@@ -53,11 +67,15 @@ pub struct History {
 
 impl History {
     pub fn sends(&self) -> impl Iterator<Item = &Op> {
-        self.ops.iter().filter(|op| matches!(op.kind, OpKind::Send { .. }))
+        self.ops
+            .iter()
+            .filter(|op| matches!(op.kind, OpKind::Send { .. }))
     }
 
     pub fn polls(&self) -> impl Iterator<Item = &Op> {
-        self.ops.iter().filter(|op| matches!(op.kind, OpKind::Poll { .. }))
+        self.ops
+            .iter()
+            .filter(|op| matches!(op.kind, OpKind::Poll { .. }))
     }
 }
 
@@ -76,15 +94,31 @@ impl Recorder {
     pub fn invoke(&self, kind: OpKind, now_ms: u64) -> usize {
         let mut history = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let id = history.ops.len();
-        history.ops.push(Op { id, kind, invoke_ms: now_ms, complete_ms: None, outcome: Outcome::Pending });
+        history.ops.push(Op {
+            id,
+            kind,
+            invoke_ms: now_ms,
+            complete_ms: None,
+            outcome: Outcome::Pending,
+        });
         id
     }
 
     /// Records how operation `id` ended. For a poll, `records` replaces the (empty) record list.
-    pub fn complete(&self, id: usize, outcome: Outcome, records: Option<Vec<(i64, u64)>>, now_ms: u64) {
+    pub fn complete(
+        &self,
+        id: usize,
+        outcome: Outcome,
+        records: Option<Vec<(i64, u64)>>,
+        now_ms: u64,
+    ) {
         let mut history = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let op = &mut history.ops[id];
-        assert_eq!(op.outcome, Outcome::Pending, "operation {id} completed twice");
+        assert_eq!(
+            op.outcome,
+            Outcome::Pending,
+            "operation {id} completed twice"
+        );
         op.outcome = outcome;
         op.complete_ms = Some(now_ms);
         if let (OpKind::Poll { records: slot, .. }, Some(records)) = (&mut op.kind, records) {
