@@ -458,6 +458,12 @@ impl FaultyDisk {
         self.lock().failing_prefixes.remove(prefix);
     }
 
+    /// The bytes the disk holds now, as the capacity check counts them (every file by a live or
+    /// durable name, or through an open handle). A nemesis fills the disk relative to this.
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().used_bytes()
+    }
+
     /// Changes the capacity at runtime; `None` is unlimited.
     pub fn set_capacity(&self, capacity_bytes: Option<u64>) {
         self.lock().config.capacity_bytes = capacity_bytes;
@@ -505,11 +511,21 @@ impl FaultyDisk {
     /// Flips one random bit of one random byte among all the files reachable by name, chosen
     /// uniformly over their bytes. Returns where, or `None` when every file is empty.
     pub fn flip_random_bit(&self) -> Option<(PathBuf, u64, u8)> {
+        self.flip_random_bit_matching(|_| true)
+    }
+
+    /// [`FaultyDisk::flip_random_bit`] over only the files whose path `filter` accepts (a
+    /// nemesis aims at the log segments, say, and spares the metadata).
+    pub fn flip_random_bit_matching(
+        &self,
+        filter: impl Fn(&Path) -> bool,
+    ) -> Option<(PathBuf, u64, u8)> {
         let (path, pos, bit) = {
             let mut state = self.lock();
             let files: Vec<(PathBuf, u64)> = state
                 .live_files()
                 .into_iter()
+                .filter(|(path, _)| filter(path))
                 .map(|(path, ino)| (path, state.file(ino).live.len() as u64))
                 .collect();
             let total: u64 = files.iter().map(|(_, len)| len).sum();

@@ -7,6 +7,10 @@
 //!   loss, tears the unsynced tail at sector boundaries, fails appends and syncs with `EIO`,
 //!   fills up with `ENOSPC`, flips bits at rest and adds latency. All its randomness comes from
 //!   one seed, so a simulation run replays exactly.
+//! - [`nemesis`]: the cluster-level faults (crash with power loss, restart, pause, isolation,
+//!   one-way link cuts, packet loss, latency, disk EIO, torn writes, bit flips, full disk) as
+//!   data, with their fault model, applied through the [`nemesis::Harness`] trait the simulator
+//!   implements.
 //!
 //! The harness keeps one `FaultyDisk` per node, outside the simulated node, hands clones to each
 //! incarnation of the broker, and calls [`FaultyDisk::crash`] when it kills the node:
@@ -31,5 +35,6 @@
 //! ```
 
 pub mod disk;
+pub mod nemesis;
 
 pub use disk::{FaultCounts, FaultyDisk, FaultyDiskConfig};

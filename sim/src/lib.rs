@@ -5,13 +5,27 @@
 //! outlives kill and restart. One seed decides every schedule, delay and fault, so a failing
 //! seed replays exactly.
 //!
-//! Today it holds the log workload ([`log_workload`]): the partition log driven by concurrent
-//! appenders and a reader on a node that is killed with power loss at random moments. The
-//! scenario runner, workloads over the Kafka protocol and the history checkers come next.
+//! - [`scenario`]: declarative TOML scenario files (`scenarios/README.md` is the format).
+//! - [`cluster`]: broker and client nodes on simulated IPs; implements the nemesis's harness.
+//! - [`runner`]: one scenario + one seed → plan, boot, fault window, heal, liveness, final
+//!   read, verdict, trace hash.
+//! - [`checker`]: the offline history checker (lost writes, duplicates, inconsistent offsets,
+//!   poll and order anomalies), allowed or violations.
+//! - [`history`]: every client operation (invoke → ok | fail | unknown); [`trace`]: every
+//!   notable event with its simulated time and node.
+//! - [`log_workload`]: the partition log alone on a crashing node.
 //!
-//! Everything here needs the simulation build: `cargo simtest -p sim`, or the sweep
-//! `cargo sim log-workload --seeds 0..1000`.
+//! Everything here needs the simulation build: `cargo sim run scenarios/<name>.toml --seed 42`,
+//! `cargo sim sweep scenarios/ --seeds 1..200`, `cargo simtest -p sim`.
 
+pub mod checker;
+#[cfg(madsim)]
+pub mod cluster;
 pub mod history;
 #[cfg(madsim)]
 pub mod log_workload;
+#[cfg(madsim)]
+pub mod runner;
+pub mod scenario;
+#[cfg(madsim)]
+pub mod trace;

@@ -1,64 +1,321 @@
 //! `cargo sim …`: the simulation command line.
 //!
-//! `cargo sim log-workload [--seeds A..B] [--lazy]` sweeps the log workload over a seed range
-//! and prints one line per failing seed with the command that replays it.
+//! - `cargo sim run <scenario.toml> --seed N [--json]`: one run. Prints a banner (scenario, seed,
+//!   every option drawn from the seed, the fault plan), progress, the anomalies, and as its last
+//!   line `verdict: PASS|FAIL scenario=<name> seed=<n> trace=<16 hex digits>`. `--json` prints one
+//!   JSON report instead. Exit 0 on PASS, 1 on FAIL, 2 on a usage or scenario-file error.
+//! - `cargo sim replay <scenario.toml> --seed N [--trace]`: reruns the seed; `--trace` prints
+//!   every event (simulated time, node, event), byte-identical on every run, then the verdict.
+//! - `cargo sim sweep <dir|file> --seeds A..B`: every scenario over the seed range, a table per
+//!   scenario with the first failing seed and its replay command; exit 1 on any failure.
+//! - `cargo sim log-workload [--seeds A..B] [--lazy]`: the log alone on a crashing node.
 
 #[cfg(madsim)]
-fn main() {
-    use sim::log_workload::{run_seed, LogWorkload};
+mod cli {
+    use std::path::{Path, PathBuf};
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: cargo sim log-workload [--seeds A..B] [--lazy]";
-    if args.first().map(String::as_str) != Some("log-workload") {
-        eprintln!("{usage}");
+    use sim::runner::{self, Report, RunOptions, Verdict};
+    use sim::scenario::Scenario;
+
+    const USAGE: &str = "usage:
+  cargo sim run <scenario.toml> --seed N [--json]
+  cargo sim replay <scenario.toml> --seed N [--trace]
+  cargo sim sweep <dir|scenario.toml> --seeds A..B
+  cargo sim log-workload [--seeds A..B] [--lazy]";
+
+    fn usage_error(message: &str) -> ! {
+        eprintln!("error: {message}\n{USAGE}");
         std::process::exit(2);
     }
-    let mut seeds = 0u64..100;
-    let mut workload = LogWorkload::default();
-    let mut rest = args[1..].iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--seeds" => {
-                let range = rest.next().and_then(|r| {
-                    let (a, b) = r.split_once("..")?;
-                    Some(a.parse().ok()?..b.parse().ok()?)
-                });
-                match range {
-                    Some(r) => seeds = r,
-                    None => {
-                        eprintln!("error: --seeds takes a range like 0..1000\n{usage}");
-                        std::process::exit(2);
-                    }
-                }
+
+    fn parse_range(r: &str) -> Option<std::ops::Range<u64>> {
+        match r.split_once("..") {
+            Some((a, b)) => Some(a.parse().ok()?..b.parse().ok()?),
+            None => {
+                let n: u64 = r.parse().ok()?;
+                Some(n..n + 1)
             }
-            "--lazy" => workload.lazy = true,
-            other => {
-                eprintln!("error: unknown argument {other:?}\n{usage}");
+        }
+    }
+
+    /// The wall clock, for speed reports only (never in a trace or a verdict).
+    #[allow(clippy::disallowed_methods)]
+    fn wall() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
+    struct Args {
+        file: Option<String>,
+        seed: Option<u64>,
+        seeds: Option<std::ops::Range<u64>>,
+        json: bool,
+        trace: bool,
+        lazy: bool,
+    }
+
+    fn parse(args: &[String]) -> Args {
+        let mut parsed = Args {
+            file: None,
+            seed: None,
+            seeds: None,
+            json: false,
+            trace: false,
+            lazy: false,
+        };
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            match arg.as_str() {
+                "--seed" => {
+                    let v = rest.next().and_then(|s| s.parse().ok());
+                    parsed.seed = Some(v.unwrap_or_else(|| usage_error("--seed takes a number")));
+                }
+                "--seeds" => {
+                    let v = rest.next().and_then(|s| parse_range(s));
+                    parsed.seeds =
+                        Some(v.unwrap_or_else(|| usage_error("--seeds takes a range like 1..200")));
+                }
+                "--json" => parsed.json = true,
+                "--trace" => parsed.trace = true,
+                "--lazy" => parsed.lazy = true,
+                other if other.starts_with("--") => {
+                    usage_error(&format!("unknown option {other:?}"))
+                }
+                other if parsed.file.is_none() => parsed.file = Some(other.to_string()),
+                other => usage_error(&format!("unexpected argument {other:?}")),
+            }
+        }
+        parsed
+    }
+
+    fn load(file: &str) -> Scenario {
+        match Scenario::load(Path::new(file)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
                 std::process::exit(2);
             }
         }
     }
-    let (mut passed, mut failed) = (0, 0);
-    let (mut acked, mut appends) = (0, 0);
-    for seed in seeds.clone() {
-        match run_seed(seed, &workload) {
-            Ok(outcome) => {
-                passed += 1;
-                acked += outcome.acknowledged;
-                appends += outcome.appends;
-            }
-            Err(violations) => {
-                failed += 1;
-                let lazy = if workload.lazy { " --lazy" } else { "" };
-                println!("FAIL seed={seed}\n{violations}\nreplay: cargo sim log-workload --seeds {seed}..{}{lazy}", seed + 1);
+
+    fn print_findings(report: &Report) {
+        for a in &report.anomalies {
+            let status = if a.allowed { "allowed  " } else { "VIOLATION" };
+            println!("{status} {:?}: {}", a.kind, a.description);
+        }
+        if let Some(checked) = &report.checker {
+            for a in &checked.anomalies {
+                print!("{a}");
             }
         }
     }
-    println!(
-        "log-workload seeds {}..{}: {passed} passed, {failed} failed ({appends} appends, {acked} acknowledged)",
-        seeds.start, seeds.end
-    );
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+
+    fn summary(report: &Report) -> String {
+        let c = &report.counts;
+        let (violations, allowed) = report
+            .checker
+            .as_ref()
+            .map_or((0, 0), |r| (r.violations, r.allowed));
+        let harness_violations = report.anomalies.iter().filter(|a| !a.allowed).count();
+        format!(
+            "summary: {} ops ({} sends: {} acknowledged, {} failed, {} unknown; {} polls, {} records read), {} faults, {} broker boots; checker: {} violations, {} allowed; harness: {} violations, {} allowed; {} ms simulated",
+            c.operations, c.sends, c.acknowledged, c.failed, c.unknown, c.polls, c.records_read,
+            c.faults_applied, c.broker_boots, violations, allowed, harness_violations,
+            report.anomalies.len() - harness_violations, report.sim_ms
+        )
+    }
+
+    fn run(args: &[String]) -> i32 {
+        let a = parse(args);
+        let file = a
+            .file
+            .unwrap_or_else(|| usage_error("run needs a scenario file"));
+        let seed = a.seed.unwrap_or_else(|| usage_error("run needs --seed N"));
+        let scenario = load(&file);
+        let start = wall();
+        let report = runner::run_catching(&scenario, &file, seed, RunOptions { progress: !a.json });
+        let wall_s = start.elapsed().as_secs_f64();
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("report serializes")
+            );
+        } else {
+            print_findings(&report);
+            println!("{}", summary(&report));
+            println!(
+                "speed: {:.0} ops per wall-second, {:.1}x real time ({:.2} s wall)",
+                report.counts.operations as f64 / wall_s,
+                report.sim_ms as f64 / 1000.0 / wall_s,
+                wall_s
+            );
+            if report.verdict == Verdict::Fail {
+                println!("replay: {}", report.replay);
+            }
+            println!("{}", report.verdict_line());
+        }
+        i32::from(report.verdict == Verdict::Fail)
+    }
+
+    fn replay(args: &[String]) -> i32 {
+        let a = parse(args);
+        let file = a
+            .file
+            .unwrap_or_else(|| usage_error("replay needs a scenario file"));
+        let seed = a
+            .seed
+            .unwrap_or_else(|| usage_error("replay needs --seed N"));
+        let scenario = load(&file);
+        let report = runner::run_catching(&scenario, &file, seed, RunOptions { progress: false });
+        if a.trace {
+            for event in &report.trace {
+                println!("{event}");
+            }
+        }
+        print_findings(&report);
+        println!("{}", summary(&report));
+        println!("{}", report.verdict_line());
+        i32::from(report.verdict == Verdict::Fail)
+    }
+
+    fn scenario_files(target: &str) -> Vec<PathBuf> {
+        let path = Path::new(target);
+        if path.is_file() {
+            return vec![path.to_path_buf()];
+        }
+        #[allow(clippy::disallowed_methods)] // the operator's scenario directory, not broker data
+        let entries =
+            std::fs::read_dir(path).unwrap_or_else(|e| usage_error(&format!("{target}: {e}")));
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn sweep(args: &[String]) -> i32 {
+        let a = parse(args);
+        let target = a
+            .file
+            .unwrap_or_else(|| usage_error("sweep needs a directory or scenario file"));
+        let seeds = a
+            .seeds
+            .unwrap_or_else(|| usage_error("sweep needs --seeds A..B"));
+        let files = scenario_files(&target);
+        let scenarios: Vec<(String, Scenario)> = files
+            .iter()
+            .map(|f| (f.display().to_string(), load(&f.display().to_string())))
+            .collect();
+        let total = scenarios.len() as u64 * (seeds.end.saturating_sub(seeds.start));
+        let mut done = 0u64;
+        let start = wall();
+        let (mut ops, mut sim_ms) = (0usize, 0u64);
+        let mut rows = Vec::new();
+        let mut any_failed = false;
+        for (file, scenario) in &scenarios {
+            let (mut passed, mut failed) = (0u64, 0u64);
+            let mut first_failure: Option<Report> = None;
+            for seed in seeds.clone() {
+                let report =
+                    runner::run_catching(scenario, file, seed, RunOptions { progress: false });
+                ops += report.counts.operations;
+                sim_ms += report.sim_ms;
+                if report.verdict == Verdict::Pass {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                    eprintln!("\r{}", report.verdict_line());
+                    first_failure.get_or_insert(report);
+                }
+                done += 1;
+                let width = 30;
+                let filled = (done * width / total.max(1)) as usize;
+                eprint!(
+                    "\r[{}{}] {done}/{total} {:<32}",
+                    "#".repeat(filled),
+                    ".".repeat(width as usize - filled),
+                    scenario.name
+                );
+            }
+            any_failed |= failed > 0;
+            rows.push((
+                scenario.name.clone(),
+                passed + failed,
+                passed,
+                first_failure,
+            ));
+        }
+        eprintln!();
+        let wall_s = start.elapsed().as_secs_f64();
+        println!(
+            "{:<36} {:>6} {:>6}  first failing seed",
+            "scenario", "seeds", "passed"
+        );
+        for (name, run, passed, failure) in &rows {
+            let first = failure
+                .as_ref()
+                .map_or("-".to_string(), |r| format!("{} ({})", r.seed, r.replay));
+            println!("{name:<36} {run:>6} {passed:>6}  {first}");
+        }
+        println!(
+            "speed: {} runs, {ops} ops in {wall_s:.1} s wall: {:.0} ops per wall-second, {:.1}x real time",
+            done,
+            ops as f64 / wall_s,
+            sim_ms as f64 / 1000.0 / wall_s
+        );
+        i32::from(any_failed)
+    }
+
+    fn log_workload(args: &[String]) -> i32 {
+        use sim::log_workload::{run_seed, LogWorkload};
+        let a = parse(args);
+        let seeds = a.seeds.unwrap_or(0..100);
+        let workload = LogWorkload {
+            lazy: a.lazy,
+            ..LogWorkload::default()
+        };
+        let (mut passed, mut failed) = (0, 0);
+        let (mut acked, mut appends) = (0, 0);
+        for seed in seeds.clone() {
+            match run_seed(seed, &workload) {
+                Ok(outcome) => {
+                    passed += 1;
+                    acked += outcome.acknowledged;
+                    appends += outcome.appends;
+                }
+                Err(violations) => {
+                    failed += 1;
+                    let lazy = if workload.lazy { " --lazy" } else { "" };
+                    println!(
+                        "FAIL seed={seed}\n{violations}\nreplay: cargo sim log-workload --seeds {seed}..{}{lazy}",
+                        seed + 1
+                    );
+                }
+            }
+        }
+        println!(
+            "log-workload seeds {}..{}: {passed} passed, {failed} failed ({appends} appends, {acked} acknowledged)",
+            seeds.start, seeds.end
+        );
+        i32::from(failed > 0)
+    }
+
+    pub fn main() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let code = match args.first().map(String::as_str) {
+            Some("run") => run(&args[1..]),
+            Some("replay") => replay(&args[1..]),
+            Some("sweep") => sweep(&args[1..]),
+            Some("log-workload") => log_workload(&args[1..]),
+            _ => usage_error("unknown or missing command"),
+        };
+        std::process::exit(code);
+    }
+}
+
+#[cfg(madsim)]
+fn main() {
+    cli::main();
 }
 
 #[cfg(not(madsim))]

@@ -1,0 +1,93 @@
+//! What a run's configuration permits. The runner fills this from the scenario (its broker flush
+//! policy, producers' acks and idempotence) and the nemesis schedule (when nodes crashed); the
+//! checker then reports a matching anomaly as *allowed*, with the cause, instead of as a
+//! violation (STYLE.md item 10).
+
+use serde::{Deserialize, Serialize};
+
+use super::model::Send;
+
+/// The permissions of one run. `Default` permits nothing: every anomaly is a violation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allowances {
+    /// Producers with acks=0 or acks=1 may lose acknowledged sends when the broker crashes
+    /// (the leader acknowledged from memory). Applies only to sends whose `acks` is 0 or 1.
+    pub acks0_or_acks1_loss_on_crash: Option<LossAllowance>,
+    /// The lazy flush policy acknowledges before fsync: a power loss drops what was appended
+    /// in the unsynced window before it. Applies to sends of any acks level.
+    pub lazy_flush_loss_on_power_loss: Option<LossAllowance>,
+    /// Producers without idempotence retry ambiguous attempts, so one value may land twice.
+    pub duplicates_from_non_idempotent_retry: Option<Allowance>,
+}
+
+/// An allowance that needs no more than its cause.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allowance {
+    /// Why the configuration permits it, e.g. "producers are not idempotent (retries=3)".
+    pub cause: String,
+}
+
+/// Loss of a send permitted by crashes (or power losses) at known simulated times.
+///
+/// A send may have been lost by the crash at `c` when it was appended before `c` and was still
+/// unsynced then. Its append happened between its invocation and the moment it was certainly
+/// appended (its acknowledgement, or the first poll that returned it), and it is synced at the
+/// latest `unsynced_window_ms` after the append. So the loss is allowed when, for some crash
+/// `c`: `invoke_ms <= c` and `c < appended_by_ms + unsynced_window_ms` (no upper bound when the
+/// window is `None`: nothing syncs it, or the runner does not know the bound).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LossAllowance {
+    /// Why the configuration permits it, e.g. "producer 2 uses acks=1".
+    pub cause: String,
+    /// Simulated times of the crashes (or power losses) that can drop data.
+    pub crashes_ms: Vec<u64>,
+    /// How long appended data may stay unsynced (lazy flush: `flush.ms` plus scheduling slack).
+    pub unsynced_window_ms: Option<u64>,
+}
+
+impl LossAllowance {
+    /// The crash that may have dropped a send invoked at `invoke_ms` and certainly appended by
+    /// `appended_by_ms` (`None`: not known to be appended).
+    fn crash_covering(&self, invoke_ms: u64, appended_by_ms: Option<u64>) -> Option<u64> {
+        self.crashes_ms.iter().copied().find(|&crash| {
+            invoke_ms <= crash
+                && match (appended_by_ms, self.unsynced_window_ms) {
+                    (Some(appended), Some(window)) => crash < appended.saturating_add(window),
+                    _ => true,
+                }
+        })
+    }
+}
+
+impl Allowances {
+    /// The cause under which losing `send` is allowed, or `None` when it is a violation.
+    pub(crate) fn loss(&self, send: &Send<'_>, appended_by_ms: Option<u64>) -> Option<String> {
+        let invoke = send.op.invoke_ms;
+        if let Some(allowance) = &self.acks0_or_acks1_loss_on_crash {
+            if matches!(send.acks, 0 | 1) {
+                if let Some(crash) = allowance.crash_covering(invoke, appended_by_ms) {
+                    return Some(format!(
+                        "{} (acks={}, crash at {crash} ms)",
+                        allowance.cause, send.acks
+                    ));
+                }
+            }
+        }
+        if let Some(allowance) = &self.lazy_flush_loss_on_power_loss {
+            if let Some(crash) = allowance.crash_covering(invoke, appended_by_ms) {
+                let appended = appended_by_ms.map_or("?".to_string(), |ms| ms.to_string());
+                return Some(format!(
+                    "{} (invoked {invoke} ms, appended by {appended} ms, power loss at {crash} ms)",
+                    allowance.cause
+                ));
+            }
+        }
+        None
+    }
+
+    pub(crate) fn duplicate(&self) -> Option<String> {
+        self.duplicates_from_non_idempotent_retry
+            .as_ref()
+            .map(|a| a.cause.clone())
+    }
+}

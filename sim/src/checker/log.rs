@@ -1,0 +1,321 @@
+//! Analyses of what each partition's log holds: phantom reads, inconsistent offsets,
+//! duplicates, lost writes and records never seen.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::allowances::Allowances;
+use super::model::{Model, Partition, SendClass, Source};
+use super::report::{Anomaly, AnomalyKind, Evidence, Status, TopicPartition};
+
+/// At most this many reads of one value are listed as evidence; the explanation gives the count.
+const READS_SHOWN: usize = 3;
+
+pub(crate) fn anomaly(
+    kind: AnomalyKind,
+    status: Status,
+    tp: &TopicPartition,
+    offsets: impl IntoIterator<Item = i64>,
+    values: impl IntoIterator<Item = u64>,
+    explanation: String,
+    evidence: Vec<Evidence>,
+) -> Anomaly {
+    let offsets: BTreeSet<i64> = offsets.into_iter().collect();
+    let mut seen = BTreeSet::new();
+    let values = values.into_iter().filter(|v| seen.insert(*v)).collect();
+    Anomaly {
+        kind,
+        status,
+        topic: tp.topic.clone(),
+        partition: tp.partition,
+        offsets: offsets.into_iter().collect(),
+        values,
+        explanation,
+        evidence,
+    }
+}
+
+/// The evidence of one source placing `value` at `offset`.
+pub(crate) fn source_evidence(
+    model: &Model<'_>,
+    source: Source,
+    offset: i64,
+    value: u64,
+) -> Evidence {
+    match source {
+        Source::Ack(i) => Evidence::of(
+            model.sends[i].op,
+            "acknowledged send",
+            Some(offset),
+            Some(value),
+        ),
+        Source::Read(i) => Evidence::of(
+            model.polls[i].op,
+            "poll that returned it",
+            Some(offset),
+            Some(value),
+        ),
+    }
+}
+
+/// Evidence for the sources of `value` at `offset`: every ack, and the first few reads.
+fn sources_evidence(
+    model: &Model<'_>,
+    sources: &[Source],
+    offset: i64,
+    value: u64,
+) -> Vec<Evidence> {
+    let acks = sources.iter().filter(|s| matches!(s, Source::Ack(_)));
+    let reads = sources
+        .iter()
+        .filter(|s| matches!(s, Source::Read(_)))
+        .take(READS_SHOWN);
+    acks.chain(reads)
+        .map(|&s| source_evidence(model, s, offset, value))
+        .collect()
+}
+
+/// A poll returned a value that no send wrote into this partition, or whose send definitely
+/// failed (an aborted read). One anomaly per partition and value.
+pub(crate) fn phantom_reads(model: &Model<'_>, out: &mut Vec<Anomaly>) {
+    for (tp, part) in &model.partitions {
+        for (&value, reads) in &part.reads {
+            let writer = model.writer_of.get(&value).map(|&i| &model.sends[i]);
+            let why = match writer {
+                None => "no send ever wrote it".to_string(),
+                Some(send) if send.tp != *tp => {
+                    format!("its send (op {}) went to {}", send.op.id, send.tp)
+                }
+                Some(send) if send.class == SendClass::Failed => {
+                    format!(
+                        "its send (op {}) definitely failed (aborted read)",
+                        send.op.id
+                    )
+                }
+                Some(_) => continue,
+            };
+            let mut evidence: Vec<Evidence> = writer
+                .map(|send| {
+                    Evidence::of(
+                        send.op,
+                        "the send of this value",
+                        send.acked_offset(),
+                        Some(value),
+                    )
+                })
+                .into_iter()
+                .collect();
+            evidence.extend(reads.iter().take(READS_SHOWN).map(|&(poll, offset)| {
+                Evidence::of(
+                    model.polls[poll].op,
+                    "poll that returned it",
+                    Some(offset),
+                    Some(value),
+                )
+            }));
+            out.push(anomaly(
+                AnomalyKind::PhantomRead,
+                Status::Violation,
+                tp,
+                reads.iter().map(|&(_, offset)| offset),
+                [value],
+                format!("value {value} was read {} time(s) but {why}", reads.len()),
+                evidence,
+            ));
+        }
+    }
+}
+
+/// Two different values at one offset, from any mix of acknowledgements and reads.
+pub(crate) fn inconsistent_offsets(model: &Model<'_>, out: &mut Vec<Anomaly>) {
+    for (tp, part) in &model.partitions {
+        for (&offset, values) in &part.observed {
+            if values.len() < 2 {
+                continue;
+            }
+            let evidence = values
+                .iter()
+                .flat_map(|(&value, sources)| sources_evidence(model, sources, offset, value))
+                .collect();
+            let list: Vec<String> = values
+                .iter()
+                .map(|(value, sources)| {
+                    let acks = sources
+                        .iter()
+                        .filter(|s| matches!(s, Source::Ack(_)))
+                        .count();
+                    format!("{value} ({acks} ack(s), {} read(s))", sources.len() - acks)
+                })
+                .collect();
+            out.push(anomaly(
+                AnomalyKind::InconsistentOffset,
+                Status::Violation,
+                tp,
+                [offset],
+                values.keys().copied(),
+                format!(
+                    "offset {offset} holds {} different values: {}",
+                    values.len(),
+                    list.join(", ")
+                ),
+                evidence,
+            ));
+        }
+    }
+}
+
+/// One value at two or more offsets of a partition.
+pub(crate) fn duplicates(model: &Model<'_>, allowances: &Allowances, out: &mut Vec<Anomaly>) {
+    for (tp, part) in &model.partitions {
+        let mut offsets_of: BTreeMap<u64, BTreeSet<i64>> = BTreeMap::new();
+        for (&offset, values) in &part.observed {
+            for &value in values.keys() {
+                offsets_of.entry(value).or_default().insert(offset);
+            }
+        }
+        for (value, offsets) in offsets_of {
+            if offsets.len() < 2 {
+                continue;
+            }
+            let evidence = offsets
+                .iter()
+                .flat_map(|&offset| {
+                    sources_evidence(model, &part.observed[&offset][&value], offset, value)
+                })
+                .collect();
+            let list: Vec<String> = offsets.iter().map(i64::to_string).collect();
+            out.push(anomaly(
+                AnomalyKind::Duplicate,
+                Status::from_cause(allowances.duplicate()),
+                tp,
+                offsets.iter().copied(),
+                [value],
+                format!(
+                    "value {value} is at {} offsets: {}",
+                    offsets.len(),
+                    list.join(", ")
+                ),
+                evidence,
+            ));
+        }
+    }
+}
+
+/// The first poll of `part` that passed over `offset`, if any did.
+fn poll_passing_over(model: &Model<'_>, part: &Partition, offset: i64) -> Option<usize> {
+    part.polls
+        .iter()
+        .copied()
+        .find(|&p| model.polls[p].passed_over(offset))
+}
+
+/// Lost writes and records never seen (see the module docs for the exact definitions).
+pub(crate) fn lost_and_never_seen(
+    model: &Model<'_>,
+    allowances: &Allowances,
+    out: &mut Vec<Anomaly>,
+) {
+    for (tp, part) in &model.partitions {
+        for send in part.sends.iter().map(|&i| &model.sends[i]) {
+            let SendClass::Acked(acked_offset) = send.class else {
+                continue;
+            };
+            if part.was_read(send.value) {
+                continue;
+            }
+            let status = || Status::from_cause(allowances.loss(send, model.appended_by_ms(send)));
+            let value = send.value;
+            let ack = Evidence::of(send.op, "acknowledged send", acked_offset, Some(value));
+            let passed = acked_offset
+                .and_then(|offset| poll_passing_over(model, part, offset).map(|p| (offset, p)));
+            if let Some((offset, poll)) = passed {
+                let poll = &model.polls[poll];
+                let others: Vec<String> = part.values_at(offset).map(|v| v.to_string()).collect();
+                let there = if others.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    others.join(", ")
+                };
+                out.push(anomaly(
+                    AnomalyKind::LostWrite,
+                    status(),
+                    tp,
+                    [offset],
+                    [value],
+                    format!(
+                        "value {value} was acknowledged at offset {offset} and never read, although poll op {} \
+                         read from {} over it (found {there} at offset {offset})",
+                        poll.op.id, poll.from_offset
+                    ),
+                    vec![ack, Evidence::of(poll.op, "poll that read past its offset", Some(offset), None)],
+                ));
+            } else if let Some(final_read) = &part.final_read {
+                let mut evidence = vec![ack];
+                evidence.extend(
+                    final_read
+                        .polls
+                        .iter()
+                        .take(READS_SHOWN)
+                        .map(|&p| Evidence::of(model.polls[p].op, "final read", None, None)),
+                );
+                let at = acked_offset.map_or("without an offset".to_string(), |o| {
+                    format!("at offset {o}")
+                });
+                out.push(anomaly(
+                    AnomalyKind::NeverSeen,
+                    status(),
+                    tp,
+                    acked_offset,
+                    [value],
+                    format!("value {value} was acknowledged {at} and no poll ever returned it, not even the final read"),
+                    evidence,
+                ));
+            }
+        }
+        // Values that were read, then missing from the final read.
+        let Some(final_read) = &part.final_read else {
+            continue;
+        };
+        for (&value, reads) in &part.reads {
+            if final_read.values.contains(&value) {
+                continue;
+            }
+            let Some(send) = model.writer_in(tp, value) else {
+                continue;
+            }; // a phantom read
+            let status = Status::from_cause(allowances.loss(send, model.appended_by_ms(send)));
+            let mut evidence = vec![Evidence::of(
+                send.op,
+                "the send of this value",
+                send.acked_offset(),
+                Some(value),
+            )];
+            evidence.extend(reads.iter().take(READS_SHOWN).map(|&(poll, offset)| {
+                Evidence::of(
+                    model.polls[poll].op,
+                    "poll that returned it",
+                    Some(offset),
+                    Some(value),
+                )
+            }));
+            evidence.extend(
+                final_read
+                    .polls
+                    .iter()
+                    .take(READS_SHOWN)
+                    .map(|&p| Evidence::of(model.polls[p].op, "final read", None, None)),
+            );
+            out.push(anomaly(
+                AnomalyKind::LostWrite,
+                status,
+                tp,
+                reads.iter().map(|&(_, offset)| offset),
+                [value],
+                format!(
+                    "value {value} was read {} time(s), then the final read did not return it",
+                    reads.len()
+                ),
+                evidence,
+            ));
+        }
+    }
+}

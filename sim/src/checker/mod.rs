@@ -1,0 +1,145 @@
+//! # The offline history checker
+//!
+//! Reads a [`History`] after a run and reports every anomaly, after Jepsen's Kafka workload
+//! (`jepsen/src/jepsen/tests/kafka.clj`), adapted to per-partition logs: values are unique per
+//! run, so a value read back names exactly one send, and every partition is a log of offsets,
+//! each holding at most one value. [`check`] returns a [`Report`]: counts, and each [`Anomaly`]
+//! with its kind, whether the run's [`Allowances`] permit it (and why), and the operations,
+//! offsets, values and simulated times that show it. PASS iff no anomaly is a violation.
+//!
+//! ## What the checker knows
+//! - **Outcomes.** A send is *acknowledged* (`Ok`, with the offset the broker assigned; acks=0
+//!   gives none), *failed* (`Fail`: definitely not written) or *indefinite* (`Unknown`,
+//!   `Pending`, and `Fail` with NOT_LEADER_OR_FOLLOWER, see [`is_indefinite`]): maybe written,
+//!   never counted as failed. Only polls that completed ok are used.
+//! - **The observed log** of a partition: offset → values, from two sources: acknowledgements
+//!   (an acked send places its value at its offset) and reads (a poll places each record it
+//!   returned). A value *exists at* an offset when some source places it there; an offset no
+//!   source names is empty, which is fine (the broker may leave offset ranges empty after a
+//!   crash).
+//! - **The final read**: the runner heals everything, then polls every partition from the log
+//!   start as [`FINAL_READER`]. A partition *has a final read* when that consumer polled it and
+//!   every one of its polls there completed ok.
+//! - A poll *passes over* offset `o` when it started at or before `o` and returned a record at
+//!   `o` or above: a value at `o` should have been in it.
+//!
+//! ## Anomalies
+//! Each is a violation unless an allowance says otherwise.
+//! - **phantom_read** — a poll returned a value that no send wrote, or whose send went to
+//!   another partition, or whose send definitely failed (Jepsen's *aborted read*). One per
+//!   partition and value. Always a violation.
+//! - **inconsistent_offset** — an offset at which two different values exist, from any mix of
+//!   acknowledgements and reads (an ack at 5 says `a`, a poll at 5 returned `b`). Always a
+//!   violation: offsets are never reused, not even after a loss the configuration permits.
+//! - **duplicate** — one value existing at two or more offsets of a partition. Allowed by
+//!   `duplicates_from_non_idempotent_retry`.
+//! - **lost_write** — a value known to be in the log that is later missing: either (a) an
+//!   acknowledged send whose value no poll ever returned although some poll passed over its
+//!   acknowledged offset, or (b) a value some poll returned that the final read did not. Allowed
+//!   when the loss of its send is (see below).
+//! - **never_seen** — in a partition with a final read, an acknowledged send whose value no poll
+//!   (the final read included) ever returned and that is not a lost write: no poll passed over
+//!   its offset (the log's tail was cut), or it has no offset (acks=0). Allowed when the loss of
+//!   its send is.
+//! - **non_monotonic_poll** — a poll returned a record below its `from_offset`, or at an offset
+//!   not above the record before it. `from_offset` is the consumer's position, so a poll starting
+//!   before the previous one's end is a seek back and fine; a poll starting at or after it that
+//!   returns records before it is this anomaly (the previous poll is then named). One per poll,
+//!   at the first place it goes backwards. Always a violation.
+//! - **skipped_offset** — a consumer jumped over offsets at which a value exists: between the
+//!   start of a poll and its first record, between two consecutive records of a poll, or between
+//!   the end of a consumer's poll (past its last record) and the start of its next poll of the
+//!   partition. One per jump. Allowed only when every skipped value is absent from the final
+//!   read (if there is one) and its loss is allowed: the consumer skipped what was lost.
+//! - **Real-time order.** Send A was acknowledged at offset `a`, then (A completed before B was
+//!   invoked) send B was acknowledged at offset `b < a`, both in the same partition: the log
+//!   went backwards. Each B is reported once, with the most specific kind that applies, naming
+//!   the A with the highest offset:
+//!   - **key_order_violation** — A and B from the same producer with the same key;
+//!   - **producer_order_violation** — from the same producer (any keys);
+//!   - **offsets_went_backwards** — from different producers.
+//!
+//!   Always violations (`b == a` with different values is an inconsistent offset).
+//!
+//! ## When a loss is allowed
+//! The loss of a send (a lost write, a never-seen record, a skip over it) is allowed when
+//! - `acks0_or_acks1_loss_on_crash` is set, the send's `acks` is 0 or 1, and one of its crashes
+//!   could have dropped it; or
+//! - `lazy_flush_loss_on_power_loss` is set and one of its power losses could have dropped it.
+//!
+//! "Could have dropped it" is [`LossAllowance`]'s rule: the crash came after the send was invoked
+//! and within the unsynced window after the send was certainly appended (its acknowledgement or
+//! the first read returning it). The cause in the report names the allowance and the crash.
+
+mod allowances;
+mod log;
+mod model;
+mod order;
+mod polls;
+mod report;
+#[cfg(test)]
+mod tests;
+
+use crate::history::{History, OpKind, Outcome, Process};
+
+pub use allowances::{Allowance, Allowances, LossAllowance};
+pub use report::{Anomaly, AnomalyKind, Counts, Evidence, Report, Status, TopicPartition, Verdict};
+
+use model::Model;
+
+/// The consumer id of the runner's final full read of every partition from the log start.
+pub const FINAL_READER: Process = u32::MAX;
+
+/// Whether an outcome leaves the operation maybe-happened: `Unknown`, `Pending`, and `Fail` with
+/// NOT_LEADER_OR_FOLLOWER (the request may have reached a leader that appended it before losing
+/// leadership). Matched in the error text as `NOT_LEADER_OR_FOLLOWER`, `NotLeaderOrFollower` or
+/// the older `NOT_LEADER_FOR_PARTITION`.
+pub fn is_indefinite(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Pending | Outcome::Unknown { .. } => true,
+        Outcome::Ok { .. } => false,
+        Outcome::Fail { error } => {
+            let squashed: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
+            squashed.contains("notleaderorfollower") || squashed.contains("notleaderforpartition")
+        }
+    }
+}
+
+/// Checks `history` under `allowances`. Pure and deterministic: the same input gives the same
+/// report, anomalies in a stable order.
+pub fn check(history: &History, allowances: &Allowances) -> Report {
+    let model = Model::build(history);
+    let mut anomalies = Vec::new();
+    log::phantom_reads(&model, &mut anomalies);
+    log::inconsistent_offsets(&model, &mut anomalies);
+    log::duplicates(&model, allowances, &mut anomalies);
+    log::lost_and_never_seen(&model, allowances, &mut anomalies);
+    polls::consumer_walks(&model, allowances, &mut anomalies);
+    order::real_time_order(&model, &mut anomalies);
+    let mut counts = Counts {
+        operations: history.ops.len(),
+        ..Counts::default()
+    };
+    for op in &history.ops {
+        match op.kind {
+            OpKind::Send { .. } => counts.sends += 1,
+            OpKind::Poll { .. } => counts.polls += 1,
+        }
+        match &op.outcome {
+            Outcome::Ok { .. } => counts.acknowledged += 1,
+            outcome if is_indefinite(outcome) => counts.unknown += 1,
+            _ => counts.failed += 1,
+        }
+    }
+    let final_read_partitions = model
+        .partitions
+        .iter()
+        .filter(|(_, part)| part.final_read.is_some())
+        .map(|(tp, _)| tp.clone())
+        .collect();
+    Report::new(counts, final_read_partitions, anomalies)
+}

@@ -1,0 +1,247 @@
+//! What the history says about each partition's log: who wrote which value, which offsets the
+//! acknowledgements and the polls place values at, and the final read. Every analysis reads this
+//! index; nothing here judges.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::history::{History, Op, OpKind, Outcome, Process};
+
+use super::{is_indefinite, TopicPartition, FINAL_READER};
+
+/// How a send ended, as far as the checker is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendClass {
+    /// Acknowledged, with the offset when the broker gave one (acks=0 gives none).
+    Acked(Option<i64>),
+    /// Definitely not written.
+    Failed,
+    /// Maybe written: unknown, pending, or an ambiguous refusal.
+    Indefinite,
+}
+
+pub(crate) struct Send<'a> {
+    pub op: &'a Op,
+    pub producer: Process,
+    pub tp: TopicPartition,
+    pub key: Option<u64>,
+    pub value: u64,
+    pub acks: i16,
+    pub class: SendClass,
+}
+
+impl Send<'_> {
+    pub fn acked_offset(&self) -> Option<i64> {
+        match self.class {
+            SendClass::Acked(offset) => offset,
+            _ => None,
+        }
+    }
+}
+
+/// A poll that completed ok (only those say anything about the log).
+pub(crate) struct Poll<'a> {
+    pub op: &'a Op,
+    pub consumer: Process,
+    pub from_offset: i64,
+    pub records: &'a [(i64, u64)],
+}
+
+impl Poll<'_> {
+    /// The highest offset this poll returned.
+    pub fn max_offset(&self) -> Option<i64> {
+        self.records.iter().map(|&(offset, _)| offset).max()
+    }
+
+    /// Whether this poll read over `offset`: it started at or before it and returned a record
+    /// at or after it, so a value at `offset` should have been in it.
+    pub fn passed_over(&self, offset: i64) -> bool {
+        self.from_offset <= offset && self.max_offset().is_some_and(|max| max >= offset)
+    }
+}
+
+/// Where the checker learned that a value sits at an offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Source {
+    /// The acknowledgement of send `sends[i]`.
+    Ack(usize),
+    /// Poll `polls[i]` returned it.
+    Read(usize),
+}
+
+#[derive(Default)]
+pub(crate) struct Partition {
+    /// Indexes into [`Model::sends`] of the sends that targeted this partition.
+    pub sends: Vec<usize>,
+    /// Indexes into [`Model::polls`], in history (invocation) order.
+    pub polls: Vec<usize>,
+    /// offset → value → every source placing the value there.
+    pub observed: BTreeMap<i64, BTreeMap<u64, Vec<Source>>>,
+    /// value → every poll (index into [`Model::polls`]) that returned it, with the offset.
+    pub reads: BTreeMap<u64, Vec<(usize, i64)>>,
+    /// The final full read, when the run did one and every one of its polls completed ok.
+    pub final_read: Option<FinalRead>,
+}
+
+pub(crate) struct FinalRead {
+    /// The values the final read returned.
+    pub values: BTreeSet<u64>,
+    /// Its polls (indexes into [`Model::polls`]).
+    pub polls: Vec<usize>,
+}
+
+impl Partition {
+    /// Every value the model places at `offset`.
+    pub fn values_at(&self, offset: i64) -> impl Iterator<Item = u64> + '_ {
+        self.observed
+            .get(&offset)
+            .into_iter()
+            .flat_map(|values| values.keys().copied())
+    }
+
+    pub fn was_read(&self, value: u64) -> bool {
+        self.reads.contains_key(&value)
+    }
+}
+
+pub(crate) struct Model<'a> {
+    pub sends: Vec<Send<'a>>,
+    pub polls: Vec<Poll<'a>>,
+    /// value → index into `sends` of the send that wrote it (values are unique per run).
+    pub writer_of: BTreeMap<u64, usize>,
+    pub partitions: BTreeMap<TopicPartition, Partition>,
+}
+
+pub(crate) fn classify(outcome: &Outcome) -> SendClass {
+    match outcome {
+        Outcome::Ok { offset } => SendClass::Acked(*offset),
+        outcome if is_indefinite(outcome) => SendClass::Indefinite,
+        _ => SendClass::Failed,
+    }
+}
+
+impl<'a> Model<'a> {
+    pub fn build(history: &'a History) -> Model<'a> {
+        let mut model = Model {
+            sends: Vec::new(),
+            polls: Vec::new(),
+            writer_of: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+        };
+        // Final-reader polls per partition, and whether any of them did not complete ok.
+        let mut final_polls: BTreeMap<TopicPartition, (Vec<usize>, bool)> = BTreeMap::new();
+        for op in &history.ops {
+            match &op.kind {
+                OpKind::Send {
+                    producer,
+                    topic,
+                    partition,
+                    key,
+                    value,
+                    acks,
+                } => {
+                    let tp = TopicPartition::new(topic, *partition);
+                    let index = model.sends.len();
+                    let send = Send {
+                        op,
+                        producer: *producer,
+                        tp: tp.clone(),
+                        key: *key,
+                        value: *value,
+                        acks: *acks,
+                        class: classify(&op.outcome),
+                    };
+                    model.writer_of.entry(*value).or_insert(index);
+                    let part = model.partitions.entry(tp).or_default();
+                    part.sends.push(index);
+                    if let Some(offset) = send.acked_offset() {
+                        part.observed
+                            .entry(offset)
+                            .or_default()
+                            .entry(*value)
+                            .or_default()
+                            .push(Source::Ack(index));
+                    }
+                    model.sends.push(send);
+                }
+                OpKind::Poll {
+                    consumer,
+                    topic,
+                    partition,
+                    from_offset,
+                    records,
+                } => {
+                    let tp = TopicPartition::new(topic, *partition);
+                    let ok = matches!(op.outcome, Outcome::Ok { .. });
+                    if *consumer == FINAL_READER {
+                        let entry = final_polls.entry(tp.clone()).or_default();
+                        entry.1 |= !ok;
+                        if ok {
+                            entry.0.push(model.polls.len());
+                        }
+                    }
+                    if !ok {
+                        continue;
+                    }
+                    let index = model.polls.len();
+                    let part = model.partitions.entry(tp).or_default();
+                    part.polls.push(index);
+                    for &(offset, value) in records {
+                        part.observed
+                            .entry(offset)
+                            .or_default()
+                            .entry(value)
+                            .or_default()
+                            .push(Source::Read(index));
+                        part.reads.entry(value).or_default().push((index, offset));
+                    }
+                    model.polls.push(Poll {
+                        op,
+                        consumer: *consumer,
+                        from_offset: *from_offset,
+                        records: records.as_slice(),
+                    });
+                }
+            }
+        }
+        for (tp, (polls, incomplete)) in final_polls {
+            if incomplete {
+                continue;
+            }
+            let values = polls
+                .iter()
+                .flat_map(|&i| model.polls[i].records.iter().map(|&(_, v)| v))
+                .collect();
+            model.partitions.entry(tp).or_default().final_read = Some(FinalRead { values, polls });
+        }
+        model
+    }
+
+    /// The send that wrote `value` into `tp`, if one did.
+    pub fn writer_in(&self, tp: &TopicPartition, value: u64) -> Option<&Send<'a>> {
+        self.writer_of
+            .get(&value)
+            .map(|&i| &self.sends[i])
+            .filter(|send| &send.tp == tp)
+    }
+
+    /// The latest time by which `send` was certainly appended, if it certainly was: its
+    /// acknowledgement, or the completion of the first poll that returned it.
+    pub fn appended_by_ms(&self, send: &Send<'_>) -> Option<u64> {
+        let acked = match send.class {
+            SendClass::Acked(_) => send.op.complete_ms,
+            _ => None,
+        };
+        let read = self
+            .partitions
+            .get(&send.tp)
+            .and_then(|part| part.reads.get(&send.value))
+            .into_iter()
+            .flatten()
+            .filter_map(|&(poll, _)| self.polls[poll].op.complete_ms)
+            .min();
+        match (acked, read) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! A simulated cluster: broker nodes running the real broker code on simulated IPs
+//! (`10.0.0.<id>:9092`), each with its own [`FaultyDisk`] kept outside the node so it outlives
+//! kill and restart, and client nodes (`10.0.1.<n>`) that run the workload.
+//!
+//! A broker node's `init` (its `main`, run again on every restart) opens the broker from its
+//! disk with `Broker::open` and serves `server::serve` on its listener until the node dies. The
+//! harness keeps a handle to the live incarnation's [`Broker`] so the runner can check its
+//! invariants online and resolve roles ("the leader of t/0").
+//!
+//! The cluster implements [`chaos::nemesis::Harness`]: kill, restart, pause, resume, network
+//! clogs, packet loss, latency and the disks. It also hides madsim's restart trap: a
+//! `NodeHandle` taken before a restart points at the dead incarnation and silently drops what
+//! is spawned on it, so [`Cluster::spawn_on_client`] looks the node up by id every time.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use broker::broker::Broker;
+use broker::clock::SystemClock;
+use broker::config::BrokerConfig;
+use chaos::nemesis::{Harness, Node};
+use chaos::{FaultyDisk, FaultyDiskConfig};
+use madsim::runtime::Handle;
+use madsim::task::NodeId;
+
+use crate::trace::Trace;
+
+/// The port every broker listens on.
+pub const BROKER_PORT: u16 = 9092;
+
+/// One broker to boot.
+#[derive(Clone, Debug)]
+pub struct BrokerSetup {
+    /// 1-based; also the last byte of its IP and its `node.id`.
+    pub id: u32,
+    pub config: BrokerConfig,
+    pub disk: FaultyDiskConfig,
+    /// Seed of the disk's fault generator (drawn from the run's seed).
+    pub disk_seed: u64,
+}
+
+/// The live incarnation of a broker, as the harness sees it.
+type LiveBroker = Arc<Mutex<Option<Arc<Broker>>>>;
+
+struct BrokerNode {
+    id: u32,
+    addr: SocketAddr,
+    node: NodeId,
+    disk: FaultyDisk,
+    baseline: FaultyDiskConfig,
+    live: LiveBroker,
+    incarnations: Arc<AtomicU32>,
+}
+
+struct ClientNode {
+    index: u32,
+    node: NodeId,
+}
+
+/// The simulated cluster. Create it inside the simulator (`Runtime::block_on`).
+pub struct Cluster {
+    handle: Handle,
+    brokers: Vec<BrokerNode>,
+    clients: Vec<ClientNode>,
+    trace: Trace,
+}
+
+/// The address of broker `id`.
+pub fn broker_addr(id: u32) -> SocketAddr {
+    assert!((1..=250).contains(&id), "broker id {id} out of range");
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)), BROKER_PORT)
+}
+
+fn client_ip(index: u32) -> IpAddr {
+    assert!(
+        (1..=250).contains(&index),
+        "client index {index} out of range"
+    );
+    IpAddr::V4(Ipv4Addr::new(10, 0, 1, index as u8))
+}
+
+impl Cluster {
+    /// Boots every broker and creates `clients` idle client nodes.
+    pub fn boot(brokers: &[BrokerSetup], clients: u32, trace: Trace) -> Cluster {
+        let handle = Handle::current();
+        let mut nodes = Vec::new();
+        for setup in brokers {
+            let addr = broker_addr(setup.id);
+            let disk = FaultyDisk::new(setup.disk_seed, setup.disk.clone());
+            let live: LiveBroker = Arc::new(Mutex::new(None));
+            let incarnations = Arc::new(AtomicU32::new(0));
+            let mut config = setup.config.clone();
+            config.node_id = setup.id as i32;
+            config.listen = addr.to_string();
+            config.advertised_listener = Some(addr.to_string());
+            let name = Node::Broker(setup.id).to_string();
+            let node = {
+                let (disk, live, incarnations, trace, name) = (
+                    disk.clone(),
+                    Arc::clone(&live),
+                    Arc::clone(&incarnations),
+                    trace.clone(),
+                    name.clone(),
+                );
+                handle
+                    .create_node()
+                    .name(name.clone())
+                    .ip(addr.ip())
+                    .init(move || {
+                        let incarnation = incarnations.fetch_add(1, Ordering::SeqCst);
+                        broker_main(
+                            name.clone(),
+                            incarnation,
+                            config.clone(),
+                            disk.clone(),
+                            Arc::clone(&live),
+                            trace.clone(),
+                        )
+                    })
+                    .build()
+                    .id()
+            };
+            nodes.push(BrokerNode {
+                id: setup.id,
+                addr,
+                node,
+                disk,
+                baseline: setup.disk.clone(),
+                live,
+                incarnations,
+            });
+        }
+        let clients = (1..=clients)
+            .map(|index| {
+                let node = handle
+                    .create_node()
+                    .name(Node::Client(index).to_string())
+                    .ip(client_ip(index))
+                    .init(std::future::pending::<()>)
+                    .build()
+                    .id();
+                ClientNode { index, node }
+            })
+            .collect();
+        Cluster {
+            handle,
+            brokers: nodes,
+            clients,
+            trace,
+        }
+    }
+
+    /// `host:port,host:port` of every broker.
+    pub fn bootstrap_servers(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn broker_ids(&self) -> Vec<u32> {
+        self.brokers.iter().map(|b| b.id).collect()
+    }
+
+    pub fn client_count(&self) -> u32 {
+        self.clients.len() as u32
+    }
+
+    /// The broker's live incarnation, if it is up and has opened its storage.
+    pub fn broker(&self, id: u32) -> Option<Arc<Broker>> {
+        let node = self.brokers.iter().find(|b| b.id == id)?;
+        node.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many times broker `id` has booted.
+    pub fn incarnations(&self, id: u32) -> u32 {
+        self.brokers
+            .iter()
+            .find(|b| b.id == id)
+            .map_or(0, |b| b.incarnations.load(Ordering::SeqCst))
+    }
+
+    /// The broker currently hosting `topic`/`partition` (the leader, on a single broker), if any
+    /// is up. Replication will ask the metadata quorum instead.
+    pub fn leader_of(&self, topic: &str, partition: i32) -> Option<u32> {
+        self.brokers
+            .iter()
+            .find(|b| {
+                b.live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .is_some_and(|broker| broker.partition(topic, partition).is_some())
+            })
+            .map(|b| b.id)
+    }
+
+    /// Spawns `future` on client node `index` (1-based). Looks the node up by id each time, so a
+    /// restarted node gets the task (a `NodeHandle` kept from before a restart drops it).
+    pub fn spawn_on_client<F>(&self, index: u32, future: F) -> madsim::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let client = self
+            .clients
+            .iter()
+            .find(|c| c.index == index)
+            .unwrap_or_else(|| panic!("no client node {index}"));
+        self.handle
+            .get_node(client.node)
+            .expect("client node exists")
+            .spawn(future)
+    }
+
+    fn node_id(&self, node: Node) -> NodeId {
+        match node {
+            Node::Broker(id) => {
+                self.brokers
+                    .iter()
+                    .find(|b| b.id == id)
+                    .unwrap_or_else(|| panic!("no broker {id}"))
+                    .node
+            }
+            Node::Client(index) => {
+                self.clients
+                    .iter()
+                    .find(|c| c.index == index)
+                    .unwrap_or_else(|| panic!("no client {index}"))
+                    .node
+            }
+        }
+    }
+}
+
+/// A broker node's `main`: open the broker from the disk (retrying while the disk fails), then
+/// serve until the node is killed.
+async fn broker_main(
+    name: String,
+    incarnation: u32,
+    config: BrokerConfig,
+    disk: FaultyDisk,
+    live: LiveBroker,
+    trace: Trace,
+) {
+    trace.event(&name, format!("boot (incarnation {incarnation})"));
+    let mut attempts = 0u32;
+    let broker = loop {
+        match Broker::open(
+            config.clone(),
+            Arc::new(disk.clone()),
+            Arc::new(SystemClock),
+        )
+        .await
+        {
+            Ok(broker) => break broker,
+            Err(e) => {
+                attempts += 1;
+                trace.event(&name, format!("open failed (attempt {attempts}): {e}"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let mut opened = String::new();
+    for topic in broker.topics() {
+        for partition in &topic.partitions {
+            let o = partition.log.offsets();
+            opened.push_str(&format!(
+                " {}-{}=[{}..{}]",
+                topic.name, partition.index, o.log_start_offset, o.log_end_offset
+            ));
+        }
+    }
+    trace.event(&name, format!("storage open:{opened}"));
+    *live.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&broker));
+    let addr: SocketAddr = config.listen.parse().expect("listen address");
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(e) => {
+                trace.event(&name, format!("bind failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    broker::server::serve(broker, listener, std::future::pending::<()>()).await;
+}
+
+impl Harness for Cluster {
+    fn nodes(&self) -> Vec<Node> {
+        let brokers = self.brokers.iter().map(|b| Node::Broker(b.id));
+        brokers
+            .chain(self.clients.iter().map(|c| Node::Client(c.index)))
+            .collect()
+    }
+
+    fn kill(&mut self, node: Node) {
+        self.handle.kill(self.node_id(node));
+        if let Node::Broker(id) = node {
+            if let Some(b) = self.brokers.iter().find(|b| b.id == id) {
+                *b.live.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+        }
+        self.trace.event(node.to_string(), "killed");
+    }
+
+    fn restart(&mut self, node: Node) {
+        if let Node::Broker(id) = node {
+            if let Some(b) = self.brokers.iter().find(|b| b.id == id) {
+                *b.live.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+        }
+        self.handle.restart(self.node_id(node));
+    }
+
+    fn pause(&mut self, node: Node) {
+        self.handle.pause(self.node_id(node));
+    }
+
+    fn resume(&mut self, node: Node) {
+        self.handle.resume(self.node_id(node));
+    }
+
+    fn clog_node(&mut self, node: Node) {
+        madsim::net::NetSim::current().clog_node(self.node_id(node));
+    }
+
+    fn unclog_node(&mut self, node: Node) {
+        madsim::net::NetSim::current().unclog_node(self.node_id(node));
+    }
+
+    fn clog_link(&mut self, from: Node, to: Node) {
+        madsim::net::NetSim::current().clog_link(self.node_id(from), self.node_id(to));
+    }
+
+    fn unclog_link(&mut self, from: Node, to: Node) {
+        madsim::net::NetSim::current().unclog_link(self.node_id(from), self.node_id(to));
+    }
+
+    fn set_packet_loss(&mut self, rate: f64) {
+        madsim::net::NetSim::current().update_config(|c| c.packet_loss_rate = rate);
+    }
+
+    fn set_latency(&mut self, range: Option<(Duration, Duration)>) {
+        let range = match range {
+            Some((min, max)) => min..max.max(min + Duration::from_micros(1)),
+            None => madsim::net::Config::default().send_latency,
+        };
+        madsim::net::NetSim::current().update_config(|c| c.send_latency = range);
+    }
+
+    fn disk(&self, node: Node) -> Option<FaultyDisk> {
+        match node {
+            Node::Broker(id) => self
+                .brokers
+                .iter()
+                .find(|b| b.id == id)
+                .map(|b| b.disk.clone()),
+            Node::Client(_) => None,
+        }
+    }
+
+    fn baseline_disk_config(&self, node: Node) -> FaultyDiskConfig {
+        match node {
+            Node::Broker(id) => self
+                .brokers
+                .iter()
+                .find(|b| b.id == id)
+                .map(|b| b.baseline.clone())
+                .unwrap_or_default(),
+            Node::Client(_) => FaultyDiskConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! Scenario files: declarative TOML stating the cluster, topics, workload, faults (scripted or
+//! swarm) and expectations of one simulated run. No logic lives in a file (STYLE.md item 12);
+//! the format is documented in `scenarios/README.md`.
+//!
+//! Every table refuses unknown keys, and a malformed file is reported with its path, line,
+//! column and what was expected ([`ScenarioError`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use chaos::nemesis::FaultKind;
+use serde::{Deserialize, Serialize};
+
+/// A parsed scenario.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Scenario {
+    /// Defaults to the file's stem.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Length of the workload and fault window, in simulated milliseconds.
+    pub duration_ms: u64,
+    /// After healing: how long every acknowledged record has to become readable.
+    #[serde(default = "default_liveness_timeout_ms")]
+    pub liveness_timeout_ms: u64,
+    pub cluster: ClusterSpec,
+    pub topics: Vec<TopicSpec>,
+    pub workload: WorkloadSpec,
+    #[serde(default)]
+    pub faults: Vec<toml::Spanned<ScriptedFault>>,
+    pub swarm: Option<SwarmSpec>,
+    #[serde(default)]
+    pub expect: Expectations,
+}
+
+fn default_liveness_timeout_ms() -> u64 {
+    30_000
+}
+
+/// The brokers and their configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterSpec {
+    #[serde(default = "one")]
+    pub brokers: u32,
+    /// Client nodes the workload runs on (producers and consumers are spread over them).
+    #[serde(default = "one")]
+    pub clients: u32,
+    #[serde(default = "durable")]
+    pub flush_mode: FlushModeSpec,
+    /// Lazy mode: `log.flush.interval.messages` / `log.flush.interval.ms`.
+    pub flush_messages: Option<u64>,
+    pub flush_ms: Option<i64>,
+    pub segment_bytes: Option<u64>,
+    #[serde(default)]
+    pub disk: DiskSpec,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn durable() -> FlushModeSpec {
+    FlushModeSpec::Durable
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushModeSpec {
+    Durable,
+    Lazy,
+}
+
+/// The broker disks' standing fault configuration (the nemesis changes it during the run).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DiskSpec {
+    #[serde(default)]
+    pub torn_writes: bool,
+    #[serde(default)]
+    pub write_eio_rate: f64,
+    #[serde(default)]
+    pub sync_eio_rate: f64,
+    /// `[min, max]` microseconds per disk operation.
+    pub latency_us: Option<[u64; 2]>,
+    pub capacity_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TopicSpec {
+    pub name: String,
+    #[serde(default = "one_i32")]
+    pub partitions: i32,
+    #[serde(default = "one_i16")]
+    pub replication_factor: i16,
+    /// Topic config overrides, e.g. `{ "flush.ms" = "50" }`.
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+fn one_i32() -> i32 {
+    1
+}
+
+fn one_i16() -> i16 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WorkloadSpec {
+    #[serde(default)]
+    pub producers: Vec<ProducerSpec>,
+    #[serde(default)]
+    pub consumers: Vec<ConsumerSpec>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum AcksSpec {
+    #[serde(rename = "0")]
+    None,
+    #[serde(rename = "1")]
+    Leader,
+    #[serde(rename = "all")]
+    All,
+}
+
+impl fmt::Display for AcksSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AcksSpec::None => "0",
+            AcksSpec::Leader => "1",
+            AcksSpec::All => "all",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProducerSpec {
+    /// How many producer processes of this kind.
+    #[serde(default = "one")]
+    pub count: u32,
+    pub topic: String,
+    pub acks: AcksSpec,
+    #[serde(default)]
+    pub idempotent: bool,
+    /// Distinct keys (`k0`..); 0: no keys, partitions chosen at random by the seed.
+    #[serde(default)]
+    pub keys: u64,
+    /// Records per simulated second, per producer.
+    pub rate: f64,
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "default_delivery_timeout_ms")]
+    pub delivery_timeout_ms: u64,
+}
+
+fn default_linger_ms() -> u64 {
+    2
+}
+fn default_retries() -> u32 {
+    5
+}
+fn default_request_timeout_ms() -> u64 {
+    2_000
+}
+fn default_delivery_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConsumerSpec {
+    #[serde(default = "one")]
+    pub count: u32,
+    pub topic: String,
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+fn default_max_wait_ms() -> u64 {
+    100
+}
+
+/// Who a fault strikes.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum TargetSpec {
+    /// `broker:<id>`
+    Broker(u32),
+    /// `client:<n>`
+    Client(u32),
+    /// `leader:<topic>/<partition>`: resolved when the fault is applied.
+    Leader { topic: String, partition: i32 },
+    /// `any-broker`: the seed picks one when the schedule is made.
+    AnyBroker,
+    /// `any-client`: the seed picks one when the schedule is made.
+    AnyClient,
+}
+
+impl TryFrom<String> for TargetSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<TargetSpec, String> {
+        let expected = "expected a target: \"broker:<id>\", \"client:<n>\", \
+                        \"leader:<topic>/<partition>\", \"any-broker\" or \"any-client\"";
+        match s.as_str() {
+            "any-broker" => return Ok(TargetSpec::AnyBroker),
+            "any-client" => return Ok(TargetSpec::AnyClient),
+            _ => {}
+        }
+        let Some((role, rest)) = s.split_once(':') else {
+            return Err(format!("{expected}, found {s:?}"));
+        };
+        match role {
+            "broker" => rest
+                .parse()
+                .map(TargetSpec::Broker)
+                .map_err(|_| format!("{expected}, found {s:?}")),
+            "client" => rest
+                .parse()
+                .map(TargetSpec::Client)
+                .map_err(|_| format!("{expected}, found {s:?}")),
+            "leader" => {
+                let (topic, partition) = rest
+                    .rsplit_once('/')
+                    .ok_or_else(|| format!("{expected}, found {s:?}"))?;
+                let partition = partition
+                    .parse()
+                    .map_err(|_| format!("{expected}, found {s:?}"))?;
+                Ok(TargetSpec::Leader {
+                    topic: topic.to_string(),
+                    partition,
+                })
+            }
+            _ => Err(format!("{expected}, found {s:?}")),
+        }
+    }
+}
+
+impl From<TargetSpec> for String {
+    fn from(t: TargetSpec) -> String {
+        t.to_string()
+    }
+}
+
+impl fmt::Display for TargetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetSpec::Broker(id) => write!(f, "broker:{id}"),
+            TargetSpec::Client(n) => write!(f, "client:{n}"),
+            TargetSpec::Leader { topic, partition } => write!(f, "leader:{topic}/{partition}"),
+            TargetSpec::AnyBroker => f.write_str("any-broker"),
+            TargetSpec::AnyClient => f.write_str("any-client"),
+        }
+    }
+}
+
+/// A fault kind by its kebab-case name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct KindSpec(pub FaultKind);
+
+impl TryFrom<String> for KindSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<KindSpec, String> {
+        FaultKind::from_name(&s).map(KindSpec).ok_or_else(|| {
+            let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+            format!(
+                "expected a fault kind, one of {}; found {s:?}",
+                names.join(", ")
+            )
+        })
+    }
+}
+
+/// One scripted fault: at simulated time `at-ms`, do `fault` to `target`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScriptedFault {
+    pub at_ms: u64,
+    pub fault: KindSpec,
+    /// Required for node faults; for `cut-link`, the sending side.
+    pub target: Option<TargetSpec>,
+    /// `cut-link`: the receiving side.
+    pub to: Option<TargetSpec>,
+    /// Undo the fault this long after it (restart after a crash, resume after a pause, ...).
+    pub for_ms: Option<u64>,
+    /// Repeat every this many ms (from `at-ms`) ...
+    pub every_ms: Option<u64>,
+    /// ... until this time (default: the end of the fault window).
+    pub until_ms: Option<u64>,
+    /// `packet-loss`: probability per packet.
+    pub rate: Option<f64>,
+    /// `latency`: range in ms.
+    pub min_ms: Option<u64>,
+    pub max_ms: Option<u64>,
+    /// `disk-eio`: rates of failing appends and syncs.
+    pub write_rate: Option<f64>,
+    pub sync_rate: Option<f64>,
+    /// `disk-torn`: on or off (default on).
+    pub on: Option<bool>,
+    /// `disk-full`: bytes of room left.
+    pub headroom_bytes: Option<u64>,
+}
+
+/// Swarm testing: the seed picks which of `kinds` are on, their rates and targets.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SwarmSpec {
+    /// The kinds the seed chooses from (each is on with probability 1/2, at least one).
+    pub kinds: Vec<KindSpec>,
+    #[serde(default = "default_swarm_start_ms")]
+    pub start_ms: u64,
+    /// Default: the end of the fault window.
+    pub end_ms: Option<u64>,
+    /// Mean gap between faults; the seed scales it by 0.5..2.
+    #[serde(default = "default_mean_interval_ms")]
+    pub mean_interval_ms: u64,
+    /// Longest a fault lasts before it is undone.
+    #[serde(default = "default_max_fault_ms")]
+    pub max_fault_ms: u64,
+}
+
+fn default_swarm_start_ms() -> u64 {
+    500
+}
+fn default_mean_interval_ms() -> u64 {
+    1_000
+}
+fn default_max_fault_ms() -> u64 {
+    2_000
+}
+
+/// The anomaly kinds a scenario may allow. Each maps onto the checker's allowances, which the
+/// runner grants only when the configuration justifies them (see `scenarios/README.md`);
+/// every other anomaly kind is always a violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllowSpec {
+    /// Acknowledged records lost: by a crash under acks=0/1, by a power loss under the lazy
+    /// flush policy (within its unsynced window), or by a bit flip at rest in their segment.
+    LostWrite,
+    /// One value at two offsets: retries of a non-idempotent producer.
+    Duplicate,
+    /// Partitions or acknowledged records not readable within the liveness bound.
+    Unavailable,
+}
+
+impl fmt::Display for AllowSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AllowSpec::LostWrite => "lost-write",
+            AllowSpec::Duplicate => "duplicate",
+            AllowSpec::Unavailable => "unavailable",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Expectations {
+    /// Anomaly kinds the configuration allows: reported as allowed, never as violations.
+    #[serde(default)]
+    pub allow: Vec<AllowSpec>,
+}
+
+/// A scenario file that could not be loaded.
+#[derive(Debug)]
+pub struct ScenarioError {
+    pub path: String,
+    /// 1-based line and column, when the error has a position.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(line), Some(col)) => write!(f, "{}:{line}:{col}: {}", self.path, self.message),
+            _ => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let shown = path.display().to_string();
+        #[allow(clippy::disallowed_methods)] // the CLI reads the operator's file, not broker data
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            path: shown.clone(),
+            line: None,
+            column: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Scenario::parse(&text, &shown, &stem)
+    }
+
+    /// Parses and validates scenario text; `path` names it in errors, `stem` is the default name.
+    pub fn parse(text: &str, path: &str, stem: &str) -> Result<Scenario, ScenarioError> {
+        let at = |offset: Option<usize>, message: String| {
+            let (line, column) = offset.map(|o| line_col(text, o)).unzip();
+            ScenarioError {
+                path: path.to_string(),
+                line,
+                column,
+                message,
+            }
+        };
+        let mut scenario: Scenario = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            at(e.span().map(|s| s.start), message)
+        })?;
+        if scenario.name.is_empty() {
+            scenario.name = stem.to_string();
+        }
+        scenario
+            .validate()
+            .map_err(|(offset, message)| at(offset, message))?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<(), (Option<usize>, String)> {
+        let whole = |m: String| (None, m);
+        if self.duration_ms == 0 {
+            return Err(whole("duration-ms must be positive".into()));
+        }
+        if self.cluster.brokers == 0 || self.cluster.brokers > 250 {
+            return Err(whole("cluster.brokers must be 1..=250".into()));
+        }
+        if self.cluster.clients == 0 || self.cluster.clients > 250 {
+            return Err(whole("cluster.clients must be 1..=250".into()));
+        }
+        if self.topics.is_empty() {
+            return Err(whole("at least one [[topics]] is needed".into()));
+        }
+        for t in &self.topics {
+            if t.partitions < 1 {
+                return Err(whole(format!(
+                    "topic {}: partitions must be at least 1",
+                    t.name
+                )));
+            }
+            if t.replication_factor < 1 || t.replication_factor as u32 > self.cluster.brokers {
+                return Err(whole(format!(
+                    "topic {}: replication-factor {} needs 1..={} (the number of brokers)",
+                    t.name, t.replication_factor, self.cluster.brokers
+                )));
+            }
+        }
+        let topic_known = |name: &str| self.topics.iter().any(|t| t.name == name);
+        for p in &self.workload.producers {
+            if !topic_known(&p.topic) {
+                return Err(whole(format!(
+                    "producer topic {:?} is not in [[topics]]",
+                    p.topic
+                )));
+            }
+            if p.rate.is_nan() || p.rate <= 0.0 {
+                return Err(whole(format!(
+                    "producer of {:?}: rate must be positive",
+                    p.topic
+                )));
+            }
+            if p.idempotent && p.acks != AcksSpec::All {
+                return Err(whole(format!(
+                    "producer of {:?}: idempotence needs acks = \"all\"",
+                    p.topic
+                )));
+            }
+        }
+        for c in &self.workload.consumers {
+            if !topic_known(&c.topic) {
+                return Err(whole(format!(
+                    "consumer topic {:?} is not in [[topics]]",
+                    c.topic
+                )));
+            }
+        }
+        for f in &self.faults {
+            let offset = Some(f.span().start);
+            let fault = f.get_ref();
+            let kind = fault.fault.0;
+            let needs_node = !matches!(
+                kind,
+                FaultKind::Heal | FaultKind::PacketLoss | FaultKind::Latency
+            );
+            let complain = |m: String| Err((offset, format!("fault {kind}: {m}")));
+            if needs_node && fault.target.is_none() {
+                return complain("needs a target".into());
+            }
+            if let Some(TargetSpec::Broker(id)) = &fault.target {
+                if *id == 0 || *id > self.cluster.brokers {
+                    return complain(format!("there is no broker {id}"));
+                }
+            }
+            if let Some(TargetSpec::Client(n)) = &fault.target {
+                if *n == 0 || *n > self.cluster.clients {
+                    return complain(format!("there is no client {n}"));
+                }
+            }
+            let disk_or_crash = matches!(
+                kind,
+                FaultKind::Crash
+                    | FaultKind::Restart
+                    | FaultKind::DiskEio
+                    | FaultKind::DiskTorn
+                    | FaultKind::BitFlip
+                    | FaultKind::DiskFull
+            );
+            if disk_or_crash
+                && matches!(
+                    fault.target,
+                    Some(TargetSpec::Client(_) | TargetSpec::AnyClient)
+                )
+            {
+                return complain(
+                    "targets brokers only (clients have no disk and are not crashed)".into(),
+                );
+            }
+            match kind {
+                FaultKind::CutLink if fault.to.is_none() => return complain("needs `to`".into()),
+                FaultKind::PacketLoss if !fault.rate.is_some_and(|r| (0.0..=1.0).contains(&r)) => {
+                    return complain("needs `rate` in 0..=1".into())
+                }
+                FaultKind::Latency if fault.min_ms.is_none() || fault.max_ms.is_none() => {
+                    return complain("needs `min-ms` and `max-ms`".into())
+                }
+                FaultKind::DiskEio if fault.write_rate.is_none() && fault.sync_rate.is_none() => {
+                    return complain("needs `write-rate` and/or `sync-rate`".into())
+                }
+                FaultKind::DiskFull if fault.headroom_bytes.is_none() => {
+                    return complain("needs `headroom-bytes`".into())
+                }
+                _ => {}
+            }
+            if fault.every_ms == Some(0) {
+                return complain("every-ms must be positive".into());
+            }
+        }
+        if let Some(swarm) = &self.swarm {
+            if swarm.kinds.is_empty() {
+                return Err(whole(
+                    "swarm.kinds must name at least one fault kind".into(),
+                ));
+            }
+            if swarm.mean_interval_ms == 0 {
+                return Err(whole("swarm.mean-interval-ms must be positive".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `kind` is allowed by the expectations.
+    pub fn allows(&self, kind: AllowSpec) -> bool {
+        self.expect.allow.contains(&kind)
+    }
+
+    /// The end of the fault window.
+    pub fn duration(&self) -> Duration {
+        Duration::from_millis(self.duration_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+duration-ms = 1000
+[cluster]
+[[topics]]
+name = "t"
+[workload]
+[[workload.producers]]
+topic = "t"
+acks = "all"
+rate = 10
+"#;
+
+    #[test]
+    fn a_minimal_scenario_parses_with_defaults() {
+        let s = Scenario::parse(MINIMAL, "x.toml", "x").unwrap();
+        assert_eq!(s.name, "x");
+        assert_eq!(s.cluster.brokers, 1);
+        assert_eq!(s.workload.producers[0].acks, AcksSpec::All);
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_file_line_and_expected_keys() {
+        let text = MINIMAL.replace("rate = 10", "rate = 10\nspeed = 3");
+        let e = Scenario::parse(&text, "bad.toml", "bad").unwrap_err();
+        assert_eq!(e.path, "bad.toml");
+        assert_eq!(e.line, Some(11), "{e}");
+        assert!(e.message.contains("unknown field `speed`"), "{e}");
+        assert!(e.to_string().starts_with("bad.toml:11:"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_target_says_what_was_expected_at_its_line() {
+        let text =
+            format!("{MINIMAL}\n[[faults]]\nat-ms = 5\nfault = \"crash\"\ntarget = \"brokr:1\"\n");
+        let e = Scenario::parse(&text, "bad.toml", "bad").unwrap_err();
+        assert_eq!(e.line, Some(15), "{e}");
+        assert!(e.message.contains("expected a target"), "{e}");
+    }
+
+    #[test]
+    fn a_fault_missing_a_parameter_is_reported_at_its_table() {
+        let text = format!("{MINIMAL}\n[[faults]]\nat-ms = 5\nfault = \"packet-loss\"\n");
+        let e = Scenario::parse(&text, "bad.toml", "bad").unwrap_err();
+        assert!(e.line.is_some(), "{e}");
+        assert!(e.message.contains("needs `rate`"), "{e}");
+    }
+}

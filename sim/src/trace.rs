@@ -1,0 +1,108 @@
+//! The event trace of a run: every notable event (node boot, kill, restart, fault applied or
+//! healed, operation invoked or completed, phase change) with its simulated time and node.
+//!
+//! The trace is what `cargo sim replay --trace` prints and what the trace hash covers, so it
+//! holds only values the seed determines: simulated time (never the wall clock), and text built
+//! from ordered data (no `HashMap` iteration). The hash is FNV-1a 64 over the printed lines:
+//! our own function, so it does not change with the Rust version the way `DefaultHasher` may.
+
+use std::sync::{Arc, Mutex};
+
+/// Simulated time since the run started.
+pub fn now_us() -> u64 {
+    madsim::time::TimeHandle::current().elapsed().as_micros() as u64
+}
+
+/// Simulated milliseconds since the run started (what the history records).
+pub fn now_ms() -> u64 {
+    now_us() / 1000
+}
+
+/// One line of the trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceEvent {
+    pub at_us: u64,
+    pub node: String,
+    pub event: String,
+}
+
+impl std::fmt::Display for TraceEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>6}.{:06}s {:<12} {}",
+            self.at_us / 1_000_000,
+            self.at_us % 1_000_000,
+            self.node,
+            self.event
+        )
+    }
+}
+
+/// The shared, append-only trace; cheap to clone into every node and task.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    events: Arc<Mutex<Vec<TraceEvent>>>,
+}
+
+impl Trace {
+    pub fn new() -> Trace {
+        Trace::default()
+    }
+
+    /// Appends an event at the current simulated time.
+    pub fn event(&self, node: impl Into<String>, event: impl Into<String>) {
+        let event = TraceEvent {
+            at_us: now_us(),
+            node: node.into(),
+            event: event.into(),
+        };
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn snapshot(&self) -> Vec<TraceEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// FNV-1a 64 over every line as printed, each followed by a newline.
+    pub fn hash(&self) -> u64 {
+        let mut hash = Fnv1a::default();
+        for event in self.events.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            hash.write(event.to_string().as_bytes());
+            hash.write(b"\n");
+        }
+        hash.0
+    }
+}
+
+/// FNV-1a, 64 bits.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
