@@ -541,10 +541,15 @@ impl Broker {
         Ok(())
     }
 
-    /// Runs retention and lazy flushes on every partition; the server calls it periodically.
+    /// Runs retention and lazy flushes on every partition, and recovers partitions whose log
+    /// went offline after a disk error; the server calls it periodically.
     pub async fn run_maintenance(&self, retention: bool) {
         for topic in self.topics() {
             for partition in &topic.partitions {
+                if partition.recover_if_offline().await {
+                    tracing::info!(topic = %topic.name, partition = partition.index,
+                        "partition back online after a disk error");
+                }
                 let _ = partition.log.flush_if_due().await;
                 if retention {
                     if let Err(e) = partition.log.apply_retention().await {

@@ -75,6 +75,36 @@ impl Partition {
         })
     }
 
+    /// If the log went offline after an I/O error, recovers it in place and rebuilds the
+    /// producer state from what survived. Returns whether it recovered. The broker's maintenance
+    /// calls this periodically, so a transient disk failure heals without a restart.
+    pub async fn recover_if_offline(&self) -> bool {
+        if !self.log.is_failed() {
+            return false;
+        }
+        // Hold the producer state across the reopen so no idempotent append checks against
+        // state from before the failure.
+        let mut producers = self.producers.lock().await;
+        match self.log.reopen().await {
+            Ok(true) => match rebuild_producer_state(&self.log).await {
+                Ok(rebuilt) => {
+                    *producers = rebuilt;
+                    self.data_arrived.notify_waiters();
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(partition = ?self, %e, "producer state not rebuilt after recovery");
+                    true
+                }
+            },
+            Ok(false) => false,
+            Err(e) => {
+                tracing::debug!(partition = ?self, %e, "offline log still cannot be recovered");
+                false
+            }
+        }
+    }
+
     /// A copy of the idempotent producers' state, for tests and diagnostics.
     pub async fn producer_state(&self) -> ProducerStateManager {
         self.producers.lock().await.clone()

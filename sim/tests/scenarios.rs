@@ -81,6 +81,9 @@ fn bit_flips_and_eio_are_never_served_or_acknowledged() {
 #[test]
 fn the_swarm_mixes_every_fault_kind_without_a_violation() {
     passes("swarm", 1..3);
+    // Seed 17 once left every partition offline after EIO (logs stayed down until a restart)
+    // and then found bytes written past a hole after a failed sync: both fixed in the broker.
+    passes("swarm", 17..18);
 }
 
 #[test]

@@ -225,6 +225,8 @@ pub struct Log {
     log_start_offset: AtomicU64,
     log_end_offset: AtomicU64,
     durable_end_offset: AtomicU64,
+    /// Closed cleanly (offline for good, unlike an I/O failure).
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Log {
@@ -267,6 +269,7 @@ impl Log {
             log_start_offset: AtomicU64::new(0),
             log_end_offset: AtomicU64::new(0),
             durable_end_offset: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         };
         log.publish(&*log.state.lock().await);
         Ok(log)
@@ -1035,6 +1038,40 @@ impl Log {
         Ok(self.log_start_offset())
     }
 
+    /// True while the log is offline after an I/O error (not after a clean close).
+    pub fn is_failed(&self) -> bool {
+        self.offline.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
+    }
+
+    /// Recovers an offline log in place, as a restart would: drops what is in memory and runs
+    /// the recovery of [`Log::open`] on what is on disk (cutting a torn tail, skipping the
+    /// reserved offsets). Returns `Ok(true)` if the log is back online, `Ok(false)` if it was
+    /// not offline; an error leaves it offline, to be tried again later.
+    pub async fn reopen(&self) -> Result<bool, OpenError> {
+        if !self.is_failed() {
+            return Ok(false);
+        }
+        // No group commit may be in flight while the state is replaced.
+        let _sync = self.sync_lock.lock().await;
+        let mut st = self.state.lock().await;
+        if st.offline.is_none() || self.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let config = self.config();
+        let (state, report) = recover(self.disk.as_ref(), self.clock.as_ref(), &self.dir, &config)
+            .await
+            .map_err(|source| OpenError::Io {
+                dir: self.dir.clone(),
+                source,
+            })?;
+        tracing::info!(dir = %self.dir.display(), torn_bytes_cut = report.torn_bytes_cut,
+            offsets_skipped = report.offsets_skipped, "offline log recovered in place");
+        *st = state;
+        self.offline.store(false, Ordering::Release);
+        self.publish(&st);
+        Ok(true)
+    }
+
     /// Clean shutdown: sync everything, write the active segment's indexes and the checkpoint,
     /// then the clean-shutdown marker, so the next open skips the recovery scan. The log is
     /// offline afterwards.
@@ -1059,6 +1096,7 @@ impl Log {
             return Err(self.go_offline(&mut st, "closing", &e));
         }
         st.offline = Some("closed".into());
+        self.closed.store(true, Ordering::Release);
         self.offline.store(true, Ordering::Release);
         tracing::debug!(dir = %self.dir.display(), log_end_offset = st.next_offset, "log closed cleanly");
         Ok(())

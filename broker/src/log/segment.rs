@@ -190,8 +190,14 @@ impl Segment {
         while pos < len {
             let outcome = Self::validate_at(&mut reader, pos).await?;
             match outcome {
+                // Offsets are dense: every batch starts where the one before ended (skipped
+                // offsets are covered by batches without records). A batch after a hole is
+                // bytes written where the log never put them (an append racing a failed sync
+                // that dropped the tail), unless the hole is damage we stepped over.
                 Ok(header)
-                    if (header.base_offset as u64) >= self.next_offset
+                    if ((header.base_offset as u64) == self.next_offset
+                        || (!corrupt.is_empty()
+                            && (header.base_offset as u64) > self.next_offset))
                         && self.fits_offset(header.last_offset() as u64) =>
                 {
                     self.record_batch(&header, pos, index_interval);
