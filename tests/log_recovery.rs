@@ -379,16 +379,34 @@ async fn an_offline_log_recovers_in_place_once_the_disk_works_again() {
     // The bug: a single broker whose disk failed once serves nothing until someone restarts it.
     let f = Fixture::new(9, FaultyDiskConfig::default(), LogConfig::default());
     let log = f.open().await;
-    log.append(&mut batch_with_id(0, 2, 100, T0), 0).await.unwrap();
+    log.append(&mut batch_with_id(0, 2, 100, T0), 0)
+        .await
+        .unwrap();
     assert!(!log.is_failed());
     f.disk.fail_next_sync();
-    assert!(matches!(log.append(&mut batch_with_id(1, 2, 100, T0), 0).await, Err(AppendError::Offline(_))));
+    assert!(matches!(
+        log.append(&mut batch_with_id(1, 2, 100, T0), 0).await,
+        Err(AppendError::Offline(_))
+    ));
     assert!(log.is_failed());
-    assert!(log.reopen().await.unwrap(), "the disk works again: the log comes back");
+    assert!(
+        log.reopen().await.unwrap(),
+        "the disk works again: the log comes back"
+    );
     assert!(!log.is_failed());
-    let next = log.append(&mut batch_with_id(2, 2, 100, T0), 0).await.unwrap();
-    assert!(next.base_offset >= 4, "the failed append's offsets are not reused");
-    let ids: Vec<u64> = Fixture::read_all(&log).await.iter().map(|(_, b)| id_of(b)).collect();
+    let next = log
+        .append(&mut batch_with_id(2, 2, 100, T0), 0)
+        .await
+        .unwrap();
+    assert!(
+        next.base_offset >= 4,
+        "the failed append's offsets are not reused"
+    );
+    let ids: Vec<u64> = Fixture::read_all(&log)
+        .await
+        .iter()
+        .map(|(_, b)| id_of(b))
+        .collect();
     assert_eq!(ids, vec![0, 2]);
     // A cleanly closed log is not "failed" and does not reopen.
     log.close().await.unwrap();

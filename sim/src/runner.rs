@@ -816,6 +816,11 @@ impl Run {
                     faults_applied += 1;
                     match &fault {
                         Fault::Crash(Node::Broker(_)) => crashes_ms.push(now),
+                        // A failed fsync loses what was not yet synced, like a power cut: the
+                        // broker's log goes offline and recovers from what is on disk. Mark the
+                        // start and the end of every EIO window as such a moment, so acks=0/1
+                        // and lazy-flush losses inside it are judged like losses to a crash.
+                        Fault::DiskEio { .. } => crashes_ms.push(now),
                         Fault::BitFlip(_) => bit_flips.push((now, how.clone())),
                         _ => {}
                     }
