@@ -413,3 +413,30 @@ async fn an_offline_log_recovers_in_place_once_the_disk_works_again() {
     assert!(!log.is_failed());
     assert!(!log.reopen().await.unwrap());
 }
+
+#[tokio::test]
+async fn a_bit_flip_in_a_base_offset_never_serves_a_batch_at_the_wrong_offset() {
+    // The bug: the base offset lies outside the CRC, so a flipped bit there served a valid batch
+    // as if it held other offsets (found by the swarm: two values at one offset).
+    let f = Fixture::new(10, FaultyDiskConfig::default(), LogConfig::default());
+    let log = f.open().await;
+    let mut infos = Vec::new();
+    for id in 0..6 {
+        infos.push(log.append(&mut batch_with_id(id, 2, 100, T0), 0).await.unwrap());
+    }
+    log.close().await.unwrap();
+    // Batch 2's base offset is 4; flip it to 6 (bit 1 of its last byte).
+    let size = batch_with_id(0, 2, 100, T0).len() as u64;
+    f.disk.flip_bit(&f.segment_path(0), size * 2 + 7, 1).unwrap();
+    let log = f.open().await;
+    assert!(matches!(log.read(4, 1 << 20, None).await, Err(ReadError::Corrupt { .. })));
+    assert!(matches!(log.read(5, 1 << 20, None).await, Err(ReadError::Corrupt { .. })));
+    // From the start, the batches before the damage are served and nothing after it.
+    let read = log.read(0, 1 << 20, None).await.unwrap();
+    let served: Vec<u64> = batches(&read.records).iter().map(|(h, _)| h.base_offset as u64).collect();
+    assert_eq!(served, vec![0, 2]);
+    // Batch 3 (offsets 6..=7) is still served at its own offsets.
+    let read = log.read(6, 1 << 20, None).await.unwrap();
+    assert_eq!(batches(&read.records)[0].0.base_offset, 6);
+    assert_eq!(id_of(&batches(&read.records)[0].1), 3);
+}

@@ -153,6 +153,7 @@ impl Partition {
                     .log_append_time
                     .then_some(original.timestamp_ms),
                 log_start_offset: self.log.log_start_offset(),
+                incarnation: self.log.incarnation(),
             });
         }
         let info = self.append_to_log(records).await?;
@@ -211,7 +212,7 @@ impl Partition {
     pub async fn wait_durable(&self, info: &AppendInfo) -> Result<(), AppendError> {
         if self.durable_policy() {
             self.log
-                .wait_durable(info.last_offset + 1)
+                .wait_append_durable(info)
                 .await
                 .map_err(|e| AppendError::Offline(e.0))?;
         }

@@ -25,6 +25,9 @@
 //!   (asymmetric partitions happen: a bad NIC queue, a one-way firewall rule). Cutting the
 //!   client→broker direction drops requests; broker→client drops responses after the request
 //!   was handled — the classic "did my write happen?" ambiguity.
+//! - **Split** (`Split`): the cluster splits in two: every packet between a node of the given
+//!   side and a node outside it is dropped, both ways, while each side still talks within itself
+//!   (a rack or availability zone cut off). Undone by `Mend`.
 //! - **Heal** (`Heal`): every network fault is undone, paused nodes resume, crashed nodes
 //!   restart, disk faults stop, and a node whose disk misbehaved (EIO, full) gets a clean process
 //!   restart — what an operator does once the hardware is fixed. The liveness phase follows it.
@@ -92,11 +95,12 @@ pub enum FaultKind {
     DiskTorn,
     BitFlip,
     DiskFull,
+    Split,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Crash,
         FaultKind::Restart,
         FaultKind::Pause,
@@ -110,6 +114,7 @@ impl FaultKind {
         FaultKind::DiskTorn,
         FaultKind::BitFlip,
         FaultKind::DiskFull,
+        FaultKind::Split,
     ];
 
     /// The kebab-case name scenario files use.
@@ -128,6 +133,7 @@ impl FaultKind {
             FaultKind::DiskTorn => "disk-torn",
             FaultKind::BitFlip => "bit-flip",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::Split => "split",
         }
     }
 
@@ -185,6 +191,14 @@ pub enum Fault {
         from: Node,
         to: Node,
     },
+    /// Cut every link between `side` and the other nodes, both ways.
+    Split {
+        side: Vec<Node>,
+    },
+    /// Undo a `Split` of the same side.
+    Mend {
+        side: Vec<Node>,
+    },
 }
 
 impl Fault {
@@ -203,6 +217,7 @@ impl Fault {
             Fault::DiskTorn { .. } => FaultKind::DiskTorn,
             Fault::BitFlip(_) => FaultKind::BitFlip,
             Fault::DiskFull { .. } => FaultKind::DiskFull,
+            Fault::Split { .. } | Fault::Mend { .. } => FaultKind::Split,
         }
     }
 
@@ -225,14 +240,21 @@ impl Fault {
                 headroom_bytes: None,
             }),
             Fault::DiskTorn { node, on } => Some(Fault::DiskTorn { node, on: !on }),
+            Fault::Split { ref side } => Some(Fault::Mend { side: side.clone() }),
             Fault::Restart(_)
             | Fault::Resume(_)
             | Fault::Heal
             | Fault::BitFlip(_)
             | Fault::Reconnect(_)
-            | Fault::RestoreLink { .. } => None,
+            | Fault::RestoreLink { .. }
+            | Fault::Mend { .. } => None,
         }
     }
+}
+
+fn names(nodes: &[Node]) -> String {
+    let names: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    format!("{{{}}}", names.join(", "))
 }
 
 impl fmt::Display for Fault {
@@ -246,6 +268,8 @@ impl fmt::Display for Fault {
             Fault::Reconnect(n) => write!(f, "reconnect {n}"),
             Fault::CutLink { from, to } => write!(f, "cut link {from} -> {to}"),
             Fault::RestoreLink { from, to } => write!(f, "restore link {from} -> {to}"),
+            Fault::Split { side } => write!(f, "split {} from the rest", names(side)),
+            Fault::Mend { side } => write!(f, "mend the split of {}", names(side)),
             Fault::Heal => write!(f, "heal everything"),
             Fault::PacketLoss { rate } => write!(f, "packet loss {rate}"),
             Fault::Latency {
@@ -412,6 +436,28 @@ impl Nemesis {
                 }
                 h.unclog_link(from, to);
                 Done(String::new())
+            }
+            Fault::Split { ref side } | Fault::Mend { ref side } => {
+                let split = matches!(fault, Fault::Split { .. });
+                let others: Vec<Node> = h.nodes().into_iter().filter(|n| !side.contains(n)).collect();
+                if side.is_empty() || others.is_empty() {
+                    return Skipped("one side of the split is empty".into());
+                }
+                let mut links = 0;
+                for &a in side {
+                    for &b in &others {
+                        for (from, to) in [(a, b), (b, a)] {
+                            if split && self.cut.insert((from, to)) {
+                                h.clog_link(from, to);
+                                links += 1;
+                            } else if !split && self.cut.remove(&(from, to)) {
+                                h.unclog_link(from, to);
+                                links += 1;
+                            }
+                        }
+                    }
+                }
+                Done(format!("{links} links"))
             }
             Fault::PacketLoss { rate } => {
                 h.set_packet_loss(rate);

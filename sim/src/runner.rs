@@ -321,6 +321,8 @@ struct Planned {
     kind: FaultKind,
     target: Option<TargetSpec>,
     to: Option<TargetSpec>,
+    /// `split`: one side.
+    group: Vec<TargetSpec>,
     for_ms: Option<u64>,
     params: Params,
 }
@@ -343,6 +345,10 @@ impl std::fmt::Display for Planned {
         }
         if let Some(t) = &self.to {
             write!(f, " -> {t}")?;
+        }
+        if !self.group.is_empty() {
+            let names: Vec<String> = self.group.iter().map(|t| t.to_string()).collect();
+            write!(f, " {{{}}}", names.join(", "))?;
         }
         let p = &self.params;
         match self.kind {
@@ -493,6 +499,7 @@ impl Run {
                     kind: f.fault.0,
                     target: draw(&f.target, &mut rng),
                     to: draw(&f.to, &mut rng),
+                    group: f.group.iter().flatten().map(|t| draw(&Some(t.clone()), &mut rng).expect("a target")).collect(),
                     for_ms: f.for_ms,
                     params: Params {
                         rate: f.rate.unwrap_or(0.0),
@@ -545,6 +552,7 @@ impl Run {
                     kind,
                     target: Some(broker.clone()),
                     to: None,
+                    group: Vec::new(),
                     for_ms,
                     params: Params::default(),
                 };
@@ -561,6 +569,11 @@ impl Run {
                         if rng.gen_bool(0.3) {
                             p.target = Some(client.clone());
                         }
+                    }
+                    FaultKind::Split => {
+                        // The broker keeps one client; the other clients are cut off.
+                        p.target = None;
+                        p.group = vec![broker.clone(), client.clone()];
                     }
                     FaultKind::CutLink => {
                         if rng.gen_bool(0.5) {
@@ -621,6 +634,13 @@ impl Run {
                 to: node(&p.to)?,
             },
             FaultKind::Heal => Fault::Heal,
+            FaultKind::Split => Fault::Split {
+                side: p
+                    .group
+                    .iter()
+                    .map(|t| node(&Some(t.clone())))
+                    .collect::<Result<Vec<_>, _>>()?,
+            },
             FaultKind::PacketLoss => Fault::PacketLoss {
                 rate: p.params.rate,
             },

@@ -293,6 +293,8 @@ pub struct ScriptedFault {
     pub target: Option<TargetSpec>,
     /// `cut-link`: the receiving side.
     pub to: Option<TargetSpec>,
+    /// `split`: the nodes on one side; every link between them and the rest is cut.
+    pub group: Option<Vec<TargetSpec>>,
     /// Undo the fault this long after it (restart after a crash, resume after a pause, ...).
     pub for_ms: Option<u64>,
     /// Repeat every this many ms (from `at-ms`) ...
@@ -507,7 +509,7 @@ impl Scenario {
             let kind = fault.fault.0;
             let needs_node = !matches!(
                 kind,
-                FaultKind::Heal | FaultKind::PacketLoss | FaultKind::Latency
+                FaultKind::Heal | FaultKind::PacketLoss | FaultKind::Latency | FaultKind::Split
             );
             let complain = |m: String| Err((offset, format!("fault {kind}: {m}")));
             if needs_node && fault.target.is_none() {
@@ -544,6 +546,9 @@ impl Scenario {
             }
             match kind {
                 FaultKind::CutLink if fault.to.is_none() => return complain("needs `to`".into()),
+                FaultKind::Split if fault.group.as_ref().is_none_or(|g| g.is_empty()) => {
+                    return complain("needs `group`, a non-empty list of targets".into())
+                }
                 FaultKind::PacketLoss if !fault.rate.is_some_and(|r| (0.0..=1.0).contains(&r)) => {
                     return complain("needs `rate` in 0..=1".into())
                 }

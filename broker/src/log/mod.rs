@@ -129,6 +129,9 @@ pub struct AppendInfo {
     /// The LogAppendTime stamped on the batches, if the log uses it.
     pub log_append_time_ms: Option<i64>,
     pub log_start_offset: u64,
+    /// Which recovery of the log the batch was appended in (see [`Log::reopen`]): a batch from
+    /// before an in-place recovery that was not yet synced is lost, never durable.
+    pub incarnation: u64,
 }
 
 /// What a read returned: whole stored batches, concatenated.
@@ -227,6 +230,8 @@ pub struct Log {
     durable_end_offset: AtomicU64,
     /// Closed cleanly (offline for good, unlike an I/O failure).
     closed: AtomicBool,
+    /// In-place recoveries so far (see [`AppendInfo::incarnation`]).
+    incarnation: AtomicU64,
 }
 
 impl std::fmt::Debug for Log {
@@ -270,6 +275,7 @@ impl Log {
             log_end_offset: AtomicU64::new(0),
             durable_end_offset: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            incarnation: AtomicU64::new(0),
         };
         log.publish(&*log.state.lock().await);
         Ok(log)
@@ -384,7 +390,7 @@ impl Log {
     ) -> Result<AppendInfo, AppendError> {
         let info = self.append_unsynced(records, leader_epoch).await?;
         if self.config().flush == FlushPolicy::Durable {
-            self.wait_durable(info.last_offset + 1)
+            self.wait_append_durable(&info)
                 .await
                 .map_err(|e| AppendError::Offline(e.0))?;
         }
@@ -517,6 +523,7 @@ impl Log {
                 last_offset,
                 log_append_time_ms: config.log_append_time.then_some(now),
                 log_start_offset: st.log_start_offset,
+                incarnation: self.incarnation(),
             }
         };
         if let FlushPolicy::Lazy { .. } = config.flush {
@@ -531,8 +538,34 @@ impl Log {
     /// This is the group commit: whoever holds `sync_lock` syncs everything appended so far, and
     /// the tasks queued behind it usually find their offsets already durable.
     pub async fn wait_durable(&self, target: u64) -> Result<(), LogOffline> {
+        self.wait_durable_in(target, self.incarnation()).await
+    }
+
+    /// Returns once the appended batches are synced; fails if the log recovered from a disk
+    /// failure since they were appended (their bytes were not synced before it: they are gone,
+    /// even though the recovered log's durable end is past their offsets).
+    pub async fn wait_append_durable(&self, info: &AppendInfo) -> Result<(), LogOffline> {
+        self.wait_durable_in(info.last_offset + 1, info.incarnation)
+            .await
+    }
+
+    /// The number of in-place recoveries so far.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation.load(Ordering::Acquire)
+    }
+
+    async fn wait_durable_in(&self, target: u64, incarnation: u64) -> Result<(), LogOffline> {
+        let lost = || {
+            LogOffline("the log recovered from a disk failure before this append was synced".into())
+        };
         loop {
-            if self.durable_end_offset.load(Ordering::Acquire) >= target {
+            // Durable end first, then the incarnation: `reopen` bumps the incarnation before it
+            // publishes the recovered durable end.
+            let durable = self.durable_end_offset.load(Ordering::Acquire);
+            if self.incarnation() != incarnation {
+                return Err(lost());
+            }
+            if durable >= target {
                 return Ok(());
             }
             self.check_online_fast().await?;
@@ -540,7 +573,11 @@ impl Log {
             // during the previous sync are waiting too, and one sync covers them all; the
             // tasks behind it find their offsets durable and return without syncing.
             let _sync = self.sync_lock.lock().await;
-            if self.durable_end_offset.load(Ordering::Acquire) >= target {
+            let durable = self.durable_end_offset.load(Ordering::Acquire);
+            if self.incarnation() != incarnation {
+                return Err(lost());
+            }
+            if durable >= target {
                 return Ok(());
             }
             self.sync_appended().await?;
@@ -723,7 +760,9 @@ impl Log {
                 (
                     segment::path(&self.dir, segment.base_offset, LOG_SUFFIX),
                     Arc::clone(&segment.file),
-                    segment.base_offset,
+                    // The log is dense: the batch at the index entry starts at exactly this
+                    // offset, and each next one where the one before ended.
+                    segment.base_offset + entry.relative_offset as u64,
                     entry.position as u64,
                     segment.size,
                     bound,
@@ -749,11 +788,27 @@ impl Log {
                 }
                 let n = file.read_at(pos, &mut header_buf).await?;
                 let header = BatchHeader::parse(&header_buf[..n]).map_err(|e| corrupt(pos, e))?;
-                if (header.base_offset as u64) < previous_end || pos + header.size() as u64 > size {
+                if pos + header.size() as u64 > size {
                     return Err(corrupt(
                         pos,
                         BatchError::OffsetOutOfOrder(header.base_offset),
                     ));
+                }
+                // The base offset lies outside the CRC: a bit flip there would serve a valid
+                // batch at the wrong offset. Density makes it checkable, and the offset delta
+                // (inside the CRC) lets the walk step over the damaged batch to the next one.
+                if (header.base_offset as u64) != previous_end {
+                    let mut whole = vec![0u8; header.size()];
+                    file.read_at(pos, &mut whole).await?;
+                    let checked = batch::validate(&whole).map_err(|e| corrupt(pos, e))?;
+                    let last = previous_end + checked.last_offset_delta as u64;
+                    let damaged = corrupt(pos, BatchError::OffsetOutOfOrder(header.base_offset));
+                    if target <= last {
+                        return Err(damaged);
+                    }
+                    previous_end = last + 1;
+                    pos += header.size() as u64;
+                    continue;
                 }
                 if header.last_offset() as u64 >= target {
                     break Some(header);
@@ -789,7 +844,7 @@ impl Log {
                         break;
                     }
                 };
-                if end > 0 && (header.base_offset as u64) < previous_end {
+                if end > 0 && (header.base_offset as u64) != previous_end {
                     let _ = corrupt(
                         pos + end as u64,
                         BatchError::OffsetOutOfOrder(header.base_offset),
@@ -1067,6 +1122,7 @@ impl Log {
         tracing::info!(dir = %self.dir.display(), torn_bytes_cut = report.torn_bytes_cut,
             offsets_skipped = report.offsets_skipped, "offline log recovered in place");
         *st = state;
+        self.incarnation.fetch_add(1, Ordering::AcqRel);
         self.offline.store(false, Ordering::Release);
         self.publish(&st);
         Ok(true)
