@@ -422,18 +422,33 @@ async fn a_bit_flip_in_a_base_offset_never_serves_a_batch_at_the_wrong_offset() 
     let log = f.open().await;
     let mut infos = Vec::new();
     for id in 0..6 {
-        infos.push(log.append(&mut batch_with_id(id, 2, 100, T0), 0).await.unwrap());
+        infos.push(
+            log.append(&mut batch_with_id(id, 2, 100, T0), 0)
+                .await
+                .unwrap(),
+        );
     }
     log.close().await.unwrap();
     // Batch 2's base offset is 4; flip it to 6 (bit 1 of its last byte).
     let size = batch_with_id(0, 2, 100, T0).len() as u64;
-    f.disk.flip_bit(&f.segment_path(0), size * 2 + 7, 1).unwrap();
+    f.disk
+        .flip_bit(&f.segment_path(0), size * 2 + 7, 1)
+        .unwrap();
     let log = f.open().await;
-    assert!(matches!(log.read(4, 1 << 20, None).await, Err(ReadError::Corrupt { .. })));
-    assert!(matches!(log.read(5, 1 << 20, None).await, Err(ReadError::Corrupt { .. })));
+    assert!(matches!(
+        log.read(4, 1 << 20, None).await,
+        Err(ReadError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        log.read(5, 1 << 20, None).await,
+        Err(ReadError::Corrupt { .. })
+    ));
     // From the start, the batches before the damage are served and nothing after it.
     let read = log.read(0, 1 << 20, None).await.unwrap();
-    let served: Vec<u64> = batches(&read.records).iter().map(|(h, _)| h.base_offset as u64).collect();
+    let served: Vec<u64> = batches(&read.records)
+        .iter()
+        .map(|(h, _)| h.base_offset as u64)
+        .collect();
     assert_eq!(served, vec![0, 2]);
     // Batch 3 (offsets 6..=7) is still served at its own offsets.
     let read = log.read(6, 1 << 20, None).await.unwrap();

@@ -439,7 +439,11 @@ impl Nemesis {
             }
             Fault::Split { ref side } | Fault::Mend { ref side } => {
                 let split = matches!(fault, Fault::Split { .. });
-                let others: Vec<Node> = h.nodes().into_iter().filter(|n| !side.contains(n)).collect();
+                let others: Vec<Node> = h
+                    .nodes()
+                    .into_iter()
+                    .filter(|n| !side.contains(n))
+                    .collect();
                 if side.is_empty() || others.is_empty() {
                     return Skipped("one side of the split is empty".into());
                 }

@@ -499,7 +499,12 @@ impl Run {
                     kind: f.fault.0,
                     target: draw(&f.target, &mut rng),
                     to: draw(&f.to, &mut rng),
-                    group: f.group.iter().flatten().map(|t| draw(&Some(t.clone()), &mut rng).expect("a target")).collect(),
+                    group: f
+                        .group
+                        .iter()
+                        .flatten()
+                        .map(|t| draw(&Some(t.clone()), &mut rng).expect("a target"))
+                        .collect(),
                     for_ms: f.for_ms,
                     params: Params {
                         rate: f.rate.unwrap_or(0.0),
