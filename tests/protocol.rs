@@ -254,6 +254,130 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
             c,
             &InitProducerIdRequest::default().with_transaction_timeout_ms(1000),
         ),
+        ApiKey::FindCoordinator => {
+            let mut r = FindCoordinatorRequest::default();
+            if version >= 4 {
+                r = r.with_coordinator_keys(vec![StrBytes::from_static_str("g")]);
+            } else {
+                r = r.with_key(StrBytes::from_static_str("g"));
+            }
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::JoinGroup => {
+            // A group per version: a lone member's join completes at once (v0-3), and a first
+            // join without a member id gets MEMBER_ID_REQUIRED (v4+).
+            let r = JoinGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(format!("join-{version}"))))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(if version >= 1 { 10_000 } else { -1 })
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"\0\0\0\0\0\0"))]);
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::SyncGroup => request_frame(
+            api,
+            version,
+            c,
+            &SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_generation_id(1)
+                .with_member_id(StrBytes::from_static_str("nobody")),
+        ),
+        ApiKey::Heartbeat => request_frame(
+            api,
+            version,
+            c,
+            &HeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_generation_id(1)
+                .with_member_id(StrBytes::from_static_str("nobody")),
+        ),
+        ApiKey::LeaveGroup => {
+            let mut r =
+                LeaveGroupRequest::default().with_group_id(GroupId(StrBytes::from_static_str("g")));
+            if version >= 3 {
+                r = r.with_members(vec![leave_group_request::MemberIdentity::default()
+                    .with_member_id(StrBytes::from_static_str("nobody"))]);
+            } else {
+                r = r.with_member_id(StrBytes::from_static_str("nobody"));
+            }
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::OffsetCommit => {
+            let mut r = OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("simple")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic(t))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1)
+                                .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+                        ]),
+                ]);
+            if (2..=4).contains(&version) {
+                r = r.with_retention_time_ms(-1);
+            }
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::OffsetFetch => {
+            let mut r = OffsetFetchRequest::default();
+            if version >= 8 {
+                r = r.with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("simple")))
+                        .with_topics(None),
+                ]);
+            } else {
+                r = r
+                    .with_group_id(GroupId(StrBytes::from_static_str("simple")))
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(topic(t))
+                            .with_partition_indexes(vec![0, 1]),
+                    ]));
+            }
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::ListGroups => request_frame(api, version, c, &ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => request_frame(
+            api,
+            version,
+            c,
+            &DescribeGroupsRequest::default().with_groups(vec![
+                GroupId(StrBytes::from_static_str("join-0")),
+                GroupId(StrBytes::from_static_str("unknown")),
+            ]),
+        ),
+        ApiKey::DeleteGroups => request_frame(
+            api,
+            version,
+            c,
+            &DeleteGroupsRequest::default().with_groups_names(vec![
+                GroupId(StrBytes::from_static_str("simple")),
+                GroupId(StrBytes::from_static_str("join-0")),
+            ]),
+        ),
+        ApiKey::OffsetDelete => request_frame(
+            api,
+            version,
+            c,
+            &OffsetDeleteRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("simple")))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(topic(t))
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]),
+        ),
         other => panic!("no representative request for {other:?}: add one to this test"),
     }
 }
@@ -296,6 +420,17 @@ async fn every_advertised_api_version_answers_with_a_response_the_codec_decodes(
                 AlterConfigs => AlterConfigsResponse,
                 DescribeCluster => DescribeClusterResponse,
                 InitProducerId => InitProducerIdResponse,
+                FindCoordinator => FindCoordinatorResponse,
+                JoinGroup => JoinGroupResponse,
+                SyncGroup => SyncGroupResponse,
+                Heartbeat => HeartbeatResponse,
+                LeaveGroup => LeaveGroupResponse,
+                OffsetCommit => OffsetCommitResponse,
+                OffsetFetch => OffsetFetchResponse,
+                ListGroups => ListGroupsResponse,
+                DescribeGroups => DescribeGroupsResponse,
+                DeleteGroups => DeleteGroupsResponse,
+                OffsetDelete => OffsetDeleteResponse,
             );
             checked += 1;
         }
@@ -541,4 +676,113 @@ mod fuzz {
             .unwrap();
         rt.block_on(broker_still_serves(&broker));
     }
+}
+
+/// Kafka's own error codes for bad group input, and OffsetDelete undoing a commit. The bug this
+/// guards against: a commit for a partition that does not exist (or with oversized metadata)
+/// being stored, or a stranger's heartbeat being accepted.
+#[tokio::test]
+async fn bad_group_input_gets_kafkas_error_codes_and_offset_delete_removes_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    broker.create_topic("t", 2, 1, &[], false).await.unwrap();
+    let group = || GroupId(StrBytes::from_static_str("bad-input"));
+    let partition = |index: i32, metadata: String| {
+        offset_commit_request::OffsetCommitRequestPartition::default()
+            .with_partition_index(index)
+            .with_committed_offset(5)
+            .with_committed_metadata(Some(StrBytes::from_string(metadata)))
+    };
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(group())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(topic("t"))
+                .with_partitions(vec![
+                    partition(0, "ok".into()),
+                    partition(1, "x".repeat(4097)),
+                    partition(9, String::new()),
+                ]),
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(topic("missing"))
+                .with_partitions(vec![partition(0, String::new())]),
+        ]);
+    let frame = request_frame(ApiKey::OffsetCommit, 8, 7, &commit).unwrap();
+    let r: OffsetCommitResponse = decode_response(
+        ApiKey::OffsetCommit,
+        8,
+        7,
+        call(&broker, frame).await.unwrap(),
+    );
+    let codes: Vec<Vec<i16>> = r
+        .topics
+        .iter()
+        .map(|t| t.partitions.iter().map(|p| p.error_code).collect())
+        .collect();
+    assert_eq!(codes, vec![vec![0, 12, 3], vec![3]]);
+
+    let fetch = |version: i16| {
+        let r = OffsetFetchRequest::default()
+            .with_group_id(group())
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(topic("t"))
+                    .with_partition_indexes(vec![0, 1]),
+            ]));
+        request_frame(ApiKey::OffsetFetch, version, 7, &r).unwrap()
+    };
+    let r: OffsetFetchResponse = decode_response(
+        ApiKey::OffsetFetch,
+        7,
+        7,
+        call(&broker, fetch(7)).await.unwrap(),
+    );
+    let offsets: Vec<i64> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset)
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![5, -1],
+        "only the valid partition was committed"
+    );
+
+    let heartbeat = HeartbeatRequest::default()
+        .with_group_id(group())
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_static_str("stranger"));
+    let frame = request_frame(ApiKey::Heartbeat, 3, 7, &heartbeat).unwrap();
+    let r: HeartbeatResponse =
+        decode_response(ApiKey::Heartbeat, 3, 7, call(&broker, frame).await.unwrap());
+    assert_eq!(r.error_code, 25, "UNKNOWN_MEMBER_ID");
+
+    let delete = OffsetDeleteRequest::default()
+        .with_group_id(group())
+        .with_topics(vec![
+            offset_delete_request::OffsetDeleteRequestTopic::default()
+                .with_name(topic("t"))
+                .with_partitions(vec![
+                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                        .with_partition_index(0),
+                ]),
+        ]);
+    let frame = request_frame(ApiKey::OffsetDelete, 0, 7, &delete).unwrap();
+    let r: OffsetDeleteResponse = decode_response(
+        ApiKey::OffsetDelete,
+        0,
+        7,
+        call(&broker, frame).await.unwrap(),
+    );
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let r: OffsetFetchResponse = decode_response(
+        ApiKey::OffsetFetch,
+        7,
+        7,
+        call(&broker, fetch(7)).await.unwrap(),
+    );
+    assert_eq!(r.topics[0].partitions[0].committed_offset, -1);
+    broker.shutdown().await;
 }

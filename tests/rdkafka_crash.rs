@@ -204,3 +204,65 @@ fn producer_flush(producer: &TestProducer) {
 fn producer_poll(producer: &TestProducer) {
     producer.poll(Duration::from_millis(10));
 }
+
+/// The bug this guards against: an OffsetCommit acknowledged before its record in
+/// `__consumer_offsets` is durable, or committed offsets not replayed at start, so a consumer
+/// restarted after a crash re-reads (or skips) what its group had committed.
+#[test]
+fn committed_offsets_acknowledged_before_a_kill_9_are_there_after_restart() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    if std::env::var(CHILD_BROKER_ENV).is_ok() {
+        return; // we are the child: only child_broker_process has work to do
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let mut child = spawn_broker(port, dir.path());
+    let topic = topic_name("crash-commit");
+    let group = topic_name("crash-group");
+    let producer = producer(&bootstrap, &[("acks", "all")]);
+    let records: Vec<Outgoing> = (0..20)
+        .map(|i| Outgoing {
+            partition: Some(0),
+            value: Some(format!("r{i}").into_bytes()),
+            ..Outgoing::default()
+        })
+        .collect();
+    send_ok(&producer, &topic, &records);
+    drop(producer);
+    let committer = || -> BaseConsumer {
+        let mut config = client_config(&bootstrap);
+        config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false");
+        config.create().expect("consumer")
+    };
+    let consumer = committer();
+    // A consumer that assigns itself commits with generation -1, one acknowledged commit at a
+    // time: the last acknowledged one must survive.
+    for offset in 1..=12 {
+        let mut commit = TopicPartitionList::new();
+        commit
+            .add_partition_offset(&topic, 0, Offset::Offset(offset))
+            .expect("offset");
+        consumer.commit(&commit, CommitMode::Sync).expect("commit");
+    }
+    drop(consumer);
+    child.kill_9();
+    drop(child);
+
+    let _child = spawn_broker(port, dir.path());
+    let consumer = committer();
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(&topic, 0);
+    let committed = consumer.committed_offsets(wanted, WAIT).expect("committed");
+    assert_eq!(
+        committed
+            .find_partition(&topic, 0)
+            .expect("partition")
+            .offset(),
+        Offset::Offset(12)
+    );
+}

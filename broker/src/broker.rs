@@ -20,6 +20,8 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, InvalidConfig, TopicConfigs};
 use crate::disk::{self, Disk};
+use crate::group::offsets::OFFSETS_TOPIC;
+use crate::group::GroupCoordinator;
 use crate::log::Log;
 use crate::partition::Partition;
 use crate::txn::producer_id::ProducerIdManager;
@@ -128,6 +130,7 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     data_arrived: Arc<Notify>,
     producer_ids: ProducerIdManager,
+    groups: Arc<GroupCoordinator>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -182,6 +185,7 @@ impl Broker {
         }
         let data_arrived = Arc::new(Notify::new());
         let producer_ids = ProducerIdManager::open(Arc::clone(&disk), &data_dir).await?;
+        let groups = GroupCoordinator::new(Arc::clone(&clock));
         let broker = Broker {
             config,
             disk,
@@ -191,6 +195,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             data_arrived,
             producer_ids,
+            groups,
         };
         let mut topics = BTreeMap::new();
         for (name, stored) in &meta.topics {
@@ -217,6 +222,15 @@ impl Broker {
         if fresh {
             broker.persist_meta().await?;
         }
+        // Committed offsets, if any group ever committed (the topic is created on first use).
+        if let Some(partition) = broker.partition(OFFSETS_TOPIC, 0) {
+            let loaded = broker
+                .groups
+                .load(&partition)
+                .await
+                .map_err(|e| io::Error::other(format!("loading {OFFSETS_TOPIC}: {e}")))?;
+            tracing::info!(records = loaded, "committed offsets loaded");
+        }
         tracing::info!(node_id = broker.config.node_id, cluster_id = %broker.cluster_id,
             topics = meta.topics.len(), data_dir = %data_dir.display(), "broker storage open");
         Ok(Arc::new(broker))
@@ -233,6 +247,29 @@ impl Broker {
     /// Hands out producer ids (InitProducerId).
     pub fn producer_ids(&self) -> &ProducerIdManager {
         &self.producer_ids
+    }
+
+    /// Partition 0 of `__consumer_offsets`, creating the topic on first use as Kafka does (one
+    /// partition; retention off, since without compaction it would delete live offsets).
+    pub async fn offsets_partition(&self) -> Result<Arc<Partition>, CreateTopicError> {
+        if let Some(partition) = self.partition(OFFSETS_TOPIC, 0) {
+            return Ok(partition);
+        }
+        let configs = [("retention.ms".to_string(), "-1".to_string())];
+        match self
+            .create_topic(OFFSETS_TOPIC, 1, -1, &configs, false)
+            .await
+        {
+            Ok(_) | Err(CreateTopicError::Exists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.partition(OFFSETS_TOPIC, 0)
+            .ok_or_else(|| CreateTopicError::Storage(format!("{OFFSETS_TOPIC} has no partition 0")))
+    }
+
+    /// The group coordinator (every group is coordinated by this broker).
+    pub fn groups(&self) -> &Arc<GroupCoordinator> {
+        &self.groups
     }
 
     /// Woken when a high watermark may have moved.

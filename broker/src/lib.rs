@@ -11,6 +11,9 @@
 //! - [`clock`]: wall-clock time, behind a trait so tests and the simulator control it.
 //! - [`log`]: a partition's log: segments of raw record batches (magic v2), sparse offset and
 //!   time indexes, roll and retention, crash recovery, group commit, the leader-epoch cache.
+//! - [`group`]: consumer groups: Kafka's classic rebalance protocol per group (a pure state
+//!   machine driven by the broker's clock) and committed offsets, stored as records in the
+//!   internal `__consumer_offsets` topic and replayed at start.
 //! - [`txn`]: producer ids (InitProducerId) and the idempotent producers' per-partition state
 //!   that turns a producer's retries into no-ops and fences zombies.
 //!
@@ -33,6 +36,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod disk;
+pub mod group;
 pub mod log;
 pub mod partition;
 pub mod protocol;

@@ -224,11 +224,16 @@ impl Admin {
         }
     }
 
-    /// Every topic, sorted by name.
+    /// Every topic except internal ones (`__consumer_offsets`), sorted by name, as Kafka's
+    /// `Admin.listTopics()` does by default.
     pub async fn list_topics(&self) -> Result<Vec<TopicMetadata>, RequestError> {
         let response = self.client.fetch_metadata(None, false).await?;
         let mut topics: Vec<TopicMetadata> = Vec::new();
-        for t in response.topics.iter().filter(|t| t.error_code == 0) {
+        for t in response
+            .topics
+            .iter()
+            .filter(|t| t.error_code == 0 && !t.is_internal)
+        {
             let Some(name) = t.name.as_ref() else {
                 continue;
             };

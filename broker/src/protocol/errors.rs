@@ -85,3 +85,31 @@ pub fn allocate_producer_id(e: &AllocateError) -> ResponseError {
         AllocateError::Exhausted => ResponseError::UnknownServerError,
     }
 }
+
+pub fn group(e: &crate::group::coordinator::GroupError) -> ResponseError {
+    use crate::group::coordinator::GroupError;
+    match e {
+        GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout(_) => ResponseError::InvalidSessionTimeout,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+    }
+}
+
+/// A failed append of offset records to `__consumer_offsets`, as Kafka's coordinator maps it
+/// (`GroupMetadataManager.storeOffsets`): the client retries the commit.
+pub fn offset_write(e: &ProduceError) -> ResponseError {
+    match e {
+        ProduceError::Append(AppendError::MessageTooLarge { .. }) => {
+            ResponseError::InvalidCommitOffsetSize
+        }
+        _ => ResponseError::CoordinatorNotAvailable,
+    }
+}

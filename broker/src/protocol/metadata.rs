@@ -43,6 +43,9 @@ fn topic_entry(ctx: &RequestContext, topic: &Topic) -> MetadataResponseTopic {
     if ctx.version >= 10 {
         entry = entry.with_topic_id(topic.id);
     }
+    if ctx.version >= 1 {
+        entry = entry.with_is_internal(topic.name == crate::group::offsets::OFFSETS_TOPIC);
+    }
     entry
 }
 

@@ -10,13 +10,24 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod delete_groups;
+pub mod describe_groups;
 pub mod errors;
 pub mod fetch;
+pub mod find_coordinator;
 pub mod frame;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -208,6 +219,27 @@ pub async fn handle_request(
             &ctx,
             decode(api_key, version, body)?,
         )),
+        ApiKey::FindCoordinator => ctx.now(&find_coordinator::handle(
+            &ctx,
+            decode(api_key, version, body)?,
+        )),
+        ApiKey::JoinGroup => join_group::handle(&ctx, decode(api_key, version, body)?),
+        ApiKey::SyncGroup => sync_group::handle(&ctx, decode(api_key, version, body)?),
+        ApiKey::Heartbeat => ctx.now(&heartbeat::handle(&ctx, decode(api_key, version, body)?)),
+        ApiKey::LeaveGroup => ctx.now(&leave_group::handle(&ctx, decode(api_key, version, body)?)),
+        ApiKey::OffsetCommit => offset_commit::handle(&ctx, decode(api_key, version, body)?).await,
+        ApiKey::OffsetFetch => offset_fetch::handle(&ctx, decode(api_key, version, body)?),
+        ApiKey::ListGroups => ctx.now(&list_groups::handle(&ctx, decode(api_key, version, body)?)),
+        ApiKey::DescribeGroups => ctx.now(&describe_groups::handle(
+            &ctx,
+            decode(api_key, version, body)?,
+        )),
+        ApiKey::DeleteGroups => {
+            ctx.now(&delete_groups::handle(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::OffsetDelete => {
+            ctx.now(&offset_delete::handle(&ctx, decode(api_key, version, body)?).await)
+        }
         other => unreachable!("{other:?} passed the version check but has no handler"),
     })
 }

@@ -1,0 +1,312 @@
+//! Consumer groups: the classic group protocol's coordinator and committed offsets.
+//!
+//! This broker coordinates every group. [`GroupCoordinator`] holds each group's membership
+//! ([`coordinator::Group`], a pure state machine) and the committed offsets, which are records in
+//! `__consumer_offsets` ([`offsets`] documents their encoding). A commit is applied to memory
+//! only once its record is durable; on start the offsets are replayed from the log.
+
+pub mod coordinator;
+pub mod offsets;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::log::batch::{builder, BatchHeader};
+use crate::log::{AppendInfo, ReadError};
+use crate::partition::Partition;
+use coordinator::{Group, Millis};
+use offsets::{CommittedOffset, OffsetKey};
+
+/// How often sessions and rebalance deadlines are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// One offset change to write: a commit, or a deletion (tombstone) when the value is `None`.
+pub type OffsetWrite = (OffsetKey, Option<CommittedOffset>);
+
+#[derive(Default)]
+struct Inner {
+    groups: BTreeMap<String, Group>,
+    /// Committed offsets, with the `__consumer_offsets` offset of the record that set them.
+    offsets: BTreeMap<OffsetKey, (CommittedOffset, u64)>,
+    /// Offset of the latest applied tombstone per key, so a late-applied older commit loses.
+    deleted: BTreeMap<OffsetKey, u64>,
+    /// Base offsets of offset records appended but not yet durable and applied.
+    in_flight: BTreeSet<u64>,
+}
+
+/// Every group on this broker, and their committed offsets.
+pub struct GroupCoordinator {
+    clock: Arc<dyn Clock>,
+    /// The timer task runs from the first group operation on (not before, so a broker that
+    /// never sees a group schedules nothing extra).
+    timers_started: AtomicBool,
+    inner: Mutex<Inner>,
+    /// Woken whenever an in-flight offset write finishes.
+    applied: Notify,
+}
+
+impl GroupCoordinator {
+    pub fn new(clock: Arc<dyn Clock>) -> Arc<GroupCoordinator> {
+        Arc::new(GroupCoordinator {
+            clock,
+            timers_started: AtomicBool::new(false),
+            inner: Mutex::default(),
+            applied: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on group `id`, creating it (Empty) if `create` and it does not exist.
+    pub fn with_group<R>(
+        self: &Arc<Self>,
+        id: &str,
+        create: bool,
+        f: impl FnOnce(&mut Group) -> R,
+    ) -> Option<R> {
+        if create && !self.timers_started.swap(true, Ordering::AcqRel) {
+            self.spawn_timers();
+        }
+        let mut inner = self.lock();
+        if create && !inner.groups.contains_key(id) {
+            inner.groups.insert(id.to_string(), Group::new(id));
+        }
+        inner.groups.get_mut(id).map(f)
+    }
+
+    /// Runs `f` over every group.
+    pub fn for_each_group(&self, mut f: impl FnMut(&Group)) {
+        self.lock().groups.values().for_each(&mut f);
+    }
+
+    /// Removes group `id` if it is empty (DeleteGroups), returning its offsets' keys.
+    pub fn delete_group(&self, id: &str) -> Result<Vec<OffsetKey>, coordinator::GroupError> {
+        let mut inner = self.lock();
+        let has_offsets = inner.offsets.keys().any(|k| k.group == id);
+        match inner.groups.get_mut(id) {
+            Some(group) => group.delete()?,
+            None if has_offsets => {}
+            None => return Err(coordinator::GroupError::GroupIdNotFound),
+        }
+        inner.groups.remove(id);
+        Ok(inner
+            .offsets
+            .keys()
+            .filter(|k| k.group == id)
+            .cloned()
+            .collect())
+    }
+
+    /// Does the group exist (members or committed offsets)?
+    pub fn group_exists(&self, id: &str) -> bool {
+        let inner = self.lock();
+        inner.groups.contains_key(id) || inner.offsets.keys().any(|k| k.group == id)
+    }
+
+    /// The committed offset of one partition.
+    pub fn committed(&self, key: &OffsetKey) -> Option<CommittedOffset> {
+        self.lock().offsets.get(key).map(|(v, _)| v.clone())
+    }
+
+    /// Every committed offset of a group.
+    pub fn committed_for_group(&self, group: &str) -> Vec<(OffsetKey, CommittedOffset)> {
+        self.lock()
+            .offsets
+            .iter()
+            .filter(|(k, _)| k.group == group)
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Appends offset records to `__consumer_offsets` and waits until they are durable, then
+    /// applies them. Returns the append error if there was one; nothing is applied then.
+    pub async fn write(
+        &self,
+        partition: &Arc<Partition>,
+        writes: &[OffsetWrite],
+        now_ms: i64,
+    ) -> Result<(), crate::partition::ProduceError> {
+        let info = self.append(partition, writes, now_ms).await?;
+        self.complete(partition, writes, info).await
+    }
+
+    /// Phase one of a write: the records are in the log (not yet durable) and in flight, so
+    /// an OffsetFetch that arrives later waits for them ([`GroupCoordinator::in_flight`]).
+    /// Call inline in request order; then [`GroupCoordinator::complete`].
+    pub async fn append(
+        &self,
+        partition: &Arc<Partition>,
+        writes: &[OffsetWrite],
+        now_ms: i64,
+    ) -> Result<Option<AppendInfo>, crate::partition::ProduceError> {
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        let records: Vec<builder::Record> = writes
+            .iter()
+            .map(|(key, value)| builder::Record {
+                key: Some(offsets::encode_key(key)),
+                value: value.as_ref().map(offsets::encode_value),
+                timestamp_ms: now_ms,
+            })
+            .collect();
+        let mut batch = builder::batch(&records);
+        let info = partition.append(&mut batch).await?;
+        assert_eq!(info.last_offset - info.base_offset + 1, writes.len() as u64);
+        self.lock().in_flight.insert(info.base_offset);
+        Ok(Some(info))
+    }
+
+    /// Phase two: waits until the appended records are durable, then applies them. Either way
+    /// they are no longer in flight afterwards.
+    pub async fn complete(
+        &self,
+        partition: &Arc<Partition>,
+        writes: &[OffsetWrite],
+        info: Option<AppendInfo>,
+    ) -> Result<(), crate::partition::ProduceError> {
+        let Some(info) = info else {
+            return Ok(());
+        };
+        let durable = partition.wait_durable(&info).await;
+        {
+            let mut inner = self.lock();
+            if durable.is_ok() {
+                for (i, (key, value)) in writes.iter().enumerate() {
+                    apply_one(
+                        &mut inner,
+                        key.clone(),
+                        value.clone(),
+                        info.base_offset + i as u64,
+                    );
+                }
+            }
+            inner.in_flight.remove(&info.base_offset);
+        }
+        self.applied.notify_waiters();
+        Ok(durable?)
+    }
+
+    /// The writes in flight now (an OffsetFetch waits for them before it reads).
+    pub fn in_flight(&self) -> Vec<u64> {
+        self.lock().in_flight.iter().copied().collect()
+    }
+
+    /// Waits until none of `writes` (from [`GroupCoordinator::in_flight`]) is in flight.
+    pub async fn wait_applied(&self, writes: Vec<u64>) {
+        loop {
+            let notified = self.applied.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if writes.iter().all(|w| !self.lock().in_flight.contains(w)) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Replays `__consumer_offsets` (called once at broker start).
+    pub async fn load(&self, partition: &Partition) -> Result<usize, ReadError> {
+        let log = &partition.log;
+        let end = log.log_end_offset();
+        let mut offset = log.log_start_offset();
+        let mut records = 0;
+        while offset < end {
+            let read = log.read(offset, 1 << 20, None).await?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut pos = 0;
+            let mut inner = self.lock();
+            while pos < read.records.len() {
+                let header =
+                    BatchHeader::parse(&read.records[pos..]).expect("served batches parse");
+                let batch = &read.records[pos..pos + header.size()];
+                offset = header.last_offset() as u64 + 1;
+                pos += header.size();
+                if header.is_control() {
+                    continue;
+                }
+                let Some(parsed) = offsets::batch_records(batch, header.records_count) else {
+                    tracing::warn!(
+                        base_offset = header.base_offset,
+                        "unreadable batch in {}",
+                        offsets::OFFSETS_TOPIC
+                    );
+                    continue;
+                };
+                for (i, (key, value)) in parsed.into_iter().enumerate() {
+                    let Some(key) = key.as_deref().and_then(offsets::decode_key) else {
+                        continue;
+                    };
+                    let value = value.as_deref().and_then(offsets::decode_value);
+                    apply_one(&mut inner, key, value, header.base_offset as u64 + i as u64);
+                    records += 1;
+                }
+            }
+        }
+        // Groups with committed offsets exist (Empty) after a restart, as in Kafka: ListGroups
+        // and DescribeGroups show them, and a commit with generation -1 is accepted.
+        let mut inner = self.lock();
+        let with_offsets: Vec<String> = inner.offsets.keys().map(|k| k.group.clone()).collect();
+        for group in with_offsets {
+            inner
+                .groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group));
+        }
+        Ok(records)
+    }
+
+    /// Ticks every group: session expiry and rebalance deadlines.
+    pub fn tick(&self, now: Millis) {
+        let mut inner = self.lock();
+        for group in inner.groups.values_mut() {
+            group.tick(now);
+        }
+    }
+
+    /// Starts the timer task; it stops when the coordinator is dropped. Time is `clock`'s
+    /// (virtual under madsim); the task wakes through tokio's (simulated) sleep.
+    fn spawn_timers(self: &Arc<Self>) {
+        let weak: Weak<GroupCoordinator> = Arc::downgrade(self);
+        let clock = Arc::clone(&self.clock);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TICK).await;
+                let Some(coordinator) = weak.upgrade() else {
+                    return;
+                };
+                coordinator.tick(clock.now_ms());
+            }
+        });
+    }
+}
+
+fn apply_one(inner: &mut Inner, key: OffsetKey, value: Option<CommittedOffset>, at: u64) {
+    let newer_than = |inner: &Inner| {
+        let set = inner.offsets.get(&key).map(|(_, o)| *o);
+        let del = inner.deleted.get(&key).copied();
+        set.max(del).is_none_or(|o| at > o)
+    };
+    if !newer_than(inner) {
+        return;
+    }
+    match value {
+        Some(v) => {
+            inner.deleted.remove(&key);
+            inner.offsets.insert(key, (v, at));
+        }
+        None => {
+            inner.offsets.remove(&key);
+            inner.deleted.insert(key, at);
+        }
+    }
+}

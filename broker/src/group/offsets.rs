@@ -1,0 +1,211 @@
+//! Committed offsets and their records in `__consumer_offsets`.
+//!
+//! Each commit is one record in partition 0 of the internal topic (our own encoding, not
+//! Kafka's; all integers big-endian, strings as i16 length + UTF-8):
+//!
+//! ```text
+//! key:   version i16 = 1 | group string | topic string | partition i32
+//! value: version i16 = 1 | offset i64 | leader_epoch i32 | metadata (i32 length, -1 = null)
+//!        | commit_timestamp_ms i64
+//! ```
+//!
+//! A record without a value (a tombstone) deletes the offset. On start the coordinator replays
+//! the partition; the last record per (group, topic, partition) wins. There is no compaction
+//! yet, so the topic grows without bound until compaction exists (retention is disabled on it:
+//! deleting old segments would lose offsets).
+
+use bytes::Bytes;
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Kafka's `offset.metadata.max.bytes`.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// What is committed for one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_timestamp_ms: i64,
+}
+
+/// The key of a committed offset.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OffsetKey {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn get_str(buf: &[u8], pos: &mut usize) -> Option<String> {
+    let len = i16::from_be_bytes(buf.get(*pos..*pos + 2)?.try_into().ok()?);
+    *pos += 2;
+    let len = usize::try_from(len).ok()?;
+    let s = String::from_utf8(buf.get(*pos..*pos + len)?.to_vec()).ok()?;
+    *pos += len;
+    Some(s)
+}
+
+fn get<const N: usize>(buf: &[u8], pos: &mut usize) -> Option<[u8; N]> {
+    let bytes = buf.get(*pos..*pos + N)?.try_into().ok()?;
+    *pos += N;
+    Some(bytes)
+}
+
+pub fn encode_key(key: &OffsetKey) -> Vec<u8> {
+    let mut out = 1i16.to_be_bytes().to_vec();
+    put_str(&mut out, &key.group);
+    put_str(&mut out, &key.topic);
+    out.extend_from_slice(&key.partition.to_be_bytes());
+    out
+}
+
+pub fn decode_key(buf: &[u8]) -> Option<OffsetKey> {
+    let mut pos = 0;
+    if i16::from_be_bytes(get(buf, &mut pos)?) != 1 {
+        return None;
+    }
+    Some(OffsetKey {
+        group: get_str(buf, &mut pos)?,
+        topic: get_str(buf, &mut pos)?,
+        partition: i32::from_be_bytes(get(buf, &mut pos)?),
+    })
+}
+
+pub fn encode_value(value: &CommittedOffset) -> Vec<u8> {
+    let mut out = 1i16.to_be_bytes().to_vec();
+    out.extend_from_slice(&value.offset.to_be_bytes());
+    out.extend_from_slice(&value.leader_epoch.to_be_bytes());
+    match &value.metadata {
+        Some(m) => {
+            out.extend_from_slice(&(m.len() as i32).to_be_bytes());
+            out.extend_from_slice(m.as_bytes());
+        }
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+    out.extend_from_slice(&value.commit_timestamp_ms.to_be_bytes());
+    out
+}
+
+pub fn decode_value(buf: &[u8]) -> Option<CommittedOffset> {
+    let mut pos = 0;
+    if i16::from_be_bytes(get(buf, &mut pos)?) != 1 {
+        return None;
+    }
+    let offset = i64::from_be_bytes(get(buf, &mut pos)?);
+    let leader_epoch = i32::from_be_bytes(get(buf, &mut pos)?);
+    let len = i32::from_be_bytes(get(buf, &mut pos)?);
+    let metadata = if len < 0 {
+        None
+    } else {
+        let len = len as usize;
+        let m = String::from_utf8(buf.get(pos..pos + len)?.to_vec()).ok()?;
+        pos += len;
+        Some(m)
+    };
+    let commit_timestamp_ms = i64::from_be_bytes(get(buf, &mut pos)?);
+    Some(CommittedOffset {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp_ms,
+    })
+}
+
+fn read_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut value = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = *buf.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+    Some(((value >> 1) as i64) ^ -((value & 1) as i64))
+}
+
+fn read_bytes(buf: &[u8], pos: &mut usize) -> Option<Option<Bytes>> {
+    let len = read_varlong(buf, pos)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let len = usize::try_from(len).ok()?;
+    let bytes = Bytes::copy_from_slice(buf.get(*pos..*pos + len)?);
+    *pos += len;
+    Some(Some(bytes))
+}
+
+/// (key, value) of every record in one uncompressed v2 batch (the header is 61 bytes), or
+/// `None` if the records do not parse. Only the coordinator writes this topic, uncompressed.
+pub fn batch_records(batch: &[u8], count: i32) -> Option<Vec<(Option<Bytes>, Option<Bytes>)>> {
+    const HEADER_LEN: usize = 61;
+    let mut pos = HEADER_LEN;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let length = usize::try_from(read_varlong(batch, &mut pos)?).ok()?;
+        let end = pos.checked_add(length)?;
+        pos += 1; // attributes
+        read_varlong(batch, &mut pos)?; // timestamp delta
+        read_varlong(batch, &mut pos)?; // offset delta
+        let key = read_bytes(batch, &mut pos)?;
+        let value = read_bytes(batch, &mut pos)?;
+        out.push((key, value));
+        pos = end;
+        if pos > batch.len() {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::builder::{batch, Record};
+
+    #[test]
+    fn keys_and_values_read_back_as_written_from_a_batch() {
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 3,
+        };
+        let value = CommittedOffset {
+            offset: 42,
+            leader_epoch: 7,
+            metadata: Some("meta".into()),
+            commit_timestamp_ms: 99,
+        };
+        let bytes = batch(&[
+            Record {
+                key: Some(encode_key(&key)),
+                value: Some(encode_value(&value)),
+                timestamp_ms: 1,
+            },
+            Record {
+                key: Some(encode_key(&key)),
+                value: None,
+                timestamp_ms: 1,
+            },
+        ]);
+        let records = batch_records(&bytes, 2).unwrap();
+        assert_eq!(
+            decode_key(records[0].0.as_ref().unwrap()),
+            Some(key.clone())
+        );
+        assert_eq!(decode_value(records[0].1.as_ref().unwrap()), Some(value));
+        assert_eq!(decode_key(records[1].0.as_ref().unwrap()), Some(key));
+        assert!(records[1].1.is_none());
+    }
+}

@@ -1,0 +1,56 @@
+//! DescribeGroups: state, protocol and members (metadata and assignment) of each group. An
+//! unknown group is described as Dead, as Kafka does before v6.
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+pub fn handle(ctx: &RequestContext, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let version = ctx.version;
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|id| {
+            let described = ctx.broker.groups().with_group(&id.0, false, |g| {
+                let protocol = g.protocol_name.clone().unwrap_or_default();
+                let members = g
+                    .members
+                    .values()
+                    .map(|m| {
+                        let mut d = DescribedGroupMember::default()
+                            .with_member_id(s(&m.member_id))
+                            .with_client_id(s(&m.client_id))
+                            .with_client_host(s(&m.client_host))
+                            .with_member_metadata(
+                                m.protocols
+                                    .iter()
+                                    .find(|(n, _)| *n == protocol)
+                                    .map(|(_, b)| b.clone())
+                                    .unwrap_or_default(),
+                            )
+                            .with_member_assignment(m.assignment.clone());
+                        if version >= 4 {
+                            d = d.with_group_instance_id(m.group_instance_id.as_deref().map(s));
+                        }
+                        d
+                    })
+                    .collect();
+                DescribedGroup::default()
+                    .with_group_state(s(g.state.name()))
+                    .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")))
+                    .with_protocol_data(s(&protocol))
+                    .with_members(members)
+            });
+            described
+                .unwrap_or_else(|| DescribedGroup::default().with_group_state(s("Dead")))
+                .with_group_id(id)
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}

@@ -1,0 +1,150 @@
+//! OffsetFetch: committed offsets of one group (v1–7) or several (v8+). A partition without a
+//! committed offset answers offset -1, as Kafka does.
+//!
+//! Commits that arrived before the fetch and are still becoming durable are waited for, so a
+//! client that commits and then fetches on one connection reads its own commit (Kafka gets this
+//! by handling one request per connection at a time).
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Reply, RequestContext};
+use crate::group::offsets::{CommittedOffset, OffsetKey};
+
+/// (topic, [(partition, committed)]) for the wanted partitions, or every committed one.
+type Answer = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+fn lookup(ctx: &RequestContext, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Answer {
+    let groups = ctx.broker.groups();
+    match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let found = partitions
+                    .into_iter()
+                    .map(|partition| {
+                        let key = OffsetKey {
+                            group: group.to_string(),
+                            topic: topic.clone(),
+                            partition,
+                        };
+                        (partition, groups.committed(&key))
+                    })
+                    .collect();
+                (topic, found)
+            })
+            .collect(),
+        None => {
+            let mut answer: Answer = Vec::new();
+            for (key, value) in groups.committed_for_group(group) {
+                match answer.last_mut() {
+                    Some((topic, partitions)) if *topic == key.topic => {
+                        partitions.push((key.partition, Some(value)))
+                    }
+                    _ => answer.push((key.topic, vec![(key.partition, Some(value))])),
+                }
+            }
+            answer
+        }
+    }
+}
+
+fn fields(version: i16, c: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+    let epoch = |e: i32| if version >= 5 { e } else { -1 };
+    match c {
+        Some(c) => (
+            c.offset,
+            epoch(c.leader_epoch),
+            Some(StrBytes::from_string(
+                c.metadata.clone().unwrap_or_default(),
+            )),
+        ),
+        None => (-1, -1, Some(StrBytes::default())),
+    }
+}
+
+pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> Reply {
+    let groups = std::sync::Arc::clone(ctx.broker.groups());
+    let pending = groups.in_flight();
+    let ctx2 = ctx.clone();
+    ctx.later(async move {
+        groups.wait_applied(pending).await;
+        answer(&ctx2, request)
+    })
+}
+
+fn answer(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
+    let version = ctx.version;
+    if version >= 8 {
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|g| {
+                let wanted = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let answer = lookup(ctx, &g.group_id.0, wanted);
+                let topics = answer
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(StrBytes::from_string(topic)))
+                            .with_partitions(
+                                partitions
+                                    .iter()
+                                    .map(|(index, c)| {
+                                        let (offset, epoch, metadata) = fields(version, c);
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(*index)
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(metadata)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = request.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let answer = lookup(ctx, &request.group_id.0, wanted);
+    let topics = answer
+        .into_iter()
+        .map(|(topic, partitions)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|(index, c)| {
+                            let (offset, epoch, metadata) = fields(version, c);
+                            let mut p = OffsetFetchResponsePartition::default()
+                                .with_partition_index(*index)
+                                .with_committed_offset(offset)
+                                .with_metadata(metadata);
+                            if version >= 5 {
+                                p = p.with_committed_leader_epoch(epoch);
+                            }
+                            p
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
