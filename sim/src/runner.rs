@@ -746,12 +746,14 @@ impl Run {
         // 3. Workload, monitor and nemesis.
         let mut process: Process = 0;
         let mut spread = 0u32;
-        for spec in &s.workload.producers {
-            let partitions = s
-                .topics
+        let partitions_of = |topic: &str| {
+            s.topics
                 .iter()
-                .find(|t| t.name == spec.topic)
-                .map_or(1, |t| t.partitions);
+                .find(|t| t.name == topic)
+                .map_or(1, |t| t.partitions)
+        };
+        for spec in &s.workload.producers {
+            let partitions = partitions_of(&spec.topic);
             for _ in 0..spec.count {
                 process += 1;
                 spread += 1;
@@ -761,11 +763,7 @@ impl Run {
             }
         }
         for spec in &s.workload.consumers {
-            let partitions = s
-                .topics
-                .iter()
-                .find(|t| t.name == spec.topic)
-                .map_or(1, |t| t.partitions);
+            let partitions = partitions_of(&spec.topic);
             for _ in 0..spec.count {
                 process += 1;
                 spread += 1;
