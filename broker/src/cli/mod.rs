@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod consume;
+pub mod groups;
 pub mod produce;
 pub mod run_broker;
 pub mod topics;
@@ -33,6 +34,8 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),
+    /// List, describe and delete consumer groups; reset their offsets.
+    Groups(groups::GroupsArgs),
     /// Load benchmark: produce or consume as fast as the broker goes, against a yardstick.
     Bench(bench::BenchArgs),
 }
@@ -92,6 +95,9 @@ pub async fn main(cli: Cli) -> i32 {
         }
         Command::Consume(args) => {
             consume::run(args, &mut std::io::stdout(), &mut std::io::stderr()).await
+        }
+        Command::Groups(args) => {
+            groups::run(args, &mut std::io::stdout(), &mut std::io::stderr()).await
         }
         Command::Bench(args) => {
             bench::run(args, &mut std::io::stdout(), &mut std::io::stderr()).await

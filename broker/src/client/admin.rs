@@ -1,9 +1,21 @@
-//! Topic administration: create, delete, list, describe, configs, partitions.
+//! Topic and consumer group administration: create, delete, list, describe, configs,
+//! partitions; list, describe and delete groups, and read, change or delete their committed
+//! offsets.
 //!
-//! Each call is one request to one broker with the connection's request timeout. A failed
-//! admin call may still have taken effect when the error is a [`RequestError`] with
-//! `maybe_sent()`; check with `describe_topic` before retrying a create or delete.
+//! Each call is one request to one broker with the connection's request timeout (group calls
+//! first ask FindCoordinator which broker coordinates the group, and go there). A failed admin
+//! call may still have taken effect when the error is a [`RequestError`] with `maybe_sent()`;
+//! check with `describe_topic` or `describe_group` before retrying a create or delete.
+//!
+//! Group errors carry Kafka's error code; [`error_name`] spells it the way Kafka's tools do
+//! (`NON_EMPTY_GROUP`). Changing a group's offsets from outside (`alter_group_offsets`) is an
+//! OffsetCommit with generation -1 and no member id, which the coordinator accepts only while
+//! the group has no members: otherwise the answer is [`GroupAdminError::NonEmptyGroup`].
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -11,14 +23,23 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, TopicName,
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, ConsumerProtocolAssignment, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Message, StrBytes};
 
 use super::cluster::{Client, MetadataError, TopicMetadata};
-use super::connection::RequestError;
+use super::connection::{Connection, RequestError};
 
 const RESOURCE_TOPIC: i8 = 2;
 const OP_SET: i8 = 0;
@@ -366,5 +387,543 @@ impl Admin {
                 message: Some("no result for the topic".into()),
             }),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer groups.
+
+/// FindCoordinator key type of a group.
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// Kafka's name for an error code, as its tools print it: `NON_EMPTY_GROUP`.
+pub fn error_name(error: &ResponseError) -> String {
+    if let ResponseError::Unknown(code) = error {
+        return format!("UNKNOWN_ERROR_CODE_{code}");
+    }
+    let camel = format!("{error:?}");
+    let mut name = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+/// The broker that coordinates a group, as FindCoordinator names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coordinator {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+/// One group, as ListGroups reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    /// `consumer` for Kafka consumers; empty for a group that only ever committed offsets.
+    pub protocol_type: String,
+    /// Kafka's state name (`Empty`, `Stable`, ...); `None` from brokers before ListGroups v4.
+    pub state: Option<String>,
+}
+
+/// One member of a group, as DescribeGroups reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// The member's partitions, decoded from its ConsumerProtocolAssignment, sorted; `None`
+    /// when the group's protocol type is not `consumer` or the bytes do not decode.
+    pub assignment: Option<Vec<(String, i32)>>,
+}
+
+/// A group's state and members, as DescribeGroups reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    /// Kafka's state name. `Dead` for a group that does not exist (DescribeGroups before v6
+    /// has no GROUP_ID_NOT_FOUND).
+    pub state: String,
+    pub protocol_type: String,
+    /// The protocol the members agreed on; for consumers, the assignor (`range`, ...).
+    pub assignment_strategy: String,
+    pub members: Vec<GroupMember>,
+    pub coordinator: Coordinator,
+}
+
+impl GroupDescription {
+    /// Dead is how a broker describes a group it does not know.
+    pub fn is_dead(&self) -> bool {
+        self.state == "Dead"
+    }
+}
+
+/// A committed offset, as OffsetFetch reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetAndMetadata {
+    pub offset: i64,
+    pub leader_epoch: Option<i32>,
+    pub metadata: Option<String>,
+}
+
+/// Why listing groups failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListGroupsError {
+    #[error("broker {node} cannot list groups: {error} ({})", error_name(error))]
+    Broker { node: i32, error: ResponseError },
+    #[error(
+        "this broker does not report group states (ListGroups v4), so it cannot filter by state"
+    )]
+    StateFilterUnsupported,
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+/// Why an operation on one group failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupAdminError {
+    #[error("consumer group \"{0}\" does not exist")]
+    GroupIdNotFound(String),
+    /// DeleteGroups of a group with members (NON_EMPTY_GROUP), or an offset change refused
+    /// because the group has members (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION or
+    /// REBALANCE_IN_PROGRESS to a commit without a member id).
+    #[error(
+        "consumer group \"{group}\" has active members ({})",
+        error_name(error)
+    )]
+    NonEmptyGroup { group: String, error: ResponseError },
+    #[error("consumer group \"{group}\": {} ({})", message.as_deref().unwrap_or(&error.to_string()), error_name(error))]
+    Rejected {
+        group: String,
+        error: ResponseError,
+        message: Option<String>,
+    },
+    #[error(
+        "consumer group \"{group}\", partition {topic}-{partition}: {error} ({})",
+        error_name(error)
+    )]
+    Partition {
+        group: String,
+        topic: String,
+        partition: i32,
+        error: ResponseError,
+    },
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+impl GroupAdminError {
+    /// Kafka's error code behind this error, if the broker sent one.
+    pub fn kafka_error(&self) -> Option<ResponseError> {
+        match self {
+            GroupAdminError::GroupIdNotFound(_) => Some(ResponseError::GroupIdNotFound),
+            GroupAdminError::NonEmptyGroup { error, .. }
+            | GroupAdminError::Rejected { error, .. }
+            | GroupAdminError::Partition { error, .. } => Some(*error),
+            GroupAdminError::Request(_) => None,
+        }
+    }
+}
+
+fn group_error(group: &str, error_code: i16, message: Option<&StrBytes>) -> GroupAdminError {
+    let error = code(error_code);
+    match error {
+        ResponseError::GroupIdNotFound => GroupAdminError::GroupIdNotFound(group.to_string()),
+        ResponseError::NonEmptyGroup => GroupAdminError::NonEmptyGroup {
+            group: group.to_string(),
+            error,
+        },
+        _ => GroupAdminError::Rejected {
+            group: group.to_string(),
+            error,
+            message: message.map(|m| m.to_string()),
+        },
+    }
+}
+
+fn no_result(group: &str) -> GroupAdminError {
+    GroupAdminError::Rejected {
+        group: group.to_string(),
+        error: ResponseError::UnknownServerError,
+        message: Some("no result for the group".into()),
+    }
+}
+
+/// Groups `partitions` by topic, keeping the topics' first-seen order.
+fn by_topic<'a>(
+    partitions: impl IntoIterator<Item = &'a (String, i32)>,
+) -> Vec<(String, Vec<i32>)> {
+    let mut topics: Vec<(String, Vec<i32>)> = Vec::new();
+    for (topic, partition) in partitions {
+        match topics.iter_mut().find(|(t, _)| t == topic) {
+            Some((_, ps)) => ps.push(*partition),
+            None => topics.push((topic.clone(), vec![*partition])),
+        }
+    }
+    topics
+}
+
+/// The partitions of a ConsumerProtocolAssignment (a version, then the body in that version;
+/// newer versions than the codec knows are read as its newest, as Kafka's ConsumerProtocol
+/// does). Empty bytes are an empty assignment (a member that has not synced yet).
+fn decode_assignment(bytes: &Bytes) -> Option<Vec<(String, i32)>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let mut buf = bytes.clone();
+    if buf.len() < 2 {
+        return None;
+    }
+    let version = buf.get_i16();
+    let version = version.clamp(0, ConsumerProtocolAssignment::VERSIONS.max);
+    let assignment = ConsumerProtocolAssignment::decode(&mut buf, version).ok()?;
+    let mut partitions: Vec<(String, i32)> = assignment
+        .assigned_partitions
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.to_string(), p)))
+        .collect();
+    partitions.sort();
+    Some(partitions)
+}
+
+impl Admin {
+    /// Asks FindCoordinator which broker coordinates `group`, and connects to it.
+    pub async fn find_coordinator(
+        &self,
+        group: &str,
+    ) -> Result<(Coordinator, Arc<Connection>), GroupAdminError> {
+        let connection = self
+            .client
+            .any_connection()
+            .await
+            .map_err(RequestError::from)?;
+        let request = FindCoordinatorRequest::default()
+            .with_key(str(group))
+            .with_key_type(KEY_TYPE_GROUP);
+        let response = connection.send(&request).await?;
+        if response.error_code != 0 {
+            return Err(group_error(
+                group,
+                response.error_code,
+                response.error_message.as_ref(),
+            ));
+        }
+        let coordinator = Coordinator {
+            node_id: response.node_id.0,
+            host: response.host.to_string(),
+            port: response.port,
+        };
+        // Learn the brokers' addresses, so the pool connects to the coordinator itself.
+        self.client.fetch_metadata(Some(&[]), false).await?;
+        let connection = self
+            .client
+            .connection(coordinator.node_id)
+            .await
+            .map_err(RequestError::from)?;
+        Ok((coordinator, connection))
+    }
+
+    /// Every group of every broker, sorted by id; only those in `states` (Kafka's state
+    /// names, any case) when it is not empty.
+    pub async fn list_groups(&self, states: &[&str]) -> Result<Vec<GroupListing>, ListGroupsError> {
+        let metadata = self.client.fetch_metadata(Some(&[]), false).await?;
+        let mut nodes: Vec<i32> = metadata.brokers.iter().map(|b| b.node_id.0).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let mut groups: BTreeMap<String, GroupListing> = BTreeMap::new();
+        for node in nodes {
+            let connection = self
+                .client
+                .connection(node)
+                .await
+                .map_err(RequestError::from)?;
+            let version = connection.version_for(ApiKey::ListGroups)?;
+            if version < 4 && !states.is_empty() {
+                return Err(ListGroupsError::StateFilterUnsupported);
+            }
+            let mut request = ListGroupsRequest::default();
+            if version >= 4 {
+                request = request.with_states_filter(states.iter().map(|s| str(s)).collect());
+            }
+            let response = connection.send(&request).await?;
+            if response.error_code != 0 {
+                return Err(ListGroupsError::Broker {
+                    node,
+                    error: code(response.error_code),
+                });
+            }
+            for g in response.groups {
+                let state = (version >= 4).then(|| g.group_state.to_string());
+                // The broker filters; checked again so an older broker's answer cannot widen it.
+                if !states.is_empty()
+                    && !state
+                        .as_deref()
+                        .is_some_and(|s| states.iter().any(|w| w.eq_ignore_ascii_case(s)))
+                {
+                    continue;
+                }
+                let listing = GroupListing {
+                    group_id: g.group_id.0.to_string(),
+                    protocol_type: g.protocol_type.to_string(),
+                    state,
+                };
+                groups.insert(listing.group_id.clone(), listing);
+            }
+        }
+        Ok(groups.into_values().collect())
+    }
+
+    /// A group's state, protocol and members (with their decoded assignments). A group the
+    /// coordinator does not know comes back `Dead` with no members, as Kafka describes it.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, GroupAdminError> {
+        let (coordinator, connection) = self.find_coordinator(group).await?;
+        let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(str(group))]);
+        let response = connection.send(&request).await?;
+        let Some(described) = response
+            .groups
+            .into_iter()
+            .find(|g| g.group_id.0.as_str() == group)
+        else {
+            return Err(no_result(group));
+        };
+        if described.error_code != 0 {
+            return Err(group_error(
+                group,
+                described.error_code,
+                described.error_message.as_ref(),
+            ));
+        }
+        let protocol_type = described.protocol_type.to_string();
+        let members = described
+            .members
+            .iter()
+            .map(|m| GroupMember {
+                member_id: m.member_id.to_string(),
+                group_instance_id: m.group_instance_id.as_ref().map(|i| i.to_string()),
+                client_id: m.client_id.to_string(),
+                client_host: m.client_host.to_string(),
+                assignment: if protocol_type == "consumer" {
+                    decode_assignment(&m.member_assignment)
+                } else {
+                    None
+                },
+            })
+            .collect();
+        Ok(GroupDescription {
+            group_id: group.to_string(),
+            state: described.group_state.to_string(),
+            protocol_type,
+            assignment_strategy: described.protocol_data.to_string(),
+            members,
+            coordinator,
+        })
+    }
+
+    /// [`Admin::describe_group`] for each of `groups`, in order.
+    pub async fn describe_groups(
+        &self,
+        groups: &[&str],
+    ) -> Vec<Result<GroupDescription, GroupAdminError>> {
+        let mut results = Vec::with_capacity(groups.len());
+        for group in groups {
+            results.push(self.describe_group(group).await);
+        }
+        results
+    }
+
+    /// Deletes each of `groups` (and its committed offsets); one result per group, in order.
+    /// A group with members fails with [`GroupAdminError::NonEmptyGroup`], an unknown one with
+    /// [`GroupAdminError::GroupIdNotFound`].
+    pub async fn delete_groups(&self, groups: &[&str]) -> Vec<Result<(), GroupAdminError>> {
+        let mut results = Vec::with_capacity(groups.len());
+        for group in groups {
+            results.push(self.delete_group(group).await);
+        }
+        results
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<(), GroupAdminError> {
+        let (_, connection) = self.find_coordinator(group).await?;
+        let request = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(str(group))]);
+        let response = connection.send(&request).await?;
+        match response
+            .results
+            .iter()
+            .find(|r| r.group_id.0.as_str() == group)
+        {
+            Some(r) if r.error_code == 0 => Ok(()),
+            Some(r) => Err(group_error(group, r.error_code, None)),
+            None => Err(no_result(group)),
+        }
+    }
+
+    /// A group's committed offsets: of `partitions`, or of every partition it committed when
+    /// `None`. Partitions without a committed offset are left out.
+    pub async fn list_group_offsets(
+        &self,
+        group: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<BTreeMap<(String, i32), OffsetAndMetadata>, GroupAdminError> {
+        let (_, connection) = self.find_coordinator(group).await?;
+        let topics = partitions.map(|ps| {
+            by_topic(ps)
+                .into_iter()
+                .map(|(topic, indexes)| {
+                    OffsetFetchRequestTopic::default()
+                        .with_name(TopicName(str(&topic)))
+                        .with_partition_indexes(indexes)
+                })
+                .collect()
+        });
+        let request = OffsetFetchRequest::default()
+            .with_group_id(GroupId(str(group)))
+            .with_topics(topics);
+        let response = connection.send(&request).await?;
+        if response.error_code != 0 {
+            return Err(group_error(group, response.error_code, None));
+        }
+        let mut offsets = BTreeMap::new();
+        for t in &response.topics {
+            for p in &t.partitions {
+                if p.error_code != 0 {
+                    return Err(GroupAdminError::Partition {
+                        group: group.to_string(),
+                        topic: t.name.to_string(),
+                        partition: p.partition_index,
+                        error: code(p.error_code),
+                    });
+                }
+                if p.committed_offset < 0 {
+                    continue;
+                }
+                offsets.insert(
+                    (t.name.to_string(), p.partition_index),
+                    OffsetAndMetadata {
+                        offset: p.committed_offset,
+                        leader_epoch: (p.committed_leader_epoch >= 0)
+                            .then_some(p.committed_leader_epoch),
+                        metadata: p
+                            .metadata
+                            .as_ref()
+                            .filter(|m| !m.is_empty())
+                            .map(|m| m.to_string()),
+                    },
+                );
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// Sets a group's committed offsets (OffsetCommit with generation -1 and no member id).
+    /// The coordinator accepts it only while the group has no members; a group that does not
+    /// exist yet is created (Empty), as in Kafka.
+    pub async fn alter_group_offsets(
+        &self,
+        group: &str,
+        offsets: &BTreeMap<(String, i32), i64>,
+    ) -> Result<(), GroupAdminError> {
+        let (_, connection) = self.find_coordinator(group).await?;
+        let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+        for ((topic, partition), offset) in offsets {
+            let p = OffsetCommitRequestPartition::default()
+                .with_partition_index(*partition)
+                .with_committed_offset(*offset)
+                .with_committed_metadata(Some(StrBytes::default()));
+            match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                Some(t) => t.partitions.push(p),
+                None => topics.push(
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(str(topic)))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(str(group)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(StrBytes::default())
+            .with_topics(topics);
+        let response = connection.send(&request).await?;
+        for t in &response.topics {
+            for p in &t.partitions {
+                let error = code(p.error_code);
+                match p.error_code {
+                    0 => {}
+                    _ if matches!(
+                        error,
+                        ResponseError::UnknownMemberId
+                            | ResponseError::IllegalGeneration
+                            | ResponseError::RebalanceInProgress
+                    ) =>
+                    {
+                        return Err(GroupAdminError::NonEmptyGroup {
+                            group: group.to_string(),
+                            error,
+                        })
+                    }
+                    _ => {
+                        return Err(GroupAdminError::Partition {
+                            group: group.to_string(),
+                            topic: t.name.to_string(),
+                            partition: p.partition_index,
+                            error,
+                        })
+                    }
+                }
+            }
+        }
+        let answered: usize = response.topics.iter().map(|t| t.partitions.len()).sum();
+        if answered != offsets.len() {
+            return Err(no_result(group));
+        }
+        Ok(())
+    }
+
+    /// Deletes a group's committed offsets of `partitions` (OffsetDelete, KIP-496). Refused
+    /// per partition with GROUP_SUBSCRIBED_TO_TOPIC while members subscribe to the topic.
+    pub async fn delete_group_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<(), GroupAdminError> {
+        let (_, connection) = self.find_coordinator(group).await?;
+        let topics = by_topic(partitions)
+            .into_iter()
+            .map(|(topic, indexes)| {
+                OffsetDeleteRequestTopic::default()
+                    .with_name(TopicName(str(&topic)))
+                    .with_partitions(
+                        indexes
+                            .into_iter()
+                            .map(|i| {
+                                OffsetDeleteRequestPartition::default().with_partition_index(i)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        let request = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(str(group)))
+            .with_topics(topics);
+        let response = connection.send(&request).await?;
+        if response.error_code != 0 {
+            return Err(group_error(group, response.error_code, None));
+        }
+        for t in &response.topics {
+            if let Some(p) = t.partitions.iter().find(|p| p.error_code != 0) {
+                return Err(GroupAdminError::Partition {
+                    group: group.to_string(),
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    error: code(p.error_code),
+                });
+            }
+        }
+        Ok(())
     }
 }

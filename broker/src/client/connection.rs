@@ -41,6 +41,15 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
+    // Group admin (`admin.rs`): FindCoordinator v1–3 (one `key`), OffsetFetch v2–7 (one
+    // `group_id`, null topics = all), OffsetCommit v2–9 (topic names, not ids).
+    (ApiKey::FindCoordinator, 1, 3),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 2, 7),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// Why a connection could not be opened.

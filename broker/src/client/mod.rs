@@ -8,7 +8,7 @@
 //! - [`connection`]: one pipelined connection per broker, correlation ids, ApiVersions
 //!   negotiation, a timeout on every request.
 //! - [`cluster`]: [`Client`], the bootstrap servers, the metadata cache and the connection pool.
-//! - [`admin`]: topics and their configs.
+//! - [`admin`]: topics and their configs; consumer groups and their committed offsets.
 //! - [`producer`]: batching, acks, retries, idempotence, and the three outcomes every send ends
 //!   in — `Acknowledged`, `Failed` (definitely not written), `Unknown` (may have been written).
 //!   The exact classification is documented there; the simulator's checkers depend on it.
@@ -64,6 +64,10 @@ pub fn now() -> tokio::time::Instant {
 }
 
 pub use admin::{Admin, ConfigChange, ConfigEntry, CreateTopicError, NewTopic, TopicError};
+pub use admin::{
+    Coordinator, GroupAdminError, GroupDescription, GroupListing, GroupMember, ListGroupsError,
+    OffsetAndMetadata,
+};
 pub use cluster::{Client, ClientConfig, MetadataError, PartitionMetadata, TopicMetadata};
 pub use connection::{ConnectError, Connection, ConnectionConfig, RequestError};
 pub use consumer::{
