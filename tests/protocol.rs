@@ -20,6 +20,8 @@ pub async fn open_broker(dir: &std::path::Path) -> Arc<Broker> {
     let config = BrokerConfig {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".into(),
+        // Codec tests: a new group forms at once rather than after Kafka's 3 s.
+        group_initial_rebalance_delay_ms: 0,
         ..BrokerConfig::default()
     };
     Broker::open(config, Arc::new(FileDisk::new()), Arc::new(SystemClock))

@@ -185,7 +185,7 @@ impl Broker {
         }
         let data_arrived = Arc::new(Notify::new());
         let producer_ids = ProducerIdManager::open(Arc::clone(&disk), &data_dir).await?;
-        let groups = GroupCoordinator::new(Arc::clone(&clock));
+        let groups = GroupCoordinator::new(Arc::clone(&clock), config.group_config());
         let broker = Broker {
             config,
             disk,
@@ -594,6 +594,19 @@ impl Broker {
                     }
                 }
             }
+        }
+    }
+
+    /// Removes committed offsets that expired (KIP-211); the server calls it every
+    /// `offsets.retention.check.interval.ms`.
+    pub async fn expire_offsets(&self) {
+        let Some(partition) = self.partition(OFFSETS_TOPIC, 0) else {
+            return;
+        };
+        match self.groups.expire_offsets(&partition).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "expired committed offsets removed"),
+            Err(e) => tracing::warn!(%e, "expiring committed offsets failed; retried next time"),
         }
     }
 

@@ -54,6 +54,14 @@ pub struct BrokerConfig {
     pub message_max_bytes: u64,
     /// `log.retention.check.interval.ms`: how often retention runs.
     pub log_retention_check_interval_ms: u64,
+    /// `group.initial.rebalance.delay.ms`: how long a new group's first rebalance waits for
+    /// more members (Kafka's default 3000; 0 forms groups at once, as in tests).
+    pub group_initial_rebalance_delay_ms: i64,
+    /// `offsets.retention.minutes`: committed offsets of an empty group expire this long after
+    /// it became empty (KIP-211).
+    pub offsets_retention_minutes: i64,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are removed.
+    pub offsets_retention_check_interval_ms: u64,
     /// tracing filter, e.g. `info` or `broker=debug`; `RUST_LOG` wins when set.
     pub log_level: String,
 }
@@ -77,6 +85,9 @@ impl Default for BrokerConfig {
             log_retention_bytes: -1,
             message_max_bytes: 1_048_588,
             log_retention_check_interval_ms: 300_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
             log_level: "info".into(),
         }
     }
@@ -95,6 +106,14 @@ impl BrokerConfig {
     /// The address clients are told to use.
     pub fn advertised(&self) -> &str {
         self.advertised_listener.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> crate::group::GroupConfig {
+        crate::group::GroupConfig {
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.max(0),
+            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+        }
     }
 
     /// The broker-wide defaults as topic configs, by Kafka name.

@@ -65,18 +65,26 @@ async fn maintain(broker: Arc<Broker>, mut stop: tokio::sync::broadcast::Receive
     let tick = Duration::from_millis(250);
     let retention_every =
         Duration::from_millis(broker.config.log_retention_check_interval_ms.max(1));
+    let expiry_every =
+        Duration::from_millis(broker.config.offsets_retention_check_interval_ms.max(1));
     let mut since_retention = Duration::ZERO;
+    let mut since_expiry = Duration::ZERO;
     loop {
         tokio::select! {
             _ = stop.recv() => return,
             _ = tokio::time::sleep(tick) => {}
         }
         since_retention += tick;
+        since_expiry += tick;
         let retention = since_retention >= retention_every;
         if retention {
             since_retention = Duration::ZERO;
         }
         broker.run_maintenance(retention).await;
+        if since_expiry >= expiry_every {
+            since_expiry = Duration::ZERO;
+            broker.expire_offsets().await;
+        }
     }
 }
 

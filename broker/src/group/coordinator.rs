@@ -165,10 +165,27 @@ pub struct Group {
     /// When the current PreparingRebalance or CompletingRebalance phase gives up waiting.
     rebalance_deadline: Option<Millis>,
     next_member: u64,
+    /// When the group entered its current state (Kafka's `currentStateTimestamp`): offsets of
+    /// an empty group expire `offsets.retention.minutes` after it became empty (KIP-211).
+    pub state_since: Millis,
+    /// `group.initial.rebalance.delay.ms`: a new group's first join waits this long for more
+    /// members, extended by the same again for each that arrives, up to the rebalance timeout.
+    pub initial_rebalance_delay_ms: i64,
+    /// The initial delay in progress: its current end, its hard limit, and whether a member
+    /// joined since the delay was last (re)started.
+    initial_delay: Option<InitialDelay>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InitialDelay {
+    until: Millis,
+    limit: Millis,
+    new_member_added: bool,
 }
 
 impl Group {
-    pub fn new(id: &str) -> Group {
+    /// An empty group, created at `now`, without an initial rebalance delay.
+    pub fn new(id: &str, now: Millis) -> Group {
         Group {
             id: id.to_string(),
             state: GroupState::Empty,
@@ -181,6 +198,16 @@ impl Group {
             pending: BTreeMap::new(),
             rebalance_deadline: None,
             next_member: 0,
+            state_since: now,
+            initial_rebalance_delay_ms: 0,
+            initial_delay: None,
+        }
+    }
+
+    fn set_state(&mut self, state: GroupState, now: Millis) {
+        if self.state != state {
+            self.state = state;
+            self.state_since = now;
         }
     }
 
@@ -444,6 +471,9 @@ impl Group {
         };
         member.touch(now);
         self.members.insert(member_id, member);
+        if let Some(delay) = &mut self.initial_delay {
+            delay.new_member_added = true;
+        }
         self.prepare_rebalance(now);
         self.try_complete_join(now);
     }
@@ -471,7 +501,17 @@ impl Group {
             .max()
             .unwrap_or(0);
         self.rebalance_deadline = Some(now + ms(timeout));
-        self.state = GroupState::PreparingRebalance;
+        if self.state == GroupState::Empty && self.initial_rebalance_delay_ms > 0 {
+            // Kafka's InitialDelayedJoin: give the other members of a starting group a moment,
+            // so they are all assigned in the first generation rather than one rebalance each.
+            let delay = self.initial_rebalance_delay_ms;
+            self.initial_delay = Some(InitialDelay {
+                until: now + delay,
+                limit: now + delay.max(ms(timeout)),
+                new_member_added: false,
+            });
+        }
+        self.set_state(GroupState::PreparingRebalance, now);
     }
 
     fn all_joined(&self) -> bool {
@@ -479,7 +519,10 @@ impl Group {
     }
 
     fn try_complete_join(&mut self, now: Millis) {
-        if self.state == GroupState::PreparingRebalance && self.all_joined() {
+        if self.state == GroupState::PreparingRebalance
+            && self.initial_delay.is_none()
+            && self.all_joined()
+        {
             self.complete_join(now);
         }
     }
@@ -488,6 +531,7 @@ impl Group {
     /// starts, and every waiting join is answered.
     fn complete_join(&mut self, now: Millis) {
         assert_eq!(self.state, GroupState::PreparingRebalance);
+        self.initial_delay = None;
         let gone: Vec<String> = self
             .members
             .values()
@@ -499,9 +543,9 @@ impl Group {
         }
         self.generation_id += 1;
         if self.members.is_empty() {
-            self.state = GroupState::Empty;
+            // The protocol type stays, as in Kafka: it tells expiry this was a consumer group.
+            self.set_state(GroupState::Empty, now);
             self.protocol_name = None;
-            self.protocol_type = None;
             self.leader = None;
             self.rebalance_deadline = None;
             return;
@@ -514,7 +558,7 @@ impl Group {
         {
             self.leader = self.members.keys().next().cloned();
         }
-        self.state = GroupState::CompletingRebalance;
+        self.set_state(GroupState::CompletingRebalance, now);
         let timeout = self
             .members
             .values()
@@ -622,7 +666,7 @@ impl Group {
                             let _ = tx.send(Ok(member.assignment.clone()));
                         }
                     }
-                    self.state = GroupState::Stable;
+                    self.set_state(GroupState::Stable, now);
                     self.rebalance_deadline = None;
                 }
             }
@@ -704,6 +748,20 @@ impl Group {
     pub fn tick(&mut self, now: Millis) {
         if self.state == GroupState::Dead {
             return;
+        }
+        if let Some(delay) = self.initial_delay {
+            if delay.until <= now {
+                if delay.new_member_added && now < delay.limit {
+                    self.initial_delay = Some(InitialDelay {
+                        until: (now + self.initial_rebalance_delay_ms).min(delay.limit),
+                        limit: delay.limit,
+                        new_member_added: false,
+                    });
+                } else {
+                    self.initial_delay = None;
+                    self.try_complete_join(now);
+                }
+            }
         }
         let before = self.pending.len();
         self.pending.retain(|_, deadline| *deadline > now);
@@ -820,7 +878,7 @@ mod tests {
     #[test]
     fn a_first_join_without_a_member_id_is_told_to_rejoin_with_one() {
         let now: Millis = 1_700_000_000_000;
-        let mut group = Group::new("g");
+        let mut group = Group::new("g", 0);
         let Err(GroupError::MemberIdRequired(id)) =
             joined(&mut group.join(request("", true), now, 1))
         else {
@@ -838,7 +896,7 @@ mod tests {
     #[test]
     fn the_leaders_sync_hands_every_member_its_assignment_and_stabilises_the_group() {
         let now: Millis = 1_700_000_000_000;
-        let mut group = Group::new("g");
+        let mut group = Group::new("g", 0);
         let a = joined(&mut group.join(request("", false), now, 1)).unwrap();
         let mut a_sync = group.sync(&a.member_id, 1, vec![], now);
         assert_eq!(
@@ -879,7 +937,7 @@ mod tests {
     #[test]
     fn a_member_whose_session_expires_is_removed_and_the_rest_rebalance() {
         let now: Millis = 1_700_000_000_000;
-        let mut group = Group::new("g");
+        let mut group = Group::new("g", 0);
         let a = joined(&mut group.join(request("", false), now, 1)).unwrap();
         group.sync(&a.member_id, 1, vec![], now);
         group.tick(now + 10_001);
@@ -892,7 +950,7 @@ mod tests {
     fn a_restarted_static_member_takes_over_its_assignment_without_a_rebalance_and_fences_its_old_id(
     ) {
         let now: Millis = 1_700_000_000_000;
-        let mut group = Group::new("g");
+        let mut group = Group::new("g", 0);
         let static_request = |member_id: &str| JoinRequest {
             group_instance_id: Some("instance-1".into()),
             ..request(member_id, true)
@@ -921,6 +979,56 @@ mod tests {
         assert_eq!(
             joined(&mut group.join(static_request(&first.member_id), now + 20, 3)),
             Err(GroupError::FencedInstanceId)
+        );
+    }
+
+    #[test]
+    fn a_new_groups_first_join_waits_the_initial_delay_and_each_new_member_extends_it() {
+        let now: Millis = 1_700_000_000_000;
+        let mut group = Group::new("g", now);
+        group.initial_rebalance_delay_ms = 3_000;
+        let mut a = group.join(request("", false), now, 1);
+        group.tick(now + 2_000);
+        assert!(a.try_recv().is_err(), "still inside the initial delay");
+        let mut b = group.join(request("", false), now + 2_500, 2);
+        group.tick(now + 3_000);
+        assert!(a.try_recv().is_err(), "b's arrival extended the delay");
+        group.tick(now + 5_900);
+        assert!(b.try_recv().is_err());
+        group.tick(now + 6_000);
+        let (a, b) = (joined(&mut a).unwrap(), joined(&mut b).unwrap());
+        assert_eq!(
+            (a.generation_id, b.generation_id),
+            (1, 1),
+            "both in the first generation"
+        );
+        assert_eq!(group.state, GroupState::CompletingRebalance);
+        assert_eq!(group.state_since, now + 6_000);
+    }
+
+    #[test]
+    fn the_initial_delay_never_outlasts_the_rebalance_timeout() {
+        let now: Millis = 0;
+        let mut group = Group::new("g", now);
+        group.initial_rebalance_delay_ms = 3_000;
+        let mut first = group.join(request("", false), now, 1);
+        // A new member every 2.5 s would extend the delay forever; 10 s is the cap.
+        let mut t = now;
+        let mut others = Vec::new();
+        while t < 12_000 {
+            t += 2_500;
+            if t < 10_000 {
+                others.push(group.join(request("", false), t, 2 + t as u128));
+            }
+            group.tick(t);
+        }
+        let first = joined(&mut first).unwrap();
+        assert_eq!(first.generation_id, 1);
+        assert_eq!(others.len(), 3);
+        assert_eq!(
+            first.members.len(),
+            4,
+            "everyone who came within the timeout"
         );
     }
 }

@@ -4,6 +4,12 @@
 //! ([`coordinator::Group`], a pure state machine) and the committed offsets, which are records in
 //! `__consumer_offsets` ([`offsets`] documents their encoding). A commit is applied to memory
 //! only once its record is durable; on start the offsets are replayed from the log.
+//!
+//! Offsets expire as KIP-211 says ([`GroupCoordinator::expired_offsets`]): those of an empty
+//! group `offsets.retention.minutes` after it became empty, never while members remain; in a
+//! stable consumer group, only those of topics no member subscribes to any more. Membership is
+//! not persisted, so after a restart every group with offsets counts as empty since the start:
+//! a restart can postpone expiry, never bring it forward.
 
 pub mod coordinator;
 pub mod offsets;
@@ -19,7 +25,7 @@ use crate::clock::Clock;
 use crate::log::batch::{builder, BatchHeader};
 use crate::log::{AppendInfo, ReadError};
 use crate::partition::Partition;
-use coordinator::{Group, Millis};
+use coordinator::{Group, GroupState, Millis};
 use offsets::{CommittedOffset, OffsetKey};
 
 /// How often sessions and rebalance deadlines are checked.
@@ -28,6 +34,25 @@ const TICK: Duration = Duration::from_millis(100);
 /// One offset change to write: a commit, or a deletion (tombstone) when the value is `None`.
 pub type OffsetWrite = (OffsetKey, Option<CommittedOffset>);
 
+/// The coordinator's settings, with Kafka's names.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// `group.initial.rebalance.delay.ms`.
+    pub initial_rebalance_delay_ms: i64,
+    /// `offsets.retention.minutes`, in milliseconds.
+    pub offsets_retention_ms: i64,
+}
+
+impl Default for GroupConfig {
+    /// Kafka's defaults: 3 s and 7 days.
+    fn default() -> GroupConfig {
+        GroupConfig {
+            initial_rebalance_delay_ms: 3_000,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     groups: BTreeMap<String, Group>,
@@ -35,29 +60,41 @@ struct Inner {
     offsets: BTreeMap<OffsetKey, (CommittedOffset, u64)>,
     /// Offset of the latest applied tombstone per key, so a late-applied older commit loses.
     deleted: BTreeMap<OffsetKey, u64>,
-    /// Base offsets of offset records appended but not yet durable and applied.
-    in_flight: BTreeSet<u64>,
+    /// Offset records appended but not yet durable and applied: base offset → their groups.
+    in_flight: BTreeMap<u64, BTreeSet<String>>,
 }
 
 /// Every group on this broker, and their committed offsets.
 pub struct GroupCoordinator {
     clock: Arc<dyn Clock>,
+    config: GroupConfig,
     /// The timer task runs from the first group operation on (not before, so a broker that
     /// never sees a group schedules nothing extra).
     timers_started: AtomicBool,
     inner: Mutex<Inner>,
     /// Woken whenever an in-flight offset write finishes.
     applied: Notify,
+    /// Held while appending offset records, so expiry decides and appends its tombstones
+    /// with no commit slipping in between.
+    append_order: tokio::sync::Mutex<()>,
 }
 
 impl GroupCoordinator {
-    pub fn new(clock: Arc<dyn Clock>) -> Arc<GroupCoordinator> {
+    pub fn new(clock: Arc<dyn Clock>, config: GroupConfig) -> Arc<GroupCoordinator> {
         Arc::new(GroupCoordinator {
             clock,
+            config,
             timers_started: AtomicBool::new(false),
             inner: Mutex::default(),
             applied: Notify::new(),
+            append_order: tokio::sync::Mutex::new(()),
         })
+    }
+
+    fn new_group(&self, id: &str) -> Group {
+        let mut group = Group::new(id, self.clock.now_ms());
+        group.initial_rebalance_delay_ms = self.config.initial_rebalance_delay_ms;
+        group
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -76,7 +113,8 @@ impl GroupCoordinator {
         }
         let mut inner = self.lock();
         if create && !inner.groups.contains_key(id) {
-            inner.groups.insert(id.to_string(), Group::new(id));
+            let group = self.new_group(id);
+            inner.groups.insert(id.to_string(), group);
         }
         inner.groups.get_mut(id).map(f)
     }
@@ -149,6 +187,19 @@ impl GroupCoordinator {
         if writes.is_empty() {
             return Ok(None);
         }
+        let _order = self.append_order.lock().await;
+        self.append_in_order(partition, writes, now_ms).await
+    }
+
+    async fn append_in_order(
+        &self,
+        partition: &Arc<Partition>,
+        writes: &[OffsetWrite],
+        now_ms: i64,
+    ) -> Result<Option<AppendInfo>, crate::partition::ProduceError> {
+        if writes.is_empty() {
+            return Ok(None);
+        }
         let records: Vec<builder::Record> = writes
             .iter()
             .map(|(key, value)| builder::Record {
@@ -160,7 +211,8 @@ impl GroupCoordinator {
         let mut batch = builder::batch(&records);
         let info = partition.append(&mut batch).await?;
         assert_eq!(info.last_offset - info.base_offset + 1, writes.len() as u64);
-        self.lock().in_flight.insert(info.base_offset);
+        let groups = writes.iter().map(|(key, _)| key.group.clone()).collect();
+        self.lock().in_flight.insert(info.base_offset, groups);
         Ok(Some(info))
     }
 
@@ -196,7 +248,7 @@ impl GroupCoordinator {
 
     /// The writes in flight now (an OffsetFetch waits for them before it reads).
     pub fn in_flight(&self) -> Vec<u64> {
-        self.lock().in_flight.iter().copied().collect()
+        self.lock().in_flight.keys().copied().collect()
     }
 
     /// Waits until none of `writes` (from [`GroupCoordinator::in_flight`]) is in flight.
@@ -205,7 +257,10 @@ impl GroupCoordinator {
             let notified = self.applied.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if writes.iter().all(|w| !self.lock().in_flight.contains(w)) {
+            if writes
+                .iter()
+                .all(|w| !self.lock().in_flight.contains_key(w))
+            {
                 return;
             }
             notified.await;
@@ -257,12 +312,88 @@ impl GroupCoordinator {
         let mut inner = self.lock();
         let with_offsets: Vec<String> = inner.offsets.keys().map(|k| k.group.clone()).collect();
         for group in with_offsets {
-            inner
-                .groups
-                .entry(group.clone())
-                .or_insert_with(|| Group::new(&group));
+            if !inner.groups.contains_key(&group) {
+                let new = self.new_group(&group);
+                inner.groups.insert(group, new);
+            }
         }
         Ok(records)
+    }
+
+    /// KIP-211: the committed offsets that have expired at `now`. An empty group's offsets
+    /// expire `offsets.retention.minutes` after it became empty (or after their commit, if
+    /// later: a commit into an empty group restarts its clock); in a stable consumer group,
+    /// offsets of topics no member subscribes to expire that long after their commit; no
+    /// other group loses any. Groups with commits in flight are skipped.
+    pub fn expired_offsets(&self, now: Millis) -> Vec<OffsetKey> {
+        let retention = self.config.offsets_retention_ms;
+        let inner = self.lock();
+        let busy: BTreeSet<&String> = inner.in_flight.values().flatten().collect();
+        let mut subscriptions: BTreeMap<&str, Option<BTreeSet<String>>> = BTreeMap::new();
+        let mut expired = Vec::new();
+        for (key, (value, _)) in &inner.offsets {
+            if busy.contains(&key.group) {
+                continue;
+            }
+            let since = match inner.groups.get(&key.group) {
+                None => Some(value.commit_timestamp_ms),
+                Some(group) => match group.state {
+                    GroupState::Empty => Some(group.state_since.max(value.commit_timestamp_ms)),
+                    GroupState::Stable => subscriptions
+                        .entry(&key.group)
+                        .or_insert_with(|| group.subscribed_topics())
+                        .as_ref()
+                        .filter(|topics| !topics.contains(&key.topic))
+                        .map(|_| value.commit_timestamp_ms),
+                    _ => None,
+                },
+            };
+            if since.is_some_and(|since| now.saturating_sub(since) >= retention) {
+                expired.push(key.clone());
+            }
+        }
+        expired
+    }
+
+    /// Expires offsets (KIP-211): decides which, appends their tombstones with no commit in
+    /// between, waits until they are durable, then forgets empty groups with no offsets left,
+    /// as Kafka does. Returns how many offsets expired.
+    pub async fn expire_offsets(
+        &self,
+        partition: &Arc<Partition>,
+    ) -> Result<usize, crate::partition::ProduceError> {
+        let now = self.clock.now_ms();
+        let (writes, info) = {
+            let _order = self.append_order.lock().await;
+            let writes: Vec<OffsetWrite> = self
+                .expired_offsets(now)
+                .into_iter()
+                .map(|key| (key, None))
+                .collect();
+            let info = self.append_in_order(partition, &writes, now).await?;
+            (writes, info)
+        };
+        self.complete(partition, &writes, info).await?;
+        let mut inner = self.lock();
+        let Inner {
+            groups,
+            offsets,
+            in_flight,
+            ..
+        } = &mut *inner;
+        groups.retain(|id, group| {
+            let has_offsets = offsets
+                .range(OffsetKey::first_of(id)..)
+                .next()
+                .is_some_and(|(k, _)| k.group == *id);
+            let busy = in_flight.values().any(|groups| groups.contains(id));
+            let keep = group.state != GroupState::Empty || has_offsets || busy;
+            if !keep {
+                tracing::info!(group = %id, "empty group with no offsets removed");
+            }
+            keep
+        });
+        Ok(writes.len())
     }
 
     /// Ticks every group: session expiry and rebalance deadlines.

@@ -37,6 +37,17 @@ pub struct OffsetKey {
     pub partition: i32,
 }
 
+impl OffsetKey {
+    /// The smallest key of `group`: where its offsets start in key order.
+    pub fn first_of(group: &str) -> OffsetKey {
+        OffsetKey {
+            group: group.to_string(),
+            topic: String::new(),
+            partition: i32::MIN,
+        }
+    }
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as i16).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
