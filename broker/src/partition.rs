@@ -6,8 +6,11 @@
 //! [`ProducerStateManager`] (see [`crate::txn::producer_state`] for Kafka's rules) and appended
 //! under one per-partition lock, so two produce requests cannot both pass the check before
 //! either is appended. The state is updated only after the append succeeded, from the bytes as
-//! stored. On open the state is rebuilt from the batches the recovered log holds, so batches a
-//! crash took away leave nothing behind.
+//! stored. On open, and after an in-place recovery, the state is rebuilt from the batches the
+//! recovered log holds, so batches a crash or a disk failure took away leave nothing behind: a
+//! retry of such a batch is appended again, never answered as a duplicate of a batch that is
+//! gone. If the rebuild fails the state is dropped, and idempotent appends are refused
+//! (retriably) until a rebuild succeeds.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,7 +34,8 @@ pub struct Partition {
     /// Woken whenever a high watermark may have advanced (long-polling fetches wait on it).
     data_arrived: Arc<Notify>,
     /// The idempotent producers' state. Held from the sequence check to the end of the append.
-    producers: tokio::sync::Mutex<ProducerStateManager>,
+    /// `None`: it must be rebuilt from the log before the next idempotent append.
+    producers: tokio::sync::Mutex<Option<ProducerStateManager>>,
     /// A background sync task is running (durable policy).
     sync_scheduled: AtomicBool,
 }
@@ -70,7 +74,7 @@ impl Partition {
             log,
             leader_epoch: 0,
             data_arrived,
-            producers: tokio::sync::Mutex::new(producers),
+            producers: tokio::sync::Mutex::new(Some(producers)),
             sync_scheduled: AtomicBool::new(false),
         })
     }
@@ -86,17 +90,19 @@ impl Partition {
         // state from before the failure.
         let mut producers = self.producers.lock().await;
         match self.log.reopen().await {
-            Ok(true) => match rebuild_producer_state(&self.log).await {
-                Ok(rebuilt) => {
-                    *producers = rebuilt;
-                    self.data_arrived.notify_waiters();
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!(partition = ?self, %e, "producer state not rebuilt after recovery");
-                    true
-                }
-            },
+            Ok(true) => {
+                *producers = match rebuild_producer_state(&self.log).await {
+                    Ok(rebuilt) => Some(rebuilt),
+                    Err(e) => {
+                        // The old state may hold batches the recovery dropped: a retry of one
+                        // would be answered as a duplicate. Rebuild before the next use.
+                        tracing::warn!(partition = ?self, %e, "producer state not rebuilt after recovery");
+                        None
+                    }
+                };
+                self.data_arrived.notify_waiters();
+                true
+            }
             Ok(false) => false,
             Err(e) => {
                 tracing::debug!(partition = ?self, %e, "offline log still cannot be recovered");
@@ -106,8 +112,24 @@ impl Partition {
     }
 
     /// A copy of the idempotent producers' state, for tests and diagnostics.
-    pub async fn producer_state(&self) -> ProducerStateManager {
-        self.producers.lock().await.clone()
+    pub async fn producer_state(&self) -> Result<ProducerStateManager, ProduceError> {
+        Ok(self.producers_locked().await?.clone())
+    }
+
+    /// The producer state, locked, rebuilt first if a recovery left it stale.
+    async fn producers_locked(
+        &self,
+    ) -> Result<tokio::sync::MappedMutexGuard<'_, ProducerStateManager>, ProduceError> {
+        let mut producers = self.producers.lock().await;
+        if producers.is_none() {
+            let rebuilt = rebuild_producer_state(&self.log).await.map_err(|e| {
+                AppendError::Offline(format!("producer state cannot be rebuilt: {e}"))
+            })?;
+            *producers = Some(rebuilt);
+        }
+        Ok(tokio::sync::MutexGuard::map(producers, |p| {
+            p.as_mut().expect("rebuilt above")
+        }))
     }
 
     fn durable_policy(&self) -> bool {
@@ -139,7 +161,7 @@ impl Partition {
         }
         // Kafka validates the batches (CRC included) before it looks at their sequences.
         let headers = batch::validate_all(records).map_err(AppendError::from)?;
-        let mut producers = self.producers.lock().await;
+        let mut producers = self.producers_locked().await?;
         if let AppendDecision::Duplicate(original) = producers.check(&headers)? {
             tracing::debug!(partition = ?self, producer_id = headers[0].producer_id,
                 first_seq = original.first_seq, base_offset = original.base_offset,

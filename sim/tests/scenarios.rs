@@ -92,6 +92,10 @@ fn the_swarm_mixes_every_fault_kind_without_a_violation() {
     // Seed 20 served a batch whose base offset (outside the CRC) had a flipped bit at the
     // wrong offset: two values at one offset. Reads now check offsets against density.
     passes("swarm", 20..21);
+    // Seed 133 acknowledged an idempotent retry as a duplicate of a batch that an in-place
+    // recovery had dropped (the producer state was kept when its rebuild failed): a lost
+    // acks=all write. A stale producer state is now dropped and rebuilt before use.
+    passes("swarm", 133..134);
 }
 
 #[test]
