@@ -21,8 +21,9 @@ pub fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsRes
         }
         let mut listed = ListedGroup::default()
             .with_group_id(GroupId(StrBytes::from_string(g.id.clone())))
+            // Empty for a group that only ever committed offsets, as in Kafka and DescribeGroups.
             .with_protocol_type(StrBytes::from_string(
-                g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+                g.protocol_type.clone().unwrap_or_default(),
             ));
         if ctx.version >= 4 {
             listed = listed.with_group_state(StrBytes::from_static_str(state));
