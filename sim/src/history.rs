@@ -26,13 +26,34 @@ pub enum OpKind {
         acks: i16,
     },
     /// One poll (fetch) of one partition from `from_offset`; `records` is filled at completion:
-    /// (offset, value) in the order the poll returned them.
+    /// (offset, value) in the order the poll returned them. A group member's polls carry its
+    /// `group`, and its `consumer` id is new for every assignment it receives, so one consumer
+    /// id is one uninterrupted walk over a partition.
     Poll {
         consumer: Process,
         topic: String,
         partition: i32,
         from_offset: i64,
         records: Vec<(i64, u64)>,
+        group: Option<String>,
+    },
+    /// An OffsetCommit of a group member (or the runner): Ok = acknowledged (durable), Fail =
+    /// refused (not applied), Unknown = may have been applied.
+    Commit {
+        consumer: Process,
+        group: String,
+        /// (topic, partition, offset): the next offset to consume, as Kafka commits it.
+        offsets: Vec<(String, i32, i64)>,
+    },
+    /// An OffsetFetch of one partition's committed offset; `offset` is filled at completion
+    /// (`None`: nothing committed). Members fetch when they are assigned a partition; the runner
+    /// fetches once more at the end.
+    FetchCommitted {
+        consumer: Process,
+        group: String,
+        topic: String,
+        partition: i32,
+        offset: Option<i64>,
     },
 }
 
@@ -70,6 +91,18 @@ impl History {
         self.ops
             .iter()
             .filter(|op| matches!(op.kind, OpKind::Send { .. }))
+    }
+
+    pub fn commits(&self) -> impl Iterator<Item = &Op> {
+        self.ops
+            .iter()
+            .filter(|op| matches!(op.kind, OpKind::Commit { .. }))
+    }
+
+    pub fn fetches(&self) -> impl Iterator<Item = &Op> {
+        self.ops
+            .iter()
+            .filter(|op| matches!(op.kind, OpKind::FetchCommitted { .. }))
     }
 
     pub fn polls(&self) -> impl Iterator<Item = &Op> {
@@ -123,6 +156,22 @@ impl Recorder {
         op.complete_ms = Some(now_ms);
         if let (OpKind::Poll { records: slot, .. }, Some(records)) = (&mut op.kind, records) {
             *slot = records;
+        }
+    }
+
+    /// Records how a committed-offset fetch ended, with the offset it returned.
+    pub fn complete_fetch(&self, id: usize, outcome: Outcome, fetched: Option<i64>, now_ms: u64) {
+        let mut history = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let op = &mut history.ops[id];
+        assert_eq!(
+            op.outcome,
+            Outcome::Pending,
+            "operation {id} completed twice"
+        );
+        op.outcome = outcome;
+        op.complete_ms = Some(now_ms);
+        if let OpKind::FetchCommitted { offset, .. } = &mut op.kind {
+            *offset = fetched;
         }
     }
 

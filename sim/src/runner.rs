@@ -1079,6 +1079,7 @@ impl Run {
                     counts.polls += 1;
                     counts.records_read += records.len();
                 }
+                OpKind::Commit { .. } | OpKind::FetchCommitted { .. } => {}
             }
         }
         counts.broker_boots = cluster
@@ -1457,6 +1458,7 @@ async fn poll_once(
         partition,
         from_offset: from,
         records: Vec::new(),
+        group: None,
     };
     let id = ctx.recorder.invoke(kind, now_ms());
     let result = tokio::time::timeout(request_timeout * 2, consumer.poll()).await;

@@ -128,6 +128,7 @@ pub fn check(history: &History, allowances: &Allowances) -> Report {
         match op.kind {
             OpKind::Send { .. } => counts.sends += 1,
             OpKind::Poll { .. } => counts.polls += 1,
+            OpKind::Commit { .. } | OpKind::FetchCommitted { .. } => {}
         }
         match &op.outcome {
             Outcome::Ok { .. } => counts.acknowledged += 1,

@@ -169,6 +169,7 @@ impl<'a> Model<'a> {
                     partition,
                     from_offset,
                     records,
+                    ..
                 } => {
                     let tp = TopicPartition::new(topic, *partition);
                     let ok = matches!(op.outcome, Outcome::Ok { .. });
@@ -201,6 +202,8 @@ impl<'a> Model<'a> {
                         records: records.as_slice(),
                     });
                 }
+                // Group commits and fetches are checked by `groups`, not here.
+                OpKind::Commit { .. } | OpKind::FetchCommitted { .. } => {}
             }
         }
         for (tp, (polls, incomplete)) in final_polls {

@@ -140,6 +140,8 @@ pub struct Evidence {
     pub complete_ms: Option<u64>,
 }
 
+static EMPTY: String = String::new();
+
 impl Evidence {
     pub(crate) fn of(
         op: &Op,
@@ -169,6 +171,7 @@ impl Evidence {
                 partition,
                 from_offset,
                 records,
+                ..
             } => {
                 let returned = match (records.first(), records.last()) {
                     (Some(first), Some(last)) => Some([first.0, last.0]),
@@ -182,6 +185,53 @@ impl Evidence {
                     Some(*from_offset),
                     returned,
                 )
+            }
+            OpKind::Commit {
+                consumer, offsets, ..
+            } => {
+                // The partition the evidence is about is the caller's; name the first here.
+                let (topic, partition, committed) = offsets
+                    .first()
+                    .map(|(t, p, o)| (t, *p, Some(*o)))
+                    .unwrap_or((&EMPTY, -1, None));
+                return Evidence {
+                    role: role.into(),
+                    op: op.id,
+                    kind: "commit",
+                    process: *consumer,
+                    topic: topic.clone(),
+                    partition,
+                    outcome,
+                    offset: offset.or(committed),
+                    value,
+                    from_offset: None,
+                    returned: None,
+                    invoke_ms: op.invoke_ms,
+                    complete_ms: op.complete_ms,
+                };
+            }
+            OpKind::FetchCommitted {
+                consumer,
+                topic,
+                partition,
+                offset: fetched,
+                ..
+            } => {
+                return Evidence {
+                    role: role.into(),
+                    op: op.id,
+                    kind: "fetch-committed",
+                    process: *consumer,
+                    topic: topic.clone(),
+                    partition: *partition,
+                    outcome,
+                    offset: offset.or(*fetched),
+                    value,
+                    from_offset: None,
+                    returned: None,
+                    invoke_ms: op.invoke_ms,
+                    complete_ms: op.complete_ms,
+                };
             }
         };
         Evidence {

@@ -92,6 +92,7 @@ impl Builder {
             partition,
             from_offset,
             records: records.to_vec(),
+            group: None,
         };
         self.op(kind, at, Some(at + 1), Outcome::Ok { offset: None })
     }
@@ -542,6 +543,7 @@ fn without_a_complete_final_read_an_unread_value_is_not_judged() {
         partition: 0,
         from_offset: 1,
         records: vec![],
+        group: None,
     };
     let report = base()
         .final_read(&[(0, 10)], 100)
