@@ -349,7 +349,12 @@ async fn a_batch_lost_in_a_crash_leaves_no_ghost_and_its_retry_is_appended() {
     drop(broker);
     node.disk.crash();
     let broker = node.open().await;
-    let state = broker.partition(TOPIC, 0).unwrap().producer_state().await.unwrap();
+    let state = broker
+        .partition(TOPIC, 0)
+        .unwrap()
+        .producer_state()
+        .await
+        .unwrap();
     assert_eq!(
         state.entry(pid).unwrap().last_seq(),
         1,
