@@ -50,6 +50,13 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // Group membership (`group_consumer.rs`): JoinGroup from v1 (rebalance timeout; v4 adds
+    // KIP-394, v5 group.instance.id), SyncGroup, Heartbeat and LeaveGroup in every version
+    // (v3+ of each carries group.instance.id; LeaveGroup v3+ names members in a batch).
+    (ApiKey::JoinGroup, 1, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
 ];
 
 /// Why a connection could not be opened.

@@ -319,6 +319,10 @@ impl Consumer {
 
     /// Fetches from every assigned partition; returns the records in partition order, each
     /// partition's in offset order (possibly none, after `max_wait`).
+    ///
+    /// Cancel-safe: positions move past the returned records only when the poll returns them,
+    /// so a poll dropped at an await (or one that fails) loses no record; the next poll fetches
+    /// them again. (A reset by `auto.offset.reset` may have happened already.)
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, PollError> {
         if self.assigned.is_empty() {
             return Err(PollError::NoAssignment);
@@ -360,6 +364,7 @@ impl Consumer {
             }
         }
         let mut records = Vec::new();
+        let mut advanced: Vec<((String, i32), i64)> = Vec::new();
         let mut last_error = None;
         for (leader, partitions) in by_leader {
             let max_wait = if records.is_empty() {
@@ -368,7 +373,7 @@ impl Consumer {
                 Duration::ZERO
             };
             match self
-                .fetch_from(leader, &partitions, max_wait, &mut records)
+                .fetch_from(leader, &partitions, max_wait, &mut records, &mut advanced)
                 .await
             {
                 Ok(()) => {}
@@ -379,6 +384,12 @@ impl Consumer {
                     last_error = Some(PollError::Request(e));
                 }
                 Err(e) => return Err(e),
+            }
+        }
+        // After the last await: from here on the records are the caller's.
+        for (key, next) in advanced {
+            if let Some(state) = self.assigned.get_mut(&key) {
+                state.position = Some(next);
             }
         }
         match last_error {
@@ -393,6 +404,7 @@ impl Consumer {
         partitions: &[(String, i32, i64)],
         max_wait: Duration,
         out: &mut Vec<ConsumerRecord>,
+        advanced: &mut Vec<((String, i32), i64)>,
     ) -> Result<(), PollError> {
         let connection = if leader < 0 {
             for (topic, _, _) in partitions {
@@ -494,7 +506,7 @@ impl Consumer {
                     }
                     next = batch.header.last_offset() + 1;
                 }
-                state.position = Some(next);
+                advanced.push((key, next));
             }
         }
         Ok(())

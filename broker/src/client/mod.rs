@@ -13,6 +13,10 @@
 //!   in — `Acknowledged`, `Failed` (definitely not written), `Unknown` (may have been written).
 //!   The exact classification is documented there; the simulator's checkers depend on it.
 //! - [`consumer`]: assign, seek, poll.
+//! - [`group_consumer`]: consumer groups — subscribe, rebalance callbacks, heartbeats, commits
+//!   (sync, async, auto-commit) with three outcomes like the producer's: `Committed`, `Failed`
+//!   (definitely not applied), `Unknown` (may have been applied). The classification is
+//!   documented there.
 //! - [`records`]: the v2 record batch encoder and decoder; [`partitioner`]: Kafka's murmur2.
 //!
 //! ```no_run
@@ -42,15 +46,19 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Known gaps: no compression (compressed batches are refused on read, never written); no
-//! consumer groups; admin requests go to any broker rather than the controller; with
-//! idempotence, an `Unknown` batch does not bump the producer epoch, so later batches of that
-//! partition can be refused with OUT_OF_ORDER_SEQUENCE_NUMBER (reported as `Failed`).
+//! Known gaps: no compression (compressed batches are refused on read, never written); group
+//! consumers rebalance eagerly only (no cooperative-sticky, no KIP-848 protocol), and their
+//! leader does not watch metadata, so partitions added or topics created after a rebalance are
+//! picked up only at the next one; admin requests go to any broker rather than the
+//! controller; with idempotence, an `Unknown` batch does not bump the producer epoch, so later
+//! batches of that partition can be refused with OUT_OF_ORDER_SEQUENCE_NUMBER (reported as
+//! `Failed`).
 
 pub mod admin;
 pub mod cluster;
 pub mod connection;
 pub mod consumer;
+pub mod group_consumer;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
@@ -72,6 +80,11 @@ pub use cluster::{Client, ClientConfig, MetadataError, PartitionMetadata, TopicM
 pub use connection::{ConnectError, Connection, ConnectionConfig, RequestError};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, PollError, SeekError, SeekTo,
+};
+pub use group_consumer::{
+    Assignor, AutoCommit, CloseReport, CommitError, CommitHandle, CommitOutcome,
+    CommitUnknownReason, CommittedError, CoordinatorError, GroupConsumer, GroupConsumerConfig,
+    GroupMetadata, GroupPollError, MemberSubscription, RebalanceListener,
 };
 pub use producer::{
     Acks, Delivery, Producer, ProducerConfig, ProducerInitError, ProducerRecord, SendError,
