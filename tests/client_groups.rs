@@ -687,8 +687,9 @@ async fn a_commit_whose_response_is_lost_or_whose_connection_is_cut_is_unknown()
     client_config.connection.request_timeout = Duration::from_millis(500);
     let mut settings = config("fragile-group");
     // No heartbeat races the commit for the coordinator's connection; retries stop at 2 s.
-    settings.heartbeat_interval = Duration::from_secs(10);
-    settings.session_timeout = Duration::from_secs(30);
+    settings.heartbeat_interval = Duration::from_secs(20);
+    settings.session_timeout = Duration::from_secs(60);
+    settings.max_poll_interval = Duration::from_secs(60);
     settings.api_timeout = Duration::from_secs(2);
     let mut consumer = GroupConsumer::new(Client::connect(client_config).await.unwrap(), settings);
     consumer.subscribe(["fragile"]);
