@@ -13,6 +13,8 @@
 //!   poll and order anomalies), allowed or violations.
 //! - [`history`]: every client operation (invoke → ok | fail | unknown); [`trace`]: every
 //!   notable event with its simulated time and node.
+//! - [`group_members`]: consumer-group members of the workload (subscribe, poll, commit,
+//!   churn), recorded for the group checks.
 //! - [`log_workload`]: the partition log alone on a crashing node.
 //!
 //! Everything here needs the simulation build: `cargo sim run scenarios/<name>.toml --seed 42`,
@@ -21,6 +23,8 @@
 pub mod checker;
 #[cfg(madsim)]
 pub mod cluster;
+#[cfg(madsim)]
+pub mod group_members;
 pub mod history;
 #[cfg(madsim)]
 pub mod log_workload;

@@ -23,7 +23,7 @@
 //!    violation; any violation fails the run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -236,6 +236,13 @@ fn check_history(
     bit_flips: &[(u64, String)],
 ) -> checker::Report {
     let mut allowances = Allowances::default();
+    if scenario.expect.offsets_expire {
+        let minutes = scenario
+            .cluster
+            .offsets_retention_minutes
+            .unwrap_or(BrokerConfig::default().offsets_retention_minutes);
+        allowances.offsets_expire_after_ms = Some(minutes as u64 * 60_000);
+    }
     let producers = &scenario.workload.producers;
     if scenario.allows(AllowSpec::LostWrite) {
         let weak: Vec<String> = producers
@@ -368,19 +375,22 @@ impl std::fmt::Display for Planned {
 
 /// Shared state of the workload tasks.
 #[derive(Clone)]
-struct Ctx {
-    recorder: Recorder,
-    trace: Trace,
-    stop: Arc<AtomicBool>,
-    inflight: Arc<AtomicUsize>,
+pub(crate) struct Ctx {
+    pub(crate) recorder: Recorder,
+    pub(crate) trace: Trace,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) inflight: Arc<AtomicUsize>,
     next_value: Arc<AtomicU64>,
-    invariants: Arc<Mutex<Invariants>>,
+    pub(crate) invariants: Arc<Mutex<Invariants>>,
     bootstrap: String,
+    /// Consumer ids handed to group members' walks (one per assignment), counting down from
+    /// below [`FINAL_READER`] so they never meet the workload's process ids.
+    pub(crate) next_walk: Arc<AtomicU32>,
 }
 
 /// What the online checks have seen.
 #[derive(Default)]
-struct Invariants {
+pub(crate) struct Invariants {
     /// (topic, partition, offset) → (value, simulated ms, how it was seen).
     offsets: BTreeMap<(String, i32, i64), (u64, u64, &'static str)>,
     /// (broker, incarnation, topic, partition) → highest high watermark seen (durable policy).
@@ -390,7 +400,14 @@ struct Invariants {
 
 impl Invariants {
     /// Offsets are assigned once: a (partition, offset) never holds two different values.
-    fn claim(&mut self, topic: &str, partition: i32, offset: i64, value: u64, how: &'static str) {
+    pub(crate) fn claim(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        value: u64,
+        how: &'static str,
+    ) {
         let now = now_ms();
         let key = (topic.to_string(), partition, offset);
         let (seen, at, seen_how) = *self.offsets.entry(key).or_insert((value, now, how));
@@ -420,7 +437,7 @@ struct Run {
     report_options: BTreeMap<String, String>,
 }
 
-fn value_of(bytes: Option<&[u8]>) -> u64 {
+pub(crate) fn value_of(bytes: Option<&[u8]>) -> u64 {
     // Values are decimal counters from 1; 0 marks bytes that are not one of ours.
     bytes
         .and_then(|b| std::str::from_utf8(b).ok())
@@ -459,6 +476,14 @@ impl Run {
             log_flush_interval_ms: c.flush_ms,
             log_segment_bytes: c.segment_bytes.unwrap_or(64 * 1024),
             log_level: "warn".into(),
+            // Groups form at once: the simulated members all start together anyway.
+            group_initial_rebalance_delay_ms: 0,
+            offsets_retention_minutes: c
+                .offsets_retention_minutes
+                .unwrap_or(BrokerConfig::default().offsets_retention_minutes),
+            offsets_retention_check_interval_ms: c
+                .offsets_retention_check_interval_ms
+                .unwrap_or(BrokerConfig::default().offsets_retention_check_interval_ms),
             ..BrokerConfig::default()
         }
     }
@@ -735,6 +760,7 @@ impl Run {
             next_value: Arc::new(AtomicU64::new(1)),
             invariants: Arc::new(Mutex::new(Invariants::default())),
             bootstrap: cluster.bootstrap_servers(),
+            next_walk: Arc::new(AtomicU32::new(crate::group_members::EXPIRY_CHECKER - 1)),
         };
         let setup = cluster.spawn_on_client(1, create_topics(ctx.clone(), s.clone()));
         if let Err(e) = setup.await {
@@ -768,8 +794,17 @@ impl Run {
                 process += 1;
                 spread += 1;
                 let on = (spread - 1) % s.cluster.clients + 1;
-                cluster
-                    .spawn_on_client(on, consumer(ctx.clone(), process, spec.clone(), partitions));
+                if spec.group.is_some() {
+                    cluster.spawn_on_client(
+                        on,
+                        crate::group_members::member(ctx.clone(), process, spec.clone()),
+                    );
+                } else {
+                    cluster.spawn_on_client(
+                        on,
+                        consumer(ctx.clone(), process, spec.clone(), partitions),
+                    );
+                }
             }
         }
 
@@ -1020,6 +1055,79 @@ impl Run {
                 final_read.unreadable.len()
             ),
         );
+        // 6b. Every group's committed offsets, as the group checks' end point; with expiry
+        // expected, once more after the group stayed empty for the retention.
+        let groups: BTreeSet<(String, String)> = s
+            .workload
+            .consumers
+            .iter()
+            .filter_map(|c| c.group.clone().map(|g| (g, c.topic.clone())))
+            .collect();
+        for (group, topic) in &groups {
+            let partitions = partitions_of(topic);
+            let fetched = cluster
+                .spawn_on_client(
+                    1,
+                    crate::group_members::fetch_all_committed(
+                        ctx.clone(),
+                        FINAL_READER,
+                        group.clone(),
+                        topic.clone(),
+                        partitions,
+                    ),
+                )
+                .await
+                .unwrap_or_default();
+            if !s.expect.offsets_expire {
+                continue;
+            }
+            let retention_ms = self.broker_config().offsets_retention_minutes as u64 * 60_000;
+            let interval_ms = self.broker_config().offsets_retention_check_interval_ms;
+            tokio::time::sleep(Duration::from_millis(retention_ms + interval_ms + 1_000)).await;
+            let after = cluster
+                .spawn_on_client(
+                    1,
+                    crate::group_members::fetch_all_committed(
+                        ctx.clone(),
+                        crate::group_members::EXPIRY_CHECKER,
+                        group.clone(),
+                        topic.clone(),
+                        partitions,
+                    ),
+                )
+                .await
+                .unwrap_or_default();
+            let kept: Vec<(i32, i64)> = after
+                .iter()
+                .filter_map(|(p, o)| o.map(|o| (*p, o)))
+                .collect();
+            let had = fetched.iter().filter(|(_, o)| o.is_some()).count();
+            trace.event(
+                "runner",
+                format!(
+                    "group {group}: {had} committed offsets at the end, {} left after {retention_ms} ms empty",
+                    kept.len()
+                ),
+            );
+            if had == 0 || !kept.is_empty() {
+                anomalies.push(Anomaly {
+                    kind: HarnessAnomalyKind::Invariant,
+                    allowed: false,
+                    description: if had == 0 {
+                        format!("group {group} had no committed offsets at the end of the run")
+                    } else {
+                        format!(
+                            "group {group}: offsets did not expire after the group stayed empty for offsets.retention.minutes: {kept:?}"
+                        )
+                    },
+                    topic: Some(topic.clone()),
+                    partition: None,
+                    offsets: kept.iter().map(|k| k.1).collect(),
+                    values: Vec::new(),
+                    at_ms: vec![now_ms()],
+                });
+            }
+        }
         for id in cluster.broker_ids() {
             if let Some(broker) = cluster.broker(id) {
                 for topic in broker.topics() {
@@ -1177,7 +1285,7 @@ fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, trace: &Trace
 }
 
 /// Connects a client, retrying with backoff until `give_up` says so.
-async fn connect(
+pub(crate) async fn connect(
     ctx: &Ctx,
     who: &str,
     request_timeout: Duration,

@@ -56,6 +56,9 @@ pub struct ClusterSpec {
     pub flush_messages: Option<u64>,
     pub flush_ms: Option<i64>,
     pub segment_bytes: Option<u64>,
+    /// `offsets.retention.minutes` and `offsets.retention.check.interval.ms` (KIP-211 expiry).
+    pub offsets_retention_minutes: Option<i64>,
+    pub offsets_retention_check_interval_ms: Option<u64>,
     #[serde(default)]
     pub disk: DiskSpec,
 }
@@ -186,6 +189,49 @@ pub struct ConsumerSpec {
     pub topic: String,
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
+    /// Consume as members of this consumer group (subscribe; the coordinator shares the
+    /// partitions) instead of reading every partition.
+    pub group: Option<String>,
+    /// How a group member commits: `sync` after every poll that returned records (default),
+    /// or `auto` (enable.auto.commit, every `auto-commit-interval-ms`).
+    #[serde(default)]
+    pub commit: CommitSpec,
+    #[serde(default = "default_auto_commit_interval_ms")]
+    pub auto_commit_interval_ms: u64,
+    /// `session.timeout.ms` of a group member.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// Each member leaves after a time drawn from `[min, max]` ms and a new one joins in its
+    /// place; unset: members stay for the whole run.
+    pub churn_ms: Option<[u64; 2]>,
+    /// How a churning member leaves: `close` (commits, LeaveGroup), `crash` (vanishes; the
+    /// session timeout hands its partitions on) or `mixed` (the seed picks each time).
+    #[serde(default)]
+    pub churn: ChurnSpec,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitSpec {
+    #[default]
+    Sync,
+    Auto,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChurnSpec {
+    Close,
+    Crash,
+    #[default]
+    Mixed,
+}
+
+fn default_auto_commit_interval_ms() -> u64 {
+    1_000
+}
+fn default_session_timeout_ms() -> u64 {
+    6_000
 }
 
 fn default_max_wait_ms() -> u64 {
@@ -374,6 +420,10 @@ pub struct Expectations {
     /// Anomaly kinds the configuration allows: reported as allowed, never as violations.
     #[serde(default)]
     pub allow: Vec<AllowSpec>,
+    /// After the run, once every member closed and the group stayed empty for
+    /// `offsets-retention-minutes`, its committed offsets must be gone (KIP-211), and not before.
+    #[serde(default)]
+    pub offsets_expire: bool,
 }
 
 /// A scenario file that could not be loaded.

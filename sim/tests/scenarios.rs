@@ -84,6 +84,21 @@ fn a_network_split_loses_nothing_acknowledged_and_heals() {
 }
 
 #[test]
+fn a_groups_acknowledged_commits_survive_power_loss_and_every_record_is_processed() {
+    passes("group-commit-durability", 1..4);
+}
+
+#[test]
+fn a_member_whose_commit_response_was_lost_resumes_at_the_old_or_the_new_offset() {
+    passes("group-lost-commit-response", 1..4);
+}
+
+#[test]
+fn churning_members_never_see_offsets_regress_or_expire_until_the_group_is_empty() {
+    passes("group-churn-expiry", 1..3);
+}
+
+#[test]
 fn the_swarm_mixes_every_fault_kind_without_a_violation() {
     passes("swarm", 1..3);
     // Seed 17 once left every partition offline after EIO (logs stayed down until a restart)

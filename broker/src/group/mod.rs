@@ -312,9 +312,9 @@ impl GroupCoordinator {
         let mut inner = self.lock();
         let with_offsets: Vec<String> = inner.offsets.keys().map(|k| k.group.clone()).collect();
         for group in with_offsets {
-            if !inner.groups.contains_key(&group) {
-                let new = self.new_group(&group);
-                inner.groups.insert(group, new);
+            if let std::collections::btree_map::Entry::Vacant(entry) = inner.groups.entry(group) {
+                let new = self.new_group(entry.key());
+                entry.insert(new);
             }
         }
         Ok(records)

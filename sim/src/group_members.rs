@@ -1,0 +1,457 @@
+//! Consumer-group members of a simulated workload.
+//!
+//! Each member subscribes to its topic with Faultline's own [`GroupConsumer`], polls, and
+//! commits: after every poll that returned records (`commit = "sync"`) or by auto-commit. With
+//! churn it leaves after a drawn time — closing (commit, LeaveGroup) or crashing (it vanishes;
+//! the coordinator's session timeout hands its partitions on) — and a new member takes its
+//! place under the same process. When the fault window ends every member closes.
+//!
+//! What goes into the history for the group checks:
+//! - every commit with its outcome (auto-commits too, as the consumer reports them);
+//! - an OffsetFetch of each partition when a member is assigned it: the committed offset the
+//!   group holds then;
+//! - per poll, one Poll op per assigned partition that returned records or whose position was
+//!   known before the poll, under a consumer id that is new for every assignment (a "walk"),
+//!   so the poll checks see each walk as one consumer reading one stretch of the partition.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use broker::client::admin::OffsetAndMetadata;
+use broker::client::{
+    CommitError, CommitOutcome, ConsumerConfig, GroupConsumer, GroupConsumerConfig, OffsetReset,
+};
+use madsim::rand::Rng;
+
+use crate::history::{OpKind, Outcome, Process};
+use crate::runner::{connect, value_of, Ctx};
+use crate::scenario::{ChurnSpec, CommitSpec, ConsumerSpec};
+use crate::trace::now_ms;
+
+/// The consumer id of the runner's fetch of committed offsets after a group stayed empty for
+/// the retention (expected to find none).
+pub const EXPIRY_CHECKER: Process = crate::checker::FINAL_READER - 1;
+
+/// How long one poll, commit or fetch may take before it counts as timed out.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+type TopicPartition = (String, i32);
+
+/// A member process: joins, consumes and commits until the fault window ends, replaced by a
+/// new member each time it churns out.
+pub(crate) async fn member(ctx: Ctx, process: Process, spec: ConsumerSpec) {
+    let group = spec.group.clone().expect("a group member names its group");
+    let mut incarnation = 0u32;
+    while !ctx.stop.load(Ordering::SeqCst) {
+        incarnation += 1;
+        let who = format!("g{process}.{incarnation}");
+        let (leave_at, crash) = {
+            let mut rng = madsim::rand::thread_rng();
+            let leave_at = spec
+                .churn_ms
+                .map(|[lo, hi]| now_ms() + rng.gen_range(lo..=hi.max(lo)));
+            let crash = match spec.churn {
+                ChurnSpec::Close => false,
+                ChurnSpec::Crash => true,
+                ChurnSpec::Mixed => rng.gen_bool(0.5),
+            };
+            (leave_at, crash)
+        };
+        run_member(&ctx, &who, process, &spec, &group, leave_at, crash).await;
+    }
+}
+
+async fn run_member(
+    ctx: &Ctx,
+    who: &str,
+    process: Process,
+    spec: &ConsumerSpec,
+    group: &str,
+    leave_at: Option<u64>,
+    crash: bool,
+) {
+    let stop = std::sync::Arc::clone(&ctx.stop);
+    let Some(client) = connect(ctx, who, REQUEST_TIMEOUT, || stop.load(Ordering::SeqCst)).await
+    else {
+        return;
+    };
+    let session = Duration::from_millis(spec.session_timeout_ms);
+    let mut config = GroupConsumerConfig::new(group);
+    config.session_timeout = session;
+    config.heartbeat_interval = (session / 3).max(Duration::from_millis(100));
+    config.max_poll_interval = Duration::from_secs(30);
+    config.enable_auto_commit = spec.commit == CommitSpec::Auto;
+    config.auto_commit_interval = Duration::from_millis(spec.auto_commit_interval_ms);
+    config.api_timeout = Duration::from_secs(5);
+    config.fetch = ConsumerConfig {
+        max_wait: Duration::from_millis(spec.max_wait_ms),
+        auto_offset_reset: OffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = GroupConsumer::new(client, config);
+    consumer.subscribe([spec.topic.clone()]);
+    ctx.trace.event(who, format!("joins group {group}"));
+
+    let mut walks: BTreeMap<TopicPartition, Process> = BTreeMap::new();
+    // (member id, generation): generations restart at 1 when the coordinator loses the group
+    // (a broker restart), but the member id is new then.
+    let mut generation = (String::new(), -1);
+    loop {
+        if ctx.stop.load(Ordering::SeqCst) || leave_at.is_some_and(|at| now_ms() >= at) {
+            break;
+        }
+        let mut before = consumer.positions();
+        let invoke_ms = now_ms();
+        let result = tokio::time::timeout(REQUEST_TIMEOUT * 2, consumer.poll()).await;
+        let metadata = consumer.group_metadata();
+        if (metadata.member_id.as_str(), metadata.generation_id)
+            != (generation.0.as_str(), generation.1)
+        {
+            // A new generation: every partition held now is a new walk from its committed
+            // offset, whatever the position was before.
+            generation = (metadata.member_id.clone(), metadata.generation_id);
+            walks.clear();
+            before.clear();
+        }
+        for auto in consumer.take_auto_commits() {
+            let offsets = auto.offsets.into_iter().collect();
+            record_commit(ctx, who, process, group, offsets, &auto.outcome);
+        }
+        let records = match result {
+            Ok(Ok(records)) => records,
+            Ok(Err(e)) => {
+                ctx.trace.event(who, format!("poll failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(_) => {
+                ctx.trace.event(who, "poll timed out");
+                continue;
+            }
+        };
+        let assignment = consumer.assignment();
+        walks.retain(|tp, _| assignment.contains(tp));
+        let mut by_partition: BTreeMap<TopicPartition, Vec<(i64, u64)>> = BTreeMap::new();
+        for r in &records {
+            by_partition
+                .entry((r.topic.clone(), r.partition))
+                .or_default()
+                .push((r.offset, value_of(r.value.as_deref())));
+        }
+        for tp in &assignment {
+            let returned = by_partition.remove(tp).unwrap_or_default();
+            let known = walks.contains_key(tp);
+            let from = match (known, before.get(tp), returned.first()) {
+                (true, Some(&position), _) => position,
+                (_, _, Some(&(first, _))) => first,
+                _ => continue,
+            };
+            let walk = match walks.get(tp) {
+                Some(&walk) => walk,
+                None => {
+                    let walk = ctx.next_walk.fetch_sub(1, Ordering::SeqCst);
+                    walks.insert(tp.clone(), walk);
+                    ctx.trace
+                        .event(who, format!("walk {walk}: {}-{} from {from}", tp.0, tp.1));
+                    fetch_committed(ctx, who, walk, group, &consumer, tp).await;
+                    walk
+                }
+            };
+            record_poll(ctx, who, walk, group, tp, from, invoke_ms, returned);
+        }
+        if spec.commit == CommitSpec::Sync && !records.is_empty() {
+            let positions: BTreeMap<TopicPartition, i64> = consumer
+                .positions()
+                .into_iter()
+                .filter(|(tp, _)| assignment.contains(tp))
+                .collect();
+            commit(ctx, who, process, group, &mut consumer, positions).await;
+        }
+    }
+
+    if crash && !ctx.stop.load(Ordering::SeqCst) {
+        ctx.trace.event(who, "crashes (no commit, no LeaveGroup)");
+        drop(consumer);
+        return;
+    }
+    ctx.inflight.fetch_add(1, Ordering::SeqCst);
+    match tokio::time::timeout(REQUEST_TIMEOUT * 4, consumer.close()).await {
+        Ok(report) => {
+            for auto in report.auto_commits {
+                let offsets = auto.offsets.into_iter().collect();
+                record_commit(ctx, who, process, group, offsets, &auto.outcome);
+            }
+            ctx.trace
+                .event(who, format!("closes (left group: {})", report.left_group));
+        }
+        Err(_) => ctx.trace.event(who, "close timed out"),
+    }
+    ctx.inflight.fetch_sub(1, Ordering::SeqCst);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_poll(
+    ctx: &Ctx,
+    who: &str,
+    walk: Process,
+    group: &str,
+    tp: &TopicPartition,
+    from: i64,
+    invoke_ms: u64,
+    records: Vec<(i64, u64)>,
+) {
+    {
+        let mut inv = ctx.invariants.lock().unwrap_or_else(|e| e.into_inner());
+        for &(offset, value) in &records {
+            inv.claim(&tp.0, tp.1, offset, value, "read");
+        }
+    }
+    let kind = OpKind::Poll {
+        consumer: walk,
+        topic: tp.0.clone(),
+        partition: tp.1,
+        from_offset: from,
+        records: Vec::new(),
+        group: Some(group.to_string()),
+    };
+    let id = ctx.recorder.invoke(kind, invoke_ms);
+    if let (Some(first), Some(last)) = (records.first(), records.last()) {
+        ctx.trace.event(
+            who,
+            format!(
+                "poll #{id} {}-{} from {from}: {} records offsets {}..={}",
+                tp.0,
+                tp.1,
+                records.len(),
+                first.0,
+                last.0
+            ),
+        );
+    }
+    ctx.recorder
+        .complete(id, Outcome::Ok { offset: None }, Some(records), now_ms());
+}
+
+/// Reads the group's committed offset of `tp` (the offset a new owner resumes at).
+async fn fetch_committed(
+    ctx: &Ctx,
+    who: &str,
+    walk: Process,
+    group: &str,
+    consumer: &GroupConsumer,
+    tp: &TopicPartition,
+) {
+    let kind = OpKind::FetchCommitted {
+        consumer: walk,
+        group: group.to_string(),
+        topic: tp.0.clone(),
+        partition: tp.1,
+        offset: None,
+    };
+    let id = ctx.recorder.invoke(kind, now_ms());
+    let result = tokio::time::timeout(REQUEST_TIMEOUT * 2, consumer.committed(&tp.0, tp.1)).await;
+    let (outcome, offset) = match result {
+        Ok(Ok(committed)) => (
+            Outcome::Ok { offset: None },
+            committed.map(|c: OffsetAndMetadata| c.offset),
+        ),
+        Ok(Err(e)) => (
+            Outcome::Fail {
+                error: e.to_string(),
+            },
+            None,
+        ),
+        Err(_) => (
+            Outcome::Unknown {
+                reason: "fetch timed out".into(),
+            },
+            None,
+        ),
+    };
+    ctx.trace.event(
+        who,
+        format!(
+            "fetch #{id} committed {}-{}: {outcome:?} {offset:?}",
+            tp.0, tp.1
+        ),
+    );
+    ctx.recorder.complete_fetch(id, outcome, offset, now_ms());
+}
+
+/// Commits `positions` (the next offsets to read) and records the outcome.
+async fn commit(
+    ctx: &Ctx,
+    who: &str,
+    process: Process,
+    group: &str,
+    consumer: &mut GroupConsumer,
+    positions: BTreeMap<TopicPartition, i64>,
+) {
+    if positions.is_empty() {
+        return;
+    }
+    let offsets: Vec<(String, i32, i64)> = positions
+        .iter()
+        .map(|((t, p), o)| (t.clone(), *p, *o))
+        .collect();
+    let kind = OpKind::Commit {
+        consumer: process,
+        group: group.to_string(),
+        offsets,
+    };
+    let id = ctx.recorder.invoke(kind, now_ms());
+    let request: BTreeMap<TopicPartition, OffsetAndMetadata> = positions
+        .into_iter()
+        .map(|(tp, offset)| {
+            (
+                tp,
+                OffsetAndMetadata {
+                    offset,
+                    leader_epoch: None,
+                    metadata: None,
+                },
+            )
+        })
+        .collect();
+    let outcome =
+        match tokio::time::timeout(REQUEST_TIMEOUT * 4, consumer.commit_offsets(request)).await {
+            Ok(outcome) => to_outcome(&outcome),
+            Err(_) => Outcome::Unknown {
+                reason: "commit timed out".into(),
+            },
+        };
+    ctx.trace.event(who, format!("commit #{id}: {outcome:?}"));
+    ctx.recorder.complete(id, outcome, None, now_ms());
+}
+
+fn record_commit(
+    ctx: &Ctx,
+    who: &str,
+    process: Process,
+    group: &str,
+    offsets: Vec<(TopicPartition, i64)>,
+    outcome: &CommitOutcome,
+) {
+    // The consumer made it during its last poll or close; recorded as invoked now, which only
+    // makes it look later than it was (the checks stay sound: fewer commits count as done
+    // before a fetch).
+    let invoke_ms = now_ms();
+    let kind = OpKind::Commit {
+        consumer: process,
+        group: group.to_string(),
+        offsets: offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect(),
+    };
+    let id = ctx.recorder.invoke(kind, invoke_ms);
+    let outcome = to_outcome(outcome);
+    ctx.trace
+        .event(who, format!("auto-commit #{id}: {outcome:?}"));
+    ctx.recorder.complete(id, outcome, None, now_ms());
+}
+
+fn to_outcome(outcome: &CommitOutcome) -> Outcome {
+    match outcome {
+        CommitOutcome::Committed => Outcome::Ok { offset: None },
+        // Some partitions of a partly committed commit were applied: for the checker, the
+        // commit as a whole may have been.
+        CommitOutcome::Failed {
+            error: error @ CommitError::PartlyCommitted { .. },
+        } => Outcome::Unknown {
+            reason: error.to_string(),
+        },
+        CommitOutcome::Failed { error } => Outcome::Fail {
+            error: error.to_string(),
+        },
+        CommitOutcome::Unknown { reason } => Outcome::Unknown {
+            reason: reason.to_string(),
+        },
+    }
+}
+
+/// Fetches (and records, as `consumer`) the committed offset of every partition of `topic` in
+/// `group`, through the admin client, retrying until every partition was read once. Returns
+/// (partition, offset).
+pub(crate) async fn fetch_all_committed(
+    ctx: Ctx,
+    consumer: Process,
+    group: String,
+    topic: String,
+    partitions: i32,
+) -> Vec<(i32, Option<i64>)> {
+    let who = if consumer == EXPIRY_CHECKER {
+        "expiry-checker"
+    } else {
+        "final-reader"
+    };
+    let Some(client) = connect(&ctx, who, REQUEST_TIMEOUT, || false).await else {
+        return Vec::new();
+    };
+    let admin = broker::client::Admin::new(client);
+    let wanted: Vec<TopicPartition> = (0..partitions).map(|p| (topic.clone(), p)).collect();
+    for _attempt in 0..20 {
+        let kinds: Vec<usize> = wanted
+            .iter()
+            .map(|(t, p)| {
+                ctx.recorder.invoke(
+                    OpKind::FetchCommitted {
+                        consumer,
+                        group: group.clone(),
+                        topic: t.clone(),
+                        partition: *p,
+                        offset: None,
+                    },
+                    now_ms(),
+                )
+            })
+            .collect();
+        let result = tokio::time::timeout(
+            REQUEST_TIMEOUT * 2,
+            admin.list_group_offsets(&group, Some(&wanted)),
+        )
+        .await;
+        match result {
+            Ok(Ok(found)) => {
+                let mut out = Vec::new();
+                for (id, tp) in kinds.into_iter().zip(&wanted) {
+                    let offset = found.get(tp).map(|c| c.offset).filter(|&o| o >= 0);
+                    ctx.recorder
+                        .complete_fetch(id, Outcome::Ok { offset: None }, offset, now_ms());
+                    out.push((tp.1, offset));
+                }
+                ctx.trace.event(
+                    who,
+                    format!("committed offsets of group {group} on {topic}: {out:?}"),
+                );
+                return out;
+            }
+            Ok(Err(e)) => {
+                for id in kinds {
+                    ctx.recorder.complete_fetch(
+                        id,
+                        Outcome::Fail {
+                            error: e.to_string(),
+                        },
+                        None,
+                        now_ms(),
+                    );
+                }
+                ctx.trace.event(who, format!("offset fetch failed: {e}"));
+            }
+            Err(_) => {
+                for id in kinds {
+                    ctx.recorder.complete_fetch(
+                        id,
+                        Outcome::Unknown {
+                            reason: "timed out".into(),
+                        },
+                        None,
+                        now_ms(),
+                    );
+                }
+                ctx.trace.event(who, "offset fetch timed out");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Vec::new()
+}
