@@ -18,6 +18,11 @@ pub struct Allowances {
     pub lazy_flush_loss_on_power_loss: Option<LossAllowance>,
     /// Producers without idempotence retry ambiguous attempts, so one value may land twice.
     pub duplicates_from_non_idempotent_retry: Option<Allowance>,
+    /// Committed offsets expire (KIP-211, `offsets.retention.minutes`) this long after a group
+    /// empties: a committed-offset fetch that finds nothing is allowed when, at its invocation,
+    /// the group's last commit or poll had completed longer ago than this (and none was still
+    /// running). `None`: offsets never expire in this run.
+    pub offsets_expire_after_ms: Option<u64>,
 }
 
 /// An allowance that needs no more than its cause.
@@ -83,6 +88,19 @@ impl Allowances {
             }
         }
         None
+    }
+
+    /// The cause under which a committed-offset fetch invoked at `fetch_ms` may find nothing,
+    /// when the group's last commit or poll completed at `idle_since_ms`; `None` when that is a
+    /// violation.
+    pub(crate) fn offsets_expired(&self, idle_since_ms: u64, fetch_ms: u64) -> Option<String> {
+        let expire_after = self.offsets_expire_after_ms?;
+        (fetch_ms > idle_since_ms.saturating_add(expire_after)).then(|| {
+            format!(
+                "offsets expired (offsets.retention.minutes) after the group emptied (idle since \
+                 {idle_since_ms} ms, fetched at {fetch_ms} ms, expiry after {expire_after} ms)"
+            )
+        })
     }
 
     pub(crate) fn duplicate(&self) -> Option<String> {

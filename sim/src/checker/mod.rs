@@ -60,9 +60,28 @@
 //!   - **offsets_went_backwards** — from different producers.
 //!
 //!   Always violations (`b == a` with different values is an inconsistent offset).
+//! - **committed_offset_regression** — for one group and partition, a committed-offset fetch
+//!   that completed ok returned `f` (nothing committed counts as -1) although a commit of that
+//!   group covering that partition had been acknowledged at `m > f` before the fetch was invoked
+//!   (the commit completed before the fetch began). Not an anomaly when `f` is the offset of
+//!   another commit of that group and partition that was not definitely refused (ok, unknown,
+//!   pending or indefinite), could have been applied after the `m` commit (it had not completed
+//!   when the `m` commit was invoked) and before the fetch answered (it was invoked by then):
+//!   commits are last-writer-wins, and Kafka lets a member commit a lower offset. One per fetch,
+//!   naming the highest `m` commit not so excused. Always a violation, except that a fetch
+//!   finding nothing is allowed by `offsets_expire_after_ms` when it was invoked more than that
+//!   long after the group's last commit or poll completed (and none of them was still running):
+//!   the offsets expired after the group emptied.
+//! - **skipped_by_group** — in a partition with a final read, a value the final read found at
+//!   an offset below the group's final committed offset that no poll of the group (any member,
+//!   any assignment) ever returned: the group committed past a record it never processed. The
+//!   final committed offset is what the last ok fetch by [`FINAL_READER`] returned (the runner
+//!   fetches it after every member closed); a group and partition without one, or for which it
+//!   found nothing committed, is not judged. One per value. Allowed when the loss of its send is.
 //!
 //! ## When a loss is allowed
-//! The loss of a send (a lost write, a never-seen record, a skip over it) is allowed when
+//! The loss of a send (a lost write, a never-seen record, a skip over it by a consumer or by a
+//! group) is allowed when
 //! - `acks0_or_acks1_loss_on_crash` is set, the send's `acks` is 0 or 1, and one of its crashes
 //!   could have dropped it; or
 //! - `lazy_flush_loss_on_power_loss` is set and one of its power losses could have dropped it.
@@ -72,6 +91,7 @@
 //! the first read returning it). The cause in the report names the allowance and the crash.
 
 mod allowances;
+mod groups;
 mod log;
 mod model;
 mod order;
@@ -120,6 +140,7 @@ pub fn check(history: &History, allowances: &Allowances) -> Report {
     log::lost_and_never_seen(&model, allowances, &mut anomalies);
     polls::consumer_walks(&model, allowances, &mut anomalies);
     order::real_time_order(&model, &mut anomalies);
+    groups::check_groups(history, &model, allowances, &mut anomalies);
     let mut counts = Counts {
         operations: history.ops.len(),
         ..Counts::default()

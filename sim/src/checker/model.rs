@@ -42,6 +42,8 @@ impl Send<'_> {
 pub(crate) struct Poll<'a> {
     pub op: &'a Op,
     pub consumer: Process,
+    /// The consumer group of a member's poll (`None`: a plain consumer or the final read).
+    pub group: Option<&'a str>,
     pub from_offset: i64,
     pub records: &'a [(i64, u64)],
 }
@@ -169,7 +171,7 @@ impl<'a> Model<'a> {
                     partition,
                     from_offset,
                     records,
-                    ..
+                    group,
                 } => {
                     let tp = TopicPartition::new(topic, *partition);
                     let ok = matches!(op.outcome, Outcome::Ok { .. });
@@ -198,6 +200,7 @@ impl<'a> Model<'a> {
                     model.polls.push(Poll {
                         op,
                         consumer: *consumer,
+                        group: group.as_deref(),
                         from_offset: *from_offset,
                         records: records.as_slice(),
                     });

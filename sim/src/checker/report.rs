@@ -54,10 +54,14 @@ pub enum AnomalyKind {
     ProducerOrderViolation,
     /// Different producers' sends, in real-time order, got decreasing offsets.
     OffsetsWentBackwards,
+    /// A committed-offset fetch returned less than a commit acknowledged before it.
+    CommittedOffsetRegression,
+    /// A record below the group's final committed offset that no member of the group returned.
+    SkippedByGroup,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 10] = [
+    pub const ALL: [AnomalyKind; 12] = [
         AnomalyKind::PhantomRead,
         AnomalyKind::InconsistentOffset,
         AnomalyKind::Duplicate,
@@ -68,6 +72,8 @@ impl AnomalyKind {
         AnomalyKind::KeyOrderViolation,
         AnomalyKind::ProducerOrderViolation,
         AnomalyKind::OffsetsWentBackwards,
+        AnomalyKind::CommittedOffsetRegression,
+        AnomalyKind::SkippedByGroup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +88,8 @@ impl AnomalyKind {
             AnomalyKind::KeyOrderViolation => "key_order_violation",
             AnomalyKind::ProducerOrderViolation => "producer_order_violation",
             AnomalyKind::OffsetsWentBackwards => "offsets_went_backwards",
+            AnomalyKind::CommittedOffsetRegression => "committed_offset_regression",
+            AnomalyKind::SkippedByGroup => "skipped_by_group",
         }
     }
 }
@@ -118,7 +126,7 @@ pub struct Evidence {
     pub role: String,
     /// The operation's id in the history.
     pub op: usize,
-    /// "send" or "poll".
+    /// "send", "poll", "commit" or "fetch-committed".
     pub kind: &'static str,
     /// The producer or consumer.
     pub process: Process,

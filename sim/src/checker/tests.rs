@@ -4,6 +4,7 @@
 use super::*;
 use crate::history::Op;
 
+mod groups;
 mod proptests;
 
 const ACKS_ALL: i16 = -1;
@@ -184,6 +185,7 @@ fn everything_allowed() -> Allowances {
         lazy_flush_loss_on_power_loss: lazy_flush_power_loss_at(50, 1_000)
             .lazy_flush_loss_on_power_loss,
         duplicates_from_non_idempotent_retry: non_idempotent().duplicates_from_non_idempotent_retry,
+        offsets_expire_after_ms: Some(1_000),
     }
 }
 
