@@ -116,7 +116,7 @@ async fn run_member(
         }
         for auto in consumer.take_auto_commits() {
             let offsets = auto.offsets.into_iter().collect();
-            record_commit(ctx, who, process, group, offsets, &auto.outcome);
+            record_commit(ctx, who, process, group, offsets, invoke_ms, &auto.outcome);
         }
         let records = match result {
             Ok(Ok(records)) => records,
@@ -176,11 +176,12 @@ async fn run_member(
         return;
     }
     ctx.inflight.fetch_add(1, Ordering::SeqCst);
+    let invoke_ms = now_ms();
     match tokio::time::timeout(REQUEST_TIMEOUT * 4, consumer.close()).await {
         Ok(report) => {
             for auto in report.auto_commits {
                 let offsets = auto.offsets.into_iter().collect();
-                record_commit(ctx, who, process, group, offsets, &auto.outcome);
+                record_commit(ctx, who, process, group, offsets, invoke_ms, &auto.outcome);
             }
             ctx.trace
                 .event(who, format!("closes (left group: {})", report.left_group));
@@ -331,12 +332,11 @@ fn record_commit(
     process: Process,
     group: &str,
     offsets: Vec<(TopicPartition, i64)>,
+    invoke_ms: u64,
     outcome: &CommitOutcome,
 ) {
-    // The consumer made it during its last poll or close; recorded as invoked now, which only
-    // makes it look later than it was (the checks stay sound: fewer commits count as done
-    // before a fetch).
-    let invoke_ms = now_ms();
+    // The consumer made it during the poll (or close) invoked at `invoke_ms`: recorded as
+    // running from then until now, which is when it certainly ran.
     let kind = OpKind::Commit {
         consumer: process,
         group: group.to_string(),

@@ -294,7 +294,10 @@ fn check_history(
         use checker::AnomalyKind as K;
         for anomaly in &mut report.anomalies {
             if !anomaly.is_violation()
-                || !matches!(anomaly.kind, K::LostWrite | K::NeverSeen | K::SkippedOffset)
+                || !matches!(
+                    anomaly.kind,
+                    K::LostWrite | K::NeverSeen | K::SkippedOffset | K::SkippedByGroup
+                )
             {
                 continue;
             }
