@@ -45,6 +45,16 @@ fn passes(name: &str, seeds: std::ops::Range<u64>) {
             report.counts.acknowledged + report.counts.unknown > 0,
             "seed {seed}: the workload did nothing"
         );
+        // madsim's own MADSIM_TEST_CHECK_DETERMINISM reruns #[madsim::test]s only; these runs
+        // build their runtime themselves, so the same switch reruns them here.
+        if std::env::var_os("MADSIM_TEST_CHECK_DETERMINISM").is_some() {
+            let again = run(&s, &file, seed, RunOptions::default());
+            assert_eq!(
+                again.trace_hash, report.trace_hash,
+                "{name} seed {seed} is not deterministic: replay: {}",
+                report.replay
+            );
+        }
     }
 }
 
