@@ -1,6 +1,7 @@
 //! Committed offsets expire as KIP-211 says: an empty group's offsets go
 //! `offsets.retention.minutes` after it became empty, never while members remain, and the
-//! expiry is durable (tombstones in `__consumer_offsets`, gone after a restart too). The broker
+//! expiry is durable (tombstones in `__consumer_offsets`, gone after a restart too). Group
+//! membership is stored too: a restarted broker brings a group back in its stored generation. The broker
 //! runs on a [`ManualClock`], so days pass in a test; expiry is called as the server's
 //! maintenance loop calls it.
 #![cfg(not(madsim))]
@@ -42,8 +43,9 @@ fn subscription(topics: &[&str]) -> Bytes {
     Bytes::from(out)
 }
 
-/// Joins `group` as its only member and syncs, so the group is Stable; returns the member id.
-fn join_alone(broker: &Arc<Broker>, group: &str, topics: &[&str]) -> (String, i32) {
+/// Joins `group` as its only member and syncs (the assignment stored, as SyncGroup does), so
+/// the group is Stable; returns the member id and generation.
+async fn join_alone(broker: &Arc<Broker>, group: &str, topics: &[&str]) -> (String, i32) {
     let now = broker.clock().now_ms();
     let request = JoinRequest {
         member_id: String::new(),
@@ -61,13 +63,24 @@ fn join_alone(broker: &Arc<Broker>, group: &str, topics: &[&str]) -> (String, i3
         .with_group(group, true, |g| g.join(request, now, 7))
         .unwrap();
     let result = joined.try_recv().expect("joined at once").expect("join ok");
-    broker
+    let generation = result.generation_id;
+    let mut synced = broker
         .groups()
         .with_group(group, false, |g| {
-            g.sync(&result.member_id, result.generation_id, vec![], now)
+            g.sync(&result.member_id, generation, vec![], now)
         })
         .unwrap();
-    (result.member_id, result.generation_id)
+    let partition = broker.offsets_partition().await.expect("offsets topic");
+    assert!(broker
+        .groups()
+        .store_group(&partition, group, generation)
+        .await
+        .expect("stored"));
+    broker
+        .groups()
+        .with_group(group, false, |g| g.assignments_stored(generation, now));
+    synced.try_recv().expect("synced").expect("sync ok");
+    (result.member_id, generation)
 }
 
 async fn commit(broker: &Arc<Broker>, group: &str, topic: &str, offset: i64) {
@@ -109,7 +122,7 @@ async fn offsets_never_expire_while_members_remain_and_expire_a_retention_after_
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let broker = open(dir.path(), &clock).await;
-    let (member, generation) = join_alone(&broker, "g", &["orders"]);
+    let (member, generation) = join_alone(&broker, "g", &["orders"]).await;
     commit(&broker, "g", "orders", 42).await;
 
     // Three retention periods pass with the member alive (heartbeating) and no new commit.
@@ -165,7 +178,7 @@ async fn a_stable_group_loses_only_the_offsets_of_topics_it_no_longer_subscribes
     let broker = open(dir.path(), &clock).await;
     // A standalone commit (generation -1, no members) for a topic the group later drops.
     commit(&broker, "g", "old-topic", 5).await;
-    let (member, generation) = join_alone(&broker, "g", &["orders"]);
+    let (member, generation) = join_alone(&broker, "g", &["orders"]).await;
     commit(&broker, "g", "orders", 9).await;
     clock.advance_ms(RETENTION_MINUTES * MINUTE);
     broker
@@ -186,24 +199,79 @@ async fn a_stable_group_loses_only_the_offsets_of_topics_it_no_longer_subscribes
 }
 
 #[tokio::test]
-async fn a_restart_postpones_expiry_and_never_brings_it_forward() {
+async fn a_restarted_broker_keeps_the_stored_members_until_their_sessions_expire() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let broker = open(dir.path(), &clock).await;
-    let (member, _) = join_alone(&broker, "g", &["orders"]);
+    let (member, generation) = join_alone(&broker, "g", &["orders"]).await;
     commit(&broker, "g", "orders", 3).await;
     // The member lives on past the retention without committing; then the broker restarts.
     clock.advance_ms(2 * RETENTION_MINUTES * MINUTE);
-    let _ = member;
     drop(broker);
     let broker = open(dir.path(), &clock).await;
-    broker.expire_offsets().await;
     assert_eq!(
-        committed(&broker, "g", "orders"),
-        Some(3),
-        "membership is not persisted, so the group counts as empty only since the restart"
+        state(&broker, "g"),
+        Some(GroupState::Stable),
+        "the stored generation is back"
     );
-    clock.advance_ms(RETENTION_MINUTES * MINUTE);
+    assert_eq!(
+        broker
+            .groups()
+            .with_group("g", false, |g| g.heartbeat(
+                &member,
+                generation,
+                clock.now_ms()
+            ))
+            .unwrap(),
+        Ok(()),
+        "the member carries on in its generation without a rebalance"
+    );
     broker.expire_offsets().await;
+    assert_eq!(committed(&broker, "g", "orders"), Some(3), "members remain");
+
+    // The member never comes back: its session (30 min) expires, the group empties, and the
+    // offsets go a retention after that, not before.
+    clock.advance_ms(31 * MINUTE);
+    broker.groups().tick(clock.now_ms());
+    assert_eq!(state(&broker, "g"), Some(GroupState::Empty));
+    clock.advance_ms(RETENTION_MINUTES * MINUTE - 1);
+    broker.expire_offsets().await;
+    assert_eq!(committed(&broker, "g", "orders"), Some(3));
+    clock.advance_ms(1);
+    broker.expire_offsets().await;
+    assert_eq!(committed(&broker, "g", "orders"), None);
+}
+
+#[tokio::test]
+async fn a_deleted_group_stays_deleted_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let broker = open(dir.path(), &clock).await;
+    let (member, _) = join_alone(&broker, "g", &["orders"]).await;
+    commit(&broker, "g", "orders", 3).await;
+    broker
+        .groups()
+        .with_group("g", false, |g| g.leave(&member, clock.now_ms()))
+        .unwrap()
+        .unwrap();
+    let keys = broker
+        .groups()
+        .delete_group("g")
+        .expect("an empty group deletes");
+    let partition = broker.offsets_partition().await.unwrap();
+    let writes: Vec<_> = keys.into_iter().map(|k| (k, None)).collect();
+    broker
+        .groups()
+        .write(&partition, &writes, clock.now_ms())
+        .await
+        .unwrap();
+    broker
+        .groups()
+        .store_changed_groups(&partition)
+        .await
+        .unwrap();
+    drop(broker);
+    let broker = open(dir.path(), &clock).await;
+    assert!(!broker.groups().group_exists("g"));
     assert_eq!(committed(&broker, "g", "orders"), None);
 }

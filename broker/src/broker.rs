@@ -229,7 +229,9 @@ impl Broker {
                 .load(&partition)
                 .await
                 .map_err(|e| io::Error::other(format!("loading {OFFSETS_TOPIC}: {e}")))?;
-            tracing::info!(records = loaded, "committed offsets loaded");
+            tracing::info!(records = loaded, "committed offsets and groups loaded");
+            // Restored members' sessions run from now: their timers must too.
+            broker.groups.ensure_timers();
         }
         tracing::info!(node_id = broker.config.node_id, cluster_id = %broker.cluster_id,
             topics = meta.topics.len(), data_dir = %data_dir.display(), "broker storage open");
@@ -594,6 +596,17 @@ impl Broker {
                     }
                 }
             }
+        }
+    }
+
+    /// Stores group memberships that changed outside a rebalance, and removed groups'
+    /// tombstones; the server calls it every maintenance tick.
+    pub async fn store_changed_groups(&self) {
+        let Some(partition) = self.partition(OFFSETS_TOPIC, 0) else {
+            return;
+        };
+        if let Err(e) = self.groups.store_changed_groups(&partition).await {
+            tracing::warn!(%e, "storing group membership failed; retried next time");
         }
     }
 

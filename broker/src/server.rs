@@ -81,6 +81,7 @@ async fn maintain(broker: Arc<Broker>, mut stop: tokio::sync::broadcast::Receive
             since_retention = Duration::ZERO;
         }
         broker.run_maintenance(retention).await;
+        broker.store_changed_groups().await;
         if since_expiry >= expiry_every {
             since_expiry = Duration::ZERO;
             broker.expire_offsets().await;

@@ -174,6 +174,37 @@ pub struct Group {
     /// The initial delay in progress: its current end, its hard limit, and whether a member
     /// joined since the delay was last (re)started.
     initial_delay: Option<InitialDelay>,
+    /// Store a generation's assignments before any member learns them (the coordinator sets
+    /// this; the bare state machine hands them out at once).
+    pub store_assignments: bool,
+    /// The generation whose assignments the leader sent and that awaits storing.
+    awaiting_store: Option<i32>,
+    /// Membership changed in a way worth storing (the group emptied, a static member was
+    /// replaced) and has not been stored yet.
+    pub dirty: bool,
+}
+
+/// A group's membership as `__consumer_offsets` stores it (see `offsets`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    pub protocol_type: Option<String>,
+    pub generation_id: i32,
+    pub protocol_name: Option<String>,
+    pub leader: Option<String>,
+    pub state_since_ms: Millis,
+    pub members: Vec<MemberSnapshot>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberSnapshot {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -201,7 +232,112 @@ impl Group {
             state_since: now,
             initial_rebalance_delay_ms: 0,
             initial_delay: None,
+            store_assignments: false,
+            awaiting_store: None,
+            dirty: false,
         }
+    }
+
+    /// The membership to store: members with their assignments.
+    pub fn snapshot(&self) -> GroupSnapshot {
+        GroupSnapshot {
+            protocol_type: self.protocol_type.clone(),
+            generation_id: self.generation_id,
+            protocol_name: self.protocol_name.clone(),
+            leader: self.leader.clone(),
+            state_since_ms: self.state_since,
+            members: self
+                .members
+                .values()
+                .map(|m| MemberSnapshot {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocols: m.protocols.clone(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A group as stored, after a restart: Stable in its stored generation with its members
+    /// (whose sessions start now), or Empty. Members that died meanwhile expire as usual.
+    pub fn restore(id: &str, stored: GroupSnapshot, now: Millis) -> Group {
+        let mut group = Group::new(id, now);
+        group.protocol_type = stored.protocol_type;
+        group.generation_id = stored.generation_id;
+        group.state_since = stored.state_since_ms;
+        if stored.members.is_empty() {
+            return group;
+        }
+        group.protocol_name = stored.protocol_name;
+        group.leader = stored.leader;
+        for m in stored.members {
+            if let Some(instance) = &m.group_instance_id {
+                group
+                    .static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            let mut member = Member {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                protocols: m.protocols,
+                assignment: m.assignment,
+                awaiting_join: None,
+                awaiting_sync: None,
+                session_deadline: now,
+            };
+            member.touch(now);
+            group.members.insert(m.member_id, member);
+        }
+        group.state = GroupState::Stable;
+        group
+    }
+
+    /// The leader's assignments for `generation` are stored: every member waiting in SyncGroup
+    /// gets its own, and the group is Stable. No-op if a rebalance started meanwhile.
+    pub fn assignments_stored(&mut self, generation: i32, now: Millis) {
+        if self.state != GroupState::CompletingRebalance
+            || self.generation_id != generation
+            || self.awaiting_store != Some(generation)
+        {
+            return;
+        }
+        self.awaiting_store = None;
+        for member in self.members.values_mut() {
+            if let Some(tx) = member.awaiting_sync.take() {
+                let _ = tx.send(Ok(member.assignment.clone()));
+            }
+        }
+        self.set_state(GroupState::Stable, now);
+        self.rebalance_deadline = None;
+    }
+
+    /// Storing the assignments failed: the members waiting in SyncGroup get `error` (they
+    /// will rejoin), as Kafka's `resetAndPropagateAssignmentError` does.
+    pub fn assignments_not_stored(&mut self, generation: i32, error: GroupError) {
+        if self.generation_id != generation || self.awaiting_store != Some(generation) {
+            return;
+        }
+        self.awaiting_store = None;
+        for member in self.members.values_mut() {
+            member.assignment = Bytes::new();
+            if let Some(tx) = member.awaiting_sync.take() {
+                let _ = tx.send(Err(error.clone()));
+            }
+        }
+    }
+
+    /// Does the leader's SyncGroup for `generation` wait for its assignments to be stored?
+    pub fn awaits_store(&self, generation: i32) -> bool {
+        self.awaiting_store == Some(generation)
     }
 
     fn set_state(&mut self, state: GroupState, now: Millis) {
@@ -404,6 +540,7 @@ impl Group {
         }
         match self.state {
             GroupState::Stable if !changed => {
+                self.dirty = true;
                 let _ = tx.send(Ok(self.join_result(&new_id)));
             }
             _ => {
@@ -488,6 +625,7 @@ impl Group {
             GroupState::Dead,
             "a dead group does not rebalance"
         );
+        self.awaiting_store = None;
         for member in self.members.values_mut() {
             member.assignment = Bytes::new();
             if let Some(tx) = member.awaiting_sync.take() {
@@ -545,6 +683,7 @@ impl Group {
         if self.members.is_empty() {
             // The protocol type stays, as in Kafka: it tells expiry this was a consumer group.
             self.set_state(GroupState::Empty, now);
+            self.dirty = true;
             self.protocol_name = None;
             self.leader = None;
             self.rebalance_deadline = None;
@@ -662,12 +801,11 @@ impl Group {
                     let mut given: BTreeMap<String, Bytes> = assignments.into_iter().collect();
                     for member in self.members.values_mut() {
                         member.assignment = given.remove(&member.member_id).unwrap_or_default();
-                        if let Some(tx) = member.awaiting_sync.take() {
-                            let _ = tx.send(Ok(member.assignment.clone()));
-                        }
                     }
-                    self.set_state(GroupState::Stable, now);
-                    self.rebalance_deadline = None;
+                    self.awaiting_store = Some(self.generation_id);
+                    if !self.store_assignments {
+                        self.assignments_stored(self.generation_id, now);
+                    }
                 }
             }
         }
@@ -1030,5 +1168,50 @@ mod tests {
             4,
             "everyone who came within the timeout"
         );
+    }
+
+    #[test]
+    fn a_leaders_assignments_reach_no_member_until_they_are_stored() {
+        let now: Millis = 1_700_000_000_000;
+        let mut group = Group::new("g", now);
+        group.store_assignments = true;
+        let a = joined(&mut group.join(request("", false), now, 1)).unwrap();
+        let assignment = Bytes::from_static(b"p0");
+        let mut sync = group.sync(
+            &a.member_id,
+            1,
+            vec![(a.member_id.clone(), assignment.clone())],
+            now,
+        );
+        assert!(sync.try_recv().is_err(), "not before it is stored");
+        assert!(group.awaits_store(1));
+        assert_eq!(group.state, GroupState::CompletingRebalance);
+        let stored = group.snapshot();
+        assert_eq!(stored.members[0].assignment, assignment);
+        group.assignments_stored(1, now + 5);
+        assert_eq!(sync.try_recv().unwrap(), Ok(assignment.clone()));
+        assert_eq!(group.state, GroupState::Stable);
+
+        // After a restart the stored generation is back, members and assignments included.
+        let restored = Group::restore("g", stored, now + 100);
+        assert_eq!(restored.state, GroupState::Stable);
+        assert_eq!(restored.generation_id, 1);
+        assert_eq!(restored.members[&a.member_id].assignment, assignment);
+    }
+
+    #[test]
+    fn a_failed_store_answers_the_waiting_members_with_an_error_so_they_rejoin() {
+        let now: Millis = 0;
+        let mut group = Group::new("g", now);
+        group.store_assignments = true;
+        let a = joined(&mut group.join(request("", false), now, 1)).unwrap();
+        let mut sync = group.sync(&a.member_id, 1, vec![], now);
+        group.assignments_not_stored(1, GroupError::CoordinatorNotAvailable);
+        assert_eq!(
+            sync.try_recv().unwrap(),
+            Err(GroupError::CoordinatorNotAvailable)
+        );
+        assert!(!group.awaits_store(1));
+        assert_eq!(group.state, GroupState::CompletingRebalance);
     }
 }

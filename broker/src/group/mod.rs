@@ -26,7 +26,7 @@ use crate::log::batch::{builder, BatchHeader};
 use crate::log::{AppendInfo, ReadError};
 use crate::partition::Partition;
 use coordinator::{Group, GroupState, Millis};
-use offsets::{CommittedOffset, OffsetKey};
+use offsets::{CommittedOffset, OffsetKey, RecordKey};
 
 /// How often sessions and rebalance deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -62,6 +62,9 @@ struct Inner {
     deleted: BTreeMap<OffsetKey, u64>,
     /// Offset records appended but not yet durable and applied: base offset → their groups.
     in_flight: BTreeMap<u64, BTreeSet<String>>,
+    /// Groups removed (deleted, or expired with no offsets left) whose stored membership
+    /// still needs a tombstone.
+    removed: BTreeSet<String>,
 }
 
 /// Every group on this broker, and their committed offsets.
@@ -93,8 +96,20 @@ impl GroupCoordinator {
 
     fn new_group(&self, id: &str) -> Group {
         let mut group = Group::new(id, self.clock.now_ms());
-        group.initial_rebalance_delay_ms = self.config.initial_rebalance_delay_ms;
+        self.configure(&mut group);
         group
+    }
+
+    fn configure(&self, group: &mut Group) {
+        group.initial_rebalance_delay_ms = self.config.initial_rebalance_delay_ms;
+        group.store_assignments = true;
+    }
+
+    /// Starts the session and rebalance timers unless they run already.
+    pub fn ensure_timers(self: &Arc<Self>) {
+        if !self.timers_started.swap(true, Ordering::AcqRel) {
+            self.spawn_timers();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -108,8 +123,8 @@ impl GroupCoordinator {
         create: bool,
         f: impl FnOnce(&mut Group) -> R,
     ) -> Option<R> {
-        if create && !self.timers_started.swap(true, Ordering::AcqRel) {
-            self.spawn_timers();
+        if create {
+            self.ensure_timers();
         }
         let mut inner = self.lock();
         if create && !inner.groups.contains_key(id) {
@@ -134,6 +149,7 @@ impl GroupCoordinator {
             None => return Err(coordinator::GroupError::GroupIdNotFound),
         }
         inner.groups.remove(id);
+        inner.removed.insert(id.to_string());
         Ok(inner
             .offsets
             .keys()
@@ -197,10 +213,7 @@ impl GroupCoordinator {
         writes: &[OffsetWrite],
         now_ms: i64,
     ) -> Result<Option<AppendInfo>, crate::partition::ProduceError> {
-        if writes.is_empty() {
-            return Ok(None);
-        }
-        let records: Vec<builder::Record> = writes
+        let records = writes
             .iter()
             .map(|(key, value)| builder::Record {
                 key: Some(offsets::encode_key(key)),
@@ -208,12 +221,121 @@ impl GroupCoordinator {
                 timestamp_ms: now_ms,
             })
             .collect();
+        let groups = writes.iter().map(|(key, _)| key.group.clone()).collect();
+        self.append_records(partition, records, groups).await
+    }
+
+    /// Appends records of `groups` (call with `append_order` held); they are in flight until
+    /// [`GroupCoordinator::complete`].
+    async fn append_records(
+        &self,
+        partition: &Arc<Partition>,
+        records: Vec<builder::Record>,
+        groups: BTreeSet<String>,
+    ) -> Result<Option<AppendInfo>, crate::partition::ProduceError> {
+        if records.is_empty() {
+            return Ok(None);
+        }
         let mut batch = builder::batch(&records);
         let info = partition.append(&mut batch).await?;
-        assert_eq!(info.last_offset - info.base_offset + 1, writes.len() as u64);
-        let groups = writes.iter().map(|(key, _)| key.group.clone()).collect();
+        assert_eq!(
+            info.last_offset - info.base_offset + 1,
+            records.len() as u64
+        );
         self.lock().in_flight.insert(info.base_offset, groups);
         Ok(Some(info))
+    }
+
+    /// Stores group `id`'s membership with the assignments its leader sent for `generation`,
+    /// durably, before any member learns them (Kafka's `storeGroup` in SyncGroup): a broker
+    /// restart then brings the group back in that generation, and no member of an older one
+    /// can commit. Returns false (nothing written) if the group moved on meanwhile.
+    pub async fn store_group(
+        &self,
+        partition: &Arc<Partition>,
+        id: &str,
+        generation: i32,
+    ) -> Result<bool, crate::partition::ProduceError> {
+        let now = self.clock.now_ms();
+        let info = {
+            let _order = self.append_order.lock().await;
+            let snapshot = match self.lock().groups.get(id) {
+                Some(group) if group.awaits_store(generation) => group.snapshot(),
+                _ => return Ok(false),
+            };
+            let record = builder::Record {
+                key: Some(offsets::encode_group_key(id)),
+                value: Some(offsets::encode_group_value(&snapshot)),
+                timestamp_ms: now,
+            };
+            self.append_records(partition, vec![record], BTreeSet::from([id.to_string()]))
+                .await?
+        };
+        self.complete(partition, &[], info).await?;
+        Ok(true)
+    }
+
+    /// Stores every group whose membership changed without a new generation (it emptied, a
+    /// static member was replaced), and tombstones for removed groups. The server calls it
+    /// periodically; a failure leaves them pending, to be stored next time.
+    pub async fn store_changed_groups(
+        &self,
+        partition: &Arc<Partition>,
+    ) -> Result<usize, crate::partition::ProduceError> {
+        let now = self.clock.now_ms();
+        let _order = self.append_order.lock().await;
+        let mut ids = BTreeSet::new();
+        let mut records = Vec::new();
+        let removed: Vec<String> = {
+            let mut inner = self.lock();
+            let removed = std::mem::take(&mut inner.removed).into_iter().collect();
+            for (id, group) in inner.groups.iter_mut() {
+                if group.dirty && group.state != GroupState::Dead {
+                    group.dirty = false;
+                    ids.insert(id.clone());
+                    records.push(builder::Record {
+                        key: Some(offsets::encode_group_key(id)),
+                        value: Some(offsets::encode_group_value(&group.snapshot())),
+                        timestamp_ms: now,
+                    });
+                }
+            }
+            removed
+        };
+        for id in &removed {
+            ids.insert(id.clone());
+            records.push(builder::Record {
+                key: Some(offsets::encode_group_key(id)),
+                value: None,
+                timestamp_ms: now,
+            });
+        }
+        let count = records.len();
+        let mark_dirty = |ids: &BTreeSet<String>| {
+            let mut inner = self.lock();
+            for id in ids {
+                match inner.groups.get_mut(id) {
+                    Some(group) => group.dirty = true,
+                    None if removed.contains(id) => {
+                        inner.removed.insert(id.clone());
+                    }
+                    None => {}
+                }
+            }
+        };
+        let info = match self.append_records(partition, records, ids.clone()).await {
+            Ok(info) => info,
+            Err(e) => {
+                mark_dirty(&ids);
+                return Err(e);
+            }
+        };
+        drop(_order);
+        if let Err(e) = self.complete(partition, &[], info).await {
+            mark_dirty(&ids);
+            return Err(e);
+        }
+        Ok(count)
     }
 
     /// Phase two: waits until the appended records are durable, then applies them. Either way
@@ -273,6 +395,8 @@ impl GroupCoordinator {
         let end = log.log_end_offset();
         let mut offset = log.log_start_offset();
         let mut records = 0;
+        let mut stored_groups: BTreeMap<String, Option<coordinator::GroupSnapshot>> =
+            BTreeMap::new();
         while offset < end {
             let read = log.read(offset, 1 << 20, None).await?;
             if read.records.is_empty() {
@@ -298,18 +422,34 @@ impl GroupCoordinator {
                     continue;
                 };
                 for (i, (key, value)) in parsed.into_iter().enumerate() {
-                    let Some(key) = key.as_deref().and_then(offsets::decode_key) else {
-                        continue;
-                    };
-                    let value = value.as_deref().and_then(offsets::decode_value);
-                    apply_one(&mut inner, key, value, header.base_offset as u64 + i as u64);
+                    match key.as_deref().and_then(offsets::decode_record_key) {
+                        Some(RecordKey::Offset(key)) => {
+                            let value = value.as_deref().and_then(offsets::decode_value);
+                            let at = header.base_offset as u64 + i as u64;
+                            apply_one(&mut inner, key, value, at);
+                        }
+                        Some(RecordKey::Group(id)) => {
+                            let stored = value.as_deref().and_then(offsets::decode_group_value);
+                            stored_groups.insert(id, stored);
+                        }
+                        None => continue,
+                    }
                     records += 1;
                 }
             }
         }
-        // Groups with committed offsets exist (Empty) after a restart, as in Kafka: ListGroups
-        // and DescribeGroups show them, and a commit with generation -1 is accepted.
+        // Stored groups come back in their last stored generation; groups with committed
+        // offsets but no stored membership exist (Empty) too, as in Kafka: ListGroups and
+        // DescribeGroups show them, and a commit with generation -1 is accepted.
+        let now = self.clock.now_ms();
         let mut inner = self.lock();
+        for (id, stored) in stored_groups {
+            if let Some(stored) = stored {
+                let mut group = Group::restore(&id, stored, now);
+                self.configure(&mut group);
+                inner.groups.insert(id, group);
+            }
+        }
         let with_offsets: Vec<String> = inner.offsets.keys().map(|k| k.group.clone()).collect();
         for group in with_offsets {
             if let std::collections::btree_map::Entry::Vacant(entry) = inner.groups.entry(group) {
@@ -374,25 +514,31 @@ impl GroupCoordinator {
             (writes, info)
         };
         self.complete(partition, &writes, info).await?;
-        let mut inner = self.lock();
-        let Inner {
-            groups,
-            offsets,
-            in_flight,
-            ..
-        } = &mut *inner;
-        groups.retain(|id, group| {
-            let has_offsets = offsets
-                .range(OffsetKey::first_of(id)..)
-                .next()
-                .is_some_and(|(k, _)| k.group == *id);
-            let busy = in_flight.values().any(|groups| groups.contains(id));
-            let keep = group.state != GroupState::Empty || has_offsets || busy;
-            if !keep {
-                tracing::info!(group = %id, "empty group with no offsets removed");
-            }
-            keep
-        });
+        {
+            let mut inner = self.lock();
+            let Inner {
+                groups,
+                offsets,
+                in_flight,
+                removed,
+                ..
+            } = &mut *inner;
+            groups.retain(|id, group| {
+                let has_offsets = offsets
+                    .range(OffsetKey::first_of(id)..)
+                    .next()
+                    .is_some_and(|(k, _)| k.group == *id);
+                let busy = in_flight.values().any(|groups| groups.contains(id));
+                let keep = group.state != GroupState::Empty || has_offsets || busy;
+                if !keep {
+                    tracing::info!(group = %id, "empty group with no offsets removed");
+                    removed.insert(id.clone());
+                }
+                keep
+            });
+        }
+        // The removed groups' stored membership goes with them.
+        self.store_changed_groups(partition).await?;
         Ok(writes.len())
     }
 

@@ -9,12 +9,28 @@
 //!        | commit_timestamp_ms i64
 //! ```
 //!
-//! A record without a value (a tombstone) deletes the offset. On start the coordinator replays
-//! the partition; the last record per (group, topic, partition) wins. There is no compaction
+//! A group's membership is a record too, written when a generation's assignments are stored
+//! (before any member learns them, as Kafka does) and when the group empties:
+//!
+//! ```text
+//! key:   version i16 = 2 | group string
+//! value: version i16 = 1 | protocol_type nullable string | generation i32
+//!        | protocol_name nullable string | leader nullable string | state_since_ms i64
+//!        | member count i32, each: member_id string | group_instance_id nullable string
+//!          | client_id string | client_host string | session_timeout_ms i32
+//!          | rebalance_timeout_ms i32 | protocol count i32, each: name string | metadata bytes
+//!          | assignment bytes
+//! ```
+//! (nullable strings: i16 length, -1 = null; bytes: i32 length.)
+//!
+//! A record without a value (a tombstone) deletes the offset or the group. On start the
+//! coordinator replays the partition; the last record per key wins. There is no compaction
 //! yet, so the topic grows without bound until compaction exists (retention is disabled on it:
 //! deleting old segments would lose offsets).
 
 use bytes::Bytes;
+
+use super::coordinator::{GroupSnapshot, MemberSnapshot};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Kafka's `offset.metadata.max.bytes`.
@@ -46,6 +62,128 @@ impl OffsetKey {
             partition: i32::MIN,
         }
     }
+}
+
+/// What a `__consumer_offsets` record's key names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordKey {
+    Offset(OffsetKey),
+    Group(String),
+}
+
+/// Decodes either kind of key; `None` for a key this broker did not write.
+pub fn decode_record_key(buf: &[u8]) -> Option<RecordKey> {
+    let mut pos = 0;
+    match i16::from_be_bytes(get(buf, &mut pos)?) {
+        1 => decode_key(buf).map(RecordKey::Offset),
+        2 => Some(RecordKey::Group(get_str(buf, &mut pos)?)),
+        _ => None,
+    }
+}
+
+pub fn encode_group_key(group: &str) -> Vec<u8> {
+    let mut out = 2i16.to_be_bytes().to_vec();
+    put_str(&mut out, group);
+    out
+}
+
+fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(out, s),
+        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+    }
+}
+
+fn get_opt_str(buf: &[u8], pos: &mut usize) -> Option<Option<String>> {
+    let len = i16::from_be_bytes(buf.get(*pos..*pos + 2)?.try_into().ok()?);
+    if len < 0 {
+        *pos += 2;
+        return Some(None);
+    }
+    get_str(buf, pos).map(Some)
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+fn get_bytes(buf: &[u8], pos: &mut usize) -> Option<Bytes> {
+    let len = usize::try_from(i32::from_be_bytes(get(buf, pos)?)).ok()?;
+    let b = Bytes::copy_from_slice(buf.get(*pos..*pos + len)?);
+    *pos += len;
+    Some(b)
+}
+
+pub fn encode_group_value(g: &GroupSnapshot) -> Vec<u8> {
+    let mut out = 1i16.to_be_bytes().to_vec();
+    put_opt_str(&mut out, g.protocol_type.as_deref());
+    out.extend_from_slice(&g.generation_id.to_be_bytes());
+    put_opt_str(&mut out, g.protocol_name.as_deref());
+    put_opt_str(&mut out, g.leader.as_deref());
+    out.extend_from_slice(&g.state_since_ms.to_be_bytes());
+    out.extend_from_slice(&(g.members.len() as i32).to_be_bytes());
+    for m in &g.members {
+        put_str(&mut out, &m.member_id);
+        put_opt_str(&mut out, m.group_instance_id.as_deref());
+        put_str(&mut out, &m.client_id);
+        put_str(&mut out, &m.client_host);
+        out.extend_from_slice(&m.session_timeout_ms.to_be_bytes());
+        out.extend_from_slice(&m.rebalance_timeout_ms.to_be_bytes());
+        out.extend_from_slice(&(m.protocols.len() as i32).to_be_bytes());
+        for (name, metadata) in &m.protocols {
+            put_str(&mut out, name);
+            put_bytes(&mut out, metadata);
+        }
+        put_bytes(&mut out, &m.assignment);
+    }
+    out
+}
+
+pub fn decode_group_value(buf: &[u8]) -> Option<GroupSnapshot> {
+    let mut pos = 0;
+    if i16::from_be_bytes(get(buf, &mut pos)?) != 1 {
+        return None;
+    }
+    let protocol_type = get_opt_str(buf, &mut pos)?;
+    let generation_id = i32::from_be_bytes(get(buf, &mut pos)?);
+    let protocol_name = get_opt_str(buf, &mut pos)?;
+    let leader = get_opt_str(buf, &mut pos)?;
+    let state_since_ms = i64::from_be_bytes(get(buf, &mut pos)?);
+    let count = i32::from_be_bytes(get(buf, &mut pos)?);
+    let mut members = Vec::new();
+    for _ in 0..count.max(0) {
+        let member_id = get_str(buf, &mut pos)?;
+        let group_instance_id = get_opt_str(buf, &mut pos)?;
+        let client_id = get_str(buf, &mut pos)?;
+        let client_host = get_str(buf, &mut pos)?;
+        let session_timeout_ms = i32::from_be_bytes(get(buf, &mut pos)?);
+        let rebalance_timeout_ms = i32::from_be_bytes(get(buf, &mut pos)?);
+        let protocols_count = i32::from_be_bytes(get(buf, &mut pos)?);
+        let mut protocols = Vec::new();
+        for _ in 0..protocols_count.max(0) {
+            protocols.push((get_str(buf, &mut pos)?, get_bytes(buf, &mut pos)?));
+        }
+        let assignment = get_bytes(buf, &mut pos)?;
+        members.push(MemberSnapshot {
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            session_timeout_ms,
+            rebalance_timeout_ms,
+            protocols,
+            assignment,
+        });
+    }
+    Some(GroupSnapshot {
+        protocol_type,
+        generation_id,
+        protocol_name,
+        leader,
+        state_since_ms,
+        members,
+    })
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -218,5 +356,38 @@ mod tests {
         assert_eq!(decode_value(records[0].1.as_ref().unwrap()), Some(value));
         assert_eq!(decode_key(records[1].0.as_ref().unwrap()), Some(key));
         assert!(records[1].1.is_none());
+    }
+
+    #[test]
+    fn a_stored_group_reads_back_as_written() {
+        let group = GroupSnapshot {
+            protocol_type: Some("consumer".into()),
+            generation_id: 7,
+            protocol_name: Some("range".into()),
+            leader: Some("m-1".into()),
+            state_since_ms: 1234,
+            members: vec![MemberSnapshot {
+                member_id: "m-1".into(),
+                group_instance_id: None,
+                client_id: "c".into(),
+                client_host: "/10.0.0.2".into(),
+                session_timeout_ms: 45_000,
+                rebalance_timeout_ms: 300_000,
+                protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+                assignment: Bytes::from_static(b"assigned"),
+            }],
+        };
+        let key = encode_group_key("g");
+        assert_eq!(decode_record_key(&key), Some(RecordKey::Group("g".into())));
+        assert_eq!(decode_group_value(&encode_group_value(&group)), Some(group));
+        let offset_key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 1,
+        };
+        assert_eq!(
+            decode_record_key(&encode_key(&offset_key)),
+            Some(RecordKey::Offset(offset_key))
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! DeleteGroups: an empty group's offsets are deleted (tombstones in `__consumer_offsets`,
-//! durable before the answer) and the group is gone; a group with members is NON_EMPTY_GROUP.
+//! DeleteGroups: an empty group's offsets and stored membership are deleted (tombstones in
+//! `__consumer_offsets`, durable before the answer) and the group is gone; a group with members
+//! is NON_EMPTY_GROUP.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -21,10 +22,15 @@ pub async fn handle(ctx: &RequestContext, request: DeleteGroupsRequest) -> Delet
                     // No offsets topic: the group never committed anything.
                     None if writes.is_empty() => 0,
                     Some(partition) => {
-                        match groups
+                        let written = match groups
                             .write(&partition, &writes, ctx.broker.clock().now_ms())
                             .await
                         {
+                            // The group's stored membership goes too (its tombstone).
+                            Ok(()) => groups.store_changed_groups(&partition).await.map(|_| ()),
+                            Err(e) => Err(e),
+                        };
+                        match written {
                             Ok(()) => 0,
                             Err(e) => errors::offset_write(&e).code(),
                         }

@@ -37,13 +37,33 @@ pub fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> Reply {
             check_protocol,
             group.protocol_type.clone(),
             group.protocol_name.clone(),
+            group.awaits_store(generation),
         )
     });
+    let broker = std::sync::Arc::clone(&ctx.broker);
     ctx.later(async move {
-        let Some((receiver, inconsistent, protocol_type, protocol_name)) = receiver else {
+        let Some((receiver, inconsistent, protocol_type, protocol_name, store)) = receiver else {
             return SyncGroupResponse::default()
                 .with_error_code(errors::group(&GroupError::UnknownMemberId).code());
         };
+        if store {
+            // The leader's assignments: stored before anyone learns them (Kafka's storeGroup).
+            let groups = broker.groups();
+            let stored = match broker.offsets_partition().await {
+                Ok(partition) => groups.store_group(&partition, &group_id, generation).await,
+                Err(e) => Err(crate::partition::ProduceError::Append(
+                    crate::log::AppendError::Offline(e.to_string()),
+                )),
+            };
+            let now = broker.clock().now_ms();
+            groups.with_group(&group_id, false, |group| match stored {
+                Ok(_) => group.assignments_stored(generation, now),
+                Err(e) => {
+                    tracing::warn!(group = %group_id, %e, "group assignments not stored");
+                    group.assignments_not_stored(generation, GroupError::CoordinatorNotAvailable);
+                }
+            });
+        }
         let outcome = receiver
             .await
             .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
