@@ -23,9 +23,15 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
+    consumer_with(bootstrap, group, "range,roundrobin")
+}
+
+/// A manually committing member of `group` with `partition.assignment.strategy`.
+fn consumer_with(bootstrap: &str, group: &str, strategy: &str) -> BaseConsumer {
     let mut config = client_config(bootstrap);
     config
         .set("group.id", group)
+        .set("partition.assignment.strategy", strategy)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
@@ -249,17 +255,7 @@ fn a_member_killed_without_leaving_loses_its_partitions_when_its_session_expires
 }
 
 fn cooperative_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
-    let mut config = client_config(bootstrap);
-    config
-        .set("group.id", group)
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .set("fetch.wait.max.ms", "100")
-        .set("enable.partition.eof", "false");
-    config.create().expect("cooperative consumer")
+    consumer_with(bootstrap, group, "cooperative-sticky")
 }
 
 #[test]

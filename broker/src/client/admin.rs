@@ -471,6 +471,21 @@ pub struct OffsetAndMetadata {
     pub metadata: Option<String>,
 }
 
+impl OffsetAndMetadata {
+    /// One partition of an OffsetFetch response; `None` when nothing is committed (-1).
+    pub(crate) fn fetched(
+        offset: i64,
+        leader_epoch: i32,
+        metadata: Option<&kafka_protocol::protocol::StrBytes>,
+    ) -> Option<OffsetAndMetadata> {
+        (offset >= 0).then(|| OffsetAndMetadata {
+            offset,
+            leader_epoch: (leader_epoch >= 0).then_some(leader_epoch),
+            metadata: metadata.filter(|m| !m.is_empty()).map(|m| m.to_string()),
+        })
+    }
+}
+
 /// Why listing groups failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ListGroupsError {
@@ -798,22 +813,13 @@ impl Admin {
                         error: code(p.error_code),
                     });
                 }
-                if p.committed_offset < 0 {
-                    continue;
+                if let Some(committed) = OffsetAndMetadata::fetched(
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.metadata.as_ref(),
+                ) {
+                    offsets.insert((t.name.to_string(), p.partition_index), committed);
                 }
-                offsets.insert(
-                    (t.name.to_string(), p.partition_index),
-                    OffsetAndMetadata {
-                        offset: p.committed_offset,
-                        leader_epoch: (p.committed_leader_epoch >= 0)
-                            .then_some(p.committed_leader_epoch),
-                        metadata: p
-                            .metadata
-                            .as_ref()
-                            .filter(|m| !m.is_empty())
-                            .map(|m| m.to_string()),
-                    },
-                );
             }
         }
         Ok(offsets)

@@ -2001,17 +2001,12 @@ async fn fetch_committed_once(
                     error,
                 });
             }
-            if p.committed_offset >= 0 {
-                *slot = Some(OffsetAndMetadata {
-                    offset: p.committed_offset,
-                    leader_epoch: (p.committed_leader_epoch >= 0)
-                        .then_some(p.committed_leader_epoch),
-                    metadata: p
-                        .metadata
-                        .as_ref()
-                        .filter(|m| !m.is_empty())
-                        .map(|m| m.to_string()),
-                });
+            if let Some(committed) = OffsetAndMetadata::fetched(
+                p.committed_offset,
+                p.committed_leader_epoch,
+                p.metadata.as_ref(),
+            ) {
+                *slot = Some(committed);
             }
         }
     }
