@@ -8,6 +8,9 @@
 //! these tests pin both on a real network.
 #![cfg(not(madsim))]
 
+mod proxy;
+use proxy::{start_proxy, CUT_ON_REQUEST, PASS, SWALLOW_RESPONSES};
+
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +25,7 @@ use broker::disk::FileDisk;
 use broker::log::batch::TimestampType;
 use clap::Parser;
 use kafka_protocol::error::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 struct TestBroker {
@@ -400,61 +402,6 @@ async fn records_that_were_definitely_not_written_are_failed() {
         }
     );
     b.stop().await;
-}
-
-/// Pass everything / swallow responses / cut the connection when a request arrives.
-const PASS: u8 = 0;
-const SWALLOW_RESPONSES: u8 = 1;
-const CUT_ON_REQUEST: u8 = 2;
-
-async fn start_proxy(listener: TcpListener, upstream: String, mode: Arc<AtomicU8>) {
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            let mode = Arc::clone(&mode);
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let (mut client_read, mut client_write) = tokio::io::split(client);
-                let (mut server_read, mut server_write) = tokio::io::split(server);
-                let up_mode = Arc::clone(&mode);
-                let up = tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = match client_read.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        if up_mode.load(Ordering::SeqCst) == CUT_ON_REQUEST {
-                            return; // drops both halves of this direction: the client sees EOF
-                        }
-                        if server_write.write_all(&buf[..n]).await.is_err()
-                            || server_write.flush().await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = tokio::select! {
-                        read = server_read.read(&mut buf) => match read { Ok(0) | Err(_) => break, Ok(n) => n },
-                        _ = async { while !up.is_finished() { tokio::time::sleep(Duration::from_millis(5)).await } } => break,
-                    };
-                    if mode.load(Ordering::SeqCst) == SWALLOW_RESPONSES {
-                        continue;
-                    }
-                    if client_write.write_all(&buf[..n]).await.is_err()
-                        || client_write.flush().await.is_err()
-                    {
-                        break;
-                    }
-                }
-                up.abort();
-            });
-        }
-    });
 }
 
 #[tokio::test]

@@ -17,6 +17,9 @@
 // clippy.toml are for code that also runs under the simulator, which this never does.
 #![allow(clippy::disallowed_methods)]
 
+mod proxy;
+use proxy::{start_proxy, CUT_ON_REQUEST, PASS, SWALLOW_RESPONSES};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,8 +31,7 @@ use broker::clock::SystemClock;
 use broker::config::BrokerConfig;
 use broker::disk::FileDisk;
 use kafka_protocol::error::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// The bound on every wait: generous for a slow shared machine, finite so a hang fails.
@@ -609,61 +611,6 @@ async fn a_static_member_does_not_leave_on_close_and_takes_its_partitions_back_o
     returned.close().await;
     dynamic.close().await;
     b.stop().await;
-}
-
-/// Pass everything / swallow responses / cut the connection when a request arrives.
-const PASS: u8 = 0;
-const SWALLOW_RESPONSES: u8 = 1;
-const CUT_ON_REQUEST: u8 = 2;
-
-async fn start_proxy(listener: TcpListener, upstream: String, mode: Arc<AtomicU8>) {
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            let mode = Arc::clone(&mode);
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let (mut client_read, mut client_write) = tokio::io::split(client);
-                let (mut server_read, mut server_write) = tokio::io::split(server);
-                let up_mode = Arc::clone(&mode);
-                let up = tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = match client_read.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        if up_mode.load(Ordering::SeqCst) == CUT_ON_REQUEST {
-                            return; // drops both halves of this direction: the client sees EOF
-                        }
-                        if server_write.write_all(&buf[..n]).await.is_err()
-                            || server_write.flush().await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = tokio::select! {
-                        read = server_read.read(&mut buf) => match read { Ok(0) | Err(_) => break, Ok(n) => n },
-                        _ = async { while !up.is_finished() { tokio::time::sleep(Duration::from_millis(5)).await } } => break,
-                    };
-                    if mode.load(Ordering::SeqCst) == SWALLOW_RESPONSES {
-                        continue;
-                    }
-                    if client_write.write_all(&buf[..n]).await.is_err()
-                        || client_write.flush().await.is_err()
-                    {
-                        break;
-                    }
-                }
-                up.abort();
-            });
-        }
-    });
 }
 
 /// The first ambiguity behind an `Unknown`.
