@@ -179,4 +179,15 @@ impl Recorder {
     pub fn snapshot(&self) -> History {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Runs `f` on the history so far, without copying it (progress lines count from it).
+    pub fn with<R>(&self, f: impl FnOnce(&History) -> R) -> R {
+        f(&self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Moves the history out, leaving the recorder empty: the end of a run, after which no
+    /// operation is recorded (a later `complete` of an earlier id would panic).
+    pub fn take(&self) -> History {
+        std::mem::take(&mut *self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }

@@ -391,11 +391,15 @@ pub(crate) struct Ctx {
     pub(crate) next_walk: Arc<AtomicU32>,
 }
 
+/// (value, simulated ms, how it was seen) of the first claim on an offset.
+type Claim = (u64, u64, &'static str);
+
 /// What the online checks have seen.
 #[derive(Default)]
 pub(crate) struct Invariants {
-    /// (topic, partition, offset) → (value, simulated ms, how it was seen).
-    offsets: BTreeMap<(String, i32, i64), (u64, u64, &'static str)>,
+    /// topic → (partition, offset) → (value, simulated ms, how it was seen). Keyed by topic
+    /// first so that a claim finds its entry without allocating the topic's name.
+    offsets: BTreeMap<String, BTreeMap<(i32, i64), Claim>>,
     /// (broker, incarnation, topic, partition) → highest high watermark seen (durable policy).
     high_watermarks: BTreeMap<(u32, u32, String, i32), u64>,
     violations: Vec<Anomaly>,
@@ -412,8 +416,13 @@ impl Invariants {
         how: &'static str,
     ) {
         let now = now_ms();
-        let key = (topic.to_string(), partition, offset);
-        let (seen, at, seen_how) = *self.offsets.entry(key).or_insert((value, now, how));
+        if !self.offsets.contains_key(topic) {
+            self.offsets.insert(topic.to_string(), BTreeMap::new());
+        }
+        let of_topic = self.offsets.get_mut(topic).expect("inserted above");
+        let (seen, at, seen_how) = *of_topic
+            .entry((partition, offset))
+            .or_insert((value, now, how));
         if seen != value && self.violations.len() < 100 {
             self.violations.push(Anomaly {
                 kind: HarnessAnomalyKind::Invariant,
@@ -832,17 +841,16 @@ impl Run {
             check_online(&cluster, &ctx.invariants, &trace);
             let now = now_ms();
             if now >= next_progress {
-                let h = ctx.recorder.snapshot();
-                let acked = h
-                    .sends()
-                    .filter(|o| matches!(o.outcome, Outcome::Ok { .. }))
-                    .count();
+                let (sends, acked, polls) = ctx.recorder.with(|h| {
+                    let acked = h
+                        .sends()
+                        .filter(|o| matches!(o.outcome, Outcome::Ok { .. }))
+                        .count();
+                    (h.sends().count(), acked, h.polls().count())
+                });
                 self.say(format!(
-                    "[{:>7.3}s] progress: {} sends, {} acknowledged, {} polls, {} faults",
+                    "[{:>7.3}s] progress: {sends} sends, {acked} acknowledged, {polls} polls, {} faults",
                     (now - t0) as f64 / 1000.0,
-                    h.sends().count(),
-                    acked,
-                    h.polls().count(),
                     faults_applied
                 ));
                 next_progress += 5_000;
@@ -1155,8 +1163,9 @@ impl Run {
         }
         check_online(&cluster, &ctx.invariants, &trace);
 
-        // 7. Check and judge.
-        let history = ctx.recorder.snapshot();
+        // 7. Check and judge. Nothing awaits from here on, so no task records anything more:
+        // the history and the trace move into the report instead of being copied.
+        let history = ctx.recorder.take();
         let checked = check_history(&history, &s, &crashes_ms, &bit_flips);
         let violations = std::mem::take(
             &mut ctx
@@ -1212,7 +1221,7 @@ impl Run {
             checker: Some(checked),
             sim_ms,
             replay: replay_command(&self.file, self.seed),
-            trace: trace.snapshot(),
+            trace: trace.take(),
             history,
         }
     }

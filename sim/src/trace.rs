@@ -78,12 +78,19 @@ impl Trace {
             .clone()
     }
 
-    /// FNV-1a 64 over every line as printed, each followed by a newline.
+    /// Moves the events out, leaving the trace empty: the end of a run, where a copy of every
+    /// event would only be thrown away.
+    pub fn take(&self) -> Vec<TraceEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// FNV-1a 64 over every line as printed, each followed by a newline. The lines are
+    /// formatted straight into the hash (the same bytes `to_string` would give, no allocation).
     pub fn hash(&self) -> u64 {
+        use std::fmt::Write;
         let mut hash = Fnv1a::default();
         for event in self.events.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            hash.write(event.to_string().as_bytes());
-            hash.write(b"\n");
+            writeln!(hash, "{event}").expect("hashing never fails");
         }
         hash.0
     }
@@ -104,5 +111,12 @@ impl Fnv1a {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
+    }
+}
+
+impl std::fmt::Write for Fnv1a {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.write(s.as_bytes());
+        Ok(())
     }
 }

@@ -32,6 +32,7 @@ pub mod sync_group;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -137,12 +138,22 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
     })
 }
 
+/// Request frames handed to [`handle_request`] in this process, by every broker in it.
+static REQUESTS_HANDLED: AtomicU64 = AtomicU64::new(0);
+
+/// How many request frames [`handle_request`] has been given in this process (all brokers,
+/// every outcome). The simulator divides it by wall time for its speed line.
+pub fn requests_handled() -> u64 {
+    REQUESTS_HANDLED.load(Ordering::Relaxed)
+}
+
 /// Handles one request frame (without its size prefix).
 pub async fn handle_request(
     broker: &Arc<Broker>,
     peer: SocketAddr,
     frame: Bytes,
 ) -> Result<Reply, RequestError> {
+    REQUESTS_HANDLED.fetch_add(1, Ordering::Relaxed);
     if frame.len() < 8 {
         return Err(RequestError::Truncated);
     }

@@ -46,12 +46,15 @@ pub(crate) struct Poll<'a> {
     pub group: Option<&'a str>,
     pub from_offset: i64,
     pub records: &'a [(i64, u64)],
+    /// The highest offset in `records`, computed once: lost-write checks ask for every
+    /// unread acknowledged send.
+    max_offset: Option<i64>,
 }
 
 impl Poll<'_> {
     /// The highest offset this poll returned.
     pub fn max_offset(&self) -> Option<i64> {
-        self.records.iter().map(|&(offset, _)| offset).max()
+        self.max_offset
     }
 
     /// Whether this poll read over `offset`: it started at or before it and returned a record
@@ -203,6 +206,7 @@ impl<'a> Model<'a> {
                         group: group.as_deref(),
                         from_offset: *from_offset,
                         records: records.as_slice(),
+                        max_offset: records.iter().map(|&(offset, _)| offset).max(),
                     });
                 }
                 // Group commits and fetches are checked by `groups`, not here.
