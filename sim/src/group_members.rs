@@ -302,6 +302,7 @@ async fn commit(
         offsets,
     };
     let id = ctx.recorder.invoke(kind, now_ms());
+    let shown = show(&positions);
     let request: BTreeMap<TopicPartition, OffsetAndMetadata> = positions
         .into_iter()
         .map(|(tp, offset)| {
@@ -322,7 +323,8 @@ async fn commit(
                 reason: "commit timed out".into(),
             },
         };
-    ctx.trace.event(who, format!("commit #{id}: {outcome:?}"));
+    ctx.trace
+        .event(who, format!("commit #{id} {shown}: {outcome:?}"));
     ctx.recorder.complete(id, outcome, None, now_ms());
 }
 
@@ -337,6 +339,7 @@ fn record_commit(
 ) {
     // The consumer made it during the poll (or close) invoked at `invoke_ms`: recorded as
     // running from then until now, which is when it certainly ran.
+    let shown = show(&offsets.iter().cloned().collect());
     let kind = OpKind::Commit {
         consumer: process,
         group: group.to_string(),
@@ -345,13 +348,27 @@ fn record_commit(
     let id = ctx.recorder.invoke(kind, invoke_ms);
     let outcome = to_outcome(outcome);
     ctx.trace
-        .event(who, format!("auto-commit #{id}: {outcome:?}"));
+        .event(who, format!("auto-commit #{id} {shown}: {outcome:?}"));
     ctx.recorder.complete(id, outcome, None, now_ms());
+}
+
+/// `t-0@12 t-1@40`, for the trace.
+fn show(offsets: &BTreeMap<TopicPartition, i64>) -> String {
+    let shown: Vec<String> = offsets
+        .iter()
+        .map(|((t, p), o)| format!("{t}-{p}@{o}"))
+        .collect();
+    shown.join(" ")
 }
 
 fn to_outcome(outcome: &CommitOutcome) -> Outcome {
     match outcome {
         CommitOutcome::Committed => Outcome::Ok { offset: None },
+        // Applied, and an earlier attempt may apply again at any later moment: for the checker
+        // that is an indefinite commit.
+        CommitOutcome::CommittedAfterAmbiguous { earlier } => Outcome::Unknown {
+            reason: format!("committed by a retry after an ambiguous attempt ({earlier})"),
+        },
         // Some partitions of a partly committed commit were applied: for the checker, the
         // commit as a whole may have been.
         CommitOutcome::Failed {

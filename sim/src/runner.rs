@@ -158,21 +158,40 @@ pub fn replay_command(file: &str, seed: u64) -> String {
 /// `HashMap` orders than the first (found by a sweep whose failing seeds passed when rerun
 /// alone). On a fresh thread the keys are drawn inside the simulator, from the seed.
 pub fn run(scenario: &Scenario, file: &str, seed: u64, options: RunOptions) -> Report {
+    run_keeping_trace(scenario, file, seed, options)
+        .unwrap_or_else(|(panic, _)| std::panic::resume_unwind(panic))
+}
+
+type Panicked = (Box<dyn std::any::Any + Send>, Vec<TraceEvent>);
+
+/// Runs on a thread of its own; if the simulation panics (a hang past the time limit is one),
+/// the panic comes back with the trace recorded up to that point.
+fn run_keeping_trace(
+    scenario: &Scenario,
+    file: &str,
+    seed: u64,
+    options: RunOptions,
+) -> Result<Report, Panicked> {
     let (scenario, file) = (scenario.clone(), file.to_string());
+    let trace = Trace::new();
+    let inside = trace.clone();
     #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
     // the harness, outside the simulation
     let thread = std::thread::Builder::new()
         .name(format!("sim-seed-{seed}"))
         .stack_size(64 << 20)
-        .spawn(move || run_here(&scenario, &file, seed, options))
+        .spawn(move || run_here(&scenario, &file, seed, options, inside))
         .expect("spawn the simulation thread");
-    match thread.join() {
-        Ok(report) => report,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    thread.join().map_err(|panic| (panic, trace.take()))
 }
 
-fn run_here(scenario: &Scenario, file: &str, seed: u64, options: RunOptions) -> Report {
+fn run_here(
+    scenario: &Scenario,
+    file: &str,
+    seed: u64,
+    options: RunOptions,
+    trace: Trace,
+) -> Report {
     let mut runtime =
         madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     // A hang is a finding, not a stuck sweep: bound the simulated time.
@@ -180,21 +199,21 @@ fn run_here(scenario: &Scenario, file: &str, seed: u64, options: RunOptions) -> 
     runtime.set_time_limit(Duration::from_millis(limit));
     let scenario = scenario.clone();
     let file = file.to_string();
-    runtime.block_on(async move { Run::new(scenario, file, seed, options).go().await })
+    runtime.block_on(async move { Run::new(scenario, file, seed, options, trace).go().await })
 }
 
-/// Runs like [`run`], turning a panic inside the simulation into a failing report.
+/// Runs like [`run`], turning a panic inside the simulation into a failing report that keeps
+/// the trace up to the panic (`replay --trace` prints it).
 pub fn run_catching(scenario: &Scenario, file: &str, seed: u64, options: RunOptions) -> Report {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run(scenario, file, seed, options)
-    })) {
+    match run_keeping_trace(scenario, file, seed, options) {
         Ok(report) => report,
-        Err(panic) => {
+        Err((panic, trace)) => {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panic".into());
+            let sim_ms = trace.last().map_or(0, |e| e.at_us / 1_000);
             Report {
                 scenario: scenario.name.clone(),
                 file: file.to_string(),
@@ -211,12 +230,12 @@ pub fn run_catching(scenario: &Scenario, file: &str, seed: u64, options: RunOpti
                     partition: None,
                     offsets: vec![],
                     values: vec![],
-                    at_ms: vec![],
+                    at_ms: vec![sim_ms],
                 }],
                 checker: None,
-                sim_ms: 0,
+                sim_ms,
                 replay: replay_command(file, seed),
-                trace: Vec::new(),
+                trace,
                 history: History::default(),
             }
         }
@@ -303,6 +322,24 @@ fn check_history(
             }
             let dir = format!("/{}-{}/", anomaly.topic, anomaly.partition);
             if let Some((at, path)) = bit_flips.iter().find(|(_, path)| path.contains(&dir)) {
+                anomaly.status = Status::Allowed {
+                    cause: format!(
+                        "bit flip at rest in {path} at {at} ms (no replica to repair from)"
+                    ),
+                };
+            }
+        }
+        // A flipped bit in `__consumer_offsets` destroys the commits stored there: a group may
+        // resume from an older one.
+        let offsets_dir = format!("/{}-0/", broker::group::offsets::OFFSETS_TOPIC);
+        for anomaly in &mut report.anomalies {
+            if !anomaly.is_violation() || anomaly.kind != K::CommittedOffsetRegression {
+                continue;
+            }
+            if let Some((at, path)) = bit_flips
+                .iter()
+                .find(|(_, path)| path.contains(&offsets_dir))
+            {
                 anomaly.status = Status::Allowed {
                     cause: format!(
                         "bit flip at rest in {path} at {at} ms (no replica to repair from)"
@@ -458,13 +495,13 @@ pub(crate) fn value_of(bytes: Option<&[u8]>) -> u64 {
 }
 
 impl Run {
-    fn new(scenario: Scenario, file: String, seed: u64, options: RunOptions) -> Run {
+    fn new(scenario: Scenario, file: String, seed: u64, options: RunOptions, trace: Trace) -> Run {
         Run {
             scenario,
             file,
             seed,
             options,
-            trace: Trace::new(),
+            trace,
             report_options: BTreeMap::new(),
         }
     }

@@ -104,6 +104,15 @@ fn a_member_whose_commit_response_was_lost_resumes_at_the_old_or_the_new_offset(
 }
 
 #[test]
+fn a_group_under_every_fault_kind_never_sees_a_committed_offset_go_back() {
+    // Seed 1 once kept the broker down for good: a flipped bit in `__consumer_offsets` made
+    // every start fail while loading it. Seed 85 found a commit request that the client had
+    // given up on applied after a later commit (now an indefinite commit, as it must be).
+    passes("group-swarm", 1..3);
+    passes("group-swarm", 85..86);
+}
+
+#[test]
 fn churning_members_never_see_offsets_regress_or_expire_until_the_group_is_empty() {
     passes("group-churn-expiry", 1..3);
 }

@@ -43,6 +43,9 @@
 //!
 //! - [`CommitOutcome::Committed`]: the coordinator answered OffsetCommit with no error for every
 //!   partition (Faultline answers once the offset record is durable in `__consumer_offsets`).
+//! - [`CommitOutcome::CommittedAfterAmbiguous`]`{earlier}`: committed the same way, by a retry
+//!   after an attempt that ended ambiguously. That attempt's request may still reach the
+//!   coordinator later — after commits that follow this one — and set these offsets again.
 //! - [`CommitOutcome::Failed`]`{error}`: **definitely not applied**. Reported when the request
 //!   was never sent ([`CommitError::NotSent`]: no coordinator found, connection refused, the
 //!   consumer holds no stable generation ([`CommitError::NotInGroup`]) or is closed), or when
@@ -403,13 +406,24 @@ pub trait RebalanceListener: Send {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
     Committed,
-    Failed { error: CommitError },
-    Unknown { reason: CommitUnknownReason },
+    /// Committed by a retry; an earlier, ambiguous attempt may still be applied later.
+    CommittedAfterAmbiguous {
+        earlier: CommitUnknownReason,
+    },
+    Failed {
+        error: CommitError,
+    },
+    Unknown {
+        reason: CommitUnknownReason,
+    },
 }
 
 impl CommitOutcome {
     pub fn is_committed(&self) -> bool {
-        matches!(self, CommitOutcome::Committed)
+        matches!(
+            self,
+            CommitOutcome::Committed | CommitOutcome::CommittedAfterAmbiguous { .. }
+        )
     }
 }
 
@@ -1752,7 +1766,10 @@ async fn commit_with_retries(
     let mut ambiguous: Option<CommitUnknownReason> = None;
     loop {
         if remaining.is_empty() {
-            return CommitOutcome::Committed;
+            return match ambiguous {
+                None => CommitOutcome::Committed,
+                Some(earlier) => CommitOutcome::CommittedAfterAmbiguous { earlier },
+            };
         }
         let attempt = commit_attempt(shared, membership, &remaining).await;
         for key in attempt.committed {

@@ -398,7 +398,34 @@ impl GroupCoordinator {
         let mut stored_groups: BTreeMap<String, Option<coordinator::GroupSnapshot>> =
             BTreeMap::new();
         while offset < end {
-            let read = log.read(offset, 1 << 20, None).await?;
+            let read = match log.read(offset, 1 << 20, None).await {
+                Ok(read) => read,
+                // Damage at rest (a flipped bit; no replica to repair from): the commits in it
+                // are gone, not the broker. Skip the rest of the segment, loudly, as the
+                // producer-state rebuild does; the groups resume from what is left.
+                Err(ReadError::Corrupt {
+                    segment,
+                    position,
+                    error,
+                }) => {
+                    let next = log
+                        .segment_bases()
+                        .await
+                        .into_iter()
+                        .find(|&base| base > offset);
+                    tracing::error!(segment = %segment.display(), position, %error, resume_at = ?next,
+                        "corrupt batch in {}: committed offsets and groups in the rest of its segment are lost",
+                        offsets::OFFSETS_TOPIC);
+                    match next {
+                        Some(next) => {
+                            offset = next;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             if read.records.is_empty() {
                 break;
             }

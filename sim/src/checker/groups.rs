@@ -31,6 +31,11 @@ impl Commit<'_> {
     fn maybe_applied(&self) -> bool {
         classify(&self.op.outcome) != SendClass::Failed
     }
+
+    /// Unknown, pending or an indefinite failure: it may take effect at any later moment.
+    fn indefinite(&self) -> bool {
+        self.maybe_applied() && !self.acknowledged()
+    }
 }
 
 /// A committed-offset fetch that completed ok.
@@ -165,14 +170,17 @@ fn regression(
     let fetch_done_ms = fetch.op.complete_ms.unwrap_or(u64::MAX);
     // A commit that may have been applied after `replaced` (it was not done before `replaced`
     // began) and before the fetch answered (it began before then), and wrote what was fetched.
+    // An indefinite commit may take effect at any moment after it began (a request the client
+    // gave up on can still reach the coordinator later), so it is never "done".
     let explains = |replaced: &Commit<'_>| {
         gp.commits.iter().any(|c| {
             c.op.id != replaced.op.id
                 && c.offset == fetched
                 && c.maybe_applied()
-                && c.op
-                    .complete_ms
-                    .is_none_or(|done| done >= replaced.op.invoke_ms)
+                && (c.indefinite()
+                    || c.op
+                        .complete_ms
+                        .is_none_or(|done| done >= replaced.op.invoke_ms))
                 && c.op.invoke_ms <= fetch_done_ms
         })
     };
