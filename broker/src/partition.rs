@@ -273,11 +273,7 @@ async fn rebuild_producer_state(log: &Log) -> Result<ProducerStateManager, ReadE
                 position,
                 error,
             }) => {
-                let next = log
-                    .segment_bases()
-                    .await
-                    .into_iter()
-                    .find(|&base| base > offset);
+                let next = log.next_segment_after(offset).await;
                 tracing::error!(segment = %segment.display(), position, %error, resume_at = ?next,
                     "corrupt batch while rebuilding producer state: skipping the rest of its segment");
                 match next {

@@ -408,11 +408,7 @@ impl GroupCoordinator {
                     position,
                     error,
                 }) => {
-                    let next = log
-                        .segment_bases()
-                        .await
-                        .into_iter()
-                        .find(|&base| base > offset);
+                    let next = log.next_segment_after(offset).await;
                     tracing::error!(segment = %segment.display(), position, %error, resume_at = ?next,
                         "corrupt batch in {}: committed offsets and groups in the rest of its segment are lost",
                         offsets::OFFSETS_TOPIC);

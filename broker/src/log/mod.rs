@@ -364,6 +364,16 @@ impl Log {
         self.state.lock().await.segments.keys().copied().collect()
     }
 
+    /// The base offset of the first segment after the one holding `offset`: where a reader
+    /// that met a batch damaged at rest resumes (the rest of that segment cannot be trusted).
+    pub async fn next_segment_after(&self, offset: u64) -> Option<u64> {
+        let st = self.state.lock().await;
+        st.segments
+            .range(offset + 1..)
+            .next()
+            .map(|(&base, _)| base)
+    }
+
     /// Total bytes of all segments.
     pub async fn size_bytes(&self) -> u64 {
         self.state
