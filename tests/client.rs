@@ -8,82 +8,23 @@
 //! these tests pin both on a real network.
 #![cfg(not(madsim))]
 
+mod own_broker;
 mod proxy;
+use own_broker::{start_broker, start_broker_with};
+
 use proxy::{start_proxy, CUT_ON_REQUEST, PASS, SWALLOW_RESPONSES};
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::broker::Broker;
 use broker::cli::{self, Cli, Command};
 use broker::client::partitioner::partition_for_key;
 use broker::client::*;
-use broker::clock::SystemClock;
-use broker::config::BrokerConfig;
-use broker::disk::FileDisk;
 use broker::log::batch::TimestampType;
 use clap::Parser;
 use kafka_protocol::error::ResponseError;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-struct TestBroker {
-    addr: String,
-    broker: Arc<Broker>,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-/// Starts a broker on 127.0.0.1:0; `advertise` overrides the address Metadata hands out.
-async fn start_broker_with(
-    configure: impl FnOnce(&mut BrokerConfig),
-    advertise: Option<String>,
-) -> TestBroker {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let mut config = BrokerConfig {
-        data_dir: dir.path().join("data"),
-        listen: addr.clone(),
-        ..BrokerConfig::default()
-    };
-    config.advertised_listener = Some(advertise.unwrap_or_else(|| addr.clone()));
-    configure(&mut config);
-    let broker = Broker::open(config, Arc::new(FileDisk::new()), Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(broker::server::serve(
-        Arc::clone(&broker),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    TestBroker {
-        addr,
-        broker,
-        stop: Some(stop),
-        server,
-        _dir: dir,
-    }
-}
-
-async fn start_broker() -> TestBroker {
-    start_broker_with(|_| {}, None).await
-}
-
-impl TestBroker {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.server).await;
-        self.broker.shutdown().await;
-    }
-}
 
 async fn client(addr: &str) -> Client {
     let mut config = ClientConfig::new(addr);

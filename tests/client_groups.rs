@@ -17,7 +17,10 @@
 // clippy.toml are for code that also runs under the simulator, which this never does.
 #![allow(clippy::disallowed_methods)]
 
+mod own_broker;
 mod proxy;
+use own_broker::TestBroker;
+
 use proxy::{start_proxy, CUT_ON_REQUEST, PASS, SWALLOW_RESPONSES};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,72 +28,26 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::broker::Broker;
 use broker::client::*;
-use broker::clock::SystemClock;
-use broker::config::BrokerConfig;
-use broker::disk::FileDisk;
 use kafka_protocol::error::ResponseError;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 /// The bound on every wait: generous for a slow shared machine, finite so a hang fails.
 const WAIT: Duration = Duration::from_secs(30);
 
-struct TestBroker {
-    addr: String,
-    broker: Arc<Broker>,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-/// Starts a broker on 127.0.0.1:0; `advertise` overrides the address Metadata and
-/// FindCoordinator hand out. New groups form at once (no `group.initial.rebalance.delay.ms`)
-/// unless `initial_delay_ms` says otherwise.
+/// A broker whose new groups form at once (no `group.initial.rebalance.delay.ms`) unless
+/// `initial_delay_ms` says otherwise; `advertise` overrides the address Metadata and
+/// FindCoordinator hand out.
 async fn start_broker_with(advertise: Option<String>, initial_delay_ms: i64) -> TestBroker {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let mut config = BrokerConfig {
-        data_dir: dir.path().join("data"),
-        listen: addr.clone(),
-        ..BrokerConfig::default()
-    };
-    config.advertised_listener = Some(advertise.unwrap_or_else(|| addr.clone()));
-    config.group_initial_rebalance_delay_ms = initial_delay_ms;
-    let broker = Broker::open(config, Arc::new(FileDisk::new()), Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(broker::server::serve(
-        Arc::clone(&broker),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    TestBroker {
-        addr,
-        broker,
-        stop: Some(stop),
-        server,
-        _dir: dir,
-    }
+    own_broker::start_broker_with(
+        |c| c.group_initial_rebalance_delay_ms = initial_delay_ms,
+        advertise,
+    )
+    .await
 }
 
 async fn start_broker() -> TestBroker {
     start_broker_with(None, 0).await
-}
-
-impl TestBroker {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.server).await;
-        self.broker.shutdown().await;
-    }
 }
 
 async fn client(addr: &str) -> Client {
