@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -31,12 +30,12 @@ use kafka_protocol::messages::offset_delete_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ConsumerProtocolAssignment, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest,
-    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, TopicName,
+    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
+    IncrementalAlterConfigsRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Message, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::{Client, MetadataError, TopicMetadata};
 use super::connection::{Connection, RequestError};
@@ -583,29 +582,6 @@ fn by_topic<'a>(
     topics
 }
 
-/// The partitions of a ConsumerProtocolAssignment (a version, then the body in that version;
-/// newer versions than the codec knows are read as its newest, as Kafka's ConsumerProtocol
-/// does). Empty bytes are an empty assignment (a member that has not synced yet).
-fn decode_assignment(bytes: &Bytes) -> Option<Vec<(String, i32)>> {
-    if bytes.is_empty() {
-        return Some(Vec::new());
-    }
-    let mut buf = bytes.clone();
-    if buf.len() < 2 {
-        return None;
-    }
-    let version = buf.get_i16();
-    let version = version.clamp(0, ConsumerProtocolAssignment::VERSIONS.max);
-    let assignment = ConsumerProtocolAssignment::decode(&mut buf, version).ok()?;
-    let mut partitions: Vec<(String, i32)> = assignment
-        .assigned_partitions
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.to_string(), p)))
-        .collect();
-    partitions.sort();
-    Some(partitions)
-}
-
 impl Admin {
     /// Asks FindCoordinator which broker coordinates `group`, and connects to it.
     pub async fn find_coordinator(
@@ -723,7 +699,7 @@ impl Admin {
                 client_id: m.client_id.to_string(),
                 client_host: m.client_host.to_string(),
                 assignment: if protocol_type == "consumer" {
-                    decode_assignment(&m.member_assignment)
+                    crate::group::consumer_protocol::decode_assignment(&m.member_assignment)
                 } else {
                     None
                 },

@@ -87,7 +87,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -97,11 +96,10 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    consumer_protocol_assignment, ApiKey, ConsumerProtocolAssignment, ConsumerProtocolSubscription,
-    FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+    ApiKey, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
     OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, Message, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
@@ -109,12 +107,16 @@ use super::admin::OffsetAndMetadata;
 use super::cluster::{Client, MetadataError};
 use super::connection::{Connection, RequestError};
 use super::consumer::{Consumer, ConsumerConfig, ConsumerRecord, PollError, SeekError, SeekTo};
+#[cfg(test)]
+use crate::group::consumer_protocol::SUBSCRIPTION_VERSION;
+pub use crate::group::consumer_protocol::{
+    decode_assignment, decode_subscription, encode_assignment, encode_subscription,
+};
 
 /// The protocol type of Kafka consumers' groups.
 pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 /// The `ConsumerProtocolSubscription` version this client writes: v1 adds owned partitions
 /// (always empty here: an eager member gives up everything before it rejoins).
-const SUBSCRIPTION_VERSION: i16 = 1;
 /// FindCoordinator key type of a group.
 const KEY_TYPE_GROUP: i8 = 0;
 /// Java's `JOIN_GROUP_TIMEOUT_LAPSE`: a JoinGroup may wait the whole rebalance timeout.
@@ -239,86 +241,6 @@ pub struct MemberSubscription {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub topics: Vec<String>,
-}
-
-/// A `ConsumerProtocolSubscription` (a version, then the body in that version).
-pub fn encode_subscription(topics: &[String]) -> Bytes {
-    let subscription = ConsumerProtocolSubscription::default()
-        .with_topics(topics.iter().map(|t| s(t)).collect())
-        .with_user_data(None);
-    let mut buf = BytesMut::new();
-    buf.put_i16(SUBSCRIPTION_VERSION);
-    subscription
-        .encode(&mut buf, SUBSCRIPTION_VERSION)
-        .expect("a subscription always encodes");
-    buf.freeze()
-}
-
-/// The topics of a `ConsumerProtocolSubscription`. Versions newer than the codec knows are
-/// read as its newest, as Kafka's `ConsumerProtocol` does (they only add fields at the end).
-pub fn decode_subscription(bytes: &[u8]) -> Option<Vec<String>> {
-    let mut buf = Bytes::copy_from_slice(bytes);
-    if buf.len() < 2 {
-        return None;
-    }
-    let version = buf.get_i16();
-    if version < 0 {
-        return None;
-    }
-    let version = version.min(ConsumerProtocolSubscription::VERSIONS.max);
-    let subscription = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
-    Some(subscription.topics.iter().map(|t| t.to_string()).collect())
-}
-
-/// A `ConsumerProtocolAssignment` in `version` (0–3, the same fields in each).
-pub fn encode_assignment(partitions: &[(String, i32)], version: i16) -> Bytes {
-    let version = version.clamp(0, ConsumerProtocolAssignment::VERSIONS.max);
-    let mut topics: Vec<consumer_protocol_assignment::TopicPartition> = Vec::new();
-    for (topic, partition) in partitions {
-        match topics.iter_mut().find(|t| t.topic.0.as_str() == topic) {
-            Some(t) => t.partitions.push(*partition),
-            None => topics.push(
-                consumer_protocol_assignment::TopicPartition::default()
-                    .with_topic(TopicName(s(topic)))
-                    .with_partitions(vec![*partition]),
-            ),
-        }
-    }
-    let assignment = ConsumerProtocolAssignment::default()
-        .with_assigned_partitions(topics)
-        .with_user_data(None);
-    let mut buf = BytesMut::new();
-    buf.put_i16(version);
-    assignment
-        .encode(&mut buf, version)
-        .expect("an assignment always encodes");
-    buf.freeze()
-}
-
-/// The partitions of a `ConsumerProtocolAssignment`, sorted. Empty bytes are an empty
-/// assignment (what the coordinator hands a member the leader gave nothing).
-pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
-    if bytes.is_empty() {
-        return Some(Vec::new());
-    }
-    let mut buf = Bytes::copy_from_slice(bytes);
-    if buf.len() < 2 {
-        return None;
-    }
-    let version = buf.get_i16();
-    if version < 0 {
-        return None;
-    }
-    let version = version.min(ConsumerProtocolAssignment::VERSIONS.max);
-    let assignment = ConsumerProtocolAssignment::decode(&mut buf, version).ok()?;
-    let mut partitions: Vec<(String, i32)> = assignment
-        .assigned_partitions
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.to_string(), p)))
-        .collect();
-    partitions.sort();
-    partitions.dedup();
-    Some(partitions)
 }
 
 /// Group consumer settings, with Kafka's names in the docs.
@@ -2033,6 +1955,9 @@ async fn fetch_committed_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Encodable;
 
     fn member(id: &str, topics: &[&str]) -> MemberSubscription {
         MemberSubscription {

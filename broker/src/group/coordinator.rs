@@ -969,26 +969,12 @@ impl Group {
         let protocol = self.protocol_name.clone()?;
         let mut topics = BTreeSet::new();
         for member in self.members.values() {
-            topics.extend(parse_subscription(&member.metadata(&protocol))?);
+            topics.extend(super::consumer_protocol::decode_subscription(
+                &member.metadata(&protocol),
+            )?);
         }
         Some(topics)
     }
-}
-
-/// The topics of a ConsumerProtocolSubscription (version i16, then an array of strings).
-fn parse_subscription(metadata: &[u8]) -> Option<Vec<String>> {
-    let mut pos = 2;
-    let count = i32::from_be_bytes(metadata.get(pos..pos + 4)?.try_into().ok()?);
-    pos += 4;
-    let mut topics = Vec::new();
-    for _ in 0..count.max(0) {
-        let len = i16::from_be_bytes(metadata.get(pos..pos + 2)?.try_into().ok()?);
-        pos += 2;
-        let len = usize::try_from(len).ok()?;
-        topics.push(String::from_utf8(metadata.get(pos..pos + len)?.to_vec()).ok()?);
-        pos += len;
-    }
-    Some(topics)
 }
 
 #[cfg(test)]

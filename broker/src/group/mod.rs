@@ -11,6 +11,7 @@
 //! not persisted, so after a restart every group with offsets counts as empty since the start:
 //! a restart can postpone expiry, never bring it forward.
 
+pub mod consumer_protocol;
 pub mod coordinator;
 pub mod offsets;
 
