@@ -131,6 +131,10 @@ pub struct Broker {
     data_arrived: Arc<Notify>,
     producer_ids: ProducerIdManager,
     groups: Arc<GroupCoordinator>,
+    /// True once shutdown began: parked requests are answered at once, none park any more.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Connections closed at once because a `max.connections` limit was reached.
+    connections_refused: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Broker {
@@ -196,6 +200,8 @@ impl Broker {
             data_arrived,
             producer_ids,
             groups,
+            stopping: tokio::sync::watch::Sender::new(false),
+            connections_refused: std::sync::atomic::AtomicU64::new(0),
         };
         let mut topics = BTreeMap::new();
         for (name, stored) in &meta.topics {
@@ -621,6 +627,44 @@ impl Broker {
             Ok(expired) => tracing::info!(expired, "expired committed offsets removed"),
             Err(e) => tracing::warn!(%e, "expiring committed offsets failed; retried next time"),
         }
+    }
+
+    /// The first step of a shutdown: parked requests are answered now, with what Kafka answers
+    /// when a broker stops (a parked fetch with the data there is, a parked JoinGroup or
+    /// SyncGroup with NOT_COORDINATOR, as when the coordinator unloads the group), and requests
+    /// that arrive later are not parked. Logs stay open, so acks=all produces still complete.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+        let answered = self.groups.unload_all();
+        tracing::info!(
+            parked_group_requests = answered,
+            "shutdown begun: parked requests answered"
+        );
+    }
+
+    /// Has shutdown begun ([`Broker::begin_shutdown`])?
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Resolves once shutdown has begun (at once if it has).
+    pub async fn stopping(&self) {
+        let mut rx = self.stopping.subscribe();
+        // The sender lives as long as `self`, so this only ends by seeing `true`.
+        let _ = rx.wait_for(|stopping| *stopping).await;
+    }
+
+    /// Counts a connection closed at once for being over a connection limit.
+    pub fn count_refused_connection(&self) {
+        self.connections_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Connections closed at once because `max.connections` or `max.connections.per.ip` was
+    /// reached, since start.
+    pub fn connections_refused(&self) -> u64 {
+        self.connections_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Clean shutdown: sync and close every log, leaving the clean-shutdown markers.

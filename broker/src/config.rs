@@ -62,6 +62,16 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: i64,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are removed.
     pub offsets_retention_check_interval_ms: u64,
+    /// `max.connections`: connections open at once; a new one over it is closed at once.
+    pub max_connections: u32,
+    /// `max.connections.per.ip`: connections open at once from one client address.
+    pub max_connections_per_ip: u32,
+    /// `max.connections.per.ip.overrides`: per-address exceptions to the above (in TOML, a
+    /// table of address = limit; 0 refuses an address).
+    pub max_connections_per_ip_overrides: BTreeMap<std::net::IpAddr, u32>,
+    /// How long a shutdown (SIGTERM) may wait for connections to flush their responses, after
+    /// parked requests were answered; connections still busy then are closed regardless.
+    pub shutdown_timeout_ms: u64,
     /// tracing filter, e.g. `info` or `broker=debug`; `RUST_LOG` wins when set.
     pub log_level: String,
 }
@@ -88,6 +98,11 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
+            // Kafka's defaults: no limit (Int.MaxValue).
+            max_connections: i32::MAX as u32,
+            max_connections_per_ip: i32::MAX as u32,
+            max_connections_per_ip_overrides: BTreeMap::new(),
+            shutdown_timeout_ms: 5_000,
             log_level: "info".into(),
         }
     }

@@ -6,29 +6,35 @@
 //! frame or request closes that connection and is logged with the peer address; nothing else is
 //! affected. Works the same on real tokio and on the simulator's network.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::broker::Broker;
-use crate::protocol::{self, frame, Reply};
+use crate::config::BrokerConfig;
+use crate::protocol::{self, frame, Fallback, Reply};
 
 /// Responses a connection may have outstanding before it stops reading more requests.
 const MAX_IN_FLIGHT: usize = 64;
 
-/// Serves `listener` until `shutdown` resolves; then stops accepting, lets every connection
-/// finish the requests it has read, and returns.
+/// Serves `listener` until `shutdown` resolves, then stops within `shutdown.timeout.ms`:
+/// the listener closes first, parked requests are answered ([`Broker::begin_shutdown`]),
+/// every connection stops reading and flushes the responses to what it has read; connections
+/// still busy when the bound passes are closed regardless. The caller then closes the logs.
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::broadcast::channel::<()>(1);
+    let (kill_tx, kill_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let quotas = Arc::new(ConnectionQuotas::new(&broker.config));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stop_tx.subscribe()));
     tokio::pin!(shutdown);
     loop {
@@ -36,11 +42,26 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(slot) = ConnectionQuotas::admit(&quotas, peer.ip()) else {
+                        // Over a limit: closed at once, as Kafka does, and counted.
+                        broker.count_refused_connection();
+                        tracing::warn!(%peer, "closing a new connection: connection limit reached");
+                        drop(stream);
+                        continue;
+                    };
                     let broker = Arc::clone(&broker);
                     let stop = stop_tx.subscribe();
+                    let mut kill = kill_rx.clone();
                     let done = done_tx.clone();
                     tokio::spawn(async move {
-                        connection(broker, stream, peer, stop).await;
+                        tokio::select! {
+                            () = connection(broker, stream, peer, stop) => {}
+                            // Past the shutdown bound: dropping the connection closes it.
+                            _ = kill.wait_for(|kill| *kill) => {
+                                tracing::debug!(%peer, "connection closed at the shutdown bound");
+                            }
+                        }
+                        drop(slot);
                         drop(done);
                     });
                 }
@@ -51,13 +72,97 @@ pub async fn serve(
             },
         }
     }
+    // Listeners first: no new connection may start a request the shutdown would cut.
     drop(listener);
+    broker.begin_shutdown();
     let _ = stop_tx.send(());
     drop(stop_rx);
     drop(done_tx);
     // Every connection holds a `done` sender until it has flushed its last response.
-    let _ = done_rx.recv().await;
+    let bound = Duration::from_millis(broker.config.shutdown_timeout_ms);
+    if tokio::time::timeout(bound, done_rx.recv()).await.is_err() {
+        tracing::warn!(
+            timeout_ms = broker.config.shutdown_timeout_ms,
+            "connections still busy at the shutdown bound: closing them"
+        );
+        kill_tx.send_replace(true);
+        let _ = done_rx.recv().await;
+    }
     let _ = maintenance.await;
+}
+
+/// `max.connections`, `max.connections.per.ip` and `max.connections.per.ip.overrides`: how
+/// many connections are open, in all and per client address.
+struct ConnectionQuotas {
+    max: usize,
+    per_ip: usize,
+    overrides: BTreeMap<IpAddr, usize>,
+    open: Mutex<OpenConnections>,
+}
+
+#[derive(Default)]
+struct OpenConnections {
+    total: usize,
+    by_ip: BTreeMap<IpAddr, usize>,
+}
+
+/// One admitted connection; dropping it frees its place.
+struct ConnectionSlot {
+    quotas: Arc<ConnectionQuotas>,
+    ip: IpAddr,
+}
+
+impl ConnectionQuotas {
+    fn new(config: &BrokerConfig) -> ConnectionQuotas {
+        ConnectionQuotas {
+            max: config.max_connections as usize,
+            per_ip: config.max_connections_per_ip as usize,
+            overrides: config
+                .max_connections_per_ip_overrides
+                .iter()
+                .map(|(ip, max)| (*ip, *max as usize))
+                .collect(),
+            open: Mutex::new(OpenConnections::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenConnections> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a new connection from `ip`, or `None` if a limit is reached.
+    fn admit(quotas: &Arc<ConnectionQuotas>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let limit = quotas.overrides.get(&ip).copied().unwrap_or(quotas.per_ip);
+        let mut open = quotas.lock();
+        let from_ip = open.by_ip.get(&ip).copied().unwrap_or(0);
+        if open.total >= quotas.max || from_ip >= limit {
+            return None;
+        }
+        open.total += 1;
+        *open.by_ip.entry(ip).or_insert(0) += 1;
+        assert!(open.total <= quotas.max);
+        Some(ConnectionSlot {
+            quotas: Arc::clone(quotas),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.quotas.lock();
+        assert!(open.total > 0, "an admitted connection is counted");
+        open.total -= 1;
+        let from_ip = open
+            .by_ip
+            .get_mut(&self.ip)
+            .expect("an admitted address is counted");
+        assert!(*from_ip > 0);
+        *from_ip -= 1;
+        if *from_ip == 0 {
+            open.by_ip.remove(&self.ip);
+        }
+    }
 }
 
 /// Periodic retention and lazy-flush work.
@@ -89,6 +194,67 @@ async fn maintain(broker: Arc<Broker>, mut stop: tokio::sync::broadcast::Receive
     }
 }
 
+/// The sender of a deferred reply. If the task making the reply dies (panics, or is dropped)
+/// before sending, the drop sends the API's error response instead, so the client is answered
+/// at once rather than waiting out its request timeout.
+struct DeferredSender {
+    tx: Option<oneshot::Sender<Option<Bytes>>>,
+    fallback: Option<Fallback>,
+    peer: SocketAddr,
+}
+
+impl DeferredSender {
+    fn send(mut self, frame: Bytes) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Some(frame));
+        }
+    }
+}
+
+impl Drop for DeferredSender {
+    fn drop(&mut self) {
+        if let (Some(tx), Some(fallback)) = (self.tx.take(), self.fallback.take()) {
+            tracing::error!(peer = %self.peer, "a deferred reply's task died: answering with an error");
+            let _ = tx.send(Some(fallback()));
+        }
+    }
+}
+
+/// Sends `reply` through `tx` once it is ready: now, or from a task of its own.
+fn start_reply(reply: Reply, tx: oneshot::Sender<Option<Bytes>>, peer: SocketAddr) {
+    match reply {
+        Reply::None => {
+            let _ = tx.send(None);
+        }
+        Reply::Now(frame) => {
+            let _ = tx.send(Some(frame));
+        }
+        Reply::Later(deferred) => {
+            let (future, fallback) = deferred.into_parts();
+            let sender = DeferredSender {
+                tx: Some(tx),
+                fallback: Some(fallback),
+                peer,
+            };
+            tokio::spawn(async move {
+                // Moved in before the await: dropped with the task if it dies.
+                let sender = sender;
+                sender.send(future.await);
+            });
+        }
+    }
+}
+
+/// Aborts the writer task when the connection is dropped (closed at the shutdown bound), so
+/// the socket closes with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn connection(
     broker: Arc<Broker>,
     stream: TcpStream,
@@ -99,7 +265,7 @@ async fn connection(
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (queue_tx, mut queue_rx) = mpsc::channel::<oneshot::Receiver<Option<Bytes>>>(MAX_IN_FLIGHT);
     let (closed_tx, mut closed_rx) = watch_closed();
-    let write_task = tokio::spawn(async move {
+    let write_task = AbortOnDrop(tokio::spawn(async move {
         while let Some(pending) = queue_rx.recv().await {
             let Ok(response) = pending.await else {
                 continue;
@@ -112,7 +278,7 @@ async fn connection(
             }
         }
         drop(closed_tx);
-    });
+    }));
     let max = broker.config.socket_request_max_bytes;
     loop {
         let frame = tokio::select! {
@@ -132,22 +298,13 @@ async fn connection(
                 break;
             }
         };
+        // The slot is taken before the request runs, so responses keep request order.
         let (tx, rx) = oneshot::channel();
         if queue_tx.send(rx).await.is_err() {
             break;
         }
         match protocol::handle_request(&broker, peer, frame).await {
-            Ok(Reply::None) => {
-                let _ = tx.send(None);
-            }
-            Ok(Reply::Now(frame)) => {
-                let _ = tx.send(Some(frame));
-            }
-            Ok(Reply::Later(future)) => {
-                tokio::spawn(async move {
-                    let _ = tx.send(Some(future.await));
-                });
-            }
+            Ok(reply) => start_reply(reply, tx, peer),
             Err(e) => {
                 tracing::warn!(%peer, %e, "closing connection: bad request");
                 drop(tx);
@@ -156,7 +313,8 @@ async fn connection(
         }
     }
     drop(queue_tx);
-    let _ = write_task.await;
+    let mut write_task = write_task;
+    let _ = (&mut write_task.0).await;
 }
 
 /// A signal from the writer that the connection is unusable (the reader stops too).

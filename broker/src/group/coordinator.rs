@@ -71,6 +71,9 @@ pub enum GroupError {
     GroupIdNotFound,
     #[error("the coordinator is not available for this group")]
     CoordinatorNotAvailable,
+    /// This broker no longer coordinates the group (it unloaded it: shutting down).
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
     /// KIP-345: another member id now holds this group.instance.id.
     #[error("fenced: the group instance id belongs to another member")]
     FencedInstanceId,
@@ -947,6 +950,33 @@ impl Group {
             return Err(GroupError::RebalanceInProgress);
         }
         self.check_member(member_id, generation_id)
+    }
+
+    /// The coordinator unloads the group (the broker stops): every parked JoinGroup and
+    /// SyncGroup is answered with `error` now, and the group is Dead in memory, so nothing
+    /// parks in it again; what is stored is untouched. Kafka's `onGroupUnloaded` does the same
+    /// with NOT_COORDINATOR. Returns how many parked requests were answered.
+    pub fn unload(&mut self, error: GroupError) -> usize {
+        let mut answered = 0;
+        for member in self.members.values_mut() {
+            if let Some(tx) = member.awaiting_join.take() {
+                let _ = tx.send(Err(error.clone()));
+                answered += 1;
+            }
+            if let Some(tx) = member.awaiting_sync.take() {
+                let _ = tx.send(Err(error.clone()));
+                answered += 1;
+            }
+        }
+        self.awaiting_store = None;
+        self.initial_delay = None;
+        self.rebalance_deadline = None;
+        self.state = GroupState::Dead;
+        assert!(self
+            .members
+            .values()
+            .all(|m| m.awaiting_join.is_none() && m.awaiting_sync.is_none()));
+        answered
     }
 
     /// Marks the group deleted; it must be empty.

@@ -66,6 +66,8 @@ struct Inner {
     /// Groups removed (deleted, or expired with no offsets left) whose stored membership
     /// still needs a tombstone.
     removed: BTreeSet<String>,
+    /// Every group was unloaded (the broker stops): groups created from now on start Dead.
+    unloaded: bool,
 }
 
 /// Every group on this broker, and their committed offsets.
@@ -129,7 +131,11 @@ impl GroupCoordinator {
         }
         let mut inner = self.lock();
         if create && !inner.groups.contains_key(id) {
-            let group = self.new_group(id);
+            let mut group = self.new_group(id);
+            if inner.unloaded {
+                // A join racing the shutdown must not park where nobody will answer it.
+                group.unload(coordinator::GroupError::NotCoordinator);
+            }
             inner.groups.insert(id.to_string(), group);
         }
         inner.groups.get_mut(id).map(f)
@@ -564,6 +570,18 @@ impl GroupCoordinator {
         // The removed groups' stored membership goes with them.
         self.store_changed_groups(partition).await?;
         Ok(writes.len())
+    }
+
+    /// Unloads every group (the broker stops): parked JoinGroup and SyncGroup requests are
+    /// answered with NOT_COORDINATOR, and none parks again. Returns how many were answered.
+    pub fn unload_all(&self) -> usize {
+        let mut inner = self.lock();
+        inner.unloaded = true;
+        inner
+            .groups
+            .values_mut()
+            .map(|group| group.unload(coordinator::GroupError::NotCoordinator))
+            .sum()
     }
 
     /// Ticks every group: session expiry and rebalance deadlines.

@@ -99,6 +99,7 @@ pub fn group(e: &crate::group::coordinator::GroupError) -> ResponseError {
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
     }
 }

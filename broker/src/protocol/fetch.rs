@@ -159,25 +159,77 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
         return ctx.now(&response);
     }
     let max_wait = Duration::from_millis(request.max_wait_ms as u64);
-    ctx.later(async move {
-        // Wait for enough data or the deadline, whichever comes first; then answer with what
-        // is there. (A timeout around the wait, not a deadline Instant: the simulator's clock
-        // is reached only through tokio::time's sleeps and timeouts.)
-        let enough = async {
-            loop {
-                let notified = broker.data_arrived().notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let (response, total) = read_all(&plan).await;
-                if total >= min_bytes.max(1) || has_errors(&response) {
-                    return response;
+    let fallback = error_response(&plan);
+    ctx.later(
+        async move {
+            // Wait for enough data or the deadline, whichever comes first; then answer with what
+            // is there. (A timeout around the wait, not a deadline Instant: the simulator's clock
+            // is reached only through tokio::time's sleeps and timeouts.)
+            let enough = async {
+                loop {
+                    let notified = broker.data_arrived().notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    let (response, total) = read_all(&plan).await;
+                    if total >= min_bytes.max(1) || has_errors(&response) {
+                        return response;
+                    }
+                    notified.await;
                 }
-                notified.await;
+            };
+            tokio::select! {
+                waited = tokio::time::timeout(max_wait, enough) => match waited {
+                    Ok(response) => response,
+                    Err(_) => read_all(&plan).await.0,
+                },
+                // A broker shutting down answers at once with what is there, as Kafka completes
+                // its fetch purgatory on shutdown.
+                () = broker.stopping() => read_all(&plan).await.0,
             }
-        };
-        match tokio::time::timeout(max_wait, enough).await {
-            Ok(response) => response,
-            Err(_) => read_all(&plan).await.0,
+        },
+        fallback,
+    )
+}
+
+/// Kafka's error response for a fetch: the code on every partition asked for, and at the top
+/// level from v7.
+fn error_response(plan: &Plan) -> impl FnOnce(ResponseError) -> FetchResponse + Send + 'static {
+    let version = plan.version;
+    let mut topics: Vec<(TopicName, uuid::Uuid, Vec<i32>)> = plan
+        .topics
+        .iter()
+        .map(|(name, id, _)| (name.clone(), *id, Vec::new()))
+        .collect();
+    for wanted in &plan.partitions {
+        topics[wanted.topic_index].2.push(wanted.partition);
+    }
+    move |error| {
+        let responses = topics
+            .into_iter()
+            .map(|(name, id, partitions)| {
+                let t = FetchableTopicResponse::default().with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|p| {
+                            PartitionData::default()
+                                .with_partition_index(p)
+                                .with_error_code(error.code())
+                                .with_high_watermark(-1)
+                        })
+                        .collect(),
+                );
+                if version >= 13 {
+                    t.with_topic_id(id)
+                } else {
+                    t.with_topic(name)
+                }
+            })
+            .collect();
+        let response = FetchResponse::default().with_responses(responses);
+        if version >= 7 {
+            response.with_error_code(error.code())
+        } else {
+            response
         }
-    })
+    }
 }

@@ -54,7 +54,8 @@ pub fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> Reply {
         .groups()
         .with_group(&group_id, true, |group| group.join(join, now, salt))
         .expect("created");
-    ctx.later(async move {
+    ctx.later(
+        async move {
         let outcome = receiver
             .await
             .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
@@ -91,5 +92,11 @@ pub fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> Reply {
                 response
             }
         }
-    })
+    },
+        |error| {
+            JoinGroupResponse::default()
+                .with_error_code(error.code())
+                .with_generation_id(-1)
+        },
+    )
 }

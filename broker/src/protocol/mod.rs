@@ -36,13 +36,52 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::broker::Broker;
 
-/// A future that produces a response later (acks=all produce, long-polling fetch).
-pub type Deferred<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A response produced later (acks=all produce, long-polling fetch, a parked JoinGroup), with
+/// the error response to send instead if the task computing it dies (panics, or is dropped):
+/// the client then gets an answer at once instead of waiting out its request timeout.
+pub struct Deferred {
+    future: Pin<Box<dyn Future<Output = Bytes> + Send + 'static>>,
+    fallback: Box<dyn FnOnce() -> Bytes + Send + 'static>,
+}
+
+impl Deferred {
+    pub fn new(
+        future: impl Future<Output = Bytes> + Send + 'static,
+        fallback: impl FnOnce() -> Bytes + Send + 'static,
+    ) -> Deferred {
+        Deferred {
+            future: Box::pin(future),
+            fallback: Box::new(fallback),
+        }
+    }
+
+    /// The response future and the error response that stands in for it if it never ends.
+    pub fn into_parts(self) -> (DeferredFuture, Fallback) {
+        (self.future, self.fallback)
+    }
+}
+
+/// The future half of a [`Deferred`].
+pub type DeferredFuture = Pin<Box<dyn Future<Output = Bytes> + Send + 'static>>;
+/// The error half of a [`Deferred`]: encodes the API's error response (UNKNOWN_SERVER_ERROR).
+pub type Fallback = Box<dyn FnOnce() -> Bytes + Send + 'static>;
+
+impl Future for Deferred {
+    type Output = Bytes;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Bytes> {
+        self.future.as_mut().poll(cx)
+    }
+}
 
 /// What the connection sends back for one request.
 pub enum Reply {
@@ -51,7 +90,7 @@ pub enum Reply {
     /// A response frame, ready now.
     Now(Bytes),
     /// A response frame, once the future completes. Responses still go out in request order.
-    Later(Deferred<Bytes>),
+    Later(Deferred),
 }
 
 /// A request that is not valid Kafka: the connection is closed.
@@ -93,14 +132,21 @@ impl RequestContext {
         Reply::Now(self.encode(response))
     }
 
-    /// A reply produced later by `future`.
-    pub fn later<R, F>(&self, future: F) -> Reply
+    /// A reply produced later by `future`; if the task running it dies, the client gets
+    /// `error_response(UNKNOWN_SERVER_ERROR)` instead, as Kafka answers a request whose
+    /// handling threw.
+    pub fn later<R, F, E>(&self, future: F, error_response: E) -> Reply
     where
         R: Encodable + Send + 'static,
         F: Future<Output = R> + Send + 'static,
+        E: FnOnce(ResponseError) -> R + Send + 'static,
     {
         let ctx = self.clone();
-        Reply::Later(Box::pin(async move { ctx.encode(&future.await) }))
+        let fallback_ctx = self.clone();
+        Reply::Later(Deferred::new(
+            async move { ctx.encode(&future.await) },
+            move || fallback_ctx.encode(&error_response(ResponseError::UnknownServerError)),
+        ))
     }
 }
 

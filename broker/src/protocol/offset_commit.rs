@@ -87,6 +87,10 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Reply
         None => Err(ResponseError::CoordinatorNotAvailable.code()),
     };
     let groups = std::sync::Arc::clone(groups);
+    let requested: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = results
+        .iter()
+        .map(|(name, partitions)| (name.clone(), partitions.iter().map(|(i, _)| *i).collect()))
+        .collect();
     ctx.later(async move {
         let write_code = match (appended, partition) {
             (Ok(info), Some(partition)) => match groups.complete(&partition, &writes, info).await {
@@ -99,24 +103,36 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Reply
                 0
             }
         };
-        OffsetCommitResponse::default().with_topics(
-            results
-                .into_iter()
-                .map(|(name, partitions)| {
-                    OffsetCommitResponseTopic::default()
-                        .with_name(name)
-                        .with_partitions(
-                            partitions
-                                .into_iter()
-                                .map(|(index, error)| {
-                                    OffsetCommitResponsePartition::default()
-                                        .with_partition_index(index)
-                                        .with_error_code(error.unwrap_or(write_code))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        response(results, write_code)
+    },
+    move |error| {
+        let results = requested
+            .into_iter()
+            .map(|(name, indexes)| (name, indexes.into_iter().map(|i| (i, Some(error.code()))).collect()))
+            .collect();
+        response(results, 0)
     })
+}
+
+/// The response: each partition's own error, or `write_code` for those that were written.
+fn response(results: Vec<TopicResults>, write_code: i16) -> OffsetCommitResponse {
+    OffsetCommitResponse::default().with_topics(
+        results
+            .into_iter()
+            .map(|(name, partitions)| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|(index, error)| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(index)
+                                    .with_error_code(error.unwrap_or(write_code))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
 }

@@ -71,10 +71,42 @@ pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> Reply {
     let groups = std::sync::Arc::clone(ctx.broker.groups());
     let pending = groups.in_flight();
     let ctx2 = ctx.clone();
-    ctx.later(async move {
-        groups.wait_applied(pending).await;
-        answer(&ctx2, request)
-    })
+    let version = ctx.version;
+    let fallback_groups: Vec<_> = request.groups.iter().map(|g| g.group_id.clone()).collect();
+    ctx.later(
+        async move {
+            groups.wait_applied(pending).await;
+            answer(&ctx2, request)
+        },
+        move |error| error_response(version, fallback_groups, error),
+    )
+}
+
+/// Kafka's error response: the top-level code from v2, per group from v8 (v0 and v1 have only
+/// per-partition codes, for partitions this answer does not know: an empty list then).
+fn error_response(
+    version: i16,
+    groups: Vec<kafka_protocol::messages::GroupId>,
+    error: kafka_protocol::error::ResponseError,
+) -> OffsetFetchResponse {
+    if version >= 8 {
+        return OffsetFetchResponse::default().with_groups(
+            groups
+                .into_iter()
+                .map(|g| {
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(g)
+                        .with_error_code(error.code())
+                })
+                .collect(),
+        );
+    }
+    let response = OffsetFetchResponse::default();
+    if version >= 2 {
+        response.with_error_code(error.code())
+    } else {
+        response
+    }
 }
 
 fn answer(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {

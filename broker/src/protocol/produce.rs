@@ -126,7 +126,12 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
     let version = ctx.version;
     match acks {
         0 => Reply::None,
-        -1 => ctx.later(async move {
+        -1 => {
+            let requested: Vec<(TopicName, Vec<i32>)> = topics
+                .iter()
+                .map(|(name, outcomes)| (name.clone(), outcomes.iter().map(|o| o.index).collect()))
+                .collect();
+            ctx.later(async move {
             for (_, outcomes) in &mut topics {
                 for outcome in outcomes.iter_mut() {
                     if let (Ok(info), Some(partition)) = (&outcome.result, &outcome.partition) {
@@ -137,7 +142,21 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 }
             }
             response(version, &topics)
-        }),
+        },
+            move |error| {
+                let failed: Vec<(TopicName, Vec<Outcome>)> = requested
+                    .into_iter()
+                    .map(|(name, indexes)| {
+                        let outcomes = indexes
+                            .into_iter()
+                            .map(|index| Outcome { index, result: Err((error, None)), partition: None })
+                            .collect();
+                        (name, outcomes)
+                    })
+                    .collect();
+                response(version, &failed)
+            })
+        }
         _ => ctx.now(&response(version, &topics)),
     }
 }

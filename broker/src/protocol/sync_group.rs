@@ -41,7 +41,8 @@ pub fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> Reply {
         )
     });
     let broker = std::sync::Arc::clone(&ctx.broker);
-    ctx.later(async move {
+    ctx.later(
+        async move {
         let Some((receiver, inconsistent, protocol_type, protocol_name, store)) = receiver else {
             return SyncGroupResponse::default()
                 .with_error_code(errors::group(&GroupError::UnknownMemberId).code());
@@ -84,5 +85,7 @@ pub fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> Reply {
                 response
             }
         }
-    })
+    },
+        |error| SyncGroupResponse::default().with_error_code(error.code()),
+    )
 }
