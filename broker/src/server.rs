@@ -337,3 +337,36 @@ impl ClosedRx {
         }
     }
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use crate::protocol::Deferred;
+
+    #[tokio::test]
+    async fn a_deferred_reply_whose_task_dies_is_answered_with_its_error_response() {
+        // Before: the writer skipped a reply whose sender was dropped, and the client waited out
+        // its whole request timeout.
+        let (tx, rx) = oneshot::channel();
+        let reply = Reply::Later(Deferred::new(
+            async { panic!("a bug in a handler, after its request was read") },
+            || Bytes::from_static(b"UNKNOWN_SERVER_ERROR response"),
+        ));
+        start_reply(reply, tx, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(
+            rx.await.expect("answered"),
+            Some(Bytes::from_static(b"UNKNOWN_SERVER_ERROR response"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deferred_reply_that_completes_sends_its_own_response_not_the_error() {
+        let (tx, rx) = oneshot::channel();
+        let reply = Reply::Later(Deferred::new(
+            async { Bytes::from_static(b"response") },
+            || Bytes::from_static(b"error"),
+        ));
+        start_reply(reply, tx, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(rx.await.unwrap(), Some(Bytes::from_static(b"response")));
+    }
+}
