@@ -546,6 +546,9 @@ impl Broker {
     }
 
     /// Replaces a topic's config overrides (IncrementalAlterConfigs computes the new set).
+    /// All or nothing: everything is validated before anything changes, and if storing the
+    /// metadata fails, the topic and its logs are rolled back to the configs they had, so no
+    /// failed change stays half applied in memory (or applied in memory but not on disk).
     pub async fn set_topic_configs(
         &self,
         name: &str,
@@ -555,6 +558,12 @@ impl Broker {
         for (key, value) in &configs.overrides {
             TopicConfigs::validate(key, value)?;
         }
+        let log_config = configs.log_config(&self.config);
+        log_config.validate().map_err(|reason| InvalidConfig {
+            name: "topic configs".into(),
+            value: format!("{:?}", configs.overrides),
+            reason,
+        })?;
         let _admin = self.admin.lock().await;
         let topic = self
             .topic(name)
@@ -562,12 +571,12 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let log_config = configs.log_config(&self.config);
+        let previous: Vec<_> = topic.partitions.iter().map(|p| p.log.config()).collect();
         for partition in &topic.partitions {
             partition
                 .log
                 .set_config(log_config.clone())
-                .map_err(TopicChangeError::Storage)?;
+                .expect("validated above");
         }
         let changed = Arc::new(Topic {
             name: topic.name.clone(),
@@ -579,9 +588,20 @@ impl Broker {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_string(), changed);
-        self.persist_meta()
-            .await
-            .map_err(|e| TopicChangeError::Storage(storage(e)))?;
+        if let Err(e) = self.persist_meta().await {
+            for (partition, config) in topic.partitions.iter().zip(previous) {
+                partition
+                    .log
+                    .set_config(config)
+                    .expect("the config it had is valid");
+            }
+            self.topics
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string(), Arc::clone(&topic));
+            tracing::warn!(topic = name, %e, "topic configs not changed: storing them failed");
+            return Err(TopicChangeError::Storage(storage(e)));
+        }
         tracing::info!(topic = name, "topic configs changed");
         Ok(())
     }

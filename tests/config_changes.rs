@@ -1,0 +1,61 @@
+#![cfg(not(madsim))]
+//! A topic config change that fails must leave nothing changed. The bug: IncrementalAlterConfigs
+//! applied the new configs to the logs and the catalog, then failed to store them (a full or
+//! failing disk): the broker answered with an error but ran with the new configs until a
+//! restart silently brought the old ones back.
+
+use std::sync::Arc;
+
+use broker::broker::{Broker, TopicChangeError};
+use broker::clock::SystemClock;
+use broker::config::{BrokerConfig, TopicConfigs};
+use chaos::{FaultyDisk, FaultyDiskConfig};
+
+#[tokio::test]
+async fn a_config_change_whose_metadata_cannot_be_stored_is_rolled_back_in_memory() {
+    let disk = FaultyDisk::new(1, FaultyDiskConfig::default());
+    let config = BrokerConfig {
+        data_dir: "/data".into(),
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::open(config, Arc::new(disk.clone()), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let retention = |ms: &str| (String::from("retention.ms"), ms.to_string());
+    broker
+        .create_topic("t", 2, -1, &[retention("60000")], false)
+        .await
+        .unwrap();
+
+    disk.fail_io_under("/data/meta.toml.tmp");
+    let mut changed = TopicConfigs::default();
+    changed.set("retention.ms", "1000").unwrap();
+    changed.set("segment.bytes", "1048576").unwrap();
+    let refused = broker.set_topic_configs("t", changed, false).await;
+    assert!(
+        matches!(refused, Err(TopicChangeError::Storage(_))),
+        "{refused:?}"
+    );
+
+    let topic = broker.topic("t").unwrap();
+    assert_eq!(
+        topic.configs.overrides.get("retention.ms").map(String::as_str),
+        Some("60000")
+    );
+    assert!(!topic.configs.overrides.contains_key("segment.bytes"));
+    for partition in &topic.partitions {
+        let log = partition.log.config();
+        assert_eq!(log.retention_ms, Some(60_000));
+        assert_eq!(log.segment_bytes, BrokerConfig::default().log_segment_bytes);
+    }
+
+    // Once the disk works again the same change applies whole.
+    disk.heal_io_under(std::path::Path::new("/data/meta.toml.tmp"));
+    let mut changed = TopicConfigs::default();
+    changed.set("retention.ms", "1000").unwrap();
+    broker.set_topic_configs("t", changed, false).await.unwrap();
+    assert_eq!(
+        broker.topic("t").unwrap().partitions[0].log.config().retention_ms,
+        Some(1000)
+    );
+}
