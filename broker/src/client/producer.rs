@@ -114,6 +114,12 @@ pub struct ProducerConfig {
     pub enable_idempotence: bool,
     /// Ask the broker to auto-create unknown topics (Metadata v4+).
     pub allow_auto_create_topics: bool,
+    /// `buffer.memory`: bytes of records the producer holds, queued or in flight (default
+    /// 32 MiB). A send waits for room; a record larger than this fails at once.
+    pub buffer_memory: usize,
+    /// `max.block.ms`: how long a send may wait for metadata and for room in the buffer
+    /// (default 60 s); then it fails with [`SendError::BufferExhausted`].
+    pub max_block: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -128,6 +134,8 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(60),
             enable_idempotence: false,
             allow_auto_create_topics: true,
+            buffer_memory: 32 * 1024 * 1024,
+            max_block: Duration::from_secs(60),
         }
     }
 }
@@ -205,6 +213,17 @@ pub enum SendError {
     NotConnected(String),
     #[error("the producer is closed")]
     Closed,
+    /// The record alone is larger than `buffer.memory` (Kafka: RecordTooLargeException).
+    #[error("the record takes {size} bytes, more than the whole buffer.memory of {buffer_memory} bytes")]
+    RecordTooLarge { size: usize, buffer_memory: usize },
+    /// No room in `buffer.memory` within `max.block.ms`: records are sent faster than the
+    /// brokers take them (Kafka: BufferExhaustedException).
+    #[error("no room for {size} bytes in buffer.memory ({buffer_memory} bytes) within max.block.ms ({max_block_ms} ms): records are sent faster than the brokers take them")]
+    BufferExhausted {
+        size: usize,
+        buffer_memory: usize,
+        max_block_ms: u64,
+    },
 }
 
 /// Why a record may or may not have been written.
@@ -286,6 +305,10 @@ struct Accumulator {
     flushing: usize,
     closed: bool,
     in_flight: usize,
+    /// Bytes of the records queued or in flight, as `buffer.memory` counts them.
+    buffered_bytes: usize,
+    /// Sends waiting for room in the buffer: every batch is sent without lingering meanwhile.
+    waiting_for_room: usize,
 }
 
 impl Accumulator {
@@ -301,6 +324,8 @@ struct Inner {
     state: Mutex<Accumulator>,
     wake: Notify,
     progress: Notify,
+    /// Woken when finished batches give their bytes back to the buffer.
+    room: Notify,
     clock: SystemClock,
 }
 
@@ -351,6 +376,7 @@ impl Producer {
             state: Mutex::new(Accumulator::default()),
             wake: Notify::new(),
             progress: Notify::new(),
+            room: Notify::new(),
             clock: SystemClock,
         });
         tokio::spawn(sender_loop(Arc::clone(&inner)));
@@ -362,9 +388,11 @@ impl Producer {
         self.inner.identity
     }
 
-    /// Queues `record` and returns its [`Delivery`]. Waits only for the topic's metadata (at
-    /// most the request timeout); the record is sent when its batch is full or lingered.
+    /// Queues `record` and returns its [`Delivery`]. Waits for the topic's metadata (at most
+    /// the request timeout) and for room in `buffer.memory` (at most `max.block.ms` from the
+    /// call); the record is sent when its batch is full or lingered.
     pub async fn send(&self, record: ProducerRecord) -> Delivery {
+        let blocked_until = super::now() + self.inner.config.max_block;
         let ready = |outcome| Delivery(DeliveryInner::Ready(Some(outcome)));
         if self.inner.state().closed {
             return ready(SendOutcome::Failed {
@@ -384,40 +412,103 @@ impl Producer {
         let timestamp_ms = record
             .timestamp_ms
             .unwrap_or_else(|| self.inner.clock.now_ms());
+        if let Some(p) = record.partition.filter(|p| !(0..num_partitions).contains(p)) {
+            return ready(SendOutcome::Failed {
+                error: SendError::InvalidPartition {
+                    topic: record.topic,
+                    partition: p,
+                    partitions: num_partitions,
+                },
+            });
+        }
+        let ProducerRecord {
+            topic,
+            partition: chosen,
+            key,
+            value,
+            headers,
+            ..
+        } = record;
+        let record = Record {
+            key,
+            value,
+            headers,
+            timestamp_ms,
+        };
+        let size = estimated_size(&record);
+        if let Err(error) = self.reserve(size, blocked_until).await {
+            return ready(SendOutcome::Failed { error });
+        }
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.inner.state();
-            let partition = match (record.partition, &record.key) {
-                (Some(p), _) if !(0..num_partitions).contains(&p) => {
-                    return ready(SendOutcome::Failed {
-                        error: SendError::InvalidPartition {
-                            topic: record.topic,
-                            partition: p,
-                            partitions: num_partitions,
-                        },
-                    })
-                }
+            let partition = match (chosen, &record.key) {
                 (Some(p), _) => p,
                 (None, Some(key)) => partition_for_key(key, num_partitions),
-                (None, None) => state.sticky.partition(&record.topic, num_partitions),
-            };
-            let record = Record {
-                key: record.key,
-                value: record.value,
-                headers: record.headers,
-                timestamp_ms,
+                (None, None) => state.sticky.partition(&topic, num_partitions),
             };
             let queue = state
                 .queues
                 .entry((meta.name.clone(), partition))
                 .or_default();
-            queue.bytes += estimated_size(&record);
+            queue.bytes += size;
             queue.oldest.get_or_insert_with(super::now);
             queue.num_partitions = num_partitions;
             queue.records.push(Pending { record, reply: tx });
         }
         self.inner.wake.notify_one();
         Delivery(DeliveryInner::Waiting(rx))
+    }
+
+    /// Takes `size` bytes of `buffer.memory` for a record, waiting until finished batches give
+    /// enough back, or until `deadline`.
+    async fn reserve(&self, size: usize, deadline: Instant) -> Result<(), SendError> {
+        let config = &self.inner.config;
+        if size > config.buffer_memory {
+            return Err(SendError::RecordTooLarge {
+                size,
+                buffer_memory: config.buffer_memory,
+            });
+        }
+        let mut waiting = false;
+        let result = loop {
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut state = self.inner.state();
+                if state.closed {
+                    break Err(SendError::Closed);
+                }
+                if state.buffered_bytes + size <= config.buffer_memory {
+                    state.buffered_bytes += size;
+                    assert!(state.buffered_bytes <= config.buffer_memory);
+                    break Ok(());
+                }
+                if !waiting {
+                    // Full: send every batch now rather than after its linger.
+                    waiting = true;
+                    state.waiting_for_room += 1;
+                    self.inner.wake.notify_one();
+                }
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                break Err(SendError::BufferExhausted {
+                    size,
+                    buffer_memory: config.buffer_memory,
+                    max_block_ms: config.max_block.as_millis() as u64,
+                });
+            }
+        };
+        if waiting {
+            self.inner.state().waiting_for_room -= 1;
+        }
+        result
+    }
+
+    /// Bytes of records held now (queued or in flight), as `buffer.memory` counts them.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.state().buffered_bytes
     }
 
     /// The topic's metadata, retrying connection trouble with backoff (`retries` times, within
@@ -540,7 +631,7 @@ async fn sender_loop(inner: Arc<Inner>) {
             let mut guard = inner.state();
             let state = &mut *guard;
             let now = super::now();
-            let force = state.flushing > 0 || state.closed;
+            let force = state.flushing > 0 || state.closed || state.waiting_for_room > 0;
             let mut sealed = Vec::new();
             for ((topic, partition), queue) in state.queues.iter_mut() {
                 if queue.in_flight || queue.records.is_empty() {
@@ -796,9 +887,11 @@ async fn send_batch(inner: Arc<Inner>, batch: Batch) {
         backoff = (backoff * 2).min(inner.config.retry_backoff_max);
     };
     let count = batch.records.len();
+    let size: usize = batch.records.iter().map(|p| estimated_size(&p.record)).sum();
     {
         let mut state = inner.state();
         state.in_flight -= 1;
+        release(&mut state, size);
         if let Some(queue) = state
             .queues
             .get_mut(&(batch.topic.clone(), batch.partition))
@@ -829,4 +922,15 @@ async fn send_batch(inner: Arc<Inner>, batch: Batch) {
     }
     inner.wake.notify_one();
     inner.progress.notify_waiters();
+    inner.room.notify_waiters();
+}
+
+/// Gives `size` bytes back to `buffer.memory`.
+fn release(state: &mut Accumulator, size: usize) {
+    assert!(
+        state.buffered_bytes >= size,
+        "released {size} of {} buffered bytes",
+        state.buffered_bytes
+    );
+    state.buffered_bytes -= size;
 }
