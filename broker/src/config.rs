@@ -128,6 +128,7 @@ impl BrokerConfig {
         crate::group::GroupConfig {
             initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.max(0),
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            ..crate::group::GroupConfig::default()
         }
     }
 

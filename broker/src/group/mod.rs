@@ -29,6 +29,10 @@ use crate::partition::Partition;
 use coordinator::{Group, GroupState, Millis};
 use offsets::{CommittedOffset, OffsetKey, RecordKey};
 
+/// [`GroupConfig::max_pending_writes`] by default: as many as Kafka's `queued.max.requests`
+/// (500) twice over; each holds at most one request's offsets.
+pub const DEFAULT_MAX_PENDING_WRITES: usize = 1_000;
+
 /// How often sessions and rebalance deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -42,6 +46,10 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i64,
     /// `offsets.retention.minutes`, in milliseconds.
     pub offsets_retention_ms: i64,
+    /// Offset and group writes appended but not yet durable, at most. The next one waits for
+    /// room (in its connection's request order, so that connection stops reading: backpressure
+    /// down to the client), never dropped.
+    pub max_pending_writes: usize,
 }
 
 impl Default for GroupConfig {
@@ -50,6 +58,7 @@ impl Default for GroupConfig {
         GroupConfig {
             initial_rebalance_delay_ms: 3_000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            max_pending_writes: DEFAULT_MAX_PENDING_WRITES,
         }
     }
 }
@@ -83,17 +92,21 @@ pub struct GroupCoordinator {
     /// Held while appending offset records, so expiry decides and appends its tombstones
     /// with no commit slipping in between.
     append_order: tokio::sync::Mutex<()>,
+    /// Room for writes in flight (`max_pending_writes`): taken before an append, given back
+    /// when the write completes ([`GroupCoordinator::complete`]) or its append failed.
+    pending_writes: tokio::sync::Semaphore,
 }
 
 impl GroupCoordinator {
     pub fn new(clock: Arc<dyn Clock>, config: GroupConfig) -> Arc<GroupCoordinator> {
         Arc::new(GroupCoordinator {
             clock,
-            config,
             timers_started: AtomicBool::new(false),
             inner: Mutex::default(),
             applied: Notify::new(),
             append_order: tokio::sync::Mutex::new(()),
+            pending_writes: tokio::sync::Semaphore::new(config.max_pending_writes.max(1)),
+            config,
         })
     }
 
@@ -244,12 +257,28 @@ impl GroupCoordinator {
             return Ok(None);
         }
         let mut batch = builder::batch(&records);
-        let info = partition.append(&mut batch).await?;
+        // Backpressure: wait (holding `append_order`, so writes keep their order) until fewer
+        // than `max_pending_writes` are in flight. The permit is given back in `complete`.
+        self.pending_writes
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
+            .forget();
+        let info = match partition.append(&mut batch).await {
+            Ok(info) => info,
+            Err(e) => {
+                self.pending_writes.add_permits(1);
+                return Err(e.into());
+            }
+        };
         assert_eq!(
             info.last_offset - info.base_offset + 1,
             records.len() as u64
         );
-        self.lock().in_flight.insert(info.base_offset, groups);
+        let mut inner = self.lock();
+        let fresh = inner.in_flight.insert(info.base_offset, groups).is_none();
+        assert!(fresh, "two writes in flight at one offset");
+        assert!(inner.in_flight.len() <= self.config.max_pending_writes.max(1));
         Ok(Some(info))
     }
 
@@ -369,8 +398,11 @@ impl GroupCoordinator {
                     );
                 }
             }
-            inner.in_flight.remove(&info.base_offset);
+            let removed = inner.in_flight.remove(&info.base_offset);
+            assert!(removed.is_some(), "a write completes once");
         }
+        // Its room goes back only once it is out of `in_flight`.
+        self.pending_writes.add_permits(1);
         self.applied.notify_waiters();
         Ok(durable?)
     }
