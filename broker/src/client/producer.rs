@@ -492,7 +492,8 @@ impl Producer {
                     self.inner.wake.notify_one();
                 }
             }
-            if tokio::time::timeout_at(deadline, room).await.is_err() {
+            let left = deadline.saturating_duration_since(super::now());
+            if tokio::time::timeout(left, room).await.is_err() {
                 break Err(SendError::BufferExhausted {
                     size,
                     buffer_memory: config.buffer_memory,
