@@ -181,3 +181,61 @@ async fn a_shutdown_answers_a_parked_join_and_a_parked_fetch_and_returns_without
         .unwrap();
     assert!(reopened.partition("quiet", 0).unwrap().log.recovery().clean);
 }
+
+fn join(member_id: &str) -> broker::group::coordinator::JoinRequest {
+    broker::group::coordinator::JoinRequest {
+        member_id: member_id.into(),
+        group_instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 30_000,
+        rebalance_timeout_ms: FIVE_MINUTES_MS,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+        require_known_member_id: false,
+    }
+}
+
+#[tokio::test]
+async fn unloading_the_groups_answers_parked_joins_and_syncs_with_not_coordinator_and_parks_nothing_after(
+) {
+    use broker::group::coordinator::GroupError;
+    use broker::group::{GroupConfig, GroupCoordinator};
+    let groups = GroupCoordinator::new(
+        Arc::new(SystemClock),
+        GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            ..GroupConfig::default()
+        },
+    );
+    let join_now = |group: &str, member: &str, salt: u128| {
+        groups
+            .with_group(group, true, |g| g.join(join(member), 0, salt))
+            .unwrap()
+    };
+    // Group "syncing": a leads generation 1; b joins, a rejoins, both are in generation 2,
+    // and b's SyncGroup is parked until the leader's.
+    let a = join_now("syncing", "", 1).try_recv().unwrap().unwrap();
+    let mut b = join_now("syncing", "", 2);
+    assert!(b.try_recv().is_err(), "parked until a rejoins");
+    let a2 = join_now("syncing", &a.member_id, 1).try_recv().unwrap().unwrap();
+    let b = b.try_recv().unwrap().unwrap();
+    assert_eq!((a2.generation_id, b.generation_id), (2, 2));
+    assert_eq!(a2.leader, a.member_id);
+    let mut b_sync = groups
+        .with_group("syncing", false, |g| g.sync(&b.member_id, 2, vec![], 0))
+        .unwrap();
+    assert!(b_sync.try_recv().is_err(), "parked until the leader's sync");
+    // Group "joining": d's join is parked until c rejoins (c never will).
+    let c = join_now("joining", "", 3).try_recv().unwrap().unwrap();
+    let mut d = join_now("joining", "", 4);
+    assert!(d.try_recv().is_err(), "parked");
+
+    assert_eq!(groups.unload_all(), 2);
+    assert_eq!(b_sync.try_recv().unwrap(), Err(GroupError::NotCoordinator));
+    assert_eq!(d.try_recv().unwrap(), Err(GroupError::NotCoordinator));
+    // Nothing parks after: a rejoin, and a join racing the shutdown into a new group, are
+    // answered at once.
+    assert!(join_now("joining", &c.member_id, 3).try_recv().unwrap().is_err());
+    assert!(join_now("latecomer", "", 5).try_recv().unwrap().is_err());
+}
