@@ -35,7 +35,8 @@ fn commit(group: &str, offset: i64) -> Vec<OffsetWrite> {
 async fn finishes_within<F: Future>(future: std::pin::Pin<&mut F>, rounds: usize) -> bool {
     let mut future = future;
     for _ in 0..rounds {
-        let ready = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_ready())).await;
+        let ready =
+            std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_ready())).await;
         if ready {
             return true;
         }

@@ -39,7 +39,11 @@ async fn a_config_change_whose_metadata_cannot_be_stored_is_rolled_back_in_memor
 
     let topic = broker.topic("t").unwrap();
     assert_eq!(
-        topic.configs.overrides.get("retention.ms").map(String::as_str),
+        topic
+            .configs
+            .overrides
+            .get("retention.ms")
+            .map(String::as_str),
         Some("60000")
     );
     assert!(!topic.configs.overrides.contains_key("segment.bytes"));
@@ -55,7 +59,10 @@ async fn a_config_change_whose_metadata_cannot_be_stored_is_rolled_back_in_memor
     changed.set("retention.ms", "1000").unwrap();
     broker.set_topic_configs("t", changed, false).await.unwrap();
     assert_eq!(
-        broker.topic("t").unwrap().partitions[0].log.config().retention_ms,
+        broker.topic("t").unwrap().partitions[0]
+            .log
+            .config()
+            .retention_ms,
         Some(1000)
     );
 }

@@ -54,8 +54,12 @@ async fn a_send_waits_for_room_in_buffer_memory_and_fails_clearly_when_none_come
 
     // The broker stops answering: two records fill the buffer, the third finds no room.
     mode.store(SWALLOW_RESPONSES, Ordering::SeqCst);
-    let first = producer.send(ProducerRecord::new("slow", value.clone())).await;
-    let second = producer.send(ProducerRecord::new("slow", value.clone())).await;
+    let first = producer
+        .send(ProducerRecord::new("slow", value.clone()))
+        .await;
+    let second = producer
+        .send(ProducerRecord::new("slow", value.clone()))
+        .await;
     assert!(producer.buffered_bytes() <= 2_500);
     let third = tokio::time::timeout(WAIT, async {
         producer

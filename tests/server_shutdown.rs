@@ -159,10 +159,11 @@ async fn a_shutdown_answers_a_parked_join_and_a_parked_fetch_and_returns_without
         .unwrap();
 
     // The parked requests got their answers before the server returned.
-    let join: JoinGroupResponse = tokio::time::timeout(BOUND, receive(&mut joiner, ApiKey::JoinGroup, 3))
-        .await
-        .unwrap()
-        .expect("the parked join was answered");
+    let join: JoinGroupResponse =
+        tokio::time::timeout(BOUND, receive(&mut joiner, ApiKey::JoinGroup, 3))
+            .await
+            .unwrap()
+            .expect("the parked join was answered");
     assert_eq!(join.error_code, ResponseError::NotCoordinator.code());
     let fetch: FetchResponse = tokio::time::timeout(BOUND, receive(&mut fetcher, ApiKey::Fetch, 4))
         .await
@@ -218,7 +219,10 @@ async fn unloading_the_groups_answers_parked_joins_and_syncs_with_not_coordinato
     let a = join_now("syncing", "", 1).try_recv().unwrap().unwrap();
     let mut b = join_now("syncing", "", 2);
     assert!(b.try_recv().is_err(), "parked until a rejoins");
-    let a2 = join_now("syncing", &a.member_id, 1).try_recv().unwrap().unwrap();
+    let a2 = join_now("syncing", &a.member_id, 1)
+        .try_recv()
+        .unwrap()
+        .unwrap();
     let b = b.try_recv().unwrap().unwrap();
     assert_eq!((a2.generation_id, b.generation_id), (2, 2));
     assert_eq!(a2.leader, a.member_id);
@@ -236,6 +240,9 @@ async fn unloading_the_groups_answers_parked_joins_and_syncs_with_not_coordinato
     assert_eq!(d.try_recv().unwrap(), Err(GroupError::NotCoordinator));
     // Nothing parks after: a rejoin, and a join racing the shutdown into a new group, are
     // answered at once.
-    assert!(join_now("joining", &c.member_id, 3).try_recv().unwrap().is_err());
+    assert!(join_now("joining", &c.member_id, 3)
+        .try_recv()
+        .unwrap()
+        .is_err());
     assert!(join_now("latecomer", "", 5).try_recv().unwrap().is_err());
 }

@@ -214,7 +214,9 @@ pub enum SendError {
     #[error("the producer is closed")]
     Closed,
     /// The record alone is larger than `buffer.memory` (Kafka: RecordTooLargeException).
-    #[error("the record takes {size} bytes, more than the whole buffer.memory of {buffer_memory} bytes")]
+    #[error(
+        "the record takes {size} bytes, more than the whole buffer.memory of {buffer_memory} bytes"
+    )]
     RecordTooLarge { size: usize, buffer_memory: usize },
     /// No room in `buffer.memory` within `max.block.ms`: records are sent faster than the
     /// brokers take them (Kafka: BufferExhaustedException).
@@ -412,7 +414,10 @@ impl Producer {
         let timestamp_ms = record
             .timestamp_ms
             .unwrap_or_else(|| self.inner.clock.now_ms());
-        if let Some(p) = record.partition.filter(|p| !(0..num_partitions).contains(p)) {
+        if let Some(p) = record
+            .partition
+            .filter(|p| !(0..num_partitions).contains(p))
+        {
             return ready(SendOutcome::Failed {
                 error: SendError::InvalidPartition {
                     topic: record.topic,
@@ -888,7 +893,11 @@ async fn send_batch(inner: Arc<Inner>, batch: Batch) {
         backoff = (backoff * 2).min(inner.config.retry_backoff_max);
     };
     let count = batch.records.len();
-    let size: usize = batch.records.iter().map(|p| estimated_size(&p.record)).sum();
+    let size: usize = batch
+        .records
+        .iter()
+        .map(|p| estimated_size(&p.record))
+        .sum();
     {
         let mut state = inner.state();
         state.in_flight -= 1;

@@ -56,43 +56,43 @@ pub fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> Reply {
         .expect("created");
     ctx.later(
         async move {
-        let outcome = receiver
-            .await
-            .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
-        match outcome {
-            Err(e) => error_response(&e),
-            Ok(result) => {
-                let mut response = JoinGroupResponse::default()
-                    .with_generation_id(result.generation_id)
-                    .with_protocol_name(result.protocol_name.map(s))
-                    .with_leader(s(result.leader))
-                    .with_member_id(s(result.member_id))
-                    .with_members(
-                        result
-                            .members
-                            .into_iter()
-                            .map(|(id, instance, metadata)| {
-                                let mut m = JoinGroupResponseMember::default()
-                                    .with_member_id(s(id))
-                                    .with_metadata(metadata);
-                                if version >= 5 {
-                                    m = m.with_group_instance_id(instance.map(s));
-                                }
-                                m
-                            })
-                            .collect(),
-                    );
-                if version >= 7 {
-                    response = response.with_protocol_type(result.protocol_type.map(s));
+            let outcome = receiver
+                .await
+                .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
+            match outcome {
+                Err(e) => error_response(&e),
+                Ok(result) => {
+                    let mut response = JoinGroupResponse::default()
+                        .with_generation_id(result.generation_id)
+                        .with_protocol_name(result.protocol_name.map(s))
+                        .with_leader(s(result.leader))
+                        .with_member_id(s(result.member_id))
+                        .with_members(
+                            result
+                                .members
+                                .into_iter()
+                                .map(|(id, instance, metadata)| {
+                                    let mut m = JoinGroupResponseMember::default()
+                                        .with_member_id(s(id))
+                                        .with_metadata(metadata);
+                                    if version >= 5 {
+                                        m = m.with_group_instance_id(instance.map(s));
+                                    }
+                                    m
+                                })
+                                .collect(),
+                        );
+                    if version >= 7 {
+                        response = response.with_protocol_type(result.protocol_type.map(s));
+                    }
+                    if version < 7 && response.protocol_name.is_none() {
+                        response.protocol_name = Some(StrBytes::default());
+                    }
+                    response.error_code = 0;
+                    response
                 }
-                if version < 7 && response.protocol_name.is_none() {
-                    response.protocol_name = Some(StrBytes::default());
-                }
-                response.error_code = 0;
-                response
             }
-        }
-    },
+        },
         |error| {
             JoinGroupResponse::default()
                 .with_error_code(error.code())

@@ -75,10 +75,7 @@ pub type Fallback = Box<dyn FnOnce() -> Bytes + Send + 'static>;
 impl Future for Deferred {
     type Output = Bytes;
 
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Bytes> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Bytes> {
         self.future.as_mut().poll(cx)
     }
 }

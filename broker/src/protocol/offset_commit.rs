@@ -91,27 +91,39 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Reply
         .iter()
         .map(|(name, partitions)| (name.clone(), partitions.iter().map(|(i, _)| *i).collect()))
         .collect();
-    ctx.later(async move {
-        let write_code = match (appended, partition) {
-            (Ok(info), Some(partition)) => match groups.complete(&partition, &writes, info).await {
-                Ok(()) => 0,
-                Err(e) => errors::offset_write(&e).code(),
-            },
-            (Err(code), _) => code,
-            (Ok(info), None) => {
-                assert!(info.is_none(), "appended without a partition");
-                0
-            }
-        };
-        response(results, write_code)
-    },
-    move |error| {
-        let results = requested
-            .into_iter()
-            .map(|(name, indexes)| (name, indexes.into_iter().map(|i| (i, Some(error.code()))).collect()))
-            .collect();
-        response(results, 0)
-    })
+    ctx.later(
+        async move {
+            let write_code = match (appended, partition) {
+                (Ok(info), Some(partition)) => {
+                    match groups.complete(&partition, &writes, info).await {
+                        Ok(()) => 0,
+                        Err(e) => errors::offset_write(&e).code(),
+                    }
+                }
+                (Err(code), _) => code,
+                (Ok(info), None) => {
+                    assert!(info.is_none(), "appended without a partition");
+                    0
+                }
+            };
+            response(results, write_code)
+        },
+        move |error| {
+            let results = requested
+                .into_iter()
+                .map(|(name, indexes)| {
+                    (
+                        name,
+                        indexes
+                            .into_iter()
+                            .map(|i| (i, Some(error.code())))
+                            .collect(),
+                    )
+                })
+                .collect();
+            response(results, 0)
+        },
+    )
 }
 
 /// The response: each partition's own error, or `write_code` for those that were written.

@@ -131,31 +131,39 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 .iter()
                 .map(|(name, outcomes)| (name.clone(), outcomes.iter().map(|o| o.index).collect()))
                 .collect();
-            ctx.later(async move {
-            for (_, outcomes) in &mut topics {
-                for outcome in outcomes.iter_mut() {
-                    if let (Ok(info), Some(partition)) = (&outcome.result, &outcome.partition) {
-                        if let Err(e) = partition.wait_durable(info).await {
-                            outcome.result = Err((errors::append(&e), Some(e.to_string())));
+            ctx.later(
+                async move {
+                    for (_, outcomes) in &mut topics {
+                        for outcome in outcomes.iter_mut() {
+                            if let (Ok(info), Some(partition)) =
+                                (&outcome.result, &outcome.partition)
+                            {
+                                if let Err(e) = partition.wait_durable(info).await {
+                                    outcome.result = Err((errors::append(&e), Some(e.to_string())));
+                                }
+                            }
                         }
                     }
-                }
-            }
-            response(version, &topics)
-        },
-            move |error| {
-                let failed: Vec<(TopicName, Vec<Outcome>)> = requested
-                    .into_iter()
-                    .map(|(name, indexes)| {
-                        let outcomes = indexes
-                            .into_iter()
-                            .map(|index| Outcome { index, result: Err((error, None)), partition: None })
-                            .collect();
-                        (name, outcomes)
-                    })
-                    .collect();
-                response(version, &failed)
-            })
+                    response(version, &topics)
+                },
+                move |error| {
+                    let failed: Vec<(TopicName, Vec<Outcome>)> = requested
+                        .into_iter()
+                        .map(|(name, indexes)| {
+                            let outcomes = indexes
+                                .into_iter()
+                                .map(|index| Outcome {
+                                    index,
+                                    result: Err((error, None)),
+                                    partition: None,
+                                })
+                                .collect();
+                            (name, outcomes)
+                        })
+                        .collect();
+                    response(version, &failed)
+                },
+            )
         }
         _ => ctx.now(&response(version, &topics)),
     }

@@ -43,49 +43,53 @@ pub fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> Reply {
     let broker = std::sync::Arc::clone(&ctx.broker);
     ctx.later(
         async move {
-        let Some((receiver, inconsistent, protocol_type, protocol_name, store)) = receiver else {
-            return SyncGroupResponse::default()
-                .with_error_code(errors::group(&GroupError::UnknownMemberId).code());
-        };
-        if store {
-            // The leader's assignments: stored before anyone learns them (Kafka's storeGroup).
-            let groups = broker.groups();
-            let stored = match broker.offsets_partition().await {
-                Ok(partition) => groups.store_group(&partition, &group_id, generation).await,
-                Err(e) => Err(crate::partition::ProduceError::Append(
-                    crate::log::AppendError::Offline(e.to_string()),
-                )),
+            let Some((receiver, inconsistent, protocol_type, protocol_name, store)) = receiver
+            else {
+                return SyncGroupResponse::default()
+                    .with_error_code(errors::group(&GroupError::UnknownMemberId).code());
             };
-            let now = broker.clock().now_ms();
-            groups.with_group(&group_id, false, |group| match stored {
-                Ok(_) => group.assignments_stored(generation, now),
-                Err(e) => {
-                    tracing::warn!(group = %group_id, %e, "group assignments not stored");
-                    group.assignments_not_stored(generation, GroupError::CoordinatorNotAvailable);
-                }
-            });
-        }
-        let outcome = receiver
-            .await
-            .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
-        let outcome = if inconsistent {
-            Err(GroupError::InconsistentGroupProtocol)
-        } else {
-            outcome
-        };
-        match outcome {
-            Err(e) => SyncGroupResponse::default().with_error_code(errors::group(&e).code()),
-            Ok(assignment) => {
-                let mut response = SyncGroupResponse::default().with_assignment(assignment);
-                if version >= 5 {
-                    response = response
-                        .with_protocol_type(protocol_type.map(StrBytes::from_string))
-                        .with_protocol_name(protocol_name.map(StrBytes::from_string));
-                }
-                response
+            if store {
+                // The leader's assignments: stored before anyone learns them (Kafka's storeGroup).
+                let groups = broker.groups();
+                let stored = match broker.offsets_partition().await {
+                    Ok(partition) => groups.store_group(&partition, &group_id, generation).await,
+                    Err(e) => Err(crate::partition::ProduceError::Append(
+                        crate::log::AppendError::Offline(e.to_string()),
+                    )),
+                };
+                let now = broker.clock().now_ms();
+                groups.with_group(&group_id, false, |group| match stored {
+                    Ok(_) => group.assignments_stored(generation, now),
+                    Err(e) => {
+                        tracing::warn!(group = %group_id, %e, "group assignments not stored");
+                        group.assignments_not_stored(
+                            generation,
+                            GroupError::CoordinatorNotAvailable,
+                        );
+                    }
+                });
             }
-        }
-    },
+            let outcome = receiver
+                .await
+                .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
+            let outcome = if inconsistent {
+                Err(GroupError::InconsistentGroupProtocol)
+            } else {
+                outcome
+            };
+            match outcome {
+                Err(e) => SyncGroupResponse::default().with_error_code(errors::group(&e).code()),
+                Ok(assignment) => {
+                    let mut response = SyncGroupResponse::default().with_assignment(assignment);
+                    if version >= 5 {
+                        response = response
+                            .with_protocol_type(protocol_type.map(StrBytes::from_string))
+                            .with_protocol_name(protocol_name.map(StrBytes::from_string));
+                    }
+                    response
+                }
+            }
+        },
         |error| SyncGroupResponse::default().with_error_code(error.code()),
     )
 }
