@@ -119,6 +119,40 @@ pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A flag that is set once and can be awaited (a Notify, not a watch channel: watch picks
+/// notifiers with a thread-local RNG, which the simulator cannot seed).
+#[derive(Default)]
+pub struct Latch {
+    set: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl Latch {
+    /// Sets the latch and wakes every waiter; later waits return at once.
+    pub fn set(&self) {
+        self.set.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.set.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves once the latch is set.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a `set` in between is not missed.
+            notified.as_mut().enable();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// The broker: configuration plus the catalog of topics.
 pub struct Broker {
     pub config: BrokerConfig,
@@ -132,7 +166,7 @@ pub struct Broker {
     producer_ids: ProducerIdManager,
     groups: Arc<GroupCoordinator>,
     /// True once shutdown began: parked requests are answered at once, none park any more.
-    stopping: tokio::sync::watch::Sender<bool>,
+    stopping: Latch,
     /// Connections closed at once because a `max.connections` limit was reached.
     connections_refused: std::sync::atomic::AtomicU64,
 }
@@ -200,7 +234,7 @@ impl Broker {
             data_arrived,
             producer_ids,
             groups,
-            stopping: tokio::sync::watch::Sender::new(false),
+            stopping: Latch::default(),
             connections_refused: std::sync::atomic::AtomicU64::new(0),
         };
         let mut topics = BTreeMap::new();
@@ -654,7 +688,7 @@ impl Broker {
     /// SyncGroup with NOT_COORDINATOR, as when the coordinator unloads the group), and requests
     /// that arrive later are not parked. Logs stay open, so acks=all produces still complete.
     pub fn begin_shutdown(&self) {
-        self.stopping.send_replace(true);
+        self.stopping.set();
         let answered = self.groups.unload_all();
         tracing::info!(
             parked_group_requests = answered,
@@ -664,14 +698,12 @@ impl Broker {
 
     /// Has shutdown begun ([`Broker::begin_shutdown`])?
     pub fn is_stopping(&self) -> bool {
-        *self.stopping.borrow()
+        self.stopping.is_set()
     }
 
     /// Resolves once shutdown has begun (at once if it has).
     pub async fn stopping(&self) {
-        let mut rx = self.stopping.subscribe();
-        // The sender lives as long as `self`, so this only ends by seeing `true`.
-        let _ = rx.wait_for(|stopping| *stopping).await;
+        self.stopping.wait().await;
     }
 
     /// Counts a connection closed at once for being over a connection limit.

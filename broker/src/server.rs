@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Latch};
 use crate::config::BrokerConfig;
 use crate::protocol::{self, frame, Fallback, Reply};
 
@@ -32,7 +32,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::broadcast::channel::<()>(1);
-    let (kill_tx, kill_rx) = watch::channel(false);
+    let kill = Arc::new(Latch::default());
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let quotas = Arc::new(ConnectionQuotas::new(&broker.config));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stop_tx.subscribe()));
@@ -51,13 +51,13 @@ pub async fn serve(
                     };
                     let broker = Arc::clone(&broker);
                     let stop = stop_tx.subscribe();
-                    let mut kill = kill_rx.clone();
+                    let kill = Arc::clone(&kill);
                     let done = done_tx.clone();
                     tokio::spawn(async move {
                         tokio::select! {
                             () = connection(broker, stream, peer, stop) => {}
                             // Past the shutdown bound: dropping the connection closes it.
-                            _ = kill.wait_for(|kill| *kill) => {
+                            () = kill.wait() => {
                                 tracing::debug!(%peer, "connection closed at the shutdown bound");
                             }
                         }
@@ -85,7 +85,7 @@ pub async fn serve(
             timeout_ms = broker.config.shutdown_timeout_ms,
             "connections still busy at the shutdown bound: closing them"
         );
-        kill_tx.send_replace(true);
+        kill.set();
         let _ = done_rx.recv().await;
     }
     let _ = maintenance.await;

@@ -268,7 +268,7 @@ impl GroupCoordinator {
             Ok(info) => info,
             Err(e) => {
                 self.pending_writes.add_permits(1);
-                return Err(e.into());
+                return Err(e);
             }
         };
         assert_eq!(
