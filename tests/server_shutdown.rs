@@ -21,6 +21,10 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The tests that talk to a broker run one at a time: they learn that a request was read by
+/// counting the process's dispatched requests.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Far below the parked requests' 5 minutes; generous for a loaded machine.
 const BOUND: Duration = Duration::from_secs(60);
 /// The parked requests' own timeouts.
@@ -120,6 +124,7 @@ fn fetch_request() -> FetchRequest {
 #[tokio::test]
 async fn a_shutdown_answers_a_parked_join_and_a_parked_fetch_and_returns_without_waiting_out_their_timeouts(
 ) {
+    let _serial = SERIAL.lock().await;
     // The group's first join waits out the initial delay (capped by the rebalance timeout):
     // five minutes, parked.
     let running = start(|c| c.group_initial_rebalance_delay_ms = FIVE_MINUTES_MS as i64).await;
@@ -128,6 +133,7 @@ async fn a_shutdown_answers_a_parked_join_and_a_parked_fetch_and_returns_without
         .create_topic("quiet", 1, -1, &[], false)
         .await
         .unwrap();
+    let handled = broker::protocol::requests_handled();
     let mut joiner = TcpStream::connect(&running.addr).await.unwrap();
     let mut fetcher = TcpStream::connect(&running.addr).await.unwrap();
     // JoinGroup v3: no KIP-394 round trip, the first join parks at once.
@@ -135,7 +141,7 @@ async fn a_shutdown_answers_a_parked_join_and_a_parked_fetch_and_returns_without
     send(&mut fetcher, ApiKey::Fetch, 4, &fetch_request()).await;
 
     // Both are parked: the join in the group, the fetch for lack of data. The fetch is parked
-    // once a second request frame reached the dispatcher (this test binary's only requests).
+    // once both request frames reached the dispatcher.
     tokio::time::timeout(BOUND, async {
         loop {
             let join_parked = running
@@ -143,7 +149,7 @@ async fn a_shutdown_answers_a_parked_join_and_a_parked_fetch_and_returns_without
                 .groups()
                 .with_group("parked", false, |g| g.members.len() == 1)
                 .unwrap_or(false);
-            if join_parked && broker::protocol::requests_handled() >= 2 {
+            if join_parked && broker::protocol::requests_handled() >= handled + 2 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -245,4 +251,69 @@ async fn unloading_the_groups_answers_parked_joins_and_syncs_with_not_coordinato
         .unwrap()
         .is_err());
     assert!(join_now("latecomer", "", 5).try_recv().unwrap().is_err());
+}
+
+#[tokio::test]
+async fn a_connection_still_waiting_at_the_shutdown_bound_is_closed_and_the_logs_still_close_cleanly(
+) {
+    let _serial = SERIAL.lock().await;
+    let running = start(|c| c.shutdown_timeout_ms = 200).await;
+    // An offset write appended and never completed: an OffsetFetch of its group waits for it,
+    // a wait no shutdown step answers.
+    let partition = running.broker.offsets_partition().await.unwrap();
+    let key = broker::group::offsets::OffsetKey {
+        group: "stuck".into(),
+        topic: "t".into(),
+        partition: 0,
+    };
+    let value = broker::group::offsets::CommittedOffset {
+        offset: 1,
+        leader_epoch: -1,
+        metadata: None,
+        commit_timestamp_ms: 0,
+    };
+    running
+        .broker
+        .groups()
+        .append(&partition, &[(key, Some(value))], 0)
+        .await
+        .unwrap();
+    let handled = broker::protocol::requests_handled();
+    let mut waiting = TcpStream::connect(&running.addr).await.unwrap();
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("stuck")))
+        .with_topics(None);
+    send(&mut waiting, ApiKey::OffsetFetch, 7, &request).await;
+    tokio::time::timeout(BOUND, async {
+        while broker::protocol::requests_handled() < handled + 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    let _ = running.stop.send(());
+    tokio::time::timeout(BOUND, running.server)
+        .await
+        .expect("the server returned at its bound")
+        .unwrap();
+    let answer: Option<OffsetFetchResponse> =
+        tokio::time::timeout(BOUND, receive(&mut waiting, ApiKey::OffsetFetch, 7))
+            .await
+            .unwrap();
+    assert!(answer.is_none(), "closed regardless: {answer:?}");
+    running.broker.shutdown().await;
+    let config = running.broker.config.clone();
+    drop(running.broker);
+    let reopened = Broker::open(config, Arc::new(FileDisk::new()), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    assert!(
+        reopened
+            .partition("__consumer_offsets", 0)
+            .unwrap()
+            .log
+            .recovery()
+            .clean
+    );
 }

@@ -54,13 +54,7 @@ pub async fn serve(
                     let kill = Arc::clone(&kill);
                     let done = done_tx.clone();
                     tokio::spawn(async move {
-                        tokio::select! {
-                            () = connection(broker, stream, peer, stop) => {}
-                            // Past the shutdown bound: dropping the connection closes it.
-                            () = kill.wait() => {
-                                tracing::debug!(%peer, "connection closed at the shutdown bound");
-                            }
-                        }
+                        connection(broker, stream, peer, stop, kill).await;
                         drop(slot);
                         drop(done);
                     });
@@ -260,6 +254,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     mut stop: tokio::sync::broadcast::Receiver<()>,
+    kill: Arc<Latch>,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = tokio::io::split(stream);
@@ -300,7 +295,17 @@ async fn connection(
         };
         // The slot is taken before the request runs, so responses keep request order.
         let (tx, rx) = oneshot::channel();
-        if queue_tx.send(rx).await.is_err() {
+        // Waits while MAX_IN_FLIGHT responses are pending; the shutdown bound ends the wait
+        // (this request, read but not begun, then gets no answer).
+        let queued = match queue_tx.try_send(rx) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(rx)) => tokio::select! {
+                queued = queue_tx.send(rx) => queued.is_ok(),
+                () = kill.wait() => false,
+            },
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        if !queued {
             break;
         }
         match protocol::handle_request(&broker, peer, frame).await {
@@ -313,8 +318,16 @@ async fn connection(
         }
     }
     drop(queue_tx);
+    // Past the shutdown bound the writer is aborted (and the socket closed) even if responses
+    // are still pending. A request being handled inline is never cut mid-way (an append is
+    // not cancelled between its write and its bookkeeping): the kill waits for it here.
     let mut write_task = write_task;
-    let _ = (&mut write_task.0).await;
+    tokio::select! {
+        _ = &mut write_task.0 => {}
+        () = kill.wait() => {
+            tracing::debug!(%peer, "connection closed at the shutdown bound");
+        }
+    }
 }
 
 /// A signal from the writer that the connection is unusable (the reader stops too).
