@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::client::*;
+use client::*;
 use own_broker::start_broker_with;
 use proxy::{start_proxy, PASS, SWALLOW_RESPONSES};
 use tokio::net::TcpListener;

@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::{Broker, Latch};
 use crate::config::BrokerConfig;
-use crate::protocol::{self, frame, Fallback, Reply};
+use crate::protocol::{self, Fallback, Reply};
+use wire::frame;
 
 /// Responses a connection may have outstanding before it stops reading more requests.
 const MAX_IN_FLIGHT: usize = 64;
