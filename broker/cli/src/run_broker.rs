@@ -142,7 +142,7 @@ pub async fn run(args: BrokerArgs) -> i32 {
         .unwrap_or_else(|_| config.listen.clone());
     tracing::info!(listen = %local, advertised = config.advertised(), node_id = config.node_id, "faultline broker started");
     broker::server::serve(Arc::clone(&broker), listener, shutdown_signal()).await;
-    tracing::info!("shutting down: connections drained, closing logs");
+    tracing::info!("connections closed; syncing and closing logs");
     broker.shutdown().await;
     tracing::info!("faultline broker stopped cleanly");
     0
