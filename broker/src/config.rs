@@ -331,6 +331,28 @@ mod tests {
     }
 
     #[test]
+    fn connection_limit_overrides_are_a_table_of_addresses_and_a_bad_address_is_refused() {
+        let config = BrokerConfig::from_toml(
+            "max-connections-per-ip = 10\n[max-connections-per-ip-overrides]\n\"10.0.0.7\" = 100\n\"::1\" = 0\n",
+        )
+        .unwrap();
+        assert_eq!(config.max_connections_per_ip, 10);
+        assert_eq!(config.max_connections, i32::MAX as u32, "Kafka's default");
+        assert_eq!(
+            config.max_connections_per_ip_overrides,
+            BTreeMap::from([
+                ("10.0.0.7".parse().unwrap(), 100),
+                ("::1".parse().unwrap(), 0)
+            ])
+        );
+        assert_eq!(BrokerConfig::from_toml(&config.to_toml()).unwrap(), config);
+        assert!(BrokerConfig::from_toml(
+            "[max-connections-per-ip-overrides]\n\"not-an-address\" = 1\n"
+        )
+        .is_err());
+    }
+
+    #[test]
     fn topic_configs_are_validated_with_kafka_names_and_feed_the_log_config() {
         let broker = BrokerConfig::default();
         let mut topic = TopicConfigs::default();

@@ -23,7 +23,7 @@ use wire::frame;
 /// Responses a connection may have outstanding before it stops reading more requests.
 const MAX_IN_FLIGHT: usize = 64;
 
-/// Serves `listener` until `shutdown` resolves, then stops within `shutdown.timeout.ms`:
+/// Serves `listener` until `shutdown` resolves, then stops within `shutdown-timeout-ms`:
 /// the listener closes first, parked requests are answered ([`Broker::begin_shutdown`]),
 /// every connection stops reading and flushes the responses to what it has read; connections
 /// still busy when the bound passes are closed regardless. The caller then closes the logs.
@@ -46,7 +46,7 @@ pub async fn serve(
                     let Some(slot) = ConnectionQuotas::admit(&quotas, peer.ip()) else {
                         // Over a limit: closed at once, as Kafka does, and counted.
                         broker.count_refused_connection();
-                        tracing::warn!(%peer, "closing a new connection: connection limit reached");
+                        tracing::info!(%peer, "closing a new connection: connection limit reached");
                         drop(stream);
                         continue;
                     };
