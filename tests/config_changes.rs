@@ -66,3 +66,35 @@ async fn a_config_change_whose_metadata_cannot_be_stored_is_rolled_back_in_memor
         Some(1000)
     );
 }
+
+#[tokio::test]
+async fn a_topic_whose_creation_fails_leaves_no_partition_behind() {
+    let disk = FaultyDisk::new(2, FaultyDiskConfig::default());
+    let config = BrokerConfig {
+        data_dir: "/data".into(),
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::open(config, Arc::new(disk.clone()), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    disk.fail_io_under("/data/meta.toml.tmp");
+    let configs = [(String::from("retention.ms"), String::from("1000"))];
+    assert!(broker
+        .create_topic("x", 3, -1, &configs, false)
+        .await
+        .is_err());
+    assert!(broker.topic("x").is_none());
+    let dirs = broker::disk::Disk::list(&disk, std::path::Path::new("/data"))
+        .await
+        .unwrap();
+    assert!(
+        !dirs.iter().any(|d| d.starts_with("x-")),
+        "left behind: {dirs:?}"
+    );
+    disk.heal_io_under(std::path::Path::new("/data/meta.toml.tmp"));
+    let created = broker
+        .create_topic("x", 3, -1, &configs, false)
+        .await
+        .unwrap();
+    assert_eq!(created.partitions.len(), 3);
+}

@@ -454,11 +454,13 @@ impl Broker {
         }
         let mut opened = Vec::new();
         for index in 0..partitions {
-            let partition = self
-                .open_partition(name, index, &topic_configs)
-                .await
-                .map_err(|e| CreateTopicError::Storage(storage(e)))?;
-            opened.push(partition);
+            match self.open_partition(name, index, &topic_configs).await {
+                Ok(partition) => opened.push(partition),
+                Err(e) => {
+                    self.discard_partitions(name, &opened, index + 1).await;
+                    return Err(CreateTopicError::Storage(storage(e)));
+                }
+            }
         }
         let topic = Arc::new(Topic {
             name: name.to_string(),
@@ -475,10 +477,32 @@ impl Broker {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(name);
+            self.discard_partitions(name, &topic.partitions, partitions)
+                .await;
             return Err(CreateTopicError::Storage(storage(e)));
         }
         tracing::info!(topic = name, partitions, id = %id, "topic created");
         Ok(topic)
+    }
+
+    /// Undoes a failed creation: closes the partitions opened so far and removes the
+    /// directories of the first `dirs` partitions, so nothing of the topic stays behind (a
+    /// later creation of the same name starts from empty directories either way). Best effort:
+    /// a directory that cannot be removed now is only logged.
+    async fn discard_partitions(&self, name: &str, opened: &[Arc<Partition>], dirs: i32) {
+        for partition in opened {
+            let _ = partition.log.close().await;
+        }
+        for index in 0..dirs {
+            let dir = self.partition_dir(name, index);
+            match self.disk.remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(topic = name, partition = index, %e, "could not remove the directory of a topic whose creation failed");
+                }
+            }
+        }
     }
 
     /// Deletes a topic and its data.
