@@ -788,3 +788,116 @@ async fn bad_group_input_gets_kafkas_error_codes_and_offset_delete_removes_a_com
     assert_eq!(r.topics[0].partitions[0].committed_offset, -1);
     broker.shutdown().await;
 }
+
+/// Appends `count` batches of `records` records of `value_len` bytes to partition `index` of
+/// `topic`, and waits until they are durable (so the high watermark covers them).
+async fn append_batches(
+    broker: &Arc<Broker>,
+    topic: &str,
+    index: i32,
+    count: usize,
+    records: usize,
+    value_len: usize,
+) -> usize {
+    let partition = broker.partition(topic, index).unwrap();
+    let mut size = 0;
+    for i in 0..count {
+        let mut bytes =
+            builder::simple(records, value_len, b'a' + (i % 26) as u8, 1_700_000_000_000);
+        size = bytes.len();
+        let info = partition.append(&mut bytes).await.unwrap();
+        partition.wait_durable(&info).await.unwrap();
+    }
+    size
+}
+
+/// A Fetch v12 for partitions `(topic, index, partition_max_bytes)` from offset 0, answered at
+/// once (no long poll).
+async fn fetch_sizes(
+    broker: &Arc<Broker>,
+    max_bytes: i32,
+    wanted: &[(&str, i32, i32)],
+) -> Vec<usize> {
+    let topics = wanted
+        .iter()
+        .map(|&(t, index, partition_max_bytes)| {
+            fetch_request::FetchTopic::default()
+                .with_topic(topic(t))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(index)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(partition_max_bytes)])
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(topics);
+    let frame = request_frame(ApiKey::Fetch, 12, 7, &request).unwrap();
+    let r: FetchResponse =
+        decode_response(ApiKey::Fetch, 12, 7, call(broker, frame).await.unwrap());
+    r.responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| {
+            assert_eq!(p.error_code, 0);
+            p.records.as_ref().map_or(0, |r| r.len())
+        })
+        .collect()
+}
+
+/// librdkafka's test 0082 asks for `fetch.max.bytes=1000000` with
+/// `max.partition.fetch.bytes=20000000`; the broker bounded the first partition by the
+/// partition limit alone and answered 19.4 MB, which the client refused as an invalid size.
+#[tokio::test]
+async fn fetch_bounds_the_first_partition_by_the_response_limit_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    broker.create_topic("many", 2, 1, &[], false).await.unwrap();
+    // 40 batches of about 100 kB: 4 MB in partition 0, and a little in partition 1.
+    let batch = append_batches(&broker, "many", 0, 40, 10, 10_000).await;
+    append_batches(&broker, "many", 1, 2, 10, 10_000).await;
+    let sizes = fetch_sizes(
+        &broker,
+        1_000_000,
+        &[("many", 0, 20_000_000), ("many", 1, 20_000_000)],
+    )
+    .await;
+    assert!(sizes[0] > 0, "the first partition returns data");
+    assert!(
+        sizes.iter().sum::<usize>() <= 1_000_000,
+        "response records {sizes:?} exceed fetch.max.bytes"
+    );
+    assert_eq!(sizes[0] % batch, 0, "whole batches only");
+
+    // A first batch larger than the response limit still comes back, alone and whole (KIP-74);
+    // nothing else does.
+    let sizes = fetch_sizes(
+        &broker,
+        50_000,
+        &[("many", 0, 20_000_000), ("many", 1, 20_000_000)],
+    )
+    .await;
+    assert_eq!(sizes, vec![batch, 0]);
+    // The same when the partition limit is the smaller one.
+    let sizes = fetch_sizes(
+        &broker,
+        1_000_000,
+        &[("many", 0, 50_000), ("many", 1, 20_000_000)],
+    )
+    .await;
+    assert_eq!(sizes[0], batch);
+    assert!(sizes[0] + sizes[1] <= 1_000_000);
+    // After the first partition, a batch larger than its partition's limit is not returned.
+    let sizes = fetch_sizes(
+        &broker,
+        1_000_000,
+        &[("many", 1, 20_000_000), ("many", 0, 50_000)],
+    )
+    .await;
+    assert_eq!(sizes, vec![2 * batch, 0]);
+    broker.shutdown().await;
+}
