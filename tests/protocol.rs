@@ -901,3 +901,78 @@ async fn fetch_bounds_the_first_partition_by_the_response_limit_too() {
     assert_eq!(sizes, vec![2 * batch, 0]);
     broker.shutdown().await;
 }
+
+/// kafka-python's admin client asks for authorized operations and got Kafka's "not requested"
+/// value (INT32_MIN), which it decodes as a set holding operation 31 and refuses. Asked, the
+/// broker answers every operation that applies to the resource (no authorizer, as Kafka's
+/// `AclEntry.supportedOperations`); not asked, INT32_MIN.
+#[tokio::test]
+async fn authorized_operations_are_the_supported_sets_when_asked_and_int32_min_when_not() {
+    const TOPIC_OPERATIONS: i32 = 3576; // READ WRITE CREATE DELETE ALTER DESCRIBE DESCRIBE_CONFIGS ALTER_CONFIGS
+    const CLUSTER_OPERATIONS: i32 = 8096; // CREATE ALTER DESCRIBE CLUSTER_ACTION DESCRIBE_CONFIGS ALTER_CONFIGS IDEMPOTENT_WRITE
+    const GROUP_OPERATIONS: i32 = 3400; // READ DELETE DESCRIBE DESCRIBE_CONFIGS ALTER_CONFIGS
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    broker.create_topic("t", 1, 1, &[], false).await.unwrap();
+    for asked in [true, false] {
+        let expect = |set: i32| if asked { set } else { i32::MIN };
+        for version in [8, 10, 12] {
+            let request = MetadataRequest::default()
+                .with_topics(None)
+                .with_include_cluster_authorized_operations(asked && version <= 10)
+                .with_include_topic_authorized_operations(asked);
+            let frame = request_frame(ApiKey::Metadata, version, 7, &request).unwrap();
+            let r: MetadataResponse = decode_response(
+                ApiKey::Metadata,
+                version,
+                7,
+                call(&broker, frame).await.unwrap(),
+            );
+            let t = r
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().unwrap().as_str() == "t")
+                .unwrap();
+            assert_eq!(
+                t.topic_authorized_operations,
+                expect(TOPIC_OPERATIONS),
+                "Metadata v{version}"
+            );
+            if version <= 10 {
+                assert_eq!(
+                    r.cluster_authorized_operations,
+                    expect(CLUSTER_OPERATIONS),
+                    "Metadata v{version}"
+                );
+            }
+        }
+        let request =
+            DescribeClusterRequest::default().with_include_cluster_authorized_operations(asked);
+        let frame = request_frame(ApiKey::DescribeCluster, 0, 7, &request).unwrap();
+        let r: DescribeClusterResponse = decode_response(
+            ApiKey::DescribeCluster,
+            0,
+            7,
+            call(&broker, frame).await.unwrap(),
+        );
+        assert_eq!(r.cluster_authorized_operations, expect(CLUSTER_OPERATIONS));
+        for version in [3, 5] {
+            let request = DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(StrBytes::from_static_str("no-such-group"))])
+                .with_include_authorized_operations(asked);
+            let frame = request_frame(ApiKey::DescribeGroups, version, 7, &request).unwrap();
+            let r: DescribeGroupsResponse = decode_response(
+                ApiKey::DescribeGroups,
+                version,
+                7,
+                call(&broker, frame).await.unwrap(),
+            );
+            assert_eq!(
+                r.groups[0].authorized_operations,
+                expect(GROUP_OPERATIONS),
+                "DescribeGroups v{version}"
+            );
+        }
+    }
+    broker.shutdown().await;
+}
