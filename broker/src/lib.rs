@@ -34,6 +34,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod compression;
 pub mod config;
 pub mod disk;
 pub mod group;

@@ -290,6 +290,27 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// A copy of `batch`'s header over a new records section: the codec bits of the attributes
+/// become `codec_bits`, the length fits `records`, and the CRC is computed anew. Every other
+/// header field is kept (recompression, `crate::compression`).
+pub fn with_records(batch: &[u8], codec_bits: u8, records: &[u8]) -> Vec<u8> {
+    assert!(
+        i16::from(codec_bits) <= COMPRESSION_MASK,
+        "codec bits {codec_bits}"
+    );
+    let header = BatchHeader::parse(batch).expect("a parsed batch");
+    let attributes = (header.attributes & !COMPRESSION_MASK) | i16::from(codec_bits);
+    let length = i32::try_from(HEADER_LEN - LOG_OVERHEAD + records.len()).expect("batch length");
+    let mut out = Vec::with_capacity(HEADER_LEN + records.len());
+    out.extend_from_slice(&batch[..HEADER_LEN]);
+    out.extend_from_slice(records);
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
 /// Reads a zigzag varint (Kafka's `varint`/`varlong` in records).
 fn read_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let mut value: u64 = 0;
