@@ -51,9 +51,15 @@ pub enum RecompressError {
     MalformedRecords(String),
 }
 
+/// A `compression.type` value Kafka does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown compression.type {0:?}: expected uncompressed, zstd, lz4, snappy, gzip or producer"
+)]
+pub struct UnknownCompressionType(pub String);
+
 /// The codec a `compression.type` value names: `None` for `producer` (keep the producer's).
-/// Unknown names are `Err`, for the config's validation.
-pub fn parse_compression_type(value: &str) -> Result<Option<Compression>, ()> {
+pub fn parse_compression_type(value: &str) -> Result<Option<Compression>, UnknownCompressionType> {
     match value {
         "producer" => Ok(None),
         "uncompressed" => Ok(Some(Compression::None)),
@@ -61,7 +67,7 @@ pub fn parse_compression_type(value: &str) -> Result<Option<Compression>, ()> {
         "snappy" => Ok(Some(Compression::Snappy)),
         "lz4" => Ok(Some(Compression::Lz4)),
         "zstd" => Ok(Some(Compression::Zstd)),
-        _ => Err(()),
+        other => Err(UnknownCompressionType(other.to_string())),
     }
 }
 
@@ -309,8 +315,10 @@ mod tests {
                 None => varint(out, -1),
             }
         }
+        /// A record's timestamp delta, key and value.
+        type Fields<'a> = (i64, Option<&'a [u8]>, Option<&'a [u8]>);
         let mut body = Vec::new();
-        let fields: [(i64, Option<&[u8]>, Option<&[u8]>); 3] = [
+        let fields: [Fields; 3] = [
             (
                 0,
                 Some(b"k0"),

@@ -257,13 +257,7 @@ impl TopicConfigs {
             },
             "compression.type" => crate::compression::parse_compression_type(value)
                 .map(drop)
-                .map_err(|()| {
-                    invalid(
-                        name,
-                        value,
-                        "expected uncompressed, zstd, lz4, snappy, gzip or producer",
-                    )
-                }),
+                .map_err(|e| invalid(name, value, e.to_string())),
             "message.format.version" if is_message_format_version(value) => Ok(()),
             "message.format.version" => Err(invalid(
                 name,

@@ -1,8 +1,10 @@
 //! Record batches (magic v2), handled as raw bytes.
 //!
-//! The broker never re-encodes records: it validates the 61-byte header and the CRC32C, writes
+//! The broker does not re-encode records: it validates the 61-byte header and the CRC32C, writes
 //! the base offset and the partition leader epoch (both outside the CRC's range) in place, and
-//! stores the bytes as they came. Layout (big-endian):
+//! stores the bytes as they came. The one exception is a topic whose `compression.type` names a
+//! codec: `crate::compression` re-encodes the records section of a batch in another codec
+//! ([`with_records`]) before the append. Layout (big-endian):
 //!
 //! ```text
 //!  0 base_offset i64          27 base_timestamp i64      53 base_sequence i32
