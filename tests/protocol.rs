@@ -976,3 +976,69 @@ async fn authorized_operations_are_the_supported_sets_when_asked_and_int32_min_w
     }
     broker.shutdown().await;
 }
+
+/// A topic with its own `compression.type` re-encodes produced batches, and an idempotent
+/// producer's retry of such a batch is still answered with the original offsets: the producer
+/// id, epoch and sequence survive the recompression. A batch damaged in transit is refused as
+/// CORRUPT_MESSAGE, never given a fresh CRC.
+#[tokio::test]
+async fn a_recompressing_topic_keeps_idempotent_retries_and_refuses_damaged_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    let configs = [("compression.type".to_string(), "zstd".to_string())];
+    broker
+        .create_topic("z", 1, 1, &configs, false)
+        .await
+        .unwrap();
+    let produce = |records: Vec<u8>| {
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(topic("z"))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(records))),
+                ])]);
+        request_frame(ApiKey::Produce, 9, 7, &request).unwrap()
+    };
+    let answer = |frame: Bytes| {
+        let r: ProduceResponse = decode_response(ApiKey::Produce, 9, 7, frame);
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    let batch = |seq: i32| {
+        builder::with_producer(builder::simple(5, 30, b'q', 1_700_000_000_000), 9, 0, seq)
+    };
+    assert_eq!(
+        answer(call(&broker, produce(batch(0))).await.unwrap()),
+        (0, 0)
+    );
+    assert_eq!(
+        answer(call(&broker, produce(batch(5))).await.unwrap()),
+        (0, 5)
+    );
+    // The retry of the second batch: the original's offset, nothing appended.
+    assert_eq!(
+        answer(call(&broker, produce(batch(5))).await.unwrap()),
+        (0, 5)
+    );
+    let partition = broker.partition("z", 0).unwrap();
+    assert_eq!(partition.log.log_end_offset(), 10);
+    let read = partition.log.read(0, 1 << 20, None).await.unwrap();
+    let stored = broker::log::batch::validate(&read.records).unwrap();
+    assert_eq!(stored.compression(), broker::log::batch::Compression::Zstd);
+    assert_eq!((stored.producer_id, stored.base_sequence), (9, 0));
+
+    let mut damaged = batch(10);
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x40;
+    let corrupt_message = 2;
+    assert_eq!(
+        answer(call(&broker, produce(damaged)).await.unwrap()).0,
+        corrupt_message
+    );
+    assert_eq!(partition.log.log_end_offset(), 10);
+    broker.shutdown().await;
+}

@@ -97,8 +97,8 @@ fn a_gzip_producer_into_an_lz4_topic_is_stored_as_lz4_and_read_back_intact() {
         );
     }
 
-    // A retry of a batch already stored is still recognised: the producer's sequence numbers
-    // went through the recompression. More records after a new producer session append after.
+    // The idempotent producer's sequence numbers went through the recompression: its next
+    // batches are in sequence. (tests/protocol.rs checks a retry of a recompressed batch.)
     let more = records(10);
     let offsets: Vec<i64> = send_ok(&producer, &topic, &more)
         .into_iter()
@@ -190,4 +190,49 @@ fn compression_type_and_message_format_version_are_set_altered_and_described() {
         .block_on(admin.alter_configs([&bad], &options))
         .expect("AlterConfigs");
     assert_eq!(describe()["compression.type"].0, "zstd");
+}
+
+/// librdkafka must read what the broker writes in each codec: xerial-framed snappy, lz4
+/// frames, zstd, gzip, and batches decompressed to `uncompressed`.
+#[test]
+fn librdkafka_reads_back_every_codec_the_broker_recompresses_into() {
+    let broker = TestBroker::start();
+    let sent = records(100);
+    for (topic_codec, stored_codec, producer_codec) in [
+        ("uncompressed", Compression::None, "zstd"),
+        ("gzip", Compression::Gzip, "none"),
+        ("snappy", Compression::Snappy, "lz4"),
+        ("lz4", Compression::Lz4, "snappy"),
+        ("zstd", Compression::Zstd, "gzip"),
+    ] {
+        let topic = topic_name(&format!("into-{topic_codec}"));
+        broker.create_topic(&topic, 1, &[("compression.type", topic_codec)]);
+        let producer = producer(&broker.bootstrap(), &[("compression.type", producer_codec)]);
+        send_ok(&producer, &topic, &sent);
+        let stored = stored_batches(&broker, &topic);
+        assert!(!stored.is_empty());
+        assert!(
+            stored.iter().all(|&(codec, _)| codec == stored_codec),
+            "{producer_codec} into {topic_codec}: {stored:?}"
+        );
+        let read = read(&broker.bootstrap(), &topic, 0, 0, sent.len());
+        for (i, (message, record)) in read.iter().zip(&sent).enumerate() {
+            assert_eq!(message.offset(), i as i64, "{topic_codec}");
+            assert_eq!(
+                message.key(),
+                record.key.as_deref(),
+                "{topic_codec} offset {i}"
+            );
+            assert_eq!(
+                message.payload(),
+                record.value.as_deref(),
+                "{topic_codec} offset {i}"
+            );
+            assert_eq!(
+                headers_of(message),
+                record.headers,
+                "{topic_codec} offset {i}"
+            );
+        }
+    }
 }
