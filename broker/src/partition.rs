@@ -339,6 +339,21 @@ impl Partition {
         self.watch.high_watermark_moved();
     }
 
+    /// On a follower: the leader's high watermark, from a fetch response (capped by the local
+    /// log end). Wakes the consumers parked here if it moved.
+    pub fn update_high_watermark_as_follower(&self, leader_high_watermark: u64) {
+        let moved = {
+            let mut replica = self.replica();
+            replica.update_local_log(local_log(&self.log));
+            let before = replica.high_watermark();
+            replica.update_high_watermark_as_follower(leader_high_watermark);
+            replica.high_watermark() != before
+        };
+        if moved {
+            self.watch.high_watermark_moved();
+        }
+    }
+
     /// A follower's append of batches fetched from the leader (see
     /// [`Log::append_as_follower`]). The idempotent producers' state follows the replicated
     /// batches, so a producer's retry reaches a new leader that knows it.
