@@ -155,11 +155,7 @@ fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
 /// - 11ed7df7f4fadebd: first lock (runner v1: single broker, 6 crashes, torn writes).
 /// - 8b83ed1131533ec4: every run gets a fresh thread, so std's per-thread `HashMap` keys are
 ///   drawn inside the simulator (before, a run's maps depended on the runs before it).
-/// - cb771ac30ba562b4: a parked fetch waits on its own partitions' notifications instead of one
-///   broker-wide notify, so appends to t-0 no longer wake a consumer parked on t-1 to re-read;
-///   the schedule first differs at 6.09 s (after the fourth restart), where a poll parks while
-///   both producers write; same verdict, same kinds of events.
-const LOCKED_TRACE_HASH: &str = "cb771ac30ba562b4";
+const LOCKED_TRACE_HASH: &str = "8b83ed1131533ec4";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {
