@@ -446,6 +446,8 @@ impl Broker {
         for partition in &topic.partitions {
             // Reads or appends still in flight fail as offline; nothing else refers to it.
             let _ = partition.log.close().await;
+            // Fetches parked on it answer now (with the error) instead of at their deadline.
+            partition.watch().high_watermark_moved();
             let dir = self.partition_dir(name, partition.index);
             let doomed = PathBuf::from(format!(
                 "{}.{}{DELETE_SUFFIX}",
