@@ -1409,12 +1409,8 @@ fn to_outcome(outcome: &SendOutcome) -> Outcome {
         SendOutcome::Acknowledged { offset, .. } => Outcome::Ok {
             offset: Some(*offset),
         },
-        SendOutcome::Failed { error } => Outcome::Fail {
-            error: error.to_string(),
-        },
-        SendOutcome::Unknown { reason } => Outcome::Unknown {
-            reason: reason.to_string(),
-        },
+        SendOutcome::Failed { error } => Outcome::fail(error.to_string(), error.code()),
+        SendOutcome::Unknown { reason } => Outcome::unknown(reason.to_string(), reason.code()),
     }
 }
 
@@ -1657,9 +1653,7 @@ async fn poll_once(
             );
             ctx.recorder.complete(
                 id,
-                Outcome::Fail {
-                    error: e.to_string(),
-                },
+                Outcome::fail(e.to_string(), None),
                 Some(Vec::new()),
                 now_ms(),
             );
@@ -1679,9 +1673,7 @@ async fn poll_once(
                 who,
                 format!("poll #{id} {topic}-{partition} from {from} timed out"),
             );
-            let outcome = Outcome::Unknown {
-                reason: "poll timed out".into(),
-            };
+            let outcome = Outcome::unknown("poll timed out".into(), None);
             ctx.recorder
                 .complete(id, outcome, Some(Vec::new()), now_ms());
             None
