@@ -25,6 +25,7 @@ use client::{
 use madsim::rand::Rng;
 
 use crate::history::{OpKind, Outcome, Process};
+use crate::random::Stream;
 use crate::runner::{connect, value_of, Ctx};
 use crate::scenario::{ChurnSpec, CommitSpec, ConsumerSpec};
 use crate::trace::now_ms;
@@ -43,11 +44,13 @@ type TopicPartition = (String, i32);
 pub(crate) async fn member(ctx: Ctx, process: Process, spec: ConsumerSpec) {
     let group = spec.group.clone().expect("a group member names its group");
     let mut incarnation = 0u32;
+    // Churn draws from this member's own stream: neither another process nor the fault plan
+    // shifts when it leaves and how.
+    let mut rng = Stream::new(ctx.seed, &format!("membership/{process}"));
     while !ctx.stop.load(Ordering::SeqCst) {
         incarnation += 1;
         let who = format!("g{process}.{incarnation}");
         let (leave_at, crash) = {
-            let mut rng = madsim::rand::thread_rng();
             let leave_at = spec
                 .churn_ms
                 .map(|[lo, hi]| now_ms() + rng.gen_range(lo..=hi.max(lo)));

@@ -28,6 +28,7 @@ pub mod group_members;
 pub mod history;
 #[cfg(madsim)]
 pub mod log_workload;
+pub mod random;
 #[cfg(madsim)]
 pub mod runner;
 pub mod scenario;

@@ -359,6 +359,8 @@ pub struct ScriptedFault {
     pub on: Option<bool>,
     /// `disk-full`: bytes of room left.
     pub headroom_bytes: Option<u64>,
+    /// `clock-skew`: how far the broker's clock moves from true time (negative: behind).
+    pub offset_ms: Option<i64>,
 }
 
 /// Swarm testing: the seed picks which of `kinds` are on, their rates and targets.
@@ -583,6 +585,7 @@ impl Scenario {
                     | FaultKind::DiskTorn
                     | FaultKind::BitFlip
                     | FaultKind::DiskFull
+                    | FaultKind::ClockSkew
             );
             if disk_or_crash
                 && matches!(
@@ -591,7 +594,8 @@ impl Scenario {
                 )
             {
                 return complain(
-                    "targets brokers only (clients have no disk and are not crashed)".into(),
+                    "targets brokers only (clients have no disk, no broker clock and are not crashed)"
+                    .into(),
                 );
             }
             match kind {
@@ -610,6 +614,9 @@ impl Scenario {
                 }
                 FaultKind::DiskFull if fault.headroom_bytes.is_none() => {
                     return complain("needs `headroom-bytes`".into())
+                }
+                FaultKind::ClockSkew if fault.offset_ms.is_none() => {
+                    return complain("needs `offset-ms`".into())
                 }
                 _ => {}
             }

@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use crate::history::{Op, OpKind, Outcome, Process};
 
-
 /// One partition of one topic.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct TopicPartition {
