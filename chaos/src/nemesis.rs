@@ -29,7 +29,7 @@
 //!   side and a node outside it is dropped, both ways, while each side still talks within itself
 //!   (a rack or availability zone cut off). Undone by `Mend`.
 //! - **Heal** (`Heal`): every network fault is undone, paused nodes resume, crashed nodes
-//!   restart, disk faults stop, and a node whose disk misbehaved (EIO, full) gets a clean process
+//!   restart, disk faults stop, clocks return to true time, and a node whose disk misbehaved (EIO, full) gets a clean process
 //!   restart — what an operator does once the hardware is fixed. The liveness phase follows it.
 //! - **PacketLoss** (`PacketLoss`): each packet on every link is lost with the given
 //!   probability (the simulated TCP retransmits, so this shows up as jittery stalls).

@@ -41,12 +41,12 @@ type TopicPartition = (String, i32);
 
 /// A member process: joins, consumes and commits until the fault window ends, replaced by a
 /// new member each time it churns out.
-pub(crate) async fn member(ctx: Ctx, process: Process, spec: ConsumerSpec) {
+///
+/// Churn draws from `rng`, this member's own stream: neither another process nor the fault plan
+/// shifts when it leaves and how.
+pub(crate) async fn member(ctx: Ctx, process: Process, spec: ConsumerSpec, mut rng: Stream) {
     let group = spec.group.clone().expect("a group member names its group");
     let mut incarnation = 0u32;
-    // Churn draws from this member's own stream: neither another process nor the fault plan
-    // shifts when it leaves and how.
-    let mut rng = Stream::new(ctx.seed, &format!("membership/{process}"));
     while !ctx.stop.load(Ordering::SeqCst) {
         incarnation += 1;
         let who = format!("g{process}.{incarnation}");

@@ -30,7 +30,7 @@ pub(crate) struct Ctx {
     pub(super) next_value: Arc<AtomicU64>,
     pub(super) bootstrap: String,
     /// The run's seed, from which each process derives its own random stream.
-    pub(crate) seed: u64,
+    pub(super) seed: u64,
     /// Consumer ids handed to group members' walks (one per assignment), counting down from
     /// below [`FINAL_READER`] so they never meet the workload's process ids.
     pub(crate) next_walk: Arc<AtomicU32>,
@@ -55,25 +55,32 @@ pub(super) fn start(scenario: &Scenario, cluster: &Cluster, ctx: &Ctx) {
             .find(|t| t.name == topic)
             .map_or(1, |t| t.partitions)
     };
-    for spec in &s.workload.producers {
+    // Each process's random stream is named by its place in the file (the spec and the copy),
+    // not by its process id, which shifts when a producer is added before it.
+    for (i, spec) in s.workload.producers.iter().enumerate() {
         let partitions = partitions_of(&spec.topic);
-        for _ in 0..spec.count {
+        for n in 0..spec.count {
             process += 1;
             spread += 1;
             let on = (spread - 1) % s.cluster.clients + 1;
-            cluster.spawn_on_client(on, producer(ctx.clone(), process, spec.clone(), partitions));
+            let rng = Stream::new(ctx.seed, &format!("workload/producer-{i}.{n}"));
+            cluster.spawn_on_client(
+                on,
+                producer(ctx.clone(), process, spec.clone(), partitions, rng),
+            );
         }
     }
-    for spec in &s.workload.consumers {
+    for (i, spec) in s.workload.consumers.iter().enumerate() {
         let partitions = partitions_of(&spec.topic);
-        for _ in 0..spec.count {
+        for n in 0..spec.count {
             process += 1;
             spread += 1;
             let on = (spread - 1) % s.cluster.clients + 1;
             if spec.group.is_some() {
+                let rng = Stream::new(ctx.seed, &format!("membership/consumer-{i}.{n}"));
                 cluster.spawn_on_client(
                     on,
-                    crate::group_members::member(ctx.clone(), process, spec.clone()),
+                    crate::group_members::member(ctx.clone(), process, spec.clone(), rng),
                 );
             } else {
                 cluster
@@ -125,6 +132,7 @@ pub(super) async fn producer(
     process: Process,
     spec: crate::scenario::ProducerSpec,
     partitions: i32,
+    mut rng: Stream,
 ) {
     let who = format!("p{process}");
     let request_timeout = Duration::from_millis(spec.request_timeout_ms);
@@ -169,8 +177,6 @@ pub(super) async fn producer(
             .event(&who, format!("producer id {id} epoch {epoch}"));
     }
     let interval = 1.0 / spec.rate;
-    // This process's own stream: another producer never shifts its draws, nor the faults'.
-    let mut rng = Stream::new(ctx.seed, &format!("workload/{process}"));
     while !ctx.stop.load(Ordering::SeqCst) {
         let value = ctx.next_value.fetch_add(1, Ordering::SeqCst);
         let (key, partition, pause) = {
