@@ -698,4 +698,28 @@ rate = 10
         assert!(e.line.is_some(), "{e}");
         assert!(e.message.contains("needs `rate`"), "{e}");
     }
+
+    #[test]
+    fn a_clock_skew_names_a_broker_and_its_offset() {
+        let fault = |body: &str| {
+            format!("{MINIMAL}\n[[faults]]\nat-ms = 5\nfault = \"clock-skew\"\n{body}")
+        };
+        let s = Scenario::parse(
+            &fault("target = \"broker:1\"\noffset-ms = -90000\nfor-ms = 100\n"),
+            "x.toml",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(s.faults[0].get_ref().fault.0, FaultKind::ClockSkew);
+        assert_eq!(s.faults[0].get_ref().offset_ms, Some(-90_000));
+        let e = Scenario::parse(&fault("target = \"broker:1\"\n"), "bad.toml", "bad").unwrap_err();
+        assert!(e.message.contains("needs `offset-ms`"), "{e}");
+        let e = Scenario::parse(
+            &fault("target = \"client:1\"\noffset-ms = 5\n"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("targets brokers only"), "{e}");
+    }
 }
