@@ -32,7 +32,7 @@ pub(crate) struct Ctx {
     /// The run's seed, from which each process derives its own random stream.
     pub(super) seed: u64,
     /// Consumer ids handed to group members' walks (one per assignment), counting down from
-    /// below [`FINAL_READER`] so they never meet the workload's process ids.
+    /// below [`crate::checker::FINAL_READER`] so they never meet the workload's process ids.
     pub(crate) next_walk: Arc<AtomicU32>,
 }
 
