@@ -61,6 +61,11 @@ impl Deferred {
         }
     }
 
+    /// Pinned, for polling by hand (tests).
+    pub fn as_mut(&mut self) -> Pin<&mut Deferred> {
+        Pin::new(self)
+    }
+
     /// The response future and the error response that stands in for it if it never ends.
     pub fn into_parts(self) -> (DeferredFuture, Fallback) {
         (self.future, self.fallback)
