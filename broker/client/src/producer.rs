@@ -242,7 +242,9 @@ impl SendError {
             SendError::UnknownTopic(_)
             | SendError::InvalidPartition { .. }
             | SendError::NotConnected(_)
-            | SendError::Closed => None,
+            | SendError::Closed
+            | SendError::RecordTooLarge { .. }
+            | SendError::BufferExhausted { .. } => None,
         }
     }
 }

@@ -262,6 +262,7 @@ fn error_response(plan: &Plan) -> impl FnOnce(ResponseError) -> FetchResponse + 
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::{Context, Poll, Wake, Waker};
 
