@@ -238,7 +238,8 @@ impl GroupCoordinator {
             return Ok(None);
         }
         let mut batch = builder::batch(&records);
-        let info = partition.append(&mut batch).await?;
+        // Answered only once durable: no offset reservation needed.
+        let info = partition.append_unexposed(&mut batch).await?;
         assert_eq!(
             info.last_offset - info.base_offset + 1,
             records.len() as u64

@@ -12,9 +12,11 @@
 //! - `.clean-shutdown`: present only between a clean close and the next open.
 //!
 //! # Guarantees
-//! - Offsets are assigned once, densely within a run, and never reused, even across crashes that
-//!   lose unsynced batches (the offset reservation makes the log skip past any offset it might
-//!   have handed out). A gap in offsets after a crash is legal Kafka (consumers skip it).
+//! - Offsets are assigned once, densely within a run, and an offset anyone outside the log has
+//!   seen is never reused, even across crashes that lose unsynced batches: the offset
+//!   reservation makes the log skip past any unsynced offset it may have shown, and only those
+//!   (see [`reservation`] for the argument). A gap in offsets after a crash is legal Kafka
+//!   (consumers skip it).
 //! - Under [`FlushPolicy::Durable`] an append returns only once its bytes are synced; many
 //!   concurrent appends share one sync (group commit). After any crash the log holds a prefix
 //!   of what was appended that includes every append that returned `Ok`.
@@ -36,6 +38,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod index;
 pub mod leader_epoch;
+pub mod reservation;
 pub mod segment;
 
 use std::collections::BTreeMap;
@@ -48,6 +51,7 @@ use batch::{BatchError, BatchHeader, HEADER_LEN};
 use checkpoint::Checkpoint;
 use index::{OffsetIndex, TimeIndex};
 use leader_epoch::LeaderEpochCache;
+use reservation::ReservationPace;
 use segment::{ScanEnd, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 
 pub use config::{FlushPolicy, LogConfig};
@@ -176,7 +180,11 @@ struct LogState {
     log_start_offset: u64,
     next_offset: u64,
     durable_offset: u64,
+    /// Durable (in the checkpoint): every unsynced offset ever shown is below it.
     reserved_offset: u64,
+    reservation_pace: ReservationPace,
+    /// The log start (or the leader epochs) moved and a full disk kept them from the files.
+    checkpoint_stale: bool,
     recovery_point: u64,
     epochs: LeaderEpochCache,
     last_flush_ms: i64,
@@ -228,6 +236,8 @@ pub struct Log {
     log_start_offset: AtomicU64,
     log_end_offset: AtomicU64,
     durable_end_offset: AtomicU64,
+    /// The active segment's base offset: it moves at every roll.
+    active_base_offset: AtomicU64,
     /// Closed cleanly (offline for good, unlike an I/O failure).
     closed: AtomicBool,
     /// In-place recoveries so far (see [`AppendInfo::incarnation`]).
@@ -274,6 +284,7 @@ impl Log {
             log_start_offset: AtomicU64::new(0),
             log_end_offset: AtomicU64::new(0),
             durable_end_offset: AtomicU64::new(0),
+            active_base_offset: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             incarnation: AtomicU64::new(0),
         };
@@ -333,15 +344,24 @@ impl Log {
             st.durable_offset <= st.next_offset,
             "durable end passed the log end"
         );
-        assert!(
-            st.next_offset <= st.reserved_offset,
-            "offset assigned beyond the reservation"
-        );
         self.log_start_offset
             .store(st.log_start_offset, Ordering::Release);
         self.log_end_offset.store(st.next_offset, Ordering::Release);
         self.durable_end_offset
             .store(st.durable_offset, Ordering::Release);
+        self.active_base_offset
+            .store(st.active().base_offset, Ordering::Release);
+    }
+
+    /// The base offset of the active segment: it moves at every roll (producer snapshots are
+    /// taken then).
+    pub fn active_segment_base(&self) -> u64 {
+        self.active_base_offset.load(Ordering::Acquire)
+    }
+
+    /// The disk the log lives on, for the files kept beside its segments (producer snapshots).
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.disk
     }
 
     fn go_offline(&self, st: &mut LogState, what: &str, e: &io::Error) -> LogOffline {
@@ -398,8 +418,11 @@ impl Log {
         records: &mut [u8],
         leader_epoch: i32,
     ) -> Result<AppendInfo, AppendError> {
-        let info = self.append_unsynced(records, leader_epoch).await?;
-        if self.config().flush == FlushPolicy::Durable {
+        let durable = self.config().flush == FlushPolicy::Durable;
+        // Under the durable policy the offsets are returned only once synced: nothing unsynced
+        // is shown, so nothing needs reserving.
+        let info = self.append_assigning(records, leader_epoch, !durable).await?;
+        if durable {
             self.wait_append_durable(&info)
                 .await
                 .map_err(|e| AppendError::Offline(e.0))?;
@@ -408,12 +431,36 @@ impl Log {
     }
 
     /// [`Log::append`] without waiting for the sync under the durable policy: the batch is in
-    /// the log (readable up to the caller's bound) but not yet durable. Kafka's acks=1 answers
-    /// here; [`Log::wait_durable`] completes the durable path (acks=all).
+    /// the log (readable up to the caller's bound) but not yet durable. The returned offsets
+    /// may be shown at once (Kafka's acks=1 answers here): they are covered by the offset
+    /// reservation (see [`reservation`]). [`Log::wait_durable`] completes the durable path.
     pub async fn append_unsynced(
         &self,
         records: &mut [u8],
         leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_assigning(records, leader_epoch, true).await
+    }
+
+    /// [`Log::append_unsynced`] for a caller that shows the offsets to no one until
+    /// [`Log::wait_append_durable`] returns (acks=all, acks=0): under the durable policy they
+    /// need no reservation, so a crash before the sync skips nothing. Under the lazy policy
+    /// reads show them at once, so they are reserved all the same.
+    pub async fn append_unexposed(
+        &self,
+        records: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_assigning(records, leader_epoch, false).await
+    }
+
+    /// Assigns offsets and appends. `exposed`: the caller may show the offsets before they are
+    /// synced, so the reservation must cover them first.
+    async fn append_assigning(
+        &self,
+        records: &mut [u8],
+        leader_epoch: i32,
+        exposed: bool,
     ) -> Result<AppendInfo, AppendError> {
         let headers = batch::validate_all(records)?;
         let config = self.config();
@@ -427,6 +474,8 @@ impl Log {
         }
         let record_count: u64 = headers.iter().map(|h| h.last_offset_delta as u64 + 1).sum();
         let now = self.clock.now_ms();
+        // Lazy reads and high watermarks show every appended offset at once.
+        let must_reserve = exposed || matches!(config.flush, FlushPolicy::Lazy { .. });
         let info = {
             let mut flushed_for_roll = false;
             let mut st = loop {
@@ -457,14 +506,10 @@ impl Log {
             };
             let base_offset = st.next_offset;
             let last_offset = base_offset + record_count - 1;
-            if last_offset >= st.reserved_offset {
-                st.reserved_offset = last_offset + 1 + config.offset_reservation;
-                let checkpoint = st.checkpoint();
-                if let Err(e) = self.write_checkpoint(checkpoint).await {
-                    return Err(AppendError::Offline(
-                        self.go_offline(&mut st, "writing checkpoint", &e).0,
-                    ));
-                }
+            if must_reserve {
+                self.reserve_locked(&mut st, last_offset + 1, config.offset_reservation)
+                    .await
+                    .map_err(|e| AppendError::Offline(e.0))?;
             }
             if leader_epoch >= 0 && st.epochs.assign(leader_epoch, base_offset) {
                 let encoded = st.epochs.encode();
@@ -527,6 +572,10 @@ impl Log {
             }
             assert_eq!(active.next_offset, last_offset + 1);
             st.next_offset = last_offset + 1;
+            assert!(
+                !must_reserve || st.next_offset <= st.reserved_offset,
+                "an offset shown before its sync is not reserved"
+            );
             self.publish(&st);
             AppendInfo {
                 base_offset,
@@ -712,6 +761,71 @@ impl Log {
         Ok(())
     }
 
+    /// Makes the reservation cover every offset below `end` (see [`reservation`]), writing the
+    /// checkpoint if it must grow. Called with the state locked, before offsets are shown.
+    async fn reserve_locked(
+        &self,
+        st: &mut LogState,
+        end: u64,
+        max_step: u64,
+    ) -> Result<(), LogOffline> {
+        if end <= st.reserved_offset {
+            return Ok(());
+        }
+        st.reserved_offset = st
+            .reservation_pace
+            .extend(end, self.clock.now_ms(), max_step);
+        if let Err(e) = self.write_checkpoint(st.checkpoint()).await {
+            return Err(self.go_offline(st, "writing checkpoint", &e));
+        }
+        assert!(end <= st.reserved_offset, "the reservation covers its need");
+        Ok(())
+    }
+
+    /// Before offsets below `end` that were appended with [`Log::append_unexposed`] are shown
+    /// unsynced after all (an acks=1 retry answered with a duplicate's offsets): reserves them.
+    pub async fn expose(&self, end: u64) -> Result<(), LogOffline> {
+        let mut st = self.state.lock().await;
+        st.check_online()?;
+        if end <= st.durable_offset {
+            return Ok(());
+        }
+        let max_step = self.config().offset_reservation;
+        self.reserve_locked(&mut st, end, max_step).await
+    }
+
+    /// Rewrites the checkpoint when it is behind, as the broker's maintenance asks: a log start
+    /// that a full disk kept from it (see [`Log::apply_retention`]), or an offset reservation
+    /// that can move back to the log end because everything appended is durable (no unsynced
+    /// offset can have been shown any more), so that a crash of an idle log skips nothing. A
+    /// failed write leaves the older checkpoint, which is still correct: it is only logged.
+    pub async fn tidy_checkpoint(&self) {
+        let mut st = self.state.lock().await;
+        if st.offline.is_some() {
+            return;
+        }
+        if st.checkpoint_stale {
+            if let Err(e) = self.store_log_start(&mut st).await {
+                tracing::warn!(dir = %self.dir.display(), %e, "could not write the checkpoint");
+                return;
+            }
+        }
+        if st.durable_offset < st.next_offset || st.reserved_offset <= st.next_offset {
+            return;
+        }
+        let checkpoint = Checkpoint {
+            offset_reservation: st.next_offset,
+            ..st.checkpoint()
+        };
+        assert!(checkpoint.offset_reservation >= st.durable_offset);
+        match self.write_checkpoint(checkpoint).await {
+            Ok(()) => st.reserved_offset = st.next_offset,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), %e, "could not release the offset reservation");
+            }
+        }
+    }
+
     async fn write_indexes(&self, segment: &Segment) -> io::Result<()> {
         let index_path = segment::path(&self.dir, segment.base_offset, INDEX_SUFFIX);
         disk::write_file_atomic(self.disk.as_ref(), &index_path, &segment.index.encode()).await?;
@@ -736,7 +850,7 @@ impl Log {
         let mut target = offset;
         loop {
             let (segment_path, file, base, mut pos, size, bound, next_segment, offsets) = {
-                let st = self.state.lock().await;
+                let mut st = self.state.lock().await;
                 st.check_online().map_err(|e| ReadError::Offline(e.0))?;
                 if offset < st.log_start_offset || offset > st.next_offset {
                     return Err(ReadError::OffsetOutOfRange {
@@ -751,6 +865,13 @@ impl Log {
                     durable_end_offset: st.durable_offset,
                 };
                 let bound = max_offset.map_or(st.next_offset, |m| m.min(st.next_offset));
+                if bound > st.durable_offset.max(st.reserved_offset) {
+                    // An unbounded read past the durable end shows unsynced offsets.
+                    let max_step = self.config().offset_reservation;
+                    self.reserve_locked(&mut st, bound, max_step)
+                        .await
+                        .map_err(|e| ReadError::Offline(e.0))?;
+                }
                 let found = st.segments.range(..=target).next_back().map(|(_, s)| s);
                 let next_segment = st.segments.range(target + 1..).next().map(|(&b, _)| b);
                 let Some(segment) = found.filter(|_| target < bound) else {
@@ -1039,7 +1160,10 @@ impl Log {
         let new_start = st
             .log_start_offset
             .max(first_kept.expect("the active segment is kept"));
-        self.advance_log_start(&mut st, new_start).await?;
+        // Files first, checkpoint after: removing needs no free space, so retention and
+        // DeleteRecords work on a full disk and free it. A crash in between is harmless:
+        // recovery starts the log at the first segment left when that is past the checkpoint.
+        st.log_start_offset = new_start;
         for base in &doomed {
             st.segments.remove(base);
         }
@@ -1059,34 +1183,46 @@ impl Log {
         if let Err(e) = removal {
             return Err(self.go_offline(&mut st, "deleting segments", &e));
         }
+        self.store_log_start(&mut st).await?;
         tracing::info!(dir = %self.dir.display(), segments = doomed.len(), log_start_offset = new_start,
             "retention deleted segments");
         self.publish(&st);
         Ok(doomed.len())
     }
 
-    async fn advance_log_start(&self, st: &mut LogState, new_start: u64) -> Result<(), LogOffline> {
-        if new_start <= st.log_start_offset {
-            return Ok(());
-        }
-        st.log_start_offset = new_start;
-        if let Err(e) = self.write_checkpoint(st.checkpoint()).await {
-            return Err(self.go_offline(st, "writing checkpoint", &e));
-        }
-        if st.epochs.truncate_from_start(new_start) {
-            let path = self.dir.join(LEADER_EPOCH_FILE);
-            if let Err(e) =
-                disk::write_file_atomic(self.disk.as_ref(), &path, &st.epochs.encode()).await
-            {
-                return Err(self.go_offline(st, "writing leader epochs", &e));
+    /// Writes the checkpoint and leader epochs after the log start moved. A full disk only
+    /// defers it (Kafka checkpoints the log start periodically, too): until it is written, a
+    /// crash brings the log start back to the first segment's base, never below it, and
+    /// [`Log::tidy_checkpoint`] retries. Any other error takes the log offline.
+    async fn store_log_start(&self, st: &mut LogState) -> Result<(), LogOffline> {
+        let truncated = st.epochs.truncate_from_start(st.log_start_offset);
+        let result = async {
+            self.write_checkpoint(st.checkpoint()).await?;
+            if truncated || st.checkpoint_stale {
+                let path = self.dir.join(LEADER_EPOCH_FILE);
+                disk::write_file_atomic(self.disk.as_ref(), &path, &st.epochs.encode()).await?;
             }
+            Ok::<_, io::Error>(())
         }
-        self.publish(st);
-        Ok(())
+        .await;
+        match result {
+            Ok(()) => {
+                st.checkpoint_stale = false;
+                Ok(())
+            }
+            Err(e) if disk::is_storage_full(&e) => {
+                tracing::warn!(dir = %self.dir.display(), log_start_offset = st.log_start_offset,
+                    "disk full: the log start offset is checkpointed later");
+                st.checkpoint_stale = true;
+                Ok(())
+            }
+            Err(e) => Err(self.go_offline(st, "writing checkpoint", &e)),
+        }
     }
 
     /// DeleteRecords: makes `offset` the log start (if it is higher) and deletes the segments
-    /// wholly below it. Returns the new log start offset.
+    /// wholly below it. Returns the new log start offset. Works on a full disk (see
+    /// [`Log::apply_retention`]).
     pub async fn delete_records_before(&self, offset: u64) -> Result<u64, DeleteRecordsError> {
         {
             let mut st = self.state.lock().await;
@@ -1097,10 +1233,27 @@ impl Log {
                     log_end_offset: st.next_offset,
                 });
             }
-            self.advance_log_start(&mut st, offset).await?;
+            if offset > st.log_start_offset {
+                // In memory only: the segments below go first and free space for the checkpoint.
+                st.log_start_offset = offset;
+                st.checkpoint_stale = true;
+                self.publish(&st);
+            }
         }
         self.apply_retention().await?;
+        {
+            let mut st = self.state.lock().await;
+            if st.checkpoint_stale {
+                st.check_online()?;
+                self.store_log_start(&mut st).await?;
+            }
+        }
         Ok(self.log_start_offset())
+    }
+
+    /// True while the log is offline: after an I/O error, a clean close or retirement.
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
     }
 
     /// True while the log is offline after an I/O error (not after a clean close).
@@ -1136,6 +1289,16 @@ impl Log {
         self.offline.store(false, Ordering::Release);
         self.publish(&st);
         Ok(true)
+    }
+
+    /// Takes the log offline for good without writing anything: its directory is about to be
+    /// deleted (a deleted topic), which must work on a full disk. Appends and reads in flight
+    /// fail as offline.
+    pub async fn retire(&self) {
+        let mut st = self.state.lock().await;
+        st.offline = Some("deleted".into());
+        self.closed.store(true, Ordering::Release);
+        self.offline.store(true, Ordering::Release);
     }
 
     /// Clean shutdown: sync everything, write the active segment's indexes and the checkpoint,
@@ -1387,8 +1550,15 @@ async fn recover(
     let first_base = *segments.keys().next().expect("at least one segment");
     let log_start_offset = checkpoint.log_start_offset.max(first_base).min(next_offset);
     let data_end = data_end.unwrap_or(next_offset);
+    // A full disk must not keep a log offline forever (nothing could free space then): the
+    // metadata files below can wait; the older ones on disk stay correct meanwhile.
+    let mut checkpoint_stale = false;
     if epochs.truncate_from_end(data_end) {
-        disk::write_file_atomic(disk, &dir.join(LEADER_EPOCH_FILE), &epochs.encode()).await?;
+        match disk::write_file_atomic(disk, &dir.join(LEADER_EPOCH_FILE), &epochs.encode()).await {
+            Ok(()) => {}
+            Err(e) if disk::is_storage_full(&e) => checkpoint_stale = true,
+            Err(e) => return Err(e),
+        }
     }
     if let Some(active) = segments.values_mut().next_back() {
         if active.rolling_base_ms.is_none() && active.size > 0 {
@@ -1397,23 +1567,33 @@ async fn recover(
     }
     disk::remove_if_exists(disk, &dir.join(CLEAN_SHUTDOWN_FILE)).await?;
     disk.sync_dir(dir).await?;
-    let state = LogState {
+    let mut state = LogState {
         segments,
         log_start_offset,
         next_offset,
         durable_offset: next_offset,
-        reserved_offset: next_offset + config.offset_reservation,
+        // Nothing of this run has been shown yet: no headroom, so an idle log never moves.
+        reserved_offset: next_offset,
+        reservation_pace: ReservationPace::new(clock.now_ms(), next_offset),
+        checkpoint_stale,
         recovery_point: next_offset,
         epochs,
         last_flush_ms: clock.now_ms(),
         offline: None,
     };
-    disk::write_file_atomic(
-        disk,
-        &dir.join(CHECKPOINT_FILE),
-        &state.checkpoint().encode(),
-    )
-    .await?;
+    match disk::write_file_atomic(disk, &dir.join(CHECKPOINT_FILE), &state.checkpoint().encode())
+        .await
+    {
+        Ok(()) => {}
+        // The checkpoint on disk (if any) is older: an earlier recovery point (more to scan
+        // next time), a reservation at most the new log end (every offset below it is durable
+        // now, so nothing shown is at risk), a log start no higher than this one.
+        Err(e) if disk::is_storage_full(&e) => {
+            tracing::warn!(dir = %dir.display(), "disk full: the log checkpoint is written later");
+            state.checkpoint_stale = true;
+        }
+        Err(e) => return Err(e),
+    }
     report.clean = clean;
     report.segments = state.segments.len();
     report.segments_scanned = scanned.len();
