@@ -266,7 +266,7 @@ impl Log {
         config: LogConfig,
     ) -> Result<Log, OpenError> {
         config.validate().map_err(OpenError::Config)?;
-        let (state, recovery) = recover(disk.as_ref(), clock.as_ref(), &dir, &config)
+        let (state, recovery) = recover(disk.as_ref(), clock.as_ref(), &dir, &config, 0)
             .await
             .map_err(|source| OpenError::Io {
                 dir: dir.clone(),
@@ -1263,7 +1263,8 @@ impl Log {
 
     /// Recovers an offline log in place, as a restart would: drops what is in memory and runs
     /// the recovery of [`Log::open`] on what is on disk (cutting a torn tail, skipping the
-    /// reserved offsets). Returns `Ok(true)` if the log is back online, `Ok(false)` if it was
+    /// reserved offsets and the ones this process assigned, so the log end does not move). It
+    /// needs no free space: a full disk does not keep a log offline. Returns `Ok(true)` if the log is back online, `Ok(false)` if it was
     /// not offline; an error leaves it offline, to be tried again later.
     pub async fn reopen(&self) -> Result<bool, OpenError> {
         if !self.is_failed() {
@@ -1276,7 +1277,17 @@ impl Log {
             return Ok(false);
         }
         let config = self.config();
-        let (state, report) = recover(self.disk.as_ref(), self.clock.as_ref(), &self.dir, &config)
+        // Within one process offsets stay monotonic: what this run assigned (and other parts
+        // of the broker may still hold, such as appends waiting for their sync) is not reused,
+        // even where it was never shown. Only a restart forgets it.
+        let assigned_end = st.next_offset;
+        let (state, report) = recover(
+            self.disk.as_ref(),
+            self.clock.as_ref(),
+            &self.dir,
+            &config,
+            assigned_end,
+        )
             .await
             .map_err(|source| OpenError::Io {
                 dir: self.dir.clone(),
@@ -1373,12 +1384,14 @@ async fn load_indexes(
     }
 }
 
-/// Rebuilds the log's state from `dir`. See the module doc.
+/// Rebuilds the log's state from `dir`. See the module doc. `assigned_end`: offsets below it
+/// were assigned by this process (an in-place recovery) and are not given out again.
 async fn recover(
     disk: &dyn Disk,
     clock: &dyn Clock,
     dir: &Path,
     config: &LogConfig,
+    assigned_end: u64,
 ) -> io::Result<(LogState, RecoveryReport)> {
     let mut report = RecoveryReport::default();
     disk.create_dir_all(dir)
@@ -1505,11 +1518,16 @@ async fn recover(
     let mut next_offset = data_end
         .unwrap_or(checkpoint.log_start_offset)
         .max(checkpoint.log_start_offset);
-    if !clean && checkpoint.offset_reservation > next_offset {
-        tracing::info!(dir = %dir.display(), from = next_offset, to = checkpoint.offset_reservation,
-            "unclean restart: skipping offsets that may have been handed out before the crash");
-        report.offsets_skipped = checkpoint.offset_reservation - next_offset;
-        next_offset = checkpoint.offset_reservation;
+    let skip_to = if clean {
+        assigned_end
+    } else {
+        checkpoint.offset_reservation.max(assigned_end)
+    };
+    if skip_to > next_offset {
+        tracing::info!(dir = %dir.display(), from = next_offset, to = skip_to,
+            "unclean restart: skipping offsets that may have been shown before the crash");
+        report.offsets_skipped = skip_to - next_offset;
+        next_offset = skip_to;
     }
     if segments.is_empty() {
         let path = segment::path(dir, next_offset, LOG_SUFFIX);
