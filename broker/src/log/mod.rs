@@ -796,9 +796,11 @@ impl Log {
 
     /// Rewrites the checkpoint when it is behind, as the broker's maintenance asks: a log start
     /// that a full disk kept from it (see [`Log::apply_retention`]), or an offset reservation
-    /// that can move back to the log end because everything appended is durable (no unsynced
-    /// offset can have been shown any more), so that a crash of an idle log skips nothing. A
-    /// failed write leaves the older checkpoint, which is still correct: it is only logged.
+    /// headroom beyond the log end, so that a crash of an idle log skips nothing. Every offset
+    /// shown is below the log end, so moving the reservation back to it is always correct; it
+    /// waits until everything appended is durable only so that a busy log does not trade one
+    /// checkpoint write for another. A failed write leaves the older checkpoint, which is still
+    /// correct: it is only logged.
     pub async fn tidy_checkpoint(&self) {
         let mut st = self.state.lock().await;
         if st.offline.is_some() {
