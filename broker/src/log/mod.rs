@@ -62,6 +62,9 @@ use crate::disk::{self, Disk, DiskFile, OpenMode};
 const CHECKPOINT_FILE: &str = "log.checkpoint";
 const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// `{offset:020}.snapshot`: state derived from the batches below `offset` (the producers'
+/// snapshots, `txn::producer_snapshot`). Recovery deletes those beyond the data it recovered.
+pub const SNAPSHOT_SUFFIX: &str = ".snapshot";
 
 /// Opening a log failed; nothing was served from it.
 #[derive(Debug, thiserror::Error)]
@@ -1517,6 +1520,21 @@ async fn recover(
     }
 
     let data_end = segments.values().next_back().map(|s| s.next_offset);
+    // A snapshot beyond the recovered data describes batches that are gone; the skip below
+    // would put it inside the log's offsets, so it goes now, before anything can use it.
+    let recovered_end = data_end.unwrap_or(checkpoint.log_start_offset);
+    let mut stale_snapshots = false;
+    for name in &names {
+        if segment::parse_file_name(name, SNAPSHOT_SUFFIX).is_some_and(|o| o > recovered_end) {
+            tracing::info!(dir = %dir.display(), snapshot = %name, recovered_end,
+                "deleting a snapshot beyond the recovered log");
+            disk.remove(&dir.join(name)).await?;
+            stale_snapshots = true;
+        }
+    }
+    if stale_snapshots {
+        disk.sync_dir(dir).await?;
+    }
     let mut next_offset = data_end
         .unwrap_or(checkpoint.log_start_offset)
         .max(checkpoint.log_start_offset);

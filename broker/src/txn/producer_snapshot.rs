@@ -15,7 +15,9 @@
 //! - A snapshot may be written before the batches below its offset are synced. After a crash
 //!   the log holds a prefix of what was appended, so a snapshot at or below the recovered log
 //!   end describes batches that are all still there, and one beyond it describes batches that
-//!   are gone: [`load`] deletes those before anything new can be appended at their offsets.
+//!   are gone: the log's recovery deletes those before anything new can be appended at their
+//!   offsets (it knows where the recovered data ends, before a skip of offsets covers the
+//!   gap), and [`load`] ignores any beyond the log end.
 //! - Pruning keeps the newest [`SNAPSHOTS_KEPT`] snapshots and none below the log start (their
 //!   segments are gone).
 //!
@@ -31,7 +33,7 @@ use std::path::{Path, PathBuf};
 use crate::disk::{self, Disk};
 use crate::txn::producer_state::{BatchMetadata, ProducerStateManager, BATCHES_TO_RETAIN};
 
-pub const SNAPSHOT_SUFFIX: &str = ".snapshot";
+pub use crate::log::SNAPSHOT_SUFFIX;
 /// Snapshots kept after a new one is written: the newest, and one to fall back on.
 pub const SNAPSHOTS_KEPT: usize = 2;
 
@@ -188,10 +190,14 @@ pub async fn write(
     disk::write_file_atomic(disk, &path(dir, offset), &encode(state, offset)).await?;
     let offsets = list(disk, dir).await?;
     assert!(offsets.contains(&offset), "the snapshot just written is listed");
+    let mut pruned = false;
     for (i, &old) in offsets.iter().enumerate() {
         if old < offset && (i >= SNAPSHOTS_KEPT || old < log_start_offset) {
-            disk::remove_if_exists(disk, &path(dir, old)).await?;
+            pruned |= disk::remove_if_exists(disk, &path(dir, old)).await?;
         }
+    }
+    if pruned {
+        disk.sync_dir(dir).await?;
     }
     Ok(())
 }
