@@ -20,8 +20,8 @@ use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -163,7 +163,11 @@ async fn deleting_a_topic_works_on_a_full_disk_and_frees_its_space() {
     node.topic_with_data(&broker).await;
     let before = node.disk.used_bytes();
     node.fill_disk();
-    assert_eq!(delete_topic(&broker).await, 0, "DeleteTopics on a full disk");
+    assert_eq!(
+        delete_topic(&broker).await,
+        0,
+        "DeleteTopics on a full disk"
+    );
     assert!(broker.topic(TOPIC).is_none());
     // Open handles keep a removed file's space, as on Linux: let the partitions' background
     // sync tasks, which hold them, finish.
@@ -209,7 +213,10 @@ async fn a_topic_deletion_interrupted_after_its_commit_point_is_finished_at_star
     disk.sync_dir(Path::new("/data")).await.unwrap();
     node.disk.crash();
     let broker = node.open().await;
-    assert!(broker.topic(TOPIC).is_none(), "a committed deletion came back");
+    assert!(
+        broker.topic(TOPIC).is_none(),
+        "a committed deletion came back"
+    );
     let names = node.disk.list(Path::new("/data")).await.unwrap();
     assert!(
         names.iter().all(|n| !n.starts_with(TOPIC)),

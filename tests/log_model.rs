@@ -20,16 +20,27 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { records: usize, value_len: usize },
+    Append {
+        records: usize,
+        value_len: usize,
+    },
     /// An acks=1 append: its offsets are shown before the sync (which follows at once, as the
     /// partition's background sync would).
-    AppendShown { records: usize, value_len: usize },
+    AppendShown {
+        records: usize,
+        value_len: usize,
+    },
     /// The broker's maintenance tick: releases the offset reservation of an idle log.
     Tidy,
-    Read { pick: usize, max_bytes: usize },
+    Read {
+        pick: usize,
+        max_bytes: usize,
+    },
     Flush,
     Roll,
-    Retention { advance_ms: i64 },
+    Retention {
+        advance_ms: i64,
+    },
     FailNextSync,
     Restart,
     PowerLoss,

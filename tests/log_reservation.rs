@@ -91,8 +91,7 @@ async fn an_acknowledged_offset_shown_before_its_sync_is_not_reused_after_a_cras
 }
 
 #[tokio::test]
-async fn offsets_after_a_crash_under_load_exceed_the_acknowledged_count_by_at_most_one_percent()
-{
+async fn offsets_after_a_crash_under_load_exceed_the_acknowledged_count_by_at_most_one_percent() {
     // The bug: a kill -9 with 20,000 acknowledged records in three partitions left high
     // watermarks adding up to 3,145,728. Here 24 producers (8 per partition) append with
     // acks=all on a disk with latency until 20,000 records are acknowledged, and the power
@@ -195,7 +194,10 @@ async fn a_log_that_goes_offline_and_back_does_not_jump() {
         let assigned_end = log.log_end_offset();
         assert!(assigned_end <= end + 2);
         // A full disk must not keep the log offline: recovery needs no free space.
-        assert!(log.reopen().await.unwrap(), "round {round}: log stays offline");
+        assert!(
+            log.reopen().await.unwrap(),
+            "round {round}: log stays offline"
+        );
         f.disk.set_capacity(None);
         assert_eq!(
             log.log_end_offset(),

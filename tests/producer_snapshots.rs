@@ -99,7 +99,11 @@ async fn assert_duplicate(partition: &Arc<Partition>, pid: i64, seq: i32, origin
         info.base_offset, original,
         "retry of producer {pid} seq {seq}"
     );
-    assert_eq!(partition.log.log_end_offset(), end, "a retry was stored again");
+    assert_eq!(
+        partition.log.log_end_offset(),
+        end,
+        "a retry was stored again"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +111,11 @@ async fn idempotent_retries_after_a_clean_restart_are_duplicates_with_state_from
     // The bug (start-up time grows with the data): every open read every segment to rebuild
     // the producers' state. A clean shutdown now leaves a snapshot at the log end, and the
     // next open reads no segment for it.
-    let f = Fixture::new(31, FaultyDiskConfig::default(), config(FlushPolicy::Durable));
+    let f = Fixture::new(
+        31,
+        FaultyDiskConfig::default(),
+        config(FlushPolicy::Durable),
+    );
     let partition = open(&f).await;
     let offsets = produce(&partition, 0, 30).await;
     assert!(partition.log.segment_count().await > 5);
@@ -126,7 +134,11 @@ async fn idempotent_retries_after_a_clean_restart_are_duplicates_with_state_from
 
 #[tokio::test]
 async fn idempotent_retries_after_a_crash_are_duplicates_with_state_from_a_roll_snapshot() {
-    let f = Fixture::new(32, FaultyDiskConfig::default(), config(FlushPolicy::Durable));
+    let f = Fixture::new(
+        32,
+        FaultyDiskConfig::default(),
+        config(FlushPolicy::Durable),
+    );
     let partition = open(&f).await;
     let offsets = produce(&partition, 0, 30).await;
     let state = partition.producer_state().await.unwrap();
@@ -154,7 +166,11 @@ async fn idempotent_retries_after_a_crash_are_duplicates_with_state_from_a_roll_
 
 #[tokio::test]
 async fn a_damaged_snapshot_is_deleted_and_an_older_one_or_a_full_rebuild_is_used() {
-    let f = Fixture::new(33, FaultyDiskConfig::default(), config(FlushPolicy::Durable));
+    let f = Fixture::new(
+        33,
+        FaultyDiskConfig::default(),
+        config(FlushPolicy::Durable),
+    );
     let partition = open(&f).await;
     produce(&partition, 0, 30).await;
     let state = partition.producer_state().await.unwrap();
@@ -163,21 +179,27 @@ async fn a_damaged_snapshot_is_deleted_and_an_older_one_or_a_full_rebuild_is_use
     let kept = snapshots(&f).await;
     assert_eq!(kept.len(), producer_snapshot::SNAPSHOTS_KEPT, "{kept:?}");
     // A bit flip in the newest: the older one is used.
-    f.disk
-        .flip_bit(&snapshot_path(&f, kept[0]), 30, 2)
-        .unwrap();
+    f.disk.flip_bit(&snapshot_path(&f, kept[0]), 30, 2).unwrap();
     let partition = open(&f).await;
     assert_eq!(partition.producer_state_snapshot(), Some(kept[1]));
     assert_eq!(partition.producer_state().await.unwrap(), state);
-    assert_eq!(snapshots(&f).await, vec![kept[1]], "the damaged one is deleted");
+    assert_eq!(
+        snapshots(&f).await,
+        vec![kept[1]],
+        "the damaged one is deleted"
+    );
     drop(partition);
     // A torn (cut) one: nothing valid is left, the state is rebuilt from the log start.
     let bytes = broker::disk::read_file(&f.disk, &snapshot_path(&f, kept[1]))
         .await
         .unwrap();
-    broker::disk::write_file_atomic(&f.disk, &snapshot_path(&f, kept[1]), &bytes[..bytes.len() / 2])
-        .await
-        .unwrap();
+    broker::disk::write_file_atomic(
+        &f.disk,
+        &snapshot_path(&f, kept[1]),
+        &bytes[..bytes.len() / 2],
+    )
+    .await
+    .unwrap();
     let partition = open(&f).await;
     assert_eq!(partition.producer_state_snapshot(), None);
     assert_eq!(partition.producer_state().await.unwrap(), state);
@@ -204,13 +226,20 @@ async fn a_snapshot_beyond_the_log_end_after_a_crash_is_deleted() {
     // offset is inside the log, yet its batches are gone.
     assert!(partition.log.log_end_offset() >= unsynced_end);
     assert!(partition.log.recovery().offsets_skipped > 0);
-    assert!(!snapshots(&f).await.contains(&unsynced_end), "stale snapshot kept");
+    assert!(
+        !snapshots(&f).await.contains(&unsynced_end),
+        "stale snapshot kept"
+    );
     assert_eq!(partition.producer_state().await.unwrap(), durable_state);
 }
 
 #[tokio::test]
 async fn snapshots_below_the_log_start_are_pruned_with_their_segments() {
-    let f = Fixture::new(35, FaultyDiskConfig::default(), config(FlushPolicy::Durable));
+    let f = Fixture::new(
+        35,
+        FaultyDiskConfig::default(),
+        config(FlushPolicy::Durable),
+    );
     let partition = open(&f).await;
     produce(&partition, 0, 20).await;
     let end = partition.log.log_end_offset();

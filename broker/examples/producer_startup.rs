@@ -147,7 +147,13 @@ async fn main() {
 
     measure(&disk, &log_dir, "clean shutdown, with snapshots", true).await;
     set_aside(&disk, &log_dir, true).await;
-    measure(&disk, &log_dir, "clean shutdown, without snapshots (before)", true).await;
+    measure(
+        &disk,
+        &log_dir,
+        "clean shutdown, without snapshots (before)",
+        true,
+    )
+    .await;
     // The close above wrote a new snapshot at the end: drop it, bring the roll ones back.
     for name in snapshot_names(&disk.list(&log_dir).await.unwrap()) {
         disk.remove(&log_dir.join(name)).await.unwrap();
@@ -165,7 +171,13 @@ async fn main() {
         .unwrap();
     measure(&disk, &log_dir, "unclean stop, with roll snapshots", false).await;
     set_aside(&disk, &log_dir, true).await;
-    measure(&disk, &log_dir, "unclean stop, without snapshots (before)", false).await;
+    measure(
+        &disk,
+        &log_dir,
+        "unclean stop, without snapshots (before)",
+        false,
+    )
+    .await;
     set_aside(&disk, &log_dir, false).await;
     let (partition, _) = open(&disk, &log_dir).await;
     partition.close().await.unwrap();

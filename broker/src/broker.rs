@@ -201,14 +201,18 @@ impl Broker {
             .into_iter()
             .filter(|name| name.ends_with(DELETE_SUFFIX))
             .collect();
-        let doomed_ids: std::collections::BTreeSet<Uuid> =
-            doomed_dirs.iter().filter_map(|n| deleted_topic_id(n)).collect();
+        let doomed_ids: std::collections::BTreeSet<Uuid> = doomed_dirs
+            .iter()
+            .filter_map(|n| deleted_topic_id(n))
+            .collect();
         let mut meta = meta;
         let mut finished_deletions = false;
         let stored_ids: Vec<(String, Uuid, i32)> = meta
             .topics
             .iter()
-            .filter_map(|(name, t)| Some((name.clone(), Uuid::parse_str(&t.id).ok()?, t.partitions)))
+            .filter_map(|(name, t)| {
+                Some((name.clone(), Uuid::parse_str(&t.id).ok()?, t.partitions))
+            })
             .collect();
         for (name, id, partitions) in stored_ids {
             if !doomed_ids.contains(&id) {

@@ -126,7 +126,9 @@ impl Partition {
         .await;
         match written {
             Ok(()) => tracing::debug!(partition = ?self, offset, "producer snapshot written"),
-            Err(e) => tracing::warn!(partition = ?self, offset, %e, "producer snapshot not written"),
+            Err(e) => {
+                tracing::warn!(partition = ?self, offset, %e, "producer snapshot not written")
+            }
         }
     }
 
@@ -344,7 +346,9 @@ impl Partition {
         let info = if exposed {
             self.log.append_unsynced(records, self.leader_epoch).await?
         } else {
-            self.log.append_unexposed(records, self.leader_epoch).await?
+            self.log
+                .append_unexposed(records, self.leader_epoch)
+                .await?
         };
         if self.durable_policy() {
             self.schedule_background_sync();
@@ -400,7 +404,10 @@ async fn rebuild_producer_state(
     };
     let (mut state, mut offset, snapshot) = match loaded {
         Some(producer_snapshot::Loaded { mut state, offset }) => {
-            assert!(offset <= end, "a snapshot beyond the log end is never loaded");
+            assert!(
+                offset <= end,
+                "a snapshot beyond the log end is never loaded"
+            );
             state.evict_before(start);
             (state, offset.max(start), Some(offset))
         }

@@ -9,6 +9,9 @@
 //!   and at clean shutdown, with a checksum (see [`index`]);
 //! - `log.checkpoint`: recovery point, log start offset and offset reservation ([`checkpoint`]);
 //! - `leader-epoch-checkpoint`: the [`leader_epoch::LeaderEpochCache`];
+//! - `{offset:020}.snapshot`: state derived from the batches below `offset` (the idempotent
+//!   producers' snapshots, `txn::producer_snapshot`); recovery deletes those beyond the data
+//!   it recovered;
 //! - `.clean-shutdown`: present only between a clean close and the next open.
 //!
 //! # Guarantees
@@ -424,7 +427,9 @@ impl Log {
         let durable = self.config().flush == FlushPolicy::Durable;
         // Under the durable policy the offsets are returned only once synced: nothing unsynced
         // is shown, so nothing needs reserving.
-        let info = self.append_assigning(records, leader_epoch, !durable).await?;
+        let info = self
+            .append_assigning(records, leader_epoch, !durable)
+            .await?;
         if durable {
             self.wait_append_durable(&info)
                 .await
@@ -1293,11 +1298,11 @@ impl Log {
             &config,
             assigned_end,
         )
-            .await
-            .map_err(|source| OpenError::Io {
-                dir: self.dir.clone(),
-                source,
-            })?;
+        .await
+        .map_err(|source| OpenError::Io {
+            dir: self.dir.clone(),
+            source,
+        })?;
         tracing::info!(dir = %self.dir.display(), torn_bytes_cut = report.torn_bytes_cut,
             offsets_skipped = report.offsets_skipped, "offline log recovered in place");
         *st = state;
@@ -1619,8 +1624,12 @@ async fn recover(
         last_flush_ms: clock.now_ms(),
         offline: None,
     };
-    match disk::write_file_atomic(disk, &dir.join(CHECKPOINT_FILE), &state.checkpoint().encode())
-        .await
+    match disk::write_file_atomic(
+        disk,
+        &dir.join(CHECKPOINT_FILE),
+        &state.checkpoint().encode(),
+    )
+    .await
     {
         Ok(()) => {}
         // The checkpoint on disk (if any) is older: an earlier recovery point (more to scan

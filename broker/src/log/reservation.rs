@@ -86,7 +86,10 @@ impl ReservationPace {
         self.extended_at_ms = now_ms;
         self.extended_from = needed_end;
         let reserved = needed_end + step;
-        assert!(reserved > needed_end, "the reservation covers what is needed");
+        assert!(
+            reserved > needed_end,
+            "the reservation covers what is needed"
+        );
         reserved
     }
 
@@ -117,11 +120,7 @@ mod tests {
             now += (pace.step() / 10) as i64;
             pace.extend(end, now, 1 << 20);
         }
-        assert!(
-            (900..=1_100).contains(&pace.step()),
-            "step {}",
-            pace.step()
-        );
+        assert!((900..=1_100).contains(&pace.step()), "step {}", pace.step());
     }
 
     #[test]

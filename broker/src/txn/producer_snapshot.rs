@@ -71,7 +71,10 @@ pub fn encode(state: &ProducerStateManager, offset: u64) -> Vec<u8> {
         out.extend_from_slice(&entry.epoch().to_be_bytes());
         out.push(batches.len() as u8);
         for b in batches {
-            assert!(b.last_offset < offset, "a snapshot holds only batches below it");
+            assert!(
+                b.last_offset < offset,
+                "a snapshot holds only batches below it"
+            );
             out.extend_from_slice(&b.first_seq.to_be_bytes());
             out.extend_from_slice(&b.last_seq.to_be_bytes());
             out.extend_from_slice(&b.base_offset.to_be_bytes());
@@ -189,7 +192,10 @@ pub async fn write(
 ) -> io::Result<()> {
     disk::write_file_atomic(disk, &path(dir, offset), &encode(state, offset)).await?;
     let offsets = list(disk, dir).await?;
-    assert!(offsets.contains(&offset), "the snapshot just written is listed");
+    assert!(
+        offsets.contains(&offset),
+        "the snapshot just written is listed"
+    );
     let mut pruned = false;
     for (i, &old) in offsets.iter().enumerate() {
         if old < offset && (i >= SNAPSHOTS_KEPT || old < log_start_offset) {
@@ -212,11 +218,7 @@ pub struct Loaded {
 
 /// Loads the newest valid snapshot at or below `log_end_offset`. Deletes snapshots beyond it
 /// (their batches did not survive a crash) and damaged ones (loudly), falling back to older.
-pub async fn load(
-    disk: &dyn Disk,
-    dir: &Path,
-    log_end_offset: u64,
-) -> io::Result<Option<Loaded>> {
+pub async fn load(disk: &dyn Disk, dir: &Path, log_end_offset: u64) -> io::Result<Option<Loaded>> {
     for offset in list(disk, dir).await? {
         let file = path(dir, offset);
         if offset > log_end_offset {
@@ -276,7 +278,12 @@ mod tests {
         let state = state_with(&[(1, 0, 0, 0), (1, 0, 2, 2), (9, 3, 40, 4)]);
         let bytes = encode(&state, 6);
         assert_eq!(decode(&bytes, 6).unwrap(), state);
-        assert_eq!(decode(&encode(&ProducerStateManager::new(), 0), 0).unwrap().len(), 0);
+        assert_eq!(
+            decode(&encode(&ProducerStateManager::new(), 0), 0)
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     #[test]
@@ -286,10 +293,16 @@ mod tests {
         for bit in 0..bytes.len() * 8 {
             let mut damaged = bytes.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode(&damaged, 4).is_err(), "bit {bit} flipped went unnoticed");
+            assert!(
+                decode(&damaged, 4).is_err(),
+                "bit {bit} flipped went unnoticed"
+            );
         }
         for len in 0..bytes.len() {
-            assert!(decode(&bytes[..len], 4).is_err(), "cut at {len} went unnoticed");
+            assert!(
+                decode(&bytes[..len], 4).is_err(),
+                "cut at {len} went unnoticed"
+            );
         }
         assert!(decode(&bytes, 5).is_err(), "a snapshot under another name");
     }

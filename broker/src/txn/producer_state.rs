@@ -212,7 +212,10 @@ impl ProducerStateManager {
             if producer_id <= NO_PRODUCER_ID || batches.len() > BATCHES_TO_RETAIN {
                 return Err(format!("producer {producer_id} cannot be in a snapshot"));
             }
-            if batches.windows(2).any(|w| w[0].last_offset >= w[1].base_offset) {
+            if batches
+                .windows(2)
+                .any(|w| w[0].last_offset >= w[1].base_offset)
+            {
                 return Err(format!("producer {producer_id} has batches out of order"));
             }
             let entry = ProducerEntry {
