@@ -1394,6 +1394,65 @@ async fn load_indexes(
     }
 }
 
+/// The end of the offsets that the bytes of a tail segment from `position` on may hold, where
+/// the scan stopped at a batch it could not read (a torn write, or a bit flip in synced bytes)
+/// and `expected` is the offset that batch should start at. The batches there may have been
+/// synced and shown (acks=all answers, reads below the high watermark), so recovery must not
+/// hand their offsets out again. Looks for every batch that still passes its CRC (offsets are
+/// dense, so the damaged one starts at `expected` even if its base offset field is what
+/// flipped) and trusts the damaged batch's own offset fields when its base offset is the
+/// expected one. Reads only the bytes after the damage: a torn tail is short.
+async fn offsets_written_from(
+    file: &dyn DiskFile,
+    position: u64,
+    expected: u64,
+) -> io::Result<u64> {
+    // Offsets no batch can plausibly reach from `expected`: a flipped high bit is not a batch.
+    const PLAUSIBLE_SPAN: u64 = 1 << 32;
+    let len = file.len();
+    let mut end = expected;
+    let mut rest = vec![0u8; usize::try_from(len - position).map_err(io::Error::other)?];
+    let mut read = 0;
+    while read < rest.len() {
+        let n = file
+            .read_at(position + read as u64, &mut rest[read..])
+            .await?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    rest.truncate(read);
+    let mut at = 0;
+    while at + HEADER_LEN <= rest.len() {
+        let Ok(header) = BatchHeader::parse(&rest[at..]) else {
+            at += 1;
+            continue;
+        };
+        let whole = rest.get(at..at + header.size());
+        let checked = whole.is_some_and(|bytes| batch::validate(bytes).is_ok());
+        let delta = u64::from(header.last_offset_delta.max(0).unsigned_abs())
+            .max(u64::from(header.records_count.max(1).unsigned_abs()) - 1);
+        let base = header.base_offset as u64;
+        let last = if at == 0 && (checked || base == expected) {
+            Some(expected + delta)
+        } else if checked && base >= expected && base - expected < PLAUSIBLE_SPAN {
+            Some(base + delta)
+        } else {
+            None
+        };
+        match last {
+            Some(last) if delta < PLAUSIBLE_SPAN => {
+                end = end.max(last + 1);
+                at += if checked { header.size() } else { 1 };
+            }
+            _ => at += 1,
+        }
+    }
+    assert!(end >= expected);
+    Ok(end)
+}
+
 /// Rebuilds the log's state from `dir`. See the module doc. `assigned_end`: offsets below it
 /// were assigned by this process (an in-place recovery) and are not given out again.
 async fn recover(
@@ -1462,6 +1521,8 @@ async fn recover(
         .max()
         .unwrap_or(0);
     let mut scanned = Vec::new();
+    // The end of the offsets that unreadable or cut bytes at the tail may have held.
+    let mut damaged_end = 0;
     for (i, &base) in bases.iter().enumerate() {
         let is_tail = i + 1 == bases.len();
         let path = segment::path(dir, base, LOG_SUFFIX);
@@ -1487,6 +1548,10 @@ async fn recover(
         match scan_end {
             ScanEnd::Clean => {}
             ScanEnd::TornTail { position, error } => {
+                // A bit flip in synced bytes looks like a torn write here: the offsets of what
+                // is cut may have been shown, so they are skipped, never reused.
+                damaged_end = damaged_end
+                    .max(offsets_written_from(seg.file.as_ref(), position, seg.next_offset).await?);
                 report.torn_bytes_cut += seg.file.len() - position;
                 tracing::warn!(segment = %path.display(), position, cut_bytes = seg.file.len() - position, %error,
                     "cutting a torn tail");
@@ -1503,10 +1568,17 @@ async fn recover(
                 report.corrupt_batches += positions.len();
                 tracing::error!(segment = %path.display(), ?positions, ?unreadable_from, %error,
                     "CORRUPT SEGMENT: damaged batches at rest will never be served");
-                if unreadable_from.is_some() {
-                    // Offsets past the damage are unknown: the segment ends where the next begins.
-                    if let Some(&next) = bases.get(i + 1) {
-                        seg.next_offset = seg.next_offset.max(next);
+                if let Some(position) = unreadable_from {
+                    // Offsets past the damage are unknown: the segment ends where the next
+                    // begins, or (the tail) past every offset the damaged bytes may hold.
+                    match bases.get(i + 1) {
+                        Some(&next) => seg.next_offset = seg.next_offset.max(next),
+                        None => {
+                            damaged_end = damaged_end.max(
+                                offsets_written_from(seg.file.as_ref(), position, seg.next_offset)
+                                    .await?,
+                            );
+                        }
                     }
                 }
             }
@@ -1546,7 +1618,10 @@ async fn recover(
     let skip_to = if clean {
         assigned_end
     } else {
-        checkpoint.offset_reservation.max(assigned_end)
+        checkpoint
+            .offset_reservation
+            .max(assigned_end)
+            .max(damaged_end)
     };
     if skip_to > next_offset {
         tracing::info!(dir = %dir.display(), from = next_offset, to = skip_to,
