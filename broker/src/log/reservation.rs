@@ -8,7 +8,9 @@
 //! `o` before the crash: a producer got it in a response, a consumer read its batch, or a high
 //! watermark or log end above it was reported. Which offsets can have been seen:
 //! - An offset below the durable end (synced) is inside the recovered prefix (`o < D`), whoever
-//!   saw it: the disk contract keeps synced bytes.
+//!   saw it: the disk contract keeps synced bytes. Damage at rest can make synced bytes at the
+//!   tail unreadable (a bit flip there looks like a torn write); recovery then takes `D` past
+//!   every offset those bytes may hold (`offsets_written_from` in the log), so this holds too.
 //! - Under [`FlushPolicy::Durable`] the partition's high watermark is the durable end, so
 //!   Fetch, ListOffsets and the admin APIs never show an unsynced offset, and acks=all answers
 //!   only after the sync. An unsynced offset leaves the log in two ways only: an acks=1 answer
