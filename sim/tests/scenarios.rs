@@ -155,11 +155,7 @@ fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
 /// - 11ed7df7f4fadebd: first lock (runner v1: single broker, 6 crashes, torn writes).
 /// - 8b83ed1131533ec4: every run gets a fresh thread, so std's per-thread `HashMap` keys are
 ///   drawn inside the simulator (before, a run's maps depended on the runs before it).
-/// - e273b77f544b9fbf: an unclean restart no longer skips about a million offsets (issue 9,
-///   defect 2): acks=all on the durable policy shows no offset before its sync, so nothing is
-///   reserved and nothing skipped; the restarted logs continue at t-0=[0..104], [0..220], …
-///   instead of 1048576 and up.
-const LOCKED_TRACE_HASH: &str = "e273b77f544b9fbf";
+const LOCKED_TRACE_HASH: &str = "8b83ed1131533ec4";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {
