@@ -20,11 +20,27 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { records: usize, value_len: usize },
-    Read { pick: usize, max_bytes: usize },
+    Append {
+        records: usize,
+        value_len: usize,
+    },
+    /// An acks=1 append: its offsets are shown before the sync (which follows at once, as the
+    /// partition's background sync would).
+    AppendShown {
+        records: usize,
+        value_len: usize,
+    },
+    /// The broker's maintenance tick: releases the offset reservation of an idle log.
+    Tidy,
+    Read {
+        pick: usize,
+        max_bytes: usize,
+    },
     Flush,
     Roll,
-    Retention { advance_ms: i64 },
+    Retention {
+        advance_ms: i64,
+    },
     FailNextSync,
     Restart,
     PowerLoss,
@@ -32,7 +48,9 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (1usize..6, 1usize..400).prop_map(|(records, value_len)| Op::Append { records, value_len }),
+        6 => (1usize..6, 1usize..400).prop_map(|(records, value_len)| Op::Append { records, value_len }),
+        3 => (1usize..6, 1usize..400).prop_map(|(records, value_len)| Op::AppendShown { records, value_len }),
+        1 => Just(Op::Tidy),
         3 => (any::<usize>(), 1usize..3000).prop_map(|(pick, max_bytes)| Op::Read { pick, max_bytes }),
         1 => Just(Op::Flush),
         1 => Just(Op::Roll),
@@ -209,6 +227,43 @@ fn run(ops: Vec<Op>, lazy: bool, seed: u64) -> Result<(), TestCaseError> {
                         }
                     }
                 }
+                Op::AppendShown { records, value_len } => {
+                    let id = model.next_id;
+                    model.next_id += 1;
+                    let mut bytes =
+                        batch_with_id(id, records, value_len, f.clock.now_ms_for_test());
+                    match log.append_unsynced(&mut bytes, 0).await {
+                        Ok(info) => {
+                            for offset in info.base_offset..=info.last_offset {
+                                prop_assert!(
+                                    model.assigned.insert(offset, id).is_none(),
+                                    "offset {offset} handed out twice"
+                                );
+                            }
+                            let synced = log.wait_append_durable(&info).await.is_ok();
+                            model.batches.push(Appended {
+                                id,
+                                base_offset: info.base_offset,
+                                bytes,
+                                durable: synced,
+                                maybe: false,
+                            });
+                        }
+                        Err(_) => {
+                            let base_offset = broker::log::batch::BatchHeader::parse(&bytes)
+                                .unwrap()
+                                .base_offset as u64;
+                            model.batches.push(Appended {
+                                id,
+                                base_offset,
+                                bytes,
+                                durable: false,
+                                maybe: true,
+                            });
+                        }
+                    }
+                }
+                Op::Tidy => log.tidy_checkpoint().await,
                 Op::Read { pick, max_bytes } => {
                     let (start, end) = (log.log_start_offset(), log.log_end_offset());
                     let offset = start + (pick as u64 % (end - start + 1));

@@ -3,10 +3,14 @@
 //!
 //! Topic metadata (ids, partition counts, config overrides, the cluster id) lives in
 //! `<data-dir>/meta.toml`, rewritten atomically on every change; each partition's log is the
-//! directory `<data-dir>/<topic>-<partition>`. Deleting a topic first removes it from the
-//! metadata, then renames its directories to `…-delete` and removes them, so a crash at any
-//! point leaves either the topic or nothing (leftover `-delete` directories are removed at
-//! start). The replication work will move this metadata into the openraft quorum.
+//! directory `<data-dir>/<topic>-<partition>`. Deleting a topic must work on a full disk (it is
+//! how an operator frees space), so it needs no byte free: renaming the first partition's
+//! directory to `<topic>-<partition>.<topic-id>-delete` commits the deletion; the other
+//! directories follow, the data files go (freeing space), then the metadata is rewritten and
+//! the emptied first directory, the marker, goes last. A crash at any point leaves either the
+//! topic or nothing: at start, a `-delete` directory naming a topic id that the metadata still
+//! holds finishes that topic's deletion, and leftover `-delete` directories are removed. The
+//! replication work will move this metadata into the openraft quorum.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -177,6 +181,20 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// The topic id in the name of a deleted partition's directory (`<dir>.<id>-delete`).
+fn deleted_topic_id(dir_name: &str) -> Option<Uuid> {
+    let (_, id) = dir_name.strip_suffix(DELETE_SUFFIX)?.rsplit_once('.')?;
+    Uuid::try_parse(id).ok()
+}
+
+/// Removes the files in `dir`, keeping the directory (a deletion's marker). Needs no space.
+async fn remove_dir_contents(disk: &dyn Disk, dir: &Path) -> io::Result<()> {
+    for name in disk.list(dir).await? {
+        disk.remove(&dir.join(name)).await?;
+    }
+    disk.sync_dir(dir).await
+}
+
 fn storage(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -212,12 +230,44 @@ impl Broker {
             ),
             Err(e) => return Err(e),
         };
-        // Finish deletions a crash interrupted.
-        for name in disk.list(&data_dir).await? {
-            if name.ends_with(DELETE_SUFFIX) {
-                disk.remove_dir_all(&data_dir.join(&name)).await?;
-                tracing::info!(dir = %name, "removed the leftovers of a deleted topic");
+        // Deletions a crash interrupted: a `-delete` directory commits its topic's deletion.
+        let doomed_dirs: Vec<String> = disk
+            .list(&data_dir)
+            .await?
+            .into_iter()
+            .filter(|name| name.ends_with(DELETE_SUFFIX))
+            .collect();
+        let doomed_ids: std::collections::BTreeSet<Uuid> = doomed_dirs
+            .iter()
+            .filter_map(|n| deleted_topic_id(n))
+            .collect();
+        let mut meta = meta;
+        let mut finished_deletions = false;
+        let stored_ids: Vec<(String, Uuid, i32)> = meta
+            .topics
+            .iter()
+            .filter_map(|(name, t)| {
+                Some((name.clone(), Uuid::parse_str(&t.id).ok()?, t.partitions))
+            })
+            .collect();
+        for (name, id, partitions) in stored_ids {
+            if !doomed_ids.contains(&id) {
+                continue;
             }
+            for index in 0..partitions {
+                let dir = data_dir.join(format!("{name}-{index}"));
+                match disk.remove_dir_all(&dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            meta.topics.remove(&name);
+            finished_deletions = true;
+            tracing::info!(topic = %name, %id, "finished deleting a topic a restart interrupted");
+        }
+        for name in &doomed_dirs {
+            remove_dir_contents(disk.as_ref(), &data_dir.join(name)).await?;
         }
         let producer_ids = ProducerIdManager::open(Arc::clone(&disk), &data_dir).await?;
         let groups = GroupCoordinator::new(Arc::clone(&clock), config.group_config());
@@ -255,8 +305,16 @@ impl Broker {
             );
         }
         *broker.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
-        if fresh {
+        if fresh || finished_deletions {
             broker.persist_meta().await?;
+        }
+        // The metadata no longer names the deleted topics: the markers can go.
+        for name in &doomed_dirs {
+            broker.disk.remove_dir_all(&data_dir.join(name)).await?;
+            tracing::info!(dir = %name, "removed the leftovers of a deleted topic");
+        }
+        if !doomed_dirs.is_empty() {
+            broker.disk.sync_dir(&data_dir).await?;
         }
         // Committed offsets, if any group ever committed (the topic is created on first use).
         if let Some(partition) = broker.partition(OFFSETS_TOPIC, 0) {
@@ -491,42 +549,65 @@ impl Broker {
         }
     }
 
-    /// Deletes a topic and its data.
+    /// Deletes a topic and its data; works on a full disk (see the module doc).
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid, TopicChangeError> {
         let _admin = self.admin.lock().await;
         let topic = self
-            .topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
+            .topic(name)
             .ok_or_else(|| TopicChangeError::UnknownTopic(name.to_string()))?;
-        if let Err(e) = self.persist_meta().await {
-            self.topics
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.to_string(), Arc::clone(&topic));
+        let data_dir = &self.config.data_dir;
+        let dirs: Vec<(PathBuf, PathBuf)> = topic
+            .partitions
+            .iter()
+            .map(|partition| {
+                let dir = self.partition_dir(name, partition.index);
+                let doomed = PathBuf::from(format!(
+                    "{}.{}{DELETE_SUFFIX}",
+                    dir.display(),
+                    topic.id.simple()
+                ));
+                (dir, doomed)
+            })
+            .collect();
+        let (first_dir, marker) = dirs.first().expect("a topic has partitions");
+        // The commit point: a rename needs no free space.
+        let committed = async {
+            self.disk.rename(first_dir, marker).await?;
+            self.disk.sync_dir(data_dir).await
+        }
+        .await;
+        if let Err(e) = committed {
+            if let Err(undo) = self.disk.rename(marker, first_dir).await {
+                tracing::warn!(topic = name, %undo, "could not undo a failed topic deletion");
+            }
             return Err(TopicChangeError::Storage(storage(e)));
         }
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         for partition in &topic.partitions {
             // Reads or appends still in flight fail as offline; nothing else refers to it.
-            let _ = partition.log.close().await;
+            partition.log.retire().await;
             // Fetches parked on it answer now (with the error) instead of at their deadline.
             partition.watch().high_watermark_moved();
-            let dir = self.partition_dir(name, partition.index);
-            let doomed = PathBuf::from(format!(
-                "{}.{}{DELETE_SUFFIX}",
-                dir.display(),
-                topic.id.simple()
-            ));
-            let removal = async {
-                self.disk.rename(&dir, &doomed).await?;
-                self.disk.sync_dir(&self.config.data_dir).await?;
-                self.disk.remove_dir_all(&doomed).await
-            };
-            if let Err(e) = removal.await {
-                // The metadata no longer has the topic: the next start finishes the removal.
-                tracing::warn!(topic = name, partition = partition.index, %e, "could not remove partition data yet");
+        }
+        // From here on the deletion stands: what fails now, the next start finishes.
+        let removal = async {
+            for (dir, doomed) in &dirs[1..] {
+                self.disk.rename(dir, doomed).await?;
             }
+            self.disk.sync_dir(data_dir).await?;
+            for (_, doomed) in &dirs[1..] {
+                self.disk.remove_dir_all(doomed).await?;
+            }
+            remove_dir_contents(self.disk.as_ref(), marker).await?;
+            self.persist_meta().await?;
+            self.disk.remove_dir_all(marker).await?;
+            self.disk.sync_dir(data_dir).await
+        };
+        if let Err(e) = removal.await {
+            tracing::warn!(topic = name, %e, "topic deleted; its files go at the next start");
         }
         tracing::info!(topic = name, id = %topic.id, "topic deleted");
         Ok(topic.id)
@@ -662,6 +743,7 @@ impl Broker {
                         "partition back online after a disk error");
                 }
                 let _ = partition.log.flush_if_due().await;
+                partition.log.tidy_checkpoint().await;
                 if retention {
                     if let Err(e) = partition.log.apply_retention().await {
                         tracing::warn!(topic = %topic.name, partition = partition.index, %e, "retention failed");
@@ -736,7 +818,7 @@ impl Broker {
         let _admin = self.admin.lock().await;
         for topic in self.topics() {
             for partition in &topic.partitions {
-                if let Err(e) = partition.log.close().await {
+                if let Err(e) = partition.close().await {
                     tracing::warn!(topic = %topic.name, partition = partition.index, %e, "log did not close cleanly");
                 }
             }

@@ -20,8 +20,13 @@
 //! retry of such a batch is appended again, never answered as a duplicate of a batch that is
 //! gone. If the rebuild fails the state is dropped, and idempotent appends are refused
 //! (retriably) until a rebuild succeeds.
+//!
+//! The rebuild starts from the newest valid producer snapshot at or below the log end
+//! ([`crate::txn::producer_snapshot`]) and replays only the batches after it, so opening a
+//! partition reads the tail of its log, not all of it. A snapshot is written when the log rolls
+//! a segment and at clean shutdown.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::log::batch::{self, BatchHeader};
@@ -29,6 +34,7 @@ use crate::log::{
     AppendError, AppendInfo, FlushPolicy, FollowerAppendError, Log, ReadError, TruncateError,
 };
 use crate::replica::{BrokerId, HighWatermarkBasis, LocalLog, PartitionWatch, ReplicaState, Role};
+use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{AppendDecision, ProducerStateManager, SequenceError};
 
 /// Bytes per read while rebuilding the producers' state on open.
@@ -48,6 +54,11 @@ pub struct Partition {
     producers: tokio::sync::Mutex<Option<ProducerStateManager>>,
     /// A background sync task is running (durable policy).
     sync_scheduled: AtomicBool,
+    /// The active segment base when the last producer snapshot was taken.
+    snapshot_segment_base: AtomicU64,
+    /// The snapshot offset the producer state was last loaded from (`u64::MAX`: rebuilt from
+    /// the log start).
+    loaded_from_snapshot: AtomicU64,
 }
 
 /// A produce to this partition failed; nothing was appended.
@@ -75,8 +86,8 @@ impl Partition {
         log: Log,
         local_id: BrokerId,
     ) -> Result<Partition, ReadError> {
-        let producers = rebuild_producer_state(&log).await?;
-        tracing::debug!(topic = %topic, partition = index, producers = producers.len(),
+        let (producers, snapshot) = rebuild_producer_state(&log).await?;
+        tracing::debug!(topic = %topic, partition = index, producers = producers.len(), ?snapshot,
             "producer state rebuilt from the log");
         let basis = match log.config().flush {
             FlushPolicy::Durable => HighWatermarkBasis::DurableEnd,
@@ -84,6 +95,7 @@ impl Partition {
         };
         // One broker, one epoch (0), until the controller hands out leaderships.
         let replica = ReplicaState::sole_leader(local_id, 0, basis, local_log(&log));
+        let snapshot_segment_base = AtomicU64::new(log.active_segment_base());
         Ok(Partition {
             topic,
             index,
@@ -92,7 +104,72 @@ impl Partition {
             watch: PartitionWatch::default(),
             producers: tokio::sync::Mutex::new(Some(producers)),
             sync_scheduled: AtomicBool::new(false),
+            snapshot_segment_base,
+            loaded_from_snapshot: AtomicU64::new(snapshot.unwrap_or(u64::MAX)),
         })
+    }
+
+    /// The producer snapshot the state was last rebuilt from, if any (for tests and logs).
+    pub fn producer_state_snapshot(&self) -> Option<u64> {
+        Some(self.loaded_from_snapshot.load(Ordering::Acquire)).filter(|&o| o != u64::MAX)
+    }
+
+    /// Writes a producer snapshot at the log end, under the producers' lock (idempotent
+    /// appends change the state only under it, so it covers exactly the batches below that
+    /// end). A failure is only logged: snapshots save start-up time, nothing else.
+    pub async fn write_producer_snapshot(&self) {
+        let producers = self.producers.lock().await;
+        if let Some(state) = producers.as_ref() {
+            self.write_snapshot_of(state).await;
+        }
+    }
+
+    /// Called with the producers' lock held; `state` is what it guards.
+    async fn write_snapshot_of(&self, state: &ProducerStateManager) {
+        // Offline: the log end may hold batches a recovery will drop, or the directory may be
+        // going away with a deleted topic.
+        if self.log.is_offline() {
+            return;
+        }
+        let offset = self.log.log_end_offset();
+        let written = producer_snapshot::write(
+            self.log.disk().as_ref(),
+            self.log.dir(),
+            state,
+            offset,
+            self.log.log_start_offset(),
+        )
+        .await;
+        match written {
+            Ok(()) => tracing::debug!(partition = ?self, offset, "producer snapshot written"),
+            Err(e) => {
+                tracing::warn!(partition = ?self, offset, %e, "producer snapshot not written")
+            }
+        }
+    }
+
+    /// Takes a producer snapshot if the log rolled a segment since the last one.
+    async fn snapshot_if_rolled(&self) {
+        let base = self.log.active_segment_base();
+        let last = self.snapshot_segment_base.load(Ordering::Acquire);
+        if base > last
+            && self
+                .snapshot_segment_base
+                .compare_exchange(last, base, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.write_producer_snapshot().await;
+        }
+    }
+
+    /// Clean shutdown: a producer snapshot at the log end, then the log's clean close, with the
+    /// producers' lock held across both so no idempotent append slips in between.
+    pub async fn close(&self) -> Result<(), crate::log::LogOffline> {
+        let producers = self.producers.lock().await;
+        if let Some(state) = producers.as_ref() {
+            self.write_snapshot_of(state).await;
+        }
+        self.log.close().await
     }
 
     /// If the log went offline after an I/O error, recovers it in place and rebuilds the
@@ -115,7 +192,11 @@ impl Partition {
         match self.log.reopen().await {
             Ok(true) => {
                 *producers = match rebuild_producer_state(&self.log).await {
-                    Ok(rebuilt) => Some(rebuilt),
+                    Ok((rebuilt, snapshot)) => {
+                        self.loaded_from_snapshot
+                            .store(snapshot.unwrap_or(u64::MAX), Ordering::Release);
+                        Some(rebuilt)
+                    }
                     Err(e) => {
                         // The old state may hold batches the recovery dropped: a retry of one
                         // would be answered as a duplicate. Rebuild before the next use.
@@ -160,9 +241,11 @@ impl Partition {
     ) -> Result<tokio::sync::MappedMutexGuard<'_, ProducerStateManager>, ProduceError> {
         let mut producers = self.producers.lock().await;
         if producers.is_none() {
-            let rebuilt = rebuild_producer_state(&self.log).await.map_err(|e| {
+            let (rebuilt, snapshot) = rebuild_producer_state(&self.log).await.map_err(|e| {
                 AppendError::Offline(format!("producer state cannot be rebuilt: {e}"))
             })?;
+            self.loaded_from_snapshot
+                .store(snapshot.unwrap_or(u64::MAX), Ordering::Release);
             *producers = Some(rebuilt);
         }
         Ok(tokio::sync::MutexGuard::map(producers, |p| {
@@ -230,9 +313,40 @@ impl Partition {
     /// Batches from idempotent producers are checked first (see the module doc). A retry of a
     /// batch already in the log is not appended again: the result carries the original's
     /// offsets, and waiting for its durability works the same.
+    ///
+    /// The offsets returned may be shown at once (acks=1); [`Partition::append_unexposed`] is
+    /// for callers that show them only once durable.
     pub async fn append(self: &Arc<Self>, records: &mut [u8]) -> Result<AppendInfo, ProduceError> {
+        self.append_showing(records, true).await
+    }
+
+    /// [`Partition::append`] for a caller that shows the offsets to no one before
+    /// [`Partition::wait_durable`] returns (acks=all, acks=0, the group coordinator): under
+    /// the durable policy they need no offset reservation (see [`crate::log::reservation`]).
+    pub async fn append_unexposed(
+        self: &Arc<Self>,
+        records: &mut [u8],
+    ) -> Result<AppendInfo, ProduceError> {
+        self.append_showing(records, false).await
+    }
+
+    async fn append_showing(
+        self: &Arc<Self>,
+        records: &mut [u8],
+        exposed: bool,
+    ) -> Result<AppendInfo, ProduceError> {
+        let result = self.append_checked(records, exposed).await;
+        self.snapshot_if_rolled().await;
+        result
+    }
+
+    async fn append_checked(
+        self: &Arc<Self>,
+        records: &mut [u8],
+        exposed: bool,
+    ) -> Result<AppendInfo, ProduceError> {
         if !has_producer_id(records) {
-            return Ok(self.append_to_log(records).await?);
+            return Ok(self.append_to_log(records, exposed).await?);
         }
         // Kafka validates the batches (CRC included) before it looks at their sequences.
         let headers = batch::validate_all(records).map_err(AppendError::from)?;
@@ -241,6 +355,13 @@ impl Partition {
             tracing::debug!(partition = ?self, producer_id = headers[0].producer_id,
                 first_seq = original.first_seq, base_offset = original.base_offset,
                 "duplicate batch: answering with the original offsets");
+            if exposed {
+                // The original may have been appended unexposed and not be synced yet.
+                self.log
+                    .expose(original.last_offset + 1)
+                    .await
+                    .map_err(|e| AppendError::Offline(e.0))?;
+            }
             return Ok(AppendInfo {
                 base_offset: original.base_offset,
                 last_offset: original.last_offset,
@@ -253,7 +374,7 @@ impl Partition {
                 incarnation: self.log.incarnation(),
             });
         }
-        let info = self.append_to_log(records).await?;
+        let info = self.append_to_log(records, exposed).await?;
         // `records` now holds the batches as stored: offsets assigned, LogAppendTime stamped.
         let mut pos = 0;
         while pos < records.len() {
@@ -296,9 +417,14 @@ impl Partition {
     async fn append_to_log(
         self: &Arc<Self>,
         records: &mut [u8],
+        exposed: bool,
     ) -> Result<AppendInfo, AppendError> {
         let leader_epoch = self.leader_epoch();
-        let info = self.log.append_unsynced(records, leader_epoch).await?;
+        let info = if exposed {
+            self.log.append_unsynced(records, leader_epoch).await?
+        } else {
+            self.log.append_unexposed(records, leader_epoch).await?
+        };
         self.watch.log_end_moved();
         if self.durable_policy() {
             self.schedule_background_sync();
@@ -394,7 +520,11 @@ impl Partition {
         let mut producers = self.producers.lock().await;
         let result = self.log.truncate_to(offset).await;
         *producers = match &result {
-            Ok(_) => rebuild_producer_state(&self.log).await.ok(),
+            // Loading also deletes the snapshots beyond the new log end.
+            Ok(_) => rebuild_producer_state(&self.log)
+                .await
+                .ok()
+                .map(|(producers, _)| producers),
             // Offline: rebuilt once the log is recovered.
             Err(_) => None,
         };
@@ -434,13 +564,33 @@ fn has_producer_id(records: &[u8]) -> bool {
     false
 }
 
-/// Replays every batch from the log start into a fresh state (Kafka rebuilds from its last
-/// snapshot; we have none yet, so from the start). A batch damaged at rest cannot be read: the
-/// rest of its segment is skipped, loudly, since the producers' windows may then miss batches.
-async fn rebuild_producer_state(log: &Log) -> Result<ProducerStateManager, ReadError> {
-    let mut state = ProducerStateManager::new();
+/// Rebuilds the producers' state: from the newest valid snapshot at or below the log end, then
+/// every batch after it (Kafka's `loadProducerState`); without one, from the log start. Returns
+/// the snapshot used. A batch damaged at rest cannot be read: the rest of its segment is
+/// skipped, loudly, since the producers' windows may then miss batches.
+async fn rebuild_producer_state(
+    log: &Log,
+) -> Result<(ProducerStateManager, Option<u64>), ReadError> {
     let end = log.log_end_offset();
-    let mut offset = log.log_start_offset();
+    let start = log.log_start_offset();
+    let loaded = match producer_snapshot::load(log.disk().as_ref(), log.dir(), end).await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tracing::warn!(dir = %log.dir().display(), %e, "producer snapshots unreadable: rebuilding from the log start");
+            None
+        }
+    };
+    let (mut state, mut offset, snapshot) = match loaded {
+        Some(producer_snapshot::Loaded { mut state, offset }) => {
+            assert!(
+                offset <= end,
+                "a snapshot beyond the log end is never loaded"
+            );
+            state.evict_before(start);
+            (state, offset.max(start), Some(offset))
+        }
+        None => (ProducerStateManager::new(), start, None),
+    };
     while offset < end {
         let read = match log.read(offset, REBUILD_READ_BYTES, None).await {
             Ok(read) => read,
@@ -474,5 +624,5 @@ async fn rebuild_producer_state(log: &Log) -> Result<ProducerStateManager, ReadE
             pos += header.size();
         }
     }
-    Ok(state)
+    Ok((state, snapshot))
 }

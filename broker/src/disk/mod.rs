@@ -147,10 +147,26 @@ pub async fn write_file_atomic(disk: &dyn Disk, path: &Path, contents: &[u8]) ->
         Err(e) => return Err(e),
     }
     let file = disk.open(tmp, OpenMode::CreateNew).await?;
-    file.append(contents).await?;
-    file.sync().await?;
+    let written = async {
+        file.append(contents).await?;
+        file.sync().await
+    }
+    .await;
+    drop(file);
+    if let Err(e) = written {
+        // A full disk or a failed write leaves no garbage behind: removing needs no space.
+        if let Err(cleanup) = disk.remove(tmp).await {
+            tracing::warn!(path = %tmp.display(), %cleanup, "could not remove a temporary file");
+        }
+        return Err(e);
+    }
     disk.rename(tmp, path).await?;
     disk.sync_dir(dir).await
+}
+
+/// Is this error a full disk (ENOSPC)? Callers that can defer a write tolerate it.
+pub fn is_storage_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
 }
 
 /// Removes a file if it exists; a missing file is not an error.

@@ -264,7 +264,8 @@ impl GroupCoordinator {
             .await
             .expect("the semaphore is never closed")
             .forget();
-        let info = match partition.append(&mut batch).await {
+        // Answered only once durable: no offset reservation needed.
+        let info = match partition.append_unexposed(&mut batch).await {
             Ok(info) => info,
             Err(e) => {
                 self.pending_writes.add_permits(1);

@@ -4,8 +4,10 @@
 //! - `recovery_point`: every batch below it is durable and its segment's index files are
 //!   written, so recovery scans only the segment holding it and those after.
 //! - `log_start_offset`: raised by retention and DeleteRecords; never lowered.
-//! - `offset_reservation`: no offset at or above it has ever been assigned. After a crash the
-//!   log continues from here, so an offset handed out before the crash is never reused.
+//! - `offset_reservation`: no unsynced offset at or above it has ever been shown outside the
+//!   log. After a crash the log continues from here (or from the end of the recovered data, if
+//!   that is further), so an offset shown before the crash is never reused; see
+//!   [`super::reservation`].
 
 /// The checkpointed offsets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

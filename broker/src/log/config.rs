@@ -38,9 +38,10 @@ pub struct LogConfig {
     /// the default): as the producer sent it.
     pub compression: Option<Compression>,
     pub flush: FlushPolicy,
-    /// How many offsets are reserved durably ahead of assignment. After a crash the log skips
-    /// to the end of the reservation, so no offset handed out before the crash (even one whose
-    /// bytes were lost) is ever given to different data. Costs one small sync per reservation.
+    /// The largest step by which the offset reservation grows (see [`super::reservation`]):
+    /// offsets shown before they are synced (acks=1, the lazy policy) are reserved durably
+    /// first, in steps sized by the recent rate and capped here. After a crash the log skips at
+    /// most the lost window plus one step. Costs one small checkpoint write per step.
     pub offset_reservation: u64,
 }
 

@@ -9,12 +9,17 @@
 //!   and at clean shutdown, with a checksum (see [`index`]);
 //! - `log.checkpoint`: recovery point, log start offset and offset reservation ([`checkpoint`]);
 //! - `leader-epoch-checkpoint`: the [`leader_epoch::LeaderEpochCache`];
+//! - `{offset:020}.snapshot`: state derived from the batches below `offset` (the idempotent
+//!   producers' snapshots, `txn::producer_snapshot`); recovery deletes those beyond the data
+//!   it recovered;
 //! - `.clean-shutdown`: present only between a clean close and the next open.
 //!
 //! # Guarantees
-//! - Offsets are assigned once, densely within a run, and never reused, even across crashes that
-//!   lose unsynced batches (the offset reservation makes the log skip past any offset it might
-//!   have handed out). A gap in offsets after a crash is legal Kafka (consumers skip it).
+//! - Offsets are assigned once, densely within a run, and an offset anyone outside the log has
+//!   seen is never reused, even across crashes that lose unsynced batches: the offset
+//!   reservation makes the log skip past any unsynced offset it may have shown, and only those
+//!   (see [`reservation`] for the argument). A gap in offsets after a crash is legal Kafka
+//!   (consumers skip it).
 //! - Under [`FlushPolicy::Durable`] an append returns only once its bytes are synced; many
 //!   concurrent appends share one sync (group commit). After any crash the log holds a prefix
 //!   of what was appended that includes every append that returned `Ok`.
@@ -42,6 +47,7 @@ pub mod config;
 mod follower;
 pub mod index;
 pub mod leader_epoch;
+pub mod reservation;
 pub mod segment;
 mod truncate;
 
@@ -55,6 +61,7 @@ use batch::{BatchError, BatchHeader, HEADER_LEN};
 use checkpoint::Checkpoint;
 use index::{OffsetIndex, TimeIndex};
 use leader_epoch::LeaderEpochCache;
+use reservation::ReservationPace;
 use segment::{ScanEnd, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 
 pub use config::{FlushPolicy, LogConfig};
@@ -67,6 +74,9 @@ use crate::disk::{self, Disk, DiskFile, OpenMode};
 const CHECKPOINT_FILE: &str = "log.checkpoint";
 const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// `{offset:020}.snapshot`: state derived from the batches below `offset` (the producers'
+/// snapshots, `txn::producer_snapshot`). Recovery deletes those beyond the data it recovered.
+pub const SNAPSHOT_SUFFIX: &str = ".snapshot";
 
 /// Opening a log failed; nothing was served from it.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +195,11 @@ struct LogState {
     log_start_offset: u64,
     next_offset: u64,
     durable_offset: u64,
+    /// Durable (in the checkpoint): every unsynced offset ever shown is below it.
     reserved_offset: u64,
+    reservation_pace: ReservationPace,
+    /// The log start (or the leader epochs) moved and a full disk kept them from the files.
+    checkpoint_stale: bool,
     recovery_point: u64,
     epochs: LeaderEpochCache,
     last_flush_ms: i64,
@@ -237,6 +251,8 @@ pub struct Log {
     log_start_offset: AtomicU64,
     log_end_offset: AtomicU64,
     durable_end_offset: AtomicU64,
+    /// The active segment's base offset: it moves at every roll.
+    active_base_offset: AtomicU64,
     /// Closed cleanly (offline for good, unlike an I/O failure).
     closed: AtomicBool,
     /// In-place recoveries and truncations so far (see [`AppendInfo::incarnation`]).
@@ -265,7 +281,7 @@ impl Log {
         config: LogConfig,
     ) -> Result<Log, OpenError> {
         config.validate().map_err(OpenError::Config)?;
-        let (state, recovery) = recover(disk.as_ref(), clock.as_ref(), &dir, &config)
+        let (state, recovery) = recover(disk.as_ref(), clock.as_ref(), &dir, &config, 0)
             .await
             .map_err(|source| OpenError::Io {
                 dir: dir.clone(),
@@ -283,6 +299,7 @@ impl Log {
             log_start_offset: AtomicU64::new(0),
             log_end_offset: AtomicU64::new(0),
             durable_end_offset: AtomicU64::new(0),
+            active_base_offset: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             incarnation: AtomicU64::new(0),
         };
@@ -342,15 +359,24 @@ impl Log {
             st.durable_offset <= st.next_offset,
             "durable end passed the log end"
         );
-        assert!(
-            st.next_offset <= st.reserved_offset,
-            "offset assigned beyond the reservation"
-        );
         self.log_start_offset
             .store(st.log_start_offset, Ordering::Release);
         self.log_end_offset.store(st.next_offset, Ordering::Release);
         self.durable_end_offset
             .store(st.durable_offset, Ordering::Release);
+        self.active_base_offset
+            .store(st.active().base_offset, Ordering::Release);
+    }
+
+    /// The base offset of the active segment: it moves at every roll (producer snapshots are
+    /// taken then).
+    pub fn active_segment_base(&self) -> u64 {
+        self.active_base_offset.load(Ordering::Acquire)
+    }
+
+    /// The disk the log lives on, for the files kept beside its segments (producer snapshots).
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.disk
     }
 
     fn go_offline(&self, st: &mut LogState, what: &str, e: &io::Error) -> LogOffline {
@@ -407,8 +433,13 @@ impl Log {
         records: &mut [u8],
         leader_epoch: i32,
     ) -> Result<AppendInfo, AppendError> {
-        let info = self.append_unsynced(records, leader_epoch).await?;
-        if self.config().flush == FlushPolicy::Durable {
+        let durable = self.config().flush == FlushPolicy::Durable;
+        // Under the durable policy the offsets are returned only once synced: nothing unsynced
+        // is shown, so nothing needs reserving.
+        let info = self
+            .append_assigning(records, leader_epoch, !durable)
+            .await?;
+        if durable {
             self.wait_append_durable(&info)
                 .await
                 .map_err(|e| AppendError::Offline(e.0))?;
@@ -417,12 +448,36 @@ impl Log {
     }
 
     /// [`Log::append`] without waiting for the sync under the durable policy: the batch is in
-    /// the log (readable up to the caller's bound) but not yet durable. Kafka's acks=1 answers
-    /// here; [`Log::wait_durable`] completes the durable path (acks=all).
+    /// the log (readable up to the caller's bound) but not yet durable. The returned offsets
+    /// may be shown at once (Kafka's acks=1 answers here): they are covered by the offset
+    /// reservation (see [`reservation`]). [`Log::wait_durable`] completes the durable path.
     pub async fn append_unsynced(
         &self,
         records: &mut [u8],
         leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_assigning(records, leader_epoch, true).await
+    }
+
+    /// [`Log::append_unsynced`] for a caller that shows the offsets to no one until
+    /// [`Log::wait_append_durable`] returns (acks=all, acks=0): under the durable policy they
+    /// need no reservation, so a crash before the sync skips nothing. Under the lazy policy
+    /// reads show them at once, so they are reserved all the same.
+    pub async fn append_unexposed(
+        &self,
+        records: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_assigning(records, leader_epoch, false).await
+    }
+
+    /// Assigns offsets and appends. `exposed`: the caller may show the offsets before they are
+    /// synced, so the reservation must cover them first.
+    async fn append_assigning(
+        &self,
+        records: &mut [u8],
+        leader_epoch: i32,
+        exposed: bool,
     ) -> Result<AppendInfo, AppendError> {
         let headers = batch::validate_all(records)?;
         let config = self.config();
@@ -436,6 +491,8 @@ impl Log {
         }
         let record_count: u64 = headers.iter().map(|h| h.last_offset_delta as u64 + 1).sum();
         let now = self.clock.now_ms();
+        // Lazy reads and high watermarks show every appended offset at once.
+        let must_reserve = exposed || matches!(config.flush, FlushPolicy::Lazy { .. });
         let info = {
             let mut flushed_for_roll = false;
             let mut st = loop {
@@ -466,14 +523,10 @@ impl Log {
             };
             let base_offset = st.next_offset;
             let last_offset = base_offset + record_count - 1;
-            if last_offset >= st.reserved_offset {
-                st.reserved_offset = last_offset + 1 + config.offset_reservation;
-                let checkpoint = st.checkpoint();
-                if let Err(e) = self.write_checkpoint(checkpoint).await {
-                    return Err(AppendError::Offline(
-                        self.go_offline(&mut st, "writing checkpoint", &e).0,
-                    ));
-                }
+            if must_reserve {
+                self.reserve_locked(&mut st, last_offset + 1, config.offset_reservation)
+                    .await
+                    .map_err(|e| AppendError::Offline(e.0))?;
             }
             if leader_epoch >= 0 && st.epochs.assign(leader_epoch, base_offset) {
                 let encoded = st.epochs.encode();
@@ -536,6 +589,10 @@ impl Log {
             }
             assert_eq!(active.next_offset, last_offset + 1);
             st.next_offset = last_offset + 1;
+            assert!(
+                !must_reserve || st.next_offset <= st.reserved_offset,
+                "an offset shown before its sync is not reserved"
+            );
             self.publish(&st);
             AppendInfo {
                 base_offset,
@@ -724,6 +781,73 @@ impl Log {
         Ok(())
     }
 
+    /// Makes the reservation cover every offset below `end` (see [`reservation`]), writing the
+    /// checkpoint if it must grow. Called with the state locked, before offsets are shown.
+    async fn reserve_locked(
+        &self,
+        st: &mut LogState,
+        end: u64,
+        max_step: u64,
+    ) -> Result<(), LogOffline> {
+        if end <= st.reserved_offset {
+            return Ok(());
+        }
+        st.reserved_offset = st
+            .reservation_pace
+            .extend(end, self.clock.now_ms(), max_step);
+        if let Err(e) = self.write_checkpoint(st.checkpoint()).await {
+            return Err(self.go_offline(st, "writing checkpoint", &e));
+        }
+        assert!(end <= st.reserved_offset, "the reservation covers its need");
+        Ok(())
+    }
+
+    /// Before offsets below `end` that were appended with [`Log::append_unexposed`] are shown
+    /// unsynced after all (an acks=1 retry answered with a duplicate's offsets): reserves them.
+    pub async fn expose(&self, end: u64) -> Result<(), LogOffline> {
+        let mut st = self.state.lock().await;
+        st.check_online()?;
+        if end <= st.durable_offset {
+            return Ok(());
+        }
+        let max_step = self.config().offset_reservation;
+        self.reserve_locked(&mut st, end, max_step).await
+    }
+
+    /// Rewrites the checkpoint when it is behind, as the broker's maintenance asks: a log start
+    /// that a full disk kept from it (see [`Log::apply_retention`]), or an offset reservation
+    /// headroom beyond the log end, so that a crash of an idle log skips nothing. Every offset
+    /// shown is below the log end, so moving the reservation back to it is always correct; it
+    /// waits until everything appended is durable only so that a busy log does not trade one
+    /// checkpoint write for another. A failed write leaves the older checkpoint, which is still
+    /// correct: it is only logged.
+    pub async fn tidy_checkpoint(&self) {
+        let mut st = self.state.lock().await;
+        if st.offline.is_some() {
+            return;
+        }
+        if st.checkpoint_stale {
+            if let Err(e) = self.store_log_start(&mut st).await {
+                tracing::warn!(dir = %self.dir.display(), %e, "could not write the checkpoint");
+                return;
+            }
+        }
+        if st.durable_offset < st.next_offset || st.reserved_offset <= st.next_offset {
+            return;
+        }
+        let checkpoint = Checkpoint {
+            offset_reservation: st.next_offset,
+            ..st.checkpoint()
+        };
+        assert!(checkpoint.offset_reservation >= st.durable_offset);
+        match self.write_checkpoint(checkpoint).await {
+            Ok(()) => st.reserved_offset = st.next_offset,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), %e, "could not release the offset reservation");
+            }
+        }
+    }
+
     async fn write_indexes(&self, segment: &Segment) -> io::Result<()> {
         let index_path = segment::path(&self.dir, segment.base_offset, INDEX_SUFFIX);
         disk::write_file_atomic(self.disk.as_ref(), &index_path, &segment.index.encode()).await?;
@@ -748,7 +872,7 @@ impl Log {
         let mut target = offset;
         loop {
             let (segment_path, file, base, mut pos, size, bound, next_segment, offsets) = {
-                let st = self.state.lock().await;
+                let mut st = self.state.lock().await;
                 st.check_online().map_err(|e| ReadError::Offline(e.0))?;
                 if offset < st.log_start_offset || offset > st.next_offset {
                     return Err(ReadError::OffsetOutOfRange {
@@ -763,6 +887,13 @@ impl Log {
                     durable_end_offset: st.durable_offset,
                 };
                 let bound = max_offset.map_or(st.next_offset, |m| m.min(st.next_offset));
+                if bound > st.durable_offset.max(st.reserved_offset) {
+                    // An unbounded read past the durable end shows unsynced offsets.
+                    let max_step = self.config().offset_reservation;
+                    self.reserve_locked(&mut st, bound, max_step)
+                        .await
+                        .map_err(|e| ReadError::Offline(e.0))?;
+                }
                 let found = st.segments.range(..=target).next_back().map(|(_, s)| s);
                 let next_segment = st.segments.range(target + 1..).next().map(|(&b, _)| b);
                 let Some(segment) = found.filter(|_| target < bound) else {
@@ -1051,7 +1182,10 @@ impl Log {
         let new_start = st
             .log_start_offset
             .max(first_kept.expect("the active segment is kept"));
-        self.advance_log_start(&mut st, new_start).await?;
+        // Files first, checkpoint after: removing needs no free space, so retention and
+        // DeleteRecords work on a full disk and free it. A crash in between is harmless:
+        // recovery starts the log at the first segment left when that is past the checkpoint.
+        st.log_start_offset = new_start;
         for base in &doomed {
             st.segments.remove(base);
         }
@@ -1071,34 +1205,46 @@ impl Log {
         if let Err(e) = removal {
             return Err(self.go_offline(&mut st, "deleting segments", &e));
         }
+        self.store_log_start(&mut st).await?;
         tracing::info!(dir = %self.dir.display(), segments = doomed.len(), log_start_offset = new_start,
             "retention deleted segments");
         self.publish(&st);
         Ok(doomed.len())
     }
 
-    async fn advance_log_start(&self, st: &mut LogState, new_start: u64) -> Result<(), LogOffline> {
-        if new_start <= st.log_start_offset {
-            return Ok(());
-        }
-        st.log_start_offset = new_start;
-        if let Err(e) = self.write_checkpoint(st.checkpoint()).await {
-            return Err(self.go_offline(st, "writing checkpoint", &e));
-        }
-        if st.epochs.truncate_from_start(new_start) {
-            let path = self.dir.join(LEADER_EPOCH_FILE);
-            if let Err(e) =
-                disk::write_file_atomic(self.disk.as_ref(), &path, &st.epochs.encode()).await
-            {
-                return Err(self.go_offline(st, "writing leader epochs", &e));
+    /// Writes the checkpoint and leader epochs after the log start moved. A full disk only
+    /// defers it (Kafka checkpoints the log start periodically, too): until it is written, a
+    /// crash brings the log start back to the first segment's base, never below it, and
+    /// [`Log::tidy_checkpoint`] retries. Any other error takes the log offline.
+    async fn store_log_start(&self, st: &mut LogState) -> Result<(), LogOffline> {
+        let truncated = st.epochs.truncate_from_start(st.log_start_offset);
+        let result = async {
+            self.write_checkpoint(st.checkpoint()).await?;
+            if truncated || st.checkpoint_stale {
+                let path = self.dir.join(LEADER_EPOCH_FILE);
+                disk::write_file_atomic(self.disk.as_ref(), &path, &st.epochs.encode()).await?;
             }
+            Ok::<_, io::Error>(())
         }
-        self.publish(st);
-        Ok(())
+        .await;
+        match result {
+            Ok(()) => {
+                st.checkpoint_stale = false;
+                Ok(())
+            }
+            Err(e) if disk::is_storage_full(&e) => {
+                tracing::warn!(dir = %self.dir.display(), log_start_offset = st.log_start_offset,
+                    "disk full: the log start offset is checkpointed later");
+                st.checkpoint_stale = true;
+                Ok(())
+            }
+            Err(e) => Err(self.go_offline(st, "writing checkpoint", &e)),
+        }
     }
 
     /// DeleteRecords: makes `offset` the log start (if it is higher) and deletes the segments
-    /// wholly below it. Returns the new log start offset.
+    /// wholly below it. Returns the new log start offset. Works on a full disk (see
+    /// [`Log::apply_retention`]).
     pub async fn delete_records_before(&self, offset: u64) -> Result<u64, DeleteRecordsError> {
         {
             let mut st = self.state.lock().await;
@@ -1109,10 +1255,27 @@ impl Log {
                     log_end_offset: st.next_offset,
                 });
             }
-            self.advance_log_start(&mut st, offset).await?;
+            if offset > st.log_start_offset {
+                // In memory only: the segments below go first and free space for the checkpoint.
+                st.log_start_offset = offset;
+                st.checkpoint_stale = true;
+                self.publish(&st);
+            }
         }
         self.apply_retention().await?;
+        {
+            let mut st = self.state.lock().await;
+            if st.checkpoint_stale {
+                st.check_online()?;
+                self.store_log_start(&mut st).await?;
+            }
+        }
         Ok(self.log_start_offset())
+    }
+
+    /// True while the log is offline: after an I/O error, a clean close or retirement.
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
     }
 
     /// True while the log is offline after an I/O error (not after a clean close).
@@ -1122,7 +1285,8 @@ impl Log {
 
     /// Recovers an offline log in place, as a restart would: drops what is in memory and runs
     /// the recovery of [`Log::open`] on what is on disk (cutting a torn tail, skipping the
-    /// reserved offsets). Returns `Ok(true)` if the log is back online, `Ok(false)` if it was
+    /// reserved offsets and the ones this process assigned, so the log end does not move). It
+    /// needs no free space: a full disk does not keep a log offline. Returns `Ok(true)` if the log is back online, `Ok(false)` if it was
     /// not offline; an error leaves it offline, to be tried again later.
     pub async fn reopen(&self) -> Result<bool, OpenError> {
         if !self.is_failed() {
@@ -1135,12 +1299,22 @@ impl Log {
             return Ok(false);
         }
         let config = self.config();
-        let (state, report) = recover(self.disk.as_ref(), self.clock.as_ref(), &self.dir, &config)
-            .await
-            .map_err(|source| OpenError::Io {
-                dir: self.dir.clone(),
-                source,
-            })?;
+        // Within one process offsets stay monotonic: what this run assigned (and other parts
+        // of the broker may still hold, such as appends waiting for their sync) is not reused,
+        // even where it was never shown. Only a restart forgets it.
+        let assigned_end = st.next_offset;
+        let (state, report) = recover(
+            self.disk.as_ref(),
+            self.clock.as_ref(),
+            &self.dir,
+            &config,
+            assigned_end,
+        )
+        .await
+        .map_err(|source| OpenError::Io {
+            dir: self.dir.clone(),
+            source,
+        })?;
         tracing::info!(dir = %self.dir.display(), torn_bytes_cut = report.torn_bytes_cut,
             offsets_skipped = report.offsets_skipped, "offline log recovered in place");
         *st = state;
@@ -1148,6 +1322,16 @@ impl Log {
         self.offline.store(false, Ordering::Release);
         self.publish(&st);
         Ok(true)
+    }
+
+    /// Takes the log offline for good without writing anything: its directory is about to be
+    /// deleted (a deleted topic), which must work on a full disk. Appends and reads in flight
+    /// fail as offline.
+    pub async fn retire(&self) {
+        let mut st = self.state.lock().await;
+        st.offline = Some("deleted".into());
+        self.closed.store(true, Ordering::Release);
+        self.offline.store(true, Ordering::Release);
     }
 
     /// Clean shutdown: sync everything, write the active segment's indexes and the checkpoint,
@@ -1222,12 +1406,73 @@ async fn load_indexes(
     }
 }
 
-/// Rebuilds the log's state from `dir`. See the module doc.
+/// The end of the offsets that the bytes of a tail segment from `position` on may hold, where
+/// the scan stopped at a batch it could not read (a torn write, or a bit flip in synced bytes)
+/// and `expected` is the offset that batch should start at. The batches there may have been
+/// synced and shown (acks=all answers, reads below the high watermark), so recovery must not
+/// hand their offsets out again. Looks for every batch that still passes its CRC (offsets are
+/// dense, so the damaged one starts at `expected` even if its base offset field is what
+/// flipped) and trusts the damaged batch's own offset fields when its base offset is the
+/// expected one. Reads only the bytes after the damage: a torn tail is short.
+async fn offsets_written_from(
+    file: &dyn DiskFile,
+    position: u64,
+    expected: u64,
+) -> io::Result<u64> {
+    // Offsets no batch can plausibly reach from `expected`: a flipped high bit is not a batch.
+    const PLAUSIBLE_SPAN: u64 = 1 << 32;
+    let len = file.len();
+    let mut end = expected;
+    let mut rest = vec![0u8; usize::try_from(len - position).map_err(io::Error::other)?];
+    let mut read = 0;
+    while read < rest.len() {
+        let n = file
+            .read_at(position + read as u64, &mut rest[read..])
+            .await?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    rest.truncate(read);
+    let mut at = 0;
+    while at + HEADER_LEN <= rest.len() {
+        let Ok(header) = BatchHeader::parse(&rest[at..]) else {
+            at += 1;
+            continue;
+        };
+        let whole = rest.get(at..at + header.size());
+        let checked = whole.is_some_and(|bytes| batch::validate(bytes).is_ok());
+        let delta = u64::from(header.last_offset_delta.max(0).unsigned_abs())
+            .max(u64::from(header.records_count.max(1).unsigned_abs()) - 1);
+        let base = header.base_offset as u64;
+        let last = if at == 0 && (checked || base == expected) {
+            Some(expected + delta)
+        } else if checked && base >= expected && base - expected < PLAUSIBLE_SPAN {
+            Some(base + delta)
+        } else {
+            None
+        };
+        match last {
+            Some(last) if delta < PLAUSIBLE_SPAN => {
+                end = end.max(last + 1);
+                at += if checked { header.size() } else { 1 };
+            }
+            _ => at += 1,
+        }
+    }
+    assert!(end >= expected);
+    Ok(end)
+}
+
+/// Rebuilds the log's state from `dir`. See the module doc. `assigned_end`: offsets below it
+/// were assigned by this process (an in-place recovery) and are not given out again.
 async fn recover(
     disk: &dyn Disk,
     clock: &dyn Clock,
     dir: &Path,
     config: &LogConfig,
+    assigned_end: u64,
 ) -> io::Result<(LogState, RecoveryReport)> {
     let mut report = RecoveryReport::default();
     disk.create_dir_all(dir)
@@ -1288,6 +1533,8 @@ async fn recover(
         .max()
         .unwrap_or(0);
     let mut scanned = Vec::new();
+    // The end of the offsets that unreadable or cut bytes at the tail may have held.
+    let mut damaged_end = 0;
     for (i, &base) in bases.iter().enumerate() {
         let is_tail = i + 1 == bases.len();
         let path = segment::path(dir, base, LOG_SUFFIX);
@@ -1313,6 +1560,10 @@ async fn recover(
         match scan_end {
             ScanEnd::Clean => {}
             ScanEnd::TornTail { position, error } => {
+                // A bit flip in synced bytes looks like a torn write here: the offsets of what
+                // is cut may have been shown, so they are skipped, never reused.
+                damaged_end = damaged_end
+                    .max(offsets_written_from(seg.file.as_ref(), position, seg.next_offset).await?);
                 report.torn_bytes_cut += seg.file.len() - position;
                 tracing::warn!(segment = %path.display(), position, cut_bytes = seg.file.len() - position, %error,
                     "cutting a torn tail");
@@ -1329,10 +1580,17 @@ async fn recover(
                 report.corrupt_batches += positions.len();
                 tracing::error!(segment = %path.display(), ?positions, ?unreadable_from, %error,
                     "CORRUPT SEGMENT: damaged batches at rest will never be served");
-                if unreadable_from.is_some() {
-                    // Offsets past the damage are unknown: the segment ends where the next begins.
-                    if let Some(&next) = bases.get(i + 1) {
-                        seg.next_offset = seg.next_offset.max(next);
+                if let Some(position) = unreadable_from {
+                    // Offsets past the damage are unknown: the segment ends where the next
+                    // begins, or (the tail) past every offset the damaged bytes may hold.
+                    match bases.get(i + 1) {
+                        Some(&next) => seg.next_offset = seg.next_offset.max(next),
+                        None => {
+                            damaged_end = damaged_end.max(
+                                offsets_written_from(seg.file.as_ref(), position, seg.next_offset)
+                                    .await?,
+                            );
+                        }
                     }
                 }
             }
@@ -1351,14 +1609,37 @@ async fn recover(
     }
 
     let data_end = segments.values().next_back().map(|s| s.next_offset);
+    // A snapshot beyond the recovered data describes batches that are gone; the skip below
+    // would put it inside the log's offsets, so it goes now, before anything can use it.
+    let recovered_end = data_end.unwrap_or(checkpoint.log_start_offset);
+    let mut stale_snapshots = false;
+    for name in &names {
+        if segment::parse_file_name(name, SNAPSHOT_SUFFIX).is_some_and(|o| o > recovered_end) {
+            tracing::info!(dir = %dir.display(), snapshot = %name, recovered_end,
+                "deleting a snapshot beyond the recovered log");
+            disk.remove(&dir.join(name)).await?;
+            stale_snapshots = true;
+        }
+    }
+    if stale_snapshots {
+        disk.sync_dir(dir).await?;
+    }
     let mut next_offset = data_end
         .unwrap_or(checkpoint.log_start_offset)
         .max(checkpoint.log_start_offset);
-    if !clean && checkpoint.offset_reservation > next_offset {
-        tracing::info!(dir = %dir.display(), from = next_offset, to = checkpoint.offset_reservation,
-            "unclean restart: skipping offsets that may have been handed out before the crash");
-        report.offsets_skipped = checkpoint.offset_reservation - next_offset;
-        next_offset = checkpoint.offset_reservation;
+    let skip_to = if clean {
+        assigned_end
+    } else {
+        checkpoint
+            .offset_reservation
+            .max(assigned_end)
+            .max(damaged_end)
+    };
+    if skip_to > next_offset {
+        tracing::info!(dir = %dir.display(), from = next_offset, to = skip_to,
+            "unclean restart: skipping offsets that may have been shown before the crash");
+        report.offsets_skipped = skip_to - next_offset;
+        next_offset = skip_to;
     }
     if segments.is_empty() {
         let path = segment::path(dir, next_offset, LOG_SUFFIX);
@@ -1399,8 +1680,15 @@ async fn recover(
     let first_base = *segments.keys().next().expect("at least one segment");
     let log_start_offset = checkpoint.log_start_offset.max(first_base).min(next_offset);
     let data_end = data_end.unwrap_or(next_offset);
+    // A full disk must not keep a log offline forever (nothing could free space then): the
+    // metadata files below can wait; the older ones on disk stay correct meanwhile.
+    let mut checkpoint_stale = false;
     if epochs.truncate_from_end(data_end) {
-        disk::write_file_atomic(disk, &dir.join(LEADER_EPOCH_FILE), &epochs.encode()).await?;
+        match disk::write_file_atomic(disk, &dir.join(LEADER_EPOCH_FILE), &epochs.encode()).await {
+            Ok(()) => {}
+            Err(e) if disk::is_storage_full(&e) => checkpoint_stale = true,
+            Err(e) => return Err(e),
+        }
     }
     if let Some(active) = segments.values_mut().next_back() {
         if active.rolling_base_ms.is_none() && active.size > 0 {
@@ -1409,23 +1697,37 @@ async fn recover(
     }
     disk::remove_if_exists(disk, &dir.join(CLEAN_SHUTDOWN_FILE)).await?;
     disk.sync_dir(dir).await?;
-    let state = LogState {
+    let mut state = LogState {
         segments,
         log_start_offset,
         next_offset,
         durable_offset: next_offset,
-        reserved_offset: next_offset + config.offset_reservation,
+        // Nothing of this run has been shown yet: no headroom, so an idle log never moves.
+        reserved_offset: next_offset,
+        reservation_pace: ReservationPace::new(clock.now_ms(), next_offset),
+        checkpoint_stale,
         recovery_point: next_offset,
         epochs,
         last_flush_ms: clock.now_ms(),
         offline: None,
     };
-    disk::write_file_atomic(
+    match disk::write_file_atomic(
         disk,
         &dir.join(CHECKPOINT_FILE),
         &state.checkpoint().encode(),
     )
-    .await?;
+    .await
+    {
+        Ok(()) => {}
+        // The checkpoint on disk (if any) is older: an earlier recovery point (more to scan
+        // next time), a reservation at most the new log end (every offset below it is durable
+        // now, so nothing shown is at risk), a log start no higher than this one.
+        Err(e) if disk::is_storage_full(&e) => {
+            tracing::warn!(dir = %dir.display(), "disk full: the log checkpoint is written later");
+            state.checkpoint_stale = true;
+        }
+        Err(e) => return Err(e),
+    }
     report.clean = clean;
     report.segments = state.segments.len();
     report.segments_scanned = scanned.len();

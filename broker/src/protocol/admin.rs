@@ -430,6 +430,9 @@ pub async fn delete_records(
                     result = result.with_error_code(ResponseError::UnknownTopicOrPartition.code())
                 }
                 Some(partition) => {
+                    // A log a full disk took offline recovers without free space, and deleting
+                    // records is how the operator frees it: do not wait for the maintenance.
+                    partition.recover_if_offline().await;
                     let high_watermark = partition.high_watermark();
                     // -1 means "up to the high watermark".
                     let offset = if p.offset == -1 {

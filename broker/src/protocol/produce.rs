@@ -128,7 +128,12 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                     continue;
                 }
             };
-            let result = partition.append(&mut bytes).await;
+            // Only an acks=1 answer shows offsets before they are synced.
+            let result = if acks == 1 {
+                partition.append(&mut bytes).await
+            } else {
+                partition.append_unexposed(&mut bytes).await
+            };
             outcomes.push(match result {
                 Ok(info) => Outcome { index, result: Ok(info), partition: Some(partition) },
                 Err(e) => {

@@ -25,8 +25,9 @@
 //!    (Kafka's `LogValidator`).
 //!
 //! The state changes only through [`ProducerStateManager::record`], which the partition calls
-//! after a successful append, and when the partition rebuilds it from the log on open, so a
-//! batch lost in a crash leaves no trace here.
+//! after a successful append, and when the partition rebuilds it on open from the latest
+//! snapshot ([`super::producer_snapshot`]) and the batches after it, so a batch lost in a crash
+//! leaves no trace here.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -194,6 +195,49 @@ impl ProducerStateManager {
     /// What is known of `producer_id`, if anything.
     pub fn entry(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
+    }
+
+    /// Every producer id known, with its entry, in id order (for snapshots).
+    pub fn producers(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(&id, entry)| (id, entry))
+    }
+
+    /// The state a snapshot describes: per producer id, its epoch and its window of batches,
+    /// oldest first. Refuses entries that [`ProducerStateManager::record`] could not have made.
+    pub fn from_entries(
+        entries: Vec<(i64, i16, Vec<BatchMetadata>)>,
+    ) -> Result<ProducerStateManager, String> {
+        let mut producers = BTreeMap::new();
+        for (producer_id, epoch, batches) in entries {
+            if producer_id <= NO_PRODUCER_ID || batches.len() > BATCHES_TO_RETAIN {
+                return Err(format!("producer {producer_id} cannot be in a snapshot"));
+            }
+            if batches
+                .windows(2)
+                .any(|w| w[0].last_offset >= w[1].base_offset)
+            {
+                return Err(format!("producer {producer_id} has batches out of order"));
+            }
+            let entry = ProducerEntry {
+                epoch,
+                batches: batches.into(),
+            };
+            if producers.insert(producer_id, entry).is_some() {
+                return Err(format!("producer {producer_id} appears twice"));
+            }
+        }
+        Ok(ProducerStateManager { producers })
+    }
+
+    /// Forgets producers whose batches all lie below `log_start_offset` (deleted by retention
+    /// or DeleteRecords), as a rebuild from the log start would not know them.
+    pub fn evict_before(&mut self, log_start_offset: u64) {
+        self.producers.retain(|_, entry| {
+            entry
+                .batches
+                .back()
+                .is_some_and(|b| b.last_offset >= log_start_offset)
+        });
     }
 
     /// Number of producer ids known.
