@@ -30,7 +30,7 @@
 
 use bytes::Bytes;
 
-use super::coordinator::{GroupSnapshot, MemberSnapshot};
+use super::machine::{GroupSnapshot, MemberSnapshot};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Kafka's `offset.metadata.max.bytes`.
