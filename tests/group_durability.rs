@@ -276,16 +276,9 @@ async fn join(broker: &Arc<Broker>, member_id: &str, instance: Option<&str>) -> 
                 .with_name(s("range"))
                 .with_metadata(subscription())])
     };
-    let response: JoinGroupResponse =
-        call(broker, ApiKey::JoinGroup, 5, &request(member_id)).await;
+    let response: JoinGroupResponse = call(broker, ApiKey::JoinGroup, 5, &request(member_id)).await;
     if response.error_code == ResponseError::MemberIdRequired.code() {
-        return call(
-            broker,
-            ApiKey::JoinGroup,
-            5,
-            &request(&response.member_id),
-        )
-        .await;
+        return call(broker, ApiKey::JoinGroup, 5, &request(&response.member_id)).await;
     }
     response
 }
@@ -361,7 +354,11 @@ async fn describe(broker: &Arc<Broker>) -> (String, Vec<String>) {
     let group = &response.groups[0];
     (
         group.group_state.to_string(),
-        group.members.iter().map(|m| m.member_id.to_string()).collect(),
+        group
+            .members
+            .iter()
+            .map(|m| m.member_id.to_string())
+            .collect(),
     )
 }
 
@@ -439,7 +436,11 @@ async fn a_static_members_takeover_survives_a_power_loss_and_its_old_id_stays_fe
     assert_eq!(joined.generation_id, first.generation, "no rebalance");
 
     let broker = node.restart_after_power_loss(broker).await;
-    assert_eq!(heartbeat(&broker, &second).await, 0, "the takeover is stored");
+    assert_eq!(
+        heartbeat(&broker, &second).await,
+        0,
+        "the takeover is stored"
+    );
     assert_eq!(
         heartbeat(&broker, &first).await,
         ResponseError::FencedInstanceId.code(),

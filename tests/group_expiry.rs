@@ -131,8 +131,15 @@ async fn offsets_never_expire_while_members_remain_and_expire_a_retention_after_
         assert_eq!(committed(&broker, "g", "orders"), Some(42));
     }
 
-    let left = broker.groups().leave("g", vec![(member.clone(), None)]).await;
-    assert_eq!(left, vec![Ok(())], "answered once the empty group is stored");
+    let left = broker
+        .groups()
+        .leave("g", vec![(member.clone(), None)])
+        .await;
+    assert_eq!(
+        left,
+        vec![Ok(())],
+        "answered once the empty group is stored"
+    );
     assert_eq!(state(&broker, "g"), Some(GroupState::Empty));
     clock.advance_ms(RETENTION_MINUTES * MINUTE - 1);
     broker.expire_offsets().await;
@@ -228,8 +235,15 @@ async fn a_deleted_group_stays_deleted_after_a_restart() {
     let broker = open(dir.path(), &clock).await;
     let (member, _) = join_alone(&broker, "g", &["orders"]).await;
     commit(&broker, "g", "orders", 3).await;
-    let left = broker.groups().leave("g", vec![(member.clone(), None)]).await;
-    assert_eq!(left, vec![Ok(())], "answered once the empty group is stored");
+    let left = broker
+        .groups()
+        .leave("g", vec![(member.clone(), None)])
+        .await;
+    assert_eq!(
+        left,
+        vec![Ok(())],
+        "answered once the empty group is stored"
+    );
     broker
         .groups()
         .delete_group("g")

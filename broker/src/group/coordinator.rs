@@ -561,7 +561,9 @@ impl GroupCoordinator {
             let mut inner = self.lock();
             if let Ok(Some(base)) = &appended {
                 for (i, (key, value)) in write.offsets.iter().enumerate() {
-                    inner.cache.apply(key.clone(), value.clone(), base + i as u64);
+                    inner
+                        .cache
+                        .apply(key.clone(), value.clone(), base + i as u64);
                 }
             }
             self.end_write(&mut inner, write.ticket, &write.stores, appended.is_ok());
@@ -693,9 +695,10 @@ impl GroupCoordinator {
         let now = self.clock.now_ms();
         let write = {
             let mut inner = self.lock();
-            let expired = inner
-                .cache
-                .expired(now, self.config.offsets_retention_ms, &inner.registry);
+            let expired =
+                inner
+                    .cache
+                    .expired(now, self.config.offsets_retention_ms, &inner.registry);
             let tombstones: Vec<OffsetWrite> = expired.into_iter().map(|k| (k, None)).collect();
             (!tombstones.is_empty()).then(|| Self::decide(&mut inner, tombstones, now))
         };
@@ -740,7 +743,11 @@ impl GroupCoordinator {
     // ---- Reads. ----
 
     /// Runs `f` on group `id`, if it exists.
-    pub fn read_group<R>(&self, id: &str, f: impl FnOnce(&super::machine::Group) -> R) -> Option<R> {
+    pub fn read_group<R>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&super::machine::Group) -> R,
+    ) -> Option<R> {
         self.lock().registry.get(id).map(f)
     }
 

@@ -179,13 +179,20 @@ pub enum Input {
         generation_id: i32,
     },
     /// The record of [`Outputs::store`] with this id is durable.
-    Stored { store: StoreId },
+    Stored {
+        store: StoreId,
+    },
     /// The record of [`Outputs::store`] with this id could not be stored.
-    NotStored { store: StoreId, error: GroupError },
+    NotStored {
+        store: StoreId,
+        error: GroupError,
+    },
     /// Time passed: sessions, unused KIP-394 ids, the initial delay and rebalance deadlines.
     Tick,
     /// DeleteGroups: the group must be empty.
-    Delete { id: RequestId },
+    Delete {
+        id: RequestId,
+    },
     /// The coordinator lets go of the group (shutdown): every parked request is answered
     /// NOT_COORDINATOR now, as Kafka's `onGroupUnloaded` does, and the group is Dead.
     Unload,
@@ -235,7 +242,10 @@ pub struct Outputs {
 impl Outputs {
     /// The answer to request `id`, if this step gave one.
     pub fn answer_to(&self, id: RequestId) -> Option<&Answer> {
-        self.answers.iter().find(|(to, _)| *to == id).map(|(_, a)| a)
+        self.answers
+            .iter()
+            .find(|(to, _)| *to == id)
+            .map(|(_, a)| a)
     }
 }
 
@@ -458,7 +468,11 @@ impl Group {
                 assert!(self.awaiting_assignments_store.is_none());
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
-                assert!(!self.members.is_empty(), "{} without members", self.state.name());
+                assert!(
+                    !self.members.is_empty(),
+                    "{} without members",
+                    self.state.name()
+                );
                 let leader = self.leader.as_ref().expect("a generation has a leader");
                 assert!(self.members.contains_key(leader), "the leader is a member");
                 assert!(self.protocol_name.is_some(), "a generation has a protocol");
@@ -473,7 +487,10 @@ impl Group {
             assert!(self.members.values().all(|m| m.awaiting_sync.is_none()));
         }
         for (instance, holder) in &self.static_members {
-            let member = self.members.get(holder).expect("static members are members");
+            let member = self
+                .members
+                .get(holder)
+                .expect("static members are members");
             assert_eq!(member.group_instance_id.as_deref(), Some(instance.as_str()));
         }
         assert!(self.generation_id >= 0);
@@ -536,7 +553,10 @@ impl Group {
         if stored.members.is_empty() || !leader_is_member || stored.protocol_name.is_none() {
             if !stored.members.is_empty() {
                 // Never written by this broker; a restart must not fail on it.
-                tracing::warn!(group = id, "stored membership without a leader loaded as empty");
+                tracing::warn!(
+                    group = id,
+                    "stored membership without a leader loaded as empty"
+                );
             }
             group.check_invariants();
             return group;
@@ -572,7 +592,10 @@ impl Group {
 
     /// A store handed out earlier is durable: whoever waited for it is answered.
     fn stored(&mut self, store: StoreId, now: Millis) {
-        assert!(store < self.next_store, "store {store} was never handed out");
+        assert!(
+            store < self.next_store,
+            "store {store} was never handed out"
+        );
         if self.last_store == Some(store) {
             self.dirty = false;
         }
@@ -609,7 +632,10 @@ impl Group {
     /// (the members rejoin, as Kafka's `resetAndPropagateAssignmentError`), a static takeover
     /// is undone, and the membership is left dirty for the coordinator to store again.
     fn not_stored(&mut self, store: StoreId, error: GroupError, now: Millis) {
-        assert!(store < self.next_store, "store {store} was never handed out");
+        assert!(
+            store < self.next_store,
+            "store {store} was never handed out"
+        );
         self.dirty = self.state != GroupState::Dead;
         if let Some(after) = self.after_store.remove(&store) {
             if let Some((old, new)) = after.replaced {
@@ -748,7 +774,9 @@ impl Group {
         }
         if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&request.session_timeout_ms)
         {
-            return Err(GroupError::InvalidSessionTimeout(request.session_timeout_ms));
+            return Err(GroupError::InvalidSessionTimeout(
+                request.session_timeout_ms,
+            ));
         }
         if request.protocol_type.is_empty() || request.protocols.is_empty() {
             return Err(GroupError::InconsistentGroupProtocol);
@@ -1466,7 +1494,9 @@ mod tests {
                 generation_id,
             };
             self.step(input, now);
-            self.answers.remove(&id).expect("heartbeats are answered at once")
+            self.answers
+                .remove(&id)
+                .expect("heartbeats are answered at once")
         }
 
         fn leave(&mut self, member_id: &str, now: Millis) -> RequestId {
@@ -1610,11 +1640,18 @@ mod tests {
         let a = d.stable_alone(request("", false), NOW);
         let leave = d.leave(&a.member_id, NOW + 5);
         assert_eq!(d.group.state, GroupState::Empty);
-        assert!(d.answer(leave).is_none(), "not before the empty group is stored");
+        assert!(
+            d.answer(leave).is_none(),
+            "not before the empty group is stored"
+        );
         let stored = d.store_lands(NOW + 6);
         assert_eq!(d.answer(leave), Some(Answer::Done(Ok(()))));
         let restored = Group::restore("g", stored.record.unwrap(), NOW + 100);
-        assert_eq!(restored.state, GroupState::Empty, "no ghost after a restart");
+        assert_eq!(
+            restored.state,
+            GroupState::Empty,
+            "no ghost after a restart"
+        );
         assert_eq!(restored.generation_id, 2);
     }
 
@@ -1629,7 +1666,10 @@ mod tests {
             Some(Answer::Done(Err(GroupError::CoordinatorNotAvailable)))
         );
         assert!(d.group.dirty);
-        let again = d.group.store_if_dirty().expect("maintenance stores it again");
+        let again = d
+            .group
+            .store_if_dirty()
+            .expect("maintenance stores it again");
         assert!(again.record.unwrap().members.is_empty());
         d.step(Input::Stored { store: again.id }, NOW);
         assert!(!d.group.dirty);
@@ -1646,13 +1686,16 @@ mod tests {
         d.joined(a_join).unwrap();
         let leave = d.leave(&b.member_id, NOW);
         assert_eq!(d.answer(leave), Some(Answer::Done(Ok(()))));
-        assert!(d.stores.is_empty(), "the next generation is stored at its sync");
+        assert!(
+            d.stores.is_empty(),
+            "the next generation is stored at its sync"
+        );
         assert_eq!(d.group.state, GroupState::PreparingRebalance);
     }
 
     #[test]
-    fn a_restarted_static_member_takes_over_once_stored_without_a_rebalance_and_fences_its_old_id(
-    ) {
+    fn a_restarted_static_member_takes_over_once_stored_without_a_rebalance_and_fences_its_old_id()
+    {
         let mut d = Driver::new(0);
         // No KIP-394 round trip for a static member.
         let join = d.join(static_request(""), NOW, 1);
@@ -1668,7 +1711,10 @@ mod tests {
         assert_eq!(d.synced(sync), Ok(assignment.clone()));
 
         let takeover = d.join(static_request(""), NOW + 10, 2);
-        assert!(d.answer(takeover).is_none(), "answered once the new id is stored");
+        assert!(
+            d.answer(takeover).is_none(),
+            "answered once the new id is stored"
+        );
         let stored = d.store_lands(NOW + 11);
         let again = d.joined(takeover).unwrap();
         assert_ne!(again.member_id, first.member_id);
@@ -1691,10 +1737,7 @@ mod tests {
         let first = d.stable_alone(static_request(""), NOW);
         let takeover = d.join(static_request(""), NOW + 10, 2);
         d.store_fails(NOW + 11);
-        assert_eq!(
-            d.joined(takeover),
-            Err(GroupError::CoordinatorNotAvailable)
-        );
+        assert_eq!(d.joined(takeover), Err(GroupError::CoordinatorNotAvailable));
         assert_eq!(
             d.group.check_instance(Some("instance-1"), &first.member_id),
             Ok(())
@@ -1819,7 +1862,10 @@ mod tests {
         let b_sync = d.sync(&b.unwrap(), 2, vec![], NOW);
         let c_join = d.join(request("", false), NOW + 1, 3);
         assert_eq!(d.synced(b_sync), Err(GroupError::RebalanceInProgress));
-        assert!(d.answer(c_join).is_none(), "c waits for the others to rejoin");
+        assert!(
+            d.answer(c_join).is_none(),
+            "c waits for the others to rejoin"
+        );
         d.step(Input::Unload, NOW + 2);
         assert_eq!(d.joined(c_join), Err(GroupError::NotCoordinator));
         assert_eq!(d.group.state, GroupState::Dead);
@@ -1833,10 +1879,14 @@ mod tests {
         let mut sparse = Driver::new(0);
         for d in [&mut often, &mut sparse] {
             let a = d.stable_alone(request("", false), 0);
-            let b_join = d.join(JoinRequest {
-                session_timeout_ms: 3_000,
-                ..request("", false)
-            }, 50, 2);
+            let b_join = d.join(
+                JoinRequest {
+                    session_timeout_ms: 3_000,
+                    ..request("", false)
+                },
+                50,
+                2,
+            );
             let a_join = d.join(request(&a.member_id, false), 60, 1);
             d.joined(a_join).unwrap();
             d.joined(b_join).unwrap();
@@ -1849,7 +1899,11 @@ mod tests {
                 sparse.tick(t);
             }
             assert_eq!(often.group.state, sparse.group.state, "at {t}");
-            assert_eq!(often.group.members.len(), sparse.group.members.len(), "at {t}");
+            assert_eq!(
+                often.group.members.len(),
+                sparse.group.members.len(),
+                "at {t}"
+            );
         }
         assert!(often.group.is_empty(), "nobody synced or heartbeated");
     }

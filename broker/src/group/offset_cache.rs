@@ -37,7 +37,7 @@ impl OffsetCache {
     pub fn apply(&mut self, key: OffsetKey, value: Option<CommittedOffset>, at: u64) {
         let set = self.offsets.get(&key).map(|(_, o)| *o);
         let del = self.deleted.get(&key).copied();
-        if !set.max(del).is_none_or(|o| at > o) {
+        if set.max(del).is_some_and(|o| at <= o) {
             return;
         }
         match value {

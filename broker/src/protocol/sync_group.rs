@@ -33,7 +33,9 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> Reply {
                 let mut response = SyncGroupResponse::default().with_assignment(assignment);
                 if version >= 5 {
                     let (protocol_type, protocol_name) = groups
-                        .read_group(&group_id, |g| (g.protocol_type.clone(), g.protocol_name.clone()))
+                        .read_group(&group_id, |g| {
+                            (g.protocol_type.clone(), g.protocol_name.clone())
+                        })
                         .unwrap_or_default();
                     response = response
                         .with_protocol_type(protocol_type.map(StrBytes::from_string))
