@@ -14,6 +14,7 @@
 //!   went on from there, and then the fenced incarnation's commit landed. Kafka checks and
 //!   appends under the group lock, so the takeover comes after the commit in the log and the new
 //!   incarnation reads it.
+#![cfg(not(madsim))]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -490,14 +490,15 @@ impl GroupCoordinator {
                 Some(Answer::Done(Err(e))) => return Err(e.clone()),
                 other => panic!("a delete answered with {other:?}"),
             }
+            inner.timers.set(id, out.next_deadline);
             let store = out.store.expect("a deletion stores the tombstone");
             assert!(store.record.is_none());
-            // The group is gone now; a group of the same name created later gets later tickets.
-            inner.registry.remove(id);
-            inner.timers.set(id, None);
+            // The group stays, Dead (joins get COORDINATOR_NOT_AVAILABLE and retry, as in
+            // Kafka), until its tombstone's outcome is back; then it is forgotten.
             let tombstones = keys.into_iter().map(|k| (k, None)).collect();
             let mut write = Self::decide(&mut inner, tombstones, now);
             write.groups.push((id.to_string(), None));
+            write.stores.push((id.to_string(), store.id));
             write
         };
         let this = Arc::clone(self);
@@ -628,9 +629,14 @@ impl GroupCoordinator {
                     error: GroupError::CoordinatorNotAvailable,
                 }
             };
-            if inner.registry.contains(id) {
-                let write = self.step(inner, id, input, now);
-                assert!(write.is_none(), "a store's outcome stores nothing more");
+            // A group is never forgotten while one of its stores is under way.
+            assert!(inner.registry.contains(id), "group {id} vanished mid-store");
+            let write = self.step(inner, id, input, now);
+            assert!(write.is_none(), "a store's outcome stores nothing more");
+            let group = inner.registry.get(id).expect("still there");
+            if group.state == GroupState::Dead && !group.store_under_way() && !inner.unloaded {
+                inner.registry.remove(id);
+                inner.timers.set(id, None);
             }
         }
     }

@@ -457,6 +457,9 @@ impl Group {
         self.last_store = Some(id);
         let record = (self.state != GroupState::Dead).then(|| self.snapshot());
         self.out.store = Some(Store { id, record });
+        // Under way until its outcome comes back: the group is not forgotten meanwhile.
+        self.after_store.insert(id, AfterStore::default());
+        assert!(self.store_under_way());
         id
     }
 
@@ -903,13 +906,9 @@ impl Group {
                 // must not bring back the fenced id as the instance's holder.
                 let result = self.join_result(&new_id);
                 let store = self.store();
-                self.after_store.insert(
-                    store,
-                    AfterStore {
-                        answers: vec![(id, Answer::Join(Ok(result)))],
-                        replaced: Some((old_id.to_string(), new_id)),
-                    },
-                );
+                let after = self.after_store.get_mut(&store).expect("just handed out");
+                after.answers.push((id, Answer::Join(Ok(result))));
+                after.replaced = Some((old_id.to_string(), new_id));
             }
             _ => {
                 self.park_join(&new_id, id);
@@ -1077,8 +1076,7 @@ impl Group {
             self.leader = None;
             self.rebalance_deadline = None;
             self.dirty = true;
-            let store = self.store();
-            self.after_store.entry(store).or_default();
+            self.store();
             return;
         }
         self.protocol_name = Some(self.select_protocol());
@@ -1368,15 +1366,27 @@ impl Group {
         self.check_member(member_id, generation_id)
     }
 
-    /// Marks the group deleted; it must be empty. Its tombstone is stored.
+    /// Marks the group deleted; it must be empty. Its tombstone is stored, and whoever waits
+    /// for an earlier store of the group (a leave that emptied it) is answered with the
+    /// tombstone's outcome: it comes after that store in the log.
     fn delete(&mut self) -> Result<(), GroupError> {
         match self.state {
             GroupState::Dead => Err(GroupError::GroupIdNotFound),
             GroupState::Empty => {
+                assert!(self.awaiting_assignments_store.is_none());
+                let earlier: Vec<(RequestId, Answer)> = std::mem::take(&mut self.after_store)
+                    .into_values()
+                    .flat_map(|after| after.answers)
+                    .collect();
                 self.state = GroupState::Dead;
                 self.dirty = false;
-                self.store();
+                let store = self.store();
                 assert!(self.out.store.as_ref().is_some_and(|s| s.record.is_none()));
+                self.after_store
+                    .get_mut(&store)
+                    .expect("just handed out")
+                    .answers
+                    .extend(earlier);
                 Ok(())
             }
             _ => Err(GroupError::NonEmptyGroup),
@@ -1906,5 +1916,34 @@ mod tests {
             );
         }
         assert!(often.group.is_empty(), "nobody synced or heartbeated");
+    }
+
+    #[test]
+    fn a_group_deleted_while_its_emptying_leave_is_stored_answers_the_leave_with_the_tombstone() {
+        let mut d = Driver::new(0);
+        let a = d.stable_alone(request("", false), NOW);
+        let leave = d.leave(&a.member_id, NOW);
+        let emptied = d.stores.pop().expect("the empty group is being stored");
+        let delete = d.id();
+        d.step(Input::Delete { id: delete }, NOW);
+        assert_eq!(d.answer(delete), Some(Answer::Done(Ok(()))));
+        assert_eq!(d.group.state, GroupState::Dead);
+        d.step(Input::Stored { store: emptied.id }, NOW);
+        assert!(
+            d.answer(leave).is_none(),
+            "waits for the tombstone, which comes later"
+        );
+        assert!(d.group.store_under_way());
+        let tombstone = d.store_lands(NOW);
+        assert_eq!(tombstone.record, None);
+        assert_eq!(d.answer(leave), Some(Answer::Done(Ok(()))));
+        assert!(
+            !d.group.store_under_way(),
+            "the coordinator may forget it now"
+        );
+        assert_eq!(
+            d.group.check_commit("", -1),
+            Err(GroupError::CoordinatorNotAvailable)
+        );
     }
 }
