@@ -445,7 +445,31 @@ impl Group {
             self.out.answer_to(id).is_none(),
             "request {id} answered twice in one step"
         );
+        assert!(
+            !self.is_parked(id),
+            "request {id} answered while still parked"
+        );
         self.out.answers.push((id, answer));
+    }
+
+    /// Is request `id` waiting inside the group (for a rebalance or a store)?
+    fn is_parked(&self, id: RequestId) -> bool {
+        self.members
+            .values()
+            .any(|m| m.awaiting_join == Some(id) || m.awaiting_sync == Some(id))
+            || self
+                .after_store
+                .values()
+                .any(|a| a.answers.iter().any(|(to, _)| *to == id))
+    }
+
+    /// A request is answered in this step or parked, never both and never neither.
+    fn assert_answered_or_parked(&self, id: RequestId) {
+        let answered = self.out.answer_to(id).is_some();
+        assert!(
+            answered != self.is_parked(id),
+            "request {id}: answered {answered}"
+        );
     }
 
     /// Hands out the group's current membership to store (or its tombstone when Dead).
@@ -648,6 +672,7 @@ impl Group {
                 self.answer(id, answer.failed(&error));
             }
         }
+        assert!(!self.after_store.contains_key(&store));
         if let Some((s, _)) = self.awaiting_assignments_store {
             if s == store {
                 self.awaiting_assignments_store = None;
@@ -690,6 +715,8 @@ impl Group {
         self.initial_delay = None;
         self.rebalance_deadline = None;
         self.state = GroupState::Dead;
+        assert!(!self.store_under_way());
+        assert!(self.members.is_empty() && self.pending.is_empty());
     }
 
     fn set_state(&mut self, state: GroupState, now: Millis) {
@@ -759,9 +786,15 @@ impl Group {
     }
 
     fn join(&mut self, id: RequestId, request: JoinRequest, now: Millis, salt: u128) {
+        let members_before = self.members.len();
         if let Err(e) = self.join_inner(id, request, now, salt) {
             self.answer(id, Answer::Join(Err(e)));
+            assert!(
+                self.members.len() <= members_before,
+                "a refused join adds nobody"
+            );
         }
+        self.assert_answered_or_parked(id);
     }
 
     /// A JoinGroup; `Err` answers it at once.
@@ -900,6 +933,8 @@ impl Group {
         if self.leader.as_deref() == Some(old_id) {
             self.leader = Some(new_id.clone());
         }
+        assert!(!self.members.contains_key(old_id), "the old id is fenced");
+        assert!(self.static_members.values().all(|m| m != old_id));
         match self.state {
             GroupState::Stable if !changed => {
                 // Kafka stores the new member id before the member learns it: a restart
@@ -934,6 +969,7 @@ impl Group {
             self.leader = Some(old_id.to_string());
         }
         self.members.insert(old_id.to_string(), member);
+        assert!(!self.static_members.values().any(|m| m == new_id));
     }
 
     /// KIP-345: a request naming a group.instance.id must come from the member holding it.
@@ -961,8 +997,10 @@ impl Group {
     }
 
     fn park_join(&mut self, member_id: &str, id: RequestId) {
+        assert_ne!(self.state, GroupState::Dead);
         let member = self.members.get_mut(member_id).expect("member");
         if let Some(old) = member.awaiting_join.replace(id) {
+            assert_ne!(old, id);
             // Kafka answers a superseded join with UNKNOWN_MEMBER_ID... a plain rejoin hint is
             // kinder and equally safe: the client's newer request is the one that counts.
             self.answer(old, Answer::Join(Err(GroupError::RebalanceInProgress)));
@@ -1103,6 +1141,11 @@ impl Group {
             let waiting = member.awaiting_join.take().expect("every member rejoined");
             self.answer(waiting, Answer::Join(Ok(result)));
         }
+        assert!(self.members.values().all(|m| m.awaiting_join.is_none()));
+        assert!(
+            self.pending.is_empty(),
+            "every KIP-394 id joined or expired"
+        );
     }
 
     /// Kafka's vote: each member votes for its most preferred protocol among those all support.
@@ -1120,11 +1163,13 @@ impl Group {
             }
         }
         let best = votes.values().copied().max().unwrap_or(0);
-        votes
+        let chosen = votes
             .into_iter()
             .find(|&(_, v)| v == best)
             .map(|(n, _)| n.to_string())
-            .expect("a candidate")
+            .expect("a candidate");
+        assert!(candidates.contains(&chosen));
+        chosen
     }
 
     fn join_result(&self, member_id: &str) -> JoinResult {
@@ -1157,6 +1202,15 @@ impl Group {
     /// SyncGroup. The leader's call carries everyone's assignment; they are stored before any
     /// member learns its own.
     fn sync(&mut self, id: RequestId, request: SyncRequest, now: Millis) {
+        self.sync_inner(id, request, now);
+        self.assert_answered_or_parked(id);
+        assert!(
+            self.awaiting_assignments_store.is_none()
+                || self.state == GroupState::CompletingRebalance
+        );
+    }
+
+    fn sync_inner(&mut self, id: RequestId, request: SyncRequest, now: Millis) {
         let member_id = request.member_id.as_str();
         let check = self
             .check_instance(request.group_instance_id.as_deref(), member_id)
@@ -1266,11 +1320,14 @@ impl Group {
         match (&result, self.out.store.as_ref().map(|s| s.id)) {
             (Ok(()), Some(store)) => {
                 // The leave emptied the group: answered once that is stored.
+                assert_eq!(self.state, GroupState::Empty);
                 let after = self.after_store.get_mut(&store).expect("a store waits");
                 after.answers.push((id, Answer::Done(Ok(()))));
             }
             _ => self.answer(id, Answer::Done(result)),
         }
+        assert!(!self.members.contains_key(&member_id) || self.out.answer_to(id).is_some());
+        self.assert_answered_or_parked(id);
     }
 
     fn remove_member(&mut self, member_id: &str, now: Millis) -> Result<(), GroupError> {
@@ -1300,6 +1357,7 @@ impl Group {
         if self.state == GroupState::Dead {
             return;
         }
+        assert!(self.initial_delay.is_none_or(|d| d.until <= d.limit));
         if let Some(delay) = self.initial_delay {
             if delay.until <= now {
                 if delay.new_member_added && now < delay.limit {
