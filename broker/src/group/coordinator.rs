@@ -43,7 +43,7 @@ pub struct GroupCoordinator {
     /// never sees a group schedules nothing extra).
     timers_started: AtomicBool,
     inner: Mutex<Inner>,
-    /// Woken whenever a write passes its turn or finishes.
+    /// Woken whenever a write finishes (OffsetFetch waits for those in flight).
     changed: Notify,
     /// Partition 0 of `__consumer_offsets`, once the broker has it.
     offsets_partition: Mutex<Option<Arc<Partition>>>,
@@ -68,6 +68,8 @@ struct Turns {
     turn: Ticket,
     /// Tickets past their append, not yet reached by `turn`.
     passed: BTreeSet<Ticket>,
+    /// Writes waiting for their turn, woken one at a time as it comes.
+    waiting: BTreeMap<Ticket, oneshot::Sender<()>>,
 }
 
 impl Turns {
@@ -81,10 +83,16 @@ impl Turns {
     fn pass(&mut self, ticket: Ticket) {
         assert!(ticket < self.next, "ticket {ticket} was never taken");
         assert!(ticket >= self.turn, "ticket {ticket} passed twice");
+        // A write dropped while it waited (its node died) passes without its turn.
+        self.waiting.remove(&ticket);
         self.passed.insert(ticket);
         while self.passed.remove(&self.turn) {
             self.turn += 1;
         }
+        if let Some(next) = self.waiting.remove(&self.turn) {
+            let _ = next.send(());
+        }
+        assert!(self.waiting.keys().all(|t| *t > self.turn));
     }
 }
 
@@ -541,7 +549,6 @@ impl GroupCoordinator {
                 let result = self.append(&partition, &write).await;
                 self.lock().turns.pass(write.ticket);
                 guard.passed = true;
-                self.changed.notify_waiters();
                 match result {
                     Ok(Some(info)) => match partition.wait_durable(&info).await {
                         Ok(()) => Ok(Some(info.base_offset)),
@@ -575,15 +582,23 @@ impl GroupCoordinator {
     }
 
     async fn wait_turn(&self, ticket: Ticket) {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.lock().turns.turn == ticket {
+        let turn = {
+            let mut inner = self.lock();
+            assert!(
+                inner.turns.turn <= ticket,
+                "ticket {ticket} waits after its turn"
+            );
+            if inner.turns.turn == ticket {
                 return;
             }
-            notified.await;
-        }
+            let (tx, rx) = oneshot::channel();
+            let previous = inner.turns.waiting.insert(ticket, tx);
+            assert!(previous.is_none(), "one waiter per ticket");
+            rx
+        };
+        // The sender is dropped only with the coordinator.
+        let _ = turn.await;
+        assert_eq!(self.lock().turns.turn, ticket);
     }
 
     async fn append(
