@@ -902,3 +902,56 @@ impl GroupCoordinator {
         Ok(records)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use bytes::Bytes;
+
+    fn join_request() -> JoinRequest {
+        JoinRequest {
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: false,
+        }
+    }
+
+    #[test]
+    fn tickets_pass_in_the_order_they_were_taken_whichever_finishes_first() {
+        let mut turns = Turns::default();
+        let (a, b, c) = (turns.take(), turns.take(), turns.take());
+        turns.pass(b);
+        assert_eq!(turns.turn, a, "b appended early: a still holds the turn");
+        turns.pass(a);
+        assert_eq!(turns.turn, c, "a and b are both past");
+        turns.pass(c);
+        assert_eq!(turns.turn, turns.next);
+    }
+
+    #[tokio::test]
+    async fn unloading_answers_a_parked_join_with_not_coordinator_and_refuses_later_ones() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let config = GroupConfig {
+            initial_rebalance_delay_ms: 3_000,
+            ..GroupConfig::default()
+        };
+        let groups = GroupCoordinator::new(clock, config);
+        // The initial delay parks the first join.
+        let parked = tokio::spawn(groups.join("g", join_request(), 1));
+        tokio::task::yield_now().await;
+        assert!(!parked.is_finished());
+        assert_eq!(groups.unload(), 1);
+        assert_eq!(parked.await.unwrap(), Err(GroupError::NotCoordinator));
+        assert_eq!(
+            groups.join("g", join_request(), 2).await,
+            Err(GroupError::NotCoordinator)
+        );
+    }
+}
