@@ -1,14 +1,14 @@
-//! The `faultline` binary. See `broker::cli`.
+//! The `faultline` binary. See the `cli` library of this package.
 
 #[cfg(not(madsim))]
 fn main() {
     use clap::Parser;
-    let cli = broker::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let code = runtime.block_on(broker::cli::main(cli));
+    let code = runtime.block_on(cli::main(cli));
     drop(runtime);
     std::process::exit(code);
 }
