@@ -495,3 +495,38 @@ async fn a_fenced_members_commit_reaches_the_log_before_its_replacement_reads_th
         "the replacement starts after the commit its predecessor made before it was fenced"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_commit_accepted_before_its_group_is_deleted_is_deleted_with_it() {
+    let node = Node::new();
+    let broker = node.start().await;
+    // A consumer that assigns itself makes the group's first commit (generation -1, no
+    // members); the append is held on the disk.
+    let standalone = Member {
+        id: String::new(),
+        instance: None,
+        generation: -1,
+    };
+    node.disk.gate.closed.store(true, Ordering::Release);
+    let held = tokio::spawn({
+        let broker = Arc::clone(&broker);
+        async move { commit(&broker, &standalone, 5).await }
+    });
+    while node.disk.gate.held.load(Ordering::Acquire) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // `groups delete` comes after the commit was accepted: it must take that commit with it.
+    let deleted = tokio::spawn({
+        let broker = Arc::clone(&broker);
+        async move { delete(&broker).await }
+    });
+    while !deleted.is_finished() && broker.groups().in_flight().len() < 2 {
+        tokio::task::yield_now().await;
+    }
+    node.disk.gate.open();
+    assert_eq!(held.await.unwrap(), 0);
+    assert_eq!(deleted.await.unwrap(), 0);
+    assert_eq!(committed(&broker).await, -1, "nothing of the group is left");
+    let broker = node.restart_after_power_loss(broker).await;
+    assert_eq!(committed(&broker).await, -1, "not after a restart either");
+}

@@ -98,7 +98,7 @@ impl Turns {
 
 /// Records decided under the lock, to append in their ticket's turn and then make durable.
 #[must_use = "a decided write must be finished, or the turn never passes"]
-pub struct PendingWrite {
+pub(super) struct PendingWrite {
     ticket: Ticket,
     /// Offset records first (applied to the cache once durable), then group records.
     offsets: Vec<OffsetWrite>,
@@ -658,8 +658,9 @@ impl GroupCoordinator {
 
     // ---- Maintenance. ----
 
-    /// The groups whose deadline passed, stepped; their stores to finish.
-    pub fn tick_steps(&self, now: Millis) -> Vec<PendingWrite> {
+    /// The groups whose deadline passed, stepped; their stores to finish (every one, or the
+    /// log's turn never passes them).
+    pub(super) fn tick_steps(&self, now: Millis) -> Vec<PendingWrite> {
         let mut inner = self.lock();
         if inner.unloaded {
             return Vec::new();
