@@ -32,6 +32,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod compression;
 pub mod config;
 pub mod disk;
 pub mod group;

@@ -66,28 +66,38 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
             } else {
                 -1
             });
-        // The first batch of the response is always returned whole (KIP-74); after that the
-        // limits hold.
-        let limit =
-            (wanted.max_bytes.max(0) as usize).min(if total == 0 { usize::MAX } else { remaining });
+        // Every partition, the first included, is bounded by the smaller of its own limit and
+        // what is left of the response's. Only the first batch of the response is returned
+        // whole when it alone is larger (KIP-74), so a consumer always makes progress.
+        let limit = (wanted.max_bytes.max(0) as usize).min(remaining);
+        let first_in_response = total == 0;
         let records = if wanted.fetch_offset < 0 {
             Err(ResponseError::OffsetOutOfRange)
-        } else if limit == 0 {
+        } else if limit == 0 && !first_in_response {
             Ok(Bytes::new())
         } else {
-            let max = if total == 0 { limit.max(1) } else { limit };
             match partition
                 .log
-                .read(wanted.fetch_offset as u64, max, Some(high_watermark))
+                .read(
+                    wanted.fetch_offset as u64,
+                    limit.max(1),
+                    Some(high_watermark),
+                )
                 .await
             {
-                Ok(read) if total > 0 && read.records.len() > remaining => Ok(Bytes::new()),
+                // The log returns its first batch whole even past `limit`: only the response's
+                // first batch may be.
+                Ok(read) if !first_in_response && read.records.len() > limit => Ok(Bytes::new()),
                 Ok(read) => Ok(Bytes::from(read.records)),
                 Err(e) => Err(errors::read(&e)),
             }
         };
         match records {
             Ok(bytes) => {
+                assert!(
+                    first_in_response || bytes.len() <= limit,
+                    "only the response's first batch may pass the limits"
+                );
                 total += bytes.len();
                 remaining = remaining.saturating_sub(bytes.len());
                 data = data.with_records(Some(bytes));
