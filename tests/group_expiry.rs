@@ -12,7 +12,7 @@ use broker::broker::Broker;
 use broker::clock::{Clock, ManualClock};
 use broker::config::BrokerConfig;
 use broker::disk::FileDisk;
-use broker::group::coordinator::{GroupState, JoinRequest};
+use broker::group::machine::{GroupState, JoinRequest, SyncRequest};
 use broker::group::offsets::{CommittedOffset, OffsetKey};
 use bytes::Bytes;
 
@@ -46,7 +46,6 @@ fn subscription(topics: &[&str]) -> Bytes {
 /// Joins `group` as its only member and syncs (the assignment stored, as SyncGroup does), so
 /// the group is Stable; returns the member id and generation.
 async fn join_alone(broker: &Arc<Broker>, group: &str, topics: &[&str]) -> (String, i32) {
-    let now = broker.clock().now_ms();
     let request = JoinRequest {
         member_id: String::new(),
         group_instance_id: None,
@@ -58,33 +57,29 @@ async fn join_alone(broker: &Arc<Broker>, group: &str, topics: &[&str]) -> (Stri
         protocols: vec![("range".into(), subscription(topics))],
         require_known_member_id: false,
     };
-    let mut joined = broker
+    // The coordinator stores the assignments in `__consumer_offsets`, created on first use.
+    broker.offsets_partition().await.expect("offsets topic");
+    let result = broker
         .groups()
-        .with_group(group, true, |g| g.join(request, now, 7))
-        .unwrap();
-    let result = joined.try_recv().expect("joined at once").expect("join ok");
-    let generation = result.generation_id;
-    let mut synced = broker
-        .groups()
-        .with_group(group, false, |g| {
-            g.sync(&result.member_id, generation, vec![], now)
-        })
-        .unwrap();
-    let partition = broker.offsets_partition().await.expect("offsets topic");
-    assert!(broker
-        .groups()
-        .store_group(&partition, group, generation)
+        .join(group, request, 7)
         .await
-        .expect("stored"));
+        .expect("join ok");
+    let generation = result.generation_id;
+    let sync = SyncRequest {
+        member_id: result.member_id.clone(),
+        generation_id: generation,
+        ..SyncRequest::default()
+    };
     broker
         .groups()
-        .with_group(group, false, |g| g.assignments_stored(generation, now));
-    synced.try_recv().expect("synced").expect("sync ok");
+        .sync(group, sync)
+        .await
+        .expect("sync ok once stored");
     (result.member_id, generation)
 }
 
 async fn commit(broker: &Arc<Broker>, group: &str, topic: &str, offset: i64) {
-    let partition = broker.offsets_partition().await.expect("offsets topic");
+    broker.offsets_partition().await.expect("offsets topic");
     let key = OffsetKey {
         group: group.into(),
         topic: topic.into(),
@@ -98,7 +93,7 @@ async fn commit(broker: &Arc<Broker>, group: &str, topic: &str, offset: i64) {
     };
     broker
         .groups()
-        .write(&partition, &[(key, Some(value))], broker.clock().now_ms())
+        .write(vec![(key, Some(value))])
         .await
         .expect("commit is durable");
 }
@@ -113,7 +108,7 @@ fn committed(broker: &Arc<Broker>, group: &str, topic: &str) -> Option<i64> {
 }
 
 fn state(broker: &Arc<Broker>, group: &str) -> Option<GroupState> {
-    broker.groups().with_group(group, false, |g| g.state)
+    broker.groups().read_group(group, |g| g.state)
 }
 
 #[tokio::test]
@@ -130,20 +125,21 @@ async fn offsets_never_expire_while_members_remain_and_expire_a_retention_after_
         clock.advance_ms(10 * MINUTE);
         broker
             .groups()
-            .with_group("g", false, |g| {
-                g.heartbeat(&member, generation, clock.now_ms())
-            })
-            .unwrap()
+            .heartbeat("g", &member, None, generation)
             .expect("member still in the group");
         broker.expire_offsets().await;
         assert_eq!(committed(&broker, "g", "orders"), Some(42));
     }
 
-    broker
+    let left = broker
         .groups()
-        .with_group("g", false, |g| g.leave(&member, clock.now_ms()))
-        .unwrap()
-        .unwrap();
+        .leave("g", vec![(member.clone(), None)])
+        .await;
+    assert_eq!(
+        left,
+        vec![Ok(())],
+        "answered once the empty group is stored"
+    );
     assert_eq!(state(&broker, "g"), Some(GroupState::Empty));
     clock.advance_ms(RETENTION_MINUTES * MINUTE - 1);
     broker.expire_offsets().await;
@@ -183,10 +179,7 @@ async fn a_stable_group_loses_only_the_offsets_of_topics_it_no_longer_subscribes
     clock.advance_ms(RETENTION_MINUTES * MINUTE);
     broker
         .groups()
-        .with_group("g", false, |g| {
-            g.heartbeat(&member, generation, clock.now_ms())
-        })
-        .unwrap()
+        .heartbeat("g", &member, None, generation)
         .unwrap();
     broker.expire_offsets().await;
     assert_eq!(committed(&broker, "g", "old-topic"), None);
@@ -215,14 +208,7 @@ async fn a_restarted_broker_keeps_the_stored_members_until_their_sessions_expire
         "the stored generation is back"
     );
     assert_eq!(
-        broker
-            .groups()
-            .with_group("g", false, |g| g.heartbeat(
-                &member,
-                generation,
-                clock.now_ms()
-            ))
-            .unwrap(),
+        broker.groups().heartbeat("g", &member, None, generation),
         Ok(()),
         "the member carries on in its generation without a rebalance"
     );
@@ -232,7 +218,7 @@ async fn a_restarted_broker_keeps_the_stored_members_until_their_sessions_expire
     // The member never comes back: its session (30 min) expires, the group empties, and the
     // offsets go a retention after that, not before.
     clock.advance_ms(31 * MINUTE);
-    broker.groups().tick(clock.now_ms());
+    broker.groups().tick(clock.now_ms()).await;
     assert_eq!(state(&broker, "g"), Some(GroupState::Empty));
     clock.advance_ms(RETENTION_MINUTES * MINUTE - 1);
     broker.expire_offsets().await;
@@ -249,27 +235,21 @@ async fn a_deleted_group_stays_deleted_after_a_restart() {
     let broker = open(dir.path(), &clock).await;
     let (member, _) = join_alone(&broker, "g", &["orders"]).await;
     commit(&broker, "g", "orders", 3).await;
-    broker
+    let left = broker
         .groups()
-        .with_group("g", false, |g| g.leave(&member, clock.now_ms()))
-        .unwrap()
-        .unwrap();
-    let keys = broker
+        .leave("g", vec![(member.clone(), None)])
+        .await;
+    assert_eq!(
+        left,
+        vec![Ok(())],
+        "answered once the empty group is stored"
+    );
+    broker
         .groups()
         .delete_group("g")
-        .expect("an empty group deletes");
-    let partition = broker.offsets_partition().await.unwrap();
-    let writes: Vec<_> = keys.into_iter().map(|k| (k, None)).collect();
-    broker
-        .groups()
-        .write(&partition, &writes, clock.now_ms())
+        .expect("an empty group deletes")
         .await
-        .unwrap();
-    broker
-        .groups()
-        .store_changed_groups(&partition)
-        .await
-        .unwrap();
+        .expect("its tombstones are durable");
     drop(broker);
     let broker = open(dir.path(), &clock).await;
     assert!(!broker.groups().group_exists("g"));

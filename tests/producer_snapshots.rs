@@ -18,7 +18,6 @@ use broker::txn::producer_state::ProducerStateManager;
 use chaos::FaultyDiskConfig;
 use common::*;
 use proptest::prelude::*;
-use tokio::sync::Notify;
 
 const PRODUCERS: i64 = 3;
 
@@ -40,7 +39,7 @@ fn lazy() -> FlushPolicy {
 
 async fn open(f: &Fixture) -> Arc<Partition> {
     Arc::new(
-        Partition::open("t".into(), 0, f.open().await, Arc::new(Notify::new()))
+        Partition::open("t".into(), 0, f.open().await, 1)
             .await
             .expect("partition opens"),
     )

@@ -147,7 +147,7 @@ async fn a_shutdown_answers_a_parked_join_and_a_parked_fetch_and_returns_without
             let join_parked = running
                 .broker
                 .groups()
-                .with_group("parked", false, |g| g.members.len() == 1)
+                .read_group("parked", |g| g.members.len() == 1)
                 .unwrap_or(false);
             if join_parked && broker::protocol::requests_handled() >= handled + 2 {
                 return;
@@ -189,78 +189,17 @@ async fn a_shutdown_answers_a_parked_join_and_a_parked_fetch_and_returns_without
     assert!(reopened.partition("quiet", 0).unwrap().log.recovery().clean);
 }
 
-fn join(member_id: &str) -> broker::group::coordinator::JoinRequest {
-    broker::group::coordinator::JoinRequest {
-        member_id: member_id.into(),
-        group_instance_id: None,
-        client_id: "c".into(),
-        client_host: "/127.0.0.1".into(),
-        session_timeout_ms: 30_000,
-        rebalance_timeout_ms: FIVE_MINUTES_MS,
-        protocol_type: "consumer".into(),
-        protocols: vec![("range".into(), Bytes::from_static(b"m"))],
-        require_known_member_id: false,
-    }
-}
-
-#[tokio::test]
-async fn unloading_the_groups_answers_parked_joins_and_syncs_with_not_coordinator_and_parks_nothing_after(
-) {
-    use broker::group::coordinator::GroupError;
-    use broker::group::{GroupConfig, GroupCoordinator};
-    let groups = GroupCoordinator::new(
-        Arc::new(SystemClock),
-        GroupConfig {
-            initial_rebalance_delay_ms: 0,
-            ..GroupConfig::default()
-        },
-    );
-    let join_now = |group: &str, member: &str, salt: u128| {
-        groups
-            .with_group(group, true, |g| g.join(join(member), 0, salt))
-            .unwrap()
-    };
-    // Group "syncing": a leads generation 1; b joins, a rejoins, both are in generation 2,
-    // and b's SyncGroup is parked until the leader's.
-    let a = join_now("syncing", "", 1).try_recv().unwrap().unwrap();
-    let mut b = join_now("syncing", "", 2);
-    assert!(b.try_recv().is_err(), "parked until a rejoins");
-    let a2 = join_now("syncing", &a.member_id, 1)
-        .try_recv()
-        .unwrap()
-        .unwrap();
-    let b = b.try_recv().unwrap().unwrap();
-    assert_eq!((a2.generation_id, b.generation_id), (2, 2));
-    assert_eq!(a2.leader, a.member_id);
-    let mut b_sync = groups
-        .with_group("syncing", false, |g| g.sync(&b.member_id, 2, vec![], 0))
-        .unwrap();
-    assert!(b_sync.try_recv().is_err(), "parked until the leader's sync");
-    // Group "joining": d's join is parked until c rejoins (c never will).
-    let c = join_now("joining", "", 3).try_recv().unwrap().unwrap();
-    let mut d = join_now("joining", "", 4);
-    assert!(d.try_recv().is_err(), "parked");
-
-    assert_eq!(groups.unload_all(), 2);
-    assert_eq!(b_sync.try_recv().unwrap(), Err(GroupError::NotCoordinator));
-    assert_eq!(d.try_recv().unwrap(), Err(GroupError::NotCoordinator));
-    // Nothing parks after: a rejoin, and a join racing the shutdown into a new group, are
-    // answered at once.
-    assert!(join_now("joining", &c.member_id, 3)
-        .try_recv()
-        .unwrap()
-        .is_err());
-    assert!(join_now("latecomer", "", 5).try_recv().unwrap().is_err());
-}
+// Unloading the groups (parked joins and syncs answered NOT_COORDINATOR, nothing parked after)
+// is tested step by step in broker::group::coordinator's tests.
 
 #[tokio::test]
 async fn a_connection_still_waiting_at_the_shutdown_bound_is_closed_and_the_logs_still_close_cleanly(
 ) {
     let _serial = SERIAL.lock().await;
     let running = start(|c| c.shutdown_timeout_ms = 200).await;
-    // An offset write appended and never completed: an OffsetFetch of its group waits for it,
-    // a wait no shutdown step answers.
-    let partition = running.broker.offsets_partition().await.unwrap();
+    // An offset write decided and never carried out (its future is kept, never polled): an
+    // OffsetFetch of its group waits for it, a wait no shutdown step answers.
+    running.broker.offsets_partition().await.unwrap();
     let key = broker::group::offsets::OffsetKey {
         group: "stuck".into(),
         topic: "t".into(),
@@ -272,11 +211,10 @@ async fn a_connection_still_waiting_at_the_shutdown_bound_is_closed_and_the_logs
         metadata: None,
         commit_timestamp_ms: 0,
     };
-    running
+    let _stuck = running
         .broker
         .groups()
-        .append(&partition, &[(key, Some(value))], 0)
-        .await
+        .commit("stuck", "", None, -1, vec![(key, Some(value))])
         .unwrap();
     let handled = broker::protocol::requests_handled();
     let mut waiting = TcpStream::connect(&running.addr).await.unwrap();

@@ -34,7 +34,6 @@ mod real {
     use broker::log::batch::builder;
     use broker::log::{FlushPolicy, Log, LogConfig};
     use broker::partition::Partition;
-    use tokio::sync::Notify;
     use tokio::time::Instant;
 
     const PRODUCERS: i64 = 1_000;
@@ -58,7 +57,7 @@ mod real {
         let log = Log::open(Arc::clone(disk), clock, dir.to_path_buf(), config())
             .await
             .expect("log opens");
-        let partition = Partition::open("startup".into(), 0, log, Arc::new(Notify::new()))
+        let partition = Partition::open("startup".into(), 0, log, 1)
             .await
             .expect("partition opens");
         (partition, started.elapsed().as_secs_f64())

@@ -349,6 +349,7 @@ impl Broker {
     /// partition; retention off, since without compaction it would delete live offsets).
     pub async fn offsets_partition(&self) -> Result<Arc<Partition>, CreateTopicError> {
         if let Some(partition) = self.partition(OFFSETS_TOPIC, 0) {
+            self.groups.set_offsets_partition(&partition);
             return Ok(partition);
         }
         let configs = [("retention.ms".to_string(), "-1".to_string())];
@@ -359,8 +360,11 @@ impl Broker {
             Ok(_) | Err(CreateTopicError::Exists(_)) => {}
             Err(e) => return Err(e),
         }
-        self.partition(OFFSETS_TOPIC, 0)
-            .ok_or_else(|| CreateTopicError::Storage(format!("{OFFSETS_TOPIC} has no partition 0")))
+        let partition = self.partition(OFFSETS_TOPIC, 0).ok_or_else(|| {
+            CreateTopicError::Storage(format!("{OFFSETS_TOPIC} has no partition 0"))
+        })?;
+        self.groups.set_offsets_partition(&partition);
+        Ok(partition)
     }
 
     /// The group coordinator (every group is coordinated by this broker).
@@ -753,13 +757,13 @@ impl Broker {
         }
     }
 
-    /// Stores group memberships that changed outside a rebalance, and removed groups'
-    /// tombstones; the server calls it every maintenance tick.
+    /// Stores group memberships whose store failed earlier; the server calls it every
+    /// maintenance tick.
     pub async fn store_changed_groups(&self) {
-        let Some(partition) = self.partition(OFFSETS_TOPIC, 0) else {
+        if self.partition(OFFSETS_TOPIC, 0).is_none() {
             return;
-        };
-        if let Err(e) = self.groups.store_changed_groups(&partition).await {
+        }
+        if let Err(e) = self.groups.store_dirty_groups().await {
             tracing::warn!(%e, "storing group membership failed; retried next time");
         }
     }
@@ -767,10 +771,10 @@ impl Broker {
     /// Removes committed offsets that expired (KIP-211); the server calls it every
     /// `offsets.retention.check.interval.ms`.
     pub async fn expire_offsets(&self) {
-        let Some(partition) = self.partition(OFFSETS_TOPIC, 0) else {
+        if self.partition(OFFSETS_TOPIC, 0).is_none() {
             return;
-        };
-        match self.groups.expire_offsets(&partition).await {
+        }
+        match self.groups.expire_offsets().await {
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "expired committed offsets removed"),
             Err(e) => tracing::warn!(%e, "expiring committed offsets failed; retried next time"),
@@ -783,7 +787,7 @@ impl Broker {
     /// that arrive later are not parked. Logs stay open, so acks=all produces still complete.
     pub fn begin_shutdown(&self) {
         self.stopping.set();
-        let answered = self.groups.unload_all();
+        let answered = self.groups.unload();
         tracing::info!(
             parked_group_requests = answered,
             "shutdown begun: parked requests answered"

@@ -1,1019 +1,939 @@
-//! One consumer group's membership: Kafka's classic rebalance protocol as a state machine.
+//! [`GroupCoordinator`]: every group on this broker and their committed offsets, with the
+//! state machine's outputs carried out.
 //!
-//! ```text
-//!            join                  all joined / rebalance timeout     leader's SyncGroup
-//!  Empty ──────────▶ PreparingRebalance ─────────────────▶ CompletingRebalance ─────────▶ Stable
-//!    ▲                  ▲    │ nobody left                      │ join / leave / expiry      │
-//!    └──────────────────┼────┘                                  ▼                            │
-//!                       └──────────────────── join, leave, session expiry ◀──────────────────┘
-//!  Dead: the group was deleted (DeleteGroups) or is being removed; it answers nothing.
-//! ```
+//! One lock (`inner`) covers the registry, the offset cache, the timers, the parked requests and
+//! the log's append order. A request steps its group under the lock; if the step (or an
+//! OffsetCommit's permission, or an expiry or deletion decision) has records to write, it takes
+//! a [`Ticket`] under the same lock. Tickets append in the order they were taken, one at a time
+//! (the *turn*), and only then wait for durability, outside the lock and the turn. So a
+//! decision and its record's place in the log are one step, as Kafka's group lock makes them,
+//! and no lock is held across a sync.
 //!
-//! The state machine is pure: it never sleeps and never reads a clock. Every call takes `now_ms`
-//! (the broker's [`crate::clock::Clock`], virtual under madsim) and [`Group::tick`] expires sessions,
-//! members handed an id but never joined (KIP-394) and rebalance deadlines. Requests that must
-//! wait for the rebalance (JoinGroup until every member rejoined, SyncGroup until the leader sent
-//! the assignments) park a oneshot sender in the member; the transition that completes them sends.
-//!
-//! Static membership (KIP-345): a member with a `group.instance.id` needs no KIP-394 round trip;
-//! when it rejoins without a member id (a restart) it takes over its old membership under a new
-//! member id, with no rebalance if the group is stable and its protocols are unchanged. Requests
-//! carrying the instance id with the old member id get FENCED_INSTANCE_ID.
+//! Parked requests (a JoinGroup waiting for the rebalance, a SyncGroup for the stored
+//! assignments, a LeaveGroup for the stored empty group) wait on a oneshot channel registered
+//! under the request id the state machine answers by. [`GroupCoordinator::unload`] answers every
+//! one of them now with NOT_COORDINATOR.
 
-use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
-use tokio::sync::oneshot;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// Kafka's group states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GroupState {
-    Empty,
-    PreparingRebalance,
-    CompletingRebalance,
-    Stable,
-    Dead,
+use tokio::sync::{oneshot, Notify};
+
+use super::machine::{
+    Answer, GroupError, GroupSnapshot, GroupState, Input, JoinOutcome, JoinRequest, Millis,
+    RequestId, StoreId, SyncOutcome, SyncRequest,
+};
+use super::offset_cache::{InFlight, OffsetCache, Ticket};
+use super::offsets::{self, CommittedOffset, OffsetKey, RecordKey};
+use super::registry::Registry;
+use super::timer::{self, Timers};
+use super::{GroupConfig, OffsetWrite};
+use crate::clock::Clock;
+use crate::log::batch::{builder, BatchHeader};
+use crate::log::{AppendError, ReadError};
+use crate::partition::{Partition, ProduceError};
+
+/// Every group on this broker, and their committed offsets.
+pub struct GroupCoordinator {
+    clock: Arc<dyn Clock>,
+    config: GroupConfig,
+    /// The timer task runs from the first group operation on (not before, so a broker that
+    /// never sees a group schedules nothing extra).
+    timers_started: AtomicBool,
+    inner: Mutex<Inner>,
+    /// Woken whenever a write finishes (OffsetFetch waits for those in flight).
+    changed: Notify,
+    /// Partition 0 of `__consumer_offsets`, once the broker has it.
+    offsets_partition: Mutex<Option<Arc<Partition>>>,
+    /// Room for OffsetCommits in flight ([`GroupConfig::max_pending_writes`]).
+    write_permits: Arc<tokio::sync::Semaphore>,
 }
 
-impl GroupState {
-    /// The name Kafka uses in DescribeGroups and ListGroups.
-    pub fn name(self) -> &'static str {
-        match self {
-            GroupState::Empty => "Empty",
-            GroupState::PreparingRebalance => "PreparingRebalance",
-            GroupState::CompletingRebalance => "CompletingRebalance",
-            GroupState::Stable => "Stable",
-            GroupState::Dead => "Dead",
+struct Inner {
+    registry: Registry,
+    cache: OffsetCache,
+    timers: Timers,
+    parked: BTreeMap<RequestId, oneshot::Sender<Answer>>,
+    next_request: RequestId,
+    turns: Turns,
+    /// After [`GroupCoordinator::unload`]: every group request is NOT_COORDINATOR.
+    unloaded: bool,
+}
+
+/// The log's append order: tickets are taken under the lock and append in ticket order.
+#[derive(Debug, Default)]
+struct Turns {
+    next: Ticket,
+    /// The ticket whose append may run now.
+    turn: Ticket,
+    /// Tickets past their append, not yet reached by `turn`.
+    passed: BTreeSet<Ticket>,
+    /// Writes waiting for their turn, woken one at a time as it comes.
+    waiting: BTreeMap<Ticket, oneshot::Sender<()>>,
+}
+
+impl Turns {
+    fn take(&mut self) -> Ticket {
+        let ticket = self.next;
+        self.next += 1;
+        assert!(self.turn <= ticket);
+        ticket
+    }
+
+    fn pass(&mut self, ticket: Ticket) {
+        assert!(ticket < self.next, "ticket {ticket} was never taken");
+        assert!(ticket >= self.turn, "ticket {ticket} passed twice");
+        // A write dropped while it waited (its node died) passes without its turn.
+        self.waiting.remove(&ticket);
+        self.passed.insert(ticket);
+        while self.passed.remove(&self.turn) {
+            self.turn += 1;
         }
-    }
-}
-
-/// Why a group operation was refused. Mapped to Kafka codes in `protocol::errors`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum GroupError {
-    /// KIP-394: the first join gets an id to rejoin with.
-    #[error("member id required; rejoin as {0}")]
-    MemberIdRequired(String),
-    #[error("unknown member id")]
-    UnknownMemberId,
-    #[error("generation {got} is not the group's {current}")]
-    IllegalGeneration { got: i32, current: i32 },
-    #[error("the group is rebalancing")]
-    RebalanceInProgress,
-    #[error("no protocol in common with the group")]
-    InconsistentGroupProtocol,
-    #[error("session timeout {0} ms outside the allowed range")]
-    InvalidSessionTimeout(i32),
-    #[error("invalid group id")]
-    InvalidGroupId,
-    #[error("the group still has members")]
-    NonEmptyGroup,
-    #[error("no such group")]
-    GroupIdNotFound,
-    #[error("the coordinator is not available for this group")]
-    CoordinatorNotAvailable,
-    /// This broker no longer coordinates the group (it unloaded it: shutting down).
-    #[error("this broker is not the group's coordinator")]
-    NotCoordinator,
-    /// KIP-345: another member id now holds this group.instance.id.
-    #[error("fenced: the group instance id belongs to another member")]
-    FencedInstanceId,
-}
-
-/// Kafka's `group.min.session.timeout.ms` is 6 s; we accept shorter sessions (tests use them).
-pub const MIN_SESSION_TIMEOUT_MS: i32 = 1_000;
-/// Kafka's `group.max.session.timeout.ms`.
-pub const MAX_SESSION_TIMEOUT_MS: i32 = 1_800_000;
-
-/// What a completed JoinGroup tells a member.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JoinResult {
-    pub generation_id: i32,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    pub leader: String,
-    pub member_id: String,
-    /// (member id, group instance id, metadata for the chosen protocol): the leader's only.
-    pub members: Vec<(String, Option<String>, Bytes)>,
-}
-
-pub type JoinOutcome = Result<JoinResult, GroupError>;
-/// The member's assignment, or why there is none.
-pub type SyncOutcome = Result<Bytes, GroupError>;
-
-/// A JoinGroup as the coordinator sees it.
-#[derive(Clone, Debug)]
-pub struct JoinRequest {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i32,
-    pub rebalance_timeout_ms: i32,
-    pub protocol_type: String,
-    pub protocols: Vec<(String, Bytes)>,
-    /// KIP-394 (JoinGroup v4+): a join without a member id gets MEMBER_ID_REQUIRED.
-    pub require_known_member_id: bool,
-}
-
-#[derive(Debug)]
-pub struct Member {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i32,
-    pub rebalance_timeout_ms: i32,
-    pub protocols: Vec<(String, Bytes)>,
-    pub assignment: Bytes,
-    awaiting_join: Option<oneshot::Sender<JoinOutcome>>,
-    awaiting_sync: Option<oneshot::Sender<SyncOutcome>>,
-    session_deadline: Millis,
-}
-
-impl Member {
-    fn metadata(&self, protocol: &str) -> Bytes {
-        self.protocols
-            .iter()
-            .find(|(name, _)| name == protocol)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
-    }
-
-    fn touch(&mut self, now: Millis) {
-        self.session_deadline = now + ms(self.session_timeout_ms);
-    }
-}
-
-/// Milliseconds since the epoch (the broker's clock).
-pub type Millis = i64;
-
-fn ms(v: i32) -> i64 {
-    i64::from(v.max(0))
-}
-
-/// One group's membership and rebalance state.
-#[derive(Debug)]
-pub struct Group {
-    pub id: String,
-    pub state: GroupState,
-    pub generation_id: i32,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    pub leader: Option<String>,
-    pub members: BTreeMap<String, Member>,
-    /// KIP-345: group.instance.id → the member id that holds it.
-    pub static_members: BTreeMap<String, String>,
-    /// KIP-394: ids handed out with MEMBER_ID_REQUIRED, and when they expire unused.
-    pending: BTreeMap<String, Millis>,
-    /// When the current PreparingRebalance or CompletingRebalance phase gives up waiting.
-    rebalance_deadline: Option<Millis>,
-    next_member: u64,
-    /// When the group entered its current state (Kafka's `currentStateTimestamp`): offsets of
-    /// an empty group expire `offsets.retention.minutes` after it became empty (KIP-211).
-    pub state_since: Millis,
-    /// `group.initial.rebalance.delay.ms`: a new group's first join waits this long for more
-    /// members, extended by the same again for each that arrives, up to the rebalance timeout.
-    pub initial_rebalance_delay_ms: i64,
-    /// The initial delay in progress: its current end, its hard limit, and whether a member
-    /// joined since the delay was last (re)started.
-    initial_delay: Option<InitialDelay>,
-    /// Store a generation's assignments before any member learns them (the coordinator sets
-    /// this; the bare state machine hands them out at once).
-    pub store_assignments: bool,
-    /// The generation whose assignments the leader sent and that awaits storing.
-    awaiting_store: Option<i32>,
-    /// Membership changed in a way worth storing (the group emptied, a static member was
-    /// replaced) and has not been stored yet.
-    pub dirty: bool,
-}
-
-/// A group's membership as `__consumer_offsets` stores it (see `offsets`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupSnapshot {
-    pub protocol_type: Option<String>,
-    pub generation_id: i32,
-    pub protocol_name: Option<String>,
-    pub leader: Option<String>,
-    pub state_since_ms: Millis,
-    pub members: Vec<MemberSnapshot>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberSnapshot {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i32,
-    pub rebalance_timeout_ms: i32,
-    pub protocols: Vec<(String, Bytes)>,
-    pub assignment: Bytes,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct InitialDelay {
-    until: Millis,
-    limit: Millis,
-    new_member_added: bool,
-}
-
-impl Group {
-    /// An empty group, created at `now`, without an initial rebalance delay.
-    pub fn new(id: &str, now: Millis) -> Group {
-        Group {
-            id: id.to_string(),
-            state: GroupState::Empty,
-            generation_id: 0,
-            protocol_type: None,
-            protocol_name: None,
-            leader: None,
-            members: BTreeMap::new(),
-            static_members: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            rebalance_deadline: None,
-            next_member: 0,
-            state_since: now,
-            initial_rebalance_delay_ms: 0,
-            initial_delay: None,
-            store_assignments: false,
-            awaiting_store: None,
-            dirty: false,
+        if let Some(next) = self.waiting.remove(&self.turn) {
+            let _ = next.send(());
         }
+        assert!(self.waiting.keys().all(|t| *t > self.turn));
     }
+}
 
-    /// The membership to store: members with their assignments.
-    pub fn snapshot(&self) -> GroupSnapshot {
-        GroupSnapshot {
-            protocol_type: self.protocol_type.clone(),
-            generation_id: self.generation_id,
-            protocol_name: self.protocol_name.clone(),
-            leader: self.leader.clone(),
-            state_since_ms: self.state_since,
-            members: self
-                .members
-                .values()
-                .map(|m| MemberSnapshot {
-                    member_id: m.member_id.clone(),
-                    group_instance_id: m.group_instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    session_timeout_ms: m.session_timeout_ms,
-                    rebalance_timeout_ms: m.rebalance_timeout_ms,
-                    protocols: m.protocols.clone(),
-                    assignment: m.assignment.clone(),
-                })
-                .collect(),
-        }
-    }
+/// Records decided under the lock, to append in their ticket's turn and then make durable.
+#[must_use = "a decided write must be finished, or the turn never passes"]
+pub(super) struct PendingWrite {
+    ticket: Ticket,
+    /// Offset records first (applied to the cache once durable), then group records.
+    offsets: Vec<OffsetWrite>,
+    groups: Vec<(String, Option<GroupSnapshot>)>,
+    /// Groups whose state machine waits for the outcome of one of those group records.
+    stores: Vec<(String, StoreId)>,
+    timestamp_ms: Millis,
+}
 
-    /// A group as stored, after a restart: Stable in its stored generation with its members
-    /// (whose sessions start now), or Empty. Members that died meanwhile expire as usual.
-    pub fn restore(id: &str, stored: GroupSnapshot, now: Millis) -> Group {
-        let mut group = Group::new(id, now);
-        group.protocol_type = stored.protocol_type;
-        group.generation_id = stored.generation_id;
-        group.state_since = stored.state_since_ms;
-        if stored.members.is_empty() {
-            return group;
-        }
-        group.protocol_name = stored.protocol_name;
-        group.leader = stored.leader;
-        for m in stored.members {
-            if let Some(instance) = &m.group_instance_id {
-                group
-                    .static_members
-                    .insert(instance.clone(), m.member_id.clone());
-            }
-            let mut member = Member {
-                member_id: m.member_id.clone(),
-                group_instance_id: m.group_instance_id,
-                client_id: m.client_id,
-                client_host: m.client_host,
-                session_timeout_ms: m.session_timeout_ms,
-                rebalance_timeout_ms: m.rebalance_timeout_ms,
-                protocols: m.protocols,
-                assignment: m.assignment,
-                awaiting_join: None,
-                awaiting_sync: None,
-                session_deadline: now,
-            };
-            member.touch(now);
-            group.members.insert(m.member_id, member);
-        }
-        group.state = GroupState::Stable;
-        group
-    }
+/// Passes the turn and ends the write if its task is dropped before it did (a killed node).
+struct WriteGuard<'a> {
+    coordinator: &'a GroupCoordinator,
+    ticket: Ticket,
+    stores: Vec<(String, StoreId)>,
+    passed: bool,
+    ended: bool,
+}
 
-    /// The leader's assignments for `generation` are stored: every member waiting in SyncGroup
-    /// gets its own, and the group is Stable. No-op if a rebalance started meanwhile.
-    pub fn assignments_stored(&mut self, generation: i32, now: Millis) {
-        if self.state != GroupState::CompletingRebalance
-            || self.generation_id != generation
-            || self.awaiting_store != Some(generation)
-        {
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if self.passed && self.ended {
             return;
         }
-        self.awaiting_store = None;
-        for member in self.members.values_mut() {
-            if let Some(tx) = member.awaiting_sync.take() {
-                let _ = tx.send(Ok(member.assignment.clone()));
+        let mut inner = self.coordinator.lock();
+        if !self.passed {
+            inner.turns.pass(self.ticket);
+        }
+        if !self.ended {
+            let stores = std::mem::take(&mut self.stores);
+            self.coordinator
+                .end_write(&mut inner, self.ticket, &stores, false);
+        }
+        drop(inner);
+        self.coordinator.changed.notify_waiters();
+    }
+}
+
+fn offline(what: &str) -> ProduceError {
+    ProduceError::Append(AppendError::Offline(what.to_string()))
+}
+
+impl GroupCoordinator {
+    pub fn new(clock: Arc<dyn Clock>, config: GroupConfig) -> Arc<GroupCoordinator> {
+        let registry = Registry::new(config.initial_rebalance_delay_ms);
+        assert!(config.max_pending_writes > 0, "room for at least one write");
+        let write_permits = Arc::new(tokio::sync::Semaphore::new(config.max_pending_writes));
+        Arc::new(GroupCoordinator {
+            clock,
+            config,
+            timers_started: AtomicBool::new(false),
+            inner: Mutex::new(Inner {
+                registry,
+                cache: OffsetCache::default(),
+                timers: Timers::default(),
+                parked: BTreeMap::new(),
+                next_request: 0,
+                turns: Turns::default(),
+                unloaded: false,
+            }),
+            changed: Notify::new(),
+            offsets_partition: Mutex::new(None),
+            write_permits,
+        })
+    }
+
+    /// Waits for room for one more OffsetCommit in flight; the room is given back when the
+    /// permit is dropped (once the commit is answered). FIFO: waiting commits keep their order.
+    pub async fn write_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        Arc::clone(&self.write_permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// OffsetCommits in flight now (holding a [`GroupCoordinator::write_permit`]).
+    pub fn pending_writes(&self) -> usize {
+        let pending = self.config.max_pending_writes - self.write_permits.available_permits();
+        assert!(pending <= self.config.max_pending_writes);
+        pending
+    }
+
+    /// The partition the coordinator writes to (the broker creates `__consumer_offsets` on
+    /// first use and hands its partition here).
+    pub fn set_offsets_partition(&self, partition: &Arc<Partition>) {
+        let mut slot = self
+            .offsets_partition
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_none_or(|p| !Arc::ptr_eq(p, partition)) {
+            *slot = Some(Arc::clone(partition));
+        }
+    }
+
+    fn partition(&self) -> Option<Arc<Partition>> {
+        self.offsets_partition
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Starts the session and rebalance timers unless they run already.
+    pub fn ensure_timers(self: &Arc<Self>) {
+        if !self.timers_started.swap(true, Ordering::AcqRel) {
+            timer::spawn(self, Arc::clone(&self.clock));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ---- Requests: each steps its group under the lock, in request order. ----
+
+    /// Steps group `id` with the input `make` builds for a fresh request id (creating the group
+    /// if `create`), dispatches the answers, and returns the receiver of this request's answer
+    /// and the write the step decided, if any. `missing` answers if there is no such group.
+    fn submit(
+        self: &Arc<Self>,
+        id: &str,
+        create: bool,
+        missing: Answer,
+        make: impl FnOnce(RequestId) -> Input,
+    ) -> (oneshot::Receiver<Answer>, Option<PendingWrite>) {
+        let (tx, rx) = oneshot::channel();
+        if create {
+            self.ensure_timers();
+        }
+        let now = self.clock.now_ms();
+        let mut inner = self.lock();
+        if inner.unloaded {
+            let _ = tx.send(missing.failed(&GroupError::NotCoordinator));
+            return (rx, None);
+        }
+        if create {
+            inner.registry.get_or_create(id, now);
+        }
+        if !inner.registry.contains(id) {
+            let _ = tx.send(missing);
+            return (rx, None);
+        }
+        let request = inner.next_request;
+        inner.next_request += 1;
+        inner.parked.insert(request, tx);
+        let write = self.step(&mut inner, id, make(request), now);
+        (rx, write)
+    }
+
+    /// One step of group `id` (which exists): answers dispatched, its timer set, and its store,
+    /// if any, given a ticket.
+    fn step(&self, inner: &mut Inner, id: &str, input: Input, now: Millis) -> Option<PendingWrite> {
+        let group = inner.registry.get_mut(id).expect("stepped groups exist");
+        let out = group.step(input, now);
+        inner.timers.set(id, out.next_deadline);
+        for (request, answer) in out.answers {
+            // A request whose task died has no receiver left; nothing to tell it.
+            if let Some(tx) = inner.parked.remove(&request) {
+                let _ = tx.send(answer);
             }
         }
-        self.set_state(GroupState::Stable, now);
-        self.rebalance_deadline = None;
+        let store = out.store?;
+        let mut write = Self::decide(inner, Vec::new(), now);
+        write.groups.push((id.to_string(), store.record));
+        write.stores.push((id.to_string(), store.id));
+        Some(write)
     }
 
-    /// Storing the assignments failed: the members waiting in SyncGroup get `error` (they
-    /// will rejoin), as Kafka's `resetAndPropagateAssignmentError` does.
-    pub fn assignments_not_stored(&mut self, generation: i32, error: GroupError) {
-        if self.generation_id != generation || self.awaiting_store != Some(generation) {
-            return;
-        }
-        self.awaiting_store = None;
-        for member in self.members.values_mut() {
-            member.assignment = Bytes::new();
-            if let Some(tx) = member.awaiting_sync.take() {
-                let _ = tx.send(Err(error.clone()));
-            }
-        }
-    }
-
-    /// Does the leader's SyncGroup for `generation` wait for its assignments to be stored?
-    pub fn awaits_store(&self, generation: i32) -> bool {
-        self.awaiting_store == Some(generation)
-    }
-
-    fn set_state(&mut self, state: GroupState, now: Millis) {
-        if self.state != state {
-            self.state = state;
-            self.state_since = now;
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
-    }
-
-    fn new_member_id(&mut self, client_id: &str, salt: u128) -> String {
-        self.next_member += 1;
-        // The counter makes ids unique within the group; the salt makes them unguessable.
-        let id = format!(
-            "{client_id}-{}-{}",
-            self.next_member,
-            uuid::Uuid::from_u128(salt).simple()
-        );
-        assert!(!self.members.contains_key(&id) && !self.pending.contains_key(&id));
-        id
-    }
-
-    /// Protocol names every member (and `protocols`, if given) supports.
-    fn common_protocols(
-        &self,
-        except: Option<&str>,
-        extra: Option<&[(String, Bytes)]>,
-    ) -> BTreeSet<String> {
-        let mut sets = self
-            .members
-            .values()
-            .filter(|m| Some(m.member_id.as_str()) != except)
-            .map(|m| {
-                m.protocols
-                    .iter()
-                    .map(|(n, _)| n.clone())
-                    .collect::<BTreeSet<_>>()
-            })
-            .chain(extra.map(|p| p.iter().map(|(n, _)| n.clone()).collect()));
-        let Some(first) = sets.next() else {
-            return BTreeSet::new();
+    /// Takes the next ticket for `offsets` (group records are added by the caller), under the
+    /// lock: the write is in flight from here on.
+    fn decide(inner: &mut Inner, offsets: Vec<OffsetWrite>, now: Millis) -> PendingWrite {
+        let ticket = inner.turns.take();
+        let write = InFlight {
+            keys: offsets.iter().map(|(k, _)| k.clone()).collect(),
+            groups: offsets.iter().map(|(k, _)| k.group.clone()).collect(),
         };
-        sets.fold(first, |acc, s| acc.intersection(&s).cloned().collect())
+        inner.cache.begin(ticket, write);
+        PendingWrite {
+            ticket,
+            offsets,
+            groups: Vec::new(),
+            stores: Vec::new(),
+            timestamp_ms: now,
+        }
     }
 
-    /// JoinGroup. The receiver completes when the rebalance does (or at once, with an error or
-    /// the current generation). `salt` makes generated member ids unique.
+    /// JoinGroup: stepped now; the future answers once the rebalance does.
     pub fn join(
-        &mut self,
+        self: &Arc<Self>,
+        id: &str,
         request: JoinRequest,
-        now: Millis,
         salt: u128,
-    ) -> oneshot::Receiver<JoinOutcome> {
-        let (tx, rx) = oneshot::channel();
-        if let Err(e) = self.join_inner(request, now, salt, tx) {
-            // join_inner hands the sender back only on error.
-            let (tx, err) = *e;
-            let _ = tx.send(Err(err));
-        }
-        rx
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn join_inner(
-        &mut self,
-        request: JoinRequest,
-        now: Millis,
-        salt: u128,
-        tx: oneshot::Sender<JoinOutcome>,
-    ) -> Result<(), Box<(oneshot::Sender<JoinOutcome>, GroupError)>> {
-        let fail = |tx, e| Err(Box::new((tx, e)));
-        if self.state == GroupState::Dead {
-            return fail(tx, GroupError::CoordinatorNotAvailable);
-        }
-        if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&request.session_timeout_ms)
-        {
-            return fail(
-                tx,
-                GroupError::InvalidSessionTimeout(request.session_timeout_ms),
-            );
-        }
-        if request.protocol_type.is_empty() || request.protocols.is_empty() {
-            return fail(tx, GroupError::InconsistentGroupProtocol);
-        }
-        let known = self.members.contains_key(&request.member_id);
-        // Everyone else in the group must share the protocol type and a protocol with it.
-        let others_agree = self.members.keys().all(|id| *id == request.member_id)
-            || (self.protocol_type.as_deref() == Some(request.protocol_type.as_str())
-                && !self
-                    .common_protocols(Some(&request.member_id), Some(&request.protocols))
-                    .is_empty());
-        if !others_agree {
-            return fail(tx, GroupError::InconsistentGroupProtocol);
-        }
-
-        if let Some(instance) = request.group_instance_id.clone() {
-            match self.static_members.get(&instance).cloned() {
-                Some(old) if request.member_id.is_empty() => {
-                    self.replace_static_member(&old, request, now, salt, tx);
-                    return Ok(());
-                }
-                Some(old) if old != request.member_id => {
-                    return fail(tx, GroupError::FencedInstanceId);
-                }
-                None if request.member_id.is_empty() => {
-                    // Static members skip the KIP-394 round trip, as in Kafka.
-                    let member_id = self.new_member_id(&request.client_id, salt);
-                    self.static_members.insert(instance, member_id.clone());
-                    self.add_member(member_id, request, now, tx);
-                    return Ok(());
-                }
-                _ => {}
-            }
-        }
-        if request.member_id.is_empty() {
-            let member_id = self.new_member_id(&request.client_id, salt);
-            if request.require_known_member_id {
-                self.pending
-                    .insert(member_id.clone(), now + ms(request.session_timeout_ms));
-                return fail(tx, GroupError::MemberIdRequired(member_id));
-            }
-            self.add_member(member_id, request, now, tx);
-            return Ok(());
-        }
-        if self.pending.remove(&request.member_id).is_some() {
-            let member_id = request.member_id.clone();
-            self.add_member(member_id, request, now, tx);
-            return Ok(());
-        }
-        if !known {
-            return fail(tx, GroupError::UnknownMemberId);
-        }
-        let member_id = request.member_id.clone();
-        let member = self.members.get_mut(&member_id).expect("known member");
-        let changed = member.protocols != request.protocols;
-        member.protocols = request.protocols;
-        member.session_timeout_ms = request.session_timeout_ms;
-        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
-        member.touch(now);
-        let is_leader = self.leader.as_deref() == Some(member_id.as_str());
-        match self.state {
-            GroupState::PreparingRebalance => {
-                self.park_join(&member_id, tx);
-                self.try_complete_join(now);
-            }
-            GroupState::CompletingRebalance if !changed => {
-                // A retry of a join whose answer was lost: the same answer again.
-                let _ = tx.send(Ok(self.join_result(&member_id)));
-            }
-            GroupState::Stable if !changed && !is_leader => {
-                let _ = tx.send(Ok(self.join_result(&member_id)));
-            }
-            _ => {
-                self.park_join(&member_id, tx);
-                self.prepare_rebalance(now);
-                self.try_complete_join(now);
-            }
-        }
-        Ok(())
-    }
-
-    /// A static member rejoined without its member id (it restarted): it takes over the old
-    /// membership, assignment included, under a new member id; the old id is fenced.
-    fn replace_static_member(
-        &mut self,
-        old_id: &str,
-        request: JoinRequest,
-        now: Millis,
-        salt: u128,
-        tx: oneshot::Sender<JoinOutcome>,
-    ) {
-        let new_id = self.new_member_id(&request.client_id, salt);
-        let mut member = self
-            .members
-            .remove(old_id)
-            .expect("static members are members");
-        if let Some(w) = member.awaiting_join.take() {
-            let _ = w.send(Err(GroupError::FencedInstanceId));
-        }
-        if let Some(w) = member.awaiting_sync.take() {
-            let _ = w.send(Err(GroupError::FencedInstanceId));
-        }
-        let changed = member.protocols != request.protocols;
-        member.member_id = new_id.clone();
-        member.client_id = request.client_id;
-        member.client_host = request.client_host;
-        member.session_timeout_ms = request.session_timeout_ms;
-        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
-        member.protocols = request.protocols;
-        member.touch(now);
-        self.members.insert(new_id.clone(), member);
-        if let Some(instance) = request.group_instance_id {
-            self.static_members.insert(instance, new_id.clone());
-        }
-        if self.leader.as_deref() == Some(old_id) {
-            self.leader = Some(new_id.clone());
-        }
-        match self.state {
-            GroupState::Stable if !changed => {
-                self.dirty = true;
-                let _ = tx.send(Ok(self.join_result(&new_id)));
-            }
-            _ => {
-                self.park_join(&new_id, tx);
-                self.prepare_rebalance(now);
-                self.try_complete_join(now);
-            }
-        }
-    }
-
-    /// KIP-345: a request naming a group.instance.id must come from the member holding it.
-    pub fn check_instance(
-        &self,
-        instance: Option<&str>,
-        member_id: &str,
-    ) -> Result<(), GroupError> {
-        match instance.and_then(|i| self.static_members.get(i)) {
-            Some(holder) if holder != member_id => Err(GroupError::FencedInstanceId),
-            _ => Ok(()),
-        }
-    }
-
-    /// Removes a member, and its group.instance.id if it held one.
-    fn drop_member(&mut self, member_id: &str) -> Option<Member> {
-        let member = self.members.remove(member_id)?;
-        if let Some(instance) = &member.group_instance_id {
-            if self.static_members.get(instance).map(String::as_str) == Some(member_id) {
-                self.static_members.remove(instance);
-            }
-        }
-        Some(member)
-    }
-
-    fn park_join(&mut self, member_id: &str, tx: oneshot::Sender<JoinOutcome>) {
-        let member = self.members.get_mut(member_id).expect("member");
-        if let Some(old) = member.awaiting_join.replace(tx) {
-            // Kafka answers a superseded join with UNKNOWN_MEMBER_ID... a plain rejoin hint is
-            // kinder and equally safe: the client's newer request is the one that counts.
-            let _ = old.send(Err(GroupError::RebalanceInProgress));
-        }
-    }
-
-    fn add_member(
-        &mut self,
-        member_id: String,
-        request: JoinRequest,
-        now: Millis,
-        tx: oneshot::Sender<JoinOutcome>,
-    ) {
-        if self.members.is_empty() {
-            self.protocol_type = Some(request.protocol_type.clone());
-        }
-        let mut member = Member {
-            member_id: member_id.clone(),
-            group_instance_id: request.group_instance_id,
-            client_id: request.client_id,
-            client_host: request.client_host,
-            session_timeout_ms: request.session_timeout_ms,
-            rebalance_timeout_ms: request.rebalance_timeout_ms,
-            protocols: request.protocols,
-            assignment: Bytes::new(),
-            awaiting_join: Some(tx),
-            awaiting_sync: None,
-            session_deadline: now,
-        };
-        member.touch(now);
-        self.members.insert(member_id, member);
-        if let Some(delay) = &mut self.initial_delay {
-            delay.new_member_added = true;
-        }
-        self.prepare_rebalance(now);
-        self.try_complete_join(now);
-    }
-
-    /// Starts a rebalance: members must rejoin; syncs in flight are told to rejoin.
-    fn prepare_rebalance(&mut self, now: Millis) {
-        if self.state == GroupState::PreparingRebalance {
-            return;
-        }
-        assert_ne!(
-            self.state,
-            GroupState::Dead,
-            "a dead group does not rebalance"
+    ) -> impl Future<Output = JoinOutcome> + Send + 'static {
+        let (rx, write) = self.submit(
+            id,
+            true,
+            Answer::Join(Err(GroupError::CoordinatorNotAvailable)),
+            |request_id| Input::Join {
+                id: request_id,
+                request,
+                salt,
+            },
         );
-        self.awaiting_store = None;
-        for member in self.members.values_mut() {
-            member.assignment = Bytes::new();
-            if let Some(tx) = member.awaiting_sync.take() {
-                let _ = tx.send(Err(GroupError::RebalanceInProgress));
+        let this = Arc::clone(self);
+        async move {
+            if let Some(write) = write {
+                let _ = this.finish(write).await;
             }
-        }
-        let timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout_ms)
-            .max()
-            .unwrap_or(0);
-        self.rebalance_deadline = Some(now + ms(timeout));
-        if self.state == GroupState::Empty && self.initial_rebalance_delay_ms > 0 {
-            // Kafka's InitialDelayedJoin: give the other members of a starting group a moment,
-            // so they are all assigned in the first generation rather than one rebalance each.
-            let delay = self.initial_rebalance_delay_ms;
-            self.initial_delay = Some(InitialDelay {
-                until: now + delay,
-                limit: now + delay.max(ms(timeout)),
-                new_member_added: false,
-            });
-        }
-        self.set_state(GroupState::PreparingRebalance, now);
-    }
-
-    fn all_joined(&self) -> bool {
-        self.pending.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some())
-    }
-
-    fn try_complete_join(&mut self, now: Millis) {
-        if self.state == GroupState::PreparingRebalance
-            && self.initial_delay.is_none()
-            && self.all_joined()
-        {
-            self.complete_join(now);
-        }
-    }
-
-    /// Ends PreparingRebalance: members that did not rejoin are gone, the next generation
-    /// starts, and every waiting join is answered.
-    fn complete_join(&mut self, now: Millis) {
-        assert_eq!(self.state, GroupState::PreparingRebalance);
-        self.initial_delay = None;
-        let gone: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| m.awaiting_join.is_none())
-            .map(|m| m.member_id.clone())
-            .collect();
-        for id in gone {
-            self.drop_member(&id);
-        }
-        self.generation_id += 1;
-        if self.members.is_empty() {
-            // The protocol type stays, as in Kafka: it tells expiry this was a consumer group.
-            self.set_state(GroupState::Empty, now);
-            self.dirty = true;
-            self.protocol_name = None;
-            self.leader = None;
-            self.rebalance_deadline = None;
-            return;
-        }
-        self.protocol_name = Some(self.select_protocol());
-        if !self
-            .leader
-            .as_ref()
-            .is_some_and(|l| self.members.contains_key(l))
-        {
-            self.leader = self.members.keys().next().cloned();
-        }
-        self.set_state(GroupState::CompletingRebalance, now);
-        let timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout_ms)
-            .max()
-            .unwrap_or(0);
-        self.rebalance_deadline = Some(now + ms(timeout));
-        let ids: Vec<String> = self.members.keys().cloned().collect();
-        for id in ids {
-            let result = self.join_result(&id);
-            let member = self.members.get_mut(&id).expect("member");
-            member.touch(now);
-            if let Some(tx) = member.awaiting_join.take() {
-                let _ = tx.send(Ok(result));
+            match rx.await {
+                Ok(Answer::Join(outcome)) => outcome,
+                Ok(other) => panic!("a join answered with {other:?}"),
+                Err(_) => Err(GroupError::CoordinatorNotAvailable),
             }
         }
     }
 
-    /// Kafka's vote: each member votes for its most preferred protocol among those all support.
-    fn select_protocol(&self) -> String {
-        let candidates = self.common_protocols(None, None);
-        assert!(!candidates.is_empty(), "joins keep a protocol in common");
-        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
-        for member in self.members.values() {
-            if let Some((name, _)) = member
-                .protocols
-                .iter()
-                .find(|(n, _)| candidates.contains(n))
-            {
-                *votes.entry(name).or_default() += 1;
-            }
-        }
-        let best = votes.values().copied().max().unwrap_or(0);
-        votes
-            .into_iter()
-            .find(|&(_, v)| v == best)
-            .map(|(n, _)| n.to_string())
-            .expect("a candidate")
-    }
-
-    fn join_result(&self, member_id: &str) -> JoinResult {
-        let leader = self.leader.clone().unwrap_or_default();
-        let protocol = self.protocol_name.clone().unwrap_or_default();
-        let members = if leader == member_id {
-            self.members
-                .values()
-                .map(|m| {
-                    (
-                        m.member_id.clone(),
-                        m.group_instance_id.clone(),
-                        m.metadata(&protocol),
-                    )
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        JoinResult {
-            generation_id: self.generation_id,
-            protocol_type: self.protocol_type.clone(),
-            protocol_name: self.protocol_name.clone(),
-            leader,
-            member_id: member_id.to_string(),
-            members,
-        }
-    }
-
-    /// SyncGroup. The leader's call carries everyone's assignment.
+    /// SyncGroup: stepped now; the future answers once the assignments are stored.
     pub fn sync(
-        &mut self,
-        member_id: &str,
-        generation_id: i32,
-        assignments: Vec<(String, Bytes)>,
-        now: Millis,
-    ) -> oneshot::Receiver<SyncOutcome> {
-        let (tx, rx) = oneshot::channel();
-        let check = self.check_member(member_id, generation_id);
-        if let Err(e) = check {
-            let _ = tx.send(Err(e));
-            return rx;
-        }
-        match self.state {
-            GroupState::Empty | GroupState::Dead => {
-                let _ = tx.send(Err(GroupError::UnknownMemberId));
-            }
-            GroupState::PreparingRebalance => {
-                let _ = tx.send(Err(GroupError::RebalanceInProgress));
-            }
-            GroupState::Stable => {
-                let member = self.members.get_mut(member_id).expect("checked");
-                member.touch(now);
-                let _ = tx.send(Ok(member.assignment.clone()));
-            }
-            GroupState::CompletingRebalance => {
-                let member = self.members.get_mut(member_id).expect("checked");
-                member.touch(now);
-                if let Some(old) = member.awaiting_sync.replace(tx) {
-                    let _ = old.send(Err(GroupError::RebalanceInProgress));
-                }
-                if self.leader.as_deref() == Some(member_id) {
-                    let mut given: BTreeMap<String, Bytes> = assignments.into_iter().collect();
-                    for member in self.members.values_mut() {
-                        member.assignment = given.remove(&member.member_id).unwrap_or_default();
-                    }
-                    self.awaiting_store = Some(self.generation_id);
-                    if !self.store_assignments {
-                        self.assignments_stored(self.generation_id, now);
-                    }
+        self: &Arc<Self>,
+        id: &str,
+        request: SyncRequest,
+    ) -> impl Future<Output = SyncOutcome> + Send + 'static {
+        let (rx, write) = self.submit(
+            id,
+            false,
+            Answer::Sync(Err(GroupError::UnknownMemberId)),
+            |request_id| Input::Sync {
+                id: request_id,
+                request,
+            },
+        );
+        let this = Arc::clone(self);
+        async move {
+            if let Some(write) = write {
+                if let Err(e) = this.finish(write).await {
+                    tracing::warn!(%e, "group assignments not stored");
                 }
             }
+            match rx.await {
+                Ok(Answer::Sync(outcome)) => outcome,
+                Ok(other) => panic!("a sync answered with {other:?}"),
+                Err(_) => Err(GroupError::CoordinatorNotAvailable),
+            }
         }
-        rx
     }
 
-    fn check_member(&self, member_id: &str, generation_id: i32) -> Result<(), GroupError> {
-        if self.state == GroupState::Dead {
-            return Err(GroupError::CoordinatorNotAvailable);
-        }
-        if !self.members.contains_key(member_id) {
-            return Err(GroupError::UnknownMemberId);
-        }
-        if generation_id != self.generation_id {
-            return Err(GroupError::IllegalGeneration {
-                got: generation_id,
-                current: self.generation_id,
-            });
-        }
-        Ok(())
-    }
-
-    /// Heartbeat: keeps the session alive and tells the member whether to rejoin.
+    /// Heartbeat: answered at once.
     pub fn heartbeat(
-        &mut self,
+        self: &Arc<Self>,
+        id: &str,
         member_id: &str,
+        group_instance_id: Option<&str>,
         generation_id: i32,
-        now: Millis,
     ) -> Result<(), GroupError> {
-        self.check_member(member_id, generation_id)?;
-        match self.state {
-            GroupState::Empty | GroupState::Dead => Err(GroupError::UnknownMemberId),
-            GroupState::PreparingRebalance => {
-                self.members.get_mut(member_id).expect("checked").touch(now);
-                Err(GroupError::RebalanceInProgress)
-            }
-            GroupState::CompletingRebalance | GroupState::Stable => {
-                self.members.get_mut(member_id).expect("checked").touch(now);
-                Ok(())
-            }
+        let (mut rx, write) = self.submit(
+            id,
+            false,
+            Answer::Done(Err(GroupError::UnknownMemberId)),
+            |request_id| Input::Heartbeat {
+                id: request_id,
+                member_id: member_id.to_string(),
+                group_instance_id: group_instance_id.map(str::to_string),
+                generation_id,
+            },
+        );
+        assert!(write.is_none(), "a heartbeat stores nothing");
+        match rx.try_recv() {
+            Ok(Answer::Done(result)) => result,
+            other => panic!("a heartbeat answered with {other:?}"),
         }
     }
 
-    /// LeaveGroup for one member.
-    pub fn leave(&mut self, member_id: &str, now: Millis) -> Result<(), GroupError> {
-        if self.state == GroupState::Dead {
-            return Err(GroupError::CoordinatorNotAvailable);
+    /// LeaveGroup of each `(member id, group instance id)`: stepped now, in order; the future
+    /// answers each once what it changed is stored (a leave that empties the group).
+    pub fn leave(
+        self: &Arc<Self>,
+        id: &str,
+        members: Vec<(String, Option<String>)>,
+    ) -> impl Future<Output = Vec<Result<(), GroupError>>> + Send + 'static {
+        let mut receivers = Vec::new();
+        let mut writes = Vec::new();
+        for (member_id, group_instance_id) in members {
+            let (rx, write) = self.submit(
+                id,
+                false,
+                Answer::Done(Err(GroupError::UnknownMemberId)),
+                |request_id| Input::Leave {
+                    id: request_id,
+                    member_id,
+                    group_instance_id,
+                },
+            );
+            receivers.push(rx);
+            writes.extend(write);
         }
-        if self.pending.remove(member_id).is_some() {
-            self.try_complete_join(now);
-            return Ok(());
+        let this = Arc::clone(self);
+        async move {
+            for write in writes {
+                if let Err(e) = this.finish(write).await {
+                    tracing::warn!(%e, "emptied group not stored");
+                }
+            }
+            let mut results = Vec::new();
+            for rx in receivers {
+                results.push(match rx.await {
+                    Ok(Answer::Done(result)) => result,
+                    Ok(other) => panic!("a leave answered with {other:?}"),
+                    Err(_) => Err(GroupError::CoordinatorNotAvailable),
+                });
+            }
+            results
         }
-        self.remove_member(member_id, now)
     }
 
-    fn remove_member(&mut self, member_id: &str, now: Millis) -> Result<(), GroupError> {
-        let Some(mut member) = self.drop_member(member_id) else {
-            return Err(GroupError::UnknownMemberId);
+    /// OffsetCommit: the group allows it (checked against its generation now) and the offsets
+    /// get their place in the log in the same step, so no rebalance can come between the check
+    /// and the append (Kafka holds the group lock across both). The future resolves once the
+    /// offsets are durable and applied. A group that does not exist is created for a commit
+    /// with generation -1 (a consumer that assigns itself), as Kafka does.
+    pub fn commit(
+        self: &Arc<Self>,
+        id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+        writes: Vec<OffsetWrite>,
+    ) -> Result<impl Future<Output = Result<(), ProduceError>> + Send + 'static, GroupError> {
+        assert!(writes.iter().all(|(k, v)| k.group == id && v.is_some()));
+        let create = generation_id < 0;
+        if create {
+            self.ensure_timers();
+        }
+        let now = self.clock.now_ms();
+        let write = {
+            let mut inner = self.lock();
+            if inner.unloaded {
+                return Err(GroupError::NotCoordinator);
+            }
+            if create {
+                inner.registry.get_or_create(id, now);
+            }
+            if !inner.registry.contains(id) {
+                return Err(GroupError::IllegalGeneration {
+                    got: generation_id,
+                    current: -1,
+                });
+            }
+            let request = inner.next_request;
+            inner.next_request += 1;
+            let group = inner.registry.get_mut(id).expect("exists");
+            let out = group.step(
+                Input::Commit {
+                    id: request,
+                    member_id: member_id.to_string(),
+                    group_instance_id: group_instance_id.map(str::to_string),
+                    generation_id,
+                },
+                now,
+            );
+            inner.timers.set(id, out.next_deadline);
+            assert!(out.store.is_none(), "a commit check stores no membership");
+            assert_eq!(out.answers.len(), 1, "a commit check answers itself only");
+            match out.answer_to(request) {
+                Some(Answer::Done(Ok(()))) => {}
+                Some(Answer::Done(Err(e))) => return Err(e.clone()),
+                other => panic!("a commit check answered with {other:?}"),
+            }
+            (!writes.is_empty()).then(|| Self::decide(&mut inner, writes, now))
         };
-        if let Some(tx) = member.awaiting_join.take() {
-            let _ = tx.send(Err(GroupError::UnknownMemberId));
-        }
-        if let Some(tx) = member.awaiting_sync.take() {
-            let _ = tx.send(Err(GroupError::UnknownMemberId));
-        }
-        match self.state {
-            GroupState::Stable | GroupState::CompletingRebalance => {
-                self.prepare_rebalance(now);
-                self.try_complete_join(now);
+        let this = Arc::clone(self);
+        Ok(async move {
+            match write {
+                Some(write) => this.finish(write).await,
+                None => Ok(()),
             }
-            GroupState::PreparingRebalance => self.try_complete_join(now),
-            GroupState::Empty | GroupState::Dead => {}
-        }
-        Ok(())
+        })
     }
 
-    /// Expires sessions, unused KIP-394 ids and rebalance deadlines that `now` has passed.
-    pub fn tick(&mut self, now: Millis) {
-        if self.state == GroupState::Dead {
-            return;
-        }
-        if let Some(delay) = self.initial_delay {
-            if delay.until <= now {
-                if delay.new_member_added && now < delay.limit {
-                    self.initial_delay = Some(InitialDelay {
-                        until: (now + self.initial_rebalance_delay_ms).min(delay.limit),
-                        limit: delay.limit,
-                        new_member_added: false,
-                    });
-                } else {
-                    self.initial_delay = None;
-                    self.try_complete_join(now);
-                }
-            }
-        }
-        let before = self.pending.len();
-        self.pending.retain(|_, deadline| *deadline > now);
-        if self.pending.len() != before {
-            self.try_complete_join(now);
-        }
-        // A member waiting in JoinGroup is bounded by the rebalance timeout, not its session.
-        let expired: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| m.awaiting_join.is_none() && m.session_deadline <= now)
-            .map(|m| m.member_id.clone())
-            .collect();
-        for id in expired {
-            tracing::info!(group = %self.id, member = %id, "session expired");
-            let _ = self.remove_member(&id, now);
-        }
-        if self.rebalance_deadline.is_some_and(|d| d <= now) {
-            match self.state {
-                GroupState::PreparingRebalance => {
-                    self.pending.clear();
-                    self.complete_join(now);
-                }
-                GroupState::CompletingRebalance => {
-                    // The leader never sent the assignments: start over without it.
-                    tracing::info!(group = %self.id, "sync phase timed out");
-                    let leader = self.leader.clone().unwrap_or_default();
-                    let _ = self.remove_member(&leader, now);
-                }
-                _ => self.rebalance_deadline = None,
-            }
-        }
-    }
-
-    /// Commits are accepted from the current generation's members, and from anyone using
-    /// generation -1 while the group has no members (a consumer that assigns itself).
-    pub fn check_commit(&self, member_id: &str, generation_id: i32) -> Result<(), GroupError> {
-        if self.state == GroupState::Dead {
-            return Err(GroupError::CoordinatorNotAvailable);
-        }
-        if generation_id < 0 && self.state == GroupState::Empty {
+    /// Writes offset changes (OffsetDelete's tombstones), in order with every other decision,
+    /// and waits until they are durable and applied.
+    pub async fn write(self: &Arc<Self>, writes: Vec<OffsetWrite>) -> Result<(), ProduceError> {
+        if writes.is_empty() {
             return Ok(());
         }
-        if self.state == GroupState::CompletingRebalance {
-            return Err(GroupError::RebalanceInProgress);
-        }
-        self.check_member(member_id, generation_id)
+        let write = {
+            let now = self.clock.now_ms();
+            let mut inner = self.lock();
+            Self::decide(&mut inner, writes, now)
+        };
+        self.finish(write).await
     }
 
-    /// The coordinator unloads the group (the broker stops): every parked JoinGroup and
-    /// SyncGroup is answered with `error` now, and the group is Dead in memory, so nothing
-    /// parks in it again; what is stored is untouched. Kafka's `onGroupUnloaded` does the same
-    /// with NOT_COORDINATOR. Returns how many parked requests were answered.
-    pub fn unload(&mut self, error: GroupError) -> usize {
-        let mut answered = 0;
-        for member in self.members.values_mut() {
-            if let Some(tx) = member.awaiting_join.take() {
-                let _ = tx.send(Err(error.clone()));
-                answered += 1;
+    /// DeleteGroups: an empty group (or one with only committed offsets) is removed now; its
+    /// offsets' tombstones and its membership's are durable when the future resolves.
+    pub fn delete_group(
+        self: &Arc<Self>,
+        id: &str,
+    ) -> Result<impl Future<Output = Result<(), ProduceError>> + Send + 'static, GroupError> {
+        let now = self.clock.now_ms();
+        let write = {
+            let mut inner = self.lock();
+            if inner.unloaded {
+                return Err(GroupError::NotCoordinator);
             }
-            if let Some(tx) = member.awaiting_sync.take() {
-                let _ = tx.send(Err(error.clone()));
-                answered += 1;
+            let keys = inner.cache.keys_of_group(id);
+            if !inner.registry.contains(id) {
+                if keys.is_empty() {
+                    return Err(GroupError::GroupIdNotFound);
+                }
+                inner.registry.get_or_create(id, now);
             }
+            let request = inner.next_request;
+            inner.next_request += 1;
+            let group = inner.registry.get_mut(id).expect("exists");
+            let out = group.step(Input::Delete { id: request }, now);
+            match out.answer_to(request) {
+                Some(Answer::Done(Ok(()))) => {}
+                Some(Answer::Done(Err(e))) => return Err(e.clone()),
+                other => panic!("a delete answered with {other:?}"),
+            }
+            inner.timers.set(id, out.next_deadline);
+            let store = out.store.expect("a deletion stores the tombstone");
+            assert!(store.record.is_none());
+            // The group stays, Dead (joins get COORDINATOR_NOT_AVAILABLE and retry, as in
+            // Kafka), until its tombstone's outcome is back; then it is forgotten.
+            let tombstones = keys.into_iter().map(|k| (k, None)).collect();
+            let mut write = Self::decide(&mut inner, tombstones, now);
+            write.groups.push((id.to_string(), None));
+            write.stores.push((id.to_string(), store.id));
+            write
+        };
+        let this = Arc::clone(self);
+        Ok(async move { this.finish(write).await })
+    }
+
+    /// Answers every parked request of every group with NOT_COORDINATOR now and lets go of the
+    /// groups (Kafka's `onGroupUnloaded`); later group requests get NOT_COORDINATOR too.
+    /// Committed offsets stay readable. Returns how many requests were answered.
+    pub fn unload(&self) -> usize {
+        let now = self.clock.now_ms();
+        let mut inner = self.lock();
+        inner.unloaded = true;
+        let before = inner.parked.len();
+        for id in inner.registry.ids() {
+            let write = self.step(&mut inner, &id, Input::Unload, now);
+            assert!(write.is_none(), "unloading stores nothing");
         }
-        self.awaiting_store = None;
-        self.initial_delay = None;
-        self.rebalance_deadline = None;
-        self.state = GroupState::Dead;
-        assert!(self
-            .members
-            .values()
-            .all(|m| m.awaiting_join.is_none() && m.awaiting_sync.is_none()));
+        let answered = before - inner.parked.len();
+        tracing::info!(answered, "groups unloaded");
         answered
     }
 
-    /// Marks the group deleted; it must be empty.
-    pub fn delete(&mut self) -> Result<(), GroupError> {
-        match self.state {
-            GroupState::Dead => Err(GroupError::GroupIdNotFound),
-            GroupState::Empty => {
-                self.state = GroupState::Dead;
-                Ok(())
+    // ---- Carrying out writes. ----
+
+    /// Appends `write` in its turn, waits until it is durable, applies it and feeds the
+    /// outcome of its group records back to their groups.
+    pub(super) async fn finish(&self, write: PendingWrite) -> Result<(), ProduceError> {
+        let mut guard = WriteGuard {
+            coordinator: self,
+            ticket: write.ticket,
+            stores: write.stores.clone(),
+            passed: false,
+            ended: false,
+        };
+        let appended = match self.partition() {
+            None => Err(offline("__consumer_offsets does not exist")),
+            Some(partition) => {
+                self.wait_turn(write.ticket).await;
+                let result = self.append(&partition, &write).await;
+                self.lock().turns.pass(write.ticket);
+                guard.passed = true;
+                match result {
+                    Ok(Some(info)) => match partition.wait_durable(&info).await {
+                        Ok(()) => Ok(Some(info.base_offset)),
+                        Err(e) => Err(ProduceError::Append(e)),
+                    },
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                }
             }
-            _ => Err(GroupError::NonEmptyGroup),
+        };
+        if !guard.passed {
+            // No partition: the turn is still ours to pass, once it comes.
+            self.wait_turn(write.ticket).await;
+            self.lock().turns.pass(write.ticket);
+            guard.passed = true;
+        }
+        {
+            let mut inner = self.lock();
+            if let Ok(Some(base)) = &appended {
+                for (i, (key, value)) in write.offsets.iter().enumerate() {
+                    inner
+                        .cache
+                        .apply(key.clone(), value.clone(), base + i as u64);
+                }
+            }
+            self.end_write(&mut inner, write.ticket, &write.stores, appended.is_ok());
+            guard.ended = true;
+        }
+        self.changed.notify_waiters();
+        appended.map(|_| ())
+    }
+
+    async fn wait_turn(&self, ticket: Ticket) {
+        let turn = {
+            let mut inner = self.lock();
+            assert!(
+                inner.turns.turn <= ticket,
+                "ticket {ticket} waits after its turn"
+            );
+            if inner.turns.turn == ticket {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            let previous = inner.turns.waiting.insert(ticket, tx);
+            assert!(previous.is_none(), "one waiter per ticket");
+            rx
+        };
+        // The sender is dropped only with the coordinator.
+        let _ = turn.await;
+        assert_eq!(self.lock().turns.turn, ticket);
+    }
+
+    async fn append(
+        &self,
+        partition: &Arc<Partition>,
+        write: &PendingWrite,
+    ) -> Result<Option<crate::log::AppendInfo>, ProduceError> {
+        let offset_records = write.offsets.iter().map(|(key, value)| builder::Record {
+            key: Some(offsets::encode_key(key)),
+            value: value.as_ref().map(offsets::encode_value),
+            timestamp_ms: write.timestamp_ms,
+        });
+        let group_records = write.groups.iter().map(|(id, record)| builder::Record {
+            key: Some(offsets::encode_group_key(id)),
+            value: record.as_ref().map(offsets::encode_group_value),
+            timestamp_ms: write.timestamp_ms,
+        });
+        let records: Vec<builder::Record> = offset_records.chain(group_records).collect();
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let mut batch = builder::batch(&records);
+        let info = partition.append(&mut batch).await?;
+        assert_eq!(
+            info.last_offset - info.base_offset + 1,
+            records.len() as u64
+        );
+        Ok(Some(info))
+    }
+
+    /// The write is over: no longer in flight, and its groups learn whether their records were
+    /// stored.
+    fn end_write(&self, inner: &mut Inner, ticket: Ticket, stores: &[(String, StoreId)], ok: bool) {
+        assert!(inner.cache.is_in_flight(ticket));
+        inner.cache.end(ticket);
+        let now = self.clock.now_ms();
+        for (id, store) in stores {
+            let input = if ok {
+                Input::Stored { store: *store }
+            } else {
+                Input::NotStored {
+                    store: *store,
+                    error: GroupError::CoordinatorNotAvailable,
+                }
+            };
+            // A group is never forgotten while one of its stores is under way.
+            assert!(inner.registry.contains(id), "group {id} vanished mid-store");
+            let write = self.step(inner, id, input, now);
+            assert!(write.is_none(), "a store's outcome stores nothing more");
+            let group = inner.registry.get(id).expect("still there");
+            if group.state == GroupState::Dead && !group.store_under_way() && !inner.unloaded {
+                inner.registry.remove(id);
+                inner.timers.set(id, None);
+            }
         }
     }
 
-    /// Subscribed topics of a consumer-protocol group (parsed from the members' metadata).
-    pub fn subscribed_topics(&self) -> Option<BTreeSet<String>> {
-        if self.protocol_type.as_deref() != Some("consumer") {
-            return None;
+    // ---- Maintenance. ----
+
+    /// The groups whose deadline passed, stepped; their stores to finish (every one, or the
+    /// log's turn never passes them).
+    pub(super) fn tick_steps(&self, now: Millis) -> Vec<PendingWrite> {
+        let mut inner = self.lock();
+        if inner.unloaded {
+            return Vec::new();
         }
-        let protocol = self.protocol_name.clone()?;
-        let mut topics = BTreeSet::new();
-        for member in self.members.values() {
-            topics.extend(super::consumer_protocol::decode_subscription(
-                &member.metadata(&protocol),
-            )?);
+        let mut writes = Vec::new();
+        for id in inner.timers.take_due(now) {
+            if inner.registry.contains(&id) {
+                writes.extend(self.step(&mut inner, &id, Input::Tick, now));
+            }
         }
-        Some(topics)
+        writes
+    }
+
+    /// Steps every group whose deadline passed at `now` and waits for the stores that caused.
+    pub async fn tick(&self, now: Millis) {
+        for write in self.tick_steps(now) {
+            if let Err(e) = self.finish(write).await {
+                tracing::warn!(%e, "group membership not stored; retried by maintenance");
+            }
+        }
+    }
+
+    /// Stores every group whose membership differs from its last durable record (a store
+    /// failed), in one write. The server calls it periodically.
+    pub async fn store_dirty_groups(&self) -> Result<usize, ProduceError> {
+        let write = {
+            let now = self.clock.now_ms();
+            let mut inner = self.lock();
+            let mut stores = Vec::new();
+            for (id, group) in inner.registry.iter_mut() {
+                if let Some(store) = group.store_if_dirty() {
+                    stores.push((id.clone(), store));
+                }
+            }
+            if stores.is_empty() {
+                return Ok(0);
+            }
+            let mut write = Self::decide(&mut inner, Vec::new(), now);
+            for (id, store) in stores {
+                write.groups.push((id.clone(), store.record));
+                write.stores.push((id, store.id));
+            }
+            write
+        };
+        let count = write.stores.len();
+        self.finish(write).await?;
+        Ok(count)
+    }
+
+    /// Expires offsets (KIP-211): decides which and appends their tombstones in one step,
+    /// waits until they are durable, then removes empty groups with no offsets left and their
+    /// stored membership, as Kafka does. Returns how many offsets expired.
+    pub async fn expire_offsets(&self) -> Result<usize, ProduceError> {
+        let now = self.clock.now_ms();
+        let write = {
+            let mut inner = self.lock();
+            let expired =
+                inner
+                    .cache
+                    .expired(now, self.config.offsets_retention_ms, &inner.registry);
+            let tombstones: Vec<OffsetWrite> = expired.into_iter().map(|k| (k, None)).collect();
+            (!tombstones.is_empty()).then(|| Self::decide(&mut inner, tombstones, now))
+        };
+        let expired = match write {
+            Some(write) => {
+                let count = write.offsets.len();
+                self.finish(write).await?;
+                count
+            }
+            None => 0,
+        };
+        let write = {
+            let mut inner = self.lock();
+            let gone: Vec<String> = inner
+                .registry
+                .iter()
+                .filter(|(id, group)| {
+                    group.state == GroupState::Empty
+                        && !group.store_under_way()
+                        && !inner.cache.has_group(id)
+                        && !inner.cache.is_busy(id)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &gone {
+                tracing::info!(group = %id, "empty group with no offsets removed");
+                inner.registry.remove(id);
+                inner.timers.set(id, None);
+            }
+            (!gone.is_empty()).then(|| {
+                let mut write = Self::decide(&mut inner, Vec::new(), now);
+                write.groups = gone.into_iter().map(|id| (id, None)).collect();
+                write
+            })
+        };
+        if let Some(write) = write {
+            self.finish(write).await?;
+        }
+        Ok(expired)
+    }
+
+    // ---- Reads. ----
+
+    /// Runs `f` on group `id`, if it exists.
+    pub fn read_group<R>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&super::machine::Group) -> R,
+    ) -> Option<R> {
+        self.lock().registry.get(id).map(f)
+    }
+
+    /// Runs `f` over every group, in id order.
+    pub fn for_each_group(&self, mut f: impl FnMut(&super::machine::Group)) {
+        self.lock().registry.iter().for_each(|(_, g)| f(g));
+    }
+
+    /// Does the group exist (members or committed offsets)?
+    pub fn group_exists(&self, id: &str) -> bool {
+        let inner = self.lock();
+        inner.registry.contains(id) || inner.cache.has_group(id)
+    }
+
+    /// The committed offset of one partition.
+    pub fn committed(&self, key: &OffsetKey) -> Option<CommittedOffset> {
+        self.lock().cache.get(key)
+    }
+
+    /// Every committed offset of a group.
+    pub fn committed_for_group(&self, group: &str) -> Vec<(OffsetKey, CommittedOffset)> {
+        self.lock().cache.of_group(group)
+    }
+
+    /// The writes in flight now (an OffsetFetch waits for them before it reads).
+    pub fn in_flight(&self) -> Vec<Ticket> {
+        self.lock().cache.in_flight()
+    }
+
+    /// Waits until none of `writes` (from [`GroupCoordinator::in_flight`]) is in flight.
+    pub async fn wait_applied(&self, writes: Vec<Ticket>) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if writes.iter().all(|w| !self.lock().cache.is_in_flight(*w)) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    // ---- Start. ----
+
+    /// Replays `__consumer_offsets` (called once at broker start).
+    pub async fn load(&self, partition: &Arc<Partition>) -> Result<usize, ReadError> {
+        self.set_offsets_partition(partition);
+        let log = &partition.log;
+        let end = log.log_end_offset();
+        let mut offset = log.log_start_offset();
+        let mut records = 0;
+        let mut stored_groups: BTreeMap<String, Option<GroupSnapshot>> = BTreeMap::new();
+        while offset < end {
+            let read = match log.read(offset, 1 << 20, None).await {
+                Ok(read) => read,
+                // Damage at rest (a flipped bit; no replica to repair from): the commits in it
+                // are gone, not the broker. Skip the rest of the segment, loudly, as the
+                // producer-state rebuild does; the groups resume from what is left.
+                Err(ReadError::Corrupt {
+                    segment,
+                    position,
+                    error,
+                }) => {
+                    let next = log.next_segment_after(offset).await;
+                    tracing::error!(segment = %segment.display(), position, %error, resume_at = ?next,
+                        "corrupt batch in {}: committed offsets and groups in the rest of its segment are lost",
+                        offsets::OFFSETS_TOPIC);
+                    match next {
+                        Some(next) => {
+                            offset = next;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            if read.records.is_empty() {
+                break;
+            }
+            let mut pos = 0;
+            let mut inner = self.lock();
+            while pos < read.records.len() {
+                let header =
+                    BatchHeader::parse(&read.records[pos..]).expect("served batches parse");
+                let batch = &read.records[pos..pos + header.size()];
+                offset = header.last_offset() as u64 + 1;
+                pos += header.size();
+                if header.is_control() {
+                    continue;
+                }
+                let Some(parsed) = offsets::batch_records(batch, header.records_count) else {
+                    tracing::warn!(
+                        base_offset = header.base_offset,
+                        "unreadable batch in {}",
+                        offsets::OFFSETS_TOPIC
+                    );
+                    continue;
+                };
+                for (i, (key, value)) in parsed.into_iter().enumerate() {
+                    match key.as_deref().and_then(offsets::decode_record_key) {
+                        Some(RecordKey::Offset(key)) => {
+                            let value = value.as_deref().and_then(offsets::decode_value);
+                            let at = header.base_offset as u64 + i as u64;
+                            inner.cache.apply(key, value, at);
+                        }
+                        Some(RecordKey::Group(id)) => {
+                            let stored = value.as_deref().and_then(offsets::decode_group_value);
+                            stored_groups.insert(id, stored);
+                        }
+                        None => continue,
+                    }
+                    records += 1;
+                }
+            }
+        }
+        // Stored groups come back in their last stored generation; groups with committed
+        // offsets but no stored membership exist (Empty) too, as in Kafka: ListGroups and
+        // DescribeGroups show them, and a commit with generation -1 is accepted.
+        let now = self.clock.now_ms();
+        let mut inner = self.lock();
+        for (id, stored) in stored_groups {
+            if let Some(stored) = stored {
+                let deadline = inner.registry.restore(&id, stored, now).next_deadline();
+                inner.timers.set(&id, deadline);
+            }
+        }
+        for group in inner.cache.groups() {
+            inner.registry.get_or_create(&group, now);
+        }
+        Ok(records)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use bytes::Bytes;
 
-    fn request(member_id: &str, require_id: bool) -> JoinRequest {
+    fn join_request() -> JoinRequest {
         JoinRequest {
-            member_id: member_id.to_string(),
+            member_id: String::new(),
             group_instance_id: None,
             client_id: "c".into(),
             client_host: "/127.0.0.1".into(),
@@ -1021,213 +941,39 @@ mod tests {
             rebalance_timeout_ms: 10_000,
             protocol_type: "consumer".into(),
             protocols: vec![("range".into(), Bytes::from_static(b"m"))],
-            require_known_member_id: require_id,
+            require_known_member_id: false,
         }
     }
 
-    fn joined(rx: &mut oneshot::Receiver<JoinOutcome>) -> JoinOutcome {
-        rx.try_recv().expect("answered")
+    #[test]
+    fn tickets_pass_in_the_order_they_were_taken_whichever_finishes_first() {
+        let mut turns = Turns::default();
+        let (a, b, c) = (turns.take(), turns.take(), turns.take());
+        turns.pass(b);
+        assert_eq!(turns.turn, a, "b appended early: a still holds the turn");
+        turns.pass(a);
+        assert_eq!(turns.turn, c, "a and b are both past");
+        turns.pass(c);
+        assert_eq!(turns.turn, turns.next);
     }
 
-    #[test]
-    fn a_first_join_without_a_member_id_is_told_to_rejoin_with_one() {
-        let now: Millis = 1_700_000_000_000;
-        let mut group = Group::new("g", 0);
-        let Err(GroupError::MemberIdRequired(id)) =
-            joined(&mut group.join(request("", true), now, 1))
-        else {
-            panic!("expected MEMBER_ID_REQUIRED");
+    #[tokio::test]
+    async fn unloading_answers_a_parked_join_with_not_coordinator_and_refuses_later_ones() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let config = GroupConfig {
+            initial_rebalance_delay_ms: 3_000,
+            ..GroupConfig::default()
         };
-        let result = joined(&mut group.join(request(&id, true), now, 1)).unwrap();
+        let groups = GroupCoordinator::new(clock, config);
+        // The initial delay parks the first join.
+        let parked = tokio::spawn(groups.join("g", join_request(), 1));
+        tokio::task::yield_now().await;
+        assert!(!parked.is_finished());
+        assert_eq!(groups.unload(), 1);
+        assert_eq!(parked.await.unwrap(), Err(GroupError::NotCoordinator));
         assert_eq!(
-            (result.generation_id, result.leader.as_str()),
-            (1, id.as_str())
+            groups.join("g", join_request(), 2).await,
+            Err(GroupError::NotCoordinator)
         );
-        assert_eq!(result.members.len(), 1);
-        assert_eq!(group.state, GroupState::CompletingRebalance);
-    }
-
-    #[test]
-    fn the_leaders_sync_hands_every_member_its_assignment_and_stabilises_the_group() {
-        let now: Millis = 1_700_000_000_000;
-        let mut group = Group::new("g", 0);
-        let a = joined(&mut group.join(request("", false), now, 1)).unwrap();
-        let mut a_sync = group.sync(&a.member_id, 1, vec![], now);
-        assert_eq!(
-            a_sync.try_recv().unwrap(),
-            Ok(Bytes::new()),
-            "a lone leader assigns itself"
-        );
-        // A second member makes everyone rejoin.
-        let mut b_join = group.join(request("", false), now, 2);
-        assert_eq!(
-            group.heartbeat(&a.member_id, 1, now),
-            Err(GroupError::RebalanceInProgress)
-        );
-        let a2 = joined(&mut group.join(request(&a.member_id, false), now, 1)).unwrap();
-        let b = joined(&mut b_join).unwrap();
-        assert_eq!(a2.generation_id, 2);
-        assert_eq!(a2.leader, a.member_id);
-        assert!(b.members.is_empty(), "only the leader sees the members");
-        let mut b_sync = group.sync(&b.member_id, 2, vec![], now);
-        let assignments = vec![
-            (a.member_id.clone(), Bytes::from_static(b"A")),
-            (b.member_id.clone(), Bytes::from_static(b"B")),
-        ];
-        let mut a_sync = group.sync(&a.member_id, 2, assignments, now);
-        assert_eq!(a_sync.try_recv().unwrap(), Ok(Bytes::from_static(b"A")));
-        assert_eq!(b_sync.try_recv().unwrap(), Ok(Bytes::from_static(b"B")));
-        assert_eq!(group.state, GroupState::Stable);
-        assert_eq!(
-            group.heartbeat(&b.member_id, 1, now),
-            Err(GroupError::IllegalGeneration { got: 1, current: 2 })
-        );
-        assert_eq!(
-            group.heartbeat("stranger", 2, now),
-            Err(GroupError::UnknownMemberId)
-        );
-    }
-
-    #[test]
-    fn a_member_whose_session_expires_is_removed_and_the_rest_rebalance() {
-        let now: Millis = 1_700_000_000_000;
-        let mut group = Group::new("g", 0);
-        let a = joined(&mut group.join(request("", false), now, 1)).unwrap();
-        group.sync(&a.member_id, 1, vec![], now);
-        group.tick(now + 10_001);
-        assert!(group.is_empty());
-        assert_eq!(group.state, GroupState::Empty);
-        assert_eq!(group.check_commit("", -1), Ok(()));
-    }
-
-    #[test]
-    fn a_restarted_static_member_takes_over_its_assignment_without_a_rebalance_and_fences_its_old_id(
-    ) {
-        let now: Millis = 1_700_000_000_000;
-        let mut group = Group::new("g", 0);
-        let static_request = |member_id: &str| JoinRequest {
-            group_instance_id: Some("instance-1".into()),
-            ..request(member_id, true)
-        };
-        // No KIP-394 round trip for a static member.
-        let first = joined(&mut group.join(static_request(""), now, 1)).unwrap();
-        let assignment = Bytes::from_static(b"p0");
-        let mut sync = group.sync(
-            &first.member_id,
-            1,
-            vec![(first.member_id.clone(), assignment.clone())],
-            now,
-        );
-        assert_eq!(sync.try_recv().unwrap(), Ok(assignment.clone()));
-
-        let again = joined(&mut group.join(static_request(""), now + 10, 2)).unwrap();
-        assert_ne!(again.member_id, first.member_id);
-        assert_eq!(again.generation_id, 1, "no rebalance");
-        assert_eq!(group.state, GroupState::Stable);
-        let mut sync = group.sync(&again.member_id, 1, vec![], now + 10);
-        assert_eq!(sync.try_recv().unwrap(), Ok(assignment));
-        assert_eq!(
-            group.check_instance(Some("instance-1"), &first.member_id),
-            Err(GroupError::FencedInstanceId)
-        );
-        assert_eq!(
-            joined(&mut group.join(static_request(&first.member_id), now + 20, 3)),
-            Err(GroupError::FencedInstanceId)
-        );
-    }
-
-    #[test]
-    fn a_new_groups_first_join_waits_the_initial_delay_and_each_new_member_extends_it() {
-        let now: Millis = 1_700_000_000_000;
-        let mut group = Group::new("g", now);
-        group.initial_rebalance_delay_ms = 3_000;
-        let mut a = group.join(request("", false), now, 1);
-        group.tick(now + 2_000);
-        assert!(a.try_recv().is_err(), "still inside the initial delay");
-        let mut b = group.join(request("", false), now + 2_500, 2);
-        group.tick(now + 3_000);
-        assert!(a.try_recv().is_err(), "b's arrival extended the delay");
-        group.tick(now + 5_900);
-        assert!(b.try_recv().is_err());
-        group.tick(now + 6_000);
-        let (a, b) = (joined(&mut a).unwrap(), joined(&mut b).unwrap());
-        assert_eq!(
-            (a.generation_id, b.generation_id),
-            (1, 1),
-            "both in the first generation"
-        );
-        assert_eq!(group.state, GroupState::CompletingRebalance);
-        assert_eq!(group.state_since, now + 6_000);
-    }
-
-    #[test]
-    fn the_initial_delay_never_outlasts_the_rebalance_timeout() {
-        let now: Millis = 0;
-        let mut group = Group::new("g", now);
-        group.initial_rebalance_delay_ms = 3_000;
-        let mut first = group.join(request("", false), now, 1);
-        // A new member every 2.5 s would extend the delay forever; 10 s is the cap.
-        let mut t = now;
-        let mut others = Vec::new();
-        while t < 12_000 {
-            t += 2_500;
-            if t < 10_000 {
-                others.push(group.join(request("", false), t, 2 + t as u128));
-            }
-            group.tick(t);
-        }
-        let first = joined(&mut first).unwrap();
-        assert_eq!(first.generation_id, 1);
-        assert_eq!(others.len(), 3);
-        assert_eq!(
-            first.members.len(),
-            4,
-            "everyone who came within the timeout"
-        );
-    }
-
-    #[test]
-    fn a_leaders_assignments_reach_no_member_until_they_are_stored() {
-        let now: Millis = 1_700_000_000_000;
-        let mut group = Group::new("g", now);
-        group.store_assignments = true;
-        let a = joined(&mut group.join(request("", false), now, 1)).unwrap();
-        let assignment = Bytes::from_static(b"p0");
-        let mut sync = group.sync(
-            &a.member_id,
-            1,
-            vec![(a.member_id.clone(), assignment.clone())],
-            now,
-        );
-        assert!(sync.try_recv().is_err(), "not before it is stored");
-        assert!(group.awaits_store(1));
-        assert_eq!(group.state, GroupState::CompletingRebalance);
-        let stored = group.snapshot();
-        assert_eq!(stored.members[0].assignment, assignment);
-        group.assignments_stored(1, now + 5);
-        assert_eq!(sync.try_recv().unwrap(), Ok(assignment.clone()));
-        assert_eq!(group.state, GroupState::Stable);
-
-        // After a restart the stored generation is back, members and assignments included.
-        let restored = Group::restore("g", stored, now + 100);
-        assert_eq!(restored.state, GroupState::Stable);
-        assert_eq!(restored.generation_id, 1);
-        assert_eq!(restored.members[&a.member_id].assignment, assignment);
-    }
-
-    #[test]
-    fn a_failed_store_answers_the_waiting_members_with_an_error_so_they_rejoin() {
-        let now: Millis = 0;
-        let mut group = Group::new("g", now);
-        group.store_assignments = true;
-        let a = joined(&mut group.join(request("", false), now, 1)).unwrap();
-        let mut sync = group.sync(&a.member_id, 1, vec![], now);
-        group.assignments_not_stored(1, GroupError::CoordinatorNotAvailable);
-        assert_eq!(
-            sync.try_recv().unwrap(),
-            Err(GroupError::CoordinatorNotAvailable)
-        );
-        assert!(!group.awaits_store(1));
-        assert_eq!(group.state, GroupState::CompletingRebalance);
     }
 }

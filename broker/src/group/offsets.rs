@@ -10,7 +10,8 @@
 //! ```
 //!
 //! A group's membership is a record too, written when a generation's assignments are stored
-//! (before any member learns them, as Kafka does) and when the group empties:
+//! (before any member learns them, as Kafka does), when the group empties (a LeaveGroup or a
+//! session expiry; answered once stored) and when a static member takes over its instance:
 //!
 //! ```text
 //! key:   version i16 = 2 | group string
@@ -30,7 +31,7 @@
 
 use bytes::Bytes;
 
-use super::coordinator::{GroupSnapshot, MemberSnapshot};
+use super::machine::{GroupSnapshot, MemberSnapshot};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Kafka's `offset.metadata.max.bytes`.

@@ -20,7 +20,7 @@ pub fn handle(ctx: &RequestContext, request: DescribeGroupsRequest) -> DescribeG
         .groups
         .into_iter()
         .map(|id| {
-            let described = ctx.broker.groups().with_group(&id.0, false, |g| {
+            let described = ctx.broker.groups().read_group(&id.0, |g| {
                 let protocol = g.protocol_name.clone().unwrap_or_default();
                 let members = g
                     .members

@@ -99,8 +99,8 @@ pub fn allocate_producer_id(e: &AllocateError) -> ResponseError {
     }
 }
 
-pub fn group(e: &crate::group::coordinator::GroupError) -> ResponseError {
-    use crate::group::coordinator::GroupError;
+pub fn group(e: &crate::group::machine::GroupError) -> ResponseError {
+    use crate::group::machine::GroupError;
     match e {
         GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
         GroupError::UnknownMemberId => ResponseError::UnknownMemberId,

@@ -5,7 +5,7 @@ use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{errors, Reply, RequestContext};
-use crate::group::coordinator::{GroupError, JoinRequest};
+use crate::group::machine::{GroupError, JoinRequest};
 
 fn s(v: String) -> StrBytes {
     StrBytes::from_string(v)
@@ -21,7 +21,7 @@ fn error_response(e: &GroupError) -> JoinGroupResponse {
     response
 }
 
-pub fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> Reply {
+pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> Reply {
     let version = ctx.version;
     let group_id = request.group_id.0.to_string();
     if group_id.is_empty() {
@@ -48,18 +48,14 @@ pub fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> Reply {
         require_known_member_id: version >= 4,
     };
     let salt = crate::random::random_u128();
-    let now = ctx.broker.clock().now_ms();
-    let receiver = ctx
-        .broker
-        .groups()
-        .with_group(&group_id, true, |group| group.join(join, now, salt))
-        .expect("created");
+    // A static member's takeover is stored before it is answered: the coordinator needs the
+    // offsets partition (created on first use, as Kafka does for FindCoordinator). If it
+    // cannot be had, that store fails and the join is answered with the error.
+    let _ = ctx.broker.offsets_partition().await;
+    let joined = ctx.broker.groups().join(&group_id, join, salt);
     ctx.later(
         async move {
-            let outcome = receiver
-                .await
-                .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
-            match outcome {
+            match joined.await {
                 Err(e) => error_response(&e),
                 Ok(result) => {
                     let mut response = JoinGroupResponse::default()

@@ -10,6 +10,10 @@ pub fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsRes
     let mut groups = Vec::new();
     ctx.broker.groups().for_each_group(|g| {
         let state = g.state.name();
+        // A deleted group waiting for its tombstone is gone already, as far as clients know.
+        if g.state == crate::group::machine::GroupState::Dead {
+            return;
+        }
         if ctx.version >= 4
             && !request.states_filter.is_empty()
             && !request

@@ -1,5 +1,6 @@
-//! OffsetCommit: checked against the group's generation, written to `__consumer_offsets`, and
-//! acknowledged only once the record is durable (then applied to the coordinator's memory).
+//! OffsetCommit: allowed by the group's generation and given its place in `__consumer_offsets`
+//! in one step (no rebalance can come between), acknowledged only once the record is durable
+//! (then applied to the coordinator's memory).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
@@ -8,7 +9,7 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use super::{errors, Reply, RequestContext};
-use crate::group::coordinator::GroupError;
+use crate::group::machine::GroupError;
 use crate::group::offsets::{CommittedOffset, OffsetKey, MAX_METADATA_BYTES};
 use crate::group::OffsetWrite;
 
@@ -16,25 +17,13 @@ use crate::group::OffsetWrite;
 type TopicResults = (kafka_protocol::messages::TopicName, Vec<(i32, Option<i16>)>);
 
 pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Reply {
+    // Backpressure: at the limit of commits in flight, this connection reads nothing more
+    // until one is answered.
+    let permit = ctx.broker.groups().write_permit().await;
     let group_id = request.group_id.0.to_string();
     let generation = request.generation_id_or_member_epoch;
     let member_id = request.member_id.to_string();
     let now_ms = ctx.broker.clock().now_ms();
-    let groups = ctx.broker.groups();
-    // A group with no membership yet may take commits from a consumer that assigns itself.
-    let group_check = if group_id.is_empty() {
-        Err(GroupError::InvalidGroupId)
-    } else {
-        groups
-            .with_group(&group_id, generation < 0, |g| {
-                g.check_instance(request.group_instance_id.as_deref(), &member_id)
-                    .and_then(|()| g.check_commit(&member_id, generation))
-            })
-            .unwrap_or(Err(GroupError::IllegalGeneration {
-                got: generation,
-                current: -1,
-            }))
-    };
     let mut writes: Vec<OffsetWrite> = Vec::new();
     // (topic, [(partition, code or None if written)])
     let mut results: Vec<TopicResults> = Vec::new();
@@ -42,9 +31,7 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Reply
         let name = topic.name.0.to_string();
         let mut partitions = Vec::new();
         for p in topic.partitions {
-            let error = if let Err(e) = &group_check {
-                Some(errors::group(e).code())
-            } else if ctx.broker.partition(&name, p.partition_index).is_none() {
+            let error = if ctx.broker.partition(&name, p.partition_index).is_none() {
                 Some(ResponseError::UnknownTopicOrPartition.code())
             } else if p
                 .committed_metadata
@@ -72,62 +59,55 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Reply
         }
         results.push((topic.name, partitions));
     }
-    // Appended now, in request order; acknowledged once durable.
-    let partition = if writes.is_empty() {
-        None
+    let offsets_partition = if writes.is_empty() {
+        Ok(())
     } else {
-        ctx.broker.offsets_partition().await.ok()
+        ctx.broker.offsets_partition().await.map(|_| ())
     };
-    let appended = match &partition {
-        Some(partition) => groups
-            .append(partition, &writes, now_ms)
-            .await
-            .map_err(|e| errors::offset_write(&e).code()),
-        None if writes.is_empty() => Ok(None),
-        None => Err(ResponseError::CoordinatorNotAvailable.code()),
+    // The group's verdict and the writes' place in the log, in one step; a group error
+    // answers every partition, as Kafka does.
+    let committed = if group_id.is_empty() {
+        Err(GroupError::InvalidGroupId)
+    } else {
+        ctx.broker.groups().commit(
+            &group_id,
+            &member_id,
+            request.group_instance_id.as_deref(),
+            generation,
+            writes,
+        )
     };
-    let groups = std::sync::Arc::clone(groups);
-    let requested: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = results
-        .iter()
-        .map(|(name, partitions)| (name.clone(), partitions.iter().map(|(i, _)| *i).collect()))
-        .collect();
+    // If the task dies, every partition gets the error (as Kafka answers a request whose
+    // handling threw).
+    let requested = results.clone();
     ctx.later(
         async move {
-            let write_code = match (appended, partition) {
-                (Ok(info), Some(partition)) => {
-                    match groups.complete(&partition, &writes, info).await {
-                        Ok(()) => 0,
-                        Err(e) => errors::offset_write(&e).code(),
-                    }
-                }
-                (Err(code), _) => code,
-                (Ok(info), None) => {
-                    assert!(info.is_none(), "appended without a partition");
-                    0
+            let (group_code, write_code) = match (committed, offsets_partition) {
+                (Err(e), _) => (Some(errors::group(&e).code()), 0),
+                (Ok(written), Ok(())) => match written.await {
+                    Ok(()) => (None, 0),
+                    Err(e) => (None, errors::offset_write(&e).code()),
+                },
+                (Ok(written), Err(_)) => {
+                    // Without the partition the write fails (and passes its turn).
+                    let _ = written.await;
+                    (None, ResponseError::CoordinatorNotAvailable.code())
                 }
             };
-            response(results, write_code)
+            drop(permit);
+            response(results, group_code, write_code)
         },
-        move |error| {
-            let results = requested
-                .into_iter()
-                .map(|(name, indexes)| {
-                    (
-                        name,
-                        indexes
-                            .into_iter()
-                            .map(|i| (i, Some(error.code())))
-                            .collect(),
-                    )
-                })
-                .collect();
-            response(results, 0)
-        },
+        move |error| response(requested, Some(error.code()), 0),
     )
 }
 
-/// The response: each partition's own error, or `write_code` for those that were written.
-fn response(results: Vec<TopicResults>, write_code: i16) -> OffsetCommitResponse {
+/// The response: `group_code` for every partition if set, else each partition's own error, or
+/// `write_code` for those that were written.
+fn response(
+    results: Vec<TopicResults>,
+    group_code: Option<i16>,
+    write_code: i16,
+) -> OffsetCommitResponse {
     OffsetCommitResponse::default().with_topics(
         results
             .into_iter()
@@ -138,9 +118,10 @@ fn response(results: Vec<TopicResults>, write_code: i16) -> OffsetCommitResponse
                         partitions
                             .into_iter()
                             .map(|(index, error)| {
+                                let code = group_code.or(error).unwrap_or(write_code);
                                 OffsetCommitResponsePartition::default()
                                     .with_partition_index(index)
-                                    .with_error_code(error.unwrap_or(write_code))
+                                    .with_error_code(code)
                             })
                             .collect(),
                     )

@@ -9,7 +9,7 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::{errors, RequestContext};
-use crate::group::coordinator::{GroupError, GroupState};
+use crate::group::machine::{GroupError, GroupState};
 use crate::group::offsets::{OffsetKey, OFFSETS_TOPIC};
 use crate::group::OffsetWrite;
 
@@ -17,7 +17,7 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
     let groups = ctx.broker.groups();
     let group_id = request.group_id.0.to_string();
     // None: the group accepts deletions of any topic; Some(topics): not of these.
-    let protected = groups.with_group(&group_id, false, |g| match g.state {
+    let protected = groups.read_group(&group_id, |g| match g.state {
         GroupState::Dead => Err(GroupError::GroupIdNotFound),
         GroupState::Empty => Ok(None),
         _ => g
@@ -65,15 +65,10 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
     }
     let write_code = match ctx.broker.partition(OFFSETS_TOPIC, 0) {
         None if writes.is_empty() => 0,
-        Some(partition) => {
-            match groups
-                .write(&partition, &writes, ctx.broker.clock().now_ms())
-                .await
-            {
-                Ok(()) => 0,
-                Err(e) => errors::offset_write(&e).code(),
-            }
-        }
+        Some(_) => match groups.write(writes).await {
+            Ok(()) => 0,
+            Err(e) => errors::offset_write(&e).code(),
+        },
         None => ResponseError::CoordinatorNotAvailable.code(),
     };
     if write_code != 0 {
