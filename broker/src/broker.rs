@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, InvalidConfig, TopicConfigs};
-use crate::disk::{self, Disk};
+use crate::disk::{self, DirLock, Disk, LockDirError};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
 use crate::log::Log;
@@ -131,6 +131,9 @@ pub struct Broker {
     data_arrived: Arc<Notify>,
     producer_ids: ProducerIdManager,
     groups: Arc<GroupCoordinator>,
+    /// The data directory's `.lock`, held for the broker's life: a second broker on the same
+    /// directory would append to the same logs and lose acknowledged records.
+    _dir_lock: DirLock,
 }
 
 impl std::fmt::Debug for Broker {
@@ -152,8 +155,32 @@ impl Broker {
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
     ) -> io::Result<Arc<Broker>> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let data_dir = config.data_dir.clone();
-        disk.create_dir_all(&data_dir).await?;
+        match disk.create_dir_all(&data_dir).await {
+            Ok(()) => {}
+            // EEXIST from mkdir: the name is taken by something that is not a directory.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!(
+                        "data directory {} exists and is not a directory",
+                        data_dir.display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+        // Before reading anything: another broker may be rewriting what we would read.
+        let dir_lock = disk.lock_dir(&data_dir).await.map_err(|e| {
+            let kind = match e {
+                LockDirError::InUse { .. } => io::ErrorKind::ResourceBusy,
+                LockDirError::Io { ref source, .. } => source.kind(),
+            };
+            io::Error::new(kind, e)
+        })?;
         let meta_path = data_dir.join(META_FILE);
         let (meta, fresh) = match disk::read_file(disk.as_ref(), &meta_path).await {
             Ok(bytes) => {
@@ -196,6 +223,7 @@ impl Broker {
             data_arrived,
             producer_ids,
             groups,
+            _dir_lock: dir_lock,
         };
         let mut topics = BTreeMap::new();
         for (name, stored) in &meta.topics {
