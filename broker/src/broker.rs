@@ -65,6 +65,10 @@ pub enum CreateTopicError {
     /// INVALID_TOPIC_EXCEPTION
     #[error("invalid topic name {0:?}: {1}")]
     InvalidName(String, &'static str),
+    /// INVALID_TOPIC_EXCEPTION: Kafka keeps `.` and `_` apart in topic names but not in metric
+    /// names, so it refuses a name that differs from an existing one only there.
+    #[error("Topic '{name}' collides with existing topic '{existing}'")]
+    Collides { name: String, existing: String },
     /// TOPIC_ALREADY_EXISTS
     #[error("topic {0:?} already exists")]
     Exists(String),
@@ -431,6 +435,12 @@ impl Broker {
         if self.topic(name).is_some() {
             return Err(CreateTopicError::Exists(name.to_string()));
         }
+        if let Some(existing) = self.colliding_topic(name) {
+            return Err(CreateTopicError::Collides {
+                name: name.to_string(),
+                existing,
+            });
+        }
         let id = Uuid::from_u128(crate::random::random_u128());
         if validate_only {
             return Ok(Arc::new(Topic {
@@ -467,6 +477,19 @@ impl Broker {
         }
         tracing::info!(topic = name, partitions, id = %id, "topic created");
         Ok(topic)
+    }
+
+    /// An existing topic whose name equals `name` once `.` is read as `_` (Kafka's
+    /// `Topic.hasCollision`), other than `name` itself.
+    fn colliding_topic(&self, name: &str) -> Option<String> {
+        let unified = |n: &str| n.replace('.', "_");
+        let wanted = unified(name);
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .find(|existing| existing.as_str() != name && unified(existing) == wanted)
+            .cloned()
     }
 
     /// Deletes a topic and its data.
