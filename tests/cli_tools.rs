@@ -130,7 +130,15 @@ async fn on_a_full_disk_produce_names_the_partition_and_consume_says_it_is_offli
 
     let consumed = faultline(
         &broker,
-        &["consume", "--topic", "full", "--from-beginning"],
+        // The idle limit only bounds a broken run, which said nothing and exited 0.
+        &[
+            "consume",
+            "--topic",
+            "full",
+            "--from-beginning",
+            "--timeout-ms",
+            "10000",
+        ],
         "",
     )
     .await;

@@ -123,9 +123,14 @@ fn two_broker_processes_cannot_share_a_data_directory_and_a_killed_one_leaves_no
     // Logs written to a pipe carry no colour codes.
     assert!(!started.contains('\u{1b}'), "ANSI codes in {started:?}");
 
-    let second = start_broker(&data)
-        .wait_with_output()
-        .expect("second broker");
+    let mut second = start_broker(&data);
+    // It must give up on its own; one that started anyway is stopped here, and fails below.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while second.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = second.kill();
+    let second = second.wait_with_output().expect("second broker");
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "stderr: {stderr}");
     assert_eq!(
