@@ -788,3 +788,257 @@ async fn bad_group_input_gets_kafkas_error_codes_and_offset_delete_removes_a_com
     assert_eq!(r.topics[0].partitions[0].committed_offset, -1);
     broker.shutdown().await;
 }
+
+/// Appends `count` batches of `records` records of `value_len` bytes to partition `index` of
+/// `topic`, and waits until they are durable (so the high watermark covers them).
+async fn append_batches(
+    broker: &Arc<Broker>,
+    topic: &str,
+    index: i32,
+    count: usize,
+    records: usize,
+    value_len: usize,
+) -> usize {
+    let partition = broker.partition(topic, index).unwrap();
+    let mut size = 0;
+    for i in 0..count {
+        let mut bytes =
+            builder::simple(records, value_len, b'a' + (i % 26) as u8, 1_700_000_000_000);
+        size = bytes.len();
+        let info = partition.append(&mut bytes).await.unwrap();
+        partition.wait_durable(&info).await.unwrap();
+    }
+    size
+}
+
+/// A Fetch v12 for partitions `(topic, index, partition_max_bytes)` from offset 0, answered at
+/// once (no long poll).
+async fn fetch_sizes(
+    broker: &Arc<Broker>,
+    max_bytes: i32,
+    wanted: &[(&str, i32, i32)],
+) -> Vec<usize> {
+    let topics = wanted
+        .iter()
+        .map(|&(t, index, partition_max_bytes)| {
+            fetch_request::FetchTopic::default()
+                .with_topic(topic(t))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(index)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(partition_max_bytes)])
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(topics);
+    let frame = request_frame(ApiKey::Fetch, 12, 7, &request).unwrap();
+    let r: FetchResponse =
+        decode_response(ApiKey::Fetch, 12, 7, call(broker, frame).await.unwrap());
+    r.responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| {
+            assert_eq!(p.error_code, 0);
+            p.records.as_ref().map_or(0, |r| r.len())
+        })
+        .collect()
+}
+
+/// librdkafka's test 0082 asks for `fetch.max.bytes=1000000` with
+/// `max.partition.fetch.bytes=20000000`; the broker bounded the first partition by the
+/// partition limit alone and answered 19.4 MB, which the client refused as an invalid size.
+#[tokio::test]
+async fn fetch_bounds_the_first_partition_by_the_response_limit_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    broker.create_topic("many", 2, 1, &[], false).await.unwrap();
+    // 40 batches of about 100 kB: 4 MB in partition 0, and a little in partition 1.
+    let batch = append_batches(&broker, "many", 0, 40, 10, 10_000).await;
+    append_batches(&broker, "many", 1, 2, 10, 10_000).await;
+    let sizes = fetch_sizes(
+        &broker,
+        1_000_000,
+        &[("many", 0, 20_000_000), ("many", 1, 20_000_000)],
+    )
+    .await;
+    assert!(sizes[0] > 0, "the first partition returns data");
+    assert!(
+        sizes.iter().sum::<usize>() <= 1_000_000,
+        "response records {sizes:?} exceed fetch.max.bytes"
+    );
+    assert_eq!(sizes[0] % batch, 0, "whole batches only");
+
+    // A first batch larger than the response limit still comes back, alone and whole (KIP-74);
+    // nothing else does.
+    let sizes = fetch_sizes(
+        &broker,
+        50_000,
+        &[("many", 0, 20_000_000), ("many", 1, 20_000_000)],
+    )
+    .await;
+    assert_eq!(sizes, vec![batch, 0]);
+    // The same when the partition limit is the smaller one.
+    let sizes = fetch_sizes(
+        &broker,
+        1_000_000,
+        &[("many", 0, 50_000), ("many", 1, 20_000_000)],
+    )
+    .await;
+    assert_eq!(sizes[0], batch);
+    assert!(sizes[0] + sizes[1] <= 1_000_000);
+    // After the first partition, a batch larger than its partition's limit is not returned.
+    let sizes = fetch_sizes(
+        &broker,
+        1_000_000,
+        &[("many", 1, 20_000_000), ("many", 0, 50_000)],
+    )
+    .await;
+    assert_eq!(sizes, vec![2 * batch, 0]);
+    broker.shutdown().await;
+}
+
+/// kafka-python's admin client asks for authorized operations and got Kafka's "not requested"
+/// value (INT32_MIN), which it decodes as a set holding operation 31 and refuses. Asked, the
+/// broker answers every operation that applies to the resource (no authorizer, as Kafka's
+/// `AclEntry.supportedOperations`); not asked, INT32_MIN.
+#[tokio::test]
+async fn authorized_operations_are_the_supported_sets_when_asked_and_int32_min_when_not() {
+    const TOPIC_OPERATIONS: i32 = 3576; // READ WRITE CREATE DELETE ALTER DESCRIBE DESCRIBE_CONFIGS ALTER_CONFIGS
+    const CLUSTER_OPERATIONS: i32 = 8096; // CREATE ALTER DESCRIBE CLUSTER_ACTION DESCRIBE_CONFIGS ALTER_CONFIGS IDEMPOTENT_WRITE
+    const GROUP_OPERATIONS: i32 = 3400; // READ DELETE DESCRIBE DESCRIBE_CONFIGS ALTER_CONFIGS
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    broker.create_topic("t", 1, 1, &[], false).await.unwrap();
+    for asked in [true, false] {
+        let expect = |set: i32| if asked { set } else { i32::MIN };
+        for version in [8, 10, 12] {
+            let request = MetadataRequest::default()
+                .with_topics(None)
+                .with_include_cluster_authorized_operations(asked && version <= 10)
+                .with_include_topic_authorized_operations(asked);
+            let frame = request_frame(ApiKey::Metadata, version, 7, &request).unwrap();
+            let r: MetadataResponse = decode_response(
+                ApiKey::Metadata,
+                version,
+                7,
+                call(&broker, frame).await.unwrap(),
+            );
+            let t = r
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().unwrap().as_str() == "t")
+                .unwrap();
+            assert_eq!(
+                t.topic_authorized_operations,
+                expect(TOPIC_OPERATIONS),
+                "Metadata v{version}"
+            );
+            if version <= 10 {
+                assert_eq!(
+                    r.cluster_authorized_operations,
+                    expect(CLUSTER_OPERATIONS),
+                    "Metadata v{version}"
+                );
+            }
+        }
+        let request =
+            DescribeClusterRequest::default().with_include_cluster_authorized_operations(asked);
+        let frame = request_frame(ApiKey::DescribeCluster, 0, 7, &request).unwrap();
+        let r: DescribeClusterResponse = decode_response(
+            ApiKey::DescribeCluster,
+            0,
+            7,
+            call(&broker, frame).await.unwrap(),
+        );
+        assert_eq!(r.cluster_authorized_operations, expect(CLUSTER_OPERATIONS));
+        for version in [3, 5] {
+            let request = DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(StrBytes::from_static_str("no-such-group"))])
+                .with_include_authorized_operations(asked);
+            let frame = request_frame(ApiKey::DescribeGroups, version, 7, &request).unwrap();
+            let r: DescribeGroupsResponse = decode_response(
+                ApiKey::DescribeGroups,
+                version,
+                7,
+                call(&broker, frame).await.unwrap(),
+            );
+            assert_eq!(
+                r.groups[0].authorized_operations,
+                expect(GROUP_OPERATIONS),
+                "DescribeGroups v{version}"
+            );
+        }
+    }
+    broker.shutdown().await;
+}
+
+/// A topic with its own `compression.type` re-encodes produced batches, and an idempotent
+/// producer's retry of such a batch is still answered with the original offsets: the producer
+/// id, epoch and sequence survive the recompression. A batch damaged in transit is refused as
+/// CORRUPT_MESSAGE, never given a fresh CRC.
+#[tokio::test]
+async fn a_recompressing_topic_keeps_idempotent_retries_and_refuses_damaged_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    let configs = [("compression.type".to_string(), "zstd".to_string())];
+    broker
+        .create_topic("z", 1, 1, &configs, false)
+        .await
+        .unwrap();
+    let produce = |records: Vec<u8>| {
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(topic("z"))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(records))),
+                ])]);
+        request_frame(ApiKey::Produce, 9, 7, &request).unwrap()
+    };
+    let answer = |frame: Bytes| {
+        let r: ProduceResponse = decode_response(ApiKey::Produce, 9, 7, frame);
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    let batch = |seq: i32| {
+        builder::with_producer(builder::simple(5, 30, b'q', 1_700_000_000_000), 9, 0, seq)
+    };
+    assert_eq!(
+        answer(call(&broker, produce(batch(0))).await.unwrap()),
+        (0, 0)
+    );
+    assert_eq!(
+        answer(call(&broker, produce(batch(5))).await.unwrap()),
+        (0, 5)
+    );
+    // The retry of the second batch: the original's offset, nothing appended.
+    assert_eq!(
+        answer(call(&broker, produce(batch(5))).await.unwrap()),
+        (0, 5)
+    );
+    let partition = broker.partition("z", 0).unwrap();
+    assert_eq!(partition.log.log_end_offset(), 10);
+    let read = partition.log.read(0, 1 << 20, None).await.unwrap();
+    let stored = broker::log::batch::validate(&read.records).unwrap();
+    assert_eq!(stored.compression(), broker::log::batch::Compression::Zstd);
+    assert_eq!((stored.producer_id, stored.base_sequence), (9, 0));
+
+    let mut damaged = batch(10);
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x40;
+    let corrupt_message = 2;
+    assert_eq!(
+        answer(call(&broker, produce(damaged)).await.unwrap()).0,
+        corrupt_message
+    );
+    assert_eq!(partition.log.log_end_offset(), 10);
+    broker.shutdown().await;
+}

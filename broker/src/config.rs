@@ -202,12 +202,17 @@ impl BrokerConfig {
         let opt = |v: Option<i64>| v.map_or("9223372036854775807".to_string(), |v| v.to_string());
         BTreeMap::from([
             ("cleanup.policy", "delete".to_string()),
+            ("compression.type", "producer".to_string()),
             (
                 "flush.messages",
                 opt(self.log_flush_interval_messages.map(|v| v as i64)),
             ),
             ("flush.ms", opt(self.log_flush_interval_ms)),
             ("max.message.bytes", self.message_max_bytes.to_string()),
+            (
+                "message.format.version",
+                MESSAGE_FORMAT_VERSION_DEFAULT.to_string(),
+            ),
             ("message.timestamp.type", "CreateTime".to_string()),
             ("min.insync.replicas", "1".to_string()),
             ("retention.bytes", self.log_retention_bytes.to_string()),
@@ -264,9 +269,11 @@ pub struct TopicConfigs {
 /// The topic configs Faultline supports, as Kafka names them.
 pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
+    "compression.type",
     "flush.messages",
     "flush.ms",
     "max.message.bytes",
+    "message.format.version",
     "message.timestamp.type",
     "min.insync.replicas",
     "retention.bytes",
@@ -274,6 +281,38 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "segment.bytes",
     "segment.ms",
 ];
+
+/// `message.format.version`'s default in Kafka 3.x, which ignores the setting once the
+/// inter-broker protocol is 3.0 or later: every batch is magic v2 (all Faultline stores).
+pub const MESSAGE_FORMAT_VERSION_DEFAULT: &str = "3.0-IV1";
+
+/// The release lines Kafka 3.x accepts as a `message.format.version` (its `MetadataVersion`
+/// keys: three parts before 1.0, two after, each with optional `-IVn` variants).
+const MESSAGE_FORMAT_RELEASES: &[&str] = &[
+    "0.8.0", "0.8.1", "0.8.2", "0.9.0", "0.10.0", "0.10.1", "0.10.2", "0.11.0", "1.0", "1.1",
+    "2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7", "2.8", "3.0", "3.1", "3.2", "3.3",
+    "3.4", "3.5", "3.6", "3.7", "3.8", "3.9",
+];
+
+/// Is `value` a version Kafka 3.x takes for `message.format.version`? As Kafka's
+/// `MetadataVersion.fromVersionString`: only the release line's parts count (`0.10.0.0` is
+/// `0.10.0`, `2.8.1` is `2.8`), and that line, or one of its internal versions (`3.0-IV1`),
+/// must exist.
+fn is_message_format_version(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('.').collect();
+    let line_parts = if value.starts_with("0.") { 3 } else { 2 };
+    let key = if parts.len() > line_parts {
+        parts[..line_parts].join(".")
+    } else {
+        value.to_string()
+    };
+    let release = match key.split_once("-IV") {
+        Some((release, iv)) if !iv.is_empty() && iv.bytes().all(|b| b.is_ascii_digit()) => release,
+        Some(_) => return false,
+        None => key.as_str(),
+    };
+    MESSAGE_FORMAT_RELEASES.contains(&release)
+}
 
 fn invalid(name: &str, value: &str, reason: impl Into<String>) -> InvalidConfig {
     InvalidConfig {
@@ -307,6 +346,15 @@ impl TopicConfigs {
                 )),
                 _ => Err(invalid(name, value, "expected delete")),
             },
+            "compression.type" => crate::compression::parse_compression_type(value)
+                .map(drop)
+                .map_err(|e| invalid(name, value, e.to_string())),
+            "message.format.version" if is_message_format_version(value) => Ok(()),
+            "message.format.version" => Err(invalid(
+                name,
+                value,
+                "expected a Kafka version such as 2.8 or 3.0-IV1",
+            )),
             "message.timestamp.type" => match value {
                 "CreateTime" | "LogAppendTime" => Ok(()),
                 _ => Err(invalid(name, value, "expected CreateTime or LogAppendTime")),
@@ -381,6 +429,10 @@ impl TopicConfigs {
             max_message_bytes: get("max.message.bytes").max(0) as u64,
             log_append_time: self.effective(broker, "message.timestamp.type").as_deref()
                 == Some("LogAppendTime"),
+            compression: self
+                .effective(broker, "compression.type")
+                .and_then(|v| crate::compression::parse_compression_type(&v).ok())
+                .flatten(),
             flush,
             ..LogConfig::default()
         }
@@ -403,6 +455,60 @@ mod tests {
             .contains("lisen"));
         let round_trip = BrokerConfig::from_toml(&config.to_toml()).unwrap();
         assert_eq!(round_trip, config);
+    }
+
+    /// librdkafka's tests 0081 (CreateTopics with `compression.type=lz4`) and 0092
+    /// (AlterConfigs with `message.format.version`) were refused as unknown configs.
+    #[test]
+    fn compression_type_and_message_format_version_are_accepted_as_kafka_accepts_them() {
+        use crate::log::batch::Compression;
+        let broker = BrokerConfig::default();
+        let mut topic = TopicConfigs::default();
+        assert_eq!(
+            topic.log_config(&broker).compression,
+            None,
+            "producer by default"
+        );
+        for (value, codec) in [
+            ("producer", None),
+            ("uncompressed", Some(Compression::None)),
+            ("gzip", Some(Compression::Gzip)),
+            ("snappy", Some(Compression::Snappy)),
+            ("lz4", Some(Compression::Lz4)),
+            ("zstd", Some(Compression::Zstd)),
+        ] {
+            topic.set("compression.type", value).unwrap();
+            assert_eq!(topic.log_config(&broker).compression, codec, "{value}");
+        }
+        assert!(topic.set("compression.type", "none").is_err());
+        assert!(topic.set("compression.type", "brotli").is_err());
+        let accepted = [
+            "0.10.0.0",
+            "0.10.0",
+            "0.11.0-IV2",
+            "1.0",
+            "2.8.1",
+            "2.8.1-IV0",
+            "3.0-IV1",
+        ];
+        for version in accepted {
+            topic.set("message.format.version", version).unwrap();
+        }
+        let refused = ["", "3", "0.10", "4.0", "9.9", "2.8-IV", "x.y", "3.0-IVx"];
+        for version in refused {
+            assert!(
+                topic.set("message.format.version", version).is_err(),
+                "{version:?}"
+            );
+        }
+        let described = TopicConfigs::default().describe(&broker);
+        assert!(described.contains(&ConfigEntry::new("compression.type", "producer", true)));
+        assert!(described.contains(&ConfigEntry::new("message.format.version", "3.0-IV1", true)));
+        assert!(topic.describe(&broker).contains(&ConfigEntry::new(
+            "compression.type",
+            "zstd",
+            false
+        )));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Record batches (magic v2), handled as raw bytes.
 //!
-//! The broker never re-encodes records: it validates the 61-byte header and the CRC32C, writes
+//! The broker does not re-encode records: it validates the 61-byte header and the CRC32C, writes
 //! the base offset and the partition leader epoch (both outside the CRC's range) in place, and
-//! stores the bytes as they came. Layout (big-endian):
+//! stores the bytes as they came. The one exception is a topic whose `compression.type` names a
+//! codec: `crate::compression` re-encodes the records section of a batch in another codec
+//! ([`with_records`]) before the append. Layout (big-endian):
 //!
 //! ```text
 //!  0 base_offset i64          27 base_timestamp i64      53 base_sequence i32
@@ -288,6 +290,27 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now_ms.to_be_bytes());
     let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..header.size()]);
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A copy of `batch`'s header over a new records section: the codec bits of the attributes
+/// become `codec_bits`, the length fits `records`, and the CRC is computed anew. Every other
+/// header field is kept (recompression, `crate::compression`).
+pub fn with_records(batch: &[u8], codec_bits: u8, records: &[u8]) -> Vec<u8> {
+    assert!(
+        i16::from(codec_bits) <= COMPRESSION_MASK,
+        "codec bits {codec_bits}"
+    );
+    let header = BatchHeader::parse(batch).expect("a parsed batch");
+    let attributes = (header.attributes & !COMPRESSION_MASK) | i16::from(codec_bits);
+    let length = i32::try_from(HEADER_LEN - LOG_OVERHEAD + records.len()).expect("batch length");
+    let mut out = Vec::with_capacity(HEADER_LEN + records.len());
+    out.extend_from_slice(&batch[..HEADER_LEN]);
+    out.extend_from_slice(records);
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// Reads a zigzag varint (Kafka's `varint`/`varlong` in records).

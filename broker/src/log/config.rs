@@ -1,5 +1,7 @@
 //! Per-log configuration: Kafka's topic-level settings that the log itself enforces.
 
+use super::batch::Compression;
+
 /// When appended bytes are made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushPolicy {
@@ -31,6 +33,10 @@ pub struct LogConfig {
     pub max_message_bytes: u64,
     /// `message.timestamp.type=LogAppendTime` when true.
     pub log_append_time: bool,
+    /// `compression.type`: the codec batches are stored with; a produced batch in another
+    /// codec is re-encoded before it is appended (`crate::compression`). `None` (`producer`,
+    /// the default): as the producer sent it.
+    pub compression: Option<Compression>,
     pub flush: FlushPolicy,
     /// How many offsets are reserved durably ahead of assignment. After a crash the log skips
     /// to the end of the reservation, so no offset handed out before the crash (even one whose
@@ -48,6 +54,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             log_append_time: false,
+            compression: None,
             flush: FlushPolicy::Durable,
             offset_reservation: 1 << 20,
         }

@@ -18,6 +18,7 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorized_operations::Resource;
 use super::{errors, metadata, RequestContext};
 use crate::config::{ConfigEntry, TopicConfigs, TOPIC_CONFIG_NAMES};
 
@@ -463,13 +464,16 @@ pub async fn delete_records(
 
 pub fn describe_cluster(
     ctx: &RequestContext,
-    _request: DescribeClusterRequest,
+    request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let (host, port) = metadata::advertised_host_port(ctx);
     let node = BrokerId(ctx.broker.config.node_id);
     DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(ctx.broker.cluster_id().to_string()))
         .with_controller_id(node)
+        .with_cluster_authorized_operations(
+            Resource::Cluster.answer(request.include_cluster_authorized_operations),
+        )
         .with_brokers(vec![DescribeClusterBroker::default()
             .with_broker_id(node)
             .with_host(StrBytes::from_string(host))

@@ -5,6 +5,7 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorized_operations::Resource;
 use super::RequestContext;
 
 fn s(v: &str) -> StrBytes {
@@ -13,6 +14,8 @@ fn s(v: &str) -> StrBytes {
 
 pub fn handle(ctx: &RequestContext, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let version = ctx.version;
+    // v3+; Kafka answers it for every group described, unknown ones included.
+    let operations = Resource::Group.answer(request.include_authorized_operations);
     let groups = request
         .groups
         .into_iter()
@@ -47,9 +50,13 @@ pub fn handle(ctx: &RequestContext, request: DescribeGroupsRequest) -> DescribeG
                     .with_protocol_data(s(&protocol))
                     .with_members(members)
             });
-            described
+            let mut described = described
                 .unwrap_or_else(|| DescribedGroup::default().with_group_state(s("Dead")))
-                .with_group_id(id)
+                .with_group_id(id);
+            if version >= 3 {
+                described.authorized_operations = operations;
+            }
+            described
         })
         .collect();
     DescribeGroupsResponse::default().with_groups(groups)

@@ -3,6 +3,7 @@
 use kafka_protocol::error::ResponseError;
 
 use crate::broker::{CreateTopicError, TopicChangeError};
+use crate::compression::RecompressError;
 use crate::log::batch::BatchError;
 use crate::log::{AppendError, DeleteRecordsError, ReadError};
 use crate::partition::ProduceError;
@@ -20,6 +21,18 @@ pub fn append(e: &AppendError) -> ResponseError {
         AppendError::InvalidBatch(_) => ResponseError::CorruptMessage,
         AppendError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         AppendError::Offline(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// A produced batch that could not be re-encoded in its topic's `compression.type`.
+pub fn recompress(e: &RecompressError) -> ResponseError {
+    match e {
+        RecompressError::InvalidBatch(e) => append(&AppendError::InvalidBatch(e.clone())),
+        RecompressError::UnknownCodec(_) | RecompressError::Decompress { .. } => {
+            ResponseError::CorruptMessage
+        }
+        RecompressError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        RecompressError::MalformedRecords(_) => ResponseError::InvalidRecord,
     }
 }
 

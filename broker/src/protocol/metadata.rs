@@ -8,6 +8,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorized_operations::Resource;
 use super::{errors, RequestContext};
 use crate::broker::{validate_topic_name, Topic};
 
@@ -32,7 +33,11 @@ fn topic_entry(ctx: &RequestContext, topic: &Topic) -> MetadataResponseTopic {
             MetadataResponsePartition::default()
                 .with_partition_index(p.index)
                 .with_leader_id(node)
-                .with_leader_epoch(if ctx.version >= 7 { p.leader_epoch } else { -1 })
+                .with_leader_epoch(if ctx.version >= 7 {
+                    p.leader_epoch()
+                } else {
+                    -1
+                })
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
         })
@@ -133,10 +138,20 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
             topics.push(entry);
         }
     }
-    if ctx.version < 10 {
-        for t in &mut topics {
+    // Kafka answers the operations for every topic entry, errors included.
+    let topic_operations = Resource::Topic.answer(request.include_topic_authorized_operations);
+    for t in &mut topics {
+        if ctx.version < 10 {
             t.topic_id = uuid::Uuid::nil();
         }
+        if ctx.version >= 8 {
+            t.topic_authorized_operations = topic_operations;
+        }
+    }
+    // v8-10 only: later versions ask DescribeCluster.
+    if (8..=10).contains(&ctx.version) {
+        response.cluster_authorized_operations =
+            Resource::Cluster.answer(request.include_cluster_authorized_operations);
     }
     response.with_topics(topics)
 }

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod authorized_operations;
 pub mod delete_groups;
 pub mod describe_groups;
 pub mod errors;

@@ -20,6 +20,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{errors, Reply, RequestContext};
+use crate::compression;
 use crate::log::{AppendError, AppendInfo};
 use crate::partition::Partition;
 use crate::partition::ProduceError;
@@ -108,8 +109,25 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 ));
                 continue;
             };
-            // One copy: the log patches offsets into the bytes it stores.
-            let mut bytes = records.to_vec();
+            // One copy: the log patches offsets into the bytes it stores. A topic with its own
+            // compression.type stores every batch in that codec, as Kafka's LogValidator does.
+            let copied = match partition.log.config().compression {
+                None => Ok(records.to_vec()),
+                Some(codec) => compression::recompress_record_set(
+                    &records,
+                    codec,
+                    ctx.broker.config.socket_request_max_bytes,
+                ),
+            };
+            let mut bytes = match copied {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::debug!(peer = %ctx.peer, topic = %name, partition = index, %e,
+                        "refused a produce that cannot be recompressed");
+                    outcomes.push(fail(errors::recompress(&e), Some(e.to_string())));
+                    continue;
+                }
+            };
             let result = partition.append(&mut bytes).await;
             outcomes.push(match result {
                 Ok(info) => Outcome { index, result: Ok(info), partition: Some(partition) },
