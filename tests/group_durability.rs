@@ -112,6 +112,12 @@ impl DiskFile for HoldingFile {
 
 #[async_trait]
 impl Disk for HoldingDisk {
+    async fn lock_dir(
+        &self,
+        dir: &Path,
+    ) -> Result<broker::disk::DirLock, broker::disk::LockDirError> {
+        self.inner.lock_dir(dir).await
+    }
     async fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
         self.inner.create_dir_all(dir).await
     }

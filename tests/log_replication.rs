@@ -332,6 +332,12 @@ impl DiskFile for DyingFile {
 
 #[async_trait]
 impl Disk for DyingDisk {
+    async fn lock_dir(
+        &self,
+        dir: &Path,
+    ) -> Result<broker::disk::DirLock, broker::disk::LockDirError> {
+        self.inner.lock_dir(dir).await
+    }
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.step()?;
         self.inner.create_dir_all(dir).await

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, InvalidConfig, TopicConfigs};
-use crate::disk::{self, Disk};
+use crate::disk::{self, DirLock, Disk, LockDirError};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
 use crate::log::Log;
@@ -68,6 +68,10 @@ pub enum CreateTopicError {
     /// INVALID_TOPIC_EXCEPTION
     #[error("invalid topic name {0:?}: {1}")]
     InvalidName(String, &'static str),
+    /// INVALID_TOPIC_EXCEPTION: Kafka keeps `.` and `_` apart in topic names but not in metric
+    /// names, so it refuses a name that differs from an existing one only there.
+    #[error("Topic '{name}' collides with existing topic '{existing}'")]
+    Collides { name: String, existing: String },
     /// TOPIC_ALREADY_EXISTS
     #[error("topic {0:?} already exists")]
     Exists(String),
@@ -171,6 +175,9 @@ pub struct Broker {
     stopping: Latch,
     /// Connections closed at once because a `max.connections` limit was reached.
     connections_refused: std::sync::atomic::AtomicU64,
+    /// The data directory's `.lock`, held for the broker's life: a second broker on the same
+    /// directory would append to the same logs and lose acknowledged records.
+    _dir_lock: DirLock,
 }
 
 impl std::fmt::Debug for Broker {
@@ -206,8 +213,32 @@ impl Broker {
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
     ) -> io::Result<Arc<Broker>> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let data_dir = config.data_dir.clone();
-        disk.create_dir_all(&data_dir).await?;
+        match disk.create_dir_all(&data_dir).await {
+            Ok(()) => {}
+            // EEXIST from mkdir: the name is taken by something that is not a directory.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!(
+                        "data directory {} exists and is not a directory",
+                        data_dir.display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+        // Before reading anything: another broker may be rewriting what we would read.
+        let dir_lock = disk.lock_dir(&data_dir).await.map_err(|e| {
+            let kind = match e {
+                LockDirError::InUse { .. } => io::ErrorKind::ResourceBusy,
+                LockDirError::Io { ref source, .. } => source.kind(),
+            };
+            io::Error::new(kind, e)
+        })?;
         let meta_path = data_dir.join(META_FILE);
         let (meta, fresh) = match disk::read_file(disk.as_ref(), &meta_path).await {
             Ok(bytes) => {
@@ -282,6 +313,7 @@ impl Broker {
             groups,
             stopping: Latch::default(),
             connections_refused: std::sync::atomic::AtomicU64::new(0),
+            _dir_lock: dir_lock,
         };
         let mut topics = BTreeMap::new();
         for (name, stored) in &meta.topics {
@@ -491,6 +523,12 @@ impl Broker {
         if self.topic(name).is_some() {
             return Err(CreateTopicError::Exists(name.to_string()));
         }
+        if let Some(existing) = self.colliding_topic(name) {
+            return Err(CreateTopicError::Collides {
+                name: name.to_string(),
+                existing,
+            });
+        }
         let id = Uuid::from_u128(crate::random::random_u128());
         if validate_only {
             return Ok(Arc::new(Topic {
@@ -551,6 +589,19 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// An existing topic whose name equals `name` once `.` is read as `_` (Kafka's
+    /// `Topic.hasCollision`), other than `name` itself.
+    fn colliding_topic(&self, name: &str) -> Option<String> {
+        let unified = |n: &str| n.replace('.', "_");
+        let wanted = unified(name);
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .find(|existing| existing.as_str() != name && unified(existing) == wanted)
+            .cloned()
     }
 
     /// Deletes a topic and its data; works on a full disk (see the module doc).

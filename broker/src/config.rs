@@ -114,6 +114,87 @@ impl BrokerConfig {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
+    /// Refuses out-of-range values at start, with Kafka's message and Kafka's bounds (a
+    /// `num.partitions` of 0 or a `log.segment.bytes` of 0 is accepted by a TOML parser and
+    /// breaks the first topic or the first append much later).
+    pub fn validate(&self) -> Result<(), InvalidBrokerConfig> {
+        fn at_least(key: &'static str, value: i64, min: i64) -> Result<(), InvalidBrokerConfig> {
+            if value < min {
+                return Err(InvalidBrokerConfig {
+                    key,
+                    value: value.to_string(),
+                    reason: format!("Value must be at least {min}"),
+                });
+            }
+            Ok(())
+        }
+        fn at_most(key: &'static str, value: i64, max: i64) -> Result<(), InvalidBrokerConfig> {
+            if value > max {
+                return Err(InvalidBrokerConfig {
+                    key,
+                    value: value.to_string(),
+                    reason: format!("Value must be no more than {max}"),
+                });
+            }
+            Ok(())
+        }
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        at_least("node-id", self.node_id.into(), 0)?;
+        at_least("num-partitions", self.num_partitions.into(), 1)?;
+        at_most(
+            "num-partitions",
+            self.num_partitions.into(),
+            crate::broker::MAX_PARTITIONS_PER_TOPIC.into(),
+        )?;
+        at_least(
+            "socket-request-max-bytes",
+            int(self.socket_request_max_bytes as u64),
+            1,
+        )?;
+        if let Some(v) = self.log_flush_interval_messages {
+            at_least("log-flush-interval-messages", int(v), 1)?;
+        }
+        if let Some(v) = self.log_flush_interval_ms {
+            at_least("log-flush-interval-ms", v, 0)?;
+        }
+        // Kafka: at least the size of a v0 record's overhead, and an int.
+        at_least("log-segment-bytes", int(self.log_segment_bytes), 14)?;
+        at_most(
+            "log-segment-bytes",
+            int(self.log_segment_bytes),
+            i32::MAX.into(),
+        )?;
+        at_least("log-roll-ms", self.log_roll_ms, 1)?;
+        at_least("log-retention-ms", self.log_retention_ms, -1)?;
+        at_least("log-retention-bytes", self.log_retention_bytes, -1)?;
+        at_most(
+            "message-max-bytes",
+            int(self.message_max_bytes),
+            i32::MAX.into(),
+        )?;
+        at_least(
+            "log-retention-check-interval-ms",
+            int(self.log_retention_check_interval_ms),
+            1,
+        )?;
+        at_least(
+            "group-initial-rebalance-delay-ms",
+            self.group_initial_rebalance_delay_ms,
+            0,
+        )?;
+        at_least(
+            "offsets-retention-minutes",
+            self.offsets_retention_minutes,
+            1,
+        )?;
+        at_least(
+            "offsets-retention-check-interval-ms",
+            int(self.offsets_retention_check_interval_ms),
+            1,
+        )?;
+        Ok(())
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("config serializes")
     }
@@ -156,6 +237,16 @@ impl BrokerConfig {
             ("segment.ms", self.log_roll_ms.to_string()),
         ])
     }
+}
+
+/// Why a broker config was refused at start, in Kafka's words (`ConfigException`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("Invalid value {value} for configuration {key}: {reason}")]
+pub struct InvalidBrokerConfig {
+    /// The key as the TOML file and `--set` spell it.
+    pub key: &'static str,
+    pub value: String,
+    pub reason: String,
 }
 
 /// Why a topic config was refused. Kafka: INVALID_CONFIG.

@@ -62,7 +62,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use broker::disk::{Disk, DiskFile, OpenMode};
+use broker::disk::{DirLock, Disk, DiskFile, LockDirError, OpenMode};
 
 /// The unit a disk writes atomically; torn writes are cut at multiples of it.
 pub const SECTOR_BYTES: u64 = 512;
@@ -125,6 +125,9 @@ struct State {
     fail_next_syncs: u32,
     failing_prefixes: BTreeSet<PathBuf>,
     counts: FaultCounts,
+    /// Directories held by a [`DirLock`], by their resolved names. A crash clears them: the
+    /// process that held them is gone, as an OS lock goes with its process.
+    locked_dirs: BTreeSet<Vec<String>>,
 }
 
 enum Node {
@@ -345,6 +348,7 @@ impl FaultyDisk {
             fail_next_syncs: 0,
             failing_prefixes: BTreeSet::new(),
             counts: FaultCounts::default(),
+            locked_dirs: BTreeSet::new(),
         };
         FaultyDisk {
             state: Arc::new(Mutex::new(state)),
@@ -434,6 +438,7 @@ impl FaultyDisk {
             }
         }
         state.generation += 1;
+        state.locked_dirs.clear();
         state.collect_garbage();
     }
 
@@ -696,8 +701,56 @@ impl DiskFile for FaultyFile {
     }
 }
 
+/// A held directory lock of the simulated disk; dropping it releases the directory unless a
+/// crash already did (a later holder's lock is not this guard's to release).
+struct HeldDir {
+    disk: FaultyDisk,
+    names: Vec<String>,
+    generation: u64,
+}
+
+impl fmt::Debug for HeldDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HeldDir(/{})", self.names.join("/"))
+    }
+}
+
+impl Drop for HeldDir {
+    fn drop(&mut self) {
+        let mut state = self.disk.lock();
+        if state.generation == self.generation {
+            let released = state.locked_dirs.remove(&self.names);
+            assert!(released, "a held directory lock was not registered");
+        }
+    }
+}
+
 #[async_trait]
 impl Disk for FaultyDisk {
+    async fn lock_dir(&self, dir: &Path) -> Result<DirLock, LockDirError> {
+        let failed = |source: io::Error| LockDirError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        // No latency and no random draw: taking the lock leaves every seed's schedule as it was.
+        let names = names_of(dir).map_err(failed)?;
+        let mut state = self.lock();
+        state.live_dir(dir).map_err(failed)?;
+        if !state.locked_dirs.insert(names.clone()) {
+            return Err(LockDirError::InUse {
+                dir: dir.to_path_buf(),
+                pid: None,
+            });
+        }
+        let generation = state.generation;
+        drop(state);
+        Ok(DirLock::new(HeldDir {
+            disk: self.clone(),
+            names,
+            generation,
+        }))
+    }
+
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let generation = self.delay().await;
         let names = names_of(dir)?;

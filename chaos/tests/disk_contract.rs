@@ -64,6 +64,7 @@ contract!(
     create_dir_all_makes_missing_parents_and_accepts_existing_ones,
     write_file_atomic_replaces_the_contents_and_leaves_no_temporary_file,
     sync_and_sync_dir_succeed_on_a_healthy_disk,
+    a_locked_directory_refuses_a_second_lock_until_the_first_is_dropped,
 );
 
 #[cfg(not(madsim))]
@@ -367,4 +368,34 @@ async fn sync_and_sync_dir_succeed_on_a_healthy_disk(disk: &dyn Disk, root: &Pat
         disk::read_file(disk, &root.join("f")).await.unwrap(),
         b"data"
     );
+}
+
+/// Two brokers on one data directory lost acknowledged records: the second lock must fail
+/// while the first is held (for `FileDisk`, through a second open file description, as a
+/// second process would), and succeed once it is dropped.
+async fn a_locked_directory_refuses_a_second_lock_until_the_first_is_dropped(
+    disk: &dyn Disk,
+    root: &Path,
+) {
+    let dir = root.join("data");
+    disk.create_dir_all(&dir).await.unwrap();
+    let first = disk.lock_dir(&dir).await.expect("the first lock");
+    match disk.lock_dir(&dir).await {
+        Err(disk::LockDirError::InUse { dir: busy, .. }) => assert_eq!(busy, dir),
+        other => panic!("a second lock while the first is held: {other:?}"),
+    }
+    // Another directory is not affected.
+    disk.create_dir_all(&root.join("other")).await.unwrap();
+    let other = disk
+        .lock_dir(&root.join("other"))
+        .await
+        .expect("another dir");
+    drop(first);
+    let again = disk
+        .lock_dir(&dir)
+        .await
+        .expect("a lock after the first was dropped");
+    drop((again, other));
+    // Some operation that takes time on the simulated disk (the lock itself takes none).
+    disk.sync_dir(root).await.unwrap();
 }

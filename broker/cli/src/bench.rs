@@ -454,22 +454,51 @@ async fn run_yardstick(
     .await
 }
 
-/// The round with the median msgs/s, with the latencies of every round.
-fn median_round(mut runs: Vec<RunStats>) -> Option<RunStats> {
+/// The median round by msgs/s, with the latencies and errors of every round. With an even
+/// number of rounds the median is the mean of the two middle ones (two rounds: their mean, not
+/// the faster one), so its rates are the mean of theirs over their mean length.
+pub fn median_round(mut runs: Vec<RunStats>) -> Option<RunStats> {
     if runs.is_empty() {
         return None;
     }
     runs.sort_by(|a, b| a.msgs_per_s().total_cmp(&b.msgs_per_s()));
-    let mid = runs.len() / 2;
     let mut latencies = Vec::new();
     for r in &mut runs {
         latencies.append(&mut r.latencies_ns);
     }
     let errors = runs.iter().map(|r| r.errors).sum();
-    let mut median = runs.swap_remove(mid);
+    let upper = runs.len() / 2;
+    let mut median = if runs.len() % 2 == 1 {
+        runs.swap_remove(upper)
+    } else {
+        let (a, b) = (&runs[upper - 1], &runs[upper]);
+        let elapsed = (a.elapsed + b.elapsed) / 2;
+        let secs = elapsed.as_secs_f64();
+        let mean = |x: f64, y: f64| (x + y) / 2.0;
+        RunStats {
+            requests: (a.requests + b.requests) / 2,
+            records: (mean(a.msgs_per_s(), b.msgs_per_s()) * secs).round() as u64,
+            bytes: (mean(a.mb_per_s(), b.mb_per_s()) * 1e6 * secs).round() as u64,
+            elapsed,
+            latencies_ns: Vec::new(),
+            errors: 0,
+        }
+    };
     median.latencies_ns = latencies;
     median.errors = errors;
     Some(median)
+}
+
+/// One line on stderr as each phase ends, so a long benchmark shows it is alive.
+fn progress(err: &mut dyn Write, what: &str, round: usize, rounds: usize, stats: &RunStats) {
+    let _ = writeln!(
+        err,
+        "round {}/{rounds}: {what} {:.0} msgs/s, {:.1} MB/s",
+        round + 1,
+        stats.msgs_per_s(),
+        stats.mb_per_s()
+    );
+    let _ = err.flush();
 }
 
 async fn produce(
@@ -504,14 +533,16 @@ async fn produce(
         let mut broker_rounds = Vec::new();
         let mut yardstick_rounds = Vec::new();
         let mut first_error = None;
-        for round in 0..args.rounds.max(1) {
+        let rounds = args.rounds.max(1);
+        for round in 0..rounds {
             // Alternate which goes first: whoever runs second writes while the first one's dirty
             // pages are being written back, and gets whatever pages the kernel freed meanwhile.
             let yardstick_first = round % 2 == 1;
             if args.yardstick && yardstick_first {
-                yardstick_rounds.push(
-                    run_yardstick(&args, &batches, records_per_batch, partitions, run_for).await?,
-                );
+                let stats =
+                    run_yardstick(&args, &batches, records_per_batch, partitions, run_for).await?;
+                progress(err, "yardstick", round, rounds, &stats);
+                yardstick_rounds.push(stats);
             }
             let job = Arc::new(ProduceJob {
                 topic: TopicName(StrBytes::from_string(args.topic.clone())),
@@ -523,14 +554,16 @@ async fn produce(
                 next: AtomicU64::new(0),
             });
             let (stats, error) = produce_phase(job, args.in_flight).await?;
+            progress(err, "faultline", round, rounds, &stats);
             broker_rounds.push(stats);
             if first_error.is_none() {
                 first_error = error;
             }
             if args.yardstick && !yardstick_first {
-                yardstick_rounds.push(
-                    run_yardstick(&args, &batches, records_per_batch, partitions, run_for).await?,
-                );
+                let stats =
+                    run_yardstick(&args, &batches, records_per_batch, partitions, run_for).await?;
+                progress(err, "yardstick", round, rounds, &stats);
+                yardstick_rounds.push(stats);
             }
         }
         Ok::<_, String>((broker_rounds, yardstick_rounds, first_error))
@@ -675,6 +708,7 @@ async fn consume(
         }
     }
     broker.elapsed = start.elapsed();
+    progress(err, "faultline", 0, 1, &broker);
     if broker.records == 0 {
         let _ = writeln!(
             err,

@@ -358,9 +358,8 @@ async fn list(
         }
         return Ok(());
     }
-    if groups.is_empty() {
-        return Ok(());
-    }
+    // The header even with no group, as kafka-consumer-groups.sh --list --state prints it: an
+    // empty answer must look different from a command that printed nothing.
     let rows: Vec<Vec<String>> = groups
         .iter()
         .map(|g| vec![g.group_id.clone(), dash(g.state.as_ref())])

@@ -6,6 +6,8 @@ use clap::Args;
 use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
+use client::AttemptFailure;
+
 use super::{connect, ClientArgs};
 use client::{
     Acks, MetadataError, Producer, ProducerConfig, ProducerRecord, SendOutcome, UnknownReason,
@@ -51,7 +53,7 @@ pub async fn run(
 
 async fn run_inner(
     args: ProduceArgs,
-    mut input: impl AsyncBufRead + Unpin,
+    input: impl AsyncBufRead + Unpin,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<i32, String> {
@@ -75,22 +77,25 @@ async fn run_inner(
     let producer = Producer::new(client, config)
         .await
         .map_err(|e| e.to_string())?;
-    let mut deliveries = Vec::new();
-    let mut line = String::new();
+    let mut failures = producer.attempt_failures();
+    let mut reported = Reported::default();
+    let mut deliveries = std::collections::VecDeque::new();
+    let mut lines = input.lines();
     let mut number = 0u64;
     let mut bad_input = None;
     loop {
-        line.clear();
-        let n = input
-            .read_line(&mut line)
-            .await
-            .map_err(|e| format!("cannot read stdin: {e}"))?;
-        if n == 0 {
-            break;
-        }
+        // A failed attempt is said the moment it happens, while stdin is still being read.
+        let line = tokio::select! {
+            biased;
+            Some(failure) = failures.recv() => {
+                reported.attempt(&failure, err);
+                continue;
+            }
+            line = lines.next_line() => line.map_err(|e| format!("cannot read stdin: {e}"))?,
+        };
+        let Some(line) = line else { break };
         number += 1;
-        let text = line.strip_suffix('\n').unwrap_or(&line);
-        let text = text.strip_suffix('\r').unwrap_or(text);
+        let text = line.strip_suffix('\r').unwrap_or(&line);
         let (key, value) = match &args.key_separator {
             Some(sep) => match text.split_once(sep.as_str()) {
                 Some((k, v)) => (Some(k.to_string()), v.to_string()),
@@ -107,13 +112,20 @@ async fn run_inner(
         for (k, v) in &headers {
             record = record.with_header(k.clone(), v.clone().into_bytes());
         }
-        deliveries.push((number, producer.send(record).await));
+        deliveries.push_back((number, producer.send(record).await));
     }
-    producer.flush().await;
     let io = |e: std::io::Error| format!("cannot write output: {e}");
     let (mut acknowledged, mut failed, mut unknown) = (0u64, 0u64, 0u64);
-    for (number, delivery) in deliveries {
-        let outcome = delivery.await;
+    let mut lost = LostLines::default();
+    while let Some((number, delivery)) = deliveries.pop_front() {
+        tokio::pin!(delivery);
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                Some(failure) = failures.recv() => reported.attempt(&failure, err),
+                outcome = &mut delivery => break outcome,
+            }
+        };
         if args.client.json {
             let value = match &outcome {
                 SendOutcome::Acknowledged { partition, offset } => {
@@ -135,17 +147,19 @@ async fn run_inner(
             } => acknowledged += 1,
             SendOutcome::Failed { error } => {
                 failed += 1;
-                let _ = writeln!(err, "error: line {number} was not written: {error}");
+                lost.add(number, format!("not written: {error}"), err);
             }
             SendOutcome::Unknown { reason } => {
                 unknown += 1;
-                let _ = writeln!(
+                lost.add(
+                    number,
+                    format!("may or may not have been written: {reason}"),
                     err,
-                    "error: line {number} may or may not have been written: {reason}"
                 );
             }
         }
     }
+    lost.flush(err);
     producer.close().await;
     if let Some(message) = bad_input {
         return Err(message);
@@ -160,4 +174,72 @@ async fn run_inner(
         return Ok(1);
     }
     Ok(0)
+}
+
+/// Failed attempts already said, by partition and reason: the first is printed at once, the
+/// retries of the same trouble are not repeated.
+#[derive(Default)]
+struct Reported {
+    said: Vec<(String, i32, String)>,
+}
+
+impl Reported {
+    fn attempt(&mut self, failure: &AttemptFailure, err: &mut dyn Write) {
+        let key = (
+            failure.topic.clone(),
+            failure.partition,
+            failure.reason.clone(),
+        );
+        if self.said.contains(&key) {
+            return;
+        }
+        self.said.push(key);
+        let then = if failure.retrying {
+            "retrying"
+        } else {
+            "giving up"
+        };
+        // Kafka's name for a broker error, as its tools print it (KAFKA_STORAGE_ERROR).
+        let code = failure
+            .error
+            .map(|e| format!("{} ", client::admin::error_name(&e)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            err,
+            "error: partition {}-{}: {} records (attempt {}): {code}({}); {then}",
+            failure.topic, failure.partition, failure.records, failure.attempt, failure.reason
+        );
+        let _ = err.flush();
+    }
+}
+
+/// Records that were not acknowledged, said once per run of consecutive lines with the same
+/// outcome (a batch of a thousand fails as one), not once per line.
+#[derive(Default)]
+struct LostLines {
+    run: Option<(u64, u64, String)>,
+}
+
+impl LostLines {
+    fn add(&mut self, number: u64, what: String, err: &mut dyn Write) {
+        if let Some((_, last, current)) = &mut self.run {
+            if *current == what && *last + 1 == number {
+                *last = number;
+                return;
+            }
+        }
+        self.flush(err);
+        self.run = Some((number, number, what));
+    }
+
+    fn flush(&mut self, err: &mut dyn Write) {
+        if let Some((first, last, what)) = self.run.take() {
+            let lines = if first == last {
+                format!("line {first}")
+            } else {
+                format!("lines {first}-{last} ({} records)", last - first + 1)
+            };
+            let _ = writeln!(err, "error: {lines} {what}");
+        }
+    }
 }

@@ -30,9 +30,23 @@ pub struct BrokerArgs {
     /// Log filter, e.g. info or broker=debug; RUST_LOG wins [config: log-level]
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Set any key of the TOML file, e.g. num-partitions=3 or flush-mode=lazy (repeatable;
+    /// overrides the file, as kafka-server-start.sh's --override does; the flags above win)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// A `--set` value as TOML: a number, boolean or quoted string as written, anything else (a
+/// path, an address, `lazy`) as a string.
+fn toml_value(text: &str) -> toml::Value {
+    let document = format!("v = {text}");
+    match document.parse::<toml::Table>() {
+        Ok(mut table) => table.remove("v").expect("the key just written"),
+        Err(_) => toml::Value::String(text.to_string()),
+    }
 }
 
 /// Defaults, then the file, then the flags.
@@ -49,6 +63,19 @@ pub async fn effective_config(args: &BrokerArgs) -> Result<BrokerConfig, String>
         }
         None => BrokerConfig::default(),
     };
+    if !args.set.is_empty() {
+        // Through the file's own schema: every key of it can be set, unknown keys are refused.
+        let mut table: toml::Table = toml::from_str(&config.to_toml()).expect("config round-trips");
+        for pair in &args.set {
+            let (key, value) = pair
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("--set expects KEY=VALUE, got {pair:?}"))?;
+            table.insert(key.trim().to_string(), toml_value(value.trim()));
+        }
+        config = BrokerConfig::from_toml(&table.to_string())
+            .map_err(|e| format!("--set: {}", e.trim_end()))?;
+    }
     if let Some(v) = &args.listen {
         config.listen = v.clone();
     }
@@ -64,6 +91,7 @@ pub async fn effective_config(args: &BrokerArgs) -> Result<BrokerConfig, String>
     if let Some(v) = &args.log_level {
         config.log_level = v.clone();
     }
+    config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }
 
@@ -71,9 +99,12 @@ fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal: in a file or a pipe they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 
@@ -97,6 +128,22 @@ async fn shutdown_signal() {
     #[cfg(not(all(unix, not(madsim))))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Why the broker could not open its data directory, in one line that names it once.
+pub fn open_error(config: &BrokerConfig, e: &std::io::Error) -> String {
+    let speaks_for_itself = e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<disk::LockDirError>())
+        || e.kind() == std::io::ErrorKind::NotADirectory;
+    if speaks_for_itself {
+        e.to_string()
+    } else {
+        format!(
+            "cannot open data directory {}: {e}",
+            config.data_dir.display()
+        )
     }
 }
 
@@ -129,10 +176,7 @@ pub async fn run(args: BrokerArgs) -> i32 {
     {
         Ok(broker) => broker,
         Err(e) => {
-            eprintln!(
-                "error: cannot open data directory {}: {e}",
-                config.data_dir.display()
-            );
+            eprintln!("error: {}", open_error(&config, &e));
             return 1;
         }
     };

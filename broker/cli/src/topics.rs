@@ -20,6 +20,8 @@ pub struct TopicsArgs {
 pub enum TopicsCommand {
     /// Create a topic.
     Create {
+        /// Name of the topic to create: 1 to 249 of a-z A-Z 0-9 . _ - (a name that differs from
+        /// an existing one only by . versus _ is refused, as Kafka does)
         #[arg(long)]
         topic: String,
         /// Number of partitions (default: the broker's num.partitions)
@@ -36,16 +38,19 @@ pub enum TopicsCommand {
     List,
     /// Show a topic's partitions and configs.
     Describe {
+        /// Name of the topic to describe
         #[arg(long)]
         topic: String,
     },
     /// Delete a topic.
     Delete {
+        /// Name of the topic to delete
         #[arg(long)]
         topic: String,
     },
     /// Change a topic's configs or grow its partitions.
     Alter {
+        /// Name of the topic to alter
         #[arg(long)]
         topic: String,
         /// New total number of partitions

@@ -92,6 +92,9 @@ async fn bench_produce_and_consume_print_throughput_latency_and_the_yardstick() 
     ] {
         assert!(out.contains(field), "{field} missing from:\n{out}");
     }
+    // Progress while it runs: one line on stderr per phase of each round.
+    assert!(err.contains("round 1/1: faultline "), "{err}");
+    assert!(err.contains("round 1/1: yardstick "), "{err}");
     // The yardstick cleans up after itself.
     assert_eq!(std::fs::read_dir(ydir).unwrap().count(), 0);
 
@@ -165,4 +168,36 @@ async fn bench_produce_and_consume_print_throughput_latency_and_the_yardstick() 
     let _ = stop.send(());
     server.await.unwrap();
     broker.shutdown().await;
+}
+
+fn round(records: u64, secs: u64) -> cli::bench::RunStats {
+    cli::bench::RunStats {
+        requests: records / 10,
+        records,
+        bytes: records * 100,
+        elapsed: std::time::Duration::from_secs(secs),
+        latencies_ns: vec![records],
+        errors: 0,
+    }
+}
+
+/// With two rounds the reported median was the faster one (the upper middle element).
+#[test]
+fn the_median_of_an_even_number_of_rounds_is_the_mean_of_the_middle_two() {
+    let median = cli::bench::median_round(vec![round(300, 1), round(100, 1)]).unwrap();
+    assert_eq!(median.msgs_per_s(), 200.0);
+    assert_eq!(median.mb_per_s(), 0.02);
+    // Latencies of every round are kept.
+    assert_eq!(median.latencies_ns.len(), 2);
+    let odd = cli::bench::median_round(vec![round(500, 1), round(100, 1), round(300, 1)]).unwrap();
+    assert_eq!(odd.msgs_per_s(), 300.0);
+    let four = cli::bench::median_round(vec![
+        round(100, 1),
+        round(900, 1),
+        round(200, 2),
+        round(1200, 2),
+    ])
+    .unwrap();
+    // 100/s, 100/s, 600/s, 900/s: the middle two are 100 and 600.
+    assert_eq!(four.msgs_per_s(), 350.0);
 }

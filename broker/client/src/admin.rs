@@ -87,12 +87,27 @@ pub enum ConfigChange {
     Delete(String),
 }
 
+/// The broker's word on `topic`, naming the topic once: `"t": message`, or only `: message`
+/// when the broker's message already names it (Kafka's and ours do: "Topic 'a_b' collides
+/// with existing topic 'a.b'").
+fn about_topic(topic: &str, error: ResponseError, message: &Option<String>) -> String {
+    let text = message.clone().unwrap_or_else(|| error.to_string());
+    let named = [format!("\"{topic}\""), format!("'{topic}'")]
+        .iter()
+        .any(|quoted| text.contains(quoted.as_str()));
+    if named {
+        format!(": {text}")
+    } else {
+        format!(" \"{topic}\": {text}")
+    }
+}
+
 /// Why a topic could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateTopicError {
     #[error("topic \"{0}\" already exists")]
     AlreadyExists(String),
-    #[error("cannot create topic \"{topic}\": {}", message.as_deref().unwrap_or(&error.to_string()))]
+    #[error("cannot create topic{}", about_topic(topic, *error, message))]
     Rejected {
         topic: String,
         error: ResponseError,
@@ -107,7 +122,10 @@ pub enum CreateTopicError {
 pub enum TopicError {
     #[error("topic \"{0}\" does not exist")]
     UnknownTopic(String),
-    #[error("topic \"{topic}\": {}", message.as_deref().unwrap_or(&error.to_string()))]
+    #[error("{}", match about_topic(topic, *error, message).strip_prefix(": ") {
+        Some(named) => named.to_string(),
+        None => format!("topic{}", about_topic(topic, *error, message)),
+    })]
     Rejected {
         topic: String,
         error: ResponseError,

@@ -131,6 +131,10 @@ pub enum PollError {
 struct PartitionState {
     position: Option<i64>,
     high_watermark: Option<i64>,
+    /// The last fetch answered KAFKA_STORAGE_ERROR: the leader's log is offline. Polls keep
+    /// retrying it (Kafka's consumer does); tools that must say so ask
+    /// [`Consumer::offline_partitions`].
+    offline: bool,
 }
 
 /// A consumer of explicitly assigned partitions.
@@ -155,6 +159,16 @@ impl Consumer {
     }
 
     /// Replaces the assignment. Partitions that stay keep their positions.
+    /// Assigned partitions whose last fetch answered KAFKA_STORAGE_ERROR (their log is offline
+    /// on the leader), in order.
+    pub fn offline_partitions(&self) -> Vec<(String, i32)> {
+        self.assigned
+            .iter()
+            .filter(|(_, state)| state.offline)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     pub fn assign(&mut self, partitions: impl IntoIterator<Item = (String, i32)>) {
         let mut next = BTreeMap::new();
         for key in partitions {
@@ -463,6 +477,11 @@ impl Consumer {
                             self.reset(&topic, partition, Some(position)).await?
                         }
                         e if e.is_retriable() || e == ResponseError::KafkaStorageError => {
+                            if e == ResponseError::KafkaStorageError {
+                                if let Some(state) = self.assigned.get_mut(&key) {
+                                    state.offline = true;
+                                }
+                            }
                             self.client.invalidate(&topic)
                         }
                         e => {
@@ -476,6 +495,7 @@ impl Consumer {
                     continue;
                 }
                 let state = self.assigned.get_mut(&key).expect("checked above");
+                state.offline = false;
                 if data.high_watermark >= 0 {
                     state.high_watermark = Some(data.high_watermark);
                 }

@@ -765,6 +765,12 @@ impl GroupConsumer {
         &self.shared.config
     }
 
+    /// Owned partitions whose last fetch answered KAFKA_STORAGE_ERROR (see
+    /// [`Consumer::offline_partitions`]).
+    pub fn offline_partitions(&self) -> Vec<(String, i32)> {
+        self.consumer.offline_partitions()
+    }
+
     /// Installs the rebalance hooks (replacing any earlier ones).
     pub fn set_rebalance_listener(&mut self, listener: impl RebalanceListener + 'static) {
         *self.listener_mut() = Some(Box::new(listener));

@@ -87,7 +87,7 @@ pub use group_consumer::{
     GroupMetadata, GroupPollError, MemberSubscription, RebalanceListener,
 };
 pub use producer::{
-    Acks, Delivery, Producer, ProducerConfig, ProducerInitError, ProducerRecord, SendError,
-    SendOutcome, UnknownReason,
+    Acks, AttemptFailure, Delivery, Producer, ProducerConfig, ProducerInitError, ProducerRecord,
+    SendError, SendOutcome, UnknownReason,
 };
 pub use records::{DecodeError, Header};

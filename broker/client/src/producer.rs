@@ -58,7 +58,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use super::cluster::{Client, MetadataError};
@@ -280,6 +280,25 @@ impl UnknownReason {
     }
 }
 
+/// One failed attempt to send a batch, reported when it happens (the records' outcomes come
+/// later, after the retries). Kafka's producer logs these as warnings ("Got error produce
+/// response ... on topic-partition t-0, retrying").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptFailure {
+    pub topic: String,
+    pub partition: i32,
+    /// Records in the batch.
+    pub records: usize,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The broker's error code, when the broker answered with one.
+    pub error: Option<ResponseError>,
+    /// What went wrong, as one line.
+    pub reason: String,
+    /// Another attempt follows (after a backoff); false when this was the last.
+    pub retrying: bool,
+}
+
 /// Why the producer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerInitError {
@@ -363,9 +382,21 @@ struct Inner {
     /// Woken when finished batches give their bytes back to the buffer.
     room: Notify,
     clock: SystemClock,
+    /// Where failed attempts are reported as they happen ([`Producer::attempt_failures`]).
+    failures: Mutex<Option<mpsc::UnboundedSender<AttemptFailure>>>,
 }
 
 impl Inner {
+    fn report_failure(&self, failure: AttemptFailure) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = failures.as_ref() {
+            if tx.send(failure).is_err() {
+                // Nobody listens any more.
+                *failures = None;
+            }
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, Accumulator> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -414,9 +445,23 @@ impl Producer {
             progress: Notify::new(),
             room: Notify::new(),
             clock: SystemClock,
+            failures: Mutex::new(None),
         });
         tokio::spawn(sender_loop(Arc::clone(&inner)));
         Ok(Producer { inner })
+    }
+
+    /// Failed attempts from now on, as they happen: a tool can say at once that a partition
+    /// refuses writes (KAFKA_STORAGE_ERROR from a full disk) instead of after the retries.
+    /// A later call replaces the earlier receiver.
+    pub fn attempt_failures(&self) -> mpsc::UnboundedReceiver<AttemptFailure> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self
+            .inner
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
     }
 
     /// The producer id and epoch when idempotent.
@@ -904,6 +949,8 @@ async fn send_batch(inner: Arc<Inner>, batch: Batch) {
     let mut attempts = 0u32;
     let outcome: Result<i64, SendOutcome> = loop {
         attempts += 1;
+        // This attempt's failure, if it failed, for [`Producer::attempt_failures`].
+        let failure: Option<(Option<ResponseError>, String)>;
         let (retriable, give_up) = match attempt(&inner, &batch, &bytes).await {
             Attempt::Written(offset) => break Ok(offset),
             Attempt::NotAcknowledged => {
@@ -912,6 +959,11 @@ async fn send_batch(inner: Arc<Inner>, batch: Batch) {
                 })
             }
             Attempt::Refused { error, retriable } => {
+                let code = match &error {
+                    SendError::Rejected { error, .. } => Some(*error),
+                    _ => None,
+                };
+                failure = Some((code, error.to_string()));
                 let give_up = match &ambiguous {
                     Some(earlier) => SendOutcome::Unknown {
                         reason: UnknownReason::RetriedAfterAmbiguous {
@@ -924,11 +976,29 @@ async fn send_batch(inner: Arc<Inner>, batch: Batch) {
                 (retriable, give_up)
             }
             Attempt::Ambiguous { reason, retriable } => {
+                let code = match &reason {
+                    UnknownReason::AmbiguousError(error) => Some(*error),
+                    _ => None,
+                };
+                failure = Some((code, reason.to_string()));
                 ambiguous.get_or_insert_with(|| reason.clone());
                 (retriable, SendOutcome::Unknown { reason })
             }
         };
-        if !retriable || attempts > inner.config.retries || super::now() + backoff >= deadline {
+        let last =
+            !retriable || attempts > inner.config.retries || super::now() + backoff >= deadline;
+        if let Some((error, reason)) = failure {
+            inner.report_failure(AttemptFailure {
+                topic: batch.topic.clone(),
+                partition: batch.partition,
+                records: batch.records.len(),
+                attempt: attempts,
+                error,
+                reason,
+                retrying: !last,
+            });
+        }
+        if last {
             break Err(give_up);
         }
         tokio::time::sleep(backoff).await;

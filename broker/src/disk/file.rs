@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{Disk, DiskFile, OpenMode};
+use super::{DirLock, Disk, DiskFile, LockDirError, OpenMode, LOCK_FILE};
 
 /// The real disk: files under the paths it is given.
 #[derive(Debug, Default, Clone)]
@@ -94,8 +94,53 @@ impl DiskFile for RealFile {
     }
 }
 
+/// The open `.lock` file: its `flock` lasts as long as this descriptor, and dies with the
+/// process.
+#[derive(Debug)]
+struct HeldLock {
+    _file: fs::File,
+}
+
 #[async_trait]
 impl Disk for FileDisk {
+    async fn lock_dir(&self, dir: &Path) -> Result<DirLock, LockDirError> {
+        use std::io::{Read, Seek, Write};
+        let failed = |source: io::Error| LockDirError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))
+            .map_err(failed)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                // The holder wrote its pid after locking; a holder still writing reads as none.
+                let mut text = String::new();
+                let pid = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
+                return Err(LockDirError::InUse {
+                    dir: dir.to_path_buf(),
+                    pid,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(failed(e)),
+        }
+        // Only for the message a second broker prints; the lock itself is the flock.
+        let pid = std::process::id();
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{pid}"))
+            .map_err(failed)?;
+        Ok(DirLock::new(HeldLock { _file: file }))
+    }
+
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         // Find the first missing ancestor so its parent can be synced after creation.
         let mut missing: Vec<PathBuf> = Vec::new();

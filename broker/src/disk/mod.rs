@@ -19,6 +19,14 @@
 //!   crash the target name holds either the old or the new file, never a mix.
 //! - [`Disk::create_dir_all`] is durable when it returns.
 //!
+//! # Exclusive use of a directory
+//! [`Disk::lock_dir`] takes Kafka's `.lock` on a data directory for as long as the returned
+//! [`DirLock`] lives, and is refused while another holder has it. The lock is released when the
+//! guard is dropped or its process dies (the real implementation is an OS lock, `flock`; the
+//! simulated disk releases it at a crash), so a kill -9 never leaves a directory locked. Two
+//! brokers writing one directory lose acknowledged records: every log assumes it is the only
+//! appender of its files.
+//!
 //! # Concurrency contract
 //! Appends and truncations of one file are serialized by the caller (the log holds a lock), and
 //! only one handle at a time appends to a file: a handle learns the file's length when it is
@@ -41,6 +49,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use file::FileDisk;
+
+/// The name of the lock file in a data directory, as Kafka names it.
+pub const LOCK_FILE: &str = ".lock";
 
 /// How [`Disk::open`] treats a missing or existing file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,9 +96,47 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     }
 }
 
+/// Exclusive use of a directory ([`Disk::lock_dir`]); released when dropped.
+pub struct DirLock(Box<dyn Send + Sync + fmt::Debug>);
+
+impl DirLock {
+    /// Wraps whatever keeps the lock held (an open file, a registration in a simulated disk).
+    pub fn new(holder: impl Send + Sync + fmt::Debug + 'static) -> DirLock {
+        DirLock(Box::new(holder))
+    }
+}
+
+impl fmt::Debug for DirLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DirLock").field(&self.0).finish()
+    }
+}
+
+/// Why [`Disk::lock_dir`] failed: the directory is in use, or the lock file could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LockDirError {
+    /// Another holder (another broker process) has the directory.
+    #[error("another broker{} is using data directory {}", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), .dir.display())]
+    InUse {
+        dir: std::path::PathBuf,
+        /// The holder's process id, as it wrote it into the lock file, when known.
+        pid: Option<u32>,
+    },
+    #[error("cannot lock data directory {}: {source}", .dir.display())]
+    Io {
+        dir: std::path::PathBuf,
+        source: io::Error,
+    },
+}
+
 /// A directory tree of files. See the module doc for the durability contract.
 #[async_trait]
 pub trait Disk: Send + Sync + fmt::Debug {
+    /// Takes the exclusive lock on directory `dir` (which must exist) for as long as the
+    /// returned guard lives; [`LockDirError::InUse`] while another guard or process holds it.
+    /// See the module doc.
+    async fn lock_dir(&self, dir: &Path) -> Result<DirLock, LockDirError>;
+
     /// Creates `dir` and its missing parents; durable on return.
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
 

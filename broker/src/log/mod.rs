@@ -1483,6 +1483,8 @@ async fn recover(
         .await
         .map_err(|e| io_context("listing", dir, e))?;
     let mut clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
+    // An empty directory is a new log, not an unclean one: say so in the log line.
+    let created = names.is_empty();
 
     for name in names.iter().filter(|n| n.ends_with(".tmp")) {
         disk.remove(&dir.join(name)).await?;
@@ -1731,8 +1733,12 @@ async fn recover(
     report.clean = clean;
     report.segments = state.segments.len();
     report.segments_scanned = scanned.len();
-    tracing::info!(dir = %dir.display(), clean, segments = report.segments, log_start_offset,
-        log_end_offset = next_offset, scanned = report.segments_scanned, torn_bytes_cut = report.torn_bytes_cut,
-        corrupt_batches = report.corrupt_batches, "log recovered");
+    if created {
+        tracing::info!(dir = %dir.display(), "log created");
+    } else {
+        tracing::info!(dir = %dir.display(), clean, segments = report.segments, log_start_offset,
+            log_end_offset = next_offset, scanned = report.segments_scanned, torn_bytes_cut = report.torn_bytes_cut,
+            corrupt_batches = report.corrupt_batches, "log recovered");
+    }
     Ok((state, report))
 }

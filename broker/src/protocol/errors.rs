@@ -54,7 +54,9 @@ pub fn delete_records(e: &DeleteRecordsError) -> ResponseError {
 
 pub fn create_topic(e: &CreateTopicError) -> ResponseError {
     match e {
-        CreateTopicError::InvalidName(..) => ResponseError::InvalidTopicException,
+        CreateTopicError::InvalidName(..) | CreateTopicError::Collides { .. } => {
+            ResponseError::InvalidTopicException
+        }
         CreateTopicError::Exists(_) => ResponseError::TopicAlreadyExists,
         CreateTopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         CreateTopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
