@@ -696,6 +696,12 @@ impl Log {
         }
         let mut st = self.state.lock().await;
         match result {
+            // Another sync of these files (a roll's) failed while this one ran: it may have
+            // dropped the very bytes this one was to make durable (fsyncgate), and the log
+            // went offline then. A success that ends after that failure proves nothing.
+            Ok(()) if st.offline.is_some() => {
+                Err(LogOffline(st.offline.clone().expect("checked offline")))
+            }
             Ok(()) => {
                 for (base, _, size) in files {
                     if let Some(segment) = st.segments.get_mut(&base) {
