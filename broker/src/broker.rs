@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -128,7 +127,6 @@ pub struct Broker {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes topic creation, deletion and changes, and the metadata writes they make.
     admin: tokio::sync::Mutex<()>,
-    data_arrived: Arc<Notify>,
     producer_ids: ProducerIdManager,
     groups: Arc<GroupCoordinator>,
 }
@@ -183,7 +181,6 @@ impl Broker {
                 tracing::info!(dir = %name, "removed the leftovers of a deleted topic");
             }
         }
-        let data_arrived = Arc::new(Notify::new());
         let producer_ids = ProducerIdManager::open(Arc::clone(&disk), &data_dir).await?;
         let groups = GroupCoordinator::new(Arc::clone(&clock), config.group_config());
         let broker = Broker {
@@ -193,7 +190,6 @@ impl Broker {
             cluster_id: meta.cluster_id.clone(),
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
-            data_arrived,
             producer_ids,
             groups,
         };
@@ -274,11 +270,6 @@ impl Broker {
         &self.groups
     }
 
-    /// Woken when a high watermark may have moved.
-    pub fn data_arrived(&self) -> &Notify {
-        &self.data_arrived
-    }
-
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
         self.config.data_dir.join(format!("{topic}-{index}"))
     }
@@ -297,14 +288,9 @@ impl Broker {
         )
         .await
         .map_err(|e| io::Error::other(e.to_string()))?;
-        let partition = Partition::open(
-            topic.to_string(),
-            index,
-            log,
-            Arc::clone(&self.data_arrived),
-        )
-        .await
-        .map_err(|e| io::Error::other(format!("partition {topic}-{index}: {e}")))?;
+        let partition = Partition::open(topic.to_string(), index, log, self.config.node_id)
+            .await
+            .map_err(|e| io::Error::other(format!("partition {topic}-{index}: {e}")))?;
         Ok(Arc::new(partition))
     }
 
@@ -460,6 +446,8 @@ impl Broker {
         for partition in &topic.partitions {
             // Reads or appends still in flight fail as offline; nothing else refers to it.
             let _ = partition.log.close().await;
+            // Fetches parked on it answer now (with the error) instead of at their deadline.
+            partition.watch().high_watermark_moved();
             let dir = self.partition_dir(name, partition.index);
             let doomed = PathBuf::from(format!(
                 "{}.{}{DELETE_SUFFIX}",

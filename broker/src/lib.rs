@@ -11,6 +11,9 @@
 //! - [`clock`]: wall-clock time, behind a trait so tests and the simulator control it.
 //! - [`log`]: a partition's log: segments of raw record batches (magic v2), sparse offset and
 //!   time indexes, roll and retention, crash recovery, group commit, the leader-epoch cache.
+//! - [`replica`]: a partition's replica state beside its log (role, leader epoch, high
+//!   watermark distinct from the log end, followers' log ends, ISR), pure and tested without a
+//!   runtime, and the per-partition notifications that parked fetches wait on.
 //! - [`group`]: consumer groups: Kafka's classic rebalance protocol per group (a pure state
 //!   machine driven by the broker's clock) and committed offsets, stored as records in the
 //!   internal `__consumer_offsets` topic and replayed at start.
@@ -40,5 +43,6 @@ pub mod log;
 pub mod partition;
 pub mod protocol;
 pub mod random;
+pub mod replica;
 pub mod server;
 pub mod txn;

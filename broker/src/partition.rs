@@ -1,5 +1,14 @@
-//! A partition replica: its log, its high watermark, and (on a leader) the idempotent
-//! producers' state. Single broker today; the replication work adds followers and the ISR here.
+//! A partition replica: its log, its [`ReplicaState`] (role, leader epoch, high watermark,
+//! followers, ISR), the notifications parked fetches wait on, and (on a leader) the idempotent
+//! producers' state. Single broker today: every partition is led by this broker with
+//! ISR = {itself}; the replication work drives the replica state from the controller's image.
+//!
+//! # High watermark
+//! Consumers read below the high watermark, kept by the replica state apart from the log end.
+//! The partition feeds it the log's offsets whenever they may have moved (and whenever a reader
+//! asks), and wakes the fetches parked on this partition when it moves. Under the durable
+//! policy only synced batches count, so nothing a consumer saw can vanish in a crash; under the
+//! lazy policy every appended batch does (Kafka's single-broker behaviour).
 //!
 //! # Idempotent producers
 //! A record set whose batches carry a producer id is checked against the
@@ -15,10 +24,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::Notify;
-
 use crate::log::batch::{self, BatchHeader};
-use crate::log::{AppendError, AppendInfo, FlushPolicy, Log, ReadError};
+use crate::log::{
+    AppendError, AppendInfo, FlushPolicy, FollowerAppendError, Log, ReadError, TruncateError,
+};
+use crate::replica::{BrokerId, HighWatermarkBasis, LocalLog, PartitionWatch, ReplicaState, Role};
 use crate::txn::producer_state::{AppendDecision, ProducerStateManager, SequenceError};
 
 /// Bytes per read while rebuilding the producers' state on open.
@@ -29,10 +39,10 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: Log,
-    /// The leader epoch this broker writes with. One broker, one epoch, until replication.
-    pub leader_epoch: i32,
-    /// Woken whenever a high watermark may have advanced (long-polling fetches wait on it).
-    data_arrived: Arc<Notify>,
+    /// Role, leader epoch, high watermark, ISR. Locked briefly, never across an await.
+    replica: std::sync::Mutex<ReplicaState>,
+    /// Wakes the fetches parked on this partition.
+    watch: PartitionWatch,
     /// The idempotent producers' state. Held from the sequence check to the end of the append.
     /// `None`: it must be rebuilt from the log before the next idempotent append.
     producers: tokio::sync::Mutex<Option<ProducerStateManager>>,
@@ -57,23 +67,29 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    /// Opens a partition over its (recovered) log, rebuilding the idempotent producers' state
-    /// from every batch the log holds.
+    /// Opens a partition over its (recovered) log, led by this broker (`local_id`) alone,
+    /// rebuilding the idempotent producers' state from every batch the log holds.
     pub async fn open(
         topic: String,
         index: i32,
         log: Log,
-        data_arrived: Arc<Notify>,
+        local_id: BrokerId,
     ) -> Result<Partition, ReadError> {
         let producers = rebuild_producer_state(&log).await?;
         tracing::debug!(topic = %topic, partition = index, producers = producers.len(),
             "producer state rebuilt from the log");
+        let basis = match log.config().flush {
+            FlushPolicy::Durable => HighWatermarkBasis::DurableEnd,
+            FlushPolicy::Lazy { .. } => HighWatermarkBasis::LogEnd,
+        };
+        // One broker, one epoch (0), until the controller hands out leaderships.
+        let replica = ReplicaState::sole_leader(local_id, 0, basis, local_log(&log));
         Ok(Partition {
             topic,
             index,
             log,
-            leader_epoch: 0,
-            data_arrived,
+            replica: std::sync::Mutex::new(replica),
+            watch: PartitionWatch::default(),
             producers: tokio::sync::Mutex::new(Some(producers)),
             sync_scheduled: AtomicBool::new(false),
         })
@@ -89,6 +105,13 @@ impl Partition {
         // Hold the producer state across the reopen so no idempotent append checks against
         // state from before the failure.
         let mut producers = self.producers.lock().await;
+        if !self.log.is_failed() {
+            // Another caller recovered it while this one waited for the lock.
+            return false;
+        }
+        // Offline before the reopen publishes the recovered offsets: a reader in between must
+        // not take them for a leader's log going back.
+        self.replica().go_offline();
         match self.log.reopen().await {
             Ok(true) => {
                 *producers = match rebuild_producer_state(&self.log).await {
@@ -100,10 +123,25 @@ impl Partition {
                         None
                     }
                 };
-                self.data_arrived.notify_waiters();
+                {
+                    // The replica comes back in its role and epoch; the recovered log is where
+                    // its high watermark starts again (in-place recovery restarts the replica).
+                    let mut replica = self.replica();
+                    replica.update_local_log(local_log(&self.log));
+                    replica.come_back_online();
+                    replica.maybe_increment_high_watermark();
+                }
+                // Fetches parked here must see the recovered log (and any error it cleared).
+                self.watch.high_watermark_moved();
+                self.watch.log_end_moved();
                 true
             }
-            Ok(false) => false,
+            Ok(false) => {
+                let mut replica = self.replica();
+                replica.update_local_log(local_log(&self.log));
+                replica.come_back_online();
+                false
+            }
             Err(e) => {
                 tracing::debug!(partition = ?self, %e, "offline log still cannot be recovered");
                 false
@@ -136,14 +174,51 @@ impl Partition {
         self.log.config().flush == FlushPolicy::Durable
     }
 
-    /// The offset below which consumers may read. Under the durable policy only synced batches
-    /// are visible, so nothing a consumer saw can vanish in a crash; under the lazy policy every
-    /// appended batch is (Kafka's single-broker behaviour).
+    fn replica(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
+        self.replica.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the replica state, for tests, diagnostics and the simulator's invariants.
+    pub fn replica_state(&self) -> ReplicaState {
+        self.replica().clone()
+    }
+
+    /// The notifications fetches parked on this partition wait on.
+    pub fn watch(&self) -> &PartitionWatch {
+        &self.watch
+    }
+
+    /// The leader epoch this broker writes with and answers in Metadata and ListOffsets.
+    pub fn leader_epoch(&self) -> i32 {
+        self.replica().leader_epoch()
+    }
+
+    /// The offset below which consumers may read (see the module doc), brought up to date with
+    /// the log first.
     pub fn high_watermark(&self) -> u64 {
-        if self.durable_policy() {
-            self.log.durable_end_offset()
-        } else {
-            self.log.log_end_offset()
+        self.refresh_replica().0
+    }
+
+    /// Feeds the log's current offsets into the replica state and lets the high watermark
+    /// follow. Returns the high watermark and whether it moved.
+    fn refresh_replica(&self) -> (u64, bool) {
+        // The offsets are read under the replica lock, so concurrent refreshes apply them in
+        // the order they were read: a later refresh never feeds older offsets.
+        let mut replica = self.replica();
+        if self.log.is_failed() && replica.role() != Role::Offline {
+            replica.go_offline();
+        }
+        replica.update_local_log(local_log(&self.log));
+        let moved = replica.maybe_increment_high_watermark().is_some();
+        (replica.high_watermark(), moved)
+    }
+
+    /// After the log may have moved: updates the high watermark and wakes the fetches parked on
+    /// it if it moved, or if `force` (a failure they must see).
+    fn publish_high_watermark(&self, force: bool) {
+        let (_, moved) = self.refresh_replica();
+        if moved || force {
+            self.watch.high_watermark_moved();
         }
     }
 
@@ -202,7 +277,8 @@ impl Partition {
             loop {
                 let end = partition.log.log_end_offset();
                 let synced = partition.log.wait_durable(end).await;
-                partition.data_arrived.notify_waiters();
+                // A failed sync took the log offline: parked fetches must see the error.
+                partition.publish_high_watermark(synced.is_err());
                 partition.sync_scheduled.store(false, Ordering::Release);
                 // Appends that came after `end` found the task still scheduled and left it to
                 // us: take them too, unless another task has started meanwhile.
@@ -221,11 +297,13 @@ impl Partition {
         self: &Arc<Self>,
         records: &mut [u8],
     ) -> Result<AppendInfo, AppendError> {
-        let info = self.log.append_unsynced(records, self.leader_epoch).await?;
+        let leader_epoch = self.leader_epoch();
+        let info = self.log.append_unsynced(records, leader_epoch).await?;
+        self.watch.log_end_moved();
         if self.durable_policy() {
             self.schedule_background_sync();
         } else {
-            self.data_arrived.notify_waiters();
+            self.publish_high_watermark(false);
         }
         Ok(info)
     }
@@ -239,6 +317,104 @@ impl Partition {
                 .map_err(|e| AppendError::Offline(e.0))?;
         }
         Ok(())
+    }
+}
+
+impl Partition {
+    /// Follows `leader` from `epoch` (the controller's decision, applied by the catalog).
+    pub fn become_follower(&self, epoch: i32, leader: BrokerId) {
+        let mut replica = self.replica();
+        replica.update_local_log(local_log(&self.log));
+        replica.become_follower(epoch, leader);
+    }
+
+    /// Leads from `epoch` with these replicas and ISR (the controller's decision).
+    pub fn become_leader(&self, epoch: i32, replicas: &[BrokerId], isr: &[BrokerId]) {
+        {
+            let mut replica = self.replica();
+            replica.update_local_log(local_log(&self.log));
+            replica.become_leader(epoch, replicas, isr);
+            replica.maybe_increment_high_watermark();
+        }
+        self.watch.high_watermark_moved();
+    }
+
+    /// On a follower: the leader's high watermark, from a fetch response (capped by the local
+    /// log end). Wakes the consumers parked here if it moved.
+    pub fn update_high_watermark_as_follower(&self, leader_high_watermark: u64) {
+        let moved = {
+            let mut replica = self.replica();
+            replica.update_local_log(local_log(&self.log));
+            let before = replica.high_watermark();
+            replica.update_high_watermark_as_follower(leader_high_watermark);
+            replica.high_watermark() != before
+        };
+        if moved {
+            self.watch.high_watermark_moved();
+        }
+    }
+
+    /// A follower's append of batches fetched from the leader (see
+    /// [`Log::append_as_follower`]). The idempotent producers' state follows the replicated
+    /// batches, so a producer's retry reaches a new leader that knows it.
+    pub async fn append_as_follower(
+        &self,
+        records: &[u8],
+    ) -> Result<AppendInfo, FollowerAppendError> {
+        assert!(
+            matches!(self.replica().role(), Role::Follower { .. }),
+            "only a follower appends the leader's batches"
+        );
+        let mut producers = self.producers.lock().await;
+        let info = self.log.append_as_follower(records).await?;
+        if let Some(producers) = producers.as_mut() {
+            let mut pos = 0;
+            while pos < records.len() {
+                let header = BatchHeader::parse(&records[pos..]).expect("appended batches parse");
+                if header.producer_id >= 0 {
+                    producers.record(&header, header.max_timestamp);
+                }
+                pos += header.size();
+            }
+        }
+        drop(producers);
+        self.refresh_replica();
+        self.watch.log_end_moved();
+        Ok(info)
+    }
+
+    /// A follower's truncation (see [`Log::truncate_to`]). The high watermark falls with the
+    /// log end, and the idempotent producers' state is rebuilt from the batches that stay (a
+    /// batch that went must not answer a retry as a duplicate). Returns the new log end.
+    pub async fn truncate_to(&self, offset: u64) -> Result<u64, TruncateError> {
+        assert!(
+            self.replica().role() != Role::Leader,
+            "a leader never truncates its own log"
+        );
+        let mut producers = self.producers.lock().await;
+        let result = self.log.truncate_to(offset).await;
+        *producers = match &result {
+            Ok(_) => rebuild_producer_state(&self.log).await.ok(),
+            // Offline: rebuilt once the log is recovered.
+            Err(_) => None,
+        };
+        drop(producers);
+        self.refresh_replica();
+        self.watch.high_watermark_moved();
+        self.watch.log_end_moved();
+        result
+    }
+}
+
+/// The log's offsets as the replica state takes them.
+fn local_log(log: &Log) -> LocalLog {
+    // Durable end first: both only rise between truncations, so read in this order the durable
+    // end is at most the log end; the `min` covers a truncation racing the two loads.
+    let durable_end_offset = log.durable_end_offset();
+    let log_end_offset = log.log_end_offset();
+    LocalLog {
+        log_end_offset,
+        durable_end_offset: durable_end_offset.min(log_end_offset),
     }
 }
 

@@ -11,6 +11,8 @@
 //!   one-way link cuts, packet loss, latency, disk EIO, torn writes, bit flips, full disk) as
 //!   data, with their fault model, applied through the [`nemesis::Harness`] trait the simulator
 //!   implements.
+//! - [`SkewedClock`]: a node's own wall clock (true time plus an offset), which the nemesis's
+//!   `clock-skew` fault moves.
 //!
 //! The harness keeps one `FaultyDisk` per node, outside the simulated node, hands clones to each
 //! incarnation of the broker, and calls [`FaultyDisk::crash`] when it kills the node:
@@ -34,7 +36,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod clock;
 pub mod disk;
 pub mod nemesis;
+
+pub use clock::SkewedClock;
 
 pub use disk::{FaultCounts, FaultyDisk, FaultyDiskConfig};

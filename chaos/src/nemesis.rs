@@ -29,7 +29,7 @@
 //!   side and a node outside it is dropped, both ways, while each side still talks within itself
 //!   (a rack or availability zone cut off). Undone by `Mend`.
 //! - **Heal** (`Heal`): every network fault is undone, paused nodes resume, crashed nodes
-//!   restart, disk faults stop, and a node whose disk misbehaved (EIO, full) gets a clean process
+//!   restart, disk faults stop, clocks return to true time, and a node whose disk misbehaved (EIO, full) gets a clean process
 //!   restart — what an operator does once the hardware is fixed. The liveness phase follows it.
 //! - **PacketLoss** (`PacketLoss`): each packet on every link is lost with the given
 //!   probability (the simulated TCP retransmits, so this shows up as jittery stalls).
@@ -50,14 +50,22 @@
 //! - **DiskFull** (`DiskFull`): the disk's capacity becomes what it holds now plus a headroom;
 //!   appends beyond fail with `ENOSPC` and write nothing. The broker must refuse, not corrupt.
 //!
-//! Outside the model: clock skew (one broker, simulated time), lost or misdirected synced
-//! writes, corruption of metadata files, and faults of the harness itself.
+//! - **ClockSkew** (`ClockSkew`): the node's wall clock ([`crate::SkewedClock`]) jumps to true
+//!   time plus an offset, forwards or backwards; undone after its duration and by `Heal`. Only
+//!   wall-clock reads move (timestamps, LogAppendTime, segment age, retention, session and
+//!   offset expiry); the runtime's timers measure durations and are not skewed, as a
+//!   machine's monotonic clock is not. Why survive it: NTP steps, VMs resumed from snapshots,
+//!   and brokers whose clocks disagree; leases and timeouts in replication will read it.
+//!
+//! Outside the model: a clock running at a wrong rate, lost or misdirected synced writes,
+//! corruption of metadata files, and faults of the harness itself.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::clock::SkewedClock;
 use crate::disk::{FaultyDisk, FaultyDiskConfig};
 
 /// A node of the simulated cluster, as the nemesis names it.
@@ -96,11 +104,12 @@ pub enum FaultKind {
     BitFlip,
     DiskFull,
     Split,
+    ClockSkew,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::Crash,
         FaultKind::Restart,
         FaultKind::Pause,
@@ -115,6 +124,7 @@ impl FaultKind {
         FaultKind::BitFlip,
         FaultKind::DiskFull,
         FaultKind::Split,
+        FaultKind::ClockSkew,
     ];
 
     /// The kebab-case name scenario files use.
@@ -134,6 +144,7 @@ impl FaultKind {
             FaultKind::BitFlip => "bit-flip",
             FaultKind::DiskFull => "disk-full",
             FaultKind::Split => "split",
+            FaultKind::ClockSkew => "clock-skew",
         }
     }
 
@@ -199,6 +210,11 @@ pub enum Fault {
     Mend {
         side: Vec<Node>,
     },
+    /// The node's wall clock reads true time plus `offset_ms` (0: true time again).
+    ClockSkew {
+        node: Node,
+        offset_ms: i64,
+    },
 }
 
 impl Fault {
@@ -218,6 +234,7 @@ impl Fault {
             Fault::BitFlip(_) => FaultKind::BitFlip,
             Fault::DiskFull { .. } => FaultKind::DiskFull,
             Fault::Split { .. } | Fault::Mend { .. } => FaultKind::Split,
+            Fault::ClockSkew { .. } => FaultKind::ClockSkew,
         }
     }
 
@@ -241,6 +258,7 @@ impl Fault {
             }),
             Fault::DiskTorn { node, on } => Some(Fault::DiskTorn { node, on: !on }),
             Fault::Split { ref side } => Some(Fault::Mend { side: side.clone() }),
+            Fault::ClockSkew { node, .. } => Some(Fault::ClockSkew { node, offset_ms: 0 }),
             Fault::Restart(_)
             | Fault::Resume(_)
             | Fault::Heal
@@ -297,6 +315,9 @@ impl fmt::Display for Fault {
                 node,
                 headroom_bytes: None,
             } => write!(f, "disk unlimited on {node}"),
+            Fault::ClockSkew { node, offset_ms } => {
+                write!(f, "clock of {node} at true time {offset_ms:+} ms")
+            }
         }
     }
 }
@@ -323,6 +344,8 @@ pub trait Harness {
     fn disk(&self, node: Node) -> Option<FaultyDisk>;
     /// The disk configuration the node started with (what healing returns to).
     fn baseline_disk_config(&self, node: Node) -> FaultyDiskConfig;
+    /// The node's wall clock, if it has one of its own (brokers do).
+    fn clock(&self, node: Node) -> Option<SkewedClock>;
 }
 
 /// What applying a fault did.
@@ -529,8 +552,21 @@ impl Nemesis {
                     }
                 }
             }
+            Fault::ClockSkew { node, offset_ms } => {
+                let Some(clock) = h.clock(node) else {
+                    return Skipped(format!("{node} has no clock of its own"));
+                };
+                clock.set_offset_ms(offset_ms);
+                Done(String::new())
+            }
             Fault::Heal => {
                 let mut done = Vec::new();
+                for node in h.nodes() {
+                    if let Some(clock) = h.clock(node).filter(|c| c.offset_ms() != 0) {
+                        clock.set_offset_ms(0);
+                        done.push(format!("reset the clock of {node}"));
+                    }
+                }
                 h.set_packet_loss(0.0);
                 h.set_latency(None);
                 for node in std::mem::take(&mut self.isolated) {

@@ -18,10 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use broker::broker::Broker;
-use broker::clock::SystemClock;
 use broker::config::BrokerConfig;
 use chaos::nemesis::{Harness, Node};
-use chaos::{FaultyDisk, FaultyDiskConfig};
+use chaos::{FaultyDisk, FaultyDiskConfig, SkewedClock};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 
@@ -50,6 +49,8 @@ struct BrokerNode {
     node: NodeId,
     disk: FaultyDisk,
     baseline: FaultyDiskConfig,
+    /// The broker's own wall clock, kept here so its skew outlives restarts.
+    clock: SkewedClock,
     live: LiveBroker,
     incarnations: Arc<AtomicU32>,
 }
@@ -89,6 +90,7 @@ impl Cluster {
         for setup in brokers {
             let addr = broker_addr(setup.id);
             let disk = FaultyDisk::new(setup.disk_seed, setup.disk.clone());
+            let clock = SkewedClock::new();
             let live: LiveBroker = Arc::new(Mutex::new(None));
             let incarnations = Arc::new(AtomicU32::new(0));
             let mut config = setup.config.clone();
@@ -97,8 +99,9 @@ impl Cluster {
             config.advertised_listener = Some(addr.to_string());
             let name = Node::Broker(setup.id).to_string();
             let node = {
-                let (disk, live, incarnations, trace, name) = (
+                let (disk, clock, live, incarnations, trace, name) = (
                     disk.clone(),
+                    clock.clone(),
                     Arc::clone(&live),
                     Arc::clone(&incarnations),
                     trace.clone(),
@@ -115,6 +118,7 @@ impl Cluster {
                             incarnation,
                             config.clone(),
                             disk.clone(),
+                            clock.clone(),
                             Arc::clone(&live),
                             trace.clone(),
                         )
@@ -128,6 +132,7 @@ impl Cluster {
                 node,
                 disk,
                 baseline: setup.disk.clone(),
+                clock,
                 live,
                 incarnations,
             });
@@ -243,6 +248,7 @@ async fn broker_main(
     incarnation: u32,
     config: BrokerConfig,
     disk: FaultyDisk,
+    clock: SkewedClock,
     live: LiveBroker,
     trace: Trace,
 ) {
@@ -252,7 +258,7 @@ async fn broker_main(
         match Broker::open(
             config.clone(),
             Arc::new(disk.clone()),
-            Arc::new(SystemClock),
+            Arc::new(clock.clone()),
         )
         .await
         {
@@ -372,6 +378,17 @@ impl Harness for Cluster {
                 .map(|b| b.baseline.clone())
                 .unwrap_or_default(),
             Node::Client(_) => FaultyDiskConfig::default(),
+        }
+    }
+
+    fn clock(&self, node: Node) -> Option<SkewedClock> {
+        match node {
+            Node::Broker(id) => self
+                .brokers
+                .iter()
+                .find(|b| b.id == id)
+                .map(|b| b.clock.clone()),
+            Node::Client(_) => None,
         }
     }
 }

@@ -25,6 +25,7 @@ use client::{
 use madsim::rand::Rng;
 
 use crate::history::{OpKind, Outcome, Process};
+use crate::random::Stream;
 use crate::runner::{connect, value_of, Ctx};
 use crate::scenario::{ChurnSpec, CommitSpec, ConsumerSpec};
 use crate::trace::now_ms;
@@ -40,14 +41,16 @@ type TopicPartition = (String, i32);
 
 /// A member process: joins, consumes and commits until the fault window ends, replaced by a
 /// new member each time it churns out.
-pub(crate) async fn member(ctx: Ctx, process: Process, spec: ConsumerSpec) {
+///
+/// Churn draws from `rng`, this member's own stream: neither another process nor the fault plan
+/// shifts when it leaves and how.
+pub(crate) async fn member(ctx: Ctx, process: Process, spec: ConsumerSpec, mut rng: Stream) {
     let group = spec.group.clone().expect("a group member names its group");
     let mut incarnation = 0u32;
     while !ctx.stop.load(Ordering::SeqCst) {
         incarnation += 1;
         let who = format!("g{process}.{incarnation}");
         let (leave_at, crash) = {
-            let mut rng = madsim::rand::thread_rng();
             let leave_at = spec
                 .churn_ms
                 .map(|[lo, hi]| now_ms() + rng.gen_range(lo..=hi.max(lo)));
@@ -257,18 +260,8 @@ async fn fetch_committed(
             Outcome::Ok { offset: None },
             committed.map(|c: OffsetAndMetadata| c.offset),
         ),
-        Ok(Err(e)) => (
-            Outcome::Fail {
-                error: e.to_string(),
-            },
-            None,
-        ),
-        Err(_) => (
-            Outcome::Unknown {
-                reason: "fetch timed out".into(),
-            },
-            None,
-        ),
+        Ok(Err(e)) => (Outcome::fail(e.to_string(), None), None),
+        Err(_) => (Outcome::unknown("fetch timed out".into(), None), None),
     };
     ctx.trace.event(
         who,
@@ -319,9 +312,7 @@ async fn commit(
     let outcome =
         match tokio::time::timeout(REQUEST_TIMEOUT * 4, consumer.commit_offsets(request)).await {
             Ok(outcome) => to_outcome(&outcome),
-            Err(_) => Outcome::Unknown {
-                reason: "commit timed out".into(),
-            },
+            Err(_) => Outcome::unknown("commit timed out".into(), None),
         };
     ctx.trace
         .event(who, format!("commit #{id} {shown}: {outcome:?}"));
@@ -366,22 +357,17 @@ fn to_outcome(outcome: &CommitOutcome) -> Outcome {
         CommitOutcome::Committed => Outcome::Ok { offset: None },
         // Applied, and an earlier attempt may apply again at any later moment: for the checker
         // that is an indefinite commit.
-        CommitOutcome::CommittedAfterAmbiguous { earlier } => Outcome::Unknown {
-            reason: format!("committed by a retry after an ambiguous attempt ({earlier})"),
-        },
+        CommitOutcome::CommittedAfterAmbiguous { earlier } => Outcome::unknown(
+            format!("committed by a retry after an ambiguous attempt ({earlier})"),
+            earlier.code(),
+        ),
         // Some partitions of a partly committed commit were applied: for the checker, the
         // commit as a whole may have been.
         CommitOutcome::Failed {
             error: error @ CommitError::PartlyCommitted { .. },
-        } => Outcome::Unknown {
-            reason: error.to_string(),
-        },
-        CommitOutcome::Failed { error } => Outcome::Fail {
-            error: error.to_string(),
-        },
-        CommitOutcome::Unknown { reason } => Outcome::Unknown {
-            reason: reason.to_string(),
-        },
+        } => Outcome::unknown(error.to_string(), error.code()),
+        CommitOutcome::Failed { error } => Outcome::fail(error.to_string(), error.code()),
+        CommitOutcome::Unknown { reason } => Outcome::unknown(reason.to_string(), reason.code()),
     }
 }
 
@@ -445,9 +431,7 @@ pub(crate) async fn fetch_all_committed(
                 for id in kinds {
                     ctx.recorder.complete_fetch(
                         id,
-                        Outcome::Fail {
-                            error: e.to_string(),
-                        },
+                        Outcome::fail(e.to_string(), None),
                         None,
                         now_ms(),
                     );
@@ -458,9 +442,7 @@ pub(crate) async fn fetch_all_committed(
                 for id in kinds {
                     ctx.recorder.complete_fetch(
                         id,
-                        Outcome::Unknown {
-                            reason: "timed out".into(),
-                        },
+                        Outcome::unknown("timed out".into(), None),
                         None,
                         now_ms(),
                     );

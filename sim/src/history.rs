@@ -64,10 +64,38 @@ pub enum Outcome {
     Pending,
     /// Acknowledged. For a send, the offset the broker assigned.
     Ok { offset: Option<i64> },
-    /// Definitely did not happen.
-    Fail { error: String },
-    /// May or may not have happened: timeouts, lost connections, ambiguous errors.
-    Unknown { reason: String },
+    /// Definitely did not happen. `code` is the Kafka error code the broker refused with, when
+    /// one answered; the client decided from it (and the acks) that nothing was written.
+    Fail {
+        error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<i16>,
+    },
+    /// May or may not have happened: timeouts, lost connections, ambiguous errors. `code` is the
+    /// Kafka error code of the last answer, if there was one.
+    Unknown {
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<i16>,
+    },
+}
+
+impl Outcome {
+    pub fn fail(error: String, code: Option<i16>) -> Outcome {
+        Outcome::Fail { error, code }
+    }
+
+    pub fn unknown(reason: String, code: Option<i16>) -> Outcome {
+        Outcome::Unknown { reason, code }
+    }
+
+    /// The Kafka error code behind a `Fail` or `Unknown`, as a value.
+    pub fn code(&self) -> Option<i16> {
+        match self {
+            Outcome::Fail { code, .. } | Outcome::Unknown { code, .. } => *code,
+            Outcome::Pending | Outcome::Ok { .. } => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

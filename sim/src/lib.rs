@@ -8,7 +8,9 @@
 //! - [`scenario`]: declarative TOML scenario files (`scenarios/README.md` is the format).
 //! - [`cluster`]: broker and client nodes on simulated IPs; implements the nemesis's harness.
 //! - [`runner`]: one scenario + one seed → plan, boot, fault window, heal, liveness, final
-//!   read, verdict, trace hash.
+//!   read, verdict, trace hash; one module per phase ([`runner::plan`] is the fault planning).
+//! - [`random`]: the run's random streams, one per concern (faults, disks, each workload
+//!   process, each group member's churn), so a new workload never changes a seed's faults.
 //! - [`checker`]: the offline history checker (lost writes, duplicates, inconsistent offsets,
 //!   poll and order anomalies), allowed or violations.
 //! - [`history`]: every client operation (invoke → ok | fail | unknown); [`trace`]: every
@@ -28,6 +30,7 @@ pub mod group_members;
 pub mod history;
 #[cfg(madsim)]
 pub mod log_workload;
+pub mod random;
 #[cfg(madsim)]
 pub mod runner;
 pub mod scenario;

@@ -359,6 +359,8 @@ pub struct ScriptedFault {
     pub on: Option<bool>,
     /// `disk-full`: bytes of room left.
     pub headroom_bytes: Option<u64>,
+    /// `clock-skew`: how far the broker's clock moves from true time (negative: behind).
+    pub offset_ms: Option<i64>,
 }
 
 /// Swarm testing: the seed picks which of `kinds` are on, their rates and targets.
@@ -583,6 +585,7 @@ impl Scenario {
                     | FaultKind::DiskTorn
                     | FaultKind::BitFlip
                     | FaultKind::DiskFull
+                    | FaultKind::ClockSkew
             );
             if disk_or_crash
                 && matches!(
@@ -591,7 +594,8 @@ impl Scenario {
                 )
             {
                 return complain(
-                    "targets brokers only (clients have no disk and are not crashed)".into(),
+                    "targets brokers only (clients have no disk, no broker clock and are not crashed)"
+                    .into(),
                 );
             }
             match kind {
@@ -610,6 +614,9 @@ impl Scenario {
                 }
                 FaultKind::DiskFull if fault.headroom_bytes.is_none() => {
                     return complain("needs `headroom-bytes`".into())
+                }
+                FaultKind::ClockSkew if fault.offset_ms.is_none() => {
+                    return complain("needs `offset-ms`".into())
                 }
                 _ => {}
             }
@@ -690,5 +697,29 @@ rate = 10
         let e = Scenario::parse(&text, "bad.toml", "bad").unwrap_err();
         assert!(e.line.is_some(), "{e}");
         assert!(e.message.contains("needs `rate`"), "{e}");
+    }
+
+    #[test]
+    fn a_clock_skew_names_a_broker_and_its_offset() {
+        let fault = |body: &str| {
+            format!("{MINIMAL}\n[[faults]]\nat-ms = 5\nfault = \"clock-skew\"\n{body}")
+        };
+        let s = Scenario::parse(
+            &fault("target = \"broker:1\"\noffset-ms = -90000\nfor-ms = 100\n"),
+            "x.toml",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(s.faults[0].get_ref().fault.0, FaultKind::ClockSkew);
+        assert_eq!(s.faults[0].get_ref().offset_ms, Some(-90_000));
+        let e = Scenario::parse(&fault("target = \"broker:1\"\n"), "bad.toml", "bad").unwrap_err();
+        assert!(e.message.contains("needs `offset-ms`"), "{e}");
+        let e = Scenario::parse(
+            &fault("target = \"client:1\"\noffset-ms = 5\n"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("targets brokers only"), "{e}");
     }
 }

@@ -52,7 +52,7 @@
 //!   the coordinator refused it with a code it returns before writing anything:
 //!   ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS, FENCED_INSTANCE_ID,
 //!   OFFSET_METADATA_TOO_LARGE, INVALID_COMMIT_OFFSET_SIZE, UNKNOWN_TOPIC_OR_PARTITION,
-//!   NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, authorization ([`CommitError::Rejected`]).
+//!   COORDINATOR_LOAD_IN_PROGRESS, authorization ([`CommitError::Rejected`]).
 //!   The one `Failed` that applied something is [`CommitError::PartlyCommitted`]: the listed
 //!   partitions were committed, and the others definitely not (a refusal that names single
 //!   partitions, such as OFFSET_METADATA_TOO_LARGE).
@@ -60,10 +60,15 @@
 //!   an attempt was sent and then timed out, lost its connection, got an undecodable response,
 //!   or got a code the coordinator may return after appending the offset record:
 //!   COORDINATOR_NOT_AVAILABLE (Kafka and Faultline both answer it when the append's
-//!   durability failed), REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+//!   durability failed), NOT_COORDINATOR (Kafka's coordinator answers it for an offset record
+//!   it appended and then could not replicate because it lost the `__consumer_offsets`
+//!   partition — NOT_LEADER_OR_FOLLOWER or KAFKA_STORAGE_ERROR from the append), REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND,
 //!   KAFKA_STORAGE_ERROR, NETWORK_EXCEPTION, UNKNOWN_SERVER_ERROR or a code this client does not
 //!   know — and no retry ended in `Committed`. A retry refused after an earlier ambiguous
 //!   attempt stays `Unknown` ([`CommitUnknownReason::RetriedAfterAmbiguous`]).
+//!
+//! [`CommitError::code`] and [`CommitUnknownReason::code`] give the Kafka error code behind an
+//! outcome as a value.
 //!
 //! Retriable problems (no coordinator, NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, a lost
 //! connection, a timeout) are retried with backoff until `api_timeout` (Java's
@@ -367,6 +372,17 @@ pub enum CommitError {
     Closed,
 }
 
+impl CommitError {
+    /// The Kafka error code the coordinator refused with, if it answered.
+    pub fn code(&self) -> Option<i16> {
+        match self {
+            CommitError::Rejected { error } => Some(error.code()),
+            CommitError::PartlyCommitted { error, .. } => error.code(),
+            CommitError::NotInGroup | CommitError::NotSent(_) | CommitError::Closed => None,
+        }
+    }
+}
+
 /// Why a commit may or may not have been applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CommitUnknownReason {
@@ -381,6 +397,17 @@ pub enum CommitUnknownReason {
         earlier: Box<CommitUnknownReason>,
         last: CommitError,
     },
+}
+
+impl CommitUnknownReason {
+    /// The Kafka error code of the last answer, if the coordinator answered with one.
+    pub fn code(&self) -> Option<i16> {
+        match self {
+            CommitUnknownReason::AmbiguousError(error) => Some(error.code()),
+            CommitUnknownReason::RetriedAfterAmbiguous { last, .. } => last.code(),
+            CommitUnknownReason::Timeout(_) | CommitUnknownReason::ConnectionLost(_) => None,
+        }
+    }
 }
 
 /// One auto-commit and how it ended.
@@ -1657,11 +1684,15 @@ enum Problem {
     },
 }
 
-/// OffsetCommit codes the coordinator may return after appending the offset record.
+/// OffsetCommit codes the coordinator may return after appending the offset record. Kafka's
+/// coordinator appends with acks=all and turns the append's errors into coordinator codes:
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND and REQUEST_TIMED_OUT into COORDINATOR_NOT_AVAILABLE,
+/// NOT_LEADER_OR_FOLLOWER and KAFKA_STORAGE_ERROR into NOT_COORDINATOR.
 fn is_ambiguous(error: ResponseError) -> bool {
     matches!(
         error,
         ResponseError::CoordinatorNotAvailable
+            | ResponseError::NotCoordinator
             | ResponseError::RequestTimedOut
             | ResponseError::NotEnoughReplicasAfterAppend
             | ResponseError::KafkaStorageError
@@ -1673,10 +1704,7 @@ fn is_ambiguous(error: ResponseError) -> bool {
 
 /// Refusals worth another attempt (nothing was written).
 fn is_retriable_refusal(error: ResponseError) -> bool {
-    matches!(
-        error,
-        ResponseError::NotCoordinator | ResponseError::CoordinatorLoadInProgress
-    )
+    matches!(error, ResponseError::CoordinatorLoadInProgress)
 }
 
 async fn commit_with_retries(
@@ -2100,6 +2128,35 @@ mod tests {
     }
 
     #[test]
+    fn not_coordinator_from_an_offset_commit_may_follow_the_append_of_the_offset_record() {
+        // Kafka's coordinator appended the offset record, then lost `__consumer_offsets` while
+        // acks=all waited: NOT_LEADER_OR_FOLLOWER from the append reaches the client as
+        // NOT_COORDINATOR. The commit may have been applied.
+        assert!(is_ambiguous(ResponseError::NotCoordinator));
+        assert!(!is_retriable_refusal(ResponseError::NotCoordinator));
+    }
+
+    #[test]
+    fn commit_outcomes_carry_the_kafka_error_code_as_a_value() {
+        let rejected = CommitError::Rejected {
+            error: ResponseError::IllegalGeneration,
+        };
+        assert_eq!(rejected.code(), Some(22));
+        let partly = CommitError::PartlyCommitted {
+            committed: vec![("t".into(), 0)],
+            error: Box::new(rejected.clone()),
+        };
+        assert_eq!(partly.code(), Some(22));
+        assert_eq!(CommitError::NotInGroup.code(), None);
+        let ambiguous = CommitUnknownReason::AmbiguousError(ResponseError::NotCoordinator);
+        assert_eq!(ambiguous.code(), Some(16));
+        assert_eq!(
+            CommitUnknownReason::Timeout("no answer".into()).code(),
+            None
+        );
+    }
+
+    #[test]
     fn a_group_consumer_and_its_commit_handles_can_move_between_tasks() {
         fn send_sync<T: Send + Sync>() {}
         send_sync::<GroupConsumer>();
@@ -2114,13 +2171,14 @@ mod tests {
             ResponseError::UnknownMemberId,
             ResponseError::RebalanceInProgress,
             ResponseError::OffsetMetadataTooLarge,
-            ResponseError::NotCoordinator,
+            ResponseError::CoordinatorLoadInProgress,
             ResponseError::FencedInstanceId,
         ] {
             assert!(!is_ambiguous(error), "{error:?}");
         }
         for error in [
             ResponseError::CoordinatorNotAvailable,
+            ResponseError::NotCoordinator,
             ResponseError::RequestTimedOut,
             ResponseError::UnknownServerError,
             ResponseError::Unknown(-42),

@@ -13,21 +13,27 @@
 //!   after an ambiguous attempt can also have written an earlier copy (a duplicate).
 //! - [`SendOutcome::Failed`]`{error}`: the record was **definitely not written**. Reported only
 //!   when no attempt can have reached a broker, or every attempt that reached one was refused
-//!   with an error that means "not appended": a non-retriable error code (MESSAGE_TOO_LARGE,
-//!   INVALID_RECORD, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_REQUIRED_ACKS, authorization, ...), a
-//!   retriable "not appended" code (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION,
-//!   LEADER_NOT_AVAILABLE, NOT_ENOUGH_REPLICAS, CORRUPT_MESSAGE, ...) until retries or the
-//!   delivery timeout ran out, a topic that does not exist, a partition out of range, no broker
-//!   reachable at all (connect refused / timed out before any byte was sent), or a closed
-//!   producer.
+//!   with an error Kafka returns only before appending: a non-retriable error code
+//!   (MESSAGE_TOO_LARGE, INVALID_RECORD, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_REQUIRED_ACKS,
+//!   authorization, ...), a retriable "not appended" code (LEADER_NOT_AVAILABLE,
+//!   NOT_ENOUGH_REPLICAS, CORRUPT_MESSAGE, and with acks=0/1 NOT_LEADER_OR_FOLLOWER and
+//!   UNKNOWN_TOPIC_OR_PARTITION, ...) until retries or the delivery timeout ran out, a topic
+//!   that does not exist, a partition out of range, no broker reachable at all (connect refused
+//!   / timed out before any byte was sent), or a closed producer.
 //! - [`SendOutcome::Unknown`]`{reason}`: it **may or may not** have been written. Reported when
 //!   the last attempt, or any earlier one, was sent and then: timed out (no response within the
 //!   request timeout), lost its connection (EOF, reset, or a write error mid-request), got an
 //!   undecodable response, or got an ambiguous error code — one Kafka may return after the
 //!   append (REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND, KAFKA_STORAGE_ERROR,
-//!   NETWORK_EXCEPTION, UNKNOWN_SERVER_ERROR, DUPLICATE_SEQUENCE_NUMBER) — and retries did not
-//!   end in an acknowledgement. With acks=0 every record that was written to the socket is
+//!   NETWORK_EXCEPTION, UNKNOWN_SERVER_ERROR, DUPLICATE_SEQUENCE_NUMBER, a code this client does
+//!   not know; and with acks=all NOT_LEADER_OR_FOLLOWER and UNKNOWN_TOPIC_OR_PARTITION, which
+//!   Kafka's delayed produce answers when the leader appended the batch and then lost the
+//!   partition while it waited for the in-sync replicas) — and retries did not end in an
+//!   acknowledgement. With acks=0 every record that was written to the socket is
 //!   `Unknown{NotAcknowledged}`: nobody confirms it.
+//!
+//! [`SendError::code`] and [`UnknownReason::code`] give the Kafka error code behind an outcome
+//! as a value, so that a history or a checker never reads it out of the message.
 //!
 //! When a later attempt is refused outright after an earlier ambiguous one, the outcome stays
 //! `Unknown` ([`UnknownReason::RetriedAfterAmbiguous`]): the earlier attempt may have landed.
@@ -207,6 +213,19 @@ pub enum SendError {
     Closed,
 }
 
+impl SendError {
+    /// The Kafka error code the broker refused with, if a broker answered.
+    pub fn code(&self) -> Option<i16> {
+        match self {
+            SendError::Rejected { error, .. } => Some(error.code()),
+            SendError::UnknownTopic(_)
+            | SendError::InvalidPartition { .. }
+            | SendError::NotConnected(_)
+            | SendError::Closed => None,
+        }
+    }
+}
+
 /// Why a record may or may not have been written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UnknownReason {
@@ -223,6 +242,19 @@ pub enum UnknownReason {
         earlier: Box<UnknownReason>,
         last: SendError,
     },
+}
+
+impl UnknownReason {
+    /// The Kafka error code of the last answer, if the broker answered with one.
+    pub fn code(&self) -> Option<i16> {
+        match self {
+            UnknownReason::AmbiguousError(error) => Some(error.code()),
+            UnknownReason::RetriedAfterAmbiguous { last, .. } => last.code(),
+            UnknownReason::NotAcknowledged
+            | UnknownReason::Timeout(_)
+            | UnknownReason::ConnectionLost(_) => None,
+        }
+    }
 }
 
 /// Why the producer could not start.
@@ -642,17 +674,25 @@ enum Attempt {
     },
 }
 
-/// Error codes Kafka may return after the batch was appended.
-fn is_ambiguous(error: ResponseError) -> bool {
-    matches!(
-        error,
+/// Whether Kafka may return `error` for a produce request with `acks` after the leader appended
+/// the batch. Some codes come only from a delayed produce: the leader appended, waited for the
+/// in-sync replicas (acks=all), and then lost the partition (NOT_LEADER_OR_FOLLOWER) or saw it
+/// removed (UNKNOWN_TOPIC_OR_PARTITION). With acks=0/1 the leader answers right after its own
+/// append, so those two codes mean it refused before appending.
+fn may_have_been_appended(error: ResponseError, acks: Acks) -> bool {
+    match error {
         ResponseError::RequestTimedOut
-            | ResponseError::NotEnoughReplicasAfterAppend
-            | ResponseError::KafkaStorageError
-            | ResponseError::NetworkException
-            | ResponseError::UnknownServerError
-            | ResponseError::DuplicateSequenceNumber
-    )
+        | ResponseError::NotEnoughReplicasAfterAppend
+        | ResponseError::KafkaStorageError
+        | ResponseError::NetworkException
+        | ResponseError::UnknownServerError
+        | ResponseError::DuplicateSequenceNumber
+        | ResponseError::Unknown(_) => true,
+        ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition => {
+            acks == Acks::All
+        }
+        _ => false,
+    }
 }
 
 async fn attempt(inner: &Inner, batch: &Batch, bytes: &Bytes) -> Attempt {
@@ -742,7 +782,7 @@ async fn attempt(inner: &Inner, batch: &Batch, bytes: &Bytes) -> Attempt {
         client.invalidate(&batch.topic);
     }
     let retriable = error.is_retriable() || error == ResponseError::KafkaStorageError;
-    if is_ambiguous(error) {
+    if may_have_been_appended(error, inner.config.acks) {
         Attempt::Ambiguous {
             reason: UnknownReason::AmbiguousError(error),
             retriable: retriable && error != ResponseError::DuplicateSequenceNumber,
@@ -829,4 +869,75 @@ async fn send_batch(inner: Arc<Inner>, batch: Batch) {
     }
     inner.wake.notify_one();
     inner.progress.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_leader_or_follower_with_acks_all_may_have_been_appended_before_the_leader_moved() {
+        // Kafka's delayed produce answers NOT_LEADER_OR_FOLLOWER (or UNKNOWN_TOPIC_OR_PARTITION
+        // when the partition was removed) after the leader appended and waited for the ISR.
+        for error in [
+            ResponseError::NotLeaderOrFollower,
+            ResponseError::UnknownTopicOrPartition,
+        ] {
+            assert!(may_have_been_appended(error, Acks::All), "{error:?}");
+            assert!(!may_have_been_appended(error, Acks::Leader), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn codes_kafka_returns_after_the_append_are_unknown_whatever_the_acks() {
+        for acks in [Acks::Leader, Acks::All] {
+            for error in [
+                ResponseError::RequestTimedOut,
+                ResponseError::NotEnoughReplicasAfterAppend,
+                ResponseError::KafkaStorageError,
+                ResponseError::NetworkException,
+                ResponseError::UnknownServerError,
+                ResponseError::DuplicateSequenceNumber,
+                ResponseError::Unknown(-42),
+            ] {
+                assert!(may_have_been_appended(error, acks), "{error:?} {acks:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn codes_kafka_returns_only_before_the_append_are_failures() {
+        for acks in [Acks::Leader, Acks::All] {
+            for error in [
+                ResponseError::NotEnoughReplicas,
+                ResponseError::LeaderNotAvailable,
+                ResponseError::MessageTooLarge,
+                ResponseError::CorruptMessage,
+                ResponseError::InvalidRecord,
+                ResponseError::OutOfOrderSequenceNumber,
+                ResponseError::InvalidRequiredAcks,
+                ResponseError::TopicAuthorizationFailed,
+            ] {
+                assert!(!may_have_been_appended(error, acks), "{error:?} {acks:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn outcomes_carry_the_kafka_error_code_as_a_value() {
+        let rejected = SendError::Rejected {
+            error: ResponseError::MessageTooLarge,
+            message: Some("too big".into()),
+        };
+        assert_eq!(rejected.code(), Some(10));
+        assert_eq!(SendError::NotConnected("refused".into()).code(), None);
+        let ambiguous = UnknownReason::AmbiguousError(ResponseError::NotLeaderOrFollower);
+        assert_eq!(ambiguous.code(), Some(6));
+        let retried = UnknownReason::RetriedAfterAmbiguous {
+            earlier: Box::new(UnknownReason::Timeout("no answer".into())),
+            last: rejected,
+        };
+        assert_eq!(retried.code(), Some(10));
+        assert_eq!(UnknownReason::NotAcknowledged.code(), None);
+    }
 }

@@ -30,13 +30,20 @@
 //! batch by batch: CRCs checked, indexes rebuilt, a torn tail cut. Sealed segments below the
 //! recovery point keep their checksummed indexes (rebuilt if missing or damaged). With the
 //! marker, only the few bytes after each segment's last index entry are read.
+//!
+//! # Replication
+//! A follower appends the leader's batches with their offsets and leader epochs kept
+//! ([`Log::append_as_follower`]) and cuts the part of its log that diverged
+//! ([`Log::truncate_to`], crash-safe step by step); see `follower.rs` and `truncate.rs`.
 
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+mod follower;
 pub mod index;
 pub mod leader_epoch;
 pub mod segment;
+mod truncate;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -51,6 +58,8 @@ use leader_epoch::LeaderEpochCache;
 use segment::{ScanEnd, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 
 pub use config::{FlushPolicy, LogConfig};
+pub use follower::FollowerAppendError;
+pub use truncate::TruncateError;
 
 use crate::clock::Clock;
 use crate::disk::{self, Disk, DiskFile, OpenMode};
@@ -230,7 +239,7 @@ pub struct Log {
     durable_end_offset: AtomicU64,
     /// Closed cleanly (offline for good, unlike an I/O failure).
     closed: AtomicBool,
-    /// In-place recoveries so far (see [`AppendInfo::incarnation`]).
+    /// In-place recoveries and truncations so far (see [`AppendInfo::incarnation`]).
     incarnation: AtomicU64,
 }
 
@@ -566,7 +575,10 @@ impl Log {
 
     async fn wait_durable_in(&self, target: u64, incarnation: u64) -> Result<(), LogOffline> {
         let lost = || {
-            LogOffline("the log recovered from a disk failure before this append was synced".into())
+            LogOffline(
+                "the log was recovered from a disk failure or truncated before this append was synced"
+                    .into(),
+            )
         };
         loop {
             // Durable end first, then the incarnation: `reopen` bumps the incarnation before it

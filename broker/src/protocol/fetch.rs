@@ -14,6 +14,8 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 
 use super::{errors, Reply, RequestContext};
+use crate::partition::Partition;
+use crate::replica::{FetchBound, Wakeups};
 
 /// One partition asked for, resolved once.
 struct Wanted {
@@ -136,7 +138,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
             &FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
         );
     }
-    let broker = Arc::clone(&ctx.broker);
+    let broker = &ctx.broker;
     let mut plan = Plan {
         topics: Vec::new(),
         partitions: Vec::new(),
@@ -169,20 +171,31 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
         return ctx.now(&response);
     }
     let max_wait = Duration::from_millis(request.max_wait_ms as u64);
+    // Only the partitions asked for can satisfy the fetch: it parks on their notifications
+    // alone (an unknown partition answered at once above).
+    let watched: Vec<Arc<Partition>> = plan
+        .partitions
+        .iter()
+        .filter_map(|wanted| {
+            let topic = plan.topics[wanted.topic_index].2.as_ref()?;
+            let index = usize::try_from(wanted.partition).ok()?;
+            topic.partitions.get(index).cloned()
+        })
+        .collect();
     ctx.later(async move {
         // Wait for enough data or the deadline, whichever comes first; then answer with what
         // is there. (A timeout around the wait, not a deadline Instant: the simulator's clock
         // is reached only through tokio::time's sleeps and timeouts.)
         let enough = async {
             loop {
-                let notified = broker.data_arrived().notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
+                // Registered before the read, so a move during the read is not missed.
+                let wakeups =
+                    Wakeups::register(watched.iter().map(|p| p.watch()), FetchBound::HighWatermark);
                 let (response, total) = read_all(&plan).await;
                 if total >= min_bytes.max(1) || has_errors(&response) {
                     return response;
                 }
-                notified.await;
+                wakeups.wait().await;
             }
         };
         match tokio::time::timeout(max_wait, enough).await {
@@ -190,4 +203,109 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
             Err(_) => read_all(&plan).await.0,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::broker::Broker;
+    use crate::clock::ManualClock;
+    use crate::config::{BrokerConfig, FlushMode};
+    use crate::disk::FileDisk;
+    use crate::log::batch::builder;
+    use crate::protocol::Reply;
+
+    /// Counts how often the task polling a future was woken.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn fetch_of(topic: &str) -> FetchRequest {
+        FetchRequest::default()
+            .with_max_wait_ms(600_000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])])
+    }
+
+    #[tokio::test]
+    async fn a_parked_fetch_is_woken_by_its_own_partition_and_not_by_others() {
+        // The bug: one broker-wide notification, so every append anywhere woke every parked
+        // fetch, which then re-read all of its partitions for nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            // Lazy: an append moves the high watermark at once, with no background sync.
+            flush_mode: FlushMode::Lazy,
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::open(
+            config,
+            Arc::new(FileDisk::new()),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+        )
+        .await
+        .unwrap();
+        for topic in ["a", "b"] {
+            broker.create_topic(topic, 1, 1, &[], false).await.unwrap();
+        }
+        let ctx = RequestContext {
+            broker: Arc::clone(&broker),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            api_key: ApiKey::Fetch,
+            version: 12,
+            correlation_id: 1,
+            client_id: None,
+        };
+        let Reply::Later(mut parked) = handle(&ctx, fetch_of("a")).await else {
+            panic!("an empty partition's fetch parks");
+        };
+        let wakeups = Arc::new(CountingWaker::default());
+        let waker = Waker::from(Arc::clone(&wakeups));
+        let mut cx = Context::from_waker(&waker);
+        assert!(parked.as_mut().poll(&mut cx).is_pending());
+
+        let b = broker.partition("b", 0).unwrap();
+        for _ in 0..3 {
+            b.append(&mut builder::simple(2, 10, b'b', 1_700_000_000_000))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            wakeups.0.load(Ordering::SeqCst),
+            0,
+            "appends to b woke a fetch parked on a"
+        );
+        assert!(parked.as_mut().poll(&mut cx).is_pending());
+
+        let a = broker.partition("a", 0).unwrap();
+        a.append(&mut builder::simple(2, 10, b'a', 1_700_000_000_000))
+            .await
+            .unwrap();
+        assert!(
+            wakeups.0.load(Ordering::SeqCst) >= 1,
+            "an append to a did not wake the fetch parked on it"
+        );
+        let Poll::Ready(frame) = parked.as_mut().poll(&mut cx) else {
+            panic!("the fetch woken by its data answers");
+        };
+        assert!(!frame.is_empty());
+    }
 }

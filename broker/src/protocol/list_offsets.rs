@@ -46,7 +46,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                 Ok(Some((offset, ts))) if offset <= high_watermark => {
                     let r = response.with_offset(offset as i64).with_timestamp(ts);
                     if ctx.version >= 4 {
-                        r.with_leader_epoch(partition.leader_epoch)
+                        r.with_leader_epoch(partition.leader_epoch())
                     } else {
                         r
                     }

@@ -33,7 +33,11 @@ fn topic_entry(ctx: &RequestContext, topic: &Topic) -> MetadataResponseTopic {
             MetadataResponsePartition::default()
                 .with_partition_index(p.index)
                 .with_leader_id(node)
-                .with_leader_epoch(if ctx.version >= 7 { p.leader_epoch } else { -1 })
+                .with_leader_epoch(if ctx.version >= 7 {
+                    p.leader_epoch()
+                } else {
+                    -1
+                })
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
         })

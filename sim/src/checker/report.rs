@@ -6,8 +6,6 @@ use serde::Serialize;
 
 use crate::history::{Op, OpKind, Outcome, Process};
 
-use super::is_indefinite;
-
 /// One partition of one topic.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct TopicPartition {
@@ -160,11 +158,8 @@ impl Evidence {
         let outcome = match &op.outcome {
             Outcome::Pending => "pending".to_string(),
             Outcome::Ok { .. } => "ok".to_string(),
-            outcome @ Outcome::Fail { error } if is_indefinite(outcome) => {
-                format!("fail (indefinite): {error}")
-            }
-            Outcome::Fail { error } => format!("fail: {error}"),
-            Outcome::Unknown { reason } => format!("unknown: {reason}"),
+            Outcome::Fail { error, .. } => format!("fail: {error}"),
+            Outcome::Unknown { reason, .. } => format!("unknown: {reason}"),
         };
         let (kind, process, topic, partition, from_offset, returned) = match &op.kind {
             OpKind::Send {
@@ -328,7 +323,7 @@ impl fmt::Display for Anomaly {
     }
 }
 
-/// How the operations of the run ended. Indefinite failures (NOT_LEADER_OR_FOLLOWER) count as
+/// How the operations of the run ended. Indefinite outcomes (`Unknown`, `Pending`) count as
 /// unknown, never as failed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {

@@ -1,0 +1,112 @@
+//! The report of a run: its verdict, trace hash, drawn options, counts and findings.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::checker;
+use crate::history::History;
+use crate::trace::TraceEvent;
+
+/// The kinds of anomaly the harness itself finds (the history checker finds the rest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HarnessAnomalyKind {
+    /// A broker invariant checked online or on the final log (offsets assigned once and
+    /// densely, high watermark within the log and, under the durable policy, within what is
+    /// durable), or a panic of the simulation.
+    Invariant,
+    /// A partition, or an acknowledged record, not readable within the liveness bound.
+    Unavailable,
+}
+
+/// How the runner reports while it runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Print the banner and progress lines to stdout.
+    pub progress: bool,
+}
+
+/// One finding of the harness.
+#[derive(Clone, Debug, Serialize)]
+pub struct Anomaly {
+    pub kind: HarnessAnomalyKind,
+    /// The scenario's expectations allow it (reported, not a failure).
+    pub allowed: bool,
+    pub description: String,
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+    pub offsets: Vec<i64>,
+    pub values: Vec<u64>,
+    pub at_ms: Vec<u64>,
+}
+
+/// Operation counts of a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counts {
+    pub operations: usize,
+    pub sends: usize,
+    pub acknowledged: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    pub polls: usize,
+    pub records_read: usize,
+    pub faults_applied: usize,
+    pub broker_boots: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "FAIL")]
+    Fail,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+        })
+    }
+}
+
+/// The result of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub file: String,
+    pub seed: u64,
+    pub verdict: Verdict,
+    /// 16 hex digits.
+    pub trace_hash: String,
+    /// Every option drawn from the seed, by name.
+    pub options: BTreeMap<String, String>,
+    pub counts: Counts,
+    /// What the harness found (online invariants, liveness, the final log).
+    pub anomalies: Vec<Anomaly>,
+    /// What the offline history checker found.
+    pub checker: Option<checker::Report>,
+    pub sim_ms: u64,
+    pub replay: String,
+    #[serde(skip)]
+    pub trace: Vec<TraceEvent>,
+    #[serde(skip)]
+    pub history: History,
+}
+
+impl Report {
+    /// The last line of `cargo sim run`.
+    pub fn verdict_line(&self) -> String {
+        format!(
+            "verdict: {} scenario={} seed={} trace={}",
+            self.verdict, self.scenario, self.seed, self.trace_hash
+        )
+    }
+}
+
+/// The command that replays a run.
+pub fn replay_command(file: &str, seed: u64) -> String {
+    format!("cargo sim replay {file} --seed {seed} --trace")
+}

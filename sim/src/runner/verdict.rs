@@ -1,0 +1,206 @@
+//! The verdict: the offline history checker with the allowances the scenario and the run
+//! justify, the harness's own findings, and the counts.
+
+use broker::config::BrokerConfig;
+
+use super::fault_window::FaultLog;
+use super::report::{replay_command, Anomaly, Counts, Report, Verdict};
+use super::workload::Ctx;
+use super::Run;
+use crate::checker::{self, Allowance, Allowances, LossAllowance, Status};
+use crate::cluster::Cluster;
+use crate::history::{History, OpKind, Outcome};
+use crate::scenario::{AcksSpec, AllowSpec, FlushModeSpec, Scenario};
+use crate::trace::now_ms;
+
+impl Run {
+    /// Checks the history and gives the verdict. Nothing awaits from here on, so no task records
+    /// anything more: the history and the trace move into the report instead of being copied.
+    pub(super) fn judge(
+        &self,
+        cluster: &Cluster,
+        ctx: Ctx,
+        faults: &FaultLog,
+        mut anomalies: Vec<Anomaly>,
+    ) -> Report {
+        let s = &self.scenario;
+        let trace = &self.trace;
+        let (crashes_ms, bit_flips, faults_applied) =
+            (&faults.crashes_ms, &faults.bit_flips, faults.applied);
+        let history = ctx.recorder.take();
+        let checked = check_history(&history, s, crashes_ms, bit_flips);
+        let violations = std::mem::take(
+            &mut ctx
+                .invariants
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .violations,
+        );
+        anomalies.splice(0..0, violations);
+        let verdict = if anomalies.iter().any(|a| !a.allowed) || !checked.passed() {
+            Verdict::Fail
+        } else {
+            Verdict::Pass
+        };
+        let mut counts = Counts {
+            operations: history.ops.len(),
+            faults_applied,
+            ..Counts::default()
+        };
+        for op in &history.ops {
+            match &op.kind {
+                OpKind::Send { .. } => {
+                    counts.sends += 1;
+                    match op.outcome {
+                        Outcome::Ok { .. } => counts.acknowledged += 1,
+                        Outcome::Fail { .. } => counts.failed += 1,
+                        Outcome::Unknown { .. } | Outcome::Pending => counts.unknown += 1,
+                    }
+                }
+                OpKind::Poll { records, .. } => {
+                    counts.polls += 1;
+                    counts.records_read += records.len();
+                }
+                OpKind::Commit { .. } | OpKind::FetchCommitted { .. } => {}
+            }
+        }
+        counts.broker_boots = cluster
+            .broker_ids()
+            .iter()
+            .map(|&id| cluster.incarnations(id))
+            .sum();
+        trace.event("runner", format!("verdict {verdict}"));
+        let sim_ms = now_ms();
+        Report {
+            scenario: s.name.clone(),
+            file: self.file.clone(),
+            seed: self.seed,
+            verdict,
+            trace_hash: format!("{:016x}", trace.hash()),
+            options: self.report_options.clone(),
+            counts,
+            anomalies,
+            checker: Some(checked),
+            sim_ms,
+            replay: replay_command(&self.file, self.seed),
+            trace: trace.take(),
+            history,
+        }
+    }
+}
+
+/// Runs the offline history checker with the allowances the scenario and the run justify:
+/// the file's `allow` list grants a kind only when the configuration can produce it (acks=0/1
+/// or the lazy flush policy for lost writes, non-idempotent producers for duplicates), with the
+/// crash times of this run. Losses in a partition whose segment took a bit flip are allowed
+/// when the file allows lost writes (without replicas, a flipped record is gone); that
+/// reclassification happens here, after the checker, and names the flip as the cause.
+fn check_history(
+    history: &History,
+    scenario: &Scenario,
+    crashes_ms: &[u64],
+    bit_flips: &[(u64, String)],
+) -> checker::Report {
+    let mut allowances = Allowances::default();
+    if scenario.expect.offsets_expire {
+        let minutes = scenario
+            .cluster
+            .offsets_retention_minutes
+            .unwrap_or(BrokerConfig::default().offsets_retention_minutes);
+        allowances.offsets_expire_after_ms = Some(minutes as u64 * 60_000);
+    }
+    let producers = &scenario.workload.producers;
+    if scenario.allows(AllowSpec::LostWrite) {
+        let weak: Vec<String> = producers
+            .iter()
+            .filter(|p| p.acks != AcksSpec::All)
+            .map(|p| format!("acks={} on {}", p.acks, p.topic))
+            .collect();
+        if !weak.is_empty() {
+            allowances.acks0_or_acks1_loss_on_crash = Some(LossAllowance {
+                cause: format!("producers use {}", weak.join(", ")),
+                crashes_ms: crashes_ms.to_vec(),
+                unsynced_window_ms: None,
+            });
+        }
+        if scenario.cluster.flush_mode == FlushModeSpec::Lazy {
+            let flush_ms = scenario
+                .topics
+                .iter()
+                .filter_map(|t| {
+                    t.configs
+                        .get("flush.ms")
+                        .and_then(|v| v.parse::<i64>().ok())
+                })
+                .chain(scenario.cluster.flush_ms)
+                .max();
+            // The maintenance task checks the flush interval every 250 ms.
+            let window = flush_ms.filter(|&ms| ms >= 0).map(|ms| ms as u64 + 500);
+            allowances.lazy_flush_loss_on_power_loss = Some(LossAllowance {
+                cause: format!("lazy flush (flush.ms={flush_ms:?})"),
+                crashes_ms: crashes_ms.to_vec(),
+                unsynced_window_ms: window,
+            });
+        }
+    }
+    if scenario.allows(AllowSpec::Duplicate) {
+        let retrying: Vec<String> = producers
+            .iter()
+            .filter(|p| !p.idempotent && p.retries > 0)
+            .map(|p| format!("{} (retries={})", p.topic, p.retries))
+            .collect();
+        if !retrying.is_empty() {
+            allowances.duplicates_from_non_idempotent_retry = Some(Allowance {
+                cause: format!("non-idempotent producers retry: {}", retrying.join(", ")),
+            });
+        }
+    }
+    let mut report = checker::check(history, &allowances);
+    if scenario.allows(AllowSpec::LostWrite) && !bit_flips.is_empty() {
+        use checker::AnomalyKind as K;
+        for anomaly in &mut report.anomalies {
+            if !anomaly.is_violation()
+                || !matches!(
+                    anomaly.kind,
+                    K::LostWrite | K::NeverSeen | K::SkippedOffset | K::SkippedByGroup
+                )
+            {
+                continue;
+            }
+            let dir = format!("/{}-{}/", anomaly.topic, anomaly.partition);
+            if let Some((at, path)) = bit_flips.iter().find(|(_, path)| path.contains(&dir)) {
+                anomaly.status = Status::Allowed {
+                    cause: format!(
+                        "bit flip at rest in {path} at {at} ms (no replica to repair from)"
+                    ),
+                };
+            }
+        }
+        // A flipped bit in `__consumer_offsets` destroys the commits stored there: a group may
+        // resume from an older one.
+        let offsets_dir = format!("/{}-0/", broker::group::offsets::OFFSETS_TOPIC);
+        for anomaly in &mut report.anomalies {
+            if !anomaly.is_violation() || anomaly.kind != K::CommittedOffsetRegression {
+                continue;
+            }
+            if let Some((at, path)) = bit_flips
+                .iter()
+                .find(|(_, path)| path.contains(&offsets_dir))
+            {
+                anomaly.status = Status::Allowed {
+                    cause: format!(
+                        "bit flip at rest in {path} at {at} ms (no replica to repair from)"
+                    ),
+                };
+            }
+        }
+        report.violations = report.anomalies.iter().filter(|a| a.is_violation()).count();
+        report.allowed = report.anomalies.len() - report.violations;
+        report.verdict = if report.violations == 0 {
+            checker::Verdict::Pass
+        } else {
+            checker::Verdict::Fail
+        };
+    }
+    report
+}

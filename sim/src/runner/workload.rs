@@ -1,0 +1,394 @@
+//! The workload: producers sending unique values (a counter) at their rate, consumers polling
+//! every partition, and (in [`crate::group_members`]) consumer-group members. Every operation is
+//! recorded in the history (invoke, then ok / fail / unknown) and in the trace.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use client::{
+    Acks, Client, ClientConfig, ConnectionConfig, Consumer, ConsumerConfig, OffsetReset, PollError,
+    Producer, ProducerConfig, ProducerRecord, SeekTo, SendOutcome,
+};
+use madsim::rand::Rng;
+
+use super::invariants::Invariants;
+use crate::cluster::Cluster;
+use crate::history::{OpKind, Outcome, Process, Recorder};
+use crate::random::Stream;
+use crate::scenario::{AcksSpec, Scenario};
+use crate::trace::{now_ms, Trace};
+
+/// Shared state of the workload tasks.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub(crate) recorder: Recorder,
+    pub(crate) trace: Trace,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) inflight: Arc<AtomicUsize>,
+    pub(crate) invariants: Arc<Mutex<Invariants>>,
+    pub(super) next_value: Arc<AtomicU64>,
+    pub(super) bootstrap: String,
+    /// The run's seed, from which each process derives its own random stream.
+    pub(super) seed: u64,
+    /// Consumer ids handed to group members' walks (one per assignment), counting down from
+    /// below [`crate::checker::FINAL_READER`] so they never meet the workload's process ids.
+    pub(crate) next_walk: Arc<AtomicU32>,
+}
+
+pub(crate) fn value_of(bytes: Option<&[u8]>) -> u64 {
+    // Values are decimal counters from 1; 0 marks bytes that are not one of ours.
+    bytes
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts the workload's processes, spread over the client nodes in turn.
+pub(super) fn start(scenario: &Scenario, cluster: &Cluster, ctx: &Ctx) {
+    let s = scenario;
+    let mut process: Process = 0;
+    let mut spread = 0u32;
+    let partitions_of = |topic: &str| {
+        s.topics
+            .iter()
+            .find(|t| t.name == topic)
+            .map_or(1, |t| t.partitions)
+    };
+    // Each process's random stream is named by its place in the file (the spec and the copy),
+    // not by its process id, which shifts when a producer is added before it.
+    for (i, spec) in s.workload.producers.iter().enumerate() {
+        let partitions = partitions_of(&spec.topic);
+        for n in 0..spec.count {
+            process += 1;
+            spread += 1;
+            let on = (spread - 1) % s.cluster.clients + 1;
+            let rng = Stream::new(ctx.seed, &format!("workload/producer-{i}.{n}"));
+            cluster.spawn_on_client(
+                on,
+                producer(ctx.clone(), process, spec.clone(), partitions, rng),
+            );
+        }
+    }
+    for (i, spec) in s.workload.consumers.iter().enumerate() {
+        let partitions = partitions_of(&spec.topic);
+        for n in 0..spec.count {
+            process += 1;
+            spread += 1;
+            let on = (spread - 1) % s.cluster.clients + 1;
+            if spec.group.is_some() {
+                let rng = Stream::new(ctx.seed, &format!("membership/consumer-{i}.{n}"));
+                cluster.spawn_on_client(
+                    on,
+                    crate::group_members::member(ctx.clone(), process, spec.clone(), rng),
+                );
+            } else {
+                cluster
+                    .spawn_on_client(on, consumer(ctx.clone(), process, spec.clone(), partitions));
+            }
+        }
+    }
+}
+
+/// Connects a client, retrying with backoff until `give_up` says so.
+pub(crate) async fn connect(
+    ctx: &Ctx,
+    who: &str,
+    request_timeout: Duration,
+    give_up: impl Fn() -> bool,
+) -> Option<Client> {
+    let mut config = ClientConfig::new(ctx.bootstrap.clone());
+    config.connection = ConnectionConfig {
+        client_id: who.to_string(),
+        connect_timeout: Duration::from_millis(500),
+        request_timeout,
+    };
+    loop {
+        if give_up() {
+            return None;
+        }
+        match tokio::time::timeout(request_timeout * 2, Client::connect(config.clone())).await {
+            Ok(Ok(client)) => return Some(client),
+            Ok(Err(e)) => ctx.trace.event(who, format!("connect failed: {e}")),
+            Err(_) => ctx.trace.event(who, "connect timed out"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn to_outcome(outcome: &SendOutcome) -> Outcome {
+    match outcome {
+        SendOutcome::Acknowledged { offset, .. } => Outcome::Ok {
+            offset: Some(*offset),
+        },
+        SendOutcome::Failed { error } => Outcome::fail(error.to_string(), error.code()),
+        SendOutcome::Unknown { reason } => Outcome::unknown(reason.to_string(), reason.code()),
+    }
+}
+
+/// A producer process: sends unique values at its rate until the fault window ends.
+pub(super) async fn producer(
+    ctx: Ctx,
+    process: Process,
+    spec: crate::scenario::ProducerSpec,
+    partitions: i32,
+    mut rng: Stream,
+) {
+    let who = format!("p{process}");
+    let request_timeout = Duration::from_millis(spec.request_timeout_ms);
+    let stop = Arc::clone(&ctx.stop);
+    let Some(client) = connect(&ctx, &who, request_timeout, || stop.load(Ordering::SeqCst)).await
+    else {
+        return;
+    };
+    let config = ProducerConfig {
+        acks: match spec.acks {
+            AcksSpec::None => Acks::None,
+            AcksSpec::Leader => Acks::Leader,
+            AcksSpec::All => Acks::All,
+        },
+        linger: Duration::from_millis(spec.linger_ms),
+        retries: spec.retries,
+        retry_backoff: Duration::from_millis(50),
+        retry_backoff_max: Duration::from_millis(500),
+        delivery_timeout: Duration::from_millis(spec.delivery_timeout_ms),
+        enable_idempotence: spec.idempotent,
+        allow_auto_create_topics: false,
+        ..ProducerConfig::default()
+    };
+    let producer = loop {
+        if ctx.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match tokio::time::timeout(
+            request_timeout * 2,
+            Producer::new(client.clone(), config.clone()),
+        )
+        .await
+        {
+            Ok(Ok(p)) => break p,
+            Ok(Err(e)) => ctx.trace.event(&who, format!("producer init failed: {e}")),
+            Err(_) => ctx.trace.event(&who, "producer init timed out"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if let Some((id, epoch)) = producer.producer_identity() {
+        ctx.trace
+            .event(&who, format!("producer id {id} epoch {epoch}"));
+    }
+    let interval = 1.0 / spec.rate;
+    while !ctx.stop.load(Ordering::SeqCst) {
+        let value = ctx.next_value.fetch_add(1, Ordering::SeqCst);
+        let (key, partition, pause) = {
+            let key = (spec.keys > 0).then(|| rng.gen_range(0..spec.keys));
+            let partition = match key {
+                Some(k) => {
+                    client::partitioner::partition_for_key(format!("k{k}").as_bytes(), partitions)
+                }
+                None => rng.gen_range(0..partitions),
+            };
+            (key, partition, interval * rng.gen_range(0.5..1.5))
+        };
+        let acks = match spec.acks {
+            AcksSpec::None => 0,
+            AcksSpec::Leader => 1,
+            AcksSpec::All => -1,
+        };
+        let kind = OpKind::Send {
+            producer: process,
+            topic: spec.topic.clone(),
+            partition,
+            key,
+            value,
+            acks,
+        };
+        let id = ctx.recorder.invoke(kind, now_ms());
+        ctx.trace.event(
+            &who,
+            format!(
+                "invoke #{id} send {}-{partition} value={value} key={key:?}",
+                spec.topic
+            ),
+        );
+        let mut record =
+            ProducerRecord::new(spec.topic.clone(), value.to_string()).with_partition(partition);
+        if let Some(k) = key {
+            record = record.with_key(format!("k{k}"));
+        }
+        ctx.inflight.fetch_add(1, Ordering::SeqCst);
+        let delivery = producer.send(record).await;
+        let (ctx2, who2, topic) = (ctx.clone(), who.clone(), spec.topic.clone());
+        tokio::spawn(async move {
+            let outcome = delivery.await;
+            let recorded = to_outcome(&outcome);
+            if let SendOutcome::Acknowledged {
+                partition: p,
+                offset,
+            } = outcome
+            {
+                ctx2.invariants
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .claim(&topic, p, offset, value, "acknowledged");
+            }
+            ctx2.trace
+                .event(&who2, format!("complete #{id} {recorded:?}"));
+            ctx2.recorder.complete(id, recorded, None, now_ms());
+            ctx2.inflight.fetch_sub(1, Ordering::SeqCst);
+        });
+        tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+    }
+    producer.flush().await;
+}
+
+/// A consumer process: polls every partition of its topic in turn, from the earliest offset.
+pub(super) async fn consumer(
+    ctx: Ctx,
+    process: Process,
+    spec: crate::scenario::ConsumerSpec,
+    partitions: i32,
+) {
+    let who = format!("c{process}");
+    let request_timeout = Duration::from_secs(2);
+    let stop = Arc::clone(&ctx.stop);
+    let Some(client) = connect(&ctx, &who, request_timeout, || stop.load(Ordering::SeqCst)).await
+    else {
+        return;
+    };
+    let config = ConsumerConfig {
+        max_wait: Duration::from_millis(spec.max_wait_ms),
+        auto_offset_reset: OffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let mut consumers: Vec<Consumer> = (0..partitions)
+        .map(|p| {
+            let mut c = Consumer::new(client.clone(), config.clone());
+            c.assign([(spec.topic.clone(), p)]);
+            c
+        })
+        .collect();
+    let topic = spec.topic.clone();
+    while !ctx.stop.load(Ordering::SeqCst) {
+        for (p, consumer) in consumers.iter_mut().enumerate() {
+            let p = p as i32;
+            if ctx.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let from = match consumer.position(&topic, p) {
+                Some(pos) => pos,
+                None => match tokio::time::timeout(
+                    request_timeout * 2,
+                    consumer.seek(&topic, p, SeekTo::Earliest),
+                )
+                .await
+                {
+                    Ok(Ok(pos)) => pos,
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            poll_once(
+                &ctx,
+                &who,
+                process,
+                consumer,
+                &topic,
+                p,
+                from,
+                request_timeout,
+            )
+            .await;
+        }
+    }
+}
+
+/// One recorded poll of one partition. Returns the records, or `None` when the poll failed.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn poll_once(
+    ctx: &Ctx,
+    who: &str,
+    process: Process,
+    consumer: &mut Consumer,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    request_timeout: Duration,
+) -> Option<Vec<(i64, u64)>> {
+    let kind = OpKind::Poll {
+        consumer: process,
+        topic: topic.to_string(),
+        partition,
+        from_offset: from,
+        records: Vec::new(),
+        group: None,
+    };
+    let id = ctx.recorder.invoke(kind, now_ms());
+    let result = tokio::time::timeout(request_timeout * 2, consumer.poll()).await;
+    match result {
+        Ok(Ok(records)) => {
+            let records: Vec<(i64, u64)> = records
+                .iter()
+                .filter(|r| r.partition == partition)
+                .map(|r| (r.offset, value_of(r.value.as_deref())))
+                .collect();
+            {
+                let mut inv = ctx.invariants.lock().unwrap_or_else(|e| e.into_inner());
+                for &(offset, value) in &records {
+                    inv.claim(topic, partition, offset, value, "read");
+                }
+            }
+            let span = match (records.first(), records.last()) {
+                (Some(a), Some(b)) => format!(" offsets {}..={}", a.0, b.0),
+                _ => String::new(),
+            };
+            ctx.trace.event(
+                who,
+                format!(
+                    "poll #{id} {topic}-{partition} from {from}: {} records{span}",
+                    records.len()
+                ),
+            );
+            ctx.recorder.complete(
+                id,
+                Outcome::Ok { offset: None },
+                Some(records.clone()),
+                now_ms(),
+            );
+            Some(records)
+        }
+        Ok(Err(e)) => {
+            ctx.trace.event(
+                who,
+                format!("poll #{id} {topic}-{partition} from {from} failed: {e}"),
+            );
+            ctx.recorder.complete(
+                id,
+                Outcome::fail(e.to_string(), None),
+                Some(Vec::new()),
+                now_ms(),
+            );
+            if matches!(e, PollError::OffsetOutOfRange { .. }) {
+                let _ = tokio::time::timeout(
+                    request_timeout * 2,
+                    consumer.seek(topic, partition, SeekTo::Earliest),
+                )
+                .await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        }
+        Err(_) => {
+            ctx.trace.event(
+                who,
+                format!("poll #{id} {topic}-{partition} from {from} timed out"),
+            );
+            let outcome = Outcome::unknown("poll timed out".into(), None);
+            ctx.recorder
+                .complete(id, outcome, Some(Vec::new()), now_ms());
+            None
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! A partition as replication will drive it: a follower copies the leader's batches, serves
+//! consumers only below the leader's high watermark, truncates where it diverged, and leads
+//! later with the idempotent producers' state of the log it really holds.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use broker::log::batch::builder;
+use broker::partition::Partition;
+use broker::replica::Role;
+use chaos::FaultyDiskConfig;
+use common::*;
+
+/// An idempotent batch of `records` records whose values start with `seq`.
+fn idempotent_batch(producer_id: i64, seq: i32, records: usize) -> Vec<u8> {
+    let recs: Vec<builder::Record> = (0..records)
+        .map(|i| builder::Record {
+            key: None,
+            value: Some(format!("seq-{}", seq as usize + i).into_bytes()),
+            timestamp_ms: T0,
+        })
+        .collect();
+    builder::with_producer(builder::batch(&recs), producer_id, 0, seq)
+}
+
+async fn partition(f: &Fixture, broker_id: i32) -> Arc<Partition> {
+    Arc::new(
+        Partition::open("t".into(), 0, f.open().await, broker_id)
+            .await
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_follower_copies_serves_below_the_leader_s_high_watermark_truncates_and_leads() {
+    // The bug: a follower whose truncation left the idempotent producers' state as it was, so
+    // after it becomes leader a producer's retry of a batch the truncation removed is answered
+    // as a duplicate of a batch that is gone: acknowledged, and never stored.
+    let leader_fixture = Fixture::new(1, FaultyDiskConfig::default(), small_segments());
+    let leader = partition(&leader_fixture, 1).await;
+    for seq in [0, 3, 6] {
+        let info = leader
+            .append(&mut idempotent_batch(7, seq, 3))
+            .await
+            .unwrap();
+        leader.wait_durable(&info).await.unwrap();
+    }
+    assert_eq!(leader.high_watermark(), 9);
+    let fetched = leader.log.read(0, 1 << 20, None).await.unwrap().records;
+
+    let mut follower_fixture = Fixture::new(2, FaultyDiskConfig::default(), small_segments());
+    follower_fixture.dir = PathBuf::from("/follower/t-0");
+    let follower = partition(&follower_fixture, 2).await;
+    follower.become_follower(1, 1);
+    assert_eq!(
+        follower.replica_state().role(),
+        Role::Follower { leader: 1 }
+    );
+    follower.append_as_follower(&fetched).await.unwrap();
+    follower.log.flush().await.unwrap();
+    assert_eq!(follower.log.log_end_offset(), 9);
+    assert_eq!(
+        follower.high_watermark(),
+        0,
+        "no high watermark from the leader yet"
+    );
+    follower.update_high_watermark_as_follower(6);
+    assert_eq!(follower.high_watermark(), 6);
+    let state = follower.producer_state().await.unwrap();
+    assert_eq!(state.entry(7).map(|e| e.last_seq()), Some(8));
+
+    // The logs diverged at offset 3 (say): the follower cuts there.
+    assert_eq!(follower.truncate_to(3).await.unwrap(), 3);
+    assert_eq!(follower.high_watermark(), 3);
+    let state = follower.producer_state().await.unwrap();
+    assert_eq!(state.entry(7).map(|e| e.last_seq()), Some(2));
+
+    // It leads from epoch 2. The producer's retry of seq 3 is appended, not answered from a
+    // batch that is gone; a retry of seq 0 (still held) is a duplicate.
+    follower.become_leader(2, &[1, 2], &[2]);
+    assert_eq!(follower.leader_epoch(), 2);
+    let retried = follower
+        .append(&mut idempotent_batch(7, 3, 3))
+        .await
+        .unwrap();
+    follower.wait_durable(&retried).await.unwrap();
+    assert_eq!((retried.base_offset, retried.last_offset), (3, 5));
+    assert_eq!(follower.log.log_end_offset(), 6);
+    let duplicate = follower
+        .append(&mut idempotent_batch(7, 0, 3))
+        .await
+        .unwrap();
+    assert_eq!(duplicate.base_offset, 0);
+    assert_eq!(follower.log.log_end_offset(), 6);
+    assert_eq!(
+        follower.log.leader_epochs().await.latest_epoch(),
+        Some(2),
+        "the new leader's batches carry its epoch"
+    );
+}
