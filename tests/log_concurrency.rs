@@ -109,7 +109,10 @@ impl DiskFile for GatedFile {
 
 #[async_trait]
 impl Disk for GatedDisk {
-    async fn lock_dir(&self, dir: &Path) -> Result<broker::disk::DirLock, broker::disk::LockDirError> {
+    async fn lock_dir(
+        &self,
+        dir: &Path,
+    ) -> Result<broker::disk::DirLock, broker::disk::LockDirError> {
         self.inner.lock_dir(dir).await
     }
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
