@@ -168,7 +168,8 @@ mod real {
             })
         };
         let reader = {
-            let (log, appended, stop) = (Arc::clone(&log), Arc::clone(&appended), Arc::clone(&stop));
+            let (log, appended, stop) =
+                (Arc::clone(&log), Arc::clone(&appended), Arc::clone(&stop));
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut offset = 0u64;
@@ -255,7 +256,7 @@ mod real {
         }
         // The median round of each figure, as the other benchmarks report.
         let median = |f: &dyn Fn(&mut Round) -> u64, rounds: &mut Vec<Round>| {
-            let mut v: Vec<u64> = rounds.iter_mut().map(|r| f(r)).collect();
+            let mut v: Vec<u64> = rounds.iter_mut().map(f).collect();
             v.sort_unstable();
             v[(v.len() - 1) / 2]
         };

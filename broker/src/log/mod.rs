@@ -215,12 +215,25 @@ impl LogState {
 }
 
 /// A partition's log. Cheap to share behind an `Arc`; all methods take `&self`.
+///
+/// # Locks
+/// Readers never wait for the disk. Two locks split the work:
+/// - `state` holds the in-memory log (segments, indexes, offsets) and is only ever held for a
+///   few instructions, never across I/O (a `std` mutex, so holding it across an `.await` does
+///   not compile into a `Send` future). Reads take it to snapshot what they need (a segment's
+///   file handle, an index position, the published end), then read the file without it.
+/// - `writer` serializes the tasks that change the log (append, roll, retention, checkpoints,
+///   close, reopen) across their I/O, including syncs: a roll syncs the old segment and writes
+///   its indexes and the checkpoint holding `writer`, not `state`.
+///
+/// Lock order: `sync_lock`, then `writer`, then `state`.
 pub struct Log {
     disk: Arc<dyn Disk>,
     clock: Arc<dyn Clock>,
     dir: PathBuf,
     config: std::sync::Mutex<LogConfig>,
-    state: tokio::sync::Mutex<LogState>,
+    state: std::sync::Mutex<LogState>,
+    writer: tokio::sync::Mutex<()>,
     recovery: RecoveryReport,
     /// Held by the one task running a group-commit sync.
     sync_lock: tokio::sync::Mutex<()>,
@@ -267,7 +280,8 @@ impl Log {
             clock,
             dir,
             config: std::sync::Mutex::new(config),
-            state: tokio::sync::Mutex::new(state),
+            state: std::sync::Mutex::new(state),
+            writer: tokio::sync::Mutex::new(()),
             recovery,
             sync_lock: tokio::sync::Mutex::new(()),
             offline: AtomicBool::new(false),
@@ -277,7 +291,7 @@ impl Log {
             closed: AtomicBool::new(false),
             incarnation: AtomicU64::new(0),
         };
-        log.publish(&*log.state.lock().await);
+        log.publish(&log.state());
         Ok(log)
     }
 
@@ -324,6 +338,12 @@ impl Log {
         self.offsets().durable_end_offset
     }
 
+    /// The in-memory state, for a few instructions: never held across an `.await` (see
+    /// [`Log`]'s lock notes).
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn publish(&self, st: &LogState) {
         assert!(
             st.log_start_offset <= st.next_offset,
@@ -354,20 +374,25 @@ impl Log {
         LogOffline(st.offline.clone().unwrap_or(reason))
     }
 
+    /// [`Log::go_offline`] for a caller that does not hold the state.
+    fn fail(&self, what: &str, e: &io::Error) -> LogOffline {
+        self.go_offline(&mut self.state(), what, e)
+    }
+
     /// Number of segments, for tests and metrics.
     pub async fn segment_count(&self) -> usize {
-        self.state.lock().await.segments.len()
+        self.state().segments.len()
     }
 
     /// The base offsets of the segments, in order (to step past a damaged segment).
     pub async fn segment_bases(&self) -> Vec<u64> {
-        self.state.lock().await.segments.keys().copied().collect()
+        self.state().segments.keys().copied().collect()
     }
 
     /// The base offset of the first segment after the one holding `offset`: where a reader
     /// that met a batch damaged at rest resumes (the rest of that segment cannot be trusted).
     pub async fn next_segment_after(&self, offset: u64) -> Option<u64> {
-        let st = self.state.lock().await;
+        let st = self.state();
         st.segments
             .range(offset + 1..)
             .next()
@@ -376,18 +401,12 @@ impl Log {
 
     /// Total bytes of all segments.
     pub async fn size_bytes(&self) -> u64 {
-        self.state
-            .lock()
-            .await
-            .segments
-            .values()
-            .map(|s| s.size)
-            .sum()
+        self.state().segments.values().map(|s| s.size).sum()
     }
 
     /// A copy of the leader-epoch cache.
     pub async fn leader_epochs(&self) -> LeaderEpochCache {
-        self.state.lock().await.epochs.clone()
+        self.state().epochs.clone()
     }
 
     /// Appends a record set of one or more whole v2 batches. Validates every batch, assigns
@@ -429,49 +448,62 @@ impl Log {
         let now = self.clock.now_ms();
         let info = {
             let mut flushed_for_roll = false;
-            let mut st = loop {
-                let mut st = self.state.lock().await;
-                st.check_online().map_err(|e| AppendError::Offline(e.0))?;
-                let last_offset = st.next_offset + record_count - 1;
-                let active = st.active();
-                let needs_roll = active.size > 0
-                    && (active.size + records.len() as u64 > config.segment_bytes
-                        || now.saturating_sub(active.rolling_base_ms.unwrap_or(now))
-                            >= config.segment_ms
-                        || !active.fits_offset(last_offset));
-                if needs_roll && !flushed_for_roll && active.synced_size < active.size {
-                    // Sync the segment about to be sealed without holding the lock (under the
-                    // lazy policy it can hold a whole segment of unsynced bytes); the roll then
-                    // syncs only what arrived meanwhile.
-                    drop(st);
+            let writer = loop {
+                let writer = self.writer.lock().await;
+                let (needs_roll, unsynced) = {
+                    let st = self.state();
+                    st.check_online().map_err(|e| AppendError::Offline(e.0))?;
+                    let last_offset = st.next_offset + record_count - 1;
+                    let active = st.active();
+                    let needs_roll = active.size > 0
+                        && (active.size + records.len() as u64 > config.segment_bytes
+                            || now.saturating_sub(active.rolling_base_ms.unwrap_or(now))
+                                >= config.segment_ms
+                            || !active.fits_offset(last_offset));
+                    (needs_roll, active.synced_size < active.size)
+                };
+                if needs_roll && !flushed_for_roll && unsynced {
+                    // Sync the segment about to be sealed without holding the writer lock
+                    // (under the lazy policy it can hold a whole segment of unsynced bytes);
+                    // the roll then syncs only what arrived meanwhile.
+                    drop(writer);
                     self.flush().await.map_err(|e| AppendError::Offline(e.0))?;
                     flushed_for_roll = true;
                     continue;
                 }
                 if needs_roll {
-                    self.roll_locked(&mut st)
+                    self.roll_locked(&writer)
                         .await
                         .map_err(|e| AppendError::Offline(e.0))?;
                 }
-                break st;
+                break writer;
             };
-            let base_offset = st.next_offset;
+            // Offsets, the reservation and the leader epoch are decided under the state lock;
+            // the files recording them are written holding only the writer lock.
+            let (base_offset, reservation, epochs) = {
+                let mut st = self.state();
+                st.check_online().map_err(|e| AppendError::Offline(e.0))?;
+                let base_offset = st.next_offset;
+                let last_offset = base_offset + record_count - 1;
+                let reservation = (last_offset >= st.reserved_offset).then(|| {
+                    st.reserved_offset = last_offset + 1 + config.offset_reservation;
+                    st.checkpoint()
+                });
+                let epochs = (leader_epoch >= 0 && st.epochs.assign(leader_epoch, base_offset))
+                    .then(|| st.epochs.encode());
+                (base_offset, reservation, epochs)
+            };
             let last_offset = base_offset + record_count - 1;
-            if last_offset >= st.reserved_offset {
-                st.reserved_offset = last_offset + 1 + config.offset_reservation;
-                let checkpoint = st.checkpoint();
+            if let Some(checkpoint) = reservation {
                 if let Err(e) = self.write_checkpoint(checkpoint).await {
-                    return Err(AppendError::Offline(
-                        self.go_offline(&mut st, "writing checkpoint", &e).0,
-                    ));
+                    return Err(AppendError::Offline(self.fail("writing checkpoint", &e).0));
                 }
             }
-            if leader_epoch >= 0 && st.epochs.assign(leader_epoch, base_offset) {
-                let encoded = st.epochs.encode();
+            if let Some(encoded) = epochs {
                 let path = self.dir.join(LEADER_EPOCH_FILE);
                 if let Err(e) = disk::write_file_atomic(self.disk.as_ref(), &path, &encoded).await {
                     return Err(AppendError::Offline(
-                        self.go_offline(&mut st, "writing leader epochs", &e).0,
+                        self.fail("writing leader epochs", &e).0,
                     ));
                 }
             }
@@ -495,14 +527,20 @@ impl Log {
                 "patched batches stay valid"
             );
 
-            let file = Arc::clone(&st.active().file);
-            let position = match file.append(records).await {
+            // The bytes go to the file without the state lock: readers keep reading up to the
+            // published end meanwhile, and see the batch once it is recorded below.
+            let (file, expected_position) = {
+                let st = self.state();
+                (Arc::clone(&st.active().file), st.active().size)
+            };
+            let appended = file.append(records).await;
+            let mut st = self.state();
+            let position = match appended {
                 // A failed sync elsewhere can drop unsynced bytes under us (fsyncgate): if the
                 // file no longer ends where the log does, its tail is unknown.
-                Ok(position) if position != st.active().size => {
+                Ok(position) if position != expected_position => {
                     let e = io::Error::other(format!(
-                        "segment file ends at {position}, the log expected {}",
-                        st.active().size
+                        "segment file ends at {position}, the log expected {expected_position}"
                     ));
                     return Err(AppendError::Offline(
                         self.go_offline(&mut st, "appending", &e).0,
@@ -515,7 +553,18 @@ impl Log {
                     ))
                 }
             };
+            // A sync that failed while the bytes were written took the log offline: they are
+            // not published (the next open recovers what is really on disk).
+            st.check_online().map_err(|e| AppendError::Offline(e.0))?;
+            assert_eq!(
+                st.next_offset, base_offset,
+                "only the writer assigns offsets"
+            );
             let active = st.active_mut();
+            assert_eq!(
+                active.size, position,
+                "only the writer appends to the segment"
+            );
             if active.rolling_base_ms.is_none() {
                 active.rolling_base_ms = Some(now);
             }
@@ -528,12 +577,16 @@ impl Log {
             assert_eq!(active.next_offset, last_offset + 1);
             st.next_offset = last_offset + 1;
             self.publish(&st);
+            let log_start_offset = st.log_start_offset;
+            let incarnation = self.incarnation();
+            drop(st);
+            drop(writer);
             AppendInfo {
                 base_offset,
                 last_offset,
                 log_append_time_ms: config.log_append_time.then_some(now),
-                log_start_offset: st.log_start_offset,
-                incarnation: self.incarnation(),
+                log_start_offset,
+                incarnation,
             }
         };
         if let FlushPolicy::Lazy { .. } = config.flush {
@@ -596,7 +649,7 @@ impl Log {
 
     async fn check_online_fast(&self) -> Result<(), LogOffline> {
         if self.offline.load(Ordering::Acquire) {
-            self.state.lock().await.check_online()?;
+            self.state().check_online()?;
         }
         Ok(())
     }
@@ -605,7 +658,7 @@ impl Log {
     /// as it was when the sync began. Called with `sync_lock` held.
     async fn sync_appended(&self) -> Result<(), LogOffline> {
         let (files, end) = {
-            let st = self.state.lock().await;
+            let st = self.state();
             st.check_online()?;
             if st.durable_offset >= st.next_offset {
                 return Ok(());
@@ -625,8 +678,14 @@ impl Log {
                 break;
             }
         }
-        let mut st = self.state.lock().await;
+        let mut st = self.state();
         match result {
+            // Another sync of these files (a roll's) failed while this one ran: it may have
+            // dropped the very bytes this one was to make durable (fsyncgate), and the log
+            // went offline then. A success that ends after that failure proves nothing.
+            Ok(()) if st.offline.is_some() => {
+                Err(LogOffline(st.offline.clone().expect("checked offline")))
+            }
             Ok(()) => {
                 for (base, _, size) in files {
                     if let Some(segment) = st.segments.get_mut(&base) {
@@ -644,7 +703,7 @@ impl Log {
 
     /// Syncs everything appended so far.
     pub async fn flush(&self) -> Result<(), LogOffline> {
-        let end = self.state.lock().await.next_offset;
+        let end = self.state().next_offset;
         self.wait_durable(end).await
     }
 
@@ -659,7 +718,7 @@ impl Log {
             return Ok(());
         };
         let due = {
-            let st = self.state.lock().await;
+            let st = self.state();
             st.check_online()?;
             let unflushed = st.next_offset - st.durable_offset;
             unflushed > 0
@@ -675,22 +734,46 @@ impl Log {
     /// Seals the active segment and starts a new one at the log end (if the active one holds
     /// anything).
     pub async fn roll(&self) -> Result<(), LogOffline> {
-        let mut st = self.state.lock().await;
-        st.check_online()?;
-        self.roll_locked(&mut st).await
+        let writer = self.writer.lock().await;
+        self.state().check_online()?;
+        self.roll_locked(&writer).await
     }
 
-    async fn roll_locked(&self, st: &mut LogState) -> Result<(), LogOffline> {
-        if st.active().size == 0 {
-            return Ok(());
+    /// The roll, called holding the writer lock (`_writer` is the proof). The syncs and file
+    /// writes run without the state lock, so readers keep reading meanwhile: the old segment
+    /// stays readable as it was, and the new one appears once it exists on disk.
+    async fn roll_locked(
+        &self,
+        _writer: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), LogOffline> {
+        let (file, old_base, new_base, size) = {
+            let st = self.state();
+            let active = st.active();
+            if active.size == 0 {
+                return Ok(());
+            }
+            (
+                Arc::clone(&active.file),
+                active.base_offset,
+                st.next_offset,
+                active.size,
+            )
+        };
+        if let Err(e) = file.sync().await {
+            return Err(self.fail("rolling a segment", &e));
         }
-        let new_base = st.next_offset;
-        let result = async {
+        let (index, time_index) = {
+            let mut st = self.state();
             let active = st.active_mut();
-            active.file.sync().await?;
+            // Only the writer appends, and it is here: the segment is as it was before the sync.
+            assert_eq!(active.base_offset, old_base, "the active segment moved");
+            assert_eq!(active.size, size, "the active segment grew during its roll");
             active.synced_size = active.size;
             active.seal_time_index();
-            self.write_indexes(st.active()).await?;
+            (active.index.encode(), active.time_index.encode())
+        };
+        let result = async {
+            self.write_indexes(old_base, &index, &time_index).await?;
             let path = segment::path(&self.dir, new_base, LOG_SUFFIX);
             let file = self.disk.open(&path, OpenMode::CreateNew).await?;
             self.disk.sync_dir(&self.dir).await?;
@@ -699,24 +782,38 @@ impl Log {
         .await;
         let file = match result {
             Ok(file) => file,
-            Err(e) => return Err(self.go_offline(st, "rolling a segment", &e)),
+            Err(e) => return Err(self.fail("rolling a segment", &e)),
         };
-        st.segments.insert(new_base, Segment::new(new_base, file));
-        st.durable_offset = st.durable_offset.max(new_base);
-        st.recovery_point = new_base;
-        if let Err(e) = self.write_checkpoint(st.checkpoint()).await {
-            return Err(self.go_offline(st, "writing checkpoint", &e));
+        let checkpoint = {
+            let mut st = self.state();
+            st.check_online()?;
+            assert_eq!(
+                st.next_offset, new_base,
+                "offsets were assigned during a roll"
+            );
+            st.segments.insert(new_base, Segment::new(new_base, file));
+            st.durable_offset = st.durable_offset.max(new_base);
+            st.recovery_point = new_base;
+            self.publish(&st);
+            st.checkpoint()
+        };
+        if let Err(e) = self.write_checkpoint(checkpoint).await {
+            return Err(self.fail("writing checkpoint", &e));
         }
         tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
-        self.publish(st);
         Ok(())
     }
 
-    async fn write_indexes(&self, segment: &Segment) -> io::Result<()> {
-        let index_path = segment::path(&self.dir, segment.base_offset, INDEX_SUFFIX);
-        disk::write_file_atomic(self.disk.as_ref(), &index_path, &segment.index.encode()).await?;
-        let time_path = segment::path(&self.dir, segment.base_offset, TIME_INDEX_SUFFIX);
-        disk::write_file_atomic(self.disk.as_ref(), &time_path, &segment.time_index.encode()).await
+    async fn write_indexes(
+        &self,
+        base_offset: u64,
+        index: &[u8],
+        time_index: &[u8],
+    ) -> io::Result<()> {
+        let index_path = segment::path(&self.dir, base_offset, INDEX_SUFFIX);
+        disk::write_file_atomic(self.disk.as_ref(), &index_path, index).await?;
+        let time_path = segment::path(&self.dir, base_offset, TIME_INDEX_SUFFIX);
+        disk::write_file_atomic(self.disk.as_ref(), &time_path, time_index).await
     }
 
     async fn write_checkpoint(&self, checkpoint: Checkpoint) -> io::Result<()> {
@@ -736,7 +833,7 @@ impl Log {
         let mut target = offset;
         loop {
             let (segment_path, file, base, mut pos, size, bound, next_segment, offsets) = {
-                let st = self.state.lock().await;
+                let st = self.state();
                 st.check_online().map_err(|e| ReadError::Offline(e.0))?;
                 if offset < st.log_start_offset || offset > st.next_offset {
                     return Err(ReadError::OffsetOutOfRange {
@@ -839,9 +936,7 @@ impl Log {
                 return Ok(empty_read(offsets));
             }
             let want = (max_bytes.max(first.size()) as u64).min(size - pos) as usize;
-            let mut buf = vec![0u8; want];
-            let n = file.read_at(pos, &mut buf).await?;
-            buf.truncate(n);
+            let mut buf = file.read_vec_at(pos, want).await?;
             let mut end = 0;
             while end < buf.len() {
                 let header = match batch::validate(&buf[end..]) {
@@ -894,7 +989,7 @@ impl Log {
             size: u64,
         }
         let (candidates, log_start) = {
-            let st = self.state.lock().await;
+            let st = self.state();
             st.check_online().map_err(|e| ReadError::Offline(e.0))?;
             let candidates: Vec<Candidate> = st
                 .segments
@@ -963,7 +1058,7 @@ impl Log {
     /// if several), as `(offset, timestamp)`.
     pub async fn max_timestamp(&self) -> Result<Option<(u64, i64)>, ReadError> {
         let best = {
-            let st = self.state.lock().await;
+            let st = self.state();
             st.check_online().map_err(|e| ReadError::Offline(e.0))?;
             let mut best: Option<(i64, u64)> = None;
             for s in st
@@ -998,50 +1093,72 @@ impl Log {
     pub async fn apply_retention(&self) -> Result<usize, LogOffline> {
         let config = self.config();
         let now = self.clock.now_ms();
-        let mut st = self.state.lock().await;
-        st.check_online()?;
+        let writer = self.writer.lock().await;
         let expired = |s: &Segment| {
             config
                 .retention_ms
                 .is_some_and(|ms| s.max_timestamp.is_some_and(|(ts, _)| now - ts > ms))
         };
+        let all_expired = {
+            let st = self.state();
+            st.check_online()?;
+            st.active().size > 0 && st.segments.values().all(expired)
+        };
         // If even the active segment expired, roll so it can go too (as Kafka does).
-        if st.active().size > 0 && st.segments.values().all(expired) {
-            self.roll_locked(&mut st).await?;
+        if all_expired {
+            self.roll_locked(&writer).await?;
         }
-        let active_base = st.active().base_offset;
-        let mut total: u64 = st.segments.values().map(|s| s.size).sum();
-        let mut doomed = Vec::new();
-        for s in st
-            .segments
-            .values()
-            .filter(|s| s.base_offset != active_base)
-        {
-            let below_start = s.next_offset <= st.log_start_offset;
-            let too_big = config
-                .retention_bytes
-                .is_some_and(|limit| total - s.size >= limit);
-            if below_start || expired(s) || too_big {
-                total -= s.size;
-                doomed.push(s.base_offset);
-            } else {
-                break;
+        let (doomed, new_start) = {
+            let st = self.state();
+            st.check_online()?;
+            let active_base = st.active().base_offset;
+            let mut total: u64 = st.segments.values().map(|s| s.size).sum();
+            let mut doomed = Vec::new();
+            for s in st
+                .segments
+                .values()
+                .filter(|s| s.base_offset != active_base)
+            {
+                let below_start = s.next_offset <= st.log_start_offset;
+                let too_big = config
+                    .retention_bytes
+                    .is_some_and(|limit| total - s.size >= limit);
+                if below_start || expired(s) || too_big {
+                    total -= s.size;
+                    doomed.push(s.base_offset);
+                } else {
+                    break;
+                }
             }
-        }
-        if doomed.is_empty() {
-            return Ok(0);
-        }
-        let first_kept = st
-            .segments
-            .range(doomed[doomed.len() - 1] + 1..)
-            .next()
-            .map(|(&b, _)| b);
-        let new_start = st
-            .log_start_offset
-            .max(first_kept.expect("the active segment is kept"));
-        self.advance_log_start(&mut st, new_start).await?;
-        for base in &doomed {
-            st.segments.remove(base);
+            if doomed.is_empty() {
+                return Ok(0);
+            }
+            let first_kept = st
+                .segments
+                .range(doomed[doomed.len() - 1] + 1..)
+                .next()
+                .map(|(&b, _)| b);
+            let new_start = st
+                .log_start_offset
+                .max(first_kept.expect("the active segment is kept"));
+            (doomed, new_start)
+        };
+        self.advance_log_start(&writer, new_start).await?;
+        {
+            // Out of the map first, so no new read finds them; a read already under way keeps
+            // its file handle, which outlives the name.
+            let mut st = self.state();
+            for base in &doomed {
+                let removed = st
+                    .segments
+                    .remove(base)
+                    .expect("only the writer removes segments");
+                assert!(
+                    removed.next_offset <= st.log_start_offset,
+                    "deleting live records"
+                );
+            }
+            assert!(!st.segments.is_empty(), "the active segment is kept");
         }
         let removal = async {
             for base in &doomed {
@@ -1057,31 +1174,43 @@ impl Log {
         }
         .await;
         if let Err(e) = removal {
-            return Err(self.go_offline(&mut st, "deleting segments", &e));
+            return Err(self.fail("deleting segments", &e));
         }
         tracing::info!(dir = %self.dir.display(), segments = doomed.len(), log_start_offset = new_start,
             "retention deleted segments");
-        self.publish(&st);
+        self.publish(&self.state());
         Ok(doomed.len())
     }
 
-    async fn advance_log_start(&self, st: &mut LogState, new_start: u64) -> Result<(), LogOffline> {
-        if new_start <= st.log_start_offset {
-            return Ok(());
+    /// Raises the log start offset and records it, holding the writer lock (`_writer`).
+    async fn advance_log_start(
+        &self,
+        _writer: &tokio::sync::MutexGuard<'_, ()>,
+        new_start: u64,
+    ) -> Result<(), LogOffline> {
+        let (checkpoint, epochs) = {
+            let mut st = self.state();
+            if new_start <= st.log_start_offset {
+                return Ok(());
+            }
+            assert!(new_start <= st.next_offset, "log start beyond the log end");
+            st.log_start_offset = new_start;
+            let epochs = st
+                .epochs
+                .truncate_from_start(new_start)
+                .then(|| st.epochs.encode());
+            (st.checkpoint(), epochs)
+        };
+        if let Err(e) = self.write_checkpoint(checkpoint).await {
+            return Err(self.fail("writing checkpoint", &e));
         }
-        st.log_start_offset = new_start;
-        if let Err(e) = self.write_checkpoint(st.checkpoint()).await {
-            return Err(self.go_offline(st, "writing checkpoint", &e));
-        }
-        if st.epochs.truncate_from_start(new_start) {
+        if let Some(encoded) = epochs {
             let path = self.dir.join(LEADER_EPOCH_FILE);
-            if let Err(e) =
-                disk::write_file_atomic(self.disk.as_ref(), &path, &st.epochs.encode()).await
-            {
-                return Err(self.go_offline(st, "writing leader epochs", &e));
+            if let Err(e) = disk::write_file_atomic(self.disk.as_ref(), &path, &encoded).await {
+                return Err(self.fail("writing leader epochs", &e));
             }
         }
-        self.publish(st);
+        self.publish(&self.state());
         Ok(())
     }
 
@@ -1089,15 +1218,18 @@ impl Log {
     /// wholly below it. Returns the new log start offset.
     pub async fn delete_records_before(&self, offset: u64) -> Result<u64, DeleteRecordsError> {
         {
-            let mut st = self.state.lock().await;
-            st.check_online()?;
-            if offset > st.next_offset {
-                return Err(DeleteRecordsError::OffsetOutOfRange {
-                    offset,
-                    log_end_offset: st.next_offset,
-                });
+            let writer = self.writer.lock().await;
+            {
+                let st = self.state();
+                st.check_online()?;
+                if offset > st.next_offset {
+                    return Err(DeleteRecordsError::OffsetOutOfRange {
+                        offset,
+                        log_end_offset: st.next_offset,
+                    });
+                }
             }
-            self.advance_log_start(&mut st, offset).await?;
+            self.advance_log_start(&writer, offset).await?;
         }
         self.apply_retention().await?;
         Ok(self.log_start_offset())
@@ -1118,8 +1250,8 @@ impl Log {
         }
         // No group commit may be in flight while the state is replaced.
         let _sync = self.sync_lock.lock().await;
-        let mut st = self.state.lock().await;
-        if st.offline.is_none() || self.closed.load(Ordering::Acquire) {
+        let _writer = self.writer.lock().await;
+        if self.state().offline.is_none() || self.closed.load(Ordering::Acquire) {
             return Ok(false);
         }
         let config = self.config();
@@ -1131,6 +1263,7 @@ impl Log {
             })?;
         tracing::info!(dir = %self.dir.display(), torn_bytes_cut = report.torn_bytes_cut,
             offsets_skipped = report.offsets_skipped, "offline log recovered in place");
+        let mut st = self.state();
         *st = state;
         self.incarnation.fetch_add(1, Ordering::AcqRel);
         self.offline.store(false, Ordering::Release);
@@ -1143,13 +1276,23 @@ impl Log {
     /// offline afterwards.
     pub async fn close(&self) -> Result<(), LogOffline> {
         self.flush().await?;
-        let mut st = self.state.lock().await;
-        st.check_online()?;
-        st.recovery_point = st.next_offset;
-        st.reserved_offset = st.next_offset;
+        let _writer = self.writer.lock().await;
+        let (base_offset, index, time_index, checkpoint) = {
+            let mut st = self.state();
+            st.check_online()?;
+            st.recovery_point = st.next_offset;
+            st.reserved_offset = st.next_offset;
+            let active = st.active();
+            (
+                active.base_offset,
+                active.index.encode(),
+                active.time_index.encode(),
+                st.checkpoint(),
+            )
+        };
         let result = async {
-            self.write_indexes(st.active()).await?;
-            self.write_checkpoint(st.checkpoint()).await?;
+            self.write_indexes(base_offset, &index, &time_index).await?;
+            self.write_checkpoint(checkpoint).await?;
             let marker = self
                 .disk
                 .open(&self.dir.join(CLEAN_SHUTDOWN_FILE), OpenMode::Create)
@@ -1158,6 +1301,7 @@ impl Log {
             self.disk.sync_dir(&self.dir).await
         }
         .await;
+        let mut st = self.state();
         if let Err(e) = result {
             return Err(self.go_offline(&mut st, "closing", &e));
         }

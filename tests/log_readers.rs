@@ -1,0 +1,268 @@
+//! Readers never wait for the disk's syncs (issue 9, defect 9).
+//!
+//! The bug: the log's state lock was held across the fsyncs of a segment roll (the old
+//! segment, its two index files, the directory, the checkpoint) and of an offset-reservation
+//! checkpoint, and every read took the same lock. A consumer fetching at the tail stalled for
+//! the whole roll at every segment boundary: a latency spike of several fsyncs, on every
+//! partition that rolled.
+//!
+//! These tests hold every sync of the disk open (a gate in front of the faulty disk), start
+//! the write that must sync, and then demand that a read completes before the gate opens.
+
+mod common;
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use broker::clock::ManualClock;
+use broker::disk::{Disk, DiskFile, OpenMode};
+use broker::log::{FlushPolicy, Log, LogConfig};
+use chaos::{FaultyDisk, FaultyDiskConfig};
+use common::*;
+use tokio::sync::Notify;
+
+/// Holds every sync (file and directory) while closed, and says when one is waiting.
+#[derive(Debug, Default)]
+struct Gate {
+    closed: AtomicBool,
+    parked: Notify,
+    opened: Notify,
+}
+
+impl Gate {
+    async fn pass(&self) {
+        loop {
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if !self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            self.parked.notify_one();
+            opened.await;
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    fn open(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+        self.opened.notify_waiters();
+    }
+
+    async fn a_sync_is_waiting(&self) {
+        self.parked.notified().await;
+    }
+}
+
+#[derive(Debug)]
+struct GatedDisk {
+    inner: Arc<dyn Disk>,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    inner: Arc<dyn DiskFile>,
+    gate: Arc<Gate>,
+}
+
+#[async_trait]
+impl DiskFile for GatedFile {
+    async fn append(&self, buf: &[u8]) -> io::Result<u64> {
+        self.inner.append(buf).await
+    }
+    async fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_at(pos, buf).await
+    }
+    async fn sync(&self) -> io::Result<()> {
+        self.gate.pass().await;
+        self.inner.sync().await
+    }
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len).await
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+}
+
+#[async_trait]
+impl Disk for GatedDisk {
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir).await
+    }
+    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
+        let inner = self.inner.open(path, mode).await?;
+        Ok(Arc::new(GatedFile {
+            inner,
+            gate: Arc::clone(&self.gate),
+        }))
+    }
+    async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir).await
+    }
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path).await
+    }
+    async fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.remove_dir_all(dir).await
+    }
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to).await
+    }
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.gate.pass().await;
+        self.inner.sync_dir(dir).await
+    }
+}
+
+async fn gated_log(config: LogConfig) -> (Arc<Log>, Arc<Gate>) {
+    let gate = Arc::new(Gate::default());
+    let disk = GatedDisk {
+        inner: Arc::new(FaultyDisk::new(7, FaultyDiskConfig::default())),
+        gate: Arc::clone(&gate),
+    };
+    let log = Log::open(
+        Arc::new(disk),
+        Arc::new(ManualClock::new(T0)),
+        "/data/topic-0".into(),
+        config,
+    )
+    .await
+    .expect("log opens");
+    (Arc::new(log), gate)
+}
+
+/// Not a timing assertion: with every sync held, a read that needs one never finishes. The
+/// bound only turns that hang into a failure.
+const HANG: Duration = Duration::from_secs(10);
+
+/// Appends `batch` in a task while the gate is closed; returns once the append waits on a sync.
+async fn append_blocked_on_a_sync(
+    log: &Arc<Log>,
+    gate: &Gate,
+    batch: Vec<u8>,
+) -> tokio::task::JoinHandle<u64> {
+    gate.close();
+    let appender = {
+        let log = Arc::clone(log);
+        tokio::spawn(async move {
+            let mut batch = batch;
+            log.append(&mut batch, 0).await.expect("append").base_offset
+        })
+    };
+    gate.a_sync_is_waiting().await;
+    appender
+}
+
+#[tokio::test]
+async fn a_read_at_the_tail_is_served_while_a_segment_roll_waits_for_its_syncs() {
+    let (log, gate) = gated_log(LogConfig {
+        segment_bytes: 4096,
+        flush: FlushPolicy::Durable,
+        ..LogConfig::default()
+    })
+    .await;
+    let first = batch_with_id(1, 3, 1000, T0);
+    log.append(&mut first.clone(), 0).await.expect("append");
+    assert_eq!(log.segment_count().await, 1);
+
+    // The second batch does not fit: its append rolls, and the roll's first sync is held.
+    let appender = append_blocked_on_a_sync(&log, &gate, batch_with_id(2, 3, 1000, T0)).await;
+    let read = tokio::time::timeout(HANG, log.read(0, 1 << 20, None))
+        .await
+        .expect("a read must not wait for the roll's sync")
+        .expect("read");
+    assert_eq!(
+        batches(&read.records).len(),
+        1,
+        "the sealed segment's batch"
+    );
+    assert_eq!(id_of(&batches(&read.records)[0].1), 1);
+    assert_eq!(
+        read.log_end_offset, 3,
+        "the second batch is not published yet"
+    );
+
+    gate.open();
+    assert_eq!(appender.await.expect("appender"), 3);
+    assert_eq!(log.segment_count().await, 2, "the append rolled");
+    let tail = log.read(3, 1 << 20, None).await.expect("read");
+    assert_eq!(id_of(&batches(&tail.records)[0].1), 2);
+}
+
+#[tokio::test]
+async fn a_read_is_served_while_an_append_syncs_its_offset_reservation() {
+    let (log, gate) = gated_log(LogConfig {
+        offset_reservation: 4,
+        flush: FlushPolicy::Lazy {
+            flush_messages: None,
+            flush_ms: None,
+        },
+        ..LogConfig::default()
+    })
+    .await;
+    log.append(&mut batch_with_id(1, 3, 100, T0), 0)
+        .await
+        .expect("append");
+
+    // Offsets 3..=5 pass the reservation (4): the append writes and syncs a new checkpoint.
+    let appender = append_blocked_on_a_sync(&log, &gate, batch_with_id(2, 3, 100, T0)).await;
+    let read = tokio::time::timeout(HANG, log.read(0, 1 << 20, None))
+        .await
+        .expect("a read must not wait for the reservation's sync")
+        .expect("read");
+    assert_eq!(id_of(&batches(&read.records)[0].1), 1);
+    assert_eq!(read.log_end_offset, 3);
+    assert_eq!(
+        tokio::time::timeout(HANG, log.offset_for_timestamp(T0))
+            .await
+            .expect("a ListOffsets must not wait for the sync")
+            .expect("lookup"),
+        Some((0, T0))
+    );
+
+    gate.open();
+    assert_eq!(appender.await.expect("appender"), 3);
+    assert_eq!(log.log_end_offset(), 6);
+}
+
+#[tokio::test]
+async fn a_read_is_served_while_retention_syncs_the_deletion_of_segments() {
+    let (log, gate) = gated_log(LogConfig {
+        segment_bytes: 4096,
+        retention_bytes: Some(4096),
+        flush: FlushPolicy::Durable,
+        ..LogConfig::default()
+    })
+    .await;
+    for id in 0..3 {
+        log.append(&mut batch_with_id(id, 3, 1000, T0), 0)
+            .await
+            .expect("append");
+    }
+    assert_eq!(log.segment_count().await, 3);
+
+    gate.close();
+    let retention = {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move { log.apply_retention().await.expect("retention") })
+    };
+    gate.a_sync_is_waiting().await;
+    let read = tokio::time::timeout(HANG, log.read(6, 1 << 20, None))
+        .await
+        .expect("a read must not wait for retention's syncs")
+        .expect("read");
+    assert_eq!(id_of(&batches(&read.records)[0].1), 2);
+
+    gate.open();
+    assert_eq!(retention.await.expect("retention task"), 1);
+    assert_eq!(log.log_start_offset(), 3);
+}
