@@ -1,6 +1,7 @@
-//! Readers never wait for the disk's syncs (issue 9, defect 9).
+//! The log under concurrency: readers never wait for the disk's syncs, and a group commit
+//! never outlives a failed sync (issue 9, defect 9).
 //!
-//! The bug: the log's state lock was held across the fsyncs of a segment roll (the old
+//! The first bug: the log's state lock was held across the fsyncs of a segment roll (the old
 //! segment, its two index files, the directory, the checkpoint) and of an offset-reservation
 //! checkpoint, and every read took the same lock. A consumer fetching at the tail stalled for
 //! the whole roll at every segment boundary: a latency spike of several fsyncs, on every
@@ -8,12 +9,16 @@
 //!
 //! These tests hold every sync of the disk open (a gate in front of the faulty disk), start
 //! the write that must sync, and then demand that a read completes before the gate opens.
+//!
+//! The second: a group commit's sync that finished after a roll's sync of the same file had
+//! failed advanced the durable end over bytes the failure had dropped (fsyncgate), and
+//! acknowledged a batch that was gone. The simulator's log workload found it.
 
 mod common;
 
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,34 +30,58 @@ use chaos::{FaultyDisk, FaultyDiskConfig};
 use common::*;
 use tokio::sync::Notify;
 
-/// Holds every sync (file and directory) while closed, and says when one is waiting.
+/// Holds syncs (file and directory) until opened, and says when one is waiting.
 #[derive(Debug, Default)]
 struct Gate {
-    closed: AtomicBool,
+    /// Syncs still to hold: `ALL`, or a count.
+    holds: AtomicUsize,
+    /// Bumped by every `open`; a held sync waits for it to change.
+    openings: AtomicU64,
     parked: Notify,
     opened: Notify,
 }
 
+const ALL: usize = usize::MAX;
+
 impl Gate {
     async fn pass(&self) {
+        let held = self
+            .holds
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |h| match h {
+                0 => None,
+                ALL => Some(ALL),
+                n => Some(n - 1),
+            })
+            .is_ok();
+        if !held {
+            return;
+        }
+        let opening = self.openings.load(Ordering::SeqCst);
+        self.parked.notify_one();
         loop {
             let opened = self.opened.notified();
             tokio::pin!(opened);
             opened.as_mut().enable();
-            if !self.closed.load(Ordering::SeqCst) {
+            if self.openings.load(Ordering::SeqCst) != opening {
                 return;
             }
-            self.parked.notify_one();
             opened.await;
         }
     }
 
+    /// Holds every sync from now on.
     fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.holds.store(ALL, Ordering::SeqCst);
+    }
+
+    /// Holds only the next sync; the ones after it pass.
+    fn hold_next(&self) {
+        self.holds.store(1, Ordering::SeqCst);
     }
 
     fn open(&self) {
-        self.closed.store(false, Ordering::SeqCst);
+        self.holds.store(0, Ordering::SeqCst);
+        self.openings.fetch_add(1, Ordering::SeqCst);
         self.opened.notify_waiters();
     }
 
@@ -124,9 +153,15 @@ impl Disk for GatedDisk {
 }
 
 async fn gated_log(config: LogConfig) -> (Arc<Log>, Arc<Gate>) {
+    let (log, gate, _) = gated_log_on_faulty_disk(config).await;
+    (log, gate)
+}
+
+async fn gated_log_on_faulty_disk(config: LogConfig) -> (Arc<Log>, Arc<Gate>, FaultyDisk) {
     let gate = Arc::new(Gate::default());
+    let faulty = FaultyDisk::new(7, FaultyDiskConfig::default());
     let disk = GatedDisk {
-        inner: Arc::new(FaultyDisk::new(7, FaultyDiskConfig::default())),
+        inner: Arc::new(faulty.clone()),
         gate: Arc::clone(&gate),
     };
     let log = Log::open(
@@ -137,7 +172,7 @@ async fn gated_log(config: LogConfig) -> (Arc<Log>, Arc<Gate>) {
     )
     .await
     .expect("log opens");
-    (Arc::new(log), gate)
+    (Arc::new(log), gate, faulty)
 }
 
 /// Not a timing assertion: with every sync held, a read that needs one never finishes. The
@@ -265,4 +300,53 @@ async fn a_read_is_served_while_retention_syncs_the_deletion_of_segments() {
     gate.open();
     assert_eq!(retention.await.expect("retention task"), 1);
     assert_eq!(log.log_start_offset(), 3);
+}
+
+#[tokio::test]
+async fn a_group_commit_that_ends_after_a_failed_roll_sync_does_not_acknowledge_the_dropped_batch()
+{
+    let (log, gate, disk) = gated_log_on_faulty_disk(LogConfig {
+        flush: FlushPolicy::Durable,
+        ..LogConfig::default()
+    })
+    .await;
+    log.append(&mut batch_with_id(1, 3, 100, T0), 0)
+        .await
+        .expect("append");
+
+    // The batch's group commit reaches its sync and is held there.
+    gate.hold_next();
+    let appender = {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move {
+            let mut batch = batch_with_id(2, 3, 100, T0);
+            log.append(&mut batch, 0).await
+        })
+    };
+    gate.a_sync_is_waiting().await;
+    // A roll syncs the same segment first, and that sync fails: the batch's bytes are gone.
+    disk.fail_next_sync();
+    assert!(log.roll().await.is_err(), "the roll's sync failed");
+    // Then the held sync completes, on a file that no longer holds the batch.
+    gate.open();
+    let outcome = appender.await.expect("appender");
+    assert!(
+        outcome.is_err(),
+        "a batch whose bytes a failed sync dropped was acknowledged: {outcome:?}"
+    );
+    drop(log);
+    let reopened = Log::open(
+        Arc::new(disk.clone()),
+        Arc::new(ManualClock::new(T0)),
+        "/data/topic-0".into(),
+        LogConfig::default(),
+    )
+    .await
+    .expect("log reopens");
+    let kept: Vec<u64> = Fixture::read_all(&reopened)
+        .await
+        .iter()
+        .map(|(_, bytes)| id_of(bytes))
+        .collect();
+    assert_eq!(kept, [1], "only the acknowledged batch survives");
 }
