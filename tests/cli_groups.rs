@@ -16,8 +16,8 @@ mod common_broker;
 
 use std::time::{Duration, Instant};
 
-use broker::cli::{self, Cli, Command};
 use clap::Parser;
+use cli::{self, Cli, Command};
 use common_broker::*;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};

@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::cli::{self, Cli, Command};
-use broker::client::partitioner::partition_for_key;
-use broker::client::*;
 use broker::log::batch::TimestampType;
 use clap::Parser;
+use cli::{self, Cli, Command};
+use client::partitioner::partition_for_key;
+use client::*;
 use kafka_protocol::error::ResponseError;
 use tokio::net::TcpListener;
 

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::client::*;
+use client::*;
 use kafka_protocol::error::ResponseError;
 use tokio::net::TcpListener;
 

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use broker::broker::Broker;
-use broker::client::*;
 use broker::clock::SystemClock;
 use broker::config::BrokerConfig;
 use chaos::{FaultyDisk, FaultyDiskConfig};
+use client::*;
 
 const TOPIC: &str = "shared";
 const PARTITIONS: i32 = 4;

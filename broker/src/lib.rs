@@ -31,8 +31,6 @@
 //! ```
 
 pub mod broker;
-pub mod cli;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod disk;

@@ -15,7 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::Broker;
-use crate::protocol::{self, frame, Reply};
+use crate::protocol::{self, Reply};
+use wire::frame;
 
 /// Responses a connection may have outstanding before it stops reading more requests.
 const MAX_IN_FLIGHT: usize = 64;

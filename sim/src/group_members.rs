@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use broker::client::admin::OffsetAndMetadata;
-use broker::client::{
+use client::admin::OffsetAndMetadata;
+use client::{
     CommitError, CommitOutcome, ConsumerConfig, GroupConsumer, GroupConsumerConfig, OffsetReset,
 };
 use madsim::rand::Rng;
@@ -403,7 +403,7 @@ pub(crate) async fn fetch_all_committed(
     let Some(client) = connect(&ctx, who, REQUEST_TIMEOUT, || false).await else {
         return Vec::new();
     };
-    let admin = broker::client::Admin::new(client);
+    let admin = client::Admin::new(client);
     let wanted: Vec<TopicPartition> = (0..partitions).map(|p| (topic.clone(), p)).collect();
     for _attempt in 0..20 {
         let kinds: Vec<usize> = wanted

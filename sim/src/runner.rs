@@ -27,16 +27,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::client::{
-    Acks, Admin, Client, ClientConfig, ConnectionConfig, Consumer, ConsumerConfig,
-    CreateTopicError, NewTopic, OffsetReset, PollError, Producer, ProducerConfig, ProducerRecord,
-    SeekTo, SendOutcome,
-};
 use broker::config::{BrokerConfig, FlushMode};
 use broker::log::batch;
 use broker::log::FlushPolicy;
 use chaos::nemesis::{Applied, Fault, FaultKind, Nemesis, Node};
 use chaos::FaultyDiskConfig;
+use client::{
+    Acks, Admin, Client, ClientConfig, ConnectionConfig, Consumer, ConsumerConfig,
+    CreateTopicError, NewTopic, OffsetReset, PollError, Producer, ProducerConfig, ProducerRecord,
+    SeekTo, SendOutcome,
+};
 use madsim::rand::Rng;
 use serde::Serialize;
 
@@ -1474,10 +1474,9 @@ async fn producer(
             let mut rng = madsim::rand::thread_rng();
             let key = (spec.keys > 0).then(|| rng.gen_range(0..spec.keys));
             let partition = match key {
-                Some(k) => broker::client::partitioner::partition_for_key(
-                    format!("k{k}").as_bytes(),
-                    partitions,
-                ),
+                Some(k) => {
+                    client::partitioner::partition_for_key(format!("k{k}").as_bytes(), partitions)
+                }
                 None => rng.gen_range(0..partitions),
             };
             (key, partition, interval * rng.gen_range(0.5..1.5))

@@ -12,7 +12,7 @@
 # copied and only tests/ is compiled (about 2-3 minutes on 2 cores); otherwise librdkafka is
 # configured and built from the registry source first (several minutes more).
 #
-# Each run starts `faultline broker` (built with `cargo build -p broker --bin faultline`) on a
+# Each run starts `faultline broker` (built with `cargo build -p faultline-cli --bin faultline`) on a
 # free 127.0.0.1 port with a fresh data directory and the suite's default scenario (topic
 # auto-creation on, 4 partitions per auto-created topic), writes test.conf pointing at it, and runs
 # each test on its own (`TESTS=<n> test-runner -p1 -Q -V <version>`), under a time limit, with
@@ -76,7 +76,7 @@ build_runner() {
 # --- the broker -----------------------------------------------------------------------------
 if [ -z "${FAULTLINE_BIN:-}" ]; then
     log "building the broker"
-    (cd "$ROOT" && cargo build -q -p broker --bin faultline)
+    (cd "$ROOT" && cargo build -q -p faultline-cli --bin faultline)
     FAULTLINE_BIN=$TARGET/debug/faultline
 fi
 [ -x "$FAULTLINE_BIN" ] || die "no broker binary at $FAULTLINE_BIN"

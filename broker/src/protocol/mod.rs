@@ -15,7 +15,6 @@ pub mod describe_groups;
 pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
-pub mod frame;
 pub mod heartbeat;
 pub mod init_producer_id;
 pub mod join_group;

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{connect, request_error, ClientArgs};
-use crate::client::{Admin, ConfigChange, CreateTopicError, NewTopic, TopicError, TopicMetadata};
+use client::{Admin, ConfigChange, CreateTopicError, NewTopic, TopicError, TopicMetadata};
 
 #[derive(Debug, Args)]
 pub struct TopicsArgs {

@@ -1,4 +1,4 @@
-//! The `faultline` binary. See `broker::cli`.
+//! The `faultline` binary. See the `cli` library of this package.
 
 /// mimalloc instead of glibc's malloc: every 1 MiB fetch allocates a read buffer and a response
 /// frame, and glibc returned them to the kernel after each fetch (its heap trim), so the next
@@ -11,12 +11,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(not(madsim))]
 fn main() {
     use clap::Parser;
-    let cli = broker::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let code = runtime.block_on(broker::cli::main(cli));
+    let code = runtime.block_on(cli::main(cli));
     drop(runtime);
     std::process::exit(code);
 }

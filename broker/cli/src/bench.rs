@@ -2,12 +2,12 @@
 //! by the same command in the same run (see /work/shared/PERFORMANCE.md).
 //!
 //! # What `bench produce` drives
-//! Not the client's per-record [`crate::client::Producer`]: that API costs a metadata lookup, a
+//! Not the client's per-record [`client::Producer`]: that API costs a metadata lookup, a
 //! lock, a oneshot channel and a record clone per record, and at a million records a second on
 //! a 2-core machine shared with the broker it would measure itself, not the broker. Instead the
 //! bench encodes a small pool of v2 batches once (`client::records::encode_batch`, exactly
 //! `--batch-size` bytes or just under) and sends them as Produce requests, `--in-flight` at a
-//! time, pipelined on the client's [`crate::client::Connection`] to each partition's leader,
+//! time, pipelined on the client's [`client::Connection`] to each partition's leader,
 //! round-robin over the partitions. Latency is per request: written to answered.
 //!
 //! # The yardstick (`--yardstick`, on by default)
@@ -46,13 +46,13 @@ use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
 use super::{connect, request_error, ClientArgs};
-use crate::client::records::{encode_batch, ProducerIdentity, Record};
-use crate::client::{
+use broker::clock::{Clock, SystemClock};
+use broker::log::batch::BatchHeader;
+use client::records::{encode_batch, ProducerIdentity, Record};
+use client::{
     Acks, Admin, Client, Connection, Consumer, ConsumerConfig, CreateTopicError, MetadataError,
     NewTopic, SeekError,
 };
-use crate::clock::{Clock, SystemClock};
-use crate::log::batch::BatchHeader;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -340,7 +340,7 @@ async fn produce_worker(job: Arc<ProduceJob>) -> Result<(RunStats, Option<String
     let mut stats = RunStats::default();
     let mut first_error = None;
     let timeout_ms = 30_000;
-    while crate::client::now() < job.deadline {
+    while client::now() < job.deadline {
         let n = job.next.fetch_add(1, Ordering::Relaxed);
         let partition = (n % job.leaders.len() as u64) as usize;
         let batch = &job.batches[(n / job.leaders.len() as u64) as usize % job.batches.len()];
@@ -354,7 +354,7 @@ async fn produce_worker(job: Arc<ProduceJob>) -> Result<(RunStats, Option<String
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(partition as i32)
                     .with_records(Some(batch.clone()))])]);
-        let start = crate::client::now();
+        let start = client::now();
         if job.acks == Acks::None {
             connection
                 .send_without_response(&request)
@@ -406,7 +406,7 @@ async fn produce_phase(
     job: Arc<ProduceJob>,
     in_flight: usize,
 ) -> Result<(RunStats, Option<String>), String> {
-    let start = crate::client::now();
+    let start = client::now();
     let workers: Vec<_> = (0..in_flight)
         .map(|_| tokio::spawn(produce_worker(Arc::clone(&job))))
         .collect();
@@ -519,7 +519,7 @@ async fn produce(
                 batches: batches.clone(),
                 records_per_batch: records_per_batch as u64,
                 leaders: leaders.clone(),
-                deadline: crate::client::now() + run_for,
+                deadline: client::now() + run_for,
                 next: AtomicU64::new(0),
             });
             let (stats, error) = produce_phase(job, args.in_flight).await?;
@@ -637,7 +637,7 @@ async fn consume(
     };
     let lookup = Consumer::new(client.clone(), ConsumerConfig::default());
     let mut tasks = Vec::new();
-    let start = crate::client::now();
+    let start = client::now();
     let deadline = start + run_for;
     let topic = TopicName(StrBytes::from_string(args.topic.clone()));
     for p in &meta.partitions {
@@ -741,7 +741,7 @@ async fn fetch_partition(
 ) -> Result<RunStats, String> {
     let mut stats = RunStats::default();
     let mut offset = from;
-    while offset < to && crate::client::now() < deadline {
+    while offset < to && client::now() < deadline {
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(0)
@@ -753,7 +753,7 @@ async fn fetch_partition(
                     .with_partition(partition)
                     .with_fetch_offset(offset)
                     .with_partition_max_bytes(fetch_size)])]);
-        let start = crate::client::now();
+        let start = client::now();
         let response = connection
             .send(&request)
             .await
@@ -819,8 +819,8 @@ mod yardstick {
     use bytes::Bytes;
 
     use super::RunStats;
-    use crate::client::Acks;
-    use crate::log::batch;
+    use broker::log::batch;
+    use client::Acks;
 
     pub struct PipeConfig {
         pub batches: Vec<Bytes>,
@@ -1195,7 +1195,7 @@ mod yardstick {
     use bytes::Bytes;
 
     use super::RunStats;
-    use crate::client::Acks;
+    use client::Acks;
 
     pub struct PipeConfig {
         pub batches: Vec<Bytes>,

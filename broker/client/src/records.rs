@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use crate::log::batch::{
+use broker::log::batch::{
     self, BatchHeader, Compression, TimestampType, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2,
 };
 

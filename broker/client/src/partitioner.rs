@@ -90,14 +90,14 @@ fn random_partition(num_partitions: i32, avoid: Option<i32>) -> i32 {
     match avoid {
         Some(last) if num_partitions > 1 => {
             // Uniform over the other n-1 partitions.
-            let pick = (crate::random::random_u64() % (n - 1)) as i32;
+            let pick = (broker::random::random_u64() % (n - 1)) as i32;
             if pick >= last {
                 pick + 1
             } else {
                 pick
             }
         }
-        _ => (crate::random::random_u64() % n) as i32,
+        _ => (broker::random::random_u64() % n) as i32,
     }
 }
 

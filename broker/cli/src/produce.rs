@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use super::{connect, ClientArgs};
-use crate::client::{
+use client::{
     Acks, MetadataError, Producer, ProducerConfig, ProducerRecord, SendOutcome, UnknownReason,
 };
 

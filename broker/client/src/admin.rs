@@ -699,7 +699,7 @@ impl Admin {
                 client_id: m.client_id.to_string(),
                 client_host: m.client_host.to_string(),
                 assignment: if protocol_type == "consumer" {
-                    crate::group::consumer_protocol::decode_assignment(&m.member_assignment)
+                    broker::group::consumer_protocol::decode_assignment(&m.member_assignment)
                 } else {
                     None
                 },

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, ClientConfig, ConnectError, RequestError};
+use client::{Client, ClientConfig, ConnectError, RequestError};
 
 #[derive(Debug, Parser)]
 #[command(

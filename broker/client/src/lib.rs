@@ -21,7 +21,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use broker::client::{Admin, Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer,
+//! use client::{Admin, Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer,
 //!                      ProducerConfig, ProducerRecord, SeekTo, SendOutcome};
 //!
 //! let client = Client::connect(ClientConfig::new("127.0.0.1:9092")).await?;

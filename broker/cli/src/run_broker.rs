@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::broker::Broker;
-use crate::clock::SystemClock;
-use crate::config::BrokerConfig;
-use crate::disk::{self, FileDisk};
+use broker::broker::Broker;
+use broker::clock::SystemClock;
+use broker::config::BrokerConfig;
+use broker::disk::{self, FileDisk};
 
 #[derive(Debug, Args)]
 pub struct BrokerArgs {
@@ -141,7 +141,7 @@ pub async fn run(args: BrokerArgs) -> i32 {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| config.listen.clone());
     tracing::info!(listen = %local, advertised = config.advertised(), node_id = config.node_id, "faultline broker started");
-    crate::server::serve(Arc::clone(&broker), listener, shutdown_signal()).await;
+    broker::server::serve(Arc::clone(&broker), listener, shutdown_signal()).await;
     tracing::info!("shutting down: connections drained, closing logs");
     broker.shutdown().await;
     tracing::info!("faultline broker stopped cleanly");

@@ -15,7 +15,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use serde_json::json;
 
 use super::{connect, request_error, ClientArgs};
-use crate::client::{
+use client::{
     Admin, Client, Consumer, ConsumerConfig, GroupAdminError, GroupDescription, ListGroupsError,
     OffsetAndMetadata, SeekError,
 };
@@ -480,7 +480,7 @@ async fn describe(
             Err(_) => None,
         };
     }
-    let member_json = |m: &crate::client::GroupMember| {
+    let member_json = |m: &client::GroupMember| {
         json!({
             "member_id": m.member_id,
             "group_instance_id": m.group_instance_id,
@@ -653,9 +653,7 @@ async fn delete(
                     ),
                 };
                 if json {
-                    let error = e
-                        .kafka_error()
-                        .map(|k| crate::client::admin::error_name(&k));
+                    let error = e.kafka_error().map(|k| client::admin::error_name(&k));
                     writeln!(
                         out,
                         "{}",
@@ -685,7 +683,7 @@ async fn resolve_partitions(
             .refresh_topic(&spec.topic, false)
             .await
             .map_err(|e| match e {
-                crate::client::MetadataError::Request(r) => request_error(&r),
+                client::MetadataError::Request(r) => request_error(&r),
                 other => other.to_string(),
             })?;
         match &spec.partitions {
@@ -823,7 +821,7 @@ async fn reset_offsets(
                     "assignments can only be reset if the group \"{group}\" is inactive, but a \
                      member joined meanwhile ({}); stop its consumers first",
                     e.kafka_error()
-                        .map(|k| crate::client::admin::error_name(&k))
+                        .map(|k| client::admin::error_name(&k))
                         .unwrap_or_default()
                 ),
                 other => group_error(&other),

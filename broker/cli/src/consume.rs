@@ -7,10 +7,8 @@ use clap::Args;
 use serde_json::json;
 
 use super::{connect, request_error, ClientArgs};
-use crate::client::{
-    Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, PollError, SeekError, SeekTo,
-};
-use crate::log::batch::TimestampType;
+use broker::log::batch::TimestampType;
+use client::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, PollError, SeekError, SeekTo};
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
@@ -133,7 +131,7 @@ async fn run_inner(
     }
     let io = |e: std::io::Error| format!("cannot write output: {e}");
     let idle_limit = args.timeout_ms.map(Duration::from_millis);
-    let mut idle_since = crate::client::now();
+    let mut idle_since = client::now();
     let mut count = 0u64;
     'poll: loop {
         if args.max_messages.is_some_and(|max| count >= max) {
@@ -150,7 +148,7 @@ async fn run_inner(
             }
             continue;
         }
-        idle_since = crate::client::now();
+        idle_since = client::now();
         for r in &records {
             if args.max_messages.is_some_and(|max| count >= max) {
                 break 'poll;

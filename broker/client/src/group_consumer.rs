@@ -105,11 +105,11 @@ use tokio::time::Instant;
 
 use super::admin::OffsetAndMetadata;
 use super::cluster::{Client, MetadataError};
-use super::connection::{Connection, RequestError};
+use super::connection::{Connection, RequestError, CLIENT_VERSIONS};
 use super::consumer::{Consumer, ConsumerConfig, ConsumerRecord, PollError, SeekError, SeekTo};
 #[cfg(test)]
-use crate::group::consumer_protocol::SUBSCRIPTION_VERSION;
-pub use crate::group::consumer_protocol::{
+use broker::group::consumer_protocol::SUBSCRIPTION_VERSION;
+pub use broker::group::consumer_protocol::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription,
 };
 
@@ -581,9 +581,13 @@ impl Shared {
             });
         }
         let addr = format!("{}:{}", response.host.as_str(), response.port);
-        let connection = Connection::connect(&addr, self.client.config().connection.clone())
-            .await
-            .map_err(RequestError::from)?;
+        let connection = Connection::connect(
+            &addr,
+            self.client.config().connection.clone(),
+            CLIENT_VERSIONS,
+        )
+        .await
+        .map_err(RequestError::from)?;
         let connection = Arc::new(connection);
         let mut state = self.lock();
         if let Some(existing) = state.coordinator.clone().filter(|c| !c.is_closed()) {

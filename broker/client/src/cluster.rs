@@ -10,7 +10,9 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::connection::{ConnectError, Connection, ConnectionConfig, RequestError};
+use super::connection::{
+    ConnectError, Connection, ConnectionConfig, RequestError, CLIENT_VERSIONS,
+};
 
 /// How to reach the cluster.
 #[derive(Clone, Debug)]
@@ -113,7 +115,7 @@ impl Client {
         }
         let mut last = ConnectError::NoBootstrapServers;
         for addr in &self.config.bootstrap_servers {
-            match Connection::connect(addr, self.config.connection.clone()).await {
+            match Connection::connect(addr, self.config.connection.clone(), CLIENT_VERSIONS).await {
                 Ok(c) => {
                     let c = Arc::new(c);
                     self.state().bootstrap = Some(Arc::clone(&c));
@@ -162,7 +164,9 @@ impl Client {
             // Not in the metadata (yet): the bootstrap connection is the best guess.
             return self.bootstrap_connection().await;
         };
-        let c = Arc::new(Connection::connect(&addr, self.config.connection.clone()).await?);
+        let c = Arc::new(
+            Connection::connect(&addr, self.config.connection.clone(), CLIENT_VERSIONS).await?,
+        );
         self.state().connections.insert(node, Arc::clone(&c));
         Ok(c)
     }

@@ -19,7 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::cluster::{Client, MetadataError};
 use super::connection::RequestError;
 use super::records::{decode_batches, DecodeError, Header};
-use crate::log::batch::TimestampType;
+use broker::log::batch::TimestampType;
 
 /// Where a partition without a valid position starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

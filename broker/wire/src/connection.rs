@@ -1,5 +1,7 @@
 //! One TCP connection to one broker: framed, pipelined requests matched to their responses by
-//! correlation id, with the API versions negotiated by ApiVersions when it opens.
+//! correlation id, with the API versions negotiated by ApiVersions when it opens. Used by the
+//! Rust client, and by anything in the broker that talks to another broker (a follower's
+//! fetcher) without the client's retry policy.
 //!
 //! Runtime rules (the same code runs on real tokio and in the simulator): the stream is split
 //! with `tokio::io::split`, every frame is flushed, and every request has its own timeout. A
@@ -22,42 +24,10 @@ use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
-use crate::protocol::frame;
+use crate::frame;
 
 /// Largest response frame accepted (Kafka's `fetch.max.bytes` default is 50 MiB).
 const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
-
-/// The versions this client can speak, per API: (API, lowest, highest). The request builders
-/// set only fields that exist in every version of these ranges (or leave them at defaults).
-pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 10),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 1, 12),
-    (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 2, 5),
-    (ApiKey::DeleteTopics, 1, 4),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::InitProducerId, 0, 4),
-    // Group admin (`admin.rs`): FindCoordinator v1–3 (one `key`), OffsetFetch v2–7 (one
-    // `group_id`, null topics = all), OffsetCommit v2–9 (topic names, not ids).
-    (ApiKey::FindCoordinator, 1, 3),
-    (ApiKey::OffsetCommit, 2, 9),
-    (ApiKey::OffsetFetch, 2, 7),
-    (ApiKey::ListGroups, 0, 5),
-    (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::DeleteGroups, 0, 2),
-    (ApiKey::OffsetDelete, 0, 0),
-    // Group membership (`group_consumer.rs`): JoinGroup from v1 (rebalance timeout; v4 adds
-    // KIP-394, v5 group.instance.id), SyncGroup, Heartbeat and LeaveGroup in every version
-    // (v3+ of each carries group.instance.id; LeaveGroup v3+ names members in a batch).
-    (ApiKey::JoinGroup, 1, 7),
-    (ApiKey::SyncGroup, 0, 5),
-    (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 5),
-];
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +135,8 @@ pub struct Connection {
     writer: tokio::sync::Mutex<WriteHalf<TcpStream>>,
     shared: Arc<Shared>,
     next_correlation_id: AtomicI32,
+    /// What this side speaks, per API: (API, lowest, highest).
+    speaks: &'static [(ApiKey, i16, i16)],
     versions: OnceLock<BTreeMap<i16, (i16, i16)>>,
 }
 
@@ -184,8 +156,13 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` (`host:port`) and negotiates API versions.
-    pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Connection, ConnectError> {
+    /// Connects to `addr` (`host:port`) and negotiates API versions: each request goes at the
+    /// highest version both the broker and `speaks` (API, lowest, highest) allow.
+    pub async fn connect(
+        addr: &str,
+        config: ConnectionConfig,
+        speaks: &'static [(ApiKey, i16, i16)],
+    ) -> Result<Connection, ConnectError> {
         let stream =
             match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => stream,
@@ -254,6 +231,7 @@ impl Connection {
             writer: tokio::sync::Mutex::new(writer),
             shared,
             next_correlation_id: AtomicI32::new(0),
+            speaks,
             versions: OnceLock::new(),
         };
         connection.negotiate().await?;
@@ -332,7 +310,8 @@ impl Connection {
             addr: self.addr.clone(),
             api,
         };
-        let &(_, client_min, client_max) = CLIENT_VERSIONS
+        let &(_, client_min, client_max) = self
+            .speaks
             .iter()
             .find(|(k, _, _)| *k == api)
             .ok_or_else(unsupported)?;

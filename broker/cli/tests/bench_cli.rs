@@ -8,11 +8,11 @@
 use std::sync::Arc;
 
 use broker::broker::Broker;
-use broker::cli::{self, Cli, Command};
 use broker::clock::SystemClock;
 use broker::config::BrokerConfig;
 use broker::disk::FileDisk;
 use clap::Parser;
+use cli::{self, Cli, Command};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

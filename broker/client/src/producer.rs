@@ -59,7 +59,7 @@ use super::cluster::{Client, MetadataError};
 use super::connection::RequestError;
 use super::partitioner::{partition_for_key, StickyPartitioner};
 use super::records::{encode_batch, estimated_size, Header, ProducerIdentity, Record};
-use crate::clock::{Clock, SystemClock};
+use broker::clock::{Clock, SystemClock};
 
 /// How many replicas must have a record before the leader answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
