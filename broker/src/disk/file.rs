@@ -14,7 +14,10 @@
 //!   wait (a cold read, an append throttled by dirty-page writeback) moves to the blocking
 //!   pool. A page-cache hit pays no hand-off: handing a 1 MiB read to another thread costs
 //!   more than the read itself here (measured in `benches/log.rs`, `read-1MiB`; see README).
-//! - A file system without `RWF_NOWAIT` gets plain inline `pread`/`pwrite`, as before.
+//! - A file system without `RWF_NOWAIT` gets plain inline `pread`/`pwrite`, as before. That
+//!   is what appends get on ext4 today (it refuses the flag for buffered writes): an append
+//!   of a batch to the page cache takes microseconds, and an unconditional hand-off would cost
+//!   more than that plus a copy of the batch (`read-handoff-4KiB` in `benches/log.rs`).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::fs;
@@ -51,9 +54,11 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Set once a file system refuses `RWF_NOWAIT`: from then on reads and appends are plain
-/// inline calls (what they were before the flag existed).
-static NOWAIT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+/// Set once a file system refuses `RWF_NOWAIT` for reads, or for writes: from then on those
+/// are plain inline calls (what they were before the flag existed). ext4 on Linux 6.18 takes
+/// it for buffered reads and refuses it for buffered writes (`EOPNOTSUPP`, checked here).
+static NOWAIT_READS_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+static NOWAIT_WRITES_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
 /// Runs blocking file work on tokio's blocking pool (inline in the simulation build, which has
 /// no OS threads and never runs `FileDisk`, but must compile it).
@@ -80,8 +85,8 @@ enum Span {
     WouldBlock(usize),
 }
 
-fn nowait_flags(nowait: bool) -> libc::c_int {
-    if nowait && !NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+fn nowait_flags(nowait: bool, unsupported: &AtomicBool) -> libc::c_int {
+    if nowait && !unsupported.load(Ordering::Relaxed) {
         libc::RWF_NOWAIT
     } else {
         0
@@ -106,7 +111,7 @@ unsafe fn read_span(
             iov_base: ptr.add(done).cast(),
             iov_len: len - done,
         };
-        let flags = nowait_flags(nowait);
+        let flags = nowait_flags(nowait, &NOWAIT_READS_UNSUPPORTED);
         let n = libc::preadv2(fd, &iov, 1, (pos + done as u64) as libc::off_t, flags);
         if n > 0 {
             done += n as usize;
@@ -120,7 +125,7 @@ unsafe fn read_span(
             Some(libc::EINTR) => {}
             Some(libc::EAGAIN) if flags != 0 => return Ok(Span::WouldBlock(done)),
             Some(libc::EOPNOTSUPP) if flags != 0 => {
-                NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed)
+                NOWAIT_READS_UNSUPPORTED.store(true, Ordering::Relaxed)
             }
             _ => return Err(e),
         }
@@ -136,7 +141,7 @@ fn write_span(fd: RawFd, buf: &[u8], pos: u64, nowait: bool) -> io::Result<Span>
             iov_base: buf[done..].as_ptr() as *mut libc::c_void,
             iov_len: buf.len() - done,
         };
-        let flags = nowait_flags(nowait);
+        let flags = nowait_flags(nowait, &NOWAIT_WRITES_UNSUPPORTED);
         // SAFETY: the iovec covers the initialised, borrowed rest of `buf`, which the kernel
         // only reads.
         let n = unsafe { libc::pwritev2(fd, &iov, 1, (pos + done as u64) as libc::off_t, flags) };
@@ -155,7 +160,7 @@ fn write_span(fd: RawFd, buf: &[u8], pos: u64, nowait: bool) -> io::Result<Span>
             Some(libc::EINTR) => {}
             Some(libc::EAGAIN) if flags != 0 => return Ok(Span::WouldBlock(done)),
             Some(libc::EOPNOTSUPP) if flags != 0 => {
-                NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed)
+                NOWAIT_WRITES_UNSUPPORTED.store(true, Ordering::Relaxed)
             }
             _ => return Err(e),
         }
@@ -432,7 +437,7 @@ mod tests {
         let span =
             unsafe { read_span(raw.as_raw_fd(), probe.as_mut_ptr(), probe.len(), 8192, true) }
                 .unwrap();
-        if NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+        if NOWAIT_READS_UNSUPPORTED.load(Ordering::Relaxed) {
             // This file system reads inline; the bytes must still be right.
             assert!(matches!(span, Span::Done(4096)));
         } else {
