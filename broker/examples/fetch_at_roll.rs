@@ -11,9 +11,11 @@
 //! What it exposes: a roll syncs the old segment and writes its indexes and the checkpoint
 //! (several fsyncs); a reader must not wait for any of them.
 //!
-//! Run: `cargo bench --bench fetch_at_roll [-- --policy lazy|durable --seconds 5 --rounds 3
-//! --segment-mib 4]`. Scratch space: `$FAULTLINE_BENCH_DIR`, else `target/bench-scratch`
-//! (disk-backed, not tmpfs).
+//! Run: `cargo run --release -p broker --example fetch_at_roll [-- --policy lazy|durable
+//! --seconds 5 --rounds 3 --segment-mib 4]`. An example rather than a criterion bench: it
+//! measures a distribution under a concurrent writer, not one operation, and it builds without
+//! the integration tests' dependencies (librdkafka). Scratch space: `$FAULTLINE_BENCH_DIR`,
+//! else `target/bench-scratch` (disk-backed, not tmpfs).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 #[cfg(not(madsim))]
@@ -79,7 +81,7 @@ mod real {
                     o.segment_bytes = value.parse::<u64>().expect("--segment-mib N") * MIB;
                     i += 2;
                 }
-                // cargo bench passes --bench; ignore anything else.
+                // Anything else is ignored.
                 _ => i += 1,
             }
         }
@@ -89,7 +91,9 @@ mod real {
     fn scratch_root() -> PathBuf {
         let root = std::env::var_os("FAULTLINE_BENCH_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-scratch"));
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-scratch")
+            });
         std::fs::create_dir_all(&root).expect("create scratch root");
         root
     }
