@@ -11,8 +11,6 @@
 //! - `read-1MiB`: sequential `Log::read` with 1 MiB `max_bytes` over a 256 MiB log of 16 KiB
 //!   batches held in the page cache, vs `pread`: the same byte ranges of the same segment file
 //!   into a reused buffer (`pread+crc32c` adds the CRC the log must check, for information).
-//! - `read-handoff-{1MiB,4KiB}`: the same `pread` of warm pages inline on a runtime worker vs
-//!   handed to tokio's blocking pool and awaited: what moving every read off the workers costs.
 //! - `recovery-{tail,full}`: `Log::open` of a 256 MiB log (16 KiB batches, 96 MiB segments) left
 //!   without a clean shutdown; `tail` keeps `log.checkpoint` (the last segment is scanned),
 //!   `full` deletes it first (every segment is scanned). Yardstick: `pread+crc32c` of the bytes
@@ -433,62 +431,6 @@ mod real {
             })
         });
         group.finish();
-
-        // Where a page-cache read should run: inline on the runtime's worker, or handed to
-        // tokio's blocking pool (what FileDisk does only when RWF_NOWAIT says the read would
-        // wait for the device). Same file, warm pages, a 2-worker runtime like the broker's.
-        let file = Arc::new(file);
-        let pool = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        for (name, size) in [("1MiB", read_bytes), ("4KiB", 4096)] {
-            let mut group = c.benchmark_group(format!("read-handoff-{name}"));
-            group.throughput(Throughput::Bytes(size as u64));
-            let mut pos = 0u64;
-            let mut buf = vec![0u8; size];
-            group.bench_function("pread-inline", |b| {
-                b.iter_custom(|iters| {
-                    pool.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            if pos + size as u64 > log_bytes {
-                                pos = 0;
-                            }
-                            file.read_exact_at(&mut buf, pos).expect("pread");
-                            pos += size as u64;
-                        }
-                        start.elapsed()
-                    })
-                })
-            });
-            let mut pos = 0u64;
-            group.bench_function("pread-blocking-pool", |b| {
-                b.iter_custom(|iters| {
-                    pool.block_on(async {
-                        let mut buf = vec![0u8; size];
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            if pos + size as u64 > log_bytes {
-                                pos = 0;
-                            }
-                            let file = Arc::clone(&file);
-                            let at = pos;
-                            buf = tokio::task::spawn_blocking(move || {
-                                file.read_exact_at(&mut buf, at).expect("pread");
-                                buf
-                            })
-                            .await
-                            .expect("blocking read");
-                            pos += size as u64;
-                        }
-                        start.elapsed()
-                    })
-                })
-            });
-            group.finish();
-        }
         drop(log);
         fs::remove_dir_all(&dir).expect("remove read log");
     }

@@ -13,11 +13,12 @@
 //!   `pwritev2`), which fails with `EAGAIN` instead of waiting for the device. Only what would
 //!   wait (a cold read, an append throttled by dirty-page writeback) moves to the blocking
 //!   pool. A page-cache hit pays no hand-off: handing a 1 MiB read to another thread costs
-//!   more than the read itself here (measured in `benches/log.rs`, `read-1MiB`; see README).
+//!   more than the read itself here (`cargo run --release -p broker --example fetch_at_roll`
+//!   measures both; see README).
 //! - A file system without `RWF_NOWAIT` gets plain inline `pread`/`pwrite`, as before. That
 //!   is what appends get on ext4 today (it refuses the flag for buffered writes): an append
 //!   of a batch to the page cache takes microseconds, and an unconditional hand-off would cost
-//!   more than that plus a copy of the batch (`read-handoff-4KiB` in `benches/log.rs`).
+//!   more than that plus a copy of the batch (the same example, 4 KiB).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::fs;
