@@ -155,11 +155,7 @@ fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
 /// - 11ed7df7f4fadebd: first lock (runner v1: single broker, 6 crashes, torn writes).
 /// - 8b83ed1131533ec4: every run gets a fresh thread, so std's per-thread `HashMap` keys are
 ///   drawn inside the simulator (before, a run's maps depended on the runs before it).
-/// - 0a8ac2f787f7e985: the log's state lock is a short std mutex and a separate writer lock
-///   serializes appends across their I/O (issue 9, defect 9: reads never wait for a sync), so
-///   appends, group commits and reads interleave differently in virtual time from the seventh
-///   operation on; the run still passes (1,662 of 1,662 sends acknowledged, 0 violations).
-const LOCKED_TRACE_HASH: &str = "0a8ac2f787f7e985";
+const LOCKED_TRACE_HASH: &str = "8b83ed1131533ec4";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {
