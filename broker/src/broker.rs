@@ -175,9 +175,9 @@ pub struct Broker {
     stopping: Latch,
     /// Connections closed at once because a `max.connections` limit was reached.
     connections_refused: std::sync::atomic::AtomicU64,
-    /// The data directory's `.lock`, held for the broker's life: a second broker on the same
-    /// directory would append to the same logs and lose acknowledged records.
-    _dir_lock: DirLock,
+    /// The data directory's `.lock`, held until the broker is dropped or shut down: a second
+    /// broker on the same directory would append to the same logs and lose acknowledged records.
+    dir_lock: std::sync::Mutex<Option<DirLock>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -313,7 +313,7 @@ impl Broker {
             groups,
             stopping: Latch::default(),
             connections_refused: std::sync::atomic::AtomicU64::new(0),
-            _dir_lock: dir_lock,
+            dir_lock: std::sync::Mutex::new(Some(dir_lock)),
         };
         let mut topics = BTreeMap::new();
         for (name, stored) in &meta.topics {
@@ -879,6 +879,14 @@ impl Broker {
             }
         }
         tracing::info!("broker storage closed");
+        // Every log is closed: the directory is free for the next broker (as Kafka releases
+        // its `.lock` at the end of a shutdown).
+        drop(
+            self.dir_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
     }
 
     pub fn data_dir(&self) -> &Path {
