@@ -125,9 +125,12 @@ struct State {
     fail_next_syncs: u32,
     failing_prefixes: BTreeSet<PathBuf>,
     counts: FaultCounts,
-    /// Directories held by a [`DirLock`], by their resolved names. A crash clears them: the
-    /// process that held them is gone, as an OS lock goes with its process.
+    /// Directories held by a [`DirLock`], by their resolved names. A crash, or the harness
+    /// saying the holding process died ([`FaultyDisk::release_locks`]), clears them, as an OS
+    /// lock goes with its process whenever the process's objects are dropped.
     locked_dirs: BTreeSet<Vec<String>>,
+    /// Bumped by every release of all locks; a [`DirLock`] from before releases nothing.
+    lock_epoch: u64,
 }
 
 enum Node {
@@ -349,6 +352,7 @@ impl FaultyDisk {
             failing_prefixes: BTreeSet::new(),
             counts: FaultCounts::default(),
             locked_dirs: BTreeSet::new(),
+            lock_epoch: 0,
         };
         FaultyDisk {
             state: Arc::new(Mutex::new(state)),
@@ -439,7 +443,17 @@ impl FaultyDisk {
         }
         state.generation += 1;
         state.locked_dirs.clear();
+        state.lock_epoch += 1;
         state.collect_garbage();
+    }
+
+    /// The process holding this disk's directory locks died (killed or restarted without a
+    /// power loss): its locks are gone at once, as the kernel drops a dead process's flocks,
+    /// whenever the simulator gets round to dropping that process's objects.
+    pub fn release_locks(&self) {
+        let mut state = self.lock();
+        state.locked_dirs.clear();
+        state.lock_epoch += 1;
     }
 
     /// The next append (on any file) fails with `EIO` after landing a random prefix.
@@ -706,7 +720,7 @@ impl DiskFile for FaultyFile {
 struct HeldDir {
     disk: FaultyDisk,
     names: Vec<String>,
-    generation: u64,
+    lock_epoch: u64,
 }
 
 impl fmt::Debug for HeldDir {
@@ -718,7 +732,7 @@ impl fmt::Debug for HeldDir {
 impl Drop for HeldDir {
     fn drop(&mut self) {
         let mut state = self.disk.lock();
-        if state.generation == self.generation {
+        if state.lock_epoch == self.lock_epoch {
             let released = state.locked_dirs.remove(&self.names);
             assert!(released, "a held directory lock was not registered");
         }
@@ -742,12 +756,12 @@ impl Disk for FaultyDisk {
                 pid: None,
             });
         }
-        let generation = state.generation;
+        let lock_epoch = state.lock_epoch;
         drop(state);
         Ok(DirLock::new(HeldDir {
             disk: self.clone(),
             names,
-            generation,
+            lock_epoch,
         }))
     }
 

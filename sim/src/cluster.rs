@@ -308,6 +308,8 @@ impl Harness for Cluster {
         if let Node::Broker(id) = node {
             if let Some(b) = self.brokers.iter().find(|b| b.id == id) {
                 *b.live.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                // The process is gone, and with it its lock on the data directory.
+                b.disk.release_locks();
             }
         }
         self.trace.event(node.to_string(), "killed");
@@ -317,6 +319,7 @@ impl Harness for Cluster {
         if let Node::Broker(id) = node {
             if let Some(b) = self.brokers.iter().find(|b| b.id == id) {
                 *b.live.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                b.disk.release_locks();
             }
         }
         self.handle.restart(self.node_id(node));
