@@ -40,6 +40,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -171,6 +172,7 @@ async fn maintain(broker: Arc<Broker>, mut stop: tokio::sync::broadcast::Receive
     let mut since_expiry = Duration::ZERO;
     loop {
         tokio::select! {
+            biased;
             _ = stop.recv() => return,
             _ = tokio::time::sleep(tick) => {}
         }
@@ -279,6 +281,7 @@ async fn connection(
     let mut requests: u64 = 0;
     loop {
         let frame = tokio::select! {
+            biased;
             _ = stop.recv() => break,
             _ = closed_rx.changed() => break,
             frame = frame::read_frame(&mut reader, max) => frame,
@@ -302,6 +305,7 @@ async fn connection(
         let queued = match queue_tx.try_send(rx) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(rx)) => tokio::select! {
+                biased;
                 queued = queue_tx.send(rx) => queued.is_ok(),
                 () = kill.wait() => false,
             },
@@ -326,6 +330,7 @@ async fn connection(
     // not cancelled between its write and its bookkeeping): the kill waits for it here.
     let mut write_task = write_task;
     tokio::select! {
+        biased;
         _ = &mut write_task.0 => {}
         () = kill.wait() => {
             tracing::debug!(%peer, "connection closed at the shutdown bound");

@@ -1572,6 +1572,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             Action::Wait(until) => {
                 let until = until.unwrap_or(now + config.heartbeat_interval);
                 tokio::select! {
+                    biased;
                     _ = shared.wake.notified() => {}
                     _ = tokio::time::sleep_until(until) => {}
                 }

@@ -204,6 +204,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
                 }
             };
             tokio::select! {
+                biased;
                 waited = tokio::time::timeout(max_wait, enough) => match waited {
                     Ok(response) => response,
                     Err(_) => read_all(&plan).await.0,

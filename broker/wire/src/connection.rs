@@ -191,6 +191,7 @@ impl Connection {
         tokio::spawn(async move {
             loop {
                 let frame = tokio::select! {
+                    biased;
                     _ = task_shared.shutdown.notified() => break,
                     frame = frame::read_frame(&mut reader, MAX_RESPONSE_BYTES) => frame,
                 };
