@@ -676,9 +676,13 @@ async fn the_cli_creates_produces_consumes_describes_and_deletes() {
         b"",
     )
     .await;
+    // As kafka-console-consumer.sh, the summary is printed however consuming ends.
     assert_eq!(
         (code, err.as_str()),
-        (1, "error: topic \"nope\" does not exist\n")
+        (
+            1,
+            "Processed a total of 0 messages\nerror: topic \"nope\" does not exist\n"
+        )
     );
     let (code, _, err) = run_cli(
         &[
