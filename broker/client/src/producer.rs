@@ -791,6 +791,7 @@ async fn sender_loop(inner: Arc<Inner>) {
         let sleep_until =
             next_deadline.unwrap_or_else(|| super::now() + Duration::from_millis(100));
         tokio::select! {
+            biased;
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep_until(sleep_until) => {}
         }
