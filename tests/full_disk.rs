@@ -4,7 +4,9 @@
 //! faulty disk's ENOSPC fault.
 #![cfg(not(madsim))]
 
-use std::net::SocketAddr;
+mod in_process;
+
+use in_process::call;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,17 +15,15 @@ use broker::clock::ManualClock;
 use broker::config::BrokerConfig;
 use broker::disk::{self, Disk};
 use broker::log::batch::builder;
-use broker::protocol::{handle_request, Reply};
-use bytes::{Buf, Bytes, BytesMut};
 use chaos::{FaultyDisk, FaultyDiskConfig};
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
 use kafka_protocol::messages::{
     ApiKey, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 const T0: i64 = 1_700_000_000_000;
 const TOPIC: &str = "metrics";
@@ -102,33 +102,6 @@ impl Node {
     fn fill_disk(&self) {
         self.disk.set_capacity(Some(self.disk.used_bytes()));
     }
-}
-
-async fn call<Req: Encodable, Resp: Decodable>(
-    broker: &Arc<Broker>,
-    api_key: ApiKey,
-    version: i16,
-    request: &Req,
-) -> Resp {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("full-disk-test")));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, api_key.request_header_version(version))
-        .unwrap();
-    request.encode(&mut buf, version).unwrap();
-    let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
-    let mut frame: Bytes = match handle_request(broker, peer, buf.freeze()).await.unwrap() {
-        Reply::Now(frame) => frame,
-        Reply::Later(future) => future.await,
-        Reply::None => panic!("no response"),
-    };
-    frame.advance(4);
-    ResponseHeader::decode(&mut frame, api_key.response_header_version(version)).unwrap();
-    Resp::decode(&mut frame, version).unwrap()
 }
 
 async fn delete_topic(broker: &Arc<Broker>) -> i16 {

@@ -16,7 +16,9 @@
 //!   incarnation reads it.
 #![cfg(not(madsim))]
 
-use std::net::SocketAddr;
+mod in_process;
+
+use in_process::call;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,8 +28,7 @@ use broker::broker::Broker;
 use broker::clock::{Clock, ManualClock};
 use broker::config::BrokerConfig;
 use broker::disk::{Disk, DiskFile, OpenMode};
-use broker::protocol::{handle_request, Reply};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use chaos::{FaultyDisk, FaultyDiskConfig};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -38,7 +39,7 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Notify;
 
 const T0: i64 = 1_700_000_000_000;
@@ -203,33 +204,6 @@ impl Node {
         self.disk.inner.crash();
         self.open().await
     }
-}
-
-async fn call<Req: Encodable, Resp: Decodable>(
-    broker: &Arc<Broker>,
-    api_key: ApiKey,
-    version: i16,
-    request: &Req,
-) -> Resp {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("group-durability")));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, api_key.request_header_version(version))
-        .unwrap();
-    request.encode(&mut buf, version).unwrap();
-    let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
-    let mut frame: Bytes = match handle_request(broker, peer, buf.freeze()).await.unwrap() {
-        Reply::Now(frame) => frame,
-        Reply::Later(future) => future.await,
-        Reply::None => panic!("no response"),
-    };
-    frame.advance(4);
-    ResponseHeader::decode(&mut frame, api_key.response_header_version(version)).unwrap();
-    Resp::decode(&mut frame, version).unwrap()
 }
 
 fn s(v: &str) -> StrBytes {

@@ -2,7 +2,9 @@
 //! with hand-built idempotent batches, against a broker on the faulty disk, across clean
 //! restarts and crashes. Each test tells the bug it guards against.
 
-use std::net::SocketAddr;
+mod in_process;
+
+use in_process::call;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,16 +13,15 @@ use broker::broker::Broker;
 use broker::clock::ManualClock;
 use broker::config::{BrokerConfig, FlushMode};
 use broker::log::batch::{self, builder, BatchHeader};
-use broker::protocol::{handle_request, Reply};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use chaos::{FaultyDisk, FaultyDiskConfig};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
-    ProducerId, RequestHeader, ResponseHeader, TopicName, TransactionalId,
+    ProducerId, TopicName, TransactionalId,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 const T0: i64 = 1_700_000_000_000;
 const TOPIC: &str = "orders";
@@ -54,33 +55,6 @@ impl Node {
         .await
         .expect("broker opens")
     }
-}
-
-async fn call<Req: Encodable, Resp: Decodable>(
-    broker: &Arc<Broker>,
-    api_key: ApiKey,
-    version: i16,
-    request: &Req,
-) -> Resp {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("idempotence-test")));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, api_key.request_header_version(version))
-        .unwrap();
-    request.encode(&mut buf, version).unwrap();
-    let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
-    let mut frame: Bytes = match handle_request(broker, peer, buf.freeze()).await.unwrap() {
-        Reply::Now(frame) => frame,
-        Reply::Later(future) => future.await,
-        Reply::None => panic!("no response"),
-    };
-    frame.advance(4);
-    ResponseHeader::decode(&mut frame, api_key.response_header_version(version)).unwrap();
-    Resp::decode(&mut frame, version).unwrap()
 }
 
 async fn init_producer_id(
