@@ -37,6 +37,7 @@ pub mod broker;
 pub mod clock;
 pub mod compression;
 pub mod config;
+pub mod controller;
 pub mod disk;
 pub mod group;
 pub mod log;
