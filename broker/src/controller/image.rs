@@ -82,7 +82,8 @@ pub struct TopicImage {
 pub struct ClusterImage {
     /// The metadata log offset (raft log index) of the last record applied; -1 before any.
     pub metadata_offset: i64,
-    /// Set once, by the first record of the log.
+    /// Set by the first record of the log; an import of a single-broker data directory into a
+    /// cluster with no topics yet keeps that directory's id instead.
     pub cluster_id: String,
     pub brokers: BTreeMap<NodeId, BrokerRegistration>,
     /// Shared with older images: applying a record clones only the topic it touches.
@@ -246,6 +247,10 @@ pub enum MetadataRecord {
         first: i64,
         count: i64,
     },
+    /// No producer id below `floor` is handed out (the imported single broker used them).
+    RaiseProducerIdFloor {
+        floor: i64,
+    },
     /// The single-broker data directory's topics were imported (their CreateTopic records are in
     /// the same batch).
     LegacyImported,
@@ -283,8 +288,8 @@ impl ClusterImage {
         match record {
             MetadataRecord::SetClusterId { cluster_id } => {
                 assert!(
-                    self.cluster_id.is_empty() || self.cluster_id == *cluster_id,
-                    "cluster id {cluster_id:?} would replace {:?}",
+                    self.cluster_id.is_empty() || self.topics.is_empty(),
+                    "cluster id {cluster_id:?} would replace {:?} under existing topics",
                     self.cluster_id
                 );
                 assert!(!cluster_id.is_empty(), "an empty cluster id");
@@ -422,6 +427,9 @@ impl ClusterImage {
                 self.next_producer_id = first
                     .checked_add(*count)
                     .expect("producer ids past i64::MAX");
+            }
+            MetadataRecord::RaiseProducerIdFloor { floor } => {
+                self.next_producer_id = self.next_producer_id.max(*floor);
             }
             MetadataRecord::LegacyImported => {
                 assert!(

@@ -48,26 +48,33 @@ pub enum ControllerRequest {
         broker: NodeId,
         epoch: i64,
     },
-    /// One-time import of a single-broker data directory's topics (`meta.toml`).
+    /// One-time import of a single-broker data directory's topics (`meta.toml`). Its topics
+    /// are placed on `node`, the importing node; producer ids below `producer_id_floor` (the
+    /// single broker's producer-id file) are never handed out again. A retry after the import
+    /// was committed changes nothing and answers `Imported`.
     ImportLegacy {
         cluster_id: String,
         topics: Vec<LegacyTopic>,
+        node: NodeId,
+        producer_id_floor: i64,
     },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTopic {
     pub name: String,
-    /// -1: the broker default (`num.partitions`). Ignored when `assignments` is not empty.
+    /// -1: the broker default (`num.partitions`). Must be -1 when `assignments` is not empty
+    /// (Kafka: INVALID_REQUEST otherwise).
     pub num_partitions: i32,
-    /// -1: the broker default (`default.replication.factor`).
+    /// -1: the broker default (`default.replication.factor`). Must be -1 when `assignments`
+    /// is not empty.
     pub replication_factor: i16,
     /// Explicit replica assignment per partition (kafka-topics.sh --replica-assignment).
     pub assignments: Vec<Assignment>,
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TopicRef {
     Name(String),
     Id(Uuid),
@@ -78,6 +85,7 @@ pub struct NewPartitions {
     pub topic: String,
     /// The new total.
     pub count: i32,
+    /// Empty: placed by the controller; else one per new partition.
     pub assignments: Vec<Assignment>,
 }
 
