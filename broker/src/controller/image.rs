@@ -90,7 +90,9 @@ pub struct ClusterImage {
     pub topics: BTreeMap<String, Arc<TopicImage>>,
     pub topic_names: BTreeMap<Uuid, String>,
     /// Dynamic broker configs: key `None` holds the cluster-wide defaults (Kafka's `<default>`
-    /// broker resource), `Some(id)` one broker's.
+    /// broker resource), `Some(id)` one broker's. Stored as a list of pairs: JSON (the quorum's
+    /// snapshot and wire format) has no map keys that are not strings.
+    #[serde(with = "pairs")]
     pub broker_configs: BTreeMap<Option<NodeId>, BTreeMap<String, String>>,
     /// The first producer id not yet handed to any broker (Kafka's AllocateProducerIds).
     pub next_producer_id: i64,
@@ -100,6 +102,29 @@ pub struct ClusterImage {
     /// brokers, so an epoch names one registration (Kafka uses the record's offset).
     #[serde(default)]
     pub next_broker_epoch: i64,
+}
+
+/// A map (de)serialized as a list of `(key, value)` pairs.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?.into_iter().collect())
+    }
 }
 
 fn apply_configs(
@@ -745,6 +770,29 @@ mod tests {
         );
         assert!(image.topic("t").unwrap().configs.is_empty());
         assert!(image.broker_configs.is_empty());
+    }
+
+    #[test]
+    fn an_image_survives_a_json_round_trip_with_broker_configs_for_the_default_and_one_broker() {
+        let mut image = two_brokers();
+        image.apply(2, &[create("t", 5, vec![partition(&[1], 1)])]);
+        let set = BTreeMap::from([("log.retention.ms".to_string(), Some("1".to_string()))]);
+        image.apply(
+            3,
+            &[
+                MetadataRecord::SetBrokerConfigs {
+                    broker: None,
+                    configs: set.clone(),
+                },
+                MetadataRecord::SetBrokerConfigs {
+                    broker: Some(2),
+                    configs: set,
+                },
+            ],
+        );
+        let text = serde_json::to_vec(&image).unwrap();
+        let back: ClusterImage = serde_json::from_slice(&text).unwrap();
+        assert_eq!(back, image);
     }
 
     #[test]
