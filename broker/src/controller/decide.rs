@@ -1887,18 +1887,42 @@ mod proptests {
     #[derive(Clone, Debug)]
     enum Op {
         /// A broker process starts (a fresh incarnation) or retries (the same one).
-        Register { id: NodeId, retry: bool },
-        Heartbeat { id: NodeId, caught_up: bool, want_shutdown: bool, stale: bool },
-        Advance { ms: i64 },
+        Register {
+            id: NodeId,
+            retry: bool,
+        },
+        Heartbeat {
+            id: NodeId,
+            caught_up: bool,
+            want_shutdown: bool,
+            stale: bool,
+        },
+        Advance {
+            ms: i64,
+        },
         Expire,
         NewController,
-        Create { topic: u8, partitions: i32, replication_factor: i16 },
-        Delete { topic: u8 },
-        Grow { topic: u8, by: i32 },
-        AllocateProducerIds { id: NodeId },
+        Create {
+            topic: u8,
+            partitions: i32,
+            replication_factor: i16,
+        },
+        Delete {
+            topic: u8,
+        },
+        Grow {
+            topic: u8,
+            by: i32,
+        },
+        AllocateProducerIds {
+            id: NodeId,
+        },
         /// A topic of two replicas per partition, committed as a record (CreateTopics refuses
         /// more than one replica in this issue; fencing and elections must handle them).
-        CreateReplicated { topic: u8, partitions: usize },
+        CreateReplicated {
+            topic: u8,
+            partitions: usize,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1928,16 +1952,35 @@ mod proptests {
                     last_incarnation.insert(*id, incarnation);
                 }
             }
-            Op::Heartbeat { id, caught_up, want_shutdown, stale } => {
+            Op::Heartbeat {
+                id,
+                caught_up,
+                want_shutdown,
+                stale,
+            } => {
                 let Some(broker) = c.image.brokers.get(id) else {
-                    assert_eq!(c.heartbeat(*id, 0, 0, false), Err(ControllerError::NotRegistered(*id)));
+                    assert_eq!(
+                        c.heartbeat(*id, 0, 0, false),
+                        Err(ControllerError::NotRegistered(*id))
+                    );
                     return;
                 };
-                let epoch = if *stale { broker.epoch - 1 } else { broker.epoch };
-                let offset = if *caught_up { c.image.metadata_offset } else { broker.registered_offset - 1 };
+                let epoch = if *stale {
+                    broker.epoch - 1
+                } else {
+                    broker.epoch
+                };
+                let offset = if *caught_up {
+                    c.image.metadata_offset
+                } else {
+                    broker.registered_offset - 1
+                };
                 let reply = c.heartbeat(*id, epoch, offset, *want_shutdown);
                 if *stale {
-                    assert!(matches!(reply, Err(ControllerError::StaleBrokerEpoch { .. })), "{reply:?}");
+                    assert!(
+                        matches!(reply, Err(ControllerError::StaleBrokerEpoch { .. })),
+                        "{reply:?}"
+                    );
                 } else {
                     let (fenced, _) = reply.unwrap();
                     assert_eq!(fenced, c.image.brokers[id].fenced);
@@ -1948,17 +1991,32 @@ mod proptests {
                 c.expire();
             }
             Op::NewController => c.sessions = Sessions::default(),
-            Op::Create { topic, partitions, replication_factor } => {
+            Op::Create {
+                topic,
+                partitions,
+                replication_factor,
+            } => {
                 let _ = c.create(&format!("t{topic}"), *partitions, *replication_factor);
             }
             Op::Delete { topic } => {
-                c.ask(ControllerRequest::DeleteTopics { topics: vec![TopicRef::Name(format!("t{topic}"))] }).unwrap();
+                c.ask(ControllerRequest::DeleteTopics {
+                    topics: vec![TopicRef::Name(format!("t{topic}"))],
+                })
+                .unwrap();
             }
             Op::Grow { topic, by } => {
                 let name = format!("t{topic}");
-                let count = c.image.topic(&name).map_or(1, |t| t.partitions.len() as i32) + by;
+                let count = c
+                    .image
+                    .topic(&name)
+                    .map_or(1, |t| t.partitions.len() as i32)
+                    + by;
                 c.ask(ControllerRequest::CreatePartitions {
-                    topics: vec![NewPartitions { topic: name, count, assignments: Vec::new() }],
+                    topics: vec![NewPartitions {
+                        topic: name,
+                        count,
+                        assignments: Vec::new(),
+                    }],
                     validate_only: false,
                 })
                 .unwrap();
@@ -1973,14 +2031,20 @@ mod proptests {
                     return;
                 }
                 let usable = placement::usable_brokers(&c.image);
-                let Ok(assignments) = placement::place(&usable, *partitions, 2, &mut c.entropy) else {
+                let Ok(assignments) = placement::place(&usable, *partitions, 2, &mut c.entropy)
+                else {
                     return;
                 };
                 let Some(partitions) = new_partitions(&c.image, &assignments) else {
                     return;
                 };
                 let id = new_topic_id(&c.image, &BTreeSet::new(), &mut c.entropy);
-                c.commit(vec![MetadataRecord::CreateTopic { name, id, configs: BTreeMap::new(), partitions }]);
+                c.commit(vec![MetadataRecord::CreateTopic {
+                    name,
+                    id,
+                    configs: BTreeMap::new(),
+                    partitions,
+                }]);
             }
         }
     }
