@@ -2049,20 +2049,6 @@ mod proptests {
         }
     }
 
-    /// (topic id, partition) -> (leader epoch, partition epoch)
-    fn epochs(image: &ClusterImage) -> BTreeMap<(Uuid, usize), (i32, i32)> {
-        image
-            .topics
-            .values()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, p)| ((t.id, i), (p.leader_epoch, p.partition_epoch)))
-            })
-            .collect()
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -2072,17 +2058,10 @@ mod proptests {
         ) {
             let mut c = Controller::new();
             let mut incarnations = BTreeMap::new();
-            let mut before = epochs(&c.image);
             for op in &ops {
+                let before = c.image.clone();
                 run(&mut c, op, &mut incarnations);
-                let after = epochs(&c.image);
-                for (key, (leader_epoch, partition_epoch)) in &after {
-                    if let Some((old_leader, old_partition)) = before.get(key) {
-                        prop_assert!(leader_epoch >= old_leader, "leader epoch fell at {key:?}");
-                        prop_assert!(partition_epoch >= old_partition, "partition epoch fell at {key:?}");
-                    }
-                }
-                before = after;
+                c.image.check_successor_of(&before);
             }
             let mut replica = ClusterImage::empty();
             for (offset, records) in &c.batches {

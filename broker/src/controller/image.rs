@@ -532,6 +532,55 @@ impl ClusterImage {
         assert!(self.next_producer_id >= 0, "negative next producer id");
     }
 
+    /// Asserts what must hold between an earlier image and this later one of the same log (the
+    /// simulator's online checks; `apply` asserts the same one batch at a time): the metadata
+    /// offset does not fall, no broker's epoch falls, and no surviving partition's leader or
+    /// partition epoch falls.
+    pub fn check_successor_of(&self, earlier: &ClusterImage) {
+        assert!(
+            self.metadata_offset >= earlier.metadata_offset,
+            "metadata offset fell from {} to {}",
+            earlier.metadata_offset,
+            self.metadata_offset
+        );
+        for (id, before) in &earlier.brokers {
+            if let Some(now) = self.brokers.get(id) {
+                assert!(
+                    now.epoch >= before.epoch,
+                    "broker {id}'s epoch fell from {} to {}",
+                    before.epoch,
+                    now.epoch
+                );
+            }
+        }
+        for before in earlier.topics.values() {
+            let Some(now) = self.topic_by_id(before.id) else {
+                continue;
+            };
+            assert!(
+                now.partitions.len() >= before.partitions.len(),
+                "topic {} lost partitions",
+                now.name
+            );
+            for (index, (old, new)) in before.partitions.iter().zip(&now.partitions).enumerate() {
+                assert!(
+                    new.leader_epoch >= old.leader_epoch,
+                    "{}-{index}'s leader epoch fell from {} to {}",
+                    now.name,
+                    old.leader_epoch,
+                    new.leader_epoch
+                );
+                assert!(
+                    new.partition_epoch >= old.partition_epoch,
+                    "{}-{index}'s partition epoch fell from {} to {}",
+                    now.name,
+                    old.partition_epoch,
+                    new.partition_epoch
+                );
+            }
+        }
+    }
+
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
         self.topics.get(name)
     }
@@ -795,6 +844,29 @@ mod tests {
         let text = serde_json::to_vec(&image).unwrap();
         let back: ClusterImage = serde_json::from_slice(&text).unwrap();
         assert_eq!(back, image);
+    }
+
+    #[test]
+    #[should_panic(expected = "leader epoch fell")]
+    fn an_image_whose_leader_epoch_fell_is_no_successor() {
+        let mut earlier = two_brokers();
+        earlier.apply(2, &[create("t", 5, vec![partition(&[1, 2], 1)])]);
+        let mut later = earlier.clone();
+        later.apply(
+            3,
+            &[MetadataRecord::ChangePartition {
+                topic_id: Uuid::from_u128(5),
+                partition: 0,
+                image: PartitionImage {
+                    leader: 2,
+                    leader_epoch: 1,
+                    partition_epoch: 1,
+                    ..partition(&[1, 2], 1)
+                },
+            }],
+        );
+        later.check_successor_of(&earlier);
+        earlier.check_successor_of(&later);
     }
 
     #[test]
