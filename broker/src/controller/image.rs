@@ -866,7 +866,10 @@ mod tests {
             }],
         );
         later.check_successor_of(&earlier);
-        earlier.check_successor_of(&later);
+        // The earlier partition at a later offset: its leader epoch went back.
+        let mut stale = earlier;
+        stale.metadata_offset = later.metadata_offset;
+        stale.check_successor_of(&later);
     }
 
     #[test]
