@@ -4,8 +4,9 @@
 //!
 //! Invariants `apply` keeps (asserted in `ClusterImage::check_invariants`): a partition's leader,
 //! when there is one, is in its ISR and its replicas; the ISR is a non-empty subset of the
-//! replicas unless the partition is offline; leader epochs and partition epochs only rise; a fenced
-//! broker leads nothing; `metadata_offset` only rises; topic ids and names map one to one.
+//! replicas unless the partition is offline; an online partition's ISR holds no fenced broker;
+//! leader epochs and partition epochs only rise; a fenced broker leads nothing;
+//! `metadata_offset` only rises; topic ids and names map one to one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -201,6 +202,15 @@ fn check_partition(
         at(),
         partition.leader
     );
+    // A fenced broker leaves every ISR but as the last member of an offline partition (KIP-841).
+    for member in &partition.isr {
+        assert!(
+            brokers.get(member).is_some_and(|b| !b.fenced),
+            "{} is online with the fenced or unknown broker {member} in its ISR {:?}",
+            at(),
+            partition.isr
+        );
+    }
 }
 
 /// A replica assignment for one new partition: its replicas, the preferred leader first.
