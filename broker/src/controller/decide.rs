@@ -884,9 +884,22 @@ fn import_legacy(
 pub struct Sessions {
     /// Broker id -> time of its last heartbeat (ms).
     pub last_heartbeat_ms: BTreeMap<NodeId, i64>,
+    /// The node this controller runs on. Its broker shares the controller's process, so a new
+    /// incarnation of it that this controller has not heard from before means the old one is
+    /// gone with the previous process: it registers at once instead of waiting out a session
+    /// no one holds (Kafka's combined mode waits `broker.session.timeout.ms` there).
+    pub own_node: Option<NodeId>,
 }
 
 impl Sessions {
+    /// Sessions of a controller running on `node`.
+    pub fn for_node(node: NodeId) -> Sessions {
+        Sessions {
+            own_node: Some(node),
+            ..Sessions::default()
+        }
+    }
+
     /// A heartbeat or registration from `id` at `now_ms`.
     pub fn touch(&mut self, id: NodeId, now_ms: i64) {
         self.last_heartbeat_ms.insert(id, now_ms);
@@ -906,6 +919,9 @@ impl Sessions {
         settings: &ControllerSettings,
         now_ms: i64,
     ) -> bool {
+        if self.own_node == Some(id) && !self.last_heartbeat_ms.contains_key(&id) {
+            return false;
+        }
         match image.brokers.get(&id) {
             Some(broker) if !broker.fenced => {
                 self.last_contact(id, now_ms)
@@ -1217,6 +1233,45 @@ pub(crate) mod tests {
         );
         c.now_ms += c.settings.broker_session_timeout_ms + 1;
         assert_eq!(c.expire(), 1);
+    }
+
+    #[test]
+    fn the_controllers_own_node_restarting_registers_at_once() {
+        let mut c = Controller::new();
+        let old = c.up(1);
+        c.create("t", 1, 1).unwrap();
+        // The process of node 1 (broker and controller) restarts: a new controller, a new
+        // incarnation, and no time passed.
+        c.sessions = Sessions::for_node(1);
+        let incarnation = c.fresh_incarnation();
+        let new = c.register_as(1, incarnation).unwrap();
+        assert!(new > old);
+        assert_eq!(
+            c.partition("t", 0).leader,
+            NO_NODE,
+            "the old incarnation's leadership went"
+        );
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(1, new, offset, false), Ok((false, false)));
+        assert_eq!(c.partition("t", 0).leader, 1);
+        // Once heard from, another incarnation claiming node 1 is a duplicate as for any broker.
+        let impostor = c.fresh_incarnation();
+        assert_eq!(
+            c.register_as(1, impostor),
+            Err(ControllerError::DuplicateRegistration(1))
+        );
+    }
+
+    #[test]
+    fn another_nodes_broker_waits_for_its_old_session_under_a_new_controller() {
+        let mut c = Controller::new();
+        c.up(2);
+        c.sessions = Sessions::for_node(1);
+        let incarnation = c.fresh_incarnation();
+        assert_eq!(
+            c.register_as(2, incarnation),
+            Err(ControllerError::DuplicateRegistration(2))
+        );
     }
 
     // --- Heartbeats and sessions --------------------------------------------------------
