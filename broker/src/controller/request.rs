@@ -1,0 +1,186 @@
+//! What brokers and admin handlers ask the active controller, and its answers. Errors are values
+//! per operation; the protocol handlers map them to Kafka error codes once.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::image::{Assignment, Endpoint};
+use super::NodeId;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerRequest {
+    /// A broker process starts (Kafka's BrokerRegistration).
+    RegisterBroker {
+        id: NodeId,
+        incarnation_id: Uuid,
+        endpoint: Endpoint,
+        controller_endpoint: Option<Endpoint>,
+        rack: Option<String>,
+    },
+    /// Kafka's BrokerHeartbeat: keeps the session; asks to be unfenced once caught up
+    /// (`caught_up_offset` is the metadata offset the broker applied) or for controlled shutdown.
+    Heartbeat {
+        id: NodeId,
+        epoch: i64,
+        caught_up_offset: i64,
+        want_shutdown: bool,
+    },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        topics: Vec<TopicRef>,
+    },
+    CreatePartitions {
+        topics: Vec<NewPartitions>,
+        validate_only: bool,
+    },
+    /// Incremental config changes (IncrementalAlterConfigs): `Some` sets, `None` deletes.
+    AlterConfigs {
+        resources: Vec<(ConfigResource, BTreeMap<String, Option<String>>)>,
+        validate_only: bool,
+    },
+    /// A block of producer ids for a broker (Kafka's AllocateProducerIds).
+    AllocateProducerIds {
+        broker: NodeId,
+        epoch: i64,
+    },
+    /// One-time import of a single-broker data directory's topics (`meta.toml`). Its topics
+    /// are placed on `node`, the importing node; producer ids below `producer_id_floor` (the
+    /// single broker's producer-id file) are never handed out again. A retry after the import
+    /// was committed changes nothing and answers `Imported`.
+    ImportLegacy {
+        cluster_id: String,
+        topics: Vec<LegacyTopic>,
+        node: NodeId,
+        producer_id_floor: i64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: the broker default (`num.partitions`). Must be -1 when `assignments` is not empty
+    /// (Kafka: INVALID_REQUEST otherwise).
+    pub num_partitions: i32,
+    /// -1: the broker default (`default.replication.factor`). Must be -1 when `assignments`
+    /// is not empty.
+    pub replication_factor: i16,
+    /// Explicit replica assignment per partition (kafka-topics.sh --replica-assignment).
+    pub assignments: Vec<Assignment>,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TopicRef {
+    Name(String),
+    Id(Uuid),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewPartitions {
+    pub topic: String,
+    /// The new total.
+    pub count: i32,
+    /// Empty: placed by the controller; else one per new partition.
+    pub assignments: Vec<Assignment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ConfigResource {
+    Topic(String),
+    /// `None`: the cluster-wide default broker resource.
+    Broker(Option<NodeId>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyTopic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerReply {
+    Registered {
+        epoch: i64,
+    },
+    Heartbeat {
+        fenced: bool,
+        shutdown_complete: bool,
+    },
+    /// Per topic, in request order.
+    CreateTopics(Vec<(String, Result<CreatedTopic, TopicError>)>),
+    DeleteTopics(Vec<(TopicRef, Result<Uuid, TopicError>)>),
+    CreatePartitions(Vec<(String, Result<(), TopicError>)>),
+    AlterConfigs(Vec<(ConfigResource, Result<(), TopicError>)>),
+    ProducerIds {
+        first: i64,
+        count: i64,
+    },
+    Imported,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedTopic {
+    pub id: Uuid,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+}
+
+/// Why one topic (or config resource) in a request was refused. Kafka's codes in brackets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TopicError {
+    /// INVALID_TOPIC_EXCEPTION
+    #[error("{0}")]
+    InvalidTopic(String),
+    /// TOPIC_ALREADY_EXISTS
+    #[error("Topic '{0}' already exists.")]
+    AlreadyExists(String),
+    /// UNKNOWN_TOPIC_OR_PARTITION / UNKNOWN_TOPIC_ID
+    #[error("This server does not host this topic-partition.")]
+    UnknownTopic,
+    /// INVALID_PARTITIONS
+    #[error("{0}")]
+    InvalidPartitions(String),
+    /// INVALID_REPLICATION_FACTOR
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    /// INVALID_REPLICA_ASSIGNMENT
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// INVALID_CONFIG
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// INVALID_REQUEST
+    #[error("{0}")]
+    InvalidRequest(String),
+}
+
+/// Why a whole request failed. Kafka's codes in brackets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ControllerError {
+    /// NOT_CONTROLLER: this node is not the active controller (the hint names who is).
+    #[error("not the active controller (leader hint: {0:?})")]
+    NotController(Option<NodeId>),
+    /// The quorum has no leader or lost it before committing (REQUEST_TIMED_OUT; retriable:
+    /// nothing of the request was committed, or all of it was and a retry sees it).
+    #[error("the metadata quorum is unavailable: {0}")]
+    Unavailable(String),
+    /// STALE_BROKER_EPOCH: the broker registered again since (KIP-903).
+    #[error("stale broker epoch {got}, current {current}")]
+    StaleBrokerEpoch { got: i64, current: i64 },
+    /// The broker is not registered (BROKER_ID_NOT_REGISTERED).
+    #[error("broker {0} is not registered")]
+    NotRegistered(NodeId),
+    /// DUPLICATE_BROKER_REGISTRATION: another live incarnation holds this id.
+    #[error("broker {0} is registered by another live process")]
+    DuplicateRegistration(NodeId),
+    /// Producer ids are exhausted (UNKNOWN_SERVER_ERROR in Kafka).
+    #[error("producer ids are exhausted")]
+    ProducerIdsExhausted,
+}
