@@ -18,10 +18,14 @@
 //! - [`group_members`]: consumer-group members of the workload (subscribe, poll, commit,
 //!   churn), recorded for the group checks.
 //! - [`log_workload`]: the partition log alone on a crashing node.
+//! - [`audit`]: `cargo sim audit`, every scenario over a seed range on every core, and its
+//!   report (HTML with a picture of every failure, Markdown, JUnit, JSON).
 //!
 //! Everything here needs the simulation build: `cargo sim run scenarios/<name>.toml --seed 42`,
 //! `cargo sim sweep scenarios/ --seeds 1..200`, `cargo simtest -p sim`.
 
+#[cfg(madsim)]
+pub mod audit;
 pub mod checker;
 #[cfg(madsim)]
 pub mod cluster;
