@@ -348,16 +348,18 @@ fn marked_ops(report: &Report) -> BTreeMap<usize, (bool, String)> {
     let mut marked: BTreeMap<usize, (bool, String)> = BTreeMap::new();
     for a in report.checker.iter().flat_map(|c| c.anomalies.iter()) {
         let violation = a.status == Status::Violation;
+        let explanation: String = a.explanation.chars().take(160).collect();
         let what = match &a.status {
-            Status::Violation => format!("VIOLATION {}: {}", a.kind, a.explanation),
-            Status::Allowed { cause } => format!("allowed {} ({cause}): {}", a.kind, a.explanation),
+            Status::Violation => format!("VIOLATION {}: {explanation}", a.kind),
+            Status::Allowed { cause } => format!("allowed {} ({cause}): {explanation}", a.kind),
         };
         for e in &a.evidence {
             let entry = marked.entry(e.op).or_insert((violation, String::new()));
             if violation && !entry.0 {
                 *entry = (true, String::new());
             }
-            if entry.0 == violation {
+            // Hover text stays short: a partition's worth of anomalies names the same ops.
+            if entry.0 == violation && entry.1.matches(" | ").count() < 2 {
                 if !entry.1.is_empty() {
                     entry.1.push_str(" | ");
                 }
@@ -515,19 +517,25 @@ fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
     Some(sorted[i])
 }
 
-fn polyline(svg: &mut String, points: &[(f64, f64)], colour: &str, dash: &str, title: &str) {
-    if points.is_empty() {
-        return;
+/// A line through the points; `None` (a bucket without data) breaks it.
+fn polyline(
+    svg: &mut String,
+    points: &[Option<(f64, f64)>],
+    colour: &str,
+    dash: &str,
+    title: &str,
+) {
+    for run in points.split(Option::is_none).filter(|r| !r.is_empty()) {
+        let mut d = String::new();
+        for (x, y) in run.iter().flatten() {
+            let _ = write!(d, "{x:.1},{y:.1} ");
+        }
+        let _ = write!(
+            svg,
+            r#"<polyline points="{d}" fill="none" stroke="{colour}" stroke-width="1.3" stroke-dasharray="{dash}"><title>{}</title></polyline>"#,
+            escape(title)
+        );
     }
-    let mut d = String::new();
-    for (x, y) in points {
-        let _ = write!(d, "{x:.1},{y:.1} ");
-    }
-    let _ = write!(
-        svg,
-        r#"<polyline points="{d}" fill="none" stroke="{colour}" stroke-width="1.3" stroke-dasharray="{dash}"><title>{}</title></polyline>"#,
-        escape(title)
-    );
 }
 
 fn legend(svg: &mut String, x: f64, y: f64, items: &[(&str, &str)]) {
@@ -598,12 +606,11 @@ fn latency(
         ("group", "#9467bd"),
     ] {
         for (q, dash) in [(0.5, ""), (0.99, "4,2")] {
-            let line: Vec<(f64, f64)> = per
-                .iter_mut()
-                .filter(|((k, _), _)| *k == kind)
-                .filter_map(|((_, b), v)| {
+            let line: Vec<Option<(f64, f64)>> = (0..BUCKETS)
+                .map(|b| {
+                    let v = per.get_mut(&(kind, b))?;
                     v.sort_unstable();
-                    let ms = (*b as u64 * scale.end_ms + scale.end_ms / 2) / BUCKETS as u64;
+                    let ms = (b as u64 * scale.end_ms + scale.end_ms / 2) / BUCKETS as u64;
                     quantile(v, q).map(|l| (scale.x(ms), y_of(l)))
                 })
                 .collect();
@@ -685,11 +692,11 @@ fn throughput(
         (1, FAILED, "failed"),
         (2, UNKNOWN, "unknown"),
     ] {
-        let line: Vec<(f64, f64)> = (0..BUCKETS)
+        let line: Vec<Option<(f64, f64)>> = (0..BUCKETS)
             .map(|b| {
                 let ms = (b as u64 * scale.end_ms + scale.end_ms / 2) / BUCKETS as u64;
                 let rate = counts[sev][b] as f64 / bucket_s;
-                (scale.x(ms), top + height - rate / max_rate * height)
+                Some((scale.x(ms), top + height - rate / max_rate * height))
             })
             .collect();
         polyline(svg, &line, colour, "", name);
@@ -726,7 +733,7 @@ pub fn draw(report: &Report) -> String {
     let scale = Scale { end_ms };
     let windows = fault_windows(&report.trace, end_ms);
     let mut body = String::new();
-    let mut y = 34.0;
+    let mut y = 40.0;
     let mut kinds: Vec<&str> = windows.iter().map(|w| w.kind).collect();
     kinds.sort_unstable();
     kinds.dedup();
@@ -739,7 +746,7 @@ pub fn draw(report: &Report) -> String {
     legend(&mut body, 4.0, 14.0, &items);
     let _ = write!(
         body,
-        r##"<path d="M{:.1},24 l5,-8 h-10 z" fill="#d00"/><text x="{:.1}" y="24" font-size="9">violation</text><path d="M{:.1},24 l3.5,-5.6 h-7 z" fill="#555"/><text x="{:.1}" y="24" font-size="9">allowed anomaly (hover for details)</text>""##,
+        r##"<path d="M{:.1},27 l5,-8 h-10 z" fill="#d00"/><text x="{:.1}" y="26" font-size="9">violation</text><path d="M{:.1},26 l3.5,-5.6 h-7 z" fill="#555"/><text x="{:.1}" y="26" font-size="9">allowed anomaly (hover for details)</text>""##,
         6.0, 14.0, 70.0, 78.0
     );
     y = timeline(&mut body, report, &windows, &scale, y + 14.0);
