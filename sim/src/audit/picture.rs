@@ -777,3 +777,87 @@ pub fn page(report: &Report) -> String {
         findings = if findings.is_empty() { "none".to_string() } else { escape(&findings) },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nemesis(at_ms: u64, event: &str) -> TraceEvent {
+        TraceEvent {
+            at_us: at_ms * 1000,
+            node: "nemesis".into(),
+            event: event.into(),
+        }
+    }
+
+    fn spans(windows: &[FaultWindow]) -> Vec<(&str, u64, Option<u64>)> {
+        windows
+            .iter()
+            .map(|w| (w.kind, w.start_ms, w.end_ms))
+            .collect()
+    }
+
+    #[test]
+    fn each_fault_window_ends_where_its_own_undo_strikes() {
+        let trace = [
+            nemesis(100, "crash broker-1 (kill + power loss): 3 bytes lost"),
+            nemesis(150, "pause broker-2"),
+            nemesis(200, "crash broker-2 (kill + power loss)"),
+            nemesis(300, "restart broker-1"),
+            nemesis(320, "resume broker-2"),
+            nemesis(350, "disk eio on broker-1: write 0.1 sync 0"),
+            nemesis(400, "packet loss 0.2"),
+            nemesis(450, "disk eio on broker-1: write 0 sync 0"),
+            nemesis(500, "skipped isolate client-1: already isolated"),
+            nemesis(
+                520,
+                "bit flip on broker-1: /t-0/00000000000000000000.log byte 17",
+            ),
+            nemesis(600, "packet loss 0"),
+            nemesis(650, "clock of broker-2 at true time -3000 ms"),
+            nemesis(700, "heal everything: Done(\"all healed\")"),
+        ];
+        assert_eq!(
+            spans(&fault_windows(&trace, 900)),
+            vec![
+                ("crash", 100, Some(300)),
+                ("pause", 150, Some(320)),
+                ("crash", 200, Some(700)),
+                ("disk-eio", 350, Some(450)),
+                ("packet-loss", 400, Some(600)),
+                ("bit-flip", 520, None),
+                ("clock-skew", 650, Some(700)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_scripted_heal_is_a_fault_and_windows_left_open_end_with_the_run() {
+        let trace = [
+            nemesis(10, "split {broker-1, client-1} from the rest"),
+            nemesis(20, "heal everything"),
+            nemesis(30, "restart broker-1"),
+            nemesis(40, "latency 1000..5000 us"),
+            nemesis(50, "torn writes on broker-1: true"),
+            nemesis(60, "torn writes on broker-1: false"),
+        ];
+        assert_eq!(
+            spans(&fault_windows(&trace, 90)),
+            vec![
+                ("split", 10, Some(20)),
+                ("heal", 20, None),
+                ("restart", 30, None),
+                ("latency", 40, Some(90)),
+                ("disk-torn", 50, Some(60)),
+            ]
+        );
+    }
+
+    #[test]
+    fn escape_leaves_no_markup() {
+        assert_eq!(
+            escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+    }
+}
