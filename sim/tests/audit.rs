@@ -150,6 +150,8 @@ fn the_audit_of_a_planted_failure_exits_1_and_every_report_file_names_it_with_it
         summary["runs"][0]["faults"]["crash"].as_u64() > Some(0),
         "the crashes struck"
     );
+    assert!(summary["runs"][0]["violations"]["lost_write"].as_u64() > Some(0));
+    assert!(summary["scenarios"][0]["violations"]["lost_write"].as_u64() > Some(0));
 
     let junit = read("junit.xml");
     let elements = xml_elements(&junit);

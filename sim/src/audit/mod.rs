@@ -77,6 +77,10 @@ pub struct Finding {
     pub description: String,
 }
 
+/// Findings kept per run: a run that lost a partition has hundreds, one per record, and the
+/// report is read by a person (the counts by kind are complete).
+pub const FINDINGS_KEPT: usize = 12;
+
 /// What the audit keeps of one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunSummary {
@@ -91,7 +95,14 @@ pub struct RunSummary {
     pub operations: usize,
     /// Fault kinds that struck (applied, not skipped), with how often.
     pub faults: BTreeMap<String, usize>,
+    /// Violations by kind.
+    pub violations: BTreeMap<String, usize>,
+    /// Allowed anomalies by kind, then by cause.
+    pub allowed: BTreeMap<String, BTreeMap<String, usize>>,
+    /// The first [`FINDINGS_KEPT`] findings, violations first (`replay` shows them all).
     pub findings: Vec<Finding>,
+    /// How many findings the run had.
+    pub findings_total: usize,
     pub replay: String,
     /// The run drawn as inline SVG: failures only.
     #[serde(skip)]
@@ -132,6 +143,23 @@ impl RunSummary {
                 }
             }));
         }
+        let (mut violations, mut allowed) = (BTreeMap::new(), BTreeMap::new());
+        for f in &findings {
+            match &f.cause {
+                Some(cause) if f.allowed => {
+                    *allowed
+                        .entry(f.kind.clone())
+                        .or_insert_with(BTreeMap::new)
+                        .entry(cause.clone())
+                        .or_insert(0) += 1
+                }
+                _ => *violations.entry(f.kind.clone()).or_insert(0) += 1,
+            }
+        }
+        let findings_total = findings.len();
+        // Stable: the checker's and the harness's own orders stay within each group.
+        findings.sort_by_key(|f| f.allowed);
+        findings.truncate(FINDINGS_KEPT);
         let mut faults = BTreeMap::new();
         for window in picture::fault_windows(&report.trace, report.sim_ms) {
             *faults.entry(window.kind.to_string()).or_insert(0) += 1;
@@ -147,7 +175,10 @@ impl RunSummary {
             wall_ms,
             operations: report.counts.operations,
             faults,
+            violations,
+            allowed,
             findings,
+            findings_total,
             replay: report.replay.clone(),
             picture,
         }
@@ -278,16 +309,13 @@ pub fn by_scenario(runs: &[RunSummary]) -> Vec<ScenarioSummary> {
                 s.failing_seeds.push(run.seed);
             }
         }
-        for f in &run.findings {
-            match &f.cause {
-                Some(cause) if f.allowed => {
-                    *s.allowed
-                        .entry(f.kind.clone())
-                        .or_default()
-                        .entry(cause.clone())
-                        .or_insert(0) += 1;
-                }
-                _ => *s.violations.entry(f.kind.clone()).or_insert(0) += 1,
+        for (kind, n) in &run.violations {
+            *s.violations.entry(kind.clone()).or_insert(0) += n;
+        }
+        for (kind, causes) in &run.allowed {
+            let mine = s.allowed.entry(kind.clone()).or_default();
+            for (cause, n) in causes {
+                *mine.entry(cause.clone()).or_insert(0) += n;
             }
         }
         for (kind, n) in &run.faults {

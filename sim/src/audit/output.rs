@@ -103,13 +103,21 @@ pub fn markdown(audit: &Audit) -> String {
             "\n### {} seed {}\n\nreplay: `{}`  \ntrace: `{}`\n",
             r.scenario, r.seed, r.replay, r.trace_hash
         );
+        let _ = writeln!(md, "violations: {}\n", kinds(&r.violations));
         for f in r.violations() {
             let _ = writeln!(
                 md,
                 "- VIOLATION {} ({}): {}",
                 f.kind,
                 f.source,
-                f.description.replace('\n', " ")
+                short(&f.description)
+            );
+        }
+        if r.findings_total > r.findings.len() {
+            let _ = writeln!(
+                md,
+                "- ... {} findings in all (the replay prints every one)",
+                r.findings_total
             );
         }
     }
@@ -164,13 +172,16 @@ pub fn html(audit: &Audit) -> String {
     for r in audit.runs.iter().filter(|r| r.verdict == Verdict::Fail) {
         let _ = write!(
             h,
-            "<section id=\"{}\"><h2>{} seed {} <span class=\"fail\">FAIL</span></h2>\n<p>replay: <code>{}</code> &nbsp; trace <code>{}</code> &nbsp; {:.1} s simulated</p>\n<ul>",
+            "<section id=\"{}\"><h2>{} seed {} <span class=\"fail\">FAIL</span></h2>\n<p>replay: <code>{}</code> &nbsp; trace <code>{}</code> &nbsp; {:.1} s simulated</p>\n<p>violations: {} &nbsp; allowed: {} &nbsp; faults: {}</p>\n<ul>",
             anchor(&r.file, r.seed),
             escape(&r.scenario),
             r.seed,
             escape(&r.replay),
             r.trace_hash,
-            r.sim_ms as f64 / 1000.0
+            r.sim_ms as f64 / 1000.0,
+            escape(&kinds(&r.violations)),
+            escape(&kinds(&r.allowed.iter().map(|(k, c)| (k.clone(), c.values().sum())).collect())),
+            escape(&kinds(&r.faults))
         );
         for f in &r.findings {
             let status = if f.allowed {
@@ -186,7 +197,14 @@ pub fn html(audit: &Audit) -> String {
                 h,
                 "<li>{status} {}{cause}: {}</li>",
                 escape(&f.kind),
-                escape(&f.description)
+                escape(&short(&f.description))
+            );
+        }
+        if r.findings_total > r.findings.len() {
+            let _ = write!(
+                h,
+                "<li>... {} findings in all (the replay prints every one)</li>",
+                r.findings_total
             );
         }
         h.push_str("</ul>\n");
@@ -197,6 +215,15 @@ pub fn html(audit: &Audit) -> String {
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// One line of at most 300 characters.
+fn short(text: &str) -> String {
+    let line = text.replace('\n', " ");
+    match line.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
+    }
 }
 
 fn anchor(file: &str, seed: u64) -> String {
@@ -236,19 +263,20 @@ pub fn junit(audit: &Audit) -> String {
                 x.push_str("/>\n");
                 continue;
             }
-            let kinds: Vec<&str> = r.violations().map(|f| f.kind.as_str()).collect();
             let mut body = format!("replay: {}\n", r.replay);
             for f in r.violations() {
                 let _ = writeln!(
                     body,
                     "VIOLATION {} ({}): {}",
-                    f.kind, f.source, f.description
+                    f.kind,
+                    f.source,
+                    short(&f.description)
                 );
             }
             let _ = write!(
                 x,
                 ">\n      <failure message=\"{}\" type=\"violation\">{}</failure>\n    </testcase>\n",
-                escape(&format!("{} violations: {}", kinds.len(), kinds.join(", "))),
+                escape(&format!("violations: {}", kinds(&r.violations))),
                 escape(&body)
             );
         }

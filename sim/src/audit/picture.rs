@@ -279,6 +279,8 @@ const LEFT: f64 = 190.0;
 const LANE: f64 = 11.0;
 /// More lanes than this and the timeline draws one lane per role and partition instead.
 const MAX_LANES: usize = 48;
+/// Anomalous operations marked per timeline.
+const MAX_MARKERS: usize = 300;
 
 struct Scale {
     end_ms: u64,
@@ -348,7 +350,7 @@ fn marked_ops(report: &Report) -> BTreeMap<usize, (bool, String)> {
     let mut marked: BTreeMap<usize, (bool, String)> = BTreeMap::new();
     for a in report.checker.iter().flat_map(|c| c.anomalies.iter()) {
         let violation = a.status == Status::Violation;
-        let explanation: String = a.explanation.chars().take(160).collect();
+        let explanation: String = a.explanation.chars().take(120).collect();
         let what = match &a.status {
             Status::Violation => format!("VIOLATION {}: {explanation}", a.kind),
             Status::Allowed { cause } => format!("allowed {} ({cause}): {explanation}", a.kind),
@@ -455,7 +457,11 @@ fn timeline(
             );
         }
     }
-    for (op_id, (violation, what)) in marked_ops(report) {
+    // Past a few hundred markers the lanes are solid red anyway; violations are drawn first.
+    let mut marked: Vec<(usize, (bool, String))> = marked_ops(report).into_iter().collect();
+    marked.sort_by_key(|(op, (violation, _))| (!violation, *op));
+    marked.truncate(MAX_MARKERS);
+    for (op_id, (violation, what)) in marked {
         let Some(op) = ops.get(op_id) else { continue };
         let y = top + index[&key(op)] as f64 * LANE;
         let x = scale.x(op.invoke_ms);
