@@ -123,19 +123,22 @@ impl Log {
             self.state().epochs = epochs;
         }
 
-        let st = self
-            .append_to_active(&writer, records, now, &config)
-            .await
-            .map_err(|e| FollowerAppendError::Offline(e.0))?;
-        assert_eq!(st.next_offset, last + 1);
+        let (log_start_offset, incarnation) = {
+            let st = self
+                .append_to_active(&writer, records, now, &config)
+                .await
+                .map_err(|e| FollowerAppendError::Offline(e.0))?;
+            assert_eq!(st.next_offset, last + 1);
+            // Read under the state lock: a recovery or truncation bumps it there.
+            (st.log_start_offset, self.incarnation())
+        };
         let info = AppendInfo {
             base_offset: first,
             last_offset: last,
             log_append_time_ms: None,
-            log_start_offset: st.log_start_offset,
-            incarnation: self.incarnation(),
+            log_start_offset,
+            incarnation,
         };
-        drop(st);
         drop(writer);
         if let FlushPolicy::Lazy { .. } = config.flush {
             self.flush_if_due()

@@ -572,25 +572,27 @@ impl Log {
                 "patched batches stay valid"
             );
 
-            let st = self
-                .append_to_active(&writer, records, now, &config)
-                .await
-                .map_err(|e| AppendError::Offline(e.0))?;
-            assert_eq!(st.next_offset, last_offset + 1);
-            assert!(
-                !must_reserve || st.next_offset <= st.reserved_offset,
-                "an offset shown before its sync is not reserved"
-            );
-            let info = AppendInfo {
+            let (log_start_offset, incarnation) = {
+                let st = self
+                    .append_to_active(&writer, records, now, &config)
+                    .await
+                    .map_err(|e| AppendError::Offline(e.0))?;
+                assert_eq!(st.next_offset, last_offset + 1);
+                assert!(
+                    !must_reserve || st.next_offset <= st.reserved_offset,
+                    "an offset shown before its sync is not reserved"
+                );
+                // Read under the state lock: a recovery or truncation bumps it there.
+                (st.log_start_offset, self.incarnation())
+            };
+            drop(writer);
+            AppendInfo {
                 base_offset,
                 last_offset,
                 log_append_time_ms: config.log_append_time.then_some(now),
-                log_start_offset: st.log_start_offset,
-                incarnation: self.incarnation(),
-            };
-            drop(st);
-            drop(writer);
-            info
+                log_start_offset,
+                incarnation,
+            }
         };
         if let FlushPolicy::Lazy { .. } = config.flush {
             self.flush_if_due()
