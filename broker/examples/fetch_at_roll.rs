@@ -3,7 +3,7 @@
 //! A writer task appends 16 KiB batches of 1 KiB records to a [`Log`] on the real disk
 //! ([`FileDisk`]) with a small `segment.bytes`, so it rolls every few milliseconds; a reader
 //! task follows the tail as a consumer's fetch would (`Log::read` with 1 MiB `max_bytes` from
-//! the next offset; at the end it waits for the writer's next append, like a long-polling
+//! the next offset, bounded by the high watermark; at the end it waits for the writer's next append, like a long-polling
 //! fetch); a maintenance task applies retention every 100 ms as the broker does, which keeps the
 //! log at `retention.bytes`. Each `Log::read` is timed. Reported per round and as the median
 //! of the rounds: read latency p50/p99/p99.9/max, reads, rolls and the writer's MB/s.
@@ -171,6 +171,7 @@ mod real {
                 }
             })
         };
+        let durable = o.policy == FlushPolicy::Durable;
         let reader = {
             let (log, appended, stop) =
                 (Arc::clone(&log), Arc::clone(&appended), Arc::clone(&stop));
@@ -182,7 +183,10 @@ mod real {
                     tokio::pin!(notified);
                     notified.as_mut().enable();
                     let began = Instant::now();
-                    let read = match log.read(offset, READ_MAX_BYTES, None).await {
+                    // Bounded as a consumer's fetch is, by the high watermark: the durable
+                    // end under the durable policy, the log end under the lazy one.
+                    let high_watermark = durable.then(|| log.durable_end_offset());
+                    let read = match log.read(offset, READ_MAX_BYTES, high_watermark).await {
                         Ok(read) => read,
                         // Retention passed the reader (it fell a whole log behind): catch up.
                         Err(broker::log::ReadError::OffsetOutOfRange {
