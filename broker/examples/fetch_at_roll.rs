@@ -3,9 +3,9 @@
 //! A writer task appends 16 KiB batches of 1 KiB records to a [`Log`] on the real disk
 //! ([`FileDisk`]) with a small `segment.bytes`, so it rolls every few milliseconds; a reader
 //! task follows the tail as a consumer's fetch would (`Log::read` with 1 MiB `max_bytes` from
-//! the next offset, bounded by the high watermark; at the end it waits for the writer's next append, like a long-polling
-//! fetch); a maintenance task applies retention every 100 ms as the broker does, which keeps the
-//! log at `retention.bytes`. Each `Log::read` is timed. Reported per round and as the median
+//! the next offset, bounded by the high watermark; at the end it waits for the writer's next
+//! append, like a long-polling fetch); a maintenance task applies retention every 100 ms as the
+//! broker does, which keeps the log at `retention.bytes`. Each `Log::read` is timed. Reported per round and as the median
 //! of the rounds: read latency p50/p99/p99.9/max, reads, rolls and the writer's MB/s.
 //!
 //! What it exposes: a roll syncs the old segment and writes its indexes and the checkpoint

@@ -656,7 +656,11 @@ impl Log {
         let (file, expected_position, next_offset) = {
             let st = self.state();
             st.check_online()?;
-            (Arc::clone(&st.active().file), st.active().size, st.next_offset)
+            (
+                Arc::clone(&st.active().file),
+                st.active().size,
+                st.next_offset,
+            )
         };
         let appended = file.append(records).await;
         let mut st = self.state();
@@ -675,7 +679,10 @@ impl Log {
         // A sync that failed while the bytes were written took the log offline: they are not
         // published (the next open recovers what is really on disk).
         st.check_online()?;
-        assert_eq!(st.next_offset, next_offset, "only the writer assigns offsets");
+        assert_eq!(
+            st.next_offset, next_offset,
+            "only the writer assigns offsets"
+        );
         let active = st.active_mut();
         assert_eq!(
             active.size, position,
@@ -845,7 +852,10 @@ impl Log {
     /// The roll, called holding the writer lock (`_writer` is the proof). The syncs and file
     /// writes run without the state lock, so readers keep reading meanwhile: the old segment
     /// stays readable as it was, and the new one appears once it exists on disk.
-    async fn roll_locked(&self, _writer: &tokio::sync::MutexGuard<'_, ()>) -> Result<(), LogOffline> {
+    async fn roll_locked(
+        &self,
+        _writer: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), LogOffline> {
         let (file, old_base, new_base, size) = {
             let st = self.state();
             st.check_online()?;
