@@ -33,6 +33,7 @@ fn disk() -> Arc<dyn Disk> {
 }
 
 async fn start(config: QuorumConfig) -> Arc<RaftPlane> {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
     RaftPlane::start(config, disk(), Arc::new(SystemClock))
         .await
         .expect("the plane starts")
@@ -148,9 +149,19 @@ async fn a_restart_from_a_snapshot_keeps_the_image_once_the_log_below_it_is_purg
     let dir = tempfile::tempdir().unwrap();
     let plane = start(single(dir.path(), 4)).await;
     bring_up(&plane, 1).await;
-    for i in 0..12 {
+    create_topic(&plane, "t0").await;
+    let t0_offset = plane.image().metadata_offset;
+    for i in 1..12 {
         create_topic(&plane, &format!("t{i}")).await;
     }
+    // Snapshots are built in the background every 4 entries; the log is purged after each.
+    for _ in 0..400 {
+        if plane.purged_offset() >= t0_offset {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(plane.purged_offset() >= t0_offset, "never purged past t0");
     let before = plane.image();
     plane.shutdown().await;
     drop(plane);
