@@ -185,6 +185,49 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Creates `count` topics one after another through node `via`'s plane, on that node; the
+    /// names acknowledged and the number of failures.
+    fn workload(
+        &self,
+        via: i32,
+        prefix: &'static str,
+        count: usize,
+    ) -> madsim::task::JoinHandle<(Vec<String>, usize)> {
+        let plane = self.plane(via).expect("the workload's node is up");
+        let node = self.handle.get_node(self.state(via).node).unwrap();
+        node.spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut failed = 0;
+            for i in 0..count {
+                let name = format!("{prefix}{i}");
+                match plane.submit(create(&name)).await {
+                    Ok(ControllerReply::CreateTopics(results)) if results[0].1.is_ok() => {
+                        assert!(plane.image().topic(&name).is_some(), "{name} acknowledged but not in the image");
+                        acknowledged.push(name);
+                    }
+                    Ok(other) => panic!("{name}: a refusal in a story with none: {other:?}"),
+                    Err(_) => failed += 1,
+                }
+            }
+            (acknowledged, failed)
+        })
+    }
+}
+
+fn create(name: &str) -> ControllerRequest {
+    ControllerRequest::CreateTopics {
+        topics: vec![NewTopic {
+            name: name.to_string(),
+            num_partitions: 1,
+            replication_factor: 1,
+            assignments: Vec::new(),
+            configs: BTreeMap::new(),
+        }],
+        validate_only: false,
+    }
+}
+
 async fn register_self(plane: &RaftPlane) {
     let id = plane.node_id();
     loop {
@@ -258,21 +301,7 @@ struct History {
 async fn create_topics(cluster: &Cluster, history: &mut History, prefix: &str, vias: &[i32]) {
     for (i, via) in vias.iter().enumerate() {
         let name = format!("{prefix}{i}");
-        let reply = cluster
-            .submit(
-                *via,
-                ControllerRequest::CreateTopics {
-                    topics: vec![NewTopic {
-                        name: name.clone(),
-                        num_partitions: 1,
-                        replication_factor: 1,
-                        assignments: Vec::new(),
-                        configs: BTreeMap::new(),
-                    }],
-                    validate_only: false,
-                },
-            )
-            .await;
+        let reply = cluster.submit(*via, create(&name)).await;
         match reply {
             Some(Ok(ControllerReply::CreateTopics(results))) if results[0].1.is_ok() => {
                 // Read your writes on the node that answered.
@@ -329,6 +358,18 @@ async fn commits_survive_a_leader_kill_a_leader_partition_and_a_power_loss_of_ev
     }
     // More entries than `snapshot_every`: the learner joins after the log below is purged.
     create_topics(&cluster, &mut history, "a", &[1, 2, 3, 1, 2, 3, 1, 2]).await;
+    let first = cluster.plane(leader).unwrap().image().topic("a0").is_some();
+    assert!(first, "a0 was not created");
+    // The leader snapshots every 5 entries and purges below: wait until the log no longer
+    // holds the registrations, so the learner can only get them from a snapshot.
+    let leader = cluster.leader(None).await;
+    for _ in 0..100 {
+        if cluster.plane(leader).unwrap().purged_offset() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cluster.plane(leader).unwrap().purged_offset() >= 5, "the leader never purged its log");
     cluster.add_node(LEARNER);
 
     // The leader dies; the others elect a new one and go on; it comes back as a follower.
@@ -347,17 +388,31 @@ async fn commits_survive_a_leader_kill_a_leader_partition_and_a_power_loss_of_ev
     create_topics(&cluster, &mut history, "c", &[others[0], LEARNER, others[1], others[0]]).await;
     net.unclog_node(cluster.state(old).node);
 
-    // Power loss of every voter at once: each disk keeps only what it synced.
+    // Power loss of every voter at once, with creations in flight from the learner: each disk
+    // keeps only what it synced (a torn prefix of the rest at most).
+    let in_flight = cluster.workload(LEARNER, "d", 40);
+    tokio::time::sleep(Duration::from_millis(madsim::rand::random::<u64>() % 400)).await;
     for id in 1..=VOTERS {
         cluster.kill(id);
         cluster.state(id).disk.crash();
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     for id in 1..=VOTERS {
         cluster.restart(id);
     }
-    create_topics(&cluster, &mut history, "d", &[1, 2, 3, LEARNER]).await;
+    let (acknowledged, failed) = in_flight.await.expect("the learner's workload runs to its end");
+    history.acknowledged.extend(acknowledged);
+    history.failed += failed;
+    create_topics(&cluster, &mut history, "e", &[1, 2, 3, LEARNER]).await;
 
     converge(&cluster, &history).await;
+    let torn: u64 = cluster.nodes.iter().map(|n| n.disk.fault_counts().torn_writes).sum();
+    let lost: u64 = cluster.nodes.iter().map(|n| n.disk.fault_counts().lost_bytes).sum();
+    eprintln!(
+        "acknowledged {}, failed {}, torn tails {torn}, unsynced bytes lost {lost}",
+        history.acknowledged.len(),
+        history.failed
+    );
     assert!(
         history.acknowledged.len() >= 12,
         "too little was acknowledged to tell anything: {} acknowledged, {} failed",
