@@ -586,3 +586,53 @@ fn closed_error() -> io::Error {
 pub(crate) fn metadata_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(super::METADATA_DIR)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for p in payloads {
+            encode_frame(&mut buf, p);
+        }
+        buf
+    }
+
+    fn whole_frames(buf: &[u8]) -> Vec<Vec<u8>> {
+        let mut pos = 0;
+        let mut frames = Vec::new();
+        while let Some((payload, next)) = decode_frame(buf, pos) {
+            frames.push(payload.to_vec());
+            pos = next;
+        }
+        frames
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_not_read_at_any_cut() {
+        // The bug: recovery trusting half an entry a crash tore, wherever the cut falls.
+        let buf = framed(&[b"first", b"second entry", b"third and last"]);
+        let two = framed(&[b"first", b"second entry"]).len();
+        for cut in two..buf.len() {
+            assert_eq!(whole_frames(&buf[..cut]).len(), 2, "cut at {cut}");
+        }
+        assert_eq!(whole_frames(&buf).len(), 3);
+    }
+
+    #[test]
+    fn a_flipped_bit_ends_the_log_at_the_frame_it_hits() {
+        // The bug: a damaged entry applied as if whole (the CRC covers the payload).
+        let mut buf = framed(&[b"first", b"second entry", b"third"]);
+        let second_payload = framed(&[b"first"]).len() + FRAME_HEADER + 3;
+        buf[second_payload] ^= 0x10;
+        assert_eq!(whole_frames(&buf), vec![b"first".to_vec()]);
+    }
+
+    #[test]
+    fn a_garbage_length_is_refused_before_anything_is_allocated() {
+        let mut buf = vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+        buf.extend_from_slice(b"tail");
+        assert!(decode_frame(&buf, 0).is_none());
+    }
+}
