@@ -151,12 +151,36 @@ async fn wait_past_the_image_offset_stays_pending_through_entries_that_carry_no_
     let dir = tempfile::tempdir().unwrap();
     let plane = start(single(dir.path(), 1_000)).await;
     bring_up(&plane, 1).await;
-    plane.shutdown().await;
-    drop(plane);
-    // The restarted leader commits a blank entry for its new term: no record.
-    let plane = start(single(dir.path(), 1_000)).await;
-    eventually(&plane, "the registration after the restart", |i| i.brokers.contains_key(&1)).await;
+    // A broker with a quorum endpoint: the controller adds it as a learner, which is a
+    // membership entry, no record.
+    plane
+        .submit(ControllerRequest::RegisterBroker {
+            id: 2,
+            incarnation_id: uuid::Uuid::from_u128(2),
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 9002,
+            },
+            controller_endpoint: Some(Endpoint {
+                host: "127.0.0.1".into(),
+                port: 1,
+            }),
+            rack: None,
+        })
+        .await
+        .unwrap();
     let offset = plane.image().metadata_offset;
+    for _ in 0..400 {
+        if plane.quorum_status().committed_offset > offset {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let status = plane.quorum_status();
+    assert!(
+        status.committed_offset > offset && status.applied_offset == offset,
+        "the learner's membership entry is not applied past the image: {status:?}"
+    );
     let still_pending = tokio::time::timeout(Duration::ZERO, plane.wait_past(offset)).await;
     assert!(still_pending.is_err(), "wait_past({offset}) resolved with no newer record");
     let waiter = {
