@@ -241,7 +241,9 @@ async fn a_restart_from_a_snapshot_keeps_the_image_once_the_log_below_it_is_purg
         metadata.join("snapshot.json").exists(),
         "no snapshot after 14 entries"
     );
-    let log = std::fs::read(metadata.join("log")).unwrap();
+    let log = broker::disk::read_file(&FileDisk::new(), &metadata.join("log"))
+        .await
+        .unwrap();
     let log = String::from_utf8_lossy(&log);
     assert!(
         !log.contains("\"t0\""),
