@@ -168,10 +168,11 @@ impl ControllerLoop {
         }
         // Deciding against an image that misses the previous leader's last records would undo
         // them: wait until this term's first entry is applied here.
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map_err(|e| ControllerError::Unavailable(format!("leadership not confirmed: {e}")))?;
+        self.raft.ensure_linearizable().await.map_err(|e| {
+            // Nothing of the caller's request was proposed yet: safe to retry elsewhere.
+            tracing::debug!(error = %e, "metadata quorum: leadership not confirmed");
+            ControllerError::NotController(None)
+        })?;
         let image = self.shared.image();
         // A new controller starts every session afresh (each registered broker gets a full
         // session from its first contact, as in Kafka); this node's own broker, if it restarted
@@ -189,8 +190,10 @@ impl ControllerLoop {
                     .simple()
                     .to_string()
             });
+            // The caller's request is not proposed if this fails: a retry is safe.
             self.commit(vec![MetadataRecord::SetClusterId { cluster_id }])
-                .await?;
+                .await
+                .map_err(|_| ControllerError::NotController(None))?;
         }
         self.add_missing_learners(&self.shared.image()).await;
         Ok(())
