@@ -8,7 +8,7 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use super::{errors, Reply, RequestContext};
 
 pub async fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> Reply {
-    let _ = ctx.broker.offsets_partition().await;
+    let _ = ctx.broker.offsets_topic().await;
     let groups = ctx.broker.groups();
     let group_id = request.group_id.0.to_string();
     if ctx.version < 3 {
