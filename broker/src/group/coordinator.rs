@@ -376,24 +376,26 @@ impl GroupCoordinator {
     }
 
     /// LeaveGroup of each `(member id, group instance id)`; the future answers each once what
-    /// it changed is stored.
+    /// it changed is stored. A group this broker cannot serve is refused as a whole.
     pub fn leave(
         self: &Arc<Self>,
         id: &str,
         members: Vec<(String, Option<String>)>,
-    ) -> impl Future<Output = Vec<Result<(), GroupError>>> + Send + 'static {
+    ) -> Result<impl Future<Output = Vec<Result<(), GroupError>>> + Send + 'static, GroupError>
+    {
         let count = members.len();
         let left = match self.route(id) {
             Ok(shard) => Ok(shard.leave(id, members)),
+            // No group was ever stored: none has these members.
             Err(NoShard::NoTopic) => Err(GroupError::UnknownMemberId),
-            Err(NoShard::Refused(e)) => Err(e),
+            Err(NoShard::Refused(e)) => return Err(e),
         };
-        async move {
+        Ok(async move {
             match left {
                 Ok(left) => left.await,
                 Err(e) => vec![Err(e); count],
             }
-        }
+        })
     }
 
     /// OffsetCommit: allowed by the group's generation and given its place in the log in one
