@@ -458,8 +458,14 @@ async fn two_groups_on_different_partitions_come_back_after(restart: &str) {
     assert_eq!(commit(&broker, &Member::standalone(MY_GROUP), 7).await, 0);
     let offsets = broker.topic(OFFSETS_TOPIC).expect("created on first use");
     assert_eq!(offsets.partitions.len(), 50, "offsets.topic.num.partitions");
-    assert!(records_in(&broker, 9) > 0, "billing's records are in partition 9");
-    assert!(records_in(&broker, 12) > 0, "my-group's records are in partition 12");
+    assert!(
+        records_in(&broker, 9) > 0,
+        "billing's records are in partition 9"
+    );
+    assert!(
+        records_in(&broker, 12) > 0,
+        "my-group's records are in partition 12"
+    );
     let elsewhere: u64 = (0..50)
         .filter(|i| *i != 9 && *i != 12)
         .map(|i| records_in(&broker, i))
@@ -479,7 +485,10 @@ async fn two_groups_on_different_partitions_come_back_after(restart: &str) {
         "the member is back from partition 9 in its stored generation"
     );
     assert_eq!(heartbeat(&broker, &member).await, 0);
-    assert_eq!(describe(&broker, MY_GROUP).await, (0, "Empty".to_string(), 0));
+    assert_eq!(
+        describe(&broker, MY_GROUP).await,
+        (0, "Empty".to_string(), 0)
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -564,10 +573,7 @@ async fn every_group_api_answers_not_coordinator_for_a_group_whose_partition_was
     assert_eq!(list(&broker).await, (0, vec![MY_GROUP.to_string()]));
     // The group on another partition is untouched.
     assert_eq!(committed(&broker, MY_GROUP).await, Ok(7));
-    assert_eq!(
-        commit(&broker, &Member::standalone(MY_GROUP), 8).await,
-        0
-    );
+    assert_eq!(commit(&broker, &Member::standalone(MY_GROUP), 8).await, 0);
 
     // Leading the partition again brings the group back from its log.
     let partition = broker.partition(OFFSETS_TOPIC, 9).unwrap();
@@ -629,7 +635,10 @@ async fn while_an_offsets_partition_loads_its_groups_answer_coordinator_load_in_
     node.disk.reads.until_held().await;
     assert!(broker.groups().is_loading());
     assert_eq!(committed(&broker, BILLING).await, Err(LOADING));
-    assert_eq!(fetch_codes_v8(&broker, &[BILLING, MY_GROUP]).await, vec![LOADING, 0]);
+    assert_eq!(
+        fetch_codes_v8(&broker, &[BILLING, MY_GROUP]).await,
+        vec![LOADING, 0]
+    );
     assert_eq!(heartbeat(&broker, &member).await, LOADING);
     assert_eq!(commit(&broker, &member, 43).await, LOADING);
     assert_eq!(join(&broker, BILLING, "").await.error_code, LOADING);
@@ -644,7 +653,10 @@ async fn while_an_offsets_partition_loads_its_groups_answer_coordinator_load_in_
     assert_eq!(committed(&broker, MY_GROUP).await, Ok(7));
 
     node.disk.reads.open();
-    assert!(loading.await.unwrap().unwrap() > 0, "the replay read the group's records");
+    assert!(
+        loading.await.unwrap().unwrap() > 0,
+        "the replay read the group's records"
+    );
     assert!(!broker.groups().is_loading());
     assert_eq!(committed(&broker, BILLING).await, Ok(42));
     assert_eq!(heartbeat(&broker, &member).await, 0);

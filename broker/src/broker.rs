@@ -403,9 +403,9 @@ impl Broker {
                 let topic = self.topic(OFFSETS_TOPIC).ok_or_else(|| {
                     CreateTopicError::Storage(format!("{OFFSETS_TOPIC} vanished"))
                 })?;
-                self.load_group_shards(&topic)
-                    .await
-                    .map_err(|e| CreateTopicError::Storage(format!("loading {OFFSETS_TOPIC}: {e}")))?;
+                self.load_group_shards(&topic).await.map_err(|e| {
+                    CreateTopicError::Storage(format!("loading {OFFSETS_TOPIC}: {e}"))
+                })?;
                 Ok(())
             })
             .await

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::machine::{Group, GroupError, JoinOutcome, JoinRequest, Millis, SyncOutcome, SyncRequest};
+use super::machine::{
+    Group, GroupError, JoinOutcome, JoinRequest, Millis, SyncOutcome, SyncRequest,
+};
 use super::offset_cache::Ticket;
 use super::offsets::{CommittedOffset, OffsetKey};
 use super::shard::{GroupShard, PendingWrite};
@@ -39,8 +41,9 @@ use crate::partition::Partition;
 /// wrapping 32-bit arithmetic. Kafka places groups with it, so the same group id lands in the
 /// same partition on Kafka and here.
 pub fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)))
+    s.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    })
 }
 
 /// The `__consumer_offsets` partition of `group_id` among `partition_count`: Kafka's
@@ -64,7 +67,9 @@ pub struct WriteRef {
 
 enum Slot {
     /// Being replayed: the groups answer COORDINATOR_LOAD_IN_PROGRESS.
-    Loading { load: u64 },
+    Loading {
+        load: u64,
+    },
     Loaded(Arc<GroupShard>),
 }
 
@@ -167,7 +172,10 @@ impl GroupCoordinator {
         assert!(count > 0, "the offsets topic has partitions");
         let mut shards = self.shards();
         if let Some(previous) = shards.partition_count {
-            assert_eq!(previous, count, "the offsets topic's partition count never changes");
+            assert_eq!(
+                previous, count,
+                "the offsets topic's partition count never changes"
+            );
         }
         shards.partition_count = Some(count);
     }
@@ -231,7 +239,10 @@ impl GroupCoordinator {
                 let current = matches!(shards.slots.get(&index),
                     Some(Slot::Loading { load: l }) if *l == load);
                 if !current {
-                    tracing::info!(partition = index, "a load overtaken by an unload is dropped");
+                    tracing::info!(
+                        partition = index,
+                        "a load overtaken by an unload is dropped"
+                    );
                     return Ok(0);
                 }
                 match &replayed {
@@ -312,9 +323,9 @@ impl GroupCoordinator {
         };
         match shards.slots.get(&partition_for(id, count)) {
             Some(Slot::Loaded(shard)) => Ok(Arc::clone(shard)),
-            Some(Slot::Loading { .. }) => Err(NoShard::Refused(
-                GroupError::CoordinatorLoadInProgress,
-            )),
+            Some(Slot::Loading { .. }) => {
+                Err(NoShard::Refused(GroupError::CoordinatorLoadInProgress))
+            }
             None => Err(NoShard::Refused(GroupError::NotCoordinator)),
         }
     }
@@ -514,8 +525,14 @@ impl GroupCoordinator {
     // ---- Reads. ----
 
     /// Runs `f` on group `id`, if it exists.
-    pub fn read_group<R>(&self, id: &str, f: impl FnOnce(&Group) -> R) -> Result<Option<R>, GroupError> {
-        Ok(self.route_read(id)?.and_then(|shard| shard.read_group(id, f)))
+    pub fn read_group<R>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&Group) -> R,
+    ) -> Result<Option<R>, GroupError> {
+        Ok(self
+            .route_read(id)?
+            .and_then(|shard| shard.read_group(id, f)))
     }
 
     /// Runs `f` over every group of every loaded shard, in id order (as Kafka's ListGroups

@@ -15,9 +15,8 @@ pub async fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> Reply {
         let left = match groups.leave(&group_id, vec![(request.member_id.to_string(), None)]) {
             Ok(left) => left,
             Err(e) => {
-                return ctx.now(
-                    &LeaveGroupResponse::default().with_error_code(errors::group(&e).code()),
-                )
+                return ctx
+                    .now(&LeaveGroupResponse::default().with_error_code(errors::group(&e).code()))
             }
         };
         return ctx.later(
@@ -46,7 +45,8 @@ pub async fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> Reply {
     let left = match groups.leave(&group_id, members) {
         Ok(left) => left,
         Err(e) => {
-            return ctx.now(&LeaveGroupResponse::default().with_error_code(errors::group(&e).code()))
+            return ctx
+                .now(&LeaveGroupResponse::default().with_error_code(errors::group(&e).code()))
         }
     };
     ctx.later(

@@ -79,7 +79,11 @@ fn fields(version: i16, c: &Option<CommittedOffset>) -> (i64, i32, Option<StrByt
 pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> Reply {
     let groups = std::sync::Arc::clone(ctx.broker.groups());
     let asked: Vec<&str> = if ctx.version >= 8 {
-        request.groups.iter().map(|g| g.group_id.0.as_str()).collect()
+        request
+            .groups
+            .iter()
+            .map(|g| g.group_id.0.as_str())
+            .collect()
     } else {
         vec![request.group_id.0.as_str()]
     };
