@@ -141,6 +141,7 @@ async fn offsets_never_expire_while_members_remain_and_expire_a_retention_after_
     let left = broker
         .groups()
         .leave("g", vec![(member.clone(), None)])
+        .expect("coordinated here")
         .await;
     assert_eq!(
         left,
@@ -245,6 +246,7 @@ async fn a_deleted_group_stays_deleted_after_a_restart() {
     let left = broker
         .groups()
         .leave("g", vec![(member.clone(), None)])
+        .expect("coordinated here")
         .await;
     assert_eq!(
         left,

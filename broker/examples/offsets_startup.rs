@@ -97,7 +97,12 @@ mod real {
         let mut args = std::env::args().skip(1);
         let root = PathBuf::from(args.next().expect("usage: offsets_startup DIR [RUNS]"));
         let runs: usize = args.next().map_or(15, |r| r.parse().expect("RUNS"));
-        let _ = std::fs::remove_dir_all(&root);
+        let disk = FileDisk::new();
+        match disk.remove_dir_all(&root).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("emptying {}: {e}", root.display()),
+        }
         let variants = [1, 50];
         for partitions in variants {
             prepare(&root.join(partitions.to_string()), partitions).await;
