@@ -62,6 +62,9 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: i64,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are removed.
     pub offsets_retention_check_interval_ms: u64,
+    /// `offsets.topic.num.partitions`: partitions `__consumer_offsets` is created with (groups
+    /// are spread over them). An existing offsets topic keeps the count it has.
+    pub offsets_topic_num_partitions: i32,
     /// `max.connections`: connections open at once; a new one over it is closed at once.
     pub max_connections: u32,
     /// `max.connections.per.ip`: connections open at once from one client address.
@@ -98,6 +101,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
+            offsets_topic_num_partitions: 50,
             // Kafka's defaults: no limit (Int.MaxValue).
             max_connections: i32::MAX as u32,
             max_connections_per_ip: i32::MAX as u32,
@@ -192,6 +196,16 @@ impl BrokerConfig {
             int(self.offsets_retention_check_interval_ms),
             1,
         )?;
+        at_least(
+            "offsets-topic-num-partitions",
+            self.offsets_topic_num_partitions.into(),
+            1,
+        )?;
+        at_most(
+            "offsets-topic-num-partitions",
+            self.offsets_topic_num_partitions.into(),
+            crate::broker::MAX_PARTITIONS_PER_TOPIC.into(),
+        )?;
         Ok(())
     }
 
@@ -209,6 +223,7 @@ impl BrokerConfig {
         crate::group::GroupConfig {
             initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.max(0),
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_topic_num_partitions: self.offsets_topic_num_partitions,
             ..crate::group::GroupConfig::default()
         }
     }
