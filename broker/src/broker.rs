@@ -63,8 +63,7 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
 /// How long a follower task waits for a new image before applying the current one again (which
 /// retries partition changes a disk error failed).
 const REAPPLY_INTERVAL: Duration = Duration::from_secs(1);
-/// Kafka's limit on topic name length.
-pub const MAX_TOPIC_NAME_LEN: usize = 249;
+pub use crate::topic_name::{validate_topic_name, MAX_TOPIC_NAME_LEN};
 /// Partitions one topic may have. Each is a directory of files, so a request for two billion
 /// (found by the protocol fuzzer) must be refused, not attempted.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
@@ -105,26 +104,6 @@ pub enum AdminError {
 pub type CreateTopicError = AdminError;
 /// Why a topic could not be deleted or changed.
 pub type TopicChangeError = AdminError;
-
-/// Kafka's topic name rule: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("empty");
-    }
-    if name == "." || name == ".." {
-        return Err("'.' and '..' are not allowed");
-    }
-    if name.len() > MAX_TOPIC_NAME_LEN {
-        return Err("longer than 249 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
-        return Err("only ASCII letters, digits, '.', '_' and '-' are allowed");
-    }
-    Ok(())
-}
 
 /// A flag that is set once and can be awaited (a Notify, not a watch channel: watch picks
 /// notifiers with a thread-local RNG, which the simulator cannot seed).
@@ -362,7 +341,7 @@ impl Broker {
         let catalog = Catalog::new(config.clone(), Arc::clone(&disk), Arc::clone(&clock));
         catalog.remove_deleted_leftovers().await?;
         if let Some(meta) = legacy {
-            import_legacy(plane.as_ref(), disk.as_ref(), &data_dir, meta).await?;
+            import_legacy(plane.as_ref(), config.node_id, disk.as_ref(), &data_dir, meta).await?;
         }
         let groups = GroupCoordinator::new(Arc::clone(&clock), config.group_config());
         let broker = Arc::new(Broker {
@@ -891,11 +870,16 @@ impl Broker {
 /// Imports a single broker's topics into the metadata log once, then retires `meta.toml`.
 async fn import_legacy(
     plane: &dyn MetadataPlane,
+    node: NodeId,
     disk: &dyn Disk,
     data_dir: &Path,
     meta: StoredMeta,
 ) -> io::Result<()> {
     if !plane.image().legacy_imported {
+        // The ids the single broker may have handed out stay used: the cluster's floor.
+        let producer_id_floor = crate::txn::producer_id::legacy_reserved_end(disk, data_dir)
+            .await?
+            .unwrap_or(0);
         let mut topics = Vec::new();
         for (name, stored) in meta.topics {
             let id = Uuid::parse_str(&stored.id)
@@ -912,6 +896,8 @@ async fn import_legacy(
             .submit(ControllerRequest::ImportLegacy {
                 cluster_id: meta.cluster_id,
                 topics,
+                node,
+                producer_id_floor,
             })
             .await
             .map_err(controller_io)?;

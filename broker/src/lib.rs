@@ -52,4 +52,5 @@ pub mod random;
 pub mod replica;
 pub mod server;
 pub mod solo_plane;
+pub mod topic_name;
 pub mod txn;

@@ -143,6 +143,11 @@ impl MetadataPlane for SoloPlane {
         let mut controller = self.controller.lock().await;
         let now_ms = self.clock.now_ms();
         let image = self.image();
+        // The controller and its only broker are one process: while this runs, the broker is
+        // alive, whatever its heartbeat timer (or a test's manual clock) says.
+        if image.brokers.contains_key(&self.node_id) {
+            controller.sessions.touch(self.node_id, now_ms);
+        }
         let expired = controller
             .sessions
             .expire(&image, &self.settings, now_ms);
