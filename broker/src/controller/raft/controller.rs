@@ -109,7 +109,7 @@ impl ControllerLoop {
 
     /// Runs until every handle is gone or the task is aborted.
     pub(crate) async fn run(mut self) {
-        let mut next_tick = tokio::time::Instant::now() + self.tick;
+        let mut next_tick = super::runtime::now() + self.tick;
         loop {
             let first = tokio::select! {
                 biased;
@@ -122,7 +122,7 @@ impl ControllerLoop {
             };
             match first {
                 None => {
-                    next_tick = tokio::time::Instant::now() + self.tick;
+                    next_tick = super::runtime::now() + self.tick;
                     self.on_tick().await;
                 }
                 Some(first) => {

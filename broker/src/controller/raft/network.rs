@@ -106,13 +106,13 @@ impl PeerClient {
     /// Sends `rpc` and reads its reply, all within `timeout`.
     pub(crate) async fn call(&self, rpc: &Rpc, timeout: Duration) -> Result<RpcReply, CallError> {
         let payload = serde_json::to_vec(rpc).expect("quorum RPCs serialize");
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut connection = match tokio::time::timeout_at(deadline, self.connection.lock()).await {
+        let deadline = super::runtime::now() + timeout;
+        let mut connection = match tokio::time::timeout(until(deadline), self.connection.lock()).await {
             Ok(guard) => guard,
             Err(_) => return Err(self.lost(timed_out())),
         };
         let mut sent = false;
-        let outcome = tokio::time::timeout_at(deadline, async {
+        let outcome = tokio::time::timeout(until(deadline), async {
             if connection.is_none() {
                 let stream = TcpStream::connect(&self.address)
                     .await
@@ -143,6 +143,11 @@ impl PeerClient {
     fn lost(&self, e: io::Error) -> CallError {
         CallError::Lost(self.address.clone(), e)
     }
+}
+
+/// The time left until `deadline` (madsim has no `timeout_at`).
+fn until(deadline: tokio::time::Instant) -> Duration {
+    deadline.saturating_duration_since(super::runtime::now())
 }
 
 fn timed_out() -> io::Error {
@@ -180,6 +185,7 @@ type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
 
 impl PeerNetwork {
+    #[allow(clippy::result_large_err)] // openraft's error type
     async fn call(&self, rpc: Rpc, option: &RPCOption) -> Result<RpcReply, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
         let timeout = option.hard_ttl().min(self.rpc_timeout);
         match self.client.call(&rpc, timeout).await {
@@ -189,6 +195,7 @@ impl PeerNetwork {
         }
     }
 
+    #[allow(clippy::result_large_err)] // openraft's error type
     fn remote<T, E: std::error::Error>(&self, result: Result<T, RaftError<u64, E>>) -> RpcResult<T, E> {
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }

@@ -275,12 +275,12 @@ impl MetadataPlane for RaftPlane {
     }
 
     async fn submit(&self, request: ControllerRequest) -> Result<ControllerReply, ControllerError> {
-        let deadline = tokio::time::Instant::now() + self.submit_timeout;
+        let deadline = super::runtime::now() + self.submit_timeout;
         let voters: Vec<u64> = self.voters.keys().copied().collect();
         let mut next_voter = 0usize;
         let mut hint: Option<u64> = None;
         loop {
-            let now = tokio::time::Instant::now();
+            let now = super::runtime::now();
             if now >= deadline {
                 return Err(ControllerError::Unavailable(format!(
                     "no active controller answered within {} ms",
@@ -303,7 +303,7 @@ impl MetadataPlane for RaftPlane {
             match self.attempt(target, &request, timeout).await {
                 Ok(Ok(Committed { reply, offset })) => {
                     // Answer only once this node's image shows the change (read your writes).
-                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let remaining = deadline.saturating_duration_since(super::runtime::now());
                     return match tokio::time::timeout(remaining, self.shared.wait_past(offset)).await {
                         Ok(()) => Ok(reply),
                         Err(_) => Err(ControllerError::Unavailable(format!(
