@@ -513,3 +513,191 @@ fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
     ids.dedup();
     ids
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::controller::image::TopicImage;
+    use crate::disk::FileDisk;
+    use crate::log::batch::builder;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn catalog(dir: &Path, node_id: NodeId) -> Catalog {
+        let config = BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            node_id,
+            ..BrokerConfig::default()
+        };
+        Catalog::new(config, Arc::new(FileDisk::new()), Arc::new(ManualClock::new(T0)))
+    }
+
+    fn partition(replicas: &[NodeId], leader: NodeId, leader_epoch: i32) -> PartitionImage {
+        PartitionImage {
+            replicas: replicas.to_vec(),
+            isr: if leader == NO_NODE { vec![] } else { vec![leader] },
+            leader,
+            leader_epoch,
+            partition_epoch: leader_epoch,
+        }
+    }
+
+    /// An image at `offset` holding `topics` (name, id, partitions), built by hand: the catalog
+    /// reads images, it does not make them.
+    fn image(offset: i64, topics: &[(&str, Uuid, Vec<PartitionImage>)]) -> Arc<ClusterImage> {
+        let mut image = ClusterImage::empty();
+        image.metadata_offset = offset;
+        for (name, id, partitions) in topics {
+            image.topics.insert(
+                name.to_string(),
+                Arc::new(TopicImage {
+                    name: name.to_string(),
+                    id: *id,
+                    configs: BTreeMap::new(),
+                    partitions: partitions.clone(),
+                }),
+            );
+            image.topic_names.insert(*id, name.to_string());
+        }
+        Arc::new(image)
+    }
+
+    async fn append_one(partition: &Arc<Partition>) {
+        let info = partition
+            .append_unexposed(&mut builder::simple(1, 10, b'x', T0))
+            .await
+            .unwrap();
+        partition.wait_durable(&info).await.unwrap();
+    }
+
+    #[test]
+    fn topic_ids_are_written_as_kafka_writes_them_and_read_back() {
+        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
+        let text = encode_partition_metadata(id);
+        // Kafka's Uuid.toString: URL-safe base64 of the 16 bytes, no padding (22 characters).
+        assert_eq!(text, "version: 0\ntopic_id: ASNFZ4mrze_-3LqYdlQyEA\n");
+        assert_eq!(decode_partition_metadata(&text), Some(id));
+        assert_eq!(decode_partition_metadata("version: 0\n"), None);
+    }
+
+    #[tokio::test]
+    async fn only_the_partitions_assigned_here_open_each_in_the_role_and_epoch_the_image_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = catalog(dir.path(), 1);
+        let id = Uuid::from_u128(7);
+        let parts = vec![
+            partition(&[1], 1, 4),
+            partition(&[2], 2, 0),
+            partition(&[1], NO_NODE, 3),
+        ];
+        catalog.apply(image(5, &[("t", id, parts)])).await.unwrap();
+
+        let topic = catalog.topic("t").unwrap();
+        assert_eq!(topic.id, id);
+        assert_eq!(
+            topic.partitions.iter().map(|p| p.index).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+        assert!(catalog.partition("t", 1).is_none(), "broker 2's partition opened here");
+        let led = catalog.partition("t", 0).unwrap().replica_state();
+        assert_eq!((led.role(), led.leader_epoch()), (Role::Leader, 4));
+        let offline = catalog.partition("t", 2).unwrap().replica_state();
+        assert_eq!(
+            (offline.role(), offline.leader_epoch()),
+            (Role::Follower { leader: NO_NODE }, 3)
+        );
+        assert!(!dir.path().join("t-1").exists());
+        assert_eq!(catalog.applied_image().metadata_offset, 5);
+
+        // Leadership comes back in a later epoch: the same replica leads, nothing reopens.
+        let before = Arc::clone(&catalog.partition("t", 2).unwrap());
+        let parts = vec![
+            partition(&[1], 1, 4),
+            partition(&[2], 2, 0),
+            partition(&[1], 1, 4),
+        ];
+        catalog.apply(image(6, &[("t", id, parts)])).await.unwrap();
+        let after = catalog.partition("t", 2).unwrap();
+        assert!(Arc::ptr_eq(&before, &after));
+        let state = after.replica_state();
+        assert_eq!((state.role(), state.leader_epoch()), (Role::Leader, 4));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_topic_is_closed_and_its_directories_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = catalog(dir.path(), 1);
+        let id = Uuid::from_u128(8);
+        let parts = vec![partition(&[1], 1, 0), partition(&[1], 1, 0)];
+        catalog.apply(image(1, &[("gone", id, parts)])).await.unwrap();
+        let kept = catalog.partition("gone", 0).unwrap();
+        append_one(&kept).await;
+
+        catalog.apply(image(2, &[])).await.unwrap();
+        assert!(catalog.topic("gone").is_none());
+        assert!(kept.log.is_offline(), "a deleted partition's log still serves");
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(left.iter().all(|n| !n.starts_with("gone")), "left behind: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_directory_left_by_an_older_topic_of_the_same_name_is_not_served_as_the_new_one() {
+        // The bug this guards against: a topic deleted while this broker was down and created
+        // again under the same name would find the old directory and serve its records.
+        let dir = tempfile::tempdir().unwrap();
+        let old = Uuid::from_u128(1);
+        {
+            let catalog = catalog(dir.path(), 1);
+            catalog
+                .apply(image(1, &[("t", old, vec![partition(&[1], 1, 0)])]))
+                .await
+                .unwrap();
+            let p = catalog.partition("t", 0).unwrap();
+            append_one(&p).await;
+            catalog.close_all().await;
+        }
+        let catalog = catalog(dir.path(), 1);
+        let new = Uuid::from_u128(2);
+        catalog
+            .apply(image(9, &[("t", new, vec![partition(&[1], 1, 0)])]))
+            .await
+            .unwrap();
+        let p = catalog.partition("t", 0).unwrap();
+        assert_eq!(p.log.log_end_offset(), 0, "the old topic's records are served");
+        assert_eq!(catalog.topic("t").unwrap().id, new);
+    }
+
+    #[tokio::test]
+    async fn strays_and_deletion_leftovers_go_and_the_quorums_directory_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "stray-0",
+            "kept-0",
+            "kept-1",
+            "__cluster_metadata-0",
+            "x-0.00000000000000000000000000000005-delete",
+        ] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("00000000000000000000.log"), b"").unwrap();
+        }
+        let catalog = catalog(dir.path(), 1);
+        assert_eq!(catalog.remove_deleted_leftovers().await.unwrap(), 1);
+        let id = Uuid::from_u128(3);
+        // kept-1 belongs to broker 2 now: stray here as well.
+        let parts = vec![partition(&[1], 1, 0), partition(&[2], 2, 0)];
+        catalog.apply(image(4, &[("kept", id, parts)])).await.unwrap();
+        assert_eq!(catalog.remove_strays().await.unwrap(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["__cluster_metadata-0", "kept-0"]);
+    }
+}
