@@ -7,6 +7,13 @@
 //! harness keeps a handle to the live incarnation's [`Broker`] so the runner can check its
 //! invariants online and resolve roles ("the leader of t/0").
 //!
+//! With more than one broker the nodes form one cluster on a real metadata quorum: every node
+//! runs the broker's [`RaftPlane`] with its controller listener on `10.0.0.<id>:9093`; the
+//! voters are the first `controllers` nodes (`controller.quorum.voters`), the others join as
+//! learners when they register. The metadata log lives under the node's data directory on its
+//! faulty disk, so power loss and torn writes strike the quorum as they strike partition logs.
+//! A single broker is a quorum of one, opened exactly as `faultline broker` opens it.
+//!
 //! The cluster implements [`chaos::nemesis::Harness`]: kill, restart, pause, resume, network
 //! clogs, packet loss, latency and the disks. It also hides madsim's restart trap: a
 //! `NodeHandle` taken before a restart points at the dead incarnation and silently drops what
@@ -17,8 +24,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::broker::Broker;
+use broker::broker::{Broker, PlaneContext, PlaneFuture, StartPlane};
 use broker::config::BrokerConfig;
+use broker::controller::plane::{MetadataPlane, QuorumStatus};
+use broker::controller::raft::{QuorumConfig, QuorumTimeouts, RaftPlane, Voter};
 use chaos::nemesis::{Harness, Node};
 use chaos::{FaultyDisk, FaultyDiskConfig, SkewedClock};
 use madsim::runtime::Handle;
@@ -29,6 +38,20 @@ use crate::trace::Trace;
 /// The port every broker listens on.
 pub const BROKER_PORT: u16 = 9092;
 
+/// The port of every node's controller listener (the metadata quorum's RPCs).
+pub const CONTROLLER_PORT: u16 = 9093;
+
+/// How the nodes of a cluster of more than one broker form their metadata quorum.
+#[derive(Clone, Debug)]
+pub struct QuorumSetup {
+    /// `controller.quorum.voters`: these node ids vote; every other node is a learner.
+    pub voters: Vec<u32>,
+    pub timeouts: QuorumTimeouts,
+    /// A snapshot of the image every this many log entries (small, so runs take snapshots and
+    /// restarted nodes catch up from them).
+    pub snapshot_every: u64,
+}
+
 /// One broker to boot.
 #[derive(Clone, Debug)]
 pub struct BrokerSetup {
@@ -38,10 +61,26 @@ pub struct BrokerSetup {
     pub disk: FaultyDiskConfig,
     /// Seed of the disk's fault generator (drawn from the run's seed).
     pub disk_seed: u64,
+    /// `None`: a single broker, its own quorum of one.
+    pub quorum: Option<QuorumSetup>,
 }
 
 /// The live incarnation of a broker, as the harness sees it.
 type LiveBroker = Arc<Mutex<Option<Arc<Broker>>>>;
+
+/// The live incarnation's metadata plane: set as soon as the plane runs, before the broker has
+/// registered and opened its partitions (a node can be a voter without ever being unfenced).
+type LivePlane = Arc<Mutex<Option<Arc<dyn MetadataPlane>>>>;
+
+/// One node's metadata replica as the invariants see it.
+#[derive(Clone)]
+pub struct PlaneView {
+    pub id: u32,
+    /// Rises with every boot of the node: state seen before a crash is not this incarnation's.
+    pub incarnation: u32,
+    pub status: QuorumStatus,
+    pub image: Arc<broker::controller::image::ClusterImage>,
+}
 
 struct BrokerNode {
     id: u32,
@@ -52,6 +91,7 @@ struct BrokerNode {
     /// The broker's own wall clock, kept here so its skew outlives restarts.
     clock: SkewedClock,
     live: LiveBroker,
+    plane: LivePlane,
     incarnations: Arc<AtomicU32>,
 }
 
@@ -66,12 +106,19 @@ pub struct Cluster {
     brokers: Vec<BrokerNode>,
     clients: Vec<ClientNode>,
     trace: Trace,
+    /// The voters' ids (the only node of a single broker).
+    voters: Vec<u32>,
 }
 
 /// The address of broker `id`.
 pub fn broker_addr(id: u32) -> SocketAddr {
     assert!((1..=250).contains(&id), "broker id {id} out of range");
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)), BROKER_PORT)
+}
+
+/// The controller listener of broker `id`.
+pub fn controller_addr(id: u32) -> SocketAddr {
+    SocketAddr::new(broker_addr(id).ip(), CONTROLLER_PORT)
 }
 
 fn client_ip(index: u32) -> IpAddr {
@@ -92,6 +139,7 @@ impl Cluster {
             let disk = FaultyDisk::new(setup.disk_seed, setup.disk.clone());
             let clock = SkewedClock::new();
             let live: LiveBroker = Arc::new(Mutex::new(None));
+            let plane: LivePlane = Arc::new(Mutex::new(None));
             let incarnations = Arc::new(AtomicU32::new(0));
             let mut config = setup.config.clone();
             config.node_id = setup.id as i32;
@@ -99,14 +147,16 @@ impl Cluster {
             config.advertised_listener = Some(addr.to_string());
             let name = Node::Broker(setup.id).to_string();
             let node = {
-                let (disk, clock, live, incarnations, trace, name) = (
+                let (disk, clock, live, plane, incarnations, trace, name) = (
                     disk.clone(),
                     clock.clone(),
                     Arc::clone(&live),
+                    Arc::clone(&plane),
                     Arc::clone(&incarnations),
                     trace.clone(),
                     name.clone(),
                 );
+                let quorum = setup.quorum.clone();
                 handle
                     .create_node()
                     .name(name.clone())
@@ -117,9 +167,11 @@ impl Cluster {
                             name.clone(),
                             incarnation,
                             config.clone(),
+                            quorum.clone(),
                             disk.clone(),
                             clock.clone(),
                             Arc::clone(&live),
+                            Arc::clone(&plane),
                             trace.clone(),
                         )
                     })
@@ -134,9 +186,14 @@ impl Cluster {
                 baseline: setup.disk.clone(),
                 clock,
                 live,
+                plane,
                 incarnations,
             });
         }
+        let voters = match brokers.first().and_then(|b| b.quorum.as_ref()) {
+            Some(q) => q.voters.clone(),
+            None => brokers.iter().map(|b| b.id).collect(),
+        };
         let clients = (1..=clients)
             .map(|index| {
                 let node = handle
@@ -154,6 +211,7 @@ impl Cluster {
             brokers: nodes,
             clients,
             trace,
+            voters,
         }
     }
 
@@ -180,6 +238,37 @@ impl Cluster {
         node.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The ids of the metadata quorum's voters.
+    pub fn voters(&self) -> &[u32] {
+        &self.voters
+    }
+
+    /// Every node whose metadata plane runs now: its quorum status and image.
+    pub fn planes(&self) -> Vec<PlaneView> {
+        self.brokers
+            .iter()
+            .filter_map(|b| {
+                let plane = b.plane.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+                Some(PlaneView {
+                    id: b.id,
+                    incarnation: b.incarnations.load(Ordering::SeqCst),
+                    status: plane.quorum_status(),
+                    image: plane.image(),
+                })
+            })
+            .collect()
+    }
+
+    /// The active controller now: the live node that leads the quorum in the highest term it
+    /// knows (a deposed leader that has not heard of the new term yet loses to the new one).
+    pub fn active_controller(&self) -> Option<(u32, u64)> {
+        self.planes()
+            .into_iter()
+            .filter(|p| p.status.active_controller == Some(p.id as i32))
+            .map(|p| (p.id, p.status.term))
+            .max_by_key(|&(id, term)| (term, std::cmp::Reverse(id)))
+    }
+
     /// How many times broker `id` has booted.
     pub fn incarnations(&self, id: u32) -> u32 {
         self.brokers
@@ -188,19 +277,16 @@ impl Cluster {
             .map_or(0, |b| b.incarnations.load(Ordering::SeqCst))
     }
 
-    /// The broker currently hosting `topic`/`partition` (the leader, on a single broker), if any
-    /// is up. Replication will ask the metadata quorum instead.
+    /// The live broker that leads `topic`/`partition` now, by the image of the node that knows
+    /// the most (the highest metadata offset), if that leader is up.
     pub fn leader_of(&self, topic: &str, partition: i32) -> Option<u32> {
-        self.brokers
-            .iter()
-            .find(|b| {
-                b.live
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                    .is_some_and(|broker| broker.partition(topic, partition).is_some())
-            })
-            .map(|b| b.id)
+        let newest = self
+            .planes()
+            .into_iter()
+            .max_by_key(|p| (p.image.metadata_offset, std::cmp::Reverse(p.id)))?;
+        let leader = newest.image.partition(topic, partition)?.leader;
+        let leader = u32::try_from(leader).ok()?;
+        self.broker(leader).map(|_| leader)
     }
 
     /// Spawns `future` on client node `index` (1-based). Looks the node up by id each time, so a
@@ -243,29 +329,62 @@ impl Cluster {
 
 /// A broker node's `main`: open the broker from the disk (retrying while the disk fails), then
 /// serve until the node is killed.
+#[allow(clippy::too_many_arguments)]
 async fn broker_main(
     name: String,
     incarnation: u32,
     config: BrokerConfig,
+    quorum: Option<QuorumSetup>,
     disk: FaultyDisk,
     clock: SkewedClock,
     live: LiveBroker,
+    plane: LivePlane,
     trace: Trace,
 ) {
     trace.event(&name, format!("boot (incarnation {incarnation})"));
     let mut attempts = 0u32;
+    // This incarnation's raft replica, to stop it if the broker fails to open around it.
+    let started: Arc<Mutex<Option<Arc<RaftPlane>>>> = Arc::new(Mutex::new(None));
     let broker = loop {
-        match Broker::open(
-            config.clone(),
-            Arc::new(disk.clone()),
-            Arc::new(clock.clone()),
-        )
-        .await
-        {
+        let opened = match &quorum {
+            None => Broker::open(
+                config.clone(),
+                Arc::new(disk.clone()),
+                Arc::new(clock.clone()),
+            )
+            .await
+            .inspect(|broker| {
+                *plane.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(broker.plane()));
+            }),
+            Some(quorum) => {
+                let start = raft_plane(
+                    &config,
+                    quorum,
+                    disk.clone(),
+                    clock.clone(),
+                    Arc::clone(&plane),
+                    Arc::clone(&started),
+                );
+                Broker::open_with_plane(
+                    config.clone(),
+                    Arc::new(disk.clone()),
+                    Arc::new(clock.clone()),
+                    start,
+                )
+                .await
+            }
+        };
+        match opened {
             Ok(broker) => break broker,
             Err(e) => {
                 attempts += 1;
                 trace.event(&name, format!("open failed (attempt {attempts}): {e}"));
+                // The next attempt starts a fresh replica on the same log and listener.
+                *plane.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                let stale = started.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(stale) = stale {
+                    stale.shutdown().await;
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -295,6 +414,51 @@ async fn broker_main(
     broker::server::serve(broker, listener, std::future::pending::<()>()).await;
 }
 
+/// Starts the node's [`RaftPlane`] on its faulty disk, voters and learners alike, and shows it
+/// to the harness as soon as it runs.
+fn raft_plane(
+    config: &BrokerConfig,
+    quorum: &QuorumSetup,
+    disk: FaultyDisk,
+    clock: SkewedClock,
+    live: LivePlane,
+    started: Arc<Mutex<Option<Arc<RaftPlane>>>>,
+) -> StartPlane {
+    let id = config.node_id;
+    let node = u32::try_from(id).expect("a node id is positive");
+    let voters: Vec<Voter> = quorum
+        .voters
+        .iter()
+        .map(|&v| Voter {
+            id: v as i32,
+            address: controller_addr(v).to_string(),
+        })
+        .collect();
+    let data_dir = config.data_dir.clone();
+    let (timeouts, snapshot_every) = (quorum.timeouts.clone(), quorum.snapshot_every);
+    Box::new(move |ctx: PlaneContext| -> PlaneFuture {
+        Box::pin(async move {
+            let config = QuorumConfig {
+                node_id: ctx.node_id,
+                voters,
+                listen: Some(controller_addr(node).to_string()),
+                advertised: None,
+                data_dir,
+                cluster_id_if_new: ctx.cluster_id_if_new,
+                snapshot_every,
+                timeouts,
+                settings: ctx.settings,
+            };
+            let raft = RaftPlane::start(config, Arc::new(disk), Arc::new(clock)).await?;
+            assert_eq!(id, ctx.node_id, "the plane starts for this node");
+            *started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&raft));
+            let plane: Arc<dyn MetadataPlane> = raft;
+            *live.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&plane));
+            Ok(plane)
+        })
+    })
+}
+
 impl Harness for Cluster {
     fn nodes(&self) -> Vec<Node> {
         let brokers = self.brokers.iter().map(|b| Node::Broker(b.id));
@@ -308,6 +472,7 @@ impl Harness for Cluster {
         if let Node::Broker(id) = node {
             if let Some(b) = self.brokers.iter().find(|b| b.id == id) {
                 *b.live.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *b.plane.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 // The process is gone, and with it its lock on the data directory.
                 b.disk.release_locks();
             }
@@ -319,6 +484,7 @@ impl Harness for Cluster {
         if let Node::Broker(id) = node {
             if let Some(b) = self.brokers.iter().find(|b| b.id == id) {
                 *b.live.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *b.plane.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 b.disk.release_locks();
             }
         }

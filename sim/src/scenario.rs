@@ -47,6 +47,9 @@ fn default_liveness_timeout_ms() -> u64 {
 pub struct ClusterSpec {
     #[serde(default = "one")]
     pub brokers: u32,
+    /// How many of the brokers (the first ones) vote in the metadata quorum; the rest are
+    /// learners. Default: min(brokers, 3).
+    pub controllers: Option<u32>,
     /// Client nodes the workload runs on (producers and consumers are spread over them).
     #[serde(default = "one")]
     pub clients: u32,
@@ -65,6 +68,13 @@ pub struct ClusterSpec {
 
 fn one() -> u32 {
     1
+}
+
+impl ClusterSpec {
+    /// The number of voters of the metadata quorum.
+    pub fn voters(&self) -> u32 {
+        self.controllers.unwrap_or(self.brokers.min(3))
+    }
 }
 
 fn durable() -> FlushModeSpec {
@@ -248,6 +258,11 @@ pub enum TargetSpec {
     Client(u32),
     /// `leader:<topic>/<partition>`: resolved when the fault is applied.
     Leader { topic: String, partition: i32 },
+    /// `controller`: the active controller (the metadata quorum's leader), resolved when the
+    /// fault is applied.
+    Controller,
+    /// `voters`: every voter of the metadata quorum at once (e.g. a power loss of all of them).
+    Voters,
     /// `any-broker`: the seed picks one when the schedule is made.
     AnyBroker,
     /// `any-client`: the seed picks one when the schedule is made.
@@ -258,8 +273,11 @@ impl TryFrom<String> for TargetSpec {
     type Error = String;
     fn try_from(s: String) -> Result<TargetSpec, String> {
         let expected = "expected a target: \"broker:<id>\", \"client:<n>\", \
-                        \"leader:<topic>/<partition>\", \"any-broker\" or \"any-client\"";
+                        \"leader:<topic>/<partition>\", \"controller\", \"voters\", \
+                        \"any-broker\" or \"any-client\"";
         match s.as_str() {
+            "controller" => return Ok(TargetSpec::Controller),
+            "voters" => return Ok(TargetSpec::Voters),
             "any-broker" => return Ok(TargetSpec::AnyBroker),
             "any-client" => return Ok(TargetSpec::AnyClient),
             _ => {}
@@ -305,6 +323,8 @@ impl fmt::Display for TargetSpec {
             TargetSpec::Broker(id) => write!(f, "broker:{id}"),
             TargetSpec::Client(n) => write!(f, "client:{n}"),
             TargetSpec::Leader { topic, partition } => write!(f, "leader:{topic}/{partition}"),
+            TargetSpec::Controller => f.write_str("controller"),
+            TargetSpec::Voters => f.write_str("voters"),
             TargetSpec::AnyBroker => f.write_str("any-broker"),
             TargetSpec::AnyClient => f.write_str("any-client"),
         }
@@ -505,6 +525,14 @@ impl Scenario {
         }
         if self.cluster.brokers == 0 || self.cluster.brokers > 250 {
             return Err(whole("cluster.brokers must be 1..=250".into()));
+        }
+        if let Some(c) = self.cluster.controllers {
+            if c == 0 || c > self.cluster.brokers || c % 2 == 0 {
+                return Err(whole(format!(
+                    "cluster.controllers must be odd and at most cluster.brokers ({}), found {c}",
+                    self.cluster.brokers
+                )));
+            }
         }
         if self.cluster.clients == 0 || self.cluster.clients > 250 {
             return Err(whole("cluster.clients must be 1..=250".into()));

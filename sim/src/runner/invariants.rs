@@ -2,9 +2,22 @@
 //! (offsets assigned once; the high watermark within the log, within what is durable under the
 //! durable policy, and never moving back within one incarnation), and on the final logs
 //! (batches dense from the log start).
+//!
+//! The metadata quorum's invariants, checked online on every node whose plane runs, each a
+//! named violation ([`MetadataInvariant`]): at most one active controller per term; a
+//! partition's leader epoch only rises in a node's image; a fenced broker never leads; a node's
+//! metadata offset only rises; one image per metadata offset across all nodes and incarnations
+//! (the image is a function of the committed log, so a lost or rewritten committed entry
+//! shows as two images at one offset, or as an offset that the quorum no longer reaches). After
+//! the heal, [`MetadataChecks::converged`] says whether every broker's image equals the active
+//! controller's.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use broker::controller::image::ClusterImage;
+use broker::controller::NO_NODE;
+use uuid::Uuid;
 
 use broker::log::batch;
 use broker::log::FlushPolicy;
@@ -24,10 +37,223 @@ pub(crate) struct Invariants {
     offsets: BTreeMap<String, BTreeMap<(i32, i64), Claim>>,
     /// (broker, incarnation, topic, partition) → highest high watermark seen (durable policy).
     high_watermarks: BTreeMap<(u32, u32, String, i32), u64>,
+    pub(super) metadata: MetadataChecks,
     pub(super) violations: Vec<Anomaly>,
 }
 
+/// The metadata quorum's invariants, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum MetadataInvariant {
+    /// Two nodes led the quorum in the same term.
+    OneControllerPerTerm,
+    /// A partition's leader epoch went down in one node's image.
+    LeaderEpochRises,
+    /// A fenced broker leads a partition in some image.
+    FencedBrokerNeverLeads,
+    /// A node's metadata offset went down within one incarnation.
+    MetadataOffsetRises,
+    /// Two images at one metadata offset differ (a committed entry lost or rewritten).
+    OneImagePerOffset,
+    /// A metadata offset once applied is no longer reached after the heal (a committed entry
+    /// lost).
+    CommittedOffsetKept,
+    /// After the heal, a broker's image does not equal the active controller's within the bound.
+    ImagesConverge,
+}
+
+impl MetadataInvariant {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            MetadataInvariant::OneControllerPerTerm => "one-controller-per-term",
+            MetadataInvariant::LeaderEpochRises => "leader-epoch-rises",
+            MetadataInvariant::FencedBrokerNeverLeads => "fenced-broker-never-leads",
+            MetadataInvariant::MetadataOffsetRises => "metadata-offset-rises",
+            MetadataInvariant::OneImagePerOffset => "one-image-per-offset",
+            MetadataInvariant::CommittedOffsetKept => "committed-offset-kept",
+            MetadataInvariant::ImagesConverge => "images-converge",
+        }
+    }
+}
+
+/// What the metadata checks have seen.
+#[derive(Default)]
+pub(crate) struct MetadataChecks {
+    /// term → (the node that led in it, simulated ms first seen).
+    controllers: BTreeMap<u64, (u32, u64)>,
+    /// (node, incarnation) → the last metadata offset seen.
+    offsets: BTreeMap<(u32, u32), i64>,
+    /// (node, incarnation, topic id, partition) → the last leader epoch seen.
+    leader_epochs: BTreeMap<(u32, u32, Uuid, i32), i32>,
+    /// metadata offset → (the first image seen at it, the node it was seen on, ms).
+    images: BTreeMap<i64, (Arc<ClusterImage>, u32, u64)>,
+    /// The highest metadata offset any node applied.
+    pub(crate) highest_offset: i64,
+    /// One report per invariant and subject is enough: a broken invariant stays broken.
+    reported: std::collections::BTreeSet<(MetadataInvariant, String)>,
+}
+
+impl MetadataChecks {
+    /// Checks one node's plane as it is now; returns the violations found (named).
+    pub(crate) fn observe(
+        &mut self,
+        view: &crate::cluster::PlaneView,
+        now: u64,
+    ) -> Vec<(MetadataInvariant, String)> {
+        let mut found = Vec::new();
+        let (id, incarnation) = (view.id, view.incarnation);
+        let status = &view.status;
+        if status.active_controller == Some(id as i32) {
+            let (leader, at) = *self
+                .controllers
+                .entry(status.term)
+                .or_insert((id, now));
+            if leader != id {
+                found.push((
+                    MetadataInvariant::OneControllerPerTerm,
+                    format!(
+                        "term {}: broker {leader} led it (seen at {at}ms) and broker {id} leads it too",
+                        status.term
+                    ),
+                ));
+            }
+        }
+        let image = &view.image;
+        let offset = image.metadata_offset;
+        let last = self.offsets.insert((id, incarnation), offset);
+        if let Some(last) = last {
+            if offset < last {
+                found.push((
+                    MetadataInvariant::MetadataOffsetRises,
+                    format!("broker {id}: metadata offset went back from {last} to {offset}"),
+                ));
+            }
+        }
+        if last == Some(offset) {
+            // Nothing applied since the last look: the image is the one checked then.
+            return found;
+        }
+        self.highest_offset = self.highest_offset.max(offset);
+        match self.images.get(&offset) {
+            Some((first, seen_on, at)) => {
+                if **first != **image {
+                    found.push((
+                        MetadataInvariant::OneImagePerOffset,
+                        format!(
+                            "metadata offset {offset}: broker {id}'s image differs from broker {seen_on}'s (seen at {at}ms)"
+                        ),
+                    ));
+                }
+            }
+            None => {
+                self.images.insert(offset, (Arc::clone(image), id, now));
+            }
+        }
+        for topic in image.topics.values() {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                let index = index as i32;
+                let key = (id, incarnation, topic.id, index);
+                let epoch = partition.leader_epoch;
+                if let Some(before) = self.leader_epochs.insert(key, epoch) {
+                    if epoch < before {
+                        found.push((
+                            MetadataInvariant::LeaderEpochRises,
+                            format!(
+                                "broker {id}'s image at offset {offset}: {}-{index}'s leader epoch went back from {before} to {epoch}",
+                                topic.name
+                            ),
+                        ));
+                    }
+                }
+                if partition.leader != NO_NODE {
+                    let fenced = image
+                        .brokers
+                        .get(&partition.leader)
+                        .is_none_or(|b| b.fenced);
+                    if fenced {
+                        found.push((
+                            MetadataInvariant::FencedBrokerNeverLeads,
+                            format!(
+                                "broker {id}'s image at offset {offset}: {}-{index} is led by broker {}, which is fenced or unregistered",
+                                topic.name, partition.leader
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        found
+            .into_iter()
+            .filter(|(kind, what)| {
+                // One report per invariant and subject (the text up to its first colon).
+                let subject = what.split(':').next().unwrap_or(what).to_string();
+                self.reported.insert((*kind, subject))
+            })
+            .collect()
+    }
+}
+
+/// Whether every view is at the active controller's image; `Err` says who is not, and why.
+pub(crate) fn converged(
+    views: &[crate::cluster::PlaneView],
+    brokers: &[u32],
+    controller: Option<(u32, u64)>,
+) -> Result<i64, String> {
+    let Some((leader, term)) = controller else {
+        return Err("no active controller".into());
+    };
+    let Some(reference) = views.iter().find(|v| v.id == leader) else {
+        return Err(format!("the active controller {leader} has no plane"));
+    };
+    let image = &reference.image;
+    for id in brokers {
+        let Some(view) = views.iter().find(|v| v.id == *id) else {
+            return Err(format!("broker {id} is not up"));
+        };
+        if view.image.metadata_offset != image.metadata_offset {
+            return Err(format!(
+                "broker {id} is at metadata offset {}, the active controller {leader} (term {term}) at {}",
+                view.image.metadata_offset, image.metadata_offset
+            ));
+        }
+        if *view.image != **image {
+            return Err(format!(
+                "broker {id}'s image at offset {} differs from the active controller's",
+                image.metadata_offset
+            ));
+        }
+        match image.brokers.get(&(*id as i32)) {
+            Some(b) if !b.fenced => {}
+            Some(_) => return Err(format!("broker {id} is fenced")),
+            None => return Err(format!("broker {id} is not registered")),
+        }
+    }
+    Ok(image.metadata_offset)
+}
+
 impl Invariants {
+    /// Records a breach of a metadata invariant, named.
+    pub(crate) fn metadata_violation(
+        &mut self,
+        kind: MetadataInvariant,
+        what: String,
+        now: u64,
+        trace: &Trace,
+    ) {
+        trace.event("invariants", format!("INVARIANT {}: {what}", kind.name()));
+        if self.violations.len() < 100 {
+            self.violations.push(Anomaly {
+                kind: HarnessAnomalyKind::Invariant,
+                allowed: false,
+                description: format!("metadata invariant {}: {what}", kind.name()),
+                topic: None,
+                partition: None,
+                offsets: vec![],
+                values: vec![],
+                at_ms: vec![now],
+            });
+        }
+    }
+
     /// Offsets are assigned once: a (partition, offset) never holds two different values.
     pub(crate) fn claim(
         &mut self,
@@ -68,6 +294,12 @@ impl Invariants {
 pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, trace: &Trace) {
     let now = now_ms();
     let mut inv = invariants.lock().unwrap_or_else(|e| e.into_inner());
+    for view in cluster.planes() {
+        let found = inv.metadata.observe(&view, now);
+        for (kind, what) in found {
+            inv.metadata_violation(kind, what, now, trace);
+        }
+    }
     for id in cluster.broker_ids() {
         let Some(broker) = cluster.broker(id) else {
             continue;
