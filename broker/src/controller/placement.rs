@@ -290,3 +290,143 @@ pub fn validate_assignment(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::image::{Endpoint, MetadataRecord};
+    use uuid::Uuid;
+
+    /// A counter: every draw is the next integer, so starts are predictable.
+    struct Counting(u128);
+
+    impl Entropy for Counting {
+        fn next_u128(&mut self) -> u128 {
+            self.0 += 1;
+            self.0 - 1
+        }
+    }
+
+    fn broker(id: NodeId, rack: Option<&str>, fenced: bool) -> UsableBroker {
+        UsableBroker {
+            id,
+            rack: rack.map(String::from),
+            fenced,
+        }
+    }
+
+    #[test]
+    fn partitions_are_striped_over_the_brokers_from_a_rotating_start() {
+        let brokers: Vec<_> = (1..=3).map(|id| broker(id, None, false)).collect();
+        let placed = place(&brokers, 6, 1, &mut Counting(0)).unwrap();
+        let leaders: Vec<NodeId> = placed.iter().map(|a| a[0]).collect();
+        // Every broker leads two of six partitions, consecutive partitions on different ones.
+        for id in 1..=3 {
+            assert_eq!(
+                leaders.iter().filter(|l| **l == id).count(),
+                2,
+                "{leaders:?}"
+            );
+        }
+        for pair in leaders.windows(2) {
+            assert_ne!(pair[0], pair[1], "{leaders:?}");
+        }
+    }
+
+    #[test]
+    fn replicas_of_a_partition_are_on_distinct_brokers_and_alternate_racks() {
+        let brokers = vec![
+            broker(1, Some("a"), false),
+            broker(2, Some("a"), false),
+            broker(3, Some("b"), false),
+            broker(4, Some("b"), false),
+        ];
+        let mut entropy = Counting(7);
+        for replicas in place(&brokers, 20, 2, &mut entropy).unwrap() {
+            assert_ne!(replicas[0], replicas[1]);
+            let rack = |id: NodeId| if id <= 2 { "a" } else { "b" };
+            assert_ne!(rack(replicas[0]), rack(replicas[1]), "{replicas:?}");
+        }
+    }
+
+    #[test]
+    fn a_fenced_broker_holds_followers_but_never_leads() {
+        let brokers = vec![broker(1, None, false), broker(2, None, true)];
+        for replicas in place(&brokers, 10, 2, &mut Counting(3)).unwrap() {
+            assert_eq!(replicas[0], 1, "{replicas:?}");
+            assert_eq!(replicas[1], 2);
+        }
+    }
+
+    #[test]
+    fn too_few_brokers_are_refused_with_kafkas_message() {
+        let brokers = vec![broker(1, None, false)];
+        let e = place(&brokers, 1, 3, &mut Counting(0)).unwrap_err();
+        assert_eq!(
+            e.0,
+            "The target replication factor of 3 cannot be reached because only 1 broker(s) are registered."
+        );
+        let e = place(&[broker(1, None, true)], 1, 1, &mut Counting(0)).unwrap_err();
+        assert_eq!(e.0, "All brokers are currently fenced.");
+        assert!(place(&brokers, 1, 0, &mut Counting(0)).is_err());
+        assert!(place(&[], 1, 1, &mut Counting(0)).is_err());
+    }
+
+    #[test]
+    fn brokers_in_controlled_shutdown_are_not_usable() {
+        let mut image = ClusterImage::empty();
+        let register = |id: NodeId, epoch: i64| MetadataRecord::RegisterBroker {
+            id,
+            incarnation_id: Uuid::from_u128(id as u128),
+            epoch,
+            endpoint: Endpoint {
+                host: "h".into(),
+                port: 1,
+            },
+            controller_endpoint: None,
+            rack: None,
+        };
+        image.apply(0, &[register(1, 0), register(2, 1)]);
+        image.apply(
+            1,
+            &[
+                MetadataRecord::UnfenceBroker { id: 1, epoch: 0 },
+                MetadataRecord::BrokerShuttingDown { id: 2, epoch: 1 },
+            ],
+        );
+        assert_eq!(usable_brokers(&image), vec![broker(1, None, false)]);
+    }
+
+    #[test]
+    fn explicit_assignments_name_registered_brokers_once_each_with_one_replication_factor() {
+        let mut image = ClusterImage::empty();
+        image.apply(
+            0,
+            &[MetadataRecord::RegisterBroker {
+                id: 1,
+                incarnation_id: Uuid::from_u128(1),
+                epoch: 0,
+                endpoint: Endpoint {
+                    host: "h".into(),
+                    port: 1,
+                },
+                controller_endpoint: None,
+                rack: None,
+            }],
+        );
+        assert_eq!(validate_assignment(&image, &[1], Some(1)), Ok(()));
+        assert_eq!(
+            validate_assignment(&image, &[1, 9], None).unwrap_err(),
+            "The manual partition assignment includes broker 9, but no such broker is registered."
+        );
+        assert_eq!(
+            validate_assignment(&image, &[1, 1], None).unwrap_err(),
+            "The manual partition assignment includes the broker 1 more than once."
+        );
+        assert_eq!(
+            validate_assignment(&image, &[1], Some(2)).unwrap_err(),
+            "The manual partition assignment includes a partition with 1 replica(s), but this is not consistent with previous partitions, which have 2 replica(s)."
+        );
+        assert!(validate_assignment(&image, &[], None).is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! The metadata quorum (`broker::controller::raft`) on real tokio, real sockets and real files.
+//!
+//! The bug stories: a quorum that only works in the simulator (real TCP has partial writes,
+//! Nagle and real timers); a node that answers a request before its own image shows the change;
+//! a restart that loses what the log committed, or that cannot start from its own snapshot once
+//! the log below it is purged.
+#![cfg(not(madsim))]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::clock::SystemClock;
+use broker::controller::image::{ClusterImage, Endpoint};
+use broker::controller::plane::MetadataPlane;
+use broker::controller::raft::{QuorumConfig, QuorumTimeouts, RaftPlane, Voter};
+use broker::controller::request::{ControllerReply, ControllerRequest, NewTopic};
+use broker::disk::{Disk, FileDisk};
+
+fn timeouts() -> QuorumTimeouts {
+    QuorumTimeouts {
+        heartbeat_ms: 50,
+        election_min_ms: 300,
+        election_max_ms: 600,
+        rpc_ms: 1_000,
+        submit_ms: 10_000,
+    }
+}
+
+fn disk() -> Arc<dyn Disk> {
+    Arc::new(FileDisk::new())
+}
+
+async fn start(config: QuorumConfig) -> Arc<RaftPlane> {
+    RaftPlane::start(config, disk(), Arc::new(SystemClock))
+        .await
+        .expect("the plane starts")
+}
+
+/// Registers broker `id` and unfences it (its first heartbeat once caught up).
+async fn bring_up(plane: &RaftPlane, id: i32) {
+    let reply = plane
+        .submit(ControllerRequest::RegisterBroker {
+            id,
+            incarnation_id: uuid::Uuid::from_u128(1000 + id as u128),
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 9000 + id as u16,
+            },
+            controller_endpoint: None,
+            rack: None,
+        })
+        .await
+        .expect("registration commits");
+    let ControllerReply::Registered { epoch } = reply else {
+        panic!("unexpected reply {reply:?}");
+    };
+    let caught_up_offset = plane.image().metadata_offset;
+    let reply = plane
+        .submit(ControllerRequest::Heartbeat {
+            id,
+            epoch,
+            caught_up_offset,
+            want_shutdown: false,
+        })
+        .await
+        .expect("heartbeat commits");
+    assert_eq!(
+        reply,
+        ControllerReply::Heartbeat {
+            fenced: false,
+            shutdown_complete: false
+        }
+    );
+}
+
+fn new_topic(name: &str) -> NewTopic {
+    NewTopic {
+        name: name.to_string(),
+        num_partitions: 2,
+        replication_factor: 1,
+        assignments: Vec::new(),
+        configs: BTreeMap::new(),
+    }
+}
+
+async fn create_topic(plane: &RaftPlane, name: &str) {
+    let reply = plane
+        .submit(ControllerRequest::CreateTopics {
+            topics: vec![new_topic(name)],
+            validate_only: false,
+        })
+        .await
+        .expect("CreateTopics commits");
+    let ControllerReply::CreateTopics(results) = reply else {
+        panic!("unexpected reply {reply:?}");
+    };
+    assert!(results[0].1.is_ok(), "{name}: {results:?}");
+    // Read your writes: the node that answered shows the topic at once.
+    assert!(plane.image().topic(name).is_some(), "{name} not in the answering node's image");
+}
+
+/// Waits until `plane`'s image satisfies `ready` (bounded: a hang is a failure, not a timing).
+async fn eventually(plane: &RaftPlane, what: &str, ready: impl Fn(&ClusterImage) -> bool) {
+    for _ in 0..400 {
+        if ready(&plane.image()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("node {}: never saw {what}", plane.node_id());
+}
+
+fn single(dir: &Path, snapshot_every: u64) -> QuorumConfig {
+    QuorumConfig {
+        cluster_id_if_new: Some("legacy-cluster-id".into()),
+        snapshot_every,
+        timeouts: timeouts(),
+        ..QuorumConfig::single(1, dir.to_path_buf())
+    }
+}
+
+#[tokio::test]
+async fn a_quorum_of_one_commits_with_no_network_and_keeps_it_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = start(single(dir.path(), 1_000)).await;
+    bring_up(&plane, 1).await;
+    create_topic(&plane, "orders").await;
+    let before = plane.image();
+    assert_eq!(before.cluster_id, "legacy-cluster-id", "the single broker keeps its id");
+    assert_eq!(plane.controller_endpoint(), None, "a quorum of one listens nowhere");
+    plane.shutdown().await;
+    drop(plane);
+
+    let plane = start(single(dir.path(), 1_000)).await;
+    // The log is re-applied once the restarted leader commits its term's first entry.
+    eventually(&plane, "the topic after the restart", |i| i.topic("orders").is_some()).await;
+    let after = plane.image();
+    assert_eq!(after.topics, before.topics);
+    assert_eq!(after.cluster_id, before.cluster_id);
+    create_topic(&plane, "payments").await;
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_from_a_snapshot_keeps_the_image_once_the_log_below_it_is_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = start(single(dir.path(), 4)).await;
+    bring_up(&plane, 1).await;
+    for i in 0..12 {
+        create_topic(&plane, &format!("t{i}")).await;
+    }
+    let before = plane.image();
+    plane.shutdown().await;
+    drop(plane);
+    let metadata = dir.path().join("__cluster_metadata-0");
+    assert!(metadata.join("snapshot.json").exists(), "no snapshot after 14 entries");
+    let log = std::fs::read(metadata.join("log")).unwrap();
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        !log.contains("\"t0\""),
+        "the log still holds entries below the snapshot"
+    );
+    assert!(log.contains("last_purged\":{"), "the log does not say where it was purged");
+
+    let plane = start(single(dir.path(), 4)).await;
+    // Straight from the snapshot, before anything is re-applied.
+    assert!(plane.image().topic("t0").is_some(), "the snapshot was not loaded");
+    eventually(&plane, "every topic", |i| i.topics == before.topics).await;
+    create_topic(&plane, "after-restart").await;
+    plane.shutdown().await;
+}
+
+/// Three addresses on loopback that were free a moment ago.
+async fn free_addresses(n: usize) -> Vec<String> {
+    let mut listeners = Vec::new();
+    for _ in 0..n {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+fn voter_config(id: i32, voters: &[Voter], dir: &Path) -> QuorumConfig {
+    let own = voters.iter().find(|v| v.id == id).unwrap().address.clone();
+    QuorumConfig {
+        node_id: id,
+        voters: voters.to_vec(),
+        listen: Some(own),
+        advertised: None,
+        snapshot_every: 8,
+        timeouts: timeouts(),
+        ..QuorumConfig::single(id, dir.to_path_buf())
+    }
+}
+
+/// The leader every plane agrees on, other than `not` (a stopped one the others still name
+/// until their election timeout).
+async fn leader_of(planes: &[Arc<RaftPlane>], not: Option<i32>) -> i32 {
+    for _ in 0..400 {
+        let leaders: Vec<_> = planes
+            .iter()
+            .filter_map(|p| p.quorum_status().active_controller)
+            .collect();
+        if let Some(first) = leaders.first() {
+            if leaders.len() == planes.len()
+                && leaders.iter().all(|l| l == first)
+                && Some(*first) != not
+            {
+                return *first;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no agreed leader");
+}
+
+#[tokio::test]
+async fn three_voters_on_loopback_replicate_to_a_learner_and_survive_the_leader_stopping() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let addresses = free_addresses(4).await;
+    let voters: Vec<Voter> = (1..=3)
+        .map(|id| Voter {
+            id,
+            address: addresses[id as usize - 1].clone(),
+        })
+        .collect();
+    let mut planes = Vec::new();
+    for id in 1..=3 {
+        planes.push(start(voter_config(id, &voters, dirs[id as usize - 1].path())).await);
+    }
+    let leader = leader_of(&planes, None).await;
+    assert_eq!(planes[0].quorum_status().voters, vec![1, 2, 3]);
+    // Every node forwards to the active controller.
+    let follower = planes.iter().find(|p| p.node_id() != leader).unwrap().clone();
+    bring_up(&follower, 1).await;
+    create_topic(&follower, "from-a-follower").await;
+    for i in 0..10 {
+        create_topic(&planes[i % 3], &format!("spread-{i}")).await;
+    }
+
+    // A learner: not a voter, registers with its controller endpoint and is added.
+    let learner = start(QuorumConfig {
+        node_id: 4,
+        voters: voters.clone(),
+        listen: Some(addresses[3].clone()),
+        ..voter_config(1, &voters, dirs[3].path())
+    })
+    .await;
+    let reply = learner
+        .submit(ControllerRequest::RegisterBroker {
+            id: 4,
+            incarnation_id: uuid::Uuid::from_u128(4),
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 9004,
+            },
+            controller_endpoint: learner.controller_endpoint(),
+            rack: None,
+        })
+        .await
+        .expect("the learner registers through the controller");
+    assert!(matches!(reply, ControllerReply::Registered { .. }));
+    let reference = planes[0].image();
+    eventually(&learner, "the voters' topics", |i| i.topics == reference.topics).await;
+
+    // The leader stops: the other two elect one and go on.
+    let old = planes.iter().position(|p| p.node_id() == leader).unwrap();
+    planes[old].shutdown().await;
+    let stopped = planes.remove(old);
+    let leader = leader_of(&planes, Some(stopped.node_id())).await;
+    assert_ne!(leader, stopped.node_id());
+    create_topic(&learner, "after-failover").await;
+    let reference = planes.iter().find(|p| p.node_id() == leader).unwrap().image();
+    assert!(reference.topic("after-failover").is_some());
+    for plane in planes.iter().chain(std::iter::once(&learner)) {
+        eventually(plane, "the leader's image", |i| *i == *reference).await;
+    }
+    for plane in planes.iter().chain(std::iter::once(&learner)) {
+        plane.shutdown().await;
+    }
+}
