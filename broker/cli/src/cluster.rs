@@ -221,8 +221,11 @@ struct NodeView {
 
 async fn describe(args: &ClientArgs, out: &mut dyn Write) -> Result<(), String> {
     let connection = connect_any(args).await?;
+    let fenced_known = connection
+        .version_for(ApiKey::DescribeCluster)
+        .is_ok_and(|v| v >= 2);
     let cluster: DescribeClusterResponse = connection
-        .send(&DescribeClusterRequest::default().with_include_fenced_brokers(true))
+        .send(&DescribeClusterRequest::default().with_include_fenced_brokers(fenced_known))
         .await
         .map_err(|e| request_error(&e))?;
     if cluster.error_code != 0 {
@@ -238,9 +241,6 @@ async fn describe(args: &ClientArgs, out: &mut dyn Write) -> Result<(), String> 
                 .unwrap_or_default()
         ));
     }
-    let fenced_known = connection
-        .version_for(ApiKey::DescribeCluster)
-        .is_ok_and(|v| v >= 2);
     let mut nodes: std::collections::BTreeMap<i32, NodeView> = cluster
         .brokers
         .iter()
@@ -435,6 +435,14 @@ mod supervisor {
 
     use super::{plan, NodePlan, UpArgs};
     use wire::connection::{Connection, ConnectionConfig};
+
+    fn brokers(n: usize) -> String {
+        if n == 1 {
+            "1 broker".into()
+        } else {
+            format!("{n} brokers")
+        }
+    }
 
     /// How long a node may take to stop after SIGTERM before it is killed: the broker's own
     /// shutdown bound (`shutdown-timeout-ms`, 5 s by default) and its log syncs, with room.
@@ -636,8 +644,8 @@ mod supervisor {
         if !args.json {
             let _ = writeln!(
                 out,
-                "Starting {} brokers in {} (quorum voters {}):",
-                plan.nodes.len(),
+                "Starting {} in {} (quorum voters {}):",
+                brokers(plan.nodes.len()),
                 args.data_dir.display(),
                 plan.voters
             );
@@ -722,7 +730,7 @@ mod supervisor {
                 biased;
                 _ = &mut stop => {
                     if !args.json {
-                        let _ = writeln!(out, "Stopping {} brokers...", nodes.0.len());
+                        let _ = writeln!(out, "Stopping {}...", brokers(nodes.0.len()));
                     }
                     stop_all(&mut nodes, out).await;
                     return 0;
