@@ -62,6 +62,9 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: i64,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are removed.
     pub offsets_retention_check_interval_ms: u64,
+    /// `offsets.topic.num.partitions`: partitions `__consumer_offsets` is created with (groups
+    /// are spread over them). An existing offsets topic keeps the count it has.
+    pub offsets_topic_num_partitions: i32,
     /// `max.connections`: connections open at once; a new one over it is closed at once.
     pub max_connections: u32,
     /// `max.connections.per.ip`: connections open at once from one client address.
@@ -90,8 +93,6 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// `default.replication.factor`: replicas of a topic created without one.
     pub default_replication_factor: i16,
-    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`, fixed once it exists.
-    pub offsets_topic_num_partitions: i32,
     /// Metadata log entries between snapshots of the cluster image (Kafka counts bytes:
     /// `metadata.log.max.record.bytes.between.snapshots`); the log is purged below a snapshot.
     pub metadata_snapshot_every: u64,
@@ -119,6 +120,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
+            offsets_topic_num_partitions: 50,
             // Kafka's defaults: no limit (Int.MaxValue).
             max_connections: i32::MAX as u32,
             max_connections_per_ip: i32::MAX as u32,
@@ -131,7 +133,6 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
             default_replication_factor: 1,
-            offsets_topic_num_partitions: 50,
             metadata_snapshot_every: 1_000,
         }
     }
@@ -222,6 +223,16 @@ impl BrokerConfig {
             1,
         )?;
         at_least(
+            "offsets-topic-num-partitions",
+            self.offsets_topic_num_partitions.into(),
+            1,
+        )?;
+        at_most(
+            "offsets-topic-num-partitions",
+            self.offsets_topic_num_partitions.into(),
+            crate::broker::MAX_PARTITIONS_PER_TOPIC.into(),
+        )?;
+        at_least(
             "broker-heartbeat-interval-ms",
             int(self.broker_heartbeat_interval_ms),
             1,
@@ -257,16 +268,6 @@ impl BrokerConfig {
                 ),
             });
         }
-        at_least(
-            "offsets-topic-num-partitions",
-            self.offsets_topic_num_partitions.into(),
-            1,
-        )?;
-        at_most(
-            "offsets-topic-num-partitions",
-            self.offsets_topic_num_partitions.into(),
-            crate::broker::MAX_PARTITIONS_PER_TOPIC.into(),
-        )?;
         at_least(
             "metadata-snapshot-every",
             int(self.metadata_snapshot_every),
