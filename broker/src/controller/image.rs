@@ -101,9 +101,7 @@ pub type Assignment = Vec<NodeId>;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataRecord {
     /// The log's first record.
-    SetClusterId {
-        cluster_id: String,
-    },
+    SetClusterId { cluster_id: String },
     /// A broker (re)registers: replaces its previous registration, starts fenced.
     RegisterBroker {
         id: NodeId,
@@ -113,19 +111,10 @@ pub enum MetadataRecord {
         controller_endpoint: Option<Endpoint>,
         rack: Option<String>,
     },
-    UnfenceBroker {
-        id: NodeId,
-        epoch: i64,
-    },
-    FenceBroker {
-        id: NodeId,
-        epoch: i64,
-    },
+    UnfenceBroker { id: NodeId, epoch: i64 },
+    FenceBroker { id: NodeId, epoch: i64 },
     /// Controlled shutdown began.
-    BrokerShuttingDown {
-        id: NodeId,
-        epoch: i64,
-    },
+    BrokerShuttingDown { id: NodeId, epoch: i64 },
     CreateTopic {
         name: String,
         id: Uuid,
@@ -133,36 +122,17 @@ pub enum MetadataRecord {
         /// One per partition; leader = the first unfenced replica, ISR = the replicas, epochs 0.
         partitions: Vec<PartitionImage>,
     },
-    DeleteTopic {
-        id: Uuid,
-    },
+    DeleteTopic { id: Uuid },
     /// New partitions appended to a topic.
-    CreatePartitions {
-        topic_id: Uuid,
-        partitions: Vec<PartitionImage>,
-    },
+    CreatePartitions { topic_id: Uuid, partitions: Vec<PartitionImage> },
     /// A partition's leader and/or ISR change (fencing, election, AlterPartition). Carries the
     /// whole new registration; its epochs must be above the current ones.
-    ChangePartition {
-        topic_id: Uuid,
-        partition: i32,
-        image: PartitionImage,
-    },
+    ChangePartition { topic_id: Uuid, partition: i32, image: PartitionImage },
     /// Config changes: `Some` sets, `None` removes an override.
-    SetTopicConfigs {
-        topic_id: Uuid,
-        configs: BTreeMap<String, Option<String>>,
-    },
-    SetBrokerConfigs {
-        broker: Option<NodeId>,
-        configs: BTreeMap<String, Option<String>>,
-    },
+    SetTopicConfigs { topic_id: Uuid, configs: BTreeMap<String, Option<String>> },
+    SetBrokerConfigs { broker: Option<NodeId>, configs: BTreeMap<String, Option<String>> },
     /// Producer ids `[first, first + count)` go to `broker`.
-    AllocateProducerIds {
-        broker: NodeId,
-        first: i64,
-        count: i64,
-    },
+    AllocateProducerIds { broker: NodeId, first: i64, count: i64 },
     /// The single-broker data directory's topics were imported (their CreateTopic records are in
     /// the same batch).
     LegacyImported,
@@ -193,10 +163,7 @@ impl ClusterImage {
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionImage> {
-        self.topics
-            .get(topic)?
-            .partitions
-            .get(usize::try_from(index).ok()?)
+        self.topics.get(topic)?.partitions.get(usize::try_from(index).ok()?)
     }
 
     /// Brokers that are registered, unfenced and not shutting down.

@@ -31,9 +31,7 @@ pub enum ControllerRequest {
         topics: Vec<NewTopic>,
         validate_only: bool,
     },
-    DeleteTopics {
-        topics: Vec<TopicRef>,
-    },
+    DeleteTopics { topics: Vec<TopicRef> },
     CreatePartitions {
         topics: Vec<NewPartitions>,
         validate_only: bool,
@@ -44,10 +42,7 @@ pub enum ControllerRequest {
         validate_only: bool,
     },
     /// A block of producer ids for a broker (Kafka's AllocateProducerIds).
-    AllocateProducerIds {
-        broker: NodeId,
-        epoch: i64,
-    },
+    AllocateProducerIds { broker: NodeId, epoch: i64 },
     /// One-time import of a single-broker data directory's topics (`meta.toml`).
     ImportLegacy {
         cluster_id: String,
@@ -98,22 +93,14 @@ pub struct LegacyTopic {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerReply {
-    Registered {
-        epoch: i64,
-    },
-    Heartbeat {
-        fenced: bool,
-        shutdown_complete: bool,
-    },
+    Registered { epoch: i64 },
+    Heartbeat { fenced: bool, shutdown_complete: bool },
     /// Per topic, in request order.
     CreateTopics(Vec<(String, Result<CreatedTopic, TopicError>)>),
     DeleteTopics(Vec<(TopicRef, Result<Uuid, TopicError>)>),
     CreatePartitions(Vec<(String, Result<(), TopicError>)>),
     AlterConfigs(Vec<(ConfigResource, Result<(), TopicError>)>),
-    ProducerIds {
-        first: i64,
-        count: i64,
-    },
+    ProducerIds { first: i64, count: i64 },
     Imported,
 }
 
