@@ -31,8 +31,7 @@ use crate::txn::producer_id::ProducerIdManager;
 
 const META_FILE: &str = "meta.toml";
 const DELETE_SUFFIX: &str = "-delete";
-/// Kafka's limit on topic name length.
-pub const MAX_TOPIC_NAME_LEN: usize = 249;
+pub use crate::topic_name::{validate_topic_name, MAX_TOPIC_NAME_LEN};
 /// Partitions one topic may have. Each is a directory of files, so a request for two billion
 /// (found by the protocol fuzzer) must be refused, not attempted.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
@@ -104,26 +103,6 @@ pub enum TopicChangeError {
     /// KAFKA_STORAGE_ERROR
     #[error("storage error: {0}")]
     Storage(String),
-}
-
-/// Kafka's topic name rule: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("empty");
-    }
-    if name == "." || name == ".." {
-        return Err("'.' and '..' are not allowed");
-    }
-    if name.len() > MAX_TOPIC_NAME_LEN {
-        return Err("longer than 249 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
-        return Err("only ASCII letters, digits, '.', '_' and '-' are allowed");
-    }
-    Ok(())
 }
 
 /// A flag that is set once and can be awaited (a Notify, not a watch channel: watch picks
@@ -594,14 +573,9 @@ impl Broker {
     /// An existing topic whose name equals `name` once `.` is read as `_` (Kafka's
     /// `Topic.hasCollision`), other than `name` itself.
     fn colliding_topic(&self, name: &str) -> Option<String> {
-        let unified = |n: &str| n.replace('.', "_");
-        let wanted = unified(name);
-        self.topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .find(|existing| existing.as_str() != name && unified(existing) == wanted)
-            .cloned()
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        crate::topic_name::colliding_topic(name, topics.keys().map(String::as_str))
+            .map(String::from)
     }
 
     /// Deletes a topic and its data; works on a full disk (see the module doc).

@@ -46,4 +46,5 @@ pub mod protocol;
 pub mod random;
 pub mod replica;
 pub mod server;
+pub mod topic_name;
 pub mod txn;

@@ -1,12 +1,33 @@
 //! The active controller's decisions, pure: a request against the image and the time gives the
 //! records to commit and the reply; expired broker sessions give fencing records that move
 //! leaderships away. The raft layer commits the records and sends the reply.
+//!
+//! Kafka's controller managers are the model, rule for rule and message for message:
+//! `ClusterControlManager` and `BrokerHeartbeatManager` (registration, sessions, fencing,
+//! controlled shutdown), `ReplicationControlManager` (topics, partitions, leader moves),
+//! `ConfigurationControlManager` and `ProducerIdControlManager`.
+//!
+//! Leadership moves (fencing, controlled shutdown, a new incarnation replacing a live-looking
+//! one) follow Kafka's `generateLeaderAndIsrUpdates`: the broker leaves every ISR it is in
+//! unless it is the last member (the last member stays, so the partition can come back when it
+//! does); where it led, the first live ISR member in replica order leads instead, or nobody
+//! (offline). When a broker is unfenced, the offline partitions whose ISR holds it get it as
+//! leader. Every change bumps the partition epoch; every leader change the leader epoch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::image::{ClusterImage, MetadataRecord};
-use super::request::{ControllerError, ControllerReply, ControllerRequest};
-use super::NodeId;
+use uuid::Uuid;
+
+use super::image::{Assignment, ClusterImage, MetadataRecord, PartitionImage};
+use super::placement::{self, UsableBroker};
+use super::request::{
+    ConfigResource, ControllerError, ControllerReply, ControllerRequest, CreatedTopic, LegacyTopic,
+    NewPartitions, NewTopic, TopicError, TopicRef,
+};
+use super::{NodeId, NO_NODE};
+use crate::broker::MAX_PARTITIONS_PER_TOPIC;
+use crate::config::{TopicConfigs, TOPIC_CONFIG_NAMES};
+use crate::topic_name::{colliding_topic, validate_topic_name};
 
 /// The controller's settings, Kafka's names.
 #[derive(Clone, Debug)]
@@ -58,8 +79,803 @@ pub fn decide(
     now_ms: i64,
     entropy: &mut dyn Entropy,
 ) -> Result<Decision, ControllerError> {
-    let _ = (image, request, sessions, settings, now_ms, entropy);
-    todo!("controller-image helper")
+    match request {
+        ControllerRequest::RegisterBroker {
+            id,
+            incarnation_id,
+            endpoint,
+            controller_endpoint,
+            rack,
+        } => {
+            if let Some(existing) = image.brokers.get(id) {
+                if existing.incarnation_id == *incarnation_id {
+                    // A retry of a registration already decided: same epoch, nothing new.
+                    sessions.touch(*id, now_ms);
+                    return Ok(Decision {
+                        records: Vec::new(),
+                        reply: ControllerReply::Registered {
+                            epoch: existing.epoch,
+                        },
+                    });
+                }
+                if sessions.has_valid_session(image, *id, settings, now_ms) {
+                    return Err(ControllerError::DuplicateRegistration(*id));
+                }
+            }
+            let epoch = image.next_broker_epoch;
+            let mut records = Vec::new();
+            if image.brokers.get(id).is_some_and(|b| !b.fenced) {
+                // The old incarnation's session expired but it was not fenced yet: its
+                // leaderships go before the new registration (which starts fenced) replaces it.
+                records.extend(move_leaderships(image, &BTreeSet::from([*id])));
+            }
+            records.push(MetadataRecord::RegisterBroker {
+                id: *id,
+                incarnation_id: *incarnation_id,
+                epoch,
+                endpoint: endpoint.clone(),
+                controller_endpoint: controller_endpoint.clone(),
+                rack: rack.clone(),
+            });
+            sessions.touch(*id, now_ms);
+            Ok(Decision {
+                records,
+                reply: ControllerReply::Registered { epoch },
+            })
+        }
+        ControllerRequest::Heartbeat {
+            id,
+            epoch,
+            caught_up_offset,
+            want_shutdown,
+        } => heartbeat(
+            image,
+            sessions,
+            now_ms,
+            *id,
+            *epoch,
+            *caught_up_offset,
+            *want_shutdown,
+        ),
+        ControllerRequest::CreateTopics {
+            topics,
+            validate_only,
+        } => Ok(create_topics(
+            image,
+            settings,
+            topics,
+            *validate_only,
+            entropy,
+        )),
+        ControllerRequest::DeleteTopics { topics } => Ok(delete_topics(image, topics)),
+        ControllerRequest::CreatePartitions {
+            topics,
+            validate_only,
+        } => Ok(create_partitions(image, topics, *validate_only, entropy)),
+        ControllerRequest::AlterConfigs {
+            resources,
+            validate_only,
+        } => Ok(alter_configs(image, resources, *validate_only)),
+        ControllerRequest::AllocateProducerIds { broker, epoch } => {
+            check_broker_epoch(image, *broker, *epoch)?;
+            let first = image.next_producer_id;
+            let count = settings.producer_id_block_size;
+            assert!(count > 0, "producer_id_block_size must be positive");
+            // Kafka's rule: the block's end must fit in an int64.
+            if first > i64::MAX - count {
+                return Err(ControllerError::ProducerIdsExhausted);
+            }
+            Ok(Decision {
+                records: vec![MetadataRecord::AllocateProducerIds {
+                    broker: *broker,
+                    first,
+                    count,
+                }],
+                reply: ControllerReply::ProducerIds { first, count },
+            })
+        }
+        ControllerRequest::ImportLegacy {
+            cluster_id,
+            topics,
+            node,
+            producer_id_floor,
+        } => Ok(import_legacy(
+            image,
+            cluster_id,
+            topics,
+            *node,
+            *producer_id_floor,
+        )),
+    }
+}
+
+/// The broker's registration at exactly `epoch` (Kafka's `checkBrokerEpoch`).
+fn check_broker_epoch(image: &ClusterImage, id: NodeId, epoch: i64) -> Result<(), ControllerError> {
+    let broker = image
+        .brokers
+        .get(&id)
+        .ok_or(ControllerError::NotRegistered(id))?;
+    if broker.epoch != epoch {
+        return Err(ControllerError::StaleBrokerEpoch {
+            got: epoch,
+            current: broker.epoch,
+        });
+    }
+    Ok(())
+}
+
+/// Kafka's `BrokerHeartbeatManager.calculateNextBrokerState`, with controlled shutdown done in
+/// one step: the leaderships move in the same batch that marks the broker shutting down, so it
+/// leads nothing once that batch is committed and is fenced at once (Kafka's SHUTDOWN_NOW).
+fn heartbeat(
+    image: &ClusterImage,
+    sessions: &mut Sessions,
+    now_ms: i64,
+    id: NodeId,
+    epoch: i64,
+    caught_up_offset: i64,
+    want_shutdown: bool,
+) -> Result<Decision, ControllerError> {
+    check_broker_epoch(image, id, epoch)?;
+    sessions.touch(id, now_ms);
+    let broker = &image.brokers[&id];
+    let mut records = Vec::new();
+    let (fenced, shutdown_complete) = if broker.fenced {
+        if want_shutdown || broker.shutting_down {
+            // A fenced broker leads nothing: it may go at once.
+            (true, true)
+        } else if caught_up_offset >= broker.registered_offset {
+            records.push(MetadataRecord::UnfenceBroker { id, epoch });
+            records.extend(elect_unfenced(image, id));
+            (false, false)
+        } else {
+            (true, false)
+        }
+    } else if want_shutdown || broker.shutting_down {
+        if !broker.shutting_down {
+            records.push(MetadataRecord::BrokerShuttingDown { id, epoch });
+        }
+        records.extend(move_leaderships(image, &BTreeSet::from([id])));
+        records.push(MetadataRecord::FenceBroker { id, epoch });
+        (true, true)
+    } else {
+        (false, false)
+    };
+    Ok(Decision {
+        records,
+        reply: ControllerReply::Heartbeat {
+            fenced,
+            shutdown_complete,
+        },
+    })
+}
+
+/// Can `id` lead now: registered, unfenced, not shutting down, and not about to lose that.
+fn can_lead(image: &ClusterImage, leaving: &BTreeSet<NodeId>, id: NodeId) -> bool {
+    !leaving.contains(&id)
+        && image
+            .brokers
+            .get(&id)
+            .is_some_and(|b| !b.fenced && !b.shutting_down)
+}
+
+/// ChangePartition records taking the `leaving` brokers out of every ISR (but the last member)
+/// and giving their leaderships to the first live ISR member in replica order, or to nobody.
+fn move_leaderships(image: &ClusterImage, leaving: &BTreeSet<NodeId>) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let leads = leaving.contains(&partition.leader);
+            if !leads && !partition.isr.iter().any(|m| leaving.contains(m)) {
+                continue;
+            }
+            let mut isr: Vec<NodeId> = partition
+                .isr
+                .iter()
+                .copied()
+                .filter(|m| !leaving.contains(m))
+                .collect();
+            if isr.is_empty() {
+                // The last member stays: it holds everything committed, and the partition
+                // comes back when it does. The last leader before any other.
+                let last = if partition.isr.contains(&partition.leader) {
+                    partition.leader
+                } else {
+                    partition.isr[0]
+                };
+                isr.push(last);
+            }
+            let leader = if leads {
+                partition
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| isr.contains(r) && can_lead(image, leaving, *r))
+                    .unwrap_or(NO_NODE)
+            } else {
+                partition.leader
+            };
+            if leader == partition.leader && isr == partition.isr {
+                continue;
+            }
+            records.push(change_partition(topic.id, index, partition, leader, isr));
+        }
+    }
+    records
+}
+
+/// ChangePartition records making `id` (being unfenced) the leader of every offline partition
+/// whose ISR holds it.
+fn elect_unfenced(image: &ClusterImage, id: NodeId) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            if partition.leader == NO_NODE && partition.isr.contains(&id) {
+                records.push(change_partition(
+                    topic.id,
+                    index,
+                    partition,
+                    id,
+                    partition.isr.clone(),
+                ));
+            }
+        }
+    }
+    records
+}
+
+fn change_partition(
+    topic_id: Uuid,
+    index: usize,
+    current: &PartitionImage,
+    leader: NodeId,
+    isr: Vec<NodeId>,
+) -> MetadataRecord {
+    let leader_epoch = if leader == current.leader {
+        current.leader_epoch
+    } else {
+        current.leader_epoch + 1
+    };
+    MetadataRecord::ChangePartition {
+        topic_id,
+        partition: i32::try_from(index).expect("partition indexes fit in i32"),
+        image: PartitionImage {
+            replicas: current.replicas.clone(),
+            isr,
+            leader,
+            leader_epoch,
+            partition_epoch: current.partition_epoch + 1,
+        },
+    }
+}
+
+/// In this issue every partition has one replica; issue 11 (replication) removes this check.
+fn refuse_replication(replication_factor: usize) -> Result<(), TopicError> {
+    if replication_factor > 1 {
+        return Err(TopicError::InvalidReplicationFactor(format!(
+            "Unable to replicate the partition {replication_factor} time(s): replication is not \
+             available yet; this version of Faultline supports a replication factor of 1 only."
+        )));
+    }
+    Ok(())
+}
+
+/// A new topic id: random (drawn from the caller's entropy, version 4), never nil, never one
+/// in use or already given in this request.
+fn new_topic_id(image: &ClusterImage, taken: &BTreeSet<Uuid>, entropy: &mut dyn Entropy) -> Uuid {
+    loop {
+        let id = uuid::Builder::from_random_bytes(entropy.next_u128().to_be_bytes()).into_uuid();
+        if !id.is_nil() && !image.topic_names.contains_key(&id) && !taken.contains(&id) {
+            return id;
+        }
+    }
+}
+
+/// New partitions on `assignments`: ISR = the replicas that can lead, leader = the first of
+/// them, epochs 0 (Kafka's `buildPartitionRegistration`). `None` when no replica can lead.
+fn new_partitions(image: &ClusterImage, assignments: &[Assignment]) -> Option<Vec<PartitionImage>> {
+    let none = BTreeSet::new();
+    assignments
+        .iter()
+        .map(|replicas| {
+            let isr: Vec<NodeId> = replicas
+                .iter()
+                .copied()
+                .filter(|r| can_lead(image, &none, *r))
+                .collect();
+            Some(PartitionImage {
+                replicas: replicas.clone(),
+                leader: *isr.first()?,
+                isr,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            })
+        })
+        .collect()
+}
+
+fn usable(image: &ClusterImage) -> Vec<UsableBroker> {
+    placement::usable_brokers(image)
+}
+
+fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), TopicError> {
+    for (name, value) in configs {
+        TopicConfigs::validate(name, value)
+            .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn create_topics(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    topics: &[NewTopic],
+    validate_only: bool,
+    entropy: &mut dyn Entropy,
+) -> Decision {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for topic in topics {
+        *seen.entry(topic.name.as_str()).or_default() += 1;
+    }
+    let mut records = Vec::new();
+    let mut created_names: Vec<&str> = Vec::new();
+    let mut ids = BTreeSet::new();
+    let mut results = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let outcome = if seen[topic.name.as_str()] > 1 {
+            Err(TopicError::InvalidRequest(
+                "Duplicate topic name.".to_string(),
+            ))
+        } else {
+            create_topic(image, settings, topic, &created_names, &mut ids, entropy)
+        };
+        let outcome = outcome.map(|(record, created)| {
+            records.push(record);
+            created_names.push(topic.name.as_str());
+            created
+        });
+        results.push((topic.name.clone(), outcome));
+    }
+    if validate_only {
+        records.clear();
+    }
+    Decision {
+        records,
+        reply: ControllerReply::CreateTopics(results),
+    }
+}
+
+/// One topic of a CreateTopics, checked in Kafka's order: name, existence, collision, configs,
+/// then partitions, replication factor and placement.
+fn create_topic(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    topic: &NewTopic,
+    created: &[&str],
+    ids: &mut BTreeSet<Uuid>,
+    entropy: &mut dyn Entropy,
+) -> Result<(MetadataRecord, CreatedTopic), TopicError> {
+    let name = topic.name.as_str();
+    validate_topic_name(name).map_err(|why| {
+        TopicError::InvalidTopic(format!("Topic name \"{name}\" is invalid: {why}"))
+    })?;
+    if image.topics.contains_key(name) || created.contains(&name) {
+        return Err(TopicError::AlreadyExists(name.to_string()));
+    }
+    let existing = image
+        .topics
+        .keys()
+        .map(String::as_str)
+        .chain(created.iter().copied());
+    if let Some(other) = colliding_topic(name, existing) {
+        return Err(TopicError::InvalidTopic(format!(
+            "Topic '{name}' collides with existing topic: {other}"
+        )));
+    }
+    validate_topic_configs(&topic.configs)?;
+    let assignments = if !topic.assignments.is_empty() {
+        if topic.replication_factor != -1 {
+            return Err(TopicError::InvalidRequest(
+                "A manual partition assignment was specified, but replication factor was not set to -1."
+                    .to_string(),
+            ));
+        }
+        if topic.num_partitions != -1 {
+            return Err(TopicError::InvalidRequest(
+                "A manual partition assignment was specified, but numPartitions was not set to -1."
+                    .to_string(),
+            ));
+        }
+        check_partition_count(topic.assignments.len())?;
+        let factor = topic.assignments[0].len();
+        for (index, replicas) in topic.assignments.iter().enumerate() {
+            placement::validate_assignment(image, replicas, Some(factor))
+                .map_err(TopicError::InvalidReplicaAssignment)?;
+            all_fenced_check(image, index, replicas)?;
+        }
+        refuse_replication(factor)?;
+        topic.assignments.clone()
+    } else {
+        if topic.replication_factor < -1 || topic.replication_factor == 0 {
+            return Err(TopicError::InvalidReplicationFactor(
+                "Replication factor must be larger than 0, or -1 to use the default value."
+                    .to_string(),
+            ));
+        }
+        if topic.num_partitions < -1 || topic.num_partitions == 0 {
+            return Err(TopicError::InvalidPartitions(
+                "Number of partitions was set to an invalid non-positive value.".to_string(),
+            ));
+        }
+        let num_partitions = if topic.num_partitions == -1 {
+            settings.default_num_partitions
+        } else {
+            topic.num_partitions
+        };
+        let factor = if topic.replication_factor == -1 {
+            settings.default_replication_factor
+        } else {
+            topic.replication_factor
+        };
+        check_partition_count(usize::try_from(num_partitions).unwrap_or(0))?;
+        let assignments = placement::place(
+            &usable(image),
+            num_partitions as usize,
+            factor.into(),
+            entropy,
+        )
+        .map_err(|e| {
+            TopicError::InvalidReplicationFactor(format!(
+                "Unable to replicate the partition {factor} time(s): {e}"
+            ))
+        })?;
+        refuse_replication(usize::try_from(factor).unwrap_or(0))?;
+        assignments
+    };
+    let partitions = new_partitions(image, &assignments).ok_or_else(|| {
+        TopicError::InvalidReplicationFactor(format!(
+            "Unable to replicate the partition {} time(s): All brokers are currently fenced or in controlled shutdown.",
+            assignments[0].len()
+        ))
+    })?;
+    let id = new_topic_id(image, ids, entropy);
+    ids.insert(id);
+    let created = CreatedTopic {
+        id,
+        num_partitions: partitions.len() as i32,
+        replication_factor: partitions[0].replicas.len() as i16,
+    };
+    Ok((
+        MetadataRecord::CreateTopic {
+            name: name.to_string(),
+            id,
+            configs: topic.configs.clone(),
+            partitions,
+        },
+        created,
+    ))
+}
+
+fn check_partition_count(count: usize) -> Result<(), TopicError> {
+    if count == 0 || count > MAX_PARTITIONS_PER_TOPIC as usize {
+        return Err(TopicError::InvalidPartitions(format!(
+            "{count} partitions exceed the limit of {MAX_PARTITIONS_PER_TOPIC} per topic"
+        )));
+    }
+    Ok(())
+}
+
+/// Kafka refuses an explicit assignment none of whose brokers can lead.
+fn all_fenced_check(
+    image: &ClusterImage,
+    index: usize,
+    replicas: &[NodeId],
+) -> Result<(), TopicError> {
+    let none = BTreeSet::new();
+    if replicas.iter().any(|r| can_lead(image, &none, *r)) {
+        return Ok(());
+    }
+    Err(TopicError::InvalidReplicaAssignment(format!(
+        "All brokers specified in the manual partition assignment for partition {index} are fenced or in controlled shutdown."
+    )))
+}
+
+fn delete_topics(image: &ClusterImage, topics: &[TopicRef]) -> Decision {
+    let mut seen: BTreeMap<&TopicRef, usize> = BTreeMap::new();
+    for topic in topics {
+        *seen.entry(topic).or_default() += 1;
+    }
+    let mut records = Vec::new();
+    let mut deleted = BTreeSet::new();
+    let mut results = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let outcome = if seen[topic] > 1 {
+            Err(TopicError::InvalidRequest(
+                match topic {
+                    TopicRef::Name(_) => "Duplicate topic name.",
+                    TopicRef::Id(_) => "Duplicate topic id.",
+                }
+                .to_string(),
+            ))
+        } else {
+            let found = match topic {
+                TopicRef::Name(name) => image.topic(name),
+                TopicRef::Id(id) => image.topic_by_id(*id),
+            };
+            match found {
+                // Named twice, once by name and once by id: the second finds it gone.
+                Some(t) if deleted.insert(t.id) => {
+                    records.push(MetadataRecord::DeleteTopic { id: t.id });
+                    Ok(t.id)
+                }
+                _ => Err(TopicError::UnknownTopic),
+            }
+        };
+        results.push((topic.clone(), outcome));
+    }
+    Decision {
+        records,
+        reply: ControllerReply::DeleteTopics(results),
+    }
+}
+
+fn create_partitions(
+    image: &ClusterImage,
+    topics: &[NewPartitions],
+    validate_only: bool,
+    entropy: &mut dyn Entropy,
+) -> Decision {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for topic in topics {
+        *seen.entry(topic.topic.as_str()).or_default() += 1;
+    }
+    let mut records = Vec::new();
+    let mut results = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let outcome = if seen[topic.topic.as_str()] > 1 {
+            Err(TopicError::InvalidRequest(
+                "Duplicate topic name.".to_string(),
+            ))
+        } else {
+            grow_topic(image, topic, entropy).map(|record| records.push(record))
+        };
+        results.push((topic.topic.clone(), outcome));
+    }
+    if validate_only {
+        records.clear();
+    }
+    Decision {
+        records,
+        reply: ControllerReply::CreatePartitions(results),
+    }
+}
+
+/// One topic of a CreatePartitions (Kafka's `createPartitions`).
+fn grow_topic(
+    image: &ClusterImage,
+    request: &NewPartitions,
+    entropy: &mut dyn Entropy,
+) -> Result<MetadataRecord, TopicError> {
+    let name = request.topic.as_str();
+    let topic = image.topic(name).ok_or(TopicError::UnknownTopic)?;
+    let current = topic.partitions.len();
+    let count = usize::try_from(request.count).unwrap_or(0);
+    if count == current {
+        return Err(TopicError::InvalidPartitions(format!(
+            "Topic already has {current} partition(s)."
+        )));
+    }
+    if count < current {
+        return Err(TopicError::InvalidPartitions(format!(
+            "The topic {name} currently has {current} partition(s); {} would not be an increase.",
+            request.count
+        )));
+    }
+    check_partition_count(count)?;
+    let additional = count - current;
+    let factor = topic.partitions[0].replicas.len();
+    let assignments = if request.assignments.is_empty() {
+        placement::place(&usable(image), additional, factor as i32, entropy).map_err(|e| {
+            TopicError::InvalidReplicationFactor(format!(
+                "Unable to replicate the partition {factor} time(s): {e}"
+            ))
+        })?
+    } else {
+        if request.assignments.len() != additional {
+            return Err(TopicError::InvalidReplicaAssignment(format!(
+                "Attempted to add {additional} additional partition(s), but only {} assignment(s) were specified.",
+                request.assignments.len()
+            )));
+        }
+        for (i, replicas) in request.assignments.iter().enumerate() {
+            placement::validate_assignment(image, replicas, Some(factor))
+                .map_err(TopicError::InvalidReplicaAssignment)?;
+            all_fenced_check(image, current + i, replicas)?;
+        }
+        request.assignments.clone()
+    };
+    let partitions = new_partitions(image, &assignments).ok_or_else(|| {
+        TopicError::InvalidReplicationFactor(format!(
+            "Unable to replicate the partition {factor} time(s): All brokers are currently fenced or in controlled shutdown."
+        ))
+    })?;
+    Ok(MetadataRecord::CreatePartitions {
+        topic_id: topic.id,
+        partitions,
+    })
+}
+
+/// The broker configs that can change at run time, with the topic config each is the
+/// cluster-wide default of (Kafka's `LogConfig` synonyms), whose rules check its value.
+pub const DYNAMIC_BROKER_CONFIGS: &[(&str, Option<&str>)] = &[
+    ("compression.type", Some("compression.type")),
+    ("log.cleanup.policy", Some("cleanup.policy")),
+    ("log.flush.interval.messages", Some("flush.messages")),
+    ("log.flush.interval.ms", Some("flush.ms")),
+    ("log.message.timestamp.type", Some("message.timestamp.type")),
+    ("log.retention.bytes", Some("retention.bytes")),
+    ("log.retention.ms", Some("retention.ms")),
+    ("log.roll.ms", Some("segment.ms")),
+    ("log.segment.bytes", Some("segment.bytes")),
+    ("max.connections", None),
+    ("max.connections.per.ip", None),
+    ("message.max.bytes", Some("max.message.bytes")),
+    ("min.insync.replicas", Some("min.insync.replicas")),
+];
+
+fn validate_broker_config(name: &str, value: Option<&str>) -> Result<(), TopicError> {
+    let Some((_, synonym)) = DYNAMIC_BROKER_CONFIGS.iter().find(|(key, _)| *key == name) else {
+        return Err(TopicError::InvalidConfig(format!(
+            "Cannot update these configs dynamically: {name}"
+        )));
+    };
+    let Some(value) = value else {
+        return Ok(());
+    };
+    match synonym {
+        Some(topic_config) => TopicConfigs::validate(topic_config, value)
+            .map_err(|e| TopicError::InvalidConfig(format!("{name}: {}", e.reason))),
+        None => match value.trim().parse::<i32>() {
+            Ok(v) if v >= 0 => Ok(()),
+            _ => Err(TopicError::InvalidConfig(format!(
+                "Invalid value {value} for configuration {name}: Value must be at least 0"
+            ))),
+        },
+    }
+}
+
+fn alter_configs(
+    image: &ClusterImage,
+    resources: &[(ConfigResource, BTreeMap<String, Option<String>>)],
+    validate_only: bool,
+) -> Decision {
+    let mut seen: BTreeMap<&ConfigResource, usize> = BTreeMap::new();
+    for (resource, _) in resources {
+        *seen.entry(resource).or_default() += 1;
+    }
+    let mut records = Vec::new();
+    let mut results = Vec::with_capacity(resources.len());
+    for (resource, changes) in resources {
+        let outcome = if seen[resource] > 1 {
+            Err(TopicError::InvalidRequest(
+                "Duplicate resource.".to_string(),
+            ))
+        } else {
+            alter_resource(image, resource, changes).map(|record| records.extend(record))
+        };
+        results.push((resource.clone(), outcome));
+    }
+    if validate_only {
+        records.clear();
+    }
+    Decision {
+        records,
+        reply: ControllerReply::AlterConfigs(results),
+    }
+}
+
+fn alter_resource(
+    image: &ClusterImage,
+    resource: &ConfigResource,
+    changes: &BTreeMap<String, Option<String>>,
+) -> Result<Option<MetadataRecord>, TopicError> {
+    match resource {
+        ConfigResource::Topic(name) => {
+            let topic = image.topic(name).ok_or(TopicError::UnknownTopic)?;
+            for (key, value) in changes {
+                match value {
+                    Some(value) => TopicConfigs::validate(key, value)
+                        .map_err(|e| TopicError::InvalidConfig(e.to_string()))?,
+                    None if TOPIC_CONFIG_NAMES.contains(&key.as_str()) => {}
+                    None => {
+                        return Err(TopicError::InvalidConfig(format!(
+                            "Unknown topic config name: {key}"
+                        )))
+                    }
+                }
+            }
+            Ok(
+                (!changes.is_empty()).then(|| MetadataRecord::SetTopicConfigs {
+                    topic_id: topic.id,
+                    configs: changes.clone(),
+                }),
+            )
+        }
+        ConfigResource::Broker(broker) => {
+            for (key, value) in changes {
+                validate_broker_config(key, value.as_deref())?;
+            }
+            Ok(
+                (!changes.is_empty()).then(|| MetadataRecord::SetBrokerConfigs {
+                    broker: *broker,
+                    configs: changes.clone(),
+                }),
+            )
+        }
+    }
+}
+
+/// The single broker's topics become the cluster's, on the importing node, once. The cluster
+/// keeps the data directory's id when nothing was created under another yet, so clients see
+/// the same cluster as before.
+fn import_legacy(
+    image: &ClusterImage,
+    cluster_id: &str,
+    topics: &[LegacyTopic],
+    node: NodeId,
+    producer_id_floor: i64,
+) -> Decision {
+    let reply = ControllerReply::Imported;
+    if image.legacy_imported {
+        return Decision {
+            records: Vec::new(),
+            reply,
+        };
+    }
+    let mut records = Vec::new();
+    if !cluster_id.is_empty() && image.cluster_id != cluster_id && image.topics.is_empty() {
+        records.push(MetadataRecord::SetClusterId {
+            cluster_id: cluster_id.to_string(),
+        });
+    }
+    let leader = if can_lead(image, &BTreeSet::new(), node) {
+        node
+    } else {
+        // Led once the node is unfenced (its ISR holds it).
+        NO_NODE
+    };
+    let mut names = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    for topic in topics {
+        let fresh = !image.topics.contains_key(&topic.name)
+            && !image.topic_names.contains_key(&topic.id)
+            && names.insert(topic.name.as_str())
+            && ids.insert(topic.id);
+        if !fresh || topic.partitions < 1 || topic.id.is_nil() {
+            tracing::warn!(topic = topic.name, id = %topic.id, partitions = topic.partitions, "not importing a legacy topic that exists already or has no partitions");
+            continue;
+        }
+        let partition = PartitionImage {
+            replicas: vec![node],
+            isr: vec![node],
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        records.push(MetadataRecord::CreateTopic {
+            name: topic.name.clone(),
+            id: topic.id,
+            configs: topic.configs.clone(),
+            partitions: vec![partition; topic.partitions as usize],
+        });
+    }
+    if producer_id_floor > image.next_producer_id {
+        records.push(MetadataRecord::RaiseProducerIdFloor {
+            floor: producer_id_floor,
+        });
+    }
+    records.push(MetadataRecord::LegacyImported);
+    Decision { records, reply }
 }
 
 /// Broker sessions, kept by the active controller in memory only (as Kafka's
@@ -71,16 +887,987 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// A heartbeat or registration from `id` at `now_ms`.
+    pub fn touch(&mut self, id: NodeId, now_ms: i64) {
+        self.last_heartbeat_ms.insert(id, now_ms);
+    }
+
+    /// The time of `id`'s last contact; a broker this controller has not heard from yet starts
+    /// its session now (Kafka: a new active controller touches every registered broker).
+    fn last_contact(&mut self, id: NodeId, now_ms: i64) -> i64 {
+        *self.last_heartbeat_ms.entry(id).or_insert(now_ms)
+    }
+
+    /// Kafka's `hasValidSession`: unfenced and heard from within the session timeout.
+    pub fn has_valid_session(
+        &mut self,
+        image: &ClusterImage,
+        id: NodeId,
+        settings: &ControllerSettings,
+        now_ms: i64,
+    ) -> bool {
+        match image.brokers.get(&id) {
+            Some(broker) if !broker.fenced => {
+                self.last_contact(id, now_ms)
+                    .saturating_add(settings.broker_session_timeout_ms)
+                    >= now_ms
+            }
+            _ => false,
+        }
+    }
+
     /// Records that expire sessions older than `broker.session.timeout.ms` at `now_ms`: each
     /// such unfenced broker is fenced and its leaderships move to another ISR member (or to no
-    /// leader when none is left).
+    /// leader when none is left). Like every decision, the records must be applied before the
+    /// next one is made (a second call on the same image would fence the same brokers again).
     pub fn expire(
         &mut self,
         image: &ClusterImage,
         settings: &ControllerSettings,
         now_ms: i64,
     ) -> Vec<MetadataRecord> {
-        let _ = (image, settings, now_ms);
-        todo!("controller-image helper")
+        let expired: BTreeSet<NodeId> = image
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter(|id| !self.has_valid_session(image, *id, settings, now_ms))
+            .collect();
+        if expired.is_empty() {
+            return Vec::new();
+        }
+        let mut records = move_leaderships(image, &expired);
+        for id in &expired {
+            tracing::info!(broker = id, "broker session expired; fencing it");
+            records.push(MetadataRecord::FenceBroker {
+                id: *id,
+                epoch: image.brokers[id].epoch,
+            });
+        }
+        records
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::controller::image::Endpoint;
+
+    /// splitmix64: a fixed, well-spread sequence.
+    pub(crate) struct Seeded(pub u64);
+
+    impl Entropy for Seeded {
+        fn next_u128(&mut self) -> u128 {
+            let mut next = || {
+                self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = self.0;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^ (z >> 31)
+            };
+            (u128::from(next()) << 64) | u128::from(next())
+        }
+    }
+
+    /// The active controller as the raft loop drives it: decide, then apply the records as the
+    /// next batch (asserting every invariant), then decide the next.
+    pub(crate) struct Controller {
+        pub image: ClusterImage,
+        pub sessions: Sessions,
+        pub settings: ControllerSettings,
+        pub now_ms: i64,
+        pub entropy: Seeded,
+        pub incarnations: u128,
+        /// Every committed batch, for replaying onto another image.
+        pub batches: Vec<(i64, Vec<MetadataRecord>)>,
+    }
+
+    impl Controller {
+        pub fn new() -> Controller {
+            let mut controller = Controller {
+                image: ClusterImage::empty(),
+                sessions: Sessions::default(),
+                settings: ControllerSettings::default(),
+                now_ms: 1_000_000,
+                entropy: Seeded(42),
+                incarnations: 0,
+                batches: Vec::new(),
+            };
+            controller.commit(vec![MetadataRecord::SetClusterId {
+                cluster_id: "cluster".into(),
+            }]);
+            controller
+        }
+
+        pub fn commit(&mut self, records: Vec<MetadataRecord>) {
+            if records.is_empty() {
+                return;
+            }
+            let offset = self.image.metadata_offset + 1;
+            self.image.apply(offset, &records);
+            self.image.check_invariants();
+            self.batches.push((offset, records));
+        }
+
+        pub fn ask(
+            &mut self,
+            request: ControllerRequest,
+        ) -> Result<ControllerReply, ControllerError> {
+            let decision = decide(
+                &self.image,
+                &request,
+                &mut self.sessions,
+                &self.settings,
+                self.now_ms,
+                &mut self.entropy,
+            )?;
+            self.commit(decision.records);
+            Ok(decision.reply)
+        }
+
+        pub fn expire(&mut self) -> usize {
+            let records = self
+                .sessions
+                .expire(&self.image, &self.settings, self.now_ms);
+            let fenced = records
+                .iter()
+                .filter(|r| matches!(r, MetadataRecord::FenceBroker { .. }))
+                .count();
+            self.commit(records);
+            fenced
+        }
+
+        pub fn fresh_incarnation(&mut self) -> Uuid {
+            self.incarnations += 1;
+            Uuid::from_u128(self.incarnations)
+        }
+
+        pub fn register_as(
+            &mut self,
+            id: NodeId,
+            incarnation_id: Uuid,
+        ) -> Result<i64, ControllerError> {
+            let rack = None;
+            match self.ask(ControllerRequest::RegisterBroker {
+                id,
+                incarnation_id,
+                endpoint: Endpoint {
+                    host: "127.0.0.1".into(),
+                    port: 9000 + id as u16,
+                },
+                controller_endpoint: None,
+                rack,
+            })? {
+                ControllerReply::Registered { epoch } => Ok(epoch),
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+
+        pub fn register(&mut self, id: NodeId) -> i64 {
+            let incarnation = self.fresh_incarnation();
+            self.register_as(id, incarnation).unwrap()
+        }
+
+        /// (fenced, shutdown_complete)
+        pub fn heartbeat(
+            &mut self,
+            id: NodeId,
+            epoch: i64,
+            caught_up_offset: i64,
+            want_shutdown: bool,
+        ) -> Result<(bool, bool), ControllerError> {
+            match self.ask(ControllerRequest::Heartbeat {
+                id,
+                epoch,
+                caught_up_offset,
+                want_shutdown,
+            })? {
+                ControllerReply::Heartbeat {
+                    fenced,
+                    shutdown_complete,
+                } => Ok((fenced, shutdown_complete)),
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+
+        /// Registers `id` and unfences it with a caught-up heartbeat; its epoch.
+        pub fn up(&mut self, id: NodeId) -> i64 {
+            let epoch = self.register(id);
+            let offset = self.image.metadata_offset;
+            assert_eq!(self.heartbeat(id, epoch, offset, false), Ok((false, false)));
+            epoch
+        }
+
+        pub fn create_with(
+            &mut self,
+            topic: NewTopic,
+            validate_only: bool,
+        ) -> Result<CreatedTopic, TopicError> {
+            match self.ask(ControllerRequest::CreateTopics {
+                topics: vec![topic],
+                validate_only,
+            }) {
+                Ok(ControllerReply::CreateTopics(mut results)) => results.remove(0).1,
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+
+        pub fn create(
+            &mut self,
+            name: &str,
+            partitions: i32,
+            replication_factor: i16,
+        ) -> Result<CreatedTopic, TopicError> {
+            self.create_with(new_topic(name, partitions, replication_factor), false)
+        }
+
+        pub fn partition(&self, name: &str, index: i32) -> PartitionImage {
+            self.image.partition(name, index).unwrap().clone()
+        }
+    }
+
+    pub(crate) fn new_topic(name: &str, num_partitions: i32, replication_factor: i16) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            num_partitions,
+            replication_factor,
+            assignments: Vec::new(),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    // --- Registration -------------------------------------------------------------------
+
+    #[test]
+    fn broker_epochs_rise_across_every_registration_of_every_broker() {
+        let mut c = Controller::new();
+        let a = c.register(1);
+        let b = c.register(2);
+        c.now_ms += 60_000;
+        c.expire();
+        let a2 = c.register(1);
+        assert!(a < b && b < a2, "{a} {b} {a2}");
+        assert_eq!(c.image.brokers[&1].epoch, a2);
+    }
+
+    #[test]
+    fn the_same_incarnation_retrying_gets_the_same_epoch_and_changes_nothing() {
+        let mut c = Controller::new();
+        let incarnation = c.fresh_incarnation();
+        let epoch = c.register_as(1, incarnation).unwrap();
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.register_as(1, incarnation), Ok(epoch));
+        assert_eq!(c.image.metadata_offset, offset);
+    }
+
+    #[test]
+    fn a_new_incarnation_while_the_old_session_is_alive_is_a_duplicate_registration() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.now_ms += c.settings.broker_session_timeout_ms;
+        let incarnation = c.fresh_incarnation();
+        assert_eq!(
+            c.register_as(1, incarnation),
+            Err(ControllerError::DuplicateRegistration(1))
+        );
+    }
+
+    #[test]
+    fn a_new_incarnation_replaces_one_whose_session_expired_and_takes_its_leaderships_away() {
+        let mut c = Controller::new();
+        let old = c.up(1);
+        c.create("t", 2, 1).unwrap();
+        c.now_ms += c.settings.broker_session_timeout_ms + 1;
+        // Not fenced yet (expire has not run): the registration itself moves the leaderships.
+        let new = c.register(1);
+        assert!(new > old);
+        let broker = &c.image.brokers[&1];
+        assert!(broker.fenced);
+        assert_eq!(c.partition("t", 0).leader, NO_NODE);
+        assert_eq!(c.partition("t", 0).leader_epoch, 1);
+        // Caught up, it leads its partitions again, with a new leader epoch.
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(1, new, offset, false), Ok((false, false)));
+        assert_eq!(c.partition("t", 1).leader, 1);
+        assert_eq!(c.partition("t", 1).leader_epoch, 2);
+    }
+
+    #[test]
+    fn a_new_incarnation_replaces_a_fenced_one_at_once() {
+        let mut c = Controller::new();
+        c.register(1);
+        // Registered but never unfenced: no valid session.
+        let incarnation = c.fresh_incarnation();
+        assert!(c.register_as(1, incarnation).is_ok());
+    }
+
+    #[test]
+    fn a_new_active_controller_starts_every_session_afresh() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.now_ms += 60_000;
+        c.sessions = Sessions::default();
+        assert_eq!(c.expire(), 0, "a new controller must not fence at once");
+        let incarnation = c.fresh_incarnation();
+        assert_eq!(
+            c.register_as(1, incarnation),
+            Err(ControllerError::DuplicateRegistration(1))
+        );
+        c.now_ms += c.settings.broker_session_timeout_ms + 1;
+        assert_eq!(c.expire(), 1);
+    }
+
+    // --- Heartbeats and sessions --------------------------------------------------------
+
+    #[test]
+    fn a_heartbeat_from_an_unknown_broker_is_refused_as_not_registered() {
+        let mut c = Controller::new();
+        assert_eq!(
+            c.heartbeat(5, 0, 0, false),
+            Err(ControllerError::NotRegistered(5))
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_carrying_an_older_epoch_is_refused_as_stale() {
+        let mut c = Controller::new();
+        let old = c.register(1);
+        let incarnation = c.fresh_incarnation();
+        let new = c.register_as(1, incarnation).unwrap();
+        assert_eq!(
+            c.heartbeat(1, old, 100, false),
+            Err(ControllerError::StaleBrokerEpoch {
+                got: old,
+                current: new
+            })
+        );
+        assert!(c.image.brokers[&1].fenced);
+    }
+
+    #[test]
+    fn a_broker_is_unfenced_only_once_it_caught_up_with_its_registration() {
+        let mut c = Controller::new();
+        let epoch = c.register(1);
+        let registered = c.image.brokers[&1].registered_offset;
+        assert_eq!(
+            c.heartbeat(1, epoch, registered - 1, false),
+            Ok((true, false))
+        );
+        assert!(c.image.brokers[&1].fenced);
+        assert_eq!(c.heartbeat(1, epoch, registered, false), Ok((false, false)));
+        assert!(!c.image.brokers[&1].fenced);
+    }
+
+    #[test]
+    fn a_heartbeat_within_the_session_timeout_keeps_the_broker_unfenced() {
+        let mut c = Controller::new();
+        let epoch = c.up(1);
+        for _ in 0..5 {
+            c.now_ms += c.settings.broker_session_timeout_ms;
+            assert_eq!(c.expire(), 0);
+            let offset = c.image.metadata_offset;
+            assert_eq!(c.heartbeat(1, epoch, offset, false), Ok((false, false)));
+        }
+        c.now_ms += c.settings.broker_session_timeout_ms + 1;
+        assert_eq!(c.expire(), 1);
+        assert!(c.image.brokers[&1].fenced);
+    }
+
+    #[test]
+    fn an_expired_session_fences_the_broker_and_its_only_replica_partitions_go_offline() {
+        let mut c = Controller::new();
+        let e1 = c.up(1);
+        c.create("t", 4, 1).unwrap();
+        let led: Vec<i32> = (0..4)
+            .filter(|p| c.partition("t", *p).leader == 1)
+            .collect();
+        assert_eq!(led.len(), 4);
+        c.now_ms += c.settings.broker_session_timeout_ms + 1;
+        assert_eq!(c.expire(), 1);
+        for p in 0..4 {
+            let partition = c.partition("t", p);
+            assert_eq!(partition.leader, NO_NODE);
+            assert_eq!(partition.isr, vec![1], "the last ISR member stays");
+            assert_eq!(partition.leader_epoch, 1);
+            assert_eq!(partition.partition_epoch, 1);
+        }
+        // Heard from again and caught up: unfenced, leads again.
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(1, e1, offset, false), Ok((false, false)));
+        assert_eq!(c.partition("t", 3).leader, 1);
+        assert_eq!(c.partition("t", 3).leader_epoch, 2);
+    }
+
+    /// Two brokers and a topic whose one partition has replicas [1, 2], led by 1 (written as a
+    /// record: this issue's CreateTopics refuses more than one replica).
+    fn replicated() -> (Controller, Uuid) {
+        let mut c = Controller::new();
+        c.up(1);
+        c.up(2);
+        let id = Uuid::from_u128(77);
+        c.commit(vec![MetadataRecord::CreateTopic {
+            name: "r".into(),
+            id,
+            configs: BTreeMap::new(),
+            partitions: vec![PartitionImage {
+                replicas: vec![1, 2],
+                isr: vec![1, 2],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }],
+        }]);
+        (c, id)
+    }
+
+    #[test]
+    fn an_expired_leader_hands_its_leadership_to_a_live_isr_member() {
+        let (mut c, _) = replicated();
+        let e2 = c.image.brokers[&2].epoch;
+        c.now_ms += c.settings.broker_session_timeout_ms;
+        let offset = c.image.metadata_offset;
+        c.heartbeat(2, e2, offset, false).unwrap();
+        c.now_ms += 1;
+        assert_eq!(c.expire(), 1);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert_eq!((p.leader_epoch, p.partition_epoch), (1, 1));
+    }
+
+    #[test]
+    fn brokers_expiring_together_leave_the_partition_offline_with_its_last_leader_in_the_isr() {
+        let (mut c, _) = replicated();
+        c.now_ms += c.settings.broker_session_timeout_ms + 1;
+        assert_eq!(c.expire(), 2);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (NO_NODE, vec![1]));
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leaderships_away_and_completes_once_it_leads_nothing() {
+        let (mut c, _) = replicated();
+        let e1 = c.image.brokers[&1].epoch;
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(1, e1, offset, true), Ok((true, true)));
+        let broker = &c.image.brokers[&1];
+        assert!(broker.shutting_down && broker.fenced);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2], 1));
+        // Its next start registers a new incarnation at once (no live session blocks it).
+        let incarnation = c.fresh_incarnation();
+        assert!(c.register_as(1, incarnation).is_ok());
+    }
+
+    #[test]
+    fn a_fenced_broker_asking_to_shut_down_may_go_at_once() {
+        let mut c = Controller::new();
+        let epoch = c.register(1);
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(1, epoch, -1, true), Ok((true, true)));
+        assert_eq!(c.image.metadata_offset, offset);
+    }
+
+    // --- CreateTopics -------------------------------------------------------------------
+
+    #[test]
+    fn a_topic_with_default_partitions_and_replication_is_led_by_a_live_broker() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.settings.default_num_partitions = 3;
+        let created = c.create("orders", -1, -1).unwrap();
+        assert_eq!((created.num_partitions, created.replication_factor), (3, 1));
+        let topic = c.image.topic("orders").unwrap();
+        assert_eq!(topic.id, created.id);
+        for p in &topic.partitions {
+            assert_eq!(
+                (p.replicas.clone(), p.isr.clone(), p.leader),
+                (vec![1], vec![1], 1)
+            );
+            assert_eq!((p.leader_epoch, p.partition_epoch), (0, 0));
+        }
+    }
+
+    #[test]
+    fn partitions_of_a_new_topic_spread_over_the_live_brokers_only() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.up(2);
+        c.up(3);
+        c.register(4); // fenced: never a leader
+        c.create("t", 30, 1).unwrap();
+        let mut per_broker = BTreeMap::new();
+        for p in &c.image.topic("t").unwrap().partitions {
+            *per_broker.entry(p.leader).or_insert(0) += 1;
+        }
+        assert_eq!(per_broker, BTreeMap::from([(1, 10), (2, 10), (3, 10)]));
+    }
+
+    #[test]
+    fn a_replication_factor_above_the_registered_brokers_is_refused_with_kafkas_message() {
+        let mut c = Controller::new();
+        c.up(1);
+        assert_eq!(
+            c.create("t", 1, 3),
+            Err(TopicError::InvalidReplicationFactor(
+                "Unable to replicate the partition 3 time(s): The target replication factor of 3 cannot be reached because only 1 broker(s) are registered.".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_replication_factor_above_one_is_refused_until_replication_exists() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.up(2);
+        let e = c.create("t", 1, 2).unwrap_err();
+        assert!(
+            matches!(&e, TopicError::InvalidReplicationFactor(m) if m.contains("replication is not available yet")),
+            "{e:?}"
+        );
+        assert!(c.image.topic("t").is_none());
+    }
+
+    #[test]
+    fn no_topic_is_created_while_every_broker_is_fenced() {
+        let mut c = Controller::new();
+        c.register(1);
+        assert_eq!(
+            c.create("t", 1, 1),
+            Err(TopicError::InvalidReplicationFactor(
+                "Unable to replicate the partition 1 time(s): All brokers are currently fenced."
+                    .into()
+            ))
+        );
+    }
+
+    #[test]
+    fn bad_names_existing_names_and_colliding_names_are_refused() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.create("a.b", 1, 1).unwrap();
+        assert!(matches!(
+            c.create("", 1, 1),
+            Err(TopicError::InvalidTopic(_))
+        ));
+        assert!(matches!(
+            c.create("a b", 1, 1),
+            Err(TopicError::InvalidTopic(_))
+        ));
+        assert_eq!(
+            c.create("a.b", 1, 1),
+            Err(TopicError::AlreadyExists("a.b".into()))
+        );
+        assert_eq!(
+            c.create("a_b", 1, 1),
+            Err(TopicError::InvalidTopic(
+                "Topic 'a_b' collides with existing topic: a.b".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn partition_counts_and_replication_factors_out_of_range_are_refused() {
+        let mut c = Controller::new();
+        c.up(1);
+        assert!(matches!(
+            c.create("t", 0, 1),
+            Err(TopicError::InvalidPartitions(_))
+        ));
+        assert!(matches!(
+            c.create("t", -2, 1),
+            Err(TopicError::InvalidPartitions(_))
+        ));
+        assert!(matches!(
+            c.create("t", MAX_PARTITIONS_PER_TOPIC + 1, 1),
+            Err(TopicError::InvalidPartitions(_))
+        ));
+        assert!(matches!(
+            c.create("t", 1, 0),
+            Err(TopicError::InvalidReplicationFactor(_))
+        ));
+        assert!(matches!(
+            c.create("t", 1, -3),
+            Err(TopicError::InvalidReplicationFactor(_))
+        ));
+        assert!(c.image.topics.is_empty());
+    }
+
+    #[test]
+    fn topic_configs_are_validated_at_creation() {
+        let mut c = Controller::new();
+        c.up(1);
+        let mut topic = new_topic("t", 1, 1);
+        topic.configs.insert("retention.ms".into(), "abc".into());
+        assert!(matches!(
+            c.create_with(topic.clone(), false),
+            Err(TopicError::InvalidConfig(_))
+        ));
+        topic.configs.insert("retention.ms".into(), "1000".into());
+        c.create_with(topic, false).unwrap();
+        assert_eq!(c.image.topic("t").unwrap().configs["retention.ms"], "1000");
+    }
+
+    #[test]
+    fn validate_only_checks_everything_and_decides_nothing() {
+        let mut c = Controller::new();
+        c.up(1);
+        let offset = c.image.metadata_offset;
+        assert!(c.create_with(new_topic("t", 2, 1), true).is_ok());
+        assert!(c.create_with(new_topic("t", 0, 1), true).is_err());
+        assert_eq!(c.image.metadata_offset, offset);
+        assert!(c.image.topic("t").is_none());
+    }
+
+    #[test]
+    fn a_topic_named_twice_in_one_request_is_refused_both_times_and_others_are_created() {
+        let mut c = Controller::new();
+        c.up(1);
+        let reply = c
+            .ask(ControllerRequest::CreateTopics {
+                topics: vec![
+                    new_topic("x", 1, 1),
+                    new_topic("y", 1, 1),
+                    new_topic("x", 1, 1),
+                ],
+                validate_only: false,
+            })
+            .unwrap();
+        let ControllerReply::CreateTopics(results) = reply else {
+            panic!("{reply:?}")
+        };
+        assert!(matches!(results[0].1, Err(TopicError::InvalidRequest(_))));
+        assert!(results[1].1.is_ok());
+        assert!(matches!(results[2].1, Err(TopicError::InvalidRequest(_))));
+        assert!(c.image.topic("y").is_some() && c.image.topic("x").is_none());
+    }
+
+    #[test]
+    fn explicit_assignments_are_validated_and_placed_as_given() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.up(2);
+        let with = |assignments: Vec<Vec<NodeId>>| NewTopic {
+            assignments,
+            ..new_topic("t", -1, -1)
+        };
+        assert!(matches!(
+            c.create_with(with(vec![vec![9]]), false),
+            Err(TopicError::InvalidReplicaAssignment(_))
+        ));
+        assert!(matches!(
+            c.create_with(with(vec![vec![1, 1]]), false),
+            Err(TopicError::InvalidReplicaAssignment(_))
+        ));
+        assert!(matches!(
+            c.create_with(with(vec![vec![1], vec![1, 2]]), false),
+            Err(TopicError::InvalidReplicaAssignment(_))
+        ));
+        assert!(matches!(
+            c.create_with(
+                NewTopic {
+                    replication_factor: 1,
+                    ..with(vec![vec![1]])
+                },
+                false
+            ),
+            Err(TopicError::InvalidRequest(_))
+        ));
+        let created = c
+            .create_with(with(vec![vec![2], vec![1], vec![2]]), false)
+            .unwrap();
+        assert_eq!(created.num_partitions, 3);
+        let leaders: Vec<NodeId> = c
+            .image
+            .topic("t")
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .collect();
+        assert_eq!(leaders, vec![2, 1, 2]);
+    }
+
+    #[test]
+    fn an_explicit_assignment_on_fenced_brokers_only_is_refused() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.register(2);
+        let topic = NewTopic {
+            assignments: vec![vec![2]],
+            ..new_topic("t", -1, -1)
+        };
+        assert_eq!(
+            c.create_with(topic, false),
+            Err(TopicError::InvalidReplicaAssignment(
+                "All brokers specified in the manual partition assignment for partition 0 are fenced or in controlled shutdown.".into()
+            ))
+        );
+    }
+
+    // --- DeleteTopics, CreatePartitions, AlterConfigs -----------------------------------
+
+    #[test]
+    fn topics_are_deleted_by_name_or_id_and_unknown_ones_are_reported() {
+        let mut c = Controller::new();
+        c.up(1);
+        let a = c.create("a", 1, 1).unwrap().id;
+        let b = c.create("b", 1, 1).unwrap().id;
+        let reply = c
+            .ask(ControllerRequest::DeleteTopics {
+                topics: vec![
+                    TopicRef::Name("a".into()),
+                    TopicRef::Id(b),
+                    TopicRef::Name("zzz".into()),
+                    TopicRef::Id(a),
+                ],
+            })
+            .unwrap();
+        let ControllerReply::DeleteTopics(results) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(results[0].1, Ok(a));
+        assert_eq!(results[1].1, Ok(b));
+        assert_eq!(results[2].1, Err(TopicError::UnknownTopic));
+        assert_eq!(
+            results[3].1,
+            Err(TopicError::UnknownTopic),
+            "already deleted by name"
+        );
+        assert!(c.image.topics.is_empty());
+    }
+
+    fn grow(c: &mut Controller, topic: &str, count: i32) -> Result<(), TopicError> {
+        match c.ask(ControllerRequest::CreatePartitions {
+            topics: vec![NewPartitions {
+                topic: topic.into(),
+                count,
+                assignments: Vec::new(),
+            }],
+            validate_only: false,
+        }) {
+            Ok(ControllerReply::CreatePartitions(mut results)) => results.remove(0).1,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_partitions_only_grows_a_topic() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.up(2);
+        c.create("t", 2, 1).unwrap();
+        assert_eq!(grow(&mut c, "t", 5), Ok(()));
+        let topic = c.image.topic("t").unwrap();
+        assert_eq!(topic.partitions.len(), 5);
+        assert!(topic
+            .partitions
+            .iter()
+            .all(|p| p.is_online() && p.replicas.len() == 1));
+        assert_eq!(
+            grow(&mut c, "t", 5),
+            Err(TopicError::InvalidPartitions(
+                "Topic already has 5 partition(s).".into()
+            ))
+        );
+        assert_eq!(
+            grow(&mut c, "t", 3),
+            Err(TopicError::InvalidPartitions(
+                "The topic t currently has 5 partition(s); 3 would not be an increase.".into()
+            ))
+        );
+        assert_eq!(grow(&mut c, "nope", 3), Err(TopicError::UnknownTopic));
+        assert!(matches!(
+            grow(&mut c, "t", MAX_PARTITIONS_PER_TOPIC + 1),
+            Err(TopicError::InvalidPartitions(_))
+        ));
+    }
+
+    #[test]
+    fn create_partitions_with_too_few_assignments_is_refused() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.create("t", 1, 1).unwrap();
+        let reply = c.ask(ControllerRequest::CreatePartitions {
+            topics: vec![NewPartitions {
+                topic: "t".into(),
+                count: 3,
+                assignments: vec![vec![1]],
+            }],
+            validate_only: false,
+        });
+        let Ok(ControllerReply::CreatePartitions(results)) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            results[0].1,
+            Err(TopicError::InvalidReplicaAssignment(
+                "Attempted to add 2 additional partition(s), but only 1 assignment(s) were specified.".into()
+            ))
+        );
+    }
+
+    fn alter(
+        c: &mut Controller,
+        resource: ConfigResource,
+        changes: &[(&str, Option<&str>)],
+    ) -> Result<(), TopicError> {
+        let changes = changes
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(String::from)))
+            .collect();
+        match c.ask(ControllerRequest::AlterConfigs {
+            resources: vec![(resource, changes)],
+            validate_only: false,
+        }) {
+            Ok(ControllerReply::AlterConfigs(mut results)) => results.remove(0).1,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn topic_config_changes_are_validated_and_applied() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.create("t", 1, 1).unwrap();
+        let topic = || ConfigResource::Topic("t".into());
+        assert_eq!(
+            alter(&mut c, topic(), &[("retention.ms", Some("5"))]),
+            Ok(())
+        );
+        assert_eq!(c.image.topic("t").unwrap().configs["retention.ms"], "5");
+        assert!(matches!(
+            alter(&mut c, topic(), &[("retention.ms", Some("x"))]),
+            Err(TopicError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            alter(&mut c, topic(), &[("no.such", None)]),
+            Err(TopicError::InvalidConfig(_))
+        ));
+        assert_eq!(alter(&mut c, topic(), &[("retention.ms", None)]), Ok(()));
+        assert!(c.image.topic("t").unwrap().configs.is_empty());
+        assert_eq!(
+            alter(&mut c, ConfigResource::Topic("u".into()), &[]),
+            Err(TopicError::UnknownTopic)
+        );
+    }
+
+    #[test]
+    fn only_dynamic_broker_configs_change_and_their_values_are_checked() {
+        let mut c = Controller::new();
+        let all = ConfigResource::Broker(None);
+        assert_eq!(
+            alter(&mut c, all.clone(), &[("log.retention.ms", Some("60000"))]),
+            Ok(())
+        );
+        assert_eq!(c.image.broker_configs[&None]["log.retention.ms"], "60000");
+        assert_eq!(
+            alter(
+                &mut c,
+                ConfigResource::Broker(Some(1)),
+                &[("max.connections", Some("10"))]
+            ),
+            Ok(())
+        );
+        assert!(matches!(
+            alter(&mut c, all.clone(), &[("log.retention.ms", Some("-5"))]),
+            Err(TopicError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            alter(&mut c, all, &[("node.id", Some("3"))]),
+            Err(TopicError::InvalidConfig(_))
+        ));
+    }
+
+    // --- Producer ids and the legacy import ---------------------------------------------
+
+    #[test]
+    fn producer_id_blocks_never_overlap_and_run_out_at_the_end_of_int64() {
+        let mut c = Controller::new();
+        let epoch = c.up(1);
+        let ask = |c: &mut Controller, epoch| {
+            c.ask(ControllerRequest::AllocateProducerIds { broker: 1, epoch })
+        };
+        assert_eq!(
+            ask(&mut c, epoch),
+            Ok(ControllerReply::ProducerIds {
+                first: 0,
+                count: 1000
+            })
+        );
+        assert_eq!(
+            ask(&mut c, epoch),
+            Ok(ControllerReply::ProducerIds {
+                first: 1000,
+                count: 1000
+            })
+        );
+        assert!(matches!(
+            ask(&mut c, epoch - 1),
+            Err(ControllerError::StaleBrokerEpoch { .. })
+        ));
+        c.commit(vec![MetadataRecord::RaiseProducerIdFloor {
+            floor: i64::MAX - 1000,
+        }]);
+        assert_eq!(
+            ask(&mut c, epoch),
+            Ok(ControllerReply::ProducerIds {
+                first: i64::MAX - 1000,
+                count: 1000
+            })
+        );
+        assert_eq!(
+            ask(&mut c, epoch),
+            Err(ControllerError::ProducerIdsExhausted)
+        );
+    }
+
+    fn import(c: &mut Controller, node: NodeId) -> Result<ControllerReply, ControllerError> {
+        c.ask(ControllerRequest::ImportLegacy {
+            cluster_id: "legacy-id".into(),
+            topics: vec![LegacyTopic {
+                name: "old".into(),
+                id: Uuid::from_u128(900),
+                partitions: 3,
+                configs: BTreeMap::from([("retention.ms".into(), "7".into())]),
+            }],
+            node,
+            producer_id_floor: 5_000,
+        })
+    }
+
+    #[test]
+    fn a_legacy_directory_is_imported_once_onto_the_importing_node() {
+        let mut c = Controller::new();
+        c.up(1);
+        assert_eq!(import(&mut c, 1), Ok(ControllerReply::Imported));
+        let topic = c.image.topic("old").unwrap().clone();
+        assert_eq!(topic.id, Uuid::from_u128(900));
+        assert_eq!(topic.configs["retention.ms"], "7");
+        assert!(topic
+            .partitions
+            .iter()
+            .all(|p| p.replicas == vec![1] && p.leader == 1));
+        assert_eq!(
+            c.image.cluster_id, "legacy-id",
+            "the data directory's cluster id stays"
+        );
+        assert_eq!(c.image.next_producer_id, 5_000);
+        assert!(c.image.legacy_imported);
+        let offset = c.image.metadata_offset;
+        assert_eq!(import(&mut c, 1), Ok(ControllerReply::Imported));
+        assert_eq!(c.image.metadata_offset, offset, "a retry changes nothing");
+    }
+
+    #[test]
+    fn topics_imported_before_the_node_is_unfenced_are_led_once_it_is() {
+        let mut c = Controller::new();
+        let epoch = c.register(1);
+        import(&mut c, 1).unwrap();
+        assert_eq!(c.partition("old", 0).leader, NO_NODE);
+        let offset = c.image.metadata_offset;
+        c.heartbeat(1, epoch, offset, false).unwrap();
+        assert_eq!(c.partition("old", 2).leader, 1);
     }
 }

@@ -20,6 +20,7 @@ pub mod decide;
 pub mod image;
 pub mod placement;
 pub mod plane;
+pub mod raft;
 pub mod request;
 
 /// A node's id (`node.id`): brokers and controllers share one id space, as in KRaft.

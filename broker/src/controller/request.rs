@@ -31,7 +31,9 @@ pub enum ControllerRequest {
         topics: Vec<NewTopic>,
         validate_only: bool,
     },
-    DeleteTopics { topics: Vec<TopicRef> },
+    DeleteTopics {
+        topics: Vec<TopicRef>,
+    },
     CreatePartitions {
         topics: Vec<NewPartitions>,
         validate_only: bool,
@@ -42,27 +44,37 @@ pub enum ControllerRequest {
         validate_only: bool,
     },
     /// A block of producer ids for a broker (Kafka's AllocateProducerIds).
-    AllocateProducerIds { broker: NodeId, epoch: i64 },
-    /// One-time import of a single-broker data directory's topics (`meta.toml`).
+    AllocateProducerIds {
+        broker: NodeId,
+        epoch: i64,
+    },
+    /// One-time import of a single-broker data directory's topics (`meta.toml`). Its topics
+    /// are placed on `node`, the importing node; producer ids below `producer_id_floor` (the
+    /// single broker's producer-id file) are never handed out again. A retry after the import
+    /// was committed changes nothing and answers `Imported`.
     ImportLegacy {
         cluster_id: String,
         topics: Vec<LegacyTopic>,
+        node: NodeId,
+        producer_id_floor: i64,
     },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTopic {
     pub name: String,
-    /// -1: the broker default (`num.partitions`). Ignored when `assignments` is not empty.
+    /// -1: the broker default (`num.partitions`). Must be -1 when `assignments` is not empty
+    /// (Kafka: INVALID_REQUEST otherwise).
     pub num_partitions: i32,
-    /// -1: the broker default (`default.replication.factor`).
+    /// -1: the broker default (`default.replication.factor`). Must be -1 when `assignments`
+    /// is not empty.
     pub replication_factor: i16,
     /// Explicit replica assignment per partition (kafka-topics.sh --replica-assignment).
     pub assignments: Vec<Assignment>,
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TopicRef {
     Name(String),
     Id(Uuid),
@@ -73,6 +85,7 @@ pub struct NewPartitions {
     pub topic: String,
     /// The new total.
     pub count: i32,
+    /// Empty: placed by the controller; else one per new partition.
     pub assignments: Vec<Assignment>,
 }
 
@@ -93,14 +106,22 @@ pub struct LegacyTopic {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerReply {
-    Registered { epoch: i64 },
-    Heartbeat { fenced: bool, shutdown_complete: bool },
+    Registered {
+        epoch: i64,
+    },
+    Heartbeat {
+        fenced: bool,
+        shutdown_complete: bool,
+    },
     /// Per topic, in request order.
     CreateTopics(Vec<(String, Result<CreatedTopic, TopicError>)>),
     DeleteTopics(Vec<(TopicRef, Result<Uuid, TopicError>)>),
     CreatePartitions(Vec<(String, Result<(), TopicError>)>),
     AlterConfigs(Vec<(ConfigResource, Result<(), TopicError>)>),
-    ProducerIds { first: i64, count: i64 },
+    ProducerIds {
+        first: i64,
+        count: i64,
+    },
     Imported,
 }
 

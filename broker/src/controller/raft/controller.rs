@@ -1,0 +1,325 @@
+//! The active controller: a loop on every node that acts while its node leads the quorum.
+//!
+//! Requests queue up; each is decided with [`decide`] against a working image (the committed
+//! image plus the records decided before it in the same batch); the batch's records go to the
+//! quorum as one log entry; replies go out once it is committed and applied here. A write that
+//! fails after it was proposed is answered `Unavailable`, never as a success: it may or may not
+//! commit under the next leader, and a retry sees which. Broker sessions live here, in memory,
+//! and start afresh with every new leadership (Kafka's `BrokerHeartbeatManager`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{node_id, raft_id, MetadataBatch, MetadataTypes, Shared};
+use crate::clock::Clock;
+use crate::controller::decide::{decide, ControllerSettings, Entropy, Sessions};
+use crate::controller::image::{ClusterImage, MetadataRecord};
+use crate::controller::request::{ControllerError, ControllerReply, ControllerRequest};
+
+/// Requests decided together and committed as one entry, at most.
+const MAX_BATCH: usize = 256;
+
+/// A reply and the metadata offset (raft log index) the node must have applied before it
+/// answers its caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Committed {
+    pub(crate) reply: ControllerReply,
+    pub(crate) offset: i64,
+}
+
+struct Submission {
+    request: ControllerRequest,
+    reply: oneshot::Sender<Result<Committed, ControllerError>>,
+}
+
+/// Hands requests to this node's controller loop.
+#[derive(Clone)]
+pub(crate) struct ControllerHandle {
+    queue: mpsc::Sender<Submission>,
+}
+
+impl ControllerHandle {
+    /// Decides and commits `request` here if this node is the active controller; else
+    /// `NotController` with who is.
+    pub(crate) async fn submit(&self, request: ControllerRequest) -> Result<Committed, ControllerError> {
+        let (reply, answer) = oneshot::channel();
+        if self.queue.send(Submission { request, reply }).await.is_err() {
+            return Err(ControllerError::Unavailable("the controller stopped".into()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(ControllerError::Unavailable("the controller stopped".into())))
+    }
+}
+
+/// Topic ids and placement's random start, from the runtime's seeded source.
+struct RuntimeEntropy;
+
+impl Entropy for RuntimeEntropy {
+    fn next_u128(&mut self) -> u128 {
+        crate::random::random_u128()
+    }
+}
+
+pub(crate) struct ControllerLoop {
+    id: u64,
+    raft: Raft<MetadataTypes>,
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    settings: ControllerSettings,
+    cluster_id_if_new: Option<String>,
+    tick: Duration,
+    queue: mpsc::Receiver<Submission>,
+    /// The term this node leads and has caught up in; `None` while it does not lead.
+    leading: Option<u64>,
+    sessions: Sessions,
+}
+
+impl ControllerLoop {
+    pub(crate) fn new(
+        id: u64,
+        raft: Raft<MetadataTypes>,
+        shared: Arc<Shared>,
+        clock: Arc<dyn Clock>,
+        settings: ControllerSettings,
+        cluster_id_if_new: Option<String>,
+        tick: Duration,
+    ) -> (ControllerLoop, ControllerHandle) {
+        let (queue_tx, queue) = mpsc::channel(4 * MAX_BATCH);
+        let controller = ControllerLoop {
+            id,
+            raft,
+            shared,
+            clock,
+            settings,
+            cluster_id_if_new,
+            tick,
+            queue,
+            leading: None,
+            sessions: Sessions::default(),
+        };
+        (controller, ControllerHandle { queue: queue_tx })
+    }
+
+    /// Runs until every handle is gone or the task is aborted.
+    pub(crate) async fn run(mut self) {
+        let mut next_tick = super::runtime::now() + self.tick;
+        loop {
+            let first = tokio::select! {
+                biased;
+                // The tick first: under a steady stream of requests sessions must still expire.
+                () = tokio::time::sleep_until(next_tick) => None,
+                submission = self.queue.recv() => match submission {
+                    Some(submission) => Some(submission),
+                    None => return,
+                },
+            };
+            match first {
+                None => {
+                    next_tick = super::runtime::now() + self.tick;
+                    self.on_tick().await;
+                }
+                Some(first) => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match self.queue.try_recv() {
+                            Ok(submission) => batch.push(submission),
+                            Err(_) => break,
+                        }
+                    }
+                    self.handle(batch).await;
+                }
+            }
+        }
+    }
+
+    /// Makes sure this node leads and its image holds everything committed before its term;
+    /// on a new leadership, starts the sessions afresh and gives an empty log its cluster id.
+    async fn ensure_leading(&mut self) -> Result<(), ControllerError> {
+        let (state, leader, term) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.state, m.current_leader, m.current_term)
+        };
+        if state != ServerState::Leader || leader != Some(self.id) {
+            self.leading = None;
+            return Err(ControllerError::NotController(leader.map(node_id)));
+        }
+        if self.leading == Some(term) {
+            return Ok(());
+        }
+        // Deciding against an image that misses the previous leader's last records would undo
+        // them: wait until this term's first entry is applied here.
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map_err(|e| ControllerError::Unavailable(format!("leadership not confirmed: {e}")))?;
+        let image = self.shared.image();
+        let now_ms = self.clock.now_ms();
+        // A new controller gives every registered broker a full session (as Kafka's does).
+        self.sessions = Sessions::default();
+        for id in image.brokers.keys() {
+            self.sessions.last_heartbeat_ms.insert(*id, now_ms);
+        }
+        self.leading = Some(term);
+        tracing::info!(node = self.id, term, "metadata quorum: this node is the active controller");
+        if image.cluster_id.is_empty() {
+            let cluster_id = self.cluster_id_if_new.clone().unwrap_or_else(|| {
+                uuid::Uuid::from_u128(crate::random::random_u128())
+                    .simple()
+                    .to_string()
+            });
+            self.commit(vec![MetadataRecord::SetClusterId { cluster_id }]).await?;
+        }
+        self.add_missing_learners(&self.shared.image()).await;
+        Ok(())
+    }
+
+    async fn on_tick(&mut self) {
+        {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            if m.state != ServerState::Leader {
+                self.leading = None;
+                return;
+            }
+        }
+        if self.ensure_leading().await.is_err() {
+            return;
+        }
+        let image = self.shared.image();
+        let records = self
+            .sessions
+            .expire(&image, &self.settings, self.clock.now_ms());
+        if !records.is_empty() {
+            if let Err(e) = self.commit(records).await {
+                tracing::warn!(error = %e, "metadata quorum: fencing expired sessions failed");
+            }
+        }
+    }
+
+    async fn handle(&mut self, batch: Vec<Submission>) {
+        if let Err(e) = self.ensure_leading().await {
+            for submission in batch {
+                let _ = submission.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        let base = self.shared.image();
+        let mut working: ClusterImage = (*base).clone();
+        let mut records = Vec::new();
+        let mut decided = Vec::with_capacity(batch.len());
+        let mut learners = Vec::new();
+        let now_ms = self.clock.now_ms();
+        for submission in batch {
+            let decision = decide(
+                &working,
+                &submission.request,
+                &mut self.sessions,
+                &self.settings,
+                now_ms,
+                &mut RuntimeEntropy,
+            );
+            let outcome = decision.map(|decision| {
+                if !decision.records.is_empty() {
+                    // The next request in the batch sees this one's records; the offset is
+                    // provisional, the committed entry's index replaces it everywhere.
+                    let provisional = working.metadata_offset + 1;
+                    working.apply(provisional, &decision.records);
+                    records.extend(decision.records);
+                }
+                if let ControllerRequest::RegisterBroker {
+                    id,
+                    controller_endpoint: Some(endpoint),
+                    ..
+                } = &submission.request
+                {
+                    learners.push((*id, format!("{}:{}", endpoint.host, endpoint.port)));
+                }
+                decision.reply
+            });
+            decided.push((submission.reply, outcome));
+        }
+        let offset = if records.is_empty() {
+            Ok(self.shared.applied_index())
+        } else {
+            self.commit(records).await
+        };
+        for (reply, outcome) in decided {
+            let answer = match (&offset, outcome) {
+                (Ok(offset), Ok(reply)) => Ok(Committed {
+                    reply,
+                    offset: *offset,
+                }),
+                // Refused requests changed nothing: their answer stands whatever the batch did.
+                (_, Err(e)) => Err(e),
+                (Err(e), Ok(_)) => Err(e.clone()),
+            };
+            let _ = reply.send(answer);
+        }
+        if offset.is_ok() {
+            for (id, address) in learners {
+                self.add_learner(raft_id(id), address).await;
+            }
+        }
+    }
+
+    /// Commits `records` as one entry; its log index once committed and applied here.
+    async fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<i64, ControllerError> {
+        match self.raft.client_write(MetadataBatch { records }).await {
+            Ok(response) => Ok(response.log_id.index as i64),
+            Err(e) => {
+                // Proposed or not, this node no longer knows: start over at the next request.
+                self.leading = None;
+                let reason = match e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                        format!("leadership moved to {:?} before the commit", f.leader_id)
+                    }
+                    other => other.to_string(),
+                };
+                Err(ControllerError::Unavailable(reason))
+            }
+        }
+    }
+
+    /// Brokers registered with a controller endpoint that the quorum does not replicate to yet
+    /// (the previous controller died between the registration and adding the learner).
+    async fn add_missing_learners(&self, image: &ClusterImage) {
+        let wanted: BTreeMap<u64, String> = image
+            .brokers
+            .values()
+            .filter_map(|b| {
+                let endpoint = b.controller_endpoint.as_ref()?;
+                Some((raft_id(b.id), format!("{}:{}", endpoint.host, endpoint.port)))
+            })
+            .collect();
+        for (id, address) in wanted {
+            self.add_learner(id, address).await;
+        }
+    }
+
+    /// Adds `id` as a learner at `address` unless the membership already has it there (a voter
+    /// stays a voter).
+    async fn add_learner(&self, id: u64, address: String) {
+        let known = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let is_voter = membership.voter_ids().any(|v| v == id);
+            is_voter || membership.get_node(&id).is_some_and(|n| n.addr == address)
+        };
+        if known {
+            return;
+        }
+        match self.raft.add_learner(id, BasicNode::new(&address), false).await {
+            Ok(_) => tracing::info!(learner = id, %address, "metadata quorum: added a learner"),
+            Err(e) => tracing::warn!(learner = id, %address, error = %e, "metadata quorum: adding a learner failed"),
+        }
+    }
+}
