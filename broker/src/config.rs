@@ -401,6 +401,37 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// What this node's metadata quorum starts with ([`crate::controller::raft::RaftPlane`]):
+    /// the voters (none: a quorum of one, no network), the controller listener, the snapshot
+    /// interval and the controller's settings. `cluster_id_if_new` is the id an empty metadata
+    /// log takes (a single broker's data directory keeps its own).
+    pub fn quorum_config(
+        &self,
+        cluster_id_if_new: Option<String>,
+    ) -> Result<crate::controller::raft::QuorumConfig, InvalidBrokerConfig> {
+        use crate::controller::raft::{QuorumConfig, QuorumTimeouts, Voter};
+        let voters = self.quorum_voters()?;
+        self.check_controller_listen(&voters)?;
+        Ok(QuorumConfig {
+            node_id: self.node_id,
+            voters: voters
+                .iter()
+                .map(|v| Voter {
+                    id: v.id,
+                    address: v.address(),
+                })
+                .collect(),
+            listen: self.controller_listen.clone(),
+            // A voter is dialled where the voters list says; a learner where it listens.
+            advertised: None,
+            data_dir: self.data_dir.clone(),
+            cluster_id_if_new,
+            snapshot_every: self.metadata_snapshot_every,
+            timeouts: QuorumTimeouts::default(),
+            settings: self.controller_settings(),
+        })
+    }
+
     /// The active controller's settings this configuration gives.
     pub fn controller_settings(&self) -> crate::controller::decide::ControllerSettings {
         crate::controller::decide::ControllerSettings {
@@ -956,6 +987,45 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.broker_rack.as_deref(), Some("r1"));
         assert_eq!(BrokerConfig::from_toml(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn the_quorum_starts_with_the_voters_listener_and_settings_of_the_configuration() {
+        let config = BrokerConfig {
+            metadata_snapshot_every: 10,
+            broker_session_timeout_ms: 6_000,
+            num_partitions: 3,
+            data_dir: "/d".into(),
+            ..quorum(
+                2,
+                Some("127.0.0.1:9193"),
+                "1@127.0.0.1:9093,2@127.0.0.1:9193",
+            )
+        };
+        let quorum = config.quorum_config(Some("abc".into())).unwrap();
+        assert_eq!(quorum.node_id, 2);
+        let voters: Vec<(i32, &str)> = quorum
+            .voters
+            .iter()
+            .map(|v| (v.id, v.address.as_str()))
+            .collect();
+        assert_eq!(voters, [(1, "127.0.0.1:9093"), (2, "127.0.0.1:9193")]);
+        assert_eq!(quorum.listen.as_deref(), Some("127.0.0.1:9193"));
+        assert_eq!(quorum.data_dir, PathBuf::from("/d"));
+        assert_eq!(quorum.cluster_id_if_new.as_deref(), Some("abc"));
+        assert_eq!(quorum.snapshot_every, 10);
+        assert_eq!(quorum.settings.broker_session_timeout_ms, 6_000);
+        assert_eq!(quorum.settings.default_num_partitions, 3);
+        // No quorum flags: a quorum of one, with no network.
+        let alone = BrokerConfig::default().quorum_config(None).unwrap();
+        assert!(alone.voters.is_empty() && alone.listen.is_none());
+        assert!(quorum_config_refused());
+    }
+
+    fn quorum_config_refused() -> bool {
+        quorum(3, None, "1@127.0.0.1:9093,3@127.0.0.1:9293")
+            .quorum_config(None)
+            .is_err()
     }
 
     #[test]

@@ -168,6 +168,7 @@ mod tests {
             rack: None,
             fenced,
             shutting_down: false,
+            registered_offset: 0,
         }
     }
 
