@@ -193,9 +193,11 @@ const DESCRIBE_VERSIONS: &[(ApiKey, i16, i16)] = &[
 
 /// Connects to the first bootstrap server that answers.
 async fn connect_any(args: &ClientArgs) -> Result<Connection, String> {
-    let mut config = ConnectionConfig::default();
-    config.client_id = "faultline-cli".into();
-    config.connect_timeout = std::time::Duration::from_secs(5);
+    let config = ConnectionConfig {
+        client_id: "faultline-cli".into(),
+        connect_timeout: std::time::Duration::from_secs(5),
+        ..ConnectionConfig::default()
+    };
     let servers = client::ClientConfig::new(args.bootstrap_server.clone()).bootstrap_servers;
     let mut last = format!("no bootstrap server in {:?}", args.bootstrap_server);
     for addr in &servers {
@@ -544,10 +546,11 @@ mod supervisor {
     /// Does a broker answer on `addr`? (Connecting negotiates ApiVersions: a broker that
     /// answers that serves requests.)
     async fn answers(addr: &str) -> bool {
-        let mut config = ConnectionConfig::default();
-        config.client_id = "faultline-cluster-up".into();
-        config.connect_timeout = Duration::from_secs(1);
-        config.request_timeout = Duration::from_secs(2);
+        let config = ConnectionConfig {
+            client_id: "faultline-cluster-up".into(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+        };
         Connection::connect(addr, config, super::DESCRIBE_VERSIONS)
             .await
             .is_ok()
