@@ -9,7 +9,7 @@ mod in_process;
 use std::path::Path;
 use std::sync::Arc;
 
-use broker::broker::{Broker, PlaneContext, PlaneFuture};
+use broker::broker::{Broker, PlaneContext, PlaneFuture, StartedPlane};
 use broker::clock::ManualClock;
 use broker::config::BrokerConfig;
 use broker::controller::decide::ControllerSettings;
@@ -62,7 +62,13 @@ impl Cluster {
                 Arc::new(FileDisk::new()),
                 clock.clone(),
                 Box::new(move |_: PlaneContext| -> PlaneFuture {
-                    Box::pin(async move { Ok(plane as Arc<dyn MetadataPlane>) })
+                    Box::pin(async move {
+                        Ok(StartedPlane {
+                            plane: plane as Arc<dyn MetadataPlane>,
+                            controller_endpoint: None,
+                            stop: None,
+                        })
+                    })
                 }),
             )
             .await

@@ -58,8 +58,6 @@ pub use crate::catalog::Topic;
 
 const META_FILE: &str = "meta.toml";
 const META_FILE_IMPORTED: &str = "meta.toml.imported";
-/// Kafka's `broker.heartbeat.interval.ms` default.
-pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
 /// How long a follower task waits for a new image before applying the current one again (which
 /// retries partition changes a disk error failed).
 const REAPPLY_INTERVAL: Duration = Duration::from_secs(1);
@@ -150,14 +148,48 @@ pub struct PlaneContext {
     pub settings: ControllerSettings,
 }
 
+/// A started metadata plane, as the broker holds it.
+pub struct StartedPlane {
+    pub plane: Arc<dyn MetadataPlane>,
+    /// Where the quorum reaches this node (its registration's `controller_endpoint`, so the
+    /// active controller adds it as a learner); `None` for a quorum of one.
+    pub controller_endpoint: Option<Endpoint>,
+    /// Stops the plane, at the end of [`Broker::shutdown`].
+    pub stop: Option<StopPlane>,
+}
+
+/// Stops a plane.
+pub type StopPlane = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 /// The future that starts a metadata plane.
-pub type PlaneFuture = Pin<Box<dyn Future<Output = io::Result<Arc<dyn MetadataPlane>>> + Send>>;
+pub type PlaneFuture = Pin<Box<dyn Future<Output = io::Result<StartedPlane>> + Send>>;
 /// Starts this node's metadata plane, once the broker has read what it must give it.
 pub type StartPlane = Box<dyn FnOnce(PlaneContext) -> PlaneFuture + Send>;
 
-/// The plane of a node that is its own quorum: [`crate::solo_plane::SoloPlane`] on the data
-/// directory's disk.
-pub fn single_node_plane(disk: Arc<dyn Disk>, clock: Arc<dyn Clock>, data_dir: PathBuf) -> StartPlane {
+/// This node's replica of the metadata quorum on openraft (`controller.quorum.voters`; none:
+/// a quorum of one, with its log in the data directory and no network).
+pub fn raft_plane(config: &BrokerConfig, disk: Arc<dyn Disk>, clock: Arc<dyn Clock>) -> StartPlane {
+    let config = config.clone();
+    Box::new(move |ctx: PlaneContext| -> PlaneFuture {
+        Box::pin(async move {
+            let quorum = config
+                .quorum_config(ctx.cluster_id_if_new)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let plane = crate::controller::raft::RaftPlane::start(quorum, disk, clock).await?;
+            let stopped = Arc::clone(&plane);
+            Ok(StartedPlane {
+                controller_endpoint: plane.controller_endpoint(),
+                plane: plane as Arc<dyn MetadataPlane>,
+                stop: Some(Box::new(move || {
+                    Box::pin(async move { stopped.shutdown().await })
+                })),
+            })
+        })
+    })
+}
+
+/// A [`crate::solo_plane::SoloPlane`] on the data directory's disk: a node that is its own
+/// quorum, without a metadata log (tests).
+pub fn solo_plane(disk: Arc<dyn Disk>, clock: Arc<dyn Clock>, data_dir: PathBuf) -> StartPlane {
     Box::new(move |ctx: PlaneContext| -> PlaneFuture {
         Box::pin(async move {
             let plane = crate::solo_plane::SoloPlane::open(
@@ -168,7 +200,11 @@ pub fn single_node_plane(disk: Arc<dyn Disk>, clock: Arc<dyn Clock>, data_dir: P
                 ctx.cluster_id_if_new,
             )
             .await?;
-            Ok(plane as Arc<dyn MetadataPlane>)
+            Ok(StartedPlane {
+                plane: plane as Arc<dyn MetadataPlane>,
+                controller_endpoint: None,
+                stop: None,
+            })
         })
     })
 }
@@ -206,6 +242,9 @@ pub struct Broker {
     pub config: BrokerConfig,
     clock: Arc<dyn Clock>,
     plane: Arc<dyn MetadataPlane>,
+    /// Where the quorum reaches this node (its registration carries it).
+    controller_endpoint: Option<Endpoint>,
+    stop_plane: std::sync::Mutex<Option<StopPlane>>,
     catalog: Catalog,
     /// Fresh at every start: tells the controller a restart from a retry.
     incarnation_id: Uuid,
@@ -277,23 +316,15 @@ async fn read_legacy_meta(disk: &dyn Disk, data_dir: &Path) -> io::Result<Option
 }
 
 impl Broker {
-    /// Opens a node that is its own quorum (no `controller.quorum.voters`): today's single
-    /// broker, with its metadata in the data directory.
+    /// Opens the node its configuration describes: a replica of the metadata quorum on
+    /// openraft (a quorum of one without `controller.quorum.voters`: today's single broker).
     pub async fn open(
         config: BrokerConfig,
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
     ) -> io::Result<Arc<Broker>> {
-        let start = single_node_plane(Arc::clone(&disk), Arc::clone(&clock), config.data_dir.clone());
+        let start = raft_plane(&config, Arc::clone(&disk), Arc::clone(&clock));
         Broker::open_with_plane(config, disk, clock, start).await
-    }
-
-    /// The controller settings this broker's configuration gives.
-    pub fn controller_settings(config: &BrokerConfig) -> ControllerSettings {
-        ControllerSettings {
-            default_num_partitions: config.num_partitions,
-            ..ControllerSettings::default()
-        }
     }
 
     /// Opens the data directory, starts the metadata plane with `start_plane`, imports a single
@@ -332,12 +363,13 @@ impl Broker {
             io::Error::new(kind, e)
         })?;
         let legacy = read_legacy_meta(disk.as_ref(), &data_dir).await?;
-        let plane = start_plane(PlaneContext {
+        let started = start_plane(PlaneContext {
             node_id: config.node_id,
             cluster_id_if_new: legacy.as_ref().map(|m| m.cluster_id.clone()),
-            settings: Broker::controller_settings(&config),
+            settings: config.controller_settings(),
         })
         .await?;
+        let plane = started.plane;
         let catalog = Catalog::new(config.clone(), Arc::clone(&disk), Arc::clone(&clock));
         catalog.remove_deleted_leftovers().await?;
         if let Some(meta) = legacy {
@@ -348,6 +380,8 @@ impl Broker {
             config,
             clock,
             plane,
+            controller_endpoint: started.controller_endpoint,
+            stop_plane: std::sync::Mutex::new(started.stop),
             catalog,
             incarnation_id: Uuid::from_u128(crate::random::random_u128()),
             broker_epoch: AtomicI64::new(-1),
@@ -394,8 +428,8 @@ impl Broker {
                 id: self.config.node_id,
                 incarnation_id: self.incarnation_id,
                 endpoint: endpoint_of(self.config.advertised()),
-                controller_endpoint: None,
-                rack: None,
+                controller_endpoint: self.controller_endpoint.clone(),
+                rack: self.config.broker_rack.clone(),
             })
             .await?;
         let ControllerReply::Registered { epoch } = reply else {
@@ -440,7 +474,7 @@ impl Broker {
             }
             let applied = self.catalog.applied_image().metadata_offset;
             let _ = tokio::time::timeout(
-                Duration::from_millis(DEFAULT_HEARTBEAT_INTERVAL_MS),
+                Duration::from_millis(self.config.broker_heartbeat_interval_ms),
                 self.plane.wait_past(applied),
             )
             .await;
@@ -851,6 +885,14 @@ impl Broker {
         self.controlled_shutdown().await;
         self.closed.set();
         self.catalog.close_all().await;
+        let stop = self
+            .stop_plane
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(stop) = stop {
+            stop().await;
+        }
         tracing::info!("broker storage closed");
         // Every log is closed: the directory is free for the next broker (as Kafka releases
         // its `.lock` at the end of a shutdown).
@@ -941,7 +983,13 @@ async fn follow_plane(broker: Weak<Broker>) {
 /// Heartbeats every `broker.heartbeat.interval.ms` until the broker closes.
 async fn heartbeat(broker: Weak<Broker>) {
     loop {
-        tokio::time::sleep(Duration::from_millis(DEFAULT_HEARTBEAT_INTERVAL_MS)).await;
+        let Some(interval) = broker
+            .upgrade()
+            .map(|b| Duration::from_millis(b.config.broker_heartbeat_interval_ms))
+        else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
         let Some(strong) = broker.upgrade() else {
             return;
         };
