@@ -420,18 +420,29 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Registers this incarnation with the controller (Kafka's BrokerRegistration).
+    /// Registers this incarnation with the controller (Kafka's BrokerRegistration). While the
+    /// previous incarnation's session lives (a quick restart), the controller refuses it as a
+    /// duplicate: retried every heartbeat interval until that session expires, as Kafka does.
     async fn register(&self) -> Result<(), ControllerError> {
-        let reply = self
-            .plane
-            .submit(ControllerRequest::RegisterBroker {
-                id: self.config.node_id,
-                incarnation_id: self.incarnation_id,
-                endpoint: endpoint_of(self.config.advertised()),
-                controller_endpoint: self.controller_endpoint.clone(),
-                rack: self.config.broker_rack.clone(),
-            })
-            .await?;
+        let request = ControllerRequest::RegisterBroker {
+            id: self.config.node_id,
+            incarnation_id: self.incarnation_id,
+            endpoint: endpoint_of(self.config.advertised()),
+            controller_endpoint: self.controller_endpoint.clone(),
+            rack: self.config.broker_rack.clone(),
+        };
+        let reply = loop {
+            match self.plane.submit(request.clone()).await {
+                Err(ControllerError::DuplicateRegistration(id)) => {
+                    tracing::info!(node_id = id, "the previous incarnation's session is still alive; registering again soon");
+                    tokio::time::sleep(Duration::from_millis(
+                        self.config.broker_heartbeat_interval_ms,
+                    ))
+                    .await;
+                }
+                other => break other?,
+            }
+        };
         let ControllerReply::Registered { epoch } = reply else {
             panic!("the controller answered a registration with {reply:?}");
         };

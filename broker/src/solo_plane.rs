@@ -86,29 +86,13 @@ impl SoloPlane {
             clock,
             store,
             controller: tokio::sync::Mutex::new(Controller {
-                sessions: Sessions::default(),
+                // The broker of this node registers again at once after a restart: its earlier
+                // life ended with this controller's.
+                sessions: Sessions::for_node(node_id),
             }),
             image: RwLock::new(Arc::new(stored.unwrap_or_else(ClusterImage::empty))),
             moved: tokio::sync::Notify::new(),
         };
-        let image = plane.image();
-        if image.brokers.values().any(|b| !b.fenced) {
-            // Whoever registered before ran in an earlier life of this process, which is over:
-            // their sessions ended with it. Fence them now (their leaderships go with them),
-            // so a restarted broker registers at once instead of waiting out a session that
-            // nobody can renew.
-            let settings = &plane.settings;
-            let mut sessions = Sessions::default();
-            let now_ms = plane.clock.now_ms();
-            let started = sessions.expire(&image, settings, now_ms);
-            assert!(started.is_empty(), "sessions start when first seen");
-            let expired = sessions.expire(
-                &image,
-                settings,
-                now_ms.saturating_add(settings.broker_session_timeout_ms).saturating_add(1),
-            );
-            plane.commit(&expired).await?;
-        }
         if plane.image().metadata_offset < 0 {
             let cluster_id = cluster_id_if_new.unwrap_or_else(|| {
                 uuid::Uuid::from_u128(crate::random::random_u128())
