@@ -113,7 +113,11 @@ async fn topic_over_both(cluster: &Cluster) -> i32 {
         .collect();
     let mut sorted = leaders.clone();
     sorted.sort();
-    assert_eq!(sorted, vec![1, 2], "placement spreads partitions over both brokers");
+    assert_eq!(
+        sorted,
+        vec![1, 2],
+        "placement spreads partitions over both brokers"
+    );
     leaders.iter().position(|&l| l == 2).unwrap() as i32
 }
 
@@ -232,14 +236,13 @@ async fn a_partition_whose_only_replica_shut_down_answers_leader_not_available()
         produced.responses[0].partition_responses[0].error_code,
         LEADER_NOT_AVAILABLE
     );
-    let metadata: MetadataResponse =
-        call(
-            one,
-            ApiKey::Metadata,
-            12,
-            &MetadataRequest::default().with_topics(None),
-        )
-        .await;
+    let metadata: MetadataResponse = call(
+        one,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(None),
+    )
+    .await;
     assert_eq!(metadata.brokers.len(), 1, "a fenced broker is listed");
     let p = metadata.topics[0]
         .partitions
@@ -272,7 +275,10 @@ async fn a_topic_deleted_through_one_broker_is_removed_from_every_broker() {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert!(dirs.iter().all(|d| !d.starts_with("t-")), "left behind: {dirs:?}");
+        assert!(
+            dirs.iter().all(|d| !d.starts_with("t-")),
+            "left behind: {dirs:?}"
+        );
     }
     assert!(on_two.log.is_offline());
 }
@@ -334,7 +340,11 @@ async fn a_single_brokers_data_directory_is_imported_once_keeping_ids_configs_re
         assert_eq!(topic.id, topic_id);
         assert_eq!(topic.partitions.len(), 2);
         assert_eq!(
-            topic.configs.overrides.get("retention.ms").map(String::as_str),
+            topic
+                .configs
+                .overrides
+                .get("retention.ms")
+                .map(String::as_str),
             Some("86400000")
         );
         assert_eq!(broker.partition("old", 0).unwrap().log.log_end_offset(), 3);

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use broker::broker::{AdminError, Broker};
-use broker::controller::request::ControllerError;
 use broker::clock::SystemClock;
 use broker::config::{BrokerConfig, TopicConfigs};
+use broker::controller::request::ControllerError;
 use chaos::{FaultyDisk, FaultyDiskConfig};
 
 /// Where a single node's metadata plane stores the cluster image.

@@ -137,7 +137,6 @@ impl Latch {
     }
 }
 
-
 /// What a plane needs from the broker to start.
 #[derive(Clone, Debug)]
 pub struct PlaneContext {
@@ -303,7 +302,10 @@ async fn read_legacy_meta(disk: &dyn Disk, data_dir: &Path) -> io::Result<Option
         .collect();
     for (name, partitions) in finished {
         for index in 0..partitions {
-            match disk.remove_dir_all(&data_dir.join(format!("{name}-{index}"))).await {
+            match disk
+                .remove_dir_all(&data_dir.join(format!("{name}-{index}")))
+                .await
+            {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -373,7 +375,14 @@ impl Broker {
         let catalog = Catalog::new(config.clone(), Arc::clone(&disk), Arc::clone(&clock));
         catalog.remove_deleted_leftovers().await?;
         if let Some(meta) = legacy {
-            import_legacy(plane.as_ref(), config.node_id, disk.as_ref(), &data_dir, meta).await?;
+            import_legacy(
+                plane.as_ref(),
+                config.node_id,
+                disk.as_ref(),
+                &data_dir,
+                meta,
+            )
+            .await?;
         }
         let groups = GroupCoordinator::new(Arc::clone(&clock), config.group_config());
         let broker = Arc::new(Broker {
@@ -434,7 +443,10 @@ impl Broker {
         let reply = loop {
             match self.plane.submit(request.clone()).await {
                 Err(ControllerError::DuplicateRegistration(id)) => {
-                    tracing::info!(node_id = id, "the previous incarnation's session is still alive; registering again soon");
+                    tracing::info!(
+                        node_id = id,
+                        "the previous incarnation's session is still alive; registering again soon"
+                    );
                     tokio::time::sleep(Duration::from_millis(
                         self.config.broker_heartbeat_interval_ms,
                     ))
@@ -489,7 +501,9 @@ impl Broker {
                 self.plane.wait_past(applied),
             )
             .await;
-            self.catch_up().await.map_err(|e| io::Error::other(e.to_string()))?;
+            self.catch_up()
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
         }
         // The unfencing is itself a record: apply it (and the leaderships it gave back).
         self.catch_up()
@@ -573,7 +587,9 @@ impl Broker {
                     .await;
                 match reply {
                     Ok(ControllerReply::ProducerIds { first, count }) => Ok((first, count)),
-                    Ok(other) => panic!("the controller answered AllocateProducerIds with {other:?}"),
+                    Ok(other) => {
+                        panic!("the controller answered AllocateProducerIds with {other:?}")
+                    }
                     Err(ControllerError::ProducerIdsExhausted) => Err(AllocateError::Exhausted),
                     Err(e) => Err(AllocateError::Unavailable(e.to_string())),
                 }
@@ -699,7 +715,9 @@ impl Broker {
         let topic = self
             .topic(name)
             .filter(|t| t.id == created.id)
-            .ok_or_else(|| AdminError::Storage(format!("topic {name} created but not open here")))?;
+            .ok_or_else(|| {
+                AdminError::Storage(format!("topic {name} created but not open here"))
+            })?;
         let expected = self
             .image()
             .topic(name)
@@ -767,7 +785,8 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), AdminError> {
         for (key, value) in &configs.overrides {
-            TopicConfigs::validate(key, value).map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+            TopicConfigs::validate(key, value)
+                .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
         }
         let log_config = configs.log_config(&self.config);
         log_config.validate().map_err(|reason| {
@@ -954,12 +973,22 @@ async fn import_legacy(
             })
             .await
             .map_err(controller_io)?;
-        assert_eq!(reply, ControllerReply::Imported, "the controller answers an import");
-        tracing::info!(topics = count, "a single broker's topics imported into the metadata log");
+        assert_eq!(
+            reply,
+            ControllerReply::Imported,
+            "the controller answers an import"
+        );
+        tracing::info!(
+            topics = count,
+            "a single broker's topics imported into the metadata log"
+        );
     }
     // Imported (now or by an earlier start that crashed before this rename): never read again.
-    disk.rename(&data_dir.join(META_FILE), &data_dir.join(META_FILE_IMPORTED))
-        .await?;
+    disk.rename(
+        &data_dir.join(META_FILE),
+        &data_dir.join(META_FILE_IMPORTED),
+    )
+    .await?;
     disk.sync_dir(data_dir).await
 }
 
@@ -1008,10 +1037,12 @@ async fn heartbeat(broker: Weak<Broker>) {
             return;
         }
         match strong.send_heartbeat(false).await {
-            Ok((true, _)) => tracing::warn!(broker_epoch = strong.broker_epoch(), "this broker is fenced"),
+            Ok((true, _)) => tracing::warn!(
+                broker_epoch = strong.broker_epoch(),
+                "this broker is fenced"
+            ),
             Ok((false, _)) => {}
             Err(e) => tracing::info!(%e, "heartbeat failed; retried at the next interval"),
         }
     }
 }
-

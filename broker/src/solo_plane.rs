@@ -71,9 +71,11 @@ impl SoloPlane {
             Some((disk, dir)) => {
                 let path = dir.join(IMAGE_FILE);
                 match disk::read_file(disk.as_ref(), &path).await {
-                    Ok(bytes) => Some(serde_json::from_slice::<ClusterImage>(&bytes).map_err(
-                        |e| io::Error::other(format!("{}: damaged: {e}", path.display())),
-                    )?),
+                    Ok(bytes) => {
+                        Some(serde_json::from_slice::<ClusterImage>(&bytes).map_err(|e| {
+                            io::Error::other(format!("{}: damaged: {e}", path.display()))
+                        })?)
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                     Err(e) => return Err(e),
                 }
@@ -150,9 +152,7 @@ impl MetadataPlane for SoloPlane {
         if image.brokers.contains_key(&self.node_id) {
             controller.sessions.touch(self.node_id, now_ms);
         }
-        let expired = controller
-            .sessions
-            .expire(&image, &self.settings, now_ms);
+        let expired = controller.sessions.expire(&image, &self.settings, now_ms);
         if !expired.is_empty() {
             self.commit(&expired)
                 .await
