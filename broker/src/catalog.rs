@@ -584,6 +584,11 @@ mod tests {
         Arc::new(image)
     }
 
+    /// The names in `dir`, sorted.
+    async fn names(dir: &Path) -> Vec<String> {
+        FileDisk::new().list(dir).await.unwrap()
+    }
+
     async fn append_one(partition: &Arc<Partition>) {
         let info = partition
             .append_unexposed(&mut builder::simple(1, 10, b'x', T0))
@@ -667,10 +672,7 @@ mod tests {
             kept.log.is_offline(),
             "a deleted partition's log still serves"
         );
-        let left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let left = names(dir.path()).await;
         assert!(
             left.iter().all(|n| !n.starts_with("gone")),
             "left behind: {left:?}"
@@ -718,8 +720,11 @@ mod tests {
             "__cluster_metadata-0",
             "x-0.00000000000000000000000000000005-delete",
         ] {
-            std::fs::create_dir(dir.path().join(name)).unwrap();
-            std::fs::write(dir.path().join(name).join("00000000000000000000.log"), b"").unwrap();
+            let sub = dir.path().join(name);
+            FileDisk::new().create_dir_all(&sub).await.unwrap();
+            disk::write_file_atomic(&FileDisk::new(), &sub.join("00000000000000000000.log"), b"")
+                .await
+                .unwrap();
         }
         let catalog = catalog(dir.path(), 1);
         assert_eq!(catalog.remove_deleted_leftovers().await.unwrap(), 1);
@@ -731,11 +736,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(catalog.remove_strays().await.unwrap(), 2);
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
+        let left = names(dir.path()).await;
         assert_eq!(left, vec!["__cluster_metadata-0", "kept-0"]);
     }
 }
