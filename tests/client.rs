@@ -527,7 +527,7 @@ async fn the_cli_creates_produces_consumes_describes_and_deletes() {
     .await;
     assert_eq!(code, 0);
     assert!(
-        out.contains("PartitionCount: 2\tConfigs: retention.ms=60000"),
+        out.contains("PartitionCount: 2\tReplicationFactor: 1\tConfigs: retention.ms=60000"),
         "{out}"
     );
     assert!(

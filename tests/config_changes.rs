@@ -2,14 +2,19 @@
 //! A topic config change that fails must leave nothing changed. The bug: IncrementalAlterConfigs
 //! applied the new configs to the logs and the catalog, then failed to store them (a full or
 //! failing disk): the broker answered with an error but ran with the new configs until a
-//! restart silently brought the old ones back.
+//! restart silently brought the old ones back. The metadata now lives in the metadata plane's
+//! store: a change it cannot store is not committed, and nothing follows it.
 
 use std::sync::Arc;
 
-use broker::broker::{Broker, TopicChangeError};
+use broker::broker::{AdminError, Broker};
 use broker::clock::SystemClock;
 use broker::config::{BrokerConfig, TopicConfigs};
+use broker::controller::request::ControllerError;
 use chaos::{FaultyDisk, FaultyDiskConfig};
+
+/// Where a single node's metadata plane stores the cluster image.
+const METADATA_STORE: &str = "/data/cluster-metadata.json.tmp";
 
 #[tokio::test]
 async fn a_config_change_whose_metadata_cannot_be_stored_is_rolled_back_in_memory() {
@@ -27,13 +32,16 @@ async fn a_config_change_whose_metadata_cannot_be_stored_is_rolled_back_in_memor
         .await
         .unwrap();
 
-    disk.fail_io_under("/data/meta.toml.tmp");
+    disk.fail_io_under(METADATA_STORE);
     let mut changed = TopicConfigs::default();
     changed.set("retention.ms", "1000").unwrap();
     changed.set("segment.bytes", "1048576").unwrap();
     let refused = broker.set_topic_configs("t", changed, false).await;
     assert!(
-        matches!(refused, Err(TopicChangeError::Storage(_))),
+        matches!(
+            refused,
+            Err(AdminError::Controller(ControllerError::Unavailable(_)))
+        ),
         "{refused:?}"
     );
 
@@ -54,7 +62,7 @@ async fn a_config_change_whose_metadata_cannot_be_stored_is_rolled_back_in_memor
     }
 
     // Once the disk works again the same change applies whole.
-    disk.heal_io_under(std::path::Path::new("/data/meta.toml.tmp"));
+    disk.heal_io_under(std::path::Path::new(METADATA_STORE));
     let mut changed = TopicConfigs::default();
     changed.set("retention.ms", "1000").unwrap();
     broker.set_topic_configs("t", changed, false).await.unwrap();
@@ -77,7 +85,7 @@ async fn a_topic_whose_creation_fails_leaves_no_partition_behind() {
     let broker = Broker::open(config, Arc::new(disk.clone()), Arc::new(SystemClock))
         .await
         .unwrap();
-    disk.fail_io_under("/data/meta.toml.tmp");
+    disk.fail_io_under(METADATA_STORE);
     let configs = [(String::from("retention.ms"), String::from("1000"))];
     assert!(broker
         .create_topic("x", 3, -1, &configs, false)
@@ -91,7 +99,7 @@ async fn a_topic_whose_creation_fails_leaves_no_partition_behind() {
         !dirs.iter().any(|d| d.starts_with("x-")),
         "left behind: {dirs:?}"
     );
-    disk.heal_io_under(std::path::Path::new("/data/meta.toml.tmp"));
+    disk.heal_io_under(std::path::Path::new(METADATA_STORE));
     let created = broker
         .create_topic("x", 3, -1, &configs, false)
         .await

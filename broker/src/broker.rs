@@ -58,8 +58,6 @@ pub use crate::catalog::Topic;
 
 const META_FILE: &str = "meta.toml";
 const META_FILE_IMPORTED: &str = "meta.toml.imported";
-/// Kafka's `broker.heartbeat.interval.ms` default.
-pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
 /// How long a follower task waits for a new image before applying the current one again (which
 /// retries partition changes a disk error failed).
 const REAPPLY_INTERVAL: Duration = Duration::from_secs(1);
@@ -139,7 +137,6 @@ impl Latch {
     }
 }
 
-
 /// What a plane needs from the broker to start.
 #[derive(Clone, Debug)]
 pub struct PlaneContext {
@@ -150,14 +147,48 @@ pub struct PlaneContext {
     pub settings: ControllerSettings,
 }
 
+/// A started metadata plane, as the broker holds it.
+pub struct StartedPlane {
+    pub plane: Arc<dyn MetadataPlane>,
+    /// Where the quorum reaches this node (its registration's `controller_endpoint`, so the
+    /// active controller adds it as a learner); `None` for a quorum of one.
+    pub controller_endpoint: Option<Endpoint>,
+    /// Stops the plane, at the end of [`Broker::shutdown`].
+    pub stop: Option<StopPlane>,
+}
+
+/// Stops a plane.
+pub type StopPlane = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 /// The future that starts a metadata plane.
-pub type PlaneFuture = Pin<Box<dyn Future<Output = io::Result<Arc<dyn MetadataPlane>>> + Send>>;
+pub type PlaneFuture = Pin<Box<dyn Future<Output = io::Result<StartedPlane>> + Send>>;
 /// Starts this node's metadata plane, once the broker has read what it must give it.
 pub type StartPlane = Box<dyn FnOnce(PlaneContext) -> PlaneFuture + Send>;
 
-/// The plane of a node that is its own quorum: [`crate::solo_plane::SoloPlane`] on the data
-/// directory's disk.
-pub fn single_node_plane(disk: Arc<dyn Disk>, clock: Arc<dyn Clock>, data_dir: PathBuf) -> StartPlane {
+/// This node's replica of the metadata quorum on openraft (`controller.quorum.voters`; none:
+/// a quorum of one, with its log in the data directory and no network).
+pub fn raft_plane(config: &BrokerConfig, disk: Arc<dyn Disk>, clock: Arc<dyn Clock>) -> StartPlane {
+    let config = config.clone();
+    Box::new(move |ctx: PlaneContext| -> PlaneFuture {
+        Box::pin(async move {
+            let quorum = config
+                .quorum_config(ctx.cluster_id_if_new)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let plane = crate::controller::raft::RaftPlane::start(quorum, disk, clock).await?;
+            let stopped = Arc::clone(&plane);
+            Ok(StartedPlane {
+                controller_endpoint: plane.controller_endpoint(),
+                plane: plane as Arc<dyn MetadataPlane>,
+                stop: Some(Box::new(move || {
+                    Box::pin(async move { stopped.shutdown().await })
+                })),
+            })
+        })
+    })
+}
+
+/// A [`crate::solo_plane::SoloPlane`] on the data directory's disk: a node that is its own
+/// quorum, without a metadata log (tests).
+pub fn solo_plane(disk: Arc<dyn Disk>, clock: Arc<dyn Clock>, data_dir: PathBuf) -> StartPlane {
     Box::new(move |ctx: PlaneContext| -> PlaneFuture {
         Box::pin(async move {
             let plane = crate::solo_plane::SoloPlane::open(
@@ -168,7 +199,11 @@ pub fn single_node_plane(disk: Arc<dyn Disk>, clock: Arc<dyn Clock>, data_dir: P
                 ctx.cluster_id_if_new,
             )
             .await?;
-            Ok(plane as Arc<dyn MetadataPlane>)
+            Ok(StartedPlane {
+                plane: plane as Arc<dyn MetadataPlane>,
+                controller_endpoint: None,
+                stop: None,
+            })
         })
     })
 }
@@ -206,6 +241,9 @@ pub struct Broker {
     pub config: BrokerConfig,
     clock: Arc<dyn Clock>,
     plane: Arc<dyn MetadataPlane>,
+    /// Where the quorum reaches this node (its registration carries it).
+    controller_endpoint: Option<Endpoint>,
+    stop_plane: std::sync::Mutex<Option<StopPlane>>,
     catalog: Catalog,
     /// Fresh at every start: tells the controller a restart from a retry.
     incarnation_id: Uuid,
@@ -264,7 +302,10 @@ async fn read_legacy_meta(disk: &dyn Disk, data_dir: &Path) -> io::Result<Option
         .collect();
     for (name, partitions) in finished {
         for index in 0..partitions {
-            match disk.remove_dir_all(&data_dir.join(format!("{name}-{index}"))).await {
+            match disk
+                .remove_dir_all(&data_dir.join(format!("{name}-{index}")))
+                .await
+            {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -277,23 +318,15 @@ async fn read_legacy_meta(disk: &dyn Disk, data_dir: &Path) -> io::Result<Option
 }
 
 impl Broker {
-    /// Opens a node that is its own quorum (no `controller.quorum.voters`): today's single
-    /// broker, with its metadata in the data directory.
+    /// Opens the node its configuration describes: a replica of the metadata quorum on
+    /// openraft (a quorum of one without `controller.quorum.voters`: today's single broker).
     pub async fn open(
         config: BrokerConfig,
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
     ) -> io::Result<Arc<Broker>> {
-        let start = single_node_plane(Arc::clone(&disk), Arc::clone(&clock), config.data_dir.clone());
+        let start = raft_plane(&config, Arc::clone(&disk), Arc::clone(&clock));
         Broker::open_with_plane(config, disk, clock, start).await
-    }
-
-    /// The controller settings this broker's configuration gives.
-    pub fn controller_settings(config: &BrokerConfig) -> ControllerSettings {
-        ControllerSettings {
-            default_num_partitions: config.num_partitions,
-            ..ControllerSettings::default()
-        }
     }
 
     /// Opens the data directory, starts the metadata plane with `start_plane`, imports a single
@@ -332,22 +365,32 @@ impl Broker {
             io::Error::new(kind, e)
         })?;
         let legacy = read_legacy_meta(disk.as_ref(), &data_dir).await?;
-        let plane = start_plane(PlaneContext {
+        let started = start_plane(PlaneContext {
             node_id: config.node_id,
             cluster_id_if_new: legacy.as_ref().map(|m| m.cluster_id.clone()),
-            settings: Broker::controller_settings(&config),
+            settings: config.controller_settings(),
         })
         .await?;
+        let plane = started.plane;
         let catalog = Catalog::new(config.clone(), Arc::clone(&disk), Arc::clone(&clock));
         catalog.remove_deleted_leftovers().await?;
         if let Some(meta) = legacy {
-            import_legacy(plane.as_ref(), config.node_id, disk.as_ref(), &data_dir, meta).await?;
+            import_legacy(
+                plane.as_ref(),
+                config.node_id,
+                disk.as_ref(),
+                &data_dir,
+                meta,
+            )
+            .await?;
         }
         let groups = GroupCoordinator::new(Arc::clone(&clock), config.group_config());
         let broker = Arc::new(Broker {
             config,
             clock,
             plane,
+            controller_endpoint: started.controller_endpoint,
+            stop_plane: std::sync::Mutex::new(started.stop),
             catalog,
             incarnation_id: Uuid::from_u128(crate::random::random_u128()),
             broker_epoch: AtomicI64::new(-1),
@@ -386,18 +429,32 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Registers this incarnation with the controller (Kafka's BrokerRegistration).
+    /// Registers this incarnation with the controller (Kafka's BrokerRegistration). While the
+    /// previous incarnation's session lives (a quick restart), the controller refuses it as a
+    /// duplicate: retried every heartbeat interval until that session expires, as Kafka does.
     async fn register(&self) -> Result<(), ControllerError> {
-        let reply = self
-            .plane
-            .submit(ControllerRequest::RegisterBroker {
-                id: self.config.node_id,
-                incarnation_id: self.incarnation_id,
-                endpoint: endpoint_of(self.config.advertised()),
-                controller_endpoint: None,
-                rack: None,
-            })
-            .await?;
+        let request = ControllerRequest::RegisterBroker {
+            id: self.config.node_id,
+            incarnation_id: self.incarnation_id,
+            endpoint: endpoint_of(self.config.advertised()),
+            controller_endpoint: self.controller_endpoint.clone(),
+            rack: self.config.broker_rack.clone(),
+        };
+        let reply = loop {
+            match self.plane.submit(request.clone()).await {
+                Err(ControllerError::DuplicateRegistration(id)) => {
+                    tracing::info!(
+                        node_id = id,
+                        "the previous incarnation's session is still alive; registering again soon"
+                    );
+                    tokio::time::sleep(Duration::from_millis(
+                        self.config.broker_heartbeat_interval_ms,
+                    ))
+                    .await;
+                }
+                other => break other?,
+            }
+        };
         let ControllerReply::Registered { epoch } = reply else {
             panic!("the controller answered a registration with {reply:?}");
         };
@@ -440,11 +497,13 @@ impl Broker {
             }
             let applied = self.catalog.applied_image().metadata_offset;
             let _ = tokio::time::timeout(
-                Duration::from_millis(DEFAULT_HEARTBEAT_INTERVAL_MS),
+                Duration::from_millis(self.config.broker_heartbeat_interval_ms),
                 self.plane.wait_past(applied),
             )
             .await;
-            self.catch_up().await.map_err(|e| io::Error::other(e.to_string()))?;
+            self.catch_up()
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
         }
         // The unfencing is itself a record: apply it (and the leaderships it gave back).
         self.catch_up()
@@ -528,7 +587,9 @@ impl Broker {
                     .await;
                 match reply {
                     Ok(ControllerReply::ProducerIds { first, count }) => Ok((first, count)),
-                    Ok(other) => panic!("the controller answered AllocateProducerIds with {other:?}"),
+                    Ok(other) => {
+                        panic!("the controller answered AllocateProducerIds with {other:?}")
+                    }
                     Err(ControllerError::ProducerIdsExhausted) => Err(AllocateError::Exhausted),
                     Err(e) => Err(AllocateError::Unavailable(e.to_string())),
                 }
@@ -654,7 +715,9 @@ impl Broker {
         let topic = self
             .topic(name)
             .filter(|t| t.id == created.id)
-            .ok_or_else(|| AdminError::Storage(format!("topic {name} created but not open here")))?;
+            .ok_or_else(|| {
+                AdminError::Storage(format!("topic {name} created but not open here"))
+            })?;
         let expected = self
             .image()
             .topic(name)
@@ -722,7 +785,8 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), AdminError> {
         for (key, value) in &configs.overrides {
-            TopicConfigs::validate(key, value).map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+            TopicConfigs::validate(key, value)
+                .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
         }
         let log_config = configs.log_config(&self.config);
         log_config.validate().map_err(|reason| {
@@ -851,6 +915,14 @@ impl Broker {
         self.controlled_shutdown().await;
         self.closed.set();
         self.catalog.close_all().await;
+        let stop = self
+            .stop_plane
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(stop) = stop {
+            stop().await;
+        }
         tracing::info!("broker storage closed");
         // Every log is closed: the directory is free for the next broker (as Kafka releases
         // its `.lock` at the end of a shutdown).
@@ -901,12 +973,22 @@ async fn import_legacy(
             })
             .await
             .map_err(controller_io)?;
-        assert_eq!(reply, ControllerReply::Imported, "the controller answers an import");
-        tracing::info!(topics = count, "a single broker's topics imported into the metadata log");
+        assert_eq!(
+            reply,
+            ControllerReply::Imported,
+            "the controller answers an import"
+        );
+        tracing::info!(
+            topics = count,
+            "a single broker's topics imported into the metadata log"
+        );
     }
     // Imported (now or by an earlier start that crashed before this rename): never read again.
-    disk.rename(&data_dir.join(META_FILE), &data_dir.join(META_FILE_IMPORTED))
-        .await?;
+    disk.rename(
+        &data_dir.join(META_FILE),
+        &data_dir.join(META_FILE_IMPORTED),
+    )
+    .await?;
     disk.sync_dir(data_dir).await
 }
 
@@ -941,7 +1023,13 @@ async fn follow_plane(broker: Weak<Broker>) {
 /// Heartbeats every `broker.heartbeat.interval.ms` until the broker closes.
 async fn heartbeat(broker: Weak<Broker>) {
     loop {
-        tokio::time::sleep(Duration::from_millis(DEFAULT_HEARTBEAT_INTERVAL_MS)).await;
+        let Some(interval) = broker
+            .upgrade()
+            .map(|b| Duration::from_millis(b.config.broker_heartbeat_interval_ms))
+        else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
         let Some(strong) = broker.upgrade() else {
             return;
         };
@@ -949,10 +1037,12 @@ async fn heartbeat(broker: Weak<Broker>) {
             return;
         }
         match strong.send_heartbeat(false).await {
-            Ok((true, _)) => tracing::warn!(broker_epoch = strong.broker_epoch(), "this broker is fenced"),
+            Ok((true, _)) => tracing::warn!(
+                broker_epoch = strong.broker_epoch(),
+                "this broker is fenced"
+            ),
             Ok((false, _)) => {}
             Err(e) => tracing::info!(%e, "heartbeat failed; retried at the next interval"),
         }
     }
 }
-

@@ -254,14 +254,16 @@ impl Catalog {
                         apply_role(&partition, assignment, self.node_id);
                         partitions.push(partition);
                     }
-                    (true, None) => match self.open_partition(name, index, wanted.id, &configs).await {
-                        Ok(partition) => {
-                            apply_role(&partition, assignment, self.node_id);
-                            partitions.push(partition);
-                            changed = true;
+                    (true, None) => {
+                        match self.open_partition(name, index, wanted.id, &configs).await {
+                            Ok(partition) => {
+                                apply_role(&partition, assignment, self.node_id);
+                                partitions.push(partition);
+                                changed = true;
+                            }
+                            Err(e) => failures.push(format!("opening {name}-{index}: {e}")),
                         }
-                        Err(e) => failures.push(format!("opening {name}-{index}: {e}")),
-                    },
+                    }
                     (false, Some(partition)) => {
                         // Moved away (reassignment): this node no longer holds a replica.
                         changed = true;
@@ -284,15 +286,18 @@ impl Catalog {
                 }
             }
             if changed || configs_changed {
-                self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(
-                    name.clone(),
-                    Arc::new(Topic {
-                        name: name.clone(),
-                        id: wanted.id,
-                        configs,
-                        partitions,
-                    }),
-                );
+                self.topics
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        name.clone(),
+                        Arc::new(Topic {
+                            name: name.clone(),
+                            id: wanted.id,
+                            configs,
+                            partitions,
+                        }),
+                    );
             }
         }
         if !failures.is_empty() {
@@ -373,8 +378,11 @@ impl Catalog {
         partition.log.retire().await;
         // Fetches parked on it answer now (with the error) instead of at their deadline.
         partition.watch().high_watermark_moved();
-        self.remove_dir(&self.partition_dir(&partition.topic, partition.index), topic_id)
-            .await
+        self.remove_dir(
+            &self.partition_dir(&partition.topic, partition.index),
+            topic_id,
+        )
+        .await
     }
 
     /// Renames `dir` to its `-delete` name, syncs the data directory, then removes it.
@@ -498,7 +506,10 @@ fn apply_role(partition: &Partition, assignment: &PartitionImage, node_id: NodeI
     } else {
         // Following another broker, or no one (NO_NODE: the partition has no leader until a
         // replica in its ISR comes back); either way this node takes no produce for it.
-        let same = role == (Role::Follower { leader: assignment.leader }) && state.leader_epoch() == epoch;
+        let same =
+            role == (Role::Follower {
+                leader: assignment.leader,
+            }) && state.leader_epoch() == epoch;
         if !same {
             partition.become_follower(epoch, assignment.leader);
             tracing::debug!(partition = ?partition, epoch, leader = assignment.leader,
@@ -532,13 +543,21 @@ mod tests {
             node_id,
             ..BrokerConfig::default()
         };
-        Catalog::new(config, Arc::new(FileDisk::new()), Arc::new(ManualClock::new(T0)))
+        Catalog::new(
+            config,
+            Arc::new(FileDisk::new()),
+            Arc::new(ManualClock::new(T0)),
+        )
     }
 
     fn partition(replicas: &[NodeId], leader: NodeId, leader_epoch: i32) -> PartitionImage {
         PartitionImage {
             replicas: replicas.to_vec(),
-            isr: if leader == NO_NODE { vec![] } else { vec![leader] },
+            isr: if leader == NO_NODE {
+                vec![]
+            } else {
+                vec![leader]
+            },
             leader,
             leader_epoch,
             partition_epoch: leader_epoch,
@@ -563,6 +582,11 @@ mod tests {
             image.topic_names.insert(*id, name.to_string());
         }
         Arc::new(image)
+    }
+
+    /// The names in `dir`, sorted.
+    async fn names(dir: &Path) -> Vec<String> {
+        FileDisk::new().list(dir).await.unwrap()
     }
 
     async fn append_one(partition: &Arc<Partition>) {
@@ -601,7 +625,10 @@ mod tests {
             topic.partitions.iter().map(|p| p.index).collect::<Vec<_>>(),
             vec![0, 2]
         );
-        assert!(catalog.partition("t", 1).is_none(), "broker 2's partition opened here");
+        assert!(
+            catalog.partition("t", 1).is_none(),
+            "broker 2's partition opened here"
+        );
         let led = catalog.partition("t", 0).unwrap().replica_state();
         assert_eq!((led.role(), led.leader_epoch()), (Role::Leader, 4));
         let offline = catalog.partition("t", 2).unwrap().replica_state();
@@ -632,18 +659,24 @@ mod tests {
         let catalog = catalog(dir.path(), 1);
         let id = Uuid::from_u128(8);
         let parts = vec![partition(&[1], 1, 0), partition(&[1], 1, 0)];
-        catalog.apply(image(1, &[("gone", id, parts)])).await.unwrap();
+        catalog
+            .apply(image(1, &[("gone", id, parts)]))
+            .await
+            .unwrap();
         let kept = catalog.partition("gone", 0).unwrap();
         append_one(&kept).await;
 
         catalog.apply(image(2, &[])).await.unwrap();
         assert!(catalog.topic("gone").is_none());
-        assert!(kept.log.is_offline(), "a deleted partition's log still serves");
-        let left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert!(left.iter().all(|n| !n.starts_with("gone")), "left behind: {left:?}");
+        assert!(
+            kept.log.is_offline(),
+            "a deleted partition's log still serves"
+        );
+        let left = names(dir.path()).await;
+        assert!(
+            left.iter().all(|n| !n.starts_with("gone")),
+            "left behind: {left:?}"
+        );
     }
 
     #[tokio::test]
@@ -669,7 +702,11 @@ mod tests {
             .await
             .unwrap();
         let p = catalog.partition("t", 0).unwrap();
-        assert_eq!(p.log.log_end_offset(), 0, "the old topic's records are served");
+        assert_eq!(
+            p.log.log_end_offset(),
+            0,
+            "the old topic's records are served"
+        );
         assert_eq!(catalog.topic("t").unwrap().id, new);
     }
 
@@ -683,21 +720,23 @@ mod tests {
             "__cluster_metadata-0",
             "x-0.00000000000000000000000000000005-delete",
         ] {
-            std::fs::create_dir(dir.path().join(name)).unwrap();
-            std::fs::write(dir.path().join(name).join("00000000000000000000.log"), b"").unwrap();
+            let sub = dir.path().join(name);
+            FileDisk::new().create_dir_all(&sub).await.unwrap();
+            disk::write_file_atomic(&FileDisk::new(), &sub.join("00000000000000000000.log"), b"")
+                .await
+                .unwrap();
         }
         let catalog = catalog(dir.path(), 1);
         assert_eq!(catalog.remove_deleted_leftovers().await.unwrap(), 1);
         let id = Uuid::from_u128(3);
         // kept-1 belongs to broker 2 now: stray here as well.
         let parts = vec![partition(&[1], 1, 0), partition(&[2], 2, 0)];
-        catalog.apply(image(4, &[("kept", id, parts)])).await.unwrap();
+        catalog
+            .apply(image(4, &[("kept", id, parts)]))
+            .await
+            .unwrap();
         assert_eq!(catalog.remove_strays().await.unwrap(), 2);
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
+        let left = names(dir.path()).await;
         assert_eq!(left, vec!["__cluster_metadata-0", "kept-0"]);
     }
 }

@@ -71,9 +71,11 @@ impl SoloPlane {
             Some((disk, dir)) => {
                 let path = dir.join(IMAGE_FILE);
                 match disk::read_file(disk.as_ref(), &path).await {
-                    Ok(bytes) => Some(serde_json::from_slice::<ClusterImage>(&bytes).map_err(
-                        |e| io::Error::other(format!("{}: damaged: {e}", path.display())),
-                    )?),
+                    Ok(bytes) => {
+                        Some(serde_json::from_slice::<ClusterImage>(&bytes).map_err(|e| {
+                            io::Error::other(format!("{}: damaged: {e}", path.display()))
+                        })?)
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                     Err(e) => return Err(e),
                 }
@@ -86,7 +88,9 @@ impl SoloPlane {
             clock,
             store,
             controller: tokio::sync::Mutex::new(Controller {
-                sessions: Sessions::default(),
+                // The broker of this node registers again at once after a restart: its earlier
+                // life ended with this controller's.
+                sessions: Sessions::for_node(node_id),
             }),
             image: RwLock::new(Arc::new(stored.unwrap_or_else(ClusterImage::empty))),
             moved: tokio::sync::Notify::new(),
@@ -148,9 +152,7 @@ impl MetadataPlane for SoloPlane {
         if image.brokers.contains_key(&self.node_id) {
             controller.sessions.touch(self.node_id, now_ms);
         }
-        let expired = controller
-            .sessions
-            .expire(&image, &self.settings, now_ms);
+        let expired = controller.sessions.expire(&image, &self.settings, now_ms);
         if !expired.is_empty() {
             self.commit(&expired)
                 .await

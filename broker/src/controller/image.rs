@@ -4,8 +4,9 @@
 //!
 //! Invariants `apply` keeps (asserted in `ClusterImage::check_invariants`): a partition's leader,
 //! when there is one, is in its ISR and its replicas; the ISR is a non-empty subset of the
-//! replicas unless the partition is offline; leader epochs and partition epochs only rise; a fenced
-//! broker leads nothing; `metadata_offset` only rises; topic ids and names map one to one.
+//! replicas unless the partition is offline; an online partition's ISR holds no fenced broker;
+//! leader epochs and partition epochs only rise; a fenced broker leads nothing;
+//! `metadata_offset` only rises; topic ids and names map one to one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -90,7 +91,9 @@ pub struct ClusterImage {
     pub topics: BTreeMap<String, Arc<TopicImage>>,
     pub topic_names: BTreeMap<Uuid, String>,
     /// Dynamic broker configs: key `None` holds the cluster-wide defaults (Kafka's `<default>`
-    /// broker resource), `Some(id)` one broker's.
+    /// broker resource), `Some(id)` one broker's. Stored as a list of pairs: JSON (the quorum's
+    /// snapshot and wire format) has no map keys that are not strings.
+    #[serde(with = "pairs")]
     pub broker_configs: BTreeMap<Option<NodeId>, BTreeMap<String, String>>,
     /// The first producer id not yet handed to any broker (Kafka's AllocateProducerIds).
     pub next_producer_id: i64,
@@ -100,6 +103,31 @@ pub struct ClusterImage {
     /// brokers, so an epoch names one registration (Kafka uses the record's offset).
     #[serde(default)]
     pub next_broker_epoch: i64,
+}
+
+/// A map (de)serialized as a list of `(key, value)` pairs.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
 }
 
 fn apply_configs(
@@ -174,6 +202,15 @@ fn check_partition(
         at(),
         partition.leader
     );
+    // A fenced broker leaves every ISR but as the last member of an offline partition (KIP-841).
+    for member in &partition.isr {
+        assert!(
+            brokers.get(member).is_some_and(|b| !b.fenced),
+            "{} is online with the fenced or unknown broker {member} in its ISR {:?}",
+            at(),
+            partition.isr
+        );
+    }
 }
 
 /// A replica assignment for one new partition: its replicas, the preferred leader first.
@@ -505,6 +542,55 @@ impl ClusterImage {
         assert!(self.next_producer_id >= 0, "negative next producer id");
     }
 
+    /// Asserts what must hold between an earlier image and this later one of the same log (the
+    /// simulator's online checks; `apply` asserts the same one batch at a time): the metadata
+    /// offset does not fall, no broker's epoch falls, and no surviving partition's leader or
+    /// partition epoch falls.
+    pub fn check_successor_of(&self, earlier: &ClusterImage) {
+        assert!(
+            self.metadata_offset >= earlier.metadata_offset,
+            "metadata offset fell from {} to {}",
+            earlier.metadata_offset,
+            self.metadata_offset
+        );
+        for (id, before) in &earlier.brokers {
+            if let Some(now) = self.brokers.get(id) {
+                assert!(
+                    now.epoch >= before.epoch,
+                    "broker {id}'s epoch fell from {} to {}",
+                    before.epoch,
+                    now.epoch
+                );
+            }
+        }
+        for before in earlier.topics.values() {
+            let Some(now) = self.topic_by_id(before.id) else {
+                continue;
+            };
+            assert!(
+                now.partitions.len() >= before.partitions.len(),
+                "topic {} lost partitions",
+                now.name
+            );
+            for (index, (old, new)) in before.partitions.iter().zip(&now.partitions).enumerate() {
+                assert!(
+                    new.leader_epoch >= old.leader_epoch,
+                    "{}-{index}'s leader epoch fell from {} to {}",
+                    now.name,
+                    old.leader_epoch,
+                    new.leader_epoch
+                );
+                assert!(
+                    new.partition_epoch >= old.partition_epoch,
+                    "{}-{index}'s partition epoch fell from {} to {}",
+                    now.name,
+                    old.partition_epoch,
+                    new.partition_epoch
+                );
+            }
+        }
+    }
+
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
         self.topics.get(name)
     }
@@ -745,6 +831,55 @@ mod tests {
         );
         assert!(image.topic("t").unwrap().configs.is_empty());
         assert!(image.broker_configs.is_empty());
+    }
+
+    #[test]
+    fn an_image_survives_a_json_round_trip_with_broker_configs_for_the_default_and_one_broker() {
+        let mut image = two_brokers();
+        image.apply(2, &[create("t", 5, vec![partition(&[1], 1)])]);
+        let set = BTreeMap::from([("log.retention.ms".to_string(), Some("1".to_string()))]);
+        image.apply(
+            3,
+            &[
+                MetadataRecord::SetBrokerConfigs {
+                    broker: None,
+                    configs: set.clone(),
+                },
+                MetadataRecord::SetBrokerConfigs {
+                    broker: Some(2),
+                    configs: set,
+                },
+            ],
+        );
+        let text = serde_json::to_vec(&image).unwrap();
+        let back: ClusterImage = serde_json::from_slice(&text).unwrap();
+        assert_eq!(back, image);
+    }
+
+    #[test]
+    #[should_panic(expected = "leader epoch fell")]
+    fn an_image_whose_leader_epoch_fell_is_no_successor() {
+        let mut earlier = two_brokers();
+        earlier.apply(2, &[create("t", 5, vec![partition(&[1, 2], 1)])]);
+        let mut later = earlier.clone();
+        later.apply(
+            3,
+            &[MetadataRecord::ChangePartition {
+                topic_id: Uuid::from_u128(5),
+                partition: 0,
+                image: PartitionImage {
+                    leader: 2,
+                    leader_epoch: 1,
+                    partition_epoch: 1,
+                    ..partition(&[1, 2], 1)
+                },
+            }],
+        );
+        later.check_successor_of(&earlier);
+        // The earlier partition at a later offset: its leader epoch went back.
+        let mut stale = earlier;
+        stale.metadata_offset = later.metadata_offset;
+        stale.check_successor_of(&later);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Where new partitions' replicas go: Kafka's `StripedReplicaPlacer` in spirit — round-robin over
-//! the unfenced, not-shutting-down brokers with a random start, racks alternating when
-//! `broker.rack` is set, every replica of a partition on a different broker. Pure.
+//! Where new partitions' replicas go: round-robin over the brokers not in controlled shutdown
+//! with a random start, racks alternating when `broker.rack` is set, every replica of a
+//! partition on a different broker, leaders on unfenced brokers only. Pure.
 //!
 //! A port of Kafka's `StripedReplicaPlacer`: brokers are grouped by rack (racks sorted, brokers
 //! sorted within each rack, each list with a random start); partition `p` starts at rack

@@ -49,7 +49,10 @@ fn message(s: impl ToString) -> Option<StrBytes> {
 
 /// The configs CreateTopics v5+ answers for a created topic: every topic config, with its
 /// source.
-fn created_configs(ctx: &RequestContext, overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+fn created_configs(
+    ctx: &RequestContext,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
     let configs = TopicConfigs {
         overrides: overrides.clone(),
     };
@@ -121,11 +124,16 @@ pub async fn create_topics(
             configs: topic
                 .configs
                 .iter()
-                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
                 .collect(),
         });
     }
-    let configs: Vec<BTreeMap<String, String>> = new_topics.iter().map(|t| t.configs.clone()).collect();
+    let configs: Vec<BTreeMap<String, String>> =
+        new_topics.iter().map(|t| t.configs.clone()).collect();
     let outcome = if new_topics.is_empty() {
         Ok(Vec::new())
     } else {
@@ -431,10 +439,15 @@ async fn alter_topic_resource(
         ));
     }
     let name = resource_name.to_string();
-    let current = ctx.broker.image().topic(&name).map(|t| t.configs.clone()).ok_or((
-        ResponseError::UnknownTopicOrPartition,
-        format!("unknown topic {name}"),
-    ))?;
+    let current = ctx
+        .broker
+        .image()
+        .topic(&name)
+        .map(|t| t.configs.clone())
+        .ok_or((
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic {name}"),
+        ))?;
     let configs = change(&TopicConfigs { overrides: current })?;
     ctx.broker
         .set_topic_configs(&name, configs, validate_only)

@@ -3,8 +3,8 @@
 use kafka_protocol::error::ResponseError;
 
 use crate::broker::{AdminError, RouteError};
-use crate::controller::request::{ControllerError, TopicError};
 use crate::compression::RecompressError;
+use crate::controller::request::{ControllerError, TopicError};
 use crate::log::batch::BatchError;
 use crate::log::{AppendError, DeleteRecordsError, ReadError};
 use crate::partition::ProduceError;

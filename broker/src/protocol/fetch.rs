@@ -64,8 +64,13 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
                 } else {
                     errors::route(e)
                 };
-                if let (RouteError::NotLeader { leader, leader_epoch }, true) =
-                    (e, plan.version >= 12)
+                if let (
+                    RouteError::NotLeader {
+                        leader,
+                        leader_epoch,
+                    },
+                    true,
+                ) = (e, plan.version >= 12)
                 {
                     data = data.with_current_leader(
                         LeaderIdAndEpoch::default()

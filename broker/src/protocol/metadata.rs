@@ -33,7 +33,11 @@ pub fn offline_replicas(image: &ClusterImage, partition: &PartitionImage) -> Vec
         .collect()
 }
 
-fn topic_entry(ctx: &RequestContext, image: &ClusterImage, topic: &TopicImage) -> MetadataResponseTopic {
+fn topic_entry(
+    ctx: &RequestContext,
+    image: &ClusterImage,
+    topic: &TopicImage,
+) -> MetadataResponseTopic {
     let ids = |nodes: &[NodeId]| nodes.iter().map(|&n| BrokerId(n)).collect::<Vec<_>>();
     let partitions = topic
         .partitions

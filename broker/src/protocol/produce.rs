@@ -27,8 +27,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{errors, Reply, RequestContext};
 use crate::broker::RouteError;
-use crate::controller::NodeId;
 use crate::compression;
+use crate::controller::NodeId;
 use crate::log::{AppendError, AppendInfo};
 use crate::partition::Partition;
 use crate::partition::ProduceError;
@@ -98,21 +98,23 @@ fn response(
     topics: &[(TopicName, Vec<Outcome>)],
     endpoints: Vec<NodeEndpoint>,
 ) -> ProduceResponse {
-    ProduceResponse::default().with_node_endpoints(endpoints).with_responses(
-        topics
-            .iter()
-            .map(|(name, outcomes)| {
-                TopicProduceResponse::default()
-                    .with_name(name.clone())
-                    .with_partition_responses(
-                        outcomes
-                            .iter()
-                            .map(|o| partition_response(version, o))
-                            .collect(),
-                    )
-            })
-            .collect(),
-    )
+    ProduceResponse::default()
+        .with_node_endpoints(endpoints)
+        .with_responses(
+            topics
+                .iter()
+                .map(|(name, outcomes)| {
+                    TopicProduceResponse::default()
+                        .with_name(name.clone())
+                        .with_partition_responses(
+                            outcomes
+                                .iter()
+                                .map(|o| partition_response(version, o))
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
 }
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
@@ -148,7 +150,11 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 Ok(partition) => partition,
                 Err(e) => {
                     let mut outcome = fail(errors::route(&e), None);
-                    if let RouteError::NotLeader { leader, leader_epoch } = e {
+                    if let RouteError::NotLeader {
+                        leader,
+                        leader_epoch,
+                    } = e
+                    {
                         outcome.current_leader = Some((leader, leader_epoch));
                     }
                     outcomes.push(outcome);

@@ -150,16 +150,27 @@ mod tests {
     async fn a_single_brokers_reservation_is_read_as_the_floor_and_damage_refuses_to_start() {
         let dir = tempfile::tempdir().unwrap();
         let disk: Arc<dyn Disk> = Arc::new(FileDisk::new());
-        assert_eq!(legacy_reserved_end(disk.as_ref(), dir.path()).await.unwrap(), None);
+        assert_eq!(
+            legacy_reserved_end(disk.as_ref(), dir.path())
+                .await
+                .unwrap(),
+            None
+        );
         let path = dir.path().join(FILE_NAME);
         disk::write_file_atomic(disk.as_ref(), &path, b"faultline-producer-ids v1 3000\n")
             .await
             .unwrap();
         assert_eq!(
-            legacy_reserved_end(disk.as_ref(), dir.path()).await.unwrap(),
+            legacy_reserved_end(disk.as_ref(), dir.path())
+                .await
+                .unwrap(),
             Some(3000)
         );
-        disk::write_file_atomic(disk.as_ref(), &path, b"garbage").await.unwrap();
-        assert!(legacy_reserved_end(disk.as_ref(), dir.path()).await.is_err());
+        disk::write_file_atomic(disk.as_ref(), &path, b"garbage")
+            .await
+            .unwrap();
+        assert!(legacy_reserved_end(disk.as_ref(), dir.path())
+            .await
+            .is_err());
     }
 }
