@@ -24,10 +24,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::broker::{Broker, PlaneContext, PlaneFuture, StartPlane};
+use broker::broker::{Broker, PlaneContext, PlaneFuture, StartPlane, StopPlane};
 use broker::config::BrokerConfig;
 use broker::controller::plane::{MetadataPlane, QuorumStatus};
-use broker::controller::raft::{QuorumConfig, QuorumTimeouts, RaftPlane, Voter};
 use chaos::nemesis::{Harness, Node};
 use chaos::{FaultyDisk, FaultyDiskConfig, SkewedClock};
 use madsim::runtime::Handle;
@@ -46,9 +45,8 @@ pub const CONTROLLER_PORT: u16 = 9093;
 pub struct QuorumSetup {
     /// `controller.quorum.voters`: these node ids vote; every other node is a learner.
     pub voters: Vec<u32>,
-    pub timeouts: QuorumTimeouts,
-    /// A snapshot of the image every this many log entries (small, so runs take snapshots and
-    /// restarted nodes catch up from them).
+    /// `metadata.snapshot.every`: a snapshot of the image every this many log entries (small,
+    /// so runs take snapshots and restarted nodes catch up from them).
     pub snapshot_every: u64,
 }
 
@@ -145,6 +143,16 @@ impl Cluster {
             config.node_id = setup.id as i32;
             config.listen = addr.to_string();
             config.advertised_listener = Some(addr.to_string());
+            if let Some(quorum) = &setup.quorum {
+                let voters: Vec<String> = quorum
+                    .voters
+                    .iter()
+                    .map(|&v| format!("{v}@{}", controller_addr(v)))
+                    .collect();
+                config.controller_quorum = Some(voters.join(","));
+                config.controller_listen = Some(controller_addr(setup.id).to_string());
+                config.metadata_snapshot_every = quorum.snapshot_every;
+            }
             let name = Node::Broker(setup.id).to_string();
             let node = {
                 let (disk, clock, live, plane, incarnations, trace, name) = (
@@ -156,7 +164,7 @@ impl Cluster {
                     trace.clone(),
                     name.clone(),
                 );
-                let quorum = setup.quorum.clone();
+
                 handle
                     .create_node()
                     .name(name.clone())
@@ -167,7 +175,6 @@ impl Cluster {
                             name.clone(),
                             incarnation,
                             config.clone(),
-                            quorum.clone(),
                             disk.clone(),
                             clock.clone(),
                             Arc::clone(&live),
@@ -329,12 +336,10 @@ impl Cluster {
 
 /// A broker node's `main`: open the broker from the disk (retrying while the disk fails), then
 /// serve until the node is killed.
-#[allow(clippy::too_many_arguments)]
 async fn broker_main(
     name: String,
     incarnation: u32,
     config: BrokerConfig,
-    quorum: Option<QuorumSetup>,
     disk: FaultyDisk,
     clock: SkewedClock,
     live: LiveBroker,
@@ -343,37 +348,20 @@ async fn broker_main(
 ) {
     trace.event(&name, format!("boot (incarnation {incarnation})"));
     let mut attempts = 0u32;
-    // This incarnation's raft replica, to stop it if the broker fails to open around it.
-    let started: Arc<Mutex<Option<Arc<RaftPlane>>>> = Arc::new(Mutex::new(None));
     let broker = loop {
-        let opened = match &quorum {
-            None => Broker::open(
-                config.clone(),
-                Arc::new(disk.clone()),
-                Arc::new(clock.clone()),
-            )
-            .await
-            .inspect(|broker| {
-                *plane.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(broker.plane()));
-            }),
-            Some(quorum) => {
-                let start = raft_plane(
-                    &config,
-                    quorum,
-                    disk.clone(),
-                    clock.clone(),
-                    Arc::clone(&plane),
-                    Arc::clone(&started),
-                );
-                Broker::open_with_plane(
-                    config.clone(),
-                    Arc::new(disk.clone()),
-                    Arc::new(clock.clone()),
-                    start,
-                )
-                .await
-            }
-        };
+        let stop_slot: StopSlot = Arc::new(Mutex::new(None));
+        let start = watched_plane(
+            broker::broker::raft_plane(&config, Arc::new(disk.clone()), Arc::new(clock.clone())),
+            Arc::clone(&plane),
+            Arc::clone(&stop_slot),
+        );
+        let opened = Broker::open_with_plane(
+            config.clone(),
+            Arc::new(disk.clone()),
+            Arc::new(clock.clone()),
+            start,
+        )
+        .await;
         match opened {
             Ok(broker) => break broker,
             Err(e) => {
@@ -381,9 +369,9 @@ async fn broker_main(
                 trace.event(&name, format!("open failed (attempt {attempts}): {e}"));
                 // The next attempt starts a fresh replica on the same log and listener.
                 *plane.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                let stale = started.lock().unwrap_or_else(|e| e.into_inner()).take();
-                if let Some(stale) = stale {
-                    stale.shutdown().await;
+                let stop = stop_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(stop) = stop {
+                    stop().await;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -414,47 +402,28 @@ async fn broker_main(
     broker::server::serve(broker, listener, std::future::pending::<()>()).await;
 }
 
-/// Starts the node's [`RaftPlane`] on its faulty disk, voters and learners alike, and shows it
-/// to the harness as soon as it runs.
-fn raft_plane(
-    config: &BrokerConfig,
-    quorum: &QuorumSetup,
-    disk: FaultyDisk,
-    clock: SkewedClock,
-    live: LivePlane,
-    started: Arc<Mutex<Option<Arc<RaftPlane>>>>,
-) -> StartPlane {
-    let id = config.node_id;
-    let node = u32::try_from(id).expect("a node id is positive");
-    let voters: Vec<Voter> = quorum
-        .voters
-        .iter()
-        .map(|&v| Voter {
-            id: v as i32,
-            address: controller_addr(v).to_string(),
-        })
-        .collect();
-    let data_dir = config.data_dir.clone();
-    let (timeouts, snapshot_every) = (quorum.timeouts.clone(), quorum.snapshot_every);
+/// How a started plane is stopped: by the broker at its shutdown, or by the harness when the
+/// broker failed to open around it (the next attempt starts a fresh replica on the same log).
+type StopSlot = Arc<Mutex<Option<StopPlane>>>;
+
+/// `start`, the broker's own plane (its metadata replica as `faultline broker` starts it),
+/// shown to the harness as soon as it runs, before the broker has registered.
+fn watched_plane(start: StartPlane, live: LivePlane, stop_slot: StopSlot) -> StartPlane {
     Box::new(move |ctx: PlaneContext| -> PlaneFuture {
         Box::pin(async move {
-            let config = QuorumConfig {
-                node_id: ctx.node_id,
-                voters,
-                listen: Some(controller_addr(node).to_string()),
-                advertised: None,
-                data_dir,
-                cluster_id_if_new: ctx.cluster_id_if_new,
-                snapshot_every,
-                timeouts,
-                settings: ctx.settings,
-            };
-            let raft = RaftPlane::start(config, Arc::new(disk), Arc::new(clock)).await?;
-            assert_eq!(id, ctx.node_id, "the plane starts for this node");
-            *started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&raft));
-            let plane: Arc<dyn MetadataPlane> = raft;
-            *live.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&plane));
-            Ok(plane)
+            let mut started = start(ctx).await?;
+            *live.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&started.plane));
+            *stop_slot.lock().unwrap_or_else(|e| e.into_inner()) = started.stop.take();
+            let stop: StopPlane = Box::new(move || {
+                Box::pin(async move {
+                    let stop = stop_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(stop) = stop {
+                        stop().await;
+                    }
+                })
+            });
+            started.stop = Some(stop);
+            Ok(started)
         })
     })
 }

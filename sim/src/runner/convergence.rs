@@ -12,8 +12,7 @@
 
 use std::time::Duration;
 
-use broker::broker::DEFAULT_HEARTBEAT_INTERVAL_MS;
-use broker::controller::decide::ControllerSettings;
+use broker::controller::raft::QuorumTimeouts;
 
 use super::invariants::{check_online, converged, MetadataInvariant};
 use super::workload::Ctx;
@@ -24,15 +23,13 @@ use crate::trace::now_ms;
 impl Run {
     /// The bound of [`Run::converge`] from the moment every broker is up (module doc).
     pub(super) fn convergence_bound_ms(&self) -> u64 {
-        let timeouts = self
-            .quorum_setup()
-            .map(|q| q.timeouts)
-            .unwrap_or_default();
-        let session = ControllerSettings::default().broker_session_timeout_ms as u64;
+        // The quorum runs with openraft's timeouts as `faultline broker` sets them.
+        let timeouts = QuorumTimeouts::default();
+        let config = self.broker_config();
         timeouts.election_max_ms
             + timeouts.rpc_ms
-            + session
-            + 2 * DEFAULT_HEARTBEAT_INTERVAL_MS.max(timeouts.heartbeat_ms)
+            + config.broker_session_timeout_ms
+            + 2 * config.broker_heartbeat_interval_ms.max(timeouts.heartbeat_ms)
     }
 
     /// Waits for every broker to be up (within `liveness-timeout-ms`), then for every image to

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use broker::config::{BrokerConfig, FlushMode};
-use broker::controller::raft::QuorumTimeouts;
 use chaos::FaultyDiskConfig;
 use client::{Admin, CreateTopicError, NewTopic};
 
@@ -51,7 +50,6 @@ impl Run {
         let c = &self.scenario.cluster;
         (c.brokers > 1).then(|| QuorumSetup {
             voters: (1..=c.voters()).collect(),
-            timeouts: QuorumTimeouts::default(),
             snapshot_every: 64,
         })
     }
