@@ -131,6 +131,34 @@ pub struct WorkloadSpec {
     pub producers: Vec<ProducerSpec>,
     #[serde(default)]
     pub consumers: Vec<ConsumerSpec>,
+    /// Admin clients creating topics through the cluster while the faults strike.
+    #[serde(default)]
+    pub admins: Vec<AdminSpec>,
+}
+
+/// An admin client that creates topics `admin-<n>-<i>` one after another (CreateTopics against
+/// any broker, which forwards it to the active controller).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdminSpec {
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Topics created per simulated second, per admin.
+    pub rate: f64,
+    /// Partitions of each topic.
+    #[serde(default = "default_admin_partitions")]
+    pub partitions: i32,
+    /// The CreateTopics request's timeout (and the client's).
+    #[serde(default = "default_admin_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_admin_partitions() -> i32 {
+    3
+}
+
+fn default_admin_timeout_ms() -> u64 {
+    5_000
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use broker::controller::raft::QuorumTimeouts;
 
+use super::admin::check_topics;
 use super::invariants::{check_online, converged, MetadataInvariant};
 use super::workload::Ctx;
 use super::Run;
@@ -39,7 +40,18 @@ impl Run {
         let trace = &self.trace;
         let brokers = cluster.broker_ids();
         let up_deadline = now_ms() + self.scenario.liveness_timeout_ms;
-        let check = || converged(&cluster.planes(), &brokers, cluster.active_controller());
+        let check = || {
+            let open: Vec<(u32, Option<(uuid::Uuid, i64)>)> = brokers
+                .iter()
+                .map(|&id| {
+                    let live = cluster
+                        .broker(id)
+                        .map(|b| (b.incarnation_id(), b.broker_epoch()));
+                    (id, live)
+                })
+                .collect();
+            converged(&cluster.planes(), &open, cluster.active_controller())
+        };
         if check().is_ok() {
             self.committed_kept(cluster, ctx);
             return;
@@ -99,7 +111,8 @@ impl Run {
         }
     }
 
-    /// No metadata offset any node applied is beyond the converged image's.
+    /// No metadata offset any node applied is beyond the converged image's; every
+    /// acknowledged topic of the admin workload is in it, and none is half made.
     fn committed_kept(&self, cluster: &Cluster, ctx: &Ctx) {
         let Some((leader, _)) = cluster.active_controller() else {
             return;
@@ -107,7 +120,25 @@ impl Run {
         let Some(view) = cluster.planes().into_iter().find(|v| v.id == leader) else {
             return;
         };
+        let creations = ctx.creations.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut inv = ctx.invariants.lock().unwrap_or_else(|e| e.into_inner());
+        if !creations.is_empty() {
+            let acked = creations.iter().filter(|c| c.acknowledged == Some(true)).count();
+            self.trace.event(
+                "runner",
+                format!(
+                    "topic creations: {} asked, {acked} acknowledged, {} in the image",
+                    creations.len(),
+                    creations
+                        .iter()
+                        .filter(|c| view.image.topic(&c.name).is_some())
+                        .count()
+                ),
+            );
+        }
+        for what in check_topics(&creations, &view.image) {
+            inv.metadata_violation(MetadataInvariant::TopicCreations, what, now_ms(), &self.trace);
+        }
         let highest = inv.metadata.highest_offset;
         if view.image.metadata_offset < highest {
             inv.metadata_violation(

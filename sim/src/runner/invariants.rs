@@ -59,6 +59,8 @@ pub(crate) enum MetadataInvariant {
     CommittedOffsetKept,
     /// After the heal, a broker's image does not equal the active controller's within the bound.
     ImagesConverge,
+    /// An acknowledged CreateTopics is missing after the heal, or a topic is half made.
+    TopicCreations,
 }
 
 impl MetadataInvariant {
@@ -71,6 +73,7 @@ impl MetadataInvariant {
             MetadataInvariant::OneImagePerOffset => "one-image-per-offset",
             MetadataInvariant::CommittedOffsetKept => "committed-offset-kept",
             MetadataInvariant::ImagesConverge => "images-converge",
+            MetadataInvariant::TopicCreations => "topic-creations-whole",
         }
     }
 }
@@ -82,6 +85,8 @@ pub(crate) struct MetadataChecks {
     controllers: BTreeMap<u64, (u32, u64)>,
     /// (node, incarnation) → the last metadata offset seen.
     offsets: BTreeMap<(u32, u32), i64>,
+    /// node → the leader and term it last reported (traced when it changes).
+    views: BTreeMap<u32, (Option<i32>, u64)>,
     /// (node, incarnation, topic id, partition) → the last leader epoch seen.
     leader_epochs: BTreeMap<(u32, u32, Uuid, i32), i32>,
     /// metadata offset → (the first image seen at it, the node it was seen on, ms).
@@ -192,10 +197,13 @@ impl MetadataChecks {
     }
 }
 
-/// Whether every view is at the active controller's image; `Err` says who is not, and why.
+/// Whether every broker is open and every view is at the active controller's image, in which
+/// each broker is registered by its live incarnation (its incarnation id and broker epoch) and
+/// unfenced; `Err` says who is not, and why. `brokers`: each broker's id and, when it is open,
+/// its incarnation id and broker epoch.
 pub(crate) fn converged(
     views: &[crate::cluster::PlaneView],
-    brokers: &[u32],
+    brokers: &[(u32, Option<(Uuid, i64)>)],
     controller: Option<(u32, u64)>,
 ) -> Result<i64, String> {
     let Some((leader, term)) = controller else {
@@ -205,9 +213,12 @@ pub(crate) fn converged(
         return Err(format!("the active controller {leader} has no plane"));
     };
     let image = &reference.image;
-    for id in brokers {
+    for (id, open) in brokers {
         let Some(view) = views.iter().find(|v| v.id == *id) else {
             return Err(format!("broker {id} is not up"));
+        };
+        let Some((incarnation_id, epoch)) = open else {
+            return Err(format!("broker {id} has not opened"));
         };
         if view.image.metadata_offset != image.metadata_offset {
             return Err(format!(
@@ -222,6 +233,12 @@ pub(crate) fn converged(
             ));
         }
         match image.brokers.get(&(*id as i32)) {
+            Some(b) if b.incarnation_id != *incarnation_id || b.epoch != *epoch => {
+                return Err(format!(
+                    "broker {id} is registered with epoch {} by another incarnation than the live one (epoch {epoch})",
+                    b.epoch
+                ))
+            }
             Some(b) if !b.fenced => {}
             Some(_) => return Err(format!("broker {id} is fenced")),
             None => return Err(format!("broker {id} is not registered")),
@@ -295,6 +312,14 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
     let now = now_ms();
     let mut inv = invariants.lock().unwrap_or_else(|e| e.into_inner());
     for view in cluster.planes() {
+        let seen = (view.status.active_controller, view.status.term);
+        if inv.metadata.views.insert(view.id, seen) != Some(seen) {
+            let leader = seen.0.map_or("none".to_string(), |l| format!("broker-{l}"));
+            trace.event(
+                format!("broker-{}", view.id),
+                format!("quorum term {}: controller {leader}", seen.1),
+            );
+        }
         let found = inv.metadata.observe(&view, now);
         for (kind, what) in found {
             inv.metadata_violation(kind, what, now, trace);

@@ -27,6 +27,7 @@
 //!    Anomalies the scenario's expectations allow are reported as allowed, never as a pass or a
 //!    violation; any violation fails the run.
 
+mod admin;
 mod convergence;
 mod fault_window;
 mod invariants;

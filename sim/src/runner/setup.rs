@@ -127,6 +127,7 @@ impl Run {
             bootstrap: cluster.bootstrap_servers(),
             seed: self.seed,
             next_walk: Arc::new(AtomicU32::new(crate::group_members::EXPIRY_CHECKER - 1)),
+            creations: Arc::default(),
         };
         let setup = cluster.spawn_on_client(1, create_topics(ctx.clone(), s.clone()));
         if let Err(e) = setup.await {
