@@ -68,13 +68,16 @@ type LiveBroker = Arc<Mutex<Option<Arc<Broker>>>>;
 
 /// The live incarnation's metadata plane: set as soon as the plane runs, before the broker has
 /// registered and opened its partitions (a node can be a voter without ever being unfenced).
-type LivePlane = Arc<Mutex<Option<Arc<dyn MetadataPlane>>>>;
+/// With the count of planes started on the node so far (a broker that fails to open starts a
+/// fresh one, whose image begins again from its log), so invariants per replica see one replica.
+type LivePlane = Arc<Mutex<Option<(Arc<dyn MetadataPlane>, u32)>>>;
 
 /// One node's metadata replica as the invariants see it.
 #[derive(Clone)]
 pub struct PlaneView {
     pub id: u32,
-    /// Rises with every boot of the node: state seen before a crash is not this incarnation's.
+    /// Rises with every start of the node's plane (every boot, every failed open): state seen
+    /// on an earlier replica is not this one's.
     pub incarnation: u32,
     pub status: QuorumStatus,
     pub image: Arc<broker::controller::image::ClusterImage>,
@@ -255,10 +258,10 @@ impl Cluster {
         self.brokers
             .iter()
             .filter_map(|b| {
-                let plane = b.plane.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+                let (plane, starts) = b.plane.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
                 Some(PlaneView {
                     id: b.id,
-                    incarnation: b.incarnations.load(Ordering::SeqCst),
+                    incarnation: starts,
                     status: plane.quorum_status(),
                     image: plane.image(),
                 })
@@ -406,13 +409,18 @@ async fn broker_main(
 /// broker failed to open around it (the next attempt starts a fresh replica on the same log).
 type StopSlot = Arc<Mutex<Option<StopPlane>>>;
 
+/// Planes started in this process, numbering each replica (only its distinctness matters).
+static PLANE_STARTS: AtomicU32 = AtomicU32::new(0);
+
 /// `start`, the broker's own plane (its metadata replica as `faultline broker` starts it),
 /// shown to the harness as soon as it runs, before the broker has registered.
 fn watched_plane(start: StartPlane, live: LivePlane, stop_slot: StopSlot) -> StartPlane {
     Box::new(move |ctx: PlaneContext| -> PlaneFuture {
         Box::pin(async move {
             let mut started = start(ctx).await?;
-            *live.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&started.plane));
+            let starts = PLANE_STARTS.fetch_add(1, Ordering::SeqCst);
+            *live.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Arc::clone(&started.plane), starts));
             *stop_slot.lock().unwrap_or_else(|e| e.into_inner()) = started.stop.take();
             let stop: StopPlane = Box::new(move || {
                 Box::pin(async move {
