@@ -445,3 +445,187 @@ pub(super) async fn check_dense(
         at_ms: vec![now_ms()],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each metadata invariant catches the state its bug would leave: the checks are fed views
+    //! built from real images (ClusterImage::apply), then broken the way a bug would break them.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use broker::controller::image::{ClusterImage, Endpoint, MetadataRecord, PartitionImage};
+    use broker::controller::plane::QuorumStatus;
+    use uuid::Uuid;
+
+    use super::{converged, MetadataChecks, MetadataInvariant};
+    use crate::cluster::PlaneView;
+
+    const TOPIC: Uuid = Uuid::from_u128(7);
+
+    /// Brokers 1..=3 registered and unfenced, topic `t` with one partition led by broker 1.
+    fn image() -> ClusterImage {
+        let mut image = ClusterImage::empty();
+        image.apply(
+            0,
+            &[MetadataRecord::SetClusterId {
+                cluster_id: "c".into(),
+            }],
+        );
+        for id in 1..=3 {
+            let offset = i64::from(id) * 2 - 1;
+            image.apply(
+                offset,
+                &[MetadataRecord::RegisterBroker {
+                    id,
+                    incarnation_id: Uuid::from_u128(id as u128),
+                    epoch: offset,
+                    endpoint: Endpoint {
+                        host: format!("10.0.0.{id}"),
+                        port: 9092,
+                    },
+                    controller_endpoint: None,
+                    rack: None,
+                }],
+            );
+            image.apply(
+                offset + 1,
+                &[MetadataRecord::UnfenceBroker { id, epoch: offset }],
+            );
+        }
+        image.apply(
+            7,
+            &[MetadataRecord::CreateTopic {
+                name: "t".into(),
+                id: TOPIC,
+                configs: BTreeMap::new(),
+                partitions: vec![PartitionImage {
+                    replicas: vec![1],
+                    isr: vec![1],
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                }],
+            }],
+        );
+        image
+    }
+
+    fn view(id: u32, incarnation: u32, leader: Option<i32>, term: u64, image: &ClusterImage) -> PlaneView {
+        PlaneView {
+            id,
+            incarnation,
+            status: QuorumStatus {
+                active_controller: leader,
+                term,
+                voters: vec![1, 2, 3],
+                committed_offset: image.metadata_offset,
+                applied_offset: image.metadata_offset,
+            },
+            image: Arc::new(image.clone()),
+        }
+    }
+
+    fn kinds(found: Vec<(MetadataInvariant, String)>) -> Vec<MetadataInvariant> {
+        found.into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn a_healthy_quorum_breaks_no_metadata_invariant() {
+        let mut checks = MetadataChecks::default();
+        let image = image();
+        for id in 1..=3 {
+            assert_eq!(kinds(checks.observe(&view(id, 0, Some(1), 1, &image), 0)), vec![]);
+        }
+    }
+
+    #[test]
+    fn two_nodes_leading_in_one_term_is_caught() {
+        let mut checks = MetadataChecks::default();
+        let image = image();
+        assert_eq!(kinds(checks.observe(&view(1, 0, Some(1), 3, &image), 0)), vec![]);
+        assert_eq!(
+            kinds(checks.observe(&view(2, 0, Some(2), 3, &image), 5)),
+            vec![MetadataInvariant::OneControllerPerTerm]
+        );
+        // A new term may have a new leader.
+        assert_eq!(kinds(checks.observe(&view(2, 0, Some(2), 4, &image), 6)), vec![]);
+    }
+
+    #[test]
+    fn a_leader_epoch_going_back_in_a_nodes_image_is_caught() {
+        let mut checks = MetadataChecks::default();
+        let mut image = image();
+        let topic = Arc::make_mut(image.topics.get_mut("t").unwrap());
+        topic.partitions[0].leader_epoch = 5;
+        checks.observe(&view(1, 0, Some(1), 1, &image), 0);
+        let topic = Arc::make_mut(image.topics.get_mut("t").unwrap());
+        topic.partitions[0].leader_epoch = 4;
+        image.metadata_offset += 1;
+        assert!(kinds(checks.observe(&view(1, 0, Some(1), 1, &image), 1))
+            .contains(&MetadataInvariant::LeaderEpochRises));
+    }
+
+    #[test]
+    fn a_fenced_broker_leading_a_partition_is_caught() {
+        let mut checks = MetadataChecks::default();
+        let mut image = image();
+        image.brokers.get_mut(&1).unwrap().fenced = true;
+        assert_eq!(
+            kinds(checks.observe(&view(2, 0, Some(1), 1, &image), 0)),
+            vec![MetadataInvariant::FencedBrokerNeverLeads]
+        );
+    }
+
+    #[test]
+    fn a_metadata_offset_going_back_is_caught_but_a_fresh_replica_starts_over() {
+        let mut checks = MetadataChecks::default();
+        let image = image();
+        let empty = ClusterImage::empty();
+        checks.observe(&view(2, 0, Some(1), 1, &image), 0);
+        assert!(kinds(checks.observe(&view(2, 0, Some(1), 1, &empty), 1))
+            .contains(&MetadataInvariant::MetadataOffsetRises));
+        // A restarted node's new replica rebuilds its image from its log: not a regression.
+        assert_eq!(kinds(checks.observe(&view(3, 0, Some(1), 1, &image), 2)), vec![]);
+        assert_eq!(kinds(checks.observe(&view(3, 1, Some(1), 1, &empty), 3)), vec![]);
+    }
+
+    #[test]
+    fn a_node_whose_apply_skipped_a_record_is_caught_by_the_image_at_that_offset() {
+        let mut checks = MetadataChecks::default();
+        let image = image();
+        // Node 3 applied the batch at offset 7 without its CreateTopic record.
+        let mut skipped = image.clone();
+        skipped.topics.clear();
+        skipped.topic_names.clear();
+        checks.observe(&view(1, 0, Some(1), 1, &image), 0);
+        assert_eq!(
+            kinds(checks.observe(&view(3, 0, Some(1), 1, &skipped), 1)),
+            vec![MetadataInvariant::OneImagePerOffset]
+        );
+    }
+
+    #[test]
+    fn convergence_waits_for_a_lagging_node_and_for_each_brokers_live_registration() {
+        let image = image();
+        let mut behind = image.clone();
+        behind.metadata_offset = 6;
+        let live = |id: u32| (id, Some((Uuid::from_u128(id as u128), i64::from(id) * 2 - 1)));
+        let views = |third: &ClusterImage| {
+            vec![
+                view(1, 0, Some(1), 1, &image),
+                view(2, 0, Some(1), 1, &image),
+                view(3, 0, Some(1), 1, third),
+            ]
+        };
+        let brokers = [live(1), live(2), live(3)];
+        assert_eq!(converged(&views(&image), &brokers, Some((1, 1))), Ok(7));
+        assert!(converged(&views(&behind), &brokers, Some((1, 1))).is_err());
+        assert!(converged(&views(&image), &brokers, None).is_err());
+        // Broker 3 restarted: its new incarnation is not the one the image holds yet.
+        let restarted = [live(1), live(2), (3, Some((Uuid::from_u128(99), 9)))];
+        assert!(converged(&views(&image), &restarted, Some((1, 1))).is_err());
+        let down = [live(1), live(2), (3, None)];
+        assert!(converged(&views(&image), &down, Some((1, 1))).is_err());
+    }
+}
