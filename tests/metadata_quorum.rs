@@ -145,6 +145,58 @@ async fn a_quorum_of_one_commits_with_no_network_and_keeps_it_across_a_restart()
 }
 
 #[tokio::test]
+async fn wait_past_the_image_offset_stays_pending_through_entries_that_carry_no_records() {
+    // The bug: waiting on the raft log index, which blank and membership entries advance, so a
+    // caller waiting past its image's offset returned at once forever (a hot loop).
+    let dir = tempfile::tempdir().unwrap();
+    let plane = start(single(dir.path(), 1_000)).await;
+    bring_up(&plane, 1).await;
+    // A broker with a quorum endpoint: the controller adds it as a learner, which is a
+    // membership entry, no record.
+    plane
+        .submit(ControllerRequest::RegisterBroker {
+            id: 2,
+            incarnation_id: uuid::Uuid::from_u128(2),
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 9002,
+            },
+            controller_endpoint: Some(Endpoint {
+                host: "127.0.0.1".into(),
+                port: 1,
+            }),
+            rack: None,
+        })
+        .await
+        .unwrap();
+    let offset = plane.image().metadata_offset;
+    for _ in 0..400 {
+        if plane.quorum_status().committed_offset > offset {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let status = plane.quorum_status();
+    assert!(
+        status.committed_offset > offset && status.applied_offset == offset,
+        "the learner's membership entry is not applied past the image: {status:?}"
+    );
+    let still_pending = tokio::time::timeout(Duration::ZERO, plane.wait_past(offset)).await;
+    assert!(still_pending.is_err(), "wait_past({offset}) resolved with no newer record");
+    let waiter = {
+        let plane = Arc::clone(&plane);
+        tokio::spawn(async move { plane.wait_past(offset).await })
+    };
+    create_topic(&plane, "a-record").await;
+    tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("wait_past resolves once a record batch applies")
+        .unwrap();
+    assert!(plane.image().metadata_offset > offset);
+    plane.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_restart_from_a_snapshot_keeps_the_image_once_the_log_below_it_is_purged() {
     let dir = tempfile::tempdir().unwrap();
     let plane = start(single(dir.path(), 4)).await;
@@ -201,9 +253,11 @@ async fn a_power_loss_of_a_quorum_of_one_mid_write_loses_no_acknowledged_topic()
             .await
             .unwrap();
         bring_up(&plane, 1).await;
+        let acks = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writers: Vec<_> = (0..4)
             .map(|w| {
                 let plane = Arc::clone(&plane);
+                let acks = Arc::clone(&acks);
                 tokio::spawn(async move {
                     let mut acknowledged = Vec::new();
                     for i in 0.. {
@@ -213,7 +267,10 @@ async fn a_power_loss_of_a_quorum_of_one_mid_write_loses_no_acknowledged_topic()
                             validate_only: false,
                         };
                         match plane.submit(request).await {
-                            Ok(_) => acknowledged.push(name),
+                            Ok(_) => {
+                                acknowledged.push(name);
+                                acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
                             Err(_) => return acknowledged,
                         }
                     }
@@ -221,7 +278,13 @@ async fn a_power_loss_of_a_quorum_of_one_mid_write_loses_no_acknowledged_topic()
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(20 + seed * 7)).await;
+        // Strike once a few are acknowledged, with the writers still going.
+        for _ in 0..60_000 {
+            if acks.load(std::sync::atomic::Ordering::SeqCst) >= 3 + seed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         // The power goes: every handle dies, unsynced bytes vanish or tear.
         disk.crash();
         let mut acknowledged = Vec::new();
@@ -235,7 +298,6 @@ async fn a_power_loss_of_a_quorum_of_one_mid_write_loses_no_acknowledged_topic()
         }
         plane.shutdown().await;
         drop(plane);
-        assert!(!acknowledged.is_empty(), "seed {seed}: nothing was acknowledged before the crash");
 
         let plane = RaftPlane::start(config, Arc::new(disk.clone()), Arc::new(SystemClock))
             .await

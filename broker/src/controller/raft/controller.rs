@@ -25,8 +25,8 @@ use crate::controller::request::{ControllerError, ControllerReply, ControllerReq
 /// Requests decided together and committed as one entry, at most.
 const MAX_BATCH: usize = 256;
 
-/// A reply and the metadata offset (raft log index) the node must have applied before it
-/// answers its caller.
+/// A reply and the image offset (`ClusterImage::metadata_offset`) it reflects: the node that
+/// answers its caller waits until its own image is at least there (read your writes).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Committed {
     pub(crate) reply: ControllerReply,
@@ -104,7 +104,7 @@ impl ControllerLoop {
             tick,
             queue,
             leading: None,
-            sessions: Sessions::default(),
+            sessions: Sessions::for_node(node_id(id)),
         };
         (controller, ControllerHandle { queue: queue_tx })
     }
@@ -163,12 +163,10 @@ impl ControllerLoop {
             .await
             .map_err(|e| ControllerError::Unavailable(format!("leadership not confirmed: {e}")))?;
         let image = self.shared.image();
-        let now_ms = self.clock.now_ms();
-        // A new controller gives every registered broker a full session (as Kafka's does).
-        self.sessions = Sessions::default();
-        for id in image.brokers.keys() {
-            self.sessions.last_heartbeat_ms.insert(*id, now_ms);
-        }
+        // A new controller starts every session afresh (each registered broker gets a full
+        // session from its first contact, as in Kafka); this node's own broker, if it restarted
+        // with this controller, need not wait out its previous incarnation's session.
+        self.sessions = Sessions::for_node(node_id(self.id));
         self.leading = Some(term);
         tracing::info!(node = self.id, term, "metadata quorum: this node is the active controller");
         if image.cluster_id.is_empty() {
@@ -249,7 +247,7 @@ impl ControllerLoop {
             decided.push((submission.reply, outcome));
         }
         let offset = if records.is_empty() {
-            Ok(self.shared.applied_index())
+            Ok(base.metadata_offset)
         } else {
             self.commit(records).await
         };
@@ -272,7 +270,7 @@ impl ControllerLoop {
         }
     }
 
-    /// Commits `records` as one entry; its log index once committed and applied here.
+    /// Commits `records` as one entry; its log index (the image's offset once applied here).
     async fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<i64, ControllerError> {
         match self.raft.client_write(MetadataBatch { records }).await {
             Ok(response) => Ok(response.log_id.index as i64),

@@ -254,7 +254,7 @@ impl RaftNetwork<MetadataTypes> for PeerNetwork {
     }
 }
 
-/// Set once when the plane shuts down; connections being served stop at their next frame.
+/// Set once when the plane shuts down: the listener stops accepting.
 /// (A Notify, not a watch channel: watch picks notifiers with an RNG the simulator cannot seed.)
 #[derive(Default)]
 pub(crate) struct Stop {
@@ -298,15 +298,10 @@ pub(crate) async fn serve(
             Ok((stream, _)) => {
                 #[cfg(not(madsim))]
                 let _ = stream.set_nodelay(true);
-                let stop = Arc::clone(&stop);
-                let (raft, controller) = (raft.clone(), controller.clone());
-                tokio::spawn(async move {
-                    tokio::select! {
-                        biased;
-                        () = stop.wait() => {}
-                        () = serve_connection(stream, raft, controller) => {}
-                    }
-                });
+                // Connections outlive a stop on purpose: a request arriving after it gets an
+                // answer (NotController from a stopped controller, an error from a shut-down
+                // raft), not a closed connection whose outcome the caller cannot know.
+                tokio::spawn(serve_connection(stream, raft.clone(), controller.clone()));
             }
             Err(e) => {
                 // Out of descriptors or the like: wait rather than spin.

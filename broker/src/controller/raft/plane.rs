@@ -327,7 +327,8 @@ impl MetadataPlane for RaftPlane {
                 Ok(Ok(Committed { reply, offset })) => {
                     // Answer only once this node's image shows the change (read your writes).
                     let remaining = deadline.saturating_duration_since(super::runtime::now());
-                    return match tokio::time::timeout(remaining, self.shared.wait_past(offset)).await {
+                    let caught_up = self.shared.wait_past(offset - 1);
+                    return match tokio::time::timeout(remaining, caught_up).await {
                         Ok(()) => Ok(reply),
                         Err(_) => Err(ControllerError::Unavailable(format!(
                             "committed at metadata offset {offset}, not yet applied on this node"
@@ -371,7 +372,7 @@ impl MetadataPlane for RaftPlane {
             term: m.current_term,
             voters,
             committed_offset: m.last_applied.map_or(-1, |l| l.index as i64),
-            applied_offset: self.shared.applied_index(),
+            applied_offset: self.image().metadata_offset,
         }
     }
 }

@@ -183,12 +183,23 @@ pub(crate) struct LogReader {
     mem: Arc<Mutex<LogMem>>,
 }
 
-fn read_range<RB: RangeBounds<u64>>(mem: &Mutex<LogMem>, range: RB) -> Vec<MetaEntry> {
+fn read_range<RB: RangeBounds<u64> + Clone>(mem: &Mutex<LogMem>, range: RB) -> Vec<MetaEntry> {
     let mem = mem.lock().unwrap_or_else(|e| e.into_inner());
-    mem.entries
-        .range(range)
+    let entries: Vec<MetaEntry> = mem
+        .entries
+        .range(range.clone())
         .map(|(_, (_, e))| e.clone())
-        .collect()
+        .collect();
+    // openraft sends what this returns as the entries right after the range's start: a read
+    // that starts later (purged under it) would make a hole in a follower's log.
+    if let (std::ops::Bound::Included(start), Some(first)) = (range.start_bound(), entries.first()) {
+        assert_eq!(
+            first.log_id.index, *start,
+            "metadata log: a read from {start} found the log starting at {} (purged at {:?})",
+            first.log_id.index, mem.last_purged
+        );
+    }
+    entries
 }
 
 impl RaftLogReader<MetadataTypes> for LogReader {
