@@ -50,11 +50,13 @@ impl ControllerHandle {
     pub(crate) async fn submit(&self, request: ControllerRequest) -> Result<Committed, ControllerError> {
         let (reply, answer) = oneshot::channel();
         if self.queue.send(Submission { request, reply }).await.is_err() {
-            return Err(ControllerError::Unavailable("the controller stopped".into()));
+            // Stopped before it saw the request: nothing was proposed, ask another node.
+            return Err(ControllerError::NotController(None));
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(ControllerError::Unavailable("the controller stopped".into())))
+        answer.await.unwrap_or_else(|_| {
+            // Stopped while deciding or committing it: the outcome is unknown.
+            Err(ControllerError::Unavailable("the controller stopped".into()))
+        })
     }
 }
 

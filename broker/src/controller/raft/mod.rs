@@ -228,3 +228,25 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_parse_in_kraft_form_and_bad_ones_are_refused_with_a_reason() {
+        let voters = QuorumConfig::parse_voters("1@127.0.0.1:9093, 2@host-b:9193,3@[::1]:9293").unwrap();
+        assert_eq!(
+            voters,
+            vec![
+                Voter { id: 1, address: "127.0.0.1:9093".into() },
+                Voter { id: 2, address: "host-b:9193".into() },
+                Voter { id: 3, address: "[::1]:9293".into() },
+            ]
+        );
+        assert_eq!(QuorumConfig::parse_voters("").unwrap(), Vec::new());
+        for bad in ["1-127.0.0.1:9093", "x@h:1", "-1@h:1", "1@h", "1@h:1,1@g:2"] {
+            assert!(QuorumConfig::parse_voters(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -254,14 +254,59 @@ impl RaftNetwork<MetadataTypes> for PeerNetwork {
     }
 }
 
-/// Serves the quorum listener until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, raft: Raft<MetadataTypes>, controller: ControllerHandle) {
+/// Set once when the plane shuts down; connections being served stop at their next frame.
+/// (A Notify, not a watch channel: watch picks notifiers with an RNG the simulator cannot seed.)
+#[derive(Default)]
+pub(crate) struct Stop {
+    stopped: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Serves the quorum listener until `stop`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    raft: Raft<MetadataTypes>,
+    controller: ControllerHandle,
+    stop: Arc<Stop>,
+) {
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.wait() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
             Ok((stream, _)) => {
                 #[cfg(not(madsim))]
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, raft.clone(), controller.clone()));
+                let stop = Arc::clone(&stop);
+                let (raft, controller) = (raft.clone(), controller.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        biased;
+                        () = stop.wait() => {}
+                        () = serve_connection(stream, raft, controller) => {}
+                    }
+                });
             }
             Err(e) => {
                 // Out of descriptors or the like: wait rather than spin.

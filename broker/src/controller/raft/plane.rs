@@ -10,8 +10,8 @@ use openraft::{BasicNode, Raft, SnapshotPolicy};
 use tokio::task::JoinHandle;
 
 use super::controller::{Committed, ControllerHandle, ControllerLoop};
-use super::network::{self, CallError, NetworkFactory, PeerClient, Rpc, RpcReply};
-use super::store::{metadata_dir, LogStore, StateMachine};
+use super::network::{self, CallError, NetworkFactory, PeerClient, Rpc, RpcReply, Stop};
+use super::store::{metadata_dir, LogStore, StateMachine, WriteGate};
 use super::{node_id, raft_id, MetadataTypes, QuorumConfig, Shared};
 use crate::clock::Clock;
 use crate::controller::image::{ClusterImage, Endpoint};
@@ -38,6 +38,8 @@ pub struct RaftPlane {
     rpc_timeout: Duration,
     submit_timeout: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    snapshot_gate: WriteGate,
+    stop: Arc<Stop>,
 }
 
 impl RaftPlane {
@@ -75,6 +77,7 @@ impl RaftPlane {
         let shared = Arc::new(Shared::new());
         let log = LogStore::open(Arc::clone(&disk), dir.clone()).await?;
         let machine = StateMachine::open(Arc::clone(&disk), dir, Arc::clone(&shared)).await?;
+        let snapshot_gate = machine.write_gate();
 
         let timeouts = &config.timeouts;
         let raft_config = openraft::Config {
@@ -108,6 +111,7 @@ impl RaftPlane {
             config.heartbeat(),
         );
         let mut tasks = vec![tokio::spawn(controller_loop.run())];
+        let stop = Arc::new(Stop::default());
         if !single {
             let listen = config
                 .listen
@@ -124,7 +128,12 @@ impl RaftPlane {
                     return Err(io::Error::new(e.kind(), format!("controller listener {listen}: {e}")));
                 }
             };
-            tasks.push(tokio::spawn(network::serve(listener, raft.clone(), controller.clone())));
+            tasks.push(tokio::spawn(network::serve(
+                listener,
+                raft.clone(),
+                controller.clone(),
+                Arc::clone(&stop),
+            )));
         }
 
         let plane = Arc::new(RaftPlane {
@@ -142,6 +151,8 @@ impl RaftPlane {
             rpc_timeout: Duration::from_millis(config.timeouts.rpc_ms),
             submit_timeout: Duration::from_millis(config.timeouts.submit_ms),
             tasks: Mutex::new(tasks),
+            snapshot_gate,
+            stop,
         });
         plane.bootstrap().await?;
         Ok(plane)
@@ -187,9 +198,20 @@ impl RaftPlane {
         self.raft.trigger().snapshot().await.map_err(io::Error::other)
     }
 
+    /// The metadata offset the log is purged up to (inclusive; a snapshot holds it); -1 before
+    /// the first purge.
+    pub fn purged_offset(&self) -> i64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .purged
+            .map_or(-1, |l| l.index as i64)
+    }
+
     /// Stops the raft replica, the listener and the controller loop. Requests waiting on this
     /// node fail with `Unavailable`.
     pub async fn shutdown(&self) {
+        self.stop.stop();
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for task in tasks {
             task.abort();
@@ -197,6 +219,7 @@ impl RaftPlane {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "metadata quorum: raft shutdown");
         }
+        *self.snapshot_gate.lock().await = true;
     }
 
     /// Where node `id` is reached: the membership's address, else `controller.quorum.voters`.

@@ -183,12 +183,23 @@ pub(crate) struct LogReader {
     mem: Arc<Mutex<LogMem>>,
 }
 
-fn read_range<RB: RangeBounds<u64>>(mem: &Mutex<LogMem>, range: RB) -> Vec<MetaEntry> {
+fn read_range<RB: RangeBounds<u64> + Clone>(mem: &Mutex<LogMem>, range: RB) -> Vec<MetaEntry> {
     let mem = mem.lock().unwrap_or_else(|e| e.into_inner());
-    mem.entries
-        .range(range)
+    let entries: Vec<MetaEntry> = mem
+        .entries
+        .range(range.clone())
         .map(|(_, (_, e))| e.clone())
-        .collect()
+        .collect();
+    // openraft sends what this returns as the entries right after the range's start: a read
+    // that starts later (purged under it) would make a hole in a follower's log.
+    if let (std::ops::Bound::Included(start), Some(first)) = (range.start_bound(), entries.first()) {
+        assert_eq!(
+            first.log_id.index, *start,
+            "metadata log: a read from {start} found the log starting at {} (purged at {:?})",
+            first.log_id.index, mem.last_purged
+        );
+    }
+    entries
 }
 
 impl RaftLogReader<MetadataTypes> for LogReader {
@@ -374,6 +385,8 @@ pub(crate) struct StateMachine {
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// Serializes writers of `snapshot.json`.
+    writing: WriteGate,
 }
 
 impl StateMachine {
@@ -392,6 +405,7 @@ impl StateMachine {
             last_applied: None,
             membership: StoredMembership::default(),
             snapshot: Arc::new(Mutex::new(None)),
+            writing: Arc::new(tokio::sync::Mutex::new(false)),
         };
         match disk::read_file(&*disk, &dir.join(SNAPSHOT_FILE)).await {
             Ok(bytes) => {
@@ -404,6 +418,13 @@ impl StateMachine {
         }
         machine.publish();
         Ok(machine)
+    }
+
+    /// Closing this gate (`*gate.lock().await = true`) waits for a snapshot being written and
+    /// stops any later one: openraft builds snapshots in a detached task that can outlive
+    /// `Raft::shutdown`, and must not write into a directory a new incarnation has opened.
+    pub(crate) fn write_gate(&self) -> WriteGate {
+        Arc::clone(&self.writing)
     }
 
     fn load(&mut self, file: SnapshotFile, bytes: Vec<u8>) {
@@ -430,6 +451,7 @@ pub(crate) struct SnapshotBuilder {
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
     slot: Arc<Mutex<Option<StoredSnapshot>>>,
+    writing: WriteGate,
 }
 
 impl RaftSnapshotBuilder<MetadataTypes> for SnapshotBuilder {
@@ -448,6 +470,22 @@ impl RaftSnapshotBuilder<MetadataTypes> for SnapshotBuilder {
             image: (*self.image).clone(),
         };
         let bytes = json(&file);
+        // Builds may overlap (openraft builds in the background): one writer at a time, and
+        // never an older snapshot over a newer one.
+        let closed = self.writing.lock().await;
+        if *closed {
+            return Err(StorageIOError::write_snapshot(Some(meta.signature()), &closed_error()).into());
+        }
+        let newer = self
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|s| s.meta.last_log_id >= meta.last_log_id)
+            .map(StoredSnapshot::to_snapshot);
+        if let Some(newer) = newer {
+            return Ok(newer);
+        }
         // Durable before openraft purges the log below it.
         write_file_atomic(&*self.disk, &self.dir.join(SNAPSHOT_FILE), &bytes)
             .await
@@ -504,6 +542,7 @@ impl RaftStateMachine<MetadataTypes> for StateMachine {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             slot: Arc::clone(&self.snapshot),
+            writing: Arc::clone(&self.writing),
         }
     }
 
@@ -524,6 +563,11 @@ impl RaftStateMachine<MetadataTypes> for StateMachine {
             file.meta.last_log_id, meta.last_log_id,
             "a snapshot's data and its meta disagree"
         );
+        let writing = Arc::clone(&self.writing);
+        let closed = writing.lock().await;
+        if *closed {
+            return Err(StorageIOError::write_snapshot(Some(meta.signature()), &closed_error()).into());
+        }
         write_file_atomic(&*self.disk, &self.dir.join(SNAPSHOT_FILE), &bytes)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
@@ -542,7 +586,64 @@ impl RaftStateMachine<MetadataTypes> for StateMachine {
     }
 }
 
+/// Guards `snapshot.json`: held while one is written; `true` once the plane shut down.
+pub(crate) type WriteGate = Arc<tokio::sync::Mutex<bool>>;
+
+fn closed_error() -> io::Error {
+    io::Error::other("the metadata plane is shut down")
+}
+
 /// The metadata directory under a data directory.
 pub(crate) fn metadata_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(super::METADATA_DIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for p in payloads {
+            encode_frame(&mut buf, p);
+        }
+        buf
+    }
+
+    fn whole_frames(buf: &[u8]) -> Vec<Vec<u8>> {
+        let mut pos = 0;
+        let mut frames = Vec::new();
+        while let Some((payload, next)) = decode_frame(buf, pos) {
+            frames.push(payload.to_vec());
+            pos = next;
+        }
+        frames
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_not_read_at_any_cut() {
+        // The bug: recovery trusting half an entry a crash tore, wherever the cut falls.
+        let buf = framed(&[b"first", b"second entry", b"third and last"]);
+        let two = framed(&[b"first", b"second entry"]).len();
+        for cut in two..buf.len() {
+            assert_eq!(whole_frames(&buf[..cut]).len(), 2, "cut at {cut}");
+        }
+        assert_eq!(whole_frames(&buf).len(), 3);
+    }
+
+    #[test]
+    fn a_flipped_bit_ends_the_log_at_the_frame_it_hits() {
+        // The bug: a damaged entry applied as if whole (the CRC covers the payload).
+        let mut buf = framed(&[b"first", b"second entry", b"third"]);
+        let second_payload = framed(&[b"first"]).len() + FRAME_HEADER + 3;
+        buf[second_payload] ^= 0x10;
+        assert_eq!(whole_frames(&buf), vec![b"first".to_vec()]);
+    }
+
+    #[test]
+    fn a_garbage_length_is_refused_before_anything_is_allocated() {
+        let mut buf = vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+        buf.extend_from_slice(b"tail");
+        assert!(decode_frame(&buf, 0).is_none());
+    }
 }
