@@ -15,7 +15,7 @@ use broker::config::BrokerConfig;
 use broker::controller::decide::ControllerSettings;
 use broker::controller::plane::MetadataPlane;
 use broker::controller::NO_NODE;
-use broker::disk::FileDisk;
+use broker::disk::{self, Disk, FileDisk};
 use broker::log::batch::builder;
 use broker::solo_plane::SoloPlane;
 use bytes::Bytes;
@@ -271,10 +271,7 @@ async fn a_topic_deleted_through_one_broker_is_removed_from_every_broker() {
     cluster.catch_up().await;
     for broker in &cluster.brokers {
         assert!(broker.topic("t").is_none());
-        let dirs: Vec<String> = std::fs::read_dir(broker.data_dir())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let dirs = FileDisk::new().list(broker.data_dir()).await.unwrap();
         assert!(
             dirs.iter().all(|d| !d.starts_with("t-")),
             "left behind: {dirs:?}"
@@ -301,8 +298,17 @@ async fn legacy_data_dir(dir: &Path, topic_id: uuid::Uuid) {
     let meta = format!(
         "format_version = 1\ncluster_id = \"legacy-cluster\"\n\n[topics.old]\nid = \"{topic_id}\"\npartitions = 2\n\n[topics.old.configs]\n\"retention.ms\" = \"86400000\"\n"
     );
-    std::fs::write(dir.join("meta.toml"), meta).unwrap();
-    std::fs::write(dir.join("producer-ids"), "faultline-producer-ids v1 3000\n").unwrap();
+    let disk = FileDisk::new();
+    disk::write_file_atomic(&disk, &dir.join("meta.toml"), meta.as_bytes())
+        .await
+        .unwrap();
+    disk::write_file_atomic(
+        &disk,
+        &dir.join("producer-ids"),
+        b"faultline-producer-ids v1 3000\n",
+    )
+    .await
+    .unwrap();
     let log = broker::log::Log::open(
         Arc::new(FileDisk::new()),
         Arc::new(ManualClock::new(T0)),

@@ -495,12 +495,14 @@ impl Broker {
                 Ok((true, _)) => {}
                 Err(e) => tracing::info!(%e, "heartbeat failed; retrying"),
             }
+            // Until the image moves, or a heartbeat interval: the controller unfences once
+            // this node has caught up.
             let applied = self.catalog.applied_image().metadata_offset;
-            let _ = tokio::time::timeout(
-                Duration::from_millis(self.config.broker_heartbeat_interval_ms),
-                self.plane.wait_past(applied),
-            )
-            .await;
+            let interval = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
+            let woken = tokio::time::timeout(interval, self.plane.wait_past(applied)).await;
+            if woken.is_ok() && self.plane.image().metadata_offset <= applied {
+                tokio::time::sleep(interval).await;
+            }
             self.catch_up()
                 .await
                 .map_err(|e| io::Error::other(e.to_string()))?;
@@ -1007,7 +1009,12 @@ async fn follow_plane(broker: Weak<Broker>) {
         let applied = strong.catalog.applied_image().metadata_offset;
         drop(strong);
         // Holds no strong reference while waiting: a dropped broker ends this task.
-        let _ = tokio::time::timeout(REAPPLY_INTERVAL, plane.wait_past(applied)).await;
+        let woken = tokio::time::timeout(REAPPLY_INTERVAL, plane.wait_past(applied)).await;
+        if woken.is_ok() && plane.image().metadata_offset <= applied {
+            // Woken with no newer image: wait the interval rather than spin (a loop that is
+            // never pending would stop the simulator's clock).
+            tokio::time::sleep(REAPPLY_INTERVAL).await;
+        }
         let Some(strong) = broker.upgrade() else {
             return;
         };
