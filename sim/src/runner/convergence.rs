@@ -30,7 +30,9 @@ impl Run {
         timeouts.election_max_ms
             + timeouts.rpc_ms
             + config.broker_session_timeout_ms
-            + 2 * config.broker_heartbeat_interval_ms.max(timeouts.heartbeat_ms)
+            + 2 * config
+                .broker_heartbeat_interval_ms
+                .max(timeouts.heartbeat_ms)
     }
 
     /// Waits for every broker to be up (within `liveness-timeout-ms`), then for every image to
@@ -120,10 +122,17 @@ impl Run {
         let Some(view) = cluster.planes().into_iter().find(|v| v.id == leader) else {
             return;
         };
-        let creations = ctx.creations.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let creations = ctx
+            .creations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut inv = ctx.invariants.lock().unwrap_or_else(|e| e.into_inner());
         if !creations.is_empty() {
-            let acked = creations.iter().filter(|c| c.acknowledged == Some(true)).count();
+            let acked = creations
+                .iter()
+                .filter(|c| c.acknowledged == Some(true))
+                .count();
             self.trace.event(
                 "runner",
                 format!(
@@ -137,7 +146,12 @@ impl Run {
             );
         }
         for what in check_topics(&creations, &view.image) {
-            inv.metadata_violation(MetadataInvariant::TopicCreations, what, now_ms(), &self.trace);
+            inv.metadata_violation(
+                MetadataInvariant::TopicCreations,
+                what,
+                now_ms(),
+                &self.trace,
+            );
         }
         let highest = inv.metadata.highest_offset;
         if view.image.metadata_offset < highest {

@@ -108,10 +108,7 @@ impl MetadataChecks {
         let (id, incarnation) = (view.id, view.incarnation);
         let status = &view.status;
         if status.active_controller == Some(id as i32) {
-            let (leader, at) = *self
-                .controllers
-                .entry(status.term)
-                .or_insert((id, now));
+            let (leader, at) = *self.controllers.entry(status.term).or_insert((id, now));
             if leader != id {
                 found.push((
                     MetadataInvariant::OneControllerPerTerm,
@@ -511,7 +508,13 @@ mod tests {
         image
     }
 
-    fn view(id: u32, incarnation: u32, leader: Option<i32>, term: u64, image: &ClusterImage) -> PlaneView {
+    fn view(
+        id: u32,
+        incarnation: u32,
+        leader: Option<i32>,
+        term: u64,
+        image: &ClusterImage,
+    ) -> PlaneView {
         PlaneView {
             id,
             incarnation,
@@ -535,7 +538,10 @@ mod tests {
         let mut checks = MetadataChecks::default();
         let image = image();
         for id in 1..=3 {
-            assert_eq!(kinds(checks.observe(&view(id, 0, Some(1), 1, &image), 0)), vec![]);
+            assert_eq!(
+                kinds(checks.observe(&view(id, 0, Some(1), 1, &image), 0)),
+                vec![]
+            );
         }
     }
 
@@ -543,13 +549,19 @@ mod tests {
     fn two_nodes_leading_in_one_term_is_caught() {
         let mut checks = MetadataChecks::default();
         let image = image();
-        assert_eq!(kinds(checks.observe(&view(1, 0, Some(1), 3, &image), 0)), vec![]);
+        assert_eq!(
+            kinds(checks.observe(&view(1, 0, Some(1), 3, &image), 0)),
+            vec![]
+        );
         assert_eq!(
             kinds(checks.observe(&view(2, 0, Some(2), 3, &image), 5)),
             vec![MetadataInvariant::OneControllerPerTerm]
         );
         // A new term may have a new leader.
-        assert_eq!(kinds(checks.observe(&view(2, 0, Some(2), 4, &image), 6)), vec![]);
+        assert_eq!(
+            kinds(checks.observe(&view(2, 0, Some(2), 4, &image), 6)),
+            vec![]
+        );
     }
 
     #[test]
@@ -586,8 +598,14 @@ mod tests {
         assert!(kinds(checks.observe(&view(2, 0, Some(1), 1, &empty), 1))
             .contains(&MetadataInvariant::MetadataOffsetRises));
         // A restarted node's new replica rebuilds its image from its log: not a regression.
-        assert_eq!(kinds(checks.observe(&view(3, 0, Some(1), 1, &image), 2)), vec![]);
-        assert_eq!(kinds(checks.observe(&view(3, 1, Some(1), 1, &empty), 3)), vec![]);
+        assert_eq!(
+            kinds(checks.observe(&view(3, 0, Some(1), 1, &image), 2)),
+            vec![]
+        );
+        assert_eq!(
+            kinds(checks.observe(&view(3, 1, Some(1), 1, &empty), 3)),
+            vec![]
+        );
     }
 
     #[test]
@@ -610,7 +628,12 @@ mod tests {
         let image = image();
         let mut behind = image.clone();
         behind.metadata_offset = 6;
-        let live = |id: u32| (id, Some((Uuid::from_u128(id as u128), i64::from(id) * 2 - 1)));
+        let live = |id: u32| {
+            (
+                id,
+                Some((Uuid::from_u128(id as u128), i64::from(id) * 2 - 1)),
+            )
+        };
         let views = |third: &ClusterImage| {
             vec![
                 view(1, 0, Some(1), 1, &image),

@@ -253,9 +253,11 @@ pub(super) fn resolve(p: &Planned, cluster: &Cluster) -> Result<(Vec<Fault>, Str
                 resolved.push(format!("controller is broker-{id} (term {term})"));
                 Ok(vec![Node::Broker(id)])
             }
-            Some(TargetSpec::Voters) => {
-                Ok(cluster.voters().iter().map(|&id| Node::Broker(id)).collect())
-            }
+            Some(TargetSpec::Voters) => Ok(cluster
+                .voters()
+                .iter()
+                .map(|&id| Node::Broker(id))
+                .collect()),
             Some(TargetSpec::AnyBroker | TargetSpec::AnyClient) => {
                 unreachable!("drawn when planned")
             }
