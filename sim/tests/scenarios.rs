@@ -191,7 +191,12 @@ fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
 ///   unclean restart no longer skips ~2^20 offsets (the reservation is proportional); offset
 ///   commits and group stores are ordered by tickets; the client's outcome classification keeps
 ///   Kafka's error codes. Checked: two replays byte-identical, verdict PASS.
-const LOCKED_TRACE_HASH: &str = "50065556e0d37bd9";
+/// - 2064a83873fdf74c: issue 10's cluster merge (ctl-image, ctl-raft, catalog, sim-cluster):
+///   the single broker runs from the cluster image on a RaftPlane quorum of one (its metadata
+///   log on the faulty disk, registration and unfencing at every start), and the trace shows
+///   each node's quorum view when it changes ("quorum term 1: controller broker-1"). Checked:
+///   two replays byte-identical, verdict PASS.
+const LOCKED_TRACE_HASH: &str = "2064a83873fdf74c";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {
