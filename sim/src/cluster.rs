@@ -180,8 +180,7 @@ impl Cluster {
                             config.clone(),
                             disk.clone(),
                             clock.clone(),
-                            Arc::clone(&live),
-                            Arc::clone(&plane),
+                            (Arc::clone(&live), Arc::clone(&plane)),
                             trace.clone(),
                         )
                     })
@@ -338,15 +337,15 @@ impl Cluster {
 }
 
 /// A broker node's `main`: open the broker from the disk (retrying while the disk fails), then
-/// serve until the node is killed.
+/// serve until the node is killed. `(live, plane)`: where the harness sees the live broker and
+/// its metadata plane.
 async fn broker_main(
     name: String,
     incarnation: u32,
     config: BrokerConfig,
     disk: FaultyDisk,
     clock: SkewedClock,
-    live: LiveBroker,
-    plane: LivePlane,
+    (live, plane): (LiveBroker, LivePlane),
     trace: Trace,
 ) {
     trace.event(&name, format!("boot (incarnation {incarnation})"));
