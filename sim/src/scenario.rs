@@ -474,6 +474,10 @@ pub struct Expectations {
     /// `offsets-retention-minutes`, its committed offsets must be gone (KIP-211), and not before.
     #[serde(default)]
     pub offsets_expire: bool,
+    /// `[from, to]` ms of the fault window in which the cluster must keep serving: some send
+    /// is acknowledged and some poll returns records, both within it (e.g. the partitions a
+    /// surviving broker leads while the metadata quorum has lost its majority).
+    pub serving_during: Option<[u64; 2]>,
 }
 
 /// A scenario file that could not be loaded.

@@ -192,6 +192,7 @@ impl Run {
         self.heal(&mut cluster, &ctx, &mut faults, t0).await;
         self.converge(&cluster, &ctx).await;
         let mut anomalies = self.liveness(&cluster, &ctx, &faults).await;
+        anomalies.extend(self.serving_check(&ctx, t0));
         anomalies.extend(self.final_read(&cluster, &ctx, &faults).await);
         self.judge(&cluster, ctx, &faults, anomalies)
     }
