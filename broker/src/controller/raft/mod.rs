@@ -242,13 +242,23 @@ mod tests {
 
     #[test]
     fn voters_parse_in_kraft_form_and_bad_ones_are_refused_with_a_reason() {
-        let voters = QuorumConfig::parse_voters("1@127.0.0.1:9093, 2@host-b:9193,3@[::1]:9293").unwrap();
+        let voters =
+            QuorumConfig::parse_voters("1@127.0.0.1:9093, 2@host-b:9193,3@[::1]:9293").unwrap();
         assert_eq!(
             voters,
             vec![
-                Voter { id: 1, address: "127.0.0.1:9093".into() },
-                Voter { id: 2, address: "host-b:9193".into() },
-                Voter { id: 3, address: "[::1]:9293".into() },
+                Voter {
+                    id: 1,
+                    address: "127.0.0.1:9093".into()
+                },
+                Voter {
+                    id: 2,
+                    address: "host-b:9193".into()
+                },
+                Voter {
+                    id: 3,
+                    address: "[::1]:9293".into()
+                },
             ]
         );
         assert_eq!(QuorumConfig::parse_voters("").unwrap(), Vec::new());
