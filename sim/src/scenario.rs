@@ -478,6 +478,10 @@ pub struct Expectations {
     /// is acknowledged and some poll returns records, both within it (e.g. the partitions a
     /// surviving broker leads while the metadata quorum has lost its majority).
     pub serving_during: Option<[u64; 2]>,
+    /// Brokers that must have been fenced and registered again during the run: after the heal
+    /// each holds a broker epoch above the first one it was seen with.
+    #[serde(default)]
+    pub new_epoch: Vec<u32>,
 }
 
 /// A scenario file that could not be loaded.

@@ -122,6 +122,30 @@ impl Run {
         let Some(view) = cluster.planes().into_iter().find(|v| v.id == leader) else {
             return;
         };
+        if cluster.broker_ids().len() > 1 {
+            // The story of fencing in one line: a broker that rejoined shows a new epoch.
+            let epochs: Vec<String> = view
+                .image
+                .brokers
+                .values()
+                .map(|b| {
+                    format!(
+                        "{}@{}{}",
+                        b.id,
+                        b.epoch,
+                        if b.fenced { " fenced" } else { "" }
+                    )
+                })
+                .collect();
+            self.trace.event(
+                "runner",
+                format!(
+                    "broker epochs at metadata offset {}: {}",
+                    view.image.metadata_offset,
+                    epochs.join(", ")
+                ),
+            );
+        }
         let creations = ctx
             .creations
             .lock()
@@ -144,6 +168,18 @@ impl Run {
                         .count()
                 ),
             );
+        }
+        for &id in &self.scenario.expect.new_epoch {
+            let first = inv.metadata.first_epochs.get(&(id as i32)).copied();
+            let now = view.image.brokers.get(&(id as i32)).map(|b| b.epoch);
+            if now.is_none() || now <= first {
+                inv.metadata_violation(
+                    MetadataInvariant::RejoinedWithNewEpoch,
+                    format!("broker {id}: epoch {now:?} after the heal, {first:?} first"),
+                    now_ms(),
+                    &self.trace,
+                );
+            }
         }
         for what in check_topics(&creations, &view.image) {
             inv.metadata_violation(

@@ -61,6 +61,9 @@ pub(crate) enum MetadataInvariant {
     ImagesConverge,
     /// An acknowledged CreateTopics is missing after the heal, or a topic is half made.
     TopicCreations,
+    /// A broker the scenario expects to have been fenced and to have rejoined still holds the
+    /// epoch it started with.
+    RejoinedWithNewEpoch,
 }
 
 impl MetadataInvariant {
@@ -74,6 +77,7 @@ impl MetadataInvariant {
             MetadataInvariant::CommittedOffsetKept => "committed-offset-kept",
             MetadataInvariant::ImagesConverge => "images-converge",
             MetadataInvariant::TopicCreations => "topic-creations-whole",
+            MetadataInvariant::RejoinedWithNewEpoch => "rejoined-with-new-epoch",
         }
     }
 }
@@ -93,6 +97,8 @@ pub(crate) struct MetadataChecks {
     images: BTreeMap<i64, (Arc<ClusterImage>, u32, u64)>,
     /// The highest metadata offset any node applied.
     pub(crate) highest_offset: i64,
+    /// broker id → the first broker epoch any image showed for it.
+    pub(crate) first_epochs: BTreeMap<i32, i64>,
     /// One report per invariant and subject is enough: a broken invariant stays broken.
     reported: std::collections::BTreeSet<(MetadataInvariant, String)>,
 }
@@ -135,6 +141,9 @@ impl MetadataChecks {
             return found;
         }
         self.highest_offset = self.highest_offset.max(offset);
+        for b in image.brokers.values() {
+            self.first_epochs.entry(b.id).or_insert(b.epoch);
+        }
         match self.images.get(&offset) {
             Some((first, seen_on, at)) => {
                 if **first != **image {
