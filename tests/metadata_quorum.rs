@@ -33,7 +33,10 @@ fn disk() -> Arc<dyn Disk> {
 }
 
 async fn start(config: QuorumConfig) -> Arc<RaftPlane> {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     RaftPlane::start(config, disk(), Arc::new(SystemClock))
         .await
         .expect("the plane starts")
@@ -99,7 +102,10 @@ async fn create_topic(plane: &RaftPlane, name: &str) {
     };
     assert!(results[0].1.is_ok(), "{name}: {results:?}");
     // Read your writes: the node that answered shows the topic at once.
-    assert!(plane.image().topic(name).is_some(), "{name} not in the answering node's image");
+    assert!(
+        plane.image().topic(name).is_some(),
+        "{name} not in the answering node's image"
+    );
 }
 
 /// Waits until `plane`'s image satisfies `ready` (bounded: a hang is a failure, not a timing).
@@ -129,18 +135,83 @@ async fn a_quorum_of_one_commits_with_no_network_and_keeps_it_across_a_restart()
     bring_up(&plane, 1).await;
     create_topic(&plane, "orders").await;
     let before = plane.image();
-    assert_eq!(before.cluster_id, "legacy-cluster-id", "the single broker keeps its id");
-    assert_eq!(plane.controller_endpoint(), None, "a quorum of one listens nowhere");
+    assert_eq!(
+        before.cluster_id, "legacy-cluster-id",
+        "the single broker keeps its id"
+    );
+    assert_eq!(
+        plane.controller_endpoint(),
+        None,
+        "a quorum of one listens nowhere"
+    );
     plane.shutdown().await;
     drop(plane);
 
     let plane = start(single(dir.path(), 1_000)).await;
     // The log is re-applied once the restarted leader commits its term's first entry.
-    eventually(&plane, "the topic after the restart", |i| i.topic("orders").is_some()).await;
+    eventually(&plane, "the topic after the restart", |i| {
+        i.topic("orders").is_some()
+    })
+    .await;
     let after = plane.image();
     assert_eq!(after.topics, before.topics);
     assert_eq!(after.cluster_id, before.cluster_id);
     create_topic(&plane, "payments").await;
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn wait_past_the_image_offset_stays_pending_through_entries_that_carry_no_records() {
+    // The bug: waiting on the raft log index, which blank and membership entries advance, so a
+    // caller waiting past its image's offset returned at once forever (a hot loop).
+    let dir = tempfile::tempdir().unwrap();
+    let plane = start(single(dir.path(), 1_000)).await;
+    bring_up(&plane, 1).await;
+    // A broker with a quorum endpoint: the controller adds it as a learner, which is a
+    // membership entry, no record.
+    plane
+        .submit(ControllerRequest::RegisterBroker {
+            id: 2,
+            incarnation_id: uuid::Uuid::from_u128(2),
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 9002,
+            },
+            controller_endpoint: Some(Endpoint {
+                host: "127.0.0.1".into(),
+                port: 1,
+            }),
+            rack: None,
+        })
+        .await
+        .unwrap();
+    let offset = plane.image().metadata_offset;
+    for _ in 0..400 {
+        if plane.quorum_status().committed_offset > offset {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let status = plane.quorum_status();
+    assert!(
+        status.committed_offset > offset && status.applied_offset == offset,
+        "the learner's membership entry is not applied past the image: {status:?}"
+    );
+    let still_pending = tokio::time::timeout(Duration::ZERO, plane.wait_past(offset)).await;
+    assert!(
+        still_pending.is_err(),
+        "wait_past({offset}) resolved with no newer record"
+    );
+    let waiter = {
+        let plane = Arc::clone(&plane);
+        tokio::spawn(async move { plane.wait_past(offset).await })
+    };
+    create_topic(&plane, "a-record").await;
+    tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("wait_past resolves once a record batch applies")
+        .unwrap();
+    assert!(plane.image().metadata_offset > offset);
     plane.shutdown().await;
 }
 
@@ -166,18 +237,29 @@ async fn a_restart_from_a_snapshot_keeps_the_image_once_the_log_below_it_is_purg
     plane.shutdown().await;
     drop(plane);
     let metadata = dir.path().join("__cluster_metadata-0");
-    assert!(metadata.join("snapshot.json").exists(), "no snapshot after 14 entries");
-    let log = std::fs::read(metadata.join("log")).unwrap();
+    assert!(
+        metadata.join("snapshot.json").exists(),
+        "no snapshot after 14 entries"
+    );
+    let log = broker::disk::read_file(&FileDisk::new(), &metadata.join("log"))
+        .await
+        .unwrap();
     let log = String::from_utf8_lossy(&log);
     assert!(
         !log.contains("\"t0\""),
         "the log still holds entries below the snapshot"
     );
-    assert!(log.contains("last_purged\":{"), "the log does not say where it was purged");
+    assert!(
+        log.contains("last_purged\":{"),
+        "the log does not say where it was purged"
+    );
 
     let plane = start(single(dir.path(), 4)).await;
     // Straight from the snapshot, before anything is re-applied.
-    assert!(plane.image().topic("t0").is_some(), "the snapshot was not loaded");
+    assert!(
+        plane.image().topic("t0").is_some(),
+        "the snapshot was not loaded"
+    );
     eventually(&plane, "every topic", |i| i.topics == before.topics).await;
     create_topic(&plane, "after-restart").await;
     plane.shutdown().await;
@@ -197,13 +279,19 @@ async fn a_power_loss_of_a_quorum_of_one_mid_write_loses_no_acknowledged_topic()
         );
         let dir = std::path::PathBuf::from("/data");
         let config = single(&dir, 5);
-        let plane = RaftPlane::start(config.clone(), Arc::new(disk.clone()), Arc::new(SystemClock))
-            .await
-            .unwrap();
+        let plane = RaftPlane::start(
+            config.clone(),
+            Arc::new(disk.clone()),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
         bring_up(&plane, 1).await;
+        let acks = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writers: Vec<_> = (0..4)
             .map(|w| {
                 let plane = Arc::clone(&plane);
+                let acks = Arc::clone(&acks);
                 tokio::spawn(async move {
                     let mut acknowledged = Vec::new();
                     for i in 0.. {
@@ -213,7 +301,10 @@ async fn a_power_loss_of_a_quorum_of_one_mid_write_loses_no_acknowledged_topic()
                             validate_only: false,
                         };
                         match plane.submit(request).await {
-                            Ok(_) => acknowledged.push(name),
+                            Ok(_) => {
+                                acknowledged.push(name);
+                                acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
                             Err(_) => return acknowledged,
                         }
                     }
@@ -221,7 +312,13 @@ async fn a_power_loss_of_a_quorum_of_one_mid_write_loses_no_acknowledged_topic()
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(20 + seed * 7)).await;
+        // Strike once a few are acknowledged, with the writers still going.
+        for _ in 0..60_000 {
+            if acks.load(std::sync::atomic::Ordering::SeqCst) >= 3 + seed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         // The power goes: every handle dies, unsynced bytes vanish or tear.
         disk.crash();
         let mut acknowledged = Vec::new();
@@ -235,7 +332,6 @@ async fn a_power_loss_of_a_quorum_of_one_mid_write_loses_no_acknowledged_topic()
         }
         plane.shutdown().await;
         drop(plane);
-        assert!(!acknowledged.is_empty(), "seed {seed}: nothing was acknowledged before the crash");
 
         let plane = RaftPlane::start(config, Arc::new(disk.clone()), Arc::new(SystemClock))
             .await
@@ -311,7 +407,11 @@ async fn three_voters_on_loopback_replicate_to_a_learner_and_survive_the_leader_
     let leader = leader_of(&planes, None).await;
     assert_eq!(planes[0].quorum_status().voters, vec![1, 2, 3]);
     // Every node forwards to the active controller.
-    let follower = planes.iter().find(|p| p.node_id() != leader).unwrap().clone();
+    let follower = planes
+        .iter()
+        .find(|p| p.node_id() != leader)
+        .unwrap()
+        .clone();
     bring_up(&follower, 1).await;
     create_topic(&follower, "from-a-follower").await;
     for i in 0..10 {
@@ -341,7 +441,10 @@ async fn three_voters_on_loopback_replicate_to_a_learner_and_survive_the_leader_
         .expect("the learner registers through the controller");
     assert!(matches!(reply, ControllerReply::Registered { .. }));
     let reference = planes[0].image();
-    eventually(&learner, "the voters' topics", |i| i.topics == reference.topics).await;
+    eventually(&learner, "the voters' topics", |i| {
+        i.topics == reference.topics
+    })
+    .await;
 
     // The leader stops: the other two elect one and go on.
     let old = planes.iter().position(|p| p.node_id() == leader).unwrap();
@@ -350,7 +453,11 @@ async fn three_voters_on_loopback_replicate_to_a_learner_and_survive_the_leader_
     let leader = leader_of(&planes, Some(stopped.node_id())).await;
     assert_ne!(leader, stopped.node_id());
     create_topic(&learner, "after-failover").await;
-    let reference = planes.iter().find(|p| p.node_id() == leader).unwrap().image();
+    let reference = planes
+        .iter()
+        .find(|p| p.node_id() == leader)
+        .unwrap()
+        .image();
     assert!(reference.topic("after-failover").is_some());
     for plane in planes.iter().chain(std::iter::once(&learner)) {
         eventually(plane, "the leader's image", |i| *i == *reference).await;

@@ -105,9 +105,10 @@ impl Cluster {
                 .init(move || {
                     let (disk, plane) = (disk.clone(), Arc::clone(&plane));
                     async move {
-                        let started = RaftPlane::start(config(id), Arc::new(disk), Arc::new(SystemClock))
-                            .await
-                            .expect("the plane starts");
+                        let started =
+                            RaftPlane::start(config(id), Arc::new(disk), Arc::new(SystemClock))
+                                .await
+                                .expect("the plane starts");
                         *plane.lock().unwrap() = Some(Arc::clone(&started));
                         if id == LEARNER {
                             register_self(&started).await;
@@ -181,7 +182,9 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let node = self.handle.get_node(self.state(via).node)?;
-        node.spawn(async move { plane.submit(request).await }).await.ok()
+        node.spawn(async move { plane.submit(request).await })
+            .await
+            .ok()
     }
 }
 
@@ -203,7 +206,10 @@ impl Cluster {
                 let name = format!("{prefix}{i}");
                 match plane.submit(create(&name)).await {
                     Ok(ControllerReply::CreateTopics(results)) if results[0].1.is_ok() => {
-                        assert!(plane.image().topic(&name).is_some(), "{name} acknowledged but not in the image");
+                        assert!(
+                            plane.image().topic(&name).is_some(),
+                            "{name} acknowledged but not in the image"
+                        );
                         acknowledged.push(name);
                     }
                     Ok(other) => panic!("{name}: a refusal in a story with none: {other:?}"),
@@ -307,7 +313,10 @@ async fn create_topics(cluster: &Cluster, history: &mut History, prefix: &str, v
                 // Read your writes on the node that answered.
                 let image = cluster.plane(*via).map(|p| p.image());
                 if let Some(image) = image {
-                    assert!(image.topic(&name).is_some(), "{name} acknowledged by {via} but not in its image");
+                    assert!(
+                        image.topic(&name).is_some(),
+                        "{name} acknowledged by {via} but not in its image"
+                    );
                 }
                 history.acknowledged.push(name);
             }
@@ -335,13 +344,19 @@ async fn converge(cluster: &Cluster, history: &History) {
             .collect();
         if last.len() == cluster.nodes.len() && last.iter().all(|(_, i)| *i == *reference) {
             for name in &history.acknowledged {
-                assert!(reference.topic(name).is_some(), "acknowledged topic {name} was lost");
+                assert!(
+                    reference.topic(name).is_some(),
+                    "acknowledged topic {name} was lost"
+                );
             }
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let offsets: Vec<_> = last.iter().map(|(id, i)| (*id, i.metadata_offset, i.topics.len())).collect();
+    let offsets: Vec<_> = last
+        .iter()
+        .map(|(id, i)| (*id, i.metadata_offset, i.topics.len()))
+        .collect();
     panic!("the images never converged: {offsets:?}");
 }
 
@@ -369,14 +384,23 @@ async fn commits_survive_a_leader_kill_a_leader_partition_and_a_power_loss_of_ev
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(cluster.plane(leader).unwrap().purged_offset() >= 5, "the leader never purged its log");
+    assert!(
+        cluster.plane(leader).unwrap().purged_offset() >= 5,
+        "the leader never purged its log"
+    );
     cluster.add_node(LEARNER);
 
     // The leader dies; the others elect a new one and go on; it comes back as a follower.
     let old = cluster.leader(None).await;
     cluster.kill(old);
     let others: Vec<i32> = (1..=VOTERS).filter(|id| *id != old).collect();
-    create_topics(&cluster, &mut history, "b", &[others[0], others[1], LEARNER, others[0]]).await;
+    create_topics(
+        &cluster,
+        &mut history,
+        "b",
+        &[others[0], others[1], LEARNER, others[0]],
+    )
+    .await;
     cluster.restart(old);
 
     // The leader is cut off: requests through the others go to the new leader once elected.
@@ -385,7 +409,13 @@ async fn commits_survive_a_leader_kill_a_leader_partition_and_a_power_loss_of_ev
     net.clog_node(cluster.state(old).node);
     let others: Vec<i32> = (1..=VOTERS).filter(|id| *id != old).collect();
     cluster.leader(Some(old)).await;
-    create_topics(&cluster, &mut history, "c", &[others[0], LEARNER, others[1], others[0]]).await;
+    create_topics(
+        &cluster,
+        &mut history,
+        "c",
+        &[others[0], LEARNER, others[1], others[0]],
+    )
+    .await;
     net.unclog_node(cluster.state(old).node);
 
     // Power loss of every voter at once, with creations in flight from the learner: each disk
@@ -400,14 +430,24 @@ async fn commits_survive_a_leader_kill_a_leader_partition_and_a_power_loss_of_ev
     for id in 1..=VOTERS {
         cluster.restart(id);
     }
-    let (acknowledged, failed) = in_flight.await.expect("the learner's workload runs to its end");
+    let (acknowledged, failed) = in_flight
+        .await
+        .expect("the learner's workload runs to its end");
     history.acknowledged.extend(acknowledged);
     history.failed += failed;
     create_topics(&cluster, &mut history, "e", &[1, 2, 3, LEARNER]).await;
 
     converge(&cluster, &history).await;
-    let torn: u64 = cluster.nodes.iter().map(|n| n.disk.fault_counts().torn_writes).sum();
-    let lost: u64 = cluster.nodes.iter().map(|n| n.disk.fault_counts().lost_bytes).sum();
+    let torn: u64 = cluster
+        .nodes
+        .iter()
+        .map(|n| n.disk.fault_counts().torn_writes)
+        .sum();
+    let lost: u64 = cluster
+        .nodes
+        .iter()
+        .map(|n| n.disk.fault_counts().lost_bytes)
+        .sum();
     eprintln!(
         "acknowledged {}, failed {}, torn tails {torn}, unsynced bytes lost {lost}",
         history.acknowledged.len(),

@@ -16,9 +16,7 @@ use broker::controller::decide::ControllerSettings;
 use broker::controller::image::Endpoint;
 use broker::controller::plane::MetadataPlane;
 use broker::controller::raft::{QuorumConfig, QuorumTimeouts, RaftPlane, Voter};
-use broker::controller::request::{
-    ConfigResource, ControllerReply, ControllerRequest, NewTopic,
-};
+use broker::controller::request::{ConfigResource, ControllerReply, ControllerRequest, NewTopic};
 use broker::disk::{Disk, FileDisk, OpenMode};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -110,8 +108,16 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let leader_plane = planes.iter().find(|p| p.node_id() == leader).unwrap().clone();
-    let follower_plane = planes.iter().find(|p| p.node_id() != leader).unwrap().clone();
+    let leader_plane = planes
+        .iter()
+        .find(|p| p.node_id() == leader)
+        .unwrap()
+        .clone();
+    let follower_plane = planes
+        .iter()
+        .find(|p| p.node_id() != leader)
+        .unwrap()
+        .clone();
     for id in 1..=3 {
         let ControllerReply::Registered { epoch } = leader_plane
             .submit(ControllerRequest::RegisterBroker {

@@ -25,8 +25,8 @@ use crate::controller::request::{ControllerError, ControllerReply, ControllerReq
 /// Requests decided together and committed as one entry, at most.
 const MAX_BATCH: usize = 256;
 
-/// A reply and the metadata offset (raft log index) the node must have applied before it
-/// answers its caller.
+/// A reply and the image offset (`ClusterImage::metadata_offset`) it reflects: the node that
+/// answers its caller waits until its own image is at least there (read your writes).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Committed {
     pub(crate) reply: ControllerReply,
@@ -47,15 +47,25 @@ pub(crate) struct ControllerHandle {
 impl ControllerHandle {
     /// Decides and commits `request` here if this node is the active controller; else
     /// `NotController` with who is.
-    pub(crate) async fn submit(&self, request: ControllerRequest) -> Result<Committed, ControllerError> {
+    pub(crate) async fn submit(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<Committed, ControllerError> {
         let (reply, answer) = oneshot::channel();
-        if self.queue.send(Submission { request, reply }).await.is_err() {
+        if self
+            .queue
+            .send(Submission { request, reply })
+            .await
+            .is_err()
+        {
             // Stopped before it saw the request: nothing was proposed, ask another node.
             return Err(ControllerError::NotController(None));
         }
         answer.await.unwrap_or_else(|_| {
             // Stopped while deciding or committing it: the outcome is unknown.
-            Err(ControllerError::Unavailable("the controller stopped".into()))
+            Err(ControllerError::Unavailable(
+                "the controller stopped".into(),
+            ))
         })
     }
 }
@@ -104,7 +114,7 @@ impl ControllerLoop {
             tick,
             queue,
             leading: None,
-            sessions: Sessions::default(),
+            sessions: Sessions::for_node(node_id(id)),
         };
         (controller, ControllerHandle { queue: queue_tx })
     }
@@ -158,26 +168,32 @@ impl ControllerLoop {
         }
         // Deciding against an image that misses the previous leader's last records would undo
         // them: wait until this term's first entry is applied here.
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map_err(|e| ControllerError::Unavailable(format!("leadership not confirmed: {e}")))?;
+        self.raft.ensure_linearizable().await.map_err(|e| {
+            // Nothing of the caller's request was proposed yet: safe to retry elsewhere.
+            tracing::debug!(error = %e, "metadata quorum: leadership not confirmed");
+            ControllerError::NotController(None)
+        })?;
         let image = self.shared.image();
-        let now_ms = self.clock.now_ms();
-        // A new controller gives every registered broker a full session (as Kafka's does).
-        self.sessions = Sessions::default();
-        for id in image.brokers.keys() {
-            self.sessions.last_heartbeat_ms.insert(*id, now_ms);
-        }
+        // A new controller starts every session afresh (each registered broker gets a full
+        // session from its first contact, as in Kafka); this node's own broker, if it restarted
+        // with this controller, need not wait out its previous incarnation's session.
+        self.sessions = Sessions::for_node(node_id(self.id));
         self.leading = Some(term);
-        tracing::info!(node = self.id, term, "metadata quorum: this node is the active controller");
+        tracing::info!(
+            node = self.id,
+            term,
+            "metadata quorum: this node is the active controller"
+        );
         if image.cluster_id.is_empty() {
             let cluster_id = self.cluster_id_if_new.clone().unwrap_or_else(|| {
                 uuid::Uuid::from_u128(crate::random::random_u128())
                     .simple()
                     .to_string()
             });
-            self.commit(vec![MetadataRecord::SetClusterId { cluster_id }]).await?;
+            // The caller's request is not proposed if this fails: a retry is safe.
+            self.commit(vec![MetadataRecord::SetClusterId { cluster_id }])
+                .await
+                .map_err(|_| ControllerError::NotController(None))?;
         }
         self.add_missing_learners(&self.shared.image()).await;
         Ok(())
@@ -249,7 +265,7 @@ impl ControllerLoop {
             decided.push((submission.reply, outcome));
         }
         let offset = if records.is_empty() {
-            Ok(self.shared.applied_index())
+            Ok(base.metadata_offset)
         } else {
             self.commit(records).await
         };
@@ -272,7 +288,7 @@ impl ControllerLoop {
         }
     }
 
-    /// Commits `records` as one entry; its log index once committed and applied here.
+    /// Commits `records` as one entry; its log index (the image's offset once applied here).
     async fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<i64, ControllerError> {
         match self.raft.client_write(MetadataBatch { records }).await {
             Ok(response) => Ok(response.log_id.index as i64),
@@ -298,7 +314,10 @@ impl ControllerLoop {
             .values()
             .filter_map(|b| {
                 let endpoint = b.controller_endpoint.as_ref()?;
-                Some((raft_id(b.id), format!("{}:{}", endpoint.host, endpoint.port)))
+                Some((
+                    raft_id(b.id),
+                    format!("{}:{}", endpoint.host, endpoint.port),
+                ))
             })
             .collect();
         for (id, address) in wanted {
@@ -319,9 +338,15 @@ impl ControllerLoop {
         if known {
             return;
         }
-        match self.raft.add_learner(id, BasicNode::new(&address), false).await {
+        match self
+            .raft
+            .add_learner(id, BasicNode::new(&address), false)
+            .await
+        {
             Ok(_) => tracing::info!(learner = id, %address, "metadata quorum: added a learner"),
-            Err(e) => tracing::warn!(learner = id, %address, error = %e, "metadata quorum: adding a learner failed"),
+            Err(e) => {
+                tracing::warn!(learner = id, %address, error = %e, "metadata quorum: adding a learner failed")
+            }
         }
     }
 }

@@ -178,11 +178,14 @@ impl QuorumConfig {
 }
 
 /// What the state machine publishes and the plane reads: the image, swapped whole on apply, and
-/// the log index it is at, with a Notify for `wait_past` (not a watch channel: its notifier
+/// the offsets it is at, with a Notify for `wait_past` (not a watch channel: its notifier
 /// choice uses a thread-local RNG the simulator cannot seed).
 pub(crate) struct Shared {
     image: Mutex<Arc<ClusterImage>>,
-    /// The raft log index of the last applied entry (any kind); -1 before any.
+    /// The image's `metadata_offset`: the log index of the last record batch applied.
+    image_offset: AtomicI64,
+    /// The raft log index of the last applied entry of any kind (blank and membership entries
+    /// included); -1 before any.
     applied_index: AtomicI64,
     applied: tokio::sync::Notify,
 }
@@ -191,6 +194,7 @@ impl Shared {
     fn new() -> Shared {
         Shared {
             image: Mutex::new(Arc::new(ClusterImage::empty())),
+            image_offset: AtomicI64::new(-1),
             applied_index: AtomicI64::new(-1),
             applied: tokio::sync::Notify::new(),
         }
@@ -200,14 +204,16 @@ impl Shared {
         Arc::clone(&self.image.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn applied_index(&self) -> i64 {
-        self.applied_index.load(Ordering::Acquire)
-    }
-
     fn publish(&self, image: Arc<ClusterImage>, applied_index: i64) {
+        let image_offset = image.metadata_offset;
         *self.image.lock().unwrap_or_else(|e| e.into_inner()) = image;
-        let before = self.applied_index.swap(applied_index, Ordering::AcqRel);
+        let before = self.image_offset.swap(image_offset, Ordering::AcqRel);
         // A snapshot installed from the leader only ever moves a node forward.
+        assert!(
+            image_offset >= before,
+            "the image went back from offset {before} to {image_offset}"
+        );
+        let before = self.applied_index.swap(applied_index, Ordering::AcqRel);
         assert!(
             applied_index >= before,
             "applied index went back from {before} to {applied_index}"
@@ -215,13 +221,14 @@ impl Shared {
         self.applied.notify_waiters();
     }
 
+    /// Resolves once the image's `metadata_offset` is above `offset`.
     async fn wait_past(&self, offset: i64) {
         loop {
             let notified = self.applied.notified();
             tokio::pin!(notified);
             // Registered before the check, so a publish in between is not missed.
             notified.as_mut().enable();
-            if self.applied_index() >= offset {
+            if self.image_offset.load(Ordering::Acquire) > offset {
                 return;
             }
             notified.await;
@@ -235,13 +242,23 @@ mod tests {
 
     #[test]
     fn voters_parse_in_kraft_form_and_bad_ones_are_refused_with_a_reason() {
-        let voters = QuorumConfig::parse_voters("1@127.0.0.1:9093, 2@host-b:9193,3@[::1]:9293").unwrap();
+        let voters =
+            QuorumConfig::parse_voters("1@127.0.0.1:9093, 2@host-b:9193,3@[::1]:9293").unwrap();
         assert_eq!(
             voters,
             vec![
-                Voter { id: 1, address: "127.0.0.1:9093".into() },
-                Voter { id: 2, address: "host-b:9193".into() },
-                Voter { id: 3, address: "[::1]:9293".into() },
+                Voter {
+                    id: 1,
+                    address: "127.0.0.1:9093".into()
+                },
+                Voter {
+                    id: 2,
+                    address: "host-b:9193".into()
+                },
+                Voter {
+                    id: 3,
+                    address: "[::1]:9293".into()
+                },
             ]
         );
         assert_eq!(QuorumConfig::parse_voters("").unwrap(), Vec::new());

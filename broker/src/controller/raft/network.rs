@@ -10,7 +10,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -49,7 +51,10 @@ async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, payload: &[u8]) -> i
     if payload.len() > MAX_FRAME {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("a quorum frame of {} bytes is over the limit", payload.len()),
+            format!(
+                "a quorum frame of {} bytes is over the limit",
+                payload.len()
+            ),
         ));
     }
     let mut frame = Vec::with_capacity(4 + payload.len());
@@ -107,10 +112,11 @@ impl PeerClient {
     pub(crate) async fn call(&self, rpc: &Rpc, timeout: Duration) -> Result<RpcReply, CallError> {
         let payload = serde_json::to_vec(rpc).expect("quorum RPCs serialize");
         let deadline = super::runtime::now() + timeout;
-        let mut connection = match tokio::time::timeout(until(deadline), self.connection.lock()).await {
-            Ok(guard) => guard,
-            Err(_) => return Err(self.lost(timed_out())),
-        };
+        let mut connection =
+            match tokio::time::timeout(until(deadline), self.connection.lock()).await {
+                Ok(guard) => guard,
+                Err(_) => return Err(self.lost(timed_out())),
+            };
         let mut sent = false;
         let outcome = tokio::time::timeout(until(deadline), async {
             if connection.is_none() {
@@ -123,9 +129,12 @@ impl PeerClient {
             }
             let stream = connection.as_mut().expect("connected above");
             sent = true;
-            write_frame(stream, &payload).await.map_err(|e| self.lost(e))?;
+            write_frame(stream, &payload)
+                .await
+                .map_err(|e| self.lost(e))?;
             let reply = read_frame(stream).await.map_err(|e| self.lost(e))?;
-            serde_json::from_slice(&reply).map_err(|e| self.lost(io::Error::new(io::ErrorKind::InvalidData, e)))
+            serde_json::from_slice(&reply)
+                .map_err(|e| self.lost(io::Error::new(io::ErrorKind::InvalidData, e)))
         })
         .await;
         let outcome = match outcome {
@@ -186,7 +195,11 @@ type RpcResult<T, E = openraft::error::Infallible> =
 
 impl PeerNetwork {
     #[allow(clippy::result_large_err)] // openraft's error type
-    async fn call(&self, rpc: Rpc, option: &RPCOption) -> Result<RpcReply, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+    async fn call(
+        &self,
+        rpc: Rpc,
+        option: &RPCOption,
+    ) -> Result<RpcReply, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
         let timeout = option.hard_ttl().min(self.rpc_timeout);
         match self.client.call(&rpc, timeout).await {
             Ok(reply) => Ok(reply),
@@ -196,7 +209,10 @@ impl PeerNetwork {
     }
 
     #[allow(clippy::result_large_err)] // openraft's error type
-    fn remote<T, E: std::error::Error>(&self, result: Result<T, RaftError<u64, E>>) -> RpcResult<T, E> {
+    fn remote<T, E: std::error::Error>(
+        &self,
+        result: Result<T, RaftError<u64, E>>,
+    ) -> RpcResult<T, E> {
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -214,8 +230,13 @@ fn transport<E: std::error::Error>(
     }
 }
 
-fn mismatched<E: std::error::Error>(reply: &RpcReply) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
-    let e = io::Error::new(io::ErrorKind::InvalidData, format!("a mismatched reply: {reply:?}"));
+fn mismatched<E: std::error::Error>(
+    reply: &RpcReply,
+) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
+    let e = io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("a mismatched reply: {reply:?}"),
+    );
     RPCError::Network(NetworkError::new(&e))
 }
 
@@ -225,7 +246,11 @@ impl RaftNetwork<MetadataTypes> for PeerNetwork {
         rpc: AppendEntriesRequest<MetadataTypes>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>> {
-        match self.call(Rpc::AppendEntries(rpc), &option).await.map_err(transport)? {
+        match self
+            .call(Rpc::AppendEntries(rpc), &option)
+            .await
+            .map_err(transport)?
+        {
             RpcReply::AppendEntries(result) => self.remote(result),
             other => Err(mismatched(&other)),
         }
@@ -242,8 +267,16 @@ impl RaftNetwork<MetadataTypes> for PeerNetwork {
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> RpcResult<VoteResponse<u64>> {
-        match self.call(Rpc::Vote(rpc), &option).await.map_err(transport)? {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>> {
+        match self
+            .call(Rpc::Vote(rpc), &option)
+            .await
+            .map_err(transport)?
+        {
             RpcReply::Vote(result) => self.remote(result),
             other => Err(mismatched(&other)),
         }
@@ -254,7 +287,7 @@ impl RaftNetwork<MetadataTypes> for PeerNetwork {
     }
 }
 
-/// Set once when the plane shuts down; connections being served stop at their next frame.
+/// Set once when the plane shuts down: the listener stops accepting.
 /// (A Notify, not a watch channel: watch picks notifiers with an RNG the simulator cannot seed.)
 #[derive(Default)]
 pub(crate) struct Stop {
@@ -264,7 +297,8 @@ pub(crate) struct Stop {
 
 impl Stop {
     pub(crate) fn stop(&self) {
-        self.stopped.store(true, std::sync::atomic::Ordering::Release);
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         self.notify.notify_waiters();
     }
 
@@ -298,15 +332,10 @@ pub(crate) async fn serve(
             Ok((stream, _)) => {
                 #[cfg(not(madsim))]
                 let _ = stream.set_nodelay(true);
-                let stop = Arc::clone(&stop);
-                let (raft, controller) = (raft.clone(), controller.clone());
-                tokio::spawn(async move {
-                    tokio::select! {
-                        biased;
-                        () = stop.wait() => {}
-                        () = serve_connection(stream, raft, controller) => {}
-                    }
-                });
+                // Connections outlive a stop on purpose: a request arriving after it gets an
+                // answer (NotController from a stopped controller, an error from a shut-down
+                // raft), not a closed connection whose outcome the caller cannot know.
+                tokio::spawn(serve_connection(stream, raft.clone(), controller.clone()));
             }
             Err(e) => {
                 // Out of descriptors or the like: wait rather than spin.
@@ -317,7 +346,11 @@ pub(crate) async fn serve(
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, raft: Raft<MetadataTypes>, controller: ControllerHandle) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    raft: Raft<MetadataTypes>,
+    controller: ControllerHandle,
+) {
     loop {
         let Ok(frame) = read_frame(&mut stream).await else {
             return;
@@ -332,7 +365,9 @@ async fn serve_connection(mut stream: TcpStream, raft: Raft<MetadataTypes>, cont
         let reply = match rpc {
             Rpc::AppendEntries(req) => RpcReply::AppendEntries(raft.append_entries(req).await),
             Rpc::Vote(req) => RpcReply::Vote(raft.vote(req).await),
-            Rpc::InstallSnapshot(req) => RpcReply::InstallSnapshot(raft.install_snapshot(req).await),
+            Rpc::InstallSnapshot(req) => {
+                RpcReply::InstallSnapshot(raft.install_snapshot(req).await)
+            }
             Rpc::Submit(request) => RpcReply::Submit(controller.submit(request).await),
         };
         let payload = serde_json::to_vec(&reply).expect("quorum replies serialize");

@@ -117,7 +117,9 @@ impl RaftPlane {
                 .listen
                 .clone()
                 .or_else(|| voters.get(&id).cloned())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no controller listener"))?;
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "no controller listener")
+                })?;
             let listener = match tokio::net::TcpListener::bind(&listen).await {
                 Ok(listener) => listener,
                 Err(e) => {
@@ -125,7 +127,10 @@ impl RaftPlane {
                         task.abort();
                     }
                     let _ = raft.shutdown().await;
-                    return Err(io::Error::new(e.kind(), format!("controller listener {listen}: {e}")));
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("controller listener {listen}: {e}"),
+                    ));
                 }
             };
             tasks.push(tokio::spawn(network::serve(
@@ -173,7 +178,9 @@ impl RaftPlane {
             Ok(()) => Ok(()),
             // Initialized before (a restart): nothing to do.
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(io::Error::other(format!("initializing the metadata quorum: {e}"))),
+            Err(e) => Err(io::Error::other(format!(
+                "initializing the metadata quorum: {e}"
+            ))),
         }
     }
 
@@ -195,7 +202,11 @@ impl RaftPlane {
     /// Takes a snapshot of the image now and purges the log below it (tests and tools; the
     /// quorum takes one every `snapshot_every` entries on its own).
     pub async fn snapshot_now(&self) -> io::Result<()> {
-        self.raft.trigger().snapshot().await.map_err(io::Error::other)
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(io::Error::other)
     }
 
     /// The metadata offset the log is purged up to (inclusive; a snapshot holds it); -1 before
@@ -281,7 +292,10 @@ impl RaftPlane {
             RpcReply::Submit(outcome) => Ok(outcome),
             other => Err(CallError::Lost(
                 peer.address().to_string(),
-                io::Error::new(io::ErrorKind::InvalidData, format!("a mismatched reply: {other:?}")),
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a mismatched reply: {other:?}"),
+                ),
             )),
         }
     }
@@ -310,12 +324,15 @@ impl MetadataPlane for RaftPlane {
                     self.submit_timeout.as_millis()
                 )));
             }
-            let target = hint.take().or_else(|| self.known_leader()).unwrap_or_else(|| {
-                // No leader known (an election, or a learner not yet added): ask the voters
-                // in turn; a follower answers with who leads.
-                next_voter += 1;
-                voters[next_voter % voters.len()]
-            });
+            let target = hint
+                .take()
+                .or_else(|| self.known_leader())
+                .unwrap_or_else(|| {
+                    // No leader known (an election, or a learner not yet added): ask the voters
+                    // in turn; a follower answers with who leads.
+                    next_voter += 1;
+                    voters[next_voter % voters.len()]
+                });
             // Each attempt is bounded; a remote one leaves room for a retry.
             let remaining = deadline - now;
             let timeout = if target == self.id {
@@ -327,7 +344,8 @@ impl MetadataPlane for RaftPlane {
                 Ok(Ok(Committed { reply, offset })) => {
                     // Answer only once this node's image shows the change (read your writes).
                     let remaining = deadline.saturating_duration_since(super::runtime::now());
-                    return match tokio::time::timeout(remaining, self.shared.wait_past(offset)).await {
+                    let caught_up = self.shared.wait_past(offset - 1);
+                    return match tokio::time::timeout(remaining, caught_up).await {
                         Ok(()) => Ok(reply),
                         Err(_) => Err(ControllerError::Unavailable(format!(
                             "committed at metadata offset {offset}, not yet applied on this node"
@@ -371,7 +389,7 @@ impl MetadataPlane for RaftPlane {
             term: m.current_term,
             voters,
             committed_offset: m.last_applied.map_or(-1, |l| l.index as i64),
-            applied_offset: self.shared.applied_index(),
+            applied_offset: self.image().metadata_offset,
         }
     }
 }

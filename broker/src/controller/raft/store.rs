@@ -44,7 +44,11 @@ const MAX_FRAME: usize = 256 << 20;
 const FORMAT_VERSION: u32 = 1;
 
 fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    assert!(payload.len() <= MAX_FRAME, "a metadata frame of {} bytes", payload.len());
+    assert!(
+        payload.len() <= MAX_FRAME,
+        "a metadata frame of {} bytes",
+        payload.len()
+    );
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
     out.extend_from_slice(payload);
@@ -131,23 +135,33 @@ impl LogStore {
             Err(e) => return Err(e),
         };
         // The header is written atomically, never appended: it is whole or the file is damaged.
-        let (header, mut pos) =
-            decode_frame(&bytes, 0).ok_or_else(|| corrupt(LOG_FILE, "its header frame is damaged"))?;
+        let (header, mut pos) = decode_frame(&bytes, 0)
+            .ok_or_else(|| corrupt(LOG_FILE, "its header frame is damaged"))?;
         let header: LogHeader = serde_json::from_slice(header).map_err(|e| corrupt(LOG_FILE, e))?;
         if header.format_version != FORMAT_VERSION {
-            return Err(corrupt(LOG_FILE, format!("format version {}", header.format_version)));
+            return Err(corrupt(
+                LOG_FILE,
+                format!("format version {}", header.format_version),
+            ));
         }
         let mut mem = LogMem {
             last_purged: header.last_purged,
             ..LogMem::default()
         };
         while let Some((payload, next)) = decode_frame(&bytes, pos) {
-            let entry: MetaEntry = serde_json::from_slice(payload).map_err(|e| corrupt(LOG_FILE, e))?;
-            let expected = mem.last_log_id().map_or(entry.log_id.index, |l| l.index + 1);
+            let entry: MetaEntry =
+                serde_json::from_slice(payload).map_err(|e| corrupt(LOG_FILE, e))?;
+            let expected = mem
+                .last_log_id()
+                .map_or(entry.log_id.index, |l| l.index + 1);
             if entry.log_id.index != expected {
                 return Err(corrupt(
                     LOG_FILE,
-                    format!("entry {} follows entry {}", entry.log_id.index, expected - 1),
+                    format!(
+                        "entry {} follows entry {}",
+                        entry.log_id.index,
+                        expected - 1
+                    ),
                 ));
             }
             mem.entries.insert(entry.log_id.index, (pos as u64, entry));
@@ -192,7 +206,8 @@ fn read_range<RB: RangeBounds<u64> + Clone>(mem: &Mutex<LogMem>, range: RB) -> V
         .collect();
     // openraft sends what this returns as the entries right after the range's start: a read
     // that starts later (purged under it) would make a hole in a follower's log.
-    if let (std::ops::Bound::Included(start), Some(first)) = (range.start_bound(), entries.first()) {
+    if let (std::ops::Bound::Included(start), Some(first)) = (range.start_bound(), entries.first())
+    {
         assert_eq!(
             first.log_id.index, *start,
             "metadata log: a read from {start} found the log starting at {} (purged at {:?})",
@@ -249,7 +264,11 @@ impl RaftLogStorage<MetadataTypes> for LogStore {
         Ok(self.vote)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<MetadataTypes>) -> Result<(), Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<MetadataTypes>,
+    ) -> Result<(), Error>
     where
         I: IntoIterator<Item = MetaEntry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -457,7 +476,12 @@ pub(crate) struct SnapshotBuilder {
 impl RaftSnapshotBuilder<MetadataTypes> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<MetadataTypes>, Error> {
         let snapshot_id = match self.last_applied {
-            Some(l) => format!("{}-{}-{:016x}", l.leader_id, l.index, crate::random::random_u64()),
+            Some(l) => format!(
+                "{}-{}-{:016x}",
+                l.leader_id,
+                l.index,
+                crate::random::random_u64()
+            ),
             None => format!("none-{:016x}", crate::random::random_u64()),
         };
         let meta = SnapshotMeta {
@@ -474,7 +498,9 @@ impl RaftSnapshotBuilder<MetadataTypes> for SnapshotBuilder {
         // never an older snapshot over a newer one.
         let closed = self.writing.lock().await;
         if *closed {
-            return Err(StorageIOError::write_snapshot(Some(meta.signature()), &closed_error()).into());
+            return Err(
+                StorageIOError::write_snapshot(Some(meta.signature()), &closed_error()).into(),
+            );
         }
         let newer = self
             .slot
@@ -515,7 +541,8 @@ impl RaftStateMachine<MetadataTypes> for StateMachine {
         let image = Arc::make_mut(&mut self.image);
         for entry in entries {
             assert!(
-                self.last_applied.is_none_or(|l| l.index < entry.log_id.index),
+                self.last_applied
+                    .is_none_or(|l| l.index < entry.log_id.index),
                 "metadata log: applying entry {} after {:?}",
                 entry.log_id.index,
                 self.last_applied
@@ -523,7 +550,9 @@ impl RaftStateMachine<MetadataTypes> for StateMachine {
             self.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(batch) => image.apply(entry.log_id.index as i64, &batch.records),
+                EntryPayload::Normal(batch) => {
+                    image.apply(entry.log_id.index as i64, &batch.records)
+                }
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                 }
@@ -566,7 +595,9 @@ impl RaftStateMachine<MetadataTypes> for StateMachine {
         let writing = Arc::clone(&self.writing);
         let closed = writing.lock().await;
         if *closed {
-            return Err(StorageIOError::write_snapshot(Some(meta.signature()), &closed_error()).into());
+            return Err(
+                StorageIOError::write_snapshot(Some(meta.signature()), &closed_error()).into(),
+            );
         }
         write_file_atomic(&*self.disk, &self.dir.join(SNAPSHOT_FILE), &bytes)
             .await
