@@ -30,6 +30,9 @@ use std::time::Duration;
 
 use client::*;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::{ApiKey, GroupId, LeaveGroupRequest};
+use kafka_protocol::protocol::StrBytes;
 use tokio::net::TcpListener;
 
 /// The bound on every wait: generous for a slow shared machine, finite so a hang fails.
@@ -531,6 +534,78 @@ async fn a_member_that_stops_polling_is_left_behind_and_finds_its_partitions_los
     );
     stalled.close().await;
     steady.close().await;
+    b.stop().await;
+}
+
+/// The bug story: a commit refused with UNKNOWN_MEMBER_ID said nothing to the member, which
+/// went on fetching and returning records of partitions the group may already have handed to
+/// another member, unable to commit any of them, until its next heartbeat heard the same
+/// answer (group-swarm seed 40: a member's commits were refused for 400 ms while it polled
+/// on). Java's consumer drops the generation on that refusal and rejoins at the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_commit_is_refused_as_unknown_loses_its_partitions_and_rejoins_at_the_next_poll(
+) {
+    let b = start_broker().await;
+    create_topic(&b.addr, "evicted", 2).await;
+    let mut settings = config("evictions");
+    // No heartbeat before the commit: its answer alone must tell the member.
+    settings.heartbeat_interval = Duration::from_secs(8);
+    let mut member = consumer(&b.addr, settings, "evicted").await;
+    let events = Events::default();
+    member.set_rebalance_listener(events.clone());
+    let deadline = now() + WAIT;
+    while member.assignment().len() < 2 {
+        member.poll().await.unwrap();
+        assert!(now() < deadline, "never joined");
+    }
+    let had = member.assignment();
+    let joined = member.group_metadata();
+
+    // The coordinator forgets the member, as when its session expires: a LeaveGroup for it
+    // from another connection.
+    let connection = client(&b.addr).await.any_connection().await.unwrap();
+    let group = GroupId(StrBytes::from_string("evictions".into()));
+    let member_id = StrBytes::from_string(joined.member_id.clone());
+    let request = if connection.version_for(ApiKey::LeaveGroup).unwrap() >= 3 {
+        LeaveGroupRequest::default()
+            .with_group_id(group)
+            .with_members(vec![MemberIdentity::default().with_member_id(member_id)])
+    } else {
+        LeaveGroupRequest::default()
+            .with_group_id(group)
+            .with_member_id(member_id)
+    };
+    assert_eq!(connection.send(&request).await.unwrap().error_code, 0);
+
+    assert_eq!(
+        member.commit_offsets(offsets(&[("evicted", 0, 0)])).await,
+        CommitOutcome::Failed {
+            error: CommitError::Rejected {
+                error: ResponseError::UnknownMemberId
+            }
+        }
+    );
+    let after = member.group_metadata();
+    assert_eq!(
+        (after.member_id.as_str(), after.generation_id),
+        ("", -1),
+        "the refusal drops the membership at once, as a heartbeat's would"
+    );
+
+    // The next polls: the partitions are lost (not revoked: nothing could be committed) and
+    // the member rejoins under a new member id.
+    while member.group_metadata().member_id.is_empty() || member.assignment().len() < 2 {
+        member.poll().await.unwrap();
+        assert!(now() < deadline, "never rejoined: {:?}", events.all());
+    }
+    let seen = events.all();
+    assert_eq!(
+        seen[seen.len() - 2..],
+        [Event::Lost(had.clone()), Event::Assigned(had)],
+        "{seen:?}"
+    );
+    assert_ne!(member.group_metadata().member_id, joined.member_id);
+    member.close().await;
     b.stop().await;
 }
 

@@ -11,16 +11,20 @@
 //! - an OffsetFetch of each partition when a member is assigned it: the committed offset the
 //!   group holds then;
 //! - per poll, one Poll op per assigned partition that returned records or whose position was
-//!   known before the poll, under a consumer id that is new for every assignment (a "walk"),
-//!   so the poll checks see each walk as one consumer reading one stretch of the partition.
+//!   known before the poll, under a consumer id that is new for every assignment (a "walk",
+//!   see [`crate::walks`]; assignments are counted by the rebalance listener, since the
+//!   member id and generation can read the same across one), so the poll checks see each walk
+//!   as one consumer reading one stretch of the partition.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use client::admin::OffsetAndMetadata;
 use client::{
     CommitError, CommitOutcome, ConsumerConfig, GroupConsumer, GroupConsumerConfig, OffsetReset,
+    RebalanceListener,
 };
 use madsim::rand::Rng;
 
@@ -29,6 +33,7 @@ use crate::random::Stream;
 use crate::runner::{connect, value_of, Ctx};
 use crate::scenario::{ChurnSpec, CommitSpec, ConsumerSpec};
 use crate::trace::now_ms;
+use crate::walks::{TopicPartition, Walks};
 
 /// The consumer id of the runner's fetch of committed offsets after a group stayed empty for
 /// the retention (expected to find none).
@@ -37,7 +42,14 @@ pub const EXPIRY_CHECKER: Process = crate::checker::FINAL_READER - 1;
 /// How long one poll, commit or fetch may take before it counts as timed out.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-type TopicPartition = (String, i32);
+/// Counts the assignments a member receives (see [`crate::walks`]).
+struct CountAssignments(Arc<AtomicU64>);
+
+impl RebalanceListener for CountAssignments {
+    fn on_partitions_assigned(&mut self, _partitions: &[(String, i32)]) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// A member process: joins, consumes and commits until the fault window ends, replaced by a
 /// new member each time it churns out.
@@ -74,7 +86,7 @@ async fn run_member(
     leave_at: Option<u64>,
     crash: bool,
 ) {
-    let stop = std::sync::Arc::clone(&ctx.stop);
+    let stop = Arc::clone(&ctx.stop);
     let Some(client) = connect(ctx, who, REQUEST_TIMEOUT, || stop.load(Ordering::SeqCst)).await
     else {
         return;
@@ -96,27 +108,17 @@ async fn run_member(
     consumer.subscribe([spec.topic.clone()]);
     ctx.trace.event(who, format!("joins group {group}"));
 
-    let mut walks: BTreeMap<TopicPartition, Process> = BTreeMap::new();
-    // (member id, generation): generations restart at 1 when the coordinator loses the group
-    // (a broker restart), but the member id is new then.
-    let mut generation = (String::new(), -1);
+    // Assignments this member received: each one set its positions from the committed offsets.
+    let assignments = Arc::new(AtomicU64::new(0));
+    consumer.set_rebalance_listener(CountAssignments(Arc::clone(&assignments)));
+    let mut walks = Walks::new();
     loop {
         if ctx.stop.load(Ordering::SeqCst) || leave_at.is_some_and(|at| now_ms() >= at) {
             break;
         }
-        let mut before = consumer.positions();
+        let before = consumer.positions();
         let invoke_ms = now_ms();
         let result = tokio::time::timeout(REQUEST_TIMEOUT * 2, consumer.poll()).await;
-        let metadata = consumer.group_metadata();
-        if (metadata.member_id.as_str(), metadata.generation_id)
-            != (generation.0.as_str(), generation.1)
-        {
-            // A new generation: every partition held now is a new walk from its committed
-            // offset, whatever the position was before.
-            generation = (metadata.member_id.clone(), metadata.generation_id);
-            walks.clear();
-            before.clear();
-        }
         for auto in consumer.take_auto_commits() {
             let offsets = auto.offsets.into_iter().collect();
             record_commit(ctx, who, process, group, offsets, invoke_ms, &auto.outcome);
@@ -134,7 +136,6 @@ async fn run_member(
             }
         };
         let assignment = consumer.assignment();
-        walks.retain(|tp, _| assignment.contains(tp));
         let mut by_partition: BTreeMap<TopicPartition, Vec<(i64, u64)>> = BTreeMap::new();
         for r in &records {
             by_partition
@@ -142,26 +143,37 @@ async fn run_member(
                 .or_default()
                 .push((r.offset, value_of(r.value.as_deref())));
         }
-        for tp in &assignment {
-            let returned = by_partition.remove(tp).unwrap_or_default();
-            let known = walks.contains_key(tp);
-            let from = match (known, before.get(tp), returned.first()) {
-                (true, Some(&position), _) => position,
-                (_, _, Some(&(first, _))) => first,
-                _ => continue,
-            };
-            let walk = match walks.get(tp) {
-                Some(&walk) => walk,
+        let polls = walks.after_poll(
+            assignments.load(Ordering::SeqCst),
+            &assignment,
+            &before,
+            by_partition,
+        );
+        for poll in polls {
+            let walk = match poll.walk {
+                Some(walk) => walk,
                 None => {
                     let walk = ctx.next_walk.fetch_sub(1, Ordering::SeqCst);
-                    walks.insert(tp.clone(), walk);
-                    ctx.trace
-                        .event(who, format!("walk {walk}: {}-{} from {from}", tp.0, tp.1));
-                    fetch_committed(ctx, who, walk, group, &consumer, tp).await;
+                    walks.begin(&poll.tp, walk);
+                    let (topic, partition) = &poll.tp;
+                    ctx.trace.event(
+                        who,
+                        format!("walk {walk}: {topic}-{partition} from {}", poll.from),
+                    );
+                    fetch_committed(ctx, who, walk, group, &consumer, &poll.tp).await;
                     walk
                 }
             };
-            record_poll(ctx, who, walk, group, tp, from, invoke_ms, returned);
+            record_poll(
+                ctx,
+                who,
+                walk,
+                group,
+                &poll.tp,
+                poll.from,
+                invoke_ms,
+                poll.records,
+            );
         }
         if spec.commit == CommitSpec::Sync && !records.is_empty() {
             let positions: BTreeMap<TopicPartition, i64> = consumer

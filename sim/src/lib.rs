@@ -17,6 +17,8 @@
 //!   notable event with its simulated time and node.
 //! - [`group_members`]: consumer-group members of the workload (subscribe, poll, commit,
 //!   churn), recorded for the group checks.
+//! - [`walks`]: which walk over a partition each poll of a group member belongs to (every
+//!   assignment starts new ones: positions go back to the committed offsets).
 //! - [`log_workload`]: the partition log alone on a crashing node.
 //!
 //! Everything here needs the simulation build: `cargo sim run scenarios/<name>.toml --seed 42`,
@@ -36,3 +38,4 @@ pub mod runner;
 pub mod scenario;
 #[cfg(madsim)]
 pub mod trace;
+pub mod walks;

@@ -110,6 +110,11 @@ fn a_group_under_every_fault_kind_never_sees_a_committed_offset_go_back() {
     // given up on applied after a later commit (now an indefinite commit, as it must be).
     passes("group-swarm", 1..3);
     passes("group-swarm", 85..86);
+    // Seed 40 flagged a walk going back from 110 to 100: the member was reassigned its
+    // partition during one poll (resuming at the committed offset, as Kafka does), and the
+    // workload missed it because the membership read ("", -1) before and after that poll.
+    // Assignments are now counted by the rebalance listener.
+    passes("group-swarm", 40..41);
 }
 
 #[test]

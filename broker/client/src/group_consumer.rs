@@ -83,7 +83,11 @@
 //!
 //! Commits use the generation the consumer holds when the commit is made. A consumer that
 //! kept an old generation across a rebalance (a "zombie", see
-//! [`GroupConsumer::commit_with_generation`]) is refused with ILLEGAL_GENERATION.
+//! [`GroupConsumer::commit_with_generation`]) is refused with ILLEGAL_GENERATION. A commit
+//! refusal tells the member about its membership as a heartbeat's would, and it acts on it the
+//! same way (Java's consumer does too): when a commit of the generation it still holds is
+//! refused with UNKNOWN_MEMBER_ID or ILLEGAL_GENERATION its partitions are lost and the next
+//! poll rejoins, and REBALANCE_IN_PROGRESS makes the next poll rejoin.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -646,6 +650,43 @@ impl Shared {
         state.generation_id = -1;
         state.stable = false;
         state.rejoin_needed = true;
+    }
+
+    /// `membership` is the stable generation this member holds now.
+    fn holds(&self, membership: &GroupMetadata) -> bool {
+        Shared::is_current(&self.lock(), membership)
+    }
+
+    fn is_current(state: &Membership, membership: &GroupMetadata) -> bool {
+        state.stable
+            && state.generation_id == membership.generation_id
+            && state.member_id == membership.member_id
+    }
+
+    /// The coordinator answered a heartbeat or a commit made under `membership` with `error`.
+    /// As Java's consumer does, REBALANCE_IN_PROGRESS makes the next poll rejoin, and
+    /// ILLEGAL_GENERATION and UNKNOWN_MEMBER_ID also drop the generation (and the member id),
+    /// so the partitions are lost: without this a member the group has already replaced goes
+    /// on fetching and processing records it can never commit. Only when `membership` is
+    /// still the stable one held (a refusal of an older generation says nothing about the
+    /// current one). Returns whether the state changed.
+    fn membership_refused(&self, membership: &GroupMetadata, error: ResponseError) -> bool {
+        let mut state = self.lock();
+        if !Shared::is_current(&state, membership) {
+            return false;
+        }
+        match error {
+            ResponseError::RebalanceInProgress => state.rejoin_needed = true,
+            ResponseError::IllegalGeneration => {
+                state.generation_id = -1;
+                state.stable = false;
+                state.rejoin_needed = true;
+            }
+            ResponseError::UnknownMemberId => Shared::reset_member(&mut state),
+            _ => return false,
+        }
+        debug_assert!(state.rejoin_needed, "a refused membership must rejoin");
+        true
     }
 }
 
@@ -1629,37 +1670,27 @@ async fn heartbeat(shared: &Shared, membership: &GroupMetadata) -> Duration {
     let Some(error) = error else {
         return config.heartbeat_interval;
     };
-    let mut state = shared.lock();
-    let current = state.stable
-        && state.generation_id == membership.generation_id
-        && state.member_id == membership.member_id;
-    if !current {
+    if !shared.holds(membership) {
         return config.heartbeat_interval;
     }
     tracing::debug!(group = %config.group_id, member = %membership.member_id, generation = membership.generation_id, %error, "heartbeat");
     match error {
-        ResponseError::RebalanceInProgress => {
-            state.rejoin_needed = true;
-            config.heartbeat_interval
-        }
-        ResponseError::IllegalGeneration => {
-            state.generation_id = -1;
-            state.stable = false;
-            state.rejoin_needed = true;
-            config.heartbeat_interval
-        }
-        ResponseError::UnknownMemberId => {
-            Shared::reset_member(&mut state);
+        ResponseError::RebalanceInProgress
+        | ResponseError::IllegalGeneration
+        | ResponseError::UnknownMemberId => {
+            shared.membership_refused(membership, error);
             config.heartbeat_interval
         }
         ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable => {
-            drop(state);
             shared.coordinator_lost(&connection);
             config.retry_backoff
         }
         ResponseError::FencedInstanceId => {
-            state.fatal = Some(error);
-            state.stable = false;
+            let mut state = shared.lock();
+            if Shared::is_current(&state, membership) {
+                state.fatal = Some(error);
+                state.stable = false;
+            }
             config.heartbeat_interval
         }
         _ => config.retry_backoff,
@@ -1863,6 +1894,16 @@ async fn commit_attempt(
         .map(|(k, _)| k.clone())
         .collect();
     let errors: Vec<ResponseError> = results.values().flatten().copied().collect();
+    let membership_error = [
+        ResponseError::UnknownMemberId,
+        ResponseError::IllegalGeneration,
+        ResponseError::RebalanceInProgress,
+    ]
+    .into_iter()
+    .find(|e| errors.contains(e));
+    if let Some(error) = membership_error {
+        shared.membership_refused(membership, error);
+    }
     if errors.iter().any(|e| {
         matches!(
             e,
