@@ -407,7 +407,11 @@ impl Broker {
 
     /// The part of [`Broker::open_with_plane`] that runs on a started plane: imports a single
     /// broker's `meta.toml`, registers, opens this node's partitions and waits to be unfenced.
-    async fn start(self: &Arc<Self>, legacy: Option<StoredMeta>, disk: &dyn Disk) -> io::Result<()> {
+    async fn start(
+        self: &Arc<Self>,
+        legacy: Option<StoredMeta>,
+        disk: &dyn Disk,
+    ) -> io::Result<()> {
         self.catalog.remove_deleted_leftovers().await?;
         if let Some(meta) = legacy {
             import_legacy(
