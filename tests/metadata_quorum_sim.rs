@@ -479,7 +479,10 @@ async fn a_plane_stopped_while_its_peers_stay_connected_starts_again_on_the_same
     let follower = (1..=VOTERS).find(|id| *id != leader).unwrap();
     let stopped = cluster.plane(follower).unwrap();
     let disk = cluster.state(follower).disk.clone();
-    let node = cluster.handle.get_node(cluster.state(follower).node).unwrap();
+    let node = cluster
+        .handle
+        .get_node(cluster.state(follower).node)
+        .unwrap();
     let restarted = node
         .spawn(async move {
             stopped.shutdown().await;
