@@ -13,6 +13,7 @@ pub mod api_versions;
 pub mod authorized_operations;
 pub mod delete_groups;
 pub mod describe_groups;
+pub mod describe_quorum;
 pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
