@@ -58,7 +58,7 @@ async fn join_alone(broker: &Arc<Broker>, group: &str, topics: &[&str]) -> (Stri
         require_known_member_id: false,
     };
     // The coordinator stores the assignments in `__consumer_offsets`, created on first use.
-    broker.offsets_partition().await.expect("offsets topic");
+    broker.offsets_topic().await.expect("offsets topic");
     let result = broker
         .groups()
         .join(group, request, 7)
@@ -79,7 +79,7 @@ async fn join_alone(broker: &Arc<Broker>, group: &str, topics: &[&str]) -> (Stri
 }
 
 async fn commit(broker: &Arc<Broker>, group: &str, topic: &str, offset: i64) {
-    broker.offsets_partition().await.expect("offsets topic");
+    broker.offsets_topic().await.expect("offsets topic");
     let key = OffsetKey {
         group: group.into(),
         topic: topic.into(),
@@ -93,7 +93,7 @@ async fn commit(broker: &Arc<Broker>, group: &str, topic: &str, offset: i64) {
     };
     broker
         .groups()
-        .write(vec![(key, Some(value))])
+        .write(group, vec![(key, Some(value))])
         .await
         .expect("commit is durable");
 }
@@ -104,11 +104,18 @@ fn committed(broker: &Arc<Broker>, group: &str, topic: &str) -> Option<i64> {
         topic: topic.into(),
         partition: 0,
     };
-    broker.groups().committed(&key).map(|c| c.offset)
+    broker
+        .groups()
+        .committed(&key)
+        .expect("coordinated here")
+        .map(|c| c.offset)
 }
 
 fn state(broker: &Arc<Broker>, group: &str) -> Option<GroupState> {
-    broker.groups().read_group(group, |g| g.state)
+    broker
+        .groups()
+        .read_group(group, |g| g.state)
+        .expect("coordinated here")
 }
 
 #[tokio::test]
@@ -134,6 +141,7 @@ async fn offsets_never_expire_while_members_remain_and_expire_a_retention_after_
     let left = broker
         .groups()
         .leave("g", vec![(member.clone(), None)])
+        .expect("coordinated here")
         .await;
     assert_eq!(
         left,
@@ -164,7 +172,7 @@ async fn offsets_never_expire_while_members_remain_and_expire_a_retention_after_
         None,
         "the expiry is durable"
     );
-    assert!(!reopened.groups().group_exists("g"));
+    assert!(!reopened.groups().group_exists("g").unwrap());
 }
 
 #[tokio::test]
@@ -238,6 +246,7 @@ async fn a_deleted_group_stays_deleted_after_a_restart() {
     let left = broker
         .groups()
         .leave("g", vec![(member.clone(), None)])
+        .expect("coordinated here")
         .await;
     assert_eq!(
         left,
@@ -252,6 +261,6 @@ async fn a_deleted_group_stays_deleted_after_a_restart() {
         .expect("its tombstones are durable");
     drop(broker);
     let broker = open(dir.path(), &clock).await;
-    assert!(!broker.groups().group_exists("g"));
+    assert!(!broker.groups().group_exists("g").unwrap());
     assert_eq!(committed(&broker, "g", "orders"), None);
 }

@@ -51,6 +51,7 @@ use crate::controller::NodeId;
 use crate::disk::{self, DirLock, Disk, LockDirError};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
+use crate::log::ReadError;
 use crate::partition::Partition;
 use crate::txn::producer_id::{AllocateError, ProducerIdManager};
 
@@ -254,6 +255,8 @@ pub struct Broker {
     broker_epoch: AtomicI64,
     producer_ids: ProducerIdManager,
     groups: Arc<GroupCoordinator>,
+    /// Set once `__consumer_offsets` exists and its group shards are loaded.
+    offsets_topic_ready: tokio::sync::OnceCell<()>,
     /// True once shutdown began: parked requests are answered at once, none park any more.
     stopping: Latch,
     /// True once the logs are closing: the follower and heartbeat tasks end.
@@ -387,6 +390,7 @@ impl Broker {
             broker_epoch: AtomicI64::new(-1),
             producer_ids: ProducerIdManager::new(),
             groups,
+            offsets_topic_ready: tokio::sync::OnceCell::new(),
             stopping: Latch::default(),
             closed: Latch::default(),
             connections_refused: std::sync::atomic::AtomicU64::new(0),
@@ -431,16 +435,19 @@ impl Broker {
         self.wait_unfenced().await?;
         // Caught up with the metadata log: what the image does not give this node is stray.
         self.catalog.remove_strays().await?;
-        // Committed offsets, if any group ever committed (the topic is created on first use).
-        if let Some(partition) = self.partition(OFFSETS_TOPIC, 0) {
+        // Groups and committed offsets, if any group ever committed (the topic is created on
+        // first use): the shards of the offsets partitions this node leads.
+        if let Some(topic) = self.topic(OFFSETS_TOPIC) {
             let loaded = self
-                .groups
-                .load(&partition)
+                .load_group_shards(&topic)
                 .await
                 .map_err(|e| io::Error::other(format!("loading {OFFSETS_TOPIC}: {e}")))?;
-            tracing::info!(records = loaded, "committed offsets and groups loaded");
-            // Restored members' sessions run from now: their timers must too.
-            self.groups.ensure_timers();
+            tracing::info!(
+                records = loaded,
+                partitions = topic.partitions.len(),
+                "committed offsets and groups loaded"
+            );
+            let _ = self.offsets_topic_ready.set(());
         }
         tokio::spawn(follow_plane(Arc::downgrade(self)));
         tokio::spawn(heartbeat(Arc::downgrade(self)));
@@ -639,29 +646,57 @@ impl Broker {
             .await
     }
 
-    /// Partition 0 of `__consumer_offsets`, creating the topic on first use as Kafka does (one
-    /// partition; retention off, since without compaction it would delete live offsets).
-    pub async fn offsets_partition(&self) -> Result<Arc<Partition>, AdminError> {
-        if let Some(partition) = self.partition(OFFSETS_TOPIC, 0) {
-            self.groups.set_offsets_partition(&partition);
-            return Ok(partition);
-        }
-        let configs = [("retention.ms".to_string(), "-1".to_string())];
-        match self
-            .create_topic(OFFSETS_TOPIC, 1, -1, &configs, false)
+    /// `__consumer_offsets`, created on first use as Kafka does (`offsets.topic.num.partitions`
+    /// partitions; retention off, since without compaction it would delete live offsets), with
+    /// the group shards of its partitions loaded.
+    pub async fn offsets_topic(&self) -> Result<(), AdminError> {
+        self.offsets_topic_ready
+            .get_or_try_init(|| async {
+                if self.topic(OFFSETS_TOPIC).is_none() {
+                    let configs = [("retention.ms".to_string(), "-1".to_string())];
+                    let partitions = self.config.offsets_topic_num_partitions;
+                    match self
+                        .create_topic(OFFSETS_TOPIC, partitions, -1, &configs, false)
+                        .await
+                    {
+                        Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let topic = self.topic(OFFSETS_TOPIC).ok_or_else(|| {
+                    AdminError::Storage(format!("{OFFSETS_TOPIC} vanished"))
+                })?;
+                self.load_group_shards(&topic).await.map_err(|e| {
+                    AdminError::Storage(format!("loading {OFFSETS_TOPIC}: {e}"))
+                })?;
+                Ok(())
+            })
             .await
-        {
-            Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => {}
-            Err(e) => return Err(e),
-        }
-        let partition = self.partition(OFFSETS_TOPIC, 0).ok_or_else(|| {
-            AdminError::Storage(format!("{OFFSETS_TOPIC} has no partition 0 on this broker"))
-        })?;
-        self.groups.set_offsets_partition(&partition);
-        Ok(partition)
+            .map(|_| ())
     }
 
-    /// The group coordinator (every group is coordinated by this broker).
+    /// Loads the group shard of every partition of `__consumer_offsets` this broker leads: a
+    /// single broker leads all of them. Returns how many records were replayed.
+    async fn load_group_shards(&self, topic: &Topic) -> Result<usize, ReadError> {
+        // Groups are placed by the topic's partition count in the image, not by how many of its
+        // partitions this node holds.
+        let count = self
+            .image()
+            .topic(&topic.name)
+            .map_or(topic.partitions.len(), |t| t.partitions.len());
+        let count = i32::try_from(count).expect("partition count fits i32");
+        self.groups.set_partition_count(count);
+        let mut records = 0;
+        for partition in &topic.partitions {
+            records += self
+                .groups
+                .load_shard(partition.index, Arc::clone(partition))
+                .await?;
+        }
+        Ok(records)
+    }
+
+    /// The group coordinator (the groups of the offsets partitions this broker leads).
     pub fn groups(&self) -> &Arc<GroupCoordinator> {
         &self.groups
     }
@@ -894,9 +929,6 @@ impl Broker {
     /// Stores group memberships whose store failed earlier; the server calls it every
     /// maintenance tick.
     pub async fn store_changed_groups(&self) {
-        if self.partition(OFFSETS_TOPIC, 0).is_none() {
-            return;
-        }
         if let Err(e) = self.groups.store_dirty_groups().await {
             tracing::warn!(%e, "storing group membership failed; retried next time");
         }
@@ -905,9 +937,6 @@ impl Broker {
     /// Removes committed offsets that expired (KIP-211); the server calls it every
     /// `offsets.retention.check.interval.ms`.
     pub async fn expire_offsets(&self) {
-        if self.partition(OFFSETS_TOPIC, 0).is_none() {
-            return;
-        }
         match self.groups.expire_offsets().await {
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "expired committed offsets removed"),

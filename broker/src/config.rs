@@ -457,6 +457,7 @@ impl BrokerConfig {
         crate::group::GroupConfig {
             initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.max(0),
             offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_topic_num_partitions: self.offsets_topic_num_partitions,
             ..crate::group::GroupConfig::default()
         }
     }

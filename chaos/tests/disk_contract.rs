@@ -49,6 +49,7 @@ contract!(
     append_returns_the_position_where_the_bytes_start,
     read_at_returns_what_was_appended_before_any_sync,
     a_read_that_crosses_the_end_of_a_file_is_short,
+    read_vec_at_returns_the_same_bytes_as_read_at_and_is_short_at_the_end,
     a_read_at_the_end_of_a_file_returns_no_bytes,
     truncate_cuts_the_file_and_the_next_append_starts_at_the_cut,
     a_reopened_file_has_every_byte_appended_before,
@@ -118,6 +119,28 @@ async fn a_read_that_crosses_the_end_of_a_file_is_short(disk: &dyn Disk, root: &
     assert_eq!(file.read_at(6, &mut buf).await.unwrap(), 4);
     assert_eq!(&buf[..4], b"6789");
     assert_eq!(&buf[4..], [0xff; 4], "bytes past the end are left alone");
+}
+
+async fn read_vec_at_returns_the_same_bytes_as_read_at_and_is_short_at_the_end(
+    disk: &dyn Disk,
+    root: &Path,
+) {
+    let file = disk
+        .open(&root.join("f"), OpenMode::CreateNew)
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 13) as u8).collect();
+    file.append(&data).await.unwrap();
+    assert_eq!(
+        file.read_vec_at(4_000, 50_000).await.unwrap(),
+        data[4_000..54_000]
+    );
+    assert_eq!(
+        file.read_vec_at(90_000, 50_000).await.unwrap(),
+        data[90_000..]
+    );
+    assert!(file.read_vec_at(100_000, 10).await.unwrap().is_empty());
+    assert!(file.read_vec_at(0, 0).await.unwrap().is_empty());
 }
 
 async fn a_read_at_the_end_of_a_file_returns_no_bytes(disk: &dyn Disk, root: &Path) {

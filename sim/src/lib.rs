@@ -20,10 +20,14 @@
 //! - [`walks`]: which walk over a partition each poll of a group member belongs to (every
 //!   assignment starts new ones: positions go back to the committed offsets).
 //! - [`log_workload`]: the partition log alone on a crashing node.
+//! - [`audit`]: `cargo sim audit`, every scenario over a seed range on every core, and its
+//!   report (HTML with a picture of every failure, Markdown, JUnit, JSON).
 //!
 //! Everything here needs the simulation build: `cargo sim run scenarios/<name>.toml --seed 42`,
 //! `cargo sim sweep scenarios/ --seeds 1..200`, `cargo simtest -p sim`.
 
+#[cfg(madsim)]
+pub mod audit;
 pub mod checker;
 #[cfg(madsim)]
 pub mod cluster;

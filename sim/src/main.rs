@@ -9,6 +9,9 @@
 //! - `cargo sim sweep <dir|file> --seeds A..B`: every scenario over the seed range, a table per
 //!   scenario with the first failing seed and its replay command; exit 1 on any failure.
 //! - `cargo sim log-workload [--seeds A..B] [--lazy]`: the log alone on a crashing node.
+//! - `cargo sim audit [DIR|FILE…] --seeds A..B --out DIR [--jobs N] [--shard i/n]`: every
+//!   scenario over the seeds on every core; writes report.md, index.html, junit.xml and
+//!   summary.json (see `sim::audit`). `run … --html OUT.html` draws one run the same way.
 
 #[cfg(madsim)]
 mod cli {
@@ -19,10 +22,11 @@ mod cli {
     use sim::scenario::Scenario;
 
     const USAGE: &str = "usage:
-  cargo sim run <scenario.toml> --seed N [--json]
+  cargo sim run <scenario.toml> --seed N [--json] [--html OUT.html]
   cargo sim replay <scenario.toml> --seed N [--trace]
   cargo sim sweep <dir|scenario.toml> --seeds A..B
-  cargo sim log-workload [--seeds A..B] [--lazy]";
+  cargo sim log-workload [--seeds A..B] [--lazy]
+  cargo sim audit [DIR|FILE...] --seeds A..B --out DIR [--jobs N] [--shard i/n]";
 
     fn usage_error(message: &str) -> ! {
         eprintln!("error: {message}\n{USAGE}");
@@ -52,6 +56,7 @@ mod cli {
         json: bool,
         trace: bool,
         lazy: bool,
+        html: Option<String>,
     }
 
     fn parse(args: &[String]) -> Args {
@@ -62,6 +67,7 @@ mod cli {
             json: false,
             trace: false,
             lazy: false,
+            html: None,
         };
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
@@ -78,6 +84,10 @@ mod cli {
                 "--json" => parsed.json = true,
                 "--trace" => parsed.trace = true,
                 "--lazy" => parsed.lazy = true,
+                "--html" => {
+                    let v = rest.next().cloned();
+                    parsed.html = Some(v.unwrap_or_else(|| usage_error("--html takes a file")));
+                }
                 other if other.starts_with("--") => {
                     usage_error(&format!("unknown option {other:?}"))
                 }
@@ -137,6 +147,13 @@ mod cli {
         let report = runner::run_catching(&scenario, &file, seed, RunOptions { progress: !a.json });
         let requests = requests_handled() - requests_before;
         let wall_s = start.elapsed().as_secs_f64();
+        if let Some(out) = &a.html {
+            #[allow(clippy::disallowed_methods)] // the operator's output file
+            if let Err(e) = std::fs::write(out, sim::audit::picture::page(&report)) {
+                eprintln!("error: {out}: {e}");
+                return 2;
+            }
+        }
         if a.json {
             println!(
                 "{}",
@@ -314,6 +331,7 @@ mod cli {
             Some("replay") => replay(&args[1..]),
             Some("sweep") => sweep(&args[1..]),
             Some("log-workload") => log_workload(&args[1..]),
+            Some("audit") => sim::audit::cli::main(&args[1..]),
             _ => usage_error("unknown or missing command"),
         };
         std::process::exit(code);

@@ -79,6 +79,16 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     /// any corruption at rest (the disk does not checksum; callers do).
     async fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize>;
 
+    /// Reads up to `len` bytes from `pos` into a new buffer, short only at the end of the file,
+    /// as [`DiskFile::read_at`] does. The real disk reads straight into fresh memory (a fetch
+    /// would otherwise zero-fill a megabyte only to overwrite it).
+    async fn read_vec_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let n = self.read_at(pos, &mut buf).await?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
     /// Makes every append and truncation of this file so far durable (fdatasync). On error the
     /// bytes since the last successful sync are lost; see the module doc.
     async fn sync(&self) -> io::Result<()>;

@@ -1,169 +1,143 @@
-//! [`GroupCoordinator`]: every group on this broker and their committed offsets, with the
-//! state machine's outputs carried out.
+//! [`GroupCoordinator`]: the groups this broker coordinates, one [`GroupShard`] per partition of
+//! `__consumer_offsets` it leads, as Kafka shapes it.
 //!
-//! One lock (`inner`) covers the registry, the offset cache, the timers, the parked requests and
-//! the log's append order. A request steps its group under the lock; if the step (or an
-//! OffsetCommit's permission, or an expiry or deletion decision) has records to write, it takes
-//! a [`Ticket`] under the same lock. Tickets append in the order they were taken, one at a time
-//! (the *turn*), and only then wait for durability, outside the lock and the turn. So a
-//! decision and its record's place in the log are one step, as Kafka's group lock makes them,
-//! and no lock is held across a sync.
+//! A group lives in partition [`partition_for`]`(group id, partition count)` of the offsets topic
+//! (Kafka's `Utils.abs(groupId.hashCode) % offsets.topic.num.partitions`, with the count the
+//! topic actually has, so a data directory whose offsets topic has one partition keeps its
+//! groups where they are). The broker loads a shard when it becomes the partition's leader
+//! ([`GroupCoordinator::load_shard`], Kafka's `onElection`: the partition is replayed) and unloads
+//! it when it stops being one ([`GroupCoordinator::unload_shard`], Kafka's `onResignation`). Every
+//! request is routed to its group's shard: while that shard loads it is answered
+//! COORDINATOR_LOAD_IN_PROGRESS, and if this broker does not lead the partition,
+//! NOT_COORDINATOR (the client asks FindCoordinator again).
 //!
-//! Parked requests (a JoinGroup waiting for the rebalance, a SyncGroup for the stored
-//! assignments, a LeaveGroup for the stored empty group) wait on a oneshot channel registered
-//! under the request id the state machine answers by. [`GroupCoordinator::unload`] answers every
-//! one of them now with NOT_COORDINATOR.
+//! Before the offsets topic exists (a broker that never saw a group) nothing is stored
+//! anywhere: reads answer as for an unknown group, and the handlers that write create the topic
+//! first (on first use, as Kafka does).
+//!
+//! Shared by every shard: the limit of OffsetCommits in flight (memory stays bounded however the
+//! shards are spread) and the one timer task, which ticks the loaded shards in partition order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 use super::machine::{
-    Answer, GroupError, GroupSnapshot, GroupState, Input, JoinOutcome, JoinRequest, Millis,
-    RequestId, StoreId, SyncOutcome, SyncRequest,
+    Group, GroupError, JoinOutcome, JoinRequest, Millis, SyncOutcome, SyncRequest,
 };
-use super::offset_cache::{InFlight, OffsetCache, Ticket};
-use super::offsets::{self, CommittedOffset, OffsetKey, RecordKey};
-use super::registry::Registry;
-use super::timer::{self, Timers};
-use super::{GroupConfig, OffsetWrite};
+use super::offset_cache::Ticket;
+use super::offsets::{CommittedOffset, OffsetKey};
+use super::shard::{GroupShard, PendingWrite};
+use super::timer;
+use super::{GroupConfig, OffsetWrite, WriteError};
 use crate::clock::Clock;
-use crate::log::batch::{builder, BatchHeader};
-use crate::log::{AppendError, ReadError};
-use crate::partition::{Partition, ProduceError};
+use crate::log::ReadError;
+use crate::partition::Partition;
 
-/// Every group on this broker, and their committed offsets.
+/// Java's `String.hashCode`: `s[0]*31^(n-1) + ... + s[n-1]` over UTF-16 code units, in
+/// wrapping 32-bit arithmetic. Kafka places groups with it, so the same group id lands in the
+/// same partition on Kafka and here.
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    })
+}
+
+/// The `__consumer_offsets` partition of `group_id` among `partition_count`: Kafka's
+/// `Utils.abs(groupId.hashCode) % partitionCount` (its `abs` maps `i32::MIN` to 0).
+pub fn partition_for(group_id: &str, partition_count: i32) -> i32 {
+    assert!(partition_count > 0, "the offsets topic has partitions");
+    let hash = java_string_hash(group_id);
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    let partition = abs % partition_count;
+    assert!((0..partition_count).contains(&partition));
+    partition
+}
+
+/// Names one write in flight: its shard (partition and load) and its ticket there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WriteRef {
+    pub partition: i32,
+    load: u64,
+    ticket: Ticket,
+}
+
+enum Slot {
+    /// Being replayed: the groups answer COORDINATOR_LOAD_IN_PROGRESS.
+    Loading {
+        load: u64,
+    },
+    Loaded(Arc<GroupShard>),
+}
+
+struct Shards {
+    /// Partitions of `__consumer_offsets`; `None` until the topic exists.
+    partition_count: Option<i32>,
+    slots: BTreeMap<i32, Slot>,
+    /// Numbers the loads, so a load that was overtaken (unloaded, loaded again) does not install
+    /// itself.
+    next_load: u64,
+    /// After [`GroupCoordinator::unload`] (shutdown): nothing loads any more.
+    stopped: bool,
+}
+
+/// Why a group has no shard to go to.
+enum NoShard {
+    /// The offsets topic does not exist yet: the group has nothing stored anywhere.
+    NoTopic,
+    Refused(GroupError),
+}
+
+impl NoShard {
+    /// What a request that must write is answered.
+    fn for_write(self) -> GroupError {
+        match self {
+            // Its handler tried to create the topic first, and could not.
+            NoShard::NoTopic => GroupError::CoordinatorNotAvailable,
+            NoShard::Refused(e) => e,
+        }
+    }
+}
+
+/// The groups this broker coordinates, by offsets partition.
 pub struct GroupCoordinator {
     clock: Arc<dyn Clock>,
     config: GroupConfig,
     /// The timer task runs from the first group operation on (not before, so a broker that
     /// never sees a group schedules nothing extra).
     timers_started: AtomicBool,
-    inner: Mutex<Inner>,
-    /// Woken whenever a write finishes (OffsetFetch waits for those in flight).
-    changed: Notify,
-    /// Partition 0 of `__consumer_offsets`, once the broker has it.
-    offsets_partition: Mutex<Option<Arc<Partition>>>,
-    /// Room for OffsetCommits in flight ([`GroupConfig::max_pending_writes`]).
+    shards: Mutex<Shards>,
+    /// Woken whenever a write finishes or a shard goes (OffsetFetch waits for writes in flight).
+    changed: Arc<Notify>,
+    /// Room for OffsetCommits in flight ([`GroupConfig::max_pending_writes`]), on every shard.
     write_permits: Arc<tokio::sync::Semaphore>,
-}
-
-struct Inner {
-    registry: Registry,
-    cache: OffsetCache,
-    timers: Timers,
-    parked: BTreeMap<RequestId, oneshot::Sender<Answer>>,
-    next_request: RequestId,
-    turns: Turns,
-    /// After [`GroupCoordinator::unload`]: every group request is NOT_COORDINATOR.
-    unloaded: bool,
-}
-
-/// The log's append order: tickets are taken under the lock and append in ticket order.
-#[derive(Debug, Default)]
-struct Turns {
-    next: Ticket,
-    /// The ticket whose append may run now.
-    turn: Ticket,
-    /// Tickets past their append, not yet reached by `turn`.
-    passed: BTreeSet<Ticket>,
-    /// Writes waiting for their turn, woken one at a time as it comes.
-    waiting: BTreeMap<Ticket, oneshot::Sender<()>>,
-}
-
-impl Turns {
-    fn take(&mut self) -> Ticket {
-        let ticket = self.next;
-        self.next += 1;
-        assert!(self.turn <= ticket);
-        ticket
-    }
-
-    fn pass(&mut self, ticket: Ticket) {
-        assert!(ticket < self.next, "ticket {ticket} was never taken");
-        assert!(ticket >= self.turn, "ticket {ticket} passed twice");
-        // A write dropped while it waited (its node died) passes without its turn.
-        self.waiting.remove(&ticket);
-        self.passed.insert(ticket);
-        while self.passed.remove(&self.turn) {
-            self.turn += 1;
-        }
-        if let Some(next) = self.waiting.remove(&self.turn) {
-            let _ = next.send(());
-        }
-        assert!(self.waiting.keys().all(|t| *t > self.turn));
-    }
-}
-
-/// Records decided under the lock, to append in their ticket's turn and then make durable.
-#[must_use = "a decided write must be finished, or the turn never passes"]
-pub(super) struct PendingWrite {
-    ticket: Ticket,
-    /// Offset records first (applied to the cache once durable), then group records.
-    offsets: Vec<OffsetWrite>,
-    groups: Vec<(String, Option<GroupSnapshot>)>,
-    /// Groups whose state machine waits for the outcome of one of those group records.
-    stores: Vec<(String, StoreId)>,
-    timestamp_ms: Millis,
-}
-
-/// Passes the turn and ends the write if its task is dropped before it did (a killed node).
-struct WriteGuard<'a> {
-    coordinator: &'a GroupCoordinator,
-    ticket: Ticket,
-    stores: Vec<(String, StoreId)>,
-    passed: bool,
-    ended: bool,
-}
-
-impl Drop for WriteGuard<'_> {
-    fn drop(&mut self) {
-        if self.passed && self.ended {
-            return;
-        }
-        let mut inner = self.coordinator.lock();
-        if !self.passed {
-            inner.turns.pass(self.ticket);
-        }
-        if !self.ended {
-            let stores = std::mem::take(&mut self.stores);
-            self.coordinator
-                .end_write(&mut inner, self.ticket, &stores, false);
-        }
-        drop(inner);
-        self.coordinator.changed.notify_waiters();
-    }
-}
-
-fn offline(what: &str) -> ProduceError {
-    ProduceError::Append(AppendError::Offline(what.to_string()))
 }
 
 impl GroupCoordinator {
     pub fn new(clock: Arc<dyn Clock>, config: GroupConfig) -> Arc<GroupCoordinator> {
-        let registry = Registry::new(config.initial_rebalance_delay_ms);
         assert!(config.max_pending_writes > 0, "room for at least one write");
+        assert!(config.offsets_topic_num_partitions > 0);
         let write_permits = Arc::new(tokio::sync::Semaphore::new(config.max_pending_writes));
         Arc::new(GroupCoordinator {
             clock,
             config,
             timers_started: AtomicBool::new(false),
-            inner: Mutex::new(Inner {
-                registry,
-                cache: OffsetCache::default(),
-                timers: Timers::default(),
-                parked: BTreeMap::new(),
-                next_request: 0,
-                turns: Turns::default(),
-                unloaded: false,
+            shards: Mutex::new(Shards {
+                partition_count: None,
+                slots: BTreeMap::new(),
+                next_load: 0,
+                stopped: false,
             }),
-            changed: Notify::new(),
-            offsets_partition: Mutex::new(None),
+            changed: Arc::new(Notify::new()),
             write_permits,
         })
+    }
+
+    fn shards(&self) -> std::sync::MutexGuard<'_, Shards> {
+        self.shards.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits for room for one more OffsetCommit in flight; the room is given back when the
@@ -182,25 +156,6 @@ impl GroupCoordinator {
         pending
     }
 
-    /// The partition the coordinator writes to (the broker creates `__consumer_offsets` on
-    /// first use and hands its partition here).
-    pub fn set_offsets_partition(&self, partition: &Arc<Partition>) {
-        let mut slot = self
-            .offsets_partition
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_none_or(|p| !Arc::ptr_eq(p, partition)) {
-            *slot = Some(Arc::clone(partition));
-        }
-    }
-
-    fn partition(&self) -> Option<Arc<Partition>> {
-        self.offsets_partition
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
     /// Starts the session and rebalance timers unless they run already.
     pub fn ensure_timers(self: &Arc<Self>) {
         if !self.timers_started.swap(true, Ordering::AcqRel) {
@@ -208,141 +163,212 @@ impl GroupCoordinator {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    // ---- Placement and leadership. ----
+
+    /// The offsets topic exists with `count` partitions: groups are placed among them from now
+    /// on. The count is the topic's actual one (Kafka does the same), never re-set to another:
+    /// that would move groups away from their committed offsets.
+    pub fn set_partition_count(&self, count: i32) {
+        assert!(count > 0, "the offsets topic has partitions");
+        let mut shards = self.shards();
+        if let Some(previous) = shards.partition_count {
+            assert_eq!(
+                previous, count,
+                "the offsets topic's partition count never changes"
+            );
+        }
+        shards.partition_count = Some(count);
     }
 
-    // ---- Requests: each steps its group under the lock, in request order. ----
+    /// Partitions of the offsets topic, once it exists.
+    pub fn partition_count(&self) -> Option<i32> {
+        self.shards().partition_count
+    }
 
-    /// Steps group `id` with the input `make` builds for a fresh request id (creating the group
-    /// if `create`), dispatches the answers, and returns the receiver of this request's answer
-    /// and the write the step decided, if any. `missing` answers if there is no such group.
-    fn submit(
+    /// The offsets partition of `group_id`: among the topic's partitions, or among the
+    /// `offsets.topic.num.partitions` it will be created with.
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        let count = self
+            .partition_count()
+            .unwrap_or(self.config.offsets_topic_num_partitions);
+        partition_for(group_id, count)
+    }
+
+    /// This broker leads offsets partition `index` now (Kafka's `onElection`): its groups answer
+    /// COORDINATOR_LOAD_IN_PROGRESS from this call on, and the returned future replays the
+    /// partition (groups come back in their last stored generation, offsets as last committed)
+    /// and then serves them. Returns how many records it read. A shard loaded or loading
+    /// already is left as it is (a repeated election); a load overtaken by an unload installs
+    /// nothing. If the replay fails, the partition is not served (NOT_COORDINATOR).
+    pub fn load_shard(
         self: &Arc<Self>,
-        id: &str,
-        create: bool,
-        missing: Answer,
-        make: impl FnOnce(RequestId) -> Input,
-    ) -> (oneshot::Receiver<Answer>, Option<PendingWrite>) {
-        let (tx, rx) = oneshot::channel();
-        if create {
-            self.ensure_timers();
-        }
-        let now = self.clock.now_ms();
-        let mut inner = self.lock();
-        if inner.unloaded {
-            let _ = tx.send(missing.failed(&GroupError::NotCoordinator));
-            return (rx, None);
-        }
-        if create {
-            inner.registry.get_or_create(id, now);
-        }
-        if !inner.registry.contains(id) {
-            let _ = tx.send(missing);
-            return (rx, None);
-        }
-        let request = inner.next_request;
-        inner.next_request += 1;
-        inner.parked.insert(request, tx);
-        let write = self.step(&mut inner, id, make(request), now);
-        (rx, write)
-    }
-
-    /// One step of group `id` (which exists): answers dispatched, its timer set, and its store,
-    /// if any, given a ticket.
-    fn step(&self, inner: &mut Inner, id: &str, input: Input, now: Millis) -> Option<PendingWrite> {
-        let group = inner.registry.get_mut(id).expect("stepped groups exist");
-        let out = group.step(input, now);
-        inner.timers.set(id, out.next_deadline);
-        for (request, answer) in out.answers {
-            // A request whose task died has no receiver left; nothing to tell it.
-            if let Some(tx) = inner.parked.remove(&request) {
-                let _ = tx.send(answer);
+        index: i32,
+        partition: Arc<Partition>,
+    ) -> impl Future<Output = Result<usize, ReadError>> + Send + 'static {
+        let load = {
+            let mut shards = self.shards();
+            let count = shards
+                .partition_count
+                .expect("the offsets topic's partition count is set before its shards load");
+            assert!((0..count).contains(&index), "partition {index} of {count}");
+            if shards.stopped || shards.slots.contains_key(&index) {
+                None
+            } else {
+                let load = shards.next_load;
+                shards.next_load += 1;
+                shards.slots.insert(index, Slot::Loading { load });
+                Some(load)
             }
-        }
-        let store = out.store?;
-        let mut write = Self::decide(inner, Vec::new(), now);
-        write.groups.push((id.to_string(), store.record));
-        write.stores.push((id.to_string(), store.id));
-        Some(write)
-    }
-
-    /// Takes the next ticket for `offsets` (group records are added by the caller), under the
-    /// lock: the write is in flight from here on.
-    fn decide(inner: &mut Inner, offsets: Vec<OffsetWrite>, now: Millis) -> PendingWrite {
-        let ticket = inner.turns.take();
-        let write = InFlight {
-            keys: offsets.iter().map(|(k, _)| k.clone()).collect(),
-            groups: offsets.iter().map(|(k, _)| k.group.clone()).collect(),
         };
-        inner.cache.begin(ticket, write);
-        PendingWrite {
-            ticket,
-            offsets,
-            groups: Vec::new(),
-            stores: Vec::new(),
-            timestamp_ms: now,
+        let this = Arc::clone(self);
+        async move {
+            let Some(load) = load else {
+                return Ok(0);
+            };
+            let shard = Arc::new(GroupShard::new(
+                index,
+                load,
+                partition,
+                Arc::clone(&this.clock),
+                this.config.clone(),
+                Arc::clone(&this.changed),
+            ));
+            let replayed = shard.replay().await;
+            {
+                let mut shards = this.shards();
+                let current = matches!(shards.slots.get(&index),
+                    Some(Slot::Loading { load: l }) if *l == load);
+                if !current {
+                    tracing::info!(
+                        partition = index,
+                        "a load overtaken by an unload is dropped"
+                    );
+                    return Ok(0);
+                }
+                match &replayed {
+                    Ok(records) => {
+                        shards.slots.insert(index, Slot::Loaded(Arc::clone(&shard)));
+                        tracing::info!(
+                            partition = index,
+                            records,
+                            "offsets partition loaded: its groups are served here"
+                        );
+                    }
+                    Err(e) => {
+                        shards.slots.remove(&index);
+                        tracing::error!(partition = index, %e, "offsets partition failed to load");
+                    }
+                }
+            }
+            if replayed.is_ok() {
+                // Restored members' sessions run from now: their timers must too.
+                this.ensure_timers();
+            }
+            replayed
         }
     }
 
-    /// JoinGroup: stepped now; the future answers once the rebalance does.
+    /// This broker no longer leads offsets partition `index` (Kafka's `onResignation`): its
+    /// groups are dropped, parked requests answered NOT_COORDINATOR now, writes still in flight
+    /// answered NOT_COORDINATOR when they end, and later requests for its groups get
+    /// NOT_COORDINATOR. A load under way is abandoned. Returns how many parked requests were
+    /// answered.
+    pub fn unload_shard(&self, index: i32) -> usize {
+        let slot = self.shards().slots.remove(&index);
+        let answered = match slot {
+            Some(Slot::Loaded(shard)) => shard.resign(),
+            Some(Slot::Loading { .. }) | None => 0,
+        };
+        self.changed.notify_waiters();
+        answered
+    }
+
+    /// The offsets partitions loaded here, in order.
+    pub fn loaded_shards(&self) -> Vec<i32> {
+        self.shards()
+            .slots
+            .iter()
+            .filter(|(_, slot)| matches!(slot, Slot::Loaded(_)))
+            .map(|(index, _)| *index)
+            .collect()
+    }
+
+    /// Are any offsets partitions loading now?
+    pub fn is_loading(&self) -> bool {
+        self.shards()
+            .slots
+            .values()
+            .any(|slot| matches!(slot, Slot::Loading { .. }))
+    }
+
+    fn loaded(&self) -> Vec<Arc<GroupShard>> {
+        self.shards()
+            .slots
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Loaded(shard) => Some(Arc::clone(shard)),
+                Slot::Loading { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The shard of group `id`, as Kafka's `validateGroupStatus` checks it.
+    fn route(&self, id: &str) -> Result<Arc<GroupShard>, NoShard> {
+        let shards = self.shards();
+        if shards.stopped {
+            return Err(NoShard::Refused(GroupError::NotCoordinator));
+        }
+        let Some(count) = shards.partition_count else {
+            return Err(NoShard::NoTopic);
+        };
+        match shards.slots.get(&partition_for(id, count)) {
+            Some(Slot::Loaded(shard)) => Ok(Arc::clone(shard)),
+            Some(Slot::Loading { .. }) => {
+                Err(NoShard::Refused(GroupError::CoordinatorLoadInProgress))
+            }
+            None => Err(NoShard::Refused(GroupError::NotCoordinator)),
+        }
+    }
+
+    /// The shard of group `id` for a read: `None` if nothing is stored anywhere yet.
+    fn route_read(&self, id: &str) -> Result<Option<Arc<GroupShard>>, GroupError> {
+        match self.route(id) {
+            Ok(shard) => Ok(Some(shard)),
+            Err(NoShard::NoTopic) => Ok(None),
+            Err(NoShard::Refused(e)) => Err(e),
+        }
+    }
+
+    // ---- Requests, each routed to its group's shard. ----
+
+    /// JoinGroup: the future answers once the group's rebalance does.
     pub fn join(
         self: &Arc<Self>,
         id: &str,
         request: JoinRequest,
         salt: u128,
     ) -> impl Future<Output = JoinOutcome> + Send + 'static {
-        let (rx, write) = self.submit(
-            id,
-            true,
-            Answer::Join(Err(GroupError::CoordinatorNotAvailable)),
-            |request_id| Input::Join {
-                id: request_id,
-                request,
-                salt,
-            },
-        );
-        let this = Arc::clone(self);
-        async move {
-            if let Some(write) = write {
-                let _ = this.finish(write).await;
-            }
-            match rx.await {
-                Ok(Answer::Join(outcome)) => outcome,
-                Ok(other) => panic!("a join answered with {other:?}"),
-                Err(_) => Err(GroupError::CoordinatorNotAvailable),
-            }
-        }
+        self.ensure_timers();
+        let joined = self
+            .route(id)
+            .map(|shard| shard.join(id, request, salt))
+            .map_err(NoShard::for_write);
+        async move { joined?.await }
     }
 
-    /// SyncGroup: stepped now; the future answers once the assignments are stored.
+    /// SyncGroup: the future answers once the assignments are stored.
     pub fn sync(
         self: &Arc<Self>,
         id: &str,
         request: SyncRequest,
     ) -> impl Future<Output = SyncOutcome> + Send + 'static {
-        let (rx, write) = self.submit(
-            id,
-            false,
-            Answer::Sync(Err(GroupError::UnknownMemberId)),
-            |request_id| Input::Sync {
-                id: request_id,
-                request,
-            },
-        );
-        let this = Arc::clone(self);
-        async move {
-            if let Some(write) = write {
-                if let Err(e) = this.finish(write).await {
-                    tracing::warn!(%e, "group assignments not stored");
-                }
-            }
-            match rx.await {
-                Ok(Answer::Sync(outcome)) => outcome,
-                Ok(other) => panic!("a sync answered with {other:?}"),
-                Err(_) => Err(GroupError::CoordinatorNotAvailable),
-            }
-        }
+        let synced = match self.route(id) {
+            Ok(shard) => Ok(shard.sync(id, request)),
+            // No group was ever stored: none has this member.
+            Err(NoShard::NoTopic) => Err(GroupError::UnknownMemberId),
+            Err(NoShard::Refused(e)) => Err(e),
+        };
+        async move { synced?.await }
     }
 
     /// Heartbeat: answered at once.
@@ -353,71 +379,38 @@ impl GroupCoordinator {
         group_instance_id: Option<&str>,
         generation_id: i32,
     ) -> Result<(), GroupError> {
-        let (mut rx, write) = self.submit(
-            id,
-            false,
-            Answer::Done(Err(GroupError::UnknownMemberId)),
-            |request_id| Input::Heartbeat {
-                id: request_id,
-                member_id: member_id.to_string(),
-                group_instance_id: group_instance_id.map(str::to_string),
-                generation_id,
-            },
-        );
-        assert!(write.is_none(), "a heartbeat stores nothing");
-        match rx.try_recv() {
-            Ok(Answer::Done(result)) => result,
-            other => panic!("a heartbeat answered with {other:?}"),
+        match self.route(id) {
+            Ok(shard) => shard.heartbeat(id, member_id, group_instance_id, generation_id),
+            Err(NoShard::NoTopic) => Err(GroupError::UnknownMemberId),
+            Err(NoShard::Refused(e)) => Err(e),
         }
     }
 
-    /// LeaveGroup of each `(member id, group instance id)`: stepped now, in order; the future
-    /// answers each once what it changed is stored (a leave that empties the group).
+    /// LeaveGroup of each `(member id, group instance id)`; the future answers each once what
+    /// it changed is stored. A group this broker cannot serve is refused as a whole.
     pub fn leave(
         self: &Arc<Self>,
         id: &str,
         members: Vec<(String, Option<String>)>,
-    ) -> impl Future<Output = Vec<Result<(), GroupError>>> + Send + 'static {
-        let mut receivers = Vec::new();
-        let mut writes = Vec::new();
-        for (member_id, group_instance_id) in members {
-            let (rx, write) = self.submit(
-                id,
-                false,
-                Answer::Done(Err(GroupError::UnknownMemberId)),
-                |request_id| Input::Leave {
-                    id: request_id,
-                    member_id,
-                    group_instance_id,
-                },
-            );
-            receivers.push(rx);
-            writes.extend(write);
-        }
-        let this = Arc::clone(self);
-        async move {
-            for write in writes {
-                if let Err(e) = this.finish(write).await {
-                    tracing::warn!(%e, "emptied group not stored");
-                }
+    ) -> Result<impl Future<Output = Vec<Result<(), GroupError>>> + Send + 'static, GroupError>
+    {
+        let count = members.len();
+        let left = match self.route(id) {
+            Ok(shard) => Ok(shard.leave(id, members)),
+            // No group was ever stored: none has these members.
+            Err(NoShard::NoTopic) => Err(GroupError::UnknownMemberId),
+            Err(NoShard::Refused(e)) => return Err(e),
+        };
+        Ok(async move {
+            match left {
+                Ok(left) => left.await,
+                Err(e) => vec![Err(e); count],
             }
-            let mut results = Vec::new();
-            for rx in receivers {
-                results.push(match rx.await {
-                    Ok(Answer::Done(result)) => result,
-                    Ok(other) => panic!("a leave answered with {other:?}"),
-                    Err(_) => Err(GroupError::CoordinatorNotAvailable),
-                });
-            }
-            results
-        }
+        })
     }
 
-    /// OffsetCommit: the group allows it (checked against its generation now) and the offsets
-    /// get their place in the log in the same step, so no rebalance can come between the check
-    /// and the append (Kafka holds the group lock across both). The future resolves once the
-    /// offsets are durable and applied. A group that does not exist is created for a commit
-    /// with generation -1 (a consumer that assigns itself), as Kafka does.
+    /// OffsetCommit: allowed by the group's generation and given its place in the log in one
+    /// step ([`GroupShard::commit`]); the future resolves once the offsets are durable.
     pub fn commit(
         self: &Arc<Self>,
         id: &str,
@@ -425,271 +418,69 @@ impl GroupCoordinator {
         group_instance_id: Option<&str>,
         generation_id: i32,
         writes: Vec<OffsetWrite>,
-    ) -> Result<impl Future<Output = Result<(), ProduceError>> + Send + 'static, GroupError> {
-        assert!(writes.iter().all(|(k, v)| k.group == id && v.is_some()));
-        let create = generation_id < 0;
-        if create {
+    ) -> Result<impl Future<Output = Result<(), WriteError>> + Send + 'static, GroupError> {
+        if generation_id < 0 {
             self.ensure_timers();
         }
-        let now = self.clock.now_ms();
-        let write = {
-            let mut inner = self.lock();
-            if inner.unloaded {
-                return Err(GroupError::NotCoordinator);
-            }
-            if create {
-                inner.registry.get_or_create(id, now);
-            }
-            if !inner.registry.contains(id) {
-                return Err(GroupError::IllegalGeneration {
-                    got: generation_id,
-                    current: -1,
-                });
-            }
-            let request = inner.next_request;
-            inner.next_request += 1;
-            let group = inner.registry.get_mut(id).expect("exists");
-            let out = group.step(
-                Input::Commit {
-                    id: request,
-                    member_id: member_id.to_string(),
-                    group_instance_id: group_instance_id.map(str::to_string),
-                    generation_id,
-                },
-                now,
-            );
-            inner.timers.set(id, out.next_deadline);
-            assert!(out.store.is_none(), "a commit check stores no membership");
-            assert_eq!(out.answers.len(), 1, "a commit check answers itself only");
-            match out.answer_to(request) {
-                Some(Answer::Done(Ok(()))) => {}
-                Some(Answer::Done(Err(e))) => return Err(e.clone()),
-                other => panic!("a commit check answered with {other:?}"),
-            }
-            (!writes.is_empty()).then(|| Self::decide(&mut inner, writes, now))
-        };
-        let this = Arc::clone(self);
-        Ok(async move {
-            match write {
-                Some(write) => this.finish(write).await,
-                None => Ok(()),
-            }
-        })
+        let shard = self.route(id).map_err(NoShard::for_write)?;
+        shard.commit(id, member_id, group_instance_id, generation_id, writes)
     }
 
-    /// Writes offset changes (OffsetDelete's tombstones), in order with every other decision,
-    /// and waits until they are durable and applied.
-    pub async fn write(self: &Arc<Self>, writes: Vec<OffsetWrite>) -> Result<(), ProduceError> {
+    /// Writes offset changes of group `group` (OffsetDelete's tombstones), in order with every
+    /// other decision of its shard, and waits until they are durable and applied.
+    pub async fn write(
+        self: &Arc<Self>,
+        group: &str,
+        writes: Vec<OffsetWrite>,
+    ) -> Result<(), WriteError> {
+        assert!(writes.iter().all(|(key, _)| key.group == group));
         if writes.is_empty() {
             return Ok(());
         }
-        let write = {
-            let now = self.clock.now_ms();
-            let mut inner = self.lock();
-            Self::decide(&mut inner, writes, now)
-        };
-        self.finish(write).await
+        let shard = self.route(group).map_err(NoShard::for_write)?;
+        shard.write(writes).await
     }
 
-    /// DeleteGroups: an empty group (or one with only committed offsets) is removed now; its
-    /// offsets' tombstones and its membership's are durable when the future resolves.
+    /// DeleteGroups of one group ([`GroupShard::delete_group`]).
     pub fn delete_group(
         self: &Arc<Self>,
         id: &str,
-    ) -> Result<impl Future<Output = Result<(), ProduceError>> + Send + 'static, GroupError> {
-        let now = self.clock.now_ms();
-        let write = {
-            let mut inner = self.lock();
-            if inner.unloaded {
-                return Err(GroupError::NotCoordinator);
-            }
-            let keys = inner.cache.keys_of_group(id);
-            if !inner.registry.contains(id) {
-                if keys.is_empty() {
-                    return Err(GroupError::GroupIdNotFound);
-                }
-                inner.registry.get_or_create(id, now);
-            }
-            let request = inner.next_request;
-            inner.next_request += 1;
-            let group = inner.registry.get_mut(id).expect("exists");
-            let out = group.step(Input::Delete { id: request }, now);
-            match out.answer_to(request) {
-                Some(Answer::Done(Ok(()))) => {}
-                Some(Answer::Done(Err(e))) => return Err(e.clone()),
-                other => panic!("a delete answered with {other:?}"),
-            }
-            inner.timers.set(id, out.next_deadline);
-            let store = out.store.expect("a deletion stores the tombstone");
-            assert!(store.record.is_none());
-            // The group stays, Dead (joins get COORDINATOR_NOT_AVAILABLE and retry, as in
-            // Kafka), until its tombstone's outcome is back; then it is forgotten.
-            let tombstones = keys.into_iter().map(|k| (k, None)).collect();
-            let mut write = Self::decide(&mut inner, tombstones, now);
-            write.groups.push((id.to_string(), None));
-            write.stores.push((id.to_string(), store.id));
-            write
-        };
-        let this = Arc::clone(self);
-        Ok(async move { this.finish(write).await })
+    ) -> Result<impl Future<Output = Result<(), WriteError>> + Send + 'static, GroupError> {
+        match self.route(id) {
+            Ok(shard) => shard.delete_group(id),
+            Err(NoShard::NoTopic) => Err(GroupError::GroupIdNotFound),
+            Err(NoShard::Refused(e)) => Err(e),
+        }
     }
 
-    /// Answers every parked request of every group with NOT_COORDINATOR now and lets go of the
-    /// groups (Kafka's `onGroupUnloaded`); later group requests get NOT_COORDINATOR too.
-    /// Committed offsets stay readable. Returns how many requests were answered.
+    /// Shutdown: every shard's parked requests are answered NOT_COORDINATOR now, and every
+    /// later group request too; committed offsets stay readable and writes in flight finish
+    /// (the logs stay open until the broker closes them). Returns how many requests were
+    /// answered.
     pub fn unload(&self) -> usize {
-        let now = self.clock.now_ms();
-        let mut inner = self.lock();
-        inner.unloaded = true;
-        let before = inner.parked.len();
-        for id in inner.registry.ids() {
-            let write = self.step(&mut inner, &id, Input::Unload, now);
-            assert!(write.is_none(), "unloading stores nothing");
-        }
-        let answered = before - inner.parked.len();
-        tracing::info!(answered, "groups unloaded");
-        answered
-    }
-
-    // ---- Carrying out writes. ----
-
-    /// Appends `write` in its turn, waits until it is durable, applies it and feeds the
-    /// outcome of its group records back to their groups.
-    pub(super) async fn finish(&self, write: PendingWrite) -> Result<(), ProduceError> {
-        let mut guard = WriteGuard {
-            coordinator: self,
-            ticket: write.ticket,
-            stores: write.stores.clone(),
-            passed: false,
-            ended: false,
+        let shards = {
+            let mut shards = self.shards();
+            shards.stopped = true;
+            shards
+                .slots
+                .values()
+                .filter_map(|slot| match slot {
+                    Slot::Loaded(shard) => Some(Arc::clone(shard)),
+                    Slot::Loading { .. } => None,
+                })
+                .collect::<Vec<_>>()
         };
-        let appended = match self.partition() {
-            None => Err(offline("__consumer_offsets does not exist")),
-            Some(partition) => {
-                self.wait_turn(write.ticket).await;
-                let result = self.append(&partition, &write).await;
-                self.lock().turns.pass(write.ticket);
-                guard.passed = true;
-                match result {
-                    Ok(Some(info)) => match partition.wait_durable(&info).await {
-                        Ok(()) => Ok(Some(info.base_offset)),
-                        Err(e) => Err(ProduceError::Append(e)),
-                    },
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        if !guard.passed {
-            // No partition: the turn is still ours to pass, once it comes.
-            self.wait_turn(write.ticket).await;
-            self.lock().turns.pass(write.ticket);
-            guard.passed = true;
-        }
-        {
-            let mut inner = self.lock();
-            if let Ok(Some(base)) = &appended {
-                for (i, (key, value)) in write.offsets.iter().enumerate() {
-                    inner
-                        .cache
-                        .apply(key.clone(), value.clone(), base + i as u64);
-                }
-            }
-            self.end_write(&mut inner, write.ticket, &write.stores, appended.is_ok());
-            guard.ended = true;
-        }
-        self.changed.notify_waiters();
-        appended.map(|_| ())
+        shards.iter().map(|shard| shard.unload()).sum()
     }
 
-    async fn wait_turn(&self, ticket: Ticket) {
-        let turn = {
-            let mut inner = self.lock();
-            assert!(
-                inner.turns.turn <= ticket,
-                "ticket {ticket} waits after its turn"
-            );
-            if inner.turns.turn == ticket {
-                return;
-            }
-            let (tx, rx) = oneshot::channel();
-            let previous = inner.turns.waiting.insert(ticket, tx);
-            assert!(previous.is_none(), "one waiter per ticket");
-            rx
-        };
-        // The sender is dropped only with the coordinator.
-        let _ = turn.await;
-        assert_eq!(self.lock().turns.turn, ticket);
-    }
+    // ---- Maintenance, over every loaded shard in partition order. ----
 
-    async fn append(
-        &self,
-        partition: &Arc<Partition>,
-        write: &PendingWrite,
-    ) -> Result<Option<crate::log::AppendInfo>, ProduceError> {
-        let offset_records = write.offsets.iter().map(|(key, value)| builder::Record {
-            key: Some(offsets::encode_key(key)),
-            value: value.as_ref().map(offsets::encode_value),
-            timestamp_ms: write.timestamp_ms,
-        });
-        let group_records = write.groups.iter().map(|(id, record)| builder::Record {
-            key: Some(offsets::encode_group_key(id)),
-            value: record.as_ref().map(offsets::encode_group_value),
-            timestamp_ms: write.timestamp_ms,
-        });
-        let records: Vec<builder::Record> = offset_records.chain(group_records).collect();
-        if records.is_empty() {
-            return Ok(None);
-        }
-        let mut batch = builder::batch(&records);
-        let info = partition.append(&mut batch).await?;
-        assert_eq!(
-            info.last_offset - info.base_offset + 1,
-            records.len() as u64
-        );
-        Ok(Some(info))
-    }
-
-    /// The write is over: no longer in flight, and its groups learn whether their records were
-    /// stored.
-    fn end_write(&self, inner: &mut Inner, ticket: Ticket, stores: &[(String, StoreId)], ok: bool) {
-        assert!(inner.cache.is_in_flight(ticket));
-        inner.cache.end(ticket);
-        let now = self.clock.now_ms();
-        for (id, store) in stores {
-            let input = if ok {
-                Input::Stored { store: *store }
-            } else {
-                Input::NotStored {
-                    store: *store,
-                    error: GroupError::CoordinatorNotAvailable,
-                }
-            };
-            // A group is never forgotten while one of its stores is under way.
-            assert!(inner.registry.contains(id), "group {id} vanished mid-store");
-            let write = self.step(inner, id, input, now);
-            assert!(write.is_none(), "a store's outcome stores nothing more");
-            let group = inner.registry.get(id).expect("still there");
-            if group.state == GroupState::Dead && !group.store_under_way() && !inner.unloaded {
-                inner.registry.remove(id);
-                inner.timers.set(id, None);
-            }
-        }
-    }
-
-    // ---- Maintenance. ----
-
-    /// The groups whose deadline passed, stepped; their stores to finish (every one, or the
-    /// log's turn never passes them).
-    pub(super) fn tick_steps(&self, now: Millis) -> Vec<PendingWrite> {
-        let mut inner = self.lock();
-        if inner.unloaded {
-            return Vec::new();
-        }
+    /// The groups whose deadline passed, stepped; their stores to finish.
+    pub(super) fn tick_steps(&self, now: Millis) -> Vec<(Arc<GroupShard>, PendingWrite)> {
         let mut writes = Vec::new();
-        for id in inner.timers.take_due(now) {
-            if inner.registry.contains(&id) {
-                writes.extend(self.step(&mut inner, &id, Input::Tick, now));
+        for shard in self.loaded() {
+            for write in shard.tick_steps(now) {
+                writes.push((Arc::clone(&shard), write));
             }
         }
         writes
@@ -697,90 +488,38 @@ impl GroupCoordinator {
 
     /// Steps every group whose deadline passed at `now` and waits for the stores that caused.
     pub async fn tick(&self, now: Millis) {
-        for write in self.tick_steps(now) {
-            if let Err(e) = self.finish(write).await {
-                tracing::warn!(%e, "group membership not stored; retried by maintenance");
-            }
+        for shard in self.loaded() {
+            shard.tick(now).await;
         }
     }
 
     /// Stores every group whose membership differs from its last durable record (a store
-    /// failed), in one write. The server calls it periodically.
-    pub async fn store_dirty_groups(&self) -> Result<usize, ProduceError> {
-        let write = {
-            let now = self.clock.now_ms();
-            let mut inner = self.lock();
-            let mut stores = Vec::new();
-            for (id, group) in inner.registry.iter_mut() {
-                if let Some(store) = group.store_if_dirty() {
-                    stores.push((id.clone(), store));
-                }
+    /// failed). The server calls it periodically. Returns how many groups were stored, or the
+    /// last shard's error (the others are still tried).
+    pub async fn store_dirty_groups(&self) -> Result<usize, WriteError> {
+        let mut stored = 0;
+        let mut failed = None;
+        for shard in self.loaded() {
+            match shard.store_dirty_groups().await {
+                Ok(count) => stored += count,
+                Err(e) => failed = Some(e),
             }
-            if stores.is_empty() {
-                return Ok(0);
-            }
-            let mut write = Self::decide(&mut inner, Vec::new(), now);
-            for (id, store) in stores {
-                write.groups.push((id.clone(), store.record));
-                write.stores.push((id, store.id));
-            }
-            write
-        };
-        let count = write.stores.len();
-        self.finish(write).await?;
-        Ok(count)
+        }
+        failed.map_or(Ok(stored), Err)
     }
 
-    /// Expires offsets (KIP-211): decides which and appends their tombstones in one step,
-    /// waits until they are durable, then removes empty groups with no offsets left and their
-    /// stored membership, as Kafka does. Returns how many offsets expired.
-    pub async fn expire_offsets(&self) -> Result<usize, ProduceError> {
-        let now = self.clock.now_ms();
-        let write = {
-            let mut inner = self.lock();
-            let expired =
-                inner
-                    .cache
-                    .expired(now, self.config.offsets_retention_ms, &inner.registry);
-            let tombstones: Vec<OffsetWrite> = expired.into_iter().map(|k| (k, None)).collect();
-            (!tombstones.is_empty()).then(|| Self::decide(&mut inner, tombstones, now))
-        };
-        let expired = match write {
-            Some(write) => {
-                let count = write.offsets.len();
-                self.finish(write).await?;
-                count
+    /// Expires offsets (KIP-211) on every shard. Returns how many expired, or the last shard's
+    /// error (the others are still tried).
+    pub async fn expire_offsets(&self) -> Result<usize, WriteError> {
+        let mut expired = 0;
+        let mut failed = None;
+        for shard in self.loaded() {
+            match shard.expire_offsets().await {
+                Ok(count) => expired += count,
+                Err(e) => failed = Some(e),
             }
-            None => 0,
-        };
-        let write = {
-            let mut inner = self.lock();
-            let gone: Vec<String> = inner
-                .registry
-                .iter()
-                .filter(|(id, group)| {
-                    group.state == GroupState::Empty
-                        && !group.store_under_way()
-                        && !inner.cache.has_group(id)
-                        && !inner.cache.is_busy(id)
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in &gone {
-                tracing::info!(group = %id, "empty group with no offsets removed");
-                inner.registry.remove(id);
-                inner.timers.set(id, None);
-            }
-            (!gone.is_empty()).then(|| {
-                let mut write = Self::decide(&mut inner, Vec::new(), now);
-                write.groups = gone.into_iter().map(|id| (id, None)).collect();
-                write
-            })
-        };
-        if let Some(write) = write {
-            self.finish(write).await?;
         }
-        Ok(expired)
+        failed.map_or(Ok(expired), Err)
     }
 
     // ---- Reads. ----
@@ -789,191 +528,131 @@ impl GroupCoordinator {
     pub fn read_group<R>(
         &self,
         id: &str,
-        f: impl FnOnce(&super::machine::Group) -> R,
-    ) -> Option<R> {
-        self.lock().registry.get(id).map(f)
+        f: impl FnOnce(&Group) -> R,
+    ) -> Result<Option<R>, GroupError> {
+        Ok(self
+            .route_read(id)?
+            .and_then(|shard| shard.read_group(id, f)))
     }
 
-    /// Runs `f` over every group, in id order.
-    pub fn for_each_group(&self, mut f: impl FnMut(&super::machine::Group)) {
-        self.lock().registry.iter().for_each(|(_, g)| f(g));
+    /// Runs `f` over every group of every loaded shard, in id order (as Kafka's ListGroups
+    /// lists what one broker coordinates).
+    pub fn for_each_group(&self, mut f: impl FnMut(&Group)) {
+        let shards = self.loaded();
+        let mut ids: Vec<(String, usize)> = Vec::new();
+        for (i, shard) in shards.iter().enumerate() {
+            shard.for_each_group(|g| ids.push((g.id.clone(), i)));
+        }
+        ids.sort();
+        for (id, i) in ids {
+            // Gone since it was listed: nothing to show.
+            let _ = shards[i].read_group(&id, &mut f);
+        }
     }
 
     /// Does the group exist (members or committed offsets)?
-    pub fn group_exists(&self, id: &str) -> bool {
-        let inner = self.lock();
-        inner.registry.contains(id) || inner.cache.has_group(id)
+    pub fn group_exists(&self, id: &str) -> Result<bool, GroupError> {
+        Ok(self
+            .route_read(id)?
+            .is_some_and(|shard| shard.group_exists(id)))
     }
 
     /// The committed offset of one partition.
-    pub fn committed(&self, key: &OffsetKey) -> Option<CommittedOffset> {
-        self.lock().cache.get(key)
+    pub fn committed(&self, key: &OffsetKey) -> Result<Option<CommittedOffset>, GroupError> {
+        Ok(self
+            .route_read(&key.group)?
+            .and_then(|shard| shard.committed(key)))
     }
 
     /// Every committed offset of a group.
-    pub fn committed_for_group(&self, group: &str) -> Vec<(OffsetKey, CommittedOffset)> {
-        self.lock().cache.of_group(group)
+    pub fn committed_for_group(
+        &self,
+        group: &str,
+    ) -> Result<Vec<(OffsetKey, CommittedOffset)>, GroupError> {
+        Ok(self
+            .route_read(group)?
+            .map(|shard| shard.committed_for_group(group))
+            .unwrap_or_default())
     }
 
-    /// The writes in flight now (an OffsetFetch waits for them before it reads).
-    pub fn in_flight(&self) -> Vec<Ticket> {
-        self.lock().cache.in_flight()
+    /// The writes in flight now on group `group`'s shard (an OffsetFetch waits for them).
+    pub fn in_flight_for(&self, group: &str) -> Result<Vec<WriteRef>, GroupError> {
+        Ok(self
+            .route_read(group)?
+            .map(|shard| Self::refs(&shard))
+            .unwrap_or_default())
     }
 
-    /// Waits until none of `writes` (from [`GroupCoordinator::in_flight`]) is in flight.
-    pub async fn wait_applied(&self, writes: Vec<Ticket>) {
+    /// The writes in flight now on every shard.
+    pub fn in_flight(&self) -> Vec<WriteRef> {
+        self.loaded().iter().flat_map(|s| Self::refs(s)).collect()
+    }
+
+    fn refs(shard: &GroupShard) -> Vec<WriteRef> {
+        shard
+            .in_flight()
+            .into_iter()
+            .map(|ticket| WriteRef {
+                partition: shard.index(),
+                load: shard.load(),
+                ticket,
+            })
+            .collect()
+    }
+
+    fn is_in_flight(&self, write: &WriteRef) -> bool {
+        let shard = match self.shards().slots.get(&write.partition) {
+            Some(Slot::Loaded(shard)) if shard.load() == write.load => Arc::clone(shard),
+            // Its shard is gone: nobody waits on it any more.
+            _ => return false,
+        };
+        !shard.is_resigned() && shard.is_in_flight(write.ticket)
+    }
+
+    /// Waits until none of `writes` is in flight (or its shard was unloaded).
+    pub async fn wait_applied(&self, writes: Vec<WriteRef>) {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if writes.iter().all(|w| !self.lock().cache.is_in_flight(*w)) {
+            if writes.iter().all(|w| !self.is_in_flight(w)) {
                 return;
             }
             notified.await;
         }
-    }
-
-    // ---- Start. ----
-
-    /// Replays `__consumer_offsets` (called once at broker start).
-    pub async fn load(&self, partition: &Arc<Partition>) -> Result<usize, ReadError> {
-        self.set_offsets_partition(partition);
-        let log = &partition.log;
-        let end = log.log_end_offset();
-        let mut offset = log.log_start_offset();
-        let mut records = 0;
-        let mut stored_groups: BTreeMap<String, Option<GroupSnapshot>> = BTreeMap::new();
-        while offset < end {
-            let read = match log.read(offset, 1 << 20, None).await {
-                Ok(read) => read,
-                // Damage at rest (a flipped bit; no replica to repair from): the commits in it
-                // are gone, not the broker. Skip the rest of the segment, loudly, as the
-                // producer-state rebuild does; the groups resume from what is left.
-                Err(ReadError::Corrupt {
-                    segment,
-                    position,
-                    error,
-                }) => {
-                    let next = log.next_segment_after(offset).await;
-                    tracing::error!(segment = %segment.display(), position, %error, resume_at = ?next,
-                        "corrupt batch in {}: committed offsets and groups in the rest of its segment are lost",
-                        offsets::OFFSETS_TOPIC);
-                    match next {
-                        Some(next) => {
-                            offset = next;
-                            continue;
-                        }
-                        None => break,
-                    }
-                }
-                Err(e) => return Err(e),
-            };
-            if read.records.is_empty() {
-                break;
-            }
-            let mut pos = 0;
-            let mut inner = self.lock();
-            while pos < read.records.len() {
-                let header =
-                    BatchHeader::parse(&read.records[pos..]).expect("served batches parse");
-                let batch = &read.records[pos..pos + header.size()];
-                offset = header.last_offset() as u64 + 1;
-                pos += header.size();
-                if header.is_control() {
-                    continue;
-                }
-                let Some(parsed) = offsets::batch_records(batch, header.records_count) else {
-                    tracing::warn!(
-                        base_offset = header.base_offset,
-                        "unreadable batch in {}",
-                        offsets::OFFSETS_TOPIC
-                    );
-                    continue;
-                };
-                for (i, (key, value)) in parsed.into_iter().enumerate() {
-                    match key.as_deref().and_then(offsets::decode_record_key) {
-                        Some(RecordKey::Offset(key)) => {
-                            let value = value.as_deref().and_then(offsets::decode_value);
-                            let at = header.base_offset as u64 + i as u64;
-                            inner.cache.apply(key, value, at);
-                        }
-                        Some(RecordKey::Group(id)) => {
-                            let stored = value.as_deref().and_then(offsets::decode_group_value);
-                            stored_groups.insert(id, stored);
-                        }
-                        None => continue,
-                    }
-                    records += 1;
-                }
-            }
-        }
-        // Stored groups come back in their last stored generation; groups with committed
-        // offsets but no stored membership exist (Empty) too, as in Kafka: ListGroups and
-        // DescribeGroups show them, and a commit with generation -1 is accepted.
-        let now = self.clock.now_ms();
-        let mut inner = self.lock();
-        for (id, stored) in stored_groups {
-            if let Some(stored) = stored {
-                let deadline = inner.registry.restore(&id, stored, now).next_deadline();
-                inner.timers.set(&id, deadline);
-            }
-        }
-        for group in inner.cache.groups() {
-            inner.registry.get_or_create(&group, now);
-        }
-        Ok(records)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
-    use bytes::Bytes;
 
-    fn join_request() -> JoinRequest {
-        JoinRequest {
-            member_id: String::new(),
-            group_instance_id: None,
-            client_id: "c".into(),
-            client_host: "/127.0.0.1".into(),
-            session_timeout_ms: 10_000,
-            rebalance_timeout_ms: 10_000,
-            protocol_type: "consumer".into(),
-            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
-            require_known_member_id: false,
-        }
-    }
-
+    /// Computed with the JDK on this machine (`"...".hashCode()`, and Kafka's `Utils.abs(h) %
+    /// n`): the same group ids must land in the same partitions as on Kafka.
     #[test]
-    fn tickets_pass_in_the_order_they_were_taken_whichever_finishes_first() {
-        let mut turns = Turns::default();
-        let (a, b, c) = (turns.take(), turns.take(), turns.take());
-        turns.pass(b);
-        assert_eq!(turns.turn, a, "b appended early: a still holds the turn");
-        turns.pass(a);
-        assert_eq!(turns.turn, c, "a and b are both past");
-        turns.pass(c);
-        assert_eq!(turns.turn, turns.next);
-    }
-
-    #[tokio::test]
-    async fn unloading_answers_a_parked_join_with_not_coordinator_and_refuses_later_ones() {
-        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-        let config = GroupConfig {
-            initial_rebalance_delay_ms: 3_000,
-            ..GroupConfig::default()
-        };
-        let groups = GroupCoordinator::new(clock, config);
-        // The initial delay parks the first join.
-        let parked = tokio::spawn(groups.join("g", join_request(), 1));
-        tokio::task::yield_now().await;
-        assert!(!parked.is_finished());
-        assert_eq!(groups.unload(), 1);
-        assert_eq!(parked.await.unwrap(), Err(GroupError::NotCoordinator));
-        assert_eq!(
-            groups.join("g", join_request(), 2).await,
-            Err(GroupError::NotCoordinator)
-        );
+    fn groups_land_in_the_partitions_kafka_puts_them_in() {
+        let known: &[(&str, i32, i32, i32)] = &[
+            // (group id, String.hashCode, partition of 50, partition of 7)
+            ("", 0, 0, 0),
+            ("billing", -109_829_509, 9, 6),
+            ("my-group", -1_906_497_762, 12, 1),
+            ("console-consumer-12345", 158_455_506, 6, 6),
+            // Its hash is Integer.MIN_VALUE, whose Math.abs is negative: Utils.abs gives 0.
+            ("polygenelubricants", i32::MIN, 0, 0),
+            // Beyond ASCII: one UTF-16 unit for é, a surrogate pair for the emoji.
+            ("groupé", -1_237_460_406, 6, 0),
+            ("\u{1F600}-emoji", -1_200_436_388, 38, 4),
+            ("rdkafka-test-group", 1_249_748_157, 7, 0),
+            ("g", 103, 3, 5),
+            // Java's classic collision: same hash, same partition.
+            ("Aa", 2112, 12, 5),
+            ("BB", 2112, 12, 5),
+        ];
+        for &(id, hash, of_50, of_7) in known {
+            assert_eq!(java_string_hash(id), hash, "hashCode of {id:?}");
+            assert_eq!(partition_for(id, 50), of_50, "{id:?} among 50");
+            assert_eq!(partition_for(id, 7), of_7, "{id:?} among 7");
+            assert_eq!(partition_for(id, 1), 0, "one partition holds every group");
+        }
     }
 }

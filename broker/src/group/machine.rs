@@ -77,9 +77,13 @@ pub enum GroupError {
     GroupIdNotFound,
     #[error("the coordinator is not available for this group")]
     CoordinatorNotAvailable,
-    /// The group was unloaded (the broker is shutting down): ask the coordinator again.
-    #[error("this broker no longer coordinates the group")]
+    /// This broker does not coordinate the group (its offsets partition is led elsewhere, or
+    /// was unloaded, or the broker is shutting down): ask FindCoordinator again.
+    #[error("this broker does not coordinate the group")]
     NotCoordinator,
+    /// The group's offsets partition is being loaded here: retry shortly.
+    #[error("the group's offsets partition is loading")]
+    CoordinatorLoadInProgress,
     /// KIP-345: another member id now holds this group.instance.id.
     #[error("fenced: the group instance id belongs to another member")]
     FencedInstanceId,

@@ -1,7 +1,7 @@
 //! Committed offsets and their records in `__consumer_offsets`.
 //!
-//! Each commit is one record in partition 0 of the internal topic (our own encoding, not
-//! Kafka's; all integers big-endian, strings as i16 length + UTF-8):
+//! Each commit is one record in its group's partition of the internal topic (our own encoding,
+//! not Kafka's; all integers big-endian, strings as i16 length + UTF-8):
 //!
 //! ```text
 //! key:   version i16 = 1 | group string | topic string | partition i32
@@ -24,8 +24,8 @@
 //! ```
 //! (nullable strings: i16 length, -1 = null; bytes: i32 length.)
 //!
-//! A record without a value (a tombstone) deletes the offset or the group. On start the
-//! coordinator replays the partition; the last record per key wins. There is no compaction
+//! A record without a value (a tombstone) deletes the offset or the group. When a shard
+//! loads, its partition is replayed; the last record per key wins. There is no compaction
 //! yet, so the topic grows without bound until compaction exists (retention is disabled on it:
 //! deleting old segments would lose offsets).
 

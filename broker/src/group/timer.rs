@@ -68,12 +68,13 @@ pub fn spawn(coordinator: &Arc<GroupCoordinator>, clock: Arc<dyn Clock>) {
                 return;
             };
             let writes = coordinator.tick_steps(clock.now_ms());
+            drop(coordinator);
             if !writes.is_empty() {
                 // Stores (a group emptied by expiry) finish on their own task: a slow disk must
                 // not hold back the next deadlines.
                 tokio::spawn(async move {
-                    for write in writes {
-                        let _ = coordinator.finish(write).await;
+                    for (shard, write) in writes {
+                        let _ = shard.finish(write).await;
                     }
                 });
             }

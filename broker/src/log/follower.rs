@@ -8,11 +8,8 @@
 //! the log end, batches out of order, or a leader epoch older than one the log holds are the
 //! leader's data not fitting: errors, and nothing is appended.
 
-use std::io;
-use std::sync::Arc;
-
-use super::batch::{self, BatchError, BatchHeader};
-use super::{AppendInfo, FlushPolicy, Log, LogState, LEADER_EPOCH_FILE};
+use super::batch::{self, BatchError};
+use super::{AppendInfo, FlushPolicy, Log, LEADER_EPOCH_FILE};
 use crate::disk;
 
 /// A follower's append failed; nothing was appended.
@@ -70,132 +67,84 @@ impl Log {
         assert!(first <= last);
         let config = self.config();
         let now = self.clock.now_ms();
-        let mut st = self
-            .lock_with_room(records.len() as u64, last, now)
+        let writer = self
+            .lock_writer_with_room(records.len() as u64, last - first + 1, now)
             .await
-            .map_err(FollowerAppendError::Offline)?;
-        assert!(
-            first >= st.next_offset,
-            "a follower's append at {first} below the log end {}",
-            st.next_offset
-        );
-        if first != st.next_offset {
-            return Err(FollowerAppendError::NotContiguous {
-                expected: st.next_offset,
-                found: first,
-            });
-        }
-        let mut epochs = st.epochs.clone();
-        for header in headers.iter().filter(|h| h.partition_leader_epoch >= 0) {
-            let latest = epochs.latest_epoch().unwrap_or(-1);
-            if header.partition_leader_epoch < latest {
-                return Err(FollowerAppendError::EpochWentBack {
-                    offset: header.base_offset as u64,
-                    epoch: header.partition_leader_epoch,
-                    latest,
+            .map_err(|e| FollowerAppendError::Offline(e.0))?;
+        // Decided under the state lock; the files recording it are written holding only the
+        // writer lock, which keeps the log end where it is meanwhile.
+        let epochs = {
+            let st = self.state();
+            st.check_online()
+                .map_err(|e| FollowerAppendError::Offline(e.0))?;
+            assert!(
+                first >= st.next_offset,
+                "a follower's append at {first} below the log end {}",
+                st.next_offset
+            );
+            if first != st.next_offset {
+                return Err(FollowerAppendError::NotContiguous {
+                    expected: st.next_offset,
+                    found: first,
                 });
             }
-            epochs.assign(header.partition_leader_epoch, header.base_offset as u64);
-        }
+            let mut epochs = st.epochs.clone();
+            for header in headers.iter().filter(|h| h.partition_leader_epoch >= 0) {
+                let latest = epochs.latest_epoch().unwrap_or(-1);
+                if header.partition_leader_epoch < latest {
+                    return Err(FollowerAppendError::EpochWentBack {
+                        offset: header.base_offset as u64,
+                        epoch: header.partition_leader_epoch,
+                        latest,
+                    });
+                }
+                epochs.assign(header.partition_leader_epoch, header.base_offset as u64);
+            }
+            (epochs != st.epochs).then_some(epochs)
+        };
 
         // The offset reservation is the leader's single-replica policy, but the log keeps its
         // invariant (no offset at or past it) whoever assigned the offsets.
-        if last >= st.reserved_offset {
-            st.reserved_offset = last + 1 + config.offset_reservation;
-            if let Err(e) = self.write_checkpoint(st.checkpoint()).await {
-                return Err(self.follower_offline(&mut st, "writing checkpoint", &e));
-            }
+        let reserved = self.state().reserved_offset;
+        if last >= reserved {
+            self.store_reservation(&writer, last + 1 + config.offset_reservation)
+                .await
+                .map_err(|e| FollowerAppendError::Offline(e.0))?;
         }
-        if epochs != st.epochs {
+        if let Some(epochs) = epochs {
             let path = self.dir.join(LEADER_EPOCH_FILE);
             if let Err(e) =
                 disk::write_file_atomic(self.disk.as_ref(), &path, &epochs.encode()).await
             {
-                return Err(self.follower_offline(&mut st, "writing leader epochs", &e));
+                return Err(FollowerAppendError::Offline(
+                    self.fail("writing leader epochs", &e).0,
+                ));
             }
-            st.epochs = epochs;
+            self.state().epochs = epochs;
         }
 
-        let file = Arc::clone(&st.active().file);
-        let position = match file.append(records).await {
-            Ok(position) if position != st.active().size => {
-                let e = io::Error::other(format!(
-                    "segment file ends at {position}, the log expected {}",
-                    st.active().size
-                ));
-                return Err(self.follower_offline(&mut st, "appending", &e));
-            }
-            Ok(position) => position,
-            Err(e) => return Err(self.follower_offline(&mut st, "appending", &e)),
+        let (log_start_offset, incarnation) = {
+            let st = self
+                .append_to_active(&writer, records, now, &config)
+                .await
+                .map_err(|e| FollowerAppendError::Offline(e.0))?;
+            assert_eq!(st.next_offset, last + 1);
+            // Read under the state lock: a recovery or truncation bumps it there.
+            (st.log_start_offset, self.incarnation())
         };
-        let active = st.active_mut();
-        if active.rolling_base_ms.is_none() {
-            active.rolling_base_ms = Some(now);
-        }
-        let mut at = 0;
-        while at < records.len() {
-            let header = BatchHeader::parse(&records[at..]).expect("validated above");
-            active.record_batch(&header, position + at as u64, config.index_interval_bytes);
-            at += header.size();
-        }
-        assert_eq!(active.next_offset, last + 1);
-        st.next_offset = last + 1;
-        self.publish(&st);
         let info = AppendInfo {
             base_offset: first,
             last_offset: last,
             log_append_time_ms: None,
-            log_start_offset: st.log_start_offset,
-            incarnation: self.incarnation(),
+            log_start_offset,
+            incarnation,
         };
-        drop(st);
+        drop(writer);
         if let FlushPolicy::Lazy { .. } = config.flush {
             self.flush_if_due()
                 .await
                 .map_err(|e| FollowerAppendError::Offline(e.0))?;
         }
         Ok(info)
-    }
-
-    /// Locks the state with the active segment able to take `bytes` more bytes ending at
-    /// `last_offset`, rolling first if it cannot (and syncing the segment to be sealed without
-    /// the lock held, as a leader's append does).
-    async fn lock_with_room(
-        &self,
-        bytes: u64,
-        last_offset: u64,
-        now: i64,
-    ) -> Result<tokio::sync::MutexGuard<'_, LogState>, String> {
-        let config = self.config();
-        let mut flushed_for_roll = false;
-        loop {
-            let mut st = self.state.lock().await;
-            st.check_online().map_err(|e| e.0)?;
-            let active = st.active();
-            let needs_roll = active.size > 0
-                && (active.size + bytes > config.segment_bytes
-                    || now.saturating_sub(active.rolling_base_ms.unwrap_or(now))
-                        >= config.segment_ms
-                    || !active.fits_offset(last_offset));
-            if needs_roll && !flushed_for_roll && active.synced_size < active.size {
-                drop(st);
-                self.flush().await.map_err(|e| e.0)?;
-                flushed_for_roll = true;
-                continue;
-            }
-            if needs_roll {
-                self.roll_locked(&mut st).await.map_err(|e| e.0)?;
-            }
-            return Ok(st);
-        }
-    }
-
-    fn follower_offline(
-        &self,
-        st: &mut LogState,
-        what: &str,
-        e: &io::Error,
-    ) -> FollowerAppendError {
-        FollowerAppendError::Offline(self.go_offline(st, what, e).0)
     }
 }

@@ -238,12 +238,35 @@ impl LogState {
 }
 
 /// A partition's log. Cheap to share behind an `Arc`; all methods take `&self`.
+///
+/// # Locks
+/// Readers never wait for the disk's syncs. Two locks split the work:
+/// - `state` holds the in-memory log (segments, indexes, offsets) and is only ever held for a
+///   few instructions, never across I/O (a `std` mutex: holding it across an `.await` does not
+///   compile into a `Send` future). Reads take it to snapshot what they need (a segment's file
+///   handle, an index position, the published end), then read the file without it.
+/// - `writer` serializes the tasks that change the log (appends, rolls, retention, checkpoint
+///   and offset-reservation writes, truncation, close, reopen) across their I/O, syncs
+///   included. The fields the log checkpoint records change only under it, so a checkpoint
+///   written holding it is consistent.
+///
+/// - `files` is held shared by reads while they read segment files, and exclusively by the
+///   two rare tasks that change bytes a read may have been promised: truncation and the
+///   in-place recovery of [`Log::reopen`]. (Retention needs no more than the state lock: a
+///   read keeps its file handle, which outlives the file's name.)
+///
+/// Lock order: `sync_lock`, `writer`, `files`, `state`. A read that changes the log (an
+/// unbounded read past the durable end must first extend the offset reservation) takes
+/// `writer`, without `files`; the fetch path never does (it reads below the high
+/// watermark).
 pub struct Log {
     disk: Arc<dyn Disk>,
     clock: Arc<dyn Clock>,
     dir: PathBuf,
     config: std::sync::Mutex<LogConfig>,
-    state: tokio::sync::Mutex<LogState>,
+    state: std::sync::Mutex<LogState>,
+    writer: tokio::sync::Mutex<()>,
+    files: tokio::sync::RwLock<()>,
     recovery: RecoveryReport,
     /// Held by the one task running a group-commit sync.
     sync_lock: tokio::sync::Mutex<()>,
@@ -292,7 +315,9 @@ impl Log {
             clock,
             dir,
             config: std::sync::Mutex::new(config),
-            state: tokio::sync::Mutex::new(state),
+            state: std::sync::Mutex::new(state),
+            writer: tokio::sync::Mutex::new(()),
+            files: tokio::sync::RwLock::new(()),
             recovery,
             sync_lock: tokio::sync::Mutex::new(()),
             offline: AtomicBool::new(false),
@@ -303,7 +328,7 @@ impl Log {
             closed: AtomicBool::new(false),
             incarnation: AtomicU64::new(0),
         };
-        log.publish(&*log.state.lock().await);
+        log.publish(&log.state());
         Ok(log)
     }
 
@@ -350,6 +375,12 @@ impl Log {
         self.offsets().durable_end_offset
     }
 
+    /// The in-memory state, for a few instructions: never held across an `.await` (see
+    /// [`Log`]'s lock notes).
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn publish(&self, st: &LogState) {
         assert!(
             st.log_start_offset <= st.next_offset,
@@ -389,20 +420,25 @@ impl Log {
         LogOffline(st.offline.clone().unwrap_or(reason))
     }
 
+    /// [`Log::go_offline`] for a caller that does not hold the state.
+    fn fail(&self, what: &str, e: &io::Error) -> LogOffline {
+        self.go_offline(&mut self.state(), what, e)
+    }
+
     /// Number of segments, for tests and metrics.
     pub async fn segment_count(&self) -> usize {
-        self.state.lock().await.segments.len()
+        self.state().segments.len()
     }
 
     /// The base offsets of the segments, in order (to step past a damaged segment).
     pub async fn segment_bases(&self) -> Vec<u64> {
-        self.state.lock().await.segments.keys().copied().collect()
+        self.state().segments.keys().copied().collect()
     }
 
     /// The base offset of the first segment after the one holding `offset`: where a reader
     /// that met a batch damaged at rest resumes (the rest of that segment cannot be trusted).
     pub async fn next_segment_after(&self, offset: u64) -> Option<u64> {
-        let st = self.state.lock().await;
+        let st = self.state();
         st.segments
             .range(offset + 1..)
             .next()
@@ -411,18 +447,12 @@ impl Log {
 
     /// Total bytes of all segments.
     pub async fn size_bytes(&self) -> u64 {
-        self.state
-            .lock()
-            .await
-            .segments
-            .values()
-            .map(|s| s.size)
-            .sum()
+        self.state().segments.values().map(|s| s.size).sum()
     }
 
     /// A copy of the leader-epoch cache.
     pub async fn leader_epochs(&self) -> LeaderEpochCache {
-        self.state.lock().await.epochs.clone()
+        self.state().epochs.clone()
     }
 
     /// Appends a record set of one or more whole v2 batches. Validates every batch, assigns
@@ -494,46 +524,31 @@ impl Log {
         // Lazy reads and high watermarks show every appended offset at once.
         let must_reserve = exposed || matches!(config.flush, FlushPolicy::Lazy { .. });
         let info = {
-            let mut flushed_for_roll = false;
-            let mut st = loop {
-                let mut st = self.state.lock().await;
+            let writer = self
+                .lock_writer_with_room(records.len() as u64, record_count, now)
+                .await
+                .map_err(|e| AppendError::Offline(e.0))?;
+            // Offsets and the leader epoch are decided under the state lock; the files
+            // recording them are written holding only the writer lock.
+            let (base_offset, epochs) = {
+                let mut st = self.state();
                 st.check_online().map_err(|e| AppendError::Offline(e.0))?;
-                let last_offset = st.next_offset + record_count - 1;
-                let active = st.active();
-                let needs_roll = active.size > 0
-                    && (active.size + records.len() as u64 > config.segment_bytes
-                        || now.saturating_sub(active.rolling_base_ms.unwrap_or(now))
-                            >= config.segment_ms
-                        || !active.fits_offset(last_offset));
-                if needs_roll && !flushed_for_roll && active.synced_size < active.size {
-                    // Sync the segment about to be sealed without holding the lock (under the
-                    // lazy policy it can hold a whole segment of unsynced bytes); the roll then
-                    // syncs only what arrived meanwhile.
-                    drop(st);
-                    self.flush().await.map_err(|e| AppendError::Offline(e.0))?;
-                    flushed_for_roll = true;
-                    continue;
-                }
-                if needs_roll {
-                    self.roll_locked(&mut st)
-                        .await
-                        .map_err(|e| AppendError::Offline(e.0))?;
-                }
-                break st;
+                let base_offset = st.next_offset;
+                let epochs = (leader_epoch >= 0 && st.epochs.assign(leader_epoch, base_offset))
+                    .then(|| st.epochs.encode());
+                (base_offset, epochs)
             };
-            let base_offset = st.next_offset;
             let last_offset = base_offset + record_count - 1;
             if must_reserve {
-                self.reserve_locked(&mut st, last_offset + 1, config.offset_reservation)
+                self.reserve_locked(&writer, last_offset + 1, config.offset_reservation)
                     .await
                     .map_err(|e| AppendError::Offline(e.0))?;
             }
-            if leader_epoch >= 0 && st.epochs.assign(leader_epoch, base_offset) {
-                let encoded = st.epochs.encode();
+            if let Some(encoded) = epochs {
                 let path = self.dir.join(LEADER_EPOCH_FILE);
                 if let Err(e) = disk::write_file_atomic(self.disk.as_ref(), &path, &encoded).await {
                     return Err(AppendError::Offline(
-                        self.go_offline(&mut st, "writing leader epochs", &e).0,
+                        self.fail("writing leader epochs", &e).0,
                     ));
                 }
             }
@@ -557,49 +572,26 @@ impl Log {
                 "patched batches stay valid"
             );
 
-            let file = Arc::clone(&st.active().file);
-            let position = match file.append(records).await {
-                // A failed sync elsewhere can drop unsynced bytes under us (fsyncgate): if the
-                // file no longer ends where the log does, its tail is unknown.
-                Ok(position) if position != st.active().size => {
-                    let e = io::Error::other(format!(
-                        "segment file ends at {position}, the log expected {}",
-                        st.active().size
-                    ));
-                    return Err(AppendError::Offline(
-                        self.go_offline(&mut st, "appending", &e).0,
-                    ));
-                }
-                Ok(position) => position,
-                Err(e) => {
-                    return Err(AppendError::Offline(
-                        self.go_offline(&mut st, "appending", &e).0,
-                    ))
-                }
+            let (log_start_offset, incarnation) = {
+                let st = self
+                    .append_to_active(&writer, records, now, &config)
+                    .await
+                    .map_err(|e| AppendError::Offline(e.0))?;
+                assert_eq!(st.next_offset, last_offset + 1);
+                assert!(
+                    !must_reserve || st.next_offset <= st.reserved_offset,
+                    "an offset shown before its sync is not reserved"
+                );
+                // Read under the state lock: a recovery or truncation bumps it there.
+                (st.log_start_offset, self.incarnation())
             };
-            let active = st.active_mut();
-            if active.rolling_base_ms.is_none() {
-                active.rolling_base_ms = Some(now);
-            }
-            let mut at = 0;
-            while at < records.len() {
-                let header = BatchHeader::parse(&records[at..]).expect("validated above");
-                active.record_batch(&header, position + at as u64, config.index_interval_bytes);
-                at += header.size();
-            }
-            assert_eq!(active.next_offset, last_offset + 1);
-            st.next_offset = last_offset + 1;
-            assert!(
-                !must_reserve || st.next_offset <= st.reserved_offset,
-                "an offset shown before its sync is not reserved"
-            );
-            self.publish(&st);
+            drop(writer);
             AppendInfo {
                 base_offset,
                 last_offset,
                 log_append_time_ms: config.log_append_time.then_some(now),
-                log_start_offset: st.log_start_offset,
-                incarnation: self.incarnation(),
+                log_start_offset,
+                incarnation,
             }
         };
         if let FlushPolicy::Lazy { .. } = config.flush {
@@ -608,6 +600,108 @@ impl Log {
                 .map_err(|e| AppendError::Offline(e.0))?;
         }
         Ok(info)
+    }
+
+    /// Takes the writer lock with the active segment able to take `bytes` more bytes holding
+    /// `record_count` offsets from the log end, rolling first if it cannot. The segment to be
+    /// sealed is synced before the lock is taken for the roll (under the lazy policy it can
+    /// hold a whole segment of unsynced bytes), so the roll syncs only what arrived meanwhile.
+    async fn lock_writer_with_room(
+        &self,
+        bytes: u64,
+        record_count: u64,
+        now: i64,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, LogOffline> {
+        assert!(record_count > 0, "an append of no offsets");
+        let config = self.config();
+        let mut flushed_for_roll = false;
+        loop {
+            let writer = self.writer.lock().await;
+            let (needs_roll, unsynced) = {
+                let st = self.state();
+                st.check_online()?;
+                let last_offset = st.next_offset + record_count - 1;
+                let active = st.active();
+                let needs_roll = active.size > 0
+                    && (active.size + bytes > config.segment_bytes
+                        || now.saturating_sub(active.rolling_base_ms.unwrap_or(now))
+                            >= config.segment_ms
+                        || !active.fits_offset(last_offset));
+                (needs_roll, active.synced_size < active.size)
+            };
+            if needs_roll && !flushed_for_roll && unsynced {
+                drop(writer);
+                self.flush().await?;
+                flushed_for_roll = true;
+                continue;
+            }
+            if needs_roll {
+                self.roll_locked(&writer).await?;
+            }
+            return Ok(writer);
+        }
+    }
+
+    /// Appends `records` (whole batches, offsets final) to the active segment, holding the
+    /// writer lock (`_writer`), and records them in the state. The bytes go to the file
+    /// without the state lock: readers keep reading up to the published end meanwhile and see
+    /// the batches once they are recorded. Returns the state, published, still locked.
+    async fn append_to_active(
+        &self,
+        _writer: &tokio::sync::MutexGuard<'_, ()>,
+        records: &[u8],
+        now: i64,
+        config: &LogConfig,
+    ) -> Result<std::sync::MutexGuard<'_, LogState>, LogOffline> {
+        let (file, expected_position, next_offset) = {
+            let st = self.state();
+            st.check_online()?;
+            (
+                Arc::clone(&st.active().file),
+                st.active().size,
+                st.next_offset,
+            )
+        };
+        let appended = file.append(records).await;
+        let mut st = self.state();
+        let position = match appended {
+            // A failed sync elsewhere can drop unsynced bytes under us (fsyncgate): if the
+            // file no longer ends where the log does, its tail is unknown.
+            Ok(position) if position != expected_position => {
+                let e = io::Error::other(format!(
+                    "segment file ends at {position}, the log expected {expected_position}"
+                ));
+                return Err(self.go_offline(&mut st, "appending", &e));
+            }
+            Ok(position) => position,
+            Err(e) => return Err(self.go_offline(&mut st, "appending", &e)),
+        };
+        // A sync that failed while the bytes were written took the log offline: they are not
+        // published (the next open recovers what is really on disk).
+        st.check_online()?;
+        assert_eq!(
+            st.next_offset, next_offset,
+            "only the writer assigns offsets"
+        );
+        let active = st.active_mut();
+        assert_eq!(
+            active.size, position,
+            "only the writer appends to the segment"
+        );
+        if active.rolling_base_ms.is_none() {
+            active.rolling_base_ms = Some(now);
+        }
+        let mut at = 0;
+        while at < records.len() {
+            let header = BatchHeader::parse(&records[at..]).expect("validated above");
+            active.record_batch(&header, position + at as u64, config.index_interval_bytes);
+            at += header.size();
+        }
+        let end = active.next_offset;
+        assert!(end > next_offset, "an append of no offsets");
+        st.next_offset = end;
+        self.publish(&st);
+        Ok(st)
     }
 
     /// Returns once every offset below `target` is synced, running a sync if no other task is.
@@ -665,7 +759,7 @@ impl Log {
 
     async fn check_online_fast(&self) -> Result<(), LogOffline> {
         if self.offline.load(Ordering::Acquire) {
-            self.state.lock().await.check_online()?;
+            self.state().check_online()?;
         }
         Ok(())
     }
@@ -674,7 +768,7 @@ impl Log {
     /// as it was when the sync began. Called with `sync_lock` held.
     async fn sync_appended(&self) -> Result<(), LogOffline> {
         let (files, end) = {
-            let st = self.state.lock().await;
+            let st = self.state();
             st.check_online()?;
             if st.durable_offset >= st.next_offset {
                 return Ok(());
@@ -694,7 +788,7 @@ impl Log {
                 break;
             }
         }
-        let mut st = self.state.lock().await;
+        let mut st = self.state();
         match result {
             // Another sync of these files (a roll's) failed while this one ran: it may have
             // dropped the very bytes this one was to make durable (fsyncgate), and the log
@@ -719,7 +813,7 @@ impl Log {
 
     /// Syncs everything appended so far.
     pub async fn flush(&self) -> Result<(), LogOffline> {
-        let end = self.state.lock().await.next_offset;
+        let end = self.state().next_offset;
         self.wait_durable(end).await
     }
 
@@ -734,7 +828,7 @@ impl Log {
             return Ok(());
         };
         let due = {
-            let st = self.state.lock().await;
+            let st = self.state();
             st.check_online()?;
             let unflushed = st.next_offset - st.durable_offset;
             unflushed > 0
@@ -750,22 +844,48 @@ impl Log {
     /// Seals the active segment and starts a new one at the log end (if the active one holds
     /// anything).
     pub async fn roll(&self) -> Result<(), LogOffline> {
-        let mut st = self.state.lock().await;
-        st.check_online()?;
-        self.roll_locked(&mut st).await
+        let writer = self.writer.lock().await;
+        self.state().check_online()?;
+        self.roll_locked(&writer).await
     }
 
-    async fn roll_locked(&self, st: &mut LogState) -> Result<(), LogOffline> {
-        if st.active().size == 0 {
-            return Ok(());
+    /// The roll, called holding the writer lock (`_writer` is the proof). The syncs and file
+    /// writes run without the state lock, so readers keep reading meanwhile: the old segment
+    /// stays readable as it was, and the new one appears once it exists on disk.
+    async fn roll_locked(
+        &self,
+        _writer: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), LogOffline> {
+        let (file, old_base, new_base, size) = {
+            let st = self.state();
+            st.check_online()?;
+            let active = st.active();
+            if active.size == 0 {
+                return Ok(());
+            }
+            (
+                Arc::clone(&active.file),
+                active.base_offset,
+                st.next_offset,
+                active.size,
+            )
+        };
+        if let Err(e) = file.sync().await {
+            return Err(self.fail("rolling a segment", &e));
         }
-        let new_base = st.next_offset;
-        let result = async {
+        let (index, time_index) = {
+            let mut st = self.state();
+            st.check_online()?;
             let active = st.active_mut();
-            active.file.sync().await?;
+            // Only the writer appends, and it is here: the segment is as it was before the sync.
+            assert_eq!(active.base_offset, old_base, "the active segment moved");
+            assert_eq!(active.size, size, "the active segment grew during its roll");
             active.synced_size = active.size;
             active.seal_time_index();
-            self.write_indexes(st.active()).await?;
+            (active.index.encode(), active.time_index.encode())
+        };
+        let result = async {
+            self.write_indexes(old_base, &index, &time_index).await?;
             let path = segment::path(&self.dir, new_base, LOG_SUFFIX);
             let file = self.disk.open(&path, OpenMode::CreateNew).await?;
             self.disk.sync_dir(&self.dir).await?;
@@ -774,50 +894,101 @@ impl Log {
         .await;
         let file = match result {
             Ok(file) => file,
-            Err(e) => return Err(self.go_offline(st, "rolling a segment", &e)),
+            Err(e) => return Err(self.fail("rolling a segment", &e)),
         };
-        st.segments.insert(new_base, Segment::new(new_base, file));
-        st.durable_offset = st.durable_offset.max(new_base);
-        st.recovery_point = new_base;
-        if let Err(e) = self.write_checkpoint(st.checkpoint()).await {
-            return Err(self.go_offline(st, "writing checkpoint", &e));
+        let checkpoint = {
+            let mut st = self.state();
+            st.check_online()?;
+            assert_eq!(
+                st.next_offset, new_base,
+                "offsets were assigned during a roll"
+            );
+            st.segments.insert(new_base, Segment::new(new_base, file));
+            st.durable_offset = st.durable_offset.max(new_base);
+            st.recovery_point = new_base;
+            self.publish(&st);
+            st.checkpoint()
+        };
+        if let Err(e) = self.write_checkpoint(checkpoint).await {
+            return Err(self.fail("writing checkpoint", &e));
         }
         tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
-        self.publish(st);
         Ok(())
     }
 
     /// Makes the reservation cover every offset below `end` (see [`reservation`]), writing the
-    /// checkpoint if it must grow. Called with the state locked, before offsets are shown.
+    /// checkpoint if it must grow, holding the writer lock (`_writer`), before offsets below
+    /// `end` are shown. `reserved_offset` in the state only ever holds a durable reservation:
+    /// it is raised once the checkpoint holding it is written.
     async fn reserve_locked(
         &self,
-        st: &mut LogState,
+        writer: &tokio::sync::MutexGuard<'_, ()>,
         end: u64,
         max_step: u64,
     ) -> Result<(), LogOffline> {
-        if end <= st.reserved_offset {
-            return Ok(());
-        }
-        st.reserved_offset = st
-            .reservation_pace
-            .extend(end, self.clock.now_ms(), max_step);
-        if let Err(e) = self.write_checkpoint(st.checkpoint()).await {
-            return Err(self.go_offline(st, "writing checkpoint", &e));
-        }
-        assert!(end <= st.reserved_offset, "the reservation covers its need");
+        let reserved = {
+            let mut st = self.state();
+            st.check_online()?;
+            if end <= st.reserved_offset {
+                return Ok(());
+            }
+            st.reservation_pace
+                .extend(end, self.clock.now_ms(), max_step)
+        };
+        self.store_reservation(writer, reserved).await?;
+        assert!(
+            end <= self.state().reserved_offset,
+            "the reservation covers its need"
+        );
         Ok(())
+    }
+
+    /// Raises the offset reservation to `reserved`: the checkpoint first, then the state.
+    async fn store_reservation(
+        &self,
+        _writer: &tokio::sync::MutexGuard<'_, ()>,
+        reserved: u64,
+    ) -> Result<(), LogOffline> {
+        let checkpoint = {
+            let st = self.state();
+            st.check_online()?;
+            assert!(reserved > st.reserved_offset, "a reservation only grows");
+            Checkpoint {
+                offset_reservation: reserved,
+                ..st.checkpoint()
+            }
+        };
+        if let Err(e) = self.write_checkpoint(checkpoint).await {
+            return Err(self.fail("writing checkpoint", &e));
+        }
+        let mut st = self.state();
+        st.check_online()?;
+        assert!(
+            reserved > st.reserved_offset,
+            "only the writer moves the reservation"
+        );
+        st.reserved_offset = reserved;
+        Ok(())
+    }
+
+    /// [`Log::reserve_locked`] for a caller that does not hold the writer lock.
+    async fn reserve(&self, end: u64) -> Result<(), LogOffline> {
+        let writer = self.writer.lock().await;
+        let max_step = self.config().offset_reservation;
+        self.reserve_locked(&writer, end, max_step).await
     }
 
     /// Before offsets below `end` that were appended with [`Log::append_unexposed`] are shown
     /// unsynced after all (an acks=1 retry answered with a duplicate's offsets): reserves them.
     pub async fn expose(&self, end: u64) -> Result<(), LogOffline> {
-        let mut st = self.state.lock().await;
-        st.check_online()?;
-        if end <= st.durable_offset {
-            return Ok(());
+        {
+            let st = self.state();
+            st.check_online()?;
+            if end <= st.durable_offset.max(st.reserved_offset) {
+                return Ok(());
+            }
         }
-        let max_step = self.config().offset_reservation;
-        self.reserve_locked(&mut st, end, max_step).await
+        self.reserve(end).await
     }
 
     /// Rewrites the checkpoint when it is behind, as the broker's maintenance asks: a log start
@@ -828,37 +999,58 @@ impl Log {
     /// checkpoint write for another. A failed write leaves the older checkpoint, which is still
     /// correct: it is only logged.
     pub async fn tidy_checkpoint(&self) {
-        let mut st = self.state.lock().await;
-        if st.offline.is_some() {
-            return;
-        }
-        if st.checkpoint_stale {
-            if let Err(e) = self.store_log_start(&mut st).await {
+        let writer = self.writer.lock().await;
+        let stale = {
+            let st = self.state();
+            if st.offline.is_some() {
+                return;
+            }
+            st.checkpoint_stale
+        };
+        if stale {
+            if let Err(e) = self.store_log_start(&writer).await {
                 tracing::warn!(dir = %self.dir.display(), %e, "could not write the checkpoint");
                 return;
             }
         }
-        if st.durable_offset < st.next_offset || st.reserved_offset <= st.next_offset {
-            return;
-        }
-        let checkpoint = Checkpoint {
-            offset_reservation: st.next_offset,
-            ..st.checkpoint()
+        let checkpoint = {
+            let st = self.state();
+            if st.offline.is_some()
+                || st.durable_offset < st.next_offset
+                || st.reserved_offset <= st.next_offset
+            {
+                return;
+            }
+            let checkpoint = Checkpoint {
+                offset_reservation: st.next_offset,
+                ..st.checkpoint()
+            };
+            assert!(checkpoint.offset_reservation >= st.durable_offset);
+            checkpoint
         };
-        assert!(checkpoint.offset_reservation >= st.durable_offset);
         match self.write_checkpoint(checkpoint).await {
-            Ok(()) => st.reserved_offset = st.next_offset,
+            Ok(()) => {
+                let mut st = self.state();
+                // The writer lock kept the log end where it was.
+                assert_eq!(st.next_offset, checkpoint.offset_reservation);
+                st.reserved_offset = checkpoint.offset_reservation;
+            }
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), %e, "could not release the offset reservation");
             }
         }
     }
 
-    async fn write_indexes(&self, segment: &Segment) -> io::Result<()> {
-        let index_path = segment::path(&self.dir, segment.base_offset, INDEX_SUFFIX);
-        disk::write_file_atomic(self.disk.as_ref(), &index_path, &segment.index.encode()).await?;
-        let time_path = segment::path(&self.dir, segment.base_offset, TIME_INDEX_SUFFIX);
-        disk::write_file_atomic(self.disk.as_ref(), &time_path, &segment.time_index.encode()).await
+    async fn write_indexes(
+        &self,
+        base_offset: u64,
+        index: &[u8],
+        time_index: &[u8],
+    ) -> io::Result<()> {
+        let index_path = segment::path(&self.dir, base_offset, INDEX_SUFFIX);
+        disk::write_file_atomic(self.disk.as_ref(), &index_path, index).await?;
+        let time_path = segment::path(&self.dir, base_offset, TIME_INDEX_SUFFIX);
+        disk::write_file_atomic(self.disk.as_ref(), &time_path, time_index).await
     }
 
     async fn write_checkpoint(&self, checkpoint: Checkpoint) -> io::Result<()> {
@@ -869,6 +1061,9 @@ impl Log {
     /// Reads whole batches from the one holding `offset`, up to `max_bytes` (the first batch is
     /// returned whole even if larger), from one segment, stopping before any batch that reaches
     /// `max_offset` (exclusive; the high watermark). An empty result means nothing is there yet.
+    ///
+    /// Takes the state lock only to snapshot the segment to read (see [`Log`]'s lock notes), so
+    /// it never waits for an append, a sync or a roll.
     pub async fn read(
         &self,
         offset: u64,
@@ -876,9 +1071,11 @@ impl Log {
         max_offset: Option<u64>,
     ) -> Result<ReadInfo, ReadError> {
         let mut target = offset;
+        let mut max_offset = max_offset;
         loop {
-            let (segment_path, file, base, mut pos, size, bound, next_segment, offsets) = {
-                let mut st = self.state.lock().await;
+            let files = self.files.read().await;
+            let snapshot = {
+                let st = self.state();
                 st.check_online().map_err(|e| ReadError::Offline(e.0))?;
                 if offset < st.log_start_offset || offset > st.next_offset {
                     return Err(ReadError::OffsetOutOfRange {
@@ -895,137 +1092,173 @@ impl Log {
                 let bound = max_offset.map_or(st.next_offset, |m| m.min(st.next_offset));
                 if bound > st.durable_offset.max(st.reserved_offset) {
                     // An unbounded read past the durable end shows unsynced offsets.
-                    let max_step = self.config().offset_reservation;
-                    self.reserve_locked(&mut st, bound, max_step)
+                    Err(bound)
+                } else {
+                    let found = st.segments.range(..=target).next_back().map(|(_, s)| s);
+                    let next_segment = st.segments.range(target + 1..).next().map(|(&b, _)| b);
+                    let Some(segment) = found.filter(|_| target < bound) else {
+                        return Ok(empty_read(offsets));
+                    };
+                    if target >= segment.next_offset {
+                        // In a gap (offsets skipped after a crash) or past this segment's end.
+                        match next_segment {
+                            Some(next) => {
+                                target = next;
+                                continue;
+                            }
+                            None => return Ok(empty_read(offsets)),
+                        }
+                    }
+                    let entry = segment.index.lookup(segment.relative(target));
+                    Ok(SegmentSnapshot {
+                        path: segment::path(&self.dir, segment.base_offset, LOG_SUFFIX),
+                        file: Arc::clone(&segment.file),
+                        // The log is dense: the batch at the index entry starts at exactly this
+                        // offset, and each next one where the one before ended.
+                        base: segment.base_offset + entry.relative_offset as u64,
+                        position: entry.position as u64,
+                        size: segment.size,
+                        bound,
+                        next_segment,
+                        offsets,
+                    })
+                }
+            };
+            let snapshot = match snapshot {
+                Ok(snapshot) => snapshot,
+                Err(end) => {
+                    drop(files);
+                    self.reserve(end)
                         .await
                         .map_err(|e| ReadError::Offline(e.0))?;
-                }
-                let found = st.segments.range(..=target).next_back().map(|(_, s)| s);
-                let next_segment = st.segments.range(target + 1..).next().map(|(&b, _)| b);
-                let Some(segment) = found.filter(|_| target < bound) else {
-                    return Ok(empty_read(offsets));
-                };
-                if target >= segment.next_offset {
-                    // In a gap (offsets skipped after a crash) or past this segment's end.
-                    match next_segment {
-                        Some(next) => {
-                            target = next;
-                            continue;
-                        }
-                        None => return Ok(empty_read(offsets)),
-                    }
-                }
-                let entry = segment.index.lookup(segment.relative(target));
-                (
-                    segment::path(&self.dir, segment.base_offset, LOG_SUFFIX),
-                    Arc::clone(&segment.file),
-                    // The log is dense: the batch at the index entry starts at exactly this
-                    // offset, and each next one where the one before ended.
-                    segment.base_offset + entry.relative_offset as u64,
-                    entry.position as u64,
-                    segment.size,
-                    bound,
-                    next_segment,
-                    offsets,
-                )
-            };
-            let corrupt = |position: u64, error: BatchError| {
-                tracing::error!(segment = %segment_path.display(), position, %error,
-                    "corrupt batch at rest: refusing to serve it");
-                ReadError::Corrupt {
-                    segment: segment_path.clone(),
-                    position,
-                    error,
+                    // Show no more than was reserved, even if the log grew meanwhile.
+                    max_offset = Some(end);
+                    continue;
                 }
             };
-            // Walk headers from the index entry to the batch holding `target`.
-            let mut header_buf = [0u8; HEADER_LEN];
-            let mut previous_end = base;
-            let first = loop {
-                if pos >= size {
-                    break None;
-                }
-                let n = file.read_at(pos, &mut header_buf).await?;
-                let header = BatchHeader::parse(&header_buf[..n]).map_err(|e| corrupt(pos, e))?;
-                if pos + header.size() as u64 > size {
+            match self.read_segment(&snapshot, target, max_bytes).await? {
+                SegmentRead::Done(info) => return Ok(info),
+                SegmentRead::Next(next) => target = next,
+            }
+        }
+    }
+
+    /// The part of [`Log::read`] that reads the file, holding no lock.
+    async fn read_segment(
+        &self,
+        snapshot: &SegmentSnapshot,
+        target: u64,
+        max_bytes: usize,
+    ) -> Result<SegmentRead, ReadError> {
+        let SegmentSnapshot {
+            path,
+            file,
+            base,
+            position,
+            size,
+            bound,
+            next_segment,
+            offsets,
+        } = snapshot;
+        let (size, bound, offsets) = (*size, *bound, *offsets);
+        let corrupt = |position: u64, error: BatchError| {
+            tracing::error!(segment = %path.display(), position, %error,
+                "corrupt batch at rest: refusing to serve it");
+            ReadError::Corrupt {
+                segment: path.clone(),
+                position,
+                error,
+            }
+        };
+        // Damage past the batches served: logged now, reported by the read that reaches it.
+        let damage_ahead = |position: u64, error: BatchError| {
+            let _ = corrupt(position, error);
+        };
+        // Walk headers from the index entry to the batch holding `target`.
+        let mut pos = *position;
+        let mut header_buf = [0u8; HEADER_LEN];
+        let mut previous_end = *base;
+        let first = loop {
+            if pos >= size {
+                break None;
+            }
+            let n = file.read_at(pos, &mut header_buf).await?;
+            let header = BatchHeader::parse(&header_buf[..n]).map_err(|e| corrupt(pos, e))?;
+            if pos + header.size() as u64 > size {
+                return Err(corrupt(
+                    pos,
+                    BatchError::OffsetOutOfOrder(header.base_offset),
+                ));
+            }
+            // The base offset lies outside the CRC: a bit flip there would serve a valid batch
+            // at the wrong offset. Density makes it checkable, and the offset delta (inside the
+            // CRC) lets the walk step over the damaged batch to the next one.
+            if (header.base_offset as u64) != previous_end {
+                let mut whole = vec![0u8; header.size()];
+                file.read_at(pos, &mut whole).await?;
+                let checked = batch::validate(&whole).map_err(|e| corrupt(pos, e))?;
+                let last = previous_end + checked.last_offset_delta as u64;
+                if target <= last {
                     return Err(corrupt(
                         pos,
                         BatchError::OffsetOutOfOrder(header.base_offset),
                     ));
                 }
-                // The base offset lies outside the CRC: a bit flip there would serve a valid
-                // batch at the wrong offset. Density makes it checkable, and the offset delta
-                // (inside the CRC) lets the walk step over the damaged batch to the next one.
-                if (header.base_offset as u64) != previous_end {
-                    let mut whole = vec![0u8; header.size()];
-                    file.read_at(pos, &mut whole).await?;
-                    let checked = batch::validate(&whole).map_err(|e| corrupt(pos, e))?;
-                    let last = previous_end + checked.last_offset_delta as u64;
-                    let damaged = corrupt(pos, BatchError::OffsetOutOfOrder(header.base_offset));
-                    if target <= last {
-                        return Err(damaged);
-                    }
-                    previous_end = last + 1;
-                    pos += header.size() as u64;
-                    continue;
-                }
-                if header.last_offset() as u64 >= target {
-                    break Some(header);
-                }
-                previous_end = header.last_offset() as u64 + 1;
+                damage_ahead(pos, BatchError::OffsetOutOfOrder(header.base_offset));
+                previous_end = last + 1;
                 pos += header.size() as u64;
-            };
-            let Some(first) = first else {
-                match next_segment {
-                    Some(next) => {
-                        target = next;
-                        continue;
-                    }
-                    None => return Ok(empty_read(offsets)),
-                }
-            };
-            if first.last_offset() as u64 >= bound {
-                return Ok(empty_read(offsets));
+                continue;
             }
-            let want = (max_bytes.max(first.size()) as u64).min(size - pos) as usize;
-            let mut buf = vec![0u8; want];
-            let n = file.read_at(pos, &mut buf).await?;
-            buf.truncate(n);
-            let mut end = 0;
-            while end < buf.len() {
-                let header = match batch::validate(&buf[end..]) {
-                    Ok(header) => header,
-                    Err(BatchError::Truncated { .. }) if end > 0 => break,
-                    Err(e) if end == 0 => return Err(corrupt(pos, e)),
-                    Err(e) => {
-                        // Serve the good batches before the damage; the next read reports it.
-                        let _ = corrupt(pos + end as u64, e);
-                        break;
-                    }
-                };
-                if end > 0 && (header.base_offset as u64) != previous_end {
-                    let _ = corrupt(
-                        pos + end as u64,
-                        BatchError::OffsetOutOfOrder(header.base_offset),
-                    );
-                    break;
-                }
-                if header.last_offset() as u64 >= bound
-                    || (end > 0 && end + header.size() > max_bytes)
-                {
-                    break;
-                }
-                previous_end = header.last_offset() as u64 + 1;
-                end += header.size();
+            if header.last_offset() as u64 >= target {
+                break Some(header);
             }
-            buf.truncate(end);
-            return Ok(ReadInfo {
-                records: buf,
-                log_start_offset: offsets.log_start_offset,
-                log_end_offset: offsets.log_end_offset,
-                durable_end_offset: offsets.durable_end_offset,
+            previous_end = header.last_offset() as u64 + 1;
+            pos += header.size() as u64;
+        };
+        let Some(first) = first else {
+            return Ok(match next_segment {
+                Some(next) => SegmentRead::Next(*next),
+                None => SegmentRead::Done(empty_read(offsets)),
             });
+        };
+        if first.last_offset() as u64 >= bound {
+            return Ok(SegmentRead::Done(empty_read(offsets)));
         }
+        let want = (max_bytes.max(first.size()) as u64).min(size - pos) as usize;
+        let mut buf = file.read_vec_at(pos, want).await?;
+        let mut end = 0;
+        while end < buf.len() {
+            let header = match batch::validate(&buf[end..]) {
+                Ok(header) => header,
+                Err(BatchError::Truncated { .. }) if end > 0 => break,
+                Err(e) if end == 0 => return Err(corrupt(pos, e)),
+                Err(e) => {
+                    // Serve the good batches before the damage; the next read reports it.
+                    damage_ahead(pos + end as u64, e);
+                    break;
+                }
+            };
+            if end > 0 && (header.base_offset as u64) != previous_end {
+                damage_ahead(
+                    pos + end as u64,
+                    BatchError::OffsetOutOfOrder(header.base_offset),
+                );
+                break;
+            }
+            if header.last_offset() as u64 >= bound || (end > 0 && end + header.size() > max_bytes)
+            {
+                break;
+            }
+            previous_end = header.last_offset() as u64 + 1;
+            end += header.size();
+        }
+        buf.truncate(end);
+        Ok(SegmentRead::Done(ReadInfo {
+            records: buf,
+            log_start_offset: offsets.log_start_offset,
+            log_end_offset: offsets.log_end_offset,
+            durable_end_offset: offsets.durable_end_offset,
+        }))
     }
 
     /// ListOffsets by timestamp: the first offset (at or after the log start) whose record
@@ -1042,8 +1275,9 @@ impl Log {
             position: u64,
             size: u64,
         }
+        let _files = self.files.read().await;
         let (candidates, log_start) = {
-            let st = self.state.lock().await;
+            let st = self.state();
             st.check_online().map_err(|e| ReadError::Offline(e.0))?;
             let candidates: Vec<Candidate> = st
                 .segments
@@ -1112,7 +1346,7 @@ impl Log {
     /// if several), as `(offset, timestamp)`.
     pub async fn max_timestamp(&self) -> Result<Option<(u64, i64)>, ReadError> {
         let best = {
-            let st = self.state.lock().await;
+            let st = self.state();
             st.check_online().map_err(|e| ReadError::Offline(e.0))?;
             let mut best: Option<(i64, u64)> = None;
             for s in st
@@ -1145,56 +1379,82 @@ impl Log {
     /// Deletes whole segments past `retention.ms` or beyond `retention.bytes`, and those wholly
     /// below the log start offset, advancing the log start offset. Returns how many went.
     pub async fn apply_retention(&self) -> Result<usize, LogOffline> {
+        let writer = self.writer.lock().await;
+        self.apply_retention_locked(&writer).await
+    }
+
+    async fn apply_retention_locked(
+        &self,
+        writer: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<usize, LogOffline> {
         let config = self.config();
         let now = self.clock.now_ms();
-        let mut st = self.state.lock().await;
-        st.check_online()?;
         let expired = |s: &Segment| {
             config
                 .retention_ms
                 .is_some_and(|ms| s.max_timestamp.is_some_and(|(ts, _)| now - ts > ms))
         };
+        let all_expired = {
+            let st = self.state();
+            st.check_online()?;
+            st.active().size > 0 && st.segments.values().all(expired)
+        };
         // If even the active segment expired, roll so it can go too (as Kafka does).
-        if st.active().size > 0 && st.segments.values().all(expired) {
-            self.roll_locked(&mut st).await?;
+        if all_expired {
+            self.roll_locked(writer).await?;
         }
-        let active_base = st.active().base_offset;
-        let mut total: u64 = st.segments.values().map(|s| s.size).sum();
-        let mut doomed = Vec::new();
-        for s in st
-            .segments
-            .values()
-            .filter(|s| s.base_offset != active_base)
-        {
-            let below_start = s.next_offset <= st.log_start_offset;
-            let too_big = config
-                .retention_bytes
-                .is_some_and(|limit| total - s.size >= limit);
-            if below_start || expired(s) || too_big {
-                total -= s.size;
-                doomed.push(s.base_offset);
-            } else {
-                break;
+        let (doomed, new_start) = {
+            let mut st = self.state();
+            st.check_online()?;
+            let active_base = st.active().base_offset;
+            let mut total: u64 = st.segments.values().map(|s| s.size).sum();
+            let mut doomed = Vec::new();
+            for s in st
+                .segments
+                .values()
+                .filter(|s| s.base_offset != active_base)
+            {
+                let below_start = s.next_offset <= st.log_start_offset;
+                let too_big = config
+                    .retention_bytes
+                    .is_some_and(|limit| total - s.size >= limit);
+                if below_start || expired(s) || too_big {
+                    total -= s.size;
+                    doomed.push(s.base_offset);
+                } else {
+                    break;
+                }
             }
-        }
-        if doomed.is_empty() {
-            return Ok(0);
-        }
-        let first_kept = st
-            .segments
-            .range(doomed[doomed.len() - 1] + 1..)
-            .next()
-            .map(|(&b, _)| b);
-        let new_start = st
-            .log_start_offset
-            .max(first_kept.expect("the active segment is kept"));
+            if doomed.is_empty() {
+                return Ok(0);
+            }
+            let first_kept = st
+                .segments
+                .range(doomed[doomed.len() - 1] + 1..)
+                .next()
+                .map(|(&b, _)| b);
+            let new_start = st
+                .log_start_offset
+                .max(first_kept.expect("the active segment is kept"));
+            // Out of the map before the files go, so no new read finds them; a read already
+            // under way keeps its file handle, which outlives the name.
+            st.log_start_offset = new_start;
+            for base in &doomed {
+                let removed = st
+                    .segments
+                    .remove(base)
+                    .expect("only the writer removes segments");
+                assert!(
+                    removed.next_offset <= st.log_start_offset,
+                    "deleting live records"
+                );
+            }
+            assert!(!st.segments.is_empty(), "the active segment is kept");
+            (doomed, new_start)
+        };
         // Files first, checkpoint after: removing needs no free space, so retention and
         // DeleteRecords work on a full disk and free it. A crash in between is harmless:
         // recovery starts the log at the first segment left when that is past the checkpoint.
-        st.log_start_offset = new_start;
-        for base in &doomed {
-            st.segments.remove(base);
-        }
         let removal = async {
             for base in &doomed {
                 for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
@@ -1209,30 +1469,42 @@ impl Log {
         }
         .await;
         if let Err(e) = removal {
-            return Err(self.go_offline(&mut st, "deleting segments", &e));
+            return Err(self.fail("deleting segments", &e));
         }
-        self.store_log_start(&mut st).await?;
+        self.store_log_start(writer).await?;
         tracing::info!(dir = %self.dir.display(), segments = doomed.len(), log_start_offset = new_start,
             "retention deleted segments");
-        self.publish(&st);
+        self.publish(&self.state());
         Ok(doomed.len())
     }
 
-    /// Writes the checkpoint and leader epochs after the log start moved. A full disk only
-    /// defers it (Kafka checkpoints the log start periodically, too): until it is written, a
-    /// crash brings the log start back to the first segment's base, never below it, and
-    /// [`Log::tidy_checkpoint`] retries. Any other error takes the log offline.
-    async fn store_log_start(&self, st: &mut LogState) -> Result<(), LogOffline> {
-        let truncated = st.epochs.truncate_from_start(st.log_start_offset);
+    /// Writes the checkpoint and leader epochs after the log start moved, holding the writer
+    /// lock (`_writer`). A full disk only defers it (Kafka checkpoints the log start
+    /// periodically, too): until it is written, a crash brings the log start back to the first
+    /// segment's base, never below it, and [`Log::tidy_checkpoint`] retries. Any other error
+    /// takes the log offline.
+    async fn store_log_start(
+        &self,
+        _writer: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), LogOffline> {
+        let (checkpoint, epochs) = {
+            let mut st = self.state();
+            st.check_online()?;
+            let log_start_offset = st.log_start_offset;
+            let truncated = st.epochs.truncate_from_start(log_start_offset);
+            let epochs = (truncated || st.checkpoint_stale).then(|| st.epochs.encode());
+            (st.checkpoint(), epochs)
+        };
         let result = async {
-            self.write_checkpoint(st.checkpoint()).await?;
-            if truncated || st.checkpoint_stale {
+            self.write_checkpoint(checkpoint).await?;
+            if let Some(encoded) = epochs {
                 let path = self.dir.join(LEADER_EPOCH_FILE);
-                disk::write_file_atomic(self.disk.as_ref(), &path, &st.epochs.encode()).await?;
+                disk::write_file_atomic(self.disk.as_ref(), &path, &encoded).await?;
             }
             Ok::<_, io::Error>(())
         }
         .await;
+        let mut st = self.state();
         match result {
             Ok(()) => {
                 st.checkpoint_stale = false;
@@ -1244,7 +1516,7 @@ impl Log {
                 st.checkpoint_stale = true;
                 Ok(())
             }
-            Err(e) => Err(self.go_offline(st, "writing checkpoint", &e)),
+            Err(e) => Err(self.go_offline(&mut st, "writing checkpoint", &e)),
         }
     }
 
@@ -1252,8 +1524,9 @@ impl Log {
     /// wholly below it. Returns the new log start offset. Works on a full disk (see
     /// [`Log::apply_retention`]).
     pub async fn delete_records_before(&self, offset: u64) -> Result<u64, DeleteRecordsError> {
+        let writer = self.writer.lock().await;
         {
-            let mut st = self.state.lock().await;
+            let mut st = self.state();
             st.check_online()?;
             if offset > st.next_offset {
                 return Err(DeleteRecordsError::OffsetOutOfRange {
@@ -1268,13 +1541,9 @@ impl Log {
                 self.publish(&st);
             }
         }
-        self.apply_retention().await?;
-        {
-            let mut st = self.state.lock().await;
-            if st.checkpoint_stale {
-                st.check_online()?;
-                self.store_log_start(&mut st).await?;
-            }
+        self.apply_retention_locked(&writer).await?;
+        if self.state().checkpoint_stale {
+            self.store_log_start(&writer).await?;
         }
         Ok(self.log_start_offset())
     }
@@ -1300,15 +1569,19 @@ impl Log {
         }
         // No group commit may be in flight while the state is replaced.
         let _sync = self.sync_lock.lock().await;
-        let mut st = self.state.lock().await;
-        if st.offline.is_none() || self.closed.load(Ordering::Acquire) {
-            return Ok(false);
-        }
+        let _writer = self.writer.lock().await;
+        let _files = self.files.write().await;
+        let assigned_end = {
+            let st = self.state();
+            if st.offline.is_none() || self.closed.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            // Within one process offsets stay monotonic: what this run assigned (and other
+            // parts of the broker may still hold, such as appends waiting for their sync) is
+            // not reused, even where it was never shown. Only a restart forgets it.
+            st.next_offset
+        };
         let config = self.config();
-        // Within one process offsets stay monotonic: what this run assigned (and other parts
-        // of the broker may still hold, such as appends waiting for their sync) is not reused,
-        // even where it was never shown. Only a restart forgets it.
-        let assigned_end = st.next_offset;
         let (state, report) = recover(
             self.disk.as_ref(),
             self.clock.as_ref(),
@@ -1323,6 +1596,7 @@ impl Log {
         })?;
         tracing::info!(dir = %self.dir.display(), torn_bytes_cut = report.torn_bytes_cut,
             offsets_skipped = report.offsets_skipped, "offline log recovered in place");
+        let mut st = self.state();
         *st = state;
         self.incarnation.fetch_add(1, Ordering::AcqRel);
         self.offline.store(false, Ordering::Release);
@@ -1334,7 +1608,7 @@ impl Log {
     /// deleted (a deleted topic), which must work on a full disk. Appends and reads in flight
     /// fail as offline.
     pub async fn retire(&self) {
-        let mut st = self.state.lock().await;
+        let mut st = self.state();
         st.offline = Some("deleted".into());
         self.closed.store(true, Ordering::Release);
         self.offline.store(true, Ordering::Release);
@@ -1345,13 +1619,23 @@ impl Log {
     /// offline afterwards.
     pub async fn close(&self) -> Result<(), LogOffline> {
         self.flush().await?;
-        let mut st = self.state.lock().await;
-        st.check_online()?;
-        st.recovery_point = st.next_offset;
-        st.reserved_offset = st.next_offset;
+        let _writer = self.writer.lock().await;
+        let (base_offset, index, time_index, checkpoint) = {
+            let mut st = self.state();
+            st.check_online()?;
+            st.recovery_point = st.next_offset;
+            st.reserved_offset = st.next_offset;
+            let active = st.active();
+            (
+                active.base_offset,
+                active.index.encode(),
+                active.time_index.encode(),
+                st.checkpoint(),
+            )
+        };
         let result = async {
-            self.write_indexes(st.active()).await?;
-            self.write_checkpoint(st.checkpoint()).await?;
+            self.write_indexes(base_offset, &index, &time_index).await?;
+            self.write_checkpoint(checkpoint).await?;
             let marker = self
                 .disk
                 .open(&self.dir.join(CLEAN_SHUTDOWN_FILE), OpenMode::Create)
@@ -1360,6 +1644,7 @@ impl Log {
             self.disk.sync_dir(&self.dir).await
         }
         .await;
+        let mut st = self.state();
         if let Err(e) = result {
             return Err(self.go_offline(&mut st, "closing", &e));
         }
@@ -1369,6 +1654,27 @@ impl Log {
         tracing::debug!(dir = %self.dir.display(), log_end_offset = st.next_offset, "log closed cleanly");
         Ok(())
     }
+}
+
+/// What [`Log::read`] took from the state to read one segment without holding it.
+struct SegmentSnapshot {
+    path: PathBuf,
+    file: Arc<dyn DiskFile>,
+    /// The offset of the batch at `position`.
+    base: u64,
+    position: u64,
+    /// The segment's published size: bytes past it are not read.
+    size: u64,
+    bound: u64,
+    next_segment: Option<u64>,
+    offsets: LogOffsets,
+}
+
+/// How reading one segment ended.
+enum SegmentRead {
+    Done(ReadInfo),
+    /// Nothing at or after the target in this segment: go on at this base offset.
+    Next(u64),
 }
 
 fn empty_read(offsets: LogOffsets) -> ReadInfo {

@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use super::batch::{BatchHeader, HEADER_LEN};
 use super::segment::{self, ScanEnd, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
-use super::{Log, LogOffline, LogState, LEADER_EPOCH_FILE};
-use crate::disk;
+use super::{Log, LogOffline, LEADER_EPOCH_FILE};
+use crate::disk::{self, DiskFile};
 
 /// Truncation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,32 +50,46 @@ impl Log {
     /// past the log end changes nothing. Appends that were not yet synced and are now gone can
     /// never be reported durable (the log's incarnation moves on).
     pub async fn truncate_to(&self, offset: u64) -> Result<u64, TruncateError> {
-        // No group commit may be in flight: it would publish a durable end past the cut.
+        // No group commit may be in flight: it would publish a durable end past the cut. No
+        // append either, and no read of the bytes being cut (see the lock notes of `Log`).
         let _sync = self.sync_lock.lock().await;
-        let mut st = self.state.lock().await;
-        st.check_online()?;
-        if offset >= st.next_offset {
-            return Ok(st.next_offset);
-        }
-        if offset < st.log_start_offset {
-            return Err(TruncateError::BelowLogStart {
-                offset,
-                log_start_offset: st.log_start_offset,
-            });
-        }
-        let (cut_base, cut_position) = match self.find_cut(&st, offset).await {
-            Ok(found) => found,
-            Err(e) => {
-                return Err(self
-                    .go_offline(&mut st, "finding the truncation point", &e)
-                    .into())
+        let _writer = self.writer.lock().await;
+        let _files = self.files.write().await;
+        let cut_segment = {
+            let st = self.state();
+            st.check_online()?;
+            if offset >= st.next_offset {
+                return Ok(st.next_offset);
             }
+            if offset < st.log_start_offset {
+                return Err(TruncateError::BelowLogStart {
+                    offset,
+                    log_start_offset: st.log_start_offset,
+                });
+            }
+            let (&base, seg) = st
+                .segments
+                .range(..=offset)
+                .next_back()
+                .expect("the log start's segment holds every offset from it");
+            let entry = seg.index.lookup(seg.relative(offset.max(seg.base_offset)));
+            (base, Arc::clone(&seg.file), entry.position as u64, seg.size)
         };
-        let doomed: Vec<u64> = st.segments.range(cut_base + 1..).map(|(&b, _)| b).collect();
-        match self.cut(&mut st, cut_base, cut_position, &doomed).await {
-            Ok(()) => {}
-            Err(e) => return Err(self.go_offline(&mut st, "truncating", &e).into()),
+        let (cut_base, file, from, size) = cut_segment;
+        let cut_position = match find_cut(file.as_ref(), from, size, offset).await {
+            Ok(found) => found,
+            Err(e) => return Err(self.fail("finding the truncation point", &e).into()),
+        };
+        let doomed: Vec<u64> = self
+            .state()
+            .segments
+            .range(cut_base + 1..)
+            .map(|(&b, _)| b)
+            .collect();
+        if let Err(e) = self.cut(cut_base, cut_position, &doomed).await {
+            return Err(self.fail("truncating", &e).into());
         }
+        let st = self.state();
         let new_end = st.next_offset;
         assert!(new_end <= offset, "truncation kept offset {offset}");
         assert!(new_end >= st.log_start_offset);
@@ -84,36 +98,10 @@ impl Log {
         Ok(new_end)
     }
 
-    /// The segment holding `offset` and the position of the batch holding it (or of the
-    /// segment's end, if `offset` lies past its last batch).
-    async fn find_cut(&self, st: &LogState, offset: u64) -> io::Result<(u64, u64)> {
-        let (&base, seg) = st
-            .segments
-            .range(..=offset)
-            .next_back()
-            .expect("the log start's segment holds every offset from it");
-        let entry = seg.index.lookup(seg.relative(offset.max(seg.base_offset)));
-        let mut pos = entry.position as u64;
-        let mut header_buf = [0u8; HEADER_LEN];
-        while pos < seg.size {
-            let n = seg.file.read_at(pos, &mut header_buf).await?;
-            let header = BatchHeader::parse(&header_buf[..n])
-                .map_err(|e| io::Error::other(format!("batch header at {pos}: {e}")))?;
-            if header.last_offset() as u64 >= offset {
-                break;
-            }
-            pos += header.size() as u64;
-        }
-        Ok((base, pos.min(seg.size)))
-    }
-
-    async fn cut(
-        &self,
-        st: &mut LogState,
-        cut_base: u64,
-        cut_position: u64,
-        doomed: &[u64],
-    ) -> io::Result<()> {
+    /// Cuts the log at `cut_position` of segment `cut_base`, removing the segments in
+    /// `doomed`, in the crash-safe order of the module doc. Called holding `sync_lock`, the
+    /// writer lock and `files` exclusively.
+    async fn cut(&self, cut_base: u64, cut_position: u64, doomed: &[u64]) -> io::Result<()> {
         let remove_indexes = |base: u64| async move {
             for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
                 disk::remove_if_exists(self.disk.as_ref(), &segment::path(&self.dir, base, suffix))
@@ -133,10 +121,10 @@ impl Log {
             .await?;
             remove_indexes(base).await?;
             self.disk.sync_dir(&self.dir).await?;
-            st.segments.remove(&base);
+            self.state().segments.remove(&base);
         }
         // 3. The cut itself, rebuilt from the bytes that stay (offsets, timestamps, indexes).
-        let file = Arc::clone(&st.segments[&cut_base].file);
+        let file = Arc::clone(&self.state().segments[&cut_base].file);
         if file.len() > cut_position {
             file.truncate(cut_position).await?;
         }
@@ -156,25 +144,50 @@ impl Log {
         }
         seg.synced_size = seg.size;
         let new_end = seg.next_offset;
-        st.segments.insert(cut_base, seg);
-        assert_eq!(
-            st.segments.keys().next_back(),
-            Some(&cut_base),
-            "the cut segment is the active one"
-        );
-        // Appends that were in flight and are gone must not be reported durable later, when
-        // other batches reach their offsets.
-        self.incarnation.fetch_add(1, Ordering::AcqRel);
-        st.next_offset = new_end;
-        st.durable_offset = st.durable_offset.min(new_end);
-        st.recovery_point = st.recovery_point.min(new_end);
+        let (checkpoint, epochs) = {
+            let mut st = self.state();
+            st.segments.insert(cut_base, seg);
+            assert_eq!(
+                st.segments.keys().next_back(),
+                Some(&cut_base),
+                "the cut segment is the active one"
+            );
+            // Appends that were in flight and are gone must not be reported durable later,
+            // when other batches reach their offsets.
+            self.incarnation.fetch_add(1, Ordering::AcqRel);
+            st.next_offset = new_end;
+            st.durable_offset = st.durable_offset.min(new_end);
+            st.recovery_point = st.recovery_point.min(new_end);
+            let epochs = st
+                .epochs
+                .truncate_from_end(new_end)
+                .then(|| st.epochs.encode());
+            (st.checkpoint(), epochs)
+        };
         // 4. The leader-epoch cache and the checkpoint.
-        if st.epochs.truncate_from_end(new_end) {
+        if let Some(encoded) = epochs {
             let path = self.dir.join(LEADER_EPOCH_FILE);
-            disk::write_file_atomic(self.disk.as_ref(), &path, &st.epochs.encode()).await?;
+            disk::write_file_atomic(self.disk.as_ref(), &path, &encoded).await?;
         }
-        self.write_checkpoint(st.checkpoint()).await?;
-        self.publish(st);
+        self.write_checkpoint(checkpoint).await?;
+        self.publish(&self.state());
         Ok(())
     }
+}
+
+/// The position in a segment file (from `from`, an index entry's, to the segment's `size`) of
+/// the batch holding `offset`, or the segment's end if `offset` lies past its last batch.
+async fn find_cut(file: &dyn DiskFile, from: u64, size: u64, offset: u64) -> io::Result<u64> {
+    let mut pos = from;
+    let mut header_buf = [0u8; HEADER_LEN];
+    while pos < size {
+        let n = file.read_at(pos, &mut header_buf).await?;
+        let header = BatchHeader::parse(&header_buf[..n])
+            .map_err(|e| io::Error::other(format!("batch header at {pos}: {e}")))?;
+        if header.last_offset() as u64 >= offset {
+            break;
+        }
+        pos += header.size() as u64;
+    }
+    Ok(pos.min(size))
 }

@@ -15,7 +15,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteGroupsRequest) -> Delet
             Err(e) => errors::group(&e).code(),
             Ok(deleted) => match deleted.await {
                 Ok(()) => 0,
-                Err(e) => errors::offset_write(&e).code(),
+                Err(e) => errors::group_write(&e).code(),
             },
         };
         results.push(

@@ -1,12 +1,13 @@
 //! DescribeGroups: state, protocol and members (metadata and assignment) of each group. An
-//! unknown group is described as Dead, as Kafka does before v6.
+//! unknown group is described as Dead, as Kafka does before v6; a group this broker does not
+//! coordinate (or whose partition is loading) gets NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS).
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::authorized_operations::Resource;
-use super::RequestContext;
+use super::{errors, RequestContext};
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -50,9 +51,13 @@ pub fn handle(ctx: &RequestContext, request: DescribeGroupsRequest) -> DescribeG
                     .with_protocol_data(s(&protocol))
                     .with_members(members)
             });
-            let mut described = described
-                .unwrap_or_else(|| DescribedGroup::default().with_group_state(s("Dead")))
-                .with_group_id(id);
+            let mut described = match described {
+                Ok(Some(described)) => described,
+                Ok(None) => DescribedGroup::default().with_group_state(s("Dead")),
+                // Kafka's answer for a group it cannot describe here: the error, no state.
+                Err(e) => DescribedGroup::default().with_error_code(errors::group(&e).code()),
+            }
+            .with_group_id(id);
             if version >= 3 {
                 described.authorized_operations = operations;
             }

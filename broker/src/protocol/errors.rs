@@ -141,7 +141,17 @@ pub fn group(e: &crate::group::machine::GroupError) -> ResponseError {
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+    }
+}
+
+/// A write to `__consumer_offsets` that was not acknowledged: refused by the group's shard (or
+/// its shard unloaded meanwhile), or not taken by the log.
+pub fn group_write(e: &crate::group::WriteError) -> ResponseError {
+    match e {
+        crate::group::WriteError::Group(e) => group(e),
+        crate::group::WriteError::Storage(e) => offset_write(e),
     }
 }
 

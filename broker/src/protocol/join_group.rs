@@ -51,7 +51,7 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> Reply {
     // A static member's takeover is stored before it is answered: the coordinator needs the
     // offsets partition (created on first use, as Kafka does for FindCoordinator). If it
     // cannot be had, that store fails and the join is answered with the error.
-    let _ = ctx.broker.offsets_partition().await;
+    let _ = ctx.broker.offsets_topic().await;
     let joined = ctx.broker.groups().join(&group_id, join, salt);
     ctx.later(
         async move {

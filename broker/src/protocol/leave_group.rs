@@ -8,11 +8,17 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use super::{errors, Reply, RequestContext};
 
 pub async fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> Reply {
-    let _ = ctx.broker.offsets_partition().await;
+    let _ = ctx.broker.offsets_topic().await;
     let groups = ctx.broker.groups();
     let group_id = request.group_id.0.to_string();
     if ctx.version < 3 {
-        let left = groups.leave(&group_id, vec![(request.member_id.to_string(), None)]);
+        let left = match groups.leave(&group_id, vec![(request.member_id.to_string(), None)]) {
+            Ok(left) => left,
+            Err(e) => {
+                return ctx
+                    .now(&LeaveGroupResponse::default().with_error_code(errors::group(&e).code()))
+            }
+        };
         return ctx.later(
             async move {
                 match left.await.pop().expect("one answer per member") {
@@ -35,7 +41,14 @@ pub async fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> Reply {
             )
         })
         .collect();
-    let left = groups.leave(&group_id, members);
+    // A group this broker cannot serve is refused as a whole (Kafka's top-level error).
+    let left = match groups.leave(&group_id, members) {
+        Ok(left) => left,
+        Err(e) => {
+            return ctx
+                .now(&LeaveGroupResponse::default().with_error_code(errors::group(&e).code()))
+        }
+    };
     ctx.later(
         async move {
             let results = left.await;

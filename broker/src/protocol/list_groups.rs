@@ -1,5 +1,7 @@
-//! ListGroups: every group this broker coordinates (optionally filtered by state, v4+).
+//! ListGroups: every group this broker coordinates, in id order (optionally filtered by state,
+//! v4+).
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -37,5 +39,13 @@ pub fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsRes
         }
         groups.push(listed);
     });
-    ListGroupsResponse::default().with_groups(groups)
+    // As Kafka: the groups that are loaded, and the error while some are still loading.
+    let error_code = if ctx.broker.groups().is_loading() {
+        ResponseError::CoordinatorLoadInProgress.code()
+    } else {
+        0
+    };
+    ListGroupsResponse::default()
+        .with_error_code(error_code)
+        .with_groups(groups)
 }

@@ -163,7 +163,12 @@ pub fn encode_frame<R: Encodable>(
 ) -> Bytes {
     let header_version = api_key.response_header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut buf = BytesMut::with_capacity(64);
+    // Sized once: a fetch response carries a megabyte of records, and growing the buffer
+    // by doubling would copy it again at every step.
+    let capacity = 4
+        + header.compute_size(header_version).unwrap_or(0)
+        + response.compute_size(version).unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(capacity);
     buf.put_i32(0); // size, patched below
     header
         .encode(&mut buf, header_version)
@@ -175,6 +180,7 @@ pub fn encode_frame<R: Encodable>(
     }
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
+    debug_assert_eq!(buf.len(), capacity, "compute_size agrees with encode");
     buf.freeze()
 }
 

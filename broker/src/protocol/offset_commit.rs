@@ -59,11 +59,9 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Reply
         }
         results.push((topic.name, partitions));
     }
-    let offsets_partition = if writes.is_empty() {
-        Ok(())
-    } else {
-        ctx.broker.offsets_partition().await.map(|_| ())
-    };
+    // `__consumer_offsets` is created on first use; if it cannot be, the group has no shard
+    // and the commit is answered COORDINATOR_NOT_AVAILABLE below.
+    let _ = ctx.broker.offsets_topic().await;
     // The group's verdict and the writes' place in the log, in one step; a group error
     // answers every partition, as Kafka does.
     let committed = if group_id.is_empty() {
@@ -82,17 +80,12 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Reply
     let requested = results.clone();
     ctx.later(
         async move {
-            let (group_code, write_code) = match (committed, offsets_partition) {
-                (Err(e), _) => (Some(errors::group(&e).code()), 0),
-                (Ok(written), Ok(())) => match written.await {
+            let (group_code, write_code) = match committed {
+                Err(e) => (Some(errors::group(&e).code()), 0),
+                Ok(written) => match written.await {
                     Ok(()) => (None, 0),
-                    Err(e) => (None, errors::offset_write(&e).code()),
+                    Err(e) => (None, errors::group_write(&e).code()),
                 },
-                (Ok(written), Err(_)) => {
-                    // Without the partition the write fails (and passes its turn).
-                    let _ = written.await;
-                    (None, ResponseError::CoordinatorNotAvailable.code())
-                }
             };
             drop(permit);
             response(results, group_code, write_code)

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::{errors, RequestContext};
 use crate::group::machine::{GroupError, GroupState};
-use crate::group::offsets::{OffsetKey, OFFSETS_TOPIC};
+use crate::group::offsets::OffsetKey;
 use crate::group::OffsetWrite;
 
 pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
@@ -26,9 +26,13 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
             .ok_or(GroupError::NonEmptyGroup),
     });
     let protected = match protected {
-        Some(result) => result,
-        None if groups.group_exists(&group_id) => Ok(None),
-        None => Err(GroupError::GroupIdNotFound),
+        Err(e) => Err(e),
+        Ok(Some(result)) => result,
+        Ok(None) => match groups.group_exists(&group_id) {
+            Ok(true) => Ok(None),
+            Ok(false) => Err(GroupError::GroupIdNotFound),
+            Err(e) => Err(e),
+        },
     };
     let protected = match protected {
         Ok(p) => p,
@@ -53,7 +57,7 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
                         topic: name.clone(),
                         partition: p.partition_index,
                     };
-                    if groups.committed(&key).is_some() {
+                    if groups.committed(&key).ok().flatten().is_some() {
                         writes.push((key, None));
                     }
                     0
@@ -63,13 +67,9 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
             .collect::<Vec<_>>();
         topics.push((topic.name, partitions));
     }
-    let write_code = match ctx.broker.partition(OFFSETS_TOPIC, 0) {
-        None if writes.is_empty() => 0,
-        Some(_) => match groups.write(writes).await {
-            Ok(()) => 0,
-            Err(e) => errors::offset_write(&e).code(),
-        },
-        None => ResponseError::CoordinatorNotAvailable.code(),
+    let write_code = match groups.write(&group_id, writes).await {
+        Ok(()) => 0,
+        Err(e) => errors::group_write(&e).code(),
     };
     if write_code != 0 {
         return OffsetDeleteResponse::default().with_error_code(write_code);

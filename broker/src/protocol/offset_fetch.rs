@@ -12,15 +12,24 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{Reply, RequestContext};
+use kafka_protocol::error::ResponseError;
+
+use super::{errors, Reply, RequestContext};
+use crate::group::machine::GroupError;
 use crate::group::offsets::{CommittedOffset, OffsetKey};
 
 /// (topic, [(partition, committed)]) for the wanted partitions, or every committed one.
 type Answer = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
 
-fn lookup(ctx: &RequestContext, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Answer {
+/// The group's answer, or why this broker cannot give it (NOT_COORDINATOR,
+/// COORDINATOR_LOAD_IN_PROGRESS).
+fn lookup(
+    ctx: &RequestContext,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Answer, GroupError> {
     let groups = ctx.broker.groups();
-    match wanted {
+    Ok(match wanted {
         Some(topics) => topics
             .into_iter()
             .map(|(topic, partitions)| {
@@ -32,15 +41,15 @@ fn lookup(ctx: &RequestContext, group: &str, wanted: Option<Vec<(String, Vec<i32
                             topic: topic.clone(),
                             partition,
                         };
-                        (partition, groups.committed(&key))
+                        Ok((partition, groups.committed(&key)?))
                     })
-                    .collect();
-                (topic, found)
+                    .collect::<Result<_, GroupError>>()?;
+                Ok((topic, found))
             })
-            .collect(),
+            .collect::<Result<_, GroupError>>()?,
         None => {
             let mut answer: Answer = Vec::new();
-            for (key, value) in groups.committed_for_group(group) {
+            for (key, value) in groups.committed_for_group(group)? {
                 match answer.last_mut() {
                     Some((topic, partitions)) if *topic == key.topic => {
                         partitions.push((key.partition, Some(value)))
@@ -50,7 +59,7 @@ fn lookup(ctx: &RequestContext, group: &str, wanted: Option<Vec<(String, Vec<i32
             }
             answer
         }
-    }
+    })
 }
 
 fn fields(version: i16, c: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
@@ -69,7 +78,21 @@ fn fields(version: i16, c: &Option<CommittedOffset>) -> (i64, i32, Option<StrByt
 
 pub fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> Reply {
     let groups = std::sync::Arc::clone(ctx.broker.groups());
-    let pending = groups.in_flight();
+    let asked: Vec<&str> = if ctx.version >= 8 {
+        request
+            .groups
+            .iter()
+            .map(|g| g.group_id.0.as_str())
+            .collect()
+    } else {
+        vec![request.group_id.0.as_str()]
+    };
+    // A group this broker cannot answer for has nothing to wait for: its error is the answer.
+    let pending: Vec<_> = asked
+        .into_iter()
+        .filter_map(|group| groups.in_flight_for(group).ok())
+        .flatten()
+        .collect();
     let ctx2 = ctx.clone();
     let version = ctx.version;
     let fallback_groups: Vec<_> = request.groups.iter().map(|g| g.group_id.clone()).collect();
@@ -109,6 +132,39 @@ fn error_response(
     }
 }
 
+/// One group's error before v8: the top-level code from v2; v0 and v1 carry it on every
+/// partition asked for, as Kafka does.
+fn group_error(
+    version: i16,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+    error: ResponseError,
+) -> OffsetFetchResponse {
+    if version >= 2 {
+        return OffsetFetchResponse::default().with_error_code(error.code());
+    }
+    let topics = wanted
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(topic, partitions)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|index| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_committed_offset(-1)
+                                .with_metadata(Some(StrBytes::default()))
+                                .with_error_code(error.code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
 fn answer(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
     let version = ctx.version;
     if version >= 8 {
@@ -121,7 +177,14 @@ fn answer(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchRespo
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let answer = lookup(ctx, &g.group_id.0, wanted);
+                let answer = match lookup(ctx, &g.group_id.0, wanted) {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id)
+                            .with_error_code(errors::group(&e).code())
+                    }
+                };
                 let topics = answer
                     .into_iter()
                     .map(|(topic, partitions)| {
@@ -154,7 +217,10 @@ fn answer(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchRespo
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let answer = lookup(ctx, &request.group_id.0, wanted);
+    let answer = match lookup(ctx, &request.group_id.0, wanted.clone()) {
+        Ok(answer) => answer,
+        Err(e) => return group_error(version, wanted, errors::group(&e)),
+    };
     let topics = answer
         .into_iter()
         .map(|(topic, partitions)| {

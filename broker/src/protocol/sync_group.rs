@@ -22,7 +22,7 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> Reply {
             .collect(),
     };
     // The leader's assignments are stored in `__consumer_offsets` (created on first use).
-    let _ = ctx.broker.offsets_partition().await;
+    let _ = ctx.broker.offsets_topic().await;
     let groups = ctx.broker.groups();
     let synced = groups.sync(&group_id, sync);
     let groups = std::sync::Arc::clone(groups);
@@ -37,6 +37,8 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> Reply {
                             .read_group(&group_id, |g| {
                                 (g.protocol_type.clone(), g.protocol_name.clone())
                             })
+                            .ok()
+                            .flatten()
                             .unwrap_or_default();
                         response = response
                             .with_protocol_type(protocol_type.map(StrBytes::from_string))

@@ -46,7 +46,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
     let mut buf = BytesMut::with_capacity(size.min(READ_CHUNK));
     while buf.len() < size {
-        let want = (size - buf.len()).min(READ_CHUNK);
+        // Reads grow with what arrived (at most double it): a large frame costs few reads,
+        // and memory still follows the bytes actually received.
+        let want = (size - buf.len()).min(READ_CHUNK.max(buf.len()));
         buf.reserve(want);
         let n = (&mut *reader).take(want as u64).read_buf(&mut buf).await?;
         if n == 0 {

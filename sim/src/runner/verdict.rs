@@ -214,9 +214,9 @@ fn check_history(
                 };
             }
         }
-        // A flipped bit in `__consumer_offsets` destroys the commits stored there: a group may
-        // resume from an older one.
-        let offsets_dir = format!("/{}-0/", broker::group::offsets::OFFSETS_TOPIC);
+        // A flipped bit in `__consumer_offsets` (any of its partitions) destroys the commits
+        // stored there: a group may resume from an older one.
+        let offsets_dir = format!("/{}-", broker::group::offsets::OFFSETS_TOPIC);
         for anomaly in &mut report.anomalies {
             if !anomaly.is_violation() || anomaly.kind != K::CommittedOffsetRegression {
                 continue;

@@ -1,0 +1,378 @@
+//! `cargo sim audit`: every scenario over a seed range, on every core, and a report a person
+//! reads in a minute (issue 13).
+//!
+//! - [`run_all`] runs (scenario, seed) pairs on `jobs` worker threads. Each run is one madsim
+//!   runtime on a thread of its own ([`runner::run_catching`]), so a run's trace hash does not
+//!   depend on how many run beside it; results come back in the order of the pairs, whatever
+//!   order they finished in.
+//! - [`Shard`] splits the seeds for CI machines; the shards together run exactly the unsharded
+//!   seeds.
+//! - [`RunSummary`] keeps what the report needs of one run (the full history and trace are
+//!   dropped as soon as a failure's picture is drawn: an audit holds thousands of runs).
+//! - [`picture`] draws a run (Jepsen's timeline, latency and throughput plots) as inline SVG;
+//!   [`output`] writes `report.md`, `index.html`, `junit.xml` and `summary.json`; [`cli`] is
+//!   the `cargo sim audit` command.
+
+pub mod cli;
+pub mod output;
+pub mod picture;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use serde::Serialize;
+
+use crate::checker::Status;
+use crate::runner::{self, Report, RunOptions, Verdict};
+use crate::scenario::Scenario;
+
+/// One of `count` deterministic slices of a seed list: `--shard index/count`, `index` from 1
+/// (as CI matrices count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// Parses `i/n` with 1 <= i <= n.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let bad = || format!("--shard takes i/n with 1 <= i <= n, not {text:?}");
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u64, u64) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// This shard's seeds: every `count`-th seed of `seeds`, starting at the `index`-th. Dealt
+    /// round-robin rather than cut in blocks, so each shard gets early and late seeds alike.
+    pub fn seeds(&self, seeds: Range<u64>) -> Vec<u64> {
+        seeds
+            .enumerate()
+            .filter(|(i, _)| *i as u64 % self.count == self.index - 1)
+            .map(|(_, seed)| seed)
+            .collect()
+    }
+}
+
+/// One finding of a run, from the checker or the harness.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// "checker" or "harness".
+    pub source: &'static str,
+    /// The anomaly kind, snake_case (`lost_write`, `invariant`, ...).
+    pub kind: String,
+    pub allowed: bool,
+    /// Why it is allowed (the checker's allowance, or the scenario's `[expect]` for the
+    /// harness's findings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    pub description: String,
+}
+
+/// Findings kept per run: a run that lost a partition has hundreds, one per record, and the
+/// report is read by a person (the counts by kind are complete).
+pub const FINDINGS_KEPT: usize = 12;
+
+/// What the audit keeps of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    pub scenario: String,
+    pub file: String,
+    pub seed: u64,
+    pub verdict: Verdict,
+    pub trace_hash: String,
+    pub sim_ms: u64,
+    /// Wall time of this run on its worker (a run uses one core).
+    pub wall_ms: f64,
+    pub operations: usize,
+    /// Fault kinds that struck (applied, not skipped), with how often.
+    pub faults: BTreeMap<String, usize>,
+    /// Violations by kind.
+    pub violations: BTreeMap<String, usize>,
+    /// Allowed anomalies by kind, then by cause.
+    pub allowed: BTreeMap<String, BTreeMap<String, usize>>,
+    /// The first [`FINDINGS_KEPT`] findings, violations first (`replay` shows them all).
+    pub findings: Vec<Finding>,
+    /// How many findings the run had.
+    pub findings_total: usize,
+    pub replay: String,
+    /// The run drawn as inline SVG: failures only.
+    #[serde(skip)]
+    pub picture: Option<String>,
+}
+
+impl RunSummary {
+    /// Keeps what the report needs of `report`; draws the picture when the run failed.
+    pub fn of(report: &Report, wall_ms: f64) -> RunSummary {
+        let mut findings: Vec<Finding> = report
+            .anomalies
+            .iter()
+            .map(|a| Finding {
+                source: "harness",
+                kind: serde_json::to_value(a.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| format!("{:?}", a.kind)),
+                allowed: a.allowed,
+                cause: a
+                    .allowed
+                    .then(|| "allowed by the scenario's [expect]".to_string()),
+                description: a.description.clone(),
+            })
+            .collect();
+        if let Some(checked) = &report.checker {
+            findings.extend(checked.anomalies.iter().map(|a| {
+                let cause = match &a.status {
+                    Status::Violation => None,
+                    Status::Allowed { cause } => Some(cause.clone()),
+                };
+                Finding {
+                    source: "checker",
+                    kind: a.kind.name().to_string(),
+                    allowed: cause.is_some(),
+                    cause,
+                    description: format!("{}/{}: {}", a.topic, a.partition, a.explanation),
+                }
+            }));
+        }
+        let (mut violations, mut allowed) = (BTreeMap::new(), BTreeMap::new());
+        for f in &findings {
+            match &f.cause {
+                Some(cause) if f.allowed => {
+                    *allowed
+                        .entry(f.kind.clone())
+                        .or_insert_with(BTreeMap::new)
+                        .entry(cause.clone())
+                        .or_insert(0) += 1
+                }
+                _ => *violations.entry(f.kind.clone()).or_insert(0) += 1,
+            }
+        }
+        let findings_total = findings.len();
+        // Stable: the checker's and the harness's own orders stay within each group.
+        findings.sort_by_key(|f| f.allowed);
+        findings.truncate(FINDINGS_KEPT);
+        let mut faults = BTreeMap::new();
+        for window in picture::fault_windows(&report.trace, report.sim_ms) {
+            *faults.entry(window.kind.to_string()).or_insert(0) += 1;
+        }
+        let picture = (report.verdict == Verdict::Fail).then(|| picture::draw(report));
+        RunSummary {
+            scenario: report.scenario.clone(),
+            file: report.file.clone(),
+            seed: report.seed,
+            verdict: report.verdict,
+            trace_hash: report.trace_hash.clone(),
+            sim_ms: report.sim_ms,
+            wall_ms,
+            operations: report.counts.operations,
+            faults,
+            violations,
+            allowed,
+            findings,
+            findings_total,
+            replay: report.replay.clone(),
+            picture,
+        }
+    }
+
+    pub fn violations(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| !f.allowed)
+    }
+}
+
+/// A scenario to audit: the path as given (it goes into replay commands) and the parsed file.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub file: String,
+    pub scenario: Scenario,
+}
+
+/// The wall clock, for speed reports only (never in a trace or a verdict).
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn wall() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// Runs every target over every seed on `jobs` worker threads (at least one) and returns the
+/// summaries in target-major, seed-minor order. `done` is called on the calling thread after
+/// each run, in completion order, with the number of runs finished so far.
+pub fn run_all(
+    targets: &[Target],
+    seeds: &[u64],
+    jobs: usize,
+    mut done: impl FnMut(&RunSummary, usize),
+) -> Vec<RunSummary> {
+    let pairs: Vec<(usize, u64)> = (0..targets.len())
+        .flat_map(|t| seeds.iter().map(move |&seed| (t, seed)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<RunSummary>> = vec![None; pairs.len()];
+    let (tx, rx) = mpsc::channel::<(usize, RunSummary)>();
+    // The workers are harness threads outside any simulation; each run still gets a fresh
+    // thread of its own inside `run_catching` (its HashMap keys are drawn from the seed there).
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, pairs.len().max(1)) {
+            let (tx, next, pairs) = (tx.clone(), &next, &pairs);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(t, seed)) = pairs.get(i) else {
+                    break;
+                };
+                let target = &targets[t];
+                let start = wall();
+                let report = runner::run_catching(
+                    &target.scenario,
+                    &target.file,
+                    seed,
+                    RunOptions { progress: false },
+                );
+                let wall_ms = start.elapsed().as_secs_f64() * 1000.0;
+                if tx.send((i, RunSummary::of(&report, wall_ms))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for (finished, (i, summary)) in rx.iter().enumerate() {
+            done(&summary, finished + 1);
+            results[i] = Some(summary);
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.expect("every run reports back (a worker that panicked would have re-raised)"))
+        .collect()
+}
+
+/// What one scenario came to over the audited seeds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ScenarioSummary {
+    pub name: String,
+    pub file: String,
+    pub seeds: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub failing_seeds: Vec<u64>,
+    /// Violations by kind.
+    pub violations: BTreeMap<String, usize>,
+    /// Allowed anomalies by kind, then by cause.
+    pub allowed: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Fault kinds that struck, over all seeds.
+    pub faults: BTreeMap<String, usize>,
+    pub sim_ms: u64,
+    pub wall_ms: f64,
+    pub operations: usize,
+}
+
+impl ScenarioSummary {
+    /// Simulated seconds per wall second of one core.
+    pub fn speedup(&self) -> f64 {
+        self.sim_ms as f64 / self.wall_ms.max(1e-9)
+    }
+
+    /// Client operations per wall second of one core.
+    pub fn ops_per_core_second(&self) -> f64 {
+        self.operations as f64 * 1000.0 / self.wall_ms.max(1e-9)
+    }
+}
+
+/// Groups the runs by scenario file, in the order the files first appear.
+pub fn by_scenario(runs: &[RunSummary]) -> Vec<ScenarioSummary> {
+    let mut out: Vec<ScenarioSummary> = Vec::new();
+    for run in runs {
+        let i = match out.iter().position(|s| s.file == run.file) {
+            Some(i) => i,
+            None => {
+                out.push(ScenarioSummary {
+                    name: run.scenario.clone(),
+                    file: run.file.clone(),
+                    ..ScenarioSummary::default()
+                });
+                out.len() - 1
+            }
+        };
+        let s = &mut out[i];
+        s.seeds += 1;
+        match run.verdict {
+            Verdict::Pass => s.passed += 1,
+            Verdict::Fail => {
+                s.failed += 1;
+                s.failing_seeds.push(run.seed);
+            }
+        }
+        for (kind, n) in &run.violations {
+            *s.violations.entry(kind.clone()).or_insert(0) += n;
+        }
+        for (kind, causes) in &run.allowed {
+            let mine = s.allowed.entry(kind.clone()).or_default();
+            for (cause, n) in causes {
+                *mine.entry(cause.clone()).or_insert(0) += n;
+            }
+        }
+        for (kind, n) in &run.faults {
+            *s.faults.entry(kind.clone()).or_insert(0) += n;
+        }
+        s.sim_ms += run.sim_ms;
+        s.wall_ms += run.wall_ms;
+        s.operations += run.operations;
+    }
+    out
+}
+
+/// The whole audit, as `summary.json` holds it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Audit {
+    pub seeds: Range<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+    pub jobs: usize,
+    pub runs_total: usize,
+    pub runs_failed: usize,
+    pub wall_s: f64,
+    /// Requests every simulated broker handled, over the whole audit.
+    pub broker_requests: u64,
+    /// `broker_requests` per wall second per worker.
+    pub broker_requests_per_core_second: f64,
+    pub scenarios: Vec<ScenarioSummary>,
+    pub runs: Vec<RunSummary>,
+}
+
+impl Audit {
+    pub fn new(
+        seeds: Range<u64>,
+        shard: Option<Shard>,
+        jobs: usize,
+        wall_s: f64,
+        broker_requests: u64,
+        runs: Vec<RunSummary>,
+    ) -> Audit {
+        let scenarios = by_scenario(&runs);
+        Audit {
+            seeds,
+            shard,
+            jobs,
+            runs_total: runs.len(),
+            runs_failed: runs.iter().filter(|r| r.verdict == Verdict::Fail).count(),
+            wall_s,
+            broker_requests,
+            broker_requests_per_core_second: broker_requests as f64
+                / wall_s.max(1e-9)
+                / jobs.max(1) as f64,
+            scenarios,
+            runs,
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.runs_failed == 0
+    }
+}
