@@ -481,26 +481,38 @@ impl Broker {
             rack: self.config.broker_rack.clone(),
         };
         let backoff = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
-        let deadline = tokio::time::Instant::now() + INITIAL_REGISTRATION_TIMEOUT;
-        let reply = loop {
-            let retriable = match self.plane.submit(request.clone()).await {
-                Err(e @ ControllerError::DuplicateRegistration(_)) => {
-                    tracing::info!(
-                        %e,
-                        "the previous incarnation's session is still alive; registering again soon"
-                    );
-                    e
-                }
-                Err(e @ (ControllerError::NotController(_) | ControllerError::Unavailable(_))) => {
-                    tracing::info!(%e, "no controller answered the registration; retrying");
-                    e
-                }
-                other => break other?,
-            };
-            if tokio::time::Instant::now() + backoff > deadline {
-                return Err(retriable);
+        let mut last_refusal = None;
+        let attempts = async {
+            loop {
+                let retriable = match self.plane.submit(request.clone()).await {
+                    Err(e @ ControllerError::DuplicateRegistration(_)) => {
+                        tracing::info!(
+                            %e,
+                            "the previous incarnation's session is still alive; registering again soon"
+                        );
+                        e
+                    }
+                    Err(
+                        e @ (ControllerError::NotController(_) | ControllerError::Unavailable(_)),
+                    ) => {
+                        tracing::info!(%e, "no controller answered the registration; retrying");
+                        e
+                    }
+                    other => return other,
+                };
+                last_refusal = Some(retriable);
+                tokio::time::sleep(backoff).await;
             }
-            tokio::time::sleep(backoff).await;
+        };
+        let reply = match tokio::time::timeout(INITIAL_REGISTRATION_TIMEOUT, attempts).await {
+            Ok(reply) => reply?,
+            Err(_) => {
+                return Err(last_refusal.unwrap_or_else(|| {
+                    ControllerError::Unavailable(format!(
+                        "no answer to the registration within {INITIAL_REGISTRATION_TIMEOUT:?}"
+                    ))
+                }))
+            }
         };
         let ControllerReply::Registered { epoch } = reply else {
             panic!("the controller answered a registration with {reply:?}");
