@@ -364,3 +364,137 @@ async fn a_single_brokers_data_directory_is_imported_once_keeping_ids_configs_re
         broker.shutdown().await;
     }
 }
+
+/// A plane that refuses this node's first registrations with `refusal`, then passes every
+/// request on to `inner`; it counts the registrations it saw.
+struct RefusingRegistrations {
+    inner: Arc<SoloPlane>,
+    refusals_left: std::sync::Mutex<usize>,
+    refusal: broker::controller::request::ControllerError,
+    registrations: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl MetadataPlane for RefusingRegistrations {
+    fn image(&self) -> Arc<broker::controller::image::ClusterImage> {
+        self.inner.image()
+    }
+
+    async fn wait_past(&self, offset: i64) {
+        self.inner.wait_past(offset).await
+    }
+
+    async fn submit(
+        &self,
+        request: broker::controller::request::ControllerRequest,
+    ) -> Result<broker::controller::request::ControllerReply, broker::controller::request::ControllerError>
+    {
+        if matches!(
+            request,
+            broker::controller::request::ControllerRequest::RegisterBroker { .. }
+        ) {
+            self.registrations
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut left = self.refusals_left.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(self.refusal.clone());
+            }
+        }
+        self.inner.submit(request).await
+    }
+
+    fn quorum_status(&self) -> broker::controller::plane::QuorumStatus {
+        self.inner.quorum_status()
+    }
+}
+
+/// Opens broker 1 on `plane`, counting the plane's stops.
+async fn open_on(
+    plane: Arc<RefusingRegistrations>,
+    clock: Arc<ManualClock>,
+    dir: &Path,
+    stops: Arc<std::sync::atomic::AtomicUsize>,
+) -> std::io::Result<Arc<Broker>> {
+    let config = BrokerConfig {
+        node_id: 1,
+        listen: "127.0.0.1:19092".into(),
+        data_dir: dir.to_path_buf(),
+        broker_heartbeat_interval_ms: 10,
+        ..BrokerConfig::default()
+    };
+    Broker::open_with_plane(
+        config,
+        Arc::new(FileDisk::new()),
+        clock,
+        Box::new(move |_: PlaneContext| -> PlaneFuture {
+            Box::pin(async move {
+                Ok(StartedPlane {
+                    plane: plane as Arc<dyn MetadataPlane>,
+                    controller_endpoint: None,
+                    stop: Some(Box::new(move || {
+                        Box::pin(async move {
+                            stops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        })
+                    })),
+                })
+            })
+        }),
+    )
+    .await
+}
+
+async fn refusing(
+    refusals: usize,
+    refusal: broker::controller::request::ControllerError,
+    clock: Arc<ManualClock>,
+) -> Arc<RefusingRegistrations> {
+    let inner = SoloPlane::open(1, ControllerSettings::default(), clock, None, None)
+        .await
+        .unwrap();
+    Arc::new(RefusingRegistrations {
+        inner,
+        refusals_left: std::sync::Mutex::new(refusals),
+        refusal,
+        registrations: std::sync::atomic::AtomicUsize::new(0),
+    })
+}
+
+/// The bug story: a broker starting while the quorum elected a new controller got NOT_CONTROLLER
+/// (or no answer) to its registration and gave up, leaving its plane running; Kafka's broker
+/// keeps registering until a controller answers.
+#[tokio::test]
+async fn a_starting_broker_registers_again_while_no_controller_answers() {
+    use broker::controller::request::ControllerError;
+    let clock = Arc::new(ManualClock::new(T0));
+    let dir = tempfile::tempdir().unwrap();
+    let stops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let plane = refusing(2, ControllerError::NotController(None), clock.clone()).await;
+    let broker = open_on(Arc::clone(&plane), clock.clone(), dir.path(), stops.clone())
+        .await
+        .expect("the broker opens once a controller answers");
+    assert_eq!(
+        plane
+            .registrations
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+    assert!(broker.broker_epoch() >= 0);
+    assert_eq!(stops.load(std::sync::atomic::Ordering::SeqCst), 0);
+    broker.shutdown().await;
+    assert_eq!(stops.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A registration refused for good fails the open, and the plane it started is stopped (else a
+/// caller opening again would run a second replica and find its controller listener taken).
+#[tokio::test]
+async fn a_broker_whose_open_fails_stops_the_plane_it_started() {
+    use broker::controller::request::ControllerError;
+    let clock = Arc::new(ManualClock::new(T0));
+    let dir = tempfile::tempdir().unwrap();
+    let stops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let plane = refusing(usize::MAX, ControllerError::ProducerIdsExhausted, clock.clone()).await;
+    let opened = open_on(plane, clock, dir.path(), stops.clone()).await;
+    assert!(opened.is_err(), "the open must fail");
+    assert_eq!(stops.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
