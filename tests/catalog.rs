@@ -387,8 +387,10 @@ impl MetadataPlane for RefusingRegistrations {
     async fn submit(
         &self,
         request: broker::controller::request::ControllerRequest,
-    ) -> Result<broker::controller::request::ControllerReply, broker::controller::request::ControllerError>
-    {
+    ) -> Result<
+        broker::controller::request::ControllerReply,
+        broker::controller::request::ControllerError,
+    > {
         if matches!(
             request,
             broker::controller::request::ControllerRequest::RegisterBroker { .. }
@@ -493,7 +495,12 @@ async fn a_broker_whose_open_fails_stops_the_plane_it_started() {
     let clock = Arc::new(ManualClock::new(T0));
     let dir = tempfile::tempdir().unwrap();
     let stops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let plane = refusing(usize::MAX, ControllerError::ProducerIdsExhausted, clock.clone()).await;
+    let plane = refusing(
+        usize::MAX,
+        ControllerError::ProducerIdsExhausted,
+        clock.clone(),
+    )
+    .await;
     let opened = open_on(plane, clock, dir.path(), stops.clone()).await;
     assert!(opened.is_err(), "the open must fail");
     assert_eq!(stops.load(std::sync::atomic::Ordering::SeqCst), 1);
