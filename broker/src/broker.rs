@@ -481,38 +481,30 @@ impl Broker {
             rack: self.config.broker_rack.clone(),
         };
         let backoff = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
-        let mut last_refusal = None;
-        let attempts = async {
-            loop {
-                let retriable = match self.plane.submit(request.clone()).await {
-                    Err(e @ ControllerError::DuplicateRegistration(_)) => {
-                        tracing::info!(
-                            %e,
-                            "the previous incarnation's session is still alive; registering again soon"
-                        );
-                        e
-                    }
-                    Err(
-                        e @ (ControllerError::NotController(_) | ControllerError::Unavailable(_)),
-                    ) => {
-                        tracing::info!(%e, "no controller answered the registration; retrying");
-                        e
-                    }
-                    other => return other,
-                };
-                last_refusal = Some(retriable);
-                tokio::time::sleep(backoff).await;
+        let deadline_ms = self
+            .clock
+            .now_ms()
+            .saturating_add(INITIAL_REGISTRATION_TIMEOUT.as_millis() as i64);
+        let reply = loop {
+            let retriable = match self.plane.submit(request.clone()).await {
+                Err(e @ ControllerError::DuplicateRegistration(_)) => {
+                    tracing::info!(
+                        %e,
+                        "the previous incarnation's session is still alive; registering again soon"
+                    );
+                    e
+                }
+                Err(e @ (ControllerError::NotController(_) | ControllerError::Unavailable(_))) => {
+                    tracing::info!(%e, "no controller answered the registration; retrying");
+                    e
+                }
+                other => break other?,
+            };
+            let next_attempt_ms = self.clock.now_ms().saturating_add(backoff.as_millis() as i64);
+            if next_attempt_ms > deadline_ms {
+                return Err(retriable);
             }
-        };
-        let reply = match tokio::time::timeout(INITIAL_REGISTRATION_TIMEOUT, attempts).await {
-            Ok(reply) => reply?,
-            Err(_) => {
-                return Err(last_refusal.unwrap_or_else(|| {
-                    ControllerError::Unavailable(format!(
-                        "no answer to the registration within {INITIAL_REGISTRATION_TIMEOUT:?}"
-                    ))
-                }))
-            }
+            tokio::time::sleep(backoff).await;
         };
         let ControllerReply::Registered { epoch } = reply else {
             panic!("the controller answered a registration with {reply:?}");
