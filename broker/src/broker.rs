@@ -500,7 +500,10 @@ impl Broker {
                 }
                 other => break other?,
             };
-            let next_attempt_ms = self.clock.now_ms().saturating_add(backoff.as_millis() as i64);
+            let next_attempt_ms = self
+                .clock
+                .now_ms()
+                .saturating_add(backoff.as_millis() as i64);
             if next_attempt_ms > deadline_ms {
                 return Err(retriable);
             }
