@@ -623,12 +623,12 @@ impl Broker {
                         Err(e) => return Err(e),
                     }
                 }
-                let topic = self.topic(OFFSETS_TOPIC).ok_or_else(|| {
-                    AdminError::Storage(format!("{OFFSETS_TOPIC} vanished"))
-                })?;
-                self.load_group_shards(&topic).await.map_err(|e| {
-                    AdminError::Storage(format!("loading {OFFSETS_TOPIC}: {e}"))
-                })?;
+                let topic = self
+                    .topic(OFFSETS_TOPIC)
+                    .ok_or_else(|| AdminError::Storage(format!("{OFFSETS_TOPIC} vanished")))?;
+                self.load_group_shards(&topic)
+                    .await
+                    .map_err(|e| AdminError::Storage(format!("loading {OFFSETS_TOPIC}: {e}")))?;
                 Ok(())
             })
             .await
