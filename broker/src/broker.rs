@@ -58,6 +58,9 @@ pub use crate::catalog::Topic;
 
 const META_FILE: &str = "meta.toml";
 const META_FILE_IMPORTED: &str = "meta.toml.imported";
+/// How long a starting broker keeps trying to register before giving up (Kafka's
+/// `initial.broker.registration.timeout.ms` default).
+const INITIAL_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a follower task waits for a new image before applying the current one again (which
 /// retries partition changes a disk error failed).
 const REAPPLY_INTERVAL: Duration = Duration::from_secs(1);
@@ -371,24 +374,12 @@ impl Broker {
             settings: config.controller_settings(),
         })
         .await?;
-        let plane = started.plane;
         let catalog = Catalog::new(config.clone(), Arc::clone(&disk), Arc::clone(&clock));
-        catalog.remove_deleted_leftovers().await?;
-        if let Some(meta) = legacy {
-            import_legacy(
-                plane.as_ref(),
-                config.node_id,
-                disk.as_ref(),
-                &data_dir,
-                meta,
-            )
-            .await?;
-        }
         let groups = GroupCoordinator::new(Arc::clone(&clock), config.group_config());
         let broker = Arc::new(Broker {
             config,
             clock,
-            plane,
+            plane: started.plane,
             controller_endpoint: started.controller_endpoint,
             stop_plane: std::sync::Mutex::new(started.stop),
             catalog,
@@ -401,37 +392,79 @@ impl Broker {
             connections_refused: std::sync::atomic::AtomicU64::new(0),
             dir_lock: std::sync::Mutex::new(Some(dir_lock)),
         });
-        broker.register().await.map_err(controller_io)?;
-        broker
-            .catalog
-            .apply(broker.plane.image())
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        broker.wait_unfenced().await?;
-        // Caught up with the metadata log: what the image does not give this node is stray.
-        broker.catalog.remove_strays().await?;
-        // Groups and committed offsets, if any group ever committed (the topic is created on
-        // first use): the shards of the offsets partitions this node leads.
-        let image = broker.catalog.applied_image();
-        let loaded = broker.follow_offsets_leaderships(&image).await;
-        if image.topic(OFFSETS_TOPIC).is_some() {
-            tracing::info!(
-                records = loaded,
-                shards = ?broker.groups.loaded_shards(),
-                "committed offsets and groups loaded"
-            );
+        if let Err(e) = broker.start(legacy, disk.as_ref()).await {
+            // The plane's replica, listener and tasks would outlive this failed open: a caller
+            // that opens again would run a second replica on the same log and find its
+            // controller listener taken.
+            broker.stop_plane().await;
+            return Err(e);
         }
-        tokio::spawn(follow_plane(Arc::downgrade(&broker)));
-        tokio::spawn(heartbeat(Arc::downgrade(&broker)));
         tracing::info!(node_id = broker.config.node_id, cluster_id = %broker.cluster_id(),
             broker_epoch = broker.broker_epoch(), topics = broker.catalog.topics().len(),
             data_dir = %broker.config.data_dir.display(), "broker storage open");
         Ok(broker)
     }
 
-    /// Registers this incarnation with the controller (Kafka's BrokerRegistration). While the
-    /// previous incarnation's session lives (a quick restart), the controller refuses it as a
-    /// duplicate: retried every heartbeat interval until that session expires, as Kafka does.
+    /// The part of [`Broker::open_with_plane`] that runs on a started plane: imports a single
+    /// broker's `meta.toml`, registers, opens this node's partitions and waits to be unfenced.
+    async fn start(
+        self: &Arc<Self>,
+        legacy: Option<StoredMeta>,
+        disk: &dyn Disk,
+    ) -> io::Result<()> {
+        self.catalog.remove_deleted_leftovers().await?;
+        if let Some(meta) = legacy {
+            import_legacy(
+                self.plane.as_ref(),
+                self.config.node_id,
+                disk,
+                &self.config.data_dir,
+                meta,
+            )
+            .await?;
+        }
+        self.register().await.map_err(controller_io)?;
+        self.catalog
+            .apply(self.plane.image())
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.wait_unfenced().await?;
+        // Caught up with the metadata log: what the image does not give this node is stray.
+        self.catalog.remove_strays().await?;
+        // Groups and committed offsets, if any group ever committed (the topic is created on
+        // first use): the shards of the offsets partitions this node leads.
+        let image = self.catalog.applied_image();
+        let loaded = self.follow_offsets_leaderships(&image).await;
+        if image.topic(OFFSETS_TOPIC).is_some() {
+            tracing::info!(
+                records = loaded,
+                shards = ?self.groups.loaded_shards(),
+                "committed offsets and groups loaded"
+            );
+        }
+        tokio::spawn(follow_plane(Arc::downgrade(self)));
+        tokio::spawn(heartbeat(Arc::downgrade(self)));
+        Ok(())
+    }
+
+    /// Stops the metadata plane (once; later calls do nothing).
+    async fn stop_plane(&self) {
+        let stop = self
+            .stop_plane
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(stop) = stop {
+            stop().await;
+        }
+    }
+
+    /// Registers this incarnation with the controller (Kafka's BrokerRegistration). As Kafka's
+    /// broker does, it retries every heartbeat interval while the previous incarnation's session
+    /// lives (a quick restart: DUPLICATE_BROKER_REGISTRATION) and while the quorum has no
+    /// controller to answer (NOT_CONTROLLER, or unavailable mid-election), until
+    /// [`INITIAL_REGISTRATION_TIMEOUT`] has passed. A registration whose outcome was unknown is
+    /// safe to send again: the same incarnation registering twice gets its epoch back.
     async fn register(&self) -> Result<(), ControllerError> {
         let request = ControllerRequest::RegisterBroker {
             id: self.config.node_id,
@@ -440,20 +473,27 @@ impl Broker {
             controller_endpoint: self.controller_endpoint.clone(),
             rack: self.config.broker_rack.clone(),
         };
+        let backoff = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
+        let deadline = tokio::time::Instant::now() + INITIAL_REGISTRATION_TIMEOUT;
         let reply = loop {
-            match self.plane.submit(request.clone()).await {
-                Err(ControllerError::DuplicateRegistration(id)) => {
+            let retriable = match self.plane.submit(request.clone()).await {
+                Err(e @ ControllerError::DuplicateRegistration(_)) => {
                     tracing::info!(
-                        node_id = id,
+                        %e,
                         "the previous incarnation's session is still alive; registering again soon"
                     );
-                    tokio::time::sleep(Duration::from_millis(
-                        self.config.broker_heartbeat_interval_ms,
-                    ))
-                    .await;
+                    e
+                }
+                Err(e @ (ControllerError::NotController(_) | ControllerError::Unavailable(_))) => {
+                    tracing::info!(%e, "no controller answered the registration; retrying");
+                    e
                 }
                 other => break other?,
+            };
+            if tokio::time::Instant::now() + backoff > deadline {
+                return Err(retriable);
             }
+            tokio::time::sleep(backoff).await;
         };
         let ControllerReply::Registered { epoch } = reply else {
             panic!("the controller answered a registration with {reply:?}");
@@ -957,14 +997,7 @@ impl Broker {
         self.controlled_shutdown().await;
         self.closed.set();
         self.catalog.close_all().await;
-        let stop = self
-            .stop_plane
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(stop) = stop {
-            stop().await;
-        }
+        self.stop_plane().await;
         tracing::info!("broker storage closed");
         // Every log is closed: the directory is free for the next broker (as Kafka releases
         // its `.lock` at the end of a shutdown).

@@ -478,10 +478,12 @@ pub struct Expectations {
     /// is acknowledged and some poll returns records, both within it (e.g. the partitions a
     /// surviving broker leads while the metadata quorum has lost its majority).
     pub serving_during: Option<[u64; 2]>,
-    /// Brokers that must have been fenced and registered again during the run: after the heal
-    /// each holds a broker epoch above the first one it was seen with.
+    /// Brokers that must be fenced during the run (some image shows them fenced after they
+    /// were serving) and serve again after the heal (unfenced). As in Kafka, a broker fenced
+    /// for a lapsed session keeps its registration: its next heartbeat, once caught up,
+    /// unfences it with the same broker epoch; only a new incarnation registers anew.
     #[serde(default)]
-    pub new_epoch: Vec<u32>,
+    pub fenced: Vec<u32>,
 }
 
 /// A scenario file that could not be loaded.

@@ -148,7 +148,7 @@ fn with_two_of_three_voters_down_no_metadata_change_is_half_applied_and_led_part
 }
 
 #[test]
-fn a_broker_cut_off_past_its_session_is_fenced_and_rejoins_with_a_new_epoch() {
+fn a_broker_cut_off_past_its_session_is_fenced_and_unfenced_once_it_heartbeats_again() {
     passes("cluster-broker-fenced", 1..3);
 }
 

@@ -123,7 +123,7 @@ impl Run {
             return;
         };
         if cluster.broker_ids().len() > 1 {
-            // The story of fencing in one line: a broker that rejoined shows a new epoch.
+            // The story of fencing in one line: epochs and who is fenced at convergence.
             let epochs: Vec<String> = view
                 .image
                 .brokers
@@ -169,13 +169,21 @@ impl Run {
                 ),
             );
         }
-        for &id in &self.scenario.expect.new_epoch {
-            let first = inv.metadata.first_epochs.get(&(id as i32)).copied();
-            let now = view.image.brokers.get(&(id as i32)).map(|b| b.epoch);
-            if now.is_none() || now <= first {
+        for &id in &self.scenario.expect.fenced {
+            let id = id as i32;
+            let fenced_seen = inv.metadata.fenced_seen.contains(&id);
+            let now = view.image.brokers.get(&id).map(|b| (b.epoch, b.fenced));
+            if !fenced_seen || !matches!(now, Some((_, false))) {
                 inv.metadata_violation(
-                    MetadataInvariant::RejoinedWithNewEpoch,
-                    format!("broker {id}: epoch {now:?} after the heal, {first:?} first"),
+                    MetadataInvariant::FencedAndRejoined,
+                    format!(
+                        "broker {id}: {} during the run; (epoch, fenced) after the heal: {now:?}",
+                        if fenced_seen {
+                            "fenced"
+                        } else {
+                            "never seen fenced"
+                        }
+                    ),
                     now_ms(),
                     &self.trace,
                 );

@@ -61,9 +61,9 @@ pub(crate) enum MetadataInvariant {
     ImagesConverge,
     /// An acknowledged CreateTopics is missing after the heal, or a topic is half made.
     TopicCreations,
-    /// A broker the scenario expects to have been fenced and to have rejoined still holds the
-    /// epoch it started with.
-    RejoinedWithNewEpoch,
+    /// A broker the scenario expects to be fenced and to rejoin was never seen fenced, or is
+    /// still fenced (or gone) after the heal.
+    FencedAndRejoined,
 }
 
 impl MetadataInvariant {
@@ -77,7 +77,7 @@ impl MetadataInvariant {
             MetadataInvariant::CommittedOffsetKept => "committed-offset-kept",
             MetadataInvariant::ImagesConverge => "images-converge",
             MetadataInvariant::TopicCreations => "topic-creations-whole",
-            MetadataInvariant::RejoinedWithNewEpoch => "rejoined-with-new-epoch",
+            MetadataInvariant::FencedAndRejoined => "fenced-and-rejoined",
         }
     }
 }
@@ -99,6 +99,11 @@ pub(crate) struct MetadataChecks {
     pub(crate) highest_offset: i64,
     /// broker id → the first broker epoch any image showed for it.
     pub(crate) first_epochs: BTreeMap<i32, i64>,
+    /// Brokers some image showed fenced after they had been seen unfenced (a fencing, not the
+    /// fenced start of a registration).
+    pub(crate) fenced_seen: std::collections::BTreeSet<i32>,
+    /// Brokers some image showed unfenced.
+    unfenced_seen: std::collections::BTreeSet<i32>,
     /// One report per invariant and subject is enough: a broken invariant stays broken.
     reported: std::collections::BTreeSet<(MetadataInvariant, String)>,
 }
@@ -143,6 +148,11 @@ impl MetadataChecks {
         self.highest_offset = self.highest_offset.max(offset);
         for b in image.brokers.values() {
             self.first_epochs.entry(b.id).or_insert(b.epoch);
+            if !b.fenced {
+                self.unfenced_seen.insert(b.id);
+            } else if self.unfenced_seen.contains(&b.id) {
+                self.fenced_seen.insert(b.id);
+            }
         }
         match self.images.get(&offset) {
             Some((first, seen_on, at)) => {
