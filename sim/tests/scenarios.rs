@@ -206,11 +206,11 @@ fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
 ///   log on the faulty disk, registration and unfencing at every start), and the trace shows
 ///   each node's quorum view when it changes ("quorum term 1: controller broker-1"). Checked:
 ///   two replays byte-identical, verdict PASS.
-/// - 131fb84ca2df25d6: that merge on main with groups-shard and logio (cluster-int), the
-///   metadata log's ballast written at each boot, group shards following the image. Checked:
-///   two replays byte-identical, verdict PASS (1,791 of 1,791 sends acknowledged, one allowed
-///   duplicate from a non-idempotent retry).
-const LOCKED_TRACE_HASH: &str = "131fb84ca2df25d6";
+/// - aff8d910e3c18341: that merge on main with groups-shard and logio (cluster-int), the
+///   metadata log's ballast written at each boot, group shards following the image,
+///   registration retried (cluster-sim-fix). Checked: two replays byte-identical, verdict PASS
+///   (1,749 of 1,749 sends acknowledged, one allowed duplicate from a non-idempotent retry).
+const LOCKED_TRACE_HASH: &str = "aff8d910e3c18341";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {
