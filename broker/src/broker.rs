@@ -474,7 +474,9 @@ impl Broker {
             rack: self.config.broker_rack.clone(),
         };
         let backoff = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
-        let deadline = tokio::time::Instant::now() + INITIAL_REGISTRATION_TIMEOUT;
+        // Counted in attempts, not read off a clock: the sleeps between them are the backoff.
+        let mut attempts_left =
+            (INITIAL_REGISTRATION_TIMEOUT.as_millis() / backoff.as_millis().max(1)).max(1);
         let reply = loop {
             let retriable = match self.plane.submit(request.clone()).await {
                 Err(e @ ControllerError::DuplicateRegistration(_)) => {
@@ -490,7 +492,8 @@ impl Broker {
                 }
                 other => break other?,
             };
-            if tokio::time::Instant::now() + backoff > deadline {
+            attempts_left -= 1;
+            if attempts_left == 0 {
                 return Err(retriable);
             }
             tokio::time::sleep(backoff).await;
