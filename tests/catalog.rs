@@ -505,3 +505,52 @@ async fn a_broker_whose_open_fails_stops_the_plane_it_started() {
     assert!(opened.is_err(), "the open must fail");
     assert_eq!(stops.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn each_groups_coordinator_is_the_leader_of_its_offsets_partition_which_loads_it() {
+    use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    let cluster = Cluster::of_two().await;
+    let keys: Vec<String> = (0..20).map(|i| format!("group-{i}")).collect();
+    // The first lookup creates __consumer_offsets (Kafka does the same).
+    let found: FindCoordinatorResponse = call(
+        cluster.broker(1),
+        ApiKey::FindCoordinator,
+        4,
+        &FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(
+                keys.iter()
+                    .map(|k| StrBytes::from_string(k.clone()))
+                    .collect(),
+            ),
+    )
+    .await;
+    cluster.catch_up().await;
+    let image = cluster.broker(1).image();
+    let offsets = image.topic("__consumer_offsets").unwrap();
+    let leader_of = |key: &str| {
+        let partition = cluster.broker(1).groups().partition_for(key);
+        offsets.partitions[partition as usize].leader
+    };
+    let mut nodes = std::collections::BTreeSet::new();
+    for coordinator in &found.coordinators {
+        assert_eq!(coordinator.error_code, 0, "{coordinator:?}");
+        let leader = leader_of(coordinator.key.as_str());
+        assert_eq!(coordinator.node_id, BrokerId(leader), "{coordinator:?}");
+        assert_eq!(coordinator.port, if leader == 1 { 19092 } else { 29092 });
+        nodes.insert(leader);
+    }
+    assert_eq!(nodes.len(), 2, "groups are spread over both brokers");
+    // Each broker loads the shards of exactly the offsets partitions it leads.
+    for id in [1, 2] {
+        let led: Vec<i32> = (0..offsets.partitions.len() as i32)
+            .filter(|&p| offsets.partitions[p as usize].leader == id)
+            .collect();
+        assert!(!led.is_empty());
+        assert_eq!(
+            cluster.broker(id).groups().loaded_shards(),
+            led,
+            "broker {id}"
+        );
+    }
+}

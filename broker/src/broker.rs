@@ -51,7 +51,6 @@ use crate::controller::NodeId;
 use crate::disk::{self, DirLock, Disk, LockDirError};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
-use crate::log::ReadError;
 use crate::partition::Partition;
 use crate::txn::producer_id::{AllocateError, ProducerIdManager};
 
@@ -255,8 +254,6 @@ pub struct Broker {
     broker_epoch: AtomicI64,
     producer_ids: ProducerIdManager,
     groups: Arc<GroupCoordinator>,
-    /// Set once `__consumer_offsets` exists and its group shards are loaded.
-    offsets_topic_ready: tokio::sync::OnceCell<()>,
     /// True once shutdown began: parked requests are answered at once, none park any more.
     stopping: Latch,
     /// True once the logs are closing: the follower and heartbeat tasks end.
@@ -390,7 +387,6 @@ impl Broker {
             broker_epoch: AtomicI64::new(-1),
             producer_ids: ProducerIdManager::new(),
             groups,
-            offsets_topic_ready: tokio::sync::OnceCell::new(),
             stopping: Latch::default(),
             closed: Latch::default(),
             connections_refused: std::sync::atomic::AtomicU64::new(0),
@@ -437,17 +433,14 @@ impl Broker {
         self.catalog.remove_strays().await?;
         // Groups and committed offsets, if any group ever committed (the topic is created on
         // first use): the shards of the offsets partitions this node leads.
-        if let Some(topic) = self.topic(OFFSETS_TOPIC) {
-            let loaded = self
-                .load_group_shards(&topic)
-                .await
-                .map_err(|e| io::Error::other(format!("loading {OFFSETS_TOPIC}: {e}")))?;
+        let image = self.catalog.applied_image();
+        let loaded = self.follow_offsets_leaderships(&image).await;
+        if image.topic(OFFSETS_TOPIC).is_some() {
             tracing::info!(
                 records = loaded,
-                partitions = topic.partitions.len(),
+                shards = ?self.groups.loaded_shards(),
                 "committed offsets and groups loaded"
             );
-            let _ = self.offsets_topic_ready.set(());
         }
         tokio::spawn(follow_plane(Arc::downgrade(self)));
         tokio::spawn(heartbeat(Arc::downgrade(self)));
@@ -481,10 +474,9 @@ impl Broker {
             rack: self.config.broker_rack.clone(),
         };
         let backoff = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
-        let deadline_ms = self
-            .clock
-            .now_ms()
-            .saturating_add(INITIAL_REGISTRATION_TIMEOUT.as_millis() as i64);
+        // Counted in attempts, not read off a clock: the sleeps between them are the backoff.
+        let mut attempts_left =
+            (INITIAL_REGISTRATION_TIMEOUT.as_millis() / backoff.as_millis().max(1)).max(1);
         let reply = loop {
             let retriable = match self.plane.submit(request.clone()).await {
                 Err(e @ ControllerError::DuplicateRegistration(_)) => {
@@ -500,11 +492,8 @@ impl Broker {
                 }
                 other => break other?,
             };
-            let next_attempt_ms = self
-                .clock
-                .now_ms()
-                .saturating_add(backoff.as_millis() as i64);
-            if next_attempt_ms > deadline_ms {
+            attempts_left -= 1;
+            if attempts_left == 0 {
                 return Err(retriable);
             }
             tokio::time::sleep(backoff).await;
@@ -572,7 +561,56 @@ impl Broker {
     /// Applies the plane's latest image to this node's partitions now (after a change this
     /// broker submitted, so its answer and the next request see the change here).
     pub async fn catch_up(&self) -> Result<(), catalog::ApplyError> {
-        self.catalog.apply(self.plane.image()).await
+        let image = self.plane.image();
+        let applied = self.catalog.apply(Arc::clone(&image)).await;
+        // Whatever part of the image was applied: the group shards follow its leaderships.
+        self.follow_offsets_leaderships(&image).await;
+        applied
+    }
+
+    /// Loads the group shard of every `__consumer_offsets` partition this node leads in
+    /// `image` and holds, and unloads the others (Kafka's onElection and onResignation).
+    /// Returns how many records the loads replayed. A failed load is retried at the next call.
+    async fn follow_offsets_leaderships(&self, image: &ClusterImage) -> usize {
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            return 0;
+        };
+        let count = i32::try_from(topic.partitions.len()).expect("partition count fits i32");
+        match self.groups.partition_count() {
+            None => self.groups.set_partition_count(count),
+            Some(set) if set == count => {}
+            Some(set) => {
+                // Groups are placed by the count they were placed with; moving them would
+                // part them from their offsets. Kafka never changes it either.
+                tracing::error!(
+                    set,
+                    count,
+                    "{OFFSETS_TOPIC} changed its partition count: groups stay placed by the first"
+                );
+                return 0;
+            }
+        }
+        let mut loads = Vec::new();
+        for (index, assignment) in topic.partitions.iter().enumerate() {
+            let index = i32::try_from(index).expect("partition index fits i32");
+            let local = self.catalog.partition(OFFSETS_TOPIC, index);
+            match local {
+                Some(partition) if assignment.leader == self.config.node_id => {
+                    loads.push(self.groups.load_shard(index, partition));
+                }
+                _ => {
+                    self.groups.unload_shard(index);
+                }
+            }
+        }
+        let mut records = 0;
+        for load in loads {
+            match load.await {
+                Ok(n) => records += n,
+                Err(e) => tracing::warn!(%e, "an offsets partition did not load; retried"),
+            }
+        }
+        records
     }
 
     /// Controlled shutdown (Kafka's): asks the controller to move this broker's leaderships
@@ -654,53 +692,22 @@ impl Broker {
     }
 
     /// `__consumer_offsets`, created on first use as Kafka does (`offsets.topic.num.partitions`
-    /// partitions; retention off, since without compaction it would delete live offsets), with
-    /// the group shards of its partitions loaded.
+    /// partitions; retention off, since without compaction it would delete live offsets). The
+    /// shards of the partitions this node leads load as the image is applied
+    /// ([`Broker::catch_up`]).
     pub async fn offsets_topic(&self) -> Result<(), AdminError> {
-        self.offsets_topic_ready
-            .get_or_try_init(|| async {
-                if self.topic(OFFSETS_TOPIC).is_none() {
-                    let configs = [("retention.ms".to_string(), "-1".to_string())];
-                    let partitions = self.config.offsets_topic_num_partitions;
-                    match self
-                        .create_topic(OFFSETS_TOPIC, partitions, -1, &configs, false)
-                        .await
-                    {
-                        Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                let topic = self.topic(OFFSETS_TOPIC).ok_or_else(|| {
-                    AdminError::Storage(format!("{OFFSETS_TOPIC} vanished"))
-                })?;
-                self.load_group_shards(&topic).await.map_err(|e| {
-                    AdminError::Storage(format!("loading {OFFSETS_TOPIC}: {e}"))
-                })?;
-                Ok(())
-            })
-            .await
-            .map(|_| ())
-    }
-
-    /// Loads the group shard of every partition of `__consumer_offsets` this broker leads: a
-    /// single broker leads all of them. Returns how many records were replayed.
-    async fn load_group_shards(&self, topic: &Topic) -> Result<usize, ReadError> {
-        // Groups are placed by the topic's partition count in the image, not by how many of its
-        // partitions this node holds.
-        let count = self
-            .image()
-            .topic(&topic.name)
-            .map_or(topic.partitions.len(), |t| t.partitions.len());
-        let count = i32::try_from(count).expect("partition count fits i32");
-        self.groups.set_partition_count(count);
-        let mut records = 0;
-        for partition in &topic.partitions {
-            records += self
-                .groups
-                .load_shard(partition.index, Arc::clone(partition))
-                .await?;
+        if self.image().topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
         }
-        Ok(records)
+        let configs = [("retention.ms".to_string(), "-1".to_string())];
+        let partitions = self.config.offsets_topic_num_partitions;
+        match self
+            .create_topic(OFFSETS_TOPIC, partitions, -1, &configs, false)
+            .await
+        {
+            Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The group coordinator (the groups of the offsets partitions this broker leads).

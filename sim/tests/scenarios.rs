@@ -206,13 +206,11 @@ fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
 ///   log on the faulty disk, registration and unfencing at every start), and the trace shows
 ///   each node's quorum view when it changes ("quorum term 1: controller broker-1"). Checked:
 ///   two replays byte-identical, verdict PASS.
-/// - d9601f4934e508c4: cluster-int's step-1 merge (8b4c3be; its own hash 8dcd612e131d23f9,
-///   never locked) plus cluster-sim-fix: a restarted node's new controller no longer fences the
-///   old incarnation of its own broker at its first tick (the new registration moves its
-///   leaderships instead), so the first restart's leadership change and everything after it
-///   interleave differently. Checked: two replays byte-identical, verdict PASS (1,630 of 1,630
-///   sends acknowledged, 0 allowed anomalies where 8b4c3be had 5).
-const LOCKED_TRACE_HASH: &str = "d9601f4934e508c4";
+/// - aff8d910e3c18341: that merge on main with groups-shard and logio (cluster-int), the
+///   metadata log's ballast written at each boot, group shards following the image,
+///   registration retried (cluster-sim-fix). Checked: two replays byte-identical, verdict PASS
+///   (1,749 of 1,749 sends acknowledged, one allowed duplicate from a non-idempotent retry).
+const LOCKED_TRACE_HASH: &str = "aff8d910e3c18341";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {
