@@ -298,7 +298,7 @@ async fn topics_that_differ_only_by_dot_and_underscore_collide_and_errors_name_t
     assert_eq!(collides.code, 1);
     assert_eq!(
         collides.err,
-        "error: cannot create topic: Topic 'a_b' collides with existing topic 'a.b'\n"
+        "error: cannot create topic: Topic 'a_b' collides with existing topic: a.b\n"
     );
     let listed = faultline(&broker, &["topics", "list"], "").await;
     assert_eq!(listed.out, "a.b\n");

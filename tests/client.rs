@@ -476,7 +476,7 @@ async fn run_cli(args: &[&str], input: &[u8]) -> (i32, String, String) {
         Command::Topics(a) => cli::topics::run(a, &mut out, &mut err).await,
         Command::Produce(a) => cli::produce::run(a, input, &mut out, &mut err).await,
         Command::Consume(a) => cli::consume::run(a, &mut out, &mut err).await,
-        Command::Broker(_) | Command::Bench(_) | Command::Groups(_) => {
+        Command::Broker(_) | Command::Bench(_) | Command::Groups(_) | Command::Cluster(_) => {
             unreachable!("not used by these tests")
         }
     };
@@ -527,7 +527,7 @@ async fn the_cli_creates_produces_consumes_describes_and_deletes() {
     .await;
     assert_eq!(code, 0);
     assert!(
-        out.contains("PartitionCount: 2\tConfigs: retention.ms=60000"),
+        out.contains("PartitionCount: 2\tReplicationFactor: 1\tConfigs: retention.ms=60000"),
         "{out}"
     );
     assert!(

@@ -2,38 +2,61 @@
 //! A topic config change that fails must leave nothing changed. The bug: IncrementalAlterConfigs
 //! applied the new configs to the logs and the catalog, then failed to store them (a full or
 //! failing disk): the broker answered with an error but ran with the new configs until a
-//! restart silently brought the old ones back.
+//! restart silently brought the old ones back. The metadata now lives in the metadata log: a
+//! change it cannot store is not committed and nothing follows it; the node, whose metadata
+//! replica stops at a storage error (as Kafka's does), comes back whole once restarted.
 
 use std::sync::Arc;
 
-use broker::broker::{Broker, TopicChangeError};
+use broker::broker::{AdminError, Broker};
 use broker::clock::SystemClock;
 use broker::config::{BrokerConfig, TopicConfigs};
+use broker::controller::request::ControllerError;
 use chaos::{FaultyDisk, FaultyDiskConfig};
+
+/// Where a node alone keeps its metadata log.
+const METADATA_STORE: &str = "/data/__cluster_metadata-0";
+
+async fn open(disk: &FaultyDisk) -> Arc<Broker> {
+    let config = BrokerConfig {
+        data_dir: "/data".into(),
+        // The quorum stopped at the storage error: the controlled shutdown cannot complete.
+        shutdown_timeout_ms: 300,
+        ..BrokerConfig::default()
+    };
+    Broker::open(config, Arc::new(disk.clone()), Arc::new(SystemClock))
+        .await
+        .unwrap()
+}
+
+/// The disk works again; the node restarts.
+async fn heal_and_restart(disk: &FaultyDisk, broker: Arc<Broker>) -> Arc<Broker> {
+    disk.heal_io_under(std::path::Path::new(METADATA_STORE));
+    broker.shutdown().await;
+    drop(broker);
+    open(disk).await
+}
 
 #[tokio::test]
 async fn a_config_change_whose_metadata_cannot_be_stored_is_rolled_back_in_memory() {
     let disk = FaultyDisk::new(1, FaultyDiskConfig::default());
-    let config = BrokerConfig {
-        data_dir: "/data".into(),
-        ..BrokerConfig::default()
-    };
-    let broker = Broker::open(config, Arc::new(disk.clone()), Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let broker = open(&disk).await;
     let retention = |ms: &str| (String::from("retention.ms"), ms.to_string());
     broker
         .create_topic("t", 2, -1, &[retention("60000")], false)
         .await
         .unwrap();
 
-    disk.fail_io_under("/data/meta.toml.tmp");
+    disk.fail_io_under(METADATA_STORE);
     let mut changed = TopicConfigs::default();
     changed.set("retention.ms", "1000").unwrap();
     changed.set("segment.bytes", "1048576").unwrap();
     let refused = broker.set_topic_configs("t", changed, false).await;
     assert!(
-        matches!(refused, Err(TopicChangeError::Storage(_))),
+        matches!(
+            refused,
+            Err(AdminError::Controller(ControllerError::Unavailable(_)))
+        ),
         "{refused:?}"
     );
 
@@ -54,7 +77,14 @@ async fn a_config_change_whose_metadata_cannot_be_stored_is_rolled_back_in_memor
     }
 
     // Once the disk works again the same change applies whole.
-    disk.heal_io_under(std::path::Path::new("/data/meta.toml.tmp"));
+    let broker = heal_and_restart(&disk, broker).await;
+    assert_eq!(
+        broker.topic("t").unwrap().partitions[0]
+            .log
+            .config()
+            .retention_ms,
+        Some(60_000)
+    );
     let mut changed = TopicConfigs::default();
     changed.set("retention.ms", "1000").unwrap();
     broker.set_topic_configs("t", changed, false).await.unwrap();
@@ -70,14 +100,8 @@ async fn a_config_change_whose_metadata_cannot_be_stored_is_rolled_back_in_memor
 #[tokio::test]
 async fn a_topic_whose_creation_fails_leaves_no_partition_behind() {
     let disk = FaultyDisk::new(2, FaultyDiskConfig::default());
-    let config = BrokerConfig {
-        data_dir: "/data".into(),
-        ..BrokerConfig::default()
-    };
-    let broker = Broker::open(config, Arc::new(disk.clone()), Arc::new(SystemClock))
-        .await
-        .unwrap();
-    disk.fail_io_under("/data/meta.toml.tmp");
+    let broker = open(&disk).await;
+    disk.fail_io_under(METADATA_STORE);
     let configs = [(String::from("retention.ms"), String::from("1000"))];
     assert!(broker
         .create_topic("x", 3, -1, &configs, false)
@@ -91,7 +115,8 @@ async fn a_topic_whose_creation_fails_leaves_no_partition_behind() {
         !dirs.iter().any(|d| d.starts_with("x-")),
         "left behind: {dirs:?}"
     );
-    disk.heal_io_under(std::path::Path::new("/data/meta.toml.tmp"));
+    let broker = heal_and_restart(&disk, broker).await;
+    assert!(broker.topic("x").is_none());
     let created = broker
         .create_topic("x", 3, -1, &configs, false)
         .await

@@ -168,23 +168,18 @@ async fn deleting_a_topic_works_on_a_full_disk_and_frees_its_space() {
 
 #[tokio::test]
 async fn a_topic_deletion_interrupted_after_its_commit_point_is_finished_at_start() {
-    // A crash after the first partition's directory was renamed to its `-delete` name but
-    // before the metadata was rewritten: the deletion was committed and must not come back as
-    // a topic with some of its partitions' data missing.
+    // The deletion is committed in the metadata log before any directory goes. A crash (or a
+    // disk error) after that point, with some partitions' directories still there, must not
+    // bring the topic back with part of its data missing: the next start removes the rest.
     let node = Node::new();
     let broker = node.open().await;
     node.topic_with_data(&broker).await;
-    let id = broker.topic(TOPIC).unwrap().id;
+    node.disk.fail_io_under("/data/metrics-1");
+    assert_eq!(delete_topic(&broker).await, 0, "the deletion is committed");
+    assert!(broker.topic(TOPIC).is_none());
     drop(broker);
-    let disk: &dyn Disk = &node.disk;
-    disk.rename(
-        Path::new("/data/metrics-0"),
-        &PathBuf::from(format!("/data/metrics-0.{}-delete", id.simple())),
-    )
-    .await
-    .unwrap();
-    disk.sync_dir(Path::new("/data")).await.unwrap();
     node.disk.crash();
+    node.disk.heal_io_under(Path::new("/data/metrics-1"));
     let broker = node.open().await;
     assert!(
         broker.topic(TOPIC).is_none(),

@@ -460,3 +460,41 @@ async fn commits_survive_a_leader_kill_a_leader_partition_and_a_power_loss_of_ev
         history.failed
     );
 }
+
+/// The bug story: a broker whose open failed stopped its plane and started it again in the same
+/// process, but the peers' connections to the stopped plane's controller listener lived on (and
+/// in the simulator each accepted stream keeps the listener's address), so every later start
+/// failed with "address already in use" and the node never came back.
+#[madsim::test]
+async fn a_plane_stopped_while_its_peers_stay_connected_starts_again_on_the_same_listener() {
+    let mut cluster = Cluster::new();
+    for id in 1..=VOTERS {
+        cluster.add_node(id);
+    }
+    let leader = cluster.leader(None).await;
+    for id in 1..=VOTERS {
+        bring_up(&cluster, leader, id).await;
+    }
+    // The leader's heartbeats keep a connection open to every follower's listener.
+    let follower = (1..=VOTERS).find(|id| *id != leader).unwrap();
+    let stopped = cluster.plane(follower).unwrap();
+    let disk = cluster.state(follower).disk.clone();
+    let node = cluster
+        .handle
+        .get_node(cluster.state(follower).node)
+        .unwrap();
+    let restarted = node
+        .spawn(async move {
+            stopped.shutdown().await;
+            drop(stopped);
+            RaftPlane::start(config(follower), Arc::new(disk), Arc::new(SystemClock)).await
+        })
+        .await
+        .expect("the node runs the restart");
+    let restarted = restarted.expect("a stopped plane's listener address is free again");
+    *cluster.state(follower).plane.lock().unwrap() = Some(restarted);
+    // The restarted replica serves again: a change submitted through it commits.
+    let mut history = History::default();
+    create_topics(&cluster, &mut history, "a", &[follower]).await;
+    assert_eq!(history.acknowledged, vec!["a0".to_string()]);
+}

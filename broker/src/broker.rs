@@ -1,49 +1,73 @@
-//! The broker's state: its configuration, its topics and their partitions, and the metadata
-//! file that makes them survive restarts.
+//! The broker: its configuration, the metadata plane it runs from, and the catalog of the
+//! partitions the cluster image gives it.
 //!
-//! Topic metadata (ids, partition counts, config overrides, the cluster id) lives in
-//! `<data-dir>/meta.toml`, rewritten atomically on every change; each partition's log is the
-//! directory `<data-dir>/<topic>-<partition>`. Deleting a topic must work on a full disk (it is
-//! how an operator frees space), so it needs no byte free: renaming the first partition's
-//! directory to `<topic>-<partition>.<topic-id>-delete` commits the deletion; the other
-//! directories follow, the data files go (freeing space), then the metadata is rewritten and
-//! the emptied first directory, the marker, goes last. A crash at any point leaves either the
-//! topic or nothing: at start, a `-delete` directory naming a topic id that the metadata still
-//! holds finishes that topic's deletion, and leftover `-delete` directories are removed. The
-//! replication work will move this metadata into the openraft quorum.
+//! Topics, partitions, their leaders and configs live in the cluster image, which the metadata
+//! plane replicates ([`crate::controller`]); this node opens, leads, follows and removes its
+//! partitions as each new image says ([`crate::catalog`]). Changes (CreateTopics, DeleteTopics,
+//! CreatePartitions, config changes, producer-id blocks) are requests to the active controller
+//! through [`MetadataPlane::submit`], from any broker.
+//!
+//! # Lifecycle (Kafka's broker lifecycle)
+//! [`Broker::open`] locks the data directory, starts the plane, imports a single broker's
+//! `meta.toml` once (see below), registers with a fresh incarnation id and gets a broker epoch,
+//! applies the image, and heartbeats until the controller unfences it (a node alone is unfenced
+//! at once: it has caught up as soon as it starts). Then two tasks run until shutdown: one follows
+//! the plane and applies every new image in order, the other heartbeats every
+//! `broker.heartbeat.interval.ms` with the offset applied, registering again if the controller
+//! forgot this incarnation. [`Broker::shutdown`] first asks for a controlled shutdown (so the
+//! controller moves leaderships away), bounded by the shutdown timeout, then closes the logs.
+//!
+//! # A single broker's data directory
+//! Before the cluster, topics lived in `<data-dir>/meta.toml` and producer ids in
+//! `<data-dir>/producer-ids`. On the first start with a plane, deletions a crash interrupted are
+//! finished as before (a `<topic>-<n>.<id>-delete` directory names a topic whose deletion was
+//! committed), the remaining topics are imported through `ImportLegacy` (keeping their ids,
+//! configs and the cluster id), and `meta.toml` is renamed `meta.toml.imported`, never read
+//! again. The partition directories keep their names.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::catalog::{self, Catalog};
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, InvalidConfig, TopicConfigs};
+use crate::controller::decide::ControllerSettings;
+use crate::controller::image::{ClusterImage, Endpoint};
+use crate::controller::plane::MetadataPlane;
+use crate::controller::request::{
+    ConfigResource, ControllerError, ControllerReply, ControllerRequest, LegacyTopic,
+    NewPartitions, NewTopic, TopicError, TopicRef,
+};
+use crate::controller::NodeId;
 use crate::disk::{self, DirLock, Disk, LockDirError};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
-use crate::log::{Log, ReadError};
 use crate::partition::Partition;
-use crate::txn::producer_id::ProducerIdManager;
+use crate::txn::producer_id::{AllocateError, ProducerIdManager};
+
+pub use crate::catalog::Topic;
 
 const META_FILE: &str = "meta.toml";
-const DELETE_SUFFIX: &str = "-delete";
+const META_FILE_IMPORTED: &str = "meta.toml.imported";
+/// How long a starting broker keeps trying to register before giving up (Kafka's
+/// `initial.broker.registration.timeout.ms` default).
+const INITIAL_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a follower task waits for a new image before applying the current one again (which
+/// retries partition changes a disk error failed).
+const REAPPLY_INTERVAL: Duration = Duration::from_secs(1);
 pub use crate::topic_name::{validate_topic_name, MAX_TOPIC_NAME_LEN};
 /// Partitions one topic may have. Each is a directory of files, so a request for two billion
 /// (found by the protocol fuzzer) must be refused, not attempted.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
-
-/// A topic: immutable once built; changes replace the whole `Arc<Topic>` in the catalog.
-#[derive(Debug)]
-pub struct Topic {
-    pub name: String,
-    pub id: Uuid,
-    pub configs: TopicConfigs,
-    pub partitions: Vec<Arc<Partition>>,
-}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StoredMeta {
@@ -61,49 +85,26 @@ struct StoredTopic {
     configs: BTreeMap<String, String>,
 }
 
-/// Why a topic could not be created. Mapped to Kafka codes at the protocol boundary.
+/// Why an admin change (create, delete, grow a topic, change configs) failed. Mapped to Kafka
+/// codes at the protocol boundary.
 #[derive(Debug, thiserror::Error)]
-pub enum CreateTopicError {
-    /// INVALID_TOPIC_EXCEPTION
-    #[error("invalid topic name {0:?}: {1}")]
-    InvalidName(String, &'static str),
-    /// INVALID_TOPIC_EXCEPTION: Kafka keeps `.` and `_` apart in topic names but not in metric
-    /// names, so it refuses a name that differs from an existing one only there.
-    #[error("Topic '{name}' collides with existing topic '{existing}'")]
-    Collides { name: String, existing: String },
-    /// TOPIC_ALREADY_EXISTS
-    #[error("topic {0:?} already exists")]
-    Exists(String),
-    /// INVALID_PARTITIONS
-    #[error("invalid number of partitions {0}")]
-    InvalidPartitions(i32),
-    /// INVALID_REPLICATION_FACTOR
-    #[error("replication factor {0} is larger than the number of brokers (1)")]
-    InvalidReplicationFactor(i16),
-    /// INVALID_CONFIG
+pub enum AdminError {
+    /// The controller refused this topic or resource.
     #[error(transparent)]
-    InvalidConfig(#[from] InvalidConfig),
-    /// KAFKA_STORAGE_ERROR
+    Topic(#[from] TopicError),
+    /// The request as a whole failed (no controller, the quorum lost leadership, ...).
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The change was committed but this node's partitions could not follow it yet (a disk
+    /// error); they follow at the next apply. KAFKA_STORAGE_ERROR.
     #[error("storage error: {0}")]
     Storage(String),
 }
 
+/// Why a topic could not be created.
+pub type CreateTopicError = AdminError;
 /// Why a topic could not be deleted or changed.
-#[derive(Debug, thiserror::Error)]
-pub enum TopicChangeError {
-    /// UNKNOWN_TOPIC_OR_PARTITION (or UNKNOWN_TOPIC_ID)
-    #[error("unknown topic {0:?}")]
-    UnknownTopic(String),
-    /// INVALID_PARTITIONS
-    #[error("{0}")]
-    InvalidPartitions(String),
-    /// INVALID_CONFIG
-    #[error(transparent)]
-    InvalidConfig(#[from] InvalidConfig),
-    /// KAFKA_STORAGE_ERROR
-    #[error("storage error: {0}")]
-    Storage(String),
-}
+pub type TopicChangeError = AdminError;
 
 /// A flag that is set once and can be awaited (a Notify, not a watch channel: watch picks
 /// notifiers with a thread-local RNG, which the simulator cannot seed).
@@ -139,21 +140,124 @@ impl Latch {
     }
 }
 
-/// The broker: configuration plus the catalog of topics.
+/// What a plane needs from the broker to start.
+#[derive(Clone, Debug)]
+pub struct PlaneContext {
+    pub node_id: NodeId,
+    /// The cluster id of a single broker's data directory being imported: the metadata log
+    /// keeps it if the log is new.
+    pub cluster_id_if_new: Option<String>,
+    pub settings: ControllerSettings,
+}
+
+/// A started metadata plane, as the broker holds it.
+pub struct StartedPlane {
+    pub plane: Arc<dyn MetadataPlane>,
+    /// Where the quorum reaches this node (its registration's `controller_endpoint`, so the
+    /// active controller adds it as a learner); `None` for a quorum of one.
+    pub controller_endpoint: Option<Endpoint>,
+    /// Stops the plane, at the end of [`Broker::shutdown`].
+    pub stop: Option<StopPlane>,
+}
+
+/// Stops a plane.
+pub type StopPlane = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+/// The future that starts a metadata plane.
+pub type PlaneFuture = Pin<Box<dyn Future<Output = io::Result<StartedPlane>> + Send>>;
+/// Starts this node's metadata plane, once the broker has read what it must give it.
+pub type StartPlane = Box<dyn FnOnce(PlaneContext) -> PlaneFuture + Send>;
+
+/// This node's replica of the metadata quorum on openraft (`controller.quorum.voters`; none:
+/// a quorum of one, with its log in the data directory and no network).
+pub fn raft_plane(config: &BrokerConfig, disk: Arc<dyn Disk>, clock: Arc<dyn Clock>) -> StartPlane {
+    let config = config.clone();
+    Box::new(move |ctx: PlaneContext| -> PlaneFuture {
+        Box::pin(async move {
+            let quorum = config
+                .quorum_config(ctx.cluster_id_if_new)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let plane = crate::controller::raft::RaftPlane::start(quorum, disk, clock).await?;
+            let stopped = Arc::clone(&plane);
+            Ok(StartedPlane {
+                controller_endpoint: plane.controller_endpoint(),
+                plane: plane as Arc<dyn MetadataPlane>,
+                stop: Some(Box::new(move || {
+                    Box::pin(async move { stopped.shutdown().await })
+                })),
+            })
+        })
+    })
+}
+
+/// A [`crate::solo_plane::SoloPlane`] on the data directory's disk: a node that is its own
+/// quorum, without a metadata log (tests).
+pub fn solo_plane(disk: Arc<dyn Disk>, clock: Arc<dyn Clock>, data_dir: PathBuf) -> StartPlane {
+    Box::new(move |ctx: PlaneContext| -> PlaneFuture {
+        Box::pin(async move {
+            let plane = crate::solo_plane::SoloPlane::open(
+                ctx.node_id,
+                ctx.settings,
+                clock,
+                Some((disk, data_dir)),
+                ctx.cluster_id_if_new,
+            )
+            .await?;
+            Ok(StartedPlane {
+                plane: plane as Arc<dyn MetadataPlane>,
+                controller_endpoint: None,
+                stop: None,
+            })
+        })
+    })
+}
+
+/// Where a partition request goes, from the image this node applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// No such topic or partition. UNKNOWN_TOPIC_OR_PARTITION.
+    UnknownTopicOrPartition,
+    /// Another broker leads it. NOT_LEADER_OR_FOLLOWER, with the leader where the version
+    /// carries it (KIP-951).
+    NotLeader { leader: NodeId, leader_epoch: i32 },
+    /// No replica can lead it now. LEADER_NOT_AVAILABLE.
+    LeaderNotAvailable,
+    /// This node leads it but its log could not be opened (a disk error). KAFKA_STORAGE_ERROR.
+    NotOpen,
+}
+
+/// The host and port of an advertised `HOST:PORT` listener.
+pub fn endpoint_of(advertised: &str) -> Endpoint {
+    match advertised.rsplit_once(':') {
+        Some((host, port)) => Endpoint {
+            host: host.trim_matches(['[', ']']).to_string(),
+            port: port.parse().unwrap_or(9092),
+        },
+        None => Endpoint {
+            host: advertised.to_string(),
+            port: 9092,
+        },
+    }
+}
+
+/// The broker: configuration, its metadata plane and the catalog of its partitions.
 pub struct Broker {
     pub config: BrokerConfig,
-    disk: Arc<dyn Disk>,
     clock: Arc<dyn Clock>,
-    cluster_id: String,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serializes topic creation, deletion and changes, and the metadata writes they make.
-    admin: tokio::sync::Mutex<()>,
+    plane: Arc<dyn MetadataPlane>,
+    /// Where the quorum reaches this node (its registration carries it).
+    controller_endpoint: Option<Endpoint>,
+    stop_plane: std::sync::Mutex<Option<StopPlane>>,
+    catalog: Catalog,
+    /// Fresh at every start: tells the controller a restart from a retry.
+    incarnation_id: Uuid,
+    /// The epoch the controller gave this incarnation's registration.
+    broker_epoch: AtomicI64,
     producer_ids: ProducerIdManager,
     groups: Arc<GroupCoordinator>,
-    /// Set once `__consumer_offsets` exists and its group shards are loaded.
-    offsets_topic_ready: tokio::sync::OnceCell<()>,
     /// True once shutdown began: parked requests are answered at once, none park any more.
     stopping: Latch,
+    /// True once the logs are closing: the follower and heartbeat tasks end.
+    closed: Latch,
     /// Connections closed at once because a `max.connections` limit was reached.
     connections_refused: std::sync::atomic::AtomicU64,
     /// The data directory's `.lock`, held until the broker is dropped or shut down: a second
@@ -169,30 +273,73 @@ impl std::fmt::Debug for Broker {
     }
 }
 
-/// The topic id in the name of a deleted partition's directory (`<dir>.<id>-delete`).
-fn deleted_topic_id(dir_name: &str) -> Option<Uuid> {
-    let (_, id) = dir_name.strip_suffix(DELETE_SUFFIX)?.rsplit_once('.')?;
-    Uuid::try_parse(id).ok()
+fn controller_io(e: ControllerError) -> io::Error {
+    io::Error::other(format!("metadata quorum: {e}"))
 }
 
-/// Removes the files in `dir`, keeping the directory (a deletion's marker). Needs no space.
-async fn remove_dir_contents(disk: &dyn Disk, dir: &Path) -> io::Result<()> {
-    for name in disk.list(dir).await? {
-        disk.remove(&dir.join(name)).await?;
+/// A single broker's `meta.toml`, with the deletions a crash interrupted finished.
+async fn read_legacy_meta(disk: &dyn Disk, data_dir: &Path) -> io::Result<Option<StoredMeta>> {
+    let meta_path = data_dir.join(META_FILE);
+    let mut meta: StoredMeta = match disk::read_file(disk, &meta_path).await {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes)
+                .map_err(|_| io::Error::other(format!("{} is not UTF-8", meta_path.display())))?;
+            toml::from_str(&text)
+                .map_err(|e| io::Error::other(format!("{}: {e}", meta_path.display())))?
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // A `-delete` directory naming a topic the file still holds committed that deletion.
+    let doomed: std::collections::BTreeSet<Uuid> = disk
+        .list(data_dir)
+        .await?
+        .iter()
+        .filter_map(|n| catalog::deleted_topic_id(n))
+        .collect();
+    let finished: Vec<(String, i32)> = meta
+        .topics
+        .iter()
+        .filter(|(_, t)| Uuid::parse_str(&t.id).is_ok_and(|id| doomed.contains(&id)))
+        .map(|(name, t)| (name.clone(), t.partitions))
+        .collect();
+    for (name, partitions) in finished {
+        for index in 0..partitions {
+            match disk
+                .remove_dir_all(&data_dir.join(format!("{name}-{index}")))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        meta.topics.remove(&name);
+        tracing::info!(topic = %name, "finished deleting a topic a restart interrupted");
     }
-    disk.sync_dir(dir).await
-}
-
-fn storage(e: impl std::fmt::Display) -> String {
-    e.to_string()
+    Ok(Some(meta))
 }
 
 impl Broker {
-    /// Opens the data directory: loads the metadata, recovers every partition's log.
+    /// Opens the node its configuration describes: a replica of the metadata quorum on
+    /// openraft (a quorum of one without `controller.quorum.voters`: today's single broker).
     pub async fn open(
         config: BrokerConfig,
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
+    ) -> io::Result<Arc<Broker>> {
+        let start = raft_plane(&config, Arc::clone(&disk), Arc::clone(&clock));
+        Broker::open_with_plane(config, disk, clock, start).await
+    }
+
+    /// Opens the data directory, starts the metadata plane with `start_plane`, imports a single
+    /// broker's `meta.toml` once, registers, opens the partitions the image gives this node and
+    /// returns once the controller has unfenced it (see the module doc).
+    pub async fn open_with_plane(
+        config: BrokerConfig,
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        start_plane: StartPlane,
     ) -> io::Result<Arc<Broker>> {
         config
             .validate()
@@ -220,190 +367,347 @@ impl Broker {
             };
             io::Error::new(kind, e)
         })?;
-        let meta_path = data_dir.join(META_FILE);
-        let (meta, fresh) = match disk::read_file(disk.as_ref(), &meta_path).await {
-            Ok(bytes) => {
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    io::Error::other(format!("{} is not UTF-8", meta_path.display()))
-                })?;
-                let meta: StoredMeta = toml::from_str(&text)
-                    .map_err(|e| io::Error::other(format!("{}: {e}", meta_path.display())))?;
-                (meta, false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (
-                StoredMeta {
-                    format_version: 1,
-                    cluster_id: Uuid::from_u128(crate::random::random_u128())
-                        .simple()
-                        .to_string(),
-                    topics: BTreeMap::new(),
-                },
-                true,
-            ),
-            Err(e) => return Err(e),
-        };
-        // Deletions a crash interrupted: a `-delete` directory commits its topic's deletion.
-        let doomed_dirs: Vec<String> = disk
-            .list(&data_dir)
-            .await?
-            .into_iter()
-            .filter(|name| name.ends_with(DELETE_SUFFIX))
-            .collect();
-        let doomed_ids: std::collections::BTreeSet<Uuid> = doomed_dirs
-            .iter()
-            .filter_map(|n| deleted_topic_id(n))
-            .collect();
-        let mut meta = meta;
-        let mut finished_deletions = false;
-        let stored_ids: Vec<(String, Uuid, i32)> = meta
-            .topics
-            .iter()
-            .filter_map(|(name, t)| {
-                Some((name.clone(), Uuid::parse_str(&t.id).ok()?, t.partitions))
-            })
-            .collect();
-        for (name, id, partitions) in stored_ids {
-            if !doomed_ids.contains(&id) {
-                continue;
-            }
-            for index in 0..partitions {
-                let dir = data_dir.join(format!("{name}-{index}"));
-                match disk.remove_dir_all(&dir).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            meta.topics.remove(&name);
-            finished_deletions = true;
-            tracing::info!(topic = %name, %id, "finished deleting a topic a restart interrupted");
-        }
-        for name in &doomed_dirs {
-            remove_dir_contents(disk.as_ref(), &data_dir.join(name)).await?;
-        }
-        let producer_ids = ProducerIdManager::open(Arc::clone(&disk), &data_dir).await?;
+        let legacy = read_legacy_meta(disk.as_ref(), &data_dir).await?;
+        let started = start_plane(PlaneContext {
+            node_id: config.node_id,
+            cluster_id_if_new: legacy.as_ref().map(|m| m.cluster_id.clone()),
+            settings: config.controller_settings(),
+        })
+        .await?;
+        let catalog = Catalog::new(config.clone(), Arc::clone(&disk), Arc::clone(&clock));
         let groups = GroupCoordinator::new(Arc::clone(&clock), config.group_config());
-        let broker = Broker {
+        let broker = Arc::new(Broker {
             config,
-            disk,
             clock,
-            cluster_id: meta.cluster_id.clone(),
-            topics: RwLock::new(BTreeMap::new()),
-            admin: tokio::sync::Mutex::new(()),
-            producer_ids,
+            plane: started.plane,
+            controller_endpoint: started.controller_endpoint,
+            stop_plane: std::sync::Mutex::new(started.stop),
+            catalog,
+            incarnation_id: Uuid::from_u128(crate::random::random_u128()),
+            broker_epoch: AtomicI64::new(-1),
+            producer_ids: ProducerIdManager::new(),
             groups,
-            offsets_topic_ready: tokio::sync::OnceCell::new(),
             stopping: Latch::default(),
+            closed: Latch::default(),
             connections_refused: std::sync::atomic::AtomicU64::new(0),
             dir_lock: std::sync::Mutex::new(Some(dir_lock)),
-        };
-        let mut topics = BTreeMap::new();
-        for (name, stored) in &meta.topics {
-            let id = Uuid::parse_str(&stored.id)
-                .map_err(|e| io::Error::other(format!("topic {name}: bad id: {e}")))?;
-            let configs = TopicConfigs {
-                overrides: stored.configs.clone(),
-            };
-            let mut partitions = Vec::new();
-            for index in 0..stored.partitions {
-                partitions.push(broker.open_partition(name, index, &configs).await?);
-            }
-            topics.insert(
-                name.clone(),
-                Arc::new(Topic {
-                    name: name.clone(),
-                    id,
-                    configs,
-                    partitions,
-                }),
-            );
+        });
+        if let Err(e) = broker.start(legacy, disk.as_ref()).await {
+            // The plane's replica, listener and tasks would outlive this failed open: a caller
+            // that opens again would run a second replica on the same log and find its
+            // controller listener taken.
+            broker.stop_plane().await;
+            return Err(e);
         }
-        *broker.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
-        if fresh || finished_deletions {
-            broker.persist_meta().await?;
-        }
-        // The metadata no longer names the deleted topics: the markers can go.
-        for name in &doomed_dirs {
-            broker.disk.remove_dir_all(&data_dir.join(name)).await?;
-            tracing::info!(dir = %name, "removed the leftovers of a deleted topic");
-        }
-        if !doomed_dirs.is_empty() {
-            broker.disk.sync_dir(&data_dir).await?;
-        }
-        // Groups and committed offsets, if any group ever committed (the topic is created on
-        // first use): a single broker leads every partition of the offsets topic.
-        if let Some(topic) = broker.topic(OFFSETS_TOPIC) {
-            let loaded = broker
-                .load_group_shards(&topic)
-                .await
-                .map_err(|e| io::Error::other(format!("loading {OFFSETS_TOPIC}: {e}")))?;
-            tracing::info!(
-                records = loaded,
-                partitions = topic.partitions.len(),
-                "committed offsets and groups loaded"
-            );
-            let _ = broker.offsets_topic_ready.set(());
-        }
-        tracing::info!(node_id = broker.config.node_id, cluster_id = %broker.cluster_id,
-            topics = meta.topics.len(), data_dir = %data_dir.display(), "broker storage open");
-        Ok(Arc::new(broker))
+        tracing::info!(node_id = broker.config.node_id, cluster_id = %broker.cluster_id(),
+            broker_epoch = broker.broker_epoch(), topics = broker.catalog.topics().len(),
+            data_dir = %broker.config.data_dir.display(), "broker storage open");
+        Ok(broker)
     }
 
-    pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
+    /// The part of [`Broker::open_with_plane`] that runs on a started plane: imports a single
+    /// broker's `meta.toml`, registers, opens this node's partitions and waits to be unfenced.
+    async fn start(
+        self: &Arc<Self>,
+        legacy: Option<StoredMeta>,
+        disk: &dyn Disk,
+    ) -> io::Result<()> {
+        self.catalog.remove_deleted_leftovers().await?;
+        if let Some(meta) = legacy {
+            import_legacy(
+                self.plane.as_ref(),
+                self.config.node_id,
+                disk,
+                &self.config.data_dir,
+                meta,
+            )
+            .await?;
+        }
+        self.register().await.map_err(controller_io)?;
+        self.catalog
+            .apply(self.plane.image())
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.wait_unfenced().await?;
+        // Caught up with the metadata log: what the image does not give this node is stray.
+        self.catalog.remove_strays().await?;
+        // Groups and committed offsets, if any group ever committed (the topic is created on
+        // first use): the shards of the offsets partitions this node leads.
+        let image = self.catalog.applied_image();
+        let loaded = self.follow_offsets_leaderships(&image).await;
+        if image.topic(OFFSETS_TOPIC).is_some() {
+            tracing::info!(
+                records = loaded,
+                shards = ?self.groups.loaded_shards(),
+                "committed offsets and groups loaded"
+            );
+        }
+        tokio::spawn(follow_plane(Arc::downgrade(self)));
+        tokio::spawn(heartbeat(Arc::downgrade(self)));
+        Ok(())
+    }
+
+    /// Stops the metadata plane (once; later calls do nothing).
+    async fn stop_plane(&self) {
+        let stop = self
+            .stop_plane
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(stop) = stop {
+            stop().await;
+        }
+    }
+
+    /// Registers this incarnation with the controller (Kafka's BrokerRegistration). As Kafka's
+    /// broker does, it retries every heartbeat interval while the previous incarnation's session
+    /// lives (a quick restart: DUPLICATE_BROKER_REGISTRATION) and while the quorum has no
+    /// controller to answer (NOT_CONTROLLER, or unavailable mid-election), until
+    /// [`INITIAL_REGISTRATION_TIMEOUT`] has passed. A registration whose outcome was unknown is
+    /// safe to send again: the same incarnation registering twice gets its epoch back.
+    async fn register(&self) -> Result<(), ControllerError> {
+        let request = ControllerRequest::RegisterBroker {
+            id: self.config.node_id,
+            incarnation_id: self.incarnation_id,
+            endpoint: endpoint_of(self.config.advertised()),
+            controller_endpoint: self.controller_endpoint.clone(),
+            rack: self.config.broker_rack.clone(),
+        };
+        let backoff = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
+        // Counted in attempts, not read off a clock: the sleeps between them are the backoff.
+        let mut attempts_left =
+            (INITIAL_REGISTRATION_TIMEOUT.as_millis() / backoff.as_millis().max(1)).max(1);
+        let reply = loop {
+            let retriable = match self.plane.submit(request.clone()).await {
+                Err(e @ ControllerError::DuplicateRegistration(_)) => {
+                    tracing::info!(
+                        %e,
+                        "the previous incarnation's session is still alive; registering again soon"
+                    );
+                    e
+                }
+                Err(e @ (ControllerError::NotController(_) | ControllerError::Unavailable(_))) => {
+                    tracing::info!(%e, "no controller answered the registration; retrying");
+                    e
+                }
+                other => break other?,
+            };
+            attempts_left -= 1;
+            if attempts_left == 0 {
+                return Err(retriable);
+            }
+            tokio::time::sleep(backoff).await;
+        };
+        let ControllerReply::Registered { epoch } = reply else {
+            panic!("the controller answered a registration with {reply:?}");
+        };
+        self.broker_epoch.store(epoch, Ordering::Release);
+        tracing::info!(node_id = self.config.node_id, broker_epoch = epoch, incarnation = %self.incarnation_id, "registered");
+        Ok(())
+    }
+
+    /// One heartbeat with the offset this node applied; registers again if the controller
+    /// forgot this incarnation (a new controller, or a fencing after a long pause).
+    async fn send_heartbeat(&self, want_shutdown: bool) -> Result<(bool, bool), ControllerError> {
+        let request = ControllerRequest::Heartbeat {
+            id: self.config.node_id,
+            epoch: self.broker_epoch(),
+            caught_up_offset: self.catalog.applied_image().metadata_offset,
+            want_shutdown,
+        };
+        match self.plane.submit(request).await {
+            Ok(ControllerReply::Heartbeat {
+                fenced,
+                shutdown_complete,
+            }) => Ok((fenced, shutdown_complete)),
+            Ok(other) => panic!("the controller answered a heartbeat with {other:?}"),
+            Err(ControllerError::StaleBrokerEpoch { .. } | ControllerError::NotRegistered(_)) => {
+                self.register().await?;
+                Ok((true, false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Heartbeats until the controller unfences this broker (once it has caught up with the
+    /// metadata log); a node alone is unfenced by its first heartbeat.
+    async fn wait_unfenced(&self) -> io::Result<()> {
+        loop {
+            match self.send_heartbeat(false).await {
+                Ok((false, _)) => break,
+                Ok((true, _)) => {}
+                Err(e) => tracing::info!(%e, "heartbeat failed; retrying"),
+            }
+            // Until the image moves, or a heartbeat interval: the controller unfences once
+            // this node has caught up.
+            let applied = self.catalog.applied_image().metadata_offset;
+            let interval = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
+            let woken = tokio::time::timeout(interval, self.plane.wait_past(applied)).await;
+            if woken.is_ok() && self.plane.image().metadata_offset <= applied {
+                tokio::time::sleep(interval).await;
+            }
+            self.catch_up()
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        // The unfencing is itself a record: apply it (and the leaderships it gave back).
+        self.catch_up()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        tracing::info!(broker_epoch = self.broker_epoch(), "unfenced");
+        Ok(())
+    }
+
+    /// Applies the plane's latest image to this node's partitions now (after a change this
+    /// broker submitted, so its answer and the next request see the change here).
+    pub async fn catch_up(&self) -> Result<(), catalog::ApplyError> {
+        let image = self.plane.image();
+        let applied = self.catalog.apply(Arc::clone(&image)).await;
+        // Whatever part of the image was applied: the group shards follow its leaderships.
+        self.follow_offsets_leaderships(&image).await;
+        applied
+    }
+
+    /// Loads the group shard of every `__consumer_offsets` partition this node leads in
+    /// `image` and holds, and unloads the others (Kafka's onElection and onResignation).
+    /// Returns how many records the loads replayed. A failed load is retried at the next call.
+    async fn follow_offsets_leaderships(&self, image: &ClusterImage) -> usize {
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            return 0;
+        };
+        let count = i32::try_from(topic.partitions.len()).expect("partition count fits i32");
+        match self.groups.partition_count() {
+            None => self.groups.set_partition_count(count),
+            Some(set) if set == count => {}
+            Some(set) => {
+                // Groups are placed by the count they were placed with; moving them would
+                // part them from their offsets. Kafka never changes it either.
+                tracing::error!(
+                    set,
+                    count,
+                    "{OFFSETS_TOPIC} changed its partition count: groups stay placed by the first"
+                );
+                return 0;
+            }
+        }
+        let mut loads = Vec::new();
+        for (index, assignment) in topic.partitions.iter().enumerate() {
+            let index = i32::try_from(index).expect("partition index fits i32");
+            let local = self.catalog.partition(OFFSETS_TOPIC, index);
+            match local {
+                Some(partition) if assignment.leader == self.config.node_id => {
+                    loads.push(self.groups.load_shard(index, partition));
+                }
+                _ => {
+                    self.groups.unload_shard(index);
+                }
+            }
+        }
+        let mut records = 0;
+        for load in loads {
+            match load.await {
+                Ok(n) => records += n,
+                Err(e) => tracing::warn!(%e, "an offsets partition did not load; retried"),
+            }
+        }
+        records
+    }
+
+    /// Controlled shutdown (Kafka's): asks the controller to move this broker's leaderships
+    /// away and waits until it leads nothing, bounded by `shutdown.timeout.ms`.
+    async fn controlled_shutdown(&self) {
+        let bound = Duration::from_millis(self.config.shutdown_timeout_ms);
+        let done = async {
+            loop {
+                match self.send_heartbeat(true).await {
+                    Ok((_, true)) => return,
+                    Ok((_, false)) => {}
+                    Err(e) => tracing::info!(%e, "controlled shutdown heartbeat failed; retrying"),
+                }
+                let _ = self.catch_up().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        match tokio::time::timeout(bound, done).await {
+            Ok(()) => {
+                let _ = self.catch_up().await;
+                tracing::info!("controlled shutdown complete");
+            }
+            Err(_) => tracing::warn!(
+                timeout_ms = self.config.shutdown_timeout_ms,
+                "controlled shutdown not complete at the shutdown bound; closing anyway"
+            ),
+        }
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.plane.image().cluster_id.clone()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 
-    /// Hands out producer ids (InitProducerId).
-    pub fn producer_ids(&self) -> &ProducerIdManager {
-        &self.producer_ids
+    /// The metadata plane this broker runs from.
+    pub fn plane(&self) -> &Arc<dyn MetadataPlane> {
+        &self.plane
+    }
+
+    /// The image this node's partitions reflect (what the handlers answer from).
+    pub fn image(&self) -> Arc<ClusterImage> {
+        self.catalog.applied_image()
+    }
+
+    /// The epoch of this broker's current registration.
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn incarnation_id(&self) -> Uuid {
+        self.incarnation_id
+    }
+
+    /// A producer id never handed out before in the cluster: from this broker's block, a new
+    /// block from the controller when it is used up (Kafka's AllocateProducerIds).
+    pub async fn allocate_producer_id(&self) -> Result<i64, AllocateError> {
+        self.producer_ids
+            .allocate(|| async {
+                let reply = self
+                    .plane
+                    .submit(ControllerRequest::AllocateProducerIds {
+                        broker: self.config.node_id,
+                        epoch: self.broker_epoch(),
+                    })
+                    .await;
+                match reply {
+                    Ok(ControllerReply::ProducerIds { first, count }) => Ok((first, count)),
+                    Ok(other) => {
+                        panic!("the controller answered AllocateProducerIds with {other:?}")
+                    }
+                    Err(ControllerError::ProducerIdsExhausted) => Err(AllocateError::Exhausted),
+                    Err(e) => Err(AllocateError::Unavailable(e.to_string())),
+                }
+            })
+            .await
     }
 
     /// `__consumer_offsets`, created on first use as Kafka does (`offsets.topic.num.partitions`
-    /// partitions; retention off, since without compaction it would delete live offsets), with
-    /// the group shards of its partitions loaded.
-    pub async fn offsets_topic(&self) -> Result<(), CreateTopicError> {
-        self.offsets_topic_ready
-            .get_or_try_init(|| async {
-                if self.topic(OFFSETS_TOPIC).is_none() {
-                    let configs = [("retention.ms".to_string(), "-1".to_string())];
-                    let partitions = self.config.offsets_topic_num_partitions;
-                    match self
-                        .create_topic(OFFSETS_TOPIC, partitions, -1, &configs, false)
-                        .await
-                    {
-                        Ok(_) | Err(CreateTopicError::Exists(_)) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                let topic = self.topic(OFFSETS_TOPIC).ok_or_else(|| {
-                    CreateTopicError::Storage(format!("{OFFSETS_TOPIC} vanished"))
-                })?;
-                self.load_group_shards(&topic).await.map_err(|e| {
-                    CreateTopicError::Storage(format!("loading {OFFSETS_TOPIC}: {e}"))
-                })?;
-                Ok(())
-            })
-            .await
-            .map(|_| ())
-    }
-
-    /// Loads the group shard of every partition of `__consumer_offsets` this broker leads: a
-    /// single broker leads all of them. Returns how many records were replayed.
-    async fn load_group_shards(&self, topic: &Topic) -> Result<usize, ReadError> {
-        let count = i32::try_from(topic.partitions.len()).expect("partition count fits i32");
-        self.groups.set_partition_count(count);
-        let mut records = 0;
-        for partition in &topic.partitions {
-            records += self
-                .groups
-                .load_shard(partition.index, Arc::clone(partition))
-                .await?;
+    /// partitions; retention off, since without compaction it would delete live offsets). The
+    /// shards of the partitions this node leads load as the image is applied
+    /// ([`Broker::catch_up`]).
+    pub async fn offsets_topic(&self) -> Result<(), AdminError> {
+        if self.image().topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
         }
-        Ok(records)
+        let configs = [("retention.ms".to_string(), "-1".to_string())];
+        let partitions = self.config.offsets_topic_num_partitions;
+        match self
+            .create_topic(OFFSETS_TOPIC, partitions, -1, &configs, false)
+            .await
+        {
+            Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The group coordinator (the groups of the offsets partitions this broker leads).
@@ -411,94 +715,57 @@ impl Broker {
         &self.groups
     }
 
-    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
-        self.config.data_dir.join(format!("{topic}-{index}"))
-    }
-
-    async fn open_partition(
-        &self,
-        topic: &str,
-        index: i32,
-        configs: &TopicConfigs,
-    ) -> io::Result<Arc<Partition>> {
-        let log = Log::open(
-            Arc::clone(&self.disk),
-            Arc::clone(&self.clock),
-            self.partition_dir(topic, index),
-            configs.log_config(&self.config),
-        )
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))?;
-        let partition = Partition::open(topic.to_string(), index, log, self.config.node_id)
-            .await
-            .map_err(|e| io::Error::other(format!("partition {topic}-{index}: {e}")))?;
-        Ok(Arc::new(partition))
-    }
-
-    /// All topics, by name.
+    /// Every topic of the applied image, with the partitions this node holds.
     pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.catalog.topics()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.catalog.topic(name)
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .find(|t| t.id == id)
-            .cloned()
+        self.catalog.topic_by_id(id)
     }
 
+    /// The local replica of a partition, whatever its role.
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        let topic = self.topic(topic)?;
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| topic.partitions.get(i).cloned())
+        self.catalog.partition(topic, index)
     }
 
-    async fn persist_meta(&self) -> io::Result<()> {
-        let topics = self.topics();
-        let meta = StoredMeta {
-            format_version: 1,
-            cluster_id: self.cluster_id.clone(),
-            topics: topics
-                .iter()
-                .map(|t| {
-                    (
-                        t.name.clone(),
-                        StoredTopic {
-                            id: t.id.to_string(),
-                            partitions: t.partitions.len() as i32,
-                            configs: t.configs.overrides.clone(),
-                        },
-                    )
-                })
-                .collect(),
-        };
-        let text = toml::to_string(&meta).map_err(io::Error::other)?;
-        disk::write_file_atomic(
-            self.disk.as_ref(),
-            &self.config.data_dir.join(META_FILE),
-            text.as_bytes(),
-        )
-        .await
+    /// The partition if this node leads it (produce, fetch, list offsets, delete records),
+    /// else where the request should go.
+    pub fn leader_partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>, RouteError> {
+        let image = self.image();
+        let assignment = image
+            .partition(topic, index)
+            .ok_or(RouteError::UnknownTopicOrPartition)?;
+        if !assignment.is_online() {
+            return Err(RouteError::LeaderNotAvailable);
+        }
+        if assignment.leader != self.config.node_id {
+            return Err(RouteError::NotLeader {
+                leader: assignment.leader,
+                leader_epoch: assignment.leader_epoch,
+            });
+        }
+        self.partition(topic, index).ok_or(RouteError::NotOpen)
     }
 
-    /// Creates a topic. `partitions` and `replication_factor` of -1 mean the broker default.
-    /// With `validate_only`, checks everything and changes nothing.
+    /// Submits `request` to the active controller and applies its outcome here before
+    /// returning, so the answer and whatever the client asks next see the change.
+    pub async fn submit(&self, request: ControllerRequest) -> Result<ControllerReply, AdminError> {
+        let reply = self.plane.submit(request).await?;
+        if let Err(e) = self.catch_up().await {
+            // Committed: the partitions follow at the next apply.
+            tracing::warn!(%e, "a committed change is not applied here yet");
+        }
+        Ok(reply)
+    }
+
+    /// Creates one topic. `partitions` and `replication_factor` of -1 mean the defaults. With
+    /// `validate_only`, checks everything and changes nothing (the topic returned has no
+    /// partitions).
     pub async fn create_topic(
         &self,
         name: &str,
@@ -506,168 +773,73 @@ impl Broker {
         replication_factor: i16,
         configs: &[(String, String)],
         validate_only: bool,
-    ) -> Result<Arc<Topic>, CreateTopicError> {
-        validate_topic_name(name)
-            .map_err(|why| CreateTopicError::InvalidName(name.to_string(), why))?;
-        let partitions = if partitions == -1 {
-            self.config.num_partitions
-        } else {
-            partitions
+    ) -> Result<Arc<Topic>, AdminError> {
+        let topic = NewTopic {
+            name: name.to_string(),
+            num_partitions: partitions,
+            replication_factor,
+            assignments: Vec::new(),
+            configs: configs.iter().cloned().collect(),
         };
-        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
-            return Err(CreateTopicError::InvalidPartitions(partitions));
-        }
-        if replication_factor != -1 && replication_factor != 1 {
-            return Err(CreateTopicError::InvalidReplicationFactor(
-                replication_factor,
-            ));
-        }
-        let mut topic_configs = TopicConfigs::default();
-        for (key, value) in configs {
-            topic_configs.set(key, value)?;
-        }
-        let _admin = self.admin.lock().await;
-        if self.topic(name).is_some() {
-            return Err(CreateTopicError::Exists(name.to_string()));
-        }
-        if let Some(existing) = self.colliding_topic(name) {
-            return Err(CreateTopicError::Collides {
-                name: name.to_string(),
-                existing,
-            });
-        }
-        let id = Uuid::from_u128(crate::random::random_u128());
+        let reply = self
+            .submit(ControllerRequest::CreateTopics {
+                topics: vec![topic],
+                validate_only,
+            })
+            .await?;
+        let ControllerReply::CreateTopics(mut results) = reply else {
+            panic!("the controller answered CreateTopics with {reply:?}");
+        };
+        assert_eq!(results.len(), 1, "one result per topic");
+        let (_, result) = results.remove(0);
+        let created = result?;
         if validate_only {
             return Ok(Arc::new(Topic {
                 name: name.to_string(),
-                id,
-                configs: topic_configs,
+                id: created.id,
+                configs: TopicConfigs {
+                    overrides: configs.iter().cloned().collect(),
+                },
                 partitions: Vec::new(),
             }));
         }
-        let mut opened = Vec::new();
-        for index in 0..partitions {
-            match self.open_partition(name, index, &topic_configs).await {
-                Ok(partition) => opened.push(partition),
-                Err(e) => {
-                    self.discard_partitions(name, &opened, index + 1).await;
-                    return Err(CreateTopicError::Storage(storage(e)));
-                }
-            }
+        let topic = self
+            .topic(name)
+            .filter(|t| t.id == created.id)
+            .ok_or_else(|| {
+                AdminError::Storage(format!("topic {name} created but not open here"))
+            })?;
+        let expected = self
+            .image()
+            .topic(name)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.replicas.contains(&self.config.node_id))
+                    .count()
+            })
+            .unwrap_or(0);
+        if topic.partitions.len() != expected {
+            return Err(AdminError::Storage(format!(
+                "topic {name} created; {} of its {expected} local partitions are open",
+                topic.partitions.len()
+            )));
         }
-        let topic = Arc::new(Topic {
-            name: name.to_string(),
-            id,
-            configs: topic_configs,
-            partitions: opened,
-        });
-        self.topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), Arc::clone(&topic));
-        if let Err(e) = self.persist_meta().await {
-            self.topics
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(name);
-            self.discard_partitions(name, &topic.partitions, partitions)
-                .await;
-            return Err(CreateTopicError::Storage(storage(e)));
-        }
-        tracing::info!(topic = name, partitions, id = %id, "topic created");
         Ok(topic)
     }
 
-    /// Undoes a failed creation: closes the partitions opened so far and removes the
-    /// directories of the first `dirs` partitions, so nothing of the topic stays behind (a
-    /// later creation of the same name starts from empty directories either way). Best effort:
-    /// a directory that cannot be removed now is only logged.
-    async fn discard_partitions(&self, name: &str, opened: &[Arc<Partition>], dirs: i32) {
-        for partition in opened {
-            let _ = partition.log.close().await;
-        }
-        for index in 0..dirs {
-            let dir = self.partition_dir(name, index);
-            match self.disk.remove_dir_all(&dir).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(topic = name, partition = index, %e, "could not remove the directory of a topic whose creation failed");
-                }
-            }
-        }
-    }
-
-    /// An existing topic whose name equals `name` once `.` is read as `_` (Kafka's
-    /// `Topic.hasCollision`), other than `name` itself.
-    fn colliding_topic(&self, name: &str) -> Option<String> {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        crate::topic_name::colliding_topic(name, topics.keys().map(String::as_str))
-            .map(String::from)
-    }
-
-    /// Deletes a topic and its data; works on a full disk (see the module doc).
-    pub async fn delete_topic(&self, name: &str) -> Result<Uuid, TopicChangeError> {
-        let _admin = self.admin.lock().await;
-        let topic = self
-            .topic(name)
-            .ok_or_else(|| TopicChangeError::UnknownTopic(name.to_string()))?;
-        let data_dir = &self.config.data_dir;
-        let dirs: Vec<(PathBuf, PathBuf)> = topic
-            .partitions
-            .iter()
-            .map(|partition| {
-                let dir = self.partition_dir(name, partition.index);
-                let doomed = PathBuf::from(format!(
-                    "{}.{}{DELETE_SUFFIX}",
-                    dir.display(),
-                    topic.id.simple()
-                ));
-                (dir, doomed)
+    /// Deletes a topic (the controller commits it; every broker removes its partitions).
+    pub async fn delete_topic(&self, name: &str) -> Result<Uuid, AdminError> {
+        let reply = self
+            .submit(ControllerRequest::DeleteTopics {
+                topics: vec![TopicRef::Name(name.to_string())],
             })
-            .collect();
-        let (first_dir, marker) = dirs.first().expect("a topic has partitions");
-        // The commit point: a rename needs no free space.
-        let committed = async {
-            self.disk.rename(first_dir, marker).await?;
-            self.disk.sync_dir(data_dir).await
-        }
-        .await;
-        if let Err(e) = committed {
-            if let Err(undo) = self.disk.rename(marker, first_dir).await {
-                tracing::warn!(topic = name, %undo, "could not undo a failed topic deletion");
-            }
-            return Err(TopicChangeError::Storage(storage(e)));
-        }
-        self.topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        for partition in &topic.partitions {
-            // Reads or appends still in flight fail as offline; nothing else refers to it.
-            partition.log.retire().await;
-            // Fetches parked on it answer now (with the error) instead of at their deadline.
-            partition.watch().high_watermark_moved();
-        }
-        // From here on the deletion stands: what fails now, the next start finishes.
-        let removal = async {
-            for (dir, doomed) in &dirs[1..] {
-                self.disk.rename(dir, doomed).await?;
-            }
-            self.disk.sync_dir(data_dir).await?;
-            for (_, doomed) in &dirs[1..] {
-                self.disk.remove_dir_all(doomed).await?;
-            }
-            remove_dir_contents(self.disk.as_ref(), marker).await?;
-            self.persist_meta().await?;
-            self.disk.remove_dir_all(marker).await?;
-            self.disk.sync_dir(data_dir).await
+            .await?;
+        let ControllerReply::DeleteTopics(mut results) = reply else {
+            panic!("the controller answered DeleteTopics with {reply:?}");
         };
-        if let Err(e) = removal.await {
-            tracing::warn!(topic = name, %e, "topic deleted; its files go at the next start");
-        }
-        tracing::info!(topic = name, id = %topic.id, "topic deleted");
-        Ok(topic.id)
+        assert_eq!(results.len(), 1, "one result per topic");
+        Ok(results.remove(0).1?)
     }
 
     /// CreatePartitions: grows a topic to `total` partitions.
@@ -676,117 +848,75 @@ impl Broker {
         name: &str,
         total: i32,
         validate_only: bool,
-    ) -> Result<(), TopicChangeError> {
-        let _admin = self.admin.lock().await;
-        let topic = self
-            .topic(name)
-            .ok_or_else(|| TopicChangeError::UnknownTopic(name.to_string()))?;
-        let current = topic.partitions.len() as i32;
-        if total <= current {
-            return Err(TopicChangeError::InvalidPartitions(format!(
-                "topic {name} has {current} partitions; the new count {total} must be larger"
-            )));
-        }
-        if total > MAX_PARTITIONS_PER_TOPIC {
-            return Err(TopicChangeError::InvalidPartitions(format!(
-                "{total} partitions exceed the limit of {MAX_PARTITIONS_PER_TOPIC} per topic"
-            )));
-        }
-        if validate_only {
-            return Ok(());
-        }
-        let mut partitions = topic.partitions.clone();
-        for index in current..total {
-            let partition = self
-                .open_partition(name, index, &topic.configs)
-                .await
-                .map_err(|e| TopicChangeError::Storage(storage(e)))?;
-            partitions.push(partition);
-        }
-        let grown = Arc::new(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            configs: topic.configs.clone(),
-            partitions,
-        });
-        self.topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), grown);
-        if let Err(e) = self.persist_meta().await {
-            self.topics
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.to_string(), topic);
-            return Err(TopicChangeError::Storage(storage(e)));
-        }
-        tracing::info!(
-            topic = name,
-            from = current,
-            to = total,
-            "partitions created"
-        );
-        Ok(())
+    ) -> Result<(), AdminError> {
+        let reply = self
+            .submit(ControllerRequest::CreatePartitions {
+                topics: vec![NewPartitions {
+                    topic: name.to_string(),
+                    count: total,
+                    assignments: Vec::new(),
+                }],
+                validate_only,
+            })
+            .await?;
+        let ControllerReply::CreatePartitions(mut results) = reply else {
+            panic!("the controller answered CreatePartitions with {reply:?}");
+        };
+        assert_eq!(results.len(), 1, "one result per topic");
+        Ok(results.remove(0).1?)
     }
 
-    /// Replaces a topic's config overrides (IncrementalAlterConfigs computes the new set).
-    /// All or nothing: everything is validated before anything changes, and if storing the
-    /// metadata fails, the topic and its logs are rolled back to the configs they had, so no
-    /// failed change stays half applied in memory (or applied in memory but not on disk).
+    /// Replaces a topic's config overrides with `configs` (AlterConfigs; IncrementalAlterConfigs
+    /// computes the new set). All or nothing: the controller validates everything before it
+    /// commits anything, and a change that is not committed changes nothing anywhere.
     pub async fn set_topic_configs(
         &self,
         name: &str,
         configs: TopicConfigs,
         validate_only: bool,
-    ) -> Result<(), TopicChangeError> {
+    ) -> Result<(), AdminError> {
         for (key, value) in &configs.overrides {
-            TopicConfigs::validate(key, value)?;
+            TopicConfigs::validate(key, value)
+                .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
         }
         let log_config = configs.log_config(&self.config);
-        log_config.validate().map_err(|reason| InvalidConfig {
-            name: "topic configs".into(),
-            value: format!("{:?}", configs.overrides),
-            reason,
+        log_config.validate().map_err(|reason| {
+            TopicError::InvalidConfig(
+                InvalidConfig {
+                    name: "topic configs".into(),
+                    value: format!("{:?}", configs.overrides),
+                    reason,
+                }
+                .to_string(),
+            )
         })?;
-        let _admin = self.admin.lock().await;
-        let topic = self
+        let current = self
+            .image()
             .topic(name)
-            .ok_or_else(|| TopicChangeError::UnknownTopic(name.to_string()))?;
-        if validate_only {
-            return Ok(());
+            .map(|t| t.configs.clone())
+            .ok_or(TopicError::UnknownTopic)?;
+        let mut changes: BTreeMap<String, Option<String>> = current
+            .keys()
+            .filter(|k| !configs.overrides.contains_key(*k))
+            .map(|k| (k.clone(), None))
+            .collect();
+        for (key, value) in &configs.overrides {
+            changes.insert(key.clone(), Some(value.clone()));
         }
-        let previous: Vec<_> = topic.partitions.iter().map(|p| p.log.config()).collect();
-        for partition in &topic.partitions {
-            partition
-                .log
-                .set_config(log_config.clone())
-                .expect("validated above");
+        let reply = self
+            .submit(ControllerRequest::AlterConfigs {
+                resources: vec![(ConfigResource::Topic(name.to_string()), changes)],
+                validate_only,
+            })
+            .await?;
+        let ControllerReply::AlterConfigs(mut results) = reply else {
+            panic!("the controller answered AlterConfigs with {reply:?}");
+        };
+        assert_eq!(results.len(), 1, "one result per resource");
+        results.remove(0).1?;
+        if !validate_only {
+            tracing::info!(topic = name, "topic configs changed");
         }
-        let changed = Arc::new(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            configs,
-            partitions: topic.partitions.clone(),
-        });
-        self.topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), changed);
-        if let Err(e) = self.persist_meta().await {
-            for (partition, config) in topic.partitions.iter().zip(previous) {
-                partition
-                    .log
-                    .set_config(config)
-                    .expect("the config it had is valid");
-            }
-            self.topics
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.to_string(), Arc::clone(&topic));
-            tracing::warn!(topic = name, %e, "topic configs not changed: storing them failed");
-            return Err(TopicChangeError::Storage(storage(e)));
-        }
-        tracing::info!(topic = name, "topic configs changed");
         Ok(())
     }
 
@@ -864,16 +994,13 @@ impl Broker {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Clean shutdown: sync and close every log, leaving the clean-shutdown markers.
+    /// Clean shutdown: a controlled shutdown (leaderships moved away, bounded by the shutdown
+    /// timeout), then sync and close every log, leaving the clean-shutdown markers.
     pub async fn shutdown(&self) {
-        let _admin = self.admin.lock().await;
-        for topic in self.topics() {
-            for partition in &topic.partitions {
-                if let Err(e) = partition.close().await {
-                    tracing::warn!(topic = %topic.name, partition = partition.index, %e, "log did not close cleanly");
-                }
-            }
-        }
+        self.controlled_shutdown().await;
+        self.closed.set();
+        self.catalog.close_all().await;
+        self.stop_plane().await;
         tracing::info!("broker storage closed");
         // Every log is closed: the directory is free for the next broker (as Kafka releases
         // its `.lock` at the end of a shutdown).
@@ -887,5 +1014,118 @@ impl Broker {
 
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
+    }
+}
+
+/// Imports a single broker's topics into the metadata log once, then retires `meta.toml`.
+async fn import_legacy(
+    plane: &dyn MetadataPlane,
+    node: NodeId,
+    disk: &dyn Disk,
+    data_dir: &Path,
+    meta: StoredMeta,
+) -> io::Result<()> {
+    if !plane.image().legacy_imported {
+        // The ids the single broker may have handed out stay used: the cluster's floor.
+        let producer_id_floor = crate::txn::producer_id::legacy_reserved_end(disk, data_dir)
+            .await?
+            .unwrap_or(0);
+        let mut topics = Vec::new();
+        for (name, stored) in meta.topics {
+            let id = Uuid::parse_str(&stored.id)
+                .map_err(|e| io::Error::other(format!("topic {name}: bad id: {e}")))?;
+            topics.push(LegacyTopic {
+                name,
+                id,
+                partitions: stored.partitions,
+                configs: stored.configs,
+            });
+        }
+        let count = topics.len();
+        let reply = plane
+            .submit(ControllerRequest::ImportLegacy {
+                cluster_id: meta.cluster_id,
+                topics,
+                node,
+                producer_id_floor,
+            })
+            .await
+            .map_err(controller_io)?;
+        assert_eq!(
+            reply,
+            ControllerReply::Imported,
+            "the controller answers an import"
+        );
+        tracing::info!(
+            topics = count,
+            "a single broker's topics imported into the metadata log"
+        );
+    }
+    // Imported (now or by an earlier start that crashed before this rename): never read again.
+    disk.rename(
+        &data_dir.join(META_FILE),
+        &data_dir.join(META_FILE_IMPORTED),
+    )
+    .await?;
+    disk.sync_dir(data_dir).await
+}
+
+/// Follows the plane: applies every new image to the partitions, in order, until the broker
+/// closes. Applies the current image again now and then, which finishes partition changes a
+/// disk error failed.
+async fn follow_plane(broker: Weak<Broker>) {
+    loop {
+        let Some(strong) = broker.upgrade() else {
+            return;
+        };
+        if strong.closed.is_set() {
+            return;
+        }
+        let plane = Arc::clone(&strong.plane);
+        let applied = strong.catalog.applied_image().metadata_offset;
+        drop(strong);
+        // Holds no strong reference while waiting: a dropped broker ends this task.
+        let woken = tokio::time::timeout(REAPPLY_INTERVAL, plane.wait_past(applied)).await;
+        if woken.is_ok() && plane.image().metadata_offset <= applied {
+            // Woken with no newer image: wait the interval rather than spin (a loop that is
+            // never pending would stop the simulator's clock).
+            tokio::time::sleep(REAPPLY_INTERVAL).await;
+        }
+        let Some(strong) = broker.upgrade() else {
+            return;
+        };
+        if strong.closed.is_set() {
+            return;
+        }
+        if let Err(e) = strong.catch_up().await {
+            tracing::debug!(%e, "image not fully applied; retried");
+        }
+    }
+}
+
+/// Heartbeats every `broker.heartbeat.interval.ms` until the broker closes.
+async fn heartbeat(broker: Weak<Broker>) {
+    loop {
+        let Some(interval) = broker
+            .upgrade()
+            .map(|b| Duration::from_millis(b.config.broker_heartbeat_interval_ms))
+        else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
+        let Some(strong) = broker.upgrade() else {
+            return;
+        };
+        if strong.closed.is_set() || strong.stopping.is_set() {
+            return;
+        }
+        match strong.send_heartbeat(false).await {
+            Ok((true, _)) => tracing::warn!(
+                broker_epoch = strong.broker_epoch(),
+                "this broker is fenced"
+            ),
+            Ok((false, _)) => {}
+            Err(e) => tracing::info!(%e, "heartbeat failed; retried at the next interval"),
+        }
     }
 }

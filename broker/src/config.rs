@@ -77,6 +77,25 @@ pub struct BrokerConfig {
     pub shutdown_timeout_ms: u64,
     /// tracing filter, e.g. `info` or `broker=debug`; `RUST_LOG` wins when set.
     pub log_level: String,
+    /// Where this node's replica of the metadata log listens for the quorum's traffic (raft
+    /// RPC), Kafka's controller listener. Needed by every node of a cluster: voters are dialled
+    /// on it and learners receive the log on it. Unset with no `controller-quorum`: a cluster
+    /// of one, with no quorum network.
+    pub controller_listen: Option<String>,
+    /// `controller.quorum.voters`: `1@127.0.0.1:9093,2@127.0.0.1:9193,...`. Unset: this node is
+    /// a quorum of one (itself the only voter). See [`BrokerConfig::quorum_voters`].
+    pub controller_quorum: Option<String>,
+    /// `broker.rack`: placement spreads a partition's replicas over racks.
+    pub broker_rack: Option<String>,
+    /// `broker.heartbeat.interval.ms`: how often the broker heartbeats to the active controller.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker without a heartbeat this long is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// `default.replication.factor`: replicas of a topic created without one.
+    pub default_replication_factor: i16,
+    /// Metadata log entries between snapshots of the cluster image (Kafka counts bytes:
+    /// `metadata.log.max.record.bytes.between.snapshots`); the log is purged below a snapshot.
+    pub metadata_snapshot_every: u64,
 }
 
 impl Default for BrokerConfig {
@@ -108,6 +127,13 @@ impl Default for BrokerConfig {
             max_connections_per_ip_overrides: BTreeMap::new(),
             shutdown_timeout_ms: 5_000,
             log_level: "info".into(),
+            controller_listen: None,
+            controller_quorum: None,
+            broker_rack: None,
+            broker_heartbeat_interval_ms: 2_000,
+            broker_session_timeout_ms: 9_000,
+            default_replication_factor: 1,
+            metadata_snapshot_every: 1_000,
         }
     }
 }
@@ -206,7 +232,215 @@ impl BrokerConfig {
             self.offsets_topic_num_partitions.into(),
             crate::broker::MAX_PARTITIONS_PER_TOPIC.into(),
         )?;
+        at_least(
+            "broker-heartbeat-interval-ms",
+            int(self.broker_heartbeat_interval_ms),
+            1,
+        )?;
+        at_least(
+            "broker-session-timeout-ms",
+            int(self.broker_session_timeout_ms),
+            1,
+        )?;
+        // A session shorter than the heartbeat interval fences every broker between two beats.
+        if self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms {
+            return Err(InvalidBrokerConfig {
+                key: "broker-heartbeat-interval-ms",
+                value: self.broker_heartbeat_interval_ms.to_string(),
+                reason: format!(
+                    "Value must be less than broker-session-timeout-ms ({})",
+                    self.broker_session_timeout_ms
+                ),
+            });
+        }
+        at_least(
+            "default-replication-factor",
+            self.default_replication_factor.into(),
+            1,
+        )?;
+        if self.default_replication_factor > MAX_REPLICATION_FACTOR {
+            return Err(InvalidBrokerConfig {
+                key: "default-replication-factor",
+                value: self.default_replication_factor.to_string(),
+                reason: format!(
+                    "Value must be no more than {MAX_REPLICATION_FACTOR}: replication is not \
+                     available yet"
+                ),
+            });
+        }
+        at_least(
+            "metadata-snapshot-every",
+            int(self.metadata_snapshot_every),
+            1,
+        )?;
+        if self
+            .broker_rack
+            .as_deref()
+            .is_some_and(|r| r.trim().is_empty())
+        {
+            return Err(InvalidBrokerConfig {
+                key: "broker-rack",
+                value: "\"\"".into(),
+                reason: "Value must not be empty (leave it unset for no rack)".into(),
+            });
+        }
+        let voters = self.quorum_voters()?;
+        self.check_controller_listen(&voters)?;
         Ok(())
+    }
+
+    /// The voters of the metadata quorum, parsed from `controller-quorum`
+    /// (`controller.quorum.voters`: `ID@HOST:PORT` separated by commas); empty when unset, which
+    /// makes this node a quorum of one. Refused: an entry that is not `ID@HOST:PORT`, an id
+    /// below 0, port 0 (the others could not dial it), an id or an address listed twice.
+    pub fn quorum_voters(&self) -> Result<Vec<QuorumVoter>, InvalidBrokerConfig> {
+        let Some(text) = self.controller_quorum.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let bad = |reason: String| InvalidBrokerConfig {
+            key: "controller-quorum",
+            value: text.to_string(),
+            reason,
+        };
+        if text.trim().is_empty() {
+            return Err(bad(
+                "Value must list the voters as ID@HOST:PORT separated by commas, \
+                 e.g. 1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293 \
+                 (leave it unset for a cluster of one)"
+                    .into(),
+            ));
+        }
+        let mut voters: Vec<QuorumVoter> = Vec::new();
+        for entry in text.split(',').map(str::trim) {
+            let Some((id, address)) = entry.split_once('@') else {
+                return Err(bad(format!("voter {entry:?} is not ID@HOST:PORT")));
+            };
+            let Some(id) = id.trim().parse::<i32>().ok().filter(|id| *id >= 0) else {
+                return Err(bad(format!(
+                    "voter {entry:?}: {id:?} is not a node id (an integer of at least 0)"
+                )));
+            };
+            let Some((host, port)) = parse_host_port(address) else {
+                return Err(bad(format!(
+                    "voter {entry:?}: {address:?} is not HOST:PORT"
+                )));
+            };
+            if port == 0 {
+                return Err(bad(format!(
+                    "voter {entry:?}: port 0 is not an address the other voters can dial"
+                )));
+            }
+            if voters.iter().any(|v| v.id == id) {
+                return Err(bad(format!("voter id {id} is listed twice")));
+            }
+            if let Some(other) = voters.iter().find(|v| v.host == host && v.port == port) {
+                return Err(bad(format!(
+                    "voters {} and {id} have the same address {address}",
+                    other.id
+                )));
+            }
+            voters.push(QuorumVoter { id, host, port });
+        }
+        Ok(voters)
+    }
+
+    /// `controller-listen` against the quorum: a cluster of one has no quorum network; in a
+    /// cluster every node needs it (voters are dialled there, learners receive the log there),
+    /// and a voter must listen on the port the others dial.
+    fn check_controller_listen(&self, voters: &[QuorumVoter]) -> Result<(), InvalidBrokerConfig> {
+        let me = voters.iter().find(|v| v.id == self.node_id);
+        let bad = |reason: String| InvalidBrokerConfig {
+            key: "controller-listen",
+            value: self
+                .controller_listen
+                .clone()
+                .unwrap_or_else(|| "(unset)".into()),
+            reason,
+        };
+        let Some(listen) = self.controller_listen.as_deref() else {
+            return match (voters.is_empty(), me) {
+                (true, _) => Ok(()),
+                (false, Some(me)) => Err(bad(format!(
+                    "node {} is voter {me} in controller-quorum, so it must listen there: \
+                     set controller-listen",
+                    self.node_id
+                ))),
+                (false, None) => Err(bad(format!(
+                    "node {} is not a voter in controller-quorum: it joins as a learner and \
+                     receives the metadata log on controller-listen, which must be set",
+                    self.node_id
+                ))),
+            };
+        };
+        if voters.is_empty() {
+            return Err(bad(
+                "Value needs controller-quorum: with no quorum a node is a cluster of one and \
+                 listens for no quorum traffic"
+                    .into(),
+            ));
+        }
+        let Some((_, port)) = parse_host_port(listen) else {
+            return Err(bad("Value is not HOST:PORT".into()));
+        };
+        if let Some(me) = me {
+            if port != me.port {
+                return Err(bad(format!(
+                    "node {} is voter {me} in controller-quorum, but controller-listen is on \
+                     port {port}",
+                    self.node_id
+                )));
+            }
+        }
+        if listen == self.listen {
+            return Err(bad(format!(
+                "Value must differ from listen ({}): client and quorum traffic need their own \
+                 listeners",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// What this node's metadata quorum starts with ([`crate::controller::raft::RaftPlane`]):
+    /// the voters (none: a quorum of one, no network), the controller listener, the snapshot
+    /// interval and the controller's settings. `cluster_id_if_new` is the id an empty metadata
+    /// log takes (a single broker's data directory keeps its own).
+    pub fn quorum_config(
+        &self,
+        cluster_id_if_new: Option<String>,
+    ) -> Result<crate::controller::raft::QuorumConfig, InvalidBrokerConfig> {
+        use crate::controller::raft::{QuorumConfig, QuorumTimeouts, Voter};
+        let voters = self.quorum_voters()?;
+        self.check_controller_listen(&voters)?;
+        Ok(QuorumConfig {
+            node_id: self.node_id,
+            voters: voters
+                .iter()
+                .map(|v| Voter {
+                    id: v.id,
+                    address: v.address(),
+                })
+                .collect(),
+            listen: self.controller_listen.clone(),
+            // A voter is dialled where the voters list says; a learner where it listens.
+            advertised: None,
+            data_dir: self.data_dir.clone(),
+            cluster_id_if_new,
+            snapshot_every: self.metadata_snapshot_every,
+            timeouts: QuorumTimeouts::default(),
+            settings: self.controller_settings(),
+        })
+    }
+
+    /// The active controller's settings this configuration gives.
+    pub fn controller_settings(&self) -> crate::controller::decide::ControllerSettings {
+        crate::controller::decide::ControllerSettings {
+            broker_session_timeout_ms: i64::try_from(self.broker_session_timeout_ms)
+                .unwrap_or(i64::MAX),
+            default_num_partitions: self.num_partitions,
+            default_replication_factor: self.default_replication_factor,
+            ..crate::controller::decide::ControllerSettings::default()
+        }
     }
 
     pub fn to_toml(&self) -> String {
@@ -252,6 +486,55 @@ impl BrokerConfig {
             ("segment.ms", self.log_roll_ms.to_string()),
         ])
     }
+}
+
+/// Replicas per partition a topic may have: 1 until replication lands (issue 11).
+pub const MAX_REPLICATION_FACTOR: i16 = 1;
+
+/// One voter of the metadata quorum (an entry of `controller.quorum.voters`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumVoter {
+    pub id: i32,
+    /// As written, without the brackets of an IPv6 address.
+    pub host: String,
+    pub port: u16,
+}
+
+impl QuorumVoter {
+    /// `host:port`, bracketing an IPv6 host, ready to dial.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for QuorumVoter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.id, self.address())
+    }
+}
+
+/// `HOST:PORT` (an IPv6 host in brackets) as host and port; `None` when it is not that shape.
+pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']').filter(|h| h.contains(':'))?,
+        // An unbracketed IPv6 address is ambiguous: which colon ends the host?
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || "@,[]/".contains(c))
+    {
+        return None;
+    }
+    Some((host.to_string(), port))
 }
 
 /// Why a broker config was refused at start, in Kafka's words (`ConfigException`).
@@ -540,6 +823,210 @@ mod tests {
             "zstd",
             false
         )));
+    }
+
+    fn quorum(node_id: i32, listen: Option<&str>, voters: &str) -> BrokerConfig {
+        BrokerConfig {
+            node_id,
+            controller_listen: listen.map(String::from),
+            controller_quorum: Some(voters.into()),
+            ..BrokerConfig::default()
+        }
+    }
+
+    fn refusal(config: &BrokerConfig) -> String {
+        config.validate().expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn quorum_voters_are_parsed_from_kraft_form_and_a_node_without_them_is_a_cluster_of_one() {
+        assert_eq!(BrokerConfig::default().quorum_voters(), Ok(Vec::new()));
+        BrokerConfig::default().validate().unwrap();
+        let config = quorum(
+            2,
+            Some("0.0.0.0:9193"),
+            " 1@127.0.0.1:9093, 2@127.0.0.1:9193,3@[::1]:9293",
+        );
+        config.validate().unwrap();
+        let voters = config.quorum_voters().unwrap();
+        let shown: Vec<String> = voters.iter().map(|v| v.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["1@127.0.0.1:9093", "2@127.0.0.1:9193", "3@[::1]:9293"]
+        );
+        assert_eq!(voters[2].host, "::1");
+        // A node that is not a voter joins as a learner, on a port of its choosing.
+        quorum(4, Some("127.0.0.1:0"), "1@127.0.0.1:9093")
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_malformed_quorum_is_refused_with_the_entry_at_fault() {
+        let refused = [
+            ("", "Value must list the voters as ID@HOST:PORT"),
+            ("1@127.0.0.1:9093,", "voter \"\" is not ID@HOST:PORT"),
+            (
+                "1-127.0.0.1:9093",
+                "voter \"1-127.0.0.1:9093\" is not ID@HOST:PORT",
+            ),
+            (
+                "x@127.0.0.1:9093",
+                "voter \"x@127.0.0.1:9093\": \"x\" is not a node id (an integer of at least 0)",
+            ),
+            ("-1@127.0.0.1:9093", "\"-1\" is not a node id"),
+            (
+                "1@127.0.0.1",
+                "voter \"1@127.0.0.1\": \"127.0.0.1\" is not HOST:PORT",
+            ),
+            ("1@127.0.0.1:70000", "\"127.0.0.1:70000\" is not HOST:PORT"),
+            ("1@:9093", "\":9093\" is not HOST:PORT"),
+            ("1@::1:9093", "\"::1:9093\" is not HOST:PORT"),
+            (
+                "1@127.0.0.1:0",
+                "port 0 is not an address the other voters can dial",
+            ),
+            (
+                "1@127.0.0.1:9093,1@127.0.0.1:9193",
+                "voter id 1 is listed twice",
+            ),
+            (
+                "1@127.0.0.1:9093,2@127.0.0.1:9093",
+                "voters 1 and 2 have the same address 127.0.0.1:9093",
+            ),
+        ];
+        for (voters, reason) in refused {
+            let message = refusal(&quorum(1, Some("127.0.0.1:9093"), voters));
+            let expected = format!("Invalid value {voters} for configuration controller-quorum: ");
+            assert!(message.starts_with(&expected), "{voters:?}: {message}");
+            assert!(message.contains(reason), "{voters:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn controller_listen_must_match_the_nodes_place_in_the_quorum() {
+        let voters = "1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293";
+        assert_eq!(
+            refusal(&quorum(2, None, voters)),
+            "Invalid value (unset) for configuration controller-listen: node 2 is voter \
+             2@127.0.0.1:9193 in controller-quorum, so it must listen there: set controller-listen"
+        );
+        assert_eq!(
+            refusal(&quorum(2, Some("127.0.0.1:9194"), voters)),
+            "Invalid value 127.0.0.1:9194 for configuration controller-listen: node 2 is voter \
+             2@127.0.0.1:9193 in controller-quorum, but controller-listen is on port 9194"
+        );
+        assert!(refusal(&quorum(4, None, voters)).contains(
+            "node 4 is not a voter in controller-quorum: it joins as a learner and receives the \
+             metadata log on controller-listen, which must be set"
+        ));
+        let alone = BrokerConfig {
+            controller_listen: Some("127.0.0.1:9093".into()),
+            ..BrokerConfig::default()
+        };
+        assert!(refusal(&alone).contains("Value needs controller-quorum"));
+        let same = BrokerConfig {
+            listen: "127.0.0.1:9093".into(),
+            ..quorum(1, Some("127.0.0.1:9093"), voters)
+        };
+        assert!(refusal(&same).contains("Value must differ from listen (127.0.0.1:9093)"));
+        assert!(refusal(&quorum(1, Some("9093"), voters)).contains("Value is not HOST:PORT"));
+    }
+
+    #[test]
+    fn cluster_settings_have_kafkas_defaults_and_bounds() {
+        let config = BrokerConfig::default();
+        assert_eq!(config.broker_heartbeat_interval_ms, 2_000);
+        assert_eq!(config.broker_session_timeout_ms, 9_000);
+        assert_eq!(config.default_replication_factor, 1);
+        assert_eq!(config.offsets_topic_num_partitions, 50);
+        let settings = config.controller_settings();
+        assert_eq!(settings.broker_session_timeout_ms, 9_000);
+        assert_eq!(settings.default_replication_factor, 1);
+        assert_eq!(settings.default_num_partitions, 1);
+        let refused = [
+            (
+                "broker-heartbeat-interval-ms = 9000",
+                "Invalid value 9000 for configuration broker-heartbeat-interval-ms: Value must be \
+                 less than broker-session-timeout-ms (9000)",
+            ),
+            (
+                "broker-session-timeout-ms = 0",
+                "Invalid value 0 for configuration broker-session-timeout-ms: Value must be at least 1",
+            ),
+            (
+                "default-replication-factor = 3",
+                "Invalid value 3 for configuration default-replication-factor: Value must be no \
+                 more than 1: replication is not available yet",
+            ),
+            (
+                "default-replication-factor = 0",
+                "Invalid value 0 for configuration default-replication-factor: Value must be at least 1",
+            ),
+            (
+                "offsets-topic-num-partitions = 0",
+                "Invalid value 0 for configuration offsets-topic-num-partitions: Value must be at least 1",
+            ),
+            (
+                "metadata-snapshot-every = 0",
+                "Invalid value 0 for configuration metadata-snapshot-every: Value must be at least 1",
+            ),
+            (
+                "broker-rack = \"\"",
+                "Invalid value \"\" for configuration broker-rack: Value must not be empty (leave \
+                 it unset for no rack)",
+            ),
+        ];
+        for (toml, message) in refused {
+            let config = BrokerConfig::from_toml(toml).unwrap();
+            assert_eq!(refusal(&config), message, "{toml}");
+        }
+        let file = "node-id = 3\ncontroller-listen = \"127.0.0.1:9293\"\n\
+                    controller-quorum = \"1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293\"\n\
+                    broker-rack = \"r1\"\n";
+        let config = BrokerConfig::from_toml(file).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.broker_rack.as_deref(), Some("r1"));
+        assert_eq!(BrokerConfig::from_toml(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn the_quorum_starts_with_the_voters_listener_and_settings_of_the_configuration() {
+        let config = BrokerConfig {
+            metadata_snapshot_every: 10,
+            broker_session_timeout_ms: 6_000,
+            num_partitions: 3,
+            data_dir: "/d".into(),
+            ..quorum(
+                2,
+                Some("127.0.0.1:9193"),
+                "1@127.0.0.1:9093,2@127.0.0.1:9193",
+            )
+        };
+        let quorum = config.quorum_config(Some("abc".into())).unwrap();
+        assert_eq!(quorum.node_id, 2);
+        let voters: Vec<(i32, &str)> = quorum
+            .voters
+            .iter()
+            .map(|v| (v.id, v.address.as_str()))
+            .collect();
+        assert_eq!(voters, [(1, "127.0.0.1:9093"), (2, "127.0.0.1:9193")]);
+        assert_eq!(quorum.listen.as_deref(), Some("127.0.0.1:9193"));
+        assert_eq!(quorum.data_dir, PathBuf::from("/d"));
+        assert_eq!(quorum.cluster_id_if_new.as_deref(), Some("abc"));
+        assert_eq!(quorum.snapshot_every, 10);
+        assert_eq!(quorum.settings.broker_session_timeout_ms, 6_000);
+        assert_eq!(quorum.settings.default_num_partitions, 3);
+        // No quorum flags: a quorum of one, with no network.
+        let alone = BrokerConfig::default().quorum_config(None).unwrap();
+        assert!(alone.voters.is_empty() && alone.listen.is_none());
+        assert!(quorum_config_refused());
+    }
+
+    fn quorum_config_refused() -> bool {
+        quorum(3, None, "1@127.0.0.1:9093,3@127.0.0.1:9293")
+            .quorum_config(None)
+            .is_err()
     }
 
     #[test]

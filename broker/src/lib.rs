@@ -17,6 +17,10 @@
 //! - [`group`]: consumer groups: Kafka's classic rebalance protocol per group (a pure state
 //!   machine driven by the broker's clock) and committed offsets, stored as records in the
 //!   internal `__consumer_offsets` topic and replayed at start.
+//! - [`controller`]: the metadata plane: the cluster image, the records that change it, the
+//!   active controller's decisions; [`solo_plane`] is the plane of a node that is its own quorum.
+//! - [`catalog`]: applies each new cluster image to this node's partitions (open, lead, follow,
+//!   remove), which [`broker::Broker`] and the protocol handlers serve from.
 //! - [`txn`]: producer ids (InitProducerId) and the idempotent producers' per-partition state
 //!   that turns a producer's retries into no-ops and fences zombies.
 //!
@@ -34,6 +38,7 @@
 //! ```
 
 pub mod broker;
+pub mod catalog;
 pub mod clock;
 pub mod compression;
 pub mod config;
@@ -46,5 +51,6 @@ pub mod protocol;
 pub mod random;
 pub mod replica;
 pub mod server;
+pub mod solo_plane;
 pub mod topic_name;
 pub mod txn;

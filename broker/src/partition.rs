@@ -78,9 +78,24 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    /// Opens a partition over its (recovered) log, led by this broker (`local_id`) alone,
-    /// rebuilding the idempotent producers' state from every batch the log holds.
+    /// Opens a partition over its (recovered) log, led by this broker (`local_id`) alone in
+    /// epoch 0, rebuilding the idempotent producers' state from every batch the log holds.
     pub async fn open(
+        topic: String,
+        index: i32,
+        log: Log,
+        local_id: BrokerId,
+    ) -> Result<Partition, ReadError> {
+        let partition = Partition::open_unassigned(topic, index, log, local_id).await?;
+        // One broker, one epoch (0), as before a controller hands out leaderships.
+        partition.become_leader(0, &[local_id], &[local_id]);
+        Ok(partition)
+    }
+
+    /// Opens a partition over its (recovered) log with no role yet (offline, epoch -1): the
+    /// catalog then applies the role and leader epoch the cluster image gives it, whatever its
+    /// epoch, without passing through a made-up one.
+    pub async fn open_unassigned(
         topic: String,
         index: i32,
         log: Log,
@@ -93,8 +108,7 @@ impl Partition {
             FlushPolicy::Durable => HighWatermarkBasis::DurableEnd,
             FlushPolicy::Lazy { .. } => HighWatermarkBasis::LogEnd,
         };
-        // One broker, one epoch (0), until the controller hands out leaderships.
-        let replica = ReplicaState::sole_leader(local_id, 0, basis, local_log(&log));
+        let replica = ReplicaState::new(local_id, basis, local_log(&log));
         let snapshot_segment_base = AtomicU64::new(log.active_segment_base());
         Ok(Partition {
             topic,

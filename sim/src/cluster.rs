@@ -7,6 +7,13 @@
 //! harness keeps a handle to the live incarnation's [`Broker`] so the runner can check its
 //! invariants online and resolve roles ("the leader of t/0").
 //!
+//! With more than one broker the nodes form one cluster on a real metadata quorum: every node
+//! runs the broker's [`RaftPlane`] with its controller listener on `10.0.0.<id>:9093`; the
+//! voters are the first `controllers` nodes (`controller.quorum.voters`), the others join as
+//! learners when they register. The metadata log lives under the node's data directory on its
+//! faulty disk, so power loss and torn writes strike the quorum as they strike partition logs.
+//! A single broker is a quorum of one, opened exactly as `faultline broker` opens it.
+//!
 //! The cluster implements [`chaos::nemesis::Harness`]: kill, restart, pause, resume, network
 //! clogs, packet loss, latency and the disks. It also hides madsim's restart trap: a
 //! `NodeHandle` taken before a restart points at the dead incarnation and silently drops what
@@ -17,8 +24,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::broker::Broker;
+use broker::broker::{Broker, PlaneContext, PlaneFuture, StartPlane, StopPlane};
 use broker::config::BrokerConfig;
+use broker::controller::plane::{MetadataPlane, QuorumStatus};
 use chaos::nemesis::{Harness, Node};
 use chaos::{FaultyDisk, FaultyDiskConfig, SkewedClock};
 use madsim::runtime::Handle;
@@ -29,6 +37,19 @@ use crate::trace::Trace;
 /// The port every broker listens on.
 pub const BROKER_PORT: u16 = 9092;
 
+/// The port of every node's controller listener (the metadata quorum's RPCs).
+pub const CONTROLLER_PORT: u16 = 9093;
+
+/// How the nodes of a cluster of more than one broker form their metadata quorum.
+#[derive(Clone, Debug)]
+pub struct QuorumSetup {
+    /// `controller.quorum.voters`: these node ids vote; every other node is a learner.
+    pub voters: Vec<u32>,
+    /// `metadata.snapshot.every`: a snapshot of the image every this many log entries (small,
+    /// so runs take snapshots and restarted nodes catch up from them).
+    pub snapshot_every: u64,
+}
+
 /// One broker to boot.
 #[derive(Clone, Debug)]
 pub struct BrokerSetup {
@@ -38,10 +59,29 @@ pub struct BrokerSetup {
     pub disk: FaultyDiskConfig,
     /// Seed of the disk's fault generator (drawn from the run's seed).
     pub disk_seed: u64,
+    /// `None`: a single broker, its own quorum of one.
+    pub quorum: Option<QuorumSetup>,
 }
 
 /// The live incarnation of a broker, as the harness sees it.
 type LiveBroker = Arc<Mutex<Option<Arc<Broker>>>>;
+
+/// The live incarnation's metadata plane: set as soon as the plane runs, before the broker has
+/// registered and opened its partitions (a node can be a voter without ever being unfenced).
+/// With the count of planes started on the node so far (a broker that fails to open starts a
+/// fresh one, whose image begins again from its log), so invariants per replica see one replica.
+type LivePlane = Arc<Mutex<Option<(Arc<dyn MetadataPlane>, u32)>>>;
+
+/// One node's metadata replica as the invariants see it.
+#[derive(Clone)]
+pub struct PlaneView {
+    pub id: u32,
+    /// Rises with every start of the node's plane (every boot, every failed open): state seen
+    /// on an earlier replica is not this one's.
+    pub incarnation: u32,
+    pub status: QuorumStatus,
+    pub image: Arc<broker::controller::image::ClusterImage>,
+}
 
 struct BrokerNode {
     id: u32,
@@ -52,6 +92,7 @@ struct BrokerNode {
     /// The broker's own wall clock, kept here so its skew outlives restarts.
     clock: SkewedClock,
     live: LiveBroker,
+    plane: LivePlane,
     incarnations: Arc<AtomicU32>,
 }
 
@@ -66,12 +107,19 @@ pub struct Cluster {
     brokers: Vec<BrokerNode>,
     clients: Vec<ClientNode>,
     trace: Trace,
+    /// The voters' ids (the only node of a single broker).
+    voters: Vec<u32>,
 }
 
 /// The address of broker `id`.
 pub fn broker_addr(id: u32) -> SocketAddr {
     assert!((1..=250).contains(&id), "broker id {id} out of range");
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)), BROKER_PORT)
+}
+
+/// The controller listener of broker `id`.
+pub fn controller_addr(id: u32) -> SocketAddr {
+    SocketAddr::new(broker_addr(id).ip(), CONTROLLER_PORT)
 }
 
 fn client_ip(index: u32) -> IpAddr {
@@ -92,21 +140,34 @@ impl Cluster {
             let disk = FaultyDisk::new(setup.disk_seed, setup.disk.clone());
             let clock = SkewedClock::new();
             let live: LiveBroker = Arc::new(Mutex::new(None));
+            let plane: LivePlane = Arc::new(Mutex::new(None));
             let incarnations = Arc::new(AtomicU32::new(0));
             let mut config = setup.config.clone();
             config.node_id = setup.id as i32;
             config.listen = addr.to_string();
             config.advertised_listener = Some(addr.to_string());
+            if let Some(quorum) = &setup.quorum {
+                let voters: Vec<String> = quorum
+                    .voters
+                    .iter()
+                    .map(|&v| format!("{v}@{}", controller_addr(v)))
+                    .collect();
+                config.controller_quorum = Some(voters.join(","));
+                config.controller_listen = Some(controller_addr(setup.id).to_string());
+                config.metadata_snapshot_every = quorum.snapshot_every;
+            }
             let name = Node::Broker(setup.id).to_string();
             let node = {
-                let (disk, clock, live, incarnations, trace, name) = (
+                let (disk, clock, live, plane, incarnations, trace, name) = (
                     disk.clone(),
                     clock.clone(),
                     Arc::clone(&live),
+                    Arc::clone(&plane),
                     Arc::clone(&incarnations),
                     trace.clone(),
                     name.clone(),
                 );
+
                 handle
                     .create_node()
                     .name(name.clone())
@@ -119,7 +180,7 @@ impl Cluster {
                             config.clone(),
                             disk.clone(),
                             clock.clone(),
-                            Arc::clone(&live),
+                            (Arc::clone(&live), Arc::clone(&plane)),
                             trace.clone(),
                         )
                     })
@@ -134,9 +195,14 @@ impl Cluster {
                 baseline: setup.disk.clone(),
                 clock,
                 live,
+                plane,
                 incarnations,
             });
         }
+        let voters = match brokers.first().and_then(|b| b.quorum.as_ref()) {
+            Some(q) => q.voters.clone(),
+            None => brokers.iter().map(|b| b.id).collect(),
+        };
         let clients = (1..=clients)
             .map(|index| {
                 let node = handle
@@ -154,6 +220,7 @@ impl Cluster {
             brokers: nodes,
             clients,
             trace,
+            voters,
         }
     }
 
@@ -180,6 +247,37 @@ impl Cluster {
         node.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The ids of the metadata quorum's voters.
+    pub fn voters(&self) -> &[u32] {
+        &self.voters
+    }
+
+    /// Every node whose metadata plane runs now: its quorum status and image.
+    pub fn planes(&self) -> Vec<PlaneView> {
+        self.brokers
+            .iter()
+            .filter_map(|b| {
+                let (plane, starts) = b.plane.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+                Some(PlaneView {
+                    id: b.id,
+                    incarnation: starts,
+                    status: plane.quorum_status(),
+                    image: plane.image(),
+                })
+            })
+            .collect()
+    }
+
+    /// The active controller now: the live node that leads the quorum in the highest term it
+    /// knows (a deposed leader that has not heard of the new term yet loses to the new one).
+    pub fn active_controller(&self) -> Option<(u32, u64)> {
+        self.planes()
+            .into_iter()
+            .filter(|p| p.status.active_controller == Some(p.id as i32))
+            .map(|p| (p.id, p.status.term))
+            .max_by_key(|&(id, term)| (term, std::cmp::Reverse(id)))
+    }
+
     /// How many times broker `id` has booted.
     pub fn incarnations(&self, id: u32) -> u32 {
         self.brokers
@@ -188,19 +286,16 @@ impl Cluster {
             .map_or(0, |b| b.incarnations.load(Ordering::SeqCst))
     }
 
-    /// The broker currently hosting `topic`/`partition` (the leader, on a single broker), if any
-    /// is up. Replication will ask the metadata quorum instead.
+    /// The live broker that leads `topic`/`partition` now, by the image of the node that knows
+    /// the most (the highest metadata offset), if that leader is up.
     pub fn leader_of(&self, topic: &str, partition: i32) -> Option<u32> {
-        self.brokers
-            .iter()
-            .find(|b| {
-                b.live
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                    .is_some_and(|broker| broker.partition(topic, partition).is_some())
-            })
-            .map(|b| b.id)
+        let newest = self
+            .planes()
+            .into_iter()
+            .max_by_key(|p| (p.image.metadata_offset, std::cmp::Reverse(p.id)))?;
+        let leader = newest.image.partition(topic, partition)?.leader;
+        let leader = u32::try_from(leader).ok()?;
+        self.broker(leader).map(|_| leader)
     }
 
     /// Spawns `future` on client node `index` (1-based). Looks the node up by id each time, so a
@@ -242,30 +337,44 @@ impl Cluster {
 }
 
 /// A broker node's `main`: open the broker from the disk (retrying while the disk fails), then
-/// serve until the node is killed.
+/// serve until the node is killed. `(live, plane)`: where the harness sees the live broker and
+/// its metadata plane.
 async fn broker_main(
     name: String,
     incarnation: u32,
     config: BrokerConfig,
     disk: FaultyDisk,
     clock: SkewedClock,
-    live: LiveBroker,
+    (live, plane): (LiveBroker, LivePlane),
     trace: Trace,
 ) {
     trace.event(&name, format!("boot (incarnation {incarnation})"));
     let mut attempts = 0u32;
     let broker = loop {
-        match Broker::open(
+        let stop_slot: StopSlot = Arc::new(Mutex::new(None));
+        let start = watched_plane(
+            broker::broker::raft_plane(&config, Arc::new(disk.clone()), Arc::new(clock.clone())),
+            Arc::clone(&plane),
+            Arc::clone(&stop_slot),
+        );
+        let opened = Broker::open_with_plane(
             config.clone(),
             Arc::new(disk.clone()),
             Arc::new(clock.clone()),
+            start,
         )
-        .await
-        {
+        .await;
+        match opened {
             Ok(broker) => break broker,
             Err(e) => {
                 attempts += 1;
                 trace.event(&name, format!("open failed (attempt {attempts}): {e}"));
+                // The next attempt starts a fresh replica on the same log and listener.
+                *plane.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                let stop = stop_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(stop) = stop {
+                    stop().await;
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -295,6 +404,37 @@ async fn broker_main(
     broker::server::serve(broker, listener, std::future::pending::<()>()).await;
 }
 
+/// How a started plane is stopped: by the broker at its shutdown, or by the harness when the
+/// broker failed to open around it (the next attempt starts a fresh replica on the same log).
+type StopSlot = Arc<Mutex<Option<StopPlane>>>;
+
+/// Planes started in this process, numbering each replica (only its distinctness matters).
+static PLANE_STARTS: AtomicU32 = AtomicU32::new(0);
+
+/// `start`, the broker's own plane (its metadata replica as `faultline broker` starts it),
+/// shown to the harness as soon as it runs, before the broker has registered.
+fn watched_plane(start: StartPlane, live: LivePlane, stop_slot: StopSlot) -> StartPlane {
+    Box::new(move |ctx: PlaneContext| -> PlaneFuture {
+        Box::pin(async move {
+            let mut started = start(ctx).await?;
+            let starts = PLANE_STARTS.fetch_add(1, Ordering::SeqCst);
+            *live.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Arc::clone(&started.plane), starts));
+            *stop_slot.lock().unwrap_or_else(|e| e.into_inner()) = started.stop.take();
+            let stop: StopPlane = Box::new(move || {
+                Box::pin(async move {
+                    let stop = stop_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(stop) = stop {
+                        stop().await;
+                    }
+                })
+            });
+            started.stop = Some(stop);
+            Ok(started)
+        })
+    })
+}
+
 impl Harness for Cluster {
     fn nodes(&self) -> Vec<Node> {
         let brokers = self.brokers.iter().map(|b| Node::Broker(b.id));
@@ -308,6 +448,7 @@ impl Harness for Cluster {
         if let Node::Broker(id) = node {
             if let Some(b) = self.brokers.iter().find(|b| b.id == id) {
                 *b.live.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *b.plane.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 // The process is gone, and with it its lock on the data directory.
                 b.disk.release_locks();
             }
@@ -319,6 +460,7 @@ impl Harness for Cluster {
         if let Node::Broker(id) = node {
             if let Some(b) = self.brokers.iter().find(|b| b.id == id) {
                 *b.live.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *b.plane.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 b.disk.release_locks();
             }
         }

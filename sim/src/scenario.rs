@@ -47,6 +47,9 @@ fn default_liveness_timeout_ms() -> u64 {
 pub struct ClusterSpec {
     #[serde(default = "one")]
     pub brokers: u32,
+    /// How many of the brokers (the first ones) vote in the metadata quorum; the rest are
+    /// learners. Default: min(brokers, 3).
+    pub controllers: Option<u32>,
     /// Client nodes the workload runs on (producers and consumers are spread over them).
     #[serde(default = "one")]
     pub clients: u32,
@@ -65,6 +68,13 @@ pub struct ClusterSpec {
 
 fn one() -> u32 {
     1
+}
+
+impl ClusterSpec {
+    /// The number of voters of the metadata quorum.
+    pub fn voters(&self) -> u32 {
+        self.controllers.unwrap_or(self.brokers.min(3))
+    }
 }
 
 fn durable() -> FlushModeSpec {
@@ -121,6 +131,34 @@ pub struct WorkloadSpec {
     pub producers: Vec<ProducerSpec>,
     #[serde(default)]
     pub consumers: Vec<ConsumerSpec>,
+    /// Admin clients creating topics through the cluster while the faults strike.
+    #[serde(default)]
+    pub admins: Vec<AdminSpec>,
+}
+
+/// An admin client that creates topics `admin-<n>-<i>` one after another (CreateTopics against
+/// any broker, which forwards it to the active controller).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdminSpec {
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Topics created per simulated second, per admin.
+    pub rate: f64,
+    /// Partitions of each topic.
+    #[serde(default = "default_admin_partitions")]
+    pub partitions: i32,
+    /// The CreateTopics request's timeout (and the client's).
+    #[serde(default = "default_admin_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_admin_partitions() -> i32 {
+    3
+}
+
+fn default_admin_timeout_ms() -> u64 {
+    5_000
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -248,6 +286,11 @@ pub enum TargetSpec {
     Client(u32),
     /// `leader:<topic>/<partition>`: resolved when the fault is applied.
     Leader { topic: String, partition: i32 },
+    /// `controller`: the active controller (the metadata quorum's leader), resolved when the
+    /// fault is applied.
+    Controller,
+    /// `voters`: every voter of the metadata quorum at once (e.g. a power loss of all of them).
+    Voters,
     /// `any-broker`: the seed picks one when the schedule is made.
     AnyBroker,
     /// `any-client`: the seed picks one when the schedule is made.
@@ -258,8 +301,11 @@ impl TryFrom<String> for TargetSpec {
     type Error = String;
     fn try_from(s: String) -> Result<TargetSpec, String> {
         let expected = "expected a target: \"broker:<id>\", \"client:<n>\", \
-                        \"leader:<topic>/<partition>\", \"any-broker\" or \"any-client\"";
+                        \"leader:<topic>/<partition>\", \"controller\", \"voters\", \
+                        \"any-broker\" or \"any-client\"";
         match s.as_str() {
+            "controller" => return Ok(TargetSpec::Controller),
+            "voters" => return Ok(TargetSpec::Voters),
             "any-broker" => return Ok(TargetSpec::AnyBroker),
             "any-client" => return Ok(TargetSpec::AnyClient),
             _ => {}
@@ -305,6 +351,8 @@ impl fmt::Display for TargetSpec {
             TargetSpec::Broker(id) => write!(f, "broker:{id}"),
             TargetSpec::Client(n) => write!(f, "client:{n}"),
             TargetSpec::Leader { topic, partition } => write!(f, "leader:{topic}/{partition}"),
+            TargetSpec::Controller => f.write_str("controller"),
+            TargetSpec::Voters => f.write_str("voters"),
             TargetSpec::AnyBroker => f.write_str("any-broker"),
             TargetSpec::AnyClient => f.write_str("any-client"),
         }
@@ -426,6 +474,16 @@ pub struct Expectations {
     /// `offsets-retention-minutes`, its committed offsets must be gone (KIP-211), and not before.
     #[serde(default)]
     pub offsets_expire: bool,
+    /// `[from, to]` ms of the fault window in which the cluster must keep serving: some send
+    /// is acknowledged and some poll returns records, both within it (e.g. the partitions a
+    /// surviving broker leads while the metadata quorum has lost its majority).
+    pub serving_during: Option<[u64; 2]>,
+    /// Brokers that must be fenced during the run (some image shows them fenced after they
+    /// were serving) and serve again after the heal (unfenced). As in Kafka, a broker fenced
+    /// for a lapsed session keeps its registration: its next heartbeat, once caught up,
+    /// unfences it with the same broker epoch; only a new incarnation registers anew.
+    #[serde(default)]
+    pub fenced: Vec<u32>,
 }
 
 /// A scenario file that could not be loaded.
@@ -505,6 +563,14 @@ impl Scenario {
         }
         if self.cluster.brokers == 0 || self.cluster.brokers > 250 {
             return Err(whole("cluster.brokers must be 1..=250".into()));
+        }
+        if let Some(c) = self.cluster.controllers {
+            if c == 0 || c > self.cluster.brokers || c % 2 == 0 {
+                return Err(whole(format!(
+                    "cluster.controllers must be odd and at most cluster.brokers ({}), found {c}",
+                    self.cluster.brokers
+                )));
+            }
         }
         if self.cluster.clients == 0 || self.cluster.clients > 250 {
             return Err(whole("cluster.clients must be 1..=250".into()));

@@ -18,6 +18,13 @@ pub fn now_ms() -> u64 {
     now_us() / 1000
 }
 
+/// `SIM_TRACE_LIVE=1` echoes every trace event to stderr as it happens: a run that hangs shows
+/// where it is before the time limit ends it.
+fn live_echo() -> bool {
+    static LIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LIVE.get_or_init(|| std::env::var_os("SIM_TRACE_LIVE").is_some_and(|v| v == "1"))
+}
+
 /// One line of the trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceEvent {
@@ -57,6 +64,9 @@ impl Trace {
             node: node.into(),
             event: event.into(),
         };
+        if live_echo() {
+            eprintln!("{event}");
+        }
         self.events
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -138,6 +138,36 @@ fn the_swarm_mixes_every_fault_kind_without_a_violation() {
 }
 
 #[test]
+fn every_acknowledged_topic_survives_the_controller_crashing_during_topic_creation() {
+    passes("cluster-controller-crash-topic-creation", 1..3);
+}
+
+#[test]
+fn with_two_of_three_voters_down_no_metadata_change_is_half_applied_and_led_partitions_serve() {
+    passes("cluster-two-voters-down", 1..3);
+}
+
+#[test]
+fn a_broker_cut_off_past_its_session_is_fenced_and_unfenced_once_it_heartbeats_again() {
+    passes("cluster-broker-fenced", 1..3);
+}
+
+#[test]
+fn a_power_loss_of_every_voter_at_once_loses_nothing_committed_to_the_metadata_log() {
+    passes("cluster-voters-power-loss", 1..3);
+}
+
+#[test]
+fn a_rolling_restart_of_every_broker_loses_nothing_with_producers_consumers_and_a_group() {
+    passes("cluster-rolling-restart", 1..3);
+}
+
+#[test]
+fn the_swarm_over_three_brokers_on_a_quorum_finds_no_violation() {
+    passes("cluster-swarm", 1..3);
+}
+
+#[test]
 fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
     let (s, file) = scenario("acks-all-durable-crashes");
     let first = run(&s, &file, 7, RunOptions::default());
@@ -171,7 +201,16 @@ fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
 ///   lock, so the simulated tasks interleave differently at every disk delay. Checked: two
 ///   replays byte-identical, verdict PASS (1,673 of 1,673 sends acknowledged, one allowed
 ///   duplicate from a non-idempotent retry, as before).
-const LOCKED_TRACE_HASH: &str = "34b8ee08600cc738";
+/// - 2064a83873fdf74c: issue 10's cluster merge (ctl-image, ctl-raft, catalog, sim-cluster):
+///   the single broker runs from the cluster image on a RaftPlane quorum of one (its metadata
+///   log on the faulty disk, registration and unfencing at every start), and the trace shows
+///   each node's quorum view when it changes ("quorum term 1: controller broker-1"). Checked:
+///   two replays byte-identical, verdict PASS.
+/// - aff8d910e3c18341: that merge on main with groups-shard and logio (cluster-int), the
+///   metadata log's ballast written at each boot, group shards following the image,
+///   registration retried (cluster-sim-fix). Checked: two replays byte-identical, verdict PASS
+///   (1,749 of 1,749 sends acknowledged, one allowed duplicate from a non-idempotent retry).
+const LOCKED_TRACE_HASH: &str = "aff8d910e3c18341";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {

@@ -1,6 +1,7 @@
 //! The `faultline` command line: the broker, and Kafka's tools as subcommands.
 
 pub mod bench;
+pub mod cluster;
 pub mod consume;
 pub mod groups;
 pub mod produce;
@@ -26,7 +27,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a broker (single node; embedded defaults: 127.0.0.1:9092, ./faultline-data).
+    /// Run a broker (embedded defaults: a single node on 127.0.0.1:9092, data in ./faultline-data).
     Broker(run_broker::BrokerArgs),
     /// Create, list, describe, delete and alter topics.
     Topics(topics::TopicsArgs),
@@ -38,6 +39,8 @@ pub enum Command {
     Groups(groups::GroupsArgs),
     /// Load benchmark: produce or consume as fast as the broker goes, against a yardstick.
     Bench(bench::BenchArgs),
+    /// Start a local cluster (`up`), or describe a running one's nodes and metadata quorum.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Options every client subcommand takes.
@@ -101,6 +104,9 @@ pub async fn main(cli: Cli) -> i32 {
         }
         Command::Bench(args) => {
             bench::run(args, &mut std::io::stdout(), &mut std::io::stderr()).await
+        }
+        Command::Cluster(args) => {
+            cluster::run(args, &mut std::io::stdout(), &mut std::io::stderr()).await
         }
     }
 }

@@ -24,6 +24,19 @@ pub struct BrokerArgs {
     /// This broker's id [config: node-id]
     #[arg(long, value_name = "N")]
     pub node_id: Option<i32>,
+    /// Address this node's replica of the metadata log listens on for quorum traffic; needed
+    /// in a cluster, by voters and learners alike [config: controller-listen]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub controller_listen: Option<String>,
+    /// The metadata quorum's voters, Kafka's controller.quorum.voters form:
+    /// 1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293. A node not listed joins as a
+    /// learner. Unset: a cluster of one [config: controller-quorum]
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    pub controller_quorum: Option<String>,
+    /// This broker's rack (broker.rack): replicas of a partition go to different racks
+    /// [config: broker-rack]
+    #[arg(long, value_name = "RACK")]
+    pub broker_rack: Option<String>,
     /// TOML configuration file; flags override it
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -90,6 +103,15 @@ pub async fn effective_config(args: &BrokerArgs) -> Result<BrokerConfig, String>
     }
     if let Some(v) = &args.log_level {
         config.log_level = v.clone();
+    }
+    if let Some(v) = &args.controller_listen {
+        config.controller_listen = Some(v.clone());
+    }
+    if let Some(v) = &args.controller_quorum {
+        config.controller_quorum = Some(v.clone());
+    }
+    if let Some(v) = &args.broker_rack {
+        config.broker_rack = Some(v.clone());
     }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)

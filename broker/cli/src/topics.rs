@@ -79,13 +79,25 @@ fn topic_error(e: &TopicError) -> String {
     }
 }
 
+/// A topic's replication factor as kafka-topics.sh reports it: the replicas of its first
+/// partition.
+fn replication_factor(t: &TopicMetadata) -> usize {
+    t.partitions
+        .iter()
+        .min_by_key(|p| p.index)
+        .map_or(0, |p| p.replicas.len())
+}
+
 fn topic_json(t: &TopicMetadata) -> serde_json::Value {
     json!({
         "name": t.name,
         "id": t.id.to_string(),
+        "partition_count": t.partitions.len(),
+        "replication_factor": replication_factor(t),
         "partitions": t.partitions.iter().map(|p| json!({
             "partition": p.index,
-            "leader": p.leader,
+            // null when the partition has no leader (kafka-topics.sh says "none").
+            "leader": (p.leader >= 0).then_some(p.leader),
             "leader_epoch": p.leader_epoch,
             "replicas": p.replicas,
             "isr": p.isr,
@@ -165,12 +177,14 @@ async fn run_inner(args: TopicsArgs, out: &mut dyn Write) -> Result<(), String> 
                     .filter(|c| !c.is_default)
                     .map(|c| format!("{}={}", c.name, c.value.as_deref().unwrap_or("")))
                     .collect();
+                // kafka-topics.sh's layout, field for field.
                 writeln!(
                     out,
-                    "Topic: {}\tTopicId: {}\tPartitionCount: {}\tConfigs: {}",
+                    "Topic: {}\tTopicId: {}\tPartitionCount: {}\tReplicationFactor: {}\tConfigs: {}",
                     meta.name,
                     meta.id,
                     meta.partitions.len(),
+                    replication_factor(&meta),
                     overrides.join(",")
                 )
                 .map_err(io)?;
@@ -186,7 +200,11 @@ async fn run_inner(args: TopicsArgs, out: &mut dyn Write) -> Result<(), String> 
                         "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
                         meta.name,
                         p.index,
-                        p.leader,
+                        if p.leader >= 0 {
+                            p.leader.to_string()
+                        } else {
+                            "none".to_string()
+                        },
                         list(&p.replicas),
                         list(&p.isr)
                     )

@@ -89,7 +89,7 @@ pub enum ConfigChange {
 
 /// The broker's word on `topic`, naming the topic once: `"t": message`, or only `: message`
 /// when the broker's message already names it (Kafka's and ours do: "Topic 'a_b' collides
-/// with existing topic 'a.b'").
+/// with existing topic: a.b").
 fn about_topic(topic: &str, error: ResponseError, message: &Option<String>) -> String {
     let text = message.clone().unwrap_or_else(|| error.to_string());
     let named = [format!("\"{topic}\""), format!("'{topic}'")]

@@ -889,6 +889,11 @@ pub struct Sessions {
     /// gone with the previous process: it registers at once instead of waiting out a session
     /// no one holds (Kafka's combined mode waits `broker.session.timeout.ms` there).
     pub own_node: Option<NodeId>,
+    /// Registered brokers this controller has not heard from: when it first looked at each
+    /// (their session runs from there, as Kafka's new active controller touches every
+    /// registered broker). Kept apart from heartbeats so that looking at the own node's
+    /// registration does not count as hearing from it.
+    pub first_look_ms: BTreeMap<NodeId, i64>,
 }
 
 impl Sessions {
@@ -906,12 +911,17 @@ impl Sessions {
     }
 
     /// The time of `id`'s last contact; a broker this controller has not heard from yet starts
-    /// its session now (Kafka: a new active controller touches every registered broker).
+    /// its session now.
     fn last_contact(&mut self, id: NodeId, now_ms: i64) -> i64 {
-        *self.last_heartbeat_ms.entry(id).or_insert(now_ms)
+        match self.last_heartbeat_ms.get(&id) {
+            Some(&at) => at,
+            None => *self.first_look_ms.entry(id).or_insert(now_ms),
+        }
     }
 
-    /// Kafka's `hasValidSession`: unfenced and heard from within the session timeout.
+    /// Kafka's `hasValidSession`, asked of a registration: is another live incarnation holding
+    /// `id`? (Unfenced and heard from within the session timeout; the own node's broker only
+    /// once this controller heard from it.)
     pub fn has_valid_session(
         &mut self,
         image: &ClusterImage,
@@ -922,6 +932,19 @@ impl Sessions {
         if self.own_node == Some(id) && !self.last_heartbeat_ms.contains_key(&id) {
             return false;
         }
+        self.unexpired(image, id, settings, now_ms)
+    }
+
+    /// Unfenced, and its last contact (or this controller's first look at it) within the
+    /// session timeout. The own node counts like any other here: a new controller fencing its
+    /// own, live broker before its next heartbeat would move every leadership it holds.
+    fn unexpired(
+        &mut self,
+        image: &ClusterImage,
+        id: NodeId,
+        settings: &ControllerSettings,
+        now_ms: i64,
+    ) -> bool {
         match image.brokers.get(&id) {
             Some(broker) if !broker.fenced => {
                 self.last_contact(id, now_ms)
@@ -949,7 +972,7 @@ impl Sessions {
             .map(|b| b.id)
             .collect::<Vec<_>>()
             .into_iter()
-            .filter(|id| !self.has_valid_session(image, *id, settings, now_ms))
+            .filter(|id| !self.unexpired(image, *id, settings, now_ms))
             .collect();
         if expired.is_empty() {
             return Vec::new();
@@ -1272,6 +1295,21 @@ pub(crate) mod tests {
             c.register_as(2, incarnation),
             Err(ControllerError::DuplicateRegistration(2))
         );
+    }
+
+    #[test]
+    fn a_new_controller_does_not_fence_its_own_nodes_live_broker_before_its_next_heartbeat() {
+        let mut c = Controller::new();
+        c.up(1);
+        c.create("t", 1, 1).unwrap();
+        // Node 1's controller takes over (a failover): its broker lives on in the same process.
+        c.sessions = Sessions::for_node(1);
+        assert_eq!(c.expire(), 0, "the own node was fenced at the first look");
+        assert_eq!(c.partition("t", 0).leader, 1);
+        // Silent for a whole session from that first look, it is fenced like any broker.
+        c.now_ms += c.settings.broker_session_timeout_ms + 1;
+        assert_eq!(c.expire(), 1);
+        assert_eq!(c.partition("t", 0).leader, NO_NODE);
     }
 
     // --- Heartbeats and sessions --------------------------------------------------------

@@ -1,5 +1,9 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
 //! IncrementalAlterConfigs, AlterConfigs, DeleteRecords, DescribeCluster.
+//!
+//! Changes are requests to the active controller through the metadata plane, from any broker
+//! (Kafka forwards them to the controller); the answer comes once the change is committed and
+//! applied on this broker. Descriptions read the cluster image this broker applied.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -18,9 +22,14 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use std::collections::BTreeMap;
+
 use super::authorized_operations::Resource;
-use super::{errors, metadata, RequestContext};
+use super::{errors, RequestContext};
 use crate::config::{ConfigEntry, TopicConfigs, TOPIC_CONFIG_NAMES};
+use crate::controller::request::{
+    ControllerReply, ControllerRequest, CreatedTopic, NewPartitions, NewTopic, TopicError, TopicRef,
+};
 
 /// DescribeConfigs / IncrementalAlterConfigs resource types.
 const RESOURCE_TOPIC: i8 = 2;
@@ -38,99 +47,140 @@ fn message(s: impl ToString) -> Option<StrBytes> {
     Some(StrBytes::from_string(s.to_string()))
 }
 
+/// The configs CreateTopics v5+ answers for a created topic: every topic config, with its
+/// source.
+fn created_configs(
+    ctx: &RequestContext,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
+    let configs = TopicConfigs {
+        overrides: overrides.clone(),
+    };
+    configs
+        .describe(&ctx.broker.config)
+        .into_iter()
+        .map(|entry| {
+            CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_string(entry.name))
+                .with_value(Some(StrBytes::from_string(entry.value)))
+                .with_config_source(if entry.is_default {
+                    SOURCE_DEFAULT
+                } else {
+                    SOURCE_DYNAMIC_TOPIC
+                })
+        })
+        .collect()
+}
+
+/// Explicit replica assignments, by partition index (`None`: the request's indexes are not
+/// 0, 1, 2, ... once sorted, which Kafka refuses).
+fn assignments(
+    wanted: impl Iterator<Item = (i32, Vec<BrokerId>)>,
+) -> Option<Vec<crate::controller::image::Assignment>> {
+    let mut by_index: Vec<(i32, Vec<BrokerId>)> = wanted.collect();
+    by_index.sort_by_key(|(index, _)| *index);
+    by_index
+        .iter()
+        .enumerate()
+        .all(|(i, (index, _))| *index == i as i32)
+        .then(|| {
+            by_index
+                .into_iter()
+                .map(|(_, brokers)| brokers.into_iter().map(|b| b.0).collect())
+                .collect()
+        })
+}
+
 pub async fn create_topics(
     ctx: &RequestContext,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
-    let mut results = Vec::new();
-    for topic in request.topics {
-        let name = topic.name.to_string();
-        let mut result = CreatableTopicResult::default().with_name(topic.name.clone());
-        let configs: Vec<(String, String)> = topic
-            .configs
-            .iter()
-            .filter_map(|c| {
-                c.value
-                    .as_ref()
-                    .map(|v| (c.name.to_string(), v.to_string()))
-            })
-            .collect();
-        let outcome = if !topic.assignments.is_empty() {
-            // Manual assignment: only this broker can hold replicas.
-            let node = ctx.broker.config.node_id;
-            if topic
+    let mut results: Vec<CreatableTopicResult> = Vec::new();
+    let mut new_topics = Vec::new();
+    // Index into `results` of each topic sent to the controller.
+    let mut sent = Vec::new();
+    for topic in &request.topics {
+        let result = CreatableTopicResult::default().with_name(topic.name.clone());
+        let Some(assignments) = assignments(
+            topic
                 .assignments
                 .iter()
-                .all(|a| a.broker_ids.iter().all(|b| b.0 == node) && a.broker_ids.len() == 1)
-            {
-                ctx.broker
-                    .create_topic(
-                        &name,
-                        topic.assignments.len() as i32,
-                        1,
-                        &configs,
-                        request.validate_only,
-                    )
-                    .await
-            } else {
-                Err(crate::broker::CreateTopicError::InvalidReplicationFactor(2))
-            }
-        } else {
-            ctx.broker
-                .create_topic(
-                    &name,
-                    topic.num_partitions,
-                    topic.replication_factor,
-                    &configs,
-                    request.validate_only,
-                )
-                .await
+                .map(|a| (a.partition_index, a.broker_ids.clone())),
+        ) else {
+            results.push(
+                result
+                    .with_error_code(ResponseError::InvalidReplicaAssignment.code())
+                    .with_error_message(message("partition indexes must be 0, 1, 2, ...")),
+            );
+            continue;
         };
+        sent.push(results.len());
+        results.push(result);
+        new_topics.push(NewTopic {
+            name: topic.name.to_string(),
+            num_partitions: topic.num_partitions,
+            replication_factor: topic.replication_factor,
+            assignments,
+            configs: topic
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect(),
+        });
+    }
+    let configs: Vec<BTreeMap<String, String>> =
+        new_topics.iter().map(|t| t.configs.clone()).collect();
+    let outcome = if new_topics.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match ctx
+            .broker
+            .submit(ControllerRequest::CreateTopics {
+                topics: new_topics,
+                validate_only: request.validate_only,
+            })
+            .await
+        {
+            Ok(ControllerReply::CreateTopics(per_topic)) => Ok(per_topic),
+            Ok(other) => panic!("the controller answered CreateTopics with {other:?}"),
+            Err(e) => Err(e),
+        }
+    };
+    for (n, &at) in sent.iter().enumerate() {
+        let outcome: Result<&CreatedTopic, (ResponseError, String)> = match &outcome {
+            Ok(per_topic) => per_topic[n]
+                .1
+                .as_ref()
+                .map_err(|e| (errors::topic(e), e.to_string())),
+            Err(e) => Err((errors::admin(e), e.to_string())),
+        };
+        let mut result = std::mem::take(&mut results[at]);
         match outcome {
             Ok(created) => {
                 if ctx.version >= 5 {
-                    let described = created.configs.describe(&ctx.broker.config);
                     result = result
-                        .with_num_partitions(if request.validate_only {
-                            if topic.num_partitions == -1 {
-                                ctx.broker.config.num_partitions
-                            } else {
-                                topic.num_partitions
-                            }
-                        } else {
-                            created.partitions.len() as i32
-                        })
-                        .with_replication_factor(1)
-                        .with_configs(Some(
-                            described
-                                .into_iter()
-                                .map(|entry| {
-                                    CreatableTopicConfigs::default()
-                                        .with_name(StrBytes::from_string(entry.name))
-                                        .with_value(Some(StrBytes::from_string(entry.value)))
-                                        .with_config_source(if entry.is_default {
-                                            SOURCE_DEFAULT
-                                        } else {
-                                            SOURCE_DYNAMIC_TOPIC
-                                        })
-                                })
-                                .collect(),
-                        ));
+                        .with_num_partitions(created.num_partitions)
+                        .with_replication_factor(created.replication_factor)
+                        .with_configs(Some(created_configs(ctx, &configs[n])));
                 }
                 if ctx.version >= 7 {
                     result = result.with_topic_id(created.id);
                 }
             }
-            Err(e) => {
+            Err((error, text)) => {
                 result = result
-                    .with_error_code(errors::create_topic(&e).code())
-                    .with_error_message(message(&e));
+                    .with_error_code(error.code())
+                    .with_error_message(message(text));
                 if ctx.version >= 5 {
                     result = result.with_num_partitions(-1).with_replication_factor(-1);
                 }
             }
         }
-        results.push(result);
+        results[at] = result;
     }
     CreateTopicsResponse::default().with_topics(results)
 }
@@ -140,37 +190,64 @@ pub async fn delete_topics(
     request: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6+ in `topics` (by name or id).
-    let mut wanted: Vec<(Option<String>, uuid::Uuid)> = request
+    let mut wanted: Vec<TopicRef> = request
         .topic_names
         .iter()
-        .map(|n| (Some(n.to_string()), uuid::Uuid::nil()))
+        .map(|n| TopicRef::Name(n.to_string()))
         .collect();
-    wanted.extend(
-        request
-            .topics
-            .iter()
-            .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id)),
-    );
+    wanted.extend(request.topics.iter().map(|t| match &t.name {
+        Some(name) => TopicRef::Name(name.to_string()),
+        None => TopicRef::Id(t.topic_id),
+    }));
+    let image = ctx.broker.image();
+    let names: Vec<Option<String>> = wanted
+        .iter()
+        .map(|r| match r {
+            TopicRef::Name(name) => Some(name.clone()),
+            TopicRef::Id(id) => image.topic_names.get(id).cloned(),
+        })
+        .collect();
+    let outcome = if wanted.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match ctx
+            .broker
+            .submit(ControllerRequest::DeleteTopics {
+                topics: wanted.clone(),
+            })
+            .await
+        {
+            Ok(ControllerReply::DeleteTopics(per_topic)) => Ok(per_topic),
+            Ok(other) => panic!("the controller answered DeleteTopics with {other:?}"),
+            Err(e) => Err(e),
+        }
+    };
     let mut responses = Vec::new();
-    for (name, id) in wanted {
-        let name = name.or_else(|| ctx.broker.topic_by_id(id).map(|t| t.name.clone()));
+    for (n, (topic_ref, name)) in wanted.iter().zip(names).enumerate() {
         let mut result = DeletableTopicResult::default()
-            .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
-        match name {
-            None => result = result.with_error_code(ResponseError::UnknownTopicId.code()),
-            Some(name) => match ctx.broker.delete_topic(&name).await {
-                Ok(topic_id) => {
-                    if ctx.version >= 6 {
-                        result = result.with_topic_id(topic_id);
-                    }
+            .with_name(name.map(|n| TopicName(StrBytes::from_string(n))));
+        let outcome: Result<uuid::Uuid, (ResponseError, String)> = match &outcome {
+            Ok(per_topic) => per_topic[n].1.as_ref().copied().map_err(|e| {
+                let error = match (e, topic_ref) {
+                    (TopicError::UnknownTopic, TopicRef::Id(_)) => ResponseError::UnknownTopicId,
+                    _ => errors::topic(e),
+                };
+                (error, e.to_string())
+            }),
+            Err(e) => Err((errors::admin(e), e.to_string())),
+        };
+        match outcome {
+            Ok(topic_id) => {
+                if ctx.version >= 6 {
+                    result = result.with_topic_id(topic_id);
                 }
-                Err(e) => {
-                    result = result.with_error_code(errors::topic_change(&e).code());
-                    if ctx.version >= 5 {
-                        result = result.with_error_message(message(&e));
-                    }
+            }
+            Err((error, text)) => {
+                result = result.with_error_code(error.code());
+                if ctx.version >= 5 {
+                    result = result.with_error_message(message(text));
                 }
-            },
+            }
         }
         responses.push(result);
     }
@@ -181,26 +258,48 @@ pub async fn create_partitions(
     ctx: &RequestContext,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
+    let wanted: Vec<NewPartitions> = request
+        .topics
+        .iter()
+        .map(|topic| NewPartitions {
+            topic: topic.name.to_string(),
+            count: topic.count,
+            assignments: topic
+                .assignments
+                .iter()
+                .flatten()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect(),
+        })
+        .collect();
+    let outcome = if wanted.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match ctx
+            .broker
+            .submit(ControllerRequest::CreatePartitions {
+                topics: wanted,
+                validate_only: request.validate_only,
+            })
+            .await
+        {
+            Ok(ControllerReply::CreatePartitions(per_topic)) => Ok(per_topic),
+            Ok(other) => panic!("the controller answered CreatePartitions with {other:?}"),
+            Err(e) => Err(e),
+        }
+    };
     let mut results = Vec::new();
-    for topic in request.topics {
+    for (n, topic) in request.topics.iter().enumerate() {
         let mut result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-        let node = ctx.broker.config.node_id;
-        let bad_assignment = topic.assignments.as_ref().is_some_and(|a| {
-            a.iter()
-                .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
-        });
-        let outcome = if bad_assignment {
-            Err((
-                ResponseError::InvalidReplicaAssignment,
-                format!("only broker {node} exists"),
-            ))
-        } else {
-            ctx.broker
-                .create_partitions(&topic.name, topic.count, request.validate_only)
-                .await
-                .map_err(|e| (errors::topic_change(&e), e.to_string()))
+        let failed = match &outcome {
+            Ok(per_topic) => per_topic[n]
+                .1
+                .as_ref()
+                .err()
+                .map(|e| (errors::topic(e), e.to_string())),
+            Err(e) => Some((errors::admin(e), e.to_string())),
         };
-        if let Err((error, text)) = outcome {
+        if let Some((error, text)) = failed {
             result = result
                 .with_error_code(error.code())
                 .with_error_message(message(text));
@@ -228,8 +327,11 @@ pub async fn describe_configs(
         let entries: Result<Vec<ConfigEntry>, (ResponseError, String)> = match resource
             .resource_type
         {
-            RESOURCE_TOPIC => match ctx.broker.topic(resource.resource_name.as_str()) {
-                Some(topic) => Ok(topic.configs.describe(&ctx.broker.config)),
+            RESOURCE_TOPIC => match ctx.broker.image().topic(resource.resource_name.as_str()) {
+                Some(topic) => Ok(TopicConfigs {
+                    overrides: topic.configs.clone(),
+                }
+                .describe(&ctx.broker.config)),
                 None => Err((
                     ResponseError::UnknownTopicOrPartition,
                     format!("unknown topic {}", resource.resource_name.as_str()),
@@ -337,15 +439,20 @@ async fn alter_topic_resource(
         ));
     }
     let name = resource_name.to_string();
-    let topic = ctx.broker.topic(&name).ok_or((
-        ResponseError::UnknownTopicOrPartition,
-        format!("unknown topic {name}"),
-    ))?;
-    let configs = change(&topic.configs)?;
+    let current = ctx
+        .broker
+        .image()
+        .topic(&name)
+        .map(|t| t.configs.clone())
+        .ok_or((
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic {name}"),
+        ))?;
+    let configs = change(&TopicConfigs { overrides: current })?;
     ctx.broker
         .set_topic_configs(&name, configs, validate_only)
         .await
-        .map_err(|e| (errors::topic_change(&e), e.to_string()))
+        .map_err(|e| (errors::admin(&e), e.to_string()))
 }
 
 pub async fn incremental_alter_configs(
@@ -425,11 +532,9 @@ pub async fn delete_records(
             let mut result = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
-            match ctx.broker.partition(&topic.name, p.partition_index) {
-                None => {
-                    result = result.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                }
-                Some(partition) => {
+            match ctx.broker.leader_partition(&topic.name, p.partition_index) {
+                Err(e) => result = result.with_error_code(errors::route(&e).code()),
+                Ok(partition) => {
                     // A log a full disk took offline recovers without free space, and deleting
                     // records is how the operator frees it: do not wait for the maintenance.
                     partition.recover_if_offline().await;
@@ -469,18 +574,33 @@ pub fn describe_cluster(
     ctx: &RequestContext,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let (host, port) = metadata::advertised_host_port(ctx);
-    let node = BrokerId(ctx.broker.config.node_id);
+    let image = ctx.broker.image();
+    let controller = ctx.broker.plane().quorum_status().active_controller;
+    // v2 (KIP-1073) may ask for fenced brokers too, flagged.
+    let include_fenced = ctx.version >= 2 && request.include_fenced_brokers;
+    let brokers = image
+        .brokers
+        .values()
+        .filter(|b| include_fenced || !b.fenced)
+        .map(|b| {
+            let mut entry = DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.endpoint.host.clone()))
+                .with_port(i32::from(b.endpoint.port))
+                .with_rack(b.rack.clone().map(StrBytes::from_string));
+            if ctx.version >= 2 {
+                entry = entry.with_is_fenced(b.fenced);
+            }
+            entry
+        })
+        .collect();
     DescribeClusterResponse::default()
-        .with_cluster_id(StrBytes::from_string(ctx.broker.cluster_id().to_string()))
-        .with_controller_id(node)
+        .with_cluster_id(StrBytes::from_string(image.cluster_id.clone()))
+        .with_controller_id(BrokerId(controller.unwrap_or(crate::controller::NO_NODE)))
         .with_cluster_authorized_operations(
             Resource::Cluster.answer(request.include_cluster_authorized_operations),
         )
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(node)
-            .with_host(StrBytes::from_string(host))
-            .with_port(port)])
+        .with_brokers(brokers)
 }
 
 /// AlterConfigs (the older, non-incremental API, which rust-rdkafka's admin client uses): the

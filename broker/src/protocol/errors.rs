@@ -2,8 +2,9 @@
 
 use kafka_protocol::error::ResponseError;
 
-use crate::broker::{CreateTopicError, TopicChangeError};
+use crate::broker::{AdminError, RouteError};
 use crate::compression::RecompressError;
+use crate::controller::request::{ControllerError, TopicError};
 use crate::log::batch::BatchError;
 use crate::log::{AppendError, DeleteRecordsError, ReadError};
 use crate::partition::ProduceError;
@@ -52,25 +53,50 @@ pub fn delete_records(e: &DeleteRecordsError) -> ResponseError {
     }
 }
 
-pub fn create_topic(e: &CreateTopicError) -> ResponseError {
+/// A topic or config resource the controller refused.
+pub fn topic(e: &TopicError) -> ResponseError {
     match e {
-        CreateTopicError::InvalidName(..) | CreateTopicError::Collides { .. } => {
-            ResponseError::InvalidTopicException
-        }
-        CreateTopicError::Exists(_) => ResponseError::TopicAlreadyExists,
-        CreateTopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        CreateTopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
-        CreateTopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        CreateTopicError::Storage(_) => ResponseError::KafkaStorageError,
+        TopicError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::UnknownTopic => ResponseError::UnknownTopicOrPartition,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        TopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::InvalidRequest(_) => ResponseError::InvalidRequest,
     }
 }
 
-pub fn topic_change(e: &TopicChangeError) -> ResponseError {
+/// A request to the active controller that failed as a whole. Kafka answers a forwarded admin
+/// request whose controller is unreachable with REQUEST_TIMED_OUT (retriable: nothing of it was
+/// committed, or all of it and a retry sees it).
+pub fn controller(e: &ControllerError) -> ResponseError {
     match e {
-        TopicChangeError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-        TopicChangeError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        TopicChangeError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        TopicChangeError::Storage(_) => ResponseError::KafkaStorageError,
+        ControllerError::NotController(_) => ResponseError::NotController,
+        ControllerError::Unavailable(_) => ResponseError::RequestTimedOut,
+        ControllerError::StaleBrokerEpoch { .. } => ResponseError::StaleBrokerEpoch,
+        ControllerError::NotRegistered(_) => ResponseError::BrokerIdNotRegistered,
+        ControllerError::DuplicateRegistration(_) => ResponseError::DuplicateBrokerRegistration,
+        ControllerError::ProducerIdsExhausted => ResponseError::UnknownServerError,
+    }
+}
+
+/// An admin change through the broker (create, delete, grow a topic, change configs).
+pub fn admin(e: &AdminError) -> ResponseError {
+    match e {
+        AdminError::Topic(e) => topic(e),
+        AdminError::Controller(e) => controller(e),
+        AdminError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// A partition request that this broker cannot serve as leader.
+pub fn route(e: &RouteError) -> ResponseError {
+    match e {
+        RouteError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        RouteError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        RouteError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
+        RouteError::NotOpen => ResponseError::KafkaStorageError,
     }
 }
 
@@ -93,10 +119,10 @@ pub fn sequence(e: &SequenceError) -> ResponseError {
 }
 
 /// InitProducerId without an id to give. Kafka answers COORDINATOR_LOAD_IN_PROGRESS while its
-/// producer-id manager waits for a new block; every client retries it.
+/// producer-id manager waits for a new block from the controller; every client retries it.
 pub fn allocate_producer_id(e: &AllocateError) -> ResponseError {
     match e {
-        AllocateError::Storage(_) => ResponseError::CoordinatorLoadInProgress,
+        AllocateError::Unavailable(_) => ResponseError::CoordinatorLoadInProgress,
         AllocateError::Exhausted => ResponseError::UnknownServerError,
     }
 }

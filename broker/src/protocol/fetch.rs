@@ -1,6 +1,9 @@
 //! Fetch: whole stored batches from each partition, up to the high watermark, with long
 //! polling (`max_wait_ms` / `min_bytes`) and the response and partition byte limits.
 //!
+//! Only the partition's leader serves consumers: another broker's partition answers
+//! NOT_LEADER_OR_FOLLOWER with the current leader (v12+) and its endpoint (KIP-951, v16+).
+//!
 //! Fetch sessions (KIP-227) are answered sessionless: session id 0 and full responses, which
 //! every client accepts. A client that believes it holds a session gets
 //! FETCH_SESSION_ID_NOT_FOUND and starts over.
@@ -10,10 +13,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 
 use super::{errors, Reply, RequestContext};
+use crate::broker::RouteError;
 use crate::partition::Partition;
 use crate::replica::{FetchBound, Wakeups};
 
@@ -23,16 +30,20 @@ struct Wanted {
     partition: i32,
     fetch_offset: i64,
     max_bytes: i32,
+    /// This broker's replica if it leads the partition, else where the fetch should go.
+    resolved: Result<Arc<Partition>, RouteError>,
 }
 
-/// A requested topic: its name (v < 13) or id (v13+), and what it resolved to.
-type RequestedTopic = (TopicName, uuid::Uuid, Option<Arc<crate::broker::Topic>>);
+/// A requested topic: its name (v < 13) or id (v13+), and whether this broker knows it.
+type RequestedTopic = (TopicName, uuid::Uuid, bool);
 
 struct Plan {
     topics: Vec<RequestedTopic>,
     partitions: Vec<Wanted>,
     max_bytes: usize,
     version: i16,
+    /// KIP-951 (v16+): the endpoints of the leaders named in NOT_LEADER_OR_FOLLOWER answers.
+    leader_endpoints: Vec<NodeEndpoint>,
 }
 
 /// Reads every wanted partition once; returns the response and the bytes it carries.
@@ -41,23 +52,35 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
     let mut total = 0usize;
     let mut by_topic: Vec<Vec<PartitionData>> = vec![Vec::new(); plan.topics.len()];
     for wanted in &plan.partitions {
-        let (_, _, topic) = &plan.topics[wanted.topic_index];
+        let (_, _, known) = &plan.topics[wanted.topic_index];
         let mut data = PartitionData::default()
             .with_partition_index(wanted.partition)
             .with_high_watermark(-1);
-        let partition = topic.as_ref().and_then(|t| {
-            usize::try_from(wanted.partition)
-                .ok()
-                .and_then(|i| t.partitions.get(i))
-        });
-        let Some(partition) = partition else {
-            let error = if topic.is_none() && plan.version >= 13 {
-                ResponseError::UnknownTopicId
-            } else {
-                ResponseError::UnknownTopicOrPartition
-            };
-            by_topic[wanted.topic_index].push(data.with_error_code(error.code()));
-            continue;
+        let partition = match &wanted.resolved {
+            Ok(partition) => partition,
+            Err(e) => {
+                let error = if !known && plan.version >= 13 {
+                    ResponseError::UnknownTopicId
+                } else {
+                    errors::route(e)
+                };
+                if let (
+                    RouteError::NotLeader {
+                        leader,
+                        leader_epoch,
+                    },
+                    true,
+                ) = (e, plan.version >= 12)
+                {
+                    data = data.with_current_leader(
+                        LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(*leader))
+                            .with_leader_epoch(*leader_epoch),
+                    );
+                }
+                by_topic[wanted.topic_index].push(data.with_error_code(error.code()));
+                continue;
+            }
         };
         let high_watermark = partition.high_watermark();
         data = data
@@ -122,7 +145,11 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
             t
         })
         .collect();
-    (FetchResponse::default().with_responses(responses), total)
+    let mut response = FetchResponse::default().with_responses(responses);
+    if plan.version >= 16 {
+        response = response.with_node_endpoints(plan.leader_endpoints.clone());
+    }
+    (response, total)
 }
 
 fn has_errors(response: &FetchResponse) -> bool {
@@ -148,23 +175,46 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
             usize::MAX
         },
         version: ctx.version,
+        leader_endpoints: Vec::new(),
     };
+    let image = broker.image();
+    let mut leaders = std::collections::BTreeSet::new();
     for (topic_index, topic) in request.topics.into_iter().enumerate() {
-        let resolved = if ctx.version >= 13 {
-            broker.topic_by_id(topic.topic_id)
+        let name = if ctx.version >= 13 {
+            image.topic_names.get(&topic.topic_id).cloned()
         } else {
-            broker.topic(&topic.topic)
+            Some(topic.topic.to_string())
         };
         for p in topic.partitions {
+            let resolved = match &name {
+                Some(name) => broker.leader_partition(name, p.partition),
+                None => Err(RouteError::UnknownTopicOrPartition),
+            };
+            if let Err(RouteError::NotLeader { leader, .. }) = &resolved {
+                leaders.insert(*leader);
+            }
             plan.partitions.push(Wanted {
                 topic_index,
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
+                resolved,
             });
         }
-        plan.topics.push((topic.topic, topic.topic_id, resolved));
+        let known = name.as_ref().is_some_and(|n| image.topic(n).is_some());
+        plan.topics.push((topic.topic, topic.topic_id, known));
     }
+    plan.leader_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| image.brokers.get(&id))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.endpoint.host.clone()))
+                .with_port(i32::from(b.endpoint.port))
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
     let (response, total) = read_all(&plan).await;
     let min_bytes = request.min_bytes.max(0) as usize;
     if request.max_wait_ms <= 0 || total >= min_bytes.max(1) || has_errors(&response) {
@@ -176,11 +226,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
     let watched: Vec<Arc<Partition>> = plan
         .partitions
         .iter()
-        .filter_map(|wanted| {
-            let topic = plan.topics[wanted.topic_index].2.as_ref()?;
-            let index = usize::try_from(wanted.partition).ok()?;
-            topic.partitions.get(index).cloned()
-        })
+        .filter_map(|wanted| wanted.resolved.as_ref().ok().cloned())
         .collect();
     let fallback = error_response(&plan);
     let broker = Arc::clone(&ctx.broker);

@@ -8,8 +8,9 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::advertised_host_port;
 use super::RequestContext;
+use crate::controller::image::ClusterImage;
+use crate::group::offsets::OFFSETS_TOPIC;
 
 const KEY_TYPE_GROUP: i8 = 0;
 
@@ -20,36 +21,50 @@ struct Found {
     port: i32,
 }
 
-/// The leader of offsets partition `partition`, as clients reach it, or `None` if it has no
-/// leader now (COORDINATOR_NOT_AVAILABLE: the client asks again). A single broker leads every
-/// partition; in a cluster this is the partition's leader in the image and its advertised
-/// endpoint.
-fn offsets_partition_leader(ctx: &RequestContext, partition: i32) -> Option<Found> {
-    assert!(partition >= 0);
-    let (host, port) = advertised_host_port(ctx);
+/// The leader of offsets partition `partition` in `image` and the endpoint clients reach it
+/// at, or `None` if the topic does not exist yet or the partition has no unfenced leader now
+/// (COORDINATOR_NOT_AVAILABLE: the client asks again).
+fn offsets_partition_leader(image: &ClusterImage, partition: i32) -> Option<Found> {
+    let index = usize::try_from(partition).expect("partition_for gives an index");
+    let leader = image.topic(OFFSETS_TOPIC)?.partitions.get(index)?.leader;
+    let broker = image.brokers.get(&leader).filter(|b| !b.fenced)?;
     Some(Found {
-        node: BrokerId(ctx.broker.config.node_id),
-        host,
-        port,
+        node: BrokerId(broker.id),
+        host: broker.endpoint.host.clone(),
+        port: i32::from(broker.endpoint.port),
     })
 }
 
 /// The coordinator of `key`, or the error to answer it with.
-fn find(ctx: &RequestContext, key_type: i8, key: &str) -> Result<Found, ResponseError> {
+fn find(
+    ctx: &RequestContext,
+    image: &ClusterImage,
+    key_type: i8,
+    key: &str,
+) -> Result<Found, ResponseError> {
     if key_type != KEY_TYPE_GROUP {
         return Err(ResponseError::CoordinatorNotAvailable);
     }
     let partition = ctx.broker.groups().partition_for(key);
-    offsets_partition_leader(ctx, partition).ok_or(ResponseError::CoordinatorNotAvailable)
+    offsets_partition_leader(image, partition).ok_or(ResponseError::CoordinatorNotAvailable)
 }
 
-pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub async fn handle(
+    ctx: &RequestContext,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    // Kafka creates the offsets topic when a coordinator is first looked for; until it exists
+    // (or if creating it failed) the answer is COORDINATOR_NOT_AVAILABLE.
+    if let Err(e) = ctx.broker.offsets_topic().await {
+        tracing::warn!(%e, "{OFFSETS_TOPIC} not created");
+    }
+    let image = ctx.broker.image();
     if ctx.version >= 4 {
         let coordinators = request
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let found = find(ctx, request.key_type, &key);
+                let found = find(ctx, &image, request.key_type, &key);
                 let coordinator = Coordinator::default().with_key(key);
                 match found {
                     Ok(found) => coordinator
@@ -66,7 +81,7 @@ pub fn handle(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoor
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    match find(ctx, request.key_type, &request.key) {
+    match find(ctx, &image, request.key_type, &request.key) {
         Ok(found) => FindCoordinatorResponse::default()
             .with_node_id(found.node)
             .with_host(StrBytes::from_string(found.host))

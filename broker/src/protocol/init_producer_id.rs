@@ -1,4 +1,5 @@
-//! InitProducerId (v0–4): a producer id for an idempotent producer.
+//! InitProducerId (v0–4): a producer id for an idempotent producer, from the blocks the active
+//! controller hands this broker (AllocateProducerIds), so ids are unique across the cluster.
 //!
 //! Without a transactional id Kafka "always blindly accepts the request and returns a new
 //! producerId" with epoch 0 (`TransactionCoordinator.handleInitProducerId`), including when the
@@ -40,7 +41,7 @@ pub async fn handle(
     if (claimed.0 == NO_PRODUCER_ID) != (claimed.1 == NO_PRODUCER_EPOCH) {
         return failed(ResponseError::InvalidRequest);
     }
-    match ctx.broker.producer_ids().allocate().await {
+    match ctx.broker.allocate_producer_id().await {
         Ok(producer_id) => {
             tracing::debug!(peer = %ctx.peer, client_id = ?ctx.client_id, producer_id,
                 previous = ?(claimed.0 != NO_PRODUCER_ID).then_some(claimed), "producer id allocated");

@@ -20,10 +20,12 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
         for p in topic.partitions {
             let mut response =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-            let Some(partition) = ctx.broker.partition(&topic.name, p.partition_index) else {
-                partitions
-                    .push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
-                continue;
+            let partition = match ctx.broker.leader_partition(&topic.name, p.partition_index) {
+                Ok(partition) => partition,
+                Err(e) => {
+                    partitions.push(response.with_error_code(errors::route(&e).code()));
+                    continue;
+                }
             };
             let high_watermark = partition.high_watermark();
             let found: Result<Option<(u64, i64)>, ResponseError> = match p.timestamp {

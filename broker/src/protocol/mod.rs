@@ -13,6 +13,7 @@ pub mod api_versions;
 pub mod authorized_operations;
 pub mod delete_groups;
 pub mod describe_groups;
+pub mod describe_quorum;
 pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
@@ -284,10 +285,9 @@ pub async fn handle_request(
             &ctx,
             decode(api_key, version, body)?,
         )),
-        ApiKey::FindCoordinator => ctx.now(&find_coordinator::handle(
-            &ctx,
-            decode(api_key, version, body)?,
-        )),
+        ApiKey::FindCoordinator => {
+            ctx.now(&find_coordinator::handle(&ctx, decode(api_key, version, body)?).await)
+        }
         ApiKey::JoinGroup => join_group::handle(&ctx, decode(api_key, version, body)?).await,
         ApiKey::SyncGroup => sync_group::handle(&ctx, decode(api_key, version, body)?).await,
         ApiKey::Heartbeat => ctx.now(&heartbeat::handle(&ctx, decode(api_key, version, body)?)),

@@ -9,18 +9,26 @@
 //! retry of a batch already in the log is answered with the original's base offset and error
 //! NONE, as Kafka does, and waits for the original's durability under acks=all.
 //!
+//! Only the partition's leader appends: another broker's partition answers
+//! NOT_LEADER_OR_FOLLOWER with the current leader and its endpoint (KIP-951, v10+), a partition
+//! with no leader LEADER_NOT_AVAILABLE.
+//!
 //! The appends themselves (phase one) run inline in the connection's request order, so two
 //! produce requests on one connection land in the order they were sent.
 
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{errors, Reply, RequestContext};
+use crate::broker::RouteError;
 use crate::compression;
+use crate::controller::NodeId;
 use crate::log::{AppendError, AppendInfo};
 use crate::partition::Partition;
 use crate::partition::ProduceError;
@@ -29,6 +37,8 @@ struct Outcome {
     index: i32,
     result: Result<AppendInfo, (ResponseError, Option<String>)>,
     partition: Option<Arc<Partition>>,
+    /// The partition's current leader and epoch, for NOT_LEADER_OR_FOLLOWER (KIP-951, v10+).
+    current_leader: Option<(NodeId, i32)>,
 }
 
 fn partition_response(version: i16, outcome: &Outcome) -> PartitionProduceResponse {
@@ -49,25 +59,62 @@ fn partition_response(version: i16, outcome: &Outcome) -> PartitionProduceRespon
             }
         }
     }
+    if let (Some((leader, epoch)), true) = (outcome.current_leader, version >= 10) {
+        response = response.with_current_leader(
+            LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(leader))
+                .with_leader_epoch(epoch),
+        );
+    }
     response
 }
 
-fn response(version: i16, topics: &[(TopicName, Vec<Outcome>)]) -> ProduceResponse {
-    ProduceResponse::default().with_responses(
-        topics
-            .iter()
-            .map(|(name, outcomes)| {
-                TopicProduceResponse::default()
-                    .with_name(name.clone())
-                    .with_partition_responses(
-                        outcomes
-                            .iter()
-                            .map(|o| partition_response(version, o))
-                            .collect(),
-                    )
-            })
-            .collect(),
-    )
+/// KIP-951: the endpoints of the leaders named in NOT_LEADER_OR_FOLLOWER answers (v10+).
+fn node_endpoints(ctx: &RequestContext, topics: &[(TopicName, Vec<Outcome>)]) -> Vec<NodeEndpoint> {
+    if ctx.version < 10 {
+        return Vec::new();
+    }
+    let leaders: std::collections::BTreeSet<NodeId> = topics
+        .iter()
+        .flat_map(|(_, outcomes)| outcomes.iter().filter_map(|o| o.current_leader))
+        .map(|(leader, _)| leader)
+        .collect();
+    let image = ctx.broker.image();
+    leaders
+        .into_iter()
+        .filter_map(|id| image.brokers.get(&id))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.endpoint.host.clone()))
+                .with_port(i32::from(b.endpoint.port))
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect()
+}
+
+fn response(
+    version: i16,
+    topics: &[(TopicName, Vec<Outcome>)],
+    endpoints: Vec<NodeEndpoint>,
+) -> ProduceResponse {
+    ProduceResponse::default()
+        .with_node_endpoints(endpoints)
+        .with_responses(
+            topics
+                .iter()
+                .map(|(name, outcomes)| {
+                    TopicProduceResponse::default()
+                        .with_name(name.clone())
+                        .with_partition_responses(
+                            outcomes
+                                .iter()
+                                .map(|o| partition_response(version, o))
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
 }
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
@@ -83,6 +130,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 index,
                 result: Err((error, message)),
                 partition: None,
+                current_leader: None,
             };
             if !valid_acks {
                 outcomes.push(fail(
@@ -98,9 +146,20 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 ));
                 continue;
             }
-            let Some(partition) = ctx.broker.partition(&name, index) else {
-                outcomes.push(fail(ResponseError::UnknownTopicOrPartition, None));
-                continue;
+            let partition = match ctx.broker.leader_partition(&name, index) {
+                Ok(partition) => partition,
+                Err(e) => {
+                    let mut outcome = fail(errors::route(&e), None);
+                    if let RouteError::NotLeader {
+                        leader,
+                        leader_epoch,
+                    } = e
+                    {
+                        outcome.current_leader = Some((leader, leader_epoch));
+                    }
+                    outcomes.push(outcome);
+                    continue;
+                }
             };
             let Some(records) = data.records else {
                 outcomes.push(fail(
@@ -135,7 +194,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 partition.append_unexposed(&mut bytes).await
             };
             outcomes.push(match result {
-                Ok(info) => Outcome { index, result: Ok(info), partition: Some(partition) },
+                Ok(info) => Outcome { index, result: Ok(info), partition: Some(partition), current_leader: None },
                 Err(e) => {
                     if let ProduceError::Append(AppendError::InvalidBatch(_)) | ProduceError::Sequence(_) = e {
                         tracing::debug!(peer = %ctx.peer, topic = %name, partition = index, %e, "refused a produce");
@@ -147,6 +206,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
         topics.push((topic.name, outcomes));
     }
     let version = ctx.version;
+    let endpoints = node_endpoints(ctx, &topics);
     match acks {
         0 => Reply::None,
         -1 => {
@@ -167,7 +227,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                             }
                         }
                     }
-                    response(version, &topics)
+                    response(version, &topics, endpoints)
                 },
                 move |error| {
                     let failed: Vec<(TopicName, Vec<Outcome>)> = requested
@@ -179,15 +239,16 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                                     index,
                                     result: Err((error, None)),
                                     partition: None,
+                                    current_leader: None,
                                 })
                                 .collect();
                             (name, outcomes)
                         })
                         .collect();
-                    response(version, &failed)
+                    response(version, &failed, Vec::new())
                 },
             )
         }
-        _ => ctx.now(&response(version, &topics)),
+        _ => ctx.now(&response(version, &topics, endpoints)),
     }
 }

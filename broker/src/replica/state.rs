@@ -77,7 +77,9 @@ pub struct ReplicaState {
     followers: BTreeMap<BrokerId, FollowerProgress>,
     /// The in-sync replicas, this broker included, as the leader last had them accepted.
     isr: BTreeSet<BrokerId>,
-    /// While offline: the role held before, resumed once the log is recovered in place.
+    /// Set while the log is failed or being recovered (the role is then `Offline`): the role to
+    /// resume once it is recovered in place; `Offline` if it had never been told one. A role
+    /// given meanwhile (the catalog applies every new image) replaces it.
     resume_as: Option<Role>,
 }
 
@@ -198,7 +200,8 @@ impl ReplicaState {
             isr.iter().all(|r| replicas.contains(r)),
             "every ISR member is a replica"
         );
-        let new_epoch = epoch > self.leader_epoch || self.role != Role::Leader;
+        let new_epoch =
+            epoch > self.leader_epoch || self.resume_as.unwrap_or(self.role) != Role::Leader;
         if new_epoch {
             // Followers' progress from an earlier leadership says nothing about this one.
             self.followers.clear();
@@ -218,8 +221,7 @@ impl ReplicaState {
         self.followers = followers;
         self.isr = isr.iter().copied().collect();
         self.leader_epoch = epoch;
-        self.role = Role::Leader;
-        self.resume_as = None;
+        self.take_role(Role::Leader);
         self.high_watermark = self.high_watermark.min(self.local.log_end_offset);
         assert!(self.high_watermark <= self.local.log_end_offset);
         assert!(self.isr.contains(&self.local_id));
@@ -233,8 +235,7 @@ impl ReplicaState {
             epoch,
             self.role == Role::Follower { leader } || self.role == Role::Offline,
         );
-        self.role = Role::Follower { leader };
-        self.resume_as = None;
+        self.take_role(Role::Follower { leader });
         self.leader_epoch = epoch;
         self.followers.clear();
         self.isr.clear();
@@ -245,9 +246,24 @@ impl ReplicaState {
     /// The local log cannot be served (a disk failure). The epoch, HW, followers and ISR are
     /// kept: the replica resumes with them once the log is recovered.
     pub fn go_offline(&mut self) {
-        if self.role != Role::Offline {
+        if self.resume_as.is_none() {
             self.resume_as = Some(self.role);
             self.role = Role::Offline;
+        }
+    }
+
+    /// Takes `role` now, or once the log is recovered if it is offline.
+    fn take_role(&mut self, role: Role) {
+        match self.resume_as {
+            Some(_) => {
+                assert_eq!(
+                    self.role,
+                    Role::Offline,
+                    "a replica resuming later is offline"
+                );
+                self.resume_as = Some(role);
+            }
+            None => self.role = role,
         }
     }
 
@@ -592,5 +608,35 @@ mod tests {
         s.go_offline();
         s.come_back_online();
         assert_eq!(s.role(), Role::Follower { leader: 2 });
+    }
+
+    #[test]
+    fn a_role_given_while_the_log_is_being_recovered_is_taken_when_it_comes_back() {
+        // The catalog applies the image whenever it changes, so it can hand a role to a replica
+        // whose log is being reopened: the replica stays offline and resumes in the new role.
+        let mut s = ReplicaState::sole_leader(ME, 2, HighWatermarkBasis::LogEnd, log(10, 10));
+        s.go_offline();
+        s.become_leader(3, &[ME], &[ME]);
+        assert_eq!(s.role(), Role::Offline);
+        assert_eq!(s.maybe_increment_high_watermark(), None);
+        s.become_follower(4, 2);
+        assert_eq!(s.role(), Role::Offline);
+        s.come_back_online();
+        assert_eq!(s.role(), Role::Follower { leader: 2 });
+        assert_eq!(s.leader_epoch(), 4);
+    }
+
+    #[test]
+    fn a_replica_never_told_its_role_that_goes_offline_takes_the_role_given_meanwhile() {
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(5, 5));
+        s.go_offline();
+        s.become_leader(1, &[ME], &[ME]);
+        assert_eq!(s.role(), Role::Offline);
+        s.come_back_online();
+        assert_eq!(s.role(), Role::Leader);
+        let mut untold = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(5, 5));
+        untold.go_offline();
+        untold.come_back_online();
+        assert_eq!(untold.role(), Role::Offline, "still waiting to be told");
     }
 }

@@ -1,51 +1,48 @@
-//! Producer ids, handed out by InitProducerId and never reused.
+//! Producer ids, handed out by InitProducerId and never reused in the cluster.
 //!
 //! A reused producer id would let a new producer's batches be taken for retries of an old one's
-//! (or be fenced by its epoch). Ids are therefore reserved in blocks of [`BLOCK_SIZE`] (as
-//! Kafka's producer-id manager reserves 1000 at a time): before the first id of a block is handed
-//! out, the end of the block is written to `<data-dir>/producer-ids` with
-//! [`disk::write_file_atomic`]. A restart, clean or not, continues after the last block
-//! reserved, skipping whatever of it was not handed out. At most one write per 1000 ids.
+//! (or be fenced by its epoch). The active controller hands each broker blocks of ids (Kafka's
+//! AllocateProducerIds, 1000 at a time), committed in the metadata log before the broker sees
+//! them, so no two brokers ever get the same block, and a restarted broker asks for a new block
+//! rather than continue an old one. A broker hands out the ids of its block in order.
 //!
-//! The file is one line, `faultline-producer-ids v1 <end>`: every id below `<end>` may have
-//! been handed out. A damaged file stops the broker from starting rather than risk reuse.
+//! Before the cluster, a single broker reserved its blocks in `<data-dir>/producer-ids` (one
+//! line, `faultline-producer-ids v1 <end>`: every id below `<end>` may have been handed out).
+//! [`legacy_reserved_end`] reads it so the import keeps those ids as the floor.
 
+use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use crate::disk::{self, Disk};
 
-/// Ids reserved per write.
-pub const BLOCK_SIZE: i64 = 1000;
-/// The file under the data directory.
+/// The single broker's reservation file under the data directory.
 pub const FILE_NAME: &str = "producer-ids";
 const HEADER: &str = "faultline-producer-ids v1";
 
 /// InitProducerId could not allocate an id.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocateError {
-    /// The next block could not be reserved on disk; nothing was handed out. Retriable.
-    #[error("cannot reserve producer ids: {0}")]
-    Storage(String),
+    /// This broker's block is used up and the controller could not give a new one now;
+    /// nothing was handed out. Retriable.
+    #[error("cannot get a block of producer ids: {0}")]
+    Unavailable(String),
     /// Every id up to `i64::MAX` is used up.
     #[error("producer ids are exhausted")]
     Exhausted,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Block {
     /// The next id to hand out.
     next: i64,
-    /// The end (exclusive) of what is reserved on disk.
-    reserved_end: i64,
+    /// The end (exclusive) of the block.
+    end: i64,
 }
 
-/// Allocates producer ids for the broker. One per broker; cheap to share.
-#[derive(Debug)]
+/// Hands out the ids of this broker's current block. One per broker; cheap to share.
+#[derive(Debug, Default)]
 pub struct ProducerIdManager {
-    disk: Arc<dyn Disk>,
-    path: PathBuf,
     block: tokio::sync::Mutex<Block>,
 }
 
@@ -54,59 +51,58 @@ fn decode(text: &str) -> Option<i64> {
     rest.parse::<i64>().ok().filter(|&end| end >= 0)
 }
 
-impl ProducerIdManager {
-    /// Loads the reservation from `data_dir`; the first id handed out is the end of the last
-    /// block reserved (0 on a fresh data directory).
-    pub async fn open(disk: Arc<dyn Disk>, data_dir: &Path) -> io::Result<ProducerIdManager> {
-        let path = data_dir.join(FILE_NAME);
-        let reserved_end = match disk::read_file(disk.as_ref(), &path).await {
-            Ok(bytes) => std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(decode)
-                .ok_or_else(|| {
-                    io::Error::other(format!(
-                        "{}: damaged producer-id reservation",
-                        path.display()
-                    ))
-                })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e),
-        };
-        tracing::debug!(next_producer_id = reserved_end, "producer ids loaded");
-        Ok(ProducerIdManager {
-            disk,
-            path,
-            block: tokio::sync::Mutex::new(Block {
-                next: reserved_end,
-                reserved_end,
+/// The end of a single broker's producer-id reservation, if its data directory has one. A
+/// damaged file stops the broker from starting rather than risk reuse.
+pub async fn legacy_reserved_end(disk: &dyn Disk, data_dir: &Path) -> io::Result<Option<i64>> {
+    let path = data_dir.join(FILE_NAME);
+    match disk::read_file(disk, &path).await {
+        Ok(bytes) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(decode)
+            .map(Some)
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "{}: damaged producer-id reservation",
+                    path.display()
+                ))
             }),
-        })
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl ProducerIdManager {
+    pub fn new() -> ProducerIdManager {
+        ProducerIdManager::default()
     }
 
-    /// A producer id never handed out before, by this broker's data directory.
-    pub async fn allocate(&self) -> Result<i64, AllocateError> {
+    /// A producer id never handed out before. When the block is used up, `new_block` gets the
+    /// next one (`(first, count)`) from the controller; callers wait for it one at a time.
+    pub async fn allocate<F, Fut>(&self, new_block: F) -> Result<i64, AllocateError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(i64, i64), AllocateError>>,
+    {
         let mut block = self.block.lock().await;
-        if block.next == i64::MAX {
-            return Err(AllocateError::Exhausted);
-        }
-        if block.next >= block.reserved_end {
-            let end = block.next.saturating_add(BLOCK_SIZE);
-            let contents = format!("{HEADER} {end}\n");
-            disk::write_file_atomic(self.disk.as_ref(), &self.path, contents.as_bytes())
-                .await
-                .map_err(|e| AllocateError::Storage(e.to_string()))?;
-            tracing::debug!(
-                from = block.next,
-                to = end,
-                "reserved a block of producer ids"
+        if block.next >= block.end {
+            let (first, count) = new_block().await?;
+            assert!(
+                first >= 0 && count > 0 && first.checked_add(count).is_some(),
+                "a producer-id block [{first}, +{count}) from the controller"
             );
-            block.reserved_end = end;
+            assert!(
+                first >= block.end,
+                "a new producer-id block starts at {first}, inside the previous one (end {})",
+                block.end
+            );
+            tracing::debug!(first, count, "got a block of producer ids");
+            *block = Block {
+                next: first,
+                end: first + count,
+            };
         }
         let id = block.next;
-        assert!(
-            id < block.reserved_end,
-            "handing out an unreserved producer id"
-        );
+        assert!(id < block.end, "handing out an id outside the block");
         block.next += 1;
         Ok(id)
     }
@@ -114,55 +110,67 @@ impl ProducerIdManager {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
     use crate::disk::FileDisk;
 
     #[tokio::test]
-    async fn ids_are_unique_and_a_restart_continues_after_the_reserved_block() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk: Arc<dyn Disk> = Arc::new(FileDisk::new());
-        let ids = ProducerIdManager::open(Arc::clone(&disk), dir.path())
-            .await
-            .unwrap();
-        let first: Vec<i64> = allocate_n(&ids, 3).await;
-        assert_eq!(first, vec![0, 1, 2]);
-        drop(ids);
-        let ids = ProducerIdManager::open(Arc::clone(&disk), dir.path())
-            .await
-            .unwrap();
-        assert_eq!(ids.allocate().await.unwrap(), BLOCK_SIZE);
-    }
-
-    #[tokio::test]
-    async fn a_new_block_is_reserved_when_one_is_used_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk: Arc<dyn Disk> = Arc::new(FileDisk::new());
-        let ids = ProducerIdManager::open(Arc::clone(&disk), dir.path())
-            .await
-            .unwrap();
-        let all = allocate_n(&ids, BLOCK_SIZE as usize + 1).await;
-        assert_eq!(all.last(), Some(&BLOCK_SIZE));
-        let ids = ProducerIdManager::open(Arc::clone(&disk), dir.path())
-            .await
-            .unwrap();
-        assert_eq!(ids.allocate().await.unwrap(), 2 * BLOCK_SIZE);
-    }
-
-    #[tokio::test]
-    async fn a_damaged_reservation_stops_the_broker_instead_of_reusing_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk: Arc<dyn Disk> = Arc::new(FileDisk::new());
-        disk::write_file_atomic(disk.as_ref(), &dir.path().join(FILE_NAME), b"garbage")
-            .await
-            .unwrap();
-        assert!(ProducerIdManager::open(disk, dir.path()).await.is_err());
-    }
-
-    async fn allocate_n(ids: &ProducerIdManager, n: usize) -> Vec<i64> {
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            out.push(ids.allocate().await.unwrap());
+    async fn ids_come_from_the_block_and_a_new_block_is_asked_for_only_when_it_is_used_up() {
+        let ids = ProducerIdManager::new();
+        let asked = AtomicUsize::new(0);
+        let next_first = AtomicI64::new(5_000);
+        let mut handed = Vec::new();
+        for _ in 0..7 {
+            let id = ids
+                .allocate(|| async {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    Ok((next_first.fetch_add(3, Ordering::SeqCst), 3))
+                })
+                .await
+                .unwrap();
+            handed.push(id);
         }
-        out
+        assert_eq!(handed, vec![5000, 5001, 5002, 5003, 5004, 5005, 5006]);
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_block_that_cannot_be_had_hands_out_nothing_and_the_next_call_asks_again() {
+        let ids = ProducerIdManager::new();
+        let refused = ids
+            .allocate(|| async { Err(AllocateError::Unavailable("no controller".into())) })
+            .await;
+        assert!(matches!(refused, Err(AllocateError::Unavailable(_))));
+        assert_eq!(ids.allocate(|| async { Ok((10, 2)) }).await.unwrap(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_single_brokers_reservation_is_read_as_the_floor_and_damage_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(FileDisk::new());
+        assert_eq!(
+            legacy_reserved_end(disk.as_ref(), dir.path())
+                .await
+                .unwrap(),
+            None
+        );
+        let path = dir.path().join(FILE_NAME);
+        disk::write_file_atomic(disk.as_ref(), &path, b"faultline-producer-ids v1 3000\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            legacy_reserved_end(disk.as_ref(), dir.path())
+                .await
+                .unwrap(),
+            Some(3000)
+        );
+        disk::write_file_atomic(disk.as_ref(), &path, b"garbage")
+            .await
+            .unwrap();
+        assert!(legacy_reserved_end(disk.as_ref(), dir.path())
+            .await
+            .is_err());
     }
 }

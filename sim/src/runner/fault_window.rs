@@ -91,41 +91,49 @@ impl Run {
                     break;
                 }
                 let ((at, _), item) = entry.remove_entry();
-                let (fault, planned) = match item {
+                let (faults, planned) = match item {
                     Ok(p) => match resolve(&p, cluster) {
-                        Ok(f) => (f, Some(p)),
+                        Ok((faults, resolved)) => {
+                            if !resolved.is_empty() {
+                                trace.event("nemesis", format!("{p}: {resolved}"));
+                            }
+                            (faults, Some(p))
+                        }
                         Err(why) => {
                             trace.event("nemesis", format!("skipped {p}: {why}"));
                             continue;
                         }
                     },
-                    Err(f) => (f, None),
+                    Err(f) => (vec![f], None),
                 };
-                let applied = nemesis.apply(&fault, cluster);
-                let line = match &applied {
-                    Applied::Done(how) if how.is_empty() => format!("{fault}"),
-                    Applied::Done(how) => format!("{fault}: {how}"),
-                    Applied::Skipped(why) => format!("skipped {fault}: {why}"),
-                };
-                trace.event("nemesis", &line);
-                self.say(format!("[{:>7.3}s] {line}", (now - t0) as f64 / 1000.0));
-                if let Applied::Done(how) = &applied {
-                    faults_applied += 1;
-                    match &fault {
-                        Fault::Crash(Node::Broker(_)) => crashes_ms.push(now),
-                        // A failed fsync loses what was not yet synced, like a power cut: the
-                        // broker's log goes offline and recovers from what is on disk. Mark the
-                        // start and the end of every EIO window as such a moment, so acks=0/1
-                        // and lazy-flush losses inside it are judged like losses to a crash.
-                        Fault::DiskEio { .. } => crashes_ms.push(now),
-                        Fault::BitFlip(_) => bit_flips.push((now, how.clone())),
-                        _ => {}
-                    }
-                    if let (Some(inverse), Some(d)) =
-                        (fault.inverse(), planned.and_then(|p| p.for_ms))
-                    {
-                        seq += 1;
-                        queue.insert((at + d, seq), Err(inverse));
+                for fault in faults {
+                    let applied = nemesis.apply(&fault, cluster);
+                    let line = match &applied {
+                        Applied::Done(how) if how.is_empty() => format!("{fault}"),
+                        Applied::Done(how) => format!("{fault}: {how}"),
+                        Applied::Skipped(why) => format!("skipped {fault}: {why}"),
+                    };
+                    trace.event("nemesis", &line);
+                    self.say(format!("[{:>7.3}s] {line}", (now - t0) as f64 / 1000.0));
+                    if let Applied::Done(how) = &applied {
+                        faults_applied += 1;
+                        match &fault {
+                            Fault::Crash(Node::Broker(_)) => crashes_ms.push(now),
+                            // A failed fsync loses what was not yet synced, like a power cut:
+                            // the broker's log goes offline and recovers from what is on disk.
+                            // Mark the start and the end of every EIO window as such a moment,
+                            // so acks=0/1 and lazy-flush losses inside it are judged like
+                            // losses to a crash.
+                            Fault::DiskEio { .. } => crashes_ms.push(now),
+                            Fault::BitFlip(_) => bit_flips.push((now, how.clone())),
+                            _ => {}
+                        }
+                        if let (Some(inverse), Some(d)) =
+                            (fault.inverse(), planned.as_ref().and_then(|p| p.for_ms))
+                        {
+                            seq += 1;
+                            queue.insert((at + d, seq), Err(inverse));
+                        }
                     }
                 }
             }

@@ -2,9 +2,22 @@
 //! (offsets assigned once; the high watermark within the log, within what is durable under the
 //! durable policy, and never moving back within one incarnation), and on the final logs
 //! (batches dense from the log start).
+//!
+//! The metadata quorum's invariants, checked online on every node whose plane runs, each a
+//! named violation ([`MetadataInvariant`]): at most one active controller per term; a
+//! partition's leader epoch only rises in a node's image; a fenced broker never leads; a node's
+//! metadata offset only rises; one image per metadata offset across all nodes and incarnations
+//! (the image is a function of the committed log, so a lost or rewritten committed entry
+//! shows as two images at one offset, or as an offset that the quorum no longer reaches). After
+//! the heal, [`MetadataChecks::converged`] says whether every broker's image equals the active
+//! controller's.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use broker::controller::image::ClusterImage;
+use broker::controller::NO_NODE;
+use uuid::Uuid;
 
 use broker::log::batch;
 use broker::log::FlushPolicy;
@@ -24,10 +37,256 @@ pub(crate) struct Invariants {
     offsets: BTreeMap<String, BTreeMap<(i32, i64), Claim>>,
     /// (broker, incarnation, topic, partition) → highest high watermark seen (durable policy).
     high_watermarks: BTreeMap<(u32, u32, String, i32), u64>,
+    pub(super) metadata: MetadataChecks,
     pub(super) violations: Vec<Anomaly>,
 }
 
+/// The metadata quorum's invariants, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum MetadataInvariant {
+    /// Two nodes led the quorum in the same term.
+    OneControllerPerTerm,
+    /// A partition's leader epoch went down in one node's image.
+    LeaderEpochRises,
+    /// A fenced broker leads a partition in some image.
+    FencedBrokerNeverLeads,
+    /// A node's metadata offset went down within one incarnation.
+    MetadataOffsetRises,
+    /// Two images at one metadata offset differ (a committed entry lost or rewritten).
+    OneImagePerOffset,
+    /// A metadata offset once applied is no longer reached after the heal (a committed entry
+    /// lost).
+    CommittedOffsetKept,
+    /// After the heal, a broker's image does not equal the active controller's within the bound.
+    ImagesConverge,
+    /// An acknowledged CreateTopics is missing after the heal, or a topic is half made.
+    TopicCreations,
+    /// A broker the scenario expects to be fenced and to rejoin was never seen fenced, or is
+    /// still fenced (or gone) after the heal.
+    FencedAndRejoined,
+}
+
+impl MetadataInvariant {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            MetadataInvariant::OneControllerPerTerm => "one-controller-per-term",
+            MetadataInvariant::LeaderEpochRises => "leader-epoch-rises",
+            MetadataInvariant::FencedBrokerNeverLeads => "fenced-broker-never-leads",
+            MetadataInvariant::MetadataOffsetRises => "metadata-offset-rises",
+            MetadataInvariant::OneImagePerOffset => "one-image-per-offset",
+            MetadataInvariant::CommittedOffsetKept => "committed-offset-kept",
+            MetadataInvariant::ImagesConverge => "images-converge",
+            MetadataInvariant::TopicCreations => "topic-creations-whole",
+            MetadataInvariant::FencedAndRejoined => "fenced-and-rejoined",
+        }
+    }
+}
+
+/// What the metadata checks have seen.
+#[derive(Default)]
+pub(crate) struct MetadataChecks {
+    /// term → (the node that led in it, simulated ms first seen).
+    controllers: BTreeMap<u64, (u32, u64)>,
+    /// (node, incarnation) → the last metadata offset seen.
+    offsets: BTreeMap<(u32, u32), i64>,
+    /// node → the leader and term it last reported (traced when it changes).
+    views: BTreeMap<u32, (Option<i32>, u64)>,
+    /// (node, incarnation, topic id, partition) → the last leader epoch seen.
+    leader_epochs: BTreeMap<(u32, u32, Uuid, i32), i32>,
+    /// metadata offset → (the first image seen at it, the node it was seen on, ms).
+    images: BTreeMap<i64, (Arc<ClusterImage>, u32, u64)>,
+    /// The highest metadata offset any node applied.
+    pub(crate) highest_offset: i64,
+    /// broker id → the first broker epoch any image showed for it.
+    pub(crate) first_epochs: BTreeMap<i32, i64>,
+    /// Brokers some image showed fenced after they had been seen unfenced (a fencing, not the
+    /// fenced start of a registration).
+    pub(crate) fenced_seen: std::collections::BTreeSet<i32>,
+    /// Brokers some image showed unfenced.
+    unfenced_seen: std::collections::BTreeSet<i32>,
+    /// One report per invariant and subject is enough: a broken invariant stays broken.
+    reported: std::collections::BTreeSet<(MetadataInvariant, String)>,
+}
+
+impl MetadataChecks {
+    /// Checks one node's plane as it is now; returns the violations found (named).
+    pub(crate) fn observe(
+        &mut self,
+        view: &crate::cluster::PlaneView,
+        now: u64,
+    ) -> Vec<(MetadataInvariant, String)> {
+        let mut found = Vec::new();
+        let (id, incarnation) = (view.id, view.incarnation);
+        let status = &view.status;
+        if status.active_controller == Some(id as i32) {
+            let (leader, at) = *self.controllers.entry(status.term).or_insert((id, now));
+            if leader != id {
+                found.push((
+                    MetadataInvariant::OneControllerPerTerm,
+                    format!(
+                        "term {}: broker {leader} led it (seen at {at}ms) and broker {id} leads it too",
+                        status.term
+                    ),
+                ));
+            }
+        }
+        let image = &view.image;
+        let offset = image.metadata_offset;
+        let last = self.offsets.insert((id, incarnation), offset);
+        if let Some(last) = last {
+            if offset < last {
+                found.push((
+                    MetadataInvariant::MetadataOffsetRises,
+                    format!("broker {id}: metadata offset went back from {last} to {offset}"),
+                ));
+            }
+        }
+        if last == Some(offset) {
+            // Nothing applied since the last look: the image is the one checked then.
+            return found;
+        }
+        self.highest_offset = self.highest_offset.max(offset);
+        for b in image.brokers.values() {
+            self.first_epochs.entry(b.id).or_insert(b.epoch);
+            if !b.fenced {
+                self.unfenced_seen.insert(b.id);
+            } else if self.unfenced_seen.contains(&b.id) {
+                self.fenced_seen.insert(b.id);
+            }
+        }
+        match self.images.get(&offset) {
+            Some((first, seen_on, at)) => {
+                if **first != **image {
+                    found.push((
+                        MetadataInvariant::OneImagePerOffset,
+                        format!(
+                            "metadata offset {offset}: broker {id}'s image differs from broker {seen_on}'s (seen at {at}ms)"
+                        ),
+                    ));
+                }
+            }
+            None => {
+                self.images.insert(offset, (Arc::clone(image), id, now));
+            }
+        }
+        for topic in image.topics.values() {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                let index = index as i32;
+                let key = (id, incarnation, topic.id, index);
+                let epoch = partition.leader_epoch;
+                if let Some(before) = self.leader_epochs.insert(key, epoch) {
+                    if epoch < before {
+                        found.push((
+                            MetadataInvariant::LeaderEpochRises,
+                            format!(
+                                "broker {id}'s image at offset {offset}: {}-{index}'s leader epoch went back from {before} to {epoch}",
+                                topic.name
+                            ),
+                        ));
+                    }
+                }
+                if partition.leader != NO_NODE {
+                    let fenced = image
+                        .brokers
+                        .get(&partition.leader)
+                        .is_none_or(|b| b.fenced);
+                    if fenced {
+                        found.push((
+                            MetadataInvariant::FencedBrokerNeverLeads,
+                            format!(
+                                "broker {id}'s image at offset {offset}: {}-{index} is led by broker {}, which is fenced or unregistered",
+                                topic.name, partition.leader
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        found
+            .into_iter()
+            .filter(|(kind, what)| {
+                // One report per invariant and subject (the text up to its first colon).
+                let subject = what.split(':').next().unwrap_or(what).to_string();
+                self.reported.insert((*kind, subject))
+            })
+            .collect()
+    }
+}
+
+/// Whether every broker is open and every view is at the active controller's image, in which
+/// each broker is registered by its live incarnation (its incarnation id and broker epoch) and
+/// unfenced; `Err` says who is not, and why. `brokers`: each broker's id and, when it is open,
+/// its incarnation id and broker epoch.
+pub(crate) fn converged(
+    views: &[crate::cluster::PlaneView],
+    brokers: &[(u32, Option<(Uuid, i64)>)],
+    controller: Option<(u32, u64)>,
+) -> Result<i64, String> {
+    let Some((leader, term)) = controller else {
+        return Err("no active controller".into());
+    };
+    let Some(reference) = views.iter().find(|v| v.id == leader) else {
+        return Err(format!("the active controller {leader} has no plane"));
+    };
+    let image = &reference.image;
+    for (id, open) in brokers {
+        let Some(view) = views.iter().find(|v| v.id == *id) else {
+            return Err(format!("broker {id} is not up"));
+        };
+        let Some((incarnation_id, epoch)) = open else {
+            return Err(format!("broker {id} has not opened"));
+        };
+        if view.image.metadata_offset != image.metadata_offset {
+            return Err(format!(
+                "broker {id} is at metadata offset {}, the active controller {leader} (term {term}) at {}",
+                view.image.metadata_offset, image.metadata_offset
+            ));
+        }
+        if *view.image != **image {
+            return Err(format!(
+                "broker {id}'s image at offset {} differs from the active controller's",
+                image.metadata_offset
+            ));
+        }
+        match image.brokers.get(&(*id as i32)) {
+            Some(b) if b.incarnation_id != *incarnation_id || b.epoch != *epoch => {
+                return Err(format!(
+                    "broker {id} is registered with epoch {} by another incarnation than the live one (epoch {epoch})",
+                    b.epoch
+                ))
+            }
+            Some(b) if !b.fenced => {}
+            Some(_) => return Err(format!("broker {id} is fenced")),
+            None => return Err(format!("broker {id} is not registered")),
+        }
+    }
+    Ok(image.metadata_offset)
+}
+
 impl Invariants {
+    /// Records a breach of a metadata invariant, named.
+    pub(crate) fn metadata_violation(
+        &mut self,
+        kind: MetadataInvariant,
+        what: String,
+        now: u64,
+        trace: &Trace,
+    ) {
+        trace.event("invariants", format!("INVARIANT {}: {what}", kind.name()));
+        if self.violations.len() < 100 {
+            self.violations.push(Anomaly {
+                kind: HarnessAnomalyKind::Invariant,
+                allowed: false,
+                description: format!("metadata invariant {}: {what}", kind.name()),
+                topic: None,
+                partition: None,
+                offsets: vec![],
+                values: vec![],
+                at_ms: vec![now],
+            });
+        }
+    }
+
     /// Offsets are assigned once: a (partition, offset) never holds two different values.
     pub(crate) fn claim(
         &mut self,
@@ -68,6 +327,20 @@ impl Invariants {
 pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, trace: &Trace) {
     let now = now_ms();
     let mut inv = invariants.lock().unwrap_or_else(|e| e.into_inner());
+    for view in cluster.planes() {
+        let seen = (view.status.active_controller, view.status.term);
+        if inv.metadata.views.insert(view.id, seen) != Some(seen) {
+            let leader = seen.0.map_or("none".to_string(), |l| format!("broker-{l}"));
+            trace.event(
+                format!("broker-{}", view.id),
+                format!("quorum term {}: controller {leader}", seen.1),
+            );
+        }
+        let found = inv.metadata.observe(&view, now);
+        for (kind, what) in found {
+            inv.metadata_violation(kind, what, now, trace);
+        }
+    }
     for id in cluster.broker_ids() {
         let Some(broker) = cluster.broker(id) else {
             continue;
@@ -187,4 +460,214 @@ pub(super) async fn check_dense(
         values: vec![],
         at_ms: vec![now_ms()],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each metadata invariant catches the state its bug would leave: the checks are fed views
+    //! built from real images (ClusterImage::apply), then broken the way a bug would break them.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use broker::controller::image::{ClusterImage, Endpoint, MetadataRecord, PartitionImage};
+    use broker::controller::plane::QuorumStatus;
+    use uuid::Uuid;
+
+    use super::{converged, MetadataChecks, MetadataInvariant};
+    use crate::cluster::PlaneView;
+
+    const TOPIC: Uuid = Uuid::from_u128(7);
+
+    /// Brokers 1..=3 registered and unfenced, topic `t` with one partition led by broker 1.
+    fn image() -> ClusterImage {
+        let mut image = ClusterImage::empty();
+        image.apply(
+            0,
+            &[MetadataRecord::SetClusterId {
+                cluster_id: "c".into(),
+            }],
+        );
+        for id in 1..=3 {
+            let offset = i64::from(id) * 2 - 1;
+            image.apply(
+                offset,
+                &[MetadataRecord::RegisterBroker {
+                    id,
+                    incarnation_id: Uuid::from_u128(id as u128),
+                    epoch: offset,
+                    endpoint: Endpoint {
+                        host: format!("10.0.0.{id}"),
+                        port: 9092,
+                    },
+                    controller_endpoint: None,
+                    rack: None,
+                }],
+            );
+            image.apply(
+                offset + 1,
+                &[MetadataRecord::UnfenceBroker { id, epoch: offset }],
+            );
+        }
+        image.apply(
+            7,
+            &[MetadataRecord::CreateTopic {
+                name: "t".into(),
+                id: TOPIC,
+                configs: BTreeMap::new(),
+                partitions: vec![PartitionImage {
+                    replicas: vec![1],
+                    isr: vec![1],
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                }],
+            }],
+        );
+        image
+    }
+
+    fn view(
+        id: u32,
+        incarnation: u32,
+        leader: Option<i32>,
+        term: u64,
+        image: &ClusterImage,
+    ) -> PlaneView {
+        PlaneView {
+            id,
+            incarnation,
+            status: QuorumStatus {
+                active_controller: leader,
+                term,
+                voters: vec![1, 2, 3],
+                committed_offset: image.metadata_offset,
+                applied_offset: image.metadata_offset,
+            },
+            image: Arc::new(image.clone()),
+        }
+    }
+
+    fn kinds(found: Vec<(MetadataInvariant, String)>) -> Vec<MetadataInvariant> {
+        found.into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn a_healthy_quorum_breaks_no_metadata_invariant() {
+        let mut checks = MetadataChecks::default();
+        let image = image();
+        for id in 1..=3 {
+            assert_eq!(
+                kinds(checks.observe(&view(id, 0, Some(1), 1, &image), 0)),
+                vec![]
+            );
+        }
+    }
+
+    #[test]
+    fn two_nodes_leading_in_one_term_is_caught() {
+        let mut checks = MetadataChecks::default();
+        let image = image();
+        assert_eq!(
+            kinds(checks.observe(&view(1, 0, Some(1), 3, &image), 0)),
+            vec![]
+        );
+        assert_eq!(
+            kinds(checks.observe(&view(2, 0, Some(2), 3, &image), 5)),
+            vec![MetadataInvariant::OneControllerPerTerm]
+        );
+        // A new term may have a new leader.
+        assert_eq!(
+            kinds(checks.observe(&view(2, 0, Some(2), 4, &image), 6)),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_leader_epoch_going_back_in_a_nodes_image_is_caught() {
+        let mut checks = MetadataChecks::default();
+        let mut image = image();
+        let topic = Arc::make_mut(image.topics.get_mut("t").unwrap());
+        topic.partitions[0].leader_epoch = 5;
+        checks.observe(&view(1, 0, Some(1), 1, &image), 0);
+        let topic = Arc::make_mut(image.topics.get_mut("t").unwrap());
+        topic.partitions[0].leader_epoch = 4;
+        image.metadata_offset += 1;
+        assert!(kinds(checks.observe(&view(1, 0, Some(1), 1, &image), 1))
+            .contains(&MetadataInvariant::LeaderEpochRises));
+    }
+
+    #[test]
+    fn a_fenced_broker_leading_a_partition_is_caught() {
+        let mut checks = MetadataChecks::default();
+        let mut image = image();
+        image.brokers.get_mut(&1).unwrap().fenced = true;
+        assert_eq!(
+            kinds(checks.observe(&view(2, 0, Some(1), 1, &image), 0)),
+            vec![MetadataInvariant::FencedBrokerNeverLeads]
+        );
+    }
+
+    #[test]
+    fn a_metadata_offset_going_back_is_caught_but_a_fresh_replica_starts_over() {
+        let mut checks = MetadataChecks::default();
+        let image = image();
+        let empty = ClusterImage::empty();
+        checks.observe(&view(2, 0, Some(1), 1, &image), 0);
+        assert!(kinds(checks.observe(&view(2, 0, Some(1), 1, &empty), 1))
+            .contains(&MetadataInvariant::MetadataOffsetRises));
+        // A restarted node's new replica rebuilds its image from its log: not a regression.
+        assert_eq!(
+            kinds(checks.observe(&view(3, 0, Some(1), 1, &image), 2)),
+            vec![]
+        );
+        assert_eq!(
+            kinds(checks.observe(&view(3, 1, Some(1), 1, &empty), 3)),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_node_whose_apply_skipped_a_record_is_caught_by_the_image_at_that_offset() {
+        let mut checks = MetadataChecks::default();
+        let image = image();
+        // Node 3 applied the batch at offset 7 without its CreateTopic record.
+        let mut skipped = image.clone();
+        skipped.topics.clear();
+        skipped.topic_names.clear();
+        checks.observe(&view(1, 0, Some(1), 1, &image), 0);
+        assert_eq!(
+            kinds(checks.observe(&view(3, 0, Some(1), 1, &skipped), 1)),
+            vec![MetadataInvariant::OneImagePerOffset]
+        );
+    }
+
+    #[test]
+    fn convergence_waits_for_a_lagging_node_and_for_each_brokers_live_registration() {
+        let image = image();
+        let mut behind = image.clone();
+        behind.metadata_offset = 6;
+        let live = |id: u32| {
+            (
+                id,
+                Some((Uuid::from_u128(id as u128), i64::from(id) * 2 - 1)),
+            )
+        };
+        let views = |third: &ClusterImage| {
+            vec![
+                view(1, 0, Some(1), 1, &image),
+                view(2, 0, Some(1), 1, &image),
+                view(3, 0, Some(1), 1, third),
+            ]
+        };
+        let brokers = [live(1), live(2), live(3)];
+        assert_eq!(converged(&views(&image), &brokers, Some((1, 1))), Ok(7));
+        assert!(converged(&views(&behind), &brokers, Some((1, 1))).is_err());
+        assert!(converged(&views(&image), &brokers, None).is_err());
+        // Broker 3 restarted: its new incarnation is not the one the image holds yet.
+        let restarted = [live(1), live(2), (3, Some((Uuid::from_u128(99), 9)))];
+        assert!(converged(&views(&image), &restarted, Some((1, 1))).is_err());
+        let down = [live(1), live(2), (3, None)];
+        assert!(converged(&views(&image), &down, Some((1, 1))).is_err());
+    }
 }

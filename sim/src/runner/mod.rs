@@ -14,17 +14,21 @@
 //!    recorded in the [`crate::history::History`] (`workload`) (invoke, then ok / fail / unknown) and in the trace. The nemesis
 //!    applies the schedule. Online invariants (`invariants`) are checked every few milliseconds.
 //! 4. **Heal** everything; let in-flight sends settle (bounded by the delivery timeout).
-//! 5. **Liveness** (`liveness`). Within `liveness-timeout-ms`, every acknowledged record must be readable
+//! 5. **Metadata convergence** (`convergence`). Every broker comes back and holds the active
+//!    controller's image within a bound made of the quorum's and the sessions' timeouts.
+//! 6. **Liveness** (`liveness`). Within `liveness-timeout-ms`, every acknowledged record must be readable
 //!    (when the configuration does not allow lost writes) and every partition readable from its
 //!    start to its high watermark.
-//! 6. **Final read** of every partition from the log start, recorded as polls by the final-reader
+//! 7. **Final read** of every partition from the log start, recorded as polls by the final-reader
 //!    process ([`FINAL_READER`]); and the log-level check that each partition's batches are
 //!    dense (each starts where the previous ended).
-//! 7. **Check** the history (`verdict`: the offline checker with the run's allowances) and give
+//! 8. **Check** the history (`verdict`: the offline checker with the run's allowances) and give
 //!    the verdict ([`Report`]).
 //!    Anomalies the scenario's expectations allow are reported as allowed, never as a pass or a
 //!    violation; any violation fails the run.
 
+mod admin;
+mod convergence;
 mod fault_window;
 mod invariants;
 mod liveness;
@@ -186,7 +190,9 @@ impl Run {
             .fault_window(&mut cluster, &ctx, fault_plan.faults, t0)
             .await;
         self.heal(&mut cluster, &ctx, &mut faults, t0).await;
+        self.converge(&cluster, &ctx).await;
         let mut anomalies = self.liveness(&cluster, &ctx, &faults).await;
+        anomalies.extend(self.serving_check(&ctx, t0));
         anomalies.extend(self.final_read(&cluster, &ctx, &faults).await);
         self.judge(&cluster, ctx, &faults, anomalies)
     }

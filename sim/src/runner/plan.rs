@@ -151,7 +151,12 @@ pub fn plan(scenario: &Scenario, seed: u64) -> FaultPlan {
                 break;
             }
             let kind = kinds[rng.gen_range(0..kinds.len())];
-            let broker = TargetSpec::Broker(rng.gen_range(1..=brokers));
+            let mut broker = TargetSpec::Broker(rng.gen_range(1..=brokers));
+            // In a cluster, a third of the faults strike whoever is the active controller then.
+            // (Drawn only with more than one broker: a single broker's plans stay as they were.)
+            if brokers > 1 && rng.gen_bool(1.0 / 3.0) {
+                broker = TargetSpec::Controller;
+            }
             let client = TargetSpec::Client(rng.gen_range(1..=clients));
             let for_ms = Some(rng.gen_range(20..=swarm.max_fault_ms.max(21)));
             let mut p = Planned {
@@ -226,16 +231,33 @@ pub fn disk_seeds(scenario: &Scenario, seed: u64) -> Vec<u64> {
     (0..scenario.cluster.brokers).map(|_| rng.gen()).collect()
 }
 
-/// The concrete fault a planned one is now, or why it cannot strike.
-pub(super) fn resolve(p: &Planned, cluster: &Cluster) -> Result<Fault, String> {
-    let node = |t: &Option<TargetSpec>| -> Result<Node, String> {
+/// The concrete faults a planned one is now (one per node of a `voters` target), and what a
+/// role target resolved to (for the trace), or why it cannot strike.
+pub(super) fn resolve(p: &Planned, cluster: &Cluster) -> Result<(Vec<Fault>, String), String> {
+    let mut resolved = Vec::new();
+    let mut nodes = |t: &Option<TargetSpec>| -> Result<Vec<Node>, String> {
         match t {
-            Some(TargetSpec::Broker(id)) => Ok(Node::Broker(*id)),
-            Some(TargetSpec::Client(n)) => Ok(Node::Client(*n)),
-            Some(TargetSpec::Leader { topic, partition }) => cluster
-                .leader_of(topic, *partition)
-                .map(Node::Broker)
-                .ok_or_else(|| format!("no leader of {topic}/{partition} is up")),
+            Some(TargetSpec::Broker(id)) => Ok(vec![Node::Broker(*id)]),
+            Some(TargetSpec::Client(n)) => Ok(vec![Node::Client(*n)]),
+            Some(TargetSpec::Leader { topic, partition }) => {
+                let leader = cluster
+                    .leader_of(topic, *partition)
+                    .ok_or_else(|| format!("no leader of {topic}/{partition} is up"))?;
+                resolved.push(format!("leader:{topic}/{partition} is broker-{leader}"));
+                Ok(vec![Node::Broker(leader)])
+            }
+            Some(TargetSpec::Controller) => {
+                let (id, term) = cluster
+                    .active_controller()
+                    .ok_or_else(|| "no active controller is up".to_string())?;
+                resolved.push(format!("controller is broker-{id} (term {term})"));
+                Ok(vec![Node::Broker(id)])
+            }
+            Some(TargetSpec::Voters) => Ok(cluster
+                .voters()
+                .iter()
+                .map(|&id| Node::Broker(id))
+                .collect()),
             Some(TargetSpec::AnyBroker | TargetSpec::AnyClient) => {
                 unreachable!("drawn when planned")
             }
@@ -243,47 +265,61 @@ pub(super) fn resolve(p: &Planned, cluster: &Cluster) -> Result<Fault, String> {
         }
     };
     let ms = Duration::from_millis;
-    Ok(match p.kind {
-        FaultKind::Crash => Fault::Crash(node(&p.target)?),
-        FaultKind::Restart => Fault::Restart(node(&p.target)?),
-        FaultKind::Pause => Fault::Pause(node(&p.target)?),
-        FaultKind::Resume => Fault::Resume(node(&p.target)?),
-        FaultKind::Isolate => Fault::Isolate(node(&p.target)?),
-        FaultKind::CutLink => Fault::CutLink {
-            from: node(&p.target)?,
-            to: node(&p.to)?,
-        },
-        FaultKind::Heal => Fault::Heal,
-        FaultKind::Split => Fault::Split {
-            side: p
-                .group
-                .iter()
-                .map(|t| node(&Some(t.clone())))
-                .collect::<Result<Vec<_>, _>>()?,
-        },
-        FaultKind::PacketLoss => Fault::PacketLoss {
+    let faults: Vec<Fault> = match p.kind {
+        FaultKind::Heal => vec![Fault::Heal],
+        FaultKind::PacketLoss => vec![Fault::PacketLoss {
             rate: p.params.rate,
-        },
-        FaultKind::Latency => Fault::Latency {
+        }],
+        FaultKind::Latency => vec![Fault::Latency {
             range: Some((ms(p.params.latency_ms.0), ms(p.params.latency_ms.1))),
-        },
-        FaultKind::DiskEio => Fault::DiskEio {
-            node: node(&p.target)?,
-            write_rate: p.params.write_rate,
-            sync_rate: p.params.sync_rate,
-        },
-        FaultKind::DiskTorn => Fault::DiskTorn {
-            node: node(&p.target)?,
-            on: p.params.on,
-        },
-        FaultKind::BitFlip => Fault::BitFlip(node(&p.target)?),
-        FaultKind::DiskFull => Fault::DiskFull {
-            node: node(&p.target)?,
-            headroom_bytes: Some(p.params.headroom_bytes),
-        },
-        FaultKind::ClockSkew => Fault::ClockSkew {
-            node: node(&p.target)?,
-            offset_ms: p.params.offset_ms,
-        },
-    })
+        }],
+        FaultKind::Split => {
+            let mut side = Vec::new();
+            for t in &p.group {
+                side.extend(nodes(&Some(t.clone()))?);
+            }
+            vec![Fault::Split { side }]
+        }
+        FaultKind::CutLink => {
+            let from = nodes(&p.target)?;
+            let to = nodes(&p.to)?;
+            from.iter()
+                .flat_map(|&from| to.iter().map(move |&to| Fault::CutLink { from, to }))
+                .collect()
+        }
+        kind => nodes(&p.target)?
+            .into_iter()
+            .map(|node| match kind {
+                FaultKind::Crash => Fault::Crash(node),
+                FaultKind::Restart => Fault::Restart(node),
+                FaultKind::Pause => Fault::Pause(node),
+                FaultKind::Resume => Fault::Resume(node),
+                FaultKind::Isolate => Fault::Isolate(node),
+                FaultKind::DiskEio => Fault::DiskEio {
+                    node,
+                    write_rate: p.params.write_rate,
+                    sync_rate: p.params.sync_rate,
+                },
+                FaultKind::DiskTorn => Fault::DiskTorn {
+                    node,
+                    on: p.params.on,
+                },
+                FaultKind::BitFlip => Fault::BitFlip(node),
+                FaultKind::DiskFull => Fault::DiskFull {
+                    node,
+                    headroom_bytes: Some(p.params.headroom_bytes),
+                },
+                FaultKind::ClockSkew => Fault::ClockSkew {
+                    node,
+                    offset_ms: p.params.offset_ms,
+                },
+                FaultKind::Heal
+                | FaultKind::PacketLoss
+                | FaultKind::Latency
+                | FaultKind::Split
+                | FaultKind::CutLink => unreachable!("matched above"),
+            })
+            .collect(),
+    };
+    Ok((faults, resolved.join(", ")))
 }

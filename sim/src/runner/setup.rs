@@ -13,7 +13,7 @@ use super::invariants::Invariants;
 use super::plan::FaultPlan;
 use super::workload::{connect, Ctx};
 use super::Run;
-use crate::cluster::{BrokerSetup, Cluster};
+use crate::cluster::{BrokerSetup, Cluster, QuorumSetup};
 use crate::history::Recorder;
 use crate::scenario::{FlushModeSpec, Scenario};
 use crate::trace::now_ms;
@@ -44,6 +44,16 @@ impl Run {
         }
     }
 
+    /// The metadata quorum of a cluster of more than one broker: the first `controllers` nodes
+    /// vote. A single broker is its own quorum of one, as `faultline broker` runs it.
+    pub(super) fn quorum_setup(&self) -> Option<QuorumSetup> {
+        let c = &self.scenario.cluster;
+        (c.brokers > 1).then(|| QuorumSetup {
+            voters: (1..=c.voters()).collect(),
+            snapshot_every: 64,
+        })
+    }
+
     fn disk_config(&self) -> FaultyDiskConfig {
         let d = &self.scenario.cluster.disk;
         FaultyDiskConfig {
@@ -66,8 +76,9 @@ impl Run {
         }
         self.say(format!("seed: {}", self.seed));
         self.say(format!(
-            "cluster: {} broker(s), {} client node(s), flush={:?}, disk: torn={} latency={:?}us",
+            "cluster: {} broker(s) ({} voting), {} client node(s), flush={:?}, disk: torn={} latency={:?}us",
             s.cluster.brokers,
+            s.cluster.voters(),
             s.cluster.clients,
             s.cluster.flush_mode,
             s.cluster.disk.torn_writes,
@@ -102,6 +113,7 @@ impl Run {
                 config: self.broker_config(),
                 disk: self.disk_config(),
                 disk_seed: disk_seeds[id as usize - 1],
+                quorum: self.quorum_setup(),
             })
             .collect();
         let cluster = Cluster::boot(&setups, s.cluster.clients, trace.clone());
@@ -115,6 +127,7 @@ impl Run {
             bootstrap: cluster.bootstrap_servers(),
             seed: self.seed,
             next_walk: Arc::new(AtomicU32::new(crate::group_members::EXPIRY_CHECKER - 1)),
+            creations: Arc::default(),
         };
         let setup = cluster.spawn_on_client(1, create_topics(ctx.clone(), s.clone()));
         if let Err(e) = setup.await {

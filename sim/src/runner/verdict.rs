@@ -4,7 +4,7 @@
 use broker::config::BrokerConfig;
 
 use super::fault_window::FaultLog;
-use super::report::{replay_command, Anomaly, Counts, Report, Verdict};
+use super::report::{replay_command, Anomaly, Counts, HarnessAnomalyKind, Report, Verdict};
 use super::workload::Ctx;
 use super::Run;
 use crate::checker::{self, Allowance, Allowances, LossAllowance, Status};
@@ -14,6 +14,44 @@ use crate::scenario::{AcksSpec, AllowSpec, FlushModeSpec, Scenario};
 use crate::trace::now_ms;
 
 impl Run {
+    /// `serving-during`: within the window (fault-window ms from `t0`), some send was
+    /// acknowledged and some poll returned records, each invoked and completed inside it.
+    pub(super) fn serving_check(&self, ctx: &Ctx, t0: u64) -> Option<Anomaly> {
+        let [from, to] = self.scenario.expect.serving_during?;
+        let (from, to) = (t0 + from, t0 + to);
+        let inside = |op: &crate::history::Op| {
+            op.invoke_ms >= from && op.complete_ms.is_some_and(|c| c <= to)
+        };
+        let history = ctx.recorder.snapshot();
+        let acked = history
+            .sends()
+            .filter(|op| inside(op) && matches!(op.outcome, Outcome::Ok { .. }))
+            .count();
+        let read = history
+            .polls()
+            .filter(|op| {
+                inside(op)
+                    && matches!(&op.kind, OpKind::Poll { records, .. } if !records.is_empty())
+            })
+            .count();
+        self.trace.event(
+            "runner",
+            format!("serving during {from}..{to}ms: {acked} sends acknowledged, {read} polls with records"),
+        );
+        (acked == 0 || read == 0).then(|| Anomaly {
+            kind: HarnessAnomalyKind::Unavailable,
+            allowed: false,
+            description: format!(
+                "the cluster stopped serving during {from}..{to}ms: {acked} sends acknowledged, {read} polls with records"
+            ),
+            topic: None,
+            partition: None,
+            offsets: vec![],
+            values: vec![],
+            at_ms: vec![from, to],
+        })
+    }
+
     /// Checks the history and gives the verdict. Nothing awaits from here on, so no task records
     /// anything more: the history and the trace move into the report instead of being copied.
     pub(super) fn judge(

@@ -34,6 +34,8 @@ pub(crate) struct Ctx {
     /// Consumer ids handed to group members' walks (one per assignment), counting down from
     /// below [`crate::checker::FINAL_READER`] so they never meet the workload's process ids.
     pub(crate) next_walk: Arc<AtomicU32>,
+    /// The admin workload's CreateTopics, checked once the metadata has converged.
+    pub(crate) creations: super::admin::Creations,
 }
 
 pub(crate) fn value_of(bytes: Option<&[u8]>) -> u64 {
@@ -86,6 +88,18 @@ pub(super) fn start(scenario: &Scenario, cluster: &Cluster, ctx: &Ctx) {
                 cluster
                     .spawn_on_client(on, consumer(ctx.clone(), process, spec.clone(), partitions));
             }
+        }
+    }
+    let mut admins = 0u32;
+    for spec in &s.workload.admins {
+        for _ in 0..spec.count {
+            admins += 1;
+            spread += 1;
+            let on = (spread - 1) % s.cluster.clients + 1;
+            cluster.spawn_on_client(
+                on,
+                super::admin::admin(ctx.clone(), ctx.creations.clone(), admins, spec.clone()),
+            );
         }
     }
 }

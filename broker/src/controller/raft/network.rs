@@ -287,7 +287,8 @@ impl RaftNetwork<MetadataTypes> for PeerNetwork {
     }
 }
 
-/// Set once when the plane shuts down: the listener stops accepting.
+/// Set once when the plane shuts down: the listener stops accepting and every connection closes
+/// once it has answered the request it is serving.
 /// (A Notify, not a watch channel: watch picks notifiers with an RNG the simulator cannot seed.)
 #[derive(Default)]
 pub(crate) struct Stop {
@@ -332,10 +333,12 @@ pub(crate) async fn serve(
             Ok((stream, _)) => {
                 #[cfg(not(madsim))]
                 let _ = stream.set_nodelay(true);
-                // Connections outlive a stop on purpose: a request arriving after it gets an
-                // answer (NotController from a stopped controller, an error from a shut-down
-                // raft), not a closed connection whose outcome the caller cannot know.
-                tokio::spawn(serve_connection(stream, raft.clone(), controller.clone()));
+                tokio::spawn(serve_connection(
+                    stream,
+                    raft.clone(),
+                    controller.clone(),
+                    Arc::clone(&stop),
+                ));
             }
             Err(e) => {
                 // Out of descriptors or the like: wait rather than spin.
@@ -346,13 +349,24 @@ pub(crate) async fn serve(
     }
 }
 
+/// Answers one peer's requests until it hangs up or the plane stops. A request being served
+/// when the plane stops still gets its answer; an idle connection closes at once, so a peer's
+/// next call re-dials and is refused (never sent, safe to retry elsewhere). Connections must
+/// not outlive the stop: each holds the listener's address, which a plane started again on
+/// this node must bind (the simulator keeps it taken while any accepted stream lives).
 async fn serve_connection(
     mut stream: TcpStream,
     raft: Raft<MetadataTypes>,
     controller: ControllerHandle,
+    stop: Arc<Stop>,
 ) {
     loop {
-        let Ok(frame) = read_frame(&mut stream).await else {
+        let frame = tokio::select! {
+            biased;
+            () = stop.wait() => return,
+            frame = read_frame(&mut stream) => frame,
+        };
+        let Ok(frame) = frame else {
             return;
         };
         let rpc: Rpc = match serde_json::from_slice(&frame) {

@@ -11,6 +11,10 @@
 //!   snapshots).
 //! - `snapshot.json`: the image with its last log id and membership, replaced atomically; the
 //!   log is purged below it only after it is durable.
+//! - `ballast`: space held back for the log. Kafka promises a topic can be deleted on a full
+//!   disk, and a deletion is an append here: an append that meets ENOSPC removes the ballast
+//!   and is retried once into the space it held. The ballast is recreated when the log opens.
+//!   Its contents mean nothing, so a crash at any point leaves nothing to repair.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -36,6 +40,9 @@ type MetaEntry = Entry<MetadataTypes>;
 pub(crate) const LOG_FILE: &str = "log";
 pub(crate) const VOTE_FILE: &str = "vote.json";
 pub(crate) const SNAPSHOT_FILE: &str = "snapshot.json";
+pub(crate) const BALLAST_FILE: &str = "ballast";
+/// Room for well over a hundred deletions' records: enough to free space by deleting topics.
+pub(crate) const BALLAST_BYTES: usize = 64 << 10;
 
 /// The frame header: length and CRC32C of the payload.
 const FRAME_HEADER: usize = 8;
@@ -177,13 +184,78 @@ impl LogStore {
             file.sync().await?;
         }
         mem.end = pos as u64;
-        Ok(LogStore {
+        let store = LogStore {
             disk,
             dir,
             file,
             mem: Arc::new(Mutex::new(mem)),
             vote,
-        })
+        };
+        store.reserve_ballast().await;
+        Ok(store)
+    }
+
+    /// Writes the ballast if it is missing (released by a full disk, or never written). The
+    /// log works without it, so a failure is only reported.
+    async fn reserve_ballast(&self) {
+        let path = self.dir.join(BALLAST_FILE);
+        match self.disk.open(&path, OpenMode::Existing).await {
+            Ok(file) if file.len() >= BALLAST_BYTES as u64 => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "metadata log: no ballast");
+                return;
+            }
+        }
+        // Not zeros: a compressing file system would store zeros in no space at all.
+        let mut x: u32 = 0x9e37_79b9;
+        let bytes: Vec<u8> = (0..BALLAST_BYTES)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x.to_le_bytes()[0]
+            })
+            .collect();
+        if let Err(e) = write_file_atomic(&*self.disk, &path, &bytes).await {
+            tracing::warn!(dir = %self.dir.display(), error = %e,
+                "metadata log: no ballast (an append on a full disk will fail)");
+        }
+    }
+
+    /// Removes the ballast so an append can use its space; false if there was none.
+    async fn release_ballast(&self) -> bool {
+        let released = async {
+            let removed = disk::remove_if_exists(&*self.disk, &self.dir.join(BALLAST_FILE)).await?;
+            // The space comes back only once no name reaches the file, durable names included.
+            if removed {
+                self.disk.sync_dir(&self.dir).await?;
+            }
+            io::Result::Ok(removed)
+        }
+        .await;
+        match released {
+            Ok(removed) => {
+                if removed {
+                    tracing::warn!(dir = %self.dir.display(),
+                        "metadata log: disk full, ballast released for an append");
+                }
+                removed
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e,
+                    "metadata log: could not release the ballast");
+                false
+            }
+        }
+    }
+
+    /// Appends `buf` at `start` (the log's end) and syncs it.
+    async fn write_synced(&self, start: u64, buf: &[u8]) -> io::Result<()> {
+        let at = self.file.append(buf).await?;
+        assert_eq!(at, start, "metadata log: the file moved under the log");
+        self.file.sync().await
     }
 
     fn mem(&self) -> std::sync::MutexGuard<'_, LogMem> {
@@ -294,12 +366,18 @@ impl RaftLogStorage<MetadataTypes> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
-        let written = async {
-            let at = self.file.append(&buf).await?;
-            assert_eq!(at, start, "metadata log: the file moved under the log");
-            self.file.sync().await
-        }
-        .await;
+        let written = match self.write_synced(start, &buf).await {
+            Err(e) if disk::is_storage_full(&e) && self.release_ballast().await => {
+                // A failed append may have left a prefix: cut it, then write into the space
+                // the ballast held.
+                async {
+                    self.file.truncate(start).await?;
+                    self.write_synced(start, &buf).await
+                }
+                .await
+            }
+            other => other,
+        };
         if let Err(e) = written {
             // The tail is unknown now (the Disk contract): this log is not to be trusted again in
             // this process; openraft stops on a storage error, and recovery cuts the tail.

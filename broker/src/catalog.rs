@@ -1,0 +1,742 @@
+//! The catalog: this node's partitions, kept in step with the cluster image (Kafka's
+//! `ReplicaManager.applyDelta`, driven by `BrokerMetadataPublisher`).
+//!
+//! Each image the metadata plane applies is applied here in order: the partitions whose
+//! replicas include this node are opened (their logs recovered), each local partition is told
+//! whether this node leads it and in which leader epoch, topic config changes reach the logs,
+//! and the partitions of deleted topics are closed and their directories removed. Applying is
+//! idempotent and computed from what is open against the image, so an apply that failed half way
+//! (a disk error opening one partition) is finished by the next one.
+//!
+//! # Directories
+//! A partition's log is `<data-dir>/<topic>-<partition>`, as before the cluster, with a
+//! `partition.metadata` file naming its topic id (Kafka's file and format): a directory left by
+//! an older topic of the same name (deleted while this node was down, then created again) is
+//! told apart and removed instead of being served as the new topic's data.
+//!
+//! Removing a partition must work on a full disk and survive a crash at any point: the
+//! directory is first renamed `<topic>-<partition>.<topic-id>-delete` (a rename needs no free
+//! space), the data directory synced, then the files removed. The deletion itself is already
+//! committed in the metadata log, so a crash at any step leaves a `-delete` directory that the
+//! next start removes, or a directory the image no longer names, which the stray sweep removes
+//! once this node has caught up with the metadata log ([`Catalog::remove_strays`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::config::{BrokerConfig, TopicConfigs};
+use crate::controller::image::{ClusterImage, PartitionImage};
+use crate::controller::{NodeId, NO_NODE};
+use crate::disk::{self, Disk};
+use crate::log::Log;
+use crate::partition::Partition;
+use crate::replica::Role;
+
+/// The suffix of a partition directory being removed.
+pub const DELETE_SUFFIX: &str = "-delete";
+/// Kafka's per-partition file naming the partition's topic id.
+pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+/// Directories under the data directory that are never partitions of a topic (the metadata
+/// quorum's own log lives in `__cluster_metadata-0`, as in KRaft).
+const RESERVED_DIR_PREFIX: &str = "__cluster_metadata";
+
+/// A topic as this node hosts it: its partitions that have a replica here, by index.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub configs: TopicConfigs,
+    /// The local partitions, in index order. With several brokers some indexes are absent:
+    /// look one up with [`Topic::partition`].
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    /// The local partition `index`, if this node holds a replica of it.
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        self.partitions
+            .binary_search_by_key(&index, |p| p.index)
+            .ok()
+            .map(|i| &self.partitions[i])
+    }
+}
+
+/// The topic id in the name of a deleted partition's directory (`<dir>.<id>-delete`).
+pub fn deleted_topic_id(dir_name: &str) -> Option<Uuid> {
+    let (_, id) = dir_name.strip_suffix(DELETE_SUFFIX)?.rsplit_once('.')?;
+    Uuid::try_parse(id).ok()
+}
+
+/// `<topic>-<partition>` of a partition directory's name.
+fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
+    let (topic, index) = name.rsplit_once('-')?;
+    if topic.starts_with(RESERVED_DIR_PREFIX)
+        || crate::broker::validate_topic_name(topic).is_err()
+        || !index.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some((topic, index.parse().ok()?))
+}
+
+/// Kafka's `partition.metadata`: `version: 0` and `topic_id: <base64 of the uuid>`.
+fn encode_partition_metadata(id: Uuid) -> String {
+    format!("version: 0\ntopic_id: {}\n", base64_url(id.as_bytes()))
+}
+
+fn decode_partition_metadata(text: &str) -> Option<Uuid> {
+    let line = text.lines().find_map(|l| l.strip_prefix("topic_id: "))?;
+    let bytes = unbase64_url(line.trim())?;
+    Some(Uuid::from_bytes(bytes.try_into().ok()?))
+}
+
+const BASE64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// URL-safe base64 without padding, as Kafka prints topic ids.
+fn base64_url(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(BASE64_URL[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn unbase64_url(text: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes() {
+        let v = BASE64_URL.iter().position(|&b| b == c)? as u32;
+        bits = (bits << 6) | v;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// This node's partitions and the image they reflect.
+pub struct Catalog {
+    node_id: NodeId,
+    config: BrokerConfig,
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// The last image applied in full.
+    applied: RwLock<Arc<ClusterImage>>,
+    /// One apply at a time, so images are applied in order and partitions opened once.
+    applying: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("node_id", &self.node_id)
+            .field("applied_offset", &self.applied_image().metadata_offset)
+            .finish()
+    }
+}
+
+/// An apply that did not finish: the partitions named could not be opened or removed. What
+/// could be applied was; the next apply retries the rest.
+#[derive(Debug, thiserror::Error)]
+#[error("{failures} partition change(s) failed, first: {first}")]
+pub struct ApplyError {
+    pub failures: usize,
+    pub first: String,
+}
+
+impl Catalog {
+    pub fn new(config: BrokerConfig, disk: Arc<dyn Disk>, clock: Arc<dyn Clock>) -> Catalog {
+        Catalog {
+            node_id: config.node_id,
+            config,
+            disk,
+            clock,
+            topics: RwLock::new(BTreeMap::new()),
+            applied: RwLock::new(Arc::new(ClusterImage::empty())),
+            applying: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The image the local partitions reflect.
+    pub fn applied_image(&self) -> Arc<ClusterImage> {
+        Arc::clone(&self.applied.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        let name = self.applied_image().topic_names.get(&id)?.clone();
+        self.topic(&name).filter(|t| t.id == id)
+    }
+
+    /// The local partition, if this node holds a replica of it.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.topic(topic)?.partition(index).cloned()
+    }
+
+    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    /// Applies `image` to this node's partitions. Images must come in metadata-offset order; an
+    /// image at or below the one applied changes nothing unless an earlier apply failed.
+    pub async fn apply(&self, image: Arc<ClusterImage>) -> Result<(), ApplyError> {
+        let _applying = self.applying.lock().await;
+        let previous = self.applied_image();
+        assert!(
+            image.metadata_offset >= previous.metadata_offset,
+            "metadata offsets only rise: applied {}, given {}",
+            previous.metadata_offset,
+            image.metadata_offset
+        );
+        let mut failures: Vec<String> = Vec::new();
+        // Deleted topics first: a topic deleted and created again under the same name has a
+        // new id, and its old partitions must be gone before the new ones open in their place.
+        for topic in self.topics() {
+            let kept = image.topic(&topic.name).is_some_and(|t| t.id == topic.id);
+            if !kept {
+                self.topics
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&topic.name);
+                for partition in &topic.partitions {
+                    if let Err(e) = self.remove_partition(partition, topic.id).await {
+                        failures.push(format!("removing {partition:?}: {e}"));
+                    }
+                }
+                tracing::info!(topic = %topic.name, id = %topic.id, "topic deleted: local partitions removed");
+            }
+        }
+        for (name, wanted) in &image.topics {
+            let current = self.topic(name);
+            let configs = TopicConfigs {
+                overrides: wanted.configs.clone(),
+            };
+            let mut partitions: Vec<Arc<Partition>> = Vec::new();
+            let mut changed = current.is_none();
+            for (index, assignment) in wanted.partitions.iter().enumerate() {
+                let index = i32::try_from(index).expect("a topic's partition count fits an i32");
+                let local = assignment.replicas.contains(&self.node_id);
+                let open = current.as_ref().and_then(|t| t.partition(index)).cloned();
+                match (local, open) {
+                    (true, Some(partition)) => {
+                        apply_role(&partition, assignment, self.node_id);
+                        partitions.push(partition);
+                    }
+                    (true, None) => {
+                        match self.open_partition(name, index, wanted.id, &configs).await {
+                            Ok(partition) => {
+                                apply_role(&partition, assignment, self.node_id);
+                                partitions.push(partition);
+                                changed = true;
+                            }
+                            Err(e) => failures.push(format!("opening {name}-{index}: {e}")),
+                        }
+                    }
+                    (false, Some(partition)) => {
+                        // Moved away (reassignment): this node no longer holds a replica.
+                        changed = true;
+                        if let Err(e) = self.remove_partition(&partition, wanted.id).await {
+                            failures.push(format!("removing {partition:?}: {e}"));
+                        }
+                    }
+                    (false, None) => {}
+                }
+            }
+            let configs_changed = current.as_ref().is_some_and(|t| t.configs != configs);
+            if configs_changed {
+                let log_config = configs.log_config(&self.config);
+                for partition in &partitions {
+                    if let Err(reason) = partition.log.set_config(log_config.clone()) {
+                        // The controller validated them; a broker default may make the
+                        // combination invalid here. Keep the log's config, say why.
+                        tracing::warn!(partition = ?partition, %reason, "topic configs not applied to a log");
+                    }
+                }
+            }
+            if changed || configs_changed {
+                self.topics
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        name.clone(),
+                        Arc::new(Topic {
+                            name: name.clone(),
+                            id: wanted.id,
+                            configs,
+                            partitions,
+                        }),
+                    );
+            }
+        }
+        if !failures.is_empty() {
+            for failure in &failures {
+                tracing::warn!(%failure, "catalog change failed; retried at the next apply");
+            }
+            return Err(ApplyError {
+                failures: failures.len(),
+                first: failures[0].clone(),
+            });
+        }
+        *self.applied.write().unwrap_or_else(|e| e.into_inner()) = image;
+        Ok(())
+    }
+
+    /// Opens (creating if needed) the log of `topic`-`index` for topic `id`. A directory that
+    /// names another topic id belongs to an older topic of the same name: it is removed first.
+    async fn open_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        id: Uuid,
+        configs: &TopicConfigs,
+    ) -> io::Result<Arc<Partition>> {
+        let dir = self.partition_dir(topic, index);
+        let metadata_path = dir.join(PARTITION_METADATA_FILE);
+        let recorded = match disk::read_file(self.disk.as_ref(), &metadata_path).await {
+            Ok(bytes) => Some(
+                std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(decode_partition_metadata),
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        match recorded {
+            Some(Some(existing)) if existing != id => {
+                tracing::info!(dir = %dir.display(), old = %existing, new = %id,
+                    "removing the data of an older topic of the same name");
+                self.remove_dir(&dir, existing).await?;
+            }
+            // Unreadable: the file is written atomically, so this is damage, not a torn write.
+            // Refuse rather than serve data that may be another topic's.
+            Some(None) => {
+                return Err(io::Error::other(format!(
+                    "{}: damaged partition metadata",
+                    metadata_path.display()
+                )))
+            }
+            _ => {}
+        }
+        let log = Log::open(
+            Arc::clone(&self.disk),
+            Arc::clone(&self.clock),
+            dir,
+            configs.log_config(&self.config),
+        )
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        if !matches!(recorded, Some(Some(existing)) if existing == id) {
+            // A new directory, or one from before the cluster (meta.toml): it is this topic's.
+            disk::write_file_atomic(
+                self.disk.as_ref(),
+                &metadata_path,
+                encode_partition_metadata(id).as_bytes(),
+            )
+            .await?;
+        }
+        let partition = Partition::open_unassigned(topic.to_string(), index, log, self.node_id)
+            .await
+            .map_err(|e| io::Error::other(format!("partition {topic}-{index}: {e}")))?;
+        Ok(Arc::new(partition))
+    }
+
+    /// Closes a partition and removes its directory (see the module doc). Reads, appends and
+    /// fetches still in flight fail as offline.
+    async fn remove_partition(&self, partition: &Partition, topic_id: Uuid) -> io::Result<()> {
+        partition.log.retire().await;
+        // Fetches parked on it answer now (with the error) instead of at their deadline.
+        partition.watch().high_watermark_moved();
+        self.remove_dir(
+            &self.partition_dir(&partition.topic, partition.index),
+            topic_id,
+        )
+        .await
+    }
+
+    /// Renames `dir` to its `-delete` name, syncs the data directory, then removes it.
+    async fn remove_dir(&self, dir: &Path, topic_id: Uuid) -> io::Result<()> {
+        let doomed = PathBuf::from(format!(
+            "{}.{}{DELETE_SUFFIX}",
+            dir.display(),
+            topic_id.simple()
+        ));
+        match self.disk.rename(dir, &doomed).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.disk.sync_dir(&self.config.data_dir).await?;
+        remove_doomed(self.disk.as_ref(), &doomed).await?;
+        self.disk.sync_dir(&self.config.data_dir).await
+    }
+
+    /// Removes the leftovers of deletions a crash interrupted (`-delete` directories). Safe at
+    /// any time: those directories are never served.
+    pub async fn remove_deleted_leftovers(&self) -> io::Result<usize> {
+        let data_dir = &self.config.data_dir;
+        let mut removed = 0;
+        for name in self.disk.list(data_dir).await? {
+            if name.ends_with(DELETE_SUFFIX) {
+                remove_doomed(self.disk.as_ref(), &data_dir.join(&name)).await?;
+                tracing::info!(dir = %name, "removed the leftovers of a deleted partition");
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.disk.sync_dir(data_dir).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes partition directories the applied image does not give this node (topics deleted
+    /// while it was down, or whose deletion a crash interrupted). Only once this node has caught
+    /// up with the metadata log: an image behind it would take a live partition for a stray.
+    pub async fn remove_strays(&self) -> io::Result<usize> {
+        let _applying = self.applying.lock().await;
+        let image = self.applied_image();
+        let data_dir = &self.config.data_dir;
+        let mut removed = 0;
+        for name in self.disk.list(data_dir).await? {
+            let Some((topic, index)) = parse_partition_dir(&name) else {
+                continue;
+            };
+            let assigned = image
+                .partition(topic, index)
+                .is_some_and(|p| p.replicas.contains(&self.node_id));
+            if assigned {
+                continue;
+            }
+            let dir = data_dir.join(&name);
+            let id = match disk::read_file(self.disk.as_ref(), &dir.join(PARTITION_METADATA_FILE))
+                .await
+            {
+                Ok(bytes) => std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(decode_partition_metadata),
+                Err(_) => None,
+            };
+            tracing::info!(dir = %name, "removing a partition directory the cluster does not assign here");
+            self.remove_dir(&dir, id.unwrap_or(Uuid::nil())).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Closes every local partition cleanly (producer snapshots, clean-shutdown markers).
+    pub async fn close_all(&self) {
+        let _applying = self.applying.lock().await;
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                if let Err(e) = partition.close().await {
+                    tracing::warn!(topic = %topic.name, partition = partition.index, %e, "log did not close cleanly");
+                }
+            }
+        }
+    }
+
+    /// The local partitions' topic names and indexes, for tests and the simulator's checks.
+    pub fn local_partitions(&self) -> BTreeSet<(String, i32)> {
+        self.topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.index)))
+            .collect()
+    }
+}
+
+/// Removes a `-delete` directory: its files first (needs no free space), then itself.
+async fn remove_doomed(disk: &dyn Disk, dir: &Path) -> io::Result<()> {
+    match disk.list(dir).await {
+        Ok(names) => {
+            for name in names {
+                disk.remove(&dir.join(name)).await?;
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    disk.remove_dir_all(dir).await
+}
+
+/// Sets the replica's role and leader epoch to the image's, if they differ. Leader epochs only
+/// rise, and the image's never fall (asserted by the image), so this never goes back.
+fn apply_role(partition: &Partition, assignment: &PartitionImage, node_id: NodeId) {
+    let state = partition.replica_state();
+    let role = state.role();
+    let epoch = assignment.leader_epoch;
+    if assignment.leader == node_id {
+        let same = role == Role::Leader
+            && state.leader_epoch() == epoch
+            && state.isr().iter().copied().eq(sorted(&assignment.isr));
+        if !same {
+            partition.become_leader(epoch, &assignment.replicas, &assignment.isr);
+            tracing::debug!(partition = ?partition, epoch, "leading");
+        }
+    } else {
+        // Following another broker, or no one (NO_NODE: the partition has no leader until a
+        // replica in its ISR comes back); either way this node takes no produce for it.
+        let same =
+            role == (Role::Follower {
+                leader: assignment.leader,
+            }) && state.leader_epoch() == epoch;
+        if !same {
+            partition.become_follower(epoch, assignment.leader);
+            tracing::debug!(partition = ?partition, epoch, leader = assignment.leader,
+                offline = assignment.leader == NO_NODE, "following");
+        }
+    }
+}
+
+fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::controller::image::TopicImage;
+    use crate::disk::FileDisk;
+    use crate::log::batch::builder;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn catalog(dir: &Path, node_id: NodeId) -> Catalog {
+        let config = BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            node_id,
+            ..BrokerConfig::default()
+        };
+        Catalog::new(
+            config,
+            Arc::new(FileDisk::new()),
+            Arc::new(ManualClock::new(T0)),
+        )
+    }
+
+    fn partition(replicas: &[NodeId], leader: NodeId, leader_epoch: i32) -> PartitionImage {
+        PartitionImage {
+            replicas: replicas.to_vec(),
+            isr: if leader == NO_NODE {
+                vec![]
+            } else {
+                vec![leader]
+            },
+            leader,
+            leader_epoch,
+            partition_epoch: leader_epoch,
+        }
+    }
+
+    /// An image at `offset` holding `topics` (name, id, partitions), built by hand: the catalog
+    /// reads images, it does not make them.
+    fn image(offset: i64, topics: &[(&str, Uuid, Vec<PartitionImage>)]) -> Arc<ClusterImage> {
+        let mut image = ClusterImage::empty();
+        image.metadata_offset = offset;
+        for (name, id, partitions) in topics {
+            image.topics.insert(
+                name.to_string(),
+                Arc::new(TopicImage {
+                    name: name.to_string(),
+                    id: *id,
+                    configs: BTreeMap::new(),
+                    partitions: partitions.clone(),
+                }),
+            );
+            image.topic_names.insert(*id, name.to_string());
+        }
+        Arc::new(image)
+    }
+
+    /// The names in `dir`, sorted.
+    async fn names(dir: &Path) -> Vec<String> {
+        FileDisk::new().list(dir).await.unwrap()
+    }
+
+    async fn append_one(partition: &Arc<Partition>) {
+        let info = partition
+            .append_unexposed(&mut builder::simple(1, 10, b'x', T0))
+            .await
+            .unwrap();
+        partition.wait_durable(&info).await.unwrap();
+    }
+
+    #[test]
+    fn topic_ids_are_written_as_kafka_writes_them_and_read_back() {
+        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
+        let text = encode_partition_metadata(id);
+        // Kafka's Uuid.toString: URL-safe base64 of the 16 bytes, no padding (22 characters).
+        assert_eq!(text, "version: 0\ntopic_id: ASNFZ4mrze_-3LqYdlQyEA\n");
+        assert_eq!(decode_partition_metadata(&text), Some(id));
+        assert_eq!(decode_partition_metadata("version: 0\n"), None);
+    }
+
+    #[tokio::test]
+    async fn only_the_partitions_assigned_here_open_each_in_the_role_and_epoch_the_image_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = catalog(dir.path(), 1);
+        let id = Uuid::from_u128(7);
+        let parts = vec![
+            partition(&[1], 1, 4),
+            partition(&[2], 2, 0),
+            partition(&[1], NO_NODE, 3),
+        ];
+        catalog.apply(image(5, &[("t", id, parts)])).await.unwrap();
+
+        let topic = catalog.topic("t").unwrap();
+        assert_eq!(topic.id, id);
+        assert_eq!(
+            topic.partitions.iter().map(|p| p.index).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+        assert!(
+            catalog.partition("t", 1).is_none(),
+            "broker 2's partition opened here"
+        );
+        let led = catalog.partition("t", 0).unwrap().replica_state();
+        assert_eq!((led.role(), led.leader_epoch()), (Role::Leader, 4));
+        let offline = catalog.partition("t", 2).unwrap().replica_state();
+        assert_eq!(
+            (offline.role(), offline.leader_epoch()),
+            (Role::Follower { leader: NO_NODE }, 3)
+        );
+        assert!(!dir.path().join("t-1").exists());
+        assert_eq!(catalog.applied_image().metadata_offset, 5);
+
+        // Leadership comes back in a later epoch: the same replica leads, nothing reopens.
+        let before = Arc::clone(&catalog.partition("t", 2).unwrap());
+        let parts = vec![
+            partition(&[1], 1, 4),
+            partition(&[2], 2, 0),
+            partition(&[1], 1, 4),
+        ];
+        catalog.apply(image(6, &[("t", id, parts)])).await.unwrap();
+        let after = catalog.partition("t", 2).unwrap();
+        assert!(Arc::ptr_eq(&before, &after));
+        let state = after.replica_state();
+        assert_eq!((state.role(), state.leader_epoch()), (Role::Leader, 4));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_topic_is_closed_and_its_directories_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = catalog(dir.path(), 1);
+        let id = Uuid::from_u128(8);
+        let parts = vec![partition(&[1], 1, 0), partition(&[1], 1, 0)];
+        catalog
+            .apply(image(1, &[("gone", id, parts)]))
+            .await
+            .unwrap();
+        let kept = catalog.partition("gone", 0).unwrap();
+        append_one(&kept).await;
+
+        catalog.apply(image(2, &[])).await.unwrap();
+        assert!(catalog.topic("gone").is_none());
+        assert!(
+            kept.log.is_offline(),
+            "a deleted partition's log still serves"
+        );
+        let left = names(dir.path()).await;
+        assert!(
+            left.iter().all(|n| !n.starts_with("gone")),
+            "left behind: {left:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_directory_left_by_an_older_topic_of_the_same_name_is_not_served_as_the_new_one() {
+        // The bug this guards against: a topic deleted while this broker was down and created
+        // again under the same name would find the old directory and serve its records.
+        let dir = tempfile::tempdir().unwrap();
+        let old = Uuid::from_u128(1);
+        {
+            let catalog = catalog(dir.path(), 1);
+            catalog
+                .apply(image(1, &[("t", old, vec![partition(&[1], 1, 0)])]))
+                .await
+                .unwrap();
+            let p = catalog.partition("t", 0).unwrap();
+            append_one(&p).await;
+            catalog.close_all().await;
+        }
+        let catalog = catalog(dir.path(), 1);
+        let new = Uuid::from_u128(2);
+        catalog
+            .apply(image(9, &[("t", new, vec![partition(&[1], 1, 0)])]))
+            .await
+            .unwrap();
+        let p = catalog.partition("t", 0).unwrap();
+        assert_eq!(
+            p.log.log_end_offset(),
+            0,
+            "the old topic's records are served"
+        );
+        assert_eq!(catalog.topic("t").unwrap().id, new);
+    }
+
+    #[tokio::test]
+    async fn strays_and_deletion_leftovers_go_and_the_quorums_directory_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "stray-0",
+            "kept-0",
+            "kept-1",
+            "__cluster_metadata-0",
+            "x-0.00000000000000000000000000000005-delete",
+        ] {
+            let sub = dir.path().join(name);
+            FileDisk::new().create_dir_all(&sub).await.unwrap();
+            disk::write_file_atomic(&FileDisk::new(), &sub.join("00000000000000000000.log"), b"")
+                .await
+                .unwrap();
+        }
+        let catalog = catalog(dir.path(), 1);
+        assert_eq!(catalog.remove_deleted_leftovers().await.unwrap(), 1);
+        let id = Uuid::from_u128(3);
+        // kept-1 belongs to broker 2 now: stray here as well.
+        let parts = vec![partition(&[1], 1, 0), partition(&[2], 2, 0)];
+        catalog
+            .apply(image(4, &[("kept", id, parts)]))
+            .await
+            .unwrap();
+        assert_eq!(catalog.remove_strays().await.unwrap(), 2);
+        let left = names(dir.path()).await;
+        assert_eq!(left, vec!["__cluster_metadata-0", "kept-0"]);
+    }
+}
