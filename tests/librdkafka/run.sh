@@ -174,6 +174,21 @@ requests_since() {
         END { print n + 0 }'
 }
 
+# What a failed test leaves for a reader who has only this output: the test's last lines, the
+# broker's warnings and errors since the test began, and the machine's memory and disk.
+diagnose() {
+    local t=$1 from=$2
+    printf '   --- last lines of %s.log\n' "$t"
+    sed 's/\x1b\[[0-9;]*m//g' "$RUN_DIR/$t.log" | tail -n 25 | cut -c1-240 | sed 's/^/   | /'
+    printf '   --- broker warnings and errors during %s\n' "$t"
+    tail -c +"$((from + 1))" "$RUN_DIR/broker.log" | sed 's/\x1b\[[0-9;]*m//g' \
+        | grep -E ' (WARN|ERROR) ' | tail -n 25 | cut -c1-240 | sed 's/^/   | /' || true
+    printf '   --- broker pid %s: %s\n' "$BROKER_PID" \
+        "$(ps -o rss=,vsz=,stat= -p "$BROKER_PID" 2>/dev/null | awk '{printf "rss %d MiB, vsz %d MiB, state %s", $1/1024, $2/1024, $3}')"
+    free -m | sed 's/^/   | /'
+    df -h "$DATA_DIR" "$RUN_DIR" | sed 's/^/   | /'
+}
+
 declare -a PASSED=() FAILED=() SKIPPED=() NOT_RUN=() LOCAL_PASSED=()
 for i in "${!TESTS[@]}"; do
     t=${TESTS[$i]}
@@ -201,6 +216,10 @@ for i in "${!TESTS[@]}"; do
         [ "$rc" = 124 ] && verdict="FAIL (timed out after ${TIMEOUT}s)"
     fi
     printf '%s %-44s %4ss  %s\n' "$t" "$verdict" "$((SECONDS - started))" "$RUN_DIR/$t.log"
+    if [ "${verdict#FAIL}" != "$verdict" ]; then
+        # CI keeps only this output: show why, and the machine's state, right here.
+        diagnose "$t" "$log_bytes"
+    fi
     if ! kill -0 "$BROKER_PID" 2>/dev/null; then
         printf '%s   the broker died during this test (see %s); restarting it\n' "$t" "$RUN_DIR/broker.log"
         wait "$BROKER_PID" 2>/dev/null || true
