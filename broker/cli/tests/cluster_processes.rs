@@ -324,11 +324,7 @@ fn when_a_broker_dies_cluster_up_names_it_and_its_log_and_stops_the_others() {
     assert!(!alive(first), "broker {first} still running");
 }
 
-/// Needs the metadata quorum (branches ctl-raft and catalog): until they are merged the three
-/// brokers are three clusters of one, and `cluster describe` sees one node. Run with
-/// `--ignored`; the merge of issue 10 removes the `ignore`.
 #[test]
-#[ignore = "needs the metadata quorum (issue 10's ctl-raft and catalog branches)"]
 fn cluster_up_with_three_brokers_forms_one_cluster_and_stops_them_all_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let mut up = ClusterUp::start(3, dir.path());

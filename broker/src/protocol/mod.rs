@@ -285,6 +285,16 @@ pub async fn handle_request(
             &ctx,
             decode(api_key, version, body)?,
         )),
+        ApiKey::DescribeQuorum => {
+            let plane = ctx.broker.plane();
+            ctx.now(&describe_quorum::describe_quorum(
+                &decode(api_key, version, body)?,
+                version,
+                ctx.broker.config.node_id,
+                &plane.quorum_status(),
+                &plane.image(),
+            ))
+        }
         ApiKey::FindCoordinator => {
             ctx.now(&find_coordinator::handle(&ctx, decode(api_key, version, body)?).await)
         }
