@@ -355,6 +355,81 @@ fn cluster_up_with_three_brokers_forms_one_cluster_and_stops_them_all_on_ctrl_c(
         assert!(node["broker_epoch"].as_i64().is_some(), "{described}");
     }
 
+    // One cluster: a topic created through node 2 is spread over all three, records produced
+    // through node 3 are read through node 1.
+    let servers: Vec<&str> = up.bootstrap.split(',').collect();
+    let created = faultline(&[
+        "topics",
+        "create",
+        "--topic",
+        "spread",
+        "--partitions",
+        "6",
+        "--bootstrap-server",
+        servers[1],
+    ]);
+    assert_eq!(created.status.code(), Some(0), "{}", text(&created.stderr));
+    let described = faultline(&[
+        "topics",
+        "describe",
+        "--topic",
+        "spread",
+        "--json",
+        "--bootstrap-server",
+        servers[0],
+    ]);
+    let value: serde_json::Value =
+        serde_json::from_slice(&described.stdout).expect("one JSON line");
+    let mut leaders: Vec<i64> = value["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["leader"].as_i64().unwrap())
+        .collect();
+    leaders.sort();
+    leaders.dedup();
+    assert_eq!(leaders, [1, 2, 3], "{value}");
+    let mut produce = Command::new(FAULTLINE)
+        .args(["produce", "--topic", "spread", "--acks", "all"])
+        .args(["--bootstrap-server", servers[2]])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: String = (0..60).map(|i| format!("record-{i}\n")).collect();
+    std::io::Write::write_all(produce.stdin.as_mut().unwrap(), lines.as_bytes()).unwrap();
+    let produced = produce.wait_with_output().unwrap();
+    assert_eq!(
+        produced.status.code(),
+        Some(0),
+        "{}",
+        text(&produced.stderr)
+    );
+    let consumed = faultline(&[
+        "consume",
+        "--topic",
+        "spread",
+        "--from-beginning",
+        "--max-messages",
+        "60",
+        "--timeout-ms",
+        "30000",
+        "--bootstrap-server",
+        servers[0],
+    ]);
+    assert_eq!(
+        consumed.status.code(),
+        Some(0),
+        "{}",
+        text(&consumed.stderr)
+    );
+    let mut read: Vec<String> = text(&consumed.stdout).lines().map(String::from).collect();
+    read.sort();
+    let mut sent: Vec<String> = lines.lines().map(String::from).collect();
+    sent.sort();
+    assert_eq!(read, sent);
+
     up.signal(libc::SIGINT);
     let (code, out, err) = up.wait();
     assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
