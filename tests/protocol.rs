@@ -250,6 +250,14 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
         ApiKey::DescribeCluster => {
             request_frame(api, version, c, &DescribeClusterRequest::default())
         }
+        ApiKey::DescribeQuorum => {
+            let r = DescribeQuorumRequest::default().with_topics(vec![
+                describe_quorum_request::TopicData::default()
+                    .with_topic_name(topic("__cluster_metadata"))
+                    .with_partitions(vec![describe_quorum_request::PartitionData::default()]),
+            ]);
+            request_frame(api, version, c, &r)
+        }
         ApiKey::InitProducerId => request_frame(
             api,
             version,
@@ -421,6 +429,7 @@ async fn every_advertised_api_version_answers_with_a_response_the_codec_decodes(
                 IncrementalAlterConfigs => IncrementalAlterConfigsResponse,
                 AlterConfigs => AlterConfigsResponse,
                 DescribeCluster => DescribeClusterResponse,
+                DescribeQuorum => DescribeQuorumResponse,
                 InitProducerId => InitProducerIdResponse,
                 FindCoordinator => FindCoordinatorResponse,
                 JoinGroup => JoinGroupResponse,
