@@ -369,17 +369,33 @@ fn cluster_up_with_three_brokers_forms_one_cluster_and_stops_them_all_on_ctrl_c(
         servers[1],
     ]);
     assert_eq!(created.status.code(), Some(0), "{}", text(&created.stderr));
-    let described = faultline(&[
-        "topics",
-        "describe",
-        "--topic",
-        "spread",
-        "--json",
-        "--bootstrap-server",
-        servers[0],
-    ]);
-    let value: serde_json::Value =
-        serde_json::from_slice(&described.stdout).expect("one JSON line");
+    // Every node learns of the topic once it has applied the record (the creating node before
+    // it answered; the others as the metadata log reaches them).
+    let mut value = serde_json::Value::Null;
+    for server in &servers {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let described = faultline(&[
+                "topics",
+                "describe",
+                "--topic",
+                "spread",
+                "--json",
+                "--bootstrap-server",
+                server,
+            ]);
+            if described.status.success() {
+                value = serde_json::from_slice(&described.stdout).expect("one JSON line");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{server} never knew the topic: {}",
+                text(&described.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let mut leaders: Vec<i64> = value["partitions"]
         .as_array()
         .unwrap()
