@@ -1,12 +1,14 @@
 //! How a user runs a cluster, with real `faultline` processes on loopback: the quorum flags a
 //! broker refuses at start, `faultline cluster up` starting, serving and stopping its brokers
 //! (on Ctrl-C, or when one of them dies), and what `topics describe` and `cluster describe`
-//! print, as kafka-topics.sh and kafka-metadata-quorum.sh print it.
+//! print, as kafka-topics.sh and kafka-metadata-quorum.sh print it; and a three-node cluster
+//! whose active controller is killed with SIGKILL while topics are being created.
 //!
 //! The bugs these guard against: a quorum that lists one id twice or an address without a port
 //! would start a node that can never join; a voter whose controller listener is not where the
 //! others dial it waits for votes forever; `cluster up` that leaves its brokers running after
-//! Ctrl-C or after one of them died keeps data directories locked and ports taken.
+//! Ctrl-C or after one of them died keeps data directories locked and ports taken; a
+//! CreateTopics acknowledged before its records are committed is lost with the controller.
 #![cfg(not(madsim))]
 // Test code: real processes, files and waits (clippy.toml's bans are for broker code).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -564,4 +566,496 @@ fn topics_describe_and_cluster_describe_print_what_kafkas_tools_print_for_a_sing
     assert_eq!(value["active_controller"], 1);
     assert_eq!(value["nodes"][0]["id"], 1);
     assert_eq!(value["nodes"][0]["endpoint"], addr.as_str());
+}
+
+/// Nodes of a cluster started one `faultline broker` process each (not through `cluster up`,
+/// which stops every node when one dies), so a test can kill -9 one and start it again on the
+/// same data directory. Each node's log (stderr) goes to `node-i.log`, appended across
+/// restarts; every process still running is killed on drop.
+struct Brokers {
+    plan: cli::cluster::ClusterPlan,
+    settings: Vec<String>,
+    children: Vec<Option<Child>>,
+}
+
+impl Brokers {
+    fn start(count: u16, dir: &Path, settings: &[String]) -> Brokers {
+        let base = free_base_port(count);
+        let plan = cli::cluster::plan(count, base, dir).expect("a plan");
+        let mut brokers = Brokers {
+            children: (0..plan.nodes.len()).map(|_| None).collect(),
+            plan,
+            settings: settings.to_vec(),
+        };
+        for id in 1..=i32::from(count) {
+            brokers.spawn(id);
+        }
+        brokers
+    }
+
+    fn node(&self, id: i32) -> &cli::cluster::NodePlan {
+        &self.plan.nodes[usize::try_from(id - 1).unwrap()]
+    }
+
+    fn addr(&self, id: i32) -> String {
+        self.node(id).listen.clone()
+    }
+
+    fn spawn(&mut self, id: i32) {
+        let node = self.node(id).clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("node log");
+        let child = Command::new(FAULTLINE)
+            .args(node.broker_args(&self.plan.voters, &self.settings))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("broker starts");
+        self.children[usize::try_from(id - 1).unwrap()] = Some(child);
+    }
+
+    /// SIGKILL (std's `Child::kill`), then reap it: nothing of the process runs afterwards.
+    fn kill9(&mut self, id: i32) {
+        let mut child = self.children[usize::try_from(id - 1).unwrap()]
+            .take()
+            .expect("node running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reaped");
+    }
+
+    /// The last lines of every node's log, for a failure message.
+    fn log_tails(&self) -> String {
+        self.plan
+            .nodes
+            .iter()
+            .map(|n| {
+                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                format!("--- node {} ({}):\n{tail}\n", n.id, n.log.display())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Brokers {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `cluster describe --json` through `addr`, if it answered.
+fn describe_cluster(addr: &str) -> Option<serde_json::Value> {
+    let run = faultline(&["cluster", "describe", "--bootstrap-server", addr, "--json"]);
+    run.status
+        .success()
+        .then(|| serde_json::from_slice(&run.stdout).ok())
+        .flatten()
+}
+
+/// One partition as a broker's Metadata answer shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SeenPartition {
+    index: i32,
+    leader: i32,
+    replicas: Vec<i32>,
+    error: i16,
+}
+
+/// Every topic a broker's Metadata answer (all topics) shows, by name, but the internal ones.
+async fn seen_topics(
+    addr: &str,
+) -> Result<std::collections::BTreeMap<String, Vec<SeenPartition>>, String> {
+    let client = client::Client::connect(client::ClientConfig::new(addr))
+        .await
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .fetch_metadata(None, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut topics = std::collections::BTreeMap::new();
+    for topic in response.topics {
+        let name = topic.name.map(|n| n.to_string()).unwrap_or_default();
+        if name.starts_with("__") {
+            continue;
+        }
+        assert_eq!(topic.error_code, 0, "{addr}: topic {name}");
+        let mut partitions: Vec<SeenPartition> = topic
+            .partitions
+            .iter()
+            .map(|p| SeenPartition {
+                index: p.partition_index,
+                leader: p.leader_id.0,
+                replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                error: p.error_code,
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.index);
+        topics.insert(name, partitions);
+    }
+    Ok(topics)
+}
+
+/// What became of one CreateTopics.
+#[derive(Clone, Debug)]
+enum Created {
+    /// Answered without error: the topic must exist, whole, from now on.
+    Acknowledged,
+    /// An error answer, or no answer: the topic may or may not exist, but never half made.
+    NotAcknowledged(String),
+}
+
+#[derive(Clone, Debug)]
+struct Attempt {
+    topic: String,
+    partitions: i32,
+    via: i32,
+    /// Sent after the active controller was killed.
+    after_kill: bool,
+    outcome: Created,
+}
+
+/// Creates topics `created-0000`, `created-0001`, ... with 1 to 6 partitions, from `tasks`
+/// concurrent tasks, each through one of the `live` brokers in turn, until `stop`.
+fn create_topics_until_stopped(
+    tasks: usize,
+    live: std::sync::Arc<std::sync::Mutex<Vec<(i32, String)>>>,
+    killed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    attempts: std::sync::Arc<std::sync::Mutex<Vec<Attempt>>>,
+    request_timeout: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut handles = Vec::new();
+            for _ in 0..tasks {
+                let (live, killed, stop, attempts, next) = (
+                    live.clone(),
+                    killed.clone(),
+                    stop.clone(),
+                    attempts.clone(),
+                    next.clone(),
+                );
+                handles.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let n = next.fetch_add(1, Ordering::SeqCst);
+                        let topic = format!("created-{n:04}");
+                        let partitions = 1 + (n % 6) as i32;
+                        let (via, addr) = {
+                            let live = live.lock().unwrap();
+                            live[n % live.len()].clone()
+                        };
+                        let after_kill = killed.load(Ordering::SeqCst);
+                        let mut config = client::ClientConfig::new(addr);
+                        config.connection.request_timeout = request_timeout;
+                        let outcome = match client::Client::connect(config).await {
+                            Err(e) => {
+                                // Never sent; a node just killed refuses connections.
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                Created::NotAcknowledged(e.to_string())
+                            }
+                            Ok(c) => match client::admin::Admin::new(c)
+                                .create_topic(client::admin::NewTopic::new(&topic, partitions))
+                                .await
+                            {
+                                Ok(()) => Created::Acknowledged,
+                                Err(e) => Created::NotAcknowledged(e.to_string()),
+                            },
+                        };
+                        attempts.lock().unwrap().push(Attempt {
+                            topic,
+                            partitions,
+                            via,
+                            after_kill,
+                            outcome,
+                        });
+                    }
+                }));
+            }
+            for handle in handles {
+                handle.await.unwrap();
+            }
+        });
+    })
+}
+
+/// What is wrong, if anything, with `seen` (one broker's view) after `attempts`: every
+/// acknowledged topic exists with the partitions it asked for; each partition has its one
+/// replica as leader, or, when that replica is on a node in `down`, no leader and
+/// LEADER_NOT_AVAILABLE. Topics that were not acknowledged may exist.
+fn problems(
+    seen: &std::collections::BTreeMap<String, Vec<SeenPartition>>,
+    attempts: &[Attempt],
+    down: &[i32],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for attempt in attempts {
+        let Some(partitions) = seen.get(&attempt.topic) else {
+            if matches!(attempt.outcome, Created::Acknowledged) {
+                problems.push(format!("{} acknowledged but missing", attempt.topic));
+            }
+            continue;
+        };
+        for p in partitions {
+            let offline = p.replicas.len() == 1 && down.contains(&p.replicas[0]);
+            let led = if offline {
+                p.leader == -1
+                    && p.error == kafka_protocol::error::ResponseError::LeaderNotAvailable.code()
+            } else {
+                p.replicas == [p.leader] && p.error == 0
+            };
+            if !led {
+                problems.push(format!(
+                    "{}-{}: {p:?} (down: {down:?})",
+                    attempt.topic, p.index
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// No topic is half made, at any moment: every topic a broker shows is one the test asked for,
+/// with exactly the partitions asked for, indexed 0, 1, 2, ...
+fn assert_whole(
+    addr: &str,
+    seen: &std::collections::BTreeMap<String, Vec<SeenPartition>>,
+    attempts: &[Attempt],
+) {
+    for (topic, partitions) in seen {
+        let asked = attempts
+            .iter()
+            .find(|a| &a.topic == topic)
+            .unwrap_or_else(|| panic!("{addr} shows {topic}, which nobody asked for"));
+        let indexes: Vec<i32> = partitions.iter().map(|p| p.index).collect();
+        assert_eq!(
+            indexes,
+            (0..asked.partitions).collect::<Vec<_>>(),
+            "{addr}: {topic} is not whole ({asked:?})"
+        );
+    }
+}
+
+/// Polls every broker in `nodes` until none of them shows a [`problems`] and all show the same
+/// topics, asserting [`assert_whole`] on every answer; panics with the last problems (and the
+/// nodes' logs) after `bound`.
+fn wait_until_settled(
+    brokers: &Brokers,
+    nodes: &[i32],
+    attempts: &[Attempt],
+    down: &[i32],
+    bound: Duration,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + bound;
+    loop {
+        let mut views = Vec::new();
+        let mut problems_now = Vec::new();
+        for &node in nodes {
+            let addr = brokers.addr(node);
+            match runtime.block_on(seen_topics(&addr)) {
+                Ok(seen) => {
+                    assert_whole(&addr, &seen, attempts);
+                    problems_now.extend(
+                        problems(&seen, attempts, down)
+                            .into_iter()
+                            .map(|p| format!("node {node}: {p}")),
+                    );
+                    views.push(seen);
+                }
+                Err(e) => problems_now.push(format!("node {node}: {e}")),
+            }
+        }
+        if problems_now.is_empty() && views.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        if problems_now.is_empty() {
+            problems_now.push("the nodes' views differ".into());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled after {bound:?}:\n{}\n{}",
+            problems_now.join("\n"),
+            brokers.log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The bug story: a controller that answers CreateTopics before the topic's records are
+/// committed, or commits a topic in more than one metadata batch, loses or half-makes topics
+/// when it dies mid-way; a new controller that does not take over pending work, or a broker
+/// that does not learn of a dead broker's fencing, leaves clients with leaders that are gone.
+///
+/// Three voters; three tasks create topics through the brokers in turn; after some are
+/// acknowledged the active controller is killed with SIGKILL, and creation goes on through
+/// the survivors until more are acknowledged there. Then, on every survivor: every
+/// acknowledged topic exists with its partitions, each led by its replica, except those on the
+/// killed node, which answer LEADER_NOT_AVAILABLE once it is fenced; no topic is ever seen half
+/// made. The killed node restarts on its data directory, re-registers with a new broker epoch,
+/// and leads its partitions again.
+#[test]
+fn kill_9_of_the_active_controller_while_topics_are_created_loses_no_acknowledged_topic() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+
+    const SESSION_TIMEOUT_MS: u64 = 6_000;
+    const HEARTBEAT_MS: u64 = 1_000;
+    const BEFORE_KILL: usize = 12;
+    const AFTER_KILL: usize = 12;
+    let quorum = broker::controller::raft::QuorumTimeouts::default();
+    // The bounds below only stop a broken run from hanging; each is the configured time it
+    // stands for, tripled for a loaded 2-core machine, plus ten seconds.
+    let margin = |ms: u64| Duration::from_millis(ms * 3) + Duration::from_secs(10);
+    // A new controller is elected within an election timeout; a create sent meanwhile waits
+    // at most one submit timeout.
+    let failover = margin(quorum.election_max_ms + quorum.submit_ms);
+    // A dead broker is fenced a session timeout after its last heartbeat, by a controller
+    // elected within an election timeout.
+    let fencing = margin(SESSION_TIMEOUT_MS + HEARTBEAT_MS + quorum.election_max_ms);
+    // The client waits longer than the broker's own submit bound, so it sees its answer.
+    let request_timeout = Duration::from_millis(quorum.submit_ms) + Duration::from_secs(15);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut brokers = Brokers::start(
+        3,
+        dir.path(),
+        &[
+            format!("broker-session-timeout-ms={SESSION_TIMEOUT_MS}"),
+            format!("broker-heartbeat-interval-ms={HEARTBEAT_MS}"),
+        ],
+    );
+    let formed = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let described = describe_cluster(&brokers.addr(2));
+            let formed = described.filter(|d| {
+                let nodes = d["nodes"].as_array().map_or(&[][..], |n| n.as_slice());
+                nodes.len() == 3
+                    && nodes.iter().all(|n| n["fenced"] == false)
+                    && d["active_controller"].is_i64()
+            });
+            if let Some(described) = formed {
+                break described;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no cluster of 3\n{}",
+                brokers.log_tails()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let live = Arc::new(Mutex::new(
+        (1..=3).map(|id| (id, brokers.addr(id))).collect::<Vec<_>>(),
+    ));
+    let (killed, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let attempts = Arc::new(Mutex::new(Vec::<Attempt>::new()));
+    let creator = create_topics_until_stopped(
+        3,
+        live.clone(),
+        killed.clone(),
+        stop.clone(),
+        attempts.clone(),
+        request_timeout,
+    );
+    let acknowledged = |after_kill: bool| {
+        attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.after_kill == after_kill && matches!(a.outcome, Created::Acknowledged))
+            .count()
+    };
+    let wait_for = |brokers: &Brokers, count: usize, after_kill: bool, bound: Duration| {
+        let deadline = Instant::now() + bound;
+        while acknowledged(after_kill) < count {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} creations acknowledged (after the kill: {after_kill}): {:#?}\n{}",
+                acknowledged(after_kill),
+                attempts.lock().unwrap(),
+                brokers.log_tails()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(&brokers, BEFORE_KILL, false, WAIT);
+
+    // The active controller now, as the survivors will have to replace it.
+    let described = describe_cluster(&brokers.addr(1)).expect("cluster describe");
+    let controller = i32::try_from(
+        described["active_controller"]
+            .as_i64()
+            .expect("a controller"),
+    )
+    .unwrap();
+    let epoch_before = formed["nodes"][usize::try_from(controller - 1).unwrap()]["broker_epoch"]
+        .as_i64()
+        .expect("a broker epoch");
+    brokers.kill9(controller);
+    let survivors: Vec<i32> = (1..=3).filter(|&id| id != controller).collect();
+    *live.lock().unwrap() = survivors.iter().map(|&id| (id, brokers.addr(id))).collect();
+    killed.store(true, Ordering::SeqCst);
+
+    wait_for(&brokers, AFTER_KILL, true, failover);
+    stop.store(true, Ordering::SeqCst);
+    creator.join().expect("the creating tasks finished");
+    let attempts = attempts.lock().unwrap().clone();
+    assert!(
+        attempts.iter().any(|a| a.after_kill
+            && a.via != controller
+            && matches!(a.outcome, Created::Acknowledged)),
+        "{attempts:#?}"
+    );
+
+    // What the clients saw, for whoever reads the output of a failed run.
+    for a in &attempts {
+        if let Created::NotAcknowledged(why) = &a.outcome {
+            eprintln!("{} via node {}: not acknowledged: {why}", a.topic, a.via);
+        }
+    }
+    wait_until_settled(&brokers, &survivors, &attempts, &[controller], fencing);
+    // Some acknowledged topic has a partition on the killed node: the restart below is tested.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen = runtime
+        .block_on(seen_topics(&brokers.addr(survivors[0])))
+        .expect("metadata");
+    assert!(
+        seen.values().flatten().any(|p| p.replicas == [controller]),
+        "no partition on node {controller}: {seen:?}"
+    );
+
+    brokers.spawn(controller);
+    wait_until_settled(&brokers, &[1, 2, 3], &attempts, &[], fencing);
+    let described = describe_cluster(&brokers.addr(controller)).expect("cluster describe");
+    let node = &described["nodes"][usize::try_from(controller - 1).unwrap()];
+    assert_eq!(node["fenced"], false, "{described}");
+    assert!(
+        node["broker_epoch"].as_i64().expect("a broker epoch") > epoch_before,
+        "node {controller} kept broker epoch {epoch_before}: {described}"
+    );
 }
