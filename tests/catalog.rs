@@ -33,6 +33,7 @@ use kafka_protocol::protocol::StrBytes;
 const T0: i64 = 1_700_000_000_000;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const LEADER_NOT_AVAILABLE: i16 = 5;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 struct Cluster {
     _dirs: Vec<tempfile::TempDir>,
@@ -553,4 +554,122 @@ async fn each_groups_coordinator_is_the_leader_of_its_offsets_partition_which_lo
             "broker {id}"
         );
     }
+}
+
+/// The bug story (found by librdkafka's 0020 and 0030 on three brokers): the coordinator
+/// checked a committed partition against the partitions it hosts, so a commit for a partition
+/// another broker leads got UNKNOWN_TOPIC_OR_PARTITION and the consumer lost its position.
+/// Kafka checks the cluster's metadata (`metadataCache.contains`): any partition of the cluster
+/// can be committed (and its offset deleted) at any coordinator, and only one the cluster does
+/// not have is refused.
+#[tokio::test]
+async fn a_coordinator_commits_and_deletes_offsets_of_partitions_another_broker_leads() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{
+        FindCoordinatorRequest, FindCoordinatorResponse, GroupId, OffsetCommitRequest,
+        OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+        OffsetFetchResponse,
+    };
+    let cluster = Cluster::of_two().await;
+    let elsewhere = topic_over_both(&cluster).await;
+    // A group whose coordinator is broker 1, which does not lead partition `elsewhere`.
+    let keys: Vec<String> = (0..20).map(|i| format!("group-{i}")).collect();
+    let found: FindCoordinatorResponse = call(
+        cluster.broker(1),
+        ApiKey::FindCoordinator,
+        4,
+        &FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(
+                keys.iter()
+                    .map(|k| StrBytes::from_string(k.clone()))
+                    .collect(),
+            ),
+    )
+    .await;
+    cluster.catch_up().await;
+    let group = found
+        .coordinators
+        .iter()
+        .find(|c| c.error_code == 0 && c.node_id == BrokerId(1))
+        .expect("a group coordinated by broker 1")
+        .key
+        .to_string();
+    assert!(cluster.broker(1).partition("t", elsewhere).is_none());
+
+    // Partitions 0 and 1 exist in the cluster; 2 does not.
+    let committed: OffsetCommitResponse = call(
+        cluster.broker(1),
+        ApiKey::OffsetCommit,
+        8,
+        &OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(
+                    (0..3)
+                        .map(|p| {
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(40 + i64::from(p))
+                        })
+                        .collect(),
+                )]),
+    )
+    .await;
+    let codes: Vec<(i32, i16)> = committed.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.error_code))
+        .collect();
+    assert_eq!(codes, [(0, 0), (1, 0), (2, UNKNOWN_TOPIC_OR_PARTITION)]);
+
+    let fetched: OffsetFetchResponse = call(
+        cluster.broker(1),
+        ApiKey::OffsetFetch,
+        7,
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_indexes(vec![0, 1])])),
+    )
+    .await;
+    let offsets: Vec<(i32, i64)> = fetched.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.committed_offset))
+        .collect();
+    assert_eq!(offsets, [(0, 40), (1, 41)]);
+
+    let deleted: OffsetDeleteResponse = call(
+        cluster.broker(1),
+        ApiKey::OffsetDelete,
+        0,
+        &OffsetDeleteRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group)))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(
+                    [elsewhere, 2]
+                        .into_iter()
+                        .map(|p| OffsetDeleteRequestPartition::default().with_partition_index(p))
+                        .collect(),
+                )]),
+    )
+    .await;
+    assert_eq!(deleted.error_code, 0);
+    let codes: Vec<(i32, i16)> = deleted.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.error_code))
+        .collect();
+    assert_eq!(codes, [(elsewhere, 0), (2, UNKNOWN_TOPIC_OR_PARTITION)]);
 }

@@ -27,11 +27,14 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Reply
     let mut writes: Vec<OffsetWrite> = Vec::new();
     // (topic, [(partition, code or None if written)])
     let mut results: Vec<TopicResults> = Vec::new();
+    // Any partition of the cluster can be committed here, not only those this broker hosts:
+    // Kafka checks its metadata cache.
+    let image = ctx.broker.image();
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut partitions = Vec::new();
         for p in topic.partitions {
-            let error = if ctx.broker.partition(&name, p.partition_index).is_none() {
+            let error = if image.partition(&name, p.partition_index).is_none() {
                 Some(ResponseError::UnknownTopicOrPartition.code())
             } else if p
                 .committed_metadata

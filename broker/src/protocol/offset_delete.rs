@@ -38,6 +38,7 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
         Ok(p) => p,
         Err(e) => return OffsetDeleteResponse::default().with_error_code(errors::group(&e).code()),
     };
+    let image = ctx.broker.image();
     let mut writes: Vec<OffsetWrite> = Vec::new();
     let mut topics = Vec::new();
     for topic in request.topics {
@@ -47,7 +48,8 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
             .partitions
             .iter()
             .map(|p| {
-                let code = if ctx.broker.partition(&name, p.partition_index).is_none() {
+                // The cluster's partitions, not this broker's (as OffsetCommit).
+                let code = if image.partition(&name, p.partition_index).is_none() {
                     ResponseError::UnknownTopicOrPartition.code()
                 } else if subscribed {
                     ResponseError::GroupSubscribedToTopic.code()
