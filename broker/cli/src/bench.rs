@@ -69,6 +69,9 @@ pub enum BenchCommand {
     Produce(ProduceBenchArgs),
     /// Fetch a topic from its earliest offset; report MB/s, and loopback TCP (the yardstick).
     Consume(ConsumeBenchArgs),
+    /// Time a broker's start with many partitions (its own broker processes, not
+    /// --bootstrap-server's), against a broker with one partition (the yardstick).
+    Startup(super::startup_bench::StartupBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +228,7 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> i
     let result = match args.command {
         BenchCommand::Produce(p) => produce(&args.client, p, out, err).await,
         BenchCommand::Consume(c) => consume(&args.client, c, out, err).await,
+        BenchCommand::Startup(s) => super::startup_bench::run(s, args.client.json, out, err).await,
     };
     match result {
         Ok(code) => code,

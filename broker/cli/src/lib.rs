@@ -6,6 +6,7 @@ pub mod consume;
 pub mod groups;
 pub mod produce;
 pub mod run_broker;
+pub mod startup_bench;
 pub mod topics;
 
 use std::time::Duration;
