@@ -23,5 +23,10 @@ cargo test --workspace
 step "librdkafka's own test suite against the broker (tests/librdkafka/allowlist.txt)"
 tests/librdkafka/run.sh
 
+# The short list of cluster.txt (about 2 minutes): tests whose clients use several brokers at
+# once. The whole list (about 11 minutes): tests/librdkafka/run.sh --cluster 3
+step "librdkafka's own tests against three brokers (tests/librdkafka/cluster.txt, short list)"
+tests/librdkafka/run.sh --cluster 3 --short
+
 step "simulation test suite (seeded, with madsim's determinism check)"
 MADSIM_TEST_SEED="${MADSIM_TEST_SEED:-1}" MADSIM_TEST_CHECK_DETERMINISM=1 cargo simtest --workspace

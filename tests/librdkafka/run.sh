@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs librdkafka's own integration test suite against a Faultline broker.
 #
-#   tests/librdkafka/run.sh                  # every test in allowlist.txt, then local.txt
-#   tests/librdkafka/run.sh 0017 0081        # just these (allow-listed or not)
-#   tests/librdkafka/run.sh --build-only     # build the test runner and the broker, then stop
+#   tests/librdkafka/run.sh                      # every test in allowlist.txt, then local.txt
+#   tests/librdkafka/run.sh 0017 0081            # just these (allow-listed or not)
+#   tests/librdkafka/run.sh --build-only         # build the test runner and the broker, then stop
+#   tests/librdkafka/run.sh --cluster 3          # every test in cluster.txt against three brokers
+#   tests/librdkafka/run.sh --cluster 3 --short  # cluster.txt's short list (what CI runs)
+#   tests/librdkafka/run.sh --cluster 3 0017     # just these, against three brokers
 #
 # The suite's sources ship inside the rdkafka-sys crate (librdkafka/tests/). The test runner is
 # built once into $CARGO_TARGET_DIR/librdkafka-tests/<version>/ (default target dir:
@@ -19,12 +22,20 @@
 # line in the list says `-Q`, with the reason beside it), under a time limit, with its output in
 # $RUN_DIR/<n>.log. A broker that died is reported and restarted for the next test.
 #
+# Cluster mode (`--cluster N` or RDK_CLUSTER=N): N `faultline broker` processes on free ports,
+# the first up to 5 of them voters of the metadata quorum (as `faultline cluster up` lays them
+# out), with the same broker.toml, data in node-i/ and logs in $RUN_DIR/broker-i.log. test.conf
+# lists all of them; tests start once every node is registered and unfenced; requests are
+# counted over every node's log; a node that died is restarted on its own ports and data
+# directory. Topics have one replica (replication is issue 11), spread over the brokers. The
+# default list is cluster.txt (local.txt is not run: it never reaches a broker).
+#
 # A pass counts only when the test reached the broker: the broker logs each connection's request
-# count when it ends (debug, target broker::server), and a test of allowlist.txt whose run added
-# no request is reported NOT RUN and fails the suite (quick mode, a skipped sub-test or a test
-# that only talks to librdkafka's mock cluster would otherwise "pass" doing nothing). Tests that
-# never reach a broker by design (local unit tests, mock-cluster tests) are in local.txt: they
-# run after the broker tests and are reported apart, never as broker passes.
+# count when it ends (debug, target broker::server), and a test of allowlist.txt (or cluster.txt)
+# whose run added no request is reported NOT RUN and fails the suite (quick mode, a skipped
+# sub-test or a test that only talks to librdkafka's mock cluster would otherwise "pass" doing
+# nothing). Tests that never reach a broker by design (local unit tests, mock-cluster tests) are
+# in local.txt: they run after the broker tests and are reported apart, never as broker passes.
 #
 # Environment:
 #   CARGO_TARGET_DIR      where cargo builds and where the runner is cached
@@ -34,6 +45,7 @@
 #   TEST_LEVEL, TEST_DEBUG, SUBTESTS   passed through to the runner (see its README)
 #   FAULTLINE_BIN         use this broker binary instead of building one
 #   RUN_DIR               where logs go (default: a new directory under the cache)
+#   RDK_CLUSTER           number of brokers for cluster mode (as --cluster N)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -45,6 +57,19 @@ RUNNER_ARGS=${RDK_RUNNER_ARGS:-}
 
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 2; }
+
+# 0: one broker with no quorum flags (a cluster of one); N: N brokers on one metadata quorum.
+NODES=${RDK_CLUSTER:-0}
+SHORT=0
+if [ "${1:-}" = "--cluster" ]; then
+    NODES=${2:-}
+    shift 2 || true
+    if [ "${1:-}" = "--short" ]; then
+        SHORT=1
+        shift
+    fi
+fi
+[[ "$NODES" =~ ^[0-9]+$ ]] && [ "$NODES" -le 99 ] || die "--cluster takes a number of brokers (1-99), got '$NODES'"
 
 # --- the librdkafka source ------------------------------------------------------------------
 SRC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/rdkafka-sys-*/librdkafka 2>/dev/null | sort -V | tail -1)
@@ -94,11 +119,14 @@ fi
 # --- which tests ----------------------------------------------------------------------------
 # allowlist.txt and local.txt: "<number> [runner args]  # why"; lines starting with # are
 # excluded tests. KIND says whether a test must reach the broker (broker) or never does (local).
+# Cluster mode reads cluster.txt first, for its tests and their arguments.
+BROKER_LIST=allowlist
+[ "$NODES" -gt 0 ] && BROKER_LIST=cluster
 declare -a TESTS=() ARGS=() KIND=()
 if [ $# -gt 0 ]; then
     for t in "$@"; do
         kind=broker
-        line=$(grep -E "^$t( |$)" "$HERE/allowlist.txt" | sed 's/#.*//' || true)
+        line=$(grep -hE "^$t( |$)" "$HERE/$BROKER_LIST.txt" "$HERE/allowlist.txt" | head -1 | sed 's/#.*//' || true)
         if [ -z "$line" ] && grep -qE "^$t( |$)" "$HERE/local.txt"; then
             kind=local
             line=$(grep -E "^$t( |$)" "$HERE/local.txt" | sed 's/#.*//')
@@ -106,18 +134,22 @@ if [ $# -gt 0 ]; then
         TESTS+=("$t"); ARGS+=("$(echo "$line" | cut -s -d' ' -f2-)"); KIND+=("$kind")
     done
 else
-    for list in allowlist local; do
+    lists="allowlist local"
+    [ "$NODES" -gt 0 ] && lists=cluster
+    for list in $lists; do
         kind=broker; [ $list = local ] && kind=local
+        # --short: only the lines whose comment starts with "short:".
+        pick='.'
+        [ "$SHORT" = 1 ] && pick='#[[:space:]]*short:'
         while read -r t rest; do
             TESTS+=("$t"); ARGS+=("$rest"); KIND+=("$kind")
-        done < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$HERE/$list.txt")
+        done < <(grep -E "$pick" "$HERE/$list.txt" | sed -e 's/#.*//' -e '/^[[:space:]]*$/d')
     done
 fi
 
 RUN_DIR=${RUN_DIR:-$CACHE/runs/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$RUN_DIR"
 DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/faultline-librdkafka.XXXXXX")
-BROKER_PID=
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -130,61 +162,149 @@ auto-create-topics = true
 num-partitions = 4
 EOF
 
-start_broker() {
-    PORT=$(free_port)
+# Node i (from 1): its pid, client port, quorum port and log. One broker: node 1, a new port at
+# each start, its log broker.log. A cluster: ports fixed for the whole run (the voters are
+# named by address), logs broker-i.log.
+declare -a PIDS=() PORTS=() CPORTS=() LOGS=() NODE_IDS=()
+if [ "$NODES" -eq 0 ]; then
+    NODE_IDS=(1)
+    LOGS[1]=$RUN_DIR/broker.log
+else
+    # As `faultline cluster up`: an odd number of voters, at most 5 (1 of 1-2, 3 of 3-4).
+    voters=$(( NODES >= 5 ? 5 : (NODES >= 3 ? 3 : 1) ))
+    VOTERS=
+    for i in $(seq 1 "$NODES"); do
+        NODE_IDS+=("$i")
+        PORTS[i]=$(free_port)
+        CPORTS[i]=$(free_port)
+        LOGS[i]=$RUN_DIR/broker-$i.log
+        [ "$i" -le "$voters" ] && VOTERS=${VOTERS:+$VOTERS,}$i@127.0.0.1:${CPORTS[i]}
+    done
+fi
+for i in "${NODE_IDS[@]}"; do : >>"${LOGS[i]}"; done
+
+start_node() {
+    local i=$1
+    local -a where=()
+    if [ "$NODES" -eq 0 ]; then
+        PORTS[i]=$(free_port)
+        where=(--data-dir "$DATA_DIR")
+    else
+        where=(--node-id "$i" --controller-listen "127.0.0.1:${CPORTS[i]}"
+               --controller-quorum "$VOTERS" --data-dir "$DATA_DIR/node-$i")
+    fi
     RUST_LOG=info,broker::server=debug "$FAULTLINE_BIN" broker --config "$RUN_DIR/broker.toml" \
-        --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" >>"$RUN_DIR/broker.log" 2>&1 &
-    BROKER_PID=$!
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+        --listen "127.0.0.1:${PORTS[i]}" "${where[@]}" >>"${LOGS[i]}" 2>&1 &
+    PIDS[i]=$!
+}
+
+# Is every node registered and unfenced, with an active controller, as the first node that
+# answers sees it?
+cluster_formed() {
+    local i described
+    for i in "${NODE_IDS[@]}"; do
+        described=$("$FAULTLINE_BIN" cluster describe --json \
+            --bootstrap-server "127.0.0.1:${PORTS[i]}" 2>/dev/null) || continue
+        printf '%s' "$described" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+nodes = d.get("nodes") or []
+formed = d.get("active_controller") is not None and len(nodes) == int(sys.argv[1]) \
+    and all(n.get("fenced") is False for n in nodes)
+sys.exit(0 if formed else 1)' "$NODES"
+        return
+    done
+    return 1
+}
+
+# Waits until every node listens (and a cluster has formed), then writes test.conf naming every
+# node.
+await_brokers() {
+    local i listening list=
+    for _ in $(seq 1 600); do
+        listening=0
+        for i in "${NODE_IDS[@]}"; do
+            kill -0 "${PIDS[i]}" 2>/dev/null || die "broker node $i exited at start: ${LOGS[i]}"
+            (exec 3<>"/dev/tcp/127.0.0.1/${PORTS[i]}") 2>/dev/null && listening=$((listening + 1))
+        done
+        if [ "$listening" -eq "${#NODE_IDS[@]}" ] && { [ "$NODES" -eq 0 ] || cluster_formed; }; then
+            for i in "${NODE_IDS[@]}"; do list=${list:+$list,}127.0.0.1:${PORTS[i]}; done
             cat >"$CACHE/tests/test.conf" <<EOF
 # Written by tests/librdkafka/run.sh
-metadata.broker.list=127.0.0.1:$PORT
+metadata.broker.list=$list
 broker.address.family=v4
 EOF
-            log "broker pid $BROKER_PID on 127.0.0.1:$PORT, data in $DATA_DIR"
+            for i in "${NODE_IDS[@]}"; do
+                if [ "$NODES" -eq 0 ]; then
+                    log "broker pid ${PIDS[i]} on 127.0.0.1:${PORTS[i]}, data in $DATA_DIR"
+                else
+                    log "broker node $i pid ${PIDS[i]} on 127.0.0.1:${PORTS[i]} (quorum ${CPORTS[i]}), data in $DATA_DIR/node-$i"
+                fi
+            done
             return 0
         fi
-        kill -0 "$BROKER_PID" 2>/dev/null || die "broker exited at start: $RUN_DIR/broker.log"
         sleep 0.1
     done
-    die "broker did not listen on 127.0.0.1:$PORT within 10 s"
+    die "brokers not ready within 60 s: ${LOGS[*]}"
 }
 
-stop_broker() {
-    if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill -TERM "$BROKER_PID"
-        for _ in $(seq 1 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$BROKER_PID" 2>/dev/null && kill -KILL "$BROKER_PID"
-        wait "$BROKER_PID" 2>/dev/null || true
-    fi
-    BROKER_PID=
+stop_brokers() {
+    local i pid
+    for i in "${NODE_IDS[@]}"; do
+        pid=${PIDS[i]:-}
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; fi
+    done
+    for i in "${NODE_IDS[@]}"; do
+        pid=${PIDS[i]:-}
+        [ -n "$pid" ] || continue
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+        wait "$pid" 2>/dev/null || true
+        PIDS[i]=
+    done
 }
 
-cleanup() { stop_broker; rm -rf "$DATA_DIR"; }
+cleanup() { stop_brokers; rm -rf "$DATA_DIR"; }
 trap cleanup EXIT
 
 # The runner links librdkafka's shared libraries from the tree it was built in.
 export LD_LIBRARY_PATH=$CACHE/src:$CACHE/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-start_broker
-# Requests the broker handled on connections that ended after byte $1 of its log.
-requests_since() {
-    tail -c +"$(($1 + 1))" "$RUN_DIR/broker.log" | sed 's/\x1b\[[0-9;]*m//g' | awk '
+for i in "${NODE_IDS[@]}"; do start_node "$i"; done
+await_brokers
+
+# Where each node's log stood when the current test began.
+declare -a FROM=()
+mark_logs() {
+    local i
+    for i in "${NODE_IDS[@]}"; do FROM[i]=$(stat -c %s "${LOGS[i]}"); done
+}
+# Every node's log since mark_logs, without colour codes; in a cluster each line says its node.
+logs_since_mark() {
+    local i prefix=
+    for i in "${NODE_IDS[@]}"; do
+        [ "$NODES" -gt 0 ] && prefix="[node $i] "
+        tail -c +"$((FROM[i] + 1))" "${LOGS[i]}" | sed -e 's/\x1b\[[0-9;]*m//g' -e "s/^/$prefix/"
+    done
+}
+# Requests the brokers handled on connections that ended since mark_logs.
+requests_since_mark() {
+    logs_since_mark | awk '
         /connection ended/ { for (i = 1; i <= NF; i++) if ($i ~ /^requests=[0-9]+$/) { sub(/^requests=/, "", $i); n += $i } }
         END { print n + 0 }'
 }
 
 # What a failed test leaves for a reader who has only this output: the test's last lines, the
-# broker's warnings and errors since the test began, and the machine's memory and disk.
+# brokers' warnings and errors since the test began, and the machine's memory and disk.
 diagnose() {
-    local t=$1 from=$2
+    local t=$1 i
     printf '   --- last lines of %s.log\n' "$t"
     sed 's/\x1b\[[0-9;]*m//g' "$RUN_DIR/$t.log" | tail -n 25 | cut -c1-240 | sed 's/^/   | /'
     printf '   --- broker warnings and errors during %s\n' "$t"
-    tail -c +"$((from + 1))" "$RUN_DIR/broker.log" | sed 's/\x1b\[[0-9;]*m//g' \
-        | grep -E ' (WARN|ERROR) ' | tail -n 25 | cut -c1-240 | sed 's/^/   | /' || true
-    printf '   --- broker pid %s: %s\n' "$BROKER_PID" \
-        "$(ps -o rss=,vsz=,stat= -p "$BROKER_PID" 2>/dev/null | awk '{printf "rss %d MiB, vsz %d MiB, state %s", $1/1024, $2/1024, $3}')"
+    logs_since_mark | grep -E ' (WARN|ERROR) ' | tail -n 25 | cut -c1-240 | sed 's/^/   | /' || true
+    for i in "${NODE_IDS[@]}"; do
+        printf '   --- broker%s pid %s: %s\n' "$([ "$NODES" -gt 0 ] && echo " node $i")" "${PIDS[i]}" \
+            "$(ps -o rss=,vsz=,stat= -p "${PIDS[i]}" 2>/dev/null | awk '{printf "rss %d MiB, vsz %d MiB, state %s", $1/1024, $2/1024, $3}')"
+    done
     free -m | sed 's/^/   | /'
     df -h "$DATA_DIR" "$RUN_DIR" | sed 's/^/   | /'
 }
@@ -193,13 +313,13 @@ declare -a PASSED=() FAILED=() SKIPPED=() NOT_RUN=() LOCAL_PASSED=()
 for i in "${!TESTS[@]}"; do
     t=${TESTS[$i]}
     started=$SECONDS
-    log_bytes=$(stat -c %s "$RUN_DIR/broker.log")
+    mark_logs
     # shellcheck disable=SC2086 # RUNNER_ARGS and per-test args are word lists
     if (cd "$CACHE/tests" && TESTS=$t timeout --kill-after=10 "$TIMEOUT" \
             ./test-runner -p1 -V "$BROKER_VERSION" $RUNNER_ARGS ${ARGS[$i]}) >"$RUN_DIR/$t.log" 2>&1; then
         # Connections of the finished runner end within moments; give the broker's log a beat.
         sleep 0.5
-        requests=$(requests_since "$log_bytes")
+        requests=$(requests_since_mark)
         if ! grep -qE "Test ${t}_[^ ]* PASSED" "$RUN_DIR/$t.log"; then
             SKIPPED+=("$t"); verdict="SKIP (filtered: see log)"
         elif [ "${KIND[$i]}" = local ]; then
@@ -218,13 +338,18 @@ for i in "${!TESTS[@]}"; do
     printf '%s %-44s %4ss  %s\n' "$t" "$verdict" "$((SECONDS - started))" "$RUN_DIR/$t.log"
     if [ "${verdict#FAIL}" != "$verdict" ]; then
         # CI keeps only this output: show why, and the machine's state, right here.
-        diagnose "$t" "$log_bytes"
+        diagnose "$t"
     fi
-    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-        printf '%s   the broker died during this test (see %s); restarting it\n' "$t" "$RUN_DIR/broker.log"
-        wait "$BROKER_PID" 2>/dev/null || true
-        start_broker
-    fi
+    restarted=0
+    for n in "${NODE_IDS[@]}"; do
+        if ! kill -0 "${PIDS[n]}" 2>/dev/null; then
+            printf '%s   broker node %s died during this test (see %s); restarting it\n' "$t" "$n" "${LOGS[n]}"
+            wait "${PIDS[n]}" 2>/dev/null || true
+            start_node "$n"
+            restarted=1
+        fi
+    done
+    [ "$restarted" = 1 ] && await_brokers
 done
 
 echo
