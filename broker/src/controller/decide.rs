@@ -21,8 +21,8 @@ use uuid::Uuid;
 use super::image::{Assignment, ClusterImage, MetadataRecord, PartitionImage};
 use super::placement::{self, UsableBroker};
 use super::request::{
-    ConfigResource, ControllerError, ControllerReply, ControllerRequest, CreatedTopic, LegacyTopic,
-    NewPartitions, NewTopic, TopicError, TopicRef,
+    AlterPartitionError, ConfigResource, ControllerError, ControllerReply, ControllerRequest,
+    CreatedTopic, IsrMember, LegacyTopic, NewPartitions, NewTopic, TopicError, TopicRef,
 };
 use super::{NodeId, NO_NODE};
 use crate::broker::MAX_PARTITIONS_PER_TOPIC;
@@ -174,6 +174,36 @@ pub fn decide(
                 reply: ControllerReply::ProducerIds { first, count },
             })
         }
+        ControllerRequest::AlterPartition {
+            broker,
+            broker_epoch,
+            topic_id,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        } => {
+            check_broker_epoch(image, *broker, *broker_epoch)?;
+            let (records, outcome) = match alter_partition(
+                image,
+                *broker,
+                *topic_id,
+                *partition,
+                *leader_epoch,
+                *partition_epoch,
+                new_isr,
+            ) {
+                Ok((record, image)) => (record.into_iter().collect(), Ok(image)),
+                Err(e) => {
+                    tracing::info!(broker, topic = %topic_id, partition, error = %e, "AlterPartition refused");
+                    (Vec::new(), Err(e))
+                }
+            };
+            Ok(Decision {
+                records,
+                reply: ControllerReply::AlterPartition(outcome),
+            })
+        }
         ControllerRequest::ImportLegacy {
             cluster_id,
             topics,
@@ -202,6 +232,105 @@ fn check_broker_epoch(image: &ClusterImage, id: NodeId, epoch: i64) -> Result<()
         });
     }
     Ok(())
+}
+
+/// Kafka's `ReplicationControlManager.alterPartition` for one partition, its checks in Kafka's
+/// order (`validateAlterPartitionData`): the partition exists; epochs newer than the image
+/// mean this controller is behind (NOT_CONTROLLER); an older leader epoch is a deposed leader
+/// (FENCED_LEADER_EPOCH); only the leader of this epoch may ask; an older partition epoch is a
+/// change decided on a stale ISR (INVALID_UPDATE_VERSION); the new ISR is a subset of the
+/// replicas holding the leader; and every member is registered, unfenced, not shutting down and
+/// at the broker epoch the leader names (KIP-841, KIP-903: INELIGIBLE_REPLICA). An accepted
+/// change keeps the leader and its epoch and bumps the partition epoch; the ISR is kept in
+/// replica order. The record, if the ISR changes, and the partition's registration after it.
+fn alter_partition(
+    image: &ClusterImage,
+    broker: NodeId,
+    topic_id: Uuid,
+    index: i32,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    new_isr: &[IsrMember],
+) -> Result<(Option<MetadataRecord>, PartitionImage), AlterPartitionError> {
+    let topic = image
+        .topic_by_id(topic_id)
+        .ok_or(AlterPartitionError::UnknownTopicOrPartition)?;
+    let partition = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .ok_or(AlterPartitionError::UnknownTopicOrPartition)?;
+    if leader_epoch > partition.leader_epoch || partition_epoch > partition.partition_epoch {
+        return Err(AlterPartitionError::NotController);
+    }
+    if leader_epoch < partition.leader_epoch {
+        return Err(AlterPartitionError::FencedLeaderEpoch {
+            got: leader_epoch,
+            current: partition.leader_epoch,
+        });
+    }
+    if broker != partition.leader {
+        return Err(AlterPartitionError::InvalidRequest(format!(
+            "broker {broker} does not lead {}-{index} in leader epoch {leader_epoch} (leader: {})",
+            topic.name, partition.leader
+        )));
+    }
+    if partition_epoch < partition.partition_epoch {
+        return Err(AlterPartitionError::InvalidUpdateVersion {
+            got: partition_epoch,
+            current: partition.partition_epoch,
+        });
+    }
+    let ids: BTreeSet<NodeId> = new_isr.iter().map(|m| m.id).collect();
+    if ids.len() != new_isr.len() || !ids.iter().all(|id| partition.replicas.contains(id)) {
+        return Err(AlterPartitionError::InvalidRequest(format!(
+            "the ISR {:?} is not a set of the replicas {:?}",
+            new_isr.iter().map(|m| m.id).collect::<Vec<_>>(),
+            partition.replicas
+        )));
+    }
+    if !ids.contains(&partition.leader) {
+        return Err(AlterPartitionError::InvalidRequest(format!(
+            "the ISR {ids:?} does not hold the leader {}",
+            partition.leader
+        )));
+    }
+    let ineligible: Vec<(NodeId, String)> = new_isr
+        .iter()
+        .filter_map(|member| {
+            let why = match image.brokers.get(&member.id) {
+                None => "not registered".to_string(),
+                Some(b) if b.shutting_down => "shutting down".to_string(),
+                Some(b) if b.fenced => "fenced".to_string(),
+                Some(b) if member.broker_epoch != -1 && member.broker_epoch != b.epoch => format!(
+                    "broker epoch mismatch: requested={} VS expected={}",
+                    member.broker_epoch, b.epoch
+                ),
+                Some(_) => return None,
+            };
+            Some((member.id, why))
+        })
+        .collect();
+    if !ineligible.is_empty() {
+        return Err(AlterPartitionError::IneligibleReplica(ineligible));
+    }
+    let isr: Vec<NodeId> = partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| ids.contains(r))
+        .collect();
+    if ids == partition.isr.iter().copied().collect() {
+        return Ok((None, partition.clone()));
+    }
+    let index = usize::try_from(index).expect("checked above");
+    let record = change_partition(topic.id, index, partition, partition.leader, isr);
+    let MetadataRecord::ChangePartition { image: changed, .. } = &record else {
+        unreachable!("change_partition makes a ChangePartition");
+    };
+    assert_eq!(changed.leader_epoch, partition.leader_epoch);
+    assert_eq!(changed.partition_epoch, partition.partition_epoch + 1);
+    let changed = changed.clone();
+    Ok((Some(record), changed))
 }
 
 /// Kafka's `BrokerHeartbeatManager.calculateNextBrokerState`, with controlled shutdown done in
@@ -1873,6 +2002,305 @@ pub(crate) mod tests {
         ));
     }
 
+    // --- AlterPartition and the ISR -----------------------------------------------------
+
+    /// Three live brokers and topic "r" (id 78) whose partition 0 has replicas [1, 2, 3], all
+    /// in the ISR, led by 1 in leader epoch 0 (a record, as CreateTopics may refuse RF 3).
+    fn three_replicas(configs: &[(&str, &str)]) -> (Controller, Uuid) {
+        let mut c = Controller::new();
+        c.up(1);
+        c.up(2);
+        c.up(3);
+        let id = Uuid::from_u128(78);
+        c.commit(vec![MetadataRecord::CreateTopic {
+            name: "r".into(),
+            id,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            partitions: vec![PartitionImage {
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }],
+        }]);
+        (c, id)
+    }
+
+    /// An AlterPartition from `broker` (at its current epoch) for "r"-0 at the partition's
+    /// current epochs, naming members without broker epochs.
+    fn alter_isr(
+        c: &mut Controller,
+        broker: NodeId,
+        isr: &[NodeId],
+    ) -> Result<ControllerReply, ControllerError> {
+        let p = c.partition("r", 0);
+        let request = ControllerRequest::AlterPartition {
+            broker,
+            broker_epoch: c.image.brokers[&broker].epoch,
+            topic_id: c.image.topic("r").unwrap().id,
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: isr.iter().copied().map(IsrMember::unchecked).collect(),
+        };
+        c.ask(request)
+    }
+
+    fn alter_outcome(
+        reply: Result<ControllerReply, ControllerError>,
+    ) -> Result<PartitionImage, AlterPartitionError> {
+        match reply {
+            Ok(ControllerReply::AlterPartition(outcome)) => outcome,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_leader_shrinks_the_isr_with_a_new_partition_epoch_and_the_same_leader_epoch() {
+        let (mut c, _) = three_replicas(&[]);
+        let changed = alter_outcome(alter_isr(&mut c, 1, &[3, 1])).unwrap();
+        let expected = PartitionImage {
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 3],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 1,
+        };
+        assert_eq!(changed, expected, "the ISR in replica order");
+        assert_eq!(c.partition("r", 0), expected, "committed as the reply says");
+        // And back: 2 caught up and rejoins.
+        let changed = alter_outcome(alter_isr(&mut c, 1, &[1, 2, 3])).unwrap();
+        assert_eq!((changed.isr, changed.partition_epoch), (vec![1, 2, 3], 2));
+    }
+
+    #[test]
+    fn asking_for_the_isr_the_partition_has_commits_nothing_and_answers_its_state() {
+        let (mut c, _) = three_replicas(&[]);
+        let offset = c.image.metadata_offset;
+        let current = alter_outcome(alter_isr(&mut c, 1, &[2, 3, 1])).unwrap();
+        assert_eq!(current, c.partition("r", 0));
+        assert_eq!(c.image.metadata_offset, offset);
+    }
+
+    #[test]
+    fn an_alter_partition_with_a_stale_broker_epoch_is_refused_whole() {
+        let (mut c, id) = three_replicas(&[]);
+        let epoch = c.image.brokers[&1].epoch;
+        let reply = c.ask(ControllerRequest::AlterPartition {
+            broker: 1,
+            broker_epoch: epoch - 1,
+            topic_id: id,
+            partition: 0,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            new_isr: vec![IsrMember::unchecked(1)],
+        });
+        assert_eq!(
+            reply,
+            Err(ControllerError::StaleBrokerEpoch {
+                got: epoch - 1,
+                current: epoch
+            })
+        );
+        assert_eq!(c.partition("r", 0).isr, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_deposed_leader_is_fenced_by_its_old_leader_epoch() {
+        let (mut c, id) = three_replicas(&[]);
+        // Broker 1 shuts down: 2 leads in epoch 1. Broker 1, restarted, still holds epoch 0.
+        let e1 = c.image.brokers[&1].epoch;
+        let offset = c.image.metadata_offset;
+        c.heartbeat(1, e1, offset, true).unwrap();
+        let e1 = c.up(1);
+        let offset = c.image.metadata_offset;
+        let reply = c.ask(ControllerRequest::AlterPartition {
+            broker: 1,
+            broker_epoch: e1,
+            topic_id: id,
+            partition: 0,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            new_isr: vec![IsrMember::unchecked(1)],
+        });
+        assert_eq!(
+            alter_outcome(reply),
+            Err(AlterPartitionError::FencedLeaderEpoch { got: 0, current: 1 })
+        );
+        assert_eq!(c.image.metadata_offset, offset, "nothing committed");
+    }
+
+    #[test]
+    fn only_the_leader_of_the_current_epoch_may_change_the_isr() {
+        let (mut c, _) = three_replicas(&[]);
+        assert!(matches!(
+            alter_outcome(alter_isr(&mut c, 2, &[1, 2])),
+            Err(AlterPartitionError::InvalidRequest(m)) if m.contains("does not lead")
+        ));
+        assert_eq!(c.partition("r", 0).partition_epoch, 0);
+    }
+
+    #[test]
+    fn a_change_decided_on_a_stale_partition_epoch_is_refused_as_an_invalid_update_version() {
+        let (mut c, id) = three_replicas(&[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        // A second change computed from the image before the first one (partition epoch 0).
+        let reply = c.ask(ControllerRequest::AlterPartition {
+            broker: 1,
+            broker_epoch: c.image.brokers[&1].epoch,
+            topic_id: id,
+            partition: 0,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            new_isr: vec![IsrMember::unchecked(1), IsrMember::unchecked(3)],
+        });
+        assert_eq!(
+            alter_outcome(reply),
+            Err(AlterPartitionError::InvalidUpdateVersion { got: 0, current: 1 })
+        );
+        assert_eq!(c.partition("r", 0).isr, vec![1, 2]);
+    }
+
+    #[test]
+    fn epochs_newer_than_the_controllers_image_answer_not_controller() {
+        let (mut c, id) = three_replicas(&[]);
+        for (leader_epoch, partition_epoch) in [(1, 0), (0, 1)] {
+            let reply = c.ask(ControllerRequest::AlterPartition {
+                broker: 1,
+                broker_epoch: c.image.brokers[&1].epoch,
+                topic_id: id,
+                partition: 0,
+                leader_epoch,
+                partition_epoch,
+                new_isr: vec![IsrMember::unchecked(1)],
+            });
+            assert_eq!(alter_outcome(reply), Err(AlterPartitionError::NotController));
+        }
+    }
+
+    #[test]
+    fn an_isr_outside_the_replicas_or_without_the_leader_or_naming_a_member_twice_is_invalid() {
+        let (mut c, _) = three_replicas(&[]);
+        c.up(4);
+        for isr in [&[1, 4][..], &[2, 3], &[1, 2, 2], &[]] {
+            assert!(
+                matches!(
+                    alter_outcome(alter_isr(&mut c, 1, isr)),
+                    Err(AlterPartitionError::InvalidRequest(_))
+                ),
+                "{isr:?}"
+            );
+        }
+        assert_eq!(c.partition("r", 0).partition_epoch, 0);
+    }
+
+    #[test]
+    fn an_unknown_topic_or_partition_is_reported_as_such() {
+        let (mut c, id) = three_replicas(&[]);
+        let epoch = c.image.brokers[&1].epoch;
+        for (topic_id, partition) in [(Uuid::from_u128(5), 0), (id, 1), (id, -1)] {
+            let reply = c.ask(ControllerRequest::AlterPartition {
+                broker: 1,
+                broker_epoch: epoch,
+                topic_id,
+                partition,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                new_isr: vec![IsrMember::unchecked(1)],
+            });
+            assert_eq!(
+                alter_outcome(reply),
+                Err(AlterPartitionError::UnknownTopicOrPartition)
+            );
+        }
+    }
+
+    #[test]
+    fn fenced_shutting_down_or_unregistered_brokers_never_join_the_isr() {
+        let (mut c, _) = three_replicas(&[]);
+        // Broker 3 is fenced (its session expired): it leaves the ISR.
+        c.now_ms += c.settings.broker_session_timeout_ms;
+        for id in [1, 2] {
+            let epoch = c.image.brokers[&id].epoch;
+            let offset = c.image.metadata_offset;
+            c.heartbeat(id, epoch, offset, false).unwrap();
+        }
+        c.now_ms += 1;
+        assert_eq!(c.expire(), 1);
+        assert_eq!(c.partition("r", 0).isr, vec![1, 2]);
+        assert_eq!(
+            alter_outcome(alter_isr(&mut c, 1, &[1, 2, 3])),
+            Err(AlterPartitionError::IneligibleReplica(vec![(
+                3,
+                "fenced".into()
+            )]))
+        );
+        // Broker 2 begins a controlled shutdown: it leaves the ISR and may not come back.
+        let e2 = c.image.brokers[&2].epoch;
+        let offset = c.image.metadata_offset;
+        c.heartbeat(2, e2, offset, true).unwrap();
+        assert_eq!(c.partition("r", 0).isr, vec![1]);
+        assert_eq!(
+            alter_outcome(alter_isr(&mut c, 1, &[1, 2])),
+            Err(AlterPartitionError::IneligibleReplica(vec![(
+                2,
+                "shutting down".into()
+            )]))
+        );
+        assert_eq!(c.partition("r", 0).isr, vec![1]);
+    }
+
+    #[test]
+    fn a_member_named_with_a_previous_incarnations_broker_epoch_is_ineligible() {
+        let (mut c, id) = three_replicas(&[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        let old = c.image.brokers[&3].epoch;
+        // Broker 3 restarts (a new incarnation, a new epoch) after its session expired.
+        c.now_ms += c.settings.broker_session_timeout_ms;
+        for id in [1, 2] {
+            let epoch = c.image.brokers[&id].epoch;
+            let offset = c.image.metadata_offset;
+            c.heartbeat(id, epoch, offset, false).unwrap();
+        }
+        c.now_ms += 1;
+        c.expire();
+        let new = c.up(3);
+        let p = c.partition("r", 0);
+        let ask = |c: &mut Controller, epoch3| {
+            c.ask(ControllerRequest::AlterPartition {
+                broker: 1,
+                broker_epoch: c.image.brokers[&1].epoch,
+                topic_id: id,
+                partition: 0,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: vec![
+                    IsrMember {
+                        id: 1,
+                        broker_epoch: c.image.brokers[&1].epoch,
+                    },
+                    IsrMember {
+                        id: 3,
+                        broker_epoch: epoch3,
+                    },
+                ],
+            })
+        };
+        assert_eq!(
+            alter_outcome(ask(&mut c, old)),
+            Err(AlterPartitionError::IneligibleReplica(vec![(
+                3,
+                format!("broker epoch mismatch: requested={old} VS expected={new}")
+            )]))
+        );
+        let changed = alter_outcome(ask(&mut c, new)).unwrap();
+        assert_eq!(changed.isr, vec![1, 3]);
+    }
+
     // --- Producer ids and the legacy import ---------------------------------------------
 
     #[test]
@@ -2016,6 +2444,16 @@ mod proptests {
             topic: u8,
             partitions: usize,
         },
+        /// An AlterPartition for a replicated partition, from its leader or another broker, at
+        /// the current epochs or stale ones, asking for a subset of the replicas (bit i: the
+        /// i-th replica).
+        AlterIsr {
+            topic: u8,
+            partition: usize,
+            from_leader: bool,
+            stale: bool,
+            members: u8,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -2031,6 +2469,8 @@ mod proptests {
             1 => (0..4u8, 0..3i32).prop_map(|(topic, by)| Op::Grow { topic, by }),
             1 => (1..=4i32).prop_map(|id| Op::AllocateProducerIds { id }),
             2 => (0..3u8, 1..4usize).prop_map(|(topic, partitions)| Op::CreateReplicated { topic, partitions }),
+            4 => (0..3u8, 0..3usize, prop::bool::weighted(0.8), prop::bool::weighted(0.2), 0..4u8)
+                .prop_map(|(topic, partition, from_leader, stale, members)| Op::AlterIsr { topic, partition, from_leader, stale, members }),
         ]
     }
 
@@ -2138,6 +2578,60 @@ mod proptests {
                     configs: BTreeMap::new(),
                     partitions,
                 }]);
+            }
+            Op::AlterIsr {
+                topic,
+                partition,
+                from_leader,
+                stale,
+                members,
+            } => {
+                let Some(topic) = c.image.topic(&format!("r{topic}")).cloned() else {
+                    return;
+                };
+                let Some(p) = topic.partitions.get(*partition).cloned() else {
+                    return;
+                };
+                let broker = if *from_leader {
+                    p.leader
+                } else {
+                    p.replicas[0]
+                };
+                let Some(registration) = c.image.brokers.get(&broker) else {
+                    return;
+                };
+                let mut new_isr: Vec<IsrMember> = p
+                    .replicas
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| members & (1 << i) != 0)
+                    .map(|(_, r)| IsrMember::unchecked(*r))
+                    .collect();
+                if *from_leader && !new_isr.iter().any(|m| m.id == p.leader) {
+                    new_isr.push(IsrMember::unchecked(p.leader));
+                }
+                let stale_by = i32::from(*stale);
+                let reply = c.ask(ControllerRequest::AlterPartition {
+                    broker,
+                    broker_epoch: registration.epoch,
+                    topic_id: topic.id,
+                    partition: *partition as i32,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch - stale_by,
+                    new_isr,
+                });
+                let Ok(ControllerReply::AlterPartition(outcome)) = reply else {
+                    panic!("{reply:?}");
+                };
+                let now = c.image.topic_by_id(topic.id).unwrap().partitions[*partition].clone();
+                match outcome {
+                    Ok(changed) => {
+                        assert!(!*stale, "a stale partition epoch is never accepted");
+                        assert_eq!(changed, now, "the reply is the committed state");
+                        assert_eq!(changed.leader_epoch, p.leader_epoch);
+                    }
+                    Err(_) => assert_eq!(now, p, "a refusal changes nothing"),
+                }
             }
         }
     }
