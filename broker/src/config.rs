@@ -258,16 +258,6 @@ impl BrokerConfig {
             self.default_replication_factor.into(),
             1,
         )?;
-        if self.default_replication_factor > MAX_REPLICATION_FACTOR {
-            return Err(InvalidBrokerConfig {
-                key: "default-replication-factor",
-                value: self.default_replication_factor.to_string(),
-                reason: format!(
-                    "Value must be no more than {MAX_REPLICATION_FACTOR}: replication is not \
-                     available yet"
-                ),
-            });
-        }
         at_least(
             "metadata-snapshot-every",
             int(self.metadata_snapshot_every),
@@ -487,9 +477,6 @@ impl BrokerConfig {
         ])
     }
 }
-
-/// Replicas per partition a topic may have: 1 until replication lands (issue 11).
-pub const MAX_REPLICATION_FACTOR: i16 = 1;
 
 /// One voter of the metadata quorum (an entry of `controller.quorum.voters`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -953,11 +940,6 @@ mod tests {
             (
                 "broker-session-timeout-ms = 0",
                 "Invalid value 0 for configuration broker-session-timeout-ms: Value must be at least 1",
-            ),
-            (
-                "default-replication-factor = 3",
-                "Invalid value 3 for configuration default-replication-factor: Value must be no \
-                 more than 1: replication is not available yet",
             ),
             (
                 "default-replication-factor = 0",

@@ -478,17 +478,6 @@ fn change_partition(
     }
 }
 
-/// In this issue every partition has one replica; issue 11 (replication) removes this check.
-fn refuse_replication(replication_factor: usize) -> Result<(), TopicError> {
-    if replication_factor > 1 {
-        return Err(TopicError::InvalidReplicationFactor(format!(
-            "Unable to replicate the partition {replication_factor} time(s): replication is not \
-             available yet; this version of Faultline supports a replication factor of 1 only."
-        )));
-    }
-    Ok(())
-}
-
 /// A new topic id: random (drawn from the caller's entropy, version 4), never nil, never one
 /// in use or already given in this request.
 fn new_topic_id(image: &ClusterImage, taken: &BTreeSet<Uuid>, entropy: &mut dyn Entropy) -> Uuid {
@@ -622,7 +611,6 @@ fn create_topic(
                 .map_err(TopicError::InvalidReplicaAssignment)?;
             all_fenced_check(image, index, replicas)?;
         }
-        refuse_replication(factor)?;
         topic.assignments.clone()
     } else {
         if topic.replication_factor < -1 || topic.replication_factor == 0 {
@@ -658,7 +646,6 @@ fn create_topic(
                 "Unable to replicate the partition {factor} time(s): {e}"
             ))
         })?;
-        refuse_replication(usize::try_from(factor).unwrap_or(0))?;
         assignments
     };
     let partitions = new_partitions(image, &assignments).ok_or_else(|| {
@@ -1639,16 +1626,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_replication_factor_above_one_is_refused_until_replication_exists() {
+    fn a_replication_factor_of_three_places_three_replicas_all_in_the_isr() {
         let mut c = Controller::new();
         c.up(1);
         c.up(2);
-        let e = c.create("t", 1, 2).unwrap_err();
-        assert!(
-            matches!(&e, TopicError::InvalidReplicationFactor(m) if m.contains("replication is not available yet")),
-            "{e:?}"
-        );
-        assert!(c.image.topic("t").is_none());
+        c.up(3);
+        c.create("t", 2, 3).unwrap();
+        let topic = c.image.topic("t").unwrap();
+        for p in &topic.partitions {
+            let mut replicas = p.replicas.clone();
+            replicas.sort_unstable();
+            assert_eq!(replicas, vec![1, 2, 3]);
+            assert_eq!(p.isr.len(), 3);
+            assert!(p.isr.contains(&p.leader));
+        }
     }
 
     #[test]
