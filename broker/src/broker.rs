@@ -52,6 +52,7 @@ use crate::disk::{self, DirLock, Disk, LockDirError};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
 use crate::partition::Partition;
+use crate::replica::isr::IsrManager;
 use crate::txn::producer_id::{AllocateError, ProducerIdManager};
 
 pub use crate::catalog::Topic;
@@ -254,6 +255,8 @@ pub struct Broker {
     broker_epoch: AtomicI64,
     producer_ids: ProducerIdManager,
     groups: Arc<GroupCoordinator>,
+    /// The ISR changes of the partitions this broker leads ([`crate::replica::isr`]).
+    isr_manager: Arc<IsrManager>,
     /// True once shutdown began: parked requests are answered at once, none park any more.
     stopping: Latch,
     /// True once the logs are closing: the follower and heartbeat tasks end.
@@ -387,6 +390,7 @@ impl Broker {
             broker_epoch: AtomicI64::new(-1),
             producer_ids: ProducerIdManager::new(),
             groups,
+            isr_manager: Arc::default(),
             stopping: Latch::default(),
             closed: Latch::default(),
             connections_refused: std::sync::atomic::AtomicU64::new(0),
@@ -444,6 +448,7 @@ impl Broker {
         }
         tokio::spawn(follow_plane(Arc::downgrade(self)));
         tokio::spawn(heartbeat(Arc::downgrade(self)));
+        tokio::spawn(crate::replica::isr::run(Arc::downgrade(self)));
         Ok(())
     }
 
@@ -708,6 +713,11 @@ impl Broker {
             Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The ISR manager: the fetch path tells it when a follower may join an ISR.
+    pub fn isr_manager(&self) -> &Arc<IsrManager> {
+        &self.isr_manager
     }
 
     /// The group coordinator (the groups of the offsets partitions this broker leads).

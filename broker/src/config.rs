@@ -93,6 +93,9 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// `default.replication.factor`: replicas of a topic created without one.
     pub default_replication_factor: i16,
+    /// `replica.lag.time.max.ms`: an ISR member that has not caught up with the leader's log
+    /// end for this long leaves the ISR; the leader checks every half of it.
+    pub replica_lag_time_max_ms: u64,
     /// Metadata log entries between snapshots of the cluster image (Kafka counts bytes:
     /// `metadata.log.max.record.bytes.between.snapshots`); the log is purged below a snapshot.
     pub metadata_snapshot_every: u64,
@@ -133,6 +136,7 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
             default_replication_factor: 1,
+            replica_lag_time_max_ms: 30_000,
             metadata_snapshot_every: 1_000,
         }
     }
@@ -256,6 +260,11 @@ impl BrokerConfig {
         at_least(
             "default-replication-factor",
             self.default_replication_factor.into(),
+            1,
+        )?;
+        at_least(
+            "replica-lag-time-max-ms",
+            int(self.replica_lag_time_max_ms),
             1,
         )?;
         at_least(
