@@ -40,6 +40,9 @@ pub struct ControllerSettings {
     pub default_replication_factor: i16,
     /// Producer ids per AllocateProducerIds block (Kafka: 1000).
     pub producer_id_block_size: i64,
+    /// `unclean.leader.election.enable`, the broker default (Kafka: false); a topic's config
+    /// and the cluster-wide dynamic config override it.
+    pub unclean_leader_election_enable: bool,
 }
 
 impl Default for ControllerSettings {
@@ -49,6 +52,7 @@ impl Default for ControllerSettings {
             default_num_partitions: 1,
             default_replication_factor: 1,
             producer_id_block_size: 1_000,
+            unclean_leader_election_enable: false,
         }
     }
 }
@@ -837,6 +841,10 @@ pub const DYNAMIC_BROKER_CONFIGS: &[(&str, Option<&str>)] = &[
     ("max.connections.per.ip", None),
     ("message.max.bytes", Some("max.message.bytes")),
     ("min.insync.replicas", Some("min.insync.replicas")),
+    (
+        "unclean.leader.election.enable",
+        Some("unclean.leader.election.enable"),
+    ),
 ];
 
 fn validate_broker_config(name: &str, value: Option<&str>) -> Result<(), TopicError> {
