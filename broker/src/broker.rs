@@ -711,7 +711,13 @@ impl Broker {
             &self.plane.image(),
         );
         match self
-            .create_topic(OFFSETS_TOPIC, partitions, replication_factor, &configs, false)
+            .create_topic(
+                OFFSETS_TOPIC,
+                partitions,
+                replication_factor,
+                &configs,
+                false,
+            )
             .await
         {
             Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => Ok(()),

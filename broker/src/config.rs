@@ -1133,7 +1133,9 @@ mod tests {
             true
         )));
         topic.set("min.insync.replicas", "3").unwrap();
-        topic.set("unclean.leader.election.enable", "FALSE").unwrap();
+        topic
+            .set("unclean.leader.election.enable", "FALSE")
+            .unwrap();
         assert_eq!(topic.min_insync_replicas(&config), 3);
         assert!(topic.describe(&config).contains(&ConfigEntry::new(
             "unclean.leader.election.enable",

@@ -103,7 +103,9 @@ pub enum FollowerFetchError {
     NotAReplica(BrokerId),
     /// The fetch offset is past the leader's log end (the follower has a divergent tail to
     /// truncate) or below its log start. OFFSET_OUT_OF_RANGE.
-    #[error("fetch offset {offset} outside the leader's log [{log_start_offset}, {log_end_offset}]")]
+    #[error(
+        "fetch offset {offset} outside the leader's log [{log_start_offset}, {log_end_offset}]"
+    )]
     OutOfRange {
         offset: u64,
         log_start_offset: u64,
@@ -566,7 +568,9 @@ impl Partition {
     ) -> Result<(), ReplicationWaitError> {
         self.wait_durable(info).await?;
         loop {
-            let notified = self.watch.notified(crate::replica::FetchBound::HighWatermark);
+            let notified = self
+                .watch
+                .notified(crate::replica::FetchBound::HighWatermark);
             tokio::pin!(notified);
             notified.as_mut().enable();
             self.refresh_replica();

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-use super::image::{Assignment, ClusterImage, MetadataRecord, PartitionImage};
+use super::image::{Assignment, ClusterImage, MetadataRecord, PartitionImage, TopicImage};
 use super::placement::{self, UsableBroker};
 use super::request::{
     AlterPartitionError, ConfigResource, ControllerError, ControllerReply, ControllerRequest,
@@ -26,7 +26,7 @@ use super::request::{
 };
 use super::{NodeId, NO_NODE};
 use crate::broker::MAX_PARTITIONS_PER_TOPIC;
-use crate::config::{TopicConfigs, TOPIC_CONFIG_NAMES};
+use crate::config::{parse_bool, TopicConfigs, TOPIC_CONFIG_NAMES};
 use crate::topic_name::{colliding_topic, validate_topic_name};
 
 /// The controller's settings, Kafka's names.
@@ -111,7 +111,7 @@ pub fn decide(
             if image.brokers.get(id).is_some_and(|b| !b.fenced) {
                 // The old incarnation's session expired but it was not fenced yet: its
                 // leaderships go before the new registration (which starts fenced) replaces it.
-                records.extend(move_leaderships(image, &BTreeSet::from([*id])));
+                records.extend(move_leaderships(image, settings, &BTreeSet::from([*id])));
             }
             records.push(MetadataRecord::RegisterBroker {
                 id: *id,
@@ -135,6 +135,7 @@ pub fn decide(
         } => heartbeat(
             image,
             sessions,
+            settings,
             now_ms,
             *id,
             *epoch,
@@ -343,6 +344,7 @@ fn alter_partition(
 fn heartbeat(
     image: &ClusterImage,
     sessions: &mut Sessions,
+    settings: &ControllerSettings,
     now_ms: i64,
     id: NodeId,
     epoch: i64,
@@ -359,7 +361,7 @@ fn heartbeat(
             (true, true)
         } else if caught_up_offset >= broker.registered_offset {
             records.push(MetadataRecord::UnfenceBroker { id, epoch });
-            records.extend(elect_unfenced(image, id));
+            records.extend(elect_unfenced(image, settings, id));
             (false, false)
         } else {
             (true, false)
@@ -368,7 +370,7 @@ fn heartbeat(
         if !broker.shutting_down {
             records.push(MetadataRecord::BrokerShuttingDown { id, epoch });
         }
-        records.extend(move_leaderships(image, &BTreeSet::from([id])));
+        records.extend(move_leaderships(image, settings, &BTreeSet::from([id])));
         records.push(MetadataRecord::FenceBroker { id, epoch });
         (true, true)
     } else {
@@ -392,9 +394,82 @@ fn can_lead(image: &ClusterImage, leaving: &BTreeSet<NodeId>, id: NodeId) -> boo
             .is_some_and(|b| !b.fenced && !b.shutting_down)
 }
 
+/// `unclean.leader.election.enable` for `topic`: its override, else the cluster-wide dynamic
+/// config, else the broker default (Kafka's `ConfigurationControlManager` lookup order).
+fn unclean_enabled(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    topic: &TopicImage,
+) -> bool {
+    const KEY: &str = "unclean.leader.election.enable";
+    topic
+        .configs
+        .get(KEY)
+        .or_else(|| image.broker_configs.get(&None).and_then(|c| c.get(KEY)))
+        .and_then(|v| parse_bool(v))
+        .unwrap_or(settings.unclean_leader_election_enable)
+}
+
+/// An unclean election (Kafka's `PartitionChangeBuilder` with `Election.UNCLEAN`): `leader`,
+/// a live replica outside the ISR, leads with an ISR of itself; whatever the ISR held that it
+/// lacks is lost. Logged loudly and counted in the image.
+fn elect_unclean(
+    image: &ClusterImage,
+    topic: &TopicImage,
+    index: usize,
+    partition: &PartitionImage,
+    leader: NodeId,
+) -> [MetadataRecord; 2] {
+    assert!(
+        !partition.isr.contains(&leader),
+        "an unclean election picks a replica outside the ISR"
+    );
+    let states: Vec<String> = partition
+        .replicas
+        .iter()
+        .map(|r| {
+            let state = match image.brokers.get(r) {
+                None => "unregistered",
+                Some(b) if b.fenced => "fenced",
+                Some(b) if b.shutting_down => "shutting down",
+                Some(_) => "live",
+            };
+            let member = if partition.isr.contains(r) {
+                "in ISR"
+            } else {
+                "out of sync"
+            };
+            format!("{r}: {state}, {member}")
+        })
+        .collect();
+    tracing::warn!(
+        topic = %topic.name,
+        partition = index,
+        leader,
+        isr = ?partition.isr,
+        replicas = %states.join("; "),
+        "UNCLEAN leader election: no ISR member is alive and unclean.leader.election.enable is \
+         true; the new leader was out of sync, so records it lacks are lost"
+    );
+    [
+        change_partition(topic.id, index, partition, leader, vec![leader]),
+        MetadataRecord::UncleanLeaderElection {
+            topic_id: topic.id,
+            partition: i32::try_from(index).expect("partition indexes fit in i32"),
+            leader,
+        },
+    ]
+}
+
 /// ChangePartition records taking the `leaving` brokers out of every ISR (but the last member)
-/// and giving their leaderships to the first live ISR member in replica order, or to nobody.
-fn move_leaderships(image: &ClusterImage, leaving: &BTreeSet<NodeId>) -> Vec<MetadataRecord> {
+/// and giving their leaderships to the first live ISR member in replica order, or, where none
+/// is left and the topic allows it, to the first live replica outside the ISR (an unclean
+/// election), or to nobody.
+fn move_leaderships(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    leaving: &BTreeSet<NodeId>,
+) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics.values() {
         for (index, partition) in topic.partitions.iter().enumerate() {
@@ -428,6 +503,17 @@ fn move_leaderships(image: &ClusterImage, leaving: &BTreeSet<NodeId>) -> Vec<Met
             } else {
                 partition.leader
             };
+            if leader == NO_NODE && unclean_enabled(image, settings, topic) {
+                let unclean = partition
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| !partition.isr.contains(r) && can_lead(image, leaving, *r));
+                if let Some(unclean) = unclean {
+                    records.extend(elect_unclean(image, topic, index, partition, unclean));
+                    continue;
+                }
+            }
             if leader == partition.leader && isr == partition.isr {
                 continue;
             }
@@ -438,12 +524,21 @@ fn move_leaderships(image: &ClusterImage, leaving: &BTreeSet<NodeId>) -> Vec<Met
 }
 
 /// ChangePartition records making `id` (being unfenced) the leader of every offline partition
-/// whose ISR holds it.
-fn elect_unfenced(image: &ClusterImage, id: NodeId) -> Vec<MetadataRecord> {
+/// whose ISR holds it, and, where the topic allows unclean elections, of every offline
+/// partition it is a replica of whose ISR has no live member.
+fn elect_unfenced(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    id: NodeId,
+) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
+    let none = BTreeSet::new();
     for topic in image.topics.values() {
         for (index, partition) in topic.partitions.iter().enumerate() {
-            if partition.leader == NO_NODE && partition.isr.contains(&id) {
+            if partition.leader != NO_NODE {
+                continue;
+            }
+            if partition.isr.contains(&id) {
                 records.push(change_partition(
                     topic.id,
                     index,
@@ -451,6 +546,44 @@ fn elect_unfenced(image: &ClusterImage, id: NodeId) -> Vec<MetadataRecord> {
                     id,
                     partition.isr.clone(),
                 ));
+            } else if partition.replicas.contains(&id)
+                && !partition.isr.iter().any(|m| can_lead(image, &none, *m))
+                && unclean_enabled(image, settings, topic)
+            {
+                records.extend(elect_unclean(image, topic, index, partition, id));
+            }
+        }
+    }
+    records
+}
+
+/// Unclean elections for every offline partition whose topic allows them and which has a live
+/// replica (Kafka's periodic `maybeElectUncleanLeaders`, which also acts when the config is
+/// turned on). The active controller runs it on its tick.
+pub fn unclean_elections(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    let none = BTreeSet::new();
+    for topic in image.topics.values() {
+        if !unclean_enabled(image, settings, topic) {
+            continue;
+        }
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            if partition.leader != NO_NODE
+                || partition.isr.iter().any(|m| can_lead(image, &none, *m))
+            {
+                // Led, or an ISR member can lead: elect_unfenced will elect it cleanly.
+                continue;
+            }
+            let candidate = partition
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| !partition.isr.contains(r) && can_lead(image, &none, *r));
+            if let Some(leader) = candidate {
+                records.extend(elect_unclean(image, topic, index, partition, leader));
             }
         }
     }
@@ -1101,7 +1234,7 @@ impl Sessions {
         if expired.is_empty() {
             return Vec::new();
         }
-        let mut records = move_leaderships(image, &expired);
+        let mut records = move_leaderships(image, settings, &expired);
         for id in &expired {
             tracing::info!(broker = id, "broker session expired; fencing it");
             records.push(MetadataRecord::FenceBroker {
@@ -2177,7 +2310,10 @@ pub(crate) mod tests {
                 partition_epoch,
                 new_isr: vec![IsrMember::unchecked(1)],
             });
-            assert_eq!(alter_outcome(reply), Err(AlterPartitionError::NotController));
+            assert_eq!(
+                alter_outcome(reply),
+                Err(AlterPartitionError::NotController)
+            );
         }
     }
 
@@ -2298,6 +2434,145 @@ pub(crate) mod tests {
         );
         let changed = alter_outcome(ask(&mut c, new)).unwrap();
         assert_eq!(changed.isr, vec![1, 3]);
+    }
+
+    // --- Elections ----------------------------------------------------------------------
+
+    /// Keeps brokers `alive` heartbeating past the session timeout and expires the others;
+    /// how many were fenced.
+    fn expire_all_but(c: &mut Controller, alive: &[NodeId]) -> usize {
+        c.now_ms += c.settings.broker_session_timeout_ms;
+        for id in alive {
+            let epoch = c.image.brokers[id].epoch;
+            let offset = c.image.metadata_offset;
+            c.heartbeat(*id, epoch, offset, false).unwrap();
+        }
+        c.now_ms += 1;
+        c.expire()
+    }
+
+    /// "r"-0 led by 1 with ISR [1] (2 and 3 fell behind), then broker 1 fenced.
+    fn isr_of_one_then_leader_lost(configs: &[(&str, &str)]) -> Controller {
+        let (mut c, _) = three_replicas(configs);
+        alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        assert_eq!(expire_all_but(&mut c, &[2, 3]), 1);
+        c
+    }
+
+    #[test]
+    fn fencing_takes_a_broker_out_of_every_isr_and_its_leadership_goes_to_an_isr_member() {
+        let (mut c, _) = three_replicas(&[]);
+        assert_eq!(expire_all_but(&mut c, &[2, 3]), 1);
+        let p = c.partition("r", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch),
+            (2, vec![2, 3], 1)
+        );
+        // And a follower fenced leaves the ISR without a leader change.
+        assert_eq!(expire_all_but(&mut c, &[2]), 1);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2], 1));
+        assert_eq!(c.image.unclean_leader_elections, 0);
+    }
+
+    #[test]
+    fn controlled_shutdown_takes_the_broker_out_of_every_isr_of_replication_factor_three() {
+        let (mut c, _) = three_replicas(&[]);
+        let e3 = c.image.brokers[&3].epoch;
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(3, e3, offset, true), Ok((true, true)));
+        let p = c.partition("r", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch),
+            (1, vec![1, 2], 0)
+        );
+        let e1 = c.image.brokers[&1].epoch;
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(1, e1, offset, true), Ok((true, true)));
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2], 1));
+    }
+
+    #[test]
+    fn with_unclean_election_off_a_partition_whose_isr_is_gone_waits_for_an_isr_member() {
+        let mut c = isr_of_one_then_leader_lost(&[]);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (NO_NODE, vec![1]));
+        assert!(
+            unclean_elections(&c.image, &c.settings).is_empty(),
+            "2 and 3 are live but out of sync"
+        );
+        // Broker 1, the ISR's last member, comes back and leads again.
+        c.up(1);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (1, vec![1], 2));
+        assert_eq!(c.image.unclean_leader_elections, 0);
+    }
+
+    #[test]
+    fn with_unclean_election_on_a_live_out_of_sync_replica_leads_alone_and_is_counted() {
+        let c = isr_of_one_then_leader_lost(&[("unclean.leader.election.enable", "true")]);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert_eq!((p.leader_epoch, p.partition_epoch), (1, 2));
+        assert_eq!(c.image.unclean_leader_elections, 1);
+    }
+
+    #[test]
+    fn turning_unclean_election_on_elects_a_leader_for_a_partition_already_offline() {
+        let mut c = isr_of_one_then_leader_lost(&[]);
+        assert_eq!(c.partition("r", 0).leader, NO_NODE);
+        assert_eq!(
+            alter(
+                &mut c,
+                ConfigResource::Broker(None),
+                &[("unclean.leader.election.enable", Some("true"))]
+            ),
+            Ok(())
+        );
+        // The controller's next tick.
+        let records = unclean_elections(&c.image, &c.settings);
+        c.commit(records);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert_eq!(c.image.unclean_leader_elections, 1);
+        assert!(unclean_elections(&c.image, &c.settings).is_empty());
+    }
+
+    #[test]
+    fn a_topic_that_turns_unclean_election_off_overrides_the_broker_default() {
+        let (mut r, _) = three_replicas(&[("unclean.leader.election.enable", "false")]);
+        r.settings.unclean_leader_election_enable = true;
+        alter_outcome(alter_isr(&mut r, 1, &[1])).unwrap();
+        assert_eq!(expire_all_but(&mut r, &[2, 3]), 1);
+        assert_eq!(r.partition("r", 0).leader, NO_NODE);
+        assert!(unclean_elections(&r.image, &r.settings).is_empty());
+        // The broker default alone elects.
+        let (mut d, _) = three_replicas(&[]);
+        d.settings.unclean_leader_election_enable = true;
+        alter_outcome(alter_isr(&mut d, 1, &[1])).unwrap();
+        assert_eq!(expire_all_but(&mut d, &[2, 3]), 1);
+        assert_eq!(d.partition("r", 0).leader, 2);
+    }
+
+    #[test]
+    fn a_replica_unfenced_after_every_replica_was_down_leads_uncleanly_only_if_allowed() {
+        for unclean in [false, true] {
+            let value = unclean.to_string();
+            let (mut c, _) = three_replicas(&[("unclean.leader.election.enable", &value)]);
+            alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+            assert_eq!(expire_all_but(&mut c, &[]), 3);
+            assert_eq!(c.partition("r", 0).leader, NO_NODE);
+            c.up(3);
+            let p = c.partition("r", 0);
+            if unclean {
+                assert_eq!((p.leader, p.isr.clone()), (3, vec![3]));
+                assert_eq!(c.image.unclean_leader_elections, 1);
+            } else {
+                assert_eq!((p.leader, p.isr.clone()), (NO_NODE, vec![1]));
+                assert_eq!(c.image.unclean_leader_elections, 0);
+            }
+        }
     }
 
     // --- Producer ids and the legacy import ---------------------------------------------
@@ -2453,6 +2728,10 @@ mod proptests {
             stale: bool,
             members: u8,
         },
+        /// The broker default `unclean.leader.election.enable` flips.
+        ToggleUnclean,
+        /// The controller's tick elects uncleanly where allowed.
+        UncleanTick,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -2470,6 +2749,8 @@ mod proptests {
             2 => (0..3u8, 1..4usize).prop_map(|(topic, partitions)| Op::CreateReplicated { topic, partitions }),
             4 => (0..3u8, 0..3usize, prop::bool::weighted(0.8), prop::bool::weighted(0.2), 0..4u8)
                 .prop_map(|(topic, partition, from_leader, stale, members)| Op::AlterIsr { topic, partition, from_leader, stale, members }),
+            1 => Just(Op::ToggleUnclean),
+            2 => Just(Op::UncleanTick),
         ]
     }
 
@@ -2631,6 +2912,21 @@ mod proptests {
                     }
                     Err(_) => assert_eq!(now, p, "a refusal changes nothing"),
                 }
+            }
+            Op::ToggleUnclean => {
+                c.settings.unclean_leader_election_enable =
+                    !c.settings.unclean_leader_election_enable;
+            }
+            Op::UncleanTick => {
+                let before = c.image.unclean_leader_elections;
+                let records = unclean_elections(&c.image, &c.settings);
+                let elected = records
+                    .iter()
+                    .filter(|r| matches!(r, MetadataRecord::UncleanLeaderElection { .. }))
+                    .count() as u64;
+                assert!(c.settings.unclean_leader_election_enable || elected == 0);
+                c.commit(records);
+                assert_eq!(c.image.unclean_leader_elections, before + elected);
             }
         }
     }

@@ -206,7 +206,12 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
                 partition: partition.index,
                 leader_epoch: assignment.leader_epoch,
                 partition_epoch: assignment.partition_epoch,
-                new_isr: change.isr.iter().copied().map(IsrMember::unchecked).collect(),
+                new_isr: change
+                    .isr
+                    .iter()
+                    .copied()
+                    .map(IsrMember::unchecked)
+                    .collect(),
             };
             tokio::spawn(send(
                 Arc::clone(broker),
@@ -223,11 +228,11 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
 fn reflects(state: &ReplicaState, assignment: &PartitionImage) -> bool {
     state.is_leader()
         && state.leader_epoch() == assignment.leader_epoch
-        && state.isr().iter().copied().eq(assignment
-            .isr
+        && state
+            .isr()
             .iter()
             .copied()
-            .collect::<BTreeSet<_>>())
+            .eq(assignment.isr.iter().copied().collect::<BTreeSet<_>>())
 }
 
 fn log_change(
@@ -387,7 +392,10 @@ mod tests {
             "2 is below the high watermark"
         );
         s.update_follower_log_end(2, 30, 101);
-        assert_eq!(wanted_isr_change(&s, 101, LAG_MS, false).unwrap().isr, vec![1, 2, 3]);
+        assert_eq!(
+            wanted_isr_change(&s, 101, LAG_MS, false).unwrap().isr,
+            vec![1, 2, 3]
+        );
     }
 
     #[test]

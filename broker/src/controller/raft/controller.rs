@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{node_id, raft_id, MetadataBatch, MetadataTypes, Shared};
 use crate::clock::Clock;
-use crate::controller::decide::{decide, ControllerSettings, Entropy, Sessions};
+use crate::controller::decide::{decide, unclean_elections, ControllerSettings, Entropy, Sessions};
 use crate::controller::image::{ClusterImage, MetadataRecord};
 use crate::controller::request::{ControllerError, ControllerReply, ControllerRequest};
 
@@ -212,9 +212,16 @@ impl ControllerLoop {
             return;
         }
         let image = self.shared.image();
-        let records = self
+        let mut records = self
             .sessions
             .expire(&image, &self.settings, self.clock.now_ms());
+        // Unclean elections are decided against the image the fencing leaves (a working copy:
+        // both go in one entry).
+        let mut working: ClusterImage = (*image).clone();
+        if !records.is_empty() {
+            working.apply(working.metadata_offset + 1, &records);
+        }
+        records.extend(unclean_elections(&working, &self.settings));
         if !records.is_empty() {
             if let Err(e) = self.commit(records).await {
                 tracing::warn!(error = %e, "metadata quorum: fencing expired sessions failed");
