@@ -127,21 +127,9 @@ pub fn decide(
                 reply: ControllerReply::Registered { epoch },
             })
         }
-        ControllerRequest::Heartbeat {
-            id,
-            epoch,
-            caught_up_offset,
-            want_shutdown,
-        } => heartbeat(
-            image,
-            sessions,
-            settings,
-            now_ms,
-            *id,
-            *epoch,
-            *caught_up_offset,
-            *want_shutdown,
-        ),
+        ControllerRequest::Heartbeat { .. } => {
+            heartbeat(image, sessions, settings, now_ms, request)
+        }
         ControllerRequest::CreateTopics {
             topics,
             validate_only,
@@ -346,11 +334,17 @@ fn heartbeat(
     sessions: &mut Sessions,
     settings: &ControllerSettings,
     now_ms: i64,
-    id: NodeId,
-    epoch: i64,
-    caught_up_offset: i64,
-    want_shutdown: bool,
+    request: &ControllerRequest,
 ) -> Result<Decision, ControllerError> {
+    let &ControllerRequest::Heartbeat {
+        id,
+        epoch,
+        caught_up_offset,
+        want_shutdown,
+    } = request
+    else {
+        unreachable!("heartbeat() decides heartbeats");
+    };
     check_broker_epoch(image, id, epoch)?;
     sessions.touch(id, now_ms);
     let broker = &image.brokers[&id];
