@@ -35,6 +35,7 @@ use crate::controller::{NodeId, NO_NODE};
 use crate::disk::{self, Disk};
 use crate::log::Log;
 use crate::partition::Partition;
+use crate::replica::fetcher::{FollowTarget, ReplicaFetchers};
 use crate::replica::Role;
 
 /// The suffix of a partition directory being removed.
@@ -140,6 +141,9 @@ pub struct Catalog {
     applied: RwLock<Arc<ClusterImage>>,
     /// One apply at a time, so images are applied in order and partitions opened once.
     applying: tokio::sync::Mutex<()>,
+    /// The followers' fetchers, one per leader this node follows partitions of; set to the
+    /// image's leaderships at every apply.
+    fetchers: ReplicaFetchers,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -162,15 +166,60 @@ pub struct ApplyError {
 
 impl Catalog {
     pub fn new(config: BrokerConfig, disk: Arc<dyn Disk>, clock: Arc<dyn Clock>) -> Catalog {
+        let node_id = config.node_id;
         Catalog {
-            node_id: config.node_id,
+            node_id,
             config,
             disk,
             clock,
             topics: RwLock::new(BTreeMap::new()),
             applied: RwLock::new(Arc::new(ClusterImage::empty())),
             applying: tokio::sync::Mutex::new(()),
+            fetchers: ReplicaFetchers::new(node_id),
         }
+    }
+
+    /// The replica fetchers (for tests and diagnostics).
+    pub fn fetchers(&self) -> &ReplicaFetchers {
+        &self.fetchers
+    }
+
+    /// Points the fetchers at the leaders `image` gives the partitions this node follows and
+    /// holds open. A partition with no leader (NO_NODE) is fetched by no one until it has one.
+    fn follow_leaders(&self, image: &ClusterImage) {
+        let mut targets = Vec::new();
+        for topic in self.topics() {
+            let Some(wanted) = image.topic(&topic.name).filter(|t| t.id == topic.id) else {
+                continue;
+            };
+            for partition in &topic.partitions {
+                let Some(assignment) = usize::try_from(partition.index)
+                    .ok()
+                    .and_then(|i| wanted.partitions.get(i))
+                else {
+                    continue;
+                };
+                if assignment.leader == self.node_id || assignment.leader == NO_NODE {
+                    continue;
+                }
+                if !partition.is_follower() {
+                    continue;
+                }
+                targets.push(FollowTarget {
+                    topic: topic.name.clone(),
+                    index: partition.index,
+                    partition: Arc::clone(partition),
+                    leader: assignment.leader,
+                    leader_epoch: assignment.leader_epoch,
+                });
+            }
+        }
+        let addrs = image
+            .brokers
+            .values()
+            .map(|b| (b.id, format!("{}:{}", b.endpoint.host, b.endpoint.port)))
+            .collect();
+        self.fetchers.update(targets, &addrs);
     }
 
     /// The image the local partitions reflect.
@@ -300,6 +349,8 @@ impl Catalog {
                     );
             }
         }
+        // Whatever part of the image was applied: the fetchers follow its leaderships.
+        self.follow_leaders(&image);
         if !failures.is_empty() {
             for failure in &failures {
                 tracing::warn!(%failure, "catalog change failed; retried at the next apply");
@@ -457,6 +508,8 @@ impl Catalog {
     /// Closes every local partition cleanly (producer snapshots, clean-shutdown markers).
     pub async fn close_all(&self) {
         let _applying = self.applying.lock().await;
+        // No follower appends into logs being closed.
+        self.fetchers.stop_all();
         for topic in self.topics() {
             for partition in &topic.partitions {
                 if let Err(e) = partition.close().await {

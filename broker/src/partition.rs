@@ -327,6 +327,11 @@ impl Partition {
         &self.watch
     }
 
+    /// Does this replica follow another broker (a leader it can fetch from, or none yet)?
+    pub fn is_follower(&self) -> bool {
+        matches!(self.replica().role(), Role::Follower { .. })
+    }
+
     /// The leader epoch this broker writes with and answers in Metadata and ListOffsets.
     pub fn leader_epoch(&self) -> i32 {
         self.replica().leader_epoch()
@@ -627,10 +632,11 @@ impl Partition {
         &self,
         records: &[u8],
     ) -> Result<AppendInfo, FollowerAppendError> {
-        assert!(
-            matches!(self.replica().role(), Role::Follower { .. }),
-            "only a follower appends the leader's batches"
-        );
+        // Checked, not asserted: a fetch response can arrive just after the catalog made this
+        // replica the leader.
+        if !matches!(self.replica().role(), Role::Follower { .. }) {
+            return Err(FollowerAppendError::NotFollower);
+        }
         let mut producers = self.producers.lock().await;
         let info = self.log.append_as_follower(records).await?;
         if let Some(producers) = producers.as_mut() {
@@ -653,10 +659,9 @@ impl Partition {
     /// log end, and the idempotent producers' state is rebuilt from the batches that stay (a
     /// batch that went must not answer a retry as a duplicate). Returns the new log end.
     pub async fn truncate_to(&self, offset: u64) -> Result<u64, TruncateError> {
-        assert!(
-            self.replica().role() != Role::Leader,
-            "a leader never truncates its own log"
-        );
+        if self.replica().role() == Role::Leader {
+            return Err(TruncateError::Leader);
+        }
         let mut producers = self.producers.lock().await;
         let result = self.log.truncate_to(offset).await;
         *producers = match &result {

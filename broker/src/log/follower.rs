@@ -31,6 +31,10 @@ pub enum FollowerAppendError {
     /// Kafka: KAFKA_STORAGE_ERROR.
     #[error("log is offline: {0}")]
     Offline(String),
+    /// The replica is no longer a follower (a new role arrived while the batches were on
+    /// their way): nothing was appended.
+    #[error("the replica is not a follower")]
+    NotFollower,
 }
 
 impl Log {
