@@ -183,7 +183,10 @@ impl ReplicaFetchers {
     pub fn update(&self, targets: Vec<FollowTarget>, addrs: &BTreeMap<BrokerId, String>) {
         let mut wanted: BTreeMap<BrokerId, Vec<FollowTarget>> = BTreeMap::new();
         for target in targets {
-            assert_ne!(target.leader, self.local_id, "a broker never follows itself");
+            assert_ne!(
+                target.leader, self.local_id,
+                "a broker never follows itself"
+            );
             if addrs.contains_key(&target.leader) {
                 wanted.entry(target.leader).or_default().push(target);
             }
@@ -224,8 +227,8 @@ impl ReplicaFetchers {
                     f.leader_epoch == target.leader_epoch
                         && Arc::ptr_eq(&f.partition, &target.partition)
                 });
-                let followed = kept
-                    .unwrap_or_else(|| Followed::new(target.partition, target.leader_epoch));
+                let followed =
+                    kept.unwrap_or_else(|| Followed::new(target.partition, target.leader_epoch));
                 next.insert(key, followed);
             }
             *partitions = next;
@@ -441,7 +444,10 @@ async fn reconcile(
             // No epoch recorded: an empty log, or one whose batches carry none. Nothing can
             // be matched, so whatever it holds is fetched again.
             if log_end_offset > partition.log.log_start_offset() {
-                if let Err(e) = partition.truncate_to(partition.log.log_start_offset()).await {
+                if let Err(e) = partition
+                    .truncate_to(partition.log.log_start_offset())
+                    .await
+                {
                     return Ok(Err(e.to_string()));
                 }
             }
@@ -471,8 +477,12 @@ async fn reconcile(
                 ResponseError::try_from_code(answer.error_code)
             )));
         }
-        let (target, complete) =
-            truncation_point(&cache, log_end_offset, answer.leader_epoch, answer.end_offset);
+        let (target, complete) = truncation_point(
+            &cache,
+            log_end_offset,
+            answer.leader_epoch,
+            answer.end_offset,
+        );
         if target < log_end_offset {
             tracing::info!(topic = %key.0, partition = key.1, from = log_end_offset, to = target,
                 local_epoch = latest, leader_epoch = answer.leader_epoch,
@@ -528,7 +538,11 @@ async fn fetch_once(
     let timeout = FETCH_MAX_WAIT + conn.request_timeout();
     let response = conn.send_with_timeout(&request, timeout).await?;
     if response.error_code != 0 {
-        tracing::debug!(source = shared.source, error = response.error_code, "replica fetch refused");
+        tracing::debug!(
+            source = shared.source,
+            error = response.error_code,
+            "replica fetch refused"
+        );
         for (key, followed) in &fetchable {
             shared.update(key, followed.leader_epoch, |f| f.back_off(Instant::now()));
         }

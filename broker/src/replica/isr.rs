@@ -46,11 +46,38 @@ pub struct IsrChange {
     pub joining: Vec<BrokerId>,
 }
 
-/// The ISR change the leader `state` wants at `now_ms`: members out of sync longer than
-/// `max_lag_ms` leave (unless `expand_only`), followers that can join join. `None` when the
-/// ISR stays as it is, or when `state` does not lead.
+/// The ISR members of the leader `state` that have not caught up with its log end for longer
+/// than `max_lag_ms` at `now_ms`, in id order. A member not heard from since this leadership
+/// began (at `leading_since_ms`) counts as caught up then, as Kafka resets an ISR member's
+/// `lastCaughtUpTimeMs` when it becomes leader: a new leader gives its ISR a full lag time to
+/// fetch before judging it.
+pub fn out_of_sync_members(
+    state: &ReplicaState,
+    leading_since_ms: i64,
+    now_ms: i64,
+    max_lag_ms: i64,
+) -> Vec<BrokerId> {
+    assert!(state.is_leader(), "only a leader judges its ISR");
+    state
+        .isr()
+        .iter()
+        .copied()
+        .filter(|&r| r != state.local_id())
+        .filter(|r| {
+            let caught_up_ms = state.followers()[r]
+                .last_caught_up_ms
+                .unwrap_or(leading_since_ms);
+            now_ms.saturating_sub(caught_up_ms) > max_lag_ms
+        })
+        .collect()
+}
+
+/// The ISR change the leader `state` (leading since `leading_since_ms`) wants at `now_ms`:
+/// members out of sync longer than `max_lag_ms` leave (unless `expand_only`), followers that
+/// can join join. `None` when the ISR stays as it is, or when `state` does not lead.
 pub fn wanted_isr_change(
     state: &ReplicaState,
+    leading_since_ms: i64,
     now_ms: i64,
     max_lag_ms: i64,
     expand_only: bool,
@@ -61,7 +88,7 @@ pub fn wanted_isr_change(
     let leaving = if expand_only {
         Vec::new()
     } else {
-        state.out_of_sync_replicas(now_ms, max_lag_ms)
+        out_of_sync_members(state, leading_since_ms, now_ms, max_lag_ms)
     };
     let joining: Vec<BrokerId> = state
         .followers()
@@ -102,6 +129,9 @@ pub struct IsrManager {
     /// before the next periodic check (a follower that cannot join, say one shutting down,
     /// would otherwise cost a request per fetch).
     refused: Mutex<HashSet<PartitionKey>>,
+    /// Per partition this broker leads: the leader epoch and when this manager first saw it
+    /// lead in it (the start of the members' lag clock, see [`out_of_sync_members`]).
+    leading_since: Mutex<std::collections::HashMap<PartitionKey, (i32, i64)>>,
     /// Set by a follower's fetch that may let it join.
     wake: tokio::sync::Notify,
     /// AlterPartition requests answered with a committed change, since start.
@@ -123,6 +153,24 @@ impl IsrManager {
 
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, BTreeSet<PartitionKey>> {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When this broker began leading `key` in `leader_epoch`, as first seen at `now_ms`.
+    fn leading_since(&self, key: PartitionKey, leader_epoch: i32, now_ms: i64) -> i64 {
+        let mut leading = self.leading_since.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = leading.entry(key).or_insert((leader_epoch, now_ms));
+        if entry.0 != leader_epoch {
+            *entry = (leader_epoch, now_ms);
+        }
+        entry.1
+    }
+
+    /// Forgets the leaderships not in `led` (a full pass saw every partition this broker leads).
+    fn retain_leaderships(&self, led: &BTreeSet<PartitionKey>) {
+        self.leading_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, _| led.contains(key));
     }
 
     fn lock_refused(&self) -> std::sync::MutexGuard<'_, HashSet<PartitionKey>> {
@@ -168,6 +216,8 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
     let now_ms = broker.clock().now_ms();
     let max_lag_ms = i64::try_from(broker.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
     let me = broker.config.node_id;
+    let manager = broker.isr_manager();
+    let mut led = BTreeSet::new();
     for topic in broker.topics() {
         let Some(wanted) = image.topic(&topic.name).filter(|t| t.id == topic.id) else {
             continue;
@@ -183,7 +233,9 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
                 continue;
             }
             let key = (topic.id, partition.index);
-            if expand_only && broker.isr_manager().lock_refused().contains(&key) {
+            led.insert(key);
+            let leading_since_ms = manager.leading_since(key, assignment.leader_epoch, now_ms);
+            if expand_only && manager.lock_refused().contains(&key) {
                 continue;
             }
             let state = partition.replica_state();
@@ -192,10 +244,12 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
                 // has, so the request carries the epochs the state was judged under.
                 continue;
             }
-            let Some(change) = wanted_isr_change(&state, now_ms, max_lag_ms, expand_only) else {
+            let Some(change) =
+                wanted_isr_change(&state, leading_since_ms, now_ms, max_lag_ms, expand_only)
+            else {
                 continue;
             };
-            if !broker.isr_manager().lock_in_flight().insert(key) {
+            if !manager.lock_in_flight().insert(key) {
                 continue;
             }
             log_change(partition, &state, assignment, &change, now_ms);
@@ -220,6 +274,9 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
                 request,
             ));
         }
+    }
+    if !expand_only {
+        manager.retain_leaderships(&led);
     }
 }
 
@@ -346,7 +403,10 @@ mod tests {
     #[test]
     fn an_isr_whose_members_keep_up_stays_as_it_is() {
         let s = leader(&[1, 2, 3]);
-        assert_eq!(wanted_isr_change(&s, 1_000 + LAG_MS, LAG_MS, false), None);
+        assert_eq!(
+            wanted_isr_change(&s, 0, 1_000 + LAG_MS, LAG_MS, false),
+            None
+        );
     }
 
     #[test]
@@ -355,9 +415,12 @@ mod tests {
         s.update_local_log(log(20));
         s.update_follower_log_end(2, 20, 20_000);
         s.update_follower_log_end(3, 15, 20_000);
-        assert_eq!(wanted_isr_change(&s, 1_000 + LAG_MS, LAG_MS, false), None);
         assert_eq!(
-            wanted_isr_change(&s, 1_001 + LAG_MS, LAG_MS, false),
+            wanted_isr_change(&s, 0, 1_000 + LAG_MS, LAG_MS, false),
+            None
+        );
+        assert_eq!(
+            wanted_isr_change(&s, 0, 1_001 + LAG_MS, LAG_MS, false),
             Some(IsrChange {
                 isr: vec![1, 2],
                 leaving: vec![3],
@@ -365,7 +428,7 @@ mod tests {
             })
         );
         assert_eq!(
-            wanted_isr_change(&s, 1_001 + LAG_MS, LAG_MS, true),
+            wanted_isr_change(&s, 0, 1_001 + LAG_MS, LAG_MS, true),
             None,
             "a fetch's wake-up only looks for followers that can join"
         );
@@ -383,7 +446,7 @@ mod tests {
         s.update_follower_log_end(2, 25, 100);
         s.update_follower_log_end(3, 30, 100);
         assert_eq!(
-            wanted_isr_change(&s, 100, LAG_MS, true),
+            wanted_isr_change(&s, 0, 100, LAG_MS, true),
             Some(IsrChange {
                 isr: vec![1, 3],
                 leaving: vec![],
@@ -393,7 +456,7 @@ mod tests {
         );
         s.update_follower_log_end(2, 30, 101);
         assert_eq!(
-            wanted_isr_change(&s, 101, LAG_MS, false).unwrap().isr,
+            wanted_isr_change(&s, 0, 101, LAG_MS, false).unwrap().isr,
             vec![1, 2, 3]
         );
     }
@@ -414,19 +477,37 @@ mod tests {
         s.become_leader(4, &[1, 2], &[1]);
         s.update_follower_log_end(2, 15, 100);
         assert_eq!(s.high_watermark(), 0);
-        assert_eq!(wanted_isr_change(&s, 100, LAG_MS, false), None);
+        assert_eq!(wanted_isr_change(&s, 0, 100, LAG_MS, false), None);
         s.update_follower_log_end(2, 20, 101);
         assert_eq!(
-            wanted_isr_change(&s, 101, LAG_MS, false).unwrap().joining,
+            wanted_isr_change(&s, 0, 101, LAG_MS, false)
+                .unwrap()
+                .joining,
             vec![2]
         );
+    }
+
+    #[test]
+    fn a_new_leader_gives_its_isr_a_full_lag_time_before_judging_it() {
+        // Elected at 50_000 with ISR [1, 2, 3]; no follower has fetched from it yet.
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(10));
+        s.become_leader(7, &[1, 2, 3], &[1, 2, 3]);
+        let since = 50_000;
+        assert_eq!(
+            wanted_isr_change(&s, since, since + LAG_MS, LAG_MS, false),
+            None,
+            "members not heard from yet count as caught up when the leadership began"
+        );
+        s.update_follower_log_end(2, 10, since + 100);
+        let change = wanted_isr_change(&s, since, since + LAG_MS + 1, LAG_MS, false).unwrap();
+        assert_eq!((change.isr, change.leaving), (vec![1, 2], vec![3]));
     }
 
     #[test]
     fn members_leave_and_followers_join_in_one_change() {
         let mut s = leader(&[1, 2]);
         s.update_follower_log_end(3, 10, 40_000);
-        let change = wanted_isr_change(&s, 1_001 + LAG_MS, LAG_MS, false).unwrap();
+        let change = wanted_isr_change(&s, 0, 1_001 + LAG_MS, LAG_MS, false).unwrap();
         assert_eq!(change.isr, vec![1, 3]);
         assert_eq!((change.leaving, change.joining), (vec![2], vec![3]));
     }
@@ -434,8 +515,8 @@ mod tests {
     #[test]
     fn a_follower_or_an_offline_replica_wants_no_change() {
         let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(10));
-        assert_eq!(wanted_isr_change(&s, 0, LAG_MS, false), None);
+        assert_eq!(wanted_isr_change(&s, 0, 0, LAG_MS, false), None);
         s.become_follower(1, 2);
-        assert_eq!(wanted_isr_change(&s, 0, LAG_MS, false), None);
+        assert_eq!(wanted_isr_change(&s, 0, 0, LAG_MS, false), None);
     }
 }
