@@ -559,6 +559,24 @@ impl Partition {
         Ok(())
     }
 
+    /// On the leader: the followers whose ISR expansion is being asked of the controller
+    /// (empty once it answered); they hold the high watermark back meanwhile (Kafka's maximal
+    /// ISR). Returns false, changing nothing, if this replica does not lead (any more).
+    pub fn set_pending_isr_expansion(&self, joiners: &[BrokerId]) -> bool {
+        let moved = {
+            let mut replica = self.replica();
+            if !replica.is_leader() || joiners.iter().any(|j| !replica.followers().contains_key(j)) {
+                return false;
+            }
+            replica.set_pending_isr_expansion(joiners);
+            replica.maybe_increment_high_watermark().is_some()
+        };
+        if moved {
+            self.watch.high_watermark_moved();
+        }
+        true
+    }
+
     /// Phase two of an acks=all produce with replicas: returns once the batch is durable here
     /// and below the high watermark, so every in-sync replica holds it (Kafka's
     /// `DelayedProduce`). `leader_epoch` is the epoch the batch was appended in: a leadership
