@@ -121,7 +121,12 @@ impl Cluster {
     }
 
     fn broker(&self, id: i32) -> Arc<Broker> {
-        Arc::clone(self.nodes[(id - 1) as usize].broker.as_ref().expect("running"))
+        Arc::clone(
+            self.nodes[(id - 1) as usize]
+                .broker
+                .as_ref()
+                .expect("running"),
+        )
     }
 
     /// Starts (or restarts) broker `id` on its data directory and its port.
@@ -134,7 +139,9 @@ impl Cluster {
             .enable_all()
             .build()
             .unwrap();
-        let bind = node.addr.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
+        let bind = node
+            .addr
+            .map_or("127.0.0.1:0".to_string(), |a| a.to_string());
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(&bind))
             .unwrap();
@@ -228,7 +235,9 @@ impl Cluster {
     }
 
     fn replica(&self, id: i32, topic: &str) -> Arc<Partition> {
-        self.broker(id).partition(topic, 0).expect("a local replica")
+        self.broker(id)
+            .partition(topic, 0)
+            .expect("a local replica")
     }
 }
 
@@ -240,7 +249,10 @@ fn log_bytes(driver: &tokio::runtime::Runtime, partition: &Partition) -> Vec<u8>
         let mut out = Vec::new();
         while offset < end {
             let read = partition.log.read(offset, 1 << 20, None).await.unwrap();
-            assert!(!read.records.is_empty(), "a read below the log end finds batches");
+            assert!(
+                !read.records.is_empty(),
+                "a read below the log end finds batches"
+            );
             let mut pos = 0;
             while pos < read.records.len() {
                 let header = BatchHeader::parse(&read.records[pos..]).unwrap();
@@ -387,17 +399,19 @@ fn an_rf3_topic_survives_its_leaders_death_and_the_old_leader_truncates_its_dive
         let dir = cluster.nodes[(first - 1) as usize].dir.join("r-0");
         let config = TopicConfigs::default().log_config(&BrokerConfig::default());
         cluster.driver.block_on(async {
-            let log = Log::open(Arc::new(FileDisk::new()), Arc::new(SystemClock), dir, config)
-                .await
-                .unwrap();
+            let log = Log::open(
+                Arc::new(FileDisk::new()),
+                Arc::new(SystemClock),
+                dir,
+                config,
+            )
+            .await
+            .unwrap();
             let epoch = log.leader_epochs().await.latest_epoch().unwrap();
             for _ in 0..3 {
-                log.append(
-                    &mut builder::simple(4, 10, b'z', 1_700_000_000_000),
-                    epoch,
-                )
-                .await
-                .unwrap();
+                log.append(&mut builder::simple(4, 10, b'z', 1_700_000_000_000), epoch)
+                    .await
+                    .unwrap();
             }
             assert_eq!(log.log_end_offset(), 62);
             log.close().await.unwrap();
@@ -506,12 +520,10 @@ fn a_consumer_never_reads_past_the_high_watermark_while_an_isr_member_lacks_the_
     let leader_replica = cluster.replica(leader, "h");
     assert_eq!(leader_replica.log.log_end_offset(), 2);
     assert_eq!(leader_replica.high_watermark(), 1);
-    let fetched: FetchResponse = cluster.driver.block_on(call(
-        &broker,
-        ApiKey::Fetch,
-        12,
-        &consumer_fetch("h"),
-    ));
+    let fetched: FetchResponse =
+        cluster
+            .driver
+            .block_on(call(&broker, ApiKey::Fetch, 12, &consumer_fetch("h")));
     let data = &fetched.responses[0].partitions[0];
     assert_eq!(data.error_code, 0);
     assert_eq!(data.high_watermark, 1);

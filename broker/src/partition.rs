@@ -103,7 +103,9 @@ pub enum FollowerFetchError {
     NotAReplica(BrokerId),
     /// The fetch offset is past the leader's log end (the follower has a divergent tail to
     /// truncate) or below its log start. OFFSET_OUT_OF_RANGE.
-    #[error("fetch offset {offset} outside the leader's log [{log_start_offset}, {log_end_offset}]")]
+    #[error(
+        "fetch offset {offset} outside the leader's log [{log_start_offset}, {log_end_offset}]"
+    )]
     OutOfRange {
         offset: u64,
         log_start_offset: u64,
@@ -323,6 +325,14 @@ impl Partition {
     /// The notifications fetches parked on this partition wait on.
     pub fn watch(&self) -> &PartitionWatch {
         &self.watch
+    }
+
+    /// Restores the HW a restart forgot (see [`ReplicaState::restore_high_watermark`]); for
+    /// the catalog, between opening the partition and giving it its role.
+    pub fn restore_high_watermark(&self, high_watermark: u64) {
+        let mut replica = self.replica();
+        replica.update_local_log(local_log(&self.log));
+        replica.restore_high_watermark(high_watermark);
     }
 
     /// Does this replica follow another broker (a leader it can fetch from, or none yet)?
@@ -565,7 +575,8 @@ impl Partition {
     pub fn set_pending_isr_expansion(&self, joiners: &[BrokerId]) -> bool {
         let moved = {
             let mut replica = self.replica();
-            if !replica.is_leader() || joiners.iter().any(|j| !replica.followers().contains_key(j)) {
+            if !replica.is_leader() || joiners.iter().any(|j| !replica.followers().contains_key(j))
+            {
                 return false;
             }
             replica.set_pending_isr_expansion(joiners);
@@ -589,7 +600,9 @@ impl Partition {
     ) -> Result<(), ReplicationWaitError> {
         self.wait_durable(info).await?;
         loop {
-            let notified = self.watch.notified(crate::replica::FetchBound::HighWatermark);
+            let notified = self
+                .watch
+                .notified(crate::replica::FetchBound::HighWatermark);
             tokio::pin!(notified);
             notified.as_mut().enable();
             self.refresh_replica();

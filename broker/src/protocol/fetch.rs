@@ -60,7 +60,10 @@ struct Plan {
 }
 
 /// KIP-320: the client's view of the leader epoch against this leader's.
-pub(crate) fn check_leader_epoch(current_leader_epoch: i32, leader_epoch: i32) -> Option<ResponseError> {
+pub(crate) fn check_leader_epoch(
+    current_leader_epoch: i32,
+    leader_epoch: i32,
+) -> Option<ResponseError> {
     match current_leader_epoch {
         e if e < 0 => None,
         e if e < leader_epoch => Some(ResponseError::FencedLeaderEpoch),
@@ -105,7 +108,9 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
                 continue;
             }
         };
-        if let Some(error) = check_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch()) {
+        if let Some(error) =
+            check_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch())
+        {
             by_topic[wanted.topic_index].push(data.with_error_code(error.code()));
             continue;
         }
@@ -114,7 +119,11 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
                 Err(ResponseError::OffsetOutOfRange)
             } else {
                 partition
-                    .record_follower_fetch(replica_id, wanted.fetch_offset as u64, plan.clock.now_ms())
+                    .record_follower_fetch(
+                        replica_id,
+                        wanted.fetch_offset as u64,
+                        plan.clock.now_ms(),
+                    )
                     .map_err(|e| errors::follower_fetch(&e))
             };
             if let Err(error) = recorded {
@@ -152,11 +161,7 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
         } else {
             match partition
                 .log
-                .read(
-                    wanted.fetch_offset as u64,
-                    limit.max(1),
-                    read_bound,
-                )
+                .read(wanted.fetch_offset as u64, limit.max(1), read_bound)
                 .await
             {
                 // The log returns its first batch whole even past `limit`: only the response's
@@ -318,12 +323,15 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
                     } else {
                         &[FetchBound::HighWatermark]
                     };
-                    let wakeups = Wakeups::register_bounds(watched.iter().map(|p| p.watch()), bounds);
+                    let wakeups =
+                        Wakeups::register_bounds(watched.iter().map(|p| p.watch()), bounds);
                     let (response, total) = read_all(&plan).await;
                     if total >= min_bytes.max(1) || has_errors(&response) {
                         return response;
                     }
-                    if plan.replica_id.is_some() && high_watermarks(&response) != first_high_watermarks {
+                    if plan.replica_id.is_some()
+                        && high_watermarks(&response) != first_high_watermarks
+                    {
                         return response;
                     }
                     wakeups.wait().await;

@@ -261,9 +261,9 @@ pub async fn handle_request(
         ApiKey::ListOffsets => {
             ctx.now(&list_offsets::handle(&ctx, decode(api_key, version, body)?).await)
         }
-        ApiKey::OffsetForLeaderEpoch => ctx.now(
-            &offsets_for_leader_epoch::handle(&ctx, decode(api_key, version, body)?).await,
-        ),
+        ApiKey::OffsetForLeaderEpoch => {
+            ctx.now(&offsets_for_leader_epoch::handle(&ctx, decode(api_key, version, body)?).await)
+        }
         ApiKey::CreateTopics => {
             ctx.now(&admin::create_topics(&ctx, decode(api_key, version, body)?).await)
         }

@@ -183,7 +183,10 @@ impl ReplicaFetchers {
     pub fn update(&self, targets: Vec<FollowTarget>, addrs: &BTreeMap<BrokerId, String>) {
         let mut wanted: BTreeMap<BrokerId, Vec<FollowTarget>> = BTreeMap::new();
         for target in targets {
-            assert_ne!(target.leader, self.local_id, "a broker never follows itself");
+            assert_ne!(
+                target.leader, self.local_id,
+                "a broker never follows itself"
+            );
             if addrs.contains_key(&target.leader) {
                 wanted.entry(target.leader).or_default().push(target);
             }
@@ -224,8 +227,8 @@ impl ReplicaFetchers {
                     f.leader_epoch == target.leader_epoch
                         && Arc::ptr_eq(&f.partition, &target.partition)
                 });
-                let followed = kept
-                    .unwrap_or_else(|| Followed::new(target.partition, target.leader_epoch));
+                let followed =
+                    kept.unwrap_or_else(|| Followed::new(target.partition, target.leader_epoch));
                 next.insert(key, followed);
             }
             *partitions = next;
@@ -318,6 +321,13 @@ pub fn records_to_append(records: &[u8], log_end_offset: u64) -> Result<&[u8], u
     })
 }
 
+/// The runtime's monotonic now: virtual under the simulator, where `tokio::time::Instant` is
+/// std's (which madsim intercepts), hence the allowance clippy needs in that build.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn monotonic_now() -> Instant {
+    Instant::now()
+}
+
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
@@ -334,7 +344,7 @@ async fn run(shared: Arc<Shared>) {
         let changed = shared.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let now = Instant::now();
+        let now = monotonic_now();
         let (ready, next_retry): (Vec<(Key, Followed)>, Option<Instant>) = {
             let partitions = shared.partitions();
             let ready = partitions
@@ -414,7 +424,7 @@ async fn fetch_round(
             Err(reason) => {
                 tracing::debug!(topic = %key.0, partition = key.1, %reason,
                     "reconciliation with the leader failed; backing off");
-                shared.update(&key, followed.leader_epoch, |f| f.back_off(Instant::now()));
+                shared.update(&key, followed.leader_epoch, |f| f.back_off(monotonic_now()));
             }
         }
     }
@@ -441,7 +451,10 @@ async fn reconcile(
             // No epoch recorded: an empty log, or one whose batches carry none. Nothing can
             // be matched, so whatever it holds is fetched again.
             if log_end_offset > partition.log.log_start_offset() {
-                if let Err(e) = partition.truncate_to(partition.log.log_start_offset()).await {
+                if let Err(e) = partition
+                    .truncate_to(partition.log.log_start_offset())
+                    .await
+                {
                     return Ok(Err(e.to_string()));
                 }
             }
@@ -471,8 +484,12 @@ async fn reconcile(
                 ResponseError::try_from_code(answer.error_code)
             )));
         }
-        let (target, complete) =
-            truncation_point(&cache, log_end_offset, answer.leader_epoch, answer.end_offset);
+        let (target, complete) = truncation_point(
+            &cache,
+            log_end_offset,
+            answer.leader_epoch,
+            answer.end_offset,
+        );
         if target < log_end_offset {
             tracing::info!(topic = %key.0, partition = key.1, from = log_end_offset, to = target,
                 local_epoch = latest, leader_epoch = answer.leader_epoch,
@@ -528,9 +545,13 @@ async fn fetch_once(
     let timeout = FETCH_MAX_WAIT + conn.request_timeout();
     let response = conn.send_with_timeout(&request, timeout).await?;
     if response.error_code != 0 {
-        tracing::debug!(source = shared.source, error = response.error_code, "replica fetch refused");
+        tracing::debug!(
+            source = shared.source,
+            error = response.error_code,
+            "replica fetch refused"
+        );
         for (key, followed) in &fetchable {
-            shared.update(key, followed.leader_epoch, |f| f.back_off(Instant::now()));
+            shared.update(key, followed.leader_epoch, |f| f.back_off(monotonic_now()));
         }
         return Ok(());
     }
@@ -552,7 +573,7 @@ async fn fetch_once(
                 Applied::BackOff(reason) => {
                     tracing::debug!(topic = %key.0, partition = key.1, %reason,
                         "replica fetch of a partition failed; backing off");
-                    shared.update(&key, epoch, |f| f.back_off(Instant::now()));
+                    shared.update(&key, epoch, |f| f.back_off(monotonic_now()));
                 }
             }
         }

@@ -343,6 +343,16 @@ impl ReplicaState {
         }
     }
 
+    /// The HW this replica had before a restart (the high-watermark checkpoint), capped by the
+    /// recovered log. Only before the replica is told any role: from then on the HW moves by
+    /// the rules above.
+    pub fn restore_high_watermark(&mut self, high_watermark: u64) {
+        assert_eq!(self.role, Role::Offline, "restored before any role");
+        assert_eq!(self.leader_epoch, -1, "restored before any epoch");
+        self.high_watermark = high_watermark.min(self.local.log_end_offset);
+        assert!(self.high_watermark <= self.local.log_end_offset);
+    }
+
     /// On a leader: the followers whose addition to the ISR it has asked the controller for
     /// (replacing any earlier set; empty once answered). They hold the HW back like ISR members
     /// until then (see `pending_joiners`).
