@@ -327,6 +327,14 @@ impl Partition {
         &self.watch
     }
 
+    /// Restores the HW a restart forgot (see [`ReplicaState::restore_high_watermark`]); for
+    /// the catalog, between opening the partition and giving it its role.
+    pub fn restore_high_watermark(&self, high_watermark: u64) {
+        let mut replica = self.replica();
+        replica.update_local_log(local_log(&self.log));
+        replica.restore_high_watermark(high_watermark);
+    }
+
     /// Does this replica follow another broker (a leader it can fetch from, or none yet)?
     pub fn is_follower(&self) -> bool {
         matches!(self.replica().role(), Role::Follower { .. })
@@ -559,6 +567,25 @@ impl Partition {
             self.watch.high_watermark_moved();
         }
         Ok(())
+    }
+
+    /// On the leader: the followers whose ISR expansion is being asked of the controller
+    /// (empty once it answered); they hold the high watermark back meanwhile (Kafka's maximal
+    /// ISR). Returns false, changing nothing, if this replica does not lead (any more).
+    pub fn set_pending_isr_expansion(&self, joiners: &[BrokerId]) -> bool {
+        let moved = {
+            let mut replica = self.replica();
+            if !replica.is_leader() || joiners.iter().any(|j| !replica.followers().contains_key(j))
+            {
+                return false;
+            }
+            replica.set_pending_isr_expansion(joiners);
+            replica.maybe_increment_high_watermark().is_some()
+        };
+        if moved {
+            self.watch.high_watermark_moved();
+        }
+        true
     }
 
     /// Phase two of an acks=all produce with replicas: returns once the batch is durable here

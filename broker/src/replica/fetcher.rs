@@ -321,6 +321,13 @@ pub fn records_to_append(records: &[u8], log_end_offset: u64) -> Result<&[u8], u
     })
 }
 
+/// The runtime's monotonic now: virtual under the simulator, where `tokio::time::Instant` is
+/// std's (which madsim intercepts), hence the allowance clippy needs in that build.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn monotonic_now() -> Instant {
+    Instant::now()
+}
+
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
@@ -337,7 +344,7 @@ async fn run(shared: Arc<Shared>) {
         let changed = shared.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let now = Instant::now();
+        let now = monotonic_now();
         let (ready, next_retry): (Vec<(Key, Followed)>, Option<Instant>) = {
             let partitions = shared.partitions();
             let ready = partitions
@@ -417,7 +424,7 @@ async fn fetch_round(
             Err(reason) => {
                 tracing::debug!(topic = %key.0, partition = key.1, %reason,
                     "reconciliation with the leader failed; backing off");
-                shared.update(&key, followed.leader_epoch, |f| f.back_off(Instant::now()));
+                shared.update(&key, followed.leader_epoch, |f| f.back_off(monotonic_now()));
             }
         }
     }
@@ -544,7 +551,7 @@ async fn fetch_once(
             "replica fetch refused"
         );
         for (key, followed) in &fetchable {
-            shared.update(key, followed.leader_epoch, |f| f.back_off(Instant::now()));
+            shared.update(key, followed.leader_epoch, |f| f.back_off(monotonic_now()));
         }
         return Ok(());
     }
@@ -566,7 +573,7 @@ async fn fetch_once(
                 Applied::BackOff(reason) => {
                     tracing::debug!(topic = %key.0, partition = key.1, %reason,
                         "replica fetch of a partition failed; backing off");
-                    shared.update(&key, epoch, |f| f.back_off(Instant::now()));
+                    shared.update(&key, epoch, |f| f.back_off(monotonic_now()));
                 }
             }
         }

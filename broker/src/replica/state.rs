@@ -77,6 +77,11 @@ pub struct ReplicaState {
     followers: BTreeMap<BrokerId, FollowerProgress>,
     /// The in-sync replicas, this broker included, as the leader last had them accepted.
     isr: BTreeSet<BrokerId>,
+    /// Followers the leader asked the controller to add to the ISR, not yet answered. They
+    /// count for the HW meanwhile (Kafka's maximal ISR, KIP-497): were the HW to pass a
+    /// joiner's LEO before the change commits, the joiner could be elected without
+    /// acknowledged data.
+    pending_joiners: BTreeSet<BrokerId>,
     /// Set while the log is failed or being recovered (the role is then `Offline`): the role to
     /// resume once it is recovered in place; `Offline` if it had never been told one. A role
     /// given meanwhile (the catalog applies every new image) replaces it.
@@ -98,6 +103,7 @@ impl ReplicaState {
             basis,
             followers: BTreeMap::new(),
             isr: BTreeSet::new(),
+            pending_joiners: BTreeSet::new(),
             resume_as: None,
         }
     }
@@ -220,6 +226,14 @@ impl ReplicaState {
         }
         self.followers = followers;
         self.isr = isr.iter().copied().collect();
+        // A joiner now in the ISR has joined; one no longer a replica never will. A new
+        // epoch starts with no expansion in flight.
+        if new_epoch {
+            self.pending_joiners.clear();
+        }
+        let (isr_now, followers_now) = (&self.isr, &self.followers);
+        self.pending_joiners
+            .retain(|r| !isr_now.contains(r) && followers_now.contains_key(r));
         self.leader_epoch = epoch;
         self.take_role(Role::Leader);
         self.high_watermark = self.high_watermark.min(self.local.log_end_offset);
@@ -239,6 +253,7 @@ impl ReplicaState {
         self.leader_epoch = epoch;
         self.followers.clear();
         self.isr.clear();
+        self.pending_joiners.clear();
         self.high_watermark = self.high_watermark.min(self.local.log_end_offset);
         assert!(self.high_watermark <= self.local.log_end_offset);
     }
@@ -328,6 +343,35 @@ impl ReplicaState {
         }
     }
 
+    /// The HW this replica had before a restart (the high-watermark checkpoint), capped by the
+    /// recovered log. Only before the replica is told any role: from then on the HW moves by
+    /// the rules above.
+    pub fn restore_high_watermark(&mut self, high_watermark: u64) {
+        assert_eq!(self.role, Role::Offline, "restored before any role");
+        assert_eq!(self.leader_epoch, -1, "restored before any epoch");
+        self.high_watermark = high_watermark.min(self.local.log_end_offset);
+        assert!(self.high_watermark <= self.local.log_end_offset);
+    }
+
+    /// On a leader: the followers whose addition to the ISR it has asked the controller for
+    /// (replacing any earlier set; empty once answered). They hold the HW back like ISR members
+    /// until then (see `pending_joiners`).
+    pub fn set_pending_isr_expansion(&mut self, joiners: &[BrokerId]) {
+        assert_eq!(self.role, Role::Leader, "only a leader expands its ISR");
+        for joiner in joiners {
+            assert!(
+                self.followers.contains_key(joiner),
+                "broker {joiner} is not a follower of this partition"
+            );
+        }
+        self.pending_joiners = joiners.iter().copied().collect();
+    }
+
+    /// The followers whose ISR expansion is in flight.
+    pub fn pending_isr_expansion(&self) -> &BTreeSet<BrokerId> {
+        &self.pending_joiners
+    }
+
     /// On a leader: moves the HW up to the minimum LEO over the ISR, if that is higher. Returns
     /// the new HW if it moved. Never moves it back.
     pub fn maybe_increment_high_watermark(&mut self) -> Option<u64> {
@@ -338,6 +382,7 @@ impl ReplicaState {
         let candidate = self
             .isr
             .iter()
+            .chain(&self.pending_joiners)
             .filter(|&&r| r != self.local_id)
             .map(|r| self.followers[r].log_end_offset)
             .fold(local, u64::min);
@@ -453,6 +498,39 @@ mod tests {
         s.update_follower_log_end(3, 10, 101);
         assert_eq!(s.maybe_increment_high_watermark(), Some(7));
         assert_eq!(s.high_watermark(), 7);
+    }
+
+    #[test]
+    fn a_follower_whose_isr_expansion_is_in_flight_holds_the_high_watermark_back() {
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(0, 0));
+        s.become_leader(5, &[1, 2, 3], &[1, 2]);
+        s.update_local_log(log(10, 0));
+        s.update_follower_log_end(2, 10, 100);
+        s.update_follower_log_end(3, 4, 100);
+        s.set_pending_isr_expansion(&[3]);
+        assert_eq!(s.maybe_increment_high_watermark(), Some(4));
+        // The expansion commits: 3 is in the ISR, no longer pending, and still counts.
+        s.become_leader(5, &[1, 2, 3], &[1, 2, 3]);
+        assert!(s.pending_isr_expansion().is_empty());
+        assert_eq!(s.maybe_increment_high_watermark(), None);
+        s.update_follower_log_end(3, 10, 101);
+        assert_eq!(s.maybe_increment_high_watermark(), Some(10));
+    }
+
+    #[test]
+    fn a_refused_isr_expansion_no_longer_holds_the_high_watermark_back() {
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(0, 0));
+        s.become_leader(5, &[1, 2, 3], &[1, 2]);
+        s.update_local_log(log(10, 0));
+        s.update_follower_log_end(2, 10, 100);
+        s.set_pending_isr_expansion(&[3]);
+        assert_eq!(s.maybe_increment_high_watermark(), None, "3 is at 0");
+        s.set_pending_isr_expansion(&[]);
+        assert_eq!(s.maybe_increment_high_watermark(), Some(10));
+        // A new epoch starts with nothing in flight.
+        s.set_pending_isr_expansion(&[3]);
+        s.become_leader(6, &[1, 2, 3], &[1, 2]);
+        assert!(s.pending_isr_expansion().is_empty());
     }
 
     #[test]
