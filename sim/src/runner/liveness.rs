@@ -10,7 +10,7 @@ use std::time::Duration;
 use client::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 
 use super::fault_window::FaultLog;
-use super::invariants::{check_dense, check_online};
+use super::invariants::{check_dense, check_online, check_replicas};
 use super::report::{Anomaly, HarnessAnomalyKind};
 use super::workload::{connect, poll_once, value_of, Ctx};
 use super::Run;
@@ -276,6 +276,7 @@ impl Run {
             }
         }
         check_online(cluster, &ctx.invariants, trace);
+        check_replicas(cluster, &ctx.invariants, trace).await;
         anomalies
     }
 }

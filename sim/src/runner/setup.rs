@@ -40,6 +40,13 @@ impl Run {
             offsets_retention_check_interval_ms: c
                 .offsets_retention_check_interval_ms
                 .unwrap_or(BrokerConfig::default().offsets_retention_check_interval_ms),
+            replica_lag_time_max_ms: c
+                .replica_lag_time_max_ms
+                .unwrap_or(BrokerConfig::default().replica_lag_time_max_ms),
+            min_insync_replicas: c
+                .min_insync_replicas
+                .unwrap_or(BrokerConfig::default().min_insync_replicas),
+            unclean_leader_election_enable: c.unclean_leader_election_enable,
             ..BrokerConfig::default()
         }
     }
