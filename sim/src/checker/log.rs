@@ -282,7 +282,7 @@ pub(crate) fn lost_and_never_seen(
             let Some(send) = model.writer_in(tp, value) else {
                 continue;
             }; // a phantom read
-            let status = Status::from_cause(allowances.loss(send, model.appended_by_ms(send)));
+            let status = Status::from_cause(allowances.read_loss(send, model.appended_by_ms(send)));
             let mut evidence = vec![Evidence::of(
                 send.op,
                 "the send of this value",

@@ -370,6 +370,13 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
             inv.replication_violation(kind, what, now, trace);
         }
     }
+    if let Some(view) = cluster
+        .planes()
+        .iter()
+        .max_by_key(|v| v.image.metadata_offset)
+    {
+        inv.replication.trace_leadership(&view.image, trace);
+    }
     for id in cluster.broker_ids() {
         let Some(broker) = cluster.broker(id) else {
             continue;
@@ -674,6 +681,11 @@ pub(crate) struct ReplicationChecks {
     leader_hws: BTreeMap<(u32, u32, String, i32, i32), u64>,
     /// node → the last metadata offset whose image was checked.
     image_offsets: BTreeMap<u32, i64>,
+    /// (topic, partition) → (leader, leader epoch, ISR) last traced, from the most advanced image.
+    traced: BTreeMap<(String, usize), (i32, i32, Vec<i32>)>,
+    /// Simulated ms of every leader change (a replicated partition's leader epoch rising):
+    /// what an acks=1 loss or an unclean election's loss is allowed by.
+    pub(crate) leader_changes_ms: Vec<u64>,
     /// One report per invariant and subject: a broken invariant stays broken.
     reported: std::collections::BTreeSet<(ReplicationInvariant, String)>,
 }
@@ -768,6 +780,34 @@ impl ReplicationChecks {
             })
             .collect();
         self.dedup(found)
+    }
+
+    /// Traces each replicated partition's leader, epoch and ISR when they change in `image`
+    /// (the most advanced one): the story a replication scenario's trace tells.
+    fn trace_leadership(&mut self, image: &ClusterImage, trace: &Trace) {
+        for topic in image.topics.values() {
+            for (index, p) in topic.partitions.iter().enumerate() {
+                if p.replicas.len() < 2 {
+                    continue;
+                }
+                let now = (p.leader, p.leader_epoch, p.isr.clone());
+                let key = (topic.name.clone(), index);
+                let before = self.traced.get(&key);
+                if before.is_some_and(|b| b.1 != now.1) {
+                    self.leader_changes_ms.push(now_ms());
+                }
+                if before != Some(&now) {
+                    trace.event(
+                        "metadata",
+                        format!(
+                            "{}-{index}: leader {} epoch {} isr {:?}",
+                            topic.name, p.leader, p.leader_epoch, p.isr
+                        ),
+                    );
+                    self.traced.insert(key, now);
+                }
+            }
+        }
     }
 
     fn dedup(

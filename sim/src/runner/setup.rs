@@ -47,6 +47,12 @@ impl Run {
                 .min_insync_replicas
                 .unwrap_or(BrokerConfig::default().min_insync_replicas),
             unclean_leader_election_enable: c.unclean_leader_election_enable,
+            broker_session_timeout_ms: c
+                .broker_session_timeout_ms
+                .unwrap_or(BrokerConfig::default().broker_session_timeout_ms),
+            broker_heartbeat_interval_ms: c
+                .broker_heartbeat_interval_ms
+                .unwrap_or(BrokerConfig::default().broker_heartbeat_interval_ms),
             ..BrokerConfig::default()
         }
     }
