@@ -102,6 +102,11 @@ pub struct BrokerConfig {
     /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets`, capped at the live
     /// brokers when it is created.
     pub offsets_topic_replication_factor: i16,
+    /// `auto.leader.rebalance.enable`: the controller gives leaderships back to preferred
+    /// replicas (the first of each partition's replicas) once they are in sync again.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often it looks.
+    pub leader_imbalance_check_interval_seconds: u64,
     /// `replica.lag.time.max.ms`: an ISR member that has not caught up with the leader's log
     /// end for this long leaves the ISR; the leader checks every half of it.
     pub replica_lag_time_max_ms: u64,
@@ -148,6 +153,8 @@ impl Default for BrokerConfig {
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
             offsets_topic_replication_factor: 3,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
             replica_lag_time_max_ms: 30_000,
             metadata_snapshot_every: 1_000,
         }
@@ -278,6 +285,11 @@ impl BrokerConfig {
         at_least(
             "offsets-topic-replication-factor",
             self.offsets_topic_replication_factor.into(),
+            1,
+        )?;
+        at_least(
+            "leader-imbalance-check-interval-seconds",
+            int(self.leader_imbalance_check_interval_seconds),
             1,
         )?;
         at_least(
@@ -457,6 +469,12 @@ impl BrokerConfig {
             default_num_partitions: self.num_partitions,
             default_replication_factor: self.default_replication_factor,
             unclean_leader_election_enable: self.unclean_leader_election_enable,
+            auto_leader_rebalance_enable: self.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_ms: i64::try_from(
+                self.leader_imbalance_check_interval_seconds
+                    .saturating_mul(1_000),
+            )
+            .unwrap_or(i64::MAX),
             ..crate::controller::decide::ControllerSettings::default()
         }
     }
@@ -1095,10 +1113,22 @@ mod tests {
         assert!(!config.unclean_leader_election_enable);
         assert_eq!(config.offsets_topic_replication_factor, 3);
         assert!(!config.controller_settings().unclean_leader_election_enable);
+        assert!(config.controller_settings().auto_leader_rebalance_enable);
+        assert_eq!(
+            config
+                .controller_settings()
+                .leader_imbalance_check_interval_ms,
+            300_000
+        );
         let refused = [
             (
                 "replica-lag-time-max-ms = 0",
                 "Invalid value 0 for configuration replica-lag-time-max-ms: Value must be at least 1",
+            ),
+            (
+                "leader-imbalance-check-interval-seconds = 0",
+                "Invalid value 0 for configuration leader-imbalance-check-interval-seconds: Value \
+                 must be at least 1",
             ),
             (
                 "min-insync-replicas = 0",

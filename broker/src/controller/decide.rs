@@ -43,6 +43,11 @@ pub struct ControllerSettings {
     /// `unclean.leader.election.enable`, the broker default (Kafka: false); a topic's config
     /// and the cluster-wide dynamic config override it.
     pub unclean_leader_election_enable: bool,
+    /// `auto.leader.rebalance.enable` (Kafka: true): the active controller moves leaderships
+    /// back to preferred replicas every `leader_imbalance_check_interval_ms`.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms (Kafka: 300 s).
+    pub leader_imbalance_check_interval_ms: i64,
 }
 
 impl Default for ControllerSettings {
@@ -53,6 +58,8 @@ impl Default for ControllerSettings {
             default_replication_factor: 1,
             producer_id_block_size: 1_000,
             unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
         }
     }
 }
@@ -578,6 +585,33 @@ pub fn unclean_elections(
                 .find(|r| !partition.isr.contains(r) && can_lead(image, &none, *r));
             if let Some(leader) = candidate {
                 records.extend(elect_unclean(image, topic, index, partition, leader));
+            }
+        }
+    }
+    records
+}
+
+/// Preferred-leader elections (Kafka's `maybeBalancePartitionLeaders`): every partition not led
+/// by its preferred replica (the first of its replicas) while that replica is in the ISR and can
+/// lead gets it back as leader, in a new leader epoch, with the same ISR. The active controller
+/// runs it every `leader.imbalance.check.interval.seconds` when `auto.leader.rebalance.enable`.
+pub fn preferred_leader_elections(image: &ClusterImage) -> Vec<MetadataRecord> {
+    let none = BTreeSet::new();
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let preferred = partition.replicas[0];
+            if partition.leader != preferred
+                && partition.isr.contains(&preferred)
+                && can_lead(image, &none, preferred)
+            {
+                records.push(change_partition(
+                    topic.id,
+                    index,
+                    partition,
+                    preferred,
+                    partition.isr.clone(),
+                ));
             }
         }
     }
@@ -2569,6 +2603,30 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn a_preferred_replica_back_in_the_isr_gets_its_leadership_back() {
+        let (mut c, _) = three_replicas(&[]);
+        assert!(preferred_leader_elections(&c.image).is_empty(), "balanced");
+        // Broker 1 shuts down: 2 leads. 1 comes back, fenced-free but out of the ISR.
+        let e1 = c.image.brokers[&1].epoch;
+        let offset = c.image.metadata_offset;
+        c.heartbeat(1, e1, offset, true).unwrap();
+        c.up(1);
+        assert_eq!(c.partition("r", 0).leader, 2);
+        assert!(
+            preferred_leader_elections(&c.image).is_empty(),
+            "not before it is back in the ISR"
+        );
+        // Caught up: the leader lets it back in; the next check gives it its leadership back.
+        alter_outcome(alter_isr(&mut c, 2, &[1, 2, 3])).unwrap();
+        let records = preferred_leader_elections(&c.image);
+        c.commit(records);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1, 2, 3]));
+        assert_eq!((p.leader_epoch, p.partition_epoch), (2, 3));
+        assert!(preferred_leader_elections(&c.image).is_empty());
+    }
+
     // --- Producer ids and the legacy import ---------------------------------------------
 
     #[test]
@@ -2726,6 +2784,8 @@ mod proptests {
         ToggleUnclean,
         /// The controller's tick elects uncleanly where allowed.
         UncleanTick,
+        /// The controller's leader-imbalance check.
+        PreferredElections,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -2745,6 +2805,7 @@ mod proptests {
                 .prop_map(|(topic, partition, from_leader, stale, members)| Op::AlterIsr { topic, partition, from_leader, stale, members }),
             1 => Just(Op::ToggleUnclean),
             2 => Just(Op::UncleanTick),
+            1 => Just(Op::PreferredElections),
         ]
     }
 
@@ -2921,6 +2982,11 @@ mod proptests {
                 assert!(c.settings.unclean_leader_election_enable || elected == 0);
                 c.commit(records);
                 assert_eq!(c.image.unclean_leader_elections, before + elected);
+            }
+            Op::PreferredElections => {
+                let records = preferred_leader_elections(&c.image);
+                c.commit(records);
+                assert!(preferred_leader_elections(&c.image).is_empty());
             }
         }
     }
