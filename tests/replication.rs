@@ -37,9 +37,15 @@ use broker::solo_plane::SoloPlane;
 use bytes::Bytes;
 use in_process::call;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -360,6 +366,66 @@ fn consumer_fetch(topic: &str) -> FetchRequest {
                 .with_partition_max_bytes(1 << 20)])])
 }
 
+const FENCED_LEADER_EPOCH: i16 = 74;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
+
+/// KIP-320 and KIP-101 on the new leader: clients with an old epoch are fenced, clients ahead
+/// of it told it does not know their epoch yet, and OffsetsForLeaderEpoch says where the old
+/// epoch ended (50: the new leader never had the old leader's divergent tail).
+fn check_leader_epochs(cluster: &Cluster, leader: i32, old_epoch: i32) {
+    let broker = cluster.broker(leader);
+    let epoch = cluster.replica(leader, "r").leader_epoch();
+    for (current, expected) in [
+        (old_epoch, FENCED_LEADER_EPOCH),
+        (epoch + 1, UNKNOWN_LEADER_EPOCH),
+        (epoch, 0),
+    ] {
+        let mut request = consumer_fetch("r");
+        request.topics[0].partitions[0].current_leader_epoch = current;
+        let fetched: FetchResponse =
+            cluster
+                .driver
+                .block_on(call(&broker, ApiKey::Fetch, 12, &request));
+        assert_eq!(
+            fetched.responses[0].partitions[0].error_code, expected,
+            "Fetch with current leader epoch {current}"
+        );
+        let listed: ListOffsetsResponse = cluster.driver.block_on(call(
+            &broker,
+            ApiKey::ListOffsets,
+            7,
+            &ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("r")))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_current_leader_epoch(current)
+                    .with_timestamp(-1)])]),
+        ));
+        assert_eq!(
+            listed.topics[0].partitions[0].error_code, expected,
+            "ListOffsets with current leader epoch {current}"
+        );
+    }
+    let answered: OffsetForLeaderEpochResponse = cluster.driver.block_on(call(
+        &broker,
+        ApiKey::OffsetForLeaderEpoch,
+        4,
+        &OffsetForLeaderEpochRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("r")))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(epoch)
+                    .with_leader_epoch(old_epoch)])]),
+    ));
+    let end = &answered.topics[0].partitions[0];
+    assert_eq!(
+        (end.error_code, end.leader_epoch, end.end_offset),
+        (0, old_epoch, 50)
+    );
+}
+
 #[test]
 fn an_rf3_topic_survives_its_leaders_death_and_the_old_leader_truncates_its_divergent_tail() {
     let mut cluster = Cluster::start(2_000);
@@ -423,6 +489,7 @@ fn an_rf3_topic_survives_its_leaders_death_and_the_old_leader_truncates_its_dive
     produce_all(&cluster, &producer, "r", &values(50..100));
     assert_eq!(consume(&cluster, "r", 100), values(0..100));
     assert!(cluster.replica(second, "r").leader_epoch() > old_epoch);
+    check_leader_epochs(&cluster, second, old_epoch);
 
     // The old leader comes back as a follower, truncates what the new leader never had and
     // ends up with exactly the new leader's log.
