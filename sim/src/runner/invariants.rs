@@ -50,6 +50,10 @@ pub(crate) enum MetadataInvariant {
     LeaderEpochRises,
     /// A fenced broker leads a partition in some image.
     FencedBrokerNeverLeads,
+    /// A partition's leader is outside its ISR, or its ISR outside its replicas, in some image.
+    LeaderInIsr,
+    /// A partition's partition epoch went down in one node's image.
+    PartitionEpochRises,
     /// A node's metadata offset went down within one incarnation.
     MetadataOffsetRises,
     /// Two images at one metadata offset differ (a committed entry lost or rewritten).
@@ -72,6 +76,8 @@ impl MetadataInvariant {
             MetadataInvariant::OneControllerPerTerm => "one-controller-per-term",
             MetadataInvariant::LeaderEpochRises => "leader-epoch-rises",
             MetadataInvariant::FencedBrokerNeverLeads => "fenced-broker-never-leads",
+            MetadataInvariant::LeaderInIsr => "leader-in-isr",
+            MetadataInvariant::PartitionEpochRises => "partition-epoch-rises",
             MetadataInvariant::MetadataOffsetRises => "metadata-offset-rises",
             MetadataInvariant::OneImagePerOffset => "one-image-per-offset",
             MetadataInvariant::CommittedOffsetKept => "committed-offset-kept",
@@ -91,8 +97,8 @@ pub(crate) struct MetadataChecks {
     offsets: BTreeMap<(u32, u32), i64>,
     /// node → the leader and term it last reported (traced when it changes).
     views: BTreeMap<u32, (Option<i32>, u64)>,
-    /// (node, incarnation, topic id, partition) → the last leader epoch seen.
-    leader_epochs: BTreeMap<(u32, u32, Uuid, i32), i32>,
+    /// (node, incarnation, topic id, partition) → the last leader and partition epochs seen.
+    leader_epochs: BTreeMap<(u32, u32, Uuid, i32), (i32, i32)>,
     /// metadata offset → (the first image seen at it, the node it was seen on, ms).
     images: BTreeMap<i64, (Arc<ClusterImage>, u32, u64)>,
     /// The highest metadata offset any node applied.
@@ -174,7 +180,35 @@ impl MetadataChecks {
                 let index = index as i32;
                 let key = (id, incarnation, topic.id, index);
                 let epoch = partition.leader_epoch;
-                if let Some(before) = self.leader_epochs.insert(key, epoch) {
+                let partition_epoch = partition.partition_epoch;
+                let last = self.leader_epochs.insert(key, (epoch, partition_epoch));
+                if let Some((_, before)) = last {
+                    if partition_epoch < before {
+                        found.push((
+                            MetadataInvariant::PartitionEpochRises,
+                            format!(
+                                "broker {id}'s image at offset {offset}: {}-{index}'s partition epoch went back from {before} to {partition_epoch}",
+                                topic.name
+                            ),
+                        ));
+                    }
+                }
+                let outside = partition
+                    .isr
+                    .iter()
+                    .find(|m| !partition.replicas.contains(m));
+                let leader_outside =
+                    partition.leader != NO_NODE && !partition.isr.contains(&partition.leader);
+                if leader_outside || outside.is_some() {
+                    found.push((
+                        MetadataInvariant::LeaderInIsr,
+                        format!(
+                            "broker {id}'s image at offset {offset}: {}-{index} has leader {}, ISR {:?}, replicas {:?}",
+                            topic.name, partition.leader, partition.isr, partition.replicas
+                        ),
+                    ));
+                }
+                if let Some((before, _)) = last {
                     if epoch < before {
                         found.push((
                             MetadataInvariant::LeaderEpochRises,
@@ -605,6 +639,30 @@ mod tests {
         assert_eq!(
             kinds(checks.observe(&view(2, 0, Some(1), 1, &image), 0)),
             vec![MetadataInvariant::FencedBrokerNeverLeads]
+        );
+    }
+
+    #[test]
+    fn a_leader_outside_its_isr_or_a_partition_epoch_going_back_is_caught() {
+        let mut checks = MetadataChecks::default();
+        let mut image = image();
+        let topic = Arc::make_mut(image.topics.get_mut("t").unwrap());
+        topic.partitions[0].replicas = vec![1, 2];
+        topic.partitions[0].partition_epoch = 3;
+        assert_eq!(
+            kinds(checks.observe(&view(1, 0, Some(1), 1, &image), 0)),
+            vec![]
+        );
+        let topic = Arc::make_mut(image.topics.get_mut("t").unwrap());
+        topic.partitions[0].isr = vec![2];
+        topic.partitions[0].partition_epoch = 2;
+        image.metadata_offset += 1;
+        assert_eq!(
+            kinds(checks.observe(&view(1, 0, Some(1), 1, &image), 1)),
+            vec![
+                MetadataInvariant::PartitionEpochRises,
+                MetadataInvariant::LeaderInIsr
+            ]
         );
     }
 
