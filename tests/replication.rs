@@ -158,6 +158,9 @@ impl Cluster {
             data_dir: node.dir.clone(),
             broker_session_timeout_ms: session_ms,
             broker_heartbeat_interval_ms: 100,
+            // The ISR shrinks by lag no sooner than by a session's expiry (the tests that keep a
+            // dead follower in the ISR never let either pass).
+            replica_lag_time_max_ms: session_ms.max(30_000),
             ..BrokerConfig::default()
         };
         let broker = runtime
