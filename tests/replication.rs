@@ -357,6 +357,19 @@ fn produce_request(topic: &str, acks: i16, timeout_ms: i32) -> ProduceRequest {
                 ))))])])
 }
 
+/// An acks=all produce of one idempotent batch: `count` records from `base_sequence`.
+fn idempotent_produce(topic: &str, base_sequence: i32, count: usize) -> ProduceRequest {
+    let batch = builder::with_producer(
+        builder::simple(count, 10, b'i', 1_700_000_000_000),
+        4242,
+        0,
+        base_sequence,
+    );
+    let mut request = produce_request(topic, -1, 30_000);
+    request.topic_data[0].partition_data[0].records = Some(Bytes::from(batch));
+    request
+}
+
 fn consumer_fetch(topic: &str) -> FetchRequest {
     FetchRequest::default()
         .with_max_wait_ms(0)
@@ -620,5 +633,47 @@ fn a_consumer_never_reads_past_the_high_watermark_while_an_isr_member_lacks_the_
     assert_eq!(
         produced.responses[0].partition_responses[0].error_code,
         REQUEST_TIMED_OUT
+    );
+}
+
+#[test]
+fn an_idempotent_producers_retry_to_the_new_leader_is_answered_as_a_duplicate() {
+    // The bug: producer state lived on the leader only, so a retry of a batch the old leader
+    // had replicated was appended again by the new one (a duplicate), or refused as out of
+    // order.
+    let mut cluster = Cluster::start(2_000);
+    cluster.create_topic("p", &[]);
+    let first = cluster.leader("p");
+    let send = |cluster: &Cluster, leader: i32, request: &ProduceRequest| -> (i16, i64) {
+        let produced: ProduceResponse =
+            cluster
+                .driver
+                .block_on(call(&cluster.broker(leader), ApiKey::Produce, 9, request));
+        let p = &produced.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    assert_eq!(
+        send(&cluster, first, &idempotent_produce("p", 0, 2)),
+        (0, 0)
+    );
+    let retried = idempotent_produce("p", 2, 2);
+    assert_eq!(send(&cluster, first, &retried), (0, 2));
+    cluster.eventually("every replica holds both batches", || {
+        (1..=3).all(|id| cluster.replica(id, "p").log.log_end_offset() == 4)
+    });
+
+    cluster.kill(first);
+    cluster.eventually("a new leader", || {
+        let leader = cluster.leader("p");
+        leader != first && leader != NO_NODE
+    });
+    let second = cluster.leader("p");
+    // The producer did not hear the answer for sequence 2 and retries it at the new leader.
+    assert_eq!(send(&cluster, second, &retried), (0, 2), "not a duplicate");
+    assert_eq!(cluster.replica(second, "p").log.log_end_offset(), 4);
+    assert_eq!(
+        send(&cluster, second, &idempotent_produce("p", 4, 1)),
+        (0, 4),
+        "the next sequence continues"
     );
 }
