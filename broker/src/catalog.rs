@@ -220,6 +220,8 @@ pub struct ApplyError {
 impl Catalog {
     pub fn new(config: BrokerConfig, disk: Arc<dyn Disk>, clock: Arc<dyn Clock>) -> Catalog {
         let node_id = config.node_id;
+        let fetch_max_wait =
+            crate::replica::fetcher::fetch_max_wait(config.replica_lag_time_max_ms);
         Catalog {
             node_id,
             config,
@@ -228,7 +230,7 @@ impl Catalog {
             topics: RwLock::new(BTreeMap::new()),
             applied: RwLock::new(Arc::new(ClusterImage::empty())),
             applying: tokio::sync::Mutex::new(()),
-            fetchers: ReplicaFetchers::new(node_id),
+            fetchers: ReplicaFetchers::new(node_id, fetch_max_wait),
             high_watermarks: tokio::sync::Mutex::new(HighWatermarks::default()),
         }
     }

@@ -59,6 +59,10 @@ pub struct FollowerProgress {
     pub log_end_offset: u64,
     /// The last time the follower had caught up with the leader's LEO; `None` if never.
     pub last_caught_up_ms: Option<i64>,
+    /// When the follower last fetched, and the leader's LEO then (Kafka's
+    /// `lastFetchTimeMs` / `lastFetchLeaderLogEndOffset`).
+    pub last_fetch_ms: Option<i64>,
+    pub leader_log_end_at_last_fetch: u64,
 }
 
 /// One broker's replica of one partition. See the module doc.
@@ -221,6 +225,8 @@ impl ReplicaState {
                 known.unwrap_or(FollowerProgress {
                     log_end_offset: 0,
                     last_caught_up_ms: None,
+                    last_fetch_ms: None,
+                    leader_log_end_at_last_fetch: 0,
                 }),
             );
         }
@@ -323,8 +329,11 @@ impl ReplicaState {
     }
 
     /// A follower fetched: on the leader, records its LEO (which may go back, after the
-    /// follower truncated) and, if it reached the leader's LEO, the time it was caught up.
-    /// Kafka compares with the leader's LEO at the previous fetch; the current LEO is stricter.
+    /// follower truncated) and when it was last caught up, by Kafka's rule
+    /// (`Replica.updateFetchState`): now, if it reached the leader's LEO; else the time of its
+    /// previous fetch, if it has reached the LEO the leader had then. Under steady production a
+    /// follower that keeps up rarely meets the current LEO exactly, yet is never behind by more
+    /// than one fetch.
     pub fn update_follower_log_end(&mut self, replica: BrokerId, log_end_offset: u64, now_ms: i64) {
         assert_eq!(self.role, Role::Leader, "only a leader tracks followers");
         assert_ne!(replica, self.local_id);
@@ -338,9 +347,18 @@ impl ReplicaState {
             "follower {replica} claims log end {log_end_offset} beyond the leader's {leader_end}"
         );
         progress.log_end_offset = log_end_offset;
-        if log_end_offset >= leader_end {
-            progress.last_caught_up_ms = Some(now_ms);
+        let caught_up = if log_end_offset >= leader_end {
+            Some(now_ms)
+        } else if log_end_offset >= progress.leader_log_end_at_last_fetch {
+            progress.last_fetch_ms
+        } else {
+            None
+        };
+        if let Some(at) = caught_up {
+            progress.last_caught_up_ms = Some(progress.last_caught_up_ms.map_or(at, |t| t.max(at)));
         }
+        progress.last_fetch_ms = Some(now_ms);
+        progress.leader_log_end_at_last_fetch = leader_end;
     }
 
     /// The HW this replica had before a restart (the high-watermark checkpoint), capped by the
@@ -498,6 +516,30 @@ mod tests {
         s.update_follower_log_end(3, 10, 101);
         assert_eq!(s.maybe_increment_high_watermark(), Some(7));
         assert_eq!(s.high_watermark(), 7);
+    }
+
+    #[test]
+    fn a_follower_that_reaches_the_leaders_previous_log_end_counts_as_caught_up_then() {
+        // The bug: only meeting the current LEO counted, so under steady production a
+        // follower one fetch behind was never caught up and left the ISR.
+        let mut s = leader_of_three(HighWatermarkBasis::LogEnd);
+        s.update_local_log(log(10, 0));
+        s.update_follower_log_end(2, 5, 100);
+        assert_eq!(s.followers()[&2].last_caught_up_ms, None);
+        s.update_local_log(log(20, 0));
+        // At 10 = the LEO of its previous fetch (at 100): caught up as of then.
+        s.update_follower_log_end(2, 10, 200);
+        assert_eq!(s.followers()[&2].last_caught_up_ms, Some(100));
+        s.update_local_log(log(30, 0));
+        s.update_follower_log_end(2, 20, 300);
+        assert_eq!(s.followers()[&2].last_caught_up_ms, Some(200));
+        // Falling behind the previous LEO: no newer time.
+        s.update_local_log(log(60, 0));
+        s.update_follower_log_end(2, 25, 400);
+        assert_eq!(s.followers()[&2].last_caught_up_ms, Some(200));
+        s.update_follower_log_end(2, 60, 500);
+        assert_eq!(s.followers()[&2].last_caught_up_ms, Some(500));
+        assert_eq!(s.out_of_sync_replicas(550, 100), vec![3]);
     }
 
     #[test]
