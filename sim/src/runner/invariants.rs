@@ -399,10 +399,6 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
         for (kind, what) in found {
             inv.metadata_violation(kind, what, now, trace);
         }
-        let found = inv.replication.observe_image(view.id, &view.image);
-        for (kind, what) in found {
-            inv.replication_violation(kind, what, now, trace);
-        }
     }
     if let Some(view) = cluster
         .planes()
@@ -603,13 +599,11 @@ pub(super) async fn check_dense(
 }
 
 /// The replication invariants, by name. Online ones are checked on every live broker's replica
-/// state as the run goes ([`ReplicationChecks::observe`]) and on every image
-/// ([`leaders_outside_isr`]); the log ones at the end, once the cluster is quiet
-/// ([`compare_replicas`]).
+/// state as the run goes ([`ReplicationChecks::observe`]); the log ones at the end, once the
+/// cluster is quiet ([`compare_replicas`]). (The leader being in its ISR is a property of the
+/// image: [`MetadataInvariant::LeaderInIsr`].)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum ReplicationInvariant {
-    /// An image names a leader that is not in the partition's ISR.
-    LeaderInIsr,
     /// A leader's high watermark rose above the log end (as it counts for the HW) of an ISR
     /// member it counts: acks=all and consumers would see data that member lacks.
     HighWatermarkWithinIsr,
@@ -629,7 +623,6 @@ pub(crate) enum ReplicationInvariant {
 impl ReplicationInvariant {
     pub(crate) fn name(self) -> &'static str {
         match self {
-            ReplicationInvariant::LeaderInIsr => "leader-in-isr",
             ReplicationInvariant::HighWatermarkWithinIsr => "hw-within-isr",
             ReplicationInvariant::HighWatermarkNeverFallsWhileLeading => {
                 "hw-never-falls-while-leading"
@@ -713,8 +706,6 @@ pub(crate) struct ReplicationChecks {
     leaders: BTreeMap<(String, i32, i32), (u32, u64)>,
     /// (broker, incarnation, topic, partition, epoch) → the HW last seen while it led.
     leader_hws: BTreeMap<(u32, u32, String, i32, i32), u64>,
-    /// node → the last metadata offset whose image was checked.
-    image_offsets: BTreeMap<u32, i64>,
     /// (topic, partition) → (leader, leader epoch, ISR) last traced, from the most advanced image.
     traced: BTreeMap<(String, usize), (i32, i32, Vec<i32>)>,
     /// Simulated ms of every leader change (a replicated partition's leader epoch rising):
@@ -792,30 +783,6 @@ impl ReplicationChecks {
         self.dedup(found)
     }
 
-    /// Checks one node's image (once per metadata offset): every leader is in its ISR.
-    pub(crate) fn observe_image(
-        &mut self,
-        node: u32,
-        image: &ClusterImage,
-    ) -> Vec<(ReplicationInvariant, String)> {
-        if self.image_offsets.insert(node, image.metadata_offset) == Some(image.metadata_offset) {
-            return Vec::new();
-        }
-        let found = leaders_outside_isr(image)
-            .into_iter()
-            .map(|what| {
-                (
-                    ReplicationInvariant::LeaderInIsr,
-                    format!(
-                        "broker {node}'s image at offset {}: {what}",
-                        image.metadata_offset
-                    ),
-                )
-            })
-            .collect();
-        self.dedup(found)
-    }
-
     /// Traces each replicated partition's leader, epoch and ISR when they change in `image`
     /// (the most advanced one): the story a replication scenario's trace tells.
     fn trace_leadership(&mut self, image: &ClusterImage, trace: &Trace) {
@@ -856,22 +823,6 @@ impl ReplicationChecks {
             })
             .collect()
     }
-}
-
-/// The partitions of `image` whose leader is not in their ISR ("topic-partition: ...").
-pub(crate) fn leaders_outside_isr(image: &ClusterImage) -> Vec<String> {
-    let mut found = Vec::new();
-    for topic in image.topics.values() {
-        for (index, p) in topic.partitions.iter().enumerate() {
-            if p.leader != NO_NODE && !p.isr.contains(&p.leader) {
-                found.push(format!(
-                    "{}-{index}: leader {} (epoch {}) is not in its ISR {:?}",
-                    topic.name, p.leader, p.leader_epoch, p.isr
-                ));
-            }
-        }
-    }
-    found
 }
 
 /// One batch of a replica's log: (base offset, last offset, leader epoch, its bytes).
@@ -1322,21 +1273,6 @@ mod tests {
         assert_eq!(
             replication_kinds(checks.observe(&replica(2, true, 4, 10, 20), 2)),
             vec![]
-        );
-    }
-
-    #[test]
-    fn an_image_whose_leader_is_not_in_the_isr_is_caught() {
-        let mut checks = ReplicationChecks::default();
-        let mut image = image();
-        assert_eq!(replication_kinds(checks.observe_image(1, &image)), vec![]);
-        let topic = Arc::make_mut(image.topics.get_mut("t").unwrap());
-        topic.partitions[0].replicas = vec![1, 2];
-        topic.partitions[0].isr = vec![2];
-        image.metadata_offset += 1;
-        assert_eq!(
-            replication_kinds(checks.observe_image(1, &image)),
-            vec![ReplicationInvariant::LeaderInIsr]
         );
     }
 
