@@ -32,6 +32,10 @@ pub struct Allowances {
     /// and clean leader changes (only an unclean election may drop it). The cause says why;
     /// `None`: a read value may be lost wherever a loss is allowed.
     pub reads_survive: Option<String>,
+    /// Replicated topics where a loss is allowed (acks=0/1, unclean elections): a new leader
+    /// that never had a lost record assigns its offset again, as Kafka does. An offset holding
+    /// two values is then allowed when every value but the surviving one is an allowed loss.
+    pub offset_reuse_after_loss: Option<String>,
 }
 
 /// An allowance that needs no more than its cause.

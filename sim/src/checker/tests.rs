@@ -184,6 +184,7 @@ fn everything_allowed() -> Allowances {
         offsets_expire_after_ms: Some(1_000),
         unclean_election_loss: None,
         reads_survive: None,
+        offset_reuse_after_loss: None,
     }
 }
 

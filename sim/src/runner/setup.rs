@@ -11,6 +11,7 @@ use client::{Admin, CreateTopicError, NewTopic};
 
 use super::invariants::Invariants;
 use super::plan::FaultPlan;
+use super::verdict::offset_reuse_after_loss;
 use super::workload::{connect, Ctx};
 use super::Run;
 use crate::cluster::{BrokerSetup, Cluster, QuorumSetup};
@@ -136,7 +137,9 @@ impl Run {
             stop: Arc::new(AtomicBool::new(false)),
             inflight: Arc::new(AtomicUsize::new(0)),
             next_value: Arc::new(AtomicU64::new(1)),
-            invariants: Arc::new(Mutex::new(Invariants::default())),
+            invariants: Arc::new(Mutex::new(Invariants::new(
+                offset_reuse_after_loss(s).is_some(),
+            ))),
             bootstrap: cluster.bootstrap_servers(),
             seed: self.seed,
             next_walk: Arc::new(AtomicU32::new(crate::group_members::EXPIRY_CHECKER - 1)),

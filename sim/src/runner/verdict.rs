@@ -127,6 +127,32 @@ impl Run {
     }
 }
 
+/// Whether a replicated topic may lose a write in this configuration (acks=0/1 producers, or
+/// unclean elections, with lost writes allowed), so that a new leader reuses its offset: the
+/// cause, or `None`.
+pub(super) fn offset_reuse_after_loss(scenario: &Scenario) -> Option<String> {
+    let replicated = scenario.topics.iter().any(|t| t.replication_factor > 1);
+    let weak = scenario
+        .workload
+        .producers
+        .iter()
+        .any(|p| p.acks != AcksSpec::All);
+    (replicated && (weak || unclean(scenario)) && scenario.allows(AllowSpec::LostWrite)).then(|| {
+        "an offset freed by a lost write is assigned again by the next leader (replicated topic)"
+            .to_string()
+    })
+}
+
+/// `unclean.leader.election.enable`, as the broker default or a topic's override.
+fn unclean(scenario: &Scenario) -> bool {
+    scenario.cluster.unclean_leader_election_enable
+        || scenario.topics.iter().any(|t| {
+            t.configs
+                .get("unclean.leader.election.enable")
+                .is_some_and(|v| v == "true")
+        })
+}
+
 /// Runs the offline history checker with the allowances the scenario and the run justify:
 /// the file's `allow` list grants a kind only when the configuration can produce it (acks=0/1
 /// or the lazy flush policy for lost writes, non-idempotent producers for duplicates), with the
@@ -189,13 +215,7 @@ fn check_history(
                 unsynced_window_ms: None,
             });
         }
-        let unclean = scenario.cluster.unclean_leader_election_enable
-            || scenario.topics.iter().any(|t| {
-                t.configs
-                    .get("unclean.leader.election.enable")
-                    .is_some_and(|v| v == "true")
-            });
-        if unclean {
+        if unclean(scenario) {
             allowances.unclean_election_loss = Some(LossAllowance {
                 cause: "unclean.leader.election.enable=true: an out-of-sync replica may be elected"
                     .into(),
@@ -235,6 +255,7 @@ fn check_history(
             });
         }
     }
+    allowances.offset_reuse_after_loss = offset_reuse_after_loss(scenario);
     let mut report = checker::check(history, &allowances);
     if scenario.allows(AllowSpec::LostWrite) && !bit_flips.is_empty() {
         use checker::AnomalyKind as K;
