@@ -37,9 +37,15 @@ use broker::solo_plane::SoloPlane;
 use bytes::Bytes;
 use in_process::call;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -152,6 +158,9 @@ impl Cluster {
             data_dir: node.dir.clone(),
             broker_session_timeout_ms: session_ms,
             broker_heartbeat_interval_ms: 100,
+            // The ISR shrinks by lag no sooner than by a session's expiry (the tests that keep a
+            // dead follower in the ISR never let either pass).
+            replica_lag_time_max_ms: session_ms.max(30_000),
             ..BrokerConfig::default()
         };
         let broker = runtime
@@ -348,6 +357,19 @@ fn produce_request(topic: &str, acks: i16, timeout_ms: i32) -> ProduceRequest {
                 ))))])])
 }
 
+/// An acks=all produce of one idempotent batch: `count` records from `base_sequence`.
+fn idempotent_produce(topic: &str, base_sequence: i32, count: usize) -> ProduceRequest {
+    let batch = builder::with_producer(
+        builder::simple(count, 10, b'i', 1_700_000_000_000),
+        4242,
+        0,
+        base_sequence,
+    );
+    let mut request = produce_request(topic, -1, 30_000);
+    request.topic_data[0].partition_data[0].records = Some(Bytes::from(batch));
+    request
+}
+
 fn consumer_fetch(topic: &str) -> FetchRequest {
     FetchRequest::default()
         .with_max_wait_ms(0)
@@ -358,6 +380,66 @@ fn consumer_fetch(topic: &str) -> FetchRequest {
                 .with_partition(0)
                 .with_current_leader_epoch(-1)
                 .with_partition_max_bytes(1 << 20)])])
+}
+
+const FENCED_LEADER_EPOCH: i16 = 74;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
+
+/// KIP-320 and KIP-101 on the new leader: clients with an old epoch are fenced, clients ahead
+/// of it told it does not know their epoch yet, and OffsetsForLeaderEpoch says where the old
+/// epoch ended (50: the new leader never had the old leader's divergent tail).
+fn check_leader_epochs(cluster: &Cluster, leader: i32, old_epoch: i32) {
+    let broker = cluster.broker(leader);
+    let epoch = cluster.replica(leader, "r").leader_epoch();
+    for (current, expected) in [
+        (old_epoch, FENCED_LEADER_EPOCH),
+        (epoch + 1, UNKNOWN_LEADER_EPOCH),
+        (epoch, 0),
+    ] {
+        let mut request = consumer_fetch("r");
+        request.topics[0].partitions[0].current_leader_epoch = current;
+        let fetched: FetchResponse =
+            cluster
+                .driver
+                .block_on(call(&broker, ApiKey::Fetch, 12, &request));
+        assert_eq!(
+            fetched.responses[0].partitions[0].error_code, expected,
+            "Fetch with current leader epoch {current}"
+        );
+        let listed: ListOffsetsResponse = cluster.driver.block_on(call(
+            &broker,
+            ApiKey::ListOffsets,
+            7,
+            &ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("r")))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_current_leader_epoch(current)
+                    .with_timestamp(-1)])]),
+        ));
+        assert_eq!(
+            listed.topics[0].partitions[0].error_code, expected,
+            "ListOffsets with current leader epoch {current}"
+        );
+    }
+    let answered: OffsetForLeaderEpochResponse = cluster.driver.block_on(call(
+        &broker,
+        ApiKey::OffsetForLeaderEpoch,
+        4,
+        &OffsetForLeaderEpochRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("r")))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(epoch)
+                    .with_leader_epoch(old_epoch)])]),
+    ));
+    let end = &answered.topics[0].partitions[0];
+    assert_eq!(
+        (end.error_code, end.leader_epoch, end.end_offset),
+        (0, old_epoch, 50)
+    );
 }
 
 #[test]
@@ -423,6 +505,7 @@ fn an_rf3_topic_survives_its_leaders_death_and_the_old_leader_truncates_its_dive
     produce_all(&cluster, &producer, "r", &values(50..100));
     assert_eq!(consume(&cluster, "r", 100), values(0..100));
     assert!(cluster.replica(second, "r").leader_epoch() > old_epoch);
+    check_leader_epochs(&cluster, second, old_epoch);
 
     // The old leader comes back as a follower, truncates what the new leader never had and
     // ends up with exactly the new leader's log.
@@ -550,5 +633,47 @@ fn a_consumer_never_reads_past_the_high_watermark_while_an_isr_member_lacks_the_
     assert_eq!(
         produced.responses[0].partition_responses[0].error_code,
         REQUEST_TIMED_OUT
+    );
+}
+
+#[test]
+fn an_idempotent_producers_retry_to_the_new_leader_is_answered_as_a_duplicate() {
+    // The bug: producer state lived on the leader only, so a retry of a batch the old leader
+    // had replicated was appended again by the new one (a duplicate), or refused as out of
+    // order.
+    let mut cluster = Cluster::start(2_000);
+    cluster.create_topic("p", &[]);
+    let first = cluster.leader("p");
+    let send = |cluster: &Cluster, leader: i32, request: &ProduceRequest| -> (i16, i64) {
+        let produced: ProduceResponse =
+            cluster
+                .driver
+                .block_on(call(&cluster.broker(leader), ApiKey::Produce, 9, request));
+        let p = &produced.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    assert_eq!(
+        send(&cluster, first, &idempotent_produce("p", 0, 2)),
+        (0, 0)
+    );
+    let retried = idempotent_produce("p", 2, 2);
+    assert_eq!(send(&cluster, first, &retried), (0, 2));
+    cluster.eventually("every replica holds both batches", || {
+        (1..=3).all(|id| cluster.replica(id, "p").log.log_end_offset() == 4)
+    });
+
+    cluster.kill(first);
+    cluster.eventually("a new leader", || {
+        let leader = cluster.leader("p");
+        leader != first && leader != NO_NODE
+    });
+    let second = cluster.leader("p");
+    // The producer did not hear the answer for sequence 2 and retries it at the new leader.
+    assert_eq!(send(&cluster, second, &retried), (0, 2), "not a duplicate");
+    assert_eq!(cluster.replica(second, "p").log.log_end_offset(), 4);
+    assert_eq!(
+        send(&cluster, second, &idempotent_produce("p", 4, 1)),
+        (0, 4),
+        "the next sequence continues"
     );
 }

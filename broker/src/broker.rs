@@ -958,6 +958,7 @@ impl Broker {
                 }
             }
         }
+        self.catalog.checkpoint_high_watermarks(false).await;
     }
 
     /// Stores group memberships whose store failed earlier; the server calls it every

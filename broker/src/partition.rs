@@ -327,6 +327,14 @@ impl Partition {
         &self.watch
     }
 
+    /// Restores the HW a restart forgot (see [`ReplicaState::restore_high_watermark`]); for
+    /// the catalog, between opening the partition and giving it its role.
+    pub fn restore_high_watermark(&self, high_watermark: u64) {
+        let mut replica = self.replica();
+        replica.update_local_log(local_log(&self.log));
+        replica.restore_high_watermark(high_watermark);
+    }
+
     /// Does this replica follow another broker (a leader it can fetch from, or none yet)?
     pub fn is_follower(&self) -> bool {
         matches!(self.replica().role(), Role::Follower { .. })
@@ -527,14 +535,16 @@ impl Partition {
     /// On the leader: a follower fetched from `fetch_offset`, so its log ends there (Kafka's
     /// `updateFollowerFetchState`). Its progress is recorded, the high watermark advanced if
     /// it can be, and whoever waits on the high watermark (acks=all produces, consumers'
-    /// long polls) is woken when it moved.
+    /// long polls) is woken when it moved. Returns whether the follower is outside the ISR
+    /// and may now join it (at the HW and the epoch's start, KIP-320): the ISR manager is
+    /// worth waking.
     pub fn record_follower_fetch(
         &self,
         replica_id: BrokerId,
         fetch_offset: u64,
         now_ms: i64,
-    ) -> Result<(), FollowerFetchError> {
-        let moved = {
+    ) -> Result<bool, FollowerFetchError> {
+        let (moved, may_join) = {
             let mut replica = self.replica();
             replica.update_local_log(local_log(&self.log));
             if !replica.is_leader() {
@@ -553,12 +563,35 @@ impl Partition {
                 });
             }
             replica.update_follower_log_end(replica_id, fetch_offset, now_ms);
+            let moved = replica.maybe_increment_high_watermark().is_some();
+            let may_join = !replica.isr().contains(&replica_id)
+                && !replica.pending_isr_expansion().contains(&replica_id)
+                && replica.can_join_isr(replica_id);
+            (moved, may_join)
+        };
+        if moved {
+            self.watch.high_watermark_moved();
+        }
+        Ok(may_join)
+    }
+
+    /// On the leader: the followers whose ISR expansion is being asked of the controller
+    /// (empty once it answered); they hold the high watermark back meanwhile (Kafka's maximal
+    /// ISR). Returns false, changing nothing, if this replica does not lead (any more).
+    pub fn set_pending_isr_expansion(&self, joiners: &[BrokerId]) -> bool {
+        let moved = {
+            let mut replica = self.replica();
+            if !replica.is_leader() || joiners.iter().any(|j| !replica.followers().contains_key(j))
+            {
+                return false;
+            }
+            replica.set_pending_isr_expansion(joiners);
             replica.maybe_increment_high_watermark().is_some()
         };
         if moved {
             self.watch.high_watermark_moved();
         }
-        Ok(())
+        true
     }
 
     /// Phase two of an acks=all produce with replicas: returns once the batch is durable here

@@ -57,6 +57,7 @@ struct Plan {
     /// The follower fetching, for a replica fetch.
     replica_id: Option<i32>,
     clock: Arc<dyn crate::clock::Clock>,
+    isr_manager: Arc<crate::replica::isr::IsrManager>,
 }
 
 /// KIP-320: the client's view of the leader epoch against this leader's.
@@ -126,6 +127,10 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
                     )
                     .map_err(|e| errors::follower_fetch(&e))
             };
+            if let Ok(true) = recorded {
+                // Expansion need not wait for the ISR manager's periodic check.
+                plan.isr_manager.follower_may_join();
+            }
             if let Err(error) = recorded {
                 let data = data
                     .with_high_watermark(partition.high_watermark() as i64)
@@ -241,6 +246,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
         leader_endpoints: Vec::new(),
         replica_id: None,
         clock: Arc::clone(ctx.broker.clock()),
+        isr_manager: Arc::clone(ctx.broker.isr_manager()),
     };
     let replica_id = if ctx.version >= 15 {
         request.replica_state.replica_id.0

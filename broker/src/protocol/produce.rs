@@ -50,18 +50,11 @@ struct Outcome {
     min_insync_replicas: usize,
 }
 
-/// The topic's `min.insync.replicas` (Kafka's default: 1).
+/// The topic's `min.insync.replicas` (its override, else the broker's default).
 fn min_insync_replicas(ctx: &RequestContext, topic: &str) -> usize {
     ctx.broker
         .topic(topic)
-        .and_then(|t| {
-            t.configs
-                .overrides
-                .get("min.insync.replicas")
-                .and_then(|v| v.parse::<usize>().ok())
-        })
-        .unwrap_or(1)
-        .max(1)
+        .map_or(1, |t| t.configs.min_insync_replicas(&ctx.broker.config))
 }
 
 fn partition_response(version: i16, outcome: &Outcome) -> PartitionProduceResponse {

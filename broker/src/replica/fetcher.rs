@@ -54,8 +54,16 @@ const SPEAKS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 12, 12),
     (ApiKey::OffsetForLeaderEpoch, 3, 4),
 ];
-/// How long a replica fetch waits at the leader for new data (Kafka's `replica.fetch.wait.max.ms`).
+/// How long a replica fetch waits at the leader for new data (Kafka's
+/// `replica.fetch.wait.max.ms`), at most: Kafka requires it below `replica.lag.time.max.ms`,
+/// since an idle follower counts as caught up only when a fetch of it is answered, so the
+/// fetchers wait no longer than a third of the lag time.
 const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
+
+/// The replica fetch wait for a `replica.lag.time.max.ms` (see [`FETCH_MAX_WAIT`]).
+pub fn fetch_max_wait(replica_lag_time_max_ms: u64) -> Duration {
+    FETCH_MAX_WAIT.min(Duration::from_millis((replica_lag_time_max_ms / 3).max(1)))
+}
 /// Bytes per partition and per response (Kafka's `replica.fetch.max.bytes` and
 /// `replica.fetch.response.max.bytes`).
 const PARTITION_MAX_BYTES: i32 = 1 << 20;
@@ -108,6 +116,7 @@ type Key = (String, i32);
 /// The state one fetcher task shares with the catalog.
 struct Shared {
     local_id: BrokerId,
+    fetch_max_wait: Duration,
     source: BrokerId,
     addr: String,
     partitions: Mutex<BTreeMap<Key, Followed>>,
@@ -152,6 +161,7 @@ pub struct FollowTarget {
 /// This broker's fetchers, one per source broker.
 pub struct ReplicaFetchers {
     local_id: BrokerId,
+    fetch_max_wait: Duration,
     fetchers: Mutex<BTreeMap<BrokerId, Arc<Shared>>>,
 }
 
@@ -170,9 +180,12 @@ impl Drop for ReplicaFetchers {
 }
 
 impl ReplicaFetchers {
-    pub fn new(local_id: BrokerId) -> ReplicaFetchers {
+    /// Fetchers of broker `local_id`, whose replica fetches wait at most `fetch_max_wait` at
+    /// the leader (see [`fetch_max_wait`]).
+    pub fn new(local_id: BrokerId, fetch_max_wait: Duration) -> ReplicaFetchers {
         ReplicaFetchers {
             local_id,
+            fetch_max_wait,
             fetchers: Mutex::new(BTreeMap::new()),
         }
     }
@@ -209,6 +222,7 @@ impl ReplicaFetchers {
             let shared = fetchers.entry(source).or_insert_with(|| {
                 let shared = Arc::new(Shared {
                     local_id: self.local_id,
+                    fetch_max_wait: self.fetch_max_wait,
                     source,
                     addr: addrs[&source].clone(),
                     partitions: Mutex::new(BTreeMap::new()),
@@ -321,6 +335,13 @@ pub fn records_to_append(records: &[u8], log_end_offset: u64) -> Result<&[u8], u
     })
 }
 
+/// The runtime's monotonic now: virtual under the simulator, where `tokio::time::Instant` is
+/// std's (which madsim intercepts), hence the allowance clippy needs in that build.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn monotonic_now() -> Instant {
+    Instant::now()
+}
+
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
@@ -337,7 +358,7 @@ async fn run(shared: Arc<Shared>) {
         let changed = shared.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let now = Instant::now();
+        let now = monotonic_now();
         let (ready, next_retry): (Vec<(Key, Followed)>, Option<Instant>) = {
             let partitions = shared.partitions();
             let ready = partitions
@@ -417,7 +438,7 @@ async fn fetch_round(
             Err(reason) => {
                 tracing::debug!(topic = %key.0, partition = key.1, %reason,
                     "reconciliation with the leader failed; backing off");
-                shared.update(&key, followed.leader_epoch, |f| f.back_off(Instant::now()));
+                shared.update(&key, followed.leader_epoch, |f| f.back_off(monotonic_now()));
             }
         }
     }
@@ -519,7 +540,7 @@ async fn fetch_once(
     }
     let request = FetchRequest::default()
         .with_replica_id(WireBrokerId(shared.local_id))
-        .with_max_wait_ms(FETCH_MAX_WAIT.as_millis() as i32)
+        .with_max_wait_ms(shared.fetch_max_wait.as_millis() as i32)
         .with_min_bytes(1)
         .with_max_bytes(RESPONSE_MAX_BYTES)
         .with_isolation_level(0)
@@ -535,7 +556,7 @@ async fn fetch_once(
                 })
                 .collect(),
         );
-    let timeout = FETCH_MAX_WAIT + conn.request_timeout();
+    let timeout = shared.fetch_max_wait + conn.request_timeout();
     let response = conn.send_with_timeout(&request, timeout).await?;
     if response.error_code != 0 {
         tracing::debug!(
@@ -544,7 +565,7 @@ async fn fetch_once(
             "replica fetch refused"
         );
         for (key, followed) in &fetchable {
-            shared.update(key, followed.leader_epoch, |f| f.back_off(Instant::now()));
+            shared.update(key, followed.leader_epoch, |f| f.back_off(monotonic_now()));
         }
         return Ok(());
     }
@@ -566,7 +587,7 @@ async fn fetch_once(
                 Applied::BackOff(reason) => {
                     tracing::debug!(topic = %key.0, partition = key.1, %reason,
                         "replica fetch of a partition failed; backing off");
-                    shared.update(&key, epoch, |f| f.back_off(Instant::now()));
+                    shared.update(&key, epoch, |f| f.back_off(monotonic_now()));
                 }
             }
         }
@@ -701,6 +722,13 @@ mod tests {
         let cut = &all[..all.len() - 3];
         let kept = records_to_append(cut, 0).unwrap();
         assert_eq!(kept, &all[..batches(&[(0, 2), (2, 3)]).len()]);
+    }
+
+    #[test]
+    fn a_replica_fetch_waits_less_than_the_lag_time_that_would_call_an_idle_follower_out_of_sync() {
+        assert_eq!(fetch_max_wait(30_000), FETCH_MAX_WAIT);
+        assert_eq!(fetch_max_wait(300), Duration::from_millis(100));
+        assert_eq!(fetch_max_wait(0), Duration::from_millis(1));
     }
 
     #[test]
