@@ -290,6 +290,12 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_caught_
     );
     assert_eq!(cluster.leader("i"), leader);
     assert!(cluster.broker(leader).isr_manager().changes_committed() >= 2);
+    // Its expansion is over: it no longer holds the high watermark back as a pending joiner
+    // but as a member.
+    cluster.eventually("no expansion pending on the leader", || {
+        let state = cluster.broker(leader).partition("i", 0).unwrap().replica_state();
+        state.pending_isr_expansion().is_empty() && state.isr().contains(&follower)
+    });
 }
 
 /// Topic "u" (RF 3, `unclean.leader.election.enable` as given) whose followers stopped and fell
