@@ -14,6 +14,8 @@
 //! controlled shutdown, and its files stay as they were.
 #![cfg(not(madsim))]
 
+mod in_process;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,13 @@ use broker::controller::decide::ControllerSettings;
 use broker::controller::plane::MetadataPlane;
 use broker::disk::FileDisk;
 use broker::solo_plane::SoloPlane;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, GroupId, OffsetCommitRequest, OffsetCommitResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
@@ -49,10 +58,17 @@ struct Cluster {
     plane: Arc<SoloPlane>,
     nodes: Vec<Node>,
     driver: tokio::runtime::Runtime,
+    lag_ms: u64,
+    session_ms: u64,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(LAG_MS, SESSION_MS)
+    }
+
+    /// Brokers 1, 2 and 3 with this `replica.lag.time.max.ms` and `broker.session.timeout.ms`.
+    fn start_with(lag_ms: u64, session_ms: u64) -> Cluster {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -64,7 +80,7 @@ impl Cluster {
             .build()
             .unwrap();
         let settings = ControllerSettings {
-            broker_session_timeout_ms: SESSION_MS as i64,
+            broker_session_timeout_ms: session_ms as i64,
             ..ControllerSettings::default()
         };
         let plane = driver
@@ -89,6 +105,8 @@ impl Cluster {
             plane,
             nodes,
             driver,
+            lag_ms,
+            session_ms,
         };
         for id in 1..=3 {
             cluster.start_node(id);
@@ -108,6 +126,7 @@ impl Cluster {
     /// Starts (or restarts) broker `id` on its data directory and its port.
     fn start_node(&mut self, id: i32) {
         let plane = Arc::clone(&self.plane);
+        let (lag_ms, session_ms) = (self.lag_ms, self.session_ms);
         let node = &mut self.nodes[(id - 1) as usize];
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -125,9 +144,10 @@ impl Cluster {
             node_id: id,
             listen: addr.to_string(),
             data_dir: node.dir.clone(),
-            broker_session_timeout_ms: SESSION_MS,
+            broker_session_timeout_ms: session_ms,
             broker_heartbeat_interval_ms: 100,
-            replica_lag_time_max_ms: LAG_MS,
+            replica_lag_time_max_ms: lag_ms,
+            offsets_topic_num_partitions: 1,
             ..BrokerConfig::default()
         };
         let broker = runtime
@@ -293,7 +313,11 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_caught_
     // Its expansion is over: it no longer holds the high watermark back as a pending joiner
     // but as a member.
     cluster.eventually("no expansion pending on the leader", || {
-        let state = cluster.broker(leader).partition("i", 0).unwrap().replica_state();
+        let state = cluster
+            .broker(leader)
+            .partition("i", 0)
+            .unwrap()
+            .replica_state();
         state.pending_isr_expansion().is_empty() && state.isr().contains(&follower)
     });
 }
@@ -370,4 +394,78 @@ fn with_unclean_election_on_a_lagging_replica_leads_alone_and_the_election_is_co
             .replica_state();
         state.is_leader() && state.leader_epoch() == epoch
     });
+}
+
+/// COORDINATOR_NOT_AVAILABLE: the client retries the commit.
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+/// An OffsetCommit of offset `offset` for group "g" (a consumer that assigns itself).
+fn commit(cluster: &Cluster, coordinator: i32, offset: i64) -> i16 {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)
+                .with_committed_leader_epoch(-1)])]);
+    let response: OffsetCommitResponse = cluster.driver.block_on(in_process::call(
+        &cluster.broker(coordinator),
+        ApiKey::OffsetCommit,
+        7,
+        &request,
+    ));
+    response.topics[0].partitions[0].error_code
+}
+
+#[test]
+fn an_offset_commit_is_not_acknowledged_while_an_in_sync_follower_of_its_partition_lacks_it() {
+    // Followers stay in the ISR (and unfenced) however long they are away.
+    let mut cluster = Cluster::start_with(600_000, 600_000);
+    cluster
+        .driver
+        // On every broker: OffsetCommit checks the coordinator's local replicas.
+        .block_on(cluster.broker(1).create_topic("t", 1, 3, &[], false))
+        .unwrap();
+    cluster
+        .driver
+        .block_on(cluster.broker(1).offsets_topic())
+        .unwrap();
+    let offsets = broker::group::offsets::OFFSETS_TOPIC;
+    cluster.eventually("the offsets partition open on every broker", || {
+        (1..=3).all(|id| cluster.broker(id).partition(offsets, 0).is_some())
+    });
+    let replicas = cluster
+        .plane
+        .image()
+        .partition(offsets, 0)
+        .unwrap()
+        .replicas
+        .clone();
+    assert_eq!(
+        replicas.len(),
+        3,
+        "offsets.topic.replication.factor 3 on three brokers"
+    );
+    let coordinator = cluster.leader(offsets);
+    cluster.eventually("the coordinator's shard loaded", || {
+        cluster
+            .broker(coordinator)
+            .groups()
+            .loaded_shards()
+            .contains(&0)
+    });
+    assert_eq!(
+        commit(&cluster, coordinator, 7),
+        0,
+        "every replica up: acknowledged"
+    );
+
+    // Both followers stop: still in the ISR, they hold the high watermark where it is, and a
+    // commit the coordinator alone holds is not acknowledged (Kafka's acks=-1 for offsets).
+    for id in replicas.iter().copied().filter(|&id| id != coordinator) {
+        cluster.stop(id);
+    }
+    assert_eq!(commit(&cluster, coordinator, 8), COORDINATOR_NOT_AVAILABLE);
 }
