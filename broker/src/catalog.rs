@@ -676,6 +676,9 @@ async fn remove_doomed(disk: &dyn Disk, dir: &Path) -> io::Result<()> {
 /// Sets the replica's role and leader epoch to the image's, if they differ. Leader epochs only
 /// rise, and the image's never fall (asserted by the image), so this never goes back.
 fn apply_role(partition: &Partition, assignment: &PartitionImage, node_id: NodeId) {
+    // Before any role: a follower's appends and a leader's reads for followers must not
+    // reserve offsets (a single-replica policy).
+    partition.log.set_replicated(assignment.replicas.len() > 1);
     let state = partition.replica_state();
     let role = state.role();
     let epoch = assignment.leader_epoch;

@@ -180,7 +180,7 @@ fn quorum_flags_that_cannot_form_a_quorum_are_refused_at_start_with_the_reason()
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
     let voters = "1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293";
-    let refused: [(&[&str], &str); 5] = [
+    let refused: [(&[&str], &str); 4] = [
         (
             &["--controller-quorum", "1@127.0.0.1:9093,1@127.0.0.1:9193"],
             "error: Invalid value 1@127.0.0.1:9093,1@127.0.0.1:9193 for configuration \
