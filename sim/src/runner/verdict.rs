@@ -127,8 +127,8 @@ impl Run {
     }
 }
 
-/// Whether a replicated topic may lose a write in this configuration (acks=0/1 producers, or
-/// unclean elections, with lost writes allowed), so that a new leader reuses its offset: the
+/// Whether a replicated topic may lose a write in this configuration (acks=0/1 producers, the
+/// lazy policy, or unclean elections, with lost writes allowed), so that a new leader reuses its offset: the
 /// cause, or `None`.
 pub(super) fn offset_reuse_after_loss(scenario: &Scenario) -> Option<String> {
     let replicated = scenario.topics.iter().any(|t| t.replication_factor > 1);
@@ -137,7 +137,11 @@ pub(super) fn offset_reuse_after_loss(scenario: &Scenario) -> Option<String> {
         .producers
         .iter()
         .any(|p| p.acks != AcksSpec::All);
-    (replicated && (weak || unclean(scenario)) && scenario.allows(AllowSpec::LostWrite)).then(|| {
+    // Under the lazy policy a power loss of every replica drops their unsynced tail, and the
+    // next leader appends at its own log end.
+    let lazy = scenario.cluster.flush_mode == FlushModeSpec::Lazy;
+    (replicated && (weak || lazy || unclean(scenario)) && scenario.allows(AllowSpec::LostWrite))
+        .then(|| {
         "an offset freed by a lost write is assigned again by the next leader (replicated topic)"
             .to_string()
     })
