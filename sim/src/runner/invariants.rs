@@ -497,6 +497,9 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
     }
 }
 
+/// One live broker's replica of a partition: its state as seen, and the partition to read.
+type LiveReplica = (ReplicaView, Arc<Partition>);
+
 /// The log-level replication invariants ([`compare_replicas`]) over every partition's live
 /// replicas, once the cluster is quiet (after the liveness phase). A follower may still be a
 /// fetch behind its leader, so a finding is looked at again a few times before it is reported.
@@ -512,8 +515,7 @@ pub(super) async fn check_replicas(
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
         // The state first, then the log: the log only grows past what the state names.
-        let mut partitions: BTreeMap<(String, i32), Vec<(ReplicaView, Arc<Partition>)>> =
-            BTreeMap::new();
+        let mut partitions: BTreeMap<(String, i32), Vec<LiveReplica>> = BTreeMap::new();
         for id in cluster.broker_ids() {
             let Some(broker) = cluster.broker(id) else {
                 continue;
@@ -860,7 +862,9 @@ pub(crate) struct ReplicaLog {
 /// epoch.
 pub(crate) fn compare_replicas(replicas: &[ReplicaLog]) -> Vec<(ReplicationInvariant, String)> {
     let mut found = Vec::new();
-    let indexes: Vec<BTreeMap<i64, (i32, i64, &[u8])>> = replicas
+    // Per replica: base offset → (leader epoch, last offset, bytes).
+    type Index<'a> = BTreeMap<i64, (i32, i64, &'a [u8])>;
+    let indexes: Vec<Index<'_>> = replicas
         .iter()
         .map(|r| {
             r.batches
