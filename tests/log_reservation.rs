@@ -261,3 +261,48 @@ async fn a_bit_flip_in_the_last_acknowledged_batch_does_not_let_its_offsets_be_r
         );
     }
 }
+
+#[tokio::test]
+async fn a_replicated_log_reserves_no_offsets_and_continues_from_what_it_recovered() {
+    // The bug: the reservation, a single-replica policy, stayed on for replicated partitions:
+    // a follower reserved at every append and a leader at every read for its followers and
+    // every acks=1 answer, so after a power loss each replica wrote its own filler batch and
+    // jumped about 2^20 offsets, and replicas held different batches at one offset. With
+    // replicas, leader epochs and truncation keep an offset to one value, as in Kafka.
+    let leader_fixture = Fixture::new(13, FaultyDiskConfig::default(), LogConfig::default());
+    let follower_fixture = Fixture::new(14, FaultyDiskConfig::default(), LogConfig::default());
+    let leader = leader_fixture.open().await;
+    let follower = follower_fixture.open().await;
+    leader.set_replicated(true);
+    follower.set_replicated(true);
+    leader
+        .append(&mut batch_with_id(0, 2, 100, T0), 0)
+        .await
+        .unwrap();
+    // An acks=1 answer and a follower's fetch both show offsets before the leader's sync.
+    leader
+        .append_unsynced(&mut batch_with_id(1, 5, 100, T0), 0)
+        .await
+        .unwrap();
+    let fetched = leader.read(0, 1 << 20, None).await.unwrap().records;
+    assert_eq!(
+        batches(&fetched).len(),
+        2,
+        "the follower reads to the log end"
+    );
+    follower.append_as_follower(&fetched).await.unwrap();
+    assert_eq!(follower.log_end_offset(), 7);
+    let durable = [leader.durable_end_offset(), follower.durable_end_offset()];
+    drop(leader);
+    drop(follower);
+    for (fixture, durable) in [(leader_fixture, durable[0]), (follower_fixture, durable[1])] {
+        fixture.disk.crash();
+        let log = fixture.open().await;
+        assert_eq!(log.recovery().offsets_skipped, 0, "a replica jumped ahead");
+        assert!(
+            log.log_end_offset() >= durable && log.log_end_offset() <= 7,
+            "log end {} after a crash of a log durable to {durable}",
+            log.log_end_offset()
+        );
+    }
+}

@@ -388,6 +388,23 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
                         ]),
                 ]),
         ),
+        ApiKey::OffsetForLeaderEpoch => request_frame(
+            api,
+            version,
+            c,
+            &OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                        .with_topic(topic(t))
+                        .with_partitions(vec![
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(-1)
+                                .with_leader_epoch(0),
+                        ]),
+                ]),
+        ),
         other => panic!("no representative request for {other:?}: add one to this test"),
     }
 }
@@ -442,6 +459,7 @@ async fn every_advertised_api_version_answers_with_a_response_the_codec_decodes(
                 DescribeGroups => DescribeGroupsResponse,
                 DeleteGroups => DeleteGroupsResponse,
                 OffsetDelete => OffsetDeleteResponse,
+                OffsetForLeaderEpoch => OffsetForLeaderEpochResponse,
             );
             checked += 1;
         }

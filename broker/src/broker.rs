@@ -52,6 +52,7 @@ use crate::disk::{self, DirLock, Disk, LockDirError};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
 use crate::partition::Partition;
+use crate::replica::isr::IsrManager;
 use crate::txn::producer_id::{AllocateError, ProducerIdManager};
 
 pub use crate::catalog::Topic;
@@ -254,6 +255,8 @@ pub struct Broker {
     broker_epoch: AtomicI64,
     producer_ids: ProducerIdManager,
     groups: Arc<GroupCoordinator>,
+    /// The ISR changes of the partitions this broker leads ([`crate::replica::isr`]).
+    isr_manager: Arc<IsrManager>,
     /// True once shutdown began: parked requests are answered at once, none park any more.
     stopping: Latch,
     /// True once the logs are closing: the follower and heartbeat tasks end.
@@ -387,6 +390,7 @@ impl Broker {
             broker_epoch: AtomicI64::new(-1),
             producer_ids: ProducerIdManager::new(),
             groups,
+            isr_manager: Arc::default(),
             stopping: Latch::default(),
             closed: Latch::default(),
             connections_refused: std::sync::atomic::AtomicU64::new(0),
@@ -444,6 +448,7 @@ impl Broker {
         }
         tokio::spawn(follow_plane(Arc::downgrade(self)));
         tokio::spawn(heartbeat(Arc::downgrade(self)));
+        tokio::spawn(crate::replica::isr::run(Arc::downgrade(self)));
         Ok(())
     }
 
@@ -701,13 +706,28 @@ impl Broker {
         }
         let configs = [("retention.ms".to_string(), "-1".to_string())];
         let partitions = self.config.offsets_topic_num_partitions;
+        let replication_factor = offsets_topic_replication_factor(
+            self.config.offsets_topic_replication_factor,
+            &self.plane.image(),
+        );
         match self
-            .create_topic(OFFSETS_TOPIC, partitions, -1, &configs, false)
+            .create_topic(
+                OFFSETS_TOPIC,
+                partitions,
+                replication_factor,
+                &configs,
+                false,
+            )
             .await
         {
             Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The ISR manager: the fetch path tells it when a follower may join an ISR.
+    pub fn isr_manager(&self) -> &Arc<IsrManager> {
+        &self.isr_manager
     }
 
     /// The group coordinator (the groups of the offsets partitions this broker leads).
@@ -938,6 +958,7 @@ impl Broker {
                 }
             }
         }
+        self.catalog.checkpoint_high_watermarks(false).await;
     }
 
     /// Stores group memberships whose store failed earlier; the server calls it every
@@ -1015,6 +1036,24 @@ impl Broker {
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
     }
+}
+
+/// `offsets.topic.replication.factor`, capped at the live brokers of `image` (at least 1), as
+/// Kafka did before 0.11 (later Kafka refuses to create the topic until enough brokers are up,
+/// which would leave a cluster of one without groups under the default of 3).
+fn offsets_topic_replication_factor(configured: i16, image: &ClusterImage) -> i16 {
+    let live = i16::try_from(image.live_brokers().count()).unwrap_or(i16::MAX);
+    if configured > live {
+        tracing::warn!(
+            configured,
+            live_brokers = live,
+            "offsets.topic.replication.factor is above the live brokers: {OFFSETS_TOPIC} is \
+             created with {} replica(s)",
+            live.max(1)
+        );
+        return live.max(1);
+    }
+    configured
 }
 
 /// Imports a single broker's topics into the metadata log once, then retires `meta.toml`.
@@ -1127,5 +1166,48 @@ async fn heartbeat(broker: Weak<Broker>) {
             Ok((false, _)) => {}
             Err(e) => tracing::info!(%e, "heartbeat failed; retried at the next interval"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::image::MetadataRecord;
+
+    /// An image with brokers `1..=registered`, the first `live` of them unfenced.
+    fn image(registered: i32, live: i32) -> ClusterImage {
+        let mut image = ClusterImage::empty();
+        for id in 1..=registered {
+            image.apply(
+                image.metadata_offset + 1,
+                &[MetadataRecord::RegisterBroker {
+                    id,
+                    incarnation_id: Uuid::from_u128(id as u128),
+                    epoch: i64::from(id),
+                    endpoint: endpoint_of("127.0.0.1:9092"),
+                    controller_endpoint: None,
+                    rack: None,
+                }],
+            );
+        }
+        for id in 1..=live {
+            image.apply(
+                image.metadata_offset + 1,
+                &[MetadataRecord::UnfenceBroker {
+                    id,
+                    epoch: i64::from(id),
+                }],
+            );
+        }
+        image
+    }
+
+    #[test]
+    fn the_offsets_topic_takes_the_configured_replicas_capped_at_the_live_brokers() {
+        assert_eq!(offsets_topic_replication_factor(3, &image(1, 1)), 1);
+        assert_eq!(offsets_topic_replication_factor(3, &image(3, 2)), 2);
+        assert_eq!(offsets_topic_replication_factor(3, &image(5, 5)), 3);
+        assert_eq!(offsets_topic_replication_factor(1, &image(3, 3)), 1);
+        assert_eq!(offsets_topic_replication_factor(3, &image(0, 0)), 1);
     }
 }

@@ -8,6 +8,14 @@
 //! idempotent and computed from what is open against the image, so an apply that failed half way
 //! (a disk error opening one partition) is finished by the next one.
 //!
+//! # High-watermark checkpoint
+//! Every local partition's high watermark is written now and then (at most every
+//! [`HIGH_WATERMARK_CHECKPOINT_INTERVAL`], and at clean shutdown) to
+//! `<data-dir>/replication-offset-checkpoint`, in Kafka's format, atomically through the `Disk`
+//! trait. A partition opened after a restart starts from its checkpointed HW (capped by its
+//! recovered log) instead of 0, so a restarted replica that leads again serves consumers at
+//! once instead of waiting for every follower to report.
+//!
 //! # Directories
 //! A partition's log is `<data-dir>/<topic>-<partition>`, as before the cluster, with a
 //! `partition.metadata` file naming its topic id (Kafka's file and format): a directory left by
@@ -35,12 +43,57 @@ use crate::controller::{NodeId, NO_NODE};
 use crate::disk::{self, Disk};
 use crate::log::Log;
 use crate::partition::Partition;
+use crate::replica::fetcher::{FollowTarget, ReplicaFetchers};
 use crate::replica::Role;
 
 /// The suffix of a partition directory being removed.
 pub const DELETE_SUFFIX: &str = "-delete";
 /// Kafka's per-partition file naming the partition's topic id.
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+/// Kafka's high-watermark checkpoint file, one per data directory.
+pub const HIGH_WATERMARK_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
+/// Kafka's `replica.high.watermark.checkpoint.interval.ms` default.
+pub const HIGH_WATERMARK_CHECKPOINT_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(5);
+
+/// Kafka's `replication-offset-checkpoint`: version 0, the entry count, then one
+/// `topic partition offset` line per partition.
+fn encode_high_watermarks(entries: &BTreeMap<(String, i32), u64>) -> Vec<u8> {
+    let mut out = format!("0\n{}\n", entries.len());
+    for ((topic, index), hw) in entries {
+        out.push_str(&format!("{topic} {index} {hw}\n"));
+    }
+    out.into_bytes()
+}
+
+fn decode_high_watermarks(bytes: &[u8]) -> Option<BTreeMap<(String, i32), u64>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != "0" {
+        return None;
+    }
+    let count: usize = lines.next()?.parse().ok()?;
+    let mut entries = BTreeMap::new();
+    for _ in 0..count {
+        let mut fields = lines.next()?.split(' ');
+        let topic = fields.next()?.to_string();
+        let index = fields.next()?.parse().ok()?;
+        let hw = fields.next()?.parse().ok()?;
+        entries.insert((topic, index), hw);
+    }
+    Some(entries)
+}
+
+/// What the catalog knows of the high-watermark checkpoint.
+#[derive(Default)]
+struct HighWatermarks {
+    /// Read once, at the first partition opened: what the last run checkpointed.
+    restored: Option<BTreeMap<(String, i32), u64>>,
+    /// The last contents written, and when: unchanged contents are not written again.
+    written: Option<Vec<u8>>,
+    written_at: Option<tokio::time::Instant>,
+}
+
 /// Directories under the data directory that are never partitions of a topic (the metadata
 /// quorum's own log lives in `__cluster_metadata-0`, as in KRaft).
 const RESERVED_DIR_PREFIX: &str = "__cluster_metadata";
@@ -140,6 +193,10 @@ pub struct Catalog {
     applied: RwLock<Arc<ClusterImage>>,
     /// One apply at a time, so images are applied in order and partitions opened once.
     applying: tokio::sync::Mutex<()>,
+    /// The followers' fetchers, one per leader this node follows partitions of; set to the
+    /// image's leaderships at every apply.
+    fetchers: ReplicaFetchers,
+    high_watermarks: tokio::sync::Mutex<HighWatermarks>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -162,15 +219,132 @@ pub struct ApplyError {
 
 impl Catalog {
     pub fn new(config: BrokerConfig, disk: Arc<dyn Disk>, clock: Arc<dyn Clock>) -> Catalog {
+        let node_id = config.node_id;
+        let fetch_max_wait =
+            crate::replica::fetcher::fetch_max_wait(config.replica_lag_time_max_ms);
         Catalog {
-            node_id: config.node_id,
+            node_id,
             config,
             disk,
             clock,
             topics: RwLock::new(BTreeMap::new()),
             applied: RwLock::new(Arc::new(ClusterImage::empty())),
             applying: tokio::sync::Mutex::new(()),
+            fetchers: ReplicaFetchers::new(node_id, fetch_max_wait),
+            high_watermarks: tokio::sync::Mutex::new(HighWatermarks::default()),
         }
+    }
+
+    /// The HW the checkpoint holds for `topic`-`index`, read from the file at the first call.
+    /// An unreadable checkpoint restores nothing (every HW starts at 0, which is safe).
+    async fn checkpointed_high_watermark(&self, topic: &str, index: i32) -> Option<u64> {
+        let mut hws = self.high_watermarks.lock().await;
+        if hws.restored.is_none() {
+            let path = self.config.data_dir.join(HIGH_WATERMARK_CHECKPOINT_FILE);
+            let restored = match disk::read_file(self.disk.as_ref(), &path).await {
+                Ok(bytes) => decode_high_watermarks(&bytes).unwrap_or_else(|| {
+                    tracing::warn!(path = %path.display(), "high-watermark checkpoint unreadable; ignored");
+                    BTreeMap::new()
+                }),
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(path = %path.display(), %e, "high-watermark checkpoint unreadable; ignored");
+                    }
+                    BTreeMap::new()
+                }
+            };
+            hws.restored = Some(restored);
+        }
+        hws.restored
+            .as_ref()
+            .and_then(|r| r.get(&(topic.to_string(), index)))
+            .copied()
+    }
+
+    /// Writes every local partition's HW to the checkpoint if it changed and the interval has
+    /// passed since the last write (or `force`: clean shutdown). A failure is logged and
+    /// retried at the next call: the checkpoint only saves a restarted replica some waiting.
+    pub async fn checkpoint_high_watermarks(&self, force: bool) {
+        let mut hws = self.high_watermarks.lock().await;
+        let now = crate::replica::fetcher::monotonic_now();
+        let due = hws.written_at.is_none_or(|at| {
+            now.saturating_duration_since(at) >= HIGH_WATERMARK_CHECKPOINT_INTERVAL
+        });
+        if !force && !due {
+            return;
+        }
+        let entries: BTreeMap<(String, i32), u64> = self
+            .topics()
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| !p.log.is_offline())
+                    .map(|p| {
+                        (
+                            (t.name.clone(), p.index),
+                            p.replica_state().high_watermark(),
+                        )
+                    })
+            })
+            .collect();
+        let contents = encode_high_watermarks(&entries);
+        if hws.written.as_ref() == Some(&contents) {
+            return;
+        }
+        let path = self.config.data_dir.join(HIGH_WATERMARK_CHECKPOINT_FILE);
+        match disk::write_file_atomic(self.disk.as_ref(), &path, &contents).await {
+            Ok(()) => {
+                hws.written = Some(contents);
+                hws.written_at = Some(now);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), %e, "high-watermark checkpoint not written")
+            }
+        }
+    }
+
+    /// The replica fetchers (for tests and diagnostics).
+    pub fn fetchers(&self) -> &ReplicaFetchers {
+        &self.fetchers
+    }
+
+    /// Points the fetchers at the leaders `image` gives the partitions this node follows and
+    /// holds open. A partition with no leader (NO_NODE) is fetched by no one until it has one.
+    fn follow_leaders(&self, image: &ClusterImage) {
+        let mut targets = Vec::new();
+        for topic in self.topics() {
+            let Some(wanted) = image.topic(&topic.name).filter(|t| t.id == topic.id) else {
+                continue;
+            };
+            for partition in &topic.partitions {
+                let Some(assignment) = usize::try_from(partition.index)
+                    .ok()
+                    .and_then(|i| wanted.partitions.get(i))
+                else {
+                    continue;
+                };
+                if assignment.leader == self.node_id || assignment.leader == NO_NODE {
+                    continue;
+                }
+                if !partition.is_follower() {
+                    continue;
+                }
+                targets.push(FollowTarget {
+                    topic: topic.name.clone(),
+                    index: partition.index,
+                    partition: Arc::clone(partition),
+                    leader: assignment.leader,
+                    leader_epoch: assignment.leader_epoch,
+                });
+            }
+        }
+        let addrs = image
+            .brokers
+            .values()
+            .map(|b| (b.id, format!("{}:{}", b.endpoint.host, b.endpoint.port)))
+            .collect();
+        self.fetchers.update(targets, &addrs);
     }
 
     /// The image the local partitions reflect.
@@ -257,6 +431,11 @@ impl Catalog {
                     (true, None) => {
                         match self.open_partition(name, index, wanted.id, &configs).await {
                             Ok(partition) => {
+                                if let Some(hw) =
+                                    self.checkpointed_high_watermark(name, index).await
+                                {
+                                    partition.restore_high_watermark(hw);
+                                }
                                 apply_role(&partition, assignment, self.node_id);
                                 partitions.push(partition);
                                 changed = true;
@@ -300,6 +479,8 @@ impl Catalog {
                     );
             }
         }
+        // Whatever part of the image was applied: the fetchers follow its leaderships.
+        self.follow_leaders(&image);
         if !failures.is_empty() {
             for failure in &failures {
                 tracing::warn!(%failure, "catalog change failed; retried at the next apply");
@@ -456,6 +637,9 @@ impl Catalog {
 
     /// Closes every local partition cleanly (producer snapshots, clean-shutdown markers).
     pub async fn close_all(&self) {
+        // No follower appends into logs being closed; the HWs are final.
+        self.fetchers.stop_all();
+        self.checkpoint_high_watermarks(true).await;
         let _applying = self.applying.lock().await;
         for topic in self.topics() {
             for partition in &topic.partitions {
@@ -492,6 +676,9 @@ async fn remove_doomed(disk: &dyn Disk, dir: &Path) -> io::Result<()> {
 /// Sets the replica's role and leader epoch to the image's, if they differ. Leader epochs only
 /// rise, and the image's never fall (asserted by the image), so this never goes back.
 fn apply_role(partition: &Partition, assignment: &PartitionImage, node_id: NodeId) {
+    // Before any role: a follower's appends and a leader's reads for followers must not
+    // reserve offsets (a single-replica policy).
+    partition.log.set_replicated(assignment.replicas.len() > 1);
     let state = partition.replica_state();
     let role = state.role();
     let epoch = assignment.leader_epoch;
@@ -595,6 +782,62 @@ mod tests {
             .await
             .unwrap();
         partition.wait_durable(&info).await.unwrap();
+    }
+
+    #[test]
+    fn the_high_watermark_checkpoint_is_kafkas_format_and_reads_back() {
+        let entries = BTreeMap::from([(("a".to_string(), 0), 7), (("b-c".to_string(), 3), 0)]);
+        let bytes = encode_high_watermarks(&entries);
+        assert_eq!(bytes, b"0\n2\na 0 7\nb-c 3 0\n");
+        assert_eq!(decode_high_watermarks(&bytes), Some(entries));
+        assert_eq!(
+            decode_high_watermarks(b"0\n2\na 0 7\n"),
+            None,
+            "an entry missing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reopened_replica_starts_from_its_checkpointed_high_watermark() {
+        // The bug: a restarted replica's HW was 0 until every follower reported again, so a
+        // leader elected right after its restart served consumers nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::from_u128(9);
+        let follower = |epoch| {
+            let mut p = partition(&[1, 2], 2, epoch);
+            p.isr = vec![1, 2];
+            p
+        };
+        {
+            let catalog = catalog(dir.path(), 1);
+            catalog
+                .apply(image(1, &[("t", id, vec![partition(&[1], 1, 0)])]))
+                .await
+                .unwrap();
+            let p = catalog.partition("t", 0).unwrap();
+            for _ in 0..3 {
+                append_one(&p).await;
+            }
+            assert_eq!(p.high_watermark(), 3);
+            catalog.close_all().await;
+        }
+        let bytes = disk::read_file(
+            &FileDisk::new(),
+            &dir.path().join(HIGH_WATERMARK_CHECKPOINT_FILE),
+        )
+        .await
+        .unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(text, "0\n1\nt 0 3\n");
+        let catalog = catalog(dir.path(), 1);
+        catalog
+            .apply(image(2, &[("t", id, vec![follower(1)])]))
+            .await
+            .unwrap();
+        let state = catalog.partition("t", 0).unwrap().replica_state();
+        assert_eq!(state.role(), Role::Follower { leader: 2 });
+        assert_eq!(state.high_watermark(), 3);
+        catalog.fetchers().stop_all();
     }
 
     #[test]

@@ -93,6 +93,23 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// `default.replication.factor`: replicas of a topic created without one.
     pub default_replication_factor: i16,
+    /// `min.insync.replicas`: the default of the topic config of that name (acks=all is refused
+    /// while the ISR is smaller).
+    pub min_insync_replicas: i32,
+    /// `unclean.leader.election.enable`: the default of the topic config of that name (may a
+    /// replica outside the ISR lead when no ISR member is alive, losing what it lacks).
+    pub unclean_leader_election_enable: bool,
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets`, capped at the live
+    /// brokers when it is created.
+    pub offsets_topic_replication_factor: i16,
+    /// `auto.leader.rebalance.enable`: the controller gives leaderships back to preferred
+    /// replicas (the first of each partition's replicas) once they are in sync again.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often it looks.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// `replica.lag.time.max.ms`: an ISR member that has not caught up with the leader's log
+    /// end for this long leaves the ISR; the leader checks every half of it.
+    pub replica_lag_time_max_ms: u64,
     /// Metadata log entries between snapshots of the cluster image (Kafka counts bytes:
     /// `metadata.log.max.record.bytes.between.snapshots`); the log is purged below a snapshot.
     pub metadata_snapshot_every: u64,
@@ -133,6 +150,12 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
             default_replication_factor: 1,
+            min_insync_replicas: 1,
+            unclean_leader_election_enable: false,
+            offsets_topic_replication_factor: 3,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            replica_lag_time_max_ms: 30_000,
             metadata_snapshot_every: 1_000,
         }
     }
@@ -258,16 +281,22 @@ impl BrokerConfig {
             self.default_replication_factor.into(),
             1,
         )?;
-        if self.default_replication_factor > MAX_REPLICATION_FACTOR {
-            return Err(InvalidBrokerConfig {
-                key: "default-replication-factor",
-                value: self.default_replication_factor.to_string(),
-                reason: format!(
-                    "Value must be no more than {MAX_REPLICATION_FACTOR}: replication is not \
-                     available yet"
-                ),
-            });
-        }
+        at_least("min-insync-replicas", self.min_insync_replicas.into(), 1)?;
+        at_least(
+            "offsets-topic-replication-factor",
+            self.offsets_topic_replication_factor.into(),
+            1,
+        )?;
+        at_least(
+            "leader-imbalance-check-interval-seconds",
+            int(self.leader_imbalance_check_interval_seconds),
+            1,
+        )?;
+        at_least(
+            "replica-lag-time-max-ms",
+            int(self.replica_lag_time_max_ms),
+            1,
+        )?;
         at_least(
             "metadata-snapshot-every",
             int(self.metadata_snapshot_every),
@@ -439,6 +468,13 @@ impl BrokerConfig {
                 .unwrap_or(i64::MAX),
             default_num_partitions: self.num_partitions,
             default_replication_factor: self.default_replication_factor,
+            unclean_leader_election_enable: self.unclean_leader_election_enable,
+            auto_leader_rebalance_enable: self.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_ms: i64::try_from(
+                self.leader_imbalance_check_interval_seconds
+                    .saturating_mul(1_000),
+            )
+            .unwrap_or(i64::MAX),
             ..crate::controller::decide::ControllerSettings::default()
         }
     }
@@ -479,17 +515,18 @@ impl BrokerConfig {
                 MESSAGE_FORMAT_VERSION_DEFAULT.to_string(),
             ),
             ("message.timestamp.type", "CreateTime".to_string()),
-            ("min.insync.replicas", "1".to_string()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
             ("retention.bytes", self.log_retention_bytes.to_string()),
             ("retention.ms", self.log_retention_ms.to_string()),
             ("segment.bytes", self.log_segment_bytes.to_string()),
             ("segment.ms", self.log_roll_ms.to_string()),
+            (
+                "unclean.leader.election.enable",
+                self.unclean_leader_election_enable.to_string(),
+            ),
         ])
     }
 }
-
-/// Replicas per partition a topic may have: 1 until replication lands (issue 11).
-pub const MAX_REPLICATION_FACTOR: i16 = 1;
 
 /// One voter of the metadata quorum (an entry of `controller.quorum.voters`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -594,6 +631,7 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "retention.ms",
     "segment.bytes",
     "segment.ms",
+    "unclean.leader.election.enable",
 ];
 
 /// `message.format.version`'s default in Kafka 3.x, which ignores the setting once the
@@ -647,7 +685,25 @@ fn parse_i64(name: &str, value: &str, min: i64) -> Result<i64, InvalidConfig> {
     Ok(v)
 }
 
+/// A boolean config as Kafka's `ConfigDef` parses one: `true` or `false`, any case.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
 impl TopicConfigs {
+    /// The topic's `min.insync.replicas`: its override, else the broker default. What the
+    /// produce path checks acks=all against.
+    pub fn min_insync_replicas(&self, broker: &BrokerConfig) -> usize {
+        self.effective(broker, "min.insync.replicas")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// Checks one setting.
     pub fn validate(name: &str, value: &str) -> Result<(), InvalidConfig> {
         match name {
@@ -685,6 +741,9 @@ impl TopicConfigs {
                 parse_i64(name, value, 1).map(drop)
             }
             "max.message.bytes" => parse_i64(name, value, 0).map(drop),
+            "unclean.leader.election.enable" => parse_bool(value)
+                .map(drop)
+                .ok_or_else(|| invalid(name, value, "expected true or false")),
             _ => Err(invalid(name, value, "unknown or unsupported topic config")),
         }
     }
@@ -955,11 +1014,6 @@ mod tests {
                 "Invalid value 0 for configuration broker-session-timeout-ms: Value must be at least 1",
             ),
             (
-                "default-replication-factor = 3",
-                "Invalid value 3 for configuration default-replication-factor: Value must be no \
-                 more than 1: replication is not available yet",
-            ),
-            (
                 "default-replication-factor = 0",
                 "Invalid value 0 for configuration default-replication-factor: Value must be at least 1",
             ),
@@ -1049,6 +1103,81 @@ mod tests {
             "[max-connections-per-ip-overrides]\n\"not-an-address\" = 1\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn replication_settings_have_kafkas_defaults_bounds_and_topic_overrides() {
+        let config = BrokerConfig::default();
+        assert_eq!(config.replica_lag_time_max_ms, 30_000);
+        assert_eq!(config.min_insync_replicas, 1);
+        assert!(!config.unclean_leader_election_enable);
+        assert_eq!(config.offsets_topic_replication_factor, 3);
+        assert!(!config.controller_settings().unclean_leader_election_enable);
+        assert!(config.controller_settings().auto_leader_rebalance_enable);
+        assert_eq!(
+            config
+                .controller_settings()
+                .leader_imbalance_check_interval_ms,
+            300_000
+        );
+        let refused = [
+            (
+                "replica-lag-time-max-ms = 0",
+                "Invalid value 0 for configuration replica-lag-time-max-ms: Value must be at least 1",
+            ),
+            (
+                "leader-imbalance-check-interval-seconds = 0",
+                "Invalid value 0 for configuration leader-imbalance-check-interval-seconds: Value \
+                 must be at least 1",
+            ),
+            (
+                "min-insync-replicas = 0",
+                "Invalid value 0 for configuration min-insync-replicas: Value must be at least 1",
+            ),
+            (
+                "offsets-topic-replication-factor = 0",
+                "Invalid value 0 for configuration offsets-topic-replication-factor: Value must \
+                 be at least 1",
+            ),
+        ];
+        for (toml, message) in refused {
+            let config = BrokerConfig::from_toml(toml).unwrap();
+            assert_eq!(refusal(&config), message, "{toml}");
+        }
+        let config = BrokerConfig::from_toml(
+            "min-insync-replicas = 2\nunclean-leader-election-enable = true\n\
+             replica-lag-time-max-ms = 500\noffsets-topic-replication-factor = 1\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert!(config.controller_settings().unclean_leader_election_enable);
+        assert_eq!(BrokerConfig::from_toml(&config.to_toml()).unwrap(), config);
+        // The broker values are the topics' defaults; a topic overrides them.
+        let mut topic = TopicConfigs::default();
+        assert_eq!(topic.min_insync_replicas(&config), 2);
+        let described = topic.describe(&config);
+        assert!(described.contains(&ConfigEntry::new("min.insync.replicas", "2", true)));
+        assert!(described.contains(&ConfigEntry::new(
+            "unclean.leader.election.enable",
+            "true",
+            true
+        )));
+        topic.set("min.insync.replicas", "3").unwrap();
+        topic
+            .set("unclean.leader.election.enable", "FALSE")
+            .unwrap();
+        assert_eq!(topic.min_insync_replicas(&config), 3);
+        assert!(topic.describe(&config).contains(&ConfigEntry::new(
+            "unclean.leader.election.enable",
+            "FALSE",
+            false
+        )));
+        assert!(topic.set("min.insync.replicas", "0").is_err());
+        assert!(topic.set("unclean.leader.election.enable", "yes").is_err());
+        assert_eq!(
+            TopicConfigs::default().min_insync_replicas(&BrokerConfig::default()),
+            1
+        );
     }
 
     #[test]

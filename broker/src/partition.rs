@@ -69,6 +69,48 @@ pub enum ProduceError {
     /// The idempotent producer's epoch or sequence does not fit what the partition holds.
     #[error(transparent)]
     Sequence(#[from] SequenceError),
+    /// This broker does not lead the partition (any more): the client refreshes its metadata.
+    #[error("this broker is not the partition's leader")]
+    NotLeader,
+}
+
+/// An acks=all produce appended on the leader did not reach the in-sync replicas.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationWaitError {
+    /// The local append failed to become durable.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// Leadership moved (or a new epoch began) before the ISR had the batch: it may be lost.
+    #[error("leadership changed before the in-sync replicas had the batch")]
+    NotLeader,
+    /// Every ISR member has the batch, but the ISR is now smaller than `min.insync.replicas`
+    /// (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    #[error("the ISR shrank to {isr} below min.insync.replicas {min_insync_replicas}")]
+    NotEnoughReplicasAfterAppend {
+        isr: usize,
+        min_insync_replicas: usize,
+    },
+}
+
+/// Why a follower's fetch position was not recorded by the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FollowerFetchError {
+    /// This broker does not lead the partition. NOT_LEADER_OR_FOLLOWER.
+    #[error("not the leader")]
+    NotLeader,
+    /// The fetching broker is not one of the partition's replicas. NOT_LEADER_OR_FOLLOWER.
+    #[error("broker {0} is not a replica of the partition")]
+    NotAReplica(BrokerId),
+    /// The fetch offset is past the leader's log end (the follower has a divergent tail to
+    /// truncate) or below its log start. OFFSET_OUT_OF_RANGE.
+    #[error(
+        "fetch offset {offset} outside the leader's log [{log_start_offset}, {log_end_offset}]"
+    )]
+    OutOfRange {
+        offset: u64,
+        log_start_offset: u64,
+        log_end_offset: u64,
+    },
 }
 
 impl std::fmt::Debug for Partition {
@@ -285,6 +327,19 @@ impl Partition {
         &self.watch
     }
 
+    /// Restores the HW a restart forgot (see [`ReplicaState::restore_high_watermark`]); for
+    /// the catalog, between opening the partition and giving it its role.
+    pub fn restore_high_watermark(&self, high_watermark: u64) {
+        let mut replica = self.replica();
+        replica.update_local_log(local_log(&self.log));
+        replica.restore_high_watermark(high_watermark);
+    }
+
+    /// Does this replica follow another broker (a leader it can fetch from, or none yet)?
+    pub fn is_follower(&self) -> bool {
+        matches!(self.replica().role(), Role::Follower { .. })
+    }
+
     /// The leader epoch this broker writes with and answers in Metadata and ListOffsets.
     pub fn leader_epoch(&self) -> i32 {
         self.replica().leader_epoch()
@@ -359,6 +414,11 @@ impl Partition {
         records: &mut [u8],
         exposed: bool,
     ) -> Result<AppendInfo, ProduceError> {
+        // A follower's log holds only the leader's batches (a produce racing a change of role
+        // would otherwise write into it).
+        if !self.replica().is_leader() {
+            return Err(ProduceError::NotLeader);
+        }
         if !has_producer_id(records) {
             return Ok(self.append_to_log(records, exposed).await?);
         }
@@ -462,10 +522,114 @@ impl Partition {
 
 impl Partition {
     /// Follows `leader` from `epoch` (the controller's decision, applied by the catalog).
+    /// Wakes the acks=all produces waiting here: they fail, this broker no longer leads.
     pub fn become_follower(&self, epoch: i32, leader: BrokerId) {
-        let mut replica = self.replica();
-        replica.update_local_log(local_log(&self.log));
-        replica.become_follower(epoch, leader);
+        {
+            let mut replica = self.replica();
+            replica.update_local_log(local_log(&self.log));
+            replica.become_follower(epoch, leader);
+        }
+        self.watch.high_watermark_moved();
+    }
+
+    /// On the leader: a follower fetched from `fetch_offset`, so its log ends there (Kafka's
+    /// `updateFollowerFetchState`). Its progress is recorded, the high watermark advanced if
+    /// it can be, and whoever waits on the high watermark (acks=all produces, consumers'
+    /// long polls) is woken when it moved. Returns whether the follower is outside the ISR
+    /// and may now join it (at the HW and the epoch's start, KIP-320): the ISR manager is
+    /// worth waking.
+    pub fn record_follower_fetch(
+        &self,
+        replica_id: BrokerId,
+        fetch_offset: u64,
+        now_ms: i64,
+    ) -> Result<bool, FollowerFetchError> {
+        let (moved, may_join) = {
+            let mut replica = self.replica();
+            replica.update_local_log(local_log(&self.log));
+            if !replica.is_leader() {
+                return Err(FollowerFetchError::NotLeader);
+            }
+            if !replica.followers().contains_key(&replica_id) {
+                return Err(FollowerFetchError::NotAReplica(replica_id));
+            }
+            let log_start_offset = self.log.log_start_offset();
+            let log_end_offset = replica.log_end_offset();
+            if fetch_offset > log_end_offset || fetch_offset < log_start_offset {
+                return Err(FollowerFetchError::OutOfRange {
+                    offset: fetch_offset,
+                    log_start_offset,
+                    log_end_offset,
+                });
+            }
+            replica.update_follower_log_end(replica_id, fetch_offset, now_ms);
+            let moved = replica.maybe_increment_high_watermark().is_some();
+            let may_join = !replica.isr().contains(&replica_id)
+                && !replica.pending_isr_expansion().contains(&replica_id)
+                && replica.can_join_isr(replica_id);
+            (moved, may_join)
+        };
+        if moved {
+            self.watch.high_watermark_moved();
+        }
+        Ok(may_join)
+    }
+
+    /// On the leader: the followers whose ISR expansion is being asked of the controller
+    /// (empty once it answered); they hold the high watermark back meanwhile (Kafka's maximal
+    /// ISR). Returns false, changing nothing, if this replica does not lead (any more).
+    pub fn set_pending_isr_expansion(&self, joiners: &[BrokerId]) -> bool {
+        let moved = {
+            let mut replica = self.replica();
+            if !replica.is_leader() || joiners.iter().any(|j| !replica.followers().contains_key(j))
+            {
+                return false;
+            }
+            replica.set_pending_isr_expansion(joiners);
+            replica.maybe_increment_high_watermark().is_some()
+        };
+        if moved {
+            self.watch.high_watermark_moved();
+        }
+        true
+    }
+
+    /// Phase two of an acks=all produce with replicas: returns once the batch is durable here
+    /// and below the high watermark, so every in-sync replica holds it (Kafka's
+    /// `DelayedProduce`). `leader_epoch` is the epoch the batch was appended in: a leadership
+    /// lost (or begun again) meanwhile fails the wait, since the batch may have been truncated.
+    pub async fn wait_replicated(
+        &self,
+        info: &AppendInfo,
+        leader_epoch: i32,
+        min_insync_replicas: usize,
+    ) -> Result<(), ReplicationWaitError> {
+        self.wait_durable(info).await?;
+        loop {
+            let notified = self
+                .watch
+                .notified(crate::replica::FetchBound::HighWatermark);
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.refresh_replica();
+            {
+                let replica = self.replica();
+                if !replica.is_leader() || replica.leader_epoch() != leader_epoch {
+                    return Err(ReplicationWaitError::NotLeader);
+                }
+                if replica.high_watermark() > info.last_offset {
+                    let isr = replica.isr().len();
+                    if isr < min_insync_replicas {
+                        return Err(ReplicationWaitError::NotEnoughReplicasAfterAppend {
+                            isr,
+                            min_insync_replicas,
+                        });
+                    }
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
     }
 
     /// Leads from `epoch` with these replicas and ISR (the controller's decision).
@@ -501,10 +665,11 @@ impl Partition {
         &self,
         records: &[u8],
     ) -> Result<AppendInfo, FollowerAppendError> {
-        assert!(
-            matches!(self.replica().role(), Role::Follower { .. }),
-            "only a follower appends the leader's batches"
-        );
+        // Checked, not asserted: a fetch response can arrive just after the catalog made this
+        // replica the leader.
+        if !matches!(self.replica().role(), Role::Follower { .. }) {
+            return Err(FollowerAppendError::NotFollower);
+        }
         let mut producers = self.producers.lock().await;
         let info = self.log.append_as_follower(records).await?;
         if let Some(producers) = producers.as_mut() {
@@ -527,10 +692,9 @@ impl Partition {
     /// log end, and the idempotent producers' state is rebuilt from the batches that stay (a
     /// batch that went must not answer a retry as a duplicate). Returns the new log end.
     pub async fn truncate_to(&self, offset: u64) -> Result<u64, TruncateError> {
-        assert!(
-            self.replica().role() != Role::Leader,
-            "a leader never truncates its own log"
-        );
+        if self.replica().role() == Role::Leader {
+            return Err(TruncateError::Leader);
+        }
         let mut producers = self.producers.lock().await;
         let result = self.log.truncate_to(offset).await;
         *producers = match &result {

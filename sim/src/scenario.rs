@@ -62,6 +62,18 @@ pub struct ClusterSpec {
     /// `offsets.retention.minutes` and `offsets.retention.check.interval.ms` (KIP-211 expiry).
     pub offsets_retention_minutes: Option<i64>,
     pub offsets_retention_check_interval_ms: Option<u64>,
+    /// `replica.lag.time.max.ms`: how long an ISR member may go without catching up before the
+    /// leader shrinks it out (Kafka's 30 s by default; scenarios shorten it to fit their runs).
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// `broker.session.timeout.ms` and `broker.heartbeat.interval.ms` (Kafka's 9 s and 2 s): how
+    /// soon the controller fences a dead broker and moves its leaderships.
+    pub broker_session_timeout_ms: Option<u64>,
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    /// The broker defaults of `min.insync.replicas` and `unclean.leader.election.enable` (a
+    /// topic's `configs` override them).
+    pub min_insync_replicas: Option<i32>,
+    #[serde(default)]
+    pub unclean_leader_election_enable: bool,
     #[serde(default)]
     pub disk: DiskSpec,
 }

@@ -182,7 +182,7 @@ fn quorum_flags_that_cannot_form_a_quorum_are_refused_at_start_with_the_reason()
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
     let voters = "1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293";
-    let refused: [(&[&str], &str); 5] = [
+    let refused: [(&[&str], &str); 4] = [
         (
             &["--controller-quorum", "1@127.0.0.1:9093,1@127.0.0.1:9193"],
             "error: Invalid value 1@127.0.0.1:9093,1@127.0.0.1:9193 for configuration \
@@ -210,11 +210,6 @@ fn quorum_flags_that_cannot_form_a_quorum_are_refused_at_start_with_the_reason()
             ],
             "error: Invalid value 127.0.0.1:9194 for configuration controller-listen: node 2 is \
              voter 2@127.0.0.1:9193 in controller-quorum, but controller-listen is on port 9194",
-        ),
-        (
-            &["--set", "default-replication-factor=3"],
-            "error: Invalid value 3 for configuration default-replication-factor: Value must be \
-             no more than 1: replication is not available yet",
         ),
     ];
     for (flags, message) in refused {

@@ -18,15 +18,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-use super::image::{Assignment, ClusterImage, MetadataRecord, PartitionImage};
+use super::image::{Assignment, ClusterImage, MetadataRecord, PartitionImage, TopicImage};
 use super::placement::{self, UsableBroker};
 use super::request::{
-    ConfigResource, ControllerError, ControllerReply, ControllerRequest, CreatedTopic, LegacyTopic,
-    NewPartitions, NewTopic, TopicError, TopicRef,
+    AlterPartitionError, ConfigResource, ControllerError, ControllerReply, ControllerRequest,
+    CreatedTopic, IsrMember, LegacyTopic, NewPartitions, NewTopic, TopicError, TopicRef,
 };
 use super::{NodeId, NO_NODE};
 use crate::broker::MAX_PARTITIONS_PER_TOPIC;
-use crate::config::{TopicConfigs, TOPIC_CONFIG_NAMES};
+use crate::config::{parse_bool, TopicConfigs, TOPIC_CONFIG_NAMES};
 use crate::topic_name::{colliding_topic, validate_topic_name};
 
 /// The controller's settings, Kafka's names.
@@ -40,6 +40,14 @@ pub struct ControllerSettings {
     pub default_replication_factor: i16,
     /// Producer ids per AllocateProducerIds block (Kafka: 1000).
     pub producer_id_block_size: i64,
+    /// `unclean.leader.election.enable`, the broker default (Kafka: false); a topic's config
+    /// and the cluster-wide dynamic config override it.
+    pub unclean_leader_election_enable: bool,
+    /// `auto.leader.rebalance.enable` (Kafka: true): the active controller moves leaderships
+    /// back to preferred replicas every `leader_imbalance_check_interval_ms`.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms (Kafka: 300 s).
+    pub leader_imbalance_check_interval_ms: i64,
 }
 
 impl Default for ControllerSettings {
@@ -49,6 +57,9 @@ impl Default for ControllerSettings {
             default_num_partitions: 1,
             default_replication_factor: 1,
             producer_id_block_size: 1_000,
+            unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
         }
     }
 }
@@ -107,7 +118,7 @@ pub fn decide(
             if image.brokers.get(id).is_some_and(|b| !b.fenced) {
                 // The old incarnation's session expired but it was not fenced yet: its
                 // leaderships go before the new registration (which starts fenced) replaces it.
-                records.extend(move_leaderships(image, &BTreeSet::from([*id])));
+                records.extend(move_leaderships(image, settings, &BTreeSet::from([*id])));
             }
             records.push(MetadataRecord::RegisterBroker {
                 id: *id,
@@ -123,20 +134,9 @@ pub fn decide(
                 reply: ControllerReply::Registered { epoch },
             })
         }
-        ControllerRequest::Heartbeat {
-            id,
-            epoch,
-            caught_up_offset,
-            want_shutdown,
-        } => heartbeat(
-            image,
-            sessions,
-            now_ms,
-            *id,
-            *epoch,
-            *caught_up_offset,
-            *want_shutdown,
-        ),
+        ControllerRequest::Heartbeat { .. } => {
+            heartbeat(image, sessions, settings, now_ms, request)
+        }
         ControllerRequest::CreateTopics {
             topics,
             validate_only,
@@ -174,6 +174,36 @@ pub fn decide(
                 reply: ControllerReply::ProducerIds { first, count },
             })
         }
+        ControllerRequest::AlterPartition {
+            broker,
+            broker_epoch,
+            topic_id,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        } => {
+            check_broker_epoch(image, *broker, *broker_epoch)?;
+            let (records, outcome) = match alter_partition(
+                image,
+                *broker,
+                *topic_id,
+                *partition,
+                *leader_epoch,
+                *partition_epoch,
+                new_isr,
+            ) {
+                Ok((record, image)) => (record.into_iter().collect(), Ok(image)),
+                Err(e) => {
+                    tracing::info!(broker, topic = %topic_id, partition, error = %e, "AlterPartition refused");
+                    (Vec::new(), Err(e))
+                }
+            };
+            Ok(Decision {
+                records,
+                reply: ControllerReply::AlterPartition(outcome),
+            })
+        }
         ControllerRequest::ImportLegacy {
             cluster_id,
             topics,
@@ -204,18 +234,124 @@ fn check_broker_epoch(image: &ClusterImage, id: NodeId, epoch: i64) -> Result<()
     Ok(())
 }
 
+/// Kafka's `ReplicationControlManager.alterPartition` for one partition, its checks in Kafka's
+/// order (`validateAlterPartitionData`): the partition exists; epochs newer than the image
+/// mean this controller is behind (NOT_CONTROLLER); an older leader epoch is a deposed leader
+/// (FENCED_LEADER_EPOCH); only the leader of this epoch may ask; an older partition epoch is a
+/// change decided on a stale ISR (INVALID_UPDATE_VERSION); the new ISR is a subset of the
+/// replicas holding the leader; and every member is registered, unfenced, not shutting down and
+/// at the broker epoch the leader names (KIP-841, KIP-903: INELIGIBLE_REPLICA). An accepted
+/// change keeps the leader and its epoch and bumps the partition epoch; the ISR is kept in
+/// replica order. The record, if the ISR changes, and the partition's registration after it.
+fn alter_partition(
+    image: &ClusterImage,
+    broker: NodeId,
+    topic_id: Uuid,
+    index: i32,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    new_isr: &[IsrMember],
+) -> Result<(Option<MetadataRecord>, PartitionImage), AlterPartitionError> {
+    let topic = image
+        .topic_by_id(topic_id)
+        .ok_or(AlterPartitionError::UnknownTopicOrPartition)?;
+    let partition = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .ok_or(AlterPartitionError::UnknownTopicOrPartition)?;
+    if leader_epoch > partition.leader_epoch || partition_epoch > partition.partition_epoch {
+        return Err(AlterPartitionError::NotController);
+    }
+    if leader_epoch < partition.leader_epoch {
+        return Err(AlterPartitionError::FencedLeaderEpoch {
+            got: leader_epoch,
+            current: partition.leader_epoch,
+        });
+    }
+    if broker != partition.leader {
+        return Err(AlterPartitionError::InvalidRequest(format!(
+            "broker {broker} does not lead {}-{index} in leader epoch {leader_epoch} (leader: {})",
+            topic.name, partition.leader
+        )));
+    }
+    if partition_epoch < partition.partition_epoch {
+        return Err(AlterPartitionError::InvalidUpdateVersion {
+            got: partition_epoch,
+            current: partition.partition_epoch,
+        });
+    }
+    let ids: BTreeSet<NodeId> = new_isr.iter().map(|m| m.id).collect();
+    if ids.len() != new_isr.len() || !ids.iter().all(|id| partition.replicas.contains(id)) {
+        return Err(AlterPartitionError::InvalidRequest(format!(
+            "the ISR {:?} is not a set of the replicas {:?}",
+            new_isr.iter().map(|m| m.id).collect::<Vec<_>>(),
+            partition.replicas
+        )));
+    }
+    if !ids.contains(&partition.leader) {
+        return Err(AlterPartitionError::InvalidRequest(format!(
+            "the ISR {ids:?} does not hold the leader {}",
+            partition.leader
+        )));
+    }
+    let ineligible: Vec<(NodeId, String)> = new_isr
+        .iter()
+        .filter_map(|member| {
+            let why = match image.brokers.get(&member.id) {
+                None => "not registered".to_string(),
+                Some(b) if b.shutting_down => "shutting down".to_string(),
+                Some(b) if b.fenced => "fenced".to_string(),
+                Some(b) if member.broker_epoch != -1 && member.broker_epoch != b.epoch => format!(
+                    "broker epoch mismatch: requested={} VS expected={}",
+                    member.broker_epoch, b.epoch
+                ),
+                Some(_) => return None,
+            };
+            Some((member.id, why))
+        })
+        .collect();
+    if !ineligible.is_empty() {
+        return Err(AlterPartitionError::IneligibleReplica(ineligible));
+    }
+    let isr: Vec<NodeId> = partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| ids.contains(r))
+        .collect();
+    if ids == partition.isr.iter().copied().collect() {
+        return Ok((None, partition.clone()));
+    }
+    let index = usize::try_from(index).expect("checked above");
+    let record = change_partition(topic.id, index, partition, partition.leader, isr);
+    let MetadataRecord::ChangePartition { image: changed, .. } = &record else {
+        unreachable!("change_partition makes a ChangePartition");
+    };
+    assert_eq!(changed.leader_epoch, partition.leader_epoch);
+    assert_eq!(changed.partition_epoch, partition.partition_epoch + 1);
+    let changed = changed.clone();
+    Ok((Some(record), changed))
+}
+
 /// Kafka's `BrokerHeartbeatManager.calculateNextBrokerState`, with controlled shutdown done in
 /// one step: the leaderships move in the same batch that marks the broker shutting down, so it
 /// leads nothing once that batch is committed and is fenced at once (Kafka's SHUTDOWN_NOW).
 fn heartbeat(
     image: &ClusterImage,
     sessions: &mut Sessions,
+    settings: &ControllerSettings,
     now_ms: i64,
-    id: NodeId,
-    epoch: i64,
-    caught_up_offset: i64,
-    want_shutdown: bool,
+    request: &ControllerRequest,
 ) -> Result<Decision, ControllerError> {
+    let &ControllerRequest::Heartbeat {
+        id,
+        epoch,
+        caught_up_offset,
+        want_shutdown,
+    } = request
+    else {
+        unreachable!("heartbeat() decides heartbeats");
+    };
     check_broker_epoch(image, id, epoch)?;
     sessions.touch(id, now_ms);
     let broker = &image.brokers[&id];
@@ -226,7 +362,7 @@ fn heartbeat(
             (true, true)
         } else if caught_up_offset >= broker.registered_offset {
             records.push(MetadataRecord::UnfenceBroker { id, epoch });
-            records.extend(elect_unfenced(image, id));
+            records.extend(elect_unfenced(image, settings, id));
             (false, false)
         } else {
             (true, false)
@@ -235,7 +371,7 @@ fn heartbeat(
         if !broker.shutting_down {
             records.push(MetadataRecord::BrokerShuttingDown { id, epoch });
         }
-        records.extend(move_leaderships(image, &BTreeSet::from([id])));
+        records.extend(move_leaderships(image, settings, &BTreeSet::from([id])));
         records.push(MetadataRecord::FenceBroker { id, epoch });
         (true, true)
     } else {
@@ -259,9 +395,84 @@ fn can_lead(image: &ClusterImage, leaving: &BTreeSet<NodeId>, id: NodeId) -> boo
             .is_some_and(|b| !b.fenced && !b.shutting_down)
 }
 
+/// `unclean.leader.election.enable` for `topic`: its override, else the cluster-wide dynamic
+/// config, else the broker default (Kafka's `ConfigurationControlManager` lookup order).
+fn unclean_enabled(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    topic: &TopicImage,
+) -> bool {
+    const KEY: &str = "unclean.leader.election.enable";
+    topic
+        .configs
+        .get(KEY)
+        .or_else(|| image.broker_configs.get(&None).and_then(|c| c.get(KEY)))
+        .and_then(|v| parse_bool(v))
+        .unwrap_or(settings.unclean_leader_election_enable)
+}
+
+/// An unclean election (Kafka's `PartitionChangeBuilder` with `Election.UNCLEAN`): `leader`,
+/// a live replica outside the ISR, leads with an ISR of itself; whatever the ISR held that it
+/// lacks is lost. Logged loudly and counted in the image.
+fn elect_unclean(
+    image: &ClusterImage,
+    leaving: &BTreeSet<NodeId>,
+    topic: &TopicImage,
+    index: usize,
+    partition: &PartitionImage,
+    leader: NodeId,
+) -> [MetadataRecord; 2] {
+    assert!(
+        !partition.isr.contains(&leader),
+        "an unclean election picks a replica outside the ISR"
+    );
+    let states: Vec<String> = partition
+        .replicas
+        .iter()
+        .map(|r| {
+            let state = match image.brokers.get(r) {
+                _ if leaving.contains(r) => "leaving (fenced or shutting down now)",
+                None => "unregistered",
+                Some(b) if b.fenced => "fenced",
+                Some(b) if b.shutting_down => "shutting down",
+                Some(_) => "live",
+            };
+            let member = if partition.isr.contains(r) {
+                "in ISR"
+            } else {
+                "out of sync"
+            };
+            format!("{r}: {state}, {member}")
+        })
+        .collect();
+    tracing::warn!(
+        topic = %topic.name,
+        partition = index,
+        leader,
+        isr = ?partition.isr,
+        replicas = %states.join("; "),
+        "UNCLEAN leader election: no ISR member is alive and unclean.leader.election.enable is \
+         true; the new leader was out of sync, so records it lacks are lost"
+    );
+    [
+        change_partition(topic.id, index, partition, leader, vec![leader]),
+        MetadataRecord::UncleanLeaderElection {
+            topic_id: topic.id,
+            partition: i32::try_from(index).expect("partition indexes fit in i32"),
+            leader,
+        },
+    ]
+}
+
 /// ChangePartition records taking the `leaving` brokers out of every ISR (but the last member)
-/// and giving their leaderships to the first live ISR member in replica order, or to nobody.
-fn move_leaderships(image: &ClusterImage, leaving: &BTreeSet<NodeId>) -> Vec<MetadataRecord> {
+/// and giving their leaderships to the first live ISR member in replica order, or, where none
+/// is left and the topic allows it, to the first live replica outside the ISR (an unclean
+/// election), or to nobody.
+fn move_leaderships(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    leaving: &BTreeSet<NodeId>,
+) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics.values() {
         for (index, partition) in topic.partitions.iter().enumerate() {
@@ -295,6 +506,19 @@ fn move_leaderships(image: &ClusterImage, leaving: &BTreeSet<NodeId>) -> Vec<Met
             } else {
                 partition.leader
             };
+            if leader == NO_NODE && unclean_enabled(image, settings, topic) {
+                let unclean = partition
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| !partition.isr.contains(r) && can_lead(image, leaving, *r));
+                if let Some(unclean) = unclean {
+                    records.extend(elect_unclean(
+                        image, leaving, topic, index, partition, unclean,
+                    ));
+                    continue;
+                }
+            }
             if leader == partition.leader && isr == partition.isr {
                 continue;
             }
@@ -305,17 +529,91 @@ fn move_leaderships(image: &ClusterImage, leaving: &BTreeSet<NodeId>) -> Vec<Met
 }
 
 /// ChangePartition records making `id` (being unfenced) the leader of every offline partition
-/// whose ISR holds it.
-fn elect_unfenced(image: &ClusterImage, id: NodeId) -> Vec<MetadataRecord> {
+/// whose ISR holds it, and, where the topic allows unclean elections, of every offline
+/// partition it is a replica of whose ISR has no live member.
+fn elect_unfenced(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    id: NodeId,
+) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
+    let none = BTreeSet::new();
     for topic in image.topics.values() {
         for (index, partition) in topic.partitions.iter().enumerate() {
-            if partition.leader == NO_NODE && partition.isr.contains(&id) {
+            if partition.leader != NO_NODE {
+                continue;
+            }
+            if partition.isr.contains(&id) {
                 records.push(change_partition(
                     topic.id,
                     index,
                     partition,
                     id,
+                    partition.isr.clone(),
+                ));
+            } else if partition.replicas.contains(&id)
+                && !partition.isr.iter().any(|m| can_lead(image, &none, *m))
+                && unclean_enabled(image, settings, topic)
+            {
+                records.extend(elect_unclean(image, &none, topic, index, partition, id));
+            }
+        }
+    }
+    records
+}
+
+/// Unclean elections for every offline partition whose topic allows them and which has a live
+/// replica (Kafka's periodic `maybeElectUncleanLeaders`, which also acts when the config is
+/// turned on). The active controller runs it on its tick.
+pub fn unclean_elections(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    let none = BTreeSet::new();
+    for topic in image.topics.values() {
+        if !unclean_enabled(image, settings, topic) {
+            continue;
+        }
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            if partition.leader != NO_NODE
+                || partition.isr.iter().any(|m| can_lead(image, &none, *m))
+            {
+                // Led, or an ISR member can lead: elect_unfenced will elect it cleanly.
+                continue;
+            }
+            let candidate = partition
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| !partition.isr.contains(r) && can_lead(image, &none, *r));
+            if let Some(leader) = candidate {
+                records.extend(elect_unclean(image, &none, topic, index, partition, leader));
+            }
+        }
+    }
+    records
+}
+
+/// Preferred-leader elections (Kafka's `maybeBalancePartitionLeaders`): every partition not led
+/// by its preferred replica (the first of its replicas) while that replica is in the ISR and can
+/// lead gets it back as leader, in a new leader epoch, with the same ISR. The active controller
+/// runs it every `leader.imbalance.check.interval.seconds` when `auto.leader.rebalance.enable`.
+pub fn preferred_leader_elections(image: &ClusterImage) -> Vec<MetadataRecord> {
+    let none = BTreeSet::new();
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let preferred = partition.replicas[0];
+            if partition.leader != preferred
+                && partition.isr.contains(&preferred)
+                && can_lead(image, &none, preferred)
+            {
+                records.push(change_partition(
+                    topic.id,
+                    index,
+                    partition,
+                    preferred,
                     partition.isr.clone(),
                 ));
             }
@@ -347,17 +645,6 @@ fn change_partition(
             partition_epoch: current.partition_epoch + 1,
         },
     }
-}
-
-/// In this issue every partition has one replica; issue 11 (replication) removes this check.
-fn refuse_replication(replication_factor: usize) -> Result<(), TopicError> {
-    if replication_factor > 1 {
-        return Err(TopicError::InvalidReplicationFactor(format!(
-            "Unable to replicate the partition {replication_factor} time(s): replication is not \
-             available yet; this version of Faultline supports a replication factor of 1 only."
-        )));
-    }
-    Ok(())
 }
 
 /// A new topic id: random (drawn from the caller's entropy, version 4), never nil, never one
@@ -493,7 +780,6 @@ fn create_topic(
                 .map_err(TopicError::InvalidReplicaAssignment)?;
             all_fenced_check(image, index, replicas)?;
         }
-        refuse_replication(factor)?;
         topic.assignments.clone()
     } else {
         if topic.replication_factor < -1 || topic.replication_factor == 0 {
@@ -529,7 +815,6 @@ fn create_topic(
                 "Unable to replicate the partition {factor} time(s): {e}"
             ))
         })?;
-        refuse_replication(usize::try_from(factor).unwrap_or(0))?;
         assignments
     };
     let partitions = new_partitions(image, &assignments).ok_or_else(|| {
@@ -721,6 +1006,10 @@ pub const DYNAMIC_BROKER_CONFIGS: &[(&str, Option<&str>)] = &[
     ("max.connections.per.ip", None),
     ("message.max.bytes", Some("max.message.bytes")),
     ("min.insync.replicas", Some("min.insync.replicas")),
+    (
+        "unclean.leader.election.enable",
+        Some("unclean.leader.election.enable"),
+    ),
 ];
 
 fn validate_broker_config(name: &str, value: Option<&str>) -> Result<(), TopicError> {
@@ -977,7 +1266,7 @@ impl Sessions {
         if expired.is_empty() {
             return Vec::new();
         }
-        let mut records = move_leaderships(image, &expired);
+        let mut records = move_leaderships(image, settings, &expired);
         for id in &expired {
             tracing::info!(broker = id, "broker session expired; fencing it");
             records.push(MetadataRecord::FenceBroker {
@@ -1510,16 +1799,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_replication_factor_above_one_is_refused_until_replication_exists() {
+    fn a_replication_factor_of_three_places_three_replicas_all_in_the_isr() {
         let mut c = Controller::new();
         c.up(1);
         c.up(2);
-        let e = c.create("t", 1, 2).unwrap_err();
-        assert!(
-            matches!(&e, TopicError::InvalidReplicationFactor(m) if m.contains("replication is not available yet")),
-            "{e:?}"
-        );
-        assert!(c.image.topic("t").is_none());
+        c.up(3);
+        c.create("t", 2, 3).unwrap();
+        let topic = c.image.topic("t").unwrap();
+        for p in &topic.partitions {
+            let mut replicas = p.replicas.clone();
+            replicas.sort_unstable();
+            assert_eq!(replicas, vec![1, 2, 3]);
+            assert_eq!(p.isr.len(), 3);
+            assert!(p.isr.contains(&p.leader));
+        }
     }
 
     #[test]
@@ -1873,6 +2166,471 @@ pub(crate) mod tests {
         ));
     }
 
+    // --- AlterPartition and the ISR -----------------------------------------------------
+
+    /// Three live brokers and topic "r" (id 78) whose partition 0 has replicas [1, 2, 3], all
+    /// in the ISR, led by 1 in leader epoch 0 (a record, as CreateTopics may refuse RF 3).
+    fn three_replicas(configs: &[(&str, &str)]) -> (Controller, Uuid) {
+        let mut c = Controller::new();
+        c.up(1);
+        c.up(2);
+        c.up(3);
+        let id = Uuid::from_u128(78);
+        c.commit(vec![MetadataRecord::CreateTopic {
+            name: "r".into(),
+            id,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            partitions: vec![PartitionImage {
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }],
+        }]);
+        (c, id)
+    }
+
+    /// An AlterPartition from `broker` (at its current epoch) for "r"-0 at the partition's
+    /// current epochs, naming members without broker epochs.
+    fn alter_isr(
+        c: &mut Controller,
+        broker: NodeId,
+        isr: &[NodeId],
+    ) -> Result<ControllerReply, ControllerError> {
+        let p = c.partition("r", 0);
+        let request = ControllerRequest::AlterPartition {
+            broker,
+            broker_epoch: c.image.brokers[&broker].epoch,
+            topic_id: c.image.topic("r").unwrap().id,
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: isr.iter().copied().map(IsrMember::unchecked).collect(),
+        };
+        c.ask(request)
+    }
+
+    fn alter_outcome(
+        reply: Result<ControllerReply, ControllerError>,
+    ) -> Result<PartitionImage, AlterPartitionError> {
+        match reply {
+            Ok(ControllerReply::AlterPartition(outcome)) => outcome,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_leader_shrinks_the_isr_with_a_new_partition_epoch_and_the_same_leader_epoch() {
+        let (mut c, _) = three_replicas(&[]);
+        let changed = alter_outcome(alter_isr(&mut c, 1, &[3, 1])).unwrap();
+        let expected = PartitionImage {
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 3],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 1,
+        };
+        assert_eq!(changed, expected, "the ISR in replica order");
+        assert_eq!(c.partition("r", 0), expected, "committed as the reply says");
+        // And back: 2 caught up and rejoins.
+        let changed = alter_outcome(alter_isr(&mut c, 1, &[1, 2, 3])).unwrap();
+        assert_eq!((changed.isr, changed.partition_epoch), (vec![1, 2, 3], 2));
+    }
+
+    #[test]
+    fn asking_for_the_isr_the_partition_has_commits_nothing_and_answers_its_state() {
+        let (mut c, _) = three_replicas(&[]);
+        let offset = c.image.metadata_offset;
+        let current = alter_outcome(alter_isr(&mut c, 1, &[2, 3, 1])).unwrap();
+        assert_eq!(current, c.partition("r", 0));
+        assert_eq!(c.image.metadata_offset, offset);
+    }
+
+    #[test]
+    fn an_alter_partition_with_a_stale_broker_epoch_is_refused_whole() {
+        let (mut c, id) = three_replicas(&[]);
+        let epoch = c.image.brokers[&1].epoch;
+        let reply = c.ask(ControllerRequest::AlterPartition {
+            broker: 1,
+            broker_epoch: epoch - 1,
+            topic_id: id,
+            partition: 0,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            new_isr: vec![IsrMember::unchecked(1)],
+        });
+        assert_eq!(
+            reply,
+            Err(ControllerError::StaleBrokerEpoch {
+                got: epoch - 1,
+                current: epoch
+            })
+        );
+        assert_eq!(c.partition("r", 0).isr, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_deposed_leader_is_fenced_by_its_old_leader_epoch() {
+        let (mut c, id) = three_replicas(&[]);
+        // Broker 1 shuts down: 2 leads in epoch 1. Broker 1, restarted, still holds epoch 0.
+        let e1 = c.image.brokers[&1].epoch;
+        let offset = c.image.metadata_offset;
+        c.heartbeat(1, e1, offset, true).unwrap();
+        let e1 = c.up(1);
+        let offset = c.image.metadata_offset;
+        let reply = c.ask(ControllerRequest::AlterPartition {
+            broker: 1,
+            broker_epoch: e1,
+            topic_id: id,
+            partition: 0,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            new_isr: vec![IsrMember::unchecked(1)],
+        });
+        assert_eq!(
+            alter_outcome(reply),
+            Err(AlterPartitionError::FencedLeaderEpoch { got: 0, current: 1 })
+        );
+        assert_eq!(c.image.metadata_offset, offset, "nothing committed");
+    }
+
+    #[test]
+    fn only_the_leader_of_the_current_epoch_may_change_the_isr() {
+        let (mut c, _) = three_replicas(&[]);
+        assert!(matches!(
+            alter_outcome(alter_isr(&mut c, 2, &[1, 2])),
+            Err(AlterPartitionError::InvalidRequest(m)) if m.contains("does not lead")
+        ));
+        assert_eq!(c.partition("r", 0).partition_epoch, 0);
+    }
+
+    #[test]
+    fn a_change_decided_on_a_stale_partition_epoch_is_refused_as_an_invalid_update_version() {
+        let (mut c, id) = three_replicas(&[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        // A second change computed from the image before the first one (partition epoch 0).
+        let reply = c.ask(ControllerRequest::AlterPartition {
+            broker: 1,
+            broker_epoch: c.image.brokers[&1].epoch,
+            topic_id: id,
+            partition: 0,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            new_isr: vec![IsrMember::unchecked(1), IsrMember::unchecked(3)],
+        });
+        assert_eq!(
+            alter_outcome(reply),
+            Err(AlterPartitionError::InvalidUpdateVersion { got: 0, current: 1 })
+        );
+        assert_eq!(c.partition("r", 0).isr, vec![1, 2]);
+    }
+
+    #[test]
+    fn epochs_newer_than_the_controllers_image_answer_not_controller() {
+        let (mut c, id) = three_replicas(&[]);
+        for (leader_epoch, partition_epoch) in [(1, 0), (0, 1)] {
+            let reply = c.ask(ControllerRequest::AlterPartition {
+                broker: 1,
+                broker_epoch: c.image.brokers[&1].epoch,
+                topic_id: id,
+                partition: 0,
+                leader_epoch,
+                partition_epoch,
+                new_isr: vec![IsrMember::unchecked(1)],
+            });
+            assert_eq!(
+                alter_outcome(reply),
+                Err(AlterPartitionError::NotController)
+            );
+        }
+    }
+
+    #[test]
+    fn an_isr_outside_the_replicas_or_without_the_leader_or_naming_a_member_twice_is_invalid() {
+        let (mut c, _) = three_replicas(&[]);
+        c.up(4);
+        for isr in [&[1, 4][..], &[2, 3], &[1, 2, 2], &[]] {
+            assert!(
+                matches!(
+                    alter_outcome(alter_isr(&mut c, 1, isr)),
+                    Err(AlterPartitionError::InvalidRequest(_))
+                ),
+                "{isr:?}"
+            );
+        }
+        assert_eq!(c.partition("r", 0).partition_epoch, 0);
+    }
+
+    #[test]
+    fn an_unknown_topic_or_partition_is_reported_as_such() {
+        let (mut c, id) = three_replicas(&[]);
+        let epoch = c.image.brokers[&1].epoch;
+        for (topic_id, partition) in [(Uuid::from_u128(5), 0), (id, 1), (id, -1)] {
+            let reply = c.ask(ControllerRequest::AlterPartition {
+                broker: 1,
+                broker_epoch: epoch,
+                topic_id,
+                partition,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                new_isr: vec![IsrMember::unchecked(1)],
+            });
+            assert_eq!(
+                alter_outcome(reply),
+                Err(AlterPartitionError::UnknownTopicOrPartition)
+            );
+        }
+    }
+
+    #[test]
+    fn fenced_shutting_down_or_unregistered_brokers_never_join_the_isr() {
+        let (mut c, _) = three_replicas(&[]);
+        // Broker 3 is fenced (its session expired): it leaves the ISR.
+        c.now_ms += c.settings.broker_session_timeout_ms;
+        for id in [1, 2] {
+            let epoch = c.image.brokers[&id].epoch;
+            let offset = c.image.metadata_offset;
+            c.heartbeat(id, epoch, offset, false).unwrap();
+        }
+        c.now_ms += 1;
+        assert_eq!(c.expire(), 1);
+        assert_eq!(c.partition("r", 0).isr, vec![1, 2]);
+        assert_eq!(
+            alter_outcome(alter_isr(&mut c, 1, &[1, 2, 3])),
+            Err(AlterPartitionError::IneligibleReplica(vec![(
+                3,
+                "fenced".into()
+            )]))
+        );
+        // Broker 2 begins a controlled shutdown: it leaves the ISR and may not come back.
+        let e2 = c.image.brokers[&2].epoch;
+        let offset = c.image.metadata_offset;
+        c.heartbeat(2, e2, offset, true).unwrap();
+        assert_eq!(c.partition("r", 0).isr, vec![1]);
+        assert_eq!(
+            alter_outcome(alter_isr(&mut c, 1, &[1, 2])),
+            Err(AlterPartitionError::IneligibleReplica(vec![(
+                2,
+                "shutting down".into()
+            )]))
+        );
+        assert_eq!(c.partition("r", 0).isr, vec![1]);
+    }
+
+    #[test]
+    fn a_member_named_with_a_previous_incarnations_broker_epoch_is_ineligible() {
+        let (mut c, id) = three_replicas(&[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        let old = c.image.brokers[&3].epoch;
+        // Broker 3 restarts (a new incarnation, a new epoch) after its session expired.
+        c.now_ms += c.settings.broker_session_timeout_ms;
+        for id in [1, 2] {
+            let epoch = c.image.brokers[&id].epoch;
+            let offset = c.image.metadata_offset;
+            c.heartbeat(id, epoch, offset, false).unwrap();
+        }
+        c.now_ms += 1;
+        c.expire();
+        let new = c.up(3);
+        let p = c.partition("r", 0);
+        let ask = |c: &mut Controller, epoch3| {
+            c.ask(ControllerRequest::AlterPartition {
+                broker: 1,
+                broker_epoch: c.image.brokers[&1].epoch,
+                topic_id: id,
+                partition: 0,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: vec![
+                    IsrMember {
+                        id: 1,
+                        broker_epoch: c.image.brokers[&1].epoch,
+                    },
+                    IsrMember {
+                        id: 3,
+                        broker_epoch: epoch3,
+                    },
+                ],
+            })
+        };
+        assert_eq!(
+            alter_outcome(ask(&mut c, old)),
+            Err(AlterPartitionError::IneligibleReplica(vec![(
+                3,
+                format!("broker epoch mismatch: requested={old} VS expected={new}")
+            )]))
+        );
+        let changed = alter_outcome(ask(&mut c, new)).unwrap();
+        assert_eq!(changed.isr, vec![1, 3]);
+    }
+
+    // --- Elections ----------------------------------------------------------------------
+
+    /// Keeps brokers `alive` heartbeating past the session timeout and expires the others;
+    /// how many were fenced.
+    fn expire_all_but(c: &mut Controller, alive: &[NodeId]) -> usize {
+        c.now_ms += c.settings.broker_session_timeout_ms;
+        for id in alive {
+            let epoch = c.image.brokers[id].epoch;
+            let offset = c.image.metadata_offset;
+            c.heartbeat(*id, epoch, offset, false).unwrap();
+        }
+        c.now_ms += 1;
+        c.expire()
+    }
+
+    /// "r"-0 led by 1 with ISR [1] (2 and 3 fell behind), then broker 1 fenced.
+    fn isr_of_one_then_leader_lost(configs: &[(&str, &str)]) -> Controller {
+        let (mut c, _) = three_replicas(configs);
+        alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        assert_eq!(expire_all_but(&mut c, &[2, 3]), 1);
+        c
+    }
+
+    #[test]
+    fn fencing_takes_a_broker_out_of_every_isr_and_its_leadership_goes_to_an_isr_member() {
+        let (mut c, _) = three_replicas(&[]);
+        assert_eq!(expire_all_but(&mut c, &[2, 3]), 1);
+        let p = c.partition("r", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch),
+            (2, vec![2, 3], 1)
+        );
+        // And a follower fenced leaves the ISR without a leader change.
+        assert_eq!(expire_all_but(&mut c, &[2]), 1);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2], 1));
+        assert_eq!(c.image.unclean_leader_elections, 0);
+    }
+
+    #[test]
+    fn controlled_shutdown_takes_the_broker_out_of_every_isr_of_replication_factor_three() {
+        let (mut c, _) = three_replicas(&[]);
+        let e3 = c.image.brokers[&3].epoch;
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(3, e3, offset, true), Ok((true, true)));
+        let p = c.partition("r", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch),
+            (1, vec![1, 2], 0)
+        );
+        let e1 = c.image.brokers[&1].epoch;
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(1, e1, offset, true), Ok((true, true)));
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2], 1));
+    }
+
+    #[test]
+    fn with_unclean_election_off_a_partition_whose_isr_is_gone_waits_for_an_isr_member() {
+        let mut c = isr_of_one_then_leader_lost(&[]);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (NO_NODE, vec![1]));
+        assert!(
+            unclean_elections(&c.image, &c.settings).is_empty(),
+            "2 and 3 are live but out of sync"
+        );
+        // Broker 1, the ISR's last member, comes back and leads again.
+        c.up(1);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (1, vec![1], 2));
+        assert_eq!(c.image.unclean_leader_elections, 0);
+    }
+
+    #[test]
+    fn with_unclean_election_on_a_live_out_of_sync_replica_leads_alone_and_is_counted() {
+        let c = isr_of_one_then_leader_lost(&[("unclean.leader.election.enable", "true")]);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert_eq!((p.leader_epoch, p.partition_epoch), (1, 2));
+        assert_eq!(c.image.unclean_leader_elections, 1);
+    }
+
+    #[test]
+    fn turning_unclean_election_on_elects_a_leader_for_a_partition_already_offline() {
+        let mut c = isr_of_one_then_leader_lost(&[]);
+        assert_eq!(c.partition("r", 0).leader, NO_NODE);
+        assert_eq!(
+            alter(
+                &mut c,
+                ConfigResource::Broker(None),
+                &[("unclean.leader.election.enable", Some("true"))]
+            ),
+            Ok(())
+        );
+        // The controller's next tick.
+        let records = unclean_elections(&c.image, &c.settings);
+        c.commit(records);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert_eq!(c.image.unclean_leader_elections, 1);
+        assert!(unclean_elections(&c.image, &c.settings).is_empty());
+    }
+
+    #[test]
+    fn a_topic_that_turns_unclean_election_off_overrides_the_broker_default() {
+        let (mut r, _) = three_replicas(&[("unclean.leader.election.enable", "false")]);
+        r.settings.unclean_leader_election_enable = true;
+        alter_outcome(alter_isr(&mut r, 1, &[1])).unwrap();
+        assert_eq!(expire_all_but(&mut r, &[2, 3]), 1);
+        assert_eq!(r.partition("r", 0).leader, NO_NODE);
+        assert!(unclean_elections(&r.image, &r.settings).is_empty());
+        // The broker default alone elects.
+        let (mut d, _) = three_replicas(&[]);
+        d.settings.unclean_leader_election_enable = true;
+        alter_outcome(alter_isr(&mut d, 1, &[1])).unwrap();
+        assert_eq!(expire_all_but(&mut d, &[2, 3]), 1);
+        assert_eq!(d.partition("r", 0).leader, 2);
+    }
+
+    #[test]
+    fn a_replica_unfenced_after_every_replica_was_down_leads_uncleanly_only_if_allowed() {
+        for unclean in [false, true] {
+            let value = unclean.to_string();
+            let (mut c, _) = three_replicas(&[("unclean.leader.election.enable", &value)]);
+            alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+            assert_eq!(expire_all_but(&mut c, &[]), 3);
+            assert_eq!(c.partition("r", 0).leader, NO_NODE);
+            c.up(3);
+            let p = c.partition("r", 0);
+            if unclean {
+                assert_eq!((p.leader, p.isr.clone()), (3, vec![3]));
+                assert_eq!(c.image.unclean_leader_elections, 1);
+            } else {
+                assert_eq!((p.leader, p.isr.clone()), (NO_NODE, vec![1]));
+                assert_eq!(c.image.unclean_leader_elections, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_preferred_replica_back_in_the_isr_gets_its_leadership_back() {
+        let (mut c, _) = three_replicas(&[]);
+        assert!(preferred_leader_elections(&c.image).is_empty(), "balanced");
+        // Broker 1 shuts down: 2 leads. 1 comes back, fenced-free but out of the ISR.
+        let e1 = c.image.brokers[&1].epoch;
+        let offset = c.image.metadata_offset;
+        c.heartbeat(1, e1, offset, true).unwrap();
+        c.up(1);
+        assert_eq!(c.partition("r", 0).leader, 2);
+        assert!(
+            preferred_leader_elections(&c.image).is_empty(),
+            "not before it is back in the ISR"
+        );
+        // Caught up: the leader lets it back in; the next check gives it its leadership back.
+        alter_outcome(alter_isr(&mut c, 2, &[1, 2, 3])).unwrap();
+        let records = preferred_leader_elections(&c.image);
+        c.commit(records);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1, 2, 3]));
+        assert_eq!((p.leader_epoch, p.partition_epoch), (2, 3));
+        assert!(preferred_leader_elections(&c.image).is_empty());
+    }
+
     // --- Producer ids and the legacy import ---------------------------------------------
 
     #[test]
@@ -2016,6 +2774,22 @@ mod proptests {
             topic: u8,
             partitions: usize,
         },
+        /// An AlterPartition for a replicated partition, from its leader or another broker, at
+        /// the current epochs or stale ones, asking for a subset of the replicas (bit i: the
+        /// i-th replica).
+        AlterIsr {
+            topic: u8,
+            partition: usize,
+            from_leader: bool,
+            stale: bool,
+            members: u8,
+        },
+        /// The broker default `unclean.leader.election.enable` flips.
+        ToggleUnclean,
+        /// The controller's tick elects uncleanly where allowed.
+        UncleanTick,
+        /// The controller's leader-imbalance check.
+        PreferredElections,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -2031,6 +2805,11 @@ mod proptests {
             1 => (0..4u8, 0..3i32).prop_map(|(topic, by)| Op::Grow { topic, by }),
             1 => (1..=4i32).prop_map(|id| Op::AllocateProducerIds { id }),
             2 => (0..3u8, 1..4usize).prop_map(|(topic, partitions)| Op::CreateReplicated { topic, partitions }),
+            4 => (0..3u8, 0..3usize, prop::bool::weighted(0.8), prop::bool::weighted(0.2), 0..4u8)
+                .prop_map(|(topic, partition, from_leader, stale, members)| Op::AlterIsr { topic, partition, from_leader, stale, members }),
+            1 => Just(Op::ToggleUnclean),
+            2 => Just(Op::UncleanTick),
+            1 => Just(Op::PreferredElections),
         ]
     }
 
@@ -2138,6 +2917,80 @@ mod proptests {
                     configs: BTreeMap::new(),
                     partitions,
                 }]);
+            }
+            Op::AlterIsr {
+                topic,
+                partition,
+                from_leader,
+                stale,
+                members,
+            } => {
+                let Some(topic) = c.image.topic(&format!("r{topic}")).cloned() else {
+                    return;
+                };
+                let Some(p) = topic.partitions.get(*partition).cloned() else {
+                    return;
+                };
+                let broker = if *from_leader {
+                    p.leader
+                } else {
+                    p.replicas[0]
+                };
+                let Some(registration) = c.image.brokers.get(&broker) else {
+                    return;
+                };
+                let mut new_isr: Vec<IsrMember> = p
+                    .replicas
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| members & (1 << i) != 0)
+                    .map(|(_, r)| IsrMember::unchecked(*r))
+                    .collect();
+                if *from_leader && !new_isr.iter().any(|m| m.id == p.leader) {
+                    new_isr.push(IsrMember::unchecked(p.leader));
+                }
+                let stale_by = i32::from(*stale);
+                let reply = c.ask(ControllerRequest::AlterPartition {
+                    broker,
+                    broker_epoch: registration.epoch,
+                    topic_id: topic.id,
+                    partition: *partition as i32,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch - stale_by,
+                    new_isr,
+                });
+                let Ok(ControllerReply::AlterPartition(outcome)) = reply else {
+                    panic!("{reply:?}");
+                };
+                let now = c.image.topic_by_id(topic.id).unwrap().partitions[*partition].clone();
+                match outcome {
+                    Ok(changed) => {
+                        assert!(!*stale, "a stale partition epoch is never accepted");
+                        assert_eq!(changed, now, "the reply is the committed state");
+                        assert_eq!(changed.leader_epoch, p.leader_epoch);
+                    }
+                    Err(_) => assert_eq!(now, p, "a refusal changes nothing"),
+                }
+            }
+            Op::ToggleUnclean => {
+                c.settings.unclean_leader_election_enable =
+                    !c.settings.unclean_leader_election_enable;
+            }
+            Op::UncleanTick => {
+                let before = c.image.unclean_leader_elections;
+                let records = unclean_elections(&c.image, &c.settings);
+                let elected = records
+                    .iter()
+                    .filter(|r| matches!(r, MetadataRecord::UncleanLeaderElection { .. }))
+                    .count() as u64;
+                assert!(c.settings.unclean_leader_election_enable || elected == 0);
+                c.commit(records);
+                assert_eq!(c.image.unclean_leader_elections, before + elected);
+            }
+            Op::PreferredElections => {
+                let records = preferred_leader_elections(&c.image);
+                c.commit(records);
+                assert!(preferred_leader_elections(&c.image).is_empty());
             }
         }
     }

@@ -103,6 +103,11 @@ pub struct ClusterImage {
     /// brokers, so an epoch names one registration (Kafka uses the record's offset).
     #[serde(default)]
     pub next_broker_epoch: i64,
+    /// Unclean leader elections committed since the log began (Kafka's
+    /// `UncleanLeaderElectionsPerSec`): a replica outside the ISR was made leader, losing
+    /// whatever it lacked.
+    #[serde(default)]
+    pub unclean_leader_elections: u64,
 }
 
 /// A map (de)serialized as a list of `(key, value)` pairs.
@@ -268,6 +273,13 @@ pub enum MetadataRecord {
         topic_id: Uuid,
         partition: i32,
         image: PartitionImage,
+    },
+    /// The ChangePartition before it in the batch was an unclean election: `leader`, outside
+    /// the ISR, leads (counted in [`ClusterImage::unclean_leader_elections`]).
+    UncleanLeaderElection {
+        topic_id: Uuid,
+        partition: i32,
+        leader: NodeId,
     },
     /// Config changes: `Some` sets, `None` removes an override.
     SetTopicConfigs {
@@ -438,6 +450,22 @@ impl ClusterImage {
                     image.leader
                 );
                 *current = image.clone();
+            }
+            MetadataRecord::UncleanLeaderElection {
+                topic_id,
+                partition,
+                leader,
+            } => {
+                let current = self
+                    .topic_by_id(*topic_id)
+                    .and_then(|t| t.partitions.get(usize::try_from(*partition).ok()?))
+                    .unwrap_or_else(|| panic!("unknown partition {topic_id}/{partition}"));
+                assert_eq!(
+                    (current.leader, current.isr.as_slice()),
+                    (*leader, [*leader].as_slice()),
+                    "an unclean election leaves its leader alone in the ISR"
+                );
+                self.unclean_leader_elections += 1;
             }
             MetadataRecord::SetTopicConfigs { topic_id, configs } => {
                 let topic = self.topic_mut(*topic_id);

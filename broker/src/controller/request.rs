@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::image::{Assignment, Endpoint};
+use super::image::{Assignment, Endpoint, PartitionImage};
 use super::NodeId;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,19 @@ pub enum ControllerRequest {
         broker: NodeId,
         epoch: i64,
     },
+    /// Kafka's AlterPartition (KIP-497), one partition: its leader asks to change the ISR. The
+    /// epochs are what the leader last applied; a change decided against an older image is
+    /// refused and the leader retries from the newer one.
+    AlterPartition {
+        broker: NodeId,
+        broker_epoch: i64,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        /// The whole new ISR, the leader included.
+        new_isr: Vec<IsrMember>,
+    },
     /// One-time import of a single-broker data directory's topics (`meta.toml`). Its topics
     /// are placed on `node`, the importing node; producer ids below `producer_id_floor` (the
     /// single broker's producer-id file) are never handed out again. A retry after the import
@@ -58,6 +71,26 @@ pub enum ControllerRequest {
         node: NodeId,
         producer_id_floor: i64,
     },
+}
+
+/// An ISR member as the leader names it in an AlterPartition (KIP-903's `BrokerState`): the
+/// broker epoch the leader saw in its fetches, so a replica that restarted since (and may have
+/// lost unsynced data) does not join on the strength of its previous incarnation's fetches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsrMember {
+    pub id: NodeId,
+    /// -1: not known, not checked (Kafka's rule for requests without epochs).
+    pub broker_epoch: i64,
+}
+
+impl IsrMember {
+    /// A member whose broker epoch the leader does not know.
+    pub fn unchecked(id: NodeId) -> IsrMember {
+        IsrMember {
+            id,
+            broker_epoch: -1,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +156,9 @@ pub enum ControllerReply {
         count: i64,
     },
     Imported,
+    /// The partition's registration after the change (or as it stands, if the ISR asked for
+    /// is the current one), or why the change was refused.
+    AlterPartition(Result<PartitionImage, AlterPartitionError>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +195,35 @@ pub enum TopicError {
     /// INVALID_REQUEST
     #[error("{0}")]
     InvalidRequest(String),
+}
+
+/// Why an AlterPartition was refused (Kafka's `validateAlterPartitionData`). Kafka's codes in
+/// brackets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AlterPartitionError {
+    /// UNKNOWN_TOPIC_ID / UNKNOWN_TOPIC_OR_PARTITION: deleted, or never existed.
+    #[error("unknown topic id or partition")]
+    UnknownTopicOrPartition,
+    /// NOT_CONTROLLER: the request carries epochs newer than this controller's image (Kafka's
+    /// hint that another node now controls); retriable.
+    #[error("the request's epochs are newer than this controller's image")]
+    NotController,
+    /// FENCED_LEADER_EPOCH: sent by a leader of an older epoch; the leader waits for the newer
+    /// image (where it may lead no more).
+    #[error("leader epoch {got} is older than the current {current}")]
+    FencedLeaderEpoch { got: i32, current: i32 },
+    /// INVALID_UPDATE_VERSION: the partition changed since the image the leader decided on;
+    /// it retries from the newer one.
+    #[error("partition epoch {got} is older than the current {current}")]
+    InvalidUpdateVersion { got: i32, current: i32 },
+    /// INVALID_REQUEST: not the leader of this epoch, an ISR that is not a subset of the
+    /// replicas, or one without the leader.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// INELIGIBLE_REPLICA (KIP-841, KIP-903): a member is not registered, fenced, shutting
+    /// down, or named with a broker epoch that is not its current one.
+    #[error("ineligible replicas: {0:?}")]
+    IneligibleReplica(Vec<(NodeId, String)>),
 }
 
 /// Why a whole request failed. Kafka's codes in brackets.

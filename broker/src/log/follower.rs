@@ -31,6 +31,10 @@ pub enum FollowerAppendError {
     /// Kafka: KAFKA_STORAGE_ERROR.
     #[error("log is offline: {0}")]
     Offline(String),
+    /// The replica is no longer a follower (a new role arrived while the batches were on
+    /// their way): nothing was appended.
+    #[error("the replica is not a follower")]
+    NotFollower,
 }
 
 impl Log {
@@ -103,10 +107,10 @@ impl Log {
             (epochs != st.epochs).then_some(epochs)
         };
 
-        // The offset reservation is the leader's single-replica policy, but the log keeps its
-        // invariant (no offset at or past it) whoever assigned the offsets.
+        // The offset reservation is a single-replica policy (see `Log::set_replicated`): a
+        // follower's log is replicated by definition, and reserves only if nobody said so.
         let reserved = self.state().reserved_offset;
-        if last >= reserved {
+        if last >= reserved && !self.is_replicated() {
             self.store_reservation(&writer, last + 1 + config.offset_reservation)
                 .await
                 .map_err(|e| FollowerAppendError::Offline(e.0))?;

@@ -278,6 +278,9 @@ pub struct Log {
     active_base_offset: AtomicU64,
     /// Closed cleanly (offline for good, unlike an I/O failure).
     closed: AtomicBool,
+    /// The partition has other replicas: the offset reservation, a single-replica policy, is
+    /// off (see [`Log::set_replicated`]).
+    replicated: AtomicBool,
     /// In-place recoveries and truncations so far (see [`AppendInfo::incarnation`]).
     incarnation: AtomicU64,
 }
@@ -326,6 +329,7 @@ impl Log {
             durable_end_offset: AtomicU64::new(0),
             active_base_offset: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            replicated: AtomicBool::new(false),
             incarnation: AtomicU64::new(0),
         };
         log.publish(&log.state());
@@ -522,7 +526,8 @@ impl Log {
         let record_count: u64 = headers.iter().map(|h| h.last_offset_delta as u64 + 1).sum();
         let now = self.clock.now_ms();
         // Lazy reads and high watermarks show every appended offset at once.
-        let must_reserve = exposed || matches!(config.flush, FlushPolicy::Lazy { .. });
+        let must_reserve =
+            (exposed || matches!(config.flush, FlushPolicy::Lazy { .. })) && !self.is_replicated();
         let info = {
             let writer = self
                 .lock_writer_with_room(records.len() as u64, record_count, now)
@@ -981,6 +986,9 @@ impl Log {
     /// Before offsets below `end` that were appended with [`Log::append_unexposed`] are shown
     /// unsynced after all (an acks=1 retry answered with a duplicate's offsets): reserves them.
     pub async fn expose(&self, end: u64) -> Result<(), LogOffline> {
+        if self.is_replicated() {
+            return Ok(());
+        }
         {
             let st = self.state();
             st.check_online()?;
@@ -1090,7 +1098,7 @@ impl Log {
                     durable_end_offset: st.durable_offset,
                 };
                 let bound = max_offset.map_or(st.next_offset, |m| m.min(st.next_offset));
-                if bound > st.durable_offset.max(st.reserved_offset) {
+                if bound > st.durable_offset.max(st.reserved_offset) && !self.is_replicated() {
                     // An unbounded read past the durable end shows unsynced offsets.
                     Err(bound)
                 } else {
@@ -1546,6 +1554,21 @@ impl Log {
             self.store_log_start(&writer).await?;
         }
         Ok(self.log_start_offset())
+    }
+
+    /// Whether the partition has other replicas (the catalog says so from the cluster image).
+    /// A replicated log reserves no offsets: after a crash it continues from what it recovered,
+    /// and leader epochs and truncation (followers reconcile with the new leader) keep an
+    /// offset from holding two values, as in Kafka. With one replica the reservation keeps
+    /// that promise instead (see [`reservation`]): without it a log would give an offset it
+    /// showed before a crash to other data, and with it every replica of a replicated
+    /// partition would jump ahead by its own filler batch after a power loss.
+    pub fn set_replicated(&self, replicated: bool) {
+        self.replicated.store(replicated, Ordering::Release);
+    }
+
+    pub fn is_replicated(&self) -> bool {
+        self.replicated.load(Ordering::Acquire)
     }
 
     /// True while the log is offline: after an I/O error, a clean close or retirement.

@@ -42,6 +42,9 @@ pub enum TruncateError {
     /// truncation is to be tried again.
     #[error(transparent)]
     Offline(#[from] LogOffline),
+    /// The replica leads the partition: a leader never truncates its own log.
+    #[error("the replica leads the partition: a leader never truncates its log")]
+    Leader,
 }
 
 impl Log {

@@ -104,6 +104,30 @@ pub fn produce(e: &ProduceError) -> ResponseError {
     match e {
         ProduceError::Append(e) => append(e),
         ProduceError::Sequence(e) => sequence(e),
+        ProduceError::NotLeader => ResponseError::NotLeaderOrFollower,
+    }
+}
+
+/// An acks=all produce that did not reach the in-sync replicas.
+pub fn replication_wait(e: &crate::partition::ReplicationWaitError) -> ResponseError {
+    use crate::partition::ReplicationWaitError;
+    match e {
+        ReplicationWaitError::Append(e) => append(e),
+        ReplicationWaitError::NotLeader => ResponseError::NotLeaderOrFollower,
+        ReplicationWaitError::NotEnoughReplicasAfterAppend { .. } => {
+            ResponseError::NotEnoughReplicasAfterAppend
+        }
+    }
+}
+
+/// A follower's fetch position the leader could not record.
+pub fn follower_fetch(e: &crate::partition::FollowerFetchError) -> ResponseError {
+    use crate::partition::FollowerFetchError;
+    match e {
+        FollowerFetchError::NotLeader | FollowerFetchError::NotAReplica(_) => {
+            ResponseError::NotLeaderOrFollower
+        }
+        FollowerFetchError::OutOfRange { .. } => ResponseError::OffsetOutOfRange,
     }
 }
 

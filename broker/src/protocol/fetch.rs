@@ -3,6 +3,14 @@
 //!
 //! Only the partition's leader serves consumers: another broker's partition answers
 //! NOT_LEADER_OR_FOLLOWER with the current leader (v12+) and its endpoint (KIP-951, v16+).
+//! The client's current leader epoch (v9+, KIP-320) is checked against the leader's: older is
+//! FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH (this broker has not seen it yet).
+//!
+//! A fetch with a replica id ≥ 0 (v15+: in `replica_state`) comes from a follower (Kafka's
+//! replica fetch): it reads up to the log end, not the high watermark, and its fetch offset is
+//! the follower's log end, recorded on the leader (`Partition::record_follower_fetch`), which
+//! may advance the high watermark and wake acks=all produces and consumers. A parked replica
+//! fetch wakes on new data and also when the high watermark moves, so followers learn it.
 //!
 //! Fetch sessions (KIP-227) are answered sessionless: session id 0 and full responses, which
 //! every client accepts. A client that believes it holds a session gets
@@ -30,6 +38,8 @@ struct Wanted {
     partition: i32,
     fetch_offset: i64,
     max_bytes: i32,
+    /// KIP-320: the leader epoch the client believes current; -1: unchecked.
+    current_leader_epoch: i32,
     /// This broker's replica if it leads the partition, else where the fetch should go.
     resolved: Result<Arc<Partition>, RouteError>,
 }
@@ -44,6 +54,23 @@ struct Plan {
     version: i16,
     /// KIP-951 (v16+): the endpoints of the leaders named in NOT_LEADER_OR_FOLLOWER answers.
     leader_endpoints: Vec<NodeEndpoint>,
+    /// The follower fetching, for a replica fetch.
+    replica_id: Option<i32>,
+    clock: Arc<dyn crate::clock::Clock>,
+    isr_manager: Arc<crate::replica::isr::IsrManager>,
+}
+
+/// KIP-320: the client's view of the leader epoch against this leader's.
+pub(crate) fn check_leader_epoch(
+    current_leader_epoch: i32,
+    leader_epoch: i32,
+) -> Option<ResponseError> {
+    match current_leader_epoch {
+        e if e < 0 => None,
+        e if e < leader_epoch => Some(ResponseError::FencedLeaderEpoch),
+        e if e > leader_epoch => Some(ResponseError::UnknownLeaderEpoch),
+        _ => None,
+    }
 }
 
 /// Reads every wanted partition once; returns the response and the bytes it carries.
@@ -82,7 +109,43 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
                 continue;
             }
         };
+        if let Some(error) =
+            check_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch())
+        {
+            by_topic[wanted.topic_index].push(data.with_error_code(error.code()));
+            continue;
+        }
+        if let Some(replica_id) = plan.replica_id {
+            let recorded = if wanted.fetch_offset < 0 {
+                Err(ResponseError::OffsetOutOfRange)
+            } else {
+                partition
+                    .record_follower_fetch(
+                        replica_id,
+                        wanted.fetch_offset as u64,
+                        plan.clock.now_ms(),
+                    )
+                    .map_err(|e| errors::follower_fetch(&e))
+            };
+            if let Ok(true) = recorded {
+                // Expansion need not wait for the ISR manager's periodic check.
+                plan.isr_manager.follower_may_join();
+            }
+            if let Err(error) = recorded {
+                let data = data
+                    .with_high_watermark(partition.high_watermark() as i64)
+                    .with_log_start_offset(partition.log.log_start_offset() as i64);
+                by_topic[wanted.topic_index].push(data.with_error_code(error.code()));
+                continue;
+            }
+        }
         let high_watermark = partition.high_watermark();
+        // Followers copy the whole log; consumers see only what every in-sync replica holds.
+        let read_bound = if plan.replica_id.is_some() {
+            None
+        } else {
+            Some(high_watermark)
+        };
         data = data
             .with_high_watermark(high_watermark as i64)
             .with_last_stable_offset(high_watermark as i64)
@@ -103,11 +166,7 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
         } else {
             match partition
                 .log
-                .read(
-                    wanted.fetch_offset as u64,
-                    limit.max(1),
-                    Some(high_watermark),
-                )
+                .read(wanted.fetch_offset as u64, limit.max(1), read_bound)
                 .await
             {
                 // The log returns its first batch whole even past `limit`: only the response's
@@ -152,6 +211,15 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
     (response, total)
 }
 
+/// Every partition's high watermark in a response, in order.
+fn high_watermarks(response: &FetchResponse) -> Vec<i64> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.high_watermark))
+        .collect()
+}
+
 fn has_errors(response: &FetchResponse) -> bool {
     response
         .responses
@@ -176,7 +244,18 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
         },
         version: ctx.version,
         leader_endpoints: Vec::new(),
+        replica_id: None,
+        clock: Arc::clone(ctx.broker.clock()),
+        isr_manager: Arc::clone(ctx.broker.isr_manager()),
     };
+    let replica_id = if ctx.version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    if replica_id >= 0 {
+        plan.replica_id = Some(replica_id);
+    }
     let image = broker.image();
     let mut leaders = std::collections::BTreeSet::new();
     for (topic_index, topic) in request.topics.into_iter().enumerate() {
@@ -198,6 +277,11 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
+                current_leader_epoch: if ctx.version >= 9 {
+                    p.current_leader_epoch
+                } else {
+                    -1
+                },
                 resolved,
             });
         }
@@ -216,6 +300,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
         })
         .collect();
     let (response, total) = read_all(&plan).await;
+    let first_high_watermarks = high_watermarks(&response);
     let min_bytes = request.min_bytes.max(0) as usize;
     if request.max_wait_ms <= 0 || total >= min_bytes.max(1) || has_errors(&response) {
         return ctx.now(&response);
@@ -237,13 +322,22 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
             // is reached only through tokio::time's sleeps and timeouts.)
             let enough = async {
                 loop {
-                    // Registered before the read, so a move during the read is not missed.
-                    let wakeups = Wakeups::register(
-                        watched.iter().map(|p| p.watch()),
-                        FetchBound::HighWatermark,
-                    );
+                    // Registered before the read, so a move during the read is not missed. A
+                    // follower waits for new data (the log end) and for the high watermark.
+                    let bounds: &[FetchBound] = if plan.replica_id.is_some() {
+                        &[FetchBound::LogEnd, FetchBound::HighWatermark]
+                    } else {
+                        &[FetchBound::HighWatermark]
+                    };
+                    let wakeups =
+                        Wakeups::register_bounds(watched.iter().map(|p| p.watch()), bounds);
                     let (response, total) = read_all(&plan).await;
                     if total >= min_bytes.max(1) || has_errors(&response) {
+                        return response;
+                    }
+                    if plan.replica_id.is_some()
+                        && high_watermarks(&response) != first_high_watermarks
+                    {
                         return response;
                     }
                     wakeups.wait().await;

@@ -1,5 +1,6 @@
 //! ListOffsets: earliest (-2), latest (-1, the high watermark), max timestamp (-3, KIP-734),
-//! and the first offset at or after a timestamp.
+//! and the first offset at or after a timestamp. The client's current leader epoch (v4+) is
+//! checked as Fetch checks it (KIP-320): FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -27,6 +28,15 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                     continue;
                 }
             };
+            if ctx.version >= 4 {
+                if let Some(error) = super::fetch::check_leader_epoch(
+                    p.current_leader_epoch,
+                    partition.leader_epoch(),
+                ) {
+                    partitions.push(response.with_error_code(error.code()));
+                    continue;
+                }
+            }
             let high_watermark = partition.high_watermark();
             let found: Result<Option<(u64, i64)>, ResponseError> = match p.timestamp {
                 LATEST => Ok(Some((high_watermark, -1))),

@@ -27,6 +27,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offsets_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -259,6 +260,9 @@ pub async fn handle_request(
         }
         ApiKey::ListOffsets => {
             ctx.now(&list_offsets::handle(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            ctx.now(&offsets_for_leader_epoch::handle(&ctx, decode(api_key, version, body)?).await)
         }
         ApiKey::CreateTopics => {
             ctx.now(&admin::create_topics(&ctx, decode(api_key, version, body)?).await)

@@ -3,7 +3,12 @@
 //! - acks=0: appended, no response.
 //! - acks=1: answered once the batches are in the log (not yet synced). A crash can lose them,
 //!   as Kafka documents for acks=1.
-//! - acks=all: answered once the batches are durable (group commit under the durable policy).
+//! - acks=all: answered once the batches are below the high watermark: every in-sync replica
+//!   holds them (and under the durable policy, has synced them). Refused before the append with
+//!   NOT_ENOUGH_REPLICAS when the ISR is smaller than the topic's `min.insync.replicas`;
+//!   answered NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank below it while waiting;
+//!   REQUEST_TIMED_OUT after the request's `timeout_ms`; NOT_LEADER_OR_FOLLOWER when the
+//!   leadership moved meanwhile (the batch may or may not survive).
 //!
 //! Batches from idempotent producers are checked by the partition (`txn::producer_state`): a
 //! retry of a batch already in the log is answered with the original's base offset and error
@@ -39,6 +44,17 @@ struct Outcome {
     partition: Option<Arc<Partition>>,
     /// The partition's current leader and epoch, for NOT_LEADER_OR_FOLLOWER (KIP-951, v10+).
     current_leader: Option<(NodeId, i32)>,
+    /// The leader epoch the batches were appended in, and the topic's `min.insync.replicas`
+    /// (acks=all waits on both).
+    leader_epoch: i32,
+    min_insync_replicas: usize,
+}
+
+/// The topic's `min.insync.replicas` (its override, else the broker's default).
+fn min_insync_replicas(ctx: &RequestContext, topic: &str) -> usize {
+    ctx.broker
+        .topic(topic)
+        .map_or(1, |t| t.configs.min_insync_replicas(&ctx.broker.config))
 }
 
 fn partition_response(version: i16, outcome: &Outcome) -> PartitionProduceResponse {
@@ -131,6 +147,8 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 result: Err((error, message)),
                 partition: None,
                 current_leader: None,
+                leader_epoch: -1,
+                min_insync_replicas: 1,
             };
             if !valid_acks {
                 outcomes.push(fail(
@@ -187,6 +205,20 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                     continue;
                 }
             };
+            let min_insync = min_insync_replicas(ctx, &name);
+            // Kafka checks the ISR before appending, for acks=all only.
+            let isr = partition.replica_state().isr().len();
+            if acks == -1 && isr < min_insync {
+                outcomes.push(fail(
+                    ResponseError::NotEnoughReplicas,
+                    Some(format!(
+                        "The size of the current ISR {isr} is insufficient to satisfy the \
+                         min.isr requirement of {min_insync} for partition {name}-{index}"
+                    )),
+                ));
+                continue;
+            }
+            let leader_epoch = partition.leader_epoch();
             // Only an acks=1 answer shows offsets before they are synced.
             let result = if acks == 1 {
                 partition.append(&mut bytes).await
@@ -194,7 +226,14 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 partition.append_unexposed(&mut bytes).await
             };
             outcomes.push(match result {
-                Ok(info) => Outcome { index, result: Ok(info), partition: Some(partition), current_leader: None },
+                Ok(info) => Outcome {
+                    index,
+                    result: Ok(info),
+                    partition: Some(partition),
+                    current_leader: None,
+                    leader_epoch,
+                    min_insync_replicas: min_insync,
+                },
                 Err(e) => {
                     if let ProduceError::Append(AppendError::InvalidBatch(_)) | ProduceError::Sequence(_) = e {
                         tracing::debug!(peer = %ctx.peer, topic = %name, partition = index, %e, "refused a produce");
@@ -206,6 +245,10 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
         topics.push((topic.name, outcomes));
     }
     let version = ctx.version;
+    // A request without a timeout (0, as some test tools send) waits for as long as it takes,
+    // as it did before replication: the connection's own deadline bounds it.
+    let timeout = (request.timeout_ms > 0)
+        .then(|| std::time::Duration::from_millis(request.timeout_ms as u64));
     let endpoints = node_endpoints(ctx, &topics);
     match acks {
         0 => Reply::None,
@@ -221,8 +264,29 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                             if let (Ok(info), Some(partition)) =
                                 (&outcome.result, &outcome.partition)
                             {
-                                if let Err(e) = partition.wait_durable(info).await {
-                                    outcome.result = Err((errors::append(&e), Some(e.to_string())));
+                                let wait = partition.wait_replicated(
+                                    info,
+                                    outcome.leader_epoch,
+                                    outcome.min_insync_replicas,
+                                );
+                                let waited = match timeout {
+                                    Some(timeout) => tokio::time::timeout(timeout, wait).await,
+                                    None => Ok(wait.await),
+                                };
+                                match waited {
+                                    Ok(Ok(())) => {}
+                                    Ok(Err(e)) => {
+                                        outcome.result = Err((
+                                            errors::replication_wait(&e),
+                                            Some(e.to_string()),
+                                        ))
+                                    }
+                                    Err(_) => {
+                                        outcome.result = Err((
+                                            ResponseError::RequestTimedOut,
+                                            Some("the in-sync replicas did not all have the batch within the request timeout".into()),
+                                        ))
+                                    }
                                 }
                             }
                         }
@@ -240,6 +304,8 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                                     result: Err((error, None)),
                                     partition: None,
                                     current_leader: None,
+                                    leader_epoch: -1,
+                                    min_insync_replicas: 1,
                                 })
                                 .collect();
                             (name, outcomes)

@@ -59,6 +59,10 @@ pub struct FollowerProgress {
     pub log_end_offset: u64,
     /// The last time the follower had caught up with the leader's LEO; `None` if never.
     pub last_caught_up_ms: Option<i64>,
+    /// When the follower last fetched, and the leader's LEO then (Kafka's
+    /// `lastFetchTimeMs` / `lastFetchLeaderLogEndOffset`).
+    pub last_fetch_ms: Option<i64>,
+    pub leader_log_end_at_last_fetch: u64,
 }
 
 /// One broker's replica of one partition. See the module doc.
@@ -77,6 +81,11 @@ pub struct ReplicaState {
     followers: BTreeMap<BrokerId, FollowerProgress>,
     /// The in-sync replicas, this broker included, as the leader last had them accepted.
     isr: BTreeSet<BrokerId>,
+    /// Followers the leader asked the controller to add to the ISR, not yet answered. They
+    /// count for the HW meanwhile (Kafka's maximal ISR, KIP-497): were the HW to pass a
+    /// joiner's LEO before the change commits, the joiner could be elected without
+    /// acknowledged data.
+    pending_joiners: BTreeSet<BrokerId>,
     /// Set while the log is failed or being recovered (the role is then `Offline`): the role to
     /// resume once it is recovered in place; `Offline` if it had never been told one. A role
     /// given meanwhile (the catalog applies every new image) replaces it.
@@ -98,6 +107,7 @@ impl ReplicaState {
             basis,
             followers: BTreeMap::new(),
             isr: BTreeSet::new(),
+            pending_joiners: BTreeSet::new(),
             resume_as: None,
         }
     }
@@ -215,11 +225,21 @@ impl ReplicaState {
                 known.unwrap_or(FollowerProgress {
                     log_end_offset: 0,
                     last_caught_up_ms: None,
+                    last_fetch_ms: None,
+                    leader_log_end_at_last_fetch: 0,
                 }),
             );
         }
         self.followers = followers;
         self.isr = isr.iter().copied().collect();
+        // A joiner now in the ISR has joined; one no longer a replica never will. A new
+        // epoch starts with no expansion in flight.
+        if new_epoch {
+            self.pending_joiners.clear();
+        }
+        let (isr_now, followers_now) = (&self.isr, &self.followers);
+        self.pending_joiners
+            .retain(|r| !isr_now.contains(r) && followers_now.contains_key(r));
         self.leader_epoch = epoch;
         self.take_role(Role::Leader);
         self.high_watermark = self.high_watermark.min(self.local.log_end_offset);
@@ -239,6 +259,7 @@ impl ReplicaState {
         self.leader_epoch = epoch;
         self.followers.clear();
         self.isr.clear();
+        self.pending_joiners.clear();
         self.high_watermark = self.high_watermark.min(self.local.log_end_offset);
         assert!(self.high_watermark <= self.local.log_end_offset);
     }
@@ -308,8 +329,11 @@ impl ReplicaState {
     }
 
     /// A follower fetched: on the leader, records its LEO (which may go back, after the
-    /// follower truncated) and, if it reached the leader's LEO, the time it was caught up.
-    /// Kafka compares with the leader's LEO at the previous fetch; the current LEO is stricter.
+    /// follower truncated) and when it was last caught up, by Kafka's rule
+    /// (`Replica.updateFetchState`): now, if it reached the leader's LEO; else the time of its
+    /// previous fetch, if it has reached the LEO the leader had then. Under steady production a
+    /// follower that keeps up rarely meets the current LEO exactly, yet is never behind by more
+    /// than one fetch.
     pub fn update_follower_log_end(&mut self, replica: BrokerId, log_end_offset: u64, now_ms: i64) {
         assert_eq!(self.role, Role::Leader, "only a leader tracks followers");
         assert_ne!(replica, self.local_id);
@@ -323,9 +347,47 @@ impl ReplicaState {
             "follower {replica} claims log end {log_end_offset} beyond the leader's {leader_end}"
         );
         progress.log_end_offset = log_end_offset;
-        if log_end_offset >= leader_end {
-            progress.last_caught_up_ms = Some(now_ms);
+        let caught_up = if log_end_offset >= leader_end {
+            Some(now_ms)
+        } else if log_end_offset >= progress.leader_log_end_at_last_fetch {
+            progress.last_fetch_ms
+        } else {
+            None
+        };
+        if let Some(at) = caught_up {
+            progress.last_caught_up_ms = Some(progress.last_caught_up_ms.map_or(at, |t| t.max(at)));
         }
+        progress.last_fetch_ms = Some(now_ms);
+        progress.leader_log_end_at_last_fetch = leader_end;
+    }
+
+    /// The HW this replica had before a restart (the high-watermark checkpoint), capped by the
+    /// recovered log. Only before the replica is told any role: from then on the HW moves by
+    /// the rules above.
+    pub fn restore_high_watermark(&mut self, high_watermark: u64) {
+        assert_eq!(self.role, Role::Offline, "restored before any role");
+        assert_eq!(self.leader_epoch, -1, "restored before any epoch");
+        self.high_watermark = high_watermark.min(self.local.log_end_offset);
+        assert!(self.high_watermark <= self.local.log_end_offset);
+    }
+
+    /// On a leader: the followers whose addition to the ISR it has asked the controller for
+    /// (replacing any earlier set; empty once answered). They hold the HW back like ISR members
+    /// until then (see `pending_joiners`).
+    pub fn set_pending_isr_expansion(&mut self, joiners: &[BrokerId]) {
+        assert_eq!(self.role, Role::Leader, "only a leader expands its ISR");
+        for joiner in joiners {
+            assert!(
+                self.followers.contains_key(joiner),
+                "broker {joiner} is not a follower of this partition"
+            );
+        }
+        self.pending_joiners = joiners.iter().copied().collect();
+    }
+
+    /// The followers whose ISR expansion is in flight.
+    pub fn pending_isr_expansion(&self) -> &BTreeSet<BrokerId> {
+        &self.pending_joiners
     }
 
     /// On a leader: moves the HW up to the minimum LEO over the ISR, if that is higher. Returns
@@ -338,6 +400,7 @@ impl ReplicaState {
         let candidate = self
             .isr
             .iter()
+            .chain(&self.pending_joiners)
             .filter(|&&r| r != self.local_id)
             .map(|r| self.followers[r].log_end_offset)
             .fold(local, u64::min);
@@ -453,6 +516,63 @@ mod tests {
         s.update_follower_log_end(3, 10, 101);
         assert_eq!(s.maybe_increment_high_watermark(), Some(7));
         assert_eq!(s.high_watermark(), 7);
+    }
+
+    #[test]
+    fn a_follower_that_reaches_the_leaders_previous_log_end_counts_as_caught_up_then() {
+        // The bug: only meeting the current LEO counted, so under steady production a
+        // follower one fetch behind was never caught up and left the ISR.
+        let mut s = leader_of_three(HighWatermarkBasis::LogEnd);
+        s.update_local_log(log(10, 0));
+        s.update_follower_log_end(2, 5, 100);
+        assert_eq!(s.followers()[&2].last_caught_up_ms, None);
+        s.update_local_log(log(20, 0));
+        // At 10 = the LEO of its previous fetch (at 100): caught up as of then.
+        s.update_follower_log_end(2, 10, 200);
+        assert_eq!(s.followers()[&2].last_caught_up_ms, Some(100));
+        s.update_local_log(log(30, 0));
+        s.update_follower_log_end(2, 20, 300);
+        assert_eq!(s.followers()[&2].last_caught_up_ms, Some(200));
+        // Falling behind the previous LEO: no newer time.
+        s.update_local_log(log(60, 0));
+        s.update_follower_log_end(2, 25, 400);
+        assert_eq!(s.followers()[&2].last_caught_up_ms, Some(200));
+        s.update_follower_log_end(2, 60, 500);
+        assert_eq!(s.followers()[&2].last_caught_up_ms, Some(500));
+        assert_eq!(s.out_of_sync_replicas(550, 100), vec![3]);
+    }
+
+    #[test]
+    fn a_follower_whose_isr_expansion_is_in_flight_holds_the_high_watermark_back() {
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(0, 0));
+        s.become_leader(5, &[1, 2, 3], &[1, 2]);
+        s.update_local_log(log(10, 0));
+        s.update_follower_log_end(2, 10, 100);
+        s.update_follower_log_end(3, 4, 100);
+        s.set_pending_isr_expansion(&[3]);
+        assert_eq!(s.maybe_increment_high_watermark(), Some(4));
+        // The expansion commits: 3 is in the ISR, no longer pending, and still counts.
+        s.become_leader(5, &[1, 2, 3], &[1, 2, 3]);
+        assert!(s.pending_isr_expansion().is_empty());
+        assert_eq!(s.maybe_increment_high_watermark(), None);
+        s.update_follower_log_end(3, 10, 101);
+        assert_eq!(s.maybe_increment_high_watermark(), Some(10));
+    }
+
+    #[test]
+    fn a_refused_isr_expansion_no_longer_holds_the_high_watermark_back() {
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(0, 0));
+        s.become_leader(5, &[1, 2, 3], &[1, 2]);
+        s.update_local_log(log(10, 0));
+        s.update_follower_log_end(2, 10, 100);
+        s.set_pending_isr_expansion(&[3]);
+        assert_eq!(s.maybe_increment_high_watermark(), None, "3 is at 0");
+        s.set_pending_isr_expansion(&[]);
+        assert_eq!(s.maybe_increment_high_watermark(), Some(10));
+        // A new epoch starts with nothing in flight.
+        s.set_pending_isr_expansion(&[3]);
+        s.become_leader(6, &[1, 2, 3], &[1, 2]);
+        assert!(s.pending_isr_expansion().is_empty());
     }
 
     #[test]

@@ -74,6 +74,23 @@ impl<'a> Wakeups<'a> {
         Wakeups { waiting }
     }
 
+    /// [`Wakeups::register`] for several bounds at once (a follower's fetch waits on both the
+    /// log end and the high watermark).
+    pub fn register_bounds(
+        watches: impl IntoIterator<Item = &'a PartitionWatch>,
+        bounds: &[FetchBound],
+    ) -> Self {
+        let mut waiting = Vec::new();
+        for watch in watches {
+            for &bound in bounds {
+                let mut notified = Box::pin(watch.notified(bound));
+                notified.as_mut().enable();
+                waiting.push(notified);
+            }
+        }
+        Wakeups { waiting }
+    }
+
     /// Waits until one of the registered partitions moves. With none registered, never returns
     /// (the caller's deadline ends the wait).
     pub async fn wait(mut self) {

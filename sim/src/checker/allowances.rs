@@ -23,6 +23,19 @@ pub struct Allowances {
     /// the group's last commit or poll had completed longer ago than this (and none was still
     /// running). `None`: offsets never expire in this run.
     pub offsets_expire_after_ms: Option<u64>,
+    /// `unclean.leader.election.enable`: an out-of-sync replica may be elected and the log
+    /// truncated to it, dropping acknowledged sends of any acks level. Its `crashes_ms` are the
+    /// times of the leader changes.
+    pub unclean_election_loss: Option<LossAllowance>,
+    /// Every topic is replicated and the policy durable: consumers read only below the high
+    /// watermark, which every ISR member holds synced, so a value once read survives crashes
+    /// and clean leader changes (only an unclean election may drop it). The cause says why;
+    /// `None`: a read value may be lost wherever a loss is allowed.
+    pub reads_survive: Option<String>,
+    /// Replicated topics where a loss is allowed (acks=0/1, unclean elections): a new leader
+    /// that never had a lost record assigns its offset again, as Kafka does. An offset holding
+    /// two values is then allowed when every value but the surviving one is an allowed loss.
+    pub offset_reuse_after_loss: Option<String>,
 }
 
 /// An allowance that needs no more than its cause.
@@ -78,6 +91,21 @@ impl Allowances {
                 }
             }
         }
+        self.lazy_or_unclean_loss(send, appended_by_ms)
+    }
+
+    /// The cause under which losing `send`, a value some consumer read, is allowed: as
+    /// [`Allowances::loss`], unless [`Allowances::reads_survive`] says a read value cannot be
+    /// lost but to an unclean election.
+    pub(crate) fn read_loss(&self, send: &Send<'_>, appended_by_ms: Option<u64>) -> Option<String> {
+        match &self.reads_survive {
+            Some(_) => self.unclean_loss(send),
+            None => self.loss(send, appended_by_ms),
+        }
+    }
+
+    fn lazy_or_unclean_loss(&self, send: &Send<'_>, appended_by_ms: Option<u64>) -> Option<String> {
+        let invoke = send.op.invoke_ms;
         if let Some(allowance) = &self.lazy_flush_loss_on_power_loss {
             if let Some(crash) = allowance.crash_covering(invoke, appended_by_ms) {
                 let appended = appended_by_ms.map_or("?".to_string(), |ms| ms.to_string());
@@ -87,7 +115,16 @@ impl Allowances {
                 ));
             }
         }
-        None
+        self.unclean_loss(send)
+    }
+
+    fn unclean_loss(&self, send: &Send<'_>) -> Option<String> {
+        let allowance = self.unclean_election_loss.as_ref()?;
+        let change = allowance.crash_covering(send.op.invoke_ms, None)?;
+        Some(format!(
+            "{} (leader change at {change} ms)",
+            allowance.cause
+        ))
     }
 
     /// The cause under which a committed-offset fetch invoked at `fetch_ms` may find nothing,

@@ -126,12 +126,42 @@ pub(crate) fn phantom_reads(model: &Model<'_>, out: &mut Vec<Anomaly>) {
 }
 
 /// Two different values at one offset, from any mix of acknowledgements and reads.
-pub(crate) fn inconsistent_offsets(model: &Model<'_>, out: &mut Vec<Anomaly>) {
+pub(crate) fn inconsistent_offsets(
+    model: &Model<'_>,
+    allowances: &Allowances,
+    out: &mut Vec<Anomaly>,
+) {
     for (tp, part) in &model.partitions {
         for (&offset, values) in &part.observed {
             if values.len() < 2 {
                 continue;
             }
+            // With replicas, an allowed loss frees its offset for the next leader's append:
+            // allowed when the final read shows the survivor and every other value's loss is
+            // allowed.
+            let status = match (&allowances.offset_reuse_after_loss, &part.final_read) {
+                (Some(reuse), Some(final_read)) => {
+                    let causes: Option<Vec<String>> = values
+                        .keys()
+                        .filter(|v| !final_read.values.contains(v))
+                        .map(|&v| {
+                            let send = model.writer_in(tp, v)?;
+                            allowances.loss(send, model.appended_by_ms(send))
+                        })
+                        .collect();
+                    let survivors = values
+                        .keys()
+                        .filter(|v| final_read.values.contains(v))
+                        .count();
+                    match causes {
+                        Some(causes) if survivors <= 1 => Status::Allowed {
+                            cause: format!("{reuse}: {}", causes.join("; ")),
+                        },
+                        _ => Status::Violation,
+                    }
+                }
+                _ => Status::Violation,
+            };
             let evidence = values
                 .iter()
                 .flat_map(|(&value, sources)| sources_evidence(model, sources, offset, value))
@@ -148,7 +178,7 @@ pub(crate) fn inconsistent_offsets(model: &Model<'_>, out: &mut Vec<Anomaly>) {
                 .collect();
             out.push(anomaly(
                 AnomalyKind::InconsistentOffset,
-                Status::Violation,
+                status,
                 tp,
                 [offset],
                 values.keys().copied(),
@@ -282,7 +312,7 @@ pub(crate) fn lost_and_never_seen(
             let Some(send) = model.writer_in(tp, value) else {
                 continue;
             }; // a phantom read
-            let status = Status::from_cause(allowances.loss(send, model.appended_by_ms(send)));
+            let status = Status::from_cause(allowances.read_loss(send, model.appended_by_ms(send)));
             let mut evidence = vec![Evidence::of(
                 send.op,
                 "the send of this value",

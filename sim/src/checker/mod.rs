@@ -128,11 +128,11 @@ pub fn check(history: &History, allowances: &Allowances) -> Report {
     let model = Model::build(history);
     let mut anomalies = Vec::new();
     log::phantom_reads(&model, &mut anomalies);
-    log::inconsistent_offsets(&model, &mut anomalies);
+    log::inconsistent_offsets(&model, allowances, &mut anomalies);
     log::duplicates(&model, allowances, &mut anomalies);
     log::lost_and_never_seen(&model, allowances, &mut anomalies);
     polls::consumer_walks(&model, allowances, &mut anomalies);
-    order::real_time_order(&model, &mut anomalies);
+    order::real_time_order(&model, allowances, &mut anomalies);
     groups::check_groups(history, &model, allowances, &mut anomalies);
     let mut counts = Counts {
         operations: history.ops.len(),

@@ -182,6 +182,9 @@ fn everything_allowed() -> Allowances {
             .lazy_flush_loss_on_power_loss,
         duplicates_from_non_idempotent_retry: non_idempotent().duplicates_from_non_idempotent_retry,
         offsets_expire_after_ms: Some(1_000),
+        unclean_election_loss: None,
+        reads_survive: None,
+        offset_reuse_after_loss: None,
     }
 }
 
@@ -492,6 +495,63 @@ fn a_value_read_once_then_missing_from_the_final_read_is_a_lost_write() {
         AnomalyKind::LostWrite
     ))
     .contains("lazy flush"));
+}
+
+#[test]
+fn with_replicas_under_the_durable_policy_a_read_value_lost_is_a_violation_even_with_acks_1() {
+    let build = |allowances: &Allowances| {
+        Builder::default()
+            .send(10, (0, 5), ok(0))
+            .send_full(1, 0, None, 11, 1, (6, 9), ok(1))
+            .poll(7, 0, &[(0, 10), (1, 11)], 40)
+            .final_read(&[(0, 10)], 100)
+            .check(allowances)
+    };
+    // A single replica under acks=1: the crash at 50 ms may drop what a consumer read.
+    assert!(cause(only(&build(&acks1_crash_at(50)), AnomalyKind::LostWrite)).contains("acks=1"));
+    // With replicas a consumer reads only below the HW, which every ISR member holds synced.
+    let replicated = Allowances {
+        reads_survive: Some("replicated".into()),
+        ..acks1_crash_at(50)
+    };
+    assert!(only(&build(&replicated), AnomalyKind::LostWrite).is_violation());
+    // Only an unclean election may drop it, and says so.
+    let unclean = Allowances {
+        unclean_election_loss: Some(LossAllowance {
+            cause: "unclean.leader.election.enable=true".into(),
+            crashes_ms: vec![60],
+            unsynced_window_ms: None,
+        }),
+        ..replicated
+    };
+    assert!(cause(only(&build(&unclean), AnomalyKind::LostWrite))
+        .contains("unclean.leader.election.enable=true (leader change at 60 ms)"));
+}
+
+#[test]
+fn an_unclean_election_allows_losing_an_acks_all_send_invoked_before_it_but_not_after() {
+    let unclean = |at: u64| Allowances {
+        unclean_election_loss: Some(LossAllowance {
+            cause: "unclean".into(),
+            crashes_ms: vec![at],
+            unsynced_window_ms: None,
+        }),
+        ..Allowances::default()
+    };
+    let report = Builder::default()
+        .send(10, (0, 5), ok(0))
+        .send(11, (10, 20), ok(1))
+        .poll(7, 0, &[(0, 10), (2, 12)], 70)
+        .send(12, (60, 65), ok(2))
+        .check(&unclean(50));
+    assert!(cause(only(&report, AnomalyKind::LostWrite)).contains("unclean"));
+    let report = Builder::default()
+        .send(10, (0, 5), ok(0))
+        .send(11, (10, 20), ok(1))
+        .poll(7, 0, &[(0, 10), (2, 12)], 70)
+        .send(12, (60, 65), ok(2))
+        .check(&unclean(5));
+    assert!(only(&report, AnomalyKind::LostWrite).is_violation());
 }
 
 // ---- Never seen ----

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use broker::log::batch;
 use broker::log::FlushPolicy;
+use broker::partition::Partition;
 
 use super::report::{Anomaly, HarnessAnomalyKind};
 use crate::cluster::Cluster;
@@ -38,6 +39,11 @@ pub(crate) struct Invariants {
     /// (broker, incarnation, topic, partition) → highest high watermark seen (durable policy).
     high_watermarks: BTreeMap<(u32, u32, String, i32), u64>,
     pub(super) metadata: MetadataChecks,
+    pub(super) replication: ReplicationChecks,
+    /// Replicated topics may lose writes here, and a new leader then reuses their offsets
+    /// (Kafka does): two values at one offset are for the history checker to judge, which
+    /// knows which losses are allowed ([`super::verdict::offset_reuse_after_loss`]).
+    pub(super) offset_reuse_allowed: bool,
     pub(super) violations: Vec<Anomaly>,
 }
 
@@ -50,6 +56,10 @@ pub(crate) enum MetadataInvariant {
     LeaderEpochRises,
     /// A fenced broker leads a partition in some image.
     FencedBrokerNeverLeads,
+    /// A partition's leader is outside its ISR, or its ISR outside its replicas, in some image.
+    LeaderInIsr,
+    /// A partition's partition epoch went down in one node's image.
+    PartitionEpochRises,
     /// A node's metadata offset went down within one incarnation.
     MetadataOffsetRises,
     /// Two images at one metadata offset differ (a committed entry lost or rewritten).
@@ -72,6 +82,8 @@ impl MetadataInvariant {
             MetadataInvariant::OneControllerPerTerm => "one-controller-per-term",
             MetadataInvariant::LeaderEpochRises => "leader-epoch-rises",
             MetadataInvariant::FencedBrokerNeverLeads => "fenced-broker-never-leads",
+            MetadataInvariant::LeaderInIsr => "leader-in-isr",
+            MetadataInvariant::PartitionEpochRises => "partition-epoch-rises",
             MetadataInvariant::MetadataOffsetRises => "metadata-offset-rises",
             MetadataInvariant::OneImagePerOffset => "one-image-per-offset",
             MetadataInvariant::CommittedOffsetKept => "committed-offset-kept",
@@ -91,8 +103,8 @@ pub(crate) struct MetadataChecks {
     offsets: BTreeMap<(u32, u32), i64>,
     /// node → the leader and term it last reported (traced when it changes).
     views: BTreeMap<u32, (Option<i32>, u64)>,
-    /// (node, incarnation, topic id, partition) → the last leader epoch seen.
-    leader_epochs: BTreeMap<(u32, u32, Uuid, i32), i32>,
+    /// (node, incarnation, topic id, partition) → the last leader and partition epochs seen.
+    leader_epochs: BTreeMap<(u32, u32, Uuid, i32), (i32, i32)>,
     /// metadata offset → (the first image seen at it, the node it was seen on, ms).
     images: BTreeMap<i64, (Arc<ClusterImage>, u32, u64)>,
     /// The highest metadata offset any node applied.
@@ -174,7 +186,35 @@ impl MetadataChecks {
                 let index = index as i32;
                 let key = (id, incarnation, topic.id, index);
                 let epoch = partition.leader_epoch;
-                if let Some(before) = self.leader_epochs.insert(key, epoch) {
+                let partition_epoch = partition.partition_epoch;
+                let last = self.leader_epochs.insert(key, (epoch, partition_epoch));
+                if let Some((_, before)) = last {
+                    if partition_epoch < before {
+                        found.push((
+                            MetadataInvariant::PartitionEpochRises,
+                            format!(
+                                "broker {id}'s image at offset {offset}: {}-{index}'s partition epoch went back from {before} to {partition_epoch}",
+                                topic.name
+                            ),
+                        ));
+                    }
+                }
+                let outside = partition
+                    .isr
+                    .iter()
+                    .find(|m| !partition.replicas.contains(m));
+                let leader_outside =
+                    partition.leader != NO_NODE && !partition.isr.contains(&partition.leader);
+                if leader_outside || outside.is_some() {
+                    found.push((
+                        MetadataInvariant::LeaderInIsr,
+                        format!(
+                            "broker {id}'s image at offset {offset}: {}-{index} has leader {}, ISR {:?}, replicas {:?}",
+                            topic.name, partition.leader, partition.isr, partition.replicas
+                        ),
+                    ));
+                }
+                if let Some((before, _)) = last {
                     if epoch < before {
                         found.push((
                             MetadataInvariant::LeaderEpochRises,
@@ -264,6 +304,36 @@ pub(crate) fn converged(
 }
 
 impl Invariants {
+    pub(super) fn new(offset_reuse_allowed: bool) -> Invariants {
+        Invariants {
+            offset_reuse_allowed,
+            ..Invariants::default()
+        }
+    }
+
+    /// Records a breach of a replication invariant, named.
+    pub(crate) fn replication_violation(
+        &mut self,
+        kind: ReplicationInvariant,
+        what: String,
+        now: u64,
+        trace: &Trace,
+    ) {
+        trace.event("invariants", format!("INVARIANT {}: {what}", kind.name()));
+        if self.violations.len() < 100 {
+            self.violations.push(Anomaly {
+                kind: HarnessAnomalyKind::Invariant,
+                allowed: false,
+                description: format!("replication invariant {}: {what}", kind.name()),
+                topic: None,
+                partition: None,
+                offsets: vec![],
+                values: vec![],
+                at_ms: vec![now],
+            });
+        }
+    }
+
     /// Records a breach of a metadata invariant, named.
     pub(crate) fn metadata_violation(
         &mut self,
@@ -305,11 +375,16 @@ impl Invariants {
             .entry((partition, offset))
             .or_insert((value, now, how));
         if seen != value && self.violations.len() < 100 {
+            let judged = if self.offset_reuse_allowed {
+                " (allowed here only if the history checker allows the loss of all but one value)"
+            } else {
+                ""
+            };
             self.violations.push(Anomaly {
                 kind: HarnessAnomalyKind::Invariant,
-                allowed: false,
+                allowed: self.offset_reuse_allowed,
                 description: format!(
-                    "offset {offset} of {topic}-{partition} held value {seen} ({seen_how} at {at}ms) and then value {value} ({how} at {now}ms)"
+                    "offset {offset} of {topic}-{partition} held value {seen} ({seen_how} at {at}ms) and then value {value} ({how} at {now}ms){judged}"
                 ),
                 topic: Some(topic.to_string()),
                 partition: Some(partition),
@@ -341,6 +416,13 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
             inv.metadata_violation(kind, what, now, trace);
         }
     }
+    if let Some(view) = cluster
+        .planes()
+        .iter()
+        .max_by_key(|v| v.image.metadata_offset)
+    {
+        inv.replication.trace_leadership(&view.image, trace);
+    }
     for id in cluster.broker_ids() {
         let Some(broker) = cluster.broker(id) else {
             continue;
@@ -348,6 +430,17 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
         let incarnation = cluster.incarnations(id);
         for topic in broker.topics() {
             for partition in &topic.partitions {
+                let state = partition.replica_state();
+                let replica =
+                    ReplicaView::of(id, incarnation, &topic.name, partition.index, &state);
+                // A replicated partition's HW may fall with a leader change (a follower takes
+                // the new leader's): only a sole replica's must never go back, per incarnation.
+                // Replicas are held to `hw-never-falls-while-leading` instead.
+                let sole = state.followers().is_empty() && !replica.follower;
+                let found = inv.replication.observe(&replica, now);
+                for (kind, what) in found {
+                    inv.replication_violation(kind, what, now, trace);
+                }
                 let o = partition.log.offsets();
                 let hw = partition.high_watermark();
                 let durable = partition.log.config().flush == FlushPolicy::Durable;
@@ -370,7 +463,7 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
                         o.durable_end_offset
                     ));
                 }
-                if durable {
+                if durable && sole {
                     let key = (id, incarnation, topic.name.clone(), partition.index);
                     let highest = inv.high_watermarks.entry(key).or_insert(hw);
                     if hw < *highest {
@@ -402,6 +495,71 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
             }
         }
     }
+}
+
+/// One live broker's replica of a partition: its state as seen, and the partition to read.
+type LiveReplica = (ReplicaView, Arc<Partition>);
+
+/// The log-level replication invariants ([`compare_replicas`]) over every partition's live
+/// replicas, once the cluster is quiet (after the liveness phase). A follower may still be a
+/// fetch behind its leader, so a finding is looked at again a few times before it is reported.
+/// Returns the findings as (topic, partition, invariant, what) for the caller to judge (a bit
+/// flip at rest may excuse one).
+pub(super) async fn check_replicas(
+    cluster: &Cluster,
+    trace: &Trace,
+) -> Vec<(String, i32, ReplicationInvariant, String)> {
+    let mut found = Vec::new();
+    for attempt in 0..10 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        // The state first, then the log: the log only grows past what the state names.
+        let mut partitions: BTreeMap<(String, i32), Vec<LiveReplica>> = BTreeMap::new();
+        for id in cluster.broker_ids() {
+            let Some(broker) = cluster.broker(id) else {
+                continue;
+            };
+            let incarnation = cluster.incarnations(id);
+            for topic in broker.topics() {
+                for partition in &topic.partitions {
+                    let view = ReplicaView::of(
+                        id,
+                        incarnation,
+                        &topic.name,
+                        partition.index,
+                        &partition.replica_state(),
+                    );
+                    partitions
+                        .entry((topic.name.clone(), partition.index))
+                        .or_default()
+                        .push((view, Arc::clone(partition)));
+                }
+            }
+        }
+        found.clear();
+        // Only partitions with replicas to compare are read: reading takes simulated disk
+        // time, and a single-broker run's trace stays what it was.
+        for ((topic, index), replicas) in partitions.into_iter().filter(|(_, r)| r.len() > 1) {
+            let mut logs = Vec::new();
+            for (view, partition) in replicas {
+                let batches = stored_batches(&partition.log).await;
+                logs.push(ReplicaLog { view, batches });
+            }
+            found.extend(
+                compare_replicas(&logs)
+                    .into_iter()
+                    .map(|(kind, what)| (topic.clone(), index, kind, what)),
+            );
+        }
+        if found.is_empty() {
+            break;
+        }
+    }
+    for (_, _, kind, what) in &found {
+        trace.event("invariants", format!("INVARIANT {}: {what}", kind.name()));
+    }
+    found
 }
 
 /// The log holds its offsets densely: from the log start each batch begins where the previous
@@ -462,6 +620,353 @@ pub(super) async fn check_dense(
     })
 }
 
+/// The replication invariants, by name. Online ones are checked on every live broker's replica
+/// state as the run goes ([`ReplicationChecks::observe`]); the log ones at the end, once the
+/// cluster is quiet ([`compare_replicas`]). (The leader being in its ISR is a property of the
+/// image: [`MetadataInvariant::LeaderInIsr`].)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ReplicationInvariant {
+    /// A leader's high watermark rose above the log end (as it counts for the HW) of an ISR
+    /// member it counts: acks=all and consumers would see data that member lacks.
+    HighWatermarkWithinIsr,
+    /// A leader's high watermark fell while it led in one epoch.
+    HighWatermarkNeverFallsWhileLeading,
+    /// A follower's high watermark is above its own log end.
+    FollowerHighWatermarkWithinLog,
+    /// Two brokers led one partition in the same leader epoch.
+    OneLeaderPerEpoch,
+    /// A batch below the leader's high watermark is missing on an ISR member, or differs there.
+    IsrHoldsCommitted,
+    /// Two replicas hold different batches at one offset with the same leader epoch: batches
+    /// of one epoch come from one leader, so they must be the same bytes everywhere.
+    OneLogPerEpoch,
+}
+
+impl ReplicationInvariant {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ReplicationInvariant::HighWatermarkWithinIsr => "hw-within-isr",
+            ReplicationInvariant::HighWatermarkNeverFallsWhileLeading => {
+                "hw-never-falls-while-leading"
+            }
+            ReplicationInvariant::FollowerHighWatermarkWithinLog => "follower-hw-within-log-end",
+            ReplicationInvariant::OneLeaderPerEpoch => "one-leader-per-epoch",
+            ReplicationInvariant::IsrHoldsCommitted => "isr-holds-committed",
+            ReplicationInvariant::OneLogPerEpoch => "one-log-per-epoch",
+        }
+    }
+}
+
+/// One broker's replica of one partition as the checks see it: a plain copy of its
+/// [`ReplicaState`](broker::replica::state::ReplicaState), so tests can build broken ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReplicaView {
+    pub broker: u32,
+    pub incarnation: u32,
+    pub topic: String,
+    pub partition: i32,
+    pub leader: bool,
+    pub follower: bool,
+    pub epoch: i32,
+    pub high_watermark: u64,
+    pub log_end_offset: u64,
+    /// Leading: each ISR member (itself included) and its log end as the leader counts it for
+    /// the HW (its own durable end under the durable policy; a follower's from its last fetch).
+    pub isr: BTreeMap<i32, u64>,
+}
+
+impl ReplicaView {
+    pub(crate) fn of(
+        broker: u32,
+        incarnation: u32,
+        topic: &str,
+        partition: i32,
+        state: &broker::replica::state::ReplicaState,
+    ) -> ReplicaView {
+        use broker::replica::state::{HighWatermarkBasis, Role};
+        let local = state.local_log();
+        let own = match state.basis() {
+            HighWatermarkBasis::LogEnd => local.log_end_offset,
+            HighWatermarkBasis::DurableEnd => local.durable_end_offset,
+        };
+        let leader = state.is_leader();
+        let isr = if leader {
+            state
+                .isr()
+                .iter()
+                .map(|&m| {
+                    let counted = if m == state.local_id() {
+                        own
+                    } else {
+                        state.followers().get(&m).map_or(0, |f| f.log_end_offset)
+                    };
+                    (m, counted)
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        ReplicaView {
+            broker,
+            incarnation,
+            topic: topic.to_string(),
+            partition,
+            leader,
+            follower: matches!(state.role(), Role::Follower { .. }),
+            epoch: state.leader_epoch(),
+            high_watermark: state.high_watermark(),
+            log_end_offset: local.log_end_offset,
+            isr,
+        }
+    }
+}
+
+/// What the online replication checks have seen.
+#[derive(Default)]
+pub(crate) struct ReplicationChecks {
+    /// (topic, partition, leader epoch) → the broker first seen leading in it, and when.
+    leaders: BTreeMap<(String, i32, i32), (u32, u64)>,
+    /// (broker, incarnation, topic, partition, epoch) → the HW last seen while it led.
+    leader_hws: BTreeMap<(u32, u32, String, i32, i32), u64>,
+    /// (topic, partition) → (leader, leader epoch, ISR) last traced, from the most advanced image.
+    traced: BTreeMap<(String, usize), (i32, i32, Vec<i32>)>,
+    /// Simulated ms of every leader change (a replicated partition's leader epoch rising):
+    /// what an acks=1 loss or an unclean election's loss is allowed by.
+    pub(crate) leader_changes_ms: Vec<u64>,
+    /// One report per invariant and subject: a broken invariant stays broken.
+    reported: std::collections::BTreeSet<(ReplicationInvariant, String)>,
+}
+
+impl ReplicationChecks {
+    /// Checks one replica as it is now; returns the violations found (named).
+    pub(crate) fn observe(
+        &mut self,
+        r: &ReplicaView,
+        now: u64,
+    ) -> Vec<(ReplicationInvariant, String)> {
+        let mut found = Vec::new();
+        let at = format!("{}-{} on broker {}", r.topic, r.partition, r.broker);
+        if r.follower && r.high_watermark > r.log_end_offset {
+            found.push((
+                ReplicationInvariant::FollowerHighWatermarkWithinLog,
+                format!(
+                    "{at}: follower HW {} beyond its log end {}",
+                    r.high_watermark, r.log_end_offset
+                ),
+            ));
+        }
+        if r.leader {
+            let key = (r.topic.clone(), r.partition, r.epoch);
+            let (first, since) = *self.leaders.entry(key).or_insert((r.broker, now));
+            if first != r.broker {
+                found.push((
+                    ReplicationInvariant::OneLeaderPerEpoch,
+                    format!(
+                        "{}-{} epoch {}: broker {first} led it (seen at {since}ms) and broker {} leads it too",
+                        r.topic, r.partition, r.epoch, r.broker
+                    ),
+                ));
+            }
+            let key = (
+                r.broker,
+                r.incarnation,
+                r.topic.clone(),
+                r.partition,
+                r.epoch,
+            );
+            let last = self.leader_hws.insert(key, r.high_watermark);
+            match last {
+                Some(last) if r.high_watermark < last => found.push((
+                    ReplicationInvariant::HighWatermarkNeverFallsWhileLeading,
+                    format!(
+                        "{at}: HW fell from {last} to {} in leader epoch {}",
+                        r.high_watermark, r.epoch
+                    ),
+                )),
+                // The HW moved in this leadership: the leader computed it, so it must lie
+                // within every member it counts. (A new leader's first HW is the one it had
+                // as a follower, a lower bound it keeps until its followers report.)
+                Some(last) if r.high_watermark > last => {
+                    for (&member, &end) in &r.isr {
+                        if r.high_watermark > end {
+                            found.push((
+                                ReplicationInvariant::HighWatermarkWithinIsr,
+                                format!(
+                                    "{at}: HW rose to {} in epoch {} beyond ISR member {member}'s log end {end}",
+                                    r.high_watermark, r.epoch
+                                ),
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.dedup(found)
+    }
+
+    /// Traces each replicated partition's leader, epoch and ISR when they change in `image`
+    /// (the most advanced one): the story a replication scenario's trace tells.
+    fn trace_leadership(&mut self, image: &ClusterImage, trace: &Trace) {
+        for topic in image.topics.values() {
+            for (index, p) in topic.partitions.iter().enumerate() {
+                if p.replicas.len() < 2 {
+                    continue;
+                }
+                let now = (p.leader, p.leader_epoch, p.isr.clone());
+                let key = (topic.name.clone(), index);
+                let before = self.traced.get(&key);
+                if before.is_some_and(|b| b.1 != now.1) {
+                    self.leader_changes_ms.push(now_ms());
+                }
+                if before != Some(&now) {
+                    trace.event(
+                        "metadata",
+                        format!(
+                            "{}-{index}: leader {} epoch {} isr {:?}",
+                            topic.name, p.leader, p.leader_epoch, p.isr
+                        ),
+                    );
+                    self.traced.insert(key, now);
+                }
+            }
+        }
+    }
+
+    fn dedup(
+        &mut self,
+        found: Vec<(ReplicationInvariant, String)>,
+    ) -> Vec<(ReplicationInvariant, String)> {
+        found
+            .into_iter()
+            .filter(|(kind, what)| {
+                let subject = what.split(':').next().unwrap_or(what).to_string();
+                self.reported.insert((*kind, subject))
+            })
+            .collect()
+    }
+}
+
+/// One batch of a replica's log: (base offset, last offset, leader epoch, its bytes).
+pub(crate) type StoredBatch = (i64, i64, i32, Vec<u8>);
+
+/// One replica's log at the end of a run, with its role.
+pub(crate) struct ReplicaLog {
+    pub view: ReplicaView,
+    pub batches: Vec<StoredBatch>,
+}
+
+/// The log-level replication invariants over every replica of one partition: the leader (the
+/// one leading in the highest epoch) holds nothing below its HW that an ISR member lacks or
+/// holds differently; and no two replicas hold different batches at one offset in one leader
+/// epoch.
+pub(crate) fn compare_replicas(replicas: &[ReplicaLog]) -> Vec<(ReplicationInvariant, String)> {
+    let mut found = Vec::new();
+    // Per replica: base offset → (leader epoch, last offset, bytes).
+    type Index<'a> = BTreeMap<i64, (i32, i64, &'a [u8])>;
+    let indexes: Vec<Index<'_>> = replicas
+        .iter()
+        .map(|r| {
+            r.batches
+                .iter()
+                .map(|(base, last, epoch, bytes)| (*base, (*epoch, *last, bytes.as_slice())))
+                .collect()
+        })
+        .collect();
+    for (i, a) in replicas.iter().enumerate() {
+        for (j, b) in replicas.iter().enumerate().skip(i + 1) {
+            for (base, (epoch, _, bytes)) in &indexes[i] {
+                if let Some((other_epoch, _, other)) = indexes[j].get(base) {
+                    if other_epoch == epoch && other != bytes {
+                        found.push((
+                            ReplicationInvariant::OneLogPerEpoch,
+                            format!(
+                                "{}-{}: brokers {} and {} hold different batches at offset {base} in leader epoch {epoch}",
+                                a.view.topic, a.view.partition, a.view.broker, b.view.broker
+                            ),
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let leader = replicas
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.view.leader)
+        .max_by_key(|(_, r)| r.view.epoch);
+    if let Some((l, leader)) = leader {
+        let hw = leader.view.high_watermark as i64;
+        for &member in leader.view.isr.keys() {
+            let Some(m) = replicas.iter().position(|r| r.view.broker as i32 == member) else {
+                continue; // not up: nothing to compare
+            };
+            if m == l {
+                continue;
+            }
+            for (base, last, epoch, bytes) in &leader.batches {
+                if *last >= hw {
+                    break;
+                }
+                let same = indexes[m]
+                    .get(base)
+                    .is_some_and(|(e, _, b)| e == epoch && b == &bytes.as_slice());
+                if !same {
+                    found.push((
+                        ReplicationInvariant::IsrHoldsCommitted,
+                        format!(
+                            "{}-{}: the batch at offset {base} (epoch {epoch}) below leader {}'s HW {hw} is {} on ISR member {member}",
+                            leader.view.topic,
+                            leader.view.partition,
+                            leader.view.broker,
+                            if indexes[m].contains_key(base) { "different" } else { "missing" }
+                        ),
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Every batch of `log` from its start to its end, in order; a corrupt batch ends the walk.
+pub(crate) async fn stored_batches(log: &broker::log::Log) -> Vec<StoredBatch> {
+    let offsets = log.offsets();
+    let mut out = Vec::new();
+    let mut next = offsets.log_start_offset;
+    while next < offsets.log_end_offset {
+        let Ok(read) = log.read(next, 1 << 20, Some(offsets.log_end_offset)).await else {
+            break;
+        };
+        if read.records.is_empty() {
+            break;
+        }
+        let mut pos = 0;
+        while pos < read.records.len() {
+            let Ok(h) = batch::validate(&read.records[pos..]) else {
+                if pos == 0 {
+                    return out;
+                }
+                break; // a batch cut by the read's size: read again from it
+            };
+            let bytes = read.records[pos..pos + h.size()].to_vec();
+            if h.last_offset() as u64 >= next {
+                out.push((
+                    h.base_offset,
+                    h.last_offset(),
+                    h.partition_leader_epoch,
+                    bytes,
+                ));
+            }
+            next = next.max(h.last_offset() as u64 + 1);
+            pos += h.size();
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     //! Each metadata invariant catches the state its bug would leave: the checks are fed views
@@ -474,7 +979,10 @@ mod tests {
     use broker::controller::plane::QuorumStatus;
     use uuid::Uuid;
 
-    use super::{converged, MetadataChecks, MetadataInvariant};
+    use super::{
+        compare_replicas, converged, MetadataChecks, MetadataInvariant, ReplicaLog, ReplicaView,
+        ReplicationChecks, ReplicationInvariant,
+    };
     use crate::cluster::PlaneView;
 
     const TOPIC: Uuid = Uuid::from_u128(7);
@@ -609,6 +1117,30 @@ mod tests {
     }
 
     #[test]
+    fn a_leader_outside_its_isr_or_a_partition_epoch_going_back_is_caught() {
+        let mut checks = MetadataChecks::default();
+        let mut image = image();
+        let topic = Arc::make_mut(image.topics.get_mut("t").unwrap());
+        topic.partitions[0].replicas = vec![1, 2];
+        topic.partitions[0].partition_epoch = 3;
+        assert_eq!(
+            kinds(checks.observe(&view(1, 0, Some(1), 1, &image), 0)),
+            vec![]
+        );
+        let topic = Arc::make_mut(image.topics.get_mut("t").unwrap());
+        topic.partitions[0].isr = vec![2];
+        topic.partitions[0].partition_epoch = 2;
+        image.metadata_offset += 1;
+        assert_eq!(
+            kinds(checks.observe(&view(1, 0, Some(1), 1, &image), 1)),
+            vec![
+                MetadataInvariant::PartitionEpochRises,
+                MetadataInvariant::LeaderInIsr
+            ]
+        );
+    }
+
+    #[test]
     fn a_metadata_offset_going_back_is_caught_but_a_fresh_replica_starts_over() {
         let mut checks = MetadataChecks::default();
         let image = image();
@@ -669,5 +1201,163 @@ mod tests {
         assert!(converged(&views(&image), &restarted, Some((1, 1))).is_err());
         let down = [live(1), live(2), (3, None)];
         assert!(converged(&views(&image), &down, Some((1, 1))).is_err());
+    }
+
+    fn replica(broker: u32, leader: bool, epoch: i32, hw: u64, leo: u64) -> ReplicaView {
+        ReplicaView {
+            broker,
+            incarnation: 0,
+            topic: "t".into(),
+            partition: 0,
+            leader,
+            follower: !leader,
+            epoch,
+            high_watermark: hw,
+            log_end_offset: leo,
+            isr: if leader {
+                [(broker as i32, leo)].into_iter().collect()
+            } else {
+                BTreeMap::new()
+            },
+        }
+    }
+
+    fn replication_kinds(found: Vec<(ReplicationInvariant, String)>) -> Vec<ReplicationInvariant> {
+        found.into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn a_leader_and_followers_in_step_break_no_replication_invariant() {
+        let mut checks = ReplicationChecks::default();
+        let mut leader = replica(1, true, 3, 10, 12);
+        leader.isr.insert(2, 12);
+        leader.isr.insert(3, 11);
+        assert_eq!(replication_kinds(checks.observe(&leader, 0)), vec![]);
+        leader.high_watermark = 11;
+        assert_eq!(replication_kinds(checks.observe(&leader, 1)), vec![]);
+        assert_eq!(
+            replication_kinds(checks.observe(&replica(2, false, 3, 11, 12), 1)),
+            vec![]
+        );
+        // A new leader in a new epoch may start lower (its HW as a follower).
+        assert_eq!(
+            replication_kinds(checks.observe(&replica(2, true, 4, 9, 12), 2)),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_leader_whose_hw_rises_past_an_isr_members_log_end_is_caught() {
+        let mut checks = ReplicationChecks::default();
+        let mut leader = replica(1, true, 3, 10, 20);
+        leader.isr.insert(2, 12);
+        checks.observe(&leader, 0);
+        // The HW computed from the leader's own log end only.
+        leader.high_watermark = 20;
+        assert_eq!(
+            replication_kinds(checks.observe(&leader, 1)),
+            vec![ReplicationInvariant::HighWatermarkWithinIsr]
+        );
+    }
+
+    #[test]
+    fn a_leaders_hw_falling_within_one_epoch_is_caught_but_not_across_epochs() {
+        let mut checks = ReplicationChecks::default();
+        checks.observe(&replica(1, true, 3, 10, 20), 0);
+        assert_eq!(
+            replication_kinds(checks.observe(&replica(1, true, 3, 8, 20), 1)),
+            vec![ReplicationInvariant::HighWatermarkNeverFallsWhileLeading]
+        );
+        let mut other = ReplicationChecks::default();
+        other.observe(&replica(1, true, 3, 10, 20), 0);
+        assert_eq!(
+            replication_kinds(other.observe(&replica(1, true, 5, 8, 20), 1)),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_follower_hw_beyond_its_log_end_is_caught() {
+        let mut checks = ReplicationChecks::default();
+        assert_eq!(
+            replication_kinds(checks.observe(&replica(2, false, 3, 13, 12), 0)),
+            vec![ReplicationInvariant::FollowerHighWatermarkWithinLog]
+        );
+    }
+
+    #[test]
+    fn two_brokers_leading_in_one_epoch_is_caught() {
+        let mut checks = ReplicationChecks::default();
+        checks.observe(&replica(1, true, 3, 10, 20), 0);
+        assert_eq!(
+            replication_kinds(checks.observe(&replica(2, true, 3, 10, 20), 1)),
+            vec![ReplicationInvariant::OneLeaderPerEpoch]
+        );
+        // The zombie of epoch 3 may still think it leads while broker 2 leads epoch 4.
+        assert_eq!(
+            replication_kinds(checks.observe(&replica(2, true, 4, 10, 20), 2)),
+            vec![]
+        );
+    }
+
+    fn log(view: ReplicaView, batches: &[(i64, i64, i32, u8)]) -> ReplicaLog {
+        ReplicaLog {
+            view,
+            batches: batches
+                .iter()
+                .map(|&(base, last, epoch, byte)| (base, last, epoch, vec![byte; 4]))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn replicas_holding_the_leaders_log_below_its_hw_pass_even_with_a_divergent_tail_above() {
+        let mut leader = replica(1, true, 2, 10, 15);
+        leader.isr.insert(2, 15);
+        let logs = [
+            log(leader, &[(0, 4, 0, 1), (5, 9, 1, 2), (10, 14, 2, 3)]),
+            log(
+                replica(2, false, 2, 10, 15),
+                &[(0, 4, 0, 1), (5, 9, 1, 2), (10, 14, 2, 3)],
+            ),
+            // Out of the ISR: behind, with an old epoch's tail not yet truncated.
+            log(replica(3, false, 1, 5, 12), &[(0, 4, 0, 1), (5, 11, 0, 9)]),
+        ];
+        assert_eq!(replication_kinds(compare_replicas(&logs)), vec![]);
+    }
+
+    #[test]
+    fn an_isr_member_missing_or_differing_below_the_hw_is_caught() {
+        let mut leader = replica(1, true, 2, 10, 15);
+        leader.isr.insert(2, 15);
+        let missing = [
+            log(leader.clone(), &[(0, 4, 0, 1), (5, 9, 1, 2)]),
+            log(replica(2, false, 2, 5, 5), &[(0, 4, 0, 1)]),
+        ];
+        assert_eq!(
+            replication_kinds(compare_replicas(&missing)),
+            vec![ReplicationInvariant::IsrHoldsCommitted]
+        );
+        // Truncated to its own HW and refilled from another epoch: a different batch.
+        let differing = [
+            log(leader, &[(0, 4, 0, 1), (5, 9, 1, 2)]),
+            log(replica(2, false, 2, 10, 10), &[(0, 4, 0, 1), (5, 9, 2, 7)]),
+        ];
+        assert_eq!(
+            replication_kinds(compare_replicas(&differing)),
+            vec![ReplicationInvariant::IsrHoldsCommitted]
+        );
+    }
+
+    #[test]
+    fn two_replicas_with_different_batches_at_one_offset_in_one_epoch_are_caught() {
+        let logs = [
+            log(replica(1, false, 2, 0, 10), &[(0, 4, 0, 1), (5, 9, 1, 2)]),
+            log(replica(2, false, 2, 0, 10), &[(0, 4, 0, 1), (5, 9, 1, 3)]),
+        ];
+        assert_eq!(
+            replication_kinds(compare_replicas(&logs)),
+            vec![ReplicationInvariant::OneLogPerEpoch]
+        );
     }
 }

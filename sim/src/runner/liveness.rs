@@ -10,7 +10,7 @@ use std::time::Duration;
 use client::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 
 use super::fault_window::FaultLog;
-use super::invariants::{check_dense, check_online};
+use super::invariants::{check_dense, check_online, check_replicas};
 use super::report::{Anomaly, HarnessAnomalyKind};
 use super::workload::{connect, poll_once, value_of, Ctx};
 use super::Run;
@@ -276,6 +276,27 @@ impl Run {
             }
         }
         check_online(cluster, &ctx.invariants, trace);
+        for (topic, partition, kind, what) in check_replicas(cluster, trace).await {
+            // A replica whose segment took a bit flip holds a corrupt batch that ends its log
+            // for reading: no replica repairs another's disk (neither does Kafka's).
+            let flip = flipped(&topic, partition).filter(|_| s.allows(AllowSpec::LostWrite));
+            anomalies.push(Anomaly {
+                kind: HarnessAnomalyKind::Invariant,
+                allowed: flip.is_some(),
+                description: format!(
+                    "replication invariant {}: {what}{}",
+                    kind.name(),
+                    flip.map_or(String::new(), |(at, path)| format!(
+                        " (allowed: bit flip at rest in {path} at {at} ms)"
+                    ))
+                ),
+                topic: Some(topic),
+                partition: Some(partition),
+                offsets: vec![],
+                values: vec![],
+                at_ms: vec![now_ms()],
+            });
+        }
         anomalies
     }
 }

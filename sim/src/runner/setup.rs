@@ -11,6 +11,7 @@ use client::{Admin, CreateTopicError, NewTopic};
 
 use super::invariants::Invariants;
 use super::plan::FaultPlan;
+use super::verdict::offset_reuse_after_loss;
 use super::workload::{connect, Ctx};
 use super::Run;
 use crate::cluster::{BrokerSetup, Cluster, QuorumSetup};
@@ -40,6 +41,19 @@ impl Run {
             offsets_retention_check_interval_ms: c
                 .offsets_retention_check_interval_ms
                 .unwrap_or(BrokerConfig::default().offsets_retention_check_interval_ms),
+            replica_lag_time_max_ms: c
+                .replica_lag_time_max_ms
+                .unwrap_or(BrokerConfig::default().replica_lag_time_max_ms),
+            min_insync_replicas: c
+                .min_insync_replicas
+                .unwrap_or(BrokerConfig::default().min_insync_replicas),
+            unclean_leader_election_enable: c.unclean_leader_election_enable,
+            broker_session_timeout_ms: c
+                .broker_session_timeout_ms
+                .unwrap_or(BrokerConfig::default().broker_session_timeout_ms),
+            broker_heartbeat_interval_ms: c
+                .broker_heartbeat_interval_ms
+                .unwrap_or(BrokerConfig::default().broker_heartbeat_interval_ms),
             ..BrokerConfig::default()
         }
     }
@@ -123,7 +137,9 @@ impl Run {
             stop: Arc::new(AtomicBool::new(false)),
             inflight: Arc::new(AtomicUsize::new(0)),
             next_value: Arc::new(AtomicU64::new(1)),
-            invariants: Arc::new(Mutex::new(Invariants::default())),
+            invariants: Arc::new(Mutex::new(Invariants::new(
+                offset_reuse_after_loss(s).is_some(),
+            ))),
             bootstrap: cluster.bootstrap_servers(),
             seed: self.seed,
             next_walk: Arc::new(AtomicU32::new(crate::group_members::EXPIRY_CHECKER - 1)),

@@ -66,14 +66,14 @@ impl Run {
         let (crashes_ms, bit_flips, faults_applied) =
             (&faults.crashes_ms, &faults.bit_flips, faults.applied);
         let history = ctx.recorder.take();
-        let checked = check_history(&history, s, crashes_ms, bit_flips);
-        let violations = std::mem::take(
-            &mut ctx
-                .invariants
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .violations,
-        );
+        let (violations, leader_changes_ms) = {
+            let mut inv = ctx.invariants.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                std::mem::take(&mut inv.violations),
+                std::mem::take(&mut inv.replication.leader_changes_ms),
+            )
+        };
+        let checked = check_history(&history, s, crashes_ms, &leader_changes_ms, bit_flips);
         anomalies.splice(0..0, violations);
         let verdict = if anomalies.iter().any(|a| !a.allowed) || !checked.passed() {
             Verdict::Fail
@@ -127,6 +127,36 @@ impl Run {
     }
 }
 
+/// Whether a replicated topic may lose a write in this configuration (acks=0/1 producers, the
+/// lazy policy, or unclean elections, with lost writes allowed), so that a new leader reuses its offset: the
+/// cause, or `None`.
+pub(super) fn offset_reuse_after_loss(scenario: &Scenario) -> Option<String> {
+    let replicated = scenario.topics.iter().any(|t| t.replication_factor > 1);
+    let weak = scenario
+        .workload
+        .producers
+        .iter()
+        .any(|p| p.acks != AcksSpec::All);
+    // Under the lazy policy a power loss of every replica drops their unsynced tail, and the
+    // next leader appends at its own log end.
+    let lazy = scenario.cluster.flush_mode == FlushModeSpec::Lazy;
+    (replicated && (weak || lazy || unclean(scenario)) && scenario.allows(AllowSpec::LostWrite))
+        .then(|| {
+        "an offset freed by a lost write is assigned again by the next leader (replicated topic)"
+            .to_string()
+    })
+}
+
+/// `unclean.leader.election.enable`, as the broker default or a topic's override.
+fn unclean(scenario: &Scenario) -> bool {
+    scenario.cluster.unclean_leader_election_enable
+        || scenario.topics.iter().any(|t| {
+            t.configs
+                .get("unclean.leader.election.enable")
+                .is_some_and(|v| v == "true")
+        })
+}
+
 /// Runs the offline history checker with the allowances the scenario and the run justify:
 /// the file's `allow` list grants a kind only when the configuration can produce it (acks=0/1
 /// or the lazy flush policy for lost writes, non-idempotent producers for duplicates), with the
@@ -137,6 +167,7 @@ fn check_history(
     history: &History,
     scenario: &Scenario,
     crashes_ms: &[u64],
+    leader_changes_ms: &[u64],
     bit_flips: &[(u64, String)],
 ) -> checker::Report {
     let mut allowances = Allowances::default();
@@ -148,6 +179,14 @@ fn check_history(
         allowances.offsets_expire_after_ms = Some(minutes as u64 * 60_000);
     }
     let producers = &scenario.workload.producers;
+    let replicated =
+        !scenario.topics.is_empty() && scenario.topics.iter().all(|t| t.replication_factor > 1);
+    if replicated && scenario.cluster.flush_mode == FlushModeSpec::Durable {
+        allowances.reads_survive = Some(
+            "every topic is replicated under the durable policy: reads stop at the high watermark"
+                .into(),
+        );
+    }
     if scenario.allows(AllowSpec::LostWrite) {
         let weak: Vec<String> = producers
             .iter()
@@ -155,9 +194,36 @@ fn check_history(
             .map(|p| format!("acks={} on {}", p.acks, p.topic))
             .collect();
         if !weak.is_empty() {
+            // With replicas, a leader change without a crash (an isolated or paused leader)
+            // drops what the followers had not fetched, as in Kafka.
+            let (cause, moments) = if replicated {
+                let mut moments = crashes_ms.to_vec();
+                moments.extend_from_slice(leader_changes_ms);
+                moments.sort_unstable();
+                (
+                    format!(
+                        "producers use {}; a crash or a leader change drops what followers had not fetched",
+                        weak.join(", ")
+                    ),
+                    moments,
+                )
+            } else {
+                (
+                    format!("producers use {}", weak.join(", ")),
+                    crashes_ms.to_vec(),
+                )
+            };
             allowances.acks0_or_acks1_loss_on_crash = Some(LossAllowance {
-                cause: format!("producers use {}", weak.join(", ")),
-                crashes_ms: crashes_ms.to_vec(),
+                cause,
+                crashes_ms: moments,
+                unsynced_window_ms: None,
+            });
+        }
+        if unclean(scenario) {
+            allowances.unclean_election_loss = Some(LossAllowance {
+                cause: "unclean.leader.election.enable=true: an out-of-sync replica may be elected"
+                    .into(),
+                crashes_ms: leader_changes_ms.to_vec(),
                 unsynced_window_ms: None,
             });
         }
@@ -193,6 +259,7 @@ fn check_history(
             });
         }
     }
+    allowances.offset_reuse_after_loss = offset_reuse_after_loss(scenario);
     let mut report = checker::check(history, &allowances);
     if scenario.allows(AllowSpec::LostWrite) && !bit_flips.is_empty() {
         use checker::AnomalyKind as K;

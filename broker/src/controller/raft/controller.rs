@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{node_id, raft_id, MetadataBatch, MetadataTypes, Shared};
 use crate::clock::Clock;
-use crate::controller::decide::{decide, ControllerSettings, Entropy, Sessions};
+use crate::controller::decide::{
+    decide, preferred_leader_elections, unclean_elections, ControllerSettings, Entropy, Sessions,
+};
 use crate::controller::image::{ClusterImage, MetadataRecord};
 use crate::controller::request::{ControllerError, ControllerReply, ControllerRequest};
 
@@ -91,6 +93,8 @@ pub(crate) struct ControllerLoop {
     /// The term this node leads and has caught up in; `None` while it does not lead.
     leading: Option<u64>,
     sessions: Sessions,
+    /// When the next leader-imbalance check is due (ms, the clock's).
+    next_rebalance_ms: Option<i64>,
 }
 
 impl ControllerLoop {
@@ -115,6 +119,7 @@ impl ControllerLoop {
             queue,
             leading: None,
             sessions: Sessions::for_node(node_id(id)),
+            next_rebalance_ms: None,
         };
         (controller, ControllerHandle { queue: queue_tx })
     }
@@ -212,9 +217,35 @@ impl ControllerLoop {
             return;
         }
         let image = self.shared.image();
-        let records = self
+        let mut records = self
             .sessions
             .expire(&image, &self.settings, self.clock.now_ms());
+        // Unclean elections are decided against the image the fencing leaves (a working copy:
+        // both go in one entry).
+        let mut working: ClusterImage = (*image).clone();
+        if !records.is_empty() {
+            working.apply(working.metadata_offset + 1, &records);
+        }
+        records.extend(unclean_elections(&working, &self.settings));
+        let now_ms = self.clock.now_ms();
+        let due = *self
+            .next_rebalance_ms
+            .get_or_insert(now_ms + self.settings.leader_imbalance_check_interval_ms);
+        if self.settings.auto_leader_rebalance_enable && now_ms >= due {
+            self.next_rebalance_ms =
+                Some(now_ms + self.settings.leader_imbalance_check_interval_ms);
+            if !records.is_empty() {
+                working.apply(working.metadata_offset + 1, &records);
+            }
+            let moved = preferred_leader_elections(&working);
+            if !moved.is_empty() {
+                tracing::info!(
+                    partitions = moved.len(),
+                    "leader imbalance: preferred replicas lead again"
+                );
+            }
+            records.extend(moved);
+        }
         if !records.is_empty() {
             if let Err(e) = self.commit(records).await {
                 tracing::warn!(error = %e, "metadata quorum: fencing expired sessions failed");

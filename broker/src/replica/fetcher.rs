@@ -1,0 +1,739 @@
+//! Followers fetching from leaders (Kafka's `ReplicaFetcherThread` / `AbstractFetcherThread`).
+//!
+//! One fetcher task per source broker fetches every partition this broker follows from that
+//! leader, over one wire connection, with Kafka's replica Fetch (replica id = this broker):
+//! - each partition is fetched from its own log end, which is how the leader learns the
+//!   follower's log end (and so the high watermark moves);
+//! - fetched batches are appended as the leader stored them (`Partition::append_as_follower`);
+//!   under the durable flush policy they are synced before the next fetch, so the offset the
+//!   leader counts for the high watermark is always durable here;
+//! - the leader's high watermark in each response becomes this replica's
+//!   (`Partition::update_high_watermark_as_follower`).
+//!
+//! Before a partition's first fetch in a leader epoch, the follower reconciles its log with the
+//! leader's (KIP-101, KIP-279): it asks OffsetsForLeaderEpoch for the end of its latest epoch in
+//! the leader's log, truncates to the divergence point ([`truncation_point`]) and repeats while
+//! the answer names an epoch it does not hold (the fast double failover). It never truncates to
+//! its local high watermark, which may be ahead of what the new leader has.
+//!
+//! The catalog drives the set ([`ReplicaFetchers::update`]) as it applies each image: a new
+//! leader or epoch replaces a partition's entry (and reconciles again), a broker no longer
+//! followed has its fetcher stopped. Errors back off: a connection failure for the whole
+//! fetcher, a partition error (fenced, not leader yet, storage) for that partition alone.
+//!
+//! Runtime rules: every request has a timeout, every `select!` is `biased;`, time is
+//! `tokio::time`'s (simulated under madsim).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId as WireBrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use wire::{Connection, ConnectionConfig};
+
+use super::BrokerId;
+use crate::log::batch::BatchHeader;
+use crate::log::leader_epoch::LeaderEpochCache;
+use crate::log::FlushPolicy;
+use crate::partition::Partition;
+
+/// What a fetcher speaks: Fetch v12 (topic names, diverging epochs known) and
+/// OffsetsForLeaderEpoch v3+ (replica id).
+const SPEAKS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Fetch, 12, 12),
+    (ApiKey::OffsetForLeaderEpoch, 3, 4),
+];
+/// How long a replica fetch waits at the leader for new data (Kafka's
+/// `replica.fetch.wait.max.ms`), at most: Kafka requires it below `replica.lag.time.max.ms`,
+/// since an idle follower counts as caught up only when a fetch of it is answered, so the
+/// fetchers wait no longer than a third of the lag time.
+const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
+
+/// The replica fetch wait for a `replica.lag.time.max.ms` (see [`FETCH_MAX_WAIT`]).
+pub fn fetch_max_wait(replica_lag_time_max_ms: u64) -> Duration {
+    FETCH_MAX_WAIT.min(Duration::from_millis((replica_lag_time_max_ms / 3).max(1)))
+}
+/// Bytes per partition and per response (Kafka's `replica.fetch.max.bytes` and
+/// `replica.fetch.response.max.bytes`).
+const PARTITION_MAX_BYTES: i32 = 1 << 20;
+const RESPONSE_MAX_BYTES: i32 = 10 << 20;
+/// Backoff after an error (Kafka's `replica.fetch.backoff.ms` is 1 s; shorter here so a
+/// failover does not idle the follower for long), doubled up to the maximum.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Bound on the OffsetsForLeaderEpoch rounds of one reconciliation; each round truncates to
+/// an older epoch, so this is only a guard against a leader that keeps answering oddly.
+const MAX_RECONCILE_ROUNDS: usize = 64;
+
+/// A partition a fetcher follows.
+#[derive(Clone)]
+struct Followed {
+    partition: Arc<Partition>,
+    /// The leader epoch this replica follows in (sent as the current leader epoch).
+    leader_epoch: i32,
+    /// The log must be reconciled with the leader's before the next fetch.
+    reconcile: bool,
+    /// After a partition error: not fetched again before this.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Followed {
+    fn new(partition: Arc<Partition>, leader_epoch: i32) -> Followed {
+        Followed {
+            partition,
+            leader_epoch,
+            reconcile: true,
+            retry_at: None,
+            backoff: BACKOFF_MIN,
+        }
+    }
+
+    fn back_off(&mut self, now: Instant) {
+        self.retry_at = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    fn succeeded(&mut self) {
+        self.retry_at = None;
+        self.backoff = BACKOFF_MIN;
+    }
+}
+
+type Key = (String, i32);
+
+/// The state one fetcher task shares with the catalog.
+struct Shared {
+    local_id: BrokerId,
+    fetch_max_wait: Duration,
+    source: BrokerId,
+    addr: String,
+    partitions: Mutex<BTreeMap<Key, Followed>>,
+    changed: Notify,
+    stopped: AtomicBool,
+}
+
+impl Shared {
+    fn partitions(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Followed>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Applies `f` to the entry for `key` if it is still the one fetched in `epoch` (the
+    /// catalog may have replaced it meanwhile).
+    fn update(&self, key: &Key, epoch: i32, f: impl FnOnce(&mut Followed)) {
+        if let Some(followed) = self.partitions().get_mut(key) {
+            if followed.leader_epoch == epoch {
+                f(followed);
+            }
+        }
+    }
+}
+
+/// A partition this broker should follow: from which leader, in which epoch.
+pub struct FollowTarget {
+    pub topic: String,
+    pub index: i32,
+    pub partition: Arc<Partition>,
+    pub leader: BrokerId,
+    pub leader_epoch: i32,
+}
+
+/// This broker's fetchers, one per source broker.
+pub struct ReplicaFetchers {
+    local_id: BrokerId,
+    fetch_max_wait: Duration,
+    fetchers: Mutex<BTreeMap<BrokerId, Arc<Shared>>>,
+}
+
+impl std::fmt::Debug for ReplicaFetchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaFetchers")
+            .field("local_id", &self.local_id)
+            .finish()
+    }
+}
+
+impl Drop for ReplicaFetchers {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+impl ReplicaFetchers {
+    /// Fetchers of broker `local_id`, whose replica fetches wait at most `fetch_max_wait` at
+    /// the leader (see [`fetch_max_wait`]).
+    pub fn new(local_id: BrokerId, fetch_max_wait: Duration) -> ReplicaFetchers {
+        ReplicaFetchers {
+            local_id,
+            fetch_max_wait,
+            fetchers: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Makes the fetchers follow exactly `targets`, each leader reached at `addrs[leader]`
+    /// (`host:port`). Partitions whose leader or epoch changed are reconciled again before
+    /// their next fetch; fetchers left with nothing stop.
+    pub fn update(&self, targets: Vec<FollowTarget>, addrs: &BTreeMap<BrokerId, String>) {
+        let mut wanted: BTreeMap<BrokerId, Vec<FollowTarget>> = BTreeMap::new();
+        for target in targets {
+            assert_ne!(
+                target.leader, self.local_id,
+                "a broker never follows itself"
+            );
+            if addrs.contains_key(&target.leader) {
+                wanted.entry(target.leader).or_default().push(target);
+            }
+        }
+        let mut fetchers = self.fetchers.lock().unwrap_or_else(|e| e.into_inner());
+        // Stop the fetchers of sources no longer followed, or now reached elsewhere.
+        let stale: Vec<BrokerId> = fetchers
+            .iter()
+            .filter(|(source, shared)| {
+                !wanted.contains_key(source) || addrs.get(source) != Some(&shared.addr)
+            })
+            .map(|(&source, _)| source)
+            .collect();
+        for source in stale {
+            if let Some(shared) = fetchers.remove(&source) {
+                shared.stop();
+            }
+        }
+        for (source, targets) in wanted {
+            let shared = fetchers.entry(source).or_insert_with(|| {
+                let shared = Arc::new(Shared {
+                    local_id: self.local_id,
+                    fetch_max_wait: self.fetch_max_wait,
+                    source,
+                    addr: addrs[&source].clone(),
+                    partitions: Mutex::new(BTreeMap::new()),
+                    changed: Notify::new(),
+                    stopped: AtomicBool::new(false),
+                });
+                tokio::spawn(run(Arc::clone(&shared)));
+                tracing::info!(source, addr = %shared.addr, "replica fetcher started");
+                shared
+            });
+            let mut partitions = shared.partitions();
+            let mut next = BTreeMap::new();
+            for target in targets {
+                let key = (target.topic, target.index);
+                let kept = partitions.remove(&key).filter(|f| {
+                    f.leader_epoch == target.leader_epoch
+                        && Arc::ptr_eq(&f.partition, &target.partition)
+                });
+                let followed =
+                    kept.unwrap_or_else(|| Followed::new(target.partition, target.leader_epoch));
+                next.insert(key, followed);
+            }
+            *partitions = next;
+            drop(partitions);
+            shared.changed.notify_one();
+        }
+    }
+
+    /// The source brokers fetched from, and the partitions fetched from each (for tests and
+    /// diagnostics).
+    pub fn sources(&self) -> BTreeMap<BrokerId, Vec<(String, i32)>> {
+        self.fetchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(&source, shared)| (source, shared.partitions().keys().cloned().collect()))
+            .collect()
+    }
+
+    /// Stops every fetcher (shutdown).
+    pub fn stop_all(&self) {
+        let fetchers =
+            std::mem::take(&mut *self.fetchers.lock().unwrap_or_else(|e| e.into_inner()));
+        for shared in fetchers.values() {
+            shared.stop();
+        }
+    }
+}
+
+/// Where a follower truncates after the leader answered OffsetsForLeaderEpoch for its latest
+/// epoch (Kafka's `AbstractFetcherThread.getOffsetTruncationState`): the offset, and whether
+/// the reconciliation is complete (else ask again with the latest epoch left after truncating).
+///
+/// `leader_epoch`/`leader_end_offset` are the leader's answer (-1/-1: it knows no epoch at or
+/// below the one asked). The target may be at or past `log_end_offset`: nothing to cut then.
+pub fn truncation_point(
+    local: &LeaderEpochCache,
+    log_end_offset: u64,
+    leader_epoch: i32,
+    leader_end_offset: i64,
+) -> (u64, bool) {
+    if leader_epoch < 0 || leader_end_offset < 0 {
+        // The leader holds no epoch this replica knows: none of this log is known to match.
+        return (0, true);
+    }
+    let leader_end = leader_end_offset as u64;
+    match local.end_offset_for(leader_epoch, log_end_offset) {
+        // Both hold that epoch: the logs agree up to where the shorter of the two ends it.
+        Some((epoch, local_end)) if epoch == leader_epoch => {
+            (leader_end.min(local_end).min(log_end_offset), true)
+        }
+        // This replica's nearest older epoch ends after the leader's: cut there and ask again
+        // (the leader may have ended that older epoch earlier still).
+        Some((_, local_end)) => (leader_end.min(local_end).min(log_end_offset), false),
+        // This replica holds no epoch that old: the leader's end offset is the bound.
+        None => (leader_end.min(log_end_offset), true),
+    }
+}
+
+/// The part of fetched `records` that continues a log ending at `log_end_offset`: batches
+/// wholly below it are dropped (already held), and a trailing partial batch is dropped (a
+/// response cut mid-batch). `Err` if a batch straddles the log end: the logs diverged.
+pub fn records_to_append(records: &[u8], log_end_offset: u64) -> Result<&[u8], u64> {
+    let mut start = None;
+    let mut pos = 0;
+    while pos < records.len() {
+        let Ok(header) = BatchHeader::parse(&records[pos..]) else {
+            break;
+        };
+        if pos + header.size() > records.len() {
+            break;
+        }
+        let base = header.base_offset as u64;
+        let last = header.last_offset() as u64;
+        if last < log_end_offset {
+            pos += header.size();
+            continue;
+        }
+        if base < log_end_offset {
+            return Err(base);
+        }
+        if start.is_none() {
+            start = Some(pos);
+        }
+        pos += header.size();
+    }
+    Ok(match start {
+        Some(start) => &records[start..pos],
+        None => &[],
+    })
+}
+
+/// The runtime's monotonic now: virtual under the simulator, where `tokio::time::Instant` is
+/// std's (which madsim intercepts), hence the allowance clippy needs in that build.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn monotonic_now() -> Instant {
+    Instant::now()
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// One fetcher: loops until stopped. See the module doc.
+async fn run(shared: Arc<Shared>) {
+    let mut connection: Option<Connection> = None;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if shared.is_stopped() {
+            tracing::info!(source = shared.source, "replica fetcher stopped");
+            return;
+        }
+        let changed = shared.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let now = monotonic_now();
+        let (ready, next_retry): (Vec<(Key, Followed)>, Option<Instant>) = {
+            let partitions = shared.partitions();
+            let ready = partitions
+                .iter()
+                .filter(|(_, f)| f.retry_at.is_none_or(|t| t <= now))
+                .map(|(k, f)| (k.clone(), f.clone()))
+                .collect();
+            let next = partitions.values().filter_map(|f| f.retry_at).min();
+            (ready, next)
+        };
+        if ready.is_empty() {
+            let wait = next_retry.map_or(BACKOFF_MAX, |t| t.saturating_duration_since(now));
+            tokio::select! {
+                biased;
+                () = &mut changed => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        let conn = match connection.take().filter(|c| !c.is_closed()) {
+            Some(conn) => conn,
+            None => {
+                let config = ConnectionConfig {
+                    client_id: format!("faultline-replica-{}", shared.local_id),
+                    connect_timeout: Duration::from_secs(5),
+                    request_timeout: Duration::from_secs(10),
+                };
+                match Connection::connect(&shared.addr, config, SPEAKS).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::debug!(source = shared.source, addr = %shared.addr, %e,
+                            "replica fetcher cannot connect; backing off");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                }
+            }
+        };
+        match fetch_round(&shared, &conn, ready).await {
+            Ok(()) => {
+                backoff = BACKOFF_MIN;
+                connection = Some(conn);
+            }
+            Err(e) => {
+                tracing::debug!(source = shared.source, %e, "replica fetch failed; reconnecting");
+                conn.close();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Reconciles the partitions that need it, then fetches the others once. `Err` only for a
+/// failure of the connection (the whole fetcher backs off); partition errors back off that
+/// partition.
+async fn fetch_round(
+    shared: &Shared,
+    conn: &Connection,
+    ready: Vec<(Key, Followed)>,
+) -> Result<(), wire::RequestError> {
+    let mut fetchable = Vec::new();
+    for (key, followed) in ready {
+        if !followed.reconcile {
+            fetchable.push((key, followed));
+            continue;
+        }
+        match reconcile(shared, conn, &key, &followed).await? {
+            Ok(()) => {
+                shared.update(&key, followed.leader_epoch, |f| {
+                    f.reconcile = false;
+                    f.succeeded();
+                });
+                fetchable.push((key, followed));
+            }
+            Err(reason) => {
+                tracing::debug!(topic = %key.0, partition = key.1, %reason,
+                    "reconciliation with the leader failed; backing off");
+                shared.update(&key, followed.leader_epoch, |f| f.back_off(monotonic_now()));
+            }
+        }
+    }
+    if fetchable.is_empty() {
+        return Ok(());
+    }
+    fetch_once(shared, conn, fetchable).await
+}
+
+/// OffsetsForLeaderEpoch rounds and truncation until this replica's log is a prefix of the
+/// leader's (as far as epochs tell). The outer `Err` is a connection failure; the inner one a
+/// partition error to back off from.
+async fn reconcile(
+    shared: &Shared,
+    conn: &Connection,
+    key: &Key,
+    followed: &Followed,
+) -> Result<Result<(), String>, wire::RequestError> {
+    let partition = &followed.partition;
+    for _ in 0..MAX_RECONCILE_ROUNDS {
+        let cache = partition.log.leader_epochs().await;
+        let log_end_offset = partition.log.log_end_offset();
+        let Some(latest) = cache.latest_epoch() else {
+            // No epoch recorded: an empty log, or one whose batches carry none. Nothing can
+            // be matched, so whatever it holds is fetched again.
+            if log_end_offset > partition.log.log_start_offset() {
+                if let Err(e) = partition
+                    .truncate_to(partition.log.log_start_offset())
+                    .await
+                {
+                    return Ok(Err(e.to_string()));
+                }
+            }
+            return Ok(Ok(()));
+        };
+        let request = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(WireBrokerId(shared.local_id))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(topic_name(&key.0))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(key.1)
+                    .with_current_leader_epoch(followed.leader_epoch)
+                    .with_leader_epoch(latest)])]);
+        let response = conn.send(&request).await?;
+        let Some(answer) = response
+            .topics
+            .iter()
+            .filter(|t| t.topic.0.as_str() == key.0)
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition == key.1)
+        else {
+            return Ok(Err("the leader did not answer for the partition".into()));
+        };
+        if answer.error_code != 0 {
+            return Ok(Err(format!(
+                "OffsetsForLeaderEpoch error {:?}",
+                ResponseError::try_from_code(answer.error_code)
+            )));
+        }
+        let (target, complete) = truncation_point(
+            &cache,
+            log_end_offset,
+            answer.leader_epoch,
+            answer.end_offset,
+        );
+        if target < log_end_offset {
+            tracing::info!(topic = %key.0, partition = key.1, from = log_end_offset, to = target,
+                local_epoch = latest, leader_epoch = answer.leader_epoch,
+                leader_end_offset = answer.end_offset, "truncating to the leader's log");
+            if let Err(e) = partition.truncate_to(target).await {
+                return Ok(Err(e.to_string()));
+            }
+        }
+        if complete {
+            return Ok(Ok(()));
+        }
+    }
+    Ok(Err("reconciliation did not converge".into()))
+}
+
+/// One replica Fetch for `fetchable`, and what each partition's answer means.
+async fn fetch_once(
+    shared: &Shared,
+    conn: &Connection,
+    fetchable: Vec<(Key, Followed)>,
+) -> Result<(), wire::RequestError> {
+    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for ((topic, index), followed) in &fetchable {
+        let log = &followed.partition.log;
+        topics.entry(topic).or_default().push(
+            FetchPartition::default()
+                .with_partition(*index)
+                .with_current_leader_epoch(followed.leader_epoch)
+                .with_fetch_offset(log.log_end_offset() as i64)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(log.log_start_offset() as i64)
+                .with_partition_max_bytes(PARTITION_MAX_BYTES),
+        );
+    }
+    let request = FetchRequest::default()
+        .with_replica_id(WireBrokerId(shared.local_id))
+        .with_max_wait_ms(shared.fetch_max_wait.as_millis() as i32)
+        .with_min_bytes(1)
+        .with_max_bytes(RESPONSE_MAX_BYTES)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    FetchTopic::default()
+                        .with_topic(topic_name(topic))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    let timeout = shared.fetch_max_wait + conn.request_timeout();
+    let response = conn.send_with_timeout(&request, timeout).await?;
+    if response.error_code != 0 {
+        tracing::debug!(
+            source = shared.source,
+            error = response.error_code,
+            "replica fetch refused"
+        );
+        for (key, followed) in &fetchable {
+            shared.update(key, followed.leader_epoch, |f| f.back_off(monotonic_now()));
+        }
+        return Ok(());
+    }
+    for topic in response.responses {
+        for data in topic.partitions {
+            let key = (topic.topic.0.to_string(), data.partition_index);
+            let Some((_, followed)) = fetchable.iter().find(|(k, _)| *k == key) else {
+                continue;
+            };
+            let outcome = apply_partition(followed, &data).await;
+            let epoch = followed.leader_epoch;
+            match outcome {
+                Applied::Ok => shared.update(&key, epoch, Followed::succeeded),
+                Applied::Reconcile(reason) => {
+                    tracing::info!(topic = %key.0, partition = key.1, %reason,
+                        "follower log does not continue the leader's: reconciling");
+                    shared.update(&key, epoch, |f| f.reconcile = true);
+                }
+                Applied::BackOff(reason) => {
+                    tracing::debug!(topic = %key.0, partition = key.1, %reason,
+                        "replica fetch of a partition failed; backing off");
+                    shared.update(&key, epoch, |f| f.back_off(monotonic_now()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+enum Applied {
+    Ok,
+    Reconcile(String),
+    BackOff(String),
+}
+
+/// Appends a partition's fetched batches, syncs them under the durable policy, and takes the
+/// leader's high watermark.
+async fn apply_partition(
+    followed: &Followed,
+    data: &kafka_protocol::messages::fetch_response::PartitionData,
+) -> Applied {
+    let partition = &followed.partition;
+    match ResponseError::try_from_code(data.error_code) {
+        None => {}
+        Some(ResponseError::OffsetOutOfRange) => {
+            return Applied::Reconcile("fetch offset out of the leader's range".into())
+        }
+        Some(error) => return Applied::BackOff(format!("{error:?}")),
+    }
+    let records = data.records.as_deref().unwrap_or_default();
+    let log_end_offset = partition.log.log_end_offset();
+    let fresh = match records_to_append(records, log_end_offset) {
+        Ok(fresh) => fresh,
+        Err(base) => {
+            return Applied::Reconcile(format!(
+                "a batch at {base} straddles the log end {log_end_offset}"
+            ))
+        }
+    };
+    if !fresh.is_empty() {
+        if let Err(e) = partition.append_as_follower(fresh).await {
+            use crate::log::FollowerAppendError;
+            return match e {
+                FollowerAppendError::NotContiguous { .. }
+                | FollowerAppendError::EpochWentBack { .. } => Applied::Reconcile(e.to_string()),
+                _ => Applied::BackOff(e.to_string()),
+            };
+        }
+        // Durable policy: the next fetch offset tells the leader these count for the high
+        // watermark, so they must be on disk first.
+        if partition.log.config().flush == FlushPolicy::Durable {
+            let end = partition.log.log_end_offset();
+            if let Err(e) = partition.log.wait_durable(end).await {
+                return Applied::BackOff(e.to_string());
+            }
+        }
+    }
+    if data.high_watermark >= 0 && partition.is_follower() {
+        partition.update_high_watermark_as_follower(data.high_watermark as u64);
+    }
+    Applied::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::builder;
+
+    fn cache(entries: &[(i32, u64)]) -> LeaderEpochCache {
+        let mut c = LeaderEpochCache::default();
+        for &(epoch, start) in entries {
+            c.assign(epoch, start);
+        }
+        c
+    }
+
+    #[test]
+    fn a_follower_in_the_leaders_latest_epoch_truncates_to_the_shorter_end() {
+        // Old leader wrote epoch 0 to 15; the new leader holds epoch 0 to 10 only.
+        let local = cache(&[(0, 0)]);
+        assert_eq!(truncation_point(&local, 15, 0, 10), (10, true));
+        // A follower behind the leader keeps all it has.
+        assert_eq!(truncation_point(&local, 7, 0, 10), (7, true));
+    }
+
+    #[test]
+    fn a_follower_ahead_in_an_epoch_the_leader_never_had_truncates_in_rounds() {
+        // The fast double failover (KIP-279): this replica led epoch 2 from offset 12 and
+        // wrote to 20; the leader never had epoch 2 and answers epoch 1, ended at 14.
+        let local = cache(&[(0, 0), (2, 12)]);
+        // This replica's nearest epoch ≤ 1 is 0, ended at 12: cut to 12, not complete.
+        assert_eq!(truncation_point(&local, 20, 1, 14), (12, false));
+        // Asked again with epoch 0 (what is left), the leader ends it at 10.
+        let local = cache(&[(0, 0)]);
+        assert_eq!(truncation_point(&local, 12, 0, 10), (10, true));
+    }
+
+    #[test]
+    fn the_truncation_point_never_depends_on_the_local_high_watermark() {
+        // Same epochs, same leader answer: the point is the leader's end, whatever this
+        // replica's high watermark was (it is not even an input).
+        let local = cache(&[(0, 0), (3, 40)]);
+        assert_eq!(truncation_point(&local, 50, 3, 45), (45, true));
+    }
+
+    #[test]
+    fn an_undefined_answer_refetches_everything() {
+        let local = cache(&[(5, 0)]);
+        assert_eq!(truncation_point(&local, 9, -1, -1), (0, true));
+    }
+
+    #[test]
+    fn a_replica_with_no_epoch_as_old_as_the_leaders_answer_cuts_at_the_leaders_end() {
+        let local = cache(&[(4, 3)]);
+        assert_eq!(truncation_point(&local, 9, 2, 5), (5, true));
+    }
+
+    fn batches(ranges: &[(u64, u32)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(base, count) in ranges {
+            let mut b = builder::simple(count as usize, 4, b'x', 1_700_000_000_000);
+            b[..8].copy_from_slice(&(base as i64).to_be_bytes());
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[test]
+    fn batches_already_held_are_skipped_and_a_partial_tail_is_dropped() {
+        let all = batches(&[(0, 2), (2, 3), (5, 1)]);
+        let first_len = batches(&[(0, 2)]).len();
+        assert_eq!(records_to_append(&all, 2).unwrap(), &all[first_len..]);
+        assert_eq!(records_to_append(&all, 6).unwrap(), &[] as &[u8]);
+        let cut = &all[..all.len() - 3];
+        let kept = records_to_append(cut, 0).unwrap();
+        assert_eq!(kept, &all[..batches(&[(0, 2), (2, 3)]).len()]);
+    }
+
+    #[test]
+    fn a_replica_fetch_waits_less_than_the_lag_time_that_would_call_an_idle_follower_out_of_sync() {
+        assert_eq!(fetch_max_wait(30_000), FETCH_MAX_WAIT);
+        assert_eq!(fetch_max_wait(300), Duration::from_millis(100));
+        assert_eq!(fetch_max_wait(0), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn a_batch_straddling_the_log_end_means_the_logs_diverged() {
+        let all = batches(&[(0, 2), (2, 3)]);
+        assert_eq!(records_to_append(&all, 3), Err(2));
+    }
+}

@@ -1,0 +1,538 @@
+//! The leader's side of the ISR: which followers leave it and which join, and the task that
+//! asks the controller for each change (Kafka's `isr-expiration` task, `Partition.maybeShrinkIsr`
+//! and `maybeExpandIsr`, with changes sent as AlterPartition, KIP-497).
+//!
+//! - **Shrink**: a member whose last catch-up with the leader's log end is older than
+//!   `replica.lag.time.max.ms` leaves (a stopped, partitioned or slow follower).
+//! - **Expand**: a follower joins once it holds everything below the high watermark and the
+//!   current leader epoch's start (KIP-320: a replica that missed this epoch's first batches
+//!   never counts toward an acknowledgement).
+//! - The leader never changes its ISR itself: it sends the whole new ISR with the leader and
+//!   partition epochs of the image it decided on, and takes the change when the committed image
+//!   reaches the partition (the catalog's `apply_role`). A change decided on a stale image is
+//!   refused (INVALID_UPDATE_VERSION, FENCED_LEADER_EPOCH) and decided again from the newer one.
+//! - One AlterPartition in flight per partition. While an expansion is in flight the joiners
+//!   hold the high watermark back as members do (Kafka's maximal ISR,
+//!   `Partition::set_pending_isr_expansion`): otherwise the HW could pass a joiner's log end
+//!   before the controller lets it in, and the joiner, once elected, would lack records
+//!   acknowledged with acks=all.
+//!
+//! When: every `replica.lag.time.max.ms / 2` (Kafka's period), and whenever a follower's fetch
+//! wakes the task ([`IsrManager::follower_may_join`]), which then only looks for followers
+//! that can join, as Kafka checks expansion on every follower fetch.
+//!
+//! Members are named without broker epochs (KIP-903's -1: unchecked): the leader does not learn
+//! its followers' broker epochs from their fetches yet. The controller still refuses fenced,
+//! shutting-down and unregistered brokers (KIP-841).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::state::{BrokerId, ReplicaState};
+use crate::broker::Broker;
+use crate::controller::image::PartitionImage;
+use crate::controller::request::{
+    AlterPartitionError, ControllerReply, ControllerRequest, IsrMember,
+};
+use crate::partition::Partition;
+
+/// What the leader should ask for now, from its replica state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IsrChange {
+    /// The whole new ISR, in id order, the leader included.
+    pub isr: Vec<BrokerId>,
+    /// Members leaving: out of sync longer than `replica.lag.time.max.ms`.
+    pub leaving: Vec<BrokerId>,
+    /// Followers joining: caught up to the high watermark and the leader epoch's start.
+    pub joining: Vec<BrokerId>,
+}
+
+/// The ISR members of the leader `state` that have not caught up with its log end for longer
+/// than `max_lag_ms` at `now_ms`, in id order. A member not heard from since this leadership
+/// began (at `leading_since_ms`) counts as caught up then, as Kafka resets an ISR member's
+/// `lastCaughtUpTimeMs` when it becomes leader: a new leader gives its ISR a full lag time to
+/// fetch before judging it.
+pub fn out_of_sync_members(
+    state: &ReplicaState,
+    leading_since_ms: i64,
+    now_ms: i64,
+    max_lag_ms: i64,
+) -> Vec<BrokerId> {
+    assert!(state.is_leader(), "only a leader judges its ISR");
+    state
+        .isr()
+        .iter()
+        .copied()
+        .filter(|&r| r != state.local_id())
+        .filter(|r| {
+            let caught_up_ms = state.followers()[r]
+                .last_caught_up_ms
+                .unwrap_or(leading_since_ms);
+            now_ms.saturating_sub(caught_up_ms) > max_lag_ms
+        })
+        .collect()
+}
+
+/// The ISR change the leader `state` (leading since `leading_since_ms`) wants at `now_ms`:
+/// members out of sync longer than `max_lag_ms` leave (unless `expand_only`), followers that
+/// can join join. `None` when the ISR stays as it is, or when `state` does not lead.
+pub fn wanted_isr_change(
+    state: &ReplicaState,
+    leading_since_ms: i64,
+    now_ms: i64,
+    max_lag_ms: i64,
+    expand_only: bool,
+) -> Option<IsrChange> {
+    if !state.is_leader() {
+        return None;
+    }
+    let leaving = if expand_only {
+        Vec::new()
+    } else {
+        out_of_sync_members(state, leading_since_ms, now_ms, max_lag_ms)
+    };
+    let joining: Vec<BrokerId> = state
+        .followers()
+        .keys()
+        .copied()
+        .filter(|r| !state.isr().contains(r) && state.can_join_isr(*r))
+        .collect();
+    if leaving.is_empty() && joining.is_empty() {
+        return None;
+    }
+    let isr: BTreeSet<BrokerId> = state
+        .isr()
+        .iter()
+        .copied()
+        .filter(|r| !leaving.contains(r))
+        .chain(joining.iter().copied())
+        .collect();
+    assert!(
+        isr.contains(&state.local_id()),
+        "the leader never leaves its own ISR"
+    );
+    Some(IsrChange {
+        isr: isr.into_iter().collect(),
+        leaving,
+        joining,
+    })
+}
+
+/// A partition, by topic id and index.
+type PartitionKey = (Uuid, i32);
+
+/// The broker's ISR manager: what is in flight, and the wake-up a follower's fetch gives.
+#[derive(Default)]
+pub struct IsrManager {
+    /// Partitions with an AlterPartition in flight: no second one until it is answered.
+    in_flight: Mutex<BTreeSet<PartitionKey>>,
+    /// Partitions whose last expansion was refused: a fetch's wake-up does not ask again
+    /// before the next periodic check (a follower that cannot join, say one shutting down,
+    /// would otherwise cost a request per fetch).
+    refused: Mutex<HashSet<PartitionKey>>,
+    /// Per partition this broker leads: the leader epoch and when this manager first saw it
+    /// lead in it (the start of the members' lag clock, see [`out_of_sync_members`]).
+    leading_since: Mutex<std::collections::HashMap<PartitionKey, (i32, i64)>>,
+    /// Set by a follower's fetch that may let it join.
+    wake: tokio::sync::Notify,
+    /// AlterPartition requests answered with a committed change, since start.
+    changes: std::sync::atomic::AtomicU64,
+}
+
+impl IsrManager {
+    /// A follower fetched and may now be able to join an ISR: check expansions soon. Cheap;
+    /// called from the fetch path.
+    pub fn follower_may_join(&self) {
+        // One stored permit: wake-ups while a check runs are not lost, nor do they pile up.
+        self.wake.notify_one();
+    }
+
+    /// ISR changes this broker asked for and the controller committed, since start.
+    pub fn changes_committed(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, BTreeSet<PartitionKey>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When this broker began leading `key` in `leader_epoch`, as first seen at `now_ms`.
+    fn leading_since(&self, key: PartitionKey, leader_epoch: i32, now_ms: i64) -> i64 {
+        let mut leading = self.leading_since.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = leading.entry(key).or_insert((leader_epoch, now_ms));
+        if entry.0 != leader_epoch {
+            *entry = (leader_epoch, now_ms);
+        }
+        entry.1
+    }
+
+    /// Forgets the leaderships not in `led` (a full pass saw every partition this broker leads).
+    fn retain_leaderships(&self, led: &BTreeSet<PartitionKey>) {
+        self.leading_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, _| led.contains(key));
+    }
+
+    fn lock_refused(&self) -> std::sync::MutexGuard<'_, HashSet<PartitionKey>> {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the ISR manager of `broker` until it begins to shut down (a stopping broker hands its
+/// leaderships away) or is dropped.
+pub(crate) async fn run(broker: Weak<Broker>) {
+    loop {
+        let Some(strong) = broker.upgrade() else {
+            return;
+        };
+        if strong.is_stopping() {
+            return;
+        }
+        let period = Duration::from_millis((strong.config.replica_lag_time_max_ms / 2).max(1));
+        let manager = Arc::clone(strong.isr_manager());
+        drop(strong);
+        // Holds no strong reference while waiting: a dropped broker ends this task.
+        let expand_only = tokio::select! {
+            biased;
+            () = tokio::time::sleep(period) => false,
+            () = manager.wake.notified() => true,
+        };
+        let Some(strong) = broker.upgrade() else {
+            return;
+        };
+        if strong.is_stopping() {
+            return;
+        }
+        if !expand_only {
+            manager.lock_refused().clear();
+        }
+        check_all(&strong, expand_only);
+    }
+}
+
+/// Looks at every partition this broker leads and sends the AlterPartitions they need.
+fn check_all(broker: &Arc<Broker>, expand_only: bool) {
+    let image = broker.image();
+    let now_ms = broker.clock().now_ms();
+    let max_lag_ms = i64::try_from(broker.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
+    let me = broker.config.node_id;
+    let manager = broker.isr_manager();
+    let mut led = BTreeSet::new();
+    for topic in broker.topics() {
+        let Some(wanted) = image.topic(&topic.name).filter(|t| t.id == topic.id) else {
+            continue;
+        };
+        for partition in &topic.partitions {
+            let Some(assignment) = usize::try_from(partition.index)
+                .ok()
+                .and_then(|i| wanted.partitions.get(i))
+            else {
+                continue;
+            };
+            if assignment.leader != me {
+                continue;
+            }
+            let key = (topic.id, partition.index);
+            led.insert(key);
+            let leading_since_ms = manager.leading_since(key, assignment.leader_epoch, now_ms);
+            if expand_only && manager.lock_refused().contains(&key) {
+                continue;
+            }
+            let state = partition.replica_state();
+            if !reflects(&state, assignment) {
+                // The catalog has not applied this image to the partition yet: decide once it
+                // has, so the request carries the epochs the state was judged under.
+                continue;
+            }
+            let Some(change) =
+                wanted_isr_change(&state, leading_since_ms, now_ms, max_lag_ms, expand_only)
+            else {
+                continue;
+            };
+            if !manager.lock_in_flight().insert(key) {
+                continue;
+            }
+            // Kafka's maximal ISR: from now until the answer, the joiners hold the high
+            // watermark back as members do, so it cannot pass what they hold before the
+            // controller lets them in.
+            if !change.joining.is_empty() && !partition.set_pending_isr_expansion(&change.joining) {
+                // No longer the leader: nothing to ask.
+                manager.lock_in_flight().remove(&key);
+                continue;
+            }
+            log_change(partition, &state, assignment, &change, now_ms);
+            let request = ControllerRequest::AlterPartition {
+                broker: me,
+                broker_epoch: broker.broker_epoch(),
+                topic_id: topic.id,
+                partition: partition.index,
+                leader_epoch: assignment.leader_epoch,
+                partition_epoch: assignment.partition_epoch,
+                new_isr: change
+                    .isr
+                    .iter()
+                    .copied()
+                    .map(IsrMember::unchecked)
+                    .collect(),
+            };
+            tokio::spawn(send(
+                Arc::clone(broker),
+                Arc::clone(partition),
+                key,
+                request,
+            ));
+        }
+    }
+    if !expand_only {
+        manager.retain_leaderships(&led);
+    }
+}
+
+/// Does the partition's replica state show `assignment` (this broker leading in its epoch
+/// with its ISR)?
+fn reflects(state: &ReplicaState, assignment: &PartitionImage) -> bool {
+    state.is_leader()
+        && state.leader_epoch() == assignment.leader_epoch
+        && state
+            .isr()
+            .iter()
+            .copied()
+            .eq(assignment.isr.iter().copied().collect::<BTreeSet<_>>())
+}
+
+fn log_change(
+    partition: &Partition,
+    state: &ReplicaState,
+    assignment: &PartitionImage,
+    change: &IsrChange,
+    now_ms: i64,
+) {
+    if !change.leaving.is_empty() {
+        let lagging: Vec<String> = change
+            .leaving
+            .iter()
+            .map(|r| {
+                let p = state.followers()[r];
+                format!(
+                    "(brokerId: {r}, endOffset: {}, lastCaughtUpTimeMs: {:?}, lagMs: {:?})",
+                    p.log_end_offset,
+                    p.last_caught_up_ms,
+                    p.last_caught_up_ms.map(|t| now_ms - t)
+                )
+            })
+            .collect();
+        tracing::info!(partition = ?partition, from = ?assignment.isr, to = ?change.isr,
+            high_watermark = state.high_watermark(), log_end_offset = state.log_end_offset(),
+            out_of_sync = %lagging.join(", "), "shrinking the ISR");
+    }
+    if !change.joining.is_empty() {
+        tracing::info!(partition = ?partition, from = ?assignment.isr, to = ?change.isr,
+            joining = ?change.joining, high_watermark = state.high_watermark(),
+            "expanding the ISR");
+    }
+}
+
+/// Sends one AlterPartition and takes its outcome: a committed change is applied to the
+/// partitions at once; a refusal waits for the next check, which decides from the newer image.
+async fn send(
+    broker: Arc<Broker>,
+    partition: Arc<Partition>,
+    key: PartitionKey,
+    request: ControllerRequest,
+) {
+    let outcome = broker.plane().submit(request).await;
+    match outcome {
+        Ok(ControllerReply::AlterPartition(Ok(changed))) => {
+            broker
+                .isr_manager()
+                .changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(partition = ?partition, isr = ?changed.isr,
+                partition_epoch = changed.partition_epoch, "ISR change committed");
+            // This node's image already holds it (submit answers once it is applied here).
+            if let Err(e) = broker.catch_up().await {
+                tracing::debug!(%e, "image not fully applied; the follower task retries");
+            }
+        }
+        Ok(ControllerReply::AlterPartition(Err(e))) => {
+            match e {
+                // Decided on an older image: the next check decides again from the newer one.
+                AlterPartitionError::InvalidUpdateVersion { .. }
+                | AlterPartitionError::FencedLeaderEpoch { .. }
+                | AlterPartitionError::NotController => {
+                    tracing::info!(partition = ?partition, error = %e,
+                        "ISR change refused; deciding again from the newer image")
+                }
+                AlterPartitionError::IneligibleReplica(_)
+                | AlterPartitionError::UnknownTopicOrPartition
+                | AlterPartitionError::InvalidRequest(_) => {
+                    tracing::info!(partition = ?partition, error = %e, "ISR change refused")
+                }
+            }
+            // Not committed: the joiners stop holding the high watermark back.
+            partition.set_pending_isr_expansion(&[]);
+            broker.isr_manager().lock_refused().insert(key);
+        }
+        Ok(other) => panic!("the controller answered AlterPartition with {other:?}"),
+        Err(e) => {
+            // Maybe committed: the joiners keep holding the high watermark back until the next
+            // check asks again and gets a definite answer.
+            tracing::info!(partition = ?partition, error = %e,
+                "ISR change not answered; retried at the next check");
+            broker.isr_manager().lock_refused().insert(key);
+        }
+    }
+    broker.isr_manager().lock_in_flight().remove(&key);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::{HighWatermarkBasis, LocalLog};
+
+    const ME: BrokerId = 1;
+    const LAG_MS: i64 = 30_000;
+
+    fn log(end: u64) -> LocalLog {
+        LocalLog {
+            log_end_offset: end,
+            durable_end_offset: end,
+        }
+    }
+
+    /// Broker 1 leads replicas [1, 2, 3] with `isr`, its log at 10, every follower caught up
+    /// at time 1000.
+    fn leader(isr: &[BrokerId]) -> ReplicaState {
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(0));
+        s.become_leader(3, &[1, 2, 3], isr);
+        s.update_local_log(log(10));
+        s.update_follower_log_end(2, 10, 1_000);
+        s.update_follower_log_end(3, 10, 1_000);
+        s.maybe_increment_high_watermark();
+        s
+    }
+
+    #[test]
+    fn an_isr_whose_members_keep_up_stays_as_it_is() {
+        let s = leader(&[1, 2, 3]);
+        assert_eq!(
+            wanted_isr_change(&s, 0, 1_000 + LAG_MS, LAG_MS, false),
+            None
+        );
+    }
+
+    #[test]
+    fn a_member_not_caught_up_for_longer_than_the_lag_time_leaves() {
+        let mut s = leader(&[1, 2, 3]);
+        s.update_local_log(log(20));
+        s.update_follower_log_end(2, 20, 20_000);
+        s.update_follower_log_end(3, 15, 20_000);
+        assert_eq!(
+            wanted_isr_change(&s, 0, 1_000 + LAG_MS, LAG_MS, false),
+            None
+        );
+        assert_eq!(
+            wanted_isr_change(&s, 0, 1_001 + LAG_MS, LAG_MS, false),
+            Some(IsrChange {
+                isr: vec![1, 2],
+                leaving: vec![3],
+                joining: vec![],
+            })
+        );
+        assert_eq!(
+            wanted_isr_change(&s, 0, 1_001 + LAG_MS, LAG_MS, true),
+            None,
+            "a fetch's wake-up only looks for followers that can join"
+        );
+    }
+
+    #[test]
+    fn a_follower_joins_once_it_reaches_the_high_watermark_and_the_epoch_start() {
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(20));
+        // Broker 1 becomes leader at log end 20 (the epoch starts there) with ISR {1}.
+        s.become_leader(4, &[1, 2, 3], &[1]);
+        s.maybe_increment_high_watermark();
+        s.update_local_log(log(30));
+        s.maybe_increment_high_watermark();
+        assert_eq!(s.high_watermark(), 30);
+        s.update_follower_log_end(2, 25, 100);
+        s.update_follower_log_end(3, 30, 100);
+        assert_eq!(
+            wanted_isr_change(&s, 0, 100, LAG_MS, true),
+            Some(IsrChange {
+                isr: vec![1, 3],
+                leaving: vec![],
+                joining: vec![3],
+            }),
+            "2 is below the high watermark"
+        );
+        s.update_follower_log_end(2, 30, 101);
+        assert_eq!(
+            wanted_isr_change(&s, 0, 101, LAG_MS, false).unwrap().isr,
+            vec![1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn a_follower_below_the_leader_epochs_start_does_not_join_even_at_the_high_watermark() {
+        // The durable policy, nothing synced: the high watermark stays at 0 while the new
+        // leader's epoch starts at its log end, 20.
+        let mut s = ReplicaState::new(
+            ME,
+            HighWatermarkBasis::DurableEnd,
+            LocalLog {
+                log_end_offset: 20,
+                durable_end_offset: 0,
+            },
+        );
+        s.become_follower(3, 2);
+        s.become_leader(4, &[1, 2], &[1]);
+        s.update_follower_log_end(2, 15, 100);
+        assert_eq!(s.high_watermark(), 0);
+        assert_eq!(wanted_isr_change(&s, 0, 100, LAG_MS, false), None);
+        s.update_follower_log_end(2, 20, 101);
+        assert_eq!(
+            wanted_isr_change(&s, 0, 101, LAG_MS, false)
+                .unwrap()
+                .joining,
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn a_new_leader_gives_its_isr_a_full_lag_time_before_judging_it() {
+        // Elected at 50_000 with ISR [1, 2, 3]; no follower has fetched from it yet.
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(10));
+        s.become_leader(7, &[1, 2, 3], &[1, 2, 3]);
+        let since = 50_000;
+        assert_eq!(
+            wanted_isr_change(&s, since, since + LAG_MS, LAG_MS, false),
+            None,
+            "members not heard from yet count as caught up when the leadership began"
+        );
+        s.update_follower_log_end(2, 10, since + 100);
+        let change = wanted_isr_change(&s, since, since + LAG_MS + 1, LAG_MS, false).unwrap();
+        assert_eq!((change.isr, change.leaving), (vec![1, 2], vec![3]));
+    }
+
+    #[test]
+    fn members_leave_and_followers_join_in_one_change() {
+        let mut s = leader(&[1, 2]);
+        s.update_follower_log_end(3, 10, 40_000);
+        let change = wanted_isr_change(&s, 0, 1_001 + LAG_MS, LAG_MS, false).unwrap();
+        assert_eq!(change.isr, vec![1, 3]);
+        assert_eq!((change.leaving, change.joining), (vec![2], vec![3]));
+    }
+
+    #[test]
+    fn a_follower_or_an_offline_replica_wants_no_change() {
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(10));
+        assert_eq!(wanted_isr_change(&s, 0, 0, LAG_MS, false), None);
+        s.become_follower(1, 2);
+        assert_eq!(wanted_isr_change(&s, 0, 0, LAG_MS, false), None);
+    }
+}
