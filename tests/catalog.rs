@@ -55,6 +55,9 @@ impl Cluster {
                 node_id,
                 listen: format!("127.0.0.1:{port}"),
                 data_dir: dir.path().to_path_buf(),
+                // These brokers serve no TCP, so followers could not fetch: one replica of
+                // `__consumer_offsets` keeps commits from waiting on replicas that never come.
+                offsets_topic_replication_factor: 1,
                 ..BrokerConfig::default()
             };
             let plane = Arc::clone(&plane);
