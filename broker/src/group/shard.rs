@@ -35,6 +35,10 @@ use crate::log::batch::{builder, BatchHeader};
 use crate::log::ReadError;
 use crate::partition::{Partition, ProduceError};
 
+/// Kafka's `offsets.commit.timeout.ms` default: how long a write waits for the in-sync
+/// replicas before it is answered REQUEST_TIMED_OUT (the client retries).
+const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5_000);
+
 /// The groups of one `__consumer_offsets` partition, and their committed offsets.
 pub struct GroupShard {
     /// The offsets partition this shard replays and writes.
@@ -549,13 +553,26 @@ impl GroupShard {
         };
         let partition = &self.partition;
         self.wait_turn(write.ticket).await;
+        // The epoch the records are appended in: a leadership lost before the in-sync replicas
+        // have them fails the write (they may be truncated away).
+        let leader_epoch = partition.leader_epoch();
         let result = self.append(partition, &write).await;
         self.lock().turns.pass(write.ticket);
         guard.passed = true;
         let appended = match result {
-            Ok(Some(info)) => match partition.wait_durable(&info).await {
-                Ok(()) => Ok(Some(info.base_offset)),
-                Err(e) => Err(ProduceError::Append(e)),
+            // Kafka appends offsets and group records with acks=-1: acknowledged only once
+            // every in-sync replica has them, so a commit survives the coordinator's crash.
+            Ok(Some(info)) => match tokio::time::timeout(
+                OFFSETS_COMMIT_TIMEOUT,
+                partition.wait_replicated(&info, leader_epoch, 1),
+            )
+            .await
+            {
+                Ok(Ok(())) => Ok(Some(info.base_offset)),
+                Ok(Err(e)) => Err(ProduceError::Replication(e)),
+                Err(_) => Err(ProduceError::Replication(
+                    crate::partition::ReplicationWaitError::TimedOut,
+                )),
             },
             Ok(None) => Ok(None),
             Err(e) => Err(e),
