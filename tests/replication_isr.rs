@@ -14,6 +14,8 @@
 //! controlled shutdown, and its files stay as they were.
 #![cfg(not(madsim))]
 
+mod in_process;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,13 @@ use broker::controller::decide::ControllerSettings;
 use broker::controller::plane::MetadataPlane;
 use broker::disk::FileDisk;
 use broker::solo_plane::SoloPlane;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, GroupId, OffsetCommitRequest, OffsetCommitResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
@@ -32,7 +41,7 @@ use rdkafka::ClientConfig;
 const WAIT: Duration = Duration::from_secs(60);
 /// `replica.lag.time.max.ms` here: small, so a stopped follower leaves the ISR long before
 /// its session expires.
-const LAG_MS: u64 = 300;
+const LAG_MS: u64 = 1_000;
 /// `broker.session.timeout.ms` here: long enough that the shrink is the ISR manager's doing,
 /// short enough that a restarted broker's new incarnation registers soon after.
 const SESSION_MS: u64 = 5_000;
@@ -49,10 +58,17 @@ struct Cluster {
     plane: Arc<SoloPlane>,
     nodes: Vec<Node>,
     driver: tokio::runtime::Runtime,
+    lag_ms: u64,
+    session_ms: u64,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(LAG_MS, SESSION_MS)
+    }
+
+    /// Brokers 1, 2 and 3 with this `replica.lag.time.max.ms` and `broker.session.timeout.ms`.
+    fn start_with(lag_ms: u64, session_ms: u64) -> Cluster {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -64,7 +80,7 @@ impl Cluster {
             .build()
             .unwrap();
         let settings = ControllerSettings {
-            broker_session_timeout_ms: SESSION_MS as i64,
+            broker_session_timeout_ms: session_ms as i64,
             ..ControllerSettings::default()
         };
         let plane = driver
@@ -89,6 +105,8 @@ impl Cluster {
             plane,
             nodes,
             driver,
+            lag_ms,
+            session_ms,
         };
         for id in 1..=3 {
             cluster.start_node(id);
@@ -108,6 +126,7 @@ impl Cluster {
     /// Starts (or restarts) broker `id` on its data directory and its port.
     fn start_node(&mut self, id: i32) {
         let plane = Arc::clone(&self.plane);
+        let (lag_ms, session_ms) = (self.lag_ms, self.session_ms);
         let node = &mut self.nodes[(id - 1) as usize];
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -125,9 +144,10 @@ impl Cluster {
             node_id: id,
             listen: addr.to_string(),
             data_dir: node.dir.clone(),
-            broker_session_timeout_ms: SESSION_MS,
+            broker_session_timeout_ms: session_ms,
             broker_heartbeat_interval_ms: 100,
-            replica_lag_time_max_ms: LAG_MS,
+            replica_lag_time_max_ms: lag_ms,
+            offsets_topic_num_partitions: 1,
             ..BrokerConfig::default()
         };
         let broker = runtime
@@ -253,8 +273,19 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_caught_
         !cluster.fenced(follower),
         "the follower left the ISR by its lag, not by fencing"
     );
-    assert_eq!(cluster.broker(leader).isr_manager().changes_committed(), 1);
+    assert!(cluster.broker(leader).isr_manager().changes_committed() >= 1);
     assert_eq!(cluster.leader("i"), leader, "a shrink keeps the leader");
+    cluster.eventually(
+        "the leader's own replica state without the follower",
+        || {
+            let state = cluster
+                .broker(leader)
+                .partition("i", 0)
+                .unwrap()
+                .replica_state();
+            !state.isr().contains(&follower)
+        },
+    );
     // acks=all goes on with the two in-sync replicas.
     cluster.produce("i", 30);
     let leader_end = cluster
@@ -277,7 +308,164 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_caught_
         leader_end,
         "let back in only once it held everything the others acknowledged"
     );
-    assert_eq!(cluster.isr("i"), vec![1, 2, 3]);
     assert_eq!(cluster.leader("i"), leader);
     assert!(cluster.broker(leader).isr_manager().changes_committed() >= 2);
+    // Its expansion is over: it no longer holds the high watermark back as a pending joiner
+    // but as a member.
+    cluster.eventually("no expansion pending on the leader", || {
+        let state = cluster
+            .broker(leader)
+            .partition("i", 0)
+            .unwrap()
+            .replica_state();
+        state.pending_isr_expansion().is_empty() && state.isr().contains(&follower)
+    });
+}
+
+/// Topic "u" (RF 3, `unclean.leader.election.enable` as given) whose followers stopped and fell
+/// out of the ISR while the leader took 10 more records; then the leader stops and one
+/// follower comes back (an out-of-sync replica, live again). Returns the cluster, the stopped
+/// leader and the follower back, once the leader is fenced (the batch that fences it decides
+/// the election).
+fn last_isr_member_dies(unclean: bool) -> (Cluster, i32, i32) {
+    let mut cluster = Cluster::start();
+    let value = unclean.to_string();
+    let configs = [("unclean.leader.election.enable".to_string(), value)];
+    cluster
+        .driver
+        .block_on(cluster.broker(1).create_topic("u", 1, 3, &configs, false))
+        .unwrap();
+    cluster.eventually("u-0 open on every broker", || {
+        (1..=3).all(|id| cluster.broker(id).partition("u", 0).is_some())
+    });
+    cluster.produce("u", 10);
+    let leader = cluster.leader("u");
+    let followers: Vec<i32> = (1..=3).filter(|&id| id != leader).collect();
+    for &id in &followers {
+        cluster.stop(id);
+    }
+    cluster.eventually("the leader alone in the ISR", || {
+        cluster.isr("u") == vec![leader]
+    });
+    cluster.produce("u", 10);
+    cluster.stop(leader);
+    // Its registration and heartbeats are what the controller (a plane with no tick of its
+    // own) decides sessions on: the leader is fenced while it comes back.
+    let back = followers[0];
+    cluster.start_node(back);
+    cluster.eventually("the stopped leader fenced", || cluster.fenced(leader));
+    (cluster, leader, back)
+}
+
+#[test]
+fn with_unclean_election_off_a_partition_whose_isr_died_stays_offline_when_a_lagging_replica_returns(
+) {
+    let (cluster, leader, back) = last_isr_member_dies(false);
+    assert!(!cluster.fenced(back));
+    assert_eq!(cluster.leader("u"), broker::controller::NO_NODE);
+    assert_eq!(
+        cluster.isr("u"),
+        vec![leader],
+        "the last member stays, to come back"
+    );
+    assert_eq!(cluster.plane.image().unclean_leader_elections, 0);
+}
+
+#[test]
+fn with_unclean_election_on_a_lagging_replica_leads_alone_and_the_election_is_counted() {
+    let (cluster, _, back) = last_isr_member_dies(true);
+    assert!(!cluster.fenced(back));
+    assert_eq!(cluster.leader("u"), back);
+    assert_eq!(cluster.isr("u"), vec![back]);
+    assert_eq!(cluster.plane.image().unclean_leader_elections, 1);
+    // It leads, in the epoch of the election, with what it had (the 10 records it missed are
+    // lost, as the config allows).
+    let epoch = cluster
+        .plane
+        .image()
+        .partition("u", 0)
+        .unwrap()
+        .leader_epoch;
+    cluster.eventually("the new leader leading in the election's epoch", || {
+        let state = cluster
+            .broker(back)
+            .partition("u", 0)
+            .unwrap()
+            .replica_state();
+        state.is_leader() && state.leader_epoch() == epoch
+    });
+}
+
+/// COORDINATOR_NOT_AVAILABLE: the client retries the commit.
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+/// An OffsetCommit of offset `offset` for group "g" (a consumer that assigns itself).
+fn commit(cluster: &Cluster, coordinator: i32, offset: i64) -> i16 {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)
+                .with_committed_leader_epoch(-1)])]);
+    let response: OffsetCommitResponse = cluster.driver.block_on(in_process::call(
+        &cluster.broker(coordinator),
+        ApiKey::OffsetCommit,
+        7,
+        &request,
+    ));
+    response.topics[0].partitions[0].error_code
+}
+
+#[test]
+fn an_offset_commit_is_not_acknowledged_while_an_in_sync_follower_of_its_partition_lacks_it() {
+    // Followers stay in the ISR (and unfenced) however long they are away.
+    let mut cluster = Cluster::start_with(600_000, 600_000);
+    cluster
+        .driver
+        // On every broker: OffsetCommit checks the coordinator's local replicas.
+        .block_on(cluster.broker(1).create_topic("t", 1, 3, &[], false))
+        .unwrap();
+    cluster
+        .driver
+        .block_on(cluster.broker(1).offsets_topic())
+        .unwrap();
+    let offsets = broker::group::offsets::OFFSETS_TOPIC;
+    cluster.eventually("the offsets partition open on every broker", || {
+        (1..=3).all(|id| cluster.broker(id).partition(offsets, 0).is_some())
+    });
+    let replicas = cluster
+        .plane
+        .image()
+        .partition(offsets, 0)
+        .unwrap()
+        .replicas
+        .clone();
+    assert_eq!(
+        replicas.len(),
+        3,
+        "offsets.topic.replication.factor 3 on three brokers"
+    );
+    let coordinator = cluster.leader(offsets);
+    cluster.eventually("the coordinator's shard loaded", || {
+        cluster
+            .broker(coordinator)
+            .groups()
+            .loaded_shards()
+            .contains(&0)
+    });
+    assert_eq!(
+        commit(&cluster, coordinator, 7),
+        0,
+        "every replica up: acknowledged"
+    );
+
+    // Both followers stop: still in the ISR, they hold the high watermark where it is, and a
+    // commit the coordinator alone holds is not acknowledged (Kafka's acks=-1 for offsets).
+    for id in replicas.iter().copied().filter(|&id| id != coordinator) {
+        cluster.stop(id);
+    }
+    assert_eq!(commit(&cluster, coordinator, 8), COORDINATOR_NOT_AVAILABLE);
 }

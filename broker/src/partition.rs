@@ -72,9 +72,6 @@ pub enum ProduceError {
     /// This broker does not lead the partition (any more): the client refreshes its metadata.
     #[error("this broker is not the partition's leader")]
     NotLeader,
-    /// Appended, but not (yet) on every in-sync replica (an internal write waiting as acks=all).
-    #[error(transparent)]
-    Replication(#[from] ReplicationWaitError),
 }
 
 /// An acks=all produce appended on the leader did not reach the in-sync replicas.
@@ -86,9 +83,6 @@ pub enum ReplicationWaitError {
     /// Leadership moved (or a new epoch began) before the ISR had the batch: it may be lost.
     #[error("leadership changed before the in-sync replicas had the batch")]
     NotLeader,
-    /// The in-sync replicas did not all have the batch within the caller's bound.
-    #[error("the in-sync replicas did not all have the batch in time")]
-    TimedOut,
     /// Every ISR member has the batch, but the ISR is now smaller than `min.insync.replicas`
     /// (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND).
     #[error("the ISR shrank to {isr} below min.insync.replicas {min_insync_replicas}")]

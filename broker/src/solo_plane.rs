@@ -35,6 +35,8 @@ impl Entropy for RuntimeEntropy {
 
 struct Controller {
     sessions: Sessions,
+    /// When the next leader-imbalance check is due (ms, the clock's).
+    next_rebalance_ms: Option<i64>,
 }
 
 pub struct SoloPlane {
@@ -91,6 +93,7 @@ impl SoloPlane {
                 // The broker of this node registers again at once after a restart: its earlier
                 // life ended with this controller's.
                 sessions: Sessions::for_node(node_id),
+                next_rebalance_ms: None,
             }),
             image: RwLock::new(Arc::new(stored.unwrap_or_else(ClusterImage::empty))),
             moved: tokio::sync::Notify::new(),
@@ -157,6 +160,26 @@ impl MetadataPlane for SoloPlane {
             self.commit(&expired)
                 .await
                 .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+        }
+        // What the raft controller's tick does, here at every request (there is no tick).
+        let unclean = decide::unclean_elections(&self.image(), &self.settings);
+        if !unclean.is_empty() {
+            self.commit(&unclean)
+                .await
+                .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+        }
+        let interval = self.settings.leader_imbalance_check_interval_ms;
+        let due = *controller
+            .next_rebalance_ms
+            .get_or_insert(now_ms.saturating_add(interval));
+        if self.settings.auto_leader_rebalance_enable && now_ms >= due {
+            controller.next_rebalance_ms = Some(now_ms.saturating_add(interval));
+            let moved = decide::preferred_leader_elections(&self.image());
+            if !moved.is_empty() {
+                self.commit(&moved)
+                    .await
+                    .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+            }
         }
         let image = self.image();
         let decision = decide::decide(

@@ -416,6 +416,7 @@ fn unclean_enabled(
 /// lacks is lost. Logged loudly and counted in the image.
 fn elect_unclean(
     image: &ClusterImage,
+    leaving: &BTreeSet<NodeId>,
     topic: &TopicImage,
     index: usize,
     partition: &PartitionImage,
@@ -430,6 +431,7 @@ fn elect_unclean(
         .iter()
         .map(|r| {
             let state = match image.brokers.get(r) {
+                _ if leaving.contains(r) => "leaving (fenced or shutting down now)",
                 None => "unregistered",
                 Some(b) if b.fenced => "fenced",
                 Some(b) if b.shutting_down => "shutting down",
@@ -511,7 +513,9 @@ fn move_leaderships(
                     .copied()
                     .find(|r| !partition.isr.contains(r) && can_lead(image, leaving, *r));
                 if let Some(unclean) = unclean {
-                    records.extend(elect_unclean(image, topic, index, partition, unclean));
+                    records.extend(elect_unclean(
+                        image, leaving, topic, index, partition, unclean,
+                    ));
                     continue;
                 }
             }
@@ -551,7 +555,7 @@ fn elect_unfenced(
                 && !partition.isr.iter().any(|m| can_lead(image, &none, *m))
                 && unclean_enabled(image, settings, topic)
             {
-                records.extend(elect_unclean(image, topic, index, partition, id));
+                records.extend(elect_unclean(image, &none, topic, index, partition, id));
             }
         }
     }
@@ -584,7 +588,7 @@ pub fn unclean_elections(
                 .copied()
                 .find(|r| !partition.isr.contains(r) && can_lead(image, &none, *r));
             if let Some(leader) = candidate {
-                records.extend(elect_unclean(image, topic, index, partition, leader));
+                records.extend(elect_unclean(image, &none, topic, index, partition, leader));
             }
         }
     }

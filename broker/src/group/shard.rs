@@ -35,10 +35,6 @@ use crate::log::batch::{builder, BatchHeader};
 use crate::log::ReadError;
 use crate::partition::{Partition, ProduceError};
 
-/// Kafka's `offsets.commit.timeout.ms` default: how long a write waits for the in-sync
-/// replicas before it is answered REQUEST_TIMED_OUT (the client retries).
-const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5_000);
-
 /// The groups of one `__consumer_offsets` partition, and their committed offsets.
 pub struct GroupShard {
     /// The offsets partition this shard replays and writes.
@@ -553,29 +549,18 @@ impl GroupShard {
         };
         let partition = &self.partition;
         self.wait_turn(write.ticket).await;
-        // The epoch the records are appended in: a leadership lost before the in-sync replicas
-        // have them fails the write (they may be truncated away).
+        // The epoch the write is appended in: a leadership lost before the replicas have it
+        // fails the write (it may be truncated away).
         let leader_epoch = partition.leader_epoch();
         let result = self.append(partition, &write).await;
         self.lock().turns.pass(write.ticket);
         guard.passed = true;
         let appended = match result {
-            // Kafka appends offsets and group records with acks=-1: acknowledged only once
-            // every in-sync replica has them, so a commit survives the coordinator's crash.
-            Ok(Some(info)) => match tokio::time::timeout(
-                OFFSETS_COMMIT_TIMEOUT,
-                partition.wait_replicated(&info, leader_epoch, 1),
-            )
-            .await
-            {
-                Ok(Ok(())) => Ok(Some(info.base_offset)),
-                Ok(Err(e)) => Err(ProduceError::Replication(e)),
-                Err(_) => Err(ProduceError::Replication(
-                    crate::partition::ReplicationWaitError::TimedOut,
-                )),
-            },
+            Ok(Some(info)) => wait_replicated(partition, &info, leader_epoch)
+                .await
+                .map(|()| Some(info.base_offset)),
             Ok(None) => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => Err(WriteError::Storage(e)),
         };
         let resigned = {
             let mut inner = self.lock();
@@ -594,7 +579,7 @@ impl GroupShard {
         if resigned {
             return Err(WriteError::Group(GroupError::NotCoordinator));
         }
-        appended.map(|_| ()).map_err(WriteError::Storage)
+        appended.map(|_| ())
     }
 
     async fn wait_turn(&self, ticket: Ticket) {
@@ -909,6 +894,38 @@ impl GroupShard {
             inner.registry.get_or_create(&group, now);
         }
         Ok(records)
+    }
+}
+
+/// Kafka's `offsets.commit.timeout.ms`: how long a write to `__consumer_offsets` waits for
+/// the in-sync replicas before it is answered COORDINATOR_NOT_AVAILABLE (the client retries).
+const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5_000);
+
+/// Waits until every in-sync replica of the offsets partition holds the write (below the high
+/// watermark), as Kafka's coordinator appends with acks=-1: with `__consumer_offsets`
+/// replicated, a commit acknowledged after the leader's own sync alone would be lost when a
+/// follower that lacks it becomes coordinator. Errors as Kafka's `storeOffsets` maps them: a
+/// lost leadership is NOT_COORDINATOR, a timeout COORDINATOR_NOT_AVAILABLE.
+async fn wait_replicated(
+    partition: &Partition,
+    info: &crate::log::AppendInfo,
+    leader_epoch: i32,
+) -> Result<(), WriteError> {
+    use crate::partition::ReplicationWaitError;
+    // min.insync.replicas is the produce path's check; the coordinator asks for the ISR alone.
+    let wait = partition.wait_replicated(info, leader_epoch, 1);
+    match tokio::time::timeout(OFFSETS_COMMIT_TIMEOUT, wait).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(ReplicationWaitError::Append(e))) => {
+            Err(WriteError::Storage(ProduceError::Append(e)))
+        }
+        Ok(Err(ReplicationWaitError::NotLeader)) => {
+            Err(WriteError::Group(GroupError::NotCoordinator))
+        }
+        Ok(Err(e @ ReplicationWaitError::NotEnoughReplicasAfterAppend { .. })) => {
+            unreachable!("an ISR always holds its leader: {e}")
+        }
+        Err(_) => Err(WriteError::Group(GroupError::CoordinatorNotAvailable)),
     }
 }
 

@@ -105,7 +105,6 @@ pub fn produce(e: &ProduceError) -> ResponseError {
         ProduceError::Append(e) => append(e),
         ProduceError::Sequence(e) => sequence(e),
         ProduceError::NotLeader => ResponseError::NotLeaderOrFollower,
-        ProduceError::Replication(e) => replication_wait(e),
     }
 }
 
@@ -115,7 +114,6 @@ pub fn replication_wait(e: &crate::partition::ReplicationWaitError) -> ResponseE
     match e {
         ReplicationWaitError::Append(e) => append(e),
         ReplicationWaitError::NotLeader => ResponseError::NotLeaderOrFollower,
-        ReplicationWaitError::TimedOut => ResponseError::RequestTimedOut,
         ReplicationWaitError::NotEnoughReplicasAfterAppend { .. } => {
             ResponseError::NotEnoughReplicasAfterAppend
         }
@@ -187,14 +185,6 @@ pub fn offset_write(e: &ProduceError) -> ResponseError {
     match e {
         ProduceError::Append(AppendError::MessageTooLarge { .. }) => {
             ResponseError::InvalidCommitOffsetSize
-        }
-        // Kafka's mapping of an acks=-1 offsets append that did not complete.
-        ProduceError::NotLeader
-        | ProduceError::Replication(crate::partition::ReplicationWaitError::NotLeader) => {
-            ResponseError::NotCoordinator
-        }
-        ProduceError::Replication(crate::partition::ReplicationWaitError::TimedOut) => {
-            ResponseError::RequestTimedOut
         }
         _ => ResponseError::CoordinatorNotAvailable,
     }

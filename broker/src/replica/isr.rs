@@ -11,7 +11,11 @@
 //!   partition epochs of the image it decided on, and takes the change when the committed image
 //!   reaches the partition (the catalog's `apply_role`). A change decided on a stale image is
 //!   refused (INVALID_UPDATE_VERSION, FENCED_LEADER_EPOCH) and decided again from the newer one.
-//! - One AlterPartition in flight per partition.
+//! - One AlterPartition in flight per partition. While an expansion is in flight the joiners
+//!   hold the high watermark back as members do (Kafka's maximal ISR,
+//!   `Partition::set_pending_isr_expansion`): otherwise the HW could pass a joiner's log end
+//!   before the controller lets it in, and the joiner, once elected, would lack records
+//!   acknowledged with acks=all.
 //!
 //! When: every `replica.lag.time.max.ms / 2` (Kafka's period), and whenever a follower's fetch
 //! wakes the task ([`IsrManager::follower_may_join`]), which then only looks for followers
@@ -252,6 +256,14 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
             if !manager.lock_in_flight().insert(key) {
                 continue;
             }
+            // Kafka's maximal ISR: from now until the answer, the joiners hold the high
+            // watermark back as members do, so it cannot pass what they hold before the
+            // controller lets them in.
+            if !change.joining.is_empty() && !partition.set_pending_isr_expansion(&change.joining) {
+                // No longer the leader: nothing to ask.
+                manager.lock_in_flight().remove(&key);
+                continue;
+            }
             log_change(partition, &state, assignment, &change, now_ms);
             let request = ControllerRequest::AlterPartition {
                 broker: me,
@@ -361,10 +373,14 @@ async fn send(
                     tracing::info!(partition = ?partition, error = %e, "ISR change refused")
                 }
             }
+            // Not committed: the joiners stop holding the high watermark back.
+            partition.set_pending_isr_expansion(&[]);
             broker.isr_manager().lock_refused().insert(key);
         }
         Ok(other) => panic!("the controller answered AlterPartition with {other:?}"),
         Err(e) => {
+            // Maybe committed: the joiners keep holding the high watermark back until the next
+            // check asks again and gets a definite answer.
             tracing::info!(partition = ?partition, error = %e,
                 "ISR change not answered; retried at the next check");
             broker.isr_manager().lock_refused().insert(key);
