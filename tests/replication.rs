@@ -55,6 +55,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 const REQUEST_TIMED_OUT: i16 = 7;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 /// The bound on every wait: generous for a loaded machine, finite so a hang fails.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -675,5 +676,96 @@ fn an_idempotent_producers_retry_to_the_new_leader_is_answered_as_a_duplicate() 
         send(&cluster, second, &idempotent_produce("p", 4, 1)),
         (0, 4),
         "the next sequence continues"
+    );
+}
+
+/// FindCoordinator for `group`, retried while `__consumer_offsets` is being created.
+fn find_coordinator(cluster: &Cluster, group: &str) -> i32 {
+    let request = kafka_protocol::messages::FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(group.to_string()))
+        .with_key_type(0);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let found: kafka_protocol::messages::FindCoordinatorResponse = cluster.driver.block_on(
+            call(&cluster.broker(1), ApiKey::FindCoordinator, 3, &request),
+        );
+        if found.error_code == 0 {
+            return found.node_id.0;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no coordinator: {}",
+            found.error_code
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A simple (generation -1) commit of `offset` for c-0 by `group`; its error code.
+fn commit(cluster: &Cluster, coordinator: i32, group: &str, offset: i64) -> i16 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let request = kafka_protocol::messages::OffsetCommitRequest::default()
+        .with_group_id(kafka_protocol::messages::GroupId(StrBytes::from_string(
+            group.to_string(),
+        )))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("c")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])]);
+    let committed: kafka_protocol::messages::OffsetCommitResponse = cluster.driver.block_on(call(
+        &cluster.broker(coordinator),
+        ApiKey::OffsetCommit,
+        7,
+        &request,
+    ));
+    committed.topics[0].partitions[0].error_code
+}
+
+#[test]
+fn an_offset_commit_is_acknowledged_only_once_every_in_sync_replica_has_it() {
+    // The bug: the coordinator acknowledged a commit once its own copy was synced, so with
+    // __consumer_offsets replicated a crash of the coordinator before its followers fetched
+    // lost an acknowledged commit. Kafka appends commits with acks=-1.
+    let mut cluster = Cluster::start(600_000);
+    cluster.create_topic("c", &[]);
+    let coordinator = find_coordinator(&cluster, "g");
+    assert_eq!(commit(&cluster, coordinator, "g", 1), 0);
+    let offsets = "__consumer_offsets";
+    let index = (0..50)
+        .find(|&i| {
+            cluster
+                .broker(coordinator)
+                .partition(offsets, i)
+                .is_some_and(|p| p.log.log_end_offset() > 0)
+        })
+        .expect("the partition holding the commit");
+    let replicas = cluster
+        .plane
+        .image()
+        .partition(offsets, index)
+        .unwrap()
+        .replicas
+        .clone();
+    assert_eq!(replicas.len(), 3, "offsets.topic.replication.factor is 3");
+    // Every in-sync replica holds the acknowledged commit.
+    for &id in &replicas {
+        let replica = cluster.broker(id).partition(offsets, index).unwrap();
+        assert!(
+            replica.log.log_end_offset() >= 1,
+            "broker {id} lacks the acknowledged commit"
+        );
+    }
+    // A follower of that partition dies and stays in the ISR (no session expires here): the
+    // next commit cannot be on every in-sync replica, so it is not acknowledged.
+    let follower = *replicas.iter().find(|&&r| r != coordinator).unwrap();
+    cluster.kill(follower);
+    // Kafka answers a commit that timed out waiting for the ISR COORDINATOR_NOT_AVAILABLE.
+    assert_eq!(
+        commit(&cluster, coordinator, "g", 2),
+        COORDINATOR_NOT_AVAILABLE
     );
 }
