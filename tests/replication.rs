@@ -16,24 +16,20 @@
 #![cfg(not(madsim))]
 
 mod in_process;
+mod replicated_cluster;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::broker::{Broker, PlaneContext, PlaneFuture, StartedPlane};
 use broker::clock::SystemClock;
 use broker::config::{BrokerConfig, TopicConfigs};
-use broker::controller::decide::ControllerSettings;
 use broker::controller::plane::MetadataPlane;
 use broker::controller::NO_NODE;
 use broker::disk::FileDisk;
 use broker::log::batch::{builder, BatchHeader};
 use broker::log::Log;
 use broker::partition::Partition;
-use broker::solo_plane::SoloPlane;
 use bytes::Bytes;
 use in_process::call;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -52,203 +48,36 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use replicated_cluster::{Cluster, Settings, WAIT};
 
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 const REQUEST_TIMED_OUT: i16 = 7;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-/// The bound on every wait: generous for a loaded machine, finite so a hang fails.
-const WAIT: Duration = Duration::from_secs(60);
-
-struct Node {
-    id: i32,
-    addr: Option<SocketAddr>,
-    dir: PathBuf,
-    runtime: Option<tokio::runtime::Runtime>,
-    broker: Option<Arc<Broker>>,
+/// Brokers 1, 2 and 3, fenced `session_ms` after their last heartbeat; the ISR shrinks by lag
+/// no sooner than by a session's expiry (the tests that keep a dead follower in the ISR never
+/// let either pass).
+fn start(session_ms: u64) -> Cluster {
+    Cluster::start(Settings {
+        lag_ms: session_ms.max(30_000),
+        session_ms,
+        offsets_partitions: BrokerConfig::default().offsets_topic_num_partitions,
+    })
 }
 
-struct Cluster {
-    _tmp: tempfile::TempDir,
-    plane: Arc<SoloPlane>,
-    session_ms: u64,
-    nodes: Vec<Node>,
-    driver: tokio::runtime::Runtime,
-}
-
-impl Cluster {
-    /// Brokers 1, 2 and 3, fenced `session_ms` after their last heartbeat.
-    fn start(session_ms: u64) -> Cluster {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let tmp = tempfile::tempdir().unwrap();
-        let driver = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let settings = ControllerSettings {
-            broker_session_timeout_ms: session_ms as i64,
-            ..ControllerSettings::default()
-        };
-        let plane = driver
-            .block_on(SoloPlane::open(
-                100,
-                settings,
-                Arc::new(SystemClock),
-                None,
-                None,
-            ))
-            .unwrap();
-        let nodes = (1..=3)
-            .map(|id| Node {
-                id,
-                addr: None,
-                dir: tmp.path().join(format!("node-{id}")),
-                runtime: None,
-                broker: None,
-            })
-            .collect();
-        let mut cluster = Cluster {
-            _tmp: tmp,
-            plane,
-            session_ms,
-            nodes,
-            driver,
-        };
-        for id in 1..=3 {
-            cluster.start_node(id);
-        }
-        cluster
-    }
-
-    fn node(&mut self, id: i32) -> &mut Node {
-        &mut self.nodes[(id - 1) as usize]
-    }
-
-    fn broker(&self, id: i32) -> Arc<Broker> {
-        Arc::clone(
-            self.nodes[(id - 1) as usize]
-                .broker
-                .as_ref()
-                .expect("running"),
-        )
-    }
-
-    /// Starts (or restarts) broker `id` on its data directory and its port.
-    fn start_node(&mut self, id: i32) {
-        let plane = Arc::clone(&self.plane);
-        let session_ms = self.session_ms;
-        let node = self.node(id);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let bind = node
-            .addr
-            .map_or("127.0.0.1:0".to_string(), |a| a.to_string());
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(&bind))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = BrokerConfig {
-            node_id: node.id,
-            listen: addr.to_string(),
-            data_dir: node.dir.clone(),
-            broker_session_timeout_ms: session_ms,
-            broker_heartbeat_interval_ms: 100,
-            // The ISR shrinks by lag no sooner than by a session's expiry (the tests that keep a
-            // dead follower in the ISR never let either pass).
-            replica_lag_time_max_ms: session_ms.max(30_000),
-            ..BrokerConfig::default()
-        };
-        let broker = runtime
-            .block_on(Broker::open_with_plane(
-                config,
-                Arc::new(FileDisk::new()),
-                Arc::new(SystemClock),
-                Box::new(move |_: PlaneContext| -> PlaneFuture {
-                    Box::pin(async move {
-                        Ok(StartedPlane {
-                            plane: plane as Arc<dyn MetadataPlane>,
-                            controller_endpoint: None,
-                            stop: None,
-                        })
-                    })
-                }),
-            ))
-            .unwrap();
-        runtime.spawn(broker::server::serve(
-            Arc::clone(&broker),
-            listener,
-            std::future::pending(),
-        ));
-        node.addr = Some(addr);
-        node.runtime = Some(runtime);
-        node.broker = Some(broker);
-    }
-
-    /// Kills broker `id`: its runtime stops, with every task and socket of it.
-    fn kill(&mut self, id: i32) {
-        let node = self.node(id);
-        node.broker = None;
-        if let Some(runtime) = node.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(10));
-        }
-    }
-
-    fn bootstrap(&self) -> String {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.addr)
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn create_topic(&self, name: &str, configs: &[(&str, &str)]) {
-        let configs: Vec<(String, String)> = configs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let broker = self.broker(1);
-        self.driver
-            .block_on(broker.create_topic(name, 1, 3, &configs, false))
-            .unwrap();
-        self.eventually(&format!("{name}-0 open on every broker"), || {
-            self.nodes.iter().all(|n| {
-                n.broker
-                    .as_ref()
-                    .is_some_and(|b| b.partition(name, 0).is_some())
-            })
-        });
-    }
-
-    /// The partition's leader in the plane's image.
-    fn leader(&self, topic: &str) -> i32 {
-        self.plane.image().partition(topic, 0).unwrap().leader
-    }
-
-    fn isr(&self, topic: &str) -> Vec<i32> {
-        self.plane.image().partition(topic, 0).unwrap().isr.clone()
-    }
-
-    /// Waits until `ready` holds, polling (bounded: a hang is a failure, not a timing).
-    fn eventually(&self, what: &str, ready: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + WAIT;
-        while !ready() {
-            assert!(std::time::Instant::now() < deadline, "never saw {what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn replica(&self, id: i32, topic: &str) -> Arc<Partition> {
-        self.broker(id)
-            .partition(topic, 0)
-            .expect("a local replica")
-    }
+/// Creates `name` with one partition of three replicas and waits until every broker has it.
+fn create_topic(cluster: &Cluster, name: &str, configs: &[(&str, &str)]) {
+    let configs: Vec<(String, String)> = configs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let broker = cluster.broker(1);
+    cluster
+        .driver
+        .block_on(broker.create_topic(name, 1, 3, &configs, false))
+        .unwrap();
+    cluster.eventually(&format!("{name}-0 open on every broker"), || {
+        cluster.open_everywhere(name)
+    });
 }
 
 /// Every stored byte of a replica's log, from its start to its end.
@@ -445,8 +274,8 @@ fn check_leader_epochs(cluster: &Cluster, leader: i32, old_epoch: i32) {
 
 #[test]
 fn an_rf3_topic_survives_its_leaders_death_and_the_old_leader_truncates_its_divergent_tail() {
-    let mut cluster = Cluster::start(2_000);
-    cluster.create_topic("r", &[]);
+    let mut cluster = start(2_000);
+    create_topic(&cluster, "r", &[]);
     let producer = producer(&cluster);
     produce_all(&cluster, &producer, "r", &values(0..50));
 
@@ -468,7 +297,7 @@ fn an_rf3_topic_survives_its_leaders_death_and_the_old_leader_truncates_its_dive
     }
 
     // The leader dies; the controller fences it and elects another ISR member.
-    cluster.kill(first);
+    cluster.stop(first);
     cluster.eventually("a new leader", || {
         let leader = cluster.leader("r");
         leader != first && leader != NO_NODE
@@ -479,7 +308,7 @@ fn an_rf3_topic_survives_its_leaders_death_and_the_old_leader_truncates_its_dive
     // The dead leader's log gets a tail no one else has: batches of its old epoch that never
     // reached a follower (what a leader holds when it dies mid-replication).
     let old_epoch = {
-        let dir = cluster.nodes[(first - 1) as usize].dir.join("r-0");
+        let dir = cluster.data_dir(first).join("r-0");
         let config = TopicConfigs::default().log_config(&BrokerConfig::default());
         cluster.driver.block_on(async {
             let log = Log::open(
@@ -527,8 +356,8 @@ fn an_rf3_topic_survives_its_leaders_death_and_the_old_leader_truncates_its_dive
 
 #[test]
 fn acks_all_is_refused_before_the_append_when_the_isr_is_below_min_insync_replicas() {
-    let mut cluster = Cluster::start(2_000);
-    cluster.create_topic("m", &[("min.insync.replicas", "3")]);
+    let mut cluster = start(2_000);
+    create_topic(&cluster, "m", &[("min.insync.replicas", "3")]);
     let leader = cluster.leader("m");
     let broker = cluster.broker(leader);
     // With all three in sync, acks=all succeeds.
@@ -541,7 +370,7 @@ fn acks_all_is_refused_before_the_append_when_the_isr_is_below_min_insync_replic
     assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
 
     let follower = (1..=3).find(|&id| id != leader).unwrap();
-    cluster.kill(follower);
+    cluster.stop(follower);
     cluster.eventually("the ISR without the dead follower", || {
         !cluster.isr("m").contains(&follower)
     });
@@ -574,8 +403,8 @@ fn acks_all_is_refused_before_the_append_when_the_isr_is_below_min_insync_replic
 #[test]
 fn a_consumer_never_reads_past_the_high_watermark_while_an_isr_member_lacks_the_records() {
     // Sessions never expire here: the dead follower stays in the ISR and holds the HW back.
-    let mut cluster = Cluster::start(600_000);
-    cluster.create_topic("h", &[]);
+    let mut cluster = start(600_000);
+    create_topic(&cluster, "h", &[]);
     let leader = cluster.leader("h");
     let broker = cluster.broker(leader);
     let produced: ProduceResponse = cluster.driver.block_on(call(
@@ -590,7 +419,7 @@ fn a_consumer_never_reads_past_the_high_watermark_while_an_isr_member_lacks_the_
     });
 
     let follower = (1..=3).find(|&id| id != leader).unwrap();
-    cluster.kill(follower);
+    cluster.stop(follower);
     assert!(cluster.isr("h").contains(&follower));
     // acks=1: on the leader's log at once, acknowledged, and not visible.
     let produced: ProduceResponse = cluster.driver.block_on(call(
@@ -642,8 +471,8 @@ fn an_idempotent_producers_retry_to_the_new_leader_is_answered_as_a_duplicate() 
     // The bug: producer state lived on the leader only, so a retry of a batch the old leader
     // had replicated was appended again by the new one (a duplicate), or refused as out of
     // order.
-    let mut cluster = Cluster::start(2_000);
-    cluster.create_topic("p", &[]);
+    let mut cluster = start(2_000);
+    create_topic(&cluster, "p", &[]);
     let first = cluster.leader("p");
     let send = |cluster: &Cluster, leader: i32, request: &ProduceRequest| -> (i16, i64) {
         let produced: ProduceResponse =
@@ -663,7 +492,7 @@ fn an_idempotent_producers_retry_to_the_new_leader_is_answered_as_a_duplicate() 
         (1..=3).all(|id| cluster.replica(id, "p").log.log_end_offset() == 4)
     });
 
-    cluster.kill(first);
+    cluster.stop(first);
     cluster.eventually("a new leader", || {
         let leader = cluster.leader("p");
         leader != first && leader != NO_NODE
@@ -730,8 +559,8 @@ fn an_offset_commit_is_acknowledged_only_once_every_in_sync_replica_has_it() {
     // The bug: the coordinator acknowledged a commit once its own copy was synced, so with
     // __consumer_offsets replicated a crash of the coordinator before its followers fetched
     // lost an acknowledged commit. Kafka appends commits with acks=-1.
-    let mut cluster = Cluster::start(600_000);
-    cluster.create_topic("c", &[]);
+    let mut cluster = start(600_000);
+    create_topic(&cluster, "c", &[]);
     let coordinator = find_coordinator(&cluster, "g");
     assert_eq!(commit(&cluster, coordinator, "g", 1), 0);
     let offsets = "__consumer_offsets";
@@ -762,7 +591,7 @@ fn an_offset_commit_is_acknowledged_only_once_every_in_sync_replica_has_it() {
     // A follower of that partition dies and stays in the ISR (no session expires here): the
     // next commit cannot be on every in-sync replica, so it is not acknowledged.
     let follower = *replicas.iter().find(|&&r| r != coordinator).unwrap();
-    cluster.kill(follower);
+    cluster.stop(follower);
     // Kafka answers a commit that timed out waiting for the ISR COORDINATOR_NOT_AVAILABLE.
     assert_eq!(
         commit(&cluster, coordinator, "g", 2),

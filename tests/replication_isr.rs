@@ -15,18 +15,11 @@
 #![cfg(not(madsim))]
 
 mod in_process;
+mod replicated_cluster;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use broker::broker::{Broker, PlaneContext, PlaneFuture, StartedPlane};
-use broker::clock::SystemClock;
-use broker::config::BrokerConfig;
-use broker::controller::decide::ControllerSettings;
 use broker::controller::plane::MetadataPlane;
-use broker::disk::FileDisk;
-use broker::solo_plane::SoloPlane;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -36,9 +29,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use replicated_cluster::{Cluster, Settings};
 
-/// The bound on every wait: generous for a loaded machine, finite so a hang fails.
-const WAIT: Duration = Duration::from_secs(60);
 /// `replica.lag.time.max.ms` here: small, so a stopped follower leaves the ISR long before
 /// its session expires.
 const LAG_MS: u64 = 1_000;
@@ -46,207 +38,43 @@ const LAG_MS: u64 = 1_000;
 /// short enough that a restarted broker's new incarnation registers soon after.
 const SESSION_MS: u64 = 5_000;
 
-struct Node {
-    addr: Option<std::net::SocketAddr>,
-    dir: PathBuf,
-    runtime: Option<tokio::runtime::Runtime>,
-    broker: Option<Arc<Broker>>,
+/// Brokers 1, 2 and 3 with this `replica.lag.time.max.ms` and `broker.session.timeout.ms`.
+fn start_with(lag_ms: u64, session_ms: u64) -> Cluster {
+    Cluster::start(Settings {
+        lag_ms,
+        session_ms,
+        offsets_partitions: 1,
+    })
 }
 
-struct Cluster {
-    _tmp: tempfile::TempDir,
-    plane: Arc<SoloPlane>,
-    nodes: Vec<Node>,
-    driver: tokio::runtime::Runtime,
-    lag_ms: u64,
-    session_ms: u64,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        Cluster::start_with(LAG_MS, SESSION_MS)
-    }
-
-    /// Brokers 1, 2 and 3 with this `replica.lag.time.max.ms` and `broker.session.timeout.ms`.
-    fn start_with(lag_ms: u64, session_ms: u64) -> Cluster {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let tmp = tempfile::tempdir().unwrap();
-        let driver = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let settings = ControllerSettings {
-            broker_session_timeout_ms: session_ms as i64,
-            ..ControllerSettings::default()
-        };
-        let plane = driver
-            .block_on(SoloPlane::open(
-                100,
-                settings,
-                Arc::new(SystemClock),
-                None,
-                None,
-            ))
-            .unwrap();
-        let nodes = (1..=3)
-            .map(|id| Node {
-                addr: None,
-                dir: tmp.path().join(format!("node-{id}")),
-                runtime: None,
-                broker: None,
-            })
-            .collect();
-        let mut cluster = Cluster {
-            _tmp: tmp,
-            plane,
-            nodes,
-            driver,
-            lag_ms,
-            session_ms,
-        };
-        for id in 1..=3 {
-            cluster.start_node(id);
+/// Produces `count` records with acks=all, each acknowledged before the next is sent.
+fn produce(cluster: &Cluster, topic: &str, count: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("acks", "all")
+        .set("message.timeout.ms", "60000")
+        .set("retry.backoff.ms", "50")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .unwrap();
+    cluster.driver.block_on(async {
+        for i in 0..count {
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(topic)
+                        .partition(0)
+                        .payload(&format!("record-{i}")),
+                    Duration::from_secs(60),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("record {i} not acknowledged: {e}"));
         }
-        cluster
-    }
-
-    fn broker(&self, id: i32) -> Arc<Broker> {
-        Arc::clone(
-            self.nodes[(id - 1) as usize]
-                .broker
-                .as_ref()
-                .expect("running"),
-        )
-    }
-
-    /// Starts (or restarts) broker `id` on its data directory and its port.
-    fn start_node(&mut self, id: i32) {
-        let plane = Arc::clone(&self.plane);
-        let (lag_ms, session_ms) = (self.lag_ms, self.session_ms);
-        let node = &mut self.nodes[(id - 1) as usize];
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let bind = node
-            .addr
-            .map_or("127.0.0.1:0".to_string(), |a| a.to_string());
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(&bind))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = BrokerConfig {
-            node_id: id,
-            listen: addr.to_string(),
-            data_dir: node.dir.clone(),
-            broker_session_timeout_ms: session_ms,
-            broker_heartbeat_interval_ms: 100,
-            replica_lag_time_max_ms: lag_ms,
-            offsets_topic_num_partitions: 1,
-            ..BrokerConfig::default()
-        };
-        let broker = runtime
-            .block_on(Broker::open_with_plane(
-                config,
-                Arc::new(FileDisk::new()),
-                Arc::new(SystemClock),
-                Box::new(move |_: PlaneContext| -> PlaneFuture {
-                    Box::pin(async move {
-                        Ok(StartedPlane {
-                            plane: plane as Arc<dyn MetadataPlane>,
-                            controller_endpoint: None,
-                            stop: None,
-                        })
-                    })
-                }),
-            ))
-            .unwrap();
-        runtime.spawn(broker::server::serve(
-            Arc::clone(&broker),
-            listener,
-            std::future::pending(),
-        ));
-        node.addr = Some(addr);
-        node.runtime = Some(runtime);
-        node.broker = Some(broker);
-    }
-
-    /// Stops broker `id` at once: its runtime shuts down with every task and socket of it.
-    fn stop(&mut self, id: i32) {
-        let node = &mut self.nodes[(id - 1) as usize];
-        node.broker = None;
-        if let Some(runtime) = node.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(10));
-        }
-    }
-
-    fn bootstrap(&self) -> String {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.addr)
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn leader(&self, topic: &str) -> i32 {
-        self.plane.image().partition(topic, 0).unwrap().leader
-    }
-
-    /// The partition's ISR in the plane's image, in id order.
-    fn isr(&self, topic: &str) -> Vec<i32> {
-        let mut isr = self.plane.image().partition(topic, 0).unwrap().isr.clone();
-        isr.sort_unstable();
-        isr
-    }
-
-    fn fenced(&self, id: i32) -> bool {
-        self.plane.image().brokers[&id].fenced
-    }
-
-    /// Waits until `ready` holds, polling (bounded: a hang is a failure, not a timing).
-    fn eventually(&self, what: &str, ready: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + WAIT;
-        while !ready() {
-            assert!(std::time::Instant::now() < deadline, "never saw {what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Produces `count` records with acks=all, each acknowledged before the next is sent.
-    fn produce(&self, topic: &str, count: usize) {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("acks", "all")
-            .set("message.timeout.ms", "60000")
-            .set("retry.backoff.ms", "50")
-            .set("topic.metadata.refresh.interval.ms", "500")
-            .create()
-            .unwrap();
-        self.driver.block_on(async {
-            for i in 0..count {
-                producer
-                    .send(
-                        FutureRecord::<(), _>::to(topic)
-                            .partition(0)
-                            .payload(&format!("record-{i}")),
-                        Duration::from_secs(60),
-                    )
-                    .await
-                    .unwrap_or_else(|(e, _)| panic!("record {i} not acknowledged: {e}"));
-            }
-        });
-    }
+    });
 }
 
 #[test]
 fn a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_caught_up() {
-    let mut cluster = Cluster::start();
+    let mut cluster = start_with(LAG_MS, SESSION_MS);
     cluster
         .driver
         .block_on(cluster.broker(1).create_topic("i", 1, 3, &[], false))
@@ -254,7 +82,7 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_caught_
     cluster.eventually("i-0 open on every broker", || {
         (1..=3).all(|id| cluster.broker(id).partition("i", 0).is_some())
     });
-    cluster.produce("i", 20);
+    produce(&cluster, "i", 20);
     let leader = cluster.leader("i");
     assert_eq!(
         cluster.isr("i"),
@@ -287,7 +115,7 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_caught_
         },
     );
     // acks=all goes on with the two in-sync replicas.
-    cluster.produce("i", 30);
+    produce(&cluster, "i", 30);
     let leader_end = cluster
         .broker(leader)
         .partition("i", 0)
@@ -328,7 +156,7 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_caught_
 /// leader and the follower back, once the leader is fenced (the batch that fences it decides
 /// the election).
 fn last_isr_member_dies(unclean: bool) -> (Cluster, i32, i32) {
-    let mut cluster = Cluster::start();
+    let mut cluster = start_with(LAG_MS, SESSION_MS);
     let value = unclean.to_string();
     let configs = [("unclean.leader.election.enable".to_string(), value)];
     cluster
@@ -338,7 +166,7 @@ fn last_isr_member_dies(unclean: bool) -> (Cluster, i32, i32) {
     cluster.eventually("u-0 open on every broker", || {
         (1..=3).all(|id| cluster.broker(id).partition("u", 0).is_some())
     });
-    cluster.produce("u", 10);
+    produce(&cluster, "u", 10);
     let leader = cluster.leader("u");
     let followers: Vec<i32> = (1..=3).filter(|&id| id != leader).collect();
     for &id in &followers {
@@ -347,7 +175,7 @@ fn last_isr_member_dies(unclean: bool) -> (Cluster, i32, i32) {
     cluster.eventually("the leader alone in the ISR", || {
         cluster.isr("u") == vec![leader]
     });
-    cluster.produce("u", 10);
+    produce(&cluster, "u", 10);
     cluster.stop(leader);
     // Its registration and heartbeats are what the controller (a plane with no tick of its
     // own) decides sessions on: the leader is fenced while it comes back.
@@ -422,7 +250,7 @@ fn commit(cluster: &Cluster, coordinator: i32, offset: i64) -> i16 {
 #[test]
 fn an_offset_commit_is_not_acknowledged_while_an_in_sync_follower_of_its_partition_lacks_it() {
     // Followers stay in the ISR (and unfenced) however long they are away.
-    let mut cluster = Cluster::start_with(600_000, 600_000);
+    let mut cluster = start_with(600_000, 600_000);
     cluster
         .driver
         // On every broker: OffsetCommit checks the coordinator's local replicas.

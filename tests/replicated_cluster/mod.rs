@@ -1,0 +1,232 @@
+//! Three brokers in one process for the replication tests: each on its own tokio runtime and
+//! loopback listener, sharing one in-memory metadata plane (a `SoloPlane` owned by no broker, so
+//! every broker's session can expire). Followers fetch from leaders over real TCP.
+//!
+//! A stopped broker is its runtime shut down: its tasks and sockets die at once, without a
+//! controlled shutdown, and its files stay as they were (what a kill -9 leaves, minus the page
+//! cache loss that the simulator's faulty disk models).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::broker::{Broker, PlaneContext, PlaneFuture, StartedPlane};
+use broker::clock::SystemClock;
+use broker::config::BrokerConfig;
+use broker::controller::decide::ControllerSettings;
+use broker::controller::plane::MetadataPlane;
+use broker::disk::FileDisk;
+use broker::partition::Partition;
+use broker::solo_plane::SoloPlane;
+
+/// The bound on every wait: generous for a loaded machine, finite so a hang fails.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// What the three brokers are configured with.
+#[derive(Clone, Copy)]
+pub struct Settings {
+    /// `replica.lag.time.max.ms`.
+    pub lag_ms: u64,
+    /// `broker.session.timeout.ms`, for the brokers and the plane.
+    pub session_ms: u64,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_partitions: i32,
+}
+
+struct Node {
+    addr: Option<SocketAddr>,
+    dir: PathBuf,
+    runtime: Option<tokio::runtime::Runtime>,
+    broker: Option<Arc<Broker>>,
+}
+
+pub struct Cluster {
+    _tmp: tempfile::TempDir,
+    pub plane: Arc<SoloPlane>,
+    nodes: Vec<Node>,
+    /// Runs the test's own async work (clients, admin calls).
+    pub driver: tokio::runtime::Runtime,
+    settings: Settings,
+}
+
+impl Cluster {
+    /// Brokers 1, 2 and 3, started.
+    pub fn start(settings: Settings) -> Cluster {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let tmp = tempfile::tempdir().unwrap();
+        let driver = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let controller = ControllerSettings {
+            broker_session_timeout_ms: settings.session_ms as i64,
+            ..ControllerSettings::default()
+        };
+        let plane = driver
+            .block_on(SoloPlane::open(
+                100,
+                controller,
+                Arc::new(SystemClock),
+                None,
+                None,
+            ))
+            .unwrap();
+        let nodes = (1..=3)
+            .map(|id| Node {
+                addr: None,
+                dir: tmp.path().join(format!("node-{id}")),
+                runtime: None,
+                broker: None,
+            })
+            .collect();
+        let mut cluster = Cluster {
+            _tmp: tmp,
+            plane,
+            nodes,
+            driver,
+            settings,
+        };
+        for id in 1..=3 {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    fn node(&mut self, id: i32) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// Broker `id`, which must be running.
+    pub fn broker(&self, id: i32) -> Arc<Broker> {
+        Arc::clone(
+            self.nodes[(id - 1) as usize]
+                .broker
+                .as_ref()
+                .expect("running"),
+        )
+    }
+
+    /// Starts (or restarts) broker `id` on its data directory and its port.
+    pub fn start_node(&mut self, id: i32) {
+        let plane = Arc::clone(&self.plane);
+        let settings = self.settings;
+        let node = self.node(id);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let bind = node
+            .addr
+            .map_or("127.0.0.1:0".to_string(), |a| a.to_string());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(&bind))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = BrokerConfig {
+            node_id: id,
+            listen: addr.to_string(),
+            data_dir: node.dir.clone(),
+            broker_session_timeout_ms: settings.session_ms,
+            broker_heartbeat_interval_ms: 100,
+            replica_lag_time_max_ms: settings.lag_ms,
+            offsets_topic_num_partitions: settings.offsets_partitions,
+            ..BrokerConfig::default()
+        };
+        let broker = runtime
+            .block_on(Broker::open_with_plane(
+                config,
+                Arc::new(FileDisk::new()),
+                Arc::new(SystemClock),
+                Box::new(move |_: PlaneContext| -> PlaneFuture {
+                    Box::pin(async move {
+                        Ok(StartedPlane {
+                            plane: plane as Arc<dyn MetadataPlane>,
+                            controller_endpoint: None,
+                            stop: None,
+                        })
+                    })
+                }),
+            ))
+            .unwrap();
+        runtime.spawn(broker::server::serve(
+            Arc::clone(&broker),
+            listener,
+            std::future::pending(),
+        ));
+        node.addr = Some(addr);
+        node.runtime = Some(runtime);
+        node.broker = Some(broker);
+    }
+
+    /// Stops broker `id` at once: its runtime shuts down with every task and socket of it.
+    pub fn stop(&mut self, id: i32) {
+        let node = self.node(id);
+        node.broker = None;
+        if let Some(runtime) = node.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Broker `id`'s data directory.
+    pub fn data_dir(&self, id: i32) -> PathBuf {
+        self.nodes[(id - 1) as usize].dir.clone()
+    }
+
+    /// Every broker that has been started, as `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.addr)
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Is `name`-0 open on every running broker?
+    pub fn open_everywhere(&self, name: &str) -> bool {
+        self.nodes.iter().all(|n| {
+            n.broker
+                .as_ref()
+                .is_some_and(|b| b.partition(name, 0).is_some())
+        })
+    }
+
+    /// Partition 0's leader in the plane's image.
+    pub fn leader(&self, topic: &str) -> i32 {
+        self.plane.image().partition(topic, 0).unwrap().leader
+    }
+
+    /// Partition 0's ISR in the plane's image, in id order.
+    pub fn isr(&self, topic: &str) -> Vec<i32> {
+        let mut isr = self.plane.image().partition(topic, 0).unwrap().isr.clone();
+        isr.sort_unstable();
+        isr
+    }
+
+    pub fn fenced(&self, id: i32) -> bool {
+        self.plane.image().brokers[&id].fenced
+    }
+
+    /// Broker `id`'s replica of `topic`-0.
+    pub fn replica(&self, id: i32, topic: &str) -> Arc<Partition> {
+        self.broker(id)
+            .partition(topic, 0)
+            .expect("a local replica")
+    }
+
+    /// Waits until `ready` holds, polling (bounded: a hang is a failure, not a timing).
+    pub fn eventually(&self, what: &str, ready: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !ready() {
+            assert!(std::time::Instant::now() < deadline, "never saw {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
