@@ -306,8 +306,38 @@ impl Log {
         dir: PathBuf,
         config: LogConfig,
     ) -> Result<Log, OpenError> {
+        Log::open_as(disk, clock, dir, config, false).await
+    }
+
+    /// Opens the log of a partition that has other replicas ([`Log::set_replicated`] from the
+    /// start): its recovery cuts a torn tail and skips no offset, as Kafka's `UnifiedLog`
+    /// recovery does. Offsets lost with unsynced bytes are the leader's to give again, in the
+    /// leader's batches, and a follower fetches them back from where its log now ends; a filler
+    /// batch of its own there would be a batch the leader never had, below the leader's high
+    /// watermark, kept by every reconciliation (it carries no leader epoch to diverge on).
+    pub async fn open_replicated(
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> Result<Log, OpenError> {
+        Log::open_as(disk, clock, dir, config, true).await
+    }
+
+    async fn open_as(
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        dir: PathBuf,
+        config: LogConfig,
+        replicated: bool,
+    ) -> Result<Log, OpenError> {
         config.validate().map_err(OpenError::Config)?;
-        let (state, recovery) = recover(disk.as_ref(), clock.as_ref(), &dir, &config, 0)
+        let skip = if replicated {
+            Skip::Nothing
+        } else {
+            Skip::Reserved { assigned_end: 0 }
+        };
+        let (state, recovery) = recover(disk.as_ref(), clock.as_ref(), &dir, &config, skip)
             .await
             .map_err(|source| OpenError::Io {
                 dir: dir.clone(),
@@ -329,7 +359,7 @@ impl Log {
             durable_end_offset: AtomicU64::new(0),
             active_base_offset: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            replicated: AtomicBool::new(false),
+            replicated: AtomicBool::new(replicated),
             incarnation: AtomicU64::new(0),
         };
         log.publish(&log.state());
@@ -1610,7 +1640,7 @@ impl Log {
             self.clock.as_ref(),
             &self.dir,
             &config,
-            assigned_end,
+            Skip::Reserved { assigned_end },
         )
         .await
         .map_err(|source| OpenError::Io {
@@ -1800,14 +1830,24 @@ async fn offsets_written_from(
     Ok(end)
 }
 
-/// Rebuilds the log's state from `dir`. See the module doc. `assigned_end`: offsets below it
-/// were assigned by this process (an in-place recovery) and are not given out again.
+/// Which offsets a recovery skips past the recovered data.
+#[derive(Clone, Copy, Debug)]
+enum Skip {
+    /// A single replica's log: the offset reservation, the offsets of damaged or cut tail
+    /// batches, and those below `assigned_end` (offsets this process assigned, for an in-place
+    /// recovery), so no offset anyone may have seen is given to other data.
+    Reserved { assigned_end: u64 },
+    /// A replicated log (see [`Log::open_replicated`]): none.
+    Nothing,
+}
+
+/// Rebuilds the log's state from `dir`. See the module doc and [`Skip`].
 async fn recover(
     disk: &dyn Disk,
     clock: &dyn Clock,
     dir: &Path,
     config: &LogConfig,
-    assigned_end: u64,
+    skip: Skip,
 ) -> io::Result<(LogState, RecoveryReport)> {
     let mut report = RecoveryReport::default();
     disk.create_dir_all(dir)
@@ -1964,13 +2004,13 @@ async fn recover(
     let mut next_offset = data_end
         .unwrap_or(checkpoint.log_start_offset)
         .max(checkpoint.log_start_offset);
-    let skip_to = if clean {
-        assigned_end
-    } else {
-        checkpoint
+    let skip_to = match skip {
+        Skip::Nothing => next_offset,
+        Skip::Reserved { assigned_end } if clean => assigned_end,
+        Skip::Reserved { assigned_end } => checkpoint
             .offset_reservation
             .max(assigned_end)
-            .max(damaged_end)
+            .max(damaged_end),
     };
     if skip_to > next_offset {
         tracing::info!(dir = %dir.display(), from = next_offset, to = skip_to,
