@@ -1617,6 +1617,23 @@ impl Log {
     /// needs no free space: a full disk does not keep a log offline. Returns `Ok(true)` if the log is back online, `Ok(false)` if it was
     /// not offline; an error leaves it offline, to be tried again later.
     pub async fn reopen(&self) -> Result<bool, OpenError> {
+        self.reopen_as(false).await
+    }
+
+    /// [`Log::reopen`] for a follower's replicated log: it skips no offset, as
+    /// [`Log::open_replicated`]. A follower's log is a copy of its leader's: what the failure
+    /// lost is a suffix the follower fetches again from where its log now ends, and a filler
+    /// batch of its own there would sit below the leader's high watermark where the leader has
+    /// other batches, in no leader epoch a reconciliation could find.
+    pub async fn reopen_as_follower(&self) -> Result<bool, OpenError> {
+        assert!(
+            self.is_replicated(),
+            "only a replicated log has a leader to fetch from"
+        );
+        self.reopen_as(true).await
+    }
+
+    async fn reopen_as(&self, follower: bool) -> Result<bool, OpenError> {
         if !self.is_failed() {
             return Ok(false);
         }
@@ -1640,7 +1657,11 @@ impl Log {
             self.clock.as_ref(),
             &self.dir,
             &config,
-            Skip::Reserved { assigned_end },
+            if follower {
+                Skip::Nothing
+            } else {
+                Skip::Reserved { assigned_end }
+            },
         )
         .await
         .map_err(|source| OpenError::Io {
