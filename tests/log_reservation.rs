@@ -385,3 +385,43 @@ async fn a_followers_log_recovered_in_place_skips_nothing_and_fetches_the_leader
         "the follower holds other batches than its leader"
     );
 }
+
+#[tokio::test]
+async fn a_replicated_log_still_skips_the_offsets_of_damage_at_rest_that_cut_whole_batches() {
+    // The regression a first fix for issue 11 had (replication-swarm seed 6): a replicated
+    // log skipping nothing after a crash also dropped the offsets of a bit flip in the middle
+    // of its tail segment, with whole batches after it; the replica, the only one in sync,
+    // led again and gave those acknowledged offsets to other records. Damage at rest is not a
+    // torn write: its offsets stay skipped (the bytes stay in the segment).
+    let f = Fixture::new(18, FaultyDiskConfig::default(), LogConfig::default());
+    let open = || async {
+        Log::open_replicated(
+            Arc::new(f.disk.clone()),
+            f.clock.clone(),
+            f.dir.clone(),
+            f.config.clone(),
+        )
+        .await
+        .unwrap()
+    };
+    let log = open().await;
+    let len = batch_with_id(0, 2, 100, T0).len() as u64;
+    for id in 0..5 {
+        log.append(&mut batch_with_id(id, 2, 100, T0), 0)
+            .await
+            .unwrap();
+    }
+    drop(log);
+    // A flipped bit in the third batch's length (offsets 4 and 5): the scan cannot step over
+    // it to the two whole batches after it, so the tail is cut from there.
+    f.disk
+        .flip_bit(&f.segment_path(0), len * 2 + 10, 6)
+        .unwrap();
+    f.disk.crash();
+    let log = open().await;
+    assert_eq!(
+        log.log_end_offset(),
+        10,
+        "acknowledged offsets after damage at rest would be given again"
+    );
+}

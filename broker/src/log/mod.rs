@@ -1799,12 +1799,14 @@ async fn load_indexes(
 /// hand their offsets out again. Looks for every batch that still passes its CRC (offsets are
 /// dense, so the damaged one starts at `expected` even if its base offset field is what
 /// flipped) and trusts the damaged batch's own offset fields when its base offset is the
-/// expected one. Reads only the bytes after the damage: a torn tail is short.
+/// expected one. Reads only the bytes after the damage: a torn tail is short. Also says
+/// whether a whole batch that passes its CRC follows the unreadable one: a torn write leaves
+/// only a prefix of the last write, so that is damage at rest (a bit flip), not a torn tail.
 async fn offsets_written_from(
     file: &dyn DiskFile,
     position: u64,
     expected: u64,
-) -> io::Result<u64> {
+) -> io::Result<(u64, bool)> {
     // Offsets no batch can plausibly reach from `expected`: a flipped high bit is not a batch.
     const PLAUSIBLE_SPAN: u64 = 1 << 32;
     let len = file.len();
@@ -1822,6 +1824,7 @@ async fn offsets_written_from(
     }
     rest.truncate(read);
     let mut at = 0;
+    let mut intact_after = false;
     while at + HEADER_LEN <= rest.len() {
         let Ok(header) = BatchHeader::parse(&rest[at..]) else {
             at += 1;
@@ -1829,6 +1832,7 @@ async fn offsets_written_from(
         };
         let whole = rest.get(at..at + header.size());
         let checked = whole.is_some_and(|bytes| batch::validate(bytes).is_ok());
+        intact_after |= checked && at > 0;
         let delta = u64::from(header.last_offset_delta.max(0).unsigned_abs())
             .max(u64::from(header.records_count.max(1).unsigned_abs()) - 1);
         let base = header.base_offset as u64;
@@ -1848,7 +1852,7 @@ async fn offsets_written_from(
         }
     }
     assert!(end >= expected);
-    Ok(end)
+    Ok((end, intact_after))
 }
 
 /// Which offsets a recovery skips past the recovered data.
@@ -1858,7 +1862,9 @@ enum Skip {
     /// batches, and those below `assigned_end` (offsets this process assigned, for an in-place
     /// recovery), so no offset anyone may have seen is given to other data.
     Reserved { assigned_end: u64 },
-    /// A replicated log (see [`Log::open_replicated`]): none.
+    /// A replicated log (see [`Log::open_replicated`]): only the offsets of damage at rest (a
+    /// bit flip: no replica repairs another's disk, and whole batches after the damage may
+    /// have been shown), never those of a torn tail, the reservation or this process's own.
     Nothing,
 }
 
@@ -1931,7 +1937,9 @@ async fn recover(
         .max()
         .unwrap_or(0);
     let mut scanned = Vec::new();
-    // The end of the offsets that unreadable or cut bytes at the tail may have held.
+    // The end of the offsets that cut bytes at the tail may have held (`torn_end`), and that
+    // unreadable bytes left in the tail segment may hold (`damaged_end`).
+    let mut torn_end = 0;
     let mut damaged_end = 0;
     for (i, &base) in bases.iter().enumerate() {
         let is_tail = i + 1 == bases.len();
@@ -1960,8 +1968,14 @@ async fn recover(
             ScanEnd::TornTail { position, error } => {
                 // A bit flip in synced bytes looks like a torn write here: the offsets of what
                 // is cut may have been shown, so they are skipped, never reused.
-                damaged_end = damaged_end
-                    .max(offsets_written_from(seg.file.as_ref(), position, seg.next_offset).await?);
+                let (end, intact_after) =
+                    offsets_written_from(seg.file.as_ref(), position, seg.next_offset).await?;
+                torn_end = torn_end.max(end);
+                if intact_after {
+                    // Whole batches after the damage: not a torn write but damage at rest,
+                    // and the cut takes their offsets too.
+                    damaged_end = damaged_end.max(end);
+                }
                 report.torn_bytes_cut += seg.file.len() - position;
                 tracing::warn!(segment = %path.display(), position, cut_bytes = seg.file.len() - position, %error,
                     "cutting a torn tail");
@@ -1986,7 +2000,8 @@ async fn recover(
                         None => {
                             damaged_end = damaged_end.max(
                                 offsets_written_from(seg.file.as_ref(), position, seg.next_offset)
-                                    .await?,
+                                    .await?
+                                    .0,
                             );
                         }
                     }
@@ -2026,11 +2041,14 @@ async fn recover(
         .unwrap_or(checkpoint.log_start_offset)
         .max(checkpoint.log_start_offset);
     let skip_to = match skip {
-        Skip::Nothing => next_offset,
+        // Damaged bytes stay in the segment, after the last readable batch: their offsets are
+        // skipped whatever the policy, so appends continue after them in offsets as in bytes.
+        Skip::Nothing => damaged_end,
         Skip::Reserved { assigned_end } if clean => assigned_end,
         Skip::Reserved { assigned_end } => checkpoint
             .offset_reservation
             .max(assigned_end)
+            .max(torn_end)
             .max(damaged_end),
     };
     if skip_to > next_offset {
