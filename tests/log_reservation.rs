@@ -306,3 +306,122 @@ async fn a_replicated_log_reserves_no_offsets_and_continues_from_what_it_recover
         );
     }
 }
+
+#[tokio::test]
+async fn a_followers_log_recovered_in_place_skips_nothing_and_fetches_the_leaders_batches_again() {
+    // The bug (issue 11, replication-swarm seed 3): a follower's log that went offline after an
+    // EIO was recovered in place as a single replica's, so the offsets it had fetched but not
+    // synced were covered by a filler batch of its own. The leader had its own batches there;
+    // the follower fetched on from after the filler and, once the high watermark passed it, an
+    // ISR member held a batch the leader never had below the high watermark. A follower's log
+    // is a copy of the leader's: it continues from what survived and fetches the rest again.
+    use broker::partition::Partition;
+    let config = LogConfig {
+        flush: lazy(),
+        ..LogConfig::default()
+    };
+    let leader = Fixture::new(16, FaultyDiskConfig::default(), config.clone());
+    let follower = Fixture::new(17, FaultyDiskConfig::default(), config);
+    let leader_log = leader.open().await;
+    leader_log.set_replicated(true);
+    for id in 0..3 {
+        leader_log
+            .append(&mut batch_with_id(id, 2, 100, T0), 0)
+            .await
+            .unwrap();
+    }
+    let fetched = leader_log.read(0, 1 << 20, None).await.unwrap().records;
+    let leaders = batches(&fetched);
+    assert_eq!(leaders.len(), 3);
+    let first_len = leaders[0].1.len();
+    let log = Log::open_replicated(
+        Arc::new(follower.disk.clone()),
+        follower.clock.clone(),
+        follower.dir.clone(),
+        follower.config.clone(),
+    )
+    .await
+    .unwrap();
+    let partition = Partition::open_unassigned("t".into(), 0, log, 2)
+        .await
+        .unwrap();
+    partition.become_follower(0, 1);
+    partition
+        .append_as_follower(&fetched[..first_len])
+        .await
+        .unwrap();
+    partition.log.flush().await.unwrap();
+    // Fetched, not synced: lost when the next sync fails and the log goes offline.
+    partition
+        .append_as_follower(&fetched[first_len..])
+        .await
+        .unwrap();
+    assert_eq!(partition.log.log_end_offset(), 6);
+    follower.disk.fail_next_sync();
+    assert!(partition.log.flush().await.is_err());
+    assert!(
+        partition.recover_if_offline().await,
+        "the log stays offline"
+    );
+    assert_eq!(
+        (
+            partition.log.log_end_offset(),
+            partition.replica_state().role()
+        ),
+        (2, broker::replica::Role::Follower { leader: 1 }),
+        "the follower's log does not continue from what survived"
+    );
+    // The fetch from the new log end takes the leader's batches again: one log.
+    let refetched = leader_log.read(2, 1 << 20, None).await.unwrap().records;
+    partition.append_as_follower(&refetched).await.unwrap();
+    let held: Vec<Vec<u8>> = Fixture::read_all(&partition.log)
+        .await
+        .into_iter()
+        .map(|(_, bytes)| bytes)
+        .collect();
+    let led: Vec<Vec<u8>> = leaders.into_iter().map(|(_, bytes)| bytes).collect();
+    assert_eq!(
+        held, led,
+        "the follower holds other batches than its leader"
+    );
+}
+
+#[tokio::test]
+async fn a_replicated_log_still_skips_the_offsets_of_damage_at_rest_that_cut_whole_batches() {
+    // The regression a first fix for issue 11 had (replication-swarm seed 6): a replicated
+    // log skipping nothing after a crash also dropped the offsets of a bit flip in the middle
+    // of its tail segment, with whole batches after it; the replica, the only one in sync,
+    // led again and gave those acknowledged offsets to other records. Damage at rest is not a
+    // torn write: its offsets stay skipped (the bytes stay in the segment).
+    let f = Fixture::new(18, FaultyDiskConfig::default(), LogConfig::default());
+    let open = || async {
+        Log::open_replicated(
+            Arc::new(f.disk.clone()),
+            f.clock.clone(),
+            f.dir.clone(),
+            f.config.clone(),
+        )
+        .await
+        .unwrap()
+    };
+    let log = open().await;
+    let len = batch_with_id(0, 2, 100, T0).len() as u64;
+    for id in 0..5 {
+        log.append(&mut batch_with_id(id, 2, 100, T0), 0)
+            .await
+            .unwrap();
+    }
+    drop(log);
+    // A flipped bit in the third batch's length (offsets 4 and 5): the scan cannot step over
+    // it to the two whole batches after it, so the tail is cut from there.
+    f.disk
+        .flip_bit(&f.segment_path(0), len * 2 + 10, 6)
+        .unwrap();
+    f.disk.crash();
+    let log = open().await;
+    assert_eq!(
+        log.log_end_offset(),
+        10,
+        "acknowledged offsets after damage at rest would be given again"
+    );
+}

@@ -429,7 +429,11 @@ impl Catalog {
                         partitions.push(partition);
                     }
                     (true, None) => {
-                        match self.open_partition(name, index, wanted.id, &configs).await {
+                        let replicated = assignment.replicas.len() > 1;
+                        match self
+                            .open_partition(name, index, wanted.id, &configs, replicated)
+                            .await
+                        {
                             Ok(partition) => {
                                 if let Some(hw) =
                                     self.checkpointed_high_watermark(name, index).await
@@ -494,14 +498,16 @@ impl Catalog {
         Ok(())
     }
 
-    /// Opens (creating if needed) the log of `topic`-`index` for topic `id`. A directory that
-    /// names another topic id belongs to an older topic of the same name: it is removed first.
+    /// Opens (creating if needed) the log of `topic`-`index` for topic `id`, `replicated` if
+    /// the partition has other replicas. A directory that names another topic id belongs to an
+    /// older topic of the same name: it is removed first.
     async fn open_partition(
         &self,
         topic: &str,
         index: i32,
         id: Uuid,
         configs: &TopicConfigs,
+        replicated: bool,
     ) -> io::Result<Arc<Partition>> {
         let dir = self.partition_dir(topic, index);
         let metadata_path = dir.join(PARTITION_METADATA_FILE);
@@ -530,13 +536,18 @@ impl Catalog {
             }
             _ => {}
         }
-        let log = Log::open(
+        // Replicated from its first recovery on: the offset reservation's skip is a
+        // single-replica policy (see `Log::open_replicated`).
+        let (disk, clock, config) = (
             Arc::clone(&self.disk),
             Arc::clone(&self.clock),
-            dir,
             configs.log_config(&self.config),
-        )
-        .await
+        );
+        let log = if replicated {
+            Log::open_replicated(disk, clock, dir, config).await
+        } else {
+            Log::open(disk, clock, dir, config).await
+        }
         .map_err(|e| io::Error::other(e.to_string()))?;
         if !matches!(recorded, Some(Some(existing)) if existing == id) {
             // A new directory, or one from before the cluster (meta.toml): it is this topic's.
@@ -837,6 +848,81 @@ mod tests {
         let state = catalog.partition("t", 0).unwrap().replica_state();
         assert_eq!(state.role(), Role::Follower { leader: 2 });
         assert_eq!(state.high_watermark(), 3);
+        catalog.fetchers().stop_all();
+    }
+
+    #[tokio::test]
+    async fn a_replicated_partition_recovers_a_torn_tail_without_a_filler_batch_of_its_own() {
+        // The bug (issue 11, replication-power-loss-lazy seeds 3 and 4): the catalog opened
+        // every log as a single replica's, so the recovery after a power loss covered the
+        // offsets of a torn tail batch with a filler batch (no leader epoch). On a follower
+        // that batch sat where the leader had its own batch of the same offsets; reconciliation
+        // kept it (its epoch's end was the log end), the follower fetched on from after it, and
+        // once the HW passed it an ISR member held a batch the leader never had below the HW.
+        // Kafka's recovery cuts the torn tail and continues from there; the leader's batches
+        // are fetched again. A single replica keeps its skip (the offset reservation's promise).
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::from_u128(11);
+        let mut replicated = partition(&[1, 2], 1, 0);
+        replicated.isr = vec![1, 2];
+        let parts = vec![replicated, partition(&[1], 1, 0)];
+        let batch_len = builder::simple(1, 10, b'x', T0).len();
+        {
+            let catalog = catalog(dir.path(), 1);
+            catalog
+                .apply(image(1, &[("t", id, parts.clone())]))
+                .await
+                .unwrap();
+            for index in [0, 1] {
+                let p = catalog.partition("t", index).unwrap();
+                for _ in 0..3 {
+                    append_one(&p).await;
+                }
+                assert_eq!(p.log.log_end_offset(), 3);
+            }
+            // A power loss with the next batch half written: no clean shutdown.
+            catalog.fetchers().stop_all();
+        }
+        for index in [0, 1] {
+            let mut torn = builder::simple(1, 10, b'x', T0);
+            torn[..8].copy_from_slice(&3i64.to_be_bytes());
+            let segment = dir
+                .path()
+                .join(format!("t-{index}"))
+                .join("00000000000000000000.log");
+            let file = FileDisk::new()
+                .open(&segment, disk::OpenMode::Existing)
+                .await
+                .unwrap();
+            // Its header whole (the offsets it held are known), its records cut.
+            file.append(&torn[..batch_len - 4]).await.unwrap();
+            file.sync().await.unwrap();
+        }
+        let catalog = catalog(dir.path(), 1);
+        catalog.apply(image(2, &[("t", id, parts)])).await.unwrap();
+        let replica = catalog.partition("t", 0).unwrap();
+        assert!(!replica.log.recovery().clean);
+        assert!(
+            replica.log.recovery().torn_bytes_cut > 0,
+            "nothing was torn"
+        );
+        assert_eq!(
+            (
+                replica.log.log_end_offset(),
+                replica.log.recovery().offsets_skipped
+            ),
+            (3, 0),
+            "a replicated log covered the torn batch's offsets with a batch of its own"
+        );
+        let sole = catalog.partition("t", 1).unwrap();
+        assert_eq!(
+            (
+                sole.log.log_end_offset(),
+                sole.log.recovery().offsets_skipped
+            ),
+            (4, 1),
+            "a single replica must skip the offset a torn batch may have shown"
+        );
         catalog.fetchers().stop_all();
     }
 

@@ -244,8 +244,20 @@ impl Partition {
         }
         // Offline before the reopen publishes the recovered offsets: a reader in between must
         // not take them for a leader's log going back.
-        self.replica().go_offline();
-        match self.log.reopen().await {
+        let follower = {
+            let mut replica = self.replica();
+            replica.go_offline();
+            matches!(replica.resumes_as(), Some(Role::Follower { .. }))
+        };
+        // A follower of a replicated partition copies its leader: its recovery skips nothing
+        // (see `Log::reopen_as_follower`). A leader keeps the skip: it resumes in the same
+        // leader epoch, and its followers may hold the offsets it lost.
+        let reopened = if follower && self.log.is_replicated() {
+            self.log.reopen_as_follower().await
+        } else {
+            self.log.reopen().await
+        };
+        match reopened {
             Ok(true) => {
                 *producers = match rebuild_producer_state(&self.log).await {
                     Ok((rebuilt, snapshot)) => {

@@ -306,8 +306,38 @@ impl Log {
         dir: PathBuf,
         config: LogConfig,
     ) -> Result<Log, OpenError> {
+        Log::open_as(disk, clock, dir, config, false).await
+    }
+
+    /// Opens the log of a partition that has other replicas ([`Log::set_replicated`] from the
+    /// start): its recovery cuts a torn tail and skips no offset, as Kafka's `UnifiedLog`
+    /// recovery does. Offsets lost with unsynced bytes are the leader's to give again, in the
+    /// leader's batches, and a follower fetches them back from where its log now ends; a filler
+    /// batch of its own there would be a batch the leader never had, below the leader's high
+    /// watermark, kept by every reconciliation (it carries no leader epoch to diverge on).
+    pub async fn open_replicated(
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> Result<Log, OpenError> {
+        Log::open_as(disk, clock, dir, config, true).await
+    }
+
+    async fn open_as(
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        dir: PathBuf,
+        config: LogConfig,
+        replicated: bool,
+    ) -> Result<Log, OpenError> {
         config.validate().map_err(OpenError::Config)?;
-        let (state, recovery) = recover(disk.as_ref(), clock.as_ref(), &dir, &config, 0)
+        let skip = if replicated {
+            Skip::Nothing
+        } else {
+            Skip::Reserved { assigned_end: 0 }
+        };
+        let (state, recovery) = recover(disk.as_ref(), clock.as_ref(), &dir, &config, skip)
             .await
             .map_err(|source| OpenError::Io {
                 dir: dir.clone(),
@@ -329,7 +359,7 @@ impl Log {
             durable_end_offset: AtomicU64::new(0),
             active_base_offset: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            replicated: AtomicBool::new(false),
+            replicated: AtomicBool::new(replicated),
             incarnation: AtomicU64::new(0),
         };
         log.publish(&log.state());
@@ -1587,6 +1617,23 @@ impl Log {
     /// needs no free space: a full disk does not keep a log offline. Returns `Ok(true)` if the log is back online, `Ok(false)` if it was
     /// not offline; an error leaves it offline, to be tried again later.
     pub async fn reopen(&self) -> Result<bool, OpenError> {
+        self.reopen_as(false).await
+    }
+
+    /// [`Log::reopen`] for a follower's replicated log: it skips no offset, as
+    /// [`Log::open_replicated`]. A follower's log is a copy of its leader's: what the failure
+    /// lost is a suffix the follower fetches again from where its log now ends, and a filler
+    /// batch of its own there would sit below the leader's high watermark where the leader has
+    /// other batches, in no leader epoch a reconciliation could find.
+    pub async fn reopen_as_follower(&self) -> Result<bool, OpenError> {
+        assert!(
+            self.is_replicated(),
+            "only a replicated log has a leader to fetch from"
+        );
+        self.reopen_as(true).await
+    }
+
+    async fn reopen_as(&self, follower: bool) -> Result<bool, OpenError> {
         if !self.is_failed() {
             return Ok(false);
         }
@@ -1610,7 +1657,11 @@ impl Log {
             self.clock.as_ref(),
             &self.dir,
             &config,
-            assigned_end,
+            if follower {
+                Skip::Nothing
+            } else {
+                Skip::Reserved { assigned_end }
+            },
         )
         .await
         .map_err(|source| OpenError::Io {
@@ -1748,12 +1799,14 @@ async fn load_indexes(
 /// hand their offsets out again. Looks for every batch that still passes its CRC (offsets are
 /// dense, so the damaged one starts at `expected` even if its base offset field is what
 /// flipped) and trusts the damaged batch's own offset fields when its base offset is the
-/// expected one. Reads only the bytes after the damage: a torn tail is short.
+/// expected one. Reads only the bytes after the damage: a torn tail is short. Also says
+/// whether a whole batch that passes its CRC follows the unreadable one: a torn write leaves
+/// only a prefix of the last write, so that is damage at rest (a bit flip), not a torn tail.
 async fn offsets_written_from(
     file: &dyn DiskFile,
     position: u64,
     expected: u64,
-) -> io::Result<u64> {
+) -> io::Result<(u64, bool)> {
     // Offsets no batch can plausibly reach from `expected`: a flipped high bit is not a batch.
     const PLAUSIBLE_SPAN: u64 = 1 << 32;
     let len = file.len();
@@ -1771,6 +1824,7 @@ async fn offsets_written_from(
     }
     rest.truncate(read);
     let mut at = 0;
+    let mut intact_after = false;
     while at + HEADER_LEN <= rest.len() {
         let Ok(header) = BatchHeader::parse(&rest[at..]) else {
             at += 1;
@@ -1778,6 +1832,7 @@ async fn offsets_written_from(
         };
         let whole = rest.get(at..at + header.size());
         let checked = whole.is_some_and(|bytes| batch::validate(bytes).is_ok());
+        intact_after |= checked && at > 0;
         let delta = u64::from(header.last_offset_delta.max(0).unsigned_abs())
             .max(u64::from(header.records_count.max(1).unsigned_abs()) - 1);
         let base = header.base_offset as u64;
@@ -1797,17 +1852,29 @@ async fn offsets_written_from(
         }
     }
     assert!(end >= expected);
-    Ok(end)
+    Ok((end, intact_after))
 }
 
-/// Rebuilds the log's state from `dir`. See the module doc. `assigned_end`: offsets below it
-/// were assigned by this process (an in-place recovery) and are not given out again.
+/// Which offsets a recovery skips past the recovered data.
+#[derive(Clone, Copy, Debug)]
+enum Skip {
+    /// A single replica's log: the offset reservation, the offsets of damaged or cut tail
+    /// batches, and those below `assigned_end` (offsets this process assigned, for an in-place
+    /// recovery), so no offset anyone may have seen is given to other data.
+    Reserved { assigned_end: u64 },
+    /// A replicated log (see [`Log::open_replicated`]): only the offsets of damage at rest (a
+    /// bit flip: no replica repairs another's disk, and whole batches after the damage may
+    /// have been shown), never those of a torn tail, the reservation or this process's own.
+    Nothing,
+}
+
+/// Rebuilds the log's state from `dir`. See the module doc and [`Skip`].
 async fn recover(
     disk: &dyn Disk,
     clock: &dyn Clock,
     dir: &Path,
     config: &LogConfig,
-    assigned_end: u64,
+    skip: Skip,
 ) -> io::Result<(LogState, RecoveryReport)> {
     let mut report = RecoveryReport::default();
     disk.create_dir_all(dir)
@@ -1870,7 +1937,9 @@ async fn recover(
         .max()
         .unwrap_or(0);
     let mut scanned = Vec::new();
-    // The end of the offsets that unreadable or cut bytes at the tail may have held.
+    // The end of the offsets that cut bytes at the tail may have held (`torn_end`), and that
+    // unreadable bytes left in the tail segment may hold (`damaged_end`).
+    let mut torn_end = 0;
     let mut damaged_end = 0;
     for (i, &base) in bases.iter().enumerate() {
         let is_tail = i + 1 == bases.len();
@@ -1899,8 +1968,14 @@ async fn recover(
             ScanEnd::TornTail { position, error } => {
                 // A bit flip in synced bytes looks like a torn write here: the offsets of what
                 // is cut may have been shown, so they are skipped, never reused.
-                damaged_end = damaged_end
-                    .max(offsets_written_from(seg.file.as_ref(), position, seg.next_offset).await?);
+                let (end, intact_after) =
+                    offsets_written_from(seg.file.as_ref(), position, seg.next_offset).await?;
+                torn_end = torn_end.max(end);
+                if intact_after {
+                    // Whole batches after the damage: not a torn write but damage at rest,
+                    // and the cut takes their offsets too.
+                    damaged_end = damaged_end.max(end);
+                }
                 report.torn_bytes_cut += seg.file.len() - position;
                 tracing::warn!(segment = %path.display(), position, cut_bytes = seg.file.len() - position, %error,
                     "cutting a torn tail");
@@ -1925,7 +2000,8 @@ async fn recover(
                         None => {
                             damaged_end = damaged_end.max(
                                 offsets_written_from(seg.file.as_ref(), position, seg.next_offset)
-                                    .await?,
+                                    .await?
+                                    .0,
                             );
                         }
                     }
@@ -1964,13 +2040,16 @@ async fn recover(
     let mut next_offset = data_end
         .unwrap_or(checkpoint.log_start_offset)
         .max(checkpoint.log_start_offset);
-    let skip_to = if clean {
-        assigned_end
-    } else {
-        checkpoint
+    let skip_to = match skip {
+        // Damaged bytes stay in the segment, after the last readable batch: their offsets are
+        // skipped whatever the policy, so appends continue after them in offsets as in bytes.
+        Skip::Nothing => damaged_end,
+        Skip::Reserved { assigned_end } if clean => assigned_end,
+        Skip::Reserved { assigned_end } => checkpoint
             .offset_reservation
             .max(assigned_end)
-            .max(damaged_end)
+            .max(torn_end)
+            .max(damaged_end),
     };
     if skip_to > next_offset {
         tracing::info!(dir = %dir.display(), from = next_offset, to = skip_to,

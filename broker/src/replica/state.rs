@@ -273,6 +273,12 @@ impl ReplicaState {
         }
     }
 
+    /// The role this replica takes back once its log is recovered (`None` unless it went
+    /// offline after an I/O error).
+    pub fn resumes_as(&self) -> Option<Role> {
+        self.resume_as
+    }
+
     /// Takes `role` now, or once the log is recovered if it is offline.
     fn take_role(&mut self, role: Role) {
         match self.resume_as {

@@ -90,6 +90,9 @@ pub(crate) struct Partition {
 pub(crate) struct FinalRead {
     /// The values the final read returned.
     pub values: BTreeSet<u64>,
+    /// The same, with their offsets: a value a non-idempotent retry wrote twice may survive at
+    /// one offset and be lost at the other.
+    pub records: BTreeSet<(i64, u64)>,
     /// Its polls (indexes into [`Model::polls`]).
     pub polls: Vec<usize>,
 }
@@ -217,11 +220,16 @@ impl<'a> Model<'a> {
             if incomplete {
                 continue;
             }
-            let values = polls
+            let records: BTreeSet<(i64, u64)> = polls
                 .iter()
-                .flat_map(|&i| model.polls[i].records.iter().map(|&(_, v)| v))
+                .flat_map(|&i| model.polls[i].records.iter().copied())
                 .collect();
-            model.partitions.entry(tp).or_default().final_read = Some(FinalRead { values, polls });
+            let values = records.iter().map(|&(_, v)| v).collect();
+            model.partitions.entry(tp).or_default().final_read = Some(FinalRead {
+                values,
+                records,
+                polls,
+            });
         }
         model
     }
