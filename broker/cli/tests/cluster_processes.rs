@@ -1054,3 +1054,43 @@ fn kill_9_of_the_active_controller_while_topics_are_created_loses_no_acknowledge
         "node {controller} kept broker epoch {epoch_before}: {described}"
     );
 }
+
+/// The bug story: the lowest-id voter initializes the metadata quorum at every start, and on a
+/// restart openraft refused it with `ERROR Can not initialize`. The refusal was harmless, but an
+/// operator reading the log of a healthy restart saw an ERROR line.
+#[test]
+fn the_bootstrapping_voter_restarts_without_an_error_line_in_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut brokers = Brokers::start(3, dir.path(), &[]);
+    let serves_all_three = |brokers: &Brokers, at: i32| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let formed = describe_cluster(&brokers.addr(at)).is_some_and(|d| {
+                let nodes = d["nodes"].as_array().map_or(&[][..], |n| n.as_slice());
+                nodes.len() == 3 && nodes.iter().all(|n| n["fenced"] == false)
+            });
+            if formed {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no cluster of 3\n{}",
+                brokers.log_tails()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    serves_all_three(&brokers, 1);
+    // Node 1 is the one that bootstraps (the lowest voter id).
+    brokers.kill9(1);
+    let log = brokers.node(1).log.clone();
+    let before = std::fs::read_to_string(&log).unwrap().len();
+    brokers.spawn(1);
+    serves_all_three(&brokers, 1);
+    let restarted = std::fs::read_to_string(&log).unwrap();
+    let errors: Vec<&str> = restarted[before..]
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}

@@ -173,9 +173,17 @@ impl RaftPlane {
             .iter()
             .map(|(id, address)| (*id, BasicNode::new(address)))
             .collect();
+        // Asked first so that a restart does not make openraft log `ERROR Can not initialize`.
+        let initialized =
+            self.raft.is_initialized().await.map_err(|e| {
+                io::Error::other(format!("reading the metadata quorum's state: {e}"))
+            })?;
+        if initialized {
+            return Ok(());
+        }
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
-            // Initialized before (a restart): nothing to do.
+            // Initialized by a vote or entry that arrived in between: nothing to do.
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(io::Error::other(format!(
                 "initializing the metadata quorum: {e}"
