@@ -27,8 +27,8 @@
 # out), with the same broker.toml, data in node-i/ and logs in $RUN_DIR/broker-i.log. test.conf
 # lists all of them; tests start once every node is registered and unfenced; requests are
 # counted over every node's log; a node that died is restarted on its own ports and data
-# directory. Topics have one replica (replication is issue 11), spread over the brokers. The
-# default list is cluster.txt (local.txt is not run: it never reaches a broker).
+# directory. Topics get min(3, N) replicas (RDK_REPLICATION_FACTOR), spread over the brokers.
+# The default list is cluster.txt (local.txt is not run: it never reaches a broker).
 #
 # A pass counts only when the test reached the broker: the broker logs each connection's request
 # count when it ends (debug, target broker::server), and a test of allowlist.txt (or cluster.txt)
