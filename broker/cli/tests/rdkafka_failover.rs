@@ -701,3 +701,114 @@ fn a_group_whose_coordinator_is_kill_9d_resumes_from_its_committed_offsets() {
         "the new member starts at the last acknowledged commit"
     );
 }
+
+/// kafka-python's producer (`tests/kafka_python/failover_produce.py`).
+const KAFKA_PYTHON_FAILOVER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/kafka_python/failover_produce.py"
+);
+
+/// kafka-python, a second client implementation, through the same failover as librdkafka: an
+/// idempotent acks=all producer while partition 0's leader is kill -9'd and restarted. Every
+/// record it was told was written is in the log at its offset, once. Needs python3 with
+/// kafka-python 2.x (`pip install "kafka-python<3"`); skipped, saying so, without it.
+#[test]
+fn kafka_pythons_idempotent_producer_loses_nothing_acknowledged_when_the_leader_is_kill_9d() {
+    let has_kafka_python = std::process::Command::new("python3")
+        .args(["-c", "import kafka"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_kafka_python {
+        eprintln!("SKIPPED: python3 with kafka-python is not installed");
+        return;
+    }
+    const TOPIC: &str = "python-failover";
+    let dir = tempfile::tempdir().unwrap();
+    let mut brokers = start_cluster(dir.path());
+    create_topic(&brokers, TOPIC);
+    let stop_file = dir.path().join("stop");
+    let mut script = std::process::Command::new("python3")
+        .arg(KAFKA_PYTHON_FAILOVER)
+        .args([&brokers.bootstrap(), TOPIC, &PARTITIONS.to_string()])
+        .arg(&stop_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    struct Lines(Arc<Mutex<Vec<String>>>);
+    let lines = Lines(Arc::default());
+    let reader = {
+        let lines = lines.0.clone();
+        let stdout = script.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                lines.lock().unwrap().push(line.unwrap());
+            }
+        })
+    };
+    let acknowledged_on_0 = |lines: &Lines| {
+        lines
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("ack ") && l.split(' ').nth(2) == Some("0"))
+            .count()
+    };
+    let more = |brokers: &Brokers, count: usize, what: &str| {
+        let target = acknowledged_on_0(&lines) + count;
+        let deadline = Instant::now() + WAIT;
+        while acknowledged_on_0(&lines) < target {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: kafka-python's acknowledgements stopped: {:?}\n{}",
+                lines.0.lock().unwrap().iter().rev().take(5).collect::<Vec<_>>(),
+                brokers.log_tails()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    more(&brokers, 200, "before the kill");
+    let killed = await_isr(&brokers, 1, TOPIC, 3)[0];
+    brokers.kill9(killed);
+    let survivor = if killed == 1 { 2 } else { 1 };
+    more(&brokers, 200, "from the new leader");
+    brokers.spawn(killed);
+    await_isr(&brokers, survivor, TOPIC, 3);
+    more(&brokers, 200, "after the restart");
+    std::fs::write(&stop_file, b"").unwrap();
+    let status = script.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "the script failed: {status}");
+
+    let lines = lines.0.lock().unwrap().clone();
+    let errors: Vec<&String> = lines.iter().filter(|l| l.starts_with("err ")).collect();
+    let acknowledged: BTreeMap<u64, (i32, i64)> = lines
+        .iter()
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("ack ")?.split(' ');
+            let mut next = || words.next().unwrap().parse::<i64>().unwrap();
+            Some((next() as u64, (next() as i32, next())))
+        })
+        .collect();
+    let after = read_all(&brokers.bootstrap(), TOPIC);
+    eprintln!(
+        "kafka-python, killed node {killed}: {}, {} acknowledged, {} errors (first: {:?}); {} \
+         records in the log",
+        lines.last().unwrap(),
+        acknowledged.len(),
+        errors.len(),
+        errors.iter().take(3).collect::<Vec<_>>(),
+        after.len()
+    );
+    let in_log: BTreeMap<(i32, i64), u64> = after
+        .iter()
+        .map(|r| ((r.partition, r.offset), r.number))
+        .collect();
+    for (number, at) in &acknowledged {
+        assert_eq!(in_log.get(at), Some(number), "acknowledged record lost");
+    }
+    let distinct: BTreeSet<u64> = after.iter().map(|r| r.number).collect();
+    assert_eq!(distinct.len(), after.len(), "duplicates in the log");
+}
