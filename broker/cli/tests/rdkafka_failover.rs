@@ -532,29 +532,30 @@ fn coordinator(brokers: &Brokers, via: i32, group: &str) -> i32 {
     }
 }
 
-/// Polls `consumer` until it has read `count` records, each number recorded; commits its
-/// position synchronously every 50 records, retrying a failed commit; returns the offsets of
-/// the last commit that succeeded (partition -> next offset to read).
+/// Polls `consumer` until it has read `count` more records, each recorded in `reads`, and
+/// its `position` (partition -> next offset to read) with them; commits the position
+/// synchronously every 50 records, retrying a failed commit; returns the offsets of the last
+/// commit that succeeded.
 fn consume_and_commit(
     consumer: &BaseConsumer,
     count: usize,
     reads: &mut Vec<Read>,
+    position: &mut BTreeMap<i32, i64>,
     brokers: &Brokers,
 ) -> BTreeMap<i32, i64> {
     let mut committed = BTreeMap::new();
-    let mut position: BTreeMap<i32, i64> = BTreeMap::new();
     let deadline = Instant::now() + WAIT;
     let mut read = 0;
     loop {
         if read >= count || (read > 0 && read % 50 == 0) {
             let mut offsets = TopicPartitionList::new();
-            for (p, o) in &position {
+            for (p, o) in position.iter() {
                 offsets
                     .add_partition_offset("grouped", *p, Offset::Offset(*o))
                     .unwrap();
             }
             match consumer.commit(&offsets, CommitMode::Sync) {
-                Ok(()) => committed.clone_from(&position),
+                Ok(()) => committed.clone_from(position),
                 Err(e) => {
                     eprintln!("commit of {position:?}: {e}; retrying");
                     assert!(Instant::now() < deadline, "{}", brokers.log_tails());
@@ -636,12 +637,12 @@ fn a_group_whose_coordinator_is_kill_9d_resumes_from_its_committed_offsets() {
         consumer
     };
     let first = member("first");
-    let mut reads = Vec::new();
-    let before = consume_and_commit(&first, 1_500, &mut reads, &brokers);
+    let (mut reads, mut position) = (Vec::new(), BTreeMap::new());
+    let before = consume_and_commit(&first, 1_500, &mut reads, &mut position, &brokers);
     let killed = coordinator(&brokers, 1, GROUP);
     brokers.kill9(killed);
     let survivor = if killed == 1 { 2 } else { 1 };
-    let after = consume_and_commit(&first, 1_500, &mut reads, &brokers);
+    let after = consume_and_commit(&first, 1_500, &mut reads, &mut position, &brokers);
     let new_coordinator = coordinator(&brokers, survivor, GROUP);
     assert_ne!(new_coordinator, killed);
     eprintln!(
