@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use broker::config::BrokerConfig;
 use client::{
-    Acks, Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig,
-    ProducerRecord, SeekTo, SendOutcome,
+    Acks, Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
+    SeekTo, SendOutcome,
 };
 use replicated_cluster::{Cluster, Settings, WAIT};
 

@@ -317,8 +317,10 @@ fn failover_run(topic: &'static str, acks: &'static str, idempotent: bool) -> Ru
     let bootstrap = brokers.bootstrap();
 
     let deliveries = Arc::new(Mutex::new(Deliveries::default()));
-    let (stop_producing, stop_consuming) =
-        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (stop_producing, stop_consuming) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let until = Arc::new(Mutex::new(BTreeMap::new()));
     let consumer = consume_until_stopped(
         bootstrap.clone(),
@@ -347,7 +349,13 @@ fn failover_run(topic: &'static str, acks: &'static str, idempotent: bool) -> Ru
                 Instant::now() < deadline,
                 "{what}: {} of {target} records of partition 0 acknowledged; failed: {:?}\n{}",
                 on_0(),
-                deliveries.lock().unwrap().failed.iter().take(5).collect::<Vec<_>>(),
+                deliveries
+                    .lock()
+                    .unwrap()
+                    .failed
+                    .iter()
+                    .take(5)
+                    .collect::<Vec<_>>(),
                 brokers.log_tails()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -359,8 +367,8 @@ fn failover_run(topic: &'static str, acks: &'static str, idempotent: bool) -> Ru
     brokers.kill9(killed);
     let survivor = if killed == 1 { 2 } else { 1 };
     more_acknowledged(&brokers, 200, "from the new leader");
-    let new_leader = describe_topic(&brokers, survivor, topic).expect("described")["partitions"]
-        [0]["leader"]
+    let new_leader = describe_topic(&brokers, survivor, topic).expect("described")["partitions"][0]
+        ["leader"]
         .as_i64()
         .unwrap();
     assert_ne!(new_leader, i64::from(killed));
@@ -444,9 +452,17 @@ fn idempotent_acks_all_loses_and_duplicates_nothing_when_the_leader_is_kill_9d_a
             let read = seen.get(number).unwrap_or_else(|| {
                 panic!("{who}: acknowledged record {number} ({partition}/{offset}) lost")
             });
-            assert_eq!((read.partition, read.offset), (*partition, *offset), "{who}");
+            assert_eq!(
+                (read.partition, read.offset),
+                (*partition, *offset),
+                "{who}"
+            );
         }
-        assert_eq!(seen.len(), deliveries.acknowledged.len(), "{who}: extra records");
+        assert_eq!(
+            seen.len(),
+            deliveries.acknowledged.len(),
+            "{who}: extra records"
+        );
     }
 }
 
@@ -764,7 +780,14 @@ fn kafka_pythons_idempotent_producer_loses_nothing_acknowledged_when_the_leader_
             assert!(
                 Instant::now() < deadline,
                 "{what}: kafka-python's acknowledgements stopped: {:?}\n{}",
-                lines.0.lock().unwrap().iter().rev().take(5).collect::<Vec<_>>(),
+                lines
+                    .0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>(),
                 brokers.log_tails()
             );
             std::thread::sleep(Duration::from_millis(20));

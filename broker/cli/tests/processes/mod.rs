@@ -170,4 +170,3 @@ pub fn describe_cluster(addr: &str) -> Option<serde_json::Value> {
         .then(|| serde_json::from_slice(&run.stdout).ok())
         .flatten()
 }
-
