@@ -100,7 +100,19 @@ async fn on_a_full_disk_produce_names_the_partition_and_consume_says_it_is_offli
     // Not one more byte fits.
     broker.disk.set_capacity(Some(broker.disk.used_bytes()));
 
-    let produced = faultline(&broker, &["produce", "--topic", "full"], &lines(1000)).await;
+    // The records are retried until the delivery timeout; a short one ends the run sooner.
+    let produced = faultline(
+        &broker,
+        &[
+            "produce",
+            "--topic",
+            "full",
+            "--delivery-timeout-ms",
+            "3000",
+        ],
+        &lines(1000),
+    )
+    .await;
     assert_eq!(produced.code, 1);
     let err: Vec<&str> = produced.err.lines().collect();
     // First, the failed attempt as it happened, naming the partition and Kafka's error.

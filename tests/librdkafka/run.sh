@@ -27,8 +27,8 @@
 # out), with the same broker.toml, data in node-i/ and logs in $RUN_DIR/broker-i.log. test.conf
 # lists all of them; tests start once every node is registered and unfenced; requests are
 # counted over every node's log; a node that died is restarted on its own ports and data
-# directory. Topics have one replica (replication is issue 11), spread over the brokers. The
-# default list is cluster.txt (local.txt is not run: it never reaches a broker).
+# directory. Topics get min(3, N) replicas (RDK_REPLICATION_FACTOR), spread over the brokers.
+# The default list is cluster.txt (local.txt is not run: it never reaches a broker).
 #
 # A pass counts only when the test reached the broker: the broker logs each connection's request
 # count when it ends (debug, target broker::server), and a test of allowlist.txt (or cluster.txt)
@@ -46,6 +46,9 @@
 #   FAULTLINE_BIN         use this broker binary instead of building one
 #   RUN_DIR               where logs go (default: a new directory under the cache)
 #   RDK_CLUSTER           number of brokers for cluster mode (as --cluster N)
+#   RDK_REPLICATION_FACTOR  default-replication-factor of the brokers (replicas of auto-created
+#                         topics and of topics created without one); default: 1 on one broker,
+#                         min(3, N) in cluster mode, as Kafka's own 3-broker test clusters
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -157,10 +160,16 @@ free_port() {
 
 # The suite's "default" scenario (tests/scenarios/default.json): auto-created topics get
 # 4 partitions.
+# In cluster mode, topics get min(3, N) replicas unless RDK_REPLICATION_FACTOR says otherwise.
+REPLICATION_FACTOR=${RDK_REPLICATION_FACTOR:-$(( NODES >= 3 ? 3 : (NODES >= 1 ? NODES : 1) ))}
+[[ "$REPLICATION_FACTOR" =~ ^[0-9]+$ ]] && [ "$REPLICATION_FACTOR" -ge 1 ] \
+    || die "RDK_REPLICATION_FACTOR must be a number of replicas, got '$REPLICATION_FACTOR'"
 cat >"$RUN_DIR/broker.toml" <<EOF
 auto-create-topics = true
 num-partitions = 4
+default-replication-factor = $REPLICATION_FACTOR
 EOF
+log "topics created without a replication factor get $REPLICATION_FACTOR replicas"
 
 # Node i (from 1): its pid, client port, quorum port and log. One broker: node 1, a new port at
 # each start, its log broker.log. A cluster: ports fixed for the whole run (the voters are

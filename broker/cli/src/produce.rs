@@ -32,6 +32,10 @@ pub struct ProduceArgs {
     /// A header on every record, KEY=VALUE (repeatable; repeated keys are kept)
     #[arg(long = "header", value_name = "KEY=VALUE")]
     pub headers: Vec<String>,
+    /// delivery.timeout.ms: how long a record is retried (through a leader's failover, a full
+    /// disk, ...) before it is reported as not acknowledged
+    #[arg(long, default_value_t = 120_000)]
+    pub delivery_timeout_ms: u64,
 }
 
 /// Runs `produce` reading lines from `input`; returns the exit code: 0 when every record was
@@ -72,6 +76,7 @@ async fn run_inner(
     }
     let config = ProducerConfig {
         acks: args.acks,
+        delivery_timeout: std::time::Duration::from_millis(args.delivery_timeout_ms),
         ..ProducerConfig::default()
     };
     let producer = Producer::new(client, config)

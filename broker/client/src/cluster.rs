@@ -279,10 +279,16 @@ impl Client {
                 error: ResponseError::LeaderNotAvailable,
             });
         }
-        Ok(self
-            .connection(p.leader)
-            .await
-            .map_err(RequestError::from)?)
+        match self.connection(p.leader).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                // The leader may be dead and its partitions led elsewhere by now: the next call
+                // asks for metadata again rather than dialling it forever, as Kafka's clients
+                // request a metadata update when a connection to a broker fails.
+                self.invalidate(topic);
+                Err(RequestError::from(e).into())
+            }
+        }
     }
 }
 

@@ -109,12 +109,14 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// `batch.size`: a batch is sent once it holds this many bytes (default 16 KiB).
     pub batch_size: usize,
-    /// `retries` for retriable errors and ambiguous failures (default 10).
+    /// `retries` for retriable errors and ambiguous failures (default `u32::MAX`, as Kafka's
+    /// `Integer.MAX_VALUE`: `delivery_timeout` bounds them, so a failover that takes a session
+    /// timeout to fence the dead leader is ridden through).
     pub retries: u32,
     /// `retry.backoff.ms`, doubling up to `retry.backoff.max.ms`.
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
-    /// `delivery.timeout.ms`: no new attempt starts after this long (default 60 s).
+    /// `delivery.timeout.ms`: no new attempt starts after this long (default 120 s, Kafka's).
     pub delivery_timeout: Duration,
     /// `enable.idempotence` (default false until the broker implements InitProducerId).
     pub enable_idempotence: bool,
@@ -134,10 +136,10 @@ impl Default for ProducerConfig {
             acks: Acks::All,
             linger: Duration::from_millis(5),
             batch_size: 16 * 1024,
-            retries: 10,
+            retries: u32::MAX,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
-            delivery_timeout: Duration::from_secs(60),
+            delivery_timeout: Duration::from_secs(120),
             enable_idempotence: false,
             allow_auto_create_topics: true,
             buffer_memory: 32 * 1024 * 1024,
