@@ -43,10 +43,12 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod config;
 mod follower;
 pub mod index;
 pub mod leader_epoch;
+pub mod records;
 pub mod reservation;
 pub mod segment;
 mod truncate;
@@ -204,6 +206,9 @@ struct LogState {
     epochs: LeaderEpochCache,
     last_flush_ms: i64,
     offline: Option<String>,
+    /// Where the cleaner's next dirty part starts (`cleaner-offset-checkpoint`, see
+    /// [`cleaner`]); below it the log is clean.
+    first_dirty_offset: u64,
 }
 
 impl LogState {
@@ -660,7 +665,7 @@ impl Log {
                 let needs_roll = active.size > 0
                     && (active.size + bytes > config.segment_bytes
                         || now.saturating_sub(active.rolling_base_ms.unwrap_or(now))
-                            >= config.segment_ms
+                            >= config.max_segment_ms()
                         || !active.fits_offset(last_offset));
                 (needs_roll, active.synced_size < active.size)
             };
@@ -1427,10 +1432,13 @@ impl Log {
     ) -> Result<usize, LogOffline> {
         let config = self.config();
         let now = self.clock.now_ms();
+        // A compact-only log is shrunk by the cleaner alone: retention by time and size is the
+        // `delete` policy's (segments below the log start go either way).
         let expired = |s: &Segment| {
-            config
-                .retention_ms
-                .is_some_and(|ms| s.max_timestamp.is_some_and(|(ts, _)| now - ts > ms))
+            config.delete
+                && config
+                    .retention_ms
+                    .is_some_and(|ms| s.max_timestamp.is_some_and(|(ts, _)| now - ts > ms))
         };
         let all_expired = {
             let st = self.state();
@@ -1453,9 +1461,10 @@ impl Log {
                 .filter(|s| s.base_offset != active_base)
             {
                 let below_start = s.next_offset <= st.log_start_offset;
-                let too_big = config
-                    .retention_bytes
-                    .is_some_and(|limit| total - s.size >= limit);
+                let too_big = config.delete
+                    && config
+                        .retention_bytes
+                        .is_some_and(|limit| total - s.size >= limit);
                 if below_start || expired(s) || too_big {
                     total -= s.size;
                     doomed.push(s.base_offset);
@@ -1891,6 +1900,15 @@ async fn recover(
     for name in names.iter().filter(|n| n.ends_with(".tmp")) {
         disk.remove(&dir.join(name)).await?;
     }
+    // An interrupted cleaning leaves the old segments or the new one, never a mix.
+    let names = if cleaner::recover_swaps(disk, dir, &names).await? {
+        disk.list(dir)
+            .await
+            .map_err(|e| io_context("listing", dir, e))?
+    } else {
+        names
+    };
+    let first_dirty_offset = cleaner::read_checkpoint(disk, dir).await;
     let checkpoint = match disk::read_file(disk, &dir.join(CHECKPOINT_FILE)).await {
         Ok(bytes) => match Checkpoint::decode(&bytes) {
             Ok(c) => c,
@@ -2126,6 +2144,7 @@ async fn recover(
         epochs,
         last_flush_ms: clock.now_ms(),
         offline: None,
+        first_dirty_offset,
     };
     match disk::write_file_atomic(
         disk,
