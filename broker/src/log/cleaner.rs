@@ -35,6 +35,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,11 +123,14 @@ impl OffsetMap {
 
 /// Kafka's `Throttler` for `log.cleaner.io.max.bytes.per.second`: the cleaner's reads and
 /// writes together stay under the rate, by sleeping (runtime time) when ahead of it.
+/// It is also where a cleaning learns that the broker is stopping (Kafka's `checkDone` sits
+/// beside its throttle): a cleaning stops at the next chunk, before its commit point.
 #[derive(Debug)]
 pub struct Throttler {
     bytes_per_second: Option<f64>,
     started: Option<tokio::time::Instant>,
     bytes: f64,
+    abort: Option<Arc<AtomicBool>>,
 }
 
 impl Throttler {
@@ -136,13 +140,28 @@ impl Throttler {
             bytes_per_second: bytes_per_second.filter(|r| *r > 0.0 && r.is_finite()),
             started: None,
             bytes: 0.0,
+            abort: None,
+        }
+    }
+
+    /// Cleanings paced by this throttle stop (before their commit point) once `abort` is set.
+    pub fn with_abort(mut self, abort: Arc<AtomicBool>) -> Throttler {
+        self.abort = Some(abort);
+        self
+    }
+
+    fn check_abort(&self) -> Result<(), CleanError> {
+        match &self.abort {
+            Some(abort) if abort.load(Ordering::Acquire) => Err(CleanError::Aborted),
+            _ => Ok(()),
         }
     }
 
     /// Counts `bytes` of I/O, sleeping until the rate allows them.
-    pub async fn throttle(&mut self, bytes: u64) {
+    pub async fn throttle(&mut self, bytes: u64) -> Result<(), CleanError> {
+        self.check_abort()?;
         let Some(rate) = self.bytes_per_second else {
-            return;
+            return Ok(());
         };
         let started = *self.started.get_or_insert_with(tokio::time::Instant::now);
         self.bytes += bytes as f64;
@@ -151,6 +170,7 @@ impl Throttler {
         if due > elapsed {
             tokio::time::sleep(due - elapsed).await;
         }
+        self.check_abort()
     }
 }
 
@@ -216,6 +236,9 @@ pub enum CleanError {
     },
     #[error("log.cleaner.dedupe.buffer.size is too small for the keys of one batch at offset {0}")]
     OffsetMapTooSmall(u64),
+    /// The broker is stopping; the old segments stay.
+    #[error("cleaning aborted")]
+    Aborted,
 }
 
 /// What the cleaning took from the state: a sealed segment and its file.
@@ -416,7 +439,7 @@ impl CleanedWriter {
         self.push(bytes);
     }
 
-    async fn drain(&mut self, throttler: &mut Throttler) -> io::Result<()> {
+    async fn drain(&mut self, throttler: &mut Throttler) -> Result<(), CleanError> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -426,7 +449,7 @@ impl CleanedWriter {
             self.segment.size,
             "the cleaned file holds what the segment counted"
         );
-        throttler.throttle(self.out.len() as u64).await;
+        throttler.throttle(self.out.len() as u64).await?;
         self.written += self.out.len() as u64;
         self.out.clear();
         Ok(())
@@ -656,7 +679,7 @@ impl Log {
                 }
                 end = header.last_offset() as u64 + 1;
             }
-            throttler.throttle(s.size).await;
+            throttler.throttle(s.size).await?;
         }
         if end == cleanable.first_dirty_offset {
             return Err(CleanError::OffsetMapTooSmall(end));
@@ -689,6 +712,11 @@ impl Log {
             let cleaned = self
                 .clean_group(group, &rules, &config, throttler, &mut stats)
                 .await?;
+            if let Err(e) = throttler.check_abort() {
+                let cleaned_path = segment::path(&self.dir, cleaned.base_offset, CLEANED_SUFFIX);
+                let _ = disk::remove_if_exists(self.disk.as_ref(), &cleaned_path).await;
+                return Err(e);
+            }
             self.swap_in(group, cleaned).await?;
             stats.segments_after += 1;
         }
@@ -749,7 +777,7 @@ impl Log {
                         writer.drain(throttler).await?;
                     }
                 }
-                throttler.throttle(s.size).await;
+                throttler.throttle(s.size).await?;
                 // Segments join densely: the next one starts where this one ended.
                 writer.close_gap();
                 assert_eq!(

@@ -98,9 +98,20 @@ pub enum AppendError {
     /// Kafka: MESSAGE_TOO_LARGE.
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge { size: usize, max: u64 },
+    /// Kafka: INVALID_RECORD with a record error for each (KIP-467): records a compacted log
+    /// cannot keep (no key). Nothing of the record set was appended.
+    #[error("One or more records have been rejected due to {} record errors in total: {}", .0.len(), .0.iter().take(3).map(|e| format!("[{}] {}", e.batch_index, e.message)).collect::<Vec<_>>().join(", "))]
+    InvalidRecords(Vec<RecordError>),
     /// Kafka: KAFKA_STORAGE_ERROR. The batch may or may not survive; it was not acknowledged.
     #[error("log is offline: {0}")]
     Offline(String),
+}
+
+/// One record refused (KIP-467): its index within its batch, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub message: String,
 }
 
 /// A read failed.
@@ -558,6 +569,9 @@ impl Log {
                 });
             }
         }
+        if config.compact {
+            self.check_keys(records, &headers)?;
+        }
         let record_count: u64 = headers.iter().map(|h| h.last_offset_delta as u64 + 1).sum();
         let now = self.clock.now_ms();
         // Lazy reads and high watermarks show every appended offset at once.
@@ -640,6 +654,44 @@ impl Log {
                 .map_err(|e| AppendError::Offline(e.0))?;
         }
         Ok(info)
+    }
+
+    /// A compacted log refuses records without a key, as Kafka's `LogValidator` does: the
+    /// cleaner could never tell which of them is the latest.
+    fn check_keys(&self, records: &[u8], headers: &[BatchHeader]) -> Result<(), AppendError> {
+        let partition = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut errors = Vec::new();
+        let mut pos = 0;
+        for header in headers {
+            let bytes = &records[pos..pos + header.size()];
+            pos += header.size();
+            if header.is_control() {
+                continue;
+            }
+            match records::keyless_records(bytes, 256 << 20) {
+                Ok(keyless) => errors.extend(keyless.into_iter().map(|batch_index| RecordError {
+                    batch_index,
+                    message: format!(
+                        "Compacted topic cannot accept message without key in topic partition {partition}."
+                    ),
+                })),
+                Err(e) => {
+                    return Err(AppendError::InvalidRecords(vec![RecordError {
+                        batch_index: 0,
+                        message: e.to_string(),
+                    }]))
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(AppendError::InvalidRecords(errors))
+        }
     }
 
     /// Takes the writer lock with the active segment able to take `bytes` more bytes holding
