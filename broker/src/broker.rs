@@ -715,9 +715,12 @@ impl Broker {
         if self.image().topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
+        // Kafka's `offsets.topic.segment.bytes` (100 MiB): segments roll, so the cleaner can
+        // take all but the active one.
         let configs = [
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("retention.ms".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), (100 << 20).to_string()),
         ];
         let partitions = self.config.offsets_topic_num_partitions;
         let replication_factor = offsets_topic_replication_factor(
