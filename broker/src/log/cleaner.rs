@@ -479,7 +479,8 @@ pub(super) async fn recover_swaps(
         // The swap file was synced whole before its name existed: it scans clean. Its end is
         // where the segments it replaces ended.
         let scan = swapped.scan(0, u64::MAX, false).await?;
-        if scan != segment::ScanEnd::Clean {
+        // A cleaned segment covers at least one offset: an empty one was never synced.
+        if scan != segment::ScanEnd::Clean || swapped.size == 0 {
             return Err(io::Error::other(format!(
                 "swap segment {} is damaged ({scan:?}): it was synced before it was named",
                 path.display()

@@ -1960,7 +1960,12 @@ async fn recover(
     } else {
         names
     };
-    let first_dirty_offset = cleaner::read_checkpoint(disk, dir).await;
+    // Only a log the cleaner has cleaned has one: no read for the others.
+    let first_dirty_offset = if names.iter().any(|n| n == cleaner::CLEANER_CHECKPOINT_FILE) {
+        cleaner::read_checkpoint(disk, dir).await
+    } else {
+        0
+    };
     let checkpoint = match disk::read_file(disk, &dir.join(CHECKPOINT_FILE)).await {
         Ok(bytes) => match Checkpoint::decode(&bytes) {
             Ok(c) => c,
