@@ -482,8 +482,9 @@ pub(super) async fn recover_swaps(
         // A cleaned segment covers at least one offset: an empty one was never synced.
         if scan != segment::ScanEnd::Clean || swapped.size == 0 {
             return Err(io::Error::other(format!(
-                "swap segment {} is damaged ({scan:?}): it was synced before it was named",
-                path.display()
+                "swap segment {} is damaged ({scan:?}, {} bytes): it was synced before it was named",
+                path.display(),
+                swapped.size
             )));
         }
         let end = swapped.next_offset;
