@@ -57,7 +57,9 @@ pub use real::run;
 mod real {
     use std::io::Write;
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
 
     use broker::broker::Broker;
     use broker::clock::{Clock, SystemClock};

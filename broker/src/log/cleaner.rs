@@ -163,7 +163,9 @@ impl Throttler {
         let Some(rate) = self.bytes_per_second else {
             return Ok(());
         };
-        let started = *self.started.get_or_insert_with(tokio::time::Instant::now);
+        let started = *self
+            .started
+            .get_or_insert_with(monotonic_now);
         self.bytes += bytes as f64;
         let due = Duration::from_secs_f64(self.bytes / rate);
         let elapsed = started.elapsed();
@@ -172,6 +174,13 @@ impl Throttler {
         }
         self.check_abort()
     }
+}
+
+/// The runtime's monotonic now: virtual under the simulator, where `tokio::time::Instant` is
+/// std's (which madsim intercepts), hence the allowance clippy needs in that build.
+#[allow(clippy::disallowed_methods)]
+fn monotonic_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
 }
 
 /// One log as the cleaner's manager sees it (`LogCleanerManager.cleanableOffsets`).
