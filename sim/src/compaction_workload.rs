@@ -49,8 +49,8 @@ pub struct CompactionWorkload {
 impl Default for CompactionWorkload {
     fn default() -> CompactionWorkload {
         CompactionWorkload {
-            crashes: 5,
-            appenders: 3,
+            crashes: 12,
+            appenders: 4,
         }
     }
 }
@@ -101,7 +101,13 @@ impl History {
 
     /// Checks a scan from the log start that read every offset below `point`: `found` is the
     /// last record of each key in it.
-    fn check_scan(&mut self, point: u64, found: &BTreeMap<u64, (u64, Option<u64>)>, now_ms: i64, how: &str) {
+    fn check_scan(
+        &mut self,
+        point: u64,
+        found: &BTreeMap<u64, (u64, Option<u64>)>,
+        now_ms: i64,
+        how: &str,
+    ) {
         let mut latest: BTreeMap<u64, (u64, &Written)> = BTreeMap::new();
         for (offset, w) in self.acknowledged.range(..point) {
             latest.insert(w.key, (*offset, w));
@@ -130,7 +136,7 @@ impl History {
 
 fn log_config() -> LogConfig {
     LogConfig {
-        segment_bytes: 2048,
+        segment_bytes: 1024,
         index_interval_bytes: 256,
         offset_reservation: 200,
         compact: true,
@@ -186,9 +192,20 @@ async fn scan(log: &Log, point: u64) -> Result<Vec<(u64, u64, Option<u64>)>, Str
                 .map_err(|e| format!("read at {offset} served a bad batch: {e}"))?;
             let bytes = &read.records[pos..pos + header.size()];
             for r in records::decode(bytes, 1 << 20).map_err(|e| e.to_string())? {
-                let key = u64::from_be_bytes(r.key.as_deref().and_then(|k| k.try_into().ok()).ok_or("bad key")?);
-                let value = r.value.map(|v| u64::from_be_bytes(v[..8].try_into().expect("8 bytes")));
-                out.push((header.base_offset as u64 + r.offset_delta as u64, key, value));
+                let key = u64::from_be_bytes(
+                    r.key
+                        .as_deref()
+                        .and_then(|k| k.try_into().ok())
+                        .ok_or("bad key")?,
+                );
+                let value = r
+                    .value
+                    .map(|v| u64::from_be_bytes(v[..8].try_into().expect("8 bytes")));
+                out.push((
+                    header.base_offset as u64 + r.offset_delta as u64,
+                    key,
+                    value,
+                ));
             }
             offset = header.last_offset() as u64 + 1;
             pos += header.size();
@@ -212,7 +229,8 @@ fn record_scan(
     }
     h.check_scan(point, &last, now_ms, how);
     h.scans += 1;
-    h.events.push(format!("{how} to {point}: {} records", records.len()));
+    h.events
+        .push(format!("{how} to {point}: {} records", records.len()));
 }
 
 /// The simulated broker node: opens the log; appends, cleans and scans until it goes
@@ -269,7 +287,11 @@ async fn node_main(disk: FaultyDisk, history: Arc<Mutex<History>>, workload: Com
                             );
                         }
                         Err(AppendError::Offline(_)) => return,
-                        Err(e) => history.lock().unwrap().events.push(format!("append failed: {e}")),
+                        Err(e) => history
+                            .lock()
+                            .unwrap()
+                            .events
+                            .push(format!("append failed: {e}")),
                     }
                     let pause = madsim::rand::thread_rng().gen_range(0..4u64);
                     tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -282,12 +304,16 @@ async fn node_main(disk: FaultyDisk, history: Arc<Mutex<History>>, workload: Com
                 let mut map = OffsetMap::new(64 * 1024);
                 let mut throttler = Throttler::new(None);
                 loop {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                     let point = log.durable_end_offset();
                     match log.clean(point, &mut map, &mut throttler).await {
                         Ok(Some(_)) => history.lock().unwrap().cleanings += 1,
                         Ok(None) => {}
-                        Err(e) => history.lock().unwrap().events.push(format!("clean failed: {e}")),
+                        Err(e) => history
+                            .lock()
+                            .unwrap()
+                            .events
+                            .push(format!("clean failed: {e}")),
                     }
                     if log.is_offline() {
                         return;
@@ -346,7 +372,7 @@ async fn supervise(seed: u64, workload: CompactionWorkload) -> Result<Outcome, S
             .build()
     };
     for _ in 0..workload.crashes {
-        let uptime = madsim::rand::thread_rng().gen_range(100..500u64);
+        let uptime = madsim::rand::thread_rng().gen_range(200..700u64);
         tokio::time::sleep(Duration::from_millis(uptime)).await;
         handle.kill(node.id());
         disk.crash();
@@ -366,7 +392,13 @@ async fn supervise(seed: u64, workload: CompactionWorkload) -> Result<Outcome, S
     let log = open(&disk).await?;
     let point = log.log_end_offset();
     let records = scan(&log, point).await?;
-    record_scan(&history, point, &records, SystemClock.now_ms(), "final scan");
+    record_scan(
+        &history,
+        point,
+        &records,
+        SystemClock.now_ms(),
+        "final scan",
+    );
 
     let h = history.lock().unwrap();
     if !h.violations.is_empty() {

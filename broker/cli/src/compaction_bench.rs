@@ -86,9 +86,13 @@ mod real {
     }
 
     async fn open(args: &CompactionBenchArgs) -> Result<Arc<Broker>, String> {
-        Broker::open(config(args), Arc::new(FileDisk::new()), Arc::new(SystemClock))
-            .await
-            .map_err(|e| format!("broker open: {e}"))
+        Broker::open(
+            config(args),
+            Arc::new(FileDisk::new()),
+            Arc::new(SystemClock),
+        )
+        .await
+        .map_err(|e| format!("broker open: {e}"))
     }
 
     /// Opens the broker and waits for the offsets partition to be loaded: the start-up a

@@ -163,9 +163,7 @@ impl Throttler {
         let Some(rate) = self.bytes_per_second else {
             return Ok(());
         };
-        let started = *self
-            .started
-            .get_or_insert_with(monotonic_now);
+        let started = *self.started.get_or_insert_with(monotonic_now);
         self.bytes += bytes as f64;
         let due = Duration::from_secs_f64(self.bytes / rate);
         let elapsed = started.elapsed();
