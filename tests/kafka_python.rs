@@ -31,12 +31,9 @@ fn python3_present() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-#[test]
-fn kafka_pythons_admin_client_lists_topics_and_reads_every_authorized_operations_set() {
-    if !python3_present() {
-        eprintln!("SKIPPED: python3 is not installed, so kafka-python cannot be run");
-        return;
-    }
+/// Runs `tests/kafka_python/{script}` against `broker` with `topic`; returns its stdout,
+/// having insisted that it succeeded.
+fn run_script(broker: &TestBroker, script: &str, topic: &str) -> String {
     let has_kafka_python = Command::new("python3")
         .args(["-c", "import kafka"])
         .stderr(Stdio::null())
@@ -46,14 +43,13 @@ fn kafka_pythons_admin_client_lists_topics_and_reads_every_authorized_operations
         has_kafka_python,
         "python3 lacks kafka-python: pip install \"kafka-python<3\""
     );
-    let broker = TestBroker::start();
-    let topic = topic_name("kafka-python");
-    broker.create_topic(&topic, 2, &[]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_python/admin_describe.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/kafka_python")
+        .join(script);
     let mut child = Command::new("python3")
         .arg(&script)
         .arg(broker.bootstrap())
-        .arg(&topic)
+        .arg(topic)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -70,12 +66,43 @@ fn kafka_pythons_admin_client_lists_topics_and_reads_every_authorized_operations
         std::thread::sleep(Duration::from_millis(50));
     };
     let output = child.wait_with_output().expect("script output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         status.success(),
         "kafka-python script failed ({status}):\n{stdout}\n{stderr}"
     );
+    stdout
+}
+
+#[test]
+fn kafka_pythons_admin_client_lists_topics_and_reads_every_authorized_operations_set() {
+    if !python3_present() {
+        eprintln!("SKIPPED: python3 is not installed, so kafka-python cannot be run");
+        return;
+    }
+    let broker = TestBroker::start();
+    let topic = topic_name("kafka-python");
+    broker.create_topic(&topic, 2, &[]);
+    let stdout = run_script(&broker, "admin_describe.py", &topic);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        4,
+        "{stdout}"
+    );
+}
+
+/// kafka-python creates a compacted topic, sees it described so, and has a keyless record
+/// refused with INVALID_RECORD (`cleanup.policy=compact` was refused before compaction).
+#[test]
+fn kafka_python_creates_a_compacted_topic_that_refuses_records_without_a_key() {
+    if !python3_present() {
+        eprintln!("SKIPPED: python3 is not installed, so kafka-python cannot be run");
+        return;
+    }
+    let broker = TestBroker::start();
+    let topic = topic_name("kafka-python-compacted");
+    let stdout = run_script(&broker, "compacted_topic.py", &topic);
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
         4,

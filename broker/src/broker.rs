@@ -51,6 +51,7 @@ use crate::controller::NodeId;
 use crate::disk::{self, DirLock, Disk, LockDirError};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::group::GroupCoordinator;
+use crate::log::cleaner::CleanError;
 use crate::partition::Partition;
 use crate::replica::isr::IsrManager;
 use crate::txn::producer_id::{AllocateError, ProducerIdManager};
@@ -241,6 +242,15 @@ pub fn endpoint_of(advertised: &str) -> Endpoint {
 }
 
 /// The broker: configuration, its metadata plane and the catalog of its partitions.
+/// The log cleaner's state between passes: its offset map (allocated once, reused), its
+/// throttle, and the logs it gave up on.
+#[derive(Debug)]
+pub struct LogCleaner {
+    map: crate::log::cleaner::OffsetMap,
+    throttler: crate::log::cleaner::Throttler,
+    uncleanable: std::collections::BTreeSet<PathBuf>,
+}
+
 pub struct Broker {
     pub config: BrokerConfig,
     clock: Arc<dyn Clock>,
@@ -697,14 +707,21 @@ impl Broker {
     }
 
     /// `__consumer_offsets`, created on first use as Kafka does (`offsets.topic.num.partitions`
-    /// partitions; retention off, since without compaction it would delete live offsets). The
+    /// partitions, compacted: the log cleaner keeps the latest commit of each key and drops
+    /// deleted ones, so loading a shard reads what is live, not every commit ever made). The
     /// shards of the partitions this node leads load as the image is applied
     /// ([`Broker::catch_up`]).
     pub async fn offsets_topic(&self) -> Result<(), AdminError> {
         if self.image().topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
-        let configs = [("retention.ms".to_string(), "-1".to_string())];
+        // Kafka's `offsets.topic.segment.bytes` (100 MiB): segments roll, so the cleaner can
+        // take all but the active one.
+        let configs = [
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), (100 << 20).to_string()),
+        ];
         let partitions = self.config.offsets_topic_num_partitions;
         let replication_factor = offsets_topic_replication_factor(
             self.config.offsets_topic_replication_factor,
@@ -959,6 +976,76 @@ impl Broker {
             }
         }
         self.catalog.checkpoint_high_watermarks(false).await;
+    }
+
+    /// The log cleaner's working state, sized by `log.cleaner.dedupe.buffer.size` and
+    /// throttled by `log.cleaner.io.max.bytes.per.second` ([`Broker::clean_dirtiest_log`]).
+    /// A cleaning stops (before its commit point) once `abort` is set.
+    pub fn log_cleaner(&self, abort: Arc<std::sync::atomic::AtomicBool>) -> LogCleaner {
+        let rate = self.config.log_cleaner_io_max_bytes_per_second;
+        LogCleaner {
+            map: crate::log::cleaner::OffsetMap::new(
+                usize::try_from(self.config.log_cleaner_dedupe_buffer_size).unwrap_or(usize::MAX),
+            ),
+            throttler: crate::log::cleaner::Throttler::new((rate < f64::MAX).then_some(rate))
+                .with_abort(abort),
+            uncleanable: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Cleans the one local compacted log that most needs it (Kafka's
+    /// `LogCleanerManager.grabFilthiestCompactedLog`: a log with a record past
+    /// `max.compaction.lag.ms` first, then the highest dirty ratio over its
+    /// `min.cleanable.dirty.ratio`), up to its high watermark. Every replica cleans its own
+    /// log, as in Kafka. Returns whether it cleaned one.
+    pub async fn clean_dirtiest_log(&self, cleaner: &mut LogCleaner) -> bool {
+        let now = self.clock.now_ms();
+        let mut dirtiest: Option<((bool, f64), Arc<Partition>, String)> = None;
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                if cleaner.uncleanable.contains(partition.log.dir()) {
+                    continue;
+                }
+                let Some(cleanable) = partition.log.cleanable(partition.high_watermark(), now)
+                else {
+                    continue;
+                };
+                if !cleanable.is_due() {
+                    continue;
+                }
+                let rank = (cleanable.past_max_compaction_lag, cleanable.dirty_ratio());
+                if dirtiest.as_ref().is_none_or(|(best, _, _)| {
+                    rank.partial_cmp(best) == Some(std::cmp::Ordering::Greater)
+                }) {
+                    dirtiest = Some((rank, Arc::clone(partition), topic.name.clone()));
+                }
+            }
+        }
+        let Some((_, partition, topic)) = dirtiest else {
+            return false;
+        };
+        let LogCleaner { map, throttler, .. } = cleaner;
+        let result = partition
+            .log
+            .clean(partition.high_watermark(), map, throttler)
+            .await;
+        match result {
+            Ok(stats) => stats.is_some(),
+            Err(e @ (CleanError::Corrupt { .. } | CleanError::OffsetMapTooSmall(_))) => {
+                // As Kafka marks a partition uncleanable: the rest of the broker goes on.
+                tracing::error!(topic, partition = partition.index, %e,
+                    "the log cannot be cleaned: it is left as it is until the broker restarts");
+                cleaner
+                    .uncleanable
+                    .insert(partition.log.dir().to_path_buf());
+                false
+            }
+            Err(CleanError::Aborted) => false,
+            Err(e) => {
+                tracing::warn!(topic, partition = partition.index, %e, "cleaning failed; retried later");
+                false
+            }
+        }
     }
 
     /// Stores group memberships whose store failed earlier; the server calls it every

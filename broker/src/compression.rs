@@ -72,7 +72,7 @@ pub fn parse_compression_type(value: &str) -> Result<Option<Compression>, Unknow
 }
 
 /// The attribute bits of a codec (the low three bits of a batch's attributes).
-fn codec_bits(codec: Compression) -> u8 {
+pub(crate) fn codec_bits(codec: Compression) -> u8 {
     match codec {
         Compression::None => 0,
         Compression::Gzip => 1,

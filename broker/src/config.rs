@@ -113,6 +113,24 @@ pub struct BrokerConfig {
     /// Metadata log entries between snapshots of the cluster image (Kafka counts bytes:
     /// `metadata.log.max.record.bytes.between.snapshots`); the log is purged below a snapshot.
     pub metadata_snapshot_every: u64,
+    /// `log.cleaner.enable`: run the log cleaner, which compacts topics whose
+    /// `cleanup.policy` holds `compact`.
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.dedupe.buffer.size`: the cleaner's offset map budget in bytes (its keys and
+    /// their latest offsets); a larger one cleans more of a log per pass.
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// `log.cleaner.io.max.bytes.per.second`: the cleaner's read plus write rate cap.
+    pub log_cleaner_io_max_bytes_per_second: f64,
+    /// `log.cleaner.backoff.ms`: how long the cleaner sleeps when no log needs cleaning.
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.min.cleanable.ratio`, `log.cleaner.delete.retention.ms`,
+    /// `log.cleaner.min.compaction.lag.ms`, `log.cleaner.max.compaction.lag.ms`: the defaults
+    /// of the topic configs `min.cleanable.dirty.ratio`, `delete.retention.ms`,
+    /// `min.compaction.lag.ms`, `max.compaction.lag.ms`.
+    pub log_cleaner_min_cleanable_ratio: f64,
+    pub log_cleaner_delete_retention_ms: i64,
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    pub log_cleaner_max_compaction_lag_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -157,6 +175,14 @@ impl Default for BrokerConfig {
             leader_imbalance_check_interval_seconds: 300,
             replica_lag_time_max_ms: 30_000,
             metadata_snapshot_every: 1_000,
+            log_cleaner_enable: true,
+            log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
+            log_cleaner_io_max_bytes_per_second: f64::MAX,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_delete_retention_ms: 24 * 60 * 60 * 1000,
+            log_cleaner_min_compaction_lag_ms: 0,
+            log_cleaner_max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -295,6 +321,48 @@ impl BrokerConfig {
         at_least(
             "replica-lag-time-max-ms",
             int(self.replica_lag_time_max_ms),
+            1,
+        )?;
+        // Kafka: the dedupe buffer must hold at least one entry per cleaner thread.
+        at_least(
+            "log-cleaner-dedupe-buffer-size",
+            int(self.log_cleaner_dedupe_buffer_size),
+            1024 * 1024,
+        )?;
+        at_least(
+            "log-cleaner-backoff-ms",
+            int(self.log_cleaner_backoff_ms),
+            0,
+        )?;
+        if !(0.0..=1.0).contains(&self.log_cleaner_min_cleanable_ratio) {
+            return Err(InvalidBrokerConfig {
+                key: "log-cleaner-min-cleanable-ratio",
+                value: self.log_cleaner_min_cleanable_ratio.to_string(),
+                reason: "Value must be no more than 1".into(),
+            });
+        }
+        if self.log_cleaner_io_max_bytes_per_second.is_nan()
+            || self.log_cleaner_io_max_bytes_per_second <= 0.0
+        {
+            return Err(InvalidBrokerConfig {
+                key: "log-cleaner-io-max-bytes-per-second",
+                value: self.log_cleaner_io_max_bytes_per_second.to_string(),
+                reason: "Value must be positive".into(),
+            });
+        }
+        at_least(
+            "log-cleaner-delete-retention-ms",
+            self.log_cleaner_delete_retention_ms,
+            0,
+        )?;
+        at_least(
+            "log-cleaner-min-compaction-lag-ms",
+            self.log_cleaner_min_compaction_lag_ms,
+            0,
+        )?;
+        at_least(
+            "log-cleaner-max-compaction-lag-ms",
+            self.log_cleaner_max_compaction_lag_ms,
             1,
         )?;
         at_least(
@@ -505,6 +573,22 @@ impl BrokerConfig {
             ("cleanup.policy", "delete".to_string()),
             ("compression.type", "producer".to_string()),
             (
+                "delete.retention.ms",
+                self.log_cleaner_delete_retention_ms.to_string(),
+            ),
+            (
+                "max.compaction.lag.ms",
+                self.log_cleaner_max_compaction_lag_ms.to_string(),
+            ),
+            (
+                "min.cleanable.dirty.ratio",
+                self.log_cleaner_min_cleanable_ratio.to_string(),
+            ),
+            (
+                "min.compaction.lag.ms",
+                self.log_cleaner_min_compaction_lag_ms.to_string(),
+            ),
+            (
                 "flush.messages",
                 opt(self.log_flush_interval_messages.map(|v| v as i64)),
             ),
@@ -621,11 +705,15 @@ pub struct TopicConfigs {
 pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
     "compression.type",
+    "delete.retention.ms",
     "flush.messages",
     "flush.ms",
+    "max.compaction.lag.ms",
     "max.message.bytes",
     "message.format.version",
     "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
     "min.insync.replicas",
     "retention.bytes",
     "retention.ms",
@@ -694,7 +782,68 @@ pub fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// The list configs among the topic configs (IncrementalAlterConfigs APPEND and SUBTRACT
+/// work on them).
+pub const TOPIC_LIST_CONFIG_NAMES: &[&str] = &["cleanup.policy"];
+
+/// `cleanup.policy`, a list as Kafka's: `compact`, `delete`, or both, comma-separated (and
+/// whitespace around each item ignored). Returns (compact, delete).
+pub fn parse_cleanup_policy(value: &str) -> Result<(bool, bool), String> {
+    let mut compact = false;
+    let mut delete = false;
+    for item in value.split(',').map(str::trim) {
+        match item {
+            "compact" => compact = true,
+            "delete" => delete = true,
+            _ => {
+                return Err(format!(
+                    "Invalid value {item:?}: expected compact or delete"
+                ))
+            }
+        }
+    }
+    Ok((compact, delete))
+}
+
+/// The items of a list config's value (empty for an empty value).
+pub fn list_items(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 impl TopicConfigs {
+    /// IncrementalAlterConfigs APPEND (`subtract` false) or SUBTRACT on a list config: the
+    /// items are added (those not yet there) to, or removed from, the effective value (the
+    /// override, else the broker default), as Kafka's `ConfigAdminManager` does.
+    pub fn alter_list(
+        &mut self,
+        broker: &BrokerConfig,
+        name: &str,
+        items: &str,
+        subtract: bool,
+    ) -> Result<(), InvalidConfig> {
+        if !TOPIC_LIST_CONFIG_NAMES.contains(&name) {
+            return Err(invalid(
+                name,
+                items,
+                "not a list config: APPEND and SUBTRACT apply only to lists",
+            ));
+        }
+        let mut current = list_items(&self.effective(broker, name).unwrap_or_default());
+        for item in list_items(items) {
+            if subtract {
+                current.retain(|c| *c != item);
+            } else if !current.contains(&item) {
+                current.push(item);
+            }
+        }
+        self.set(name, &current.join(","))
+    }
+
     /// The topic's `min.insync.replicas`: its override, else the broker default. What the
     /// produce path checks acks=all against.
     pub fn min_insync_replicas(&self, broker: &BrokerConfig) -> usize {
@@ -707,15 +856,15 @@ impl TopicConfigs {
     /// Checks one setting.
     pub fn validate(name: &str, value: &str) -> Result<(), InvalidConfig> {
         match name {
-            "cleanup.policy" => match value {
-                "delete" => Ok(()),
-                "compact" | "compact,delete" | "delete,compact" => Err(invalid(
-                    name,
-                    value,
-                    "compaction is not supported yet; use delete",
-                )),
-                _ => Err(invalid(name, value, "expected delete")),
+            "cleanup.policy" => parse_cleanup_policy(value)
+                .map(drop)
+                .map_err(|reason| invalid(name, value, reason)),
+            "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
+                Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+                _ => Err(invalid(name, value, "expected a number in [0, 1]")),
             },
+            "min.compaction.lag.ms" | "delete.retention.ms" => parse_i64(name, value, 0).map(drop),
+            "max.compaction.lag.ms" => parse_i64(name, value, 1).map(drop),
             "compression.type" => crate::compression::parse_compression_type(value)
                 .map(drop)
                 .map_err(|e| invalid(name, value, e.to_string())),
@@ -785,6 +934,10 @@ impl TopicConfigs {
                 .unwrap_or(-1)
         };
         let positive = |v: i64| (v >= 0).then_some(v);
+        let (compact, delete) = self
+            .effective(broker, "cleanup.policy")
+            .and_then(|v| parse_cleanup_policy(&v).ok())
+            .unwrap_or((false, true));
         let flush = match broker.flush_mode {
             FlushMode::Durable => FlushPolicy::Durable,
             FlushMode::Lazy => FlushPolicy::Lazy {
@@ -807,6 +960,19 @@ impl TopicConfigs {
                 .and_then(|v| crate::compression::parse_compression_type(&v).ok())
                 .flatten(),
             flush,
+            compact,
+            delete,
+            min_cleanable_dirty_ratio: self
+                .effective(broker, "min.cleanable.dirty.ratio")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: get("min.compaction.lag.ms").max(0),
+            // Never below the minimum (the controller refuses that pair in one request; a
+            // broker default and a topic override can still meet so).
+            max_compaction_lag_ms: get("max.compaction.lag.ms")
+                .max(1)
+                .max(get("min.compaction.lag.ms")),
+            delete_retention_ms: get("delete.retention.ms").max(0),
             ..LogConfig::default()
         }
     }
@@ -882,6 +1048,65 @@ mod tests {
             "zstd",
             false
         )));
+    }
+
+    /// `cleanup.policy` was refused unless `delete`; it is Kafka's list config.
+    #[test]
+    fn cleanup_policy_is_a_list_of_compact_and_delete_that_append_and_subtract_change() {
+        let broker = BrokerConfig::default();
+        let mut topic = TopicConfigs::default();
+        let log = topic.log_config(&broker);
+        assert!(!log.compact && log.delete, "delete by default");
+        for (value, compact, delete) in [
+            ("compact", true, false),
+            ("delete", false, true),
+            ("compact,delete", true, true),
+            ("delete, compact", true, true),
+        ] {
+            topic.set("cleanup.policy", value).unwrap();
+            let log = topic.log_config(&broker);
+            assert_eq!((log.compact, log.delete), (compact, delete), "{value}");
+        }
+        for refused in ["", "compacted", "compact,,delete", "none"] {
+            assert!(topic.set("cleanup.policy", refused).is_err(), "{refused:?}");
+        }
+        let mut topic = TopicConfigs::default();
+        topic
+            .alter_list(&broker, "cleanup.policy", "compact", false)
+            .unwrap();
+        assert_eq!(topic.overrides["cleanup.policy"], "delete,compact");
+        topic
+            .alter_list(&broker, "cleanup.policy", "compact", false)
+            .unwrap();
+        assert_eq!(topic.overrides["cleanup.policy"], "delete,compact");
+        topic
+            .alter_list(&broker, "cleanup.policy", "delete", true)
+            .unwrap();
+        assert_eq!(topic.overrides["cleanup.policy"], "compact");
+        assert!(
+            topic
+                .alter_list(&broker, "cleanup.policy", "compact", true)
+                .is_err(),
+            "a policy of nothing is refused"
+        );
+        assert!(topic
+            .alter_list(&broker, "retention.ms", "1", false)
+            .is_err());
+        topic.set("min.cleanable.dirty.ratio", "0.1").unwrap();
+        topic.set("min.compaction.lag.ms", "1000").unwrap();
+        topic.set("max.compaction.lag.ms", "60000").unwrap();
+        topic.set("delete.retention.ms", "5000").unwrap();
+        assert!(topic.set("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(topic.set("max.compaction.lag.ms", "0").is_err());
+        let log = topic.log_config(&broker);
+        assert_eq!(log.min_cleanable_dirty_ratio, 0.1);
+        assert_eq!(log.min_compaction_lag_ms, 1000);
+        assert_eq!(log.max_compaction_lag_ms, 60_000);
+        assert_eq!(log.delete_retention_ms, 5000);
+        assert_eq!(log.max_segment_ms(), 60_000);
+        let described = TopicConfigs::default().describe(&broker);
+        assert!(described.contains(&ConfigEntry::new("cleanup.policy", "delete", true)));
+        assert!(described.contains(&ConfigEntry::new("min.cleanable.dirty.ratio", "0.5", true)));
     }
 
     fn quorum(node_id: i32, listen: Option<&str>, voters: &str) -> BrokerConfig {
@@ -1190,7 +1415,7 @@ mod tests {
             .unwrap();
         assert!(topic.set("retention.ms", "soon").is_err());
         assert!(topic.set("segment.bytes", "10").is_err());
-        assert!(topic.set("cleanup.policy", "compact").is_err());
+        assert!(topic.set("cleanup.policy", "compacted").is_err());
         assert!(topic.set("no.such.config", "1").is_err());
         let log = topic.log_config(&broker);
         assert_eq!(log.retention_ms, Some(1000));

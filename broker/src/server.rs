@@ -37,6 +37,10 @@ pub async fn serve(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let quotas = Arc::new(ConnectionQuotas::new(&broker.config));
     let maintenance = tokio::spawn(maintain(Arc::clone(&broker), stop_tx.subscribe()));
+    let cleaner = broker
+        .config
+        .log_cleaner_enable
+        .then(|| tokio::spawn(clean_logs(Arc::clone(&broker), stop_tx.subscribe())));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -85,6 +89,9 @@ pub async fn serve(
         let _ = done_rx.recv().await;
     }
     let _ = maintenance.await;
+    if let Some(cleaner) = cleaner {
+        let _ = cleaner.await;
+    }
 }
 
 /// `max.connections`, `max.connections.per.ip` and `max.connections.per.ip.overrides`: how
@@ -187,6 +194,39 @@ async fn maintain(broker: Arc<Broker>, mut stop: tokio::sync::broadcast::Receive
         if since_expiry >= expiry_every {
             since_expiry = Duration::ZERO;
             broker.expire_offsets().await;
+        }
+    }
+}
+
+/// The log cleaner (Kafka's cleaner thread): cleans the dirtiest compacted log, again at once
+/// while there is one, else after `log.cleaner.backoff.ms`.
+async fn clean_logs(broker: Arc<Broker>, mut stop: tokio::sync::broadcast::Receiver<()>) {
+    let backoff = Duration::from_millis(broker.config.log_cleaner_backoff_ms.max(1));
+    let abort = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut cleaner = broker.log_cleaner(Arc::clone(&abort));
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        loop {
+            // A cleaning is never dropped midway (its swap must finish once committed): the
+            // stop sets the abort flag, and the cleaning stops before its commit point.
+            let cleaning = broker.clean_dirtiest_log(&mut cleaner);
+            tokio::pin!(cleaning);
+            let cleaned = tokio::select! {
+                biased;
+                _ = stop.recv() => {
+                    abort.store(true, std::sync::atomic::Ordering::Release);
+                    cleaning.await;
+                    return;
+                }
+                cleaned = &mut cleaning => cleaned,
+            };
+            if !cleaned {
+                break;
+            }
         }
     }
 }

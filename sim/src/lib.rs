@@ -20,6 +20,8 @@
 //! - [`walks`]: which walk over a partition each poll of a group member belongs to (every
 //!   assignment starts new ones: positions go back to the committed offsets).
 //! - [`log_workload`]: the partition log alone on a crashing node.
+//! - [`compaction_workload`]: a compacted log and its cleaner on a crashing node, with the
+//!   compaction checker (latest value per key, offsets never change, tombstones kept).
 //! - [`audit`]: `cargo sim audit`, every scenario over a seed range on every core, and its
 //!   report (HTML with a picture of every failure, Markdown, JUnit, JSON).
 //!
@@ -31,6 +33,8 @@ pub mod audit;
 pub mod checker;
 #[cfg(madsim)]
 pub mod cluster;
+#[cfg(madsim)]
+pub mod compaction_workload;
 #[cfg(madsim)]
 pub mod group_members;
 pub mod history;

@@ -299,7 +299,14 @@ fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
 ///   `Client::leader`): the first difference is at 2.72 s, the first outage. Checked: two
 ///   replays byte-identical, verdict PASS (1,548 of 1,548 sends acknowledged, one allowed
 ///   duplicate from a non-idempotent retry).
-const LOCKED_TRACE_HASH: &str = "9e81e81efcdd9320";
+/// - 7f6e12402314ee63: issue 14, compaction (s6-compact): every broker boot spawns the log
+///   cleaner's task (Kafka's cleaner thread; it sleeps `log.cleaner.backoff.ms` and finds no
+///   compacted log here), one more task and timer in madsim's schedule. Checked: two replays
+///   byte-identical, verdict PASS (1,628 of 1,628 sends acknowledged, two allowed duplicates
+///   from non-idempotent retries). An intermediate build that also read a missing
+///   `cleaner-offset-checkpoint` at every log open (one more faulty-disk operation, with its
+///   latency draw) gave 017e201c232d34f7; the read is now made only when the file exists.
+const LOCKED_TRACE_HASH: &str = "7f6e12402314ee63";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {

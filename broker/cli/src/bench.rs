@@ -72,6 +72,9 @@ pub enum BenchCommand {
     /// Time a broker's start with many partitions (its own broker processes, not
     /// --bootstrap-server's), against a broker with one partition (the yardstick).
     Startup(super::startup_bench::StartupBenchArgs),
+    /// Time a broker's start after many offset commits to one group, before and after its
+    /// offsets partition is compacted, and the cleaner's MB/s against a plain read of the log.
+    Compaction(super::compaction_bench::CompactionBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +232,9 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> i
         BenchCommand::Produce(p) => produce(&args.client, p, out, err).await,
         BenchCommand::Consume(c) => consume(&args.client, c, out, err).await,
         BenchCommand::Startup(s) => super::startup_bench::run(s, args.client.json, out, err).await,
+        BenchCommand::Compaction(c) => {
+            super::compaction_bench::run(c, args.client.json, out, err).await
+        }
     };
     match result {
         Ok(code) => code,

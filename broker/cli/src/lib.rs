@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod compaction_bench;
 pub mod consume;
 pub mod groups;
 pub mod produce;

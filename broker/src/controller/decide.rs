@@ -690,6 +690,14 @@ fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), Topi
         TopicConfigs::validate(name, value)
             .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
     }
+    let lag = |name: &str| configs.get(name).and_then(|v| v.trim().parse::<i64>().ok());
+    if let (Some(min), Some(max)) = (lag("min.compaction.lag.ms"), lag("max.compaction.lag.ms")) {
+        if max < min {
+            return Err(TopicError::InvalidConfig(format!(
+                "conflict topic config setting max.compaction.lag.ms ({max}) < min.compaction.lag.ms ({min})"
+            )));
+        }
+    }
     Ok(())
 }
 

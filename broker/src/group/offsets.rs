@@ -25,9 +25,10 @@
 //! (nullable strings: i16 length, -1 = null; bytes: i32 length.)
 //!
 //! A record without a value (a tombstone) deletes the offset or the group. When a shard
-//! loads, its partition is replayed; the last record per key wins. There is no compaction
-//! yet, so the topic grows without bound until compaction exists (retention is disabled on it:
-//! deleting old segments would lose offsets).
+//! loads, its partition is replayed; the last record per key wins. The topic is compacted
+//! (`cleanup.policy=compact`): the log cleaner keeps the latest record of each key, and a
+//! tombstone for `delete.retention.ms`, so a load reads the live offsets and groups, not every
+//! commit ever made.
 
 use bytes::Bytes;
 
@@ -296,9 +297,19 @@ fn read_bytes(buf: &[u8], pos: &mut usize) -> Option<Option<Bytes>> {
     Some(Some(bytes))
 }
 
-/// (key, value) of every record in one uncompressed v2 batch (the header is 61 bytes), or
-/// `None` if the records do not parse. Only the coordinator writes this topic, uncompressed.
-pub fn batch_records(batch: &[u8], count: i32) -> Option<Vec<(Option<Bytes>, Option<Bytes>)>> {
+/// One record of a stored batch: its offset delta (a compacted batch has gaps between its
+/// records' offsets), key and value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub offset_delta: u64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+}
+
+/// Every record in one uncompressed v2 batch (the header is 61 bytes), or `None` if the
+/// records do not parse. Only the coordinator writes this topic, uncompressed (and the
+/// cleaner keeps a batch's codec).
+pub fn batch_records(batch: &[u8], count: i32) -> Option<Vec<BatchRecord>> {
     const HEADER_LEN: usize = 61;
     let mut pos = HEADER_LEN;
     let mut out = Vec::new();
@@ -307,10 +318,14 @@ pub fn batch_records(batch: &[u8], count: i32) -> Option<Vec<(Option<Bytes>, Opt
         let end = pos.checked_add(length)?;
         pos += 1; // attributes
         read_varlong(batch, &mut pos)?; // timestamp delta
-        read_varlong(batch, &mut pos)?; // offset delta
+        let offset_delta = u64::try_from(read_varlong(batch, &mut pos)?).ok()?;
         let key = read_bytes(batch, &mut pos)?;
         let value = read_bytes(batch, &mut pos)?;
-        out.push((key, value));
+        out.push(BatchRecord {
+            offset_delta,
+            key,
+            value,
+        });
         pos = end;
         if pos > batch.len() {
             return None;
@@ -351,12 +366,16 @@ mod tests {
         ]);
         let records = batch_records(&bytes, 2).unwrap();
         assert_eq!(
-            decode_key(records[0].0.as_ref().unwrap()),
+            decode_key(records[0].key.as_ref().unwrap()),
             Some(key.clone())
         );
-        assert_eq!(decode_value(records[0].1.as_ref().unwrap()), Some(value));
-        assert_eq!(decode_key(records[1].0.as_ref().unwrap()), Some(key));
-        assert!(records[1].1.is_none());
+        assert_eq!(
+            decode_value(records[0].value.as_ref().unwrap()),
+            Some(value)
+        );
+        assert_eq!(decode_key(records[1].key.as_ref().unwrap()), Some(key));
+        assert!(records[1].value.is_none());
+        assert_eq!(records[1].offset_delta, 1);
     }
 
     #[test]

@@ -862,11 +862,17 @@ impl GroupShard {
                     );
                     continue;
                 };
-                for (i, (key, value)) in parsed.into_iter().enumerate() {
+                for offsets::BatchRecord {
+                    offset_delta,
+                    key,
+                    value,
+                } in parsed
+                {
                     match key.as_deref().and_then(offsets::decode_record_key) {
                         Some(RecordKey::Offset(key)) => {
                             let value = value.as_deref().and_then(offsets::decode_value);
-                            let at = header.base_offset as u64 + i as u64;
+                            // Not the record's index: compaction leaves gaps inside a batch.
+                            let at = header.base_offset as u64 + offset_delta;
                             inner.cache.apply(key, value, at);
                         }
                         Some(RecordKey::Group(id)) => {

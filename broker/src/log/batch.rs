@@ -27,7 +27,9 @@ pub const MAGIC_V2: i8 = 2;
 
 const CRC_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
+const BASE_TIMESTAMP_OFFSET: usize = 27;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
+const RECORDS_COUNT_OFFSET: usize = 57;
 const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
 const PRODUCER_ID_OFFSET: usize = 43;
 const PRODUCER_EPOCH_OFFSET: usize = 51;
@@ -250,6 +252,57 @@ pub fn offset_gap(base_offset: u64, count: u64) -> Vec<u8> {
     let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
     out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     out
+}
+
+/// [`offset_gap`] stamped with `partition_leader_epoch`: how the cleaner covers the offsets of
+/// batches it emptied, so the log stays dense and each gap stays in the leader epoch of the
+/// batches it replaces.
+pub fn offset_gap_in_epoch(base_offset: u64, count: u64, partition_leader_epoch: i32) -> Vec<u8> {
+    let mut out = offset_gap(base_offset, count);
+    set_partition_leader_epoch(&mut out, partition_leader_epoch);
+    out
+}
+
+/// A copy of `original`'s header over a new records section of `records_count` records, with
+/// the given attributes and timestamps and a new length and CRC (the cleaner, `super::records`).
+pub fn rebuilt(
+    original: &[u8],
+    attributes: i16,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    records_count: i32,
+    section: &[u8],
+) -> Vec<u8> {
+    let length = i32::try_from(HEADER_LEN - LOG_OVERHEAD + section.len()).expect("batch length");
+    let mut out = Vec::with_capacity(HEADER_LEN + section.len());
+    out.extend_from_slice(&original[..HEADER_LEN]);
+    out.extend_from_slice(section);
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    out[BASE_TIMESTAMP_OFFSET..BASE_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&base_timestamp.to_be_bytes());
+    out[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&max_timestamp.to_be_bytes());
+    out[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4]
+        .copy_from_slice(&records_count.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// `original` (a whole batch) with no records left, every other header field kept: the
+/// cleaner keeps such a batch for an idempotent producer's last batch, so its sequence and
+/// epoch survive the records (as Kafka does).
+pub fn emptied(original: &[u8]) -> Vec<u8> {
+    let header = BatchHeader::parse(original).expect("a validated batch");
+    rebuilt(
+        original,
+        header.attributes & !COMPRESSION_MASK,
+        header.base_timestamp,
+        header.max_timestamp,
+        0,
+        &[],
+    )
 }
 
 /// Validates every batch of a produced record set (the concatenated batches of one produce

@@ -17,7 +17,7 @@ pub enum FlushPolicy {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would grow past this (max 2 GiB - 1).
     pub segment_bytes: u64,
@@ -43,6 +43,22 @@ pub struct LogConfig {
     /// first, in steps sized by the recent rate and capped here. After a crash the log skips at
     /// most the lost window plus one step. Costs one small checkpoint write per step.
     pub offset_reservation: u64,
+    /// `cleanup.policy` holds `compact`: the log cleaner keeps the latest record of each key
+    /// (see [`super::cleaner`]).
+    pub compact: bool,
+    /// `cleanup.policy` holds `delete`: `retention.ms` and `retention.bytes` delete segments.
+    /// A compact-only log keeps every segment (only the cleaner shrinks it), as in Kafka.
+    pub delete: bool,
+    /// `min.cleanable.dirty.ratio`: the cleaner takes a log once this share of its cleanable
+    /// bytes is dirty (not yet cleaned).
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty record is compacted within about this long, whatever
+    /// the dirty ratio (and the active segment rolls by it, as by `segment.ms`).
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long a tombstone stays after the cleaner first met it.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -58,6 +74,12 @@ impl Default for LogConfig {
             compression: None,
             flush: FlushPolicy::Durable,
             offset_reservation: 1 << 20,
+            compact: false,
+            delete: true,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -80,6 +102,34 @@ impl LogConfig {
         if self.offset_reservation == 0 || self.offset_reservation > 1 << 30 {
             return Err("offset reservation must be in [1, 2^30]".into());
         }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return Err("min.cleanable.dirty.ratio must be in [0, 1]".into());
+        }
+        if self.min_compaction_lag_ms < 0 || self.delete_retention_ms < 0 {
+            return Err(
+                "min.compaction.lag.ms and delete.retention.ms must not be negative".into(),
+            );
+        }
+        if self.max_compaction_lag_ms < 1 {
+            return Err("max.compaction.lag.ms must be positive".into());
+        }
+        if self.max_compaction_lag_ms < self.min_compaction_lag_ms {
+            return Err(format!(
+                "conflict topic config setting max.compaction.lag.ms ({}) < min.compaction.lag.ms ({})",
+                self.max_compaction_lag_ms, self.min_compaction_lag_ms
+            ));
+        }
         Ok(())
+    }
+
+    /// When the active segment rolls by age: `segment.ms`, or sooner on a compacted log when
+    /// `max.compaction.lag.ms` is shorter (the cleaner never touches the active segment), as
+    /// Kafka's `LogConfig.maxSegmentMs`.
+    pub fn max_segment_ms(&self) -> i64 {
+        if self.compact {
+            self.segment_ms.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms
+        }
     }
 }

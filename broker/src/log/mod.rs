@@ -43,10 +43,12 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod config;
 mod follower;
 pub mod index;
 pub mod leader_epoch;
+pub mod records;
 pub mod reservation;
 pub mod segment;
 mod truncate;
@@ -96,9 +98,20 @@ pub enum AppendError {
     /// Kafka: MESSAGE_TOO_LARGE.
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge { size: usize, max: u64 },
+    /// Kafka: INVALID_RECORD with a record error for each (KIP-467): records a compacted log
+    /// cannot keep (no key). Nothing of the record set was appended.
+    #[error("One or more records have been rejected due to {} record errors in total: {}", .0.len(), .0.iter().take(3).map(|e| format!("[{}] {}", e.batch_index, e.message)).collect::<Vec<_>>().join(", "))]
+    InvalidRecords(Vec<RecordError>),
     /// Kafka: KAFKA_STORAGE_ERROR. The batch may or may not survive; it was not acknowledged.
     #[error("log is offline: {0}")]
     Offline(String),
+}
+
+/// One record refused (KIP-467): its index within its batch, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub message: String,
 }
 
 /// A read failed.
@@ -204,6 +217,9 @@ struct LogState {
     epochs: LeaderEpochCache,
     last_flush_ms: i64,
     offline: Option<String>,
+    /// Where the cleaner's next dirty part starts (`cleaner-offset-checkpoint`, see
+    /// [`cleaner`]); below it the log is clean.
+    first_dirty_offset: u64,
 }
 
 impl LogState {
@@ -553,6 +569,9 @@ impl Log {
                 });
             }
         }
+        if config.compact {
+            self.check_keys(records, &headers)?;
+        }
         let record_count: u64 = headers.iter().map(|h| h.last_offset_delta as u64 + 1).sum();
         let now = self.clock.now_ms();
         // Lazy reads and high watermarks show every appended offset at once.
@@ -637,6 +656,44 @@ impl Log {
         Ok(info)
     }
 
+    /// A compacted log refuses records without a key, as Kafka's `LogValidator` does: the
+    /// cleaner could never tell which of them is the latest.
+    fn check_keys(&self, records: &[u8], headers: &[BatchHeader]) -> Result<(), AppendError> {
+        let partition = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut errors = Vec::new();
+        let mut pos = 0;
+        for header in headers {
+            let bytes = &records[pos..pos + header.size()];
+            pos += header.size();
+            if header.is_control() {
+                continue;
+            }
+            match records::keyless_records(bytes, 256 << 20) {
+                Ok(keyless) => errors.extend(keyless.into_iter().map(|batch_index| RecordError {
+                    batch_index,
+                    message: format!(
+                        "Compacted topic cannot accept message without key in topic partition {partition}."
+                    ),
+                })),
+                Err(e) => {
+                    return Err(AppendError::InvalidRecords(vec![RecordError {
+                        batch_index: 0,
+                        message: e.to_string(),
+                    }]))
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(AppendError::InvalidRecords(errors))
+        }
+    }
+
     /// Takes the writer lock with the active segment able to take `bytes` more bytes holding
     /// `record_count` offsets from the log end, rolling first if it cannot. The segment to be
     /// sealed is synced before the lock is taken for the roll (under the lazy policy it can
@@ -660,7 +717,7 @@ impl Log {
                 let needs_roll = active.size > 0
                     && (active.size + bytes > config.segment_bytes
                         || now.saturating_sub(active.rolling_base_ms.unwrap_or(now))
-                            >= config.segment_ms
+                            >= config.max_segment_ms()
                         || !active.fits_offset(last_offset));
                 (needs_roll, active.synced_size < active.size)
             };
@@ -1427,10 +1484,13 @@ impl Log {
     ) -> Result<usize, LogOffline> {
         let config = self.config();
         let now = self.clock.now_ms();
+        // A compact-only log is shrunk by the cleaner alone: retention by time and size is the
+        // `delete` policy's (segments below the log start go either way).
         let expired = |s: &Segment| {
-            config
-                .retention_ms
-                .is_some_and(|ms| s.max_timestamp.is_some_and(|(ts, _)| now - ts > ms))
+            config.delete
+                && config
+                    .retention_ms
+                    .is_some_and(|ms| s.max_timestamp.is_some_and(|(ts, _)| now - ts > ms))
         };
         let all_expired = {
             let st = self.state();
@@ -1453,9 +1513,10 @@ impl Log {
                 .filter(|s| s.base_offset != active_base)
             {
                 let below_start = s.next_offset <= st.log_start_offset;
-                let too_big = config
-                    .retention_bytes
-                    .is_some_and(|limit| total - s.size >= limit);
+                let too_big = config.delete
+                    && config
+                        .retention_bytes
+                        .is_some_and(|limit| total - s.size >= limit);
                 if below_start || expired(s) || too_big {
                     total -= s.size;
                     doomed.push(s.base_offset);
@@ -1891,6 +1952,20 @@ async fn recover(
     for name in names.iter().filter(|n| n.ends_with(".tmp")) {
         disk.remove(&dir.join(name)).await?;
     }
+    // An interrupted cleaning leaves the old segments or the new one, never a mix.
+    let names = if cleaner::recover_swaps(disk, dir, &names).await? {
+        disk.list(dir)
+            .await
+            .map_err(|e| io_context("listing", dir, e))?
+    } else {
+        names
+    };
+    // Only a log the cleaner has cleaned has one: no read for the others.
+    let first_dirty_offset = if names.iter().any(|n| n == cleaner::CLEANER_CHECKPOINT_FILE) {
+        cleaner::read_checkpoint(disk, dir).await
+    } else {
+        0
+    };
     let checkpoint = match disk::read_file(disk, &dir.join(CHECKPOINT_FILE)).await {
         Ok(bytes) => match Checkpoint::decode(&bytes) {
             Ok(c) => c,
@@ -2126,6 +2201,7 @@ async fn recover(
         epochs,
         last_flush_ms: clock.now_ms(),
         offline: None,
+        first_dirty_offset,
     };
     match disk::write_file_atomic(
         disk,

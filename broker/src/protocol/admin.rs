@@ -491,10 +491,19 @@ pub async fn incremental_alter_configs(
                             ));
                         }
                         OP_APPEND | OP_SUBTRACT => {
-                            return Err((
-                                ResponseError::InvalidConfig,
-                                format!("{key} is not a list config"),
-                            ));
+                            let items = change
+                                .value
+                                .as_ref()
+                                .map(|v| v.to_string())
+                                .unwrap_or_default();
+                            configs
+                                .alter_list(
+                                    &ctx.broker.config,
+                                    &key,
+                                    &items,
+                                    change.config_operation == OP_SUBTRACT,
+                                )
+                                .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
                         }
                         other => {
                             return Err((

@@ -21,6 +21,7 @@ pub fn append(e: &AppendError) -> ResponseError {
         }
         AppendError::InvalidBatch(_) => ResponseError::CorruptMessage,
         AppendError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        AppendError::InvalidRecords(_) => ResponseError::InvalidRecord,
         AppendError::Offline(_) => ResponseError::KafkaStorageError,
     }
 }

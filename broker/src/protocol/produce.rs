@@ -34,9 +34,10 @@ use super::{errors, Reply, RequestContext};
 use crate::broker::RouteError;
 use crate::compression;
 use crate::controller::NodeId;
-use crate::log::{AppendError, AppendInfo};
+use crate::log::{AppendError, AppendInfo, RecordError};
 use crate::partition::Partition;
 use crate::partition::ProduceError;
+use kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage;
 
 struct Outcome {
     index: i32,
@@ -48,6 +49,8 @@ struct Outcome {
     /// (acks=all waits on both).
     leader_epoch: i32,
     min_insync_replicas: usize,
+    /// KIP-467 (v8+): the records refused, by index within their batch.
+    record_errors: Vec<RecordError>,
 }
 
 /// The topic's `min.insync.replicas` (its override, else the broker's default).
@@ -71,7 +74,21 @@ fn partition_response(version: i16, outcome: &Outcome) -> PartitionProduceRespon
         Err((error, message)) => {
             response = response.with_error_code(error.code()).with_base_offset(-1);
             if version >= 8 {
-                response = response.with_error_message(message.clone().map(StrBytes::from_string));
+                response = response
+                    .with_error_message(message.clone().map(StrBytes::from_string))
+                    .with_record_errors(
+                        outcome
+                            .record_errors
+                            .iter()
+                            .map(|e| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(e.batch_index)
+                                    .with_batch_index_error_message(Some(StrBytes::from_string(
+                                        e.message.clone(),
+                                    )))
+                            })
+                            .collect(),
+                    );
             }
         }
     }
@@ -149,6 +166,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 current_leader: None,
                 leader_epoch: -1,
                 min_insync_replicas: 1,
+                record_errors: Vec::new(),
             };
             if !valid_acks {
                 outcomes.push(fail(
@@ -233,12 +251,17 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                     current_leader: None,
                     leader_epoch,
                     min_insync_replicas: min_insync,
+                    record_errors: Vec::new(),
                 },
                 Err(e) => {
                     if let ProduceError::Append(AppendError::InvalidBatch(_)) | ProduceError::Sequence(_) = e {
                         tracing::debug!(peer = %ctx.peer, topic = %name, partition = index, %e, "refused a produce");
                     }
-                    fail(errors::produce(&e), Some(e.to_string()))
+                    let mut outcome = fail(errors::produce(&e), Some(e.to_string()));
+                    if let ProduceError::Append(AppendError::InvalidRecords(records)) = &e {
+                        outcome.record_errors = records.clone();
+                    }
+                    outcome
                 }
             });
         }
@@ -306,6 +329,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                                     current_leader: None,
                                     leader_epoch: -1,
                                     min_insync_replicas: 1,
+                                    record_errors: Vec::new(),
                                 })
                                 .collect();
                             (name, outcomes)
