@@ -507,6 +507,7 @@ impl Broker {
             panic!("the controller answered a registration with {reply:?}");
         };
         self.broker_epoch.store(epoch, Ordering::Release);
+        self.catalog.fetchers().set_broker_epoch(epoch);
         tracing::info!(node_id = self.config.node_id, broker_epoch = epoch, incarnation = %self.incarnation_id, "registered");
         Ok(())
     }

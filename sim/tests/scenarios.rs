@@ -236,6 +236,17 @@ fn replication_swarm_seed_3_leaves_every_isr_member_with_the_leaders_log() {
     passes("replication-swarm", 3..4);
 }
 
+/// Seed 4 found the leader's HW above an ISR member's log end (hw-within-isr): a fetch that
+/// broker 3 had sent before it restarted reached the leader after the new incarnation had
+/// caught up, and moved 3's progress back to what the dead incarnation held. Fetches now carry
+/// the broker epoch (Fetch v15's replica state, KIP-903): the leader refuses a dead
+/// incarnation's, joins only followers fetching as their current registration, and names each
+/// member's broker epoch in AlterPartition.
+#[test]
+fn a_dead_incarnations_delayed_fetch_never_moves_a_followers_progress_back() {
+    passes("replication-swarm", 4..5);
+}
+
 #[test]
 fn an_rf3_topic_loses_nothing_acknowledged_when_its_leaders_lose_power() {
     passes("replication-leader-crash", 1..3);
