@@ -247,6 +247,15 @@ fn a_dead_incarnations_delayed_fetch_never_moves_a_followers_progress_back() {
     passes("replication-swarm", 4..5);
 }
 
+/// A replicated leader whose log failed used to recover it in place and lead on in the same
+/// leader epoch: its recovered log lacked a tail its followers held, and the offsets were
+/// given again in that epoch (steps-down-after-log-failure, isr-holds-committed, consumers
+/// skipping offsets; seeds 1 and 2). It now steps down and rejoins with a new broker epoch.
+#[test]
+fn a_leader_whose_disk_fails_steps_down_and_rejoins_as_a_follower_with_a_new_broker_epoch() {
+    passes("replication-leader-disk-failure", 1..4);
+}
+
 #[test]
 fn an_rf3_topic_loses_nothing_acknowledged_when_its_leaders_lose_power() {
     passes("replication-leader-crash", 1..3);
