@@ -256,6 +256,34 @@ fn a_leader_whose_disk_fails_steps_down_and_rejoins_as_a_follower_with_a_new_bro
     passes("replication-leader-disk-failure", 1..4);
 }
 
+/// With unclean.leader.election.enable=true planted in the controller's decisions
+/// (`unclean_enabled`), every seed here fails: broker 4, out of the ISR, is elected and the
+/// acks=all writes broker 3 acknowledged alone are given again at the same offsets.
+#[test]
+fn an_isr_shrunk_to_a_leader_that_dies_keeps_the_partition_offline_with_unclean_election_off() {
+    passes("replication-isr-shrink-unclean-off", 1..4);
+}
+
+#[test]
+fn with_unclean_election_on_an_out_of_sync_replica_leads_and_the_loss_is_allowed_with_its_cause() {
+    passes("replication-isr-shrink-unclean-on", 1..4);
+}
+
+#[test]
+fn five_brokers_with_rf3_lose_nothing_acknowledged_through_crashes_and_an_isolated_leader() {
+    passes("replication-five-brokers", 1..4);
+}
+
+#[test]
+fn an_idempotent_producers_retries_across_a_failover_keep_their_original_offsets() {
+    passes("replication-idempotent-failover", 1..4);
+}
+
+#[test]
+fn a_groups_commits_survive_its_coordinators_broker_dying_and_members_resume_from_them() {
+    passes("replication-coordinator-failover", 1..4);
+}
+
 #[test]
 fn an_rf3_topic_loses_nothing_acknowledged_when_its_leaders_lose_power() {
     passes("replication-leader-crash", 1..3);
