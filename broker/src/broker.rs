@@ -30,7 +30,7 @@ use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -259,8 +259,11 @@ pub struct Broker {
     controller_endpoint: Option<Endpoint>,
     stop_plane: std::sync::Mutex<Option<StopPlane>>,
     catalog: Catalog,
-    /// Fresh at every start: tells the controller a restart from a retry.
-    incarnation_id: Uuid,
+    /// Fresh at every start, and at every rejoin after a replicated log failed
+    /// ([`Broker::rejoin_after_log_failure`]): tells the controller a restart from a retry.
+    incarnation_id: std::sync::Mutex<Uuid>,
+    /// Set while this broker steps down and rejoins after a replicated log failed.
+    rejoining: AtomicBool,
     /// The epoch the controller gave this incarnation's registration.
     broker_epoch: AtomicI64,
     producer_ids: ProducerIdManager,
@@ -396,7 +399,8 @@ impl Broker {
             controller_endpoint: started.controller_endpoint,
             stop_plane: std::sync::Mutex::new(started.stop),
             catalog,
-            incarnation_id: Uuid::from_u128(crate::random::random_u128()),
+            incarnation_id: std::sync::Mutex::new(Uuid::from_u128(crate::random::random_u128())),
+            rejoining: AtomicBool::new(false),
             broker_epoch: AtomicI64::new(-1),
             producer_ids: ProducerIdManager::new(),
             groups,
@@ -483,7 +487,7 @@ impl Broker {
     async fn register(&self) -> Result<(), ControllerError> {
         let request = ControllerRequest::RegisterBroker {
             id: self.config.node_id,
-            incarnation_id: self.incarnation_id,
+            incarnation_id: self.incarnation_id(),
             endpoint: endpoint_of(self.config.advertised()),
             controller_endpoint: self.controller_endpoint.clone(),
             rack: self.config.broker_rack.clone(),
@@ -517,7 +521,8 @@ impl Broker {
             panic!("the controller answered a registration with {reply:?}");
         };
         self.broker_epoch.store(epoch, Ordering::Release);
-        tracing::info!(node_id = self.config.node_id, broker_epoch = epoch, incarnation = %self.incarnation_id, "registered");
+        self.catalog.fetchers().set_broker_epoch(epoch);
+        tracing::info!(node_id = self.config.node_id, broker_epoch = epoch, incarnation = %self.incarnation_id(), "registered");
         Ok(())
     }
 
@@ -679,7 +684,10 @@ impl Broker {
     }
 
     pub fn incarnation_id(&self) -> Uuid {
-        self.incarnation_id
+        *self
+            .incarnation_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// A producer id never handed out before in the cluster: from this broker's block, a new
@@ -958,10 +966,23 @@ impl Broker {
     }
 
     /// Runs retention and lazy flushes on every partition, and recovers partitions whose log
-    /// went offline after a disk error; the server calls it periodically.
-    pub async fn run_maintenance(&self, retention: bool) {
+    /// went offline after a disk error; the server calls it periodically. A replicated
+    /// partition's failed log is not recovered here: the broker steps down and rejoins
+    /// ([`Broker::rejoin_after_log_failure`]), which recovers it once its leaderships moved.
+    pub async fn run_maintenance(self: &Arc<Self>, retention: bool) {
+        let replicated_failure = self.topics().iter().any(|t| {
+            t.partitions
+                .iter()
+                .any(|p| p.log.is_replicated() && p.log.is_failed())
+        });
+        if replicated_failure && !self.rejoining.swap(true, Ordering::AcqRel) {
+            tokio::spawn(rejoin_after_log_failure(Arc::downgrade(self)));
+        }
         for topic in self.topics() {
             for partition in &topic.partitions {
+                if partition.log.is_replicated() && partition.log.is_failed() {
+                    continue;
+                }
                 if partition.recover_if_offline().await {
                     tracing::info!(topic = %topic.name, partition = partition.index,
                         "partition back online after a disk error");
@@ -1227,6 +1248,104 @@ async fn follow_plane(broker: Weak<Broker>) {
             tracing::debug!(%e, "image not fully applied; retried");
         }
     }
+}
+
+/// A replicated partition's log failed (an I/O error): this broker steps down and rejoins, as
+/// Kafka's broker halts when its only log dir fails and comes back with a new broker epoch.
+/// A leader that recovered its log in place and led on in the same leader epoch would serve a
+/// log its followers need not match (the recovery may drop a tail they hold, and the next
+/// appends reuse those offsets with the same epoch). So, in order:
+/// 1. a controlled shutdown: the controller moves every leadership of this broker to another
+///    ISR member (or to none), takes it out of every ISR and fences it; retried until done;
+/// 2. the failed logs are recovered in place, now as followers (or replicas of a partition
+///    without a leader), which skip no offset;
+/// 3. a new incarnation registers (a new broker epoch, fenced until it has caught up with the
+///    metadata log) and is unfenced: its partitions follow the new leaders, reconcile and
+///    truncate, and rejoin the ISR by the usual rules.
+///
+/// Partitions of one replica are recovered in place by maintenance as before: there is no
+/// other replica to lead or to disagree with.
+async fn rejoin_after_log_failure(broker: Weak<Broker>) {
+    let interval = {
+        let Some(strong) = broker.upgrade() else {
+            return;
+        };
+        tracing::error!(broker_epoch = strong.broker_epoch(),
+            "a replicated partition's log failed: stepping down, rejoining with a new broker epoch after recovery");
+        Duration::from_millis(strong.config.broker_heartbeat_interval_ms)
+    };
+    // 1. Leaderships move away and the broker is fenced (shutting down) before any recovery.
+    loop {
+        let Some(strong) = broker.upgrade() else {
+            return;
+        };
+        if strong.is_stopping() {
+            return;
+        }
+        match strong.send_heartbeat(true).await {
+            Ok((_, true)) => {
+                // The partitions take the roles the step-down gave them before recovering.
+                if let Err(e) = strong.catch_up().await {
+                    tracing::info!(%e, "image not fully applied after stepping down");
+                }
+                break;
+            }
+            Ok((_, false)) => {}
+            Err(e) => tracing::info!(%e, "step-down heartbeat failed; retrying"),
+        }
+        drop(strong);
+        tokio::time::sleep(interval).await;
+    }
+    // 2. Recover every failed log; one that cannot be recovered yet is retried.
+    loop {
+        let Some(strong) = broker.upgrade() else {
+            return;
+        };
+        if strong.is_stopping() {
+            return;
+        }
+        let mut failed = 0;
+        for topic in strong.topics() {
+            for partition in &topic.partitions {
+                let _ = partition.recover_if_offline().await;
+                if partition.log.is_failed() {
+                    failed += 1;
+                }
+            }
+        }
+        if failed == 0 {
+            break;
+        }
+        tracing::info!(failed, "failed logs not recovered yet; retrying");
+        drop(strong);
+        tokio::time::sleep(interval).await;
+    }
+    // 3. A new incarnation: a new broker epoch, fenced until caught up.
+    let Some(strong) = broker.upgrade() else {
+        return;
+    };
+    *strong
+        .incarnation_id
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Uuid::from_u128(crate::random::random_u128());
+    loop {
+        if strong.is_stopping() {
+            return;
+        }
+        match strong.register().await {
+            Ok(()) => break,
+            Err(e) => tracing::info!(%e, "registration after a log failure failed; retrying"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+    match strong.wait_unfenced().await {
+        Ok(()) => tracing::info!(
+            broker_epoch = strong.broker_epoch(),
+            "rejoined after a log failure"
+        ),
+        Err(e) => tracing::warn!(%e, "not unfenced after a log failure; the heartbeats go on"),
+    }
+    strong.rejoining.store(false, Ordering::Release);
 }
 
 /// Heartbeats every `broker.heartbeat.interval.ms` until the broker closes.

@@ -332,6 +332,7 @@ impl Catalog {
                 }
                 targets.push(FollowTarget {
                     topic: topic.name.clone(),
+                    topic_id: topic.id,
                     index: partition.index,
                     partition: Arc::clone(partition),
                     leader: assignment.leader,

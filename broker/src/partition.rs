@@ -101,6 +101,10 @@ pub enum FollowerFetchError {
     /// The fetching broker is not one of the partition's replicas. NOT_LEADER_OR_FOLLOWER.
     #[error("broker {0} is not a replica of the partition")]
     NotAReplica(BrokerId),
+    /// The fetch came from an incarnation of the follower older than one the leader knows
+    /// (KIP-903). NOT_LEADER_OR_FOLLOWER.
+    #[error(transparent)]
+    StaleBrokerEpoch(#[from] crate::replica::state::StaleBrokerEpoch),
     /// The fetch offset is past the leader's log end (the follower has a divergent tail to
     /// truncate) or below its log start. OFFSET_OUT_OF_RANGE.
     #[error(
@@ -545,14 +549,20 @@ impl Partition {
     }
 
     /// On the leader: a follower fetched from `fetch_offset`, so its log ends there (Kafka's
-    /// `updateFollowerFetchState`). Its progress is recorded, the high watermark advanced if
-    /// it can be, and whoever waits on the high watermark (acks=all produces, consumers'
+    /// `updateFollowerFetchState`). The fetch says the follower's broker epoch (-1: unsaid);
+    /// `registered` is the epoch of the follower's registration in the leader's image, and
+    /// `eligible` whether that registration may be in an ISR (neither fenced nor shutting
+    /// down). A fetch from an older incarnation than the leader knows is refused (KIP-903). Else its progress is recorded, the high watermark advanced
+    /// if it can be, and whoever waits on the high watermark (acks=all produces, consumers'
     /// long polls) is woken when it moved. Returns whether the follower is outside the ISR
-    /// and may now join it (at the HW and the epoch's start, KIP-320): the ISR manager is
-    /// worth waking.
+    /// and may now join it (at the HW and the epoch's start, KIP-320, from its current
+    /// registration): the ISR manager is worth waking.
     pub fn record_follower_fetch(
         &self,
         replica_id: BrokerId,
+        broker_epoch: i64,
+        registered: Option<i64>,
+        eligible: bool,
         fetch_offset: u64,
         now_ms: i64,
     ) -> Result<bool, FollowerFetchError> {
@@ -574,11 +584,13 @@ impl Partition {
                     log_end_offset,
                 });
             }
+            replica.check_follower_broker_epoch(replica_id, broker_epoch, registered)?;
             replica.update_follower_log_end(replica_id, fetch_offset, now_ms);
             let moved = replica.maybe_increment_high_watermark().is_some();
             let may_join = !replica.isr().contains(&replica_id)
                 && !replica.pending_isr_expansion().contains(&replica_id)
-                && replica.can_join_isr(replica_id);
+                && replica.can_join_isr(replica_id)
+                && replica.broker_epoch_eligible(replica_id, registered.filter(|_| eligible));
             (moved, may_join)
         };
         if moved {

@@ -236,6 +236,54 @@ fn replication_swarm_seed_3_leaves_every_isr_member_with_the_leaders_log() {
     passes("replication-swarm", 3..4);
 }
 
+/// Seed 4 found the leader's HW above an ISR member's log end (hw-within-isr): a fetch that
+/// broker 3 had sent before it restarted reached the leader after the new incarnation had
+/// caught up, and moved 3's progress back to what the dead incarnation held. Fetches now carry
+/// the broker epoch (Fetch v15's replica state, KIP-903): the leader refuses a dead
+/// incarnation's, joins only followers fetching as their current registration, and names each
+/// member's broker epoch in AlterPartition.
+#[test]
+fn a_dead_incarnations_delayed_fetch_never_moves_a_followers_progress_back() {
+    passes("replication-swarm", 4..5);
+}
+
+/// A replicated leader whose log failed used to recover it in place and lead on in the same
+/// leader epoch: its recovered log lacked a tail its followers held, and the offsets were
+/// given again in that epoch (steps-down-after-log-failure, isr-holds-committed, consumers
+/// skipping offsets; seeds 1 and 2). It now steps down and rejoins with a new broker epoch.
+#[test]
+fn a_leader_whose_disk_fails_steps_down_and_rejoins_as_a_follower_with_a_new_broker_epoch() {
+    passes("replication-leader-disk-failure", 1..4);
+}
+
+/// With unclean.leader.election.enable=true planted in the controller's decisions
+/// (`unclean_enabled`), every seed here fails: broker 4, out of the ISR, is elected and the
+/// acks=all writes broker 3 acknowledged alone are given again at the same offsets.
+#[test]
+fn an_isr_shrunk_to_a_leader_that_dies_keeps_the_partition_offline_with_unclean_election_off() {
+    passes("replication-isr-shrink-unclean-off", 1..4);
+}
+
+#[test]
+fn with_unclean_election_on_an_out_of_sync_replica_leads_and_the_loss_is_allowed_with_its_cause() {
+    passes("replication-isr-shrink-unclean-on", 1..4);
+}
+
+#[test]
+fn five_brokers_with_rf3_lose_nothing_acknowledged_through_crashes_and_an_isolated_leader() {
+    passes("replication-five-brokers", 1..4);
+}
+
+#[test]
+fn an_idempotent_producers_retries_across_a_failover_keep_their_original_offsets() {
+    passes("replication-idempotent-failover", 1..4);
+}
+
+#[test]
+fn a_groups_commits_survive_its_coordinators_broker_dying_and_members_resume_from_them() {
+    passes("replication-coordinator-failover", 1..4);
+}
+
 #[test]
 fn an_rf3_topic_loses_nothing_acknowledged_when_its_leaders_lose_power() {
     passes("replication-leader-crash", 1..3);

@@ -125,9 +125,9 @@ pub fn replication_wait(e: &crate::partition::ReplicationWaitError) -> ResponseE
 pub fn follower_fetch(e: &crate::partition::FollowerFetchError) -> ResponseError {
     use crate::partition::FollowerFetchError;
     match e {
-        FollowerFetchError::NotLeader | FollowerFetchError::NotAReplica(_) => {
-            ResponseError::NotLeaderOrFollower
-        }
+        FollowerFetchError::NotLeader
+        | FollowerFetchError::NotAReplica(_)
+        | FollowerFetchError::StaleBrokerEpoch(_) => ResponseError::NotLeaderOrFollower,
         FollowerFetchError::OutOfRange { .. } => ResponseError::OffsetOutOfRange,
     }
 }

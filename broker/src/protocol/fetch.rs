@@ -56,6 +56,10 @@ struct Plan {
     leader_endpoints: Vec<NodeEndpoint>,
     /// The follower fetching, for a replica fetch.
     replica_id: Option<i32>,
+    /// Its broker epoch (v15+; -1: unsaid), and each broker's registered epoch in the image
+    /// with whether it may be in an ISR (neither fenced nor shutting down), for KIP-903.
+    replica_epoch: i64,
+    registered: std::collections::BTreeMap<i32, (i64, bool)>,
     clock: Arc<dyn crate::clock::Clock>,
     isr_manager: Arc<crate::replica::isr::IsrManager>,
 }
@@ -122,6 +126,9 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
                 partition
                     .record_follower_fetch(
                         replica_id,
+                        plan.replica_epoch,
+                        plan.registered.get(&replica_id).map(|r| r.0),
+                        plan.registered.get(&replica_id).is_some_and(|r| r.1),
                         wanted.fetch_offset as u64,
                         plan.clock.now_ms(),
                     )
@@ -245,6 +252,8 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
         version: ctx.version,
         leader_endpoints: Vec::new(),
         replica_id: None,
+        replica_epoch: -1,
+        registered: std::collections::BTreeMap::new(),
         clock: Arc::clone(ctx.broker.clock()),
         isr_manager: Arc::clone(ctx.broker.isr_manager()),
     };
@@ -253,10 +262,18 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
     } else {
         request.replica_id.0
     };
+    let image = broker.image();
     if replica_id >= 0 {
         plan.replica_id = Some(replica_id);
+        if ctx.version >= 15 {
+            plan.replica_epoch = request.replica_state.replica_epoch;
+        }
+        plan.registered = image
+            .brokers
+            .values()
+            .map(|b| (b.id, (b.epoch, !b.fenced && !b.shutting_down)))
+            .collect();
     }
-    let image = broker.image();
     let mut leaders = std::collections::BTreeSet::new();
     for (topic_index, topic) in request.topics.into_iter().enumerate() {
         let name = if ctx.version >= 13 {

@@ -1,7 +1,8 @@
 //! Followers fetching from leaders (Kafka's `ReplicaFetcherThread` / `AbstractFetcherThread`).
 //!
 //! One fetcher task per source broker fetches every partition this broker follows from that
-//! leader, over one wire connection, with Kafka's replica Fetch (replica id = this broker):
+//! leader, over one wire connection, with Kafka's replica Fetch (v15's replica state: this
+//! broker's id and broker epoch, so the leader refuses a fetch of a dead incarnation, KIP-903):
 //! - each partition is fetched from its own log end, which is how the leader learns the
 //!   follower's log end (and so the high watermark moves);
 //! - fetched batches are appended as the leader stored them (`Partition::append_as_follower`);
@@ -25,12 +26,12 @@
 //! `tokio::time`'s (simulated under madsim).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -48,10 +49,11 @@ use crate::log::leader_epoch::LeaderEpochCache;
 use crate::log::FlushPolicy;
 use crate::partition::Partition;
 
-/// What a fetcher speaks: Fetch v12 (topic names, diverging epochs known) and
-/// OffsetsForLeaderEpoch v3+ (replica id).
+/// What a fetcher speaks: Fetch v15 (topic ids; the replica state with this broker's epoch,
+/// KIP-903, so a leader refuses the fetches of a dead incarnation) and OffsetsForLeaderEpoch
+/// v3+ (replica id).
 const SPEAKS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Fetch, 12, 12),
+    (ApiKey::Fetch, 15, 15),
     (ApiKey::OffsetForLeaderEpoch, 3, 4),
 ];
 /// How long a replica fetch waits at the leader for new data (Kafka's
@@ -80,6 +82,7 @@ const MAX_RECONCILE_ROUNDS: usize = 64;
 #[derive(Clone)]
 struct Followed {
     partition: Arc<Partition>,
+    topic_id: uuid::Uuid,
     /// The leader epoch this replica follows in (sent as the current leader epoch).
     leader_epoch: i32,
     /// The log must be reconciled with the leader's before the next fetch.
@@ -90,9 +93,10 @@ struct Followed {
 }
 
 impl Followed {
-    fn new(partition: Arc<Partition>, leader_epoch: i32) -> Followed {
+    fn new(partition: Arc<Partition>, topic_id: uuid::Uuid, leader_epoch: i32) -> Followed {
         Followed {
             partition,
+            topic_id,
             leader_epoch,
             reconcile: true,
             retry_at: None,
@@ -116,6 +120,8 @@ type Key = (String, i32);
 /// The state one fetcher task shares with the catalog.
 struct Shared {
     local_id: BrokerId,
+    /// This broker's epoch (its registration), sent with every fetch; -1 until registered.
+    broker_epoch: Arc<AtomicI64>,
     fetch_max_wait: Duration,
     source: BrokerId,
     addr: String,
@@ -152,6 +158,7 @@ impl Shared {
 /// A partition this broker should follow: from which leader, in which epoch.
 pub struct FollowTarget {
     pub topic: String,
+    pub topic_id: uuid::Uuid,
     pub index: i32,
     pub partition: Arc<Partition>,
     pub leader: BrokerId,
@@ -161,6 +168,7 @@ pub struct FollowTarget {
 /// This broker's fetchers, one per source broker.
 pub struct ReplicaFetchers {
     local_id: BrokerId,
+    broker_epoch: Arc<AtomicI64>,
     fetch_max_wait: Duration,
     fetchers: Mutex<BTreeMap<BrokerId, Arc<Shared>>>,
 }
@@ -185,9 +193,16 @@ impl ReplicaFetchers {
     pub fn new(local_id: BrokerId, fetch_max_wait: Duration) -> ReplicaFetchers {
         ReplicaFetchers {
             local_id,
+            broker_epoch: Arc::new(AtomicI64::new(-1)),
             fetch_max_wait,
             fetchers: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// This broker registered with `broker_epoch`: every fetch from now on says so, and leaders
+    /// refuse the fetches of its previous incarnations (KIP-903).
+    pub fn set_broker_epoch(&self, broker_epoch: i64) {
+        self.broker_epoch.store(broker_epoch, Ordering::Release);
     }
 
     /// Makes the fetchers follow exactly `targets`, each leader reached at `addrs[leader]`
@@ -222,6 +237,7 @@ impl ReplicaFetchers {
             let shared = fetchers.entry(source).or_insert_with(|| {
                 let shared = Arc::new(Shared {
                     local_id: self.local_id,
+                    broker_epoch: Arc::clone(&self.broker_epoch),
                     fetch_max_wait: self.fetch_max_wait,
                     source,
                     addr: addrs[&source].clone(),
@@ -239,10 +255,12 @@ impl ReplicaFetchers {
                 let key = (target.topic, target.index);
                 let kept = partitions.remove(&key).filter(|f| {
                     f.leader_epoch == target.leader_epoch
+                        && f.topic_id == target.topic_id
                         && Arc::ptr_eq(&f.partition, &target.partition)
                 });
-                let followed =
-                    kept.unwrap_or_else(|| Followed::new(target.partition, target.leader_epoch));
+                let followed = kept.unwrap_or_else(|| {
+                    Followed::new(target.partition, target.topic_id, target.leader_epoch)
+                });
                 next.insert(key, followed);
             }
             *partitions = next;
@@ -525,10 +543,10 @@ async fn fetch_once(
     conn: &Connection,
     fetchable: Vec<(Key, Followed)>,
 ) -> Result<(), wire::RequestError> {
-    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
-    for ((topic, index), followed) in &fetchable {
+    let mut topics: BTreeMap<uuid::Uuid, Vec<FetchPartition>> = BTreeMap::new();
+    for ((_, index), followed) in &fetchable {
         let log = &followed.partition.log;
-        topics.entry(topic).or_default().push(
+        topics.entry(followed.topic_id).or_default().push(
             FetchPartition::default()
                 .with_partition(*index)
                 .with_current_leader_epoch(followed.leader_epoch)
@@ -539,7 +557,11 @@ async fn fetch_once(
         );
     }
     let request = FetchRequest::default()
-        .with_replica_id(WireBrokerId(shared.local_id))
+        .with_replica_state(
+            ReplicaState::default()
+                .with_replica_id(WireBrokerId(shared.local_id))
+                .with_replica_epoch(shared.broker_epoch.load(Ordering::Acquire)),
+        )
         .with_max_wait_ms(shared.fetch_max_wait.as_millis() as i32)
         .with_min_bytes(1)
         .with_max_bytes(RESPONSE_MAX_BYTES)
@@ -549,9 +571,9 @@ async fn fetch_once(
         .with_topics(
             topics
                 .into_iter()
-                .map(|(topic, partitions)| {
+                .map(|(topic_id, partitions)| {
                     FetchTopic::default()
-                        .with_topic(topic_name(topic))
+                        .with_topic_id(topic_id)
                         .with_partitions(partitions)
                 })
                 .collect(),
@@ -571,23 +593,25 @@ async fn fetch_once(
     }
     for topic in response.responses {
         for data in topic.partitions {
-            let key = (topic.topic.0.to_string(), data.partition_index);
-            let Some((_, followed)) = fetchable.iter().find(|(k, _)| *k == key) else {
+            let Some((key, followed)) = fetchable
+                .iter()
+                .find(|(k, f)| f.topic_id == topic.topic_id && k.1 == data.partition_index)
+            else {
                 continue;
             };
             let outcome = apply_partition(followed, &data).await;
             let epoch = followed.leader_epoch;
             match outcome {
-                Applied::Ok => shared.update(&key, epoch, Followed::succeeded),
+                Applied::Ok => shared.update(key, epoch, Followed::succeeded),
                 Applied::Reconcile(reason) => {
                     tracing::info!(topic = %key.0, partition = key.1, %reason,
                         "follower log does not continue the leader's: reconciling");
-                    shared.update(&key, epoch, |f| f.reconcile = true);
+                    shared.update(key, epoch, |f| f.reconcile = true);
                 }
                 Applied::BackOff(reason) => {
                     tracing::debug!(topic = %key.0, partition = key.1, %reason,
                         "replica fetch of a partition failed; backing off");
-                    shared.update(&key, epoch, |f| f.back_off(monotonic_now()));
+                    shared.update(key, epoch, |f| f.back_off(monotonic_now()));
                 }
             }
         }

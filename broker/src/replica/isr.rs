@@ -21,11 +21,14 @@
 //! wakes the task ([`IsrManager::follower_may_join`]), which then only looks for followers
 //! that can join, as Kafka checks expansion on every follower fetch.
 //!
-//! Members are named without broker epochs (KIP-903's -1: unchecked): the leader does not learn
-//! its followers' broker epochs from their fetches yet. The controller still refuses fenced,
-//! shutting-down and unregistered brokers (KIP-841).
+//! Broker epochs (KIP-903): a follower joins only if its last fetch came from the registration
+//! the leader's image holds for it (a restarted follower may have lost what its previous
+//! incarnation fetched, so that progress is not its own), and each member is named with the
+//! broker epoch of its last fetch, so the controller refuses a member whose incarnation is gone
+//! by the time the request arrives. Fenced, shutting-down and unregistered brokers never join
+//! (KIP-841).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -78,13 +81,16 @@ pub fn out_of_sync_members(
 
 /// The ISR change the leader `state` (leading since `leading_since_ms`) wants at `now_ms`:
 /// members out of sync longer than `max_lag_ms` leave (unless `expand_only`), followers that
-/// can join join. `None` when the ISR stays as it is, or when `state` does not lead.
+/// can join join: caught up, and fetching as the registration `eligible` holds for them
+/// (the broker epochs of the brokers neither fenced nor shutting down, from the leader's
+/// image). `None` when the ISR stays as it is, or when `state` does not lead.
 pub fn wanted_isr_change(
     state: &ReplicaState,
     leading_since_ms: i64,
     now_ms: i64,
     max_lag_ms: i64,
     expand_only: bool,
+    eligible: &BTreeMap<BrokerId, i64>,
 ) -> Option<IsrChange> {
     if !state.is_leader() {
         return None;
@@ -98,7 +104,11 @@ pub fn wanted_isr_change(
         .followers()
         .keys()
         .copied()
-        .filter(|r| !state.isr().contains(r) && state.can_join_isr(*r))
+        .filter(|r| {
+            !state.isr().contains(r)
+                && state.can_join_isr(*r)
+                && state.broker_epoch_eligible(*r, eligible.get(r).copied())
+        })
         .collect();
     if leaving.is_empty() && joining.is_empty() {
         return None;
@@ -221,6 +231,7 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
     let max_lag_ms = i64::try_from(broker.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
     let me = broker.config.node_id;
     let manager = broker.isr_manager();
+    let eligible = eligible_brokers(&image);
     let mut led = BTreeSet::new();
     for topic in broker.topics() {
         let Some(wanted) = image.topic(&topic.name).filter(|t| t.id == topic.id) else {
@@ -248,9 +259,14 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
                 // has, so the request carries the epochs the state was judged under.
                 continue;
             }
-            let Some(change) =
-                wanted_isr_change(&state, leading_since_ms, now_ms, max_lag_ms, expand_only)
-            else {
+            let Some(change) = wanted_isr_change(
+                &state,
+                leading_since_ms,
+                now_ms,
+                max_lag_ms,
+                expand_only,
+                &eligible,
+            ) else {
                 continue;
             };
             if !manager.lock_in_flight().insert(key) {
@@ -275,8 +291,17 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
                 new_isr: change
                     .isr
                     .iter()
-                    .copied()
-                    .map(IsrMember::unchecked)
+                    .map(|&id| IsrMember {
+                        id,
+                        broker_epoch: if id == me {
+                            broker.broker_epoch()
+                        } else {
+                            // -1 for a member not heard from in this leadership (Kafka's
+                            // `addBrokerEpochToIsr`): if it died meanwhile, the controller
+                            // removed it and the partition epoch refuses this request.
+                            state.followers()[&id].broker_epoch.unwrap_or(-1)
+                        },
+                    })
                     .collect(),
             };
             tokio::spawn(send(
@@ -290,6 +315,17 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
     if !expand_only {
         manager.retain_leaderships(&led);
     }
+}
+
+/// The brokers a follower may join an ISR as (neither fenced nor shutting down), with the broker
+/// epoch of their registration in `image`.
+pub fn eligible_brokers(image: &crate::controller::image::ClusterImage) -> BTreeMap<BrokerId, i64> {
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && !b.shutting_down)
+        .map(|b| (b.id, b.epoch))
+        .collect()
 }
 
 /// Does the partition's replica state show `assignment` (this broker leading in its epoch
@@ -397,6 +433,29 @@ mod tests {
     const ME: BrokerId = 1;
     const LAG_MS: i64 = 30_000;
 
+    /// Each broker's registered epoch: broker `r` is in epoch `10 * r`.
+    fn registered() -> BTreeMap<BrokerId, i64> {
+        [(1, 10), (2, 20), (3, 30)].into_iter().collect()
+    }
+
+    /// A fetch of follower `r` from its registered incarnation.
+    fn fetch(s: &mut ReplicaState, r: BrokerId, end: u64, now_ms: i64) {
+        let epoch = registered()[&r];
+        s.check_follower_broker_epoch(r, epoch, Some(epoch))
+            .unwrap();
+        s.update_follower_log_end(r, end, now_ms);
+    }
+
+    fn change_at(
+        s: &ReplicaState,
+        since_ms: i64,
+        now_ms: i64,
+        lag_ms: i64,
+        expand_only: bool,
+    ) -> Option<IsrChange> {
+        wanted_isr_change(s, since_ms, now_ms, lag_ms, expand_only, &registered())
+    }
+
     fn log(end: u64) -> LocalLog {
         LocalLog {
             log_end_offset: end,
@@ -410,8 +469,8 @@ mod tests {
         let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(0));
         s.become_leader(3, &[1, 2, 3], isr);
         s.update_local_log(log(10));
-        s.update_follower_log_end(2, 10, 1_000);
-        s.update_follower_log_end(3, 10, 1_000);
+        fetch(&mut s, 2, 10, 1_000);
+        fetch(&mut s, 3, 10, 1_000);
         s.maybe_increment_high_watermark();
         s
     }
@@ -419,24 +478,18 @@ mod tests {
     #[test]
     fn an_isr_whose_members_keep_up_stays_as_it_is() {
         let s = leader(&[1, 2, 3]);
-        assert_eq!(
-            wanted_isr_change(&s, 0, 1_000 + LAG_MS, LAG_MS, false),
-            None
-        );
+        assert_eq!(change_at(&s, 0, 1_000 + LAG_MS, LAG_MS, false), None);
     }
 
     #[test]
     fn a_member_not_caught_up_for_longer_than_the_lag_time_leaves() {
         let mut s = leader(&[1, 2, 3]);
         s.update_local_log(log(20));
-        s.update_follower_log_end(2, 20, 20_000);
-        s.update_follower_log_end(3, 15, 20_000);
+        fetch(&mut s, 2, 20, 20_000);
+        fetch(&mut s, 3, 15, 20_000);
+        assert_eq!(change_at(&s, 0, 1_000 + LAG_MS, LAG_MS, false), None);
         assert_eq!(
-            wanted_isr_change(&s, 0, 1_000 + LAG_MS, LAG_MS, false),
-            None
-        );
-        assert_eq!(
-            wanted_isr_change(&s, 0, 1_001 + LAG_MS, LAG_MS, false),
+            change_at(&s, 0, 1_001 + LAG_MS, LAG_MS, false),
             Some(IsrChange {
                 isr: vec![1, 2],
                 leaving: vec![3],
@@ -444,7 +497,7 @@ mod tests {
             })
         );
         assert_eq!(
-            wanted_isr_change(&s, 0, 1_001 + LAG_MS, LAG_MS, true),
+            change_at(&s, 0, 1_001 + LAG_MS, LAG_MS, true),
             None,
             "a fetch's wake-up only looks for followers that can join"
         );
@@ -459,10 +512,10 @@ mod tests {
         s.update_local_log(log(30));
         s.maybe_increment_high_watermark();
         assert_eq!(s.high_watermark(), 30);
-        s.update_follower_log_end(2, 25, 100);
-        s.update_follower_log_end(3, 30, 100);
+        fetch(&mut s, 2, 25, 100);
+        fetch(&mut s, 3, 30, 100);
         assert_eq!(
-            wanted_isr_change(&s, 0, 100, LAG_MS, true),
+            change_at(&s, 0, 100, LAG_MS, true),
             Some(IsrChange {
                 isr: vec![1, 3],
                 leaving: vec![],
@@ -470,9 +523,9 @@ mod tests {
             }),
             "2 is below the high watermark"
         );
-        s.update_follower_log_end(2, 30, 101);
+        fetch(&mut s, 2, 30, 101);
         assert_eq!(
-            wanted_isr_change(&s, 0, 101, LAG_MS, false).unwrap().isr,
+            change_at(&s, 0, 101, LAG_MS, false).unwrap().isr,
             vec![1, 2, 3]
         );
     }
@@ -491,14 +544,12 @@ mod tests {
         );
         s.become_follower(3, 2);
         s.become_leader(4, &[1, 2], &[1]);
-        s.update_follower_log_end(2, 15, 100);
+        fetch(&mut s, 2, 15, 100);
         assert_eq!(s.high_watermark(), 0);
-        assert_eq!(wanted_isr_change(&s, 0, 100, LAG_MS, false), None);
-        s.update_follower_log_end(2, 20, 101);
+        assert_eq!(change_at(&s, 0, 100, LAG_MS, false), None);
+        fetch(&mut s, 2, 20, 101);
         assert_eq!(
-            wanted_isr_change(&s, 0, 101, LAG_MS, false)
-                .unwrap()
-                .joining,
+            change_at(&s, 0, 101, LAG_MS, false).unwrap().joining,
             vec![2]
         );
     }
@@ -510,29 +561,70 @@ mod tests {
         s.become_leader(7, &[1, 2, 3], &[1, 2, 3]);
         let since = 50_000;
         assert_eq!(
-            wanted_isr_change(&s, since, since + LAG_MS, LAG_MS, false),
+            change_at(&s, since, since + LAG_MS, LAG_MS, false),
             None,
             "members not heard from yet count as caught up when the leadership began"
         );
-        s.update_follower_log_end(2, 10, since + 100);
-        let change = wanted_isr_change(&s, since, since + LAG_MS + 1, LAG_MS, false).unwrap();
+        fetch(&mut s, 2, 10, since + 100);
+        let change = change_at(&s, since, since + LAG_MS + 1, LAG_MS, false).unwrap();
         assert_eq!((change.isr, change.leaving), (vec![1, 2], vec![3]));
     }
 
     #[test]
     fn members_leave_and_followers_join_in_one_change() {
         let mut s = leader(&[1, 2]);
-        s.update_follower_log_end(3, 10, 40_000);
-        let change = wanted_isr_change(&s, 0, 1_001 + LAG_MS, LAG_MS, false).unwrap();
+        fetch(&mut s, 3, 10, 40_000);
+        let change = change_at(&s, 0, 1_001 + LAG_MS, LAG_MS, false).unwrap();
         assert_eq!(change.isr, vec![1, 3]);
         assert_eq!((change.leaving, change.joining), (vec![2], vec![3]));
     }
 
     #[test]
+    fn a_restarted_follower_joins_only_on_the_progress_of_its_new_incarnation() {
+        // Seed 4 of replication-swarm: follower 3 had fetched to 10 before it restarted with
+        // less; progress its dead incarnation made must not let the new one join.
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(10));
+        s.become_leader(4, &[1, 2, 3], &[1, 2]);
+        fetch(&mut s, 2, 10, 100);
+        s.check_follower_broker_epoch(3, 30, Some(30)).unwrap();
+        s.update_follower_log_end(3, 10, 100);
+        s.maybe_increment_high_watermark();
+        let restarted: BTreeMap<BrokerId, i64> = [(1, 10), (2, 20), (3, 31)].into_iter().collect();
+        assert_eq!(
+            wanted_isr_change(&s, 0, 101, LAG_MS, true, &restarted),
+            None,
+            "the last fetch came from broker epoch 30, the registration is 31"
+        );
+        assert_eq!(
+            s.check_follower_broker_epoch(3, 30, Some(31)),
+            Err(crate::replica::state::StaleBrokerEpoch {
+                replica: 3,
+                got: 30,
+                current: 31
+            }),
+            "a delayed fetch of the dead incarnation is refused"
+        );
+        s.check_follower_broker_epoch(3, 31, Some(31)).unwrap();
+        s.update_follower_log_end(3, 10, 102);
+        assert_eq!(
+            wanted_isr_change(&s, 0, 102, LAG_MS, true, &restarted)
+                .unwrap()
+                .joining,
+            vec![3]
+        );
+        let fenced: BTreeMap<BrokerId, i64> = [(1, 10), (2, 20)].into_iter().collect();
+        assert_eq!(
+            wanted_isr_change(&s, 0, 102, LAG_MS, true, &fenced),
+            None,
+            "a fenced or shutting-down broker never joins"
+        );
+    }
+
+    #[test]
     fn a_follower_or_an_offline_replica_wants_no_change() {
         let mut s = ReplicaState::new(ME, HighWatermarkBasis::LogEnd, log(10));
-        assert_eq!(wanted_isr_change(&s, 0, 0, LAG_MS, false), None);
+        assert_eq!(change_at(&s, 0, 0, LAG_MS, false), None);
         s.become_follower(1, 2);
-        assert_eq!(wanted_isr_change(&s, 0, 0, LAG_MS, false), None);
+        assert_eq!(change_at(&s, 0, 0, LAG_MS, false), None);
     }
 }

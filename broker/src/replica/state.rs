@@ -63,6 +63,19 @@ pub struct FollowerProgress {
     /// `lastFetchTimeMs` / `lastFetchLeaderLogEndOffset`).
     pub last_fetch_ms: Option<i64>,
     pub leader_log_end_at_last_fetch: u64,
+    /// The broker epoch (KIP-903) of the follower's incarnation that sent its last fetch in
+    /// this leadership: `None` before any; -1 from a fetch that does not say.
+    pub broker_epoch: Option<i64>,
+}
+
+/// A follower's fetch came from an older incarnation of the broker than the leader knows (a
+/// request of a dead process, delayed in the network). Kafka's NOT_LEADER_OR_FOLLOWER.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("fetch of broker {replica} in broker epoch {got}, older than its epoch {current}")]
+pub struct StaleBrokerEpoch {
+    pub replica: BrokerId,
+    pub got: i64,
+    pub current: i64,
 }
 
 /// One broker's replica of one partition. See the module doc.
@@ -227,6 +240,7 @@ impl ReplicaState {
                     last_caught_up_ms: None,
                     last_fetch_ms: None,
                     leader_log_end_at_last_fetch: 0,
+                    broker_epoch: None,
                 }),
             );
         }
@@ -367,6 +381,45 @@ impl ReplicaState {
         progress.leader_log_end_at_last_fetch = leader_end;
     }
 
+    /// On the leader, before [`ReplicaState::update_follower_log_end`]: the fetch of `replica`
+    /// carries `broker_epoch` (-1: unsaid), and the leader's image registers the broker in
+    /// `registered`. A fetch older than either is refused (Kafka's
+    /// `Replica.updateFetchStateOrThrow`): a dead incarnation's fetch, delayed in the network,
+    /// would move the follower's progress to what that incarnation held, not what the live one
+    /// holds. A newer epoch than the last fetch's starts the follower's fetch history afresh:
+    /// a restarted follower may have lost what its previous incarnation fetched, so that
+    /// incarnation's fetches say nothing of when this one caught up.
+    pub fn check_follower_broker_epoch(
+        &mut self,
+        replica: BrokerId,
+        broker_epoch: i64,
+        registered: Option<i64>,
+    ) -> Result<(), StaleBrokerEpoch> {
+        assert_eq!(self.role, Role::Leader, "only a leader tracks followers");
+        let progress = self
+            .followers
+            .get_mut(&replica)
+            .unwrap_or_else(|| panic!("broker {replica} is not a replica of this partition"));
+        if broker_epoch == -1 {
+            progress.broker_epoch = Some(-1);
+            return Ok(());
+        }
+        let current = registered.max(progress.broker_epoch).unwrap_or(-1);
+        if broker_epoch < current {
+            return Err(StaleBrokerEpoch {
+                replica,
+                got: broker_epoch,
+                current,
+            });
+        }
+        if progress.broker_epoch != Some(broker_epoch) {
+            progress.last_fetch_ms = None;
+            progress.leader_log_end_at_last_fetch = 0;
+            progress.broker_epoch = Some(broker_epoch);
+        }
+        Ok(())
+    }
+
     /// The HW this replica had before a restart (the high-watermark checkpoint), capped by the
     /// recovered log. Only before the replica is told any role: from then on the HW moves by
     /// the rules above.
@@ -458,6 +511,19 @@ impl ReplicaState {
             && progress.log_end_offset >= self.leader_epoch_start_offset
     }
 
+    /// On a leader: may `replica`, registered in the leader's image with `registered` (`None`:
+    /// not registered, fenced or shutting down), join the ISR as far as broker epochs go
+    /// (KIP-903, Kafka's `isBrokerEpochIsrEligible`)? Only if its last fetch came from that
+    /// registration (or did not say): progress a previous incarnation made is not this one's.
+    pub fn broker_epoch_eligible(&self, replica: BrokerId, registered: Option<i64>) -> bool {
+        assert_eq!(self.role, Role::Leader, "only a leader judges its ISR");
+        let fetched = self.followers.get(&replica).and_then(|p| p.broker_epoch);
+        match (fetched, registered) {
+            (Some(fetched), Some(registered)) => fetched == -1 || fetched == registered,
+            _ => false,
+        }
+    }
+
     /// On a leader: the ISR the controller accepted (an AlterPartition). The leader stays in it.
     pub fn set_isr(&mut self, isr: &[BrokerId]) {
         assert_eq!(self.role, Role::Leader, "only a leader has its ISR changed");
@@ -546,6 +612,49 @@ mod tests {
         s.update_follower_log_end(2, 60, 500);
         assert_eq!(s.followers()[&2].last_caught_up_ms, Some(500));
         assert_eq!(s.out_of_sync_replicas(550, 100), vec![3]);
+    }
+
+    #[test]
+    fn a_delayed_fetch_of_a_dead_incarnation_is_refused_even_before_the_leader_sees_its_successor_registered(
+    ) {
+        // Seed 4 of replication-swarm: a fetch at 90 that broker 3 sent before it restarted
+        // arrived after the new incarnation had fetched to 148; taking it moved 3's progress
+        // back below the HW the leader had raised with 3 in its ISR.
+        let mut s = leader_of_three(HighWatermarkBasis::LogEnd);
+        s.update_local_log(log(148, 0));
+        s.check_follower_broker_epoch(3, 7, Some(6)).unwrap();
+        s.update_follower_log_end(3, 148, 100);
+        assert_eq!(
+            s.check_follower_broker_epoch(3, 6, Some(6)),
+            Err(StaleBrokerEpoch {
+                replica: 3,
+                got: 6,
+                current: 7
+            })
+        );
+        assert_eq!(s.followers()[&3].log_end_offset, 148);
+        assert!(s.broker_epoch_eligible(3, Some(7)));
+        assert!(
+            !s.broker_epoch_eligible(3, Some(8)),
+            "registered again since"
+        );
+        assert!(!s.broker_epoch_eligible(3, None), "fenced or shutting down");
+        assert!(!s.broker_epoch_eligible(2, Some(3)), "never fetched");
+    }
+
+    #[test]
+    fn a_new_incarnation_of_a_follower_is_not_caught_up_by_its_predecessors_fetches() {
+        let mut s = leader_of_three(HighWatermarkBasis::LogEnd);
+        s.update_local_log(log(10, 0));
+        s.check_follower_broker_epoch(2, 4, Some(4)).unwrap();
+        s.update_follower_log_end(2, 5, 100);
+        s.update_local_log(log(20, 0));
+        // The restarted follower holds 10, the LEO of the dead one's last fetch: that fetch
+        // was not its own, so it is not caught up as of then.
+        s.check_follower_broker_epoch(2, 5, Some(5)).unwrap();
+        s.update_follower_log_end(2, 10, 200);
+        assert_eq!(s.followers()[&2].last_caught_up_ms, None);
+        assert_eq!(s.followers()[&2].broker_epoch, Some(5));
     }
 
     #[test]

@@ -640,6 +640,11 @@ pub(crate) enum ReplicationInvariant {
     /// Two replicas hold different batches at one offset with the same leader epoch: batches
     /// of one epoch come from one leader, so they must be the same bytes everywhere.
     OneLogPerEpoch,
+    /// A replicated partition's leader whose log went offline (an I/O error) led again in the
+    /// same leader epoch: it recovered in place instead of stepping down, so its recovered log
+    /// (which may lack a tail its followers hold) is served and extended in an epoch whose
+    /// batches its followers already have.
+    StepsDownAfterLogFailure,
 }
 
 impl ReplicationInvariant {
@@ -653,6 +658,7 @@ impl ReplicationInvariant {
             ReplicationInvariant::OneLeaderPerEpoch => "one-leader-per-epoch",
             ReplicationInvariant::IsrHoldsCommitted => "isr-holds-committed",
             ReplicationInvariant::OneLogPerEpoch => "one-log-per-epoch",
+            ReplicationInvariant::StepsDownAfterLogFailure => "steps-down-after-log-failure",
         }
     }
 }
@@ -667,6 +673,10 @@ pub(crate) struct ReplicaView {
     pub partition: i32,
     pub leader: bool,
     pub follower: bool,
+    /// Its log failed and is not served (neither leading nor following).
+    pub offline: bool,
+    /// It has other replicas, as a leader (or a leader gone offline) knows them.
+    pub replicated: bool,
     pub epoch: i32,
     pub high_watermark: u64,
     pub log_end_offset: u64,
@@ -713,6 +723,8 @@ impl ReplicaView {
             partition,
             leader,
             follower: matches!(state.role(), Role::Follower { .. }),
+            offline: state.role() == Role::Offline,
+            replicated: !state.followers().is_empty(),
             epoch: state.leader_epoch(),
             high_watermark: state.high_watermark(),
             log_end_offset: local.log_end_offset,
@@ -733,6 +745,9 @@ pub(crate) struct ReplicationChecks {
     /// Simulated ms of every leader change (a replicated partition's leader epoch rising):
     /// what an acks=1 loss or an unclean election's loss is allowed by.
     pub(crate) leader_changes_ms: Vec<u64>,
+    /// (broker, incarnation, topic, partition, epoch) of replicated leaderships: whether the
+    /// leader was seen offline in that epoch since.
+    led: BTreeMap<(u32, u32, String, i32, i32), bool>,
     /// One report per invariant and subject: a broken invariant stays broken.
     reported: std::collections::BTreeSet<(ReplicationInvariant, String)>,
 }
@@ -754,6 +769,30 @@ impl ReplicationChecks {
                     r.high_watermark, r.log_end_offset
                 ),
             ));
+        }
+        if r.replicated && (r.leader || r.offline) {
+            let key = (
+                r.broker,
+                r.incarnation,
+                r.topic.clone(),
+                r.partition,
+                r.epoch,
+            );
+            match self.led.get_mut(&key) {
+                Some(went_offline) if r.offline => *went_offline = true,
+                Some(true) => found.push((
+                    ReplicationInvariant::StepsDownAfterLogFailure,
+                    format!(
+                        "{at}: leads epoch {} again after its log went offline in it",
+                        r.epoch
+                    ),
+                )),
+                Some(false) => {}
+                None if r.leader => {
+                    self.led.insert(key, false);
+                }
+                None => {}
+            }
         }
         if r.leader {
             let key = (r.topic.clone(), r.partition, r.epoch);
@@ -1211,6 +1250,8 @@ mod tests {
             partition: 0,
             leader,
             follower: !leader,
+            offline: false,
+            replicated: leader,
             epoch,
             high_watermark: hw,
             log_end_offset: leo,
@@ -1272,6 +1313,30 @@ mod tests {
         other.observe(&replica(1, true, 3, 10, 20), 0);
         assert_eq!(
             replication_kinds(other.observe(&replica(1, true, 5, 8, 20), 1)),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_replicated_leader_leading_again_in_its_epoch_after_its_log_went_offline_is_caught() {
+        let mut checks = ReplicationChecks::default();
+        let mut leader = replica(1, true, 3, 10, 20);
+        leader.isr.insert(2, 20);
+        checks.observe(&leader, 0);
+        let mut offline = leader.clone();
+        (offline.leader, offline.follower, offline.offline) = (false, false, true);
+        offline.isr.clear();
+        assert_eq!(replication_kinds(checks.observe(&offline, 1)), vec![]);
+        assert_eq!(
+            replication_kinds(checks.observe(&leader, 2)),
+            vec![ReplicationInvariant::StepsDownAfterLogFailure]
+        );
+        // Stepping down and leading again in a newer epoch is what must happen.
+        let mut other = ReplicationChecks::default();
+        other.observe(&leader, 0);
+        other.observe(&offline, 1);
+        assert_eq!(
+            replication_kinds(other.observe(&replica(1, true, 5, 10, 20), 2)),
             vec![]
         );
     }
