@@ -412,6 +412,36 @@ impl Catalog {
                 tracing::info!(topic = %topic.name, id = %topic.id, "topic deleted: local partitions removed");
             }
         }
+        // The partitions new to this node, opened several at once: an open is mostly waits on
+        // the disk (Kafka's `num.recovery.threads.per.data.dir`). The rest of the apply runs
+        // in image order on the results.
+        let mut to_open = Vec::new();
+        for (name, wanted) in &image.topics {
+            let current = self.topic(name);
+            for (index, assignment) in wanted.partitions.iter().enumerate() {
+                let index = i32::try_from(index).expect("a topic's partition count fits an i32");
+                let open = current.as_ref().and_then(|t| t.partition(index)).is_some();
+                if assignment.replicas.contains(&self.node_id) && !open {
+                    let configs = TopicConfigs {
+                        overrides: wanted.configs.clone(),
+                    };
+                    let replicated = assignment.replicas.len() > 1;
+                    to_open.push((name.clone(), index, wanted.id, configs, replicated));
+                }
+            }
+        }
+        let mut opened: BTreeMap<(String, i32), io::Result<Arc<Partition>>> =
+            self.bounded(to_open.into_iter().map(
+                |(name, index, id, configs, replicated)| async move {
+                    let result = self
+                        .open_partition(&name, index, id, &configs, replicated)
+                        .await;
+                    ((name, index), result)
+                },
+            ))
+            .await
+            .into_iter()
+            .collect();
         for (name, wanted) in &image.topics {
             let current = self.topic(name);
             let configs = TopicConfigs {
@@ -429,11 +459,10 @@ impl Catalog {
                         partitions.push(partition);
                     }
                     (true, None) => {
-                        let replicated = assignment.replicas.len() > 1;
-                        match self
-                            .open_partition(name, index, wanted.id, &configs, replicated)
-                            .await
-                        {
+                        let result = opened
+                            .remove(&(name.clone(), index))
+                            .expect("every partition new to this node was opened above");
+                        match result {
                             Ok(partition) => {
                                 if let Some(hw) =
                                     self.checkpointed_high_watermark(name, index).await
@@ -652,13 +681,33 @@ impl Catalog {
         self.fetchers.stop_all();
         self.checkpoint_high_watermarks(true).await;
         let _applying = self.applying.lock().await;
-        for topic in self.topics() {
-            for partition in &topic.partitions {
-                if let Err(e) = partition.close().await {
-                    tracing::warn!(topic = %topic.name, partition = partition.index, %e, "log did not close cleanly");
-                }
+        let partitions: Vec<Arc<Partition>> = self
+            .topics()
+            .iter()
+            .flat_map(|topic| topic.partitions.iter().cloned())
+            .collect();
+        // Several at once: each close is a few syncs, which overlap on the disk.
+        self.bounded(partitions.into_iter().map(|partition| async move {
+            if let Err(e) = partition.close().await {
+                tracing::warn!(partition = ?partition, %e, "log did not close cleanly");
             }
-        }
+        }))
+        .await;
+    }
+
+    /// Runs `work` with at most `num-recovery-threads-per-data-dir` of them at once, in this
+    /// task (a cancelled apply or close leaves nothing running behind it), and returns their
+    /// outputs in the order given. They are polled in a fixed order, so a simulation stays
+    /// deterministic.
+    async fn bounded<F: std::future::Future>(
+        &self,
+        work: impl Iterator<Item = F>,
+    ) -> Vec<F::Output> {
+        use futures_util::stream::{self, StreamExt};
+        let limit = usize::try_from(self.config.num_recovery_threads_per_data_dir)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        stream::iter(work).buffered(limit).collect().await
     }
 
     /// The local partitions' topic names and indexes, for tests and the simulator's checks.
