@@ -41,7 +41,7 @@ use crate::config::{BrokerConfig, TopicConfigs};
 use crate::controller::image::{ClusterImage, PartitionImage};
 use crate::controller::{NodeId, NO_NODE};
 use crate::disk::{self, Disk};
-use crate::log::Log;
+use crate::log::{Log, LogRun};
 use crate::partition::Partition;
 use crate::replica::fetcher::{FollowTarget, ReplicaFetchers};
 use crate::replica::Role;
@@ -52,6 +52,9 @@ pub const DELETE_SUFFIX: &str = "-delete";
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// Kafka's high-watermark checkpoint file, one per data directory.
 pub const HIGH_WATERMARK_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
+/// The data directory's run (see `log::clean_shutdown`): which partitions' clean-shutdown
+/// markers a start trusts without a sync per partition.
+pub const LOG_RUN_FILE: &str = "log-run";
 /// Kafka's `replica.high.watermark.checkpoint.interval.ms` default.
 pub const HIGH_WATERMARK_CHECKPOINT_INTERVAL: std::time::Duration =
     std::time::Duration::from_secs(5);
@@ -197,6 +200,8 @@ pub struct Catalog {
     /// image's leaderships at every apply.
     fetchers: ReplicaFetchers,
     high_watermarks: tokio::sync::Mutex<HighWatermarks>,
+    /// This start's run of the data directory, once [`Catalog::begin_run`] made it durable.
+    run: std::sync::Mutex<Option<LogRun>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -232,7 +237,40 @@ impl Catalog {
             applying: tokio::sync::Mutex::new(()),
             fetchers: ReplicaFetchers::new(node_id, fetch_max_wait),
             high_watermarks: tokio::sync::Mutex::new(HighWatermarks::default()),
+            run: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Starts a new run of the data directory before any partition opens: writes a fresh run id
+    /// to `log-run`, durably, so that the partitions' clean-shutdown markers of the previous run
+    /// can be removed without a sync each (see `log::clean_shutdown`). On a full disk the start
+    /// goes on without a run: each marker's removal is then synced on its own.
+    pub async fn begin_run(&self) -> io::Result<()> {
+        let path = self.config.data_dir.join(LOG_RUN_FILE);
+        let previous = match disk::read_file(self.disk.as_ref(), &path).await {
+            Ok(bytes) => LogRun::decode(&bytes).or_else(|| {
+                tracing::warn!(path = %path.display(), "unreadable log run: no clean-shutdown marker is trusted without its own sync");
+                None
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let run = LogRun::after(previous);
+        match disk::write_file_atomic(self.disk.as_ref(), &path, &run.encode()).await {
+            Ok(()) => {
+                *self.run.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
+                Ok(())
+            }
+            Err(e) if disk::is_storage_full(&e) => {
+                tracing::warn!(path = %path.display(), "disk full: starting without a log run");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn run(&self) -> Option<LogRun> {
+        *self.run.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The HW the checkpoint holds for `topic`-`index`, read from the file at the first call.
@@ -572,10 +610,10 @@ impl Catalog {
             Arc::clone(&self.clock),
             configs.log_config(&self.config),
         );
-        let log = if replicated {
-            Log::open_replicated(disk, clock, dir, config).await
-        } else {
-            Log::open(disk, clock, dir, config).await
+        let log = match self.run() {
+            Some(run) => Log::open_in_run(disk, clock, dir, config, replicated, run).await,
+            None if replicated => Log::open_replicated(disk, clock, dir, config).await,
+            None => Log::open(disk, clock, dir, config).await,
         }
         .map_err(|e| io::Error::other(e.to_string()))?;
         if !matches!(recorded, Some(Some(existing)) if existing == id) {
