@@ -10,10 +10,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
-use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -166,7 +164,6 @@ fn timed_out() -> io::Error {
 /// Makes openraft's per-peer clients.
 pub(crate) struct NetworkFactory {
     pub(crate) rpc_timeout: Duration,
-    pub(crate) backoff: Duration,
 }
 
 impl RaftNetworkFactory<MetadataTypes> for NetworkFactory {
@@ -177,7 +174,6 @@ impl RaftNetworkFactory<MetadataTypes> for NetworkFactory {
             target,
             client: Arc::new(PeerClient::new(node.addr.clone())),
             rpc_timeout: self.rpc_timeout,
-            backoff: self.backoff,
         }
     }
 }
@@ -187,7 +183,6 @@ pub(crate) struct PeerNetwork {
     target: u64,
     client: Arc<PeerClient>,
     rpc_timeout: Duration,
-    backoff: Duration,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -203,8 +198,12 @@ impl PeerNetwork {
         let timeout = option.hard_ttl().min(self.rpc_timeout);
         match self.client.call(&rpc, timeout).await {
             Ok(reply) => Ok(reply),
-            Err(e @ CallError::Connect(..)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
-            Err(e @ CallError::Lost(..)) => Err(RPCError::Network(NetworkError::new(&e))),
+            // Not `Unreachable`: that sends openraft's replication task into its backoff loop,
+            // an unbiased `select!` between the backoff sleep and the next heartbeat event,
+            // which tick together. tokio's select RNG is seeded from a process-wide counter the
+            // simulator cannot reset, so runs of one seed diverged. A network error retries at
+            // the next heartbeat event, as the backoff (one heartbeat) did.
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }
 
@@ -280,10 +279,6 @@ impl RaftNetwork<MetadataTypes> for PeerNetwork {
             RpcReply::Vote(result) => self.remote(result),
             other => Err(mismatched(&other)),
         }
-    }
-
-    fn backoff(&self) -> Backoff {
-        Backoff::new(std::iter::repeat(self.backoff))
     }
 }
 

@@ -95,7 +95,6 @@ impl RaftPlane {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let network = NetworkFactory {
             rpc_timeout: Duration::from_millis(timeouts.rpc_ms),
-            backoff: Duration::from_millis(timeouts.heartbeat_ms),
         };
         let raft = Raft::new(id, Arc::new(raft_config), network, log, machine)
             .await
