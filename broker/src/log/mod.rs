@@ -1116,10 +1116,13 @@ impl Log {
         index: &[u8],
         time_index: &[u8],
     ) -> io::Result<()> {
+        // Derived and checksummed: an index a crash loses or leaves older is rebuilt or
+        // completed by a scan, so an unchanged one (a close with no appends) is not rewritten.
         let index_path = segment::path(&self.dir, base_offset, INDEX_SUFFIX);
-        disk::write_file_atomic(self.disk.as_ref(), &index_path, index).await?;
+        disk::write_file_atomic_if_changed(self.disk.as_ref(), &index_path, index).await?;
         let time_path = segment::path(&self.dir, base_offset, TIME_INDEX_SUFFIX);
-        disk::write_file_atomic(self.disk.as_ref(), &time_path, time_index).await
+        disk::write_file_atomic_if_changed(self.disk.as_ref(), &time_path, time_index).await?;
+        Ok(())
     }
 
     async fn write_checkpoint(&self, checkpoint: Checkpoint) -> io::Result<()> {
@@ -1757,10 +1760,12 @@ impl Log {
                 self.write_checkpoint(checkpoint).await?;
             }
             match self.run {
-                // Named, so written whole or not at all (see `clean_shutdown`).
+                // Named, so written whole or not at all (see `clean_shutdown`). Its name is
+                // left for the file system to make durable: a crash that loses it costs one
+                // recovery, and any directory sync that keeps it keeps the renames before it.
                 Some(run) => {
                     let contents = clean_shutdown::encode_marker(run.current);
-                    disk::write_file_atomic(self.disk.as_ref(), &marker_path, &contents).await
+                    disk::write_file_whole(self.disk.as_ref(), &marker_path, &contents).await
                 }
                 None => {
                     let marker = self.disk.open(&marker_path, OpenMode::Create).await?;
