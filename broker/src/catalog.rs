@@ -603,6 +603,19 @@ impl Catalog {
             }
             _ => {}
         }
+        // A new partition's `partition.metadata` goes in first: the log's creation syncs the
+        // directory for its first segment's name, which makes this name durable too.
+        let new_dir = recorded.is_none()
+            && matches!(self.disk.list(&dir).await, Err(e) if e.kind() == io::ErrorKind::NotFound);
+        if new_dir {
+            self.disk.create_dir_all(&dir).await?;
+            disk::write_file_whole(
+                self.disk.as_ref(),
+                &metadata_path,
+                encode_partition_metadata(id).as_bytes(),
+            )
+            .await?;
+        }
         // Replicated from its first recovery on: the offset reservation's skip is a
         // single-replica policy (see `Log::open_replicated`).
         let (disk, clock, config) = (
@@ -616,7 +629,7 @@ impl Catalog {
             None => Log::open(disk, clock, dir, config).await,
         }
         .map_err(|e| io::Error::other(e.to_string()))?;
-        if !matches!(recorded, Some(Some(existing)) if existing == id) {
+        if !new_dir && !matches!(recorded, Some(Some(existing)) if existing == id) {
             // A new directory, or one from before the cluster (meta.toml): it is this topic's.
             disk::write_file_atomic(
                 self.disk.as_ref(),

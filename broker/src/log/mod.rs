@@ -1952,14 +1952,13 @@ async fn recover(
         None
     };
     let mut clean = marker.is_some_and(|m| m.clean);
-    // An empty directory is a new log, not an unclean one: say so in the log line.
-    let created = names.is_empty();
     // Names created or removed here whose change must be durable before the log is served.
     let mut sync_dir = false;
 
     for name in names.iter().filter(|n| n.ends_with(".tmp")) {
         disk.remove(&dir.join(name)).await?;
     }
+    let mut checkpoint_missing = false;
     let checkpoint = match disk::read_file(disk, &dir.join(CHECKPOINT_FILE)).await {
         Ok(bytes) => match Checkpoint::decode(&bytes) {
             Ok(c) => c,
@@ -1971,6 +1970,7 @@ async fn recover(
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             clean = false;
+            checkpoint_missing = true;
             Checkpoint::default()
         }
         Err(e) => return Err(e),
@@ -1988,6 +1988,9 @@ async fn recover(
         .iter()
         .filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX))
         .collect();
+    // No segment and no checkpoint: a new log (its directory may already hold files of the
+    // partition's, such as `partition.metadata`), not an unclean one.
+    let created = bases.is_empty() && checkpoint_missing;
     for name in &names {
         let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX]
             .iter()
