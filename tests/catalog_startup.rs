@@ -96,7 +96,8 @@ impl GateDisk {
 
     fn open_gate(&self) {
         *self.gated.lock().unwrap() = None;
-        self.gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+        self.gate
+            .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
     }
 
     /// Lets `n` parked or future gated operations through, keeping the gate closed after.
@@ -460,7 +461,10 @@ async fn interrupted_stop(seed: u64, power_loss: bool) -> (usize, usize) {
 #[tokio::test]
 async fn a_broker_killed_in_the_middle_of_a_clean_stop_trusts_only_the_logs_it_closed() {
     let (clean, recovered) = interrupted_stop(4, false).await;
-    assert!(clean > 0 && recovered > 0, "{clean} clean, {recovered} recovered");
+    assert!(
+        clean > 0 && recovered > 0,
+        "{clean} clean, {recovered} recovered"
+    );
 }
 
 #[tokio::test]

@@ -141,7 +141,11 @@ mod tests {
         assert_eq!(decode_marker(b""), Marker::Unnamed);
         // Only the final newline may go: the checksum is whole without it.
         for cut in 1..bytes.len() - 1 {
-            assert_eq!(decode_marker(&bytes[..cut]), Marker::Damaged, "cut at {cut}");
+            assert_eq!(
+                decode_marker(&bytes[..cut]),
+                Marker::Damaged,
+                "cut at {cut}"
+            );
         }
         let mut flipped = bytes.clone();
         flipped[30] ^= 1;
