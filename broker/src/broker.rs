@@ -431,6 +431,8 @@ impl Broker {
         disk: &dyn Disk,
     ) -> io::Result<()> {
         self.catalog.remove_deleted_leftovers().await?;
+        // Before any partition opens (see `log::clean_shutdown`).
+        self.catalog.begin_run().await?;
         if let Some(meta) = legacy {
             import_legacy(
                 self.plane.as_ref(),

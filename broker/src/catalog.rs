@@ -41,7 +41,7 @@ use crate::config::{BrokerConfig, TopicConfigs};
 use crate::controller::image::{ClusterImage, PartitionImage};
 use crate::controller::{NodeId, NO_NODE};
 use crate::disk::{self, Disk};
-use crate::log::Log;
+use crate::log::{Log, LogRun};
 use crate::partition::Partition;
 use crate::replica::fetcher::{FollowTarget, ReplicaFetchers};
 use crate::replica::Role;
@@ -52,6 +52,9 @@ pub const DELETE_SUFFIX: &str = "-delete";
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// Kafka's high-watermark checkpoint file, one per data directory.
 pub const HIGH_WATERMARK_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
+/// The data directory's run (see `log::clean_shutdown`): which partitions' clean-shutdown
+/// markers a start trusts without a sync per partition.
+pub const LOG_RUN_FILE: &str = "log-run";
 /// Kafka's `replica.high.watermark.checkpoint.interval.ms` default.
 pub const HIGH_WATERMARK_CHECKPOINT_INTERVAL: std::time::Duration =
     std::time::Duration::from_secs(5);
@@ -197,6 +200,8 @@ pub struct Catalog {
     /// image's leaderships at every apply.
     fetchers: ReplicaFetchers,
     high_watermarks: tokio::sync::Mutex<HighWatermarks>,
+    /// This start's run of the data directory, once [`Catalog::begin_run`] made it durable.
+    run: std::sync::Mutex<Option<LogRun>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -232,7 +237,40 @@ impl Catalog {
             applying: tokio::sync::Mutex::new(()),
             fetchers: ReplicaFetchers::new(node_id, fetch_max_wait),
             high_watermarks: tokio::sync::Mutex::new(HighWatermarks::default()),
+            run: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Starts a new run of the data directory before any partition opens: writes a fresh run id
+    /// to `log-run`, durably, so that the partitions' clean-shutdown markers of the previous run
+    /// can be removed without a sync each (see `log::clean_shutdown`). On a full disk the start
+    /// goes on without a run: each marker's removal is then synced on its own.
+    pub async fn begin_run(&self) -> io::Result<()> {
+        let path = self.config.data_dir.join(LOG_RUN_FILE);
+        let previous = match disk::read_file(self.disk.as_ref(), &path).await {
+            Ok(bytes) => LogRun::decode(&bytes).or_else(|| {
+                tracing::warn!(path = %path.display(), "unreadable log run: no clean-shutdown marker is trusted without its own sync");
+                None
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let run = LogRun::after(previous);
+        match disk::write_file_atomic(self.disk.as_ref(), &path, &run.encode()).await {
+            Ok(()) => {
+                *self.run.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
+                Ok(())
+            }
+            Err(e) if disk::is_storage_full(&e) => {
+                tracing::warn!(path = %path.display(), "disk full: starting without a log run");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn run(&self) -> Option<LogRun> {
+        *self.run.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The HW the checkpoint holds for `topic`-`index`, read from the file at the first call.
@@ -413,6 +451,36 @@ impl Catalog {
                 tracing::info!(topic = %topic.name, id = %topic.id, "topic deleted: local partitions removed");
             }
         }
+        // The partitions new to this node, opened several at once: an open is mostly waits on
+        // the disk (Kafka's `num.recovery.threads.per.data.dir`). The rest of the apply runs
+        // in image order on the results.
+        let mut to_open = Vec::new();
+        for (name, wanted) in &image.topics {
+            let current = self.topic(name);
+            for (index, assignment) in wanted.partitions.iter().enumerate() {
+                let index = i32::try_from(index).expect("a topic's partition count fits an i32");
+                let open = current.as_ref().and_then(|t| t.partition(index)).is_some();
+                if assignment.replicas.contains(&self.node_id) && !open {
+                    let configs = TopicConfigs {
+                        overrides: wanted.configs.clone(),
+                    };
+                    let replicated = assignment.replicas.len() > 1;
+                    to_open.push((name.clone(), index, wanted.id, configs, replicated));
+                }
+            }
+        }
+        let mut opened: BTreeMap<(String, i32), io::Result<Arc<Partition>>> =
+            self.bounded(to_open.into_iter().map(
+                |(name, index, id, configs, replicated)| async move {
+                    let result = self
+                        .open_partition(&name, index, id, &configs, replicated)
+                        .await;
+                    ((name, index), result)
+                },
+            ))
+            .await
+            .into_iter()
+            .collect();
         for (name, wanted) in &image.topics {
             let current = self.topic(name);
             let configs = TopicConfigs {
@@ -430,11 +498,10 @@ impl Catalog {
                         partitions.push(partition);
                     }
                     (true, None) => {
-                        let replicated = assignment.replicas.len() > 1;
-                        match self
-                            .open_partition(name, index, wanted.id, &configs, replicated)
-                            .await
-                        {
+                        let result = opened
+                            .remove(&(name.clone(), index))
+                            .expect("every partition new to this node was opened above");
+                        match result {
                             Ok(partition) => {
                                 if let Some(hw) =
                                     self.checkpointed_high_watermark(name, index).await
@@ -537,6 +604,19 @@ impl Catalog {
             }
             _ => {}
         }
+        // A new partition's `partition.metadata` goes in first: the log's creation syncs the
+        // directory for its first segment's name, which makes this name durable too.
+        let new_dir = recorded.is_none()
+            && matches!(self.disk.list(&dir).await, Err(e) if e.kind() == io::ErrorKind::NotFound);
+        if new_dir {
+            self.disk.create_dir_all(&dir).await?;
+            disk::write_file_whole(
+                self.disk.as_ref(),
+                &metadata_path,
+                encode_partition_metadata(id).as_bytes(),
+            )
+            .await?;
+        }
         // Replicated from its first recovery on: the offset reservation's skip is a
         // single-replica policy (see `Log::open_replicated`).
         let (disk, clock, config) = (
@@ -544,13 +624,13 @@ impl Catalog {
             Arc::clone(&self.clock),
             configs.log_config(&self.config),
         );
-        let log = if replicated {
-            Log::open_replicated(disk, clock, dir, config).await
-        } else {
-            Log::open(disk, clock, dir, config).await
+        let log = match self.run() {
+            Some(run) => Log::open_in_run(disk, clock, dir, config, replicated, run).await,
+            None if replicated => Log::open_replicated(disk, clock, dir, config).await,
+            None => Log::open(disk, clock, dir, config).await,
         }
         .map_err(|e| io::Error::other(e.to_string()))?;
-        if !matches!(recorded, Some(Some(existing)) if existing == id) {
+        if !new_dir && !matches!(recorded, Some(Some(existing)) if existing == id) {
             // A new directory, or one from before the cluster (meta.toml): it is this topic's.
             disk::write_file_atomic(
                 self.disk.as_ref(),
@@ -653,13 +733,33 @@ impl Catalog {
         self.fetchers.stop_all();
         self.checkpoint_high_watermarks(true).await;
         let _applying = self.applying.lock().await;
-        for topic in self.topics() {
-            for partition in &topic.partitions {
-                if let Err(e) = partition.close().await {
-                    tracing::warn!(topic = %topic.name, partition = partition.index, %e, "log did not close cleanly");
-                }
+        let partitions: Vec<Arc<Partition>> = self
+            .topics()
+            .iter()
+            .flat_map(|topic| topic.partitions.iter().cloned())
+            .collect();
+        // Several at once: each close is a few syncs, which overlap on the disk.
+        self.bounded(partitions.into_iter().map(|partition| async move {
+            if let Err(e) = partition.close().await {
+                tracing::warn!(partition = ?partition, %e, "log did not close cleanly");
             }
-        }
+        }))
+        .await;
+    }
+
+    /// Runs `work` with at most `num-recovery-threads-per-data-dir` of them at once, in this
+    /// task (a cancelled apply or close leaves nothing running behind it), and returns their
+    /// outputs in the order given. They are polled in a fixed order, so a simulation stays
+    /// deterministic.
+    async fn bounded<F: std::future::Future>(
+        &self,
+        work: impl Iterator<Item = F>,
+    ) -> Vec<F::Output> {
+        use futures_util::stream::{self, StreamExt};
+        let limit = usize::try_from(self.config.num_recovery_threads_per_data_dir)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        stream::iter(work).buffered(limit).collect().await
     }
 
     /// The local partitions' topic names and indexes, for tests and the simulator's checks.

@@ -354,7 +354,12 @@ fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
 ///   from non-idempotent retries). An intermediate build that also read a missing
 ///   `cleaner-offset-checkpoint` at every log open (one more faulty-disk operation, with its
 ///   latency draw) gave 017e201c232d34f7; the read is now made only when the file exists.
-const LOCKED_TRACE_HASH: &str = "7f6e12402314ee63";
+/// - fd789f89475e9129: issue 10's start-up work (s6-startup): each boot writes the data
+///   directory's `log-run` (one more random draw, for its id), logs open and close several at
+///   once, and opens, creations and clean closes skip the syncs and rewrites durability does not
+///   need, so the simulated disk's delays fall differently. Checked: two replays
+///   byte-identical, verdict PASS (1,663 of 1,663 sends acknowledged, two allowed anomalies).
+const LOCKED_TRACE_HASH: &str = "fd789f89475e9129";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {

@@ -193,9 +193,37 @@ pub async fn read_file(disk: &dyn Disk, path: &Path) -> io::Result<Vec<u8>> {
 /// the new contents, never a mix: write a temporary file, sync it, rename it over `path`, sync
 /// the directory. The classic recipe; each step matters under the contract above.
 pub async fn write_file_atomic(disk: &dyn Disk, path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_file_whole(disk, path, contents).await?;
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    disk.sync_dir(dir).await
+}
+
+/// [`write_file_atomic`] unless the file already holds `contents` (read back: cheap next to
+/// two syncs); returns whether it wrote. Only for files that are derived data, where losing the
+/// file or finding an older version after a crash costs time, never correctness (indexes,
+/// snapshots): the contents found may be a rename a crash kept from becoming durable, and it
+/// stays that way.
+pub async fn write_file_atomic_if_changed(
+    disk: &dyn Disk,
+    path: &Path,
+    contents: &[u8],
+) -> io::Result<bool> {
+    match read_file(disk, path).await {
+        Ok(existing) if existing == contents => return Ok(false),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    write_file_atomic(disk, path, contents).await?;
+    Ok(true)
+}
+
+/// The first half of [`write_file_atomic`]: after a crash `path` holds its old contents (or
+/// nothing, if it had none) or the new ones, never a mix, but the new name is durable only
+/// after a [`Disk::sync_dir`] of its parent (by this caller or any later one).
+pub async fn write_file_whole(disk: &dyn Disk, path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = Path::new(&tmp_name);
@@ -219,8 +247,7 @@ pub async fn write_file_atomic(disk: &dyn Disk, path: &Path, contents: &[u8]) ->
         }
         return Err(e);
     }
-    disk.rename(tmp, path).await?;
-    disk.sync_dir(dir).await
+    disk.rename(tmp, path).await
 }
 
 /// Is this error a full disk (ENOSPC)? Callers that can defer a write tolerate it.

@@ -12,7 +12,9 @@
 //! - `{offset:020}.snapshot`: state derived from the batches below `offset` (the idempotent
 //!   producers' snapshots, `txn::producer_snapshot`); recovery deletes those beyond the data
 //!   it recovered;
-//! - `.clean-shutdown`: present only between a clean close and the next open.
+//! - `.clean-shutdown`: present only between a clean close and the next open; it names the
+//!   data directory's run that closed the log, which says whether an open may trust it
+//!   without a sync of its own ([`clean_shutdown`]).
 //!
 //! # Guarantees
 //! - Offsets are assigned once, densely within a run, and an offset anyone outside the log has
@@ -31,6 +33,10 @@
 //!   failed log directory).
 //!
 //! # Recovery on open
+//! An open writes nothing it does not have to: after a clean close it syncs nothing (the
+//! marker's removal is made durable for the whole data directory by its run, and an unchanged
+//! checkpoint is not written again), so thousands of logs open in the time of their reads.
+//!
 //! Without the clean-shutdown marker, the segments from the recovery point on are scanned
 //! batch by batch: CRCs checked, indexes rebuilt, a torn tail cut. Sealed segments below the
 //! recovery point keep their checksummed indexes (rebuilt if missing or damaged). With the
@@ -44,6 +50,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
+pub mod clean_shutdown;
 pub mod config;
 mod follower;
 pub mod index;
@@ -66,6 +73,7 @@ use leader_epoch::LeaderEpochCache;
 use reservation::ReservationPace;
 use segment::{ScanEnd, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 
+pub use clean_shutdown::LogRun;
 pub use config::{FlushPolicy, LogConfig};
 pub use follower::FollowerAppendError;
 pub use truncate::TruncateError;
@@ -220,6 +228,9 @@ struct LogState {
     /// Where the cleaner's next dirty part starts (`cleaner-offset-checkpoint`, see
     /// [`cleaner`]); below it the log is clean.
     first_dirty_offset: u64,
+    /// The checkpoint known durable on disk, if any: a close that would write the same skips
+    /// the write (and its two syncs).
+    checkpoint_on_disk: Option<Checkpoint>,
 }
 
 impl LogState {
@@ -299,6 +310,9 @@ pub struct Log {
     replicated: AtomicBool,
     /// In-place recoveries and truncations so far (see [`AppendInfo::incarnation`]).
     incarnation: AtomicU64,
+    /// The data directory's run this log was opened in (see [`clean_shutdown`]); `None`
+    /// outside any run.
+    run: Option<LogRun>,
 }
 
 impl std::fmt::Debug for Log {
@@ -322,7 +336,22 @@ impl Log {
         dir: PathBuf,
         config: LogConfig,
     ) -> Result<Log, OpenError> {
-        Log::open_as(disk, clock, dir, config, false).await
+        Log::open_as(disk, clock, dir, config, false, None).await
+    }
+
+    /// [`Log::open`] (or [`Log::open_replicated`] if `replicated`) in a run of the data
+    /// directory, which must already be durable in its `log-run` file: the clean-shutdown
+    /// marker of the previous run is trusted and removed without a sync of its own (see
+    /// [`clean_shutdown`]), and a clean close writes this run's.
+    pub async fn open_in_run(
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        dir: PathBuf,
+        config: LogConfig,
+        replicated: bool,
+        run: LogRun,
+    ) -> Result<Log, OpenError> {
+        Log::open_as(disk, clock, dir, config, replicated, Some(run)).await
     }
 
     /// Opens the log of a partition that has other replicas ([`Log::set_replicated`] from the
@@ -337,7 +366,7 @@ impl Log {
         dir: PathBuf,
         config: LogConfig,
     ) -> Result<Log, OpenError> {
-        Log::open_as(disk, clock, dir, config, true).await
+        Log::open_as(disk, clock, dir, config, true, None).await
     }
 
     async fn open_as(
@@ -346,6 +375,7 @@ impl Log {
         dir: PathBuf,
         config: LogConfig,
         replicated: bool,
+        run: Option<LogRun>,
     ) -> Result<Log, OpenError> {
         config.validate().map_err(OpenError::Config)?;
         let skip = if replicated {
@@ -353,7 +383,7 @@ impl Log {
         } else {
             Skip::Reserved { assigned_end: 0 }
         };
-        let (state, recovery) = recover(disk.as_ref(), clock.as_ref(), &dir, &config, skip)
+        let (state, recovery) = recover(disk.as_ref(), clock.as_ref(), &dir, &config, skip, run)
             .await
             .map_err(|source| OpenError::Io {
                 dir: dir.clone(),
@@ -377,6 +407,7 @@ impl Log {
             closed: AtomicBool::new(false),
             replicated: AtomicBool::new(replicated),
             incarnation: AtomicU64::new(0),
+            run,
         };
         log.publish(&log.state());
         Ok(log)
@@ -1142,13 +1173,26 @@ impl Log {
         index: &[u8],
         time_index: &[u8],
     ) -> io::Result<()> {
+        // Derived and checksummed: an index a crash loses or leaves older is rebuilt or
+        // completed by a scan, so an unchanged one (a close with no appends) is not rewritten.
         let index_path = segment::path(&self.dir, base_offset, INDEX_SUFFIX);
-        disk::write_file_atomic(self.disk.as_ref(), &index_path, index).await?;
+        disk::write_file_atomic_if_changed(self.disk.as_ref(), &index_path, index).await?;
         let time_path = segment::path(&self.dir, base_offset, TIME_INDEX_SUFFIX);
-        disk::write_file_atomic(self.disk.as_ref(), &time_path, time_index).await
+        disk::write_file_atomic_if_changed(self.disk.as_ref(), &time_path, time_index).await?;
+        Ok(())
     }
 
     async fn write_checkpoint(&self, checkpoint: Checkpoint) -> io::Result<()> {
+        // Unknown while the write is under way; known again once it returned.
+        self.state().checkpoint_on_disk = None;
+        let written = self.write_checkpoint_file(checkpoint).await;
+        if written.is_ok() {
+            self.state().checkpoint_on_disk = Some(checkpoint);
+        }
+        written
+    }
+
+    async fn write_checkpoint_file(&self, checkpoint: Checkpoint) -> io::Result<()> {
         let path = self.dir.join(CHECKPOINT_FILE);
         disk::write_file_atomic(self.disk.as_ref(), &path, &checkpoint.encode()).await
     }
@@ -1723,6 +1767,7 @@ impl Log {
             } else {
                 Skip::Reserved { assigned_end }
             },
+            self.run,
         )
         .await
         .map_err(|source| OpenError::Io {
@@ -1755,7 +1800,7 @@ impl Log {
     pub async fn close(&self) -> Result<(), LogOffline> {
         self.flush().await?;
         let _writer = self.writer.lock().await;
-        let (base_offset, index, time_index, checkpoint) = {
+        let (base_offset, index, time_index, checkpoint, checkpoint_unchanged) = {
             let mut st = self.state();
             st.check_online()?;
             st.recovery_point = st.next_offset;
@@ -1766,17 +1811,29 @@ impl Log {
                 active.index.encode(),
                 active.time_index.encode(),
                 st.checkpoint(),
+                st.checkpoint_on_disk == Some(st.checkpoint()),
             )
         };
+        let marker_path = self.dir.join(CLEAN_SHUTDOWN_FILE);
         let result = async {
             self.write_indexes(base_offset, &index, &time_index).await?;
-            self.write_checkpoint(checkpoint).await?;
-            let marker = self
-                .disk
-                .open(&self.dir.join(CLEAN_SHUTDOWN_FILE), OpenMode::Create)
-                .await?;
-            marker.sync().await?;
-            self.disk.sync_dir(&self.dir).await
+            if !checkpoint_unchanged {
+                self.write_checkpoint(checkpoint).await?;
+            }
+            match self.run {
+                // Named, so written whole or not at all (see `clean_shutdown`). Its name is
+                // left for the file system to make durable: a crash that loses it costs one
+                // recovery, and any directory sync that keeps it keeps the renames before it.
+                Some(run) => {
+                    let contents = clean_shutdown::encode_marker(run.current);
+                    disk::write_file_whole(self.disk.as_ref(), &marker_path, &contents).await
+                }
+                None => {
+                    let marker = self.disk.open(&marker_path, OpenMode::Create).await?;
+                    marker.sync().await?;
+                    self.disk.sync_dir(&self.dir).await
+                }
+            }
         }
         .await;
         let mut st = self.state();
@@ -1936,6 +1993,7 @@ async fn recover(
     dir: &Path,
     config: &LogConfig,
     skip: Skip,
+    run: Option<LogRun>,
 ) -> io::Result<(LogState, RecoveryReport)> {
     let mut report = RecoveryReport::default();
     disk.create_dir_all(dir)
@@ -1945,9 +2003,18 @@ async fn recover(
         .list(dir)
         .await
         .map_err(|e| io_context("listing", dir, e))?;
-    let mut clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
-    // An empty directory is a new log, not an unclean one: say so in the log line.
-    let created = names.is_empty();
+    let marker = if names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE) {
+        let bytes = disk::read_file(disk, &dir.join(CLEAN_SHUTDOWN_FILE)).await?;
+        Some(clean_shutdown::judge(
+            clean_shutdown::decode_marker(&bytes),
+            run,
+        ))
+    } else {
+        None
+    };
+    let mut clean = marker.is_some_and(|m| m.clean);
+    // Names created or removed here whose change must be durable before the log is served.
+    let mut sync_dir = false;
 
     for name in names.iter().filter(|n| n.ends_with(".tmp")) {
         disk.remove(&dir.join(name)).await?;
@@ -1966,6 +2033,7 @@ async fn recover(
     } else {
         0
     };
+    let mut checkpoint_missing = false;
     let checkpoint = match disk::read_file(disk, &dir.join(CHECKPOINT_FILE)).await {
         Ok(bytes) => match Checkpoint::decode(&bytes) {
             Ok(c) => c,
@@ -1977,6 +2045,7 @@ async fn recover(
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             clean = false;
+            checkpoint_missing = true;
             Checkpoint::default()
         }
         Err(e) => return Err(e),
@@ -1994,6 +2063,9 @@ async fn recover(
         .iter()
         .filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX))
         .collect();
+    // No segment and no checkpoint: a new log (its directory may already hold files of the
+    // partition's, such as `partition.metadata`), not an unclean one.
+    let created = bases.is_empty() && checkpoint_missing;
     for name in &names {
         let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX]
             .iter()
@@ -2133,10 +2205,12 @@ async fn recover(
         next_offset = skip_to;
     }
     if segments.is_empty() {
+        // Empty, so only its name needs to be durable (the directory sync below): data synced
+        // into a file whose name a crash can take is lost.
         let path = segment::path(dir, next_offset, LOG_SUFFIX);
         let file = disk.open(&path, OpenMode::Create).await?;
-        file.sync().await?;
         segments.insert(next_offset, Segment::new(next_offset, file));
+        sync_dir = true;
     }
     // Cover the skipped offsets with a batch that holds no records, so the log stays dense:
     // consumers at the old end step over it instead of waiting at a gap, and the high watermark
@@ -2186,8 +2260,16 @@ async fn recover(
             active.rolling_base_ms = Some(clock.now_ms());
         }
     }
-    disk::remove_if_exists(disk, &dir.join(CLEAN_SHUTDOWN_FILE)).await?;
-    disk.sync_dir(dir).await?;
+    // The marker goes before the log can change. Whether its removal must be durable now, or
+    // the data directory's run already voids it, `clean_shutdown` says. (Temporary files and
+    // orphan indexes removed above may come back after a crash: they are removed again.)
+    if let Some(marker) = marker {
+        disk.remove(&dir.join(CLEAN_SHUTDOWN_FILE)).await?;
+        sync_dir |= marker.sync_removal;
+    }
+    if sync_dir {
+        disk.sync_dir(dir).await?;
+    }
     let mut state = LogState {
         segments,
         log_start_offset,
@@ -2202,15 +2284,29 @@ async fn recover(
         last_flush_ms: clock.now_ms(),
         offline: None,
         first_dirty_offset,
+        checkpoint_on_disk: None,
     };
-    match disk::write_file_atomic(
-        disk,
-        &dir.join(CHECKPOINT_FILE),
-        &state.checkpoint().encode(),
-    )
-    .await
-    {
-        Ok(()) => {}
+    // After a clean close the checkpoint on disk is durable (the close wrote it before the
+    // marker); a new log has none, which reads as the one it would get. Either way an
+    // unchanged checkpoint is not written again. After a crash it is rewritten: the one read
+    // may be a rename a crash kept from becoming durable.
+    let unchanged = state.checkpoint() == checkpoint && (clean || created);
+    let written = if unchanged {
+        Ok(())
+    } else {
+        disk::write_file_atomic(
+            disk,
+            &dir.join(CHECKPOINT_FILE),
+            &state.checkpoint().encode(),
+        )
+        .await
+    };
+    match written {
+        Ok(()) => {
+            if clean || !unchanged {
+                state.checkpoint_on_disk = Some(state.checkpoint());
+            }
+        }
         // The checkpoint on disk (if any) is older: an earlier recovery point (more to scan
         // next time), a reservation at most the new log end (every offset below it is durable
         // now, so nothing shown is at risk), a log start no higher than this one.

@@ -190,7 +190,9 @@ pub async fn write(
     offset: u64,
     log_start_offset: u64,
 ) -> io::Result<()> {
-    disk::write_file_atomic(disk, &path(dir, offset), &encode(state, offset)).await?;
+    // A snapshot only saves replaying the log: one that holds the same state already (a
+    // close with no appends since the last) is not written again.
+    disk::write_file_atomic_if_changed(disk, &path(dir, offset), &encode(state, offset)).await?;
     let offsets = list(disk, dir).await?;
     assert!(
         offsets.contains(&offset),
