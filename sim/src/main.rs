@@ -162,6 +162,9 @@ mod cli {
         } else {
             print_findings(&report);
             println!("{}", summary(&report));
+            if let Some(line) = report.expectation_line() {
+                println!("{line}");
+            }
             println!(
                 "speed: {:.0} ops and {:.0} broker requests per wall-second ({requests} requests), {:.1}x real time ({:.2} s wall)",
                 report.counts.operations as f64 / wall_s,
@@ -194,6 +197,9 @@ mod cli {
         }
         print_findings(&report);
         println!("{}", summary(&report));
+        if let Some(line) = report.expectation_line() {
+            println!("{line}");
+        }
         println!("{}", report.verdict_line());
         i32::from(report.verdict == Verdict::Fail)
     }

@@ -136,6 +136,8 @@ pub fn run_catching(scenario: &Scenario, file: &str, seed: u64, options: RunOpti
                 checker: None,
                 sim_ms,
                 replay: replay_command(file, seed),
+                // A panic fails the run whatever it expected.
+                expected_violations: scenario.expect.violations.clone(),
                 trace,
                 history: History::default(),
             }
