@@ -122,6 +122,14 @@ fn churning_members_never_see_offsets_regress_or_expire_until_the_group_is_empty
     passes("group-churn-expiry", 1..3);
 }
 
+/// Both seeds failed before the expiry check waited for the coordinator to report the group
+/// empty: it started its wait when the last member closed, while crashed members' sessions
+/// (twice the retention check interval) still held the group, so the offsets were not yet due.
+#[test]
+fn offsets_expire_after_the_last_crashed_members_session_ends_and_the_retention_passes() {
+    passes("group-expiry-after-crashed-members", 1..3);
+}
+
 #[test]
 fn the_swarm_mixes_every_fault_kind_without_a_violation() {
     passes("swarm", 1..3);
