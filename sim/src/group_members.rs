@@ -181,6 +181,11 @@ async fn run_member(
                 .into_iter()
                 .filter(|(tp, _)| assignment.contains(tp))
                 .collect();
+            if spec.fetch_before_commit {
+                for tp in positions.keys() {
+                    fetch_committed(ctx, who, process, group, &consumer, tp).await;
+                }
+            }
             commit(ctx, who, process, group, &mut consumer, positions).await;
         }
     }

@@ -258,6 +258,11 @@ pub struct ConsumerSpec {
     /// session timeout hands its partitions on) or `mixed` (the seed picks each time).
     #[serde(default)]
     pub churn: ChurnSpec,
+    /// Before each commit, the member fetches the group's committed offsets of the partitions
+    /// it commits (each fetch goes into the history): an acknowledged commit that was lost
+    /// shows as a regression at the next commit, instead of being overwritten unseen.
+    #[serde(default)]
+    pub fetch_before_commit: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -249,6 +249,43 @@ fn an_rf3_topic_loses_nothing_acknowledged_when_its_leaders_lose_power() {
     passes("replication-leader-crash", 1..3);
 }
 
+/// Each anomaly the checker can allow has a pair of files with the same cluster, workload and
+/// faults: the one that allows it must pass with the anomaly found and allowed (a pair whose
+/// run stopped producing it would prove nothing), the other must find it as a violation (its
+/// `[expect] violations`), so neither the allowance nor the check can silently go.
+#[test]
+fn each_anomaly_the_checker_can_allow_is_allowed_in_one_file_of_a_pair_and_a_violation_in_the_other(
+) {
+    for pair in ["acks-1-loss", "lazy-flush-loss", "retry-duplicate"] {
+        let (allowed, allowed_file) = scenario(&format!("pair-{pair}-allowed"));
+        let (violation, _) = scenario(&format!("pair-{pair}-violation"));
+        assert!(!violation.expect.violations.is_empty());
+        passes(&format!("pair-{pair}-violation"), 1..3);
+        for seed in 1..3 {
+            let report = run(&allowed, &allowed_file, seed, RunOptions::default());
+            assert_eq!(report.verdict, Verdict::Pass, "{}", report.replay);
+            let checked = report.checker.as_ref().expect("the checker ran");
+            // The harness's `unavailable` is not reported at all where the loss is allowed.
+            for kind in violation
+                .expect
+                .violations
+                .iter()
+                .filter(|k| !sim::scenario::HARNESS_KINDS.contains(&k.as_str()))
+            {
+                let found_allowed = checked
+                    .anomalies
+                    .iter()
+                    .any(|a| a.kind.name() == kind && !a.is_violation());
+                assert!(
+                    found_allowed,
+                    "pair-{pair}-allowed seed {seed}: no allowed {kind}: {}",
+                    report.replay
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
     let (s, file) = scenario("acks-all-durable-crashes");
