@@ -104,6 +104,10 @@ pub struct Report {
     /// PASS only when it found each and no other).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expected_violations: Vec<String>,
+    /// Requests the simulated brokers handled in this run (for speed lines; kept out of the
+    /// JSON report, whose snapshots would move with every protocol change).
+    #[serde(skip)]
+    pub broker_requests: u64,
     #[serde(skip)]
     pub trace: Vec<TraceEvent>,
     #[serde(skip)]

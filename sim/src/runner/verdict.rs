@@ -141,6 +141,7 @@ impl Run {
             sim_ms,
             replay: replay_command(&self.file, self.seed),
             expected_violations: expected.clone(),
+            broker_requests: 0,
             trace: trace.take(),
             history,
         }
