@@ -482,13 +482,12 @@ pub(crate) async fn wait_until_empty(ctx: Ctx, group: String, bound: Duration) -
     let admin = client::Admin::new(client);
     let mut last_state = String::new();
     while now_ms() < deadline {
-        let state = match tokio::time::timeout(REQUEST_TIMEOUT * 2, admin.describe_group(&group))
-            .await
-        {
-            Ok(Ok(description)) => description.state,
-            Ok(Err(e)) => format!("unknown ({e})"),
-            Err(_) => "unknown (timed out)".to_string(),
-        };
+        let state =
+            match tokio::time::timeout(REQUEST_TIMEOUT * 2, admin.describe_group(&group)).await {
+                Ok(Ok(description)) => description.state,
+                Ok(Err(e)) => format!("unknown ({e})"),
+                Err(_) => "unknown (timed out)".to_string(),
+            };
         if state == "Empty" || state == "Dead" {
             let at = now_ms();
             ctx.trace.event(

@@ -354,7 +354,9 @@ mod cli {
         let file = a
             .file
             .unwrap_or_else(|| usage_error("shrink needs a scenario file"));
-        let seed = a.seed.unwrap_or_else(|| usage_error("shrink needs --seed N"));
+        let seed = a
+            .seed
+            .unwrap_or_else(|| usage_error("shrink needs --seed N"));
         let stem = Path::new(&file)
             .file_stem()
             .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());

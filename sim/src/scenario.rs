@@ -630,12 +630,7 @@ impl Scenario {
                 )));
             }
         }
-        if let Some(unknown) = self
-            .expect
-            .violations
-            .iter()
-            .find(|k| !is_finding_kind(k))
-        {
+        if let Some(unknown) = self.expect.violations.iter().find(|k| !is_finding_kind(k)) {
             let known: Vec<&str> = crate::checker::AnomalyKind::ALL
                 .iter()
                 .map(|k| k.name())

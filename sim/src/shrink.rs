@@ -83,7 +83,10 @@ fn fault_table(f: &Planned) -> Table {
             t.insert("on".into(), Value::Boolean(p.on));
         }
         FaultKind::DiskFull => {
-            t.insert("headroom-bytes".into(), Value::Integer(p.headroom_bytes as i64));
+            t.insert(
+                "headroom-bytes".into(),
+                Value::Integer(p.headroom_bytes as i64),
+            );
         }
         FaultKind::ClockSkew => {
             t.insert("offset-ms".into(), Value::Integer(p.offset_ms));
@@ -112,14 +115,22 @@ impl Shrinker<'_> {
         let text = toml::to_string(doc).ok()?;
         let scenario = Scenario::parse(&text, self.file, "shrunk").ok()?;
         self.runs += 1;
-        let report =
-            runner::run_catching(&scenario, self.file, self.seed, RunOptions { progress: false });
+        let report = runner::run_catching(
+            &scenario,
+            self.file,
+            self.seed,
+            RunOptions { progress: false },
+        );
         let kept = report.verdict == Verdict::Fail
             && report.violation_kinds().contains(self.kind.as_str());
         (self.log)(&format!(
             "run {:>3}: {what}: {}",
             self.runs,
-            if kept { "still fails, kept" } else { "passes or fails otherwise, undone" }
+            if kept {
+                "still fails, kept"
+            } else {
+                "passes or fails otherwise, undone"
+            }
         ));
         kept.then_some(report)
     }
@@ -173,16 +184,18 @@ pub fn shrink(
     if original.verdict == Verdict::Pass {
         return Err(format!("{file} passes on seed {seed}: nothing to shrink"));
     }
-    let kind = target_kind(&original).ok_or_else(|| {
-        format!("{file} seed {seed} fails without a violation of a known kind")
-    })?;
+    let kind = target_kind(&original)
+        .ok_or_else(|| format!("{file} seed {seed} fails without a violation of a known kind"))?;
     log(&format!(
         "run   1: {file} seed {seed} fails with {kind}; shrinking, keeping {kind}"
     ));
     let mut doc: Table = toml::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
     doc.remove("swarm");
     // Named as written from the first candidate on, so the written file runs as the last one.
-    doc.insert("name".into(), Value::String(format!("{}-shrunk", scenario.name)));
+    doc.insert(
+        "name".into(),
+        Value::String(format!("{}-shrunk", scenario.name)),
+    );
     doc.insert(
         "description".into(),
         Value::String(format!(
@@ -259,7 +272,10 @@ pub fn shrink(
             }
         }
         // 3. Fewer producers and consumers: drop whole entries, then counts down to 1.
-        for path in [&["workload", "producers"][..], &["workload", "consumers"][..]] {
+        for path in [
+            &["workload", "producers"][..],
+            &["workload", "consumers"][..],
+        ] {
             let mut i = 0;
             while i < array_mut(&mut doc.clone(), path).map_or(0, |a| a.len()) {
                 let mut candidate = doc.clone();
@@ -287,7 +303,12 @@ pub fn shrink(
                             {
                                 t.insert("count".into(), Value::Integer(count / 2));
                             }
-                            let what = format!("{} entry {} count {count} -> {}", path[1], i + 1, count / 2);
+                            let what = format!(
+                                "{} entry {} count {count} -> {}",
+                                path[1],
+                                i + 1,
+                                count / 2
+                            );
                             if let Some(r) = s.fails(&candidate, &what) {
                                 doc = candidate;
                                 last = r;
@@ -312,7 +333,10 @@ pub fn shrink(
                 {
                     t.insert("partitions".into(), Value::Integer(n / 2));
                 }
-                match s.fails(&candidate, &format!("topic {} partitions {n} -> {}", i + 1, n / 2)) {
+                match s.fails(
+                    &candidate,
+                    &format!("topic {} partitions {n} -> {}", i + 1, n / 2),
+                ) {
                     Some(r) => {
                         doc = candidate;
                         last = r;

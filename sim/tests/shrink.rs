@@ -14,7 +14,10 @@ const PLANTED: &str = "tests/fixtures/audit/planted-lost-write.toml";
 fn a_shrunk_scenario_has_fewer_explicit_faults_and_fails_with_the_same_kind_on_the_seed() {
     let original = Scenario::load(std::path::Path::new(PLANTED)).expect("the fixture loads");
     let planned = sim::runner::plan::plan(&original, 1).faults.len();
-    assert_eq!(planned, 3, "the fixture's repeated crash plans three faults");
+    assert_eq!(
+        planned, 3,
+        "the fixture's repeated crash plans three faults"
+    );
     let mut lines = Vec::new();
     let shrunk = sim::shrink::shrink(PLANTED, 1, 25, &mut |l: &str| lines.push(l.to_string()))
         .expect("seed 1 of the fixture fails");

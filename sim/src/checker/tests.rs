@@ -806,7 +806,10 @@ fn an_idempotent_retry_refused_while_its_first_attempt_is_in_the_log_is_a_violat
         .check(&everything_allowed());
     let found = only(&report, AnomalyKind::IdempotentRetryRefused);
     assert!(found.is_violation());
-    assert_eq!((found.offsets.as_slice(), found.values.as_slice()), (&[1][..], &[11][..]));
+    assert_eq!(
+        (found.offsets.as_slice(), found.values.as_slice()),
+        (&[1][..], &[11][..])
+    );
     assert!(
         found.explanation.contains("OUT_OF_ORDER_SEQUENCE_NUMBER"),
         "{report}"
@@ -821,7 +824,11 @@ fn an_idempotent_send_refused_with_a_sequence_error_whose_batch_never_landed_is_
     let report = Builder::default()
         .send(10, (0, 5), ok(0))
         .send(11, (6, 2_000), unknown())
-        .send(12, (2_001, 2_010), Outcome::fail("refused".into(), Some(45)))
+        .send(
+            12,
+            (2_001, 2_010),
+            Outcome::fail("refused".into(), Some(45)),
+        )
         .final_read(&[(0, 10)], 3_000)
         .check(&Allowances::default());
     assert_eq!(
