@@ -181,6 +181,11 @@ async fn run_member(
                 .into_iter()
                 .filter(|(tp, _)| assignment.contains(tp))
                 .collect();
+            if spec.fetch_before_commit {
+                for tp in positions.keys() {
+                    fetch_committed(ctx, who, process, group, &consumer, tp).await;
+                }
+            }
             commit(ctx, who, process, group, &mut consumer, positions).await;
         }
     }
@@ -465,4 +470,38 @@ pub(crate) async fn fetch_all_committed(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Vec::new()
+}
+
+/// Waits until the coordinator describes `group` as Empty (or Dead: it forgot the group) and
+/// returns the simulated ms it first did; `None` when it did not within `bound`. KIP-211 counts
+/// the retention from that moment (the group's state timestamp), not from the last member's
+/// last request: a member that crashed is still a member until its session times out.
+pub(crate) async fn wait_until_empty(ctx: Ctx, group: String, bound: Duration) -> Option<u64> {
+    let deadline = now_ms() + bound.as_millis() as u64;
+    let client = connect(&ctx, "expiry-checker", REQUEST_TIMEOUT, || false).await?;
+    let admin = client::Admin::new(client);
+    let mut last_state = String::new();
+    while now_ms() < deadline {
+        let state =
+            match tokio::time::timeout(REQUEST_TIMEOUT * 2, admin.describe_group(&group)).await {
+                Ok(Ok(description)) => description.state,
+                Ok(Err(e)) => format!("unknown ({e})"),
+                Err(_) => "unknown (timed out)".to_string(),
+            };
+        if state == "Empty" || state == "Dead" {
+            let at = now_ms();
+            ctx.trace.event(
+                "expiry-checker",
+                format!("group {group} is {state} at {at} ms"),
+            );
+            return Some(at);
+        }
+        if state != last_state {
+            ctx.trace
+                .event("expiry-checker", format!("group {group} is {state}"));
+            last_state = state;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
 }

@@ -24,6 +24,8 @@
 //!   compaction checker (latest value per key, offsets never change, tombstones kept).
 //! - [`audit`]: `cargo sim audit`, every scenario over a seed range on every core, and its
 //!   report (HTML with a picture of every failure, Markdown, JUnit, JSON).
+//! - [`shrink`]: `cargo sim shrink`, a failing run minimised into a scenario file with
+//!   explicit faults.
 //!
 //! Everything here needs the simulation build: `cargo sim run scenarios/<name>.toml --seed 42`,
 //! `cargo sim sweep scenarios/ --seeds 1..200`, `cargo simtest -p sim`.
@@ -44,6 +46,8 @@ pub mod random;
 #[cfg(madsim)]
 pub mod runner;
 pub mod scenario;
+#[cfg(madsim)]
+pub mod shrink;
 #[cfg(madsim)]
 pub mod trace;
 pub mod walks;

@@ -12,6 +12,9 @@
 //! - `cargo sim audit [DIR|FILE…] --seeds A..B --out DIR [--jobs N] [--shard i/n]`: every
 //!   scenario over the seeds on every core; writes report.md, index.html, junit.xml and
 //!   summary.json (see `sim::audit`). `run … --html OUT.html` draws one run the same way.
+//! - `cargo sim shrink <scenario.toml> --seed N [--out FILE] [--max-runs N]`: minimises a
+//!   failing run (see `sim::shrink`) and writes a scenario file with explicit `[[faults]]`
+//!   that fails on the seed; exit 1 when it does (the failure is kept), 2 on an error.
 //!
 //! `SIM_LOG=<filter>` (tracing's env-filter syntax, e.g. `info,broker::replica=debug`) prints
 //! the brokers' logs on stderr, each line under its node's span (`node{id=2 name="broker-2"}`).
@@ -30,7 +33,8 @@ mod cli {
   cargo sim replay <scenario.toml> --seed N [--trace]
   cargo sim sweep <dir|scenario.toml> --seeds A..B
   cargo sim log-workload [--seeds A..B] [--lazy]
-  cargo sim audit [DIR|FILE...] --seeds A..B --out DIR [--jobs N] [--shard i/n]";
+  cargo sim audit [DIR|FILE...] --seeds A..B --out DIR [--jobs N] [--shard i/n]
+  cargo sim shrink <scenario.toml> --seed N [--out FILE] [--max-runs N]";
 
     fn usage_error(message: &str) -> ! {
         eprintln!("error: {message}\n{USAGE}");
@@ -61,6 +65,8 @@ mod cli {
         trace: bool,
         lazy: bool,
         html: Option<String>,
+        out: Option<String>,
+        max_runs: Option<usize>,
     }
 
     fn parse(args: &[String]) -> Args {
@@ -72,6 +78,8 @@ mod cli {
             trace: false,
             lazy: false,
             html: None,
+            out: None,
+            max_runs: None,
         };
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
@@ -91,6 +99,15 @@ mod cli {
                 "--html" => {
                     let v = rest.next().cloned();
                     parsed.html = Some(v.unwrap_or_else(|| usage_error("--html takes a file")));
+                }
+                "--out" => {
+                    let v = rest.next().cloned();
+                    parsed.out = Some(v.unwrap_or_else(|| usage_error("--out takes a file")));
+                }
+                "--max-runs" => {
+                    let v = rest.next().and_then(|s| s.parse().ok());
+                    parsed.max_runs =
+                        Some(v.unwrap_or_else(|| usage_error("--max-runs takes a number")));
                 }
                 other if other.starts_with("--") => {
                     usage_error(&format!("unknown option {other:?}"))
@@ -166,6 +183,9 @@ mod cli {
         } else {
             print_findings(&report);
             println!("{}", summary(&report));
+            if let Some(line) = report.expectation_line() {
+                println!("{line}");
+            }
             println!(
                 "speed: {:.0} ops and {:.0} broker requests per wall-second ({requests} requests), {:.1}x real time ({:.2} s wall)",
                 report.counts.operations as f64 / wall_s,
@@ -198,6 +218,9 @@ mod cli {
         }
         print_findings(&report);
         println!("{}", summary(&report));
+        if let Some(line) = report.expectation_line() {
+            println!("{line}");
+        }
         println!("{}", report.verdict_line());
         i32::from(report.verdict == Verdict::Fail)
     }
@@ -328,6 +351,61 @@ mod cli {
         i32::from(failed > 0)
     }
 
+    /// `cargo sim shrink FILE --seed N`: writes the shrunk scenario, then runs the written file
+    /// once more to show it fails on the seed.
+    fn shrink(args: &[String]) -> i32 {
+        let a = parse(args);
+        let file = a
+            .file
+            .unwrap_or_else(|| usage_error("shrink needs a scenario file"));
+        let seed = a
+            .seed
+            .unwrap_or_else(|| usage_error("shrink needs --seed N"));
+        let stem = Path::new(&file)
+            .file_stem()
+            .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());
+        let out = a
+            .out
+            .unwrap_or_else(|| format!("{stem}-shrunk-seed{seed}.toml"));
+        let mut log = |line: &str| eprintln!("{line}");
+        let shrunk = match sim::shrink::shrink(&file, seed, a.max_runs.unwrap_or(120), &mut log) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        };
+        #[allow(clippy::disallowed_methods)] // the operator's output file
+        if let Err(e) = std::fs::write(&out, &shrunk.text) {
+            eprintln!("error: {out}: {e}");
+            return 2;
+        }
+        let written = load(&out);
+        let report = runner::run_catching(&written, &out, seed, RunOptions { progress: false });
+        println!("{}", shrunk.text.trim_end());
+        println!(
+            "shrunk in {} runs to {out}: {} faults, keeping {}",
+            shrunk.runs,
+            written.faults.len(),
+            shrunk.kind
+        );
+        print_findings(&report);
+        if report.verdict == Verdict::Fail {
+            println!("replay: {}", report.replay);
+        }
+        println!("{}", report.verdict_line());
+        // The written file must fail as the shrink's last run did.
+        if report.verdict == Verdict::Fail && report.trace_hash == shrunk.report.trace_hash {
+            1
+        } else {
+            eprintln!(
+                "error: the written file ran differently from the shrink's last run (trace {} vs {})",
+                report.trace_hash, shrunk.report.trace_hash
+            );
+            2
+        }
+    }
+
     pub fn main() {
         if let Ok(filter) = std::env::var("SIM_LOG") {
             tracing_subscriber::fmt()
@@ -343,6 +421,7 @@ mod cli {
             Some("sweep") => sweep(&args[1..]),
             Some("log-workload") => log_workload(&args[1..]),
             Some("audit") => sim::audit::cli::main(&args[1..]),
+            Some("shrink") => shrink(&args[1..]),
             _ => usage_error("unknown or missing command"),
         };
         std::process::exit(code);

@@ -258,6 +258,11 @@ pub struct ConsumerSpec {
     /// session timeout hands its partitions on) or `mixed` (the seed picks each time).
     #[serde(default)]
     pub churn: ChurnSpec,
+    /// Before each commit, the member fetches the group's committed offsets of the partitions
+    /// it commits (each fetch goes into the history): an acknowledged commit that was lost
+    /// shows as a regression at the next commit, instead of being overwritten unseen.
+    #[serde(default)]
+    pub fetch_before_commit: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -496,6 +501,24 @@ pub struct Expectations {
     /// unfences it with the same broker epoch; only a new incarnation registers anew.
     #[serde(default)]
     pub fenced: Vec<u32>,
+    /// Violations this run must find, by kind as the reports name them (`lost_write`; the
+    /// file may write `lost-write`): the run passes only when it finds a violation of each of
+    /// these kinds and none of another kind. The half of a scenario pair that does not allow
+    /// an anomaly states it here, so CI proves the checker still calls it a violation.
+    #[serde(default)]
+    pub violations: Vec<String>,
+}
+
+/// The kinds of finding the harness reports itself (the checker's are
+/// [`crate::checker::AnomalyKind`]).
+pub const HARNESS_KINDS: [&str; 2] = ["invariant", "unavailable"];
+
+/// Whether `kind` (snake_case) names a finding a run can report.
+pub fn is_finding_kind(kind: &str) -> bool {
+    HARNESS_KINDS.contains(&kind)
+        || crate::checker::AnomalyKind::ALL
+            .iter()
+            .any(|k| k.name() == kind)
 }
 
 /// A scenario file that could not be loaded.
@@ -562,6 +585,9 @@ impl Scenario {
         if scenario.name.is_empty() {
             scenario.name = stem.to_string();
         }
+        for kind in &mut scenario.expect.violations {
+            *kind = kind.replace('-', "_");
+        }
         scenario
             .validate()
             .map_err(|(offset, message)| at(offset, message))?;
@@ -603,6 +629,17 @@ impl Scenario {
                     t.name, t.replication_factor, self.cluster.brokers
                 )));
             }
+        }
+        if let Some(unknown) = self.expect.violations.iter().find(|k| !is_finding_kind(k)) {
+            let known: Vec<&str> = crate::checker::AnomalyKind::ALL
+                .iter()
+                .map(|k| k.name())
+                .chain(HARNESS_KINDS)
+                .collect();
+            return Err(whole(format!(
+                "expect.violations: unknown kind {unknown:?}, expected one of {}",
+                known.join(", ")
+            )));
         }
         let topic_known = |name: &str| self.topics.iter().any(|t| t.name == name);
         for p in &self.workload.producers {
@@ -748,6 +785,17 @@ rate = 10
         assert_eq!(s.name, "x");
         assert_eq!(s.cluster.brokers, 1);
         assert_eq!(s.workload.producers[0].acks, AcksSpec::All);
+    }
+
+    #[test]
+    fn expected_violations_are_read_in_either_spelling_and_unknown_kinds_are_refused() {
+        let text = format!("{MINIMAL}[expect]\nviolations = [\"lost-write\", \"invariant\"]\n");
+        let s = Scenario::parse(&text, "x.toml", "x").unwrap();
+        assert_eq!(s.expect.violations, ["lost_write", "invariant"]);
+        let text = format!("{MINIMAL}[expect]\nviolations = [\"lost-data\"]\n");
+        let e = Scenario::parse(&text, "x.toml", "x").unwrap_err();
+        assert!(e.message.contains("unknown kind \"lost_data\""), "{e}");
+        assert!(e.message.contains("idempotent_retry_refused"), "{e}");
     }
 
     #[test]

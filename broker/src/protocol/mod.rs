@@ -203,6 +203,17 @@ pub fn requests_handled() -> u64 {
     REQUESTS_HANDLED.load(Ordering::Relaxed)
 }
 
+std::thread_local! {
+    /// Request frames handled on this thread: the simulator runs each simulation on a thread of
+    /// its own, so this counts one run's requests while other runs go on beside it.
+    static REQUESTS_ON_THREAD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many request frames [`handle_request`] has been given on the calling thread.
+pub fn requests_handled_on_this_thread() -> u64 {
+    REQUESTS_ON_THREAD.with(|n| n.get())
+}
+
 /// Handles one request frame (without its size prefix).
 pub async fn handle_request(
     broker: &Arc<Broker>,
@@ -210,6 +221,7 @@ pub async fn handle_request(
     frame: Bytes,
 ) -> Result<Reply, RequestError> {
     REQUESTS_HANDLED.fetch_add(1, Ordering::Relaxed);
+    REQUESTS_ON_THREAD.with(|n| n.set(n.get() + 1));
     if frame.len() < 8 {
         return Err(RequestError::Truncated);
     }

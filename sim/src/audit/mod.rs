@@ -93,6 +93,11 @@ pub struct RunSummary {
     /// Wall time of this run on its worker (a run uses one core).
     pub wall_ms: f64,
     pub operations: usize,
+    /// Requests the simulated brokers handled in this run.
+    pub broker_requests: u64,
+    /// The scenario's `[expect] violations` (a run that found exactly these passed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expected_violations: Vec<String>,
     /// Fault kinds that struck (applied, not skipped), with how often.
     pub faults: BTreeMap<String, usize>,
     /// Violations by kind.
@@ -174,6 +179,8 @@ impl RunSummary {
             sim_ms: report.sim_ms,
             wall_ms,
             operations: report.counts.operations,
+            broker_requests: report.broker_requests,
+            expected_violations: report.expected_violations.clone(),
             faults,
             violations,
             allowed,
@@ -271,9 +278,18 @@ pub struct ScenarioSummary {
     pub sim_ms: u64,
     pub wall_ms: f64,
     pub operations: usize,
+    pub broker_requests: u64,
+    /// The scenario's `[expect] violations`: its violations of these kinds were required.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expected_violations: Vec<String>,
 }
 
 impl ScenarioSummary {
+    /// Broker requests per wall second of one core (each run uses one).
+    pub fn requests_per_core_second(&self) -> f64 {
+        self.broker_requests as f64 * 1000.0 / self.wall_ms.max(1e-9)
+    }
+
     /// Simulated seconds per wall second of one core.
     pub fn speedup(&self) -> f64 {
         self.sim_ms as f64 / self.wall_ms.max(1e-9)
@@ -295,6 +311,7 @@ pub fn by_scenario(runs: &[RunSummary]) -> Vec<ScenarioSummary> {
                 out.push(ScenarioSummary {
                     name: run.scenario.clone(),
                     file: run.file.clone(),
+                    expected_violations: run.expected_violations.clone(),
                     ..ScenarioSummary::default()
                 });
                 out.len() - 1
@@ -324,6 +341,7 @@ pub fn by_scenario(runs: &[RunSummary]) -> Vec<ScenarioSummary> {
         s.sim_ms += run.sim_ms;
         s.wall_ms += run.wall_ms;
         s.operations += run.operations;
+        s.broker_requests += run.broker_requests;
     }
     out
 }

@@ -79,6 +79,12 @@
 //!   final committed offset is what the last ok fetch by [`FINAL_READER`] returned (the runner
 //!   fetches it after every member closed); a group and partition without one, or for which it
 //!   found nothing committed, is not judged. One per value. Allowed when the loss of its send is.
+//! - **idempotent_retry_refused** — a send that did not end acknowledged, whose last answer
+//!   was OUT_OF_ORDER_SEQUENCE_NUMBER or DUPLICATE_SEQUENCE_NUMBER (only idempotent producers
+//!   get them), although the final read has its value: its first attempt was appended and not
+//!   lost, and Kafka answers a retry of a batch it holds with the original offset. One per
+//!   send. Always a violation (a broker without duplicate detection refuses every such retry,
+//!   and a client that reports them unknown would otherwise hide it).
 //!
 //! ## When a loss is allowed
 //! The loss of a send (a lost write, a never-seen record, a skip over it by a consumer or by a
@@ -93,6 +99,7 @@
 
 mod allowances;
 mod groups;
+mod idempotence;
 mod log;
 mod model;
 mod order;
@@ -134,6 +141,7 @@ pub fn check(history: &History, allowances: &Allowances) -> Report {
     polls::consumer_walks(&model, allowances, &mut anomalies);
     order::real_time_order(&model, allowances, &mut anomalies);
     groups::check_groups(history, &model, allowances, &mut anomalies);
+    idempotence::refused_retries(&model, &mut anomalies);
     let mut counts = Counts {
         operations: history.ops.len(),
         ..Counts::default()

@@ -56,10 +56,13 @@ pub enum AnomalyKind {
     CommittedOffsetRegression,
     /// A record below the group's final committed offset that no member of the group returned.
     SkippedByGroup,
+    /// An idempotent producer's retry refused with a sequence error although its first
+    /// attempt is in the log.
+    IdempotentRetryRefused,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 12] = [
+    pub const ALL: [AnomalyKind; 13] = [
         AnomalyKind::PhantomRead,
         AnomalyKind::InconsistentOffset,
         AnomalyKind::Duplicate,
@@ -72,6 +75,7 @@ impl AnomalyKind {
         AnomalyKind::OffsetsWentBackwards,
         AnomalyKind::CommittedOffsetRegression,
         AnomalyKind::SkippedByGroup,
+        AnomalyKind::IdempotentRetryRefused,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +92,7 @@ impl AnomalyKind {
             AnomalyKind::OffsetsWentBackwards => "offsets_went_backwards",
             AnomalyKind::CommittedOffsetRegression => "committed_offset_regression",
             AnomalyKind::SkippedByGroup => "skipped_by_group",
+            AnomalyKind::IdempotentRetryRefused => "idempotent_retry_refused",
         }
     }
 }

@@ -787,6 +787,69 @@ fn order_is_judged_per_partition() {
     assert_clean(&report);
 }
 
+// ---- Idempotent retries ----
+
+/// What the client reports when its retry of an ambiguous attempt is refused with `code`.
+fn retry_refused(code: i16) -> Outcome {
+    Outcome::unknown(
+        "refused after an earlier attempt that may have been written".into(),
+        Some(code),
+    )
+}
+
+#[test]
+fn an_idempotent_retry_refused_while_its_first_attempt_is_in_the_log_is_a_violation() {
+    let report = Builder::default()
+        .send(10, (0, 5), ok(0))
+        .send(11, (6, 2_000), retry_refused(45))
+        .final_read(&[(0, 10), (1, 11)], 3_000)
+        .check(&everything_allowed());
+    let found = only(&report, AnomalyKind::IdempotentRetryRefused);
+    assert!(found.is_violation());
+    assert_eq!(
+        (found.offsets.as_slice(), found.values.as_slice()),
+        (&[1][..], &[11][..])
+    );
+    assert!(
+        found.explanation.contains("OUT_OF_ORDER_SEQUENCE_NUMBER"),
+        "{report}"
+    );
+    assert!(!report.passed());
+}
+
+#[test]
+fn an_idempotent_send_refused_with_a_sequence_error_whose_batch_never_landed_is_no_anomaly() {
+    // The client's known gap: after an unknown batch that was never written, the next one is
+    // refused (the sequence has a hole). Nothing in the log, nothing promised.
+    let report = Builder::default()
+        .send(10, (0, 5), ok(0))
+        .send(11, (6, 2_000), unknown())
+        .send(
+            12,
+            (2_001, 2_010),
+            Outcome::fail("refused".into(), Some(45)),
+        )
+        .final_read(&[(0, 10)], 3_000)
+        .check(&Allowances::default());
+    assert_eq!(
+        report.of_kind(AnomalyKind::IdempotentRetryRefused).count(),
+        0,
+        "{report}"
+    );
+    assert!(report.passed(), "{report}");
+}
+
+#[test]
+fn a_duplicate_sequence_refusal_of_a_retry_whose_batch_is_in_the_log_is_a_violation() {
+    let report = Builder::default()
+        .send(10, (0, 2_000), retry_refused(46))
+        .final_read(&[(0, 10)], 3_000)
+        .check(&Allowances::default());
+    assert!(only(&report, AnomalyKind::IdempotentRetryRefused)
+        .explanation
+        .contains("DUPLICATE_SEQUENCE_NUMBER"));
+}
+
 // ---- The report ----
 
 #[test]

@@ -208,6 +208,40 @@ impl Run {
             }
             let retention_ms = self.broker_config().offsets_retention_minutes as u64 * 60_000;
             let interval_ms = self.broker_config().offsets_retention_check_interval_ms;
+            // The retention runs from the moment the coordinator holds the group empty: a
+            // member that crashed stays a member until its session times out.
+            let session_ms = s
+                .workload
+                .consumers
+                .iter()
+                .filter(|c| c.group.as_ref() == Some(group))
+                .map(|c| c.session_timeout_ms)
+                .max()
+                .unwrap_or(0);
+            let bound = Duration::from_millis(session_ms + s.liveness_timeout_ms);
+            let empty_at = cluster
+                .spawn_on_client(
+                    1,
+                    crate::group_members::wait_until_empty(ctx.clone(), group.clone(), bound),
+                )
+                .await
+                .unwrap_or_default();
+            if empty_at.is_none() {
+                anomalies.push(Anomaly {
+                    kind: HarnessAnomalyKind::Unavailable,
+                    allowed: s.allows(AllowSpec::Unavailable),
+                    description: format!(
+                        "group {group} was not empty {} ms after every member closed",
+                        bound.as_millis()
+                    ),
+                    topic: Some(topic.clone()),
+                    partition: None,
+                    offsets: vec![],
+                    values: vec![],
+                    at_ms: vec![now_ms()],
+                });
+                continue;
+            }
             tokio::time::sleep(Duration::from_millis(retention_ms + interval_ms + 1_000)).await;
             let after = cluster
                 .spawn_on_client(

@@ -100,7 +100,12 @@ fn run_here(
     runtime.set_time_limit(Duration::from_millis(limit));
     let scenario = scenario.clone();
     let file = file.to_string();
-    runtime.block_on(async move { Run::new(scenario, file, seed, options, trace).go().await })
+    // Every node of this simulation runs on this thread.
+    let requests_before = broker::protocol::requests_handled_on_this_thread();
+    let mut report =
+        runtime.block_on(async move { Run::new(scenario, file, seed, options, trace).go().await });
+    report.broker_requests = broker::protocol::requests_handled_on_this_thread() - requests_before;
+    report
 }
 
 /// Runs like [`run`], turning a panic inside the simulation into a failing report that keeps
@@ -136,6 +141,9 @@ pub fn run_catching(scenario: &Scenario, file: &str, seed: u64, options: RunOpti
                 checker: None,
                 sim_ms,
                 replay: replay_command(file, seed),
+                // A panic fails the run whatever it expected.
+                expected_violations: scenario.expect.violations.clone(),
+                broker_requests: 0,
                 trace,
                 history: History::default(),
             }

@@ -20,6 +20,16 @@ pub enum HarnessAnomalyKind {
     Unavailable,
 }
 
+impl HarnessAnomalyKind {
+    /// The kind as reports name it (one of [`crate::scenario::HARNESS_KINDS`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            HarnessAnomalyKind::Invariant => "invariant",
+            HarnessAnomalyKind::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// How the runner reports while it runs.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunOptions {
@@ -90,6 +100,14 @@ pub struct Report {
     pub checker: Option<checker::Report>,
     pub sim_ms: u64,
     pub replay: String,
+    /// The scenario's `[expect] violations`: the kinds this run had to find (the verdict is
+    /// PASS only when it found each and no other).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expected_violations: Vec<String>,
+    /// Requests the simulated brokers handled in this run (for speed lines; kept out of the
+    /// JSON report, whose snapshots would move with every protocol change).
+    #[serde(skip)]
+    pub broker_requests: u64,
     #[serde(skip)]
     pub trace: Vec<TraceEvent>,
     #[serde(skip)]
@@ -97,6 +115,49 @@ pub struct Report {
 }
 
 impl Report {
+    /// The kinds of the violations found (harness and checker), each once, sorted.
+    pub fn violation_kinds(&self) -> std::collections::BTreeSet<&'static str> {
+        self.anomalies
+            .iter()
+            .filter(|a| !a.allowed)
+            .map(|a| a.kind.name())
+            .chain(
+                self.checker
+                    .iter()
+                    .flat_map(|c| c.violations().map(|a| a.kind.name())),
+            )
+            .collect()
+    }
+
+    /// For a scenario with `[expect] violations`: what was expected, and what was missing or
+    /// not expected. `None` for other scenarios.
+    pub fn expectation_line(&self) -> Option<String> {
+        if self.expected_violations.is_empty() {
+            return None;
+        }
+        let found = self.violation_kinds();
+        let missing: Vec<&str> = self
+            .expected_violations
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !found.contains(k))
+            .collect();
+        let unexpected: Vec<&str> = found
+            .iter()
+            .copied()
+            .filter(|k| !self.expected_violations.iter().any(|e| e == k))
+            .collect();
+        Some(format!(
+            "expected violations {:?}: {}",
+            self.expected_violations,
+            if missing.is_empty() && unexpected.is_empty() {
+                "all found, no other".to_string()
+            } else {
+                format!("missing {missing:?}, not expected {unexpected:?}")
+            }
+        ))
+    }
+
     /// The last line of `cargo sim run`.
     pub fn verdict_line(&self) -> String {
         format!(

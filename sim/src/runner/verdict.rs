@@ -1,6 +1,8 @@
 //! The verdict: the offline history checker with the allowances the scenario and the run
 //! justify, the harness's own findings, and the counts.
 
+use std::collections::BTreeSet;
+
 use broker::config::BrokerConfig;
 
 use super::fault_window::FaultLog;
@@ -75,10 +77,27 @@ impl Run {
         };
         let checked = check_history(&history, s, crashes_ms, &leader_changes_ms, bit_flips);
         anomalies.splice(0..0, violations);
-        let verdict = if anomalies.iter().any(|a| !a.allowed) || !checked.passed() {
-            Verdict::Fail
+        let expected = &s.expect.violations;
+        let verdict = if expected.is_empty() {
+            if anomalies.iter().any(|a| !a.allowed) || !checked.passed() {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            }
         } else {
-            Verdict::Pass
+            // The run must find each expected kind, and nothing else.
+            let found: BTreeSet<&str> = anomalies
+                .iter()
+                .filter(|a| !a.allowed)
+                .map(|a| a.kind.name())
+                .chain(checked.violations().map(|a| a.kind.name()))
+                .collect();
+            let wanted: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
+            if found == wanted {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            }
         };
         let mut counts = Counts {
             operations: history.ops.len(),
@@ -121,6 +140,8 @@ impl Run {
             checker: Some(checked),
             sim_ms,
             replay: replay_command(&self.file, self.seed),
+            expected_violations: expected.clone(),
+            broker_requests: 0,
             trace: trace.take(),
             history,
         }
