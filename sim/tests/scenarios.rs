@@ -408,7 +408,11 @@ fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
 ///   once, and opens, creations and clean closes skip the syncs and rewrites durability does not
 ///   need, so the simulated disk's delays fall differently. Checked: two replays
 ///   byte-identical, verdict PASS (1,663 of 1,663 sends acknowledged, two allowed anomalies).
-const LOCKED_TRACE_HASH: &str = "fd789f89475e9129";
+/// - 3186be0c56c8762d: the session-6 merge of the three above (client leader refresh, the
+///   cleaner's task, the start-up changes) plus KIP-903 epochs in replica fetches (no follower
+///   here). Checked: two replays byte-identical, verdict PASS (1,551 of 1,551 sends
+///   acknowledged, no anomaly).
+const LOCKED_TRACE_HASH: &str = "3186be0c56c8762d";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {
