@@ -29,7 +29,7 @@ fn report(name: &str, seed: u64) -> Report {
 
 #[test]
 fn the_report_of_acks_all_through_crashes_and_its_allowed_duplicate_is_pinned() {
-    insta::assert_json_snapshot!(report("acks-all-durable-crashes", 1));
+    insta::assert_json_snapshot!(report("acks-all-durable-crashes", 3));
 }
 
 #[test]
