@@ -49,8 +49,8 @@
 
 pub mod batch;
 pub mod checkpoint;
-pub mod cleaner;
 pub mod clean_shutdown;
+pub mod cleaner;
 pub mod config;
 mod follower;
 pub mod index;
