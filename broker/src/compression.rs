@@ -200,7 +200,7 @@ pub fn decompress(
 }
 
 /// Reads a zigzag varint (Kafka's `varint` in records).
-fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let mut value: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *buf.get(*pos)?;

@@ -12,7 +12,7 @@
 //! A record is re-encoded from its parts; its headers are kept as the raw bytes they were.
 
 use super::batch::{self, BatchHeader, Compression, TimestampType, HEADER_LEN};
-use crate::compression::{self, RecompressError};
+use crate::compression::{self, read_varint, RecompressError};
 
 /// Kafka's `DELETE_HORIZON_FLAG` (KIP-534): the batch's base timestamp is the time after which
 /// the cleaner may drop its tombstones, and its records' timestamp deltas are relative to it.
@@ -37,19 +37,6 @@ pub enum RecordsError {
     Decompress(#[from] RecompressError),
     #[error("malformed record {index}: {reason}")]
     Malformed { index: i32, reason: &'static str },
-}
-
-fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let byte = *buf.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
 }
 
 fn put_varint(out: &mut Vec<u8>, value: i64) {
