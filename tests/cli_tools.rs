@@ -99,6 +99,11 @@ async fn on_a_full_disk_produce_names_the_partition_and_consume_says_it_is_offli
     assert_eq!(created.code, 0, "{}", created.err);
     // Not one more byte fits.
     broker.disk.set_capacity(Some(broker.disk.used_bytes()));
+    // A full disk alone heals: maintenance recovers the offline log in place within a tick
+    // (recovery needs no space when the failed append assigned no offset), so the consume
+    // below could find the partition online and empty. Failing every sync under the
+    // partition's directory makes each recovery fail too, and keeps it offline throughout.
+    broker.disk.fail_io_under("/data/full-0");
 
     // The records are retried until the delivery timeout; a short one ends the run sooner.
     let produced = faultline(
