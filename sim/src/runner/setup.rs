@@ -78,6 +78,7 @@ impl Run {
             latency: d
                 .latency_us
                 .map(|[a, b]| (Duration::from_micros(a), Duration::from_micros(b.max(a)))),
+            write_latency: None,
         }
     }
 
