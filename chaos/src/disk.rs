@@ -45,7 +45,9 @@
 //! - **A slow disk** ([`FaultyDiskConfig::write_latency`]). Every append and sync (the
 //!   operations that wait for the device) sleeps this long on top of any latency above; reads,
 //!   which a page cache serves, do not. No random draw, so switching it on and off leaves the
-//!   disk's fault stream as it was. Why: a failing drive retrying sectors, a saturated or
+//!   disk's fault stream as it was. Files under a directory named by
+//!   [`FaultyDiskConfig::write_latency_spares`] are spared, as if on another device. Why: a
+//!   failing drive retrying sectors, a saturated or
 //!   throttled volume, a noisy neighbour; the broker must keep its promises at any speed, and a
 //!   follower that cannot keep up must fall out of the ISR rather than hold up acks=all.
 //! - **Wipe** ([`FaultyDisk::wipe`]). Every file and directory the caller does not keep
@@ -100,8 +102,11 @@ pub struct FaultyDiskConfig {
     pub capacity_bytes: Option<u64>,
     /// Each operation first sleeps a random time in `min..=max`.
     pub latency: Option<(Duration, Duration)>,
-    /// Each append and sync also sleeps this long (a slow device).
+    /// Each append and sync also sleeps this long (a slow device) ...
     pub write_latency: Option<Duration>,
+    /// ... but for files under a directory of this name, which sit on another device (the
+    /// metadata log on its own `metadata.log.dir`).
+    pub write_latency_spares: Option<String>,
 }
 
 /// How many faults a [`FaultyDisk`] has injected, for run reports.
@@ -395,9 +400,17 @@ impl FaultyDisk {
         generation
     }
 
-    /// Sleeps the slow-disk latency of appends and syncs, if any (no random draw).
-    async fn slow_write(&self) {
-        let pause = self.lock().config.write_latency;
+    /// Sleeps the slow-disk latency of appends and syncs to `path`, if any (no random draw).
+    async fn slow_write(&self, path: &Path) {
+        let pause = {
+            let state = self.lock();
+            let spared = state
+                .config
+                .write_latency_spares
+                .as_deref()
+                .is_some_and(|dir| path.components().any(|c| c.as_os_str() == dir));
+            state.config.write_latency.filter(|_| !spared)
+        };
         if let Some(pause) = pause {
             tokio::time::sleep(pause).await;
         }
@@ -711,7 +724,7 @@ impl Drop for FaultyFile {
 impl DiskFile for FaultyFile {
     async fn append(&self, buf: &[u8]) -> io::Result<u64> {
         self.disk.delay().await;
-        self.disk.slow_write().await;
+        self.disk.slow_write(&self.path).await;
         let mut state = self.lock_live()?;
         if let Some(capacity) = state.config.capacity_bytes {
             if state.used_bytes() + buf.len() as u64 > capacity {
@@ -743,7 +756,7 @@ impl DiskFile for FaultyFile {
 
     async fn sync(&self) -> io::Result<()> {
         self.disk.delay().await;
-        self.disk.slow_write().await;
+        self.disk.slow_write(&self.path).await;
         let mut state = self.lock_live()?;
         if state.sync_fails(&self.path) {
             let file = state.file(self.ino);

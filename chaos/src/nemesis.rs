@@ -68,8 +68,10 @@
 //!   by `Restart` (its `for-ms`): the broker boots on the empty data directory. Why survive
 //!   it: drives die and are replaced; the broker must come back as an empty follower, and
 //!   must not be elected leader from an ISR membership its lost log had earned (KIP-966).
-//! - **SlowDisk** (`SlowDisk`): every append and sync on the node's disk takes `latency` more
-//!   (see [`crate::disk`]); reads do not. Undone after its duration and by `Heal`. Why
+//! - **SlowDisk** (`SlowDisk`): every append and sync on the drive of the node's partition logs
+//!   takes `latency` more (see [`crate::disk`]); reads do not, nor does the metadata log, on its
+//!   own drive as for `DiskWipe` (so the broker's heartbeats and metadata keep their pace, and
+//!   the fault is about replication, not about fencing). Undone after its duration and by `Heal`. Why
 //!   survive it: a failing or throttled drive. A follower that cannot keep up must drop out of
 //!   the ISR after `replica.lag.time.max.ms` instead of holding up acks=all, and rejoin once it
 //!   catches up.
@@ -483,8 +485,14 @@ impl Nemesis {
                 let Some(disk) = h.disk(node) else {
                     return Skipped(format!("{node} has no disk"));
                 };
+                let baseline = h.baseline_disk_config(node);
                 let mut config = disk.config();
-                config.write_latency = latency.or(h.baseline_disk_config(node).write_latency);
+                config.write_latency = latency.or(baseline.write_latency);
+                config.write_latency_spares = match latency {
+                    // The drive of the partition logs: the metadata log is on its own.
+                    Some(_) => Some(broker::controller::raft::METADATA_DIR.to_string()),
+                    None => baseline.write_latency_spares,
+                };
                 disk.set_config(config);
                 Done(String::new())
             }
