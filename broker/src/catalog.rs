@@ -943,6 +943,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_data_directory_names_the_broker_epoch_it_recorded_and_a_new_or_wiped_one_none() {
+        // The bug this guards: a broker back on a replaced, empty drive named the epoch of its
+        // last registration, and was elected from the ISR membership its lost logs had earned.
+        let dir = tempfile::tempdir().unwrap();
+        let c = catalog(dir.path(), 1);
+        assert_eq!(
+            c.recorded_broker_epoch().await,
+            NO_BROKER_EPOCH,
+            "a new directory"
+        );
+        c.record_broker_epoch(7).await.unwrap();
+        c.record_broker_epoch(12).await.unwrap();
+        assert_eq!(catalog(dir.path(), 1).recorded_broker_epoch().await, 12);
+        let path = dir.path().join(BROKER_EPOCH_FILE);
+        disk::write_file_atomic(c.disk.as_ref(), &path, b"twelve")
+            .await
+            .unwrap();
+        assert_eq!(
+            c.recorded_broker_epoch().await,
+            NO_BROKER_EPOCH,
+            "unreadable"
+        );
+        c.disk.remove(&path).await.unwrap();
+        assert_eq!(c.recorded_broker_epoch().await, NO_BROKER_EPOCH, "wiped");
+    }
+
+    #[tokio::test]
     async fn a_reopened_replica_starts_from_its_checkpointed_high_watermark() {
         // The bug: a restarted replica's HW was 0 until every follower reported again, so a
         // leader elected right after its restart served consumers nothing.
