@@ -10,7 +10,10 @@
 //! # Lifecycle (Kafka's broker lifecycle)
 //! [`Broker::open`] locks the data directory, starts the plane, imports a single broker's
 //! `meta.toml` once (see below), registers with a fresh incarnation id and gets a broker epoch,
-//! applies the image, and heartbeats until the controller unfences it (a node alone is unfenced
+//! records that epoch durably in the data directory (`broker-epoch`; the next start names it
+//! as its previous broker epoch, KIP-966, and a directory without one, new or on a replaced
+//! drive, names none, so the controller takes this broker out of every ISR, the last member's
+//! too, before it can lead from a log it no longer has), applies the image, and heartbeats until the controller unfences it (a node alone is unfenced
 //! at once: it has caught up as soon as it starts). Then two tasks run until shutdown: one follows
 //! the plane and applies every new image in order, the other heartbeats every
 //! `broker.heartbeat.interval.ms` with the offset applied, registering again if the controller
