@@ -1277,18 +1277,34 @@ mod tests {
     #[tokio::test]
     async fn a_slow_disk_delays_every_append_and_sync_by_its_latency() {
         let (_disk, file) = disk_with_file(FaultyDiskConfig {
-            write_latency: Some(Duration::from_millis(40)),
+            write_latency: Some(Duration::from_millis(200)),
             ..Default::default()
         })
         .await;
-        let start = tokio::time::Instant::now();
-        file.append(b"slow").await.unwrap();
-        file.sync().await.unwrap();
-        // A sleep lasts at least its duration: a lower bound, never a timing race.
-        assert!(start.elapsed() >= Duration::from_millis(80));
+        // Orders of events, not durations: a shorter sleep ends first, a read never waits.
+        let append = file.append(b"slow");
+        tokio::pin!(append);
+        tokio::select! {
+            biased;
+            _ = &mut append => panic!("the append did not wait for the slow disk"),
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        append.await.unwrap();
+        let sync = file.sync();
+        tokio::pin!(sync);
+        tokio::select! {
+            biased;
+            _ = &mut sync => panic!("the sync did not wait for the slow disk"),
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        sync.await.unwrap();
         let mut buf = [0; 4];
-        file.read_at(0, &mut buf).await.unwrap();
-        assert_eq!(&buf, b"slow");
+        let read = tokio::select! {
+            biased;
+            read = file.read_at(0, &mut buf) => read.unwrap(),
+            () = std::future::ready(()) => panic!("a read waited for the slow disk"),
+        };
+        assert_eq!((read, &buf), (4, b"slow"));
     }
 
     #[tokio::test]
