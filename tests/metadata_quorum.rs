@@ -54,6 +54,7 @@ async fn bring_up(plane: &RaftPlane, id: i32) {
             },
             controller_endpoint: None,
             rack: None,
+            previous_broker_epoch: -1,
         })
         .await
         .expect("registration commits");
@@ -182,6 +183,7 @@ async fn wait_past_the_image_offset_stays_pending_through_entries_that_carry_no_
                 port: 1,
             }),
             rack: None,
+            previous_broker_epoch: -1,
         })
         .await
         .unwrap();
@@ -436,6 +438,7 @@ async fn three_voters_on_loopback_replicate_to_a_learner_and_survive_the_leader_
             },
             controller_endpoint: learner.controller_endpoint(),
             rack: None,
+            previous_broker_epoch: -1,
         })
         .await
         .expect("the learner registers through the controller");

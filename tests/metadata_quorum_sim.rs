@@ -247,6 +247,7 @@ async fn register_self(plane: &RaftPlane) {
                 },
                 controller_endpoint: plane.controller_endpoint(),
                 rack: None,
+                previous_broker_epoch: -1,
             })
             .await;
         if outcome.is_ok() {
@@ -271,6 +272,7 @@ async fn bring_up(cluster: &Cluster, via: i32, id: i32) {
                     },
                     controller_endpoint: None,
                     rack: None,
+                    previous_broker_epoch: -1,
                 },
             )
             .await;

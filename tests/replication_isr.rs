@@ -224,6 +224,42 @@ fn with_unclean_election_on_a_lagging_replica_leads_alone_and_the_election_is_co
     });
 }
 
+/// The bug: the last ISR member of an offline partition came back on a replaced, empty drive
+/// and was elected from that membership (its followers would truncate to its empty log). Its
+/// data directory now holds no broker epoch, so it registers with none (KIP-966) and the
+/// controller takes it out of the ISR: the partition stays offline.
+#[test]
+fn the_last_isr_member_back_on_a_wiped_drive_leaves_the_isr_and_is_not_elected() {
+    let (mut cluster, leader, _) = last_isr_member_dies(false);
+    assert_eq!(cluster.isr("u"), vec![leader]);
+    let dir = cluster.data_dir(leader);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    cluster.start_node(leader);
+    assert!(!cluster.fenced(leader), "open returns once unfenced");
+    assert_eq!(cluster.leader("u"), broker::controller::NO_NODE);
+    assert_eq!(cluster.isr("u"), Vec::<i32>::new());
+    assert_eq!(cluster.plane.image().unclean_leader_elections, 0);
+}
+
+/// The same broker back on its own drive names the broker epoch it recorded there: it is the
+/// last ISR member still, holds everything committed, and leads again.
+#[test]
+fn the_last_isr_member_back_on_its_own_drive_leads_again() {
+    let (mut cluster, leader, _) = last_isr_member_dies(false);
+    cluster.start_node(leader);
+    assert_eq!(cluster.isr("u"), vec![leader]);
+    cluster.eventually("the last ISR member leading again", || {
+        cluster.leader("u") == leader
+    });
+}
+
 /// COORDINATOR_NOT_AVAILABLE: the client retries the commit.
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 

@@ -129,6 +129,7 @@ async fn main() {
                 },
                 controller_endpoint: None,
                 rack: None,
+                previous_broker_epoch: -1,
             })
             .await
             .unwrap()

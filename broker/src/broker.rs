@@ -10,7 +10,10 @@
 //! # Lifecycle (Kafka's broker lifecycle)
 //! [`Broker::open`] locks the data directory, starts the plane, imports a single broker's
 //! `meta.toml` once (see below), registers with a fresh incarnation id and gets a broker epoch,
-//! applies the image, and heartbeats until the controller unfences it (a node alone is unfenced
+//! records that epoch durably in the data directory (`broker-epoch`; the next start names it
+//! as its previous broker epoch, KIP-966, and a directory without one, new or on a replaced
+//! drive, names none, so the controller takes this broker out of every ISR, the last member's
+//! too, before it can lead from a log it no longer has), applies the image, and heartbeats until the controller unfences it (a node alone is unfenced
 //! at once: it has caught up as soon as it starts). Then two tasks run until shutdown: one follows
 //! the plane and applies every new image in order, the other heartbeats every
 //! `broker.heartbeat.interval.ms` with the offset applied, registering again if the controller
@@ -487,12 +490,20 @@ impl Broker {
     /// [`INITIAL_REGISTRATION_TIMEOUT`] has passed. A registration whose outcome was unknown is
     /// safe to send again: the same incarnation registering twice gets its epoch back.
     async fn register(&self) -> Result<(), ControllerError> {
+        // KIP-966's previous broker epoch: this process's own last registration (its logs are
+        // as it left them), else the one its log directory recorded; none for a directory
+        // that holds nothing of an earlier registration (new, or its drive replaced).
+        let previous_broker_epoch = match self.broker_epoch() {
+            epoch if epoch >= 0 => epoch,
+            _ => self.catalog.recorded_broker_epoch().await,
+        };
         let request = ControllerRequest::RegisterBroker {
             id: self.config.node_id,
             incarnation_id: self.incarnation_id(),
             endpoint: endpoint_of(self.config.advertised()),
             controller_endpoint: self.controller_endpoint.clone(),
             rack: self.config.broker_rack.clone(),
+            previous_broker_epoch,
         };
         let backoff = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
         // Counted in attempts, not read off a clock: the sleeps between them are the backoff.
@@ -524,6 +535,13 @@ impl Broker {
         };
         self.broker_epoch.store(epoch, Ordering::Release);
         self.catalog.fetchers().set_broker_epoch(epoch);
+        // Before this incarnation can join any ISR (it is fenced until its first heartbeat
+        // after this): a log directory that holds its logs says so at the next start.
+        if let Err(e) = self.catalog.record_broker_epoch(epoch).await {
+            // Not fatal: the next start then names the epoch recorded before (still this
+            // directory's), or none, which only costs ISR memberships.
+            tracing::warn!(%e, broker_epoch = epoch, "could not record the broker epoch");
+        }
         tracing::info!(node_id = self.config.node_id, broker_epoch = epoch, incarnation = %self.incarnation_id(), "registered");
         Ok(())
     }

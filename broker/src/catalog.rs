@@ -39,6 +39,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, TopicConfigs};
 use crate::controller::image::{ClusterImage, PartitionImage};
+use crate::controller::request::NO_BROKER_EPOCH;
 use crate::controller::{NodeId, NO_NODE};
 use crate::disk::{self, Disk};
 use crate::log::{Log, LogRun};
@@ -55,6 +56,9 @@ pub const HIGH_WATERMARK_CHECKPOINT_FILE: &str = "replication-offset-checkpoint"
 /// The data directory's run (see `log::clean_shutdown`): which partitions' clean-shutdown
 /// markers a start trusts without a sync per partition.
 pub const LOG_RUN_FILE: &str = "log-run";
+/// The broker epoch of the last registration this data directory served (KIP-966's previous
+/// broker epoch): its absence means the directory holds nothing of an earlier registration.
+pub const BROKER_EPOCH_FILE: &str = "broker-epoch";
 /// Kafka's `replica.high.watermark.checkpoint.interval.ms` default.
 pub const HIGH_WATERMARK_CHECKPOINT_INTERVAL: std::time::Duration =
     std::time::Duration::from_secs(5);
@@ -267,6 +271,35 @@ impl Catalog {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The broker epoch [`Catalog::record_broker_epoch`] last recorded in this data directory,
+    /// or [`NO_BROKER_EPOCH`] when there is none (a new directory, or a wiped drive) or it is
+    /// unreadable.
+    pub async fn recorded_broker_epoch(&self) -> i64 {
+        let path = self.config.data_dir.join(BROKER_EPOCH_FILE);
+        match disk::read_file(self.disk.as_ref(), &path).await {
+            Ok(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|&e| e >= 0)
+                .unwrap_or_else(|| {
+                    tracing::warn!(path = %path.display(), "unreadable broker epoch: registering as a new log directory");
+                    NO_BROKER_EPOCH
+                }),
+            Err(e) => {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), %e, "unreadable broker epoch: registering as a new log directory");
+                }
+                NO_BROKER_EPOCH
+            }
+        }
+    }
+
+    /// Records, durably, that this data directory serves the registration at `epoch`.
+    pub async fn record_broker_epoch(&self, epoch: i64) -> io::Result<()> {
+        let path = self.config.data_dir.join(BROKER_EPOCH_FILE);
+        disk::write_file_atomic(self.disk.as_ref(), &path, format!("{epoch}\n").as_bytes()).await
     }
 
     fn run(&self) -> Option<LogRun> {
@@ -907,6 +940,33 @@ mod tests {
             None,
             "an entry missing"
         );
+    }
+
+    #[tokio::test]
+    async fn a_data_directory_names_the_broker_epoch_it_recorded_and_a_new_or_wiped_one_none() {
+        // The bug this guards: a broker back on a replaced, empty drive named the epoch of its
+        // last registration, and was elected from the ISR membership its lost logs had earned.
+        let dir = tempfile::tempdir().unwrap();
+        let c = catalog(dir.path(), 1);
+        assert_eq!(
+            c.recorded_broker_epoch().await,
+            NO_BROKER_EPOCH,
+            "a new directory"
+        );
+        c.record_broker_epoch(7).await.unwrap();
+        c.record_broker_epoch(12).await.unwrap();
+        assert_eq!(catalog(dir.path(), 1).recorded_broker_epoch().await, 12);
+        let path = dir.path().join(BROKER_EPOCH_FILE);
+        disk::write_file_atomic(c.disk.as_ref(), &path, b"twelve")
+            .await
+            .unwrap();
+        assert_eq!(
+            c.recorded_broker_epoch().await,
+            NO_BROKER_EPOCH,
+            "unreadable"
+        );
+        c.disk.remove(&path).await.unwrap();
+        assert_eq!(c.recorded_broker_epoch().await, NO_BROKER_EPOCH, "wiped");
     }
 
     #[tokio::test]

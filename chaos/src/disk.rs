@@ -42,6 +42,17 @@
 //! - **Latency** ([`FaultyDiskConfig::latency`]). Every operation first sleeps a random time in
 //!   `min..=max` with `tokio::time::sleep` (virtual under madsim), so operations interleave with
 //!   other tasks, crashes and kills the way they do on a real disk.
+//! - **A slow disk** ([`FaultyDiskConfig::write_latency`]). Every append and sync (the
+//!   operations that wait for the device) sleeps this long on top of any latency above; reads,
+//!   which a page cache serves, do not. No random draw, so switching it on and off leaves the
+//!   disk's fault stream as it was. Files under a directory named by
+//!   [`FaultyDiskConfig::write_latency_spares`] are spared, as if on another device. Why: a
+//!   failing drive retrying sectors, a saturated or
+//!   throttled volume, a noisy neighbour; the broker must keep its promises at any speed, and a
+//!   follower that cannot keep up must fall out of the ISR rather than hold up acks=all.
+//! - **Wipe** ([`FaultyDisk::wipe`]). Every file and directory the caller does not keep
+//!   vanishes from both the live and the durable tree, as when a failed drive is replaced by an
+//!   empty one. Struck only on a powered-off node (the nemesis kills the node first).
 //!
 //! Outside the model: lost or misdirected writes of synced data, reads that fail, a `sync_dir`
 //! that fails, and renames across directories (refused with an error).
@@ -91,6 +102,11 @@ pub struct FaultyDiskConfig {
     pub capacity_bytes: Option<u64>,
     /// Each operation first sleeps a random time in `min..=max`.
     pub latency: Option<(Duration, Duration)>,
+    /// Each append and sync also sleeps this long (a slow device) ...
+    pub write_latency: Option<Duration>,
+    /// ... but for files under a directory of this name, which sit on another device (the
+    /// metadata log on its own `metadata.log.dir`).
+    pub write_latency_spares: Option<String>,
 }
 
 /// How many faults a [`FaultyDisk`] has injected, for run reports.
@@ -384,6 +400,22 @@ impl FaultyDisk {
         generation
     }
 
+    /// Sleeps the slow-disk latency of appends and syncs to `path`, if any (no random draw).
+    async fn slow_write(&self, path: &Path) {
+        let pause = {
+            let state = self.lock();
+            let spared = state
+                .config
+                .write_latency_spares
+                .as_deref()
+                .is_some_and(|dir| path.components().any(|c| c.as_os_str() == dir));
+            state.config.write_latency.filter(|_| !spared)
+        };
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     /// The state, or `EIO` if a crash struck since `generation`: an operation in flight at a
     /// power loss never lands after it.
     fn lock_since(&self, generation: u64) -> io::Result<MutexGuard<'_, State>> {
@@ -454,6 +486,56 @@ impl FaultyDisk {
         let mut state = self.lock();
         state.locked_dirs.clear();
         state.lock_epoch += 1;
+    }
+
+    /// The drive is replaced by an empty one, except for what `keep` accepts (a path and
+    /// everything under it): every other file and directory leaves both the live and the
+    /// durable tree. Handles opened before die (`EIO`). Returns how many files vanished.
+    pub fn wipe(&self, keep: impl Fn(&Path) -> bool) -> usize {
+        fn prune(
+            state: &mut State,
+            ino: Ino,
+            path: &Path,
+            keep: &dyn Fn(&Path) -> bool,
+        ) -> (bool, usize) {
+            if keep(path) {
+                return (true, 0);
+            }
+            let Some(Node::Dir(dir)) = state.nodes.get(&ino) else {
+                return (false, 1);
+            };
+            let mut children: BTreeMap<String, BTreeSet<Ino>> = BTreeMap::new();
+            for (name, &child) in dir.live.iter().chain(dir.durable.iter()) {
+                children.entry(name.clone()).or_default().insert(child);
+            }
+            let (mut kept_any, mut wiped) = (false, 0);
+            for (name, inos) in children {
+                for child in inos {
+                    let (kept, n) = prune(state, child, &path.join(&name), keep);
+                    wiped += n;
+                    kept_any |= kept;
+                    if !kept {
+                        let dir = state.dir(ino);
+                        dir.live.retain(|n, i| !(n == &name && *i == child));
+                        dir.durable.retain(|n, i| !(n == &name && *i == child));
+                    }
+                }
+            }
+            (kept_any, wiped)
+        }
+        let mut state = self.lock();
+        let (_, wiped) = prune(&mut state, ROOT, Path::new("/"), &keep);
+        // The root itself always stays.
+        state.generation += 1;
+        state.locked_dirs.clear();
+        state.lock_epoch += 1;
+        for node in state.nodes.values_mut() {
+            if let Node::File(file) = node {
+                file.open_handles = 0;
+            }
+        }
+        state.collect_garbage();
+        wiped
     }
 
     /// The next append (on any file) fails with `EIO` after landing a random prefix.
@@ -642,6 +724,7 @@ impl Drop for FaultyFile {
 impl DiskFile for FaultyFile {
     async fn append(&self, buf: &[u8]) -> io::Result<u64> {
         self.disk.delay().await;
+        self.disk.slow_write(&self.path).await;
         let mut state = self.lock_live()?;
         if let Some(capacity) = state.config.capacity_bytes {
             if state.used_bytes() + buf.len() as u64 > capacity {
@@ -673,6 +756,7 @@ impl DiskFile for FaultyFile {
 
     async fn sync(&self) -> io::Result<()> {
         self.disk.delay().await;
+        self.disk.slow_write(&self.path).await;
         let mut state = self.lock_live()?;
         if state.sync_fails(&self.path) {
             let file = state.file(self.ino);
@@ -1157,6 +1241,70 @@ mod tests {
         let flipped = after.iter().map(|b| b.count_ones()).sum::<u32>();
         assert!(flipped == 2 || (flipped == 0 && pos == 3 && bit == 2));
         assert_eq!(disk.fault_counts().bit_flips, 2);
+    }
+
+    #[tokio::test]
+    async fn a_wipe_empties_the_disk_but_what_is_kept_and_kills_old_handles() {
+        let disk = FaultyDisk::new(1, FaultyDiskConfig::default());
+        disk.create_dir_all(path("/data/__meta-0")).await.unwrap();
+        disk.create_dir_all(path("/data/t-0")).await.unwrap();
+        broker::disk::write_file_atomic(&disk, path("/data/__meta-0/log"), b"votes")
+            .await
+            .unwrap();
+        broker::disk::write_file_atomic(&disk, path("/data/t-0/0.log"), b"records")
+            .await
+            .unwrap();
+        broker::disk::write_file_atomic(&disk, path("/data/epoch"), b"7")
+            .await
+            .unwrap();
+        let open = disk
+            .open(path("/data/t-0/0.log"), OpenMode::Existing)
+            .await
+            .unwrap();
+        let wiped = disk.wipe(|p| p.ends_with("__meta-0"));
+        assert_eq!(wiped, 2);
+        assert_eq!(disk.list(path("/data")).await.unwrap(), ["__meta-0"]);
+        assert_eq!(content(&disk, "/data/__meta-0/log").await, b"votes");
+        assert!(open.append(b"x").await.is_err());
+        disk.crash();
+        assert_eq!(
+            disk.list(path("/data")).await.unwrap(),
+            ["__meta-0"],
+            "gone durably too"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_disk_delays_every_append_and_sync_by_its_latency() {
+        let (_disk, file) = disk_with_file(FaultyDiskConfig {
+            write_latency: Some(Duration::from_millis(200)),
+            ..Default::default()
+        })
+        .await;
+        // Orders of events, not durations: a shorter sleep ends first, a read never waits.
+        let append = file.append(b"slow");
+        tokio::pin!(append);
+        tokio::select! {
+            biased;
+            _ = &mut append => panic!("the append did not wait for the slow disk"),
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        append.await.unwrap();
+        let sync = file.sync();
+        tokio::pin!(sync);
+        tokio::select! {
+            biased;
+            _ = &mut sync => panic!("the sync did not wait for the slow disk"),
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        sync.await.unwrap();
+        let mut buf = [0; 4];
+        let read = tokio::select! {
+            biased;
+            read = file.read_at(0, &mut buf) => read.unwrap(),
+            () = std::future::ready(()) => panic!("a read waited for the slow disk"),
+        };
+        assert_eq!((read, &buf), (4, b"slow"));
     }
 
     #[tokio::test]

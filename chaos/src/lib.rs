@@ -5,10 +5,12 @@
 //!
 //! - [`FaultyDisk`]: an in-memory [`broker::disk::Disk`] that loses unsynced bytes on power
 //!   loss, tears the unsynced tail at sector boundaries, fails appends and syncs with `EIO`,
-//!   fills up with `ENOSPC`, flips bits at rest and adds latency. All its randomness comes from
+//!   fills up with `ENOSPC`, flips bits at rest, adds latency, slows appends and syncs (a slow
+//!   drive) and can be wiped (a drive replaced by an empty one). All its randomness comes from
 //!   one seed, so a simulation run replays exactly.
 //! - [`nemesis`]: the cluster-level faults (crash with power loss, restart, pause, isolation,
-//!   one-way link cuts, packet loss, latency, disk EIO, torn writes, bit flips, full disk) as
+//!   one-way link cuts, packet loss, latency, disk EIO, torn writes, bit flips, full disk, a
+//!   wiped drive, a slow drive, clock skew) as
 //!   data, with their fault model, applied through the [`nemesis::Harness`] trait the simulator
 //!   implements.
 //! - [`SkewedClock`]: a node's own wall clock (true time plus an offset), which the nemesis's

@@ -57,6 +57,25 @@
 //!   machine's monotonic clock is not. Why survive it: NTP steps, VMs resumed from snapshots,
 //!   and brokers whose clocks disagree; leases and timeouts in replication will read it.
 //!
+//! - **DiskWipe** (`DiskWipe`): the node crashes as in `Crash` (kill and power loss at one
+//!   instant) and its drive is replaced by an empty one: every partition log, checkpoint and
+//!   broker file under its data directory is gone, durably. The metadata log
+//!   (`__cluster_metadata-0`) survives, as it does in a Kafka deployment whose
+//!   `metadata.log.dir` sits on another drive than `log.dirs`. Why keep it: a KRaft voter
+//!   whose metadata log is wiped may vote twice in one term; Kafka forbids it to come back as a
+//!   voter without being re-formatted and re-added (KIP-853), an operator's procedure rather
+//!   than a fault to survive. Keeping it makes the fault fit any broker, voter or not. Undone
+//!   by `Restart` (its `for-ms`): the broker boots on the empty data directory. Why survive
+//!   it: drives die and are replaced; the broker must come back as an empty follower, and
+//!   must not be elected leader from an ISR membership its lost log had earned (KIP-966).
+//! - **SlowDisk** (`SlowDisk`): every append and sync on the drive of the node's partition logs
+//!   takes `latency` more (see [`crate::disk`]); reads do not, nor does the metadata log, on its
+//!   own drive as for `DiskWipe` (so the broker's heartbeats and metadata keep their pace, and
+//!   the fault is about replication, not about fencing). Undone after its duration and by `Heal`. Why
+//!   survive it: a failing or throttled drive. A follower that cannot keep up must drop out of
+//!   the ISR after `replica.lag.time.max.ms` instead of holding up acks=all, and rejoin once it
+//!   catches up.
+//!
 //! Outside the model: a clock running at a wrong rate, lost or misdirected synced writes,
 //! corruption of metadata files, and faults of the harness itself.
 
@@ -105,11 +124,13 @@ pub enum FaultKind {
     DiskFull,
     Split,
     ClockSkew,
+    DiskWipe,
+    SlowDisk,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::Crash,
         FaultKind::Restart,
         FaultKind::Pause,
@@ -125,6 +146,8 @@ impl FaultKind {
         FaultKind::DiskFull,
         FaultKind::Split,
         FaultKind::ClockSkew,
+        FaultKind::DiskWipe,
+        FaultKind::SlowDisk,
     ];
 
     /// The kebab-case name scenario files use.
@@ -145,6 +168,8 @@ impl FaultKind {
             FaultKind::DiskFull => "disk-full",
             FaultKind::Split => "split",
             FaultKind::ClockSkew => "clock-skew",
+            FaultKind::DiskWipe => "disk-wipe",
+            FaultKind::SlowDisk => "slow-disk",
         }
     }
 
@@ -215,6 +240,13 @@ pub enum Fault {
         node: Node,
         offset_ms: i64,
     },
+    /// Crash the node and replace its drive by an empty one (the metadata log survives).
+    DiskWipe(Node),
+    /// Appends and syncs on the node's disk take `latency` more (`None`: back to its baseline).
+    SlowDisk {
+        node: Node,
+        latency: Option<Duration>,
+    },
 }
 
 impl Fault {
@@ -235,13 +267,19 @@ impl Fault {
             Fault::DiskFull { .. } => FaultKind::DiskFull,
             Fault::Split { .. } | Fault::Mend { .. } => FaultKind::Split,
             Fault::ClockSkew { .. } => FaultKind::ClockSkew,
+            Fault::DiskWipe(_) => FaultKind::DiskWipe,
+            Fault::SlowDisk { .. } => FaultKind::SlowDisk,
         }
     }
 
     /// The fault that undoes this one after its duration, if it has one.
     pub fn inverse(&self) -> Option<Fault> {
         match *self {
-            Fault::Crash(node) => Some(Fault::Restart(node)),
+            Fault::Crash(node) | Fault::DiskWipe(node) => Some(Fault::Restart(node)),
+            Fault::SlowDisk { node, .. } => Some(Fault::SlowDisk {
+                node,
+                latency: None,
+            }),
             Fault::Pause(node) => Some(Fault::Resume(node)),
             Fault::Isolate(node) => Some(Fault::Reconnect(node)),
             Fault::CutLink { from, to } => Some(Fault::RestoreLink { from, to }),
@@ -318,6 +356,21 @@ impl fmt::Display for Fault {
             Fault::ClockSkew { node, offset_ms } => {
                 write!(f, "clock of {node} at true time {offset_ms:+} ms")
             }
+            Fault::DiskWipe(n) => {
+                write!(f, "wipe the disk of {n} (kill + power loss + empty drive)")
+            }
+            Fault::SlowDisk {
+                node,
+                latency: Some(l),
+            } => write!(
+                f,
+                "slow disk on {node}: +{} ms per write and sync",
+                l.as_millis()
+            ),
+            Fault::SlowDisk {
+                node,
+                latency: None,
+            } => write!(f, "disk of {node} at its usual speed"),
         }
     }
 }
@@ -409,6 +462,39 @@ impl Nemesis {
                     }
                     None => Done("no disk".into()),
                 }
+            }
+            Fault::DiskWipe(node) => {
+                if self.down.contains(&node) {
+                    return Skipped(format!("{node} is already down"));
+                }
+                let Some(disk) = h.disk(node) else {
+                    return Skipped(format!("{node} has no disk"));
+                };
+                h.kill(node);
+                disk.crash();
+                let metadata_log = |p: &Path| {
+                    p.file_name()
+                        .is_some_and(|n| n == broker::controller::raft::METADATA_DIR)
+                };
+                let wiped = disk.wipe(metadata_log);
+                self.down.insert(node);
+                self.paused.remove(&node);
+                Done(format!("{wiped} files gone"))
+            }
+            Fault::SlowDisk { node, latency } => {
+                let Some(disk) = h.disk(node) else {
+                    return Skipped(format!("{node} has no disk"));
+                };
+                let baseline = h.baseline_disk_config(node);
+                let mut config = disk.config();
+                config.write_latency = latency.or(baseline.write_latency);
+                config.write_latency_spares = match latency {
+                    // The drive of the partition logs: the metadata log is on its own.
+                    Some(_) => Some(broker::controller::raft::METADATA_DIR.to_string()),
+                    None => baseline.write_latency_spares,
+                };
+                disk.set_config(config);
+                Done(String::new())
             }
             Fault::Restart(node) => {
                 if self.paused.contains(&node) {

@@ -426,6 +426,8 @@ pub struct ScriptedFault {
     pub headroom_bytes: Option<u64>,
     /// `clock-skew`: how far the broker's clock moves from true time (negative: behind).
     pub offset_ms: Option<i64>,
+    /// `slow-disk`: how much longer every append and sync takes.
+    pub latency_ms: Option<u64>,
 }
 
 /// Swarm testing: the seed picks which of `kinds` are on, their rates and targets.
@@ -501,6 +503,13 @@ pub struct Expectations {
     /// unfences it with the same broker epoch; only a new incarnation registers anew.
     #[serde(default)]
     pub fenced: Vec<u32>,
+    /// Brokers whose leaders must shrink them out of some ISR during the run while they stay
+    /// registered and unfenced (left behind, e.g. on a slow disk, not fenced for a lapsed
+    /// session), and which must be back in every ISR of their partitions after the heal,
+    /// within `liveness-timeout-ms`. A scenario about an ISR shrink states it here, so that it
+    /// fails when no shrink happened.
+    #[serde(default)]
+    pub out_of_isr: Vec<u32>,
     /// Violations this run must find, by kind as the reports name them (`lost_write`; the
     /// file may write `lost-write`): the run passes only when it finds a violation of each of
     /// these kinds and none of another kind. The half of a scenario pair that does not allow
@@ -701,6 +710,8 @@ impl Scenario {
                     | FaultKind::BitFlip
                     | FaultKind::DiskFull
                     | FaultKind::ClockSkew
+                    | FaultKind::DiskWipe
+                    | FaultKind::SlowDisk
             );
             if disk_or_crash
                 && matches!(
@@ -733,11 +744,24 @@ impl Scenario {
                 FaultKind::ClockSkew if fault.offset_ms.is_none() => {
                     return complain("needs `offset-ms`".into())
                 }
+                FaultKind::SlowDisk if fault.latency_ms.is_none_or(|l| l == 0) => {
+                    return complain(
+                        "needs `latency-ms`, a positive delay per write and sync".into(),
+                    )
+                }
                 _ => {}
             }
             if fault.every_ms == Some(0) {
                 return complain("every-ms must be positive".into());
             }
+        }
+        if let Some(id) = self
+            .expect
+            .out_of_isr
+            .iter()
+            .find(|&&id| id == 0 || id > self.cluster.brokers)
+        {
+            return Err(whole(format!("expect.out-of-isr: there is no broker {id}")));
         }
         if let Some(swarm) = &self.swarm {
             if swarm.kinds.is_empty() {
@@ -823,6 +847,42 @@ rate = 10
         let e = Scenario::parse(&text, "bad.toml", "bad").unwrap_err();
         assert!(e.line.is_some(), "{e}");
         assert!(e.message.contains("needs `rate`"), "{e}");
+    }
+
+    #[test]
+    fn a_slow_disk_needs_its_latency_and_a_disk_wipe_a_broker() {
+        let fault = |body: &str| format!("{MINIMAL}\n[[faults]]\nat-ms = 5\n{body}");
+        let s = Scenario::parse(
+            &fault(
+                "fault = \"slow-disk\"\ntarget = \"broker:1\"\nlatency-ms = 300\nfor-ms = 100\n",
+            ),
+            "x.toml",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(s.faults[0].get_ref().fault.0, FaultKind::SlowDisk);
+        assert_eq!(s.faults[0].get_ref().latency_ms, Some(300));
+        let e = Scenario::parse(
+            &fault("fault = \"slow-disk\"\ntarget = \"broker:1\"\n"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("needs `latency-ms`"), "{e}");
+        let e = Scenario::parse(
+            &fault("fault = \"disk-wipe\"\ntarget = \"client:1\"\n"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("targets brokers only"), "{e}");
+        let e = Scenario::parse(
+            &format!("{MINIMAL}[expect]\nout-of-isr = [2]\n"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("there is no broker 2"), "{e}");
     }
 
     #[test]

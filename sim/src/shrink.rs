@@ -91,6 +91,12 @@ fn fault_table(f: &Planned) -> Table {
         FaultKind::ClockSkew => {
             t.insert("offset-ms".into(), Value::Integer(p.offset_ms));
         }
+        FaultKind::SlowDisk => {
+            t.insert(
+                "latency-ms".into(),
+                Value::Integer(p.disk_latency_ms as i64),
+            );
+        }
         _ => {}
     }
     t

@@ -23,6 +23,7 @@ use super::placement::{self, UsableBroker};
 use super::request::{
     AlterPartitionError, ConfigResource, ControllerError, ControllerReply, ControllerRequest,
     CreatedTopic, IsrMember, LegacyTopic, NewPartitions, NewTopic, TopicError, TopicRef,
+    NO_BROKER_EPOCH,
 };
 use super::{NodeId, NO_NODE};
 use crate::broker::MAX_PARTITIONS_PER_TOPIC;
@@ -97,6 +98,7 @@ pub fn decide(
             endpoint,
             controller_endpoint,
             rack,
+            previous_broker_epoch,
         } => {
             if let Some(existing) = image.brokers.get(id) {
                 if existing.incarnation_id == *incarnation_id {
@@ -115,10 +117,24 @@ pub fn decide(
             }
             let epoch = image.next_broker_epoch;
             let mut records = Vec::new();
-            if image.brokers.get(id).is_some_and(|b| !b.fenced) {
+            let leaving = BTreeSet::from([*id]);
+            if let (Some(existing), NO_BROKER_EPOCH) =
+                (image.brokers.get(id), *previous_broker_epoch)
+            {
+                // KIP-966's unclean registration, for a log directory that lost everything:
+                // its replicas are empty, so the ISR memberships the old incarnation earned
+                // are void, the last member's too (an ISR left empty keeps the partition
+                // offline rather than electing an empty log; unclean elections aside).
+                tracing::warn!(
+                    broker = id,
+                    old_epoch = existing.epoch,
+                    "broker registers with an empty log directory: it leaves every ISR"
+                );
+                records.extend(leave_isrs(image, settings, &leaving, LastMember::Leaves));
+            } else if image.brokers.get(id).is_some_and(|b| !b.fenced) {
                 // The old incarnation's session expired but it was not fenced yet: its
                 // leaderships go before the new registration (which starts fenced) replaces it.
-                records.extend(move_leaderships(image, settings, &BTreeSet::from([*id])));
+                records.extend(move_leaderships(image, settings, &leaving));
             }
             records.push(MetadataRecord::RegisterBroker {
                 id: *id,
@@ -473,6 +489,26 @@ fn move_leaderships(
     settings: &ControllerSettings,
     leaving: &BTreeSet<NodeId>,
 ) -> Vec<MetadataRecord> {
+    leave_isrs(image, settings, leaving, LastMember::Stays)
+}
+
+/// Whether the last ISR member stays when it leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LastMember {
+    /// It holds everything committed (fenced, shutting down): the partition comes back when it
+    /// does.
+    Stays,
+    /// Its log is gone (KIP-966's unclean shutdown): the ISR is left empty.
+    Leaves,
+}
+
+/// [`move_leaderships`], with the last member staying or leaving as `last` says.
+fn leave_isrs(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    leaving: &BTreeSet<NodeId>,
+    last: LastMember,
+) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics.values() {
         for (index, partition) in topic.partitions.iter().enumerate() {
@@ -486,7 +522,7 @@ fn move_leaderships(
                 .copied()
                 .filter(|m| !leaving.contains(m))
                 .collect();
-            if isr.is_empty() {
+            if isr.is_empty() && last == LastMember::Stays {
                 // The last member stays: it holds everything committed, and the partition
                 // comes back when it does. The last leader before any other.
                 let last = if partition.isr.contains(&partition.leader) {
@@ -1385,6 +1421,21 @@ pub(crate) mod tests {
             id: NodeId,
             incarnation_id: Uuid,
         ) -> Result<i64, ControllerError> {
+            // The broker's last registration, as a log directory that survived knows it.
+            let previous = self
+                .image
+                .brokers
+                .get(&id)
+                .map_or(NO_BROKER_EPOCH, |b| b.epoch);
+            self.register_with(id, incarnation_id, previous)
+        }
+
+        pub fn register_with(
+            &mut self,
+            id: NodeId,
+            incarnation_id: Uuid,
+            previous_broker_epoch: i64,
+        ) -> Result<i64, ControllerError> {
             let rack = None;
             match self.ask(ControllerRequest::RegisterBroker {
                 id,
@@ -1395,6 +1446,7 @@ pub(crate) mod tests {
                 },
                 controller_endpoint: None,
                 rack,
+                previous_broker_epoch,
             })? {
                 ControllerReply::Registered { epoch } => Ok(epoch),
                 other => panic!("unexpected reply {other:?}"),
@@ -2547,6 +2599,64 @@ pub(crate) mod tests {
         let p = c.partition("r", 0);
         assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (1, vec![1], 2));
         assert_eq!(c.image.unclean_leader_elections, 0);
+    }
+
+    /// Broker `id` registers again from an empty log directory (its drive was wiped) and
+    /// heartbeats once caught up; its new epoch.
+    fn back_empty(c: &mut Controller, id: NodeId) -> i64 {
+        let incarnation = c.fresh_incarnation();
+        let epoch = c.register_with(id, incarnation, NO_BROKER_EPOCH).unwrap();
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(id, epoch, offset, false), Ok((false, false)));
+        epoch
+    }
+
+    #[test]
+    fn a_broker_back_with_an_empty_log_leaves_every_isr_even_as_the_last_member_and_leads_nothing()
+    {
+        // The bug: broker 1, the last ISR member of an offline partition, came back with a
+        // wiped drive and was elected from that ISR membership; its followers truncated to
+        // its empty log and everything acknowledged was lost.
+        let mut c = isr_of_one_then_leader_lost(&[]);
+        back_empty(&mut c, 1);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (NO_NODE, vec![]));
+        assert!(unclean_elections(&c.image, &c.settings).is_empty());
+        assert_eq!(c.image.unclean_leader_elections, 0);
+    }
+
+    #[test]
+    fn a_live_broker_back_with_an_empty_log_hands_its_leadership_to_an_isr_member() {
+        let (mut c, _) = three_replicas(&[]);
+        // Broker 1's old incarnation is unfenced but its session ran out: the new one replaces
+        // it at once, and its empty replica leaves the ISR it led.
+        c.now_ms += c.settings.broker_session_timeout_ms;
+        for id in [2, 3] {
+            let epoch = c.image.brokers[&id].epoch;
+            let offset = c.image.metadata_offset;
+            c.heartbeat(id, epoch, offset, false).unwrap();
+        }
+        c.now_ms += 1;
+        back_empty(&mut c, 1);
+        let p = c.partition("r", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch),
+            (2, vec![2, 3], 1)
+        );
+    }
+
+    #[test]
+    fn a_broker_whose_log_directory_survived_comes_back_as_the_last_member_and_leads() {
+        // A restart that kept its logs (a crash under the durable policy) keeps the rule of
+        // the last member: it holds everything committed.
+        let mut c = isr_of_one_then_leader_lost(&[]);
+        let previous = c.image.brokers[&1].epoch;
+        let incarnation = c.fresh_incarnation();
+        let epoch = c.register_with(1, incarnation, previous).unwrap();
+        let offset = c.image.metadata_offset;
+        c.heartbeat(1, epoch, offset, false).unwrap();
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1]));
     }
 
     #[test]

@@ -9,6 +9,10 @@ use uuid::Uuid;
 use super::image::{Assignment, Endpoint, PartitionImage};
 use super::NodeId;
 
+/// [`ControllerRequest::RegisterBroker`]'s `previous_broker_epoch` of a log directory with no
+/// history (Kafka's -1).
+pub const NO_BROKER_EPOCH: i64 = -1;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerRequest {
     /// A broker process starts (Kafka's BrokerRegistration).
@@ -18,6 +22,12 @@ pub enum ControllerRequest {
         endpoint: Endpoint,
         controller_endpoint: Option<Endpoint>,
         rack: Option<String>,
+        /// Kafka's `PreviousBrokerEpoch` (KIP-966): the broker epoch of the last registration
+        /// whose logs this broker still holds, or [`NO_BROKER_EPOCH`] when its log directory
+        /// holds nothing of an earlier registration (new, or its drive wiped and replaced).
+        /// The controller then takes it out of every ISR, even as the last member, before it
+        /// can lead (see `decide`).
+        previous_broker_epoch: i64,
     },
     /// Kafka's BrokerHeartbeat: keeps the session; asks to be unfenced once caught up
     /// (`caught_up_offset` is the metadata offset the broker applied) or for controlled shutdown.

@@ -211,3 +211,87 @@ impl Run {
         }
     }
 }
+
+impl Run {
+    /// `out-of-isr`: each listed broker was seen shrunk out of an ISR while registered and
+    /// unfenced, and is back in every ISR of its partitions in the active controller's image
+    /// within `liveness-timeout-ms` (it catches up once its fault is over). A failure is the
+    /// named violation `shrunk-and-rejoined`. Nothing happens for scenarios without the key.
+    pub(super) async fn isr_rejoined(&self, cluster: &Cluster, ctx: &Ctx) {
+        let expected = &self.scenario.expect.out_of_isr;
+        if expected.is_empty() {
+            return;
+        }
+        let deadline = now_ms() + self.scenario.liveness_timeout_ms;
+        // Partitions that a listed broker replicates but whose ISR lacks it, in the active
+        // controller's image.
+        let outside = || -> Vec<String> {
+            let Some((leader, _)) = cluster.active_controller() else {
+                return vec!["no active controller".into()];
+            };
+            let Some(view) = cluster.planes().into_iter().find(|v| v.id == leader) else {
+                return vec!["no active controller".into()];
+            };
+            let mut outside = Vec::new();
+            for topic in view.image.topics.values() {
+                for (index, p) in topic.partitions.iter().enumerate() {
+                    for &id in expected {
+                        let id = id as i32;
+                        if p.replicas.contains(&id) && !p.isr.contains(&id) {
+                            outside.push(format!(
+                                "broker {id} outside {}-{index}'s ISR {:?}",
+                                topic.name, p.isr
+                            ));
+                        }
+                    }
+                }
+            }
+            outside
+        };
+        let still = loop {
+            check_online(cluster, &ctx.invariants, &self.trace);
+            let still = outside();
+            if still.is_empty() || now_ms() >= deadline {
+                break still;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut inv = ctx.invariants.lock().unwrap_or_else(|e| e.into_inner());
+        let never: Vec<u32> = expected
+            .iter()
+            .copied()
+            .filter(|&id| !inv.metadata.shrunk_seen.contains(&(id as i32)))
+            .collect();
+        self.trace.event(
+            "runner",
+            format!(
+                "out-of-isr: brokers {expected:?}; never seen shrunk: {never:?}; after the heal: {}",
+                if still.is_empty() {
+                    "back in every ISR".to_string()
+                } else {
+                    still.join(", ")
+                }
+            ),
+        );
+        for id in never {
+            inv.metadata_violation(
+                MetadataInvariant::ShrunkAndRejoined,
+                format!("broker {id}: never seen outside an ISR while registered and unfenced"),
+                now_ms(),
+                &self.trace,
+            );
+        }
+        if !still.is_empty() {
+            inv.metadata_violation(
+                MetadataInvariant::ShrunkAndRejoined,
+                format!(
+                    "{} ms after the heal: {}",
+                    self.scenario.liveness_timeout_ms,
+                    still.join(", ")
+                ),
+                now_ms(),
+                &self.trace,
+            );
+        }
+    }
+}

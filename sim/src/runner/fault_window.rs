@@ -118,7 +118,9 @@ impl Run {
                     if let Applied::Done(how) = &applied {
                         faults_applied += 1;
                         match &fault {
-                            Fault::Crash(Node::Broker(_)) => crashes_ms.push(now),
+                            Fault::Crash(Node::Broker(_)) | Fault::DiskWipe(Node::Broker(_)) => {
+                                crashes_ms.push(now)
+                            }
                             // A failed fsync loses what was not yet synced, like a power cut:
                             // the broker's log goes offline and recovers from what is on disk.
                             // Mark the start and the end of every EIO window as such a moment,

@@ -74,6 +74,10 @@ pub(crate) enum MetadataInvariant {
     /// A broker the scenario expects to be fenced and to rejoin was never seen fenced, or is
     /// still fenced (or gone) after the heal.
     FencedAndRejoined,
+    /// A broker the scenario expects to be shrunk out of an ISR (`out-of-isr`) was never seen
+    /// out of one while registered and unfenced, or is not back in every ISR of its partitions
+    /// after the heal.
+    ShrunkAndRejoined,
 }
 
 impl MetadataInvariant {
@@ -90,6 +94,7 @@ impl MetadataInvariant {
             MetadataInvariant::ImagesConverge => "images-converge",
             MetadataInvariant::TopicCreations => "topic-creations-whole",
             MetadataInvariant::FencedAndRejoined => "fenced-and-rejoined",
+            MetadataInvariant::ShrunkAndRejoined => "shrunk-and-rejoined",
         }
     }
 }
@@ -116,6 +121,10 @@ pub(crate) struct MetadataChecks {
     pub(crate) fenced_seen: std::collections::BTreeSet<i32>,
     /// Brokers some image showed unfenced.
     unfenced_seen: std::collections::BTreeSet<i32>,
+    /// Brokers some image showed in their first registration, unfenced and not shutting down,
+    /// yet outside the ISR of a led partition they replicate: shrunk by its leader for lagging,
+    /// not fenced (nor restarted).
+    pub(crate) shrunk_seen: std::collections::BTreeSet<i32>,
     /// One report per invariant and subject is enough: a broken invariant stays broken.
     reported: std::collections::BTreeSet<(MetadataInvariant, String)>,
 }
@@ -226,6 +235,18 @@ impl MetadataChecks {
                     }
                 }
                 if partition.leader != NO_NODE {
+                    for &r in &partition.replicas {
+                        // Its first registration: a restarted broker catching up is outside
+                        // the ISR too, without any shrink.
+                        let live = image.brokers.get(&r).is_some_and(|b| {
+                            !b.fenced
+                                && !b.shutting_down
+                                && self.first_epochs.get(&r) == Some(&b.epoch)
+                        });
+                        if live && !partition.isr.contains(&r) {
+                            self.shrunk_seen.insert(r);
+                        }
+                    }
                     let fenced = image
                         .brokers
                         .get(&partition.leader)

@@ -199,6 +199,7 @@ impl Run {
             .await;
         self.heal(&mut cluster, &ctx, &mut faults, t0).await;
         self.converge(&cluster, &ctx).await;
+        self.isr_rejoined(&cluster, &ctx).await;
         let mut anomalies = self.liveness(&cluster, &ctx, &faults).await;
         anomalies.extend(self.serving_check(&ctx, t0));
         anomalies.extend(self.final_read(&cluster, &ctx, &faults).await);

@@ -45,6 +45,8 @@ pub struct Params {
     pub headroom_bytes: u64,
     /// `clock-skew`: how far the node's clock is moved from true time.
     pub offset_ms: i64,
+    /// `slow-disk`: how much longer each append and sync takes.
+    pub disk_latency_ms: u64,
 }
 
 impl std::fmt::Display for Planned {
@@ -68,6 +70,7 @@ impl std::fmt::Display for Planned {
             FaultKind::DiskTorn => write!(f, " on={}", p.on)?,
             FaultKind::DiskFull => write!(f, " headroom={}B", p.headroom_bytes)?,
             FaultKind::ClockSkew => write!(f, " offset={}ms", p.offset_ms)?,
+            FaultKind::SlowDisk => write!(f, " +{}ms per write", p.disk_latency_ms)?,
             _ => {}
         }
         if let Some(d) = self.for_ms {
@@ -117,6 +120,7 @@ pub fn plan(scenario: &Scenario, seed: u64) -> FaultPlan {
                     on: f.on.unwrap_or(true),
                     headroom_bytes: f.headroom_bytes.unwrap_or(0),
                     offset_ms: f.offset_ms.unwrap_or(0),
+                    disk_latency_ms: f.latency_ms.unwrap_or(0),
                 },
             });
             match f.every_ms {
@@ -169,7 +173,10 @@ pub fn plan(scenario: &Scenario, seed: u64) -> FaultPlan {
                 params: Params::default(),
             };
             match kind {
-                FaultKind::Crash => p.for_ms = Some(rng.gen_range(1..=500)),
+                // A wiped broker comes back like a crashed one. (No shipped swarm lists it or
+                // slow-disk: adding a kind to a file's list would change its seeds' plans.)
+                FaultKind::Crash | FaultKind::DiskWipe => p.for_ms = Some(rng.gen_range(1..=500)),
+                FaultKind::SlowDisk => p.params.disk_latency_ms = rng.gen_range(10..=500),
                 FaultKind::Restart | FaultKind::BitFlip | FaultKind::Heal => {
                     p.for_ms = None;
                     if kind == FaultKind::Heal {
@@ -312,6 +319,11 @@ pub(super) fn resolve(p: &Planned, cluster: &Cluster) -> Result<(Vec<Fault>, Str
                 FaultKind::ClockSkew => Fault::ClockSkew {
                     node,
                     offset_ms: p.params.offset_ms,
+                },
+                FaultKind::DiskWipe => Fault::DiskWipe(node),
+                FaultKind::SlowDisk => Fault::SlowDisk {
+                    node,
+                    latency: Some(ms(p.params.disk_latency_ms)),
                 },
                 FaultKind::Heal
                 | FaultKind::PacketLoss

@@ -83,6 +83,8 @@ impl Run {
             latency: d
                 .latency_us
                 .map(|[a, b]| (Duration::from_micros(a), Duration::from_micros(b.max(a)))),
+            write_latency: None,
+            write_latency_spares: None,
         }
     }
 
