@@ -469,7 +469,7 @@ impl Partition {
         let mut pos = 0;
         while pos < records.len() {
             let header = BatchHeader::parse(&records[pos..]).expect("appended batches parse");
-            producers.record(&header, header.max_timestamp);
+            producers.record_stored(&records[pos..pos + header.size()]);
             pos += header.size();
         }
         assert_eq!(pos, records.len());
@@ -701,7 +701,7 @@ impl Partition {
             while pos < records.len() {
                 let header = BatchHeader::parse(&records[pos..]).expect("appended batches parse");
                 if header.producer_id >= 0 {
-                    producers.record(&header, header.max_timestamp);
+                    producers.record_stored(&records[pos..pos + header.size()]);
                 }
                 pos += header.size();
             }
@@ -821,7 +821,7 @@ async fn rebuild_producer_state(
         while pos < read.records.len() {
             let header = BatchHeader::parse(&read.records[pos..])
                 .expect("served batches are whole and checked");
-            state.record(&header, header.max_timestamp);
+            state.record_stored(&read.records[pos..pos + header.size()]);
             offset = header.last_offset() as u64 + 1;
             pos += header.size();
         }

@@ -140,6 +140,7 @@ pub fn sequence(e: &SequenceError) -> ResponseError {
             ResponseError::OutOfOrderSequenceNumber
         }
         SequenceError::MissingSequence { .. } => ResponseError::InvalidRecord,
+        SequenceError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
     }
 }
 
