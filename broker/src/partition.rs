@@ -21,6 +21,14 @@
 //! gone. If the rebuild fails the state is dropped, and idempotent appends are refused
 //! (retriably) until a rebuild succeeds.
 //!
+//! # Transactions
+//! The same state tracks each producer's open transaction (see [`crate::txn`]): a client's
+//! transactional batch opens one, and only [`Partition::write_marker`] (the transaction
+//! coordinator's WriteTxnMarkers) closes it; a client may never write a control batch
+//! (INVALID_RECORD, as Kafka's `LogValidator`). [`Partition::last_stable_offset`] is where
+//! read_committed consumers stop. The rebuild on open replays markers too, so open
+//! transactions and the LSO come back after a restart or a crash.
+//!
 //! The rebuild starts from the newest valid producer snapshot at or below the log end
 //! ([`crate::txn::producer_snapshot`]) and replays only the batches after it, so opening a
 //! partition reads the tail of its log, not all of it. A snapshot is written when the log rolls
@@ -34,8 +42,11 @@ use crate::log::{
     AppendError, AppendInfo, FlushPolicy, FollowerAppendError, Log, ReadError, TruncateError,
 };
 use crate::replica::{BrokerId, HighWatermarkBasis, LocalLog, PartitionWatch, ReplicaState, Role};
+use crate::txn::marker::{self, Marker};
 use crate::txn::producer_snapshot;
-use crate::txn::producer_state::{AppendDecision, ProducerStateManager, SequenceError};
+use crate::txn::producer_state::{
+    AppendDecision, CompletedTxn, MarkerRefused, ProducerStateManager, SequenceError,
+};
 
 /// Bytes per read while rebuilding the producers' state on open.
 const REBUILD_READ_BYTES: usize = 1 << 20;
@@ -72,6 +83,9 @@ pub enum ProduceError {
     /// This broker does not lead the partition (any more): the client refreshes its metadata.
     #[error("this broker is not the partition's leader")]
     NotLeader,
+    /// A transaction marker from a fenced producer epoch or coordinator epoch.
+    #[error(transparent)]
+    Marker(#[from] MarkerRefused),
 }
 
 /// An acks=all produce appended on the leader did not reach the in-sync replicas.
@@ -435,6 +449,13 @@ impl Partition {
         if !self.replica().is_leader() {
             return Err(ProduceError::NotLeader);
         }
+        if has_control_batch(records) {
+            return Err(AppendError::InvalidRecords(vec![crate::log::RecordError {
+                batch_index: 0,
+                message: "Clients are not allowed to write control records".into(),
+            }])
+            .into());
+        }
         if !has_producer_id(records) {
             return Ok(self.append_to_log(records, exposed).await?);
         }
@@ -474,6 +495,41 @@ impl Partition {
         }
         assert_eq!(pos, records.len());
         Ok(info)
+    }
+
+    /// Appends the marker that ends `producer_id`'s transaction (the transaction coordinator's
+    /// WriteTxnMarkers, on the leader), checked against the producer's epochs (see
+    /// [`ProducerStateManager::check_marker`]). Returns the append and the transaction it
+    /// closed, if the producer had one open here. The offsets are not exposed: the caller
+    /// answers once [`Partition::wait_durable`] (or the replication wait) returns.
+    pub async fn write_marker(
+        self: &Arc<Self>,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        timestamp_ms: i64,
+    ) -> Result<(AppendInfo, Option<CompletedTxn>), ProduceError> {
+        if !self.replica().is_leader() {
+            return Err(ProduceError::NotLeader);
+        }
+        let mut bytes = marker::encode(producer_id, producer_epoch, marker, timestamp_ms);
+        let mut producers = self.producers_locked().await?;
+        producers.check_marker(producer_id, producer_epoch, marker.coordinator_epoch)?;
+        let info = self.append_to_log(&mut bytes, false).await?;
+        let completed = producers.record_stored(&bytes);
+        drop(producers);
+        self.snapshot_if_rolled().await;
+        Ok((info, completed))
+    }
+
+    /// The last stable offset: read_committed consumers read below it (the high watermark,
+    /// held back by the oldest transaction not yet decided and replicated).
+    pub async fn last_stable_offset(&self) -> Result<u64, ProduceError> {
+        let mut producers = self.producers_locked().await?;
+        // Read under the producers' lock: no marker or transactional batch lands meanwhile.
+        let high_watermark = self.high_watermark();
+        producers.on_high_watermark(high_watermark);
+        Ok(producers.last_stable_offset(high_watermark, self.log.log_start_offset()))
     }
 
     /// Under the durable policy, makes sure one background task is syncing this partition, so
@@ -759,6 +815,21 @@ fn has_producer_id(records: &[u8]) -> bool {
             return false;
         };
         if header.producer_id >= 0 {
+            return true;
+        }
+        pos += header.size();
+    }
+    false
+}
+
+/// Does any batch of the record set carry the control attribute? Walks the headers only.
+fn has_control_batch(records: &[u8]) -> bool {
+    let mut pos = 0;
+    while pos < records.len() {
+        let Ok(header) = BatchHeader::parse(&records[pos..]) else {
+            return false;
+        };
+        if header.is_control() {
             return true;
         }
         pos += header.size();
