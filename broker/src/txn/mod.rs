@@ -8,6 +8,8 @@
 //!   It also tracks each producer's ongoing transaction (the offset of its first transactional
 //!   batch) and completes it at the producer's marker, which gives the last stable offset.
 //! - [`marker`]: control batches, the commit and abort markers of transactions.
+//! - [`txn_index`]: the aborted transactions, per segment in Kafka's `.txnindex` files, for
+//!   read_committed fetches.
 //! - [`producer_snapshot`]: that state in Kafka's `{offset:020}.snapshot` files, written at
 //!   segment roll and clean shutdown, so opening a partition replays only what came after.
 //!
@@ -122,3 +124,4 @@ pub mod marker;
 pub mod producer_id;
 pub mod producer_snapshot;
 pub mod producer_state;
+pub mod txn_index;
