@@ -224,3 +224,69 @@ async fn a_transaction_committed_before_a_crash_stays_closed_after_it() {
     let state = partition.producer_state().await.unwrap();
     assert_eq!(state.ongoing_transactions().count(), 0);
 }
+
+/// (producer id, first offset, marker offset) of the aborted transactions a read_committed
+/// fetch of `[from, to)` reports.
+fn aborted(partition: &Partition, from: u64, to: u64) -> Vec<(i64, u64, u64)> {
+    partition
+        .aborted_transactions(from, to)
+        .iter()
+        .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+        .collect()
+}
+
+#[tokio::test]
+async fn aborted_transactions_are_listed_for_the_fetch_ranges_they_meet() {
+    let f = Fixture::new(8, FaultyDiskConfig::default(), config());
+    let partition = open(&f).await;
+    append(&partition, produced(7, 0, 2, true)).await; // 0..=1
+    append(&partition, produced(8, 0, 2, true)).await; // 2..=3
+    end_txn(&partition, 8, ControlType::Commit).await; // 4
+    append(&partition, produced(7, 2, 2, true)).await; // 5..=6
+    end_txn(&partition, 7, ControlType::Abort).await; // 7
+    append(&partition, produced(1, 0, 2, false)).await; // 8..=9
+    assert_eq!(aborted(&partition, 0, 10), vec![(7, 0, 7)]);
+    assert_eq!(
+        aborted(&partition, 2, 4),
+        vec![(7, 0, 7)],
+        "it spans the range"
+    );
+    assert_eq!(aborted(&partition, 8, 10), vec![]);
+    assert_eq!(partition.last_stable_offset().await.unwrap(), 10);
+}
+
+#[tokio::test]
+async fn aborted_transactions_come_back_after_a_clean_restart_and_after_a_crash() {
+    let f = Fixture::new(9, FaultyDiskConfig::default(), config());
+    let partition = open(&f).await;
+    append(&partition, produced(7, 0, 2, true)).await;
+    end_txn(&partition, 7, ControlType::Abort).await; // 2
+                                                      // Rolls (and roll snapshots past the marker), then a second abort after the last one.
+    for seq in 0..80 {
+        append(&partition, produced(1, seq * 5, 5, false)).await;
+    }
+    assert!(partition.log.segment_count().await > 2);
+    let snapshot_base = partition.log.active_segment_base();
+    append(&partition, produced(8, 0, 1, true)).await;
+    let second = end_txn(&partition, 8, ControlType::Abort).await.unwrap();
+    assert!(second.last_offset > snapshot_base);
+    let end = partition.log.log_end_offset();
+    let expected = vec![(7, 0, 2), (8, second.first_offset, second.last_offset)];
+    assert_eq!(aborted(&partition, 0, end), expected);
+    drop(partition);
+
+    // A crash: the first from its (synced) file below the roll snapshot, the second replayed.
+    f.disk.crash();
+    let partition = open(&f).await;
+    assert!(partition.producer_state_snapshot().unwrap() > 2);
+    assert_eq!(aborted(&partition, 0, end), expected, "after a crash");
+    partition.close().await.unwrap();
+    drop(partition);
+
+    let partition = open(&f).await;
+    assert_eq!(
+        aborted(&partition, 0, end),
+        expected,
+        "after a clean restart"
+    );
+}

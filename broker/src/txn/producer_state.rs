@@ -376,6 +376,18 @@ impl ProducerStateManager {
         }
     }
 
+    /// The last stable offset to record with `completed`, just closed, in the aborted
+    /// transaction index: the first offset of the oldest transaction still open, or the
+    /// marker's offset + 1 (Kafka's `lastStableOffset(completedTxn)`).
+    pub fn stable_offset_after(&self, completed: &CompletedTxn) -> u64 {
+        self.ongoing
+            .keys()
+            .next()
+            .map_or(completed.last_offset + 1, |&first| {
+                first.min(completed.last_offset + 1)
+            })
+    }
+
     /// The last stable offset of a log starting at `log_start_offset` with `high_watermark`:
     /// read_committed consumers read below it. An open transaction whose first batch retention
     /// removed holds it at the log start (Kafka's `maybeIncrementFirstUnstableOffset`).

@@ -166,14 +166,21 @@ pub async fn append(
     Ok(())
 }
 
-/// Syncs the files of `segment_bases` that exist.
+/// Syncs the files of `segment_bases` that exist, and the directory (a file may be new).
 pub async fn sync(disk: &dyn Disk, dir: &Path, segment_bases: &[u64]) -> io::Result<()> {
+    let mut any = false;
     for &base in segment_bases {
         match disk.open(&path(dir, base), OpenMode::Existing).await {
-            Ok(file) => file.sync().await?,
+            Ok(file) => {
+                file.sync().await?;
+                any = true;
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+    }
+    if any {
+        disk.sync_dir(dir).await?;
     }
     Ok(())
 }
