@@ -104,12 +104,22 @@
 //!   per partition NOT_LEADER_OR_FOLLOWER / UNKNOWN_TOPIC_OR_PARTITION.
 //!
 //! ## Order of work
+//! Done (session 6, branch s6-txn):
 //! 1. This note.
 //! 2. Partition side: control batches ([`marker`]), ongoing/completed transactions and the LSO
-//!    in [`producer_state`] (kept across snapshots: the snapshot format gains each producer's
-//!    ongoing-transaction first offset), the per-segment aborted-transaction index, rebuilt by
-//!    recovery.
+//!    in [`producer_state`] (kept across snapshots: format v2 adds each producer's coordinator
+//!    epoch and open transaction), `Partition::write_marker`, the per-segment aborted-transaction
+//!    index ([`txn_index`]), rebuilt on open, recovery and truncation.
 //! 3. Fetch read_committed (stop at the LSO, aborted transactions) and ListOffsets isolation.
+//!
+//! Known gaps in what is done: the log cleaner knows nothing of transactions yet (Kafka's
+//! cleaner drops aborted records and, after `delete.retention.ms`, markers, and carries the
+//! `.txnindex` of the segments it merges; ours treats transactional records like any other,
+//! so an aborted record can take the place of its key's committed value, and the index files
+//! of the segments it merges away become orphans the next open removes); the LSO is read under the producers' lock on every fetch (an atomic kept under that
+//! lock would spare consumers the wait behind an idempotent append).
+//!
+//! To come:
 //! 4. The coordinator: records of `__transaction_state`, the state machine, shards and
 //!    placement, InitProducerId with a transactional id, AddPartitions/AddOffsets, EndTxn,
 //!    the marker sender, WriteTxnMarkers.
