@@ -28,7 +28,7 @@ use client::{
 };
 use madsim::rand::Rng;
 
-use crate::history::{OpKind, Outcome, Process};
+use crate::history::{IsolationLevel, OpKind, Outcome, Process};
 use crate::random::Stream;
 use crate::runner::{connect, value_of, Ctx};
 use crate::scenario::{ChurnSpec, CommitSpec, ConsumerSpec};
@@ -235,6 +235,9 @@ fn record_poll(
         from_offset: from,
         records: Vec::new(),
         group: Some(group.to_string()),
+        isolation: IsolationLevel::ReadUncommitted,
+        txn: None,
+        bounds: None,
     };
     let id = ctx.recorder.invoke(kind, invoke_ms);
     if let (Some(first), Some(last)) = (records.first(), records.last()) {

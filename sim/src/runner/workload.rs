@@ -14,7 +14,7 @@ use madsim::rand::Rng;
 
 use super::invariants::Invariants;
 use crate::cluster::Cluster;
-use crate::history::{OpKind, Outcome, Process, Recorder};
+use crate::history::{IsolationLevel, OpKind, Outcome, Process, Recorder};
 use crate::random::Stream;
 use crate::scenario::{AcksSpec, Scenario};
 use crate::trace::{now_ms, Trace};
@@ -215,6 +215,7 @@ pub(super) async fn producer(
             key,
             value,
             acks,
+            txn: None,
         };
         let id = ctx.recorder.invoke(kind, now_ms());
         ctx.trace.event(
@@ -337,6 +338,9 @@ pub(super) async fn poll_once(
         from_offset: from,
         records: Vec::new(),
         group: None,
+        isolation: IsolationLevel::ReadUncommitted,
+        txn: None,
+        bounds: None,
     };
     let id = ctx.recorder.invoke(kind, now_ms());
     let result = tokio::time::timeout(request_timeout * 2, consumer.poll()).await;
