@@ -755,3 +755,234 @@ fn every_end_of_a_transaction_against_every_reader_gives_kafkas_verdict() {
         );
     }
 }
+
+// ---- What read_committed readers are expected to return ----
+
+#[test]
+fn a_read_uncommitted_poll_jumping_over_an_aborted_record_is_a_skip() {
+    // Kafka returns aborted records to read_uncommitted consumers: skipping one is a bug.
+    let report = one_transaction(|b| b.abort_txn(1, (5, 8)))
+        .poll_as(RU, 7, 0, 0, &[(0, 10), (3, 30)], 50)
+        .check(&Allowances::default());
+    assert_eq!(
+        kinds(&report),
+        vec![
+            (AnomalyKind::LostWrite, true),
+            (AnomalyKind::SkippedOffset, true),
+            (AnomalyKind::AbortedRead, false)
+        ],
+        "{report}"
+    );
+    assert_eq!(only(&report, AnomalyKind::SkippedOffset).values, vec![11]);
+}
+
+#[test]
+fn an_unknown_commit_a_read_committed_reader_saw_in_part_is_a_partial_transaction() {
+    // The read of 10 shows the transaction committed; 11 must then be there too.
+    let report = one_transaction(|b| b.end(1, true, (5, 8), Some(TxnResult::Unknown)))
+        .poll_as(RC, 7, 0, 0, &[(0, 10), (3, 30)], 50)
+        .check(&Allowances::default());
+    let a = only(&report, AnomalyKind::PartialTransaction);
+    assert!(a.is_violation(), "{a}");
+    assert!(
+        a.explanation
+            .contains("committed (its end was not answered, a read_committed poll returned it)"),
+        "{a}"
+    );
+}
+
+// ---- Generated histories ----
+
+mod generated {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// How a generated transaction really ended, and what its producer was told.
+    #[derive(Clone, Copy, Debug)]
+    enum Truth {
+        Committed,
+        Aborted,
+        /// Committed, but the producer's commit timed out.
+        UnknownCommitted,
+        /// Aborted, but the producer's commit timed out or it was fenced.
+        UnknownAborted(TxnResult),
+    }
+
+    impl Truth {
+        fn committed(self) -> bool {
+            matches!(self, Truth::Committed | Truth::UnknownCommitted)
+        }
+
+        fn answer(self) -> TxnResult {
+            match self {
+                Truth::Committed => TxnResult::Committed,
+                Truth::Aborted => TxnResult::Aborted,
+                Truth::UnknownCommitted => TxnResult::Unknown,
+                Truth::UnknownAborted(told) => told,
+            }
+        }
+    }
+
+    struct Generated {
+        builder: Builder,
+        /// Per partition, the log: (offset, value, transaction if any).
+        logs: Vec<Vec<(i64, u64, Option<(TxnId, Truth)>)>>,
+    }
+
+    /// Transactions one after another over `partitions` partitions (each writes one to three
+    /// records to some of them, a marker after each), plain sends between them; then a
+    /// read_committed and a read_uncommitted reader of every partition, and a read_committed
+    /// final read. Everything as Kafka would answer it.
+    fn generate(truths: &[Truth], partitions: i32, writes: &[u8]) -> Generated {
+        let mut b = Builder::default();
+        let mut logs: Vec<Vec<(i64, u64, Option<(TxnId, Truth)>)>> =
+            vec![Vec::new(); partitions as usize];
+        let mut next_offset = vec![0i64; partitions as usize];
+        let mut value = 1_000;
+        let mut t = 0;
+        let mut w = writes.iter().cycle();
+        for (i, &truth) in truths.iter().enumerate() {
+            let txn = i as TxnId + 1;
+            b.begin(txn, t);
+            for p in 0..partitions {
+                let n = w.next().copied().unwrap_or(1) % 3;
+                for _ in 0..n {
+                    let offset = next_offset[p as usize];
+                    next_offset[p as usize] += 1;
+                    value += 1;
+                    b.txn_send(txn, p, value, (t + 1, t + 2), ok(offset));
+                    logs[p as usize].push((offset, value, Some((txn, truth))));
+                }
+                if n > 0 {
+                    next_offset[p as usize] += 1; // the marker
+                }
+            }
+            b.end(txn, true, (t + 3, t + 5), Some(truth.answer()));
+            // A plain send after each transaction, in partition 0.
+            let offset = next_offset[0];
+            next_offset[0] += 1;
+            value += 1;
+            b.send_full(9, 0, None, value, ACKS_ALL, (t + 6, t + 7), ok(offset));
+            logs[0].push((offset, value, None));
+            t += 10;
+        }
+        for p in 0..partitions {
+            let log = &logs[p as usize];
+            let all: Vec<(i64, u64)> = log.iter().map(|&(o, v, _)| (o, v)).collect();
+            let committed: Vec<(i64, u64)> = log
+                .iter()
+                .filter(|(_, _, txn)| txn.is_none_or(|(_, truth)| truth.committed()))
+                .map(|&(o, v, _)| (o, v))
+                .collect();
+            b.poll_as(RU, 20 + p as Process, p, 0, &all, t + 10);
+            b.poll_as(RC, 30 + p as Process, p, 0, &committed, t + 10);
+            b.poll_as(RC, FINAL_READER, p, 0, &committed, t + 100);
+        }
+        Generated { builder: b, logs }
+    }
+
+    fn truth() -> impl Strategy<Value = Truth> {
+        prop_oneof![
+            Just(Truth::Committed),
+            Just(Truth::Aborted),
+            Just(Truth::UnknownCommitted),
+            Just(Truth::UnknownAborted(TxnResult::Unknown)),
+            Just(Truth::UnknownAborted(TxnResult::Fenced)),
+        ]
+    }
+
+    fn histories() -> impl Strategy<Value = (Vec<Truth>, i32, Vec<u8>)> {
+        (
+            prop::collection::vec(truth(), 1..8),
+            1..4i32,
+            prop::collection::vec(0..3u8, 1..12),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn transactional_histories_as_kafka_answers_them_have_no_violation(
+            (truths, partitions, writes) in histories()
+        ) {
+            let report = generate(&truths, partitions, &writes).builder.check(&Allowances::default());
+            prop_assert!(report.passed(), "{}", report);
+            // Only read_uncommitted reads of aborted transactions are reported, allowed.
+            prop_assert!(report.anomalies.iter().all(|a| a.kind == AnomalyKind::AbortedRead), "{}", report);
+        }
+
+        #[test]
+        fn a_read_committed_reader_given_an_aborted_record_or_denied_a_committed_one_is_caught(
+            (truths, partitions, writes) in histories(),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let g = generate(&truths, partitions, &writes);
+            let records: Vec<(i32, i64, u64, TxnId, Truth)> = g
+                .logs
+                .iter()
+                .enumerate()
+                .flat_map(|(p, log)| {
+                    log.iter().filter_map(move |&(o, v, txn)| {
+                        txn.map(|(id, truth)| (p as i32, o, v, id, truth))
+                    })
+                })
+                .collect();
+            prop_assume!(!records.is_empty());
+            let (partition, offset, value, _, truth) = *pick.get(&records);
+            let mut history = g.builder.build();
+            // The read_committed reader of that partition gets it wrong about this record.
+            for op in &mut history.ops {
+                if let OpKind::Poll { consumer, partition: q, records, .. } = &mut op.kind {
+                    if *consumer == 30 + partition as Process && *q == partition {
+                        if truth.committed() {
+                            records.retain(|&(o, _)| o != offset);
+                        } else {
+                            records.push((offset, value));
+                            records.sort_unstable();
+                        }
+                    }
+                }
+            }
+            let report = check(&history, &Allowances::default());
+            let expected = match truth {
+                // Denied a committed record the reader passed over, or one at the end of
+                // its read: lost (or never seen) and partial where another record was read.
+                Truth::Committed | Truth::UnknownCommitted => vec![
+                    AnomalyKind::LostWrite,
+                    AnomalyKind::SkippedOffset,
+                    AnomalyKind::PartialTransaction,
+                    AnomalyKind::NeverSeen,
+                ],
+                Truth::Aborted => vec![AnomalyKind::AbortedRead],
+                // Its commit was not answered: the read reveals it committed, and the records
+                // of it the reader skipped are then missing.
+                Truth::UnknownAborted(_) => vec![
+                    AnomalyKind::PartialTransaction,
+                    AnomalyKind::LostWrite,
+                    AnomalyKind::SkippedOffset,
+                ],
+            };
+            // Only what contradicts Kafka is caught: a committed record denied although the
+            // reader read past it; an unanswered transaction revealed committed whose other
+            // records the final read of partition 0 passed over (a plain record follows each).
+            let id = pick.get(&records).3;
+            let caught = match truth {
+                Truth::Committed | Truth::UnknownCommitted => g.logs[partition as usize]
+                    .iter()
+                    .any(|&(o, _, txn)| o > offset && txn.is_none_or(|(_, t)| t.committed())),
+                Truth::Aborted => true,
+                Truth::UnknownAborted(_) => g.logs[0]
+                    .iter()
+                    .any(|&(o, _, txn)| txn.is_some_and(|(t, _)| t == id) && (partition, o) != (0, offset)),
+            };
+            prop_assume!(caught);
+            prop_assert!(
+                report.violations().any(|a| expected.contains(&a.kind)),
+                "{:?} record {}@{} in partition {}: expected one of {:?}, got:\n{}",
+                truth, value, offset, partition, expected, report
+            );
+        }
+    }
+}
