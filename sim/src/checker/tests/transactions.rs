@@ -824,10 +824,13 @@ mod generated {
         }
     }
 
+    /// One record of a generated log: offset, value, and its transaction if any.
+    type Entry = (i64, u64, Option<(TxnId, Truth)>);
+
     struct Generated {
         builder: Builder,
         /// Per partition, the log: (offset, value, transaction if any).
-        logs: Vec<Vec<(i64, u64, Option<(TxnId, Truth)>)>>,
+        logs: Vec<Vec<Entry>>,
     }
 
     /// Transactions one after another over `partitions` partitions (each writes one to three
@@ -836,8 +839,7 @@ mod generated {
     /// final read. Everything as Kafka would answer it.
     fn generate(truths: &[Truth], partitions: i32, writes: &[u8]) -> Generated {
         let mut b = Builder::default();
-        let mut logs: Vec<Vec<(i64, u64, Option<(TxnId, Truth)>)>> =
-            vec![Vec::new(); partitions as usize];
+        let mut logs: Vec<Vec<Entry>> = vec![Vec::new(); partitions as usize];
         let mut next_offset = vec![0i64; partitions as usize];
         let mut value = 1_000;
         let mut t = 0;
