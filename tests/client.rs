@@ -732,3 +732,56 @@ async fn the_cli_creates_produces_consumes_describes_and_deletes() {
         )
     );
 }
+
+/// Without an open transaction the LSO is the high watermark: a read_committed consumer reads
+/// every plain record a read_uncommitted one reads, and its fetches report that LSO.
+#[tokio::test]
+async fn a_read_committed_consumer_reads_plain_records_and_sees_the_lso_at_the_high_watermark() {
+    let b = start_broker().await;
+    let client = client(&b.addr).await;
+    Admin::new(client.clone())
+        .create_topic(NewTopic::new("plain", 1))
+        .await
+        .unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let outcome = producer
+            .send_and_wait(ProducerRecord::new("plain", format!("v{i}")).with_partition(0))
+            .await;
+        assert!(
+            matches!(outcome, SendOutcome::Acknowledged { .. }),
+            "{outcome:?}"
+        );
+    }
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            max_wait: Duration::from_millis(100),
+            isolation_level: IsolationLevel::ReadCommitted,
+            ..Default::default()
+        },
+    );
+    consumer.assign([("plain".to_string(), 0)]);
+    consumer.seek("plain", 0, SeekTo::Earliest).await.unwrap();
+    let mut values = Vec::new();
+    for _ in 0..100 {
+        values.extend(
+            consumer
+                .poll()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap()),
+        );
+        if values.len() >= 5 {
+            break;
+        }
+    }
+    assert_eq!(values, ["v0", "v1", "v2", "v3", "v4"]);
+    assert_eq!(consumer.high_watermark("plain", 0), Some(5));
+    assert_eq!(consumer.last_stable_offset("plain", 0), Some(5));
+    // read_committed's latest offset is the LSO.
+    assert_eq!(consumer.seek("plain", 0, SeekTo::Latest).await.unwrap(), 5);
+}

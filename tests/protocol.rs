@@ -1069,3 +1069,109 @@ async fn a_recompressing_topic_keeps_idempotent_retries_and_refuses_damaged_batc
     assert_eq!(partition.log.log_end_offset(), 10);
     broker.shutdown().await;
 }
+
+/// A Fetch v12 of `txn-0` from offset 0 at `isolation_level`: (records bytes, high watermark,
+/// last stable offset, aborted transactions as (producer id, first offset)).
+async fn fetch_isolated(
+    broker: &Arc<Broker>,
+    isolation_level: i8,
+) -> (usize, i64, i64, Option<Vec<(i64, i64)>>) {
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(isolation_level)
+        .with_session_epoch(-1)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(topic("txn"))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let frame = request_frame(ApiKey::Fetch, 12, 8, &request).unwrap();
+    let r: FetchResponse =
+        decode_response(ApiKey::Fetch, 12, 8, call(broker, frame).await.unwrap());
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    (
+        p.records.as_ref().map_or(0, |r| r.len()),
+        p.high_watermark,
+        p.last_stable_offset,
+        p.aborted_transactions.as_ref().map(|a| {
+            a.iter()
+                .map(|t| (t.producer_id.0, t.first_offset))
+                .collect()
+        }),
+    )
+}
+
+/// ListOffsets v5 LATEST of `txn-0` at `isolation_level`.
+async fn latest_offset(broker: &Arc<Broker>, isolation_level: i8) -> i64 {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation_level)
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(topic("txn"))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1),
+            ])]);
+    let frame = request_frame(ApiKey::ListOffsets, 5, 9, &request).unwrap();
+    let r: ListOffsetsResponse = decode_response(
+        ApiKey::ListOffsets,
+        5,
+        9,
+        call(broker, frame).await.unwrap(),
+    );
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
+}
+
+#[tokio::test]
+async fn read_committed_fetches_stop_at_the_lso_and_list_the_aborted_transactions() {
+    use broker::txn::marker::{ControlType, Marker};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    broker.create_topic("txn", 1, 1, &[], false).await.unwrap();
+    let partition = broker.partition("txn", 0).unwrap();
+    let transactional = |pid: i64| {
+        let built = builder::simple(2, 10, b't', 1_700_000_000_000);
+        let built = builder::with_attributes(built, broker::log::batch::TRANSACTIONAL_BIT);
+        builder::with_producer(built, pid, 0, 0)
+    };
+    for mut bytes in [transactional(7), transactional(8)] {
+        let info = partition.append(&mut bytes).await.unwrap();
+        partition.wait_durable(&info).await.unwrap();
+    }
+    append_batches(&broker, "txn", 0, 1, 1, 10).await; // offset 4, no transaction
+
+    // Both transactions open: read_committed sees nothing, read_uncommitted everything.
+    let (bytes, hw, lso, aborted) = fetch_isolated(&broker, 1).await;
+    assert_eq!((bytes, hw, lso, aborted), (0, 5, 0, Some(vec![])));
+    let (bytes, _, lso, aborted) = fetch_isolated(&broker, 0).await;
+    assert!(bytes > 0);
+    assert_eq!((lso, aborted), (0, None));
+    assert_eq!(latest_offset(&broker, 1).await, 0);
+    assert_eq!(latest_offset(&broker, 0).await, 5);
+
+    // Producer 7 aborts (marker 5), producer 8 commits (marker 6).
+    for (pid, control) in [(7, ControlType::Abort), (8, ControlType::Commit)] {
+        let marker = Marker {
+            control,
+            coordinator_epoch: 0,
+        };
+        let (info, _) = partition
+            .write_marker(pid, 0, marker, 1_700_000_000_000)
+            .await
+            .unwrap();
+        partition.wait_durable(&info).await.unwrap();
+    }
+    let (bytes, hw, lso, aborted) = fetch_isolated(&broker, 1).await;
+    assert!(bytes > 0);
+    assert_eq!((hw, lso, aborted), (7, 7, Some(vec![(7, 0)])));
+    assert_eq!(latest_offset(&broker, 1).await, 7);
+    broker.shutdown().await;
+}

@@ -21,6 +21,14 @@
 //! gone. If the rebuild fails the state is dropped, and idempotent appends are refused
 //! (retriably) until a rebuild succeeds.
 //!
+//! # Transactions
+//! The same state tracks each producer's open transaction (see [`crate::txn`]): a client's
+//! transactional batch opens one, and only [`Partition::write_marker`] (the transaction
+//! coordinator's WriteTxnMarkers) closes it; a client may never write a control batch
+//! (INVALID_RECORD, as Kafka's `LogValidator`). [`Partition::last_stable_offset`] is where
+//! read_committed consumers stop. The rebuild on open replays markers too, so open
+//! transactions and the LSO come back after a restart or a crash.
+//!
 //! The rebuild starts from the newest valid producer snapshot at or below the log end
 //! ([`crate::txn::producer_snapshot`]) and replays only the batches after it, so opening a
 //! partition reads the tail of its log, not all of it. A snapshot is written when the log rolls
@@ -34,8 +42,12 @@ use crate::log::{
     AppendError, AppendInfo, FlushPolicy, FollowerAppendError, Log, ReadError, TruncateError,
 };
 use crate::replica::{BrokerId, HighWatermarkBasis, LocalLog, PartitionWatch, ReplicaState, Role};
+use crate::txn::marker::{self, Marker};
 use crate::txn::producer_snapshot;
-use crate::txn::producer_state::{AppendDecision, ProducerStateManager, SequenceError};
+use crate::txn::producer_state::{
+    AppendDecision, CompletedTxn, MarkerRefused, ProducerStateManager, SequenceError,
+};
+use crate::txn::txn_index::{self, AbortedTxn, AbortedTxnIndex};
 
 /// Bytes per read while rebuilding the producers' state on open.
 const REBUILD_READ_BYTES: usize = 1 << 20;
@@ -59,6 +71,14 @@ pub struct Partition {
     /// The snapshot offset the producer state was last loaded from (`u64::MAX`: rebuilt from
     /// the log start).
     loaded_from_snapshot: AtomicU64,
+    /// The aborted transactions (see [`crate::txn::txn_index`]). Changed only with the
+    /// producers' lock held, read without it.
+    aborted: std::sync::Mutex<AbortedTxnIndex>,
+    /// Segments whose `.txnindex` has entries not yet synced (synced before each snapshot).
+    txn_index_unsynced: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// An aborted-transaction entry failed to reach its file: no snapshot may be written past
+    /// it, so the next rebuild replays its marker from an older snapshot and writes it again.
+    txn_index_failed: AtomicBool,
 }
 
 /// A produce to this partition failed; nothing was appended.
@@ -72,6 +92,9 @@ pub enum ProduceError {
     /// This broker does not lead the partition (any more): the client refreshes its metadata.
     #[error("this broker is not the partition's leader")]
     NotLeader,
+    /// A transaction marker from a fenced producer epoch or coordinator epoch.
+    #[error(transparent)]
+    Marker(#[from] MarkerRefused),
 }
 
 /// An acks=all produce appended on the leader did not reach the in-sync replicas.
@@ -147,7 +170,7 @@ impl Partition {
         log: Log,
         local_id: BrokerId,
     ) -> Result<Partition, ReadError> {
-        let (producers, snapshot) = rebuild_producer_state(&log).await?;
+        let (producers, snapshot, aborted) = rebuild_producer_state(&log).await?;
         tracing::debug!(topic = %topic, partition = index, producers = producers.len(), ?snapshot,
             "producer state rebuilt from the log");
         let basis = match log.config().flush {
@@ -166,6 +189,9 @@ impl Partition {
             sync_scheduled: AtomicBool::new(false),
             snapshot_segment_base,
             loaded_from_snapshot: AtomicU64::new(snapshot.unwrap_or(u64::MAX)),
+            aborted: std::sync::Mutex::new(aborted),
+            txn_index_unsynced: std::sync::Mutex::new(Default::default()),
+            txn_index_failed: AtomicBool::new(false),
         })
     }
 
@@ -191,6 +217,9 @@ impl Partition {
         if self.log.is_offline() {
             return;
         }
+        if !self.sync_txn_index().await {
+            return;
+        }
         let offset = self.log.log_end_offset();
         let written = producer_snapshot::write(
             self.log.disk().as_ref(),
@@ -206,6 +235,82 @@ impl Partition {
                 tracing::warn!(partition = ?self, offset, %e, "producer snapshot not written")
             }
         }
+    }
+
+    /// Makes every aborted-transaction entry appended so far durable (the module doc of
+    /// [`crate::txn::txn_index`]). Returns whether a snapshot may be written.
+    async fn sync_txn_index(&self) -> bool {
+        if self.txn_index_failed.load(Ordering::Acquire) {
+            return false;
+        }
+        let bases: Vec<u64> = std::mem::take(&mut *self.lock_txn_index_unsynced())
+            .into_iter()
+            .collect();
+        if bases.is_empty() {
+            return true;
+        }
+        match txn_index::sync(self.log.disk().as_ref(), self.log.dir(), &bases).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(partition = ?self, %e, "aborted-transaction index not synced: no producer snapshot");
+                self.lock_txn_index_unsynced().extend(bases);
+                false
+            }
+        }
+    }
+
+    fn lock_txn_index_unsynced(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.txn_index_unsynced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_aborted(&self) -> std::sync::MutexGuard<'_, AbortedTxnIndex> {
+        self.aborted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A rebuild's index replaces the old one; its files are durable up to the snapshot it
+    /// started from, and the replay's appends are synced with the next snapshot.
+    fn set_aborted(&self, aborted: AbortedTxnIndex) {
+        *self.lock_aborted() = aborted;
+        self.txn_index_failed.store(false, Ordering::Release);
+    }
+
+    /// Records a transaction a marker just closed (called with the producers' lock held,
+    /// `state` being what it guards): an aborted one goes to the index, in memory at once and
+    /// to its segment's file.
+    async fn record_completed(
+        &self,
+        state: &ProducerStateManager,
+        completed: Option<CompletedTxn>,
+    ) {
+        let Some(completed) = completed.filter(|c| c.aborted) else {
+            return;
+        };
+        let entry = AbortedTxn {
+            producer_id: completed.producer_id,
+            first_offset: completed.first_offset,
+            last_offset: completed.last_offset,
+            last_stable_offset: state.stable_offset_after(&completed),
+        };
+        let bases = self.log.segment_bases().await;
+        let base = segment_of(&bases, completed.last_offset);
+        self.lock_aborted().add(base, entry);
+        self.lock_txn_index_unsynced().insert(base);
+        if let Err(e) =
+            txn_index::append(self.log.disk().as_ref(), self.log.dir(), base, &entry).await
+        {
+            tracing::warn!(partition = ?self, %e, "aborted transaction not written to its index file: no producer snapshot until the next rebuild");
+            self.txn_index_failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// The aborted transactions a read_committed fetch of `[fetch_offset, upper_bound)` must
+    /// report (see [`AbortedTxnIndex::collect`]).
+    pub fn aborted_transactions(&self, fetch_offset: u64, upper_bound: u64) -> Vec<AbortedTxn> {
+        self.lock_aborted().collect(fetch_offset, upper_bound)
     }
 
     /// Takes a producer snapshot if the log rolled a segment since the last one.
@@ -264,9 +369,10 @@ impl Partition {
         match reopened {
             Ok(true) => {
                 *producers = match rebuild_producer_state(&self.log).await {
-                    Ok((rebuilt, snapshot)) => {
+                    Ok((rebuilt, snapshot, aborted)) => {
                         self.loaded_from_snapshot
                             .store(snapshot.unwrap_or(u64::MAX), Ordering::Release);
+                        self.set_aborted(aborted);
                         Some(rebuilt)
                     }
                     Err(e) => {
@@ -313,11 +419,13 @@ impl Partition {
     ) -> Result<tokio::sync::MappedMutexGuard<'_, ProducerStateManager>, ProduceError> {
         let mut producers = self.producers.lock().await;
         if producers.is_none() {
-            let (rebuilt, snapshot) = rebuild_producer_state(&self.log).await.map_err(|e| {
-                AppendError::Offline(format!("producer state cannot be rebuilt: {e}"))
-            })?;
+            let (rebuilt, snapshot, aborted) =
+                rebuild_producer_state(&self.log).await.map_err(|e| {
+                    AppendError::Offline(format!("producer state cannot be rebuilt: {e}"))
+                })?;
             self.loaded_from_snapshot
                 .store(snapshot.unwrap_or(u64::MAX), Ordering::Release);
+            self.set_aborted(aborted);
             *producers = Some(rebuilt);
         }
         Ok(tokio::sync::MutexGuard::map(producers, |p| {
@@ -435,6 +543,13 @@ impl Partition {
         if !self.replica().is_leader() {
             return Err(ProduceError::NotLeader);
         }
+        if has_control_batch(records) {
+            return Err(AppendError::InvalidRecords(vec![crate::log::RecordError {
+                batch_index: 0,
+                message: "Clients are not allowed to write control records".into(),
+            }])
+            .into());
+        }
         if !has_producer_id(records) {
             return Ok(self.append_to_log(records, exposed).await?);
         }
@@ -469,11 +584,47 @@ impl Partition {
         let mut pos = 0;
         while pos < records.len() {
             let header = BatchHeader::parse(&records[pos..]).expect("appended batches parse");
-            producers.record(&header, header.max_timestamp);
+            producers.record_stored(&records[pos..pos + header.size()]);
             pos += header.size();
         }
         assert_eq!(pos, records.len());
         Ok(info)
+    }
+
+    /// Appends the marker that ends `producer_id`'s transaction (the transaction coordinator's
+    /// WriteTxnMarkers, on the leader), checked against the producer's epochs (see
+    /// [`ProducerStateManager::check_marker`]). Returns the append and the transaction it
+    /// closed, if the producer had one open here. The offsets are not exposed: the caller
+    /// answers once [`Partition::wait_durable`] (or the replication wait) returns.
+    pub async fn write_marker(
+        self: &Arc<Self>,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        timestamp_ms: i64,
+    ) -> Result<(AppendInfo, Option<CompletedTxn>), ProduceError> {
+        if !self.replica().is_leader() {
+            return Err(ProduceError::NotLeader);
+        }
+        let mut bytes = marker::encode(producer_id, producer_epoch, marker, timestamp_ms);
+        let mut producers = self.producers_locked().await?;
+        producers.check_marker(producer_id, producer_epoch, marker.coordinator_epoch)?;
+        let info = self.append_to_log(&mut bytes, false).await?;
+        let completed = producers.record_stored(&bytes);
+        self.record_completed(&producers, completed).await;
+        drop(producers);
+        self.snapshot_if_rolled().await;
+        Ok((info, completed))
+    }
+
+    /// The last stable offset: read_committed consumers read below it (the high watermark,
+    /// held back by the oldest transaction not yet decided and replicated).
+    pub async fn last_stable_offset(&self) -> Result<u64, ProduceError> {
+        let mut producers = self.producers_locked().await?;
+        // Read under the producers' lock: no marker or transactional batch lands meanwhile.
+        let high_watermark = self.high_watermark();
+        producers.on_high_watermark(high_watermark);
+        Ok(producers.last_stable_offset(high_watermark, self.log.log_start_offset()))
     }
 
     /// Under the durable policy, makes sure one background task is syncing this partition, so
@@ -701,7 +852,8 @@ impl Partition {
             while pos < records.len() {
                 let header = BatchHeader::parse(&records[pos..]).expect("appended batches parse");
                 if header.producer_id >= 0 {
-                    producers.record(&header, header.max_timestamp);
+                    let completed = producers.record_stored(&records[pos..pos + header.size()]);
+                    self.record_completed(producers, completed).await;
                 }
                 pos += header.size();
             }
@@ -726,7 +878,10 @@ impl Partition {
             Ok(_) => rebuild_producer_state(&self.log)
                 .await
                 .ok()
-                .map(|(producers, _)| producers),
+                .map(|(producers, _, aborted)| {
+                    self.set_aborted(aborted);
+                    producers
+                }),
             // Offline: rebuilt once the log is recovered.
             Err(_) => None,
         };
@@ -766,13 +921,28 @@ fn has_producer_id(records: &[u8]) -> bool {
     false
 }
 
+/// Does any batch of the record set carry the control attribute? Walks the headers only.
+fn has_control_batch(records: &[u8]) -> bool {
+    let mut pos = 0;
+    while pos < records.len() {
+        let Ok(header) = BatchHeader::parse(&records[pos..]) else {
+            return false;
+        };
+        if header.is_control() {
+            return true;
+        }
+        pos += header.size();
+    }
+    false
+}
+
 /// Rebuilds the producers' state: from the newest valid snapshot at or below the log end, then
 /// every batch after it (Kafka's `loadProducerState`); without one, from the log start. Returns
 /// the snapshot used. A batch damaged at rest cannot be read: the rest of its segment is
 /// skipped, loudly, since the producers' windows may then miss batches.
 async fn rebuild_producer_state(
     log: &Log,
-) -> Result<(ProducerStateManager, Option<u64>), ReadError> {
+) -> Result<(ProducerStateManager, Option<u64>, AbortedTxnIndex), ReadError> {
     let end = log.log_end_offset();
     let start = log.log_start_offset();
     let loaded = match producer_snapshot::load(log.disk().as_ref(), log.dir(), end).await {
@@ -782,7 +952,7 @@ async fn rebuild_producer_state(
             None
         }
     };
-    let (mut state, mut offset, snapshot) = match loaded {
+    let (mut state, mut offset, mut snapshot) = match loaded {
         Some(producer_snapshot::Loaded { mut state, offset }) => {
             assert!(
                 offset <= end,
@@ -793,6 +963,22 @@ async fn rebuild_producer_state(
         }
         None => (ProducerStateManager::new(), start, None),
     };
+    // The aborted transactions below where the replay starts; the replay adds the rest.
+    let bases = log.segment_bases().await;
+    let disk = log.disk().as_ref();
+    let mut aborted = match txn_index::load(disk, log.dir(), &bases, start, offset).await {
+        Ok(aborted) => aborted,
+        Err(e) => {
+            tracing::error!(dir = %log.dir().display(), %e,
+                "aborted-transaction index unreadable: rebuilding from the log start");
+            txn_index::clear(disk, log.dir(), &bases).await?;
+            state = ProducerStateManager::new();
+            offset = start;
+            snapshot = None;
+            AbortedTxnIndex::new()
+        }
+    };
+    let mut appended = false;
     while offset < end {
         let read = match log.read(offset, REBUILD_READ_BYTES, None).await {
             Ok(read) => read,
@@ -821,10 +1007,36 @@ async fn rebuild_producer_state(
         while pos < read.records.len() {
             let header = BatchHeader::parse(&read.records[pos..])
                 .expect("served batches are whole and checked");
-            state.record(&header, header.max_timestamp);
+            let completed = state.record_stored(&read.records[pos..pos + header.size()]);
+            if let Some(completed) = completed.filter(|c| c.aborted) {
+                let entry = AbortedTxn {
+                    producer_id: completed.producer_id,
+                    first_offset: completed.first_offset,
+                    last_offset: completed.last_offset,
+                    last_stable_offset: state.stable_offset_after(&completed),
+                };
+                // Read again: a live log may have rolled since (appends without a producer id
+                // do not wait for the producers' lock).
+                let base = segment_of(&log.segment_bases().await, completed.last_offset);
+                txn_index::append(disk, log.dir(), base, &entry).await?;
+                aborted.add(base, entry);
+                appended = true;
+            }
             offset = header.last_offset() as u64 + 1;
             pos += header.size();
         }
     }
-    Ok((state, snapshot))
+    if appended {
+        // Durable before any snapshot past them is written (the next one syncs only what is
+        // appended after the rebuild).
+        txn_index::sync(disk, log.dir(), &log.segment_bases().await).await?;
+    }
+    Ok((state, snapshot, aborted))
+}
+
+/// The base offset of the segment holding `offset`.
+fn segment_of(bases: &[u64], offset: u64) -> u64 {
+    let at = bases.partition_point(|&b| b <= offset);
+    assert!(at > 0, "offset {offset} is below the first segment");
+    bases[at - 1]
 }

@@ -31,7 +31,7 @@ use madsim::rand::Rng;
 use crate::history::{OpKind, Outcome, Process};
 use crate::random::Stream;
 use crate::runner::{connect, value_of, Ctx};
-use crate::scenario::{ChurnSpec, CommitSpec, ConsumerSpec};
+use crate::scenario::{ChurnSpec, CommitSpec, ConsumerSpec, IsolationLevel};
 use crate::trace::now_ms;
 use crate::walks::{TopicPartition, Walks};
 
@@ -102,6 +102,7 @@ async fn run_member(
     config.fetch = ConsumerConfig {
         max_wait: Duration::from_millis(spec.max_wait_ms),
         auto_offset_reset: OffsetReset::Earliest,
+        isolation_level: spec.isolation_level.client(),
         ..ConsumerConfig::default()
     };
     let mut consumer = GroupConsumer::new(client, config);
@@ -173,6 +174,7 @@ async fn run_member(
                 poll.from,
                 invoke_ms,
                 poll.records,
+                spec.isolation_level,
             );
         }
         if spec.commit == CommitSpec::Sync && !records.is_empty() {
@@ -221,6 +223,7 @@ fn record_poll(
     from: i64,
     invoke_ms: u64,
     records: Vec<(i64, u64)>,
+    isolation: IsolationLevel,
 ) {
     {
         let mut inv = ctx.invariants.lock().unwrap_or_else(|e| e.into_inner());
@@ -235,6 +238,9 @@ fn record_poll(
         from_offset: from,
         records: Vec::new(),
         group: Some(group.to_string()),
+        isolation: isolation.history(),
+        txn: None,
+        bounds: None,
     };
     let id = ctx.recorder.invoke(kind, invoke_ms);
     if let (Some(first), Some(last)) = (records.first(), records.last()) {

@@ -12,6 +12,62 @@ use serde::Serialize;
 /// A client process (one producer or consumer of the workload).
 pub type Process = u32;
 
+/// One transaction of a transactional producer, unique per run (the workload hands them out
+/// like values), so a send, a poll or a send-offsets names exactly one transaction.
+pub type TxnId = u64;
+
+/// A consumer's `isolation.level`: what a fetch may return (Kafka's FetchRequest field).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationLevel {
+    /// Everything below the high watermark, aborted and open transactions included.
+    #[default]
+    ReadUncommitted,
+    /// Only below the last stable offset, without the records of aborted transactions.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    pub fn is_read_uncommitted(&self) -> bool {
+        *self == IsolationLevel::ReadUncommitted
+    }
+}
+
+/// How a transaction ended, as its producer learned it from `commit_transaction` or
+/// `abort_transaction`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnResult {
+    /// The coordinator acknowledged the commit: every record of it becomes visible.
+    Committed,
+    /// Definitely not committed: the abort was acknowledged, or the commit failed with an
+    /// abortable error (the producer must abort).
+    Aborted,
+    /// The producer was fenced (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH): a newer producer with
+    /// its transactional id completes a transaction left in PrepareCommit and aborts one left
+    /// ongoing, so it may have committed or not.
+    Fenced,
+    /// Timed out or lost: the transaction may have committed or not.
+    Unknown,
+}
+
+impl TxnResult {
+    /// The operation outcome recording this result of a commit (`commit`) or an abort: a
+    /// definite result is ok when it is what was asked and a failure otherwise; fenced and
+    /// unknown leave the operation maybe-happened.
+    pub fn outcome(self, commit: bool, reason: String, code: Option<i16>) -> Outcome {
+        match (self, commit) {
+            (TxnResult::Committed, true) | (TxnResult::Aborted, false) => {
+                Outcome::Ok { offset: None }
+            }
+            (TxnResult::Committed, false) | (TxnResult::Aborted, true) => {
+                Outcome::fail(reason, code)
+            }
+            (TxnResult::Fenced | TxnResult::Unknown, _) => Outcome::unknown(reason, code),
+        }
+    }
+}
+
 /// What an operation did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum OpKind {
@@ -24,6 +80,9 @@ pub enum OpKind {
         key: Option<u64>,
         value: u64,
         acks: i16,
+        /// The transaction this send belongs to (a transactional producer's send).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        txn: Option<TxnId>,
     },
     /// One poll (fetch) of one partition from `from_offset`; `records` is filled at completion:
     /// (offset, value) in the order the poll returned them. A group member's polls carry its
@@ -36,6 +95,39 @@ pub enum OpKind {
         from_offset: i64,
         records: Vec<(i64, u64)>,
         group: Option<String>,
+        /// The consumer's isolation level (read_uncommitted when not shown).
+        #[serde(skip_serializing_if = "IsolationLevel::is_read_uncommitted")]
+        isolation: IsolationLevel,
+        /// In a consume-transform-produce loop: the transaction whose outputs this poll's
+        /// records feed (its inputs).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        txn: Option<TxnId>,
+        /// The fetch answer's bounds, filled at completion when the fetch reported them.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bounds: Option<FetchBounds>,
+    },
+    /// A transactional producer's `begin_transaction` of transaction `txn`.
+    BeginTxn {
+        producer: Process,
+        transactional_id: String,
+        txn: TxnId,
+    },
+    /// `send_offsets_to_transaction`: the consumer group's offsets (topic, partition, next
+    /// offset to consume) committed with transaction `txn`, visible only if it commits.
+    SendOffsetsToTxn {
+        producer: Process,
+        txn: TxnId,
+        group: String,
+        offsets: Vec<(String, i32, i64)>,
+    },
+    /// `commit_transaction` (`commit`) or `abort_transaction` of transaction `txn`; `result`
+    /// is filled at completion (`None` while pending). The operation's outcome agrees with it
+    /// (see [`TxnResult::outcome`]).
+    EndTxn {
+        producer: Process,
+        txn: TxnId,
+        commit: bool,
+        result: Option<TxnResult>,
     },
     /// An OffsetCommit of a group member (or the runner): Ok = acknowledged (durable), Fail =
     /// refused (not applied), Unknown = may have been applied.
@@ -55,6 +147,16 @@ pub enum OpKind {
         partition: i32,
         offset: Option<i64>,
     },
+}
+
+/// What one fetch answer said about its partition besides the records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FetchBounds {
+    pub high_watermark: i64,
+    /// The last stable offset; Kafka answers -1 (unknown) to old fetch versions, recorded as
+    /// `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_stable_offset: Option<i64>,
 }
 
 /// How an operation ended.
@@ -201,6 +303,47 @@ impl Recorder {
         if let OpKind::FetchCommitted { offset, .. } = &mut op.kind {
             *offset = fetched;
         }
+    }
+
+    /// Records how a poll ended, with its records and the bounds its fetch answer reported.
+    pub fn complete_poll(
+        &self,
+        id: usize,
+        outcome: Outcome,
+        records: Vec<(i64, u64)>,
+        fetched_bounds: Option<FetchBounds>,
+        now_ms: u64,
+    ) {
+        self.complete(id, outcome, Some(records), now_ms);
+        let mut history = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let OpKind::Poll { bounds, .. } = &mut history.ops[id].kind {
+            *bounds = fetched_bounds;
+        }
+    }
+
+    /// Records how a commit or abort of a transaction ended: `reason` and `code` explain a
+    /// result other than the one asked for.
+    pub fn complete_txn(
+        &self,
+        id: usize,
+        txn_result: TxnResult,
+        reason: String,
+        code: Option<i16>,
+        now_ms: u64,
+    ) {
+        let mut history = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let op = &mut history.ops[id];
+        assert_eq!(
+            op.outcome,
+            Outcome::Pending,
+            "operation {id} completed twice"
+        );
+        let OpKind::EndTxn { commit, result, .. } = &mut op.kind else {
+            panic!("operation {id} is not a commit or abort of a transaction");
+        };
+        *result = Some(txn_result);
+        op.outcome = txn_result.outcome(*commit, reason, code);
+        op.complete_ms = Some(now_ms);
     }
 
     /// A copy of the history so far.

@@ -263,6 +263,35 @@ pub struct ConsumerSpec {
     /// shows as a regression at the next commit, instead of being overwritten unseen.
     #[serde(default)]
     pub fetch_before_commit: bool,
+    /// `isolation.level`: `read_uncommitted` (default) or `read_committed` (fetches stop at
+    /// the last stable offset and drop aborted transactions; each poll records the LSO).
+    #[serde(default)]
+    pub isolation_level: IsolationLevel,
+}
+
+/// A consumer's `isolation.level`, spelled as Kafka's setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationLevel {
+    #[default]
+    ReadUncommitted,
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    pub fn client(self) -> client::IsolationLevel {
+        match self {
+            IsolationLevel::ReadUncommitted => client::IsolationLevel::ReadUncommitted,
+            IsolationLevel::ReadCommitted => client::IsolationLevel::ReadCommitted,
+        }
+    }
+
+    pub fn history(self) -> crate::history::IsolationLevel {
+        match self {
+            IsolationLevel::ReadUncommitted => crate::history::IsolationLevel::ReadUncommitted,
+            IsolationLevel::ReadCommitted => crate::history::IsolationLevel::ReadCommitted,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

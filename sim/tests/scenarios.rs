@@ -83,6 +83,13 @@ fn an_idempotent_producer_makes_no_duplicates_through_dropped_responses_and_part
     passes("idempotent-partitions", 1..4);
 }
 
+/// With the broker planted to report an LSO one below what it reads to, seed 1 fails with
+/// read_past_lso on the read_committed consumer's polls.
+#[test]
+fn read_committed_consumers_stay_below_the_lso_their_fetches_report_through_crashes() {
+    passes("read-committed-crashes", 1..4);
+}
+
 #[test]
 fn bit_flips_and_eio_are_never_served_or_acknowledged() {
     passes("disk-corruption", 1..4);

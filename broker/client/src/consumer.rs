@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::{Client, MetadataError};
 use super::connection::RequestError;
-use super::records::{decode_batches, DecodeError, Header};
+use super::records::{decode_batches, DecodeError, DecodedBatch, Header};
 use broker::log::batch::TimestampType;
 
 /// Where a partition without a valid position starts.
@@ -43,6 +43,28 @@ pub struct ConsumerConfig {
     pub partition_max_bytes: i32,
     /// `auto.offset.reset` (default latest).
     pub auto_offset_reset: OffsetReset,
+    /// `isolation.level` (default read_uncommitted).
+    pub isolation_level: IsolationLevel,
+}
+
+/// `isolation.level`: which records a fetch returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IsolationLevel {
+    /// Everything below the high watermark, open and aborted transactions included.
+    #[default]
+    ReadUncommitted,
+    /// Only below the last stable offset, without the records of aborted transactions.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    /// The wire value (Fetch v4+, ListOffsets v2+).
+    fn code(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        }
+    }
 }
 
 impl Default for ConsumerConfig {
@@ -53,6 +75,7 @@ impl Default for ConsumerConfig {
             max_bytes: 50 * 1024 * 1024,
             partition_max_bytes: 1024 * 1024,
             auto_offset_reset: OffsetReset::Latest,
+            isolation_level: IsolationLevel::ReadUncommitted,
         }
     }
 }
@@ -131,6 +154,8 @@ pub enum PollError {
 struct PartitionState {
     position: Option<i64>,
     high_watermark: Option<i64>,
+    /// The last stable offset the last fetch reported (Fetch v4+ always reports one).
+    last_stable_offset: Option<i64>,
     /// The last fetch answered KAFKA_STORAGE_ERROR: the leader's log is offline. Polls keep
     /// retrying it (Kafka's consumer does); tools that must say so ask
     /// [`Consumer::offline_partitions`].
@@ -215,6 +240,17 @@ impl Consumer {
             .and_then(|s| s.high_watermark)
     }
 
+    /// The last stable offset seen by the last fetch of this partition.
+    pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.assigned
+            .get(&(topic.to_string(), partition))
+            .and_then(|s| s.last_stable_offset)
+    }
+
+    pub fn isolation_level(&self) -> IsolationLevel {
+        self.config.isolation_level
+    }
+
     /// Moves the position; returns the offset it now points at.
     pub async fn seek(
         &mut self,
@@ -255,6 +291,8 @@ impl Consumer {
             .map_err(|e| seek_error(topic, partition, e))?;
         let request = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
+            // read_committed's latest is the LSO (ListOffsets v2+; v1 knows only 0).
+            .with_isolation_level(self.config.isolation_level.code())
             .with_topics(vec![ListOffsetsTopic::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
                 .with_partitions(vec![ListOffsetsPartition::default()
@@ -452,6 +490,7 @@ impl Consumer {
             .with_max_wait_ms(max_wait_ms)
             .with_min_bytes(self.config.min_bytes)
             .with_max_bytes(self.config.max_bytes)
+            .with_isolation_level(self.config.isolation_level.code())
             .with_topics(topics);
         let timeout = connection.request_timeout() + max_wait;
         let response = connection.send_with_timeout(&request, timeout).await?;
@@ -499,6 +538,16 @@ impl Consumer {
                 if data.high_watermark >= 0 {
                     state.high_watermark = Some(data.high_watermark);
                 }
+                if data.last_stable_offset >= 0 {
+                    state.last_stable_offset = Some(data.last_stable_offset);
+                }
+                let mut aborted = AbortedTransactions::new(
+                    self.config.isolation_level,
+                    data.aborted_transactions
+                        .iter()
+                        .flatten()
+                        .map(|a| (a.producer_id.0, a.first_offset)),
+                );
                 let Some(bytes) = &data.records else { continue };
                 let batches = decode_batches(bytes).map_err(|error| PollError::Decode {
                     topic: topic.clone(),
@@ -507,10 +556,13 @@ impl Consumer {
                 })?;
                 let mut next = position;
                 for batch in batches {
+                    // Every batch moves the aborted-transaction state, those before the
+                    // position too (their markers close transactions).
+                    let hidden = aborted.hides(&batch);
                     if batch.header.last_offset() < next {
                         continue;
                     }
-                    if !batch.is_control() {
+                    if !hidden {
                         for r in batch.records.into_iter().filter(|r| r.offset >= next) {
                             out.push(ConsumerRecord {
                                 topic: topic.clone(),
@@ -533,6 +585,64 @@ impl Consumer {
     }
 }
 
+/// The aborted transactions of one fetched partition, as Kafka's consumer skips them under
+/// read_committed (`CompletedFetch.nextFetchedRecord`): from an aborted transaction's first
+/// offset on, its producer's transactional batches are dropped until its abort marker.
+struct AbortedTransactions {
+    /// (first offset, producer id), ascending; empty under read_uncommitted.
+    pending: std::collections::VecDeque<(i64, i64)>,
+    /// Producers inside an aborted transaction at the current batch.
+    open: std::collections::BTreeSet<i64>,
+}
+
+impl AbortedTransactions {
+    fn new(
+        isolation: IsolationLevel,
+        aborted: impl IntoIterator<Item = (i64, i64)>,
+    ) -> AbortedTransactions {
+        let mut pending: Vec<(i64, i64)> = match isolation {
+            IsolationLevel::ReadCommitted => aborted.into_iter().map(|(p, o)| (o, p)).collect(),
+            IsolationLevel::ReadUncommitted => Vec::new(),
+        };
+        pending.sort_unstable();
+        AbortedTransactions {
+            pending: pending.into(),
+            open: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Whether `batch`'s records are hidden: a control batch (markers carry no user records),
+    /// or a transactional batch of a producer inside an aborted transaction. Call once per
+    /// batch, in offset order.
+    fn hides(&mut self, batch: &DecodedBatch) -> bool {
+        let header = &batch.header;
+        while let Some(&(first, producer)) = self.pending.front() {
+            if first > header.last_offset() {
+                break;
+            }
+            self.open.insert(producer);
+            self.pending.pop_front();
+        }
+        if batch.is_control() {
+            if is_abort_marker(batch) {
+                self.open.remove(&header.producer_id);
+            }
+            return true;
+        }
+        header.is_transactional() && self.open.contains(&header.producer_id)
+    }
+}
+
+/// Whether a control batch is an ABORT marker: its record's key is (version: i16, type: i16),
+/// type 0 (Kafka's `ControlRecordType`, `broker::txn::marker`).
+fn is_abort_marker(batch: &DecodedBatch) -> bool {
+    batch
+        .records
+        .first()
+        .and_then(|r| r.key.as_deref())
+        .is_some_and(|key| key.len() >= 4 && i16::from_be_bytes([key[2], key[3]]) == 0)
+}
+
 fn seek_error(topic: &str, partition: i32, e: MetadataError) -> SeekError {
     match e {
         MetadataError::UnknownTopic(t) => SeekError::UnknownTopic(t),
@@ -542,5 +652,78 @@ fn seek_error(topic: &str, partition: i32, e: MetadataError) -> SeekError {
             error,
         },
         MetadataError::Request(e) => SeekError::Request(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use broker::log::batch::builder::{self, Record};
+    use broker::log::batch::{self as wire_batch, TRANSACTIONAL_BIT};
+    use broker::txn::marker::{self, ControlType, Marker};
+
+    use super::*;
+
+    /// A batch of one record with value `value` at `offset`, by `producer` (-1: none),
+    /// transactional when `producer` is set.
+    fn data(offset: i64, producer: i64, value: u8) -> Vec<u8> {
+        let mut batch = builder::batch(&[Record {
+            key: None,
+            value: Some(vec![value]),
+            timestamp_ms: 0,
+        }]);
+        if producer >= 0 {
+            batch = builder::with_attributes(batch, TRANSACTIONAL_BIT);
+            batch = builder::with_producer(batch, producer, 0, 0);
+        }
+        wire_batch::set_base_offset(&mut batch, offset);
+        batch
+    }
+
+    fn end(offset: i64, producer: i64, control: ControlType) -> Vec<u8> {
+        let marker = Marker {
+            control,
+            coordinator_epoch: 0,
+        };
+        let mut batch = marker::encode(producer, 0, marker, 0);
+        wire_batch::set_base_offset(&mut batch, offset);
+        batch
+    }
+
+    /// The values a consumer with `isolation` returns from this log, the fetch reporting
+    /// producer 7's transaction from offset 1 aborted.
+    fn visible(isolation: IsolationLevel) -> Vec<u8> {
+        let log: Vec<u8> = [
+            data(0, -1, 0),
+            data(1, 7, 1),
+            data(2, 8, 2),
+            data(3, 7, 3),
+            end(4, 7, ControlType::Abort),
+            end(5, 8, ControlType::Commit),
+            data(6, 7, 6),
+            end(7, 7, ControlType::Commit),
+        ]
+        .concat();
+        let mut aborted = AbortedTransactions::new(isolation, [(7, 1)]);
+        decode_batches(&log)
+            .unwrap()
+            .into_iter()
+            .filter(|batch| !aborted.hides(batch))
+            .flat_map(|batch| batch.records)
+            .map(|r| r.value.unwrap()[0])
+            .collect()
+    }
+
+    #[test]
+    fn read_committed_skips_an_aborted_transaction_up_to_its_abort_marker_and_no_further() {
+        // Producer 7's records at 1 and 3 are aborted; its next transaction (6) committed.
+        assert_eq!(visible(IsolationLevel::ReadCommitted), vec![0, 2, 6]);
+    }
+
+    #[test]
+    fn read_uncommitted_returns_aborted_records_too_but_never_markers() {
+        assert_eq!(
+            visible(IsolationLevel::ReadUncommitted),
+            vec![0, 1, 2, 3, 6]
+        );
     }
 }

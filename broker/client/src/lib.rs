@@ -79,7 +79,8 @@ pub use admin::{
 pub use cluster::{Client, ClientConfig, MetadataError, PartitionMetadata, TopicMetadata};
 pub use connection::{ConnectError, Connection, ConnectionConfig, RequestError};
 pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, PollError, SeekError, SeekTo,
+    Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, PollError, SeekError,
+    SeekTo,
 };
 pub use group_consumer::{
     Assignor, AutoCommit, CloseReport, CommitError, CommitHandle, CommitOutcome,

@@ -35,8 +35,10 @@ const PRODUCER_ID_OFFSET: usize = 43;
 const PRODUCER_EPOCH_OFFSET: usize = 51;
 const BASE_SEQUENCE_OFFSET: usize = 53;
 const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
-const TRANSACTIONAL_BIT: i16 = 1 << 4;
-const CONTROL_BIT: i16 = 1 << 5;
+/// Kafka's `isTransactional` attribute: the batch belongs to a transaction.
+pub const TRANSACTIONAL_BIT: i16 = 1 << 4;
+/// Kafka's `isControlBatch` attribute: the batch holds one control record (a marker).
+pub const CONTROL_BIT: i16 = 1 << 5;
 const COMPRESSION_MASK: i16 = 0x07;
 
 /// Why bytes are not a valid batch. Mapped to CORRUPT_MESSAGE / INVALID_RECORD at the protocol
@@ -518,6 +520,21 @@ pub mod builder {
             .copy_from_slice(&producer_epoch.to_be_bytes());
         batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
             .copy_from_slice(&base_sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..size]);
+        batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    /// A built batch with `attributes` (the codec bits must stay 0: the records are
+    /// uncompressed), its CRC recomputed.
+    pub fn with_attributes(mut batch: Vec<u8>, attributes: i16) -> Vec<u8> {
+        assert_eq!(
+            attributes & COMPRESSION_MASK,
+            0,
+            "built batches are uncompressed"
+        );
+        let size = BatchHeader::parse(&batch).expect("a built batch").size();
+        batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
         let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..size]);
         batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         batch

@@ -9,6 +9,9 @@
 //!   and at clean shutdown, with a checksum (see [`index`]);
 //! - `log.checkpoint`: recovery point, log start offset and offset reservation ([`checkpoint`]);
 //! - `leader-epoch-checkpoint`: the [`leader_epoch::LeaderEpochCache`];
+//! - `{base_offset:020}.txnindex`: the segment's aborted transactions, written and loaded by
+//!   the partition (`txn::txn_index`); the log only removes it with its segment and as an
+//!   orphan;
 //! - `{offset:020}.snapshot`: state derived from the batches below `offset` (the idempotent
 //!   producers' snapshots, `txn::producer_snapshot`); recovery deletes those beyond the data
 //!   it recovered;
@@ -66,6 +69,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::txn::txn_index::TXN_INDEX_SUFFIX;
 use batch::{BatchError, BatchHeader, HEADER_LEN};
 use checkpoint::Checkpoint;
 use index::{OffsetIndex, TimeIndex};
@@ -1600,7 +1604,12 @@ impl Log {
         // recovery starts the log at the first segment left when that is past the checkpoint.
         let removal = async {
             for base in &doomed {
-                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                for suffix in [
+                    LOG_SUFFIX,
+                    INDEX_SUFFIX,
+                    TIME_INDEX_SUFFIX,
+                    TXN_INDEX_SUFFIX,
+                ] {
                     disk::remove_if_exists(
                         self.disk.as_ref(),
                         &segment::path(&self.dir, *base, suffix),
@@ -2067,7 +2076,7 @@ async fn recover(
     // partition's, such as `partition.metadata`), not an unclean one.
     let created = bases.is_empty() && checkpoint_missing;
     for name in &names {
-        let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+        let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX]
             .iter()
             .filter_map(|suffix| segment::parse_file_name(name, suffix))
             .any(|base| !bases.contains(&base));

@@ -123,6 +123,14 @@ impl Log {
             )
             .await?;
             remove_indexes(base).await?;
+            // The cut segment keeps its aborted transactions: the partition's rebuild drops
+            // those past the new end. A removed segment's go with it, so a segment that
+            // later takes its base starts with none.
+            disk::remove_if_exists(
+                self.disk.as_ref(),
+                &crate::txn::txn_index::path(&self.dir, base),
+            )
+            .await?;
             self.disk.sync_dir(&self.dir).await?;
             self.state().segments.remove(&base);
         }

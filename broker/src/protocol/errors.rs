@@ -106,6 +106,16 @@ pub fn produce(e: &ProduceError) -> ResponseError {
         ProduceError::Append(e) => append(e),
         ProduceError::Sequence(e) => sequence(e),
         ProduceError::NotLeader => ResponseError::NotLeaderOrFollower,
+        ProduceError::Marker(e) => marker(e),
+    }
+}
+
+/// Kafka's codes for a refused transaction marker (`ProducerAppendInfo.appendEndTxnMarker`).
+pub fn marker(e: &crate::txn::producer_state::MarkerRefused) -> ResponseError {
+    use crate::txn::producer_state::MarkerRefused;
+    match e {
+        MarkerRefused::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        MarkerRefused::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
     }
 }
 
@@ -140,6 +150,7 @@ pub fn sequence(e: &SequenceError) -> ResponseError {
             ResponseError::OutOfOrderSequenceNumber
         }
         SequenceError::MissingSequence { .. } => ResponseError::InvalidRecord,
+        SequenceError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
     }
 }
 

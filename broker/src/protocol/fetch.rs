@@ -12,6 +12,11 @@
 //! may advance the high watermark and wake acks=all produces and consumers. A parked replica
 //! fetch wakes on new data and also when the high watermark moves, so followers learn it.
 //!
+//! A consumer fetching with `isolation_level` = 1 (read_committed) reads below the last stable
+//! offset instead of the high watermark, and is told the aborted transactions that meet the
+//! range it got (the partition's aborted-transaction index), so it drops their records; every
+//! answer carries the LSO.
+//!
 //! Fetch sessions (KIP-227) are answered sessionless: session id 0 and full responses, which
 //! every client accepts. A client that believes it holds a session gets
 //! FETCH_SESSION_ID_NOT_FOUND and starts over.
@@ -22,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -62,6 +67,8 @@ struct Plan {
     registered: std::collections::BTreeMap<i32, (i64, bool)>,
     clock: Arc<dyn crate::clock::Clock>,
     isr_manager: Arc<crate::replica::isr::IsrManager>,
+    /// A consumer's read_committed fetch (isolation level 1).
+    read_committed: bool,
 }
 
 /// KIP-320: the client's view of the leader epoch against this leader's.
@@ -147,15 +154,26 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
             }
         }
         let high_watermark = partition.high_watermark();
-        // Followers copy the whole log; consumers see only what every in-sync replica holds.
+        let last_stable_offset = match partition.last_stable_offset().await {
+            Ok(lso) => lso,
+            Err(e) => {
+                let error = errors::produce(&e);
+                by_topic[wanted.topic_index].push(data.with_error_code(error.code()));
+                continue;
+            }
+        };
+        // Followers copy the whole log; consumers see only what every in-sync replica holds,
+        // and read_committed ones only what no open transaction holds back.
         let read_bound = if plan.replica_id.is_some() {
             None
+        } else if plan.read_committed {
+            Some(last_stable_offset)
         } else {
             Some(high_watermark)
         };
         data = data
             .with_high_watermark(high_watermark as i64)
-            .with_last_stable_offset(high_watermark as i64)
+            .with_last_stable_offset(last_stable_offset as i64)
             .with_log_start_offset(if plan.version >= 5 {
                 partition.log.log_start_offset() as i64
             } else {
@@ -191,6 +209,11 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
                 );
                 total += bytes.len();
                 remaining = remaining.saturating_sub(bytes.len());
+                // Kafka answers null to read_uncommitted, a list (maybe empty) otherwise.
+                data = data.with_aborted_transactions(
+                    plan.read_committed
+                        .then(|| aborted_in(partition, wanted.fetch_offset as u64, &bytes)),
+                );
                 data = data.with_records(Some(bytes));
             }
             Err(error) => data = data.with_error_code(error.code()),
@@ -216,6 +239,31 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
         response = response.with_node_endpoints(plan.leader_endpoints.clone());
     }
     (response, total)
+}
+
+/// The aborted transactions that meet the offsets of `records` (whole batches read from
+/// `fetch_offset` on), as a read_committed consumer needs them.
+fn aborted_in(partition: &Partition, fetch_offset: u64, records: &[u8]) -> Vec<AbortedTransaction> {
+    let mut end = fetch_offset;
+    let mut pos = 0;
+    while pos < records.len() {
+        let header = crate::log::batch::BatchHeader::parse(&records[pos..])
+            .expect("served batches are whole and checked");
+        end = end.max(header.last_offset() as u64 + 1);
+        pos += header.size();
+    }
+    if end == fetch_offset {
+        return Vec::new();
+    }
+    partition
+        .aborted_transactions(fetch_offset, end)
+        .iter()
+        .map(|t| {
+            AbortedTransaction::default()
+                .with_producer_id(kafka_protocol::messages::ProducerId(t.producer_id))
+                .with_first_offset(t.first_offset as i64)
+        })
+        .collect()
 }
 
 /// Every partition's high watermark in a response, in order.
@@ -256,6 +304,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
         registered: std::collections::BTreeMap::new(),
         clock: Arc::clone(ctx.broker.clock()),
         isr_manager: Arc::clone(ctx.broker.isr_manager()),
+        read_committed: false,
     };
     let replica_id = if ctx.version >= 15 {
         request.replica_state.replica_id.0
@@ -263,6 +312,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
         request.replica_id.0
     };
     let image = broker.image();
+    plan.read_committed = replica_id < 0 && request.isolation_level == 1;
     if replica_id >= 0 {
         plan.replica_id = Some(replica_id);
         if ctx.version >= 15 {

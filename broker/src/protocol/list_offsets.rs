@@ -1,5 +1,7 @@
 //! ListOffsets: earliest (-2), latest (-1, the high watermark), max timestamp (-3, KIP-734),
-//! and the first offset at or after a timestamp. The client's current leader epoch (v4+) is
+//! and the first offset at or after a timestamp. With `isolation_level` = 1 (read_committed,
+//! v2+) the last stable offset takes the high watermark's place: LATEST answers it, and
+//! nothing at or past it is found. The client's current leader epoch (v4+) is
 //! checked as Fetch checks it (KIP-320): FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH.
 
 use kafka_protocol::error::ResponseError;
@@ -37,7 +39,18 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                     continue;
                 }
             }
-            let high_watermark = partition.high_watermark();
+            // The bound a consumer of this isolation level may read below.
+            let high_watermark = if ctx.version >= 2 && request.isolation_level == 1 {
+                match partition.last_stable_offset().await {
+                    Ok(lso) => lso,
+                    Err(e) => {
+                        partitions.push(response.with_error_code(errors::produce(&e).code()));
+                        continue;
+                    }
+                }
+            } else {
+                partition.high_watermark()
+            };
             let found: Result<Option<(u64, i64)>, ResponseError> = match p.timestamp {
                 LATEST => Ok(Some((high_watermark, -1))),
                 EARLIEST => Ok(Some((partition.log.log_start_offset(), -1))),
@@ -54,8 +67,11 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                 _ => Err(ResponseError::InvalidRequest),
             };
             response = match found {
-                // Only what consumers may read is visible.
-                Ok(Some((offset, ts))) if offset <= high_watermark => {
+                // Only what consumers may read is visible (Kafka's `lastFetchableOffset`): a
+                // record found must lie below the bound, which LATEST answers itself.
+                Ok(Some((offset, ts)))
+                    if offset < high_watermark || matches!(p.timestamp, LATEST | EARLIEST) =>
+                {
                     let r = response.with_offset(offset as i64).with_timestamp(ts);
                     if ctx.version >= 4 {
                         r.with_leader_epoch(partition.leader_epoch())

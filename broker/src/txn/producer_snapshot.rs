@@ -22,25 +22,31 @@
 //!   segments are gone).
 //!
 //! # Format (big-endian)
-//! `"FLPS"`, version `u16` (1), offset `u64`, producer count `u32`; per producer: id `i64`,
-//! epoch `i16`, batch count `u8` (at most [`BATCHES_TO_RETAIN`]), per batch: first and last
-//! sequence `i32`, base and last offset `u64`, timestamp `i64`; then the CRC32C (`u32`) of all
-//! the bytes before it.
+//! `"FLPS"`, version `u16` (2), offset `u64`, producer count `u32`; per producer: id `i64`,
+//! epoch `i16`, coordinator epoch `i32`, the first offset of its open transaction `i64` (-1:
+//! none), batch count `u8` (at most [`BATCHES_TO_RETAIN`]), per batch: first and last sequence
+//! `i32`, base and last offset `u64`, timestamp `i64`; then the CRC32C (`u32`) of all the bytes
+//! before it. Version 1 (before transactions) lacks the two transaction fields and still loads.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::disk::{self, Disk};
-use crate::txn::producer_state::{BatchMetadata, ProducerStateManager, BATCHES_TO_RETAIN};
+use crate::txn::producer_state::{
+    BatchMetadata, ProducerStateManager, SnapshotEntry, BATCHES_TO_RETAIN, NO_COORDINATOR_EPOCH,
+};
 
 pub use crate::log::SNAPSHOT_SUFFIX;
 /// Snapshots kept after a new one is written: the newest, and one to fall back on.
 pub const SNAPSHOTS_KEPT: usize = 2;
 
 const MAGIC: &[u8; 4] = b"FLPS";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// The version before transactions: no coordinator epoch, no open transaction.
+const VERSION_1: u16 = 1;
 const HEADER_LEN: usize = 4 + 2 + 8 + 4;
-const PRODUCER_LEN: usize = 8 + 2 + 1;
+const PRODUCER_LEN_V1: usize = 8 + 2 + 1;
+const PRODUCER_LEN: usize = 8 + 2 + 4 + 8 + 1;
 const BATCH_LEN: usize = 4 + 4 + 8 + 8 + 8;
 const CRC_LEN: usize = 4;
 
@@ -64,13 +70,18 @@ pub fn encode(state: &ProducerStateManager, offset: u64) -> Vec<u8> {
     out.extend_from_slice(&VERSION.to_be_bytes());
     out.extend_from_slice(&offset.to_be_bytes());
     out.extend_from_slice(&(state.len() as u32).to_be_bytes());
-    for (producer_id, entry) in state.producers() {
-        let batches: Vec<&BatchMetadata> = entry.batches().collect();
-        assert!(batches.len() <= BATCHES_TO_RETAIN);
-        out.extend_from_slice(&producer_id.to_be_bytes());
-        out.extend_from_slice(&entry.epoch().to_be_bytes());
-        out.push(batches.len() as u8);
-        for b in batches {
+    for entry in state.snapshot_entries() {
+        assert!(entry.batches.len() <= BATCHES_TO_RETAIN);
+        out.extend_from_slice(&entry.producer_id.to_be_bytes());
+        out.extend_from_slice(&entry.epoch.to_be_bytes());
+        out.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
+        let txn_first = entry.current_txn_first_offset.map_or(-1, |o| {
+            assert!(o < offset, "a snapshot holds only transactions below it");
+            o as i64
+        });
+        out.extend_from_slice(&txn_first.to_be_bytes());
+        out.push(entry.batches.len() as u8);
+        for b in entry.batches {
             assert!(
                 b.last_offset < offset,
                 "a snapshot holds only batches below it"
@@ -103,22 +114,43 @@ pub fn decode(bytes: &[u8], expected_offset: u64) -> Result<ProducerStateManager
         return Err("not a producer snapshot".into());
     }
     let version = u16::from_be_bytes(r.array()?);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_1 {
         return Err(format!("unknown snapshot version {version}"));
     }
+    let producer_len = if version == VERSION_1 {
+        PRODUCER_LEN_V1
+    } else {
+        PRODUCER_LEN
+    };
     let offset = u64::from_be_bytes(r.array()?);
     if offset != expected_offset {
         return Err(format!("holds offset {offset}, named {expected_offset}"));
     }
     let count = u32::from_be_bytes(r.array()?) as usize;
     // Bounded by the bytes present, never by the stored count alone.
-    if count > r.remaining() / PRODUCER_LEN {
+    if count > r.remaining() / producer_len {
         return Err(format!("{count} producers cannot fit"));
     }
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
         let producer_id = i64::from_be_bytes(r.array()?);
         let epoch = i16::from_be_bytes(r.array()?);
+        let (coordinator_epoch, current_txn_first_offset) = if version == VERSION_1 {
+            (NO_COORDINATOR_EPOCH, None)
+        } else {
+            let coordinator_epoch = i32::from_be_bytes(r.array()?);
+            let first = i64::from_be_bytes(r.array()?);
+            let first = match first {
+                -1 => None,
+                o if o >= 0 && (o as u64) < offset => Some(o as u64),
+                _ => {
+                    return Err(format!(
+                        "producer {producer_id} has a transaction out of place"
+                    ))
+                }
+            };
+            (coordinator_epoch, first)
+        };
         let batch_count = r.take(1)?[0] as usize;
         if batch_count > BATCHES_TO_RETAIN {
             return Err(format!("producer {producer_id} has {batch_count} batches"));
@@ -137,7 +169,13 @@ pub fn decode(bytes: &[u8], expected_offset: u64) -> Result<ProducerStateManager
             }
             batches.push(batch);
         }
-        entries.push((producer_id, epoch, batches));
+        entries.push(SnapshotEntry {
+            producer_id,
+            epoch,
+            batches,
+            coordinator_epoch,
+            current_txn_first_offset,
+        });
     }
     if r.remaining() != 0 {
         return Err(format!("{} bytes after the last producer", r.remaining()));
@@ -318,5 +356,53 @@ mod tests {
         assert_eq!(parse_file_name("00000000000000000042.snapshot"), Some(42));
         assert_eq!(parse_file_name("42.snapshot"), None);
         assert_eq!(parse_file_name("00000000000000000042.snapshot.tmp"), None);
+    }
+
+    #[test]
+    fn an_open_transaction_and_the_coordinator_epoch_survive_a_snapshot() {
+        let mut state = state_with(&[(1, 0, 0, 0)]);
+        let txn = BatchHeader {
+            base_offset: 2,
+            batch_length: 100,
+            partition_leader_epoch: 0,
+            magic: MAGIC_V2,
+            crc: 0,
+            attributes: crate::log::batch::TRANSACTIONAL_BIT,
+            last_offset_delta: 0,
+            base_timestamp: 5,
+            max_timestamp: 5,
+            producer_id: 4,
+            producer_epoch: 1,
+            base_sequence: 0,
+            records_count: 1,
+        };
+        state.record(&txn, 5);
+        let decoded = decode(&encode(&state, 3), 3).unwrap();
+        assert_eq!(decoded, state);
+        assert_eq!(
+            decoded.ongoing_transactions().collect::<Vec<_>>(),
+            vec![(2, 4)]
+        );
+    }
+
+    #[test]
+    fn a_version_1_snapshot_from_before_transactions_still_loads() {
+        // Version 1 as it was written: no coordinator epoch, no open transaction.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(MAGIC);
+        v1.extend_from_slice(&VERSION_1.to_be_bytes());
+        v1.extend_from_slice(&4u64.to_be_bytes());
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(&1i64.to_be_bytes());
+        v1.extend_from_slice(&0i16.to_be_bytes());
+        v1.push(1);
+        v1.extend_from_slice(&0i32.to_be_bytes());
+        v1.extend_from_slice(&1i32.to_be_bytes());
+        v1.extend_from_slice(&0u64.to_be_bytes());
+        v1.extend_from_slice(&1u64.to_be_bytes());
+        v1.extend_from_slice(&7i64.to_be_bytes());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        assert_eq!(decode(&v1, 4).unwrap(), state_with(&[(1, 0, 0, 0)]));
     }
 }

@@ -24,6 +24,21 @@
 //! 6. An idempotent batch without a sequence number (`base_sequence` < 0) is INVALID_RECORD
 //!    (Kafka's `LogValidator`).
 //!
+//! # Transactions
+//! A producer's first transactional batch opens its transaction (the entry remembers that
+//! batch's offset, and the partition lists it among its ongoing transactions); its marker
+//! ([`crate::txn::marker`]) closes it and yields a [`CompletedTxn`] (Kafka's
+//! `ProducerAppendInfo.appendDataBatch`/`appendEndTxnMarker`). A completed transaction stays
+//! *unreplicated* until the high watermark passes its marker. The first unstable offset is the
+//! lowest first offset of the ongoing and unreplicated transactions, and the last stable offset
+//! is that, capped by the high watermark ([`ProducerStateManager::last_stable_offset`]):
+//! read_committed consumers read below it. The rules:
+//! 7. While a producer's transaction is open, a non-transactional batch of it is
+//!    INVALID_TXN_STATE.
+//! 8. A marker with an epoch older than the producer's is INVALID_PRODUCER_EPOCH (a zombie
+//!    coordinator's or a fenced producer's); one from an older coordinator epoch than the last
+//!    marker's is TRANSACTION_COORDINATOR_FENCED.
+//!
 //! The state changes only through [`ProducerStateManager::record`], which the partition calls
 //! after a successful append, and when the partition rebuilds it on open from the latest
 //! snapshot ([`super::producer_snapshot`]) and the batches after it, so a batch lost in a crash
@@ -84,11 +99,40 @@ pub struct BatchMetadata {
     pub timestamp_ms: i64,
 }
 
+/// The coordinator epoch of a producer no marker has been seen for.
+pub const NO_COORDINATOR_EPOCH: i32 = -1;
+
 /// What the partition knows of one producer id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMetadata>,
+    /// The coordinator epoch of the last marker (Kafka's `coordinatorEpoch`).
+    coordinator_epoch: i32,
+    /// The offset of the first batch of the producer's open transaction, if one is open.
+    current_txn_first_offset: Option<u64>,
+}
+
+/// A transaction a marker closed on this partition (Kafka's `CompletedTxn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    /// The offset of its first batch on this partition.
+    pub first_offset: u64,
+    /// The offset of its marker.
+    pub last_offset: u64,
+    pub aborted: bool,
+}
+
+/// One producer's entry as a snapshot stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Oldest first.
+    pub batches: Vec<BatchMetadata>,
+    pub coordinator_epoch: i32,
+    pub current_txn_first_offset: Option<u64>,
 }
 
 impl ProducerEntry {
@@ -96,11 +140,22 @@ impl ProducerEntry {
         ProducerEntry {
             epoch: NO_PRODUCER_EPOCH,
             batches: VecDeque::new(),
+            coordinator_epoch: NO_COORDINATOR_EPOCH,
+            current_txn_first_offset: None,
         }
     }
 
     pub fn epoch(&self) -> i16 {
         self.epoch
+    }
+
+    pub fn coordinator_epoch(&self) -> i32 {
+        self.coordinator_epoch
+    }
+
+    /// The offset of the first batch of the producer's open transaction, if one is open.
+    pub fn current_txn_first_offset(&self) -> Option<u64> {
+        self.current_txn_first_offset
     }
 
     /// The window of last appended batches, oldest first.
@@ -169,6 +224,28 @@ pub enum SequenceError {
     /// INVALID_RECORD: an idempotent batch without a sequence number.
     #[error("batch from producer {producer_id} has no sequence number")]
     MissingSequence { producer_id: i64 },
+    /// INVALID_TXN_STATE: a non-transactional batch while the producer's transaction is open.
+    #[error("expected a transactional write from producer {producer_id}: its transaction is open")]
+    InvalidTxnState { producer_id: i64 },
+}
+
+/// Why a marker is refused on this partition. Mapped to Kafka codes in `protocol::errors`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MarkerRefused {
+    /// INVALID_PRODUCER_EPOCH: the producer has written with a newer epoch.
+    #[error("marker for producer {producer_id} epoch {epoch} is older than the current epoch {current_epoch}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current_epoch: i16,
+    },
+    /// TRANSACTION_COORDINATOR_FENCED: a newer coordinator has written a marker here.
+    #[error("marker for producer {producer_id} from coordinator epoch {coordinator_epoch}, older than {current}")]
+    CoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
 }
 
 /// What to do with a record set that passed [`ProducerStateManager::check`].
@@ -185,6 +262,13 @@ pub enum AppendDecision {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStateManager {
     producers: BTreeMap<i64, ProducerEntry>,
+    /// Open transactions: first offset to producer id (Kafka's `ongoingTxns`).
+    ongoing: BTreeMap<u64, i64>,
+    /// Transactions closed by a marker the high watermark has not yet passed, by first offset
+    /// (Kafka's `unreplicatedTxns`). Not kept in snapshots: a reloaded state counts them as
+    /// replicated, and the high watermark (which starts at or below the reloaded end) caps the
+    /// LSO meanwhile.
+    unreplicated: BTreeMap<u64, CompletedTxn>,
 }
 
 impl ProducerStateManager {
@@ -202,35 +286,66 @@ impl ProducerStateManager {
         self.producers.iter().map(|(&id, entry)| (id, entry))
     }
 
-    /// The state a snapshot describes: per producer id, its epoch and its window of batches,
-    /// oldest first. Refuses entries that [`ProducerStateManager::record`] could not have made.
-    pub fn from_entries(
-        entries: Vec<(i64, i16, Vec<BatchMetadata>)>,
-    ) -> Result<ProducerStateManager, String> {
-        let mut producers = BTreeMap::new();
-        for (producer_id, epoch, batches) in entries {
-            if producer_id <= NO_PRODUCER_ID || batches.len() > BATCHES_TO_RETAIN {
+    /// Every producer's entry as a snapshot stores it, in id order.
+    pub fn snapshot_entries(&self) -> Vec<SnapshotEntry> {
+        self.producers
+            .iter()
+            .map(|(&producer_id, entry)| SnapshotEntry {
+                producer_id,
+                epoch: entry.epoch,
+                batches: entry.batches.iter().copied().collect(),
+                coordinator_epoch: entry.coordinator_epoch,
+                current_txn_first_offset: entry.current_txn_first_offset,
+            })
+            .collect()
+    }
+
+    /// The state a snapshot describes. Refuses entries that [`ProducerStateManager::record`]
+    /// could not have made.
+    pub fn from_entries(entries: Vec<SnapshotEntry>) -> Result<ProducerStateManager, String> {
+        let mut state = ProducerStateManager::new();
+        for e in entries {
+            let producer_id = e.producer_id;
+            if producer_id <= NO_PRODUCER_ID || e.batches.len() > BATCHES_TO_RETAIN {
                 return Err(format!("producer {producer_id} cannot be in a snapshot"));
             }
-            if batches
+            if e.batches
                 .windows(2)
                 .any(|w| w[0].last_offset >= w[1].base_offset)
             {
                 return Err(format!("producer {producer_id} has batches out of order"));
             }
+            if let Some(first) = e.current_txn_first_offset {
+                // The batch that opened the transaction is at or below the producer's last.
+                if e.batches.last().is_none_or(|b| first > b.last_offset) {
+                    return Err(format!(
+                        "producer {producer_id} has a transaction out of place"
+                    ));
+                }
+                if state.ongoing.insert(first, producer_id).is_some() {
+                    return Err(format!("two transactions start at offset {first}"));
+                }
+            }
             let entry = ProducerEntry {
-                epoch,
-                batches: batches.into(),
+                epoch: e.epoch,
+                batches: e.batches.into(),
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_first_offset: e.current_txn_first_offset,
             };
-            if producers.insert(producer_id, entry).is_some() {
+            if state.producers.insert(producer_id, entry).is_some() {
                 return Err(format!("producer {producer_id} appears twice"));
             }
         }
-        Ok(ProducerStateManager { producers })
+        Ok(state)
     }
 
     /// Forgets producers whose batches all lie below `log_start_offset` (deleted by retention
-    /// or DeleteRecords), as a rebuild from the log start would not know them.
+    /// or DeleteRecords), as a rebuild from the log start would not know them, with their open
+    /// transactions (a marker for one would find no entry to close it), and the closed
+    /// transactions whose markers lie below it (Kafka's `evictUnretainedProducers` and
+    /// `removeUnreplicatedTransactions`). The open transaction of a producer that stays keeps
+    /// holding the LSO back even if its first batch is gone: the LSO is then the log start
+    /// ([`ProducerStateManager::last_stable_offset`]), as in Kafka.
     pub fn evict_before(&mut self, log_start_offset: u64) {
         self.producers.retain(|_, entry| {
             entry
@@ -238,6 +353,154 @@ impl ProducerStateManager {
                 .back()
                 .is_some_and(|b| b.last_offset >= log_start_offset)
         });
+        let producers = &self.producers;
+        self.ongoing
+            .retain(|_, producer_id| producers.contains_key(producer_id));
+        self.unreplicated
+            .retain(|_, txn| txn.last_offset >= log_start_offset);
+    }
+
+    /// The open transactions, as (first offset, producer id), oldest first.
+    pub fn ongoing_transactions(&self) -> impl Iterator<Item = (u64, i64)> + '_ {
+        self.ongoing.iter().map(|(&first, &pid)| (first, pid))
+    }
+
+    /// The lowest offset of a transaction not yet decided and replicated: the first offset of
+    /// the oldest ongoing or unreplicated transaction (Kafka's `firstUndecidedOffset`).
+    pub fn first_unstable_offset(&self) -> Option<u64> {
+        let ongoing = self.ongoing.keys().next().copied();
+        let unreplicated = self.unreplicated.keys().next().copied();
+        match (ongoing, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The last stable offset to record with `completed`, just closed, in the aborted
+    /// transaction index: the first offset of the oldest transaction still open, or the
+    /// marker's offset + 1 (Kafka's `lastStableOffset(completedTxn)`).
+    pub fn stable_offset_after(&self, completed: &CompletedTxn) -> u64 {
+        self.ongoing
+            .keys()
+            .next()
+            .map_or(completed.last_offset + 1, |&first| {
+                first.min(completed.last_offset + 1)
+            })
+    }
+
+    /// The last stable offset of a log starting at `log_start_offset` with `high_watermark`:
+    /// read_committed consumers read below it. An open transaction whose first batch retention
+    /// removed holds it at the log start (Kafka's `maybeIncrementFirstUnstableOffset`).
+    pub fn last_stable_offset(&self, high_watermark: u64, log_start_offset: u64) -> u64 {
+        self.first_unstable_offset()
+            .map_or(high_watermark, |first| {
+                first.max(log_start_offset).min(high_watermark)
+            })
+    }
+
+    /// The high watermark moved: the closed transactions whose markers it passed are stable
+    /// (Kafka's `onHighWatermarkUpdated`).
+    pub fn on_high_watermark(&mut self, high_watermark: u64) {
+        self.unreplicated
+            .retain(|_, txn| txn.last_offset >= high_watermark);
+    }
+
+    /// Checks a marker for `producer_id` at `producer_epoch` from coordinator epoch
+    /// `coordinator_epoch` (rule 8). Changes nothing.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), MarkerRefused> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if producer_epoch < entry.epoch {
+            return Err(MarkerRefused::InvalidProducerEpoch {
+                producer_id,
+                epoch: producer_epoch,
+                current_epoch: entry.epoch,
+            });
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(MarkerRefused::CoordinatorFenced {
+                producer_id,
+                coordinator_epoch,
+                current: entry.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a marker now in the log at `header.base_offset` (`marker` as decoded; `None` for
+    /// a control batch emptied by the cleaner, which ends nothing). Returns the transaction it
+    /// closed, if the producer had one open here (a marker for a transaction that wrote nothing
+    /// to this partition closes none, as in Kafka). Applies what the log holds without judging
+    /// it, like [`ProducerStateManager::record`].
+    pub fn record_marker(
+        &mut self,
+        header: &BatchHeader,
+        marker: Option<crate::txn::marker::Marker>,
+    ) -> Option<CompletedTxn> {
+        assert!(header.is_control(), "a marker is a control batch");
+        assert!(
+            header.base_offset >= 0,
+            "recording a marker without an offset"
+        );
+        let marker = marker?;
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(ProducerEntry::unknown);
+        let completed = entry
+            .current_txn_first_offset
+            .take()
+            .map(|first_offset| CompletedTxn {
+                producer_id: header.producer_id,
+                first_offset,
+                last_offset: header.base_offset as u64,
+                aborted: marker.control == crate::txn::marker::ControlType::Abort,
+            });
+        // Kafka's `ProducerStateEntry.update`: a new epoch (a bump at the end of a transaction,
+        // KIP-890) forgets the old epoch's batches.
+        if header.producer_epoch != entry.epoch {
+            entry.batches.clear();
+            entry.epoch = header.producer_epoch;
+        }
+        entry.coordinator_epoch = marker.coordinator_epoch;
+        if let Some(txn) = completed {
+            let removed = self.ongoing.remove(&txn.first_offset);
+            assert_eq!(
+                removed,
+                Some(txn.producer_id),
+                "an open transaction is listed"
+            );
+            self.unreplicated.insert(txn.first_offset, txn);
+        }
+        completed
+    }
+
+    /// Records any batch now in the log (whole bytes as stored): a data batch as
+    /// [`ProducerStateManager::record`] does, a control batch as a marker. A control batch
+    /// whose marker cannot be read is skipped, loudly (it can only be damage the CRC missed or
+    /// a control type this broker does not know).
+    pub fn record_stored(&mut self, batch: &[u8]) -> Option<CompletedTxn> {
+        let header = BatchHeader::parse(batch).expect("a stored batch parses");
+        if !header.is_control() {
+            self.record(&header, header.max_timestamp);
+            return None;
+        }
+        if header.producer_id <= NO_PRODUCER_ID {
+            return None;
+        }
+        match crate::txn::marker::decode(batch) {
+            Ok(marker) => self.record_marker(&header, marker),
+            Err(e) => {
+                tracing::error!(offset = header.base_offset, %e, "unreadable control batch skipped");
+                None
+            }
+        }
     }
 
     /// Number of producer ids known.
@@ -303,6 +566,13 @@ impl ProducerStateManager {
                     last_seq: entry.last_seq(),
                 });
             }
+            if entry.current_txn_first_offset.is_some() && !header.is_transactional() {
+                return Err(SequenceError::InvalidTxnState { producer_id });
+            }
+            if header.is_transactional() && entry.current_txn_first_offset.is_none() {
+                // Its offset is not known yet; that a transaction is open is what matters.
+                entry.current_txn_first_offset = Some(0);
+            }
             // Offsets are not known yet; only the sequences matter for the batches after it.
             entry.add_batch(
                 epoch,
@@ -337,10 +607,16 @@ impl ProducerStateManager {
             last_offset: header.last_offset() as u64,
             timestamp_ms,
         };
-        self.producers
+        let entry = self
+            .producers
             .entry(header.producer_id)
-            .or_insert_with(ProducerEntry::unknown)
-            .add_batch(header.producer_epoch, batch);
+            .or_insert_with(ProducerEntry::unknown);
+        entry.add_batch(header.producer_epoch, batch);
+        if header.is_transactional() && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(batch.base_offset);
+            let before = self.ongoing.insert(batch.base_offset, header.producer_id);
+            assert!(before.is_none(), "two transactions start at one offset");
+        }
     }
 }
 
@@ -645,5 +921,217 @@ mod tests {
             Err(SequenceError::OutOfOrder { .. })
         ));
         assert_eq!(state.len(), 2);
+    }
+
+    /// A transactional batch of `records` records from `pid`, as stored at `offset`.
+    fn txn_batch(pid: i64, epoch: i16, seq: i32, records: i32, offset: u64) -> BatchHeader {
+        BatchHeader {
+            base_offset: offset as i64,
+            attributes: crate::log::batch::TRANSACTIONAL_BIT,
+            ..batch(pid, epoch, seq, records)
+        }
+    }
+
+    /// The marker batch of `pid` at `offset`, and its marker.
+    fn marker_at(
+        pid: i64,
+        epoch: i16,
+        control: crate::txn::marker::ControlType,
+        coordinator_epoch: i32,
+        offset: u64,
+    ) -> Vec<u8> {
+        let mut bytes = crate::txn::marker::encode(
+            pid,
+            epoch,
+            crate::txn::marker::Marker {
+                control,
+                coordinator_epoch,
+            },
+            1_000,
+        );
+        crate::log::batch::set_base_offset(&mut bytes, offset as i64);
+        bytes
+    }
+
+    fn record_txn(state: &mut ProducerStateManager, header: BatchHeader) {
+        assert_eq!(state.check(&[header]), Ok(AppendDecision::Append));
+        state.record(&header, header.max_timestamp);
+    }
+
+    use crate::txn::marker::ControlType::{Abort, Commit};
+
+    #[test]
+    fn a_transactional_batch_opens_a_transaction_and_the_lso_stops_at_its_first_offset() {
+        let mut state = ProducerStateManager::new();
+        append(&mut state, batch(1, 0, 0, 5), 0).unwrap();
+        assert_eq!(state.last_stable_offset(5, 0), 5);
+        record_txn(&mut state, txn_batch(PID, 0, 0, 3, 5));
+        record_txn(&mut state, txn_batch(PID, 0, 3, 3, 8));
+        assert_eq!(
+            state.entry(PID).unwrap().current_txn_first_offset(),
+            Some(5)
+        );
+        assert_eq!(
+            state.ongoing_transactions().collect::<Vec<_>>(),
+            vec![(5, PID)]
+        );
+        assert_eq!(state.last_stable_offset(11, 0), 5);
+        assert_eq!(
+            state.last_stable_offset(3, 0),
+            3,
+            "the LSO never passes the HW"
+        );
+    }
+
+    #[test]
+    fn a_commit_marker_closes_the_transaction_and_the_lso_moves_once_the_hw_passes_it() {
+        let mut state = ProducerStateManager::new();
+        record_txn(&mut state, txn_batch(PID, 0, 0, 3, 0));
+        let completed = state.record_stored(&marker_at(PID, 0, Commit, 4, 3));
+        assert_eq!(
+            completed,
+            Some(CompletedTxn {
+                producer_id: PID,
+                first_offset: 0,
+                last_offset: 3,
+                aborted: false
+            })
+        );
+        assert_eq!(state.entry(PID).unwrap().current_txn_first_offset(), None);
+        assert_eq!(state.entry(PID).unwrap().coordinator_epoch(), 4);
+        // Decided, but the marker is not yet replicated: still unstable.
+        assert_eq!(state.last_stable_offset(3, 0), 0);
+        state.on_high_watermark(3);
+        assert_eq!(state.last_stable_offset(3, 0), 0);
+        state.on_high_watermark(4);
+        assert_eq!(state.last_stable_offset(4, 0), 4);
+        assert_eq!(state.first_unstable_offset(), None);
+    }
+
+    #[test]
+    fn an_abort_marker_reports_an_aborted_transaction() {
+        let mut state = ProducerStateManager::new();
+        record_txn(&mut state, txn_batch(PID, 2, 0, 1, 10));
+        let completed = state
+            .record_stored(&marker_at(PID, 2, Abort, 0, 11))
+            .unwrap();
+        assert!(completed.aborted);
+        assert_eq!((completed.first_offset, completed.last_offset), (10, 11));
+    }
+
+    #[test]
+    fn the_lso_is_the_first_offset_of_the_oldest_open_transaction() {
+        let mut state = ProducerStateManager::new();
+        record_txn(&mut state, txn_batch(1, 0, 0, 2, 0));
+        record_txn(&mut state, txn_batch(2, 0, 0, 2, 2));
+        assert_eq!(state.last_stable_offset(4, 0), 0);
+        state.record_stored(&marker_at(1, 0, Commit, 0, 4));
+        state.on_high_watermark(5);
+        assert_eq!(
+            state.last_stable_offset(5, 0),
+            2,
+            "producer 2's transaction is still open"
+        );
+        state.record_stored(&marker_at(2, 0, Abort, 0, 5));
+        state.on_high_watermark(6);
+        assert_eq!(state.last_stable_offset(6, 0), 6);
+    }
+
+    #[test]
+    fn a_marker_for_a_producer_with_no_open_transaction_here_closes_none() {
+        let mut state = ProducerStateManager::new();
+        assert_eq!(state.record_stored(&marker_at(PID, 0, Commit, 0, 0)), None);
+        assert_eq!(state.first_unstable_offset(), None);
+        assert_eq!(state.entry(PID).unwrap().epoch(), 0);
+    }
+
+    #[test]
+    fn a_non_transactional_batch_while_the_transaction_is_open_is_invalid_txn_state() {
+        let mut state = ProducerStateManager::new();
+        record_txn(&mut state, txn_batch(PID, 0, 0, 1, 0));
+        assert_eq!(
+            state.check(&[batch(PID, 0, 1, 1)]),
+            Err(SequenceError::InvalidTxnState { producer_id: PID })
+        );
+        // Within one record set too.
+        let mut fresh = ProducerStateManager::new();
+        fresh.record(&batch(PID, 0, 0, 1), 0);
+        assert_eq!(
+            fresh.check(&[txn_batch(PID, 0, 1, 1, 0), batch(PID, 0, 2, 1)]),
+            Err(SequenceError::InvalidTxnState { producer_id: PID })
+        );
+    }
+
+    #[test]
+    fn a_marker_from_an_older_producer_epoch_or_coordinator_epoch_is_refused() {
+        let mut state = ProducerStateManager::new();
+        record_txn(&mut state, txn_batch(PID, 3, 0, 1, 0));
+        assert_eq!(
+            state.check_marker(PID, 2, 0),
+            Err(MarkerRefused::InvalidProducerEpoch {
+                producer_id: PID,
+                epoch: 2,
+                current_epoch: 3
+            })
+        );
+        state.record_stored(&marker_at(PID, 3, Commit, 5, 1));
+        assert_eq!(
+            state.check_marker(PID, 3, 4),
+            Err(MarkerRefused::CoordinatorFenced {
+                producer_id: PID,
+                coordinator_epoch: 4,
+                current: 5
+            })
+        );
+        assert_eq!(state.check_marker(PID, 3, 5), Ok(()));
+        assert_eq!(
+            state.check_marker(PID + 1, 0, 0),
+            Ok(()),
+            "an unknown producer"
+        );
+    }
+
+    #[test]
+    fn a_marker_with_a_new_epoch_forgets_the_old_epochs_batches() {
+        // KIP-890 part 2: the coordinator bumps the epoch in the marker.
+        let mut state = ProducerStateManager::new();
+        record_txn(&mut state, txn_batch(PID, 0, 0, 1, 0));
+        state.record_stored(&marker_at(PID, 1, Commit, 0, 1));
+        let entry = state.entry(PID).unwrap();
+        assert_eq!((entry.epoch(), entry.batches().count()), (1, 0));
+    }
+
+    #[test]
+    fn an_open_transaction_whose_start_retention_removed_holds_the_lso_at_the_log_start() {
+        let mut state = ProducerStateManager::new();
+        record_txn(&mut state, txn_batch(1, 0, 0, 2, 0));
+        record_txn(&mut state, txn_batch(2, 0, 0, 2, 2));
+        record_txn(&mut state, txn_batch(1, 0, 2, 2, 4));
+        state.evict_before(4);
+        // Producer 2's batches are all gone: it goes, and its transaction with it.
+        assert!(state.entry(2).is_none());
+        assert_eq!(
+            state.ongoing_transactions().collect::<Vec<_>>(),
+            vec![(0, 1)]
+        );
+        assert_eq!(state.last_stable_offset(6, 4), 4);
+        state.record_stored(&marker_at(1, 0, Commit, 0, 6));
+        state.on_high_watermark(7);
+        assert_eq!(state.last_stable_offset(7, 4), 7);
+    }
+
+    #[test]
+    fn open_transactions_survive_a_round_trip_through_snapshot_entries() {
+        let mut state = ProducerStateManager::new();
+        record_txn(&mut state, txn_batch(1, 0, 0, 2, 0));
+        append(&mut state, batch(2, 0, 0, 1), 2).unwrap();
+        state.record_stored(&marker_at(2, 0, Commit, 9, 3));
+        let reloaded = ProducerStateManager::from_entries(state.snapshot_entries()).unwrap();
+        assert_eq!(
+            reloaded.ongoing_transactions().collect::<Vec<_>>(),
+            vec![(0, 1)]
+        );
+        assert_eq!(reloaded.entry(2).unwrap().coordinator_epoch(), 9);
+        assert_eq!(reloaded.producers, state.producers);
     }
 }

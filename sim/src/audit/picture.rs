@@ -251,6 +251,9 @@ fn lane_of(op: &Op) -> (u8, Process, String) {
             partition,
             ..
         } => (2, *consumer, format!("{topic}/{partition}")),
+        OpKind::BeginTxn { producer, .. }
+        | OpKind::SendOffsetsToTxn { producer, .. }
+        | OpKind::EndTxn { producer, .. } => (0, *producer, "transactions".to_string()),
     };
     let (role, process) = who(process, role);
     (role, process, tp)

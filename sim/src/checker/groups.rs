@@ -108,7 +108,11 @@ impl<'a> Groups<'a> {
                 OpKind::Poll {
                     group: Some(group), ..
                 } => groups.activity.entry(group).or_default().push(op),
-                OpKind::Poll { group: None, .. } | OpKind::Send { .. } => {}
+                OpKind::Poll { group: None, .. }
+                | OpKind::Send { .. }
+                | OpKind::BeginTxn { .. }
+                | OpKind::SendOffsetsToTxn { .. }
+                | OpKind::EndTxn { .. } => {}
             }
         }
         groups
@@ -252,11 +256,20 @@ fn skipped_by_group(
     let Some(final_read) = &part.final_read else {
         return;
     };
+    // A group reading read_committed rightly skips the records of transactions that did not
+    // commit.
+    let group_reads_committed = part
+        .polls
+        .iter()
+        .any(|&p| model.polls[p].group == Some(group) && model.polls[p].read_committed());
     let mut reported = BTreeSet::new();
     for &p in &final_read.polls {
         let poll = &model.polls[p];
         for &(offset, value) in poll.records {
-            if offset >= committed || !reported.insert(value) {
+            if offset >= committed
+                || !reported.insert(value)
+                || (group_reads_committed && model.uncommitted.contains(&value))
+            {
                 continue;
             }
             let read_by_group = part

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::allowances::Allowances;
-use super::model::{Model, Partition, SendClass, Source};
+use super::model::{FinalRead, Model, Partition, SendClass, Source};
 use super::report::{Anomaly, AnomalyKind, Evidence, Status, TopicPartition};
 
 /// At most this many reads of one value are listed as evidence; the explanation gives the count.
@@ -230,12 +230,24 @@ pub(crate) fn duplicates(model: &Model<'_>, allowances: &Allowances, out: &mut V
     }
 }
 
-/// The first poll of `part` that passed over `offset`, if any did.
-fn poll_passing_over(model: &Model<'_>, part: &Partition, offset: i64) -> Option<usize> {
+/// The first poll of `part` that passed over `offset` and should have returned `value` there,
+/// if any did (a read_committed poll is not expected to return an uncommitted transaction's).
+fn poll_passing_over(
+    model: &Model<'_>,
+    part: &Partition,
+    offset: i64,
+    value: u64,
+) -> Option<usize> {
     part.polls
         .iter()
         .copied()
-        .find(|&p| model.polls[p].passed_over(offset))
+        .find(|&p| model.polls[p].passed_over(offset) && !model.hidden_from(p, value))
+}
+
+/// Whether the final read should return `value` if the log holds it: a read_committed final
+/// read does not return an uncommitted transaction's records.
+fn final_read_expects(model: &Model<'_>, final_read: &FinalRead, value: u64) -> bool {
+    !(final_read.read_committed && model.uncommitted.contains(&value))
 }
 
 /// Lost writes and records never seen (see the module docs for the exact definitions).
@@ -255,8 +267,9 @@ pub(crate) fn lost_and_never_seen(
             let status = || Status::from_cause(allowances.loss(send, model.appended_by_ms(send)));
             let value = send.value;
             let ack = Evidence::of(send.op, "acknowledged send", acked_offset, Some(value));
-            let passed = acked_offset
-                .and_then(|offset| poll_passing_over(model, part, offset).map(|p| (offset, p)));
+            let passed = acked_offset.and_then(|offset| {
+                poll_passing_over(model, part, offset, value).map(|p| (offset, p))
+            });
             if let Some((offset, poll)) = passed {
                 let poll = &model.polls[poll];
                 let others: Vec<String> = part.values_at(offset).map(|v| v.to_string()).collect();
@@ -278,7 +291,11 @@ pub(crate) fn lost_and_never_seen(
                     ),
                     vec![ack, Evidence::of(poll.op, "poll that read past its offset", Some(offset), None)],
                 ));
-            } else if let Some(final_read) = &part.final_read {
+            } else if let Some(final_read) = part
+                .final_read
+                .as_ref()
+                .filter(|f| final_read_expects(model, f, value))
+            {
                 let mut evidence = vec![ack];
                 evidence.extend(
                     final_read
@@ -306,7 +323,7 @@ pub(crate) fn lost_and_never_seen(
             continue;
         };
         for (&value, reads) in &part.reads {
-            if final_read.values.contains(&value) {
+            if final_read.values.contains(&value) || !final_read_expects(model, final_read, value) {
                 continue;
             }
             let Some(send) = model.writer_in(tp, value) else {

@@ -27,8 +27,8 @@
 //! ## Anomalies
 //! Each is a violation unless an allowance says otherwise.
 //! - **phantom_read** — a poll returned a value that no send wrote, or whose send went to
-//!   another partition, or whose send definitely failed (Jepsen's *aborted read*). One per
-//!   partition and value. Always a violation.
+//!   another partition, or whose send definitely failed. One per partition and value. Always
+//!   a violation. (A record of an aborted *transaction* is an `aborted_read`, below.)
 //! - **inconsistent_offset** — an offset at which two different values exist, from any mix of
 //!   acknowledgements and reads (an ack at 5 says `a`, a poll at 5 returned `b`). Always a
 //!   violation: offsets are never reused, not even after a loss the configuration permits.
@@ -86,6 +86,54 @@
 //!   send. Always a violation (a broker without duplicate detection refuses every such retry,
 //!   and a client that reports them unknown would otherwise hide it).
 //!
+//! ## Transactions
+//! A transactional producer's operations name their transaction ([`crate::history::TxnId`],
+//! unique per run): its sends carry it, its consume-transform-produce input polls carry it, and
+//! it has send-offsets-to-transaction operations and a commit or abort whose answer is
+//! [`TxnResult`](crate::history::TxnResult) Committed, Aborted, Fenced or Unknown. A poll
+//! records its consumer's isolation level and, when the fetch reported them, the high
+//! watermark and last stable offset (LSO). A transaction's **fate**:
+//! - *committed* — an end answered Committed; or its commit was fenced, unknown or pending and
+//!   a read_committed poll returned one of its records (the read reveals the commit; were it
+//!   aborted, that read would be wrong, and is judged as committed consistently);
+//! - *aborted* (never committed) — an end answered Aborted (an acknowledged abort, or a commit
+//!   refused with an abortable error), or no commit was ever asked for;
+//! - *indefinite* — otherwise: it may have committed or not.
+//!
+//! Records of transactions that are not committed are not expected by read_committed readers:
+//! a read_committed poll passing over one, a read_committed final read or group missing one,
+//! is no `lost_write`, `never_seen`, `skipped_offset` or `skipped_by_group`.
+//!
+//! - **aborted_read** (G1a) — a read_committed poll returned a record of an aborted
+//!   transaction. One per transaction, partition and isolation level. A violation; allowed for
+//!   read_uncommitted polls (Kafka returns aborted records to them). A transaction whose commit
+//!   was fenced or unknown is not aborted: reading it is excused (the read reveals its commit).
+//! - **intermediate_read** (G1b) — a read_committed poll returned a record of a transaction
+//!   that committed or may have, and the poll completed before that transaction's commit was
+//!   invoked: it read a transaction still open. One per transaction and partition. Always a
+//!   violation; read_uncommitted polls are not judged (they read open transactions by design).
+//! - **read_past_lso** — a read_committed poll returned a record at or past the last stable
+//!   offset its own fetch answer reported. One per poll. Always a violation; a poll whose fetch
+//!   reported no LSO is not judged.
+//! - **circular_information_flow** (G1c over write-read dependencies) — committed transactions
+//!   T1 → T2 → … → T1, where each reads (an input poll of it returned) a record the previous one
+//!   wrote. One per cycle, naming each read. A violation when every read in the cycle is
+//!   read_committed; allowed when one is read_uncommitted (that reader may see a transaction
+//!   before it commits). Aborted and indefinite transactions are not part of the graph.
+//! - **partial_transaction** — a committed transaction some of whose records a poll returned,
+//!   while a poll passed over the offset of another of its records (acknowledged there, or
+//!   read there by someone) without returning it: visible in part, or lost in part. One per
+//!   transaction and partition of the missing records. Allowed when the loss of every missing
+//!   record is (the loss rules below); the missing records' losses are reported as such too.
+//! - **input_committed_without_output** — consume-transform-produce: an input record (an
+//!   input poll of a transaction that sent offsets for a group returned it) below the group's
+//!   final committed offset (as for `skipped_by_group`) whose consuming transactions all
+//!   aborted: the offset moved past an input whose output never committed. One per input.
+//!   Always a violation; a consuming transaction that committed or may have excuses it.
+//! - **input_committed_twice** — an input record consumed by two committed transactions that
+//!   each sent the group an offset past it: its output is in both. One per input. Always a
+//!   violation; an indefinite or aborted second consumer excuses it.
+//!
 //! ## When a loss is allowed
 //! The loss of a send (a lost write, a never-seen record, a skip over it by a consumer or by a
 //! group) is allowed when
@@ -107,6 +155,7 @@ mod polls;
 mod report;
 #[cfg(test)]
 mod tests;
+mod transactions;
 
 use crate::history::{History, OpKind, Outcome, Process};
 
@@ -142,6 +191,7 @@ pub fn check(history: &History, allowances: &Allowances) -> Report {
     order::real_time_order(&model, allowances, &mut anomalies);
     groups::check_groups(history, &model, allowances, &mut anomalies);
     idempotence::refused_retries(&model, &mut anomalies);
+    transactions::check_transactions(history, &model, allowances, &mut anomalies);
     let mut counts = Counts {
         operations: history.ops.len(),
         ..Counts::default()
@@ -150,7 +200,11 @@ pub fn check(history: &History, allowances: &Allowances) -> Report {
         match op.kind {
             OpKind::Send { .. } => counts.sends += 1,
             OpKind::Poll { .. } => counts.polls += 1,
-            OpKind::Commit { .. } | OpKind::FetchCommitted { .. } => {}
+            OpKind::Commit { .. }
+            | OpKind::FetchCommitted { .. }
+            | OpKind::BeginTxn { .. }
+            | OpKind::SendOffsetsToTxn { .. }
+            | OpKind::EndTxn { .. } => {}
         }
         match &op.outcome {
             Outcome::Ok { .. } => counts.acknowledged += 1,

@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::history::{History, Op, OpKind, Outcome, Process};
+use crate::history::{FetchBounds, History, IsolationLevel, Op, OpKind, Outcome, Process, TxnId};
 
+use super::transactions::Transactions;
 use super::{is_indefinite, TopicPartition, FINAL_READER};
 
 /// How a send ended, as far as the checker is concerned.
@@ -27,6 +28,8 @@ pub(crate) struct Send<'a> {
     pub value: u64,
     pub acks: i16,
     pub class: SendClass,
+    /// The transaction it belongs to, if any.
+    pub txn: Option<TxnId>,
 }
 
 impl Send<'_> {
@@ -46,12 +49,20 @@ pub(crate) struct Poll<'a> {
     pub group: Option<&'a str>,
     pub from_offset: i64,
     pub records: &'a [(i64, u64)],
+    pub isolation: IsolationLevel,
+    /// The transaction whose inputs these records are (consume-transform-produce).
+    pub txn: Option<TxnId>,
+    pub bounds: Option<FetchBounds>,
     /// The highest offset in `records`, computed once: lost-write checks ask for every
     /// unread acknowledged send.
     max_offset: Option<i64>,
 }
 
 impl Poll<'_> {
+    pub fn read_committed(&self) -> bool {
+        self.isolation == IsolationLevel::ReadCommitted
+    }
+
     /// The highest offset this poll returned.
     pub fn max_offset(&self) -> Option<i64> {
         self.max_offset
@@ -95,6 +106,9 @@ pub(crate) struct FinalRead {
     pub records: BTreeSet<(i64, u64)>,
     /// Its polls (indexes into [`Model::polls`]).
     pub polls: Vec<usize>,
+    /// Whether it read read_committed (then records of transactions that did not commit are
+    /// not expected in it).
+    pub read_committed: bool,
 }
 
 impl Partition {
@@ -117,6 +131,11 @@ pub(crate) struct Model<'a> {
     /// value → index into `sends` of the send that wrote it (values are unique per run).
     pub writer_of: BTreeMap<u64, usize>,
     pub partitions: BTreeMap<TopicPartition, Partition>,
+    /// Every transaction, with how it ended.
+    pub txns: Transactions<'a>,
+    /// The values of transactions that did not commit (aborted, or not known to have
+    /// committed): a read_committed reader must not return them, so it is never expected to.
+    pub uncommitted: BTreeSet<u64>,
 }
 
 pub(crate) fn classify(outcome: &Outcome) -> SendClass {
@@ -134,6 +153,8 @@ impl<'a> Model<'a> {
             polls: Vec::new(),
             writer_of: BTreeMap::new(),
             partitions: BTreeMap::new(),
+            txns: Transactions::default(),
+            uncommitted: BTreeSet::new(),
         };
         // Final-reader polls per partition, and whether any of them did not complete ok.
         let mut final_polls: BTreeMap<TopicPartition, (Vec<usize>, bool)> = BTreeMap::new();
@@ -146,6 +167,7 @@ impl<'a> Model<'a> {
                     key,
                     value,
                     acks,
+                    txn,
                 } => {
                     let tp = TopicPartition::new(topic, *partition);
                     let index = model.sends.len();
@@ -157,6 +179,7 @@ impl<'a> Model<'a> {
                         value: *value,
                         acks: *acks,
                         class: classify(&op.outcome),
+                        txn: *txn,
                     };
                     model.writer_of.entry(*value).or_insert(index);
                     let part = model.partitions.entry(tp).or_default();
@@ -178,6 +201,9 @@ impl<'a> Model<'a> {
                     from_offset,
                     records,
                     group,
+                    isolation,
+                    txn,
+                    bounds,
                 } => {
                     let tp = TopicPartition::new(topic, *partition);
                     let ok = matches!(op.outcome, Outcome::Ok { .. });
@@ -209,11 +235,19 @@ impl<'a> Model<'a> {
                         group: group.as_deref(),
                         from_offset: *from_offset,
                         records: records.as_slice(),
+                        isolation: *isolation,
+                        txn: *txn,
+                        bounds: *bounds,
                         max_offset: records.iter().map(|&(offset, _)| offset).max(),
                     });
                 }
-                // Group commits and fetches are checked by `groups`, not here.
-                OpKind::Commit { .. } | OpKind::FetchCommitted { .. } => {}
+                // Group commits and fetches are checked by `groups`, transactions by
+                // `transactions`, not here.
+                OpKind::Commit { .. }
+                | OpKind::FetchCommitted { .. }
+                | OpKind::BeginTxn { .. }
+                | OpKind::SendOffsetsToTxn { .. }
+                | OpKind::EndTxn { .. } => {}
             }
         }
         for (tp, (polls, incomplete)) in final_polls {
@@ -225,13 +259,31 @@ impl<'a> Model<'a> {
                 .flat_map(|&i| model.polls[i].records.iter().copied())
                 .collect();
             let values = records.iter().map(|&(_, v)| v).collect();
+            let read_committed = polls.iter().any(|&i| model.polls[i].read_committed());
             model.partitions.entry(tp).or_default().final_read = Some(FinalRead {
                 values,
                 records,
                 polls,
+                read_committed,
             });
         }
+        model.txns = Transactions::build(history, &model);
+        model.uncommitted = model
+            .sends
+            .iter()
+            .filter(|send| {
+                send.txn
+                    .is_some_and(|txn| !model.txns.fate(txn).is_some_and(|f| f.committed()))
+            })
+            .map(|send| send.value)
+            .collect();
         model
+    }
+
+    /// Whether poll `poll` must not return `value`: it reads read_committed and the value's
+    /// transaction did not commit. Such a poll is never expected to return it.
+    pub fn hidden_from(&self, poll: usize, value: u64) -> bool {
+        self.polls[poll].read_committed() && self.uncommitted.contains(&value)
     }
 
     /// The send that wrote `value` into `tp`, if one did.

@@ -173,10 +173,13 @@ fn skipped(
     polls: &[&Poll<'_>],
     out: &mut Vec<Anomaly>,
 ) {
+    // A read_committed consumer rightly skips the records of transactions that did not commit.
+    let read_committed = polls.iter().any(|poll| poll.read_committed());
     let present: Vec<(i64, u64)> = part
         .observed
         .range(range.0..range.1)
         .flat_map(|(&offset, values)| values.keys().map(move |&v| (offset, v)))
+        .filter(|(_, v)| !(read_committed && model.uncommitted.contains(v)))
         .collect();
     if present.is_empty() {
         return; // an empty offset range: nothing was there to skip

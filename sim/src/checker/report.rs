@@ -59,10 +59,28 @@ pub enum AnomalyKind {
     /// An idempotent producer's retry refused with a sequence error although its first
     /// attempt is in the log.
     IdempotentRetryRefused,
+    /// A read_committed poll returned a record of a transaction that never committed (G1a).
+    AbortedRead,
+    /// A read_committed poll returned a record of a transaction before its commit was asked
+    /// for (G1b).
+    IntermediateRead,
+    /// A read_committed poll returned a record at or past the last stable offset its own
+    /// fetch reported.
+    ReadPastLastStableOffset,
+    /// Committed transactions that read each other's writes in a cycle (G1c).
+    CircularInformationFlow,
+    /// A committed transaction of which a poll returned some records and another passed over
+    /// one without returning it.
+    PartialTransaction,
+    /// A group's committed offset passed an input that only aborted transactions consumed.
+    InputCommittedWithoutOutput,
+    /// One input consumed by two committed transactions that both committed the group's
+    /// offset past it.
+    InputCommittedTwice,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 13] = [
+    pub const ALL: [AnomalyKind; 20] = [
         AnomalyKind::PhantomRead,
         AnomalyKind::InconsistentOffset,
         AnomalyKind::Duplicate,
@@ -76,6 +94,13 @@ impl AnomalyKind {
         AnomalyKind::CommittedOffsetRegression,
         AnomalyKind::SkippedByGroup,
         AnomalyKind::IdempotentRetryRefused,
+        AnomalyKind::AbortedRead,
+        AnomalyKind::IntermediateRead,
+        AnomalyKind::ReadPastLastStableOffset,
+        AnomalyKind::CircularInformationFlow,
+        AnomalyKind::PartialTransaction,
+        AnomalyKind::InputCommittedWithoutOutput,
+        AnomalyKind::InputCommittedTwice,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +118,13 @@ impl AnomalyKind {
             AnomalyKind::CommittedOffsetRegression => "committed_offset_regression",
             AnomalyKind::SkippedByGroup => "skipped_by_group",
             AnomalyKind::IdempotentRetryRefused => "idempotent_retry_refused",
+            AnomalyKind::AbortedRead => "aborted_read",
+            AnomalyKind::IntermediateRead => "intermediate_read",
+            AnomalyKind::ReadPastLastStableOffset => "read_past_lso",
+            AnomalyKind::CircularInformationFlow => "circular_information_flow",
+            AnomalyKind::PartialTransaction => "partial_transaction",
+            AnomalyKind::InputCommittedWithoutOutput => "input_committed_without_output",
+            AnomalyKind::InputCommittedTwice => "input_committed_twice",
         }
     }
 }
@@ -129,7 +161,8 @@ pub struct Evidence {
     pub role: String,
     /// The operation's id in the history.
     pub op: usize,
-    /// "send", "poll", "commit" or "fetch-committed".
+    /// "send", "poll", "commit", "fetch-committed", or for transactions "begin-txn",
+    /// "send-offsets-to-txn" and "end-txn".
     pub kind: &'static str,
     /// The producer or consumer.
     pub process: Process,
@@ -241,6 +274,26 @@ impl Evidence {
                     complete_ms: op.complete_ms,
                 };
             }
+            // A transaction's own operations name no partition (send-offsets names the
+            // first of its group's partitions, as a commit does).
+            OpKind::BeginTxn { producer, .. } => ("begin-txn", *producer, &EMPTY, -1, None, None),
+            OpKind::EndTxn { producer, .. } => ("end-txn", *producer, &EMPTY, -1, None, None),
+            OpKind::SendOffsetsToTxn {
+                producer, offsets, ..
+            } => {
+                let (topic, partition) = offsets
+                    .first()
+                    .map(|(t, p, _)| (t, *p))
+                    .unwrap_or((&EMPTY, -1));
+                (
+                    "send-offsets-to-txn",
+                    *producer,
+                    topic,
+                    partition,
+                    None,
+                    None,
+                )
+            }
         };
         Evidence {
             role: role.into(),
@@ -295,16 +348,16 @@ impl fmt::Display for Anomaly {
             self.topic, self.partition, self.explanation
         )?;
         for e in &self.evidence {
-            let who = if e.kind == "send" {
-                "producer"
-            } else {
-                "consumer"
+            let who = match e.kind {
+                "send" | "begin-txn" | "send-offsets-to-txn" | "end-txn" => "producer",
+                _ => "consumer",
             };
-            write!(
-                f,
-                "    op {:<6} {} {who} {} {}/{} {}",
-                e.op, e.kind, e.process, e.topic, e.partition, e.outcome
-            )?;
+            write!(f, "    op {:<6} {} {who} {}", e.op, e.kind, e.process)?;
+            // A transaction's begin and end name no partition.
+            if !matches!(e.kind, "begin-txn" | "end-txn") {
+                write!(f, " {}/{}", e.topic, e.partition)?;
+            }
+            write!(f, " {}", e.outcome)?;
             if let Some(from) = e.from_offset {
                 write!(f, " from {from}")?;
                 match e.returned {

@@ -2,10 +2,11 @@
 //! and clean histories that must pass.
 
 use super::*;
-use crate::history::Op;
+use crate::history::{FetchBounds, IsolationLevel, Op, TxnId, TxnResult};
 
 mod groups;
 mod proptests;
+mod transactions;
 
 const ACKS_ALL: i16 = -1;
 
@@ -66,6 +67,7 @@ impl Builder {
             key,
             value,
             acks,
+            txn: None,
         };
         self.op(kind, at.0, Some(at.1), outcome)
     }
@@ -90,6 +92,9 @@ impl Builder {
             from_offset,
             records: records.to_vec(),
             group: None,
+            isolation: IsolationLevel::ReadUncommitted,
+            txn: None,
+            bounds: None,
         };
         self.op(kind, at, Some(at + 1), Outcome::Ok { offset: None })
     }
@@ -232,6 +237,7 @@ fn an_indefinite_send_that_never_landed_is_fine_even_with_a_final_read() {
                 key: None,
                 value: 13,
                 acks: ACKS_ALL,
+                txn: None,
             },
             8,
             None,
@@ -641,6 +647,9 @@ fn without_a_complete_final_read_an_unread_value_is_not_judged() {
         from_offset: 1,
         records: vec![],
         group: None,
+        isolation: IsolationLevel::ReadUncommitted,
+        txn: None,
+        bounds: None,
     };
     let report = base()
         .final_read(&[(0, 10)], 100)

@@ -118,7 +118,11 @@ impl Run {
                     counts.polls += 1;
                     counts.records_read += records.len();
                 }
-                OpKind::Commit { .. } | OpKind::FetchCommitted { .. } => {}
+                OpKind::Commit { .. }
+                | OpKind::FetchCommitted { .. }
+                | OpKind::BeginTxn { .. }
+                | OpKind::SendOffsetsToTxn { .. }
+                | OpKind::EndTxn { .. } => {}
             }
         }
         counts.broker_boots = cluster

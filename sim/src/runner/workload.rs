@@ -14,7 +14,7 @@ use madsim::rand::Rng;
 
 use super::invariants::Invariants;
 use crate::cluster::Cluster;
-use crate::history::{OpKind, Outcome, Process, Recorder};
+use crate::history::{FetchBounds, IsolationLevel, OpKind, Outcome, Process, Recorder};
 use crate::random::Stream;
 use crate::scenario::{AcksSpec, Scenario};
 use crate::trace::{now_ms, Trace};
@@ -215,6 +215,7 @@ pub(super) async fn producer(
             key,
             value,
             acks,
+            txn: None,
         };
         let id = ctx.recorder.invoke(kind, now_ms());
         ctx.trace.event(
@@ -272,6 +273,7 @@ pub(super) async fn consumer(
     let config = ConsumerConfig {
         max_wait: Duration::from_millis(spec.max_wait_ms),
         auto_offset_reset: OffsetReset::Earliest,
+        isolation_level: spec.isolation_level.client(),
         ..ConsumerConfig::default()
     };
     let mut consumers: Vec<Consumer> = (0..partitions)
@@ -337,6 +339,12 @@ pub(super) async fn poll_once(
         from_offset: from,
         records: Vec::new(),
         group: None,
+        isolation: match consumer.isolation_level() {
+            client::IsolationLevel::ReadUncommitted => IsolationLevel::ReadUncommitted,
+            client::IsolationLevel::ReadCommitted => IsolationLevel::ReadCommitted,
+        },
+        txn: None,
+        bounds: None,
     };
     let id = ctx.recorder.invoke(kind, now_ms());
     let result = tokio::time::timeout(request_timeout * 2, consumer.poll()).await;
@@ -364,10 +372,22 @@ pub(super) async fn poll_once(
                     records.len()
                 ),
             );
-            ctx.recorder.complete(
+            // A read_committed poll that returned records records the bounds of the fetch that
+            // returned them (the LSO it must stay below); other polls record none, as before.
+            let bounds = match (consumer.isolation_level(), records.is_empty()) {
+                (client::IsolationLevel::ReadCommitted, false) => consumer
+                    .high_watermark(topic, partition)
+                    .map(|high_watermark| FetchBounds {
+                        high_watermark,
+                        last_stable_offset: consumer.last_stable_offset(topic, partition),
+                    }),
+                _ => None,
+            };
+            ctx.recorder.complete_poll(
                 id,
                 Outcome::Ok { offset: None },
-                Some(records.clone()),
+                records.clone(),
+                bounds,
                 now_ms(),
             );
             Some(records)

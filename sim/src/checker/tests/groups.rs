@@ -62,6 +62,9 @@ impl Builder {
             from_offset,
             records: records.to_vec(),
             group: Some(group.into()),
+            isolation: IsolationLevel::ReadUncommitted,
+            txn: None,
+            bounds: None,
         };
         self.op(kind, at, Some(at + 1), Outcome::Ok { offset: None })
     }
@@ -234,6 +237,9 @@ fn a_group_poll_still_running_when_the_fetch_began_keeps_its_offsets_from_expiri
         from_offset: 10,
         records: vec![],
         group: Some(GROUP.into()),
+        isolation: IsolationLevel::ReadUncommitted,
+        txn: None,
+        bounds: None,
     };
     let report = Builder::default()
         .acked_commit(100, 10, (3, 5))

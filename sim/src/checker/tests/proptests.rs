@@ -90,6 +90,7 @@ fn generate(seed: u64, partitions: usize, max_len: u64) -> Generated {
                 key: None,
                 value,
                 acks: -1,
+                txn: None,
             };
             b.op(kind, at, complete, outcome);
         }
