@@ -54,3 +54,4 @@ pub mod server;
 pub mod solo_plane;
 pub mod topic_name;
 pub mod txn;
+pub mod txn_host;

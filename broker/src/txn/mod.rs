@@ -130,6 +130,7 @@
 //! 7. The Rust client's transactional producer and read_committed consumer; rdkafka tests.
 //! 8. The simulator's transactional workload, checker and scenarios; benchmarks.
 
+pub mod coordinator;
 pub mod marker;
 pub mod producer_id;
 pub mod producer_snapshot;
