@@ -1,0 +1,215 @@
+#![cfg(not(madsim))]
+// Real sockets, threads and wall-clock time against a real librdkafka: the determinism rules in
+// clippy.toml are for code that also runs under the simulator, which this never does.
+#![allow(clippy::disallowed_methods)]
+//! Transactions as librdkafka's transactional producer and its read_committed consumer use
+//! them (issue 12): InitProducerId with a transactional id, AddPartitionsToTxn, EndTxn, the
+//! markers the coordinator writes, the last stable offset and the aborted transactions a
+//! read_committed fetch returns.
+//!
+//! The bugs these guard against: an abort whose records a read_committed consumer still
+//! sees (markers written with the wrong outcome, or aborted ranges not returned), a commit
+//! whose records it never sees (markers missing on some partition: the LSO stays behind), a
+//! zombie producer that can still write after its replacement started, and a transaction
+//! left open by a stuck producer that holds every read_committed consumer back for good.
+
+mod common_broker;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common_broker::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+
+fn transactional_producer(bootstrap: &str, id: &str, timeout_ms: &str) -> TestProducer {
+    let socket_timeout_ms = timeout_ms.parse::<u32>().unwrap().min(10_000).to_string();
+    producer(
+        bootstrap,
+        &[
+            ("transactional.id", id),
+            ("transaction.timeout.ms", timeout_ms),
+            // librdkafka insists both are at most the transaction timeout.
+            ("message.timeout.ms", timeout_ms),
+            ("socket.timeout.ms", &socket_timeout_ms),
+        ],
+    )
+}
+
+fn record(partition: i32, value: &str) -> Outgoing {
+    Outgoing {
+        partition: Some(partition),
+        value: Some(value.as_bytes().to_vec()),
+        ..Outgoing::default()
+    }
+}
+
+/// Sends one record per value to each of `partitions` inside the open transaction, and waits
+/// until every one is acknowledged.
+fn send_in_txn(producer: &TestProducer, topic: &str, partitions: i32, values: &[&str]) {
+    let records: Vec<Outgoing> = (0..partitions)
+        .flat_map(|p| values.iter().map(move |v| record(p, &format!("{v}-p{p}"))))
+        .collect();
+    for (i, delivered) in send_all(producer, topic, &records).into_iter().enumerate() {
+        delivered.unwrap_or_else(|e| panic!("transactional record {i}: {e}"));
+    }
+}
+
+fn isolated_consumer(bootstrap: &str, isolation: &str) -> BaseConsumer {
+    let mut config = client_config(bootstrap);
+    config
+        .set("group.id", "faultline-rdkafka-txn-tests")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100")
+        .set("isolation.level", isolation);
+    config.create().expect("consumer")
+}
+
+/// Reads `topic`'s partitions from the beginning with `isolation` until `expected` records
+/// came in per partition, then keeps polling a while longer to catch any extra one. Returns
+/// the values by partition, in offset order.
+fn read_values(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+    expected: usize,
+) -> BTreeMap<i32, Vec<String>> {
+    let consumer = isolated_consumer(bootstrap, isolation);
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut values: BTreeMap<i32, Vec<String>> = (0..partitions).map(|p| (p, Vec::new())).collect();
+    let deadline = Instant::now() + WAIT;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let done = values.values().all(|v| v.len() >= expected);
+        if done && settle_until.is_none() {
+            settle_until = Some(Instant::now() + Duration::from_millis(1_000));
+        }
+        if settle_until.is_some_and(|t| Instant::now() >= t) {
+            return values;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{isolation} read {:?} of {expected} records per partition within {WAIT:?}: {values:?}",
+            values.values().map(Vec::len).collect::<Vec<_>>()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap();
+                values.entry(m.partition()).or_default().push(value);
+            }
+            Some(Err(e)) => panic!("{isolation} consumer: {e}"),
+        }
+    }
+}
+
+fn expected(partitions: i32, values: &[&str]) -> BTreeMap<i32, Vec<String>> {
+    (0..partitions)
+        .map(|p| (p, values.iter().map(|v| format!("{v}-p{p}")).collect()))
+        .collect()
+}
+
+#[test]
+fn a_read_committed_consumer_sees_exactly_the_committed_transactions_over_three_partitions() {
+    let broker = TestBroker::start();
+    let topic = topic_name("txn-commit-abort");
+    broker.create_topic(&topic, 3, &[]);
+    let producer = transactional_producer(&broker.bootstrap(), "txn-commit-abort", "60000");
+    producer.init_transactions(WAIT).expect("init_transactions");
+
+    producer.begin_transaction().expect("begin 1");
+    send_in_txn(&producer, &topic, 3, &["c1", "c2"]);
+    producer.commit_transaction(WAIT).expect("commit 1");
+
+    producer.begin_transaction().expect("begin 2");
+    send_in_txn(&producer, &topic, 3, &["a1", "a2", "a3"]);
+    producer.abort_transaction(WAIT).expect("abort 2");
+
+    producer.begin_transaction().expect("begin 3");
+    send_in_txn(&producer, &topic, 3, &["c3"]);
+    producer.commit_transaction(WAIT).expect("commit 3");
+
+    let committed = read_values(&broker.bootstrap(), &topic, 3, "read_committed", 3);
+    assert_eq!(committed, expected(3, &["c1", "c2", "c3"]));
+    let uncommitted = read_values(&broker.bootstrap(), &topic, 3, "read_uncommitted", 6);
+    assert_eq!(
+        uncommitted,
+        expected(3, &["c1", "c2", "a1", "a2", "a3", "c3"]),
+        "read_uncommitted sees the aborted records too"
+    );
+}
+
+#[test]
+fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
+    let broker = TestBroker::start();
+    let topic = topic_name("txn-fencing");
+    broker.create_topic(&topic, 2, &[]);
+    let zombie = transactional_producer(&broker.bootstrap(), "txn-fencing", "60000");
+    zombie.init_transactions(WAIT).expect("init zombie");
+    zombie.begin_transaction().expect("begin zombie");
+    send_in_txn(&zombie, &topic, 2, &["zombie"]);
+
+    // The replacement's InitProducerId aborts the zombie's open transaction and bumps the
+    // epoch past it.
+    let replacement = transactional_producer(&broker.bootstrap(), "txn-fencing", "60000");
+    replacement
+        .init_transactions(WAIT)
+        .expect("init replacement");
+    replacement.begin_transaction().expect("begin replacement");
+    send_in_txn(&replacement, &topic, 2, &["fresh"]);
+    replacement
+        .commit_transaction(WAIT)
+        .expect("commit replacement");
+
+    let refused = zombie.commit_transaction(WAIT);
+    let error = refused.expect_err("the zombie's commit must fail");
+    let fatal = match &error {
+        KafkaError::Transaction(e) => e.is_fatal(),
+        _ => false,
+    };
+    assert!(fatal, "the zombie is fenced for good: {error:?}");
+
+    let committed = read_values(&broker.bootstrap(), &topic, 2, "read_committed", 1);
+    assert_eq!(
+        committed,
+        expected(2, &["fresh"]),
+        "nothing of the zombie is visible"
+    );
+}
+
+#[test]
+fn a_transaction_past_its_timeout_is_aborted_and_stops_holding_back_read_committed_consumers() {
+    let broker = TestBroker::start_with(|c| {
+        c.transaction_abort_timed_out_transaction_cleanup_interval_ms = 200;
+    });
+    let topic = topic_name("txn-timeout");
+    broker.create_topic(&topic, 1, &[]);
+    let stuck = transactional_producer(&broker.bootstrap(), "txn-timeout", "2000");
+    stuck.init_transactions(WAIT).expect("init");
+    stuck.begin_transaction().expect("begin");
+    send_in_txn(&stuck, &topic, 1, &["stuck"]);
+    // The producer never ends it. A plain record after it is invisible to read_committed until
+    // the coordinator aborts the transaction.
+    let plain = producer(&broker.bootstrap(), &[]);
+    send_ok(&plain, &topic, &[record(0, "after-p0")]);
+
+    let committed = read_values(&broker.bootstrap(), &topic, 1, "read_committed", 1);
+    assert_eq!(
+        committed,
+        expected(1, &["after"]),
+        "the stuck record was aborted"
+    );
+    let uncommitted = read_values(&broker.bootstrap(), &topic, 1, "read_uncommitted", 2);
+    assert_eq!(uncommitted, expected(1, &["stuck", "after"]));
+}
