@@ -1,7 +1,7 @@
 //! FindCoordinator: a group's coordinator is the leader of the group's partition of
 //! `__consumer_offsets` (Kafka's placement, `group::coordinator::partition_for`), one key per
-//! request before v4 and a batch of keys from v4. A transactional id's coordinator (key type
-//! 1) is the leader of its partition of `__transaction_state`, placed the same way. Each topic
+//! request before v4 and a batch of keys from v4. A transactional id's coordinator (key
+//! type 1) is the leader of its partition of `__transaction_state`, placed the same way. Each topic
 //! is created when its first coordinator is looked for, as Kafka does; until then the answer
 //! is COORDINATOR_NOT_AVAILABLE (the client asks again). Another key type is INVALID_REQUEST.
 

@@ -7,8 +7,8 @@
 //! - [`shard::TxnShard`]: the ids of one `__transaction_state` partition this broker leads,
 //!   replayed when it loads; every transition is durable on the in-sync replicas before it is
 //!   applied.
-//! - [`coordinator::TxnCoordinator`]: the shards, loaded and unloaded with leadership; the
-//!   requests (InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, the produce check
+//! - [`transaction_coordinator::TxnCoordinator`]: the shards, loaded and unloaded with
+//!   leadership; the requests (InitProducerId, AddPartitionsToTxn, EndTxn, the produce check
 //!   of KIP-890 part 1); the completion of a prepared transaction (markers on every partition,
 //!   then CompleteCommit/CompleteAbort), also after a reload; the timer that aborts
 //!   transactions past their `transaction.timeout.ms`.
@@ -16,17 +16,17 @@
 //! The broker is the [`TxnHost`]: it allocates producer ids and writes the markers (directly
 //! on the partitions it leads, with WriteTxnMarkers to the leaders of the others).
 
-pub mod coordinator;
 pub mod machine;
 pub mod records;
 pub mod shard;
+pub mod transaction_coordinator;
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use coordinator::TxnCoordinator;
 use machine::TopicPartition;
+pub use transaction_coordinator::TxnCoordinator;
 
 use crate::txn::producer_id::AllocateError;
 
