@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common_broker::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
@@ -212,4 +212,98 @@ fn a_transaction_past_its_timeout_is_aborted_and_stops_holding_back_read_committ
     );
     let uncommitted = read_values(&broker.bootstrap(), &topic, 1, "read_uncommitted", 2);
     assert_eq!(uncommitted, expected(1, &["stuck", "after"]));
+}
+
+/// The group's committed offset of `topic`-0 (OffsetFetch), or `None`.
+fn committed_offset(consumer: &BaseConsumer, topic: &str) -> Option<i64> {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, 0);
+    let committed = consumer.committed_offsets(list, WAIT).expect("OffsetFetch");
+    match committed.find_partition(topic, 0)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+fn send_offsets(producer: &TestProducer, topic: &str, next: i64, group: &ConsumerGroupMetadata) {
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(topic, 0, Offset::Offset(next))
+        .expect("offset");
+    producer
+        .send_offsets_to_transaction(&offsets, group, WAIT)
+        .expect("send_offsets_to_transaction");
+}
+
+#[test]
+fn consume_transform_produce_commits_its_input_offsets_with_its_output_and_an_abort_commits_neither(
+) {
+    let broker = TestBroker::start();
+    let input = topic_name("ctp-in");
+    let output = topic_name("ctp-out");
+    broker.create_topic(&input, 1, &[]);
+    broker.create_topic(&output, 1, &[]);
+    let plain = producer(&broker.bootstrap(), &[]);
+    let inputs: Vec<Outgoing> = (0..5).map(|i| record(0, &format!("in{i}"))).collect();
+    send_ok(&plain, &input, &inputs);
+
+    let mut config = client_config(&broker.bootstrap());
+    config
+        .set("group.id", "ctp-group")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = config.create().expect("consumer");
+    let group = consumer.group_metadata().expect("group metadata");
+    let producer = transactional_producer(&broker.bootstrap(), "ctp", "60000");
+    producer.init_transactions(WAIT).expect("init");
+
+    // Transaction 1 transforms in0, in1 and commits input offset 2 with its output.
+    producer.begin_transaction().expect("begin 1");
+    send_in_txn(&producer, &output, 1, &["out0", "out1"]);
+    send_offsets(&producer, &input, 2, &group);
+    producer.commit_transaction(WAIT).expect("commit 1");
+    // Transaction 2 would move the input to 4, and is aborted: neither its output nor its
+    // offsets may ever be seen.
+    producer.begin_transaction().expect("begin 2");
+    send_in_txn(&producer, &output, 1, &["out2", "out3"]);
+    send_offsets(&producer, &input, 4, &group);
+    // A transaction's first AddPartitions/AddOffsets waits (CONCURRENT_TRANSACTIONS, retried
+    // by librdkafka) until the previous one completed, markers included: transaction 1's
+    // offset is visible now, and this one's is not yet.
+    assert_eq!(committed_offset(&consumer, &input), Some(2));
+    producer.abort_transaction(WAIT).expect("abort 2");
+    // Transaction 3 reprocesses in2 and commits offset 3.
+    producer.begin_transaction().expect("begin 3");
+    send_in_txn(&producer, &output, 1, &["again2"]);
+    send_offsets(&producer, &input, 3, &group);
+    assert_eq!(
+        committed_offset(&consumer, &input),
+        Some(2),
+        "the aborted transaction's offset was dropped"
+    );
+    producer.commit_transaction(WAIT).expect("commit 3");
+
+    // Markers land after EndTxn is answered: wait for the last commit's offset.
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let offset = committed_offset(&consumer, &input);
+        if seen.last() != Some(&offset) {
+            seen.push(offset);
+        }
+        if offset == Some(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed offsets seen: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !seen.contains(&Some(4)),
+        "the aborted offset was visible: {seen:?}"
+    );
+    let out = read_values(&broker.bootstrap(), &output, 1, "read_committed", 3);
+    assert_eq!(out, expected(1, &["out0", "out1", "again2"]));
 }

@@ -19,6 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 use wire::{Connection, ConnectionConfig};
 
 use crate::broker::{Broker, RouteError};
+use crate::group::offsets::OFFSETS_TOPIC;
 use crate::partition::{ProduceError, ReplicationWaitError};
 use crate::txn::coordinator::machine::TopicPartition;
 use crate::txn::coordinator::{BoxFuture, Markers, TxnHost};
@@ -110,7 +111,7 @@ impl Broker {
                 other => MarkerWriteError::Storage(other),
             })?;
         let wait = partition.wait_replicated(&info, leader_epoch, 1);
-        match tokio::time::timeout(MARKER_REPLICATION_TIMEOUT, wait).await {
+        let replicated = match tokio::time::timeout(MARKER_REPLICATION_TIMEOUT, wait).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(ReplicationWaitError::NotLeader)) => Err(MarkerWriteError::NotLeader),
             Ok(Err(ReplicationWaitError::Append(e))) => {
@@ -118,7 +119,13 @@ impl Broker {
             }
             Ok(Err(ReplicationWaitError::NotEnoughReplicasAfterAppend { .. })) => Ok(()),
             Err(_) => Err(MarkerWriteError::NotReplicated),
+        };
+        if replicated.is_ok() && topic == OFFSETS_TOPIC {
+            // Offsets the transaction committed (TxnOffsetCommit) become visible with it.
+            self.groups()
+                .complete_txn(index, producer_id, commit, info.base_offset);
         }
+        replicated
     }
 
     /// Sends the markers of `partitions` to broker `leader`; returns those to try again.

@@ -8,6 +8,7 @@
 //! A request that cannot be decoded yields [`RequestError`]: the server logs it with the peer
 //! address and closes that connection only, as Kafka does.
 
+pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod admin;
 pub mod api_versions;
@@ -32,6 +33,7 @@ pub mod offset_fetch;
 pub mod offsets_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
 use std::future::Future;
@@ -275,6 +277,12 @@ pub async fn handle_request(
         }
         ApiKey::AddPartitionsToTxn => {
             ctx.now(&add_partitions_to_txn::handle(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::AddOffsetsToTxn => {
+            ctx.now(&add_offsets_to_txn::handle(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::TxnOffsetCommit => {
+            ctx.now(&txn_offset_commit::handle(&ctx, decode(api_key, version, body)?).await)
         }
         ApiKey::EndTxn => ctx.now(&end_txn::handle(&ctx, decode(api_key, version, body)?).await),
         ApiKey::WriteTxnMarkers => {
