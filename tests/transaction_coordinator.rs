@@ -15,6 +15,7 @@ use std::time::Duration;
 use broker::broker::Broker;
 use broker::clock::ManualClock;
 use broker::config::{BrokerConfig, FlushMode};
+use broker::group::offsets::OffsetKey;
 use broker::log::batch::{self, builder};
 use broker::txn::coordinator::machine::{TopicPartition, TxnState};
 use broker::txn::coordinator::records::{self, TxnRecord, TRANSACTION_STATE_TOPIC};
@@ -23,10 +24,14 @@ use chaos::{FaultyDisk, FaultyDiskConfig};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, InitProducerIdRequest,
-    InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
-    TransactionalId,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse, GroupId,
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+    TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -288,5 +293,116 @@ async fn a_coordinator_that_loads_a_prepared_commit_writes_its_markers_and_compl
         );
         assert_eq!(lso, 3, "partition {p}: two records and the commit marker");
     }
+    broker.shutdown().await;
+}
+
+const GROUP: &str = "payments-readers";
+
+async fn add_offsets(broker: &Arc<Broker>, pid: i64, epoch: i16) -> i16 {
+    let request = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str(ID)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_group_id(GroupId(StrBytes::from_static_str(GROUP)));
+    let response: AddOffsetsToTxnResponse =
+        call(broker, ApiKey::AddOffsetsToTxn, 3, &request).await;
+    response.error_code
+}
+
+async fn txn_offset_commit(broker: &Arc<Broker>, pid: i64, epoch: i16, offset: i64) -> i16 {
+    let request = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str(ID)))
+        .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])]);
+    let response: TxnOffsetCommitResponse =
+        call(broker, ApiKey::TxnOffsetCommit, 3, &request).await;
+    response.topics[0].partitions[0].error_code
+}
+
+async fn end_txn(broker: &Arc<Broker>, pid: i64, epoch: i16, commit: bool) -> i16 {
+    let request = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str(ID)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    let response: EndTxnResponse = call(broker, ApiKey::EndTxn, 3, &request).await;
+    response.error_code
+}
+
+/// Waits until the id's transaction is in `state` (its markers are written).
+async fn wait_state(broker: &Arc<Broker>, state: TxnState) {
+    let mut waited = Duration::ZERO;
+    while !broker
+        .txns()
+        .describe(ID)
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.state() == state)
+    {
+        assert!(waited < Duration::from_secs(30), "never reached {state:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+}
+
+fn committed(broker: &Arc<Broker>) -> Option<i64> {
+    let key = OffsetKey {
+        group: GROUP.into(),
+        topic: TOPIC.into(),
+        partition: 0,
+    };
+    broker.groups().committed(&key).unwrap().map(|c| c.offset)
+}
+
+#[tokio::test]
+async fn offsets_committed_in_a_transaction_are_visible_after_a_restart_only_if_it_committed() {
+    // The bug: a coordinator that reloaded the offsets partition applied every transactional
+    // offset record it read (an open or aborted transaction's offsets became the group's), or
+    // none (a committed one's were lost), instead of resolving each at its marker.
+    let node = Node::new();
+    let broker = node.open_with_topics().await;
+    broker.offsets_topic().await.unwrap();
+    broker.catch_up().await.unwrap();
+    let producer = init(&broker, ID, 60_000).await;
+    let (pid, epoch) = (producer.producer_id.0, producer.producer_epoch);
+    assert_eq!(
+        txn_offset_commit(&broker, pid, epoch, 7).await,
+        ResponseError::InvalidTxnState.code(),
+        "the offsets partition is not in the transaction before AddOffsetsToTxn"
+    );
+    assert_eq!(add_offsets(&broker, pid, epoch).await, 0);
+    assert_eq!(txn_offset_commit(&broker, pid, epoch, 7).await, 0);
+    assert_eq!(committed(&broker), None, "pending until the commit marker");
+    assert_eq!(end_txn(&broker, pid, epoch, true).await, 0);
+    wait_state(&broker, TxnState::CompleteCommit).await;
+    assert_eq!(committed(&broker), Some(7));
+
+    // An aborted transaction's offset, then an open one's.
+    assert_eq!(add_offsets(&broker, pid, epoch).await, 0);
+    assert_eq!(txn_offset_commit(&broker, pid, epoch, 8).await, 0);
+    assert_eq!(end_txn(&broker, pid, epoch, false).await, 0);
+    wait_state(&broker, TxnState::CompleteAbort).await;
+    assert_eq!(committed(&broker), Some(7), "the abort dropped offset 8");
+    assert_eq!(add_offsets(&broker, pid, epoch).await, 0);
+    assert_eq!(txn_offset_commit(&broker, pid, epoch, 9).await, 0);
+    broker.shutdown().await;
+    drop(broker);
+
+    let broker = node.open().await;
+    assert_eq!(
+        committed(&broker),
+        Some(7),
+        "the reload resolves each transaction's offsets at its marker"
+    );
+    // The open transaction is still the coordinator's to end: its commit publishes 9.
+    assert_eq!(end_txn(&broker, pid, epoch, true).await, 0);
+    wait_state(&broker, TxnState::CompleteCommit).await;
+    assert_eq!(committed(&broker), Some(9));
     broker.shutdown().await;
 }
