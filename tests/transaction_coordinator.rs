@@ -338,12 +338,12 @@ async fn end_txn(broker: &Arc<Broker>, pid: i64, epoch: i16, commit: bool) -> i1
 /// Waits until the id's transaction is in `state` (its markers are written).
 async fn wait_state(broker: &Arc<Broker>, state: TxnState) {
     let mut waited = Duration::ZERO;
-    while !broker
+    while broker
         .txns()
         .describe(ID)
         .ok()
         .flatten()
-        .is_some_and(|m| m.state() == state)
+        .is_none_or(|m| m.state() != state)
     {
         assert!(waited < Duration::from_secs(30), "never reached {state:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
