@@ -14,6 +14,7 @@
 //! left open by a stuck producer that holds every read_committed consumer back for good.
 
 mod common_broker;
+mod replicated_cluster;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -306,4 +307,56 @@ fn consume_transform_produce_commits_its_input_offsets_with_its_output_and_an_ab
     );
     let out = read_values(&broker.bootstrap(), &output, 1, "read_committed", 3);
     assert_eq!(out, expected(1, &["out0", "out1", "again2"]));
+}
+
+#[test]
+fn markers_reach_partitions_led_by_other_brokers_through_write_txn_markers() {
+    // Three brokers, the topic's three partitions led by different ones: the coordinator
+    // writes one marker locally and the others with WriteTxnMarkers to their leaders. The
+    // bug: markers only where the coordinator leads, so the other partitions' transactions
+    // stay open (read_committed stalls) or, for an abort, their records are never dropped.
+    let cluster = replicated_cluster::Cluster::start(replicated_cluster::Settings {
+        lag_ms: 10_000,
+        session_ms: 6_000,
+        offsets_partitions: 3,
+    });
+    let bootstrap = cluster.bootstrap();
+    let topic = topic_name("txn-cluster");
+    let creator = cluster.broker(1);
+    cluster
+        .driver
+        .block_on(creator.create_topic(&topic, 3, 3, &[], false))
+        .expect("topic created");
+    cluster.eventually("the topic open on every broker", || {
+        cluster.open_everywhere(&topic)
+    });
+    let leaders: std::collections::BTreeSet<i32> = (0..3)
+        .map(|p| {
+            cluster
+                .broker(1)
+                .image()
+                .partition(&topic, p)
+                .expect("partition")
+                .leader
+        })
+        .collect();
+    assert!(
+        leaders.len() > 1,
+        "the partitions are led by several brokers: {leaders:?}"
+    );
+
+    let producer = transactional_producer(&bootstrap, "txn-cluster", "60000");
+    producer.init_transactions(WAIT).expect("init_transactions");
+    producer.begin_transaction().expect("begin 1");
+    send_in_txn(&producer, &topic, 3, &["c1"]);
+    producer.commit_transaction(WAIT).expect("commit 1");
+    producer.begin_transaction().expect("begin 2");
+    send_in_txn(&producer, &topic, 3, &["a1"]);
+    producer.abort_transaction(WAIT).expect("abort 2");
+    producer.begin_transaction().expect("begin 3");
+    send_in_txn(&producer, &topic, 3, &["c2"]);
+    producer.commit_transaction(WAIT).expect("commit 3");
+
+    let committed = read_values(&bootstrap, &topic, 3, "read_committed", 2);
+    assert_eq!(committed, expected(3, &["c1", "c2"]));
 }
