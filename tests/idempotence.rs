@@ -19,7 +19,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
-    ProducerId, TopicName, TransactionalId,
+    ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -171,21 +171,9 @@ async fn init_producer_id_hands_out_fresh_ids_and_never_reuses_them_after_a_cras
 }
 
 #[tokio::test]
-async fn init_producer_id_refuses_transactions_and_half_given_ids() {
+async fn init_producer_id_refuses_half_given_ids() {
     let node = Node::new(FlushMode::Durable);
     let broker = node.open().await;
-    let transactional = init_producer_id(
-        &broker,
-        InitProducerIdRequest::default()
-            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx-1"))))
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    )
-    .await;
-    assert_eq!(
-        transactional.error_code,
-        ResponseError::TransactionalIdAuthorizationFailed.code()
-    );
     let half = init_producer_id(
         &broker,
         InitProducerIdRequest::default()

@@ -405,6 +405,74 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
                         ]),
                 ]),
         ),
+        // The transactional requests of an id nobody initialised: each answers an error of its
+        // own (the coordinator's), in the response format of its version.
+        ApiKey::AddPartitionsToTxn => request_frame(
+            api,
+            version,
+            c,
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str(
+                    "tx",
+                )))
+                .with_v3_and_below_producer_id(ProducerId(1))
+                .with_v3_and_below_topics(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(topic(t))
+                        .with_partitions(vec![0]),
+                ]),
+        ),
+        ApiKey::AddOffsetsToTxn => request_frame(
+            api,
+            version,
+            c,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+                .with_producer_id(ProducerId(1))
+                .with_group_id(GroupId(StrBytes::from_static_str("simple"))),
+        ),
+        ApiKey::TxnOffsetCommit => request_frame(
+            api,
+            version,
+            c,
+            &TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+                .with_group_id(GroupId(StrBytes::from_static_str("simple")))
+                .with_producer_id(ProducerId(1))
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(topic(t))
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        ),
+        ApiKey::EndTxn => request_frame(
+            api,
+            version,
+            c,
+            &EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+                .with_producer_id(ProducerId(1))
+                .with_committed(true),
+        ),
+        ApiKey::WriteTxnMarkers => request_frame(
+            api,
+            version,
+            c,
+            &WriteTxnMarkersRequest::default().with_markers(vec![
+                write_txn_markers_request::WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(1))
+                    .with_transaction_result(false)
+                    .with_topics(vec![
+                        write_txn_markers_request::WritableTxnMarkerTopic::default()
+                            .with_name(topic(t))
+                            .with_partition_indexes(vec![0]),
+                    ]),
+            ]),
+        ),
         other => panic!("no representative request for {other:?}: add one to this test"),
     }
 }
@@ -460,6 +528,11 @@ async fn every_advertised_api_version_answers_with_a_response_the_codec_decodes(
                 DeleteGroups => DeleteGroupsResponse,
                 OffsetDelete => OffsetDeleteResponse,
                 OffsetForLeaderEpoch => OffsetForLeaderEpochResponse,
+                AddPartitionsToTxn => AddPartitionsToTxnResponse,
+                AddOffsetsToTxn => AddOffsetsToTxnResponse,
+                TxnOffsetCommit => TxnOffsetCommitResponse,
+                EndTxn => EndTxnResponse,
+                WriteTxnMarkers => WriteTxnMarkersResponse,
             );
             checked += 1;
         }

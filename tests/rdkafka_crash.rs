@@ -266,3 +266,179 @@ fn committed_offsets_acknowledged_before_a_kill_9_are_there_after_restart() {
         Offset::Offset(12)
     );
 }
+
+/// Sends one record per (partition, k) for transaction `txn` and waits for every delivery
+/// report; `false` if any failed (the broker died under it).
+fn send_txn_records(producer: &TestProducer, topic: &str, txn: usize, partitions: i32) -> bool {
+    use rdkafka::producer::Producer;
+    let records: Vec<Outgoing> = (0..partitions)
+        .flat_map(|p| {
+            (0..3).map(move |k| Outgoing {
+                partition: Some(p),
+                value: Some(format!("t{txn}-p{p}-{k}").into_bytes()),
+                ..Outgoing::default()
+            })
+        })
+        .collect();
+    enqueue(producer, topic, &records, 0);
+    if producer.flush(Duration::from_secs(10)).is_err() {
+        return false;
+    }
+    let reports = take_reports(producer);
+    reports.len() == records.len() && reports.iter().all(|(_, r)| r.is_ok())
+}
+
+#[test]
+fn a_transaction_is_all_or_nothing_after_its_coordinator_is_killed_mid_commit() {
+    // The bug: a coordinator killed between its decision and the last marker left a
+    // transaction half visible (markers on some partitions only) or open for good after the
+    // restart, or lost a commit it had acknowledged. The restarted coordinator must finish
+    // every prepared transaction and abort every open one (after its timeout).
+    if std::env::var(CHILD_BROKER_ENV).is_ok() {
+        return;
+    }
+    use rdkafka::producer::Producer;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let mut child = spawn_broker(port, dir.path());
+    let topic = topic_name("txn-crash");
+    let partitions = 3;
+    let admin_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<_> = client_config(&bootstrap).create().expect("admin client");
+        let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+        let created = admin_runtime
+            .block_on(
+                admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(WAIT))),
+            )
+            .expect("CreateTopics");
+        assert!(created.iter().all(Result::is_ok), "{created:?}");
+    }
+
+    let committed: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The transaction whose commit_transaction is under way (its records are all written).
+    let committing = Arc::new(AtomicUsize::new(usize::MAX));
+    let worker = {
+        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+        let (committed, stop) = (Arc::clone(&committed), Arc::clone(&stop));
+        let committing = Arc::clone(&committing);
+        std::thread::spawn(move || {
+            let producer = producer(
+                &bootstrap,
+                &[
+                    ("transactional.id", "txn-crash"),
+                    ("transaction.timeout.ms", "5000"),
+                    ("message.timeout.ms", "5000"),
+                    ("socket.timeout.ms", "5000"),
+                ],
+            );
+            producer.init_transactions(WAIT).expect("init_transactions");
+            for txn in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if producer.begin_transaction().is_err()
+                    || !send_txn_records(&producer, &topic, txn, partitions)
+                {
+                    return;
+                }
+                committing.store(txn, Ordering::SeqCst);
+                match producer.commit_transaction(Duration::from_secs(10)) {
+                    Ok(()) => committed.lock().unwrap().push(txn),
+                    Err(_) => return, // unknown outcome: either way, never half
+                }
+            }
+        })
+    };
+    // Kill once a few transactions committed, the moment the next one's commit starts: the
+    // kill lands before the coordinator decided, or between its decision and the last marker.
+    let deadline = Instant::now() + WAIT;
+    while committed.lock().unwrap().len() < 5 || committing.load(Ordering::SeqCst) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no transaction committed before the kill"
+        );
+        std::thread::yield_now();
+    }
+    child.kill_9();
+    drop(child);
+    let _child = spawn_broker(port, dir.path());
+    stop.store(true, Ordering::Relaxed);
+    worker.join().expect("producer thread");
+
+    // A plain record after everything: read_committed reaches it only once every transaction
+    // before it on its partition is decided and marked.
+    let plain = producer(&bootstrap, &[]);
+    let sentinels: Vec<Outgoing> = (0..partitions)
+        .map(|p| Outgoing {
+            partition: Some(p),
+            value: Some(b"sentinel".to_vec()),
+            ..Outgoing::default()
+        })
+        .collect();
+    send_ok(&plain, &topic, &sentinels);
+
+    let mut config = client_config(&bootstrap);
+    config
+        .set("group.id", "txn-crash-reader")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed");
+    let consumer: rdkafka::consumer::BaseConsumer = config.create().expect("consumer");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(&topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    rdkafka::consumer::Consumer::assign(&consumer, &assignment).expect("assign");
+    let mut per_txn: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut sentinels_seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sentinels_seen < partitions {
+        assert!(
+            Instant::now() < deadline,
+            "read_committed never passed every transaction: {sentinels_seen} sentinels, {per_txn:?}"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap();
+                if value == "sentinel" {
+                    sentinels_seen += 1;
+                } else {
+                    let txn: usize = value[1..value.find('-').unwrap()].parse().unwrap();
+                    *per_txn.entry(txn).or_default() += 1;
+                }
+            }
+            Some(Err(e)) => panic!("read_committed consumer: {e}"),
+        }
+    }
+    eprintln!(
+        "acknowledged commits: {:?}; visible after the restart: {per_txn:?}",
+        committed.lock().unwrap()
+    );
+    let whole = (partitions * 3) as usize;
+    for (txn, count) in &per_txn {
+        assert_eq!(
+            *count, whole,
+            "transaction {txn} is partly visible: {per_txn:?}"
+        );
+    }
+    for txn in committed.lock().unwrap().iter() {
+        assert!(
+            per_txn.contains_key(txn),
+            "committed transaction {txn} is lost: {per_txn:?}"
+        );
+    }
+}

@@ -57,6 +57,8 @@ use crate::group::GroupCoordinator;
 use crate::log::cleaner::CleanError;
 use crate::partition::Partition;
 use crate::replica::isr::IsrManager;
+use crate::txn::coordinator::records::TRANSACTION_STATE_TOPIC;
+use crate::txn::coordinator::{TxnCoordinator, TxnHost};
 use crate::txn::producer_id::{AllocateError, ProducerIdManager};
 
 pub use crate::catalog::Topic;
@@ -271,6 +273,9 @@ pub struct Broker {
     broker_epoch: AtomicI64,
     producer_ids: ProducerIdManager,
     groups: Arc<GroupCoordinator>,
+    /// The transaction coordinator (the ids of the `__transaction_state` partitions this
+    /// broker leads).
+    txns: Arc<TxnCoordinator>,
     /// The ISR changes of the partitions this broker leads ([`crate::replica::isr`]).
     isr_manager: Arc<IsrManager>,
     /// True once shutdown began: parked requests are answered at once, none park any more.
@@ -395,6 +400,7 @@ impl Broker {
         .await?;
         let catalog = Catalog::new(config.clone(), Arc::clone(&disk), Arc::clone(&clock));
         let groups = GroupCoordinator::new(Arc::clone(&clock), config.group_config());
+        let txns = TxnCoordinator::new(Arc::clone(&clock), config.txn_config());
         let broker = Arc::new(Broker {
             config,
             clock,
@@ -407,12 +413,15 @@ impl Broker {
             broker_epoch: AtomicI64::new(-1),
             producer_ids: ProducerIdManager::new(),
             groups,
+            txns,
             isr_manager: Arc::default(),
             stopping: Latch::default(),
             closed: Latch::default(),
             connections_refused: std::sync::atomic::AtomicU64::new(0),
             dir_lock: std::sync::Mutex::new(Some(dir_lock)),
         });
+        let host: Weak<dyn TxnHost> = Arc::downgrade(&broker) as Weak<dyn TxnHost>;
+        broker.txns.set_host(host);
         if let Err(e) = broker.start(legacy, disk.as_ref()).await {
             // The plane's replica, listener and tasks would outlive this failed open: a caller
             // that opens again would run a second replica on the same log and find its
@@ -458,6 +467,14 @@ impl Broker {
         // first use): the shards of the offsets partitions this node leads.
         let image = self.catalog.applied_image();
         let loaded = self.follow_offsets_leaderships(&image).await;
+        let txn_records = self.follow_transaction_state_leaderships(&image).await;
+        if image.topic(TRANSACTION_STATE_TOPIC).is_some() {
+            tracing::info!(
+                records = txn_records,
+                shards = ?self.txns.loaded_shards(),
+                "transaction state loaded"
+            );
+        }
         if image.topic(OFFSETS_TOPIC).is_some() {
             tracing::info!(
                 records = loaded,
@@ -605,7 +622,47 @@ impl Broker {
         let applied = self.catalog.apply(Arc::clone(&image)).await;
         // Whatever part of the image was applied: the group shards follow its leaderships.
         self.follow_offsets_leaderships(&image).await;
+        self.follow_transaction_state_leaderships(&image).await;
         applied
+    }
+
+    /// Loads the transaction coordinator's shard of every `__transaction_state` partition this
+    /// node leads in `image`, and unloads the others (as [`Self::follow_offsets_leaderships`]).
+    async fn follow_transaction_state_leaderships(&self, image: &ClusterImage) -> usize {
+        let Some(topic) = image.topic(TRANSACTION_STATE_TOPIC) else {
+            return 0;
+        };
+        let count = i32::try_from(topic.partitions.len()).expect("partition count fits i32");
+        match self.txns.partition_count() {
+            None => self.txns.set_partition_count(count),
+            Some(set) if set == count => {}
+            Some(set) => {
+                tracing::error!(
+                    set,
+                    count,
+                    "{TRANSACTION_STATE_TOPIC} changed its partition count: ids stay placed by the first"
+                );
+                return 0;
+            }
+        }
+        let mut loads = Vec::new();
+        for (index, assignment) in topic.partitions.iter().enumerate() {
+            let index = i32::try_from(index).expect("partition index fits i32");
+            match self.catalog.partition(TRANSACTION_STATE_TOPIC, index) {
+                Some(partition) if assignment.leader == self.config.node_id => {
+                    loads.push(self.txns.load_shard(index, partition));
+                }
+                _ => self.txns.unload_shard(index),
+            }
+        }
+        let mut records = 0;
+        for load in loads {
+            match load.await {
+                Ok(n) => records += n,
+                Err(e) => tracing::warn!(%e, "a transaction state partition did not load; retried"),
+            }
+        }
+        records
     }
 
     /// Loads the group shard of every `__consumer_offsets` partition this node leads in
@@ -768,6 +825,43 @@ impl Broker {
             Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// `__transaction_state`, created on first use as Kafka does
+    /// (`transaction.state.log.num.partitions` partitions, compacted, replicated
+    /// `transaction.state.log.replication.factor` times, capped at the live brokers).
+    pub async fn transaction_state_topic(&self) -> Result<(), AdminError> {
+        if self.image().topic(TRANSACTION_STATE_TOPIC).is_some() {
+            return Ok(());
+        }
+        let configs = [
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), (100 << 20).to_string()),
+        ];
+        let partitions = self.config.transaction_state_log_num_partitions;
+        let replication_factor = offsets_topic_replication_factor(
+            self.config.transaction_state_log_replication_factor,
+            &self.plane.image(),
+        );
+        match self
+            .create_topic(
+                TRANSACTION_STATE_TOPIC,
+                partitions,
+                replication_factor,
+                &configs,
+                false,
+            )
+            .await
+        {
+            Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The transaction coordinator.
+    pub fn txns(&self) -> &Arc<TxnCoordinator> {
+        &self.txns
     }
 
     /// The ISR manager: the fetch path tells it when a follower may join an ISR.
@@ -1114,6 +1208,7 @@ impl Broker {
     pub fn begin_shutdown(&self) {
         self.stopping.set();
         let answered = self.groups.unload();
+        self.txns.unload();
         tracing::info!(
             parked_group_requests = answered,
             "shutdown begun: parked requests answered"

@@ -141,6 +141,18 @@ pub struct BrokerConfig {
     /// waits on the disk's syncs, which overlap (the file system commits them together), so
     /// this bounds concurrent tasks, not CPU threads.
     pub num_recovery_threads_per_data_dir: u32,
+    /// `transaction.state.log.num.partitions`: partitions `__transaction_state` is created
+    /// with (transactional ids are spread over them).
+    pub transaction_state_log_num_partitions: i32,
+    /// `transaction.state.log.replication.factor`: replicas of `__transaction_state`, capped
+    /// at the live brokers when it is created.
+    pub transaction_state_log_replication_factor: i16,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask
+    /// for (INVALID_TRANSACTION_TIMEOUT above it).
+    pub transaction_max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often the
+    /// coordinator aborts transactions past their timeout.
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -194,6 +206,10 @@ impl Default for BrokerConfig {
             log_cleaner_min_compaction_lag_ms: 0,
             log_cleaner_max_compaction_lag_ms: i64::MAX,
             num_recovery_threads_per_data_dir: DEFAULT_RECOVERY_CONCURRENCY,
+            transaction_state_log_num_partitions: 50,
+            transaction_state_log_replication_factor: 3,
+            transaction_max_timeout_ms: 900_000,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
         }
     }
 }
@@ -291,6 +307,31 @@ impl BrokerConfig {
             "offsets-topic-num-partitions",
             self.offsets_topic_num_partitions.into(),
             crate::broker::MAX_PARTITIONS_PER_TOPIC.into(),
+        )?;
+        at_least(
+            "transaction-state-log-num-partitions",
+            self.transaction_state_log_num_partitions.into(),
+            1,
+        )?;
+        at_most(
+            "transaction-state-log-num-partitions",
+            self.transaction_state_log_num_partitions.into(),
+            crate::broker::MAX_PARTITIONS_PER_TOPIC.into(),
+        )?;
+        at_least(
+            "transaction-state-log-replication-factor",
+            self.transaction_state_log_replication_factor.into(),
+            1,
+        )?;
+        at_least(
+            "transaction-max-timeout-ms",
+            self.transaction_max_timeout_ms.into(),
+            1,
+        )?;
+        at_least(
+            "transaction-abort-timed-out-transaction-cleanup-interval-ms",
+            int(self.transaction_abort_timed_out_transaction_cleanup_interval_ms),
+            1,
         )?;
         at_least(
             "broker-heartbeat-interval-ms",
@@ -570,6 +611,16 @@ impl BrokerConfig {
     /// The address clients are told to use.
     pub fn advertised(&self) -> &str {
         self.advertised_listener.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// The transaction coordinator's settings.
+    pub fn txn_config(&self) -> crate::txn::coordinator::TxnConfig {
+        crate::txn::coordinator::TxnConfig {
+            num_partitions: self.transaction_state_log_num_partitions,
+            max_timeout_ms: self.transaction_max_timeout_ms,
+            abort_check_interval_ms: self
+                .transaction_abort_timed_out_transaction_cleanup_interval_ms,
+        }
     }
 
     /// The group coordinator's settings.

@@ -22,7 +22,9 @@
 //! - [`catalog`]: applies each new cluster image to this node's partitions (open, lead, follow,
 //!   remove), which [`broker::Broker`] and the protocol handlers serve from.
 //! - [`txn`]: producer ids (InitProducerId) and the idempotent producers' per-partition state
-//!   that turns a producer's retries into no-ops and fences zombies.
+//!   that turns a producer's retries into no-ops and fences zombies; transactions (markers,
+//!   the last stable offset, the transaction coordinator); [`txn_host`] is the broker's side
+//!   of the coordinator (producer ids, markers written here or with WriteTxnMarkers).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,3 +56,4 @@ pub mod server;
 pub mod solo_plane;
 pub mod topic_name;
 pub mod txn;
+pub mod txn_host;

@@ -431,6 +431,8 @@ pub fn run_child_broker_if_asked() {
         let config = BrokerConfig {
             listen: listen.clone(),
             data_dir: Path::new(dir).to_path_buf(),
+            // Transactions a kill left open are aborted soon after their timeout.
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 500,
             ..BrokerConfig::default()
         };
         let broker = Broker::open(config, Arc::new(FileDisk::new()), Arc::new(SystemClock))

@@ -31,7 +31,7 @@ pub struct Settings {
     pub lag_ms: u64,
     /// `broker.session.timeout.ms`, for the brokers and the plane.
     pub session_ms: u64,
-    /// `offsets.topic.num.partitions`.
+    /// `offsets.topic.num.partitions` and `transaction.state.log.num.partitions`.
     pub offsets_partitions: i32,
 }
 
@@ -137,6 +137,8 @@ impl Cluster {
             broker_heartbeat_interval_ms: 100,
             replica_lag_time_max_ms: settings.lag_ms,
             offsets_topic_num_partitions: settings.offsets_partitions,
+            // Internal topics alike: as small as the test asks.
+            transaction_state_log_num_partitions: settings.offsets_partitions,
             ..BrokerConfig::default()
         };
         let broker = runtime

@@ -426,6 +426,41 @@ impl GroupCoordinator {
         shard.commit(id, member_id, group_instance_id, generation_id, writes)
     }
 
+    /// TxnOffsetCommit ([`GroupShard::txn_commit`]): the future resolves once the pending
+    /// offsets are durable.
+    #[allow(clippy::too_many_arguments)]
+    pub fn txn_commit(
+        self: &Arc<Self>,
+        id: &str,
+        producer_id: i64,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+        writes: Vec<(OffsetKey, CommittedOffset)>,
+    ) -> Result<impl Future<Output = Result<(), WriteError>> + Send + 'static, GroupError> {
+        let shard = self.route(id).map_err(NoShard::for_write)?;
+        shard.txn_commit(
+            id,
+            producer_id,
+            member_id,
+            group_instance_id,
+            generation_id,
+            writes,
+        )
+    }
+
+    /// A transaction marker of `producer_id` is durable at `marker_offset` of offsets
+    /// partition `index`: the offsets its transaction committed there become visible (COMMIT)
+    /// or are dropped (ABORT). A partition whose shard is not loaded resolves them when it
+    /// loads (the replay meets the marker).
+    pub fn complete_txn(&self, index: i32, producer_id: i64, commit: bool, marker_offset: u64) {
+        let shard = match self.shards().slots.get(&index) {
+            Some(Slot::Loaded(shard)) => Arc::clone(shard),
+            _ => return,
+        };
+        shard.complete_txn(producer_id, commit, marker_offset);
+    }
+
     /// Writes offset changes of group `group` (OffsetDelete's tombstones), in order with every
     /// other decision of its shard, and waits until they are durable and applied.
     pub async fn write(

@@ -24,6 +24,17 @@
 //! ```
 //! (nullable strings: i16 length, -1 = null; bytes: i32 length.)
 //!
+//! An offset committed inside a transaction (TxnOffsetCommit) is a record of its own until
+//! the transaction ends, with the committed offset's value:
+//!
+//! ```text
+//! key:   version i16 = 3 | group string | topic string | partition i32 | producer_id i64
+//! ```
+//!
+//! It becomes the committed offset when the producer's COMMIT marker lands on the partition
+//! (at the marker's offset) and is dropped at its ABORT marker; a load resolves it the same
+//! way, at the marker it finds after it.
+//!
 //! A record without a value (a tombstone) deletes the offset or the group. When a shard
 //! loads, its partition is replayed; the last record per key wins. The topic is compacted
 //! (`cleanup.policy=compact`): the log cleaner keeps the latest record of each key, and a
@@ -71,6 +82,11 @@ impl OffsetKey {
 pub enum RecordKey {
     Offset(OffsetKey),
     Group(String),
+    /// An offset committed by `producer_id`'s transaction, pending until its marker.
+    TxnOffset {
+        producer_id: i64,
+        key: OffsetKey,
+    },
 }
 
 /// Decodes either kind of key; `None` for a key this broker did not write.
@@ -79,8 +95,26 @@ pub fn decode_record_key(buf: &[u8]) -> Option<RecordKey> {
     match i16::from_be_bytes(get(buf, &mut pos)?) {
         1 => decode_key(buf).map(RecordKey::Offset),
         2 => Some(RecordKey::Group(get_str(buf, &mut pos)?)),
+        3 => {
+            let key = OffsetKey {
+                group: get_str(buf, &mut pos)?,
+                topic: get_str(buf, &mut pos)?,
+                partition: i32::from_be_bytes(get(buf, &mut pos)?),
+            };
+            let producer_id = i64::from_be_bytes(get(buf, &mut pos)?);
+            Some(RecordKey::TxnOffset { producer_id, key })
+        }
         _ => None,
     }
+}
+
+pub fn encode_txn_offset_key(producer_id: i64, key: &OffsetKey) -> Vec<u8> {
+    let mut out = 3i16.to_be_bytes().to_vec();
+    put_str(&mut out, &key.group);
+    put_str(&mut out, &key.topic);
+    out.extend_from_slice(&key.partition.to_be_bytes());
+    out.extend_from_slice(&producer_id.to_be_bytes());
+    out
 }
 
 pub fn encode_group_key(group: &str) -> Vec<u8> {
@@ -399,6 +433,18 @@ mod tests {
         };
         let key = encode_group_key("g");
         assert_eq!(decode_record_key(&key), Some(RecordKey::Group("g".into())));
+        let pending = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 4,
+        };
+        assert_eq!(
+            decode_record_key(&encode_txn_offset_key(77, &pending)),
+            Some(RecordKey::TxnOffset {
+                producer_id: 77,
+                key: pending
+            })
+        );
         assert_eq!(decode_group_value(&encode_group_value(&group)), Some(group));
         let offset_key = OffsetKey {
             group: "g".into(),

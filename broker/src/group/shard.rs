@@ -58,6 +58,9 @@ struct Inner {
     parked: BTreeMap<RequestId, oneshot::Sender<Answer>>,
     next_request: RequestId,
     turns: Turns,
+    /// Offsets committed inside transactions, by producer id, until the producer's marker
+    /// lands on this partition (TxnOffsetCommit).
+    pending_txn: BTreeMap<i64, BTreeMap<OffsetKey, CommittedOffset>>,
     /// After [`GroupShard::unload`]: every group request is NOT_COORDINATOR.
     unloaded: bool,
     /// After [`GroupShard::resign`]: this broker no longer leads the partition; writes still in
@@ -109,6 +112,8 @@ pub(super) struct PendingWrite {
     /// Offset records first (applied to the cache once durable), then group records.
     offsets: Vec<OffsetWrite>,
     groups: Vec<(String, Option<GroupSnapshot>)>,
+    /// Offsets committed inside a producer's transaction (pending until its marker), last.
+    txn_offsets: Vec<(i64, OffsetKey, CommittedOffset)>,
     /// Groups whose state machine waits for the outcome of one of those group records.
     stores: Vec<(String, StoreId)>,
     timestamp_ms: Millis,
@@ -164,6 +169,7 @@ impl GroupShard {
                 parked: BTreeMap::new(),
                 next_request: 0,
                 turns: Turns::default(),
+                pending_txn: BTreeMap::new(),
                 unloaded: false,
                 resigned: false,
             }),
@@ -252,6 +258,7 @@ impl GroupShard {
             ticket,
             offsets,
             groups: Vec::new(),
+            txn_offsets: Vec::new(),
             stores: Vec::new(),
             timestamp_ms: now,
         }
@@ -446,6 +453,87 @@ impl GroupShard {
         })
     }
 
+    /// TxnOffsetCommit: offsets committed inside `producer_id`'s transaction, stored as pending
+    /// (durable when the future resolves) and made the group's committed offsets by the
+    /// producer's COMMIT marker on this partition ([`GroupShard::complete_txn`]). A generation
+    /// of -1 (a producer that is no group member, or a v0–2 request) skips the membership
+    /// check, as in Kafka; the group is created if it does not exist.
+    pub fn txn_commit(
+        self: &Arc<Self>,
+        id: &str,
+        producer_id: i64,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+        writes: Vec<(OffsetKey, CommittedOffset)>,
+    ) -> Result<impl Future<Output = Result<(), WriteError>> + Send + 'static, GroupError> {
+        assert!(writes.iter().all(|(k, _)| k.group == id));
+        let now = self.clock.now_ms();
+        let write = {
+            let mut inner = self.lock();
+            if inner.unloaded {
+                return Err(GroupError::NotCoordinator);
+            }
+            inner.registry.get_or_create(id, now);
+            if generation_id >= 0 {
+                let request = inner.next_request;
+                inner.next_request += 1;
+                let group = inner.registry.get_mut(id).expect("exists");
+                let out = group.step(
+                    Input::Commit {
+                        id: request,
+                        member_id: member_id.to_string(),
+                        group_instance_id: group_instance_id.map(str::to_string),
+                        generation_id,
+                    },
+                    now,
+                );
+                inner.timers.set(id, out.next_deadline);
+                assert!(out.store.is_none(), "a commit check stores no membership");
+                match out.answer_to(request) {
+                    Some(Answer::Done(Ok(()))) => {}
+                    Some(Answer::Done(Err(e))) => return Err(e.clone()),
+                    other => panic!("a commit check answered with {other:?}"),
+                }
+            }
+            (!writes.is_empty()).then(|| {
+                let mut write = Self::decide(&mut inner, Vec::new(), now);
+                write.txn_offsets = writes
+                    .into_iter()
+                    .map(|(k, v)| (producer_id, k, v))
+                    .collect();
+                write
+            })
+        };
+        let this = Arc::clone(self);
+        Ok(async move {
+            match write {
+                Some(write) => this.finish(write).await,
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// `producer_id`'s marker is on this partition at `marker_offset`: its pending offsets
+    /// become committed (COMMIT) or are dropped (ABORT).
+    pub fn complete_txn(&self, producer_id: i64, commit: bool, marker_offset: u64) {
+        let mut inner = self.lock();
+        Self::resolve_txn(&mut inner, producer_id, commit, marker_offset);
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
+    fn resolve_txn(inner: &mut Inner, producer_id: i64, commit: bool, marker_offset: u64) {
+        let Some(pending) = inner.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        if commit {
+            for (key, value) in pending {
+                inner.cache.apply(key, Some(value), marker_offset);
+            }
+        }
+    }
+
     /// Writes offset changes (OffsetDelete's tombstones), in order with every other decision,
     /// and waits until they are durable and applied.
     pub async fn write(self: &Arc<Self>, writes: Vec<OffsetWrite>) -> Result<(), WriteError> {
@@ -570,6 +658,13 @@ impl GroupShard {
                         .cache
                         .apply(key.clone(), value.clone(), base + i as u64);
                 }
+                for (producer_id, key, value) in &write.txn_offsets {
+                    inner
+                        .pending_txn
+                        .entry(*producer_id)
+                        .or_default()
+                        .insert(key.clone(), value.clone());
+                }
             }
             self.end_write(&mut inner, write.ticket, &write.stores, appended.is_ok());
             guard.ended = true;
@@ -617,7 +712,19 @@ impl GroupShard {
             value: record.as_ref().map(offsets::encode_group_value),
             timestamp_ms: write.timestamp_ms,
         });
-        let records: Vec<builder::Record> = offset_records.chain(group_records).collect();
+        let txn_records =
+            write
+                .txn_offsets
+                .iter()
+                .map(|(producer_id, key, value)| builder::Record {
+                    key: Some(offsets::encode_txn_offset_key(*producer_id, key)),
+                    value: Some(offsets::encode_value(value)),
+                    timestamp_ms: write.timestamp_ms,
+                });
+        let records: Vec<builder::Record> = offset_records
+            .chain(group_records)
+            .chain(txn_records)
+            .collect();
         if records.is_empty() {
             return Ok(None);
         }
@@ -851,6 +958,15 @@ impl GroupShard {
                 offset = header.last_offset() as u64 + 1;
                 pos += header.size();
                 if header.is_control() {
+                    if let Ok(Some(marker)) = crate::txn::marker::decode(batch) {
+                        let commit = marker.control == crate::txn::marker::ControlType::Commit;
+                        Self::resolve_txn(
+                            &mut inner,
+                            header.producer_id,
+                            commit,
+                            header.base_offset as u64,
+                        );
+                    }
                     continue;
                 }
                 let Some(parsed) = offsets::batch_records(batch, header.records_count) else {
@@ -874,6 +990,15 @@ impl GroupShard {
                             // Not the record's index: compaction leaves gaps inside a batch.
                             let at = header.base_offset as u64 + offset_delta;
                             inner.cache.apply(key, value, at);
+                        }
+                        Some(RecordKey::TxnOffset { producer_id, key }) => {
+                            if let Some(value) = value.as_deref().and_then(offsets::decode_value) {
+                                inner
+                                    .pending_txn
+                                    .entry(producer_id)
+                                    .or_default()
+                                    .insert(key, value);
+                            }
                         }
                         Some(RecordKey::Group(id)) => {
                             let stored = value.as_deref().and_then(offsets::decode_group_value);

@@ -201,3 +201,22 @@ pub fn offset_write(e: &ProduceError) -> ResponseError {
         _ => ResponseError::CoordinatorNotAvailable,
     }
 }
+
+/// A transaction coordinator's refusal. `version_fences` is whether the request's version
+/// knows PRODUCER_FENCED (KIP-588: InitProducerId v4+, AddPartitionsToTxn, AddOffsetsToTxn and
+/// EndTxn v2+); older clients get INVALID_PRODUCER_EPOCH for it, as Kafka answers them.
+pub fn txn(e: &crate::txn::coordinator::machine::TxnError, version_fences: bool) -> ResponseError {
+    use crate::txn::coordinator::machine::TxnError;
+    match e {
+        TxnError::NotCoordinator => ResponseError::NotCoordinator,
+        TxnError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        TxnError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        TxnError::InvalidTransactionTimeout(..) => ResponseError::InvalidTransactionTimeout,
+        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        TxnError::ProducerFenced { .. } if version_fences => ResponseError::ProducerFenced,
+        TxnError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+        TxnError::InvalidProducerIdMapping { .. } => ResponseError::InvalidProducerIdMapping,
+        TxnError::InvalidTxnState(..) => ResponseError::InvalidTxnState,
+        TxnError::UnknownTransactionalId(_) => ResponseError::TransactionalIdNotFound,
+    }
+}

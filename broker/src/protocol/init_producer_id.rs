@@ -9,11 +9,12 @@
 //! which is just as safe for its partitions (their state for the old id stays as it was). As in
 //! Kafka's `KafkaApis`, an id without an epoch (or the reverse) is INVALID_REQUEST.
 //!
-//! Transactions are not implemented: a request with a transactional id gets
-//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which librdkafka and the Java client treat as fatal
-//! and report at once (COORDINATOR_NOT_AVAILABLE would make them look for a transaction
-//! coordinator and retry until `transaction.timeout.ms`). Produce answers transactional
-//! requests the same way. An empty transactional id is INVALID_REQUEST, as in Kafka.
+//! With a transactional id the request goes to the transaction coordinator
+//! ([`crate::txn::coordinator::TxnCoordinator::init_producer_id`]): the id's producer id with
+//! its epoch bumped (which fences every older producer of the id), a transaction left in flight
+//! aborted first (answered CONCURRENT_TRANSACTIONS; the client retries), and
+//! `transaction.timeout.ms` checked against `transaction.max.timeout.ms`
+//! (INVALID_TRANSACTION_TIMEOUT). An empty transactional id is INVALID_REQUEST, as in Kafka.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
@@ -32,14 +33,30 @@ pub async fn handle(
     ctx: &RequestContext,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
-    match &request.transactional_id {
-        Some(id) if id.is_empty() => return failed(ResponseError::InvalidRequest),
-        Some(_) => return failed(ResponseError::TransactionalIdAuthorizationFailed),
-        None => {}
-    }
     let claimed = (request.producer_id.0, request.producer_epoch);
     if (claimed.0 == NO_PRODUCER_ID) != (claimed.1 == NO_PRODUCER_EPOCH) {
         return failed(ResponseError::InvalidRequest);
+    }
+    match &request.transactional_id {
+        Some(id) if id.is_empty() => return failed(ResponseError::InvalidRequest),
+        Some(id) => {
+            let expected = (claimed.0 != NO_PRODUCER_ID).then_some(claimed);
+            let txns = ctx.broker.txns();
+            return match txns
+                .init_producer_id(id.as_str(), request.transaction_timeout_ms, expected)
+                .await
+            {
+                Ok(answer) => InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(answer.producer_id))
+                    .with_producer_epoch(answer.producer_epoch),
+                Err(e) => {
+                    tracing::debug!(peer = %ctx.peer, transactional_id = %id.as_str(), %e,
+                        "transactional InitProducerId refused");
+                    failed(errors::txn(&e, ctx.version >= 4))
+                }
+            };
+        }
+        None => {}
     }
     match ctx.broker.allocate_producer_id().await {
         Ok(producer_id) => {

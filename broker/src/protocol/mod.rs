@@ -8,12 +8,15 @@
 //! A request that cannot be decoded yields [`RequestError`]: the server logs it with the peer
 //! address and closes that connection only, as Kafka does.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod admin;
 pub mod api_versions;
 pub mod authorized_operations;
 pub mod delete_groups;
 pub mod describe_groups;
 pub mod describe_quorum;
+pub mod end_txn;
 pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
@@ -30,6 +33,8 @@ pub mod offset_fetch;
 pub mod offsets_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -269,6 +274,19 @@ pub async fn handle_request(
         ApiKey::Fetch => fetch::handle(&ctx, decode(api_key, version, body)?).await,
         ApiKey::InitProducerId => {
             ctx.now(&init_producer_id::handle(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::AddPartitionsToTxn => {
+            ctx.now(&add_partitions_to_txn::handle(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::AddOffsetsToTxn => {
+            ctx.now(&add_offsets_to_txn::handle(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::TxnOffsetCommit => {
+            ctx.now(&txn_offset_commit::handle(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::EndTxn => ctx.now(&end_txn::handle(&ctx, decode(api_key, version, body)?).await),
+        ApiKey::WriteTxnMarkers => {
+            ctx.now(&write_txn_markers::handle(&ctx, decode(api_key, version, body)?).await)
         }
         ApiKey::ListOffsets => {
             ctx.now(&list_offsets::handle(&ctx, decode(api_key, version, body)?).await)

@@ -150,6 +150,46 @@ fn response(
         )
 }
 
+/// KIP-890 part 1: a transactional batch is taken only for a partition its producer's ongoing
+/// transaction includes (AddPartitionsToTxn came first), so a produce held up in the network
+/// until after its transaction ended cannot open a transaction nobody will ever end (a
+/// hanging transaction, which would hold the last stable offset back for good). Checked here
+/// when this broker is the id's coordinator; otherwise the batch is taken as before (the
+/// coordinator-to-broker verification, AddPartitionsToTxn v4, is not implemented yet).
+fn verify_transactional(
+    ctx: &RequestContext,
+    transactional_id: &str,
+    topic: &str,
+    index: i32,
+    records: &[u8],
+) -> Result<(), (ResponseError, String)> {
+    let Ok(header) = crate::log::batch::BatchHeader::parse(records) else {
+        return Ok(()); // the append refuses it with the right code
+    };
+    if !header.is_transactional() {
+        return Ok(());
+    }
+    let partition = crate::txn::coordinator::machine::TopicPartition::new(topic, index);
+    match ctx.broker.txns().verify_partition(
+        transactional_id,
+        header.producer_id,
+        header.producer_epoch,
+        &partition,
+    ) {
+        None | Some(Ok(())) => Ok(()),
+        Some(Err(e)) => {
+            use crate::txn::coordinator::machine::TxnError;
+            let error = match e {
+                TxnError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+                _ => ResponseError::InvalidTxnState,
+            };
+            tracing::debug!(peer = %ctx.peer, transactional_id, topic, partition = index, %e,
+                "transactional produce refused");
+            Err((error, e.to_string()))
+        }
+    }
+}
+
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
@@ -175,13 +215,6 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 ));
                 continue;
             }
-            if request.transactional_id.is_some() {
-                outcomes.push(fail(
-                    ResponseError::TransactionalIdAuthorizationFailed,
-                    Some("transactions are not supported yet".into()),
-                ));
-                continue;
-            }
             let partition = match ctx.broker.leader_partition(&name, index) {
                 Ok(partition) => partition,
                 Err(e) => {
@@ -204,6 +237,14 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 ));
                 continue;
             };
+            if let Some(id) = &request.transactional_id {
+                if let Err((error, message)) =
+                    verify_transactional(ctx, id.as_str(), &name, index, &records)
+                {
+                    outcomes.push(fail(error, Some(message)));
+                    continue;
+                }
+            }
             // One copy: the log patches offsets into the bytes it stores. A topic with its own
             // compression.type stores every batch in that codec, as Kafka's LogValidator does.
             let copied = match partition.log.config().compression {

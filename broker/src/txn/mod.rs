@@ -12,6 +12,8 @@
 //!   read_committed fetches.
 //! - [`producer_snapshot`]: that state in Kafka's `{offset:020}.snapshot` files, written at
 //!   segment roll and clean shutdown, so opening a partition replays only what came after.
+//! - [`coordinator`]: the transaction coordinator (state machine, `__transaction_state`
+//!   records, shards, completion of prepared transactions, the timeout timer).
 //!
 //! # Transactions: the design (Kafka's KIP-98, KIP-360, KIP-890)
 //!
@@ -42,15 +44,17 @@
 //! idempotent on the partitions.
 //!
 //! ## Where each piece lives
-//! - `broker/src/txn/coordinator/` (to come), following `crate::group`'s layout: a pure state
+//! - `broker/src/txn/coordinator/`, following `crate::group`'s layout: a pure state
 //!   machine per transactional id (`machine.rs`, tested step by step with no runtime), the
 //!   records of `__transaction_state` (`records.rs`: Kafka's `TransactionLogKey`/`Value`, so
 //!   Kafka's tools can read them), a shard per `__transaction_state` partition this broker
 //!   leads (loaded and unloaded with leadership, like `group::shard`), the coordinator routing
 //!   by Kafka's placement (`Utils.abs(transactionalId.hashCode) % transaction.state.log.num.partitions`,
-//!   the same Java hash as the group placement), and the marker sender (`markers.rs`: per
-//!   partition leader, batched WriteTxnMarkers, retried until the partition is gone or acked;
-//!   to this broker itself by a direct call on the partition).
+//!   the same Java hash as the group placement, `transaction_coordinator.rs`). The marker
+//!   sender is the broker (`crate::txn_host`, behind the coordinator's `TxnHost` trait): one
+//!   WriteTxnMarkers per partition leader and transaction, retried by the coordinator's
+//!   completion task until the partition is gone or acked; to this broker itself by a direct
+//!   call on the partition.
 //! - Timeouts: the shard's timer (as `group::timer`) aborts transactions older than their
 //!   `transaction.timeout.ms` (epoch bump, PrepareEpochFence then PrepareAbort) and expires
 //!   idle ids after `transactional.id.expiration.ms`.
@@ -119,17 +123,30 @@
 //! of the segments it merges away become orphans the next open removes); the LSO is read under the producers' lock on every fetch (an atomic kept under that
 //! lock would spare consumers the wait behind an idempotent append).
 //!
-//! To come:
+//! Done (session 7, branch s7-txn):
 //! 4. The coordinator: records of `__transaction_state`, the state machine, shards and
-//!    placement, InitProducerId with a transactional id, AddPartitions/AddOffsets, EndTxn,
-//!    the marker sender, WriteTxnMarkers.
-//! 5. TxnOffsetCommit in the group coordinator; timeouts and fencing; KIP-890 part 1 (the
-//!    partition verifies with the coordinator before a transactional produce opens a
-//!    transaction) and part 2 (EndTxn v5 epoch bump).
+//!    placement, InitProducerId with a transactional id, AddPartitionsToTxn (v0–3),
+//!    AddOffsetsToTxn (v0–3), EndTxn (v0–3), the marker sender, WriteTxnMarkers (v1).
+//! 5. TxnOffsetCommit (v0–3) in the group coordinator (pending records per producer, resolved
+//!    by the marker on the offsets partition, also on replay); timeouts (the coordinator's
+//!    timer aborts with a bumped epoch) and fencing; KIP-890 part 1 where the coordinator is
+//!    on the partition's own broker.
+//!
+//! Known gaps in the coordinator: KIP-890 part 1 across brokers (the partition leader asking
+//! a remote coordinator, AddPartitionsToTxn v4 verify_only) and part 2 (EndTxn v5) are not
+//! done; OffsetFetch with require_stable does not answer UNSTABLE_OFFSET_COMMIT while
+//! transactional offsets are pending; a marker written on an offsets partition whose shard
+//! is still loading is resolved only by that shard's next load; WriteTxnMarkers connects per
+//! call (no channel manager queue) and, with no ACLs, is open to any client (Kafka guards it
+//! with CLUSTER_ACTION); transactional.id.expiration.ms (Dead ids) is not implemented; the
+//! pending transactional offset records are never tombstoned.
+//!
+//! To come:
 //! 6. Describe/List transactions, DescribeProducers, `faultline transactions`.
 //! 7. The Rust client's transactional producer and read_committed consumer; rdkafka tests.
 //! 8. The simulator's transactional workload, checker and scenarios; benchmarks.
 
+pub mod coordinator;
 pub mod marker;
 pub mod producer_id;
 pub mod producer_snapshot;
