@@ -374,6 +374,39 @@ fn the_same_scenario_and_seed_give_the_same_trace_twice_in_one_process() {
     assert_eq!(first.history, second.history);
 }
 
+/// tokio seeds each thread's RNG (an unbiased `select!`'s first branch, a watch channel's
+/// notifier) from a process-wide counter the simulator cannot reset. A simulation that draws
+/// from it can give one seed two traces in one process: openraft's `ensure_linearizable` did
+/// (an unbiased select over a 100-year sleep decided whether madsim's timer heap got one more
+/// entry, which reordered the parallel log opens' equal-deadline disk waits). This seed showed
+/// it; the counter is advanced between the runs so they draw differently even if nothing else
+/// in the process does.
+#[test]
+fn a_seed_gives_one_trace_whatever_tokios_process_wide_rng_would_draw() {
+    let (s, file) = scenario("cluster-controller-crash-topic-creation");
+    let first = run(&s, &file, 1, RunOptions::default());
+    advance_tokios_rng_counter();
+    let second = run(&s, &file, 1, RunOptions::default());
+    assert_eq!(first.trace_hash, second.trace_hash);
+    assert_eq!(first.trace, second.trace);
+}
+
+/// A fresh thread's first unbiased `select!` seeds its RNG from tokio's process-wide counter.
+fn advance_tokios_rng_counter() {
+    #[allow(clippy::disallowed_methods)] // a thread of its own, outside any simulation
+    std::thread::spawn(|| {
+        let runtime = madsim::runtime::Runtime::with_seed_and_config(0, madsim::Config::default());
+        runtime.block_on(async {
+            tokio::select! {
+                () = async {} => {}
+                () = async {} => {}
+            }
+        });
+    })
+    .join()
+    .expect("the thread ran");
+}
+
 /// The locked baseline. It changes whenever anything the trace shows changes: the broker's or
 /// the client's behaviour (timing of requests, offsets, recovery), the workload, the nemesis,
 /// the trace's wording, madsim's scheduler, or the dependencies' randomness. Such a change is

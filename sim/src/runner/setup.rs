@@ -54,11 +54,6 @@ impl Run {
             broker_heartbeat_interval_ms: c
                 .broker_heartbeat_interval_ms
                 .unwrap_or(BrokerConfig::default().broker_heartbeat_interval_ms),
-            // Logs open one at a time: with several at once, the opens' equal-deadline disk
-            // waits wake in an order that differed between two runs of one seed in a process
-            // (cluster-controller-crash-topic-creation seed 1, replication-swarm seed 3); the
-            // cause is not found yet. Sequential opens are what the simulator checked before.
-            num_recovery_threads_per_data_dir: 1,
             ..BrokerConfig::default()
         }
     }

@@ -173,11 +173,14 @@ impl ControllerLoop {
         }
         // Deciding against an image that misses the previous leader's last records would undo
         // them: wait until this term's first entry is applied here.
-        self.raft.ensure_linearizable().await.map_err(|e| {
+        let (read_log_id, _) = self.raft.get_read_log_id().await.map_err(|e| {
             // Nothing of the caller's request was proposed yet: safe to retry elsewhere.
             tracing::debug!(error = %e, "metadata quorum: leadership not confirmed");
             ControllerError::NotController(None)
         })?;
+        if let Some(read_log_id) = read_log_id {
+            self.wait_applied(read_log_id.index, term).await?;
+        }
         let image = self.shared.image();
         // A new controller starts every session afresh (each registered broker gets a full
         // session from its first contact, as in Kafka); this node's own broker, if it restarted
@@ -202,6 +205,31 @@ impl ControllerLoop {
         }
         self.add_missing_learners(&self.shared.image()).await;
         Ok(())
+    }
+
+    /// Waits until the entry at raft log `index` is applied here, while this node leads in
+    /// `term` (what `Raft::ensure_linearizable` waits for, without its wait: openraft's
+    /// metrics `Wait` is an unbiased `select!` between a 100-year sleep and a watch channel,
+    /// and tokio draws both choices from a thread RNG seeded by a process-wide counter. In the
+    /// simulator that decided whether the sleep's timer was registered, which reordered
+    /// equal-deadline timers, so two runs of one seed in one process diverged.)
+    async fn wait_applied(&self, index: u64, term: u64) -> Result<(), ControllerError> {
+        let index = i64::try_from(index).unwrap_or(i64::MAX);
+        loop {
+            let applied = self.shared.wait_applied(index);
+            if tokio::time::timeout(self.tick, applied).await.is_ok() {
+                return Ok(());
+            }
+            // Still waiting: give up once the leadership is gone (or raft stopped), as
+            // nothing of the caller's request was proposed yet.
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            if m.state != ServerState::Leader || m.current_term != term {
+                return Err(ControllerError::NotController(
+                    m.current_leader.map(node_id),
+                ));
+            }
+        }
     }
 
     async fn on_tick(&mut self) {

@@ -223,12 +223,23 @@ impl Shared {
 
     /// Resolves once the image's `metadata_offset` is above `offset`.
     async fn wait_past(&self, offset: i64) {
+        self.wait_until(|| self.image_offset.load(Ordering::Acquire) > offset)
+            .await
+    }
+
+    /// Resolves once the entry at raft log index `index` (of any kind) is applied here.
+    async fn wait_applied(&self, index: i64) {
+        self.wait_until(|| self.applied_index.load(Ordering::Acquire) >= index)
+            .await
+    }
+
+    async fn wait_until(&self, done: impl Fn() -> bool) {
         loop {
             let notified = self.applied.notified();
             tokio::pin!(notified);
             // Registered before the check, so a publish in between is not missed.
             notified.as_mut().enable();
-            if self.image_offset.load(Ordering::Acquire) > offset {
+            if done() {
                 return;
             }
             notified.await;

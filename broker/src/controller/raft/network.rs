@@ -212,7 +212,13 @@ impl PeerNetwork {
         &self,
         result: Result<T, RaftError<u64, E>>,
     ) -> RpcResult<T, E> {
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        result.map_err(|e| match e {
+            // The peer's raft has stopped (it is shutting down). Not a `RemoteError`: openraft
+            // turns a remote `Fatal` into `Unreachable`, whose backoff is the unbiased select
+            // `call` avoids. A network error retries at the next heartbeat event instead.
+            RaftError::Fatal(fatal) => RPCError::Network(NetworkError::new(&fatal)),
+            e => RPCError::RemoteError(RemoteError::new(self.target, e)),
+        })
     }
 }
 
