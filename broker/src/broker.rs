@@ -800,31 +800,12 @@ impl Broker {
         if self.image().topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
-        // Kafka's `offsets.topic.segment.bytes` (100 MiB): segments roll, so the cleaner can
-        // take all but the active one.
-        let configs = [
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            ("retention.ms".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), (100 << 20).to_string()),
-        ];
-        let partitions = self.config.offsets_topic_num_partitions;
-        let replication_factor = offsets_topic_replication_factor(
+        self.internal_topic(
+            OFFSETS_TOPIC,
+            self.config.offsets_topic_num_partitions,
             self.config.offsets_topic_replication_factor,
-            &self.plane.image(),
-        );
-        match self
-            .create_topic(
-                OFFSETS_TOPIC,
-                partitions,
-                replication_factor,
-                &configs,
-                false,
-            )
-            .await
-        {
-            Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => Ok(()),
-            Err(e) => Err(e),
-        }
+        )
+        .await
     }
 
     /// `__transaction_state`, created on first use as Kafka does
@@ -834,24 +815,33 @@ impl Broker {
         if self.image().topic(TRANSACTION_STATE_TOPIC).is_some() {
             return Ok(());
         }
+        self.internal_topic(
+            TRANSACTION_STATE_TOPIC,
+            self.config.transaction_state_log_num_partitions,
+            self.config.transaction_state_log_replication_factor,
+        )
+        .await
+    }
+
+    /// Creates an internal topic of the coordinators (compacted, kept forever, replicated
+    /// `replication_factor` times capped at the live brokers); a concurrent creation is fine.
+    async fn internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+    ) -> Result<(), AdminError> {
+        // Kafka's `offsets.topic.segment.bytes` (100 MiB): segments roll, so the cleaner can
+        // take all but the active one.
         let configs = [
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("retention.ms".to_string(), "-1".to_string()),
             ("segment.bytes".to_string(), (100 << 20).to_string()),
         ];
-        let partitions = self.config.transaction_state_log_num_partitions;
-        let replication_factor = offsets_topic_replication_factor(
-            self.config.transaction_state_log_replication_factor,
-            &self.plane.image(),
-        );
+        let replication_factor =
+            offsets_topic_replication_factor(replication_factor, &self.plane.image());
         match self
-            .create_topic(
-                TRANSACTION_STATE_TOPIC,
-                partitions,
-                replication_factor,
-                &configs,
-                false,
-            )
+            .create_topic(name, partitions, replication_factor, &configs, false)
             .await
         {
             Ok(_) | Err(AdminError::Topic(TopicError::AlreadyExists(_))) => Ok(()),
