@@ -392,3 +392,418 @@ async fn a_crash_at_any_point_of_a_cleaning_leaves_the_old_segments_or_the_new_o
     // Both ends of the race were reached: some crashes came before the swap, some after.
     assert_eq!(outcomes.len(), 2, "{outcomes:?}");
 }
+
+// ---- Transactions (the cleaner on a partition, with its aborted-transaction index) ----
+
+mod txn {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use broker::log::batch::{self, builder, BatchHeader};
+    use broker::log::cleaner::{CleanStats, OffsetMap, Throttler};
+    use broker::log::records;
+    use broker::log::{FlushPolicy, LogConfig};
+    use broker::partition::Partition;
+    use broker::txn::marker::{self, ControlType, Marker};
+    use chaos::FaultyDiskConfig;
+
+    use super::{compacted, keyed, Fixture, T0};
+
+    const RETENTION_MS: i64 = 60_000;
+
+    fn config() -> LogConfig {
+        LogConfig {
+            flush: FlushPolicy::Durable,
+            delete_retention_ms: RETENTION_MS,
+            ..compacted()
+        }
+    }
+
+    async fn open(f: &Fixture) -> Arc<Partition> {
+        Arc::new(
+            Partition::open("t".into(), 0, f.open().await, 1)
+                .await
+                .expect("partition opens"),
+        )
+    }
+
+    async fn append(partition: &Arc<Partition>, mut bytes: Vec<u8>) -> u64 {
+        let info = partition.append_unexposed(&mut bytes).await.unwrap();
+        partition.wait_durable(&info).await.unwrap();
+        info.base_offset
+    }
+
+    /// A plain keyed record; returns its offset.
+    async fn plain(partition: &Arc<Partition>, key: &str, value: &str) -> u64 {
+        append(partition, keyed(key, Some(value), T0)).await
+    }
+
+    /// A transactional keyed record of producer `pid` at sequence `seq`; returns its offset.
+    async fn in_txn(partition: &Arc<Partition>, pid: i64, seq: i32, key: &str, value: &str) -> u64 {
+        let built = builder::with_attributes(keyed(key, Some(value), T0), batch::TRANSACTIONAL_BIT);
+        append(partition, builder::with_producer(built, pid, 0, seq)).await
+    }
+
+    /// Writes `pid`'s marker; returns its offset.
+    async fn end_txn(partition: &Arc<Partition>, pid: i64, control: ControlType) -> u64 {
+        let marker = Marker {
+            control,
+            coordinator_epoch: 0,
+        };
+        let (info, _) = partition.write_marker(pid, 0, marker, T0).await.unwrap();
+        partition.wait_durable(&info).await.unwrap();
+        info.base_offset
+    }
+
+    /// Makes the log dirty: plain records of a filler key, a roll, one record in the new
+    /// active segment.
+    async fn dirty(partition: &Arc<Partition>) {
+        for i in 0..3 {
+            plain(partition, "filler", &format!("{i}{}", "f".repeat(300))).await;
+        }
+        partition.log.roll().await.unwrap();
+        plain(partition, "filler", "active").await;
+    }
+
+    async fn clean(partition: &Arc<Partition>) -> Option<CleanStats> {
+        let mut map = OffsetMap::new(1 << 20);
+        partition
+            .clean_log(&mut map, &mut Throttler::new(None))
+            .await
+            .expect("cleaned")
+    }
+
+    /// What a reader from the log start sees: data records (offset → key, value) and markers
+    /// (offset → producer, type; `None` for an emptied control batch).
+    #[derive(Debug, Default, PartialEq)]
+    struct View {
+        data: BTreeMap<u64, (String, String)>,
+        markers: BTreeMap<u64, (i64, Option<ControlType>)>,
+    }
+
+    async fn view(partition: &Partition) -> View {
+        let mut out = View::default();
+        for (header, bytes) in Fixture::read_all(&partition.log).await {
+            if header.is_control() {
+                let m = marker::decode(&bytes).unwrap().map(|m| m.control);
+                out.markers
+                    .insert(header.base_offset as u64, (header.producer_id, m));
+                continue;
+            }
+            for r in records::decode(&bytes, 1 << 20).unwrap() {
+                out.data.insert(
+                    header.base_offset as u64 + r.offset_delta as u64,
+                    (
+                        String::from_utf8(r.key.unwrap()).unwrap(),
+                        String::from_utf8(r.value.unwrap()).unwrap(),
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// What a read_committed consumer sees from the log start (Kafka's consumer rule: a
+    /// producer's transactional records are dropped from an aborted transaction's first
+    /// offset to its abort marker), latest value per key.
+    async fn committed_latest(partition: &Partition) -> BTreeMap<String, String> {
+        let end = partition.last_stable_offset().await.unwrap();
+        let aborted = partition.aborted_transactions(0, end);
+        let mut latest = BTreeMap::new();
+        for (header, bytes) in Fixture::read_all(&partition.log).await {
+            if header.is_control() || header.base_offset as u64 >= end {
+                continue;
+            }
+            let offset = header.base_offset as u64;
+            let dropped = header.is_transactional()
+                && aborted.iter().any(|t| {
+                    t.producer_id == header.producer_id
+                        && t.first_offset <= offset
+                        && offset < t.last_offset
+                });
+            if dropped {
+                continue;
+            }
+            for r in records::decode(&bytes, 1 << 20).unwrap() {
+                latest.insert(
+                    String::from_utf8(r.key.unwrap()).unwrap(),
+                    String::from_utf8(r.value.unwrap()).unwrap(),
+                );
+            }
+        }
+        latest.remove("filler");
+        latest
+    }
+
+    fn latest_values(view: &View) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (key, value) in view.data.values() {
+            out.insert(key.clone(), value.clone());
+        }
+        out.remove("filler");
+        out
+    }
+
+    fn expected(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn aborted_records_go_committed_ones_are_compacted_and_markers_outlive_their_data_by_the_horizon(
+    ) {
+        // The bugs: a cleaner that keeps aborted records (a read_uncommitted reader sees an
+        // aborted value as a key's latest); that lets an aborted record shadow an older
+        // committed value in the offset map; that drops a marker while its transaction still
+        // has data (a read_committed reader then takes aborted data for committed); that keeps
+        // an index entry without its marker; or that keeps markers forever.
+        let f = Fixture::new(21, FaultyDiskConfig::default(), config());
+        let p = open(&f).await;
+        in_txn(&p, 7, 0, "k1", "committed-1").await;
+        in_txn(&p, 7, 1, "k2", "committed-2").await;
+        let commit7 = end_txn(&p, 7, ControlType::Commit).await;
+        let aborted_k1 = in_txn(&p, 8, 0, "k1", "aborted-1").await;
+        in_txn(&p, 8, 1, "k3", "aborted-3").await;
+        let abort8 = end_txn(&p, 8, ControlType::Abort).await;
+        plain(&p, "k2", "plain-2").await;
+        // Producer 8 goes on: its abort marker is not its last batch.
+        in_txn(&p, 8, 2, "k4", "committed-4").await;
+        let commit8 = end_txn(&p, 8, ControlType::Commit).await;
+        dirty(&p).await;
+        let end = p.log.log_end_offset();
+        assert_eq!(p.aborted_transactions(0, end).len(), 1);
+
+        let want = expected(&[
+            ("k1", "committed-1"),
+            ("k2", "plain-2"),
+            ("k4", "committed-4"),
+        ]);
+        assert_eq!(committed_latest(&p).await, want, "before cleaning");
+
+        // First cleaning: aborted data and superseded values go; every marker stays (each
+        // transaction had a batch in this cleaning).
+        let stats = clean(&p).await.expect("dirty");
+        assert_eq!(stats.aborted_records_removed, 2);
+        let after = view(&p).await;
+        assert!(
+            !after.data.contains_key(&aborted_k1),
+            "an aborted record is removed"
+        );
+        assert!(after.data.values().all(|(_, v)| !v.starts_with("aborted")));
+        assert_eq!(
+            latest_values(&after),
+            want,
+            "read_uncommitted sees committed values"
+        );
+        assert_eq!(committed_latest(&p).await, want, "read_committed too");
+        for m in [commit7, abort8, commit8] {
+            assert!(after.markers.contains_key(&m), "marker {m} kept: {after:?}");
+        }
+        assert_eq!(
+            p.aborted_transactions(0, end).len(),
+            1,
+            "the entry stays while the cleaning met its aborted data"
+        );
+
+        // Second cleaning: producer 8's aborted transaction has no data left: its entry goes
+        // and its marker gets a horizon; producer 7's commit still has k1's batch.
+        dirty(&p).await;
+        clean(&p).await.expect("dirty");
+        let after = view(&p).await;
+        assert!(after.markers.contains_key(&abort8));
+        assert!(after.markers.contains_key(&commit7));
+        assert_eq!(p.aborted_transactions(0, end), vec![]);
+        assert_eq!(committed_latest(&p).await, want);
+
+        // Not yet past the horizon: the marker stays.
+        f.clock.advance_ms(RETENTION_MS - 1_000);
+        dirty(&p).await;
+        clean(&p).await.expect("dirty");
+        assert!(view(&p).await.markers.contains_key(&abort8));
+
+        // Past it: the abort marker goes, the commit marker whose data is there stays.
+        f.clock.advance_ms(2_000);
+        dirty(&p).await;
+        let stats = clean(&p).await.expect("dirty");
+        assert!(stats.markers_removed >= 1);
+        let after = view(&p).await;
+        assert!(!after.markers.contains_key(&abort8), "{after:?}");
+        assert!(after.markers.contains_key(&commit7));
+        assert_eq!(latest_values(&after), want);
+        assert_eq!(committed_latest(&p).await, want);
+
+        // A crash and a clean restart rebuild the same index and view.
+        let before_crash = view(&p).await;
+        drop(p);
+        f.disk.crash();
+        let p = open(&f).await;
+        assert_eq!(view(&p).await, before_crash);
+        assert_eq!(p.aborted_transactions(0, end), vec![]);
+        assert_eq!(committed_latest(&p).await, want);
+    }
+
+    #[tokio::test]
+    async fn the_txnindex_of_a_cleaned_segment_comes_back_after_a_crash_and_a_clean_restart() {
+        // The bug: a cleaned segment whose `.txnindex` is lost or stale, so a read_committed
+        // reader after a restart is told of no aborted transaction (and reads aborted data)
+        // or of one whose marker is gone (and drops committed data).
+        let f = Fixture::new(22, FaultyDiskConfig::default(), config());
+        let p = open(&f).await;
+        // Aborted data whose marker sits in a later segment than part of it.
+        in_txn(&p, 9, 0, "a", &"x".repeat(300)).await;
+        for i in 0..30 {
+            plain(&p, "b", &format!("{i}{}", "y".repeat(300))).await;
+        }
+        in_txn(&p, 9, 1, "c", &"z".repeat(300)).await;
+        let abort = end_txn(&p, 9, ControlType::Abort).await;
+        in_txn(&p, 9, 2, "d", "later").await;
+        end_txn(&p, 9, ControlType::Commit).await;
+        dirty(&p).await;
+        assert!(p.log.segment_count().await > 3);
+        let end = p.log.log_end_offset();
+        let entries = p.aborted_transactions(0, end);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].last_offset, abort);
+        clean(&p).await.expect("dirty");
+        assert_eq!(p.aborted_transactions(0, end), entries);
+        // The marker's cleaned segment holds the entry in its own `.txnindex`, the only one.
+        let bases = p.log.segment_bases().await;
+        let holder = bases[bases.partition_point(|&b| b <= abort) - 1];
+        let names = broker::disk::Disk::list(&f.disk, &f.dir).await.unwrap();
+        let txn_files: Vec<&String> = names.iter().filter(|n| n.contains(".txnindex")).collect();
+        assert_eq!(txn_files, vec![&format!("{holder:020}.txnindex")]);
+        let want = expected(&[("b", &format!("29{}", "y".repeat(300))), ("d", "later")]);
+        assert_eq!(committed_latest(&p).await, want);
+        assert_eq!(latest_values(&view(&p).await), want);
+
+        drop(p);
+        f.disk.crash();
+        let p = open(&f).await;
+        assert_eq!(p.aborted_transactions(0, end), entries, "after a crash");
+        p.close().await.unwrap();
+        drop(p);
+        let p = open(&f).await;
+        assert_eq!(
+            p.aborted_transactions(0, end),
+            entries,
+            "after a clean restart"
+        );
+        assert_eq!(committed_latest(&p).await, want);
+
+        // The next cleaning (which merges the now small segments) meets no aborted data: the
+        // entry goes, with its file, and stays gone after a crash.
+        let segments_before = p.log.segment_count().await;
+        dirty(&p).await;
+        clean(&p).await.expect("dirty");
+        assert!(
+            p.log.segment_count().await < segments_before,
+            "segments were merged"
+        );
+        assert_eq!(p.aborted_transactions(0, end), vec![]);
+        let names = broker::disk::Disk::list(&f.disk, &f.dir).await.unwrap();
+        assert!(names.iter().all(|n| !n.contains(".txnindex")), "{names:?}");
+        drop(p);
+        f.disk.crash();
+        let p = open(&f).await;
+        assert_eq!(p.aborted_transactions(0, end), vec![]);
+        assert_eq!(committed_latest(&p).await, want);
+    }
+
+    #[tokio::test]
+    async fn an_open_transactions_records_are_never_cleaned_until_it_ends() {
+        // The bug: cleaning past the last stable offset, so a record of a transaction still
+        // open is compacted away by a later value before its outcome is known.
+        let f = Fixture::new(23, FaultyDiskConfig::default(), config());
+        let p = open(&f).await;
+        for i in 0..12 {
+            plain(&p, "old", &format!("{i}{}", "o".repeat(300))).await;
+        }
+        p.log.roll().await.unwrap();
+        let open_offset = in_txn(&p, 11, 0, "k", "open").await;
+        for i in 0..12 {
+            plain(&p, "k", &format!("later-{i}{}", "l".repeat(300))).await;
+        }
+        dirty(&p).await;
+        let lso = p.last_stable_offset().await.unwrap();
+        assert_eq!(lso, open_offset);
+        let before = view(&p).await;
+        let stats = clean(&p).await.expect("the part below the LSO is dirty");
+        assert!(stats.first_dirty_offset <= lso);
+        let after = view(&p).await;
+        assert_eq!(
+            after.data.get(&open_offset),
+            Some(&("k".to_string(), "open".to_string())),
+            "the open transaction's record stays"
+        );
+        for (offset, record) in before.data.range(lso..) {
+            assert_eq!(
+                after.data.get(offset),
+                Some(record),
+                "offset {offset} at or past the LSO"
+            );
+        }
+        assert!(after.data.range(..lso).count() < before.data.range(..lso).count());
+
+        // Once committed, its record is an old value like any other.
+        end_txn(&p, 11, ControlType::Commit).await;
+        dirty(&p).await;
+        clean(&p).await.expect("dirty");
+        assert!(!view(&p).await.data.contains_key(&open_offset));
+    }
+
+    #[tokio::test]
+    async fn a_cleaned_producers_retry_is_still_a_duplicate_after_a_restart_without_snapshots() {
+        // The bug: cleaning away an idempotent producer's last batch, so a producer state
+        // rebuilt from the cleaned log forgets its sequence and appends a retry twice.
+        let f = Fixture::new(24, FaultyDiskConfig::default(), config());
+        let p = open(&f).await;
+        let mut last = Vec::new();
+        for seq in 0..4 {
+            let bytes =
+                builder::with_producer(keyed("k", Some(&format!("idem-{seq}")), T0), 5, 0, seq);
+            last = bytes.clone();
+            append(&p, bytes).await;
+        }
+        let last_offset = p.log.log_end_offset() - 1;
+        for i in 0..12 {
+            plain(&p, "k", &format!("{i}{}", "p".repeat(300))).await;
+        }
+        dirty(&p).await;
+        clean(&p).await.expect("dirty");
+        assert!(
+            view(&p)
+                .await
+                .data
+                .values()
+                .all(|(_, v)| !v.starts_with("idem")),
+            "the producer's records are cleaned away"
+        );
+        drop(p);
+        f.disk.crash();
+        // No snapshot: the producers' state is rebuilt from the cleaned log alone.
+        for name in broker::disk::Disk::list(&f.disk, &f.dir).await.unwrap() {
+            if name.ends_with(".snapshot") {
+                broker::disk::Disk::remove(&f.disk, &f.dir.join(name))
+                    .await
+                    .unwrap();
+            }
+        }
+        let p = open(&f).await;
+        assert_eq!(p.producer_state_snapshot(), None);
+        let end = p.log.log_end_offset();
+        let info = p.append_unexposed(&mut last.clone()).await.unwrap();
+        assert_eq!(
+            info.base_offset, last_offset,
+            "answered as the original append"
+        );
+        assert_eq!(
+            p.log.log_end_offset(),
+            end,
+            "the retry is not appended again"
+        );
+        let header = BatchHeader::parse(&last).unwrap();
+        assert_eq!(header.base_sequence, 3);
+    }
+}

@@ -1131,13 +1131,22 @@ impl Broker {
                 if cleaner.uncleanable.contains(partition.log.dir()) {
                     continue;
                 }
-                let Some(cleanable) = partition.log.cleanable(partition.high_watermark(), now)
-                else {
-                    continue;
+                // A cheap look first, then the bound the cleaning really has: the LSO.
+                let due = |bound| {
+                    partition
+                        .log
+                        .cleanable(bound, now)
+                        .filter(|c: &crate::log::cleaner::Cleanable| c.is_due())
                 };
-                if !cleanable.is_due() {
+                if due(partition.high_watermark()).is_none() {
                     continue;
                 }
+                let Ok(lso) = partition.last_stable_offset().await else {
+                    continue;
+                };
+                let Some(cleanable) = due(lso) else {
+                    continue;
+                };
                 let rank = (cleanable.past_max_compaction_lag, cleanable.dirty_ratio());
                 if dirtiest.as_ref().is_none_or(|(best, _, _)| {
                     rank.partial_cmp(best) == Some(std::cmp::Ordering::Greater)
@@ -1150,10 +1159,7 @@ impl Broker {
             return false;
         };
         let LogCleaner { map, throttler, .. } = cleaner;
-        let result = partition
-            .log
-            .clean(partition.high_watermark(), map, throttler)
-            .await;
+        let result = partition.clean_log(map, throttler).await;
         match result {
             Ok(stats) => stats.is_some(),
             Err(e @ (CleanError::Corrupt { .. } | CleanError::OffsetMapTooSmall(_))) => {

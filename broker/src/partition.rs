@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::log::batch::{self, BatchHeader};
+use crate::log::cleaner::{CleanError, CleanStats, OffsetMap, Throttler};
 use crate::log::{
     AppendError, AppendInfo, FlushPolicy, FollowerAppendError, Log, ReadError, TruncateError,
 };
@@ -305,6 +306,38 @@ impl Partition {
             tracing::warn!(partition = ?self, %e, "aborted transaction not written to its index file: no producer snapshot until the next rebuild");
             self.txn_index_failed.store(true, Ordering::Release);
         }
+    }
+
+    /// Cleans the partition's log once if it is compacted (see `log::cleaner`), below its last
+    /// stable offset, dropping aborted transactions' records; then the in-memory
+    /// aborted-transaction index takes what the cleaned segments' `.txnindex` files hold.
+    pub async fn clean_log(
+        &self,
+        map: &mut OffsetMap,
+        throttler: &mut Throttler,
+    ) -> Result<Option<CleanStats>, CleanError> {
+        // Under the producers' lock every marker below the LSO has its entry recorded, and
+        // a transaction aborted later began at or past the LSO: outside the cleaned range.
+        let lso = self
+            .last_stable_offset()
+            .await
+            .map_err(|e| CleanError::Offline(e.to_string()))?;
+        let aborted = self
+            .lock_aborted()
+            .collect(self.log.log_start_offset(), lso);
+        let stats = self
+            .log
+            .clean_transactional(lso, &aborted, map, throttler)
+            .await?;
+        if let Some(stats) = &stats {
+            // Serialised with the markers and rebuilds that change the index.
+            let _producers = self.producers.lock().await;
+            let mut index = self.lock_aborted();
+            for cleaned in &stats.txn_index {
+                index.replace_cleaned(cleaned.base_offset, cleaned.next_offset, &cleaned.aborted);
+            }
+        }
+        Ok(stats)
     }
 
     /// The aborted transactions a read_committed fetch of `[fetch_offset, upper_bound)` must

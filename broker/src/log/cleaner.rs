@@ -23,16 +23,40 @@
 //! The last batch of each idempotent producer in the cleaned range is kept (emptied of
 //! records if need be), so its sequence and epoch survive, as Kafka keeps it.
 //!
+//! # Transactions (Kafka's `CleanedTransactionMetadata`)
+//! The cleanable range ends at the last stable offset too: an open transaction's records are
+//! never read, let alone cleaned ([`Log::clean_transactional`] takes the LSO as its bound).
+//! Given the partition's aborted transactions over the range (its `.txnindex` entries), a
+//! cleaning walks the batches in order, tracking each producer's transaction:
+//! - a transactional batch of an aborted transaction loses all its records (and never enters
+//!   the offset map, so it cannot shadow an older committed value);
+//! - a committed transaction's records are cleaned like any others;
+//! - a marker stays while the cleaning met a batch of its transaction; once a cleaning meets
+//!   none (its data went in an earlier one), the marker gets a delete horizon
+//!   (`now + delete.retention.ms`, KIP-534, as a tombstone) and the first cleaning past it
+//!   removes it;
+//! - an abort marker's `.txnindex` entry is written to the cleaned segment only while the
+//!   cleaning met aborted data of it (a read_committed reader needs the entry only to drop
+//!   that data), so an entry never outlives its marker;
+//! - the last batch of each producer is kept (a marker whole, a data batch emptied of its
+//!   records) so a rebuild of the producers' state from the log keeps its epoch and sequence.
+//!   Unlike Kafka, a marker that is its producer's last batch in the cleaned range stays whole
+//!   past its horizon: Kafka would keep it emptied, which no longer carries the epoch.
+//!
 //! # Crash safety (the swap)
 //! A group is written to `{base}.log.cleaned` and synced; it is renamed to `{base}.log.swap`
 //! and the directory synced (the commit point); the old segments and every index of the group
 //! are removed; the swap file is renamed to `{base}.log`. Recovery removes `.cleaned` files
 //! (the old segments are whole) and completes a `.swap` (removes the segments its offsets
 //! cover, renames it), so after a crash the log holds the old segments or the new one, never
-//! a mix. An I/O error before the commit point only abandons the cleaning; after it, the log
+//! a mix. A group whose segments hold aborted transactions also gets
+//! `{base}.txnindex.cleaned`, written and synced before the commit point; after it, the old
+//! `.txnindex` files go first, then it is renamed to `{base}.txnindex`, then the swap file is
+//! renamed. So recovery, finding a `.swap`, replaces the group's `.txnindex` files with it if it
+//! is still there, and otherwise knows that `{base}.txnindex` is already the new one. An I/O error before the commit point only abandons the cleaning; after it, the log
 //! goes offline and its in-place recovery completes the swap.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +68,8 @@ use super::records::{self, Record};
 use super::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use super::Log;
 use crate::disk::{self, Disk, DiskFile, OpenMode};
+use crate::txn::marker::{self, ControlType};
+use crate::txn::txn_index::{AbortedTxn, TXN_INDEX_SUFFIX};
 
 /// Where the cleaning of a log stopped (the first dirty offset), one decimal line.
 pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
@@ -51,6 +77,8 @@ pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 pub const CLEANED_SUFFIX: &str = ".log.cleaned";
 /// A cleaned segment swapped in: recovery completes the swap.
 pub const SWAP_SUFFIX: &str = ".log.swap";
+/// The aborted-transaction index of a cleaned segment, before the swap completes.
+pub const TXN_INDEX_CLEANED_SUFFIX: &str = ".txnindex.cleaned";
 
 /// Bytes one read of a segment takes while cleaning.
 const READ_CHUNK: usize = 1 << 20;
@@ -226,6 +254,21 @@ pub struct CleanStats {
     pub first_dirty_offset: u64,
     /// Keys in the offset map.
     pub keys_mapped: usize,
+    /// Records of aborted transactions removed.
+    pub aborted_records_removed: u64,
+    /// Transaction markers removed (past their delete horizon).
+    pub markers_removed: u64,
+    /// For each cleaned segment, the aborted transactions its `.txnindex` now holds: the
+    /// partition's in-memory index takes them in place of the old ones over the same offsets.
+    pub txn_index: Vec<CleanedTxnIndex>,
+}
+
+/// The `.txnindex` entries of one cleaned segment, `[base_offset, next_offset)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CleanedTxnIndex {
+    pub base_offset: u64,
+    pub next_offset: u64,
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// A cleaning failed. The log keeps its segments (or, for `Offline`, recovers the swap).
@@ -327,11 +370,95 @@ enum Fate {
     Drop,
 }
 
+/// Each producer's transaction as a walk through the log in offset order meets its batches
+/// (Kafka's `CleanedTransactionMetadata`), given the aborted transactions over the range.
+#[derive(Debug, Default)]
+struct TxnTracker {
+    /// Aborted transactions not reached yet, by first offset.
+    pending: VecDeque<AbortedTxn>,
+    /// Producer → its aborted transaction under way, and whether this walk met data of it.
+    aborted: HashMap<i64, (AbortedTxn, bool)>,
+    /// Producers whose committed (not aborted) transaction under way had a batch in the walk.
+    committed: HashSet<i64>,
+    /// Abort markers kept with their data met: their `.txnindex` entries, for the segment
+    /// being written.
+    kept_entries: Vec<AbortedTxn>,
+}
+
+impl TxnTracker {
+    /// Tracks the aborted transactions whose marker is at or past `from` (where the walk
+    /// starts); the others ended before it.
+    fn new(aborted: &[AbortedTxn], from: u64) -> TxnTracker {
+        let mut pending: Vec<AbortedTxn> = aborted
+            .iter()
+            .copied()
+            .filter(|t| t.last_offset >= from)
+            .collect();
+        pending.sort_by_key(|t| (t.first_offset, t.last_offset));
+        TxnTracker {
+            pending: pending.into(),
+            ..TxnTracker::default()
+        }
+    }
+
+    fn reach(&mut self, last_offset: u64) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|t| t.first_offset <= last_offset)
+        {
+            let txn = self.pending.pop_front().expect("checked");
+            self.aborted.entry(txn.producer_id).or_insert((txn, false));
+        }
+    }
+
+    /// A data batch: is it part of an aborted transaction (all its records go)?
+    fn on_data_batch(&mut self, header: &BatchHeader) -> bool {
+        self.reach(header.last_offset() as u64);
+        if !header.is_transactional() || header.producer_id < 0 {
+            return false;
+        }
+        match self.aborted.get_mut(&header.producer_id) {
+            Some((_, met)) => {
+                *met = true;
+                true
+            }
+            None => {
+                self.committed.insert(header.producer_id);
+                false
+            }
+        }
+    }
+
+    /// A control batch: may it go (subject to its delete horizon)? Only once no batch of its
+    /// transaction is left, i.e. this walk met none.
+    fn on_control_batch(&mut self, header: &BatchHeader, bytes: &[u8]) -> bool {
+        self.reach(header.last_offset() as u64);
+        match marker::decode(bytes) {
+            Ok(Some(m)) if m.control == ControlType::Abort => {
+                match self.aborted.remove(&header.producer_id) {
+                    Some((txn, true)) => {
+                        self.kept_entries.push(txn);
+                        false
+                    }
+                    _ => true,
+                }
+            }
+            Ok(Some(_)) => !self.committed.remove(&header.producer_id),
+            // Emptied by an earlier cleaning: it ends nothing any more.
+            Ok(None) => true,
+            // Not a marker this broker reads: kept as it is.
+            Err(_) => false,
+        }
+    }
+}
+
 /// The rules of one cleaning, applied batch by batch.
 struct Rules<'a> {
     map: &'a OffsetMap,
     /// Each idempotent producer's last batch (its last offset) in the cleaned range.
     producer_last: &'a BTreeMap<i64, u64>,
+    txns: TxnTracker,
     now_ms: i64,
     delete_retention_ms: i64,
 }
@@ -342,11 +469,21 @@ impl Rules<'_> {
             && self.producer_last.get(&header.producer_id) == Some(&(header.last_offset() as u64))
     }
 
-    fn fate(&self, bytes: &[u8], stats: &mut CleanStats) -> Fate {
+    fn fate(&mut self, bytes: &[u8], stats: &mut CleanStats) -> Fate {
         let header = BatchHeader::parse(bytes).expect("a validated batch");
-        // Transaction markers stay (there are no transactions yet to end their horizon).
         if header.is_control() {
-            return Fate::Keep;
+            return self.control_fate(&header, bytes, stats);
+        }
+        if self.txns.on_data_batch(&header) {
+            stats.records_read += header.records_count.max(0) as u64;
+            stats.aborted_records_removed += header.records_count.max(0) as u64;
+            return if !self.keeps_producer_batch(&header) {
+                Fate::Drop
+            } else if header.records_count == 0 {
+                Fate::Keep
+            } else {
+                Fate::Rewrite(batch::emptied(bytes))
+            };
         }
         if header.records_count == 0 {
             return if self.keeps_producer_batch(&header) {
@@ -395,6 +532,30 @@ impl Rules<'_> {
             return Fate::Keep;
         }
         Fate::Rewrite(records::rebuild(bytes, &kept, new_horizon))
+    }
+
+    /// A marker stays while its transaction has data, then until its delete horizon.
+    fn control_fate(&mut self, header: &BatchHeader, bytes: &[u8], stats: &mut CleanStats) -> Fate {
+        let discardable = self.txns.on_control_batch(header, bytes);
+        if !discardable || self.keeps_producer_batch(header) {
+            return Fate::Keep;
+        }
+        match records::delete_horizon_ms(header) {
+            Some(horizon) if self.now_ms >= horizon => {
+                stats.markers_removed += 1;
+                Fate::Drop
+            }
+            Some(_) => Fate::Keep,
+            None if header.records_count == 0 => Fate::Drop,
+            None => match records::decode(bytes, MAX_DECOMPRESSED) {
+                Ok(decoded) if !decoded.is_empty() => Fate::Rewrite(records::rebuild(
+                    bytes,
+                    &decoded,
+                    Some(self.now_ms.saturating_add(self.delete_retention_ms)),
+                )),
+                _ => Fate::Keep,
+            },
+        }
     }
 }
 
@@ -476,6 +637,16 @@ pub(super) async fn recover_swaps(
         disk.remove(&dir.join(name)).await?;
         changed = true;
     }
+    // A cleaned `.txnindex` without its swap belongs to a cleaning that never committed.
+    for name in names {
+        let Some(base) = segment::parse_file_name(name, TXN_INDEX_CLEANED_SUFFIX) else {
+            continue;
+        };
+        if !names.contains(&segment::file_name(base, SWAP_SUFFIX)) {
+            disk.remove(&dir.join(name)).await?;
+            changed = true;
+        }
+    }
     for name in names {
         let Some(base) = segment::parse_file_name(name, SWAP_SUFFIX) else {
             continue;
@@ -496,17 +667,31 @@ pub(super) async fn recover_swaps(
         }
         let end = swapped.next_offset;
         drop(swapped);
+        // The group's new `.txnindex`, if not renamed into place yet (see the module doc).
+        let txn_cleaned = segment::file_name(base, TXN_INDEX_CLEANED_SUFFIX);
+        let txn_cleaned = names.contains(&txn_cleaned).then(|| dir.join(txn_cleaned));
         for other in names {
             let replaced = [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
                 .iter()
                 .any(|suffix| {
                     segment::parse_file_name(other, suffix).is_some_and(|b| b >= base && b < end)
-                });
+                })
+                || segment::parse_file_name(other, TXN_INDEX_SUFFIX)
+                    .is_some_and(|b| b >= base && b < end && (b != base || txn_cleaned.is_some()));
             if replaced {
                 disk::remove_if_exists(disk, &dir.join(other)).await?;
             }
         }
         disk.sync_dir(dir).await?;
+        if let Some(txn_cleaned) = txn_cleaned {
+            if disk::read_file(disk, &txn_cleaned).await?.is_empty() {
+                disk.remove(&txn_cleaned).await?;
+            } else {
+                disk.rename(&txn_cleaned, &segment::path(dir, base, TXN_INDEX_SUFFIX))
+                    .await?;
+            }
+            disk.sync_dir(dir).await?;
+        }
         disk.rename(&path, &segment::path(dir, base, LOG_SUFFIX))
             .await?;
         disk.sync_dir(dir).await?;
@@ -597,16 +782,33 @@ impl Log {
         })
     }
 
-    /// Cleans the log once (see the module doc), whatever its dirty ratio; `Ok(None)` when
-    /// there is nothing to clean. `map` is the cleaner's offset map, reused between logs.
+    /// Cleans a log that holds no transactions once: [`Log::clean_transactional`] with no
+    /// aborted transaction and the high watermark as the bound.
     pub async fn clean(
         &self,
         high_watermark: u64,
         map: &mut OffsetMap,
         throttler: &mut Throttler,
     ) -> Result<Option<CleanStats>, CleanError> {
+        self.clean_transactional(high_watermark, &[], map, throttler)
+            .await
+    }
+
+    /// Cleans the log once (see the module doc), whatever its dirty ratio; `Ok(None)` when
+    /// there is nothing to clean. Nothing at or past `last_stable_offset` (the partition's
+    /// LSO: the high watermark and the first offset of any open transaction) is cleaned.
+    /// `aborted` holds the partition's aborted transactions whose markers are at or past the
+    /// log start and whose first offsets are below the bound. `map` is the cleaner's offset
+    /// map, reused between logs.
+    pub async fn clean_transactional(
+        &self,
+        last_stable_offset: u64,
+        aborted: &[AbortedTxn],
+        map: &mut OffsetMap,
+        throttler: &mut Throttler,
+    ) -> Result<Option<CleanStats>, CleanError> {
         let now_ms = self.clock.now_ms();
-        let Some(cleanable) = self.cleanable(high_watermark, now_ms) else {
+        let Some(cleanable) = self.cleanable(last_stable_offset, now_ms) else {
             return Ok(None);
         };
         let config = self.config();
@@ -656,7 +858,9 @@ impl Log {
             }
         }
 
-        // 1. The offset map, over the dirty part, until it is full.
+        // 1. The offset map, over the dirty part, until it is full. Aborted records stay out
+        // of it: they must not shadow an older committed value.
+        let mut txns = TxnTracker::new(aborted, cleanable.first_dirty_offset);
         let mut end = cleanable.first_dirty_offset;
         'mapping: for s in segments
             .iter()
@@ -669,7 +873,13 @@ impl Log {
                 if (header.last_offset() as u64) < cleanable.first_dirty_offset {
                     continue;
                 }
-                if !header.is_control() && header.records_count > 0 {
+                let unmapped = if header.is_control() {
+                    txns.on_control_batch(&header, bytes);
+                    true
+                } else {
+                    txns.on_data_batch(&header)
+                };
+                if !unmapped && header.records_count > 0 {
                     if let Ok(decoded) = records::decode(bytes, MAX_DECOMPRESSED) {
                         for r in &decoded {
                             let Some(key) = &r.key else { continue };
@@ -710,23 +920,40 @@ impl Log {
                 _ => groups.push(vec![s]),
             }
         }
-        let rules = Rules {
+        let start = segments_start(&groups);
+        let mut rules = Rules {
             map,
             producer_last: &producer_last,
+            txns: TxnTracker::new(aborted, start),
             now_ms,
             delete_retention_ms: config.delete_retention_ms,
         };
         for group in &groups {
             stats.segments_before += group.len();
             let cleaned = self
-                .clean_group(group, &rules, &config, throttler, &mut stats)
+                .clean_group(group, &mut rules, &config, throttler, &mut stats)
                 .await?;
+            let group_end = group[group.len() - 1].next_offset;
+            // The group's `.txnindex` is rewritten if it held or now holds an entry.
+            let txn_index = (!cleaned.txn_entries.is_empty()
+                || aborted.iter().any(|t| {
+                    t.last_offset >= cleaned.segment.base_offset && t.last_offset < group_end
+                }))
+            .then(|| CleanedTxnIndex {
+                base_offset: cleaned.segment.base_offset,
+                next_offset: group_end,
+                aborted: cleaned.txn_entries.clone(),
+            });
             if let Err(e) = throttler.check_abort() {
-                let cleaned_path = segment::path(&self.dir, cleaned.base_offset, CLEANED_SUFFIX);
-                let _ = disk::remove_if_exists(self.disk.as_ref(), &cleaned_path).await;
+                self.discard_cleaned(cleaned.segment.base_offset).await;
                 return Err(e);
             }
-            self.swap_in(group, cleaned).await?;
+            if self
+                .swap_in(group, cleaned.segment, txn_index.as_ref())
+                .await?
+            {
+                stats.txn_index.extend(txn_index);
+            }
             stats.segments_after += 1;
         }
 
@@ -750,15 +977,25 @@ impl Log {
         Ok(Some(stats))
     }
 
+    /// Removes what an abandoned cleaning of the group at `base` wrote.
+    async fn discard_cleaned(&self, base: u64) {
+        for suffix in [CLEANED_SUFFIX, TXN_INDEX_CLEANED_SUFFIX] {
+            let _ =
+                disk::remove_if_exists(self.disk.as_ref(), &segment::path(&self.dir, base, suffix))
+                    .await;
+        }
+    }
+
     /// Writes the cleaned copy of `group` to `{base}.log.cleaned`, synced.
     async fn clean_group(
         &self,
         group: &[SegmentRef],
-        rules: &Rules<'_>,
+        rules: &mut Rules<'_>,
         config: &super::LogConfig,
         throttler: &mut Throttler,
         stats: &mut CleanStats,
-    ) -> Result<Segment, CleanError> {
+    ) -> Result<CleanedGroup, CleanError> {
+        rules.txns.kept_entries.clear();
         let base = group[0].base_offset;
         let path = segment::path(&self.dir, base, CLEANED_SUFFIX);
         disk::remove_if_exists(self.disk.as_ref(), &path).await?;
@@ -807,15 +1044,25 @@ impl Log {
         let mut segment = writer.segment;
         segment.synced_size = segment.size;
         segment.seal_time_index();
-        Ok(segment)
+        Ok(CleanedGroup {
+            segment,
+            txn_entries: std::mem::take(&mut rules.txns.kept_entries),
+        })
     }
 
     /// Swaps the cleaned segment in for `group`'s segments (see the module doc), holding the
-    /// writer lock. If the log changed meanwhile (retention, truncation, a recovery), the
-    /// cleaned file is discarded and the log is left as it is.
-    async fn swap_in(&self, group: &[SegmentRef], cleaned: Segment) -> Result<(), CleanError> {
+    /// writer lock, with `txn_index` as the group's new `.txnindex` (`None`: the group has
+    /// none). If the log changed meanwhile (retention, truncation, a recovery), the cleaned
+    /// files are discarded and the log is left as it is: `Ok(false)`.
+    async fn swap_in(
+        &self,
+        group: &[SegmentRef],
+        cleaned: Segment,
+        txn_index: Option<&CleanedTxnIndex>,
+    ) -> Result<bool, CleanError> {
         let base = cleaned.base_offset;
         let cleaned_path = segment::path(&self.dir, base, CLEANED_SUFFIX);
+        let txn_cleaned_path = segment::path(&self.dir, base, TXN_INDEX_CLEANED_SUFFIX);
         let writer = self.writer.lock().await;
         let unchanged = {
             let st = self.state();
@@ -831,18 +1078,22 @@ impl Log {
             drop(writer);
             tracing::info!(dir = %self.dir.display(), base_offset = base,
                 "the log changed while it was cleaned: cleaned segment discarded");
-            disk::remove_if_exists(self.disk.as_ref(), &cleaned_path).await?;
-            return Ok(());
+            self.discard_cleaned(base).await;
+            return Ok(false);
         }
         let swap_path = segment::path(&self.dir, base, SWAP_SUFFIX);
         // Before the commit point an error leaves the old segments in charge.
         let committed = async {
+            if let Some(txn_index) = txn_index {
+                let entries: Vec<u8> = txn_index.aborted.iter().flat_map(|t| t.encode()).collect();
+                disk::write_file_atomic(self.disk.as_ref(), &txn_cleaned_path, &entries).await?;
+            }
             self.disk.rename(&cleaned_path, &swap_path).await?;
             self.disk.sync_dir(&self.dir).await
         }
         .await;
         if let Err(e) = committed {
-            let _ = disk::remove_if_exists(self.disk.as_ref(), &cleaned_path).await;
+            self.discard_cleaned(base).await;
             let _ = disk::remove_if_exists(self.disk.as_ref(), &swap_path).await;
             return Err(CleanError::Io(e));
         }
@@ -855,6 +1106,14 @@ impl Log {
                     )
                     .await?;
                 }
+                // The group's first file is the new one once the cleaned one is renamed.
+                if txn_index.is_some() || g.base_offset != base {
+                    disk::remove_if_exists(
+                        self.disk.as_ref(),
+                        &segment::path(&self.dir, g.base_offset, TXN_INDEX_SUFFIX),
+                    )
+                    .await?;
+                }
                 if g.base_offset != base {
                     disk::remove_if_exists(
                         self.disk.as_ref(),
@@ -864,6 +1123,19 @@ impl Log {
                 }
             }
             self.disk.sync_dir(&self.dir).await?;
+            if let Some(txn_index) = txn_index {
+                if txn_index.aborted.is_empty() {
+                    self.disk.remove(&txn_cleaned_path).await?;
+                } else {
+                    self.disk
+                        .rename(
+                            &txn_cleaned_path,
+                            &segment::path(&self.dir, base, TXN_INDEX_SUFFIX),
+                        )
+                        .await?;
+                }
+                self.disk.sync_dir(&self.dir).await?;
+            }
             self.disk
                 .rename(&swap_path, &segment::path(&self.dir, base, LOG_SUFFIX))
                 .await?;
@@ -901,6 +1173,17 @@ impl Log {
                 "could not write a cleaned segment's indexes");
         }
         drop(writer);
-        Ok(())
+        Ok(true)
     }
+}
+
+/// A group's cleaned segment and the aborted transactions its `.txnindex` keeps.
+struct CleanedGroup {
+    segment: Segment,
+    txn_entries: Vec<AbortedTxn>,
+}
+
+/// Where the cleaning's walk starts: the first group's first segment.
+fn segments_start(groups: &[Vec<SegmentRef>]) -> u64 {
+    groups.first().map_or(0, |g| g[0].base_offset)
 }

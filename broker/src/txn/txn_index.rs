@@ -141,6 +141,21 @@ impl AbortedTxnIndex {
         out
     }
 
+    /// After the cleaner rewrote the segment `[base_offset, next_offset)`: its entries are
+    /// `aborted` (which the cleaned `.txnindex` holds) and no others.
+    pub fn replace_cleaned(&mut self, base_offset: u64, next_offset: u64, aborted: &[AbortedTxn]) {
+        let mut after = self.entries.split_off(&base_offset);
+        let rest = after.split_off(&next_offset);
+        for txn in aborted {
+            assert!(
+                (base_offset..next_offset).contains(&txn.last_offset),
+                "a cleaned segment holds its own markers"
+            );
+            self.entries.insert(txn.last_offset, (base_offset, *txn));
+        }
+        self.entries.extend(rest);
+    }
+
     /// Forgets the entries whose markers lie below `log_start_offset`.
     pub fn evict_before(&mut self, log_start_offset: u64) {
         self.entries = self.entries.split_off(&log_start_offset);
