@@ -571,6 +571,9 @@ mod txn {
         // Producer 8 goes on: its abort marker is not its last batch.
         in_txn(&p, 8, 2, "k4", "committed-4").await;
         let commit8 = end_txn(&p, 8, ControlType::Commit).await;
+        // Producer 7 too: its first commit marker is not its last batch either.
+        in_txn(&p, 7, 2, "k5", "committed-5").await;
+        end_txn(&p, 7, ControlType::Commit).await;
         dirty(&p).await;
         let end = p.log.log_end_offset();
         assert_eq!(p.aborted_transactions(0, end).len(), 1);
@@ -579,13 +582,13 @@ mod txn {
             ("k1", "committed-1"),
             ("k2", "plain-2"),
             ("k4", "committed-4"),
+            ("k5", "committed-5"),
         ]);
         assert_eq!(committed_latest(&p).await, want, "before cleaning");
 
         // First cleaning: aborted data and superseded values go; every marker stays (each
         // transaction had a batch in this cleaning).
         let stats = clean(&p).await.expect("dirty");
-        assert_eq!(stats.aborted_records_removed, 2);
         let after = view(&p).await;
         assert!(
             !after.data.contains_key(&aborted_k1),
@@ -598,6 +601,7 @@ mod txn {
             "read_uncommitted sees committed values"
         );
         assert_eq!(committed_latest(&p).await, want, "read_committed too");
+        assert_eq!(stats.aborted_records_removed, 2);
         for m in [commit7, abort8, commit8] {
             assert!(after.markers.contains_key(&m), "marker {m} kept: {after:?}");
         }
@@ -730,13 +734,13 @@ mod txn {
         assert_eq!(lso, open_offset);
         let before = view(&p).await;
         let stats = clean(&p).await.expect("the part below the LSO is dirty");
-        assert!(stats.first_dirty_offset <= lso);
         let after = view(&p).await;
         assert_eq!(
             after.data.get(&open_offset),
             Some(&("k".to_string(), "open".to_string())),
             "the open transaction's record stays"
         );
+        assert!(stats.first_dirty_offset <= lso);
         for (offset, record) in before.data.range(lso..) {
             assert_eq!(
                 after.data.get(offset),
