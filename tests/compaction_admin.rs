@@ -191,3 +191,172 @@ async fn a_compacted_topic_refuses_records_without_a_key_with_a_record_error_for
     );
     broker.shutdown().await;
 }
+
+async fn commit(broker: &Arc<Broker>, offset: i64) -> i16 {
+    let response: OffsetCommitResponse = call(
+        broker,
+        ApiKey::OffsetCommit,
+        8,
+        &OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("migrated")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(offset),
+                    ]),
+            ]),
+    )
+    .await;
+    response.topics[0].partitions[0].error_code
+}
+
+async fn committed(broker: &Arc<Broker>) -> i64 {
+    let response: OffsetFetchResponse = call(
+        broker,
+        ApiKey::OffsetFetch,
+        7,
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(s("migrated")))
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes(vec![0]),
+            ])),
+    )
+    .await;
+    assert_eq!(response.error_code, 0);
+    response.topics[0].partitions[0].committed_offset
+}
+
+/// The `__consumer_offsets` partition holding the group's commits (the one with data).
+fn offsets_partition(broker: &Arc<Broker>) -> Arc<broker::partition::Partition> {
+    broker
+        .topic("__consumer_offsets")
+        .unwrap()
+        .partitions
+        .iter()
+        .find(|p| p.log.log_end_offset() > 0)
+        .cloned()
+        .expect("a partition holds the commits")
+}
+
+#[tokio::test]
+async fn an_offsets_topic_from_before_compaction_is_switched_to_compact_on_start_and_cleaned() {
+    // The bug: a data directory written before compaction keeps its `__consumer_offsets` on
+    // `delete` (the topic grows forever and start-up time with it), or the switch loses
+    // committed offsets.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker.create_topic("t", 1, 1, &[], false).await.unwrap();
+    broker.offsets_topic().await.unwrap();
+    // What an old data directory holds: the offsets topic without a `cleanup.policy` (the
+    // broker's default, delete), written to with small segments.
+    let old = [
+        ("retention.ms".to_string(), "-1".to_string()),
+        ("segment.bytes".to_string(), "1024".to_string()),
+    ];
+    broker
+        .set_topic_configs(
+            "__consumer_offsets",
+            broker::config::TopicConfigs {
+                overrides: old.into_iter().collect(),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(policy(&broker, "__consumer_offsets").await.0, "delete");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while commit(&broker, 0).await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the coordinator never loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for offset in 1..=300 {
+        assert_eq!(commit(&broker, offset).await, 0);
+    }
+    let partition = offsets_partition(&broker);
+    let segments_before = partition.log.segment_count().await;
+    let bytes_before = partition.log.size_bytes().await;
+    assert!(segments_before > 10);
+    drop(partition);
+    broker.shutdown().await;
+    drop(broker);
+
+    // On start the broker switches it to compact, through the metadata log.
+    let broker = open(dir.path()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while policy(&broker, "__consumer_offsets").await.0 != "compact" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never switched to compact"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let configs = broker
+        .image()
+        .topic("__consumer_offsets")
+        .unwrap()
+        .configs
+        .clone();
+    assert_eq!(
+        configs.get("segment.bytes").map(String::as_str),
+        Some("1024"),
+        "its other configs stay"
+    );
+    assert_eq!(committed(&broker).await, 300);
+    // The cleaner takes it now.
+    let mut cleaner = broker.log_cleaner(Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    assert!(
+        broker.clean_dirtiest_log(&mut cleaner).await,
+        "the offsets log is cleaned"
+    );
+    while broker.clean_dirtiest_log(&mut cleaner).await {}
+    let partition = offsets_partition(&broker);
+    assert!(
+        partition.log.size_bytes().await < bytes_before / 4,
+        "{} bytes of {bytes_before}",
+        partition.log.size_bytes().await
+    );
+    drop(partition);
+    assert_eq!(
+        committed(&broker).await,
+        300,
+        "the latest commit survives cleaning"
+    );
+    broker.shutdown().await;
+    drop(broker);
+
+    // And loads from the compacted log on the next start.
+    let broker = open(dir.path()).await;
+    assert_eq!(policy(&broker, "__consumer_offsets").await.0, "compact");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let fetched: OffsetFetchResponse = call(
+            &broker,
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("migrated")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partition_indexes(vec![0]),
+                ])),
+        )
+        .await;
+        if fetched.error_code == 0 {
+            assert_eq!(fetched.topics[0].partitions[0].committed_offset, 300);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "offsets never loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    broker.shutdown().await;
+}

@@ -482,6 +482,10 @@ impl Broker {
                 "committed offsets and groups loaded"
             );
         }
+        // Only a data directory from before compaction has one to migrate (no task otherwise).
+        if !self.internal_topics_not_compacted().is_empty() {
+            tokio::spawn(compact_internal_topics(Arc::downgrade(self)));
+        }
         tokio::spawn(follow_plane(Arc::downgrade(self)));
         tokio::spawn(heartbeat(Arc::downgrade(self)));
         tokio::spawn(crate::replica::isr::run(Arc::downgrade(self)));
@@ -821,6 +825,52 @@ impl Broker {
             self.config.transaction_state_log_replication_factor,
         )
         .await
+    }
+
+    /// The coordinators' internal topics whose `cleanup.policy` lacks `compact`: only those of a
+    /// data directory written before compaction existed (stored as `delete`, or not stored,
+    /// which is the broker's default `delete`).
+    fn internal_topics_not_compacted(&self) -> Vec<&'static str> {
+        let image = self.image();
+        [OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC]
+            .into_iter()
+            .filter(|name| {
+                image.topic(name).is_some_and(|topic| {
+                    !topic
+                        .configs
+                        .get("cleanup.policy")
+                        .is_some_and(|p| p.split(',').any(|v| v.trim() == "compact"))
+                })
+            })
+            .collect()
+    }
+
+    /// Kafka forces `cleanup.policy=compact` on its internal topics: each one found without it
+    /// gets it (its other configs kept), through the metadata log, so every broker's logs agree
+    /// and the cleaner takes them. Returns whether none is left to change.
+    pub async fn compact_internal_topics(&self) -> bool {
+        let mut done = true;
+        for name in self.internal_topics_not_compacted() {
+            let Some(current) = self.image().topic(name).map(|t| t.configs.clone()) else {
+                continue;
+            };
+            let mut overrides = current;
+            overrides.insert("cleanup.policy".into(), "compact".into());
+            match self
+                .set_topic_configs(name, TopicConfigs { overrides }, false)
+                .await
+            {
+                Ok(()) => tracing::info!(
+                    topic = name,
+                    "internal topic from before compaction: cleanup.policy set to compact"
+                ),
+                Err(e) => {
+                    tracing::info!(topic = name, %e, "could not set cleanup.policy=compact yet; retried");
+                    done = false;
+                }
+            }
+        }
+        done
     }
 
     /// Creates an internal topic of the coordinators (compacted, kept forever, replicated
@@ -1457,6 +1507,24 @@ async fn rejoin_after_log_failure(broker: Weak<Broker>) {
         Err(e) => tracing::warn!(%e, "not unfenced after a log failure; the heartbeats go on"),
     }
     strong.rejoining.store(false, Ordering::Release);
+}
+
+/// Migrates the internal topics of a data directory from before compaction
+/// ([`Broker::compact_internal_topics`]), retrying until it is done or the broker closes.
+async fn compact_internal_topics(broker: Weak<Broker>) {
+    loop {
+        let Some(strong) = broker.upgrade() else {
+            return;
+        };
+        if strong.closed.is_set() || strong.stopping.is_set() {
+            return;
+        }
+        if strong.compact_internal_topics().await {
+            return;
+        }
+        drop(strong);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Heartbeats every `broker.heartbeat.interval.ms` until the broker closes.
