@@ -659,6 +659,10 @@ impl BrokerConfig {
                 "flush.messages",
                 opt(self.log_flush_interval_messages.map(|v| v as i64)),
             ),
+            (
+                "file.delete.delay.ms",
+                FILE_DELETE_DELAY_MS_DEFAULT.to_string(),
+            ),
             ("flush.ms", opt(self.log_flush_interval_ms)),
             ("max.message.bytes", self.message_max_bytes.to_string()),
             (
@@ -773,6 +777,7 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
     "compression.type",
     "delete.retention.ms",
+    "file.delete.delay.ms",
     "flush.messages",
     "flush.ms",
     "max.compaction.lag.ms",
@@ -788,6 +793,9 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "segment.ms",
     "unclean.leader.election.enable",
 ];
+
+/// `file.delete.delay.ms`'s default: Kafka's `log.segment.delete.delay.ms`.
+pub const FILE_DELETE_DELAY_MS_DEFAULT: i64 = 60_000;
 
 /// `message.format.version`'s default in Kafka 3.x, which ignores the setting once the
 /// inter-broker protocol is 3.0 or later: every batch is magic v2 (all Faultline stores).
@@ -931,6 +939,10 @@ impl TopicConfigs {
                 _ => Err(invalid(name, value, "expected a number in [0, 1]")),
             },
             "min.compaction.lag.ms" | "delete.retention.ms" => parse_i64(name, value, 0).map(drop),
+            // Accepted as Kafka does, with no effect: Kafka delays removing a deleted segment's
+            // files for readers that mapped them; here a read in flight holds its file open,
+            // so the files go at once.
+            "file.delete.delay.ms" => parse_i64(name, value, 0).map(drop),
             "max.compaction.lag.ms" => parse_i64(name, value, 1).map(drop),
             "compression.type" => crate::compression::parse_compression_type(value)
                 .map(drop)

@@ -37,6 +37,10 @@
 # nothing). Tests that never reach a broker by design (local unit tests, mock-cluster tests) are
 # in local.txt: they run after the broker tests and are reported apart, never as broker passes.
 #
+# Tests that create topics with Kafka's kafka-topics.sh (0077's compacted topics, 0052's
+# timestamp types) get kafka/bin/kafka-topics.sh, a shim over `faultline topics` (KAFKA_PATH
+# points at kafka/; it refuses any argument it does not know).
+#
 # Environment:
 #   CARGO_TARGET_DIR      where cargo builds and where the runner is cached
 #   RDK_TEST_TIMEOUT      seconds per test (default 300)
@@ -238,6 +242,10 @@ await_brokers() {
         done
         if [ "$listening" -eq "${#NODE_IDS[@]}" ] && { [ "$NODES" -eq 0 ] || cluster_formed; }; then
             for i in "${NODE_IDS[@]}"; do list=${list:+$list,}127.0.0.1:${PORTS[i]}; done
+            # For tests that run kafka-topics.sh (test_kafka_topics()): the shim in kafka/bin
+            # does what they ask with the faultline CLI; BROKERS for its --bootstrap-server
+            # form, ZK_ADDRESS (the brokers too) for its --zookeeper form.
+            export KAFKA_PATH=$HERE/kafka BROKERS=$list ZK_ADDRESS=$list FAULTLINE_BIN
             cat >"$CACHE/tests/test.conf" <<EOF
 # Written by tests/librdkafka/run.sh
 metadata.broker.list=$list
