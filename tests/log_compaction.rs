@@ -810,4 +810,74 @@ mod txn {
         let header = BatchHeader::parse(&last).unwrap();
         assert_eq!(header.base_sequence, 3);
     }
+
+    #[tokio::test]
+    async fn a_crash_at_any_point_of_a_cleaning_keeps_the_txnindex_of_the_old_or_the_new_segments()
+    {
+        // The bug: a swap recovery that removes the group's new `.txnindex` (taking it for an
+        // old one) or keeps an old one beside the new, so after the crash a read_committed
+        // reader is told of no aborted transaction, or of one twice.
+        use std::time::Duration;
+        let disk = FaultyDiskConfig {
+            torn_writes: true,
+            ..FaultyDiskConfig::default()
+        };
+        let mut swapped = 0;
+        for seed in 0..30u64 {
+            let f = Fixture::new(100 + seed, disk.clone(), config());
+            let p = open(&f).await;
+            for i in 0..8 {
+                plain(&p, "b", &format!("{i}{}", "y".repeat(300))).await;
+            }
+            in_txn(&p, 9, 0, "a", &"x".repeat(300)).await;
+            for i in 0..20 {
+                plain(&p, "b", &format!("{i}{}", "y".repeat(300))).await;
+            }
+            end_txn(&p, 9, ControlType::Abort).await;
+            in_txn(&p, 9, 1, "d", "later").await;
+            end_txn(&p, 9, ControlType::Commit).await;
+            dirty(&p).await;
+            let end = p.log.log_end_offset();
+            let entries = p.aborted_transactions(0, end);
+            assert_eq!(entries.len(), 1);
+            let want = committed_latest(&p).await;
+            let records_before = view(&p).await.data.len();
+            f.disk.set_config(FaultyDiskConfig {
+                latency: Some((Duration::from_micros(100), Duration::from_micros(400))),
+                ..disk.clone()
+            });
+            let cleaning = tokio::spawn(async move {
+                let _ = p
+                    .clean_log(&mut OffsetMap::new(1 << 20), &mut Throttler::new(None))
+                    .await;
+                p
+            });
+            tokio::time::sleep(Duration::from_millis(3 * seed)).await;
+            f.disk.crash();
+            drop(cleaning.await);
+            f.disk.set_config(disk.clone());
+            let p = open(&f).await;
+            assert_eq!(
+                p.aborted_transactions(0, end),
+                entries,
+                "seed {seed}: the aborted transaction's entry, once"
+            );
+            assert_eq!(committed_latest(&p).await, want, "seed {seed}");
+            let names = broker::disk::Disk::list(&f.disk, &f.dir).await.unwrap();
+            assert!(
+                names
+                    .iter()
+                    .all(|n| !n.ends_with(".swap") && !n.ends_with(".cleaned")),
+                "seed {seed}: {names:?}"
+            );
+            if view(&p).await.data.len() < records_before {
+                swapped += 1;
+            }
+        }
+        // Both ends of the race were reached.
+        assert!(
+            swapped > 0 && swapped < 30,
+            "{swapped} of 30 crashes after a swap"
+        );
+    }
 }
