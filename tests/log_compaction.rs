@@ -696,6 +696,26 @@ mod txn {
         );
         assert_eq!(committed_latest(&p).await, want);
 
+        // A crash between the swap's two last renames (the new `.txnindex` in place, the
+        // segment still `.log.swap`): recovery completes the swap and keeps that `.txnindex`.
+        drop(p);
+        let disk: &dyn broker::disk::Disk = &f.disk;
+        disk.rename(
+            &f.dir.join(format!("{holder:020}.log")),
+            &f.dir.join(format!("{holder:020}.log.swap")),
+        )
+        .await
+        .unwrap();
+        disk.sync_dir(&f.dir).await.unwrap();
+        f.disk.crash();
+        let p = open(&f).await;
+        assert_eq!(
+            p.aborted_transactions(0, end),
+            entries,
+            "after a crash before the swap's last rename"
+        );
+        assert_eq!(committed_latest(&p).await, want);
+
         // The next cleaning (which merges the now small segments) meets no aborted data: the
         // entry goes, with its file, and stays gone after a crash.
         let segments_before = p.log.segment_count().await;
