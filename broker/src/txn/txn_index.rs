@@ -308,6 +308,23 @@ mod tests {
     }
 
     #[test]
+    fn a_cleaned_segment_replaces_exactly_the_entries_of_its_offsets() {
+        let mut index = AbortedTxnIndex::new();
+        index.add(0, txn(1, 0, 4, 5));
+        index.add(5, txn(2, 5, 8, 9));
+        index.add(5, txn(3, 6, 12, 13));
+        index.add(20, txn(4, 20, 22, 23));
+        // Segments 0 and 5 were cleaned into one ending at 20: only txn 3's data is left.
+        index.replace_cleaned(0, 20, &[txn(3, 6, 12, 13)]);
+        let pids: Vec<i64> = index
+            .collect(0, 100)
+            .iter()
+            .map(|t| t.producer_id)
+            .collect();
+        assert_eq!(pids, vec![3, 4]);
+    }
+
+    #[test]
     fn entries_below_the_log_start_are_forgotten() {
         let mut index = AbortedTxnIndex::new();
         index.add(0, txn(1, 0, 4, 5));
