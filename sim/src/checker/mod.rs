@@ -146,6 +146,7 @@
 //! the first read returning it). The cause in the report names the allowance and the crash.
 
 mod allowances;
+mod compaction;
 mod groups;
 mod idempotence;
 mod log;
@@ -159,7 +160,7 @@ mod transactions;
 
 use crate::history::{History, OpKind, Outcome, Process};
 
-pub use allowances::{Allowance, Allowances, LossAllowance};
+pub use allowances::{Allowance, Allowances, CompactedTopic, LossAllowance};
 pub use report::{Anomaly, AnomalyKind, Counts, Evidence, Report, Status, TopicPartition, Verdict};
 
 use model::Model;
@@ -192,8 +193,10 @@ pub fn check(history: &History, allowances: &Allowances) -> Report {
     groups::check_groups(history, &model, allowances, &mut anomalies);
     idempotence::refused_retries(&model, &mut anomalies);
     transactions::check_transactions(history, &model, allowances, &mut anomalies);
+    let records_cleaned = compaction::check_compaction(history, &model, allowances, &mut anomalies);
     let mut counts = Counts {
         operations: history.ops.len(),
+        records_cleaned,
         ..Counts::default()
     };
     for op in &history.ops {

@@ -121,7 +121,10 @@ impl Builder {
         for (id, op) in ops.iter_mut().enumerate() {
             op.id = id;
         }
-        History { ops }
+        History {
+            ops,
+            ..History::default()
+        }
     }
 
     pub(super) fn check(&self, allowances: &Allowances) -> Report {
@@ -190,6 +193,7 @@ fn everything_allowed() -> Allowances {
         unclean_election_loss: None,
         reads_survive: None,
         offset_reuse_after_loss: None,
+        compacted_topics: Default::default(),
     }
 }
 
