@@ -312,7 +312,9 @@ impl Run {
             }
         }
         check_online(cluster, &ctx.invariants, trace);
-        for (topic, partition, kind, what) in check_replicas(cluster, trace).await {
+        for (topic, partition, kind, what) in
+            check_replicas(cluster, trace, &compacted_topics(s)).await
+        {
             // A replica whose segment took a bit flip holds a corrupt batch that ends its log
             // for reading: no replica repairs another's disk (neither does Kafka's).
             let flip = flipped(&topic, partition).filter(|_| s.allows(AllowSpec::LostWrite));
@@ -337,6 +339,16 @@ impl Run {
     }
 }
 
+/// The names of the scenario's compacted topics.
+fn compacted_topics(scenario: &Scenario) -> BTreeSet<String> {
+    scenario
+        .topics
+        .iter()
+        .filter(|t| scenario.compacted(&t.name))
+        .map(|t| t.name.clone())
+        .collect()
+}
+
 /// What liveness knows of the compacted topics' records: the cleaner may remove a record a
 /// newer one of its key replaced, and a tombstone (the compaction checker judges both).
 struct Compacted {
@@ -349,12 +361,7 @@ struct Compacted {
 
 impl Compacted {
     fn of(scenario: &Scenario, history: &crate::history::History) -> Compacted {
-        let topics: BTreeSet<String> = scenario
-            .topics
-            .iter()
-            .filter(|t| scenario.compacted(&t.name))
-            .map(|t| t.name.clone())
-            .collect();
+        let topics = compacted_topics(scenario);
         let mut keys = BTreeMap::new();
         let mut latest_acked: BTreeMap<(String, i32, u64), i64> = BTreeMap::new();
         for op in history.sends() {

@@ -28,6 +28,7 @@
 //!    violation; any violation fails the run.
 
 mod admin;
+mod compacted_replicas;
 mod convergence;
 mod fault_window;
 mod invariants;
