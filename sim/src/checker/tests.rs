@@ -4,6 +4,7 @@
 use super::*;
 use crate::history::{FetchBounds, IsolationLevel, Op, TxnId, TxnResult};
 
+mod compaction;
 mod groups;
 mod proptests;
 mod transactions;
