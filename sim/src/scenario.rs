@@ -979,6 +979,43 @@ rate = 10
     }
 
     #[test]
+    fn a_compacted_topic_needs_keyed_producers_and_tombstones_need_keys() {
+        let compacted = MINIMAL.replace(
+            "name = \"t\"\n",
+            "name = \"t\"\nconfigs = { \"cleanup.policy\" = \"compact,delete\" }\n",
+        );
+        let e = Scenario::parse(&compacted, "bad.toml", "bad").unwrap_err();
+        assert!(e.message.contains("refuses keyless records"), "{e}");
+        let keyed = compacted.replace("rate = 10", "rate = 10\nkeys = 4\ntombstone-rate = 0.2");
+        let s = Scenario::parse(
+            &format!("{keyed}[expect]\nrecords-cleaned = true\n"),
+            "x.toml",
+            "x",
+        )
+        .unwrap();
+        assert!(s.compacted("t"));
+        assert_eq!(s.workload.producers[0].tombstone_rate, 0.2);
+        let e = Scenario::parse(
+            &MINIMAL.replace("rate = 10", "rate = 10\ntombstone-rate = 0.2"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("tombstones need keys"), "{e}");
+        let e = Scenario::parse(
+            &format!("{MINIMAL}[expect]\nrecords-cleaned = true\n"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("needs a topic with cleanup.policy compact"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_clock_skew_names_a_broker_and_its_offset() {
         let fault = |body: &str| {
             format!("{MINIMAL}\n[[faults]]\nat-ms = 5\nfault = \"clock-skew\"\n{body}")
