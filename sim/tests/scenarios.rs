@@ -334,17 +334,18 @@ fn an_rf3_topic_loses_nothing_acknowledged_when_its_leaders_lose_power() {
 /// Compaction through the real broker: keyed overwrites and tombstones on a compacted topic
 /// while the cleaner runs every 100 ms, scanned from the log start again and again. Planted in
 /// the cleaner (`broker/src/log/cleaner.rs`, never committed), each bug fails all three
-/// scenarios on seeds 1-3: keeping an older value instead of the latest (`stale_value`),
-/// dropping the latest record of a key (`latest_value_missing`), removing tombstones at once
-/// (`tombstone_removed_early`), renumbering kept records (`inconsistent_offset`, `duplicate`).
+/// scenarios on seeds 1-3 (CI runs 1-2): keeping an older value instead of the latest
+/// (`stale_value`), dropping the latest record of a key (`latest_value_missing`), removing
+/// tombstones at once (`tombstone_removed_early`), renumbering kept records
+/// (`inconsistent_offset`, `duplicate`).
 #[test]
 fn a_compacted_topic_keeps_each_keys_latest_value_through_power_losses_while_the_cleaner_runs() {
-    passes("compaction-crashes", 1..4);
+    passes("compaction-crashes", 1..3);
 }
 
 #[test]
 fn a_compacted_topic_keeps_each_keys_latest_value_when_the_disk_fails_or_slows_during_cleanings() {
-    passes("compaction-disk-faults", 1..4);
+    passes("compaction-disk-faults", 1..3);
 }
 
 #[test]
