@@ -30,7 +30,7 @@ use madsim::rand::Rng;
 
 use crate::history::{OpKind, Outcome, Process};
 use crate::random::Stream;
-use crate::runner::{connect, value_of, Ctx};
+use crate::runner::{connect, Ctx};
 use crate::scenario::{ChurnSpec, CommitSpec, ConsumerSpec, IsolationLevel};
 use crate::trace::now_ms;
 use crate::walks::{TopicPartition, Walks};
@@ -142,7 +142,7 @@ async fn run_member(
             by_partition
                 .entry((r.topic.clone(), r.partition))
                 .or_default()
-                .push((r.offset, value_of(r.value.as_deref())));
+                .push((r.offset, crate::runner::record_value(r)));
         }
         let polls = walks.after_poll(
             assignments.load(Ordering::SeqCst),

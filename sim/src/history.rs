@@ -5,6 +5,7 @@
 //! Values are unique per run (`value` is a counter the workload hands out), so a value read
 //! back identifies exactly one send. Times are simulated milliseconds since the run started.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -214,6 +215,10 @@ pub struct Op {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct History {
     pub ops: Vec<Op>,
+    /// The values whose sends were tombstones (a key with a null value; the value travels in
+    /// a header): what the compaction checker may find removed after `delete.retention.ms`.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub tombstones: BTreeSet<u64>,
 }
 
 impl History {
@@ -265,6 +270,12 @@ impl Recorder {
             outcome: Outcome::Pending,
         });
         id
+    }
+
+    /// Marks `value` as sent as a tombstone (call before its send is invoked).
+    pub fn tombstone(&self, value: u64) {
+        let mut history = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        history.tombstones.insert(value);
     }
 
     /// Records how operation `id` ended. For a poll, `records` replaces the (empty) record list.

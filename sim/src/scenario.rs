@@ -69,6 +69,9 @@ pub struct ClusterSpec {
     /// soon the controller fences a dead broker and moves its leaderships.
     pub broker_session_timeout_ms: Option<u64>,
     pub broker_heartbeat_interval_ms: Option<u64>,
+    /// `log.cleaner.backoff.ms`: how long the log cleaner sleeps when no log needs cleaning
+    /// (Kafka's 15 s; compaction scenarios shorten it so the cleaner runs during the window).
+    pub log_cleaner_backoff_ms: Option<u64>,
     /// The broker defaults of `min.insync.replicas` and `unclean.leader.election.enable` (a
     /// topic's `configs` override them).
     pub min_insync_replicas: Option<i32>,
@@ -206,6 +209,10 @@ pub struct ProducerSpec {
     /// Distinct keys (`k0`..); 0: no keys, partitions chosen at random by the seed.
     #[serde(default)]
     pub keys: u64,
+    /// Share of sends that are tombstones (a key with a null value; the value's counter
+    /// travels in the `v` header, so a read tombstone still names its send). Needs `keys`.
+    #[serde(default)]
+    pub tombstone_rate: f64,
     /// Records per simulated second, per producer.
     pub rate: f64,
     #[serde(default = "default_linger_ms")]
@@ -267,6 +274,17 @@ pub struct ConsumerSpec {
     /// the last stable offset and drop aborted transactions; each poll records the LSO).
     #[serde(default)]
     pub isolation_level: IsolationLevel,
+    /// Scan every partition from its log start up to the high watermark, again and again
+    /// (each scan a fresh consumer id, abandoned at its first failed poll), `scan-pause-ms`
+    /// apart: what the compaction checker judges a compacted log by. Not with `group`.
+    #[serde(default)]
+    pub scan: bool,
+    #[serde(default = "default_scan_pause_ms")]
+    pub scan_pause_ms: u64,
+}
+
+fn default_scan_pause_ms() -> u64 {
+    200
 }
 
 /// A consumer's `isolation.level`, spelled as Kafka's setting.
@@ -545,6 +563,11 @@ pub struct Expectations {
     /// an anomaly states it here, so CI proves the checker still calls it a violation.
     #[serde(default)]
     pub violations: Vec<String>,
+    /// The log cleaner must have removed records from every compacted topic during the run
+    /// (scans passed over offsets known to hold a record without returning it): a compaction
+    /// scenario whose cleaner never ran fails (`not_compacted`) instead of passing vacuously.
+    #[serde(default)]
+    pub records_cleaned: bool,
 }
 
 /// The kinds of finding the harness reports itself (the checker's are
@@ -700,6 +723,26 @@ impl Scenario {
                 )));
             }
         }
+        for p in &self.workload.producers {
+            if !(0.0..=1.0).contains(&p.tombstone_rate) {
+                return Err(whole(format!(
+                    "producer of {:?}: tombstone-rate must be in 0..=1",
+                    p.topic
+                )));
+            }
+            if p.tombstone_rate > 0.0 && p.keys == 0 {
+                return Err(whole(format!(
+                    "producer of {:?}: tombstones need keys",
+                    p.topic
+                )));
+            }
+            if p.keys == 0 && self.compacted(&p.topic) {
+                return Err(whole(format!(
+                    "producer of {:?}: a compacted topic refuses keyless records; set keys",
+                    p.topic
+                )));
+            }
+        }
         for c in &self.workload.consumers {
             if !topic_known(&c.topic) {
                 return Err(whole(format!(
@@ -707,6 +750,17 @@ impl Scenario {
                     c.topic
                 )));
             }
+            if c.scan && c.group.is_some() {
+                return Err(whole(format!(
+                    "consumer of {:?}: a scanning consumer reads every partition itself, not in a group",
+                    c.topic
+                )));
+            }
+        }
+        if self.expect.records_cleaned && !self.topics.iter().any(|t| self.compacted(&t.name)) {
+            return Err(whole(
+                "expect.records-cleaned needs a topic with cleanup.policy compact".into(),
+            ));
         }
         for f in &self.faults {
             let offset = Some(f.span().start);
@@ -803,6 +857,16 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+
+    /// Whether topic `name` is compacted: its `cleanup.policy` lists `compact`.
+    pub fn compacted(&self, name: &str) -> bool {
+        self.topics.iter().any(|t| {
+            t.name == name
+                && t.configs
+                    .get("cleanup.policy")
+                    .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"))
+        })
     }
 
     /// Whether `kind` is allowed by the expectations.
@@ -912,6 +976,43 @@ rate = 10
         )
         .unwrap_err();
         assert!(e.message.contains("there is no broker 2"), "{e}");
+    }
+
+    #[test]
+    fn a_compacted_topic_needs_keyed_producers_and_tombstones_need_keys() {
+        let compacted = MINIMAL.replace(
+            "name = \"t\"\n",
+            "name = \"t\"\nconfigs = { \"cleanup.policy\" = \"compact,delete\" }\n",
+        );
+        let e = Scenario::parse(&compacted, "bad.toml", "bad").unwrap_err();
+        assert!(e.message.contains("refuses keyless records"), "{e}");
+        let keyed = compacted.replace("rate = 10", "rate = 10\nkeys = 4\ntombstone-rate = 0.2");
+        let s = Scenario::parse(
+            &format!("{keyed}[expect]\nrecords-cleaned = true\n"),
+            "x.toml",
+            "x",
+        )
+        .unwrap();
+        assert!(s.compacted("t"));
+        assert_eq!(s.workload.producers[0].tombstone_rate, 0.2);
+        let e = Scenario::parse(
+            &MINIMAL.replace("rate = 10", "rate = 10\ntombstone-rate = 0.2"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("tombstones need keys"), "{e}");
+        let e = Scenario::parse(
+            &format!("{MINIMAL}[expect]\nrecords-cleaned = true\n"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("needs a topic with cleanup.policy compact"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -331,6 +331,45 @@ fn an_rf3_topic_loses_nothing_acknowledged_when_its_leaders_lose_power() {
 /// faults: the one that allows it must pass with the anomaly found and allowed (a pair whose
 /// run stopped producing it would prove nothing), the other must find it as a violation (its
 /// `[expect] violations`), so neither the allowance nor the check can silently go.
+/// Compaction through the real broker: keyed overwrites and tombstones on a compacted topic
+/// while the cleaner runs every 100 ms, scanned from the log start again and again. Planted in
+/// the cleaner (`broker/src/log/cleaner.rs`, never committed), each bug fails all three
+/// scenarios on seeds 1-3 (CI runs 1-2): keeping an older value instead of the latest
+/// (`stale_value`), dropping the latest record of a key (`latest_value_missing`), removing
+/// tombstones at once (`tombstone_removed_early`), renumbering kept records
+/// (`inconsistent_offset`, `duplicate`).
+#[test]
+fn a_compacted_topic_keeps_each_keys_latest_value_through_power_losses_while_the_cleaner_runs() {
+    passes("compaction-crashes", 1..3);
+}
+
+#[test]
+fn a_compacted_topic_keeps_each_keys_latest_value_when_the_disk_fails_or_slows_during_cleanings() {
+    passes("compaction-disk-faults", 1..3);
+}
+
+#[test]
+fn each_replica_of_a_compacted_topic_cleans_its_own_log_and_a_new_leader_serves_the_same_guarantees(
+) {
+    passes("compaction-leader-failover", 1..3);
+}
+
+/// The compaction scenarios prove something only if the cleaner ran: with it held off (a
+/// backoff longer than the run), the same scenario fails with `not_compacted` alone.
+#[test]
+fn a_compaction_scenario_whose_cleaner_never_runs_fails() {
+    let (mut s, file) = scenario("compaction-crashes");
+    s.cluster.log_cleaner_backoff_ms = Some(10_000_000);
+    let report = run(&s, &file, 1, RunOptions::default());
+    assert_eq!(report.verdict, Verdict::Fail, "{}", report.verdict_line());
+    assert_eq!(
+        report.violation_kinds().into_iter().collect::<Vec<_>>(),
+        ["not_compacted"],
+        "{}",
+        report.verdict_line()
+    );
+}
+
 #[test]
 fn each_anomaly_the_checker_can_allow_is_allowed_in_one_file_of_a_pair_and_a_violation_in_the_other(
 ) {

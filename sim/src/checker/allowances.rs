@@ -3,6 +3,8 @@
 //! checker then reports a matching anomaly as *allowed*, with the cause, instead of as a
 //! violation (STYLE.md item 10).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::model::Send;
@@ -36,6 +38,20 @@ pub struct Allowances {
     /// that never had a lost record assigns its offset again, as Kafka does. An offset holding
     /// two values is then allowed when every value but the surviving one is an allowed loss.
     pub offset_reuse_after_loss: Option<String>,
+    /// Compacted topics (`cleanup.policy` lists `compact`), by name: the cleaner may remove a
+    /// record a newer record of its key replaced, and a tombstone once `delete.retention.ms`
+    /// passed; the compaction checker judges what scans saw instead.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub compacted_topics: BTreeMap<String, CompactedTopic>,
+}
+
+/// What the checker knows of one compacted topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactedTopic {
+    /// `delete.retention.ms`: a tombstone stays readable at least this long after its send.
+    pub delete_retention_ms: u64,
+    /// The run expects the cleaner to have removed records (`not_compacted` otherwise).
+    pub expect_cleaning: bool,
 }
 
 /// An allowance that needs no more than its cause.

@@ -134,6 +134,15 @@
 //!   each sent the group an offset past it: its output is in both. One per input. Always a
 //!   violation; an indefinite or aborted second consumer excuses it.
 //!
+//! ## Compacted topics
+//! On a topic [`Allowances::compacted_topics`] names, the cleaner removes records a newer one
+//! of their key replaced, and tombstones after `delete.retention.ms`. A record missing from a
+//! read is then no `lost_write`, `never_seen` or `skipped_offset` when a newer record of its key
+//! is known at a higher offset, or when it is a tombstone; scans from the log start are judged
+//! instead (`compaction` module docs): **stale_value**, **latest_value_missing**,
+//! **tombstone_removed_early**, and **not_compacted** when the run expected cleanings and saw
+//! none. Offsets never change there either (`inconsistent_offset`, `duplicate`).
+//!
 //! ## When a loss is allowed
 //! The loss of a send (a lost write, a never-seen record, a skip over it by a consumer or by a
 //! group) is allowed when
@@ -146,6 +155,7 @@
 //! the first read returning it). The cause in the report names the allowance and the crash.
 
 mod allowances;
+mod compaction;
 mod groups;
 mod idempotence;
 mod log;
@@ -159,7 +169,7 @@ mod transactions;
 
 use crate::history::{History, OpKind, Outcome, Process};
 
-pub use allowances::{Allowance, Allowances, LossAllowance};
+pub use allowances::{Allowance, Allowances, CompactedTopic, LossAllowance};
 pub use report::{Anomaly, AnomalyKind, Counts, Evidence, Report, Status, TopicPartition, Verdict};
 
 use model::Model;
@@ -192,8 +202,10 @@ pub fn check(history: &History, allowances: &Allowances) -> Report {
     groups::check_groups(history, &model, allowances, &mut anomalies);
     idempotence::refused_retries(&model, &mut anomalies);
     transactions::check_transactions(history, &model, allowances, &mut anomalies);
+    let records_cleaned = compaction::check_compaction(history, &model, allowances, &mut anomalies);
     let mut counts = Counts {
         operations: history.ops.len(),
+        records_cleaned,
         ..Counts::default()
     };
     for op in &history.ops {

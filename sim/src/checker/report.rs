@@ -77,10 +77,22 @@ pub enum AnomalyKind {
     /// One input consumed by two committed transactions that both committed the group's
     /// offset past it.
     InputCommittedTwice,
+    /// Compacted topic: a scan from the log start returned an older value of a key but not
+    /// the latest one below the point it read to (no newer record could have replaced it).
+    StaleValue,
+    /// Compacted topic: a scan from the log start returned nothing of a key whose latest
+    /// record below its point was a value (not a tombstone) that nothing newer replaced.
+    LatestValueMissing,
+    /// Compacted topic: a tombstone was gone from a scan sooner than `delete.retention.ms`
+    /// after its send.
+    TombstoneRemovedEarly,
+    /// Compacted topic: the scenario expected the cleaner to remove records and no scan saw
+    /// one removed.
+    NotCompacted,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 20] = [
+    pub const ALL: [AnomalyKind; 24] = [
         AnomalyKind::PhantomRead,
         AnomalyKind::InconsistentOffset,
         AnomalyKind::Duplicate,
@@ -101,6 +113,10 @@ impl AnomalyKind {
         AnomalyKind::PartialTransaction,
         AnomalyKind::InputCommittedWithoutOutput,
         AnomalyKind::InputCommittedTwice,
+        AnomalyKind::StaleValue,
+        AnomalyKind::LatestValueMissing,
+        AnomalyKind::TombstoneRemovedEarly,
+        AnomalyKind::NotCompacted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -125,6 +141,10 @@ impl AnomalyKind {
             AnomalyKind::PartialTransaction => "partial_transaction",
             AnomalyKind::InputCommittedWithoutOutput => "input_committed_without_output",
             AnomalyKind::InputCommittedTwice => "input_committed_twice",
+            AnomalyKind::StaleValue => "stale_value",
+            AnomalyKind::LatestValueMissing => "latest_value_missing",
+            AnomalyKind::TombstoneRemovedEarly => "tombstone_removed_early",
+            AnomalyKind::NotCompacted => "not_compacted",
         }
     }
 }
@@ -394,6 +414,10 @@ pub struct Counts {
     pub failed: usize,
     /// Operations that may or may not have happened (unknown, pending, indefinite failures).
     pub unknown: usize,
+    /// Compacted topics: how many records (distinct offsets known to have held one) scans
+    /// from the log start passed over without returning, i.e. saw cleaned away, by topic.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub records_cleaned: std::collections::BTreeMap<String, usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -4,6 +4,7 @@
 use super::*;
 use crate::history::{FetchBounds, IsolationLevel, Op, TxnId, TxnResult};
 
+mod compaction;
 mod groups;
 mod proptests;
 mod transactions;
@@ -121,7 +122,10 @@ impl Builder {
         for (id, op) in ops.iter_mut().enumerate() {
             op.id = id;
         }
-        History { ops }
+        History {
+            ops,
+            ..History::default()
+        }
     }
 
     pub(super) fn check(&self, allowances: &Allowances) -> Report {
@@ -190,6 +194,7 @@ fn everything_allowed() -> Allowances {
         unclean_election_loss: None,
         reads_survive: None,
         offset_reuse_after_loss: None,
+        compacted_topics: Default::default(),
     }
 }
 

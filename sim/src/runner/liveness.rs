@@ -12,7 +12,7 @@ use client::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 use super::fault_window::FaultLog;
 use super::invariants::{check_dense, check_online, check_replicas};
 use super::report::{Anomaly, HarnessAnomalyKind};
-use super::workload::{connect, poll_once, value_of, Ctx};
+use super::workload::{connect, poll_once, Ctx};
 use super::Run;
 use crate::checker::FINAL_READER;
 use crate::cluster::Cluster;
@@ -57,6 +57,7 @@ impl Run {
                 _ => None,
             })
             .collect();
+        let compacted = Compacted::of(s, &history);
         let liveness_start = now_ms();
         let deadline = liveness_start + s.liveness_timeout_ms;
         let lost_allowed = s.allows(AllowSpec::LostWrite) || s.allows(AllowSpec::Unavailable);
@@ -74,6 +75,7 @@ impl Run {
             missing = acked
                 .iter()
                 .filter(|(t, p, o, v, _)| read.values.get(&(t.clone(), *p, *o)) != Some(v))
+                .filter(|(t, p, o, v, _)| !compacted.cleaned_away(&read, t, *p, *o, *v))
                 .cloned()
                 .collect();
             let stuck = unreadable.iter().any(|(t, p, _)| {
@@ -310,7 +312,9 @@ impl Run {
             }
         }
         check_online(cluster, &ctx.invariants, trace);
-        for (topic, partition, kind, what) in check_replicas(cluster, trace).await {
+        for (topic, partition, kind, what) in
+            check_replicas(cluster, trace, &compacted_topics(s)).await
+        {
             // A replica whose segment took a bit flip holds a corrupt batch that ends its log
             // for reading: no replica repairs another's disk (neither does Kafka's).
             let flip = flipped(&topic, partition).filter(|_| s.allows(AllowSpec::LostWrite));
@@ -332,6 +336,92 @@ impl Run {
             });
         }
         anomalies
+    }
+}
+
+/// The names of the scenario's compacted topics.
+fn compacted_topics(scenario: &Scenario) -> BTreeSet<String> {
+    scenario
+        .topics
+        .iter()
+        .filter(|t| scenario.compacted(&t.name))
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+/// What liveness knows of the compacted topics' records: the cleaner may remove a record a
+/// newer one of its key replaced, and a tombstone (the compaction checker judges both).
+struct Compacted {
+    topics: BTreeSet<String>,
+    /// value → (key, tombstone) of every keyed send.
+    keys: BTreeMap<u64, (u64, bool)>,
+    /// (topic, partition, key) → the highest offset acknowledged for the key.
+    latest_acked: BTreeMap<(String, i32, u64), i64>,
+}
+
+impl Compacted {
+    fn of(scenario: &Scenario, history: &crate::history::History) -> Compacted {
+        let topics = compacted_topics(scenario);
+        let mut keys = BTreeMap::new();
+        let mut latest_acked: BTreeMap<(String, i32, u64), i64> = BTreeMap::new();
+        for op in history.sends() {
+            let OpKind::Send {
+                topic,
+                partition,
+                key: Some(key),
+                value,
+                ..
+            } = &op.kind
+            else {
+                continue;
+            };
+            if !topics.contains(topic) {
+                continue;
+            }
+            keys.insert(*value, (*key, history.tombstones.contains(value)));
+            if let Outcome::Ok { offset: Some(o) } = op.outcome {
+                let e = latest_acked
+                    .entry((topic.clone(), *partition, *key))
+                    .or_insert(o);
+                *e = (*e).max(o);
+            }
+        }
+        Compacted {
+            topics,
+            keys,
+            latest_acked,
+        }
+    }
+
+    /// Whether the acknowledged `value` at `offset`, missing from `read`, may have been
+    /// cleaned away: a tombstone, or a record a newer one of its key (acknowledged, or in the
+    /// read) replaced.
+    fn cleaned_away(
+        &self,
+        read: &ReadAll,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        value: u64,
+    ) -> bool {
+        if !self.topics.contains(topic) {
+            return false;
+        }
+        let Some(&(key, tombstone)) = self.keys.get(&value) else {
+            return false;
+        };
+        tombstone
+            || self
+                .latest_acked
+                .get(&(topic.to_string(), partition, key))
+                .is_some_and(|&latest| latest > offset)
+            || read
+                .values
+                .range(
+                    (topic.to_string(), partition, offset + 1)
+                        ..(topic.to_string(), partition, i64::MAX),
+                )
+                .any(|(_, v)| self.keys.get(v).is_some_and(|&(k, _)| k == key))
     }
 }
 
@@ -402,7 +492,7 @@ async fn read_all(ctx: Ctx, scenario: Scenario, record: bool) -> ReadAll {
                     match tokio::time::timeout(request_timeout * 2, consumer.poll()).await {
                         Ok(Ok(rs)) => Some(
                             rs.iter()
-                                .map(|r| (r.offset, value_of(r.value.as_deref())))
+                                .map(|r| (r.offset, crate::runner::record_value(r)))
                                 .collect(),
                         ),
                         _ => None,

@@ -28,6 +28,7 @@
 //!    violation; any violation fails the run.
 
 mod admin;
+mod compacted_replicas;
 mod convergence;
 mod fault_window;
 mod invariants;
@@ -50,7 +51,7 @@ pub use plan::{FaultPlan, Planned};
 pub use report::{
     replay_command, Anomaly, Counts, HarnessAnomalyKind, Report, RunOptions, Verdict,
 };
-pub(crate) use workload::{connect, value_of, Ctx};
+pub(crate) use workload::{connect, record_value, Ctx};
 
 /// Runs `scenario` (loaded from `file`) with `seed` on a fresh simulator, on a fresh thread.
 ///

@@ -54,6 +54,9 @@ impl Run {
             broker_heartbeat_interval_ms: c
                 .broker_heartbeat_interval_ms
                 .unwrap_or(BrokerConfig::default().broker_heartbeat_interval_ms),
+            log_cleaner_backoff_ms: c
+                .log_cleaner_backoff_ms
+                .unwrap_or(BrokerConfig::default().log_cleaner_backoff_ms),
             ..BrokerConfig::default()
         }
     }

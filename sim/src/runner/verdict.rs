@@ -1,7 +1,7 @@
 //! The verdict: the offline history checker with the allowances the scenario and the run
 //! justify, the harness's own findings, and the counts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use broker::config::BrokerConfig;
 
@@ -9,7 +9,7 @@ use super::fault_window::FaultLog;
 use super::report::{replay_command, Anomaly, Counts, HarnessAnomalyKind, Report, Verdict};
 use super::workload::Ctx;
 use super::Run;
-use crate::checker::{self, Allowance, Allowances, LossAllowance, Status};
+use crate::checker::{self, Allowance, Allowances, CompactedTopic, LossAllowance, Status};
 use crate::cluster::Cluster;
 use crate::history::{History, OpKind, Outcome};
 use crate::scenario::{AcksSpec, AllowSpec, FlushModeSpec, Scenario};
@@ -76,6 +76,12 @@ impl Run {
             )
         };
         let checked = check_history(&history, s, crashes_ms, &leader_changes_ms, bit_flips);
+        for (topic, removed) in &checked.counts.records_cleaned {
+            trace.event(
+                "runner",
+                format!("compaction: scans of {topic} saw {removed} records cleaned away"),
+            );
+        }
         anomalies.splice(0..0, violations);
         let expected = &s.expect.violations;
         let verdict = if expected.is_empty() {
@@ -170,6 +176,30 @@ pub(super) fn offset_reuse_after_loss(scenario: &Scenario) -> Option<String> {
         "an offset freed by a lost write is assigned again by the next leader (replicated topic)"
             .to_string()
     })
+}
+
+/// The scenario's compacted topics, with the `delete.retention.ms` each keeps tombstones for
+/// (its override, or the broker's `log.cleaner.delete.retention.ms`).
+pub(super) fn compacted_topics(scenario: &Scenario) -> BTreeMap<String, CompactedTopic> {
+    scenario
+        .topics
+        .iter()
+        .filter(|t| scenario.compacted(&t.name))
+        .map(|t| {
+            let retention = t
+                .configs
+                .get("delete.retention.ms")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(BrokerConfig::default().log_cleaner_delete_retention_ms as u64);
+            (
+                t.name.clone(),
+                CompactedTopic {
+                    delete_retention_ms: retention,
+                    expect_cleaning: scenario.expect.records_cleaned,
+                },
+            )
+        })
+        .collect()
 }
 
 /// `unclean.leader.election.enable`, as the broker default or a topic's override.
@@ -285,6 +315,7 @@ fn check_history(
         }
     }
     allowances.offset_reuse_after_loss = offset_reuse_after_loss(scenario);
+    allowances.compacted_topics = compacted_topics(scenario);
     let mut report = checker::check(history, &allowances);
     if scenario.allows(AllowSpec::LostWrite) && !bit_flips.is_empty() {
         use checker::AnomalyKind as K;

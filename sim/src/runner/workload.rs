@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use client::{
-    Acks, Client, ClientConfig, ConnectionConfig, Consumer, ConsumerConfig, OffsetReset, PollError,
-    Producer, ProducerConfig, ProducerRecord, SeekTo, SendOutcome,
+    Acks, Client, ClientConfig, ConnectionConfig, Consumer, ConsumerConfig, ConsumerRecord, Header,
+    OffsetReset, PollError, Producer, ProducerConfig, ProducerRecord, SeekTo, SendOutcome,
 };
 use madsim::rand::Rng;
 
@@ -46,6 +46,24 @@ pub(crate) fn value_of(bytes: Option<&[u8]>) -> u64 {
         .unwrap_or(0)
 }
 
+/// The header naming a tombstone's send: its value is null, so its counter travels here.
+const TOMBSTONE_HEADER: &str = "v";
+
+/// The value a record read back stands for: its value's counter, or for a tombstone the
+/// counter in its header.
+pub(crate) fn record_value(record: &ConsumerRecord) -> u64 {
+    match &record.value {
+        Some(value) => value_of(Some(value)),
+        None => value_of(
+            record
+                .headers
+                .iter()
+                .find(|h| h.key == TOMBSTONE_HEADER)
+                .and_then(|h| h.value.as_deref()),
+        ),
+    }
+}
+
 /// Starts the workload's processes, spread over the client nodes in turn.
 pub(super) fn start(scenario: &Scenario, cluster: &Cluster, ctx: &Ctx) {
     let s = scenario;
@@ -78,7 +96,9 @@ pub(super) fn start(scenario: &Scenario, cluster: &Cluster, ctx: &Ctx) {
             process += 1;
             spread += 1;
             let on = (spread - 1) % s.cluster.clients + 1;
-            if spec.group.is_some() {
+            if spec.scan {
+                cluster.spawn_on_client(on, scanner(ctx.clone(), spec.clone(), partitions));
+            } else if spec.group.is_some() {
                 let rng = Stream::new(ctx.seed, &format!("membership/consumer-{i}.{n}"));
                 cluster.spawn_on_client(
                     on,
@@ -193,7 +213,7 @@ pub(super) async fn producer(
     let interval = 1.0 / spec.rate;
     while !ctx.stop.load(Ordering::SeqCst) {
         let value = ctx.next_value.fetch_add(1, Ordering::SeqCst);
-        let (key, partition, pause) = {
+        let (key, partition, tombstone, pause) = {
             let key = (spec.keys > 0).then(|| rng.gen_range(0..spec.keys));
             let partition = match key {
                 Some(k) => {
@@ -201,7 +221,14 @@ pub(super) async fn producer(
                 }
                 None => rng.gen_range(0..partitions),
             };
-            (key, partition, interval * rng.gen_range(0.5..1.5))
+            // Drawn only when tombstones are on, so other scenarios' streams stay as they were.
+            let tombstone = spec.tombstone_rate > 0.0 && rng.gen_bool(spec.tombstone_rate);
+            (
+                key,
+                partition,
+                tombstone,
+                interval * rng.gen_range(0.5..1.5),
+            )
         };
         let acks = match spec.acks {
             AcksSpec::None => 0,
@@ -217,16 +244,24 @@ pub(super) async fn producer(
             acks,
             txn: None,
         };
+        if tombstone {
+            ctx.recorder.tombstone(value);
+        }
         let id = ctx.recorder.invoke(kind, now_ms());
         ctx.trace.event(
             &who,
             format!(
-                "invoke #{id} send {}-{partition} value={value} key={key:?}",
-                spec.topic
+                "invoke #{id} send {}-{partition} value={value} key={key:?}{}",
+                spec.topic,
+                if tombstone { " tombstone" } else { "" }
             ),
         );
         let mut record =
             ProducerRecord::new(spec.topic.clone(), value.to_string()).with_partition(partition);
+        if tombstone {
+            record.value = None;
+            record.headers = vec![Header::new(TOMBSTONE_HEADER, value.to_string())];
+        }
         if let Some(k) = key {
             record = record.with_key(format!("k{k}"));
         }
@@ -320,6 +355,80 @@ pub(super) async fn consumer(
     }
 }
 
+/// A scanning consumer: reads every partition of its topic from the log start up to the high
+/// watermark the scan found, again and again, `scan-pause-ms` apart. Each scan of a partition
+/// is a walk of a fresh consumer id (counting down like group members' walks), abandoned at
+/// its first failed poll, so a walk in the history is one contiguous read from the log start:
+/// what the compaction checker judges a compacted log by.
+pub(super) async fn scanner(ctx: Ctx, spec: crate::scenario::ConsumerSpec, partitions: i32) {
+    let who = "scanner".to_string();
+    let request_timeout = Duration::from_secs(2);
+    let stop = Arc::clone(&ctx.stop);
+    let Some(client) = connect(&ctx, &who, request_timeout, || stop.load(Ordering::SeqCst)).await
+    else {
+        return;
+    };
+    let config = ConsumerConfig {
+        max_wait: Duration::from_millis(spec.max_wait_ms),
+        auto_offset_reset: OffsetReset::Earliest,
+        isolation_level: spec.isolation_level.client(),
+        ..ConsumerConfig::default()
+    };
+    let topic = spec.topic.clone();
+    while !ctx.stop.load(Ordering::SeqCst) {
+        for p in 0..partitions {
+            if ctx.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let walk = ctx.next_walk.fetch_sub(1, Ordering::SeqCst);
+            let mut consumer = Consumer::new(client.clone(), config.clone());
+            consumer.assign([(topic.clone(), p)]);
+            let Ok(Ok(mut from)) = tokio::time::timeout(
+                request_timeout * 2,
+                consumer.seek(&topic, p, SeekTo::Earliest),
+            )
+            .await
+            else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            // The scan reads to the high watermark its first answer reports.
+            let mut until: Option<i64> = None;
+            let mut stalls = 0;
+            loop {
+                let polled = poll_once(
+                    &ctx,
+                    &who,
+                    walk,
+                    &mut consumer,
+                    &topic,
+                    p,
+                    from,
+                    request_timeout,
+                )
+                .await;
+                if polled.is_none() || ctx.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Some(position) = consumer.position(&topic, p) else {
+                    break;
+                };
+                let end = *until.get_or_insert(consumer.high_watermark(&topic, p).unwrap_or(0));
+                if position >= end {
+                    break;
+                }
+                // A leader that answers nothing for long: start over rather than spin.
+                stalls = if position == from { stalls + 1 } else { 0 };
+                if stalls > 20 {
+                    break;
+                }
+                from = position;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(spec.scan_pause_ms)).await;
+    }
+}
+
 /// One recorded poll of one partition. Returns the records, or `None` when the poll failed.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn poll_once(
@@ -353,7 +462,7 @@ pub(super) async fn poll_once(
             let records: Vec<(i64, u64)> = records
                 .iter()
                 .filter(|r| r.partition == partition)
-                .map(|r| (r.offset, value_of(r.value.as_deref())))
+                .map(|r| (r.offset, record_value(r)))
                 .collect();
             {
                 let mut inv = ctx.invariants.lock().unwrap_or_else(|e| e.into_inner());
