@@ -191,6 +191,14 @@ impl Cluster {
             .join(",")
     }
 
+    /// Broker `id`'s listener, `HOST:PORT` (it keeps its port across restarts).
+    pub fn address(&self, id: i32) -> String {
+        self.nodes[(id - 1) as usize]
+            .addr
+            .expect("started once")
+            .to_string()
+    }
+
     /// Is `name`-0 open on every running broker?
     pub fn open_everywhere(&self, name: &str) -> bool {
         self.nodes.iter().all(|n| {
