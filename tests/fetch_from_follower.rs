@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use broker::config::{BrokerConfig, ReplicaSelector};
 use broker::controller::plane::MetadataPlane;
+use broker::controller::request::ControllerRequest;
 use broker::log::batch::{builder, BatchHeader};
 use bytes::Bytes;
 use in_process::call;
@@ -199,6 +200,29 @@ fn a_follower_serves_consumers_up_to_its_high_watermark_and_the_leader_points_th
         old.responses[0].partitions[0].error_code,
         NOT_LEADER_OR_FOLLOWER
     );
+
+    // The follower leaves the ISR (the controller takes a broker that asks to shut down out of
+    // every ISR, and it never rejoins while shutting down) but keeps running: its high
+    // watermark no longer follows the leader's, so it sends consumers back to the leader.
+    let epoch = cluster.plane.image().brokers[&follower].epoch;
+    cluster
+        .driver
+        .block_on(cluster.plane.submit(ControllerRequest::Heartbeat {
+            id: follower,
+            epoch,
+            caught_up_offset: i64::MAX,
+            want_shutdown: true,
+        }))
+        .unwrap();
+    cluster.eventually("the follower sees itself out of the ISR", || {
+        let image = cluster.broker(follower).image();
+        !image.partition("h", 0).unwrap().isr.contains(&follower)
+    });
+    let out_of_sync = fetch_from(&cluster, follower, 12, &fetch("h", 0, &rack(follower)));
+    let p = &out_of_sync.responses[0].partitions[0];
+    assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(p.current_leader.leader_id.0, leader, "names the leader");
+    assert_eq!(offsets(&out_of_sync), None);
 }
 
 fn producer(cluster: &Cluster) -> FutureProducer {
