@@ -293,4 +293,34 @@ fn a_librdkafka_consumer_with_client_rack_reads_everything_from_the_follower_in_
         other_reads,
         "the consumer read from the follower in another rack"
     );
+
+    // Our own consumer with client_rack does the same.
+    let follower_reads = before(follower);
+    let read = cluster.driver.block_on(async {
+        let client = client::Client::connect(client::ClientConfig::new(cluster.bootstrap()))
+            .await
+            .unwrap();
+        let config = client::ConsumerConfig {
+            auto_offset_reset: client::OffsetReset::Earliest,
+            client_rack: Some(rack(follower)),
+            ..client::ConsumerConfig::default()
+        };
+        let mut consumer = client::Consumer::new(client, config);
+        consumer.assign([("f".to_string(), 0)]);
+        let mut read = Vec::new();
+        let deadline = std::time::Instant::now() + WAIT;
+        while read.len() < 200 {
+            assert!(std::time::Instant::now() < deadline, "read {}", read.len());
+            for record in consumer.poll().await.unwrap() {
+                read.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        read
+    });
+    assert_eq!(read, values(0..200));
+    assert!(
+        before(follower) > follower_reads,
+        "not read from the follower"
+    );
+    assert_eq!(before(other), other_reads);
 }
