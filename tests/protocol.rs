@@ -250,6 +250,17 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
         ApiKey::DescribeCluster => {
             request_frame(api, version, c, &DescribeClusterRequest::default())
         }
+        ApiKey::ElectLeaders => {
+            // "t"-0 has one replica, which leads: ELECTION_NOT_NEEDED, nothing changes.
+            let r = ElectLeadersRequest::default()
+                .with_timeout_ms(1000)
+                .with_topic_partitions(Some(vec![
+                    elect_leaders_request::TopicPartitions::default()
+                        .with_topic(topic("t"))
+                        .with_partitions(vec![0]),
+                ]));
+            request_frame(api, version, c, &r)
+        }
         ApiKey::DescribeQuorum => {
             let r = DescribeQuorumRequest::default().with_topics(vec![
                 describe_quorum_request::TopicData::default()
@@ -515,6 +526,7 @@ async fn every_advertised_api_version_answers_with_a_response_the_codec_decodes(
                 AlterConfigs => AlterConfigsResponse,
                 DescribeCluster => DescribeClusterResponse,
                 DescribeQuorum => DescribeQuorumResponse,
+                ElectLeaders => ElectLeadersResponse,
                 InitProducerId => InitProducerIdResponse,
                 FindCoordinator => FindCoordinatorResponse,
                 JoinGroup => JoinGroupResponse,

@@ -284,6 +284,8 @@ pub struct Broker {
     closed: Latch,
     /// Connections closed at once because a `max.connections` limit was reached.
     connections_refused: std::sync::atomic::AtomicU64,
+    /// Consumer fetches this broker served as a follower (KIP-392).
+    follower_reads: std::sync::atomic::AtomicU64,
     /// The data directory's `.lock`, held until the broker is dropped or shut down: a second
     /// broker on the same directory would append to the same logs and lose acknowledged records.
     dir_lock: std::sync::Mutex<Option<DirLock>>,
@@ -418,6 +420,7 @@ impl Broker {
             stopping: Latch::default(),
             closed: Latch::default(),
             connections_refused: std::sync::atomic::AtomicU64::new(0),
+            follower_reads: std::sync::atomic::AtomicU64::new(0),
             dir_lock: std::sync::Mutex::new(Some(dir_lock)),
         });
         let host: Weak<dyn TxnHost> = Arc::downgrade(&broker) as Weak<dyn TxnHost>;
@@ -932,6 +935,37 @@ impl Broker {
         self.catalog.partition(topic, index)
     }
 
+    /// The local replica a consumer may read from while this node follows the partition
+    /// (KIP-392), else where the fetch should go: the leader. Only an ISR member serves, so a
+    /// consumer is sent back to the leader once this replica falls out of sync (Kafka's
+    /// follower keeps serving from its stale high watermark until the client's lease on it
+    /// ends) or stops being a replica.
+    pub fn follower_partition(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> Result<Arc<Partition>, RouteError> {
+        let image = self.image();
+        let assignment = image
+            .partition(topic, index)
+            .ok_or(RouteError::UnknownTopicOrPartition)?;
+        if !assignment.is_online() {
+            return Err(RouteError::LeaderNotAvailable);
+        }
+        let not_here = RouteError::NotLeader {
+            leader: assignment.leader,
+            leader_epoch: assignment.leader_epoch,
+        };
+        let node = self.config.node_id;
+        if assignment.leader == node || !assignment.isr.contains(&node) {
+            return Err(not_here);
+        }
+        match self.partition(topic, index) {
+            Some(partition) if partition.is_follower() => Ok(partition),
+            _ => Err(not_here),
+        }
+    }
+
     /// The partition if this node leads it (produce, fetch, list offsets, delete records),
     /// else where the request should go.
     pub fn leader_partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>, RouteError> {
@@ -1281,6 +1315,19 @@ impl Broker {
     /// reached, since start.
     pub fn connections_refused(&self) -> u64 {
         self.connections_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a consumer fetch served by this broker as a follower.
+    pub fn count_follower_read(&self) {
+        self.follower_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Consumer fetches (of one partition each) this broker served as a follower, since start:
+    /// how an operator sees that fetch-from-follower is in use.
+    pub fn follower_reads(&self) -> u64 {
+        self.follower_reads
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

@@ -30,6 +30,36 @@ pub enum FlushMode {
 /// on this machine's disk 32 of them at once overlap well (measured: see README, start-up).
 pub const DEFAULT_RECOVERY_CONCURRENCY: u32 = 32;
 
+/// [`BrokerConfig::replica_selector`]'s choices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaSelector {
+    /// Consumers read from the leader (Kafka's default: no `replica.selector.class`).
+    #[default]
+    Leader,
+    /// Kafka's `RackAwareReplicaSelector`: the leader if it is in the consumer's rack, else the
+    /// most caught-up in-sync replica in that rack, else the leader.
+    RackAware,
+}
+
+impl std::str::FromStr for ReplicaSelector {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ReplicaSelector, String> {
+        match s {
+            "leader" => Ok(ReplicaSelector::Leader),
+            // Kafka's class name, as a Kafka config file names it.
+            "rack-aware" | "org.apache.kafka.common.replica.RackAwareReplicaSelector" => {
+                Ok(ReplicaSelector::RackAware)
+            }
+            other => Err(format!(
+                "Invalid value {other:?} for configuration replica-selector: expected leader or \
+                 rack-aware"
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct BrokerConfig {
@@ -92,6 +122,10 @@ pub struct BrokerConfig {
     pub controller_quorum: Option<String>,
     /// `broker.rack`: placement spreads a partition's replicas over racks.
     pub broker_rack: Option<String>,
+    /// `replica.selector.class` (KIP-392): which replica a leader sends a consumer to read
+    /// from when the consumer names its rack (Fetch v11+ `rack_id`, librdkafka's
+    /// `client.rack`).
+    pub replica_selector: ReplicaSelector,
     /// `broker.heartbeat.interval.ms`: how often the broker heartbeats to the active controller.
     pub broker_heartbeat_interval_ms: u64,
     /// `broker.session.timeout.ms`: a broker without a heartbeat this long is fenced.
@@ -187,6 +221,7 @@ impl Default for BrokerConfig {
             controller_listen: None,
             controller_quorum: None,
             broker_rack: None,
+            replica_selector: ReplicaSelector::Leader,
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
             default_replication_factor: 1,
@@ -1350,6 +1385,23 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.broker_rack.as_deref(), Some("r1"));
         assert_eq!(BrokerConfig::from_toml(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn consumers_read_from_the_leader_unless_the_rack_aware_selector_is_chosen() {
+        assert_eq!(
+            BrokerConfig::default().replica_selector,
+            ReplicaSelector::Leader
+        );
+        let config = BrokerConfig::from_toml("replica-selector = \"rack-aware\"\n").unwrap();
+        assert_eq!(config.replica_selector, ReplicaSelector::RackAware);
+        assert_eq!(BrokerConfig::from_toml(&config.to_toml()).unwrap(), config);
+        assert!(BrokerConfig::from_toml("replica-selector = \"closest\"\n").is_err());
+        assert_eq!(
+            "org.apache.kafka.common.replica.RackAwareReplicaSelector".parse(),
+            Ok(ReplicaSelector::RackAware)
+        );
+        assert!("closest".parse::<ReplicaSelector>().is_err());
     }
 
     #[test]

@@ -497,6 +497,16 @@ impl Partition {
         matches!(self.replica().role(), Role::Follower { .. })
     }
 
+    /// While this replica leads: each follower's log end offset as its last fetch reported it
+    /// (for choosing a consumer's preferred read replica, KIP-392).
+    pub fn follower_log_ends(&self) -> Vec<(BrokerId, u64)> {
+        self.replica()
+            .followers()
+            .iter()
+            .map(|(id, progress)| (*id, progress.log_end_offset))
+            .collect()
+    }
+
     /// The leader epoch this broker writes with and answers in Metadata and ListOffsets.
     pub fn leader_epoch(&self) -> i32 {
         self.replica().leader_epoch()

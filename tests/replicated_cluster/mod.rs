@@ -49,11 +49,18 @@ pub struct Cluster {
     /// Runs the test's own async work (clients, admin calls).
     pub driver: tokio::runtime::Runtime,
     settings: Settings,
+    /// Per-broker config changes on top of the settings (racks, the replica selector).
+    configure: fn(i32, &mut BrokerConfig),
 }
 
 impl Cluster {
     /// Brokers 1, 2 and 3, started.
     pub fn start(settings: Settings) -> Cluster {
+        Cluster::start_configured(settings, |_, _| {})
+    }
+
+    /// Brokers 1, 2 and 3, started, each config changed by `configure(node id, config)`.
+    pub fn start_configured(settings: Settings, configure: fn(i32, &mut BrokerConfig)) -> Cluster {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -91,6 +98,7 @@ impl Cluster {
             nodes,
             driver,
             settings,
+            configure,
         };
         for id in 1..=3 {
             cluster.start_node(id);
@@ -116,6 +124,7 @@ impl Cluster {
     pub fn start_node(&mut self, id: i32) {
         let plane = Arc::clone(&self.plane);
         let settings = self.settings;
+        let configure = self.configure;
         let node = self.node(id);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -129,7 +138,7 @@ impl Cluster {
             .block_on(tokio::net::TcpListener::bind(&bind))
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = BrokerConfig {
+        let mut config = BrokerConfig {
             node_id: id,
             listen: addr.to_string(),
             data_dir: node.dir.clone(),
@@ -141,6 +150,7 @@ impl Cluster {
             transaction_state_log_num_partitions: settings.offsets_partitions,
             ..BrokerConfig::default()
         };
+        configure(id, &mut config);
         let broker = runtime
             .block_on(Broker::open_with_plane(
                 config,
@@ -189,6 +199,14 @@ impl Cluster {
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Broker `id`'s listener, `HOST:PORT` (it keeps its port across restarts).
+    pub fn address(&self, id: i32) -> String {
+        self.nodes[(id - 1) as usize]
+            .addr
+            .expect("started once")
+            .to_string()
     }
 
     /// Is `name`-0 open on every running broker?

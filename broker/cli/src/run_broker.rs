@@ -37,6 +37,11 @@ pub struct BrokerArgs {
     /// [config: broker-rack]
     #[arg(long, value_name = "RACK")]
     pub broker_rack: Option<String>,
+    /// Where consumers that name their rack (client.rack) read: leader (the default) or
+    /// rack-aware, an in-sync replica in their rack (Kafka's replica.selector.class =
+    /// RackAwareReplicaSelector) [config: replica-selector]
+    #[arg(long, value_name = "leader|rack-aware")]
+    pub replica_selector: Option<String>,
     /// TOML configuration file; flags override it
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -112,6 +117,9 @@ pub async fn effective_config(args: &BrokerArgs) -> Result<BrokerConfig, String>
     }
     if let Some(v) = &args.broker_rack {
         config.broker_rack = Some(v.clone());
+    }
+    if let Some(v) = &args.replica_selector {
+        config.replica_selector = v.parse()?;
     }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)

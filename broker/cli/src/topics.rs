@@ -1,12 +1,16 @@
-//! `faultline topics create|list|describe|delete|alter`.
+//! `faultline topics create|list|describe|delete|alter|elect-leaders`.
 
 use std::io::Write;
 
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use serde_json::json;
 
 use super::{connect, request_error, ClientArgs};
-use client::{Admin, ConfigChange, CreateTopicError, NewTopic, TopicError, TopicMetadata};
+use client::{
+    Admin, ConfigChange, CreateTopicError, ElectLeadersError, ElectionType, NewTopic, TopicError,
+    TopicMetadata,
+};
+use kafka_protocol::error::ResponseError;
 
 #[derive(Debug, Args)]
 pub struct TopicsArgs {
@@ -63,6 +67,54 @@ pub enum TopicsCommand {
         #[arg(long = "delete-config", value_name = "KEY")]
         delete_configs: Vec<String>,
     },
+    /// Elect partition leaders, as kafka-leader-election.sh does: the preferred replica, or
+    /// (unclean) any live replica of a partition without a leader.
+    #[command(group(ArgGroup::new("which").required(true).args(["topic", "all_topic_partitions"])))]
+    ElectLeaders {
+        /// preferred: give the leadership back to the first replica if it is in sync;
+        /// unclean: elect a live out-of-sync replica of a partition without a leader (records
+        /// it lacks are lost)
+        #[arg(long, value_enum, ignore_case = true)]
+        election_type: Election,
+        /// The topic whose partitions to elect (all of them unless --partition)
+        #[arg(long)]
+        topic: Option<String>,
+        /// One partition of --topic
+        #[arg(long, requires = "topic")]
+        partition: Option<i32>,
+        /// Every partition of every topic
+        #[arg(long)]
+        all_topic_partitions: bool,
+    },
+}
+
+/// `--election-type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Election {
+    Preferred,
+    Unclean,
+}
+
+impl Election {
+    /// As kafka-leader-election.sh prints it.
+    fn name(self) -> &'static str {
+        match self {
+            Election::Preferred => "PREFERRED",
+            Election::Unclean => "UNCLEAN",
+        }
+    }
+}
+
+/// An error as a Java exception prints itself (`Throwable.toString`), which is how
+/// kafka-leader-election.sh reports a failed election.
+fn exception(error: &ResponseError, message: Option<&str>) -> String {
+    let class = match error {
+        ResponseError::RequestTimedOut => "TimeoutException".to_string(),
+        ResponseError::Unknown(code) => format!("UnknownServerException (error code {code})"),
+        other => format!("{other:?}Exception"),
+    };
+    let message = message.map_or_else(|| error.to_string(), str::to_string);
+    format!("org.apache.kafka.common.errors.{class}: {message}")
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -255,6 +307,100 @@ async fn run_inner(args: TopicsArgs, out: &mut dyn Write) -> Result<(), String> 
                 writeln!(out, "{}", json!({"altered": topic})).map_err(io)?;
             } else {
                 writeln!(out, "Altered topic {topic}.").map_err(io)?;
+            }
+        }
+        TopicsCommand::ElectLeaders {
+            election_type,
+            topic,
+            partition,
+            all_topic_partitions: _,
+        } => {
+            let partitions = match (topic, partition) {
+                (None, _) => None,
+                (Some(topic), Some(p)) => Some(vec![(topic, vec![p])]),
+                (Some(topic), None) => {
+                    let meta = admin
+                        .describe_topic(&topic)
+                        .await
+                        .map_err(|e| topic_error(&e))?;
+                    let indexes = meta.partitions.iter().map(|p| p.index).collect();
+                    Some(vec![(topic, indexes)])
+                }
+            };
+            let election = match election_type {
+                Election::Preferred => ElectionType::Preferred,
+                Election::Unclean => ElectionType::Unclean,
+            };
+            let mut results =
+                admin
+                    .elect_leaders(election, partitions)
+                    .await
+                    .map_err(|e| match e {
+                        ElectLeadersError::Request(r) => request_error(&r),
+                        other => other.to_string(),
+                    })?;
+            results.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            let name = |r: &client::ElectionResult| format!("{}-{}", r.topic, r.partition);
+            let succeeded: Vec<String> = results
+                .iter()
+                .filter(|r| r.error.is_none())
+                .map(name)
+                .collect();
+            let noop: Vec<String> = results
+                .iter()
+                .filter(|r| matches!(&r.error, Some((ResponseError::ElectionNotNeeded, _))))
+                .map(name)
+                .collect();
+            let failed: Vec<_> = results
+                .iter()
+                .filter_map(|r| match &r.error {
+                    Some((ResponseError::ElectionNotNeeded, _)) | None => None,
+                    Some((error, message)) => Some((name(r), error, message.as_deref())),
+                })
+                .collect();
+            if json {
+                let value = json!({
+                    "election_type": election_type.name(),
+                    "elected": succeeded,
+                    "not_needed": noop,
+                    "failed": failed.iter().map(|(p, error, message)| json!({
+                        "partition": p,
+                        "error": client::admin::error_name(error),
+                        "message": message,
+                    })).collect::<Vec<_>>(),
+                });
+                writeln!(out, "{value}").map_err(io)?;
+            } else {
+                // kafka-leader-election.sh's lines, word for word.
+                if !succeeded.is_empty() {
+                    writeln!(
+                        out,
+                        "Successfully completed leader election ({}) for partitions {}",
+                        election_type.name(),
+                        succeeded.join(", ")
+                    )
+                    .map_err(io)?;
+                }
+                if !noop.is_empty() {
+                    writeln!(
+                        out,
+                        "Valid replica already elected for partitions {}",
+                        noop.join(", ")
+                    )
+                    .map_err(io)?;
+                }
+                for (p, error, message) in &failed {
+                    writeln!(
+                        out,
+                        "Error completing leader election ({}) for partition: {p}: {}",
+                        election_type.name(),
+                        exception(error, *message)
+                    )
+                    .map_err(io)?;
+                }
+            }
+            if !failed.is_empty() {
+                return Err(format!("{} replica(s) could not be elected", failed.len()));
             }
         }
     }

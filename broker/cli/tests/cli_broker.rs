@@ -197,6 +197,34 @@ async fn out_of_range_values_are_refused_at_start_with_kafkas_message() {
 }
 
 #[tokio::test]
+async fn replica_selector_takes_our_name_or_kafkas_class_and_refuses_others() {
+    use broker::config::ReplicaSelector;
+    for value in [
+        "rack-aware",
+        "org.apache.kafka.common.replica.RackAwareReplicaSelector",
+    ] {
+        let config = effective(&["--replica-selector", value]).await.unwrap();
+        assert_eq!(
+            config.replica_selector,
+            ReplicaSelector::RackAware,
+            "{value}"
+        );
+    }
+    assert_eq!(
+        effective(&[]).await.unwrap().replica_selector,
+        ReplicaSelector::Leader
+    );
+    assert_eq!(
+        effective(&["--replica-selector", "nearest"]).await,
+        Err(
+            "Invalid value \"nearest\" for configuration replica-selector: expected leader or \
+             rack-aware"
+                .into()
+        )
+    );
+}
+
+#[tokio::test]
 async fn set_accepts_every_key_of_the_config_file_and_flags_win_over_it() {
     let config = effective(&[
         "--set",

@@ -30,10 +30,10 @@ use kafka_protocol::messages::offset_delete_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, TopicName,
+    elect_leaders_request, ApiKey, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    ElectLeadersRequest, FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest,
+    ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -405,6 +405,93 @@ impl Admin {
             }),
         }
     }
+}
+
+/// ElectLeaders' election type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionType {
+    /// Give each partition back to its preferred (first) replica, if it is in the ISR.
+    Preferred,
+    /// Elect any live replica of a partition without a leader (may lose records).
+    Unclean,
+}
+
+impl ElectionType {
+    fn wire(self) -> i8 {
+        match self {
+            ElectionType::Preferred => 0,
+            ElectionType::Unclean => 1,
+        }
+    }
+}
+
+/// One partition's ElectLeaders outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionResult {
+    pub topic: String,
+    pub partition: i32,
+    /// `None`: a new leader was elected; else Kafka's error (ELECTION_NOT_NEEDED when the
+    /// partition already had the leader asked for) and its message.
+    pub error: Option<(ResponseError, Option<String>)>,
+}
+
+impl Admin {
+    /// ElectLeaders for `partitions` (topic, partition indexes), or for every partition of
+    /// every topic (`None`: then the partitions that needed no election are not reported).
+    pub async fn elect_leaders(
+        &self,
+        election: ElectionType,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<ElectionResult>, ElectLeadersError> {
+        let connection = self
+            .client
+            .any_connection()
+            .await
+            .map_err(RequestError::from)?;
+        let request = ElectLeadersRequest::default()
+            .with_timeout_ms(self.timeout_ms())
+            .with_election_type(election.wire())
+            .with_topic_partitions(partitions.map(|topics| {
+                topics
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        elect_leaders_request::TopicPartitions::default()
+                            .with_topic(TopicName(str(&topic)))
+                            .with_partitions(partitions)
+                    })
+                    .collect()
+            }));
+        let response = connection.send(&request).await?;
+        if response.error_code != 0 {
+            return Err(ElectLeadersError::Rejected(code(response.error_code)));
+        }
+        let mut results = Vec::new();
+        for topic in &response.replica_election_results {
+            self.client.invalidate(topic.topic.as_str());
+            for p in &topic.partition_result {
+                results.push(ElectionResult {
+                    topic: topic.topic.to_string(),
+                    partition: p.partition_id,
+                    error: (p.error_code != 0).then(|| {
+                        (
+                            code(p.error_code),
+                            p.error_message.as_ref().map(|m| m.to_string()),
+                        )
+                    }),
+                });
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// Why ElectLeaders failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ElectLeadersError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("the election was refused: {}", error_name(.0))]
+    Rejected(ResponseError),
 }
 
 // ---------------------------------------------------------------------------------------------

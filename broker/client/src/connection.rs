@@ -17,6 +17,8 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
+    // From v1, which carries the election type.
+    (ApiKey::ElectLeaders, 1, 2),
     (ApiKey::InitProducerId, 0, 4),
     // Group admin (`admin.rs`): FindCoordinator v1–3 (one `key`), OffsetFetch v2–7 (one
     // `group_id`, null topics = all), OffsetCommit v2–9 (topic names, not ids).

@@ -45,6 +45,10 @@ pub struct ConsumerConfig {
     pub auto_offset_reset: OffsetReset,
     /// `isolation.level` (default read_uncommitted).
     pub isolation_level: IsolationLevel,
+    /// `client.rack` (KIP-392, default none): sent with every fetch; a leader with the
+    /// rack-aware replica selector then names an in-sync replica in this rack to read from,
+    /// which this consumer does until that replica answers an error (then the leader again).
+    pub client_rack: Option<String>,
 }
 
 /// `isolation.level`: which records a fetch returns.
@@ -76,6 +80,7 @@ impl Default for ConsumerConfig {
             partition_max_bytes: 1024 * 1024,
             auto_offset_reset: OffsetReset::Latest,
             isolation_level: IsolationLevel::ReadUncommitted,
+            client_rack: None,
         }
     }
 }
@@ -156,6 +161,9 @@ struct PartitionState {
     high_watermark: Option<i64>,
     /// The last stable offset the last fetch reported (Fetch v4+ always reports one).
     last_stable_offset: Option<i64>,
+    /// KIP-392: the replica the leader named to read from (`preferred_read_replica`); `None`:
+    /// the leader.
+    read_replica: Option<i32>,
     /// The last fetch answered KAFKA_STORAGE_ERROR: the leader's log is offline. Polls keep
     /// retrying it (Kafka's consumer does); tools that must say so ask
     /// [`Consumer::offline_partitions`].
@@ -410,7 +418,7 @@ impl Consumer {
                 .map_or(-1, |p| p.leader);
             if let Some(position) = state.position {
                 by_leader
-                    .entry(leader)
+                    .entry(state.read_replica.unwrap_or(leader))
                     .or_default()
                     .push((topic.clone(), *partition, position));
             }
@@ -430,8 +438,12 @@ impl Consumer {
             {
                 Ok(()) => {}
                 Err(PollError::Request(e)) => {
-                    for (topic, _, _) in &partitions {
+                    for (topic, partition, _) in &partitions {
                         self.client.invalidate(topic);
+                        // An unreachable preferred replica: back to the leader.
+                        if let Some(state) = self.assigned.get_mut(&(topic.clone(), *partition)) {
+                            state.read_replica = None;
+                        }
                     }
                     last_error = Some(PollError::Request(e));
                 }
@@ -491,6 +503,9 @@ impl Consumer {
             .with_min_bytes(self.config.min_bytes)
             .with_max_bytes(self.config.max_bytes)
             .with_isolation_level(self.config.isolation_level.code())
+            .with_rack_id(StrBytes::from_string(
+                self.config.client_rack.clone().unwrap_or_default(),
+            ))
             .with_topics(topics);
         let timeout = connection.request_timeout() + max_wait;
         let response = connection.send_with_timeout(&request, timeout).await?;
@@ -509,6 +524,25 @@ impl Consumer {
                 let Some(position) = self.assigned.get(&key).and_then(|s| s.position) else {
                     continue;
                 };
+                let from_replica = self
+                    .assigned
+                    .get(&key)
+                    .is_some_and(|s| s.read_replica.is_some());
+                if data.error_code != 0 && from_replica {
+                    // KIP-392: a replica that cannot serve (out of the ISR, behind, gone) sends
+                    // the consumer back to the leader, which decides again; an offset out of
+                    // range is judged there, not reset on a follower's word.
+                    if let Some(state) = self.assigned.get_mut(&key) {
+                        state.read_replica = None;
+                    }
+                    continue;
+                }
+                if data.preferred_read_replica.0 >= 0 {
+                    if let Some(state) = self.assigned.get_mut(&key) {
+                        state.read_replica = Some(data.preferred_read_replica.0);
+                    }
+                    continue;
+                }
                 if data.error_code != 0 {
                     let error = code(data.error_code);
                     match error {

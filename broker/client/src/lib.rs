@@ -76,6 +76,7 @@ pub use admin::{
     Coordinator, GroupAdminError, GroupDescription, GroupListing, GroupMember, ListGroupsError,
     OffsetAndMetadata,
 };
+pub use admin::{ElectLeadersError, ElectionResult, ElectionType};
 pub use cluster::{Client, ClientConfig, MetadataError, PartitionMetadata, TopicMetadata};
 pub use connection::{ConnectError, Connection, ConnectionConfig, RequestError};
 pub use consumer::{

@@ -22,8 +22,8 @@ use super::image::{Assignment, ClusterImage, MetadataRecord, PartitionImage, Top
 use super::placement::{self, UsableBroker};
 use super::request::{
     AlterPartitionError, ConfigResource, ControllerError, ControllerReply, ControllerRequest,
-    CreatedTopic, IsrMember, LegacyTopic, NewPartitions, NewTopic, TopicError, TopicRef,
-    NO_BROKER_EPOCH,
+    CreatedTopic, ElectionError, ElectionResults, ElectionType, IsrMember, LegacyTopic,
+    NewPartitions, NewTopic, TopicError, TopicRef, NO_BROKER_EPOCH,
 };
 use super::{NodeId, NO_NODE};
 use crate::broker::MAX_PARTITIONS_PER_TOPIC;
@@ -220,6 +220,10 @@ pub fn decide(
                 reply: ControllerReply::AlterPartition(outcome),
             })
         }
+        ControllerRequest::ElectLeaders {
+            election,
+            partitions,
+        } => Ok(elect_leaders(image, *election, partitions.as_deref())),
         ControllerRequest::ImportLegacy {
             cluster_id,
             topics,
@@ -656,6 +660,129 @@ pub fn preferred_leader_elections(image: &ClusterImage) -> Vec<MetadataRecord> {
         }
     }
     records
+}
+
+/// ElectLeaders (Kafka's `ReplicationControlManager.electLeaders`): one election per partition
+/// named, or per partition of every topic when `partitions` is `None` (then the partitions that
+/// needed none are left out of the answer, as Kafka does).
+fn elect_leaders(
+    image: &ClusterImage,
+    election: ElectionType,
+    partitions: Option<&[(String, Vec<i32>)]>,
+) -> Decision {
+    let mut records = Vec::new();
+    let mut results: ElectionResults = Vec::new();
+    // A partition named twice is elected once; the second time it needs no election.
+    let mut elected = BTreeSet::new();
+    let mut one = |topic: &str, index: i32, records: &mut Vec<MetadataRecord>| {
+        if elected.contains(&(topic.to_string(), index)) {
+            return Err(ElectionError::ElectionNotNeeded);
+        }
+        let changes = elect_leader(image, election, topic, index)?;
+        elected.insert((topic.to_string(), index));
+        records.extend(changes);
+        Ok(())
+    };
+    match partitions {
+        Some(partitions) => {
+            for (topic, indexes) in partitions {
+                let outcomes = indexes
+                    .iter()
+                    .map(|&index| (index, one(topic, index, &mut records)))
+                    .collect();
+                results.push((topic.clone(), outcomes));
+            }
+        }
+        None => {
+            for topic in image.topics.values() {
+                let outcomes = (0..topic.partitions.len())
+                    .map(|index| i32::try_from(index).expect("partition indexes fit in i32"))
+                    .map(|index| (index, one(&topic.name, index, &mut records)))
+                    .filter(|(_, outcome)| *outcome != Err(ElectionError::ElectionNotNeeded))
+                    .collect();
+                results.push((topic.name.clone(), outcomes));
+            }
+        }
+    }
+    Decision {
+        records,
+        reply: ControllerReply::ElectLeaders(results),
+    }
+}
+
+/// One partition's election (Kafka's `electLeader` with `PartitionChangeBuilder`'s
+/// `electPreferredLeader` / `electAnyLeader`): the records that change its leader (an unclean
+/// election is also counted), or why none.
+fn elect_leader(
+    image: &ClusterImage,
+    election: ElectionType,
+    topic_name: &str,
+    index: i32,
+) -> Result<Vec<MetadataRecord>, ElectionError> {
+    let topic = image.topic(topic_name).ok_or_else(|| {
+        ElectionError::UnknownTopicOrPartition(format!("No such topic as {topic_name}"))
+    })?;
+    let partition = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .ok_or_else(|| {
+            ElectionError::UnknownTopicOrPartition(format!(
+                "No such partition as {topic_name}-{index}"
+            ))
+        })?;
+    let slot = usize::try_from(index).expect("a found partition has a valid index");
+    let none = BTreeSet::new();
+    // Kafka's isValidNewLeader: in the ISR, and registered, unfenced, not shutting down.
+    let valid = |id: NodeId| partition.isr.contains(&id) && can_lead(image, &none, id);
+    let change = |leader: NodeId| {
+        vec![change_partition(
+            topic.id,
+            slot,
+            partition,
+            leader,
+            partition.isr.clone(),
+        )]
+    };
+    match election {
+        ElectionType::Preferred => {
+            let preferred = partition.replicas[0];
+            if partition.leader == preferred {
+                return Err(ElectionError::ElectionNotNeeded);
+            }
+            if valid(preferred) {
+                return Ok(change(preferred));
+            }
+            if partition.leader != NO_NODE && valid(partition.leader) {
+                // The current leader stays: nothing changes.
+                return Err(ElectionError::PreferredLeaderNotAvailable);
+            }
+            partition
+                .replicas
+                .iter()
+                .skip(1)
+                .copied()
+                .find(|r| valid(*r))
+                .map(change)
+                .ok_or(ElectionError::PreferredLeaderNotAvailable)
+        }
+        ElectionType::Unclean => {
+            if partition.leader != NO_NODE {
+                return Err(ElectionError::ElectionNotNeeded);
+            }
+            if let Some(clean) = partition.replicas.iter().copied().find(|r| valid(*r)) {
+                return Ok(change(clean));
+            }
+            // No ISR member can lead: the first live replica, whatever it lacks. Asked for by
+            // the operator, so the topic's unclean.leader.election.enable does not matter.
+            let unclean = partition
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| can_lead(image, &none, *r))
+                .ok_or(ElectionError::EligibleLeadersNotAvailable)?;
+            Ok(elect_unclean(image, &none, topic, slot, partition, unclean).to_vec())
+        }
+    }
 }
 
 fn change_partition(
@@ -2749,6 +2876,170 @@ pub(crate) mod tests {
         assert!(preferred_leader_elections(&c.image).is_empty());
     }
 
+    fn elect(
+        c: &mut Controller,
+        election: ElectionType,
+        partitions: Option<Vec<(&str, Vec<i32>)>>,
+    ) -> ElectionResults {
+        let request = ControllerRequest::ElectLeaders {
+            election,
+            partitions: partitions.map(|p| {
+                p.into_iter()
+                    .map(|(topic, indexes)| (topic.to_string(), indexes))
+                    .collect()
+            }),
+        };
+        match c.ask(request) {
+            Ok(ControllerReply::ElectLeaders(results)) => results,
+            other => panic!("ElectLeaders answered {other:?}"),
+        }
+    }
+
+    /// "r"-0 on [1, 2, 3], led by 2 after 1 shut down and came back into the ISR (the automatic
+    /// election not run yet).
+    fn preferred_replica_back_in_the_isr() -> Controller {
+        let (mut c, _) = three_replicas(&[]);
+        let e1 = c.image.brokers[&1].epoch;
+        let offset = c.image.metadata_offset;
+        c.heartbeat(1, e1, offset, true).unwrap();
+        c.up(1);
+        alter_outcome(alter_isr(&mut c, 2, &[1, 2, 3])).unwrap();
+        assert_eq!(c.partition("r", 0).leader, 2);
+        c
+    }
+
+    #[test]
+    fn electing_the_preferred_replica_gives_it_the_leadership_in_a_new_leader_epoch() {
+        let mut c = preferred_replica_back_in_the_isr();
+        let before = c.partition("r", 0);
+        let results = elect(&mut c, ElectionType::Preferred, Some(vec![("r", vec![0])]));
+        assert_eq!(results, vec![("r".to_string(), vec![(0, Ok(()))])]);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (1, before.isr.clone()));
+        assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(p.partition_epoch, before.partition_epoch + 1);
+        // Again: the preferred replica leads already.
+        let results = elect(&mut c, ElectionType::Preferred, Some(vec![("r", vec![0])]));
+        assert_eq!(
+            results,
+            vec![(
+                "r".to_string(),
+                vec![(0, Err(ElectionError::ElectionNotNeeded))]
+            )]
+        );
+        assert_eq!(c.partition("r", 0), p, "nothing changed");
+    }
+
+    #[test]
+    fn a_preferred_replica_outside_the_isr_or_fenced_is_not_elected() {
+        // Back and unfenced but not yet in the ISR.
+        let (mut c, _) = three_replicas(&[]);
+        let e1 = c.image.brokers[&1].epoch;
+        let offset = c.image.metadata_offset;
+        c.heartbeat(1, e1, offset, true).unwrap();
+        c.up(1);
+        let before = c.partition("r", 0);
+        assert!(!before.isr.contains(&1));
+        let results = elect(&mut c, ElectionType::Preferred, Some(vec![("r", vec![0])]));
+        assert_eq!(
+            results,
+            vec![(
+                "r".to_string(),
+                vec![(0, Err(ElectionError::PreferredLeaderNotAvailable))]
+            )]
+        );
+        assert_eq!(c.partition("r", 0), before);
+        // In the ISR (the last member stays when every broker is fenced) but fenced.
+        let mut c = isr_of_one_then_leader_lost(&[]);
+        assert_eq!(c.partition("r", 0).isr, vec![1]);
+        let results = elect(&mut c, ElectionType::Preferred, Some(vec![("r", vec![0])]));
+        assert_eq!(
+            results[0].1,
+            vec![(0, Err(ElectionError::PreferredLeaderNotAvailable))]
+        );
+        assert_eq!(c.partition("r", 0).leader, NO_NODE);
+    }
+
+    #[test]
+    fn unknown_topics_and_partitions_are_reported_with_kafkas_messages() {
+        let mut c = preferred_replica_back_in_the_isr();
+        let results = elect(
+            &mut c,
+            ElectionType::Preferred,
+            Some(vec![("nope", vec![0]), ("r", vec![7, -1])]),
+        );
+        let unknown = |m: &str| Err(ElectionError::UnknownTopicOrPartition(m.to_string()));
+        assert_eq!(
+            results,
+            vec![
+                (
+                    "nope".to_string(),
+                    vec![(0, unknown("No such topic as nope"))]
+                ),
+                (
+                    "r".to_string(),
+                    vec![
+                        (7, unknown("No such partition as r-7")),
+                        (-1, unknown("No such partition as r--1"))
+                    ]
+                ),
+            ]
+        );
+        assert_eq!(c.partition("r", 0).leader, 2, "nothing changed");
+    }
+
+    #[test]
+    fn electing_every_partition_answers_only_the_ones_that_needed_an_election() {
+        let mut c = preferred_replica_back_in_the_isr();
+        c.create("balanced", 2, 1).unwrap();
+        let results = elect(&mut c, ElectionType::Preferred, None);
+        assert_eq!(
+            results,
+            vec![
+                ("balanced".to_string(), vec![]),
+                ("r".to_string(), vec![(0, Ok(()))]),
+            ]
+        );
+        assert_eq!(c.partition("r", 0).leader, 1);
+        assert!(preferred_leader_elections(&c.image).is_empty());
+    }
+
+    #[test]
+    fn an_unclean_election_makes_a_live_out_of_sync_replica_lead_even_with_the_config_off() {
+        let mut c = isr_of_one_then_leader_lost(&[]);
+        assert_eq!(c.partition("r", 0).leader, NO_NODE);
+        // The partition has no leader: a preferred election finds nobody in the ISR.
+        let results = elect(&mut c, ElectionType::Preferred, Some(vec![("r", vec![0])]));
+        assert_eq!(
+            results[0].1,
+            vec![(0, Err(ElectionError::PreferredLeaderNotAvailable))]
+        );
+        let results = elect(&mut c, ElectionType::Unclean, Some(vec![("r", vec![0])]));
+        assert_eq!(results[0].1, vec![(0, Ok(()))]);
+        let p = c.partition("r", 0);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert_eq!(c.image.unclean_leader_elections, 1, "counted");
+        // Led now: no second election.
+        let results = elect(&mut c, ElectionType::Unclean, Some(vec![("r", vec![0])]));
+        assert_eq!(
+            results[0].1,
+            vec![(0, Err(ElectionError::ElectionNotNeeded))]
+        );
+    }
+
+    #[test]
+    fn an_unclean_election_with_no_live_replica_finds_no_eligible_leader() {
+        let (mut c, _) = three_replicas(&[]);
+        assert_eq!(expire_all_but(&mut c, &[]), 3);
+        assert_eq!(c.partition("r", 0).leader, NO_NODE);
+        let results = elect(&mut c, ElectionType::Unclean, Some(vec![("r", vec![0])]));
+        assert_eq!(
+            results[0].1,
+            vec![(0, Err(ElectionError::EligibleLeadersNotAvailable))]
+        );
+        assert_eq!(c.image.unclean_leader_elections, 0);
+    }
+
     // --- Producer ids and the legacy import ---------------------------------------------
 
     #[test]
@@ -2908,6 +3199,10 @@ mod proptests {
         UncleanTick,
         /// The controller's leader-imbalance check.
         PreferredElections,
+        /// ElectLeaders for every partition.
+        Elect {
+            unclean: bool,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -2928,6 +3223,7 @@ mod proptests {
             1 => Just(Op::ToggleUnclean),
             2 => Just(Op::UncleanTick),
             1 => Just(Op::PreferredElections),
+            1 => any::<bool>().prop_map(|unclean| Op::Elect { unclean }),
         ]
     }
 
@@ -3109,6 +3405,22 @@ mod proptests {
                 let records = preferred_leader_elections(&c.image);
                 c.commit(records);
                 assert!(preferred_leader_elections(&c.image).is_empty());
+            }
+            Op::Elect { unclean } => {
+                let election = if *unclean {
+                    ElectionType::Unclean
+                } else {
+                    ElectionType::Preferred
+                };
+                let request = ControllerRequest::ElectLeaders {
+                    election,
+                    partitions: None,
+                };
+                c.ask(request).unwrap();
+                if !unclean {
+                    // Every partition whose preferred replica can lead is led by it.
+                    assert!(preferred_leader_elections(&c.image).is_empty());
+                }
             }
         }
     }

@@ -71,6 +71,12 @@ pub enum ControllerRequest {
         /// The whole new ISR, the leader included.
         new_isr: Vec<IsrMember>,
     },
+    /// Kafka's ElectLeaders (KIP-460): elect the preferred replica, or any live replica of an
+    /// offline partition, for the partitions named (`None`: every partition of every topic).
+    ElectLeaders {
+        election: ElectionType,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    },
     /// One-time import of a single-broker data directory's topics (`meta.toml`). Its topics
     /// are placed on `node`, the importing node; producer ids below `producer_id_floor` (the
     /// single broker's producer-id file) are never handed out again. A retry after the import
@@ -102,6 +108,39 @@ impl IsrMember {
         }
     }
 }
+
+/// ElectLeaders' election type (Kafka's `ElectionType`; its wire values 0 and 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionType {
+    /// The first replica, if it is in the ISR and can lead.
+    Preferred,
+    /// For a partition without a leader: an ISR member, else any live replica (data may be
+    /// lost, as `unclean.leader.election.enable` would allow).
+    Unclean,
+}
+
+/// Why one partition's election was not done. Kafka's codes in brackets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ElectionError {
+    /// UNKNOWN_TOPIC_OR_PARTITION
+    #[error("{0}")]
+    UnknownTopicOrPartition(String),
+    /// ELECTION_NOT_NEEDED: the preferred replica leads already (preferred), or the partition
+    /// has a leader (unclean).
+    #[error("Leader election not needed for topic partition.")]
+    ElectionNotNeeded,
+    /// PREFERRED_LEADER_NOT_AVAILABLE: the preferred replica is out of the ISR, fenced or
+    /// shutting down.
+    #[error("The preferred leader was not available.")]
+    PreferredLeaderNotAvailable,
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE: no replica of the offline partition is alive.
+    #[error("Eligible topic partition leaders are not available.")]
+    EligibleLeadersNotAvailable,
+}
+
+/// ElectLeaders' outcome per partition, per topic, in request order (for `None`: every topic by
+/// name, without the partitions that needed no election, as Kafka answers).
+pub type ElectionResults = Vec<(String, Vec<(i32, Result<(), ElectionError>)>)>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTopic {
@@ -166,6 +205,7 @@ pub enum ControllerReply {
         count: i64,
     },
     Imported,
+    ElectLeaders(ElectionResults),
     /// The partition's registration after the change (or as it stands, if the ISR asked for
     /// is the current one), or why the change was refused.
     AlterPartition(Result<PartitionImage, AlterPartitionError>),

@@ -4,7 +4,7 @@ use kafka_protocol::error::ResponseError;
 
 use crate::broker::{AdminError, RouteError};
 use crate::compression::RecompressError;
-use crate::controller::request::{ControllerError, TopicError};
+use crate::controller::request::{ControllerError, ElectionError, TopicError};
 use crate::log::batch::BatchError;
 use crate::log::{AppendError, DeleteRecordsError, ReadError};
 use crate::partition::ProduceError;
@@ -65,6 +65,16 @@ pub fn topic(e: &TopicError) -> ResponseError {
         TopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
         TopicError::InvalidRequest(_) => ResponseError::InvalidRequest,
+    }
+}
+
+/// One partition's ElectLeaders outcome.
+pub fn election(e: &ElectionError) -> ResponseError {
+    match e {
+        ElectionError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
+        ElectionError::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
+        ElectionError::PreferredLeaderNotAvailable => ResponseError::PreferredLeaderNotAvailable,
+        ElectionError::EligibleLeadersNotAvailable => ResponseError::EligibleLeadersNotAvailable,
     }
 }
 

@@ -1,10 +1,19 @@
 //! Fetch: whole stored batches from each partition, up to the high watermark, with long
 //! polling (`max_wait_ms` / `min_bytes`) and the response and partition byte limits.
 //!
-//! Only the partition's leader serves consumers: another broker's partition answers
-//! NOT_LEADER_OR_FOLLOWER with the current leader (v12+) and its endpoint (KIP-951, v16+).
-//! The client's current leader epoch (v9+, KIP-320) is checked against the leader's: older is
-//! FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH (this broker has not seen it yet).
+//! A partition this broker does not hold answers NOT_LEADER_OR_FOLLOWER with the current
+//! leader (v12+) and its endpoint (KIP-951, v16+). The client's current leader epoch (v9+,
+//! KIP-320) is checked against this replica's: older is FENCED_LEADER_EPOCH, newer
+//! UNKNOWN_LEADER_EPOCH (this broker has not seen it yet).
+//!
+//! Fetch from the closest replica (KIP-392): a consumer fetching with v11+ (which carries its
+//! `rack_id`) may read from a follower, up to the follower's high watermark (an offset between
+//! it and the follower's log end gets no records yet, one past the log end
+//! OFFSET_OUT_OF_RANGE, as Kafka answers). Only an in-sync follower serves; one that left the
+//! ISR or the replicas answers NOT_LEADER_OR_FOLLOWER, naming the leader. With
+//! `replica-selector = "rack-aware"` the leader answers a consumer in another rack with no
+//! records and `preferred_read_replica`: the most caught-up in-sync replica in the consumer's
+//! rack, which the client then fetches from.
 //!
 //! A fetch with a replica id ≥ 0 (v15+: in `replica_state`) comes from a follower (Kafka's
 //! replica fetch): it reads up to the log end, not the high watermark, and its fetch offset is
@@ -34,6 +43,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{errors, Reply, RequestContext};
 use crate::broker::RouteError;
+use crate::config::ReplicaSelector;
 use crate::partition::Partition;
 use crate::replica::{FetchBound, Wakeups};
 
@@ -45,8 +55,13 @@ struct Wanted {
     max_bytes: i32,
     /// KIP-320: the leader epoch the client believes current; -1: unchecked.
     current_leader_epoch: i32,
-    /// This broker's replica if it leads the partition, else where the fetch should go.
+    /// This broker's replica if it leads the partition (or, for a consumer, follows it in
+    /// sync), else where the fetch should go.
     resolved: Result<Arc<Partition>, RouteError>,
+    /// Read from this broker's replica as a follower (KIP-392).
+    follower_read: bool,
+    /// KIP-392: the replica in the consumer's rack it should read from instead of this leader.
+    preferred_read_replica: Option<i32>,
 }
 
 /// A requested topic: its name (v < 13) or id (v13+), and whether this broker knows it.
@@ -69,6 +84,8 @@ struct Plan {
     isr_manager: Arc<crate::replica::isr::IsrManager>,
     /// A consumer's read_committed fetch (isolation level 1).
     read_committed: bool,
+    /// Counts the follower reads.
+    broker: Arc<crate::broker::Broker>,
 }
 
 /// KIP-320: the client's view of the leader epoch against this leader's.
@@ -124,6 +141,21 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
             check_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch())
         {
             by_topic[wanted.topic_index].push(data.with_error_code(error.code()));
+            continue;
+        }
+        if let Some(replica) = wanted.preferred_read_replica {
+            // Kafka skips the read and answers the offsets with the replica to go to.
+            let last_stable_offset = match partition.last_stable_offset().await {
+                Ok(lso) => lso as i64,
+                Err(_) => -1,
+            };
+            data = data
+                .with_high_watermark(partition.high_watermark() as i64)
+                .with_last_stable_offset(last_stable_offset)
+                .with_log_start_offset(partition.log.log_start_offset() as i64)
+                .with_preferred_read_replica(BrokerId(replica))
+                .with_records(Some(Bytes::new()));
+            by_topic[wanted.topic_index].push(data);
             continue;
         }
         if let Some(replica_id) = plan.replica_id {
@@ -207,6 +239,9 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
                     first_in_response || bytes.len() <= limit,
                     "only the response's first batch may pass the limits"
                 );
+                if wanted.follower_read && !bytes.is_empty() {
+                    plan.broker.count_follower_read();
+                }
                 total += bytes.len();
                 remaining = remaining.saturating_sub(bytes.len());
                 // Kafka answers null to read_uncommitted, a list (maybe empty) otherwise.
@@ -282,6 +317,49 @@ fn has_errors(response: &FetchResponse) -> bool {
         .any(|t| t.partitions.iter().any(|p| p.error_code != 0))
 }
 
+/// Does the response send the consumer to another replica (answered at once, as Kafka does)?
+fn has_preferred_read_replica(response: &FetchResponse) -> bool {
+    response
+        .responses
+        .iter()
+        .any(|t| t.partitions.iter().any(|p| p.preferred_read_replica.0 >= 0))
+}
+
+/// Kafka's `RackAwareReplicaSelector`, as the leader of `topic`-`index` runs it for a consumer
+/// in `rack` fetching from `fetch_offset`: `None` (read here) when this leader is in that rack
+/// or no in-sync, live replica there has the offset yet; else the most caught-up one.
+fn preferred_read_replica(
+    image: &crate::controller::image::ClusterImage,
+    node_id: i32,
+    topic: &str,
+    index: i32,
+    partition: &Partition,
+    rack: &str,
+    fetch_offset: i64,
+) -> Option<i32> {
+    let assignment = image.partition(topic, index)?;
+    let in_rack = |id: &i32| {
+        image
+            .brokers
+            .get(id)
+            .is_some_and(|b| b.rack.as_deref() == Some(rack) && !b.fenced && !b.shutting_down)
+    };
+    if in_rack(&node_id) || fetch_offset < 0 {
+        return None;
+    }
+    partition
+        .follower_log_ends()
+        .into_iter()
+        .filter(|(id, end)| {
+            *id != node_id
+                && assignment.isr.contains(id)
+                && in_rack(id)
+                && *end >= fetch_offset as u64
+        })
+        .max_by_key(|&(id, end)| (end, std::cmp::Reverse(id)))
+        .map(|(id, _)| id)
+}
+
 pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
     if ctx.version >= 7 && request.session_id != 0 {
         return ctx.now(
@@ -305,6 +383,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
         clock: Arc::clone(ctx.broker.clock()),
         isr_manager: Arc::clone(ctx.broker.isr_manager()),
         read_committed: false,
+        broker: Arc::clone(&ctx.broker),
     };
     let replica_id = if ctx.version >= 15 {
         request.replica_state.replica_id.0
@@ -313,6 +392,13 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
     };
     let image = broker.image();
     plan.read_committed = replica_id < 0 && request.isolation_level == 1;
+    // KIP-392: v11+ carries the consumer's rack (its ClientMetadata), and with it the consumer
+    // may read from followers; the leader points it at one only with the rack-aware selector.
+    let consumer_v11 = replica_id < 0 && ctx.version >= 11;
+    let client_rack = (consumer_v11
+        && !request.rack_id.is_empty()
+        && broker.config.replica_selector == ReplicaSelector::RackAware)
+        .then(|| request.rack_id.to_string());
     if replica_id >= 0 {
         plan.replica_id = Some(replica_id);
         if ctx.version >= 15 {
@@ -332,9 +418,32 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
             Some(topic.topic.to_string())
         };
         for p in topic.partitions {
-            let resolved = match &name {
+            let mut resolved = match &name {
                 Some(name) => broker.leader_partition(name, p.partition),
                 None => Err(RouteError::UnknownTopicOrPartition),
+            };
+            let mut follower_read = false;
+            if let (Some(name), Err(RouteError::NotLeader { .. }), true) =
+                (&name, &resolved, consumer_v11)
+            {
+                if let Ok(partition) = broker.follower_partition(name, p.partition) {
+                    resolved = Ok(partition);
+                    follower_read = true;
+                }
+            }
+            let preferred_read_replica = match (&name, &resolved, &client_rack) {
+                (Some(name), Ok(partition), Some(rack)) if !follower_read => {
+                    preferred_read_replica(
+                        &image,
+                        broker.config.node_id,
+                        name,
+                        p.partition,
+                        partition,
+                        rack,
+                        p.fetch_offset,
+                    )
+                }
+                _ => None,
             };
             if let Err(RouteError::NotLeader { leader, .. }) = &resolved {
                 leaders.insert(*leader);
@@ -350,6 +459,8 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
                     -1
                 },
                 resolved,
+                follower_read,
+                preferred_read_replica,
             });
         }
         let known = name.as_ref().is_some_and(|n| image.topic(n).is_some());
@@ -369,7 +480,11 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
     let (response, total) = read_all(&plan).await;
     let first_high_watermarks = high_watermarks(&response);
     let min_bytes = request.min_bytes.max(0) as usize;
-    if request.max_wait_ms <= 0 || total >= min_bytes.max(1) || has_errors(&response) {
+    if request.max_wait_ms <= 0
+        || total >= min_bytes.max(1)
+        || has_errors(&response)
+        || has_preferred_read_replica(&response)
+    {
         return ctx.now(&response);
     }
     let max_wait = Duration::from_millis(request.max_wait_ms as u64);

@@ -16,6 +16,7 @@ pub mod authorized_operations;
 pub mod delete_groups;
 pub mod describe_groups;
 pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod end_txn;
 pub mod errors;
 pub mod fetch;
@@ -314,6 +315,9 @@ pub async fn handle_request(
         }
         ApiKey::DeleteRecords => {
             ctx.now(&admin::delete_records(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::ElectLeaders => {
+            ctx.now(&elect_leaders::handle(&ctx, decode(api_key, version, body)?).await)
         }
         ApiKey::DescribeCluster => ctx.now(&admin::describe_cluster(
             &ctx,
