@@ -95,6 +95,14 @@ impl TxnState {
         }
     }
 
+    /// The state of Kafka's `name` (ListTransactions' state filter; names are matched exactly,
+    /// as Kafka's `TransactionState.fromName` does).
+    pub fn from_name(name: &str) -> Option<TxnState> {
+        (0..=7)
+            .filter_map(TxnState::from_code)
+            .find(|s| s.name() == name)
+    }
+
     /// Kafka's `validPreviousStates`: may a transaction in `from` move to `self`?
     pub fn may_follow(self, from: TxnState) -> bool {
         use TxnState::*;
@@ -463,6 +471,23 @@ impl TxnMetadata {
         let mut transit = self.with(state, now);
         transit.partitions.clear();
         transit
+    }
+
+    /// Has this id outlived `transactional.id.expiration.ms` (Kafka's
+    /// `removeExpiredTransactionalIds`)? Only with no transaction in flight and no change being
+    /// written, and not updated for `expiration_ms`.
+    pub fn is_expired(&self, now: Millis, expiration_ms: i32) -> bool {
+        self.pending.is_none()
+            && matches!(
+                self.current.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            )
+            && self.current.last_update_ms <= now.saturating_sub(i64::from(expiration_ms))
+    }
+
+    /// The Dead transition that removes an expired id (written as a tombstone).
+    pub fn expire(&self, now: Millis) -> TxnRecord {
+        self.with(TxnState::Dead, now)
     }
 
     /// When this id's transaction times out, if one is in flight.
