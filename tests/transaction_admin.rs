@@ -522,6 +522,11 @@ async fn a_hanging_transaction_is_found_and_aborted_with_the_cli_and_read_commit
     assert_eq!(start, 0);
     end_txn(&c, "stuck", producer, false).await;
     wait_state(&c, "stuck", "CompleteAbort").await;
+    // Another producer's transaction, open on partition 0 with an old write, that its
+    // coordinator still holds (it will write the marker): slow, not hanging.
+    let slow = init(&c, "slow", 60_000).await;
+    add_partition(&c, "slow", slow, 0).await;
+    produce(&c, Some("slow"), 0, transactional(slow, 0, 1, late)).await;
     let after = produce(&c, None, 1, builder::simple(1, 5, b'a', now)).await;
     assert_eq!(after, 2);
     assert_eq!(
@@ -529,7 +534,8 @@ async fn a_hanging_transaction_is_found_and_aborted_with_the_cli_and_read_commit
         0,
         "held at the hanging transaction"
     );
-    // Partition 0's transaction was aborted by its coordinator: not hanging.
+    // Partition 0's first transaction was aborted by its coordinator, the second is ongoing
+    // there: neither hangs.
     let (code, out, err) = cli(&served, &["find-hanging", "--topic", TOPIC]).await;
     assert_eq!(code, 0, "{err}");
     let table = rows(&out);
@@ -733,10 +739,6 @@ async fn a_read_committed_librdkafka_consumer_starts_from_the_offset_a_pending_t
     let producer = init(&c, id, 60_000).await;
     add_offsets(&c, id, producer).await;
     txn_offset_commit(&c, id, producer, 4).await;
-    assert_eq!(
-        offset_fetch(&c, 7, true).await.1,
-        ResponseError::UnstableOffsetCommit.code()
-    );
 
     let bootstrap = served.addr.to_string();
     let reader = tokio::task::spawn_blocking(move || {
