@@ -10,6 +10,9 @@
 //! librdkafka's read_committed consumer), and `transactional.id.expiration.ms` (the tombstone
 //! survives a restart). Each test names the bug it guards against.
 
+mod replicated_cluster;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +39,7 @@ use kafka_protocol::messages::txn_offset_commit_request::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use wire::connection::{Connection, ConnectionConfig};
 
@@ -817,4 +821,131 @@ async fn an_expired_transactional_id_is_removed_by_a_tombstone_that_survives_a_r
     assert_ne!(again.0, old.0, "a new producer id after expiry");
     assert_eq!(again.1, 0);
     served.stop().await;
+}
+
+#[test]
+fn list_asks_every_broker_for_its_ids_and_describe_producers_answers_only_on_the_leader() {
+    // Three brokers, `__transaction_state`'s partitions led by different ones. The bugs: a
+    // ListTransactions that answered only for the ids of one shard (or a CLI that asked one
+    // broker), and a DescribeProducers that answered from a follower's copy, whose producer
+    // state may lag the leader's.
+    let cluster = replicated_cluster::Cluster::start(replicated_cluster::Settings {
+        lag_ms: 10_000,
+        session_ms: 6_000,
+        offsets_partitions: 3,
+    });
+    let bootstrap = cluster.bootstrap();
+    let addrs: Vec<String> = bootstrap.split(',').map(str::to_string).collect();
+    let topic = "admin-cluster";
+    cluster
+        .driver
+        .block_on(cluster.broker(1).create_topic(topic, 1, 3, &[], false))
+        .expect("topic created");
+    cluster.eventually("the topic open on every broker", || {
+        cluster.open_everywhere(topic)
+    });
+    let ids: Vec<String> = (0..9).map(|i| format!("cluster-tx-{i}")).collect();
+    for id in &ids {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("broker.address.family", "v4")
+            .set("transactional.id", id)
+            .create()
+            .expect("producer");
+        producer.init_transactions(WAIT).expect("init_transactions");
+    }
+    // Each id's coordinator: the leader of its `__transaction_state` partition.
+    let image = cluster.broker(1).image();
+    let txns = std::sync::Arc::clone(cluster.broker(1).txns());
+    let expected: BTreeMap<String, String> = ids
+        .iter()
+        .map(|id| {
+            let p = txns.partition_for(id);
+            let leader = image
+                .partition("__transaction_state", p)
+                .expect("partition")
+                .leader;
+            (id.clone(), leader.to_string())
+        })
+        .collect();
+    let coordinators: std::collections::BTreeSet<&String> = expected.values().collect();
+    assert!(
+        coordinators.len() > 1,
+        "the ids are spread over several coordinators: {expected:?}"
+    );
+
+    let run = |args: &[&str]| {
+        let argv = ["faultline", "transactions"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .chain(["--bootstrap-server", addrs[0].as_str()]);
+        let cli::Command::Transactions(args) = cli::Cli::try_parse_from(argv).unwrap().command
+        else {
+            panic!("not a transactions command")
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = cluster
+            .driver
+            .block_on(cli::transactions::run(args, &mut out, &mut err));
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    };
+    let (code, out, err) = run(&["list"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: BTreeMap<String, String> = rows(&out)
+        .into_iter()
+        .skip(1)
+        .filter(|r| r[0].starts_with("cluster-tx-"))
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    assert_eq!(listed, expected, "every id, from its own coordinator");
+
+    let leader = cluster.leader(topic);
+    let follower = (1..=3).find(|b| *b != leader).unwrap();
+    let describe_on = |broker: i32| {
+        cluster.driver.block_on(async {
+            let config = ConnectionConfig {
+                client_id: "transaction-admin-test".into(),
+                connect_timeout: Duration::from_secs(5),
+                request_timeout: WAIT,
+            };
+            let c = Connection::connect(&addrs[(broker - 1) as usize], config, SPEAKS)
+                .await
+                .unwrap();
+            let r = send(
+                &c,
+                0,
+                &DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_indexes(vec![0])]),
+            )
+            .await;
+            r.topics[0].partitions[0].error_code
+        })
+    };
+    assert_eq!(describe_on(leader), 0);
+    assert_eq!(
+        describe_on(follower),
+        ResponseError::NotLeaderOrFollower.code()
+    );
+    let (code, _, err) = run(&[
+        "describe-producers",
+        "--topic",
+        topic,
+        "--partition",
+        "0",
+        "--broker-id",
+        &follower.to_string(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(&format!(
+            "error: Failed to describe producers for partition {topic}-0 on broker {follower}: \
+             {topic}-0: NOT_LEADER_OR_FOLLOWER"
+        )),
+        "{err}"
+    );
 }
