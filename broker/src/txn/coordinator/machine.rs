@@ -833,4 +833,40 @@ mod tests {
         assert!(Ongoing.may_follow(CompleteAbort));
         assert!(!Ongoing.may_follow(PrepareCommit));
     }
+
+    #[test]
+    fn an_id_expires_only_idle_and_past_the_expiration_and_never_mid_transaction() {
+        let expiration = 60_000;
+        let idle = initialised();
+        assert!(!idle.is_expired(NOW + 59_999, expiration));
+        assert!(idle.is_expired(NOW + 60_000, expiration), "Kafka's <=");
+        let busy = ongoing(&[("t", 0)]);
+        assert!(!busy.is_expired(NOW + 600_000, expiration));
+        let mut writing = initialised();
+        let transit = writing
+            .add_partitions(7, 0, &tps(&[("t", 0)]), NOW + 1)
+            .unwrap()
+            .unwrap();
+        writing.begin(&transit);
+        assert!(
+            !writing.is_expired(NOW + 600_000, expiration),
+            "a change in flight"
+        );
+        // Expiring is the Dead transition, allowed from the idle states only.
+        let mut expired = initialised();
+        let dead = expired.expire(NOW + 60_000);
+        assert_eq!(dead.state, TxnState::Dead);
+        store(&mut expired, dead);
+    }
+
+    #[test]
+    fn state_names_are_kafkas_and_matched_exactly() {
+        assert_eq!(TxnState::from_name("Ongoing"), Some(TxnState::Ongoing));
+        assert_eq!(
+            TxnState::from_name("CompleteAbort"),
+            Some(TxnState::CompleteAbort)
+        );
+        assert_eq!(TxnState::from_name("ongoing"), None);
+        assert_eq!(TxnState::from_name("Bogus"), None);
+    }
 }
