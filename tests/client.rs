@@ -476,9 +476,11 @@ async fn run_cli(args: &[&str], input: &[u8]) -> (i32, String, String) {
         Command::Topics(a) => cli::topics::run(a, &mut out, &mut err).await,
         Command::Produce(a) => cli::produce::run(a, input, &mut out, &mut err).await,
         Command::Consume(a) => cli::consume::run(a, &mut out, &mut err).await,
-        Command::Broker(_) | Command::Bench(_) | Command::Groups(_) | Command::Cluster(_) => {
-            unreachable!("not used by these tests")
-        }
+        Command::Broker(_)
+        | Command::Bench(_)
+        | Command::Groups(_)
+        | Command::Cluster(_)
+        | Command::Transactions(_) => unreachable!("not used by these tests"),
     };
     (
         code,

@@ -469,6 +469,31 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
                 .with_producer_id(ProducerId(1))
                 .with_committed(true),
         ),
+        ApiKey::DescribeTransactions => request_frame(
+            api,
+            version,
+            c,
+            &DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str("tx"))]),
+        ),
+        ApiKey::ListTransactions => {
+            let mut r = ListTransactionsRequest::default()
+                .with_state_filters(vec![StrBytes::from_static_str("Ongoing")]);
+            if version >= 1 {
+                r = r.with_duration_filter(1_000);
+            }
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::DescribeProducers => request_frame(
+            api,
+            version,
+            c,
+            &DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(topic(t))
+                    .with_partition_indexes(vec![0, 1]),
+            ]),
+        ),
         ApiKey::WriteTxnMarkers => request_frame(
             api,
             version,
@@ -545,6 +570,9 @@ async fn every_advertised_api_version_answers_with_a_response_the_codec_decodes(
                 TxnOffsetCommit => TxnOffsetCommitResponse,
                 EndTxn => EndTxnResponse,
                 WriteTxnMarkers => WriteTxnMarkersResponse,
+                DescribeTransactions => DescribeTransactionsResponse,
+                ListTransactions => ListTransactionsResponse,
+                DescribeProducers => DescribeProducersResponse,
             );
             checked += 1;
         }

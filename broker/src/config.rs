@@ -187,6 +187,12 @@ pub struct BrokerConfig {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often the
     /// coordinator aborts transactions past their timeout.
     pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
+    /// `transactional.id.expiration.ms`: a transactional id with no transaction in flight that
+    /// was not updated for this long is removed (a tombstone in `__transaction_state`).
+    pub transactional_id_expiration_ms: i32,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`: how often the coordinator
+    /// removes expired transactional ids.
+    pub transaction_remove_expired_transaction_cleanup_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -245,6 +251,8 @@ impl Default for BrokerConfig {
             transaction_state_log_replication_factor: 3,
             transaction_max_timeout_ms: 900_000,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_remove_expired_transaction_cleanup_interval_ms: 3_600_000,
         }
     }
 }
@@ -366,6 +374,16 @@ impl BrokerConfig {
         at_least(
             "transaction-abort-timed-out-transaction-cleanup-interval-ms",
             int(self.transaction_abort_timed_out_transaction_cleanup_interval_ms),
+            1,
+        )?;
+        at_least(
+            "transactional-id-expiration-ms",
+            self.transactional_id_expiration_ms.into(),
+            1,
+        )?;
+        at_least(
+            "transaction-remove-expired-transaction-cleanup-interval-ms",
+            int(self.transaction_remove_expired_transaction_cleanup_interval_ms),
             1,
         )?;
         at_least(
@@ -655,6 +673,9 @@ impl BrokerConfig {
             max_timeout_ms: self.transaction_max_timeout_ms,
             abort_check_interval_ms: self
                 .transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            id_expiration_ms: self.transactional_id_expiration_ms,
+            remove_expired_interval_ms: self
+                .transaction_remove_expired_transaction_cleanup_interval_ms,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod produce;
 pub mod run_broker;
 pub mod startup_bench;
 pub mod topics;
+pub mod transactions;
 
 use std::time::Duration;
 
@@ -43,6 +44,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Start a local cluster (`up`), or describe a running one's nodes and metadata quorum.
     Cluster(cluster::ClusterArgs),
+    /// List and describe transactions and producers; find and abort hanging transactions.
+    Transactions(transactions::TransactionsArgs),
 }
 
 /// Options every client subcommand takes.
@@ -109,6 +112,9 @@ pub async fn main(cli: Cli) -> i32 {
         }
         Command::Cluster(args) => {
             cluster::run(args, &mut std::io::stdout(), &mut std::io::stderr()).await
+        }
+        Command::Transactions(args) => {
+            transactions::run(args, &mut std::io::stdout(), &mut std::io::stderr()).await
         }
     }
 }

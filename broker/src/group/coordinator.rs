@@ -599,6 +599,14 @@ impl GroupCoordinator {
             .and_then(|shard| shard.committed(key)))
     }
 
+    /// Is an offset of this partition pending in a transaction not yet ended
+    /// ([`GroupShard::has_pending_txn_offset`])?
+    pub fn has_pending_txn_offset(&self, key: &OffsetKey) -> Result<bool, GroupError> {
+        Ok(self
+            .route_read(&key.group)?
+            .is_some_and(|shard| shard.has_pending_txn_offset(key)))
+    }
+
     /// Every committed offset of a group.
     pub fn committed_for_group(
         &self,

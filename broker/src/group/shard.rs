@@ -897,6 +897,16 @@ impl GroupShard {
         self.lock().cache.get(key)
     }
 
+    /// Does a transaction not yet ended hold an offset of this partition for the group (a
+    /// TxnOffsetCommit waiting for its marker)? OffsetFetch with `require_stable` answers
+    /// UNSTABLE_OFFSET_COMMIT for it then.
+    pub fn has_pending_txn_offset(&self, key: &OffsetKey) -> bool {
+        self.lock()
+            .pending_txn
+            .values()
+            .any(|offsets| offsets.contains_key(key))
+    }
+
     /// Every committed offset of a group.
     pub fn committed_for_group(&self, group: &str) -> Vec<(OffsetKey, CommittedOffset)> {
         self.lock().cache.of_group(group)

@@ -15,7 +15,9 @@ pub mod api_versions;
 pub mod authorized_operations;
 pub mod delete_groups;
 pub mod describe_groups;
+pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_transactions;
 pub mod elect_leaders;
 pub mod end_txn;
 pub mod errors;
@@ -27,6 +29,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -288,6 +291,17 @@ pub async fn handle_request(
         ApiKey::EndTxn => ctx.now(&end_txn::handle(&ctx, decode(api_key, version, body)?).await),
         ApiKey::WriteTxnMarkers => {
             ctx.now(&write_txn_markers::handle(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::DescribeTransactions => ctx.now(&describe_transactions::handle(
+            &ctx,
+            decode(api_key, version, body)?,
+        )),
+        ApiKey::ListTransactions => ctx.now(&list_transactions::handle(
+            &ctx,
+            decode(api_key, version, body)?,
+        )),
+        ApiKey::DescribeProducers => {
+            ctx.now(&describe_producers::handle(&ctx, decode(api_key, version, body)?).await)
         }
         ApiKey::ListOffsets => {
             ctx.now(&list_offsets::handle(&ctx, decode(api_key, version, body)?).await)

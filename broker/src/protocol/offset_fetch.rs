@@ -4,6 +4,12 @@
 //! Commits that arrived before the fetch and are still becoming durable are waited for, so a
 //! client that commits and then fetches on one connection reads its own commit (Kafka gets this
 //! by handling one request per connection at a time).
+//!
+//! `require_stable` (v7+, KIP-447; librdkafka sets it for read_committed consumers): a
+//! partition with an offset committed inside a transaction that has not ended yet
+//! (TxnOffsetCommit before its marker) answers UNSTABLE_OFFSET_COMMIT and offset -1, and the
+//! client retries until the transaction ends. Without it the last stable committed offset is
+//! returned.
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -18,8 +24,15 @@ use super::{errors, Reply, RequestContext};
 use crate::group::machine::GroupError;
 use crate::group::offsets::{CommittedOffset, OffsetKey};
 
-/// (topic, [(partition, committed)]) for the wanted partitions, or every committed one.
-type Answer = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+/// One partition's answer: its committed offset, or UNSTABLE_OFFSET_COMMIT.
+#[derive(Clone)]
+enum Fetched {
+    Committed(Option<CommittedOffset>),
+    Unstable,
+}
+
+/// (topic, [(partition, fetched)]) for the wanted partitions, or every committed one.
+type Answer = Vec<(String, Vec<(i32, Fetched)>)>;
 
 /// The group's answer, or why this broker cannot give it (NOT_COORDINATOR,
 /// COORDINATOR_LOAD_IN_PROGRESS).
@@ -27,8 +40,17 @@ fn lookup(
     ctx: &RequestContext,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Answer, GroupError> {
     let groups = ctx.broker.groups();
+    let fetched =
+        |key: &OffsetKey, committed: Option<CommittedOffset>| -> Result<Fetched, GroupError> {
+            Ok(if require_stable && groups.has_pending_txn_offset(key)? {
+                Fetched::Unstable
+            } else {
+                Fetched::Committed(committed)
+            })
+        };
     Ok(match wanted {
         Some(topics) => topics
             .into_iter()
@@ -41,7 +63,8 @@ fn lookup(
                             topic: topic.clone(),
                             partition,
                         };
-                        Ok((partition, groups.committed(&key)?))
+                        let committed = groups.committed(&key)?;
+                        Ok((partition, fetched(&key, committed)?))
                     })
                     .collect::<Result<_, GroupError>>()?;
                 Ok((topic, found))
@@ -49,12 +72,15 @@ fn lookup(
             .collect::<Result<_, GroupError>>()?,
         None => {
             let mut answer: Answer = Vec::new();
+            // Every committed offset, each checked for a pending one as Kafka's
+            // `fetchAllOffsets` does.
             for (key, value) in groups.committed_for_group(group)? {
+                let f = fetched(&key, Some(value))?;
                 match answer.last_mut() {
                     Some((topic, partitions)) if *topic == key.topic => {
-                        partitions.push((key.partition, Some(value)))
+                        partitions.push((key.partition, f))
                     }
-                    _ => answer.push((key.topic, vec![(key.partition, Some(value))])),
+                    _ => answer.push((key.topic, vec![(key.partition, f)])),
                 }
             }
             answer
@@ -62,17 +88,25 @@ fn lookup(
     })
 }
 
-fn fields(version: i16, c: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+/// (offset, leader epoch, metadata, error code) of one partition.
+fn fields(version: i16, f: &Fetched) -> (i64, i32, Option<StrBytes>, i16) {
     let epoch = |e: i32| if version >= 5 { e } else { -1 };
-    match c {
-        Some(c) => (
+    match f {
+        Fetched::Committed(Some(c)) => (
             c.offset,
             epoch(c.leader_epoch),
             Some(StrBytes::from_string(
                 c.metadata.clone().unwrap_or_default(),
             )),
+            0,
         ),
-        None => (-1, -1, Some(StrBytes::default())),
+        Fetched::Committed(None) => (-1, -1, Some(StrBytes::default()), 0),
+        Fetched::Unstable => (
+            -1,
+            -1,
+            Some(StrBytes::default()),
+            ResponseError::UnstableOffsetCommit.code(),
+        ),
     }
 }
 
@@ -168,6 +202,7 @@ fn group_error(
 fn answer(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
     let version = ctx.version;
     if version >= 8 {
+        let require_stable = request.require_stable;
         let groups = request
             .groups
             .into_iter()
@@ -177,7 +212,7 @@ fn answer(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchRespo
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let answer = match lookup(ctx, &g.group_id.0, wanted) {
+                let answer = match lookup(ctx, &g.group_id.0, wanted, require_stable) {
                     Ok(answer) => answer,
                     Err(e) => {
                         return OffsetFetchResponseGroup::default()
@@ -194,12 +229,13 @@ fn answer(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchRespo
                                 partitions
                                     .iter()
                                     .map(|(index, c)| {
-                                        let (offset, epoch, metadata) = fields(version, c);
+                                        let (offset, epoch, metadata, error) = fields(version, c);
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(*index)
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch)
                                             .with_metadata(metadata)
+                                            .with_error_code(error)
                                     })
                                     .collect(),
                             )
@@ -217,7 +253,9 @@ fn answer(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchRespo
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let answer = match lookup(ctx, &request.group_id.0, wanted.clone()) {
+    // require_stable exists from v7; the codec leaves it false below.
+    let require_stable = version >= 7 && request.require_stable;
+    let answer = match lookup(ctx, &request.group_id.0, wanted.clone(), require_stable) {
         Ok(answer) => answer,
         Err(e) => return group_error(version, wanted, errors::group(&e)),
     };
@@ -230,11 +268,12 @@ fn answer(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchRespo
                     partitions
                         .iter()
                         .map(|(index, c)| {
-                            let (offset, epoch, metadata) = fields(version, c);
+                            let (offset, epoch, metadata, error) = fields(version, c);
                             let mut p = OffsetFetchResponsePartition::default()
                                 .with_partition_index(*index)
                                 .with_committed_offset(offset)
-                                .with_metadata(metadata);
+                                .with_metadata(metadata)
+                                .with_error_code(error);
                             if version >= 5 {
                                 p = p.with_committed_leader_epoch(epoch);
                             }

@@ -95,6 +95,14 @@ impl TxnState {
         }
     }
 
+    /// The state of Kafka's `name` (ListTransactions' state filter; names are matched exactly,
+    /// as Kafka's `TransactionState.fromName` does).
+    pub fn from_name(name: &str) -> Option<TxnState> {
+        (0..=7)
+            .filter_map(TxnState::from_code)
+            .find(|s| s.name() == name)
+    }
+
     /// Kafka's `validPreviousStates`: may a transaction in `from` move to `self`?
     pub fn may_follow(self, from: TxnState) -> bool {
         use TxnState::*;
@@ -465,6 +473,23 @@ impl TxnMetadata {
         transit
     }
 
+    /// Has this id outlived `transactional.id.expiration.ms` (Kafka's
+    /// `removeExpiredTransactionalIds`)? Only with no transaction in flight and no change being
+    /// written, and not updated for `expiration_ms`.
+    pub fn is_expired(&self, now: Millis, expiration_ms: i32) -> bool {
+        self.pending.is_none()
+            && matches!(
+                self.current.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            )
+            && self.current.last_update_ms <= now.saturating_sub(i64::from(expiration_ms))
+    }
+
+    /// The Dead transition that removes an expired id (written as a tombstone).
+    pub fn expire(&self, now: Millis) -> TxnRecord {
+        self.with(TxnState::Dead, now)
+    }
+
     /// When this id's transaction times out, if one is in flight.
     pub fn deadline(&self) -> Option<Millis> {
         (self.current.state == TxnState::Ongoing).then(|| {
@@ -807,5 +832,41 @@ mod tests {
         assert!(PrepareAbort.may_follow(PrepareEpochFence));
         assert!(Ongoing.may_follow(CompleteAbort));
         assert!(!Ongoing.may_follow(PrepareCommit));
+    }
+
+    #[test]
+    fn an_id_expires_only_idle_and_past_the_expiration_and_never_mid_transaction() {
+        let expiration = 60_000;
+        let idle = initialised();
+        assert!(!idle.is_expired(NOW + 59_999, expiration));
+        assert!(idle.is_expired(NOW + 60_000, expiration), "Kafka's <=");
+        let busy = ongoing(&[("t", 0)]);
+        assert!(!busy.is_expired(NOW + 600_000, expiration));
+        let mut writing = initialised();
+        let transit = writing
+            .add_partitions(7, 0, &tps(&[("t", 0)]), NOW + 1)
+            .unwrap()
+            .unwrap();
+        writing.begin(&transit);
+        assert!(
+            !writing.is_expired(NOW + 600_000, expiration),
+            "a change in flight"
+        );
+        // Expiring is the Dead transition, allowed from the idle states only.
+        let mut expired = initialised();
+        let dead = expired.expire(NOW + 60_000);
+        assert_eq!(dead.state, TxnState::Dead);
+        store(&mut expired, dead);
+    }
+
+    #[test]
+    fn state_names_are_kafkas_and_matched_exactly() {
+        assert_eq!(TxnState::from_name("Ongoing"), Some(TxnState::Ongoing));
+        assert_eq!(
+            TxnState::from_name("CompleteAbort"),
+            Some(TxnState::CompleteAbort)
+        );
+        assert_eq!(TxnState::from_name("ongoing"), None);
+        assert_eq!(TxnState::from_name("Bogus"), None);
     }
 }

@@ -11,7 +11,8 @@
 //!   leadership; the requests (InitProducerId, AddPartitionsToTxn, EndTxn, the produce check
 //!   of KIP-890 part 1); the completion of a prepared transaction (markers on every partition,
 //!   then CompleteCommit/CompleteAbort), also after a reload; the timer that aborts
-//!   transactions past their `transaction.timeout.ms`.
+//!   transactions past their `transaction.timeout.ms` and removes ids idle for
+//!   `transactional.id.expiration.ms`; the reads of DescribeTransactions and ListTransactions.
 //!
 //! The broker is the [`TxnHost`]: it allocates producer ids and writes the markers (directly
 //! on the partitions it leads, with WriteTxnMarkers to the leaders of the others).
@@ -63,15 +64,23 @@ pub struct TxnConfig {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often the timer
     /// looks for transactions past their timeout.
     pub abort_check_interval_ms: u64,
+    /// `transactional.id.expiration.ms`: a transactional id with no transaction in flight
+    /// (Empty, CompleteCommit, CompleteAbort) and not updated for this long is removed.
+    pub id_expiration_ms: i32,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`: how often the timer looks
+    /// for such ids.
+    pub remove_expired_interval_ms: u64,
 }
 
 impl Default for TxnConfig {
-    /// Kafka's defaults: 50 partitions, 15 minutes, 10 s.
+    /// Kafka's defaults: 50 partitions, 15 minutes, 10 s, 7 days, 1 hour.
     fn default() -> TxnConfig {
         TxnConfig {
             num_partitions: 50,
             max_timeout_ms: 900_000,
             abort_check_interval_ms: 10_000,
+            id_expiration_ms: 604_800_000,
+            remove_expired_interval_ms: 3_600_000,
         }
     }
 }

@@ -137,10 +137,57 @@ impl TxnShard {
         stored
     }
 
+    /// Removes id `id` if `expired` still holds for it under the lock: its Dead transition is
+    /// pending while the tombstone (a record with no value) is written to every in-sync
+    /// replica, so a reload does not bring the id back; then it is forgotten. `Ok(false)`: it
+    /// was not expired any more (or is gone).
+    pub async fn remove(
+        &self,
+        id: &str,
+        expired: impl FnOnce(&TxnMetadata) -> bool,
+    ) -> Result<bool, TxnError> {
+        let now = self.clock.now_ms();
+        let transit = self.with(id, |meta| {
+            if !expired(meta) {
+                return None;
+            }
+            let transit = meta.expire(now);
+            meta.begin(&transit);
+            Some(transit)
+        })?;
+        let Some(Some(transit)) = transit else {
+            return Ok(false);
+        };
+        let stored = self.append_value(id, None).await;
+        let mut inner = self.lock();
+        let resigned = inner.resigned;
+        let meta = inner
+            .txns
+            .get_mut(id)
+            .expect("an id with a pending change stays");
+        match stored {
+            Ok(()) => {
+                meta.apply(transit);
+                inner.txns.remove(id);
+            }
+            Err(_) => meta.abandon(),
+        }
+        if resigned {
+            return Err(TxnError::NotCoordinator);
+        }
+        stored.map(|()| true)
+    }
+
     async fn append(&self, id: &str, transit: &TxnRecord) -> Result<(), TxnError> {
+        self.append_value(id, Some(records::encode_value(transit)))
+            .await
+    }
+
+    /// Appends the record of `id` (`None`: a tombstone) and waits for the in-sync replicas.
+    async fn append_value(&self, id: &str, value: Option<Vec<u8>>) -> Result<(), TxnError> {
         let mut batch = builder::batch(&[builder::Record {
             key: Some(records::encode_key(id)),
-            value: Some(records::encode_value(transit)),
+            value,
             timestamp_ms: self.clock.now_ms(),
         }]);
         let leader_epoch = self.partition.leader_epoch();

@@ -472,24 +472,70 @@ impl TxnCoordinator {
 
     // ---- Timeouts. ----
 
+    /// One timer for both of the coordinator's periodic jobs: it ticks at the shorter of the
+    /// two intervals and runs each job once its own interval has passed in ticks (so with
+    /// Kafka's defaults it wakes exactly as often as the abort check alone did).
     fn ensure_timer(self: &Arc<Self>) {
         if self.timer_started.swap(true, Ordering::AcqRel) {
             return;
         }
         let weak = Arc::downgrade(self);
-        let interval = Duration::from_millis(self.config.abort_check_interval_ms.max(1));
+        let abort_every = self.config.abort_check_interval_ms.max(1);
+        let remove_every = self.config.remove_expired_interval_ms.max(1);
+        let tick = abort_every.min(remove_every);
         tokio::spawn(async move {
+            let (mut since_abort, mut since_remove) = (0u64, 0u64);
             loop {
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep(Duration::from_millis(tick)).await;
                 let Some(this) = weak.upgrade() else {
                     return;
                 };
                 if this.shards().stopped {
                     return;
                 }
-                this.abort_expired().await;
+                since_abort += tick;
+                since_remove += tick;
+                if since_abort >= abort_every {
+                    since_abort = 0;
+                    this.abort_expired().await;
+                }
+                if since_remove >= remove_every {
+                    since_remove = 0;
+                    this.remove_expired_ids().await;
+                }
             }
         });
+    }
+
+    /// Removes every transactional id past `transactional.id.expiration.ms` (Kafka's
+    /// `removeExpiredTransactionalIds`): a tombstone in `__transaction_state`, then the id is
+    /// forgotten; its next InitProducerId starts afresh with a new producer id. Returns how
+    /// many it removed.
+    pub async fn remove_expired_ids(self: &Arc<Self>) -> usize {
+        let expiration = self.config.id_expiration_ms;
+        let mut removed = 0;
+        for shard in self.loaded() {
+            let now = self.clock.now_ms();
+            for id in shard.ids_where(|m| m.is_expired(now, expiration)) {
+                // Checked again under the lock at the shard's own time: a request may have
+                // touched the id since.
+                match shard
+                    .remove(&id, |m| m.is_expired(shard.now_ms(), expiration))
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::info!(transactional_id = %id, expiration_ms = expiration,
+                            "transactional id expired and removed");
+                        removed += 1;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::debug!(transactional_id = %id, %e, "expired id not removed; next round");
+                    }
+                }
+            }
+        }
+        removed
     }
 
     /// Aborts every transaction past its timeout, fencing its producer (Kafka's
@@ -524,6 +570,20 @@ impl TxnCoordinator {
     pub fn describe(&self, id: &str) -> Result<Option<TxnMetadata>, TxnError> {
         let shard = self.route(id)?;
         shard.with(id, |m| m.clone())
+    }
+
+    /// Is a shard of this broker still loading (ListTransactions answers
+    /// COORDINATOR_LOAD_IN_PROGRESS then, as Kafka does)?
+    pub fn is_loading(&self) -> bool {
+        self.shards()
+            .slots
+            .values()
+            .any(|s| matches!(s, Slot::Loading { .. }))
+    }
+
+    /// The clock the coordinator's times come from (ListTransactions' duration filter).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Every id of every loaded shard, in id order.
