@@ -216,6 +216,47 @@ pub struct ProducerSpec {
     pub request_timeout_ms: u64,
     #[serde(default = "default_delivery_timeout_ms")]
     pub delivery_timeout_ms: u64,
+    /// A transactional producer (`transactional.id`, acks = "all"): records go out in
+    /// transactions of `records-per-transaction`, each committed, or aborted with probability
+    /// `abort-rate` (see [`crate::txn_workload`]).
+    #[serde(default)]
+    pub transactional: bool,
+    #[serde(default = "default_records_per_transaction")]
+    pub records_per_transaction: u32,
+    #[serde(default)]
+    pub abort_rate: f64,
+    /// Consume-transform-produce: each transaction reads records of this topic
+    /// (read_committed), writes one record per input, and sends the input offsets of `group`
+    /// to the transaction.
+    pub input: Option<String>,
+    /// The consumer group of `input` (default `<topic>-transformers`).
+    pub group: Option<String>,
+    /// How many transactional ids the `count` processes share (default: one each). Processes
+    /// with the same id fence each other in turn: each takes over, as a replacement does, when
+    /// the other is fenced, stuck or silent.
+    pub transactional_ids: Option<u32>,
+    /// `transaction.timeout.ms`.
+    #[serde(default = "default_transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
+}
+
+impl ProducerSpec {
+    /// The consumer group whose input offsets a consume-transform-produce producer sends to
+    /// its transactions.
+    pub fn input_group(&self) -> Option<String> {
+        self.input.as_ref().map(|_| {
+            self.group
+                .clone()
+                .unwrap_or_else(|| format!("{}-transformers", self.topic))
+        })
+    }
+}
+
+fn default_records_per_transaction() -> u32 {
+    10
+}
+fn default_transaction_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_linger_ms() -> u64 {
@@ -690,6 +731,44 @@ impl Scenario {
             if p.rate.is_nan() || p.rate <= 0.0 {
                 return Err(whole(format!(
                     "producer of {:?}: rate must be positive",
+                    p.topic
+                )));
+            }
+            if p.transactional && p.acks != AcksSpec::All {
+                return Err(whole(format!(
+                    "producer of {:?}: a transactional producer needs acks = \"all\"",
+                    p.topic
+                )));
+            }
+            if !(0.0..=1.0).contains(&p.abort_rate) {
+                return Err(whole(format!(
+                    "producer of {:?}: abort-rate must be in 0..=1",
+                    p.topic
+                )));
+            }
+            let transactional_only = p.input.is_some()
+                || p.group.is_some()
+                || p.transactional_ids.is_some()
+                || p.abort_rate > 0.0;
+            if transactional_only && !p.transactional {
+                return Err(whole(format!(
+                    "producer of {:?}: input, group, transactional-ids and abort-rate need \
+                     transactional = true",
+                    p.topic
+                )));
+            }
+            if let Some(input) = p.input.as_deref().filter(|t| !topic_known(t)) {
+                return Err(whole(format!(
+                    "producer of {:?}: input topic {input:?} is not in [[topics]]",
+                    p.topic
+                )));
+            }
+            if p.transactional_ids.is_some_and(|n| n == 0 || n > p.count)
+                || p.records_per_transaction == 0
+            {
+                return Err(whole(format!(
+                    "producer of {:?}: transactional-ids must be 1..=count and \
+                     records-per-transaction positive",
                     p.topic
                 )));
             }
