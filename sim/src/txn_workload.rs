@@ -103,7 +103,9 @@ async fn run(
     };
     let config = ProducerConfig {
         linger: Duration::from_millis(spec.linger_ms),
-        retries: spec.retries,
+        // Kafka's transactional producer retries until delivery.timeout.ms: a record given up
+        // early only turns its transaction into an abort.
+        retries: u32::MAX,
         retry_backoff: Duration::from_millis(50),
         retry_backoff_max: Duration::from_millis(500),
         delivery_timeout: Duration::from_millis(spec.delivery_timeout_ms),
