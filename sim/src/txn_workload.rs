@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use client::{
-    Admin, Client, Consumer, ConsumerConfig, OffsetReset, ProducerConfig, ProducerRecord,
-    SeekTo, SendOutcome, TransactionError, TransactionOutcome, TransactionalProducer,
+    Admin, Client, Consumer, ConsumerConfig, OffsetReset, ProducerConfig, ProducerRecord, SeekTo,
+    SendOutcome, TransactionError, TransactionOutcome, TransactionalProducer,
 };
 use madsim::rand::Rng;
 
@@ -116,7 +116,7 @@ async fn run(
         ..ProducerConfig::default()
     };
     let init = tokio::time::timeout(
-        Duration::from_millis(spec.delivery_timeout_ms) * 2,
+        Duration::from_millis(spec.delivery_timeout_ms) * 3,
         TransactionalProducer::new(client.clone(), config),
     )
     .await;
@@ -168,7 +168,7 @@ async fn run(
         match &mut inputs {
             Some(inputs) => {
                 let want = spec.records_per_transaction as usize;
-                for (partition, offset) in inputs.read(ctx, who, process, txn, want).await {
+                for (partition, offset) in inputs.read(ctx, who, txn, want).await {
                     let out = rng.gen_range(0..place.partitions);
                     records.push(out);
                     next_offsets.insert((inputs.topic.clone(), partition), offset + 1);
@@ -354,6 +354,10 @@ struct Inputs {
     committed: BTreeMap<i32, Option<i64>>,
     /// The partition the last read started with.
     turn: usize,
+    /// The consumer id of this incarnation's polls: a new producer of the id starts from the
+    /// group's offsets, where the other one left them, so its polls are a new walk over each
+    /// partition (as a group member's after an assignment, see [`crate::walks`]).
+    walk: Process,
 }
 
 impl Inputs {
@@ -380,7 +384,9 @@ impl Inputs {
                     break;
                 }
                 Ok(Err(e)) => ctx.trace.event(who, format!("offsets of {group}: {e}")),
-                Err(_) => ctx.trace.event(who, format!("offsets of {group} timed out")),
+                Err(_) => ctx
+                    .trace
+                    .event(who, format!("offsets of {group} timed out")),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -419,6 +425,7 @@ impl Inputs {
             consumers,
             committed,
             turn: 0,
+            walk: ctx.next_walk.fetch_sub(1, Ordering::SeqCst),
         };
         inputs.rewind().await.then_some(inputs)
     }
@@ -427,7 +434,10 @@ impl Inputs {
     async fn rewind(&mut self) -> bool {
         for (&p, &offset) in &self.committed {
             let to = offset.map_or(SeekTo::Earliest, SeekTo::Offset);
-            let consumer = self.consumers.get_mut(&p).expect("a consumer per owned partition");
+            let consumer = self
+                .consumers
+                .get_mut(&p)
+                .expect("a consumer per owned partition");
             let mut done = false;
             for _ in 0..5 {
                 if let Ok(Ok(_)) =
@@ -458,14 +468,7 @@ impl Inputs {
     /// Polls each owned partition once (recorded as inputs of `txn`), up to `want` records;
     /// returns (partition, offset) of each record taken, and leaves every position just past
     /// what it took.
-    async fn read(
-        &mut self,
-        ctx: &Ctx,
-        who: &str,
-        process: Process,
-        txn: TxnId,
-        want: usize,
-    ) -> Vec<(i32, i64)> {
+    async fn read(&mut self, ctx: &Ctx, who: &str, txn: TxnId, want: usize) -> Vec<(i32, i64)> {
         let mut taken = Vec::new();
         // Start after the partition the last transaction started with, so none starves.
         let count = self.consumers.len().max(1);
@@ -485,7 +488,7 @@ impl Inputs {
             let Some(records) = poll_once_for(
                 ctx,
                 who,
-                process,
+                self.walk,
                 consumer,
                 (&self.topic, p),
                 from,

@@ -788,8 +788,15 @@ impl TransactionalProducer {
                     }
                 });
             }
+            tracing::debug!(transactional_id = %self.transactional_id, reason = %failure.reason,
+                backoff_ms = backoff.as_millis() as u64, "coordinator call retried");
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.config.retry_backoff_max);
+            // CONCURRENT_TRANSACTIONS clears as soon as the coordinator's write in flight
+            // lands: retried at the base backoff, as Kafka's client does, or a replacement's
+            // InitProducerId could keep missing the gaps of a busy id.
+            if failure.code != Some(ResponseError::ConcurrentTransactions) {
+                backoff = (backoff * 2).min(self.config.retry_backoff_max);
+            }
         }
     }
 

@@ -188,9 +188,12 @@ impl Run {
             .iter()
             .filter_map(|c| c.group.clone().map(|g| (g, c.topic.clone())))
             // Consume-transform-produce: the groups whose offsets transactions commit.
-            .chain(s.workload.producers.iter().filter_map(|p| {
-                p.input_group().zip(p.input.clone())
-            }))
+            .chain(
+                s.workload
+                    .producers
+                    .iter()
+                    .filter_map(|p| p.input_group().zip(p.input.clone())),
+            )
             .collect();
         for (group, topic) in &groups {
             let partitions = partitions_of(topic);
