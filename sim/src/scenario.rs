@@ -994,6 +994,51 @@ rate = 10
     }
 
     #[test]
+    fn a_transactional_producer_needs_acks_all_and_its_keys_need_it() {
+        let txn = format!(
+            "{MINIMAL}[[topics]]\nname = \"in\"\n[[workload.producers]]\ncount = 2\n\
+             topic = \"t\"\nacks = \"all\"\nrate = 5\ntransactional = true\n\
+             input = \"in\"\nabort-rate = 0.25\ntransactional-ids = 1\n"
+        );
+        let s = Scenario::parse(&txn, "x.toml", "x").unwrap();
+        let p = &s.workload.producers[1];
+        assert!(p.transactional);
+        assert_eq!(p.records_per_transaction, 10);
+        assert_eq!(p.input_group().as_deref(), Some("t-transformers"));
+        let e = Scenario::parse(
+            &txn.replace(
+                "acks = \"all\"\nrate = 5\ntrans",
+                "acks = \"1\"\nrate = 5\ntrans",
+            ),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("needs acks = \"all\""), "{e}");
+        let e = Scenario::parse(
+            &txn.replace("transactional = true\n", ""),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("need transactional = true"), "{e}");
+        let e = Scenario::parse(
+            &txn.replace("input = \"in\"", "input = \"nope\""),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("input topic \"nope\""), "{e}");
+        let e = Scenario::parse(
+            &txn.replace("abort-rate = 0.25", "abort-rate = 2"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("abort-rate must be in 0..=1"), "{e}");
+    }
+
+    #[test]
     fn a_clock_skew_names_a_broker_and_its_offset() {
         let fault = |body: &str| {
             format!("{MINIMAL}\n[[faults]]\nat-ms = 5\nfault = \"clock-skew\"\n{body}")
