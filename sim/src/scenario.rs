@@ -308,6 +308,10 @@ pub struct ConsumerSpec {
     /// the last stable offset and drop aborted transactions; each poll records the LSO).
     #[serde(default)]
     pub isolation_level: IsolationLevel,
+    /// `max.partition.fetch.bytes` (Kafka's 1 MiB by default): 1 makes every fetch return one
+    /// batch (the broker always returns the first whole batch), so a reader steps through the
+    /// log batch by batch, e.g. across the last stable offset.
+    pub max_partition_fetch_bytes: Option<i32>,
 }
 
 /// A consumer's `isolation.level`, spelled as Kafka's setting.

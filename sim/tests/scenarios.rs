@@ -433,6 +433,14 @@ fn a_zombie_paused_mid_transaction_is_fenced_by_its_replacement() {
     passes("txn-zombie-paused-mid-transaction", 1..3);
 }
 
+/// read_committed consumers fetching one batch at a time keep arriving at the LSO of an open
+/// transaction. With Fetch planted to read one offset past the LSO, seeds 1 and 2 fail with
+/// read_past_lso and aborted_read.
+#[test]
+fn read_committed_stepping_batch_by_batch_never_crosses_the_lso() {
+    passes("txn-lso-boundary-batch-by-batch", 1..3);
+}
+
 #[test]
 fn the_swarm_with_transactions_finds_no_transactional_anomaly() {
     passes("txn-swarm", 1..3);

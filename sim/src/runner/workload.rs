@@ -288,6 +288,9 @@ pub(super) async fn consumer(
         max_wait: Duration::from_millis(spec.max_wait_ms),
         auto_offset_reset: OffsetReset::Earliest,
         isolation_level: spec.isolation_level.client(),
+        partition_max_bytes: spec
+            .max_partition_fetch_bytes
+            .unwrap_or(ConsumerConfig::default().partition_max_bytes),
         ..ConsumerConfig::default()
     };
     let mut consumers: Vec<Consumer> = (0..partitions)
