@@ -290,6 +290,52 @@ async fn offsets_sent_to_a_transaction_become_the_groups_only_when_it_commits() 
     b.stop().await;
 }
 
+/// Kafka's producer refuses to commit a transaction one of whose records failed (an abortable
+/// error) and the application aborts: the commit's outcome is Aborted, with the reason, and
+/// none of the transaction is ever visible.
+#[tokio::test]
+async fn a_commit_after_a_failed_record_aborts_instead_and_says_why() {
+    let b = start_broker().await;
+    let client = client(&b.addr).await;
+    Admin::new(client.clone())
+        .create_topic(NewTopic::new("partial", 2))
+        .await
+        .unwrap();
+    let mut producer = TransactionalProducer::new(client.clone(), transactional("partial-app"))
+        .await
+        .unwrap();
+    producer.begin().await.unwrap();
+    send_values(&mut producer, "partial", 2, "kept-back").await;
+    let refused = producer
+        .send(ProducerRecord::new("partial", "nowhere").with_partition(7))
+        .await
+        .unwrap()
+        .await;
+    assert!(
+        matches!(
+            refused,
+            SendOutcome::Failed {
+                error: SendError::InvalidPartition { partition: 7, .. }
+            }
+        ),
+        "{refused:?}"
+    );
+    let outcome = producer.commit().await;
+    let TransactionOutcome::Aborted { reason } = &outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(reason.contains("there is no partition 7"), "{reason}");
+    // The producer goes on: the next transaction commits.
+    producer.begin().await.unwrap();
+    send_values(&mut producer, "partial", 2, "after").await;
+    assert_eq!(producer.commit().await, TransactionOutcome::Committed);
+    assert_eq!(
+        read(&client, "partial", 2, IsolationLevel::ReadCommitted).await,
+        values(2, &["after"])
+    );
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn a_producer_with_a_transactional_id_must_be_a_transactional_producer() {
     let b = start_broker().await;
