@@ -19,6 +19,9 @@
 //!   churn), recorded for the group checks.
 //! - [`walks`]: which walk over a partition each poll of a group member belongs to (every
 //!   assignment starts new ones: positions go back to the committed offsets).
+//! - [`txn_workload`]: transactional producers (consume-transform-produce with
+//!   send_offsets_to_transaction, aborts at a chosen rate, zombies that share a transactional
+//!   id), recorded for the transactions checker.
 //! - [`log_workload`]: the partition log alone on a crashing node.
 //! - [`compaction_workload`]: a compacted log and its cleaner on a crashing node, with the
 //!   compaction checker (latest value per key, offsets never change, tombstones kept).
@@ -50,4 +53,6 @@ pub mod scenario;
 pub mod shrink;
 #[cfg(madsim)]
 pub mod trace;
+#[cfg(madsim)]
+pub mod txn_workload;
 pub mod walks;

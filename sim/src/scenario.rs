@@ -223,6 +223,47 @@ pub struct ProducerSpec {
     pub request_timeout_ms: u64,
     #[serde(default = "default_delivery_timeout_ms")]
     pub delivery_timeout_ms: u64,
+    /// A transactional producer (`transactional.id`, acks = "all"): records go out in
+    /// transactions of `records-per-transaction`, each committed, or aborted with probability
+    /// `abort-rate` (see [`crate::txn_workload`]).
+    #[serde(default)]
+    pub transactional: bool,
+    #[serde(default = "default_records_per_transaction")]
+    pub records_per_transaction: u32,
+    #[serde(default)]
+    pub abort_rate: f64,
+    /// Consume-transform-produce: each transaction reads records of this topic
+    /// (read_committed), writes one record per input, and sends the input offsets of `group`
+    /// to the transaction.
+    pub input: Option<String>,
+    /// The consumer group of `input` (default `<topic>-transformers`).
+    pub group: Option<String>,
+    /// How many transactional ids the `count` processes share (default: one each). Processes
+    /// with the same id fence each other in turn: each takes over, as a replacement does, when
+    /// the other is fenced, stuck or silent.
+    pub transactional_ids: Option<u32>,
+    /// `transaction.timeout.ms`.
+    #[serde(default = "default_transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
+}
+
+impl ProducerSpec {
+    /// The consumer group whose input offsets a consume-transform-produce producer sends to
+    /// its transactions.
+    pub fn input_group(&self) -> Option<String> {
+        self.input.as_ref().map(|_| {
+            self.group
+                .clone()
+                .unwrap_or_else(|| format!("{}-transformers", self.topic))
+        })
+    }
+}
+
+fn default_records_per_transaction() -> u32 {
+    10
+}
+fn default_transaction_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_linger_ms() -> u64 {
@@ -274,6 +315,10 @@ pub struct ConsumerSpec {
     /// the last stable offset and drop aborted transactions; each poll records the LSO).
     #[serde(default)]
     pub isolation_level: IsolationLevel,
+    /// `max.partition.fetch.bytes` (Kafka's 1 MiB by default): 1 makes every fetch return one
+    /// batch (the broker always returns the first whole batch), so a reader steps through the
+    /// log batch by batch, e.g. across the last stable offset.
+    pub max_partition_fetch_bytes: Option<i32>,
     /// Scan every partition from its log start up to the high watermark, again and again
     /// (each scan a fresh consumer id, abandoned at its first failed poll), `scan-pause-ms`
     /// apart: what the compaction checker judges a compacted log by. Not with `group`.
@@ -716,6 +761,44 @@ impl Scenario {
                     p.topic
                 )));
             }
+            if p.transactional && p.acks != AcksSpec::All {
+                return Err(whole(format!(
+                    "producer of {:?}: a transactional producer needs acks = \"all\"",
+                    p.topic
+                )));
+            }
+            if !(0.0..=1.0).contains(&p.abort_rate) {
+                return Err(whole(format!(
+                    "producer of {:?}: abort-rate must be in 0..=1",
+                    p.topic
+                )));
+            }
+            let transactional_only = p.input.is_some()
+                || p.group.is_some()
+                || p.transactional_ids.is_some()
+                || p.abort_rate > 0.0;
+            if transactional_only && !p.transactional {
+                return Err(whole(format!(
+                    "producer of {:?}: input, group, transactional-ids and abort-rate need \
+                     transactional = true",
+                    p.topic
+                )));
+            }
+            if let Some(input) = p.input.as_deref().filter(|t| !topic_known(t)) {
+                return Err(whole(format!(
+                    "producer of {:?}: input topic {input:?} is not in [[topics]]",
+                    p.topic
+                )));
+            }
+            if p.transactional_ids.is_some_and(|n| n == 0 || n > p.count)
+                || p.records_per_transaction == 0
+            {
+                return Err(whole(format!(
+                    "producer of {:?}: transactional-ids must be 1..=count and \
+                     records-per-transaction positive",
+                    p.topic
+                )));
+            }
             if p.idempotent && p.acks != AcksSpec::All {
                 return Err(whole(format!(
                     "producer of {:?}: idempotence needs acks = \"all\"",
@@ -1014,6 +1097,53 @@ rate = 10
             "{e}"
         );
     }
+
+
+    #[test]
+    fn a_transactional_producer_needs_acks_all_and_its_keys_need_it() {
+        let txn = format!(
+            "{MINIMAL}[[topics]]\nname = \"in\"\n[[workload.producers]]\ncount = 2\n\
+             topic = \"t\"\nacks = \"all\"\nrate = 5\ntransactional = true\n\
+             input = \"in\"\nabort-rate = 0.25\ntransactional-ids = 1\n"
+        );
+        let s = Scenario::parse(&txn, "x.toml", "x").unwrap();
+        let p = &s.workload.producers[1];
+        assert!(p.transactional);
+        assert_eq!(p.records_per_transaction, 10);
+        assert_eq!(p.input_group().as_deref(), Some("t-transformers"));
+        let e = Scenario::parse(
+            &txn.replace(
+                "acks = \"all\"\nrate = 5\ntrans",
+                "acks = \"1\"\nrate = 5\ntrans",
+            ),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("needs acks = \"all\""), "{e}");
+        let e = Scenario::parse(
+            &txn.replace("transactional = true\n", ""),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("need transactional = true"), "{e}");
+        let e = Scenario::parse(
+            &txn.replace("input = \"in\"", "input = \"nope\""),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("input topic \"nope\""), "{e}");
+        let e = Scenario::parse(
+            &txn.replace("abort-rate = 0.25", "abort-rate = 2"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("abort-rate must be in 0..=1"), "{e}");
+    }
+
 
     #[test]
     fn a_clock_skew_names_a_broker_and_its_offset() {

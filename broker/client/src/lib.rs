@@ -17,6 +17,10 @@
 //!   (sync, async, auto-commit) with three outcomes like the producer's: `Committed`, `Failed`
 //!   (definitely not applied), `Unknown` (may have been applied). The classification is
 //!   documented there.
+//! - [`transaction`]: the transactional producer (`transactional.id`): begin, send,
+//!   send_offsets_to_transaction, commit and abort, each transaction ending `Committed`,
+//!   `Aborted` (definitely not), `Fenced` or `Unknown` (the coordinator decides). The exact
+//!   classification is documented there.
 //! - [`records`]: the v2 record batch encoder and decoder; [`partitioner`]: Kafka's murmur2.
 //!
 //! ```no_run
@@ -62,6 +66,7 @@ pub mod group_consumer;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
+pub mod transaction;
 
 /// The runtime's monotonic clock. Under madsim `tokio::time::Instant` is std's `Instant` read
 /// through the simulator's virtual clock, which clippy's ban on `std::time::Instant::now`
@@ -93,3 +98,4 @@ pub use producer::{
     SendError, SendOutcome, UnknownReason,
 };
 pub use records::{DecodeError, Header};
+pub use transaction::{TransactionError, TransactionOutcome, TransactionalProducer};

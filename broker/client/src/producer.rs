@@ -128,6 +128,13 @@ pub struct ProducerConfig {
     /// `max.block.ms`: how long a send may wait for metadata and for room in the buffer
     /// (default 60 s); then it fails with [`SendError::BufferExhausted`].
     pub max_block: Duration,
+    /// `transactional.id` (default none). Only a
+    /// [`TransactionalProducer`](crate::TransactionalProducer) takes one; it implies
+    /// idempotence.
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms`: how long the coordinator lets a transaction stay open before
+    /// it aborts it and fences the producer (default 60 s, Kafka's).
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -144,6 +151,8 @@ impl Default for ProducerConfig {
             allow_auto_create_topics: true,
             buffer_memory: 32 * 1024 * 1024,
             max_block: Duration::from_secs(60),
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -308,6 +317,8 @@ pub enum ProducerInitError {
     IdempotenceUnsupported,
     #[error("InitProducerId failed: {0}")]
     InitProducerId(ResponseError),
+    #[error("a producer with a transactional.id is a TransactionalProducer")]
+    TransactionalIdNeedsTransactionalProducer,
     #[error(transparent)]
     Request(#[from] RequestError),
 }
@@ -318,6 +329,18 @@ pub struct Delivery(DeliveryInner);
 enum DeliveryInner {
     Ready(Option<SendOutcome>),
     Waiting(oneshot::Receiver<SendOutcome>),
+}
+
+impl Delivery {
+    /// An outcome known at once.
+    pub(crate) fn ready(outcome: SendOutcome) -> Delivery {
+        Delivery(DeliveryInner::Ready(Some(outcome)))
+    }
+
+    /// An outcome another task will send.
+    pub(crate) fn waiting(rx: oneshot::Receiver<SendOutcome>) -> Delivery {
+        Delivery(DeliveryInner::Waiting(rx))
+    }
 }
 
 impl Future for Delivery {
@@ -433,11 +456,24 @@ impl Producer {
         client: Client,
         config: ProducerConfig,
     ) -> Result<Producer, ProducerInitError> {
+        if config.transactional_id.is_some() {
+            return Err(ProducerInitError::TransactionalIdNeedsTransactionalProducer);
+        }
         let identity = if config.enable_idempotence {
             Some(init_producer_id(&client).await?)
         } else {
             None
         };
+        Ok(Producer::start(client, config, identity))
+    }
+
+    /// Starts the sender with a producer id and epoch obtained elsewhere (the transactional
+    /// producer's InitProducerId); every batch carries `config.transactional_id`.
+    pub(crate) fn start(
+        client: Client,
+        config: ProducerConfig,
+        identity: Option<(i64, i16)>,
+    ) -> Producer {
         let inner = Arc::new(Inner {
             client,
             config,
@@ -450,7 +486,7 @@ impl Producer {
             failures: Mutex::new(None),
         });
         tokio::spawn(sender_loop(Arc::clone(&inner)));
-        Ok(Producer { inner })
+        Producer { inner }
     }
 
     /// Failed attempts from now on, as they happen: a tool can say at once that a partition
@@ -756,6 +792,7 @@ async fn sender_loop(inner: Arc<Inner>) {
                             producer_id,
                             producer_epoch,
                             base_sequence,
+                            transactional: inner.config.transactional_id.is_some(),
                         }
                     }
                     None => ProducerIdentity::NONE,
@@ -870,7 +907,13 @@ async fn attempt(inner: &Inner, batch: &Batch, bytes: &Bytes) -> Attempt {
     };
     let timeout_ms = i32::try_from(connection.request_timeout().as_millis()).unwrap_or(i32::MAX);
     let request = ProduceRequest::default()
-        .with_transactional_id(None)
+        .with_transactional_id(
+            inner
+                .config
+                .transactional_id
+                .clone()
+                .map(|id| kafka_protocol::messages::TransactionalId(StrBytes::from_string(id))),
+        )
         .with_acks(inner.config.acks.code())
         .with_timeout_ms(timeout_ms)
         .with_topic_data(vec![TopicProduceData::default()

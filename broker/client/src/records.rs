@@ -43,6 +43,9 @@ pub struct ProducerIdentity {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// The batch belongs to a transaction (attributes bit 4): the partition's LSO stays at
+    /// it until its marker, and read_committed consumers skip it if the transaction aborts.
+    pub transactional: bool,
 }
 
 impl ProducerIdentity {
@@ -50,8 +53,12 @@ impl ProducerIdentity {
         producer_id: -1,
         producer_epoch: -1,
         base_sequence: -1,
+        transactional: false,
     };
 }
+
+/// The transactional bit of a batch's attributes.
+const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
 
 /// A record read back from a partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,7 +161,13 @@ pub fn encode_batch(records: &[Record], producer: ProducerIdentity) -> Vec<u8> {
     out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
     out.push(MAGIC_V2 as u8);
     out.extend_from_slice(&[0; 4]); // crc, below
-    out.extend_from_slice(&0i16.to_be_bytes()); // attributes: uncompressed, create time
+                                    // Attributes: uncompressed, create time, transactional or not.
+    let attributes = if producer.transactional {
+        TRANSACTIONAL_ATTRIBUTE
+    } else {
+        0
+    };
+    out.extend_from_slice(&attributes.to_be_bytes());
     out.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
     out.extend_from_slice(&base_timestamp.to_be_bytes());
     out.extend_from_slice(&max_timestamp.to_be_bytes());
@@ -346,6 +359,7 @@ mod tests {
             producer_id: 42,
             producer_epoch: 3,
             base_sequence: 17,
+            transactional: true,
         };
         let mut bytes = encode_batch(&records, producer);
         batch::set_base_offset(&mut bytes, 100);
@@ -360,6 +374,7 @@ mod tests {
             ),
             (42, 3, 17)
         );
+        assert!(b.header.is_transactional());
         assert_eq!(b.header.max_timestamp, 1_700_000_000_500);
         assert_eq!(b.records.len(), 3);
         for (i, (decoded, original)) in b.records.iter().zip(&records).enumerate() {

@@ -189,6 +189,13 @@ impl Run {
             .consumers
             .iter()
             .filter_map(|c| c.group.clone().map(|g| (g, c.topic.clone())))
+            // Consume-transform-produce: the groups whose offsets transactions commit.
+            .chain(
+                s.workload
+                    .producers
+                    .iter()
+                    .filter_map(|p| p.input_group().zip(p.input.clone())),
+            )
             .collect();
         for (group, topic) in &groups {
             let partitions = partitions_of(topic);

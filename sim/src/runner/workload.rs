@@ -27,7 +27,7 @@ pub(crate) struct Ctx {
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) inflight: Arc<AtomicUsize>,
     pub(crate) invariants: Arc<Mutex<Invariants>>,
-    pub(super) next_value: Arc<AtomicU64>,
+    pub(crate) next_value: Arc<AtomicU64>,
     pub(super) bootstrap: String,
     /// The run's seed, from which each process derives its own random stream.
     pub(super) seed: u64,
@@ -84,6 +84,20 @@ pub(super) fn start(scenario: &Scenario, cluster: &Cluster, ctx: &Ctx) {
             spread += 1;
             let on = (spread - 1) % s.cluster.clients + 1;
             let rng = Stream::new(ctx.seed, &format!("workload/producer-{i}.{n}"));
+            if spec.transactional {
+                let input_partitions = spec.input.as_deref().map_or(0, partitions_of);
+                let place = crate::txn_workload::Place {
+                    spec: i,
+                    copy: n,
+                    partitions,
+                    input_partitions,
+                };
+                cluster.spawn_on_client(
+                    on,
+                    crate::txn_workload::producer(ctx.clone(), process, spec.clone(), place, rng),
+                );
+                continue;
+            }
             cluster.spawn_on_client(
                 on,
                 producer(ctx.clone(), process, spec.clone(), partitions, rng),
@@ -150,7 +164,7 @@ pub(crate) async fn connect(
     }
 }
 
-fn to_outcome(outcome: &SendOutcome) -> Outcome {
+pub(crate) fn to_outcome(outcome: &SendOutcome) -> Outcome {
     match outcome {
         SendOutcome::Acknowledged { offset, .. } => Outcome::Ok {
             offset: Some(*offset),
@@ -309,6 +323,9 @@ pub(super) async fn consumer(
         max_wait: Duration::from_millis(spec.max_wait_ms),
         auto_offset_reset: OffsetReset::Earliest,
         isolation_level: spec.isolation_level.client(),
+        partition_max_bytes: spec
+            .max_partition_fetch_bytes
+            .unwrap_or(ConsumerConfig::default().partition_max_bytes),
         ..ConsumerConfig::default()
     };
     let mut consumers: Vec<Consumer> = (0..partitions)
@@ -441,18 +458,43 @@ pub(super) async fn poll_once(
     from: i64,
     request_timeout: Duration,
 ) -> Option<Vec<(i64, u64)>> {
+    poll_once_for(
+        ctx,
+        who,
+        process,
+        consumer,
+        (topic, partition),
+        from,
+        request_timeout,
+        (None, None),
+    )
+    .await
+}
+
+/// [`poll_once`] as a consumer of `group` feeding transaction `txn` (its inputs), if any.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn poll_once_for(
+    ctx: &Ctx,
+    who: &str,
+    process: Process,
+    consumer: &mut Consumer,
+    (topic, partition): (&str, i32),
+    from: i64,
+    request_timeout: Duration,
+    (group, txn): (Option<&str>, Option<crate::history::TxnId>),
+) -> Option<Vec<(i64, u64)>> {
     let kind = OpKind::Poll {
         consumer: process,
         topic: topic.to_string(),
         partition,
         from_offset: from,
         records: Vec::new(),
-        group: None,
+        group: group.map(str::to_string),
         isolation: match consumer.isolation_level() {
             client::IsolationLevel::ReadUncommitted => IsolationLevel::ReadUncommitted,
             client::IsolationLevel::ReadCommitted => IsolationLevel::ReadCommitted,
         },
-        txn: None,
+        txn,
         bounds: None,
     };
     let id = ctx.recorder.invoke(kind, now_ms());
