@@ -1098,7 +1098,6 @@ rate = 10
         );
     }
 
-
     #[test]
     fn a_transactional_producer_needs_acks_all_and_its_keys_need_it() {
         let txn = format!(
@@ -1143,7 +1142,6 @@ rate = 10
         .unwrap_err();
         assert!(e.message.contains("abort-rate must be in 0..=1"), "{e}");
     }
-
 
     #[test]
     fn a_clock_skew_names_a_broker_and_its_offset() {
