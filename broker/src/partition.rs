@@ -649,9 +649,9 @@ impl Partition {
         if !self.replica().is_leader() {
             return Err(ProduceError::NotLeader);
         }
-        let mut bytes = marker::encode(producer_id, producer_epoch, marker, timestamp_ms);
         let mut producers = self.producers_locked().await?;
         producers.check_marker(producer_id, producer_epoch, marker.coordinator_epoch)?;
+        let mut bytes = marker::encode(producer_id, producer_epoch, marker, timestamp_ms);
         let info = self.append_to_log(&mut bytes, false).await?;
         let completed = producers.record_stored(&bytes);
         self.record_completed(&producers, completed).await;

@@ -53,12 +53,7 @@ impl MarkerWriteError {
         match self {
             MarkerWriteError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
             MarkerWriteError::NotLeader => ResponseError::NotLeaderOrFollower,
-            MarkerWriteError::Refused(MarkerRefused::InvalidProducerEpoch { .. }) => {
-                ResponseError::InvalidProducerEpoch
-            }
-            MarkerWriteError::Refused(MarkerRefused::CoordinatorFenced { .. }) => {
-                ResponseError::TransactionCoordinatorFenced
-            }
+            MarkerWriteError::Refused(refused) => crate::protocol::errors::marker(refused),
             MarkerWriteError::Storage(_) => ResponseError::KafkaStorageError,
             MarkerWriteError::NotReplicated => ResponseError::RequestTimedOut,
         }

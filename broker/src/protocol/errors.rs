@@ -126,6 +126,7 @@ pub fn marker(e: &crate::txn::producer_state::MarkerRefused) -> ResponseError {
     match e {
         MarkerRefused::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         MarkerRefused::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
+        MarkerRefused::NoProducer { .. } => ResponseError::InvalidRequest,
     }
 }
 

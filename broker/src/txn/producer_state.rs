@@ -246,6 +246,10 @@ pub enum MarkerRefused {
         coordinator_epoch: i32,
         current: i32,
     },
+    /// INVALID_REQUEST: a marker names no producer (a negative id or epoch); only a client
+    /// speaking WriteTxnMarkers itself can send one, never a coordinator.
+    #[error("marker for producer {producer_id} epoch {epoch}: no such producer can exist")]
+    NoProducer { producer_id: i64, epoch: i16 },
 }
 
 /// What to do with a record set that passed [`ProducerStateManager::check`].
@@ -413,6 +417,12 @@ impl ProducerStateManager {
         producer_epoch: i16,
         coordinator_epoch: i32,
     ) -> Result<(), MarkerRefused> {
+        if producer_id < 0 || producer_epoch < 0 {
+            return Err(MarkerRefused::NoProducer {
+                producer_id,
+                epoch: producer_epoch,
+            });
+        }
         let Some(entry) = self.producers.get(&producer_id) else {
             return Ok(());
         };
@@ -1059,6 +1069,26 @@ mod tests {
         assert_eq!(
             fresh.check(&[txn_batch(PID, 0, 1, 1, 0), batch(PID, 0, 2, 1)]),
             Err(SequenceError::InvalidTxnState { producer_id: PID })
+        );
+    }
+
+    #[test]
+    fn a_marker_naming_a_negative_producer_id_or_epoch_is_refused_not_encoded() {
+        // Only a client sending WriteTxnMarkers itself can name one (the fuzz test did).
+        let state = ProducerStateManager::new();
+        assert_eq!(
+            state.check_marker(-1, 0, 0),
+            Err(MarkerRefused::NoProducer {
+                producer_id: -1,
+                epoch: 0
+            })
+        );
+        assert_eq!(
+            state.check_marker(PID, -1, 0),
+            Err(MarkerRefused::NoProducer {
+                producer_id: PID,
+                epoch: -1
+            })
         );
     }
 
