@@ -677,6 +677,9 @@ impl Catalog {
             .map(|(name, index, ..)| partition_dir_name(name, *index))
             .filter(|dir| existing.binary_search(dir).is_err())
             .collect();
+        if missing.is_empty() {
+            return BTreeSet::new();
+        }
         match self.disk.create_dirs(data_dir, &missing).await {
             Ok(()) => missing.into_iter().collect(),
             Err(e) => {
@@ -765,9 +768,9 @@ impl Catalog {
     }
 
     /// Runs `work`, each in a task of its own, at most `num-recovery-threads-per-data-dir` at
-    /// once, and returns their outputs in the order given. Every task holds `applying` until it
-    /// ends, so an apply or close that is cancelled leaves no other one to start while its
-    /// work still runs. Tasks are spawned, and their permits taken, in the order given, and
+    /// once, and returns their outputs in the order given. Dropping this future aborts the
+    /// tasks, and every task holds `applying` until it ends, so an apply or close that is
+    /// cancelled leaves no other one to start while a task of it is still in a poll. Tasks are spawned, and their permits taken, in the order given, and
     /// joined in that order: the simulation's seed alone decides how they interleave.
     async fn spawn_bounded<F>(
         &self,
@@ -782,7 +785,8 @@ impl Catalog {
             .unwrap_or(usize::MAX)
             .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let permits = Arc::new(tokio::sync::Semaphore::new(limit));
-        let tasks: Vec<_> = work
+        let mut tasks = AbortOnDrop(Vec::new());
+        tasks.0 = work
             .into_iter()
             .map(|work| {
                 let permits = Arc::clone(&permits);
@@ -795,8 +799,8 @@ impl Catalog {
                 })
             })
             .collect();
-        let mut outputs = Vec::with_capacity(tasks.len());
-        for task in tasks {
+        let mut outputs = Vec::with_capacity(tasks.0.len());
+        for task in tasks.0.iter_mut() {
             match task.await {
                 Ok(output) => outputs.push(output),
                 Err(e) => panic!("a partition's open or close task failed: {e}"),
@@ -811,6 +815,18 @@ impl Catalog {
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.index)))
             .collect()
+    }
+}
+
+/// Tasks aborted when the apply or close that spawned them is dropped (cancelled, or its
+/// node killed): like the work polled in the caller's own task before, nothing of it goes on.
+struct AbortOnDrop<T>(Vec<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
