@@ -43,6 +43,8 @@ struct GateDisk {
     parked: AtomicUsize,
     most_parked: AtomicUsize,
     partition_syncs: Arc<AtomicUsize>,
+    /// Calls that make partition directories: `create_dir_all` of one, `create_dirs` of many.
+    dir_creations: AtomicUsize,
 }
 
 /// A file whose syncs [`GateDisk`] counts.
@@ -86,6 +88,7 @@ impl GateDisk {
             parked: AtomicUsize::new(0),
             most_parked: AtomicUsize::new(0),
             partition_syncs: Arc::default(),
+            dir_creations: AtomicUsize::new(0),
         })
     }
 
@@ -123,7 +126,14 @@ impl Disk for GateDisk {
         self.inner.lock_dir(dir).await
     }
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        if is_partition_dir(dir) {
+            self.dir_creations.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.create_dir_all(dir).await
+    }
+    async fn create_dirs(&self, dir: &Path, names: &[String]) -> io::Result<()> {
+        self.dir_creations.fetch_add(1, Ordering::SeqCst);
+        self.inner.create_dirs(dir, names).await
     }
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
         let file = self.inner.open(path, mode).await?;
@@ -262,6 +272,35 @@ async fn a_created_partition_makes_its_files_durable_with_one_directory_sync() {
             Some(0)
         );
     }
+}
+
+#[tokio::test]
+async fn partitions_created_together_make_their_directories_durable_with_one_sync_of_the_data_directory(
+) {
+    // The bug (issue 10): each new partition's directory was made, and the data directory
+    // synced for it, on its own, one after another: 10,000 syncs to create 10,000 partitions.
+    let faulty = FaultyDisk::new(7, FaultyDiskConfig::default());
+    let gate = GateDisk::new(faulty.clone());
+    let image = image(3, 4);
+    let catalog = start(gate.clone(), 4, &image).await;
+    assert_eq!(gate.dir_creations.load(Ordering::SeqCst), 1);
+    for (topic, index) in catalog.local_partitions() {
+        append_durable(&catalog, &topic, index, 7).await;
+    }
+    let expected = contents(&catalog).await;
+    assert!(expected.values().all(|v| *v == [7]));
+
+    // A power loss right after: every directory, and every acknowledged record in it, is there.
+    drop(catalog);
+    faulty.crash();
+    let catalog = start(gate.clone(), 4, &image).await;
+    assert_eq!(catalog.local_partitions().len(), 12);
+    assert_eq!(contents(&catalog).await, expected);
+    assert_eq!(
+        gate.dir_creations.load(Ordering::SeqCst),
+        1,
+        "none made again"
+    );
 }
 
 /// Appends one record to `topic`-`index` and waits until it is durable (acks=all).

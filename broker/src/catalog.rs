@@ -38,11 +38,11 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, TopicConfigs};
-use crate::controller::image::{ClusterImage, PartitionImage};
+use crate::controller::image::{ClusterImage, PartitionImage, TopicImage};
 use crate::controller::request::NO_BROKER_EPOCH;
 use crate::controller::{NodeId, NO_NODE};
 use crate::disk::{self, Disk};
-use crate::log::{Log, LogRun};
+use crate::log::{Log, LogConfig, LogRun};
 use crate::partition::Partition;
 use crate::replica::fetcher::{FollowTarget, ReplicaFetchers};
 use crate::replica::Role;
@@ -198,8 +198,10 @@ pub struct Catalog {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// The last image applied in full.
     applied: RwLock<Arc<ClusterImage>>,
-    /// One apply at a time, so images are applied in order and partitions opened once.
-    applying: tokio::sync::Mutex<()>,
+    /// One apply at a time, so images are applied in order and partitions opened once. Held
+    /// by an apply and by every task it spawned until the last of them ends, so a cancelled
+    /// apply's opens still running keep the next apply from opening the same logs.
+    applying: Arc<tokio::sync::Mutex<()>>,
     /// The followers' fetchers, one per leader this node follows partitions of; set to the
     /// image's leaderships at every apply.
     fetchers: ReplicaFetchers,
@@ -238,7 +240,7 @@ impl Catalog {
             clock,
             topics: RwLock::new(BTreeMap::new()),
             applied: RwLock::new(Arc::new(ClusterImage::empty())),
-            applying: tokio::sync::Mutex::new(()),
+            applying: Arc::new(tokio::sync::Mutex::new(())),
             fetchers: ReplicaFetchers::new(node_id, fetch_max_wait),
             high_watermarks: tokio::sync::Mutex::new(HighWatermarks::default()),
             run: std::sync::Mutex::new(None),
@@ -452,13 +454,13 @@ impl Catalog {
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
-        self.config.data_dir.join(format!("{topic}-{index}"))
+        self.config.data_dir.join(partition_dir_name(topic, index))
     }
 
     /// Applies `image` to this node's partitions. Images must come in metadata-offset order; an
     /// image at or below the one applied changes nothing unless an earlier apply failed.
     pub async fn apply(&self, image: Arc<ClusterImage>) -> Result<(), ApplyError> {
-        let _applying = self.applying.lock().await;
+        let applying = Arc::new(Arc::clone(&self.applying).lock_owned().await);
         let previous = self.applied_image();
         assert!(
             image.metadata_offset >= previous.metadata_offset,
@@ -484,11 +486,25 @@ impl Catalog {
                 tracing::info!(topic = %topic.name, id = %topic.id, "topic deleted: local partitions removed");
             }
         }
-        // The partitions new to this node, opened several at once: an open is mostly waits on
-        // the disk (Kafka's `num.recovery.threads.per.data.dir`). The rest of the apply runs
-        // in image order on the results.
+        // A topic whose image is the one the last full apply applied (images share what a
+        // record did not touch) has nothing to change here: skipping it keeps an apply's cost
+        // to the topics that changed, not all of them (a creation of 1,000 topics is ~1,000
+        // applies).
+        let unchanged = |name: &String, wanted: &Arc<TopicImage>| {
+            previous
+                .topics
+                .get(name)
+                .is_some_and(|applied| Arc::ptr_eq(applied, wanted))
+        };
+        // The partitions new to this node, opened several at once, each in a task of its own
+        // (Kafka's `num.recovery.threads.per.data.dir` at a time): an open is system calls and
+        // waits on the disk, and tasks spread them over the runtime's threads. The rest of the
+        // apply runs in image order on the results.
         let mut to_open = Vec::new();
         for (name, wanted) in &image.topics {
+            if unchanged(name, wanted) {
+                continue;
+            }
             let current = self.topic(name);
             for (index, assignment) in wanted.partitions.iter().enumerate() {
                 let index = i32::try_from(index).expect("a topic's partition count fits an i32");
@@ -502,19 +518,39 @@ impl Catalog {
                 }
             }
         }
-        let mut opened: BTreeMap<(String, i32), io::Result<Arc<Partition>>> =
-            self.bounded(to_open.into_iter().map(
-                |(name, index, id, configs, replicated)| async move {
-                    let result = self
-                        .open_partition(&name, index, id, &configs, replicated)
-                        .await;
-                    ((name, index), result)
-                },
-            ))
+        let made = self.make_partition_dirs(&to_open).await;
+        let opener = Arc::new(Opener {
+            disk: Arc::clone(&self.disk),
+            clock: Arc::clone(&self.clock),
+            data_dir: self.config.data_dir.clone(),
+            node_id: self.node_id,
+            run: self.run(),
+        });
+        let mut opened: BTreeMap<(String, i32), io::Result<Arc<Partition>>> = self
+            .spawn_bounded(
+                &applying,
+                to_open
+                    .into_iter()
+                    .map(|(name, index, id, configs, replicated)| {
+                        let opener = Arc::clone(&opener);
+                        let log_config = configs.log_config(&self.config);
+                        let made = made.contains(&partition_dir_name(&name, index));
+                        async move {
+                            let result = opener
+                                .open(&name, index, id, log_config, replicated, made)
+                                .await;
+                            ((name, index), result)
+                        }
+                    })
+                    .collect(),
+            )
             .await
             .into_iter()
             .collect();
         for (name, wanted) in &image.topics {
+            if unchanged(name, wanted) {
+                continue;
+            }
             let current = self.topic(name);
             let configs = TopicConfigs {
                 overrides: wanted.configs.clone(),
@@ -599,85 +635,6 @@ impl Catalog {
         Ok(())
     }
 
-    /// Opens (creating if needed) the log of `topic`-`index` for topic `id`, `replicated` if
-    /// the partition has other replicas. A directory that names another topic id belongs to an
-    /// older topic of the same name: it is removed first.
-    async fn open_partition(
-        &self,
-        topic: &str,
-        index: i32,
-        id: Uuid,
-        configs: &TopicConfigs,
-        replicated: bool,
-    ) -> io::Result<Arc<Partition>> {
-        let dir = self.partition_dir(topic, index);
-        let metadata_path = dir.join(PARTITION_METADATA_FILE);
-        let recorded = match disk::read_file(self.disk.as_ref(), &metadata_path).await {
-            Ok(bytes) => Some(
-                std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(decode_partition_metadata),
-            ),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        match recorded {
-            Some(Some(existing)) if existing != id => {
-                tracing::info!(dir = %dir.display(), old = %existing, new = %id,
-                    "removing the data of an older topic of the same name");
-                self.remove_dir(&dir, existing).await?;
-            }
-            // Unreadable: the file is written atomically, so this is damage, not a torn write.
-            // Refuse rather than serve data that may be another topic's.
-            Some(None) => {
-                return Err(io::Error::other(format!(
-                    "{}: damaged partition metadata",
-                    metadata_path.display()
-                )))
-            }
-            _ => {}
-        }
-        // A new partition's `partition.metadata` goes in first: the log's creation syncs the
-        // directory for its first segment's name, which makes this name durable too.
-        let new_dir = recorded.is_none()
-            && matches!(self.disk.list(&dir).await, Err(e) if e.kind() == io::ErrorKind::NotFound);
-        if new_dir {
-            self.disk.create_dir_all(&dir).await?;
-            disk::write_file_whole(
-                self.disk.as_ref(),
-                &metadata_path,
-                encode_partition_metadata(id).as_bytes(),
-            )
-            .await?;
-        }
-        // Replicated from its first recovery on: the offset reservation's skip is a
-        // single-replica policy (see `Log::open_replicated`).
-        let (disk, clock, config) = (
-            Arc::clone(&self.disk),
-            Arc::clone(&self.clock),
-            configs.log_config(&self.config),
-        );
-        let log = match self.run() {
-            Some(run) => Log::open_in_run(disk, clock, dir, config, replicated, run).await,
-            None if replicated => Log::open_replicated(disk, clock, dir, config).await,
-            None => Log::open(disk, clock, dir, config).await,
-        }
-        .map_err(|e| io::Error::other(e.to_string()))?;
-        if !new_dir && !matches!(recorded, Some(Some(existing)) if existing == id) {
-            // A new directory, or one from before the cluster (meta.toml): it is this topic's.
-            disk::write_file_atomic(
-                self.disk.as_ref(),
-                &metadata_path,
-                encode_partition_metadata(id).as_bytes(),
-            )
-            .await?;
-        }
-        let partition = Partition::open_unassigned(topic.to_string(), index, log, self.node_id)
-            .await
-            .map_err(|e| io::Error::other(format!("partition {topic}-{index}: {e}")))?;
-        Ok(Arc::new(partition))
-    }
-
     /// Closes a partition and removes its directory (see the module doc). Reads, appends and
     /// fetches still in flight fail as offline.
     async fn remove_partition(&self, partition: &Partition, topic_id: Uuid) -> io::Result<()> {
@@ -693,19 +650,43 @@ impl Catalog {
 
     /// Renames `dir` to its `-delete` name, syncs the data directory, then removes it.
     async fn remove_dir(&self, dir: &Path, topic_id: Uuid) -> io::Result<()> {
-        let doomed = PathBuf::from(format!(
-            "{}.{}{DELETE_SUFFIX}",
-            dir.display(),
-            topic_id.simple()
-        ));
-        match self.disk.rename(dir, &doomed).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+        remove_dir(self.disk.as_ref(), &self.config.data_dir, dir, topic_id).await
+    }
+
+    /// Makes the directories of the partitions in `to_open` that the data directory lacks, all
+    /// with one sync of it, and returns their names. Creating 10,000 partitions synced the data
+    /// directory 10,000 times, one after another. A failure only means each open makes its
+    /// own directory, as it would have.
+    async fn make_partition_dirs<T>(
+        &self,
+        to_open: &[(String, i32, Uuid, T, bool)],
+    ) -> BTreeSet<String> {
+        if to_open.is_empty() {
+            return BTreeSet::new();
         }
-        self.disk.sync_dir(&self.config.data_dir).await?;
-        remove_doomed(self.disk.as_ref(), &doomed).await?;
-        self.disk.sync_dir(&self.config.data_dir).await
+        let data_dir = &self.config.data_dir;
+        let existing = match self.disk.list(data_dir).await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(dir = %data_dir.display(), %e, "data directory not listed: partitions make their own directories");
+                return BTreeSet::new();
+            }
+        };
+        let missing: Vec<String> = to_open
+            .iter()
+            .map(|(name, index, ..)| partition_dir_name(name, *index))
+            .filter(|dir| existing.binary_search(dir).is_err())
+            .collect();
+        if missing.is_empty() {
+            return BTreeSet::new();
+        }
+        match self.disk.create_dirs(data_dir, &missing).await {
+            Ok(()) => missing.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(dir = %data_dir.display(), %e, "partition directories not made at once: each open makes its own");
+                BTreeSet::new()
+            }
+        }
     }
 
     /// Removes the leftovers of deletions a crash interrupted (`-delete` directories). Safe at
@@ -765,34 +746,67 @@ impl Catalog {
         // No follower appends into logs being closed; the HWs are final.
         self.fetchers.stop_all();
         self.checkpoint_high_watermarks(true).await;
-        let _applying = self.applying.lock().await;
+        let applying = Arc::new(Arc::clone(&self.applying).lock_owned().await);
         let partitions: Vec<Arc<Partition>> = self
             .topics()
             .iter()
             .flat_map(|topic| topic.partitions.iter().cloned())
             .collect();
         // Several at once: each close is a few syncs, which overlap on the disk.
-        self.bounded(partitions.into_iter().map(|partition| async move {
-            if let Err(e) = partition.close().await {
-                tracing::warn!(partition = ?partition, %e, "log did not close cleanly");
-            }
-        }))
+        self.spawn_bounded(
+            &applying,
+            partitions
+                .into_iter()
+                .map(|partition| async move {
+                    if let Err(e) = partition.close().await {
+                        tracing::warn!(partition = ?partition, %e, "log did not close cleanly");
+                    }
+                })
+                .collect(),
+        )
         .await;
     }
 
-    /// Runs `work` with at most `num-recovery-threads-per-data-dir` of them at once, in this
-    /// task (a cancelled apply or close leaves nothing running behind it), and returns their
-    /// outputs in the order given. They are polled in a fixed order, so a simulation stays
-    /// deterministic.
-    async fn bounded<F: std::future::Future>(
+    /// Runs `work`, each in a task of its own, at most `num-recovery-threads-per-data-dir` at
+    /// once, and returns their outputs in the order given. Dropping this future aborts the
+    /// tasks, and every task holds `applying` until it ends, so an apply or close that is
+    /// cancelled leaves no other one to start while a task of it is still in a poll. Tasks are spawned, and their permits taken, in the order given, and
+    /// joined in that order: the simulation's seed alone decides how they interleave.
+    async fn spawn_bounded<F>(
         &self,
-        work: impl Iterator<Item = F>,
-    ) -> Vec<F::Output> {
-        use futures_util::stream::{self, StreamExt};
+        applying: &Arc<tokio::sync::OwnedMutexGuard<()>>,
+        work: Vec<F>,
+    ) -> Vec<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
         let limit = usize::try_from(self.config.num_recovery_threads_per_data_dir)
             .unwrap_or(usize::MAX)
-            .max(1);
-        stream::iter(work).buffered(limit).collect().await
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        let permits = Arc::new(tokio::sync::Semaphore::new(limit));
+        let mut tasks = AbortOnDrop(Vec::new());
+        tasks.0 = work
+            .into_iter()
+            .map(|work| {
+                let permits = Arc::clone(&permits);
+                let applying = Arc::clone(applying);
+                tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    let output = work.await;
+                    drop(applying);
+                    output
+                })
+            })
+            .collect();
+        let mut outputs = Vec::with_capacity(tasks.0.len());
+        for task in tasks.0.iter_mut() {
+            match task.await {
+                Ok(output) => outputs.push(output),
+                Err(e) => panic!("a partition's open or close task failed: {e}"),
+            }
+        }
+        outputs
     }
 
     /// The local partitions' topic names and indexes, for tests and the simulator's checks.
@@ -802,6 +816,168 @@ impl Catalog {
             .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.index)))
             .collect()
     }
+}
+
+/// Tasks aborted when the apply or close that spawned them is dropped (cancelled, or its
+/// node killed): like the work polled in the caller's own task before, nothing of it goes on.
+struct AbortOnDrop<T>(Vec<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// The name of the directory of `topic`-`index` in the data directory.
+fn partition_dir_name(topic: &str, index: i32) -> String {
+    format!("{topic}-{index}")
+}
+
+/// What opening a partition's log needs, owned, so that opens run as tasks of their own.
+struct Opener {
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    data_dir: PathBuf,
+    node_id: NodeId,
+    run: Option<LogRun>,
+}
+
+impl Opener {
+    /// Opens (creating if needed) the log of `topic`-`index` for topic `id`, `replicated` if
+    /// the partition has other replicas. A directory that names another topic id belongs to an
+    /// older topic of the same name: it is removed first. `made`: this apply has just made the
+    /// directory, durably ([`Catalog::make_partition_dirs`]).
+    async fn open(
+        &self,
+        topic: &str,
+        index: i32,
+        id: Uuid,
+        log_config: LogConfig,
+        replicated: bool,
+        made: bool,
+    ) -> io::Result<Arc<Partition>> {
+        let disk = self.disk.as_ref();
+        let dir = self.data_dir.join(partition_dir_name(topic, index));
+        let metadata_path = dir.join(PARTITION_METADATA_FILE);
+        // One listing serves this open and the log's recovery.
+        let mut listing = match disk.list(&dir).await {
+            Ok(names) => Some(names),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let holds_metadata = listing
+            .as_ref()
+            .is_some_and(|names| names.iter().any(|n| n == PARTITION_METADATA_FILE));
+        let mut recorded = if holds_metadata {
+            match disk::read_file(disk, &metadata_path).await {
+                Ok(bytes) => Some(
+                    std::str::from_utf8(&bytes)
+                        .ok()
+                        .and_then(decode_partition_metadata),
+                ),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        match recorded {
+            Some(Some(existing)) if existing != id => {
+                tracing::info!(dir = %dir.display(), old = %existing, new = %id,
+                    "removing the data of an older topic of the same name");
+                remove_dir(disk, &self.data_dir, &dir, existing).await?;
+                listing = None;
+                recorded = None;
+            }
+            // Unreadable: the file is written atomically, so this is damage, not a torn write.
+            // Refuse rather than serve data that may be another topic's.
+            Some(None) => {
+                return Err(io::Error::other(format!(
+                    "{}: damaged partition metadata",
+                    metadata_path.display()
+                )))
+            }
+            _ => {}
+        }
+        // A new partition: no directory, or one holding nothing of a log (made by this apply,
+        // or by one a crash interrupted; temporary files are garbage).
+        let new = recorded.is_none()
+            && listing
+                .as_ref()
+                .is_none_or(|names| names.iter().all(|n| n.ends_with(".tmp")));
+        let metadata_tmp = format!("{PARTITION_METADATA_FILE}.tmp");
+        let mut names = listing.clone().unwrap_or_default();
+        if new {
+            match listing {
+                None => disk.create_dir_all(&dir).await?,
+                // Found, not made here: its name may not be durable yet (a crash of the
+                // process that made it before its sync).
+                Some(_) if !made => disk.sync_dir(&self.data_dir).await?,
+                Some(_) => {}
+            }
+            // A new partition's `partition.metadata` goes in first: the log's creation syncs
+            // the directory for its first segment's name, which makes this name durable too.
+            disk::write_file_whole(
+                disk,
+                &metadata_path,
+                encode_partition_metadata(id).as_bytes(),
+            )
+            .await?;
+            names.retain(|n| *n != metadata_tmp);
+            names.push(PARTITION_METADATA_FILE.to_string());
+            names.sort();
+        }
+        // Replicated from its first recovery on: the offset reservation's skip is a
+        // single-replica policy (see `Log::open_replicated`).
+        let log = Log::open_listed(
+            Arc::clone(&self.disk),
+            Arc::clone(&self.clock),
+            dir,
+            log_config,
+            replicated,
+            self.run,
+            names,
+        )
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        if !new && !matches!(recorded, Some(Some(existing)) if existing == id) {
+            // A directory from before the cluster (meta.toml): it is this topic's.
+            disk::write_file_atomic(
+                disk,
+                &metadata_path,
+                encode_partition_metadata(id).as_bytes(),
+            )
+            .await?;
+        }
+        let partition = Partition::open_unassigned(topic.to_string(), index, log, self.node_id)
+            .await
+            .map_err(|e| io::Error::other(format!("partition {topic}-{index}: {e}")))?;
+        Ok(Arc::new(partition))
+    }
+}
+
+/// Renames `dir` to its `-delete` name, syncs the data directory, then removes it.
+async fn remove_dir(
+    disk: &dyn Disk,
+    data_dir: &Path,
+    dir: &Path,
+    topic_id: Uuid,
+) -> io::Result<()> {
+    let doomed = PathBuf::from(format!(
+        "{}.{}{DELETE_SUFFIX}",
+        dir.display(),
+        topic_id.simple()
+    ));
+    match disk.rename(dir, &doomed).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    disk.sync_dir(data_dir).await?;
+    remove_doomed(disk, &doomed).await?;
+    disk.sync_dir(data_dir).await
 }
 
 /// Removes a `-delete` directory: its files first (needs no free space), then itself.

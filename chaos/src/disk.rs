@@ -871,6 +871,34 @@ impl Disk for FaultyDisk {
         Ok(())
     }
 
+    async fn create_dirs(&self, dir: &Path, names: &[String]) -> io::Result<()> {
+        // One operation (one latency draw), as the real disk's mkdirs and single sync are.
+        // Only the named entries become durable: the contract promises nothing of the others.
+        let generation = self.delay().await;
+        let mut state = self.lock_since(generation)?;
+        let parent = state.live_dir(dir)?;
+        for name in names {
+            if name.contains('/') || name == ".." || name == "." || name.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("create_dirs takes plain names, not {name}"),
+                ));
+            }
+            let child = match state.dir(parent).live.get(name).copied() {
+                Some(child) if state.is_dir(child) => child,
+                Some(_) => return Err(os_error(EEXIST)),
+                None => {
+                    let child = state.new_node(Node::Dir(DirNode::default()));
+                    state.dir(parent).live.insert(name.clone(), child);
+                    child
+                }
+            };
+            state.dir(parent).durable.insert(name.clone(), child);
+        }
+        state.collect_garbage();
+        Ok(())
+    }
+
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
         let generation = self.delay().await;
         let mut state = self.lock_since(generation)?;
@@ -1101,6 +1129,18 @@ mod tests {
         disk.crash();
         assert_eq!(disk.list(path("/d")).await.unwrap(), ["b"]);
         assert_eq!(content(&disk, "/d/b").await, b"old a");
+    }
+
+    #[tokio::test]
+    async fn directories_made_at_once_survive_a_crash_and_other_unsynced_entries_do_not() {
+        let disk = FaultyDisk::new(3, FaultyDiskConfig::default());
+        disk.create_dir_all(path("/d")).await.unwrap();
+        drop(disk.open(path("/d/f"), OpenMode::CreateNew).await.unwrap());
+        disk.create_dirs(path("/d"), &["a".into(), "b".into()])
+            .await
+            .unwrap();
+        disk.crash();
+        assert_eq!(disk.list(path("/d")).await.unwrap(), ["a", "b"]);
     }
 
     #[tokio::test]

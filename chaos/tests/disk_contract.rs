@@ -63,6 +63,7 @@ contract!(
     an_open_handle_keeps_reading_and_writing_after_its_name_is_removed,
     remove_dir_all_removes_a_directory_and_everything_under_it,
     create_dir_all_makes_missing_parents_and_accepts_existing_ones,
+    create_dirs_makes_every_named_directory_and_accepts_existing_ones,
     write_file_atomic_replaces_the_contents_and_leaves_no_temporary_file,
     sync_and_sync_dir_succeed_on_a_healthy_disk,
     a_locked_directory_refuses_a_second_lock_until_the_first_is_dropped,
@@ -343,6 +344,26 @@ async fn create_dir_all_makes_missing_parents_and_accepts_existing_ones(
     assert_eq!(disk.list(root).await.unwrap(), ["a"]);
     assert_eq!(disk.list(&root.join("a/b")).await.unwrap(), ["c"]);
     assert!(disk.list(&deep).await.unwrap().is_empty());
+}
+
+async fn create_dirs_makes_every_named_directory_and_accepts_existing_ones(
+    disk: &dyn Disk,
+    root: &Path,
+) {
+    disk.create_dir_all(&root.join("b")).await.unwrap();
+    let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+    disk.create_dirs(root, &names).await.unwrap();
+    disk.create_dirs(root, &names).await.unwrap();
+    disk.create_dirs(root, &[]).await.unwrap();
+    assert_eq!(disk.list(root).await.unwrap(), names);
+    for name in &names {
+        assert!(disk.list(&root.join(name)).await.unwrap().is_empty());
+    }
+    let err = disk
+        .create_dirs(&root.join("missing"), &names)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
 async fn write_file_atomic_replaces_the_contents_and_leaves_no_temporary_file(
