@@ -347,13 +347,13 @@ async fn a_followers_log_recovered_in_place_skips_nothing_and_fetches_the_leader
         .unwrap();
     partition.become_follower(0, 1);
     partition
-        .append_as_follower(&fetched[..first_len])
+        .append_as_follower(&fetched[..first_len], 0)
         .await
         .unwrap();
     partition.log.flush().await.unwrap();
     // Fetched, not synced: lost when the next sync fails and the log goes offline.
     partition
-        .append_as_follower(&fetched[first_len..])
+        .append_as_follower(&fetched[first_len..], 0)
         .await
         .unwrap();
     assert_eq!(partition.log.log_end_offset(), 6);
@@ -373,7 +373,7 @@ async fn a_followers_log_recovered_in_place_skips_nothing_and_fetches_the_leader
     );
     // The fetch from the new log end takes the leader's batches again: one log.
     let refetched = leader_log.read(2, 1 << 20, None).await.unwrap().records;
-    partition.append_as_follower(&refetched).await.unwrap();
+    partition.append_as_follower(&refetched, 0).await.unwrap();
     let held: Vec<Vec<u8>> = Fixture::read_all(&partition.log)
         .await
         .into_iter()

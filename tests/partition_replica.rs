@@ -58,7 +58,7 @@ async fn a_follower_copies_serves_below_the_leader_s_high_watermark_truncates_an
         follower.replica_state().role(),
         Role::Follower { leader: 1 }
     );
-    follower.append_as_follower(&fetched).await.unwrap();
+    follower.append_as_follower(&fetched, 1).await.unwrap();
     follower.log.flush().await.unwrap();
     assert_eq!(follower.log.log_end_offset(), 9);
     assert_eq!(
@@ -99,4 +99,61 @@ async fn a_follower_copies_serves_below_the_leader_s_high_watermark_truncates_an
         Some(2),
         "the new leader's batches carry its epoch"
     );
+}
+
+#[tokio::test]
+async fn a_follower_refuses_batches_fetched_from_the_leader_of_an_epoch_it_no_longer_follows() {
+    // The bug (issue 11, txn-swarm seed 3): a fetch from the epoch-1 leader was still on its
+    // way when the follower learned of epoch 2 and reconciled with the new leader; the late
+    // response was appended after the reconciliation, so the follower held the old leader's
+    // batch at an offset where the new leader holds its own, fetched on after it, and joined
+    // the ISR with a batch below the high watermark the leader never had.
+    let leader_fixture = Fixture::new(3, FaultyDiskConfig::default(), small_segments());
+    let leader = partition(&leader_fixture, 1).await;
+    for seq in [0, 3] {
+        let info = leader
+            .append(&mut idempotent_batch(7, seq, 3))
+            .await
+            .unwrap();
+        leader.wait_durable(&info).await.unwrap();
+    }
+    let fetched = leader.log.read(0, 1 << 20, None).await.unwrap().records;
+    let first = broker::log::batch::BatchHeader::parse(&fetched)
+        .unwrap()
+        .size();
+
+    let mut follower_fixture = Fixture::new(4, FaultyDiskConfig::default(), small_segments());
+    follower_fixture.dir = PathBuf::from("/follower/t-0");
+    let follower = partition(&follower_fixture, 2).await;
+    follower.become_follower(1, 1);
+    follower
+        .append_as_follower(&fetched[..first], 1)
+        .await
+        .unwrap();
+    assert_eq!(follower.follower_log().await.1, 3);
+
+    // Broker 3 leads from epoch 2; the rest of the epoch-1 fetch arrives only now.
+    follower.become_follower(2, 3);
+    let late = follower.append_as_follower(&fetched[first..], 1).await;
+    assert!(
+        matches!(
+            late,
+            Err(broker::log::FollowerAppendError::StaleLeaderEpoch {
+                fetched_in: 1,
+                current: 2
+            })
+        ),
+        "a batch fetched in epoch 1 appended while following in epoch 2: {late:?}"
+    );
+    assert_eq!(
+        follower.follower_log().await.1,
+        3,
+        "the log end moved past what the reconciliation with the new leader saw"
+    );
+    // What is fetched in the epoch it follows in is appended.
+    follower
+        .append_as_follower(&fetched[first..], 2)
+        .await
+        .unwrap();
+    assert_eq!(follower.log.log_end_offset(), 6);
 }

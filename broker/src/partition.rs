@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use crate::log::batch::{self, BatchHeader};
 use crate::log::cleaner::{CleanError, CleanStats, OffsetMap, Throttler};
+use crate::log::leader_epoch::LeaderEpochCache;
 use crate::log::{
     AppendError, AppendInfo, FlushPolicy, FollowerAppendError, Log, ReadError, TruncateError,
 };
@@ -876,19 +877,38 @@ impl Partition {
         }
     }
 
-    /// A follower's append of batches fetched from the leader (see
+    /// A follower's append of batches fetched from the leader in `leader_epoch` (see
     /// [`Log::append_as_follower`]). The idempotent producers' state follows the replicated
     /// batches, so a producer's retry reaches a new leader that knows it.
+    ///
+    /// Batches fetched in an older leader epoch than the one this replica now follows in are
+    /// refused (Kafka's fetcher drops the response of a partition whose fetch state changed
+    /// while the fetch was in flight): the old leader's log may have diverged from the new
+    /// one's, and the reconciliation with the new leader may already have run, so appending
+    /// them would leave a suffix no truncation cuts.
     pub async fn append_as_follower(
         &self,
         records: &[u8],
+        leader_epoch: i32,
     ) -> Result<AppendInfo, FollowerAppendError> {
-        // Checked, not asserted: a fetch response can arrive just after the catalog made this
-        // replica the leader.
-        if !matches!(self.replica().role(), Role::Follower { .. }) {
-            return Err(FollowerAppendError::NotFollower);
-        }
+        // Checked under the producers' lock, which a follower's truncation also takes: once
+        // the catalog gave this replica a new epoch, an append of the old one either finished
+        // before the reconciliation reads the log ([`Partition::follower_log`]) or is refused.
         let mut producers = self.producers.lock().await;
+        {
+            let replica = self.replica();
+            // Checked, not asserted: a fetch response can arrive just after the catalog made
+            // this replica the leader.
+            if !matches!(replica.role(), Role::Follower { .. }) {
+                return Err(FollowerAppendError::NotFollower);
+            }
+            if replica.leader_epoch() != leader_epoch {
+                return Err(FollowerAppendError::StaleLeaderEpoch {
+                    fetched_in: leader_epoch,
+                    current: replica.leader_epoch(),
+                });
+            }
+        }
         let info = self.log.append_as_follower(records).await?;
         if let Some(producers) = producers.as_mut() {
             let mut pos = 0;
@@ -905,6 +925,15 @@ impl Partition {
         self.refresh_replica();
         self.watch.log_end_moved();
         Ok(info)
+    }
+
+    /// A follower's log as its reconciliation with the leader reads it: the leader-epoch
+    /// cache and the log end, read once no follower append is in flight (appends of an epoch
+    /// older than this replica's are refused from then on, see
+    /// [`Partition::append_as_follower`]).
+    pub async fn follower_log(&self) -> (LeaderEpochCache, u64) {
+        let _producers = self.producers.lock().await;
+        (self.log.leader_epochs().await, self.log.log_end_offset())
     }
 
     /// A follower's truncation (see [`Log::truncate_to`]). The high watermark falls with the

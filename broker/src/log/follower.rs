@@ -35,6 +35,10 @@ pub enum FollowerAppendError {
     /// their way): nothing was appended.
     #[error("the replica is not a follower")]
     NotFollower,
+    /// The batches were fetched in an older leader epoch than the one the replica now follows
+    /// in (a new leader arrived while they were on their way): nothing was appended.
+    #[error("batches fetched in leader epoch {fetched_in}, the replica now follows in {current}")]
+    StaleLeaderEpoch { fetched_in: i32, current: i32 },
 }
 
 impl Log {

@@ -9,7 +9,10 @@
 //!   under the durable flush policy they are synced before the next fetch, so the offset the
 //!   leader counts for the high watermark is always durable here;
 //! - the leader's high watermark in each response becomes this replica's
-//!   (`Partition::update_high_watermark_as_follower`).
+//!   (`Partition::update_high_watermark_as_follower`);
+//! - a response is appended only while the replica still follows in the leader epoch it was
+//!   fetched in: a fetch from an old leader can come back after the new leader's
+//!   reconciliation, and its batches would then sit where the new leader holds others.
 //!
 //! Before a partition's first fetch in a leader epoch, the follower reconciles its log with the
 //! leader's (KIP-101, KIP-279): it asks OffsetsForLeaderEpoch for the end of its latest epoch in
@@ -477,8 +480,9 @@ async fn reconcile(
 ) -> Result<Result<(), String>, wire::RequestError> {
     let partition = &followed.partition;
     for _ in 0..MAX_RECONCILE_ROUNDS {
-        let cache = partition.log.leader_epochs().await;
-        let log_end_offset = partition.log.log_end_offset();
+        // Read once no append fetched in an older epoch is in flight (they are refused from
+        // now on): what it added is seen here and truncated if the new leader lacks it.
+        let (cache, log_end_offset) = partition.follower_log().await;
         let Some(latest) = cache.latest_epoch() else {
             // No epoch recorded: an empty log, or one whose batches carry none. Nothing can
             // be matched, so whatever it holds is fetched again.
@@ -650,7 +654,10 @@ async fn apply_partition(
         }
     };
     if !fresh.is_empty() {
-        if let Err(e) = partition.append_as_follower(fresh).await {
+        if let Err(e) = partition
+            .append_as_follower(fresh, followed.leader_epoch)
+            .await
+        {
             use crate::log::FollowerAppendError;
             return match e {
                 FollowerAppendError::NotContiguous { .. }
