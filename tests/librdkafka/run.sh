@@ -123,6 +123,14 @@ fi
 
 [ "${1:-}" = "--build-only" ] && exit 0
 
+# One run at a time per runner: the runner reads test.conf from its own directory, so a second
+# run.sh would point the first one's tests at its brokers halfway through.
+exec 9>"$CACHE/run.lock"
+if ! flock -n 9; then
+    log "another run.sh is using $CACHE: waiting for it"
+    flock 9
+fi
+
 # --- which tests ----------------------------------------------------------------------------
 # allowlist.txt and local.txt: "<number> [runner args]  # why"; lines starting with # are
 # excluded tests. KIND says whether a test must reach the broker (broker) or never does (local).
