@@ -21,6 +21,7 @@
 # each test on its own (`TESTS=<n> test-runner -p1 -V <version>`, full mode unless the test's
 # line in the list says `-Q`, with the reason beside it), under a time limit, with its output in
 # $RUN_DIR/<n>.log. A broker that died is reported and restarted for the next test.
+# One run.sh at a time per runner (it reads test.conf from its own directory): a second waits.
 #
 # Cluster mode (`--cluster N` or RDK_CLUSTER=N): N `faultline broker` processes on free ports,
 # the first up to 5 of them voters of the metadata quorum (as `faultline cluster up` lays them
