@@ -21,6 +21,7 @@
 # each test on its own (`TESTS=<n> test-runner -p1 -V <version>`, full mode unless the test's
 # line in the list says `-Q`, with the reason beside it), under a time limit, with its output in
 # $RUN_DIR/<n>.log. A broker that died is reported and restarted for the next test.
+# One run.sh at a time per runner (it reads test.conf from its own directory): a second waits.
 #
 # Cluster mode (`--cluster N` or RDK_CLUSTER=N): N `faultline broker` processes on free ports,
 # the first up to 5 of them voters of the metadata quorum (as `faultline cluster up` lays them
@@ -122,6 +123,14 @@ fi
 [ -x "$FAULTLINE_BIN" ] || die "no broker binary at $FAULTLINE_BIN"
 
 [ "${1:-}" = "--build-only" ] && exit 0
+
+# One run at a time per runner: the runner reads test.conf from its own directory, so a second
+# run.sh would point the first one's tests at its brokers halfway through.
+exec 9>"$CACHE/run.lock"
+if ! flock -n 9; then
+    log "another run.sh is using $CACHE: waiting for it"
+    flock 9
+fi
 
 # --- which tests ----------------------------------------------------------------------------
 # allowlist.txt and local.txt: "<number> [runner args]  # why"; lines starting with # are
