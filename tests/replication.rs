@@ -272,6 +272,19 @@ fn check_leader_epochs(cluster: &Cluster, leader: i32, old_epoch: i32) {
     );
 }
 
+/// Waits until the controller's image names a leader of `topic`-0 other than `old` and that
+/// broker has applied it: the image names it first, and until the broker applies it, it
+/// answers NOT_LEADER_OR_FOLLOWER (which a client retries; these tests send exactly once).
+fn new_leader_leading(cluster: &Cluster, topic: &str, old: i32) -> i32 {
+    cluster.eventually("a new leader, leading", || {
+        let leader = cluster.leader(topic);
+        leader != old
+            && leader != NO_NODE
+            && cluster.replica(leader, topic).replica_state().is_leader()
+    });
+    cluster.leader(topic)
+}
+
 #[test]
 fn an_rf3_topic_survives_its_leaders_death_and_the_old_leader_truncates_its_divergent_tail() {
     let mut cluster = start(2_000);
@@ -298,11 +311,7 @@ fn an_rf3_topic_survives_its_leaders_death_and_the_old_leader_truncates_its_dive
 
     // The leader dies; the controller fences it and elects another ISR member.
     cluster.stop(first);
-    cluster.eventually("a new leader", || {
-        let leader = cluster.leader("r");
-        leader != first && leader != NO_NODE
-    });
-    let second = cluster.leader("r");
+    let second = new_leader_leading(&cluster, "r", first);
     assert!(cluster.isr("r").contains(&second));
 
     // The dead leader's log gets a tail no one else has: batches of its old epoch that never
@@ -371,9 +380,19 @@ fn acks_all_is_refused_before_the_append_when_the_isr_is_below_min_insync_replic
 
     let follower = (1..=3).find(|&id| id != leader).unwrap();
     cluster.stop(follower);
-    cluster.eventually("the ISR without the dead follower", || {
-        !cluster.isr("m").contains(&follower)
-    });
+    // The image shrinks the ISR first; the leader applies it after (until then it would take
+    // the produce and wait for the dead follower).
+    cluster.eventually(
+        "the ISR without the dead follower, on the leader too",
+        || {
+            !cluster.isr("m").contains(&follower)
+                && !cluster
+                    .replica(leader, "m")
+                    .replica_state()
+                    .isr()
+                    .contains(&follower)
+        },
+    );
     let end_before = cluster.replica(leader, "m").log.log_end_offset();
     let produced: ProduceResponse = cluster.driver.block_on(call(
         &broker,
@@ -493,11 +512,7 @@ fn an_idempotent_producers_retry_to_the_new_leader_is_answered_as_a_duplicate() 
     });
 
     cluster.stop(first);
-    cluster.eventually("a new leader", || {
-        let leader = cluster.leader("p");
-        leader != first && leader != NO_NODE
-    });
-    let second = cluster.leader("p");
+    let second = new_leader_leading(&cluster, "p", first);
     // The producer did not hear the answer for sequence 2 and retries it at the new leader.
     assert_eq!(send(&cluster, second, &retried), (0, 2), "not a duplicate");
     assert_eq!(cluster.replica(second, "p").log.log_end_offset(), 4);

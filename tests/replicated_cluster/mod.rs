@@ -210,11 +210,22 @@ impl Cluster {
     }
 
     /// Is `name`-0 open on every running broker?
+    /// Whether every broker has `name`-0 open in the role and leader epoch the plane's image
+    /// gives it: the image is published first, and a broker that has not applied it yet
+    /// answers NOT_LEADER_OR_FOLLOWER (which a client retries; tests often send only once).
     pub fn open_everywhere(&self, name: &str) -> bool {
-        self.nodes.iter().all(|n| {
-            n.broker
-                .as_ref()
-                .is_some_and(|b| b.partition(name, 0).is_some())
+        let image = self.plane.image();
+        let Some(assignment) = image.partition(name, 0) else {
+            return false;
+        };
+        self.nodes.iter().enumerate().all(|(i, n)| {
+            n.broker.as_ref().is_some_and(|b| {
+                b.partition(name, 0).is_some_and(|p| {
+                    let state = p.replica_state();
+                    state.leader_epoch() == assignment.leader_epoch
+                        && state.is_leader() == (assignment.leader == i as i32 + 1)
+                })
+            })
         })
     }
 
