@@ -49,6 +49,7 @@ pub mod disk;
 pub mod group;
 pub mod log;
 pub mod partition;
+pub mod planted;
 pub mod protocol;
 pub mod random;
 pub mod replica;

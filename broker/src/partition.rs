@@ -43,6 +43,7 @@ use crate::log::leader_epoch::LeaderEpochCache;
 use crate::log::{
     AppendError, AppendInfo, FlushPolicy, FollowerAppendError, Log, ReadError, TruncateError,
 };
+use crate::planted::{self, Bug};
 use crate::replica::{BrokerId, HighWatermarkBasis, LocalLog, PartitionWatch, ReplicaState, Role};
 use crate::txn::marker::{self, Marker};
 use crate::txn::producer_snapshot;
@@ -721,7 +722,7 @@ impl Partition {
 
     /// Phase two of an acks=all produce: returns once the append is durable.
     pub async fn wait_durable(&self, info: &AppendInfo) -> Result<(), AppendError> {
-        if self.durable_policy() {
+        if self.durable_policy() && !planted::is(Bug::AckBeforeSync) {
             self.log
                 .wait_append_durable(info)
                 .await

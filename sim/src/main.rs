@@ -12,6 +12,9 @@
 //! - `cargo sim audit [DIR|FILE…] --seeds A..B --out DIR [--jobs N] [--shard i/n]`: every
 //!   scenario over the seeds on every core; writes report.md, index.html, junit.xml and
 //!   summary.json (see `sim::audit`). `run … --html OUT.html` draws one run the same way.
+//! - `cargo sim run|replay … --plant BUG` plants a named bug of the catalogue in the broker
+//!   (`broker::planted`); `cargo sim catalogue [DIR] --out DIR [--plant BUG|all]` plants each in
+//!   turn and reports which scenario caught it (see `sim::audit::planted`).
 //! - `cargo sim shrink <scenario.toml> --seed N [--out FILE] [--max-runs N]`: minimises a
 //!   failing run (see `sim::shrink`) and writes a scenario file with explicit `[[faults]]`
 //!   that fails on the seed; exit 1 when it does (the failure is kept), 2 on an error.
@@ -29,12 +32,14 @@ mod cli {
     use sim::scenario::Scenario;
 
     const USAGE: &str = "usage:
-  cargo sim run <scenario.toml> --seed N [--json] [--html OUT.html]
-  cargo sim replay <scenario.toml> --seed N [--trace]
+  cargo sim run <scenario.toml> --seed N [--json] [--html OUT.html] [--plant BUG]
+  cargo sim replay <scenario.toml> --seed N [--trace] [--plant BUG]
   cargo sim sweep <dir|scenario.toml> --seeds A..B
   cargo sim log-workload [--seeds A..B] [--lazy]
   cargo sim audit [DIR|FILE...] --seeds A..B --out DIR [--jobs N] [--shard i/n]
-  cargo sim shrink <scenario.toml> --seed N [--out FILE] [--max-runs N]";
+  cargo sim shrink <scenario.toml> --seed N [--out FILE] [--max-runs N]
+  cargo sim catalogue [DIR] --out DIR [--plant BUG|all] [--seeds A..B] [--scenarios aimed|all]
+                      [--jobs N] [--keep-going]";
 
     fn usage_error(message: &str) -> ! {
         eprintln!("error: {message}\n{USAGE}");
@@ -67,6 +72,7 @@ mod cli {
         html: Option<String>,
         out: Option<String>,
         max_runs: Option<usize>,
+        plant: Option<broker::planted::Bug>,
     }
 
     fn parse(args: &[String]) -> Args {
@@ -80,6 +86,7 @@ mod cli {
             html: None,
             out: None,
             max_runs: None,
+            plant: None,
         };
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
@@ -92,6 +99,16 @@ mod cli {
                     let v = rest.next().and_then(|s| parse_range(s));
                     parsed.seeds =
                         Some(v.unwrap_or_else(|| usage_error("--seeds takes a range like 1..200")));
+                }
+                "--plant" => {
+                    let name = rest.next().cloned().unwrap_or_default();
+                    let bug = broker::planted::Bug::from_name(&name).unwrap_or_else(|| {
+                        usage_error(&format!(
+                            "--plant takes a bug of the catalogue ({}), not {name:?}",
+                            sim::audit::planted::names()
+                        ))
+                    });
+                    parsed.plant = Some(bug);
                 }
                 "--json" => parsed.json = true,
                 "--trace" => parsed.trace = true,
@@ -165,7 +182,15 @@ mod cli {
         let scenario = load(&file);
         let start = wall();
         let requests_before = requests_handled();
-        let report = runner::run_catching(&scenario, &file, seed, RunOptions { progress: !a.json });
+        let report = runner::run_catching(
+            &scenario,
+            &file,
+            seed,
+            RunOptions {
+                progress: !a.json,
+                plant: a.plant,
+            },
+        );
         let requests = requests_handled() - requests_before;
         let wall_s = start.elapsed().as_secs_f64();
         if let Some(out) = &a.html {
@@ -210,7 +235,15 @@ mod cli {
             .seed
             .unwrap_or_else(|| usage_error("replay needs --seed N"));
         let scenario = load(&file);
-        let report = runner::run_catching(&scenario, &file, seed, RunOptions { progress: false });
+        let report = runner::run_catching(
+            &scenario,
+            &file,
+            seed,
+            RunOptions {
+                progress: false,
+                plant: a.plant,
+            },
+        );
         if a.trace {
             for event in &report.trace {
                 println!("{event}");
@@ -265,8 +298,15 @@ mod cli {
             let (mut passed, mut failed) = (0u64, 0u64);
             let mut first_failure: Option<Report> = None;
             for seed in seeds.clone() {
-                let report =
-                    runner::run_catching(scenario, file, seed, RunOptions { progress: false });
+                let report = runner::run_catching(
+                    scenario,
+                    file,
+                    seed,
+                    RunOptions {
+                        progress: false,
+                        plant: None,
+                    },
+                );
                 ops += report.counts.operations;
                 sim_ms += report.sim_ms;
                 if report.verdict == Verdict::Pass {
@@ -381,7 +421,15 @@ mod cli {
             return 2;
         }
         let written = load(&out);
-        let report = runner::run_catching(&written, &out, seed, RunOptions { progress: false });
+        let report = runner::run_catching(
+            &written,
+            &out,
+            seed,
+            RunOptions {
+                progress: false,
+                plant: None,
+            },
+        );
         println!("{}", shrunk.text.trim_end());
         println!(
             "shrunk in {} runs to {out}: {} faults, keeping {}",
@@ -422,6 +470,7 @@ mod cli {
             Some("log-workload") => log_workload(&args[1..]),
             Some("audit") => sim::audit::cli::main(&args[1..]),
             Some("shrink") => shrink(&args[1..]),
+            Some("catalogue") => sim::audit::planted::main(&args[1..]),
             _ => usage_error("unknown or missing command"),
         };
         std::process::exit(code);

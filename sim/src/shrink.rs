@@ -125,7 +125,10 @@ impl Shrinker<'_> {
             &scenario,
             self.file,
             self.seed,
-            RunOptions { progress: false },
+            RunOptions {
+                progress: false,
+                plant: None,
+            },
         );
         let kept = report.verdict == Verdict::Fail
             && report.violation_kinds().contains(self.kind.as_str());
@@ -186,7 +189,15 @@ pub fn shrink(
     #[allow(clippy::disallowed_methods)] // the operator's scenario file
     let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
     let scenario = Scenario::load(Path::new(file)).map_err(|e| e.to_string())?;
-    let original = runner::run_catching(&scenario, file, seed, RunOptions { progress: false });
+    let original = runner::run_catching(
+        &scenario,
+        file,
+        seed,
+        RunOptions {
+            progress: false,
+            plant: None,
+        },
+    );
     if original.verdict == Verdict::Pass {
         return Err(format!("{file} passes on seed {seed}: nothing to shrink"));
     }

@@ -28,6 +28,7 @@ use super::request::{
 use super::{NodeId, NO_NODE};
 use crate::broker::MAX_PARTITIONS_PER_TOPIC;
 use crate::config::{parse_bool, TopicConfigs, TOPIC_CONFIG_NAMES};
+use crate::planted::{self, Bug};
 use crate::topic_name::{colliding_topic, validate_topic_name};
 
 /// The controller's settings, Kafka's names.
@@ -130,7 +131,12 @@ pub fn decide(
                     old_epoch = existing.epoch,
                     "broker registers with an empty log directory: it leaves every ISR"
                 );
-                records.extend(leave_isrs(image, settings, &leaving, LastMember::Leaves));
+                let last = if planted::is(Bug::WipedReplicaStaysInIsr) {
+                    LastMember::Stays
+                } else {
+                    LastMember::Leaves
+                };
+                records.extend(leave_isrs(image, settings, &leaving, last));
             } else if image.brokers.get(id).is_some_and(|b| !b.fenced) {
                 // The old incarnation's session expired but it was not fenced yet: its
                 // leaderships go before the new registration (which starts fenced) replaces it.

@@ -34,6 +34,7 @@ use crate::clock::Clock;
 use crate::log::batch::{builder, BatchHeader};
 use crate::log::ReadError;
 use crate::partition::{Partition, ProduceError};
+use crate::planted::{self, Bug};
 
 /// The groups of one `__consumer_offsets` partition, and their committed offsets.
 pub struct GroupShard {
@@ -1053,6 +1054,9 @@ async fn wait_replicated(
     leader_epoch: i32,
 ) -> Result<(), WriteError> {
     use crate::partition::ReplicationWaitError;
+    if planted::is(Bug::OffsetCommitBeforeDurable) {
+        return Ok(());
+    }
     // min.insync.replicas is the produce path's check; the coordinator asks for the ISR alone.
     let wait = partition.wait_replicated(info, leader_epoch, 1);
     match tokio::time::timeout(OFFSETS_COMMIT_TIMEOUT, wait).await {

@@ -18,6 +18,8 @@
 
 use std::fmt;
 
+use crate::planted::{self, Bug};
+
 /// Bytes before `batch_length` counts: base offset and the length itself.
 pub const LOG_OVERHEAD: usize = 12;
 /// The fixed header of a v2 batch.
@@ -198,7 +200,7 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     let computed = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..size]);
-    if computed != header.crc {
+    if computed != header.crc && !planted::is(Bug::SkipCrcCheck) {
         return Err(BatchError::CrcMismatch {
             stored: header.crc,
             computed,

@@ -68,6 +68,7 @@ use super::records::{self, Record};
 use super::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use super::Log;
 use crate::disk::{self, Disk, DiskFile, OpenMode};
+use crate::planted::{self, Bug};
 use crate::txn::marker::{self, ControlType};
 use crate::txn::txn_index::{AbortedTxn, TXN_INDEX_SUFFIX};
 
@@ -119,7 +120,9 @@ impl OffsetMap {
     pub fn put(&mut self, key: &[u8], offset: u64) -> bool {
         if let Some(at) = self.map.get_mut(key) {
             assert!(*at <= offset, "the offset map is filled in log order");
-            *at = offset;
+            if !planted::is(Bug::CleanerKeepsFirstRecord) {
+                *at = offset;
+            }
             return true;
         }
         let cost = key.len() + ENTRY_OVERHEAD;
@@ -514,8 +517,15 @@ impl Rules<'_> {
                 if self.map.get(key).is_some_and(|latest| offset < latest) {
                     return false;
                 }
+                if planted::is(Bug::CleanerKeepsFirstRecord)
+                    && self.map.get(key).is_some_and(|first| offset != first)
+                {
+                    return false;
+                }
                 // A tombstone goes once its horizon passed.
-                !(r.value.is_none() && horizon.is_some_and(|h| self.now_ms >= h))
+                !(r.value.is_none()
+                    && (planted::is(Bug::TombstonesRemovedAtOnce)
+                        || horizon.is_some_and(|h| self.now_ms >= h)))
             })
             .collect();
         stats.records_kept += kept.len() as u64;

@@ -84,6 +84,7 @@ pub use truncate::TruncateError;
 
 use crate::clock::Clock;
 use crate::disk::{self, Disk, DiskFile, OpenMode};
+use crate::planted::{self, Bug};
 
 const CHECKPOINT_FILE: &str = "log.checkpoint";
 const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
@@ -2258,7 +2259,7 @@ async fn recover(
             .max(torn_end)
             .max(damaged_end),
     };
-    if skip_to > next_offset {
+    if skip_to > next_offset && !planted::is(Bug::ReuseOffsetsAfterCrash) {
         tracing::info!(dir = %dir.display(), from = next_offset, to = skip_to,
             "unclean restart: skipping offsets that may have been shown before the crash");
         report.offsets_skipped = skip_to - next_offset;

@@ -45,6 +45,7 @@ use super::{errors, Reply, RequestContext};
 use crate::broker::RouteError;
 use crate::config::ReplicaSelector;
 use crate::partition::Partition;
+use crate::planted::{self, Bug};
 use crate::replica::{FetchBound, Wakeups};
 
 /// One partition asked for, resolved once.
@@ -198,8 +199,10 @@ async fn read_all(plan: &Plan) -> (FetchResponse, usize) {
         // and read_committed ones only what no open transaction holds back.
         let read_bound = if plan.replica_id.is_some() {
             None
-        } else if plan.read_committed {
+        } else if plan.read_committed && !planted::is(Bug::ReadCommittedBoundedByHighWatermark) {
             Some(last_stable_offset)
+        } else if planted::is(Bug::ServeAboveHighWatermark) {
+            Some(partition.log.log_end_offset())
         } else {
             Some(high_watermark)
         };

@@ -51,6 +51,7 @@ use crate::log::batch::BatchHeader;
 use crate::log::leader_epoch::LeaderEpochCache;
 use crate::log::FlushPolicy;
 use crate::partition::Partition;
+use crate::planted::{self, Bug};
 
 /// What a fetcher speaks: Fetch v15 (topic ids; the replica state with this broker's epoch,
 /// KIP-903, so a leader refuses the fetches of a dead incarnation) and OffsetsForLeaderEpoch
@@ -526,7 +527,7 @@ async fn reconcile(
             answer.leader_epoch,
             answer.end_offset,
         );
-        if target < log_end_offset {
+        if target < log_end_offset && !planted::is(Bug::FollowerSkipsTruncation) {
             tracing::info!(topic = %key.0, partition = key.1, from = log_end_offset, to = target,
                 local_epoch = latest, leader_epoch = answer.leader_epoch,
                 leader_end_offset = answer.end_offset, "truncating to the leader's log");

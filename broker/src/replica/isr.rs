@@ -41,6 +41,7 @@ use crate::controller::request::{
     AlterPartitionError, ControllerReply, ControllerRequest, IsrMember,
 };
 use crate::partition::Partition;
+use crate::planted::{self, Bug};
 
 /// What the leader should ask for now, from its replica state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +66,9 @@ pub fn out_of_sync_members(
     max_lag_ms: i64,
 ) -> Vec<BrokerId> {
     assert!(state.is_leader(), "only a leader judges its ISR");
+    if planted::is(Bug::IsrShrinkDisabled) {
+        return vec![];
+    }
     state
         .isr()
         .iter()

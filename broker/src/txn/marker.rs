@@ -14,6 +14,7 @@
 use crate::log::batch::builder::{self, Record};
 use crate::log::batch::{BatchHeader, CONTROL_BIT, TRANSACTIONAL_BIT};
 use crate::log::records;
+use crate::planted::{self, Bug};
 use crate::txn::producer_state::NO_SEQUENCE;
 
 /// The version of the control record key and of the marker value Kafka writes.
@@ -62,9 +63,14 @@ pub fn encode(producer_id: i64, producer_epoch: i16, marker: Marker, timestamp_m
         producer_id >= 0,
         "a marker ends some producer's transaction"
     );
+    let control = if planted::is(Bug::MarkersAlwaysCommit) {
+        ControlType::Commit
+    } else {
+        marker.control
+    };
     let mut key = Vec::with_capacity(4);
     key.extend_from_slice(&VERSION.to_be_bytes());
-    key.extend_from_slice(&marker.control.code().to_be_bytes());
+    key.extend_from_slice(&control.code().to_be_bytes());
     let mut value = Vec::with_capacity(6);
     value.extend_from_slice(&VERSION.to_be_bytes());
     value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());

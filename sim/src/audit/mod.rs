@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod output;
 pub mod picture;
+pub mod planted;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -240,7 +241,10 @@ pub fn run_all(
                     &target.scenario,
                     &target.file,
                     seed,
-                    RunOptions { progress: false },
+                    RunOptions {
+                        progress: false,
+                        plant: None,
+                    },
                 );
                 let wall_ms = start.elapsed().as_secs_f64() * 1000.0;
                 if tx.send((i, RunSummary::of(&report, wall_ms))).is_err() {

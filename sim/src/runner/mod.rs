@@ -60,8 +60,18 @@ pub(crate) use workload::{connect, poll_once_for, record_value, to_outcome, Ctx}
 /// `HashMap` orders than the first (found by a sweep whose failing seeds passed when rerun
 /// alone). On a fresh thread the keys are drawn inside the simulator, from the seed.
 pub fn run(scenario: &Scenario, file: &str, seed: u64, options: RunOptions) -> Report {
-    run_keeping_trace(scenario, file, seed, options)
-        .unwrap_or_else(|(panic, _)| std::panic::resume_unwind(panic))
+    let mut report = run_keeping_trace(scenario, file, seed, options)
+        .unwrap_or_else(|(panic, _)| std::panic::resume_unwind(panic));
+    name_the_plant(&mut report, options);
+    report
+}
+
+/// A planted run replays only with the same bug planted.
+fn name_the_plant(report: &mut Report, options: RunOptions) {
+    if let Some(bug) = options.plant {
+        report.replay = format!("{} --plant {}", report.replay, bug.name());
+        report.options.insert("planted".into(), bug.name().into());
+    }
 }
 
 type Panicked = (Box<dyn std::any::Any + Send>, Vec<TraceEvent>);
@@ -101,7 +111,8 @@ fn run_here(
     runtime.set_time_limit(Duration::from_millis(limit));
     let scenario = scenario.clone();
     let file = file.to_string();
-    // Every node of this simulation runs on this thread.
+    // Every node of this simulation runs on this thread, so the plant is this run's alone.
+    broker::planted::plant(options.plant);
     let requests_before = broker::protocol::requests_handled_on_this_thread();
     let mut report =
         runtime.block_on(async move { Run::new(scenario, file, seed, options, trace).go().await });
@@ -112,6 +123,12 @@ fn run_here(
 /// Runs like [`run`], turning a panic inside the simulation into a failing report that keeps
 /// the trace up to the panic (`replay --trace` prints it).
 pub fn run_catching(scenario: &Scenario, file: &str, seed: u64, options: RunOptions) -> Report {
+    let mut report = run_catching_unnamed(scenario, file, seed, options);
+    name_the_plant(&mut report, options);
+    report
+}
+
+fn run_catching_unnamed(scenario: &Scenario, file: &str, seed: u64, options: RunOptions) -> Report {
     match run_keeping_trace(scenario, file, seed, options) {
         Ok(report) => report,
         Err((panic, trace)) => {
@@ -190,6 +207,10 @@ impl Run {
             );
         }
         self.report_options.extend(fault_plan.options.clone());
+        if let Some(bug) = self.options.plant {
+            self.report_options
+                .insert("planted".into(), bug.name().into());
+        }
         self.banner(&fault_plan);
         let (mut cluster, ctx) = self.boot(&disk_seeds).await;
         self.trace.event("runner", "fault window starts");

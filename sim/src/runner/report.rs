@@ -35,6 +35,8 @@ impl HarnessAnomalyKind {
 pub struct RunOptions {
     /// Print the banner and progress lines to stdout.
     pub progress: bool,
+    /// The bug planted in the broker for this run (`--plant`, see [`broker::planted`]).
+    pub plant: Option<broker::planted::Bug>,
 }
 
 /// One finding of the harness.
