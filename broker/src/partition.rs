@@ -970,7 +970,11 @@ impl Partition {
 fn local_log(log: &Log) -> LocalLog {
     // Durable end first: both only rise between truncations, so read in this order the durable
     // end is at most the log end; the `min` covers a truncation racing the two loads.
-    let durable_end_offset = log.durable_end_offset();
+    let durable_end_offset = if planted::is(Bug::AckBeforeSync) {
+        log.log_end_offset()
+    } else {
+        log.durable_end_offset()
+    };
     let log_end_offset = log.log_end_offset();
     LocalLog {
         log_end_offset,

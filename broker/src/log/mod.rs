@@ -1366,7 +1366,7 @@ impl Log {
             if (header.base_offset as u64) != previous_end {
                 let mut whole = vec![0u8; header.size()];
                 file.read_at(pos, &mut whole).await?;
-                let checked = batch::validate(&whole).map_err(|e| corrupt(pos, e))?;
+                let checked = batch::validate_stored(&whole).map_err(|e| corrupt(pos, e))?;
                 let last = previous_end + checked.last_offset_delta as u64;
                 if target <= last {
                     return Err(corrupt(
@@ -1398,7 +1398,7 @@ impl Log {
         let mut buf = file.read_vec_at(pos, want).await?;
         let mut end = 0;
         while end < buf.len() {
-            let header = match batch::validate(&buf[end..]) {
+            let header = match batch::validate_stored(&buf[end..]) {
                 Ok(header) => header,
                 Err(BatchError::Truncated { .. }) if end > 0 => break,
                 Err(e) if end == 0 => return Err(corrupt(pos, e)),

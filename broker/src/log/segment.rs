@@ -266,7 +266,7 @@ impl Segment {
             Err(e) => return Ok(Err(e)),
         };
         let bytes = reader.get(pos, header.size()).await?;
-        Ok(batch::validate(bytes))
+        Ok(batch::validate_stored(bytes))
     }
 
     /// Adopts persisted indexes and scans only from the last index entry to the end.
