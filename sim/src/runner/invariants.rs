@@ -332,6 +332,35 @@ impl Invariants {
         }
     }
 
+    /// A consumer could not decode a batch it was served (its CRC or its records): the broker
+    /// checks every stored batch before it serves it, so this is damage served as data.
+    pub(crate) fn corrupt_batch_served(
+        &mut self,
+        (topic, partition): (&str, i32),
+        what: String,
+        now: u64,
+        trace: &Trace,
+    ) {
+        trace.event(
+            "invariants",
+            format!("INVARIANT corrupt batch served: {topic}-{partition}: {what}"),
+        );
+        if self.violations.len() < 100 {
+            self.violations.push(Anomaly {
+                kind: HarnessAnomalyKind::Invariant,
+                allowed: false,
+                description: format!(
+                    "{topic}-{partition}: a consumer was served a corrupt batch: {what}"
+                ),
+                topic: Some(topic.to_string()),
+                partition: Some(partition),
+                offsets: vec![],
+                values: vec![],
+                at_ms: vec![now],
+            });
+        }
+    }
+
     /// Records a breach of a replication invariant, named.
     pub(crate) fn replication_violation(
         &mut self,

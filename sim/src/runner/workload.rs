@@ -554,6 +554,23 @@ pub(crate) async fn poll_once_for(
                 Some(Vec::new()),
                 now_ms(),
             );
+            if let PollError::Decode {
+                error: error @ client::records::DecodeError::Corrupt { .. },
+                ..
+            } = &e
+            {
+                // Kafka's consumers check each batch's CRC (check.crcs) for this: flipped bits
+                // the broker served rather than refused.
+                ctx.invariants
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .corrupt_batch_served(
+                        (topic, partition),
+                        format!("from offset {from}: {error}"),
+                        now_ms(),
+                        &ctx.trace,
+                    );
+            }
             if matches!(e, PollError::OffsetOutOfRange { .. }) {
                 let _ = tokio::time::timeout(
                     request_timeout * 2,
