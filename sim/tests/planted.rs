@@ -51,6 +51,24 @@ fn caught(name: &str, seed: u64, bug: Bug, kind: &str) {
         let clean = scope.spawn(|| run(&scenario, &file, seed, RunOptions::default()));
         (planted.join().unwrap(), clean.join().unwrap())
     });
+    // The simulation suite's determinism switch: a planted run replays exactly too.
+    if std::env::var_os("MADSIM_TEST_CHECK_DETERMINISM").is_some() {
+        let again = run(
+            &scenario,
+            &file,
+            seed,
+            RunOptions {
+                progress: false,
+                plant: Some(bug),
+            },
+        );
+        assert_eq!(
+            again.trace_hash,
+            planted.trace_hash,
+            "{} planted in {name} seed {seed} is not deterministic",
+            bug.name()
+        );
+    }
     let found = violations(&planted);
     assert_eq!(
         planted.verdict,
