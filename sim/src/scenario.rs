@@ -245,6 +245,12 @@ pub struct ProducerSpec {
     /// `transaction.timeout.ms`.
     #[serde(default = "default_transaction_timeout_ms")]
     pub transaction_timeout_ms: u64,
+    /// Consume-transform-produce that sends each poll's outputs before its next poll, so a
+    /// transaction's reads and writes interleave. Two loops reading each other's outputs can
+    /// then form a cycle of reads (G1c) if a read_committed read ever returns an open
+    /// transaction's write: with every input read before the first send, no cycle can form.
+    #[serde(default)]
+    pub interleave: bool,
 }
 
 impl ProducerSpec {
@@ -784,6 +790,12 @@ impl Scenario {
                     p.topic
                 )));
             }
+            if p.interleave && p.input.is_none() {
+                return Err(whole(format!(
+                    "producer of {:?}: interleave needs an input topic",
+                    p.topic
+                )));
+            }
             if let Some(input) = p.input.as_deref().filter(|t| !topic_known(t)) {
                 return Err(whole(format!(
                     "producer of {:?}: input topic {input:?} is not in [[topics]]",
@@ -1134,6 +1146,15 @@ rate = 10
         )
         .unwrap_err();
         assert!(e.message.contains("input topic \"nope\""), "{e}");
+        let interleaved = Scenario::parse(&format!("{txn}interleave = true\n"), "x.toml", "x");
+        assert!(interleaved.unwrap().workload.producers[1].interleave);
+        let e = Scenario::parse(
+            &format!("{txn}interleave = true\n").replace("input = \"in\"\n", ""),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("interleave needs an input topic"), "{e}");
         let e = Scenario::parse(
             &txn.replace("abort-rate = 0.25", "abort-rate = 2"),
             "bad.toml",

@@ -27,13 +27,13 @@ use std::time::Duration;
 
 use client::{
     Admin, Client, Consumer, ConsumerConfig, OffsetReset, ProducerConfig, ProducerRecord, SeekTo,
-    SendOutcome, TransactionError, TransactionOutcome, TransactionalProducer,
+    TransactionError, TransactionOutcome, TransactionalProducer,
 };
 use madsim::rand::Rng;
 
 use crate::history::{OpKind, Outcome, Process, TxnId, TxnResult};
 use crate::random::Stream;
-use crate::runner::{connect, poll_once_for, to_outcome, Ctx};
+use crate::runner::{connect, poll_once_for, record_delivery, Ctx};
 use crate::scenario::ProducerSpec;
 use crate::trace::now_ms;
 
@@ -165,13 +165,35 @@ async fn run(
         // The output partitions of this transaction's records, one per input record.
         let mut records: Vec<i32> = Vec::new();
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut fenced = None;
         match &mut inputs {
             Some(inputs) => {
                 let want = spec.records_per_transaction as usize;
-                for (partition, offset) in inputs.read(ctx, who, txn, want).await {
-                    let out = rng.gen_range(0..place.partitions);
-                    records.push(out);
-                    next_offsets.insert((inputs.topic.clone(), partition), offset + 1);
+                let mut taken = 0;
+                for p in inputs.turn() {
+                    if taken >= want {
+                        break;
+                    }
+                    let polled = inputs.poll(ctx, who, txn, p).await;
+                    taken += polled.len();
+                    for offset in polled {
+                        records.push(rng.gen_range(0..place.partitions));
+                        next_offsets.insert((inputs.topic.clone(), p), offset + 1);
+                    }
+                    if spec.interleave {
+                        // This poll's outputs go out before the next poll.
+                        for partition in std::mem::take(&mut records) {
+                            if let Err(e) =
+                                send(ctx, who, process, spec, &mut producer, txn, partition).await
+                            {
+                                fenced = Some(e);
+                                break;
+                            }
+                        }
+                        if fenced.is_some() {
+                            break;
+                        }
+                    }
                 }
             }
             None => {
@@ -180,11 +202,12 @@ async fn run(
                 }
             }
         }
-        let mut fenced = None;
         for partition in records {
+            if fenced.is_some() {
+                break;
+            }
             if let Err(e) = send(ctx, who, process, spec, &mut producer, txn, partition).await {
                 fenced = Some(e);
-                break;
             }
         }
         if let (Some(inputs), None) = (&inputs, &fenced) {
@@ -321,23 +344,7 @@ async fn send(
     let (ctx, who, topic) = (ctx.clone(), who.to_string(), spec.topic.clone());
     tokio::spawn(async move {
         let outcome = delivery.await;
-        let recorded = to_outcome(&outcome);
-        if let SendOutcome::Acknowledged {
-            partition: p,
-            offset,
-        } = outcome
-        {
-            ctx.invariants
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .claim(&topic, p, offset, value, "acknowledged");
-        }
-        ctx.trace.event(
-            &who,
-            format!("complete #{id} txn {txn} value={value} {recorded:?}"),
-        );
-        ctx.recorder.complete(id, recorded, None, now_ms());
-        ctx.inflight.fetch_sub(1, Ordering::SeqCst);
+        record_delivery(&ctx, &who, id, (&topic, value, Some(txn)), &outcome);
     });
     Ok(())
 }
@@ -465,46 +472,42 @@ impl Inputs {
         }
     }
 
-    /// Polls each owned partition once (recorded as inputs of `txn`), up to `want` records;
-    /// returns (partition, offset) of each record taken, and leaves every position just past
-    /// what it took.
-    async fn read(&mut self, ctx: &Ctx, who: &str, txn: TxnId, want: usize) -> Vec<(i32, i64)> {
-        let mut taken = Vec::new();
-        // Start after the partition the last transaction started with, so none starves.
+    /// The owned partitions in the order this transaction polls them: each transaction starts
+    /// after the partition the last one started with, so none starves.
+    fn turn(&mut self) -> Vec<i32> {
         let count = self.consumers.len().max(1);
         self.turn = (self.turn + 1) % count;
-        let (before, after): (Vec<_>, Vec<_>) = self
+        let owned: Vec<i32> = self.consumers.keys().copied().collect();
+        owned[self.turn.min(owned.len())..]
+            .iter()
+            .chain(&owned[..self.turn.min(owned.len())])
+            .copied()
+            .collect()
+    }
+
+    /// Polls owned partition `p` once (recorded as an input of `txn`); returns the offsets of
+    /// the records it took (every record the poll returned: all of them are transformed) and
+    /// leaves the position just past them.
+    async fn poll(&mut self, ctx: &Ctx, who: &str, txn: TxnId, p: i32) -> Vec<i64> {
+        let consumer = self
             .consumers
-            .iter_mut()
-            .enumerate()
-            .partition(|(i, _)| *i < self.turn);
-        for (_, (&p, consumer)) in after.into_iter().chain(before) {
-            if taken.len() >= want {
-                break;
-            }
-            let Some(from) = consumer.position(&self.topic, p) else {
-                continue;
-            };
-            let Some(records) = poll_once_for(
-                ctx,
-                who,
-                self.walk,
-                consumer,
-                (&self.topic, p),
-                from,
-                REQUEST_TIMEOUT,
-                (Some(&self.group), Some(txn)),
-            )
-            .await
-            else {
-                continue;
-            };
-            // Every record the poll returned is an input of this transaction (the history
-            // says so); all of them are transformed.
-            for (offset, _) in records {
-                taken.push((p, offset));
-            }
-        }
-        taken
+            .get_mut(&p)
+            .expect("a consumer per owned partition");
+        let Some(from) = consumer.position(&self.topic, p) else {
+            return Vec::new();
+        };
+        poll_once_for(
+            ctx,
+            who,
+            self.walk,
+            consumer,
+            (&self.topic, p),
+            from,
+            REQUEST_TIMEOUT,
+            (Some(&self.group), Some(txn)),
+        )
+        .await
+        .map(|records| records.into_iter().map(|(offset, _)| offset).collect())
+        .unwrap_or_default()
     }
 }

@@ -480,6 +480,28 @@ fn read_committed_stepping_batch_by_batch_never_crosses_the_lso() {
     passes("txn-lso-boundary-batch-by-batch", 1..3);
 }
 
+/// Two consume-transform-produce loops read each other's outputs, each transaction's polls
+/// and sends interleaved. With read_committed Fetch planted to read (and report its LSO) up to
+/// the high watermark, seeds 1 and 2 fail with circular_information_flow (G1c: 6 and 3
+/// cycles of two committed transactions each reading the other's write), beside
+/// intermediate_read and aborted_read.
+#[test]
+fn two_loops_reading_each_others_outputs_never_form_a_cycle_of_committed_reads() {
+    passes("txn-cycle-two-loops", 1..3);
+}
+
+/// On the lazy policy the coordinator of out-txn-1-0 loses power again and again, dropping an
+/// unsynced tail of `__transaction_state` each time; the replica elected next holds every
+/// PrepareCommit the coordinator acknowledged and completes it. With the new coordinator
+/// planted to write ABORT markers for a transaction it loads in PrepareCommit, seeds 1 and 2
+/// fail with skipped_offset (the read_committed reader passes over the records of a
+/// transaction whose commit was answered Committed); of seeds 1-6, 1, 2 and 5 catch it.
+#[test]
+fn a_coordinator_losing_its_unsynced_tail_fails_over_to_a_replica_holding_every_acknowledged_commit(
+) {
+    passes("txn-coordinator-failover-lazy-tail", 1..3);
+}
+
 /// Seeds 1-7 pass. Seed 3 found a replication bug (issue 11, `isr-holds-committed` on the
 /// idempotent input topic `in-0`/`in-3`): a replica fetch from the isolated epoch-1 leader
 /// came back after the follower had reconciled with the epoch-2 leader and was appended, so

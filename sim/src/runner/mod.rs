@@ -51,7 +51,7 @@ pub use plan::{FaultPlan, Planned};
 pub use report::{
     replay_command, Anomaly, Counts, HarnessAnomalyKind, Report, RunOptions, Verdict,
 };
-pub(crate) use workload::{connect, poll_once_for, record_value, to_outcome, Ctx};
+pub(crate) use workload::{connect, poll_once_for, record_delivery, record_value, Ctx};
 
 /// Runs `scenario` (loaded from `file`) with `seed` on a fresh simulator, on a fresh thread.
 ///

@@ -174,6 +174,37 @@ pub(crate) fn to_outcome(outcome: &SendOutcome) -> Outcome {
     }
 }
 
+/// Records how send `id` of `value` to `topic` (of transaction `txn`, if any) ended: an
+/// acknowledged offset is claimed for the value (two values at one offset are caught here), the
+/// trace and the history get the outcome, and the send is no longer in flight.
+pub(crate) fn record_delivery(
+    ctx: &Ctx,
+    who: &str,
+    id: usize,
+    (topic, value, txn): (&str, u64, Option<crate::history::TxnId>),
+    outcome: &SendOutcome,
+) {
+    let recorded = to_outcome(outcome);
+    if let SendOutcome::Acknowledged {
+        partition: p,
+        offset,
+    } = *outcome
+    {
+        ctx.invariants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .claim(topic, p, offset, value, "acknowledged");
+    }
+    // The wording of each kind of send is the trace's, unchanged (the trace hash is locked).
+    let line = match txn {
+        Some(txn) => format!("complete #{id} txn {txn} value={value} {recorded:?}"),
+        None => format!("complete #{id} {recorded:?}"),
+    };
+    ctx.trace.event(who, line);
+    ctx.recorder.complete(id, recorded, None, now_ms());
+    ctx.inflight.fetch_sub(1, Ordering::SeqCst);
+}
+
 /// A producer process: sends unique values at its rate until the fault window ends.
 pub(super) async fn producer(
     ctx: Ctx,
@@ -284,21 +315,7 @@ pub(super) async fn producer(
         let (ctx2, who2, topic) = (ctx.clone(), who.clone(), spec.topic.clone());
         tokio::spawn(async move {
             let outcome = delivery.await;
-            let recorded = to_outcome(&outcome);
-            if let SendOutcome::Acknowledged {
-                partition: p,
-                offset,
-            } = outcome
-            {
-                ctx2.invariants
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .claim(&topic, p, offset, value, "acknowledged");
-            }
-            ctx2.trace
-                .event(&who2, format!("complete #{id} {recorded:?}"));
-            ctx2.recorder.complete(id, recorded, None, now_ms());
-            ctx2.inflight.fetch_sub(1, Ordering::SeqCst);
+            record_delivery(&ctx2, &who2, id, (&topic, value, None), &outcome);
         });
         tokio::time::sleep(Duration::from_secs_f64(pause)).await;
     }
