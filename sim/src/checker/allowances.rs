@@ -21,9 +21,9 @@ pub struct Allowances {
     /// Producers without idempotence retry ambiguous attempts, so one value may land twice.
     pub duplicates_from_non_idempotent_retry: Option<Allowance>,
     /// Committed offsets expire (KIP-211, `offsets.retention.minutes`) this long after a group
-    /// empties: a committed-offset fetch that finds nothing is allowed when, at its invocation,
-    /// the group's last commit or poll had completed longer ago than this (and none was still
-    /// running). `None`: offsets never expire in this run.
+    /// empties: a committed-offset fetch that finds nothing is allowed when, before its
+    /// invocation and after the group's last acknowledged commit, the group had no commit or
+    /// poll running for longer than this. `None`: offsets never expire in this run.
     pub offsets_expire_after_ms: Option<u64>,
     /// `unclean.leader.election.enable`: an out-of-sync replica may be elected and the log
     /// truncated to it, dropping acknowledged sends of any acks level. Its `crashes_ms` are the
@@ -144,14 +144,20 @@ impl Allowances {
     }
 
     /// The cause under which a committed-offset fetch invoked at `fetch_ms` may find nothing,
-    /// when the group's last commit or poll completed at `idle_since_ms`; `None` when that is a
-    /// violation.
-    pub(crate) fn offsets_expired(&self, idle_since_ms: u64, fetch_ms: u64) -> Option<String> {
+    /// when the group had no commit or poll running from `idle_from_ms` to `idle_to_ms` (after
+    /// its last acknowledged commit); `None` when that is a violation.
+    pub(crate) fn offsets_expired(
+        &self,
+        idle_from_ms: u64,
+        idle_to_ms: u64,
+        fetch_ms: u64,
+    ) -> Option<String> {
         let expire_after = self.offsets_expire_after_ms?;
-        (fetch_ms > idle_since_ms.saturating_add(expire_after)).then(|| {
+        (idle_to_ms > idle_from_ms.saturating_add(expire_after)).then(|| {
             format!(
-                "offsets expired (offsets.retention.minutes) after the group emptied (idle since \
-                 {idle_since_ms} ms, fetched at {fetch_ms} ms, expiry after {expire_after} ms)"
+                "offsets expired (offsets.retention.minutes) after the group emptied (idle from \
+                 {idle_from_ms} to {idle_to_ms} ms, fetched at {fetch_ms} ms, expiry after \
+                 {expire_after} ms)"
             )
         })
     }

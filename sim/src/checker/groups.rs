@@ -118,19 +118,51 @@ impl<'a> Groups<'a> {
         groups
     }
 
-    /// When `group` became idle before `fetch_ms`: the completion of its last commit or poll
-    /// invoked before then. `None` when one of them never completed or completed later (the
-    /// group was still active), or when it had none.
-    fn idle_since_ms(&self, group: &str, fetch_ms: u64) -> Option<u64> {
-        let mut idle_since = None;
-        for op in self.activity.get(group).into_iter().flatten() {
-            if op.invoke_ms >= fetch_ms {
-                continue;
+    /// The longest stretch before `fetch_ms` in which `group` had no commit or poll running,
+    /// after its last acknowledged commit that completed before `fetch_ms` (a later commit
+    /// would have stored an offset again): `(from, to)`, the completion of the op before the
+    /// stretch and the invocation of the op after it (or `fetch_ms`). An op that never
+    /// completed runs for ever. Expiry (KIP-211) counts the retention from the moment the group
+    /// empties, and a group with nothing running for that long may have been empty that long;
+    /// the offsets stay gone once expired, until a commit stores one again.
+    fn longest_idle_ms(&self, group: &str, fetch_ms: u64) -> Option<(u64, u64)> {
+        let mut ops: Vec<&Op> = self
+            .activity
+            .get(group)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|op| op.invoke_ms < fetch_ms)
+            .collect();
+        ops.sort_by_key(|op| op.invoke_ms);
+        let last_commit_ms = ops
+            .iter()
+            .filter(|op| {
+                matches!(op.kind, OpKind::Commit { .. }) && matches!(op.outcome, Outcome::Ok { .. })
+            })
+            .filter_map(|op| op.complete_ms.filter(|&done| done < fetch_ms))
+            .max();
+        let mut busy_until: Option<u64> = None;
+        let mut longest: Option<(u64, u64)> = None;
+        let mut consider = |from: u64, to: u64| {
+            if last_commit_ms.is_none_or(|c| from >= c)
+                && to > from
+                && longest.is_none_or(|(f, t)| to - from > t - f)
+            {
+                longest = Some((from, to));
             }
-            let done = op.complete_ms.filter(|&done| done < fetch_ms)?;
-            idle_since = idle_since.max(Some(done));
+        };
+        for op in ops {
+            if let Some(from) = busy_until.filter(|&b| b < op.invoke_ms) {
+                consider(from, op.invoke_ms);
+            }
+            let done = op.complete_ms.unwrap_or(u64::MAX);
+            busy_until = Some(busy_until.map_or(done, |b| b.max(done)));
         }
-        idle_since
+        if let Some(from) = busy_until.filter(|&b| b < fetch_ms) {
+            consider(from, fetch_ms);
+        }
+        longest
     }
 }
 
@@ -206,8 +238,8 @@ fn regression(
     let status = match fetch.offset {
         None => Status::from_cause(
             groups
-                .idle_since_ms(group, fetch.op.invoke_ms)
-                .and_then(|idle| allowances.offsets_expired(idle, fetch.op.invoke_ms)),
+                .longest_idle_ms(group, fetch.op.invoke_ms)
+                .and_then(|(from, to)| allowances.offsets_expired(from, to, fetch.op.invoke_ms)),
         ),
         Some(_) => Status::Violation,
     };

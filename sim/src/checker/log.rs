@@ -137,22 +137,21 @@ pub(crate) fn inconsistent_offsets(
                 continue;
             }
             // With replicas, an allowed loss frees its offset for the next leader's append:
-            // allowed when the final read shows the survivor and every other value's loss is
-            // allowed.
+            // allowed when every value but the one the final read holds *at this offset* lost
+            // its copy here to an allowed loss. A value a non-idempotent retry wrote twice may
+            // survive at its other offset and still have lost this copy.
             let status = match (&allowances.offset_reuse_after_loss, &part.final_read) {
                 (Some(reuse), Some(final_read)) => {
+                    let survives = |v: u64| final_read.records.contains(&(offset, v));
                     let causes: Option<Vec<String>> = values
                         .keys()
-                        .filter(|v| !final_read.values.contains(v))
+                        .filter(|&&v| !survives(v))
                         .map(|&v| {
                             let send = model.writer_in(tp, v)?;
                             allowances.loss(send, model.appended_by_ms(send))
                         })
                         .collect();
-                    let survivors = values
-                        .keys()
-                        .filter(|v| final_read.values.contains(v))
-                        .count();
+                    let survivors = values.keys().filter(|&&v| survives(v)).count();
                     match causes {
                         Some(causes) if survivors <= 1 => Status::Allowed {
                             cause: format!("{reuse}: {}", causes.join("; ")),

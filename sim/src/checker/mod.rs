@@ -70,9 +70,12 @@
 //!   when the `m` commit was invoked) and before the fetch answered (it was invoked by then):
 //!   commits are last-writer-wins, and Kafka lets a member commit a lower offset. One per fetch,
 //!   naming the highest `m` commit not so excused. Always a violation, except that a fetch
-//!   finding nothing is allowed by `offsets_expire_after_ms` when it was invoked more than that
-//!   long after the group's last commit or poll completed (and none of them was still running):
-//!   the offsets expired after the group emptied.
+//!   finding nothing is allowed by `offsets_expire_after_ms` when, before it was invoked and
+//!   after the group's last acknowledged commit completed, the group had no commit or poll
+//!   running for more than that long (from one op's completion to the next one's invocation, or
+//!   the fetch's): the offsets expired after the group emptied, and stay gone until a commit
+//!   stores one again (a member that comes back after the group was empty that long finds
+//!   nothing, as in Kafka).
 //! - **skipped_by_group** — in a partition with a final read, a value the final read found at
 //!   an offset below the group's final committed offset that no poll of the group (any member,
 //!   any assignment) ever returned: the group committed past a record it never processed. The

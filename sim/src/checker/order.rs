@@ -102,10 +102,12 @@ pub(crate) fn real_time_order<'m>(
             };
             // With replicas, the earlier send may have been lost (allowed) and its offset
             // assigned again by the next leader: then the order is not broken, the log moved on.
+            // Its acknowledged copy is what counts: a non-idempotent retry may have written the
+            // value again at another offset that survived.
             let lost = part
                 .final_read
                 .as_ref()
-                .is_some_and(|f| !f.values.contains(&a.value));
+                .is_some_and(|f| !f.records.contains(&(a_offset, a.value)));
             let status = match &allowances.offset_reuse_after_loss {
                 Some(reuse) if lost => {
                     allowances

@@ -388,6 +388,93 @@ fn an_offset_reused_after_an_allowed_power_loss_is_still_a_violation() {
     assert!(!report.passed());
 }
 
+/// The allowances of a replicated topic under the durable policy with unclean elections and
+/// non-idempotent retrying producers, the new leader elected at `election_ms`.
+fn unclean_non_idempotent(election_ms: u64) -> Allowances {
+    Allowances {
+        unclean_election_loss: Some(LossAllowance {
+            cause: "unclean.leader.election.enable=true".into(),
+            crashes_ms: vec![election_ms],
+            unsynced_window_ms: None,
+        }),
+        reads_survive: Some("replicated".into()),
+        offset_reuse_after_loss: Some("offset freed by a lost write".into()),
+        ..non_idempotent()
+    }
+}
+
+/// Value 11's first attempt landed at offset 1 on the old leader (a consumer read it there)
+/// and its response was lost; the old leader died and an out-of-sync replica, which had only
+/// offset 0, was elected. The new leader gave offset 1 to value 12 and the retry of 11 landed
+/// at offset 2. The bug (issue 11): offset 1 holding 11 and 12, both in the final read (11 at
+/// offset 2), was taken for two survivors at one offset: a violation.
+fn offset_reused_then_retry_landed_after(allowances: &Allowances) -> Report {
+    let survived = [(0, 10), (1, 12), (2, 11)];
+    Builder::default()
+        .send(10, (0, 5), ok(0))
+        .send(11, (10, 80), ok(2))
+        .poll(7, 0, &[(0, 10), (1, 11)], 30)
+        .send(12, (60, 70), ok(1))
+        .final_read(&survived, 100)
+        .check(allowances)
+}
+
+#[test]
+fn an_offset_reused_after_an_unclean_loss_whose_lost_value_a_retry_wrote_again_is_allowed() {
+    let report = offset_reused_then_retry_landed_after(&unclean_non_idempotent(50));
+    let a = only(&report, AnomalyKind::InconsistentOffset);
+    assert_eq!(
+        (a.offsets.as_slice(), a.values.as_slice()),
+        (&[1][..], &[11, 12][..])
+    );
+    assert!(cause(a).contains("leader change at 50 ms"), "{a}");
+    assert!(cause(only(&report, AnomalyKind::Duplicate)).contains("not idempotent"));
+    assert!(report.passed(), "{report}");
+}
+
+#[test]
+fn an_offset_holding_a_value_whose_loss_is_not_allowed_is_a_violation_though_it_survives_elsewhere()
+{
+    // The election came before value 11 was sent: its copy at offset 1 could not be lost to it.
+    let report = offset_reused_then_retry_landed_after(&unclean_non_idempotent(5));
+    assert!(only(&report, AnomalyKind::InconsistentOffset).is_violation());
+    // Two values the final read holds at one offset are never an allowed reuse.
+    let report = Builder::default()
+        .send(10, (0, 5), ok(0))
+        .send(11, (10, 20), ok(1))
+        .send(12, (30, 40), ok(1))
+        .final_read(&[(0, 10), (1, 11), (1, 12)], 100)
+        .check(&unclean_non_idempotent(50));
+    assert!(only(&report, AnomalyKind::InconsistentOffset).is_violation());
+}
+
+/// Value 11's first attempt landed at offset 1 and its retry at 3 (acknowledged there); the
+/// unclean election kept offsets 0 and 1 only, and the new leader acknowledged 12 at offset 2.
+/// 11's acknowledged copy is lost though the value survives at 1: the order went back because
+/// the log moved on, which is allowed where that loss is.
+fn order_after_a_retried_value_lost_its_acknowledged_copy(allowances: &Allowances) -> Report {
+    Builder::default()
+        .send(10, (0, 5), ok(0))
+        .send(11, (10, 40), ok(3))
+        .send(13, (15, 20), ok(2))
+        .send(12, (60, 70), ok(2))
+        .final_read(&[(0, 10), (1, 11), (2, 12)], 100)
+        .check(allowances)
+}
+
+#[test]
+fn a_send_acknowledged_below_a_retried_value_whose_acknowledged_copy_was_lost_is_allowed() {
+    let report =
+        order_after_a_retried_value_lost_its_acknowledged_copy(&unclean_non_idempotent(50));
+    assert!(
+        cause(only(&report, AnomalyKind::ProducerOrderViolation)).contains("value 11 was lost"),
+        "{report}"
+    );
+    assert!(report.passed(), "{report}");
+    let report = order_after_a_retried_value_lost_its_acknowledged_copy(&unclean_non_idempotent(5));
+    assert!(only(&report, AnomalyKind::ProducerOrderViolation).is_violation());
+}
+
 // ---- Duplicates ----
 
 #[test]

@@ -193,7 +193,7 @@ fn finding_nothing_committed_long_after_the_group_went_idle_is_allowed_as_expire
     let a = only(&report, AnomalyKind::CommittedOffsetRegression);
     assert!(
         cause(a).starts_with(
-            "offsets expired (offsets.retention.minutes) after the group emptied (idle since 7 ms"
+            "offsets expired (offsets.retention.minutes) after the group emptied (idle from 7 to 2000 ms"
         ),
         "{a}"
     );
@@ -226,6 +226,58 @@ fn finding_nothing_committed_shortly_after_an_acknowledged_commit_is_a_regressio
         AnomalyKind::CommittedOffsetRegression
     )
     .is_violation());
+}
+
+/// A member cut off from the coordinator for longer than the retention: its session ends, the
+/// group empties and its offsets expire; when it comes back, the poll that rejoins the group is
+/// still running when it fetches the committed offsets, and finds nothing.
+fn member_back_after_an_idle_stretch(idle_until: u64, commit_after: bool) -> Report {
+    let mut b = Builder::default();
+    b.send(10, (0, 1), ok(0))
+        .member_poll(GROUP, 100, 0, &[(0, 10)], 2)
+        .acked_commit(100, 1, (3, 5))
+        .member_poll(GROUP, 100, 1, &[], 6);
+    if commit_after {
+        // Another member committed again before the fetch: the offset is stored anew.
+        b.acked_commit(101, 1, (idle_until - 50, idle_until - 40));
+    }
+    let rejoin = OpKind::Poll {
+        consumer: 102,
+        topic: "t".into(),
+        partition: 0,
+        from_offset: 0,
+        records: vec![(0, 10)],
+        group: Some(GROUP.into()),
+        isolation: IsolationLevel::ReadUncommitted,
+        txn: None,
+        bounds: None,
+    };
+    b.op(
+        rejoin,
+        idle_until,
+        Some(idle_until + 20),
+        Outcome::Ok { offset: None },
+    )
+    .fetch(102, None, idle_until + 10)
+    .check(&expire_after(1_000))
+}
+
+#[test]
+fn a_member_back_after_the_group_was_idle_longer_than_the_retention_may_find_its_offsets_expired() {
+    let report = member_back_after_an_idle_stretch(2_000, false);
+    let a = only(&report, AnomalyKind::CommittedOffsetRegression);
+    assert!(
+        cause(a).contains("idle from 7 to 2000 ms, fetched at 2010 ms"),
+        "{a}"
+    );
+    assert!(report.passed(), "{report}");
+    // Idle for less than the retention: the offsets cannot have expired.
+    let report = member_back_after_an_idle_stretch(900, false);
+    assert!(only(&report, AnomalyKind::CommittedOffsetRegression).is_violation());
+    // A commit acknowledged after the idle stretch stored an offset again: finding nothing
+    // after it is a regression, however long the group was idle before.
+    let report = member_back_after_an_idle_stretch(2_000, true);
+    assert!(only(&report, AnomalyKind::CommittedOffsetRegression).is_violation());
 }
 
 #[test]
