@@ -220,6 +220,14 @@ fn a_power_loss_of_every_replica_under_the_durable_policy_loses_nothing_acknowle
     passes("replication-power-loss-durable", 1..3);
 }
 
+/// A follower far behind appends several fetches before it syncs (replica::fetcher's sync
+/// rule); every replica loses power in the middle of its catch-up. Planted: a follower that
+/// never syncs before a fetch, and one whose high watermark is not capped by its durable end.
+#[test]
+fn a_power_loss_during_a_follower_s_catch_up_loses_nothing_acknowledged() {
+    passes("replication-catch-up-power-loss", 1..3);
+}
+
 #[test]
 fn a_power_loss_of_every_replica_under_the_lazy_policy_loses_only_the_unsynced_window() {
     passes("replication-power-loss-lazy", 1..3);
