@@ -897,6 +897,19 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_behind_the_leaders_high_watermark_asks_for_its_share_of_the_response() {
+        let sizes = FetchSizes::default();
+        assert_eq!(sizes.partition_max_bytes(false, 1), 1 << 20);
+        assert_eq!(sizes.partition_max_bytes(true, 1), 10 << 20);
+        assert_eq!(sizes.partition_max_bytes(true, 4), (10 << 20) / 4);
+        assert_eq!(
+            sizes.partition_max_bytes(true, 100),
+            1 << 20,
+            "never less than replica.fetch.max.bytes"
+        );
+    }
+
+    #[test]
     fn a_batch_straddling_the_log_end_means_the_logs_diverged() {
         let all = batches(&[(0, 2), (2, 3)]);
         assert_eq!(records_to_append(&all, 3), Err(2));
