@@ -2,10 +2,13 @@
 """Replication benchmarks on three `faultline broker` processes on loopback (issue 11).
 
     scripts/bench_replication.py [--bin target/release/faultline] [--seconds 5] [--rounds 2]
-                                 [--failovers 5] [--dir /tmp/faultline-bench-replication]
+                                 [--failovers 5] [--catch-ups 1] [--shutdowns 5]
+                                 [--mode all|throughput|catch-up|failover|shutdown]
+                                 [--dir /tmp/faultline-bench-replication]
 
 Build the broker first: `cargo build --release -p faultline-cli --bin faultline`. The machine is
-shared: say so in NOTICE.md before a run. Three measurements, on one cluster (node i on its own
+shared: say so in NOTICE.md before a run. Four measurements (`--mode all` runs the first three;
+`--mode NAME` runs one), on one cluster (node i on its own
 client and quorum ports, data in DIR/node-i, log in DIR/node-i.log), default broker settings
 (durable flush policy, broker.session.timeout.ms 9 s, heartbeat 2 s):
 
@@ -17,7 +20,9 @@ client and quorum ports, data in DIR/node-i, log in DIR/node-i.log), default bro
 2. Follower catch-up: a follower of an RF 3 topic is killed with SIGKILL, --seconds of acks=1
    produce go to the leader, the follower is started again; the rate is the bytes its log
    gained over the time from its first fetched byte to holding the leader's whole log (its
-   segment files' sizes, read every 10 ms), and the time from its restart to caught up.
+   segment files' sizes, read every 10 ms), the time from its restart to caught up, and from its
+   restart to its return to the ISR (which under the durable policy also waits for its sync).
+   --catch-ups repeats it (each on a fresh topic).
 3. Failover: an acks=all producer (kafka-python, `pip install "kafka-python<3"`, one record at a
    time, retries until delivery.timeout.ms, metadata refreshed on errors) writes an RF 3
    topic (min.insync.replicas 2); the partition's leader is killed with SIGKILL; the time is
@@ -25,6 +30,14 @@ client and quorum ports, data in DIR/node-i, log in DIR/node-i.log), default bro
    gave (so it includes the client's own error handling: its retry backoff is 20 ms, its
    reconnect backoff at most 200 ms). The killed node is started again and the ISR refills
    before the next of --failovers runs. Kafka's bound: broker.session.timeout.ms + 1 s.
+4. Controlled shutdown (`--mode shutdown`, kafka-python): an idempotent acks=all producer (one
+   record at a time) and a consumer run against an RF 3 topic (min.insync.replicas 2); the
+   partition's leader gets SIGTERM (controlled shutdown: the controller moves its leaderships
+   away before it exits); the measure is the longest gap between two consecutive
+   acknowledgements, and between two consecutive consumed records, from 2 s before the signal
+   to 3 s after the process exited. The node is started again and the ISR refills before the
+   next of --shutdowns runs (each on a fresh topic; with --shutdown-controller-leads, one the
+   active controller leads). Issue 11's target: no gap over 1 s.
 
 Prints each run as it ends, then a summary table (markdown).
 """
@@ -123,7 +136,7 @@ class Cluster:
     def live(self):
         return [i for i in self.ids if self.procs[i].poll() is None]
 
-    def await_isr(self, topic, size, bound=120):
+    def await_isr(self, topic, size, bound=120, poll=0.1):
         """Waits until every live node shows partition 0 led with an ISR of `size`; its leader."""
         deadline = time.monotonic() + bound
         while time.monotonic() < deadline:
@@ -133,7 +146,7 @@ class Cluster:
                     and all(len(p["isr"]) == size for p in parts)
                     and len({p["leader"] for p in parts}) == 1):
                 return parts[0]["leader"]
-            time.sleep(0.1)
+            time.sleep(poll)
         sys.exit(f"{topic}: no ISR of {size}: {views}")
 
     def create(self, topic, rf, configs=()):
@@ -191,8 +204,8 @@ def throughput(cluster, seconds, rounds):
     return results
 
 
-def catch_up(cluster, seconds):
-    topic = "catch-up"
+def catch_up(cluster, seconds, run=0):
+    topic = f"catch-up-{run}"
     leader = cluster.create(topic, 3)
     # Not the active controller: its death would stall CreateTopics (which the bench sends)
     # until a new one is elected, which is not what this measures.
@@ -217,7 +230,8 @@ def catch_up(cluster, seconds):
             sys.exit(f"follower {follower} holds {held} of {target} bytes after 300 s")
         time.sleep(0.01)
     done = time.monotonic()
-    cluster.await_isr(topic, 3)
+    cluster.await_isr(topic, 3, poll=0.02)
+    in_isr = time.monotonic()
     replayed = target - before
     result = {
         "follower": follower,
@@ -225,10 +239,12 @@ def catch_up(cluster, seconds):
         "mb_per_s": replayed / 1e6 / max(done - first, 1e-3),
         "restart_to_caught_up_s": done - started,
         "first_byte_after_restart_s": first - started,
+        "restart_to_isr_s": in_isr - started,
     }
     print(f"catch-up: node {follower} replayed {replayed / 1e6:.0f} MB at "
           f"{result['mb_per_s']:.0f} MB/s ({done - first:.2f} s from its first fetched byte; "
-          f"{result['restart_to_caught_up_s']:.2f} s from its restart)", flush=True)
+          f"{result['restart_to_caught_up_s']:.2f} s from its restart; back in the ISR "
+          f"{result['restart_to_isr_s']:.2f} s after its restart)", flush=True)
     cluster.delete(topic)
     return result
 
@@ -295,41 +311,182 @@ def failovers(cluster, runs):
             "max_ms": round(max(times) * 1000)}
 
 
+def longest_gap(times, start, end):
+    """The longest interval between consecutive events of `times` (monotonic) that overlaps
+    [start, end]: from the last event before `start` to the first after `end` (or `end` itself,
+    if none came: that silence counts too). Returns the gap and when it began."""
+    times = sorted(times)
+    before = [t for t in times if t < start][-1:] or [start]
+    after = [t for t in times if t > end][:1] or [end]
+    points = before + [t for t in times if start <= t <= end] + after
+    return max((b - a, a) for a, b in zip(points, points[1:]))
+
+
+def shutdowns(cluster, runs, controller_leads=False):
+    try:
+        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    except ImportError:
+        print("shutdown: skipped, kafka-python is not installed "
+              "(pip install \"kafka-python<3\")", flush=True)
+        return None
+    results, errors = [], []
+    for run in range(runs):
+        # With --shutdown-controller-leads, a fresh topic per run until the active controller
+        # leads it: the node shut down is then both (the harder case: the controller moves too).
+        for attempt in range(12):
+            topic = f"controlled-shutdown-{run}-{attempt}"
+            leader = cluster.create(topic, 3, ["min.insync.replicas=2"])
+            controller = json.loads(cluster.cli("cluster", "describe", "--json",
+                                                via=cluster.addr(leader)).stdout)
+            controller = controller["active_controller"]
+            if not controller_leads or leader == controller:
+                break
+        results.append(shutdown_once(cluster, topic, leader, controller, errors, run,
+                                     KafkaConsumer, KafkaProducer, TopicPartition))
+    ack_gaps = [r["ack_gap_ms"] for r in results]
+    read_gaps = [r["read_gap_ms"] for r in results]
+    return {"runs": results, "errors": errors,
+            "ack_gap_p50_ms": statistics.median(ack_gaps), "ack_gap_max_ms": max(ack_gaps),
+            "read_gap_p50_ms": statistics.median(read_gaps), "read_gap_max_ms": max(read_gaps)}
+
+
+def shutdown_once(cluster, topic, leader, controller, errors, run,
+                  KafkaConsumer, KafkaProducer, TopicPartition):
+    producer = KafkaProducer(
+        bootstrap_servers=cluster.bootstrap().split(","), acks="all", enable_idempotence=True,
+        retries=2**31 - 1, delivery_timeout_ms=120000, request_timeout_ms=30000,
+        retry_backoff_ms=20, reconnect_backoff_ms=20, reconnect_backoff_max_ms=200,
+        metadata_max_age_ms=30000, linger_ms=0, max_in_flight_requests_per_connection=1)
+    consumer = KafkaConsumer(
+        bootstrap_servers=cluster.bootstrap().split(","), group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", fetch_max_wait_ms=100, retry_backoff_ms=20,
+        reconnect_backoff_ms=20, reconnect_backoff_max_ms=200, metadata_max_age_ms=30000,
+        request_timeout_ms=30000)
+    consumer.assign([TopicPartition(topic, 0)])
+    acks, consumed = [], []
+    stop = threading.Event()
+
+    def produce():
+        n = 0
+        while not stop.is_set():
+            try:
+                producer.send(topic, str(n).encode(), partition=0).get(timeout=130)
+                acks.append(time.monotonic())
+            except Exception as e:  # noqa: BLE001 - reported, the bench carries on
+                errors.append(f"produce {type(e).__name__}: {e}")
+            n += 1
+
+    def consume():
+        while not stop.is_set():
+            try:
+                batch = consumer.poll(timeout_ms=100)
+            except Exception as e:  # noqa: BLE001 - reported, the bench carries on
+                errors.append(f"consume {type(e).__name__}: {e}")
+                continue
+            now = time.monotonic()
+            for records in batch.values():
+                consumed.extend([now] * len(records))
+
+    threads = [threading.Thread(target=produce), threading.Thread(target=consume)]
+    for t in threads:
+        t.start()
+    try:
+        while len(acks) < 200 or len(consumed) < 200:
+            time.sleep(0.01)
+        time.sleep(2)
+        signalled = time.monotonic()
+        cluster.procs[leader].send_signal(signal.SIGTERM)
+        cluster.procs[leader].wait(timeout=60)
+        exited = time.monotonic()
+        time.sleep(3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        producer.close(timeout=10)
+        consumer.close()
+    start, end = signalled - 2, exited + 3
+    ack_gap, ack_at = longest_gap(list(acks), start, end)
+    read_gap, read_at = longest_gap(list(consumed), start, end)
+    result = {"leader": leader, "was_controller": leader == controller,
+              "exit_ms": round((exited - signalled) * 1000),
+              "ack_gap_ms": round(ack_gap * 1000),
+              "ack_gap_from_signal_ms": round((ack_at - signalled) * 1000),
+              "read_gap_ms": round(read_gap * 1000),
+              "read_gap_from_signal_ms": round((read_at - signalled) * 1000)}
+    print(f"shutdown {run + 1}: leader {leader}"
+          f"{' (the active controller)' if result['was_controller'] else ''} exited "
+          f"{result['exit_ms']} ms after SIGTERM; longest gap between acknowledgements "
+          f"{result['ack_gap_ms']} ms (began {result['ack_gap_from_signal_ms']} ms after "
+          f"the signal), between consumed records {result['read_gap_ms']} ms (began "
+          f"{result['read_gap_from_signal_ms']} ms after)", flush=True)
+    cluster.start(leader)
+    cluster.await_formed()
+    cluster.await_isr(topic, 3)
+    return result
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/faultline"))
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--failovers", type=int, default=5)
+    ap.add_argument("--catch-ups", type=int, default=1)
+    ap.add_argument("--shutdowns", type=int, default=5)
+    ap.add_argument("--shutdown-controller-leads", action="store_true",
+                    help="shut down a leader that is also the active controller")
+    ap.add_argument("--mode", default="all",
+                    choices=["all", "throughput", "catch-up", "failover", "shutdown"])
     ap.add_argument("--dir", default="/tmp/faultline-bench-replication")
     args = ap.parse_args()
     shutil.rmtree(args.dir, ignore_errors=True)
     os.makedirs(args.dir)
     cluster = Cluster(args.bin, args.dir)
+    produced = caught = failed_over = shut = None
+    mode = args.mode
     try:
-        produced = throughput(cluster, args.seconds, args.rounds)
-        caught = catch_up(cluster, args.seconds)
-        failed_over = failovers(cluster, args.failovers)
+        if mode in ("all", "throughput"):
+            produced = throughput(cluster, args.seconds, args.rounds)
+        if mode in ("all", "catch-up"):
+            caught = [catch_up(cluster, args.seconds, r) for r in range(args.catch_ups)]
+        if mode in ("all", "failover"):
+            failed_over = failovers(cluster, args.failovers)
+        if mode == "shutdown":
+            shut = shutdowns(cluster, args.shutdowns, args.shutdown_controller_leads)
     finally:
         cluster.stop_all()
-    med = {c: statistics.median(b["msgs_per_s"] for b in runs) for c, runs in produced.items()}
-    p99 = {c: statistics.median(b["latency_us"]["p99"] for b in runs)
-           for c, runs in produced.items()}
     print()
-    print("| produce, 1 KiB records, 256 KiB batches | msg/s (median) | p99 latency | vs RF 1 |")
-    print("|---|---|---|---|")
-    for rf, acks in [(1, "1"), (1, "all"), (3, "1"), (3, "all")]:
-        ratio = med[(rf, acks)] / med[(1, acks)]
-        print(f"| RF {rf}, acks={acks} | {med[(rf, acks)]:,.0f} | "
-              f"{p99[(rf, acks)] / 1000:.1f} ms | {ratio:.2f} |")
-    print(f"\nfollower catch-up: {caught['mb_per_s']:.0f} MB/s "
-          f"({caught['replayed_bytes'] / 1e6:.0f} MB; {caught['restart_to_caught_up_s']:.2f} s "
-          f"from restart to caught up)")
+    if produced:
+        med = {c: statistics.median(b["msgs_per_s"] for b in runs)
+               for c, runs in produced.items()}
+        p99 = {c: statistics.median(b["latency_us"]["p99"] for b in runs)
+               for c, runs in produced.items()}
+        print("| produce, 1 KiB records, 256 KiB batches | msg/s (median) | p99 latency | "
+              "vs RF 1 |")
+        print("|---|---|---|---|")
+        for rf, acks in [(1, "1"), (1, "all"), (3, "1"), (3, "all")]:
+            ratio = med[(rf, acks)] / med[(1, acks)]
+            print(f"| RF {rf}, acks={acks} | {med[(rf, acks)]:,.0f} | "
+                  f"{p99[(rf, acks)] / 1000:.1f} ms | {ratio:.2f} |")
+    if caught:
+        rates = [c["mb_per_s"] for c in caught]
+        print(f"follower catch-up, {len(caught)} run(s): median "
+              f"{statistics.median(rates):.0f} MB/s (runs {[round(r) for r in rates]}); "
+              f"restart to caught up {[round(c['restart_to_caught_up_s'], 2) for c in caught]} s, "
+              f"to the ISR {[round(c['restart_to_isr_s'], 2) for c in caught]} s")
     if failed_over:
         print(f"failover (kill -9 of the leader to the first acks=all acknowledgement), "
               f"{len(failed_over['runs_ms'])} runs: median {failed_over['p50_ms']} ms, "
               f"max {failed_over['max_ms']} ms; runs {failed_over['runs_ms']}; "
               f"{failed_over['errors']} errors reached the producer")
+    if shut:
+        print(f"controlled shutdown of the leader, {len(shut['runs'])} runs: longest gap between "
+              f"acknowledgements p50 {shut['ack_gap_p50_ms']:.0f} ms, max "
+              f"{shut['ack_gap_max_ms']} ms; between consumed records p50 "
+              f"{shut['read_gap_p50_ms']:.0f} ms, max {shut['read_gap_max_ms']} ms; "
+              f"{len(shut['errors'])} errors reached the clients {shut['errors'][:3]}")
+    print(f"load average at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

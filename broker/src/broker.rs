@@ -718,8 +718,9 @@ impl Broker {
     }
 
     /// Controlled shutdown (Kafka's): asks the controller to move this broker's leaderships
-    /// away and waits until it leads nothing, bounded by `shutdown.timeout.ms`.
-    async fn controlled_shutdown(&self) {
+    /// away and waits until it leads nothing, bounded by `shutdown.timeout.ms`. Run while the
+    /// broker still serves (`server::serve`), and again, at once done, by [`Broker::shutdown`].
+    pub async fn controlled_shutdown(&self) {
         let bound = Duration::from_millis(self.config.shutdown_timeout_ms);
         let done = async {
             loop {

@@ -44,7 +44,7 @@ use crate::controller::{NodeId, NO_NODE};
 use crate::disk::{self, Disk};
 use crate::log::{Log, LogConfig, LogRun};
 use crate::partition::Partition;
-use crate::replica::fetcher::{FollowTarget, ReplicaFetchers};
+use crate::replica::fetcher::{FetchSizes, FollowTarget, ReplicaFetchers};
 use crate::replica::Role;
 
 /// The suffix of a partition directory being removed.
@@ -233,6 +233,10 @@ impl Catalog {
         let node_id = config.node_id;
         let fetch_max_wait =
             crate::replica::fetcher::fetch_max_wait(config.replica_lag_time_max_ms);
+        let fetch_sizes = FetchSizes {
+            partition_max_bytes: config.replica_fetch_max_bytes,
+            response_max_bytes: config.replica_fetch_response_max_bytes,
+        };
         Catalog {
             node_id,
             config,
@@ -241,7 +245,7 @@ impl Catalog {
             topics: RwLock::new(BTreeMap::new()),
             applied: RwLock::new(Arc::new(ClusterImage::empty())),
             applying: Arc::new(tokio::sync::Mutex::new(())),
-            fetchers: ReplicaFetchers::new(node_id, fetch_max_wait),
+            fetchers: ReplicaFetchers::new(node_id, fetch_max_wait, fetch_sizes),
             high_watermarks: tokio::sync::Mutex::new(HighWatermarks::default()),
             run: std::sync::Mutex::new(None),
         }

@@ -149,6 +149,12 @@ pub struct BrokerConfig {
     /// `replica.lag.time.max.ms`: an ISR member that has not caught up with the leader's log
     /// end for this long leaves the ISR; the leader checks every half of it.
     pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.max.bytes`: what a follower asks of one partition per fetch (Kafka: 1 MiB).
+    pub replica_fetch_max_bytes: u32,
+    /// `replica.fetch.response.max.bytes`: what a follower asks of one fetch in all (Kafka:
+    /// 10 MiB). A partition too far behind to move the high watermark may take all of it (see
+    /// `replica::fetcher`).
+    pub replica_fetch_response_max_bytes: u32,
     /// Metadata log entries between snapshots of the cluster image (Kafka counts bytes:
     /// `metadata.log.max.record.bytes.between.snapshots`); the log is purged below a snapshot.
     pub metadata_snapshot_every: u64,
@@ -237,6 +243,8 @@ impl Default for BrokerConfig {
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_response_max_bytes: 10 << 20,
             metadata_snapshot_every: 1_000,
             log_cleaner_enable: true,
             log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
@@ -427,6 +435,12 @@ impl BrokerConfig {
             "replica-lag-time-max-ms",
             int(self.replica_lag_time_max_ms),
             1,
+        )?;
+        // A response holds at least one partition's worth.
+        at_least(
+            "replica-fetch-response-max-bytes",
+            self.replica_fetch_response_max_bytes.into(),
+            self.replica_fetch_max_bytes.into(),
         )?;
         // Kafka: the dedupe buffer must hold at least one entry per cleaner thread.
         at_least(

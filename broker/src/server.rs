@@ -23,7 +23,11 @@ use wire::frame;
 /// Responses a connection may have outstanding before it stops reading more requests.
 const MAX_IN_FLIGHT: usize = 64;
 
-/// Serves `listener` until `shutdown` resolves, then stops within `shutdown-timeout-ms`:
+/// Serves `listener` until `shutdown` resolves and, in a cluster, the controlled shutdown that
+/// follows it has moved this broker's leaderships away (Kafka's order: clients meanwhile get
+/// NOT_LEADER_OR_FOLLOWER here and find the new leaders, instead of hanging on a closed
+/// listener or a connection that stopped reading while this broker still leads), then stops
+/// within `shutdown-timeout-ms`:
 /// the listener closes first, parked requests are answered ([`Broker::begin_shutdown`]),
 /// every connection stops reading and flushes the responses to what it has read; connections
 /// still busy when the bound passes are closed regardless. The caller then closes the logs.
@@ -41,6 +45,14 @@ pub async fn serve(
         .config
         .log_cleaner_enable
         .then(|| tokio::spawn(clean_logs(Arc::clone(&broker), stop_tx.subscribe())));
+    let shutdown = async {
+        shutdown.await;
+        // A broker alone has nobody to hand its leaderships to: it answers what is parked and
+        // stops, its controlled shutdown then a formality (`Broker::shutdown`).
+        if broker.image().live_brokers().count() > 1 {
+            broker.controlled_shutdown().await;
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

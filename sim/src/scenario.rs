@@ -65,6 +65,10 @@ pub struct ClusterSpec {
     /// `replica.lag.time.max.ms`: how long an ISR member may go without catching up before the
     /// leader shrinks it out (Kafka's 30 s by default; scenarios shorten it to fit their runs).
     pub replica_lag_time_max_ms: Option<u64>,
+    /// `replica.fetch.max.bytes` and `replica.fetch.response.max.bytes` (Kafka's 1 MiB and
+    /// 10 MiB): scenarios shrink them so a follower's catch-up takes many fetches.
+    pub replica_fetch_max_bytes: Option<u32>,
+    pub replica_fetch_response_max_bytes: Option<u32>,
     /// `broker.session.timeout.ms` and `broker.heartbeat.interval.ms` (Kafka's 9 s and 2 s): how
     /// soon the controller fences a dead broker and moves its leaderships.
     pub broker_session_timeout_ms: Option<u64>,

@@ -220,6 +220,17 @@ fn a_power_loss_of_every_replica_under_the_durable_policy_loses_nothing_acknowle
     passes("replication-power-loss-durable", 1..3);
 }
 
+/// A follower far behind appends several fetches before it syncs (replica::fetcher's sync
+/// rule); every replica loses power in the middle of its catch-up. Planted, each caught on
+/// seed 1: a follower that never syncs before a fetch ("report the fetch offset before the
+/// sync": lost_write here and in replication-power-loss-durable), and a follower's high
+/// watermark capped by its log end instead of its durable end ("high watermark beyond durable
+/// end", which also shows the catch-up really appends unsynced fetches here).
+#[test]
+fn a_power_loss_during_a_follower_s_catch_up_loses_nothing_acknowledged() {
+    passes("replication-catch-up-power-loss", 1..3);
+}
+
 #[test]
 fn a_power_loss_of_every_replica_under_the_lazy_policy_loses_only_the_unsynced_window() {
     passes("replication-power-loss-lazy", 1..3);

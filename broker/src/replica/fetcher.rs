@@ -6,8 +6,8 @@
 //! - each partition is fetched from its own log end, which is how the leader learns the
 //!   follower's log end (and so the high watermark moves);
 //! - fetched batches are appended as the leader stored them (`Partition::append_as_follower`);
-//!   under the durable flush policy they are synced before the next fetch, so the offset the
-//!   leader counts for the high watermark is always durable here;
+//!   under the durable flush policy a fetch offset the leader could count is synced before it
+//!   is sent (the sync rule below);
 //! - the leader's high watermark in each response becomes this replica's
 //!   (`Partition::update_high_watermark_as_follower`);
 //! - a response is appended only while the replica still follows in the leader epoch it was
@@ -24,6 +24,37 @@
 //! leader or epoch replaces a partition's entry (and reconciles again), a broker no longer
 //! followed has its fetcher stopped. Errors back off: a connection failure for the whole
 //! fetcher, a partition error (fenced, not leader yet, storage) for that partition alone.
+//!
+//! ## The sync rule (durable policy) and catch-up
+//!
+//! The fetch offset tells the leader what this replica holds, and under the durable policy the
+//! leader counts it as *durable*: for the high watermark, for joining the ISR, for "caught up".
+//! At the tail (an ISR member, or any replica at or past the leader's high watermark) every
+//! fetch offset is therefore synced before it is sent, as before: append, sync, fetch.
+//!
+//! A replica far behind may append several fetches and sync once: a fetch offset `X` may be
+//! sent unsynced when the leader, in the leader epoch fetched in and since this replica's last
+//! truncation, has already answered with a high watermark `H > X`. Such an `X` counts for
+//! nothing at the leader:
+//! - the leader's high watermark never falls within its epoch (under the durable policy it is
+//!   at most the leader's own durable end, which survives its log going offline; a restarted
+//!   leader leads in a new epoch), so it is still at least `H > X`, and the high watermark is
+//!   the minimum over the ISR that only rises: `X` cannot raise it;
+//! - a replica joins the ISR only at or past the high watermark: not with `X`;
+//! - this replica was not in the ISR when `H` came (an ISR member's fetch offset bounds the
+//!   high watermark computed after it, and fetch offsets only rise between truncations), and
+//!   joining needs an offset past `H`: no ISR bookkeeping ("caught up") is fed `X` either.
+//!
+//! So a power loss that takes `[durable end, X)` away loses nothing counted on this replica's
+//! behalf; the first offset at or past `H` is synced before it is sent, and the sync covers
+//! everything below it. A new epoch or a truncation forgets `H` (sync first again), and the
+//! unsynced bytes are bounded ([`SYNC_BEHIND_BYTES`]) so the sync at the tail stays short. The
+//! follower's own high watermark stays at most its durable end
+//! (`ReplicaState::update_high_watermark_as_follower`).
+//!
+//! A partition behind `H` also asks for its share of `replica.fetch.response.max.bytes`
+//! instead of `replica.fetch.max.bytes`: its fetches are what catch-up waits on, and nothing at
+//! the leader waits on its offset.
 //!
 //! Runtime rules: every request has a timeout, every `select!` is `biased;`, time is
 //! `tokio::time`'s (simulated under madsim).
@@ -70,10 +101,40 @@ const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
 pub fn fetch_max_wait(replica_lag_time_max_ms: u64) -> Duration {
     FETCH_MAX_WAIT.min(Duration::from_millis((replica_lag_time_max_ms / 3).max(1)))
 }
-/// Bytes per partition and per response (Kafka's `replica.fetch.max.bytes` and
-/// `replica.fetch.response.max.bytes`).
-const PARTITION_MAX_BYTES: i32 = 1 << 20;
-const RESPONSE_MAX_BYTES: i32 = 10 << 20;
+/// Bytes a fetch asks for (Kafka's `replica.fetch.max.bytes` per partition and
+/// `replica.fetch.response.max.bytes` per response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchSizes {
+    pub partition_max_bytes: u32,
+    pub response_max_bytes: u32,
+}
+
+impl Default for FetchSizes {
+    /// Kafka's defaults: 1 MiB and 10 MiB.
+    fn default() -> FetchSizes {
+        FetchSizes {
+            partition_max_bytes: 1 << 20,
+            response_max_bytes: 10 << 20,
+        }
+    }
+}
+
+impl FetchSizes {
+    /// What to ask of one of `partitions` partitions fetched together: a partition behind the
+    /// leader's high watermark takes its share of the response (see the module doc).
+    fn partition_max_bytes(&self, behind: bool, partitions: usize) -> i32 {
+        let share = if behind {
+            self.response_max_bytes / (partitions.max(1) as u32)
+        } else {
+            0
+        };
+        i32::try_from(self.partition_max_bytes.max(share)).unwrap_or(i32::MAX)
+    }
+}
+
+/// A replica behind the leader's high watermark syncs at least every this many appended
+/// bytes (see the module doc), so the sync before its first counted fetch stays short.
+const SYNC_BEHIND_BYTES: u64 = 64 << 20;
 /// Backoff after an error (Kafka's `replica.fetch.backoff.ms` is 1 s; shorter here so a
 /// failover does not idle the follower for long), doubled up to the maximum.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -94,6 +155,11 @@ struct Followed {
     /// After a partition error: not fetched again before this.
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// The highest high watermark the leader answered with in this epoch since the last
+    /// truncation: a fetch offset below it counts for nothing at the leader (module doc).
+    leader_high_watermark: Option<u64>,
+    /// Bytes appended since the last sync this fetcher waited for.
+    unsynced_bytes: u64,
 }
 
 impl Followed {
@@ -105,7 +171,14 @@ impl Followed {
             reconcile: true,
             retry_at: None,
             backoff: BACKOFF_MIN,
+            leader_high_watermark: None,
+            unsynced_bytes: 0,
         }
+    }
+
+    /// Is a fetch from `offset` below a high watermark the leader already answered with?
+    fn behind_high_watermark(&self, offset: u64) -> bool {
+        self.leader_high_watermark.is_some_and(|hw| offset < hw)
     }
 
     fn back_off(&mut self, now: Instant) {
@@ -127,6 +200,7 @@ struct Shared {
     /// This broker's epoch (its registration), sent with every fetch; -1 until registered.
     broker_epoch: Arc<AtomicI64>,
     fetch_max_wait: Duration,
+    sizes: FetchSizes,
     source: BrokerId,
     addr: String,
     partitions: Mutex<BTreeMap<Key, Followed>>,
@@ -174,6 +248,7 @@ pub struct ReplicaFetchers {
     local_id: BrokerId,
     broker_epoch: Arc<AtomicI64>,
     fetch_max_wait: Duration,
+    sizes: FetchSizes,
     fetchers: Mutex<BTreeMap<BrokerId, Arc<Shared>>>,
 }
 
@@ -193,12 +268,13 @@ impl Drop for ReplicaFetchers {
 
 impl ReplicaFetchers {
     /// Fetchers of broker `local_id`, whose replica fetches wait at most `fetch_max_wait` at
-    /// the leader (see [`fetch_max_wait`]).
-    pub fn new(local_id: BrokerId, fetch_max_wait: Duration) -> ReplicaFetchers {
+    /// the leader (see [`fetch_max_wait`]) and ask for `sizes`.
+    pub fn new(local_id: BrokerId, fetch_max_wait: Duration, sizes: FetchSizes) -> ReplicaFetchers {
         ReplicaFetchers {
             local_id,
             broker_epoch: Arc::new(AtomicI64::new(-1)),
             fetch_max_wait,
+            sizes,
             fetchers: Mutex::new(BTreeMap::new()),
         }
     }
@@ -243,6 +319,7 @@ impl ReplicaFetchers {
                     local_id: self.local_id,
                     broker_epoch: Arc::clone(&self.broker_epoch),
                     fetch_max_wait: self.fetch_max_wait,
+                    sizes: self.sizes,
                     source,
                     addr: addrs[&source].clone(),
                     partitions: Mutex::new(BTreeMap::new()),
@@ -548,17 +625,44 @@ async fn fetch_once(
     conn: &Connection,
     fetchable: Vec<(Key, Followed)>,
 ) -> Result<(), wire::RequestError> {
+    // The sync rule (module doc): each fetch offset the leader could count is durable first.
+    let mut ready = Vec::with_capacity(fetchable.len());
+    for (key, mut followed) in fetchable {
+        match sync_before_fetch(&followed).await {
+            Ok(false) => {}
+            Ok(true) => {
+                followed.unsynced_bytes = 0;
+                shared.update(&key, followed.leader_epoch, |f| f.unsynced_bytes = 0);
+            }
+            Err(e) => {
+                tracing::debug!(topic = %key.0, partition = key.1, %e,
+                    "a follower's sync failed; backing off");
+                shared.update(&key, followed.leader_epoch, |f| f.back_off(monotonic_now()));
+                continue;
+            }
+        }
+        ready.push((key, followed));
+    }
+    let fetchable = ready;
+    if fetchable.is_empty() {
+        return Ok(());
+    }
     let mut topics: BTreeMap<uuid::Uuid, Vec<FetchPartition>> = BTreeMap::new();
     for ((_, index), followed) in &fetchable {
         let log = &followed.partition.log;
+        let fetch_offset = log.log_end_offset();
+        let max_bytes = shared.sizes.partition_max_bytes(
+            followed.behind_high_watermark(fetch_offset),
+            fetchable.len(),
+        );
         topics.entry(followed.topic_id).or_default().push(
             FetchPartition::default()
                 .with_partition(*index)
                 .with_current_leader_epoch(followed.leader_epoch)
-                .with_fetch_offset(log.log_end_offset() as i64)
+                .with_fetch_offset(fetch_offset as i64)
                 .with_last_fetched_epoch(-1)
                 .with_log_start_offset(log.log_start_offset() as i64)
-                .with_partition_max_bytes(PARTITION_MAX_BYTES),
+                .with_partition_max_bytes(max_bytes),
         );
     }
     let request = FetchRequest::default()
@@ -569,7 +673,7 @@ async fn fetch_once(
         )
         .with_max_wait_ms(shared.fetch_max_wait.as_millis() as i32)
         .with_min_bytes(1)
-        .with_max_bytes(RESPONSE_MAX_BYTES)
+        .with_max_bytes(i32::try_from(shared.sizes.response_max_bytes).unwrap_or(i32::MAX))
         .with_isolation_level(0)
         .with_session_id(0)
         .with_session_epoch(-1)
@@ -607,11 +711,22 @@ async fn fetch_once(
             let outcome = apply_partition(followed, &data).await;
             let epoch = followed.leader_epoch;
             match outcome {
-                Applied::Ok => shared.update(key, epoch, Followed::succeeded),
+                Applied::Ok {
+                    appended_bytes,
+                    high_watermark,
+                } => shared.update(key, epoch, |f| {
+                    f.succeeded();
+                    f.unsynced_bytes += appended_bytes;
+                    f.leader_high_watermark = f.leader_high_watermark.max(high_watermark);
+                }),
                 Applied::Reconcile(reason) => {
                     tracing::info!(topic = %key.0, partition = key.1, %reason,
                         "follower log does not continue the leader's: reconciling");
-                    shared.update(key, epoch, |f| f.reconcile = true);
+                    shared.update(key, epoch, |f| {
+                        f.reconcile = true;
+                        // The log may be cut below it: sync before the next fetch again.
+                        f.leader_high_watermark = None;
+                    });
                 }
                 Applied::BackOff(reason) => {
                     tracing::debug!(topic = %key.0, partition = key.1, %reason,
@@ -625,13 +740,36 @@ async fn fetch_once(
 }
 
 enum Applied {
-    Ok,
+    /// Appended (maybe nothing); the leader's high watermark in the response, if it gave one.
+    Ok {
+        appended_bytes: u64,
+        high_watermark: Option<u64>,
+    },
     Reconcile(String),
     BackOff(String),
 }
 
-/// Appends a partition's fetched batches, syncs them under the durable policy, and takes the
-/// leader's high watermark.
+/// Under the durable policy, syncs this replica's log before a fetch from its log end unless
+/// that offset counts for nothing at the leader (the sync rule, module doc). Returns whether it
+/// waited for a sync.
+async fn sync_before_fetch(followed: &Followed) -> Result<bool, crate::log::LogOffline> {
+    let log = &followed.partition.log;
+    if log.config().flush != FlushPolicy::Durable {
+        return Ok(false);
+    }
+    let end = log.log_end_offset();
+    if log.durable_end_offset() >= end {
+        return Ok(false);
+    }
+    if followed.behind_high_watermark(end) && followed.unsynced_bytes < SYNC_BEHIND_BYTES {
+        return Ok(false);
+    }
+    log.wait_durable(end).await?;
+    Ok(true)
+}
+
+/// Appends a partition's fetched batches (synced before the next fetch if the sync rule says
+/// so, [`sync_before_fetch`]) and takes the leader's high watermark.
 async fn apply_partition(
     followed: &Followed,
     data: &kafka_protocol::messages::fetch_response::PartitionData,
@@ -666,19 +804,15 @@ async fn apply_partition(
                 _ => Applied::BackOff(e.to_string()),
             };
         }
-        // Durable policy: the next fetch offset tells the leader these count for the high
-        // watermark, so they must be on disk first.
-        if partition.log.config().flush == FlushPolicy::Durable {
-            let end = partition.log.log_end_offset();
-            if let Err(e) = partition.log.wait_durable(end).await {
-                return Applied::BackOff(e.to_string());
-            }
-        }
     }
-    if data.high_watermark >= 0 && partition.is_follower() {
-        partition.update_high_watermark_as_follower(data.high_watermark as u64);
+    let high_watermark = (data.high_watermark >= 0).then_some(data.high_watermark as u64);
+    if let (Some(hw), true) = (high_watermark, partition.is_follower()) {
+        partition.update_high_watermark_as_follower(hw);
     }
-    Applied::Ok
+    Applied::Ok {
+        appended_bytes: fresh.len() as u64,
+        high_watermark,
+    }
 }
 
 #[cfg(test)]
@@ -761,6 +895,19 @@ mod tests {
         assert_eq!(fetch_max_wait(30_000), FETCH_MAX_WAIT);
         assert_eq!(fetch_max_wait(300), Duration::from_millis(100));
         assert_eq!(fetch_max_wait(0), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn a_partition_behind_the_leaders_high_watermark_asks_for_its_share_of_the_response() {
+        let sizes = FetchSizes::default();
+        assert_eq!(sizes.partition_max_bytes(false, 1), 1 << 20);
+        assert_eq!(sizes.partition_max_bytes(true, 1), 10 << 20);
+        assert_eq!(sizes.partition_max_bytes(true, 4), (10 << 20) / 4);
+        assert_eq!(
+            sizes.partition_max_bytes(true, 100),
+            1 << 20,
+            "never less than replica.fetch.max.bytes"
+        );
     }
 
     #[test]

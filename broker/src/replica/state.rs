@@ -473,13 +473,16 @@ impl ReplicaState {
     }
 
     /// On a follower: the leader's HW arrived in a fetch response. Kept capped by the local LEO
-    /// (the follower may not have the data yet); it may fall, as a leader change can lower it.
+    /// (the follower may not have the data yet), and under the durable policy by the durable
+    /// end (a follower far behind may append several fetches before it syncs, see
+    /// `replica::fetcher`; what it serves and checkpoints stays what a power loss keeps); it
+    /// may fall, as a leader change can lower it.
     pub fn update_high_watermark_as_follower(&mut self, leader_high_watermark: u64) {
         assert!(
             matches!(self.role, Role::Follower { .. }),
             "only a follower takes the leader's high watermark"
         );
-        self.high_watermark = leader_high_watermark.min(self.local.log_end_offset);
+        self.high_watermark = leader_high_watermark.min(self.local_countable_end());
         assert!(self.high_watermark <= self.local.log_end_offset);
     }
 
@@ -757,6 +760,18 @@ mod tests {
             None,
             "followers do not compute it"
         );
+    }
+
+    #[test]
+    fn under_the_durable_policy_a_follower_s_high_watermark_stops_at_what_it_has_synced() {
+        let mut s = ReplicaState::new(ME, HighWatermarkBasis::DurableEnd, log(5, 5));
+        s.become_follower(3, 2);
+        s.update_local_log(log(12, 7));
+        s.update_high_watermark_as_follower(9);
+        assert_eq!(s.high_watermark(), 7);
+        s.update_local_log(log(12, 12));
+        s.update_high_watermark_as_follower(9);
+        assert_eq!(s.high_watermark(), 9);
     }
 
     #[test]

@@ -44,6 +44,12 @@ impl Run {
             replica_lag_time_max_ms: c
                 .replica_lag_time_max_ms
                 .unwrap_or(BrokerConfig::default().replica_lag_time_max_ms),
+            replica_fetch_max_bytes: c
+                .replica_fetch_max_bytes
+                .unwrap_or(BrokerConfig::default().replica_fetch_max_bytes),
+            replica_fetch_response_max_bytes: c
+                .replica_fetch_response_max_bytes
+                .unwrap_or(BrokerConfig::default().replica_fetch_response_max_bytes),
             min_insync_replicas: c
                 .min_insync_replicas
                 .unwrap_or(BrokerConfig::default().min_insync_replicas),
