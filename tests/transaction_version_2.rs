@@ -65,9 +65,13 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
 }
 
 async fn open(config: &BrokerConfig) -> Arc<Broker> {
-    let broker = Broker::open(config.clone(), Arc::new(FileDisk::new()), Arc::new(SystemClock))
-        .await
-        .expect("broker opens");
+    let broker = Broker::open(
+        config.clone(),
+        Arc::new(FileDisk::new()),
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("broker opens");
     broker.create_topic(TOPIC, 2, 1, &[], false).await.ok();
     broker.transaction_state_topic().await.unwrap();
     broker.catch_up().await.unwrap();
@@ -430,10 +434,19 @@ async fn a_transactional_batch_without_its_transactional_id_is_refused() {
         None,
         "nothing was appended"
     );
-    assert_eq!(produce(&c, Some(ID), 0, transactional(producer, 0)).await, 0);
+    assert_eq!(
+        produce(&c, Some(ID), 0, transactional(producer, 0)).await,
+        0
+    );
     // A plain batch needs no id.
     assert_eq!(
-        produce(&c, None, 1, builder::simple(1, 10, b'p', SystemClock.now_ms())).await,
+        produce(
+            &c,
+            None,
+            1,
+            builder::simple(1, 10, b'p', SystemClock.now_ms())
+        )
+        .await,
         0
     );
     served.stop().await;
@@ -481,7 +494,10 @@ async fn list_transactions_v2_filters_ids_by_a_whole_match_of_the_pattern() {
     );
     assert_eq!(
         list_ids(&c, 2, Some(".*-1")).await,
-        (0, vec!["orders-1".into(), "payments-1".into(), "xorders-1".into()])
+        (
+            0,
+            vec!["orders-1".into(), "payments-1".into(), "xorders-1".into()]
+        )
     );
     for broken in ["orders-(", "a)(b", "*"] {
         assert_eq!(

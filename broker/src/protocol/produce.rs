@@ -232,7 +232,10 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
             if missing_transactional_id {
                 outcomes.push(fail(
                     ResponseError::TransactionalIdAuthorizationFailed,
-                    Some("a transactional batch in a produce request without a transactional id".into()),
+                    Some(
+                        "a transactional batch in a produce request without a transactional id"
+                            .into(),
+                    ),
                 ));
                 continue;
             }
