@@ -9,9 +9,10 @@
 //! 2. The yardstick of the same run: the idempotent producer ([`Producer`] with
 //!    `enable.idempotence`, acks=all, the same records, up to `--in-flight` records
 //!    unacknowledged) for the same duration.
-//! 3. The topic read from its start by the client's [`Consumer`] with read_uncommitted, then
-//!    with read_committed (stops at the last stable offset, drops aborted records): records and
-//!    MB per second of each, and their ratio. Both decode every record.
+//! 3. The topic read from its start to its end by the client's [`Consumer`] with
+//!    read_uncommitted, then with read_committed (stops at the last stable offset, drops
+//!    aborted records): records and MB per second of each, and their ratio. Both decode every
+//!    record.
 //!
 //! The producers are the Rust client's, with Kafka's defaults (`linger.ms` 5, `batch.size`
 //! 16 KiB), so a transaction of 10 records is one batch per partition it touches and the
@@ -45,7 +46,7 @@ pub struct TransactionBenchArgs {
     /// Records per transaction, one measured phase each (comma-separated)
     #[arg(long, value_delimiter = ',', default_values_t = vec![10usize, 100])]
     pub records_per_txn: Vec<usize>,
-    /// Seconds of each produce phase; the reads stop after this too
+    /// Seconds of each produce phase (the reads go to the end, for at most a minute or this)
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
     /// Records the idempotent producer keeps unacknowledged
@@ -335,14 +336,22 @@ pub async fn run(
         phase.records as f64 / phase.secs()
     );
     phases.push(("idempotent".into(), phase));
+    // The reads go to the end of what was written: only a stuck read is cut short.
+    let read_bound = run_for.max(Duration::from_secs(60));
     let uncommitted = read(
         &client,
         &args.topic,
         IsolationLevel::ReadUncommitted,
-        run_for,
+        read_bound,
     )
     .await?;
-    let committed = read(&client, &args.topic, IsolationLevel::ReadCommitted, run_for).await?;
+    let committed = read(
+        &client,
+        &args.topic,
+        IsolationLevel::ReadCommitted,
+        read_bound,
+    )
+    .await?;
     let read_ratio = (committed.records as f64 / committed.secs())
         / (uncommitted.records as f64 / uncommitted.secs()).max(1e-9);
     phases.push(("read_uncommitted".into(), uncommitted));
