@@ -973,4 +973,62 @@ mod tests {
         assert_eq!(TxnState::from_name("ongoing"), None);
         assert_eq!(TxnState::from_name("Bogus"), None);
     }
+
+    /// One transaction of transaction version 2 ended by `commit` at epoch 0, completed.
+    fn ended_v2(commit: bool) -> TxnMetadata {
+        let mut meta = ongoing(&[("t", 0)]);
+        let End::Prepare(t) = meta.end_txn_as(7, 0, commit, 2, None, NOW + 2).unwrap() else {
+            panic!("an ongoing transaction prepares");
+        };
+        assert_eq!(
+            t.producer_epoch, 1,
+            "the epoch is bumped in the prepare record"
+        );
+        store(&mut meta, t);
+        let t = meta.complete(NOW + 3);
+        store(&mut meta, t);
+        meta
+    }
+
+    #[test]
+    fn a_transaction_version_2_retry_names_the_epoch_before_the_bump() {
+        let meta = ended_v2(true);
+        assert_eq!(ended_as(&meta.current), (7, 1));
+        assert_eq!(
+            meta.end_txn_as(7, 0, true, 2, None, NOW + 4),
+            Ok(End::AlreadyComplete)
+        );
+        assert!(
+            matches!(
+                meta.end_txn_as(7, 1, true, 2, None, NOW + 4),
+                Err(TxnError::ProducerFenced { .. })
+            ),
+            "the new epoch has no transaction to end"
+        );
+    }
+
+    #[test]
+    fn a_fence_after_a_transaction_version_2_end_gives_the_fenced_producer_no_retry() {
+        // The bug: the fence's PrepareAbort inherited the previous end's transaction version,
+        // so the fenced producer's EndTxn(abort) at the pre-fence epoch passed as a "retry"
+        // and was answered success.
+        let mut meta = ended_v2(true);
+        let t = meta
+            .add_partitions(7, 1, &tps(&[("t", 0)]), NOW + 5)
+            .unwrap()
+            .unwrap();
+        store(&mut meta, t);
+        let fence = meta
+            .abort_expired(NOW + 5 + 60_000)
+            .expect("past its timeout");
+        assert_eq!(fence.producer_epoch, 2);
+        assert_eq!(fence.v2.client_txn_version, 0);
+        store(&mut meta, fence);
+        let t = meta.complete(NOW + 70_000);
+        store(&mut meta, t);
+        assert!(matches!(
+            meta.end_txn_as(7, 1, false, 2, None, NOW + 70_001),
+            Err(TxnError::ProducerFenced { .. })
+        ));
+    }
 }
