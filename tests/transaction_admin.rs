@@ -70,6 +70,7 @@ fn s(v: &str) -> StrBytes {
 /// A broker serving on 127.0.0.1 (port 0) from a data directory, with a clock of the test's.
 struct Served {
     addr: SocketAddr,
+    broker: Arc<Broker>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -90,6 +91,7 @@ async fn serve(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Served {
     broker.catch_up().await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = Arc::clone(&broker);
+    let kept = Arc::clone(&broker);
     let task = tokio::spawn(async move {
         broker::server::serve(Arc::clone(&served), listener, async {
             let _ = stopped.await;
@@ -97,7 +99,12 @@ async fn serve(config: &BrokerConfig, clock: Arc<dyn Clock>) -> Served {
         .await;
         served.shutdown().await;
     });
-    Served { addr, stop, task }
+    Served {
+        addr,
+        broker: kept,
+        stop,
+        task,
+    }
 }
 
 impl Served {
@@ -507,8 +514,8 @@ fn consume(bootstrap: &str, partition: i32, from: Offset, count: usize) -> Vec<(
 async fn a_hanging_transaction_is_found_and_aborted_with_the_cli_and_read_committed_readers_pass_it(
 ) {
     // The hanging transaction: a transactional write that reached a partition after its
-    // transaction was aborted (here a produce that skipped the coordinator's check, as a
-    // coordinator on another broker or an older client allows). Nothing will ever end it, so
+    // transaction was aborted (here appended to the partition directly, as a broker without
+    // KIP-890's check would have taken it; this broker's produce refuses it). Nothing will ever end it, so
     // the last stable offset stays at its first offset and read_committed consumers stall.
     // The bugs: find-hanging that missed it (or listed a transaction its coordinator will end),
     // an abort that wrote its marker with the wrong producer or epoch (refused, or closing
@@ -522,7 +529,14 @@ async fn a_hanging_transaction_is_found_and_aborted_with_the_cli_and_read_commit
     produce(&c, Some("stuck"), 0, transactional(producer, 0, 1, now)).await;
     // The late write, stamped 20 minutes ago: older than the default 15-minute search window.
     let late = now - 20 * 60_000;
-    let start = produce(&c, None, 1, transactional(producer, 0, 2, late)).await;
+    let start = served
+        .broker
+        .partition(TOPIC, 1)
+        .unwrap()
+        .append(&mut transactional(producer, 0, 2, late))
+        .await
+        .unwrap()
+        .base_offset;
     assert_eq!(start, 0);
     end_txn(&c, "stuck", producer, false).await;
     wait_state(&c, "stuck", "CompleteAbort").await;

@@ -250,6 +250,7 @@ async fn a_coordinator_that_loads_a_prepared_commit_writes_its_markers_and_compl
         partitions: BTreeSet::from([TopicPartition::new(TOPIC, 0), TopicPartition::new(TOPIC, 1)]),
         last_update_ms: T0,
         start_ms: T0,
+        v2: Default::default(),
     };
     let index = broker.txns().partition_for(ID);
     let state = broker.partition(TRANSACTION_STATE_TOPIC, index).unwrap();

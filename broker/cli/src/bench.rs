@@ -75,6 +75,9 @@ pub enum BenchCommand {
     /// Time a broker's start after many offset commits to one group, before and after its
     /// offsets partition is compacted, and the cleaner's MB/s against a plain read of the log.
     Compaction(super::compaction_bench::CompactionBenchArgs),
+    /// Transactions per second at 10 and 100 records per transaction, next to the idempotent
+    /// producer, and the read_committed read rate next to read_uncommitted.
+    Transactions(super::transaction_bench::TransactionBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +238,9 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> i
         BenchCommand::Compaction(c) => {
             super::compaction_bench::run(c, args.client.json, out, err).await
         }
+        BenchCommand::Transactions(t) => {
+            super::transaction_bench::run(&args.client, t, out, err).await
+        }
     };
     match result {
         Ok(code) => code,
@@ -245,7 +251,7 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write, err: &mut dyn Write) -> i
     }
 }
 
-fn duration(secs: f64) -> Result<Duration, String> {
+pub(crate) fn duration(secs: f64) -> Result<Duration, String> {
     if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
         Ok(Duration::from_secs_f64(secs))
     } else {

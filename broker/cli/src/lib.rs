@@ -9,6 +9,7 @@ pub mod produce;
 pub mod run_broker;
 pub mod startup_bench;
 pub mod topics;
+pub mod transaction_bench;
 pub mod transactions;
 
 use std::time::Duration;

@@ -201,3 +201,64 @@ fn the_median_of_an_even_number_of_rounds_is_the_mean_of_the_middle_two() {
     // 100/s, 100/s, 600/s, 900/s: the middle two are 100 and 600.
     assert_eq!(four.msgs_per_s(), 350.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_transactions_commits_every_transaction_and_read_committed_reads_them_all() {
+    // The bugs: a bench that counted transactions that did not commit, or whose
+    // read_committed phase stopped short of what it wrote (every transaction committed, so
+    // read_committed must read exactly what read_uncommitted reads).
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let config = BrokerConfig {
+        data_dir: dir.path().join("data"),
+        listen: addr.clone(),
+        transaction_state_log_num_partitions: 2,
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::open(config, Arc::new(FileDisk::new()), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(broker::server::serve(
+        Arc::clone(&broker),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let (code, out, err) = bench(&[
+        "bench",
+        "transactions",
+        "--bootstrap-server",
+        &addr,
+        "--json",
+        "--duration",
+        "0.5",
+        "--records-per-txn",
+        "3,7",
+        "--partitions",
+        "2",
+    ])
+    .await;
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["bench"], "transactions");
+    let mut written = 0;
+    for (name, per_txn) in [("transactional_3", 3), ("transactional_7", 7)] {
+        let phase = &v[name];
+        let txns = phase["transactions"].as_u64().unwrap();
+        assert!(txns > 0, "{name}: {phase}");
+        assert_eq!(phase["not_committed"], 0, "{name}: {phase}");
+        assert_eq!(phase["records"].as_u64().unwrap(), txns * per_txn);
+        written += txns * per_txn;
+    }
+    let idempotent = v["idempotent"]["records"].as_u64().unwrap();
+    assert!(idempotent > 0);
+    written += idempotent;
+    assert_eq!(v["read_uncommitted"]["records"].as_u64().unwrap(), written);
+    assert_eq!(v["read_committed"]["records"].as_u64().unwrap(), written);
+    let _ = stop.send(());
+    server.await.unwrap();
+    broker.shutdown().await;
+}

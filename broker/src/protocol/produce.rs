@@ -155,7 +155,9 @@ fn response(
 /// until after its transaction ended cannot open a transaction nobody will ever end (a
 /// hanging transaction, which would hold the last stable offset back for good). Checked here
 /// when this broker is the id's coordinator; otherwise the batch is taken as before (the
-/// coordinator-to-broker verification, AddPartitionsToTxn v4, is not implemented yet).
+/// leader-to-coordinator verification, AddPartitionsToTxn v4 with `verify_only`, is not
+/// implemented yet). A transactional batch without a transactional id never gets here: the
+/// whole request is refused first (see [`handle`]).
 fn verify_transactional(
     ctx: &RequestContext,
     transactional_id: &str,
@@ -190,9 +192,28 @@ fn verify_transactional(
     }
 }
 
+/// Does any partition of the request carry a transactional batch?
+fn has_transactional_batch(request: &ProduceRequest) -> bool {
+    request
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_ref())
+        .any(|records| {
+            crate::log::batch::BatchHeader::parse(records).is_ok_and(|h| h.is_transactional())
+        })
+}
+
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
+    // KIP-890 part 1 for every transactional batch: the check above needs the producer's
+    // transactional id, so a transactional batch without one is refused as Kafka's
+    // `handleProduceRequest` refuses it, the whole request TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    // (otherwise a batch could open a transaction on the partition that no coordinator knows
+    // of, and nobody would ever end it).
+    let missing_transactional_id =
+        request.transactional_id.is_none() && has_transactional_batch(&request);
     let mut topics: Vec<(TopicName, Vec<Outcome>)> = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.to_string();
@@ -208,6 +229,16 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 min_insync_replicas: 1,
                 record_errors: Vec::new(),
             };
+            if missing_transactional_id {
+                outcomes.push(fail(
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    Some(
+                        "a transactional batch in a produce request without a transactional id"
+                            .into(),
+                    ),
+                ));
+                continue;
+            }
             if !valid_acks {
                 outcomes.push(fail(
                     ResponseError::InvalidRequiredAcks,

@@ -12,10 +12,18 @@
 //! PrepareAbort record carrying the bumped epoch): the markers it writes carry that epoch, so
 //! every partition refuses the old producer from then on, and the coordinator refuses it
 //! because its epoch is no longer current.
+//!
+//! Transaction version 2 (KIP-890 part 2, a client's EndTxn v5+): every EndTxn bumps the
+//! producer epoch in its PrepareCommit/PrepareAbort record, so the markers carry the bumped
+//! epoch and every partition of the transaction refuses a late produce of the old epoch; the
+//! client continues with the epoch EndTxn answered. When the bump reaches `i16::MAX` the
+//! Complete record rolls the transactional id to a new producer id at epoch 0 (the markers
+//! are written with the old id at `i16::MAX`). A retried EndTxn names the epoch before the
+//! bump (or the old id at `i16::MAX - 1` after a roll) and is answered as a retry.
 
 use std::collections::BTreeSet;
 
-use super::records::TxnRecord;
+use super::records::{TxnRecord, TxnVersionFields, TRANSACTION_VERSION_2};
 use crate::txn::producer_state::NO_PRODUCER_EPOCH;
 
 /// Milliseconds of the broker's clock.
@@ -179,6 +187,9 @@ pub enum End {
     Prepare(TxnRecord),
     /// The same outcome is already complete (a retry): answer success.
     AlreadyComplete,
+    /// Transaction version 2 and the bump exhausts the epoch: allocate a fresh producer id
+    /// and decide again with it.
+    NeedsProducerId,
 }
 
 impl TxnMetadata {
@@ -195,6 +206,7 @@ impl TxnMetadata {
                 partitions: BTreeSet::new(),
                 last_update_ms: now,
                 start_ms: -1,
+                v2: TxnVersionFields::default(),
             },
             last_producer_epoch: NO_PRODUCER_EPOCH,
             pending: None,
@@ -314,7 +326,7 @@ impl TxnMetadata {
                     current.producer_epoch < i16::MAX,
                     "an epoch is left to fence with"
                 );
-                let mut transit = self.with(TxnState::PrepareAbort, now);
+                let mut transit = self.fenced(now);
                 transit.producer_epoch = current.producer_epoch + 1;
                 Ok(Init::FenceAndAbort(transit))
             }
@@ -415,7 +427,17 @@ impl TxnMetadata {
         }
     }
 
-    /// EndTxn from the client (Kafka's `endTransaction` with `isFromClient`).
+    /// The PrepareAbort of a fence (an InitProducerId or a timeout that finds the transaction
+    /// in flight; the caller bumps the epoch). It is no client's EndTxn, so no retry rule of
+    /// transaction version 2 applies to it and no producer id is rolled.
+    fn fenced(&self, now: Millis) -> TxnRecord {
+        let mut transit = self.with(TxnState::PrepareAbort, now);
+        transit.v2.client_txn_version = 0;
+        transit.v2.next_producer_id = -1;
+        transit
+    }
+
+    /// EndTxn from a client of transaction version 1 (EndTxn v0–4).
     pub fn end_txn(
         &self,
         producer_id: i64,
@@ -423,16 +445,80 @@ impl TxnMetadata {
         commit: bool,
         now: Millis,
     ) -> Result<End, TxnError> {
-        self.check_producer(producer_id, producer_epoch)?;
+        self.end_txn_as(producer_id, producer_epoch, commit, 0, None, now)
+    }
+
+    /// EndTxn from the client (Kafka's `endTransaction` with `isFromClient`) of transaction
+    /// version `client_txn_version` (2 from EndTxn v5: the epoch is bumped, see the module
+    /// docs). `fresh_producer_id` is a newly allocated id when [`End::NeedsProducerId`] asked
+    /// for one.
+    pub fn end_txn_as(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        client_txn_version: i16,
+        fresh_producer_id: Option<i64>,
+        now: Millis,
+    ) -> Result<End, TxnError> {
+        let current = &self.current;
+        // Kafka's retry rules for a transaction the client ended with version 2: the stored
+        // epoch is one past the client's (the bump of its EndTxn), or the id was rolled.
+        let stored_v2 = current.v2.client_txn_version >= TRANSACTION_VERSION_2;
+        let retry_on_bump =
+            stored_v2 && i32::from(current.producer_epoch) == i32::from(producer_epoch) + 1;
+        let retry_on_overflow = stored_v2
+            && current.v2.previous_producer_id == producer_id
+            && producer_epoch == EXHAUSTED_EPOCH
+            && current.producer_epoch == 0;
+        if producer_id != current.producer_id && !retry_on_overflow {
+            return Err(TxnError::InvalidProducerIdMapping {
+                given: producer_id,
+                current: current.producer_id,
+            });
+        }
+        let valid_epoch = match current.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort if stored_v2 => retry_on_bump,
+            TxnState::CompleteCommit | TxnState::CompleteAbort if stored_v2 => {
+                retry_on_bump || retry_on_overflow
+            }
+            _ => producer_epoch == current.producer_epoch,
+        };
+        if !valid_epoch {
+            return Err(TxnError::ProducerFenced {
+                given: producer_epoch,
+                current: current.producer_epoch,
+            });
+        }
         self.concurrent()?;
         let what = if commit {
             "EndTxn(commit)"
         } else {
             "EndTxn(abort)"
         };
-        match (self.current.state, commit) {
-            (TxnState::Ongoing, true) => Ok(End::Prepare(self.with(TxnState::PrepareCommit, now))),
-            (TxnState::Ongoing, false) => Ok(End::Prepare(self.with(TxnState::PrepareAbort, now))),
+        match (current.state, commit) {
+            (TxnState::Ongoing, _) => {
+                let state = if commit {
+                    TxnState::PrepareCommit
+                } else {
+                    TxnState::PrepareAbort
+                };
+                let mut transit = self.with(state, now);
+                transit.v2.client_txn_version = client_txn_version;
+                transit.v2.next_producer_id = -1;
+                if client_txn_version >= TRANSACTION_VERSION_2 {
+                    // The epoch may reach i16::MAX here: the id is rolled at Complete, so no
+                    // client ever holds it and a fence always has an epoch left.
+                    if current.producer_epoch >= EXHAUSTED_EPOCH {
+                        let Some(fresh) = fresh_producer_id else {
+                            return Ok(End::NeedsProducerId);
+                        };
+                        transit.v2.next_producer_id = fresh;
+                    }
+                    transit.producer_epoch = current.producer_epoch + 1;
+                }
+                Ok(End::Prepare(transit))
+            }
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
                 Ok(End::AlreadyComplete)
             }
@@ -455,7 +541,7 @@ impl TxnMetadata {
                 <= now
             && current.producer_epoch < i16::MAX;
         due.then(|| {
-            let mut transit = self.with(TxnState::PrepareAbort, now);
+            let mut transit = self.fenced(now);
             transit.producer_epoch = current.producer_epoch + 1;
             transit
         })
@@ -470,6 +556,13 @@ impl TxnMetadata {
         };
         let mut transit = self.with(state, now);
         transit.partitions.clear();
+        if transit.v2.next_producer_id >= 0 {
+            // The markers went out with the old id at the exhausted epoch; roll the id.
+            transit.v2.previous_producer_id = transit.producer_id;
+            transit.producer_id = transit.v2.next_producer_id;
+            transit.producer_epoch = 0;
+            transit.v2.next_producer_id = -1;
+        }
         transit
     }
 
@@ -497,6 +590,17 @@ impl TxnMetadata {
                 .start_ms
                 .saturating_add(i64::from(self.current.timeout_ms))
         })
+    }
+}
+
+/// The producer id and epoch EndTxn v5 answers for a transaction in state `record`: those the
+/// transaction ends with (the rolled id at epoch 0 while a roll is prepared), which the client
+/// uses next.
+pub fn ended_as(record: &TxnRecord) -> (i64, i16) {
+    if record.v2.next_producer_id >= 0 {
+        (record.v2.next_producer_id, 0)
+    } else {
+        (record.producer_id, record.producer_epoch)
     }
 }
 
@@ -868,5 +972,63 @@ mod tests {
         );
         assert_eq!(TxnState::from_name("ongoing"), None);
         assert_eq!(TxnState::from_name("Bogus"), None);
+    }
+
+    /// One transaction of transaction version 2 ended by `commit` at epoch 0, completed.
+    fn ended_v2(commit: bool) -> TxnMetadata {
+        let mut meta = ongoing(&[("t", 0)]);
+        let End::Prepare(t) = meta.end_txn_as(7, 0, commit, 2, None, NOW + 2).unwrap() else {
+            panic!("an ongoing transaction prepares");
+        };
+        assert_eq!(
+            t.producer_epoch, 1,
+            "the epoch is bumped in the prepare record"
+        );
+        store(&mut meta, t);
+        let t = meta.complete(NOW + 3);
+        store(&mut meta, t);
+        meta
+    }
+
+    #[test]
+    fn a_transaction_version_2_retry_names_the_epoch_before_the_bump() {
+        let meta = ended_v2(true);
+        assert_eq!(ended_as(&meta.current), (7, 1));
+        assert_eq!(
+            meta.end_txn_as(7, 0, true, 2, None, NOW + 4),
+            Ok(End::AlreadyComplete)
+        );
+        assert!(
+            matches!(
+                meta.end_txn_as(7, 1, true, 2, None, NOW + 4),
+                Err(TxnError::ProducerFenced { .. })
+            ),
+            "the new epoch has no transaction to end"
+        );
+    }
+
+    #[test]
+    fn a_fence_after_a_transaction_version_2_end_gives_the_fenced_producer_no_retry() {
+        // The bug: the fence's PrepareAbort inherited the previous end's transaction version,
+        // so the fenced producer's EndTxn(abort) at the pre-fence epoch passed as a "retry"
+        // and was answered success.
+        let mut meta = ended_v2(true);
+        let t = meta
+            .add_partitions(7, 1, &tps(&[("t", 0)]), NOW + 5)
+            .unwrap()
+            .unwrap();
+        store(&mut meta, t);
+        let fence = meta
+            .abort_expired(NOW + 5 + 60_000)
+            .expect("past its timeout");
+        assert_eq!(fence.producer_epoch, 2);
+        assert_eq!(fence.v2.client_txn_version, 0);
+        store(&mut meta, fence);
+        let t = meta.complete(NOW + 70_000);
+        store(&mut meta, t);
+        assert!(matches!(
+            meta.end_txn_as(7, 1, false, 2, None, NOW + 70_001),
+            Err(TxnError::ProducerFenced { .. })
+        ));
     }
 }

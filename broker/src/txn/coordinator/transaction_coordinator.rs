@@ -371,34 +371,54 @@ impl TxnCoordinator {
     }
 
     /// EndTxn: answered once the outcome is durable (PrepareCommit/PrepareAbort); the markers
-    /// and the Complete record follow in a task of their own, as in Kafka.
+    /// and the Complete record follow in a task of their own, as in Kafka. Answers the
+    /// producer id and epoch the producer continues with (bumped with transaction version 2,
+    /// `client_txn_version` 2, see [`machine`]).
     pub async fn end_txn(
         self: &Arc<Self>,
         id: &str,
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
-    ) -> Result<(), TxnError> {
+        client_txn_version: i16,
+    ) -> Result<ProducerIdAndEpoch, TxnError> {
         let shard = self.route(id)?;
-        let now = self.clock.now_ms();
-        let decided = shard
-            .with(id, |meta| {
-                let end = meta.end_txn(producer_id, producer_epoch, commit, now)?;
-                if let End::Prepare(t) = &end {
-                    meta.begin(t);
+        let mut fresh = None;
+        loop {
+            let now = self.clock.now_ms();
+            let decided = shard
+                .with(id, |meta| {
+                    let end = meta.end_txn_as(
+                        producer_id,
+                        producer_epoch,
+                        commit,
+                        client_txn_version,
+                        fresh,
+                        now,
+                    )?;
+                    match &end {
+                        End::Prepare(t) => meta.begin(t),
+                        End::AlreadyComplete | End::NeedsProducerId => {}
+                    }
+                    Ok((end, machine::ended_as(&meta.current)))
+                })?
+                .ok_or(TxnError::InvalidProducerIdMapping {
+                    given: producer_id,
+                    current: -1,
+                })??;
+            let answer = |(producer_id, producer_epoch)| ProducerIdAndEpoch {
+                producer_id,
+                producer_epoch,
+            };
+            match decided {
+                (End::NeedsProducerId, _) => fresh = Some(self.allocate().await?),
+                (End::AlreadyComplete, ended) => return Ok(answer(ended)),
+                (End::Prepare(transit), _) => {
+                    let ended = machine::ended_as(&transit);
+                    shard.store(id, transit).await?;
+                    tokio::spawn(Arc::clone(self).complete(shard, id.to_string()));
+                    return Ok(answer(ended));
                 }
-                Ok(end)
-            })?
-            .ok_or(TxnError::InvalidProducerIdMapping {
-                given: producer_id,
-                current: -1,
-            })??;
-        match decided {
-            End::AlreadyComplete => Ok(()),
-            End::Prepare(transit) => {
-                shard.store(id, transit).await?;
-                tokio::spawn(Arc::clone(self).complete(shard, id.to_string()));
-                Ok(())
             }
         }
     }
