@@ -24,7 +24,7 @@ use super::request::{
     AlterPartitionError, ConfigResource, ControllerError, ControllerReply, ControllerRequest,
     CreatedTopic, ElectionError, ElectionResults, ElectionType, IsrMember, LegacyTopic,
     NewPartitions, NewTopic, OngoingReassignment, ReassignmentError, ReassignmentResults,
-    TopicError, TopicRef, NO_BROKER_EPOCH,
+    ReassignmentTarget, TopicError, TopicRef, NO_BROKER_EPOCH,
 };
 use super::{NodeId, NO_NODE};
 use crate::broker::MAX_PARTITIONS_PER_TOPIC;
@@ -891,7 +891,7 @@ fn change_partition(
 fn alter_partition_reassignments(
     image: &ClusterImage,
     settings: &ControllerSettings,
-    topics: &[(String, Vec<(i32, Option<Vec<NodeId>>)>)],
+    topics: &[(String, Vec<ReassignmentTarget>)],
     allow_replication_factor_change: bool,
 ) -> Decision {
     // Each partition is decided against the image with the changes before it applied, so a

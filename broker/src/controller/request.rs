@@ -81,7 +81,7 @@ pub enum ControllerRequest {
     /// or `None` to cancel the running reassignment. `allow_replication_factor_change` (v1,
     /// KIP-860; true before v1) refuses a target of another size than the partition's.
     AlterPartitionReassignments {
-        topics: Vec<(String, Vec<(i32, Option<Vec<NodeId>>)>)>,
+        topics: Vec<(String, Vec<ReassignmentTarget>)>,
         allow_replication_factor_change: bool,
     },
     /// Kafka's ListPartitionReassignments: the running reassignments of the partitions named
@@ -168,6 +168,9 @@ pub enum ReassignmentError {
     #[error("No partition reassignment is in progress.")]
     NoReassignmentInProgress,
 }
+
+/// One partition and the replicas to move it to (`None`: cancel its running reassignment).
+pub type ReassignmentTarget = (i32, Option<Vec<NodeId>>);
 
 /// AlterPartitionReassignments' outcome per partition, per topic, in request order.
 pub type ReassignmentResults = Vec<(String, Vec<(i32, Result<(), ReassignmentError>)>)>;
