@@ -198,6 +198,8 @@ fn image(topics: usize, partitions: usize) -> Arc<ClusterImage> {
                 leader: 1,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             })
             .collect();
         image.topics.insert(

@@ -261,6 +261,26 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
                 ]));
             request_frame(api, version, c, &r)
         }
+        ApiKey::AlterPartitionReassignments => {
+            // A cancel of "t"-0, which has no reassignment running: NO_REASSIGNMENT_IN_PROGRESS,
+            // nothing changes.
+            let r = AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(vec![
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(topic("t"))
+                        .with_partitions(vec![
+                            alter_partition_reassignments_request::ReassignablePartition::default(),
+                        ]),
+                ]);
+            request_frame(api, version, c, &r)
+        }
+        ApiKey::ListPartitionReassignments => request_frame(
+            api,
+            version,
+            c,
+            &ListPartitionReassignmentsRequest::default().with_timeout_ms(1000),
+        ),
         ApiKey::DescribeQuorum => {
             let r = DescribeQuorumRequest::default().with_topics(vec![
                 describe_quorum_request::TopicData::default()
@@ -552,6 +572,8 @@ async fn every_advertised_api_version_answers_with_a_response_the_codec_decodes(
                 DescribeCluster => DescribeClusterResponse,
                 DescribeQuorum => DescribeQuorumResponse,
                 ElectLeaders => ElectLeadersResponse,
+                AlterPartitionReassignments => AlterPartitionReassignmentsResponse,
+                ListPartitionReassignments => ListPartitionReassignmentsResponse,
                 InitProducerId => InitProducerIdResponse,
                 FindCoordinator => FindCoordinatorResponse,
                 JoinGroup => JoinGroupResponse,

@@ -1008,9 +1008,18 @@ fn apply_role(partition: &Partition, assignment: &PartitionImage, node_id: NodeI
     let role = state.role();
     let epoch = assignment.leader_epoch;
     if assignment.leader == node_id {
+        // A reassignment changes the replicas alone (same epoch, same ISR): the leader must
+        // then take fetches from the replicas it adds and stop counting those it removes.
         let same = role == Role::Leader
             && state.leader_epoch() == epoch
-            && state.isr().iter().copied().eq(sorted(&assignment.isr));
+            && state.isr().iter().copied().eq(sorted(&assignment.isr))
+            && state
+                .followers()
+                .keys()
+                .copied()
+                .eq(sorted(&assignment.replicas)
+                    .into_iter()
+                    .filter(|&r| r != node_id));
         if !same {
             partition.become_leader(epoch, &assignment.replicas, &assignment.isr);
             tracing::debug!(partition = ?partition, epoch, "leading");
@@ -1073,6 +1082,8 @@ mod tests {
             leader,
             leader_epoch,
             partition_epoch: leader_epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod compaction_bench;
 pub mod consume;
 pub mod groups;
 pub mod produce;
+pub mod reassign;
 pub mod run_broker;
 pub mod startup_bench;
 pub mod topics;

@@ -1,4 +1,4 @@
-//! `faultline topics create|list|describe|delete|alter|elect-leaders`.
+//! `faultline topics create|list|describe|delete|alter|elect-leaders|reassign`.
 
 use std::io::Write;
 
@@ -85,6 +85,31 @@ pub enum TopicsCommand {
         /// Every partition of every topic
         #[arg(long)]
         all_topic_partitions: bool,
+    },
+    /// Move partitions' replicas between brokers, as kafka-reassign-partitions.sh does
+    /// (--execute starts the moves, --verify shows whether they are done, --cancel reverts the
+    /// ones still running).
+    #[command(group(ArgGroup::new("action").required(true).args(["execute", "verify", "cancel"])))]
+    Reassign {
+        /// kafka-reassign-partitions.sh's JSON: {"version":1,"partitions":[{"topic":"t",
+        /// "partition":0,"replicas":[1,2,3]}]}
+        #[arg(long, value_name = "FILE")]
+        reassignment_json_file: std::path::PathBuf,
+        /// Start the reassignment the file describes
+        #[arg(long)]
+        execute: bool,
+        /// Show whether the reassignment the file describes is done
+        #[arg(long)]
+        verify: bool,
+        /// Cancel the reassignments of the file that are still running
+        #[arg(long)]
+        cancel: bool,
+        /// With --execute: start even though other reassignments are running
+        #[arg(long, requires = "execute")]
+        additional: bool,
+        /// With --execute: refuse a target of another size than the partition has (KIP-860)
+        #[arg(long, requires = "execute")]
+        disallow_replication_factor_change: bool,
     },
 }
 
@@ -215,6 +240,27 @@ async fn run_inner(args: TopicsArgs, out: &mut dyn Write) -> Result<(), String> 
                 .describe_topic_config(&topic)
                 .await
                 .map_err(|e| topic_error(&e))?;
+            // As kafka-topics.sh: the running reassignments, if the cluster can say (a broker
+            // without ListPartitionReassignments shows none).
+            let indexes = meta.partitions.iter().map(|p| p.index).collect();
+            let reassigning = admin
+                .list_partition_reassignments(Some(vec![(topic.clone(), indexes)]))
+                .await
+                .unwrap_or_default();
+            let factor = |p: &client::PartitionMetadata| {
+                // kafka-topics.sh: the replicas without the ones being added.
+                let adding = reassigning
+                    .iter()
+                    .find(|r| r.partition == p.index)
+                    .map_or(0, |r| r.adding.len());
+                p.replicas.len() - adding
+            };
+            let replication_factor = |t: &TopicMetadata| {
+                t.partitions
+                    .iter()
+                    .min_by_key(|p| p.index)
+                    .map_or(0, factor)
+            };
             if json {
                 let mut value = topic_json(&meta);
                 value["configs"] = configs
@@ -247,9 +293,20 @@ async fn run_inner(args: TopicsArgs, out: &mut dyn Write) -> Result<(), String> 
                         .join(",")
                 };
                 for p in &meta.partitions {
+                    let moving = reassigning
+                        .iter()
+                        .find(|r| r.partition == p.index)
+                        .map(|r| {
+                            format!(
+                                "\tAdding Replicas: {}\tRemoving Replicas: {}",
+                                list(&r.adding),
+                                list(&r.removing)
+                            )
+                        })
+                        .unwrap_or_default();
                     writeln!(
                         out,
-                        "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
+                        "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}{moving}",
                         meta.name,
                         p.index,
                         if p.leader >= 0 {
@@ -401,6 +458,33 @@ async fn run_inner(args: TopicsArgs, out: &mut dyn Write) -> Result<(), String> 
             }
             if !failed.is_empty() {
                 return Err(format!("{} replica(s) could not be elected", failed.len()));
+            }
+        }
+        TopicsCommand::Reassign {
+            reassignment_json_file,
+            execute,
+            verify,
+            cancel: _,
+            additional,
+            disallow_replication_factor_change,
+        } => {
+            #[allow(clippy::disallowed_methods)] // the CLI reads the operator's file
+            let text = std::fs::read_to_string(&reassignment_json_file)
+                .map_err(|e| format!("cannot read {}: {e}", reassignment_json_file.display()))?;
+            let targets = crate::reassign::parse_targets(&text)?;
+            if execute {
+                crate::reassign::execute(
+                    &admin,
+                    &targets,
+                    additional,
+                    !disallow_replication_factor_change,
+                    out,
+                )
+                .await?;
+            } else if verify {
+                crate::reassign::verify(&admin, &targets, out).await?;
+            } else {
+                crate::reassign::cancel(&admin, &targets, out).await?;
             }
         }
     }

@@ -30,6 +30,10 @@ use kafka_protocol::messages::offset_delete_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
+    alter_partition_reassignments_request, list_partition_reassignments_request,
+    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
+};
+use kafka_protocol::messages::{
     elect_leaders_request, ApiKey, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     ElectLeadersRequest, FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest,
@@ -492,6 +496,141 @@ pub enum ElectLeadersError {
     Request(#[from] RequestError),
     #[error("the election was refused: {}", error_name(.0))]
     Rejected(ResponseError),
+}
+
+/// One partition's AlterPartitionReassignments outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReassignmentResult {
+    pub topic: String,
+    pub partition: i32,
+    /// `None`: accepted (started, completed at once, or cancelled); else Kafka's error and
+    /// its message.
+    pub error: Option<(ResponseError, Option<String>)>,
+}
+
+/// A reassignment running, as ListPartitionReassignments answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OngoingReassignment {
+    pub topic: String,
+    pub partition: i32,
+    /// The target first, then the replicas being removed.
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+/// Why a reassignment call failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ReassignmentError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("the request was refused: {}{}", error_name(.0), .1.as_ref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Rejected(ResponseError, Option<String>),
+}
+
+impl Admin {
+    /// AlterPartitionReassignments (KIP-455): per (topic, partition), the replicas to move to,
+    /// or `None` to cancel the running reassignment. With `allow_replication_factor_change`
+    /// false (KIP-860, needs v1) a target of another size is refused.
+    pub async fn alter_partition_reassignments(
+        &self,
+        targets: Vec<(String, i32, Option<Vec<i32>>)>,
+        allow_replication_factor_change: bool,
+    ) -> Result<Vec<ReassignmentResult>, ReassignmentError> {
+        let connection = self
+            .client
+            .any_connection()
+            .await
+            .map_err(RequestError::from)?;
+        let mut topics: Vec<alter_partition_reassignments_request::ReassignableTopic> = Vec::new();
+        for (topic, partition, replicas) in targets {
+            let p = alter_partition_reassignments_request::ReassignablePartition::default()
+                .with_partition_index(partition)
+                .with_replicas(replicas.map(|r| r.into_iter().map(BrokerId).collect()));
+            match topics.iter_mut().find(|t| t.name.as_str() == topic) {
+                Some(t) => t.partitions.push(p),
+                None => topics.push(
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(TopicName(str(&topic)))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        let request = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(self.timeout_ms())
+            .with_allow_replication_factor_change(allow_replication_factor_change)
+            .with_topics(topics);
+        let response = connection.send(&request).await?;
+        if response.error_code != 0 {
+            return Err(ReassignmentError::Rejected(
+                code(response.error_code),
+                response.error_message.as_ref().map(|m| m.to_string()),
+            ));
+        }
+        let mut results = Vec::new();
+        for topic in &response.responses {
+            self.client.invalidate(topic.name.as_str());
+            for p in &topic.partitions {
+                results.push(ReassignmentResult {
+                    topic: topic.name.to_string(),
+                    partition: p.partition_index,
+                    error: (p.error_code != 0).then(|| {
+                        (
+                            code(p.error_code),
+                            p.error_message.as_ref().map(|m| m.to_string()),
+                        )
+                    }),
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    /// ListPartitionReassignments: the reassignments running among `partitions` (topic,
+    /// partition indexes), or among all partitions (`None`).
+    pub async fn list_partition_reassignments(
+        &self,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<OngoingReassignment>, ReassignmentError> {
+        let connection = self
+            .client
+            .any_connection()
+            .await
+            .map_err(RequestError::from)?;
+        let request = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(self.timeout_ms())
+            .with_topics(partitions.map(|topics| {
+                topics
+                    .into_iter()
+                    .map(|(topic, indexes)| {
+                        list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                            .with_name(TopicName(str(&topic)))
+                            .with_partition_indexes(indexes)
+                    })
+                    .collect()
+            }));
+        let response = connection.send(&request).await?;
+        if response.error_code != 0 {
+            return Err(ReassignmentError::Rejected(
+                code(response.error_code),
+                response.error_message.as_ref().map(|m| m.to_string()),
+            ));
+        }
+        let ids = |ids: &[BrokerId]| ids.iter().map(|id| id.0).collect::<Vec<i32>>();
+        Ok(response
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| OngoingReassignment {
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    replicas: ids(&p.replicas),
+                    adding: ids(&p.adding_replicas),
+                    removing: ids(&p.removing_replicas),
+                })
+            })
+            .collect())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

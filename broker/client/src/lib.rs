@@ -82,6 +82,7 @@ pub use admin::{
     OffsetAndMetadata,
 };
 pub use admin::{ElectLeadersError, ElectionResult, ElectionType};
+pub use admin::{OngoingReassignment, ReassignmentError, ReassignmentResult};
 pub use cluster::{Client, ClientConfig, MetadataError, PartitionMetadata, TopicMetadata};
 pub use connection::{ConnectError, Connection, ConnectionConfig, RequestError};
 pub use consumer::{

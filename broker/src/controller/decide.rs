@@ -23,7 +23,8 @@ use super::placement::{self, UsableBroker};
 use super::request::{
     AlterPartitionError, ConfigResource, ControllerError, ControllerReply, ControllerRequest,
     CreatedTopic, ElectionError, ElectionResults, ElectionType, IsrMember, LegacyTopic,
-    NewPartitions, NewTopic, TopicError, TopicRef, NO_BROKER_EPOCH,
+    NewPartitions, NewTopic, OngoingReassignment, ReassignmentError, ReassignmentResults,
+    ReassignmentTarget, TopicError, TopicRef, NO_BROKER_EPOCH,
 };
 use super::{NodeId, NO_NODE};
 use crate::broker::MAX_PARTITIONS_PER_TOPIC;
@@ -230,6 +231,22 @@ pub fn decide(
             election,
             partitions,
         } => Ok(elect_leaders(image, *election, partitions.as_deref())),
+        ControllerRequest::AlterPartitionReassignments {
+            topics,
+            allow_replication_factor_change,
+        } => Ok(alter_partition_reassignments(
+            image,
+            settings,
+            topics,
+            *allow_replication_factor_change,
+        )),
+        ControllerRequest::ListPartitionReassignments { topics } => Ok(Decision {
+            records: Vec::new(),
+            reply: ControllerReply::ListPartitionReassignments(list_partition_reassignments(
+                image,
+                topics.as_deref(),
+            )),
+        }),
         ControllerRequest::ImportLegacy {
             cluster_id,
             topics,
@@ -349,14 +366,68 @@ fn alter_partition(
         return Ok((None, partition.clone()));
     }
     let index = usize::try_from(index).expect("checked above");
-    let record = change_partition(topic.id, index, partition, partition.leader, isr);
+    // The ISR this leader asked for may complete a running reassignment (Kafka's
+    // `PartitionChangeBuilder.completeReassignmentIfNeeded`); then the leader itself may be
+    // removed and another elected. The leader learns it from the image it gets back (Kafka
+    // answers NEW_LEADER_ELECTED with the same record committed).
+    let record = complete_reassignment(image, topic.id, index, partition, &isr)
+        .unwrap_or_else(|| change_partition(topic.id, index, partition, partition.leader, isr));
     let MetadataRecord::ChangePartition { image: changed, .. } = &record else {
         unreachable!("change_partition makes a ChangePartition");
     };
-    assert_eq!(changed.leader_epoch, partition.leader_epoch);
+    assert!(changed.leader == partition.leader || partition.is_reassigning());
     assert_eq!(changed.partition_epoch, partition.partition_epoch + 1);
     let changed = changed.clone();
     Ok((Some(record), changed))
+}
+
+/// The record that completes `partition`'s running reassignment with `isr` as its new ISR, if
+/// it can complete (Kafka's `PartitionReassignmentReplicas.maybeCompleteReassignment`): every
+/// target replica (the adding ones and those kept) is in the ISR. Then replicas = the target,
+/// ISR = ISR ∩ target, and a leader being removed (or none) gives way to the first target
+/// replica that can lead, in a new leader epoch.
+fn complete_reassignment(
+    image: &ClusterImage,
+    topic_id: Uuid,
+    index: usize,
+    partition: &PartitionImage,
+    isr: &[NodeId],
+) -> Option<MetadataRecord> {
+    if !partition.is_reassigning() {
+        return None;
+    }
+    let target = partition.target_replicas();
+    let new_isr: Vec<NodeId> = target.iter().copied().filter(|r| isr.contains(r)).collect();
+    if new_isr.is_empty() || new_isr.len() != target.len() {
+        return None;
+    }
+    let none = BTreeSet::new();
+    let leader = if new_isr.contains(&partition.leader) {
+        partition.leader
+    } else {
+        // Kafka's electAnyLeader over the target replicas (a clean election: the ISR only).
+        target
+            .iter()
+            .copied()
+            .find(|r| new_isr.contains(r) && can_lead(image, &none, *r))
+            .unwrap_or(NO_NODE)
+    };
+    let MetadataRecord::ChangePartition {
+        image: mut changed, ..
+    } = change_partition(topic_id, index, partition, leader, new_isr)
+    else {
+        unreachable!("change_partition makes a ChangePartition");
+    };
+    changed.replicas = target;
+    changed.adding_replicas.clear();
+    changed.removing_replicas.clear();
+    tracing::info!(topic = %topic_id, partition = index, replicas = ?changed.replicas,
+        isr = ?changed.isr, leader = changed.leader, "partition reassignment completed");
+    Some(MetadataRecord::ChangePartition {
+        topic_id,
+        partition: i32::try_from(index).expect("partition indexes fit in i32"),
+        image: changed,
+    })
 }
 
 /// Kafka's `BrokerHeartbeatManager.calculateNextBrokerState`, with controlled shutdown done in
@@ -481,7 +552,9 @@ fn elect_unclean(
          true; the new leader was out of sync, so records it lacks are lost"
     );
     [
-        change_partition(topic.id, index, partition, leader, vec![leader]),
+        // The new ISR of one may be what a running reassignment waited for.
+        complete_reassignment(image, topic.id, index, partition, &[leader])
+            .unwrap_or_else(|| change_partition(topic.id, index, partition, leader, vec![leader])),
         MetadataRecord::UncleanLeaderElection {
             topic_id: topic.id,
             partition: i32::try_from(index).expect("partition indexes fit in i32"),
@@ -812,8 +885,260 @@ fn change_partition(
             leader,
             leader_epoch,
             partition_epoch: current.partition_epoch + 1,
+            adding_replicas: current.adding_replicas.clone(),
+            removing_replicas: current.removing_replicas.clone(),
         },
     }
+}
+
+/// AlterPartitionReassignments (Kafka's `ReplicationControlManager.alterPartitionReassignments`):
+/// one outcome per partition named; each accepted change is one ChangePartition, all committed
+/// in one batch.
+fn alter_partition_reassignments(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    topics: &[(String, Vec<ReassignmentTarget>)],
+    allow_replication_factor_change: bool,
+) -> Decision {
+    // Each partition is decided against the image with the changes before it applied, so a
+    // partition named twice is changed twice in order, as Kafka's records would be.
+    let mut working = image.clone();
+    let mut records = Vec::new();
+    let mut results: ReassignmentResults = Vec::new();
+    for (topic, partitions) in topics {
+        let mut outcomes = Vec::new();
+        for (index, target) in partitions {
+            let outcome = reassign(
+                &working,
+                settings,
+                topic,
+                *index,
+                target.as_deref(),
+                allow_replication_factor_change,
+            )
+            .map(|record| {
+                let offset = working.metadata_offset + 1;
+                working.apply(offset, std::slice::from_ref(&record));
+                records.push(record);
+            });
+            outcomes.push((*index, outcome));
+        }
+        results.push((topic.clone(), outcomes));
+    }
+    Decision {
+        records,
+        reply: ControllerReply::AlterPartitionReassignments(results),
+    }
+}
+
+/// One partition's reassignment (`target`) or its cancellation (`None`), Kafka's
+/// `alterPartitionReassignment` with `changePartitionReassignment` / `cancelPartitionReassignment`.
+fn reassign(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    topic_name: &str,
+    index: i32,
+    target: Option<&[NodeId]>,
+    allow_replication_factor_change: bool,
+) -> Result<MetadataRecord, ReassignmentError> {
+    let topic = image.topic(topic_name).ok_or_else(|| {
+        ReassignmentError::UnknownTopicOrPartition(format!(
+            "Unable to find a topic named {topic_name}."
+        ))
+    })?;
+    let slot = usize::try_from(index)
+        .ok()
+        .filter(|&i| i < topic.partitions.len())
+        .ok_or_else(|| {
+            ReassignmentError::UnknownTopicOrPartition(format!(
+                "Unable to find partition {topic_name}:{index}."
+            ))
+        })?;
+    let partition = &topic.partitions[slot];
+    let none = BTreeSet::new();
+    let Some(target) = target else {
+        // Cancel (Kafka's PartitionReassignmentRevert): the adding replicas go, the removing
+        // ones stay; an ISR left empty takes the first remaining replica back, which is an
+        // unclean election and needs the topic's consent.
+        if !partition.is_reassigning() {
+            return Err(ReassignmentError::NoReassignmentInProgress);
+        }
+        let adding = &partition.adding_replicas;
+        let replicas: Vec<NodeId> = partition
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !adding.contains(r))
+            .collect();
+        let mut isr: Vec<NodeId> = partition
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !adding.contains(r))
+            .collect();
+        let mut unclean = false;
+        if isr.is_empty() {
+            if !unclean_enabled(image, settings, topic) {
+                return Err(ReassignmentError::InvalidReplicaAssignment(format!(
+                    "Unable to revert partition assignment for {topic_name}:{index} because it \
+                     would require an unclean leader election."
+                )));
+            }
+            unclean = true;
+            isr.push(replicas[0]);
+        }
+        let leader = if isr.contains(&partition.leader) {
+            partition.leader
+        } else {
+            replicas
+                .iter()
+                .copied()
+                .find(|r| isr.contains(r) && can_lead(image, &none, *r))
+                .unwrap_or(NO_NODE)
+        };
+        if unclean {
+            tracing::warn!(topic = topic_name, partition = index, ?isr,
+                "UNCLEAN: cancelling the reassignment leaves no ISR member of the original replicas");
+        }
+        let MetadataRecord::ChangePartition {
+            image: mut changed, ..
+        } = change_partition(topic.id, slot, partition, leader, isr)
+        else {
+            unreachable!("change_partition makes a ChangePartition");
+        };
+        changed.replicas = replicas;
+        changed.adding_replicas.clear();
+        changed.removing_replicas.clear();
+        tracing::info!(topic = topic_name, partition = index, replicas = ?changed.replicas,
+            "partition reassignment cancelled");
+        return Ok(MetadataRecord::ChangePartition {
+            topic_id: topic.id,
+            partition: index,
+            image: changed,
+        });
+    };
+    // Kafka's validateManualPartitionAssignment, its checks and messages in its order.
+    if target.is_empty() {
+        return Err(ReassignmentError::InvalidReplicaAssignment(
+            "The manual partition assignment includes an empty replica list.".into(),
+        ));
+    }
+    let mut sorted = target.to_vec();
+    sorted.sort_unstable();
+    for (i, id) in sorted.iter().enumerate() {
+        if !image.brokers.contains_key(id) {
+            return Err(ReassignmentError::InvalidReplicaAssignment(format!(
+                "The manual partition assignment includes broker {id}, but no such broker is \
+                 registered."
+            )));
+        }
+        if i > 0 && sorted[i - 1] == *id {
+            return Err(ReassignmentError::InvalidReplicaAssignment(format!(
+                "The manual partition assignment includes the broker {id} more than once."
+            )));
+        }
+    }
+    // KIP-860: the size the partition has outside any running reassignment.
+    let current_factor = partition.replicas.len() - partition.adding_replicas.len();
+    if !allow_replication_factor_change && target.len() != current_factor {
+        return Err(ReassignmentError::InvalidReplicationFactor(format!(
+            "The replication factor is changed from {current_factor} to {} but \
+             allowReplicationFactorChange is false.",
+            target.len()
+        )));
+    }
+    // Kafka's PartitionReassignmentReplicas against the current replicas (those of a running
+    // reassignment included): replicas = target, then the current ones not in it. A target
+    // replica that a running reassignment was adding is still being added (Kafka keeps the
+    // adding list when the new one is empty; this keeps it per replica).
+    // Both sorted, as Kafka's sets are.
+    let removing: BTreeSet<NodeId> = partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !target.contains(r))
+        .collect();
+    let adding: BTreeSet<NodeId> = target
+        .iter()
+        .copied()
+        .filter(|r| !partition.replicas.contains(r) || partition.adding_replicas.contains(r))
+        .collect();
+    let (removing, adding): (Vec<NodeId>, Vec<NodeId>) =
+        (removing.into_iter().collect(), adding.into_iter().collect());
+    let replicas: Vec<NodeId> = target.iter().copied().chain(removing.clone()).collect();
+    let started = PartitionImage {
+        replicas,
+        adding_replicas: adding,
+        removing_replicas: removing,
+        ..partition.clone()
+    };
+    // Already complete when nothing is added (a smaller or reordered target): Kafka's
+    // PartitionChangeBuilder completes it in the same record.
+    let record = complete_reassignment(image, topic.id, slot, &started, &partition.isr)
+        .unwrap_or_else(|| {
+            let MetadataRecord::ChangePartition { image: changed, .. } = change_partition(
+                topic.id,
+                slot,
+                &started,
+                partition.leader,
+                partition.isr.clone(),
+            ) else {
+                unreachable!("change_partition makes a ChangePartition");
+            };
+            assert_eq!(changed.replicas, started.replicas);
+            MetadataRecord::ChangePartition {
+                topic_id: topic.id,
+                partition: index,
+                image: changed,
+            }
+        });
+    if let MetadataRecord::ChangePartition { image: changed, .. } = &record {
+        tracing::info!(topic = topic_name, partition = index, replicas = ?changed.replicas,
+            adding = ?changed.adding_replicas, removing = ?changed.removing_replicas,
+            leader = changed.leader, "partition reassignment started");
+    }
+    Ok(record)
+}
+
+/// ListPartitionReassignments (Kafka's `listPartitionReassignments`): the partitions named (or
+/// every partition) with a reassignment running; unknown topics and partitions, and topics
+/// with none running, are left out.
+fn list_partition_reassignments(
+    image: &ClusterImage,
+    topics: Option<&[(String, Vec<i32>)]>,
+) -> Vec<(String, Vec<OngoingReassignment>)> {
+    let ongoing = |topic: &TopicImage, index: i32| {
+        let p = topic.partitions.get(usize::try_from(index).ok()?)?;
+        p.is_reassigning().then(|| OngoingReassignment {
+            partition: index,
+            replicas: p.replicas.clone(),
+            adding: p.adding_replicas.clone(),
+            removing: p.removing_replicas.clone(),
+        })
+    };
+    let mut out = Vec::new();
+    let mut list = |topic: &TopicImage, indexes: &mut dyn Iterator<Item = i32>| {
+        let found: Vec<OngoingReassignment> = indexes.filter_map(|i| ongoing(topic, i)).collect();
+        if !found.is_empty() {
+            out.push((topic.name.clone(), found));
+        }
+    };
+    match topics {
+        None => {
+            for topic in image.topics.values() {
+                let count = i32::try_from(topic.partitions.len()).expect("fits in i32");
+                list(topic, &mut (0..count));
+            }
+        }
+        Some(topics) => {
+            for (name, indexes) in topics {
+                if let Some(topic) = image.topic(name) {
+                    list(topic, &mut indexes.iter().copied());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A new topic id: random (drawn from the caller's entropy, version 4), never nil, never one
@@ -845,6 +1170,8 @@ fn new_partitions(image: &ClusterImage, assignments: &[Assignment]) -> Option<Ve
                 isr,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             })
         })
         .collect()
@@ -1327,6 +1654,8 @@ fn import_legacy(
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         records.push(MetadataRecord::CreateTopic {
             name: topic.name.clone(),
@@ -1892,6 +2221,8 @@ pub(crate) mod tests {
                 leader: 1,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             }],
         }]);
         (c, id)
@@ -2382,6 +2713,8 @@ pub(crate) mod tests {
                 leader: 1,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             }],
         }]);
         (c, id)
@@ -2426,6 +2759,8 @@ pub(crate) mod tests {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 1,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         assert_eq!(changed, expected, "the ISR in replica order");
         assert_eq!(c.partition("r", 0), expected, "committed as the reply says");
@@ -3046,6 +3381,265 @@ pub(crate) mod tests {
         assert_eq!(c.image.unclean_leader_elections, 0);
     }
 
+    // --- Partition reassignments (KIP-455) ---------------------------------------------
+
+    fn reassign_one(
+        c: &mut Controller,
+        topic: &str,
+        index: i32,
+        target: Option<&[NodeId]>,
+        allow_rf_change: bool,
+    ) -> Result<(), ReassignmentError> {
+        let request = ControllerRequest::AlterPartitionReassignments {
+            topics: vec![(topic.to_string(), vec![(index, target.map(<[_]>::to_vec))])],
+            allow_replication_factor_change: allow_rf_change,
+        };
+        match c.ask(request) {
+            Ok(ControllerReply::AlterPartitionReassignments(mut results)) => {
+                assert_eq!(results.len(), 1);
+                let (_, mut outcomes) = results.remove(0);
+                assert_eq!(outcomes.len(), 1);
+                outcomes.remove(0).1
+            }
+            other => panic!("AlterPartitionReassignments answered {other:?}"),
+        }
+    }
+
+    fn listed(
+        c: &mut Controller,
+        topics: Option<Vec<(&str, Vec<i32>)>>,
+    ) -> Vec<(String, Vec<OngoingReassignment>)> {
+        let request = ControllerRequest::ListPartitionReassignments {
+            topics: topics.map(|t| t.into_iter().map(|(n, p)| (n.to_string(), p)).collect()),
+        };
+        let before = c.image.metadata_offset;
+        let reply = c.ask(request);
+        assert_eq!(c.image.metadata_offset, before, "listing commits nothing");
+        match reply {
+            Ok(ControllerReply::ListPartitionReassignments(list)) => list,
+            other => panic!("ListPartitionReassignments answered {other:?}"),
+        }
+    }
+
+    /// Brokers 1-4 live, "r"-0 on [1, 2, 3] led by 1.
+    fn four_brokers_three_replicas() -> Controller {
+        let (mut c, _) = three_replicas(&[]);
+        c.up(4);
+        c
+    }
+
+    #[test]
+    fn a_reassignment_adds_the_new_replicas_first_and_completes_once_they_are_in_the_isr() {
+        let mut c = four_brokers_three_replicas();
+        let before = c.partition("r", 0);
+        reassign_one(&mut c, "r", 0, Some(&[2, 3, 4]), false).unwrap();
+        let p = c.partition("r", 0);
+        // Union, target first; the ISR and the leader as they were until 4 catches up.
+        assert_eq!(p.replicas, vec![2, 3, 4, 1]);
+        assert_eq!(
+            (p.adding_replicas.clone(), p.removing_replicas.clone()),
+            (vec![4], vec![1])
+        );
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1, 2, 3]));
+        assert_eq!(p.leader_epoch, before.leader_epoch);
+        assert_eq!(p.partition_epoch, before.partition_epoch + 1);
+        assert_eq!(
+            listed(&mut c, None),
+            vec![(
+                "r".to_string(),
+                vec![OngoingReassignment {
+                    partition: 0,
+                    replicas: vec![2, 3, 4, 1],
+                    adding: vec![4],
+                    removing: vec![1],
+                }]
+            )]
+        );
+        // An ISR change that does not bring 4 in completes nothing.
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        assert!(c.partition("r", 0).is_reassigning());
+        // 4 joins, but 3 (kept) is out of the ISR: Kafka completes only once every target
+        // replica is in sync.
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2, 4])).unwrap();
+        assert!(c.partition("r", 0).is_reassigning());
+        // 3 back: the reassignment completes in the same record. The leader, 1, is removed:
+        // 2 (the first target replica) leads in a new leader epoch.
+        let led = c.partition("r", 0);
+        let changed = alter_outcome(alter_isr(&mut c, 1, &[1, 2, 3, 4])).unwrap();
+        assert_eq!(changed, c.partition("r", 0));
+        assert_eq!(changed.replicas, vec![2, 3, 4]);
+        assert_eq!(changed.isr, vec![2, 3, 4]);
+        assert!(!changed.is_reassigning());
+        assert_eq!(changed.leader, 2);
+        assert_eq!(
+            changed.leader_epoch,
+            led.leader_epoch + 1,
+            "a new leader, a new epoch"
+        );
+        assert!(listed(&mut c, None).is_empty());
+    }
+
+    #[test]
+    fn a_reassignment_that_keeps_the_leader_keeps_its_epoch_and_a_smaller_one_completes_at_once() {
+        let mut c = four_brokers_three_replicas();
+        // RF 3 -> 1 onto the leader: nothing to add, done in one record.
+        reassign_one(&mut c, "r", 0, Some(&[1]), true).unwrap();
+        let p = c.partition("r", 0);
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![1], vec![1], 1)
+        );
+        assert_eq!(p.leader_epoch, 0);
+        assert!(!p.is_reassigning());
+        // RF 1 -> 3: runs until the new replicas join.
+        reassign_one(&mut c, "r", 0, Some(&[1, 3, 4]), true).unwrap();
+        let p = c.partition("r", 0);
+        assert_eq!(
+            (p.adding_replicas.clone(), p.removing_replicas.clone()),
+            (vec![3, 4], vec![])
+        );
+        alter_outcome(alter_isr(&mut c, 1, &[1, 3])).unwrap();
+        assert!(
+            c.partition("r", 0).is_reassigning(),
+            "4 is not in the ISR yet"
+        );
+        alter_outcome(alter_isr(&mut c, 1, &[1, 3, 4])).unwrap();
+        let p = c.partition("r", 0);
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![1, 3, 4], vec![1, 3, 4], 1)
+        );
+        assert_eq!(p.leader_epoch, 0, "the leader stayed");
+        // RF 3 -> 1 away from the leader: a new leader at once, in a new epoch.
+        reassign_one(&mut c, "r", 0, Some(&[4]), true).unwrap();
+        let p = c.partition("r", 0);
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![4], vec![4], 4)
+        );
+        assert_eq!(p.leader_epoch, 1);
+    }
+
+    #[test]
+    fn cancelling_reverts_to_the_original_replicas_and_a_cancel_of_nothing_is_refused() {
+        let mut c = four_brokers_three_replicas();
+        assert_eq!(
+            reassign_one(&mut c, "r", 0, None, false),
+            Err(ReassignmentError::NoReassignmentInProgress)
+        );
+        reassign_one(&mut c, "r", 0, Some(&[2, 3, 4]), false).unwrap();
+        reassign_one(&mut c, "r", 0, None, false).unwrap();
+        let p = c.partition("r", 0);
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![2, 3, 1], vec![1, 2, 3], 1)
+        );
+        assert!(!p.is_reassigning());
+        assert_eq!(p.leader_epoch, 0);
+        // A new target while one runs: a replica being added stays adding if the new target
+        // keeps it, one being removed that the new target keeps is no longer removed, and a
+        // cancel reverts to the replicas before the first.
+        reassign_one(&mut c, "r", 0, Some(&[4, 2, 3]), false).unwrap();
+        reassign_one(&mut c, "r", 0, Some(&[4, 1, 2]), false).unwrap();
+        let p = c.partition("r", 0);
+        assert_eq!(p.replicas, vec![4, 1, 2, 3]);
+        assert_eq!(
+            (p.adding_replicas.clone(), p.removing_replicas.clone()),
+            (vec![4], vec![3])
+        );
+        reassign_one(&mut c, "r", 0, None, false).unwrap();
+        let p = c.partition("r", 0);
+        assert_eq!(p.replicas, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn bad_targets_get_kafkas_errors_and_change_nothing() {
+        let mut c = four_brokers_three_replicas();
+        let before = c.image.clone();
+        let invalid = |m: &str| Err(ReassignmentError::InvalidReplicaAssignment(m.to_string()));
+        assert_eq!(
+            reassign_one(&mut c, "r", 0, Some(&[]), true),
+            invalid("The manual partition assignment includes an empty replica list.")
+        );
+        assert_eq!(
+            reassign_one(&mut c, "r", 0, Some(&[2, 4, 2]), true),
+            invalid("The manual partition assignment includes the broker 2 more than once.")
+        );
+        assert_eq!(
+            reassign_one(&mut c, "r", 0, Some(&[2, 9]), true),
+            invalid(
+                "The manual partition assignment includes broker 9, but no such broker is \
+                 registered."
+            )
+        );
+        assert_eq!(
+            reassign_one(&mut c, "r", 0, Some(&[2, 4]), false),
+            Err(ReassignmentError::InvalidReplicationFactor(
+                "The replication factor is changed from 3 to 2 but \
+                 allowReplicationFactorChange is false."
+                    .into()
+            ))
+        );
+        assert_eq!(
+            reassign_one(&mut c, "nope", 0, Some(&[1]), true),
+            Err(ReassignmentError::UnknownTopicOrPartition(
+                "Unable to find a topic named nope.".into()
+            ))
+        );
+        assert_eq!(
+            reassign_one(&mut c, "r", 1, Some(&[1]), true),
+            Err(ReassignmentError::UnknownTopicOrPartition(
+                "Unable to find partition r:1.".into()
+            ))
+        );
+        assert_eq!(c.image, before, "nothing committed");
+        assert!(listed(&mut c, Some(vec![("nope", vec![0]), ("r", vec![0, 5])])).is_empty());
+    }
+
+    #[test]
+    fn a_cancel_that_would_need_an_unclean_election_is_refused_unless_the_topic_allows_it() {
+        for unclean in [false, true] {
+            let configs: &[(&str, &str)] = if unclean {
+                &[("unclean.leader.election.enable", "true")]
+            } else {
+                &[]
+            };
+            let (mut c, _) = three_replicas(configs);
+            c.up(4);
+            c.up(5);
+            // Moving to [4, 5]: 4 joins the ISR, 5 does not yet, then 1-3 die; 4 leads alone.
+            reassign_one(&mut c, "r", 0, Some(&[4, 5]), false).unwrap_err();
+            reassign_one(&mut c, "r", 0, Some(&[4, 5]), true).unwrap();
+            alter_outcome(alter_isr(&mut c, 1, &[1, 2, 3, 4])).unwrap();
+            assert!(c.partition("r", 0).is_reassigning());
+            assert_eq!(expire_all_but(&mut c, &[4, 5]), 3);
+            let p = c.partition("r", 0);
+            assert_eq!((p.leader, p.isr.clone()), (4, vec![4]));
+            // Reverting leaves no ISR member: 1 would lead without what 4 took since.
+            let outcome = reassign_one(&mut c, "r", 0, None, false);
+            if !unclean {
+                assert_eq!(
+                    outcome,
+                    Err(ReassignmentError::InvalidReplicaAssignment(
+                        "Unable to revert partition assignment for r:0 because it would \
+                         require an unclean leader election."
+                            .into()
+                    ))
+                );
+                assert_eq!(c.partition("r", 0), p, "nothing changed");
+            } else {
+                outcome.unwrap();
+                let p = c.partition("r", 0);
+                // 1 is back in the ISR alone but fenced: the partition waits for it.
+                assert_eq!(
+                    (p.replicas.clone(), p.isr.clone()),
+                    (vec![1, 2, 3], vec![1])
+                );
+                assert_eq!(p.leader, NO_NODE);
+            }
+        }
+    }
+
     // --- Producer ids and the legacy import ---------------------------------------------
 
     #[test]
@@ -3209,6 +3803,14 @@ mod proptests {
         Elect {
             unclean: bool,
         },
+        /// AlterPartitionReassignments for one partition of a replicated topic: a target of
+        /// brokers 1-5 (duplicates and unregistered ones included), or a cancel.
+        Reassign {
+            topic: u8,
+            partition: usize,
+            target: Option<Vec<NodeId>>,
+            allow_rf_change: bool,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -3224,12 +3826,14 @@ mod proptests {
             1 => (0..4u8, 0..3i32).prop_map(|(topic, by)| Op::Grow { topic, by }),
             1 => (1..=4i32).prop_map(|id| Op::AllocateProducerIds { id }),
             2 => (0..3u8, 1..4usize).prop_map(|(topic, partitions)| Op::CreateReplicated { topic, partitions }),
-            4 => (0..3u8, 0..3usize, prop::bool::weighted(0.8), prop::bool::weighted(0.2), 0..4u8)
+            4 => (0..3u8, 0..3usize, prop::bool::weighted(0.8), prop::bool::weighted(0.2), 0..32u8)
                 .prop_map(|(topic, partition, from_leader, stale, members)| Op::AlterIsr { topic, partition, from_leader, stale, members }),
             1 => Just(Op::ToggleUnclean),
             2 => Just(Op::UncleanTick),
             1 => Just(Op::PreferredElections),
             1 => any::<bool>().prop_map(|unclean| Op::Elect { unclean }),
+            3 => (0..3u8, 0..3usize, prop::option::weighted(0.8, prop::collection::vec(1..=5i32, 0..4)), prop::bool::weighted(0.7))
+                .prop_map(|(topic, partition, target, allow_rf_change)| Op::Reassign { topic, partition, target, allow_rf_change }),
         ]
     }
 
@@ -3387,7 +3991,15 @@ mod proptests {
                     Ok(changed) => {
                         assert!(!*stale, "a stale partition epoch is never accepted");
                         assert_eq!(changed, now, "the reply is the committed state");
-                        assert_eq!(changed.leader_epoch, p.leader_epoch);
+                        // Only a reassignment completed by this ISR change moves the leader.
+                        assert!(
+                            changed.leader_epoch == p.leader_epoch
+                                || (p.is_reassigning() && !changed.is_reassigning())
+                        );
+                        if p.is_reassigning() && !changed.is_reassigning() {
+                            // Completed only with every target replica in sync.
+                            assert_eq!(changed.isr.len(), changed.replicas.len(), "{changed:?}");
+                        }
                     }
                     Err(_) => assert_eq!(now, p, "a refusal changes nothing"),
                 }
@@ -3426,6 +4038,83 @@ mod proptests {
                 if !unclean {
                     // Every partition whose preferred replica can lead is led by it.
                     assert!(preferred_leader_elections(&c.image).is_empty());
+                }
+            }
+            Op::Reassign {
+                topic,
+                partition,
+                target,
+                allow_rf_change,
+            } => {
+                let name = format!("r{topic}");
+                let before = c.image.clone();
+                let was = before.partition(&name, *partition as i32).cloned();
+                let request = ControllerRequest::AlterPartitionReassignments {
+                    topics: vec![(name.clone(), vec![(*partition as i32, target.clone())])],
+                    allow_replication_factor_change: *allow_rf_change,
+                };
+                let Ok(ControllerReply::AlterPartitionReassignments(results)) = c.ask(request)
+                else {
+                    panic!("AlterPartitionReassignments failed as a whole");
+                };
+                let outcome = &results[0].1[0].1;
+                let Some(was) = was else {
+                    assert!(matches!(
+                        outcome,
+                        Err(ReassignmentError::UnknownTopicOrPartition(_))
+                    ));
+                    return;
+                };
+                let now = c.partition(&name, *partition as i32);
+                match (outcome, target) {
+                    (Err(_), _) => assert_eq!(c.image, before, "a refusal changes nothing"),
+                    (Ok(()), Some(target)) => {
+                        // Running towards the target, or done and on it.
+                        let on = if now.is_reassigning() {
+                            now.target_replicas()
+                        } else {
+                            now.replicas.clone()
+                        };
+                        assert_eq!(&on, target);
+                        if !now.is_reassigning() && now.replicas != was.replicas {
+                            // Completed at once only with every target replica in sync.
+                            assert_eq!(now.isr.len(), now.replicas.len(), "{now:?}");
+                        }
+                        // Every replica the target lacks that the partition held is removing
+                        // (or gone), every new one adding (or in the ISR, done).
+                        for r in &was.replicas {
+                            assert!(
+                                target.contains(r)
+                                    || !now.replicas.contains(r)
+                                    || now.removing_replicas.contains(r)
+                            );
+                        }
+                    }
+                    (Ok(()), None) => {
+                        assert!(was.is_reassigning());
+                        assert!(!now.is_reassigning());
+                        let original: Vec<NodeId> = was
+                            .replicas
+                            .iter()
+                            .copied()
+                            .filter(|r| !was.adding_replicas.contains(r))
+                            .collect();
+                        assert_eq!(now.replicas, original);
+                    }
+                }
+            }
+        }
+        // No reassignment lingers that its ISR already completes (Kafka's builder completes
+        // one in whichever change makes it complete).
+        for topic in c.image.topics.values() {
+            for p in &topic.partitions {
+                if p.is_reassigning() {
+                    let target = p.target_replicas();
+                    assert!(
+                        !target.iter().all(|r| p.isr.contains(r)),
+                        "{}: a complete reassignment still running: {p:?}",
+                        topic.name
+                    );
                 }
             }
         }

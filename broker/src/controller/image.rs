@@ -60,11 +60,34 @@ pub struct PartitionImage {
     pub leader_epoch: i32,
     /// Rises with every change of this partition's registration (leader, ISR, replicas).
     pub partition_epoch: i32,
+    /// While a reassignment runs (KIP-455): the replicas it adds, which `replicas` holds already
+    /// (they fetch like any follower); it completes once they are all in the ISR. Empty
+    /// otherwise, and in images and records written before reassignments existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<NodeId>,
+    /// While a reassignment runs: the replicas it removes, still in `replicas` (and serving)
+    /// until it completes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<NodeId>,
 }
 
 impl PartitionImage {
     pub fn is_online(&self) -> bool {
         self.leader != NO_NODE
+    }
+
+    /// Is a reassignment running (Kafka's `isReassignmentInProgress`)?
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the running reassignment moves to: `replicas` without the ones it removes.
+    pub fn target_replicas(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
     }
 }
 
@@ -178,6 +201,34 @@ fn check_partition(
             at()
         );
     }
+    for (what, list) in [
+        ("adding", &partition.adding_replicas),
+        ("removing", &partition.removing_replicas),
+    ] {
+        for (i, r) in list.iter().enumerate() {
+            assert!(
+                partition.replicas.contains(r) && !list[..i].contains(r),
+                "{}'s {what} replica {r} is not one replica of {:?}",
+                at(),
+                partition.replicas
+            );
+        }
+    }
+    assert!(
+        !partition
+            .adding_replicas
+            .iter()
+            .any(|r| partition.removing_replicas.contains(r)),
+        "{} both adds and removes a replica: adding {:?}, removing {:?}",
+        at(),
+        partition.adding_replicas,
+        partition.removing_replicas
+    );
+    assert!(
+        partition.removing_replicas.len() < partition.replicas.len(),
+        "{} removes every replica",
+        at()
+    );
     assert!(
         partition.leader_epoch >= 0,
         "{}: negative leader epoch",
@@ -671,6 +722,8 @@ mod tests {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 
@@ -772,6 +825,8 @@ mod tests {
                         leader: 2,
                         leader_epoch: 1,
                         partition_epoch: 1,
+                        adding_replicas: Vec::new(),
+                        removing_replicas: Vec::new(),
                     },
                 },
                 MetadataRecord::FenceBroker { id: 1, epoch: 0 },
@@ -882,6 +937,49 @@ mod tests {
         let text = serde_json::to_vec(&image).unwrap();
         let back: ClusterImage = serde_json::from_slice(&text).unwrap();
         assert_eq!(back, image);
+    }
+
+    #[test]
+    fn a_partition_written_before_reassignments_existed_loads_with_none_running() {
+        // A record as older brokers wrote it: no adding or removing replicas.
+        let old =
+            r#"{"replicas":[1,2],"isr":[1,2],"leader":1,"leader_epoch":3,"partition_epoch":4}"#;
+        let p: PartitionImage = serde_json::from_str(old).unwrap();
+        assert_eq!(p.replicas, vec![1, 2]);
+        assert!(!p.is_reassigning());
+        // And an image without a reassignment is written as before.
+        assert_eq!(serde_json::to_string(&p).unwrap(), old);
+        let moving = PartitionImage {
+            replicas: vec![3, 1, 2],
+            adding_replicas: vec![3],
+            removing_replicas: vec![1],
+            ..p
+        };
+        let text = serde_json::to_string(&moving).unwrap();
+        assert_eq!(
+            serde_json::from_str::<PartitionImage>(&text).unwrap(),
+            moving
+        );
+        assert_eq!(moving.target_replicas(), vec![3, 2]);
+    }
+
+    #[test]
+    #[should_panic(expected = "both adds and removes")]
+    fn a_replica_both_added_and_removed_breaks_an_invariant() {
+        let mut image = two_brokers();
+        image.apply(
+            2,
+            &[create(
+                "t",
+                5,
+                vec![PartitionImage {
+                    adding_replicas: vec![2],
+                    removing_replicas: vec![2],
+                    ..partition(&[1, 2], 1)
+                }],
+            )],
+        );
+        image.check_invariants();
     }
 
     #[test]

@@ -77,6 +77,18 @@ pub enum ControllerRequest {
         election: ElectionType,
         partitions: Option<Vec<(String, Vec<i32>)>>,
     },
+    /// Kafka's AlterPartitionReassignments (KIP-455): per partition, the replicas to move to,
+    /// or `None` to cancel the running reassignment. `allow_replication_factor_change` (v1,
+    /// KIP-860; true before v1) refuses a target of another size than the partition's.
+    AlterPartitionReassignments {
+        topics: Vec<(String, Vec<ReassignmentTarget>)>,
+        allow_replication_factor_change: bool,
+    },
+    /// Kafka's ListPartitionReassignments: the running reassignments of the partitions named
+    /// (`None`: of every partition). Decided against the controller's image; commits nothing.
+    ListPartitionReassignments {
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    },
     /// One-time import of a single-broker data directory's topics (`meta.toml`). Its topics
     /// are placed on `node`, the importing node; producer ids below `producer_id_floor` (the
     /// single broker's producer-id file) are never handed out again. A retry after the import
@@ -136,6 +148,40 @@ pub enum ElectionError {
     /// ELIGIBLE_LEADERS_NOT_AVAILABLE: no replica of the offline partition is alive.
     #[error("Eligible topic partition leaders are not available.")]
     EligibleLeadersNotAvailable,
+}
+
+/// Why one partition's reassignment (or its cancellation) was refused. Kafka's codes in
+/// brackets, its messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ReassignmentError {
+    /// UNKNOWN_TOPIC_OR_PARTITION
+    #[error("{0}")]
+    UnknownTopicOrPartition(String),
+    /// INVALID_REPLICA_ASSIGNMENT: empty, a broker twice, an unregistered broker, or a cancel
+    /// that would need an unclean election.
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// INVALID_REPLICATION_FACTOR: another size while `allow_replication_factor_change` is off.
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    /// NO_REASSIGNMENT_IN_PROGRESS: a cancel where none runs.
+    #[error("No partition reassignment is in progress.")]
+    NoReassignmentInProgress,
+}
+
+/// One partition and the replicas to move it to (`None`: cancel its running reassignment).
+pub type ReassignmentTarget = (i32, Option<Vec<NodeId>>);
+
+/// AlterPartitionReassignments' outcome per partition, per topic, in request order.
+pub type ReassignmentResults = Vec<(String, Vec<(i32, Result<(), ReassignmentError>)>)>;
+
+/// A running reassignment as ListPartitionReassignments answers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OngoingReassignment {
+    pub partition: i32,
+    pub replicas: Vec<NodeId>,
+    pub adding: Vec<NodeId>,
+    pub removing: Vec<NodeId>,
 }
 
 /// ElectLeaders' outcome per partition, per topic, in request order (for `None`: every topic by
@@ -206,6 +252,9 @@ pub enum ControllerReply {
     },
     Imported,
     ElectLeaders(ElectionResults),
+    AlterPartitionReassignments(ReassignmentResults),
+    /// Per topic with a running reassignment, by name, its reassigning partitions.
+    ListPartitionReassignments(Vec<(String, Vec<OngoingReassignment>)>),
     /// The partition's registration after the change (or as it stands, if the ISR asked for
     /// is the current one), or why the change was refused.
     AlterPartition(Result<PartitionImage, AlterPartitionError>),

@@ -4,7 +4,7 @@ use kafka_protocol::error::ResponseError;
 
 use crate::broker::{AdminError, RouteError};
 use crate::compression::RecompressError;
-use crate::controller::request::{ControllerError, ElectionError, TopicError};
+use crate::controller::request::{ControllerError, ElectionError, ReassignmentError, TopicError};
 use crate::log::batch::BatchError;
 use crate::log::{AppendError, DeleteRecordsError, ReadError};
 use crate::partition::ProduceError;
@@ -75,6 +75,16 @@ pub fn election(e: &ElectionError) -> ResponseError {
         ElectionError::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
         ElectionError::PreferredLeaderNotAvailable => ResponseError::PreferredLeaderNotAvailable,
         ElectionError::EligibleLeadersNotAvailable => ResponseError::EligibleLeadersNotAvailable,
+    }
+}
+
+/// One partition's AlterPartitionReassignments outcome.
+pub fn reassignment(e: &ReassignmentError) -> ResponseError {
+    match e {
+        ReassignmentError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
+        ReassignmentError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        ReassignmentError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        ReassignmentError::NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
     }
 }
 

@@ -36,6 +36,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offsets_for_leader_epoch;
 pub mod produce;
+pub mod reassignments;
 pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
@@ -329,6 +330,12 @@ pub async fn handle_request(
         }
         ApiKey::DeleteRecords => {
             ctx.now(&admin::delete_records(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::AlterPartitionReassignments => {
+            ctx.now(&reassignments::alter(&ctx, decode(api_key, version, body)?).await)
+        }
+        ApiKey::ListPartitionReassignments => {
+            ctx.now(&reassignments::list(&ctx, decode(api_key, version, body)?).await)
         }
         ApiKey::ElectLeaders => {
             ctx.now(&elect_leaders::handle(&ctx, decode(api_key, version, body)?).await)
