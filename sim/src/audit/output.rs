@@ -138,6 +138,9 @@ pub fn markdown(audit: &Audit) -> String {
             );
         }
     }
+    if let Some(m) = &audit.mutants {
+        md.push_str(&super::mutants::markdown(m));
+    }
     md
 }
 
@@ -228,6 +231,9 @@ pub fn html(audit: &Audit) -> String {
             h.push_str(svg);
         }
         h.push_str("</section>\n");
+    }
+    if let Some(m) = &audit.mutants {
+        h.push_str(&super::mutants::html(m));
     }
     h.push_str("</body></html>\n");
     h
