@@ -43,9 +43,9 @@ if [ $listing = 0 ] && ! git diff --quiet HEAD -- broker/src; then
   exit 1
 fi
 
-# No baseline run: the unmutated suite is the ordinary CI's job, and skipping it saves one whole
+# --workspace: the mutated files are in the broker package, not the root one. No baseline run: the unmutated suite is the ordinary CI's job, and skipping it saves one whole
 # test run. So the timeouts are explicit.
-cargo mutants --in-place --baseline=skip \
+cargo mutants --workspace --in-place --baseline=skip \
   --timeout "${MUTANTS_TIMEOUT:-900}" --build-timeout "${MUTANTS_BUILD_TIMEOUT:-1800}" \
   --output "$out" "$@"
 rc=$?

@@ -132,7 +132,12 @@ pub fn audit(
     } else {
         Some(super::mutants::load(&options.mutants)?)
     };
-    let targets = targets(&options.targets)?;
+    // The mutants table alone (no seeds) reads no scenario file.
+    let targets = if options.seeds.is_empty() && !options.mutants.is_empty() {
+        Vec::new()
+    } else {
+        targets(&options.targets)?
+    };
     let seeds: Vec<u64> = match options.shard {
         Some(shard) => shard.seeds(options.seeds.clone()),
         None => options.seeds.clone().collect(),
