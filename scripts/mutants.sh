@@ -7,7 +7,8 @@
 #
 # Examples:
 #   scripts/mutants.sh --list                          # the mutants, nothing built
-#   scripts/mutants.sh --file broker/src/log/truncate.rs
+#   scripts/mutants.sh -F '^broker/src/log/truncate\.rs:'   # one file (--file would add to,
+#                                                        # not narrow, the configured globs)
 #   scripts/mutants.sh --shard 3/16                    # one CI machine's share
 #   FAULTLINE_MUTANTS_SEEDS=1..6 scripts/mutants.sh    # a bigger seed budget
 #
@@ -43,7 +44,8 @@ if [ $listing = 0 ] && ! git diff --quiet HEAD -- broker/src; then
   exit 1
 fi
 
-# --workspace: the mutated files are in the broker package, not the root one. No baseline run: the unmutated suite is the ordinary CI's job, and skipping it saves one whole
+# --workspace: the mutated files are in the broker package, not the root one. No baseline run:
+# the unmutated suite is the ordinary CI's job, and skipping it saves one whole
 # test run. So the timeouts are explicit.
 cargo mutants --workspace --in-place --baseline=skip \
   --timeout "${MUTANTS_TIMEOUT:-900}" --build-timeout "${MUTANTS_BUILD_TIMEOUT:-1800}" \
