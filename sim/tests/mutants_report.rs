@@ -73,6 +73,7 @@ fn the_audit_with_only_mutants_writes_the_table_missed_first_into_every_report_f
     assert!(missed < caught, "missed mutants come first");
     assert!(table.contains("scenarios/lazy-flush-power-loss.toml seed 1"));
     assert!(table.contains("broker/src/txn/producer_state.rs:83"));
+    assert!(table.contains("`replace in_sequence -> bool with true`"));
 
     let html = read("index.html");
     assert!(html.contains("<section id=\"mutants\">"));

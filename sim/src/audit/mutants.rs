@@ -238,6 +238,13 @@ fn by(m: &Mutant) -> String {
     }
 }
 
+/// The mutation in words: cargo-mutants' name without its `file:line:col: ` prefix.
+fn mutation(m: &Mutant) -> &str {
+    m.name
+        .split_once(": ")
+        .map_or(m.replacement.as_str(), |(_, what)| what)
+}
+
 /// Missed mutants first (they are what a reader acts on), then timeouts, caught, unviable.
 fn ordered(r: &MutantsReport) -> Vec<&Mutant> {
     let mut rows: Vec<&Mutant> = r.mutants.iter().collect();
@@ -269,7 +276,7 @@ pub fn markdown(r: &MutantsReport) -> String {
             m.file,
             m.line,
             m.function.replace('|', "\\|"),
-            m.replacement.replace('|', "\\|").replace('`', "'"),
+            mutation(m).replace('|', "\\|").replace('`', "'"),
             by(m).replace('|', "\\|"),
             m.build_s,
             m.test_s
@@ -302,7 +309,7 @@ pub fn html(r: &MutantsReport) -> String {
             escape(&m.file),
             m.line,
             escape(&m.function),
-            escape(&m.replacement),
+            escape(mutation(m)),
             escape(&by(m)),
             m.build_s,
             m.test_s
