@@ -9,9 +9,11 @@
 //! - `cargo sim sweep <dir|file> --seeds A..B`: every scenario over the seed range, a table per
 //!   scenario with the first failing seed and its replay command; exit 1 on any failure.
 //! - `cargo sim log-workload [--seeds A..B] [--lazy]`: the log alone on a crashing node.
-//! - `cargo sim audit [DIR|FILE…] --seeds A..B --out DIR [--jobs N] [--shard i/n]`: every
-//!   scenario over the seeds on every core; writes report.md, index.html, junit.xml and
-//!   summary.json (see `sim::audit`). `run … --html OUT.html` draws one run the same way.
+//! - `cargo sim audit [DIR|FILE…] --seeds A..B --out DIR [--jobs N] [--shard i/n]
+//!   [--mutants DIR…]`: every scenario over the seeds on every core; writes report.md,
+//!   index.html, junit.xml and summary.json (see `sim::audit`), with cargo-mutants' outcomes
+//!   when given `mutants.out` directories (`scripts/mutants.sh`). `run … --html OUT.html` draws
+//!   one run the same way.
 //! - `cargo sim run|replay … --plant BUG` plants a named bug of the catalogue in the broker
 //!   (`broker::planted`); `cargo sim catalogue [DIR] --out DIR [--plant BUG|all]` plants each in
 //!   turn and reports which scenario caught it (see `sim::audit::planted`).
@@ -36,7 +38,7 @@ mod cli {
   cargo sim replay <scenario.toml> --seed N [--trace] [--plant BUG]
   cargo sim sweep <dir|scenario.toml> --seeds A..B
   cargo sim log-workload [--seeds A..B] [--lazy]
-  cargo sim audit [DIR|FILE...] --seeds A..B --out DIR [--jobs N] [--shard i/n]
+  cargo sim audit [DIR|FILE...] --seeds A..B --out DIR [--jobs N] [--shard i/n] [--mutants DIR...]
   cargo sim shrink <scenario.toml> --seed N [--out FILE] [--max-runs N]
   cargo sim catalogue [DIR] --out DIR [--plant BUG|all] [--seeds A..B] [--scenarios aimed|all]
                       [--jobs N] [--keep-going]";

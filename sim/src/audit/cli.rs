@@ -1,4 +1,7 @@
-//! `cargo sim audit [DIR|FILE…] --seeds A..B --out DIR [--jobs N] [--shard i/n]`.
+//! `cargo sim audit [DIR|FILE…] --seeds A..B --out DIR [--jobs N] [--shard i/n] [--mutants DIR…]`.
+//!
+//! `--mutants DIR` (repeatable: one per CI shard) adds cargo-mutants' outcomes to the report;
+//! with `--mutants` and no `--seeds` the audit runs no scenario and writes the mutants table.
 //!
 //! Exit 0 when every run passed, 1 on any violation, 2 on a usage or scenario-file error.
 
@@ -13,7 +16,7 @@ use crate::runner::Verdict;
 use crate::scenario::Scenario;
 
 pub const USAGE: &str =
-    "cargo sim audit [DIR|FILE...] --seeds A..B --out DIR [--jobs N] [--shard i/n]";
+    "cargo sim audit [DIR|FILE...] --seeds A..B --out DIR [--jobs N] [--shard i/n] [--mutants DIR...]";
 
 /// The parsed command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub struct Options {
     pub out: PathBuf,
     pub jobs: usize,
     pub shard: Option<Shard>,
+    /// cargo-mutants output directories to report.
+    pub mutants: Vec<PathBuf>,
 }
 
 fn parse_range(r: &str) -> Option<Range<u64>> {
@@ -43,6 +48,7 @@ fn default_jobs() -> usize {
 pub fn parse(args: &[String]) -> Result<Options, String> {
     let (mut targets, mut seeds, mut out, mut jobs, mut shard) =
         (Vec::new(), None, None, default_jobs(), None);
+    let mut mutants = Vec::new();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         let mut value = |name: &str| {
@@ -65,6 +71,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
                     .ok_or("--jobs takes a positive number")?
             }
             "--shard" => shard = Some(Shard::parse(&value("--shard")?)?),
+            "--mutants" => mutants.push(PathBuf::from(value("--mutants")?)),
             other if other.starts_with("--") => return Err(format!("unknown option {other:?}")),
             other => targets.push(other.to_string()),
         }
@@ -72,12 +79,19 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
     if targets.is_empty() {
         targets.push("scenarios".into());
     }
+    let seeds = match seeds {
+        Some(seeds) => seeds,
+        // The mutants table alone: no scenario runs.
+        None if !mutants.is_empty() => 0..0,
+        None => return Err("audit needs --seeds A..B".into()),
+    };
     Ok(Options {
         targets,
-        seeds: seeds.ok_or("audit needs --seeds A..B")?,
+        seeds,
         out: out.ok_or("audit needs --out DIR")?,
         jobs,
         shard,
+        mutants,
     })
 }
 
@@ -113,7 +127,17 @@ pub fn audit(
     options: &Options,
     progress: impl FnMut(&RunSummary, usize, usize),
 ) -> Result<Audit, String> {
-    let targets = targets(&options.targets)?;
+    let mutants = if options.mutants.is_empty() {
+        None
+    } else {
+        Some(super::mutants::load(&options.mutants)?)
+    };
+    // The mutants table alone (no seeds) reads no scenario file.
+    let targets = if options.seeds.is_empty() && !options.mutants.is_empty() {
+        Vec::new()
+    } else {
+        targets(&options.targets)?
+    };
     let seeds: Vec<u64> = match options.shard {
         Some(shard) => shard.seeds(options.seeds.clone()),
         None => options.seeds.clone().collect(),
@@ -125,7 +149,7 @@ pub fn audit(
     let runs = run_all(&targets, &seeds, options.jobs, |run, done| {
         progress(run, done, total)
     });
-    let audit = Audit::new(
+    let mut audit = Audit::new(
         options.seeds.clone(),
         options.shard,
         options.jobs,
@@ -133,6 +157,7 @@ pub fn audit(
         requests_handled() - requests_before,
         runs,
     );
+    audit.mutants = mutants;
     output::write_all(&audit, &options.out)
         .map_err(|e| format!("{}: {e}", options.out.display()))?;
     Ok(audit)
@@ -224,6 +249,16 @@ pub fn main(args: &[String]) -> i32 {
                 audit.broker_requests_per_core_second,
                 options.out.join("index.html").display()
             );
+            if let Some(m) = &audit.mutants {
+                println!(
+                    "mutants: {} tried, {} caught, {} missed, {} timeout, {} unviable",
+                    m.mutants.len(),
+                    m.count(super::mutants::MutantOutcome::Caught),
+                    m.count(super::mutants::MutantOutcome::Missed),
+                    m.count(super::mutants::MutantOutcome::Timeout),
+                    m.count(super::mutants::MutantOutcome::Unviable)
+                );
+            }
             i32::from(!audit.passed())
         }
         Err(e) => {

@@ -11,9 +11,11 @@
 //!   dropped as soon as a failure's picture is drawn: an audit holds thousands of runs).
 //! - [`picture`] draws a run (Jepsen's timeline, latency and throughput plots) as inline SVG;
 //!   [`output`] writes `report.md`, `index.html`, `junit.xml` and `summary.json`; [`cli`] is
-//!   the `cargo sim audit` command.
+//!   the `cargo sim audit` command; [`mutants`] reads cargo-mutants' `mutants.out` into the
+//!   report's mutants table (`--mutants DIR`).
 
 pub mod cli;
+pub mod mutants;
 pub mod output;
 pub mod picture;
 pub mod planted;
@@ -366,6 +368,9 @@ pub struct Audit {
     pub broker_requests_per_core_second: f64,
     pub scenarios: Vec<ScenarioSummary>,
     pub runs: Vec<RunSummary>,
+    /// Mutation testing's outcomes (`--mutants DIR`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutants: Option<mutants::MutantsReport>,
 }
 
 impl Audit {
@@ -391,6 +396,7 @@ impl Audit {
                 / jobs.max(1) as f64,
             scenarios,
             runs,
+            mutants: None,
         }
     }
 

@@ -84,10 +84,13 @@ pub fn markdown(audit: &Audit) -> String {
     let mut md = String::new();
     let verdict = if audit.passed() { "PASS" } else { "FAIL" };
     let _ = writeln!(md, "# Simulation audit: {verdict}\n\n{}\n", headline(audit));
-    let _ = writeln!(
-        md,
-        "| scenario | seeds | passed | failed | violations | allowed anomalies (causes) | faults that struck | simulated | speed (one core) |\n|---|---|---|---|---|---|---|---|---|"
-    );
+    // The mutants table alone (`--mutants` without `--seeds`) has no scenario rows.
+    if !audit.scenarios.is_empty() {
+        let _ = writeln!(
+            md,
+            "| scenario | seeds | passed | failed | violations | allowed anomalies (causes) | faults that struck | simulated | speed (one core) |\n|---|---|---|---|---|---|---|---|---|"
+        );
+    }
     for s in &audit.scenarios {
         let _ = writeln!(
             md,
@@ -137,6 +140,9 @@ pub fn markdown(audit: &Audit) -> String {
                 r.findings_total
             );
         }
+    }
+    if let Some(m) = &audit.mutants {
+        md.push_str(&super::mutants::markdown(m));
     }
     md
 }
@@ -228,6 +234,9 @@ pub fn html(audit: &Audit) -> String {
             h.push_str(svg);
         }
         h.push_str("</section>\n");
+    }
+    if let Some(m) = &audit.mutants {
+        h.push_str(&super::mutants::html(m));
     }
     h.push_str("</body></html>\n");
     h
