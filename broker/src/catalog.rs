@@ -921,8 +921,11 @@ impl Opener {
                 Some(_) if !made => disk.sync_dir(&self.data_dir).await?,
                 Some(_) => {}
             }
-            // A new partition's `partition.metadata` goes in first: the log's creation syncs
-            // the directory for its first segment's name, which makes this name durable too.
+            // A new partition's `partition.metadata` goes in first, its contents synced; its
+            // name becomes durable with the first sync of this directory, which comes before
+            // anything of the log can be (the first segment's file is made, and the directory
+            // synced, at the first append). A crash before that leaves a directory without
+            // it: a new partition again.
             disk::write_file_whole(
                 disk,
                 &metadata_path,

@@ -4,7 +4,9 @@
 //! # On disk
 //! A log is a directory:
 //! - `{base_offset:020}.log`: segments of whole record batches, stored exactly as producers sent
-//!   them except for the base offset and partition leader epoch the log assigns;
+//!   them except for the base offset and partition leader epoch the log assigns. An empty log
+//!   may have none: its first segment's file is made at its first append (see
+//!   [`segment::UnmadeFile`]), so a new log is an empty directory;
 //! - `{base_offset:020}.index` / `.timeindex`: sparse indexes, written when a segment is sealed
 //!   and at clean shutdown, with a checksum (see [`index`]);
 //! - `log.checkpoint`: recovery point, log start offset and offset reservation ([`checkpoint`]);
@@ -236,6 +238,9 @@ struct LogState {
     /// The checkpoint known durable on disk, if any: a close that would write the same skips
     /// the write (and its two syncs).
     checkpoint_on_disk: Option<Checkpoint>,
+    /// The active segment has no file yet ([`segment::UnmadeFile`]): the log holds nothing
+    /// and its first append makes the file ([`Log::make_active_file`]).
+    active_unmade: bool,
 }
 
 impl LogState {
@@ -807,6 +812,7 @@ impl Log {
         now: i64,
         config: &LogConfig,
     ) -> Result<std::sync::MutexGuard<'_, LogState>, LogOffline> {
+        self.make_active_file(_writer).await?;
         let (file, expected_position, next_offset) = {
             let st = self.state();
             st.check_online()?;
@@ -856,6 +862,51 @@ impl Log {
         st.next_offset = end;
         self.publish(&st);
         Ok(st)
+    }
+
+    /// Makes the file of an active segment that has none yet (an empty log's, see
+    /// [`segment::UnmadeFile`]), holding the writer lock (`_writer`). Its name, and every name
+    /// the directory got before it (the partition's `partition.metadata`), are durable before
+    /// the first byte goes in: bytes synced into a file whose name a crash can take are lost.
+    async fn make_active_file(
+        &self,
+        _writer: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), LogOffline> {
+        let base = {
+            let st = self.state();
+            st.check_online()?;
+            if !st.active_unmade {
+                return Ok(());
+            }
+            st.active().base_offset
+        };
+        let path = segment::path(&self.dir, base, LOG_SUFFIX);
+        let made = async {
+            // `Create`: an attempt that failed after the file was made left it empty.
+            let file = self.disk.open(&path, OpenMode::Create).await?;
+            if !file.is_empty() {
+                return Err(io::Error::other(format!(
+                    "{} holds {} bytes the log does not know",
+                    path.display(),
+                    file.len()
+                )));
+            }
+            self.disk.sync_dir(&self.dir).await?;
+            Ok::<_, io::Error>(file)
+        }
+        .await;
+        let mut st = self.state();
+        let file = match made {
+            Ok(file) => file,
+            Err(e) => return Err(self.go_offline(&mut st, "making the first segment", &e)),
+        };
+        st.check_online()?;
+        let active = st.active_mut();
+        assert_eq!(active.base_offset, base, "the active segment moved");
+        assert_eq!(active.size, 0, "an unmade segment holds nothing");
+        active.file = file;
+        st.active_unmade = false;
+        Ok(())
     }
 
     /// Returns once every offset below `target` is synced, running a sync if no other task is.
@@ -1837,7 +1888,7 @@ impl Log {
     pub async fn close(&self) -> Result<(), LogOffline> {
         self.flush().await?;
         let _writer = self.writer.lock().await;
-        let (base_offset, index, time_index, checkpoint, checkpoint_unchanged) = {
+        let (base_offset, index, time_index, checkpoint, checkpoint_unchanged, unmade) = {
             let mut st = self.state();
             st.check_online()?;
             st.recovery_point = st.next_offset;
@@ -1849,11 +1900,15 @@ impl Log {
                 active.time_index.encode(),
                 st.checkpoint(),
                 st.checkpoint_on_disk == Some(st.checkpoint()),
+                st.active_unmade,
             )
         };
         let marker_path = self.dir.join(CLEAN_SHUTDOWN_FILE);
         let result = async {
-            self.write_indexes(base_offset, &index, &time_index).await?;
+            // A segment with no file has no indexes (they would be orphans, removed at open).
+            if !unmade {
+                self.write_indexes(base_offset, &index, &time_index).await?;
+            }
             if !checkpoint_unchanged {
                 self.write_checkpoint(checkpoint).await?;
             }
@@ -2265,13 +2320,15 @@ async fn recover(
         report.offsets_skipped = skip_to - next_offset;
         next_offset = skip_to;
     }
-    if segments.is_empty() {
-        // Empty, so only its name needs to be durable (the directory sync below): data synced
-        // into a file whose name a crash can take is lost.
-        let path = segment::path(dir, next_offset, LOG_SUFFIX);
-        let file = disk.open(&path, OpenMode::Create).await?;
-        segments.insert(next_offset, Segment::new(next_offset, file));
-        sync_dir = true;
+    // No segment: an empty log at `next_offset` (a new one, or one whose only segment a crash
+    // took before its name was durable, which held nothing synced). Its file is made at the
+    // first append, so an open or a creation makes no file and syncs nothing for it.
+    let active_unmade = segments.is_empty();
+    if active_unmade {
+        segments.insert(
+            next_offset,
+            Segment::new(next_offset, Arc::new(segment::UnmadeFile)),
+        );
     }
     // Cover the skipped offsets with a batch that holds no records, so the log stays dense:
     // consumers at the old end step over it instead of waiting at a gap, and the high watermark
@@ -2346,6 +2403,7 @@ async fn recover(
         offline: None,
         first_dirty_offset,
         checkpoint_on_disk: None,
+        active_unmade,
     };
     // After a clean close the checkpoint on disk is durable (the close wrote it before the
     // marker); a new log has none, which reads as the one it would get. Either way an

@@ -31,6 +31,41 @@ pub fn path(dir: &Path, base_offset: u64, suffix: &str) -> PathBuf {
     dir.join(file_name(base_offset, suffix))
 }
 
+/// The file of an active segment that holds nothing yet and has no file on disk: a new log's
+/// first segment, made at its first append (`Log::make_active_file`) rather than when the
+/// partition is created, as Kafka's logs keep nothing but their directory until then. Creating
+/// thousands of partitions then makes no file and no sync per partition. It reads as empty and
+/// syncs as a no-op; nothing is ever appended to it.
+#[derive(Debug)]
+pub struct UnmadeFile;
+
+#[async_trait::async_trait]
+impl DiskFile for UnmadeFile {
+    async fn append(&self, _buf: &[u8]) -> io::Result<u64> {
+        Err(io::Error::other("the segment file is not made yet"))
+    }
+
+    async fn read_at(&self, _pos: u64, _buf: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+
+    async fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        if len == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::other("the segment file is not made yet"))
+        }
+    }
+
+    fn len(&self) -> u64 {
+        0
+    }
+}
+
 #[derive(Debug)]
 pub struct Segment {
     pub base_offset: u64,
