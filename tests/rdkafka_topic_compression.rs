@@ -112,7 +112,12 @@ fn the_default_producer_compression_type_keeps_the_producers_codec() {
     let broker = TestBroker::start();
     let topic = topic_name("producer-codec");
     broker.create_topic(&topic, 1, &[]);
-    let producer = producer(&broker.bootstrap(), &[("compression.type", "snappy")]);
+    // librdkafka sends a batch uncompressed when compressing does not make it smaller (a lone
+    // short record under load); a long linger keeps the 50 records in batches worth compressing.
+    let producer = producer(
+        &broker.bootstrap(),
+        &[("compression.type", "snappy"), ("linger.ms", "500")],
+    );
     send_ok(&producer, &topic, &records(50));
     let stored = stored_batches(&broker, &topic);
     assert!(!stored.is_empty());
