@@ -159,10 +159,10 @@ impl ControllerLoop {
     /// Makes sure this node leads and its image holds everything committed before its term;
     /// on a new leadership, starts the sessions afresh and gives an empty log its cluster id.
     async fn ensure_leading(&mut self) -> Result<(), ControllerError> {
-        let (state, leader, term) = {
+        let (state, leader, term, last_log_index) = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
-            (m.state, m.current_leader, m.current_term)
+            (m.state, m.current_leader, m.current_term, m.last_log_index)
         };
         if state != ServerState::Leader || leader != Some(self.id) {
             self.leading = None;
@@ -178,8 +178,20 @@ impl ControllerLoop {
             tracing::debug!(error = %e, "metadata quorum: leadership not confirmed");
             ControllerError::NotController(None)
         })?;
-        if let Some(read_log_id) = read_log_id {
-            self.wait_applied(read_log_id.index, term).await?;
+        // Nor one that misses entries of this node's own log: openraft restores a node that
+        // restarts with a committed vote for itself as leader of the same term, with no new
+        // entry of its own, so `read_log_id` (the committed index, or the term's first entry)
+        // can sit far below what a quorum committed before the restart (committed is not
+        // persisted). Every committed entry is in the leader's log, so applying up to its end
+        // covers them, and a proposal of this term whose client_write failed too (as KRaft's
+        // new active controller replays its log to the end before it decides anything).
+        let caught_up = read_log_id
+            .map(|l| l.index)
+            .into_iter()
+            .chain(last_log_index)
+            .max();
+        if let Some(index) = caught_up {
+            self.wait_applied(index, term).await?;
         }
         let image = self.shared.image();
         // A new controller starts every session afresh (each registered broker gets a full

@@ -35,6 +35,12 @@ pub struct RaftPlane {
     /// Where the other nodes reach this one; `None` for a quorum of one.
     advertised: Option<String>,
     peers: Mutex<BTreeMap<u64, Arc<PeerClient>>>,
+    /// This broker's heartbeats and registrations, on connections of their own (Kafka's
+    /// broker lifecycle manager has its own channel to the controller): calls on one
+    /// connection take turns, and a heartbeat queued behind a burst of AlterPartition requests
+    /// after a failover reached the controller past its session timeout, which fenced a live
+    /// broker and shrank ISRs to a crashed one.
+    lifecycle_peers: Mutex<BTreeMap<u64, Arc<PeerClient>>>,
     rpc_timeout: Duration,
     submit_timeout: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -152,6 +158,7 @@ impl RaftPlane {
             },
             voters,
             peers: Mutex::new(BTreeMap::new()),
+            lifecycle_peers: Mutex::new(BTreeMap::new()),
             rpc_timeout: Duration::from_millis(config.timeouts.rpc_ms),
             submit_timeout: Duration::from_millis(config.timeouts.submit_ms),
             tasks: Mutex::new(tasks),
@@ -255,8 +262,18 @@ impl RaftPlane {
             .or_else(|| self.voters.get(&id).cloned())
     }
 
-    fn peer(&self, id: u64, address: String) -> Arc<PeerClient> {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+    /// The connection to node `id` for `request`: broker lifecycle requests have their own.
+    fn peer(&self, id: u64, address: String, request: &ControllerRequest) -> Arc<PeerClient> {
+        let lifecycle = matches!(
+            request,
+            ControllerRequest::Heartbeat { .. } | ControllerRequest::RegisterBroker { .. }
+        );
+        let peers = if lifecycle {
+            &self.lifecycle_peers
+        } else {
+            &self.peers
+        };
+        let mut peers = peers.lock().unwrap_or_else(|e| e.into_inner());
         match peers.get(&id) {
             Some(peer) if peer.address() == address => Arc::clone(peer),
             _ => {
@@ -294,7 +311,7 @@ impl RaftPlane {
                 io::Error::new(io::ErrorKind::NotFound, "no known address"),
             ));
         };
-        let peer = self.peer(target, address);
+        let peer = self.peer(target, address, request);
         match peer.call(&Rpc::Submit(request.clone()), timeout).await? {
             RpcReply::Submit(outcome) => Ok(outcome),
             other => Err(CallError::Lost(
