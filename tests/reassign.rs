@@ -24,15 +24,13 @@ use std::time::Duration;
 
 use broker::controller::image::PartitionImage;
 use broker::controller::plane::MetadataPlane;
-use clap::Parser;
-use cli::{Cli, Command};
 use client::{Admin, Client, ClientConfig as OurClientConfig};
 use kafka_protocol::error::ResponseError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use replicated_cluster::{Cluster, Settings, WAIT};
+use replicated_cluster::{topics, Cluster, Run, Settings, WAIT};
 
 fn start() -> Cluster {
     Cluster::start(Settings {
@@ -40,34 +38,6 @@ fn start() -> Cluster {
         session_ms: 2_000,
         offsets_partitions: 1,
     })
-}
-
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-/// `faultline topics <args> --bootstrap-server <broker id's address>`, in-process.
-fn topics(cluster: &Cluster, via: i32, args: &[&str]) -> Run {
-    let address = cluster.address(via);
-    let argv = ["faultline", "topics"]
-        .into_iter()
-        .chain(args.iter().copied())
-        .chain(["--bootstrap-server", address.as_str()]);
-    let parsed = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    let Command::Topics(a) = parsed.command else {
-        panic!("not a topics command");
-    };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = cluster
-        .driver
-        .block_on(cli::topics::run(a, &mut out, &mut err));
-    Run {
-        code,
-        out: String::from_utf8(out).unwrap(),
-        err: String::from_utf8(err).unwrap(),
-    }
 }
 
 /// A reassignment JSON file moving `topic`-0 to `replicas`.

@@ -261,3 +261,34 @@ impl Cluster {
         }
     }
 }
+
+/// What an in-process CLI command printed and returned.
+pub struct Run {
+    pub code: i32,
+    pub out: String,
+    pub err: String,
+}
+
+/// `faultline topics <args> --bootstrap-server <broker id's address>`, in-process.
+pub fn topics(cluster: &Cluster, via: i32, args: &[&str]) -> Run {
+    use clap::Parser;
+    use cli::{Cli, Command};
+    let address = cluster.address(via);
+    let argv = ["faultline", "topics"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--bootstrap-server", address.as_str()]);
+    let parsed = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let Command::Topics(a) = parsed.command else {
+        panic!("not a topics command");
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cluster
+        .driver
+        .block_on(cli::topics::run(a, &mut out, &mut err));
+    Run {
+        code,
+        out: String::from_utf8(out).unwrap(),
+        err: String::from_utf8(err).unwrap(),
+    }
+}
