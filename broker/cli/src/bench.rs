@@ -304,7 +304,7 @@ pub fn make_batches(record_size: usize, batch_size: usize, pool: usize) -> (Vec<
 
 /// Creates the topic if needed and waits until every partition has a leader; returns its
 /// partition count.
-async fn ensure_topic(
+pub(crate) async fn ensure_topic(
     client: &Client,
     topic: &str,
     partitions: i32,

@@ -27,9 +27,8 @@ use serde_json::json;
 
 use super::{connect, request_error, ClientArgs};
 use client::{
-    Admin, Client, Consumer, ConsumerConfig, CreateTopicError, IsolationLevel, MetadataError,
-    OffsetReset, Producer, ProducerConfig, ProducerRecord, SeekTo, TransactionOutcome,
-    TransactionalProducer,
+    Client, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, SeekTo, TransactionOutcome, TransactionalProducer,
 };
 
 #[derive(Debug, Args)]
@@ -104,31 +103,6 @@ fn value(size: usize, n: u64) -> Bytes {
     let len = tag.len().min(size);
     v[..len].copy_from_slice(&tag[..len]);
     Bytes::from(v)
-}
-
-async fn ensure_topic(client: &Client, topic: &str, partitions: i32) -> Result<i32, String> {
-    match Admin::new(client.clone())
-        .create_topic(client::NewTopic::new(topic, partitions))
-        .await
-    {
-        Ok(()) | Err(CreateTopicError::AlreadyExists(_)) => {}
-        Err(CreateTopicError::Request(e)) => return Err(request_error(&e)),
-        Err(e) => return Err(e.to_string()),
-    }
-    for _ in 0..50 {
-        match client.refresh_topic(topic, false).await {
-            Ok(meta)
-                if !meta.partitions.is_empty() && meta.partitions.iter().all(|p| p.leader >= 0) =>
-            {
-                return Ok(meta.partitions.len() as i32);
-            }
-            Ok(_) | Err(MetadataError::UnknownTopic(_)) => {}
-            Err(MetadataError::Request(e)) => return Err(request_error(&e)),
-            Err(e) => return Err(e.to_string()),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!("topic {topic} has no leader for every partition"))
 }
 
 async fn transactions(
@@ -318,7 +292,7 @@ pub async fn run(
         return Err("--records-per-txn must list positive numbers".into());
     }
     let client = connect(client_args).await?;
-    let partitions = ensure_topic(&client, &args.topic, args.partitions).await?;
+    let partitions = super::bench::ensure_topic(&client, &args.topic, args.partitions, err).await?;
     let mut phases: Vec<(String, Phase)> = Vec::new();
     for &per_txn in &args.records_per_txn {
         let phase = transactions(&client, &args, per_txn, run_for).await?;
