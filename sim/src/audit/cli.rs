@@ -30,7 +30,7 @@ pub struct Options {
     pub mutants: Vec<PathBuf>,
 }
 
-fn parse_range(r: &str) -> Option<Range<u64>> {
+pub(crate) fn parse_range(r: &str) -> Option<Range<u64>> {
     match r.split_once("..") {
         Some((a, b)) => Some(a.parse().ok()?..b.parse().ok()?),
         None => {
@@ -41,7 +41,7 @@ fn parse_range(r: &str) -> Option<Range<u64>> {
 }
 
 /// Every core by default.
-fn default_jobs() -> usize {
+pub(crate) fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

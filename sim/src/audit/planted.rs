@@ -137,7 +137,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         bugs: Bug::ALL.to_vec(),
         seeds: DEFAULT_SEEDS,
         all_scenarios: false,
-        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        jobs: super::cli::default_jobs(),
         keep_going: false,
         out: None,
     };
@@ -167,15 +167,8 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
                 };
             }
             "--seeds" => {
-                let text = value("--seeds")?;
-                let (a, b) = text
-                    .split_once("..")
+                options.seeds = super::cli::parse_range(&value("--seeds")?)
                     .ok_or("--seeds takes a range like 1..4")?;
-                let (a, b): (u64, u64) = (
-                    a.parse().map_err(|_| "--seeds takes a range like 1..4")?,
-                    b.parse().map_err(|_| "--seeds takes a range like 1..4")?,
-                );
-                options.seeds = a..b;
             }
             "--scenarios" => {
                 options.all_scenarios = match value("--scenarios")?.as_str() {
