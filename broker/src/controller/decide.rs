@@ -370,7 +370,7 @@ fn alter_partition(
     // `PartitionChangeBuilder.completeReassignmentIfNeeded`); then the leader itself may be
     // removed and another elected. The leader learns it from the image it gets back (Kafka
     // answers NEW_LEADER_ELECTED with the same record committed).
-    let record = complete_reassignment(image, topic.id, index, partition, &isr)
+    let record = complete_reassignment(image, topic.id, index, partition, &isr, None)
         .unwrap_or_else(|| change_partition(topic.id, index, partition, partition.leader, isr));
     let MetadataRecord::ChangePartition { image: changed, .. } = &record else {
         unreachable!("change_partition makes a ChangePartition");
@@ -392,6 +392,7 @@ fn complete_reassignment(
     index: usize,
     partition: &PartitionImage,
     isr: &[NodeId],
+    elected: Option<NodeId>,
 ) -> Option<MetadataRecord> {
     if !partition.is_reassigning() {
         return None;
@@ -402,7 +403,11 @@ fn complete_reassignment(
         return None;
     }
     let none = BTreeSet::new();
-    let leader = if new_isr.contains(&partition.leader) {
+    let leader = if let Some(elected) = elected.filter(|l| new_isr.contains(l)) {
+        // Chosen by the election in this same batch, which may also unfence it: the image
+        // does not show it live yet.
+        elected
+    } else if new_isr.contains(&partition.leader) {
         partition.leader
     } else {
         // Kafka's electAnyLeader over the target replicas (a clean election: the ISR only).
@@ -553,7 +558,7 @@ fn elect_unclean(
     );
     [
         // The new ISR of one may be what a running reassignment waited for.
-        complete_reassignment(image, topic.id, index, partition, &[leader])
+        complete_reassignment(image, topic.id, index, partition, &[leader], Some(leader))
             .unwrap_or_else(|| change_partition(topic.id, index, partition, leader, vec![leader])),
         MetadataRecord::UncleanLeaderElection {
             topic_id: topic.id,
@@ -1074,7 +1079,7 @@ fn reassign(
     };
     // Already complete when nothing is added (a smaller or reordered target): Kafka's
     // PartitionChangeBuilder completes it in the same record.
-    let record = complete_reassignment(image, topic.id, slot, &started, &partition.isr)
+    let record = complete_reassignment(image, topic.id, slot, &started, &partition.isr, None)
         .unwrap_or_else(|| {
             let MetadataRecord::ChangePartition { image: changed, .. } = change_partition(
                 topic.id,
@@ -3429,6 +3434,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_reorder_of_the_same_replicas_applies_at_once_whatever_the_isr() {
+        // Found by the proptest in CI: a reorder is no reassignment (nothing adding or
+        // removing), so Kafka applies it in one record even with followers out of sync.
+        let mut c = four_brokers_three_replicas();
+        alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        reassign_one(&mut c, "r", 0, Some(&[3, 2, 1]), false).unwrap();
+        let p = c.partition("r", 0);
+        assert!(!p.is_reassigning());
+        assert_eq!(p.replicas, vec![3, 2, 1]);
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1]));
+    }
+
+    #[test]
     fn a_reassignment_adds_the_new_replicas_first_and_completes_once_they_are_in_the_isr() {
         let mut c = four_brokers_three_replicas();
         let before = c.partition("r", 0);
@@ -4076,9 +4094,17 @@ mod proptests {
                             now.replicas.clone()
                         };
                         assert_eq!(&on, target);
-                        if !now.is_reassigning() && now.replicas != was.replicas {
-                            // Completed at once only with every target replica in sync.
-                            assert_eq!(now.isr.len(), now.replicas.len(), "{now:?}");
+                        let set = |v: &[NodeId]| v.iter().copied().collect::<BTreeSet<_>>();
+                        if !now.is_reassigning() && set(&now.replicas) != set(&was.replicas) {
+                            // A change of members completed at once only with every target
+                            // replica in sync.
+                            assert_eq!(now.isr.len(), now.replicas.len(), "{was:?} -> {now:?}");
+                        }
+                        if !now.is_reassigning() && set(&now.replicas) == set(&was.replicas) {
+                            // A reorder of the same members is no reassignment: it applies at
+                            // once, whatever the ISR (Kafka's PartitionReassignmentReplicas has
+                            // nothing adding or removing), and leaves the ISR as it was.
+                            assert_eq!(set(&now.isr), set(&was.isr), "{was:?} -> {now:?}");
                         }
                         // Every replica the target lacks that the partition held is removing
                         // (or gone), every new one adding (or in the ISR, done).
