@@ -44,6 +44,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
@@ -61,6 +62,10 @@ use super::cluster::{Client, MetadataError};
 use super::connection::{Connection, CLIENT_VERSIONS};
 use super::partitioner::partition_for_key;
 use super::producer::{Delivery, Producer, ProducerConfig, ProducerRecord, SendError, SendOutcome};
+
+/// Java's `TransactionManager.ADD_PARTITIONS_RETRY_BACKOFF_MS`: the retry of a transaction's
+/// first AddPartitionsToTxn answered CONCURRENT_TRANSACTIONS.
+const ADD_PARTITIONS_RETRY_BACKOFF: Duration = Duration::from_millis(20);
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -788,9 +793,21 @@ impl TransactionalProducer {
                     }
                 });
             }
+            // The first AddPartitionsToTxn of a transaction meets CONCURRENT_TRANSACTIONS while
+            // the previous transaction's markers are written; Java's client retries that one
+            // after at most 20 ms (`ADD_PARTITIONS_RETRY_BACKOFF_MS`), so the next
+            // transaction starts sooner.
+            let first_add = failure.code == Some(ResponseError::ConcurrentTransactions)
+                && R::KEY == AddPartitionsToTxnRequest::KEY
+                && self.partitions.is_empty();
+            let wait = if first_add {
+                backoff.min(ADD_PARTITIONS_RETRY_BACKOFF)
+            } else {
+                backoff
+            };
             tracing::debug!(transactional_id = %self.transactional_id, reason = %failure.reason,
-                backoff_ms = backoff.as_millis() as u64, "coordinator call retried");
-            tokio::time::sleep(backoff).await;
+                backoff_ms = wait.as_millis() as u64, "coordinator call retried");
+            tokio::time::sleep(wait).await;
             // CONCURRENT_TRANSACTIONS clears as soon as the coordinator's write in flight
             // lands: retried at the base backoff, as Kafka's client does, or a replacement's
             // InitProducerId could keep missing the gaps of a busy id.
