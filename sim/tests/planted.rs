@@ -126,6 +126,17 @@ fn a_read_committed_fetch_bounded_by_the_high_watermark_is_caught() {
 }
 
 #[test]
+fn a_leader_serving_consumers_above_its_high_watermark_is_caught() {
+    // The records the split-off leader took alone are read, then truncated after the heal.
+    caught(
+        "replication-leader-split-with-client",
+        1,
+        Bug::ServeAboveHighWatermark,
+        "lost_write",
+    );
+}
+
+#[test]
 fn the_catalogue_refuses_a_bug_it_does_not_have() {
     let args = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     assert!(sim::audit::planted::parse(&args(&["--plant", "no-such-bug"])).is_err());

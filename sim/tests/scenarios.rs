@@ -214,6 +214,11 @@ fn a_zombie_leader_cut_off_from_the_cluster_acknowledges_no_acks_all_write_after
 }
 
 #[test]
+fn a_leader_split_off_with_its_client_never_serves_the_records_it_truncates_after_the_heal() {
+    passes("replication-leader-split-with-client", 1..3);
+}
+
+#[test]
 fn a_power_loss_of_every_replica_under_the_durable_policy_loses_nothing_acknowledged() {
     // Every seed once found replicas diverging (one-log-per-epoch): each replica's recovery
     // applied the single-replica offset reservation after the power loss.

@@ -37,13 +37,9 @@ pub fn aimed_at(bug: Bug) -> &'static [&'static str] {
         Bug::AckBeforeSync => &["acks-all-durable-crashes", "replication-power-loss-durable"],
         Bug::SkipCrcCheck => &["disk-corruption"],
         // A single broker's log reserves what it shows past its durable end (skipped after a
-        // crash), so only a replicated log shows this bug: a leader cut off with records its
-        // followers never got.
-        Bug::ServeAboveHighWatermark => &[
-            "replication-acks-1-leader-dies",
-            "replication-zombie-leader",
-            "network-split",
-        ],
+        // crash), so only a replicated log shows this bug: a leader split off with its client
+        // takes writes its followers never get, and truncates them after the heal.
+        Bug::ServeAboveHighWatermark => &["replication-leader-split-with-client"],
         Bug::ReuseOffsetsAfterCrash => &["acks-1-crashes", "lazy-flush-power-loss"],
         Bug::OffsetCommitBeforeDurable => &["group-commit-durability"],
         Bug::NoDuplicateDetection => &["idempotent-partitions"],
