@@ -1062,6 +1062,41 @@ rate = 10
     }
 
     #[test]
+    fn a_metadata_drive_fault_aims_at_a_follower_voter_and_metadata_during_needs_admins() {
+        let s = Scenario::parse(
+            &format!(
+                "{MINIMAL}[[workload.admins]]\nrate = 1\n[[faults]]\nat-ms = 5\n\
+                 fault = \"metadata-disk-eio\"\ntarget = \"follower-voter\"\nfor-ms = 100\n\
+                 [expect]\nmetadata-during = [10, 900]\nmetadata-halts = 1\n"
+            ),
+            "x.toml",
+            "x",
+        )
+        .unwrap();
+        let fault = s.faults[0].get_ref();
+        assert_eq!(fault.fault.0, FaultKind::MetadataDiskEio);
+        assert_eq!(fault.target, Some(TargetSpec::FollowerVoter));
+        assert_eq!(s.expect.metadata_during, Some([10, 900]));
+        assert_eq!(s.expect.metadata_halts, 1);
+        let e = Scenario::parse(
+            &format!("{MINIMAL}[expect]\nmetadata-during = [10, 900]\n"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("needs an admin workload"), "{e}");
+        let e = Scenario::parse(
+            &format!(
+                "{MINIMAL}[[faults]]\nat-ms = 5\nfault = \"metadata-disk-eio\"\ntarget = \"client:1\"\n"
+            ),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("targets brokers only"), "{e}");
+    }
+
+    #[test]
     fn a_slow_disk_needs_its_latency_and_a_disk_wipe_a_broker() {
         let fault = |body: &str| format!("{MINIMAL}\n[[faults]]\nat-ms = 5\n{body}");
         let s = Scenario::parse(
