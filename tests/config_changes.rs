@@ -123,3 +123,33 @@ async fn a_topic_whose_creation_fails_leaves_no_partition_behind() {
         .unwrap();
     assert_eq!(created.partitions.len(), 3);
 }
+
+#[tokio::test]
+async fn a_broker_whose_metadata_log_fails_stops_serving_and_halts_with_the_reason() {
+    // The bug: the metadata replica stopped on the storage error and `faultline broker` served
+    // on from an image that never moved again, until someone noticed and restarted it. Kafka
+    // halts the node; `faultline broker` exits with code 1 when this returns the reason.
+    let disk = FaultyDisk::new(3, FaultyDiskConfig::default());
+    let broker = open(&disk).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serving = tokio::spawn({
+        let broker = Arc::clone(&broker);
+        async move {
+            cli::run_broker::serve_until_halted(&broker, listener, std::future::pending()).await
+        }
+    });
+    disk.fail_io_under(METADATA_STORE);
+    assert!(broker
+        .create_topic("never", 1, -1, &[], false)
+        .await
+        .is_err());
+    let halted = tokio::time::timeout(std::time::Duration::from_secs(20), serving)
+        .await
+        .expect("the broker halts")
+        .unwrap();
+    let reason = halted.expect_err("serving ends with a halt, not a shutdown");
+    assert!(reason.contains("the metadata log failed"), "{reason}");
+    // Restarted once the disk works, it recovers and the topic it never acknowledged is absent.
+    let broker = heal_and_restart(&disk, broker).await;
+    assert!(broker.topic("never").is_none());
+}

@@ -3,7 +3,7 @@
 //! The bug stories: a quorum that only works in the simulator (real TCP has partial writes,
 //! Nagle and real timers); a node that answers a request before its own image shows the change;
 //! a restart that loses what the log committed, or that cannot start from its own snapshot once
-//! the log below it is purged.
+//! the log below it is purged; a node whose metadata log fails that runs on instead of halting.
 #![cfg(not(madsim))]
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use broker::clock::SystemClock;
 use broker::controller::image::{ClusterImage, Endpoint};
 use broker::controller::plane::MetadataPlane;
 use broker::controller::raft::{QuorumConfig, QuorumTimeouts, RaftPlane, Voter};
-use broker::controller::request::{ControllerReply, ControllerRequest, NewTopic};
+use broker::controller::request::{ControllerError, ControllerReply, ControllerRequest, NewTopic};
 use broker::disk::{Disk, FileDisk};
 
 fn timeouts() -> QuorumTimeouts {
@@ -466,6 +466,159 @@ async fn three_voters_on_loopback_replicate_to_a_learner_and_survive_the_leader_
         eventually(plane, "the leader's image", |i| *i == *reference).await;
     }
     for plane in planes.iter().chain(std::iter::once(&learner)) {
+        plane.shutdown().await;
+    }
+}
+
+/// Three voters on loopback, each on its own in-memory faulty disk (its metadata log under
+/// `/data`), so one node's metadata drive can fail alone.
+async fn faulty_voters() -> (Vec<Arc<RaftPlane>>, Vec<chaos::FaultyDisk>, Vec<Voter>) {
+    let addresses = free_addresses(3).await;
+    let voters: Vec<Voter> = (1..=3)
+        .map(|id| Voter {
+            id,
+            address: addresses[id as usize - 1].clone(),
+        })
+        .collect();
+    let mut planes = Vec::new();
+    let mut disks = Vec::new();
+    for id in 1..=3u64 {
+        let disk = chaos::FaultyDisk::new(id, chaos::FaultyDiskConfig::default());
+        let config = voter_config(id as i32, &voters, Path::new("/data"));
+        planes.push(
+            RaftPlane::start(config, Arc::new(disk.clone()), Arc::new(SystemClock))
+                .await
+                .expect("the plane starts"),
+        );
+        disks.push(disk);
+    }
+    (planes, disks, voters)
+}
+
+/// How a halt is awaited: bounded, a hang is a failure.
+async fn halts(plane: &RaftPlane) -> String {
+    tokio::time::timeout(Duration::from_secs(20), plane.halted())
+        .await
+        .unwrap_or_else(|_| panic!("node {} never halted", plane.node_id()))
+}
+
+/// Restarts node `index` on its disk, the metadata drive working again, as a supervisor
+/// restarts a halted node.
+async fn restart(
+    planes: &mut [Arc<RaftPlane>],
+    disks: &[chaos::FaultyDisk],
+    voters: &[Voter],
+    index: usize,
+) {
+    planes[index].shutdown().await;
+    disks[index].heal_io_in(broker::controller::raft::METADATA_DIR);
+    let id = index as i32 + 1;
+    // The stopped plane's listener task is aborted, not yet dropped: its port frees shortly.
+    for attempt in 0.. {
+        match RaftPlane::start(
+            voter_config(id, voters, Path::new("/data")),
+            Arc::new(disks[index].clone()),
+            Arc::new(SystemClock),
+        )
+        .await
+        {
+            Ok(plane) => {
+                planes[index] = plane;
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 100 => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the plane does not start again: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_controller_whose_metadata_log_fails_halts_acknowledges_nothing_and_another_leads() {
+    // The bug: openraft's core stopped on the EIO and the node ran on as the controller nobody
+    // could replace quickly and whose image never moved again; nothing told the broker to halt.
+    let (mut planes, disks, voters) = faulty_voters().await;
+    let leader = leader_of(&planes, None).await;
+    bring_up(&planes[0], 1).await;
+    create_topic(&planes[0], "before").await;
+    let index = planes.iter().position(|p| p.node_id() == leader).unwrap();
+    disks[index].fail_io_in(broker::controller::raft::METADATA_DIR);
+
+    let refused = planes[index]
+        .submit(ControllerRequest::CreateTopics {
+            topics: vec![new_topic("during")],
+            validate_only: false,
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(ControllerError::Unavailable(_))),
+        "a CreateTopics whose entry the leader could not write was answered {refused:?}"
+    );
+    let reason = halts(&planes[index]).await;
+    assert!(reason.contains("metadata log failed"), "{reason}");
+
+    // The other two elect a controller and take changes.
+    let others: Vec<Arc<RaftPlane>> = planes
+        .iter()
+        .filter(|p| p.node_id() != leader)
+        .cloned()
+        .collect();
+    let new_leader = leader_of(&others, Some(leader)).await;
+    assert_ne!(new_leader, leader);
+    create_topic(&others[0], "after").await;
+
+    // Restarted with its drive working, the node recovers from its log and catches up.
+    restart(&mut planes, &disks, &voters, index).await;
+    let reference = others
+        .iter()
+        .find(|p| p.node_id() == new_leader)
+        .unwrap()
+        .image();
+    for plane in &planes {
+        eventually(plane, "the controller's image", |i| {
+            i.metadata_offset >= reference.metadata_offset
+                && i.topic("before").is_some()
+                && i.topic("after").is_some()
+        })
+        .await;
+    }
+    // "during" was never acknowledged: the quorum may or may not hold it, but all agree.
+    let during: Vec<bool> = planes
+        .iter()
+        .map(|p| p.image().topic("during").is_some())
+        .collect();
+    assert!(during.iter().all(|d| *d == during[0]), "{during:?}");
+    for plane in &planes {
+        plane.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_follower_voter_whose_metadata_log_fails_halts_while_the_other_two_commit() {
+    let (mut planes, disks, voters) = faulty_voters().await;
+    let leader = leader_of(&planes, None).await;
+    let index = planes.iter().position(|p| p.node_id() != leader).unwrap();
+    disks[index].fail_io_in(broker::controller::raft::METADATA_DIR);
+    let leading = planes
+        .iter()
+        .find(|p| p.node_id() == leader)
+        .unwrap()
+        .clone();
+    bring_up(&leading, 1).await;
+    create_topic(&leading, "with-a-follower-failing").await;
+    let reason = halts(&planes[index]).await;
+    assert!(reason.contains("metadata log failed"), "{reason}");
+    create_topic(&leading, "with-a-follower-halted").await;
+
+    restart(&mut planes, &disks, &voters, index).await;
+    let reference = leading.image();
+    eventually(&planes[index], "the controller's image", |i| {
+        i.metadata_offset >= reference.metadata_offset
+            && i.topic("with-a-follower-halted").is_some()
+    })
+    .await;
+    for plane in &planes {
         plane.shutdown().await;
     }
 }

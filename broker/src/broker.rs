@@ -425,7 +425,17 @@ impl Broker {
         });
         let host: Weak<dyn TxnHost> = Arc::downgrade(&broker) as Weak<dyn TxnHost>;
         broker.txns.set_host(host);
-        if let Err(e) = broker.start(legacy, disk.as_ref()).await {
+        let started = {
+            let plane = Arc::clone(&broker.plane);
+            tokio::select! {
+                biased;
+                // A metadata log that fails while the broker starts stops it from ever catching
+                // up (registration would wait out its timeout): give up at once.
+                reason = plane.halted() => Err(io::Error::other(reason)),
+                started = broker.start(legacy, disk.as_ref()) => started,
+            }
+        };
+        if let Err(e) = started {
             // The plane's replica, listener and tasks would outlive this failed open: a caller
             // that opens again would run a second replica on the same log and find its
             // controller listener taken.
@@ -493,6 +503,14 @@ impl Broker {
         tokio::spawn(heartbeat(Arc::downgrade(self)));
         tokio::spawn(crate::replica::isr::run(Arc::downgrade(self)));
         Ok(())
+    }
+
+    /// Resolves, with the reason, once this node must halt: its replica of the metadata log
+    /// stopped for good (the log's disk failed). Kafka halts such a node (the process exits and
+    /// a supervisor restarts it; it recovers from its log and snapshot): `faultline broker`
+    /// exits with a non-zero code, the simulator restarts the node.
+    pub async fn halted(&self) -> String {
+        self.plane.halted().await
     }
 
     /// Stops the metadata plane (once; later calls do nothing).

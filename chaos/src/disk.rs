@@ -140,6 +140,8 @@ struct State {
     fail_next_writes: u32,
     fail_next_syncs: u32,
     failing_prefixes: BTreeSet<PathBuf>,
+    /// Directory names under which I/O fails wherever they sit ([`FaultyDisk::fail_io_in`]).
+    failing_dir_names: BTreeSet<String>,
     counts: FaultCounts,
     /// Directories held by a [`DirLock`], by their resolved names. A crash, or the harness
     /// saying the holding process died ([`FaultyDisk::release_locks`]), clears them, as an OS
@@ -314,6 +316,12 @@ impl State {
         self.failing_prefixes
             .iter()
             .any(|prefix| path.starts_with(prefix))
+            || (!self.failing_dir_names.is_empty()
+                && path.components().any(|c| {
+                    c.as_os_str()
+                        .to_str()
+                        .is_some_and(|name| self.failing_dir_names.contains(name))
+                }))
     }
 
     fn write_fails(&mut self, path: &Path) -> bool {
@@ -366,6 +374,7 @@ impl FaultyDisk {
             fail_next_writes: 0,
             fail_next_syncs: 0,
             failing_prefixes: BTreeSet::new(),
+            failing_dir_names: BTreeSet::new(),
             counts: FaultCounts::default(),
             locked_dirs: BTreeSet::new(),
             lock_epoch: 0,
@@ -557,6 +566,17 @@ impl FaultyDisk {
     /// Undoes [`FaultyDisk::fail_io_under`] for `prefix`.
     pub fn heal_io_under(&self, prefix: &Path) {
         self.lock().failing_prefixes.remove(prefix);
+    }
+
+    /// [`FaultyDisk::fail_io_under`] every directory named `dir_name`, wherever it sits (the
+    /// metadata log's directory, on a drive of its own, whatever the data directory is).
+    pub fn fail_io_in(&self, dir_name: &str) {
+        self.lock().failing_dir_names.insert(dir_name.to_string());
+    }
+
+    /// Undoes [`FaultyDisk::fail_io_in`] for `dir_name`.
+    pub fn heal_io_in(&self, dir_name: &str) {
+        self.lock().failing_dir_names.remove(dir_name);
     }
 
     /// The bytes the disk holds now, as the capacity check counts them (every file by a live or

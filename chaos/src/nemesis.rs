@@ -76,6 +76,16 @@
 //!   the ISR after `replica.lag.time.max.ms` instead of holding up acks=all, and rejoin once it
 //!   catches up.
 //!
+//! - **MetadataDiskEio** (`MetadataDiskEio`): the drive of the node's metadata log (Kafka's
+//!   `metadata.log.dir`, on its own device as for `DiskWipe`) fails: every append, sync and
+//!   truncation under `__cluster_metadata-0` returns `EIO` (an append lands a random prefix, a
+//!   sync drops the unsynced bytes, as for `DiskEio`); reads still succeed. Undone after its
+//!   duration and by `Heal`, without the clean restart `DiskEio` earns: a KRaft node whose
+//!   metadata log fails halts, and its supervisor restarts it (the harness does, at once), so
+//!   the node must come back by itself. Why survive it: a metadata log that cannot be written
+//!   stops the node's quorum replica for good; a node that ran on as a broker would serve an
+//!   image that never moves again and hold a vote it never casts.
+//!
 //! Outside the model: a clock running at a wrong rate, lost or misdirected synced writes,
 //! corruption of metadata files, and faults of the harness itself.
 
@@ -126,11 +136,12 @@ pub enum FaultKind {
     ClockSkew,
     DiskWipe,
     SlowDisk,
+    MetadataDiskEio,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Crash,
         FaultKind::Restart,
         FaultKind::Pause,
@@ -148,6 +159,7 @@ impl FaultKind {
         FaultKind::ClockSkew,
         FaultKind::DiskWipe,
         FaultKind::SlowDisk,
+        FaultKind::MetadataDiskEio,
     ];
 
     /// The kebab-case name scenario files use.
@@ -170,6 +182,7 @@ impl FaultKind {
             FaultKind::ClockSkew => "clock-skew",
             FaultKind::DiskWipe => "disk-wipe",
             FaultKind::SlowDisk => "slow-disk",
+            FaultKind::MetadataDiskEio => "metadata-disk-eio",
         }
     }
 
@@ -247,6 +260,11 @@ pub enum Fault {
         node: Node,
         latency: Option<Duration>,
     },
+    /// The drive of the node's metadata log fails (`on`) or works again.
+    MetadataDiskEio {
+        node: Node,
+        on: bool,
+    },
 }
 
 impl Fault {
@@ -269,6 +287,7 @@ impl Fault {
             Fault::ClockSkew { .. } => FaultKind::ClockSkew,
             Fault::DiskWipe(_) => FaultKind::DiskWipe,
             Fault::SlowDisk { .. } => FaultKind::SlowDisk,
+            Fault::MetadataDiskEio { .. } => FaultKind::MetadataDiskEio,
         }
     }
 
@@ -295,6 +314,7 @@ impl Fault {
                 headroom_bytes: None,
             }),
             Fault::DiskTorn { node, on } => Some(Fault::DiskTorn { node, on: !on }),
+            Fault::MetadataDiskEio { node, on } => Some(Fault::MetadataDiskEio { node, on: !on }),
             Fault::Split { ref side } => Some(Fault::Mend { side: side.clone() }),
             Fault::ClockSkew { node, .. } => Some(Fault::ClockSkew { node, offset_ms: 0 }),
             Fault::Restart(_)
@@ -371,6 +391,12 @@ impl fmt::Display for Fault {
                 node,
                 latency: None,
             } => write!(f, "disk of {node} at its usual speed"),
+            Fault::MetadataDiskEio { node, on: true } => {
+                write!(f, "metadata log drive of {node} fails (eio)")
+            }
+            Fault::MetadataDiskEio { node, on: false } => {
+                write!(f, "metadata log drive of {node} works again")
+            }
         }
     }
 }
@@ -597,6 +623,20 @@ impl Nemesis {
                 }
                 Done(String::new())
             }
+            Fault::MetadataDiskEio { node, on } => {
+                let Some(disk) = h.disk(node) else {
+                    return Skipped(format!("{node} has no disk"));
+                };
+                let dir = broker::controller::raft::METADATA_DIR;
+                if on {
+                    disk.fail_io_in(dir);
+                } else {
+                    disk.heal_io_in(dir);
+                }
+                // No clean restart at the heal (not `disk_degraded`): the node halts and is
+                // restarted on its own, or the fault found it wanting.
+                Done(String::new())
+            }
             Fault::DiskTorn { node, on } => {
                 let Some(disk) = h.disk(node) else {
                     return Skipped(format!("{node} has no disk"));
@@ -668,6 +708,7 @@ impl Nemesis {
                 for node in h.nodes() {
                     if let Some(disk) = h.disk(node) {
                         disk.set_config(h.baseline_disk_config(node));
+                        disk.heal_io_in(broker::controller::raft::METADATA_DIR);
                     }
                 }
                 for node in std::mem::take(&mut self.down) {

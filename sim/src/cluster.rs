@@ -87,6 +87,9 @@ struct BrokerNode {
     id: u32,
     addr: SocketAddr,
     node: NodeId,
+    /// How the harness kills and restarts the node's process (the nemesis and the node's own
+    /// halt share it).
+    process: BrokerProcess,
     disk: FaultyDisk,
     baseline: FaultyDiskConfig,
     /// The broker's own wall clock, kept here so its skew outlives restarts.
@@ -109,6 +112,40 @@ pub struct Cluster {
     trace: Trace,
     /// The voters' ids (the only node of a single broker).
     voters: Vec<u32>,
+    /// How many times a broker halted (its metadata log failed) and was restarted.
+    halts: Arc<AtomicU32>,
+}
+
+/// A broker node's process as its supervisor sees it: killed (every task stops, connections
+/// close, the process's lock on its data directory goes with it) and started again. The
+/// nemesis's `crash` and `restart` and a node's own halt all go through here.
+#[derive(Clone)]
+struct BrokerProcess {
+    /// The node's name (`broker-<id>`), by which madsim finds it: the node id does not exist
+    /// yet when its `init` is made.
+    name: String,
+    disk: FaultyDisk,
+    live: LiveBroker,
+    plane: LivePlane,
+}
+
+impl BrokerProcess {
+    fn forget(&self) {
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.plane.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // The process is gone, and with it its lock on the data directory.
+        self.disk.release_locks();
+    }
+
+    fn kill(&self) {
+        Handle::current().kill(self.name.as_str());
+        self.forget();
+    }
+
+    fn restart(&self) {
+        self.forget();
+        Handle::current().restart(self.name.as_str());
+    }
 }
 
 /// The address of broker `id`.
@@ -135,6 +172,7 @@ impl Cluster {
     pub fn boot(brokers: &[BrokerSetup], clients: u32, trace: Trace) -> Cluster {
         let handle = Handle::current();
         let mut nodes = Vec::new();
+        let halts = Arc::new(AtomicU32::new(0));
         for setup in brokers {
             let addr = broker_addr(setup.id);
             let disk = FaultyDisk::new(setup.disk_seed, setup.disk.clone());
@@ -157,6 +195,12 @@ impl Cluster {
                 config.metadata_snapshot_every = quorum.snapshot_every;
             }
             let name = Node::Broker(setup.id).to_string();
+            let process = BrokerProcess {
+                name: name.clone(),
+                disk: disk.clone(),
+                live: Arc::clone(&live),
+                plane: Arc::clone(&plane),
+            };
             let node = {
                 let (disk, clock, live, plane, incarnations, trace, name) = (
                     disk.clone(),
@@ -167,6 +211,7 @@ impl Cluster {
                     trace.clone(),
                     name.clone(),
                 );
+                let (process, halts) = (process.clone(), Arc::clone(&halts));
 
                 handle
                     .create_node()
@@ -182,6 +227,7 @@ impl Cluster {
                             clock.clone(),
                             (Arc::clone(&live), Arc::clone(&plane)),
                             trace.clone(),
+                            (process.clone(), Arc::clone(&halts)),
                         )
                     })
                     .build()
@@ -191,6 +237,7 @@ impl Cluster {
                 id: setup.id,
                 addr,
                 node,
+                process,
                 disk,
                 baseline: setup.disk.clone(),
                 clock,
@@ -221,7 +268,14 @@ impl Cluster {
             clients,
             trace,
             voters,
+            halts,
         }
+    }
+
+    /// How many times a broker halted because its metadata log failed (each time its process
+    /// was restarted, as a supervisor restarts a KRaft node that halts).
+    pub fn halts(&self) -> u32 {
+        self.halts.load(Ordering::SeqCst)
     }
 
     /// `host:port,host:port` of every broker.
@@ -316,6 +370,13 @@ impl Cluster {
             .spawn(future)
     }
 
+    fn broker_node(&self, id: u32) -> &BrokerNode {
+        self.brokers
+            .iter()
+            .find(|b| b.id == id)
+            .unwrap_or_else(|| panic!("no broker {id}"))
+    }
+
     fn node_id(&self, node: Node) -> NodeId {
         match node {
             Node::Broker(id) => {
@@ -337,8 +398,11 @@ impl Cluster {
 }
 
 /// A broker node's `main`: open the broker from the disk (retrying while the disk fails), then
-/// serve until the node is killed. `(live, plane)`: where the harness sees the live broker and
-/// its metadata plane.
+/// serve until the node is killed or halts. `(live, plane)`: where the harness sees the live
+/// broker and its metadata plane. A broker whose metadata log fails halts: its process is
+/// killed and started again at once (a supervisor's restart: no power loss, the page cache
+/// survives), through the same kill and restart as the nemesis's; `halts` counts it.
+#[allow(clippy::too_many_arguments)]
 async fn broker_main(
     name: String,
     incarnation: u32,
@@ -347,6 +411,7 @@ async fn broker_main(
     clock: SkewedClock,
     (live, plane): (LiveBroker, LivePlane),
     trace: Trace,
+    (process, halts): (BrokerProcess, Arc<AtomicU32>),
 ) {
     trace.event(&name, format!("boot (incarnation {incarnation})"));
     let mut attempts = 0u32;
@@ -401,7 +466,19 @@ async fn broker_main(
             }
         }
     };
-    broker::server::serve(broker, listener, std::future::pending::<()>()).await;
+    let halting = Arc::clone(&broker);
+    tokio::select! {
+        biased;
+        reason = halting.halted() => {
+            trace.event(&name, format!("halts: {reason}; its supervisor restarts it"));
+            halts.fetch_add(1, Ordering::SeqCst);
+            // Every task of this incarnation, this one included, stops here.
+            process.kill();
+            process.restart();
+            std::future::pending::<()>().await
+        }
+        () = broker::server::serve(broker, listener, std::future::pending::<()>()) => {}
+    }
 }
 
 /// How a started plane is stopped: by the broker at its shutdown, or by the harness when the
@@ -444,27 +521,18 @@ impl Harness for Cluster {
     }
 
     fn kill(&mut self, node: Node) {
-        self.handle.kill(self.node_id(node));
-        if let Node::Broker(id) = node {
-            if let Some(b) = self.brokers.iter().find(|b| b.id == id) {
-                *b.live.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                *b.plane.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                // The process is gone, and with it its lock on the data directory.
-                b.disk.release_locks();
-            }
+        match node {
+            Node::Broker(id) => self.broker_node(id).process.kill(),
+            Node::Client(_) => self.handle.kill(self.node_id(node)),
         }
         self.trace.event(node.to_string(), "killed");
     }
 
     fn restart(&mut self, node: Node) {
-        if let Node::Broker(id) = node {
-            if let Some(b) = self.brokers.iter().find(|b| b.id == id) {
-                *b.live.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                *b.plane.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                b.disk.release_locks();
-            }
+        match node {
+            Node::Broker(id) => self.broker_node(id).process.restart(),
+            Node::Client(_) => self.handle.restart(self.node_id(node)),
         }
-        self.handle.restart(self.node_id(node));
     }
 
     fn pause(&mut self, node: Node) {

@@ -410,6 +410,9 @@ pub enum TargetSpec {
     Controller,
     /// `voters`: every voter of the metadata quorum at once (e.g. a power loss of all of them).
     Voters,
+    /// `follower-voter`: a voter that does not lead the quorum (the lowest-id one whose plane
+    /// runs), resolved when the fault is applied.
+    FollowerVoter,
     /// `any-broker`: the seed picks one when the schedule is made.
     AnyBroker,
     /// `any-client`: the seed picks one when the schedule is made.
@@ -421,10 +424,11 @@ impl TryFrom<String> for TargetSpec {
     fn try_from(s: String) -> Result<TargetSpec, String> {
         let expected = "expected a target: \"broker:<id>\", \"client:<n>\", \
                         \"leader:<topic>/<partition>\", \"controller\", \"voters\", \
-                        \"any-broker\" or \"any-client\"";
+                        \"follower-voter\", \"any-broker\" or \"any-client\"";
         match s.as_str() {
             "controller" => return Ok(TargetSpec::Controller),
             "voters" => return Ok(TargetSpec::Voters),
+            "follower-voter" => return Ok(TargetSpec::FollowerVoter),
             "any-broker" => return Ok(TargetSpec::AnyBroker),
             "any-client" => return Ok(TargetSpec::AnyClient),
             _ => {}
@@ -472,6 +476,7 @@ impl fmt::Display for TargetSpec {
             TargetSpec::Leader { topic, partition } => write!(f, "leader:{topic}/{partition}"),
             TargetSpec::Controller => f.write_str("controller"),
             TargetSpec::Voters => f.write_str("voters"),
+            TargetSpec::FollowerVoter => f.write_str("follower-voter"),
             TargetSpec::AnyBroker => f.write_str("any-broker"),
             TargetSpec::AnyClient => f.write_str("any-client"),
         }
@@ -599,6 +604,15 @@ pub struct Expectations {
     /// is acknowledged and some poll returns records, both within it (e.g. the partitions a
     /// surviving broker leads while the metadata quorum has lost its majority).
     pub serving_during: Option<[u64; 2]>,
+    /// `[from, to]` ms of the fault window in which the metadata quorum must accept changes:
+    /// some CreateTopics of the admin workload is invoked and acknowledged within it (e.g. after
+    /// the active controller's metadata log failed: a new controller was elected).
+    pub metadata_during: Option<[u64; 2]>,
+    /// At least this many times a broker must halt because its metadata log failed (and be
+    /// restarted by its supervisor, the harness): a scenario about a failing metadata log
+    /// fails when the fault struck no write, or when a node ran on with a dead quorum replica.
+    #[serde(default)]
+    pub metadata_halts: u32,
     /// Brokers that must be fenced during the run (some image shows them fenced after they
     /// were serving) and serve again after the heal (unfenced). As in Kafka, a broker fenced
     /// for a lapsed session keeps its registration: its next heartbeat, once caught up,
@@ -856,6 +870,11 @@ impl Scenario {
                 )));
             }
         }
+        if self.expect.metadata_during.is_some() && self.workload.admins.is_empty() {
+            return Err(whole(
+                "expect.metadata-during needs an admin workload ([[workload.admins]])".into(),
+            ));
+        }
         if self.expect.records_cleaned && !self.topics.iter().any(|t| self.compacted(&t.name)) {
             return Err(whole(
                 "expect.records-cleaned needs a topic with cleanup.policy compact".into(),
@@ -894,6 +913,7 @@ impl Scenario {
                     | FaultKind::ClockSkew
                     | FaultKind::DiskWipe
                     | FaultKind::SlowDisk
+                    | FaultKind::MetadataDiskEio
             );
             if disk_or_crash
                 && matches!(
@@ -1039,6 +1059,41 @@ rate = 10
         let e = Scenario::parse(&text, "bad.toml", "bad").unwrap_err();
         assert!(e.line.is_some(), "{e}");
         assert!(e.message.contains("needs `rate`"), "{e}");
+    }
+
+    #[test]
+    fn a_metadata_drive_fault_aims_at_a_follower_voter_and_metadata_during_needs_admins() {
+        let s = Scenario::parse(
+            &format!(
+                "{MINIMAL}[[workload.admins]]\nrate = 1\n[[faults]]\nat-ms = 5\n\
+                 fault = \"metadata-disk-eio\"\ntarget = \"follower-voter\"\nfor-ms = 100\n\
+                 [expect]\nmetadata-during = [10, 900]\nmetadata-halts = 1\n"
+            ),
+            "x.toml",
+            "x",
+        )
+        .unwrap();
+        let fault = s.faults[0].get_ref();
+        assert_eq!(fault.fault.0, FaultKind::MetadataDiskEio);
+        assert_eq!(fault.target, Some(TargetSpec::FollowerVoter));
+        assert_eq!(s.expect.metadata_during, Some([10, 900]));
+        assert_eq!(s.expect.metadata_halts, 1);
+        let e = Scenario::parse(
+            &format!("{MINIMAL}[expect]\nmetadata-during = [10, 900]\n"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("needs an admin workload"), "{e}");
+        let e = Scenario::parse(
+            &format!(
+                "{MINIMAL}[[faults]]\nat-ms = 5\nfault = \"metadata-disk-eio\"\ntarget = \"client:1\"\n"
+            ),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("targets brokers only"), "{e}");
     }
 
     #[test]

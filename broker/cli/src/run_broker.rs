@@ -177,6 +177,23 @@ pub fn open_error(config: &BrokerConfig, e: &std::io::Error) -> String {
     }
 }
 
+/// Serves until `shutdown` (then `Ok`) or until the node must halt (`Err` with the reason): its
+/// replica of the metadata log failed. Kafka halts such a node at once, without a controlled
+/// shutdown (its quorum replica can neither commit nor follow one), and a supervisor restarts
+/// it; nothing acknowledged depends on a clean close (appends are synced before they are
+/// acknowledged under the durable policy, and the page cache outlives the process).
+pub async fn serve_until_halted(
+    broker: &Arc<Broker>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    tokio::select! {
+        biased;
+        reason = broker.halted() => Err(reason),
+        () = broker::server::serve(Arc::clone(broker), listener, shutdown) => Ok(()),
+    }
+}
+
 pub async fn run(args: BrokerArgs) -> i32 {
     let config = match effective_config(&args).await {
         Ok(config) => config,
@@ -215,7 +232,11 @@ pub async fn run(args: BrokerArgs) -> i32 {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| config.listen.clone());
     tracing::info!(listen = %local, advertised = config.advertised(), node_id = config.node_id, "faultline broker started");
-    broker::server::serve(Arc::clone(&broker), listener, shutdown_signal()).await;
+    if let Err(reason) = serve_until_halted(&broker, listener, shutdown_signal()).await {
+        tracing::error!(%reason, "fatal: halting the broker (exit code 1); restart it to recover from its metadata log");
+        eprintln!("fatal: {reason}; the broker halts");
+        return 1;
+    }
     tracing::info!("connections closed; syncing and closing logs");
     broker.shutdown().await;
     tracing::info!("faultline broker stopped cleanly");

@@ -38,4 +38,13 @@ pub trait MetadataPlane: Send + Sync + 'static {
     async fn submit(&self, request: ControllerRequest) -> Result<ControllerReply, ControllerError>;
 
     fn quorum_status(&self) -> QuorumStatus;
+
+    /// Resolves, with the reason, once this node's replica of the metadata log has stopped for
+    /// good (its disk failed): the node must halt, as a KRaft node whose metadata log dir fails
+    /// does, and be restarted to recover from its log. A node that ran on would answer from an
+    /// image that never moves again and hold a vote it never casts. Never resolves for a plane
+    /// that cannot fail so.
+    async fn halted(&self) -> String {
+        std::future::pending().await
+    }
 }

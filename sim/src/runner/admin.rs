@@ -24,6 +24,8 @@ pub(crate) struct TopicCreation {
     /// `Some(true)`: acknowledged; `None`: unknown (a timeout or an error after which the
     /// controller may still have committed it). A definite refusal is `Some(false)`.
     pub(crate) acknowledged: Option<bool>,
+    /// When the answer came (a timeout is an answer too); `None` while it is awaited.
+    pub(crate) answered_ms: Option<u64>,
 }
 
 /// Every CreateTopics of the run, in the order they were sent.
@@ -51,6 +53,7 @@ pub(super) async fn admin(ctx: Ctx, creations: Creations, n: u32, spec: AdminSpe
                 partitions: spec.partitions,
                 invoked_ms: now_ms(),
                 acknowledged: None,
+                answered_ms: None,
             });
             c.len() - 1
         };
@@ -78,7 +81,9 @@ pub(super) async fn admin(ctx: Ctx, creations: Creations, n: u32, spec: AdminSpe
                 Err(e) => format!("create {name}: {e}"),
             },
         );
-        creations.lock().unwrap_or_else(|e| e.into_inner())[index].acknowledged = acknowledged;
+        let mut c = creations.lock().unwrap_or_else(|e| e.into_inner());
+        c[index].acknowledged = acknowledged;
+        c[index].answered_ms = Some(now_ms());
     }
 }
 

@@ -224,6 +224,7 @@ impl Run {
         self.isr_rejoined(&cluster, &ctx).await;
         let mut anomalies = self.liveness(&cluster, &ctx, &faults).await;
         anomalies.extend(self.serving_check(&ctx, t0));
+        anomalies.extend(self.metadata_checks(&cluster, &ctx, t0));
         anomalies.extend(self.final_read(&cluster, &ctx, &faults).await);
         self.judge(&cluster, ctx, &faults, anomalies)
     }

@@ -177,6 +177,7 @@ pub fn plan(scenario: &Scenario, seed: u64) -> FaultPlan {
                 // slow-disk: adding a kind to a file's list would change its seeds' plans.)
                 FaultKind::Crash | FaultKind::DiskWipe => p.for_ms = Some(rng.gen_range(1..=500)),
                 FaultKind::SlowDisk => p.params.disk_latency_ms = rng.gen_range(10..=500),
+                FaultKind::MetadataDiskEio => {}
                 FaultKind::Restart | FaultKind::BitFlip | FaultKind::Heal => {
                     p.for_ms = None;
                     if kind == FaultKind::Heal {
@@ -260,6 +261,17 @@ pub(super) fn resolve(p: &Planned, cluster: &Cluster) -> Result<(Vec<Fault>, Str
                 resolved.push(format!("controller is broker-{id} (term {term})"));
                 Ok(vec![Node::Broker(id)])
             }
+            Some(TargetSpec::FollowerVoter) => {
+                let leader = cluster.active_controller().map(|(id, _)| id);
+                let id = cluster
+                    .voters()
+                    .iter()
+                    .copied()
+                    .find(|&v| Some(v) != leader && cluster.planes().iter().any(|p| p.id == v))
+                    .ok_or_else(|| "no voter but the controller is up".to_string())?;
+                resolved.push(format!("follower-voter is broker-{id}"));
+                Ok(vec![Node::Broker(id)])
+            }
             Some(TargetSpec::Voters) => Ok(cluster
                 .voters()
                 .iter()
@@ -325,6 +337,7 @@ pub(super) fn resolve(p: &Planned, cluster: &Cluster) -> Result<(Vec<Fault>, Str
                     node,
                     latency: Some(ms(p.params.disk_latency_ms)),
                 },
+                FaultKind::MetadataDiskEio => Fault::MetadataDiskEio { node, on: true },
                 FaultKind::Heal
                 | FaultKind::PacketLoss
                 | FaultKind::Latency

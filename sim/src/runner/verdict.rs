@@ -54,6 +54,61 @@ impl Run {
         })
     }
 
+    /// `metadata-during`: within the window, some CreateTopics was invoked and acknowledged;
+    /// `metadata-halts`: brokers halted on a failed metadata log at least that many times.
+    pub(super) fn metadata_checks(&self, cluster: &Cluster, ctx: &Ctx, t0: u64) -> Vec<Anomaly> {
+        let mut found = Vec::new();
+        let anomaly = |kind, description: String, at_ms: Vec<u64>| Anomaly {
+            kind,
+            allowed: false,
+            description,
+            topic: None,
+            partition: None,
+            offsets: vec![],
+            values: vec![],
+            at_ms,
+        };
+        if let Some([from, to]) = self.scenario.expect.metadata_during {
+            let (from, to) = (t0 + from, t0 + to);
+            let created = ctx
+                .creations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|c| {
+                    c.invoked_ms >= from
+                        && c.acknowledged == Some(true)
+                        && c.answered_ms.is_some_and(|a| a <= to)
+                })
+                .count();
+            self.trace.event(
+                "runner",
+                format!("metadata during {from}..{to}ms: {created} topic creations acknowledged"),
+            );
+            if created == 0 {
+                found.push(anomaly(
+                    HarnessAnomalyKind::Unavailable,
+                    format!("the metadata quorum accepted no change during {from}..{to}ms: no topic creation invoked and acknowledged in it"),
+                    vec![from, to],
+                ));
+            }
+        }
+        let wanted = self.scenario.expect.metadata_halts;
+        let halts = cluster.halts();
+        if halts > 0 || wanted > 0 {
+            self.trace
+                .event("runner", format!("{halts} halts on a failed metadata log"));
+        }
+        if halts < wanted {
+            found.push(anomaly(
+                HarnessAnomalyKind::Invariant,
+                format!("brokers halted on a failed metadata log {halts} times, at least {wanted} expected: the fault struck no write, or a node ran on with a dead quorum replica"),
+                vec![now_ms()],
+            ));
+        }
+        found
+    }
+
     /// Checks the history and gives the verdict. Nothing awaits from here on, so no task records
     /// anything more: the history and the trace move into the report instead of being copied.
     pub(super) fn judge(

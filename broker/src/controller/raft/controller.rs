@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::{BasicNode, Raft, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -244,7 +244,34 @@ impl ControllerLoop {
         }
     }
 
+    /// Whether this node's replica stopped for good: openraft's core quits on a storage error
+    /// (the metadata log's disk failed: EIO on an append, a vote, a snapshot) and never runs
+    /// again in this process. Recorded in `Shared` the first time, so the node halts, as a
+    /// KRaft node does when its metadata log dir fails; a supervisor restarts it and it recovers
+    /// from what its log and snapshot hold. Left running, the node would be a voter that never
+    /// votes and a broker whose image never moves again.
+    fn stopped_for_good(&self) -> bool {
+        let fatal = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            match &m.running_state {
+                Ok(()) => return false,
+                // Our own shutdown: this loop is being aborted.
+                Err(Fatal::Stopped) => return true,
+                Err(fatal) => fatal.to_string(),
+            }
+        };
+        tracing::error!(node = self.id, error = %fatal,
+            "metadata log failed: this node's replica of the metadata quorum stopped; the node halts");
+        self.shared
+            .halt(format!("the metadata log failed: {fatal}"));
+        true
+    }
+
     async fn on_tick(&mut self) {
+        if self.stopped_for_good() {
+            return;
+        }
         {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
@@ -366,6 +393,9 @@ impl ControllerLoop {
             Err(e) => {
                 // Proposed or not, this node no longer knows: start over at the next request.
                 self.leading = None;
+                // A write that failed on this node's log stops its replica: halt now rather
+                // than at the next tick.
+                self.stopped_for_good();
                 let reason = match e {
                     RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
                         format!("leadership moved to {:?} before the commit", f.leader_id)

@@ -188,6 +188,10 @@ pub(crate) struct Shared {
     /// included); -1 before any.
     applied_index: AtomicI64,
     applied: tokio::sync::Notify,
+    /// Why this node's replica of the metadata log stopped for good (openraft's core quit on a
+    /// storage error): set once, and the node must halt ([`Shared::halted`]).
+    halted: Mutex<Option<String>>,
+    halt: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -197,6 +201,36 @@ impl Shared {
             image_offset: AtomicI64::new(-1),
             applied_index: AtomicI64::new(-1),
             applied: tokio::sync::Notify::new(),
+            halted: Mutex::new(None),
+            halt: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Records that the replica stopped for good; the first reason is kept.
+    fn halt(&self, reason: String) {
+        let mut halted = self.halted.lock().unwrap_or_else(|e| e.into_inner());
+        if halted.is_none() {
+            *halted = Some(reason);
+            self.halt.notify_waiters();
+        }
+    }
+
+    /// Resolves, with the reason, once the replica stopped for good.
+    async fn halted(&self) -> String {
+        loop {
+            let notified = self.halt.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a `halt` in between is not missed.
+            notified.as_mut().enable();
+            if let Some(reason) = self
+                .halted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                return reason;
+            }
+            notified.await;
         }
     }
 

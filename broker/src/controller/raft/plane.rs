@@ -416,4 +416,8 @@ impl MetadataPlane for RaftPlane {
             applied_offset: self.image().metadata_offset,
         }
     }
+
+    async fn halted(&self) -> String {
+        self.shared.halted().await
+    }
 }
