@@ -359,7 +359,7 @@ fn markers_reach_partitions_led_by_other_brokers_through_write_txn_markers() {
         .block_on(cluster.broker(1).transaction_state_topic())
         .expect("__transaction_state created");
     let coordinator = cluster
-        .plane
+        .broker(1)
         .image()
         .partition("__transaction_state", txns.partition_for("txn-cluster"))
         .expect("the id's partition")

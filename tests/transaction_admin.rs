@@ -1010,7 +1010,7 @@ fn a_transactional_produce_its_coordinator_on_another_broker_never_saw_is_refuse
     let coordinator_of = |id: &str| {
         let p = cluster.broker(1).txns().partition_for(id);
         cluster
-            .plane
+            .broker(1)
             .image()
             .partition("__transaction_state", p)
             .map(|a| a.leader)
@@ -1027,6 +1027,13 @@ fn a_transactional_produce_its_coordinator_on_another_broker_never_saw_is_refuse
             .txns()
             .loaded_shards()
             .contains(&state_partition)
+    });
+    cluster.eventually("the leader knows where the coordinator is", || {
+        cluster
+            .broker(leader)
+            .image()
+            .partition("__transaction_state", state_partition)
+            .is_some_and(|a| a.leader == coordinator)
     });
     let connect = |broker: i32| {
         let addr = cluster.address(broker);
