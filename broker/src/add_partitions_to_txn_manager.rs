@@ -449,4 +449,75 @@ mod tests {
             ResponseError::InvalidTxnState
         );
     }
+
+    /// Real sockets: a coordinator that accepts connections and never answers.
+    #[cfg(not(madsim))]
+    #[tokio::test]
+    async fn a_newer_verification_of_the_same_id_replaces_the_one_waiting_as_kafka_does() {
+        // While a request to the coordinator is in flight, what comes next waits, at most one
+        // entry per transactional id. The bugs: two entries for one id in one request (the
+        // coordinator's answer for the id would be given to one caller only, the other
+        // hanging), and an older epoch's verification allowed to replace a newer one.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let _accepting = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+        let manager = AddPartitionsToTxnManager::new(1);
+        let tps = |p: i32| BTreeSet::from([TopicPartition::new("t", p)]);
+        let verify = |id: &'static str, epoch: i16, p: i32| {
+            let manager = Arc::clone(&manager);
+            let addr = addr.clone();
+            tokio::spawn(async move { manager.verify(2, addr, id, 7, epoch, tps(p)).await })
+        };
+        // Answered at once or never (the coordinator is silent): a bound, not a timing.
+        let answered = |call: tokio::task::JoinHandle<Unverified>| async move {
+            tokio::time::timeout(Duration::from_secs(10), call)
+                .await
+                .expect("answered without the coordinator")
+                .unwrap()
+        };
+        // In flight (stalled in the connection's ApiVersions), then one waiting for "x".
+        let in_flight = verify("x", 3, 0);
+        while !manager
+            .nodes()
+            .get(&2)
+            .is_some_and(|q| q.sending && q.waiting.is_empty())
+        {
+            tokio::task::yield_now().await;
+        }
+        let waiting = verify("x", 3, 1);
+        while !manager.nodes()[&2].waiting.contains_key("x") {
+            tokio::task::yield_now().await;
+        }
+        // Older epoch: refused at once, the waiting one stays.
+        assert_eq!(
+            answered(verify("x", 2, 2)).await,
+            all(&tps(2), ResponseError::InvalidProducerEpoch)
+        );
+        // Same epoch (a client's retry): it takes the place of the waiting one, which is
+        // answered NETWORK_EXCEPTION (retriable).
+        let retry = verify("x", 3, 1);
+        assert_eq!(
+            answered(waiting).await,
+            all(&tps(1), ResponseError::NetworkException)
+        );
+        // Newer epoch: the one it replaces was fenced.
+        let newer = verify("x", 4, 1);
+        assert_eq!(
+            answered(retry).await,
+            all(&tps(1), ResponseError::InvalidProducerEpoch)
+        );
+        {
+            let nodes = manager.nodes();
+            let queue = &nodes[&2];
+            assert_eq!(queue.waiting.len(), 1, "one entry per id");
+            assert_eq!(queue.waiting["x"].producer_epoch, 4);
+        }
+        in_flight.abort();
+        newer.abort();
+    }
 }
