@@ -438,7 +438,7 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
         ),
         // The transactional requests of an id nobody initialised: each answers an error of its
         // own (the coordinator's), in the response format of its version.
-        ApiKey::AddPartitionsToTxn => request_frame(
+        ApiKey::AddPartitionsToTxn if version < 4 => request_frame(
             api,
             version,
             c,
@@ -452,6 +452,23 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
                         .with_name(topic(t))
                         .with_partitions(vec![0]),
                 ]),
+        ),
+        // v4+ is the brokers' form (a partition leader's KIP-890 verification).
+        ApiKey::AddPartitionsToTxn => request_frame(
+            api,
+            version,
+            c,
+            &AddPartitionsToTxnRequest::default().with_transactions(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                    .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+                    .with_producer_id(ProducerId(1))
+                    .with_verify_only(true)
+                    .with_topics(vec![
+                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                            .with_name(topic(t))
+                            .with_partitions(vec![0]),
+                    ]),
+            ]),
         ),
         ApiKey::AddOffsetsToTxn => request_frame(
             api,

@@ -321,6 +321,9 @@ fn markers_reach_partitions_led_by_other_brokers_through_write_txn_markers() {
     // writes one marker locally and the others with WriteTxnMarkers to their leaders. The
     // bug: markers only where the coordinator leads, so the other partitions' transactions
     // stay open (read_committed stalls) or, for an abort, their records are never dropped.
+    // The leaders that are not the coordinator also verify each transaction's first batch
+    // with it (KIP-890 part 1, AddPartitionsToTxn v4): a verification that refused what
+    // librdkafka added would fail its sends.
     let cluster = replicated_cluster::Cluster::start(replicated_cluster::Settings {
         lag_ms: 10_000,
         session_ms: 6_000,
@@ -349,6 +352,21 @@ fn markers_reach_partitions_led_by_other_brokers_through_write_txn_markers() {
     assert!(
         leaders.len() > 1,
         "the partitions are led by several brokers: {leaders:?}"
+    );
+    let txns = std::sync::Arc::clone(cluster.broker(1).txns());
+    cluster
+        .driver
+        .block_on(cluster.broker(1).transaction_state_topic())
+        .expect("__transaction_state created");
+    let coordinator = cluster
+        .broker(1)
+        .image()
+        .partition("__transaction_state", txns.partition_for("txn-cluster"))
+        .expect("the id's partition")
+        .leader;
+    assert!(
+        leaders.iter().any(|&l| l != coordinator),
+        "some partition is led by another broker than the coordinator {coordinator}"
     );
 
     let producer = transactional_producer(&bootstrap, "txn-cluster", "60000");

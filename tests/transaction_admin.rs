@@ -180,13 +180,13 @@ async fn add_partition(c: &Connection, id: &str, (pid, epoch): (i64, i16), parti
     );
 }
 
-/// Produces `records` (acks=all); the batch's base offset.
-async fn produce(
+/// Produces `records` (acks=all, Produce v9: a client without KIP-890 part 2); the answer.
+async fn produce_answer(
     c: &Connection,
     transactional_id: Option<&str>,
     partition: i32,
     records: Vec<u8>,
-) -> i64 {
+) -> produce_response::PartitionProduceResponse {
     let r = send(
         c,
         9,
@@ -201,7 +201,17 @@ async fn produce(
                     .with_records(Some(Bytes::from(records)))])]),
     )
     .await;
-    let p = &r.responses[0].partition_responses[0];
+    r.responses[0].partition_responses[0].clone()
+}
+
+/// Produces `records` (acks=all); the batch's base offset.
+async fn produce(
+    c: &Connection,
+    transactional_id: Option<&str>,
+    partition: i32,
+    records: Vec<u8>,
+) -> i64 {
+    let p = produce_answer(c, transactional_id, partition, records).await;
     assert_eq!(p.error_code, 0, "produce: {:?}", p.error_message);
     p.base_offset
 }
@@ -962,4 +972,165 @@ fn list_asks_every_broker_for_its_ids_and_describe_producers_answers_only_on_the
         )),
         "{err}"
     );
+}
+
+/// A plain record (no producer id) stamped `timestamp_ms`.
+fn plain(timestamp_ms: i64) -> Vec<u8> {
+    builder::simple(1, 10, b'p', timestamp_ms)
+}
+
+#[test]
+fn a_transactional_produce_its_coordinator_on_another_broker_never_saw_is_refused_and_opens_nothing(
+) {
+    // KIP-890 part 1 across brokers. The partition's leader is not the transactional id's
+    // coordinator, so it must ask that broker (AddPartitionsToTxn v4 verify_only) before it
+    // takes the first transactional batch of a transaction. The bug: a leader that takes the
+    // batch unverified. A produce held in the network until after its transaction aborted
+    // then opens a transaction nobody will ever end: the last stable offset stays at it and
+    // every read_committed consumer stalls for good (Kafka's "hanging transaction"). The same
+    // for a producer whose transaction never included the partition, and for a fenced epoch.
+    let cluster = replicated_cluster::Cluster::start(replicated_cluster::Settings {
+        lag_ms: 10_000,
+        session_ms: 6_000,
+        offsets_partitions: 3,
+    });
+    let broker = cluster.broker(1);
+    cluster
+        .driver
+        .block_on(broker.create_topic(TOPIC, 1, 3, &[], false))
+        .expect("topic created");
+    cluster
+        .driver
+        .block_on(broker.transaction_state_topic())
+        .expect("__transaction_state created");
+    cluster.eventually("the topic open on every broker", || {
+        cluster.open_everywhere(TOPIC)
+    });
+    let leader = cluster.leader(TOPIC);
+    let coordinator_of = |id: &str| {
+        let p = cluster.broker(1).txns().partition_for(id);
+        cluster
+            .broker(1)
+            .image()
+            .partition("__transaction_state", p)
+            .map(|a| a.leader)
+    };
+    let id = (0..100)
+        .map(|i| format!("verified-{i}"))
+        .find(|id| coordinator_of(id).is_some_and(|c| c != leader))
+        .expect("an id coordinated by another broker than the leader");
+    let coordinator = coordinator_of(&id).unwrap();
+    let state_partition = cluster.broker(1).txns().partition_for(&id);
+    cluster.eventually("the coordinator loaded the id's shard", || {
+        cluster
+            .broker(coordinator)
+            .txns()
+            .loaded_shards()
+            .contains(&state_partition)
+    });
+    cluster.eventually("the leader knows where the coordinator is", || {
+        cluster
+            .broker(leader)
+            .image()
+            .partition("__transaction_state", state_partition)
+            .is_some_and(|a| a.leader == coordinator)
+    });
+    let connect = |broker: i32| {
+        let addr = cluster.address(broker);
+        cluster.driver.block_on(async move {
+            let config = ConnectionConfig {
+                client_id: "transaction-verification-test".into(),
+                connect_timeout: Duration::from_secs(5),
+                request_timeout: WAIT,
+            };
+            Connection::connect(&addr, config, SPEAKS)
+                .await
+                .expect("connects")
+        })
+    };
+    let (to_coordinator, to_leader) = (connect(coordinator), connect(leader));
+    cluster.driver.block_on(async {
+        let refused = |p: &produce_response::PartitionProduceResponse, code: ResponseError| {
+            assert_eq!(
+                p.error_code,
+                code.code(),
+                "{:?}: {:?}",
+                ResponseError::try_from_code(p.error_code),
+                p.error_message
+            );
+            assert_eq!(p.base_offset, -1);
+        };
+        // The LSO at the log end: no transaction left open.
+        let stable_at = |end: i64| {
+            let c = &to_leader;
+            async move {
+                assert_eq!(
+                    last_stable_offset(c, 0).await,
+                    end,
+                    "the last stable offset"
+                );
+            }
+        };
+
+        // 1. The transaction never included the partition.
+        let producer = init(&to_coordinator, &id, 60_000).await;
+        let p = produce_answer(
+            &to_leader,
+            Some(&id),
+            0,
+            transactional(producer, 0, 3, 1_000),
+        )
+        .await;
+        refused(&p, ResponseError::InvalidTxnState);
+        assert_eq!(
+            p.error_message.as_deref(),
+            Some("Partition was not added to the transaction")
+        );
+        assert_eq!(produce(&to_leader, None, 0, plain(1_000)).await, 0);
+        stable_at(1).await;
+
+        // 2. Added, written, aborted: the batch held until after the abort is refused.
+        add_partition(&to_coordinator, &id, producer, 0).await;
+        assert_eq!(
+            produce(
+                &to_leader,
+                Some(&id),
+                0,
+                transactional(producer, 0, 3, 1_000)
+            )
+            .await,
+            1,
+            "a transaction in progress is verified and taken"
+        );
+        end_txn(&to_coordinator, &id, producer, false).await;
+        wait_state(&to_coordinator, &id, "CompleteAbort").await;
+        stable_at(5).await; // 3 records and the marker
+        let held = transactional(producer, 3, 2, 1_000);
+        refused(
+            &produce_answer(&to_leader, Some(&id), 0, held.clone()).await,
+            ResponseError::InvalidTxnState,
+        );
+        assert_eq!(produce(&to_leader, None, 0, plain(1_000)).await, 5);
+        stable_at(6).await;
+
+        // 3. A newer epoch took over: the old one is fenced (the coordinator's PRODUCER_FENCED,
+        // as a produce answers it).
+        let bumped = init(&to_coordinator, &id, 60_000).await;
+        assert_eq!(bumped, (producer.0, producer.1 + 1));
+        refused(
+            &produce_answer(&to_leader, Some(&id), 0, held).await,
+            ResponseError::InvalidProducerEpoch,
+        );
+        stable_at(6).await;
+        let producers = cluster
+            .replica(leader, TOPIC)
+            .producer_state()
+            .await
+            .unwrap();
+        assert_eq!(
+            producers.ongoing_transactions().count(),
+            0,
+            "no transaction open on the partition"
+        );
+    });
 }

@@ -217,6 +217,122 @@ async fn a_transactional_produce_to_a_partition_not_in_the_transaction_is_refuse
     broker.shutdown().await;
 }
 
+/// AddPartitionsToTxn in the brokers' form (v4+): one transaction, `verify_only` or not, on
+/// `partitions` of the data topic (and `other`'s); the codes by (topic, partition).
+async fn add_partitions_v4(
+    broker: &Arc<Broker>,
+    version: i16,
+    (pid, epoch): (i64, i16),
+    verify_only: bool,
+    partitions: &[(&str, i32)],
+) -> Vec<((String, i32), i16)> {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for (t, p) in partitions {
+        by_topic.entry(t).or_default().push(*p);
+    }
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str(ID)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_verify_only(verify_only)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        AddPartitionsToTxnTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(t.into())))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            ),
+    ]);
+    let response: AddPartitionsToTxnResponse =
+        call(broker, ApiKey::AddPartitionsToTxn, version, &request).await;
+    assert_eq!(response.error_code, 0);
+    assert_eq!(response.results_by_transaction.len(), 1);
+    let result = &response.results_by_transaction[0];
+    assert_eq!(result.transactional_id.as_str(), ID);
+    result
+        .topic_results
+        .iter()
+        .flat_map(|t| {
+            t.results_by_partition.iter().map(move |p| {
+                (
+                    (t.name.as_str().to_string(), p.partition_index),
+                    p.partition_error_code,
+                )
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_brokers_add_partitions_to_txn_verifies_per_partition_without_adding_any() {
+    // KIP-890 part 1, the coordinator's side: a partition leader asks with verify_only before
+    // it takes a transaction's first batch. The bugs: a verification that added the partition
+    // (so a late produce would be welcomed into the transaction it asked about), one that
+    // answered for the whole transaction instead of per partition, and codes other than
+    // Kafka's (INVALID_TXN_STATE in v4, TRANSACTION_ABORTABLE from v5, PRODUCER_FENCED).
+    let node = Node::new();
+    let broker = node.open_with_topics().await;
+    let producer = init(&broker, ID, 60_000).await;
+    let (pid, epoch) = (producer.producer_id.0, producer.producer_epoch);
+    assert_eq!(add_partition(&broker, pid, epoch, 0).await, 0);
+    let tp = |p: i32| (TOPIC.to_string(), p);
+    let both = [(TOPIC, 0), (TOPIC, 1)];
+    assert_eq!(
+        add_partitions_v4(&broker, 4, (pid, epoch), true, &both).await,
+        vec![(tp(0), 0), (tp(1), ResponseError::InvalidTxnState.code())]
+    );
+    assert_eq!(
+        add_partitions_v4(&broker, 5, (pid, epoch), true, &both).await,
+        vec![
+            (tp(0), 0),
+            (tp(1), ResponseError::TransactionAbortable.code())
+        ],
+        "asked twice: verifying added nothing"
+    );
+    let fenced = ResponseError::ProducerFenced.code();
+    assert_eq!(
+        add_partitions_v4(&broker, 5, (pid, epoch + 1), true, &both).await,
+        vec![(tp(0), fenced), (tp(1), fenced)]
+    );
+    let unmapped = ResponseError::InvalidProducerIdMapping.code();
+    assert_eq!(
+        add_partitions_v4(&broker, 5, (pid + 1, epoch), true, &both).await,
+        vec![(tp(0), unmapped), (tp(1), unmapped)]
+    );
+    assert_eq!(
+        add_partitions_v4(
+            &broker,
+            5,
+            (pid, epoch),
+            true,
+            &[(TOPIC, 0), ("nowhere", 0)]
+        )
+        .await,
+        vec![
+            (
+                ("nowhere".to_string(), 0),
+                ResponseError::UnknownTopicOrPartition.code()
+            ),
+            (tp(0), ResponseError::OperationNotAttempted.code()),
+        ]
+    );
+    // Without verify_only a broker adds (Kafka 4's implicit add); then partition 1 verifies.
+    assert_eq!(
+        add_partitions_v4(&broker, 5, (pid, epoch), false, &[(TOPIC, 1)]).await,
+        vec![(tp(1), 0)]
+    );
+    assert_eq!(
+        add_partitions_v4(&broker, 5, (pid, epoch), true, &both).await,
+        vec![(tp(0), 0), (tp(1), 0)]
+    );
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_coordinator_that_loads_a_prepared_commit_writes_its_markers_and_completes_it() {
     // The bug: a coordinator that crashed after PrepareCommit and before its markers left the

@@ -396,8 +396,9 @@ async fn end_txn_v5_at_the_last_epoch_rolls_to_a_new_producer_id_at_epoch_0() {
     );
     assert_eq!(
         produce(&c, Some(ID), 0, transactional(last, 2)).await,
-        ResponseError::InvalidTxnState.code(),
-        "the old id is done: the coordinator no longer maps the transactional id to it"
+        ResponseError::InvalidProducerIdMapping.code(),
+        "the old id is done: the coordinator no longer maps the transactional id to it (the \
+         verification's INVALID_PRODUCER_ID_MAPPING, which Kafka's produce passes on)"
     );
     // A retry of the EndTxn that rolled the id names the old id and is answered the new one.
     assert_eq!(end_txn(&c, 5, last, true).await, (0, rolled));

@@ -40,6 +40,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::add_partitions_to_txn_manager::AddPartitionsToTxnManager;
 use crate::catalog::{self, Catalog};
 use crate::clock::Clock;
 use crate::config::{BrokerConfig, InvalidConfig, TopicConfigs};
@@ -276,6 +277,9 @@ pub struct Broker {
     /// The transaction coordinator (the ids of the `__transaction_state` partitions this
     /// broker leads).
     txns: Arc<TxnCoordinator>,
+    /// Asks other brokers' transaction coordinators to verify transactional produces (KIP-890
+    /// part 1, [`crate::add_partitions_to_txn_manager`]).
+    add_partitions_to_txn_manager: Arc<AddPartitionsToTxnManager>,
     /// The ISR changes of the partitions this broker leads ([`crate::replica::isr`]).
     isr_manager: Arc<IsrManager>,
     /// True once shutdown began: parked requests are answered at once, none park any more.
@@ -403,6 +407,7 @@ impl Broker {
         let catalog = Catalog::new(config.clone(), Arc::clone(&disk), Arc::clone(&clock));
         let groups = GroupCoordinator::new(Arc::clone(&clock), config.group_config());
         let txns = TxnCoordinator::new(Arc::clone(&clock), config.txn_config());
+        let add_partitions_to_txn_manager = AddPartitionsToTxnManager::new(config.node_id);
         let broker = Arc::new(Broker {
             config,
             clock,
@@ -415,6 +420,7 @@ impl Broker {
             broker_epoch: AtomicI64::new(-1),
             producer_ids: ProducerIdManager::new(),
             groups,
+            add_partitions_to_txn_manager,
             txns,
             isr_manager: Arc::default(),
             stopping: Latch::default(),
@@ -924,6 +930,11 @@ impl Broker {
     /// The transaction coordinator.
     pub fn txns(&self) -> &Arc<TxnCoordinator> {
         &self.txns
+    }
+
+    /// The verifier of transactional produces against other brokers' coordinators.
+    pub fn add_partitions_to_txn_manager(&self) -> &Arc<AddPartitionsToTxnManager> {
+        &self.add_partitions_to_txn_manager
     }
 
     /// The ISR manager: the fetch path tells it when a follower may join an ISR.

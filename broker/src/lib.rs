@@ -39,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod add_partitions_to_txn_manager;
 pub mod broker;
 pub mod catalog;
 pub mod clock;

@@ -25,8 +25,10 @@
 //! The same state tracks each producer's open transaction (see [`crate::txn`]): a client's
 //! transactional batch opens one, and only [`Partition::write_marker`] (the transaction
 //! coordinator's WriteTxnMarkers) closes it; a client may never write a control batch
-//! (INVALID_RECORD, as Kafka's `LogValidator`). [`Partition::last_stable_offset`] is where
-//! read_committed consumers stop. The rebuild on open replays markers too, so open
+//! (INVALID_RECORD, as Kafka's `LogValidator`). A client's batch that would open a
+//! transaction needs a verification guard ([`Partition::start_transaction_verification`],
+//! KIP-890 part 1) that no marker or transactional batch of its producer has cleared since.
+//! [`Partition::last_stable_offset`] is where read_committed consumers stop. The rebuild on open replays markers too, so open
 //! transactions and the LSO come back after a restart or a crash.
 //!
 //! The rebuild starts from the newest valid producer snapshot at or below the log end
@@ -49,6 +51,7 @@ use crate::txn::marker::{self, Marker};
 use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{
     AppendDecision, CompletedTxn, MarkerRefused, ProducerStateManager, SequenceError,
+    TxnVerification, VerificationGuard,
 };
 use crate::txn::txn_index::{self, AbortedTxn, AbortedTxnIndex};
 
@@ -82,6 +85,9 @@ pub struct Partition {
     /// An aborted-transaction entry failed to reach its file: no snapshot may be written past
     /// it, so the next rebuild replays its marker from an older snapshot and writes it again.
     txn_index_failed: AtomicBool,
+    /// The last KIP-890 verification guard handed out here. Kept outside the producers' state,
+    /// which a rebuild replaces, so a guard is never handed out twice.
+    last_verification_guard: AtomicU64,
 }
 
 /// A produce to this partition failed; nothing was appended.
@@ -195,6 +201,7 @@ impl Partition {
             aborted: std::sync::Mutex::new(aborted),
             txn_index_unsynced: std::sync::Mutex::new(Default::default()),
             txn_index_failed: AtomicBool::new(false),
+            last_verification_guard: AtomicU64::new(0),
         })
     }
 
@@ -568,12 +575,58 @@ impl Partition {
         self.append_showing(records, false).await
     }
 
+    /// A client's produce ([`Partition::append`] or [`Partition::append_unexposed`] by
+    /// `exposed`): a transactional batch that opens a transaction here is appended only with
+    /// the guard [`Partition::start_transaction_verification`] gave, still current (KIP-890
+    /// part 1; see [`crate::txn::producer_state`], rule 9).
+    pub async fn append_from_client(
+        self: &Arc<Self>,
+        records: &mut [u8],
+        exposed: bool,
+        verification: Option<VerificationGuard>,
+    ) -> Result<AppendInfo, ProduceError> {
+        let result = self
+            .append_checked(records, exposed, TxnVerification::Required(verification))
+            .await;
+        self.snapshot_if_rolled().await;
+        result
+    }
+
+    /// Before a client's transactional batch from `producer_id` at `producer_epoch` starting at
+    /// `first_seq` is appended: `None` if the producer's transaction is open here (no
+    /// verification needed), else the guard of the verification to ask the coordinator for
+    /// (Kafka's `UnifiedLog.maybeStartTransactionVerification`).
+    pub async fn start_transaction_verification(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        first_seq: i32,
+    ) -> Result<Option<VerificationGuard>, ProduceError> {
+        if !self.replica().is_leader() {
+            return Err(ProduceError::NotLeader);
+        }
+        let fresh =
+            VerificationGuard(self.last_verification_guard.fetch_add(1, Ordering::AcqRel) + 1);
+        let mut producers = self.producers_locked().await?;
+        Ok(producers.start_verification(producer_id, producer_epoch, first_seq, fresh))
+    }
+
+    /// The coordinator refused the verification `guard` guarded: it ends here (see
+    /// [`ProducerStateManager::end_verification`]).
+    pub async fn end_transaction_verification(&self, producer_id: i64, guard: VerificationGuard) {
+        if let Ok(mut producers) = self.producers_locked().await {
+            producers.end_verification(producer_id, guard);
+        }
+    }
+
     async fn append_showing(
         self: &Arc<Self>,
         records: &mut [u8],
         exposed: bool,
     ) -> Result<AppendInfo, ProduceError> {
-        let result = self.append_checked(records, exposed).await;
+        let result = self
+            .append_checked(records, exposed, TxnVerification::NotRequired)
+            .await;
         self.snapshot_if_rolled().await;
         result
     }
@@ -582,6 +635,7 @@ impl Partition {
         self: &Arc<Self>,
         records: &mut [u8],
         exposed: bool,
+        verification: TxnVerification,
     ) -> Result<AppendInfo, ProduceError> {
         // A follower's log holds only the leader's batches (a produce racing a change of role
         // would otherwise write into it).
@@ -601,7 +655,9 @@ impl Partition {
         // Kafka validates the batches (CRC included) before it looks at their sequences.
         let headers = batch::validate_all(records).map_err(AppendError::from)?;
         let mut producers = self.producers_locked().await?;
-        if let AppendDecision::Duplicate(original) = producers.check(&headers)? {
+        if let AppendDecision::Duplicate(original) =
+            producers.check_verified(&headers, verification)?
+        {
             tracing::debug!(partition = ?self, producer_id = headers[0].producer_id,
                 first_seq = original.first_seq, base_offset = original.base_offset,
                 "duplicate batch: answering with the original offsets");

@@ -171,7 +171,37 @@ pub fn sequence(e: &SequenceError) -> ResponseError {
             ResponseError::OutOfOrderSequenceNumber
         }
         SequenceError::MissingSequence { .. } => ResponseError::InvalidRecord,
-        SequenceError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+        SequenceError::InvalidTxnState { .. } | SequenceError::NotVerified { .. } => {
+            ResponseError::InvalidTxnState
+        }
+        SequenceError::PastVerifiedSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+    }
+}
+
+/// A transactional batch whose partition the coordinator did not verify (KIP-890 part 1):
+/// `code` is the coordinator's answer for the partition (or what stood for it: NETWORK_EXCEPTION
+/// for no answer), already mapped as Kafka's `AddPartitionsToTxnManager` maps it for a produce
+/// below v11. Answered as Kafka's `ReplicaManager.handleProduceAppend` does: the retriable
+/// failures become NOT_ENOUGH_REPLICAS, which every client retries without a metadata refresh
+/// (older clients do not retry CONCURRENT_TRANSACTIONS or NOT_COORDINATOR on a produce).
+pub fn unverified(code: ResponseError) -> (ResponseError, String) {
+    match code {
+        ResponseError::InvalidTxnState => (
+            code,
+            "Partition was not added to the transaction".to_string(),
+        ),
+        ResponseError::ConcurrentTransactions
+        | ResponseError::NetworkException
+        | ResponseError::CoordinatorLoadInProgress
+        | ResponseError::CoordinatorNotAvailable
+        | ResponseError::NotCoordinator => (
+            ResponseError::NotEnoughReplicas,
+            format!(
+                "Unable to verify the partition has been added to the transaction. \
+                 Underlying error: {code:?}"
+            ),
+        ),
+        other => (other, other.to_string()),
     }
 }
 

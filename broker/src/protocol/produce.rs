@@ -20,6 +20,12 @@
 //!
 //! The appends themselves (phase one) run inline in the connection's request order, so two
 //! produce requests on one connection land in the order they were sent.
+//!
+//! A transactional batch that would open its producer's transaction on a partition is first
+//! verified with the transactional id's coordinator (KIP-890 part 1, see
+//! [`verify_transactional`]): one round trip for all such partitions of the request, before
+//! any of its appends (Kafka mutes the connection meanwhile too); partitions already in the
+//! producer's transaction here are not asked about.
 
 use std::sync::Arc;
 
@@ -30,13 +36,21 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use bytes::Bytes;
+
 use super::{errors, Reply, RequestContext};
+use crate::add_partitions_to_txn_manager::{
+    coordinator_of, for_produce, CoordinatorNode, Unverified,
+};
 use crate::broker::RouteError;
 use crate::compression;
 use crate::controller::NodeId;
+use crate::log::batch::BatchHeader;
 use crate::log::{AppendError, AppendInfo, RecordError};
 use crate::partition::Partition;
 use crate::partition::ProduceError;
+use crate::txn::coordinator::machine::TopicPartition;
+use crate::txn::producer_state::VerificationGuard;
 use kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage;
 
 struct Outcome {
@@ -150,45 +164,187 @@ fn response(
         )
 }
 
-/// KIP-890 part 1: a transactional batch is taken only for a partition its producer's ongoing
-/// transaction includes (AddPartitionsToTxn came first), so a produce held up in the network
-/// until after its transaction ended cannot open a transaction nobody will ever end (a
-/// hanging transaction, which would hold the last stable offset back for good). Checked here
-/// when this broker is the id's coordinator; otherwise the batch is taken as before (the
-/// leader-to-coordinator verification, AddPartitionsToTxn v4 with `verify_only`, is not
-/// implemented yet). A transactional batch without a transactional id never gets here: the
-/// whole request is refused first (see [`handle`]).
-fn verify_transactional(
+/// A partition of the request that passed routing, waiting for its append.
+struct Ready {
+    partition: Arc<Partition>,
+    records: Bytes,
+    /// The header of its first batch when that is transactional (KIP-890 part 1 applies).
+    transactional: Option<BatchHeader>,
+    /// The guard its verification was started with, if one was needed.
+    verification: Option<VerificationGuard>,
+}
+
+enum Slot {
+    Done(Outcome),
+    Ready(Ready),
+}
+
+/// A partition's outcome before anything was appended.
+fn failed(index: i32, error: ResponseError, message: Option<String>) -> Outcome {
+    Outcome {
+        index,
+        result: Err((error, message)),
+        partition: None,
+        current_leader: None,
+        leader_epoch: -1,
+        min_insync_replicas: 1,
+        record_errors: Vec::new(),
+    }
+}
+
+/// How long a produce waits for its verification at most (the coordinator's answer, or the
+/// verifier's own timeouts, come first unless the coordinator is unreachable).
+const MAX_VERIFICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// KIP-890 part 1: a transactional batch that would open its producer's transaction on a
+/// partition (the producer has none open there) is taken only once the transactional id's
+/// coordinator confirmed the partition is in that transaction, so a produce held up in the
+/// network until after its transaction ended cannot open a transaction nobody will ever end (a
+/// hanging transaction, which would hold the last stable offset back for good). Each such
+/// partition gets a verification guard first ([`Partition::start_transaction_verification`]);
+/// the coordinator is asked for all of them at once: directly when it is this broker, else
+/// with AddPartitionsToTxn v4+ through [`crate::add_partitions_to_txn_manager`]; the append
+/// then presents the guard, which a marker landing meanwhile has cleared (Kafka's
+/// `ReplicaManager.handleProduceAppend` and `VerificationGuard`). Refusals are answered as
+/// Kafka does ([`errors::unverified`]): INVALID_TXN_STATE, INVALID_PRODUCER_EPOCH, or
+/// NOT_ENOUGH_REPLICAS for what the client should retry. A transactional batch without a
+/// transactional id never gets here: the whole request is refused first (see [`handle`]).
+async fn verify_transactional(
     ctx: &RequestContext,
     transactional_id: &str,
-    topic: &str,
-    index: i32,
-    records: &[u8],
-) -> Result<(), (ResponseError, String)> {
-    let Ok(header) = crate::log::batch::BatchHeader::parse(records) else {
-        return Ok(()); // the append refuses it with the right code
-    };
-    if !header.is_transactional() {
-        return Ok(());
-    }
-    let partition = crate::txn::coordinator::machine::TopicPartition::new(topic, index);
-    match ctx.broker.txns().verify_partition(
-        transactional_id,
-        header.producer_id,
-        header.producer_epoch,
-        &partition,
-    ) {
-        None | Some(Ok(())) => Ok(()),
-        Some(Err(e)) => {
-            use crate::txn::coordinator::machine::TxnError;
-            let error = match e {
-                TxnError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
-                _ => ResponseError::InvalidTxnState,
-            };
-            tracing::debug!(peer = %ctx.peer, transactional_id, topic, partition = index, %e,
-                "transactional produce refused");
-            Err((error, e.to_string()))
+    timeout: Option<std::time::Duration>,
+    topics: &mut [(TopicName, Vec<Slot>)],
+) {
+    let producers: std::collections::BTreeSet<(i64, i16)> = topics
+        .iter()
+        .flat_map(|(_, slots)| slots.iter())
+        .filter_map(|slot| match slot {
+            Slot::Ready(Ready {
+                transactional: Some(h),
+                ..
+            }) => Some((h.producer_id, h.producer_epoch)),
+            _ => None,
+        })
+        .collect();
+    if producers.len() > 1 {
+        // Kafka's `handleProduceAppend`: one transactional producer per request.
+        for (_, slots) in topics.iter_mut() {
+            for slot in slots.iter_mut() {
+                if let Slot::Ready(_) = slot {
+                    let index = slot_index(slot);
+                    *slot = Slot::Done(failed(
+                        index,
+                        ResponseError::InvalidProducerIdMapping,
+                        Some("Transactional records contained more than one producer ID".into()),
+                    ));
+                }
+            }
         }
+        return;
+    }
+    let Some(&(producer_id, producer_epoch)) = producers.first() else {
+        return;
+    };
+    let mut needed = std::collections::BTreeSet::new();
+    for (name, slots) in topics.iter_mut() {
+        for slot in slots.iter_mut() {
+            let Slot::Ready(ready) = slot else { continue };
+            let Some(header) = ready.transactional else {
+                continue;
+            };
+            let index = ready.partition.index;
+            match ready
+                .partition
+                .start_transaction_verification(producer_id, producer_epoch, header.base_sequence)
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(guard)) => {
+                    ready.verification = Some(guard);
+                    needed.insert(TopicPartition::new(name.as_str(), index));
+                }
+                Err(e) => {
+                    *slot = Slot::Done(failed(index, errors::produce(&e), Some(e.to_string())))
+                }
+            }
+        }
+    }
+    if needed.is_empty() {
+        return;
+    }
+    let broker = &ctx.broker;
+    let state_partition = broker.txns().partition_for(transactional_id);
+    let unverified: Unverified =
+        match coordinator_of(&broker.image(), state_partition, broker.config.node_id) {
+            CoordinatorNode::Local => match broker.txns().verify_partitions(
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                &needed,
+            ) {
+                Ok(missing) => missing
+                    .into_iter()
+                    .map(|tp| (tp, for_produce(ResponseError::TransactionAbortable)))
+                    .collect(),
+                Err(e) => {
+                    let code = for_produce(errors::txn(&e, true));
+                    needed.iter().map(|tp| (tp.clone(), code)).collect()
+                }
+            },
+            CoordinatorNode::Remote { node, addr } => {
+                let wait = timeout.map_or(MAX_VERIFICATION_WAIT, |t| t.min(MAX_VERIFICATION_WAIT));
+                let asked = broker.add_partitions_to_txn_manager().verify(
+                    node,
+                    addr,
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    needed.clone(),
+                );
+                match tokio::time::timeout(wait, asked).await {
+                    Ok(unverified) => unverified,
+                    Err(_) => needed
+                        .iter()
+                        .map(|tp| (tp.clone(), ResponseError::NetworkException))
+                        .collect(),
+                }
+            }
+            CoordinatorNode::Unavailable => needed
+                .iter()
+                .map(|tp| (tp.clone(), ResponseError::CoordinatorNotAvailable))
+                .collect(),
+        };
+    if unverified.is_empty() {
+        return;
+    }
+    for (name, slots) in topics.iter_mut() {
+        for slot in slots.iter_mut() {
+            let Slot::Ready(ready) = slot else { continue };
+            let index = ready.partition.index;
+            let tp = TopicPartition::new(name.as_str(), index);
+            let Some(&code) = unverified.get(&tp) else {
+                continue;
+            };
+            let (error, message) = errors::unverified(code);
+            if error != ResponseError::NotEnoughReplicas {
+                if let Some(guard) = ready.verification {
+                    ready
+                        .partition
+                        .end_transaction_verification(producer_id, guard)
+                        .await;
+                }
+            }
+            tracing::debug!(peer = %ctx.peer, transactional_id, topic = %name.as_str(), partition = index,
+                producer_id, producer_epoch, ?code, "transactional produce not verified");
+            *slot = Slot::Done(failed(index, error, Some(message)));
+        }
+    }
+}
+
+fn slot_index(slot: &Slot) -> i32 {
+    match slot {
+        Slot::Done(outcome) => outcome.index,
+        Slot::Ready(ready) => ready.partition.index,
     }
 }
 
@@ -204,52 +360,119 @@ fn has_transactional_batch(request: &ProduceRequest) -> bool {
         })
 }
 
+/// Appends one partition's records (phase one of the produce).
+async fn append(ctx: &RequestContext, name: &str, acks: i16, ready: Ready) -> Outcome {
+    let Ready {
+        partition,
+        records,
+        verification,
+        ..
+    } = ready;
+    let index = partition.index;
+    let fail = |error: ResponseError, message: Option<String>| failed(index, error, message);
+    // One copy: the log patches offsets into the bytes it stores. A topic with its own
+    // compression.type stores every batch in that codec, as Kafka's LogValidator does.
+    let copied = match partition.log.config().compression {
+        None => Ok(records.to_vec()),
+        Some(codec) => compression::recompress_record_set(
+            &records,
+            codec,
+            ctx.broker.config.socket_request_max_bytes,
+        ),
+    };
+    let mut bytes = match copied {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::debug!(peer = %ctx.peer, topic = %name, partition = index, %e,
+                "refused a produce that cannot be recompressed");
+            return fail(errors::recompress(&e), Some(e.to_string()));
+        }
+    };
+    let min_insync = min_insync_replicas(ctx, name);
+    // Kafka checks the ISR before appending, for acks=all only.
+    let isr = partition.replica_state().isr().len();
+    if acks == -1 && isr < min_insync {
+        return fail(
+            ResponseError::NotEnoughReplicas,
+            Some(format!(
+                "The size of the current ISR {isr} is insufficient to satisfy the \
+                 min.isr requirement of {min_insync} for partition {name}-{index}"
+            )),
+        );
+    }
+    let leader_epoch = partition.leader_epoch();
+    // Only an acks=1 answer shows offsets before they are synced.
+    let result = partition
+        .append_from_client(&mut bytes, acks == 1, verification)
+        .await;
+    match result {
+        Ok(info) => Outcome {
+            index,
+            result: Ok(info),
+            partition: Some(partition),
+            current_leader: None,
+            leader_epoch,
+            min_insync_replicas: min_insync,
+            record_errors: Vec::new(),
+        },
+        Err(e) => {
+            if let ProduceError::Append(AppendError::InvalidBatch(_)) | ProduceError::Sequence(_) =
+                e
+            {
+                tracing::debug!(peer = %ctx.peer, topic = %name, partition = index, %e, "refused a produce");
+            }
+            let mut outcome = fail(errors::produce(&e), Some(e.to_string()));
+            if let ProduceError::Append(AppendError::InvalidRecords(records)) = &e {
+                outcome.record_errors = records.clone();
+            }
+            outcome
+        }
+    }
+}
+
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
-    // KIP-890 part 1 for every transactional batch: the check above needs the producer's
+    // A request without a timeout (0, as some test tools send) waits for as long as it takes,
+    // as it did before replication: the connection's own deadline bounds it.
+    let timeout = (request.timeout_ms > 0)
+        .then(|| std::time::Duration::from_millis(request.timeout_ms as u64));
+    // KIP-890 part 1 for every transactional batch: the verification needs the producer's
     // transactional id, so a transactional batch without one is refused as Kafka's
     // `handleProduceRequest` refuses it, the whole request TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     // (otherwise a batch could open a transaction on the partition that no coordinator knows
     // of, and nobody would ever end it).
     let missing_transactional_id =
         request.transactional_id.is_none() && has_transactional_batch(&request);
-    let mut topics: Vec<(TopicName, Vec<Outcome>)> = Vec::new();
+    let mut slots: Vec<(TopicName, Vec<Slot>)> = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.to_string();
-        let mut outcomes = Vec::new();
+        let mut topic_slots = Vec::new();
         for data in topic.partition_data {
             let index = data.index;
-            let fail = |error: ResponseError, message: Option<String>| Outcome {
-                index,
-                result: Err((error, message)),
-                partition: None,
-                current_leader: None,
-                leader_epoch: -1,
-                min_insync_replicas: 1,
-                record_errors: Vec::new(),
-            };
             if missing_transactional_id {
-                outcomes.push(fail(
+                topic_slots.push(Slot::Done(failed(
+                    index,
                     ResponseError::TransactionalIdAuthorizationFailed,
                     Some(
                         "a transactional batch in a produce request without a transactional id"
                             .into(),
                     ),
-                ));
+                )));
                 continue;
             }
             if !valid_acks {
-                outcomes.push(fail(
+                topic_slots.push(Slot::Done(failed(
+                    index,
                     ResponseError::InvalidRequiredAcks,
                     Some(format!("acks must be -1, 0 or 1, not {acks}")),
-                ));
+                )));
                 continue;
             }
             let partition = match ctx.broker.leader_partition(&name, index) {
                 Ok(partition) => partition,
                 Err(e) => {
-                    let mut outcome = fail(errors::route(&e), None);
+                    let mut outcome = failed(index, errors::route(&e), None);
                     if let RouteError::NotLeader {
                         leader,
                         leader_epoch,
@@ -257,93 +480,47 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                     {
                         outcome.current_leader = Some((leader, leader_epoch));
                     }
-                    outcomes.push(outcome);
+                    topic_slots.push(Slot::Done(outcome));
                     continue;
                 }
             };
             let Some(records) = data.records else {
-                outcomes.push(fail(
+                topic_slots.push(Slot::Done(failed(
+                    index,
                     ResponseError::CorruptMessage,
                     Some("null record set".into()),
-                ));
+                )));
                 continue;
             };
-            if let Some(id) = &request.transactional_id {
-                if let Err((error, message)) =
-                    verify_transactional(ctx, id.as_str(), &name, index, &records)
-                {
-                    outcomes.push(fail(error, Some(message)));
-                    continue;
-                }
-            }
-            // One copy: the log patches offsets into the bytes it stores. A topic with its own
-            // compression.type stores every batch in that codec, as Kafka's LogValidator does.
-            let copied = match partition.log.config().compression {
-                None => Ok(records.to_vec()),
-                Some(codec) => compression::recompress_record_set(
-                    &records,
-                    codec,
-                    ctx.broker.config.socket_request_max_bytes,
-                ),
-            };
-            let mut bytes = match copied {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    tracing::debug!(peer = %ctx.peer, topic = %name, partition = index, %e,
-                        "refused a produce that cannot be recompressed");
-                    outcomes.push(fail(errors::recompress(&e), Some(e.to_string())));
-                    continue;
-                }
-            };
-            let min_insync = min_insync_replicas(ctx, &name);
-            // Kafka checks the ISR before appending, for acks=all only.
-            let isr = partition.replica_state().isr().len();
-            if acks == -1 && isr < min_insync {
-                outcomes.push(fail(
-                    ResponseError::NotEnoughReplicas,
-                    Some(format!(
-                        "The size of the current ISR {isr} is insufficient to satisfy the \
-                         min.isr requirement of {min_insync} for partition {name}-{index}"
-                    )),
-                ));
-                continue;
-            }
-            let leader_epoch = partition.leader_epoch();
-            // Only an acks=1 answer shows offsets before they are synced.
-            let result = if acks == 1 {
-                partition.append(&mut bytes).await
-            } else {
-                partition.append_unexposed(&mut bytes).await
-            };
-            outcomes.push(match result {
-                Ok(info) => Outcome {
-                    index,
-                    result: Ok(info),
-                    partition: Some(partition),
-                    current_leader: None,
-                    leader_epoch,
-                    min_insync_replicas: min_insync,
-                    record_errors: Vec::new(),
-                },
-                Err(e) => {
-                    if let ProduceError::Append(AppendError::InvalidBatch(_)) | ProduceError::Sequence(_) = e {
-                        tracing::debug!(peer = %ctx.peer, topic = %name, partition = index, %e, "refused a produce");
-                    }
-                    let mut outcome = fail(errors::produce(&e), Some(e.to_string()));
-                    if let ProduceError::Append(AppendError::InvalidRecords(records)) = &e {
-                        outcome.record_errors = records.clone();
-                    }
-                    outcome
-                }
+            // A batch that does not parse is refused by the append with the right code.
+            let transactional = BatchHeader::parse(&records)
+                .ok()
+                .filter(|h| h.is_transactional());
+            topic_slots.push(Slot::Ready(Ready {
+                partition,
+                records,
+                transactional,
+                verification: None,
+            }));
+        }
+        slots.push((topic.name, topic_slots));
+    }
+    if let Some(id) = &request.transactional_id {
+        verify_transactional(ctx, id.as_str(), timeout, &mut slots).await;
+    }
+    // The appends, in request order.
+    let mut topics: Vec<(TopicName, Vec<Outcome>)> = Vec::with_capacity(slots.len());
+    for (name, topic_slots) in slots {
+        let mut outcomes = Vec::with_capacity(topic_slots.len());
+        for slot in topic_slots {
+            outcomes.push(match slot {
+                Slot::Done(outcome) => outcome,
+                Slot::Ready(ready) => append(ctx, name.as_str(), acks, ready).await,
             });
         }
-        topics.push((topic.name, outcomes));
+        topics.push((name, outcomes));
     }
     let version = ctx.version;
-    // A request without a timeout (0, as some test tools send) waits for as long as it takes,
-    // as it did before replication: the connection's own deadline bounds it.
-    let timeout = (request.timeout_ms > 0)
-        .then(|| std::time::Duration::from_millis(request.timeout_ms as u64));
     let endpoints = node_endpoints(ctx, &topics);
     match acks {
         0 => Reply::None,

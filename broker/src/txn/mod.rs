@@ -102,8 +102,14 @@
 //!   a zombie coordinator), CORRUPT_MESSAGE.
 //! - Produce of a transactional batch: INVALID_PRODUCER_EPOCH (the client maps it to
 //!   PRODUCER_FENCED), OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_TXN_STATE (KIP-890 part 1: the
-//!   partition is not in the producer's ongoing transaction), INVALID_RECORD (a control batch
-//!   from a client, or a transactional and a non-transactional batch of one producer mixed).
+//!   partition is not in the producer's ongoing transaction, or a marker ended it between the
+//!   verification and the append), NOT_ENOUGH_REPLICAS (the verification could not complete:
+//!   retried), INVALID_RECORD (a control batch from a client, or a transactional and a
+//!   non-transactional batch of one producer mixed).
+//! - AddPartitionsToTxn v4–5 (brokers, `verify_only`): per partition NONE, INVALID_TXN_STATE
+//!   (v4) or TRANSACTION_ABORTABLE (v5) when it is not in the transaction; per transaction
+//!   INVALID_PRODUCER_ID_MAPPING, PRODUCER_FENCED, CONCURRENT_TRANSACTIONS (PrepareCommit or
+//!   PrepareAbort), the NOT_COORDINATOR family.
 //! - DescribeTransactions: TRANSACTIONAL_ID_NOT_FOUND; ListTransactions, DescribeProducers:
 //!   per partition NOT_LEADER_OR_FOLLOWER / UNKNOWN_TOPIC_OR_PARTITION.
 //!
@@ -132,14 +138,27 @@
 //!    timer aborts with a bumped epoch) and fencing; KIP-890 part 1 where the coordinator is
 //!    on the partition's own broker.
 //!
-//! Known gaps in the coordinator: KIP-890 part 1 across brokers (the partition leader asking
-//! a remote coordinator, AddPartitionsToTxn v4 verify_only) and part 2 (EndTxn v5) are not
-//! done; OffsetFetch with require_stable does not answer UNSTABLE_OFFSET_COMMIT while
+//! Known gaps in the coordinator: OffsetFetch with require_stable does not answer UNSTABLE_OFFSET_COMMIT while
 //! transactional offsets are pending; a marker written on an offsets partition whose shard
 //! is still loading is resolved only by that shard's next load; WriteTxnMarkers connects per
 //! call (no channel manager queue) and, with no ACLs, is open to any client (Kafka guards it
 //! with CLUSTER_ACTION); transactional.id.expiration.ms (Dead ids) is not implemented; the
 //! pending transactional offset records are never tombstoned.
+//!
+//! Done (session 10, branch s10-kip890v): KIP-890 part 1 across brokers. Before a leader
+//! takes a transactional batch that would open its producer's transaction on a partition, it
+//! asks the id's coordinator whether the partition is in that transaction: directly when it is
+//! the coordinator, else with AddPartitionsToTxn v4–5 `verify_only`, batched per coordinator
+//! (`crate::add_partitions_to_txn_manager`, Kafka's `AddPartitionsToTxnManager`). A
+//! verification guard in [`producer_state`] (Kafka's `VerificationGuard`) makes the append
+//! fail if a marker landed between the answer and the append. Refusals answer as Kafka's
+//! `ReplicaManager`: INVALID_TXN_STATE, INVALID_PRODUCER_EPOCH, NOT_ENOUGH_REPLICAS for the
+//! retriable ones (CONCURRENT_TRANSACTIONS, NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS,
+//! COORDINATOR_NOT_AVAILABLE, no answer). Left: TxnOffsetCommit is still checked only where
+//! the group coordinator is also the id's coordinator (Kafka verifies it the same way);
+//! verifications whose producer never retries linger until a rebuild of the partition's state
+//! (Kafka expires them with `producer.id.expiration.ms`); the marker sender still connects per
+//! call instead of sharing the verifier's kept connections.
 //!
 //! To come:
 //! 6. Describe/List transactions, DescribeProducers, `faultline transactions`.

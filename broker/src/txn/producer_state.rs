@@ -38,6 +38,18 @@
 //! 8. A marker with an epoch older than the producer's is INVALID_PRODUCER_EPOCH (a zombie
 //!    coordinator's or a fenced producer's); one from an older coordinator epoch than the last
 //!    marker's is TRANSACTION_COORDINATOR_FENCED.
+//! 9. KIP-890 part 1: a client's transactional batch that would open a transaction here (its
+//!    producer has none open) is taken only with a [`VerificationGuard`] that is still current:
+//!    one [`ProducerStateManager::start_verification`] handed out before the leader asked the
+//!    transaction coordinator whether the partition is in the producer's transaction, and that
+//!    no transactional batch or marker of the producer has cleared since (Kafka's
+//!    `VerificationStateEntry`). So the race "verified, then the abort marker lands, then the
+//!    append" cannot open a transaction nobody will end: the marker clears the guard and the
+//!    append is refused with INVALID_TXN_STATE. While a verification is pending, a batch with a
+//!    higher sequence than the lowest one being verified is OUT_OF_ORDER_SEQUENCE_NUMBER, so a
+//!    later batch cannot overtake one whose verification failed retriably (Kafka's
+//!    `lowestSequence`). Verifications are volatile: never in a snapshot, gone with a rebuild
+//!    (which only refuses the appends they guarded, retriably for the client).
 //!
 //! The state changes only through [`ProducerStateManager::record`], which the partition calls
 //! after a successful append, and when the partition rebuilds it on open from the latest
@@ -102,6 +114,31 @@ pub struct BatchMetadata {
 
 /// The coordinator epoch of a producer no marker has been seen for.
 pub const NO_COORDINATOR_EPOCH: i32 = -1;
+
+/// A pending KIP-890 verification of one producer's transaction on this partition (Kafka's
+/// `VerificationGuard`): unique per partition, so a verification answered after its guard was
+/// cleared and another started (the ABA case) does not match the new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VerificationGuard(pub u64);
+
+/// Whether a transactional batch that opens a transaction here must have been verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnVerification {
+    /// Appends that are not a client's produce (the partition's own tests and tools).
+    NotRequired,
+    /// A client's produce: the guard [`ProducerStateManager::start_verification`] gave for the
+    /// producer's batch, if it gave one (`None`: none was started, so none can match).
+    Required(Option<VerificationGuard>),
+}
+
+/// One producer's pending verification (Kafka's `VerificationStateEntry`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Verification {
+    guard: VerificationGuard,
+    /// The lowest first sequence a verification was started for, at `epoch`.
+    lowest_seq: i32,
+    epoch: i16,
+}
 
 /// What the partition knows of one producer id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,6 +265,17 @@ pub enum SequenceError {
     /// INVALID_TXN_STATE: a non-transactional batch while the producer's transaction is open.
     #[error("expected a transactional write from producer {producer_id}: its transaction is open")]
     InvalidTxnState { producer_id: i64 },
+    /// INVALID_TXN_STATE: a transactional batch that would open a transaction here without a
+    /// current verification (rule 9).
+    #[error("Record was not part of an ongoing transaction (producer {producer_id})")]
+    NotVerified { producer_id: i64 },
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER: a batch past the lowest sequence still being verified.
+    #[error("out of order sequence from producer {producer_id}: {first_seq} is past {lowest_seq}, the earliest sequence being verified")]
+    PastVerifiedSequence {
+        producer_id: i64,
+        first_seq: i32,
+        lowest_seq: i32,
+    },
 }
 
 /// Why a marker is refused on this partition. Mapped to Kafka codes in `protocol::errors`.
@@ -274,6 +322,9 @@ pub struct ProducerStateManager {
     /// replicated, and the high watermark (which starts at or below the reloaded end) caps the
     /// LSO meanwhile.
     unreplicated: BTreeMap<u64, CompletedTxn>,
+    /// Pending KIP-890 verifications, by producer id (rule 9). Cleared by the producer's next
+    /// transactional batch or marker.
+    verifications: BTreeMap<i64, Verification>,
 }
 
 impl ProducerStateManager {
@@ -459,6 +510,9 @@ impl ProducerStateManager {
             header.base_offset >= 0,
             "recording a marker without an offset"
         );
+        // Whatever it ended, a verification started before it is stale (rule 9): the race
+        // "verified, then the marker, then the append" is refused at the append.
+        self.verifications.remove(&header.producer_id);
         let marker = marker?;
         let entry = self
             .producers
@@ -514,6 +568,64 @@ impl ProducerStateManager {
         }
     }
 
+    /// Starts (or joins) the verification of `producer_id`'s transaction before a client's
+    /// transactional batch at `epoch` from `first_seq` is appended (Kafka's
+    /// `maybeStartTransactionVerification`): `None` when the producer has a transaction open
+    /// here already (the coordinator knows of it; no verification is needed), else the guard the
+    /// append must present, `fresh` unless a verification is already pending (its guard is
+    /// shared, and its lowest sequence and epoch follow Kafka's
+    /// `maybeUpdateLowestSequenceAndEpoch`).
+    pub fn start_verification(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        fresh: VerificationGuard,
+    ) -> Option<VerificationGuard> {
+        if self
+            .producers
+            .get(&producer_id)
+            .is_some_and(|e| e.current_txn_first_offset.is_some())
+        {
+            return None;
+        }
+        let entry = self
+            .verifications
+            .entry(producer_id)
+            .or_insert(Verification {
+                guard: fresh,
+                lowest_seq: first_seq,
+                epoch,
+            });
+        if epoch == entry.epoch && first_seq < entry.lowest_seq {
+            entry.lowest_seq = first_seq;
+        }
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.lowest_seq = first_seq;
+        }
+        Some(entry.guard)
+    }
+
+    /// The coordinator refused the verification `guard` was started for: it ends, unless
+    /// another has replaced it. (Kafka keeps a refused entry until its producer expires; its
+    /// lowest sequence would then refuse the producer's next transaction here as out of order,
+    /// so it goes now. A verification sharing the guard is refused at its append, the safe way.)
+    pub fn end_verification(&mut self, producer_id: i64, guard: VerificationGuard) {
+        if self
+            .verifications
+            .get(&producer_id)
+            .is_some_and(|v| v.guard == guard)
+        {
+            self.verifications.remove(&producer_id);
+        }
+    }
+
+    /// The guard of `producer_id`'s pending verification, if one is pending.
+    pub fn verification(&self, producer_id: i64) -> Option<VerificationGuard> {
+        self.verifications.get(&producer_id).map(|v| v.guard)
+    }
+
     /// Number of producer ids known.
     pub fn len(&self) -> usize {
         self.producers.len()
@@ -529,6 +641,15 @@ impl ProducerStateManager {
     /// the set makes the whole set a duplicate, as in Kafka (clients send one batch per
     /// partition; Kafka refuses more than one from v3 produce on).
     pub fn check(&self, batches: &[BatchHeader]) -> Result<AppendDecision, SequenceError> {
+        self.check_verified(batches, TxnVerification::NotRequired)
+    }
+
+    /// [`ProducerStateManager::check`] with rule 9 for a client's produce.
+    pub fn check_verified(
+        &self,
+        batches: &[BatchHeader],
+        verification: TxnVerification,
+    ) -> Result<AppendDecision, SequenceError> {
         // The state as it would be after the set's earlier batches (Kafka's `updatedEntry`).
         let mut updated: BTreeMap<i64, ProducerEntry> = BTreeMap::new();
         for header in batches.iter().filter(|h| is_idempotent(h)) {
@@ -544,6 +665,20 @@ impl ProducerStateManager {
                 current.and_then(|e| e.find_duplicate(epoch, first_seq, last_seq))
             {
                 return Ok(AppendDecision::Duplicate(original));
+            }
+            let pending = self.verifications.get(&producer_id);
+            // The set's first batch of the producer; those after it follow it in sequence.
+            let first_in_set = !updated.contains_key(&producer_id);
+            if let (TxnVerification::Required(_), Some(pending), true) =
+                (verification, pending, first_in_set)
+            {
+                if first_seq > pending.lowest_seq {
+                    return Err(SequenceError::PastVerifiedSequence {
+                        producer_id,
+                        first_seq,
+                        lowest_seq: pending.lowest_seq,
+                    });
+                }
             }
             let current_epoch = current.map_or(NO_PRODUCER_EPOCH, |e| e.epoch);
             let entry = updated
@@ -581,6 +716,12 @@ impl ProducerStateManager {
                 return Err(SequenceError::InvalidTxnState { producer_id });
             }
             if header.is_transactional() && entry.current_txn_first_offset.is_none() {
+                if let TxnVerification::Required(guard) = verification {
+                    let verified = guard.is_some() && pending.map(|v| v.guard) == guard;
+                    if !verified {
+                        return Err(SequenceError::NotVerified { producer_id });
+                    }
+                }
                 // Its offset is not known yet; that a transaction is open is what matters.
                 entry.current_txn_first_offset = Some(0);
             }
@@ -618,6 +759,10 @@ impl ProducerStateManager {
             last_offset: header.last_offset() as u64,
             timestamp_ms,
         };
+        if header.is_transactional() {
+            // The transaction is open here now, and the coordinator knows of it (rule 9).
+            self.verifications.remove(&header.producer_id);
+        }
         let entry = self
             .producers
             .entry(header.producer_id)
@@ -1164,5 +1309,116 @@ mod tests {
         );
         assert_eq!(reloaded.entry(2).unwrap().coordinator_epoch(), 9);
         assert_eq!(reloaded.producers, state.producers);
+    }
+
+    fn required(guard: Option<VerificationGuard>) -> TxnVerification {
+        TxnVerification::Required(guard)
+    }
+
+    #[test]
+    fn a_client_batch_opening_a_transaction_needs_the_current_verification_guard() {
+        // KIP-890 part 1: without a verification the coordinator was asked about, a late batch
+        // could open a transaction nobody ends.
+        let mut state = ProducerStateManager::new();
+        let first = txn_batch(PID, 0, 0, 1, 0);
+        assert_eq!(
+            state.check_verified(&[first], required(None)),
+            Err(SequenceError::NotVerified { producer_id: PID })
+        );
+        let guard = state
+            .start_verification(PID, 0, 0, VerificationGuard(1))
+            .expect("no transaction open: a verification is needed");
+        assert_eq!(
+            state.check_verified(&[first], required(Some(VerificationGuard(9)))),
+            Err(SequenceError::NotVerified { producer_id: PID }),
+            "another partition's or an older guard"
+        );
+        assert_eq!(
+            state.check_verified(&[first], required(Some(guard))),
+            Ok(AppendDecision::Append)
+        );
+        state.record(&first, first.max_timestamp);
+        assert_eq!(
+            state.verification(PID),
+            None,
+            "the append ends the verification"
+        );
+        // Open here now: the next batches need none.
+        assert_eq!(
+            state.start_verification(PID, 0, 1, VerificationGuard(2)),
+            None
+        );
+        assert_eq!(
+            state.check_verified(&[txn_batch(PID, 0, 1, 1, 1)], required(None)),
+            Ok(AppendDecision::Append)
+        );
+    }
+
+    #[test]
+    fn a_marker_between_the_verification_and_the_append_refuses_the_append() {
+        // The race a guard exists for: verified while the transaction was ongoing, then the
+        // abort marker, then the append. Then the ABA case: a new verification starts, and the
+        // old answer must not match it.
+        let mut state = ProducerStateManager::new();
+        let stale = state
+            .start_verification(PID, 0, 0, VerificationGuard(1))
+            .unwrap();
+        state.record_stored(&marker_at(PID, 0, Abort, 0, 0));
+        let late = txn_batch(PID, 0, 0, 1, 1);
+        assert_eq!(
+            state.check_verified(&[late], required(Some(stale))),
+            Err(SequenceError::NotVerified { producer_id: PID })
+        );
+        let fresh = state
+            .start_verification(PID, 0, 0, VerificationGuard(2))
+            .unwrap();
+        assert_ne!(fresh, stale);
+        assert_eq!(
+            state.check_verified(&[late], required(Some(stale))),
+            Err(SequenceError::NotVerified { producer_id: PID })
+        );
+        assert_eq!(
+            state.check_verified(&[late], required(Some(fresh))),
+            Ok(AppendDecision::Append)
+        );
+    }
+
+    #[test]
+    fn a_batch_past_the_lowest_sequence_being_verified_is_out_of_order_until_it_ends() {
+        // Kafka's lowestSequence: seq 0's verification failed retriably; seq 5, verified
+        // meanwhile, must not land first (the retry of 0 would then be out of order forever).
+        let mut state = ProducerStateManager::new();
+        let guard = state
+            .start_verification(PID, 0, 5, VerificationGuard(1))
+            .unwrap();
+        assert_eq!(
+            state.start_verification(PID, 0, 0, VerificationGuard(2)),
+            Some(guard),
+            "a pending verification is joined"
+        );
+        assert_eq!(
+            state.check_verified(&[txn_batch(PID, 0, 5, 1, 0)], required(Some(guard))),
+            Err(SequenceError::PastVerifiedSequence {
+                producer_id: PID,
+                first_seq: 5,
+                lowest_seq: 0
+            })
+        );
+        assert_eq!(
+            state.check_verified(&[txn_batch(PID, 0, 0, 5, 0)], required(Some(guard))),
+            Ok(AppendDecision::Append)
+        );
+        // A newer epoch starts the lowest sequence afresh.
+        state.start_verification(PID, 1, 3, VerificationGuard(3));
+        assert_eq!(state.verifications[&PID].lowest_seq, 3);
+        // A refusal by the coordinator ends it, so it blocks nothing later.
+        state.end_verification(PID, VerificationGuard(7));
+        assert_eq!(state.verification(PID), Some(guard), "not that guard's");
+        state.end_verification(PID, guard);
+        assert_eq!(state.verification(PID), None);
+        assert_eq!(
+            state.check_verified(&[batch(PID, 0, 9, 1)], required(None)),
+            Ok(AppendDecision::Append)
+        );
     }
 }

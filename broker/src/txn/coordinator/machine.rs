@@ -427,6 +427,34 @@ impl TxnMetadata {
         }
     }
 
+    /// KIP-890 part 1, asked by a partition leader before it takes the first transactional
+    /// batch of this producer (AddPartitionsToTxn v4+ with `verify_only`, Kafka's
+    /// `handleVerifyPartitionsInTransaction`): which of `partitions` are *not* in its
+    /// transaction. The whole request fails for another producer id
+    /// (INVALID_PRODUCER_ID_MAPPING) or epoch (PRODUCER_FENCED), and while the transaction is
+    /// being completed (CONCURRENT_TRANSACTIONS: the leader's client retries, and meets the
+    /// ended transaction). A pending change is not looked at: partitions count once durable,
+    /// and the guard at the leader's append catches what changes after the answer.
+    pub fn verify_partitions(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &BTreeSet<TopicPartition>,
+    ) -> Result<BTreeSet<TopicPartition>, TxnError> {
+        self.check_producer(producer_id, producer_epoch)?;
+        if matches!(
+            self.current.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort
+        ) {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        // Complete* and Empty hold no partitions: every one is missing there.
+        Ok(partitions
+            .difference(&self.current.partitions)
+            .cloned()
+            .collect())
+    }
+
     /// The PrepareAbort of a fence (an InitProducerId or a timeout that finds the transaction
     /// in flight; the caller bumps the epoch). It is no client's EndTxn, so no retry rule of
     /// transaction version 2 applies to it and no producer id is rolled.
@@ -925,6 +953,44 @@ mod tests {
             initialised().verify_partition(7, 0, &TopicPartition::new("t", 0)),
             Err(TxnError::InvalidTxnState(..))
         ));
+    }
+
+    #[test]
+    fn verification_names_the_partitions_missing_from_the_transaction_as_kafka_does() {
+        let meta = ongoing(&[("t", 0)]);
+        assert_eq!(
+            meta.verify_partitions(7, 0, &tps(&[("t", 0), ("t", 1)])),
+            Ok(tps(&[("t", 1)]))
+        );
+        assert_eq!(
+            initialised().verify_partitions(7, 0, &tps(&[("t", 0)])),
+            Ok(tps(&[("t", 0)])),
+            "no transaction: nothing is in it"
+        );
+        assert!(matches!(
+            meta.verify_partitions(8, 0, &tps(&[("t", 0)])),
+            Err(TxnError::InvalidProducerIdMapping { .. })
+        ));
+        assert!(matches!(
+            meta.verify_partitions(7, 1, &tps(&[("t", 0)])),
+            Err(TxnError::ProducerFenced { .. })
+        ));
+        let mut ending = meta.clone();
+        let End::Prepare(t) = ending.end_txn(7, 0, false, NOW).unwrap() else {
+            panic!("prepare");
+        };
+        store(&mut ending, t);
+        assert_eq!(
+            ending.verify_partitions(7, 0, &tps(&[("t", 0)])),
+            Err(TxnError::ConcurrentTransactions)
+        );
+        let t = ending.complete(NOW);
+        store(&mut ending, t);
+        assert_eq!(
+            ending.verify_partitions(7, 0, &tps(&[("t", 0)])),
+            Ok(tps(&[("t", 0)])),
+            "the transaction ended: its partitions are no longer in one"
+        );
     }
 
     #[test]

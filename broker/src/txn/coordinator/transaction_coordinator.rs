@@ -370,6 +370,28 @@ impl TxnCoordinator {
         }
     }
 
+    /// KIP-890 part 1 for a partition leader (AddPartitionsToTxn v4+ `verify_only`, or the
+    /// leader's own call when this broker coordinates the id): the partitions of `partitions`
+    /// not in the producer's transaction (see [`TxnMetadata::verify_partitions`]). An unknown
+    /// id is INVALID_PRODUCER_ID_MAPPING, as in Kafka.
+    pub fn verify_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &BTreeSet<TopicPartition>,
+    ) -> Result<BTreeSet<TopicPartition>, TxnError> {
+        let shard = self.route(id)?;
+        shard
+            .with(id, |meta| {
+                meta.verify_partitions(producer_id, producer_epoch, partitions)
+            })?
+            .unwrap_or(Err(TxnError::InvalidProducerIdMapping {
+                given: producer_id,
+                current: -1,
+            }))
+    }
+
     /// EndTxn: answered once the outcome is durable (PrepareCommit/PrepareAbort); the markers
     /// and the Complete record follow in a task of their own, as in Kafka. Answers the
     /// producer id and epoch the producer continues with (bumped with transaction version 2,
