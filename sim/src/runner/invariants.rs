@@ -38,7 +38,7 @@ pub(crate) struct Invariants {
     offsets: BTreeMap<String, BTreeMap<(i32, i64), Claim>>,
     /// topic → (broker, incarnation, partition) → highest high watermark seen (durable
     /// policy). Keyed by topic first, as `offsets`: the check runs every few simulated ms.
-    high_watermarks: BTreeMap<String, BTreeMap<(u32, u32, i32), u64>>,
+    high_watermarks: ByTopic<(u32, u32, i32), u64>,
     pub(super) metadata: MetadataChecks,
     pub(super) replication: ReplicationChecks,
     /// Replicated topics may lose writes here, and a new leader then reuses their offsets
@@ -550,6 +550,9 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
     }
 }
 
+/// A map keyed by topic first, then by `K`.
+type ByTopic<K, V> = BTreeMap<String, BTreeMap<K, V>>;
+
 /// The entry of `topic` in a map keyed by topic first, made on first use: looked up by `&str`,
 /// so the online checks allocate no topic name per replica and check.
 fn of_topic<'m, V: Default>(map: &'m mut BTreeMap<String, V>, topic: &str) -> &'m mut V {
@@ -808,18 +811,18 @@ pub(crate) struct ReplicationChecks {
     // Keyed by topic first (see `of_topic`): these are looked up for every replica every few
     // simulated milliseconds.
     /// topic → (partition, leader epoch) → the broker first seen leading in it, and when.
-    leaders: BTreeMap<String, BTreeMap<(i32, i32), (u32, u64)>>,
+    leaders: ByTopic<(i32, i32), (u32, u64)>,
     /// topic → (broker, incarnation, partition, epoch) → the HW last seen while it led.
-    leader_hws: BTreeMap<String, BTreeMap<(u32, u32, i32, i32), u64>>,
+    leader_hws: ByTopic<(u32, u32, i32, i32), u64>,
     /// topic → partition → (leader, leader epoch, ISR) last traced, from the most advanced
     /// image.
-    traced: BTreeMap<String, BTreeMap<usize, (i32, i32, Vec<i32>)>>,
+    traced: ByTopic<usize, (i32, i32, Vec<i32>)>,
     /// Simulated ms of every leader change (a replicated partition's leader epoch rising):
     /// what an acks=1 loss or an unclean election's loss is allowed by.
     pub(crate) leader_changes_ms: Vec<u64>,
     /// topic → (broker, incarnation, partition, epoch) of replicated leaderships: whether the
     /// leader was seen offline in that epoch since.
-    led: BTreeMap<String, BTreeMap<(u32, u32, i32, i32), bool>>,
+    led: ByTopic<(u32, u32, i32, i32), bool>,
     /// One report per invariant and subject: a broken invariant stays broken.
     reported: std::collections::BTreeSet<(ReplicationInvariant, String)>,
 }
