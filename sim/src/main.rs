@@ -6,8 +6,9 @@
 //!   JSON report instead. Exit 0 on PASS, 1 on FAIL, 2 on a usage or scenario-file error.
 //! - `cargo sim replay <scenario.toml> --seed N [--trace]`: reruns the seed; `--trace` prints
 //!   every event (simulated time, node, event), byte-identical on every run, then the verdict.
-//! - `cargo sim sweep <dir|file> --seeds A..B`: every scenario over the seed range, a table per
-//!   scenario with the first failing seed and its replay command; exit 1 on any failure.
+//! - `cargo sim sweep <dir|file> --seeds A..B [--jobs N]`: every scenario over the seed range
+//!   (on N worker threads, default 1), a table per scenario with the first failing seed and its
+//!   replay command, and the speed per core; exit 1 on any failure.
 //! - `cargo sim log-workload [--seeds A..B] [--lazy]`: the log alone on a crashing node.
 //! - `cargo sim audit [DIR|FILE…] --seeds A..B --out DIR [--jobs N] [--shard i/n]
 //!   [--mutants DIR…]`: every scenario over the seeds on every core; writes report.md,
@@ -36,7 +37,7 @@ mod cli {
     const USAGE: &str = "usage:
   cargo sim run <scenario.toml> --seed N [--json] [--html OUT.html] [--plant BUG]
   cargo sim replay <scenario.toml> --seed N [--trace] [--plant BUG]
-  cargo sim sweep <dir|scenario.toml> --seeds A..B
+  cargo sim sweep <dir|scenario.toml> --seeds A..B [--jobs N]
   cargo sim log-workload [--seeds A..B] [--lazy]
   cargo sim audit [DIR|FILE...] --seeds A..B --out DIR [--jobs N] [--shard i/n] [--mutants DIR...]
   cargo sim shrink <scenario.toml> --seed N [--out FILE] [--max-runs N]
@@ -75,6 +76,7 @@ mod cli {
         out: Option<String>,
         max_runs: Option<usize>,
         plant: Option<broker::planted::Bug>,
+        jobs: Option<usize>,
     }
 
     fn parse(args: &[String]) -> Args {
@@ -89,6 +91,7 @@ mod cli {
             out: None,
             max_runs: None,
             plant: None,
+            jobs: None,
         };
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
@@ -122,6 +125,11 @@ mod cli {
                 "--out" => {
                     let v = rest.next().cloned();
                     parsed.out = Some(v.unwrap_or_else(|| usage_error("--out takes a file")));
+                }
+                "--jobs" => {
+                    let v = rest.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0);
+                    parsed.jobs =
+                        Some(v.unwrap_or_else(|| usage_error("--jobs takes a positive number")));
                 }
                 "--max-runs" => {
                     let v = rest.next().and_then(|s| s.parse().ok());
@@ -276,6 +284,8 @@ mod cli {
         files
     }
 
+    /// `sweep`: every scenario over the seeds, on `--jobs` worker threads (default one). Each
+    /// run is a simulation on a thread of its own, so its trace is the same whatever the jobs.
     fn sweep(args: &[String]) -> i32 {
         let a = parse(args);
         let target = a
@@ -284,77 +294,65 @@ mod cli {
         let seeds = a
             .seeds
             .unwrap_or_else(|| usage_error("sweep needs --seeds A..B"));
+        let jobs = a.jobs.unwrap_or(1);
         let files = scenario_files(&target);
-        let scenarios: Vec<(String, Scenario)> = files
+        let targets: Vec<sim::audit::Target> = files
             .iter()
-            .map(|f| (f.display().to_string(), load(&f.display().to_string())))
+            .map(|f| {
+                let file = f.display().to_string();
+                sim::audit::Target {
+                    scenario: load(&file),
+                    file,
+                }
+            })
             .collect();
-        let total = scenarios.len() as u64 * (seeds.end.saturating_sub(seeds.start));
-        let mut done = 0u64;
+        let seeds: Vec<u64> = seeds.collect();
+        let total = targets.len() * seeds.len();
         let start = wall();
         let requests_before = requests_handled();
-        let (mut ops, mut sim_ms) = (0usize, 0u64);
-        let mut rows = Vec::new();
-        let mut any_failed = false;
-        for (file, scenario) in &scenarios {
-            let (mut passed, mut failed) = (0u64, 0u64);
-            let mut first_failure: Option<Report> = None;
-            for seed in seeds.clone() {
-                let report = runner::run_catching(
-                    scenario,
-                    file,
-                    seed,
-                    RunOptions {
-                        progress: false,
-                        plant: None,
-                    },
-                );
-                ops += report.counts.operations;
-                sim_ms += report.sim_ms;
-                if report.verdict == Verdict::Pass {
-                    passed += 1;
-                } else {
-                    failed += 1;
-                    eprintln!("\r{}", report.verdict_line());
-                    first_failure.get_or_insert(report);
-                }
-                done += 1;
-                let width = 30;
-                let filled = (done * width / total.max(1)) as usize;
-                eprint!(
-                    "\r[{}{}] {done}/{total} {:<32}",
-                    "#".repeat(filled),
-                    ".".repeat(width as usize - filled),
-                    scenario.name
+        let runs = sim::audit::run_all(&targets, &seeds, jobs, |run, done| {
+            if run.verdict == Verdict::Fail {
+                eprintln!(
+                    "\rverdict: {} scenario={} seed={} trace={}",
+                    run.verdict, run.scenario, run.seed, run.trace_hash
                 );
             }
-            any_failed |= failed > 0;
-            rows.push((
-                scenario.name.clone(),
-                passed + failed,
-                passed,
-                first_failure,
-            ));
-        }
+            let width = 30;
+            let filled = done * width / total.max(1);
+            eprint!(
+                "\r[{}{}] {done}/{total} {:<32}",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                run.scenario
+            );
+        });
         eprintln!();
         let requests = requests_handled() - requests_before;
         let wall_s = start.elapsed().as_secs_f64();
+        let (ops, sim_ms) = runs
+            .iter()
+            .fold((0usize, 0u64), |(o, s), r| (o + r.operations, s + r.sim_ms));
         println!(
             "{:<36} {:>6} {:>6}  first failing seed",
             "scenario", "seeds", "passed"
         );
-        for (name, run, passed, failure) in &rows {
-            let first = failure
-                .as_ref()
+        let mut any_failed = false;
+        for s in sim::audit::by_scenario(&runs) {
+            any_failed |= s.failed > 0;
+            let first = runs
+                .iter()
+                .find(|r| r.file == s.file && r.verdict == Verdict::Fail)
                 .map_or("-".to_string(), |r| format!("{} ({})", r.seed, r.replay));
-            println!("{name:<36} {run:>6} {passed:>6}  {first}");
+            println!("{:<36} {:>6} {:>6}  {first}", s.name, s.seeds, s.passed);
         }
+        // Per core: each run keeps one core busy, so `jobs` runs at once use `jobs` cores.
+        let core_s = wall_s * jobs.min(runs.len().max(1)) as f64;
         println!(
-            "speed: {} runs, {ops} ops and {requests} broker requests in {wall_s:.1} s wall: {:.0} ops and {:.0} broker requests per wall-second, {:.1}x real time",
-            done,
-            ops as f64 / wall_s,
-            requests as f64 / wall_s,
-            sim_ms as f64 / 1000.0 / wall_s
+            "speed: {} runs on {jobs} job(s), {ops} ops and {requests} broker requests in {wall_s:.1} s wall: {:.0} ops and {:.0} broker requests per wall-second per core, {:.1}x real time per core",
+            runs.len(),
+            ops as f64 / core_s,
+            requests as f64 / core_s,
+            sim_ms as f64 / 1000.0 / core_s
         );
         i32::from(any_failed)
     }

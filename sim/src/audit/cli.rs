@@ -241,7 +241,7 @@ pub fn main(args: &[String]) -> i32 {
                 );
             }
             println!(
-                "audit: {} runs, {} failed, {:.1} s wall on {} workers, {:.0} broker requests per wall-second per worker; report: {}",
+                "audit: {} runs, {} failed, {:.1} s wall on {} workers, {:.0} broker requests per wall-second per core; report: {}",
                 audit.runs_total,
                 audit.runs_failed,
                 audit.wall_s,

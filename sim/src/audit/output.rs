@@ -65,7 +65,7 @@ fn shard_text(audit: &Audit) -> String {
 
 fn headline(audit: &Audit) -> String {
     format!(
-        "{} runs over seeds {}..{}{}: {} passed, {} failed. {:.1} s wall on {} workers; {} broker requests, {:.0} per wall-second per worker.",
+        "{} runs over seeds {}..{}{}: {} passed, {} failed. {:.1} s wall on {} workers; {} broker requests, {:.0} per wall-second per core.",
         audit.runs_total,
         audit.seeds.start,
         audit.seeds.end,

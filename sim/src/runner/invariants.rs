@@ -36,8 +36,9 @@ pub(crate) struct Invariants {
     /// topic → (partition, offset) → (value, simulated ms, how it was seen). Keyed by topic
     /// first so that a claim finds its entry without allocating the topic's name.
     offsets: BTreeMap<String, BTreeMap<(i32, i64), Claim>>,
-    /// (broker, incarnation, topic, partition) → highest high watermark seen (durable policy).
-    high_watermarks: BTreeMap<(u32, u32, String, i32), u64>,
+    /// topic → (broker, incarnation, partition) → highest high watermark seen (durable
+    /// policy). Keyed by topic first, as `offsets`: the check runs every few simulated ms.
+    high_watermarks: ByTopic<(u32, u32, i32), u64>,
     pub(super) metadata: MetadataChecks,
     pub(super) replication: ReplicationChecks,
     /// Replicated topics may lose writes here, and a new leader then reuses their offsets
@@ -514,8 +515,10 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
                     ));
                 }
                 if durable && sole {
-                    let key = (id, incarnation, topic.name.clone(), partition.index);
-                    let highest = inv.high_watermarks.entry(key).or_insert(hw);
+                    let key = (id, incarnation, partition.index);
+                    let highest = of_topic(&mut inv.high_watermarks, &topic.name)
+                        .entry(key)
+                        .or_insert(hw);
                     if hw < *highest {
                         problems.push(format!("high watermark went back from {highest} to {hw}"));
                     }
@@ -545,6 +548,18 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
             }
         }
     }
+}
+
+/// A map keyed by topic first, then by `K`.
+type ByTopic<K, V> = BTreeMap<String, BTreeMap<K, V>>;
+
+/// The entry of `topic` in a map keyed by topic first, made on first use: looked up by `&str`,
+/// so the online checks allocate no topic name per replica and check.
+fn of_topic<'m, V: Default>(map: &'m mut BTreeMap<String, V>, topic: &str) -> &'m mut V {
+    if !map.contains_key(topic) {
+        map.insert(topic.to_string(), V::default());
+    }
+    map.get_mut(topic).expect("inserted above")
 }
 
 /// One live broker's replica of a partition: its state as seen, and the partition to read.
@@ -793,18 +808,21 @@ impl ReplicaView {
 /// What the online replication checks have seen.
 #[derive(Default)]
 pub(crate) struct ReplicationChecks {
-    /// (topic, partition, leader epoch) → the broker first seen leading in it, and when.
-    leaders: BTreeMap<(String, i32, i32), (u32, u64)>,
-    /// (broker, incarnation, topic, partition, epoch) → the HW last seen while it led.
-    leader_hws: BTreeMap<(u32, u32, String, i32, i32), u64>,
-    /// (topic, partition) → (leader, leader epoch, ISR) last traced, from the most advanced image.
-    traced: BTreeMap<(String, usize), (i32, i32, Vec<i32>)>,
+    // Keyed by topic first (see `of_topic`): these are looked up for every replica every few
+    // simulated milliseconds.
+    /// topic → (partition, leader epoch) → the broker first seen leading in it, and when.
+    leaders: ByTopic<(i32, i32), (u32, u64)>,
+    /// topic → (broker, incarnation, partition, epoch) → the HW last seen while it led.
+    leader_hws: ByTopic<(u32, u32, i32, i32), u64>,
+    /// topic → partition → (leader, leader epoch, ISR) last traced, from the most advanced
+    /// image.
+    traced: ByTopic<usize, (i32, i32, Vec<i32>)>,
     /// Simulated ms of every leader change (a replicated partition's leader epoch rising):
     /// what an acks=1 loss or an unclean election's loss is allowed by.
     pub(crate) leader_changes_ms: Vec<u64>,
-    /// (broker, incarnation, topic, partition, epoch) of replicated leaderships: whether the
+    /// topic → (broker, incarnation, partition, epoch) of replicated leaderships: whether the
     /// leader was seen offline in that epoch since.
-    led: BTreeMap<(u32, u32, String, i32, i32), bool>,
+    led: ByTopic<(u32, u32, i32, i32), bool>,
     /// One report per invariant and subject: a broken invariant stays broken.
     reported: std::collections::BTreeSet<(ReplicationInvariant, String)>,
 }
@@ -817,43 +835,44 @@ impl ReplicationChecks {
         now: u64,
     ) -> Vec<(ReplicationInvariant, String)> {
         let mut found = Vec::new();
-        let at = format!("{}-{} on broker {}", r.topic, r.partition, r.broker);
+        // Formatted only for a finding: this runs for every replica every few milliseconds.
+        let at = || format!("{}-{} on broker {}", r.topic, r.partition, r.broker);
         if r.follower && r.high_watermark > r.log_end_offset {
             found.push((
                 ReplicationInvariant::FollowerHighWatermarkWithinLog,
                 format!(
-                    "{at}: follower HW {} beyond its log end {}",
-                    r.high_watermark, r.log_end_offset
+                    "{}: follower HW {} beyond its log end {}",
+                    at(),
+                    r.high_watermark,
+                    r.log_end_offset
                 ),
             ));
         }
         if r.replicated && (r.leader || r.offline) {
-            let key = (
-                r.broker,
-                r.incarnation,
-                r.topic.clone(),
-                r.partition,
-                r.epoch,
-            );
-            match self.led.get_mut(&key) {
+            let key = (r.broker, r.incarnation, r.partition, r.epoch);
+            let led = of_topic(&mut self.led, &r.topic);
+            match led.get_mut(&key) {
                 Some(went_offline) if r.offline => *went_offline = true,
                 Some(true) => found.push((
                     ReplicationInvariant::StepsDownAfterLogFailure,
                     format!(
-                        "{at}: leads epoch {} again after its log went offline in it",
+                        "{}: leads epoch {} again after its log went offline in it",
+                        at(),
                         r.epoch
                     ),
                 )),
                 Some(false) => {}
                 None if r.leader => {
-                    self.led.insert(key, false);
+                    led.insert(key, false);
                 }
                 None => {}
             }
         }
         if r.leader {
-            let key = (r.topic.clone(), r.partition, r.epoch);
-            let (first, since) = *self.leaders.entry(key).or_insert((r.broker, now));
+            let key = (r.partition, r.epoch);
+            let (first, since) = *of_topic(&mut self.leaders, &r.topic)
+                .entry(key)
+                .or_insert((r.broker, now));
             if first != r.broker {
                 found.push((
                     ReplicationInvariant::OneLeaderPerEpoch,
@@ -863,20 +882,16 @@ impl ReplicationChecks {
                     ),
                 ));
             }
-            let key = (
-                r.broker,
-                r.incarnation,
-                r.topic.clone(),
-                r.partition,
-                r.epoch,
-            );
-            let last = self.leader_hws.insert(key, r.high_watermark);
+            let key = (r.broker, r.incarnation, r.partition, r.epoch);
+            let last = of_topic(&mut self.leader_hws, &r.topic).insert(key, r.high_watermark);
             match last {
                 Some(last) if r.high_watermark < last => found.push((
                     ReplicationInvariant::HighWatermarkNeverFallsWhileLeading,
                     format!(
-                        "{at}: HW fell from {last} to {} in leader epoch {}",
-                        r.high_watermark, r.epoch
+                        "{}: HW fell from {last} to {} in leader epoch {}",
+                        at(),
+                        r.high_watermark,
+                        r.epoch
                     ),
                 )),
                 // The HW moved in this leadership: the leader computed it, so it must lie
@@ -888,8 +903,10 @@ impl ReplicationChecks {
                             found.push((
                                 ReplicationInvariant::HighWatermarkWithinIsr,
                                 format!(
-                                    "{at}: HW rose to {} in epoch {} beyond ISR member {member}'s log end {end}",
-                                    r.high_watermark, r.epoch
+                                    "{}: HW rose to {} in epoch {} beyond ISR member {member}'s log end {end}",
+                                    at(),
+                                    r.high_watermark,
+                                    r.epoch
                                 ),
                             ));
                         }
@@ -897,6 +914,9 @@ impl ReplicationChecks {
                 }
                 _ => {}
             }
+        }
+        if found.is_empty() {
+            return found;
         }
         self.dedup(found)
     }
@@ -909,13 +929,16 @@ impl ReplicationChecks {
                 if p.replicas.len() < 2 {
                     continue;
                 }
-                let now = (p.leader, p.leader_epoch, p.isr.clone());
-                let key = (topic.name.clone(), index);
-                let before = self.traced.get(&key);
-                if before.is_some_and(|b| b.1 != now.1) {
+                let traced = of_topic(&mut self.traced, &topic.name);
+                let before = traced.get(&index);
+                if before.is_some_and(|b| b.1 != p.leader_epoch) {
                     self.leader_changes_ms.push(now_ms());
                 }
-                if before != Some(&now) {
+                // Compared in place: the ISR is copied only when it is traced.
+                let unchanged = before.is_some_and(|b| {
+                    (b.0, b.1, &b.2[..]) == (p.leader, p.leader_epoch, &p.isr[..])
+                });
+                if !unchanged {
                     trace.event(
                         "metadata",
                         format!(
@@ -923,7 +946,7 @@ impl ReplicationChecks {
                             topic.name, p.leader, p.leader_epoch, p.isr
                         ),
                     );
-                    self.traced.insert(key, now);
+                    traced.insert(index, (p.leader, p.leader_epoch, p.isr.clone()));
                 }
             }
         }
