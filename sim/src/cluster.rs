@@ -27,11 +27,12 @@ use std::time::Duration;
 use broker::broker::{Broker, PlaneContext, PlaneFuture, StartPlane, StopPlane};
 use broker::config::BrokerConfig;
 use broker::controller::plane::{MetadataPlane, QuorumStatus};
-use chaos::nemesis::{Harness, Node};
+use chaos::nemesis::{Harness, HeldRequests, Node};
 use chaos::{FaultyDisk, FaultyDiskConfig, SkewedClock};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 
+use crate::held_requests::Holds;
 use crate::trace::Trace;
 
 /// The port every broker listens on.
@@ -109,6 +110,8 @@ pub struct Cluster {
     trace: Trace,
     /// The voters' ids (the only node of a single broker).
     voters: Vec<u32>,
+    /// The network's holds on the clients' requests (the nemesis's `hold`).
+    holds: Holds,
 }
 
 /// The address of broker `id`.
@@ -219,6 +222,7 @@ impl Cluster {
             handle,
             brokers: nodes,
             clients,
+            holds: Holds::new(trace.clone()),
             trace,
             voters,
         }
@@ -245,6 +249,12 @@ impl Cluster {
     pub fn broker(&self, id: u32) -> Option<Arc<Broker>> {
         let node = self.brokers.iter().find(|b| b.id == id)?;
         node.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The network's holds on the clients' requests: every workload client's connections ask
+    /// them before writing a request.
+    pub fn holds(&self) -> &Holds {
+        &self.holds
     }
 
     /// The ids of the metadata quorum's voters.
@@ -524,6 +534,14 @@ impl Harness for Cluster {
                 .unwrap_or_default(),
             Node::Client(_) => FaultyDiskConfig::default(),
         }
+    }
+
+    fn hold_requests(&mut self, which: &HeldRequests) {
+        self.holds.hold(which);
+    }
+
+    fn release_held_requests(&mut self) -> u32 {
+        self.holds.heal()
     }
 
     fn clock(&self, node: Node) -> Option<SkewedClock> {
