@@ -17,7 +17,7 @@ use chaos::nemesis::{HeldRequests, Node};
 use client::{OutgoingRequest, Release, RequestHold};
 use kafka_protocol::messages::{ApiKey, ProduceRequest};
 use kafka_protocol::protocol::Decodable;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::trace::Trace;
 
@@ -31,14 +31,17 @@ pub fn api_named(name: &str) -> Option<ApiKey> {
 #[derive(Clone, Debug)]
 pub struct Holds {
     state: Arc<Mutex<State>>,
+    /// Woken by every heal. (A Notify, not a watch channel: tokio's watch picks whom to wake
+    /// with a thread-local RNG, which would break the simulator's determinism.)
+    healed: Arc<Notify>,
     trace: Trace,
 }
 
 #[derive(Debug)]
 struct State {
     holds: Vec<Hold>,
-    /// Set to true by the heal: every request still held goes out.
-    healed: watch::Sender<bool>,
+    /// Heals so far: a request held before the current count goes out.
+    heals: u64,
     /// Requests held since the last heal.
     held: u32,
 }
@@ -56,9 +59,10 @@ impl Holds {
         Holds {
             state: Arc::new(Mutex::new(State {
                 holds: Vec::new(),
-                healed: watch::channel(false).0,
+                heals: 0,
                 held: 0,
             })),
+            healed: Arc::new(Notify::new()),
             trace,
         }
     }
@@ -81,12 +85,28 @@ impl Holds {
     /// Ends every hold; every request still held goes out now. How many were held since the
     /// last heal.
     pub fn heal(&self) -> u32 {
-        let mut state = self.lock();
-        state.holds.clear();
-        state.healed.send_replace(true);
-        // Later holds wait for the next heal.
-        state.healed = watch::channel(false).0;
-        std::mem::take(&mut state.held)
+        let held = {
+            let mut state = self.lock();
+            state.holds.clear();
+            state.heals += 1;
+            std::mem::take(&mut state.held)
+        };
+        self.healed.notify_waiters();
+        held
+    }
+
+    /// Completes at the first heal after the count of heals was `heals`.
+    async fn healed_since(&self, heals: u64) {
+        loop {
+            let healed = self.healed.notified();
+            tokio::pin!(healed);
+            // Registered before the check, so a heal in between still wakes it.
+            healed.as_mut().enable();
+            if self.lock().heals != heals {
+                return;
+            }
+            healed.await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -131,23 +151,25 @@ impl RequestHold for Holds {
             format!("network holds {what} ({} of {})", hold.held, hold.which),
         );
         state.held += 1;
-        let mut healed = state.healed.subscribe();
-        let trace = self.trace.clone();
+        let heals = state.heals;
+        drop(state);
+        let holds = self.clone();
         Some(Box::pin(async move {
-            let heal = healed.wait_for(|h| *h);
+            let healed = holds.healed_since(heals);
             match held_for {
                 Some(d) => {
+                    // Biased: an unbiased select! draws from tokio's own RNG.
                     tokio::select! {
+                        biased;
+                        _ = healed => {}
                         _ = tokio::time::sleep(d) => {}
-                        _ = heal => {}
                     }
                 }
-                // A dropped sender (the run ended) lets it go too.
-                None => {
-                    let _ = heal.await;
-                }
+                None => healed.await,
             }
-            trace.event(client.to_string(), format!("network delivers held {what}"));
+            holds
+                .trace
+                .event(client.to_string(), format!("network delivers held {what}"));
         }))
     }
 }
