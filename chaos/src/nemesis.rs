@@ -85,6 +85,20 @@
 //!   the node must come back by itself. Why survive it: a metadata log that cannot be written
 //!   stops the node's quorum replica for good; a node that ran on as a broker would serve an
 //!   image that never moves again and hold a vote it never casts.
+//! - **Hold** (`Hold`): from the moment it strikes, the next `count` requests (default: every
+//!   one until the heal) of one client (or of every client) to one Kafka API (`EndTxn`,
+//!   `Produce`, optionally only transactional produce) are held in the network, each for
+//!   `for` after it was written (default: until the heal), then delivered, never dropped; the
+//!   heal delivers whatever is still held. A held request's bytes stay on their connection and
+//!   the requests written after them on it wait behind them, as behind a stuck segment of one
+//!   TCP stream (the client's connection layer holds them: `client::RequestHold`). The client
+//!   hears nothing, times out, closes its side and retries on a new connection, or gives up
+//!   and moves on; the broker receives the original bytes late, after the client's later
+//!   requests (a retried EndTxn, the next transaction, an abort), and handles them like any
+//!   request. Why survive it: a retransmitted segment, a congested path or a stalled
+//!   middlebox delivers a request after its sender gave up on it, which Kafka's transaction
+//!   protocol must fence (a late EndTxn must not end the next transaction; a late
+//!   transactional produce must not open a transaction nobody will end: KIP-890).
 //!
 //! Outside the model: a clock running at a wrong rate, lost or misdirected synced writes,
 //! corruption of metadata files, and faults of the harness itself.
@@ -137,11 +151,12 @@ pub enum FaultKind {
     DiskWipe,
     SlowDisk,
     MetadataDiskEio,
+    Hold,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::Crash,
         FaultKind::Restart,
         FaultKind::Pause,
@@ -160,6 +175,7 @@ impl FaultKind {
         FaultKind::DiskWipe,
         FaultKind::SlowDisk,
         FaultKind::MetadataDiskEio,
+        FaultKind::Hold,
     ];
 
     /// The kebab-case name scenario files use.
@@ -183,6 +199,7 @@ impl FaultKind {
             FaultKind::DiskWipe => "disk-wipe",
             FaultKind::SlowDisk => "slow-disk",
             FaultKind::MetadataDiskEio => "metadata-disk-eio",
+            FaultKind::Hold => "hold",
         }
     }
 
@@ -194,6 +211,46 @@ impl FaultKind {
 impl fmt::Display for FaultKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The requests a [`Fault::Hold`] holds, and for how long.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldRequests {
+    /// The client whose requests are held (`None`: every client's).
+    pub client: Option<Node>,
+    /// The Kafka API, as Kafka names it (`EndTxn`, `Produce`, `AddPartitionsToTxn`, ...).
+    pub api: String,
+    /// Only produce requests that carry a transactional id.
+    pub transactional: bool,
+    /// At most this many requests (`None`: every one until the heal).
+    pub count: Option<u32>,
+    /// How long each is held after it was written (`None`: until the heal).
+    pub held_for: Option<Duration>,
+}
+
+impl fmt::Display for HeldRequests {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.count {
+            Some(1) => f.write_str("the next ")?,
+            Some(n) => write!(f, "the next {n} ")?,
+            None => f.write_str("every ")?,
+        }
+        if self.transactional {
+            f.write_str("transactional ")?;
+        }
+        write!(f, "{} request", self.api)?;
+        if self.count != Some(1) {
+            f.write_str("s")?;
+        }
+        match self.client {
+            Some(node) => write!(f, " of {node}")?,
+            None => f.write_str(" of every client")?,
+        }
+        match self.held_for {
+            Some(d) => write!(f, " for {} ms each", d.as_millis()),
+            None => f.write_str(" until the heal"),
+        }
     }
 }
 
@@ -265,6 +322,8 @@ pub enum Fault {
         node: Node,
         on: bool,
     },
+    /// Hold these requests in the network (delivered late, never dropped).
+    Hold(HeldRequests),
 }
 
 impl Fault {
@@ -288,6 +347,7 @@ impl Fault {
             Fault::DiskWipe(_) => FaultKind::DiskWipe,
             Fault::SlowDisk { .. } => FaultKind::SlowDisk,
             Fault::MetadataDiskEio { .. } => FaultKind::MetadataDiskEio,
+            Fault::Hold(_) => FaultKind::Hold,
         }
     }
 
@@ -323,7 +383,9 @@ impl Fault {
             | Fault::BitFlip(_)
             | Fault::Reconnect(_)
             | Fault::RestoreLink { .. }
-            | Fault::Mend { .. } => None,
+            | Fault::Mend { .. }
+            // Each held request ends its own hold (`held_for`); the heal ends them all.
+            | Fault::Hold(_) => None,
         }
     }
 }
@@ -337,6 +399,7 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::Crash(n) => write!(f, "crash {n} (kill + power loss)"),
+            Fault::Hold(which) => write!(f, "hold {which} in the network"),
             Fault::Restart(n) => write!(f, "restart {n}"),
             Fault::Pause(n) => write!(f, "pause {n}"),
             Fault::Resume(n) => write!(f, "resume {n}"),
@@ -425,6 +488,10 @@ pub trait Harness {
     fn baseline_disk_config(&self, node: Node) -> FaultyDiskConfig;
     /// The node's wall clock, if it has one of its own (brokers do).
     fn clock(&self, node: Node) -> Option<SkewedClock>;
+    /// Holds `which` requests in the network from now on (see [`Fault::Hold`]).
+    fn hold_requests(&mut self, which: &HeldRequests);
+    /// Ends every hold and delivers every request still held now; how many were.
+    fn release_held_requests(&mut self) -> u32;
 }
 
 /// What applying a fault did.
@@ -685,8 +752,16 @@ impl Nemesis {
                 clock.set_offset_ms(offset_ms);
                 Done(String::new())
             }
+            Fault::Hold(ref which) => {
+                h.hold_requests(which);
+                Done(String::new())
+            }
             Fault::Heal => {
                 let mut done = Vec::new();
+                let held = h.release_held_requests();
+                if held > 0 {
+                    done.push(format!("delivered {held} held requests"));
+                }
                 for node in h.nodes() {
                     if let Some(clock) = h.clock(node).filter(|c| c.offset_ms() != 0) {
                         clock.set_offset_ms(0);

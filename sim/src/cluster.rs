@@ -27,11 +27,12 @@ use std::time::Duration;
 use broker::broker::{Broker, PlaneContext, PlaneFuture, StartPlane, StopPlane};
 use broker::config::BrokerConfig;
 use broker::controller::plane::{MetadataPlane, QuorumStatus};
-use chaos::nemesis::{Harness, Node};
+use chaos::nemesis::{Harness, HeldRequests, Node};
 use chaos::{FaultyDisk, FaultyDiskConfig, SkewedClock};
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 
+use crate::held_requests::Holds;
 use crate::trace::Trace;
 
 /// The port every broker listens on.
@@ -114,6 +115,8 @@ pub struct Cluster {
     voters: Vec<u32>,
     /// How many times a broker halted (its metadata log failed) and was restarted.
     halts: Arc<AtomicU32>,
+    /// The network's holds on the clients' requests (the nemesis's `hold`).
+    holds: Holds,
 }
 
 /// A broker node's process as its supervisor sees it: killed (every task stops, connections
@@ -266,6 +269,7 @@ impl Cluster {
             handle,
             brokers: nodes,
             clients,
+            holds: Holds::new(trace.clone()),
             trace,
             voters,
             halts,
@@ -299,6 +303,12 @@ impl Cluster {
     pub fn broker(&self, id: u32) -> Option<Arc<Broker>> {
         let node = self.brokers.iter().find(|b| b.id == id)?;
         node.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The network's holds on the clients' requests: every workload client's connections ask
+    /// them before writing a request.
+    pub fn holds(&self) -> &Holds {
+        &self.holds
     }
 
     /// The ids of the metadata quorum's voters.
@@ -592,6 +602,14 @@ impl Harness for Cluster {
                 .unwrap_or_default(),
             Node::Client(_) => FaultyDiskConfig::default(),
         }
+    }
+
+    fn hold_requests(&mut self, which: &HeldRequests) {
+        self.holds.hold(which);
+    }
+
+    fn release_held_requests(&mut self) -> u32 {
+        self.holds.heal()
     }
 
     fn clock(&self, node: Node) -> Option<SkewedClock> {

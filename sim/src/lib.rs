@@ -7,6 +7,8 @@
 //!
 //! - [`scenario`]: declarative TOML scenario files (`scenarios/README.md` is the format).
 //! - [`cluster`]: broker and client nodes on simulated IPs; implements the nemesis's harness.
+//! - [`held_requests`]: the nemesis's `hold`, requests of a client held in the network and
+//!   delivered late, at the client's connection layer.
 //! - [`runner`]: one scenario + one seed → plan, boot, fault window, heal, liveness, final
 //!   read, verdict, trace hash; one module per phase ([`runner::plan`] is the fault planning).
 //! - [`random`]: the run's random streams, one per concern (faults, disks, each workload
@@ -42,6 +44,8 @@ pub mod cluster;
 pub mod compaction_workload;
 #[cfg(madsim)]
 pub mod group_members;
+#[cfg(madsim)]
+pub mod held_requests;
 pub mod history;
 #[cfg(madsim)]
 pub mod log_workload;

@@ -535,6 +535,17 @@ pub struct ScriptedFault {
     pub offset_ms: Option<i64>,
     /// `slow-disk`: how much longer every append and sync takes.
     pub latency_ms: Option<u64>,
+    /// `hold`: the Kafka API of the requests held, as Kafka names it (`EndTxn`, `Produce`).
+    pub api: Option<String>,
+    /// `hold` of `Produce`: only produce requests of transactional producers.
+    pub transactional: Option<bool>,
+    /// `hold`: at most this many requests (default: every matching one while it lasts).
+    pub count: Option<u32>,
+}
+
+/// Whether `name` is a Kafka API as Kafka spells it (`EndTxn`, `Produce`, ...).
+pub fn is_api_name(name: &str) -> bool {
+    kafka_protocol::messages::ApiKey::iter().any(|k| format!("{k:?}") == name)
 }
 
 /// Swarm testing: the seed picks which of `kinds` are on, their rates and targets.
@@ -641,7 +652,7 @@ pub struct Expectations {
 
 /// The kinds of finding the harness reports itself (the checker's are
 /// [`crate::checker::AnomalyKind`]).
-pub const HARNESS_KINDS: [&str; 2] = ["invariant", "unavailable"];
+pub const HARNESS_KINDS: [&str; 3] = ["invariant", "unavailable", "hanging_transaction"];
 
 /// Whether `kind` (snake_case) names a finding a run can report.
 pub fn is_finding_kind(kind: &str) -> bool {
@@ -886,7 +897,11 @@ impl Scenario {
             let kind = fault.fault.0;
             let needs_node = !matches!(
                 kind,
-                FaultKind::Heal | FaultKind::PacketLoss | FaultKind::Latency | FaultKind::Split
+                FaultKind::Heal
+                    | FaultKind::PacketLoss
+                    | FaultKind::Latency
+                    | FaultKind::Split
+                    | FaultKind::Hold
             );
             let complain = |m: String| Err((offset, format!("fault {kind}: {m}")));
             if needs_node && fault.target.is_none() {
@@ -926,7 +941,40 @@ impl Scenario {
                     .into(),
                 );
             }
+            let hold_keys =
+                fault.api.is_some() || fault.transactional.is_some() || fault.count.is_some();
+            if hold_keys && kind != FaultKind::Hold {
+                return complain("`api`, `transactional` and `count` belong to hold".into());
+            }
             match kind {
+                FaultKind::Hold
+                    if !matches!(
+                        fault.target,
+                        None | Some(TargetSpec::Client(_) | TargetSpec::AnyClient)
+                    ) =>
+                {
+                    return complain(
+                        "holds a client's requests: target \"client:<n>\", \"any-client\", \
+                         or none for every client"
+                            .into(),
+                    )
+                }
+                FaultKind::Hold if !fault.api.as_deref().is_some_and(is_api_name) => {
+                    return complain(format!(
+                        "needs `api`, a Kafka API as Kafka names it (\"EndTxn\", \"Produce\", \
+                         ...), found {:?}",
+                        fault.api
+                    ))
+                }
+                FaultKind::Hold
+                    if fault.transactional == Some(true)
+                        && fault.api.as_deref() != Some("Produce") =>
+                {
+                    return complain("`transactional` selects produce requests only".into())
+                }
+                FaultKind::Hold if fault.count == Some(0) => {
+                    return complain("count must be positive".into())
+                }
                 FaultKind::CutLink if fault.to.is_none() => return complain("needs `to`".into()),
                 FaultKind::Split if fault.group.as_ref().is_none_or(|g| g.is_empty()) => {
                     return complain("needs `group`, a non-empty list of targets".into())
@@ -1221,6 +1269,49 @@ rate = 10
         )
         .unwrap_err();
         assert!(e.message.contains("abort-rate must be in 0..=1"), "{e}");
+    }
+
+    #[test]
+    fn a_hold_names_a_kafka_api_and_a_client_or_none() {
+        let fault =
+            |body: &str| format!("{MINIMAL}\n[[faults]]\nat-ms = 5\nfault = \"hold\"\n{body}");
+        let s = Scenario::parse(
+            &fault("target = \"client:1\"\napi = \"EndTxn\"\ncount = 1\nfor-ms = 3000\n"),
+            "x.toml",
+            "x",
+        )
+        .unwrap();
+        let f = s.faults[0].get_ref();
+        assert_eq!(f.fault.0, FaultKind::Hold);
+        assert_eq!((f.api.as_deref(), f.count), (Some("EndTxn"), Some(1)));
+        let s = Scenario::parse(
+            &fault("api = \"Produce\"\ntransactional = true\n"),
+            "x.toml",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(s.faults[0].get_ref().transactional, Some(true));
+        let refused = |body: &str, why: &str| {
+            let e = Scenario::parse(&fault(body), "bad.toml", "bad").unwrap_err();
+            assert!(e.message.contains(why), "{e}");
+        };
+        refused("api = \"EndTransaction\"\n", "needs `api`, a Kafka API");
+        refused(
+            "target = \"broker:1\"\napi = \"EndTxn\"\n",
+            "holds a client's requests",
+        );
+        refused(
+            "api = \"EndTxn\"\ntransactional = true\n",
+            "`transactional` selects produce requests only",
+        );
+        refused("api = \"EndTxn\"\ncount = 0\n", "count must be positive");
+        let e = Scenario::parse(
+            &format!("{MINIMAL}\n[[faults]]\nat-ms = 5\nfault = \"crash\"\ntarget = \"broker:1\"\napi = \"Produce\"\n"),
+            "bad.toml",
+            "bad",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("belong to hold"), "{e}");
     }
 
     #[test]

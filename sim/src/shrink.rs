@@ -97,6 +97,15 @@ fn fault_table(f: &Planned) -> Table {
                 Value::Integer(p.disk_latency_ms as i64),
             );
         }
+        FaultKind::Hold => {
+            t.insert("api".into(), Value::String(p.api.clone()));
+            if p.transactional {
+                t.insert("transactional".into(), Value::Boolean(true));
+            }
+            if let Some(n) = p.count {
+                t.insert("count".into(), Value::Integer(i64::from(n)));
+            }
+        }
         _ => {}
     }
     t

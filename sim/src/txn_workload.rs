@@ -153,6 +153,10 @@ async fn run(
             },
             now_ms(),
         );
+        // The whole transaction is an operation in flight: the runner's settle after the heal
+        // waits for it (a begin still bumping the epoch, its polls and sends, its end), so
+        // the final read comes after its records, not while it still writes them.
+        let in_flight = InFlight::new(ctx);
         let begun = producer.begin().await;
         let outcome = match &begun {
             Ok(()) => Outcome::Ok { offset: None },
@@ -289,11 +293,28 @@ async fn run(
                 return format!("transaction {txn} ended {result:?}: {ended}");
             }
         }
+        drop(in_flight);
         let records = f64::from(spec.records_per_transaction);
         let pause = records / spec.rate * rng.gen_range(0.5..1.5);
         tokio::time::sleep(Duration::from_secs_f64(pause)).await;
     }
     "the fault window ended".into()
+}
+
+/// Counts one operation in flight (`Ctx::inflight`) while it lives.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(ctx: &Ctx) -> InFlight {
+        ctx.inflight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(&ctx.inflight))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn txn_error_outcome(e: &TransactionError) -> Outcome {

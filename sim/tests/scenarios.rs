@@ -558,6 +558,29 @@ fn the_swarm_with_transactions_finds_no_transactional_anomaly() {
     passes("txn-swarm", 1..4);
 }
 
+/// An EndTxn held in the network past its request timeout reaches the coordinator after the
+/// retry ended the transaction and the next one began. With the coordinator planted to accept
+/// an EndTxn of an older epoch, seeds 1-8 all fail with aborted_read (the late EndTxn(commit)
+/// commits the next transaction half written; the producer then aborts it). With the client's
+/// epoch bump after an unanswered attempt left out (transaction version 1 as Kafka's Java
+/// client speaks it), seeds 2 and 3 fail so too: the coordinator cannot tell the late EndTxn
+/// from the next transaction's.
+#[test]
+fn an_endtxn_delivered_late_never_ends_the_next_transaction() {
+    passes("txn-endtxn-delayed", 1..4);
+}
+
+/// A transactional produce held until after its transaction aborted reaches the leader, the
+/// coordinator's own broker, with the producer's current epoch. With the leader's check
+/// against the coordinator (`verify_transactional` in produce.rs) planted away, seeds 1-6 all
+/// fail with hanging_transaction: the late batch opens a transaction on `t-0` nobody ends. The
+/// three-broker variant (`txn-hanging-produce-brokers`) fails so on seeds 2-4 until the
+/// leader asks a coordinator on another broker (AddPartitionsToTxn v4 verify_only): not here.
+#[test]
+fn a_transactional_produce_delivered_after_its_abort_never_leaves_a_hanging_transaction() {
+    passes("txn-hanging-produce", 1..4);
+}
+
 /// The locked baseline. It changes whenever anything the trace shows changes: the broker's or
 /// the client's behaviour (timing of requests, offsets, recovery), the workload, the nemesis,
 /// the trace's wording, madsim's scheduler, or the dependencies' randomness. Such a change is

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::connection::{
-    ConnectError, Connection, ConnectionConfig, RequestError, CLIENT_VERSIONS,
+    open, ConnectError, Connection, ConnectionConfig, RequestError, RequestHold,
 };
 
 /// How to reach the cluster.
@@ -20,6 +20,9 @@ pub struct ClientConfig {
     /// `host:port` of one or more brokers; the first that answers is used to learn the rest.
     pub bootstrap_servers: Vec<String>,
     pub connection: ConnectionConfig,
+    /// The simulated network's hold on this client's requests (see
+    /// [`crate::connection::RequestHold`]); `None` everywhere but in the simulator.
+    pub hold: Option<Arc<dyn RequestHold>>,
 }
 
 impl ClientConfig {
@@ -32,6 +35,7 @@ impl ClientConfig {
                 .filter(|s| !s.is_empty())
                 .collect(),
             connection: ConnectionConfig::default(),
+            hold: None,
         }
     }
 }
@@ -115,7 +119,7 @@ impl Client {
         }
         let mut last = ConnectError::NoBootstrapServers;
         for addr in &self.config.bootstrap_servers {
-            match Connection::connect(addr, self.config.connection.clone(), CLIENT_VERSIONS).await {
+            match open(addr, &self.config).await {
                 Ok(c) => {
                     let c = Arc::new(c);
                     self.state().bootstrap = Some(Arc::clone(&c));
@@ -164,9 +168,7 @@ impl Client {
             // Not in the metadata (yet): the bootstrap connection is the best guess.
             return self.bootstrap_connection().await;
         };
-        let c = Arc::new(
-            Connection::connect(&addr, self.config.connection.clone(), CLIENT_VERSIONS).await?,
-        );
+        let c = Arc::new(open(&addr, &self.config).await?);
         self.state().connections.insert(node, Arc::clone(&c));
         Ok(c)
     }

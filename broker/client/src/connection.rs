@@ -2,7 +2,20 @@
 
 use kafka_protocol::messages::ApiKey;
 
-pub use wire::connection::{ConnectError, Connection, ConnectionConfig, RequestError};
+pub use wire::connection::{
+    ConnectError, Connection, ConnectionConfig, OutgoingRequest, Release, RequestError, RequestHold,
+};
+
+use crate::cluster::ClientConfig;
+
+/// Opens a connection to `addr` as `config` says (its timeouts, and the network's hold on its
+/// requests when the simulator installed one).
+pub async fn open(addr: &str, config: &ClientConfig) -> Result<Connection, ConnectError> {
+    let mut connection =
+        Connection::connect(addr, config.connection.clone(), CLIENT_VERSIONS).await?;
+    connection.set_hold(config.hold.clone());
+    Ok(connection)
+}
 
 /// The versions this client can speak, per API: (API, lowest, highest). The request builders
 /// set only fields that exist in every version of these ranges (or leave them at defaults).

@@ -114,7 +114,7 @@ use tokio::time::Instant;
 
 use super::admin::OffsetAndMetadata;
 use super::cluster::{Client, MetadataError};
-use super::connection::{Connection, RequestError, CLIENT_VERSIONS};
+use super::connection::{Connection, RequestError};
 use super::consumer::{Consumer, ConsumerConfig, ConsumerRecord, PollError, SeekError, SeekTo};
 #[cfg(test)]
 use broker::group::consumer_protocol::SUBSCRIPTION_VERSION;
@@ -612,13 +612,9 @@ impl Shared {
             });
         }
         let addr = format!("{}:{}", response.host.as_str(), response.port);
-        let connection = Connection::connect(
-            &addr,
-            self.client.config().connection.clone(),
-            CLIENT_VERSIONS,
-        )
-        .await
-        .map_err(RequestError::from)?;
+        let connection = super::connection::open(&addr, self.client.config())
+            .await
+            .map_err(RequestError::from)?;
         let connection = Arc::new(connection);
         let mut state = self.lock();
         if let Some(existing) = state.coordinator.clone().filter(|c| !c.is_closed()) {

@@ -84,7 +84,9 @@ pub use admin::{
 pub use admin::{ElectLeadersError, ElectionResult, ElectionType};
 pub use admin::{OngoingReassignment, ReassignmentError, ReassignmentResult};
 pub use cluster::{Client, ClientConfig, MetadataError, PartitionMetadata, TopicMetadata};
-pub use connection::{ConnectError, Connection, ConnectionConfig, RequestError};
+pub use connection::{
+    ConnectError, Connection, ConnectionConfig, OutgoingRequest, Release, RequestError, RequestHold,
+};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, PollError, SeekError,
     SeekTo,

@@ -40,7 +40,12 @@
 //!
 //! After a transaction that did not end cleanly (a record not acknowledged, an end that went
 //! unanswered), the next `begin` bumps the epoch first (InitProducerId with the current id and
-//! epoch, KIP-360), so the partitions' sequence numbers start over.
+//! epoch, KIP-360), so the partitions' sequence numbers start over. So does a transaction one of
+//! whose coordinator requests went unanswered once, even when a retry was answered: this
+//! client speaks transaction version 1 (EndTxn up to v3), whose epoch stays the same from one
+//! transaction to the next, so the unanswered attempt, delivered late, would otherwise be taken
+//! for a request of the next transaction (a late EndTxn(commit) commits the next transaction
+//! half written; KIP-890 part 2 closes this by bumping the epoch at every EndTxn).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -59,7 +64,7 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::sync::{oneshot, Notify};
 
 use super::cluster::{Client, MetadataError};
-use super::connection::{Connection, CLIENT_VERSIONS};
+use super::connection::Connection;
 use super::partitioner::partition_for_key;
 use super::producer::{Delivery, Producer, ProducerConfig, ProducerRecord, SendError, SendOutcome};
 
@@ -701,13 +706,9 @@ impl TransactionalProducer {
             });
         }
         let addr = format!("{}:{}", response.host.as_str(), response.port);
-        let connection = Connection::connect(
-            &addr,
-            self.client.config().connection.clone(),
-            CLIENT_VERSIONS,
-        )
-        .await
-        .map_err(|e| failure(format!("coordinator {addr}: {e}")))?;
+        let connection = super::connection::open(&addr, self.client.config())
+            .await
+            .map_err(|e| failure(format!("coordinator {addr}: {e}")))?;
         let connection = Arc::new(connection);
         self.coordinators
             .insert((key_type, key), Arc::clone(&connection));
@@ -767,6 +768,16 @@ impl TransactionalProducer {
                     },
                     Err(e) => {
                         ambiguous |= e.maybe_sent();
+                        // An attempt that may be on its way still can reach the coordinator
+                        // after a retry was answered, even after the next transaction began:
+                        // a late EndTxn would end that one, a late TxnOffsetCommit commit its
+                        // offsets with it. With transaction version 1 nothing else tells them
+                        // apart (same producer id and epoch), so the next transaction starts
+                        // at a new epoch, which fences them (librdkafka's KIP-890 workaround,
+                        // without its fatal error; version 2 bumps every transaction).
+                        if e.maybe_sent() {
+                            self.bump_needed = true;
+                        }
                         self.forget(key_type, key, &connection);
                         Failure {
                             reason: e.to_string(),

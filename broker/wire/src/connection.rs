@@ -7,9 +7,17 @@
 //! with `tokio::io::split`, every frame is flushed, and every request has its own timeout. A
 //! request that times out closes the connection (its state is unknown, as in Kafka's Java
 //! client), so the next request reconnects instead of queueing behind a stalled peer.
+//!
+//! [`RequestHold`] is the simulator's seam for a request held in the network: the bytes stay on
+//! their connection (and everything written after them waits behind them, as on one TCP
+//! stream) until the hold is released, then go out; the client meanwhile times out and moves
+//! on. Nothing outside the simulator installs one.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -22,6 +30,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedMutexGuard;
 use tokio::sync::{oneshot, Notify};
 
 use crate::frame;
@@ -111,6 +120,36 @@ impl Default for ConnectionConfig {
     }
 }
 
+/// A request about to be written, as a [`RequestHold`] sees it.
+#[derive(Debug)]
+pub struct OutgoingRequest<'a> {
+    /// This end of the connection (the client's address).
+    pub local: Option<SocketAddr>,
+    /// The broker it goes to (`host:port`).
+    pub peer: &'a str,
+    pub api: ApiKey,
+    pub version: i16,
+    /// The encoded request body, after the request header.
+    pub body: &'a [u8],
+}
+
+/// When a hold ends: the held bytes are written once it completes.
+pub type Release = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Decides, for each request a connection is about to write, whether the network holds it.
+///
+/// The fault model (the simulator's `hold`): a held request is delayed, never dropped. Its
+/// bytes are written to the connection only when the [`Release`] completes; the requests
+/// written after it on the same connection wait behind it, as they would behind a stuck
+/// segment of one TCP stream. The caller sees silence: its request times out, the connection
+/// is closed on this side (its reads end), and the caller retries on a new connection; the
+/// held bytes still reach the broker on the old one at the release, which handles them like
+/// any request, late.
+pub trait RequestHold: Send + Sync + std::fmt::Debug {
+    /// `Some(release)` holds `request` until `release` completes.
+    fn hold(&self, request: &OutgoingRequest<'_>) -> Option<Release>;
+}
+
 struct Shared {
     pending: Mutex<BTreeMap<i32, oneshot::Sender<Bytes>>>,
     closed: AtomicBool,
@@ -132,8 +171,11 @@ impl Shared {
 pub struct Connection {
     addr: String,
     config: ConnectionConfig,
-    writer: tokio::sync::Mutex<WriteHalf<TcpStream>>,
+    writer: Arc<tokio::sync::Mutex<WriteHalf<TcpStream>>>,
     shared: Arc<Shared>,
+    /// This end's address (what a [`RequestHold`] selects clients by).
+    local: Option<SocketAddr>,
+    hold: Option<Arc<dyn RequestHold>>,
     next_correlation_id: AtomicI32,
     /// What this side speaks, per API: (API, lowest, highest).
     speaks: &'static [(ApiKey, i16, i16)],
@@ -180,6 +222,7 @@ impl Connection {
                 }
             };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         let (mut reader, writer) = tokio::io::split(stream);
         let shared = Arc::new(Shared {
             pending: Mutex::new(BTreeMap::new()),
@@ -229,8 +272,10 @@ impl Connection {
         let connection = Connection {
             addr: addr.to_string(),
             config,
-            writer: tokio::sync::Mutex::new(writer),
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
             shared,
+            local,
+            hold: None,
             next_correlation_id: AtomicI32::new(0),
             speaks,
             versions: OnceLock::new(),
@@ -284,6 +329,12 @@ impl Connection {
             .collect();
         let _ = self.versions.set(versions);
         Ok(())
+    }
+
+    /// Installs the network's hold on the requests written from now on (the simulator's; see
+    /// [`RequestHold`]).
+    pub fn set_hold(&mut self, hold: Option<Arc<dyn RequestHold>>) {
+        self.hold = hold;
     }
 
     /// The address this connection was opened to.
@@ -420,7 +471,7 @@ impl Connection {
                 addr: self.addr.clone(),
             });
         }
-        let mut writer = self.writer.lock().await;
+        let mut writer = Arc::clone(&self.writer).lock_owned().await;
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::SeqCst) & i32::MAX;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -437,6 +488,7 @@ impl Connection {
         header
             .encode(&mut buf, api.request_header_version(version))
             .map_err(|e| encode_error(e.to_string()))?;
+        let body_start = buf.len();
         request
             .encode(&mut buf, version)
             .map_err(|e| encode_error(e.to_string()))?;
@@ -460,11 +512,25 @@ impl Connection {
                 addr: self.addr.clone(),
             });
         }
-        let written = async {
-            writer.write_all(&buf).await?;
-            writer.flush().await
+        let release = self.hold.as_ref().and_then(|hold| {
+            hold.hold(&OutgoingRequest {
+                local: self.local,
+                peer: &self.addr,
+                api,
+                version,
+                body: &buf[body_start..],
+            })
+        });
+        if let Some(release) = release {
+            // Held in the network: the bytes, and the connection's writes after them, wait
+            // for the release; the caller meanwhile hears nothing.
+            tokio::spawn(async move {
+                release.await;
+                let _ = write_frame(&mut writer, &buf).await;
+            });
+            return Ok(());
         }
-        .await;
+        let written = write_frame(&mut writer, &buf).await;
         if let Err(source) = written {
             self.shared
                 .pending
@@ -479,6 +545,14 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+async fn write_frame(
+    writer: &mut OwnedMutexGuard<WriteHalf<TcpStream>>,
+    frame: &[u8],
+) -> io::Result<()> {
+    writer.write_all(frame).await?;
+    writer.flush().await
 }
 
 fn api_key<R: Request>() -> ApiKey {

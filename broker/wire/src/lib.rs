@@ -12,4 +12,6 @@
 pub mod connection;
 pub mod frame;
 
-pub use connection::{ConnectError, Connection, ConnectionConfig, RequestError};
+pub use connection::{
+    ConnectError, Connection, ConnectionConfig, OutgoingRequest, Release, RequestError, RequestHold,
+};

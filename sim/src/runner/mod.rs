@@ -18,7 +18,8 @@
 //!    controller's image within a bound made of the quorum's and the sessions' timeouts.
 //! 6. **Liveness** (`liveness`). Within `liveness-timeout-ms`, every acknowledged record must be readable
 //!    (when the configuration does not allow lost writes) and every partition readable from its
-//!    start to its high watermark.
+//!    start to its high watermark. With transactions (`hanging`), every partition's last stable
+//!    offset must then reach its high watermark once every transaction can have ended.
 //! 7. **Final read** of every partition from the log start, recorded as polls by the final-reader
 //!    process ([`FINAL_READER`]); and the log-level check that each partition's batches are
 //!    dense (each starts where the previous ended).
@@ -31,6 +32,7 @@ mod admin;
 mod compacted_replicas;
 mod convergence;
 mod fault_window;
+mod hanging;
 mod invariants;
 mod liveness;
 pub mod plan;
@@ -220,9 +222,11 @@ impl Run {
             .fault_window(&mut cluster, &ctx, fault_plan.faults, t0)
             .await;
         self.heal(&mut cluster, &ctx, &mut faults, t0).await;
+        let healed_ms = t0 + self.scenario.duration_ms;
         self.converge(&cluster, &ctx).await;
         self.isr_rejoined(&cluster, &ctx).await;
         let mut anomalies = self.liveness(&cluster, &ctx, &faults).await;
+        anomalies.extend(self.hanging_transactions(&cluster, &ctx, healed_ms).await);
         anomalies.extend(self.serving_check(&ctx, t0));
         anomalies.extend(self.metadata_checks(&cluster, &ctx, t0));
         anomalies.extend(self.final_read(&cluster, &ctx, &faults).await);

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chaos::nemesis::{Fault, FaultKind, Node};
+use chaos::nemesis::{Fault, FaultKind, HeldRequests, Node};
 use madsim::rand::Rng;
 
 use crate::cluster::Cluster;
@@ -47,7 +47,22 @@ pub struct Params {
     pub offset_ms: i64,
     /// `slow-disk`: how much longer each append and sync takes.
     pub disk_latency_ms: u64,
+    /// `hold`: the API, transactional produce only, and at most how many requests.
+    pub api: String,
+    pub transactional: bool,
+    pub count: Option<u32>,
 }
+
+/// The APIs a swarm's `hold` draws from: the requests whose late arrival Kafka's protocols
+/// must fence or tolerate.
+const SWARM_HELD_APIS: [&str; 6] = [
+    "Produce",
+    "EndTxn",
+    "AddPartitionsToTxn",
+    "TxnOffsetCommit",
+    "OffsetCommit",
+    "Fetch",
+];
 
 impl std::fmt::Display for Planned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,6 +86,15 @@ impl std::fmt::Display for Planned {
             FaultKind::DiskFull => write!(f, " headroom={}B", p.headroom_bytes)?,
             FaultKind::ClockSkew => write!(f, " offset={}ms", p.offset_ms)?,
             FaultKind::SlowDisk => write!(f, " +{}ms per write", p.disk_latency_ms)?,
+            FaultKind::Hold => {
+                write!(f, " api={}", p.api)?;
+                if p.transactional {
+                    f.write_str(" transactional")?;
+                }
+                if let Some(n) = p.count {
+                    write!(f, " count={n}")?;
+                }
+            }
             _ => {}
         }
         if let Some(d) = self.for_ms {
@@ -121,6 +145,9 @@ pub fn plan(scenario: &Scenario, seed: u64) -> FaultPlan {
                     headroom_bytes: f.headroom_bytes.unwrap_or(0),
                     offset_ms: f.offset_ms.unwrap_or(0),
                     disk_latency_ms: f.latency_ms.unwrap_or(0),
+                    api: f.api.clone().unwrap_or_default(),
+                    transactional: f.transactional.unwrap_or(false),
+                    count: f.count,
                 },
             });
             match f.every_ms {
@@ -178,6 +205,11 @@ pub fn plan(scenario: &Scenario, seed: u64) -> FaultPlan {
                 FaultKind::Crash | FaultKind::DiskWipe => p.for_ms = Some(rng.gen_range(1..=500)),
                 FaultKind::SlowDisk => p.params.disk_latency_ms = rng.gen_range(10..=500),
                 FaultKind::MetadataDiskEio => {}
+                FaultKind::Hold => {
+                    p.target = Some(client.clone());
+                    p.params.api = SWARM_HELD_APIS[rng.gen_range(0..SWARM_HELD_APIS.len())].into();
+                    p.params.count = Some(1);
+                }
                 FaultKind::Restart | FaultKind::BitFlip | FaultKind::Heal => {
                     p.for_ms = None;
                     if kind == FaultKind::Heal {
@@ -286,6 +318,19 @@ pub(super) fn resolve(p: &Planned, cluster: &Cluster) -> Result<(Vec<Fault>, Str
     let ms = Duration::from_millis;
     let faults: Vec<Fault> = match p.kind {
         FaultKind::Heal => vec![Fault::Heal],
+        FaultKind::Hold => {
+            let client = match &p.target {
+                None => None,
+                target => Some(nodes(target)?[0]),
+            };
+            vec![Fault::Hold(HeldRequests {
+                client,
+                api: p.params.api.clone(),
+                transactional: p.params.transactional,
+                count: p.params.count,
+                held_for: p.for_ms.map(ms),
+            })]
+        }
         FaultKind::PacketLoss => vec![Fault::PacketLoss {
             rate: p.params.rate,
         }],
@@ -342,7 +387,8 @@ pub(super) fn resolve(p: &Planned, cluster: &Cluster) -> Result<(Vec<Fault>, Str
                 | FaultKind::PacketLoss
                 | FaultKind::Latency
                 | FaultKind::Split
-                | FaultKind::CutLink => unreachable!("matched above"),
+                | FaultKind::CutLink
+                | FaultKind::Hold => unreachable!("matched above"),
             })
             .collect(),
     };

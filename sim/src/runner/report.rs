@@ -18,6 +18,10 @@ pub enum HarnessAnomalyKind {
     Invariant,
     /// A partition, or an acknowledged record, not readable within the liveness bound.
     Unavailable,
+    /// A partition whose last stable offset stays below its high watermark after every
+    /// transaction can have ended: a transaction on it that nobody will end holds every
+    /// read_committed consumer back for good.
+    HangingTransaction,
 }
 
 impl HarnessAnomalyKind {
@@ -26,6 +30,7 @@ impl HarnessAnomalyKind {
         match self {
             HarnessAnomalyKind::Invariant => "invariant",
             HarnessAnomalyKind::Unavailable => "unavailable",
+            HarnessAnomalyKind::HangingTransaction => "hanging_transaction",
         }
     }
 }

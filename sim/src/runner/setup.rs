@@ -155,6 +155,7 @@ impl Run {
             seed: self.seed,
             next_walk: Arc::new(AtomicU32::new(crate::group_members::EXPIRY_CHECKER - 1)),
             creations: Arc::default(),
+            holds: cluster.holds().clone(),
         };
         let setup = cluster.spawn_on_client(1, create_topics(ctx.clone(), s.clone()));
         if let Err(e) = setup.await {

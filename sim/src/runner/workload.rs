@@ -36,6 +36,8 @@ pub(crate) struct Ctx {
     pub(crate) next_walk: Arc<AtomicU32>,
     /// The admin workload's CreateTopics, checked once the metadata has converged.
     pub(crate) creations: super::admin::Creations,
+    /// The network's holds on requests, which every client's connections consult.
+    pub(crate) holds: crate::held_requests::Holds,
 }
 
 pub(crate) fn value_of(bytes: Option<&[u8]>) -> u64 {
@@ -151,6 +153,7 @@ pub(crate) async fn connect(
         connect_timeout: Duration::from_millis(500),
         request_timeout,
     };
+    config.hold = Some(ctx.holds.hook());
     loop {
         if give_up() {
             return None;
