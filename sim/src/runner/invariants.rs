@@ -916,10 +916,17 @@ impl ReplicationChecks {
                     self.leader_changes_ms.push(now_ms());
                 }
                 if before != Some(&now) {
+                    // The ELR (KIP-966) only where there is one: runs without it trace as
+                    // before.
+                    let elr = if p.elr.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" elr {:?}", p.elr)
+                    };
                     trace.event(
                         "metadata",
                         format!(
-                            "{}-{index}: leader {} epoch {} isr {:?}",
+                            "{}-{index}: leader {} epoch {} isr {:?}{elr}",
                             topic.name, p.leader, p.leader_epoch, p.isr
                         ),
                     );
@@ -1127,6 +1134,8 @@ mod tests {
                     partition_epoch: 0,
                     adding_replicas: Vec::new(),
                     removing_replicas: Vec::new(),
+                    elr: Vec::new(),
+                    last_known_elr: Vec::new(),
                 }],
             }],
         );
