@@ -287,7 +287,7 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
             c,
             &DescribeTopicPartitionsRequest::default()
                 .with_topics(vec![
-                    describe_topic_partitions_request::TopicRequest::default().with_name(topic(t))
+                    describe_topic_partitions_request::TopicRequest::default().with_name(topic(t)),
                 ])
                 .with_response_partition_limit(1),
         ),
@@ -666,7 +666,11 @@ async fn describe_topic_partitions_pages_with_its_cursor_and_reports_unknown_top
                 assert_eq!(p.isr_nodes, vec![BrokerId(1)]);
                 assert_eq!(p.eligible_leader_replicas, None, "ELR off: not kept");
                 assert_eq!(p.last_known_elr, None);
-                seen.push(format!("{}-{}", t.name.as_ref().unwrap().as_str(), p.partition_index));
+                seen.push(format!(
+                    "{}-{}",
+                    t.name.as_ref().unwrap().as_str(),
+                    p.partition_index
+                ));
             }
         }
         match response.next_cursor {
@@ -693,7 +697,11 @@ async fn describe_topic_partitions_pages_with_its_cursor_and_reports_unknown_top
         .topics
         .iter()
         .map(|t| {
-            (t.name.as_ref().unwrap().to_string(), t.error_code, t.partitions.len())
+            (
+                t.name.as_ref().unwrap().to_string(),
+                t.error_code,
+                t.partitions.len(),
+            )
         })
         .collect();
     assert_eq!(

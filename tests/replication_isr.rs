@@ -267,8 +267,7 @@ fn the_last_isr_member_back_on_its_own_drive_leads_again() {
 /// Without ELR the partition would wait for the dead leader (the test above with unclean
 /// election off).
 #[test]
-fn with_eligible_leader_replicas_a_replica_that_left_a_small_isr_leads_when_the_last_member_dies(
-) {
+fn with_eligible_leader_replicas_a_replica_that_left_a_small_isr_leads_when_the_last_member_dies() {
     let mut cluster = Cluster::start_with_controller(
         Settings {
             lag_ms: LAG_MS,
@@ -297,7 +296,10 @@ fn with_eligible_leader_replicas_a_replica_that_left_a_small_isr_leads_when_the_
     let (first, eligible) = (followers[0], followers[1]);
     cluster.stop(first);
     cluster.eventually("an ISR of two", || cluster.isr("e").len() == 2);
-    assert!(cluster.elr("e").is_empty(), "the HW still moves: none eligible");
+    assert!(
+        cluster.elr("e").is_empty(),
+        "the HW still moves: none eligible"
+    );
     produce(&cluster, "e", 10);
     cluster.stop(eligible);
     cluster.eventually("the leader alone in the ISR", || {

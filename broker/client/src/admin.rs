@@ -329,9 +329,11 @@ impl Admin {
                 .with_response_partition_limit(2000)
                 .with_cursor(cursor.take());
             let response = connection.send(&request).await?;
-            for topic in response.topics.iter().filter(|t| {
-                t.name.as_ref().is_some_and(|n| n.as_str() == name)
-            }) {
+            for topic in response
+                .topics
+                .iter()
+                .filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
+            {
                 if topic.error_code != 0 {
                     return Err(topic_error(name, topic.error_code, None));
                 }

@@ -578,8 +578,9 @@ fn elect_unclean(
          true; the new leader was out of sync, so records it lacks are lost"
     );
     // The new ISR of one may be what a running reassignment waited for.
-    let mut change = complete_reassignment(image, topic.id, index, partition, &[leader], Some(leader))
-        .unwrap_or_else(|| change_partition(topic.id, index, partition, leader, vec![leader]));
+    let mut change =
+        complete_reassignment(image, topic.id, index, partition, &[leader], Some(leader))
+            .unwrap_or_else(|| change_partition(topic.id, index, partition, leader, vec![leader]));
     if let MetadataRecord::ChangePartition { image: changed, .. } = &mut change {
         // Kafka's `maybeUpdateRecordElr`: an unclean election clears the ELR, whose members
         // may hold records the new leader lacks.
@@ -833,8 +834,7 @@ fn elect_unfenced(
                     id,
                     partition.isr.clone(),
                 ));
-            } else if let Some(record) = elect_from_elr_now(settings, topic, index, partition, id)
-            {
+            } else if let Some(record) = elect_from_elr_now(settings, topic, index, partition, id) {
                 records.push(record);
             } else if partition.replicas.contains(&id)
                 && !partition.isr.iter().any(|m| can_lead(image, &none, *m))
@@ -896,11 +896,13 @@ pub fn unclean_elections(
             }
             // A live eligible leader replica leads cleanly (KIP-966), before any unclean
             // election (Kafka's `electAnyLeader` tries the ELR first).
-            let eligible = partition.replicas.iter().copied().find(|r| {
-                partition.elr.contains(r) && can_lead(image, &none, *r)
-            });
-            if let Some(record) = eligible
-                .and_then(|r| elect_from_elr_now(settings, topic, index, partition, r))
+            let eligible = partition
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| partition.elr.contains(r) && can_lead(image, &none, *r));
+            if let Some(record) =
+                eligible.and_then(|r| elect_from_elr_now(settings, topic, index, partition, r))
             {
                 records.push(record);
                 continue;
@@ -1792,6 +1794,10 @@ fn alter_configs(
         } else {
             alter_resource(image, resource, changes).map(|record| records.extend(record))
         };
+        let changed_min_isr = outcome.is_ok() && changes.contains_key("min.insync.replicas");
+        if let (ConfigResource::Topic(name), true) = (resource, changed_min_isr) {
+            records.extend(clear_elr(image, name));
+        }
         results.push((resource.clone(), outcome));
     }
     if validate_only {
@@ -1801,6 +1807,38 @@ fn alter_configs(
         records,
         reply: ControllerReply::AlterConfigs(results),
     }
+}
+
+/// KIP-966 (Kafka's `getPartitionElrUpdatesForConfigChanges`): a topic whose
+/// `min.insync.replicas` changes loses its ELR and last known ELR, whose members were eligible
+/// under the old bound (with a lower one, the high watermark may move past them).
+fn clear_elr(image: &ClusterImage, topic: &str) -> Vec<MetadataRecord> {
+    let Some(topic) = image.topic(topic) else {
+        return Vec::new();
+    };
+    topic
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.elr.is_empty() || !p.last_known_elr.is_empty())
+        .map(|(index, p)| {
+            let MetadataRecord::ChangePartition {
+                topic_id,
+                partition,
+                image: mut changed,
+            } = change_partition(topic.id, index, p, p.leader, p.isr.clone())
+            else {
+                unreachable!("change_partition makes a ChangePartition");
+            };
+            changed.elr.clear();
+            changed.last_known_elr.clear();
+            MetadataRecord::ChangePartition {
+                topic_id,
+                partition,
+                image: changed,
+            }
+        })
+        .collect()
 }
 
 fn alter_resource(
@@ -3483,8 +3521,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_replica_back_in_the_isr_leaves_the_elr_and_an_isr_back_at_min_insync_replicas_clears_it(
-    ) {
+    fn a_replica_back_in_the_isr_leaves_the_elr_and_an_isr_back_at_min_insync_replicas_clears_it() {
         let mut c = elr_on(3, &[]);
         alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
         alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
@@ -3630,6 +3667,24 @@ pub(crate) mod tests {
             assert_eq!(elr_state(&c), (1, vec![1], vec![2], vec![]), "tick: {tick}");
             assert_eq!(c.image.unclean_leader_elections, 0);
         }
+    }
+
+    #[test]
+    fn changing_a_topics_min_insync_replicas_clears_its_elr() {
+        let mut c = elr_on(3, &[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        assert_eq!(elr_state(&c), (1, vec![1, 2], vec![3], vec![]));
+        // With a bound of 2 the HW moves with an ISR of two: broker 3 would fall behind what
+        // is committed, so it is no longer eligible.
+        assert_eq!(
+            alter(
+                &mut c,
+                ConfigResource::Topic("r".into()),
+                &[("min.insync.replicas", Some("2"))]
+            ),
+            Ok(())
+        );
+        assert_eq!(elr_state(&c), (1, vec![1, 2], vec![], vec![]));
     }
 
     #[test]
@@ -4356,8 +4411,8 @@ mod proptests {
                 };
                 let before = c.image.clone();
                 let reply = c.heartbeat(*id, epoch, offset, *want_shutdown);
-                let unfenced = before.brokers[id].fenced
-                    && c.image.brokers.get(id).is_some_and(|b| !b.fenced);
+                let unfenced =
+                    before.brokers[id].fenced && c.image.brokers.get(id).is_some_and(|b| !b.fenced);
                 if unfenced && c.settings.eligible_leader_replicas_enable {
                     // KIP-966: an eligible replica unfenced leads every leaderless partition
                     // whose ISR is empty and whose ELR holds it.

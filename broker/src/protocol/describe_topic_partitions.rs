@@ -158,13 +158,8 @@ pub fn handle(
             }
             continue;
         };
-        let (answered, next) = partitions(
-            &image,
-            topic,
-            start_of(&topic_name),
-            remaining,
-            elr_kept,
-        );
+        let (answered, next) =
+            partitions(&image, topic, start_of(&topic_name), remaining, elr_kept);
         remaining -= answered.len();
         response.topics.push(
             DescribeTopicPartitionsResponseTopic::default()

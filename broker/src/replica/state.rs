@@ -465,7 +465,9 @@ impl ReplicaState {
         if let Some(min_isr) = self.min_isr_for_high_watermark {
             // Under min.insync.replicas with ELR on: the replicas that left the ISR meanwhile
             // are eligible leaders, and hold only what is committed now.
-            if self.isr.len() < min_isr && !crate::planted::is(crate::planted::Bug::ElrHighWatermarkIgnoresMinIsr) {
+            if self.isr.len() < min_isr
+                && !crate::planted::is(crate::planted::Bug::ElrHighWatermarkIgnoresMinIsr)
+            {
                 return None;
             }
         }
