@@ -241,7 +241,12 @@ pub fn decide(
         ControllerRequest::ElectLeaders {
             election,
             partitions,
-        } => Ok(elect_leaders(image, *election, partitions.as_deref())),
+        } => Ok(elect_leaders(
+            image,
+            settings,
+            *election,
+            partitions.as_deref(),
+        )),
         ControllerRequest::AlterPartitionReassignments {
             topics,
             allow_replication_factor_change,
@@ -678,10 +683,21 @@ fn leave_isrs(
                 unreachable!("change_partition makes a ChangePartition");
             };
             settle_elr(rule, partition, &mut changed, &unclean_shutdown);
-            if rule.is_some() {
-                elect_from_elr(topic, index, partition, &mut changed, |r| {
+            if rule.is_some()
+                && elect_from_elr(topic, index, partition, &mut changed, |r| {
                     can_lead(image, leaving, r)
-                });
+                })
+            {
+                records.push(elr_election_record(
+                    image,
+                    rule,
+                    topic,
+                    index,
+                    partition,
+                    changed,
+                    &unclean_shutdown,
+                ));
+                continue;
             }
             if changed.leader == NO_NODE && unclean_enabled(image, settings, topic) {
                 let unclean = partition
@@ -806,6 +822,49 @@ fn elect_from_elr(
     true
 }
 
+/// The record of `changed`, `partition` with a leader just elected from its ELR (alone in the
+/// ISR): as after an unclean election, that ISR of one may be what a running reassignment
+/// waited for (Kafka's builder completes it in the same record); the ELR is then settled
+/// again over the reassignment's target replicas.
+fn elr_election_record(
+    image: &ClusterImage,
+    rule: Option<usize>,
+    topic: &TopicImage,
+    index: usize,
+    partition: &PartitionImage,
+    changed: PartitionImage,
+    unclean_shutdown: &BTreeSet<NodeId>,
+) -> MetadataRecord {
+    let completed = complete_reassignment(
+        image,
+        topic.id,
+        index,
+        partition,
+        &changed.isr,
+        Some(changed.leader),
+    );
+    match completed {
+        Some(MetadataRecord::ChangePartition {
+            topic_id,
+            partition: slot,
+            image: mut done,
+        }) => {
+            settle_elr(rule, partition, &mut done, unclean_shutdown);
+            MetadataRecord::ChangePartition {
+                topic_id,
+                partition: slot,
+                image: done,
+            }
+        }
+        Some(other) => unreachable!("complete_reassignment makes a ChangePartition: {other:?}"),
+        None => MetadataRecord::ChangePartition {
+            topic_id: topic.id,
+            partition: i32::try_from(index).expect("partition indexes fit in i32"),
+            image: changed,
+        },
+    }
+}
+
 /// `list` without the members of `gone`.
 fn without(list: &[NodeId], gone: &[NodeId]) -> Vec<NodeId> {
     list.iter().copied().filter(|r| !gone.contains(r)).collect()
@@ -834,7 +893,9 @@ fn elect_unfenced(
                     id,
                     partition.isr.clone(),
                 ));
-            } else if let Some(record) = elect_from_elr_now(settings, topic, index, partition, id) {
+            } else if let Some(record) =
+                elect_from_elr_now(image, settings, topic, index, partition, id)
+            {
                 records.push(record);
             } else if partition.replicas.contains(&id)
                 && !partition.isr.iter().any(|m| can_lead(image, &none, *m))
@@ -850,13 +911,15 @@ fn elect_unfenced(
 /// The record electing `candidate` from `partition`'s ELR, if ELR is on, the partition has no
 /// leader and an empty ISR, and `candidate` is in its ELR (and about to be live).
 fn elect_from_elr_now(
+    image: &ClusterImage,
     settings: &ControllerSettings,
     topic: &TopicImage,
     index: usize,
     partition: &PartitionImage,
     candidate: NodeId,
 ) -> Option<MetadataRecord> {
-    elr_rule(settings, topic)?;
+    let rule = elr_rule(settings, topic);
+    rule?;
     let MetadataRecord::ChangePartition {
         image: mut changed, ..
     } = change_partition(topic.id, index, partition, NO_NODE, Vec::new())
@@ -868,11 +931,15 @@ fn elect_from_elr_now(
     {
         return None;
     }
-    Some(MetadataRecord::ChangePartition {
-        topic_id: topic.id,
-        partition: i32::try_from(index).expect("partition indexes fit in i32"),
-        image: changed,
-    })
+    Some(elr_election_record(
+        image,
+        rule,
+        topic,
+        index,
+        partition,
+        changed,
+        &BTreeSet::new(),
+    ))
 }
 
 /// Unclean elections for every offline partition whose topic allows them and which has a live
@@ -901,8 +968,8 @@ pub fn unclean_elections(
                 .iter()
                 .copied()
                 .find(|r| partition.elr.contains(r) && can_lead(image, &none, *r));
-            if let Some(record) =
-                eligible.and_then(|r| elect_from_elr_now(settings, topic, index, partition, r))
+            if let Some(record) = eligible
+                .and_then(|r| elect_from_elr_now(image, settings, topic, index, partition, r))
             {
                 records.push(record);
                 continue;
@@ -955,6 +1022,7 @@ pub fn preferred_leader_elections(image: &ClusterImage) -> Vec<MetadataRecord> {
 /// needed none are left out of the answer, as Kafka does).
 fn elect_leaders(
     image: &ClusterImage,
+    settings: &ControllerSettings,
     election: ElectionType,
     partitions: Option<&[(String, Vec<i32>)]>,
 ) -> Decision {
@@ -966,7 +1034,7 @@ fn elect_leaders(
         if elected.contains(&(topic.to_string(), index)) {
             return Err(ElectionError::ElectionNotNeeded);
         }
-        let changes = elect_leader(image, election, topic, index)?;
+        let changes = elect_leader(image, settings, election, topic, index)?;
         elected.insert((topic.to_string(), index));
         records.extend(changes);
         Ok(())
@@ -1003,6 +1071,7 @@ fn elect_leaders(
 /// election is also counted), or why none.
 fn elect_leader(
     image: &ClusterImage,
+    settings: &ControllerSettings,
     election: ElectionType,
     topic_name: &str,
     index: i32,
@@ -1037,11 +1106,17 @@ fn elect_leader(
             };
             let elected = elect_from_elr(topic, slot, partition, &mut changed, |r| r == leader);
             assert!(elected, "a valid leader outside the ISR is an ELR member");
-            return vec![MetadataRecord::ChangePartition {
-                topic_id: topic.id,
-                partition: index,
-                image: changed,
-            }];
+            let rule = elr_rule(settings, topic);
+            let record = elr_election_record(
+                image,
+                rule,
+                topic,
+                slot,
+                partition,
+                changed,
+                &BTreeSet::new(),
+            );
+            return vec![record];
         }
         vec![change_partition(
             topic.id,
@@ -4546,7 +4621,9 @@ mod proptests {
                         assert!(!*stale, "a stale partition epoch is never accepted");
                         assert_eq!(changed, now, "the reply is the committed state");
                         let min_isr = c.settings.min_insync_replicas;
-                        if !c.settings.eligible_leader_replicas_enable {
+                        if changed == p {
+                            // The ISR it has: nothing committed, nothing settled.
+                        } else if !c.settings.eligible_leader_replicas_enable {
                             assert!(changed.elr.is_empty() && changed.last_known_elr.is_empty());
                         } else if changed.isr.len() >= min_isr {
                             assert!(changed.elr.is_empty(), "{changed:?}");
