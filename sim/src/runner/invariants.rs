@@ -797,8 +797,9 @@ pub(crate) struct ReplicationChecks {
     leaders: BTreeMap<(String, i32, i32), (u32, u64)>,
     /// (broker, incarnation, topic, partition, epoch) → the HW last seen while it led.
     leader_hws: BTreeMap<(u32, u32, String, i32, i32), u64>,
-    /// (topic, partition) → (leader, leader epoch, ISR) last traced, from the most advanced image.
-    traced: BTreeMap<(String, usize), (i32, i32, Vec<i32>)>,
+    /// (topic, partition) → (leader, leader epoch, ISR, ELR) last traced, from the most advanced
+    /// image.
+    traced: BTreeMap<(String, usize), (i32, i32, Vec<i32>, Vec<i32>)>,
     /// Simulated ms of every leader change (a replicated partition's leader epoch rising):
     /// what an acks=1 loss or an unclean election's loss is allowed by.
     pub(crate) leader_changes_ms: Vec<u64>,
@@ -909,7 +910,7 @@ impl ReplicationChecks {
                 if p.replicas.len() < 2 {
                     continue;
                 }
-                let now = (p.leader, p.leader_epoch, p.isr.clone());
+                let now = (p.leader, p.leader_epoch, p.isr.clone(), p.elr.clone());
                 let key = (topic.name.clone(), index);
                 let before = self.traced.get(&key);
                 if before.is_some_and(|b| b.1 != now.1) {
