@@ -223,8 +223,7 @@ pub fn decide(
                 *broker,
                 *topic_id,
                 *partition,
-                *leader_epoch,
-                *partition_epoch,
+                (*leader_epoch, *partition_epoch),
                 new_isr,
             ) {
                 Ok((record, image)) => (record.into_iter().collect(), Ok(image)),
@@ -308,8 +307,7 @@ fn alter_partition(
     broker: NodeId,
     topic_id: Uuid,
     index: i32,
-    leader_epoch: i32,
-    partition_epoch: i32,
+    (leader_epoch, partition_epoch): (i32, i32),
     new_isr: &[IsrMember],
 ) -> Result<(Option<MetadataRecord>, PartitionImage), AlterPartitionError> {
     let topic = image
