@@ -790,6 +790,9 @@ impl ReplicaView {
     }
 }
 
+/// A partition's leader, leader epoch, ISR and ELR (KIP-966), as the trace shows them.
+type Leadership = (i32, i32, Vec<i32>, Vec<i32>);
+
 /// What the online replication checks have seen.
 #[derive(Default)]
 pub(crate) struct ReplicationChecks {
@@ -797,9 +800,8 @@ pub(crate) struct ReplicationChecks {
     leaders: BTreeMap<(String, i32, i32), (u32, u64)>,
     /// (broker, incarnation, topic, partition, epoch) → the HW last seen while it led.
     leader_hws: BTreeMap<(u32, u32, String, i32, i32), u64>,
-    /// (topic, partition) → (leader, leader epoch, ISR, ELR) last traced, from the most advanced
-    /// image.
-    traced: BTreeMap<(String, usize), (i32, i32, Vec<i32>, Vec<i32>)>,
+    /// (topic, partition) → its leadership last traced, from the most advanced image.
+    traced: BTreeMap<(String, usize), Leadership>,
     /// Simulated ms of every leader change (a replicated partition's leader epoch rising):
     /// what an acks=1 loss or an unclean election's loss is allowed by.
     pub(crate) leader_changes_ms: Vec<u64>,
