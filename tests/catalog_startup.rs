@@ -213,6 +213,8 @@ fn image(topics: usize, partitions: usize) -> Arc<ClusterImage> {
                 partition_epoch: 0,
                 adding_replicas: Vec::new(),
                 removing_replicas: Vec::new(),
+                elr: Vec::new(),
+                last_known_elr: Vec::new(),
             })
             .collect();
         image.topics.insert(

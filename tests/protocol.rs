@@ -281,6 +281,16 @@ fn request_for(api: ApiKey, version: i16, t: &str, topic_id: uuid::Uuid) -> Opti
             c,
             &ListPartitionReassignmentsRequest::default().with_timeout_ms(1000),
         ),
+        ApiKey::DescribeTopicPartitions => request_frame(
+            api,
+            version,
+            c,
+            &DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![
+                    describe_topic_partitions_request::TopicRequest::default().with_name(topic(t)),
+                ])
+                .with_response_partition_limit(1),
+        ),
         ApiKey::DescribeQuorum => {
             let r = DescribeQuorumRequest::default().with_topics(vec![
                 describe_quorum_request::TopicData::default()
@@ -591,6 +601,7 @@ async fn every_advertised_api_version_answers_with_a_response_the_codec_decodes(
                 ElectLeaders => ElectLeadersResponse,
                 AlterPartitionReassignments => AlterPartitionReassignmentsResponse,
                 ListPartitionReassignments => ListPartitionReassignmentsResponse,
+                DescribeTopicPartitions => DescribeTopicPartitionsResponse,
                 InitProducerId => InitProducerIdResponse,
                 FindCoordinator => FindCoordinatorResponse,
                 JoinGroup => JoinGroupResponse,
@@ -617,6 +628,122 @@ async fn every_advertised_api_version_answers_with_a_response_the_codec_decodes(
         }
     }
     assert!(checked > 60, "checked only {checked} api versions");
+    broker.shutdown().await;
+}
+
+/// Sends one DescribeTopicPartitions v0 and decodes the answer.
+async fn describe_topic_partitions(
+    broker: &Arc<Broker>,
+    request: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    let api = ApiKey::DescribeTopicPartitions;
+    let frame = call(broker, request_frame(api, 0, 7, &request).expect("encodes"))
+        .await
+        .expect("answered");
+    decode_response(api, 0, 7, frame)
+}
+
+/// KIP-966's DescribeTopicPartitions as Kafka answers it: topics in name order, partitions
+/// paged by `response_partition_limit` with a cursor that resumes exactly where the last
+/// answer stopped (no partition twice, none skipped), unknown and invalid names with their
+/// own errors, a cursor outside the named topics refused whole; the ELR fields null on a
+/// broker without eligible leader replicas.
+#[tokio::test]
+async fn describe_topic_partitions_pages_with_its_cursor_and_reports_unknown_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path()).await;
+    broker.create_topic("b", 3, 1, &[], false).await.unwrap();
+    broker.create_topic("a", 2, 1, &[], false).await.unwrap();
+    let named = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| describe_topic_partitions_request::TopicRequest::default().with_name(topic(n)))
+            .collect::<Vec<_>>()
+    };
+    // Every topic (internal ones aside), three partitions at a time: each once, in order.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let response = describe_topic_partitions(
+            &broker,
+            DescribeTopicPartitionsRequest::default()
+                .with_response_partition_limit(3)
+                .with_cursor(cursor.take()),
+        )
+        .await;
+        let answered: usize = response.topics.iter().map(|t| t.partitions.len()).sum();
+        assert!(answered <= 3, "{answered} partitions over the limit");
+        if response.next_cursor.is_some() {
+            assert_eq!(answered, 3, "a page stops only when full");
+        }
+        for t in response.topics.iter().filter(|t| !t.is_internal) {
+            assert_eq!(t.error_code, 0);
+            for p in &t.partitions {
+                assert_eq!(p.leader_id.0, 1);
+                assert_eq!(p.isr_nodes, vec![BrokerId(1)]);
+                assert_eq!(p.eligible_leader_replicas, None, "ELR off: not kept");
+                assert_eq!(p.last_known_elr, None);
+                seen.push(format!(
+                    "{}-{}",
+                    t.name.as_ref().unwrap().as_str(),
+                    p.partition_index
+                ));
+            }
+        }
+        match response.next_cursor {
+            Some(next) => {
+                cursor = Some(
+                    describe_topic_partitions_request::Cursor::default()
+                        .with_topic_name(next.topic_name)
+                        .with_partition_index(next.partition_index),
+                )
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a-0", "a-1", "b-0", "b-1", "b-2"]);
+    // Named topics: unknown and invalid names answered with their errors, in name order.
+    let response = describe_topic_partitions(
+        &broker,
+        DescribeTopicPartitionsRequest::default()
+            .with_topics(named(&["b", "no-such", "bad name"]))
+            .with_response_partition_limit(2000),
+    )
+    .await;
+    let outcome: Vec<(String, i16, usize)> = response
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_ref().unwrap().to_string(),
+                t.error_code,
+                t.partitions.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            ("b".to_string(), 0, 3),
+            ("bad name".to_string(), 17, 0), // INVALID_TOPIC_EXCEPTION
+            ("no-such".to_string(), 3, 0),   // UNKNOWN_TOPIC_OR_PARTITION
+        ]
+    );
+    // A cursor on a topic not named is an INVALID_REQUEST for every topic named.
+    let response = describe_topic_partitions(
+        &broker,
+        DescribeTopicPartitionsRequest::default()
+            .with_topics(named(&["b"]))
+            .with_response_partition_limit(10)
+            .with_cursor(Some(
+                describe_topic_partitions_request::Cursor::default()
+                    .with_topic_name(topic("a"))
+                    .with_partition_index(0),
+            )),
+    )
+    .await;
+    assert_eq!(response.topics.len(), 1);
+    assert_eq!(response.topics[0].error_code, 42); // INVALID_REQUEST
     broker.shutdown().await;
 }
 

@@ -260,6 +260,105 @@ fn the_last_isr_member_back_on_its_own_drive_leads_again() {
     });
 }
 
+/// KIP-966 with real brokers: with eligible leader replicas on (and min.insync.replicas 2),
+/// the follower that leaves an ISR already at the bound becomes eligible, `faultline topics
+/// describe` shows it in the Elr column, and when the last ISR member dies it is elected
+/// cleanly; once another replica catches up, every acknowledged record is read back from it.
+/// Without ELR the partition would wait for the dead leader (the test above with unclean
+/// election off).
+#[test]
+fn with_eligible_leader_replicas_a_replica_that_left_a_small_isr_leads_when_the_last_member_dies() {
+    let mut cluster = Cluster::start_with_controller(
+        Settings {
+            lag_ms: LAG_MS,
+            session_ms: SESSION_MS,
+            offsets_partitions: 1,
+        },
+        |_, config| {
+            config.eligible_leader_replicas_enable = true;
+            config.min_insync_replicas = 2;
+        },
+        |controller| {
+            controller.eligible_leader_replicas_enable = true;
+            controller.min_insync_replicas = 2;
+        },
+    );
+    cluster
+        .driver
+        .block_on(cluster.broker(1).create_topic("e", 1, 3, &[], false))
+        .unwrap();
+    cluster.eventually("e-0 open on every broker", || {
+        (1..=3).all(|id| cluster.broker(id).partition("e", 0).is_some())
+    });
+    produce(&cluster, "e", 10);
+    let leader = cluster.leader("e");
+    let followers: Vec<i32> = (1..=3).filter(|&id| id != leader).collect();
+    let (first, eligible) = (followers[0], followers[1]);
+    cluster.stop(first);
+    cluster.eventually("an ISR of two", || cluster.isr("e").len() == 2);
+    assert!(
+        cluster.elr("e").is_empty(),
+        "the HW still moves: none eligible"
+    );
+    produce(&cluster, "e", 10);
+    cluster.stop(eligible);
+    cluster.eventually("the leader alone in the ISR", || {
+        cluster.isr("e") == vec![leader]
+    });
+    assert_eq!(cluster.elr("e"), vec![eligible]);
+    let described = replicated_cluster::topics(&cluster, leader, &["describe", "--topic", "e"]);
+    assert_eq!(described.code, 0, "{}", described.err);
+    assert!(
+        described
+            .out
+            .contains(&format!("\tElr: {eligible}\tLastKnownElr: \n")),
+        "{}",
+        described.out
+    );
+    // The last ISR member dies; the eligible replica comes back and, once the leader is
+    // fenced, leads alone in the ISR: a clean election.
+    cluster.stop(leader);
+    cluster.start_node(eligible);
+    cluster.eventually("the eligible replica elected", || {
+        cluster.leader("e") == eligible
+    });
+    assert_eq!(cluster.isr("e"), vec![eligible]);
+    assert_eq!(cluster.plane.image().unclean_leader_elections, 0);
+    // The other replica catches up and joins: the ISR is back at min.insync.replicas and the
+    // high watermark covers all 20 acknowledged records.
+    cluster.start_node(first);
+    cluster.eventually("all 20 records below the new leader's HW", || {
+        cluster.replica(eligible, "e").high_watermark() == 20
+    });
+    assert!(cluster.elr("e").is_empty());
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "elr-check")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset("e", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    rdkafka::consumer::Consumer::assign(&consumer, &assignment).unwrap();
+    let mut read = Vec::new();
+    let deadline = std::time::Instant::now() + replicated_cluster::WAIT;
+    while read.len() < 20 {
+        assert!(std::time::Instant::now() < deadline, "read only {read:?}");
+        // Errors are the stopped leader's address failing to connect: librdkafka goes on.
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            let payload = rdkafka::Message::payload(&message).unwrap();
+            read.push(String::from_utf8(payload.to_vec()).unwrap());
+        }
+    }
+    let expected: Vec<String> = (0..2)
+        .flat_map(|_| (0..10).map(|i| format!("record-{i}")))
+        .collect();
+    assert_eq!(read, expected);
+}
+
 /// COORDINATOR_NOT_AVAILABLE: the client retries the commit.
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 

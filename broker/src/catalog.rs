@@ -561,12 +561,19 @@ impl Catalog {
             };
             let mut partitions: Vec<Arc<Partition>> = Vec::new();
             let mut changed = current.is_none();
+            // KIP-966: with eligible leader replicas on, a leader's HW waits for an ISR of
+            // min.insync.replicas.
+            let hw_min_isr = self
+                .config
+                .eligible_leader_replicas_enable
+                .then(|| configs.min_insync_replicas(&self.config));
             for (index, assignment) in wanted.partitions.iter().enumerate() {
                 let index = i32::try_from(index).expect("a topic's partition count fits an i32");
                 let local = assignment.replicas.contains(&self.node_id);
                 let open = current.as_ref().and_then(|t| t.partition(index)).cloned();
                 match (local, open) {
                     (true, Some(partition)) => {
+                        partition.set_min_isr_for_high_watermark(hw_min_isr);
                         apply_role(&partition, assignment, self.node_id);
                         partitions.push(partition);
                     }
@@ -581,6 +588,7 @@ impl Catalog {
                                 {
                                     partition.restore_high_watermark(hw);
                                 }
+                                partition.set_min_isr_for_high_watermark(hw_min_isr);
                                 apply_role(&partition, assignment, self.node_id);
                                 partitions.push(partition);
                                 changed = true;
@@ -1087,6 +1095,8 @@ mod tests {
             partition_epoch: leader_epoch,
             adding_replicas: Vec::new(),
             removing_replicas: Vec::new(),
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
         }
     }
 

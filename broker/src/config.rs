@@ -138,6 +138,12 @@ pub struct BrokerConfig {
     /// `unclean.leader.election.enable`: the default of the topic config of that name (may a
     /// replica outside the ISR lead when no ISR member is alive, losing what it lacks).
     pub unclean_leader_election_enable: bool,
+    /// `eligible.leader.replicas.enable` (KIP-966's `eligible.leader.replicas.version` feature,
+    /// off by default): a leader's high watermark moves only while its ISR has at least
+    /// `min.insync.replicas` members, replicas leaving an ISR below that become eligible
+    /// leaders, and when no ISR member is left one of them leads without losing anything.
+    /// Cluster-wide: give every node the same value.
+    pub eligible_leader_replicas_enable: bool,
     /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets`, capped at the live
     /// brokers when it is created.
     pub offsets_topic_replication_factor: i16,
@@ -239,6 +245,7 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             min_insync_replicas: 1,
             unclean_leader_election_enable: false,
+            eligible_leader_replicas_enable: false,
             offsets_topic_replication_factor: 3,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
@@ -661,6 +668,8 @@ impl BrokerConfig {
             default_num_partitions: self.num_partitions,
             default_replication_factor: self.default_replication_factor,
             unclean_leader_election_enable: self.unclean_leader_election_enable,
+            eligible_leader_replicas_enable: self.eligible_leader_replicas_enable,
+            min_insync_replicas: usize::try_from(self.min_insync_replicas).unwrap_or(1),
             auto_leader_rebalance_enable: self.auto_leader_rebalance_enable,
             leader_imbalance_check_interval_ms: i64::try_from(
                 self.leader_imbalance_check_interval_seconds
@@ -1508,6 +1517,8 @@ mod tests {
         assert!(!config.unclean_leader_election_enable);
         assert_eq!(config.offsets_topic_replication_factor, 3);
         assert!(!config.controller_settings().unclean_leader_election_enable);
+        assert!(!config.eligible_leader_replicas_enable);
+        assert!(!config.controller_settings().eligible_leader_replicas_enable);
         assert!(config.controller_settings().auto_leader_rebalance_enable);
         assert_eq!(
             config
@@ -1541,11 +1552,14 @@ mod tests {
         }
         let config = BrokerConfig::from_toml(
             "min-insync-replicas = 2\nunclean-leader-election-enable = true\n\
-             replica-lag-time-max-ms = 500\noffsets-topic-replication-factor = 1\n",
+             replica-lag-time-max-ms = 500\noffsets-topic-replication-factor = 1\n\
+             eligible-leader-replicas-enable = true\n",
         )
         .unwrap();
         config.validate().unwrap();
         assert!(config.controller_settings().unclean_leader_election_enable);
+        assert!(config.controller_settings().eligible_leader_replicas_enable);
+        assert_eq!(config.controller_settings().min_insync_replicas, 2);
         assert_eq!(BrokerConfig::from_toml(&config.to_toml()).unwrap(), config);
         // The broker values are the topics' defaults; a topic overrides them.
         let mut topic = TopicConfigs::default();

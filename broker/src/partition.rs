@@ -501,6 +501,20 @@ impl Partition {
         replica.restore_high_watermark(high_watermark);
     }
 
+    /// KIP-966's high-watermark rule for this partition: `Some(min.insync.replicas)` when
+    /// eligible leader replicas are on (see [`ReplicaState::set_min_isr_for_high_watermark`]).
+    /// Set by the catalog before it gives a role, so a new leadership obeys it from the start.
+    pub fn set_min_isr_for_high_watermark(&self, min_isr: Option<usize>) {
+        let moved = {
+            let mut replica = self.replica();
+            replica.set_min_isr_for_high_watermark(min_isr);
+            replica.maybe_increment_high_watermark().is_some()
+        };
+        if moved {
+            self.watch.high_watermark_moved();
+        }
+    }
+
     /// Does this replica follow another broker (a leader it can fetch from, or none yet)?
     pub fn is_follower(&self) -> bool {
         matches!(self.replica().role(), Role::Follower { .. })

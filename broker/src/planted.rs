@@ -53,11 +53,15 @@ pub enum Bug {
     /// read_committed fetches are bounded by the high watermark instead of the last stable
     /// offset: consumers see records of transactions not yet decided.
     ReadCommittedBoundedByHighWatermark,
+    /// With eligible leader replicas (KIP-966) on, the leader's high watermark moves while the
+    /// ISR is below `min.insync.replicas`: a replica that left the ISR then lacks what is
+    /// committed, and the controller elects it from the ELR anyway.
+    ElrHighWatermarkIgnoresMinIsr,
 }
 
 impl Bug {
     /// Every bug, in catalogue order.
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 14] = [
         Bug::AckBeforeSync,
         Bug::SkipCrcCheck,
         Bug::ServeAboveHighWatermark,
@@ -71,6 +75,7 @@ impl Bug {
         Bug::FollowerSkipsTruncation,
         Bug::MarkersAlwaysCommit,
         Bug::ReadCommittedBoundedByHighWatermark,
+        Bug::ElrHighWatermarkIgnoresMinIsr,
     ];
 
     /// The name on the command line (`--plant ack-before-sync`).
@@ -89,6 +94,7 @@ impl Bug {
             Bug::FollowerSkipsTruncation => "follower-skips-truncation",
             Bug::MarkersAlwaysCommit => "markers-always-commit",
             Bug::ReadCommittedBoundedByHighWatermark => "read-committed-bounded-by-hw",
+            Bug::ElrHighWatermarkIgnoresMinIsr => "elr-high-watermark-ignores-min-isr",
         }
     }
 
@@ -115,6 +121,9 @@ impl Bug {
             Bug::MarkersAlwaysCommit => "an aborted transaction's records stay invisible",
             Bug::ReadCommittedBoundedByHighWatermark => {
                 "read_committed consumers read only below the last stable offset"
+            }
+            Bug::ElrHighWatermarkIgnoresMinIsr => {
+                "an eligible leader replica holds everything committed (KIP-966)"
             }
         }
     }

@@ -81,6 +81,9 @@ pub struct ClusterSpec {
     pub min_insync_replicas: Option<i32>,
     #[serde(default)]
     pub unclean_leader_election_enable: bool,
+    /// `eligible.leader.replicas.enable` (KIP-966) on every node.
+    #[serde(default)]
+    pub eligible_leader_replicas_enable: bool,
     #[serde(default)]
     pub disk: DiskSpec,
 }

@@ -137,6 +137,16 @@ fn a_leader_serving_consumers_above_its_high_watermark_is_caught() {
 }
 
 #[test]
+fn an_elr_leader_whose_high_watermark_ignores_min_insync_replicas_is_caught() {
+    caught(
+        "replication-elr-last-isr-member-lost",
+        1,
+        Bug::ElrHighWatermarkIgnoresMinIsr,
+        "lost_write",
+    );
+}
+
+#[test]
 fn the_catalogue_refuses_a_bug_it_does_not_have() {
     let args = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     assert!(sim::audit::planted::parse(&args(&["--plant", "no-such-bug"])).is_err());

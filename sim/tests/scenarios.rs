@@ -313,6 +313,19 @@ fn a_replica_whose_disk_was_wiped_is_not_elected_from_its_old_isr_membership() {
     passes("replication-wiped-replica", 4..5);
 }
 
+/// Eligible leader replicas (KIP-966) on: the ISR shrinks below min.insync.replicas to its
+/// last member, the replica that left stays eligible, and the last member's drive is wiped.
+/// The eligible replica is elected cleanly at the heal: nothing acknowledged with acks=all is
+/// lost and no record a consumer read is (without ELR, `replication-wiped-replica`: offline).
+/// With the leader's HW rule planted off (`elr-high-watermark-ignores-min-isr`), seeds 1, 2
+/// and 4 fail: consumers read acks=1 records the last member held alone, which the clean
+/// election loses (lost_write). Seed 3's wipe finds no leader up to strike.
+#[test]
+fn with_eligible_leader_replicas_a_replica_that_left_a_small_isr_leads_once_the_last_is_wiped() {
+    passes("replication-elr-last-isr-member-lost", 1..3);
+    passes("replication-elr-last-isr-member-lost", 4..5);
+}
+
 /// With the leader's ISR shrink planted off, seeds 1-3 fail: broker 4 is never seen out of an
 /// ISR (shrunk-and-rejoined), and on seed 2 acks=all stops while it lags (serving-during).
 #[test]

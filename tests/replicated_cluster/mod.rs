@@ -61,6 +61,16 @@ impl Cluster {
 
     /// Brokers 1, 2 and 3, started, each config changed by `configure(node id, config)`.
     pub fn start_configured(settings: Settings, configure: fn(i32, &mut BrokerConfig)) -> Cluster {
+        Cluster::start_with_controller(settings, configure, |_| {})
+    }
+
+    /// [`Cluster::start_configured`], with the controller's settings changed by `controller`
+    /// too (e.g. eligible leader replicas, which brokers and controller must agree on).
+    pub fn start_with_controller(
+        settings: Settings,
+        configure: fn(i32, &mut BrokerConfig),
+        controller: fn(&mut ControllerSettings),
+    ) -> Cluster {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -71,14 +81,15 @@ impl Cluster {
             .enable_all()
             .build()
             .unwrap();
-        let controller = ControllerSettings {
+        let mut controller_settings = ControllerSettings {
             broker_session_timeout_ms: settings.session_ms as i64,
             ..ControllerSettings::default()
         };
+        controller(&mut controller_settings);
         let plane = driver
             .block_on(SoloPlane::open(
                 100,
-                controller,
+                controller_settings,
                 Arc::new(SystemClock),
                 None,
                 None,
@@ -239,6 +250,11 @@ impl Cluster {
         let mut isr = self.plane.image().partition(topic, 0).unwrap().isr.clone();
         isr.sort_unstable();
         isr
+    }
+
+    /// Partition 0's eligible leader replicas (KIP-966) in the plane's image.
+    pub fn elr(&self, topic: &str) -> Vec<i32> {
+        self.plane.image().partition(topic, 0).unwrap().elr.clone()
     }
 
     pub fn fenced(&self, id: i32) -> bool {

@@ -247,6 +247,17 @@ async fn run_inner(args: TopicsArgs, out: &mut dyn Write) -> Result<(), String> 
                 .list_partition_reassignments(Some(vec![(topic.clone(), indexes)]))
                 .await
                 .unwrap_or_default();
+            // KIP-966's eligible leader replicas, where the cluster keeps them (a broker
+            // without DescribeTopicPartitions, or with ELR off, shows no Elr columns).
+            let elr = admin
+                .describe_topic_partitions(&topic)
+                .await
+                .unwrap_or_default();
+            let elr_of = |index: i32| {
+                elr.iter()
+                    .find(|e| e.partition == index)
+                    .filter(|e| e.elr.is_some())
+            };
             let factor = |p: &client::PartitionMetadata| {
                 // kafka-topics.sh: the replicas without the ones being added.
                 let adding = reassigning
@@ -263,6 +274,15 @@ async fn run_inner(args: TopicsArgs, out: &mut dyn Write) -> Result<(), String> 
             };
             if json {
                 let mut value = topic_json(&meta);
+                if let Some(partitions) = value["partitions"].as_array_mut() {
+                    for p in partitions {
+                        let index = p["partition"].as_i64().unwrap_or(-1);
+                        if let Some(e) = i32::try_from(index).ok().and_then(elr_of) {
+                            p["elr"] = json!(e.elr);
+                            p["last_known_elr"] = json!(e.last_known_elr);
+                        }
+                    }
+                }
                 value["configs"] = configs
                     .iter()
                     .map(|c| json!({"name": c.name, "value": c.value, "default": c.is_default, "read_only": c.read_only}))
@@ -304,9 +324,19 @@ async fn run_inner(args: TopicsArgs, out: &mut dyn Write) -> Result<(), String> 
                             )
                         })
                         .unwrap_or_default();
+                    // kafka-topics.sh's columns after the reassignment's.
+                    let eligible = elr_of(p.index)
+                        .map(|e| {
+                            format!(
+                                "\tElr: {}\tLastKnownElr: {}",
+                                list(e.elr.as_deref().unwrap_or_default()),
+                                list(e.last_known_elr.as_deref().unwrap_or_default())
+                            )
+                        })
+                        .unwrap_or_default();
                     writeln!(
                         out,
-                        "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}{moving}",
+                        "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}{moving}{eligible}",
                         meta.name,
                         p.index,
                         if p.leader >= 0 {

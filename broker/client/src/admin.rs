@@ -30,8 +30,9 @@ use kafka_protocol::messages::offset_delete_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    alter_partition_reassignments_request, list_partition_reassignments_request,
-    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
+    alter_partition_reassignments_request, describe_topic_partitions_request,
+    list_partition_reassignments_request, AlterPartitionReassignmentsRequest, BrokerId,
+    DescribeTopicPartitionsRequest, ListPartitionReassignmentsRequest,
 };
 use kafka_protocol::messages::{
     elect_leaders_request, ApiKey, CreatePartitionsRequest, CreateTopicsRequest,
@@ -173,6 +174,15 @@ fn str(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// One partition's eligible leader replicas (KIP-966), as DescribeTopicPartitions answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionElr {
+    pub partition: i32,
+    /// `None` where the broker keeps no ELR (eligible leader replicas off).
+    pub elr: Option<Vec<i32>>,
+    pub last_known_elr: Option<Vec<i32>>,
+}
+
 /// Topic administration over a [`Client`].
 #[derive(Clone, Debug)]
 pub struct Admin {
@@ -290,6 +300,60 @@ impl Admin {
     /// A topic's id, partitions, leaders and replicas (fresh, not cached).
     pub async fn describe_topic(&self, name: &str) -> Result<TopicMetadata, TopicError> {
         Ok(self.client.refresh_topic(name, false).await?)
+    }
+
+    /// Each partition's eligible leader replicas and last known ELR (DescribeTopicPartitions,
+    /// KIP-966), in partition order, following the answer's cursor until every partition is
+    /// in.
+    pub async fn describe_topic_partitions(
+        &self,
+        name: &str,
+    ) -> Result<Vec<PartitionElr>, TopicError> {
+        let connection = self
+            .client
+            .any_connection()
+            .await
+            .map_err(RequestError::from)?;
+        let ids = |ids: &Option<Vec<BrokerId>>| {
+            ids.as_ref()
+                .map(|ids| ids.iter().map(|id| id.0).collect::<Vec<i32>>())
+        };
+        let mut partitions = Vec::new();
+        let mut cursor = None;
+        loop {
+            let request = DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![
+                    describe_topic_partitions_request::TopicRequest::default()
+                        .with_name(TopicName(str(name))),
+                ])
+                .with_response_partition_limit(2000)
+                .with_cursor(cursor.take());
+            let response = connection.send(&request).await?;
+            for topic in response
+                .topics
+                .iter()
+                .filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
+            {
+                if topic.error_code != 0 {
+                    return Err(topic_error(name, topic.error_code, None));
+                }
+                partitions.extend(topic.partitions.iter().map(|p| PartitionElr {
+                    partition: p.partition_index,
+                    elr: ids(&p.eligible_leader_replicas),
+                    last_known_elr: ids(&p.last_known_elr),
+                }));
+            }
+            match response.next_cursor {
+                Some(next) if next.topic_name.as_str() == name => {
+                    cursor = Some(
+                        describe_topic_partitions_request::Cursor::default()
+                            .with_topic_name(next.topic_name)
+                            .with_partition_index(next.partition_index),
+                    );
+                }
+                _ => return Ok(partitions),
+            }
+        }
     }
 
     /// A topic's configs, overrides and defaults, sorted by name.

@@ -35,6 +35,7 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     // v0 allows any change of size; v1 carries allow_replication_factor_change (KIP-860).
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::InitProducerId, 0, 4),
     // Group admin (`admin.rs`): FindCoordinator v1–3 (one `key`), OffsetFetch v2–7 (one
     // `group_id`, null topics = all), OffsetCommit v2–9 (topic names, not ids).

@@ -82,7 +82,7 @@ pub use admin::{
     OffsetAndMetadata,
 };
 pub use admin::{ElectLeadersError, ElectionResult, ElectionType};
-pub use admin::{OngoingReassignment, ReassignmentError, ReassignmentResult};
+pub use admin::{OngoingReassignment, PartitionElr, ReassignmentError, ReassignmentResult};
 pub use cluster::{Client, ClientConfig, MetadataError, PartitionMetadata, TopicMetadata};
 pub use connection::{
     ConnectError, Connection, ConnectionConfig, OutgoingRequest, Release, RequestError, RequestHold,

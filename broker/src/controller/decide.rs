@@ -51,6 +51,14 @@ pub struct ControllerSettings {
     pub auto_leader_rebalance_enable: bool,
     /// `leader.imbalance.check.interval.seconds`, in ms (Kafka: 300 s).
     pub leader_imbalance_check_interval_ms: i64,
+    /// `eligible.leader.replicas.enable` (KIP-966; Kafka's `eligible.leader.replicas.version`
+    /// feature, off by default): replicas leaving an ISR smaller than `min.insync.replicas`
+    /// become eligible leaders, and an empty ISR elects one of them cleanly. Cluster-wide:
+    /// every node must run with the same value (the leaders' high-watermark rule depends on
+    /// it too, see `replica::state`).
+    pub eligible_leader_replicas_enable: bool,
+    /// `min.insync.replicas`, the broker default of the topic config (Kafka: 1): ELR's bound.
+    pub min_insync_replicas: usize,
 }
 
 impl Default for ControllerSettings {
@@ -63,6 +71,8 @@ impl Default for ControllerSettings {
             unclean_leader_election_enable: false,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
+            eligible_leader_replicas_enable: false,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -209,11 +219,11 @@ pub fn decide(
             check_broker_epoch(image, *broker, *broker_epoch)?;
             let (records, outcome) = match alter_partition(
                 image,
+                settings,
                 *broker,
                 *topic_id,
                 *partition,
-                *leader_epoch,
-                *partition_epoch,
+                (*leader_epoch, *partition_epoch),
                 new_isr,
             ) {
                 Ok((record, image)) => (record.into_iter().collect(), Ok(image)),
@@ -230,7 +240,12 @@ pub fn decide(
         ControllerRequest::ElectLeaders {
             election,
             partitions,
-        } => Ok(elect_leaders(image, *election, partitions.as_deref())),
+        } => Ok(elect_leaders(
+            image,
+            settings,
+            *election,
+            partitions.as_deref(),
+        )),
         ControllerRequest::AlterPartitionReassignments {
             topics,
             allow_replication_factor_change,
@@ -288,11 +303,11 @@ fn check_broker_epoch(image: &ClusterImage, id: NodeId, epoch: i64) -> Result<()
 /// replica order. The record, if the ISR changes, and the partition's registration after it.
 fn alter_partition(
     image: &ClusterImage,
+    settings: &ControllerSettings,
     broker: NodeId,
     topic_id: Uuid,
     index: i32,
-    leader_epoch: i32,
-    partition_epoch: i32,
+    (leader_epoch, partition_epoch): (i32, i32),
     new_isr: &[IsrMember],
 ) -> Result<(Option<MetadataRecord>, PartitionImage), AlterPartitionError> {
     let topic = image
@@ -370,8 +385,13 @@ fn alter_partition(
     // `PartitionChangeBuilder.completeReassignmentIfNeeded`); then the leader itself may be
     // removed and another elected. The leader learns it from the image it gets back (Kafka
     // answers NEW_LEADER_ELECTED with the same record committed).
-    let record = complete_reassignment(image, topic.id, index, partition, &isr, None)
+    let mut record = complete_reassignment(image, topic.id, index, partition, &isr, None)
         .unwrap_or_else(|| change_partition(topic.id, index, partition, partition.leader, isr));
+    if let MetadataRecord::ChangePartition { image: changed, .. } = &mut record {
+        // A member leaving an ISR below min.insync.replicas becomes eligible (KIP-966).
+        let rule = elr_rule(settings, topic);
+        settle_elr(rule, partition, changed, &BTreeSet::new());
+    }
     let MetadataRecord::ChangePartition { image: changed, .. } = &record else {
         unreachable!("change_partition makes a ChangePartition");
     };
@@ -426,6 +446,10 @@ fn complete_reassignment(
     changed.replicas = target;
     changed.adding_replicas.clear();
     changed.removing_replicas.clear();
+    // The replicas removed are no longer eligible for anything.
+    let replicas = changed.replicas.clone();
+    changed.elr.retain(|r| replicas.contains(r));
+    changed.last_known_elr.retain(|r| replicas.contains(r));
     tracing::info!(topic = %topic_id, partition = index, replicas = ?changed.replicas,
         isr = ?changed.isr, leader = changed.leader, "partition reassignment completed");
     Some(MetadataRecord::ChangePartition {
@@ -556,10 +580,18 @@ fn elect_unclean(
         "UNCLEAN leader election: no ISR member is alive and unclean.leader.election.enable is \
          true; the new leader was out of sync, so records it lacks are lost"
     );
-    [
-        // The new ISR of one may be what a running reassignment waited for.
+    // The new ISR of one may be what a running reassignment waited for.
+    let mut change =
         complete_reassignment(image, topic.id, index, partition, &[leader], Some(leader))
-            .unwrap_or_else(|| change_partition(topic.id, index, partition, leader, vec![leader])),
+            .unwrap_or_else(|| change_partition(topic.id, index, partition, leader, vec![leader]));
+    if let MetadataRecord::ChangePartition { image: changed, .. } = &mut change {
+        // Kafka's `maybeUpdateRecordElr`: an unclean election clears the ELR, whose members
+        // may hold records the new leader lacks.
+        changed.elr.clear();
+        changed.last_known_elr.clear();
+    }
+    [
+        change,
         MetadataRecord::UncleanLeaderElection {
             topic_id: topic.id,
             partition: i32::try_from(index).expect("partition indexes fit in i32"),
@@ -598,10 +630,20 @@ fn leave_isrs(
     last: LastMember,
 ) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
+    // A broker whose log is gone also leaves every ELR: it no longer holds what made it
+    // eligible (KIP-966's unclean shutdown).
+    let unclean_shutdown = match last {
+        LastMember::Leaves => leaving.clone(),
+        LastMember::Stays => BTreeSet::new(),
+    };
     for topic in image.topics.values() {
+        let rule = elr_rule(settings, topic);
         for (index, partition) in topic.partitions.iter().enumerate() {
             let leads = leaving.contains(&partition.leader);
-            if !leads && !partition.isr.iter().any(|m| leaving.contains(m)) {
+            if !leads
+                && !partition.isr.iter().any(|m| leaving.contains(m))
+                && !partition.elr.iter().any(|m| unclean_shutdown.contains(m))
+            {
                 continue;
             }
             let mut isr: Vec<NodeId> = partition
@@ -610,9 +652,11 @@ fn leave_isrs(
                 .copied()
                 .filter(|m| !leaving.contains(m))
                 .collect();
-            if isr.is_empty() && last == LastMember::Stays {
+            if isr.is_empty() && last == LastMember::Stays && rule.is_none() {
                 // The last member stays: it holds everything committed, and the partition
-                // comes back when it does. The last leader before any other.
+                // comes back when it does. The last leader before any other. (With ELR the
+                // ISR may empty: the members it loses below min.insync.replicas stay
+                // eligible instead.)
                 let last = if partition.isr.contains(&partition.leader) {
                     partition.leader
                 } else {
@@ -630,7 +674,30 @@ fn leave_isrs(
             } else {
                 partition.leader
             };
-            if leader == NO_NODE && unclean_enabled(image, settings, topic) {
+            let MetadataRecord::ChangePartition {
+                image: mut changed, ..
+            } = change_partition(topic.id, index, partition, leader, isr)
+            else {
+                unreachable!("change_partition makes a ChangePartition");
+            };
+            settle_elr(rule, partition, &mut changed, &unclean_shutdown);
+            if rule.is_some()
+                && elect_from_elr(topic, index, partition, &mut changed, |r| {
+                    can_lead(image, leaving, r)
+                })
+            {
+                records.push(elr_election_record(
+                    image,
+                    rule,
+                    topic,
+                    index,
+                    partition,
+                    changed,
+                    &unclean_shutdown,
+                ));
+                continue;
+            }
+            if changed.leader == NO_NODE && unclean_enabled(image, settings, topic) {
                 let unclean = partition
                     .replicas
                     .iter()
@@ -643,13 +710,162 @@ fn leave_isrs(
                     continue;
                 }
             }
-            if leader == partition.leader && isr == partition.isr {
+            if same_registration(&changed, partition) {
                 continue;
             }
-            records.push(change_partition(topic.id, index, partition, leader, isr));
+            records.push(MetadataRecord::ChangePartition {
+                topic_id: topic.id,
+                partition: i32::try_from(index).expect("partition indexes fit in i32"),
+                image: changed,
+            });
         }
     }
     records
+}
+
+/// Do two registrations of a partition differ only in their partition epoch (a change that
+/// changes nothing)?
+fn same_registration(a: &PartitionImage, b: &PartitionImage) -> bool {
+    a.leader == b.leader && a.isr == b.isr && a.elr == b.elr && a.last_known_elr == b.last_known_elr
+}
+
+/// KIP-966's bound for `topic`: its `min.insync.replicas` (override, else the broker default)
+/// when eligible leader replicas are on, `None` when they are off.
+fn elr_rule(settings: &ControllerSettings, topic: &TopicImage) -> Option<usize> {
+    if !settings.eligible_leader_replicas_enable {
+        return None;
+    }
+    let min_isr = topic
+        .configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(settings.min_insync_replicas);
+    Some(min_isr.max(1))
+}
+
+/// The ELR and last known ELR of `changed` (whose ISR is decided), from `current`: Kafka's
+/// `PartitionChangeBuilder.maybePopulateTargetElr`. With ELR off, or an ISR of at least
+/// `min.insync.replicas`, both are empty (the high watermark moves, so a replica outside the
+/// ISR may lack what is committed). Below it, every member of the current ISR or ELR that is
+/// not in the new ISR is eligible: the high watermark stood still since the ISR fell below
+/// the bound, so each holds everything committed. Those whose log is gone
+/// (`unclean_shutdown`) are not, and go to the last known ELR with every other former member.
+fn settle_elr(
+    rule: Option<usize>,
+    current: &PartitionImage,
+    changed: &mut PartitionImage,
+    unclean_shutdown: &BTreeSet<NodeId>,
+) {
+    let Some(min_isr) = rule else {
+        changed.elr.clear();
+        changed.last_known_elr.clear();
+        return;
+    };
+    if changed.isr.len() >= min_isr {
+        changed.elr.clear();
+        changed.last_known_elr.clear();
+        return;
+    }
+    let was_member = |r: &NodeId| current.isr.contains(r) || current.elr.contains(r);
+    let elr: Vec<NodeId> = changed
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| was_member(r) && !changed.isr.contains(r) && !unclean_shutdown.contains(r))
+        .collect();
+    let last_known_elr: Vec<NodeId> = changed
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| {
+            (was_member(r) || current.last_known_elr.contains(r))
+                && !changed.isr.contains(r)
+                && !elr.contains(r)
+        })
+        .collect();
+    changed.elr = elr;
+    changed.last_known_elr = last_known_elr;
+}
+
+/// KIP-966's clean election from the ELR (Kafka's `isValidNewLeader`: an ELR member may lead
+/// once the ISR is empty): if `changed` has no leader and an empty ISR, the first ELR member
+/// in replica order that `live` accepts leads, alone in the ISR, in a new leader epoch. No
+/// record is lost: every ELR member holds everything below the high watermark. Returns
+/// whether it elected.
+fn elect_from_elr(
+    topic: &TopicImage,
+    index: usize,
+    current: &PartitionImage,
+    changed: &mut PartitionImage,
+    live: impl Fn(NodeId) -> bool,
+) -> bool {
+    if changed.leader != NO_NODE || !changed.isr.is_empty() {
+        return false;
+    }
+    let Some(leader) = changed
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| changed.elr.contains(r) && live(*r))
+    else {
+        return false;
+    };
+    tracing::info!(topic = %topic.name, partition = index, leader, elr = ?changed.elr,
+        "no ISR member is left: an eligible leader replica leads (KIP-966), nothing lost");
+    changed.leader = leader;
+    changed.leader_epoch = current.leader_epoch + 1;
+    changed.isr = vec![leader];
+    changed.elr.retain(|r| *r != leader);
+    changed.last_known_elr.retain(|r| *r != leader);
+    true
+}
+
+/// The record of `changed`, `partition` with a leader just elected from its ELR (alone in the
+/// ISR): as after an unclean election, that ISR of one may be what a running reassignment
+/// waited for (Kafka's builder completes it in the same record); the ELR is then settled
+/// again over the reassignment's target replicas.
+fn elr_election_record(
+    image: &ClusterImage,
+    rule: Option<usize>,
+    topic: &TopicImage,
+    index: usize,
+    partition: &PartitionImage,
+    changed: PartitionImage,
+    unclean_shutdown: &BTreeSet<NodeId>,
+) -> MetadataRecord {
+    let completed = complete_reassignment(
+        image,
+        topic.id,
+        index,
+        partition,
+        &changed.isr,
+        Some(changed.leader),
+    );
+    match completed {
+        Some(MetadataRecord::ChangePartition {
+            topic_id,
+            partition: slot,
+            image: mut done,
+        }) => {
+            settle_elr(rule, partition, &mut done, unclean_shutdown);
+            MetadataRecord::ChangePartition {
+                topic_id,
+                partition: slot,
+                image: done,
+            }
+        }
+        Some(other) => unreachable!("complete_reassignment makes a ChangePartition: {other:?}"),
+        None => MetadataRecord::ChangePartition {
+            topic_id: topic.id,
+            partition: i32::try_from(index).expect("partition indexes fit in i32"),
+            image: changed,
+        },
+    }
+}
+
+/// `list` without the members of `gone`.
+fn without(list: &[NodeId], gone: &[NodeId]) -> Vec<NodeId> {
+    list.iter().copied().filter(|r| !gone.contains(r)).collect()
 }
 
 /// ChangePartition records making `id` (being unfenced) the leader of every offline partition
@@ -675,6 +891,10 @@ fn elect_unfenced(
                     id,
                     partition.isr.clone(),
                 ));
+            } else if let Some(record) =
+                elect_from_elr_now(image, settings, topic, index, partition, id)
+            {
+                records.push(record);
             } else if partition.replicas.contains(&id)
                 && !partition.isr.iter().any(|m| can_lead(image, &none, *m))
                 && unclean_enabled(image, settings, topic)
@@ -686,9 +906,44 @@ fn elect_unfenced(
     records
 }
 
+/// The record electing `candidate` from `partition`'s ELR, if ELR is on, the partition has no
+/// leader and an empty ISR, and `candidate` is in its ELR (and about to be live).
+fn elect_from_elr_now(
+    image: &ClusterImage,
+    settings: &ControllerSettings,
+    topic: &TopicImage,
+    index: usize,
+    partition: &PartitionImage,
+    candidate: NodeId,
+) -> Option<MetadataRecord> {
+    let rule = elr_rule(settings, topic);
+    rule?;
+    let MetadataRecord::ChangePartition {
+        image: mut changed, ..
+    } = change_partition(topic.id, index, partition, NO_NODE, Vec::new())
+    else {
+        unreachable!("change_partition makes a ChangePartition");
+    };
+    if !partition.isr.is_empty()
+        || !elect_from_elr(topic, index, partition, &mut changed, |r| r == candidate)
+    {
+        return None;
+    }
+    Some(elr_election_record(
+        image,
+        rule,
+        topic,
+        index,
+        partition,
+        changed,
+        &BTreeSet::new(),
+    ))
+}
+
 /// Unclean elections for every offline partition whose topic allows them and which has a live
 /// replica (Kafka's periodic `maybeElectUncleanLeaders`, which also acts when the config is
-/// turned on). The active controller runs it on its tick.
+/// turned on), and before those, clean elections of live eligible leader replicas (KIP-966).
+/// The active controller runs it on its tick.
 pub fn unclean_elections(
     image: &ClusterImage,
     settings: &ControllerSettings,
@@ -696,14 +951,28 @@ pub fn unclean_elections(
     let mut records = Vec::new();
     let none = BTreeSet::new();
     for topic in image.topics.values() {
-        if !unclean_enabled(image, settings, topic) {
-            continue;
-        }
+        let unclean = unclean_enabled(image, settings, topic);
         for (index, partition) in topic.partitions.iter().enumerate() {
             if partition.leader != NO_NODE
                 || partition.isr.iter().any(|m| can_lead(image, &none, *m))
             {
                 // Led, or an ISR member can lead: elect_unfenced will elect it cleanly.
+                continue;
+            }
+            // A live eligible leader replica leads cleanly (KIP-966), before any unclean
+            // election (Kafka's `electAnyLeader` tries the ELR first).
+            let eligible = partition
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| partition.elr.contains(r) && can_lead(image, &none, *r));
+            if let Some(record) = eligible
+                .and_then(|r| elect_from_elr_now(image, settings, topic, index, partition, r))
+            {
+                records.push(record);
+                continue;
+            }
+            if !unclean {
                 continue;
             }
             let candidate = partition
@@ -751,6 +1020,7 @@ pub fn preferred_leader_elections(image: &ClusterImage) -> Vec<MetadataRecord> {
 /// needed none are left out of the answer, as Kafka does).
 fn elect_leaders(
     image: &ClusterImage,
+    settings: &ControllerSettings,
     election: ElectionType,
     partitions: Option<&[(String, Vec<i32>)]>,
 ) -> Decision {
@@ -762,7 +1032,7 @@ fn elect_leaders(
         if elected.contains(&(topic.to_string(), index)) {
             return Err(ElectionError::ElectionNotNeeded);
         }
-        let changes = elect_leader(image, election, topic, index)?;
+        let changes = elect_leader(image, settings, election, topic, index)?;
         elected.insert((topic.to_string(), index));
         records.extend(changes);
         Ok(())
@@ -799,6 +1069,7 @@ fn elect_leaders(
 /// election is also counted), or why none.
 fn elect_leader(
     image: &ClusterImage,
+    settings: &ControllerSettings,
     election: ElectionType,
     topic_name: &str,
     index: i32,
@@ -816,9 +1087,35 @@ fn elect_leader(
         })?;
     let slot = usize::try_from(index).expect("a found partition has a valid index");
     let none = BTreeSet::new();
-    // Kafka's isValidNewLeader: in the ISR, and registered, unfenced, not shutting down.
-    let valid = |id: NodeId| partition.isr.contains(&id) && can_lead(image, &none, id);
+    // Kafka's isValidNewLeader: in the ISR (or, with the ISR empty, in the ELR: KIP-966),
+    // and registered, unfenced, not shutting down.
+    let valid = |id: NodeId| {
+        (partition.isr.contains(&id) || (partition.isr.is_empty() && partition.elr.contains(&id)))
+            && can_lead(image, &none, id)
+    };
     let change = |leader: NodeId| {
+        if !partition.isr.contains(&leader) {
+            // From the ELR: it leads alone in the ISR.
+            let MetadataRecord::ChangePartition {
+                image: mut changed, ..
+            } = change_partition(topic.id, slot, partition, NO_NODE, Vec::new())
+            else {
+                unreachable!("change_partition makes a ChangePartition");
+            };
+            let elected = elect_from_elr(topic, slot, partition, &mut changed, |r| r == leader);
+            assert!(elected, "a valid leader outside the ISR is an ELR member");
+            let rule = elr_rule(settings, topic);
+            let record = elr_election_record(
+                image,
+                rule,
+                topic,
+                slot,
+                partition,
+                changed,
+                &BTreeSet::new(),
+            );
+            return vec![record];
+        }
         vec![change_partition(
             topic.id,
             slot,
@@ -886,12 +1183,16 @@ fn change_partition(
         partition: i32::try_from(index).expect("partition indexes fit in i32"),
         image: PartitionImage {
             replicas: current.replicas.clone(),
-            isr,
             leader,
             leader_epoch,
             partition_epoch: current.partition_epoch + 1,
             adding_replicas: current.adding_replicas.clone(),
             removing_replicas: current.removing_replicas.clone(),
+            // Kept as they are, but for members back in the ISR; the callers that apply
+            // KIP-966's rules settle them (`settle_elr`).
+            elr: without(&current.elr, &isr),
+            last_known_elr: without(&current.last_known_elr, &isr),
+            isr,
         },
     }
 }
@@ -1014,6 +1315,9 @@ fn reassign(
         changed.replicas = replicas;
         changed.adding_replicas.clear();
         changed.removing_replicas.clear();
+        let replicas = changed.replicas.clone();
+        changed.elr.retain(|r| replicas.contains(r));
+        changed.last_known_elr.retain(|r| replicas.contains(r));
         tracing::info!(topic = topic_name, partition = index, replicas = ?changed.replicas,
             "partition reassignment cancelled");
         return Ok(MetadataRecord::ChangePartition {
@@ -1177,6 +1481,8 @@ fn new_partitions(image: &ClusterImage, assignments: &[Assignment]) -> Option<Ve
                 partition_epoch: 0,
                 adding_replicas: Vec::new(),
                 removing_replicas: Vec::new(),
+                elr: Vec::new(),
+                last_known_elr: Vec::new(),
             })
         })
         .collect()
@@ -1561,6 +1867,10 @@ fn alter_configs(
         } else {
             alter_resource(image, resource, changes).map(|record| records.extend(record))
         };
+        let changed_min_isr = outcome.is_ok() && changes.contains_key("min.insync.replicas");
+        if let (ConfigResource::Topic(name), true) = (resource, changed_min_isr) {
+            records.extend(clear_elr(image, name));
+        }
         results.push((resource.clone(), outcome));
     }
     if validate_only {
@@ -1570,6 +1880,38 @@ fn alter_configs(
         records,
         reply: ControllerReply::AlterConfigs(results),
     }
+}
+
+/// KIP-966 (Kafka's `getPartitionElrUpdatesForConfigChanges`): a topic whose
+/// `min.insync.replicas` changes loses its ELR and last known ELR, whose members were eligible
+/// under the old bound (with a lower one, the high watermark may move past them).
+fn clear_elr(image: &ClusterImage, topic: &str) -> Vec<MetadataRecord> {
+    let Some(topic) = image.topic(topic) else {
+        return Vec::new();
+    };
+    topic
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.elr.is_empty() || !p.last_known_elr.is_empty())
+        .map(|(index, p)| {
+            let MetadataRecord::ChangePartition {
+                topic_id,
+                partition,
+                image: mut changed,
+            } = change_partition(topic.id, index, p, p.leader, p.isr.clone())
+            else {
+                unreachable!("change_partition makes a ChangePartition");
+            };
+            changed.elr.clear();
+            changed.last_known_elr.clear();
+            MetadataRecord::ChangePartition {
+                topic_id,
+                partition,
+                image: changed,
+            }
+        })
+        .collect()
 }
 
 fn alter_resource(
@@ -1661,6 +2003,8 @@ fn import_legacy(
             partition_epoch: 0,
             adding_replicas: Vec::new(),
             removing_replicas: Vec::new(),
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
         };
         records.push(MetadataRecord::CreateTopic {
             name: topic.name.clone(),
@@ -2228,6 +2572,8 @@ pub(crate) mod tests {
                 partition_epoch: 0,
                 adding_replicas: Vec::new(),
                 removing_replicas: Vec::new(),
+                elr: Vec::new(),
+                last_known_elr: Vec::new(),
             }],
         }]);
         (c, id)
@@ -2720,6 +3066,8 @@ pub(crate) mod tests {
                 partition_epoch: 0,
                 adding_replicas: Vec::new(),
                 removing_replicas: Vec::new(),
+                elr: Vec::new(),
+                last_known_elr: Vec::new(),
             }],
         }]);
         (c, id)
@@ -2766,6 +3114,8 @@ pub(crate) mod tests {
             partition_epoch: 1,
             adding_replicas: Vec::new(),
             removing_replicas: Vec::new(),
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
         };
         assert_eq!(changed, expected, "the ISR in replica order");
         assert_eq!(c.partition("r", 0), expected, "committed as the reply says");
@@ -3196,6 +3546,236 @@ pub(crate) mod tests {
                 assert_eq!(c.image.unclean_leader_elections, 0);
             }
         }
+    }
+
+    // --- Eligible leader replicas (KIP-966) ------------------------------------------------
+
+    /// "r"-0 on brokers 1-3 led by 1, with eligible leader replicas on and
+    /// `min.insync.replicas` = `min_isr` (the broker default; `topic` adds topic configs).
+    fn elr_on(min_isr: usize, topic: &[(&str, &str)]) -> Controller {
+        let (mut c, _) = three_replicas(topic);
+        c.settings.eligible_leader_replicas_enable = true;
+        c.settings.min_insync_replicas = min_isr;
+        c
+    }
+
+    /// (leader, ISR, ELR, last known ELR) of "r"-0.
+    fn elr_state(c: &Controller) -> (NodeId, Vec<NodeId>, Vec<NodeId>, Vec<NodeId>) {
+        let p = c.partition("r", 0);
+        (p.leader, p.isr, p.elr, p.last_known_elr)
+    }
+
+    #[test]
+    fn with_elr_off_a_replica_leaving_a_small_isr_is_not_eligible() {
+        let (mut c, _) = three_replicas(&[("min.insync.replicas", "2")]);
+        alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        assert_eq!(elr_state(&c), (1, vec![1], vec![], vec![]));
+    }
+
+    #[test]
+    fn a_replica_leaving_an_isr_that_keeps_min_insync_replicas_is_not_eligible() {
+        // The HW still moves with an ISR of two: broker 3 may lack what is committed next.
+        let mut c = elr_on(2, &[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        assert_eq!(elr_state(&c), (1, vec![1, 2], vec![], vec![]));
+    }
+
+    #[test]
+    fn a_replica_leaving_an_isr_below_min_insync_replicas_becomes_eligible() {
+        let mut c = elr_on(2, &[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        let changed = alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        assert_eq!(changed.elr, vec![2], "the reply is the committed state");
+        assert_eq!(elr_state(&c), (1, vec![1], vec![2], vec![]));
+        // The topic's min.insync.replicas overrides the broker default.
+        let mut t = elr_on(1, &[("min.insync.replicas", "3")]);
+        alter_outcome(alter_isr(&mut t, 1, &[1, 2])).unwrap();
+        assert_eq!(elr_state(&t), (1, vec![1, 2], vec![3], vec![]));
+    }
+
+    #[test]
+    fn a_replica_back_in_the_isr_leaves_the_elr_and_an_isr_back_at_min_insync_replicas_clears_it() {
+        let mut c = elr_on(3, &[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        assert_eq!(elr_state(&c), (1, vec![1], vec![2, 3], vec![]));
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        assert_eq!(elr_state(&c), (1, vec![1, 2], vec![3], vec![]));
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2, 3])).unwrap();
+        assert_eq!(elr_state(&c), (1, vec![1, 2, 3], vec![], vec![]));
+    }
+
+    #[test]
+    fn when_the_last_isr_member_is_fenced_an_eligible_replica_leads_cleanly() {
+        for elr in [false, true] {
+            let mut c = elr_on(2, &[]);
+            c.settings.eligible_leader_replicas_enable = elr;
+            alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+            alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+            assert_eq!(expire_all_but(&mut c, &[2, 3]), 1);
+            let p = c.partition("r", 0);
+            if elr {
+                // Broker 2 left the ISR while it was below min.insync.replicas: the HW stood
+                // still since, so it holds everything committed. Broker 3 left earlier and
+                // may not: it stays out.
+                assert_eq!(elr_state(&c), (2, vec![2], vec![1], vec![]));
+                assert_eq!(p.leader_epoch, 1);
+            } else {
+                // Without ELR the partition waits for its last ISR member.
+                assert_eq!(elr_state(&c), (NO_NODE, vec![1], vec![], vec![]));
+            }
+            assert_eq!(c.image.unclean_leader_elections, 0, "a clean election");
+            assert!(unclean_elections(&c.image, &c.settings).is_empty());
+        }
+    }
+
+    #[test]
+    fn the_last_isr_member_shutting_down_hands_its_leadership_to_an_eligible_replica() {
+        let mut c = elr_on(2, &[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        let e1 = c.image.brokers[&1].epoch;
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(1, e1, offset, true), Ok((true, true)));
+        assert_eq!(elr_state(&c), (2, vec![2], vec![1], vec![]));
+    }
+
+    #[test]
+    fn an_eligible_replica_that_was_down_leads_once_it_is_unfenced() {
+        let mut c = elr_on(2, &[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        // Fencing does not take a replica out of the ELR: its log is as it left it.
+        assert_eq!(expire_all_but(&mut c, &[1, 3]), 1);
+        assert_eq!(elr_state(&c), (1, vec![1], vec![2], vec![]));
+        assert_eq!(expire_all_but(&mut c, &[3]), 1);
+        assert_eq!(elr_state(&c), (NO_NODE, vec![], vec![1, 2], vec![]));
+        assert!(
+            unclean_elections(&c.image, &c.settings).is_empty(),
+            "broker 3 is live but not eligible"
+        );
+        c.up(2);
+        assert_eq!(elr_state(&c), (2, vec![2], vec![1], vec![]));
+        assert_eq!(c.image.unclean_leader_elections, 0);
+    }
+
+    #[test]
+    fn an_eligible_replica_back_with_an_empty_log_is_only_last_known() {
+        let mut c = elr_on(2, &[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        assert_eq!(expire_all_but(&mut c, &[3]), 2);
+        assert_eq!(elr_state(&c), (NO_NODE, vec![], vec![1, 2], vec![]));
+        // KIP-966's unclean shutdown: broker 2 lost its log, so it no longer holds what made
+        // it eligible; it is kept as last known.
+        back_empty(&mut c, 2);
+        assert_eq!(elr_state(&c), (NO_NODE, vec![], vec![1], vec![2]));
+        back_empty(&mut c, 1);
+        assert_eq!(elr_state(&c), (NO_NODE, vec![], vec![], vec![1, 2]));
+        assert!(unclean_elections(&c.image, &c.settings).is_empty());
+        assert_eq!(c.image.unclean_leader_elections, 0);
+    }
+
+    #[test]
+    fn an_unclean_election_clears_the_elr() {
+        let mut c = elr_on(2, &[("unclean.leader.election.enable", "true")]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        // No eligible replica is live: the out-of-sync broker 3 leads uncleanly.
+        assert_eq!(expire_all_but(&mut c, &[1, 3]), 1);
+        assert_eq!(expire_all_but(&mut c, &[3]), 1);
+        assert_eq!(elr_state(&c), (3, vec![3], vec![], vec![]));
+        assert_eq!(c.image.unclean_leader_elections, 1);
+    }
+
+    #[test]
+    fn an_eligible_replica_leads_before_any_unclean_election() {
+        let mut c = elr_on(2, &[("unclean.leader.election.enable", "true")]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        assert_eq!(expire_all_but(&mut c, &[2, 3]), 1);
+        assert_eq!(elr_state(&c), (2, vec![2], vec![1], vec![]));
+        assert_eq!(c.image.unclean_leader_elections, 0);
+    }
+
+    #[test]
+    fn a_live_eligible_replica_of_a_leaderless_partition_is_elected_by_the_tick_and_by_elect_leaders(
+    ) {
+        for tick in [true, false] {
+            let mut c = elr_on(2, &[]);
+            alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+            alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+            // A leaderless partition with an empty ISR whose eligible replicas are live (as
+            // when ELR is turned on after they were unfenced).
+            let p = c.partition("r", 0);
+            let id = c.image.topic("r").unwrap().id;
+            c.commit(vec![MetadataRecord::ChangePartition {
+                topic_id: id,
+                partition: 0,
+                image: PartitionImage {
+                    leader: NO_NODE,
+                    leader_epoch: p.leader_epoch + 1,
+                    partition_epoch: p.partition_epoch + 1,
+                    isr: vec![],
+                    elr: vec![1, 2],
+                    ..p
+                },
+            }]);
+            if tick {
+                let records = unclean_elections(&c.image, &c.settings);
+                c.commit(records);
+            } else {
+                let reply = c.ask(ControllerRequest::ElectLeaders {
+                    election: ElectionType::Preferred,
+                    partitions: Some(vec![("r".into(), vec![0])]),
+                });
+                assert_eq!(
+                    reply,
+                    Ok(ControllerReply::ElectLeaders(vec![(
+                        "r".into(),
+                        vec![(0, Ok(()))]
+                    )]))
+                );
+            }
+            assert_eq!(elr_state(&c), (1, vec![1], vec![2], vec![]), "tick: {tick}");
+            assert_eq!(c.image.unclean_leader_elections, 0);
+        }
+    }
+
+    #[test]
+    fn changing_a_topics_min_insync_replicas_clears_its_elr() {
+        let mut c = elr_on(3, &[]);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        assert_eq!(elr_state(&c), (1, vec![1, 2], vec![3], vec![]));
+        // With a bound of 2 the HW moves with an ISR of two: broker 3 would fall behind what
+        // is committed, so it is no longer eligible.
+        assert_eq!(
+            alter(
+                &mut c,
+                ConfigResource::Topic("r".into()),
+                &[("min.insync.replicas", Some("2"))]
+            ),
+            Ok(())
+        );
+        assert_eq!(elr_state(&c), (1, vec![1, 2], vec![], vec![]));
+    }
+
+    #[test]
+    fn a_completed_reassignment_drops_the_replicas_it_removed_from_the_elr() {
+        let mut c = elr_on(2, &[]);
+        c.up(4);
+        alter_outcome(alter_isr(&mut c, 1, &[1, 2])).unwrap();
+        alter_outcome(alter_isr(&mut c, 1, &[1])).unwrap();
+        assert_eq!(elr_state(&c), (1, vec![1], vec![2], vec![]));
+        let reply = c.ask(ControllerRequest::AlterPartitionReassignments {
+            topics: vec![("r".into(), vec![(0, Some(vec![1, 3, 4]))])],
+            allow_replication_factor_change: false,
+        });
+        assert!(reply.is_ok(), "{reply:?}");
+        alter_outcome(alter_isr(&mut c, 1, &[1, 3, 4])).unwrap();
+        let p = c.partition("r", 0);
+        assert_eq!(p.replicas, vec![1, 3, 4]);
+        assert!(p.elr.is_empty() && p.last_known_elr.is_empty(), "{p:?}");
     }
 
     #[test]
@@ -3813,6 +4393,16 @@ mod proptests {
         },
         /// The broker default `unclean.leader.election.enable` flips.
         ToggleUnclean,
+        /// `eligible.leader.replicas.enable` flips (KIP-966).
+        ToggleElr,
+        /// The broker default `min.insync.replicas` changes.
+        MinIsr {
+            min: usize,
+        },
+        /// A broker process starts from a wiped log directory (no previous broker epoch).
+        RegisterWiped {
+            id: NodeId,
+        },
         /// The controller's tick elects uncleanly where allowed.
         UncleanTick,
         /// The controller's leader-imbalance check.
@@ -3847,6 +4437,9 @@ mod proptests {
             4 => (0..3u8, 0..3usize, prop::bool::weighted(0.8), prop::bool::weighted(0.2), 0..32u8)
                 .prop_map(|(topic, partition, from_leader, stale, members)| Op::AlterIsr { topic, partition, from_leader, stale, members }),
             1 => Just(Op::ToggleUnclean),
+            1 => Just(Op::ToggleElr),
+            1 => (1..=3usize).prop_map(|min| Op::MinIsr { min }),
+            1 => (1..=4i32).prop_map(|id| Op::RegisterWiped { id }),
             2 => Just(Op::UncleanTick),
             1 => Just(Op::PreferredElections),
             1 => any::<bool>().prop_map(|unclean| Op::Elect { unclean }),
@@ -3889,7 +4482,23 @@ mod proptests {
                 } else {
                     broker.registered_offset - 1
                 };
+                let before = c.image.clone();
                 let reply = c.heartbeat(*id, epoch, offset, *want_shutdown);
+                let unfenced =
+                    before.brokers[id].fenced && c.image.brokers.get(id).is_some_and(|b| !b.fenced);
+                if unfenced && c.settings.eligible_leader_replicas_enable {
+                    // KIP-966: an eligible replica unfenced leads every leaderless partition
+                    // whose ISR is empty and whose ELR holds it.
+                    for (name, topic) in &before.topics {
+                        for (i, p) in topic.partitions.iter().enumerate() {
+                            if p.leader == NO_NODE && p.isr.is_empty() && p.elr.contains(id) {
+                                let now = c.partition(name, i as i32);
+                                assert_eq!((now.leader, now.isr.clone()), (*id, vec![*id]));
+                                assert!(!now.elr.contains(id));
+                            }
+                        }
+                    }
+                }
                 if *stale {
                     assert!(
                         matches!(reply, Err(ControllerError::StaleBrokerEpoch { .. })),
@@ -4009,6 +4618,20 @@ mod proptests {
                     Ok(changed) => {
                         assert!(!*stale, "a stale partition epoch is never accepted");
                         assert_eq!(changed, now, "the reply is the committed state");
+                        let min_isr = c.settings.min_insync_replicas;
+                        if changed == p {
+                            // The ISR it has: nothing committed, nothing settled.
+                        } else if !c.settings.eligible_leader_replicas_enable {
+                            assert!(changed.elr.is_empty() && changed.last_known_elr.is_empty());
+                        } else if changed.isr.len() >= min_isr {
+                            assert!(changed.elr.is_empty(), "{changed:?}");
+                        } else if !p.is_reassigning() {
+                            // Every member that left an ISR below min.insync.replicas is
+                            // eligible.
+                            for r in p.isr.iter().filter(|r| !changed.isr.contains(r)) {
+                                assert!(changed.elr.contains(r), "{p:?} -> {changed:?}");
+                            }
+                        }
                         // Only a reassignment completed by this ISR change moves the leader.
                         assert!(
                             changed.leader_epoch == p.leader_epoch
@@ -4026,6 +4649,26 @@ mod proptests {
                 c.settings.unclean_leader_election_enable =
                     !c.settings.unclean_leader_election_enable;
             }
+            Op::ToggleElr => {
+                c.settings.eligible_leader_replicas_enable =
+                    !c.settings.eligible_leader_replicas_enable;
+            }
+            Op::MinIsr { min } => c.settings.min_insync_replicas = *min,
+            Op::RegisterWiped { id } => {
+                let incarnation = c.fresh_incarnation();
+                if c.register_with(*id, incarnation, NO_BROKER_EPOCH).is_ok() {
+                    last_incarnation.insert(*id, incarnation);
+                    // Its log is gone: it is in no ISR and no ELR it was in (KIP-966); the
+                    // partitions it leaves without a leader or ISR stay so unless another
+                    // replica could take them.
+                    for topic in c.image.topics.values() {
+                        for p in &topic.partitions {
+                            assert!(!p.isr.contains(id), "{}: {p:?}", topic.name);
+                            assert!(!p.elr.contains(id), "{}: {p:?}", topic.name);
+                        }
+                    }
+                }
+            }
             Op::UncleanTick => {
                 let before = c.image.unclean_leader_elections;
                 let records = unclean_elections(&c.image, &c.settings);
@@ -4036,6 +4679,20 @@ mod proptests {
                 assert!(c.settings.unclean_leader_election_enable || elected == 0);
                 c.commit(records);
                 assert_eq!(c.image.unclean_leader_elections, before + elected);
+                if c.settings.eligible_leader_replicas_enable {
+                    let none = BTreeSet::new();
+                    for topic in c.image.topics.values() {
+                        for p in &topic.partitions {
+                            assert!(
+                                p.leader != NO_NODE
+                                    || !p.isr.is_empty()
+                                    || !p.elr.iter().any(|r| can_lead(&c.image, &none, *r)),
+                                "{}: a live eligible replica left leaderless: {p:?}",
+                                topic.name
+                            );
+                        }
+                    }
+                }
             }
             Op::PreferredElections => {
                 let records = preferred_leader_elections(&c.image);

@@ -69,6 +69,17 @@ pub struct PartitionImage {
     /// until it completes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removing_replicas: Vec<NodeId>,
+    /// Eligible leader replicas (KIP-966, only with `eligible.leader.replicas.enable`): replicas
+    /// that left the ISR while it was below `min.insync.replicas`. The high watermark does not
+    /// move while the ISR is that small, so each holds everything committed and may lead
+    /// cleanly once the ISR is empty. Never in the ISR; empty while the ISR is large enough.
+    /// Empty in images and records written before (or without) ELR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elr: Vec<NodeId>,
+    /// KIP-966's last known ELR: former ISR and ELR members that are in neither now (e.g. an
+    /// ELR member whose log was lost), kept for an operator's recovery; cleared with the ELR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_known_elr: Vec<NodeId>,
 }
 
 impl PartitionImage {
@@ -228,6 +239,37 @@ fn check_partition(
         partition.removing_replicas.len() < partition.replicas.len(),
         "{} removes every replica",
         at()
+    );
+    // KIP-966: the ELR and the last known ELR are sets of replicas, apart from the ISR and
+    // from each other.
+    for (what, list) in [
+        ("ELR", &partition.elr),
+        ("last known ELR", &partition.last_known_elr),
+    ] {
+        for (i, r) in list.iter().enumerate() {
+            assert!(
+                partition.replicas.contains(r) && !list[..i].contains(r),
+                "{}'s {what} member {r} is not one replica of {:?}",
+                at(),
+                partition.replicas
+            );
+            assert!(
+                !partition.isr.contains(r),
+                "{}'s {what} member {r} is in the ISR {:?}",
+                at(),
+                partition.isr
+            );
+        }
+    }
+    assert!(
+        !partition
+            .last_known_elr
+            .iter()
+            .any(|r| partition.elr.contains(r)),
+        "{}'s last known ELR {:?} overlaps its ELR {:?}",
+        at(),
+        partition.last_known_elr,
+        partition.elr
     );
     assert!(
         partition.leader_epoch >= 0,
@@ -500,6 +542,18 @@ impl ClusterImage {
                     current.leader,
                     image.leader
                 );
+                // KIP-966: a replica becomes eligible only by leaving the ISR (it then holds
+                // everything committed); staying eligible needs no ISR membership.
+                for r in &image.elr {
+                    assert!(
+                        current.isr.contains(r) || current.elr.contains(r),
+                        "replica {r} joins the ELR {:?} of {topic_id}/{partition} from outside \
+                         its ISR {:?} and ELR {:?}",
+                        image.elr,
+                        current.isr,
+                        current.elr
+                    );
+                }
                 *current = image.clone();
             }
             MetadataRecord::UncleanLeaderElection {
@@ -515,6 +569,10 @@ impl ClusterImage {
                     (current.leader, current.isr.as_slice()),
                     (*leader, [*leader].as_slice()),
                     "an unclean election leaves its leader alone in the ISR"
+                );
+                assert!(
+                    current.elr.is_empty() && current.last_known_elr.is_empty(),
+                    "an unclean election clears the ELR (KIP-966): {current:?}"
                 );
                 self.unclean_leader_elections += 1;
             }
@@ -724,6 +782,8 @@ mod tests {
             partition_epoch: 0,
             adding_replicas: Vec::new(),
             removing_replicas: Vec::new(),
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
         }
     }
 
@@ -827,6 +887,8 @@ mod tests {
                         partition_epoch: 1,
                         adding_replicas: Vec::new(),
                         removing_replicas: Vec::new(),
+                        elr: Vec::new(),
+                        last_known_elr: Vec::new(),
                     },
                 },
                 MetadataRecord::FenceBroker { id: 1, epoch: 0 },

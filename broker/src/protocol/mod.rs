@@ -17,6 +17,7 @@ pub mod delete_groups;
 pub mod describe_groups;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod elect_leaders;
 pub mod end_txn;
@@ -304,6 +305,10 @@ pub async fn handle_request(
         ApiKey::DescribeProducers => {
             ctx.now(&describe_producers::handle(&ctx, decode(api_key, version, body)?).await)
         }
+        ApiKey::DescribeTopicPartitions => ctx.now(&describe_topic_partitions::handle(
+            &ctx,
+            decode(api_key, version, body)?,
+        )),
         ApiKey::ListOffsets => {
             ctx.now(&list_offsets::handle(&ctx, decode(api_key, version, body)?).await)
         }

@@ -17,6 +17,9 @@
 //!   under the durable policy only synced offsets count, so nothing a consumer saw can vanish
 //!   when every replica loses power at once.
 //! - The leader is always in its own ISR.
+//! - With eligible leader replicas (KIP-966) the leader's HW moves only while the ISR has at
+//!   least `min.insync.replicas` members: a replica that leaves a smaller ISR then holds
+//!   everything committed, so the controller may elect it once the ISR is empty.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -103,6 +106,9 @@ pub struct ReplicaState {
     /// resume once it is recovered in place; `Offline` if it had never been told one. A role
     /// given meanwhile (the catalog applies every new image) replaces it.
     resume_as: Option<Role>,
+    /// KIP-966's rule, `Some(min.insync.replicas)` with eligible leader replicas on: the HW
+    /// stands still while the ISR is smaller (Kafka's `maybeIncrementLeaderHW`).
+    min_isr_for_high_watermark: Option<usize>,
 }
 
 impl ReplicaState {
@@ -122,6 +128,7 @@ impl ReplicaState {
             isr: BTreeSet::new(),
             pending_joiners: BTreeSet::new(),
             resume_as: None,
+            min_isr_for_high_watermark: None,
         }
     }
 
@@ -455,6 +462,15 @@ impl ReplicaState {
         if self.role != Role::Leader {
             return None;
         }
+        if let Some(min_isr) = self.min_isr_for_high_watermark {
+            // Under min.insync.replicas with ELR on: the replicas that left the ISR meanwhile
+            // are eligible leaders, and hold only what is committed now.
+            if self.isr.len() < min_isr
+                && !crate::planted::is(crate::planted::Bug::ElrHighWatermarkIgnoresMinIsr)
+            {
+                return None;
+            }
+        }
         let local = self.local_countable_end();
         let candidate = self
             .isr
@@ -525,6 +541,12 @@ impl ReplicaState {
             (Some(fetched), Some(registered)) => fetched == -1 || fetched == registered,
             _ => false,
         }
+    }
+
+    /// KIP-966's high-watermark rule: `Some(min.insync.replicas)` when eligible leader replicas
+    /// are on (the HW then moves only while the ISR has that many members), `None` when off.
+    pub fn set_min_isr_for_high_watermark(&mut self, min_isr: Option<usize>) {
+        self.min_isr_for_high_watermark = min_isr;
     }
 
     /// On a leader: the ISR the controller accepted (an AlterPartition). The leader stays in it.
@@ -700,6 +722,35 @@ mod tests {
         s.update_follower_log_end(2, 10, 100);
         s.set_isr(&[1, 2]);
         assert_eq!(s.maybe_increment_high_watermark(), Some(10));
+    }
+
+    #[test]
+    fn with_eligible_leader_replicas_the_high_watermark_stands_still_below_min_insync_replicas() {
+        for elr in [false, true] {
+            let mut s = leader_of_three(HighWatermarkBasis::LogEnd);
+            s.set_min_isr_for_high_watermark(elr.then_some(2));
+            s.update_local_log(log(10, 0));
+            s.update_follower_log_end(2, 6, 100);
+            s.update_follower_log_end(3, 4, 100);
+            assert_eq!(s.maybe_increment_high_watermark(), Some(4));
+            // An ISR of two is min.insync.replicas: the HW moves.
+            s.set_isr(&[1, 2]);
+            assert_eq!(s.maybe_increment_high_watermark(), Some(6));
+            // Alone, below it: broker 2 left holding offsets up to 6, and would be elected
+            // from the ELR with them; the HW must not pass 6.
+            s.set_isr(&[1]);
+            let moved = s.maybe_increment_high_watermark();
+            if elr {
+                assert_eq!((moved, s.high_watermark()), (None, 6));
+            } else {
+                assert_eq!(moved, Some(10));
+            }
+            // Back at min.insync.replicas, it moves again.
+            s.update_follower_log_end(2, 10, 101);
+            s.set_isr(&[1, 2]);
+            assert_eq!(s.maybe_increment_high_watermark().unwrap_or(10), 10);
+            assert_eq!(s.high_watermark(), 10);
+        }
     }
 
     #[test]

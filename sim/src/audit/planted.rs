@@ -56,6 +56,7 @@ pub fn aimed_at(bug: Bug) -> &'static [&'static str] {
         Bug::ReadCommittedBoundedByHighWatermark => {
             &["txn-lso-boundary-batch-by-batch", "read-committed-crashes"]
         }
+        Bug::ElrHighWatermarkIgnoresMinIsr => &["replication-elr-last-isr-member-lost"],
     }
 }
 

@@ -805,6 +805,9 @@ impl ReplicaView {
     }
 }
 
+/// A partition's leader, leader epoch, ISR and ELR (KIP-966), as the trace shows them.
+type Leadership = (i32, i32, Vec<i32>, Vec<i32>);
+
 /// What the online replication checks have seen.
 #[derive(Default)]
 pub(crate) struct ReplicationChecks {
@@ -814,9 +817,9 @@ pub(crate) struct ReplicationChecks {
     leaders: ByTopic<(i32, i32), (u32, u64)>,
     /// topic → (broker, incarnation, partition, epoch) → the HW last seen while it led.
     leader_hws: ByTopic<(u32, u32, i32, i32), u64>,
-    /// topic → partition → (leader, leader epoch, ISR) last traced, from the most advanced
-    /// image.
-    traced: ByTopic<usize, (i32, i32, Vec<i32>)>,
+    /// topic → partition → its leadership (leader, leader epoch, ISR, ELR) last traced, from
+    /// the most advanced image.
+    traced: ByTopic<usize, Leadership>,
     /// Simulated ms of every leader change (a replicated partition's leader epoch rising):
     /// what an acks=1 loss or an unclean election's loss is allowed by.
     pub(crate) leader_changes_ms: Vec<u64>,
@@ -934,19 +937,30 @@ impl ReplicationChecks {
                 if before.is_some_and(|b| b.1 != p.leader_epoch) {
                     self.leader_changes_ms.push(now_ms());
                 }
-                // Compared in place: the ISR is copied only when it is traced.
+                // Compared in place: the ISR and ELR are copied only when they are traced.
                 let unchanged = before.is_some_and(|b| {
-                    (b.0, b.1, &b.2[..]) == (p.leader, p.leader_epoch, &p.isr[..])
+                    (b.0, b.1, &b.2[..], &b.3[..])
+                        == (p.leader, p.leader_epoch, &p.isr[..], &p.elr[..])
                 });
                 if !unchanged {
+                    // The ELR (KIP-966) only where there is one: runs without it trace as
+                    // before.
+                    let elr = if p.elr.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" elr {:?}", p.elr)
+                    };
                     trace.event(
                         "metadata",
                         format!(
-                            "{}-{index}: leader {} epoch {} isr {:?}",
+                            "{}-{index}: leader {} epoch {} isr {:?}{elr}",
                             topic.name, p.leader, p.leader_epoch, p.isr
                         ),
                     );
-                    traced.insert(index, (p.leader, p.leader_epoch, p.isr.clone()));
+                    traced.insert(
+                        index,
+                        (p.leader, p.leader_epoch, p.isr.clone(), p.elr.clone()),
+                    );
                 }
             }
         }
@@ -1150,6 +1164,8 @@ mod tests {
                     partition_epoch: 0,
                     adding_replicas: Vec::new(),
                     removing_replicas: Vec::new(),
+                    elr: Vec::new(),
+                    last_known_elr: Vec::new(),
                 }],
             }],
         );

@@ -54,6 +54,7 @@ impl Run {
                 .min_insync_replicas
                 .unwrap_or(BrokerConfig::default().min_insync_replicas),
             unclean_leader_election_enable: c.unclean_leader_election_enable,
+            eligible_leader_replicas_enable: c.eligible_leader_replicas_enable,
             broker_session_timeout_ms: c
                 .broker_session_timeout_ms
                 .unwrap_or(BrokerConfig::default().broker_session_timeout_ms),
