@@ -468,6 +468,82 @@ async fn a_lost_response_or_a_cut_connection_makes_the_outcome_unknown_and_the_r
     );
 }
 
+/// The bug story (issue 11, KIP-360): an idempotent producer whose batch ended `Unknown`
+/// without reaching the broker, or whose acknowledged tail an unclean election truncated, has
+/// a gap in the partition's sequences; the partition refused every later batch with
+/// OUT_OF_ORDER_SEQUENCE_NUMBER, and each refusal gave its sequences back, so the producer
+/// never wrote to that partition again. As Kafka's producer does, it now bumps its epoch and
+/// resends the refused batch from sequence 0: acknowledged, once, and so is every later send.
+#[tokio::test]
+async fn an_idempotent_producer_bumps_its_epoch_after_a_gap_in_its_sequences_and_carries_on() {
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap().to_string();
+    let b = start_broker_with(|_| {}, Some(proxy_addr.clone())).await;
+    let mode = Arc::new(AtomicU8::new(PASS));
+    start_proxy(proxy, b.addr.clone(), Arc::clone(&mode)).await;
+
+    let mut config = ClientConfig::new(proxy_addr.clone());
+    config.connection.request_timeout = Duration::from_millis(500);
+    let client = Client::connect(config).await.unwrap();
+    Admin::new(client.clone())
+        .create_topic(NewTopic::new("gapped", 1))
+        .await
+        .unwrap();
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            enable_idempotence: true,
+            retries: 2,
+            retry_backoff: Duration::from_millis(20),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (producer_id, epoch) = producer.producer_identity().unwrap();
+    let send = |value: &'static str| producer.send_and_wait(ProducerRecord::new("gapped", value));
+    assert_eq!(
+        send("first").await,
+        SendOutcome::Acknowledged {
+            partition: 0,
+            offset: 0
+        }
+    );
+
+    // Sequence 1 never reaches the broker, on every attempt: Unknown, and a gap.
+    mode.store(CUT_ON_REQUEST, Ordering::SeqCst);
+    let cut = send("never-arrived").await;
+    assert!(matches!(cut, SendOutcome::Unknown { .. }), "{cut:?}");
+    mode.store(PASS, Ordering::SeqCst);
+
+    // Sequence 2 is refused (the broker's last is 0); the producer moves to the next epoch and
+    // the batch goes again from sequence 0.
+    assert_eq!(
+        send("after-the-gap").await,
+        SendOutcome::Acknowledged {
+            partition: 0,
+            offset: 1
+        }
+    );
+    assert_eq!(producer.producer_identity(), Some((producer_id, epoch + 1)));
+    assert_eq!(
+        send("carries-on").await,
+        SendOutcome::Acknowledged {
+            partition: 0,
+            offset: 2
+        }
+    );
+
+    let values: Vec<String> = read_all(&client, "gapped", 3)
+        .await
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned())
+        .collect();
+    assert_eq!(values, ["first", "after-the-gap", "carries-on"]);
+    producer.close().await;
+    b.stop().await;
+}
+
 async fn run_cli(args: &[&str], input: &[u8]) -> (i32, String, String) {
     let cli =
         Cli::try_parse_from(std::iter::once("faultline").chain(args.iter().copied())).unwrap();

@@ -29,6 +29,7 @@
 //!   compaction checker (latest value per key, offsets never change, tombstones kept).
 //! - [`audit`]: `cargo sim audit`, every scenario over a seed range on every core, and its
 //!   report (HTML with a picture of every failure, Markdown, JUnit, JSON).
+//! - [`logging`]: `SIM_LOG`, the brokers' logs on stderr; logging changes no run.
 //! - [`shrink`]: `cargo sim shrink`, a failing run minimised into a scenario file with
 //!   explicit faults.
 //!
@@ -49,6 +50,7 @@ pub mod held_requests;
 pub mod history;
 #[cfg(madsim)]
 pub mod log_workload;
+pub mod logging;
 pub mod random;
 #[cfg(madsim)]
 pub mod runner;

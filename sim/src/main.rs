@@ -24,7 +24,8 @@
 //!
 //! `SIM_LOG=<filter>` (tracing's env-filter syntax, e.g. `info,broker::replica=debug`) prints
 //! the brokers' logs on stderr, each line under its node's span (`node{id=2 name="broker-2"}`).
-//! It changes no trace: the trace and its hash are the same with and without it.
+//! It changes no trace: the trace and its hash are the same with and without it (see
+//! `sim::logging`).
 
 #[cfg(madsim)]
 mod cli {
@@ -455,13 +456,7 @@ mod cli {
     }
 
     pub fn main() {
-        if let Ok(filter) = std::env::var("SIM_LOG") {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .init();
-        }
+        sim::logging::init_from_env();
         let args: Vec<String> = std::env::args().skip(1).collect();
         let code = match args.first().map(String::as_str) {
             Some("run") => run(&args[1..]),

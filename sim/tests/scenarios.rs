@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use sim::history::{OpKind, Outcome};
 use sim::runner::{run, RunOptions, Verdict};
 use sim::scenario::Scenario;
 
@@ -423,6 +424,7 @@ fn each_anomaly_the_checker_can_allow_is_allowed_in_one_file_of_a_pair_and_a_vio
         ("lazy-flush-loss", 1..3),
         ("retry-duplicate", 1..3),
         ("unclean-election-loss", 1..3),
+        ("idempotent-unclean-election-loss", 1..3),
         ("bit-flip-loss", 1..3),
         ("offsets-expiry", 1..2),
     ] {
@@ -452,6 +454,73 @@ fn each_anomaly_the_checker_can_allow_is_allowed_in_one_file_of_a_pair_and_a_vio
                 );
             }
         }
+    }
+}
+
+/// Issue 11 ("producers survive failover") and KIP-360: after an unclean election truncated
+/// what a partition had acknowledged of an idempotent producer, the new leader refuses the
+/// producer's next batch with OUT_OF_ORDER_SEQUENCE_NUMBER (a gap in its sequences). The bug
+/// story: the producer gave the refused sequences back and sent them again, refused for ever,
+/// so it never wrote to that partition again. Now it bumps its epoch and carries on: the trace
+/// shows the bump, every partition acknowledges sends invoked in the last seconds of the fault
+/// window, and no send ends refused with a sequence error.
+///
+/// Planted (never committed): the producer's recovery switched off (`recovers_sequences`
+/// false in `client::producer::send_batch`) fails this on seed 1.
+#[test]
+fn an_idempotent_producer_keeps_writing_to_a_partition_an_unclean_election_truncated() {
+    let (s, file) = scenario("pair-idempotent-unclean-election-loss-allowed");
+    for seed in 1..3 {
+        let report = run(&s, &file, seed, RunOptions::default());
+        assert_eq!(report.verdict, Verdict::Pass, "{}", report.replay);
+        let checked = report.checker.as_ref().expect("the checker ran");
+        assert!(
+            checked
+                .anomalies
+                .iter()
+                .any(|a| ["lost_write", "never_seen"].contains(&a.kind.name()) && !a.is_violation()),
+            "seed {seed}: the unclean election lost nothing, so nothing was shown: {}",
+            report.replay
+        );
+        assert!(
+            report
+                .trace
+                .iter()
+                .any(|e| e.event.ends_with("after a sequence gap")),
+            "seed {seed}: the producer never bumped its epoch: {}",
+            report.replay
+        );
+        let t0_ms = report
+            .trace
+            .iter()
+            .find(|e| e.event == "fault window starts")
+            .expect("the fault window started")
+            .at_us
+            / 1_000;
+        let tail_from_ms = t0_ms + s.duration_ms - 4_000;
+        for partition in 0..s.topics[0].partitions {
+            let acknowledged = report.history.sends().any(|op| {
+                matches!(&op.kind, OpKind::Send { partition: p, .. } if *p == partition)
+                    && op.invoke_ms >= tail_from_ms
+                    && matches!(op.outcome, Outcome::Ok { .. })
+            });
+            assert!(
+                acknowledged,
+                "seed {seed}: nothing sent to t-{partition} after {tail_from_ms} ms was acknowledged: {}",
+                report.replay
+            );
+        }
+        let refused: Vec<usize> = report
+            .history
+            .sends()
+            .filter(|op| matches!(op.outcome.code(), Some(45) | Some(59)))
+            .map(|op| op.id)
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "seed {seed}: sends {refused:?} ended refused with a sequence error: {}",
+            report.replay
+        );
     }
 }
 

@@ -54,9 +54,10 @@
 //! consumers rebalance eagerly only (no cooperative-sticky, no KIP-848 protocol), and their
 //! leader does not watch metadata, so partitions added or topics created after a rebalance are
 //! picked up only at the next one; admin requests go to any broker rather than the
-//! controller; with idempotence, an `Unknown` batch does not bump the producer epoch, so later
-//! batches of that partition can be refused with OUT_OF_ORDER_SEQUENCE_NUMBER (reported as
-//! `Failed`).
+//! controller. With idempotence, a gap in a partition's sequences (an `Unknown` batch that was
+//! never written, or a tail an unclean election truncated) bumps the producer epoch and the
+//! refused batch is sent again from sequence 0, as Kafka's producer does (KIP-360; see
+//! [`producer`]).
 
 pub mod admin;
 pub mod cluster;

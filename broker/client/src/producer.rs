@@ -44,7 +44,21 @@
 //! (v0–4, non-transactional) and stamps each batch with them and a per-partition base sequence.
 //! One batch per partition is in flight at a time, so retries keep order. A batch that ends
 //! `Failed` gives its sequence numbers back; after an `Unknown` one the sequence space of that
-//! partition may have a gap (see "known gaps" in the module docs of `client`).
+//! partition may have a gap.
+//!
+//! A partition that refuses a batch with OUT_OF_ORDER_SEQUENCE_NUMBER (or UNKNOWN_PRODUCER_ID
+//! from an older broker) has a gap in this producer's sequences: an unclean election truncated
+//! what it had acknowledged, or an earlier batch that ended `Unknown` was never written. The
+//! refused batch was not appended (the partition holds the producer's last batch, so a retry of
+//! it would have been answered as a duplicate). As Kafka's idempotent producer does since
+//! KIP-360 (`TransactionManager.bumpIdempotentEpochAndResetIdIfNeeded`), the producer then
+//! bumps its epoch *locally* and retries the batch under the new epoch from sequence 0, which
+//! the partition accepts (a new epoch starts at 0); without it every later batch of the
+//! partition is refused for ever. The other partitions move to the new epoch, from sequence 0,
+//! with their next batch. At epoch `i16::MAX` the producer asks InitProducerId for a new
+//! producer id instead (Kafka's broker gives a non-transactional producer a new id with epoch
+//! 0 whatever id it names). A transactional producer's sequence error ends its batch `Failed`
+//! as before: its epoch belongs to the transaction coordinator.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -375,12 +389,58 @@ struct PartitionQueue {
     oldest: Option<Instant>,
     in_flight: bool,
     next_sequence: i32,
+    /// The producer id and epoch `next_sequence` counts under: a partition moves to a newer
+    /// epoch, from sequence 0, when it seals its next batch.
+    sequence_epoch: Option<(i64, i16)>,
     num_partitions: i32,
+}
+
+impl PartitionQueue {
+    /// The identity of a batch of `count` records sealed now, under the producer's `current`
+    /// id and epoch (Kafka's `maybeUpdateProducerIdAndEpoch`: a partition whose sequences
+    /// belong to an older epoch starts the current one at 0; no batch of it is in flight).
+    fn seal_identity(&mut self, current: (i64, i16), count: usize) -> (i64, i16, i32) {
+        assert!(!self.in_flight, "one batch per partition is in flight");
+        if self.sequence_epoch != Some(current) {
+            self.sequence_epoch = Some(current);
+            self.next_sequence = 0;
+        }
+        let base_sequence = self.next_sequence;
+        self.next_sequence = add_sequence(base_sequence, count);
+        (current.0, current.1, base_sequence)
+    }
+}
+
+/// What an idempotent producer does when a partition refuses its batch, sent under `batch`'s
+/// id and epoch, with a sequence error while the producer's id and epoch are `current`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SequenceRecovery {
+    /// The partition's sequences are in the current epoch: bump it (locally, as Kafka's
+    /// `bumpIdempotentProducerEpoch`) and resend from sequence 0.
+    Bump((i64, i16)),
+    /// Another partition bumped the epoch since the batch was sealed: resend under it from 0.
+    Adopt((i64, i16)),
+    /// The epoch cannot grow: a new producer id from InitProducerId (Kafka's
+    /// `resetIdempotentProducerId`).
+    NewProducerId,
+}
+
+fn sequence_recovery(current: (i64, i16), batch: (i64, i16)) -> SequenceRecovery {
+    if batch != current {
+        SequenceRecovery::Adopt(current)
+    } else if current.1 == i16::MAX {
+        SequenceRecovery::NewProducerId
+    } else {
+        SequenceRecovery::Bump((current.0, current.1 + 1))
+    }
 }
 
 #[derive(Default)]
 struct Accumulator {
     queues: BTreeMap<(String, i32), PartitionQueue>,
+    /// The producer id and epoch when idempotent; the epoch grows when a partition refuses a
+    /// batch with a sequence error (see "Idempotence" in the module docs).
+    identity: Option<(i64, i16)>,
     sticky: StickyPartitioner,
     flushing: usize,
     closed: bool,
@@ -400,7 +460,6 @@ impl Accumulator {
 struct Inner {
     client: Client,
     config: ProducerConfig,
-    identity: Option<(i64, i16)>,
     state: Mutex<Accumulator>,
     wake: Notify,
     progress: Notify,
@@ -445,7 +504,7 @@ impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
             .field("config", &self.inner.config)
-            .field("identity", &self.inner.identity)
+            .field("identity", &self.producer_identity())
             .finish()
     }
 }
@@ -477,8 +536,10 @@ impl Producer {
         let inner = Arc::new(Inner {
             client,
             config,
-            identity,
-            state: Mutex::new(Accumulator::default()),
+            state: Mutex::new(Accumulator {
+                identity,
+                ..Accumulator::default()
+            }),
             wake: Notify::new(),
             progress: Notify::new(),
             room: Notify::new(),
@@ -502,9 +563,10 @@ impl Producer {
         rx
     }
 
-    /// The producer id and epoch when idempotent.
+    /// The producer id and epoch when idempotent (the epoch grows when a partition refuses a
+    /// batch with a sequence error).
     pub fn producer_identity(&self) -> Option<(i64, i16)> {
-        self.inner.identity
+        self.inner.state().identity
     }
 
     /// Queues `record` and returns its [`Delivery`]. Waits for the topic's metadata (at most
@@ -755,6 +817,7 @@ async fn sender_loop(inner: Arc<Inner>) {
             let state = &mut *guard;
             let now = super::now();
             let force = state.flushing > 0 || state.closed || state.waiting_for_room > 0;
+            let current = state.identity;
             let mut sealed = Vec::new();
             for ((topic, partition), queue) in state.queues.iter_mut() {
                 if queue.in_flight || queue.records.is_empty() {
@@ -783,11 +846,10 @@ async fn sender_loop(inner: Arc<Inner>) {
                 } else {
                     Some(now)
                 };
-                queue.in_flight = true;
-                let identity = match inner.identity {
-                    Some((producer_id, producer_epoch)) => {
-                        let base_sequence = queue.next_sequence;
-                        queue.next_sequence = add_sequence(base_sequence, records.len());
+                let identity = match current {
+                    Some(current) => {
+                        let (producer_id, producer_epoch, base_sequence) =
+                            queue.seal_identity(current, records.len());
                         ProducerIdentity {
                             producer_id,
                             producer_epoch,
@@ -797,6 +859,7 @@ async fn sender_loop(inner: Arc<Inner>) {
                     }
                     None => ProducerIdentity::NONE,
                 };
+                queue.in_flight = true;
                 sealed.push((topic.clone(), *partition, queue.num_partitions));
                 ready.push(Batch {
                     topic: topic.clone(),
@@ -986,9 +1049,70 @@ async fn attempt(inner: &Inner, batch: &Batch, bytes: &Bytes) -> Attempt {
     }
 }
 
-async fn send_batch(inner: Arc<Inner>, batch: Batch) {
+/// Whether a produce error says the partition's sequences of this producer have a gap.
+fn is_sequence_gap(error: &SendError) -> bool {
+    matches!(
+        error,
+        SendError::Rejected {
+            error: ResponseError::OutOfOrderSequenceNumber | ResponseError::UnknownProducerId,
+            ..
+        }
+    )
+}
+
+/// After a sequence error on `batch`'s partition: moves the producer to a newer epoch (or a
+/// new producer id) and rewrites the batch to start the partition's sequences at 0 under it.
+/// See "Idempotence" in the module docs.
+async fn recover_sequences(inner: &Inner, batch: &mut Batch) -> Result<(), ProducerInitError> {
+    let sealed_under = (batch.identity.producer_id, batch.identity.producer_epoch);
+    let decision = {
+        let mut state = inner.state();
+        let current = state
+            .identity
+            .expect("only an idempotent producer has sequences");
+        let decision = sequence_recovery(current, sealed_under);
+        if let SequenceRecovery::Bump(next) = decision {
+            state.identity = Some(next);
+        }
+        decision
+    };
+    let next = match decision {
+        SequenceRecovery::Bump(next) | SequenceRecovery::Adopt(next) => next,
+        SequenceRecovery::NewProducerId => {
+            let fresh = init_producer_id(&inner.client).await?;
+            let mut state = inner.state();
+            // Another partition may have replaced the id meanwhile: its id is as good.
+            if state.identity == Some(sealed_under) {
+                state.identity = Some(fresh);
+            }
+            state
+                .identity
+                .expect("only an idempotent producer has sequences")
+        }
+    };
+    tracing::debug!(topic = %batch.topic, partition = batch.partition, from = ?sealed_under,
+        to = ?next, "sequence gap: resending the batch from sequence 0 under a new epoch");
+    let mut state = inner.state();
+    let queue = state
+        .queues
+        .get_mut(&(batch.topic.clone(), batch.partition))
+        .expect("a batch's partition queue stays while it is in flight");
+    queue.sequence_epoch = Some(next);
+    queue.next_sequence = add_sequence(0, batch.records.len());
+    batch.identity = ProducerIdentity {
+        producer_id: next.0,
+        producer_epoch: next.1,
+        base_sequence: 0,
+        transactional: false,
+    };
+    Ok(())
+}
+
+async fn send_batch(inner: Arc<Inner>, mut batch: Batch) {
     let records: Vec<Record> = batch.records.iter().map(|p| p.record.clone()).collect();
-    let bytes = Bytes::from(encode_batch(&records, batch.identity));
+    let mut bytes = Bytes::from(encode_batch(&records, batch.identity));
+    let recovers_sequences =
+        batch.identity.producer_id >= 0 && inner.config.transactional_id.is_none();
     let deadline = super::now() + inner.config.delivery_timeout;
     let mut backoff = inner.config.retry_backoff;
     let mut ambiguous: Option<UnknownReason> = None;
@@ -1004,12 +1128,27 @@ async fn send_batch(inner: Arc<Inner>, batch: Batch) {
                     reason: UnknownReason::NotAcknowledged,
                 })
             }
-            Attempt::Refused { error, retriable } => {
+            Attempt::Refused {
+                error,
+                mut retriable,
+            } => {
                 let code = match &error {
                     SendError::Rejected { error, .. } => Some(*error),
                     _ => None,
                 };
                 failure = Some((code, error.to_string()));
+                // Not appended, and every later batch of the partition would be refused too:
+                // a new epoch, then this batch again (KIP-360).
+                if recovers_sequences && is_sequence_gap(&error) {
+                    match recover_sequences(&inner, &mut batch).await {
+                        Ok(()) => {
+                            bytes = Bytes::from(encode_batch(&records, batch.identity));
+                            retriable = true;
+                        }
+                        Err(e) => tracing::debug!(topic = %batch.topic,
+                            partition = batch.partition, %e, "no new producer id after a sequence gap"),
+                    }
+                }
                 let give_up = match &ambiguous {
                     Some(earlier) => SendOutcome::Unknown {
                         reason: UnknownReason::RetriedAfterAmbiguous {
@@ -1067,7 +1206,11 @@ async fn send_batch(inner: Arc<Inner>, batch: Batch) {
             queue.in_flight = false;
             // A batch that was definitely not written gives its sequence numbers back (no
             // later batch of this partition was sealed while it was in flight).
-            if matches!(outcome, Err(SendOutcome::Failed { .. })) && inner.identity.is_some() {
+            if matches!(outcome, Err(SendOutcome::Failed { .. }))
+                && batch.identity.producer_id >= 0
+                && queue.sequence_epoch
+                    == Some((batch.identity.producer_id, batch.identity.producer_epoch))
+            {
                 queue.next_sequence = batch.identity.base_sequence;
             }
         }
@@ -1153,6 +1296,66 @@ mod tests {
                 assert!(!may_have_been_appended(error, acks), "{error:?} {acks:?}");
             }
         }
+    }
+
+    /// KIP-360: a partition that refuses a batch for a gap in the producer's sequences would
+    /// refuse every later batch too; the producer bumps its epoch once per gap, a partition
+    /// whose batch was sealed under an older epoch adopts the current one, and at the last
+    /// epoch the producer needs a new id.
+    #[test]
+    fn a_sequence_gap_bumps_the_epoch_once_and_other_partitions_adopt_it() {
+        assert_eq!(
+            sequence_recovery((7, 0), (7, 0)),
+            SequenceRecovery::Bump((7, 1))
+        );
+        assert_eq!(
+            sequence_recovery((7, 1), (7, 0)),
+            SequenceRecovery::Adopt((7, 1))
+        );
+        assert_eq!(
+            sequence_recovery((9, 0), (7, 3)),
+            SequenceRecovery::Adopt((9, 0))
+        );
+        assert_eq!(
+            sequence_recovery((7, i16::MAX), (7, i16::MAX)),
+            SequenceRecovery::NewProducerId
+        );
+    }
+
+    /// A partition keeps counting its sequences within an epoch and starts the next epoch (or
+    /// a new producer id) at 0 with its next batch, as Kafka's `maybeUpdateProducerIdAndEpoch`.
+    #[test]
+    fn a_partition_starts_a_new_epoch_at_sequence_zero_with_its_next_batch() {
+        let mut queue = PartitionQueue::default();
+        assert_eq!(queue.seal_identity((7, 0), 3), (7, 0, 0));
+        assert_eq!(queue.seal_identity((7, 0), 2), (7, 0, 3));
+        assert_eq!(queue.seal_identity((7, 1), 4), (7, 1, 0));
+        assert_eq!(queue.seal_identity((7, 1), 1), (7, 1, 4));
+        assert_eq!(queue.seal_identity((8, 0), 1), (8, 0, 0));
+        // Sequences wrap at i32::MAX within an epoch, as Kafka's do.
+        queue.next_sequence = i32::MAX;
+        assert_eq!(queue.seal_identity((8, 0), 2), (8, 0, i32::MAX));
+        assert_eq!(queue.next_sequence, 1);
+    }
+
+    #[test]
+    fn only_sequence_errors_mean_a_gap_in_the_partitions_sequences() {
+        let rejected = |error| SendError::Rejected {
+            error,
+            message: None,
+        };
+        assert!(is_sequence_gap(&rejected(
+            ResponseError::OutOfOrderSequenceNumber
+        )));
+        assert!(is_sequence_gap(&rejected(ResponseError::UnknownProducerId)));
+        for error in [
+            ResponseError::InvalidProducerEpoch,
+            ResponseError::DuplicateSequenceNumber,
+            ResponseError::NotEnoughReplicas,
+        ] {
+            assert!(!is_sequence_gap(&rejected(error)), "{error:?}");
+        }
+        assert!(!is_sequence_gap(&SendError::NotConnected("refused".into())));
     }
 
     #[test]

@@ -254,12 +254,25 @@ pub(super) async fn producer(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    if let Some((id, epoch)) = producer.producer_identity() {
+    let mut identity = producer.producer_identity();
+    if let Some((id, epoch)) = identity {
         ctx.trace
             .event(&who, format!("producer id {id} epoch {epoch}"));
     }
     let interval = 1.0 / spec.rate;
     while !ctx.stop.load(Ordering::SeqCst) {
+        // An idempotent producer moves to a new epoch after a gap in a partition's sequences
+        // (KIP-360): the trace shows when.
+        let now = producer.producer_identity();
+        if now != identity {
+            if let Some((id, epoch)) = now {
+                ctx.trace.event(
+                    &who,
+                    format!("producer id {id} epoch {epoch} after a sequence gap"),
+                );
+            }
+            identity = now;
+        }
         let value = ctx.next_value.fetch_add(1, Ordering::SeqCst);
         let (key, partition, tombstone, pause) = {
             let key = (spec.keys > 0).then(|| rng.gen_range(0..spec.keys));
