@@ -390,9 +390,17 @@ async fn a_partition_whose_creation_a_power_loss_cut_short_is_created_again_what
         .unwrap();
     faulty.sync_dir(&dir(3)).await.unwrap();
 
+    // Created again: what the empty log left is gone, and nothing is synced until an append.
+    gate.partition_syncs.store(0, Ordering::SeqCst);
     let catalog = start(gate.clone(), 4, &image).await;
     assert_eq!(catalog.local_partitions().len(), 4);
+    assert_eq!(gate.partition_syncs.load(Ordering::SeqCst), 0);
     for index in 0..4 {
+        assert_eq!(
+            gate.inner.list(&dir(index)).await.unwrap(),
+            ["partition.metadata"],
+            "t0-{index}"
+        );
         let log = &catalog.partition("t0", index).unwrap().log;
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
         append_durable(&catalog, "t0", index, 5).await;

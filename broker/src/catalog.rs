@@ -899,7 +899,7 @@ impl Opener {
         } else {
             None
         };
-        let holds_segments = listing
+        let mut holds_segments = listing
             .as_ref()
             .is_some_and(|names| crate::log::holds_segments(names));
         match recorded {
@@ -909,6 +909,7 @@ impl Opener {
                 remove_dir(disk, &self.data_dir, &dir, existing).await?;
                 listing = None;
                 recorded = None;
+                holds_segments = false;
             }
             // Synced before the log's first segment file was made: unreadable beside one, it
             // is damage, not a power loss. Refuse rather than serve data that may be another
@@ -926,7 +927,7 @@ impl Opener {
         // `partition.metadata` missing, empty or torn (it is not synced until the log's first
         // segment, see below) beside whatever the empty log wrote: all of it is removed, and
         // the partition created again from the image.
-        let new = recorded.is_none() && !holds_segments;
+        let new = !matches!(recorded, Some(Some(_))) && !holds_segments;
         let mut names = listing.clone().unwrap_or_default();
         if new {
             match listing {
@@ -1422,6 +1423,49 @@ mod tests {
             "the old topic's records are served"
         );
         assert_eq!(catalog.topic("t").unwrap().id, new);
+    }
+
+    #[tokio::test]
+    async fn directories_whose_partition_metadata_a_power_loss_emptied_are_strays_or_new_partitions(
+    ) {
+        // A creation a power loss cut short leaves `partition.metadata` empty (its name durable
+        // through a later sync of its directory, its contents never synced) beside what the
+        // empty log wrote: a stray like any other if the partition is assigned elsewhere, and
+        // the partition itself, created afresh, if it is assigned here.
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["gone-0", "kept-0"] {
+            let sub = dir.path().join(name);
+            FileDisk::new().create_dir_all(&sub).await.unwrap();
+            for (file, contents) in [
+                (PARTITION_METADATA_FILE, &b""[..]),
+                ("leader-epoch-checkpoint", b"0\n1\n3 0\n"),
+            ] {
+                disk::write_file_atomic(&FileDisk::new(), &sub.join(file), contents)
+                    .await
+                    .unwrap();
+            }
+        }
+        let catalog = catalog(dir.path(), 1);
+        let id = Uuid::from_u128(4);
+        catalog
+            .apply(image(2, &[("kept", id, vec![partition(&[1], 1, 0)])]))
+            .await
+            .unwrap();
+        assert_eq!(catalog.remove_strays().await.unwrap(), 1);
+        assert_eq!(names(dir.path()).await, vec!["kept-0"]);
+        let kept = dir.path().join("kept-0");
+        assert_eq!(names(&kept).await, vec![PARTITION_METADATA_FILE]);
+        let p = catalog.partition("kept", 0).unwrap();
+        assert_eq!(p.log.log_end_offset(), 0);
+        append_one(&p).await;
+        let text = disk::read_file(&FileDisk::new(), &kept.join(PARTITION_METADATA_FILE))
+            .await
+            .unwrap();
+        assert_eq!(
+            decode_partition_metadata(std::str::from_utf8(&text).unwrap()),
+            Some(id)
+        );
+        catalog.fetchers().stop_all();
     }
 
     #[tokio::test]
