@@ -22,6 +22,14 @@
 //! an older topic of the same name (deleted while this node was down, then created again) is
 //! told apart and removed instead of being served as the new topic's data.
 //!
+//! Creating a partition syncs nothing of its own (its directory is made durable with the
+//! others of the same apply, one sync of the data directory). Its `partition.metadata` is
+//! written without a sync and synced by its log before the first segment file is made, at the
+//! first append, as Kafka's `UnifiedLog` flushes the file before its first append. So a
+//! `partition.metadata` that is missing, empty or torn in a directory holding no segment file is
+//! a creation a power loss interrupted, and the partition is created again from the image; beside a
+//! segment file it is damage, and the partition is not opened.
+//!
 //! Removing a partition must work on a full disk and survive a crash at any point: the
 //! directory is first renamed `<topic>-<partition>.<topic-id>-delete` (a rename needs no free
 //! space), the data directory synced, then the files removed. The deletion itself is already
@@ -41,8 +49,8 @@ use crate::config::{BrokerConfig, TopicConfigs};
 use crate::controller::image::{ClusterImage, PartitionImage, TopicImage};
 use crate::controller::request::NO_BROKER_EPOCH;
 use crate::controller::{NodeId, NO_NODE};
-use crate::disk::{self, Disk};
-use crate::log::{Log, LogConfig, LogRun};
+use crate::disk::{self, Disk, OpenMode};
+use crate::log::{Listing, Log, LogConfig, LogRun};
 use crate::partition::Partition;
 use crate::replica::fetcher::{FetchSizes, FollowTarget, ReplicaFetchers};
 use crate::replica::Role;
@@ -529,6 +537,7 @@ impl Catalog {
             data_dir: self.config.data_dir.clone(),
             node_id: self.node_id,
             run: self.run(),
+            found_dirs_synced: tokio::sync::OnceCell::new(),
         });
         let mut opened: BTreeMap<(String, i32), io::Result<Arc<Partition>>> = self
             .spawn_bounded(
@@ -854,6 +863,9 @@ struct Opener {
     data_dir: PathBuf,
     node_id: NodeId,
     run: Option<LogRun>,
+    /// The data directory synced for the new partitions whose directories this apply found
+    /// rather than made.
+    found_dirs_synced: tokio::sync::OnceCell<()>,
 }
 
 impl Opener {
@@ -895,6 +907,9 @@ impl Opener {
         } else {
             None
         };
+        let mut holds_segments = listing
+            .as_ref()
+            .is_some_and(|names| crate::log::holds_segments(names));
         match recorded {
             Some(Some(existing)) if existing != id => {
                 tracing::info!(dir = %dir.display(), old = %existing, new = %id,
@@ -902,10 +917,12 @@ impl Opener {
                 remove_dir(disk, &self.data_dir, &dir, existing).await?;
                 listing = None;
                 recorded = None;
+                holds_segments = false;
             }
-            // Unreadable: the file is written atomically, so this is damage, not a torn write.
-            // Refuse rather than serve data that may be another topic's.
-            Some(None) => {
+            // Synced before the log's first segment file was made: unreadable beside one, it
+            // is damage, not a power loss. Refuse rather than serve data that may be another
+            // topic's.
+            Some(None) if holds_segments => {
                 return Err(io::Error::other(format!(
                     "{}: damaged partition metadata",
                     metadata_path.display()
@@ -913,37 +930,48 @@ impl Opener {
             }
             _ => {}
         }
-        // A new partition: no directory, or one holding nothing of a log (made by this apply,
-        // or by one a crash interrupted; temporary files are garbage).
-        let new = recorded.is_none()
-            && listing
-                .as_ref()
-                .is_none_or(|names| names.iter().all(|n| n.ends_with(".tmp")));
-        let metadata_tmp = format!("{PARTITION_METADATA_FILE}.tmp");
+        // A new partition: no directory, or one that never held a record and names no topic
+        // id. Either this apply made it, or a power loss interrupted its creation and left
+        // `partition.metadata` missing, empty or torn (it is not synced until the log's first
+        // segment, see below) beside whatever the empty log wrote: all of it is removed, and
+        // the partition created again from the image.
+        let new = !matches!(recorded, Some(Some(_))) && !holds_segments;
         let mut names = listing.clone().unwrap_or_default();
         if new {
             match listing {
                 None => disk.create_dir_all(&dir).await?,
-                // Found, not made here: its name may not be durable yet (a crash of the
-                // process that made it before its sync).
-                Some(_) if !made => disk.sync_dir(&self.data_dir).await?,
-                Some(_) => {}
+                Some(found) => {
+                    if !found.is_empty() {
+                        tracing::info!(dir = %dir.display(), files = found.len(),
+                            "a partition whose creation a crash interrupted: created again");
+                    }
+                    for name in &found {
+                        disk::remove_if_exists(disk, &dir.join(name)).await?;
+                    }
+                    names.clear();
+                    // Found, not made here: its name may not be durable yet (a crash of the
+                    // process that made it before its sync). One sync of the data directory
+                    // covers every such directory of this apply: they all exist already.
+                    if !made {
+                        self.found_dirs_synced
+                            .get_or_try_init(|| disk.sync_dir(&self.data_dir))
+                            .await?;
+                    }
+                }
             }
-            // A new partition's `partition.metadata` goes in first, its contents synced; its
-            // name becomes durable with the first sync of this directory, which comes before
-            // anything of the log can be (the first segment's file is made, and the directory
-            // synced, at the first append). A crash before that leaves a directory without
-            // it: a new partition again.
-            disk::write_file_whole(
-                disk,
-                &metadata_path,
-                encode_partition_metadata(id).as_bytes(),
-            )
-            .await?;
-            names.retain(|n| *n != metadata_tmp);
+            // Kafka's way (`UnifiedLog.initializeTopicId`, `PartitionMetadataFile`): the file
+            // is written now and synced later, by the log before it makes its first segment
+            // file (`Listing::partition_metadata`). A creation costs no sync of its own, and
+            // nothing of the log can be durable before the file is.
+            let file = disk.open(&metadata_path, OpenMode::CreateNew).await?;
+            file.append(encode_partition_metadata(id).as_bytes())
+                .await?;
             names.push(PARTITION_METADATA_FILE.to_string());
-            names.sort();
         }
+        // Its contents may be unsynced: written just now, or read back from the page cache
+        // after a crash of the process. The log syncs it before its first segment file (a
+        // log that has one never makes another first one: the sync is never paid again).
+        let metadata_unsynced = new || recorded == Some(Some(id));
         // Replicated from its first recovery on: the offset reservation's skip is a
         // single-replica policy (see `Log::open_replicated`).
         let log = Log::open_listed(
@@ -953,11 +981,14 @@ impl Opener {
             log_config,
             replicated,
             self.run,
-            names,
+            Listing {
+                names,
+                partition_metadata: metadata_unsynced.then(|| metadata_path.clone()),
+            },
         )
         .await
         .map_err(|e| io::Error::other(e.to_string()))?;
-        if !new && !matches!(recorded, Some(Some(existing)) if existing == id) {
+        if !new && recorded != Some(Some(id)) {
             // A directory from before the cluster (meta.toml): it is this topic's.
             disk::write_file_atomic(
                 disk,
@@ -1402,6 +1433,49 @@ mod tests {
             "the old topic's records are served"
         );
         assert_eq!(catalog.topic("t").unwrap().id, new);
+    }
+
+    #[tokio::test]
+    async fn directories_whose_partition_metadata_a_power_loss_emptied_are_strays_or_new_partitions(
+    ) {
+        // A creation a power loss cut short leaves `partition.metadata` empty (its name durable
+        // through a later sync of its directory, its contents never synced) beside what the
+        // empty log wrote: a stray like any other if the partition is assigned elsewhere, and
+        // the partition itself, created afresh, if it is assigned here.
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["gone-0", "kept-0"] {
+            let sub = dir.path().join(name);
+            FileDisk::new().create_dir_all(&sub).await.unwrap();
+            for (file, contents) in [
+                (PARTITION_METADATA_FILE, &b""[..]),
+                ("leader-epoch-checkpoint", b"0\n1\n3 0\n"),
+            ] {
+                disk::write_file_atomic(&FileDisk::new(), &sub.join(file), contents)
+                    .await
+                    .unwrap();
+            }
+        }
+        let catalog = catalog(dir.path(), 1);
+        let id = Uuid::from_u128(4);
+        catalog
+            .apply(image(2, &[("kept", id, vec![partition(&[1], 1, 0)])]))
+            .await
+            .unwrap();
+        assert_eq!(catalog.remove_strays().await.unwrap(), 1);
+        assert_eq!(names(dir.path()).await, vec!["kept-0"]);
+        let kept = dir.path().join("kept-0");
+        assert_eq!(names(&kept).await, vec![PARTITION_METADATA_FILE]);
+        let p = catalog.partition("kept", 0).unwrap();
+        assert_eq!(p.log.log_end_offset(), 0);
+        append_one(&p).await;
+        let text = disk::read_file(&FileDisk::new(), &kept.join(PARTITION_METADATA_FILE))
+            .await
+            .unwrap();
+        assert_eq!(
+            decode_partition_metadata(std::str::from_utf8(&text).unwrap()),
+            Some(id)
+        );
+        catalog.fetchers().stop_all();
     }
 
     #[tokio::test]

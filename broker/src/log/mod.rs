@@ -21,6 +21,12 @@
 //!   data directory's run that closed the log, which says whether an open may trust it
 //!   without a sync of its own ([`clean_shutdown`]).
 //!
+//! The directory may also hold the partition's `partition.metadata` (the catalog's, naming the
+//! topic id). As Kafka's `UnifiedLog` does (`maybeFlushMetadataFile` before an append), the
+//! log syncs it before it makes its first segment file ([`Listing::partition_metadata`]): the
+//! catalog writes it without a sync at creation, and no byte of the log can be durable beside
+//! a `partition.metadata` that a power loss can still empty.
+//!
 //! # Guarantees
 //! - Offsets are assigned once, densely within a run, and an offset anyone outside the log has
 //!   seen is never reused, even across crashes that lose unsynced batches: the offset
@@ -218,6 +224,19 @@ pub struct RecoveryReport {
     pub offsets_skipped: u64,
 }
 
+/// A partition directory its opener has just listed, for [`Log::open_listed`].
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    /// The names in the directory, sorted.
+    pub names: Vec<String>,
+    /// The partition's `partition.metadata` in the directory, when its contents may not be
+    /// durable (written without a sync at the partition's creation, or read back after a
+    /// crash of the process, from the page cache): synced before the log makes its first
+    /// segment file, so a segment's name is never durable beside a metadata file that a power
+    /// loss can empty. `None` when the file is durable or absent.
+    pub partition_metadata: Option<PathBuf>,
+}
+
 struct LogState {
     segments: BTreeMap<u64, Segment>,
     log_start_offset: u64,
@@ -323,6 +342,8 @@ pub struct Log {
     /// The data directory's run this log was opened in (see [`clean_shutdown`]); `None`
     /// outside any run.
     run: Option<LogRun>,
+    /// See [`Listing::partition_metadata`].
+    partition_metadata: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Log {
@@ -380,10 +401,10 @@ impl Log {
     }
 
     /// [`Log::open_in_run`] (`run` given) or [`Log::open_replicated`] / [`Log::open`] (none)
-    /// of a directory that exists and that the caller has just listed: `names` is that
-    /// listing, so recovery neither makes the directory again nor lists it twice, and reads
-    /// only the metadata files it holds (a start opens thousands of logs; each system call
-    /// saved is saved thousands of times).
+    /// of a directory that exists and that the caller has just listed (`listing`), so
+    /// recovery neither makes the directory again nor lists it twice, and reads only the
+    /// metadata files it holds (a start opens thousands of logs; each system call saved is
+    /// saved thousands of times).
     pub async fn open_listed(
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
@@ -391,9 +412,9 @@ impl Log {
         config: LogConfig,
         replicated: bool,
         run: Option<LogRun>,
-        names: Vec<String>,
+        listing: Listing,
     ) -> Result<Log, OpenError> {
-        Log::open_as(disk, clock, dir, config, replicated, run, Some(names)).await
+        Log::open_as(disk, clock, dir, config, replicated, run, Some(listing)).await
     }
 
     async fn open_as(
@@ -403,13 +424,17 @@ impl Log {
         config: LogConfig,
         replicated: bool,
         run: Option<LogRun>,
-        listed: Option<Vec<String>>,
+        listed: Option<Listing>,
     ) -> Result<Log, OpenError> {
         config.validate().map_err(OpenError::Config)?;
         let skip = if replicated {
             Skip::Nothing
         } else {
             Skip::Reserved { assigned_end: 0 }
+        };
+        let (names, partition_metadata) = match listed {
+            Some(listing) => (Some(listing.names), listing.partition_metadata),
+            None => (None, None),
         };
         let (state, recovery) = recover(
             disk.as_ref(),
@@ -418,7 +443,7 @@ impl Log {
             &config,
             skip,
             run,
-            listed,
+            names,
         )
         .await
         .map_err(|source| OpenError::Io {
@@ -444,6 +469,7 @@ impl Log {
             replicated: AtomicBool::new(replicated),
             incarnation: AtomicU64::new(0),
             run,
+            partition_metadata,
         };
         log.publish(&log.state());
         Ok(log)
@@ -865,9 +891,10 @@ impl Log {
     }
 
     /// Makes the file of an active segment that has none yet (an empty log's, see
-    /// [`segment::UnmadeFile`]), holding the writer lock (`_writer`). Its name, and every name
-    /// the directory got before it (the partition's `partition.metadata`), are durable before
-    /// the first byte goes in: bytes synced into a file whose name a crash can take are lost.
+    /// [`segment::UnmadeFile`]), holding the writer lock (`_writer`). The partition's
+    /// `partition.metadata` is synced first ([`Listing::partition_metadata`]); the segment's
+    /// name, and every name the directory got before it, are durable before the first byte
+    /// goes in: bytes synced into a file whose name a crash can take are lost.
     async fn make_active_file(
         &self,
         _writer: &tokio::sync::MutexGuard<'_, ()>,
@@ -882,6 +909,7 @@ impl Log {
         };
         let path = segment::path(&self.dir, base, LOG_SUFFIX);
         let made = async {
+            sync_partition_metadata(self.disk.as_ref(), self.partition_metadata.as_deref()).await?;
             // `Create`: an attempt that failed after the file was made left it empty.
             let file = self.disk.open(&path, OpenMode::Create).await?;
             if !file.is_empty() {
@@ -2078,6 +2106,18 @@ enum Skip {
     Nothing,
 }
 
+/// Does a log directory whose listing is `names` hold anything of records: a segment file, or
+/// the cleaner's copy of one? Without one the log never held a record (its first segment file
+/// is made before its first byte, and a log keeps an active segment file from then on), so
+/// whatever else the directory holds is derived from an empty log.
+pub fn holds_segments(names: &[String]) -> bool {
+    names.iter().any(|n| {
+        [LOG_SUFFIX, cleaner::CLEANED_SUFFIX, cleaner::SWAP_SUFFIX]
+            .iter()
+            .any(|suffix| segment::parse_file_name(n, suffix).is_some())
+    })
+}
+
 /// Does the listing `names` hold `name`?
 fn has(names: &[String], name: &str) -> bool {
     names.iter().any(|n| n == name)
@@ -2095,6 +2135,21 @@ async fn read_listed(
         return Err(io::ErrorKind::NotFound.into());
     }
     disk::read_file(disk, &dir.join(name)).await
+}
+
+/// Syncs the partition's `partition.metadata` (if it may not be durable, see
+/// [`Listing::partition_metadata`]) before the log makes a first segment file.
+async fn sync_partition_metadata(disk: &dyn Disk, path: Option<&Path>) -> io::Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let file = disk
+        .open(path, OpenMode::Existing)
+        .await
+        .map_err(|e| io_context("opening", path, e))?;
+    file.sync()
+        .await
+        .map_err(|e| io_context("syncing", path, e))
 }
 
 /// Rebuilds the log's state from `dir`. See the module doc and [`Skip`].
