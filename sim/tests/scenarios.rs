@@ -655,12 +655,18 @@ fn an_endtxn_delivered_late_never_ends_the_next_transaction() {
 /// A transactional produce held until after its transaction aborted reaches the leader, the
 /// coordinator's own broker, with the producer's current epoch. With the leader's check
 /// against the coordinator (`verify_transactional` in produce.rs) planted away, seeds 1-6 all
-/// fail with hanging_transaction: the late batch opens a transaction on `t-0` nobody ends. The
-/// three-broker variant (`txn-hanging-produce-brokers`) fails so on seeds 2-4 until the
-/// leader asks a coordinator on another broker (AddPartitionsToTxn v4 verify_only): not here.
+/// fail with hanging_transaction: the late batch opens a transaction on `t-0` nobody ends.
 #[test]
 fn a_transactional_produce_delivered_after_its_abort_never_leaves_a_hanging_transaction() {
     passes("txn-hanging-produce", 1..4);
+}
+
+/// The same on three brokers, where a partition's leader is often not the coordinator: it asks
+/// the coordinator (AddPartitionsToTxn v4 verify_only, KIP-890 part 1) before it appends. Without
+/// that verification seeds 2, 3 and 4 failed with hanging_transaction on `t-2`/`t-1`.
+#[test]
+fn a_held_transactional_produce_is_verified_with_a_coordinator_on_another_broker() {
+    passes("txn-hanging-produce-brokers", 1..5);
 }
 
 /// The locked baseline. It changes whenever anything the trace shows changes: the broker's or
