@@ -19,9 +19,15 @@ fn scenario(name: &str) -> (Scenario, String) {
 }
 
 fn passes(name: &str, seeds: std::ops::Range<u64>) {
+    passes_and(name, seeds, |_| {});
+}
+
+/// [`passes`], and `also` holds of every run's report.
+fn passes_and(name: &str, seeds: std::ops::Range<u64>, also: impl Fn(&sim::runner::Report)) {
     let (s, file) = scenario(name);
     for seed in seeds {
         let report = run(&s, &file, seed, RunOptions::default());
+        also(&report);
         let findings: Vec<String> = report
             .anomalies
             .iter()
@@ -222,6 +228,32 @@ fn a_fast_double_failover_truncates_each_returning_replica_to_its_divergence_poi
 #[test]
 fn a_zombie_leader_cut_off_from_the_cluster_acknowledges_no_acks_all_write_after_the_new_epoch() {
     passes("replication-zombie-leader", 1..3);
+}
+
+/// The zombie leader is also the first active controller. The other two brokers' heartbeats in
+/// flight to it went unanswered; each waited up to 10 s there (a forwarded request's attempt),
+/// past the 3 s session the new controller gave them at its activation, which then fenced all
+/// three brokers at once (seed 1, at 8.7 s) and left every partition without a leader although
+/// two ISR members were live all along. A heartbeat now waits on one controller no longer than
+/// a quorum RPC, half a session in all, and the next one goes to the quorum's leader. Planted
+/// (the 10 s wait restored for heartbeats): caught on seed 1.
+#[test]
+fn a_new_controller_fences_only_the_broker_cut_off_and_every_partition_keeps_a_leader() {
+    passes_and("replication-zombie-leader", 1..3, |report| {
+        let leaderless: Vec<String> = report
+            .trace
+            .iter()
+            .filter(|e| e.node == "metadata" && e.event.contains(": leader -1 "))
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            leaderless.is_empty(),
+            "seed {}: partitions left without a leader while two of their ISR members were live:\n{}\nreplay: {}",
+            report.seed,
+            leaderless.join("\n"),
+            report.replay
+        );
+    });
 }
 
 #[test]

@@ -128,6 +128,13 @@ pub(crate) struct MetadataChecks {
     pub(crate) shrunk_seen: std::collections::BTreeSet<i32>,
     /// One report per invariant and subject is enough: a broken invariant stays broken.
     reported: std::collections::BTreeSet<(MetadataInvariant, String)>,
+    /// (node, incarnation, topic id, partition) → whether the node led it in its last image.
+    led: BTreeMap<(u32, u32, Uuid, i32), bool>,
+    /// When a node's image first showed that another replica (or none) leads a partition the
+    /// node led: a deposed leader (cut off, say) takes acks=1 writes until then, and loses
+    /// what its followers had not fetched, as in Kafka (a leader change's moment for the
+    /// history checker's allowance, besides the one the controller's image shows).
+    pub(crate) deposed_learned_ms: Vec<u64>,
 }
 
 impl MetadataChecks {
@@ -198,6 +205,10 @@ impl MetadataChecks {
                 let epoch = partition.leader_epoch;
                 let partition_epoch = partition.partition_epoch;
                 let last = self.leader_epochs.insert(key, (epoch, partition_epoch));
+                let leads = partition.leader == id as i32;
+                if self.led.insert(key, leads) == Some(true) && !leads {
+                    self.deposed_learned_ms.push(now);
+                }
                 if let Some((_, before)) = last {
                     if partition_epoch < before {
                         found.push((

@@ -125,10 +125,10 @@ impl Run {
         let history = ctx.recorder.take();
         let (violations, leader_changes_ms) = {
             let mut inv = ctx.invariants.lock().unwrap_or_else(|e| e.into_inner());
-            (
-                std::mem::take(&mut inv.violations),
-                std::mem::take(&mut inv.replication.leader_changes_ms),
-            )
+            let mut changes = std::mem::take(&mut inv.replication.leader_changes_ms);
+            changes.append(&mut inv.metadata.deposed_learned_ms);
+            changes.sort_unstable();
+            (std::mem::take(&mut inv.violations), changes)
         };
         let checked = check_history(&history, s, crashes_ms, &leader_changes_ms, bit_flips);
         for (topic, removed) in &checked.counts.records_cleaned {

@@ -43,6 +43,11 @@ pub struct RaftPlane {
     lifecycle_peers: Mutex<BTreeMap<u64, Arc<PeerClient>>>,
     rpc_timeout: Duration,
     submit_timeout: Duration,
+    /// A whole heartbeat or registration, retries included: half the broker session timeout
+    /// (Kafka's heartbeat channel gives up after `broker.session.timeout.ms / 2`), so a broker
+    /// whose heartbeat hangs on a controller that stopped answering (deposed, cut off) sends
+    /// the next one, to the new controller, well within its session there.
+    lifecycle_timeout: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     snapshot_gate: WriteGate,
     stop: Arc<Stop>,
@@ -161,6 +166,10 @@ impl RaftPlane {
             lifecycle_peers: Mutex::new(BTreeMap::new()),
             rpc_timeout: Duration::from_millis(config.timeouts.rpc_ms),
             submit_timeout: Duration::from_millis(config.timeouts.submit_ms),
+            lifecycle_timeout: Duration::from_millis(
+                u64::try_from(config.settings.broker_session_timeout_ms / 2).unwrap_or(0),
+            )
+            .min(Duration::from_millis(config.timeouts.submit_ms)),
             tasks: Mutex::new(tasks),
             snapshot_gate,
             stop,
@@ -264,11 +273,7 @@ impl RaftPlane {
 
     /// The connection to node `id` for `request`: broker lifecycle requests have their own.
     fn peer(&self, id: u64, address: String, request: &ControllerRequest) -> Arc<PeerClient> {
-        let lifecycle = matches!(
-            request,
-            ControllerRequest::Heartbeat { .. } | ControllerRequest::RegisterBroker { .. }
-        );
-        let peers = if lifecycle {
+        let peers = if is_lifecycle(request) {
             &self.lifecycle_peers
         } else {
             &self.peers
@@ -296,14 +301,19 @@ impl RaftPlane {
         timeout: Duration,
     ) -> Result<Result<Committed, ControllerError>, CallError> {
         if target == self.id {
-            return Ok(
-                match tokio::time::timeout(timeout, self.controller.submit(request.clone())).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(ControllerError::Unavailable(
-                        "the active controller did not commit in time".into(),
-                    )),
-                },
-            );
+            return match tokio::time::timeout(timeout, self.controller.submit(request.clone()))
+                .await
+            {
+                Ok(outcome) => Ok(outcome),
+                // Maybe committed later: the caller knows whether a retry is safe.
+                Err(_) => Err(CallError::Lost(
+                    "this node's controller".into(),
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the active controller did not commit in time",
+                    ),
+                )),
+            };
         }
         let Some(address) = self.address_of(target) else {
             return Err(CallError::Connect(
@@ -325,6 +335,15 @@ impl RaftPlane {
     }
 }
 
+/// Broker lifecycle requests (heartbeats, registrations): on connections of their own, bounded
+/// well under a broker session, and safe to send again after an unknown outcome.
+fn is_lifecycle(request: &ControllerRequest) -> bool {
+    matches!(
+        request,
+        ControllerRequest::Heartbeat { .. } | ControllerRequest::RegisterBroker { .. }
+    )
+}
+
 #[async_trait::async_trait]
 impl MetadataPlane for RaftPlane {
     fn image(&self) -> Arc<ClusterImage> {
@@ -336,30 +355,49 @@ impl MetadataPlane for RaftPlane {
     }
 
     async fn submit(&self, request: ControllerRequest) -> Result<ControllerReply, ControllerError> {
-        let deadline = super::runtime::now() + self.submit_timeout;
+        let lifecycle = is_lifecycle(&request);
+        let budget = if lifecycle {
+            self.lifecycle_timeout
+        } else {
+            self.submit_timeout
+        };
+        let deadline = super::runtime::now() + budget;
         let voters: Vec<u64> = self.voters.keys().copied().collect();
         let mut next_voter = 0usize;
         let mut hint: Option<u64> = None;
+        // A controller that left a lifecycle request unanswered: not asked again unless a
+        // node names it as the leader.
+        let mut unanswered: Option<u64> = None;
         loop {
             let now = super::runtime::now();
             if now >= deadline {
                 return Err(ControllerError::Unavailable(format!(
                     "no active controller answered within {} ms",
-                    self.submit_timeout.as_millis()
+                    budget.as_millis()
                 )));
             }
             let target = hint
                 .take()
-                .or_else(|| self.known_leader())
+                .or_else(|| self.known_leader().filter(|l| Some(*l) != unanswered))
                 .unwrap_or_else(|| {
                     // No leader known (an election, or a learner not yet added): ask the voters
                     // in turn; a follower answers with who leads.
                     next_voter += 1;
-                    voters[next_voter % voters.len()]
+                    let voter = voters[next_voter % voters.len()];
+                    if Some(voter) == unanswered && voters.len() > 1 {
+                        next_voter += 1;
+                        voters[next_voter % voters.len()]
+                    } else {
+                        voter
+                    }
                 });
-            // Each attempt is bounded; a remote one leaves room for a retry.
+            // Each attempt is bounded; a remote one leaves room for a retry. A lifecycle
+            // request waits on one controller no longer than a quorum RPC (Kafka's
+            // `controller.quorum.request.timeout.ms`), its own node's included.
             let remaining = deadline - now;
-            let timeout = if target == self.id {
+            let timeout = if lifecycle {
+                remaining.min(self.rpc_timeout)
+            } else if target == self.id {
                 remaining
             } else {
                 remaining.min(self.rpc_timeout.max(self.submit_timeout / 3))
@@ -388,6 +426,13 @@ impl MetadataPlane for RaftPlane {
                 Err(CallError::Connect(address, e)) => {
                     // Never sent: safe to retry, elsewhere if this node is down.
                     tracing::debug!(%address, error = %e, "submit: cannot reach the controller");
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                Err(CallError::Lost(address, e)) if lifecycle => {
+                    // A heartbeat or registration applied twice is harmless (the same
+                    // incarnation gets its epoch back): try the current leader instead.
+                    tracing::info!(%address, error = %e, "no controller answered a broker heartbeat or registration; trying the quorum's leader");
+                    unanswered = Some(target);
                     tokio::time::sleep(RETRY_BACKOFF).await;
                 }
                 Err(e @ CallError::Lost(..)) => {
