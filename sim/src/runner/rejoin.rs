@@ -9,8 +9,11 @@
 //! heartbeat intervals (unfencing, which the convergence already waited for, is counted again
 //! in case a session lapses once more), the fetcher's longest backoff after an error, one
 //! `replica.lag.time.max.ms` (the leader's ISR task retries a refused AlterPartition on its
-//! periodic tick, every half of it), and one AlterPartition round trip to the controller (an
-//! election and one RPC, as the convergence bound counts them).
+//! periodic tick, every half of it), and one whole AlterPartition submit to the controller
+//! (`submit_ms`, retries included: one sent to a controller that died before the heal holds
+//! the partition's only in-flight slot until it times out; a bound of an election plus one RPC
+//! raised false alarms on replication-double-failover seed 2 and replication-zombie-leader
+//! seed 1, followers at the leader's log end and still outside after 11 s).
 
 use std::time::Duration;
 
@@ -34,8 +37,7 @@ impl Run {
                 .max(timeouts.heartbeat_ms)
             + BACKOFF_MAX.as_millis() as u64
             + config.replica_lag_time_max_ms
-            + timeouts.election_max_ms
-            + timeouts.rpc_ms
+            + timeouts.submit_ms
     }
 
     /// Waits until every replica on a live, unfenced broker is in its partition's ISR in the
