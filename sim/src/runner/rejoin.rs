@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use broker::controller::raft::QuorumTimeouts;
+use broker::controller::NO_NODE;
 use broker::replica::fetcher::BACKOFF_MAX;
 
 use super::invariants::{check_online, MetadataInvariant};
@@ -79,8 +80,8 @@ impl Run {
         }
     }
 
-    /// The replicas on live, unfenced brokers outside their partition's ISR in the active
-    /// controller's image, each with its log end and the leader's.
+    /// The replicas on live, unfenced brokers outside the ISR of their partition (one with a
+    /// leader) in the active controller's image, each with its log end and the leader's.
     fn outside_isr(&self, cluster: &Cluster) -> Vec<String> {
         let Some((controller, _)) = cluster.active_controller() else {
             return vec!["no active controller".into()];
@@ -101,6 +102,12 @@ impl Run {
         for topic in view.image.topics.values() {
             for (index, p) in topic.partitions.iter().enumerate() {
                 let index = index as i32;
+                // Kafka's promise is a follower's, that it catches up with its leader: a
+                // partition left without a leader (e.g. no eligible replica with unclean
+                // election off) is the liveness phase's to judge.
+                if p.leader == NO_NODE {
+                    continue;
+                }
                 for &id in &p.replicas {
                     if p.isr.contains(&id) {
                         continue;
