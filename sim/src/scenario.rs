@@ -640,6 +640,12 @@ pub struct Expectations {
     /// fails when no shrink happened.
     #[serde(default)]
     pub out_of_isr: Vec<u32>,
+    /// After the heal, every replica on a live, unfenced broker must be back in its
+    /// partition's ISR (Kafka's promise: a follower that can reach its leader catches up and
+    /// rejoins), within a bound made of every timeout that delays it; otherwise the violation
+    /// `replica-never-rejoined` (a follower stuck reconciling passes every other check).
+    #[serde(default)]
+    pub isr_complete_at_end: bool,
     /// Violations this run must find, by kind as the reports name them (`lost_write`; the
     /// file may write `lost-write`): the run passes only when it finds a violation of each of
     /// these kinds and none of another kind. The half of a scenario pair that does not allow

@@ -129,6 +129,18 @@ fn a_read_committed_fetch_bounded_by_the_high_watermark_is_caught() {
     );
 }
 
+/// The returning replica never truncates, so it never catches up nor rejoins the ISR: only
+/// `isr-complete-at-end` sees it (`replica-never-rejoined`, a harness invariant).
+#[test]
+fn a_follower_that_skips_truncation_is_caught_never_rejoining_the_isr() {
+    caught(
+        "replication-power-loss-durable",
+        1,
+        Bug::FollowerSkipsTruncation,
+        "invariant",
+    );
+}
+
 #[test]
 fn a_leader_serving_consumers_above_its_high_watermark_is_caught() {
     // The records the split-off leader took alone are read, then truncated after the heal.

@@ -138,7 +138,7 @@ const SYNC_BEHIND_BYTES: u64 = 64 << 20;
 /// Backoff after an error (Kafka's `replica.fetch.backoff.ms` is 1 s; shorter here so a
 /// failover does not idle the follower for long), doubled up to the maximum.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Bound on the OffsetsForLeaderEpoch rounds of one reconciliation; each round truncates to
 /// an older epoch, so this is only a guard against a leader that keeps answering oddly.
 const MAX_RECONCILE_ROUNDS: usize = 64;

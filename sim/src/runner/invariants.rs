@@ -79,6 +79,9 @@ pub(crate) enum MetadataInvariant {
     /// out of one while registered and unfenced, or is not back in every ISR of its partitions
     /// after the heal.
     ShrunkAndRejoined,
+    /// With `isr-complete-at-end`: after the heal, a replica on a live, unfenced broker is
+    /// still outside its partition's ISR when every timeout that delays its rejoin has passed.
+    ReplicaNeverRejoined,
 }
 
 impl MetadataInvariant {
@@ -96,6 +99,7 @@ impl MetadataInvariant {
             MetadataInvariant::TopicCreations => "topic-creations-whole",
             MetadataInvariant::FencedAndRejoined => "fenced-and-rejoined",
             MetadataInvariant::ShrunkAndRejoined => "shrunk-and-rejoined",
+            MetadataInvariant::ReplicaNeverRejoined => "replica-never-rejoined",
         }
     }
 }

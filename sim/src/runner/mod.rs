@@ -15,7 +15,9 @@
 //!    applies the schedule. Online invariants (`invariants`) are checked every few milliseconds.
 //! 4. **Heal** everything; let in-flight sends settle (bounded by the delivery timeout).
 //! 5. **Metadata convergence** (`convergence`). Every broker comes back and holds the active
-//!    controller's image within a bound made of the quorum's and the sessions' timeouts.
+//!    controller's image within a bound made of the quorum's and the sessions' timeouts. Then,
+//!    where the scenario opts in (`rejoin`), every replica on a live, unfenced broker must be
+//!    back in its partition's ISR within a bound made of every timeout that delays a rejoin.
 //! 6. **Liveness** (`liveness`). Within `liveness-timeout-ms`, every acknowledged record must be readable
 //!    (when the configuration does not allow lost writes) and every partition readable from its
 //!    start to its high watermark. With transactions (`hanging`), every partition's last stable
@@ -36,6 +38,7 @@ mod hanging;
 mod invariants;
 mod liveness;
 pub mod plan;
+mod rejoin;
 mod report;
 mod setup;
 mod verdict;
@@ -225,6 +228,7 @@ impl Run {
         let healed_ms = t0 + self.scenario.duration_ms;
         self.converge(&cluster, &ctx).await;
         self.isr_rejoined(&cluster, &ctx).await;
+        self.isr_complete(&cluster, &ctx).await;
         let mut anomalies = self.liveness(&cluster, &ctx, &faults).await;
         anomalies.extend(self.hanging_transactions(&cluster, &ctx, healed_ms).await);
         anomalies.extend(self.serving_check(&ctx, t0));
