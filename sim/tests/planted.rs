@@ -111,11 +111,14 @@ fn an_idempotent_retry_without_duplicate_detection_is_caught() {
 
 #[test]
 fn an_acknowledgement_before_the_sync_is_caught() {
+    // The online invariant sees it first: a high watermark beyond the durable end under the
+    // durable policy. (Whether a crash then also loses an acknowledged write depends on the
+    // schedule: seed 1 did until partition creation stopped syncing partition.metadata.)
     caught(
         "acks-all-durable-crashes",
         1,
         Bug::AckBeforeSync,
-        "lost_write",
+        "invariant",
     );
 }
 
