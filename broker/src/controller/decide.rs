@@ -4014,6 +4014,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_unclean_election_that_completes_a_reassignment_keeps_the_leader_it_chose() {
+        // Found by the proptest: broker 4 is unfenced and elected in the same batch, so the
+        // completion must not look for a live leader in the image of before that batch.
+        let (mut c, _) = three_replicas(&[("unclean.leader.election.enable", "true")]);
+        let epoch = c.register(4);
+        reassign_one(&mut c, "r", 0, Some(&[4]), true).unwrap();
+        assert!(c.partition("r", 0).is_reassigning());
+        expire_all_but(&mut c, &[]);
+        assert_eq!(c.partition("r", 0).leader, NO_NODE);
+        let offset = c.image.metadata_offset;
+        assert_eq!(c.heartbeat(4, epoch, offset, false), Ok((false, false)));
+        let p = c.partition("r", 0);
+        assert!(!p.is_reassigning());
+        assert_eq!(
+            (p.leader, p.replicas.clone(), p.isr.clone()),
+            (4, vec![4], vec![4])
+        );
+        assert_eq!(c.image.unclean_leader_elections, 1);
+    }
+
+    #[test]
     fn a_reorder_of_the_same_replicas_applies_at_once_whatever_the_isr() {
         // Found by the proptest in CI: a reorder is no reassignment (nothing adding or
         // removing), so Kafka applies it in one record even with followers out of sync.
