@@ -345,22 +345,29 @@ async fn records_that_were_definitely_not_written_are_failed() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn a_lost_response_or_a_cut_connection_makes_the_outcome_unknown_and_the_record_may_be_there()
-{
+/// A broker reached only through the test proxy (it advertises the proxy), a client with a
+/// 500 ms request timeout, and a one-partition `topic`; the proxy's mode starts at PASS.
+async fn behind_proxy(topic: &str) -> (own_broker::TestBroker, Arc<AtomicU8>, Client) {
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_addr = proxy.local_addr().unwrap().to_string();
     let b = start_broker_with(|_| {}, Some(proxy_addr.clone())).await;
     let mode = Arc::new(AtomicU8::new(PASS));
     start_proxy(proxy, b.addr.clone(), Arc::clone(&mode)).await;
 
-    let mut config = ClientConfig::new(proxy_addr.clone());
+    let mut config = ClientConfig::new(proxy_addr);
     config.connection.request_timeout = Duration::from_millis(500);
     let client = Client::connect(config).await.unwrap();
     Admin::new(client.clone())
-        .create_topic(NewTopic::new("fragile", 1))
+        .create_topic(NewTopic::new(topic, 1))
         .await
         .unwrap();
+    (b, mode, client)
+}
+
+#[tokio::test]
+async fn a_lost_response_or_a_cut_connection_makes_the_outcome_unknown_and_the_record_may_be_there()
+{
+    let (b, mode, client) = behind_proxy("fragile").await;
     let no_retries = ProducerConfig {
         retries: 0,
         ..Default::default()
@@ -476,19 +483,7 @@ async fn a_lost_response_or_a_cut_connection_makes_the_outcome_unknown_and_the_r
 /// resends the refused batch from sequence 0: acknowledged, once, and so is every later send.
 #[tokio::test]
 async fn an_idempotent_producer_bumps_its_epoch_after_a_gap_in_its_sequences_and_carries_on() {
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = proxy.local_addr().unwrap().to_string();
-    let b = start_broker_with(|_| {}, Some(proxy_addr.clone())).await;
-    let mode = Arc::new(AtomicU8::new(PASS));
-    start_proxy(proxy, b.addr.clone(), Arc::clone(&mode)).await;
-
-    let mut config = ClientConfig::new(proxy_addr.clone());
-    config.connection.request_timeout = Duration::from_millis(500);
-    let client = Client::connect(config).await.unwrap();
-    Admin::new(client.clone())
-        .create_topic(NewTopic::new("gapped", 1))
-        .await
-        .unwrap();
+    let (b, mode, client) = behind_proxy("gapped").await;
     let producer = Producer::new(
         client.clone(),
         ProducerConfig {
