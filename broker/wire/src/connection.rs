@@ -232,11 +232,14 @@ impl Connection {
         let task_shared = Arc::clone(&shared);
         let peer = addr.to_string();
         tokio::spawn(async move {
+            // Responses are decoded and dropped by the time the next arrives (a follower's
+            // fetches go one at a time): each reuses the memory of the ones before.
+            let mut frames = frame::FrameReader::default();
             loop {
                 let frame = tokio::select! {
                     biased;
                     _ = task_shared.shutdown.notified() => break,
-                    frame = frame::read_frame(&mut reader, MAX_RESPONSE_BYTES) => frame,
+                    frame = frames.read(&mut reader, MAX_RESPONSE_BYTES) => frame,
                 };
                 match frame {
                     Ok(Some(frame)) if frame.len() >= 4 => {
