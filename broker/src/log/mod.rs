@@ -1044,6 +1044,17 @@ impl Log {
         }
     }
 
+    /// Syncs everything appended so far, unless the log is truncated or recovered first: for a
+    /// sync nobody waits on, which must not chase a log end a truncation took away. (The end
+    /// and the incarnation are read together: a truncation changes both under the state lock.)
+    pub async fn flush_unless_cut(&self) -> Result<(), LogOffline> {
+        let (end, incarnation) = {
+            let st = self.state();
+            (st.next_offset, self.incarnation())
+        };
+        self.wait_durable_in(end, incarnation).await
+    }
+
     /// Syncs everything appended so far.
     pub async fn flush(&self) -> Result<(), LogOffline> {
         let end = self.state().next_offset;

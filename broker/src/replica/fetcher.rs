@@ -48,9 +48,9 @@
 //! So a power loss that takes `[durable end, X)` away loses nothing counted on this replica's
 //! behalf; the first offset at or past `H` is synced before it is sent, and the sync covers
 //! everything below it. A new epoch or a truncation forgets `H` (sync first again), and the
-//! unsynced bytes are bounded ([`SYNC_BEHIND_BYTES`]) so the sync at the tail stays short. The
-//! follower's own high watermark stays at most its durable end
-//! (`ReplicaState::update_high_watermark_as_follower`).
+//! unsynced bytes are bounded ([`SYNC_BEHIND_BYTES`], by syncs that run beside the fetches)
+//! so the sync at the tail stays short. The follower's own high watermark stays at most its
+//! durable end (`ReplicaState::update_high_watermark_as_follower`).
 //!
 //! A partition behind `H` also asks for its share of `replica.fetch.response.max.bytes`
 //! instead of `replica.fetch.max.bytes`: its fetches are what catch-up waits on, and nothing at
@@ -204,6 +204,9 @@ struct Shared {
     source: BrokerId,
     addr: String,
     partitions: Mutex<BTreeMap<Key, Followed>>,
+    /// The sync each catching-up partition last started beside its fetches
+    /// ([`sync_before_fetch`]).
+    background_syncs: Mutex<BTreeMap<Key, tokio::task::JoinHandle<()>>>,
     changed: Notify,
     stopped: AtomicBool,
 }
@@ -211,6 +214,14 @@ struct Shared {
 impl Shared {
     fn partitions(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Followed>> {
         self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn background_syncs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<Key, tokio::task::JoinHandle<()>>> {
+        self.background_syncs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn stop(&self) {
@@ -323,6 +334,7 @@ impl ReplicaFetchers {
                     source,
                     addr: addrs[&source].clone(),
                     partitions: Mutex::new(BTreeMap::new()),
+                    background_syncs: Mutex::new(BTreeMap::new()),
                     changed: Notify::new(),
                     stopped: AtomicBool::new(false),
                 });
@@ -628,7 +640,7 @@ async fn fetch_once(
     // The sync rule (module doc): each fetch offset the leader could count is durable first.
     let mut ready = Vec::with_capacity(fetchable.len());
     for (key, mut followed) in fetchable {
-        match sync_before_fetch(&followed).await {
+        match sync_before_fetch(shared, &key, &followed).await {
             Ok(false) => {}
             Ok(true) => {
                 followed.unsynced_bytes = 0;
@@ -750,9 +762,20 @@ enum Applied {
 }
 
 /// Under the durable policy, syncs this replica's log before a fetch from its log end unless
-/// that offset counts for nothing at the leader (the sync rule, module doc). Returns whether it
-/// waited for a sync.
-async fn sync_before_fetch(followed: &Followed) -> Result<bool, crate::log::LogOffline> {
+/// that offset counts for nothing at the leader (the sync rule, module doc). Returns whether a
+/// sync covering the log end was done or started (the unsynced bytes count from 0 again).
+///
+/// Behind the leader's high watermark, the sync that bounds the unsynced bytes runs beside the
+/// fetches instead of before the next one: nothing at the leader waits on this offset, and
+/// holding the fetch up for it (tens of milliseconds per 64 MiB) only slowed the catch-up. One
+/// such sync runs at a time per partition (the next waits for it), so the unsynced bytes stay
+/// under twice [`SYNC_BEHIND_BYTES`]. A failure takes the log offline as any sync's does, and
+/// the next append or sync reports it.
+async fn sync_before_fetch(
+    shared: &Shared,
+    key: &Key,
+    followed: &Followed,
+) -> Result<bool, crate::log::LogOffline> {
     let log = &followed.partition.log;
     if log.config().flush != FlushPolicy::Durable {
         return Ok(false);
@@ -761,8 +784,22 @@ async fn sync_before_fetch(followed: &Followed) -> Result<bool, crate::log::LogO
     if log.durable_end_offset() >= end {
         return Ok(false);
     }
-    if followed.behind_high_watermark(end) && followed.unsynced_bytes < SYNC_BEHIND_BYTES {
-        return Ok(false);
+    if followed.behind_high_watermark(end) {
+        if followed.unsynced_bytes < SYNC_BEHIND_BYTES {
+            return Ok(false);
+        }
+        let previous = shared.background_syncs().remove(key);
+        if let Some(previous) = previous {
+            let _ = previous.await;
+        }
+        let partition = Arc::clone(&followed.partition);
+        let sync = tokio::spawn(async move {
+            if let Err(e) = partition.log.flush_unless_cut().await {
+                tracing::debug!(%e, "a catching-up follower's sync failed");
+            }
+        });
+        shared.background_syncs().insert(key.clone(), sync);
+        return Ok(true);
     }
     log.wait_durable(end).await?;
     Ok(true)
@@ -914,5 +951,93 @@ mod tests {
     fn a_batch_straddling_the_log_end_means_the_logs_diverged() {
         let all = batches(&[(0, 2), (2, 3)]);
         assert_eq!(records_to_append(&all, 3), Err(2));
+    }
+    /// A fetcher's shared state for one source, for the sync rule's tests.
+    fn shared_state() -> Shared {
+        Shared {
+            local_id: 2,
+            broker_epoch: Arc::new(AtomicI64::new(1)),
+            fetch_max_wait: FETCH_MAX_WAIT,
+            sizes: FetchSizes::default(),
+            source: 1,
+            addr: "127.0.0.1:1".into(),
+            partitions: Mutex::new(BTreeMap::new()),
+            background_syncs: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_behind_the_high_watermark_syncs_beside_its_fetches_and_at_the_tail_before_them(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = crate::log::Log::open(
+            Arc::new(crate::disk::FileDisk::new()),
+            Arc::new(crate::clock::ManualClock::new(1_700_000_000_000)),
+            dir.path().join("t-0"),
+            crate::log::LogConfig::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(log.config().flush, FlushPolicy::Durable);
+        let partition = Arc::new(
+            Partition::open_unassigned("t".into(), 0, log, 2)
+                .await
+                .unwrap(),
+        );
+        partition.become_follower(1, 1);
+        let shared = shared_state();
+        let key: Key = ("t".into(), 0);
+        let mut followed = Followed::new(Arc::clone(&partition), uuid::Uuid::nil(), 1);
+        // The leader answered a high watermark of 100: offsets below it count for nothing.
+        followed.leader_high_watermark = Some(100);
+
+        partition
+            .append_as_follower(&batches(&[(0, 2)]), 1)
+            .await
+            .unwrap();
+        assert!(!sync_before_fetch(&shared, &key, &followed).await.unwrap());
+        assert_eq!(partition.log.durable_end_offset(), 0, "under the bound");
+
+        // Past the bound: a sync starts, and it syncs the log end.
+        followed.unsynced_bytes = SYNC_BEHIND_BYTES;
+        assert!(sync_before_fetch(&shared, &key, &followed).await.unwrap());
+        let sync = shared
+            .background_syncs()
+            .remove(&key)
+            .expect("the sync runs beside the fetches");
+        sync.await.unwrap();
+        assert_eq!(partition.log.durable_end_offset(), 2);
+
+        // One at a time: the next waits for the one before.
+        partition
+            .append_as_follower(&batches(&[(2, 2)]), 1)
+            .await
+            .unwrap();
+        assert!(sync_before_fetch(&shared, &key, &followed).await.unwrap());
+        partition
+            .append_as_follower(&batches(&[(4, 2)]), 1)
+            .await
+            .unwrap();
+        assert!(sync_before_fetch(&shared, &key, &followed).await.unwrap());
+        assert!(
+            partition.log.durable_end_offset() >= 4,
+            "the second sync did not wait for the first"
+        );
+        let sync = shared.background_syncs().remove(&key).unwrap();
+        sync.await.unwrap();
+        assert_eq!(partition.log.durable_end_offset(), 6);
+
+        // At the leader's high watermark the fetch offset counts: synced before it is sent.
+        partition
+            .append_as_follower(&batches(&[(6, 4)]), 1)
+            .await
+            .unwrap();
+        followed.leader_high_watermark = Some(10);
+        followed.unsynced_bytes = 0;
+        assert!(sync_before_fetch(&shared, &key, &followed).await.unwrap());
+        assert_eq!(partition.log.durable_end_offset(), 10);
+        assert!(shared.background_syncs().is_empty());
     }
 }
