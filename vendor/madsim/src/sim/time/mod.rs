@@ -4,7 +4,6 @@
 
 use crate::rand::{GlobalRng, Rng};
 use futures_util::{select_biased, FutureExt};
-use naive_timer::Timer;
 use spin::Mutex;
 #[doc(no_inline)]
 pub use std::time::{Duration, Instant};
@@ -14,6 +13,10 @@ pub mod error;
 mod interval;
 mod sleep;
 mod system_time;
+// Faultline patch: naive_timer replaced by a timer heap with cancellable sleeps.
+mod timer;
+
+use self::timer::{SleepEntry, Timer};
 
 pub use self::interval::{interval, interval_at, Interval, MissedTickBehavior};
 pub use self::sleep::{sleep, sleep_until, Sleep};
@@ -120,6 +123,7 @@ impl TimeHandle {
         Sleep {
             handle: self.clone(),
             deadline: deadline.max(min_deadline),
+            entry: None,
         }
     }
 
@@ -145,7 +149,13 @@ impl TimeHandle {
         callback: impl FnOnce() + Send + Sync + 'static,
     ) {
         let mut timer = self.timer.lock();
-        timer.add(deadline - self.clock.base_instant(), |_| callback());
+        timer.add(deadline - self.clock.base_instant(), callback);
+    }
+
+    /// Faultline patch: registers a sleep's timer, cancelled when the sleep goes away.
+    pub(crate) fn add_sleep_at(&self, deadline: Instant, entry: Arc<SleepEntry>) {
+        let mut timer = self.timer.lock();
+        timer.add_sleep(deadline - self.clock.base_instant(), entry);
     }
 
     pub(crate) fn add_timer(&self, dur: Duration, callback: impl FnOnce() + Send + Sync + 'static) {

@@ -1,4 +1,4 @@
-use super::*;
+use super::{timer::SleepEntry, *};
 use std::{fmt, pin::Pin, task::Poll};
 
 /// Waits until `duration` has elapsed.
@@ -20,6 +20,11 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 pub struct Sleep {
     pub(super) handle: TimeHandle,
     pub(super) deadline: Instant,
+    /// Faultline patch: the timer registered for `deadline` by the first pending poll. Later
+    /// polls only update its waker (upstream added a new timer on every poll, so a sleep
+    /// re-polled in a `select!` loop piled up timers and spurious wake-ups); a reset or a drop
+    /// cancels it.
+    pub(super) entry: Option<Arc<SleepEntry>>,
 }
 
 impl Sleep {
@@ -37,20 +42,43 @@ impl Sleep {
 
     /// Resets the `Sleep` instance to a new deadline.
     pub fn reset(mut self: Pin<&mut Self>, deadline: Instant) {
+        if deadline != self.deadline {
+            self.cancel();
+        }
         self.deadline = deadline;
+    }
+
+    fn cancel(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            entry.cancel();
+        }
     }
 }
 
 impl Future for Sleep {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         if self.is_elapsed() {
+            self.cancel();
             return Poll::Ready(());
         }
-        let waker = cx.waker().clone();
-        self.handle.add_timer_at(self.deadline, || waker.wake());
+        match &self.entry {
+            Some(entry) => entry.set_waker(cx.waker()),
+            None => {
+                let entry = Arc::new(SleepEntry::default());
+                entry.set_waker(cx.waker());
+                self.handle.add_sleep_at(self.deadline, entry.clone());
+                self.entry = Some(entry);
+            }
+        }
         Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.cancel();
     }
 }
 
