@@ -157,3 +157,36 @@ async fn a_follower_refuses_batches_fetched_from_the_leader_of_an_epoch_it_no_lo
         .unwrap();
     assert_eq!(follower.log.log_end_offset(), 6);
 }
+
+#[tokio::test]
+async fn observing_a_partition_as_served_leaves_its_own_high_watermark_alone() {
+    // The bug (issue 13): the simulator's online check read `high_watermark()`, which brings
+    // the HW up to date with the log first, so checking a run moved its HW and a run with the
+    // checks was not the run without them.
+    let fixture = Fixture::new(4, FaultyDiskConfig::default(), small_segments());
+    let partition = partition(&fixture, 1).await;
+    let info = partition
+        .append(&mut idempotent_batch(7, 0, 3))
+        .await
+        .unwrap();
+    partition.wait_durable(&info).await.unwrap();
+    assert_eq!(partition.high_watermark(), 3);
+    // Appended (and synced) behind the partition's back: its replica state has not seen it.
+    let epoch = partition.leader_epoch();
+    partition
+        .log
+        .append(&mut idempotent_batch(8, 0, 3), epoch)
+        .await
+        .unwrap();
+    assert_eq!(
+        partition.replica_state_as_served().high_watermark(),
+        6,
+        "as the next fetch will find it"
+    );
+    assert_eq!(
+        partition.replica_state().high_watermark(),
+        3,
+        "looking did not move the partition's HW"
+    );
+    assert_eq!(partition.high_watermark(), 6);
+}

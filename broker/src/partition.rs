@@ -547,12 +547,17 @@ impl Partition {
         // The offsets are read under the replica lock, so concurrent refreshes apply them in
         // the order they were read: a later refresh never feeds older offsets.
         let mut replica = self.replica();
-        if self.log.is_failed() && replica.role() != Role::Offline {
-            replica.go_offline();
-        }
-        replica.update_local_log(local_log(&self.log));
-        let moved = replica.maybe_increment_high_watermark().is_some();
+        let moved = follow_log(&mut replica, &self.log);
         (replica.high_watermark(), moved)
+    }
+
+    /// The replica state as the next produce or fetch will find it (the log's offsets fed in,
+    /// the high watermark followed), worked out on a copy: the simulator's online checks
+    /// observe the partition without moving its high watermark themselves.
+    pub fn replica_state_as_served(&self) -> ReplicaState {
+        let mut replica = self.replica_state();
+        follow_log(&mut replica, &self.log);
+        replica
     }
 
     /// After the log may have moved: updates the high watermark and wakes the fetches parked on
@@ -1034,6 +1039,16 @@ impl Partition {
         self.watch.log_end_moved();
         result
     }
+}
+
+/// Feeds `log`'s current offsets into `replica` and lets the high watermark follow; whether it
+/// moved.
+fn follow_log(replica: &mut ReplicaState, log: &Log) -> bool {
+    if log.is_failed() && replica.role() != Role::Offline {
+        replica.go_offline();
+    }
+    replica.update_local_log(local_log(log));
+    replica.maybe_increment_high_watermark().is_some()
 }
 
 /// The log's offsets as the replica state takes them.

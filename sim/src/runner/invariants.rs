@@ -496,7 +496,8 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
         let incarnation = cluster.incarnations(id);
         for topic in broker.topics() {
             for partition in &topic.partitions {
-                let state = partition.replica_state();
+                // As served, computed on a copy: a check must not move the HW itself.
+                let state = partition.replica_state_as_served();
                 let replica =
                     ReplicaView::of(id, incarnation, &topic.name, partition.index, &state);
                 // A replicated partition's HW may fall with a leader change (a follower takes
@@ -508,7 +509,7 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
                     inv.replication_violation(kind, what, now, trace);
                 }
                 let o = partition.log.offsets();
-                let hw = partition.high_watermark();
+                let hw = state.high_watermark();
                 let durable = partition.log.config().flush == FlushPolicy::Durable;
                 let mut problems = Vec::new();
                 if hw > o.log_end_offset {

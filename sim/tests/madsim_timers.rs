@@ -1,0 +1,134 @@
+//! The simulator's timers (vendor/madsim, the Faultline patch to `madsim::time`): a `sleep`
+//! registers one timer for its deadline however often it is polled, and a sleep dropped or
+//! reset before its deadline wakes nobody.
+//!
+//! The bug story: madsim 0.2.34 added a timer on every poll of a pending sleep and never
+//! cancelled one, so every request's timeout, dropped when its response came, woke the
+//! connection's task again when it would have expired, and a sweep spent a share of its time
+//! polling tasks that had nothing to do.
+#![cfg(madsim)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use madsim::time::TimeHandle;
+
+/// Counts how often the task running the wrapped future is polled.
+struct Counted<F> {
+    polls: Arc<AtomicUsize>,
+    inner: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+fn counted<F: Future>(inner: F) -> (Counted<F>, Arc<AtomicUsize>) {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let future = Counted {
+        polls: polls.clone(),
+        inner: Box::pin(inner),
+    };
+    (future, polls)
+}
+
+fn runtime() -> madsim::runtime::Runtime {
+    madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default())
+}
+
+#[test]
+fn a_timeout_dropped_when_its_future_finished_never_wakes_the_task_again() {
+    runtime().block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        // Each message comes long before its one-second timeout, which is then dropped.
+        let (receiver, polls) = counted(async move {
+            let mut received = 0;
+            while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                received += 1;
+            }
+            received
+        });
+        let receiver = tokio::spawn(receiver);
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            tx.send(i).expect("the receiver is alive");
+        }
+        let received = receiver
+            .await
+            .expect("the receiver ends when its last timeout expires");
+        drop(tx);
+        assert_eq!(received, 10);
+        // The first poll, one per message, one when the last timeout expires; the ten
+        // dropped timeouts' deadlines (1.00 s to 1.09 s) wake nobody.
+        assert_eq!(polls.load(Ordering::Relaxed), 12);
+    });
+}
+
+#[test]
+fn a_sleep_reset_to_a_later_deadline_wakes_its_task_only_at_the_new_one() {
+    runtime().block_on(async {
+        let (sleeper, polls) = counted(async {
+            let start = TimeHandle::current().elapsed();
+            let sleep = tokio::time::sleep(Duration::from_millis(100));
+            tokio::pin!(sleep);
+            // Pending once, so its timer for 100 ms is registered; then moved to 500 ms.
+            std::future::poll_fn(|cx| {
+                assert!(sleep.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            let later = sleep.deadline() + Duration::from_millis(400);
+            sleep.as_mut().reset(later);
+            sleep.await;
+            TimeHandle::current().elapsed() - start
+        });
+        let slept = tokio::spawn(sleeper).await.expect("the sleeper ends");
+        assert!(slept >= Duration::from_millis(500), "woke after {slept:?}");
+        // The first poll and the one at 500 ms: the cancelled 100 ms timer woke nobody.
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
+    });
+}
+
+#[test]
+fn a_sleep_polled_many_times_before_its_deadline_completes_once_at_it() {
+    runtime().block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        // A select! loop: the same sleep is polled again after every message.
+        let (looper, polls) = counted(async move {
+            let start = TimeHandle::current().elapsed();
+            let deadline = tokio::time::sleep(Duration::from_millis(300));
+            tokio::pin!(deadline);
+            let mut received = 0;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut deadline => break,
+                    Some(_) = rx.recv() => received += 1,
+                }
+            }
+            (received, TimeHandle::current().elapsed() - start)
+        });
+        let looper = tokio::spawn(looper);
+        for i in 0..20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            tx.send(i).expect("the loop is alive");
+        }
+        let (received, waited) = looper.await.expect("the loop ends at its deadline");
+        assert_eq!(received, 20);
+        assert!(
+            waited >= Duration::from_millis(300),
+            "ended after {waited:?}"
+        );
+        // The first poll, one per message, one at the deadline.
+        assert_eq!(polls.load(Ordering::Relaxed), 22);
+    });
+}
