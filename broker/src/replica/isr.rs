@@ -17,9 +17,10 @@
 //!   before the controller lets it in, and the joiner, once elected, would lack records
 //!   acknowledged with acks=all.
 //!
-//! When: every `replica.lag.time.max.ms / 2` (Kafka's period), and whenever a follower's fetch
-//! wakes the task ([`IsrManager::follower_may_join`]), which then only looks for followers
-//! that can join, as Kafka checks expansion on every follower fetch.
+//! When: every `replica.lag.time.max.ms / 2` at a fixed rate (Kafka's period), and whenever a
+//! follower's fetch wakes the task ([`IsrManager::follower_may_join`]), which then only looks
+//! for followers that can join, as Kafka checks expansion on every follower fetch. The wake-ups
+//! never postpone the periodic check (`Schedule`).
 //!
 //! Broker epochs (KIP-903): a follower joins only if its last fetch came from the registration
 //! the leader's image holds for it (a restarted follower may have lost what its previous
@@ -665,9 +666,9 @@ mod tests {
 
     /// The bug (replica-never-rejoined in seven replication scenarios): the periodic check's
     /// timer restarted on every wake-up, and a follower at the leader's log end wakes the
-    /// manager on each fetch, more often than the period. The full check never ran, so a
-    /// refused expansion was never retried (the follower stayed outside the ISR for good) and
-    /// no lagging member ever left.
+    /// manager on each fetch, more often than the period. The full check never ran while such
+    /// fetches went on, so a refused expansion was never retried (the follower stayed outside
+    /// the ISR for good) and no lagging member left meanwhile.
     #[tokio::test]
     async fn wake_ups_from_fetches_more_frequent_than_the_period_do_not_postpone_the_full_check() {
         let wake = tokio::sync::Notify::new();
