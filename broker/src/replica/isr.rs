@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::fetcher::monotonic_now;
 use super::state::{BrokerId, ReplicaState};
 use crate::broker::Broker;
 use crate::controller::image::PartitionImage;
@@ -221,7 +222,7 @@ impl Schedule {
     fn new(period: Duration) -> Schedule {
         Schedule {
             period,
-            next_full: tokio::time::Instant::now() + period,
+            next_full: monotonic_now() + period,
         }
     }
 
@@ -236,7 +237,7 @@ impl Schedule {
         if check == Check::Full {
             // From now, not from the missed deadline: a broker stalled past several periods
             // runs one full check, not a burst of them.
-            self.next_full = tokio::time::Instant::now() + self.period;
+            self.next_full = monotonic_now() + self.period;
         }
         check
     }
@@ -673,7 +674,7 @@ mod tests {
     async fn wake_ups_from_fetches_more_frequent_than_the_period_do_not_postpone_the_full_check() {
         let wake = tokio::sync::Notify::new();
         let mut schedule = Schedule::new(Duration::from_millis(20));
-        let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+        let give_up = monotonic_now() + Duration::from_secs(30);
         let mut expand_only = 0;
         loop {
             // A fetch every millisecond, each waking the manager.
@@ -684,7 +685,7 @@ mod tests {
                 Check::ExpandOnly => expand_only += 1,
             }
             assert!(
-                tokio::time::Instant::now() < give_up,
+                monotonic_now() < give_up,
                 "no full check after {expand_only} wake-ups"
             );
         }
