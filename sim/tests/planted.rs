@@ -133,14 +133,15 @@ fn a_read_committed_fetch_bounded_by_the_high_watermark_is_caught() {
 }
 
 /// The returning replica never truncates, so it never catches up nor rejoins the ISR: only
-/// `isr-complete-at-end` sees it (`replica-never-rejoined`, a harness invariant). Seed 3: since
-/// madsim's timers were patched (vendor/madsim), seed 1 of this scenario leaves no divergent
-/// tail to truncate (it passes planted); seed 3 does.
+/// `isr-complete-at-end` sees it (`replica-never-rejoined`, a harness invariant; brokers 1 and
+/// 2 stay at 212 while the leader's log ends at 209). replication-power-loss-durable seed 1
+/// caught it until the ISR manager's full check stopped being postponed by fetches (s11-isr):
+/// in the schedule since, no follower of that seed has anything to truncate.
 #[test]
 fn a_follower_that_skips_truncation_is_caught_never_rejoining_the_isr() {
     caught(
-        "replication-power-loss-durable",
-        3,
+        "replication-catch-up-power-loss",
+        1,
         Bug::FollowerSkipsTruncation,
         "invariant",
     );
@@ -157,13 +158,11 @@ fn a_leader_serving_consumers_above_its_high_watermark_is_caught() {
     );
 }
 
-/// Seed 2: since madsim's timers were patched, seed 1 passes planted (no acknowledged write
-/// lands while the ISR is below min.insync.replicas); seeds 2 and 3 are caught.
 #[test]
 fn an_elr_leader_whose_high_watermark_ignores_min_insync_replicas_is_caught() {
     caught(
         "replication-elr-last-isr-member-lost",
-        2,
+        1,
         Bug::ElrHighWatermarkIgnoresMinIsr,
         "lost_write",
     );

@@ -17,9 +17,10 @@
 //!   before the controller lets it in, and the joiner, once elected, would lack records
 //!   acknowledged with acks=all.
 //!
-//! When: every `replica.lag.time.max.ms / 2` (Kafka's period), and whenever a follower's fetch
-//! wakes the task ([`IsrManager::follower_may_join`]), which then only looks for followers
-//! that can join, as Kafka checks expansion on every follower fetch.
+//! When: every `replica.lag.time.max.ms / 2` at a fixed rate (Kafka's period), and whenever a
+//! follower's fetch wakes the task ([`IsrManager::follower_may_join`]), which then only looks
+//! for followers that can join, as Kafka checks expansion on every follower fetch. The wake-ups
+//! never postpone the periodic check (`Schedule`).
 //!
 //! Broker epochs (KIP-903): a follower joins only if its last fetch came from the registration
 //! the leader's image holds for it (a restarted follower may have lost what its previous
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::fetcher::monotonic_now;
 use super::state::{BrokerId, ReplicaState};
 use crate::broker::Broker;
 use crate::controller::image::PartitionImage;
@@ -196,35 +198,74 @@ impl IsrManager {
     }
 }
 
+/// Which check the ISR manager runs next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    /// The periodic one: members leave, followers join, refusals are forgotten.
+    Full,
+    /// A follower's fetch woke the manager: only followers that can join are looked for.
+    ExpandOnly,
+}
+
+/// When the ISR manager checks: a full check at a fixed rate, every `replica.lag.time.max.ms
+/// / 2` (Kafka schedules its `isr-expiration` task so), and an expansion-only check whenever a
+/// follower's fetch wakes it in between. A wake-up never postpones the next full check: were
+/// its timer restarted on each, a follower fetching more often than the period (every
+/// follower at the leader's log end, parked fetches ending every `replica.fetch.wait.max.ms`)
+/// would starve it, and with it every shrink and every retry of a refused expansion.
+struct Schedule {
+    period: Duration,
+    next_full: tokio::time::Instant,
+}
+
+impl Schedule {
+    fn new(period: Duration) -> Schedule {
+        Schedule {
+            period,
+            next_full: monotonic_now() + period,
+        }
+    }
+
+    /// Waits for the next check: the full one once it is due (first when both are), else the
+    /// next wake-up from `wake`.
+    async fn next(&mut self, wake: &tokio::sync::Notify) -> Check {
+        let check = tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(self.next_full) => Check::Full,
+            () = wake.notified() => Check::ExpandOnly,
+        };
+        if check == Check::Full {
+            // From now, not from the missed deadline: a broker stalled past several periods
+            // runs one full check, not a burst of them.
+            self.next_full = monotonic_now() + self.period;
+        }
+        check
+    }
+}
+
 /// Runs the ISR manager of `broker` until it begins to shut down (a stopping broker hands its
 /// leaderships away) or is dropped.
 pub(crate) async fn run(broker: Weak<Broker>) {
+    let Some(strong) = broker.upgrade() else {
+        return;
+    };
+    let period = Duration::from_millis((strong.config.replica_lag_time_max_ms / 2).max(1));
+    let manager = Arc::clone(strong.isr_manager());
+    drop(strong);
+    let mut schedule = Schedule::new(period);
     loop {
-        let Some(strong) = broker.upgrade() else {
-            return;
-        };
-        if strong.is_stopping() {
-            return;
-        }
-        let period = Duration::from_millis((strong.config.replica_lag_time_max_ms / 2).max(1));
-        let manager = Arc::clone(strong.isr_manager());
-        drop(strong);
         // Holds no strong reference while waiting: a dropped broker ends this task.
-        let expand_only = tokio::select! {
-            biased;
-            () = tokio::time::sleep(period) => false,
-            () = manager.wake.notified() => true,
-        };
+        let check = schedule.next(&manager.wake).await;
         let Some(strong) = broker.upgrade() else {
             return;
         };
         if strong.is_stopping() {
             return;
         }
-        if !expand_only {
+        if check == Check::Full {
             manager.lock_refused().clear();
         }
-        check_all(&strong, expand_only);
+        check_all(&strong, check == Check::ExpandOnly);
     }
 }
 
@@ -622,6 +663,32 @@ mod tests {
             None,
             "a fenced or shutting-down broker never joins"
         );
+    }
+
+    /// The bug (replica-never-rejoined in seven replication scenarios): the periodic check's
+    /// timer restarted on every wake-up, and a follower at the leader's log end wakes the
+    /// manager on each fetch, more often than the period. The full check never ran while such
+    /// fetches went on, so a refused expansion was never retried (the follower stayed outside
+    /// the ISR for good) and no lagging member left meanwhile.
+    #[tokio::test]
+    async fn wake_ups_from_fetches_more_frequent_than_the_period_do_not_postpone_the_full_check() {
+        let wake = tokio::sync::Notify::new();
+        let mut schedule = Schedule::new(Duration::from_millis(20));
+        let give_up = monotonic_now() + Duration::from_secs(30);
+        let mut expand_only = 0;
+        loop {
+            // A fetch every millisecond, each waking the manager.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            wake.notify_one();
+            match schedule.next(&wake).await {
+                Check::Full => break,
+                Check::ExpandOnly => expand_only += 1,
+            }
+            assert!(
+                monotonic_now() < give_up,
+                "no full check after {expand_only} wake-ups"
+            );
+        }
     }
 
     #[test]

@@ -48,8 +48,9 @@ pub fn aimed_at(bug: Bug) -> &'static [&'static str] {
         Bug::CleanerKeepsFirstRecord => &["compaction-crashes"],
         Bug::TombstonesRemovedAtOnce => &["compaction-crashes"],
         // Caught by `isr-complete-at-end` (the returning replica never truncates, so never
-        // catches up nor rejoins); replication-double-failover, which used to catch it, fails
-        // that check unplanted (a broker bug), so a failure there proves nothing.
+        // catches up nor rejoins): replication-catch-up-power-loss seed 1 and
+        // replication-power-loss-durable seed 4 (replication-double-failover seeds 1-3 have
+        // nothing to truncate).
         Bug::FollowerSkipsTruncation => &[
             "replication-power-loss-durable",
             "replication-leader-crash",
