@@ -399,7 +399,7 @@ impl Consumer {
         // Group by leader.
         let mut by_leader: BTreeMap<i32, Vec<(String, i32, i64)>> = BTreeMap::new();
         for ((topic, partition), state) in &self.assigned {
-            let meta = match self.client.topic_metadata(topic, false).await {
+            let meta = match self.client.shared_topic_metadata(topic, false).await {
                 Ok(meta) => meta,
                 Err(MetadataError::UnknownTopic(t)) => return Err(PollError::UnknownTopic(t)),
                 Err(MetadataError::Broker { error, .. }) => {

@@ -701,7 +701,7 @@ impl Producer {
     async fn topic_metadata(
         &self,
         topic: &str,
-    ) -> Result<super::cluster::TopicMetadata, SendError> {
+    ) -> Result<Arc<super::cluster::TopicMetadata>, SendError> {
         let config = &self.inner.config;
         let deadline = super::now() + config.delivery_timeout;
         let mut backoff = config.retry_backoff;
@@ -711,7 +711,7 @@ impl Producer {
             let error = match self
                 .inner
                 .client
-                .topic_metadata(topic, config.allow_auto_create_topics)
+                .shared_topic_metadata(topic, config.allow_auto_create_topics)
                 .await
             {
                 Ok(meta) => return Ok(meta),
