@@ -185,6 +185,9 @@ pub fn encode_batch(records: &[Record], producer: ProducerIdentity) -> Vec<u8> {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The buffer `buf` lies in and where it starts there, when keys and values may be
+    /// slices of it (no copy per record) rather than copies.
+    shared: Option<(&'a Bytes, usize)>,
 }
 
 impl Reader<'_> {
@@ -219,12 +222,26 @@ impl Reader<'_> {
             return if len == -1 { Some(None) } else { None };
         }
         let len = usize::try_from(len).ok()?;
-        Some(Some(Bytes::copy_from_slice(self.take(len)?)))
+        let start = self.pos;
+        let shared = self.shared;
+        let taken = self.take(len)?;
+        Some(Some(match shared {
+            Some((whole, at)) => whole.slice(at + start..at + start + len),
+            None => Bytes::copy_from_slice(taken),
+        }))
     }
 }
 
-fn decode_records(bytes: &[u8], header: &BatchHeader) -> Option<Vec<DecodedRecord>> {
-    let mut reader = Reader { buf: bytes, pos: 0 };
+fn decode_records(
+    bytes: &[u8],
+    header: &BatchHeader,
+    shared: Option<(&Bytes, usize)>,
+) -> Option<Vec<DecodedRecord>> {
+    let mut reader = Reader {
+        buf: bytes,
+        pos: 0,
+        shared,
+    };
     let count = usize::try_from(header.records_count).ok()?;
     // Never trust the count for an allocation: each record takes at least 7 bytes.
     let mut out = Vec::with_capacity(count.min(bytes.len() / 7 + 1));
@@ -275,6 +292,16 @@ fn decode_records(bytes: &[u8], header: &BatchHeader) -> Option<Vec<DecodedRecor
 /// Decodes a fetched record set: whole batches, in order. A partial batch at the end (the
 /// broker cut the response at a size limit) is dropped, as Kafka clients do.
 pub fn decode_batches(bytes: &[u8]) -> Result<Vec<DecodedBatch>, DecodeError> {
+    decode(bytes, None)
+}
+
+/// [`decode_batches`] whose keys and values are slices of `bytes` (a fetch response's record
+/// set), not copies: what a consumer holds keeps the response's buffer alive instead.
+pub fn decode_shared_batches(bytes: &Bytes) -> Result<Vec<DecodedBatch>, DecodeError> {
+    decode(bytes, Some(bytes))
+}
+
+fn decode(bytes: &[u8], shared: Option<&Bytes>) -> Result<Vec<DecodedBatch>, DecodeError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
@@ -302,16 +329,18 @@ pub fn decode_batches(bytes: &[u8]) -> Result<Vec<DecodedBatch>, DecodeError> {
                 compression: header.compression(),
             });
         }
-        let records =
-            decode_records(&rest[HEADER_LEN..header.size()], &header).ok_or_else(|| {
-                DecodeError::Corrupt {
-                    position: pos,
-                    reason: format!(
-                        "malformed records in batch at offset {}",
-                        header.base_offset
-                    ),
-                }
-            })?;
+        let records = decode_records(
+            &rest[HEADER_LEN..header.size()],
+            &header,
+            shared.map(|whole| (whole, pos + HEADER_LEN)),
+        )
+        .ok_or_else(|| DecodeError::Corrupt {
+            position: pos,
+            reason: format!(
+                "malformed records in batch at offset {}",
+                header.base_offset
+            ),
+        })?;
         out.push(DecodedBatch { header, records });
         pos += header.size();
     }
@@ -389,6 +418,31 @@ mod tests {
             b.records[0].headers.iter().filter(|h| h.key == "h").count(),
             2
         );
+    }
+
+    #[test]
+    fn records_sliced_from_a_fetched_buffer_equal_the_copied_ones_in_every_batch() {
+        let producer = ProducerIdentity {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            transactional: false,
+        };
+        // Two batches: the second's keys and values lie past the first's bytes, so a slice
+        // taken at the wrong place would show.
+        let mut first = encode_batch(&sample(), producer);
+        batch::set_base_offset(&mut first, 0);
+        let mut second = encode_batch(&sample()[..1], producer);
+        batch::set_base_offset(&mut second, 3);
+        let fetched = Bytes::from([first, second].concat());
+        let copied = decode_batches(&fetched).unwrap();
+        let sliced = decode_shared_batches(&fetched).unwrap();
+        assert_eq!(copied.len(), 2);
+        assert_eq!(sliced.len(), 2);
+        for (s, c) in sliced.iter().zip(&copied) {
+            assert_eq!(s.records, c.records);
+        }
+        assert_eq!(sliced[1].records[0].value.as_deref(), Some(&b"v1"[..]));
     }
 
     #[test]

@@ -390,7 +390,7 @@ async fn append(ctx: &RequestContext, name: &str, acks: i16, ready: Ready) -> Ou
     };
     let min_insync = min_insync_replicas(ctx, name);
     // Kafka checks the ISR before appending, for acks=all only.
-    let isr = partition.replica_state().isr().len();
+    let isr = partition.isr_size();
     if acks == -1 && isr < min_insync {
         return fail(
             ResponseError::NotEnoughReplicas,
