@@ -131,16 +131,45 @@ pub fn estimated_size(record: &Record) -> usize {
 
 /// Encodes `records` (at least one) as one uncompressed v2 batch with base offset 0.
 pub fn encode_batch(records: &[Record], producer: ProducerIdentity) -> Vec<u8> {
-    assert!(!records.is_empty(), "a batch holds at least one record");
-    let base_timestamp = records[0].timestamp_ms;
-    let max_timestamp = records
-        .iter()
-        .map(|r| r.timestamp_ms)
-        .max()
-        .unwrap_or(base_timestamp);
-    let mut body = Vec::new();
+    encode_records(records.iter(), producer)
+}
+
+/// [`encode_batch`] from borrowed records (the producer's queued ones, which it need not copy
+/// per batch), straight into the batch's buffer, sized once.
+pub fn encode_records<'a, I>(records: I, producer: ProducerIdentity) -> Vec<u8>
+where
+    I: ExactSizeIterator<Item = &'a Record> + Clone,
+{
+    let count = records.len();
+    let mut timestamps = records.clone().map(|r| r.timestamp_ms);
+    let base_timestamp = timestamps
+        .next()
+        .expect("a batch holds at least one record");
+    let max_timestamp = timestamps.fold(base_timestamp, i64::max);
+    let capacity = HEADER_LEN + records.clone().map(estimated_size).sum::<usize>();
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(&0i64.to_be_bytes()); // base offset: the broker assigns it
+    out.extend_from_slice(&[0; 4]); // batch length, below
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&[0; 4]); // crc, below
+                                    // Attributes: uncompressed, create time, transactional or not.
+    let attributes = if producer.transactional {
+        TRANSACTIONAL_ATTRIBUTE
+    } else {
+        0
+    };
+    out.extend_from_slice(&attributes.to_be_bytes());
+    out.extend_from_slice(&((count - 1) as i32).to_be_bytes());
+    out.extend_from_slice(&base_timestamp.to_be_bytes());
+    out.extend_from_slice(&max_timestamp.to_be_bytes());
+    out.extend_from_slice(&producer.producer_id.to_be_bytes());
+    out.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&producer.base_sequence.to_be_bytes());
+    out.extend_from_slice(&(count as i32).to_be_bytes());
+    debug_assert_eq!(out.len(), HEADER_LEN);
     let mut rec = Vec::new();
-    for (delta, record) in records.iter().enumerate() {
+    for (delta, record) in records.enumerate() {
         rec.clear();
         rec.push(0); // attributes
         put_varint(&mut rec, record.timestamp_ms.wrapping_sub(base_timestamp));
@@ -152,30 +181,11 @@ pub fn encode_batch(records: &[Record], producer: ProducerIdentity) -> Vec<u8> {
             put_bytes(&mut rec, Some(header.key.as_bytes()));
             put_bytes(&mut rec, header.value.as_deref());
         }
-        put_varint(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
+        put_varint(&mut out, rec.len() as i64);
+        out.extend_from_slice(&rec);
     }
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&0i64.to_be_bytes()); // base offset: the broker assigns it
-    out.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    out.push(MAGIC_V2 as u8);
-    out.extend_from_slice(&[0; 4]); // crc, below
-                                    // Attributes: uncompressed, create time, transactional or not.
-    let attributes = if producer.transactional {
-        TRANSACTIONAL_ATTRIBUTE
-    } else {
-        0
-    };
-    out.extend_from_slice(&attributes.to_be_bytes());
-    out.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
-    out.extend_from_slice(&base_timestamp.to_be_bytes());
-    out.extend_from_slice(&max_timestamp.to_be_bytes());
-    out.extend_from_slice(&producer.producer_id.to_be_bytes());
-    out.extend_from_slice(&producer.producer_epoch.to_be_bytes());
-    out.extend_from_slice(&producer.base_sequence.to_be_bytes());
-    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    out.extend_from_slice(&body);
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     debug_assert!(batch::validate(&out).is_ok(), "an encoded batch validates");
@@ -417,6 +427,31 @@ mod tests {
         assert_eq!(
             b.records[0].headers.iter().filter(|h| h.key == "h").count(),
             2
+        );
+    }
+
+    #[test]
+    fn an_encoded_batch_is_byte_for_byte_the_brokers_own_encoding_of_the_same_records() {
+        use broker::log::batch::builder;
+        let records: Vec<Record> = (0..5)
+            .map(|i| Record {
+                key: (i % 2 == 0).then(|| Bytes::from(vec![b'k'; i])),
+                value: (i != 3).then(|| Bytes::from(vec![i as u8; 40 * i])),
+                headers: vec![],
+                timestamp_ms: 1_700_000_000_000 + [5, 0, 9, 2, 7][i],
+            })
+            .collect();
+        let theirs: Vec<builder::Record> = records
+            .iter()
+            .map(|r| builder::Record {
+                key: r.key.as_ref().map(|k| k.to_vec()),
+                value: r.value.as_ref().map(|v| v.to_vec()),
+                timestamp_ms: r.timestamp_ms,
+            })
+            .collect();
+        assert_eq!(
+            encode_batch(&records, ProducerIdentity::NONE),
+            builder::batch(&theirs)
         );
     }
 
