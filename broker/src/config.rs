@@ -714,51 +714,38 @@ impl BrokerConfig {
 
     /// The broker-wide defaults as topic configs, by Kafka name.
     pub fn topic_defaults(&self) -> BTreeMap<&'static str, String> {
+        TOPIC_CONFIG_NAMES
+            .iter()
+            .filter_map(|&name| Some((name, self.topic_default(name)?)))
+            .collect()
+    }
+
+    /// The broker-wide default of one topic config (None for a name that is not one), built
+    /// alone: the produce path asks for `min.insync.replicas` per request, and building every
+    /// default as a string each time cost 2.3 % of a simulated swarm run.
+    pub fn topic_default(&self, name: &str) -> Option<String> {
         let opt = |v: Option<i64>| v.map_or("9223372036854775807".to_string(), |v| v.to_string());
-        BTreeMap::from([
-            ("cleanup.policy", "delete".to_string()),
-            ("compression.type", "producer".to_string()),
-            (
-                "delete.retention.ms",
-                self.log_cleaner_delete_retention_ms.to_string(),
-            ),
-            (
-                "max.compaction.lag.ms",
-                self.log_cleaner_max_compaction_lag_ms.to_string(),
-            ),
-            (
-                "min.cleanable.dirty.ratio",
-                self.log_cleaner_min_cleanable_ratio.to_string(),
-            ),
-            (
-                "min.compaction.lag.ms",
-                self.log_cleaner_min_compaction_lag_ms.to_string(),
-            ),
-            (
-                "flush.messages",
-                opt(self.log_flush_interval_messages.map(|v| v as i64)),
-            ),
-            (
-                "file.delete.delay.ms",
-                FILE_DELETE_DELAY_MS_DEFAULT.to_string(),
-            ),
-            ("flush.ms", opt(self.log_flush_interval_ms)),
-            ("max.message.bytes", self.message_max_bytes.to_string()),
-            (
-                "message.format.version",
-                MESSAGE_FORMAT_VERSION_DEFAULT.to_string(),
-            ),
-            ("message.timestamp.type", "CreateTime".to_string()),
-            ("min.insync.replicas", self.min_insync_replicas.to_string()),
-            ("retention.bytes", self.log_retention_bytes.to_string()),
-            ("retention.ms", self.log_retention_ms.to_string()),
-            ("segment.bytes", self.log_segment_bytes.to_string()),
-            ("segment.ms", self.log_roll_ms.to_string()),
-            (
-                "unclean.leader.election.enable",
-                self.unclean_leader_election_enable.to_string(),
-            ),
-        ])
+        Some(match name {
+            "cleanup.policy" => "delete".to_string(),
+            "compression.type" => "producer".to_string(),
+            "delete.retention.ms" => self.log_cleaner_delete_retention_ms.to_string(),
+            "max.compaction.lag.ms" => self.log_cleaner_max_compaction_lag_ms.to_string(),
+            "min.cleanable.dirty.ratio" => self.log_cleaner_min_cleanable_ratio.to_string(),
+            "min.compaction.lag.ms" => self.log_cleaner_min_compaction_lag_ms.to_string(),
+            "flush.messages" => opt(self.log_flush_interval_messages.map(|v| v as i64)),
+            "file.delete.delay.ms" => FILE_DELETE_DELAY_MS_DEFAULT.to_string(),
+            "flush.ms" => opt(self.log_flush_interval_ms),
+            "max.message.bytes" => self.message_max_bytes.to_string(),
+            "message.format.version" => MESSAGE_FORMAT_VERSION_DEFAULT.to_string(),
+            "message.timestamp.type" => "CreateTime".to_string(),
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
+            "retention.bytes" => self.log_retention_bytes.to_string(),
+            "retention.ms" => self.log_retention_ms.to_string(),
+            "segment.bytes" => self.log_segment_bytes.to_string(),
+            "segment.ms" => self.log_roll_ms.to_string(),
+            "unclean.leader.election.enable" => self.unclean_leader_election_enable.to_string(),
+            _ => return None,
+        })
     }
 }
 
@@ -1001,10 +988,12 @@ impl TopicConfigs {
     /// The topic's `min.insync.replicas`: its override, else the broker default. What the
     /// produce path checks acks=all against.
     pub fn min_insync_replicas(&self, broker: &BrokerConfig) -> usize {
-        self.effective(broker, "min.insync.replicas")
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(1)
-            .max(1)
+        // Per produce request: the override parsed in place, the default without strings.
+        match self.overrides.get("min.insync.replicas") {
+            Some(v) => v.trim().parse::<usize>().unwrap_or(1),
+            None => usize::try_from(broker.min_insync_replicas).unwrap_or(1),
+        }
+        .max(1)
     }
 
     /// Checks one setting.
@@ -1067,7 +1056,7 @@ impl TopicConfigs {
         self.overrides
             .get(name)
             .cloned()
-            .or_else(|| broker.topic_defaults().get(name).cloned())
+            .or_else(|| broker.topic_default(name))
     }
 
     /// Every supported config with its effective value.
@@ -1587,6 +1576,32 @@ mod tests {
             TopicConfigs::default().min_insync_replicas(&BrokerConfig::default()),
             1
         );
+    }
+
+    #[test]
+    fn every_supported_topic_config_has_a_broker_default_and_nothing_else_does() {
+        let mut broker = BrokerConfig {
+            min_insync_replicas: 2,
+            ..BrokerConfig::default()
+        };
+        let defaults = broker.topic_defaults();
+        assert_eq!(
+            defaults.keys().copied().collect::<Vec<_>>(),
+            TOPIC_CONFIG_NAMES.to_vec()
+        );
+        assert_eq!(defaults["min.insync.replicas"], "2");
+        assert_eq!(broker.topic_default("no.such.config"), None);
+        // The produce path's shortcut agrees with the effective value, both ways.
+        let mut topic = TopicConfigs::default();
+        assert_eq!(topic.min_insync_replicas(&broker), 2);
+        broker.min_insync_replicas = -1;
+        assert_eq!(topic.min_insync_replicas(&broker), 1);
+        topic.set("min.insync.replicas", " 3").unwrap();
+        assert_eq!(
+            topic.effective(&broker, "min.insync.replicas").as_deref(),
+            Some(" 3")
+        );
+        assert_eq!(topic.min_insync_replicas(&broker), 3);
     }
 
     #[test]

@@ -488,6 +488,12 @@ impl Partition {
         self.replica().clone()
     }
 
+    /// How many replicas are in the ISR: what an acks=all produce checks against
+    /// `min.insync.replicas` (without copying the replica state per request).
+    pub fn isr_size(&self) -> usize {
+        self.replica().isr().len()
+    }
+
     /// The notifications fetches parked on this partition wait on.
     pub fn watch(&self) -> &PartitionWatch {
         &self.watch

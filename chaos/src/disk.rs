@@ -774,6 +774,18 @@ impl DiskFile for FaultyFile {
         Ok(n)
     }
 
+    /// As `read_at` into a fresh buffer (the same one latency draw), but copies only the bytes
+    /// there are: the default zero-fills `len` bytes first, and a fetch asks for up to a
+    /// megabyte where a simulated segment holds kilobytes.
+    async fn read_vec_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.disk.delay().await;
+        let mut state = self.lock_live()?;
+        let live = &state.file(self.ino).live;
+        let start = usize::try_from(pos).unwrap_or(usize::MAX).min(live.len());
+        let n = len.min(live.len() - start);
+        Ok(live[start..start + n].to_vec())
+    }
+
     async fn sync(&self) -> io::Result<()> {
         self.disk.delay().await;
         self.disk.slow_write(&self.path).await;

@@ -74,7 +74,8 @@ pub enum MetadataError {
 #[derive(Default)]
 struct State {
     brokers: BTreeMap<i32, String>,
-    topics: BTreeMap<String, TopicMetadata>,
+    /// Shared: every send and poll looks its topic up here, and a lookup should not copy it.
+    topics: BTreeMap<String, Arc<TopicMetadata>>,
     connections: BTreeMap<i32, Arc<Connection>>,
     bootstrap: Option<Arc<Connection>>,
 }
@@ -209,7 +210,8 @@ impl Client {
                 state.topics.remove(&name);
                 continue;
             }
-            state.topics.insert(name.clone(), topic_metadata(&name, t));
+            let meta = Arc::new(topic_metadata(&name, t));
+            state.topics.insert(name, meta);
         }
         Ok(response)
     }
@@ -221,10 +223,23 @@ impl Client {
         topic: &str,
         allow_auto_create: bool,
     ) -> Result<TopicMetadata, MetadataError> {
+        self.shared_topic_metadata(topic, allow_auto_create)
+            .await
+            .map(Arc::unwrap_or_clone)
+    }
+
+    /// [`Client::topic_metadata`] without copying the cached entry.
+    pub async fn shared_topic_metadata(
+        &self,
+        topic: &str,
+        allow_auto_create: bool,
+    ) -> Result<Arc<TopicMetadata>, MetadataError> {
         if let Some(t) = self.state().topics.get(topic) {
-            return Ok(t.clone());
+            return Ok(Arc::clone(t));
         }
-        self.refresh_topic(topic, allow_auto_create).await
+        self.refresh_topic(topic, allow_auto_create)
+            .await
+            .map(Arc::new)
     }
 
     /// Fetches a topic's metadata, bypassing the cache.
@@ -265,7 +280,7 @@ impl Client {
         topic: &str,
         partition: i32,
     ) -> Result<Arc<Connection>, MetadataError> {
-        let meta = self.topic_metadata(topic, false).await?;
+        let meta = self.shared_topic_metadata(topic, false).await?;
         let p = meta
             .partitions
             .iter()

@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::{Client, MetadataError};
 use super::connection::RequestError;
-use super::records::{decode_batches, DecodeError, DecodedBatch, Header};
+use super::records::{decode_shared_batches, DecodeError, DecodedBatch, Header};
 use broker::log::batch::TimestampType;
 
 /// Where a partition without a valid position starts.
@@ -399,7 +399,7 @@ impl Consumer {
         // Group by leader.
         let mut by_leader: BTreeMap<i32, Vec<(String, i32, i64)>> = BTreeMap::new();
         for ((topic, partition), state) in &self.assigned {
-            let meta = match self.client.topic_metadata(topic, false).await {
+            let meta = match self.client.shared_topic_metadata(topic, false).await {
                 Ok(meta) => meta,
                 Err(MetadataError::UnknownTopic(t)) => return Err(PollError::UnknownTopic(t)),
                 Err(MetadataError::Broker { error, .. }) => {
@@ -583,7 +583,7 @@ impl Consumer {
                         .map(|a| (a.producer_id.0, a.first_offset)),
                 );
                 let Some(bytes) = &data.records else { continue };
-                let batches = decode_batches(bytes).map_err(|error| PollError::Decode {
+                let batches = decode_shared_batches(bytes).map_err(|error| PollError::Decode {
                     topic: topic.clone(),
                     partition,
                     error,
@@ -696,6 +696,7 @@ mod tests {
     use broker::txn::marker::{self, ControlType, Marker};
 
     use super::*;
+    use crate::records::decode_batches;
 
     /// A batch of one record with value `value` at `offset`, by `producer` (-1: none),
     /// transactional when `producer` is set.

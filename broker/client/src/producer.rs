@@ -78,7 +78,7 @@ use tokio::time::Instant;
 use super::cluster::{Client, MetadataError};
 use super::connection::RequestError;
 use super::partitioner::{partition_for_key, StickyPartitioner};
-use super::records::{encode_batch, estimated_size, Header, ProducerIdentity, Record};
+use super::records::{encode_records, estimated_size, Header, ProducerIdentity, Record};
 use broker::clock::{Clock, SystemClock};
 
 /// How many replicas must have a record before the leader answers.
@@ -701,7 +701,7 @@ impl Producer {
     async fn topic_metadata(
         &self,
         topic: &str,
-    ) -> Result<super::cluster::TopicMetadata, SendError> {
+    ) -> Result<Arc<super::cluster::TopicMetadata>, SendError> {
         let config = &self.inner.config;
         let deadline = super::now() + config.delivery_timeout;
         let mut backoff = config.retry_backoff;
@@ -711,7 +711,7 @@ impl Producer {
             let error = match self
                 .inner
                 .client
-                .topic_metadata(topic, config.allow_auto_create_topics)
+                .shared_topic_metadata(topic, config.allow_auto_create_topics)
                 .await
             {
                 Ok(meta) => return Ok(meta),
@@ -1109,8 +1109,13 @@ async fn recover_sequences(inner: &Inner, batch: &mut Batch) -> Result<(), Produ
 }
 
 async fn send_batch(inner: Arc<Inner>, mut batch: Batch) {
-    let records: Vec<Record> = batch.records.iter().map(|p| p.record.clone()).collect();
-    let mut bytes = Bytes::from(encode_batch(&records, batch.identity));
+    let encode = |batch: &Batch| {
+        Bytes::from(encode_records(
+            batch.records.iter().map(|p| &p.record),
+            batch.identity,
+        ))
+    };
+    let mut bytes = encode(&batch);
     let recovers_sequences =
         batch.identity.producer_id >= 0 && inner.config.transactional_id.is_none();
     let deadline = super::now() + inner.config.delivery_timeout;
@@ -1142,7 +1147,7 @@ async fn send_batch(inner: Arc<Inner>, mut batch: Batch) {
                 if recovers_sequences && is_sequence_gap(&error) {
                     match recover_sequences(&inner, &mut batch).await {
                         Ok(()) => {
-                            bytes = Bytes::from(encode_batch(&records, batch.identity));
+                            bytes = encode(&batch);
                             retriable = true;
                         }
                         Err(e) => tracing::debug!(topic = %batch.topic,

@@ -131,16 +131,45 @@ pub fn estimated_size(record: &Record) -> usize {
 
 /// Encodes `records` (at least one) as one uncompressed v2 batch with base offset 0.
 pub fn encode_batch(records: &[Record], producer: ProducerIdentity) -> Vec<u8> {
-    assert!(!records.is_empty(), "a batch holds at least one record");
-    let base_timestamp = records[0].timestamp_ms;
-    let max_timestamp = records
-        .iter()
-        .map(|r| r.timestamp_ms)
-        .max()
-        .unwrap_or(base_timestamp);
-    let mut body = Vec::new();
+    encode_records(records.iter(), producer)
+}
+
+/// [`encode_batch`] from borrowed records (the producer's queued ones, which it need not copy
+/// per batch), straight into the batch's buffer, sized once.
+pub fn encode_records<'a, I>(records: I, producer: ProducerIdentity) -> Vec<u8>
+where
+    I: ExactSizeIterator<Item = &'a Record> + Clone,
+{
+    let count = records.len();
+    let mut timestamps = records.clone().map(|r| r.timestamp_ms);
+    let base_timestamp = timestamps
+        .next()
+        .expect("a batch holds at least one record");
+    let max_timestamp = timestamps.fold(base_timestamp, i64::max);
+    let capacity = HEADER_LEN + records.clone().map(estimated_size).sum::<usize>();
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(&0i64.to_be_bytes()); // base offset: the broker assigns it
+    out.extend_from_slice(&[0; 4]); // batch length, below
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&[0; 4]); // crc, below
+                                    // Attributes: uncompressed, create time, transactional or not.
+    let attributes = if producer.transactional {
+        TRANSACTIONAL_ATTRIBUTE
+    } else {
+        0
+    };
+    out.extend_from_slice(&attributes.to_be_bytes());
+    out.extend_from_slice(&((count - 1) as i32).to_be_bytes());
+    out.extend_from_slice(&base_timestamp.to_be_bytes());
+    out.extend_from_slice(&max_timestamp.to_be_bytes());
+    out.extend_from_slice(&producer.producer_id.to_be_bytes());
+    out.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&producer.base_sequence.to_be_bytes());
+    out.extend_from_slice(&(count as i32).to_be_bytes());
+    debug_assert_eq!(out.len(), HEADER_LEN);
     let mut rec = Vec::new();
-    for (delta, record) in records.iter().enumerate() {
+    for (delta, record) in records.enumerate() {
         rec.clear();
         rec.push(0); // attributes
         put_varint(&mut rec, record.timestamp_ms.wrapping_sub(base_timestamp));
@@ -152,30 +181,11 @@ pub fn encode_batch(records: &[Record], producer: ProducerIdentity) -> Vec<u8> {
             put_bytes(&mut rec, Some(header.key.as_bytes()));
             put_bytes(&mut rec, header.value.as_deref());
         }
-        put_varint(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
+        put_varint(&mut out, rec.len() as i64);
+        out.extend_from_slice(&rec);
     }
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&0i64.to_be_bytes()); // base offset: the broker assigns it
-    out.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    out.push(MAGIC_V2 as u8);
-    out.extend_from_slice(&[0; 4]); // crc, below
-                                    // Attributes: uncompressed, create time, transactional or not.
-    let attributes = if producer.transactional {
-        TRANSACTIONAL_ATTRIBUTE
-    } else {
-        0
-    };
-    out.extend_from_slice(&attributes.to_be_bytes());
-    out.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
-    out.extend_from_slice(&base_timestamp.to_be_bytes());
-    out.extend_from_slice(&max_timestamp.to_be_bytes());
-    out.extend_from_slice(&producer.producer_id.to_be_bytes());
-    out.extend_from_slice(&producer.producer_epoch.to_be_bytes());
-    out.extend_from_slice(&producer.base_sequence.to_be_bytes());
-    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    out.extend_from_slice(&body);
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     debug_assert!(batch::validate(&out).is_ok(), "an encoded batch validates");
@@ -185,6 +195,9 @@ pub fn encode_batch(records: &[Record], producer: ProducerIdentity) -> Vec<u8> {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The buffer `buf` lies in and where it starts there, when keys and values may be
+    /// slices of it (no copy per record) rather than copies.
+    shared: Option<(&'a Bytes, usize)>,
 }
 
 impl Reader<'_> {
@@ -219,12 +232,26 @@ impl Reader<'_> {
             return if len == -1 { Some(None) } else { None };
         }
         let len = usize::try_from(len).ok()?;
-        Some(Some(Bytes::copy_from_slice(self.take(len)?)))
+        let start = self.pos;
+        let shared = self.shared;
+        let taken = self.take(len)?;
+        Some(Some(match shared {
+            Some((whole, at)) => whole.slice(at + start..at + start + len),
+            None => Bytes::copy_from_slice(taken),
+        }))
     }
 }
 
-fn decode_records(bytes: &[u8], header: &BatchHeader) -> Option<Vec<DecodedRecord>> {
-    let mut reader = Reader { buf: bytes, pos: 0 };
+fn decode_records(
+    bytes: &[u8],
+    header: &BatchHeader,
+    shared: Option<(&Bytes, usize)>,
+) -> Option<Vec<DecodedRecord>> {
+    let mut reader = Reader {
+        buf: bytes,
+        pos: 0,
+        shared,
+    };
     let count = usize::try_from(header.records_count).ok()?;
     // Never trust the count for an allocation: each record takes at least 7 bytes.
     let mut out = Vec::with_capacity(count.min(bytes.len() / 7 + 1));
@@ -275,6 +302,16 @@ fn decode_records(bytes: &[u8], header: &BatchHeader) -> Option<Vec<DecodedRecor
 /// Decodes a fetched record set: whole batches, in order. A partial batch at the end (the
 /// broker cut the response at a size limit) is dropped, as Kafka clients do.
 pub fn decode_batches(bytes: &[u8]) -> Result<Vec<DecodedBatch>, DecodeError> {
+    decode(bytes, None)
+}
+
+/// [`decode_batches`] whose keys and values are slices of `bytes` (a fetch response's record
+/// set), not copies: what a consumer holds keeps the response's buffer alive instead.
+pub fn decode_shared_batches(bytes: &Bytes) -> Result<Vec<DecodedBatch>, DecodeError> {
+    decode(bytes, Some(bytes))
+}
+
+fn decode(bytes: &[u8], shared: Option<&Bytes>) -> Result<Vec<DecodedBatch>, DecodeError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
@@ -302,16 +339,18 @@ pub fn decode_batches(bytes: &[u8]) -> Result<Vec<DecodedBatch>, DecodeError> {
                 compression: header.compression(),
             });
         }
-        let records =
-            decode_records(&rest[HEADER_LEN..header.size()], &header).ok_or_else(|| {
-                DecodeError::Corrupt {
-                    position: pos,
-                    reason: format!(
-                        "malformed records in batch at offset {}",
-                        header.base_offset
-                    ),
-                }
-            })?;
+        let records = decode_records(
+            &rest[HEADER_LEN..header.size()],
+            &header,
+            shared.map(|whole| (whole, pos + HEADER_LEN)),
+        )
+        .ok_or_else(|| DecodeError::Corrupt {
+            position: pos,
+            reason: format!(
+                "malformed records in batch at offset {}",
+                header.base_offset
+            ),
+        })?;
         out.push(DecodedBatch { header, records });
         pos += header.size();
     }
@@ -389,6 +428,56 @@ mod tests {
             b.records[0].headers.iter().filter(|h| h.key == "h").count(),
             2
         );
+    }
+
+    #[test]
+    fn an_encoded_batch_is_byte_for_byte_the_brokers_own_encoding_of_the_same_records() {
+        use broker::log::batch::builder;
+        let records: Vec<Record> = (0..5)
+            .map(|i| Record {
+                key: (i % 2 == 0).then(|| Bytes::from(vec![b'k'; i])),
+                value: (i != 3).then(|| Bytes::from(vec![i as u8; 40 * i])),
+                headers: vec![],
+                timestamp_ms: 1_700_000_000_000 + [5, 0, 9, 2, 7][i],
+            })
+            .collect();
+        let theirs: Vec<builder::Record> = records
+            .iter()
+            .map(|r| builder::Record {
+                key: r.key.as_ref().map(|k| k.to_vec()),
+                value: r.value.as_ref().map(|v| v.to_vec()),
+                timestamp_ms: r.timestamp_ms,
+            })
+            .collect();
+        assert_eq!(
+            encode_batch(&records, ProducerIdentity::NONE),
+            builder::batch(&theirs)
+        );
+    }
+
+    #[test]
+    fn records_sliced_from_a_fetched_buffer_equal_the_copied_ones_in_every_batch() {
+        let producer = ProducerIdentity {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            transactional: false,
+        };
+        // Two batches: the second's keys and values lie past the first's bytes, so a slice
+        // taken at the wrong place would show.
+        let mut first = encode_batch(&sample(), producer);
+        batch::set_base_offset(&mut first, 0);
+        let mut second = encode_batch(&sample()[..1], producer);
+        batch::set_base_offset(&mut second, 3);
+        let fetched = Bytes::from([first, second].concat());
+        let copied = decode_batches(&fetched).unwrap();
+        let sliced = decode_shared_batches(&fetched).unwrap();
+        assert_eq!(copied.len(), 2);
+        assert_eq!(sliced.len(), 2);
+        for (s, c) in sliced.iter().zip(&copied) {
+            assert_eq!(s.records, c.records);
+        }
+        assert_eq!(sliced[1].records[0].value.as_deref(), Some(&b"v1"[..]));
     }
 
     #[test]

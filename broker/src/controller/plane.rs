@@ -39,6 +39,12 @@ pub trait MetadataPlane: Send + Sync + 'static {
 
     fn quorum_status(&self) -> QuorumStatus;
 
+    /// `quorum_status().active_controller`, which every Metadata answer names; a plane can
+    /// tell it without listing the voters.
+    fn active_controller(&self) -> Option<NodeId> {
+        self.quorum_status().active_controller
+    }
+
     /// Resolves, with the reason, once this node's replica of the metadata log has stopped for
     /// good (its disk failed): the node must halt, as a KRaft node whose metadata log dir fails
     /// does, and be restarted to recover from its log. A node that ran on would answer from an

@@ -1371,7 +1371,7 @@ impl Log {
                     }
                     let entry = segment.index.lookup(segment.relative(target));
                     Ok(SegmentSnapshot {
-                        path: segment::path(&self.dir, segment.base_offset, LOG_SUFFIX),
+                        segment_base: segment.base_offset,
                         file: Arc::clone(&segment.file),
                         // The log is dense: the batch at the index entry starts at exactly this
                         // offset, and each next one where the one before ended.
@@ -1411,7 +1411,7 @@ impl Log {
         max_bytes: usize,
     ) -> Result<SegmentRead, ReadError> {
         let SegmentSnapshot {
-            path,
+            segment_base,
             file,
             base,
             position,
@@ -1422,10 +1422,11 @@ impl Log {
         } = snapshot;
         let (size, bound, offsets) = (*size, *bound, *offsets);
         let corrupt = |position: u64, error: BatchError| {
+            let path = segment::path(&self.dir, *segment_base, LOG_SUFFIX);
             tracing::error!(segment = %path.display(), position, %error,
                 "corrupt batch at rest: refusing to serve it");
             ReadError::Corrupt {
-                segment: path.clone(),
+                segment: path,
                 position,
                 error,
             }
@@ -1981,7 +1982,8 @@ impl Log {
 
 /// What [`Log::read`] took from the state to read one segment without holding it.
 struct SegmentSnapshot {
-    path: PathBuf,
+    /// The segment's base offset (its file's path is built only for an error).
+    segment_base: u64,
     file: Arc<dyn DiskFile>,
     /// The offset of the batch at `position`.
     base: u64,

@@ -584,7 +584,7 @@ pub fn describe_cluster(
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let image = ctx.broker.image();
-    let controller = ctx.broker.plane().quorum_status().active_controller;
+    let controller = ctx.broker.plane().active_controller();
     // v2 (KIP-1073) may ask for fenced brokers too, flagged.
     let include_fenced = ctx.version >= 2 && request.include_fenced_brokers;
     let brokers = image

@@ -415,26 +415,27 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
     }
     let mut leaders = std::collections::BTreeSet::new();
     for (topic_index, topic) in request.topics.into_iter().enumerate() {
-        let name = if ctx.version >= 13 {
-            image.topic_names.get(&topic.topic_id).cloned()
+        // Borrowed, from the image or the request: a fetch copies no topic name.
+        let name: Option<&str> = if ctx.version >= 13 {
+            image.topic_names.get(&topic.topic_id).map(String::as_str)
         } else {
-            Some(topic.topic.to_string())
+            Some(topic.topic.as_str())
         };
         for p in topic.partitions {
-            let mut resolved = match &name {
+            let mut resolved = match name {
                 Some(name) => broker.leader_partition(name, p.partition),
                 None => Err(RouteError::UnknownTopicOrPartition),
             };
             let mut follower_read = false;
             if let (Some(name), Err(RouteError::NotLeader { .. }), true) =
-                (&name, &resolved, consumer_v11)
+                (name, &resolved, consumer_v11)
             {
                 if let Ok(partition) = broker.follower_partition(name, p.partition) {
                     resolved = Ok(partition);
                     follower_read = true;
                 }
             }
-            let preferred_read_replica = match (&name, &resolved, &client_rack) {
+            let preferred_read_replica = match (name, &resolved, &client_rack) {
                 (Some(name), Ok(partition), Some(rack)) if !follower_read => {
                     preferred_read_replica(
                         &image,
@@ -466,7 +467,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
                 preferred_read_replica,
             });
         }
-        let known = name.as_ref().is_some_and(|n| image.topic(n).is_some());
+        let known = name.is_some_and(|n| image.topic(n).is_some());
         plan.topics.push((topic.topic, topic.topic_id, known));
     }
     plan.leader_endpoints = leaders

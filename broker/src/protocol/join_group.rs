@@ -30,7 +30,7 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> Reply {
     let join = JoinRequest {
         member_id: request.member_id.to_string(),
         group_instance_id: request.group_instance_id.map(|i| i.to_string()),
-        client_id: ctx.client_id.clone().unwrap_or_default(),
+        client_id: ctx.client_id.as_deref().unwrap_or_default().to_string(),
         client_host: format!("/{}", ctx.peer.ip()),
         session_timeout_ms: request.session_timeout_ms,
         // v0 has no rebalance timeout: Kafka uses the session timeout.

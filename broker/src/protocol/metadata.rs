@@ -103,7 +103,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         .collect();
     let mut response = MetadataResponse::default().with_brokers(brokers);
     if ctx.version >= 1 {
-        let controller = broker.plane().quorum_status().active_controller;
+        let controller = broker.plane().active_controller();
         response = response.with_controller_id(BrokerId(controller.unwrap_or(NO_NODE)));
     }
     if ctx.version >= 2 {

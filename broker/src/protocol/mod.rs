@@ -133,7 +133,9 @@ pub struct RequestContext {
     pub api_key: ApiKey,
     pub version: i16,
     pub correlation_id: i32,
-    pub client_id: Option<String>,
+    /// A slice of the request frame: cloning the context (every deferred reply does) copies
+    /// no string.
+    pub client_id: Option<kafka_protocol::protocol::StrBytes>,
 }
 
 impl RequestContext {
@@ -268,7 +270,7 @@ pub async fn handle_request(
         api_key,
         version,
         correlation_id,
-        client_id: header.client_id.as_ref().map(|c| c.to_string()),
+        client_id: header.client_id,
     };
     let body = &mut body;
     Ok(match api_key {

@@ -390,7 +390,7 @@ async fn append(ctx: &RequestContext, name: &str, acks: i16, ready: Ready) -> Ou
     };
     let min_insync = min_insync_replicas(ctx, name);
     // Kafka checks the ISR before appending, for acks=all only.
-    let isr = partition.replica_state().isr().len();
+    let isr = partition.isr_size();
     if acks == -1 && isr < min_insync {
         return fail(
             ResponseError::NotEnoughReplicas,
@@ -446,8 +446,8 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
         request.transactional_id.is_none() && has_transactional_batch(&request);
     let mut slots: Vec<(TopicName, Vec<Slot>)> = Vec::new();
     for topic in request.topic_data {
-        let name = topic.name.to_string();
-        let mut topic_slots = Vec::new();
+        let name = topic.name.as_str();
+        let mut topic_slots = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
             let index = data.index;
             if missing_transactional_id {
@@ -469,7 +469,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
                 )));
                 continue;
             }
-            let partition = match ctx.broker.leader_partition(&name, index) {
+            let partition = match ctx.broker.leader_partition(name, index) {
                 Ok(partition) => partition,
                 Err(e) => {
                     let mut outcome = failed(index, errors::route(&e), None);

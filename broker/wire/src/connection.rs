@@ -170,6 +170,8 @@ impl Shared {
 /// A connection to one broker. Cheap to share (`Arc`); requests from many tasks pipeline on it.
 pub struct Connection {
     addr: String,
+    /// `config.client_id`, made once: every request header carries it.
+    client_id: StrBytes,
     config: ConnectionConfig,
     writer: Arc<tokio::sync::Mutex<WriteHalf<TcpStream>>>,
     shared: Arc<Shared>,
@@ -274,6 +276,7 @@ impl Connection {
         });
         let connection = Connection {
             addr: addr.to_string(),
+            client_id: StrBytes::from_string(config.client_id.clone()),
             config,
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             shared,
@@ -480,7 +483,7 @@ impl Connection {
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_string(self.config.client_id.clone())));
+            .with_client_id(Some(self.client_id.clone()));
         let mut buf = BytesMut::with_capacity(256);
         buf.put_i32(0);
         let encode_error = |reason: String| RequestError::Encode {

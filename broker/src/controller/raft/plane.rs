@@ -462,6 +462,10 @@ impl MetadataPlane for RaftPlane {
         }
     }
 
+    fn active_controller(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader.map(node_id)
+    }
+
     async fn halted(&self) -> String {
         self.shared.halted().await
     }
