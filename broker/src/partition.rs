@@ -223,8 +223,9 @@ impl Partition {
     /// Called with the producers' lock held; `state` is what it guards.
     async fn write_snapshot_of(&self, state: &ProducerStateManager) {
         // Offline: the log end may hold batches a recovery will drop, or the directory may be
-        // going away with a deleted topic.
-        if self.log.is_offline() {
+        // going away with a deleted topic. No directory: never written, so no producer (a
+        // snapshot of nothing would make the directory for nothing).
+        if self.log.is_offline() || !self.log.is_dir_made() {
             return;
         }
         if !self.sync_txn_index().await {
@@ -1090,6 +1091,10 @@ fn has_control_batch(records: &[u8]) -> bool {
 async fn rebuild_producer_state(
     log: &Log,
 ) -> Result<(ProducerStateManager, Option<u64>, AbortedTxnIndex), ReadError> {
+    if !log.is_dir_made() {
+        // Never written (see `Log::open_unmade`): no producer, no transaction, nothing to read.
+        return Ok((ProducerStateManager::new(), None, AbortedTxnIndex::new()));
+    }
     let end = log.log_end_offset();
     let start = log.log_start_offset();
     let loaded = match producer_snapshot::load(log.disk().as_ref(), log.dir(), end).await {
