@@ -22,13 +22,21 @@
 //! an older topic of the same name (deleted while this node was down, then created again) is
 //! told apart and removed instead of being served as the new topic's data.
 //!
-//! Creating a partition syncs nothing of its own (its directory is made durable with the
-//! others of the same apply, one sync of the data directory). Its `partition.metadata` is
-//! written without a sync and synced by its log before the first segment file is made, at the
-//! first append, as Kafka's `UnifiedLog` flushes the file before its first append. So a
-//! `partition.metadata` that is missing, empty or torn in a directory holding no segment file is
-//! a creation a power loss interrupted, and the partition is created again from the image; beside a
-//! segment file it is damage, and the partition is not opened.
+//! Creating a partition writes nothing: its log opens with no directory (`Log::open_unmade`),
+//! and a start that finds no directory for a partition of the image opens it the same way, an
+//! empty partition (log start and log end 0, high watermark 0), not damage. The first write
+//! that must put a byte in the directory (a producer's or a follower's append) makes it whole
+//! under a temporary name, `partition.metadata` synced in it, and renames it into place before
+//! anything of the log (`Log::make_dir`), so a power loss leaves no directory or a whole one;
+//! a `<topic>-<partition>.tmp` leftover is removed at the next start. Kafka makes the directory
+//! at creation; here 10,000 of them were most of a creation of 10,000 partitions (the kernel
+//! making inodes), and an empty log's directory says nothing the image does not.
+//!
+//! Directories written by older builds can hold a `partition.metadata` written without a sync:
+//! one that is missing, empty or torn in a directory holding no segment file is a creation a
+//! power loss interrupted, and the directory is removed (the partition opens without one);
+//! beside a segment file it is damage, and the partition is not opened. A whole one beside no
+//! segment is synced by the log before its first segment file is made.
 //!
 //! Removing a partition must work on a full disk and survive a crash at any point: the
 //! directory is first renamed `<topic>-<partition>.<topic-id>-delete` (a rename needs no free

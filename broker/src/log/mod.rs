@@ -22,10 +22,12 @@
 //!   without a sync of its own ([`clean_shutdown`]).
 //!
 //! The directory may also hold the partition's `partition.metadata` (the catalog's, naming the
-//! topic id). As Kafka's `UnifiedLog` does (`maybeFlushMetadataFile` before an append), the
-//! log syncs it before it makes its first segment file ([`Listing::partition_metadata`]): the
-//! catalog writes it without a sync at creation, and no byte of the log can be durable beside
-//! a `partition.metadata` that a power loss can still empty.
+//! topic id). A new partition's log has no directory at all ([`Log::open_unmade`]): its first
+//! write makes it whole, `partition.metadata` synced inside, under a temporary name renamed
+//! into place ([`Log::make_dir`]), so no byte of the log is ever durable without it. A
+//! directory an older build made holds a `partition.metadata` written without a sync, which
+//! the log syncs before it makes its first segment file ([`Listing::partition_metadata`]), as
+//! Kafka's `UnifiedLog` does (`maybeFlushMetadataFile` before an append).
 //!
 //! # Guarantees
 //! - Offsets are assigned once, densely within a run, and an offset anyone outside the log has
