@@ -704,6 +704,58 @@ impl Log {
             .map(|(&base, _)| base)
     }
 
+    /// Where a reader that met a batch damaged at rest ([`ReadError::Corrupt`] at `position`
+    /// of the segment file `segment`) resumes: the base offset of the valid batch right after
+    /// it, which recovery stepped over the damage to keep ([`segment::Segment::scan`]) and
+    /// reads serve; else (the damage ends its segment, or hides where the next batch starts)
+    /// the next segment's base; `None` when nothing readable follows. A reader that skipped
+    /// the rest of the segment instead would miss batches the log keeps and serves: the
+    /// producers' state rebuilt that way forgets them, and a retry of one is appended again.
+    pub async fn offset_after_damage(
+        &self,
+        segment: &Path,
+        position: u64,
+    ) -> Result<Option<u64>, ReadError> {
+        let _files = self.files.read().await;
+        let found = {
+            let st = self.state();
+            st.check_online().map_err(|e| ReadError::Offline(e.0))?;
+            st.segments
+                .iter()
+                .find(|(&base, _)| segment::path(&self.dir, base, LOG_SUFFIX) == segment)
+                .map(|(&base, s)| {
+                    let next = st.segments.range(base + 1..).next().map(|(&b, _)| b);
+                    (Arc::clone(&s.file), s.size, next)
+                })
+        };
+        // Gone meanwhile (retention, truncation): the caller's next read says where the log is.
+        let Some((file, size, next_segment)) = found else {
+            return Ok(None);
+        };
+        let mut header_buf = [0u8; HEADER_LEN];
+        let n = file.read_at(position, &mut header_buf).await?;
+        let Ok(damaged) = BatchHeader::parse(&header_buf[..n]) else {
+            return Ok(next_segment);
+        };
+        let after = position + damaged.size() as u64;
+        if after >= size {
+            return Ok(next_segment);
+        }
+        let n = file.read_at(after, &mut header_buf).await?;
+        let Ok(header) = BatchHeader::parse(&header_buf[..n]) else {
+            return Ok(next_segment);
+        };
+        if after + header.size() as u64 > size {
+            return Ok(next_segment);
+        }
+        let mut whole = vec![0u8; header.size()];
+        file.read_at(after, &mut whole).await?;
+        Ok(match batch::validate_stored(&whole) {
+            Ok(valid) => Some(valid.base_offset as u64),
+            Err(_) => next_segment,
+        })
+    }
+
     /// Total bytes of all segments.
     pub async fn size_bytes(&self) -> u64 {
         self.state().segments.values().map(|s| s.size).sum()
