@@ -30,7 +30,8 @@ enum Gated {
     ListPartition,
     /// Syncing a partition's directory: what a log's clean close ends with.
     SyncPartitionDir,
-    /// Every listing, open, removal, rename and directory sync in or of a partition's
+    /// Every creation, listing, open, removal, rename and directory sync in or of a
+    /// partition's directory (or of one being made, `<dir>.tmp`), and every sync of the data
     /// directory: a crash can be placed between any two of them.
     AnyInPartition,
 }
@@ -46,7 +47,8 @@ struct GateDisk {
     parked: AtomicUsize,
     most_parked: AtomicUsize,
     partition_syncs: Arc<AtomicUsize>,
-    /// Calls that make partition directories: `create_dir_all` of one, `create_dirs` of many.
+    /// Calls that make partition directories: `create_dir_all` or `create_dir` of one,
+    /// `create_dirs` of many.
     dir_creations: AtomicUsize,
 }
 
@@ -77,7 +79,8 @@ impl DiskFile for CountedFile {
     }
 }
 
-/// Is `path` a partition's directory (`/data/<topic>-<partition>`)?
+/// Is `path` a partition's directory (`/data/<topic>-<partition>`, or `.tmp` while its first
+/// write makes it)?
 fn is_partition_dir(path: &Path) -> bool {
     path.parent() == Some(Path::new(DATA_DIR))
 }
@@ -116,7 +119,9 @@ impl GateDisk {
     async fn pass(&self, op: Gated, path: &Path) {
         let gated = *self.gated.lock().unwrap();
         let parks = if gated == Some(Gated::AnyInPartition) {
-            is_partition_dir(path) || path.parent().is_some_and(is_partition_dir)
+            is_partition_dir(path)
+                || path.parent().is_some_and(is_partition_dir)
+                || path == Path::new(DATA_DIR)
         } else {
             is_partition_dir(path) && gated == Some(op)
         };
@@ -140,6 +145,13 @@ impl Disk for GateDisk {
             self.dir_creations.fetch_add(1, Ordering::SeqCst);
         }
         self.inner.create_dir_all(dir).await
+    }
+    async fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        self.pass(Gated::AnyInPartition, dir).await;
+        if is_partition_dir(dir) {
+            self.dir_creations.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.create_dir(dir).await
     }
     async fn create_dirs(&self, dir: &Path, names: &[String]) -> io::Result<()> {
         self.dir_creations.fetch_add(1, Ordering::SeqCst);
@@ -242,13 +254,16 @@ async fn settle() {
 async fn partitions_open_and_close_several_at_once_and_never_more_than_configured() {
     // The bug (issue 10): the catalog opened and closed partition logs one after another, so a
     // start or a clean stop with 10,000 partitions waited on some 30,000 syncs in a row.
+    // (A created partition has no directory to list, see below: the partitions are written
+    // and closed first, and the start after opens them.)
     let gate = GateDisk::new(FaultyDisk::new(1, FaultyDiskConfig::default()));
+    let (image, _) = written(gate.clone()).await;
     let catalog = catalog(gate.clone(), 4);
 
     gate.close_gate(Gated::ListPartition);
     let applying = tokio::spawn({
         let catalog = Arc::clone(&catalog);
-        async move { catalog.apply(image(3, 4)).await }
+        async move { catalog.apply(image).await }
     });
     settle().await;
     assert_eq!(gate.parked.load(Ordering::SeqCst), 4, "opens at once");
@@ -256,6 +271,10 @@ async fn partitions_open_and_close_several_at_once_and_never_more_than_configure
     applying.await.unwrap().unwrap();
     assert_eq!(gate.most_parked.load(Ordering::SeqCst), 4);
     assert_eq!(catalog.local_partitions().len(), 12);
+    // Something to close: each close then writes its indexes (a directory sync).
+    for (topic, index) in catalog.local_partitions() {
+        append_durable(&catalog, &topic, index, 1).await;
+    }
 
     gate.most_parked.store(0, Ordering::SeqCst);
     gate.close_gate(Gated::SyncPartitionDir);
@@ -271,34 +290,39 @@ async fn partitions_open_and_close_several_at_once_and_never_more_than_configure
 }
 
 #[tokio::test]
-async fn a_created_partition_syncs_nothing_of_its_own_until_its_first_append() {
-    // The bug (issue 10): creating a partition synced its directory three times (its empty
-    // first segment, its checkpoint, its `partition.metadata`) and the segment and checkpoint
-    // files too: 87 s to create 10,000 partitions. Then (session 8) still two syncs each, its
-    // `partition.metadata` and its directory for an empty first segment's name; then (session
-    // 9) one, `partition.metadata`'s contents: 10,000 fsyncs, a median of 15 s to create
-    // 10,000 partitions on the VM's disk against 5 s on tmpfs. Kafka syncs that file before
-    // the log's first append, not at creation.
+async fn a_created_partition_has_no_directory_until_its_first_append_makes_it_whole() {
+    // The bug (issue 10): creating 10,000 partitions took a median of 12.6 s on this VM's disk
+    // (target 10 s), nearly all of it the kernel making 10,000 directories and 10,000
+    // `partition.metadata` files. Before that (sessions 6-10) a creation synced the partition's
+    // directory, its empty first segment, its checkpoint and `partition.metadata`, one fewer
+    // each session. An empty log's directory says nothing the cluster image does not: a new
+    // partition now touches no disk until its first append.
     let faulty = FaultyDisk::new(6, FaultyDiskConfig::default());
     let gate = GateDisk::new(faulty.clone());
+    gate.close_gate(Gated::ListPartition);
     let catalog = start(gate.clone(), 4, &image(3, 4)).await;
+    gate.open_gate();
+    assert_eq!(catalog.local_partitions().len(), 12);
+    assert_eq!(
+        gate.most_parked.load(Ordering::SeqCst),
+        0,
+        "a partition directory listed"
+    );
+    assert_eq!(gate.dir_creations.load(Ordering::SeqCst), 0);
     assert_eq!(gate.partition_syncs.load(Ordering::SeqCst), 0);
+    assert_eq!(partition_dirs(&gate.inner).await, Vec::<String>::new());
     for (topic, index) in catalog.local_partitions() {
-        let dir = Path::new(DATA_DIR).join(format!("{topic}-{index}"));
-        let names = gate.inner.list(&dir).await.unwrap();
-        assert_eq!(names, ["partition.metadata"], "{topic}-{index}");
-        assert!(
-            faulty
-                .durable_content(&dir.join("partition.metadata"))
-                .is_none(),
-            "{topic}-{index}: its name waits for the first sync of its directory"
-        );
+        let log = &catalog.partition(&topic, index).unwrap().log;
+        assert!(!log.is_dir_made(), "{topic}-{index}");
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
     }
 
-    // The first append syncs `partition.metadata`, then makes the segment file and syncs the
-    // directory once, which makes both names durable before the record can be.
+    // The first append makes the directory, whole, before its record: `partition.metadata`
+    // synced in it, then its name durable; the others stay as they were.
     append_durable(&catalog, "t0", 0, 9).await;
     let dir = Path::new(DATA_DIR).join("t0-0");
+    assert_eq!(partition_dirs(&gate.inner).await, ["t0-0"]);
+    assert_eq!(gate.dir_creations.load(Ordering::SeqCst), 1);
     assert_eq!(
         metadata_topic_id(&faulty, &dir),
         Some(Uuid::from_u128(1)),
@@ -307,6 +331,102 @@ async fn a_created_partition_syncs_nothing_of_its_own_until_its_first_append() {
     assert!(faulty
         .durable_len(&dir.join(format!("{:020}.log", 0)))
         .is_some_and(|len| len > 0));
+    append_durable(&catalog, "t0", 0, 10).await;
+    assert_eq!(gate.dir_creations.load(Ordering::SeqCst), 1, "made once");
+
+    // A clean stop writes nothing for the partitions never written, and a start after it,
+    // or after a power loss, finds them empty and takes their appends.
+    catalog.close_all().await;
+    assert_eq!(partition_dirs(&gate.inner).await, ["t0-0"]);
+    let catalog = start(gate.clone(), 4, &image(3, 4)).await;
+    assert_eq!(clean_and_recovered(&catalog), (12, 0));
+    drop(catalog);
+    faulty.crash();
+    let catalog = start(gate.clone(), 4, &image(3, 4)).await;
+    assert_eq!(partition_dirs(&gate.inner).await, ["t0-0"]);
+    let found = contents(&catalog).await;
+    assert_eq!(found[&("t0".to_string(), 0)], [9, 10]);
+    assert_eq!(found.values().filter(|v| v.is_empty()).count(), 11);
+    for (topic, index) in catalog.local_partitions() {
+        append_durable(&catalog, &topic, index, 3).await;
+    }
+    let expected = contents(&catalog).await;
+    drop(catalog);
+    faulty.crash();
+    let catalog = start(gate.clone(), 4, &image(3, 4)).await;
+    assert_eq!(contents(&catalog).await, expected);
+    assert_eq!(partition_dirs(&gate.inner).await.len(), 12);
+    assert_eq!(gate.dir_creations.load(Ordering::SeqCst), 12);
+}
+
+#[tokio::test]
+async fn a_partition_never_written_is_deleted_and_created_again_under_its_name_without_a_directory()
+{
+    let faulty = FaultyDisk::new(12, FaultyDiskConfig::default());
+    let gate = GateDisk::new(faulty.clone());
+    let first = image(1, 2);
+    let catalog = start(gate.clone(), 4, &first).await;
+    append_durable(&catalog, "t0", 1, 1).await;
+    // Deleted: the written partition's directory goes, the other had none.
+    let mut none = ClusterImage::empty();
+    none.metadata_offset = 2;
+    catalog.apply(Arc::new(none)).await.unwrap();
+    assert!(catalog.local_partitions().is_empty());
+    assert_eq!(partition_dirs(&gate.inner).await, Vec::<String>::new());
+    // Created again under the same name, with a new id: both partitions empty.
+    let mut again = (*image(1, 2)).clone();
+    again.metadata_offset = 3;
+    let topic = Arc::make_mut(again.topics.get_mut("t0").unwrap());
+    topic.id = Uuid::from_u128(77);
+    again.topic_names = [(topic.id, "t0".to_string())].into();
+    catalog.apply(Arc::new(again)).await.unwrap();
+    let found = contents(&catalog).await;
+    assert!(found.values().all(Vec::is_empty), "{found:?}");
+    append_durable(&catalog, "t0", 0, 2).await;
+    drop(catalog);
+    faulty.crash();
+    assert_eq!(
+        metadata_topic_id(&faulty, &Path::new(DATA_DIR).join("t0-0")),
+        Some(Uuid::from_u128(77))
+    );
+}
+
+#[tokio::test]
+async fn a_partition_deleted_while_its_first_append_makes_its_directory_leaves_no_directory() {
+    // The race this guards against: the deletion found no directory to remove while the
+    // first append was still making it under its temporary name, and the rename then put a
+    // directory of a deleted topic in place.
+    let faulty = FaultyDisk::new(13, FaultyDiskConfig::default());
+    let gate = GateDisk::new(faulty.clone());
+    let catalog = start(gate.clone(), 4, &image(1, 1)).await;
+    let partition = catalog.partition("t0", 0).unwrap();
+    // Parked at the temporary directory's sync, `partition.metadata` written in it.
+    gate.close_gate(Gated::SyncPartitionDir);
+    let appending = tokio::spawn(async move {
+        partition
+            .append_unexposed(&mut builder::simple(1, 10, 1, T0))
+            .await
+    });
+    settle().await;
+    assert_eq!(gate.parked.load(Ordering::SeqCst), 1);
+    let deleting = tokio::spawn({
+        let catalog = Arc::clone(&catalog);
+        async move {
+            let mut none = ClusterImage::empty();
+            none.metadata_offset = 2;
+            catalog.apply(Arc::new(none)).await
+        }
+    });
+    settle().await;
+    gate.open_gate();
+    deleting.await.unwrap().unwrap();
+    // The append may have gone in before the log was retired, or been refused after.
+    let _ = appending.await.unwrap();
+    let left = gate.inner.list(Path::new(DATA_DIR)).await.unwrap();
+    assert!(
+        left.iter().all(|n| !n.starts_with("t0-")),
+        "left behind: {left:?}"
+    );
 }
 
 #[tokio::test]
@@ -347,62 +467,62 @@ async fn a_partition_appended_before_a_power_loss_keeps_its_partition_metadata_a
 }
 
 #[tokio::test]
-async fn a_partition_whose_creation_a_power_loss_cut_short_is_created_again_whatever_its_metadata_holds(
-) {
-    // A created partition's `partition.metadata` is not durable until its first append. A
-    // directory sync before that (here a clean stop's checkpoint of the empty log) makes its
-    // name durable with no contents; a file system that does not order data before metadata
-    // (ext4 without a journal, as on this VM, or with data=writeback) can keep its length over
-    // zeros or a part of it. Beside no segment file each is a creation to do again.
-    // Without torn writes a power loss keeps nothing unsynced (with them it may keep the
-    // whole file, as the sweep below finds).
+async fn directories_left_of_an_interrupted_creation_are_removed_and_the_partitions_open_empty() {
+    // Builds before this one made a partition's directory at its creation and wrote its
+    // `partition.metadata` without a sync. A power loss then left the file missing, or its
+    // name durable with its contents lost (through a later sync of its directory, such as a
+    // clean stop's checkpoint of the empty log), or, on a file system that does not order data
+    // before metadata (ext4 without a journal, as on this VM, or with data=writeback), zeros
+    // over its length or a part of it. Beside no segment file each is a directory of nothing:
+    // removed, and the partition opens without one. Written here by hand, as those builds did.
     let faulty = FaultyDisk::new(10, FaultyDiskConfig::default());
     let gate = GateDisk::new(faulty.clone());
     let image = image(1, 4);
-    let catalog = start(gate.clone(), 4, &image).await;
-    catalog.close_all().await;
-    drop(catalog);
-    faulty.crash();
     let dir = |index: i32| Path::new(DATA_DIR).join(format!("t0-{index}"));
-    for index in 0..4 {
-        // The state the faulty disk gives (it writes a sector whole or not at all, so it
-        // never tears a file this small): the name durable, the contents lost.
-        assert_eq!(
-            faulty.durable_content(&dir(index).join("partition.metadata")),
-            Some(Vec::new()),
-            "t0-{index}"
-        );
-        assert!(faulty
-            .durable_len(&dir(index).join("log.checkpoint"))
-            .is_some());
-    }
-    // And those it cannot give: zeros over the file's length, a torn prefix, no file at all.
     // (44 bytes: `version: 0`, `topic_id: ` and 22 characters of base64, each on its line.)
-    for (index, contents) in [(1, vec![0; 44]), (2, b"version: 0\ntopic_".to_vec())] {
-        let file = faulty
-            .open(&dir(index).join("partition.metadata"), OpenMode::Existing)
+    let metadata: [Option<Vec<u8>>; 4] = [
+        Some(Vec::new()),
+        Some(vec![0; 44]),
+        Some(b"version: 0\ntopic_".to_vec()),
+        None,
+    ];
+    faulty.create_dir_all(Path::new(DATA_DIR)).await.unwrap();
+    for (index, contents) in metadata.iter().enumerate() {
+        let dir = dir(index as i32);
+        faulty.create_dir_all(&dir).await.unwrap();
+        broker::disk::write_file_atomic(&faulty, &dir.join("log.checkpoint"), b"0\n0\n0\n")
             .await
             .unwrap();
-        file.append(&contents).await.unwrap();
-        file.sync().await.unwrap();
+        if let Some(contents) = contents {
+            let file = faulty
+                .open(&dir.join("partition.metadata"), OpenMode::CreateNew)
+                .await
+                .unwrap();
+            file.append(contents).await.unwrap();
+            file.sync().await.unwrap();
+            faulty.sync_dir(&dir).await.unwrap();
+        }
     }
-    faulty
-        .remove(&dir(3).join("partition.metadata"))
-        .await
-        .unwrap();
-    faulty.sync_dir(&dir(3)).await.unwrap();
 
-    // Created again: what the empty log left is gone, and nothing is synced until an append.
+    // And what this build can leave: a directory in the making that another task's sync of
+    // the data directory made durable before a power loss (here with its file, unsynced).
+    let making = Path::new(DATA_DIR).join("t0-1.tmp");
+    faulty.create_dir(&making).await.unwrap();
+    drop(
+        faulty
+            .open(&making.join("partition.metadata"), OpenMode::CreateNew)
+            .await
+            .unwrap(),
+    );
+    faulty.sync_dir(Path::new(DATA_DIR)).await.unwrap();
+    faulty.crash();
+
     gate.partition_syncs.store(0, Ordering::SeqCst);
     let catalog = start(gate.clone(), 4, &image).await;
     assert_eq!(catalog.local_partitions().len(), 4);
     assert_eq!(gate.partition_syncs.load(Ordering::SeqCst), 0);
+    assert_eq!(partition_dirs(&gate.inner).await, Vec::<String>::new());
     for index in 0..4 {
-        assert_eq!(
-            gate.inner.list(&dir(index)).await.unwrap(),
-            ["partition.metadata"],
-            "t0-{index}"
-        );
         let log = &catalog.partition("t0", index).unwrap().log;
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
         append_durable(&catalog, "t0", index, 5).await;
@@ -506,12 +626,16 @@ async fn a_partition_created_and_never_written_opens_after_a_power_loss_empty_an
 }
 
 #[tokio::test]
-async fn a_power_loss_at_any_point_of_a_creation_leaves_partitions_that_open_and_keep_appends() {
-    // Between any two operations on the partitions' directories: the listing, the creation of
-    // `partition.metadata` (not synced), the first append's leader-epoch checkpoint (its
-    // temporary file, rename and directory sync, which make `partition.metadata`'s name durable
-    // whatever its contents), the opening of `partition.metadata` for its sync, the first
-    // segment's file and the directory's sync.
+async fn a_power_loss_at_any_point_of_a_creation_and_first_append_leaves_no_partition_directory_or_a_whole_one(
+) {
+    // Between any two operations on the partitions' directories and the data directory: the
+    // data directory's listing (the creation touches nothing else), then each first append's
+    // steps: the temporary directory's creation, `partition.metadata`'s creation in it (its
+    // contents synced), the temporary directory's sync, its rename into place, the data
+    // directory's sync, the leader-epoch checkpoint (its temporary file, rename and directory
+    // sync), the first segment's file and the directory's sync. What a power loss leaves of a
+    // partition is no directory (maybe a temporary one, removed at the start) or a whole one:
+    // never a directory without a whole `partition.metadata`, never a record beside one.
     let image = image(1, 3);
     let mut steps_seen = 0;
     let mut states = BTreeSet::new();
@@ -557,25 +681,41 @@ async fn a_power_loss_at_any_point_of_a_creation_leaves_partitions_that_open_and
         drop(catalog);
         faulty.crash();
         gate.open_gate();
-        // What the power loss left of each partition: never a segment file beside a
-        // `partition.metadata` it emptied or never made durable.
+        // After the crash the live tree is the durable one.
+        let left = gate.inner.list(Path::new(DATA_DIR)).await.unwrap();
         for index in 0..3 {
-            let dir = Path::new(DATA_DIR).join(format!("t0-{index}"));
-            let metadata = faulty.durable_content(&dir.join("partition.metadata"));
+            let name = format!("t0-{index}");
+            let dir = Path::new(DATA_DIR).join(&name);
+            // (A temporary directory survives only a sync of the data directory by another
+            // task while it is being made: see the test of the older build's leftovers.)
+            if !left.contains(&name) {
+                assert!(!acknowledged.contains(&index), "step {step}: {name} lost");
+                states.insert("no directory");
+                continue;
+            }
+            let names = gate.inner.list(&dir).await.unwrap();
+            assert_eq!(
+                metadata_topic_id(&faulty, &dir),
+                Some(Uuid::from_u128(1)),
+                "step {step}: {name} holds {names:?} without a whole partition.metadata"
+            );
             let segment = faulty
                 .durable_len(&dir.join(format!("{:020}.log", 0)))
                 .is_some();
-            states.insert(match (&metadata, segment) {
-                (None, false) => "no partition.metadata",
-                (Some(m), false) if m.is_empty() => "partition.metadata emptied",
-                (Some(_), false) => "partition.metadata whole, no segment",
-                (Some(m), true) if !m.is_empty() => "partition.metadata whole beside a segment",
-                _ => panic!("step {step}: t0-{index}: a segment file beside {metadata:?}"),
+            states.insert(if segment {
+                "a whole directory with a segment"
+            } else {
+                "a whole directory, no segment yet"
             });
         }
 
         let catalog = start(gate.clone(), 2, &image).await;
         assert_eq!(catalog.local_partitions().len(), 3, "step {step}");
+        let left = gate.inner.list(Path::new(DATA_DIR)).await.unwrap();
+        assert!(
+            left.iter().all(|n| !n.ends_with(".tmp")),
+            "step {step}: the start left {left:?}"
+        );
         let found = contents(&catalog).await;
         for ((_, index), values) in &found {
             if acknowledged.contains(index) {
@@ -609,48 +749,28 @@ async fn a_power_loss_at_any_point_of_a_creation_leaves_partitions_that_open_and
         }
     }
     assert!(
-        steps_seen >= 10,
+        steps_seen >= 20,
         "the sweep crashed creations at {steps_seen} points only"
     );
     assert_eq!(
         states.into_iter().collect::<Vec<_>>(),
         [
-            "no partition.metadata",
-            "partition.metadata emptied",
-            "partition.metadata whole beside a segment",
-            "partition.metadata whole, no segment",
+            "a whole directory with a segment",
+            "a whole directory, no segment yet",
+            "no directory",
         ],
         "the sweep missed a state a power loss leaves"
     );
 }
 
-#[tokio::test]
-async fn partitions_created_together_make_their_directories_durable_with_one_sync_of_the_data_directory(
-) {
-    // The bug (issue 10): each new partition's directory was made, and the data directory
-    // synced for it, on its own, one after another: 10,000 syncs to create 10,000 partitions.
-    let faulty = FaultyDisk::new(7, FaultyDiskConfig::default());
-    let gate = GateDisk::new(faulty.clone());
-    let image = image(3, 4);
-    let catalog = start(gate.clone(), 4, &image).await;
-    assert_eq!(gate.dir_creations.load(Ordering::SeqCst), 1);
-    for (topic, index) in catalog.local_partitions() {
-        append_durable(&catalog, &topic, index, 7).await;
-    }
-    let expected = contents(&catalog).await;
-    assert!(expected.values().all(|v| *v == [7]));
-
-    // A power loss right after: every directory, and every acknowledged record in it, is there.
-    drop(catalog);
-    faulty.crash();
-    let catalog = start(gate.clone(), 4, &image).await;
-    assert_eq!(catalog.local_partitions().len(), 12);
-    assert_eq!(contents(&catalog).await, expected);
-    assert_eq!(
-        gate.dir_creations.load(Ordering::SeqCst),
-        1,
-        "none made again"
-    );
+/// The partition directories (and directories being made) in the data directory, live.
+async fn partition_dirs(disk: &FaultyDisk) -> Vec<String> {
+    disk.list(Path::new(DATA_DIR))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with('t') || n.starts_with("new-"))
+        .collect()
 }
 
 /// The topic id that the durable `partition.metadata` in `dir` names, if it is whole.
@@ -696,6 +816,7 @@ async fn append_durable(catalog: &Catalog, topic: &str, index: i32, value: u8) {
 async fn start(disk: Arc<dyn Disk>, concurrency: u32, image: &Arc<ClusterImage>) -> Arc<Catalog> {
     disk.create_dir_all(Path::new(DATA_DIR)).await.unwrap();
     let catalog = catalog(disk, concurrency);
+    catalog.remove_deleted_leftovers().await.unwrap();
     catalog.begin_run().await.unwrap();
     catalog.apply(Arc::clone(image)).await.unwrap();
     catalog

@@ -97,6 +97,10 @@ async fn on_a_full_disk_produce_names_the_partition_and_consume_says_it_is_offli
     let broker = start_broker().await;
     let created = faultline(&broker, &["topics", "create", "--topic", "full"], "").await;
     assert_eq!(created.code, 0, "{}", created.err);
+    // One record first: a partition never written has no directory, and a failed first write
+    // leaves nothing for its recovery to fail on (it comes back online, empty, at once).
+    let first = faultline(&broker, &["produce", "--topic", "full"], &lines(1)).await;
+    assert_eq!(first.code, 0, "{}", first.err);
     // Not one more byte fits.
     broker.disk.set_capacity(Some(broker.disk.used_bytes()));
     // A full disk alone heals: maintenance recovers the offline log in place within a tick

@@ -251,6 +251,52 @@ async fn snapshots_below_the_log_start_are_pruned_with_their_segments() {
     assert!(left.len() <= producer_snapshot::SNAPSHOTS_KEPT);
 }
 
+#[tokio::test]
+async fn idempotent_retries_after_a_crash_are_duplicates_though_an_earlier_batch_of_their_segment_was_damaged_at_rest(
+) {
+    // Simulation seed 85 of group-swarm: a bit flip at rest in an early batch, then a crash
+    // with no snapshot (one segment, never rolled, never closed). Recovery stepped over the
+    // damaged batch and kept the rest, but the producers' state was rebuilt only from the
+    // batches before it: the retry of the batch in flight at the crash was refused as a new
+    // epoch's out-of-order batch, the client resent it under a bumped epoch, and it was
+    // stored twice.
+    let f = Fixture::new(
+        36,
+        FaultyDiskConfig::default(),
+        LogConfig {
+            segment_bytes: 1 << 20,
+            ..config(FlushPolicy::Durable)
+        },
+    );
+    let partition = open(&f).await;
+    let offsets = produce(&partition, 0, 10).await;
+    let state = partition.producer_state().await.unwrap();
+    assert_eq!(partition.log.segment_count().await, 1);
+    drop(partition);
+    f.disk.crash();
+    assert!(snapshots(&f).await.is_empty(), "no roll, no close");
+    // A bit in the records of the second batch (producer 2's first), under its CRC.
+    let segment = f.segment_path(0);
+    let bytes = broker::disk::read_file(&f.disk, &segment).await.unwrap();
+    let first = broker::log::batch::BatchHeader::parse(&bytes)
+        .unwrap()
+        .size();
+    f.disk.flip_bit(&segment, first as u64 + 70, 3).unwrap();
+
+    let partition = open(&f).await;
+    assert_eq!(partition.producer_state_snapshot(), None);
+    assert_eq!(
+        partition.log.log_end_offset(),
+        offsets.last().unwrap().1 + 3,
+        "recovery keeps the batches after the damaged one"
+    );
+    // The damaged batch is older than every producer's window of five: nothing is missing.
+    assert_eq!(partition.producer_state().await.unwrap(), state);
+    for ((pid, seq), offset) in &offsets[offsets.len() - PRODUCERS as usize..] {
+        assert_duplicate(&partition, *pid, *seq, *offset).await;
+    }
+}
+
 /// The state a rebuild from the log start gives: snapshots removed, the log opened again.
 async fn full_rebuild(f: &Fixture) -> ProducerStateManager {
     for offset in snapshots(f).await {

@@ -22,13 +22,21 @@
 //! an older topic of the same name (deleted while this node was down, then created again) is
 //! told apart and removed instead of being served as the new topic's data.
 //!
-//! Creating a partition syncs nothing of its own (its directory is made durable with the
-//! others of the same apply, one sync of the data directory). Its `partition.metadata` is
-//! written without a sync and synced by its log before the first segment file is made, at the
-//! first append, as Kafka's `UnifiedLog` flushes the file before its first append. So a
-//! `partition.metadata` that is missing, empty or torn in a directory holding no segment file is
-//! a creation a power loss interrupted, and the partition is created again from the image; beside a
-//! segment file it is damage, and the partition is not opened.
+//! Creating a partition writes nothing: its log opens with no directory (`Log::open_unmade`),
+//! and a start that finds no directory for a partition of the image opens it the same way, an
+//! empty partition (log start and log end 0, high watermark 0), not damage. The first write
+//! that must put a byte in the directory (a producer's or a follower's append) makes it whole
+//! under a temporary name, `partition.metadata` synced in it, and renames it into place before
+//! anything of the log (`Log::make_dir`), so a power loss leaves no directory or a whole one;
+//! a `<topic>-<partition>.tmp` leftover is removed at the next start. Kafka makes the directory
+//! at creation; here 10,000 of them were most of a creation of 10,000 partitions (the kernel
+//! making inodes), and an empty log's directory says nothing the image does not.
+//!
+//! Directories written by older builds can hold a `partition.metadata` written without a sync:
+//! one that is missing, empty or torn in a directory holding no segment file is a creation a
+//! power loss interrupted, and the directory is removed (the partition opens without one);
+//! beside a segment file it is damage, and the partition is not opened. A whole one beside no
+//! segment is synced by the log before its first segment file is made.
 //!
 //! Removing a partition must work on a full disk and survive a crash at any point: the
 //! directory is first renamed `<topic>-<partition>.<topic-id>-delete` (a rename needs no free
@@ -49,8 +57,8 @@ use crate::config::{BrokerConfig, TopicConfigs};
 use crate::controller::image::{ClusterImage, PartitionImage, TopicImage};
 use crate::controller::request::NO_BROKER_EPOCH;
 use crate::controller::{NodeId, NO_NODE};
-use crate::disk::{self, Disk, OpenMode};
-use crate::log::{Listing, Log, LogConfig, LogRun};
+use crate::disk::{self, Disk};
+use crate::log::{Listing, Log, LogConfig, LogRun, UnmadeDir};
 use crate::partition::Partition;
 use crate::replica::fetcher::{FetchSizes, FollowTarget, ReplicaFetchers};
 use crate::replica::Role;
@@ -530,14 +538,13 @@ impl Catalog {
                 }
             }
         }
-        let made = self.make_partition_dirs(&to_open).await;
+        let found = self.found_partition_dirs(&to_open).await;
         let opener = Arc::new(Opener {
             disk: Arc::clone(&self.disk),
             clock: Arc::clone(&self.clock),
             data_dir: self.config.data_dir.clone(),
             node_id: self.node_id,
             run: self.run(),
-            found_dirs_synced: tokio::sync::OnceCell::new(),
         });
         let mut opened: BTreeMap<(String, i32), io::Result<Arc<Partition>>> = self
             .spawn_bounded(
@@ -547,10 +554,12 @@ impl Catalog {
                     .map(|(name, index, id, configs, replicated)| {
                         let opener = Arc::clone(&opener);
                         let log_config = configs.log_config(&self.config);
-                        let made = made.contains(&partition_dir_name(&name, index));
+                        let found = found
+                            .as_ref()
+                            .is_none_or(|found| found.contains(&partition_dir_name(&name, index)));
                         async move {
                             let result = opener
-                                .open(&name, index, id, log_config, replicated, made)
+                                .open(&name, index, id, log_config, replicated, found)
                                 .await;
                             ((name, index), result)
                         }
@@ -674,51 +683,50 @@ impl Catalog {
         remove_dir(self.disk.as_ref(), &self.config.data_dir, dir, topic_id).await
     }
 
-    /// Makes the directories of the partitions in `to_open` that the data directory lacks, all
-    /// with one sync of it, and returns their names. Creating 10,000 partitions synced the data
-    /// directory 10,000 times, one after another. A failure only means each open makes its
-    /// own directory, as it would have.
-    async fn make_partition_dirs<T>(
+    /// The directories of the partitions in `to_open` that the data directory holds, from one
+    /// listing of it: a new partition has none (its log makes it at its first write), and its
+    /// open then looks at nothing on disk. `None` (the listing failed): each open looks.
+    async fn found_partition_dirs<T>(
         &self,
         to_open: &[(String, i32, Uuid, T, bool)],
-    ) -> BTreeSet<String> {
+    ) -> Option<BTreeSet<String>> {
         if to_open.is_empty() {
-            return BTreeSet::new();
+            return Some(BTreeSet::new());
         }
         let data_dir = &self.config.data_dir;
         let existing = match self.disk.list(data_dir).await {
             Ok(names) => names,
             Err(e) => {
-                tracing::warn!(dir = %data_dir.display(), %e, "data directory not listed: partitions make their own directories");
-                return BTreeSet::new();
+                tracing::warn!(dir = %data_dir.display(), %e, "data directory not listed: each partition's open looks for its directory");
+                return None;
             }
         };
-        let missing: Vec<String> = to_open
-            .iter()
-            .map(|(name, index, ..)| partition_dir_name(name, *index))
-            .filter(|dir| existing.binary_search(dir).is_err())
-            .collect();
-        if missing.is_empty() {
-            return BTreeSet::new();
-        }
-        match self.disk.create_dirs(data_dir, &missing).await {
-            Ok(()) => missing.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(dir = %data_dir.display(), %e, "partition directories not made at once: each open makes its own");
-                BTreeSet::new()
-            }
-        }
+        Some(
+            to_open
+                .iter()
+                .map(|(name, index, ..)| partition_dir_name(name, *index))
+                .filter(|dir| existing.binary_search(dir).is_ok())
+                .collect(),
+        )
     }
 
-    /// Removes the leftovers of deletions a crash interrupted (`-delete` directories). Safe at
-    /// any time: those directories are never served.
+    /// Removes, at a start before any partition opens, the leftovers a crash left of removals
+    /// (`-delete` directories) and of first writes making a partition's directory (`.tmp`
+    /// directories, see `Log::make_dir`): neither is ever served.
     pub async fn remove_deleted_leftovers(&self) -> io::Result<usize> {
         let data_dir = &self.config.data_dir;
         let mut removed = 0;
         for name in self.disk.list(data_dir).await? {
+            let in_making = name
+                .strip_suffix(crate::log::DIR_IN_MAKING_SUFFIX)
+                .is_some_and(|dir| parse_partition_dir(dir).is_some());
             if name.ends_with(DELETE_SUFFIX) {
                 remove_doomed(self.disk.as_ref(), &data_dir.join(&name)).await?;
                 tracing::info!(dir = %name, "removed the leftovers of a deleted partition");
+                removed += 1;
+            } else if in_making {
+                remove_doomed(self.disk.as_ref(), &data_dir.join(&name)).await?;
+                tracing::info!(dir = %name, "removed a partition directory a crash left unfinished");
                 removed += 1;
             }
         }
@@ -863,16 +871,16 @@ struct Opener {
     data_dir: PathBuf,
     node_id: NodeId,
     run: Option<LogRun>,
-    /// The data directory synced for the new partitions whose directories this apply found
-    /// rather than made.
-    found_dirs_synced: tokio::sync::OnceCell<()>,
 }
 
 impl Opener {
-    /// Opens (creating if needed) the log of `topic`-`index` for topic `id`, `replicated` if
-    /// the partition has other replicas. A directory that names another topic id belongs to an
-    /// older topic of the same name: it is removed first. `made`: this apply has just made the
-    /// directory, durably ([`Catalog::make_partition_dirs`]).
+    /// Opens the log of `topic`-`index` for topic `id`, `replicated` if the partition has
+    /// other replicas. `found`: the data directory may hold the partition's directory (its
+    /// listing named it, or was not made). Without one, the partition is new or was never
+    /// written, and its log opens touching nothing on disk ([`Log::open_unmade`]). A directory
+    /// that names another topic id belongs to an older topic of the same name, and one that
+    /// holds no record and names no topic id is what an older build's interrupted creation
+    /// left: either is removed, and the log opens without a directory.
     async fn open(
         &self,
         topic: &str,
@@ -880,21 +888,65 @@ impl Opener {
         id: Uuid,
         log_config: LogConfig,
         replicated: bool,
-        made: bool,
+        found: bool,
     ) -> io::Result<Arc<Partition>> {
         let disk = self.disk.as_ref();
         let dir = self.data_dir.join(partition_dir_name(topic, index));
-        let metadata_path = dir.join(PARTITION_METADATA_FILE);
         // One listing serves this open and the log's recovery.
-        let mut listing = match disk.list(&dir).await {
-            Ok(names) => Some(names),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
+        let listing = if found {
+            match disk.list(&dir).await {
+                Ok(names) => Some(names),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
         };
-        let holds_metadata = listing
-            .as_ref()
-            .is_some_and(|names| names.iter().any(|n| n == PARTITION_METADATA_FILE));
-        let mut recorded = if holds_metadata {
+        let log = match listing {
+            None => None,
+            Some(names) => {
+                self.open_found(&dir, id, &log_config, replicated, names)
+                    .await?
+            }
+        };
+        let log = match log {
+            Some(log) => log,
+            None => Log::open_unmade(
+                Arc::clone(&self.disk),
+                Arc::clone(&self.clock),
+                dir,
+                log_config,
+                replicated,
+                self.run,
+                UnmadeDir {
+                    files: vec![(
+                        PARTITION_METADATA_FILE.to_string(),
+                        encode_partition_metadata(id).into_bytes(),
+                    )],
+                },
+            )
+            .map_err(|e| io::Error::other(e.to_string()))?,
+        };
+        let partition = Partition::open_unassigned(topic.to_string(), index, log, self.node_id)
+            .await
+            .map_err(|e| io::Error::other(format!("partition {topic}-{index}: {e}")))?;
+        Ok(Arc::new(partition))
+    }
+
+    /// Opens the log in `dir`, which exists and holds `names`, for topic `id`; `None` if the
+    /// directory was removed instead (another topic's, or never written), and the log is to
+    /// open without one.
+    async fn open_found(
+        &self,
+        dir: &Path,
+        id: Uuid,
+        log_config: &LogConfig,
+        replicated: bool,
+        names: Vec<String>,
+    ) -> io::Result<Option<Log>> {
+        let disk = self.disk.as_ref();
+        let metadata_path = dir.join(PARTITION_METADATA_FILE);
+        let recorded = if names.iter().any(|n| n == PARTITION_METADATA_FILE) {
             match disk::read_file(disk, &metadata_path).await {
                 Ok(bytes) => Some(
                     std::str::from_utf8(&bytes)
@@ -907,17 +959,13 @@ impl Opener {
         } else {
             None
         };
-        let mut holds_segments = listing
-            .as_ref()
-            .is_some_and(|names| crate::log::holds_segments(names));
+        let holds_segments = crate::log::holds_segments(&names);
         match recorded {
             Some(Some(existing)) if existing != id => {
                 tracing::info!(dir = %dir.display(), old = %existing, new = %id,
                     "removing the data of an older topic of the same name");
-                remove_dir(disk, &self.data_dir, &dir, existing).await?;
-                listing = None;
-                recorded = None;
-                holds_segments = false;
+                remove_dir(disk, &self.data_dir, dir, existing).await?;
+                return Ok(None);
             }
             // Synced before the log's first segment file was made: unreadable beside one, it
             // is damage, not a power loss. Refuse rather than serve data that may be another
@@ -928,57 +976,31 @@ impl Opener {
                     metadata_path.display()
                 )))
             }
+            // No record and no topic id: an older build made the directory at the partition's
+            // creation and wrote `partition.metadata` without a sync, and a power loss cut it
+            // short (missing, empty or torn) beside whatever the empty log wrote. Nothing in it
+            // is worth keeping. Its removal need not be durable: a crash brings back the same
+            // directory, removed again, and the first write's rename replaces it.
+            None | Some(None) if !holds_segments => {
+                tracing::info!(dir = %dir.display(), files = names.len(),
+                    "a partition directory holding no record and no topic id: removed, the log opens without one");
+                remove_doomed(disk, dir).await?;
+                return Ok(None);
+            }
             _ => {}
         }
-        // A new partition: no directory, or one that never held a record and names no topic
-        // id. Either this apply made it, or a power loss interrupted its creation and left
-        // `partition.metadata` missing, empty or torn (it is not synced until the log's first
-        // segment, see below) beside whatever the empty log wrote: all of it is removed, and
-        // the partition created again from the image.
-        let new = !matches!(recorded, Some(Some(_))) && !holds_segments;
-        let mut names = listing.clone().unwrap_or_default();
-        if new {
-            match listing {
-                None => disk.create_dir_all(&dir).await?,
-                Some(found) => {
-                    if !found.is_empty() {
-                        tracing::info!(dir = %dir.display(), files = found.len(),
-                            "a partition whose creation a crash interrupted: created again");
-                    }
-                    for name in &found {
-                        disk::remove_if_exists(disk, &dir.join(name)).await?;
-                    }
-                    names.clear();
-                    // Found, not made here: its name may not be durable yet (a crash of the
-                    // process that made it before its sync). One sync of the data directory
-                    // covers every such directory of this apply: they all exist already.
-                    if !made {
-                        self.found_dirs_synced
-                            .get_or_try_init(|| disk.sync_dir(&self.data_dir))
-                            .await?;
-                    }
-                }
-            }
-            // Kafka's way (`UnifiedLog.initializeTopicId`, `PartitionMetadataFile`): the file
-            // is written now and synced later, by the log before it makes its first segment
-            // file (`Listing::partition_metadata`). A creation costs no sync of its own, and
-            // nothing of the log can be durable before the file is.
-            let file = disk.open(&metadata_path, OpenMode::CreateNew).await?;
-            file.append(encode_partition_metadata(id).as_bytes())
-                .await?;
-            names.push(PARTITION_METADATA_FILE.to_string());
-        }
-        // Its contents may be unsynced: written just now, or read back from the page cache
-        // after a crash of the process. The log syncs it before its first segment file (a
-        // log that has one never makes another first one: the sync is never paid again).
-        let metadata_unsynced = new || recorded == Some(Some(id));
+        // Its contents may be unsynced: an older build wrote it without a sync at creation, or
+        // it is read back after a crash of the process, from the page cache. The log syncs it
+        // before its first segment file (a log that has one never makes another first one: the
+        // sync is never paid again). A directory made by `Log::make_dir` has it synced.
+        let metadata_unsynced = recorded == Some(Some(id));
         // Replicated from its first recovery on: the offset reservation's skip is a
         // single-replica policy (see `Log::open_replicated`).
         let log = Log::open_listed(
             Arc::clone(&self.disk),
             Arc::clone(&self.clock),
-            dir,
-            log_config,
+            dir.to_path_buf(),
+            log_config.clone(),
             replicated,
             self.run,
             Listing {
@@ -988,7 +1010,7 @@ impl Opener {
         )
         .await
         .map_err(|e| io::Error::other(e.to_string()))?;
-        if !new && recorded != Some(Some(id)) {
+        if recorded != Some(Some(id)) {
             // A directory from before the cluster (meta.toml): it is this topic's.
             disk::write_file_atomic(
                 disk,
@@ -997,10 +1019,7 @@ impl Opener {
             )
             .await?;
         }
-        let partition = Partition::open_unassigned(topic.to_string(), index, log, self.node_id)
-            .await
-            .map_err(|e| io::Error::other(format!("partition {topic}-{index}: {e}")))?;
-        Ok(Arc::new(partition))
+        Ok(Some(log))
     }
 }
 
@@ -1438,10 +1457,11 @@ mod tests {
     #[tokio::test]
     async fn directories_whose_partition_metadata_a_power_loss_emptied_are_strays_or_new_partitions(
     ) {
-        // A creation a power loss cut short leaves `partition.metadata` empty (its name durable
-        // through a later sync of its directory, its contents never synced) beside what the
-        // empty log wrote: a stray like any other if the partition is assigned elsewhere, and
-        // the partition itself, created afresh, if it is assigned here.
+        // An older build's creation that a power loss cut short left `partition.metadata`
+        // empty (its name durable through a later sync of its directory, its contents never
+        // synced) beside what the empty log wrote: a stray like any other if the partition is
+        // assigned elsewhere, and, if it is assigned here, a directory of nothing: removed,
+        // and the partition opens empty, its directory made again at its first write.
         let dir = tempfile::tempdir().unwrap();
         for name in ["gone-0", "kept-0"] {
             let sub = dir.path().join(name);
@@ -1462,12 +1482,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(catalog.remove_strays().await.unwrap(), 1);
-        assert_eq!(names(dir.path()).await, vec!["kept-0"]);
+        assert!(names(dir.path()).await.is_empty());
         let kept = dir.path().join("kept-0");
-        assert_eq!(names(&kept).await, vec![PARTITION_METADATA_FILE]);
         let p = catalog.partition("kept", 0).unwrap();
         assert_eq!(p.log.log_end_offset(), 0);
         append_one(&p).await;
+        assert_eq!(names(dir.path()).await, vec!["kept-0"]);
         let text = disk::read_file(&FileDisk::new(), &kept.join(PARTITION_METADATA_FILE))
             .await
             .unwrap();

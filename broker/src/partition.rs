@@ -223,8 +223,9 @@ impl Partition {
     /// Called with the producers' lock held; `state` is what it guards.
     async fn write_snapshot_of(&self, state: &ProducerStateManager) {
         // Offline: the log end may hold batches a recovery will drop, or the directory may be
-        // going away with a deleted topic.
-        if self.log.is_offline() {
+        // going away with a deleted topic. No directory: never written, so no producer (a
+        // snapshot of nothing would make the directory for nothing).
+        if self.log.is_offline() || !self.log.is_dir_made() {
             return;
         }
         if !self.sync_txn_index().await {
@@ -1106,11 +1107,19 @@ fn has_control_batch(records: &[u8]) -> bool {
 
 /// Rebuilds the producers' state: from the newest valid snapshot at or below the log end, then
 /// every batch after it (Kafka's `loadProducerState`); without one, from the log start. Returns
-/// the snapshot used. A batch damaged at rest cannot be read: the rest of its segment is
-/// skipped, loudly, since the producers' windows may then miss batches.
+/// the snapshot used. A batch damaged at rest cannot be read: it is skipped, loudly, and the
+/// replay resumes at the batch after it ([`Log::offset_after_damage`]), since the log keeps and
+/// serves that one and all after it: a window that missed them would take a retry of one for a
+/// new batch (or refuse it as out of order, and the client resends it under a new epoch) and
+/// append it again. Only when the damage hides the next batch is the rest of the segment
+/// skipped.
 async fn rebuild_producer_state(
     log: &Log,
 ) -> Result<(ProducerStateManager, Option<u64>, AbortedTxnIndex), ReadError> {
+    if !log.is_dir_made() {
+        // Never written (see `Log::open_unmade`): no producer, no transaction, nothing to read.
+        return Ok((ProducerStateManager::new(), None, AbortedTxnIndex::new()));
+    }
     let end = log.log_end_offset();
     let start = log.log_start_offset();
     let loaded = match producer_snapshot::load(log.disk().as_ref(), log.dir(), end).await {
@@ -1155,9 +1164,15 @@ async fn rebuild_producer_state(
                 position,
                 error,
             }) => {
-                let next = log.next_segment_after(offset).await;
+                let after = log.offset_after_damage(&segment, position).await?;
+                // A resumption that makes no progress (the damage hides where its batch ends)
+                // skips the rest of the segment.
+                let next = match after {
+                    Some(after) if after > offset => Some(after),
+                    _ => log.next_segment_after(offset).await,
+                };
                 tracing::error!(segment = %segment.display(), position, %error, resume_at = ?next,
-                    "corrupt batch while rebuilding producer state: skipping the rest of its segment");
+                    "corrupt batch while rebuilding producer state: skipping it");
                 match next {
                     Some(next) => {
                         offset = next;

@@ -9,7 +9,8 @@
 //! - **Power loss** ([`FaultyDisk::crash`]). Strikes between any two operations, including
 //!   between the steps of an operation that sleeps (latency). Every file's content reverts to
 //!   what its last successful sync made durable, and every directory's entries revert to what
-//!   its last successful `sync_dir` made durable: unsynced creations and renames vanish,
+//!   its last successful `sync_dir` made durable: unsynced creations (of files, and of
+//!   directories made with `create_dir`) and renames vanish,
 //!   unsynced removals come back. Why survive it: the machine can lose power at any time, and
 //!   the page cache is volatile.
 //! - **Torn writes** ([`FaultyDiskConfig::torn_writes`]). Strikes at a crash, on a file whose
@@ -903,6 +904,24 @@ impl Disk for FaultyDisk {
         Ok(())
     }
 
+    async fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        // A plain mkdir: live at once, durable only through a sync of the parent, like a
+        // file's creation. Its entries have their own durability: a directory whose name a
+        // crash keeps holds what its own syncs made durable.
+        let generation = self.delay().await;
+        let mut state = self.lock_since(generation)?;
+        let (parent, name) = state.parent_and_name(dir)?;
+        match state.dir(parent).live.get(&name).copied() {
+            Some(ino) if state.is_dir(ino) => Ok(()),
+            Some(_) => Err(os_error(EEXIST)),
+            None => {
+                let child = state.new_node(Node::Dir(DirNode::default()));
+                state.dir(parent).live.insert(name, child);
+                Ok(())
+            }
+        }
+    }
+
     async fn create_dirs(&self, dir: &Path, names: &[String]) -> io::Result<()> {
         // One operation (one latency draw), as the real disk's mkdirs and single sync are.
         // Only the named entries become durable: the contract promises nothing of the others.
@@ -1173,6 +1192,68 @@ mod tests {
             .unwrap();
         disk.crash();
         assert_eq!(disk.list(path("/d")).await.unwrap(), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_directory_made_filled_and_renamed_into_place_is_durable_only_once_its_parent_is_synced(
+    ) {
+        // A partition's first write: mkdir under a temporary name, its file synced, the new
+        // directory synced, renamed into place, the parent synced. Each crash below strikes
+        // after one more of those steps.
+        let disk = FaultyDisk::new(4, FaultyDiskConfig::default());
+        disk.create_dir_all(path("/d")).await.unwrap();
+        disk.create_dir(path("/d/p.tmp")).await.unwrap();
+        disk.create_dir(path("/d/p.tmp")).await.unwrap();
+        let file = disk
+            .open(path("/d/p.tmp/meta"), OpenMode::CreateNew)
+            .await
+            .unwrap();
+        file.append(b"id").await.unwrap();
+        file.sync().await.unwrap();
+        drop(file);
+        disk.crash();
+        assert!(
+            disk.list(path("/d")).await.unwrap().is_empty(),
+            "mkdir unsynced"
+        );
+
+        disk.create_dir(path("/d/p.tmp")).await.unwrap();
+        broker::disk::write_file_whole(&disk, path("/d/p.tmp/meta"), b"id")
+            .await
+            .unwrap();
+        disk.rename(path("/d/p.tmp"), path("/d/p")).await.unwrap();
+        disk.sync_dir(path("/d")).await.unwrap();
+        disk.crash();
+        // The directory's name is durable, its entry never synced: an empty directory.
+        assert_eq!(disk.list(path("/d")).await.unwrap(), ["p"]);
+        assert!(disk.list(path("/d/p")).await.unwrap().is_empty());
+
+        disk.create_dir(path("/d/q.tmp")).await.unwrap();
+        broker::disk::write_file_whole(&disk, path("/d/q.tmp/meta"), b"id")
+            .await
+            .unwrap();
+        disk.sync_dir(path("/d/q.tmp")).await.unwrap();
+        disk.rename(path("/d/q.tmp"), path("/d/q")).await.unwrap();
+        disk.crash();
+        assert_eq!(
+            disk.list(path("/d")).await.unwrap(),
+            ["p"],
+            "rename unsynced"
+        );
+        disk.create_dir(path("/d/q.tmp")).await.unwrap();
+        broker::disk::write_file_whole(&disk, path("/d/q.tmp/meta"), b"id")
+            .await
+            .unwrap();
+        disk.sync_dir(path("/d/q.tmp")).await.unwrap();
+        disk.rename(path("/d/q.tmp"), path("/d/q")).await.unwrap();
+        disk.sync_dir(path("/d")).await.unwrap();
+        disk.crash();
+        assert_eq!(disk.list(path("/d")).await.unwrap(), ["p", "q"]);
+        assert_eq!(content(&disk, "/d/q/meta").await, b"id");
+        let err = disk.create_dir(path("/d/q/meta")).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        let err = disk.create_dir(path("/e/f")).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
     #[tokio::test]

@@ -64,6 +64,7 @@ contract!(
     remove_dir_all_removes_a_directory_and_everything_under_it,
     create_dir_all_makes_missing_parents_and_accepts_existing_ones,
     create_dirs_makes_every_named_directory_and_accepts_existing_ones,
+    create_dir_makes_one_directory_whose_parent_exists_and_renames_into_place,
     write_file_atomic_replaces_the_contents_and_leaves_no_temporary_file,
     sync_and_sync_dir_succeed_on_a_healthy_disk,
     a_locked_directory_refuses_a_second_lock_until_the_first_is_dropped,
@@ -344,6 +345,35 @@ async fn create_dir_all_makes_missing_parents_and_accepts_existing_ones(
     assert_eq!(disk.list(root).await.unwrap(), ["a"]);
     assert_eq!(disk.list(&root.join("a/b")).await.unwrap(), ["c"]);
     assert!(disk.list(&deep).await.unwrap().is_empty());
+}
+
+async fn create_dir_makes_one_directory_whose_parent_exists_and_renames_into_place(
+    disk: &dyn Disk,
+    root: &Path,
+) {
+    let tmp = root.join("t-0.tmp");
+    disk.create_dir(&tmp).await.unwrap();
+    disk.create_dir(&tmp).await.unwrap();
+    disk::write_file_whole(disk, &tmp.join("partition.metadata"), b"id")
+        .await
+        .unwrap();
+    disk.sync_dir(&tmp).await.unwrap();
+    disk.rename(&tmp, &root.join("t-0")).await.unwrap();
+    disk.sync_dir(root).await.unwrap();
+    assert_eq!(disk.list(root).await.unwrap(), ["t-0"]);
+    assert_eq!(
+        disk::read_file(disk, &root.join("t-0/partition.metadata"))
+            .await
+            .unwrap(),
+        b"id"
+    );
+    let err = disk.create_dir(&root.join("a/b")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let err = disk
+        .create_dir(&root.join("t-0/partition.metadata"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
 }
 
 async fn create_dirs_makes_every_named_directory_and_accepts_existing_ones(

@@ -809,7 +809,13 @@ fn a_held_transactional_produce_is_verified_with_a_coordinator_on_another_broker
 ///   wake their tasks nor stop the clock at their deadlines; and the online checks read each
 ///   replica's HW as served on a copy instead of moving it. Checked: verdict PASS (1,544 of
 ///   1,544 sends acknowledged, one allowed anomaly); the suite's determinism check passes.
-const LOCKED_TRACE_HASH: &str = "ced4581bbeab128f";
+/// - d79afca3991f98ef: s11-create: a new partition makes no directory until its first write
+///   (no mkdir or `partition.metadata` at creation; the first append makes the directory
+///   under a temporary name, syncs it and renames it into place), so the faulty disk's
+///   operations and their latency draws change from the first topic creation on. Checked:
+///   the determinism check's two runs agree (MADSIM_TEST_CHECK_DETERMINISM=1), verdict PASS.
+/// - TBD: session 11 merge of both.
+const LOCKED_TRACE_HASH: &str = "0000000000000000";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {

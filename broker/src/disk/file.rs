@@ -426,6 +426,13 @@ impl Disk for FileDisk {
         .await
     }
 
+    async fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        match fs::create_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+            done => done,
+        }
+    }
+
     async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
         let mut options = fs::OpenOptions::new();
         options.read(true).write(true);

@@ -17,7 +17,9 @@
 //!   after [`Disk::sync_dir`] on the parent directory has returned `Ok`. A file whose data was
 //!   synced but whose directory entry was not can vanish in a crash. A rename is atomic: after a
 //!   crash the target name holds either the old or the new file, never a mix.
-//! - [`Disk::create_dir_all`] and [`Disk::create_dirs`] are durable when they return.
+//! - [`Disk::create_dir_all`] and [`Disk::create_dirs`] are durable when they return;
+//!   [`Disk::create_dir`] is a creation like a file's, durable after [`Disk::sync_dir`] of the
+//!   parent.
 //!
 //! # Exclusive use of a directory
 //! [`Disk::lock_dir`] takes Kafka's `.lock` on a data directory for as long as the returned
@@ -159,6 +161,16 @@ pub trait Disk: Send + Sync + fmt::Debug {
             self.create_dir_all(&dir.join(name)).await?;
         }
         Ok(())
+    }
+
+    /// Creates the directory `dir` in its parent, which must exist; an existing directory is
+    /// no error. Unlike [`Disk::create_dir_all`] it is a plain `mkdir`: the new name is durable
+    /// only after [`Disk::sync_dir`] of the parent, and a crash before that takes it, with
+    /// whatever was put in it. (A partition's log makes its directory this way at its first
+    /// write, under a temporary name, fills it, and renames it into place.) The default makes
+    /// the directory durably at once, which is more than asked.
+    async fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        self.create_dir_all(dir).await
     }
 
     /// Opens or creates the file at `path` as `mode` says. A created file's name is durable

@@ -936,8 +936,8 @@ impl GroupShard {
             let read = match log.read(offset, 1 << 20, None).await {
                 Ok(read) => read,
                 // Damage at rest (a flipped bit; no replica to repair from): the commits in it
-                // are gone, not the broker. Skip the rest of the segment, loudly, as the
-                // producer-state rebuild does; the groups resume from what is left.
+                // are gone, not the broker. Skip the rest of the segment, loudly; the groups
+                // resume from what is left.
                 Err(ReadError::Corrupt {
                     segment,
                     position,

@@ -9,8 +9,7 @@
 //! leader's data not fitting: errors, and nothing is appended.
 
 use super::batch::{self, BatchError};
-use super::{AppendInfo, FlushPolicy, Log, LEADER_EPOCH_FILE};
-use crate::disk;
+use super::{AppendInfo, FlushPolicy, Log};
 
 /// A follower's append failed; nothing was appended.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +110,10 @@ impl Log {
             (epochs != st.epochs).then_some(epochs)
         };
 
+        // Before the checkpoint and leader epochs below go into it.
+        self.make_dir_or_fail()
+            .await
+            .map_err(|e| FollowerAppendError::Offline(e.0))?;
         // The offset reservation is a single-replica policy (see `Log::set_replicated`): a
         // follower's log is replicated by definition, and reserves only if nobody said so.
         let reserved = self.state().reserved_offset;
@@ -120,10 +123,7 @@ impl Log {
                 .map_err(|e| FollowerAppendError::Offline(e.0))?;
         }
         if let Some(epochs) = epochs {
-            let path = self.dir.join(LEADER_EPOCH_FILE);
-            if let Err(e) =
-                disk::write_file_atomic(self.disk.as_ref(), &path, &epochs.encode()).await
-            {
+            if let Err(e) = self.write_leader_epochs(&epochs.encode()).await {
                 return Err(FollowerAppendError::Offline(
                     self.fail("writing leader epochs", &e).0,
                 ));

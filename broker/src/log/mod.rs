@@ -22,10 +22,12 @@
 //!   without a sync of its own ([`clean_shutdown`]).
 //!
 //! The directory may also hold the partition's `partition.metadata` (the catalog's, naming the
-//! topic id). As Kafka's `UnifiedLog` does (`maybeFlushMetadataFile` before an append), the
-//! log syncs it before it makes its first segment file ([`Listing::partition_metadata`]): the
-//! catalog writes it without a sync at creation, and no byte of the log can be durable beside
-//! a `partition.metadata` that a power loss can still empty.
+//! topic id). A new partition's log has no directory at all ([`Log::open_unmade`]): its first
+//! write makes it whole, `partition.metadata` synced inside, under a temporary name renamed
+//! into place ([`Log::make_dir`]), so no byte of the log is ever durable without it. A
+//! directory an older build made holds a `partition.metadata` written without a sync, which
+//! the log syncs before it makes its first segment file ([`Listing::partition_metadata`]), as
+//! Kafka's `UnifiedLog` does (`maybeFlushMetadataFile` before an append).
 //!
 //! # Guarantees
 //! - Offsets are assigned once, densely within a run, and an offset anyone outside the log has
@@ -224,6 +226,20 @@ pub struct RecoveryReport {
     pub offsets_skipped: u64,
 }
 
+/// The suffix of a log directory being made (see [`Log::open_unmade`]): its first write fills
+/// `<dir>.tmp` and renames it into place, so a power loss leaves no directory or a whole one,
+/// and at worst a `.tmp` leftover that the next start removes.
+pub const DIR_IN_MAKING_SUFFIX: &str = ".tmp";
+
+/// What a log opened with no directory ([`Log::open_unmade`]) puts in the directory when its
+/// first write makes it, before anything of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnmadeDir {
+    /// File names and contents, written and synced under the temporary name: the partition's
+    /// `partition.metadata`, so a directory never exists without it.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
 /// A partition directory its opener has just listed, for [`Log::open_listed`].
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
@@ -260,6 +276,9 @@ struct LogState {
     /// The active segment has no file yet ([`segment::UnmadeFile`]): the log holds nothing
     /// and its first append makes the file ([`Log::make_active_file`]).
     active_unmade: bool,
+    /// The log has no directory yet ([`Log::open_unmade`]); its first write makes it with
+    /// these files ([`Log::make_dir`]).
+    unmade_dir: Option<Arc<UnmadeDir>>,
 }
 
 impl LogState {
@@ -311,7 +330,10 @@ impl LogState {
 ///   in-place recovery of [`Log::reopen`]. (Retention needs no more than the state lock: a
 ///   read keeps its file handle, which outlives the file's name.)
 ///
-/// Lock order: `sync_lock`, `writer`, `files`, `state`. A read that changes the log (an
+/// - `making_dir` is held by the one task making the log's directory ([`Log::make_dir`]) and
+///   by [`Log::retire`], so a deleted partition's directory is never made after its removal.
+///
+/// Lock order: `sync_lock`, `writer`, `making_dir`, `files`, `state`. A read that changes the log (an
 /// unbounded read past the durable end must first extend the offset reservation) takes
 /// `writer`, without `files`; the fetch path never does (it reads below the high
 /// watermark).
@@ -344,6 +366,9 @@ pub struct Log {
     run: Option<LogRun>,
     /// See [`Listing::partition_metadata`].
     partition_metadata: Option<PathBuf>,
+    /// The directory exists (false from [`Log::open_unmade`] until the first write makes it).
+    dir_made: AtomicBool,
+    making_dir: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Log {
@@ -417,6 +442,32 @@ impl Log {
         Log::open_as(disk, clock, dir, config, replicated, run, Some(listing)).await
     }
 
+    /// Opens the empty log of a partition whose directory does not exist (a new partition, or
+    /// one never written since its creation), touching no disk: log start and log end 0, no
+    /// leader epoch, a clean recovery. The first write that must put a byte in the directory
+    /// (an append of a producer or a follower) first makes it, with `unmade`'s files, under a
+    /// temporary name, and renames it into place ([`Log::make_dir`]). Until then the log has no
+    /// file to recover or close: a restart finds no directory and opens it this way again.
+    /// Kafka makes a partition's directory at its creation; 10,000 of them are most of the cost
+    /// of creating 10,000 partitions on this VM's disk (the kernel making inodes), and an
+    /// empty log's directory says nothing the cluster image does not.
+    pub fn open_unmade(
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        dir: PathBuf,
+        config: LogConfig,
+        replicated: bool,
+        run: Option<LogRun>,
+        unmade: UnmadeDir,
+    ) -> Result<Log, OpenError> {
+        config.validate().map_err(OpenError::Config)?;
+        let state = unmade_state(clock.as_ref(), Arc::new(unmade));
+        let recovery = unmade_recovery();
+        Ok(Log::assemble(
+            disk, clock, dir, config, replicated, run, None, state, recovery,
+        ))
+    }
+
     async fn open_as(
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
@@ -450,6 +501,32 @@ impl Log {
             dir: dir.clone(),
             source,
         })?;
+        Ok(Log::assemble(
+            disk,
+            clock,
+            dir,
+            config,
+            replicated,
+            run,
+            partition_metadata,
+            state,
+            recovery,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        dir: PathBuf,
+        config: LogConfig,
+        replicated: bool,
+        run: Option<LogRun>,
+        partition_metadata: Option<PathBuf>,
+        state: LogState,
+        recovery: RecoveryReport,
+    ) -> Log {
+        let dir_made = state.unmade_dir.is_none();
         let log = Log {
             disk,
             clock,
@@ -470,13 +547,52 @@ impl Log {
             incarnation: AtomicU64::new(0),
             run,
             partition_metadata,
+            dir_made: AtomicBool::new(dir_made),
+            making_dir: tokio::sync::Mutex::new(()),
         };
         log.publish(&log.state());
-        Ok(log)
+        log
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether the log's directory exists: false for a log opened with
+    /// [`Log::open_unmade`] until its first write. Nothing may be written into, read from or
+    /// listed in the directory before: a log without one holds nothing.
+    pub fn is_dir_made(&self) -> bool {
+        self.dir_made.load(Ordering::Acquire)
+    }
+
+    /// Makes the log's directory if it has none yet ([`Log::open_unmade`]): the directory is
+    /// made under a temporary name (`<dir>.tmp`), its files (`partition.metadata`) written and
+    /// synced, the new directory synced, then renamed into place and its parent synced. A
+    /// power loss at any step leaves no directory (and maybe a `.tmp` leftover, removed at the
+    /// next start) or a whole one, so the log's first bytes never sit in a directory that a
+    /// crash can take or that names no topic. Every write into the directory calls this
+    /// first; a failure leaves the log as it was, its directory unmade (the caller takes the
+    /// log offline).
+    async fn make_dir(&self) -> io::Result<()> {
+        if self.is_dir_made() {
+            return Ok(());
+        }
+        let _making = self.making_dir.lock().await;
+        let unmade = {
+            let st = self.state();
+            if let Some(reason) = &st.offline {
+                return Err(io::Error::other(format!("log is offline: {reason}")));
+            }
+            match &st.unmade_dir {
+                Some(unmade) => Arc::clone(unmade),
+                None => return Ok(()),
+            }
+        };
+        make_dir_in_place(self.disk.as_ref(), &self.dir, &unmade).await?;
+        self.state().unmade_dir = None;
+        self.dir_made.store(true, Ordering::Release);
+        tracing::debug!(dir = %self.dir.display(), "log directory made at the first write");
+        Ok(())
     }
 
     /// What recovery found when this log was opened.
@@ -588,6 +704,58 @@ impl Log {
             .map(|(&base, _)| base)
     }
 
+    /// Where a reader that met a batch damaged at rest ([`ReadError::Corrupt`] at `position`
+    /// of the segment file `segment`) resumes: the base offset of the valid batch right after
+    /// it, which recovery stepped over the damage to keep ([`segment::Segment::scan`]) and
+    /// reads serve; else (the damage ends its segment, or hides where the next batch starts)
+    /// the next segment's base; `None` when nothing readable follows. A reader that skipped
+    /// the rest of the segment instead would miss batches the log keeps and serves: the
+    /// producers' state rebuilt that way forgets them, and a retry of one is appended again.
+    pub async fn offset_after_damage(
+        &self,
+        segment: &Path,
+        position: u64,
+    ) -> Result<Option<u64>, ReadError> {
+        let _files = self.files.read().await;
+        let found = {
+            let st = self.state();
+            st.check_online().map_err(|e| ReadError::Offline(e.0))?;
+            st.segments
+                .iter()
+                .find(|(&base, _)| segment::path(&self.dir, base, LOG_SUFFIX) == segment)
+                .map(|(&base, s)| {
+                    let next = st.segments.range(base + 1..).next().map(|(&b, _)| b);
+                    (Arc::clone(&s.file), s.size, next)
+                })
+        };
+        // Gone meanwhile (retention, truncation): the caller's next read says where the log is.
+        let Some((file, size, next_segment)) = found else {
+            return Ok(None);
+        };
+        let mut header_buf = [0u8; HEADER_LEN];
+        let n = file.read_at(position, &mut header_buf).await?;
+        let Ok(damaged) = BatchHeader::parse(&header_buf[..n]) else {
+            return Ok(next_segment);
+        };
+        let after = position + damaged.size() as u64;
+        if after >= size {
+            return Ok(next_segment);
+        }
+        let n = file.read_at(after, &mut header_buf).await?;
+        let Ok(header) = BatchHeader::parse(&header_buf[..n]) else {
+            return Ok(next_segment);
+        };
+        if after + header.size() as u64 > size {
+            return Ok(next_segment);
+        }
+        let mut whole = vec![0u8; header.size()];
+        file.read_at(after, &mut whole).await?;
+        Ok(match batch::validate_stored(&whole) {
+            Ok(valid) => Some(valid.base_offset as u64),
+            Err(_) => next_segment,
+        })
+    }
+
     /// Total bytes of all segments.
     pub async fn size_bytes(&self) -> u64 {
         self.state().segments.values().map(|s| s.size).sum()
@@ -675,6 +843,10 @@ impl Log {
                 .lock_writer_with_room(records.len() as u64, record_count, now)
                 .await
                 .map_err(|e| AppendError::Offline(e.0))?;
+            // Before the checkpoint and leader epochs below go into it.
+            self.make_dir_or_fail()
+                .await
+                .map_err(|e| AppendError::Offline(e.0))?;
             // Offsets and the leader epoch are decided under the state lock; the files
             // recording them are written holding only the writer lock.
             let (base_offset, epochs) = {
@@ -692,8 +864,7 @@ impl Log {
                     .map_err(|e| AppendError::Offline(e.0))?;
             }
             if let Some(encoded) = epochs {
-                let path = self.dir.join(LEADER_EPOCH_FILE);
-                if let Err(e) = disk::write_file_atomic(self.disk.as_ref(), &path, &encoded).await {
+                if let Err(e) = self.write_leader_epochs(&encoded).await {
                     return Err(AppendError::Offline(
                         self.fail("writing leader epochs", &e).0,
                     ));
@@ -909,6 +1080,7 @@ impl Log {
         };
         let path = segment::path(&self.dir, base, LOG_SUFFIX);
         let made = async {
+            self.make_dir().await?;
             sync_partition_metadata(self.disk.as_ref(), self.partition_metadata.as_deref()).await?;
             // `Create`: an attempt that failed after the file was made left it empty.
             let file = self.disk.open(&path, OpenMode::Create).await?;
@@ -1314,8 +1486,24 @@ impl Log {
     }
 
     async fn write_checkpoint_file(&self, checkpoint: Checkpoint) -> io::Result<()> {
+        self.make_dir().await?;
         let path = self.dir.join(CHECKPOINT_FILE);
         disk::write_file_atomic(self.disk.as_ref(), &path, &checkpoint.encode()).await
+    }
+
+    /// Writes the leader-epoch checkpoint (`encoded`), making the directory first if need be.
+    async fn write_leader_epochs(&self, encoded: &[u8]) -> io::Result<()> {
+        self.make_dir().await?;
+        let path = self.dir.join(LEADER_EPOCH_FILE);
+        disk::write_file_atomic(self.disk.as_ref(), &path, encoded).await
+    }
+
+    /// [`Log::make_dir`], taking the log offline if it fails.
+    async fn make_dir_or_fail(&self) -> Result<(), LogOffline> {
+        match self.make_dir().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail("making the log's directory", &e)),
+        }
     }
 
     /// Reads whole batches from the one holding `offset`, up to `max_bytes` (the first batch is
@@ -1768,8 +1956,7 @@ impl Log {
         let result = async {
             self.write_checkpoint(checkpoint).await?;
             if let Some(encoded) = epochs {
-                let path = self.dir.join(LEADER_EPOCH_FILE);
-                disk::write_file_atomic(self.disk.as_ref(), &path, &encoded).await?;
+                self.write_leader_epochs(&encoded).await?;
             }
             Ok::<_, io::Error>(())
         }
@@ -1873,7 +2060,7 @@ impl Log {
         let _sync = self.sync_lock.lock().await;
         let _writer = self.writer.lock().await;
         let _files = self.files.write().await;
-        let assigned_end = {
+        let (assigned_end, unmade) = {
             let st = self.state();
             if st.offline.is_none() || self.closed.load(Ordering::Acquire) {
                 return Ok(false);
@@ -1881,27 +2068,50 @@ impl Log {
             // Within one process offsets stay monotonic: what this run assigned (and other
             // parts of the broker may still hold, such as appends waiting for their sync) is
             // not reused, even where it was never shown. Only a restart forgets it.
-            st.next_offset
+            (st.next_offset, st.unmade_dir.clone())
         };
         let config = self.config();
-        let (state, report) = recover(
-            self.disk.as_ref(),
-            self.clock.as_ref(),
-            &self.dir,
-            &config,
-            if follower {
-                Skip::Nothing
-            } else {
-                Skip::Reserved { assigned_end }
-            },
-            self.run,
-            None,
-        )
-        .await
-        .map_err(|source| OpenError::Io {
+        let io_error = |source| OpenError::Io {
             dir: self.dir.clone(),
             source,
-        })?;
+        };
+        // A log whose first write failed making its directory: if the directory is not there,
+        // the log is as it was opened; if it is (made whole, then a sync of its parent failed),
+        // it is recovered from it like any other.
+        let listed = match &unmade {
+            Some(_) => match self.disk.list(&self.dir).await {
+                Ok(names) => Some(names),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io_error(e)),
+            },
+            None => None,
+        };
+        let (state, report) = match unmade {
+            Some(unmade) if listed.is_none() => {
+                assert_eq!(
+                    assigned_end, 0,
+                    "a log without a directory assigned offsets"
+                );
+                (unmade_state(self.clock.as_ref(), unmade), unmade_recovery())
+            }
+            _ => recover(
+                self.disk.as_ref(),
+                self.clock.as_ref(),
+                &self.dir,
+                &config,
+                if follower {
+                    Skip::Nothing
+                } else {
+                    Skip::Reserved { assigned_end }
+                },
+                self.run,
+                listed,
+            )
+            .await
+            .map_err(io_error)?,
+        };
+        self.dir_made
+            .store(state.unmade_dir.is_none(), Ordering::Release);
         tracing::info!(dir = %self.dir.display(), torn_bytes_cut = report.torn_bytes_cut,
             offsets_skipped = report.offsets_skipped, "offline log recovered in place");
         let mut st = self.state();
@@ -1916,6 +2126,9 @@ impl Log {
     /// deleted (a deleted topic), which must work on a full disk. Appends and reads in flight
     /// fail as offline.
     pub async fn retire(&self) {
+        // A first write making the directory finishes first (and the caller removes what it
+        // made); none starts after.
+        let _making = self.making_dir.lock().await;
         let mut st = self.state();
         st.offline = Some("deleted".into());
         self.closed.store(true, Ordering::Release);
@@ -1928,6 +2141,20 @@ impl Log {
     pub async fn close(&self) -> Result<(), LogOffline> {
         self.flush().await?;
         let _writer = self.writer.lock().await;
+        if !self.is_dir_made() {
+            // Never written: nothing to keep, and the next open finds no directory, which is
+            // this same empty log. No directory is made to hold a marker.
+            let mut st = self.state();
+            st.check_online()?;
+            assert!(
+                st.unmade_dir.is_some() && st.next_offset == 0,
+                "a log without a directory holds nothing"
+            );
+            st.offline = Some("closed".into());
+            self.closed.store(true, Ordering::Release);
+            self.offline.store(true, Ordering::Release);
+            return Ok(());
+        }
         let (base_offset, index, time_index, checkpoint, checkpoint_unchanged, unmade) = {
             let mut st = self.state();
             st.check_online()?;
@@ -2148,6 +2375,84 @@ async fn read_listed(
         return Err(io::ErrorKind::NotFound.into());
     }
     disk::read_file(disk, &dir.join(name)).await
+}
+
+/// The state of an empty log with no directory ([`Log::open_unmade`]).
+fn unmade_state(clock: &dyn Clock, unmade: Arc<UnmadeDir>) -> LogState {
+    let now = clock.now_ms();
+    LogState {
+        segments: BTreeMap::from([(0, Segment::new(0, Arc::new(segment::UnmadeFile)))]),
+        log_start_offset: 0,
+        next_offset: 0,
+        durable_offset: 0,
+        reserved_offset: 0,
+        reservation_pace: ReservationPace::new(now, 0),
+        checkpoint_stale: false,
+        recovery_point: 0,
+        epochs: LeaderEpochCache::default(),
+        last_flush_ms: now,
+        offline: None,
+        first_dirty_offset: 0,
+        checkpoint_on_disk: None,
+        active_unmade: true,
+        unmade_dir: Some(unmade),
+    }
+}
+
+/// What opening a log with no directory did: nothing to recover, as after a clean close.
+fn unmade_recovery() -> RecoveryReport {
+    RecoveryReport {
+        clean: true,
+        segments: 1,
+        ..RecoveryReport::default()
+    }
+}
+
+/// The temporary name under which [`Log::make_dir`] makes `dir`.
+pub fn dir_in_making(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(DIR_IN_MAKING_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// See [`Log::make_dir`]: `dir` made whole under a temporary name, then renamed into place.
+async fn make_dir_in_place(disk: &dyn Disk, dir: &Path, unmade: &UnmadeDir) -> io::Result<()> {
+    let parent = dir
+        .parent()
+        .ok_or_else(|| io::Error::other(format!("{} has no parent", dir.display())))?;
+    let making = dir_in_making(dir);
+    // What an attempt that failed in this process left: started afresh.
+    match disk.remove_dir_all(&making).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_context("removing", &making, e)),
+    }
+    disk.create_dir(&making)
+        .await
+        .map_err(|e| io_context("creating", &making, e))?;
+    for (name, contents) in &unmade.files {
+        let path = making.join(name);
+        let file = disk
+            .open(&path, OpenMode::CreateNew)
+            .await
+            .map_err(|e| io_context("creating", &path, e))?;
+        file.append(contents)
+            .await
+            .map_err(|e| io_context("writing", &path, e))?;
+        file.sync()
+            .await
+            .map_err(|e| io_context("syncing", &path, e))?;
+    }
+    // Its entries durable before its name can be: a directory that a crash keeps is whole.
+    disk.sync_dir(&making)
+        .await
+        .map_err(|e| io_context("syncing", &making, e))?;
+    disk.rename(&making, dir)
+        .await
+        .map_err(|e| io_context("renaming", &making, e))?;
+    disk.sync_dir(parent)
+        .await
+        .map_err(|e| io_context("syncing", parent, e))
 }
 
 /// Syncs the partition's `partition.metadata` (if it may not be durable, see
@@ -2472,6 +2777,7 @@ async fn recover(
         first_dirty_offset,
         checkpoint_on_disk: None,
         active_unmade,
+        unmade_dir: None,
     };
     // After a clean close the checkpoint on disk is durable (the close wrote it before the
     // marker); a new log has none, which reads as the one it would get. Either way an

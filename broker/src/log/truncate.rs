@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use super::batch::{BatchHeader, HEADER_LEN};
 use super::segment::{self, ScanEnd, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
-use super::{Log, LogOffline, LEADER_EPOCH_FILE};
+use super::{Log, LogOffline};
 use crate::disk::{self, DiskFile};
 
 /// Truncation failed.
@@ -177,8 +177,7 @@ impl Log {
         };
         // 4. The leader-epoch cache and the checkpoint.
         if let Some(encoded) = epochs {
-            let path = self.dir.join(LEADER_EPOCH_FILE);
-            disk::write_file_atomic(self.disk.as_ref(), &path, &encoded).await?;
+            self.write_leader_epochs(&encoded).await?;
         }
         self.write_checkpoint(checkpoint).await?;
         self.publish(&self.state());
