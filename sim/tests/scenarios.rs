@@ -814,8 +814,10 @@ fn a_held_transactional_produce_is_verified_with_a_coordinator_on_another_broker
 ///   under a temporary name, syncs it and renames it into place), so the faulty disk's
 ///   operations and their latency draws change from the first topic creation on. Checked:
 ///   the determinism check's two runs agree (MADSIM_TEST_CHECK_DETERMINISM=1), verdict PASS.
-/// - TBD: session 11 merge of both.
-const LOCKED_TRACE_HASH: &str = "0000000000000000";
+/// - 217477099f41d418: session 11's merge of both with s11-isr (the ISR manager's full check at a
+///   fixed rate) and s11-dup (the producer state's rebuild resumes after a damaged batch).
+///   Checked: the suite's determinism check passes, verdict PASS.
+const LOCKED_TRACE_HASH: &str = "217477099f41d418";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {
