@@ -229,10 +229,17 @@ impl Schedule {
     /// Waits for the next check: the full one once it is due (first when both are), else the
     /// next wake-up from `wake`.
     async fn next(&mut self, wake: &tokio::sync::Notify) -> Check {
-        let check = tokio::select! {
-            biased;
-            () = tokio::time::sleep_until(self.next_full) => Check::Full,
-            () = wake.notified() => Check::ExpandOnly,
+        // A due full check goes first without polling the timer: the simulator's `sleep_until`
+        // waits at least 1 ms even for a deadline already past, so a wake-up always ready
+        // would otherwise win every time there.
+        let check = if monotonic_now() >= self.next_full {
+            Check::Full
+        } else {
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(self.next_full) => Check::Full,
+                () = wake.notified() => Check::ExpandOnly,
+            }
         };
         if check == Check::Full {
             // From now, not from the missed deadline: a broker stalled past several periods
