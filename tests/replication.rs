@@ -364,6 +364,63 @@ fn an_rf3_topic_survives_its_leaders_death_and_the_old_leader_truncates_its_dive
 }
 
 #[test]
+fn a_follower_far_behind_catches_up_reading_ahead_and_ends_with_exactly_the_leaders_log() {
+    // The bug story: a follower that asks for the next bytes before it has appended the ones
+    // it holds (to keep the leader busy while it writes) appends an answer out of place, or
+    // reports an offset it does not hold; its log then differs from the leader's, or it joins
+    // the ISR without the records.
+    let mut cluster = start(2_000);
+    create_topic(&cluster, "c", &[]);
+    let leader = cluster.leader("c");
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    cluster.stop(follower);
+    cluster.eventually("the stopped follower out of the ISR", || {
+        !cluster.isr("c").contains(&follower)
+    });
+
+    // 24 MiB in batches of almost 1 MiB (message.max.bytes) on the leader, committed by the
+    // other follower.
+    let on_leader = cluster.replica(leader, "c");
+    cluster.driver.block_on(async {
+        for i in 0..25u8 {
+            on_leader
+                .append(&mut builder::simple(
+                    60,
+                    16 << 10,
+                    b'a' + i,
+                    1_700_000_000_000,
+                ))
+                .await
+                .unwrap();
+        }
+    });
+    let end = on_leader.log.log_end_offset();
+    cluster.eventually("the high watermark at the leader's log end", || {
+        on_leader.high_watermark() == end
+    });
+
+    // The follower returns far behind the high watermark: it reads ahead, and ends with the
+    // leader's very bytes, back in the ISR.
+    cluster.start_node(follower);
+    cluster.eventually("the follower caught up and back in the ISR", || {
+        cluster
+            .broker(follower)
+            .partition("c", 0)
+            .is_some_and(|p| p.log.log_end_offset() == end)
+            && cluster.isr("c").contains(&follower)
+    });
+    assert!(
+        cluster.broker(follower).replica_read_ahead_fetches() > 0,
+        "the follower never read ahead"
+    );
+    assert_eq!(
+        log_bytes(&cluster.driver, &cluster.replica(follower, "c")),
+        log_bytes(&cluster.driver, &on_leader),
+        "the follower's log differs from the leader's"
+    );
+}
+
+#[test]
 fn acks_all_is_refused_before_the_append_when_the_isr_is_below_min_insync_replicas() {
     let mut cluster = start(2_000);
     create_topic(&cluster, "m", &[("min.insync.replicas", "3")]);

@@ -1361,6 +1361,12 @@ impl Broker {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Read-ahead fetches this broker's followers sent while catching up, since start (see
+    /// `replica::fetcher`, "Reading ahead during catch-up").
+    pub fn replica_read_ahead_fetches(&self) -> u64 {
+        self.catalog.fetchers().read_ahead_fetches()
+    }
+
     /// Clean shutdown: a controlled shutdown (leaderships moved away, bounded by the shutdown
     /// timeout), then sync and close every log, leaving the clean-shutdown markers.
     pub async fn shutdown(&self) {

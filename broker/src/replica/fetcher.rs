@@ -56,11 +56,26 @@
 //! instead of `replica.fetch.max.bytes`: its fetches are what catch-up waits on, and nothing at
 //! the leader waits on its offset.
 //!
+//! ## Reading ahead during catch-up
+//!
+//! A fetch offset the leader counts must be in this replica's log, so a replica fetch goes out
+//! only once the answer before it is appended: alone, the leader idles while this replica
+//! appends, and this replica idles while the leader reads, encodes and sends. Far behind, a
+//! full answer (at least `replica.fetch.max.bytes`) that ends below the high watermark it
+//! carries is followed by a *read-ahead*: a consumer's Fetch (replica id -1) from where the
+//! answer ends, sent before the answer is appended and answered while it is. The leader
+//! records nothing for a consumer's fetch (no follower log end, no ISR bookkeeping), reads it
+//! only up to its high watermark (committed records, which no truncation in this epoch
+//! removes), and fences it by the current leader epoch like any fetch. Its answer is appended
+//! only if the log then ends exactly where it starts, through the same checks as a replica
+//! fetch's. At most [`READ_AHEAD_MAX_FETCHES`] follow one replica fetch, which then reports the
+//! log end; near the high watermark (the tail) there is none, so the tail goes as before.
+//!
 //! Runtime rules: every request has a timeout, every `select!` is `biased;`, time is
 //! `tokio::time`'s (simulated under madsim).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -209,6 +224,8 @@ struct Shared {
     background_syncs: Mutex<BTreeMap<Key, tokio::task::JoinHandle<()>>>,
     changed: Notify,
     stopped: AtomicBool,
+    /// Read-ahead fetches sent, by every fetcher of this broker.
+    read_ahead_fetches: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -261,6 +278,7 @@ pub struct ReplicaFetchers {
     fetch_max_wait: Duration,
     sizes: FetchSizes,
     fetchers: Mutex<BTreeMap<BrokerId, Arc<Shared>>>,
+    read_ahead_fetches: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ReplicaFetchers {
@@ -287,7 +305,13 @@ impl ReplicaFetchers {
             fetch_max_wait,
             sizes,
             fetchers: Mutex::new(BTreeMap::new()),
+            read_ahead_fetches: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Read-ahead fetches sent since start (module doc), by every fetcher.
+    pub fn read_ahead_fetches(&self) -> u64 {
+        self.read_ahead_fetches.load(Ordering::Relaxed)
     }
 
     /// This broker registered with `broker_epoch`: every fetch from now on says so, and leaders
@@ -337,6 +361,7 @@ impl ReplicaFetchers {
                     background_syncs: Mutex::new(BTreeMap::new()),
                     changed: Notify::new(),
                     stopped: AtomicBool::new(false),
+                    read_ahead_fetches: Arc::clone(&self.read_ahead_fetches),
                 });
                 tokio::spawn(run(Arc::clone(&shared)));
                 tracing::info!(source, addr = %shared.addr, "replica fetcher started");
@@ -712,43 +737,190 @@ async fn fetch_once(
         }
         return Ok(());
     }
+    let mut pending = answers(&fetchable, response);
+    // The read-ahead chain (module doc): while one answer is appended, the next is already
+    // asked for, by a fetch the leader counts for nothing.
+    for _ in 0..READ_AHEAD_MAX_FETCHES {
+        let ahead: Vec<(usize, u64)> = pending
+            .iter()
+            .filter_map(|(i, data)| read_ahead_from(&shared.sizes, data).map(|from| (*i, from)))
+            .collect();
+        if ahead.is_empty() {
+            break;
+        }
+        let request = read_ahead_request(shared, &fetchable, &ahead);
+        shared.read_ahead_fetches.fetch_add(1, Ordering::Relaxed);
+        // The request first: polled first, it is written before the append takes the thread.
+        let (next, applied) = tokio::join!(
+            conn.send_with_timeout(&request, conn.request_timeout()),
+            apply_all(shared, &fetchable, std::mem::take(&mut pending)),
+        );
+        let next = next?;
+        if next.error_code != 0 {
+            return Ok(());
+        }
+        // An answer continues a partition only if everything before it was appended: the log
+        // ends exactly where the read-ahead started.
+        pending = answers(&fetchable, next)
+            .into_iter()
+            .filter(|(i, _)| {
+                ahead.iter().any(|&(j, from)| {
+                    j == *i
+                        && applied.contains(i)
+                        && fetchable[j].1.partition.log.log_end_offset() == from
+                })
+            })
+            .collect();
+    }
+    apply_all(shared, &fetchable, pending).await;
+    Ok(())
+}
+
+/// At most this many read-ahead fetches follow one replica fetch, so the leader hears this
+/// replica's log end (its next replica fetch) at least every this many answers.
+const READ_AHEAD_MAX_FETCHES: usize = 6;
+
+/// Each partition's answer in a fetch response, by its index in `fetchable`.
+fn answers(
+    fetchable: &[(Key, Followed)],
+    response: kafka_protocol::messages::FetchResponse,
+) -> Vec<(
+    usize,
+    kafka_protocol::messages::fetch_response::PartitionData,
+)> {
+    let mut out = Vec::new();
     for topic in response.responses {
         for data in topic.partitions {
-            let Some((key, followed)) = fetchable
+            if let Some(i) = fetchable
                 .iter()
-                .find(|(k, f)| f.topic_id == topic.topic_id && k.1 == data.partition_index)
-            else {
-                continue;
-            };
-            let outcome = apply_partition(followed, &data).await;
-            let epoch = followed.leader_epoch;
-            match outcome {
-                Applied::Ok {
-                    appended_bytes,
-                    high_watermark,
-                } => shared.update(key, epoch, |f| {
-                    f.succeeded();
-                    f.unsynced_bytes += appended_bytes;
-                    f.leader_high_watermark = f.leader_high_watermark.max(high_watermark);
-                }),
-                Applied::Reconcile(reason) => {
-                    tracing::info!(topic = %key.0, partition = key.1, %reason,
-                        "follower log does not continue the leader's: reconciling");
-                    shared.update(key, epoch, |f| {
-                        f.reconcile = true;
-                        // The log may be cut below it: sync before the next fetch again.
-                        f.leader_high_watermark = None;
-                    });
-                }
-                Applied::BackOff(reason) => {
-                    tracing::debug!(topic = %key.0, partition = key.1, %reason,
-                        "replica fetch of a partition failed; backing off");
-                    shared.update(key, epoch, |f| f.back_off(monotonic_now()));
-                }
+                .position(|(k, f)| f.topic_id == topic.topic_id && k.1 == data.partition_index)
+            {
+                out.push((i, data));
             }
         }
     }
-    Ok(())
+    out
+}
+
+/// Where a read-ahead fetch continues a partition's answer, if it should: the answer was a
+/// full one (at least `replica.fetch.max.bytes`: the leader has more), without error, and it
+/// ends below the high watermark it carries, so the next bytes are committed ones that a
+/// consumer's fetch reads as well.
+fn read_ahead_from(
+    sizes: &FetchSizes,
+    data: &kafka_protocol::messages::fetch_response::PartitionData,
+) -> Option<u64> {
+    let records = data.records.as_deref().unwrap_or_default();
+    if data.error_code != 0 || records.len() < sizes.partition_max_bytes as usize {
+        return None;
+    }
+    let end = whole_batches_end(records)?;
+    (data.high_watermark >= 0 && end < data.high_watermark as u64).then_some(end)
+}
+
+/// The offset after the last whole batch of `records`.
+fn whole_batches_end(records: &[u8]) -> Option<u64> {
+    let mut end = None;
+    let mut pos = 0;
+    while pos < records.len() {
+        let Ok(header) = BatchHeader::parse(&records[pos..]) else {
+            break;
+        };
+        if pos + header.size() > records.len() {
+            break;
+        }
+        end = Some(header.last_offset() as u64 + 1);
+        pos += header.size();
+    }
+    end
+}
+
+/// A consumer's Fetch (replica id -1) of `ahead`'s partitions from the given offsets: the
+/// leader reads it up to its high watermark, answers at once, and records nothing for it
+/// (no follower log end, no ISR bookkeeping). The current leader epoch fences it as any
+/// fetch (KIP-320).
+fn read_ahead_request(
+    shared: &Shared,
+    fetchable: &[(Key, Followed)],
+    ahead: &[(usize, u64)],
+) -> FetchRequest {
+    let mut topics: BTreeMap<uuid::Uuid, Vec<FetchPartition>> = BTreeMap::new();
+    for &(i, from) in ahead {
+        let ((_, index), followed) = &fetchable[i];
+        topics.entry(followed.topic_id).or_default().push(
+            FetchPartition::default()
+                .with_partition(*index)
+                .with_current_leader_epoch(followed.leader_epoch)
+                .with_fetch_offset(from as i64)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(shared.sizes.partition_max_bytes(true, fetchable.len())),
+        );
+    }
+    FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(i32::try_from(shared.sizes.response_max_bytes).unwrap_or(i32::MAX))
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(topic_id, partitions)| {
+                    FetchTopic::default()
+                        .with_topic_id(topic_id)
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+}
+
+/// Applies each partition's answer in turn and records the outcome; the indexes of those
+/// applied without error.
+async fn apply_all(
+    shared: &Shared,
+    fetchable: &[(Key, Followed)],
+    pending: Vec<(
+        usize,
+        kafka_protocol::messages::fetch_response::PartitionData,
+    )>,
+) -> Vec<usize> {
+    let mut applied = Vec::new();
+    for (i, data) in pending {
+        let (key, followed) = &fetchable[i];
+        let outcome = apply_partition(followed, &data).await;
+        drop(data);
+        let epoch = followed.leader_epoch;
+        match outcome {
+            Applied::Ok {
+                appended_bytes,
+                high_watermark,
+            } => {
+                shared.update(key, epoch, |f| {
+                    f.succeeded();
+                    f.unsynced_bytes += appended_bytes;
+                    f.leader_high_watermark = f.leader_high_watermark.max(high_watermark);
+                });
+                applied.push(i);
+            }
+            Applied::Reconcile(reason) => {
+                tracing::info!(topic = %key.0, partition = key.1, %reason,
+                    "follower log does not continue the leader's: reconciling");
+                shared.update(key, epoch, |f| {
+                    f.reconcile = true;
+                    // The log may be cut below it: sync before the next fetch again.
+                    f.leader_high_watermark = None;
+                });
+            }
+            Applied::BackOff(reason) => {
+                tracing::debug!(topic = %key.0, partition = key.1, %reason,
+                    "replica fetch of a partition failed; backing off");
+                shared.update(key, epoch, |f| f.back_off(monotonic_now()));
+            }
+        }
+    }
+    applied
 }
 
 enum Applied {
@@ -965,6 +1137,7 @@ mod tests {
             background_syncs: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
             stopped: AtomicBool::new(false),
+            read_ahead_fetches: Arc::new(AtomicU64::new(0)),
         }
     }
 

@@ -42,9 +42,13 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 /// buffer per frame that grows by copying and faults in fresh zeroed pages (a fetch response
 /// is 10 MiB during catch-up; on this project's VM a fresh page costs as much as the copy
 /// into it). While an earlier frame is still held, it reads as [`read_frame`] does.
+///
+/// It keeps two such memories: a follower reading ahead holds one answer while it appends it
+/// and reads the next into the other (`broker::replica::fetcher`).
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: BytesMut,
+    spare: BytesMut,
 }
 
 impl FrameReader {
@@ -60,8 +64,13 @@ impl FrameReader {
         // Empty after every frame; a read that failed midway leaves part of one.
         self.buf.clear();
         if !self.buf.try_reclaim(size) {
-            // Nothing to reuse (or still held): grow as the bytes arrive, as `read_frame` does.
-            self.buf = BytesMut::with_capacity(size.min(READ_CHUNK));
+            // Still held: the other memory, if its frame was dropped meanwhile.
+            std::mem::swap(&mut self.buf, &mut self.spare);
+            self.buf.clear();
+            if !self.buf.try_reclaim(size) {
+                // Nothing to reuse: grow as the bytes arrive, as `read_frame` does.
+                self.buf = BytesMut::with_capacity(size.min(READ_CHUNK));
+            }
         }
         fill(reader, &mut self.buf, size).await?;
         Ok(Some(self.buf.split_to(size).freeze()))
@@ -181,6 +190,35 @@ mod tests {
             "the dropped frame's memory was not reused"
         );
         drop(third);
+        // Two frames held in turn (a follower reading ahead): each reuses the memory of the
+        // one before the one it follows.
+        let mut input = Vec::new();
+        for byte in [b'd', b'e', b'f', b'g'] {
+            input.extend_from_slice(&(200_000u32).to_be_bytes());
+            input.extend(std::iter::repeat_n(byte, 200_000));
+        }
+        let mut input = input.as_slice();
+        let d = frames.read(&mut input, 1 << 20).await.unwrap().unwrap();
+        let e = frames.read(&mut input, 1 << 20).await.unwrap().unwrap();
+        let (at_d, at_e) = (d.as_ptr(), e.as_ptr());
+        drop(d);
+        let f = frames.read(&mut input, 1 << 20).await.unwrap().unwrap();
+        assert!(f.iter().all(|&b| b == b'f') && e.iter().all(|&b| b == b'e'));
+        assert_eq!(
+            f.as_ptr(),
+            at_d,
+            "the memory of the frame dropped first was not reused"
+        );
+        drop(e);
+        let g = frames.read(&mut input, 1 << 20).await.unwrap().unwrap();
+        assert!(g.iter().all(|&b| b == b'g') && f.iter().all(|&b| b == b'f'));
+        assert_eq!(
+            g.as_ptr(),
+            at_e,
+            "the memory of the frame dropped next was not reused"
+        );
+        drop((f, g));
+        let mut input: &[u8] = &[0, 0, 0, 2, b'x', b'y'];
         assert_eq!(
             frames
                 .read(&mut input, 1 << 20)
