@@ -14,6 +14,10 @@
 //!   went on from there, and then the fenced incarnation's commit landed. Kafka checks and
 //!   appends under the group lock, so the takeover comes after the commit in the log and the new
 //!   incarnation reads it.
+//! - A bit flipped at rest in one commit's batch of `__consumer_offsets`: recovery stepped over
+//!   the damaged batch and kept every batch after it, but the coordinator's replay skipped the
+//!   rest of the segment, so OffsetFetch answered the commit before the damage and the
+//!   consumer read again what it had already processed.
 #![cfg(not(madsim))]
 
 mod in_process;
@@ -509,4 +513,61 @@ async fn a_commit_accepted_before_its_group_is_deleted_is_deleted_with_it() {
     assert_eq!(committed(&broker).await, -1, "nothing of the group is left");
     let broker = node.restart_after_power_loss(broker).await;
     assert_eq!(committed(&broker).await, -1, "not after a restart either");
+}
+
+/// The position in the segment file `path` of the batch whose base offset is `base_offset`.
+async fn batch_position(disk: &FaultyDisk, path: &Path, base_offset: u64) -> u64 {
+    let bytes = broker::disk::read_file(disk, path).await.unwrap();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let header = broker::log::batch::BatchHeader::parse(&bytes[pos..]).unwrap();
+        if header.base_offset as u64 == base_offset {
+            return pos as u64;
+        }
+        pos += header.size();
+    }
+    panic!("no batch at offset {base_offset} in {}", path.display());
+}
+
+#[tokio::test]
+async fn a_commit_stored_after_a_damaged_commit_of_the_same_segment_is_served_after_a_restart() {
+    let node = Node::new();
+    let broker = node.start().await;
+    let member = join_and_sync(&broker, None).await;
+    let index = broker.groups().partition_for(GROUP);
+    let offsets = broker
+        .partition(broker::group::offsets::OFFSETS_TOPIC, index)
+        .expect("the group's offsets partition");
+    assert_eq!(commit(&broker, &member, 10).await, 0);
+    let damaged = offsets.log.log_end_offset();
+    assert_eq!(commit(&broker, &member, 20).await, 0);
+    assert_eq!(commit(&broker, &member, 30).await, 0);
+    let segment = offsets.log.dir().join(format!("{:020}.log", 0));
+    assert_eq!(
+        offsets.log.segment_count().await,
+        1,
+        "one segment holds all three"
+    );
+    let end = offsets.log.log_end_offset();
+    drop(offsets);
+    broker.shutdown().await;
+    drop(broker);
+    // A bit in the records of commit 20's batch, under its CRC.
+    let position = batch_position(&node.disk.inner, &segment, damaged).await;
+    node.disk
+        .inner
+        .flip_bit(&segment, position + 70, 3)
+        .unwrap();
+
+    let broker = node.open().await;
+    let offsets = broker
+        .partition(broker::group::offsets::OFFSETS_TOPIC, index)
+        .unwrap();
+    assert_eq!(offsets.log.log_end_offset(), end, "the log keeps commit 30");
+    assert_eq!(
+        committed(&broker).await,
+        30,
+        "the commit after the damaged one is the group's, not the one before it"
+    );
+    broker.shutdown().await;
 }

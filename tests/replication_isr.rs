@@ -150,6 +150,87 @@ fn a_stopped_follower_leaves_the_isr_after_the_lag_time_and_rejoins_once_caught_
     });
 }
 
+/// The bug story: a leader that had many ISRs to change at once (a follower of all its
+/// partitions stopped) sent one AlterPartition per partition; they queued behind one another
+/// on its controller connection and cost one metadata commit each. Kafka's
+/// `AlterPartitionManager` keeps one request in flight and sends what queued meanwhile
+/// together, one entry per partition.
+#[test]
+fn a_leader_sends_the_isr_changes_of_many_partitions_together_and_applies_each() {
+    const PARTITIONS: i32 = 30;
+    let mut cluster = start_with(LAG_MS, SESSION_MS);
+    cluster
+        .driver
+        .block_on(
+            cluster
+                .broker(1)
+                .create_topic("m", PARTITIONS, 3, &[], false),
+        )
+        .unwrap();
+    cluster.eventually("m open on every broker", || {
+        (1..=3).all(|id| (0..PARTITIONS).all(|p| cluster.broker(id).partition("m", p).is_some()))
+    });
+    let leaders: Vec<i32> = (0..PARTITIONS)
+        .map(|p| cluster.plane.image().partition("m", p).unwrap().leader)
+        .collect();
+    let stopped = 3;
+    let before: Vec<(u64, u64)> = (1..=2)
+        .map(|id| {
+            let broker = cluster.broker(id);
+            let manager = broker.isr_manager();
+            (manager.changes_committed(), manager.requests_sent())
+        })
+        .collect();
+    cluster.stop(stopped);
+    let led_by_live = |p: &i32| leaders[*p as usize] != stopped;
+    cluster.eventually(
+        "every ISR a live broker leads without the stopped follower",
+        || {
+            let image = cluster.plane.image();
+            (0..PARTITIONS)
+                .filter(led_by_live)
+                .all(|p| !image.partition("m", p).unwrap().isr.contains(&stopped))
+        },
+    );
+    assert!(
+        !cluster.fenced(stopped),
+        "shrunk by the leaders, not by fencing"
+    );
+    for id in 1..=2 {
+        let led = leaders.iter().filter(|&&l| l == id).count() as u64;
+        assert!(
+            led >= 2,
+            "broker {id} leads {led} partitions: placement spreads leaders"
+        );
+        let broker = cluster.broker(id);
+        let manager = broker.isr_manager();
+        let changes = manager.changes_committed() - before[id as usize - 1].0;
+        let requests = manager.requests_sent() - before[id as usize - 1].1;
+        assert!(
+            changes >= led,
+            "broker {id}: {changes} changes for {led} partitions"
+        );
+        assert!(
+            requests < changes,
+            "broker {id}: {requests} requests for {changes} changes: not batched"
+        );
+    }
+    // Each partition's result reached its leader's replica state.
+    cluster.eventually(
+        "each leader's replica state without the stopped follower",
+        || {
+            (0..PARTITIONS).filter(led_by_live).all(|p| {
+                let state = cluster
+                    .broker(leaders[p as usize])
+                    .partition("m", p)
+                    .unwrap()
+                    .replica_state();
+                !state.isr().contains(&stopped) && state.isr().len() == 2
+            })
+        },
+    );
+}
+
 /// Topic "u" (RF 3, `unclean.leader.election.enable` as given) whose followers stopped and fell
 /// out of the ISR while the leader took 10 more records; then the leader stops and one
 /// follower comes back (an out-of-sync replica, live again). Returns the cluster, the stopped

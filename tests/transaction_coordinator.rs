@@ -523,3 +523,104 @@ async fn offsets_committed_in_a_transaction_are_visible_after_a_restart_only_if_
     assert_eq!(committed(&broker), Some(9));
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_transaction_stored_after_a_damaged_record_of_the_same_segment_is_still_ongoing_and_aborted_after_a_restart(
+) {
+    // The bug: a bit flipped at rest in one record of `__transaction_state`; recovery stepped
+    // over the damaged batch and kept the later ones, but the coordinator's replay skipped the
+    // rest of the segment. The transaction went back to its state before the damage (Empty):
+    // a new producer instance got a fresh epoch without the open transaction being aborted,
+    // and its partitions stayed unstable for read_committed consumers for good.
+    let node = Node::new();
+    let broker = node.open_with_topics().await;
+    let producer = init(&broker, ID, 60_000).await;
+    let (pid, epoch) = (producer.producer_id.0, producer.producer_epoch);
+    let index = broker.txns().partition_for(ID);
+    let state = broker.partition(TRANSACTION_STATE_TOPIC, index).unwrap();
+    let damaged = state.log.log_end_offset();
+    assert_eq!(add_partition(&broker, pid, epoch, 0).await, 0);
+    assert_eq!(add_partition(&broker, pid, epoch, 1).await, 0);
+    assert!(
+        state.log.log_end_offset() > damaged + 1,
+        "each AddPartitionsToTxn stored a record"
+    );
+    for p in 0..2 {
+        assert_eq!(
+            produce_transactional(&broker, p, transactional_batch(pid, epoch, 0)).await,
+            0
+        );
+    }
+    let end = state.log.log_end_offset();
+    assert_eq!(state.log.segment_count().await, 1);
+    let segment = state.log.dir().join(format!("{:020}.log", 0));
+    drop(state);
+    drop(broker);
+    node.disk.crash();
+    // A bit in the records of the first Ongoing record's batch, under its CRC.
+    let bytes = broker::disk::read_file(&node.disk, &segment).await.unwrap();
+    let mut position = 0;
+    loop {
+        let header = batch::BatchHeader::parse(&bytes[position..]).unwrap();
+        if header.base_offset as u64 == damaged {
+            break;
+        }
+        position += header.size();
+    }
+    node.disk
+        .flip_bit(&segment, position as u64 + 70, 3)
+        .unwrap();
+
+    let broker = node.open().await;
+    let state = broker.partition(TRANSACTION_STATE_TOPIC, index).unwrap();
+    let recovery = state.log.recovery();
+    assert_eq!(recovery.corrupt_batches, 1, "{recovery:?}");
+    // (The end moves past offsets that may have been handed out before the crash.)
+    assert!(
+        state.log.log_end_offset() >= end,
+        "the log keeps the later records"
+    );
+    drop(state);
+    let loaded = broker
+        .txns()
+        .describe(ID)
+        .unwrap()
+        .expect("the id is known");
+    assert_eq!(
+        loaded.state(),
+        TxnState::Ongoing,
+        "the newest state the log holds, not the one before the damage"
+    );
+    // A new instance of the producer: Kafka fences the open transaction's producer, aborts it
+    // (markers on both partitions) and answers CONCURRENT_TRANSACTIONS until that is done.
+    let mut waited = Duration::ZERO;
+    let fresh = loop {
+        let response = init(&broker, ID, 60_000).await;
+        if response.error_code != ResponseError::ConcurrentTransactions.code() {
+            break response;
+        }
+        assert!(
+            waited < Duration::from_secs(30),
+            "the abort never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    };
+    assert_eq!(fresh.error_code, 0);
+    assert_eq!(
+        (fresh.producer_id.0, fresh.producer_epoch),
+        (pid, epoch + 2),
+        "one bump fenced the old producer, one is the new instance's"
+    );
+    for p in 0..2 {
+        let data = broker.partition(TOPIC, p).unwrap();
+        let lso = data.last_stable_offset().await.unwrap();
+        assert_eq!(
+            lso,
+            data.high_watermark(),
+            "partition {p}: the abort marker ended the transaction"
+        );
+        assert_eq!(lso, 3, "partition {p}: two records and the abort marker");
+    }
+    broker.shutdown().await;
+}

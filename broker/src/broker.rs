@@ -1610,30 +1610,83 @@ async fn compact_internal_topics(broker: Weak<Broker>) {
     }
 }
 
-/// Heartbeats every `broker.heartbeat.interval.ms` until the broker closes.
+/// When the next heartbeat goes (Kafka's `BrokerLifecycleManager`): a heartbeat interval after
+/// an answered one; after a failed one, a backoff from 100 ms doubling with each failure in a
+/// row, capped at `broker.session.timeout.ms`, with 2 % jitter. A broker that waited a whole
+/// interval after a failure (a heartbeat itself may take up to half the session before it
+/// fails) had little of its session left for the next, and was fenced for one lost heartbeat.
+#[derive(Debug)]
+struct HeartbeatSchedule {
+    interval: Duration,
+    session_timeout: Duration,
+    failed_attempts: u32,
+}
+
+impl HeartbeatSchedule {
+    const INITIAL_BACKOFF_MS: f64 = 100.0;
+    const JITTER: f64 = 0.02;
+
+    fn new(interval: Duration, session_timeout: Duration) -> HeartbeatSchedule {
+        HeartbeatSchedule {
+            interval,
+            session_timeout,
+            failed_attempts: 0,
+        }
+    }
+
+    fn after_success(&mut self) -> Duration {
+        self.failed_attempts = 0;
+        self.interval
+    }
+
+    /// `draw` in [0, 1) picks the jitter.
+    fn after_failure(&mut self, draw: f64) -> Duration {
+        let exp = self.failed_attempts.min(62);
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        let cap_ms = self.session_timeout.as_millis() as f64;
+        let term = (Self::INITIAL_BACKOFF_MS * 2f64.powi(exp as i32)).min(cap_ms);
+        let factor = 1.0 - Self::JITTER + 2.0 * Self::JITTER * draw;
+        Duration::from_millis((term * factor) as u64)
+    }
+}
+
+/// Heartbeats every `broker.heartbeat.interval.ms` until the broker closes; a failed heartbeat
+/// is retried sooner ([`HeartbeatSchedule`]).
 async fn heartbeat(broker: Weak<Broker>) {
+    let Some(mut schedule) = broker.upgrade().map(|b| {
+        HeartbeatSchedule::new(
+            Duration::from_millis(b.config.broker_heartbeat_interval_ms),
+            Duration::from_millis(b.config.broker_session_timeout_ms),
+        )
+    }) else {
+        return;
+    };
+    let mut wait = schedule.interval;
     loop {
-        let Some(interval) = broker
-            .upgrade()
-            .map(|b| Duration::from_millis(b.config.broker_heartbeat_interval_ms))
-        else {
-            return;
-        };
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(wait).await;
         let Some(strong) = broker.upgrade() else {
             return;
         };
         if strong.closed.is_set() || strong.stopping.is_set() {
             return;
         }
-        match strong.send_heartbeat(false).await {
-            Ok((true, _)) => tracing::warn!(
-                broker_epoch = strong.broker_epoch(),
-                "this broker is fenced"
-            ),
-            Ok((false, _)) => {}
-            Err(e) => tracing::info!(%e, "heartbeat failed; retried at the next interval"),
-        }
+        wait = match strong.send_heartbeat(false).await {
+            Ok((fenced, _)) => {
+                if fenced {
+                    tracing::warn!(
+                        broker_epoch = strong.broker_epoch(),
+                        "this broker is fenced"
+                    );
+                }
+                schedule.after_success()
+            }
+            Err(e) => {
+                let draw = (crate::random::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                let backoff = schedule.after_failure(draw);
+                tracing::info!(%e, retry_in_ms = backoff.as_millis() as u64, "heartbeat failed; retrying");
+                backoff
+            }
+        };
     }
 }
 
@@ -1641,6 +1694,36 @@ async fn heartbeat(broker: Weak<Broker>) {
 mod tests {
     use super::*;
     use crate::controller::image::MetadataRecord;
+
+    #[test]
+    fn a_failed_heartbeat_is_retried_within_a_fraction_of_the_session_not_after_a_whole_interval() {
+        // Kafka's defaults: a heartbeat every 2 s, a session of 9 s. A heartbeat that fails
+        // may have taken half the session already; the next must not wait another interval.
+        let interval = Duration::from_millis(2_000);
+        let session = Duration::from_millis(9_000);
+        let mut schedule = HeartbeatSchedule::new(interval, session);
+        assert_eq!(schedule.after_success(), interval);
+        let retries: Vec<u128> = (0..4)
+            .map(|_| schedule.after_failure(0.5).as_millis())
+            .collect();
+        assert_eq!(retries, vec![100, 200, 400, 800], "from 100 ms, doubling");
+        let total: u128 = retries.iter().sum();
+        assert!(
+            total < session.as_millis() / 4,
+            "four retries in a row fit in a quarter of the session: {total} ms"
+        );
+        for _ in 0..100 {
+            assert!(schedule.after_failure(0.999) <= session.mul_f64(1.02));
+        }
+        let jittered = HeartbeatSchedule::new(interval, session).after_failure(0.0);
+        assert_eq!(jittered.as_millis(), 98, "2 % jitter");
+        assert_eq!(
+            schedule.after_success(),
+            interval,
+            "an answered heartbeat resets the backoff"
+        );
+        assert_eq!(schedule.after_failure(0.5).as_millis(), 100);
+    }
 
     /// An image with brokers `1..=registered`, the first `live` of them unfenced.
     fn image(registered: i32, live: i32) -> ClusterImage {

@@ -1164,13 +1164,7 @@ async fn rebuild_producer_state(
                 position,
                 error,
             }) => {
-                let after = log.offset_after_damage(&segment, position).await?;
-                // A resumption that makes no progress (the damage hides where its batch ends)
-                // skips the rest of the segment.
-                let next = match after {
-                    Some(after) if after > offset => Some(after),
-                    _ => log.next_segment_after(offset).await,
-                };
+                let next = log.resume_after_damage(offset, &segment, position).await?;
                 tracing::error!(segment = %segment.display(), position, %error, resume_at = ?next,
                     "corrupt batch while rebuilding producer state: skipping it");
                 match next {

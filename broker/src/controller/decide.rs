@@ -21,10 +21,10 @@ use uuid::Uuid;
 use super::image::{Assignment, ClusterImage, MetadataRecord, PartitionImage, TopicImage};
 use super::placement::{self, UsableBroker};
 use super::request::{
-    AlterPartitionError, ConfigResource, ControllerError, ControllerReply, ControllerRequest,
-    CreatedTopic, ElectionError, ElectionResults, ElectionType, IsrMember, LegacyTopic,
-    NewPartitions, NewTopic, OngoingReassignment, ReassignmentError, ReassignmentResults,
-    ReassignmentTarget, TopicError, TopicRef, NO_BROKER_EPOCH,
+    AlterPartitionError, AlterPartitionOutcome, ConfigResource, ControllerError, ControllerReply,
+    ControllerRequest, CreatedTopic, ElectionError, ElectionResults, ElectionType, IsrMember,
+    LegacyTopic, NewPartitions, NewTopic, OngoingReassignment, ReassignmentError,
+    ReassignmentResults, ReassignmentTarget, TopicError, TopicRef, NO_BROKER_EPOCH,
 };
 use super::{NodeId, NO_NODE};
 use crate::broker::MAX_PARTITIONS_PER_TOPIC;
@@ -210,31 +210,48 @@ pub fn decide(
         ControllerRequest::AlterPartition {
             broker,
             broker_epoch,
-            topic_id,
-            partition,
-            leader_epoch,
-            partition_epoch,
-            new_isr,
+            partitions,
         } => {
             check_broker_epoch(image, *broker, *broker_epoch)?;
-            let (records, outcome) = match alter_partition(
-                image,
-                settings,
-                *broker,
-                *topic_id,
-                *partition,
-                (*leader_epoch, *partition_epoch),
-                new_isr,
-            ) {
-                Ok((record, image)) => (record.into_iter().collect(), Ok(image)),
-                Err(e) => {
-                    tracing::info!(broker, topic = %topic_id, partition, error = %e, "AlterPartition refused");
-                    (Vec::new(), Err(e))
+            let mut records = Vec::new();
+            let mut seen = BTreeSet::new();
+            let mut outcomes = Vec::with_capacity(partitions.len());
+            for item in partitions {
+                let result = if !seen.insert((item.topic_id, item.partition)) {
+                    // Two changes of one partition in one request: both would be decided on the
+                    // same image. The sender never does it (one entry per partition).
+                    Err(AlterPartitionError::InvalidRequest(format!(
+                        "partition {} of topic {} appears twice",
+                        item.partition, item.topic_id
+                    )))
+                } else {
+                    alter_partition(
+                        image,
+                        settings,
+                        *broker,
+                        item.topic_id,
+                        item.partition,
+                        (item.leader_epoch, item.partition_epoch),
+                        &item.new_isr,
+                    )
+                    .map(|(record, changed)| {
+                        records.extend(record);
+                        changed
+                    })
+                };
+                if let Err(e) = &result {
+                    tracing::info!(broker, topic = %item.topic_id, partition = item.partition,
+                        error = %e, "AlterPartition refused");
                 }
-            };
+                outcomes.push(AlterPartitionOutcome {
+                    topic_id: item.topic_id,
+                    partition: item.partition,
+                    result,
+                });
+            }
             Ok(Decision {
                 records,
-                reply: ControllerReply::AlterPartition(outcome),
+                reply: ControllerReply::AlterPartition(outcomes),
             })
         }
         ControllerRequest::ElectLeaders {
@@ -2137,6 +2154,7 @@ impl Sessions {
 pub(crate) mod tests {
     use super::*;
     use crate::controller::image::Endpoint;
+    use crate::controller::request::AlterPartitionItem;
 
     /// splitmix64: a fixed, well-spread sequence.
     pub(crate) struct Seeded(pub u64);
@@ -3084,11 +3102,13 @@ pub(crate) mod tests {
         let request = ControllerRequest::AlterPartition {
             broker,
             broker_epoch: c.image.brokers[&broker].epoch,
-            topic_id: c.image.topic("r").unwrap().id,
-            partition: 0,
-            leader_epoch: p.leader_epoch,
-            partition_epoch: p.partition_epoch,
-            new_isr: isr.iter().copied().map(IsrMember::unchecked).collect(),
+            partitions: vec![AlterPartitionItem {
+                topic_id: c.image.topic("r").unwrap().id,
+                partition: 0,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: isr.iter().copied().map(IsrMember::unchecked).collect(),
+            }],
         };
         c.ask(request)
     }
@@ -3097,9 +3117,84 @@ pub(crate) mod tests {
         reply: Result<ControllerReply, ControllerError>,
     ) -> Result<PartitionImage, AlterPartitionError> {
         match reply {
-            Ok(ControllerReply::AlterPartition(outcome)) => outcome,
+            Ok(ControllerReply::AlterPartition(mut outcomes)) if outcomes.len() == 1 => {
+                outcomes.remove(0).result
+            }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn one_alter_partition_decides_each_of_its_partitions_on_its_own_and_commits_the_accepted_together(
+    ) {
+        let mut c = Controller::new();
+        c.up(1);
+        c.up(2);
+        c.up(3);
+        let id = Uuid::from_u128(79);
+        let partition = PartitionImage {
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
+        };
+        c.commit(vec![MetadataRecord::CreateTopic {
+            name: "m".into(),
+            id,
+            configs: BTreeMap::new(),
+            partitions: vec![partition.clone(); 3],
+        }]);
+        let item = |index: i32, partition_epoch: i32, isr: &[NodeId]| AlterPartitionItem {
+            topic_id: id,
+            partition: index,
+            leader_epoch: 0,
+            partition_epoch,
+            new_isr: isr.iter().copied().map(IsrMember::unchecked).collect(),
+        };
+        let offset = c.image.metadata_offset;
+        let reply = c.ask(ControllerRequest::AlterPartition {
+            broker: 1,
+            broker_epoch: c.image.brokers[&1].epoch,
+            partitions: vec![
+                item(0, 0, &[1, 2]),
+                // Decided on an image that never was: refused alone.
+                item(1, 5, &[1, 3]),
+                item(2, 0, &[1]),
+                item(2, 0, &[1, 2]),
+            ],
+        });
+        let Ok(ControllerReply::AlterPartition(outcomes)) = reply else {
+            panic!("{reply:?}");
+        };
+        let results: Vec<_> = outcomes
+            .iter()
+            .map(|o| (o.partition, o.result.as_ref().map(|p| p.isr.clone())))
+            .collect();
+        assert_eq!(results[0], (0, Ok(vec![1, 2])));
+        assert_eq!(results[1], (1, Err(&AlterPartitionError::NotController)));
+        assert_eq!(results[2], (2, Ok(vec![1])));
+        assert!(
+            matches!(results[3], (2, Err(AlterPartitionError::InvalidRequest(_)))),
+            "a partition named twice: {:?}",
+            results[3]
+        );
+        assert_eq!(c.partition("m", 0).isr, vec![1, 2]);
+        assert_eq!(
+            c.partition("m", 1),
+            partition,
+            "the refused one is unchanged"
+        );
+        assert_eq!(c.partition("m", 2).isr, vec![1]);
+        assert_eq!(
+            c.image.metadata_offset,
+            offset + 1,
+            "both changes in one commit"
+        );
     }
 
     #[test]
@@ -3140,11 +3235,13 @@ pub(crate) mod tests {
         let reply = c.ask(ControllerRequest::AlterPartition {
             broker: 1,
             broker_epoch: epoch - 1,
-            topic_id: id,
-            partition: 0,
-            leader_epoch: 0,
-            partition_epoch: 0,
-            new_isr: vec![IsrMember::unchecked(1)],
+            partitions: vec![AlterPartitionItem {
+                topic_id: id,
+                partition: 0,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                new_isr: vec![IsrMember::unchecked(1)],
+            }],
         });
         assert_eq!(
             reply,
@@ -3168,11 +3265,13 @@ pub(crate) mod tests {
         let reply = c.ask(ControllerRequest::AlterPartition {
             broker: 1,
             broker_epoch: e1,
-            topic_id: id,
-            partition: 0,
-            leader_epoch: 0,
-            partition_epoch: 0,
-            new_isr: vec![IsrMember::unchecked(1)],
+            partitions: vec![AlterPartitionItem {
+                topic_id: id,
+                partition: 0,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                new_isr: vec![IsrMember::unchecked(1)],
+            }],
         });
         assert_eq!(
             alter_outcome(reply),
@@ -3199,11 +3298,13 @@ pub(crate) mod tests {
         let reply = c.ask(ControllerRequest::AlterPartition {
             broker: 1,
             broker_epoch: c.image.brokers[&1].epoch,
-            topic_id: id,
-            partition: 0,
-            leader_epoch: 0,
-            partition_epoch: 0,
-            new_isr: vec![IsrMember::unchecked(1), IsrMember::unchecked(3)],
+            partitions: vec![AlterPartitionItem {
+                topic_id: id,
+                partition: 0,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                new_isr: vec![IsrMember::unchecked(1), IsrMember::unchecked(3)],
+            }],
         });
         assert_eq!(
             alter_outcome(reply),
@@ -3219,11 +3320,13 @@ pub(crate) mod tests {
             let reply = c.ask(ControllerRequest::AlterPartition {
                 broker: 1,
                 broker_epoch: c.image.brokers[&1].epoch,
-                topic_id: id,
-                partition: 0,
-                leader_epoch,
-                partition_epoch,
-                new_isr: vec![IsrMember::unchecked(1)],
+                partitions: vec![AlterPartitionItem {
+                    topic_id: id,
+                    partition: 0,
+                    leader_epoch,
+                    partition_epoch,
+                    new_isr: vec![IsrMember::unchecked(1)],
+                }],
             });
             assert_eq!(
                 alter_outcome(reply),
@@ -3256,11 +3359,13 @@ pub(crate) mod tests {
             let reply = c.ask(ControllerRequest::AlterPartition {
                 broker: 1,
                 broker_epoch: epoch,
-                topic_id,
-                partition,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                new_isr: vec![IsrMember::unchecked(1)],
+                partitions: vec![AlterPartitionItem {
+                    topic_id,
+                    partition,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                    new_isr: vec![IsrMember::unchecked(1)],
+                }],
             });
             assert_eq!(
                 alter_outcome(reply),
@@ -3324,20 +3429,22 @@ pub(crate) mod tests {
             c.ask(ControllerRequest::AlterPartition {
                 broker: 1,
                 broker_epoch: c.image.brokers[&1].epoch,
-                topic_id: id,
-                partition: 0,
-                leader_epoch: p.leader_epoch,
-                partition_epoch: p.partition_epoch,
-                new_isr: vec![
-                    IsrMember {
-                        id: 1,
-                        broker_epoch: c.image.brokers[&1].epoch,
-                    },
-                    IsrMember {
-                        id: 3,
-                        broker_epoch: epoch3,
-                    },
-                ],
+                partitions: vec![AlterPartitionItem {
+                    topic_id: id,
+                    partition: 0,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    new_isr: vec![
+                        IsrMember {
+                            id: 1,
+                            broker_epoch: c.image.brokers[&1].epoch,
+                        },
+                        IsrMember {
+                            id: 3,
+                            broker_epoch: epoch3,
+                        },
+                    ],
+                }],
             })
         };
         assert_eq!(
@@ -4362,6 +4469,7 @@ mod proptests {
 
     use super::tests::Controller;
     use super::*;
+    use crate::controller::request::AlterPartitionItem;
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -4625,15 +4733,19 @@ mod proptests {
                 let reply = c.ask(ControllerRequest::AlterPartition {
                     broker,
                     broker_epoch: registration.epoch,
-                    topic_id: topic.id,
-                    partition: *partition as i32,
-                    leader_epoch: p.leader_epoch,
-                    partition_epoch: p.partition_epoch - stale_by,
-                    new_isr,
+                    partitions: vec![AlterPartitionItem {
+                        topic_id: topic.id,
+                        partition: *partition as i32,
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch - stale_by,
+                        new_isr,
+                    }],
                 });
-                let Ok(ControllerReply::AlterPartition(outcome)) = reply else {
+                let Ok(ControllerReply::AlterPartition(mut outcomes)) = reply else {
                     panic!("{reply:?}");
                 };
+                assert_eq!(outcomes.len(), 1, "one outcome per partition asked");
+                let outcome = outcomes.remove(0).result;
                 let now = c.image.topic_by_id(topic.id).unwrap().partitions[*partition].clone();
                 match outcome {
                     Ok(changed) => {

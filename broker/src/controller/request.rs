@@ -58,18 +58,14 @@ pub enum ControllerRequest {
         broker: NodeId,
         epoch: i64,
     },
-    /// Kafka's AlterPartition (KIP-497), one partition: its leader asks to change the ISR. The
-    /// epochs are what the leader last applied; a change decided against an older image is
-    /// refused and the leader retries from the newer one.
+    /// Kafka's AlterPartition (KIP-497): a leader asks to change the ISRs of the partitions it
+    /// leads, one entry per partition (Kafka's `AlterPartitionManager` sends every change
+    /// queued while its previous request was in flight in one request). A stale broker epoch
+    /// refuses the whole request; each partition is decided on its own.
     AlterPartition {
         broker: NodeId,
         broker_epoch: i64,
-        topic_id: Uuid,
-        partition: i32,
-        leader_epoch: i32,
-        partition_epoch: i32,
-        /// The whole new ISR, the leader included.
-        new_isr: Vec<IsrMember>,
+        partitions: Vec<AlterPartitionItem>,
     },
     /// Kafka's ElectLeaders (KIP-460): elect the preferred replica, or any live replica of an
     /// offline partition, for the partitions named (`None`: every partition of every topic).
@@ -99,6 +95,28 @@ pub enum ControllerRequest {
         node: NodeId,
         producer_id_floor: i64,
     },
+}
+
+/// One partition's entry in an AlterPartition. The epochs are what the leader last applied; a
+/// change decided against an older image is refused and the leader retries from the newer one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionItem {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// The whole new ISR, the leader included.
+    pub new_isr: Vec<IsrMember>,
+}
+
+/// One partition's outcome in an AlterPartition reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionOutcome {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The partition's registration after the change (or as it stands, if the ISR asked for
+    /// is the current one), or why the change was refused.
+    pub result: Result<PartitionImage, AlterPartitionError>,
 }
 
 /// An ISR member as the leader names it in an AlterPartition (KIP-903's `BrokerState`): the
@@ -255,9 +273,8 @@ pub enum ControllerReply {
     AlterPartitionReassignments(ReassignmentResults),
     /// Per topic with a running reassignment, by name, its reassigning partitions.
     ListPartitionReassignments(Vec<(String, Vec<OngoingReassignment>)>),
-    /// The partition's registration after the change (or as it stands, if the ISR asked for
-    /// is the current one), or why the change was refused.
-    AlterPartition(Result<PartitionImage, AlterPartitionError>),
+    /// Per partition, in request order.
+    AlterPartition(Vec<AlterPartitionOutcome>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

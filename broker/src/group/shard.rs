@@ -935,17 +935,18 @@ impl GroupShard {
         while offset < end {
             let read = match log.read(offset, 1 << 20, None).await {
                 Ok(read) => read,
-                // Damage at rest (a flipped bit; no replica to repair from): the commits in it
-                // are gone, not the broker. Skip the rest of the segment, loudly; the groups
-                // resume from what is left.
+                // Damage at rest (a flipped bit; no replica to repair from): the commits in the
+                // damaged batch are gone, not the broker, and not the batches after it, which
+                // recovery kept and reads serve: skip only the damage, loudly (a replay that
+                // skipped the rest of the segment would hand consumers older commits).
                 Err(ReadError::Corrupt {
                     segment,
                     position,
                     error,
                 }) => {
-                    let next = log.next_segment_after(offset).await;
+                    let next = log.resume_after_damage(offset, &segment, position).await?;
                     tracing::error!(segment = %segment.display(), position, %error, resume_at = ?next,
-                        "corrupt batch in {}-{}: committed offsets and groups in the rest of its segment are lost",
+                        "corrupt batch in {}-{}: the committed offsets and groups in it are lost",
                         offsets::OFFSETS_TOPIC, self.index);
                     match next {
                         Some(next) => {

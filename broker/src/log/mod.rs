@@ -695,7 +695,8 @@ impl Log {
     }
 
     /// The base offset of the first segment after the one holding `offset`: where a reader
-    /// that met a batch damaged at rest resumes (the rest of that segment cannot be trusted).
+    /// that met a batch damaged at rest resumes when the damage hides where the next batch of
+    /// its segment starts ([`Log::resume_after_damage`]).
     pub async fn next_segment_after(&self, offset: u64) -> Option<u64> {
         let st = self.state();
         st.segments
@@ -753,6 +754,24 @@ impl Log {
         Ok(match batch::validate_stored(&whole) {
             Ok(valid) => Some(valid.base_offset as u64),
             Err(_) => next_segment,
+        })
+    }
+
+    /// Where a replay of the whole log (producer state, `__consumer_offsets`,
+    /// `__transaction_state`) that met a batch damaged at rest while reading at `offset`
+    /// resumes: [`Log::offset_after_damage`] when that moves past `offset`, else (the damage
+    /// hides where its batch ends) the next segment; `None` when nothing readable follows.
+    /// One helper for every replay, so none of them drops what the log keeps and serves after
+    /// the damage.
+    pub async fn resume_after_damage(
+        &self,
+        offset: u64,
+        segment: &Path,
+        position: u64,
+    ) -> Result<Option<u64>, ReadError> {
+        Ok(match self.offset_after_damage(segment, position).await? {
+            Some(after) if after > offset => Some(after),
+            _ => self.next_segment_after(offset).await,
         })
     }
 

@@ -11,11 +11,16 @@
 //!   partition epochs of the image it decided on, and takes the change when the committed image
 //!   reaches the partition (the catalog's `apply_role`). A change decided on a stale image is
 //!   refused (INVALID_UPDATE_VERSION, FENCED_LEADER_EPOCH) and decided again from the newer one.
-//! - One AlterPartition in flight per partition. While an expansion is in flight the joiners
-//!   hold the high watermark back as members do (Kafka's maximal ISR,
-//!   `Partition::set_pending_isr_expansion`): otherwise the HW could pass a joiner's log end
-//!   before the controller lets it in, and the joiner, once elected, would lack records
-//!   acknowledged with acks=all.
+//! - One AlterPartition request in flight per broker, as Kafka's `AlterPartitionManager`: the
+//!   changes decided while it is in flight are queued, one per partition (a newer decision
+//!   replaces an unsent one), and go together in the next request once it is answered. A
+//!   partition whose change is in flight decides again only after its answer. After a
+//!   failover a leader changes many ISRs at once: one request per partition queued them
+//!   behind one another on the controller connection and cost a metadata commit each.
+//! - While an expansion is queued or in flight the joiners hold the high watermark back as
+//!   members do (Kafka's maximal ISR, `Partition::set_pending_isr_expansion`): otherwise the
+//!   HW could pass a joiner's log end before the controller lets it in, and the joiner, once
+//!   elected, would lack records acknowledged with acks=all.
 //!
 //! When: every `replica.lag.time.max.ms / 2` at a fixed rate (Kafka's period), and whenever a
 //! follower's fetch wakes the task ([`IsrManager::follower_may_join`]), which then only looks
@@ -40,7 +45,7 @@ use super::state::{BrokerId, ReplicaState};
 use crate::broker::Broker;
 use crate::controller::image::PartitionImage;
 use crate::controller::request::{
-    AlterPartitionError, ControllerReply, ControllerRequest, IsrMember,
+    AlterPartitionError, AlterPartitionItem, ControllerReply, ControllerRequest, IsrMember,
 };
 use crate::partition::Partition;
 use crate::planted::{self, Bug};
@@ -140,11 +145,73 @@ pub fn wanted_isr_change(
 /// A partition, by topic id and index.
 type PartitionKey = (Uuid, i32);
 
+/// The ISR changes waiting for the controller (Kafka's `AlterPartitionManager`): at most one
+/// request in flight; the changes proposed meanwhile wait, one per partition, and all go in
+/// the next request. Generic over what a change carries, so its rules are tested alone.
+#[derive(Debug)]
+struct AlterQueue<T> {
+    /// Proposed and not sent yet, one per partition.
+    unsent: BTreeMap<PartitionKey, T>,
+    /// The partitions of the request in flight, if one is.
+    in_flight: Option<BTreeSet<PartitionKey>>,
+}
+
+impl<T> Default for AlterQueue<T> {
+    fn default() -> Self {
+        AlterQueue {
+            unsent: BTreeMap::new(),
+            in_flight: None,
+        }
+    }
+}
+
+impl<T> AlterQueue<T> {
+    /// Queues `change` for `key`, replacing an unsent one (the newer decision saw a newer
+    /// state). Refused (false) while the partition's change is in flight: it is decided again
+    /// from the answer.
+    fn propose(&mut self, key: PartitionKey, change: T) -> bool {
+        if self.is_in_flight(key) {
+            return false;
+        }
+        self.unsent.insert(key, change);
+        true
+    }
+
+    fn is_in_flight(&self, key: PartitionKey) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|keys| keys.contains(&key))
+    }
+
+    /// The next request, every unsent change in it, unless one is in flight or none waits.
+    fn next_request(&mut self) -> Option<Vec<(PartitionKey, T)>> {
+        if self.in_flight.is_some() || self.unsent.is_empty() {
+            return None;
+        }
+        let changes: Vec<(PartitionKey, T)> =
+            std::mem::take(&mut self.unsent).into_iter().collect();
+        self.in_flight = Some(changes.iter().map(|(key, _)| *key).collect());
+        Some(changes)
+    }
+
+    /// The request in flight is answered (or failed): its partitions may propose again.
+    fn answered(&mut self) {
+        assert!(self.in_flight.is_some(), "an answer to a request in flight");
+        self.in_flight = None;
+    }
+}
+
+/// A change waiting in the queue: the request entry and the partition it changes.
+struct QueuedChange {
+    partition: Arc<Partition>,
+    item: AlterPartitionItem,
+}
+
 /// The broker's ISR manager: what is in flight, and the wake-up a follower's fetch gives.
 #[derive(Default)]
 pub struct IsrManager {
-    /// Partitions with an AlterPartition in flight: no second one until it is answered.
-    in_flight: Mutex<BTreeSet<PartitionKey>>,
+    /// The changes for the controller: queued, and the request in flight.
+    queue: Mutex<AlterQueue<QueuedChange>>,
     /// Partitions whose last expansion was refused: a fetch's wake-up does not ask again
     /// before the next periodic check (a follower that cannot join, say one shutting down,
     /// would otherwise cost a request per fetch).
@@ -154,8 +221,10 @@ pub struct IsrManager {
     leading_since: Mutex<std::collections::HashMap<PartitionKey, (i32, i64)>>,
     /// Set by a follower's fetch that may let it join.
     wake: tokio::sync::Notify,
-    /// AlterPartition requests answered with a committed change, since start.
+    /// Partition changes the controller committed (or found already made), since start.
     changes: std::sync::atomic::AtomicU64,
+    /// AlterPartition requests sent, since start.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl IsrManager {
@@ -171,8 +240,14 @@ impl IsrManager {
         self.changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, BTreeSet<PartitionKey>> {
-        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    /// AlterPartition requests this broker sent, since start (each with one or more
+    /// partitions' changes).
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, AlterQueue<QueuedChange>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// When this broker began leading `key` in `leader_epoch`, as first seen at `now_ms`.
@@ -321,7 +396,8 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
             ) else {
                 continue;
             };
-            if !manager.lock_in_flight().insert(key) {
+            let mut queue = manager.lock_queue();
+            if queue.is_in_flight(key) {
                 continue;
             }
             // Kafka's maximal ISR: from now until the answer, the joiners hold the high
@@ -329,13 +405,10 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
             // controller lets them in.
             if !change.joining.is_empty() && !partition.set_pending_isr_expansion(&change.joining) {
                 // No longer the leader: nothing to ask.
-                manager.lock_in_flight().remove(&key);
                 continue;
             }
             log_change(partition, &state, assignment, &change, now_ms);
-            let request = ControllerRequest::AlterPartition {
-                broker: me,
-                broker_epoch: broker.broker_epoch(),
+            let item = AlterPartitionItem {
                 topic_id: topic.id,
                 partition: partition.index,
                 leader_epoch: assignment.leader_epoch,
@@ -356,17 +429,34 @@ fn check_all(broker: &Arc<Broker>, expand_only: bool) {
                     })
                     .collect(),
             };
-            tokio::spawn(send(
-                Arc::clone(broker),
-                Arc::clone(partition),
+            let queued = queue.propose(
                 key,
-                request,
-            ));
+                QueuedChange {
+                    partition: Arc::clone(partition),
+                    item,
+                },
+            );
+            assert!(queued, "checked not in flight under the same lock");
         }
     }
     if !expand_only {
         manager.retain_leaderships(&led);
     }
+    // Everything this check decided goes in one request (or waits for the one in flight).
+    maybe_send(broker);
+}
+
+/// Sends the queued changes in one AlterPartition unless a request is in flight (its answer
+/// sends what queued meanwhile).
+fn maybe_send(broker: &Arc<Broker>) {
+    let manager = broker.isr_manager();
+    let Some(changes) = manager.lock_queue().next_request() else {
+        return;
+    };
+    manager
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tokio::spawn(send(Arc::clone(broker), changes));
 }
 
 /// The brokers a follower may join an ISR as (neither fenced nor shutting down), with the broker
@@ -424,57 +514,84 @@ fn log_change(
     }
 }
 
-/// Sends one AlterPartition and takes its outcome: a committed change is applied to the
-/// partitions at once; a refusal waits for the next check, which decides from the newer image.
-async fn send(
-    broker: Arc<Broker>,
-    partition: Arc<Partition>,
-    key: PartitionKey,
-    request: ControllerRequest,
-) {
+/// Sends one AlterPartition with `changes` and takes each partition's outcome: a committed
+/// change is applied to the partitions at once; a refusal waits for the next check, which
+/// decides from the newer image. Then the changes queued meanwhile go.
+async fn send(broker: Arc<Broker>, changes: Vec<(PartitionKey, QueuedChange)>) {
+    let request = ControllerRequest::AlterPartition {
+        broker: broker.config.node_id,
+        broker_epoch: broker.broker_epoch(),
+        partitions: changes.iter().map(|(_, c)| c.item.clone()).collect(),
+    };
     let outcome = broker.plane().submit(request).await;
+    let manager = broker.isr_manager();
     match outcome {
-        Ok(ControllerReply::AlterPartition(Ok(changed))) => {
-            broker
-                .isr_manager()
-                .changes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(partition = ?partition, isr = ?changed.isr,
-                partition_epoch = changed.partition_epoch, "ISR change committed");
-            // This node's image already holds it (submit answers once it is applied here).
-            if let Err(e) = broker.catch_up().await {
-                tracing::debug!(%e, "image not fully applied; the follower task retries");
-            }
-        }
-        Ok(ControllerReply::AlterPartition(Err(e))) => {
-            match e {
-                // Decided on an older image: the next check decides again from the newer one.
-                AlterPartitionError::InvalidUpdateVersion { .. }
-                | AlterPartitionError::FencedLeaderEpoch { .. }
-                | AlterPartitionError::NotController => {
-                    tracing::info!(partition = ?partition, error = %e,
-                        "ISR change refused; deciding again from the newer image")
+        Ok(ControllerReply::AlterPartition(outcomes)) => {
+            let mut committed = false;
+            for (key, change) in &changes {
+                let partition = &change.partition;
+                let result = outcomes
+                    .iter()
+                    .find(|o| (o.topic_id, o.partition) == *key)
+                    .map(|o| &o.result);
+                match result {
+                    Some(Ok(changed)) => {
+                        committed = true;
+                        manager
+                            .changes
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(partition = ?partition, isr = ?changed.isr,
+                            partition_epoch = changed.partition_epoch, "ISR change committed");
+                    }
+                    Some(Err(e)) => {
+                        match e {
+                            // Decided on an older image: the next check decides again from the
+                            // newer one.
+                            AlterPartitionError::InvalidUpdateVersion { .. }
+                            | AlterPartitionError::FencedLeaderEpoch { .. }
+                            | AlterPartitionError::NotController => {
+                                tracing::info!(partition = ?partition, error = %e,
+                                    "ISR change refused; deciding again from the newer image")
+                            }
+                            AlterPartitionError::IneligibleReplica(_)
+                            | AlterPartitionError::UnknownTopicOrPartition
+                            | AlterPartitionError::InvalidRequest(_) => {
+                                tracing::info!(partition = ?partition, error = %e, "ISR change refused")
+                            }
+                        }
+                        // Not committed: the joiners stop holding the high watermark back.
+                        partition.set_pending_isr_expansion(&[]);
+                        manager.lock_refused().insert(*key);
+                    }
+                    None => {
+                        // Not answered for this partition (Kafka re-sends it): decided again
+                        // at the next check; the joiners keep holding the high watermark back.
+                        tracing::warn!(partition = ?partition,
+                            "ISR change missing from the AlterPartition answer; retried at the next check");
+                        manager.lock_refused().insert(*key);
+                    }
                 }
-                AlterPartitionError::IneligibleReplica(_)
-                | AlterPartitionError::UnknownTopicOrPartition
-                | AlterPartitionError::InvalidRequest(_) => {
-                    tracing::info!(partition = ?partition, error = %e, "ISR change refused")
+            }
+            if committed {
+                // This node's image already holds them (submit answers once applied here).
+                if let Err(e) = broker.catch_up().await {
+                    tracing::debug!(%e, "image not fully applied; the follower task retries");
                 }
             }
-            // Not committed: the joiners stop holding the high watermark back.
-            partition.set_pending_isr_expansion(&[]);
-            broker.isr_manager().lock_refused().insert(key);
         }
         Ok(other) => panic!("the controller answered AlterPartition with {other:?}"),
         Err(e) => {
-            // Maybe committed: the joiners keep holding the high watermark back until the next
+            // The whole request refused (a stale broker epoch) or not answered (maybe
+            // committed): the joiners keep holding the high watermark back until the next
             // check asks again and gets a definite answer.
-            tracing::info!(partition = ?partition, error = %e,
-                "ISR change not answered; retried at the next check");
-            broker.isr_manager().lock_refused().insert(key);
+            tracing::info!(partitions = changes.len(), error = %e,
+                "ISR changes not answered; retried at the next check");
+            let mut refused = manager.lock_refused();
+            refused.extend(changes.iter().map(|(key, _)| *key));
         }
     }
-    broker.isr_manager().lock_in_flight().remove(&key);
+    manager.lock_queue().answered();
+    maybe_send(&broker);
 }
 
 #[cfg(test)]
@@ -696,6 +813,50 @@ mod tests {
                 "no full check after {expand_only} wake-ups"
             );
         }
+    }
+
+    fn key(index: i32) -> PartitionKey {
+        (Uuid::from_u128(7), index)
+    }
+
+    #[test]
+    fn the_changes_decided_together_go_in_one_request_and_those_decided_meanwhile_in_the_next() {
+        let mut queue = AlterQueue::default();
+        for index in 0..50 {
+            assert!(queue.propose(key(index), format!("shrink {index}")));
+        }
+        let first = queue.next_request().expect("one request");
+        assert_eq!(first.len(), 50, "every partition's change in it");
+        assert!(
+            first
+                .iter()
+                .enumerate()
+                .all(|(i, (k, _))| *k == key(i as i32)),
+            "one entry per partition"
+        );
+        // While it is in flight: no second request; a partition in it does not propose again;
+        // others queue, the newest decision per partition winning.
+        assert!(!queue.propose(key(3), "again".to_string()));
+        assert!(queue.propose(key(60), "expand 60 with 2".to_string()));
+        assert!(queue.propose(key(61), "shrink 61".to_string()));
+        assert!(queue.propose(key(60), "expand 60 with 2 and 3".to_string()));
+        assert!(queue.next_request().is_none(), "one request in flight");
+        queue.answered();
+        assert!(
+            queue.propose(key(3), "again".to_string()),
+            "answered: free again"
+        );
+        let second = queue.next_request().expect("the queued ones");
+        assert_eq!(
+            second,
+            vec![
+                (key(3), "again".to_string()),
+                (key(60), "expand 60 with 2 and 3".to_string()),
+                (key(61), "shrink 61".to_string()),
+            ]
+        );
+        queue.answered();
+        assert!(queue.next_request().is_none(), "nothing left");
     }
 
     #[test]

@@ -229,11 +229,13 @@ impl TxnShard {
                     position,
                     error,
                 }) => {
-                    // Damage at rest with no replica to repair from: the rest of the segment
-                    // is lost, loudly, as the group coordinator's replay does.
-                    let next = log.next_segment_after(offset).await;
+                    // Damage at rest with no replica to repair from: the records in the damaged
+                    // batch are lost, loudly, not the later ones the log keeps (a replay that
+                    // skipped the rest of the segment would take transactions back to older
+                    // states), as the group coordinator's replay does.
+                    let next = log.resume_after_damage(offset, &segment, position).await?;
                     tracing::error!(segment = %segment.display(), position, %error, resume_at = ?next,
-                        "corrupt batch in {TRANSACTION_STATE_TOPIC}-{}", self.index);
+                        "corrupt batch in {TRANSACTION_STATE_TOPIC}-{}: the transaction states in it are lost", self.index);
                     match next {
                         Some(next) => {
                             offset = next;
