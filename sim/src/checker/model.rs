@@ -280,12 +280,6 @@ impl<'a> Model<'a> {
         model
     }
 
-    /// Whether poll `poll` must not return `value`: it reads read_committed and the value's
-    /// transaction did not commit. Such a poll is never expected to return it.
-    pub fn hidden_from(&self, poll: usize, value: u64) -> bool {
-        self.polls[poll].read_committed() && self.uncommitted.contains(&value)
-    }
-
     /// The send that wrote `value` into `tp`, if one did.
     pub fn writer_in(&self, tp: &TopicPartition, value: u64) -> Option<&Send<'a>> {
         self.writer_of
