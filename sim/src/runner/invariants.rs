@@ -1154,6 +1154,7 @@ mod tests {
     //! Each metadata invariant catches the state its bug would leave: the checks are fed views
     //! built from real images (ClusterImage::apply), then broken the way a bug would break them.
 
+    use super::Claims;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
@@ -1244,6 +1245,23 @@ mod tests {
 
     fn kinds(found: Vec<(MetadataInvariant, String)>) -> Vec<MetadataInvariant> {
         found.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// The first claim on an offset stands, wherever the offset sits (the vector from 0, the
+    /// map for a negative or very high offset): a second value there is what `claim` reports.
+    #[test]
+    fn the_first_claim_on_an_offset_stands_in_the_vector_and_in_the_map() {
+        let mut claims = Claims::default();
+        for offset in [0, 5, 1, Claims::DENSE - 1, Claims::DENSE, i64::MAX, -1] {
+            let first = (offset as u64 ^ 7, 10, "acknowledged");
+            assert_eq!(claims.first_or_insert(offset, first), first);
+            assert_eq!(
+                claims.first_or_insert(offset, (99, 20, "read")),
+                first,
+                "offset {offset}"
+            );
+        }
+        assert_eq!(claims.first_or_insert(2, (3, 30, "read")), (3, 30, "read"));
     }
 
     #[test]
