@@ -183,7 +183,7 @@ pub(crate) fn check_groups(
 }
 
 /// Evidence of a commit, about partition `tp` (a commit may cover several partitions).
-fn commit_evidence(commit: &Commit<'_>, tp: &TopicPartition, role: &str) -> Evidence {
+fn commit_evidence(commit: &Commit<'_>, tp: &TopicPartition, role: &'static str) -> Evidence {
     let mut evidence = Evidence::of(commit.op, role, Some(commit.offset), None);
     evidence.topic = tp.topic.clone();
     evidence.partition = tp.partition;

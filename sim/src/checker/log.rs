@@ -229,18 +229,78 @@ pub(crate) fn duplicates(model: &Model<'_>, allowances: &Allowances, out: &mut V
     }
 }
 
-/// The first poll of `part` that passed over `offset` and should have returned `value` there,
-/// if any did (a read_committed poll is not expected to return an uncommitted transaction's).
-fn poll_passing_over(
+/// For each unread acknowledged offset of `part`, the first poll (in history order) that passed
+/// over it and should have returned its value there, if any did (a read_committed poll is not
+/// expected to return an uncommitted transaction's). One sweep over the polls, each taking the
+/// offsets still unanswered in its range: a run with thousands of unread acknowledged sends (a
+/// bit flip at rest, say) would otherwise scan every poll once per send.
+struct PollsPassingOver {
+    /// offset → first poll passing over it, for values of committed (or no) transactions.
+    any: BTreeMap<i64, usize>,
+    /// The same among polls that read uncommitted, for values of uncommitted transactions.
+    read_uncommitted: BTreeMap<i64, usize>,
+}
+
+impl PollsPassingOver {
+    fn of(model: &Model<'_>, part: &Partition) -> PollsPassingOver {
+        let mut committed = BTreeSet::new();
+        let mut uncommitted = BTreeSet::new();
+        for send in part.sends.iter().map(|&i| &model.sends[i]) {
+            let SendClass::Acked(Some(offset)) = send.class else {
+                continue;
+            };
+            if part.was_read(send.value) {
+                continue;
+            }
+            if model.uncommitted.contains(&send.value) {
+                uncommitted.insert(offset);
+            } else {
+                committed.insert(offset);
+            }
+        }
+        PollsPassingOver {
+            any: first_polls_over(model, part, committed, |_| true),
+            read_uncommitted: first_polls_over(model, part, uncommitted, |p| !p.read_committed()),
+        }
+    }
+
+    /// The first poll that passed over `offset` and should have returned `value` there.
+    fn get(&self, model: &Model<'_>, offset: i64, value: u64) -> Option<usize> {
+        let polls = if model.uncommitted.contains(&value) {
+            &self.read_uncommitted
+        } else {
+            &self.any
+        };
+        polls.get(&offset).copied()
+    }
+}
+
+/// offset → the first poll of `part` that `counts` and passed over it, for each of `open`.
+fn first_polls_over(
     model: &Model<'_>,
     part: &Partition,
-    offset: i64,
-    value: u64,
-) -> Option<usize> {
-    part.polls
-        .iter()
-        .copied()
-        .find(|&p| model.polls[p].passed_over(offset) && !model.hidden_from(p, value))
+    mut open: BTreeSet<i64>,
+    counts: impl Fn(&super::model::Poll<'_>) -> bool,
+) -> BTreeMap<i64, usize> {
+    let mut first = BTreeMap::new();
+    for &p in &part.polls {
+        if open.is_empty() {
+            break;
+        }
+        let poll = &model.polls[p];
+        let Some(max) = poll.max_offset() else {
+            continue;
+        };
+        if poll.from_offset > max || !counts(poll) {
+            continue;
+        }
+        while let Some(&offset) = open.range(poll.from_offset..=max).next() {
+            debug_assert!(poll.passed_over(offset));
+            open.remove(&offset);
+            first.insert(offset, p);
+        }
+    }
+    first
 }
 
 /// Whether the final read should return `value` if the log holds it: a read_committed final
@@ -256,6 +316,7 @@ pub(crate) fn lost_and_never_seen(
     out: &mut Vec<Anomaly>,
 ) {
     for (tp, part) in &model.partitions {
+        let passing = PollsPassingOver::of(model, part);
         for send in part.sends.iter().map(|&i| &model.sends[i]) {
             let SendClass::Acked(acked_offset) = send.class else {
                 continue;
@@ -266,9 +327,8 @@ pub(crate) fn lost_and_never_seen(
             let status = || Status::from_cause(allowances.loss(send, model.appended_by_ms(send)));
             let value = send.value;
             let ack = Evidence::of(send.op, "acknowledged send", acked_offset, Some(value));
-            let passed = acked_offset.and_then(|offset| {
-                poll_passing_over(model, part, offset, value).map(|p| (offset, p))
-            });
+            let passed = acked_offset
+                .and_then(|offset| passing.get(model, offset, value).map(|p| (offset, p)));
             if let Some((offset, poll)) = passed {
                 let poll = &model.polls[poll];
                 let others: Vec<String> = part.values_at(offset).map(|v| v.to_string()).collect();

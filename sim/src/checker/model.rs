@@ -84,6 +84,48 @@ pub(crate) enum Source {
     Read(usize),
 }
 
+/// The values placed at one offset, ascending, each with every source placing it there. Almost
+/// always one value: a sorted vector, not a map (a run places tens of thousands of values).
+#[derive(Default)]
+pub(crate) struct Placed(Vec<(u64, Vec<Source>)>);
+
+impl Placed {
+    /// Records that `source` places `value` here.
+    fn place(&mut self, value: u64, source: Source) {
+        match self.0.binary_search_by_key(&value, |(v, _)| *v) {
+            Ok(at) => self.0[at].1.push(source),
+            Err(at) => self.0.insert(at, (value, vec![source])),
+        }
+    }
+
+    /// How many different values are placed here.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The values, ascending.
+    pub fn keys(&self) -> impl Iterator<Item = &u64> + '_ {
+        self.0.iter().map(|(v, _)| v)
+    }
+
+    /// The values, ascending, with their sources.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &Vec<Source>)> + '_ {
+        self.0.iter().map(|(v, sources)| (v, sources))
+    }
+}
+
+impl std::ops::Index<&u64> for Placed {
+    type Output = Vec<Source>;
+
+    fn index(&self, value: &u64) -> &Vec<Source> {
+        let at = self
+            .0
+            .binary_search_by_key(value, |(v, _)| *v)
+            .expect("a value placed at this offset");
+        &self.0[at].1
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Partition {
     /// Indexes into [`Model::sends`] of the sends that targeted this partition.
@@ -91,7 +133,7 @@ pub(crate) struct Partition {
     /// Indexes into [`Model::polls`], in history (invocation) order.
     pub polls: Vec<usize>,
     /// offset → value → every source placing the value there.
-    pub observed: BTreeMap<i64, BTreeMap<u64, Vec<Source>>>,
+    pub observed: BTreeMap<i64, Placed>,
     /// value → every poll (index into [`Model::polls`]) that returned it, with the offset.
     pub reads: BTreeMap<u64, Vec<(usize, i64)>>,
     /// The final full read, when the run did one and every one of its polls completed ok.
@@ -188,9 +230,7 @@ impl<'a> Model<'a> {
                         part.observed
                             .entry(offset)
                             .or_default()
-                            .entry(*value)
-                            .or_default()
-                            .push(Source::Ack(index));
+                            .place(*value, Source::Ack(index));
                     }
                     model.sends.push(send);
                 }
@@ -224,9 +264,7 @@ impl<'a> Model<'a> {
                         part.observed
                             .entry(offset)
                             .or_default()
-                            .entry(value)
-                            .or_default()
-                            .push(Source::Read(index));
+                            .place(value, Source::Read(index));
                         part.reads.entry(value).or_default().push((index, offset));
                     }
                     model.polls.push(Poll {
@@ -278,12 +316,6 @@ impl<'a> Model<'a> {
             .map(|send| send.value)
             .collect();
         model
-    }
-
-    /// Whether poll `poll` must not return `value`: it reads read_committed and the value's
-    /// transaction did not commit. Such a poll is never expected to return it.
-    pub fn hidden_from(&self, poll: usize, value: u64) -> bool {
-        self.polls[poll].read_committed() && self.uncommitted.contains(&value)
     }
 
     /// The send that wrote `value` into `tp`, if one did.

@@ -33,9 +33,9 @@ type Claim = (u64, u64, &'static str);
 /// What the online checks have seen.
 #[derive(Default)]
 pub(crate) struct Invariants {
-    /// topic → (partition, offset) → (value, simulated ms, how it was seen). Keyed by topic
+    /// topic → partition → offset → (value, simulated ms, how it was seen). Keyed by topic
     /// first so that a claim finds its entry without allocating the topic's name.
-    offsets: BTreeMap<String, BTreeMap<(i32, i64), Claim>>,
+    offsets: BTreeMap<String, BTreeMap<i32, Claims>>,
     /// topic → (broker, incarnation, partition) → highest high watermark seen (durable
     /// policy). Keyed by topic first, as `offsets`: the check runs every few simulated ms.
     high_watermarks: ByTopic<(u32, u32, i32), u64>,
@@ -433,13 +433,10 @@ impl Invariants {
         how: &'static str,
     ) {
         let now = now_ms();
-        if !self.offsets.contains_key(topic) {
-            self.offsets.insert(topic.to_string(), BTreeMap::new());
-        }
-        let of_topic = self.offsets.get_mut(topic).expect("inserted above");
-        let (seen, at, seen_how) = *of_topic
-            .entry((partition, offset))
-            .or_insert((value, now, how));
+        let (seen, at, seen_how) = of_topic(&mut self.offsets, topic)
+            .entry(partition)
+            .or_default()
+            .first_or_insert(offset, (value, now, how));
         if seen != value && self.violations.len() < 100 {
             let judged = if self.offset_reuse_allowed {
                 " (allowed here only if the history checker allows the loss of all but one value)"
@@ -468,7 +465,9 @@ impl Invariants {
 pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, trace: &Trace) {
     let now = now_ms();
     let mut inv = invariants.lock().unwrap_or_else(|e| e.into_inner());
-    for view in cluster.planes() {
+    // Once per check: each view asks the node's raft for its quorum status.
+    let planes = cluster.planes();
+    for view in &planes {
         let seen = (view.status.active_controller, view.status.term);
         if inv.metadata.views.insert(view.id, seen) != Some(seen) {
             let leader = seen.0.map_or("none".to_string(), |l| format!("broker-{l}"));
@@ -477,16 +476,12 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
                 format!("quorum term {}: controller {leader}", seen.1),
             );
         }
-        let found = inv.metadata.observe(&view, now);
+        let found = inv.metadata.observe(view, now);
         for (kind, what) in found {
             inv.metadata_violation(kind, what, now, trace);
         }
     }
-    if let Some(view) = cluster
-        .planes()
-        .iter()
-        .max_by_key(|v| v.image.metadata_offset)
-    {
+    if let Some(view) = planes.iter().max_by_key(|v| v.image.metadata_offset) {
         inv.replication.trace_leadership(&view.image, trace);
     }
     for id in cluster.broker_ids() {
@@ -562,6 +557,33 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
                     }
                 }
             }
+        }
+    }
+}
+
+/// One partition's claims by offset: a claim is made for every acknowledged send and every
+/// record read, so offsets from 0 up (where a run's partitions live) sit in a vector indexed by
+/// offset; any other offset in a map.
+#[derive(Default)]
+struct Claims {
+    dense: Vec<Option<Claim>>,
+    sparse: BTreeMap<i64, Claim>,
+}
+
+impl Claims {
+    /// Offsets below this go in `dense` (a few MiB at most for one partition).
+    const DENSE: i64 = 1 << 16;
+
+    /// The first claim on `offset`, made now with `claim` if there was none.
+    fn first_or_insert(&mut self, offset: i64, claim: Claim) -> Claim {
+        match usize::try_from(offset) {
+            Ok(at) if offset < Self::DENSE => {
+                if at >= self.dense.len() {
+                    self.dense.resize((at + 1).next_power_of_two(), None);
+                }
+                *self.dense[at].get_or_insert(claim)
+            }
+            _ => *self.sparse.entry(offset).or_insert(claim),
         }
     }
 }
@@ -836,6 +858,8 @@ pub(crate) struct ReplicationChecks {
     /// topic → partition → its leadership (leader, leader epoch, ISR, ELR) last traced, from
     /// the most advanced image.
     traced: ByTopic<usize, Leadership>,
+    /// The image `traced` was last brought up to date from.
+    traced_image: Option<Arc<ClusterImage>>,
     /// Simulated ms of every leader change (a replicated partition's leader epoch rising):
     /// what an acks=1 loss or an unclean election's loss is allowed by.
     pub(crate) leader_changes_ms: Vec<u64>,
@@ -942,7 +966,16 @@ impl ReplicationChecks {
 
     /// Traces each replicated partition's leader, epoch and ISR when they change in `image`
     /// (the most advanced one): the story a replication scenario's trace tells.
-    fn trace_leadership(&mut self, image: &ClusterImage, trace: &Trace) {
+    fn trace_leadership(&mut self, image: &Arc<ClusterImage>, trace: &Trace) {
+        // The same image as last time traces nothing: every partition's leadership is as traced.
+        if self
+            .traced_image
+            .as_ref()
+            .is_some_and(|last| Arc::ptr_eq(last, image))
+        {
+            return;
+        }
+        self.traced_image = Some(Arc::clone(image));
         for topic in image.topics.values() {
             for (index, p) in topic.partitions.iter().enumerate() {
                 if p.replicas.len() < 2 {
@@ -1121,6 +1154,7 @@ mod tests {
     //! Each metadata invariant catches the state its bug would leave: the checks are fed views
     //! built from real images (ClusterImage::apply), then broken the way a bug would break them.
 
+    use super::Claims;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
@@ -1211,6 +1245,23 @@ mod tests {
 
     fn kinds(found: Vec<(MetadataInvariant, String)>) -> Vec<MetadataInvariant> {
         found.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// The first claim on an offset stands, wherever the offset sits (the vector from 0, the
+    /// map for a negative or very high offset): a second value there is what `claim` reports.
+    #[test]
+    fn the_first_claim_on_an_offset_stands_in_the_vector_and_in_the_map() {
+        let mut claims = Claims::default();
+        for offset in [0, 5, 1, Claims::DENSE - 1, Claims::DENSE, i64::MAX, -1] {
+            let first = (offset as u64 ^ 7, 10, "acknowledged");
+            assert_eq!(claims.first_or_insert(offset, first), first);
+            assert_eq!(
+                claims.first_or_insert(offset, (99, 20, "read")),
+                first,
+                "offset {offset}"
+            );
+        }
+        assert_eq!(claims.first_or_insert(2, (3, 30, "read")), (3, 30, "read"));
     }
 
     #[test]

@@ -35,29 +35,31 @@ impl Run {
         let trace = &self.trace;
         let bit_flips = &faults.bit_flips;
         let mut anomalies = Vec::new();
-        let history = ctx.recorder.snapshot();
-        let acked: Vec<(String, i32, i64, u64, u64)> = history
-            .sends()
-            .filter_map(|op| match (&op.kind, &op.outcome) {
-                (
-                    OpKind::Send {
-                        topic,
-                        partition,
-                        value,
-                        ..
-                    },
-                    Outcome::Ok { offset: Some(o) },
-                ) => Some((
-                    topic.clone(),
-                    *partition,
-                    *o,
-                    *value,
-                    op.complete_ms.unwrap_or(0),
-                )),
-                _ => None,
-            })
-            .collect();
-        let compacted = Compacted::of(s, &history);
+        // Read in place: a copy of the whole history would only be thrown away.
+        let (acked, compacted) = ctx.recorder.with(|history| {
+            let acked: Vec<(String, i32, i64, u64, u64)> = history
+                .sends()
+                .filter_map(|op| match (&op.kind, &op.outcome) {
+                    (
+                        OpKind::Send {
+                            topic,
+                            partition,
+                            value,
+                            ..
+                        },
+                        Outcome::Ok { offset: Some(o) },
+                    ) => Some((
+                        topic.clone(),
+                        *partition,
+                        *o,
+                        *value,
+                        op.complete_ms.unwrap_or(0),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            (acked, Compacted::of(s, history))
+        });
         let liveness_start = now_ms();
         let deadline = liveness_start + s.liveness_timeout_ms;
         let lost_allowed = s.allows(AllowSpec::LostWrite) || s.allows(AllowSpec::Unavailable);

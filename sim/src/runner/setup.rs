@@ -152,7 +152,7 @@ impl Run {
             invariants: Arc::new(Mutex::new(Invariants::new(
                 offset_reuse_after_loss(s).is_some(),
             ))),
-            bootstrap: cluster.bootstrap_servers(),
+            bootstrap: cluster.bootstrap_servers().into(),
             seed: self.seed,
             next_walk: Arc::new(AtomicU32::new(crate::group_members::EXPIRY_CHECKER - 1)),
             creations: Arc::default(),

@@ -24,18 +24,20 @@ impl Run {
         let inside = |op: &crate::history::Op| {
             op.invoke_ms >= from && op.complete_ms.is_some_and(|c| c <= to)
         };
-        let history = ctx.recorder.snapshot();
-        let acked = history
-            .sends()
-            .filter(|op| inside(op) && matches!(op.outcome, Outcome::Ok { .. }))
-            .count();
-        let read = history
-            .polls()
-            .filter(|op| {
-                inside(op)
-                    && matches!(&op.kind, OpKind::Poll { records, .. } if !records.is_empty())
-            })
-            .count();
+        let (acked, read) = ctx.recorder.with(|history| {
+            let acked = history
+                .sends()
+                .filter(|op| inside(op) && matches!(op.outcome, Outcome::Ok { .. }))
+                .count();
+            let read = history
+                .polls()
+                .filter(|op| {
+                    inside(op)
+                        && matches!(&op.kind, OpKind::Poll { records, .. } if !records.is_empty())
+                })
+                .count();
+            (acked, read)
+        });
         self.trace.event(
             "runner",
             format!("serving during {from}..{to}ms: {acked} sends acknowledged, {read} polls with records"),
