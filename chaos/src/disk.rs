@@ -1387,6 +1387,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_removed_and_renamed_over_while_open_frees_its_space_when_its_last_handle_closes(
+    ) {
+        let (disk, file) = disk_with_file(FaultyDiskConfig::default()).await;
+        file.append(&[1; 100]).await.unwrap();
+        file.sync().await.unwrap();
+        let reader = disk.open(path("/d/f"), OpenMode::Existing).await.unwrap();
+        disk.remove(path("/d/f")).await.unwrap();
+        disk.sync_dir(path("/d")).await.unwrap();
+        // Unnamed but open: its bytes still count, through both handles.
+        drop(file);
+        assert_eq!(disk.used_bytes(), 100);
+        // Files opened and closed meanwhile collect nothing of their own ...
+        let other = disk.open(path("/d/g"), OpenMode::CreateNew).await.unwrap();
+        other.append(&[2; 10]).await.unwrap();
+        drop(other);
+        assert_eq!(disk.used_bytes(), 110);
+        // ... and the last handle's close frees the unnamed file.
+        drop(reader);
+        assert_eq!(disk.used_bytes(), 10);
+        // A file renamed over while open, likewise.
+        let old = disk.open(path("/d/g"), OpenMode::Existing).await.unwrap();
+        let new = disk.open(path("/d/h"), OpenMode::CreateNew).await.unwrap();
+        new.append(&[3; 5]).await.unwrap();
+        drop(new);
+        disk.rename(path("/d/h"), path("/d/g")).await.unwrap();
+        disk.sync_dir(path("/d")).await.unwrap();
+        assert_eq!(disk.used_bytes(), 15);
+        drop(old);
+        assert_eq!(disk.used_bytes(), 5);
+        assert_eq!(content(&disk, "/d/g").await, [3; 5]);
+    }
+
+    #[tokio::test]
     async fn an_append_beyond_capacity_fails_with_enospc_and_writes_nothing() {
         let config = FaultyDiskConfig {
             capacity_bytes: Some(10),
