@@ -2,6 +2,9 @@
 //! registers one timer for its deadline however often it is polled, and a sleep dropped or
 //! reset before its deadline wakes nobody.
 //!
+//! The timer keeps a cancelled timer in its heap until it reaches the top or until the
+//! cancelled outnumber the live, when it rebuilds the heap from the live ones (vendor/README.md).
+//!
 //! The bug story: madsim 0.2.34 added a timer on every poll of a pending sleep and never
 //! cancelled one, so every request's timeout, dropped when its response came, woke the
 //! connection's task again when it would have expired, and a sweep spent a share of its time
@@ -130,5 +133,74 @@ fn a_sleep_polled_many_times_before_its_deadline_completes_once_at_it() {
         );
         // The first poll, one per message, one at the deadline.
         assert_eq!(polls.load(Ordering::Relaxed), 22);
+    });
+}
+
+#[test]
+fn many_sleeps_cancelled_at_once_leave_every_live_sleep_waking_once_at_its_deadline() {
+    runtime().block_on(async {
+        // 400 tasks, five rounds each of a sleep bounded by a timeout: mostly the timeout fires
+        // first and drops (cancels) a sleep due a second or two later; sometimes the sleep wins
+        // and the timeout's own sleep is cancelled. Thousands of cancelled timers pile up
+        // against a few hundred live ones, so the heap is rebuilt from its live timers many
+        // times while they are pending. Then every task sleeps past all cancelled deadlines.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut draw = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let start = TimeHandle::current().elapsed();
+        let end = Duration::from_secs(3);
+        let mut tasks = Vec::new();
+        for _ in 0..400 {
+            let rounds: Vec<(u64, u64)> = (0..5)
+                .map(|_| {
+                    if draw(4) == 0 {
+                        let sleep_ms = 1 + draw(10);
+                        (sleep_ms, sleep_ms + 1 + draw(10))
+                    } else {
+                        (1_000 + draw(1_000), 1 + draw(10))
+                    }
+                })
+                .collect();
+            let expected: Vec<(bool, u64)> = rounds
+                .iter()
+                .scan(0, |at, &(sleep_ms, timeout_ms)| {
+                    *at += sleep_ms.min(timeout_ms);
+                    Some((sleep_ms < timeout_ms, *at))
+                })
+                .collect();
+            let (task, polls) = counted(async move {
+                let mut woke = Vec::new();
+                for (sleep_ms, timeout_ms) in rounds {
+                    let bounded = tokio::time::timeout(
+                        Duration::from_millis(timeout_ms),
+                        tokio::time::sleep(Duration::from_millis(sleep_ms)),
+                    )
+                    .await;
+                    woke.push((bounded.is_ok(), TimeHandle::current().elapsed() - start));
+                }
+                tokio::time::sleep(end - (TimeHandle::current().elapsed() - start)).await;
+                (woke, TimeHandle::current().elapsed() - start)
+            });
+            tasks.push((tokio::spawn(task), polls, expected));
+        }
+        for (task, polls, expected) in tasks {
+            let (woke, ended) = task.await.expect("every task ends");
+            for ((completed, at), (sleep_won, expected_ms)) in woke.into_iter().zip(expected) {
+                assert_eq!(completed, sleep_won);
+                // At the deadline, plus the executor's sub-millisecond steps.
+                let deadline = Duration::from_millis(expected_ms);
+                assert!(
+                    at >= deadline && at < deadline + Duration::from_millis(1),
+                    "woke at {at:?}, deadline {deadline:?}"
+                );
+            }
+            assert!(ended >= end && ended < end + Duration::from_millis(1));
+            // The first poll, five wakes, the last: no cancelled sleep woke anyone.
+            assert_eq!(polls.load(Ordering::Relaxed), 7);
+        }
     });
 }

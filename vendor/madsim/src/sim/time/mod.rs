@@ -16,7 +16,7 @@ mod system_time;
 // Faultline patch: naive_timer replaced by a timer heap with cancellable sleeps.
 mod timer;
 
-use self::timer::{SleepEntry, Timer};
+use self::timer::{SleepKey, Timer};
 
 pub use self::interval::{interval, interval_at, Interval, MissedTickBehavior};
 pub use self::sleep::{sleep, sleep_until, Sleep};
@@ -46,15 +46,15 @@ impl TimeRuntime {
 
     /// Advances time to the closest timer event. Returns true if succeed.
     pub fn advance_to_next_event(&self) -> bool {
-        let mut timer = self.handle.timer.lock();
-        if let Some(mut time) = timer.next() {
+        let next = self.handle.timer.lock().next();
+        if let Some(mut time) = next {
             // WARN: in some platform such as M1 macOS,
             //       let t0: Instant;
             //       let t1: Instant;
             //       t0 + (t1 - t0) < t1 !!
             // we should add eps to make sure 'now >= deadline' and avoid deadlock
             time += Duration::from_nanos(50);
-            timer.expire(time);
+            self.handle.expire(time);
             self.handle.clock.set_elapsed(time);
             true
         } else {
@@ -105,7 +105,19 @@ impl TimeHandle {
     /// Advances time.
     pub fn advance(&self, duration: Duration) {
         let time = self.clock.advance(duration);
-        self.timer.lock().expire(time);
+        self.expire(time);
+    }
+
+    /// Faultline patch: runs every timer due at `now`, in (deadline, insertion) order, each with
+    /// the timer unlocked.
+    fn expire(&self, now: Duration) {
+        loop {
+            let due = self.timer.lock().pop_due(now);
+            match due {
+                Some(due) => due.run(),
+                None => return,
+            }
+        }
     }
 
     /// Waits until `duration` has elapsed.
@@ -153,9 +165,19 @@ impl TimeHandle {
     }
 
     /// Faultline patch: registers a sleep's timer, cancelled when the sleep goes away.
-    pub(crate) fn add_sleep_at(&self, deadline: Instant, entry: Arc<SleepEntry>) {
-        let mut timer = self.timer.lock();
-        timer.add_sleep(deadline - self.clock.base_instant(), entry);
+    pub(crate) fn add_sleep_at(&self, deadline: Instant, waker: &std::task::Waker) -> SleepKey {
+        let deadline = deadline - self.clock.base_instant();
+        self.timer.lock().add_sleep(deadline, waker)
+    }
+
+    /// Faultline patch: a re-polled sleep's new waker; false if its timer is gone.
+    pub(crate) fn set_sleep_waker(&self, key: SleepKey, waker: &std::task::Waker) -> bool {
+        self.timer.lock().set_waker(key, waker)
+    }
+
+    /// Faultline patch: a dropped or reset sleep's timer leaves the heap.
+    pub(crate) fn cancel_sleep(&self, key: SleepKey) {
+        self.timer.lock().cancel(key);
     }
 
     pub(crate) fn add_timer(&self, dur: Duration, callback: impl FnOnce() + Send + Sync + 'static) {

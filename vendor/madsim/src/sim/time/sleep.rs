@@ -1,4 +1,4 @@
-use super::{timer::SleepEntry, *};
+use super::{timer::SleepKey, *};
 use std::{fmt, pin::Pin, task::Poll};
 
 /// Waits until `duration` has elapsed.
@@ -23,8 +23,8 @@ pub struct Sleep {
     /// Faultline patch: the timer registered for `deadline` by the first pending poll. Later
     /// polls only update its waker (upstream added a new timer on every poll, so a sleep
     /// re-polled in a `select!` loop piled up timers and spurious wake-ups); a reset or a drop
-    /// cancels it.
-    pub(super) entry: Option<Arc<SleepEntry>>,
+    /// cancels it (it leaves the timer's heap).
+    pub(super) entry: Option<SleepKey>,
 }
 
 impl Sleep {
@@ -49,8 +49,8 @@ impl Sleep {
     }
 
     fn cancel(&mut self) {
-        if let Some(entry) = self.entry.take() {
-            entry.cancel();
+        if let Some(key) = self.entry.take() {
+            self.handle.cancel_sleep(key);
         }
     }
 }
@@ -63,14 +63,15 @@ impl Future for Sleep {
             self.cancel();
             return Poll::Ready(());
         }
-        match &self.entry {
-            Some(entry) => entry.set_waker(cx.waker()),
-            None => {
-                let entry = Arc::new(SleepEntry::default());
-                entry.set_waker(cx.waker());
-                self.handle.add_sleep_at(self.deadline, entry.clone());
-                self.entry = Some(entry);
-            }
+        // A registered timer fires only once the clock reaches the deadline, so a pending sleep's
+        // timer is still registered here.
+        let registered = match self.entry {
+            Some(key) => self.handle.set_sleep_waker(key, cx.waker()),
+            None => false,
+        };
+        if !registered {
+            let key = self.handle.add_sleep_at(self.deadline, cx.waker());
+            self.entry = Some(key);
         }
         Poll::Pending
     }
