@@ -702,27 +702,11 @@ async fn fetch_once(
                 .with_partition_max_bytes(max_bytes),
         );
     }
-    let request = FetchRequest::default()
+    let request = sessionless_fetch(shared, shared.fetch_max_wait.as_millis() as i32, topics)
         .with_replica_state(
             ReplicaState::default()
                 .with_replica_id(WireBrokerId(shared.local_id))
                 .with_replica_epoch(shared.broker_epoch.load(Ordering::Acquire)),
-        )
-        .with_max_wait_ms(shared.fetch_max_wait.as_millis() as i32)
-        .with_min_bytes(1)
-        .with_max_bytes(i32::try_from(shared.sizes.response_max_bytes).unwrap_or(i32::MAX))
-        .with_isolation_level(0)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(
-            topics
-                .into_iter()
-                .map(|(topic_id, partitions)| {
-                    FetchTopic::default()
-                        .with_topic_id(topic_id)
-                        .with_partitions(partitions)
-                })
-                .collect(),
         );
     let timeout = shared.fetch_max_wait + conn.request_timeout();
     let response = conn.send_with_timeout(&request, timeout).await?;
@@ -874,8 +858,18 @@ fn read_ahead_request(
                 .with_partition_max_bytes(shared.sizes.partition_max_bytes(true, fetchable.len())),
         );
     }
+    sessionless_fetch(shared, 0, topics)
+}
+
+/// A Fetch of `topics` outside any fetch session (a replica fetcher sends every partition
+/// each time), reading uncommitted data, with this broker's response size limit.
+fn sessionless_fetch(
+    shared: &Shared,
+    max_wait_ms: i32,
+    topics: BTreeMap<uuid::Uuid, Vec<FetchPartition>>,
+) -> FetchRequest {
     FetchRequest::default()
-        .with_max_wait_ms(0)
+        .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(i32::try_from(shared.sizes.response_max_bytes).unwrap_or(i32::MAX))
         .with_isolation_level(0)
