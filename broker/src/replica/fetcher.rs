@@ -443,31 +443,36 @@ pub fn truncation_point(
 /// response cut mid-batch). `Err` if a batch straddles the log end: the logs diverged.
 pub fn records_to_append(records: &[u8], log_end_offset: u64) -> Result<&[u8], u64> {
     let mut start = None;
-    let mut pos = 0;
-    while pos < records.len() {
-        let Ok(header) = BatchHeader::parse(&records[pos..]) else {
-            break;
-        };
-        if pos + header.size() > records.len() {
-            break;
-        }
+    let mut end = 0;
+    for (pos, header) in whole_batches(records) {
+        end = pos + header.size();
         let base = header.base_offset as u64;
-        let last = header.last_offset() as u64;
-        if last < log_end_offset {
-            pos += header.size();
+        if (header.last_offset() as u64) < log_end_offset {
             continue;
         }
         if base < log_end_offset {
             return Err(base);
         }
-        if start.is_none() {
-            start = Some(pos);
-        }
-        pos += header.size();
+        start.get_or_insert(pos);
     }
     Ok(match start {
-        Some(start) => &records[start..pos],
+        Some(start) => &records[start..end],
         None => &[],
+    })
+}
+
+/// The whole batches at the front of `records`, each with its position: a trailing partial
+/// batch (a response cut mid-batch) or unparsable bytes end it.
+fn whole_batches(records: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let header = BatchHeader::parse(records.get(pos..)?).ok()?;
+        if pos + header.size() > records.len() {
+            return None;
+        }
+        let at = pos;
+        pos += header.size();
+        Some((at, header))
     })
 }
 
@@ -821,19 +826,9 @@ fn read_ahead_from(
 
 /// The offset after the last whole batch of `records`.
 fn whole_batches_end(records: &[u8]) -> Option<u64> {
-    let mut end = None;
-    let mut pos = 0;
-    while pos < records.len() {
-        let Ok(header) = BatchHeader::parse(&records[pos..]) else {
-            break;
-        };
-        if pos + header.size() > records.len() {
-            break;
-        }
-        end = Some(header.last_offset() as u64 + 1);
-        pos += header.size();
-    }
-    end
+    whole_batches(records)
+        .last()
+        .map(|(_, header)| header.last_offset() as u64 + 1)
 }
 
 /// A consumer's Fetch (replica id -1) of `ahead`'s partitions from the given offsets: the
