@@ -663,8 +663,6 @@ impl Partition {
         exposed: bool,
         verification: TxnVerification,
     ) -> Result<AppendInfo, ProduceError> {
-        // A follower's log holds only the leader's batches (a produce racing a change of role
-        // would otherwise write into it).
         if !self.replica().is_leader() {
             return Err(ProduceError::NotLeader);
         }
@@ -675,12 +673,26 @@ impl Partition {
             }])
             .into());
         }
+        // A follower's log holds only the leader's batches: the role is checked again under
+        // the producers' lock and the append finishes holding it, as a follower's append and
+        // truncation take it too (Kafka's leaderIsrUpdateLock). Checked only before the lock,
+        // a produce that passed the check as the replica became a follower appended into the
+        // follower's log after its reconciliation read the log end (found by a 60 s
+        // replication swarm: a follower's append below its log end).
         if !has_producer_id(records) {
+            // The raw lock: a plain produce needs no producer state rebuilt.
+            let _role_fixed = self.producers.lock().await;
+            if !self.replica().is_leader() {
+                return Err(ProduceError::NotLeader);
+            }
             return Ok(self.append_to_log(records, exposed).await?);
         }
         // Kafka validates the batches (CRC included) before it looks at their sequences.
         let headers = batch::validate_all(records).map_err(AppendError::from)?;
         let mut producers = self.producers_locked().await?;
+        if !self.replica().is_leader() {
+            return Err(ProduceError::NotLeader);
+        }
         if let AppendDecision::Duplicate(original) =
             producers.check_verified(&headers, verification)?
         {
@@ -730,10 +742,11 @@ impl Partition {
         marker: Marker,
         timestamp_ms: i64,
     ) -> Result<(AppendInfo, Option<CompletedTxn>), ProduceError> {
+        let mut producers = self.producers_locked().await?;
+        // Under the producers' lock, as a client's append (see `append_checked`).
         if !self.replica().is_leader() {
             return Err(ProduceError::NotLeader);
         }
-        let mut producers = self.producers_locked().await?;
         producers.check_marker(producer_id, producer_epoch, marker.coordinator_epoch)?;
         let mut bytes = marker::encode(producer_id, producer_epoch, marker, timestamp_ms);
         let info = self.append_to_log(&mut bytes, false).await?;
