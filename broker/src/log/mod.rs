@@ -72,6 +72,7 @@ pub mod records;
 pub mod reservation;
 pub mod segment;
 mod truncate;
+mod window;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -1642,16 +1643,16 @@ impl Log {
         let damage_ahead = |position: u64, error: BatchError| {
             let _ = corrupt(position, error);
         };
-        // Walk headers from the index entry to the batch holding `target`.
+        // Walk headers from the index entry to the batch holding `target`, in one read.
         let mut pos = *position;
-        let mut header_buf = [0u8; HEADER_LEN];
+        let mut window = window::Window::default();
         let mut previous_end = *base;
         let first = loop {
             if pos >= size {
                 break None;
             }
-            let n = file.read_at(pos, &mut header_buf).await?;
-            let header = BatchHeader::parse(&header_buf[..n]).map_err(|e| corrupt(pos, e))?;
+            let header_bytes = window.get(file.as_ref(), pos, HEADER_LEN).await?;
+            let header = BatchHeader::parse(header_bytes).map_err(|e| corrupt(pos, e))?;
             if pos + header.size() as u64 > size {
                 return Err(corrupt(
                     pos,
@@ -1693,7 +1694,10 @@ impl Log {
             return Ok(SegmentRead::Done(empty_read(offsets)));
         }
         let want = (max_bytes.max(first.size()) as u64).min(size - pos) as usize;
-        let mut buf = file.read_vec_at(pos, want).await?;
+        let mut buf = match window.slice(pos, want) {
+            Some(bytes) => bytes.to_vec(),
+            None => file.read_vec_at(pos, want).await?,
+        };
         let mut end = 0;
         while end < buf.len() {
             let header = match batch::validate_stored(&buf[end..]) {
