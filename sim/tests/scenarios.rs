@@ -817,7 +817,14 @@ fn a_held_transactional_produce_is_verified_with_a_coordinator_on_another_broker
 /// - 217477099f41d418: session 11's merge of both with s11-isr (the ISR manager's full check at a
 ///   fixed rate) and s11-dup (the producer state's rebuild resumes after a damaged batch).
 ///   Checked: the suite's determinism check passes, verdict PASS.
-const LOCKED_TRACE_HASH: &str = "217477099f41d418";
+/// - 848b14a87e695c76: s13-simharness, on s13-base (a produce re-checks leadership under the
+///   producers' lock, which moved the schedule and was not re-locked itself): the workload
+///   records each delivery from the producer's own task through a send callback (no task and
+///   channel per record), and the trace hash is `sim::trace`'s word-at-a-time `LineHash`
+///   instead of FNV-1a (a new function: every hash changes even for the same trace). Checked:
+///   the suite's determinism check passes, verdict PASS (1,549 of 1,549 sends acknowledged,
+///   one allowed anomaly); all other scenarios of this file pass at seed 1.
+const LOCKED_TRACE_HASH: &str = "848b14a87e695c76";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {
