@@ -345,6 +345,83 @@ async fn records_that_were_definitely_not_written_are_failed() {
     b.stop().await;
 }
 
+/// `send_with_callback` (Kafka's `send(record, callback)`) reports each record exactly once,
+/// with what `send` reports: the acknowledged offsets in send order, read back at those
+/// offsets, and a record refused before queuing (no such partition) failed at once.
+#[tokio::test]
+async fn a_send_callback_hears_each_records_outcome_once() {
+    let b = start_broker_with(|c| c.auto_create_topics = false, None).await;
+    let client = client(&b.addr).await;
+    Admin::new(client.clone())
+        .create_topic(NewTopic::new("called", 2))
+        .await
+        .unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..5 {
+        let tx = tx.clone();
+        producer
+            .send_with_callback(
+                ProducerRecord::new("called", format!("v{i}")).with_partition(1),
+                move |outcome| tx.send((i, outcome)).unwrap(),
+            )
+            .await;
+    }
+    let refused = tx.clone();
+    producer
+        .send_with_callback(
+            ProducerRecord::new("called", "nowhere").with_partition(9),
+            move |outcome| refused.send((99, outcome)).unwrap(),
+        )
+        .await;
+    // Refused before queuing: answered during the call, before any queued record.
+    let (first, outcome) = rx.try_recv().expect("the refusal is reported at once");
+    assert_eq!(first, 99);
+    assert!(
+        matches!(
+            outcome,
+            SendOutcome::Failed {
+                error: SendError::InvalidPartition { partition: 9, .. }
+            }
+        ),
+        "{outcome:?}"
+    );
+    producer.flush().await;
+    drop(tx);
+    let mut heard = Vec::new();
+    while let Some(item) = rx.recv().await {
+        heard.push(item);
+    }
+    let offsets: Vec<(i32, i64)> = heard
+        .iter()
+        .map(|(i, outcome)| match outcome {
+            SendOutcome::Acknowledged { partition, offset } => {
+                assert_eq!(*partition, 1);
+                (*i, *offset)
+            }
+            other => panic!("record {i}: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        offsets,
+        (0..5).map(|i| (i, i64::from(i))).collect::<Vec<_>>()
+    );
+    let read = read_all(&client, "called", 5).await;
+    let values: Vec<(i64, Vec<u8>)> = read
+        .iter()
+        .map(|r| (r.offset, r.value.clone().unwrap().to_vec()))
+        .collect();
+    assert_eq!(
+        values,
+        (0..5)
+            .map(|i| (i64::from(i), format!("v{i}").into_bytes()))
+            .collect::<Vec<_>>()
+    );
+    b.stop().await;
+}
+
 /// A broker reached only through the test proxy (it advertises the proxy), a client with a
 /// 500 ms request timeout, and a one-partition `topic`; the proxy's mode starts at PASS.
 async fn behind_proxy(topic: &str) -> (own_broker::TestBroker, Arc<AtomicU8>, Client) {

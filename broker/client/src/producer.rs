@@ -379,7 +379,26 @@ impl Future for Delivery {
 
 struct Pending {
     record: Record,
-    reply: oneshot::Sender<SendOutcome>,
+    reply: Reply,
+}
+
+/// Where a record's outcome goes: a [`Delivery`]'s channel, or a callback run by the task
+/// that learned the outcome (Kafka's `send(record, callback)`), which spares the caller a task
+/// and a channel per record.
+enum Reply {
+    Channel(oneshot::Sender<SendOutcome>),
+    Callback(Box<dyn FnOnce(SendOutcome) + Send>),
+}
+
+impl Reply {
+    fn send(self, outcome: SendOutcome) {
+        match self {
+            Reply::Channel(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Reply::Callback(callback) => callback(outcome),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -573,22 +592,59 @@ impl Producer {
     /// the request timeout) and for room in `buffer.memory` (at most `max.block.ms` from the
     /// call); the record is sent when its batch is full or lingered.
     pub async fn send(&self, record: ProducerRecord) -> Delivery {
+        let (tx, rx) = oneshot::channel();
+        match self.enqueue(record, Reply::Channel(tx)).await {
+            Ok(()) => Delivery(DeliveryInner::Waiting(rx)),
+            Err((outcome, _)) => Delivery(DeliveryInner::Ready(Some(outcome))),
+        }
+    }
+
+    /// [`Producer::send`] that hands the record's outcome to `callback` instead of a
+    /// [`Delivery`] (Kafka's `send(record, callback)`): called exactly once, at once when the
+    /// outcome is known before queuing, else by the producer's task that learned it. It must
+    /// not block. Records still queued when the producer's runtime goes away (its tasks
+    /// dropped) never get their callback, as a [`Delivery`] of a dropped task never resolves.
+    pub async fn send_with_callback(
+        &self,
+        record: ProducerRecord,
+        callback: impl FnOnce(SendOutcome) + Send + 'static,
+    ) {
+        if let Err((outcome, reply)) = self
+            .enqueue(record, Reply::Callback(Box::new(callback)))
+            .await
+        {
+            reply.send(outcome);
+        }
+    }
+
+    /// Queues `record` with where its outcome goes, or gives both back with the outcome when
+    /// it is known at once.
+    async fn enqueue(
+        &self,
+        record: ProducerRecord,
+        reply: Reply,
+    ) -> Result<(), (SendOutcome, Reply)> {
         let blocked_until = super::now() + self.inner.config.max_block;
-        let ready = |outcome| Delivery(DeliveryInner::Ready(Some(outcome)));
         if self.inner.state().closed {
-            return ready(SendOutcome::Failed {
-                error: SendError::Closed,
-            });
+            return Err((
+                SendOutcome::Failed {
+                    error: SendError::Closed,
+                },
+                reply,
+            ));
         }
         let meta = match self.topic_metadata(&record.topic).await {
             Ok(meta) => meta,
-            Err(error) => return ready(SendOutcome::Failed { error }),
+            Err(error) => return Err((SendOutcome::Failed { error }, reply)),
         };
         let num_partitions = meta.partitions.len() as i32;
         if num_partitions == 0 {
-            return ready(SendOutcome::Failed {
-                error: SendError::UnknownTopic(record.topic),
-            });
+            return Err((
+                SendOutcome::Failed {
+                    error: SendError::UnknownTopic(record.topic),
+                },
+                reply,
+            ));
         }
         let timestamp_ms = record
             .timestamp_ms
@@ -597,13 +653,16 @@ impl Producer {
             .partition
             .filter(|p| !(0..num_partitions).contains(p))
         {
-            return ready(SendOutcome::Failed {
-                error: SendError::InvalidPartition {
-                    topic: record.topic,
-                    partition: p,
-                    partitions: num_partitions,
+            return Err((
+                SendOutcome::Failed {
+                    error: SendError::InvalidPartition {
+                        topic: record.topic,
+                        partition: p,
+                        partitions: num_partitions,
+                    },
                 },
-            });
+                reply,
+            ));
         }
         let ProducerRecord {
             topic,
@@ -621,9 +680,8 @@ impl Producer {
         };
         let size = estimated_size(&record);
         if let Err(error) = self.reserve(size, blocked_until).await {
-            return ready(SendOutcome::Failed { error });
+            return Err((SendOutcome::Failed { error }, reply));
         }
-        let (tx, rx) = oneshot::channel();
         {
             let mut state = self.inner.state();
             let partition = match (chosen, &record.key) {
@@ -638,10 +696,10 @@ impl Producer {
             queue.bytes += size;
             queue.oldest.get_or_insert_with(super::now);
             queue.num_partitions = num_partitions;
-            queue.records.push(Pending { record, reply: tx });
+            queue.records.push(Pending { record, reply });
         }
         self.inner.wake.notify_one();
-        Delivery(DeliveryInner::Waiting(rx))
+        Ok(())
     }
 
     /// Takes `size` bytes of `buffer.memory` for a record, waiting until finished batches give
@@ -775,9 +833,12 @@ impl Drop for Inner {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         for queue in state.queues.values_mut() {
             for p in queue.records.drain(..) {
-                let _ = p.reply.send(SendOutcome::Failed {
-                    error: SendError::Closed,
-                });
+                // A callback would run outside any task of the runtime going away.
+                if let Reply::Channel(tx) = p.reply {
+                    let _ = tx.send(SendOutcome::Failed {
+                        error: SendError::Closed,
+                    });
+                }
             }
         }
     }
@@ -942,9 +1003,12 @@ fn may_have_been_appended(error: ResponseError, acks: Acks) -> bool {
     }
 }
 
-async fn attempt(inner: &Inner, batch: &Batch, bytes: &Bytes) -> Attempt {
+/// One attempt to send the batch `bytes` of `target` (its topic and partition: the batch
+/// itself, which holds the records' replies, is not shared across the awaits).
+async fn attempt(inner: &Inner, target: (&str, i32), bytes: &Bytes) -> Attempt {
+    let (topic, partition) = target;
     let client = &inner.client;
-    let connection = match client.leader(&batch.topic, batch.partition).await {
+    let connection = match client.leader(topic, partition).await {
         Ok(c) => c,
         Err(MetadataError::UnknownTopic(t)) => {
             return Attempt::Refused {
@@ -980,12 +1044,12 @@ async fn attempt(inner: &Inner, batch: &Batch, bytes: &Bytes) -> Attempt {
         .with_acks(inner.config.acks.code())
         .with_timeout_ms(timeout_ms)
         .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(batch.topic.clone())))
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(batch.partition)
+                .with_index(partition)
                 .with_records(Some(bytes.clone()))])]);
     let failed = |e: RequestError| {
-        client.invalidate(&batch.topic);
+        client.invalidate(topic);
         if !e.maybe_sent() {
             return Attempt::Refused {
                 error: SendError::NotConnected(e.to_string()),
@@ -1014,9 +1078,9 @@ async fn attempt(inner: &Inner, batch: &Batch, bytes: &Bytes) -> Attempt {
     let result = response
         .responses
         .iter()
-        .filter(|t| t.name.as_str() == batch.topic)
+        .filter(|t| t.name.as_str() == topic)
         .flat_map(|t| t.partition_responses.iter())
-        .find(|p| p.index == batch.partition);
+        .find(|p| p.index == partition);
     let Some(result) = result else {
         return Attempt::Ambiguous {
             reason: UnknownReason::AmbiguousError(ResponseError::UnknownServerError),
@@ -1032,7 +1096,7 @@ async fn attempt(inner: &Inner, batch: &Batch, bytes: &Bytes) -> Attempt {
             | ResponseError::UnknownTopicOrPartition
             | ResponseError::LeaderNotAvailable
     ) {
-        client.invalidate(&batch.topic);
+        client.invalidate(topic);
     }
     let retriable = error.is_retriable() || error == ResponseError::KafkaStorageError;
     if may_have_been_appended(error, inner.config.acks) {
@@ -1126,7 +1190,9 @@ async fn send_batch(inner: Arc<Inner>, mut batch: Batch) {
         attempts += 1;
         // This attempt's failure, if it failed, for [`Producer::attempt_failures`].
         let failure: Option<(Option<ResponseError>, String)>;
-        let (retriable, give_up) = match attempt(&inner, &batch, &bytes).await {
+        let (retriable, give_up) = match attempt(&inner, (&batch.topic, batch.partition), &bytes)
+            .await
+        {
             Attempt::Written(offset) => break Ok(offset),
             Attempt::NotAcknowledged => {
                 break Err(SendOutcome::Unknown {
@@ -1202,7 +1268,6 @@ async fn send_batch(inner: Arc<Inner>, mut batch: Batch) {
         .sum();
     {
         let mut state = inner.state();
-        state.in_flight -= 1;
         release(&mut state, size);
         if let Some(queue) = state
             .queues
@@ -1223,7 +1288,7 @@ async fn send_batch(inner: Arc<Inner>, mut batch: Batch) {
     match outcome {
         Ok(base_offset) => {
             for (i, p) in batch.records.into_iter().enumerate() {
-                let _ = p.reply.send(SendOutcome::Acknowledged {
+                p.reply.send(SendOutcome::Acknowledged {
                     partition: batch.partition,
                     offset: base_offset + i as i64,
                 });
@@ -1232,10 +1297,12 @@ async fn send_batch(inner: Arc<Inner>, mut batch: Batch) {
         Err(outcome) => {
             tracing::debug!(topic = %batch.topic, partition = batch.partition, count, ?outcome, "batch not acknowledged");
             for p in batch.records {
-                let _ = p.reply.send(outcome.clone());
+                p.reply.send(outcome.clone());
             }
         }
     }
+    // Counted out only after every reply: a flush that returns has had every callback run.
+    inner.state().in_flight -= 1;
     inner.wake.notify_one();
     inner.progress.notify_waiters();
     inner.room.notify_waiters();

@@ -28,7 +28,7 @@ pub(crate) struct Ctx {
     pub(crate) inflight: Arc<AtomicUsize>,
     pub(crate) invariants: Arc<Mutex<Invariants>>,
     pub(crate) next_value: Arc<AtomicU64>,
-    /// Shared, not copied: every delivery's task holds a clone of the context.
+    /// Shared, not copied: every task holds a clone of the context.
     pub(super) bootstrap: Arc<str>,
     /// The run's seed, from which each process derives its own random stream.
     pub(super) seed: u64,
@@ -270,6 +270,8 @@ pub(super) async fn producer(
             .event(&who, format!("producer id {id} epoch {epoch}"));
     }
     let interval = 1.0 / spec.rate;
+    // What every delivery's callback needs, shared rather than copied per record.
+    let delivered = Arc::new((ctx.clone(), who.clone(), spec.topic.clone()));
     while !ctx.stop.load(Ordering::SeqCst) {
         // An idempotent producer moves to a new epoch after a gap in a partition's sequences
         // (KIP-360): the trace shows when.
@@ -337,12 +339,14 @@ pub(super) async fn producer(
             record = record.with_key(format!("k{k}"));
         }
         ctx.inflight.fetch_add(1, Ordering::SeqCst);
-        let delivery = producer.send(record).await;
-        let (ctx2, who2, topic) = (ctx.clone(), who.clone(), spec.topic.clone());
-        tokio::spawn(async move {
-            let outcome = delivery.await;
-            record_delivery(&ctx2, &who2, id, (&topic, value, None), &outcome);
-        });
+        // Recorded by the producer's task that learns the outcome: no task per delivery.
+        let on = Arc::clone(&delivered);
+        producer
+            .send_with_callback(record, move |outcome| {
+                let (ctx, who, topic) = &*on;
+                record_delivery(ctx, who, id, (topic, value, None), &outcome);
+            })
+            .await;
         tokio::time::sleep(Duration::from_secs_f64(pause)).await;
     }
     producer.flush().await;
