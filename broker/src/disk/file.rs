@@ -295,6 +295,27 @@ impl DiskFile for RealFile {
         off_runtime(move || file.sync_data()).await
     }
 
+    async fn drop_cached(&self, pos: u64, len: u64) -> io::Result<()> {
+        // Freeing thousands of pages takes a while: off the runtime, like a sync.
+        let file = Arc::clone(&self.file);
+        off_runtime(move || {
+            // SAFETY: an advisory call on an open descriptor; it touches no memory of ours.
+            let rc = unsafe {
+                libc::posix_fadvise(
+                    file.as_raw_fd(),
+                    pos as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                )
+            };
+            match rc {
+                0 => Ok(()),
+                e => Err(io::Error::from_raw_os_error(e)),
+            }
+        })
+        .await
+    }
+
     async fn truncate(&self, len: u64) -> io::Result<()> {
         let mut end = self.append_end.lock().unwrap_or_else(|e| e.into_inner());
         assert!(
@@ -508,6 +529,56 @@ mod tests {
         // SAFETY: a plain advisory call on an open descriptor.
         let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         assert_eq!(rc, 0, "posix_fadvise");
+    }
+
+    /// How many of the file's pages are in the page cache (`mincore` of a mapping).
+    fn resident_pages(file: &fs::File) -> usize {
+        let len = file.metadata().unwrap().len() as usize;
+        // SAFETY: a read-only shared mapping of an open file, unmapped below; `mincore` writes
+        // one byte per page into a vector of that many.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED, "mmap");
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let mut vec = vec![0u8; len.div_ceil(page)];
+            assert_eq!(libc::mincore(map, len, vec.as_mut_ptr()), 0, "mincore");
+            libc::munmap(map, len);
+            vec.iter().filter(|&&b| b & 1 == 1).count()
+        }
+    }
+
+    #[tokio::test]
+    async fn synced_bytes_dropped_from_the_page_cache_leave_it_and_read_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dropped");
+        let disk = FileDisk::new();
+        let file = disk.open(&path, OpenMode::CreateNew).await.unwrap();
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+        file.append(&data).await.unwrap();
+        file.sync().await.unwrap();
+        let raw = fs::File::open(&path).unwrap();
+        let pages = resident_pages(&raw);
+        assert!(
+            pages >= 200,
+            "a fresh append is in the page cache ({pages} pages)"
+        );
+
+        // The first half: its pages leave, the second half's stay.
+        file.drop_cached(0, data.len() as u64 / 2).await.unwrap();
+        let left = resident_pages(&raw);
+        assert!(
+            left <= pages / 2 + 1,
+            "{left} of {pages} pages still cached after dropping half"
+        );
+        assert!(left >= pages / 2 - 1, "only the range asked for is dropped");
+        assert_eq!(file.read_vec_at(0, data.len()).await.unwrap(), data);
     }
 
     #[tokio::test]

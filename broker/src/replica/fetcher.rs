@@ -50,7 +50,9 @@
 //! everything below it. A new epoch or a truncation forgets `H` (sync first again), and the
 //! unsynced bytes are bounded ([`SYNC_BEHIND_BYTES`], by syncs that run beside the fetches)
 //! so the sync at the tail stays short. The follower's own high watermark stays at most its
-//! durable end (`ReplicaState::update_high_watermark_as_follower`).
+//! durable end (`ReplicaState::update_high_watermark_as_follower`). Those background syncs also
+//! drop what they made durable from the page cache (`Log::flush_unless_cut_dropping_cache`):
+//! committed data nobody reads from this replica soon, whose pages the next appends reuse.
 //!
 //! A partition behind `H` also asks for its share of `replica.fetch.response.max.bytes`
 //! instead of `replica.fetch.max.bytes`: its fetches are what catch-up waits on, and nothing at
@@ -990,7 +992,9 @@ async fn sync_before_fetch(
         }
         let partition = Arc::clone(&followed.partition);
         let sync = tokio::spawn(async move {
-            if let Err(e) = partition.log.flush_unless_cut().await {
+            // What it syncs is committed data replayed behind the leader: out of the page
+            // cache with it, so the next appends reuse the pages (`Log` says why).
+            if let Err(e) = partition.log.flush_unless_cut_dropping_cache().await {
                 tracing::debug!(%e, "a catching-up follower's sync failed");
             }
         });
