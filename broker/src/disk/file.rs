@@ -519,6 +519,31 @@ impl Disk for FileDisk {
     }
 }
 
+/// How many of the file's pages are in the page cache (`mincore` of a mapping).
+#[cfg(test)]
+pub(crate) fn resident_pages(path: &Path) -> usize {
+    let file = fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: a read-only shared mapping of an open file, unmapped below; `mincore` writes
+    // one byte per page into a vector of that many.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED, "mmap");
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        assert_eq!(libc::mincore(map, len, vec.as_mut_ptr()), 0, "mincore");
+        libc::munmap(map, len);
+        vec.iter().filter(|&&b| b & 1 == 1).count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,29 +556,6 @@ mod tests {
         assert_eq!(rc, 0, "posix_fadvise");
     }
 
-    /// How many of the file's pages are in the page cache (`mincore` of a mapping).
-    fn resident_pages(file: &fs::File) -> usize {
-        let len = file.metadata().unwrap().len() as usize;
-        // SAFETY: a read-only shared mapping of an open file, unmapped below; `mincore` writes
-        // one byte per page into a vector of that many.
-        unsafe {
-            let map = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            );
-            assert_ne!(map, libc::MAP_FAILED, "mmap");
-            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-            let mut vec = vec![0u8; len.div_ceil(page)];
-            assert_eq!(libc::mincore(map, len, vec.as_mut_ptr()), 0, "mincore");
-            libc::munmap(map, len);
-            vec.iter().filter(|&&b| b & 1 == 1).count()
-        }
-    }
-
     #[tokio::test]
     async fn synced_bytes_dropped_from_the_page_cache_leave_it_and_read_back_the_same() {
         let dir = tempfile::tempdir().unwrap();
@@ -563,8 +565,7 @@ mod tests {
         let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
         file.append(&data).await.unwrap();
         file.sync().await.unwrap();
-        let raw = fs::File::open(&path).unwrap();
-        let pages = resident_pages(&raw);
+        let pages = resident_pages(&path);
         assert!(
             pages >= 200,
             "a fresh append is in the page cache ({pages} pages)"
@@ -572,7 +573,7 @@ mod tests {
 
         // The first half: its pages leave, the second half's stay.
         file.drop_cached(0, data.len() as u64 / 2).await.unwrap();
-        let left = resident_pages(&raw);
+        let left = resident_pages(&path);
         assert!(
             left <= pages / 2 + 1,
             "{left} of {pages} pages still cached after dropping half"

@@ -50,6 +50,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+#[cfg(test)]
+pub(crate) use file::resident_pages;
 pub use file::FileDisk;
 
 /// The name of the lock file in a data directory, as Kafka names it.

@@ -1148,6 +1148,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_far_behind_followers_background_sync_drops_what_it_synced_from_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = crate::log::Log::open(
+            Arc::new(crate::disk::FileDisk::new()),
+            Arc::new(crate::clock::ManualClock::new(1_700_000_000_000)),
+            dir.path().join("t-0"),
+            crate::log::LogConfig::default(),
+        )
+        .await
+        .unwrap();
+        let partition = Arc::new(
+            Partition::open_unassigned("t".into(), 0, log, 2)
+                .await
+                .unwrap(),
+        );
+        partition.become_follower(1, 1);
+        let shared = shared_state();
+        let key: Key = ("t".into(), 0);
+        let mut followed = Followed::new(Arc::clone(&partition), uuid::Uuid::nil(), 1);
+        followed.leader_high_watermark = Some(10_000);
+        // 2 MiB of batches, 64 KiB each.
+        let mut fetched = Vec::new();
+        for i in 0..32u64 {
+            let mut b = builder::simple(64, 1000, b'a' + i as u8, 1_700_000_000_000);
+            b[..8].copy_from_slice(&((i * 64) as i64).to_be_bytes());
+            fetched.extend_from_slice(&b);
+        }
+        partition.append_as_follower(&fetched, 1).await.unwrap();
+        let segment = crate::log::segment::path(&dir.path().join("t-0"), 0, ".log");
+        let cached = crate::disk::resident_pages(&segment);
+        assert!(
+            cached >= 400,
+            "appended bytes are in the page cache ({cached} pages)"
+        );
+
+        followed.unsynced_bytes = SYNC_BEHIND_BYTES;
+        assert!(sync_before_fetch(&shared, &key, &followed).await.unwrap());
+        let sync = shared.background_syncs().remove(&key).unwrap();
+        sync.await.unwrap();
+        assert_eq!(partition.log.durable_end_offset(), 32 * 64);
+        let left = crate::disk::resident_pages(&segment);
+        assert!(left <= 2, "{left} pages of the synced range still cached");
+        let disk = crate::disk::FileDisk::new();
+        assert_eq!(
+            crate::disk::read_file(&disk, &segment).await.unwrap(),
+            fetched,
+            "the bytes read back the same from the device"
+        );
+    }
+
+    #[tokio::test]
     async fn a_follower_at_the_tail_whose_last_answer_was_full_asks_for_its_share_next() {
         let dir = tempfile::tempdir().unwrap();
         let log = crate::log::Log::open(
