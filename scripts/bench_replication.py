@@ -21,7 +21,8 @@ client and quorum ports, data in DIR/node-i, log in DIR/node-i.log), default bro
    produce go to the leader, the follower is started again; the rate is the bytes its log
    gained over the time from its first fetched byte to holding the leader's whole log (its
    segment files' sizes, read every 10 ms), the time from its restart to caught up, and from its
-   restart to its return to the ISR (which under the durable policy also waits for its sync).
+   restart to its return to the ISR (which under the durable policy also waits for its sync),
+   and the follower's and the leader's CPU seconds per GB replayed with the load average.
    --catch-ups repeats it (each on a fresh topic).
 3. Failover: an acks=all producer (kafka-python, `pip install "kafka-python<3"`, one record at a
    time, retries until delivery.timeout.ms, metadata refreshed on errors) writes an RF 3
@@ -204,6 +205,13 @@ def throughput(cluster, seconds, rounds):
     return results
 
 
+def cpu_seconds(pid):
+    """User plus system CPU seconds of a process so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def catch_up(cluster, seconds, run=0):
     topic = f"catch-up-{run}"
     leader = cluster.create(topic, 3)
@@ -217,6 +225,7 @@ def catch_up(cluster, seconds, run=0):
     target = cluster.log_bytes(leader, topic)
     before = cluster.log_bytes(follower, topic)
     started = cluster.start(follower)
+    pids = (cluster.procs[follower].pid, cluster.procs[leader].pid)
     first = None
     deadline = time.monotonic() + 300
     while True:
@@ -224,12 +233,15 @@ def catch_up(cluster, seconds, run=0):
         held = cluster.log_bytes(follower, topic)
         if first is None and held > before:
             first = now
+            cpu0 = [cpu_seconds(p) for p in pids]
+            load = os.getloadavg()[0]
         if held >= target:
             break
         if now > deadline:
             sys.exit(f"follower {follower} holds {held} of {target} bytes after 300 s")
         time.sleep(0.01)
     done = time.monotonic()
+    cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
     cluster.await_isr(topic, 3, poll=0.02)
     in_isr = time.monotonic()
     replayed = target - before
@@ -240,11 +252,17 @@ def catch_up(cluster, seconds, run=0):
         "restart_to_caught_up_s": done - started,
         "first_byte_after_restart_s": first - started,
         "restart_to_isr_s": in_isr - started,
+        # The machine is shared: CPU per GB replayed says more than the rate alone.
+        "follower_cpu_s_per_gb": cpu[0] / (replayed / 1e9),
+        "leader_cpu_s_per_gb": cpu[1] / (replayed / 1e9),
+        "load_average": load,
     }
     print(f"catch-up: node {follower} replayed {replayed / 1e6:.0f} MB at "
           f"{result['mb_per_s']:.0f} MB/s ({done - first:.2f} s from its first fetched byte; "
           f"{result['restart_to_caught_up_s']:.2f} s from its restart; back in the ISR "
-          f"{result['restart_to_isr_s']:.2f} s after its restart)", flush=True)
+          f"{result['restart_to_isr_s']:.2f} s after its restart; CPU per GB: follower "
+          f"{result['follower_cpu_s_per_gb']:.2f} s, leader {result['leader_cpu_s_per_gb']:.2f} s; "
+          f"load average {load:.1f})", flush=True)
     cluster.delete(topic)
     return result
 

@@ -788,6 +788,9 @@ impl DiskFile for FaultyFile {
         Ok(pos)
     }
 
+    // `drop_cached` is the trait's no-op: this disk has no page cache, and the hint changes
+    // nothing a read, a sync or a crash sees (no delay either: it adds no simulated event).
+
     async fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
         self.disk.delay().await;
         let mut state = self.lock_live()?;

@@ -15,6 +15,9 @@
 //!   pool. A page-cache hit pays no hand-off: handing a 1 MiB read to another thread costs
 //!   more than the read itself here (`cargo run --release -p broker --example fetch_at_roll`
 //!   measures both; see README).
+//! - An append is written in calls of at most [`WRITE_PIECE`] bytes: one call for a whole
+//!   10 MiB fetch answer made the kernel copy into large page-cache folios, ten times slower
+//!   here (see the constant).
 //! - A file system without `RWF_NOWAIT` gets plain inline `pread`/`pwrite`, as before. That
 //!   is what appends get on ext4 today (it refuses the flag for buffered writes): an append
 //!   of a batch to the page cache takes microseconds, and an unconditional hand-off would cost
@@ -134,13 +137,25 @@ unsafe fn read_span(
     Ok(Span::Done(done))
 }
 
-/// Writes all of `buf` at `pos`; with `nowait`, stops where the page cache would make it wait.
+/// The most one `pwritev2` call writes: a longer append is written in pieces of this size.
+///
+/// The kernel sizes the page-cache folios of a buffered write by the call's length, up to
+/// 2 MiB. Large folios made the copy itself slow on this VM (likely: they are carved from the
+/// large free blocks the guest reports to the host, virtio-balloon free page reporting, which
+/// the host must fault in again as the copy touches them). A follower appending a 10 MiB fetch answer in one call copied at ~200 MB/s,
+/// 2.2-2.4 CPU-seconds per GB, 90 % in `copy_folio_from_iter_atomic`; the same bytes in calls
+/// of 256 KiB or 512 KiB went at 1.9-2.5 GB/s, 0.2 s/GB; 1 MiB calls at 1.0 GB/s (README,
+/// "catch-up", session 13). The calls cost microseconds each.
+const WRITE_PIECE: usize = 256 << 10;
+
+/// Writes all of `buf` at `pos`, in calls of at most [`WRITE_PIECE`] bytes; with `nowait`,
+/// stops where the page cache would make it wait.
 fn write_span(fd: RawFd, buf: &[u8], pos: u64, nowait: bool) -> io::Result<Span> {
     let mut done = 0;
     while done < buf.len() {
         let iov = libc::iovec {
             iov_base: buf[done..].as_ptr() as *mut libc::c_void,
-            iov_len: buf.len() - done,
+            iov_len: (buf.len() - done).min(WRITE_PIECE),
         };
         let flags = nowait_flags(nowait, &NOWAIT_WRITES_UNSUPPORTED);
         // SAFETY: the iovec covers the initialised, borrowed rest of `buf`, which the kernel
@@ -278,6 +293,27 @@ impl DiskFile for RealFile {
     async fn sync(&self) -> io::Result<()> {
         let file = Arc::clone(&self.file);
         off_runtime(move || file.sync_data()).await
+    }
+
+    async fn drop_cached(&self, pos: u64, len: u64) -> io::Result<()> {
+        // Freeing thousands of pages takes a while: off the runtime, like a sync.
+        let file = Arc::clone(&self.file);
+        off_runtime(move || {
+            // SAFETY: an advisory call on an open descriptor; it touches no memory of ours.
+            let rc = unsafe {
+                libc::posix_fadvise(
+                    file.as_raw_fd(),
+                    pos as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                )
+            };
+            match rc {
+                0 => Ok(()),
+                e => Err(io::Error::from_raw_os_error(e)),
+            }
+        })
+        .await
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {
@@ -483,6 +519,31 @@ impl Disk for FileDisk {
     }
 }
 
+/// How many of the file's pages are in the page cache (`mincore` of a mapping).
+#[cfg(test)]
+pub(crate) fn resident_pages(path: &Path) -> usize {
+    let file = fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: a read-only shared mapping of an open file, unmapped below; `mincore` writes
+    // one byte per page into a vector of that many.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED, "mmap");
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        assert_eq!(libc::mincore(map, len, vec.as_mut_ptr()), 0, "mincore");
+        libc::munmap(map, len);
+        vec.iter().filter(|&&b| b & 1 == 1).count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +554,59 @@ mod tests {
         // SAFETY: a plain advisory call on an open descriptor.
         let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         assert_eq!(rc, 0, "posix_fadvise");
+    }
+
+    #[tokio::test]
+    async fn synced_bytes_dropped_from_the_page_cache_leave_it_and_read_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dropped");
+        let disk = FileDisk::new();
+        let file = disk.open(&path, OpenMode::CreateNew).await.unwrap();
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+        file.append(&data).await.unwrap();
+        file.sync().await.unwrap();
+        let pages = resident_pages(&path);
+        assert!(
+            pages >= 200,
+            "a fresh append is in the page cache ({pages} pages)"
+        );
+
+        // The first half: its pages leave, the second half's stay.
+        file.drop_cached(0, data.len() as u64 / 2).await.unwrap();
+        let left = resident_pages(&path);
+        assert!(
+            left <= pages / 2 + 1,
+            "{left} of {pages} pages still cached after dropping half"
+        );
+        assert!(left >= pages / 2 - 1, "only the range asked for is dropped");
+        assert_eq!(file.read_vec_at(0, data.len()).await.unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn an_append_longer_than_one_write_call_lands_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long");
+        let disk = FileDisk::new();
+        let file = disk.open(&path, OpenMode::CreateNew).await.unwrap();
+        let head: Vec<u8> = (0..1000u32).map(|i| (i % 7) as u8).collect();
+        // Four pieces and a ragged end, so a piece that started from the wrong byte shows.
+        let long: Vec<u8> = (0..(4 * WRITE_PIECE as u32 + 12_345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        assert_eq!(file.append(&head).await.unwrap(), 0);
+        assert_eq!(file.append(&long).await.unwrap(), head.len() as u64);
+        assert_eq!(
+            file.append(b"tail").await.unwrap(),
+            (head.len() + long.len()) as u64
+        );
+        let expected = [head.as_slice(), long.as_slice(), b"tail"].concat();
+        assert_eq!(file.len(), expected.len() as u64);
+        assert_eq!(fs::read(&path).unwrap(), expected, "the bytes on disk");
+        assert_eq!(
+            file.read_vec_at(0, expected.len()).await.unwrap(),
+            expected,
+            "the bytes read back through the handle"
+        );
     }
 
     #[tokio::test]

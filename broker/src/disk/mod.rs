@@ -50,6 +50,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+#[cfg(test)]
+pub(crate) use file::resident_pages;
 pub use file::FileDisk;
 
 /// The name of the lock file in a data directory, as Kafka names it.
@@ -94,6 +96,15 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     /// Makes every append and truncation of this file so far durable (fdatasync). On error the
     /// bytes since the last successful sync are lost; see the module doc.
     async fn sync(&self) -> io::Result<()>;
+
+    /// A hint: the synced bytes in `[pos, pos + len)` will not be read soon. The real disk drops
+    /// their whole pages from the page cache (`POSIX_FADV_DONTNEED`), so the next appends reuse
+    /// those pages instead of touching fresh memory; a read returns the same bytes either way
+    /// (from the device). Changes nothing a read, a sync or a crash sees, so the simulated disk
+    /// (no page cache) does nothing, which is the default.
+    async fn drop_cached(&self, _pos: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 
     /// Cuts the file to `len` bytes (`len` must not exceed the current length). Durable after
     /// the next successful sync.

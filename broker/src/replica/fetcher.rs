@@ -50,11 +50,18 @@
 //! everything below it. A new epoch or a truncation forgets `H` (sync first again), and the
 //! unsynced bytes are bounded ([`SYNC_BEHIND_BYTES`], by syncs that run beside the fetches)
 //! so the sync at the tail stays short. The follower's own high watermark stays at most its
-//! durable end (`ReplicaState::update_high_watermark_as_follower`).
+//! durable end (`ReplicaState::update_high_watermark_as_follower`). Those background syncs also
+//! drop what they made durable from the page cache (`Log::flush_unless_cut_dropping_cache`):
+//! committed data nobody reads from this replica soon, whose pages the next appends reuse.
 //!
 //! A partition behind `H` also asks for its share of `replica.fetch.response.max.bytes`
 //! instead of `replica.fetch.max.bytes`: its fetches are what catch-up waits on, and nothing at
-//! the leader waits on its offset.
+//! the leader waits on its offset. So does a partition whose last answer was full (the leader
+//! held at least `replica.fetch.max.bytes` past its fetch offset), behind `H` or not: an ISR
+//! member far behind the leader's log end (after a burst of acks=1 produce) otherwise fetched,
+//! appended and synced 1 MiB per round trip, 35-60 MB/s here (README, "catch-up", session
+//! 13), and a larger answer costs one sync all the same. The size changes no rule above: what
+//! the leader may count is still only a synced fetch offset.
 //!
 //! ## Reading ahead during catch-up
 //!
@@ -135,10 +142,11 @@ impl Default for FetchSizes {
 }
 
 impl FetchSizes {
-    /// What to ask of one of `partitions` partitions fetched together: a partition behind the
-    /// leader's high watermark takes its share of the response (see the module doc).
-    fn partition_max_bytes(&self, behind: bool, partitions: usize) -> i32 {
-        let share = if behind {
+    /// What to ask of one of `partitions` partitions fetched together: a partition catching up
+    /// (behind the leader's high watermark, or whose last answer was full) takes its share of
+    /// the response (see the module doc).
+    fn partition_max_bytes(&self, catching_up: bool, partitions: usize) -> i32 {
+        let share = if catching_up {
             self.response_max_bytes / (partitions.max(1) as u32)
         } else {
             0
@@ -175,6 +183,9 @@ struct Followed {
     leader_high_watermark: Option<u64>,
     /// Bytes appended since the last sync this fetcher waited for.
     unsynced_bytes: u64,
+    /// The last answer was full (at least `replica.fetch.max.bytes`): the leader holds more,
+    /// and the next fetch asks for the response's share (module doc).
+    leader_has_more: bool,
 }
 
 impl Followed {
@@ -188,7 +199,14 @@ impl Followed {
             backoff: BACKOFF_MIN,
             leader_high_watermark: None,
             unsynced_bytes: 0,
+            leader_has_more: false,
         }
+    }
+
+    /// Does a fetch from `offset` ask for its share of the response rather than
+    /// `replica.fetch.max.bytes` (module doc)?
+    fn asks_for_share(&self, offset: u64) -> bool {
+        self.leader_has_more || self.behind_high_watermark(offset)
     }
 
     /// Is a fetch from `offset` below a high watermark the leader already answered with?
@@ -693,10 +711,9 @@ async fn fetch_once(
     for ((_, index), followed) in &fetchable {
         let log = &followed.partition.log;
         let fetch_offset = log.log_end_offset();
-        let max_bytes = shared.sizes.partition_max_bytes(
-            followed.behind_high_watermark(fetch_offset),
-            fetchable.len(),
-        );
+        let max_bytes = shared
+            .sizes
+            .partition_max_bytes(followed.asks_for_share(fetch_offset), fetchable.len());
         topics.entry(followed.topic_id).or_default().push(
             FetchPartition::default()
                 .with_partition(*index)
@@ -895,6 +912,8 @@ async fn apply_all(
     let mut applied = Vec::new();
     for (i, data) in pending {
         let (key, followed) = &fetchable[i];
+        let full = data.records.as_deref().map_or(0, |r| r.len())
+            >= shared.sizes.partition_max_bytes as usize;
         let outcome = apply_partition(followed, &data).await;
         drop(data);
         let epoch = followed.leader_epoch;
@@ -907,6 +926,7 @@ async fn apply_all(
                     f.succeeded();
                     f.unsynced_bytes += appended_bytes;
                     f.leader_high_watermark = f.leader_high_watermark.max(high_watermark);
+                    f.leader_has_more = full;
                 });
                 applied.push(i);
             }
@@ -972,7 +992,9 @@ async fn sync_before_fetch(
         }
         let partition = Arc::clone(&followed.partition);
         let sync = tokio::spawn(async move {
-            if let Err(e) = partition.log.flush_unless_cut().await {
+            // What it syncs is committed data replayed behind the leader: out of the page
+            // cache with it, so the next appends reuse the pages (`Log` says why).
+            if let Err(e) = partition.log.flush_unless_cut_dropping_cache().await {
                 tracing::debug!(%e, "a catching-up follower's sync failed");
             }
         });
@@ -1122,6 +1144,113 @@ mod tests {
             sizes.partition_max_bytes(true, 100),
             1 << 20,
             "never less than replica.fetch.max.bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_far_behind_followers_background_sync_drops_what_it_synced_from_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = crate::log::Log::open(
+            Arc::new(crate::disk::FileDisk::new()),
+            Arc::new(crate::clock::ManualClock::new(1_700_000_000_000)),
+            dir.path().join("t-0"),
+            crate::log::LogConfig::default(),
+        )
+        .await
+        .unwrap();
+        let partition = Arc::new(
+            Partition::open_unassigned("t".into(), 0, log, 2)
+                .await
+                .unwrap(),
+        );
+        partition.become_follower(1, 1);
+        let shared = shared_state();
+        let key: Key = ("t".into(), 0);
+        let mut followed = Followed::new(Arc::clone(&partition), uuid::Uuid::nil(), 1);
+        followed.leader_high_watermark = Some(10_000);
+        // 2 MiB of batches, 64 KiB each.
+        let mut fetched = Vec::new();
+        for i in 0..32u64 {
+            let mut b = builder::simple(64, 1000, b'a' + i as u8, 1_700_000_000_000);
+            b[..8].copy_from_slice(&((i * 64) as i64).to_be_bytes());
+            fetched.extend_from_slice(&b);
+        }
+        partition.append_as_follower(&fetched, 1).await.unwrap();
+        let segment = crate::log::segment::path(&dir.path().join("t-0"), 0, ".log");
+        let cached = crate::disk::resident_pages(&segment);
+        assert!(
+            cached >= 400,
+            "appended bytes are in the page cache ({cached} pages)"
+        );
+
+        followed.unsynced_bytes = SYNC_BEHIND_BYTES;
+        assert!(sync_before_fetch(&shared, &key, &followed).await.unwrap());
+        let sync = shared.background_syncs().remove(&key).unwrap();
+        sync.await.unwrap();
+        assert_eq!(partition.log.durable_end_offset(), 32 * 64);
+        let left = crate::disk::resident_pages(&segment);
+        assert!(left <= 2, "{left} pages of the synced range still cached");
+        let disk = crate::disk::FileDisk::new();
+        assert_eq!(
+            crate::disk::read_file(&disk, &segment).await.unwrap(),
+            fetched,
+            "the bytes read back the same from the device"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_follower_at_the_tail_whose_last_answer_was_full_asks_for_its_share_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = crate::log::Log::open(
+            Arc::new(crate::disk::FileDisk::new()),
+            Arc::new(crate::clock::ManualClock::new(1_700_000_000_000)),
+            dir.path().join("t-0"),
+            crate::log::LogConfig::default(),
+        )
+        .await
+        .unwrap();
+        let partition = Arc::new(
+            Partition::open_unassigned("t".into(), 0, log, 2)
+                .await
+                .unwrap(),
+        );
+        partition.become_follower(1, 1);
+        let full = batches(&[(0, 3)]);
+        let mut shared = shared_state();
+        // replica.fetch.max.bytes is one answer's size: that answer is a full one.
+        shared.sizes = FetchSizes {
+            partition_max_bytes: full.len() as u32,
+            response_max_bytes: 100 * full.len() as u32,
+        };
+        let key: Key = ("t".into(), 0);
+        let followed = Followed::new(Arc::clone(&partition), uuid::Uuid::nil(), 1);
+        shared.partitions().insert(key.clone(), followed.clone());
+        let fetchable = vec![(key.clone(), followed)];
+        // The leader's high watermark is the answer's end: this replica is at the tail (an
+        // ISR member), where its fetch offset counts.
+        let answer = |records: Vec<u8>, high_watermark: i64| {
+            kafka_protocol::messages::fetch_response::PartitionData::default()
+                .with_high_watermark(high_watermark)
+                .with_records(Some(records.into()))
+        };
+
+        let applied = apply_all(&shared, &fetchable, vec![(0, answer(full, 3))]).await;
+        assert_eq!(applied, vec![0]);
+        let now = shared.partitions()[&key].clone();
+        assert!(!now.behind_high_watermark(partition.log.log_end_offset()));
+        assert!(now.asks_for_share(partition.log.log_end_offset()));
+        assert_eq!(
+            shared.sizes.partition_max_bytes(now.asks_for_share(3), 1),
+            100 * shared.sizes.partition_max_bytes as i32,
+            "a full answer: the leader holds more, the next fetch asks for the response"
+        );
+
+        let short = batches(&[(3, 1)]);
+        apply_all(&shared, &fetchable, vec![(0, answer(short, 4))]).await;
+        let now = shared.partitions()[&key].clone();
+        assert!(
+            !now.asks_for_share(partition.log.log_end_offset()),
+            "a short answer: the leader had no more, back to replica.fetch.max.bytes"
         );
     }
 
