@@ -817,7 +817,12 @@ fn a_held_transactional_produce_is_verified_with_a_coordinator_on_another_broker
 /// - 217477099f41d418: session 11's merge of both with s11-isr (the ISR manager's full check at a
 ///   fixed rate) and s11-dup (the producer state's rebuild resumes after a damaged batch).
 ///   Checked: the suite's determinism check passes, verdict PASS.
-const LOCKED_TRACE_HASH: &str = "217477099f41d418";
+/// - 81cd1191cb9497cb: 5d5974c (session 13's base): a produce re-checks leadership under the
+///   producers' lock and appends holding it, so a plain produce's append waits for that lock
+///   and the schedule moves from the first produce on. Checked: the release simulation build
+///   of 5d5974c gives the same hash (`sim run scenarios/acks-all-durable-crashes.toml --seed
+///   1`), verdict PASS.
+const LOCKED_TRACE_HASH: &str = "81cd1191cb9497cb";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {
