@@ -408,11 +408,33 @@ impl Invariants {
         now: u64,
         trace: &Trace,
     ) {
+        self.metadata_anomaly(kind, what, false, now, trace);
+    }
+
+    /// A metadata invariant broken for a reason the scenario allows, named in `what`.
+    pub(crate) fn metadata_allowed(
+        &mut self,
+        kind: MetadataInvariant,
+        what: String,
+        now: u64,
+        trace: &Trace,
+    ) {
+        self.metadata_anomaly(kind, what, true, now, trace);
+    }
+
+    fn metadata_anomaly(
+        &mut self,
+        kind: MetadataInvariant,
+        what: String,
+        allowed: bool,
+        now: u64,
+        trace: &Trace,
+    ) {
         trace.event("invariants", format!("INVARIANT {}: {what}", kind.name()));
         if self.violations.len() < 100 {
             self.violations.push(Anomaly {
                 kind: HarnessAnomalyKind::Invariant,
-                allowed: false,
+                allowed,
                 description: format!("metadata invariant {}: {what}", kind.name()),
                 topic: None,
                 partition: None,
