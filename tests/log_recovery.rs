@@ -153,6 +153,54 @@ async fn a_bit_flip_found_by_recovery_is_kept_and_reported_not_cut_with_the_data
 }
 
 #[tokio::test]
+async fn a_partial_write_after_a_bit_flip_in_the_same_segment_is_cut_and_later_appends_are_served()
+{
+    // The bug: recovery that had stepped over a flipped batch in the active segment kept a
+    // failed write's partial bytes after it as damage at rest; every later append then sat
+    // behind bytes no read can pass, so a follower fetching from there never caught up (60 s
+    // replication swarm seed 133). The failed write lands a seed-chosen prefix of its batch.
+    let mut cut = 0;
+    for seed in 0..8 {
+        let f = Fixture::new(seed, FaultyDiskConfig::default(), LogConfig::default());
+        let log = f.open().await;
+        for id in 0..5 {
+            log.append(&mut batch_with_id(id, 2, 200, T0), 0)
+                .await
+                .unwrap();
+        }
+        let first_len = batch_with_id(0, 2, 200, T0).len() as u64;
+        f.disk
+            .flip_bit(&f.segment_path(0), first_len * 2 + 80, 0)
+            .unwrap();
+        f.disk.fail_next_write();
+        assert!(matches!(
+            log.append(&mut batch_with_id(5, 8, 500, T0), 0).await,
+            Err(AppendError::Offline(_))
+        ));
+        drop(log);
+        let log = f.open().await;
+        let next = log
+            .append(&mut batch_with_id(6, 2, 200, T0), 0)
+            .await
+            .unwrap();
+        // A follower at the end of batch 4 fetches from there: it gets batch 6.
+        let read = log.read(10, 1 << 20, None).await;
+        let ids: Vec<u64> = batches(&read.expect("reads past the cut").records)
+            .iter()
+            .map(|(_, b)| id_of(b))
+            .collect();
+        assert_eq!(ids, vec![6], "seed {seed}: batch 6 at {}", next.base_offset);
+        assert_eq!(
+            log.recovery().corrupt_batches,
+            1,
+            "seed {seed}: the flip is reported"
+        );
+        cut += log.recovery().torn_bytes_cut;
+    }
+    assert!(cut > 0, "some seed's failed write landed bytes to cut");
+}
+
+#[tokio::test]
 async fn an_eio_on_sync_fails_the_append_and_it_never_becomes_readable() {
     // The bug (fsyncgate): retrying a failed fsync, getting Ok, and acknowledging data the
     // kernel already dropped.

@@ -6,6 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use broker::log::batch::builder;
 use broker::partition::Partition;
@@ -79,7 +80,7 @@ async fn a_follower_copies_serves_below_the_leader_s_high_watermark_truncates_an
 
     // It leads from epoch 2. The producer's retry of seq 3 is appended, not answered from a
     // batch that is gone; a retry of seq 0 (still held) is a duplicate.
-    follower.become_leader(2, &[1, 2], &[2]);
+    follower.become_leader(2, &[1, 2], &[2]).await;
     assert_eq!(follower.leader_epoch(), 2);
     let retried = follower
         .append(&mut idempotent_batch(7, 3, 3))
@@ -98,6 +99,63 @@ async fn a_follower_copies_serves_below_the_leader_s_high_watermark_truncates_an
         follower.log.leader_epochs().await.latest_epoch(),
         Some(2),
         "the new leader's batches carry its epoch"
+    );
+}
+
+#[tokio::test]
+async fn a_follower_made_leader_while_it_truncates_leads_from_the_cut_log() {
+    // The bug (60 s replication swarm seed 370): the catalog made a follower the leader while
+    // its truncation was still cutting the log; the leadership took the log end before the
+    // cut for its high watermark, and the cut then left the leader's log end below it (the
+    // broker panicked: "a leader's log end 611 fell below its high watermark 613").
+    let leader_fixture = Fixture::new(1, FaultyDiskConfig::default(), small_segments());
+    let leader = partition(&leader_fixture, 1).await;
+    for seq in [0, 3, 6] {
+        let info = leader
+            .append(&mut idempotent_batch(7, seq, 3))
+            .await
+            .unwrap();
+        leader.wait_durable(&info).await.unwrap();
+    }
+    let fetched = leader.log.read(0, 1 << 20, None).await.unwrap().records;
+    let mut follower_fixture = Fixture::new(2, FaultyDiskConfig::default(), small_segments());
+    follower_fixture.dir = PathBuf::from("/follower/t-0");
+    let follower = partition(&follower_fixture, 2).await;
+    follower.become_follower(1, 1);
+    follower.append_as_follower(&fetched, 1).await.unwrap();
+    follower.log.flush().await.unwrap();
+    follower.update_high_watermark_as_follower(9);
+    assert_eq!(follower.high_watermark(), 9);
+
+    // Every disk operation of the truncation now takes a while: it is still cutting when the
+    // catalog makes the replica the leader of epoch 2, alone in its ISR.
+    follower_fixture.disk.set_config(FaultyDiskConfig {
+        latency: Some((Duration::from_millis(20), Duration::from_millis(20))),
+        ..follower_fixture.disk.config()
+    });
+    let truncating = tokio::spawn({
+        let follower = Arc::clone(&follower);
+        async move { follower.truncate_to(3).await }
+    });
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    follower.become_leader(2, &[1, 2], &[2]).await;
+    let cut = truncating
+        .await
+        .expect("the truncation finishes without a panic");
+    assert_eq!(
+        cut.unwrap(),
+        3,
+        "the truncation that began as a follower's finishes"
+    );
+    let state = follower.replica_state();
+    assert_eq!(state.role(), Role::Leader);
+    assert_eq!(follower.log.log_end_offset(), 3);
+    assert!(
+        state.high_watermark() <= 3,
+        "the leader's high watermark {} is within its log",
+        state.high_watermark()
     );
 }
 

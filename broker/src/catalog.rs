@@ -592,7 +592,7 @@ impl Catalog {
                 match (local, open) {
                     (true, Some(partition)) => {
                         partition.set_min_isr_for_high_watermark(hw_min_isr);
-                        apply_role(&partition, assignment, self.node_id);
+                        apply_role(&partition, assignment, self.node_id).await;
                         partitions.push(partition);
                     }
                     (true, None) => {
@@ -607,7 +607,7 @@ impl Catalog {
                                     partition.restore_high_watermark(hw);
                                 }
                                 partition.set_min_isr_for_high_watermark(hw_min_isr);
-                                apply_role(&partition, assignment, self.node_id);
+                                apply_role(&partition, assignment, self.node_id).await;
                                 partitions.push(partition);
                                 changed = true;
                             }
@@ -1061,7 +1061,7 @@ async fn remove_doomed(disk: &dyn Disk, dir: &Path) -> io::Result<()> {
 
 /// Sets the replica's role and leader epoch to the image's, if they differ. Leader epochs only
 /// rise, and the image's never fall (asserted by the image), so this never goes back.
-fn apply_role(partition: &Partition, assignment: &PartitionImage, node_id: NodeId) {
+async fn apply_role(partition: &Partition, assignment: &PartitionImage, node_id: NodeId) {
     // Before any role: a follower's appends and a leader's reads for followers must not
     // reserve offsets (a single-replica policy).
     partition.log.set_replicated(assignment.replicas.len() > 1);
@@ -1082,7 +1082,9 @@ fn apply_role(partition: &Partition, assignment: &PartitionImage, node_id: NodeI
                     .into_iter()
                     .filter(|&r| r != node_id));
         if !same {
-            partition.become_leader(epoch, &assignment.replicas, &assignment.isr);
+            partition
+                .become_leader(epoch, &assignment.replicas, &assignment.isr)
+                .await;
             tracing::debug!(partition = ?partition, epoch, "leading");
         }
     } else {

@@ -166,7 +166,7 @@ impl Partition {
     ) -> Result<Partition, ReadError> {
         let partition = Partition::open_unassigned(topic, index, log, local_id).await?;
         // One broker, one epoch (0), as before a controller hands out leaderships.
-        partition.become_leader(0, &[local_id], &[local_id]);
+        partition.become_leader(0, &[local_id], &[local_id]).await;
         Ok(partition)
     }
 
@@ -947,8 +947,14 @@ impl Partition {
         }
     }
 
-    /// Leads from `epoch` with these replicas and ISR (the controller's decision).
-    pub fn become_leader(&self, epoch: i32, replicas: &[BrokerId], isr: &[BrokerId]) {
+    /// Leads from `epoch` with these replicas and ISR (the controller's decision). Waits for a
+    /// follower's truncation (or append) in flight, under the producers' lock, as Kafka's
+    /// makeLeader waits for the fetcher's work on the partition: taken while the truncation
+    /// still ran, the leadership took the log end before the cut for its high watermark and
+    /// the cut then put the leader's log end below it (60 s replication swarm seed 370: the
+    /// broker panicked, "a leader's log end 611 fell below its high watermark 613").
+    pub async fn become_leader(&self, epoch: i32, replicas: &[BrokerId], isr: &[BrokerId]) {
+        let _no_truncation = self.producers.lock().await;
         {
             let mut replica = self.replica();
             replica.update_local_log(local_log(&self.log));
@@ -1036,10 +1042,12 @@ impl Partition {
     /// log end, and the idempotent producers' state is rebuilt from the batches that stay (a
     /// batch that went must not answer a retry as a duplicate). Returns the new log end.
     pub async fn truncate_to(&self, offset: u64) -> Result<u64, TruncateError> {
+        // Checked under the producers' lock, which becoming leader takes: a leadership either
+        // waits for this truncation or refuses it.
+        let mut producers = self.producers.lock().await;
         if self.replica().role() == Role::Leader {
             return Err(TruncateError::Leader);
         }
-        let mut producers = self.producers.lock().await;
         let result = self.log.truncate_to(offset).await;
         *producers = match &result {
             // Loading also deletes the snapshots beyond the new log end.

@@ -458,6 +458,8 @@ fn each_anomaly_the_checker_can_allow_is_allowed_in_one_file_of_a_pair_and_a_vio
         ("unclean-election-loss", 1..3),
         ("idempotent-unclean-election-loss", 1..3),
         ("bit-flip-loss", 1..3),
+        // Seeds 1 and 4 add never_seen records (acknowledged past where the consumer stopped).
+        ("leader-bit-flip-rejoin", 2..4),
         ("offsets-expiry", 1..2),
     ] {
         let (allowed, allowed_file) = scenario(&format!("pair-{pair}-allowed"));
@@ -485,6 +487,45 @@ fn each_anomaly_the_checker_can_allow_is_allowed_in_one_file_of_a_pair_and_a_vio
                     report.replay
                 );
             }
+        }
+    }
+}
+
+/// A follower whose leader's copy took a bit flip at rest in what the follower lacks can never
+/// catch up (the leader refuses the damaged batch; Kafka's follower fails its CRC check and
+/// fetches it again for ever): `replica-never-rejoined` is allowed, naming the flip, only
+/// where lost writes are, and stays a violation in the pair's other file. Found by the 60 s
+/// replication swarm (session 13: seeds 4, 5, 82, 91, 121, 169 failed on this alone).
+///
+/// Planted (never committed): the allowance granted whatever the file allows fails the
+/// violation half (no replica-never-rejoined violation found).
+#[test]
+fn a_follower_its_leaders_damaged_copy_cannot_serve_stays_out_of_the_isr_allowed_only_where_lost_writes_are(
+) {
+    for (half, allowed) in [("allowed", true), ("violation", false)] {
+        let (s, file) = scenario(&format!("pair-leader-bit-flip-rejoin-{half}"));
+        for seed in 2..4 {
+            let report = run(&s, &file, seed, RunOptions::default());
+            let rejoin: Vec<&sim::runner::Anomaly> = report
+                .anomalies
+                .iter()
+                .filter(|a| a.description.contains("replica-never-rejoined"))
+                .collect();
+            assert!(
+                !rejoin.is_empty() && rejoin.iter().all(|a| a.allowed == allowed),
+                "{half} seed {seed}: {:?}: {}",
+                rejoin.iter().map(|a| &a.description).collect::<Vec<_>>(),
+                report.replay
+            );
+            assert!(
+                rejoin
+                    .iter()
+                    .all(|a| a.description.contains("the leader refuses offset")
+                        && a.description
+                            .contains("bit flip at rest in the leader's copy")),
+                "{half} seed {seed}: the cause names the leader's refusal and its flip: {:?}",
+                rejoin.iter().map(|a| &a.description).collect::<Vec<_>>()
+            );
         }
     }
 }
@@ -817,6 +858,11 @@ fn a_held_transactional_produce_is_verified_with_a_coordinator_on_another_broker
 /// - 217477099f41d418: session 11's merge of both with s11-isr (the ISR manager's full check at a
 ///   fixed rate) and s11-dup (the producer state's rebuild resumes after a damaged batch).
 ///   Checked: the suite's determinism check passes, verdict PASS.
+/// - 81cd1191cb9497cb: 5d5974c (session 13's base): a produce re-checks leadership under the
+///   producers' lock and appends holding it, so a plain produce's append waits for that lock
+///   and the schedule moves from the first produce on. Checked: the release simulation build
+///   of 5d5974c gives the same hash (`sim run scenarios/acks-all-durable-crashes.toml --seed
+///   1`), verdict PASS.
 /// - MERGED_HASH: session 13's merge on s13-base (a produce re-checks leadership under the
 ///   producers' lock): s13-simrt (a fetch walks its batch headers from one read of the segment,
 ///   so fetches take less simulated time and consumers poll more often), s13-simharness (the

@@ -2647,7 +2647,16 @@ async fn recover(
         report.bytes_scanned += seg.file.len() - start;
         match scan_end {
             ScanEnd::Clean => {}
-            ScanEnd::TornTail { position, error } => {
+            ScanEnd::TornTail {
+                position,
+                error,
+                damaged,
+            } => {
+                if !damaged.is_empty() {
+                    report.corrupt_batches += damaged.len();
+                    tracing::error!(segment = %path.display(), positions = ?damaged,
+                        "CORRUPT SEGMENT: damaged batches at rest will never be served");
+                }
                 // A bit flip in synced bytes looks like a torn write here: the offsets of what
                 // is cut may have been shown, so they are skipped, never reused.
                 let (end, intact_after) =

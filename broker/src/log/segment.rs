@@ -92,8 +92,13 @@ pub enum ScanEnd {
     /// Every byte was a valid batch.
     Clean,
     /// The bytes from `position` on are an incomplete or invalid batch with nothing valid after
-    /// it: a torn write. Only legitimate at the tail of the log.
-    TornTail { position: u64, error: BatchError },
+    /// it: a torn write. Only legitimate at the tail of the log. `damaged` are the positions of
+    /// damaged batches before it that the scan stepped over (corruption at rest, kept).
+    TornTail {
+        position: u64,
+        error: BatchError,
+        damaged: Vec<u64>,
+    },
     /// Invalid batches with valid data after them (or in a sealed segment): corruption at rest.
     /// `unreadable_from` is set when the scan could not find its way past the damage.
     Corrupt {
@@ -254,11 +259,17 @@ impl Segment {
                         }
                         _ => false,
                     };
-                    if is_tail && corrupt.is_empty() && !next_is_valid {
+                    // Damage stepped over earlier in the tail segment does not make this less
+                    // of a torn tail: kept, its bytes would sit between the log's last batch and
+                    // every later append, and no replica could ever fetch past them (a write
+                    // that failed after a bit flip in the active segment, 60 s replication
+                    // swarm seed 133). The damage before stays in place, refused by reads.
+                    if is_tail && !next_is_valid {
                         self.forget_from(pos);
                         return Ok(ScanEnd::TornTail {
                             position: pos,
                             error,
+                            damaged: corrupt,
                         });
                     }
                     first_error.get_or_insert(error.clone());

@@ -146,7 +146,9 @@ impl Log {
             ScanEnd::Clean => {}
             // Damage at rest below the cut stays as recovery left it: kept, never served.
             ScanEnd::Corrupt { .. } => {}
-            ScanEnd::TornTail { position, error } => {
+            ScanEnd::TornTail {
+                position, error, ..
+            } => {
                 return Err(io::Error::other(format!(
                     "segment {cut_base} does not scan cleanly to the cut at {cut_position}: \
                      {error} at {position}"

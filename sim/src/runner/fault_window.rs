@@ -24,6 +24,8 @@ pub(super) struct FaultLog {
     pub(super) crashes_ms: Vec<u64>,
     /// (simulated ms, what flipped where) of every bit flip.
     pub(super) bit_flips: Vec<(u64, String)>,
+    /// The broker whose disk took each of `bit_flips`, in the same order.
+    pub(super) bit_flip_brokers: Vec<u32>,
 }
 
 impl FaultLog {
@@ -34,6 +36,22 @@ impl FaultLog {
             .iter()
             .find(|(_, path)| path.contains(&dir))
             .cloned()
+    }
+
+    /// Every bit flip at rest in a segment of `topic`-`partition` on `broker`'s disk.
+    pub(super) fn flipped_on(
+        &self,
+        broker: u32,
+        topic: &str,
+        partition: i32,
+    ) -> Vec<&(u64, String)> {
+        let dir = format!("/{topic}-{partition}/");
+        self.bit_flips
+            .iter()
+            .zip(&self.bit_flip_brokers)
+            .filter(|((_, path), &on)| on == broker && path.contains(&dir))
+            .map(|(flip, _)| flip)
+            .collect()
     }
 }
 
@@ -57,6 +75,7 @@ impl Run {
         let mut faults_applied = 0usize;
         let mut crashes_ms: Vec<u64> = Vec::new();
         let mut bit_flips: Vec<(u64, String)> = Vec::new();
+        let mut bit_flip_brokers: Vec<u32> = Vec::new();
         let end = t0 + s.duration_ms;
         let mut next_progress = t0 + 5_000;
         loop {
@@ -127,7 +146,11 @@ impl Run {
                             // so acks=0/1 and lazy-flush losses inside it are judged like
                             // losses to a crash.
                             Fault::DiskEio { .. } => crashes_ms.push(now),
-                            Fault::BitFlip(_) => bit_flips.push((now, how.clone())),
+                            // Only a broker has a disk to flip a bit on.
+                            Fault::BitFlip(Node::Broker(id)) => {
+                                bit_flips.push((now, how.clone()));
+                                bit_flip_brokers.push(*id);
+                            }
                             _ => {}
                         }
                         if let (Some(inverse), Some(d)) =
@@ -145,6 +168,7 @@ impl Run {
             applied: faults_applied,
             crashes_ms,
             bit_flips,
+            bit_flip_brokers,
         }
     }
 

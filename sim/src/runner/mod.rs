@@ -228,7 +228,7 @@ impl Run {
         let healed_ms = t0 + self.scenario.duration_ms;
         self.converge(&cluster, &ctx).await;
         self.isr_rejoined(&cluster, &ctx).await;
-        self.isr_complete(&cluster, &ctx).await;
+        self.isr_complete(&cluster, &ctx, &faults).await;
         let mut anomalies = self.liveness(&cluster, &ctx, &faults).await;
         anomalies.extend(self.hanging_transactions(&cluster, &ctx, healed_ms).await);
         anomalies.extend(self.serving_check(&ctx, t0));
