@@ -458,8 +458,9 @@ fn each_anomaly_the_checker_can_allow_is_allowed_in_one_file_of_a_pair_and_a_vio
         ("unclean-election-loss", 1..3),
         ("idempotent-unclean-election-loss", 1..3),
         ("bit-flip-loss", 1..3),
-        // Seeds 1 and 4 add never_seen records (acknowledged past where the consumer stopped).
-        ("leader-bit-flip-rejoin", 2..4),
+        // never_seen: records acknowledged past where the consumer stopped are lost too (most
+        // seeds; seeds 3 and 8 of the session-13 merge have none).
+        ("leader-bit-flip-rejoin", 1..3),
         ("offsets-expiry", 1..2),
     ] {
         let (allowed, allowed_file) = scenario(&format!("pair-{pair}-allowed"));
@@ -504,7 +505,7 @@ fn a_follower_its_leaders_damaged_copy_cannot_serve_stays_out_of_the_isr_allowed
 ) {
     for (half, allowed) in [("allowed", true), ("violation", false)] {
         let (s, file) = scenario(&format!("pair-leader-bit-flip-rejoin-{half}"));
-        for seed in 2..4 {
+        for seed in 1..3 {
             let report = run(&s, &file, seed, RunOptions::default());
             let rejoin: Vec<&sim::runner::Anomaly> = report
                 .anomalies
@@ -863,14 +864,14 @@ fn a_held_transactional_produce_is_verified_with_a_coordinator_on_another_broker
 ///   and the schedule moves from the first produce on. Checked: the release simulation build
 ///   of 5d5974c gives the same hash (`sim run scenarios/acks-all-durable-crashes.toml --seed
 ///   1`), verdict PASS.
-/// - MERGED_HASH: session 13's merge on s13-base (a produce re-checks leadership under the
+/// - 31c66692863d7474: session 13's merge on s13-base (a produce re-checks leadership under the
 ///   producers' lock): s13-simrt (a fetch walks its batch headers from one read of the segment,
 ///   so fetches take less simulated time and consumers poll more often), s13-simharness (the
 ///   workload records each delivery through a producer send callback, no task and channel per
 ///   record; the trace hash is the word-at-a-time `LineHash` instead of FNV-1a, so every hash
 ///   changes even for the same trace) and s13-swarm. Checked: the suite's determinism check
 ///   passes, verdict PASS.
-const LOCKED_TRACE_HASH: &str = "MERGED_HASH";
+const LOCKED_TRACE_HASH: &str = "31c66692863d7474";
 
 #[test]
 fn the_trace_hash_of_a_small_scenario_is_locked() {
