@@ -515,7 +515,7 @@ async fn a_broker_whose_open_fails_stops_the_plane_it_started() {
 /// opened, where the simulator's disk errors made it fail.
 struct HaltsAtFirstHeartbeat {
     inner: Arc<dyn MetadataPlane>,
-    halted: tokio::sync::watch::Sender<bool>,
+    halted: broker::broker::Latch,
 }
 
 #[async_trait::async_trait]
@@ -539,7 +539,7 @@ impl MetadataPlane for HaltsAtFirstHeartbeat {
             request,
             broker::controller::request::ControllerRequest::Heartbeat { .. }
         ) {
-            self.halted.send_replace(true);
+            self.halted.set();
             return std::future::pending().await;
         }
         self.inner.submit(request).await
@@ -550,8 +550,7 @@ impl MetadataPlane for HaltsAtFirstHeartbeat {
     }
 
     async fn halted(&self) -> String {
-        let mut halted = self.halted.subscribe();
-        let _ = halted.wait_for(|h| *h).await;
+        self.halted.wait().await;
         "the metadata log failed".into()
     }
 }
@@ -591,7 +590,7 @@ async fn a_broker_whose_open_fails_after_opening_its_partitions_closes_their_log
                     let plane = if halts {
                         Arc::new(HaltsAtFirstHeartbeat {
                             inner: plane,
-                            halted: tokio::sync::watch::channel(false).0,
+                            halted: broker::broker::Latch::default(),
                         })
                     } else {
                         plane
@@ -615,10 +614,9 @@ async fn a_broker_whose_open_fails_after_opening_its_partitions_closes_their_log
     let marker = dir.path().join("t-0").join(".clean-shutdown");
     assert!(marker.exists(), "a shutdown closes the log cleanly");
 
-    let e = open(true)
-        .await
-        .err()
-        .expect("the open fails when the plane halts");
+    let Err(e) = open(true).await else {
+        panic!("the open must fail when the plane halts");
+    };
     assert!(e.to_string().contains("metadata log failed"), "{e}");
     // The log was opened (which removes the marker) and closed again before the open
     // returned: no writer of the failed open is left on it.
