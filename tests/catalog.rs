@@ -510,6 +510,128 @@ async fn a_broker_whose_open_fails_stops_the_plane_it_started() {
     assert_eq!(stops.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// A plane whose metadata log fails (it halts, as a KRaft node whose metadata log dir fails)
+/// when this node first asks to be unfenced: the broker's open fails after its partitions
+/// opened, where the simulator's disk errors made it fail.
+struct HaltsAtFirstHeartbeat {
+    inner: Arc<dyn MetadataPlane>,
+    halted: broker::broker::Latch,
+}
+
+#[async_trait::async_trait]
+impl MetadataPlane for HaltsAtFirstHeartbeat {
+    fn image(&self) -> Arc<broker::controller::image::ClusterImage> {
+        self.inner.image()
+    }
+
+    async fn wait_past(&self, offset: i64) {
+        self.inner.wait_past(offset).await
+    }
+
+    async fn submit(
+        &self,
+        request: broker::controller::request::ControllerRequest,
+    ) -> Result<
+        broker::controller::request::ControllerReply,
+        broker::controller::request::ControllerError,
+    > {
+        if matches!(
+            request,
+            broker::controller::request::ControllerRequest::Heartbeat { .. }
+        ) {
+            self.halted.set();
+            return std::future::pending().await;
+        }
+        self.inner.submit(request).await
+    }
+
+    fn quorum_status(&self) -> broker::controller::plane::QuorumStatus {
+        self.inner.quorum_status()
+    }
+
+    async fn halted(&self) -> String {
+        self.halted.wait().await;
+        "the metadata log failed".into()
+    }
+}
+
+/// The bug story (60 s replication swarm, seeds 204 and 275): a broker whose open failed after
+/// it had opened its partitions left them open, a follower's fetcher still appending, while the
+/// directory lock went with the failed broker; the simulator's supervisor opened again at once,
+/// and two logs appended to one segment file (the second found the file longer than its log
+/// and recovered the first one's batches, with its own as damage at rest: a batch below the
+/// high watermark an ISR member could not serve). As Kafka's broker runs its shutdown when its
+/// startup fails, a failed open closes every log it opened before it lets the directory go:
+/// each is closed cleanly (its marker written again) and its records are there for the next
+/// open.
+#[tokio::test]
+async fn a_broker_whose_open_fails_after_opening_its_partitions_closes_their_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    // One plane for every open: the topic outlives each broker, as in a cluster.
+    let plane = SoloPlane::open(1, ControllerSettings::default(), clock.clone(), None, None)
+        .await
+        .unwrap();
+    let open = |halts: bool| {
+        let config = BrokerConfig {
+            node_id: 1,
+            listen: "127.0.0.1:19092".into(),
+            data_dir: dir.path().to_path_buf(),
+            offsets_topic_replication_factor: 1,
+            ..BrokerConfig::default()
+        };
+        let plane = Arc::clone(&plane) as Arc<dyn MetadataPlane>;
+        Broker::open_with_plane(
+            config,
+            Arc::new(FileDisk::new()),
+            clock.clone(),
+            Box::new(move |_: PlaneContext| -> PlaneFuture {
+                Box::pin(async move {
+                    let plane = if halts {
+                        Arc::new(HaltsAtFirstHeartbeat {
+                            inner: plane,
+                            halted: broker::broker::Latch::default(),
+                        })
+                    } else {
+                        plane
+                    };
+                    Ok(StartedPlane {
+                        plane,
+                        controller_endpoint: None,
+                        stop: None,
+                    })
+                })
+            }),
+        )
+    };
+    let first = open(false).await.unwrap();
+    first.create_topic("t", 1, -1, &[], false).await.unwrap();
+    first.catch_up().await.unwrap();
+    let produced: ProduceResponse = call(&first, ApiKey::Produce, 10, &produce_to(0)).await;
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    first.shutdown().await;
+    drop(first);
+    let marker = dir.path().join("t-0").join(".clean-shutdown");
+    assert!(marker.exists(), "a shutdown closes the log cleanly");
+
+    let Err(e) = open(true).await else {
+        panic!("the open must fail when the plane halts");
+    };
+    assert!(e.to_string().contains("metadata log failed"), "{e}");
+    // The log was opened (which removes the marker) and closed again before the open
+    // returned: no writer of the failed open is left on it.
+    assert!(
+        marker.exists(),
+        "the failed open left the log it opened open"
+    );
+
+    // The failed incarnation's session ends, as it would on a real clock.
+    clock.advance_ms(60_000);
+    let again = open(false).await.unwrap();
+    assert_eq!(again.partition("t", 0).unwrap().log.log_end_offset(), 1);
+    again.shutdown().await;
+}
+
 #[tokio::test]
 async fn each_groups_coordinator_is_the_leader_of_its_offsets_partition_which_loads_it() {
     use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};

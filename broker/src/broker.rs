@@ -442,10 +442,22 @@ impl Broker {
             }
         };
         if let Err(e) = started {
-            // The plane's replica, listener and tasks would outlive this failed open: a caller
-            // that opens again would run a second replica on the same log and find its
-            // controller listener taken.
+            // What started would outlive this failed open, as Kafka's broker runs its shutdown
+            // when its startup fails. The partitions opened before the failure, with their
+            // fetchers, are closed first: the directory lock goes with the broker, and a caller
+            // that opens again would otherwise have a second writer on each log (a follower's
+            // appends landing past the new log's end). The plane's replica, listener and tasks
+            // next: a second replica on the same metadata log, its controller listener taken.
+            broker.closed.set();
+            broker.catalog.close_after_failed_start().await;
             broker.stop_plane().await;
+            drop(
+                broker
+                    .dir_lock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(),
+            );
             return Err(e);
         }
         tracing::info!(node_id = broker.config.node_id, cluster_id = %broker.cluster_id(),

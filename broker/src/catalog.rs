@@ -775,6 +775,21 @@ impl Catalog {
         // No follower appends into logs being closed; the HWs are final.
         self.fetchers.stop_all();
         self.checkpoint_high_watermarks(true).await;
+        self.close_partitions().await;
+    }
+
+    /// Closes the partitions a start that failed had opened, and stops their fetchers: no
+    /// writer of this broker is left on a log once the data directory is let go. Unlike
+    /// [`Self::close_all`] it writes no high-watermark checkpoint: an apply that failed or was
+    /// cancelled leaves only some of this node's partitions here, and the checkpoint would
+    /// drop the others' high watermarks.
+    pub async fn close_after_failed_start(&self) {
+        self.fetchers.stop_all();
+        self.close_partitions().await;
+    }
+
+    /// Closes every partition held here (their fetchers stopped by the caller).
+    async fn close_partitions(&self) {
         let applying = Arc::new(Arc::clone(&self.applying).lock_owned().await);
         let partitions: Vec<Arc<Partition>> = self
             .topics()
