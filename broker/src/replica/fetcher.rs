@@ -1147,13 +1147,13 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_far_behind_followers_background_sync_drops_what_it_synced_from_the_page_cache() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Partition t-0 on real files under `dir`, default log config, a follower of broker 1 in
+    /// leader epoch 1.
+    async fn follower_of_broker_1(dir: &std::path::Path) -> Arc<Partition> {
         let log = crate::log::Log::open(
             Arc::new(crate::disk::FileDisk::new()),
             Arc::new(crate::clock::ManualClock::new(1_700_000_000_000)),
-            dir.path().join("t-0"),
+            dir.join("t-0"),
             crate::log::LogConfig::default(),
         )
         .await
@@ -1164,6 +1164,13 @@ mod tests {
                 .unwrap(),
         );
         partition.become_follower(1, 1);
+        partition
+    }
+
+    #[tokio::test]
+    async fn a_far_behind_followers_background_sync_drops_what_it_synced_from_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = follower_of_broker_1(dir.path()).await;
         let shared = shared_state();
         let key: Key = ("t".into(), 0);
         let mut followed = Followed::new(Arc::clone(&partition), uuid::Uuid::nil(), 1);
@@ -1201,20 +1208,7 @@ mod tests {
     #[tokio::test]
     async fn a_follower_at_the_tail_whose_last_answer_was_full_asks_for_its_share_next() {
         let dir = tempfile::tempdir().unwrap();
-        let log = crate::log::Log::open(
-            Arc::new(crate::disk::FileDisk::new()),
-            Arc::new(crate::clock::ManualClock::new(1_700_000_000_000)),
-            dir.path().join("t-0"),
-            crate::log::LogConfig::default(),
-        )
-        .await
-        .unwrap();
-        let partition = Arc::new(
-            Partition::open_unassigned("t".into(), 0, log, 2)
-                .await
-                .unwrap(),
-        );
-        partition.become_follower(1, 1);
+        let partition = follower_of_broker_1(dir.path()).await;
         let full = batches(&[(0, 3)]);
         let mut shared = shared_state();
         // replica.fetch.max.bytes is one answer's size: that answer is a full one.
@@ -1280,21 +1274,8 @@ mod tests {
     async fn a_follower_behind_the_high_watermark_syncs_beside_its_fetches_and_at_the_tail_before_them(
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let log = crate::log::Log::open(
-            Arc::new(crate::disk::FileDisk::new()),
-            Arc::new(crate::clock::ManualClock::new(1_700_000_000_000)),
-            dir.path().join("t-0"),
-            crate::log::LogConfig::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(log.config().flush, FlushPolicy::Durable);
-        let partition = Arc::new(
-            Partition::open_unassigned("t".into(), 0, log, 2)
-                .await
-                .unwrap(),
-        );
-        partition.become_follower(1, 1);
+        let partition = follower_of_broker_1(dir.path()).await;
+        assert_eq!(partition.log.config().flush, FlushPolicy::Durable);
         let shared = shared_state();
         let key: Key = ("t".into(), 0);
         let mut followed = Followed::new(Arc::clone(&partition), uuid::Uuid::nil(), 1);
