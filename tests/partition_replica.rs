@@ -34,13 +34,10 @@ async fn partition(f: &Fixture, broker_id: i32) -> Arc<Partition> {
     )
 }
 
-#[tokio::test]
-async fn a_follower_copies_serves_below_the_leader_s_high_watermark_truncates_and_leads() {
-    // The bug: a follower whose truncation left the idempotent producers' state as it was, so
-    // after it becomes leader a producer's retry of a batch the truncation removed is answered
-    // as a duplicate of a batch that is gone: acknowledged, and never stored.
-    let leader_fixture = Fixture::new(1, FaultyDiskConfig::default(), small_segments());
-    let leader = partition(&leader_fixture, 1).await;
+/// Broker 1's replica, leading: producer 7's batches of three records at sequences 0, 3 and 6,
+/// each synced.
+async fn leader_with_three_batches_of_producer_7(f: &Fixture) -> Arc<Partition> {
+    let leader = partition(f, 1).await;
     for seq in [0, 3, 6] {
         let info = leader
             .append(&mut idempotent_batch(7, seq, 3))
@@ -48,11 +45,27 @@ async fn a_follower_copies_serves_below_the_leader_s_high_watermark_truncates_an
             .unwrap();
         leader.wait_durable(&info).await.unwrap();
     }
+    leader
+}
+
+/// Broker 2's disk, its replica of t-0 in a directory of its own.
+fn follower_fixture() -> Fixture {
+    let mut f = Fixture::new(2, FaultyDiskConfig::default(), small_segments());
+    f.dir = PathBuf::from("/follower/t-0");
+    f
+}
+
+#[tokio::test]
+async fn a_follower_copies_serves_below_the_leader_s_high_watermark_truncates_and_leads() {
+    // The bug: a follower whose truncation left the idempotent producers' state as it was, so
+    // after it becomes leader a producer's retry of a batch the truncation removed is answered
+    // as a duplicate of a batch that is gone: acknowledged, and never stored.
+    let leader_fixture = Fixture::new(1, FaultyDiskConfig::default(), small_segments());
+    let leader = leader_with_three_batches_of_producer_7(&leader_fixture).await;
     assert_eq!(leader.high_watermark(), 9);
     let fetched = leader.log.read(0, 1 << 20, None).await.unwrap().records;
 
-    let mut follower_fixture = Fixture::new(2, FaultyDiskConfig::default(), small_segments());
-    follower_fixture.dir = PathBuf::from("/follower/t-0");
+    let follower_fixture = follower_fixture();
     let follower = partition(&follower_fixture, 2).await;
     follower.become_follower(1, 1);
     assert_eq!(
@@ -109,17 +122,9 @@ async fn a_follower_made_leader_while_it_truncates_leads_from_the_cut_log() {
     // cut for its high watermark, and the cut then left the leader's log end below it (the
     // broker panicked: "a leader's log end 611 fell below its high watermark 613").
     let leader_fixture = Fixture::new(1, FaultyDiskConfig::default(), small_segments());
-    let leader = partition(&leader_fixture, 1).await;
-    for seq in [0, 3, 6] {
-        let info = leader
-            .append(&mut idempotent_batch(7, seq, 3))
-            .await
-            .unwrap();
-        leader.wait_durable(&info).await.unwrap();
-    }
+    let leader = leader_with_three_batches_of_producer_7(&leader_fixture).await;
     let fetched = leader.log.read(0, 1 << 20, None).await.unwrap().records;
-    let mut follower_fixture = Fixture::new(2, FaultyDiskConfig::default(), small_segments());
-    follower_fixture.dir = PathBuf::from("/follower/t-0");
+    let follower_fixture = follower_fixture();
     let follower = partition(&follower_fixture, 2).await;
     follower.become_follower(1, 1);
     follower.append_as_follower(&fetched, 1).await.unwrap();
