@@ -142,8 +142,9 @@ unsafe fn read_span(
 /// The kernel sizes the page-cache folios of a buffered write by the call's length, up to
 /// 2 MiB. Large folios made the copy itself slow on this VM (likely: they are carved from the
 /// large free blocks the guest reports to the host, virtio-balloon free page reporting, which
-/// the host must fault in again as the copy touches them). A follower appending a 10 MiB fetch answer in one call copied at ~200 MB/s,
-/// 2.2-2.4 CPU-seconds per GB, 90 % in `copy_folio_from_iter_atomic`; the same bytes in calls
+/// the host must fault in again as the copy touches them). A follower appending a 10 MiB fetch
+/// answer in one call copied at ~200 MB/s, 2.2-2.4 CPU-seconds per GB, 90 % in
+/// `copy_folio_from_iter_atomic`; the same bytes in calls
 /// of 256 KiB or 512 KiB went at 1.9-2.5 GB/s, 0.2 s/GB; 1 MiB calls at 1.0 GB/s (README,
 /// "catch-up", session 13). The calls cost microseconds each.
 const WRITE_PIECE: usize = 256 << 10;
