@@ -7,8 +7,9 @@
 //! the whole roll at every segment boundary: a latency spike of several fsyncs, on every
 //! partition that rolled.
 //!
-//! These tests hold every sync of the disk open (a gate in front of the faulty disk), start
-//! the write that must sync, and then demand that a read completes before the gate opens.
+//! These tests hold every sync of the disk open (a gate in front of the faulty disk, see
+//! [`common::gated_disk`]), start the write that must sync, and then demand that a read
+//! completes before the gate opens.
 //!
 //! The second: a group commit's sync that finished after a roll's sync of the same file had
 //! failed advanced the durable end over bytes the failure had dropped (fsyncgate), and
@@ -17,147 +18,14 @@
 
 mod common;
 
-use std::io;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use broker::clock::ManualClock;
-use broker::disk::{Disk, DiskFile, OpenMode};
 use broker::log::{FlushPolicy, Log, LogConfig};
 use chaos::{FaultyDisk, FaultyDiskConfig};
+use common::gated_disk::{Gate, GatedDisk, Held};
 use common::*;
-use tokio::sync::Notify;
-
-/// Holds syncs (file and directory) until opened, and says when one is waiting.
-#[derive(Debug, Default)]
-struct Gate {
-    /// Syncs still to hold: `ALL`, or a count.
-    holds: AtomicUsize,
-    /// Bumped by every `open`; a held sync waits for it to change.
-    openings: AtomicU64,
-    parked: Notify,
-    opened: Notify,
-}
-
-const ALL: usize = usize::MAX;
-
-impl Gate {
-    async fn pass(&self) {
-        let held = self
-            .holds
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |h| match h {
-                0 => None,
-                ALL => Some(ALL),
-                n => Some(n - 1),
-            })
-            .is_ok();
-        if !held {
-            return;
-        }
-        let opening = self.openings.load(Ordering::SeqCst);
-        self.parked.notify_one();
-        loop {
-            let opened = self.opened.notified();
-            tokio::pin!(opened);
-            opened.as_mut().enable();
-            if self.openings.load(Ordering::SeqCst) != opening {
-                return;
-            }
-            opened.await;
-        }
-    }
-
-    /// Holds every sync from now on.
-    fn close(&self) {
-        self.holds.store(ALL, Ordering::SeqCst);
-    }
-
-    /// Holds only the next sync; the ones after it pass.
-    fn hold_next(&self) {
-        self.holds.store(1, Ordering::SeqCst);
-    }
-
-    fn open(&self) {
-        self.holds.store(0, Ordering::SeqCst);
-        self.openings.fetch_add(1, Ordering::SeqCst);
-        self.opened.notify_waiters();
-    }
-
-    async fn a_sync_is_waiting(&self) {
-        self.parked.notified().await;
-    }
-}
-
-#[derive(Debug)]
-struct GatedDisk {
-    inner: Arc<dyn Disk>,
-    gate: Arc<Gate>,
-}
-
-#[derive(Debug)]
-struct GatedFile {
-    inner: Arc<dyn DiskFile>,
-    gate: Arc<Gate>,
-}
-
-#[async_trait]
-impl DiskFile for GatedFile {
-    async fn append(&self, buf: &[u8]) -> io::Result<u64> {
-        self.inner.append(buf).await
-    }
-    async fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read_at(pos, buf).await
-    }
-    async fn sync(&self) -> io::Result<()> {
-        self.gate.pass().await;
-        self.inner.sync().await
-    }
-    async fn truncate(&self, len: u64) -> io::Result<()> {
-        self.inner.truncate(len).await
-    }
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-}
-
-#[async_trait]
-impl Disk for GatedDisk {
-    async fn lock_dir(
-        &self,
-        dir: &Path,
-    ) -> Result<broker::disk::DirLock, broker::disk::LockDirError> {
-        self.inner.lock_dir(dir).await
-    }
-    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir).await
-    }
-    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
-        let inner = self.inner.open(path, mode).await?;
-        Ok(Arc::new(GatedFile {
-            inner,
-            gate: Arc::clone(&self.gate),
-        }))
-    }
-    async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir).await
-    }
-    async fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path).await
-    }
-    async fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.remove_dir_all(dir).await
-    }
-    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to).await
-    }
-    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.gate.pass().await;
-        self.inner.sync_dir(dir).await
-    }
-}
 
 async fn gated_log(config: LogConfig) -> (Arc<Log>, Arc<Gate>) {
     let (log, gate, _) = gated_log_on_faulty_disk(config).await;
@@ -167,10 +35,7 @@ async fn gated_log(config: LogConfig) -> (Arc<Log>, Arc<Gate>) {
 async fn gated_log_on_faulty_disk(config: LogConfig) -> (Arc<Log>, Arc<Gate>, FaultyDisk) {
     let gate = Arc::new(Gate::default());
     let faulty = FaultyDisk::new(7, FaultyDiskConfig::default());
-    let disk = GatedDisk {
-        inner: Arc::new(faulty.clone()),
-        gate: Arc::clone(&gate),
-    };
+    let disk = GatedDisk::new(Arc::new(faulty.clone()), Arc::clone(&gate), Held::Syncs);
     let log = Log::open(
         Arc::new(disk),
         Arc::new(ManualClock::new(T0)),
@@ -200,7 +65,7 @@ async fn append_blocked_on_a_sync(
             log.append(&mut batch, 0).await.expect("append").base_offset
         })
     };
-    gate.a_sync_is_waiting().await;
+    gate.one_is_waiting().await;
     appender
 }
 
@@ -298,7 +163,7 @@ async fn a_read_is_served_while_retention_syncs_the_deletion_of_segments() {
         let log = Arc::clone(&log);
         tokio::spawn(async move { log.apply_retention().await.expect("retention") })
     };
-    gate.a_sync_is_waiting().await;
+    gate.one_is_waiting().await;
     let read = tokio::time::timeout(HANG, log.read(6, 1 << 20, None))
         .await
         .expect("a read must not wait for retention's syncs")
@@ -331,7 +196,7 @@ async fn a_group_commit_that_ends_after_a_failed_roll_sync_does_not_acknowledge_
             log.append(&mut batch, 0).await
         })
     };
-    gate.a_sync_is_waiting().await;
+    gate.one_is_waiting().await;
     // A roll syncs the same segment first, and that sync fails: the batch's bytes are gone.
     disk.fail_next_sync();
     assert!(log.roll().await.is_err(), "the roll's sync failed");

@@ -4,15 +4,21 @@
 
 mod common;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use broker::log::batch::builder;
-use broker::partition::Partition;
+use broker::log::Log;
+use broker::partition::{Partition, ProduceError};
+use broker::protocol::errors;
 use broker::replica::Role;
 use chaos::FaultyDiskConfig;
+use common::gated_disk::{Gate, GatedDisk, Held};
 use common::*;
+use kafka_protocol::error::ResponseError;
 
 /// An idempotent batch of `records` records whose values start with `seq`.
 fn idempotent_batch(producer_id: i64, seq: i32, records: usize) -> Vec<u8> {
@@ -252,4 +258,85 @@ async fn observing_a_partition_as_served_leaves_its_own_high_watermark_alone() {
         "looking did not move the partition's HW"
     );
     assert_eq!(partition.high_watermark(), 6);
+}
+
+#[tokio::test]
+async fn a_produce_that_passed_the_leader_check_as_the_replica_became_a_follower_is_refused() {
+    // The bug (60 s replication swarm seed 38, fixed by 5d5974c): a produce checked the role
+    // only before it took any lock, and a plain one appended without the producers' lock. One
+    // that passed the check while the catalog made the replica a follower appended into the
+    // follower's log after the reconciliation with the new leader had read its log end: a
+    // batch no truncation cuts, and the follower's next append fell below its log end.
+    let fixture = Fixture::new(5, FaultyDiskConfig::default(), small_segments());
+    let gate = Arc::new(Gate::default());
+    let disk = GatedDisk::new(
+        Arc::new(fixture.disk.clone()),
+        Arc::clone(&gate),
+        Held::SegmentAppends,
+    );
+    let log = Log::open(
+        Arc::new(disk),
+        fixture.clock.clone(),
+        fixture.dir.clone(),
+        fixture.config.clone(),
+    )
+    .await
+    .unwrap();
+    let replica = Arc::new(Partition::open("t".into(), 0, log, 1).await.unwrap());
+    let info = replica
+        .append(&mut batch_with_id(1, 3, 10, T0))
+        .await
+        .unwrap();
+    replica.wait_durable(&info).await.unwrap();
+
+    // Produce 2 leads: the gate holds the write of its bytes, under the producers' lock.
+    gate.hold_next();
+    let second = tokio::spawn({
+        let replica = Arc::clone(&replica);
+        async move { replica.append(&mut batch_with_id(2, 3, 10, T0)).await }
+    });
+    gate.one_is_waiting().await;
+    // Produce 3 finds the replica leading and waits for produce 2 to finish.
+    let mut third_batch = batch_with_id(3, 3, 10, T0);
+    let third = replica.append(&mut third_batch);
+    tokio::pin!(third);
+    let first_poll = std::future::poll_fn(|cx| Poll::Ready(third.as_mut().poll(cx))).await;
+    assert!(
+        first_poll.is_pending(),
+        "produce 3 passed the leader check and waits: {first_poll:?}"
+    );
+
+    // The catalog makes the replica a follower of broker 2 in epoch 1; then produce 2's write
+    // completes.
+    replica.become_follower(1, 2);
+    gate.open();
+    let second = second.await.expect("produce 2's task");
+    assert_eq!(
+        second.expect("produce 2 appended as leader").base_offset,
+        3,
+        "produce 2 checked the role under the lock before the change, as Kafka's append \
+         under leaderIsrUpdateLock finishes before makeFollower"
+    );
+    let refused = third.await;
+    assert!(
+        matches!(refused, Err(ProduceError::NotLeader)),
+        "a follower took a client's produce: {refused:?}"
+    );
+    assert_eq!(
+        errors::produce(&refused.unwrap_err()),
+        ResponseError::NotLeaderOrFollower
+    );
+
+    let (epochs, log_end) = replica.follower_log().await;
+    assert_eq!(
+        log_end, 6,
+        "the follower's log holds only what its leadership appended"
+    );
+    assert_eq!(epochs.latest_epoch(), Some(0));
+    let ids: Vec<u64> = Fixture::read_all(&replica.log)
+        .await
+        .iter()
+        .map(|(_, bytes)| id_of(bytes))
+        .collect();
+    assert_eq!(ids, [1, 2]);
 }

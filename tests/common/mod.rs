@@ -1,6 +1,8 @@
 //! Helpers shared by the log tests: batches that carry an id, and logs on the faulty disk.
 #![allow(dead_code)]
 
+pub mod gated_disk;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
