@@ -830,6 +830,24 @@ impl Partition {
 impl Partition {
     /// Follows `leader` from `epoch` (the controller's decision, applied by the catalog).
     /// Wakes the acks=all produces waiting here: they fail, this broker no longer leads.
+    ///
+    /// Unlike [`Partition::become_leader`] it does not wait for the producers' lock, where
+    /// Kafka's `makeFollower` takes `leaderIsrUpdateLock` for writing and so waits for a
+    /// leader's append in flight. What can hold the lock meanwhile is a write that checked the
+    /// role under it: a client's append or a marker that passed as leader, or a truncation or
+    /// append of the previous follower epoch. Such a write finishes after the role changed
+    /// instead of before, and nothing can tell the difference: whatever reads the follower's
+    /// log for the new epoch, its reconciliation with the leader
+    /// ([`Partition::follower_log`], then [`Partition::truncate_to`]), takes the lock and so
+    /// sees the write, as it would have had the write finished first; a leader's batch landing
+    /// here is above the high watermark (capped at the log end before the batch landed, a
+    /// follower's rises only with the new leader's fetch responses, which follow the
+    /// reconciliation), so no consumer reads it before the reconciliation cuts it if the new
+    /// leader lacks it; its acks=all produce fails in [`Partition::wait_replicated`] (a
+    /// new epoch) and an acks=1 one was answered as Kafka answers it. Every write that checks
+    /// the role after this returns refuses (`tests/partition_replica.rs`: a produce that
+    /// passed the first check as the replica became a follower). Taking the lock here would
+    /// only make the catalog wait.
     pub fn become_follower(&self, epoch: i32, leader: BrokerId) {
         {
             let mut replica = self.replica();
