@@ -507,3 +507,158 @@ async fn a_bit_flip_in_a_base_offset_never_serves_a_batch_at_the_wrong_offset() 
     assert_eq!(batches(&read.records)[0].0.base_offset, 6);
     assert_eq!(id_of(&batches(&read.records)[0].1), 3);
 }
+
+/// Where a bit is flipped in a stored batch: the byte (from the batch's start), the bit, and
+/// whether the log can still say which offsets the damaged batch held (every field inside the
+/// CRC, and the base offset, which the offset delta and density check): then only a read of
+/// one of those offsets fails. A damaged length hides where the next batch starts, so reads up
+/// to the next index entry may fail too.
+struct Flip {
+    field: &'static str,
+    byte: u64,
+    bit: u8,
+    bounded: bool,
+}
+
+const FLIPS: [Flip; 7] = [
+    Flip {
+        field: "base offset",
+        byte: 7,
+        bit: 1,
+        bounded: true,
+    },
+    Flip {
+        field: "offset delta, lower (1 -> 0)",
+        byte: 26,
+        bit: 0,
+        bounded: true,
+    },
+    Flip {
+        field: "offset delta, higher within the segment (1 -> 5)",
+        byte: 26,
+        bit: 2,
+        bounded: true,
+    },
+    Flip {
+        field: "offset delta, past the log end (1 -> 16385)",
+        byte: 25,
+        bit: 6,
+        bounded: true,
+    },
+    Flip {
+        field: "offset delta, negative",
+        byte: 23,
+        bit: 7,
+        bounded: true,
+    },
+    Flip {
+        field: "length, into the next batch (+16)",
+        byte: 11,
+        bit: 4,
+        bounded: false,
+    },
+    Flip {
+        field: "length, past the segment (+2^20)",
+        byte: 9,
+        bit: 4,
+        bounded: false,
+    },
+];
+
+#[tokio::test]
+async fn a_bit_flip_in_a_batch_header_never_serves_a_wrong_batch_nor_skips_or_hides_records() {
+    // The bug: a fetch walks batch headers from the index entry below its offset to the batch
+    // holding it, and trusted each header's last offset before any CRC was checked (the offset
+    // delta lies inside the CRC, which the walk never computes). A flipped bit there moved
+    // every offset after it: a fetch of a batch after the damage failed, blaming the intact
+    // batch it found (so replays of the log resumed past it and dropped it); a fetch of the
+    // last batch of a segment ran off its end and was served the next segment's, its records
+    // skipped in silence; a delta flipped high served nothing at all, forever, to a consumer
+    // below the high watermark. Kafka fails such a read for the partition; we fail it with
+    // KAFKA_STORAGE_ERROR, and serve every intact batch at its own offsets.
+    let config = LogConfig {
+        segment_bytes: 2048,
+        // One index entry per segment: every read walks the segment's headers from its start.
+        index_interval_bytes: 1 << 20,
+        ..LogConfig::default()
+    };
+    for flip in &FLIPS {
+        // Batch 2 (offsets 4 and 5) is in the middle of the first segment; batch 6 (12 and
+        // 13) ends it.
+        for damaged in [2usize, 6] {
+            for reopen in [false, true] {
+                let story = format!("{} of batch {damaged}, reopened {reopen}", flip.field);
+                let f = Fixture::new(11, FaultyDiskConfig::default(), config.clone());
+                let mut log = f.open().await;
+                for id in 0..20 {
+                    log.append(&mut batch_with_id(id, 2, 100, T0), 0)
+                        .await
+                        .unwrap();
+                }
+                let stored = Fixture::read_all(&log).await;
+                let bases = log.segment_bases().await;
+                assert_eq!(bases[1], 14, "seven batches to a segment");
+                let size = stored[0].1.len() as u64;
+                let at = (damaged as u64 % 7) * size;
+                if reopen {
+                    log.close().await.unwrap();
+                }
+                f.disk
+                    .flip_bit(&f.segment_path(0), at + flip.byte, flip.bit)
+                    .unwrap();
+                if reopen {
+                    log = f.open().await;
+                }
+                let damaged_offsets =
+                    stored[damaged].0.base_offset as u64..=stored[damaged].0.last_offset() as u64;
+
+                let end = log.log_end_offset();
+                assert_eq!(end, 40, "{story}");
+                let mut refused = Vec::new();
+                for target in 0..end {
+                    let read = match log.read(target, 1 << 20, None).await {
+                        Ok(read) => read,
+                        Err(ReadError::Corrupt { .. }) => {
+                            refused.push(target);
+                            continue;
+                        }
+                        Err(e) => panic!("{story}: offset {target}: {e}"),
+                    };
+                    let served = batches(&read.records);
+                    assert!(
+                        !served.is_empty(),
+                        "{story}: offset {target} below the log end {end} served nothing"
+                    );
+                    let first = &served[0].0;
+                    assert!(
+                        first.base_offset as u64 <= target && target <= first.last_offset() as u64,
+                        "{story}: a read of offset {target} served offsets {}..={} first",
+                        first.base_offset,
+                        first.last_offset()
+                    );
+                    for (header, bytes) in &served {
+                        let index = (header.base_offset / 2) as usize;
+                        assert_eq!(
+                            bytes, &stored[index].1,
+                            "{story}: offset {target} served a batch that is not the one stored at {}",
+                            header.base_offset
+                        );
+                        assert!(!damaged_offsets.contains(&(header.base_offset as u64)));
+                    }
+                }
+                let expected: Vec<u64> = damaged_offsets.clone().collect();
+                if flip.bounded {
+                    assert_eq!(
+                        refused, expected,
+                        "{story}: only reads of the damaged batch fail"
+                    );
+                } else {
+                    assert!(
+                        expected.iter().all(|o| refused.contains(o)),
+                        "{story}: the damaged batch was served ({refused:?} refused)"
+                    );
+                }
+            }
+        }
+    }
+}

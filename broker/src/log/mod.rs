@@ -740,21 +740,9 @@ impl Log {
             return Ok(next_segment);
         };
         let after = position + damaged.size() as u64;
-        if after >= size {
-            return Ok(next_segment);
-        }
-        let n = file.read_at(after, &mut header_buf).await?;
-        let Ok(header) = BatchHeader::parse(&header_buf[..n]) else {
-            return Ok(next_segment);
-        };
-        if after + header.size() as u64 > size {
-            return Ok(next_segment);
-        }
-        let mut whole = vec![0u8; header.size()];
-        file.read_at(after, &mut whole).await?;
-        Ok(match batch::validate_stored(&whole) {
-            Ok(valid) => Some(valid.base_offset as u64),
-            Err(_) => next_segment,
+        Ok(match valid_batch_at(file.as_ref(), after, size).await? {
+            Some(valid) => Some(valid.base_offset as u64),
+            None => next_segment,
         })
     }
 
@@ -1609,6 +1597,7 @@ impl Log {
                         base: segment.base_offset + entry.relative_offset as u64,
                         position: entry.position as u64,
                         size: segment.size,
+                        segment_end: segment.next_offset,
                         bound,
                         next_segment,
                         offsets,
@@ -1635,6 +1624,19 @@ impl Log {
     }
 
     /// The part of [`Log::read`] that reads the file, holding no lock.
+    ///
+    /// The walk to the batch holding `target` reads headers only: it trusts each one's offsets
+    /// without its CRC (one CRC per batch served, not per batch walked). The segment is dense,
+    /// so damage to those offsets shows as an inconsistency, and only then are the batches
+    /// involved checked, to tell which is damaged: a batch that does not start where the one
+    /// before ended (the base offset lies outside the CRC, the offset delta inside it), a last
+    /// offset outside the segment, a walk that runs off the segment's end. A read of a damaged
+    /// batch's offsets fails; a read past it steps over it when the next batch is valid (see
+    /// [`step_over_damage`]), so the damage costs only its own batch, as recovery keeps and
+    /// serves what follows it. Trusted blindly, a flipped offset delta moved every offset
+    /// after it: reads past it failed on the intact batch after it (and replays resumed past
+    /// that one), a read of a segment's last batch ran off the end and was served the next
+    /// segment (its records skipped), and a delta flipped high served nothing, forever.
     async fn read_segment(
         &self,
         snapshot: &SegmentSnapshot,
@@ -1647,11 +1649,13 @@ impl Log {
             base,
             position,
             size,
+            segment_end,
             bound,
             next_segment,
             offsets,
         } = snapshot;
-        let (size, bound, offsets) = (*size, *bound, *offsets);
+        let (size, segment_end, bound, offsets) = (*size, *segment_end, *bound, *offsets);
+        let file = file.as_ref();
         let corrupt = |position: u64, error: BatchError| {
             let path = segment::path(&self.dir, *segment_base, LOG_SUFFIX);
             tracing::error!(segment = %path.display(), position, %error,
@@ -1670,90 +1674,136 @@ impl Log {
         let mut pos = *position;
         let mut window = window::Window::default();
         let mut previous_end = *base;
-        let first = loop {
-            if pos >= size {
-                break None;
-            }
-            let header_bytes = window.get(file.as_ref(), pos, HEADER_LEN).await?;
-            let header = BatchHeader::parse(header_bytes).map_err(|e| corrupt(pos, e))?;
-            if pos + header.size() as u64 > size {
-                return Err(corrupt(
-                    pos,
-                    BatchError::OffsetOutOfOrder(header.base_offset),
-                ));
-            }
-            // The base offset lies outside the CRC: a bit flip there would serve a valid batch
-            // at the wrong offset. Density makes it checkable, and the offset delta (inside the
-            // CRC) lets the walk step over the damaged batch to the next one.
-            if (header.base_offset as u64) != previous_end {
-                let mut whole = vec![0u8; header.size()];
-                file.read_at(pos, &mut whole).await?;
-                let checked = batch::validate_stored(&whole).map_err(|e| corrupt(pos, e))?;
-                let last = previous_end + checked.last_offset_delta as u64;
-                if target <= last {
+        // The batch last walked past on its header alone: where the walk went on after it
+        // rests on its offset delta, its CRC unchecked.
+        let mut unchecked: Option<(u64, BatchHeader)> = None;
+        'walk: loop {
+            let first = loop {
+                if pos >= size {
+                    // `target` is below the segment's end, so a walk that ran off the end
+                    // trusted a damaged offset delta: the last one, since a batch that
+                    // follows a damaged delta does not start where the walk expects it.
+                    if let Some((at, last)) = unchecked.take() {
+                        if let Err(error) = check_stored(file, &window, at, last.size()).await? {
+                            return Err(corrupt(at, error));
+                        }
+                    }
+                    break None;
+                }
+                let header_bytes = window.get(file, pos, HEADER_LEN).await?;
+                let header = BatchHeader::parse(header_bytes).map_err(|e| corrupt(pos, e))?;
+                if pos + header.size() as u64 > size {
                     return Err(corrupt(
                         pos,
                         BatchError::OffsetOutOfOrder(header.base_offset),
                     ));
                 }
-                damage_ahead(pos, BatchError::OffsetOutOfOrder(header.base_offset));
-                previous_end = last + 1;
+                if (header.base_offset as u64) != previous_end {
+                    // Either the offset delta of the batch walked before this one is damaged
+                    // (its CRC tells) or this one's base offset is.
+                    if let Some((at, before)) = unchecked.take() {
+                        if let Err(error) = check_stored(file, &window, at, before.size()).await? {
+                            match step_over_damage(file, at, &before, size, target).await? {
+                                Some((next, next_base)) => {
+                                    damage_ahead(at, error);
+                                    (pos, previous_end) = (next, next_base);
+                                    continue;
+                                }
+                                None => return Err(corrupt(at, error)),
+                            }
+                        }
+                    }
+                    // The base offset lies outside the CRC: a bit flip there would serve a
+                    // valid batch at the wrong offset. Density makes it checkable, and the
+                    // offset delta (inside the CRC) lets the walk step over the damaged batch
+                    // to the next one.
+                    let mut whole = vec![0u8; header.size()];
+                    file.read_at(pos, &mut whole).await?;
+                    let checked = batch::validate_stored(&whole).map_err(|e| corrupt(pos, e))?;
+                    let last = previous_end + checked.last_offset_delta as u64;
+                    if target <= last {
+                        return Err(corrupt(
+                            pos,
+                            BatchError::OffsetOutOfOrder(header.base_offset),
+                        ));
+                    }
+                    damage_ahead(pos, BatchError::OffsetOutOfOrder(header.base_offset));
+                    previous_end = last + 1;
+                    pos += header.size() as u64;
+                    continue;
+                }
+                if header.last_offset() as u64 >= target {
+                    break Some(header);
+                }
+                unchecked = Some((pos, header));
+                previous_end = header.last_offset() as u64 + 1;
                 pos += header.size() as u64;
-                continue;
+            };
+            let Some(first) = first else {
+                return Ok(match next_segment {
+                    Some(next) => SegmentRead::Next(*next),
+                    None => SegmentRead::Done(empty_read(offsets)),
+                });
+            };
+            // A last offset outside the segment is a damaged offset delta: the batch is not
+            // above the bound, and its CRC check below refuses it.
+            let in_segment = first.last_offset() >= first.base_offset
+                && (first.last_offset() as u64) < segment_end;
+            if in_segment && first.last_offset() as u64 >= bound {
+                return Ok(SegmentRead::Done(empty_read(offsets)));
             }
-            if header.last_offset() as u64 >= target {
-                break Some(header);
-            }
-            previous_end = header.last_offset() as u64 + 1;
-            pos += header.size() as u64;
-        };
-        let Some(first) = first else {
-            return Ok(match next_segment {
-                Some(next) => SegmentRead::Next(*next),
-                None => SegmentRead::Done(empty_read(offsets)),
-            });
-        };
-        if first.last_offset() as u64 >= bound {
-            return Ok(SegmentRead::Done(empty_read(offsets)));
-        }
-        let want = (max_bytes.max(first.size()) as u64).min(size - pos) as usize;
-        let mut buf = match window.slice(pos, want) {
-            Some(bytes) => bytes.to_vec(),
-            None => file.read_vec_at(pos, want).await?,
-        };
-        let mut end = 0;
-        while end < buf.len() {
-            let header = match batch::validate_stored(&buf[end..]) {
-                Ok(header) => header,
-                Err(BatchError::Truncated { .. }) if end > 0 => break,
-                Err(e) if end == 0 => return Err(corrupt(pos, e)),
-                Err(e) => {
-                    // Serve the good batches before the damage; the next read reports it.
-                    damage_ahead(pos + end as u64, e);
+            let want = (max_bytes.max(first.size()) as u64).min(size - pos) as usize;
+            let mut buf = match window.slice(pos, want) {
+                Some(bytes) => bytes.to_vec(),
+                None => file.read_vec_at(pos, want).await?,
+            };
+            let mut end = 0;
+            while end < buf.len() {
+                let header = match batch::validate_stored(&buf[end..]) {
+                    Ok(header) => header,
+                    Err(BatchError::Truncated { .. }) if end > 0 => break,
+                    Err(e) if end == 0 => {
+                        // The batch the walk stopped at is damaged; its offset delta may be,
+                        // and `target` lie past it.
+                        match step_over_damage(file, pos, &first, size, target).await? {
+                            Some((next, next_base)) => {
+                                damage_ahead(pos, e);
+                                (pos, previous_end) = (next, next_base);
+                                unchecked = None;
+                                continue 'walk;
+                            }
+                            None => return Err(corrupt(pos, e)),
+                        }
+                    }
+                    Err(e) => {
+                        // Serve the good batches before the damage; the next read reports it.
+                        damage_ahead(pos + end as u64, e);
+                        break;
+                    }
+                };
+                if end > 0 && (header.base_offset as u64) != previous_end {
+                    damage_ahead(
+                        pos + end as u64,
+                        BatchError::OffsetOutOfOrder(header.base_offset),
+                    );
                     break;
                 }
-            };
-            if end > 0 && (header.base_offset as u64) != previous_end {
-                damage_ahead(
-                    pos + end as u64,
-                    BatchError::OffsetOutOfOrder(header.base_offset),
-                );
-                break;
+                if header.last_offset() as u64 >= bound
+                    || (end > 0 && end + header.size() > max_bytes)
+                {
+                    break;
+                }
+                previous_end = header.last_offset() as u64 + 1;
+                end += header.size();
             }
-            if header.last_offset() as u64 >= bound || (end > 0 && end + header.size() > max_bytes)
-            {
-                break;
-            }
-            previous_end = header.last_offset() as u64 + 1;
-            end += header.size();
+            buf.truncate(end);
+            return Ok(SegmentRead::Done(ReadInfo {
+                records: buf,
+                log_start_offset: offsets.log_start_offset,
+                log_end_offset: offsets.log_end_offset,
+                durable_end_offset: offsets.durable_end_offset,
+            }));
         }
-        buf.truncate(end);
-        Ok(SegmentRead::Done(ReadInfo {
-            records: buf,
-            log_start_offset: offsets.log_start_offset,
-            log_end_offset: offsets.log_end_offset,
-            durable_end_offset: offsets.durable_end_offset,
-        }))
     }
 
     /// ListOffsets by timestamp: the first offset (at or after the log start) whose record
@@ -2263,6 +2313,8 @@ struct SegmentSnapshot {
     position: u64,
     /// The segment's published size: bytes past it are not read.
     size: u64,
+    /// The segment's next offset: every batch in `size` ends below it.
+    segment_end: u64,
     bound: u64,
     next_segment: Option<u64>,
     offsets: LogOffsets,
@@ -2273,6 +2325,65 @@ enum SegmentRead {
     Done(ReadInfo),
     /// Nothing at or after the target in this segment: go on at this base offset.
     Next(u64),
+}
+
+/// Validates the stored batch of `len` bytes at `at` of `file`, from `window` when it holds them.
+async fn check_stored(
+    file: &dyn DiskFile,
+    window: &window::Window,
+    at: u64,
+    len: usize,
+) -> io::Result<Result<BatchHeader, BatchError>> {
+    Ok(match window.slice(at, len) {
+        Some(bytes) => batch::validate_stored(bytes),
+        None => batch::validate_stored(&file.read_vec_at(at, len).await?),
+    })
+}
+
+/// The whole, valid batch at `at` of a segment file of `size` bytes, if there is one.
+async fn valid_batch_at(
+    file: &dyn DiskFile,
+    at: u64,
+    size: u64,
+) -> io::Result<Option<BatchHeader>> {
+    if at >= size {
+        return Ok(None);
+    }
+    let mut header_buf = [0u8; HEADER_LEN];
+    let n = file.read_at(at, &mut header_buf).await?;
+    let Ok(header) = BatchHeader::parse(&header_buf[..n]) else {
+        return Ok(None);
+    };
+    if at + header.size() as u64 > size {
+        return Ok(None);
+    }
+    let mut whole = vec![0u8; header.size()];
+    file.read_at(at, &mut whole).await?;
+    Ok(batch::validate_stored(&whole).ok())
+}
+
+/// Where a read of `target` goes on past the damaged batch `damaged` at `at` (its CRC failed)
+/// in a segment file of `size` bytes: `(position, base offset)` of the batch right after it,
+/// if that one is valid, starts past the damaged one's base offset and at or below `target`.
+/// Its base offset (outside its CRC) then says where the damaged batch's offsets end, as
+/// recovery's scan takes it ([`Segment::scan`]): one fault at a time. `None`: `target` may lie
+/// in the damaged batch, or where it ends cannot be told (its length, outside the CRC, may be
+/// damaged too): the read fails. A read at the damaged batch's base offset reads nothing more.
+async fn step_over_damage(
+    file: &dyn DiskFile,
+    at: u64,
+    damaged: &BatchHeader,
+    size: u64,
+    target: u64,
+) -> io::Result<Option<(u64, u64)>> {
+    if target <= damaged.base_offset as u64 {
+        return Ok(None);
+    }
+    let after = at + damaged.size() as u64;
+    Ok(valid_batch_at(file, after, size)
+        .await?
+        .filter(|next| next.base_offset > damaged.base_offset && next.base_offset as u64 <= target)
+        .map(|next| (after, next.base_offset as u64)))
 }
 
 fn empty_read(offsets: LogOffsets) -> ReadInfo {
