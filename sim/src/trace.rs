@@ -89,7 +89,11 @@ impl Trace {
     }
 
     pub fn len(&self) -> usize {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).list.len()
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .list
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -114,7 +118,13 @@ impl Trace {
     /// formatted straight into the hash (the same bytes `to_string` would give, no allocation).
     pub fn hash(&self) -> u64 {
         let mut hash = LineHash::default();
-        for event in self.events.lock().unwrap_or_else(|e| e.into_inner()).list.iter() {
+        for event in self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .list
+            .iter()
+        {
             event.hash_line(&mut hash);
         }
         hash.finish()
@@ -245,7 +255,10 @@ mod tests {
             shown,
             [("p1", "first"), ("runner", "second"), ("p1", "third")]
         );
-        assert!(Arc::ptr_eq(&events[0].node, &events[2].node), "one name per node");
+        assert!(
+            Arc::ptr_eq(&events[0].node, &events[2].node),
+            "one name per node"
+        );
     }
 
     /// The hash depends on the bytes only, not on how they are split into writes (a line is

@@ -574,7 +574,7 @@ mod tests {
                 ("checker", "lost_write", true, "t/0: at 0"),
             ]
         );
-        assert_eq!(kept[11], ("checker", "lost_write", true, "t/0: at 7"));
+        assert_eq!(kept[11], ("checker", "lost_write", true, "t/0: at 8"));
         assert_eq!(summary.findings[0].cause, None);
         assert_eq!(summary.findings[3].cause.as_deref(), Some(flip));
     }

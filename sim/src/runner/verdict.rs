@@ -393,12 +393,15 @@ fn check_history(
                 .is_some_and(|(t, p, _)| *t == anomaly.topic && *p == anomaly.partition);
             if !known {
                 let dir = format!("/{}-{}/", anomaly.topic, anomaly.partition);
-                let cause = bit_flips
-                    .iter()
-                    .find(|(_, path)| path.contains(&dir))
-                    .map(|(at, path)| {
-                        format!("bit flip at rest in {path} at {at} ms (no replica to repair from)")
-                    });
+                let cause =
+                    bit_flips
+                        .iter()
+                        .find(|(_, path)| path.contains(&dir))
+                        .map(|(at, path)| {
+                            format!(
+                                "bit flip at rest in {path} at {at} ms (no replica to repair from)"
+                            )
+                        });
                 last = Some((anomaly.topic.clone(), anomaly.partition, cause));
             }
             if let Some((_, _, Some(cause))) = &last {
