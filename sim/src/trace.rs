@@ -247,9 +247,13 @@ mod tests {
             let trace = Trace::new();
             trace.event("p1", "first");
             trace.event(String::from("runner"), "second");
-            trace.event(&String::from("p1"), String::from("third"));
-            trace.take()
+            // As the workload calls it: its process's name, borrowed.
+            let who = String::from("p1");
+            trace.event(&who, String::from("third"));
+            (trace.take(), who)
         });
+        let (events, who) = events;
+        assert_eq!(who, "p1");
         let shown: Vec<(&str, &str)> = events.iter().map(|e| (&*e.node, &*e.event)).collect();
         assert_eq!(
             shown,
