@@ -140,7 +140,7 @@ async fn run_member(
         let mut by_partition: BTreeMap<TopicPartition, Vec<(i64, u64)>> = BTreeMap::new();
         for r in &records {
             by_partition
-                .entry((r.topic.clone(), r.partition))
+                .entry((r.topic.to_string(), r.partition))
                 .or_default()
                 .push((r.offset, crate::runner::record_value(r)));
         }

@@ -7,6 +7,7 @@
 //! lines ([`LineHash`]), so it does not change with the Rust version the way `DefaultHasher`
 //! may.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 /// Simulated time since the run started.
@@ -30,7 +31,9 @@ fn live_echo() -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceEvent {
     pub at_us: u64,
-    pub node: String,
+    /// Shared by every event of the node: a run has tens of thousands of events and a few
+    /// dozen node names.
+    pub node: Arc<str>,
     pub event: String,
 }
 
@@ -50,7 +53,14 @@ impl std::fmt::Display for TraceEvent {
 /// The shared, append-only trace; cheap to clone into every node and task.
 #[derive(Clone, Debug, Default)]
 pub struct Trace {
-    events: Arc<Mutex<Vec<TraceEvent>>>,
+    events: Arc<Mutex<Events>>,
+}
+
+#[derive(Debug, Default)]
+struct Events {
+    list: Vec<TraceEvent>,
+    /// Every node name seen, each stored once.
+    nodes: BTreeSet<Arc<str>>,
 }
 
 impl Trace {
@@ -59,23 +69,31 @@ impl Trace {
     }
 
     /// Appends an event at the current simulated time.
-    pub fn event(&self, node: impl Into<String>, event: impl Into<String>) {
-        let event = TraceEvent {
-            at_us: now_us(),
-            node: node.into(),
-            event: event.into(),
+    pub fn event(&self, node: impl AsRef<str>, event: impl Into<String>) {
+        let (node, event) = (node.as_ref(), event.into());
+        let at_us = now_us();
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let node = match events.nodes.get(node) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = Arc::from(node);
+                events.nodes.insert(Arc::clone(&shared));
+                shared
+            }
         };
+        let event = TraceEvent { at_us, node, event };
         if live_echo() {
             eprintln!("{event}");
         }
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(event);
+        events.list.push(event);
     }
 
     pub fn len(&self) -> usize {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .list
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,20 +104,27 @@ impl Trace {
         self.events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .list
             .clone()
     }
 
     /// Moves the events out, leaving the trace empty: the end of a run, where a copy of every
     /// event would only be thrown away.
     pub fn take(&self) -> Vec<TraceEvent> {
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut self.events.lock().unwrap_or_else(|e| e.into_inner()).list)
     }
 
     /// [`LineHash`] over every line as printed, each followed by a newline. The lines are
     /// formatted straight into the hash (the same bytes `to_string` would give, no allocation).
     pub fn hash(&self) -> u64 {
         let mut hash = LineHash::default();
-        for event in self.events.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for event in self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .list
+            .iter()
+        {
             event.hash_line(&mut hash);
         }
         hash.finish()
@@ -215,6 +240,31 @@ impl LineHash {
 mod tests {
     use super::*;
 
+    #[test]
+    fn events_of_one_node_share_its_name_and_keep_their_order() {
+        let runtime = madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default());
+        let events = runtime.block_on(async {
+            let trace = Trace::new();
+            trace.event("p1", "first");
+            trace.event(String::from("runner"), "second");
+            // As the workload calls it: its process's name, borrowed.
+            let who = String::from("p1");
+            trace.event(&who, String::from("third"));
+            (trace.take(), who)
+        });
+        let (events, who) = events;
+        assert_eq!(who, "p1");
+        let shown: Vec<(&str, &str)> = events.iter().map(|e| (&*e.node, &*e.event)).collect();
+        assert_eq!(
+            shown,
+            [("p1", "first"), ("runner", "second"), ("p1", "third")]
+        );
+        assert!(
+            Arc::ptr_eq(&events[0].node, &events[2].node),
+            "one name per node"
+        );
+    }
+
     /// The hash depends on the bytes only, not on how they are split into writes (a line is
     /// fed in pieces), and every byte and the length count.
     #[test]
@@ -271,7 +321,7 @@ mod tests {
             for node in nodes {
                 let event = TraceEvent {
                     at_us,
-                    node: node.to_string(),
+                    node: node.into(),
                     event: "invoke #3 send t-0 value=4 key=None".to_string(),
                 };
                 let mut fast = LineHash::default();

@@ -243,7 +243,7 @@ fn a_new_controller_fences_only_the_broker_cut_off_and_every_partition_keeps_a_l
         let leaderless: Vec<String> = report
             .trace
             .iter()
-            .filter(|e| e.node == "metadata" && e.event.contains(": leader -1 "))
+            .filter(|e| &*e.node == "metadata" && e.event.contains(": leader -1 "))
             .map(|e| e.to_string())
             .collect();
         assert!(

@@ -314,7 +314,7 @@ async fn run_inner(
                     writeln!(out, "{}", text(&r.value)).map_err(io)?;
                 }
                 *count += 1;
-                printed.insert((r.topic.clone(), r.partition), r.offset + 1);
+                printed.insert((r.topic.to_string(), r.partition), r.offset + 1);
             }
             out.flush().map_err(io)?;
             if client::now() >= next_commit {

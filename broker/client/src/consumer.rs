@@ -7,6 +7,7 @@
 //! [`PollError::Decode`] (this client decodes only uncompressed batches).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -96,7 +97,9 @@ pub enum SeekTo {
 /// A record read from a partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    pub topic: String,
+    /// Shared by every record of its topic in one poll: a poll returns hundreds of records of
+    /// one topic, and a name copied into each was the client's largest allocation per record.
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: i64,
@@ -517,10 +520,10 @@ impl Consumer {
             });
         }
         for topic_response in &response.responses {
-            let topic = topic_response.topic.to_string();
+            let topic: Arc<str> = Arc::from(topic_response.topic.as_str());
             for data in &topic_response.partitions {
                 let partition = data.partition_index;
-                let key = (topic.clone(), partition);
+                let key = (topic.to_string(), partition);
                 let Some(position) = self.assigned.get(&key).and_then(|s| s.position) else {
                     continue;
                 };
@@ -559,7 +562,7 @@ impl Consumer {
                         }
                         e => {
                             return Err(PollError::Broker {
-                                topic,
+                                topic: topic.to_string(),
                                 partition,
                                 error: e,
                             })
@@ -584,7 +587,7 @@ impl Consumer {
                 );
                 let Some(bytes) = &data.records else { continue };
                 let batches = decode_shared_batches(bytes).map_err(|error| PollError::Decode {
-                    topic: topic.clone(),
+                    topic: topic.to_string(),
                     partition,
                     error,
                 })?;
@@ -597,6 +600,7 @@ impl Consumer {
                         continue;
                     }
                     if !hidden {
+                        out.reserve(batch.records.len());
                         for r in batch.records.into_iter().filter(|r| r.offset >= next) {
                             out.push(ConsumerRecord {
                                 topic: topic.clone(),

@@ -482,7 +482,6 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
         })
         .collect();
     let (response, total) = read_all(&plan).await;
-    let first_high_watermarks = high_watermarks(&response);
     let min_bytes = request.min_bytes.max(0) as usize;
     if request.max_wait_ms <= 0
         || total >= min_bytes.max(1)
@@ -491,6 +490,11 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
     {
         return ctx.now(&response);
     }
+    // Only a parked follower's fetch compares them (a consumer's parks on new data alone).
+    let first_high_watermarks = plan
+        .replica_id
+        .is_some()
+        .then(|| high_watermarks(&response));
     let max_wait = Duration::from_millis(request.max_wait_ms as u64);
     // Only the partitions asked for can satisfy the fetch: it parks on their notifications
     // alone (an unknown partition answered at once above).
@@ -521,10 +525,10 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> Reply {
                     if total >= min_bytes.max(1) || has_errors(&response) {
                         return response;
                     }
-                    if plan.replica_id.is_some()
-                        && high_watermarks(&response) != first_high_watermarks
-                    {
-                        return response;
+                    if let Some(first) = &first_high_watermarks {
+                        if high_watermarks(&response) != *first {
+                            return response;
+                        }
                     }
                     wakeups.wait().await;
                 }

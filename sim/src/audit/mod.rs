@@ -20,6 +20,7 @@ pub mod output;
 pub mod picture;
 pub mod planted;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -117,57 +118,116 @@ pub struct RunSummary {
     pub picture: Option<String>,
 }
 
-impl RunSummary {
-    /// Keeps what the report needs of `report`; draws the picture when the run failed.
-    pub fn of(report: &Report, wall_ms: f64) -> RunSummary {
-        let mut findings: Vec<Finding> = report
-            .anomalies
-            .iter()
-            .map(|a| Finding {
-                source: "harness",
-                kind: serde_json::to_value(a.kind)
+/// A finding of a run before it is copied out: every finding is counted, but only the kept
+/// ones are built (a run with a bit flip at rest has thousands of allowed lost writes).
+#[derive(Clone, Copy)]
+enum Found<'a> {
+    Harness(&'a runner::Anomaly),
+    Checker(&'a crate::checker::Anomaly),
+}
+
+impl<'a> Found<'a> {
+    fn allowed(self) -> bool {
+        match self {
+            Found::Harness(a) => a.allowed,
+            Found::Checker(a) => !a.is_violation(),
+        }
+    }
+
+    /// The anomaly kind, snake_case.
+    fn kind(self) -> Cow<'a, str> {
+        match self {
+            Found::Harness(a) => Cow::Owned(
+                serde_json::to_value(a.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_else(|| format!("{:?}", a.kind)),
-                allowed: a.allowed,
-                cause: a
-                    .allowed
-                    .then(|| "allowed by the scenario's [expect]".to_string()),
-                description: a.description.clone(),
-            })
-            .collect();
-        if let Some(checked) = &report.checker {
-            findings.extend(checked.anomalies.iter().map(|a| {
-                let cause = match &a.status {
-                    Status::Violation => None,
-                    Status::Allowed { cause } => Some(cause.clone()),
-                };
-                Finding {
-                    source: "checker",
-                    kind: a.kind.name().to_string(),
-                    allowed: cause.is_some(),
-                    cause,
-                    description: format!("{}/{}: {}", a.topic, a.partition, a.explanation),
-                }
-            }));
+            ),
+            Found::Checker(a) => Cow::Borrowed(a.kind.name()),
         }
-        let (mut violations, mut allowed) = (BTreeMap::new(), BTreeMap::new());
-        for f in &findings {
-            match &f.cause {
-                Some(cause) if f.allowed => {
+    }
+
+    /// Why it is allowed; `None` for a violation.
+    fn cause(self) -> Option<&'a str> {
+        match self {
+            Found::Harness(a) => a.allowed.then_some("allowed by the scenario's [expect]"),
+            Found::Checker(a) => match &a.status {
+                Status::Violation => None,
+                Status::Allowed { cause } => Some(cause),
+            },
+        }
+    }
+
+    fn finding(self) -> Finding {
+        let (source, description) = match self {
+            Found::Harness(a) => ("harness", a.description.clone()),
+            Found::Checker(a) => (
+                "checker",
+                format!("{}/{}: {}", a.topic, a.partition, a.explanation),
+            ),
+        };
+        let cause = self.cause().map(str::to_string);
+        Finding {
+            source,
+            kind: self.kind().into_owned(),
+            allowed: cause.is_some(),
+            cause,
+            description,
+        }
+    }
+}
+
+impl RunSummary {
+    /// Keeps what the report needs of `report`; draws the picture when the run failed.
+    pub fn of(report: &Report, wall_ms: f64) -> RunSummary {
+        let found: Vec<Found<'_>> = report
+            .anomalies
+            .iter()
+            .map(Found::Harness)
+            .chain(
+                report
+                    .checker
+                    .iter()
+                    .flat_map(|checked| checked.anomalies.iter().map(Found::Checker)),
+            )
+            .collect();
+        let mut violations: BTreeMap<Cow<'_, str>, usize> = BTreeMap::new();
+        let mut allowed: BTreeMap<Cow<'_, str>, BTreeMap<&str, usize>> = BTreeMap::new();
+        for f in &found {
+            match f.cause() {
+                Some(cause) => {
                     *allowed
-                        .entry(f.kind.clone())
-                        .or_insert_with(BTreeMap::new)
-                        .entry(cause.clone())
+                        .entry(f.kind())
+                        .or_default()
+                        .entry(cause)
                         .or_insert(0) += 1
                 }
-                _ => *violations.entry(f.kind.clone()).or_insert(0) += 1,
+                None => *violations.entry(f.kind()).or_insert(0) += 1,
             }
         }
-        let findings_total = findings.len();
-        // Stable: the checker's and the harness's own orders stay within each group.
-        findings.sort_by_key(|f| f.allowed);
-        findings.truncate(FINDINGS_KEPT);
+        let violations: BTreeMap<String, usize> = violations
+            .into_iter()
+            .map(|(kind, n)| (kind.into_owned(), n))
+            .collect();
+        let allowed: BTreeMap<String, BTreeMap<String, usize>> = allowed
+            .into_iter()
+            .map(|(kind, causes)| {
+                let causes = causes
+                    .into_iter()
+                    .map(|(cause, n)| (cause.to_string(), n))
+                    .collect();
+                (kind.into_owned(), causes)
+            })
+            .collect();
+        let findings_total = found.len();
+        // Violations first; the checker's and the harness's own orders stay within each group.
+        let findings: Vec<Finding> = found
+            .iter()
+            .filter(|f| !f.allowed())
+            .chain(found.iter().filter(|f| f.allowed()))
+            .take(FINDINGS_KEPT)
+            .map(|f| f.finding())
+            .collect();
         let mut faults = BTreeMap::new();
         for window in picture::fault_windows(&report.trace, report.sim_ms) {
             *faults.entry(window.kind.to_string()).or_insert(0) += 1;
@@ -402,5 +462,120 @@ impl Audit {
 
     pub fn passed(&self) -> bool {
         self.runs_failed == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::{self, AnomalyKind};
+    use crate::runner::{Anomaly, Counts, HarnessAnomalyKind};
+
+    fn harness(kind: HarnessAnomalyKind, allowed: bool, description: &str) -> Anomaly {
+        Anomaly {
+            kind,
+            allowed,
+            description: description.to_string(),
+            topic: None,
+            partition: None,
+            offsets: vec![],
+            values: vec![],
+            at_ms: vec![],
+        }
+    }
+
+    fn checked(kind: AnomalyKind, cause: Option<&str>, offset: i64) -> checker::Anomaly {
+        checker::Anomaly {
+            kind,
+            status: checker::Status::from_cause(cause.map(str::to_string)),
+            topic: "t".to_string(),
+            partition: 0,
+            offsets: vec![offset],
+            values: vec![],
+            explanation: format!("at {offset}"),
+            evidence: vec![],
+        }
+    }
+
+    /// A run with `harness` findings and `checker` ones (already in the checker's order).
+    fn report(harness: Vec<Anomaly>, checker: Vec<checker::Anomaly>) -> Report {
+        Report {
+            scenario: "s".into(),
+            file: "s.toml".into(),
+            seed: 1,
+            verdict: Verdict::Pass,
+            trace_hash: "0".repeat(16),
+            options: BTreeMap::new(),
+            counts: Counts::default(),
+            anomalies: harness,
+            checker: Some(checker::Report {
+                verdict: checker::Verdict::Pass,
+                counts: checker::Counts::default(),
+                violations: 0,
+                allowed: 0,
+                final_read_partitions: vec![],
+                anomalies: checker,
+            }),
+            sim_ms: 0,
+            replay: String::new(),
+            expected_violations: vec![],
+            broker_requests: 0,
+            trace: vec![],
+            history: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_summary_counts_every_finding_and_keeps_the_first_violations_then_allowed_ones() {
+        let flip = "bit flip at rest";
+        let crash = "acks=1, crash";
+        let mut from_checker = vec![checked(AnomalyKind::Duplicate, None, 7)];
+        from_checker.extend((0..30).map(|o| checked(AnomalyKind::LostWrite, Some(flip), o)));
+        from_checker.push(checked(AnomalyKind::LostWrite, Some(crash), 40));
+        from_checker.push(checked(AnomalyKind::NeverSeen, Some(flip), 41));
+        let from_harness = vec![
+            harness(HarnessAnomalyKind::Unavailable, true, "slow"),
+            harness(HarnessAnomalyKind::Invariant, false, "broken"),
+        ];
+        let summary = RunSummary::of(&report(from_harness, from_checker), 0.0);
+
+        assert_eq!(summary.findings_total, 35);
+        assert_eq!(
+            summary.violations,
+            BTreeMap::from([("duplicate".to_string(), 1), ("invariant".to_string(), 1)])
+        );
+        let causes = |pairs: &[(&str, usize)]| -> BTreeMap<String, usize> {
+            pairs.iter().map(|&(c, n)| (c.to_string(), n)).collect()
+        };
+        assert_eq!(
+            summary.allowed,
+            BTreeMap::from([
+                ("lost_write".to_string(), causes(&[(flip, 30), (crash, 1)])),
+                ("never_seen".to_string(), causes(&[(flip, 1)])),
+                (
+                    "unavailable".to_string(),
+                    causes(&[("allowed by the scenario's [expect]", 1)])
+                ),
+            ])
+        );
+        // Violations first (the harness's, then the checker's), then allowed ones in order.
+        let kept: Vec<(&str, &str, bool, &str)> = summary
+            .findings
+            .iter()
+            .map(|f| (f.source, f.kind.as_str(), f.allowed, f.description.as_str()))
+            .collect();
+        assert_eq!(kept.len(), FINDINGS_KEPT);
+        assert_eq!(
+            kept[..4],
+            [
+                ("harness", "invariant", false, "broken"),
+                ("checker", "duplicate", false, "t/0: at 7"),
+                ("harness", "unavailable", true, "slow"),
+                ("checker", "lost_write", true, "t/0: at 0"),
+            ]
+        );
+        assert_eq!(kept[11], ("checker", "lost_write", true, "t/0: at 8"));
+        assert_eq!(summary.findings[0].cause, None);
+        assert_eq!(summary.findings[3].cause.as_deref(), Some(flip));
     }
 }

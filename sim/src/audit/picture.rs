@@ -137,7 +137,7 @@ fn edge(line: &str) -> Option<Edge> {
 pub fn fault_windows(trace: &[TraceEvent], end_ms: u64) -> Vec<FaultWindow> {
     let mut out: Vec<FaultWindow> = Vec::new();
     let mut open: BTreeMap<String, usize> = BTreeMap::new();
-    for event in trace.iter().filter(|e| e.node == "nemesis") {
+    for event in trace.iter().filter(|e| &*e.node == "nemesis") {
         let at = event.at_us / 1000;
         match edge(&event.event) {
             None => {}

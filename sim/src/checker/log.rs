@@ -19,19 +19,42 @@ pub(crate) fn anomaly(
     explanation: String,
     evidence: Vec<Evidence>,
 ) -> Anomaly {
-    let offsets: BTreeSet<i64> = offsets.into_iter().collect();
-    let mut seen = BTreeSet::new();
-    let values = values.into_iter().filter(|v| seen.insert(*v)).collect();
+    // Vectors sorted or deduplicated in place, not sets: a run with a bit flip at rest makes
+    // thousands of anomalies of one or two offsets and values each.
+    let mut offsets: Vec<i64> = offsets.into_iter().collect();
+    offsets.sort_unstable();
+    offsets.dedup();
     Anomaly {
         kind,
         status,
         topic: tp.topic.clone(),
         partition: tp.partition,
-        offsets: offsets.into_iter().collect(),
-        values,
+        offsets,
+        values: first_occurrences(values),
         explanation,
         evidence,
     }
+}
+
+/// `values` without repeats, each where it first occurs.
+fn first_occurrences(values: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let mut values: Vec<u64> = values.into_iter().collect();
+    if values.len() > 16 {
+        let mut seen = BTreeSet::new();
+        values.retain(|v| seen.insert(*v));
+        return values;
+    }
+    // Most anomalies name one or two values: a scan in place beats a set there.
+    let mut kept = 0;
+    for i in 0..values.len() {
+        let v = values[i];
+        if !values[..kept].contains(&v) {
+            values[kept] = v;
+            kept += 1;
+        }
+    }
+    values.truncate(kept);
+    values
 }
 
 /// The evidence of one source placing `value` at `offset`.
@@ -458,5 +481,36 @@ pub(crate) fn lost_and_never_seen(
                 evidence,
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_anomaly_lists_its_offsets_ascending_and_its_values_once_in_first_seen_order() {
+        let tp = TopicPartition::new("t", 0);
+        let a = anomaly(
+            AnomalyKind::InconsistentOffset,
+            Status::Violation,
+            &tp,
+            [9, 3, 9, 1],
+            [5, 2, 5, 7, 2],
+            String::new(),
+            vec![],
+        );
+        assert_eq!(a.offsets, vec![1, 3, 9]);
+        assert_eq!(a.values, vec![5, 2, 7]);
+    }
+
+    #[test]
+    fn many_values_are_deduplicated_in_first_seen_order_too() {
+        // Past the scan's limit: the set path.
+        let values: Vec<u64> = (0..40).rev().chain(0..40).chain([100, 39]).collect();
+        let expected: Vec<u64> = (0..40).rev().chain([100]).collect();
+        assert_eq!(first_occurrences(values), expected);
+        assert_eq!(first_occurrences([3, 3, 3]), vec![3]);
+        assert_eq!(first_occurrences([]), Vec::<u64>::new());
     }
 }
