@@ -240,7 +240,7 @@ pub struct Receiver {
 impl Sender {
     #[doc(hidden)]
     pub async fn send(&self, value: Payload) -> io::Result<()> {
-        (self.tx.send(value))
+        (self.tx.send(Packet::Message(value)))
             .ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionReset, "connection reset"))
     }
 
@@ -257,6 +257,7 @@ impl Receiver {
     #[doc(hidden)]
     pub async fn recv(&mut self) -> io::Result<Payload> {
         (self.rx.next().await)
+            .map(Packet::into_message)
             .ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionReset, "connection reset"))
     }
 }
@@ -266,7 +267,7 @@ impl Stream for Receiver {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.rx.poll_next_unpin(cx) {
-            Poll::Ready(Some(value)) => Poll::Ready(Some(Ok(value))),
+            Poll::Ready(Some(packet)) => Poll::Ready(Some(Ok(packet.into_message()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

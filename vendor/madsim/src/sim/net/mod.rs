@@ -36,7 +36,7 @@
 //! ```
 
 use bytes::Bytes;
-use futures_util::{stream::BoxStream, StreamExt};
+use futures_util::StreamExt;
 use spin::Mutex;
 use std::{
     any::Any,
@@ -44,9 +44,8 @@ use std::{
     io,
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::Instant,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::*;
 
 use crate::{
@@ -54,13 +53,14 @@ use crate::{
     plugin,
     rand::{GlobalRng, Rng},
     task::{NodeId, NodeInfo, Spawner},
-    time::{sleep, sleep_until, Duration, TimeHandle},
+    time::{Duration, TimeHandle},
 };
 
 mod addr;
 mod dns;
 mod endpoint;
 pub mod ipvs;
+mod link;
 mod network;
 #[cfg(feature = "rpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rpc")))]
@@ -72,6 +72,8 @@ pub mod unix;
 pub use self::addr::{lookup_host, ToSocketAddrs};
 use self::dns::DnsServer;
 pub use self::endpoint::{Endpoint, Receiver, Sender};
+#[doc(hidden)]
+pub use self::link::{Packet, PayloadReceiver, PayloadSender};
 use self::ipvs::{IpVirtualServer, ServiceAddr};
 pub use self::network::{Config, Stat};
 use self::network::{Direction, IpProtocol, Network, Socket};
@@ -353,8 +355,10 @@ impl NetSim {
             io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused")
         })?;
         let src = (ip, port).into();
-        let (tx1, rx1) = self.channel(node, dst, protocol);
-        let (tx2, rx2) = self.channel(dst_node, src, protocol);
+        // Faultline patch: a link per direction (see `link.rs`) instead of a tokio channel read
+        // through a stream that woke its reader twice per packet.
+        let (tx1, rx1) = link::link(self.clone(), node, dst, protocol);
+        let (tx2, rx2) = link::link(self.clone(), dst_node, src, protocol);
         trace!(?latency, "delay");
         // FIXME: delay
         // self.time.add_timer(latency, move || {
@@ -362,75 +366,7 @@ impl NetSim {
         // });
         Ok((tx1, rx2, src))
     }
-
-    /// Create a reliable, ordered channel between two endpoints.
-    fn channel(
-        self: &Arc<Self>,
-        node: NodeId,
-        dst: SocketAddr,
-        protocol: IpProtocol,
-    ) -> (PayloadSender, PayloadReceiver) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let net = self.clone();
-        let test_link = Arc::new(move || {
-            net.network
-                .lock()
-                .try_send(node, dst, protocol)
-                .map(|(_, _, _, latency)| net.time.now_instant() + latency)
-        });
-        let sender = PayloadSender {
-            test_link: test_link.clone(),
-            tx,
-        };
-        let recver = async_stream::stream! {
-            while let Some((value, mut state)) = rx.recv().await {
-                // wait until the link is ready
-                let mut backoff = Duration::from_millis(1);
-                let arrive_time = loop {
-                    if let Some(arrive_time) = state {
-                        break arrive_time;
-                    }
-                    // backoff
-                    sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    // retry
-                    state = test_link();
-                };
-                sleep_until(arrive_time).await;
-                yield value;
-            }
-        }
-        .boxed();
-        (sender, recver)
-    }
 }
-
-#[doc(hidden)]
-pub struct PayloadSender {
-    test_link: Arc<dyn Fn() -> State + Send + Sync>,
-    tx: mpsc::UnboundedSender<(Payload, State)>,
-}
-
-/// The link state when sending a packet.
-type State = Option<Instant>;
-
-impl PayloadSender {
-    fn send(&self, value: Payload) -> Option<()> {
-        let state = (self.test_link)();
-        self.tx.send((value, state)).ok()
-    }
-
-    fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-
-    async fn closed(&self) {
-        self.tx.closed().await;
-    }
-}
-
-#[doc(hidden)]
-pub type PayloadReceiver = BoxStream<'static, Payload>;
 
 /// An RAII structure used to release the bound port.
 pub(crate) struct BindGuard {

@@ -3,8 +3,8 @@ use crate::{rand::*, task::NodeId};
 use serde::{Deserialize, Serialize};
 use std::{
     any::Any,
-    collections::{hash_map::Entry, HashMap, HashSet},
-    hash::{Hash, Hasher},
+    collections::hash_map::Entry,
+    hash::{BuildHasherDefault, Hash, Hasher},
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     ops::Range,
@@ -12,6 +12,68 @@ use std::{
     time::Duration,
 };
 use tracing::*;
+
+/// Faultline patch: the network's maps are looked up several times for every packet sent
+/// (`link_latency`), and std's SipHash of socket addresses was 1 % of a sweep. Keys here are
+/// small and never chosen by an adversary, so a multiply-rotate hash (rustc's FxHash) does.
+/// Iteration order differs from std's maps (it is as deterministic): only the order in which a
+/// reset node's sockets are dropped depends on it.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        for &byte in chunks.remainder() {
+            self.add(u64::from(byte));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FxHasher>>;
+type HashSet<T> = std::collections::HashSet<T, BuildHasherDefault<FxHasher>>;
 
 /// A simulated network.
 ///
@@ -118,11 +180,11 @@ impl Network {
             rand,
             config,
             stat: Stat::default(),
-            nodes: HashMap::new(),
-            addr_to_node: HashMap::new(),
-            clogged_node_in: HashSet::new(),
-            clogged_node_out: HashSet::new(),
-            clogged_link: HashSet::new(),
+            nodes: HashMap::default(),
+            addr_to_node: HashMap::default(),
+            clogged_node_in: HashSet::default(),
+            clogged_node_out: HashSet::default(),
+            clogged_link: HashSet::default(),
         }
     }
 
@@ -287,6 +349,23 @@ impl Network {
             warn!("destination not found: {dst}");
             None
         }
+    }
+
+    /// Faultline patch: the latency of a packet sent now on an established link from `node` to
+    /// `dst`; `None` if it is lost or the link is clogged, or nothing listens at `dst` any more.
+    /// The same checks and random draws as [`Network::try_send`], without cloning the socket.
+    pub fn link_latency(
+        &mut self,
+        node: NodeId,
+        dst: SocketAddr,
+        protocol: IpProtocol,
+    ) -> Option<Duration> {
+        let dst_node = self.resolve_dest_node(node, dst, protocol)?;
+        let latency = self.test_link(node, dst_node)?;
+        let sockets = &self.nodes.get(&dst_node)?.sockets;
+        let listening = sockets.contains_key(&(dst, protocol))
+            || sockets.contains_key(&((Ipv4Addr::UNSPECIFIED, dst.port()).into(), protocol));
+        listening.then_some(latency)
     }
 
     /// Try sending a message to the destination.

@@ -59,17 +59,37 @@ pub(crate) fn enter_task(new: Arc<TaskInfo>) -> TaskEnterGuard {
     TASK.with(|ctx| {
         let _span = new.span.clone().entered();
         let old = ctx.borrow_mut().replace(new);
-        TaskEnterGuard { old, _span }
+        TaskEnterGuard {
+            old,
+            left: false,
+            _span,
+        }
     })
 }
 
 pub(crate) struct TaskEnterGuard {
     old: Option<Arc<TaskInfo>>,
+    /// Faultline patch: `leave` restored the context already.
+    left: bool,
     _span: tracing::span::EnteredSpan,
+}
+
+impl TaskEnterGuard {
+    /// Faultline patch: leaves the task, handing back the info `enter_task` took (the executor
+    /// needs it after a poll; upstream cloned it, an atomic increment and decrement per poll).
+    pub(crate) fn leave(mut self) -> Arc<TaskInfo> {
+        let old = self.old.take();
+        self.left = true;
+        TASK.with(|ctx| std::mem::replace(&mut *ctx.borrow_mut(), old))
+            .expect("the entered task is current until it leaves")
+    }
 }
 
 impl Drop for TaskEnterGuard {
     fn drop(&mut self) {
+        if self.left {
+            return;
+        }
         TASK.with(|ctx| {
             *ctx.borrow_mut() = self.old.take();
         });

@@ -271,7 +271,9 @@ impl Executor {
 
     /// Drain all tasks from ready queue and run them.
     fn run_all_ready(&self) {
-        while let Ok(runnable) = self.queue.try_recv_random(&self.rand) {
+        // Faultline patch: the clock's step after each poll (50-100 ns) is drawn with the choice
+        // of the task to poll, under one lock of the RNG.
+        while let Ok((runnable, step)) = self.queue.try_recv_random(&self.rand, 50..100) {
             let Some(info) = runnable.metadata().upgrade() else {
                 // future has been dropped
                 continue;
@@ -292,9 +294,12 @@ impl Executor {
                 run
             };
             // run the task
-            let res = {
-                let _guard = crate::context::enter_task(info.clone());
-                std::panic::catch_unwind(move || work(runnable))
+            // Faultline patch: the task's info is moved into the context and handed back, not
+            // cloned per poll.
+            let (res, info) = {
+                let guard = crate::context::enter_task(info);
+                let res = std::panic::catch_unwind(move || work(runnable));
+                (res, guard.leave())
             };
             if let Err(e) = res {
                 eprintln!(
@@ -327,8 +332,7 @@ impl Executor {
             }
 
             // advance time: 50-100ns
-            let dur = Duration::from_nanos(self.rand.with(|rng| rng.gen_range(50..100)));
-            self.time.handle().advance(dur);
+            self.time.handle().advance(Duration::from_nanos(step));
         }
     }
 }

@@ -7,7 +7,14 @@ use futures_util::{select_biased, FutureExt};
 use spin::Mutex;
 #[doc(no_inline)]
 pub use std::time::{Duration, Instant};
-use std::{future::Future, sync::Arc, time::SystemTime};
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::SystemTime,
+};
 
 pub mod error;
 mod interval;
@@ -16,7 +23,8 @@ mod system_time;
 // Faultline patch: naive_timer replaced by a timer heap with cancellable sleeps.
 mod timer;
 
-use self::timer::{SleepKey, Timer};
+pub(crate) use self::timer::SleepKey;
+use self::timer::Timer;
 
 pub use self::interval::{interval, interval_at, Interval, MissedTickBehavior};
 pub use self::sleep::{sleep, sleep_until, Sleep};
@@ -46,7 +54,7 @@ impl TimeRuntime {
 
     /// Advances time to the closest timer event. Returns true if succeed.
     pub fn advance_to_next_event(&self) -> bool {
-        let next = self.handle.timer.lock().next();
+        let next = self.handle.with_timer(Timer::next);
         if let Some(mut time) = next {
             // WARN: in some platform such as M1 macOS,
             //       let t0: Instant;
@@ -110,9 +118,15 @@ impl TimeHandle {
 
     /// Faultline patch: runs every timer due at `now`, in (deadline, insertion) order, each with
     /// the timer unlocked.
+    ///
+    /// The executor steps the clock after every poll; most steps reach no timer, and those
+    /// return here without locking the timer (`Clock::timer_floor`).
     fn expire(&self, now: Duration) {
+        if timer::nanos(now) < self.clock.timer_floor.load(Ordering::Relaxed) {
+            return;
+        }
         loop {
-            let due = self.timer.lock().pop_due(now);
+            let due = self.with_timer(|timer| timer.pop_due(now));
             match due {
                 Some(due) => due.run(),
                 None => return,
@@ -160,14 +174,14 @@ impl TimeHandle {
         deadline: Instant,
         callback: impl FnOnce() + Send + Sync + 'static,
     ) {
-        let mut timer = self.timer.lock();
-        timer.add(deadline - self.clock.base_instant(), callback);
+        let deadline = deadline - self.clock.base_instant();
+        self.with_timer(|timer| timer.add(deadline, callback));
     }
 
     /// Faultline patch: registers a sleep's timer, cancelled when the sleep goes away.
     pub(crate) fn add_sleep_at(&self, deadline: Instant, waker: &std::task::Waker) -> SleepKey {
         let deadline = deadline - self.clock.base_instant();
-        self.timer.lock().add_sleep(deadline, waker)
+        self.with_timer(|timer| timer.add_sleep(deadline, waker))
     }
 
     /// Faultline patch: a re-polled sleep's new waker; false if its timer is gone.
@@ -177,7 +191,15 @@ impl TimeHandle {
 
     /// Faultline patch: a dropped or reset sleep's timer leaves the heap.
     pub(crate) fn cancel_sleep(&self, key: SleepKey) {
-        self.timer.lock().cancel(key);
+        self.with_timer(|timer| timer.cancel(key));
+    }
+
+    /// Faultline patch: changes the timer's heap, then publishes its earliest deadline.
+    fn with_timer<T>(&self, change: impl FnOnce(&mut Timer) -> T) -> T {
+        let mut timer = self.timer.lock();
+        let result = change(&mut timer);
+        (self.clock.timer_floor).store(timer.earliest_entry(), Ordering::Relaxed);
+        result
     }
 
     pub(crate) fn add_timer(&self, dur: Duration, callback: impl FnOnce() + Send + Sync + 'static) {
@@ -206,6 +228,10 @@ pub fn advance(duration: Duration) {
 
 struct Clock {
     inner: Mutex<ClockInner>,
+    /// Faultline patch: the earliest deadline in the timer's heap, in nanoseconds since the
+    /// clock's base (`u64::MAX` when empty), kept by every change of the heap: no timer is due
+    /// before it, so a clock step short of it need not look at the timer.
+    timer_floor: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -226,6 +252,7 @@ impl Clock {
         };
         Clock {
             inner: Mutex::new(clock),
+            timer_floor: AtomicU64::new(u64::MAX),
         }
     }
 

@@ -69,7 +69,7 @@ impl Due {
     }
 }
 
-fn nanos(deadline: Duration) -> u64 {
+pub(crate) fn nanos(deadline: Duration) -> u64 {
     u64::try_from(deadline.as_nanos()).expect("a deadline within 584 years of the start")
 }
 
@@ -189,6 +189,12 @@ impl Timer {
         let event = self.heap.pop().expect("settled on a live timer");
         let callback = self.release(event.slot).expect("a live timer has a callback");
         Some(Due(callback))
+    }
+
+    /// Faultline patch: the earliest deadline in the heap, cancelled or not (`u64::MAX` when
+    /// empty): no timer is due before it.
+    pub(crate) fn earliest_entry(&self) -> u64 {
+        self.heap.peek().map_or(u64::MAX, |event| event.at)
     }
 
     /// The deadline of the next live timer (cancelled ones on top are discarded).

@@ -4,7 +4,7 @@
 use crate::rand::GlobalRng;
 use rand::Rng;
 use spin::Mutex;
-use std::{fmt, sync::Arc};
+use std::{fmt, ops::Range, sync::Arc};
 
 /// Creates a new asynchronous channel, returning the sender/receiver halves.
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
@@ -69,12 +69,25 @@ pub enum TryRecvError {
 }
 
 impl<T> Receiver<T> {
-    /// Attempts to return a pending value on this receiver without blocking.
-    pub fn try_recv_random(&self, rng: &GlobalRng) -> Result<T, TryRecvError> {
+    /// Attempts to return a pending value on this receiver without blocking, chosen at random,
+    /// with a random draw from `steps` for the caller.
+    ///
+    /// Faultline patch: upstream took the RNG's lock twice per executor poll, once here and
+    /// once for the clock's step after the poll (`steps`); both are drawn here now, and no
+    /// choice is drawn when one value is pending.
+    pub fn try_recv_random(
+        &self,
+        rng: &GlobalRng,
+        steps: Range<u64>,
+    ) -> Result<(T, u64), TryRecvError> {
         let mut queue = self.inner.queue.lock();
         if !queue.is_empty() {
-            let idx = rng.with(|rng| rng.gen_range(0..queue.len()));
-            Ok(queue.swap_remove(idx))
+            let len = queue.len();
+            let (idx, step) = rng.with(|rng| {
+                let idx = if len > 1 { rng.gen_range(0..len) } else { 0 };
+                (idx, rng.gen_range(steps))
+            });
+            Ok((queue.swap_remove(idx), step))
         } else if Arc::weak_count(&self.inner) == 0 {
             Err(TryRecvError::Disconnected)
         } else {

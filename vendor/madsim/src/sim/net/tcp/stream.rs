@@ -147,10 +147,11 @@ impl AsyncRead for TcpStream {
         let poll_res = { self.rx.poll_next_unpin(cx) };
         match poll_res {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(data)) => {
-                self.read_buf = *data.downcast::<Bytes>().unwrap();
+            Poll::Ready(Some(Packet::Bytes(data))) => {
+                self.read_buf = data;
                 self.poll_read(cx, buf)
             }
+            Poll::Ready(Some(Packet::Message(_))) => unreachable!("a TCP stream carries bytes"),
             // ref: https://man7.org/linux/man-pages/man2/recv.2.html
             // > When a stream socket peer has performed an orderly shutdown, the
             // > return value will be 0 (the traditional "end-of-file" return).
@@ -174,7 +175,7 @@ impl AsyncWrite for TcpStream {
         // send data
         let data = self.write_buf.split().freeze();
         self.tx
-            .send(Box::new(data))
+            .send(Packet::Bytes(data))
             .ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionReset, "connection reset"))?;
         Poll::Ready(Ok(()))
     }
