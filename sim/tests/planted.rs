@@ -135,14 +135,14 @@ fn a_read_committed_fetch_bounded_by_the_high_watermark_is_caught() {
 /// The returning replica never truncates, so it never catches up nor rejoins the ISR: only
 /// `isr-complete-at-end` sees it (`replica-never-rejoined`, a harness invariant). Seeds move
 /// with the schedule: seed 1 of this scenario caught it until session 11 (madsim's patched
-/// timers, the ISR manager's fixed-rate check), after which no follower of seed 1 has a
-/// divergent tail to truncate; seeds 3 and 7 do (`cargo sim catalogue --plant
-/// follower-skips-truncation --seeds 1..8`: 3 of 24 runs).
+/// timers, the ISR manager's fixed-rate check), then seeds 3 and 7; since session 14's madsim
+/// network (one wake-up per delivered message) seeds 1, 4, 6 and 8 of 1..10 do (`cargo sim run
+/// scenarios/replication-power-loss-durable.toml --seed N --plant follower-skips-truncation`).
 #[test]
 fn a_follower_that_skips_truncation_is_caught_never_rejoining_the_isr() {
     caught(
         "replication-power-loss-durable",
-        3,
+        1,
         Bug::FollowerSkipsTruncation,
         "invariant",
     );
@@ -161,10 +161,11 @@ fn a_leader_serving_consumers_above_its_high_watermark_is_caught() {
 
 #[test]
 fn an_elr_leader_whose_high_watermark_ignores_min_insync_replicas_is_caught() {
-    // Seed 2 since session 11's schedule change (seed 1 escapes now; seeds 2, 3, 4 and 7 catch it).
+    // Seeds move with the schedule: seed 2 from session 11; since session 14's madsim network
+    // seed 2 escapes and 1, 3..8 catch it. Seed 3.
     caught(
         "replication-elr-last-isr-member-lost",
-        2,
+        3,
         Bug::ElrHighWatermarkIgnoresMinIsr,
         "lost_write",
     );
