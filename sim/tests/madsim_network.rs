@@ -9,12 +9,11 @@
 //! to read (and the boxed message, and a channel slot).
 #![cfg(madsim)]
 
+mod common;
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use madsim::net::NetSim;
@@ -23,29 +22,7 @@ use madsim::time::TimeHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Counts how often the task running the wrapped future polls it.
-struct Counted<F> {
-    polls: Arc<AtomicUsize>,
-    inner: Pin<Box<F>>,
-}
-
-impl<F: Future> Future for Counted<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.polls.fetch_add(1, Ordering::Relaxed);
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-fn counted<F: Future>(inner: F) -> (Counted<F>, Arc<AtomicUsize>) {
-    let polls = Arc::new(AtomicUsize::new(0));
-    let future = Counted {
-        polls: polls.clone(),
-        inner: Box::pin(inner),
-    };
-    (future, polls)
-}
+use common::counted;
 
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 9092);
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));

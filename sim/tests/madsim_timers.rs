@@ -11,38 +11,16 @@
 //! polling tasks that had nothing to do.
 #![cfg(madsim)]
 
+mod common;
+
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use madsim::time::TimeHandle;
 
-/// Counts how often the task running the wrapped future is polled.
-struct Counted<F> {
-    polls: Arc<AtomicUsize>,
-    inner: Pin<Box<F>>,
-}
-
-impl<F: Future> Future for Counted<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.polls.fetch_add(1, Ordering::Relaxed);
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-fn counted<F: Future>(inner: F) -> (Counted<F>, Arc<AtomicUsize>) {
-    let polls = Arc::new(AtomicUsize::new(0));
-    let future = Counted {
-        polls: polls.clone(),
-        inner: Box::pin(inner),
-    };
-    (future, polls)
-}
+use common::counted;
 
 fn runtime() -> madsim::runtime::Runtime {
     madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default())
