@@ -506,6 +506,13 @@ fn acks1_offset_reused_beyond_the_final_read(change_ms: u64, end: FinalReadEnd) 
     history.check(&acks1_replicated(change_ms))
 }
 
+/// Every way a final read can leave an offset unread.
+const FINAL_READS_SHORT_OF_THE_OFFSET: [FinalReadEnd; 3] = [
+    FinalReadEnd::Short,
+    FinalReadEnd::Failed,
+    FinalReadEnd::Missing,
+];
+
 #[test]
 fn an_offset_an_allowed_loss_freed_and_another_value_took_is_allowed_though_the_final_read_stopped_before_it(
 ) {
@@ -513,11 +520,7 @@ fn an_offset_an_allowed_loss_freed_and_another_value_took_is_allowed_though_the_
     // offset, which value the log kept there is unknown, and the checker demanded both be
     // allowed losses; only 11's is (sent before the leader change), and 12 took the offset
     // 11's loss freed. Explained by one allowed loss: allowed.
-    for end in [
-        FinalReadEnd::Short,
-        FinalReadEnd::Failed,
-        FinalReadEnd::Missing,
-    ] {
+    for end in FINAL_READS_SHORT_OF_THE_OFFSET {
         let report = acks1_offset_reused_beyond_the_final_read(50, end);
         let a = only(&report, AnomalyKind::InconsistentOffset);
         assert_eq!(
@@ -537,11 +540,7 @@ fn an_offset_holding_two_values_neither_an_allowed_loss_is_a_violation_though_th
 ) {
     // The leader changed at 5 ms, before either value was sent: no allowed loss freed offset
     // 2, so two values there are a genuine reuse.
-    for end in [
-        FinalReadEnd::Short,
-        FinalReadEnd::Failed,
-        FinalReadEnd::Missing,
-    ] {
+    for end in FINAL_READS_SHORT_OF_THE_OFFSET {
         let report = acks1_offset_reused_beyond_the_final_read(5, end);
         assert!(
             only(&report, AnomalyKind::InconsistentOffset).is_violation(),
