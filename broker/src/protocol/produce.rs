@@ -508,36 +508,18 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Reply {
     if let Some(id) = &request.transactional_id {
         verify_transactional(ctx, id.as_str(), timeout, &mut slots).await;
     }
-    // The appends, in request order. Each slot takes its outcome in place: the request's
-    // vectors become the response's, with no second set allocated per produce.
-    for (name, topic_slots) in &mut slots {
-        for slot in topic_slots.iter_mut() {
-            if let Slot::Ready(_) = slot {
-                let index = slot_index(slot);
-                let taken = std::mem::replace(
-                    slot,
-                    Slot::Done(failed(index, ResponseError::UnknownServerError, None)),
-                );
-                let Slot::Ready(ready) = taken else {
-                    unreachable!("matched above")
-                };
-                *slot = Slot::Done(append(ctx, name.as_str(), acks, ready).await);
-            }
+    // The appends, in request order.
+    let mut topics: Vec<(TopicName, Vec<Outcome>)> = Vec::with_capacity(slots.len());
+    for (name, topic_slots) in slots {
+        let mut outcomes = Vec::with_capacity(topic_slots.len());
+        for slot in topic_slots {
+            outcomes.push(match slot {
+                Slot::Done(outcome) => outcome,
+                Slot::Ready(ready) => append(ctx, name.as_str(), acks, ready).await,
+            });
         }
+        topics.push((name, outcomes));
     }
-    let mut topics: Vec<(TopicName, Vec<Outcome>)> = slots
-        .into_iter()
-        .map(|(name, topic_slots)| {
-            let outcomes = topic_slots
-                .into_iter()
-                .map(|slot| match slot {
-                    Slot::Done(outcome) => outcome,
-                    Slot::Ready(_) => unreachable!("every slot was appended above"),
-                })
-                .collect();
-            (name, outcomes)
-        })
-        .collect();
     let version = ctx.version;
     let endpoints = node_endpoints(ctx, &topics);
     match acks {
