@@ -60,7 +60,11 @@
 //!   - **producer_order_violation** — from the same producer (any keys);
 //!   - **offsets_went_backwards** — from different producers.
 //!
-//!   Always violations (`b == a` with different values is an inconsistent offset).
+//!   Violations (`b == a` with different values is an inconsistent offset), except where
+//!   `offset_reuse_after_loss` is set and A's or B's acknowledged copy is absent from the final
+//!   read and its loss is allowed: a leader change cut that acknowledgement's log back, so the
+//!   next leader assigned A's offset again, or B was acknowledged by a leader that never had A
+//!   (a deposed or cut-off leader taking acks=1 writes) and later truncated.
 //! - **committed_offset_regression** — for one group and partition, a committed-offset fetch
 //!   that completed ok returned `f` (nothing committed counts as -1) although a commit of that
 //!   group covering that partition had been acknowledged at `m > f` before the fetch was invoked

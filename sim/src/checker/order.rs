@@ -100,23 +100,31 @@ pub(crate) fn real_time_order<'m>(
                 AnomalyKind::ProducerOrderViolation => format!("producer {}'s sends", b.producer),
                 _ => format!("sends of producers {} and {}", a.producer, b.producer),
             };
-            // With replicas, the earlier send may have been lost (allowed) and its offset
-            // assigned again by the next leader: then the order is not broken, the log moved on.
-            // Its acknowledged copy is what counts: a non-idempotent retry may have written the
+            // With replicas, either acknowledgement may belong to a log a leader change cut
+            // back (an allowed loss): the earlier send's offset assigned again by the next
+            // leader, or the later send acknowledged by a leader that never had the earlier one
+            // (elected while cut off, it took writes until it learned of its successor) and then
+            // truncated away. Either way the order is not broken: the log moved on. The
+            // acknowledged copy is what counts: a non-idempotent retry may have written the
             // value again at another offset that survived.
-            let lost = part
-                .final_read
-                .as_ref()
-                .is_some_and(|f| !f.records.contains(&(a_offset, a.value)));
+            let lost = |send: &Send<'_>, offset: i64| {
+                part.final_read
+                    .as_ref()
+                    .is_some_and(|f| !f.records.contains(&(offset, send.value)))
+            };
+            let allowed_loss = |send: &'m Send<'m>, offset: i64| {
+                lost(send, offset)
+                    .then(|| allowances.loss(send, model.appended_by_ms(send)))
+                    .flatten()
+                    .map(|cause| format!("value {} was lost: {cause}", send.value))
+            };
             let status = match &allowances.offset_reuse_after_loss {
-                Some(reuse) if lost => {
-                    allowances
-                        .loss(a, model.appended_by_ms(a))
-                        .map_or(Status::Violation, |cause| Status::Allowed {
-                            cause: format!("{reuse}: value {} was lost: {cause}", a.value),
-                        })
-                }
-                _ => Status::Violation,
+                Some(reuse) => allowed_loss(a, a_offset)
+                    .or_else(|| allowed_loss(b, b_offset))
+                    .map_or(Status::Violation, |loss| Status::Allowed {
+                        cause: format!("{reuse}: {loss}"),
+                    }),
+                None => Status::Violation,
             };
             out.push(anomaly(
                 kind,

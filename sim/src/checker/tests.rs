@@ -576,6 +576,80 @@ fn a_send_acknowledged_below_a_retried_value_whose_acknowledged_copy_was_lost_is
     assert!(only(&report, AnomalyKind::ProducerOrderViolation).is_violation());
 }
 
+/// The allowances of a replicated acks=1 topic whose leader changed at each of `changes_ms`.
+fn acks1_replicated_changes(changes_ms: &[u64]) -> Allowances {
+    let mut allowances = acks1_replicated(0);
+    if let Some(loss) = &mut allowances.acks0_or_acks1_loss_on_crash {
+        loss.crashes_ms = changes_ms.to_vec();
+    }
+    allowances
+}
+
+/// Producer 1 (acks=1) has 10 at offset 0 on every replica; the old leader acknowledges 11 and
+/// 13 at offsets 1 and 2 (one follower fetches them, the other is cut off with nothing past 0).
+/// At 30 ms the controller hands the partition to the cut-off replica, which acknowledges 12,
+/// invoked at 40 ms, at its log end, offset 1; the replica holding 11 and 13 becomes leader at
+/// `change_ms` and the cut-off one truncates 12 away. The final read holds `survived`.
+fn acks1_later_send_acknowledged_below_by_a_leader_that_lost_it(
+    change_ms: u64,
+    survived: &[(i64, u64)],
+) -> Report {
+    Builder::default()
+        .send_full(1, 0, None, 10, 1, (0, 5), ok(0))
+        .send_full(1, 0, None, 11, 1, (10, 20), ok(1))
+        .send_full(1, 0, None, 13, 1, (21, 25), ok(2))
+        .send_full(1, 0, None, 12, 1, (40, 90), ok(1))
+        .final_read(survived, 100)
+        .check(&acks1_replicated_changes(&[30, change_ms]))
+}
+
+#[test]
+fn a_later_acks1_send_acknowledged_below_an_earlier_one_by_a_leader_whose_log_was_cut_back_is_allowed(
+) {
+    // The gap (session 15, 60 s replication swarm seed 1149): broker 1 led a-1 in epoch 3 and
+    // acknowledged value 2205 at offset 384; the controller gave epoch 4 to broker 2, cut off
+    // with the producer's other side since the split, which acknowledged 2214 at its log end,
+    // 377, before it learned of epoch 5 (broker 3, which had 377..384 from broker 1), and
+    // truncated it. The earlier send survived, so the old rule, which looked only for the
+    // earlier send's loss, called the later send's void offset an order violation.
+    let report = acks1_later_send_acknowledged_below_by_a_leader_that_lost_it(
+        80,
+        &[(0, 10), (1, 11), (2, 13)],
+    );
+    let a = only(&report, AnomalyKind::ProducerOrderViolation);
+    assert_eq!(a.values, vec![13, 12]);
+    assert!(cause(a).contains("value 12 was lost"), "{a}");
+    assert!(cause(a).contains("crash at 80 ms"), "{a}");
+    assert!(report.passed(), "{report}");
+}
+
+#[test]
+fn a_later_send_acknowledged_below_an_earlier_one_stays_a_violation_when_both_survive_or_its_loss_is_not_allowed(
+) {
+    // Both acknowledged copies in the final read, 12 below 13: the log itself went backwards,
+    // whatever leader changes happened around it.
+    let report = Builder::default()
+        .send_full(1, 0, None, 10, 1, (0, 5), ok(0))
+        .send_full(1, 0, None, 11, 1, (10, 20), ok(1))
+        .send_full(1, 0, None, 13, 1, (21, 25), ok(3))
+        .send_full(1, 0, None, 12, 1, (40, 90), ok(2))
+        .final_read(&[(0, 10), (1, 11), (2, 12), (3, 13)], 100)
+        .check(&acks1_replicated_changes(&[30, 80]));
+    assert!(
+        only(&report, AnomalyKind::ProducerOrderViolation).is_violation(),
+        "{report}"
+    );
+    // 12 lost, but every leader change came before it was sent: nothing could drop it.
+    let report = acks1_later_send_acknowledged_below_by_a_leader_that_lost_it(
+        30,
+        &[(0, 10), (1, 11), (2, 13)],
+    );
+    assert!(
+        only(&report, AnomalyKind::ProducerOrderViolation).is_violation(),
+        "{report}"
+    );
+}
+
 // ---- Duplicates ----
 
 #[test]
