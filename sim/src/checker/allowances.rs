@@ -36,7 +36,9 @@ pub struct Allowances {
     pub reads_survive: Option<String>,
     /// Replicated topics where a loss is allowed (acks=0/1, unclean elections): a new leader
     /// that never had a lost record assigns its offset again, as Kafka does. An offset holding
-    /// two values is then allowed when every value but the surviving one is an allowed loss.
+    /// two values is then allowed when every value but the surviving one is an allowed loss,
+    /// and a send acknowledged below an earlier acknowledged send when either acknowledged copy
+    /// is an allowed loss (a leader that never had the earlier one acknowledged the later one).
     pub offset_reuse_after_loss: Option<String>,
     /// Compacted topics (`cleanup.policy` lists `compact`), by name: the cleaner may remove a
     /// record a newer record of its key replaced, and a tombstone once `delete.retention.ms`

@@ -120,10 +120,16 @@ pub(crate) fn real_time_order<'m>(
             };
             let status = match &allowances.offset_reuse_after_loss {
                 Some(reuse) => allowed_loss(a, a_offset)
-                    .or_else(|| allowed_loss(b, b_offset))
-                    .map_or(Status::Violation, |loss| Status::Allowed {
-                        cause: format!("{reuse}: {loss}"),
-                    }),
+                    .map(|loss| format!("{reuse}: {loss}"))
+                    .or_else(|| {
+                        allowed_loss(b, b_offset).map(|loss| {
+                            format!(
+                                "a leader without the earlier write acknowledged the later one, \
+                                 then a leader change cut its log back (replicated topic): {loss}"
+                            )
+                        })
+                    })
+                    .map_or(Status::Violation, |cause| Status::Allowed { cause }),
                 None => Status::Violation,
             };
             out.push(anomaly(
