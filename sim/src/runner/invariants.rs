@@ -1572,7 +1572,10 @@ mod tests {
             replication_kinds(found.clone()),
             vec![ReplicationInvariant::HighWatermarkWithinIsr]
         );
-        assert!(found[0].1.contains("its own replica ends at 19"), "{found:?}");
+        assert!(
+            found[0].1.contains("its own replica ends at 19"),
+            "{found:?}"
+        );
         // Its broker is down (unknown): judged by the leader's count alone, as before.
         let mut other = ReplicationChecks::default();
         leader.high_watermark = 10;
