@@ -526,7 +526,14 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
                 // leader (60 s replication swarm seed 124: 520 as leader of epoch 7, 519 as a
                 // follower in epoch 8, both seen while offline).
                 let sole = !partition.log.is_replicated();
-                let found = inv.replication.observe(&replica, now);
+                // An ISR member's own replica, as its broker holds it now (see `observe_with`).
+                let held = |member: i32| {
+                    let p = cluster
+                        .broker(u32::try_from(member).ok()?)?
+                        .partition(&topic.name, partition.index)?;
+                    Some(countable_end(&p))
+                };
+                let found = inv.replication.observe_with(&replica, now, &held);
                 for (kind, what) in found {
                     inv.replication_violation(kind, what, now, trace);
                 }
@@ -585,6 +592,18 @@ pub(super) fn check_online(cluster: &Cluster, invariants: &Mutex<Invariants>, tr
                 }
             }
         }
+    }
+}
+
+/// What a replica's own log holds as it counts for the high watermark: its synced end under the
+/// durable policy (a follower syncs a fetch offset before the leader may count it), else its
+/// log end.
+fn countable_end(partition: &Partition) -> u64 {
+    let o = partition.log.offsets();
+    if partition.log.config().flush == FlushPolicy::Durable {
+        o.durable_end_offset
+    } else {
+        o.log_end_offset
     }
 }
 
@@ -898,11 +917,26 @@ pub(crate) struct ReplicationChecks {
 }
 
 impl ReplicationChecks {
-    /// Checks one replica as it is now; returns the violations found (named).
+    /// Checks one replica as it is now; returns the violations found (named). Knows nothing of
+    /// the other replicas' own logs: [`ReplicationChecks::observe_with`] with none.
+    #[cfg(test)]
     pub(crate) fn observe(
         &mut self,
         r: &ReplicaView,
         now: u64,
+    ) -> Vec<(ReplicationInvariant, String)> {
+        self.observe_with(r, now, &|_| None)
+    }
+
+    /// Checks one replica as it is now; returns the violations found (named). `held` tells what
+    /// an ISR member's own replica holds now, as it counts for the HW (`None`: unknown, its
+    /// broker is down): asked only when the leader's HW rose past the member's progress as the
+    /// leader counts it, which can have moved back since the HW was computed (see below).
+    pub(crate) fn observe_with(
+        &mut self,
+        r: &ReplicaView,
+        now: u64,
+        held: &dyn Fn(i32) -> Option<u64>,
     ) -> Vec<(ReplicationInvariant, String)> {
         let mut found = Vec::new();
         // Formatted only for a finding: this runs for every replica every few milliseconds.
@@ -967,19 +1001,40 @@ impl ReplicationChecks {
                 // The HW moved in this leadership: the leader computed it, so it must lie
                 // within every member it counts. (A new leader's first HW is the one it had
                 // as a follower, a lower bound it keeps until its followers report.)
+                //
+                // The member's progress is sampled after the HW was computed, and may have
+                // moved back since: a fetch the member sent long ago, held up in a partition on
+                // a connection it has since given up, reaches the leader late and is recorded
+                // (Kafka's `updateFollowerFetchState` takes the fetch offset as it comes; same
+                // incarnation, so KIP-903's broker epoch does not refuse it). That undercounts
+                // the member, which is safe; only a member whose own replica lacks the HW was
+                // counted for more than it holds (60 s replication swarm seed 267: t-1's
+                // leader saw broker 3 at 503, then a fetch from 207 sent 16 s before).
                 Some(last) if r.high_watermark > last => {
                     for (&member, &end) in &r.isr {
-                        if r.high_watermark > end {
-                            found.push((
-                                ReplicationInvariant::HighWatermarkWithinIsr,
-                                format!(
-                                    "{}: HW rose to {} in epoch {} beyond ISR member {member}'s log end {end}",
-                                    at(),
-                                    r.high_watermark,
-                                    r.epoch
-                                ),
-                            ));
+                        if r.high_watermark <= end {
+                            continue;
                         }
+                        let own = if member == r.broker as i32 {
+                            None
+                        } else {
+                            held(member)
+                        };
+                        if own.is_some_and(|own| own >= r.high_watermark) {
+                            continue;
+                        }
+                        let own = own.map_or(String::new(), |own| {
+                            format!(" (its own replica ends at {own})")
+                        });
+                        found.push((
+                            ReplicationInvariant::HighWatermarkWithinIsr,
+                            format!(
+                                "{}: HW rose to {} in epoch {} beyond ISR member {member}'s log end {end}{own}",
+                                at(),
+                                r.high_watermark,
+                                r.epoch
+                            ),
+                        ));
                     }
                 }
                 _ => {}
@@ -1489,6 +1544,45 @@ mod tests {
         leader.high_watermark = 20;
         assert_eq!(
             replication_kinds(checks.observe(&leader, 1)),
+            vec![ReplicationInvariant::HighWatermarkWithinIsr]
+        );
+    }
+
+    #[test]
+    fn a_members_progress_moved_back_by_a_delayed_fetch_after_the_hw_rose_is_caught_only_if_its_replica_lacks_the_hw(
+    ) {
+        // Seed 267 of the 60 s replication swarm: the leader counted member 2 at 20 and moved
+        // the HW to 20, then a fetch 2 had sent from 12 long before arrived and moved its
+        // progress back, all between two samples.
+        let mut checks = ReplicationChecks::default();
+        let mut leader = replica(1, true, 3, 10, 30);
+        leader.isr.insert(2, 10);
+        checks.observe_with(&leader, 0, &|_| Some(10));
+        leader.high_watermark = 20;
+        leader.isr.insert(2, 12);
+        // Member 2's own replica holds the HW: undercounted, nothing at risk.
+        assert_eq!(
+            replication_kinds(checks.observe_with(&leader, 1, &|m| (m == 2).then_some(20))),
+            vec![]
+        );
+        // It does not: the leader counted it for more than it holds.
+        leader.high_watermark = 21;
+        let found = checks.observe_with(&leader, 2, &|m| (m == 2).then_some(19));
+        assert_eq!(
+            replication_kinds(found.clone()),
+            vec![ReplicationInvariant::HighWatermarkWithinIsr]
+        );
+        assert!(
+            found[0].1.contains("its own replica ends at 19"),
+            "{found:?}"
+        );
+        // Its broker is down (unknown): judged by the leader's count alone, as before.
+        let mut other = ReplicationChecks::default();
+        leader.high_watermark = 10;
+        other.observe_with(&leader, 0, &|_| None);
+        leader.high_watermark = 20;
+        assert_eq!(
+            replication_kinds(other.observe_with(&leader, 1, &|_| None)),
             vec![ReplicationInvariant::HighWatermarkWithinIsr]
         );
     }
