@@ -707,8 +707,8 @@ impl Log {
     }
 
     /// Where a reader that met a batch damaged at rest ([`ReadError::Corrupt`] at `position`
-    /// of the segment file `segment`) resumes: the base offset of the valid batch right after
-    /// it, which recovery stepped over the damage to keep ([`segment::Segment::scan`]) and
+    /// of the segment file `segment`) resumes: the base offset of the first valid batch after
+    /// it (and after any damaged batches right behind it), which recovery stepped over the damage to keep ([`segment::Segment::scan`]) and
     /// reads serve; else (the damage ends its segment, or hides where the next batch starts)
     /// the next segment's base; `None` when nothing readable follows. A reader that skipped
     /// the rest of the segment instead would miss batches the log keeps and serves: the
@@ -740,10 +740,12 @@ impl Log {
             return Ok(next_segment);
         };
         let after = position + damaged.size() as u64;
-        Ok(match valid_batch_at(file.as_ref(), after, size).await? {
-            Some(valid) => Some(valid.base_offset as u64),
-            None => next_segment,
-        })
+        Ok(
+            match valid_batch_after_damage(file.as_ref(), after, size).await? {
+                Some((_, valid)) => Some(valid.base_offset as u64),
+                None => next_segment,
+            },
+        )
     }
 
     /// Where a replay of the whole log (producer state, `__consumer_offsets`,
@@ -2362,13 +2364,37 @@ async fn valid_batch_at(
     Ok(batch::validate_stored(&whole).ok())
 }
 
+/// The first valid batch at or after `at` in a segment file of `size` bytes, stepping over
+/// damaged batches whose lengths are readable (each taken to end where its length says), as
+/// recovery's scan steps over them ([`Segment::scan`]): `(position, header)`, or `None` when
+/// an unreadable length or the end of the file comes first.
+async fn valid_batch_after_damage(
+    file: &dyn DiskFile,
+    mut at: u64,
+    size: u64,
+) -> io::Result<Option<(u64, BatchHeader)>> {
+    while at < size {
+        if let Some(valid) = valid_batch_at(file, at, size).await? {
+            return Ok(Some((at, valid)));
+        }
+        let mut header_buf = [0u8; HEADER_LEN];
+        let n = file.read_at(at, &mut header_buf).await?;
+        match BatchHeader::parse(&header_buf[..n]) {
+            Ok(damaged) if at + damaged.size() as u64 <= size => at += damaged.size() as u64,
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// Where a read of `target` goes on past the damaged batch `damaged` at `at` (its CRC failed)
-/// in a segment file of `size` bytes: `(position, base offset)` of the batch right after it,
-/// if that one is valid, starts past the damaged one's base offset and at or below `target`.
-/// Its base offset (outside its CRC) then says where the damaged batch's offsets end, as
-/// recovery's scan takes it ([`Segment::scan`]): one fault at a time. `None`: `target` may lie
-/// in the damaged batch, or where it ends cannot be told (its length, outside the CRC, may be
-/// damaged too): the read fails. A read at the damaged batch's base offset reads nothing more.
+/// in a segment file of `size` bytes: `(position, base offset)` of the first valid batch
+/// after it (right after it, or after more damaged batches whose lengths are readable), if
+/// that one starts past the damaged one's base offset and at or below `target`. Its base
+/// offset (outside its CRC) then says where the damaged batches' offsets end, as recovery's
+/// scan takes it ([`Segment::scan`]). `None`: `target` may lie in the damage, or where it
+/// ends cannot be told (a length, outside the CRC, may be damaged too): the read fails. A
+/// read at the damaged batch's base offset reads nothing more.
 async fn step_over_damage(
     file: &dyn DiskFile,
     at: u64,
@@ -2380,10 +2406,12 @@ async fn step_over_damage(
         return Ok(None);
     }
     let after = at + damaged.size() as u64;
-    Ok(valid_batch_at(file, after, size)
+    Ok(valid_batch_after_damage(file, after, size)
         .await?
-        .filter(|next| next.base_offset > damaged.base_offset && next.base_offset as u64 <= target)
-        .map(|next| (after, next.base_offset as u64)))
+        .filter(|(_, next)| {
+            next.base_offset > damaged.base_offset && next.base_offset as u64 <= target
+        })
+        .map(|(position, next)| (position, next.base_offset as u64)))
 }
 
 fn empty_read(offsets: LogOffsets) -> ReadInfo {
