@@ -51,7 +51,12 @@
 //! checkpoint is not written again), so thousands of logs open in the time of their reads.
 //!
 //! Without the clean-shutdown marker, the segments from the recovery point on are scanned
-//! batch by batch: CRCs checked, indexes rebuilt, a torn tail cut. Sealed segments below the
+//! batch by batch: CRCs checked, indexes rebuilt, a torn tail cut. Damage at rest is never
+//! cut: damaged batches whose lengths read are stepped over when a valid batch follows them;
+//! damage whose length does not read, with whole batches behind it, ends its segment where
+//! the offsets those bytes may hold end, and the log goes on in a new segment from there (its
+//! name, durable before anything is appended, keeps those offsets from being handed out
+//! again, whatever fails or crashes later). Sealed segments below the
 //! recovery point keep their checksummed indexes (rebuilt if missing or damaged). With the
 //! marker, only the few bytes after each segment's last index entry are read.
 //!
@@ -2802,9 +2807,27 @@ async fn recover(
                     offsets_written_from(seg.file.as_ref(), position, seg.next_offset).await?;
                 torn_end = torn_end.max(end);
                 if intact_after {
-                    // Whole batches after the damage: not a torn write but damage at rest,
-                    // and the cut takes their offsets too.
-                    damaged_end = damaged_end.max(end);
+                    // Whole batches after the damage: not a torn write but damage at rest
+                    // whose length does not read. Its offsets and those of the batches behind
+                    // it may have been acknowledged, so none is handed out again. Cutting the
+                    // bytes would destroy what the next recovery needs to know that, and a
+                    // failed write or a crash between the cut and the filler batch that keeps
+                    // the offsets handed them out again (60 s replication swarm seed 519). So
+                    // nothing is cut: the segment keeps its bytes and ends where the damage's
+                    // offsets end, and the log goes on in a new segment there, whose durable
+                    // name is the record of the skip. Reads of the damage fail; readers resume
+                    // at the new segment.
+                    report.corrupt_batches += 1;
+                    tracing::error!(segment = %path.display(), position, %error, next_base = end,
+                        "CORRUPT SEGMENT: damage at rest in the active segment; the log goes on in a new segment past it");
+                    seg.size = seg.file.len();
+                    seg.next_offset = end;
+                    segments.insert(base, seg);
+                    let new_path = segment::path(dir, end, LOG_SUFFIX);
+                    let file = disk.open(&new_path, OpenMode::CreateNew).await?;
+                    disk.sync_dir(dir).await?;
+                    segments.insert(end, Segment::new(end, file));
+                    continue;
                 }
                 report.torn_bytes_cut += seg.file.len() - position;
                 tracing::warn!(segment = %path.display(), position, cut_bytes = seg.file.len() - position, %error,
