@@ -3,9 +3,10 @@
 
 mod common;
 
-use broker::log::{AppendError, FlushPolicy, LogConfig, ReadError};
+use broker::log::{AppendError, FlushPolicy, Log, LogConfig, ReadError};
 use chaos::FaultyDiskConfig;
 use common::*;
+use std::sync::Arc;
 
 fn torn() -> FaultyDiskConfig {
     FaultyDiskConfig {
@@ -149,6 +150,118 @@ async fn a_bit_flip_found_by_recovery_is_kept_and_reported_not_cut_with_the_data
             .map(|(_, b)| id_of(b))
             .collect::<Vec<_>>(),
         vec![3, 4]
+    );
+}
+
+#[tokio::test]
+async fn bit_flips_in_neighbouring_batches_are_kept_and_reported_not_cut_with_the_data_after_them()
+{
+    // The bug: recovery stepped over a damaged batch of the active segment only when the batch
+    // right after it was valid, so flips in two neighbouring batches read as a torn tail and
+    // the synced, acknowledged batches behind them were cut (60 s replication swarm seed 519:
+    // 55 batches cut, their offsets handed out again once the skip meant to keep them failed).
+    let f = Fixture::new(2, FaultyDiskConfig::default(), LogConfig::default());
+    let log = f.open().await;
+    for id in 0..6 {
+        log.append(&mut batch_with_id(id, 2, 200, T0), 0)
+            .await
+            .unwrap();
+    }
+    drop(log);
+    let batch_len = batch_with_id(0, 2, 200, T0).len() as u64;
+    for damaged in [2, 3] {
+        f.disk
+            .flip_bit(&f.segment_path(0), batch_len * damaged + 80, 0)
+            .unwrap();
+    }
+    f.disk.crash();
+    let log = f.open().await;
+    assert_eq!(log.recovery().corrupt_batches, 2);
+    assert_eq!(log.recovery().torn_bytes_cut, 0);
+    assert_eq!(log.log_end_offset(), 12, "every synced batch is kept");
+    for inside in [4, 7] {
+        assert!(matches!(
+            log.read(inside, 1 << 20, None).await,
+            Err(ReadError::Corrupt { .. })
+        ));
+    }
+    let tail = log.read(8, 1 << 20, None).await.unwrap();
+    assert_eq!(
+        batches(&tail.records)
+            .iter()
+            .map(|(_, b)| id_of(b))
+            .collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    let next = log
+        .append(&mut batch_with_id(6, 2, 200, T0), 0)
+        .await
+        .unwrap();
+    assert_eq!(next.base_offset, 12, "no offset is handed out twice");
+}
+
+#[tokio::test]
+async fn damage_at_rest_whose_length_is_unreadable_never_gives_its_offsets_again_after_a_failed_recovery(
+) {
+    // The bug: recovery cut a damaged batch of the active segment whose length no longer reads,
+    // with the synced batches behind it, made the cut durable, and only then appended the
+    // filler batch that keeps their offsets. A write failing (or a crash striking) in between
+    // left a log whose next recovery saw a clean, short tail and handed those offsets out
+    // again: acknowledged records overwritten (60 s replication swarm seed 519, where the
+    // failure was a disk EIO during broker-1's recovery of t-1 and a restart came next).
+    let f = Fixture::new(2, FaultyDiskConfig::default(), LogConfig::default());
+    let open = || {
+        Log::open_replicated(
+            Arc::new(f.disk.clone()),
+            f.clock.clone(),
+            f.dir.clone(),
+            f.config.clone(),
+        )
+    };
+    let log = open().await.unwrap();
+    for id in 0..6 {
+        log.append(&mut batch_with_id(id, 2, 200, T0), 0)
+            .await
+            .unwrap();
+    }
+    drop(log);
+    let batch_len = batch_with_id(0, 2, 200, T0).len() as u64;
+    // The top bit of batch 2's length: the scan cannot tell where it ends.
+    f.disk
+        .flip_bit(&f.segment_path(0), batch_len * 2 + 8, 7)
+        .unwrap();
+    f.disk.crash();
+    f.disk.fail_next_write();
+    let _ = open().await;
+    f.disk.crash();
+    let log = open().await.expect("the disk works again");
+    assert!(
+        log.log_end_offset() >= 12,
+        "offsets 4..12 were acknowledged: the log ends at {}, below them",
+        log.log_end_offset()
+    );
+    assert!(matches!(
+        log.read(4, 1 << 20, None).await,
+        Err(ReadError::Corrupt { .. })
+    ));
+    assert!(log.recovery().corrupt_batches >= 1);
+    let next = log
+        .append(&mut batch_with_id(6, 2, 200, T0), 0)
+        .await
+        .unwrap();
+    assert_eq!(next.base_offset, log.log_end_offset() - 2);
+    assert!(next.base_offset >= 12, "no offset is handed out twice");
+    drop(log);
+    f.disk.crash();
+    let log = open().await.unwrap();
+    let read = log.read(next.base_offset, 1 << 20, None).await.unwrap();
+    assert_eq!(
+        batches(&read.records)
+            .iter()
+            .map(|(_, b)| id_of(b))
+            .collect::<Vec<_>>(),
+        vec![6],
+        "the append after the damage survives the next recovery"
     );
 }
 

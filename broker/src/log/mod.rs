@@ -51,7 +51,12 @@
 //! checkpoint is not written again), so thousands of logs open in the time of their reads.
 //!
 //! Without the clean-shutdown marker, the segments from the recovery point on are scanned
-//! batch by batch: CRCs checked, indexes rebuilt, a torn tail cut. Sealed segments below the
+//! batch by batch: CRCs checked, indexes rebuilt, a torn tail cut. Damage at rest is never
+//! cut: damaged batches whose lengths read are stepped over when a valid batch follows them;
+//! damage whose length does not read, with whole batches behind it, ends its segment where
+//! the offsets those bytes may hold end, and the log goes on in a new segment from there (its
+//! name, durable before anything is appended, keeps those offsets from being handed out
+//! again, whatever fails or crashes later). Sealed segments below the
 //! recovery point keep their checksummed indexes (rebuilt if missing or damaged). With the
 //! marker, only the few bytes after each segment's last index entry are read.
 //!
@@ -707,8 +712,8 @@ impl Log {
     }
 
     /// Where a reader that met a batch damaged at rest ([`ReadError::Corrupt`] at `position`
-    /// of the segment file `segment`) resumes: the base offset of the valid batch right after
-    /// it, which recovery stepped over the damage to keep ([`segment::Segment::scan`]) and
+    /// of the segment file `segment`) resumes: the base offset of the first valid batch after
+    /// it (and after any damaged batches right behind it), which recovery stepped over the damage to keep ([`segment::Segment::scan`]) and
     /// reads serve; else (the damage ends its segment, or hides where the next batch starts)
     /// the next segment's base; `None` when nothing readable follows. A reader that skipped
     /// the rest of the segment instead would miss batches the log keeps and serves: the
@@ -740,10 +745,12 @@ impl Log {
             return Ok(next_segment);
         };
         let after = position + damaged.size() as u64;
-        Ok(match valid_batch_at(file.as_ref(), after, size).await? {
-            Some(valid) => Some(valid.base_offset as u64),
-            None => next_segment,
-        })
+        Ok(
+            match valid_batch_after_damage(file.as_ref(), after, size).await? {
+                Some((_, valid)) => Some(valid.base_offset as u64),
+                None => next_segment,
+            },
+        )
     }
 
     /// Where a replay of the whole log (producer state, `__consumer_offsets`,
@@ -2362,13 +2369,37 @@ async fn valid_batch_at(
     Ok(batch::validate_stored(&whole).ok())
 }
 
+/// The first valid batch at or after `at` in a segment file of `size` bytes, stepping over
+/// damaged batches whose lengths are readable (each taken to end where its length says), as
+/// recovery's scan steps over them ([`Segment::scan`]): `(position, header)`, or `None` when
+/// an unreadable length or the end of the file comes first.
+async fn valid_batch_after_damage(
+    file: &dyn DiskFile,
+    mut at: u64,
+    size: u64,
+) -> io::Result<Option<(u64, BatchHeader)>> {
+    while at < size {
+        if let Some(valid) = valid_batch_at(file, at, size).await? {
+            return Ok(Some((at, valid)));
+        }
+        let mut header_buf = [0u8; HEADER_LEN];
+        let n = file.read_at(at, &mut header_buf).await?;
+        match BatchHeader::parse(&header_buf[..n]) {
+            Ok(damaged) if at + damaged.size() as u64 <= size => at += damaged.size() as u64,
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// Where a read of `target` goes on past the damaged batch `damaged` at `at` (its CRC failed)
-/// in a segment file of `size` bytes: `(position, base offset)` of the batch right after it,
-/// if that one is valid, starts past the damaged one's base offset and at or below `target`.
-/// Its base offset (outside its CRC) then says where the damaged batch's offsets end, as
-/// recovery's scan takes it ([`Segment::scan`]): one fault at a time. `None`: `target` may lie
-/// in the damaged batch, or where it ends cannot be told (its length, outside the CRC, may be
-/// damaged too): the read fails. A read at the damaged batch's base offset reads nothing more.
+/// in a segment file of `size` bytes: `(position, base offset)` of the first valid batch
+/// after it (right after it, or after more damaged batches whose lengths are readable), if
+/// that one starts past the damaged one's base offset and at or below `target`. Its base
+/// offset (outside its CRC) then says where the damaged batches' offsets end, as recovery's
+/// scan takes it ([`Segment::scan`]). `None`: `target` may lie in the damage, or where it
+/// ends cannot be told (a length, outside the CRC, may be damaged too): the read fails. A
+/// read at the damaged batch's base offset reads nothing more.
 async fn step_over_damage(
     file: &dyn DiskFile,
     at: u64,
@@ -2380,10 +2411,12 @@ async fn step_over_damage(
         return Ok(None);
     }
     let after = at + damaged.size() as u64;
-    Ok(valid_batch_at(file, after, size)
+    Ok(valid_batch_after_damage(file, after, size)
         .await?
-        .filter(|next| next.base_offset > damaged.base_offset && next.base_offset as u64 <= target)
-        .map(|next| (after, next.base_offset as u64)))
+        .filter(|(_, next)| {
+            next.base_offset > damaged.base_offset && next.base_offset as u64 <= target
+        })
+        .map(|(position, next)| (position, next.base_offset as u64)))
 }
 
 fn empty_read(offsets: LogOffsets) -> ReadInfo {
@@ -2774,9 +2807,27 @@ async fn recover(
                     offsets_written_from(seg.file.as_ref(), position, seg.next_offset).await?;
                 torn_end = torn_end.max(end);
                 if intact_after {
-                    // Whole batches after the damage: not a torn write but damage at rest,
-                    // and the cut takes their offsets too.
-                    damaged_end = damaged_end.max(end);
+                    // Whole batches after the damage: not a torn write but damage at rest
+                    // whose length does not read. Its offsets and those of the batches behind
+                    // it may have been acknowledged, so none is handed out again. Cutting the
+                    // bytes would destroy what the next recovery needs to know that, and a
+                    // failed write or a crash between the cut and the filler batch that keeps
+                    // the offsets handed them out again (60 s replication swarm seed 519). So
+                    // nothing is cut: the segment keeps its bytes and ends where the damage's
+                    // offsets end, and the log goes on in a new segment there, whose durable
+                    // name is the record of the skip. Reads of the damage fail; readers resume
+                    // at the new segment.
+                    report.corrupt_batches += 1;
+                    tracing::error!(segment = %path.display(), position, %error, next_base = end,
+                        "CORRUPT SEGMENT: damage at rest in the active segment; the log goes on in a new segment past it");
+                    seg.size = seg.file.len();
+                    seg.next_offset = end;
+                    segments.insert(base, seg);
+                    let new_path = segment::path(dir, end, LOG_SUFFIX);
+                    let file = disk.open(&new_path, OpenMode::CreateNew).await?;
+                    disk.sync_dir(dir).await?;
+                    segments.insert(end, Segment::new(end, file));
+                    continue;
                 }
                 report.torn_bytes_cut += seg.file.len() - position;
                 tracing::warn!(segment = %path.display(), position, cut_bytes = seg.file.len() - position, %error,
