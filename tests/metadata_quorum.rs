@@ -11,7 +11,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::clock::SystemClock;
 use broker::controller::image::{ClusterImage, Endpoint};
 use broker::controller::plane::MetadataPlane;
 use broker::controller::raft::{QuorumConfig, QuorumTimeouts, RaftPlane, Voter};
@@ -37,7 +36,7 @@ async fn start(config: QuorumConfig) -> Arc<RaftPlane> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    RaftPlane::start(config, disk(), Arc::new(SystemClock))
+    RaftPlane::start(config, disk())
         .await
         .expect("the plane starts")
 }
@@ -281,13 +280,9 @@ async fn a_power_loss_of_a_quorum_of_one_mid_write_loses_no_acknowledged_topic()
         );
         let dir = std::path::PathBuf::from("/data");
         let config = single(&dir, 5);
-        let plane = RaftPlane::start(
-            config.clone(),
-            Arc::new(disk.clone()),
-            Arc::new(SystemClock),
-        )
-        .await
-        .unwrap();
+        let plane = RaftPlane::start(config.clone(), Arc::new(disk.clone()))
+            .await
+            .unwrap();
         bring_up(&plane, 1).await;
         let acks = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writers: Vec<_> = (0..4)
@@ -335,7 +330,7 @@ async fn a_power_loss_of_a_quorum_of_one_mid_write_loses_no_acknowledged_topic()
         plane.shutdown().await;
         drop(plane);
 
-        let plane = RaftPlane::start(config, Arc::new(disk.clone()), Arc::new(SystemClock))
+        let plane = RaftPlane::start(config, Arc::new(disk.clone()))
             .await
             .unwrap();
         eventually(&plane, "every acknowledged topic", |i| {
@@ -486,7 +481,7 @@ async fn faulty_voters() -> (Vec<Arc<RaftPlane>>, Vec<chaos::FaultyDisk>, Vec<Vo
         let disk = chaos::FaultyDisk::new(id, chaos::FaultyDiskConfig::default());
         let config = voter_config(id as i32, &voters, Path::new("/data"));
         planes.push(
-            RaftPlane::start(config, Arc::new(disk.clone()), Arc::new(SystemClock))
+            RaftPlane::start(config, Arc::new(disk.clone()))
                 .await
                 .expect("the plane starts"),
         );
@@ -518,7 +513,6 @@ async fn restart(
         match RaftPlane::start(
             voter_config(id, voters, Path::new("/data")),
             Arc::new(disks[index].clone()),
-            Arc::new(SystemClock),
         )
         .await
         {

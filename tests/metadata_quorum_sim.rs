@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::clock::SystemClock;
 use broker::controller::decide::ControllerSettings;
 use broker::controller::image::{ClusterImage, Endpoint};
 use broker::controller::plane::MetadataPlane;
@@ -105,10 +104,9 @@ impl Cluster {
                 .init(move || {
                     let (disk, plane) = (disk.clone(), Arc::clone(&plane));
                     async move {
-                        let started =
-                            RaftPlane::start(config(id), Arc::new(disk), Arc::new(SystemClock))
-                                .await
-                                .expect("the plane starts");
+                        let started = RaftPlane::start(config(id), Arc::new(disk))
+                            .await
+                            .expect("the plane starts");
                         *plane.lock().unwrap() = Some(Arc::clone(&started));
                         if id == LEARNER {
                             register_self(&started).await;
@@ -489,7 +487,7 @@ async fn a_plane_stopped_while_its_peers_stay_connected_starts_again_on_the_same
         .spawn(async move {
             stopped.shutdown().await;
             drop(stopped);
-            RaftPlane::start(config(follower), Arc::new(disk), Arc::new(SystemClock)).await
+            RaftPlane::start(config(follower), Arc::new(disk)).await
         })
         .await
         .expect("the node runs the restart");

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::clock::SystemClock;
 use broker::controller::decide::ControllerSettings;
 use broker::controller::image::Endpoint;
 use broker::controller::plane::MetadataPlane;
@@ -96,11 +95,7 @@ async fn main() {
             },
             ..QuorumConfig::single(voter.id, root.path().join(format!("n{}", voter.id)))
         };
-        planes.push(
-            RaftPlane::start(config, Arc::clone(&disk), Arc::new(SystemClock))
-                .await
-                .unwrap(),
-        );
+        planes.push(RaftPlane::start(config, Arc::clone(&disk)).await.unwrap());
     }
     let leader = loop {
         if let Some(l) = planes[0].quorum_status().active_controller {

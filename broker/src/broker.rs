@@ -177,14 +177,14 @@ pub type StartPlane = Box<dyn FnOnce(PlaneContext) -> PlaneFuture + Send>;
 
 /// This node's replica of the metadata quorum on openraft (`controller.quorum.voters`; none:
 /// a quorum of one, with its log in the data directory and no network).
-pub fn raft_plane(config: &BrokerConfig, disk: Arc<dyn Disk>, clock: Arc<dyn Clock>) -> StartPlane {
+pub fn raft_plane(config: &BrokerConfig, disk: Arc<dyn Disk>) -> StartPlane {
     let config = config.clone();
     Box::new(move |ctx: PlaneContext| -> PlaneFuture {
         Box::pin(async move {
             let quorum = config
                 .quorum_config(ctx.cluster_id_if_new)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let plane = crate::controller::raft::RaftPlane::start(quorum, disk, clock).await?;
+            let plane = crate::controller::raft::RaftPlane::start(quorum, disk).await?;
             let stopped = Arc::clone(&plane);
             Ok(StartedPlane {
                 controller_endpoint: plane.controller_endpoint(),
@@ -358,7 +358,7 @@ impl Broker {
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
     ) -> io::Result<Arc<Broker>> {
-        let start = raft_plane(&config, Arc::clone(&disk), Arc::clone(&clock));
+        let start = raft_plane(&config, Arc::clone(&disk));
         Broker::open_with_plane(config, disk, clock, start).await
     }
 

@@ -428,7 +428,7 @@ async fn broker_main(
     let broker = loop {
         let stop_slot: StopSlot = Arc::new(Mutex::new(None));
         let start = watched_plane(
-            broker::broker::raft_plane(&config, Arc::new(disk.clone()), Arc::new(clock.clone())),
+            broker::broker::raft_plane(&config, Arc::new(disk.clone())),
             Arc::clone(&plane),
             Arc::clone(&stop_slot),
         );

@@ -179,6 +179,18 @@ fn a_broker_cut_off_past_its_session_is_fenced_and_unfenced_once_it_heartbeats_a
 }
 
 #[test]
+fn a_broker_restarting_while_the_controllers_wall_clock_jumps_back_registers_within_its_session() {
+    // The bug story (60 s replication swarm, seeds 1747 and 1967): the controller timed broker
+    // sessions on its wall clock. Set 50 s ahead, it saw the restarted broker's old session
+    // last touched at skewed time; set back, that session looked alive for 50 s more of true
+    // time, and every registration of the new incarnation was refused as a duplicate: the
+    // broker was not up 20 s after the heal (images-converge). Sessions now run on the
+    // runtime's monotonic clock, as Kafka's BrokerHeartbeatTracker's do. Planted back (the
+    // controller loop reading the wall clock again), seeds 1 and 2 FAIL so.
+    passes("cluster-controller-clock-jumps", 1..3);
+}
+
+#[test]
 fn a_node_whose_metadata_log_fails_halts_and_the_quorum_elects_another_controller_and_goes_on() {
     // Without the halt (planted: the stop not recorded), the controller's raft core stopped on
     // the EIO and the node ran on as a broker: admins talking to it got no answer for the rest

@@ -6,6 +6,12 @@
 //! fails after it was proposed is answered `Unavailable`, never as a success: it may or may not
 //! commit under the next leader, and a retry sees which. Broker sessions live here, in memory,
 //! and start afresh with every new leadership (Kafka's `BrokerHeartbeatManager`).
+//!
+//! Sessions and the leader-imbalance check are timed on the runtime's monotonic clock, as
+//! Kafka's `BrokerHeartbeatTracker` times them on `Time.nanoseconds()`, never on the wall
+//! clock: a wall clock set back by a minute kept a dead incarnation's session alive for that
+//! minute (its restarted broker refused as a duplicate registration all along), and one set
+//! forward expired every session at once (60 s replication swarm, seeds 1747 and 1967).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{node_id, raft_id, MetadataBatch, MetadataTypes, Shared};
-use crate::clock::Clock;
 use crate::controller::decide::{
     decide, preferred_leader_elections, unclean_elections, ControllerSettings, Entropy, Sessions,
 };
@@ -85,7 +90,8 @@ pub(crate) struct ControllerLoop {
     id: u64,
     raft: Raft<MetadataTypes>,
     shared: Arc<Shared>,
-    clock: Arc<dyn Clock>,
+    /// Where this loop's milliseconds count from ([`ControllerLoop::now_ms`]).
+    origin: tokio::time::Instant,
     settings: ControllerSettings,
     cluster_id_if_new: Option<String>,
     tick: Duration,
@@ -93,7 +99,7 @@ pub(crate) struct ControllerLoop {
     /// The term this node leads and has caught up in; `None` while it does not lead.
     leading: Option<u64>,
     sessions: Sessions,
-    /// When the next leader-imbalance check is due (ms, the clock's).
+    /// When the next leader-imbalance check is due ([`ControllerLoop::now_ms`]).
     next_rebalance_ms: Option<i64>,
 }
 
@@ -102,7 +108,6 @@ impl ControllerLoop {
         id: u64,
         raft: Raft<MetadataTypes>,
         shared: Arc<Shared>,
-        clock: Arc<dyn Clock>,
         settings: ControllerSettings,
         cluster_id_if_new: Option<String>,
         tick: Duration,
@@ -112,7 +117,7 @@ impl ControllerLoop {
             id,
             raft,
             shared,
-            clock,
+            origin: super::runtime::now(),
             settings,
             cluster_id_if_new,
             tick,
@@ -122,6 +127,13 @@ impl ControllerLoop {
             next_rebalance_ms: None,
         };
         (controller, ControllerHandle { queue: queue_tx })
+    }
+
+    /// Milliseconds since this loop started, on the runtime's monotonic clock (module doc):
+    /// the time its sessions and its rebalance check are kept in.
+    fn now_ms(&self) -> i64 {
+        let elapsed = super::runtime::now().duration_since(self.origin);
+        i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Runs until every handle is gone or the task is aborted.
@@ -284,9 +296,7 @@ impl ControllerLoop {
             return;
         }
         let image = self.shared.image();
-        let mut records = self
-            .sessions
-            .expire(&image, &self.settings, self.clock.now_ms());
+        let mut records = self.sessions.expire(&image, &self.settings, self.now_ms());
         // Unclean elections are decided against the image the fencing leaves (a working copy:
         // both go in one entry).
         let mut working: ClusterImage = (*image).clone();
@@ -294,7 +304,7 @@ impl ControllerLoop {
             working.apply(working.metadata_offset + 1, &records);
         }
         records.extend(unclean_elections(&working, &self.settings));
-        let now_ms = self.clock.now_ms();
+        let now_ms = self.now_ms();
         let due = *self
             .next_rebalance_ms
             .get_or_insert(now_ms + self.settings.leader_imbalance_check_interval_ms);
@@ -332,7 +342,7 @@ impl ControllerLoop {
         let mut records = Vec::new();
         let mut decided = Vec::with_capacity(batch.len());
         let mut learners = Vec::new();
-        let now_ms = self.clock.now_ms();
+        let now_ms = self.now_ms();
         for submission in batch {
             let decision = decide(
                 &working,

@@ -13,7 +13,6 @@ use super::controller::{Committed, ControllerHandle, ControllerLoop};
 use super::network::{self, CallError, NetworkFactory, PeerClient, Rpc, RpcReply, Stop};
 use super::store::{metadata_dir, LogStore, StateMachine, WriteGate};
 use super::{node_id, raft_id, MetadataTypes, QuorumConfig, Shared};
-use crate::clock::Clock;
 use crate::controller::image::{ClusterImage, Endpoint};
 use crate::controller::plane::{MetadataPlane, QuorumStatus};
 use crate::controller::request::{ControllerError, ControllerReply, ControllerRequest};
@@ -57,11 +56,7 @@ impl RaftPlane {
     /// Opens the metadata log under `config.data_dir`, starts this node's raft replica, its
     /// quorum listener (unless it is a quorum of one) and its controller loop. The lowest-id
     /// voter initializes the membership when its log is empty (a no-op once it is not).
-    pub async fn start(
-        config: QuorumConfig,
-        disk: Arc<dyn Disk>,
-        clock: Arc<dyn Clock>,
-    ) -> io::Result<Arc<RaftPlane>> {
+    pub async fn start(config: QuorumConfig, disk: Arc<dyn Disk>) -> io::Result<Arc<RaftPlane>> {
         let id = raft_id(config.node_id);
         let single = config.voters.is_empty();
         let advertised = match &config.advertised {
@@ -115,7 +110,6 @@ impl RaftPlane {
             id,
             raft.clone(),
             Arc::clone(&shared),
-            clock,
             config.settings.clone(),
             config.cluster_id_if_new.clone(),
             config.heartbeat(),
