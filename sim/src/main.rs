@@ -498,7 +498,9 @@ fn main() {
     // and holds for every mapping, old and new, at its next fault.
     // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
     #[cfg(target_os = "linux")]
-    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0)
+    };
     cli::main();
 }
 
