@@ -168,6 +168,11 @@ struct FileNode {
     /// What survives power loss.
     durable: Vec<u8>,
     open_handles: usize,
+    /// Known to hold: `live` is `durable` with bytes appended. Set by a sync, kept by appends;
+    /// every other change of either content clears it, and the next sync compares them. A
+    /// sync then copies the new tail without comparing the whole file first: each of a
+    /// segment's syncs compared up to its full length (1-2 % of a swarm run in `memcmp`).
+    extends_durable: bool,
 }
 
 #[derive(Default)]
@@ -477,7 +482,8 @@ impl FaultyDisk {
                 Node::File(file) => {
                     let (durable_len, live_len) =
                         (file.durable.len() as u64, file.live.len() as u64);
-                    let extends = live_len > durable_len && file.live.starts_with(&file.durable);
+                    let extends = live_len > durable_len
+                        && (file.extends_durable || file.live.starts_with(&file.durable));
                     let keep = if config.torn_writes && extends {
                         // Candidates: the durable end, each sector boundary strictly inside the
                         // unsynced tail, and the live end.
@@ -502,6 +508,7 @@ impl FaultyDisk {
                         counts.lost_bytes += live_len.saturating_sub(durable_len);
                         file.live = file.durable.clone();
                     }
+                    file.extends_durable = true;
                     file.open_handles = 0;
                 }
             }
@@ -649,6 +656,7 @@ impl FaultyDisk {
                 *byte ^= 1 << bit;
             }
         }
+        file.extends_durable = false;
         state.counts.bit_flips += 1;
         Ok(())
     }
@@ -821,17 +829,19 @@ impl DiskFile for FaultyFile {
             let file = state.file(self.ino);
             let lost = (file.live.len() as u64).saturating_sub(file.durable.len() as u64);
             file.live = file.durable.clone();
+            file.extends_durable = true;
             state.counts.sync_eios += 1;
             state.counts.lost_bytes += lost;
             return Err(os_error(EIO));
         }
         let file = state.file(self.ino);
-        if file.live.starts_with(&file.durable) {
+        if file.extends_durable || file.live.starts_with(&file.durable) {
             let synced = file.durable.len();
             file.durable.extend_from_slice(&file.live[synced..]);
         } else {
             file.durable = file.live.clone();
         }
+        file.extends_durable = true;
         Ok(())
     }
 
@@ -847,6 +857,7 @@ impl DiskFile for FaultyFile {
             "truncate beyond the end of the file"
         );
         file.live.truncate(len as usize);
+        file.extends_durable = false;
         Ok(())
     }
 
@@ -993,6 +1004,7 @@ impl Disk for FaultyDisk {
                     live: Vec::new(),
                     durable: Vec::new(),
                     open_handles: 0,
+                    extends_durable: true,
                 };
                 let ino = state.new_node(Node::File(file));
                 state.dir(parent).live.insert(name, ino);
@@ -1122,6 +1134,25 @@ mod tests {
         disk.crash();
         assert_eq!(content(&disk, "/d/f").await, b"synced");
         assert_eq!(disk.fault_counts().lost_bytes, 8);
+    }
+
+    /// A sync copies only the appended tail while the live content extends the durable one; a
+    /// truncate below the synced end breaks that, and the sync after it must make the whole
+    /// live content durable, not the old durable bytes with the new tail.
+    #[tokio::test]
+    async fn a_sync_after_a_truncate_makes_the_live_content_durable() {
+        let (disk, file) = disk_with_file(FaultyDiskConfig::default()).await;
+        file.append(b"abcdef").await.unwrap();
+        file.sync().await.unwrap();
+        file.truncate(2).await.unwrap();
+        file.append(b"xyz").await.unwrap();
+        file.append(b"w").await.unwrap();
+        file.sync().await.unwrap();
+        assert_eq!(disk.durable_content(path("/d/f")).unwrap(), b"abxyzw");
+        file.append(b"12").await.unwrap();
+        file.sync().await.unwrap();
+        disk.crash();
+        assert_eq!(content(&disk, "/d/f").await, b"abxyzw12");
     }
 
     #[tokio::test]

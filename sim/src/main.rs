@@ -489,6 +489,18 @@ fn main() {
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: sets a process-wide mimalloc option before any simulation thread exists.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // No transparent huge pages for this process. mimalloc asks for them on its arenas (on a
+    // kernel set to `madvise` or `always`), and then every first touch of a fresh 2 MiB region
+    // clears all of it, of which a run uses a little: on the swarm that clearing was a quarter
+    // of the CPU (`clear_page_erms`), and 4 KiB pages cut a sweep's CPU by about 28 % (README,
+    // session 15). mimalloc's own `allow_thp` option is read before `main`, so it can only be
+    // set by the environment (MIMALLOC_ALLOW_THP=0); the kernel flag set here has the same effect
+    // and holds for every mapping, old and new, at its next fault.
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0)
+    };
     cli::main();
 }
 
