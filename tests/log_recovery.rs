@@ -15,6 +15,16 @@ fn torn() -> FaultyDiskConfig {
     }
 }
 
+/// Appends batches `0..count` to `log`, two 200-byte records each (the id in every value), all
+/// of one size, so a test can aim a bit flip at one of them.
+async fn append_small_batches(log: &Log, count: u64) {
+    for id in 0..count {
+        log.append(&mut batch_with_id(id, 2, 200, T0), 0)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_torn_tail_is_cut_and_every_acknowledged_batch_survives() {
     // The bug: recovery trusting a half-written batch at the end of the log, or cutting too much.
@@ -120,11 +130,7 @@ async fn a_bit_flip_found_by_recovery_is_kept_and_reported_not_cut_with_the_data
     // truncating acknowledged batches behind it.
     let f = Fixture::new(2, FaultyDiskConfig::default(), LogConfig::default());
     let log = f.open().await;
-    for id in 0..5 {
-        log.append(&mut batch_with_id(id, 2, 200, T0), 0)
-            .await
-            .unwrap();
-    }
+    append_small_batches(&log, 5).await;
     drop(log);
     let first_len = batch_with_id(0, 2, 200, T0).len() as u64;
     f.disk
@@ -162,11 +168,7 @@ async fn bit_flips_in_neighbouring_batches_are_kept_and_reported_not_cut_with_th
     // 55 batches cut, their offsets handed out again once the skip meant to keep them failed).
     let f = Fixture::new(2, FaultyDiskConfig::default(), LogConfig::default());
     let log = f.open().await;
-    for id in 0..6 {
-        log.append(&mut batch_with_id(id, 2, 200, T0), 0)
-            .await
-            .unwrap();
-    }
+    append_small_batches(&log, 6).await;
     drop(log);
     let batch_len = batch_with_id(0, 2, 200, T0).len() as u64;
     for damaged in [2, 3] {
@@ -219,11 +221,7 @@ async fn damage_at_rest_whose_length_is_unreadable_never_gives_its_offsets_again
         )
     };
     let log = open().await.unwrap();
-    for id in 0..6 {
-        log.append(&mut batch_with_id(id, 2, 200, T0), 0)
-            .await
-            .unwrap();
-    }
+    append_small_batches(&log, 6).await;
     drop(log);
     let batch_len = batch_with_id(0, 2, 200, T0).len() as u64;
     // The top bit of batch 2's length: the scan cannot tell where it ends.
