@@ -491,8 +491,9 @@ fn main() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     // No transparent huge pages for this process. mimalloc asks for them on its arenas (on a
     // kernel set to `madvise` or `always`), and then every first touch of a fresh 2 MiB region
-    // clears all of it, of which a run uses a little: on the swarm that clearing was a quarter
-    // of the CPU (`clear_page_erms`), and 4 KiB pages cut a sweep's CPU by about 28 % (README,
+    // clears all of it (and may compact memory first), of which a run uses a little. What that
+    // costs depends on the machine's memory state: on one swarm sweep it was a quarter of the
+    // CPU (`clear_page_erms`) and 4 KiB pages cut the CPU by 28 %, on another nothing (README,
     // session 15). mimalloc's own `allow_thp` option is read before `main`, so it can only be
     // set by the environment (MIMALLOC_ALLOW_THP=0); the kernel flag set here has the same effect
     // and holds for every mapping, old and new, at its next fault.
