@@ -499,6 +499,7 @@ impl Log {
             &dir,
             &config,
             skip,
+            None,
             run,
             names,
         )
@@ -2163,7 +2164,7 @@ impl Log {
         let _sync = self.sync_lock.lock().await;
         let _writer = self.writer.lock().await;
         let _files = self.files.write().await;
-        let (assigned_end, unmade) = {
+        let (assigned_end, synced_end, unmade) = {
             let st = self.state();
             if st.offline.is_none() || self.closed.load(Ordering::Acquire) {
                 return Ok(false);
@@ -2171,7 +2172,7 @@ impl Log {
             // Within one process offsets stay monotonic: what this run assigned (and other
             // parts of the broker may still hold, such as appends waiting for their sync) is
             // not reused, even where it was never shown. Only a restart forgets it.
-            (st.next_offset, st.unmade_dir.clone())
+            (st.next_offset, st.durable_offset, st.unmade_dir.clone())
         };
         let config = self.config();
         let io_error = |source| OpenError::Io {
@@ -2207,6 +2208,7 @@ impl Log {
                 } else {
                     Skip::Reserved { assigned_end }
                 },
+                Some(synced_end),
                 self.run,
                 listed,
             )
@@ -2523,6 +2525,64 @@ async fn offsets_written_from(
     Ok((end, intact_after))
 }
 
+/// The end of the offsets of the batch at `position` of a tail segment that the scan could not
+/// read (`error`), if that batch is damage at rest rather than a torn or stray write: then it
+/// may have been synced and acknowledged, and its offsets are never given again.
+///
+/// A torn write keeps only a prefix of what was written, so the batch a crash cut into ends
+/// past the end of the file: a batch that ends within it was written whole. A whole one that
+/// fails its CRC (or its magic: checked outside the CRC) was damaged at rest. A whole one that
+/// passes its CRC but does not start at `expected` is either damage to its base offset (outside
+/// the CRC; 60 s replication swarm seed 1851: one flipped bit made offset 41 read as 2^53 + 41)
+/// or an append that raced a failed sync and landed after the dropped tail, which is cut. An
+/// in-place recovery tells them apart by what this process synced (`synced_end`): the dropped
+/// tail started there, and only a batch below it can be damage at rest. After a restart the
+/// base offset decides: one bit away from `expected` is a flip (an append after a dropped tail
+/// needs a failed sync, an append racing it, and a kill before the in-place recovery that
+/// follows a failed sync at once, with the number of dropped offsets moving one bit only).
+///
+/// Its offsets run from `expected` (offsets are dense) over its offset delta and record
+/// count, read without the magic check. `None`: not whole (a torn write, or a length that does
+/// not read), or a stray append.
+async fn whole_damaged_batch(
+    file: &dyn DiskFile,
+    position: u64,
+    expected: u64,
+    error: &BatchError,
+    synced_end: Option<u64>,
+) -> io::Result<Option<u64>> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut read = 0;
+    while read < HEADER_LEN {
+        let n = file
+            .read_at(position + read as u64, &mut header[read..])
+            .await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        read += n;
+    }
+    let field = |at: usize| i32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let Ok(length) = u64::try_from(field(8)) else {
+        return Ok(None);
+    };
+    let size = batch::LOG_OVERHEAD as u64 + length;
+    if size < HEADER_LEN as u64 || position + size > file.len() {
+        return Ok(None);
+    }
+    let at_rest = match (synced_end, error) {
+        (Some(synced_end), _) => expected < synced_end,
+        (None, BatchError::OffsetOutOfOrder(base)) => (*base as u64 ^ expected).count_ones() == 1,
+        (None, _) => true,
+    };
+    if !at_rest {
+        return Ok(None);
+    }
+    let last_offset_delta = u64::from(field(23).max(0).unsigned_abs());
+    let records = u64::from(field(57).max(1).unsigned_abs());
+    Ok(Some(expected + last_offset_delta.max(records - 1) + 1))
+}
+
 /// Which offsets a recovery skips past the recovered data.
 #[derive(Clone, Copy, Debug)]
 enum Skip {
@@ -2660,13 +2720,17 @@ async fn sync_partition_metadata(disk: &dyn Disk, path: Option<&Path>) -> io::Re
         .map_err(|e| io_context("syncing", path, e))
 }
 
-/// Rebuilds the log's state from `dir`. See the module doc and [`Skip`].
+/// Rebuilds the log's state from `dir`. See the module doc and [`Skip`]. `synced_end`: the end
+/// of what this process synced, for an in-place recovery (see [`whole_damaged_batch`]); `None`
+/// after a restart.
+#[allow(clippy::too_many_arguments)]
 async fn recover(
     disk: &dyn Disk,
     clock: &dyn Clock,
     dir: &Path,
     config: &LogConfig,
     skip: Skip,
+    synced_end: Option<u64>,
     run: Option<LogRun>,
     listed: Option<Vec<String>>,
 ) -> io::Result<(LogState, RecoveryReport)> {
@@ -2805,10 +2869,23 @@ async fn recover(
                 // is cut may have been shown, so they are skipped, never reused.
                 let (end, intact_after) =
                     offsets_written_from(seg.file.as_ref(), position, seg.next_offset).await?;
+                let whole = whole_damaged_batch(
+                    seg.file.as_ref(),
+                    position,
+                    seg.next_offset,
+                    &error,
+                    synced_end,
+                )
+                .await?;
+                let end = end.max(whole.unwrap_or(0));
                 torn_end = torn_end.max(end);
-                if intact_after {
-                    // Whole batches after the damage: not a torn write but damage at rest
-                    // whose length does not read. Its offsets and those of the batches behind
+                if intact_after || whole.is_some() {
+                    // Whole batches after the damage, or the damaged batch itself whole: not a
+                    // torn write but damage at rest (whose length may not read). A replicated
+                    // log is no exception: a bit flip in its last synced batch, cut, made the
+                    // replica's log end fall below an acknowledged offset, and the replica,
+                    // the only ISR member, led again and gave that offset to another record
+                    // (60 s replication swarm seed 1851). Its offsets and those of the batches behind
                     // it may have been acknowledged, so none is handed out again. Cutting the
                     // bytes would destroy what the next recovery needs to know that, and a
                     // failed write or a crash between the cut and the filler batch that keeps
