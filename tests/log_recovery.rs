@@ -264,6 +264,72 @@ async fn a_bit_flip_in_the_last_synced_batch_of_a_replicated_log_keeps_its_offse
 }
 
 #[tokio::test]
+async fn a_bit_flip_in_the_last_synced_batch_keeps_its_offsets_when_an_unsynced_batch_after_it_was_torn(
+) {
+    // The bug: with a torn write after it, the flipped batch no longer ended the file, and
+    // recovery took the two together for one torn tail: the synced batch was cut with the
+    // unsynced one and its offsets were given again.
+    let mut torn_after = 0;
+    for seed in 0..16 {
+        let lazy = LogConfig {
+            flush: FlushPolicy::Lazy {
+                flush_messages: None,
+                flush_ms: None,
+            },
+            ..LogConfig::default()
+        };
+        let f = Fixture::new(seed, torn(), lazy);
+        let open = || {
+            Log::open_replicated(
+                Arc::new(f.disk.clone()),
+                f.clock.clone(),
+                f.dir.clone(),
+                f.config.clone(),
+            )
+        };
+        let log = open().await.unwrap();
+        append_small_batches(&log, 6).await;
+        log.flush().await.unwrap();
+        let batch_len = batch_with_id(0, 2, 200, T0).len() as u64;
+        f.disk
+            .flip_bit(&f.segment_path(0), batch_len * 5 + 80, 0)
+            .unwrap();
+        // Unsynced: the crash keeps a seeded prefix of it, cut at a sector boundary.
+        log.append(&mut batch_with_id(6, 4, 300, T0), 0)
+            .await
+            .unwrap();
+        drop(log);
+        f.disk.crash();
+        let kept = f.disk.durable_len(&f.segment_path(0)).unwrap() - batch_len * 6;
+        if kept > 0 && kept < batch_with_id(6, 4, 300, T0).len() as u64 {
+            torn_after += 1;
+        }
+        let log = open().await.unwrap();
+        assert!(
+            log.log_end_offset() >= 12,
+            "seed {seed}: offsets 10 and 11 were synced; the log ends at {}",
+            log.log_end_offset()
+        );
+        let end = log.log_end_offset();
+        let next = log
+            .append(&mut batch_with_id(7, 2, 200, T0), 0)
+            .await
+            .unwrap();
+        assert_eq!(next.base_offset, end, "seed {seed}");
+        let read = log.read(end, 1 << 20, None).await.unwrap();
+        assert_eq!(
+            batches(&read.records)
+                .iter()
+                .map(|(_, b)| id_of(b))
+                .collect::<Vec<_>>(),
+            vec![7],
+            "seed {seed}: the append after the damage is served"
+        );
+    }
+    assert!(torn_after > 0, "no seed tore the batch after the flip");
+}
+
+#[tokio::test]
 async fn a_torn_last_batch_of_a_replicated_log_is_still_cut_and_its_offsets_given_again() {
     // The other side of the rule above: a batch a crash cut into ends past the end of the
     // file, and a replicated log cuts it and skips nothing (its offsets are the leader's to
