@@ -2481,8 +2481,15 @@ async fn offsets_written_from(
     position: u64,
     expected: u64,
 ) -> io::Result<(u64, bool)> {
+    Ok(offsets_written_in(
+        &read_rest(file, position).await?,
+        expected,
+    ))
+}
+
+/// The bytes of `file` from `position` to its end.
+async fn read_rest(file: &dyn DiskFile, position: u64) -> io::Result<Vec<u8>> {
     let len = file.len();
-    let mut end = expected;
     let mut rest = vec![0u8; usize::try_from(len - position).map_err(io::Error::other)?];
     let mut read = 0;
     while read < rest.len() {
@@ -2495,6 +2502,12 @@ async fn offsets_written_from(
         read += n;
     }
     rest.truncate(read);
+    Ok(rest)
+}
+
+/// [`offsets_written_from`] of the bytes `rest` read from the unreadable batch on.
+fn offsets_written_in(rest: &[u8], expected: u64) -> (u64, bool) {
+    let mut end = expected;
     let mut at = 0;
     let mut intact_after = false;
     while at + HEADER_LEN <= rest.len() {
@@ -2524,7 +2537,7 @@ async fn offsets_written_from(
         }
     }
     assert!(end >= expected);
-    Ok((end, intact_after))
+    (end, intact_after)
 }
 
 /// The end of the offsets of the batch at `position` of a tail segment that the scan could not
@@ -2547,34 +2560,30 @@ async fn offsets_written_from(
 /// flip that sets a low bit of the base offset is still cut.
 ///
 /// Its offsets run from `expected` (offsets are dense) over its offset delta and record
-/// count, read without the magic check. `None`: not whole, or not damage at rest.
-async fn whole_damaged_batch(
-    file: &dyn DiskFile,
-    position: u64,
+/// count, read without the magic check. `rest`: the bytes of the segment from the batch on,
+/// as [`offsets_written_from`] read them (no read of its own: each read of the simulated disk
+/// draws a latency, so one more would change every schedule with a torn tail). `None`: not
+/// whole, or not damage at rest.
+fn whole_damaged_batch(
+    rest: &[u8],
     expected: u64,
     error: &BatchError,
     synced_end: Option<u64>,
-) -> io::Result<Option<u64>> {
-    let len = file.len();
-    let mut header = [0u8; HEADER_LEN];
-    if read_header(file, position, &mut header).await? < HEADER_LEN {
-        return Ok(None);
-    }
+) -> Option<u64> {
+    let len = rest.len() as u64;
+    let header = rest.get(..HEADER_LEN)?;
     let field = |at: usize| i32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
-    let Ok(length) = u64::try_from(field(8)) else {
-        return Ok(None);
-    };
-    let end = position + batch::LOG_OVERHEAD as u64 + length;
-    if end < position + HEADER_LEN as u64 || end > len {
-        return Ok(None);
+    let length = u64::try_from(field(8)).ok()?;
+    let end = batch::LOG_OVERHEAD as u64 + length;
+    if end < HEADER_LEN as u64 || end > len {
+        return None;
     }
     if end < len {
-        let mut next = [0u8; HEADER_LEN];
-        let n = read_header(file, end, &mut next).await?;
-        let cut_short =
-            n < HEADER_LEN || BatchHeader::parse(&next).is_ok_and(|h| end + h.size() as u64 > len);
+        let next = &rest[end as usize..];
+        let cut_short = next.len() < HEADER_LEN
+            || BatchHeader::parse(next).is_ok_and(|h| end + h.size() as u64 > len);
         if !cut_short {
-            return Ok(None);
+            return None;
         }
     }
     let at_rest = match (synced_end, error) {
@@ -2587,30 +2596,11 @@ async fn whole_damaged_batch(
         (None, _) => true,
     };
     if !at_rest {
-        return Ok(None);
+        return None;
     }
     let last_offset_delta = u64::from(field(23).max(0).unsigned_abs());
     let records = u64::from(field(57).max(1).unsigned_abs());
-    Ok(Some(expected + last_offset_delta.max(records - 1) + 1))
-}
-
-/// Reads up to a batch header's bytes at `position` into `header`: how many there were.
-async fn read_header(
-    file: &dyn DiskFile,
-    position: u64,
-    header: &mut [u8; HEADER_LEN],
-) -> io::Result<usize> {
-    let mut read = 0;
-    while read < HEADER_LEN {
-        let n = file
-            .read_at(position + read as u64, &mut header[read..])
-            .await?;
-        if n == 0 {
-            break;
-        }
-        read += n;
-    }
-    Ok(read)
+    Some(expected + last_offset_delta.max(records - 1) + 1)
 }
 
 /// Which offsets a recovery skips past the recovered data.
@@ -2897,16 +2887,9 @@ async fn recover(
                 }
                 // A bit flip in synced bytes looks like a torn write here: the offsets of what
                 // is cut may have been shown, so they are skipped, never reused.
-                let (end, intact_after) =
-                    offsets_written_from(seg.file.as_ref(), position, seg.next_offset).await?;
-                let whole = whole_damaged_batch(
-                    seg.file.as_ref(),
-                    position,
-                    seg.next_offset,
-                    &error,
-                    synced_end,
-                )
-                .await?;
+                let rest = read_rest(seg.file.as_ref(), position).await?;
+                let (end, intact_after) = offsets_written_in(&rest, seg.next_offset);
+                let whole = whole_damaged_batch(&rest, seg.next_offset, &error, synced_end);
                 let end = end.max(whole.unwrap_or(0));
                 torn_end = torn_end.max(end);
                 if intact_after || whole.is_some() {
