@@ -17,11 +17,13 @@
 #
 # Each run starts `faultline broker` (built with `cargo build -p faultline-cli --bin faultline`) on a
 # free 127.0.0.1 port with a fresh data directory and the suite's default scenario (topic
-# auto-creation on, 4 partitions per auto-created topic), writes test.conf pointing at it, and runs
-# each test on its own (`TESTS=<n> test-runner -p1 -V <version>`, full mode unless the test's
-# line in the list says `-Q`, with the reason beside it), under a time limit, with its output in
-# $RUN_DIR/<n>.log. A broker that died is reported and restarted for the next test.
-# One run.sh at a time per runner (it reads test.conf from its own directory): a second waits.
+# auto-creation on, 4 partitions per auto-created topic), writes a test.conf pointing at it
+# (RDKAFKA_TEST_CONF), and runs each test on its own (`TESTS=<n> test-runner -p1 -V <version>`,
+# full mode unless the test's line in the list says `-Q`, with the reason beside it), under a
+# time limit, with its output in $RUN_DIR/<n>.log. A broker that died is reported and restarted
+# for the next test. Tests run in lanes (RDK_LANES, default 3 on one broker): each lane has its
+# own broker, data directory and test.conf, and takes the list's next test when its last ends.
+# One run.sh at a time per runner: a second waits.
 #
 # Cluster mode (`--cluster N` or RDK_CLUSTER=N): N `faultline broker` processes on free ports,
 # the first up to 5 of them voters of the metadata quorum (as `faultline cluster up` lays them
@@ -51,6 +53,8 @@
 #   FAULTLINE_BIN         use this broker binary instead of building one
 #   RUN_DIR               where logs go (default: a new directory under the cache)
 #   RDK_CLUSTER           number of brokers for cluster mode (as --cluster N)
+#   RDK_LANES             tests run at once, each lane on brokers of its own (default 3 on one
+#                         broker, 1 in cluster mode)
 #   RDK_REPLICATION_FACTOR  default-replication-factor of the brokers (replicas of auto-created
 #                         topics and of topics created without one); default: 1 on one broker,
 #                         min(3, N) in cluster mode, as Kafka's own 3-broker test clusters
@@ -124,8 +128,8 @@ fi
 
 [ "${1:-}" = "--build-only" ] && exit 0
 
-# One run at a time per runner: the runner reads test.conf from its own directory, so a second
-# run.sh would point the first one's tests at its brokers halfway through.
+# One run at a time per runner: each run has its own brokers and test.conf files, but two runs
+# at once would share the machine's cores and make the tests' own timeouts flaky.
 exec 9>"$CACHE/run.lock"
 if ! flock -n 9; then
     log "another run.sh is using $CACHE: waiting for it"
@@ -165,7 +169,16 @@ fi
 
 RUN_DIR=${RUN_DIR:-$CACHE/runs/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$RUN_DIR"
-DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/faultline-librdkafka.XXXXXX")
+DATA_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/faultline-librdkafka.XXXXXX")
+
+# Lanes: tests run LANES at a time, each lane with brokers, data and test.conf of its own, taking
+# the next test of the list when its last one ends. Most of a test's time is its own waiting
+# (timeouts, session expiry, sleeps), so three lanes on two cores take about a third of the wall
+# time of one. Three for one broker, one for a cluster (three brokers a lane).
+LANES=${RDK_LANES:-$([ "$NODES" -eq 0 ] && echo 3 || echo 1)}
+[[ "$LANES" =~ ^[0-9]+$ ]] && [ "$LANES" -ge 1 ] || die "RDK_LANES must be a number of lanes (1 or more), got '$LANES'"
+[ "$LANES" -gt "${#TESTS[@]}" ] && LANES=${#TESTS[@]}
+[ "$LANES" -ge 1 ] || die "no tests to run"
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -186,24 +199,33 @@ log "topics created without a replication factor get $REPLICATION_FACTOR replica
 
 # Node i (from 1): its pid, client port, quorum port and log. One broker: node 1, a new port at
 # each start, its log broker.log. A cluster: ports fixed for the whole run (the voters are
-# named by address), logs broker-i.log.
+# named by address), logs broker-i.log. With several lanes, each lane's logs say its lane
+# (broker-lane2.log, broker-lane2-3.log) and its data is in lane-k/ of the data directory.
 declare -a PIDS=() PORTS=() CPORTS=() LOGS=() NODE_IDS=()
-if [ "$NODES" -eq 0 ]; then
-    NODE_IDS=(1)
-    LOGS[1]=$RUN_DIR/broker.log
-else
-    # As `faultline cluster up`: an odd number of voters, at most 5 (1 of 1-2, 3 of 3-4).
-    voters=$(( NODES >= 5 ? 5 : (NODES >= 3 ? 3 : 1) ))
-    VOTERS=
-    for i in $(seq 1 "$NODES"); do
-        NODE_IDS+=("$i")
-        PORTS[i]=$(free_port)
-        CPORTS[i]=$(free_port)
-        LOGS[i]=$RUN_DIR/broker-$i.log
-        [ "$i" -le "$voters" ] && VOTERS=${VOTERS:+$VOTERS,}$i@127.0.0.1:${CPORTS[i]}
-    done
-fi
-for i in "${NODE_IDS[@]}"; do : >>"${LOGS[i]}"; done
+lay_out_nodes() {
+    local lane=$1 tag= i voters
+    [ "$LANES" -gt 1 ] && tag=-lane$lane
+    DATA_DIR=$DATA_ROOT/lane-$lane
+    mkdir -p "$DATA_DIR"
+    CONF=$RUN_DIR/test$tag.conf
+    LANE_SAY=; [ "$LANES" -gt 1 ] && LANE_SAY="lane $lane: "
+    if [ "$NODES" -eq 0 ]; then
+        NODE_IDS=(1)
+        LOGS[1]=$RUN_DIR/broker$tag.log
+    else
+        # As `faultline cluster up`: an odd number of voters, at most 5 (1 of 1-2, 3 of 3-4).
+        voters=$(( NODES >= 5 ? 5 : (NODES >= 3 ? 3 : 1) ))
+        VOTERS=
+        for i in $(seq 1 "$NODES"); do
+            NODE_IDS+=("$i")
+            PORTS[i]=$(free_port)
+            CPORTS[i]=$(free_port)
+            LOGS[i]=$RUN_DIR/broker$tag-$i.log
+            [ "$i" -le "$voters" ] && VOTERS=${VOTERS:+$VOTERS,}$i@127.0.0.1:${CPORTS[i]}
+        done
+    fi
+    for i in "${NODE_IDS[@]}"; do : >>"${LOGS[i]}"; done
+}
 
 start_node() {
     local i=$1
@@ -255,16 +277,17 @@ await_brokers() {
             # does what they ask with the faultline CLI; BROKERS for its --bootstrap-server
             # form, ZK_ADDRESS (the brokers too) for its --zookeeper form.
             export KAFKA_PATH=$HERE/kafka BROKERS=$list ZK_ADDRESS=$list FAULTLINE_BIN
-            cat >"$CACHE/tests/test.conf" <<EOF
+            export RDKAFKA_TEST_CONF=$CONF
+            cat >"$CONF" <<EOF
 # Written by tests/librdkafka/run.sh
 metadata.broker.list=$list
 broker.address.family=v4
 EOF
             for i in "${NODE_IDS[@]}"; do
                 if [ "$NODES" -eq 0 ]; then
-                    log "broker pid ${PIDS[i]} on 127.0.0.1:${PORTS[i]}, data in $DATA_DIR"
+                    log "${LANE_SAY}broker pid ${PIDS[i]} on 127.0.0.1:${PORTS[i]}, data in $DATA_DIR"
                 else
-                    log "broker node $i pid ${PIDS[i]} on 127.0.0.1:${PORTS[i]} (quorum ${CPORTS[i]}), data in $DATA_DIR/node-$i"
+                    log "${LANE_SAY}broker node $i pid ${PIDS[i]} on 127.0.0.1:${PORTS[i]} (quorum ${CPORTS[i]}), data in $DATA_DIR/node-$i"
                 fi
             done
             return 0
@@ -290,13 +313,8 @@ stop_brokers() {
     done
 }
 
-cleanup() { stop_brokers; rm -rf "$DATA_DIR"; }
-trap cleanup EXIT
-
 # The runner links librdkafka's shared libraries from the tree it was built in.
 export LD_LIBRARY_PATH=$CACHE/src:$CACHE/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-for i in "${NODE_IDS[@]}"; do start_node "$i"; done
-await_brokers
 
 # Where each node's log stood when the current test began.
 declare -a FROM=()
@@ -335,10 +353,23 @@ diagnose() {
     df -h "$DATA_DIR" "$RUN_DIR" | sed 's/^/   | /'
 }
 
-declare -a PASSED=() FAILED=() SKIPPED=() NOT_RUN=() LOCAL_PASSED=()
-for i in "${!TESTS[@]}"; do
-    t=${TESTS[$i]}
-    started=$SECONDS
+# The next test of the list for whichever lane asks first (an index into TESTS), or nothing
+# when the list is done.
+echo 0 >"$RUN_DIR/.next"
+next_test() {
+    local n
+    {
+        flock 8
+        n=$(<"$RUN_DIR/.next")
+        echo $((n + 1)) >"$RUN_DIR/.next"
+    } 8>"$RUN_DIR/.next.lock"
+    [ "$n" -lt "${#TESTS[@]}" ] && echo "$n"
+}
+
+# Test TESTS[i] on this lane's brokers. Its verdict line (and a failure's diagnosis) is printed
+# whole, under a lock, so that lanes' lines never interleave; its outcome goes to .outcomes.
+run_test() {
+    local i=$1 t=${TESTS[$1]} started=$SECONDS requests verdict outcome rc n restarted
     mark_logs
     # shellcheck disable=SC2086 # RUNNER_ARGS and per-test args are word lists
     if (cd "$CACHE/tests" && TESTS=$t timeout --kill-after=10 "$TIMEOUT" \
@@ -347,35 +378,88 @@ for i in "${!TESTS[@]}"; do
         sleep 0.5
         requests=$(requests_since_mark)
         if ! grep -qE "Test ${t}_[^ ]* PASSED" "$RUN_DIR/$t.log"; then
-            SKIPPED+=("$t"); verdict="SKIP (filtered: see log)"
+            outcome=SKIPPED; verdict="SKIP (filtered: see log)"
         elif [ "${KIND[$i]}" = local ]; then
-            LOCAL_PASSED+=("$t"); verdict="PASS (local/mock, $requests broker requests)"
+            outcome=LOCAL_PASSED; verdict="PASS (local/mock, $requests broker requests)"
         elif [ "$requests" -eq 0 ]; then
-            NOT_RUN+=("$t"); verdict="NOT RUN (passed without a broker request)"
+            outcome=NOT_RUN; verdict="NOT RUN (passed without a broker request)"
         else
-            PASSED+=("$t"); verdict="PASS ($requests requests)"
+            outcome=PASSED; verdict="PASS ($requests requests)"
         fi
     else
         rc=$?
-        FAILED+=("$t")
+        outcome=FAILED
         verdict="FAIL (exit $rc)"
         [ "$rc" = 124 ] && verdict="FAIL (timed out after ${TIMEOUT}s)"
     fi
-    printf '%s %-44s %4ss  %s\n' "$t" "$verdict" "$((SECONDS - started))" "$RUN_DIR/$t.log"
-    if [ "${verdict#FAIL}" != "$verdict" ]; then
-        # CI keeps only this output: show why, and the machine's state, right here.
-        diagnose "$t"
-    fi
+    {
+        printf '%s %-44s %4ss  %s\n' "$t" "$verdict" "$((SECONDS - started))" "$RUN_DIR/$t.log"
+        if [ "$outcome" = FAILED ]; then
+            # CI keeps only this output: show why, and the machine's state, right here.
+            diagnose "$t"
+        fi
+    } >"$RUN_DIR/$t.verdict"
+    { flock 8; cat "$RUN_DIR/$t.verdict"; } 8>"$RUN_DIR/.print.lock"
+    rm -f "$RUN_DIR/$t.verdict"
+    echo "$i $outcome $t" >>"$RUN_DIR/.outcomes"
     restarted=0
     for n in "${NODE_IDS[@]}"; do
         if ! kill -0 "${PIDS[n]}" 2>/dev/null; then
-            printf '%s   broker node %s died during this test (see %s); restarting it\n' "$t" "$n" "${LOGS[n]}"
+            printf '%s   %sbroker node %s died during this test (see %s); restarting it\n' "$t" "$LANE_SAY" "$n" "${LOGS[n]}"
             wait "${PIDS[n]}" 2>/dev/null || true
             start_node "$n"
             restarted=1
         fi
     done
     [ "$restarted" = 1 ] && await_brokers
+    return 0
+}
+
+# One lane, in a subshell of its own: brokers up, tests until the list is done, brokers down.
+lane() {
+    local i
+    trap stop_brokers EXIT
+    trap 'exit 143' TERM INT
+    lay_out_nodes "$1"
+    for i in "${NODE_IDS[@]}"; do start_node "$i"; done
+    await_brokers
+    while i=$(next_test); do run_test "$i"; done
+}
+
+declare -a LANE_PIDS=()
+cleanup() {
+    local pid
+    for pid in "${LANE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${LANE_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # Brokers of a lane killed in the middle of a test.
+    pkill -TERM -f -- "--data-dir $DATA_ROOT/" 2>/dev/null || true
+    rm -rf "$DATA_ROOT"
+}
+trap cleanup EXIT
+[ "$LANES" -gt 1 ] && log "$LANES lanes: $LANES tests at a time, each lane on brokers of its own"
+: >"$RUN_DIR/.outcomes"
+for lane_number in $(seq 1 "$LANES"); do
+    lane "$lane_number" &
+    LANE_PIDS+=("$!")
+done
+lanes_failed=0
+for pid in "${LANE_PIDS[@]}"; do wait "$pid" || lanes_failed=1; done
+LANE_PIDS=()
+
+declare -a PASSED=() FAILED=() SKIPPED=() NOT_RUN=() LOCAL_PASSED=()
+while read -r _ outcome t; do
+    case $outcome in
+        PASSED) PASSED+=("$t") ;;
+        FAILED) FAILED+=("$t") ;;
+        SKIPPED) SKIPPED+=("$t") ;;
+        NOT_RUN) NOT_RUN+=("$t") ;;
+        LOCAL_PASSED) LOCAL_PASSED+=("$t") ;;
+    esac
+done < <(sort -n "$RUN_DIR/.outcomes")
+# A lane that died (its brokers never came up) leaves tests without an outcome.
+declare -a MISSING=()
+for t in "${TESTS[@]}"; do
+    grep -qE " $t\$" "$RUN_DIR/.outcomes" || MISSING+=("$t")
 done
 
 echo
@@ -384,5 +468,6 @@ echo "failed (${#FAILED[@]}): ${FAILED[*]:-}"
 echo "not run: passed without reaching the broker (${#NOT_RUN[@]}): ${NOT_RUN[*]:-}"
 echo "skipped by the runner (${#SKIPPED[@]}): ${SKIPPED[*]:-}"
 echo "local/mock tests, not broker tests (${#LOCAL_PASSED[@]} passed): ${LOCAL_PASSED[*]:-}"
+echo "no outcome: a lane stopped before them (${#MISSING[@]}): ${MISSING[*]:-}"
 echo "logs: $RUN_DIR"
-[ ${#FAILED[@]} -eq 0 ] && [ ${#NOT_RUN[@]} -eq 0 ]
+[ ${#FAILED[@]} -eq 0 ] && [ ${#NOT_RUN[@]} -eq 0 ] && [ ${#MISSING[@]} -eq 0 ] && [ "$lanes_failed" = 0 ]
