@@ -15,6 +15,17 @@ fn torn() -> FaultyDiskConfig {
     }
 }
 
+/// The default log config, flushed only when asked (`Log::flush`).
+fn lazy() -> LogConfig {
+    LogConfig {
+        flush: FlushPolicy::Lazy {
+            flush_messages: None,
+            flush_ms: None,
+        },
+        ..LogConfig::default()
+    }
+}
+
 /// Appends batches `0..count` to `log`, two 200-byte records each (the id in every value), all
 /// of one size, so a test can aim a bit flip at one of them.
 async fn append_small_batches(log: &Log, count: u64) {
@@ -215,15 +226,7 @@ async fn a_bit_flip_in_the_last_synced_batch_of_a_replicated_log_keeps_its_offse
     // and 7 the base offset (10), outside it: 2^53 + 10 as in seed 1851, 2^32 + 10, and 8.
     for (byte, bit) in [(80, 0), (16, 1), (1, 5), (3, 0), (7, 1)] {
         let f = Fixture::new(2, torn(), LogConfig::default());
-        let open = || {
-            Log::open_replicated(
-                Arc::new(f.disk.clone()),
-                f.clock.clone(),
-                f.dir.clone(),
-                f.config.clone(),
-            )
-        };
-        let log = open().await.unwrap();
+        let log = f.open_replicated().await;
         append_small_batches(&log, 6).await;
         drop(log);
         let batch_len = batch_with_id(0, 2, 200, T0).len() as u64;
@@ -231,7 +234,7 @@ async fn a_bit_flip_in_the_last_synced_batch_of_a_replicated_log_keeps_its_offse
             .flip_bit(&f.segment_path(0), batch_len * 5 + byte, bit)
             .unwrap();
         f.disk.crash();
-        let log = open().await.unwrap();
+        let log = f.open_replicated().await;
         assert_eq!(
             log.log_end_offset(),
             12,
@@ -250,7 +253,7 @@ async fn a_bit_flip_in_the_last_synced_batch_of_a_replicated_log_keeps_its_offse
         assert_eq!(next.base_offset, 12, "no offset is handed out twice");
         drop(log);
         f.disk.crash();
-        let log = open().await.unwrap();
+        let log = f.open_replicated().await;
         assert_eq!(log.log_end_offset(), 14, "the next recovery keeps the skip");
         let read = log.read(12, 1 << 20, None).await.unwrap();
         assert_eq!(
@@ -271,23 +274,8 @@ async fn a_bit_flip_in_the_last_synced_batch_keeps_its_offsets_when_an_unsynced_
     // unsynced one and its offsets were given again.
     let mut torn_after = 0;
     for seed in 0..16 {
-        let lazy = LogConfig {
-            flush: FlushPolicy::Lazy {
-                flush_messages: None,
-                flush_ms: None,
-            },
-            ..LogConfig::default()
-        };
-        let f = Fixture::new(seed, torn(), lazy);
-        let open = || {
-            Log::open_replicated(
-                Arc::new(f.disk.clone()),
-                f.clock.clone(),
-                f.dir.clone(),
-                f.config.clone(),
-            )
-        };
-        let log = open().await.unwrap();
+        let f = Fixture::new(seed, torn(), lazy());
+        let log = f.open_replicated().await;
         append_small_batches(&log, 6).await;
         log.flush().await.unwrap();
         let batch_len = batch_with_id(0, 2, 200, T0).len() as u64;
@@ -304,7 +292,7 @@ async fn a_bit_flip_in_the_last_synced_batch_keeps_its_offsets_when_an_unsynced_
         if kept > 0 && kept < batch_with_id(6, 4, 300, T0).len() as u64 {
             torn_after += 1;
         }
-        let log = open().await.unwrap();
+        let log = f.open_replicated().await;
         assert!(
             log.log_end_offset() >= 12,
             "seed {seed}: offsets 10 and 11 were synced; the log ends at {}",
@@ -336,23 +324,8 @@ async fn a_torn_last_batch_of_a_replicated_log_is_still_cut_and_its_offsets_give
     // give again). Taken for damage at rest, it would leave a hole in every follower.
     let mut torn_seeds = 0;
     for seed in 0..16 {
-        let lazy = LogConfig {
-            flush: FlushPolicy::Lazy {
-                flush_messages: None,
-                flush_ms: None,
-            },
-            ..LogConfig::default()
-        };
-        let f = Fixture::new(seed, torn(), lazy);
-        let open = || {
-            Log::open_replicated(
-                Arc::new(f.disk.clone()),
-                f.clock.clone(),
-                f.dir.clone(),
-                f.config.clone(),
-            )
-        };
-        let log = open().await.unwrap();
+        let f = Fixture::new(seed, torn(), lazy());
+        let log = f.open_replicated().await;
         append_small_batches(&log, 3).await;
         log.flush().await.unwrap();
         // Unsynced: the crash keeps a seeded prefix of these bytes, cut at a sector boundary.
@@ -363,7 +336,7 @@ async fn a_torn_last_batch_of_a_replicated_log_is_still_cut_and_its_offsets_give
         }
         drop(log);
         f.disk.crash();
-        let log = open().await.unwrap();
+        let log = f.open_replicated().await;
         let read = Fixture::read_all(&log).await;
         let last = read
             .last()
@@ -392,22 +365,8 @@ async fn an_append_that_landed_after_a_failed_sync_dropped_the_tail_is_cut_by_re
     // whole, valid batch after the hole, one bit away from where the tail began here (8 and
     // 9). The in-place recovery knows the tail was unsynced and cuts it; taken for damage at
     // rest, the follower's log would skip offsets 8 and 9 its leader has other batches at.
-    let lazy = LogConfig {
-        flush: FlushPolicy::Lazy {
-            flush_messages: None,
-            flush_ms: None,
-        },
-        ..LogConfig::default()
-    };
-    let f = Fixture::new(2, FaultyDiskConfig::default(), lazy);
-    let log = Log::open_replicated(
-        Arc::new(f.disk.clone()),
-        f.clock.clone(),
-        f.dir.clone(),
-        f.config.clone(),
-    )
-    .await
-    .unwrap();
+    let f = Fixture::new(2, FaultyDiskConfig::default(), lazy());
+    let log = f.open_replicated().await;
     append_small_batches(&log, 4).await;
     log.flush().await.unwrap();
     log.append(&mut batch_with_id(4, 1, 200, T0), 0)
@@ -437,14 +396,7 @@ async fn an_append_that_landed_after_a_failed_sync_dropped_the_tail_is_cut_by_re
     // an offset one bit above where the tail began is not told for a flipped base offset.
     file.append(&stray).await.unwrap();
     drop(log);
-    let log = Log::open_replicated(
-        Arc::new(f.disk.clone()),
-        f.clock.clone(),
-        f.dir.clone(),
-        f.config.clone(),
-    )
-    .await
-    .unwrap();
+    let log = f.open_replicated().await;
     assert_eq!(log.log_end_offset(), 8, "after a restart");
     assert_eq!(log.recovery().corrupt_batches, 0, "after a restart");
 }

@@ -121,6 +121,18 @@ impl Fixture {
         .expect("log opens")
     }
 
+    /// The log opened as a replica's (`Log::open_replicated`: a cut tail skips no offsets).
+    pub async fn open_replicated(&self) -> Log {
+        Log::open_replicated(
+            Arc::new(self.disk.clone()),
+            self.clock.clone(),
+            self.dir.clone(),
+            self.config.clone(),
+        )
+        .await
+        .expect("log opens")
+    }
+
     pub fn segment_path(&self, base_offset: u64) -> PathBuf {
         self.dir.join(format!("{base_offset:020}.log"))
     }
