@@ -2898,11 +2898,11 @@ async fn recover(
                     // log is no exception: a bit flip in its last synced batch, cut, made the
                     // replica's log end fall below an acknowledged offset, and the replica,
                     // the only ISR member, led again and gave that offset to another record
-                    // (60 s replication swarm seed 1851). Its offsets and those of the batches behind
-                    // it may have been acknowledged, so none is handed out again. Cutting the
-                    // bytes would destroy what the next recovery needs to know that, and a
-                    // failed write or a crash between the cut and the filler batch that keeps
-                    // the offsets handed them out again (60 s replication swarm seed 519). So
+                    // (60 s replication swarm seed 1851). Its offsets and those of the batches
+                    // behind it may have been acknowledged, so none is handed out again.
+                    // Cutting the bytes would destroy what the next recovery needs to know that,
+                    // and a failed write or a crash between the cut and the filler batch that
+                    // keeps the offsets handed them out again (60 s replication swarm seed 519). So
                     // nothing is cut: the segment keeps its bytes and ends where the damage's
                     // offsets end, and the log goes on in a new segment there, whose durable
                     // name is the record of the skip. Reads of the damage fail; readers resume
