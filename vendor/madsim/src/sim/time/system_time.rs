@@ -45,7 +45,8 @@ unsafe extern "C" fn clock_gettime(
     clockid: libc::clockid_t,
     tp: *mut libc::timespec,
 ) -> libc::c_int {
-    if let Some(time) = super::TimeHandle::try_current() {
+    // Faultline patch: the handle is borrowed, not cloned (this runs on every `Instant::now`).
+    let simulated = super::TimeHandle::with_current(|time| {
         // inside a madsim context, use the simulated time.
         let system_time_duration = || {
             time.now_time()
@@ -54,7 +55,7 @@ unsafe extern "C" fn clock_gettime(
         };
         let instant_duration = || time.now_instant().duration_since(std::mem::zeroed());
 
-        let dur = match clockid {
+        match clockid {
             // used by SystemTime
             libc::CLOCK_REALTIME => system_time_duration(),
             #[cfg(target_os = "linux")]
@@ -66,7 +67,9 @@ unsafe extern "C" fn clock_gettime(
             #[cfg(target_os = "macos")]
             libc::CLOCK_UPTIME_RAW => instant_duration(),
             _ => panic!("unsupported clockid: {clockid}"),
-        };
+        }
+    });
+    if let Some(dur) = simulated {
         tp.write(libc::timespec {
             tv_sec: dur.as_secs() as _,
             tv_nsec: dur.subsec_nanos() as _,
