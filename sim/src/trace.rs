@@ -88,6 +88,15 @@ impl Trace {
         events.list.push(event);
     }
 
+    /// Makes room for `events` more events (a hint: the list grows past it if need be).
+    pub fn reserve(&self, events: usize) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .list
+            .reserve(events);
+    }
+
     pub fn len(&self) -> usize {
         self.events
             .lock()
