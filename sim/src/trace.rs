@@ -185,12 +185,14 @@ impl TraceEvent {
 
 /// Appends `n` in decimal, the text `{n}` formats, without the formatter's machinery: the
 /// workload writes a few trace lines per operation by hand ([`Line`]).
+#[inline]
 pub(crate) fn push_u64(line: &mut String, n: u64) {
     let mut digits = [0u8; 20];
     line.push_str(std::str::from_utf8(decimal(n, &mut digits)).expect("ASCII digits"));
 }
 
 /// Appends `n` in decimal, the text `{n}` formats (a minus sign when negative).
+#[inline]
 pub(crate) fn push_i64(line: &mut String, n: i64) {
     if n < 0 {
         line.push('-');
@@ -215,18 +217,21 @@ impl Line {
         Line(String::with_capacity(capacity))
     }
 
+    #[inline]
     pub(crate) fn str(mut self, text: &str) -> Line {
         self.0.push_str(text);
         self
     }
 
     /// `{n}` of an unsigned integer.
+    #[inline]
     pub(crate) fn u64(mut self, n: u64) -> Line {
         push_u64(&mut self.0, n);
         self
     }
 
     /// `{n}` of a signed integer.
+    #[inline]
     pub(crate) fn i64(mut self, n: i64) -> Line {
         push_i64(&mut self.0, n);
         self
@@ -245,17 +250,33 @@ impl Line {
     }
 }
 
-/// `n` in decimal, written into the end of `buf`; returns the digits.
+/// "00" to "99": the digits of every number below 100, two at a time.
+const PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// `n` in decimal, written into the end of `buf`; returns the digits. Two digits per division,
+/// as the standard library's `Display` does.
 fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        at -= 1;
+        buf[at] = b'0' + n as u8;
+    }
+    &buf[at..]
 }
 
 /// A 64-bit hash of a byte stream, eight bytes per multiply: each little-endian word is folded
@@ -379,18 +400,18 @@ mod tests {
     /// The hand-written pieces of a line are the text `format!` gives, at the awkward values.
     #[test]
     fn a_hand_written_line_is_the_formatted_text() {
-        for n in [
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            12_345,
-            u64::from(u32::MAX),
-            u64::MAX - 1,
-            u64::MAX,
-        ] {
+        let powers = (0..20).flat_map(|p| {
+            let power = 10u64.pow(p);
+            [
+                power - 1,
+                power,
+                power + 1,
+                power.saturating_mul(5).saturating_add(7),
+            ]
+        });
+        let every_small = 0..1_000;
+        let awkward = [12_345, u64::from(u32::MAX), u64::MAX - 1, u64::MAX];
+        for n in every_small.chain(powers).chain(awkward) {
             assert_eq!(decimal_text(n), n.to_string());
             assert_eq!(decimal_text(n).capacity(), n.to_string().len());
             assert_eq!(Line::with_capacity(0).u64(n).done(), format!("{n}"));
