@@ -43,10 +43,21 @@ pub(crate) struct Ctx {
 
 pub(crate) fn value_of(bytes: Option<&[u8]>) -> u64 {
     // Values are decimal counters from 1; 0 marks bytes that are not one of ours.
-    bytes
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    bytes.and_then(parse_decimal).unwrap_or(0)
+}
+
+/// The bytes as `str::parse::<u64>` reads them (an optional `+`, then one or more decimal
+/// digits, no overflow), without the UTF-8 check and the parser's generality: every record
+/// read back is parsed.
+fn parse_decimal(bytes: &[u8]) -> Option<u64> {
+    let digits = bytes.strip_prefix(b"+").unwrap_or(bytes);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// The header naming a tombstone's send: its value is null, so its counter travels here.
@@ -715,6 +726,79 @@ mod tests {
                 format!("complete #3 {outcome:?}")
             );
         }
+    }
+
+    /// Values read back parse as `str::parse::<u64>` parses them, 0 for what it refuses.
+    #[test]
+    fn a_value_reads_as_the_standard_parser_reads_it() {
+        let std_value = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let mut cases: Vec<Vec<u8>> = [
+            "",
+            "0",
+            "1",
+            "+",
+            "+1",
+            "++1",
+            "-1",
+            "-0",
+            " 1",
+            "1 ",
+            "01",
+            "007",
+            "1a",
+            "a1",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "+18446744073709551615",
+            "0000000000000000000000018",
+            "\u{661}",
+            "1.0",
+            "1e3",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        cases.push(vec![0xff, b'1']);
+        cases.push(vec![b'1', 0xc3]);
+        // Every short string over a small alphabet, and numbers around the edges.
+        let alphabet = [b'0', b'1', b'9', b'+', b'-', b'/', b':', b' '];
+        for len in 1..=4u32 {
+            for code in 0..alphabet.len().pow(len) {
+                let mut rest = code;
+                let bytes = (0..len)
+                    .map(|_| {
+                        let b = alphabet[rest % alphabet.len()];
+                        rest /= alphabet.len();
+                        b
+                    })
+                    .collect();
+                cases.push(bytes);
+            }
+        }
+        for n in (0..20)
+            .map(|p| 10u64.pow(p))
+            .chain([u64::MAX / 10, u64::MAX])
+        {
+            for m in [n.saturating_sub(1), n, n.saturating_add(1)] {
+                cases.push(m.to_string().into_bytes());
+                cases.push(format!("{m}0").into_bytes());
+            }
+        }
+        for bytes in cases {
+            assert_eq!(
+                value_of(Some(&bytes)),
+                std_value(&bytes),
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        assert_eq!(value_of(None), 0);
     }
 
     /// The trace lines the workload writes by hand are the `format!` text they replaced (the
