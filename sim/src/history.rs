@@ -258,6 +258,19 @@ impl Recorder {
         Recorder::default()
     }
 
+    /// A recorder with room for `ops` operations: the list of a run grows to thousands of
+    /// large entries, each doubling moving them all.
+    pub fn with_capacity(ops: usize) -> Recorder {
+        let recorder = Recorder::default();
+        recorder
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ops
+            .reserve(ops);
+        recorder
+    }
+
     /// Records an invocation; returns its id for [`Recorder::complete`].
     pub fn invoke(&self, kind: OpKind, now_ms: u64) -> usize {
         let mut history = self.inner.lock().unwrap_or_else(|e| e.into_inner());

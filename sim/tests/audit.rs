@@ -72,6 +72,37 @@ fn runs_on_several_worker_threads_trace_the_same_as_serial_runs() {
     assert_eq!(serial, parallel);
 }
 
+/// A sweep summarises each run on the run's own thread (which frees the history and trace it
+/// allocated): the summary is the one of the report `run_catching` hands back.
+#[test]
+fn a_run_summarised_on_its_own_thread_is_summarised_as_the_report_handed_back() {
+    use sim::audit::RunSummary;
+    use sim::runner::{run_catching, run_catching_then, RunOptions};
+    let t = target(PLANTED);
+    let key = |r: &RunSummary| {
+        (
+            r.verdict,
+            r.trace_hash.clone(),
+            r.operations,
+            r.broker_requests,
+            r.violations.clone(),
+            r.findings_total,
+        )
+    };
+    let (thread, inside) =
+        run_catching_then(&t.scenario, &t.file, 1, RunOptions::default(), |report| {
+            let thread = std::thread::current().name().map(str::to_string);
+            (thread, RunSummary::of(&report, 0.0))
+        });
+    let handed_back = RunSummary::of(
+        &run_catching(&t.scenario, &t.file, 1, RunOptions::default()),
+        0.0,
+    );
+    assert_eq!(thread.as_deref(), Some("sim-seed-1"));
+    assert_eq!(key(&inside), key(&handed_back));
+    assert_ne!(inside.trace_hash, "0000000000000000", "the run panicked");
+}
+
 /// A minimal XML well-formedness check: tags nest and close, and the names of the elements.
 fn xml_elements(xml: &str) -> Vec<String> {
     let mut stack: Vec<String> = Vec::new();

@@ -299,7 +299,8 @@ pub fn run_all(
                 };
                 let target = &targets[t];
                 let start = wall();
-                let report = runner::run_catching(
+                // Summarised and dropped on the run's own thread (`run_catching_then`).
+                let summary = runner::run_catching_then(
                     &target.scenario,
                     &target.file,
                     seed,
@@ -307,9 +308,12 @@ pub fn run_all(
                         progress: false,
                         plant: None,
                     },
+                    move |report| {
+                        let wall_ms = start.elapsed().as_secs_f64() * 1000.0;
+                        RunSummary::of(&report, wall_ms)
+                    },
                 );
-                let wall_ms = start.elapsed().as_secs_f64() * 1000.0;
-                if tx.send((i, RunSummary::of(&report, wall_ms))).is_err() {
+                if tx.send((i, summary)).is_err() {
                     break;
                 }
             });

@@ -225,7 +225,8 @@ fn run_wave(targets: &[Target], pairs: &[(usize, u64)], plant: Option<Bug>) -> V
                 let target = &targets[t];
                 scope.spawn(move || {
                     let start = wall();
-                    let report = runner::run_catching(
+                    // Summarised and dropped on the run's own thread (`run_catching_then`).
+                    runner::run_catching_then(
                         &target.scenario,
                         &target.file,
                         seed,
@@ -233,8 +234,10 @@ fn run_wave(targets: &[Target], pairs: &[(usize, u64)], plant: Option<Bug>) -> V
                             progress: false,
                             plant,
                         },
-                    );
-                    RunSummary::of(&report, start.elapsed().as_secs_f64() * 1000.0)
+                        move |report| {
+                            RunSummary::of(&report, start.elapsed().as_secs_f64() * 1000.0)
+                        },
+                    )
                 })
             })
             .collect();

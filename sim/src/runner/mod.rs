@@ -89,6 +89,17 @@ fn run_keeping_trace(
     seed: u64,
     options: RunOptions,
 ) -> Result<Report, Panicked> {
+    run_keeping_trace_then(scenario, file, seed, options, |report| report)
+}
+
+/// [`run_keeping_trace`], handing the report to `then` on the simulation's thread.
+fn run_keeping_trace_then<T: Send + 'static>(
+    scenario: &Scenario,
+    file: &str,
+    seed: u64,
+    options: RunOptions,
+    then: impl FnOnce(Report) -> T + Send + 'static,
+) -> Result<T, Panicked> {
     let (scenario, file) = (scenario.clone(), file.to_string());
     let trace = Trace::new();
     let inside = trace.clone();
@@ -97,7 +108,7 @@ fn run_keeping_trace(
     let thread = std::thread::Builder::new()
         .name(format!("sim-seed-{seed}"))
         .stack_size(64 << 20)
-        .spawn(move || run_here(&scenario, &file, seed, options, inside))
+        .spawn(move || then(run_here(&scenario, &file, seed, options, inside)))
         .expect("spawn the simulation thread");
     thread.join().map_err(|panic| (panic, trace.take()))
 }
@@ -133,44 +144,73 @@ pub fn run_catching(scenario: &Scenario, file: &str, seed: u64, options: RunOpti
     report
 }
 
+/// Runs like [`run_catching`] and hands the report to `then`, on the simulation's own thread
+/// unless the simulation panicked. A sweep keeps a summary: the report's history and trace,
+/// allocated on that thread, are then freed there too, which costs the allocator less than
+/// freeing them from another thread.
+pub fn run_catching_then<T: Send + 'static>(
+    scenario: &Scenario,
+    file: &str,
+    seed: u64,
+    options: RunOptions,
+    then: impl FnOnce(Report) -> T + Clone + Send + 'static,
+) -> T {
+    let inside = then.clone();
+    let finished = run_keeping_trace_then(scenario, file, seed, options, move |mut report| {
+        name_the_plant(&mut report, options);
+        inside(report)
+    });
+    match finished {
+        Ok(done) => done,
+        Err(panicked) => {
+            let mut report = panicked_report(scenario, file, seed, panicked);
+            name_the_plant(&mut report, options);
+            then(report)
+        }
+    }
+}
+
 fn run_catching_unnamed(scenario: &Scenario, file: &str, seed: u64, options: RunOptions) -> Report {
     match run_keeping_trace(scenario, file, seed, options) {
         Ok(report) => report,
-        Err((panic, trace)) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
-            let sim_ms = trace.last().map_or(0, |e| e.at_us / 1_000);
-            Report {
-                scenario: scenario.name.clone(),
-                file: file.to_string(),
-                seed,
-                verdict: Verdict::Fail,
-                trace_hash: format!("{:016x}", 0),
-                options: BTreeMap::new(),
-                counts: Counts::default(),
-                anomalies: vec![Anomaly {
-                    kind: HarnessAnomalyKind::Invariant,
-                    allowed: false,
-                    description: format!("the simulation panicked: {message}"),
-                    topic: None,
-                    partition: None,
-                    offsets: vec![],
-                    values: vec![],
-                    at_ms: vec![sim_ms],
-                }],
-                checker: None,
-                sim_ms,
-                replay: replay_command(file, seed),
-                // A panic fails the run whatever it expected.
-                expected_violations: scenario.expect.violations.clone(),
-                broker_requests: 0,
-                trace,
-                history: History::default(),
-            }
-        }
+        Err(panicked) => panicked_report(scenario, file, seed, panicked),
+    }
+}
+
+/// The failing report of a run whose simulation panicked, with the trace up to the panic.
+fn panicked_report(scenario: &Scenario, file: &str, seed: u64, (panic, trace): Panicked) -> Report {
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into());
+    let sim_ms = trace.last().map_or(0, |e| e.at_us / 1_000);
+    Report {
+        scenario: scenario.name.clone(),
+        file: file.to_string(),
+        seed,
+        verdict: Verdict::Fail,
+        trace_hash: format!("{:016x}", 0),
+        options: BTreeMap::new(),
+        counts: Counts::default(),
+        anomalies: vec![Anomaly {
+            kind: HarnessAnomalyKind::Invariant,
+            allowed: false,
+            description: format!("the simulation panicked: {message}"),
+            topic: None,
+            partition: None,
+            offsets: vec![],
+            values: vec![],
+            at_ms: vec![sim_ms],
+        }],
+        checker: None,
+        sim_ms,
+        replay: replay_command(file, seed),
+        // A panic fails the run whatever it expected.
+        expected_violations: scenario.expect.violations.clone(),
+        broker_requests: 0,
+        trace,
+        history: History::default(),
     }
 }
 

@@ -143,8 +143,12 @@ impl Run {
             })
             .collect();
         let cluster = Cluster::boot(&setups, s.cluster.clients, trace.clone());
+        // Room for what the producers' rates promise (a hint; nothing depends on it): a swarm
+        // run records about 1.5 operations and 2.5 trace events per send.
+        let sends = expected_sends(s);
+        trace.reserve(sends * 5 / 2);
         let ctx = Ctx {
-            recorder: Recorder::new(),
+            recorder: Recorder::with_capacity(sends * 3 / 2),
             trace: trace.clone(),
             stop: Arc::new(AtomicBool::new(false)),
             inflight: Arc::new(AtomicUsize::new(0)),
@@ -163,6 +167,23 @@ impl Run {
             trace.event("runner", format!("topic setup task failed: {e}"));
         }
         (cluster, ctx)
+    }
+}
+
+/// The sends the scenario's producers make at their rates over its duration, at most a
+/// million (a capacity hint only).
+fn expected_sends(s: &Scenario) -> usize {
+    let per_second: f64 = s
+        .workload
+        .producers
+        .iter()
+        .map(|p| f64::from(p.count) * p.rate)
+        .sum();
+    let sends = per_second * s.duration_ms as f64 / 1000.0;
+    if sends.is_finite() && sends > 0.0 {
+        sends.min(1e6) as usize
+    } else {
+        0
     }
 }
 

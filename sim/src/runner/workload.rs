@@ -17,7 +17,7 @@ use crate::cluster::Cluster;
 use crate::history::{FetchBounds, IsolationLevel, OpKind, Outcome, Process, Recorder};
 use crate::random::Stream;
 use crate::scenario::{AcksSpec, Scenario};
-use crate::trace::{now_ms, Trace};
+use crate::trace::{decimal_text, now_ms, Line, Trace};
 
 /// Shared state of the workload tasks.
 #[derive(Clone)]
@@ -43,10 +43,21 @@ pub(crate) struct Ctx {
 
 pub(crate) fn value_of(bytes: Option<&[u8]>) -> u64 {
     // Values are decimal counters from 1; 0 marks bytes that are not one of ours.
-    bytes
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    bytes.and_then(parse_decimal).unwrap_or(0)
+}
+
+/// The bytes as `str::parse::<u64>` reads them (an optional `+`, then one or more decimal
+/// digits, no overflow), without the UTF-8 check and the parser's generality: every record
+/// read back is parsed.
+fn parse_decimal(bytes: &[u8]) -> Option<u64> {
+    let digits = bytes.strip_prefix(b"+").unwrap_or(bytes);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// The header naming a tombstone's send: its value is null, so its counter travels here.
@@ -207,15 +218,84 @@ pub(crate) fn record_delivery(
             Outcome::Ok {
                 offset: Some(offset),
             },
-        ) => {
-            format!("complete #{id} Ok {{ offset: Some({offset}) }}")
-        }
+        ) => acknowledged_line(id, *offset),
         (Some(txn), _) => format!("complete #{id} txn {txn} value={value} {recorded:?}"),
         (None, _) => format!("complete #{id} {recorded:?}"),
     };
     ctx.trace.event(who, line);
     ctx.recorder.complete(id, recorded, None, now_ms());
     ctx.inflight.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// `format!("complete #{id} Ok {{ offset: Some({offset}) }}")`, the `Debug` text of the
+/// outcome, written by hand: one line per acknowledged send.
+fn acknowledged_line(id: usize, offset: i64) -> String {
+    Line::with_capacity(48)
+        .str("complete #")
+        .u64(id as u64)
+        .str(" Ok { offset: Some(")
+        .i64(offset)
+        .str(") }")
+        .done()
+}
+
+/// `format!("invoke #{id} send {topic}-{partition} value={value} key={key:?}{tombstone}")`
+/// (` tombstone` when it is one), written by hand: one line per send.
+fn invoke_send_line(
+    id: usize,
+    (topic, partition): (&str, i32),
+    value: u64,
+    key: Option<u64>,
+    tombstone: bool,
+) -> String {
+    let line = Line::with_capacity(64 + topic.len())
+        .str("invoke #")
+        .u64(id as u64)
+        .str(" send ")
+        .str(topic)
+        .str("-")
+        .i64(i64::from(partition))
+        .str(" value=")
+        .u64(value)
+        .str(" key=")
+        .option_u64(key);
+    if tombstone {
+        line.str(" tombstone").done()
+    } else {
+        line.done()
+    }
+}
+
+/// `format!("poll #{id} {topic}-{partition} from {from}: {n} records{span}")`, where `span`
+/// is ` offsets {first}..={last}` of the records when there are any, written by hand: one
+/// line per poll.
+fn poll_line(
+    id: usize,
+    (topic, partition): (&str, i32),
+    from: i64,
+    records: &[(i64, u64)],
+) -> String {
+    let line = Line::with_capacity(96 + topic.len())
+        .str("poll #")
+        .u64(id as u64)
+        .str(" ")
+        .str(topic)
+        .str("-")
+        .i64(i64::from(partition))
+        .str(" from ")
+        .i64(from)
+        .str(": ")
+        .u64(records.len() as u64)
+        .str(" records");
+    match (records.first(), records.last()) {
+        (Some(a), Some(b)) => line.str(" offsets ").i64(a.0).str("..=").i64(b.0).done(),
+        _ => line.done(),
+    }
+}
+
+/// `format!("k{k}")`: a key's bytes.
+fn key_text(k: u64) -> String {
+    Line::with_capacity(21).str("k").u64(k).done()
 }
 
 /// A producer process: sends unique values at its rate until the fault window ends.
@@ -286,18 +366,18 @@ pub(super) async fn producer(
             identity = now;
         }
         let value = ctx.next_value.fetch_add(1, Ordering::SeqCst);
-        let (key, partition, tombstone, pause) = {
+        let (key, key_bytes, partition, tombstone, pause) = {
             let key = (spec.keys > 0).then(|| rng.gen_range(0..spec.keys));
-            let partition = match key {
-                Some(k) => {
-                    client::partitioner::partition_for_key(format!("k{k}").as_bytes(), partitions)
-                }
+            let key_bytes = key.map(key_text);
+            let partition = match &key_bytes {
+                Some(k) => client::partitioner::partition_for_key(k.as_bytes(), partitions),
                 None => rng.gen_range(0..partitions),
             };
             // Drawn only when tombstones are on, so other scenarios' streams stay as they were.
             let tombstone = spec.tombstone_rate > 0.0 && rng.gen_bool(spec.tombstone_rate);
             (
                 key,
+                key_bytes,
                 partition,
                 tombstone,
                 interval * rng.gen_range(0.5..1.5),
@@ -323,20 +403,16 @@ pub(super) async fn producer(
         let id = ctx.recorder.invoke(kind, now_ms());
         ctx.trace.event(
             &who,
-            format!(
-                "invoke #{id} send {}-{partition} value={value} key={key:?}{}",
-                spec.topic,
-                if tombstone { " tombstone" } else { "" }
-            ),
+            invoke_send_line(id, (&spec.topic, partition), value, key, tombstone),
         );
         let mut record =
-            ProducerRecord::new(spec.topic.clone(), value.to_string()).with_partition(partition);
+            ProducerRecord::new(spec.topic.clone(), decimal_text(value)).with_partition(partition);
         if tombstone {
             record.value = None;
-            record.headers = vec![Header::new(TOMBSTONE_HEADER, value.to_string())];
+            record.headers = vec![Header::new(TOMBSTONE_HEADER, decimal_text(value))];
         }
-        if let Some(k) = key {
-            record = record.with_key(format!("k{k}"));
+        if let Some(k) = key_bytes {
+            record = record.with_key(k);
         }
         ctx.inflight.fetch_add(1, Ordering::SeqCst);
         // Recorded by the producer's task that learns the outcome: no task per delivery.
@@ -559,17 +635,8 @@ pub(crate) async fn poll_once_for(
                     inv.claim(topic, partition, offset, value, "read");
                 }
             }
-            let span = match (records.first(), records.last()) {
-                (Some(a), Some(b)) => format!(" offsets {}..={}", a.0, b.0),
-                _ => String::new(),
-            };
-            ctx.trace.event(
-                who,
-                format!(
-                    "poll #{id} {topic}-{partition} from {from}: {} records{span}",
-                    records.len()
-                ),
-            );
+            ctx.trace
+                .event(who, poll_line(id, (topic, partition), from, &records));
             // A read_committed poll that returned records records the bounds of the fetch that
             // returned them (the LSO it must stay below); other polls record none, as before.
             let bounds = match (consumer.isolation_level(), records.is_empty()) {
@@ -658,6 +725,137 @@ mod tests {
                 format!("complete #3 Ok {{ offset: Some({offset}) }}"),
                 format!("complete #3 {outcome:?}")
             );
+        }
+    }
+
+    /// Values read back parse as `str::parse::<u64>` parses them, 0 for what it refuses.
+    #[test]
+    fn a_value_reads_as_the_standard_parser_reads_it() {
+        let std_value = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let mut cases: Vec<Vec<u8>> = [
+            "",
+            "0",
+            "1",
+            "+",
+            "+1",
+            "++1",
+            "-1",
+            "-0",
+            " 1",
+            "1 ",
+            "01",
+            "007",
+            "1a",
+            "a1",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "+18446744073709551615",
+            "0000000000000000000000018",
+            "\u{661}",
+            "1.0",
+            "1e3",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        cases.push(vec![0xff, b'1']);
+        cases.push(vec![b'1', 0xc3]);
+        // Every short string over a small alphabet, and numbers around the edges.
+        let alphabet = [b'0', b'1', b'9', b'+', b'-', b'/', b':', b' '];
+        for len in 1..=4u32 {
+            for code in 0..alphabet.len().pow(len) {
+                let mut rest = code;
+                let bytes = (0..len)
+                    .map(|_| {
+                        let b = alphabet[rest % alphabet.len()];
+                        rest /= alphabet.len();
+                        b
+                    })
+                    .collect();
+                cases.push(bytes);
+            }
+        }
+        for n in (0..20)
+            .map(|p| 10u64.pow(p))
+            .chain([u64::MAX / 10, u64::MAX])
+        {
+            for m in [n.saturating_sub(1), n, n.saturating_add(1)] {
+                cases.push(m.to_string().into_bytes());
+                cases.push(format!("{m}0").into_bytes());
+            }
+        }
+        for bytes in cases {
+            assert_eq!(
+                value_of(Some(&bytes)),
+                std_value(&bytes),
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        assert_eq!(value_of(None), 0);
+    }
+
+    /// The trace lines the workload writes by hand are the `format!` text they replaced (the
+    /// trace hash covers them), at awkward values.
+    #[test]
+    fn hand_written_trace_lines_are_the_formatted_text() {
+        let ids = [0, 1, 12_345, usize::MAX];
+        let offsets = [0, 1, -1, 99, i64::MAX, i64::MIN];
+        let partitions = [0, 7, -1, i32::MAX, i32::MIN];
+        for id in ids {
+            for offset in offsets {
+                assert_eq!(
+                    acknowledged_line(id, offset),
+                    format!("complete #{id} Ok {{ offset: Some({offset}) }}")
+                );
+            }
+            for partition in partitions {
+                for topic in ["t", "", "a-long-topic-name"] {
+                    for (value, key, tombstone) in [
+                        (0, None, false),
+                        (1, Some(0), true),
+                        (u64::MAX, Some(u64::MAX), false),
+                        (42, Some(7), true),
+                    ] {
+                        assert_eq!(
+                            invoke_send_line(id, (topic, partition), value, key, tombstone),
+                            format!(
+                                "invoke #{id} send {topic}-{partition} value={value} key={key:?}{}",
+                                if tombstone { " tombstone" } else { "" }
+                            )
+                        );
+                    }
+                    for from in offsets {
+                        for records in [
+                            &[][..],
+                            &[(from, 3)][..],
+                            &[(0, 1), (-5, 2), (i64::MAX, u64::MAX)][..],
+                            &[(i64::MIN, 0), (7, 0)][..],
+                        ] {
+                            let span = match (records.first(), records.last()) {
+                                (Some(a), Some(b)) => format!(" offsets {}..={}", a.0, b.0),
+                                _ => String::new(),
+                            };
+                            assert_eq!(
+                                poll_line(id, (topic, partition), from, records),
+                                format!(
+                                    "poll #{id} {topic}-{partition} from {from}: {} records{span}",
+                                    records.len()
+                                )
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for k in [0, 9, 10, u64::MAX] {
+            assert_eq!(key_text(k), format!("k{k}"));
         }
     }
 }
