@@ -116,6 +116,25 @@ fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
+/// The bytes [`put_varint`] writes for `value`.
+fn varint_len(value: i64) -> usize {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    let mut len = 1;
+    while v >= 0x80 {
+        len += 1;
+        v >>= 7;
+    }
+    len
+}
+
+/// The bytes [`put_bytes`] writes for `bytes`.
+fn bytes_len(bytes: Option<&[u8]>) -> usize {
+    match bytes {
+        Some(b) => varint_len(b.len() as i64) + b.len(),
+        None => varint_len(-1),
+    }
+}
+
 /// The encoded size of `record` inside a batch, roughly (for batch size accounting).
 pub fn estimated_size(record: &Record) -> usize {
     let headers: usize = record
@@ -168,21 +187,34 @@ where
     out.extend_from_slice(&producer.base_sequence.to_be_bytes());
     out.extend_from_slice(&(count as i32).to_be_bytes());
     debug_assert_eq!(out.len(), HEADER_LEN);
-    let mut rec = Vec::new();
     for (delta, record) in records.enumerate() {
-        rec.clear();
-        rec.push(0); // attributes
-        put_varint(&mut rec, record.timestamp_ms.wrapping_sub(base_timestamp));
-        put_varint(&mut rec, delta as i64);
-        put_bytes(&mut rec, record.key.as_deref());
-        put_bytes(&mut rec, record.value.as_deref());
-        put_varint(&mut rec, record.headers.len() as i64);
+        // Each record straight into the batch, its length computed first rather than
+        // encoding it into a buffer of its own to measure it.
+        let timestamp_delta = record.timestamp_ms.wrapping_sub(base_timestamp);
+        let length = 1 // attributes
+            + varint_len(timestamp_delta)
+            + varint_len(delta as i64)
+            + bytes_len(record.key.as_deref())
+            + bytes_len(record.value.as_deref())
+            + varint_len(record.headers.len() as i64)
+            + record
+                .headers
+                .iter()
+                .map(|h| bytes_len(Some(h.key.as_bytes())) + bytes_len(h.value.as_deref()))
+                .sum::<usize>();
+        put_varint(&mut out, length as i64);
+        let start = out.len();
+        out.push(0); // attributes
+        put_varint(&mut out, timestamp_delta);
+        put_varint(&mut out, delta as i64);
+        put_bytes(&mut out, record.key.as_deref());
+        put_bytes(&mut out, record.value.as_deref());
+        put_varint(&mut out, record.headers.len() as i64);
         for header in &record.headers {
-            put_bytes(&mut rec, Some(header.key.as_bytes()));
-            put_bytes(&mut rec, header.value.as_deref());
+            put_bytes(&mut out, Some(header.key.as_bytes()));
+            put_bytes(&mut out, header.value.as_deref());
         }
-        put_varint(&mut out, rec.len() as i64);
-        out.extend_from_slice(&rec);
+        debug_assert_eq!(out.len() - start, length, "a record's length as computed");
     }
     let batch_length = (out.len() - LOG_OVERHEAD) as i32;
     out[8..12].copy_from_slice(&batch_length.to_be_bytes());
