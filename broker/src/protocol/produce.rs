@@ -376,7 +376,7 @@ async fn append(ctx: &RequestContext, name: &str, acks: i16, ready: Ready) -> Ou
     let fail = |error: ResponseError, message: Option<String>| failed(index, error, message);
     // One copy: the log patches offsets into the bytes it stores. A topic with its own
     // compression.type stores every batch in that codec, as Kafka's LogValidator does.
-    let copied = match partition.log.config().compression {
+    let copied = match partition.log.compression() {
         None => Ok(records.to_vec()),
         Some(codec) => compression::recompress_record_set(
             &records,
