@@ -219,10 +219,10 @@ fn names_in(path: &Path) -> io::Result<Vec<&str>> {
     for component in path.components() {
         match component {
             Component::RootDir | Component::CurDir => {}
-            Component::Normal(name) => names.push(
-                name.to_str()
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "non-UTF-8 path"))?,
-            ),
+            Component::Normal(name) => names
+                .push(name.to_str().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "non-UTF-8 path")
+                })?),
             Component::ParentDir | Component::Prefix(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
