@@ -209,6 +209,7 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// [`validate`] of the batch at the start of `buf` whose header the caller has already parsed
 /// from it with [`BatchHeader::parse`] (a reader that looks at the header first, to stop at a
 /// partial batch, need not parse it twice).
+#[inline]
 pub fn validate_parsed(buf: &[u8], header: BatchHeader) -> Result<BatchHeader, BatchError> {
     let size = header.size();
     if buf.len() < size {
