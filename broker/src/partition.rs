@@ -477,7 +477,7 @@ impl Partition {
     }
 
     fn durable_policy(&self) -> bool {
-        self.log.config().flush == FlushPolicy::Durable
+        self.log.flush_policy() == FlushPolicy::Durable
     }
 
     fn replica(&self) -> std::sync::MutexGuard<'_, ReplicaState> {

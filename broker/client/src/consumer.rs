@@ -19,7 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::{Client, MetadataError};
 use super::connection::RequestError;
-use super::records::{decode_shared_batches, DecodeError, DecodedBatch, Header};
+use super::records::{records_in, shared_batches, DecodeError, Header, RawBatch};
 use broker::log::batch::TimestampType;
 
 /// Where a partition without a valid position starts.
@@ -586,35 +586,48 @@ impl Consumer {
                         .map(|a| (a.producer_id.0, a.first_offset)),
                 );
                 let Some(bytes) = &data.records else { continue };
-                let batches = decode_shared_batches(bytes).map_err(|error| PollError::Decode {
+                // Room for every record at once, rather than growing (and copying) per batch.
+                out.reserve(records_in(bytes));
+                let mut next = position;
+                let decode_error = |error| PollError::Decode {
                     topic: topic.to_string(),
                     partition,
                     error,
-                })?;
-                let mut next = position;
-                for batch in batches {
+                };
+                for batch in shared_batches(bytes) {
+                    // A malformed batch fails the whole poll, as it did when the set was
+                    // decoded before any record was taken: the records taken are dropped.
+                    let batch = batch.map_err(decode_error)?;
                     // Every batch moves the aborted-transaction state, those before the
                     // position too (their markers close transactions).
                     let hidden = aborted.hides(&batch);
-                    if batch.header.last_offset() < next {
-                        continue;
-                    }
-                    if !hidden {
-                        out.reserve(batch.records.len());
-                        for r in batch.records.into_iter().filter(|r| r.offset >= next) {
-                            out.push(ConsumerRecord {
-                                topic: topic.clone(),
-                                partition,
-                                offset: r.offset,
-                                timestamp_ms: r.timestamp_ms,
-                                timestamp_type: r.timestamp_type,
-                                key: r.key,
-                                value: r.value,
-                                headers: r.headers,
-                            });
+                    let last_offset = batch.header.last_offset();
+                    if last_offset < next || hidden {
+                        // Not taken, but its records are checked as every batch's are.
+                        batch.for_each_record(drop).map_err(decode_error)?;
+                        if last_offset < next {
+                            continue;
                         }
+                    } else {
+                        // Straight into the records returned, no vector per batch between.
+                        batch
+                            .for_each_record(|r| {
+                                if r.offset >= next {
+                                    out.push(ConsumerRecord {
+                                        topic: topic.clone(),
+                                        partition,
+                                        offset: r.offset,
+                                        timestamp_ms: r.timestamp_ms,
+                                        timestamp_type: r.timestamp_type,
+                                        key: r.key,
+                                        value: r.value,
+                                        headers: r.headers,
+                                    });
+                                }
+                            })
+                            .map_err(decode_error)?;
                     }
-                    next = batch.header.last_offset() + 1;
+                    next = last_offset + 1;
                 }
                 advanced.push((key, next));
             }
@@ -652,7 +665,7 @@ impl AbortedTransactions {
     /// Whether `batch`'s records are hidden: a control batch (markers carry no user records),
     /// or a transactional batch of a producer inside an aborted transaction. Call once per
     /// batch, in offset order.
-    fn hides(&mut self, batch: &DecodedBatch) -> bool {
+    fn hides(&mut self, batch: &RawBatch<'_>) -> bool {
         let header = &batch.header;
         while let Some(&(first, producer)) = self.pending.front() {
             if first > header.last_offset() {
@@ -673,11 +686,14 @@ impl AbortedTransactions {
 
 /// Whether a control batch is an ABORT marker: its record's key is (version: i16, type: i16),
 /// type 0 (Kafka's `ControlRecordType`, `broker::txn::marker`).
-fn is_abort_marker(batch: &DecodedBatch) -> bool {
-    batch
-        .records
-        .first()
-        .and_then(|r| r.key.as_deref())
+fn is_abort_marker(batch: &RawBatch<'_>) -> bool {
+    let mut first = None;
+    // A malformed marker fails the poll when its records are checked.
+    let _ = batch.for_each_record(|r| {
+        first.get_or_insert(r);
+    });
+    first
+        .and_then(|r| r.key)
         .is_some_and(|key| key.len() >= 4 && i16::from_be_bytes([key[2], key[3]]) == 0)
 }
 
@@ -700,7 +716,6 @@ mod tests {
     use broker::txn::marker::{self, ControlType, Marker};
 
     use super::*;
-    use crate::records::decode_batches;
 
     /// A batch of one record with value `value` at `offset`, by `producer` (-1: none),
     /// transactional when `producer` is set.
@@ -742,14 +757,18 @@ mod tests {
             end(7, 7, ControlType::Commit),
         ]
         .concat();
+        let log = Bytes::from(log);
         let mut aborted = AbortedTransactions::new(isolation, [(7, 1)]);
-        decode_batches(&log)
-            .unwrap()
-            .into_iter()
-            .filter(|batch| !aborted.hides(batch))
-            .flat_map(|batch| batch.records)
-            .map(|r| r.value.unwrap()[0])
-            .collect()
+        let mut values = Vec::new();
+        for batch in shared_batches(&log) {
+            let batch = batch.unwrap();
+            if !aborted.hides(&batch) {
+                batch
+                    .for_each_record(|r| values.push(r.value.unwrap()[0]))
+                    .unwrap();
+            }
+        }
+        values
     }
 
     #[test]

@@ -116,6 +116,25 @@ fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
+/// The bytes [`put_varint`] writes for `value`.
+fn varint_len(value: i64) -> usize {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    let mut len = 1;
+    while v >= 0x80 {
+        len += 1;
+        v >>= 7;
+    }
+    len
+}
+
+/// The bytes [`put_bytes`] writes for `bytes`.
+fn bytes_len(bytes: Option<&[u8]>) -> usize {
+    match bytes {
+        Some(b) => varint_len(b.len() as i64) + b.len(),
+        None => varint_len(-1),
+    }
+}
+
 /// The encoded size of `record` inside a batch, roughly (for batch size accounting).
 pub fn estimated_size(record: &Record) -> usize {
     let headers: usize = record
@@ -168,21 +187,34 @@ where
     out.extend_from_slice(&producer.base_sequence.to_be_bytes());
     out.extend_from_slice(&(count as i32).to_be_bytes());
     debug_assert_eq!(out.len(), HEADER_LEN);
-    let mut rec = Vec::new();
     for (delta, record) in records.enumerate() {
-        rec.clear();
-        rec.push(0); // attributes
-        put_varint(&mut rec, record.timestamp_ms.wrapping_sub(base_timestamp));
-        put_varint(&mut rec, delta as i64);
-        put_bytes(&mut rec, record.key.as_deref());
-        put_bytes(&mut rec, record.value.as_deref());
-        put_varint(&mut rec, record.headers.len() as i64);
+        // Each record straight into the batch, its length computed first rather than
+        // encoding it into a buffer of its own to measure it.
+        let timestamp_delta = record.timestamp_ms.wrapping_sub(base_timestamp);
+        let length = 1 // attributes
+            + varint_len(timestamp_delta)
+            + varint_len(delta as i64)
+            + bytes_len(record.key.as_deref())
+            + bytes_len(record.value.as_deref())
+            + varint_len(record.headers.len() as i64)
+            + record
+                .headers
+                .iter()
+                .map(|h| bytes_len(Some(h.key.as_bytes())) + bytes_len(h.value.as_deref()))
+                .sum::<usize>();
+        put_varint(&mut out, length as i64);
+        let start = out.len();
+        out.push(0); // attributes
+        put_varint(&mut out, timestamp_delta);
+        put_varint(&mut out, delta as i64);
+        put_bytes(&mut out, record.key.as_deref());
+        put_bytes(&mut out, record.value.as_deref());
+        put_varint(&mut out, record.headers.len() as i64);
         for header in &record.headers {
-            put_bytes(&mut rec, Some(header.key.as_bytes()));
-            put_bytes(&mut rec, header.value.as_deref());
+            put_bytes(&mut out, Some(header.key.as_bytes()));
+            put_bytes(&mut out, header.value.as_deref());
         }
-        put_varint(&mut out, rec.len() as i64);
-        out.extend_from_slice(&rec);
+        debug_assert_eq!(out.len() - start, length, "a record's length as computed");
     }
     let batch_length = (out.len() - LOG_OVERHEAD) as i32;
     out[8..12].copy_from_slice(&batch_length.to_be_bytes());
@@ -242,19 +274,20 @@ impl Reader<'_> {
     }
 }
 
-fn decode_records(
+/// Decodes the records section `bytes` of the batch with `header`, handing each record to
+/// `each` in order; `None` if it is malformed (the records before the damage were handed on).
+fn decode_records_with(
     bytes: &[u8],
     header: &BatchHeader,
     shared: Option<(&Bytes, usize)>,
-) -> Option<Vec<DecodedRecord>> {
+    mut each: impl FnMut(DecodedRecord),
+) -> Option<()> {
     let mut reader = Reader {
         buf: bytes,
         pos: 0,
         shared,
     };
     let count = usize::try_from(header.records_count).ok()?;
-    // Never trust the count for an allocation: each record takes at least 7 bytes.
-    let mut out = Vec::with_capacity(count.min(bytes.len() / 7 + 1));
     for _ in 0..count {
         let length = usize::try_from(reader.varint()?).ok()?;
         let end = reader.pos.checked_add(length)?;
@@ -284,7 +317,7 @@ fn decode_records(
                 TimestampType::CreateTime,
             ),
         };
-        out.push(DecodedRecord {
+        each(DecodedRecord {
             offset: header.base_offset.wrapping_add(offset_delta),
             timestamp_ms,
             timestamp_type,
@@ -296,65 +329,162 @@ fn decode_records(
     if reader.pos != bytes.len() {
         return None;
     }
-    Some(out)
+    Some(())
 }
 
 /// Decodes a fetched record set: whole batches, in order. A partial batch at the end (the
 /// broker cut the response at a size limit) is dropped, as Kafka clients do.
 pub fn decode_batches(bytes: &[u8]) -> Result<Vec<DecodedBatch>, DecodeError> {
-    decode(bytes, None)
+    RawBatches {
+        bytes,
+        shared: None,
+        pos: 0,
+    }
+    .map(|batch| batch?.decode())
+    .collect()
 }
 
 /// [`decode_batches`] whose keys and values are slices of `bytes` (a fetch response's record
 /// set), not copies: what a consumer holds keeps the response's buffer alive instead.
 pub fn decode_shared_batches(bytes: &Bytes) -> Result<Vec<DecodedBatch>, DecodeError> {
-    decode(bytes, Some(bytes))
+    shared_batches(bytes).map(|batch| batch?.decode()).collect()
 }
 
-fn decode(bytes: &[u8], shared: Option<&Bytes>) -> Result<Vec<DecodedBatch>, DecodeError> {
-    let mut out = Vec::new();
+/// The batches of the record set `bytes`, one at a time and checked (CRC, codec) but with
+/// their records not yet decoded: for a reader that takes each batch's records where they go
+/// (a consumer, into the records it returns) instead of into a vector per batch first. The
+/// records' keys and values are slices of `bytes`, as [`decode_shared_batches`] makes them.
+/// It ends after the first error, and at a partial batch.
+pub fn shared_batches(bytes: &Bytes) -> RawBatches<'_> {
+    RawBatches {
+        bytes,
+        shared: Some(bytes),
+        pos: 0,
+    }
+}
+
+/// How many records the whole batches of the record set `bytes` say they hold, read from
+/// their headers without checking them: for sizing a buffer once. Never more than `bytes`
+/// could hold (a record takes at least 7 bytes), whatever the headers claim.
+pub fn records_in(bytes: &[u8]) -> usize {
+    let mut count = 0usize;
     let mut pos = 0;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let header = match BatchHeader::parse(rest) {
-            Ok(header) => header,
-            Err(batch::BatchError::Truncated { .. }) => break,
-            Err(e) => {
-                return Err(DecodeError::Corrupt {
-                    position: pos,
-                    reason: e.to_string(),
-                })
-            }
-        };
-        if rest.len() < header.size() {
+    while let Ok(header) = BatchHeader::parse(&bytes[pos..]) {
+        if bytes.len() - pos < header.size() {
             break;
         }
-        let header = batch::validate(rest).map_err(|e| DecodeError::Corrupt {
-            position: pos,
-            reason: e.to_string(),
-        })?;
-        if header.compression() != Compression::None {
-            return Err(DecodeError::Compressed {
-                base_offset: header.base_offset,
-                compression: header.compression(),
-            });
-        }
-        let records = decode_records(
-            &rest[HEADER_LEN..header.size()],
-            &header,
-            shared.map(|whole| (whole, pos + HEADER_LEN)),
-        )
-        .ok_or_else(|| DecodeError::Corrupt {
-            position: pos,
-            reason: format!(
-                "malformed records in batch at offset {}",
-                header.base_offset
-            ),
-        })?;
-        out.push(DecodedBatch { header, records });
+        count = count.saturating_add(usize::try_from(header.records_count).unwrap_or(0));
         pos += header.size();
     }
-    Ok(out)
+    count.min(bytes.len() / 7)
+}
+
+/// The batches of a record set (see [`shared_batches`]).
+pub struct RawBatches<'a> {
+    bytes: &'a [u8],
+    shared: Option<&'a Bytes>,
+    /// Where the next batch starts; past the end once done.
+    pos: usize,
+}
+
+/// One checked batch of a record set, its records not yet decoded.
+pub struct RawBatch<'a> {
+    pub header: BatchHeader,
+    /// Its records section.
+    records: &'a [u8],
+    /// The record set's buffer and where the records section starts in it, when keys and
+    /// values are to be slices of it.
+    shared: Option<(&'a Bytes, usize)>,
+    /// Where the batch starts in the record set, for errors.
+    position: usize,
+}
+
+impl RawBatch<'_> {
+    /// Control batches (transaction markers) carry no user records.
+    pub fn is_control(&self) -> bool {
+        self.header.is_control()
+    }
+
+    /// Decodes the records, handing each to `each` in order. On a malformed records section
+    /// the records before the damage have been handed on.
+    pub fn for_each_record(&self, each: impl FnMut(DecodedRecord)) -> Result<(), DecodeError> {
+        decode_records_with(self.records, &self.header, self.shared, each).ok_or_else(|| {
+            DecodeError::Corrupt {
+                position: self.position,
+                reason: format!(
+                    "malformed records in batch at offset {}",
+                    self.header.base_offset
+                ),
+            }
+        })
+    }
+
+    /// The batch with its records decoded.
+    pub fn decode(&self) -> Result<DecodedBatch, DecodeError> {
+        let count = usize::try_from(self.header.records_count).unwrap_or(0);
+        // Never trust the count for an allocation: each record takes at least 7 bytes.
+        let mut records = Vec::with_capacity(count.min(self.records.len() / 7 + 1));
+        self.for_each_record(|record| records.push(record))?;
+        Ok(DecodedBatch {
+            header: self.header,
+            records,
+        })
+    }
+}
+
+impl<'a> Iterator for RawBatches<'a> {
+    type Item = Result<RawBatch<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Result<RawBatch<'a>, DecodeError>> {
+        let (bytes, pos) = (self.bytes, self.pos);
+        if pos >= bytes.len() {
+            return None;
+        }
+        let item = raw_batch(bytes, pos, self.shared);
+        self.pos = match &item {
+            Some(Ok(batch)) => pos + batch.header.size(),
+            _ => usize::MAX,
+        };
+        item
+    }
+}
+
+/// The batch at `pos` of `bytes`, checked; `None` for a partial batch (the end of the set).
+fn raw_batch<'a>(
+    bytes: &'a [u8],
+    pos: usize,
+    shared: Option<&'a Bytes>,
+) -> Option<Result<RawBatch<'a>, DecodeError>> {
+    let rest = &bytes[pos..];
+    let corrupt = |e: batch::BatchError| DecodeError::Corrupt {
+        position: pos,
+        reason: e.to_string(),
+    };
+    let header = match BatchHeader::parse(rest) {
+        Ok(header) => header,
+        Err(batch::BatchError::Truncated { .. }) => return None,
+        Err(e) => return Some(Err(corrupt(e))),
+    };
+    if rest.len() < header.size() {
+        return None;
+    }
+    // Parsed once: the check takes the header parsed above.
+    let header = match batch::validate_parsed(rest, header) {
+        Ok(header) => header,
+        Err(e) => return Some(Err(corrupt(e))),
+    };
+    if header.compression() != Compression::None {
+        return Some(Err(DecodeError::Compressed {
+            base_offset: header.base_offset,
+            compression: header.compression(),
+        }));
+    }
+    Some(Ok(RawBatch {
+        header,
+        records: &rest[HEADER_LEN..header.size()],
+        shared: shared.map(|whole| (whole, pos + HEADER_LEN)),
+        position: pos,
+    }))
 }
 
 #[cfg(test)]
@@ -520,6 +650,49 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn records_in_counts_the_whole_batches_only_and_never_more_than_the_bytes_could_hold() {
+        let mut first = encode_batch(&sample(), ProducerIdentity::NONE);
+        let mut second = encode_batch(&sample()[..1], ProducerIdentity::NONE);
+        batch::set_base_offset(&mut first, 0);
+        batch::set_base_offset(&mut second, 3);
+        let mut all = first.clone();
+        all.extend_from_slice(&second);
+        assert_eq!(records_in(&all), 4);
+        // A cut-off last batch does not count.
+        assert_eq!(records_in(&all[..all.len() - 1]), 3);
+        assert_eq!(records_in(&[]), 0);
+        // A header claiming a million records sizes nothing by its word (no CRC is checked
+        // here, so a damaged count must not reserve a million records).
+        let mut lying = second.clone();
+        lying[57..61].copy_from_slice(&1_000_000i32.to_be_bytes());
+        assert_eq!(records_in(&lying), lying.len() / 7);
+    }
+
+    #[test]
+    fn malformed_records_under_a_valid_crc_fail_the_batch_whether_decoded_whole_or_one_by_one() {
+        // One record more than the records section holds, the CRC made to match.
+        let mut bytes = encode_batch(&sample(), ProducerIdentity::NONE);
+        bytes[57..61].copy_from_slice(&4i32.to_be_bytes());
+        bytes[23..27].copy_from_slice(&3i32.to_be_bytes()); // last offset delta, to match
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let shared = Bytes::from(bytes);
+        assert!(matches!(
+            decode_shared_batches(&shared),
+            Err(DecodeError::Corrupt { position: 0, .. })
+        ));
+        let raw: Vec<_> = shared_batches(&shared).collect();
+        assert_eq!(raw.len(), 1);
+        let batch = raw[0].as_ref().expect("the batch itself checks out");
+        let mut handed = 0;
+        assert!(matches!(
+            batch.for_each_record(|_| handed += 1),
+            Err(DecodeError::Corrupt { position: 0, .. })
+        ));
+        assert_eq!(handed, 3, "the records before the damage were handed on");
     }
 
     #[test]

@@ -203,7 +203,14 @@ pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// skipped after a crash, and consumers step over it as they do over batches emptied by Kafka's
 /// compaction.
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-    let header = BatchHeader::parse(buf)?;
+    validate_parsed(buf, BatchHeader::parse(buf)?)
+}
+
+/// [`validate`] of the batch at the start of `buf` whose header the caller has already parsed
+/// from it with [`BatchHeader::parse`] (a reader that looks at the header first, to stop at a
+/// partial batch, need not parse it twice).
+#[inline]
+pub fn validate_parsed(buf: &[u8], header: BatchHeader) -> Result<BatchHeader, BatchError> {
     let size = header.size();
     if buf.len() < size {
         return Err(BatchError::Truncated {

@@ -614,6 +614,20 @@ impl Log {
             .clone()
     }
 
+    /// The flush policy alone: [`Log::config`] copies every setting, and a produce asks for
+    /// this one on every append.
+    pub fn flush_policy(&self) -> FlushPolicy {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).flush
+    }
+
+    /// The topic's `compression.type` alone (see [`Log::flush_policy`]).
+    pub fn compression(&self) -> Option<batch::Compression> {
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .compression
+    }
+
     /// Changes topic-level settings (IncrementalAlterConfigs); they apply from the next append.
     pub fn set_config(&self, config: LogConfig) -> Result<(), String> {
         config.validate()?;
